@@ -1,0 +1,1 @@
+"""gridctl configs package."""

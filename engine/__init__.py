@@ -1,0 +1,1 @@
+"""gridctl engine package."""

@@ -1,0 +1,1 @@
+"""gridctl live_bridge package."""
