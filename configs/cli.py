@@ -1,7 +1,154 @@
-"""Sub-commands (being built)."""
+"""``gridctl config show|validate|list``: inspect the configs a run would use, before running it."""
 
 from __future__ import annotations
 
-import typer
+import json
+from enum import StrEnum
+from typing import Annotated, Any
 
-app = typer.Typer(no_args_is_help=True)
+import typer
+import yaml
+
+from configs import secrets
+from configs.errors import GridctlError
+from configs.loader import (
+    SHIPPED_DIRS,
+    detect_kind,
+    dump_resolved,
+    load_strategy,
+    load_venue,
+    shipped_names,
+)
+from configs.schema import StrategyConfig, VenueConfig
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Show, validate and list strategy and venue configs.",
+)
+
+
+class KindChoice(StrEnum):
+    """What ``config validate`` should treat the file as."""
+
+    auto = "auto"
+    strategy = "strategy"
+    venue = "venue"
+
+
+@app.command("show")
+def show(
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            "--strategy", "-s", help="Strategy config: shipped name (see `config list`) or YAML path."
+        ),
+    ] = None,
+    venue: Annotated[
+        str | None, typer.Option("--venue", "-v", help="Venue config: shipped name or YAML path.")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override one value, SECTION.KEY=VALUE (value parsed as YAML); repeatable. "
+            "Keys of venue sections go to the venue, all others to the strategy.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of YAML.")] = False,
+) -> None:
+    """Print the fully resolved config: defaults filled in, ${VAR} expanded, overrides applied.
+
+    With neither --strategy nor --venue, shows the `default` strategy. API credentials are masked and
+    say where they came from (env, a backtest-only default, or missing).
+
+    Example: gridctl config show -s default -v binance_futures --set grid.grid_step_bps=30 --json
+    """
+    if strategy is None and venue is None:
+        strategy = "default"
+    venue_overrides, strategy_overrides = _route_overrides(
+        overrides or [], strategy is not None, venue is not None
+    )
+    shown: dict[str, dict[str, Any]] = {}
+    if strategy is not None:
+        cfg = load_strategy(strategy, strategy_overrides)
+        shown["strategy"] = {
+            "source": cfg.origin,
+            "gates_disabled": cfg.gates_disabled(),
+            "config": dump_resolved(cfg),
+        }
+    if venue is not None:
+        vcfg = load_venue(venue, venue_overrides)
+        shown["venue"] = {
+            "source": vcfg.origin,
+            "fees_source": vcfg.fees_source,
+            "config": dump_resolved(vcfg),
+        }
+    if as_json:
+        typer.echo(json.dumps(shown, indent=2))
+        return
+    documents = []
+    for kind, info in shown.items():
+        notes = [f"# {kind} config: {info['source']}"]
+        if "gates_disabled" in info:
+            notes.append(f"# risk gates switched off: {', '.join(info['gates_disabled']) or 'none'}")
+        if "fees_source" in info:
+            notes.append(f"# fees from: {info['fees_source']}")
+        documents.append("\n".join(notes) + "\n" + yaml.safe_dump(info["config"], sort_keys=False))
+    typer.echo("---\n".join(documents), nl=False)
+
+
+@app.command("validate")
+def validate(
+    file: Annotated[str, typer.Argument(help="YAML path (or shipped name) of a strategy or venue config.")],
+    kind: Annotated[
+        KindChoice, typer.Option("--kind", help="auto: decide by the file's top-level sections.")
+    ] = KindChoice.auto,
+    live: Annotated[
+        bool, typer.Option("--live", help="Also require real API credentials from env (venue configs only).")
+    ] = False,
+) -> None:
+    """Check a config file; exit 0 if it is valid, else print every problem and exit 2.
+
+    With --live, a venue's credentials must come from set environment variables: a `${VAR:-default}`
+    default (fine for backtests) or an unset variable fails.
+    """
+    resolved = detect_kind(file) if kind is KindChoice.auto else kind.value
+    if resolved == "strategy":
+        if live:
+            raise GridctlError(f"{file}: --live checks venue credentials, but this is a strategy config")
+        cfg: StrategyConfig | VenueConfig = load_strategy(file)
+        gates = cfg.gates_disabled()
+        typer.echo(f"ok: {cfg.origin} is a valid strategy config ({cfg.strategy.name}, {cfg.ccxt_symbol})")
+        if gates:
+            typer.echo(f"note: risk gates switched off: {', '.join(gates)}")
+        return
+    vcfg = load_venue(file)
+    if live:
+        secrets.require_live_credentials(vcfg)
+    typer.echo(f"ok: {vcfg.origin} is a valid venue config ({vcfg.venue.name}, fees from {vcfg.fees_source})")
+    for path in secrets.CREDENTIAL_PATHS:
+        typer.echo(f"  {path}: {secrets.mask(vcfg, path)}")
+    if live:
+        typer.echo("live credentials: ok")
+
+
+@app.command("list")
+def list_configs() -> None:
+    """List the strategy and venue configs shipped with gridctl (use the names with --strategy/--venue)."""
+    for kind, title in (("strategy", "strategies"), ("venue", "venues")):
+        typer.echo(f"{title} ({SHIPPED_DIRS[kind]}):")  # type: ignore[index]
+        for name in shipped_names(kind):  # type: ignore[arg-type]
+            typer.echo(f"  {name}")
+
+
+def _route_overrides(
+    overrides: list[str], has_strategy: bool, has_venue: bool
+) -> tuple[list[str], list[str]]:
+    """Split ``--set`` values between venue and strategy by their first key segment."""
+    if not has_venue:
+        return [], list(overrides)
+    if not has_strategy:
+        return list(overrides), []
+    venue_sections = set(VenueConfig.model_fields)
+    to_venue = [o for o in overrides if o.split("=", 1)[0].split(".", 1)[0].strip() in venue_sections]
+    return to_venue, [o for o in overrides if o not in to_venue]

@@ -1,0 +1,331 @@
+"""Load strategy and venue configs from YAML: name discovery, ``--set`` overrides, friendly errors.
+
+Every problem becomes one :class:`GridctlError` naming the file (or the ``--set`` override), the full key
+path and the reason; all bad keys of a file are reported at once, each with the closest valid key.
+There is no fallback: a name that does not resolve to a shipped file is an error listing the names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+import configs
+from configs import secrets
+from configs.errors import GridctlError
+from configs.schema import FieldRuleError, StrategyConfig, VenueConfig
+
+Kind = Literal["strategy", "venue"]
+ConfigT = TypeVar("ConfigT", StrategyConfig, VenueConfig)
+
+PACKAGE_DIR = Path(configs.__file__).resolve().parent
+SHIPPED_DIRS: dict[Kind, Path] = {"strategy": PACKAGE_DIR / "strategies", "venue": PACKAGE_DIR / "venues"}
+MODELS: dict[Kind, type[BaseModel]] = {"strategy": StrategyConfig, "venue": VenueConfig}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------------
+
+
+def load_strategy(path_or_name: str | Path, overrides: Sequence[str] = ()) -> StrategyConfig:
+    """Load a strategy by shipped name (``default``) or YAML path, apply ``k.k=v`` overrides, validate."""
+    return _load("strategy", StrategyConfig, path_or_name, overrides)
+
+
+def load_venue(path_or_name: str | Path, overrides: Sequence[str] = ()) -> VenueConfig:
+    """Load a venue by shipped name (``binance_futures``) or YAML path, apply overrides, validate."""
+    return _load("venue", VenueConfig, path_or_name, overrides)
+
+
+def shipped_names(kind: Kind) -> list[str]:
+    """Names of the configs shipped inside the package, e.g. ``["default", "hedge_grid_v1"]``."""
+    return sorted(p.stem for p in SHIPPED_DIRS[kind].glob("*.yaml"))
+
+
+def resolve_path(path_or_name: str | Path, kind: Kind) -> Path:
+    """An existing file path as given, else ``configs/<kind>s/<name>.yaml``; anything else is an error."""
+    candidate = Path(path_or_name).expanduser()
+    if candidate.is_file():
+        return candidate
+    text = str(path_or_name)
+    looks_like_path = "/" in text or "\\" in text or text.endswith((".yaml", ".yml"))
+    if looks_like_path:
+        raise GridctlError(f"{kind} config file not found: {text}")
+    shipped = SHIPPED_DIRS[kind] / f"{text}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(shipped_names(kind)) or "none"
+    raise GridctlError(
+        f"no {kind} config named {text!r}; shipped {kind} configs: {names} (or give a YAML path)"
+    )
+
+
+def detect_kind(path_or_name: str | Path) -> Kind:
+    """Tell a strategy file from a venue file by its top-level sections (or by the shipped name)."""
+    path = Path(path_or_name).expanduser()
+    if not path.is_file():
+        found = [k for k in MODELS if _resolves(path_or_name, k)]
+        if not found:
+            listing = "; ".join(f"{k} configs: {', '.join(shipped_names(k))}" for k in MODELS)
+            raise GridctlError(f"no config file or shipped name {str(path_or_name)!r} ({listing})")
+        return found[0]
+    tree = read_yaml(path)
+    votes = {k: len(set(tree) & set(MODELS[k].model_fields)) for k in MODELS}
+    if votes["strategy"] == votes["venue"]:
+        raise GridctlError(
+            f"{path}: cannot tell whether this is a strategy or a venue config "
+            f"(top-level keys: {', '.join(map(str, tree))}); pass --kind strategy or --kind venue"
+        )
+    return max(votes, key=lambda k: votes[k])
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML file into a mapping; syntax errors and duplicate keys name the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise GridctlError(f"{path}: cannot read: {err.strerror or err}") from err
+    try:
+        tree = yaml.load(text, Loader=_StrictLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        reason = err.problem or err.context or "invalid YAML"
+        raise GridctlError(f"{path}: YAML syntax error{where}: {reason}") from err
+    except yaml.YAMLError as err:
+        raise GridctlError(f"{path}: YAML syntax error: {err}") from err
+    if tree is None:
+        raise GridctlError(f"{path}: file is empty; expected a mapping of config sections")
+    if not isinstance(tree, dict):
+        raise GridctlError(
+            f"{path}: expected a mapping of config sections at the top, got {type(tree).__name__}"
+        )
+    return tree
+
+
+def dump_resolved(cfg: StrategyConfig | VenueConfig) -> dict[str, Any]:
+    """Every field with its effective value (defaults filled, ``${VAR}`` expanded), secrets masked."""
+    data = cfg.model_dump(mode="json")
+    if isinstance(cfg, VenueConfig):
+        for path in secrets.CREDENTIAL_PATHS:
+            section, key = path.split(".")
+            data[section][key] = secrets.mask(cfg, path)
+    return data
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------------
+
+
+def _resolves(path_or_name: str | Path, kind: Kind) -> bool:
+    try:
+        resolve_path(path_or_name, kind)
+    except GridctlError:
+        return False
+    return True
+
+
+def _load(kind: Kind, model: type[ConfigT], path_or_name: str | Path, overrides: Sequence[str]) -> ConfigT:
+    path = resolve_path(path_or_name, kind)
+    where = str(path)
+    tree = read_yaml(path)
+    tree, sources = secrets.expand_tree(tree, where)
+    from_file = _key_paths(tree)
+    set_paths: dict[tuple[str, ...], str] = {}
+    for text in overrides:
+        keys, value = _parse_override(text)
+        value, override_sources = secrets.expand_tree(value, f"--set {text}", prefix=".".join(keys))
+        _apply_override(tree, keys, value, text)
+        set_paths[keys] = text
+        sources.update(override_sources)
+    try:
+        cfg = model.model_validate(tree)
+    except ValidationError as err:
+        raise GridctlError(_format_errors(err, kind, model, where, set_paths, from_file)) from None
+    cfg._origin = where + "".join(f" --set {t}" for t in overrides)
+    if isinstance(cfg, VenueConfig):
+        cfg._credentials = sources
+    return cfg
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys instead of silently keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _parse_override(text: str) -> tuple[tuple[str, ...], Any]:
+    """``grid.grid_step_bps=30`` -> (("grid", "grid_step_bps"), 30); the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    keys = tuple(part.strip() for part in key.split("."))
+    if not sep or not all(keys):
+        raise GridctlError(f"--set {text}: expected SECTION.KEY=VALUE, e.g. grid.grid_step_bps=30")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise GridctlError(f"--set {text}: value is not valid YAML: {err}") from None
+    return keys, value
+
+
+def _apply_override(tree: dict[str, Any], keys: tuple[str, ...], value: Any, text: str) -> None:
+    node = tree
+    for depth, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise GridctlError(f"--set {text}: {'.'.join(keys[: depth + 1])} is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+# ----------------------------------------------------------------------------------------------------
+# Error messages
+# ----------------------------------------------------------------------------------------------------
+
+
+def _key_paths(tree: Any, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Every key path present in a parsed YAML mapping (to tell file keys from ``--set`` keys)."""
+    if not isinstance(tree, dict):
+        return set()
+    out: set[tuple[str, ...]] = set()
+    for key, value in tree.items():
+        path = (*prefix, key)
+        out.add(path)
+        out |= _key_paths(value, path)
+    return out
+
+
+def _source_of(
+    loc: tuple[Any, ...], set_paths: dict[tuple[str, ...], str], from_file: set[tuple[str, ...]]
+) -> str:
+    """``--set ...: `` when an override wrote (or created) the key at ``loc``, else "" (the file)."""
+    for keys, text in set_paths.items():
+        if loc[: len(keys)] == keys or (keys[: len(loc)] == loc and loc not in from_file):
+            return f"--set {text}: "
+    return ""
+
+
+def _format_errors(
+    err: ValidationError,
+    kind: Kind,
+    model: type[BaseModel],
+    where: str,
+    set_paths: dict[tuple[str, ...], str],
+    from_file: set[tuple[str, ...]],
+) -> str:
+    lines = []
+    for item in err.errors():
+        loc = tuple(item["loc"])
+        rule = (item.get("ctx") or {}).get("error")
+        if isinstance(rule, FieldRuleError):
+            loc = loc + tuple(rule.field.split("."))
+            reason = str(rule)
+        elif item["type"] == "extra_forbidden":
+            reason = _unknown_key_reason(kind, model, loc)
+        elif item["type"] == "missing":
+            reason = "required field is missing"
+        else:
+            reason = item["msg"].removeprefix("Value error, ")
+            if not _is_secret(loc):
+                reason += f" (got {_short(item['input'])})"
+        source = _source_of(loc, set_paths, from_file)
+        lines.append(f"  {source}{_loc_text(loc) or '(top level)'}: {reason}")
+    count = len(lines)
+    header = f"invalid {kind} config {where}: {count} problem{'s' if count != 1 else ''}"
+    return "\n".join([header, *lines])
+
+
+def _unknown_key_reason(kind: Kind, model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """Explain an unknown key: the section it belongs under, or the closest valid spelling."""
+    name = str(loc[-1])
+    parent = _model_at(model, loc[:-1])
+    here = list(parent.model_fields) if parent is not None else []
+    everywhere = _field_paths(model)
+    homes = [p for p in everywhere if p.rsplit(".", 1)[-1] == name and tuple(p.split(".")) != loc]
+    if homes:
+        return f"unknown key here; it belongs under {' or '.join(_section_of(p) for p in homes)} ({homes[0]})"
+    close = difflib.get_close_matches(name, here, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean {_loc_text((*loc[:-1], close[0]))!r}?"
+    other: Kind = "venue" if kind == "strategy" else "strategy"
+    if len(loc) == 1 and name in MODELS[other].model_fields:
+        return f"unknown key; {name!r} is a section of a {other} config, not a {kind} config"
+    anywhere = difflib.get_close_matches(name, [p.rsplit(".", 1)[-1] for p in everywhere], n=1, cutoff=0.75)
+    if anywhere:
+        path = next(p for p in everywhere if p.rsplit(".", 1)[-1] == anywhere[0])
+        return f"unknown key; did you mean {path!r}?"
+    return f"unknown key; valid keys here: {', '.join(here)}"
+
+
+def _section_of(path: str) -> str:
+    return path.rsplit(".", 1)[0] if "." in path else "the top level"
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The section model found by following ``loc`` from ``model`` (through Optional/list/dict)."""
+    current: Any = model
+    for part in loc:
+        current = unwrap_optional(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+        elif get_origin(current) in (list, dict):
+            current = get_args(current)[-1]
+        else:
+            return None
+    current = unwrap_optional(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def unwrap_optional(annotation: Any) -> Any:
+    """``X | None`` -> ``X``."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def _field_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every section and field path of a config model, e.g. ``grid``, ``grid.grid_step_bps``."""
+    paths = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        paths.append(path)
+        inner = unwrap_optional(field.annotation)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            paths.extend(_field_paths(inner, f"{path}."))
+    return paths
+
+
+def _loc_text(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _is_secret(loc: tuple[Any, ...]) -> bool:
+    return _loc_text(loc) in secrets.CREDENTIAL_PATHS
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

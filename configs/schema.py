@@ -1,0 +1,444 @@
+"""Typed config schema: the single source of truth for every strategy and venue setting.
+
+Every section forbids unknown keys and is frozen; ranges carry the legacy ``naut_hedgegrid`` limits so
+the audited bot's own files load unchanged. Cross-field rules raise :class:`FieldRuleError`, which names the
+offending field so the loader can report a full key path (``exit.tp_steps``) instead of the section.
+Load files through :mod:`configs.loader`, which adds file names, key suggestions and ``${VAR}`` secrets.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+
+from configs.errors import GridctlError
+
+#: Binance USD-M VIP0 fee rates, used when a venue file has no ``fees`` section (results say so).
+DEFAULT_MAKER_FEE = 0.0002
+DEFAULT_TAKER_FEE = 0.0005
+
+_INSTRUMENT_RE = re.compile(r"^(?P<base>[A-Z0-9]+?)(?P<quote>USDT|USDC)-PERP\.BINANCE$")
+_VENUE_SYMBOL_RE = re.compile(r"^[A-Z0-9]+?(USDT|USDC)-PERP$")
+_CCXT_SYMBOL_RE = re.compile(r"^[A-Z0-9]+/(USDT|USDC):(USDT|USDC)$")
+
+
+class FieldRuleError(ValueError):
+    """A cross-field rule broke; ``field`` is the key (inside the section) the message is about."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class _Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are typed strictly, immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def instrument_to_ccxt(instrument_id: str) -> str:
+    """``BTCUSDT-PERP.BINANCE`` -> ``BTC/USDT:USDT`` (Binance USD-M linear perpetuals only)."""
+    match = _INSTRUMENT_RE.match(instrument_id)
+    if match is None:
+        raise GridctlError(
+            f"strategy.instrument_id {instrument_id!r} is not a Binance USD-M perpetual id "
+            "like 'BTCUSDT-PERP.BINANCE'"
+        )
+    quote = match["quote"]
+    return f"{match['base']}/{quote}:{quote}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Strategy
+# ----------------------------------------------------------------------------------------------------
+
+
+class StrategySection(_Section):
+    """Identity: the run's label and the instrument it trades."""
+
+    name: str = Field(min_length=1)
+    instrument_id: str
+
+    @field_validator("instrument_id")
+    @classmethod
+    def _parseable(cls, value: str) -> str:
+        if _INSTRUMENT_RE.match(value) is None:
+            raise ValueError(f"{value!r} is not a Binance USD-M perpetual id like 'BTCUSDT-PERP.BINANCE'")
+        return value
+
+
+class GridSection(_Section):
+    """Ladder geometry: spacing in bps, rungs per side, and the geometric qty per rung."""
+
+    grid_step_bps: float = Field(ge=5, le=1000)
+    grid_levels_long: int = Field(ge=1, le=100)
+    grid_levels_short: int = Field(ge=1, le=100)
+    base_qty: float = Field(gt=0)
+    qty_scale: float = Field(gt=0, le=3)
+
+
+class ExitSection(_Section):
+    """Take-profit and stop-loss distance of each lot, in grid steps from its fill price."""
+
+    tp_steps: int = Field(ge=1, le=100)
+    sl_steps: int = Field(ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _tp_within_reach(self) -> ExitSection:
+        if self.tp_steps > 3 * self.sl_steps:
+            raise FieldRuleError(
+                "tp_steps",
+                f"must be <= 3 * sl_steps = {3 * self.sl_steps} (got {self.tp_steps}): a target more "
+                "than three stops away almost never fills before the stop",
+            )
+        return self
+
+
+class RebalanceSection(_Section):
+    """When the ladder re-centres, and the inventory cap in quote currency."""
+
+    recenter_trigger_bps: float = Field(gt=0, le=10000)
+    max_inventory_quote: float = Field(gt=0)
+
+
+class ExecutionSection(_Section):
+    """Order style: post-only entries and how rejected post-only entries are retried."""
+
+    maker_only: bool = True
+    use_post_only_retries: bool = False
+    retry_attempts: int = Field(default=3, ge=0, le=10)
+    retry_delay_ms: int = Field(default=100, ge=0, le=5000)
+    optimization_mode: bool = False
+    retry_max_price_deviation_bps: float = Field(default=100.0, ge=0, le=1000)
+
+
+class FundingSection(_Section):
+    """Funding guard: how close to a settlement, and how costly, before the paying side shrinks."""
+
+    funding_window_minutes: int = Field(ge=60, le=1440)
+    funding_max_cost_bps: float = Field(ge=0, le=100)
+
+
+class RegimeSection(_Section):
+    """Trend detection: EMA spread with hysteresis, gated by ADX strength; ATR for volatility."""
+
+    adx_len: int = Field(ge=5, le=100)
+    ema_fast: int = Field(ge=5, le=200)
+    ema_slow: int = Field(ge=10, le=500)
+    atr_len: int = Field(ge=5, le=100)
+    hysteresis_bps: float = Field(ge=0, le=1000)
+    adx_threshold: float = Field(default=20.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> RegimeSection:
+        if self.ema_fast >= self.ema_slow:
+            raise FieldRuleError(
+                "ema_fast",
+                f"must be < ema_slow = {self.ema_slow} (got {self.ema_fast}): the trend signal is the "
+                "fast EMA crossing the slow one",
+            )
+        return self
+
+
+class PositionSection(_Section):
+    """Position caps: size, share of equity, effective leverage and the distance kept from liquidation."""
+
+    max_position_size: float = Field(gt=0)
+    max_position_pct: float = Field(default=0.95, ge=0.1, le=1)
+    max_leverage_used: float = Field(gt=0, le=125)
+    emergency_liquidation_buffer: float = Field(ge=0.05, le=1)
+
+
+class PolicySection(_Section):
+    """Inventory biasing by regime, and the operator throttle on entry size."""
+
+    strategy: Literal["throttled-counter", "core-and-scalp"]
+    counter_levels: int = Field(ge=0, le=20)
+    counter_qty_scale: float = Field(ge=0, le=1)
+    throttle: float = Field(default=1.0, ge=0, le=1)
+
+
+class RiskManagementSection(_Section):
+    """Circuit breaker, drawdown halt and order-size validation switches (legacy defaults)."""
+
+    max_errors_per_minute: int = Field(default=10, ge=1, le=100)
+    circuit_breaker_cooldown_seconds: int = Field(default=300, ge=60, le=3600)
+    max_drawdown_pct: float = Field(default=20.0, ge=1, le=50)
+    circuit_breaker_window_seconds: int = Field(default=60, ge=10, le=600)
+    enable_position_validation: bool = True
+    enable_circuit_breaker: bool = True
+    enable_drawdown_protection: bool = True
+
+
+class BacktestSection(_Section):
+    """Simulation settings: starting balance, taker slippage and the limit-fill rule."""
+
+    initial_balance: float = Field(default=10000.0, gt=0)
+    slippage_bps: float = Field(default=1.0, ge=0, le=1000)
+    fill_on_touch: bool = False
+
+
+class StrategyConfig(_Section):
+    """A hedge-grid strategy: the legacy sections plus the optional risk_management and backtest."""
+
+    strategy: StrategySection
+    grid: GridSection
+    exit: ExitSection
+    rebalance: RebalanceSection
+    execution: ExecutionSection = Field(default_factory=ExecutionSection)
+    funding: FundingSection
+    regime: RegimeSection
+    position: PositionSection
+    policy: PolicySection
+    risk_management: RiskManagementSection = Field(default_factory=RiskManagementSection)
+    backtest: BacktestSection = Field(default_factory=BacktestSection)
+
+    _origin: str = PrivateAttr(default="<in memory>")
+
+    @property
+    def origin(self) -> str:
+        """Where this config came from (file path, plus ``--set`` overrides), for messages and results."""
+        return self._origin
+
+    @property
+    def ccxt_symbol(self) -> str:
+        """The ccxt unified symbol of ``strategy.instrument_id``, e.g. ``BTC/USDT:USDT``."""
+        return instrument_to_ccxt(self.strategy.instrument_id)
+
+    def gates_disabled(self) -> list[str]:
+        """Key paths of the ``risk_management.enable_*`` switches that are off (results report them)."""
+        rm = self.risk_management
+        switches = {
+            "enable_position_validation": rm.enable_position_validation,
+            "enable_circuit_breaker": rm.enable_circuit_breaker,
+            "enable_drawdown_protection": rm.enable_drawdown_protection,
+        }
+        return [f"risk_management.{name}" for name, on in switches.items() if not on]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Venue
+# ----------------------------------------------------------------------------------------------------
+
+
+class VenueSection(_Section):
+    """Which exchange and account kind the venue file describes."""
+
+    name: str = Field(min_length=1)
+    venue_type: Literal["spot", "futures", "options"]
+    account_type: Literal["CASH", "MARGIN", "PERPETUAL_LINEAR", "PERPETUAL_INVERSE"]
+
+
+class ApiSection(_Section):
+    """Credentials and endpoints. Credentials are ``${VAR}`` references; see :mod:`configs.secrets`."""
+
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+    testnet: bool = False
+    base_url: str | None = None
+    ws_url: str | None = None
+
+
+class TradingSection(_Section):
+    """Account mode: hedge mode, leverage set on the exchange, margin type."""
+
+    hedge_mode: bool
+    leverage: int = Field(ge=1, le=125)
+    margin_type: Literal["CROSSED", "ISOLATED"]
+
+
+class RiskSection(_Section):
+    """Venue-level guards: the leverage ceiling and the per-order notional range in USDT."""
+
+    max_leverage: int = Field(ge=1, le=125)
+    min_order_size_usdt: float = Field(gt=0)
+    max_order_size_usdt: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> RiskSection:
+        if self.min_order_size_usdt > self.max_order_size_usdt:
+            raise FieldRuleError(
+                "min_order_size_usdt",
+                f"must be <= max_order_size_usdt = {self.max_order_size_usdt} "
+                f"(got {self.min_order_size_usdt}): otherwise no order size is allowed",
+            )
+        return self
+
+
+class PrecisionSection(_Section):
+    """Exchange filters. ``tick_size``/``step_size`` default to 10^-precision when not given."""
+
+    price_precision: int = Field(ge=0, le=8)
+    quantity_precision: int = Field(ge=0, le=8)
+    min_notional: float = Field(gt=0)
+    tick_size: float | None = Field(default=None, gt=0)
+    step_size: float | None = Field(default=None, gt=0)
+    min_qty: float | None = Field(default=None, gt=0)
+    max_qty: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _qty_range_ordered(self) -> PrecisionSection:
+        if self.min_qty is not None and self.max_qty is not None and self.min_qty > self.max_qty:
+            raise FieldRuleError("min_qty", f"must be <= max_qty = {self.max_qty} (got {self.min_qty})")
+        return self
+
+
+class RateLimitsSection(_Section):
+    """Order pacing (entries per bar close, orders per 60 s) and the live request-weight budget."""
+
+    orders_per_second: int = Field(ge=1)
+    orders_per_minute: int = Field(ge=1)
+    weight_per_minute: int = Field(ge=1)
+
+
+class WebsocketSection(_Section):
+    """Live stream keep-alive and reconnect policy."""
+
+    ping_interval: int = Field(ge=1)
+    reconnect_timeout: int = Field(ge=1)
+    max_reconnect_attempts: int = Field(ge=0)
+
+
+class FeesSection(_Section):
+    """Commission rates as fractions of notional (0.0002 = 2 bps); never negative in gridctl."""
+
+    maker: float = Field(default=DEFAULT_MAKER_FEE, ge=0, le=0.01)
+    taker: float = Field(default=DEFAULT_TAKER_FEE, ge=0, le=0.01)
+
+
+class Bracket(_Section):
+    """One maintenance-margin tier: notional range, maintenance margin ratio, cum amount, max leverage."""
+
+    notional_floor: float = Field(ge=0)
+    notional_cap: float = Field(gt=0)
+    maint_margin_ratio: float = Field(gt=0, lt=1)
+    cum: float = Field(ge=0)
+    max_leverage: float = Field(gt=0, le=125)
+
+
+class MarginSection(_Section):
+    """Maintenance-margin brackets per ccxt symbol, in the exchange's order (bracket 1 first)."""
+
+    brackets: dict[str, list[Bracket]]
+
+    @field_validator("brackets")
+    @classmethod
+    def _tiers_consistent(cls, value: dict[str, list[Bracket]]) -> dict[str, list[Bracket]]:
+        for symbol, tiers in value.items():
+            if _CCXT_SYMBOL_RE.match(symbol) is None:
+                raise ValueError(f"{symbol!r} is not a ccxt USD-M symbol like 'BTC/USDT:USDT'")
+            _check_tiers(symbol, tiers)
+        return value
+
+
+def _check_tiers(symbol: str, tiers: list[Bracket]) -> None:
+    """Brackets must start at 0, be contiguous and sorted, and carry the exchange's cum amounts.
+
+    Binance defines ``cum_i = cum_{i-1} + floor_i * (mmr_i - mmr_{i-1})`` so that maintenance margin is
+    continuous across a tier boundary; a typo in any number breaks that identity.
+    """
+    if not tiers:
+        raise ValueError(f"{symbol}: needs at least one bracket")
+    if tiers[0].notional_floor != 0 or tiers[0].cum != 0:
+        raise ValueError(f"{symbol}: bracket 1 must start at notional_floor 0 with cum 0")
+    for i, tier in enumerate(tiers, start=1):
+        if tier.notional_cap <= tier.notional_floor:
+            raise ValueError(f"{symbol}: bracket {i} notional_cap must be above its notional_floor")
+        if i == 1:
+            continue
+        prev = tiers[i - 2]
+        if tier.notional_floor != prev.notional_cap:
+            raise ValueError(
+                f"{symbol}: bracket {i} notional_floor {tier.notional_floor} must equal bracket {i - 1} "
+                f"notional_cap {prev.notional_cap} (brackets sorted and contiguous)"
+            )
+        if tier.maint_margin_ratio < prev.maint_margin_ratio or tier.max_leverage > prev.max_leverage:
+            raise ValueError(f"{symbol}: bracket {i} must not lower maint_margin_ratio or raise max_leverage")
+        expected_cum = prev.cum + tier.notional_floor * (tier.maint_margin_ratio - prev.maint_margin_ratio)
+        if not math.isclose(tier.cum, expected_cum, rel_tol=1e-9, abs_tol=1e-6):
+            raise ValueError(
+                f"{symbol}: bracket {i} cum {tier.cum} should be {expected_cum:g} "
+                "(cum_prev + notional_floor * (mmr - mmr_prev))"
+            )
+
+
+class VenueConfig(_Section):
+    """An exchange account: the legacy venue sections plus fees and margin brackets."""
+
+    venue: VenueSection
+    api: ApiSection
+    trading: TradingSection
+    risk: RiskSection
+    precision: PrecisionSection
+    rate_limits: RateLimitsSection
+    websocket: WebsocketSection
+    symbols: list[str] = Field(default_factory=list)
+    fees: FeesSection = Field(default_factory=FeesSection)
+    margin: MarginSection | None = None
+
+    _origin: str = PrivateAttr(default="<in memory>")
+    # Provenance of api credentials, filled by the loader: {"api.api_key": CredentialSource, ...}.
+    _credentials: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols_shape(cls, value: list[str]) -> list[str]:
+        bad = [s for s in value if _VENUE_SYMBOL_RE.match(s) is None]
+        if bad:
+            raise ValueError(f"{bad} are not USD-M perpetual symbols like 'BTCUSDT-PERP'")
+        return value
+
+    @model_validator(mode="after")
+    def _leverage_within_risk(self) -> VenueConfig:
+        if self.trading.leverage > self.risk.max_leverage:
+            raise FieldRuleError(
+                "trading.leverage",
+                f"must be <= risk.max_leverage = {self.risk.max_leverage} (got {self.trading.leverage})",
+            )
+        return self
+
+    @property
+    def origin(self) -> str:
+        """Where this config came from (file path, plus ``--set`` overrides), for messages and results."""
+        return self._origin
+
+    @property
+    def tick_size(self) -> float:
+        """Price increment: ``precision.tick_size`` or 10^-price_precision."""
+        p = self.precision
+        return p.tick_size if p.tick_size is not None else 10.0**-p.price_precision
+
+    @property
+    def step_size(self) -> float:
+        """Quantity increment: ``precision.step_size`` or 10^-quantity_precision."""
+        p = self.precision
+        return p.step_size if p.step_size is not None else 10.0**-p.quantity_precision
+
+    @property
+    def min_qty(self) -> float:
+        """Smallest order quantity: ``precision.min_qty`` or one step."""
+        return self.precision.min_qty if self.precision.min_qty is not None else self.step_size
+
+    @property
+    def max_qty(self) -> float:
+        """Largest order quantity: ``precision.max_qty`` or unlimited (inf)."""
+        return self.precision.max_qty if self.precision.max_qty is not None else math.inf
+
+    @property
+    def fees_source(self) -> str:
+        """Where the fee rates come from, for results: the venue file or the VIP0 default."""
+        return "venue config" if "fees" in self.model_fields_set else "default Binance USD-M VIP0"
+
+    def brackets_for(self, symbol: str) -> list[Bracket]:
+        """Maintenance-margin brackets of a ccxt symbol; a missing table is an error, never a guess."""
+        table = self.margin.brackets if self.margin is not None else {}
+        if symbol not in table:
+            have = ", ".join(sorted(table)) or "none"
+            raise GridctlError(
+                f"{self.origin}: margin.brackets has no entry for {symbol!r} (has: {have}); add the "
+                "exchange's leverage brackets for it to the venue file"
+            )
+        return list(table[symbol])

@@ -1,0 +1,375 @@
+"""Import market data files into the store: Binance USD-M archives and freqtrade futures data files.
+
+Recognised file names (a directory is searched recursively; anything else is skipped and reported):
+- Binance klines ``BTCUSDT-1m-2024-01.zip`` / ``BTCUSDT-1m-2024-01-05.csv`` (zip or extracted csv, with or
+  without a header row, open times in ms or µs); under a ``markPriceKlines`` folder, or with
+  ``kind="mark"``, they are mark-price klines.
+- Binance funding ``BTCUSDT-fundingRate-2024-01.zip`` (calc_time, funding_interval_hours, last_funding_rate).
+- freqtrade ``<PAIR>-<tf>-futures.feather``, ``<PAIR>-<tf>-mark.feather`` and
+  ``<PAIR>-<tf>-funding_rate.feather`` (funding rate in ``open``).
+Every file is parsed and validated before anything is written, so a bad file leaves the store untouched.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.feather as feather
+
+from configs.errors import GridctlError
+from data.store import write_candles, write_funding
+from data.timeframes import TIMEFRAMES, timeframe_ms
+from data.validate import (
+    CANDLE_COLUMNS,
+    FUNDING_COLUMNS,
+    ValidationReport,
+    check_candle_frame,
+    fmt_ts,
+    gap_stats,
+    normalise_and_check_funding,
+)
+
+BINANCE_KLINE_COLUMNS: tuple[str, ...] = (
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
+)
+BINANCE_FUNDING_COLUMNS: tuple[str, ...] = ("calc_time", "funding_interval_hours", "last_funding_rate")
+_QUOTES = ("USDT", "USDC", "BUSD", "FDUSD")
+_MICROSECONDS_ABOVE = 10**14  # ms timestamps are ~1.7e12, µs ~1.7e15
+
+_BINANCE_KLINES = re.compile(
+    r"^(?P<pair>[A-Z0-9]+)-(?P<tf>\d+[A-Za-z]{1,2})-(?P<date>\d{4}-\d{2}(?:-\d{2})?)\.(?P<ext>zip|csv)$"
+)
+_BINANCE_FUNDING = re.compile(
+    r"^(?P<pair>[A-Z0-9]+)-fundingRate-(?P<date>\d{4}-\d{2}(?:-\d{2})?)\.(?P<ext>zip|csv)$"
+)
+_FREQTRADE = re.compile(
+    r"^(?P<pair>[A-Z0-9]+(?:_[A-Z0-9]+){1,2})-(?P<tf>\d+[mhdw])-(?P<type>futures|mark|funding_rate)\.feather$"
+)
+_UNSUPPORTED_FOLDERS = ("indexPriceKlines", "premiumIndexKlines")
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """One recognised file, parsed and validated."""
+
+    symbol: str
+    kind: str  # "trade" | "mark" | "funding"
+    timeframe: str | None
+    df: pl.DataFrame
+    source: str
+    normalised: int = 0
+
+
+@dataclass(frozen=True)
+class ImportedSeries:
+    """One series written by an import."""
+
+    exchange: str
+    symbol: str
+    kind: str
+    timeframe: str | None
+    rows: int
+    first_ts: int
+    last_ts: int
+    files: tuple[str, ...]
+    gaps: int
+    missing_bars: int
+
+
+@dataclass
+class ImportSummary:
+    """What an import wrote, what it skipped (with reasons) and the validation warnings."""
+
+    series: list[ImportedSeries] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    report: ValidationReport = field(default_factory=ValidationReport)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {
+            "series": [s.__dict__ | {"files": list(s.files)} for s in self.series],
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "warnings": list(self.report.warnings),
+            "funding_normalised": self.report.funding_normalised,
+        }
+
+    def describe(self) -> str:
+        """Human-readable multi-line summary."""
+        lines = []
+        for s in self.series:
+            what = f"{s.kind} {s.timeframe}" if s.timeframe else s.kind
+            lines.append(
+                f"imported {s.exchange} {s.symbol} {what}: {s.rows:,} rows, {fmt_ts(s.first_ts)} -> "
+                f"{fmt_ts(s.last_ts)} from {len(s.files)} file(s)"
+                + (f"; {s.gaps} gap(s), {s.missing_bars:,} missing bars" if s.gaps else "")
+            )
+        lines += [f"warning: {w}" for w in self.report.warnings]
+        lines += [f"skipped {p}: {r}" for p, r in self.skipped]
+        return "\n".join(lines)
+
+
+def binance_pair_to_symbol(pair: str) -> str:
+    """Binance USD-M contract id to ccxt symbol: ``BTCUSDT`` -> ``BTC/USDT:USDT``."""
+    for quote in _QUOTES:
+        if pair.endswith(quote) and len(pair) > len(quote):
+            return f"{pair[: -len(quote)]}/{quote}:{quote}"
+    raise GridctlError(
+        f"{pair!r} is not a linear USD-M contract id (quote must be one of {', '.join(_QUOTES)})"
+    )
+
+
+def freqtrade_pair_to_symbol(pair: str) -> str:
+    """freqtrade file pair to ccxt symbol: ``XRP_USDT_USDT`` -> ``XRP/USDT:USDT``."""
+    parts = pair.split("_")
+    return f"{parts[0]}/{parts[1]}:{parts[2]}" if len(parts) == 3 else f"{parts[0]}/{parts[1]}"
+
+
+def _read_binance_bytes(path: Path) -> bytes:
+    """The CSV payload of an archive (the single csv member, named like the archive) or a plain csv."""
+    if path.suffix == ".csv":
+        return path.read_bytes()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [m for m in archive.namelist() if m.endswith(".csv")]
+            if len(members) != 1:
+                raise GridctlError(
+                    f"{path}: expected exactly one .csv inside the archive, found {len(members)}"
+                )
+            inner = Path(members[0]).name
+            if inner != f"{path.stem}.csv":
+                raise GridctlError(
+                    f"{path}: archive holds {inner!r}, which names other data than the archive"
+                )
+            return archive.read(members[0])
+    except zipfile.BadZipFile:
+        raise GridctlError(f"{path}: not a valid zip archive") from None
+
+
+def _read_csv_strings(payload: bytes, columns: tuple[str, ...], source: str) -> pl.DataFrame:
+    """Parse CSV text (header row optional) into string columns named ``columns``."""
+    first_line = payload.split(b"\n", 1)[0].strip()
+    if not first_line:
+        raise GridctlError(f"{source}: empty file")
+    has_header = not first_line[:1].isdigit()
+    try:
+        df = pl.read_csv(io.BytesIO(payload), has_header=has_header, infer_schema=False)
+    except Exception as err:  # polars raises several error types for malformed csv
+        raise GridctlError(f"{source}: not a readable CSV file ({err})") from None
+    if df.width != len(columns):
+        raise GridctlError(
+            f"{source}: expected {len(columns)} columns ({', '.join(columns)}), found {df.width}"
+        )
+    return df.rename(dict(zip(df.columns, columns, strict=True)))
+
+
+def _to_numbers(
+    df: pl.DataFrame, casts: dict[str, pl.DataType], source: str, header_rows: int
+) -> pl.DataFrame:
+    """Cast string columns, naming the first row (1-based line of the file) that is not a number."""
+    out = df.select(
+        [pl.col(name).str.strip_chars().cast(dtype, strict=False) for name, dtype in casts.items()]
+    )
+    for name in casts:
+        bad = out[name].is_null()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise GridctlError(
+                f"{source}: line {row + 1 + header_rows}: column {name!r} is {df[name][row]!r} (not a number)"
+            )
+    return out
+
+
+def _ms_times(values: np.ndarray, source: str, column: str) -> np.ndarray:
+    """Timestamps in ms, converting µs files (newer Binance archives) exactly."""
+    micro = values > _MICROSECONDS_ABOVE
+    if micro.all():
+        if (values % 1000).any():
+            row = int(np.flatnonzero(values % 1000)[0])
+            raise GridctlError(f"{source}: row {row}: {column} {values[row]} µs is not a whole millisecond")
+        return values // 1000
+    if micro.any():
+        row = int(np.flatnonzero(micro)[0]) if not micro[0] else int(np.flatnonzero(~micro)[0])
+        raise GridctlError(f"{source}: row {row}: {column} mixes ms and µs timestamps")
+    return values
+
+
+def _parse_binance_klines(path: Path, pair: str, tf: str, kind: str) -> _Parsed:
+    source = str(path)
+    bar_ms = timeframe_ms(tf)
+    payload = _read_binance_bytes(path)
+    raw = _read_csv_strings(payload, BINANCE_KLINE_COLUMNS, source)
+    header_rows = 0 if payload[:1].isdigit() else 1
+    casts = {"open_time": pl.Int64} | dict.fromkeys(("open", "high", "low", "close", "volume"), pl.Float64)
+    nums = _to_numbers(raw, casts, source, header_rows)
+    ts = _ms_times(nums["open_time"].to_numpy(), source, "open_time")
+    df = nums.select(pl.Series("ts", ts, dtype=pl.Int64), "open", "high", "low", "close", "volume").sort("ts")
+    check_candle_frame(df, bar_ms, source, kind)
+    return _Parsed(binance_pair_to_symbol(pair), kind, tf, df, source)
+
+
+def _parse_binance_funding(path: Path, pair: str) -> _Parsed:
+    source = str(path)
+    payload = _read_binance_bytes(path)
+    raw = _read_csv_strings(payload, BINANCE_FUNDING_COLUMNS, source)
+    header_rows = 0 if payload[:1].isdigit() else 1
+    nums = _to_numbers(raw, {"calc_time": pl.Int64, "last_funding_rate": pl.Float64}, source, header_rows)
+    ts = _ms_times(nums["calc_time"].to_numpy(), source, "calc_time")
+    df = pl.DataFrame({"ts": ts, "rate": nums["last_funding_rate"], "mark_price": np.full(len(ts), np.nan)})
+    df, moved = normalise_and_check_funding(df.sort("ts"), source)
+    return _Parsed(binance_pair_to_symbol(pair), "funding", None, df, source, moved)
+
+
+def _read_feather(path: Path) -> pl.DataFrame:
+    try:
+        table = feather.read_table(path)
+    except Exception as err:  # pyarrow raises several error types for a corrupt file
+        raise GridctlError(f"{path}: not a readable feather file ({err})") from None
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    needed = ("date", "open", "high", "low", "close", "volume")
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise GridctlError(
+            f"{path}: missing column(s) {', '.join(missing)} (freqtrade data files have {needed})"
+        )
+    dtype = df.schema["date"]
+    if not isinstance(dtype, pl.Datetime) or dtype.time_zone is None:
+        raise GridctlError(f"{path}: column 'date' must be a UTC timestamp, found {dtype}")
+    return df.with_columns(pl.col("date").dt.epoch("ms").alias("ts"))
+
+
+def _parse_freqtrade(path: Path, pair: str, tf: str, kind: str) -> _Parsed:
+    source = str(path)
+    symbol = freqtrade_pair_to_symbol(pair)
+    df = _read_feather(path).sort("ts")
+    if kind == "funding":
+        funding = df.select("ts", pl.col("open").alias("rate"), pl.lit(float("nan")).alias("mark_price"))
+        funding, moved = normalise_and_check_funding(funding, source)
+        return _Parsed(symbol, "funding", None, funding, source, moved)
+    candles = df.select(
+        "ts", *[pl.col(c).cast(pl.Float64).fill_null(float("nan")) for c in CANDLE_COLUMNS[1:]]
+    )
+    check_candle_frame(candles, timeframe_ms(tf), source, kind)
+    return _Parsed(symbol, kind, tf, candles, source)
+
+
+def _recognise(path: Path, kind: str | None) -> _Parsed | str:
+    """Parse a recognised file, or return the reason it is skipped."""
+    name = path.name
+    folders = set(path.parts[:-1])
+    if match := _FREQTRADE.match(name):
+        file_kind = {"futures": "trade", "mark": "mark", "funding_rate": "funding"}[match["type"]]
+        if match["tf"] not in TIMEFRAMES:
+            return f"timeframe {match['tf']} is not supported (valid: {', '.join(TIMEFRAMES)})"
+        return _parse_freqtrade(path, match["pair"], match["tf"], file_kind)
+    if match := _BINANCE_FUNDING.match(name):
+        return _parse_binance_funding(path, match["pair"])
+    if match := _BINANCE_KLINES.match(name):
+        if unsupported := folders.intersection(_UNSUPPORTED_FOLDERS):
+            return f"{sorted(unsupported)[0]} are not stored (only trade and mark-price klines)"
+        if match["tf"] not in TIMEFRAMES:
+            return f"timeframe {match['tf']} is not supported (valid: {', '.join(TIMEFRAMES)})"
+        candle_kind = kind or ("mark" if "markPriceKlines" in folders else "trade")
+        return _parse_binance_klines(path, match["pair"], match["tf"], candle_kind)
+    return "not a Binance archive or freqtrade futures data file name"
+
+
+def _combine(parts: list[_Parsed]) -> pl.DataFrame:
+    """Concatenate one series' files; identical overlapping rows are merged, conflicting ones are an error."""
+    columns = list(parts[0].df.columns)
+    tagged = pl.concat([p.df.with_columns(pl.lit(p.source).alias("_file")) for p in parts])
+    distinct = tagged.unique(subset=columns, keep="first", maintain_order=True).sort(
+        "ts", maintain_order=True
+    )
+    dup = distinct["ts"].is_duplicated()
+    if dup.any():
+        clash = distinct.filter(dup)
+        ts = int(clash["ts"][0])
+        files = sorted(set(clash.filter(pl.col("ts") == ts)["_file"].to_list()))
+        raise GridctlError(f"{' and '.join(files)}: different values for the same time {fmt_ts(ts)}")
+    return distinct.drop("_file")
+
+
+def import_path(
+    path: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    exchange: str = "binanceusdm",
+    symbol: str | None = None,
+    kind: str | None = None,
+) -> ImportSummary:
+    """Import one file or every recognised file under a directory into the store.
+
+    ``symbol`` (optional) must match what the file names say; ``kind="mark"`` marks Binance klines as
+    mark-price klines (``"trade"`` forces trade klines). Nothing is written unless every file is valid.
+    """
+    if kind not in (None, "trade", "mark"):
+        raise GridctlError(f"--kind: unknown kind {kind!r} (choose from trade, mark)")
+    root = Path(path)
+    if not root.exists():
+        raise GridctlError(f"{root}: no such file or directory")
+    summary = ImportSummary()
+    parsed: list[_Parsed] = []
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    for file in files:
+        result = _recognise(file, kind)
+        if isinstance(result, str):
+            if not root.is_dir():
+                raise GridctlError(f"{file}: {result}")
+            summary.skipped.append((str(file), result))
+            continue
+        if symbol is not None and result.symbol != symbol:
+            raise GridctlError(f"{file}: holds {result.symbol} data, but {symbol} was requested")
+        parsed.append(result)
+    if not parsed:
+        raise GridctlError(f"{root}: no importable files found ({len(summary.skipped)} skipped)")
+
+    groups: dict[tuple[str, str, str | None], list[_Parsed]] = {}
+    for item in parsed:
+        groups.setdefault((item.symbol, item.kind, item.timeframe), []).append(item)
+        summary.report.add_funding_normalised(item.normalised, item.source)
+    planned = [(key, _combine(items), items) for key, items in groups.items()]
+
+    for (sym, series_kind, tf), df, items in planned:
+        ts = df["ts"].to_numpy()
+        if series_kind == "funding":
+            write_funding(data_dir, exchange, sym, df.select(FUNDING_COLUMNS))
+            gaps, missing = 0, 0
+        else:
+            assert tf is not None
+            stats = gap_stats(ts, timeframe_ms(tf))
+            summary.report.add_gaps(stats, tf, f"{exchange} {sym} {series_kind} {tf}")
+            write_candles(data_dir, exchange, sym, tf, df.select(CANDLE_COLUMNS), kind=series_kind)
+            gaps, missing = stats.count, stats.missing_bars
+        summary.series.append(
+            ImportedSeries(
+                exchange=exchange,
+                symbol=sym,
+                kind=series_kind,
+                timeframe=tf,
+                rows=df.height,
+                first_ts=int(ts[0]),
+                last_ts=int(ts[-1]),
+                files=tuple(i.source for i in items),
+                gaps=gaps,
+                missing_bars=missing,
+            )
+        )
+    return summary

@@ -1,0 +1,338 @@
+"""Load a validated market (candles + funding) from the store into contiguous numpy arrays for the kernels."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from configs.errors import GridctlError
+from data.store import (
+    FUNDING_MAX_INTERVAL_MS,
+    candle_partitions,
+    funding_dir,
+    funding_partitions,
+    read_partition,
+    symbol_dir,
+)
+from data.timeframes import TIMEFRAMES, timeframe_ms
+from data.validate import (
+    CANDLE_COLUMNS,
+    FUNDING_COLUMNS,
+    ValidationReport,
+    check_candle_frame,
+    check_candles,
+    check_funding,
+    coerce_candle_frame,
+    fmt_ts,
+    gap_stats,
+    normalise_and_check_funding,
+    normalise_funding_ts,
+)
+
+__all__ = ["Market", "ValidationReport", "load_market", "market_from_arrays", "to_ms"]
+
+
+@dataclass(frozen=True)
+class Market:
+    """One symbol's bars plus the funding settlements that apply to them (see docs/DESIGN.md)."""
+
+    symbol: str
+    timeframe: str
+    bar_ms: int
+    ts: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    funding_ts: np.ndarray
+    funding_rate: np.ndarray
+    funding_mark: np.ndarray
+    report: ValidationReport
+
+    def __len__(self) -> int:
+        return int(self.ts.size)
+
+
+def to_ms(value: int | str | date | datetime | None, name: str) -> int | None:
+    """Epoch ms from an int (already ms), an ISO date/datetime string or a date/datetime (UTC if naive)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise GridctlError(f"{name}: {value!r} is not a time")
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise GridctlError(
+                f"{name}: {value!r} is not a date (expected YYYY-MM-DD or ISO datetime)"
+            ) from None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return round(value.timestamp() * 1000)
+    raise GridctlError(f"{name}: {value!r} is not a time")
+
+
+def _f64(values: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(values, dtype=np.float64)
+
+
+def _i64(values: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(values, dtype=np.int64)
+
+
+def _stored_timeframes(data_dir: str | os.PathLike[str], exchange: str, symbol: str, mark: bool) -> list[str]:
+    base = symbol_dir(data_dir, exchange, symbol)
+    prefix = "mark_" if mark else ""
+    found = [tf for tf in TIMEFRAMES if (base / f"{prefix}{tf}").is_dir()]
+    return found
+
+
+def _read_checked_candles(paths: list[Path], bar_ms: int, kind: str) -> pl.DataFrame:
+    """Read and validate each partition (errors name the file), and check that files do not overlap."""
+    frames: list[pl.DataFrame] = []
+    previous: tuple[Path, int] | None = None
+    for path in paths:
+        df = coerce_candle_frame(read_partition(path, CANDLE_COLUMNS), str(path))
+        check_candle_frame(df, bar_ms, str(path), kind)
+        if df.height == 0:
+            continue
+        first = int(df["ts"][0])
+        if previous is not None and first <= previous[1]:
+            raise GridctlError(
+                f"{path}: first bar {fmt_ts(first)} is not after the last bar of {previous[0]} "
+                f"({fmt_ts(previous[1])}); partitions overlap"
+            )
+        previous = (path, int(df["ts"][-1]))
+        frames.append(df)
+    if not frames:
+        return pl.DataFrame(schema={c: pl.Int64 if c == "ts" else pl.Float64 for c in CANDLE_COLUMNS})
+    return pl.concat(frames, rechunk=True)
+
+
+def _read_checked_funding(paths: list[Path], report: ValidationReport) -> pl.DataFrame:
+    frames: list[pl.DataFrame] = []
+    previous: tuple[Path, int] | None = None
+    for path in paths:
+        df, moved = normalise_and_check_funding(read_partition(path, FUNDING_COLUMNS), str(path))
+        report.add_funding_normalised(moved, str(path))
+        if df.height == 0:
+            continue
+        first = int(df["ts"][0])
+        if previous is not None and first <= previous[1]:
+            raise GridctlError(
+                f"{path}: first settlement {fmt_ts(first)} is not after the last one of {previous[0]}; "
+                "partitions overlap"
+            )
+        previous = (path, int(df["ts"][-1]))
+        frames.append(df)
+    if not frames:
+        return pl.DataFrame(schema={c: pl.Int64 if c == "ts" else pl.Float64 for c in FUNDING_COLUMNS})
+    return pl.concat(frames, rechunk=True)
+
+
+def _select_funding(fts: np.ndarray, first_bar: int, last_close: int) -> tuple[int, int]:
+    """Index range [i0, i1) of settlements the bars need: the last one at or before the first bar,
+    every one inside, and the first one after the last bar's close (the funding guard looks ahead)."""
+    i0 = max(int(np.searchsorted(fts, first_bar, side="right")) - 1, 0)
+    i1 = min(int(np.searchsorted(fts, last_close, side="right")) + 1, fts.size)
+    return i0, i1
+
+
+def _funding_warnings(
+    fts: np.ndarray, first_bar: int, last_bar: int, source: str, report: ValidationReport
+) -> None:
+    if fts[0] > first_bar:
+        report.warnings.append(
+            f"{source}: the first funding settlement ({fmt_ts(fts[0])}) is after the first bar "
+            f"({fmt_ts(first_bar)}); the rate is unknown before it, so new entries are blocked until then"
+        )
+    if fts[-1] + FUNDING_MAX_INTERVAL_MS < last_bar:
+        report.warnings.append(
+            f"{source}: the funding series ends at {fmt_ts(fts[-1])}, before the last bar "
+            f"({fmt_ts(last_bar)}); later settlements are missing"
+        )
+    holes = np.flatnonzero(np.diff(fts) > FUNDING_MAX_INTERVAL_MS)
+    if holes.size:
+        first = int(holes[0])
+        report.warnings.append(
+            f"{source}: {holes.size} hole(s) longer than 8 h in the funding series, first after "
+            f"{fmt_ts(fts[first])} (next settlement {fmt_ts(fts[first + 1])})"
+        )
+
+
+def _fill_mark_from_candles(
+    data_dir: str | os.PathLike[str],
+    exchange: str,
+    symbol: str,
+    fts: np.ndarray,
+    mark: np.ndarray,
+) -> np.ndarray:
+    """Fill NaN marks with the open of a stored mark bar starting at the settlement (finest tf first)."""
+    mark = mark.copy()
+    for tf in _stored_timeframes(data_dir, exchange, symbol, mark=True):
+        need = np.flatnonzero(np.isnan(mark))
+        if need.size == 0:
+            break
+        wanted = fts[need]
+        paths = candle_partitions(
+            data_dir, exchange, symbol, tf, int(wanted[0]), int(wanted[-1]) + 1, kind="mark"
+        )
+        if not paths:
+            continue
+        bars = (
+            pl.scan_parquet(paths)
+            .select("ts", "open")
+            .filter(pl.col("ts").is_in(pl.Series(wanted).implode()))
+            .collect()
+        )
+        if bars.height == 0:
+            continue
+        bar_ts = bars["ts"].cast(pl.Int64).to_numpy()
+        bar_open = bars["open"].cast(pl.Float64).to_numpy()
+        order = np.argsort(bar_ts)
+        bar_ts, bar_open = bar_ts[order], bar_open[order]
+        pos = np.clip(np.searchsorted(bar_ts, wanted), 0, bar_ts.size - 1)
+        hit = (bar_ts[pos] == wanted) & np.isfinite(bar_open[pos]) & (bar_open[pos] > 0)
+        mark[need[hit]] = bar_open[pos[hit]]
+    return mark
+
+
+def load_market(
+    data_dir: str | os.PathLike[str],
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    start: int | str | date | datetime | None = None,
+    end: int | str | date | datetime | None = None,
+) -> Market:
+    """Load, validate and return bars in ``[start, end)`` (epoch ms or ISO date, UTC) with their funding.
+
+    Funding includes the last settlement at or before the first bar (so its rate is known) and the first
+    one after the last bar's close (so the funding guard sees the next settlement). A settlement's mark
+    price comes from the funding file, else from the open of a stored mark-price bar starting at it,
+    else stays NaN (the engine then uses the trade open and says so).
+    """
+    bar_ms = timeframe_ms(timeframe)
+    start_ms, end_ms = to_ms(start, "start"), to_ms(end, "end")
+    if start_ms is not None and end_ms is not None and end_ms <= start_ms:
+        raise GridctlError(f"end ({fmt_ts(end_ms)}) must be after start ({fmt_ts(start_ms)})")
+    report = ValidationReport()
+    series = f"{exchange} {symbol} {timeframe}"
+    paths = candle_partitions(data_dir, exchange, symbol, timeframe, start_ms, end_ms)
+    candles = _read_checked_candles(paths, bar_ms, "trade")
+    if start_ms is not None:
+        candles = candles.filter(pl.col("ts") >= start_ms)
+    if end_ms is not None:
+        candles = candles.filter(pl.col("ts") < end_ms)
+    if candles.height == 0:
+        stored = _stored_timeframes(data_dir, exchange, symbol, mark=False)
+        window = "" if start_ms is None and end_ms is None else " in the requested range"
+        have = f"stored timeframes: {', '.join(stored)}" if stored else "nothing stored for this symbol"
+        raise GridctlError(
+            f"no {timeframe} candles for {symbol} on {exchange}{window} in {data_dir} ({have}); "
+            "get them with `gridctl data download`, `gridctl data import` or `gridctl data sample`"
+        )
+    ts = _i64(candles["ts"].to_numpy())
+    report.add_gaps(gap_stats(ts, bar_ms), timeframe, series)
+
+    if not funding_partitions(data_dir, exchange, symbol):
+        raise GridctlError(
+            f"no funding series for {symbol} on {exchange} in {funding_dir(data_dir, exchange, symbol)}; "
+            f"get it with `gridctl data download --symbol {symbol} --kinds funding --start ... --end ...` "
+            "or `gridctl data import` (a Binance fundingRate archive or a freqtrade funding_rate file)"
+        )
+    first_bar, last_close = int(ts[0]), int(ts[-1]) + bar_ms
+    funding_paths = funding_partitions(
+        data_dir,
+        exchange,
+        symbol,
+        first_bar - FUNDING_MAX_INTERVAL_MS,
+        last_close + FUNDING_MAX_INTERVAL_MS + 1,
+    )
+    funding = _read_checked_funding(funding_paths, report)
+    fts_all = funding["ts"].to_numpy()
+    i0, i1 = _select_funding(fts_all, first_bar, last_close)
+    if i1 <= i0:
+        raise GridctlError(
+            f"no funding settlements for {symbol} on {exchange} between {fmt_ts(first_bar)} and "
+            f"{fmt_ts(last_close)}; download or import funding for that period"
+        )
+    fts = _i64(fts_all[i0:i1])
+    rate = _f64(funding["rate"].to_numpy()[i0:i1])
+    mark = _f64(funding["mark_price"].to_numpy()[i0:i1])
+    _funding_warnings(fts, first_bar, int(ts[-1]), f"{exchange} {symbol} funding", report)
+    if np.isnan(mark).any():
+        mark = _fill_mark_from_candles(data_dir, exchange, symbol, fts, mark)
+        unknown = int(np.isnan(mark).sum())
+        if unknown:
+            report.warnings.append(
+                f"{exchange} {symbol} funding: {unknown} of {mark.size} settlements have no mark price "
+                "(none in the funding file or stored mark candles); the trade open is used for them"
+            )
+    return Market(
+        symbol=symbol,
+        timeframe=timeframe,
+        bar_ms=bar_ms,
+        ts=ts,
+        open=_f64(candles["open"].to_numpy()),
+        high=_f64(candles["high"].to_numpy()),
+        low=_f64(candles["low"].to_numpy()),
+        close=_f64(candles["close"].to_numpy()),
+        volume=_f64(candles["volume"].to_numpy()),
+        funding_ts=fts,
+        funding_rate=rate,
+        funding_mark=mark,
+        report=report,
+    )
+
+
+def market_from_arrays(
+    symbol: str,
+    timeframe: str,
+    ts: np.ndarray,
+    open: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    funding_ts: np.ndarray,
+    funding_rate: np.ndarray,
+    funding_mark: np.ndarray | None = None,
+    source: str = "arrays",
+) -> Market:
+    """Build a Market from in-memory arrays (tests, live bridge), with the same validation as a load.
+
+    Funding times within 1 s of the hour are snapped (and reported); ``funding_mark`` defaults to NaN.
+    """
+    bar_ms = timeframe_ms(timeframe)
+    arrays = [_f64(a) for a in (open, high, low, close, volume)]
+    ts = _i64(ts)
+    if any(a.shape != ts.shape for a in arrays):
+        raise GridctlError(f"{source}: ts, open, high, low, close and volume must have the same length")
+    if ts.size == 0:
+        raise GridctlError(f"{source}: no bars")
+    report = ValidationReport()
+    report.add_gaps(check_candles(ts, *arrays, bar_ms, source), timeframe, source)
+    fts, moved = normalise_funding_ts(_i64(funding_ts), f"{source} funding")
+    report.add_funding_normalised(moved, f"{source} funding")
+    rate = _f64(funding_rate)
+    mark = np.full(fts.size, np.nan) if funding_mark is None else _f64(funding_mark)
+    if rate.shape != fts.shape or mark.shape != fts.shape:
+        raise GridctlError(f"{source}: funding_ts, funding_rate and funding_mark must have the same length")
+    check_funding(fts, rate, mark, f"{source} funding")
+    if fts.size:
+        _funding_warnings(fts, int(ts[0]), int(ts[-1]), f"{source} funding", report)
+    else:
+        report.warnings.append(f"{source}: no funding settlements; new entries stay blocked (rate unknown)")
+    return Market(symbol, timeframe, bar_ms, ts, *arrays, _i64(fts), rate, _f64(mark), report)

@@ -1,0 +1,142 @@
+"""Hedge-mode accounting: apply a fill to a side, mark to market, and the online daily-return stats.
+
+Each side keeps a quantity and an average entry price. An entry moves the average
+(``avg = (q*avg + dq*p)/(q + dq)``); an exit realizes ``dq*(p - avg)`` (long) or ``dq*(avg - p)``
+(short) and leaves the average alone. ``wallet = initial + realized - fees + funding``;
+``equity = wallet + unrealized``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import njit
+
+from engine.enums import Liquidity, Side
+from engine.margin import total_maint_margin_nb
+from engine.params import P_FEE_MAKER, P_FEE_TAKER
+from engine.state import (
+    S_DAY,
+    S_DAY_DOWNSQ,
+    S_DAY_EQ,
+    S_DAY_N,
+    S_DAY_PREV_EQ,
+    S_DAY_SUM,
+    S_DAY_SUMSQ,
+    S_EQUITY,
+    S_FEES,
+    S_GROSS_LOSS,
+    S_GROSS_PROFIT,
+    S_LONG_AVG,
+    S_LONG_QTY,
+    S_MARGIN_RATIO,
+    S_MAX_DD_PCT,
+    S_N_ENTRIES,
+    S_N_EXITS,
+    S_N_LOSSES,
+    S_N_MAKER,
+    S_N_TAKER,
+    S_N_WINS,
+    S_PEAK,
+    S_REALIZED,
+    S_SHORT_AVG,
+    S_SHORT_QTY,
+    S_TRADED_NOTIONAL,
+    S_UNREAL,
+    S_WALLET,
+)
+
+DAY_MS = 86_400_000
+# A side whose quantity falls below this after an exit is flat (float residue of lot sums).
+FLAT_QTY = 1e-12
+
+
+@njit(cache=True)
+def apply_fill_nb(st, side, is_entry, price, qty, liquidity, p):
+    """Book one fill on ``side``; returns (realized PnL, fee). Fee = price*qty*rate, never negative."""
+    rate = p[P_FEE_MAKER] if liquidity == Liquidity.MAKER else p[P_FEE_TAKER]
+    fee = price * qty * rate
+    q_slot = S_LONG_QTY if side == Side.LONG else S_SHORT_QTY
+    a_slot = S_LONG_AVG if side == Side.LONG else S_SHORT_AVG
+    q = st[q_slot]
+    realized = 0.0
+    if is_entry:
+        st[a_slot] = (q * st[a_slot] + qty * price) / (q + qty)
+        st[q_slot] = q + qty
+        st[S_N_ENTRIES] += 1.0
+    else:
+        avg = st[a_slot]
+        realized = qty * (price - avg) if side == Side.LONG else qty * (avg - price)
+        left = q - qty
+        if left < FLAT_QTY:
+            st[q_slot] = 0.0
+            st[a_slot] = 0.0
+        else:
+            st[q_slot] = left
+        st[S_REALIZED] += realized
+        st[S_N_EXITS] += 1.0
+        if realized > 0.0:
+            st[S_N_WINS] += 1.0
+            st[S_GROSS_PROFIT] += realized
+        elif realized < 0.0:
+            st[S_N_LOSSES] += 1.0
+            st[S_GROSS_LOSS] -= realized
+    st[S_FEES] += fee
+    st[S_WALLET] += realized - fee
+    st[S_TRADED_NOTIONAL] += price * qty
+    if liquidity == Liquidity.MAKER:
+        st[S_N_MAKER] += 1.0
+    else:
+        st[S_N_TAKER] += 1.0
+    return realized, fee
+
+
+@njit(cache=True)
+def mark_to_market_nb(st, price, br):
+    """Unrealized PnL, equity, equity peak, max drawdown and margin ratio at ``price``; returns equity."""
+    lq = st[S_LONG_QTY]
+    sq = st[S_SHORT_QTY]
+    unreal = lq * (price - st[S_LONG_AVG]) + sq * (st[S_SHORT_AVG] - price)
+    eq = st[S_WALLET] + unreal
+    st[S_UNREAL] = unreal
+    st[S_EQUITY] = eq
+    if eq > st[S_PEAK]:
+        st[S_PEAK] = eq
+    peak = st[S_PEAK]
+    if peak > 0.0:
+        dd = (peak - eq) / peak * 100.0
+        if dd > st[S_MAX_DD_PCT]:
+            st[S_MAX_DD_PCT] = dd
+    mm = total_maint_margin_nb(br, lq, sq, price)
+    st[S_MARGIN_RATIO] = mm / eq if eq > 0.0 else (0.0 if mm == 0.0 else math.inf)
+    return eq
+
+
+@njit(cache=True)
+def _close_day_nb(st):
+    prev = st[S_DAY_PREV_EQ]
+    r = st[S_DAY_EQ] / prev - 1.0 if prev > 0.0 else 0.0
+    st[S_DAY_N] += 1.0
+    st[S_DAY_SUM] += r
+    st[S_DAY_SUMSQ] += r * r
+    if r < 0.0:
+        st[S_DAY_DOWNSQ] += r * r
+    st[S_DAY_PREV_EQ] = st[S_DAY_EQ]
+
+
+@njit(cache=True)
+def daily_stats_nb(st, ts, equity):
+    """Feed one bar-close equity; a UTC day's return is booked when the next day's first bar arrives."""
+    day = float(ts // DAY_MS)
+    if st[S_DAY] == st[S_DAY] and day != st[S_DAY]:  # S_DAY is NaN before the first bar
+        _close_day_nb(st)
+    st[S_DAY] = day
+    st[S_DAY_EQ] = equity
+
+
+@njit(cache=True)
+def finish_daily_stats_nb(st):
+    """Book the last (possibly partial) day at the end of a run."""
+    if st[S_DAY] == st[S_DAY]:
+        _close_day_nb(st)
+        st[S_DAY] = math.nan

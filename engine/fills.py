@@ -1,0 +1,360 @@
+"""The simulated venue: post-only check and retries at the open, gap fills, the intrabar path walk.
+
+Only backtests use this module; the live bridge gets fills from the exchange and books them with the
+same ``fill_slot_nb`` / ``apply_fill_nb``. Path of a bar: ``o, x1, x2, c`` with ``(x1, x2) = (high,
+low)`` when the open is nearer the high, else ``(low, high)``. On each segment the active order hit
+nearest to the current point fills first; ties at one price go SL, TP, entry, then long before short,
+then the lower rung. The margin check runs after each path point.
+
+Decisions beyond DESIGN.md:
+* New entries get the post-only check rung by rung (rung 1 long, rung 1 short, rung 2 long, ...), the
+  same order ``decide_nb`` submits them in. Retries happen at the open, one tick further each time;
+  ``RETRY_LIMIT`` is recorded when retries stop without a resting order (deviation bound: reason
+  RETRY_DEVIATION; attempts used up: RETRY_ATTEMPTS). A retry counts as a submission.
+* Orders the open gapped through fill in tie-break order (SL, TP, entry; long, short; lower rung),
+  repeatedly, so a lot opened by the gap whose stop is also beyond the open is stopped at the open.
+* A liquidation closes both sides at the path point's price as taker without slippage.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from engine.enums import EventKind, FillKind, Liquidity, Reason, Side
+from engine.ladder import sl_price_nb, tp_price_nb
+from engine.margin import is_liquidated_nb
+from engine.params import (
+    P_FILL_ON_TOUCH,
+    P_MAKER_ONLY,
+    P_OPTIMIZATION_MODE,
+    P_POST_ONLY_RETRIES,
+    P_RETRY_ATTEMPTS,
+    P_RETRY_MAX_DEV_BPS,
+    P_SLIPPAGE_BPS,
+    P_TICK,
+)
+from engine.accounting import apply_fill_nb
+from engine.records import write_event_nb, write_fill_nb
+from engine.risk import close_side_nb, record_error_nb
+from engine.state import (
+    S_CB_ACTIVE,
+    S_DIRTY,
+    S_DOWN_MAX,
+    S_EQUITY,
+    S_LIQ_TS,
+    S_LIQUIDATED,
+    S_LONG_AVG,
+    S_LONG_QTY,
+    S_ORDERS_SUBMITTED,
+    S_POST_ONLY_REJECTS,
+    S_REJ_BASE,
+    S_RETRY_LIMITS,
+    S_SHORT_AVG,
+    S_SHORT_QTY,
+    S_UP_MIN,
+    S_WALLET,
+    SL_LOT_ON,
+    SL_LOT_PRICE,
+    SL_LOT_QTY,
+    SL_ORD_BAR,
+    SL_ORD_ON,
+    SL_ORD_PRICE,
+    SL_ORD_QTY,
+    SL_SL,
+    SL_TP,
+    refresh_triggers_nb,
+    resting_qty_nb,
+)
+from engine.validation import validate_entry_nb, validate_exit_nb
+
+# Kind ranks for tie-breaks (lower goes first).
+RANK_SL = 0
+RANK_TP = 1
+RANK_ENTRY = 2
+
+
+@njit(cache=True)
+def _side_qty(st, side):
+    return st[S_LONG_QTY] if side == Side.LONG else st[S_SHORT_QTY]
+
+
+@njit(cache=True)
+def fill_slot_nb(st, slots, errs, side, idx, rank, price, liquidity, ts, p, br, fills, ev, cnt):
+    """Book a fill of rung ``idx`` of ``side``: its entry (opens the lot with TP/SL) or its lot's TP/SL."""
+    level = idx + 1
+    if rank == RANK_ENTRY:
+        qty = slots[side, idx, SL_ORD_QTY]
+        slots[side, idx, SL_ORD_ON] = 0.0
+        realized, fee = apply_fill_nb(st, side, True, price, qty, liquidity, p)
+        write_fill_nb(fills, cnt, ts, side, FillKind.ENTRY, level, price, qty, fee, liquidity, realized)
+        slots[side, idx, SL_LOT_ON] = 1.0
+        slots[side, idx, SL_LOT_QTY] = qty
+        slots[side, idx, SL_LOT_PRICE] = price
+        pos = _side_qty(st, side)
+        # Both exits are reduce-only orders for the lot's qty: validated like every order.
+        for which in range(2):
+            target = tp_price_nb(side, price, p) if which == 0 else sl_price_nb(side, price, p)
+            if validate_exit_nb(qty, pos) == Reason.NONE:
+                slots[side, idx, SL_TP if which == 0 else SL_SL] = target
+            else:
+                slots[side, idx, SL_TP if which == 0 else SL_SL] = float("nan")
+                st[S_REJ_BASE + Reason.EXIT_EXCEEDS] += 1.0
+                write_event_nb(
+                    ev, cnt, ts, EventKind.ORDER_REJECTED, Reason.EXIT_EXCEEDS, side, level, target, qty, pos
+                )
+                record_error_nb(st, slots, errs, float(ts), p, ev, cnt, ts)
+    else:
+        qty = min(slots[side, idx, SL_LOT_QTY], _side_qty(st, side))
+        kind = FillKind.TP if rank == RANK_TP else FillKind.SL
+        realized, fee = apply_fill_nb(st, side, False, price, qty, liquidity, p)
+        write_fill_nb(fills, cnt, ts, side, kind, level, price, qty, fee, liquidity, realized)
+        slots[side, idx, SL_LOT_ON] = 0.0
+        slots[side, idx, SL_TP] = float("nan")
+        slots[side, idx, SL_SL] = float("nan")
+    st[S_DIRTY] = 1.0
+
+
+@njit(cache=True)
+def liquidate_nb(st, slots, price, ts, p, fills, ev, cnt):
+    """Exchange liquidation at ``price``: both sides closed as taker, entries cancelled, run over."""
+    equity = st[S_WALLET] + st[S_LONG_QTY] * (price - st[S_LONG_AVG]) + st[S_SHORT_QTY] * (
+        st[S_SHORT_AVG] - price
+    )
+    write_event_nb(ev, cnt, ts, EventKind.LIQUIDATION, Reason.NONE, -1, 0, price, 0.0, equity)
+    for side in range(2):
+        for idx in range(slots.shape[1]):
+            slots[side, idx, SL_ORD_ON] = 0.0
+    close_side_nb(st, slots, Side.LONG, price, FillKind.LIQUIDATION, Liquidity.TAKER, ts, p, fills, cnt)
+    close_side_nb(st, slots, Side.SHORT, price, FillKind.LIQUIDATION, Liquidity.TAKER, ts, p, fills, cnt)
+    refresh_triggers_nb(st, slots)
+    st[S_LIQUIDATED] = 1.0
+    st[S_LIQ_TS] = ts
+
+
+@njit(cache=True)
+def margin_check_nb(st, slots, price, ts, p, br, fills, ev, cnt):
+    """Liquidate if equity at ``price`` is at or below maintenance margin; returns liquidated."""
+    if is_liquidated_nb(
+        br, st[S_WALLET], st[S_LONG_QTY], st[S_LONG_AVG], st[S_SHORT_QTY], st[S_SHORT_AVG], price
+    ):
+        liquidate_nb(st, slots, price, ts, p, fills, ev, cnt)
+        return True
+    return False
+
+
+@njit(cache=True)
+def _retry_nb(st, slots, errs, side, idx, p0, qty, o, k, ts, p, br, ev, cnt):
+    """Post-only retries of a rejected entry, one tick further from the market each (at the open)."""
+    tick = p[P_TICK]
+    base = round(p0 / tick)
+    level = idx + 1
+    attempts = int(p[P_RETRY_ATTEMPTS])
+    for j in range(1, attempts + 1):
+        pj = (base - j) * tick if side == Side.LONG else (base + j) * tick
+        if abs(pj - p0) / p0 * 1e4 > p[P_RETRY_MAX_DEV_BPS]:
+            st[S_RETRY_LIMITS] += 1.0
+            write_event_nb(ev, cnt, ts, EventKind.RETRY_LIMIT, Reason.RETRY_DEVIATION, side, level, pj, qty, j)
+            return
+        reason = validate_entry_nb(
+            pj, qty, _side_qty(st, side), resting_qty_nb(slots, side, idx), st[S_EQUITY], p, br
+        )
+        if reason != Reason.NONE:
+            st[S_REJ_BASE + reason] += 1.0
+            write_event_nb(ev, cnt, ts, EventKind.ORDER_REJECTED, reason, side, level, pj, qty, j)
+            record_error_nb(st, slots, errs, float(ts), p, ev, cnt, ts)
+            return
+        st[S_ORDERS_SUBMITTED] += 1.0
+        crosses = pj >= o if side == Side.LONG else pj <= o
+        if not crosses:
+            slots[side, idx, SL_ORD_ON] = 1.0
+            slots[side, idx, SL_ORD_PRICE] = pj
+            slots[side, idx, SL_ORD_QTY] = qty
+            slots[side, idx, SL_ORD_BAR] = k
+            return
+        st[S_POST_ONLY_REJECTS] += 1.0
+        write_event_nb(ev, cnt, ts, EventKind.POST_ONLY_REJECT, Reason.POST_ONLY, side, level, pj, qty, j)
+        if record_error_nb(st, slots, errs, float(ts), p, ev, cnt, ts):
+            return
+    st[S_RETRY_LIMITS] += 1.0
+    write_event_nb(ev, cnt, ts, EventKind.RETRY_LIMIT, Reason.RETRY_ATTEMPTS, side, level, p0, qty, attempts)
+
+
+@njit(cache=True)
+def post_only_check_nb(st, slots, errs, k, o, ts, p, br, fills, ev, cnt):
+    """New entries (decided at the previous close) that would cross the open: reject/retry or take."""
+    slip = p[P_SLIPPAGE_BPS] * 1e-4
+    maker_only = p[P_MAKER_ONLY] != 0.0
+    retries = p[P_POST_ONLY_RETRIES] != 0.0 and p[P_OPTIMIZATION_MODE] == 0.0
+    for idx in range(slots.shape[1]):
+        for side in range(2):
+            s = slots[side, idx]
+            if s[SL_ORD_ON] == 0.0 or s[SL_ORD_BAR] != k - 1:
+                continue
+            price = s[SL_ORD_PRICE]
+            crosses = price >= o if side == Side.LONG else price <= o
+            if not crosses:
+                continue
+            if not maker_only:
+                fill_px = o * (1.0 + slip) if side == Side.LONG else o * (1.0 - slip)
+                fill_slot_nb(st, slots, errs, side, idx, RANK_ENTRY, fill_px, Liquidity.TAKER, ts, p, br, fills, ev, cnt)
+                continue
+            qty = s[SL_ORD_QTY]
+            s[SL_ORD_ON] = 0.0
+            st[S_DIRTY] = 1.0
+            st[S_POST_ONLY_REJECTS] += 1.0
+            write_event_nb(ev, cnt, ts, EventKind.POST_ONLY_REJECT, Reason.POST_ONLY, side, idx + 1, price, qty, 0.0)
+            if record_error_nb(st, slots, errs, float(ts), p, ev, cnt, ts):
+                return
+            if retries:
+                _retry_nb(st, slots, errs, side, idx, price, qty, o, k, ts, p, br, ev, cnt)
+                if st[S_CB_ACTIVE] != 0.0:
+                    return
+
+
+@njit(cache=True)
+def gap_fills_nb(st, slots, errs, o, ts, p, br, fills, ev, cnt):
+    """Fill every order the open is already beyond (limits at their price, stops at the open)."""
+    touch = p[P_FILL_ON_TOUCH] != 0.0
+    slip = p[P_SLIPPAGE_BPS] * 1e-4
+    n = slots.shape[1]
+    while True:
+        best_key = -1
+        best_side = 0
+        best_idx = 0
+        best_rank = 0
+        for side in range(2):
+            for idx in range(n):
+                s = slots[side, idx]
+                for rank in range(3):
+                    if rank == RANK_ENTRY:
+                        if s[SL_ORD_ON] == 0.0:
+                            continue
+                        px = s[SL_ORD_PRICE]
+                        buy = side == Side.LONG
+                    else:
+                        if s[SL_LOT_ON] == 0.0:
+                            continue
+                        px = s[SL_TP] if rank == RANK_TP else s[SL_SL]
+                        if px != px:
+                            continue
+                        # long TP sells, long SL sells; short TP buys, short SL buys
+                        buy = side == Side.SHORT
+                    if rank == RANK_SL:
+                        hit = o <= px if not buy else o >= px
+                    elif buy:
+                        hit = o <= px if touch else o < px
+                    else:
+                        hit = o >= px if touch else o > px
+                    if hit:
+                        key = rank * 2 * n + side * n + idx
+                        if best_key < 0 or key < best_key:
+                            best_key = key
+                            best_side = side
+                            best_idx = idx
+                            best_rank = rank
+        if best_key < 0:
+            return
+        if best_rank == RANK_SL:
+            fill_px = o * (1.0 - slip) if best_side == Side.LONG else o * (1.0 + slip)
+            liq = Liquidity.TAKER
+        else:
+            s = slots[best_side, best_idx]
+            fill_px = s[SL_ORD_PRICE] if best_rank == RANK_ENTRY else s[SL_TP]
+            liq = Liquidity.MAKER
+        fill_slot_nb(st, slots, errs, best_side, best_idx, best_rank, fill_px, liq, ts, p, br, fills, ev, cnt)
+
+
+@njit(cache=True)
+def walk_segment_nb(st, slots, errs, a, b, ts, p, br, fills, ev, cnt):
+    """Walk the price from ``a`` to ``b``, filling the order hit nearest the current point each time."""
+    if b == a:
+        return
+    touch = p[P_FILL_ON_TOUCH] != 0.0
+    slip = p[P_SLIPPAGE_BPS] * 1e-4
+    down = b < a
+    n = slots.shape[1]
+    cur = a
+    while True:
+        best_key = -1
+        best_px = 0.0
+        best_side = 0
+        best_idx = 0
+        best_rank = 0
+        for side in range(2):
+            for idx in range(n):
+                s = slots[side, idx]
+                for rank in range(3):
+                    if rank == RANK_ENTRY:
+                        if s[SL_ORD_ON] == 0.0:
+                            continue
+                        px = s[SL_ORD_PRICE]
+                        buy = side == Side.LONG
+                    else:
+                        if s[SL_LOT_ON] == 0.0:
+                            continue
+                        px = s[SL_TP] if rank == RANK_TP else s[SL_SL]
+                        if px != px:
+                            continue
+                        buy = side == Side.SHORT
+                    if down:
+                        # Down moves hit buy limits and sell stops.
+                        if rank == RANK_SL:
+                            hit = (not buy) and b <= px <= cur
+                        else:
+                            hit = buy and (b <= px if touch else b < px) and px <= cur
+                    else:
+                        # Up moves hit sell limits and buy stops.
+                        if rank == RANK_SL:
+                            hit = buy and cur <= px <= b
+                        else:
+                            hit = (not buy) and cur <= px and (px <= b if touch else px < b)
+                    if not hit:
+                        continue
+                    key = rank * 2 * n + side * n + idx
+                    nearer = px > best_px if down else px < best_px
+                    if best_key < 0 or nearer or (px == best_px and key < best_key):
+                        best_key = key
+                        best_px = px
+                        best_side = side
+                        best_idx = idx
+                        best_rank = rank
+        if best_key < 0:
+            return
+        if best_rank == RANK_SL:
+            fill_px = best_px * (1.0 - slip) if best_side == Side.LONG else best_px * (1.0 + slip)
+            liq = Liquidity.TAKER
+        else:
+            fill_px = best_px
+            liq = Liquidity.MAKER
+        fill_slot_nb(st, slots, errs, best_side, best_idx, best_rank, fill_px, liq, ts, p, br, fills, ev, cnt)
+        cur = best_px
+
+
+@njit(cache=True)
+def path_nb(st, slots, errs, k, o, h, lo, c, ts, p, br, fills, ev, cnt):
+    """Simulate bar k's trading; returns True if the account was liquidated (the run stops)."""
+    has_pos = st[S_LONG_QTY] > 0.0 or st[S_SHORT_QTY] > 0.0
+    if lo > st[S_DOWN_MAX] and h < st[S_UP_MIN]:
+        # Nothing can fill or cross: only the margin check at the path points.
+        if has_pos:
+            x1, x2 = (h, lo) if h - o <= o - lo else (lo, h)
+            for px in (o, x1, x2, c):
+                if margin_check_nb(st, slots, px, ts, p, br, fills, ev, cnt):
+                    return True
+        return False
+    post_only_check_nb(st, slots, errs, k, o, ts, p, br, fills, ev, cnt)
+    gap_fills_nb(st, slots, errs, o, ts, p, br, fills, ev, cnt)
+    if margin_check_nb(st, slots, o, ts, p, br, fills, ev, cnt):
+        return True
+    x1, x2 = (h, lo) if h - o <= o - lo else (lo, h)
+    walk_segment_nb(st, slots, errs, o, x1, ts, p, br, fills, ev, cnt)
+    if margin_check_nb(st, slots, x1, ts, p, br, fills, ev, cnt):
+        return True
+    walk_segment_nb(st, slots, errs, x1, x2, ts, p, br, fills, ev, cnt)
+    if margin_check_nb(st, slots, x2, ts, p, br, fills, ev, cnt):
+        return True
+    walk_segment_nb(st, slots, errs, x2, c, ts, p, br, fills, ev, cnt)
+    if margin_check_nb(st, slots, c, ts, p, br, fills, ev, cnt):
+        return True
+    refresh_triggers_nb(st, slots)
+    return False

@@ -1,0 +1,258 @@
+"""The kernels' parameter vector: named float64 slots built from the strategy, the venue and the market.
+
+Values are stored in config units (bps, seconds, minutes, booleans as 0/1) so a parameter set for the
+optimizer is just "config value -> slot"; the kernels convert units where they read them. Brackets are
+a separate ``(n, 5)`` array (floor, cap, maint_margin_ratio, cum, max_leverage). ``build_params`` is the
+only place that reads configs for the engine and it refuses venues the engine cannot model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from configs.errors import GridctlError
+from configs.schema import StrategyConfig, VenueConfig
+from engine.enums import POLICY_NAMES
+
+# --- grid / exit / rebalance
+P_GRID_STEP_BPS = 0
+P_LEVELS_LONG = 1
+P_LEVELS_SHORT = 2
+P_BASE_QTY = 3
+P_QTY_SCALE = 4
+P_TP_STEPS = 5
+P_SL_STEPS = 6
+P_RECENTER_BPS = 7
+P_MAX_INVENTORY_QUOTE = 8
+# --- execution
+P_MAKER_ONLY = 9
+P_POST_ONLY_RETRIES = 10
+P_RETRY_ATTEMPTS = 11
+P_OPTIMIZATION_MODE = 12
+P_RETRY_MAX_DEV_BPS = 13
+# --- funding
+P_FUNDING_WINDOW_MIN = 14
+P_FUNDING_MAX_COST_BPS = 15
+# --- regime
+P_ADX_LEN = 16
+P_EMA_FAST = 17
+P_EMA_SLOW = 18
+P_ATR_LEN = 19
+P_HYSTERESIS_BPS = 20
+P_ADX_THRESHOLD = 21
+# --- position
+P_MAX_POSITION_SIZE = 22
+P_MAX_POSITION_PCT = 23
+P_MAX_LEVERAGE_USED = 24
+P_EMERGENCY_BUFFER = 25
+# --- policy
+P_POLICY = 26
+P_COUNTER_LEVELS = 27
+P_COUNTER_QTY_SCALE = 28
+P_THROTTLE = 29
+# --- risk_management
+P_MAX_ERRORS = 30
+P_CB_COOLDOWN_S = 31
+P_MAX_DRAWDOWN_PCT = 32
+P_CB_WINDOW_S = 33
+P_ENABLE_VALIDATION = 34
+P_ENABLE_CB = 35
+P_ENABLE_DRAWDOWN = 36
+# --- backtest
+P_INITIAL_BALANCE = 37
+P_SLIPPAGE_BPS = 38
+P_FILL_ON_TOUCH = 39
+# --- venue
+P_LEVERAGE = 40
+P_MIN_ORDER_USDT = 41
+P_MAX_ORDER_USDT = 42
+P_TICK = 43
+P_STEP = 44
+P_MIN_QTY = 45
+P_MAX_QTY = 46
+P_MIN_NOTIONAL = 47
+P_ORDERS_PER_SECOND = 48
+P_ORDERS_PER_MINUTE = 49
+P_FEE_MAKER = 50
+P_FEE_TAKER = 51
+# --- market / derived
+P_BAR_MS = 52
+P_MAX_LEVELS = 53  # slot-array depth (max of both sides' levels)
+N_PARAMS = 54
+
+#: Config key path -> slot, for every config value the kernels read (bool/enum stored as numbers).
+STRATEGY_PATHS: dict[str, int] = {
+    "grid.grid_step_bps": P_GRID_STEP_BPS,
+    "grid.grid_levels_long": P_LEVELS_LONG,
+    "grid.grid_levels_short": P_LEVELS_SHORT,
+    "grid.base_qty": P_BASE_QTY,
+    "grid.qty_scale": P_QTY_SCALE,
+    "exit.tp_steps": P_TP_STEPS,
+    "exit.sl_steps": P_SL_STEPS,
+    "rebalance.recenter_trigger_bps": P_RECENTER_BPS,
+    "rebalance.max_inventory_quote": P_MAX_INVENTORY_QUOTE,
+    "execution.maker_only": P_MAKER_ONLY,
+    "execution.use_post_only_retries": P_POST_ONLY_RETRIES,
+    "execution.retry_attempts": P_RETRY_ATTEMPTS,
+    "execution.optimization_mode": P_OPTIMIZATION_MODE,
+    "execution.retry_max_price_deviation_bps": P_RETRY_MAX_DEV_BPS,
+    "funding.funding_window_minutes": P_FUNDING_WINDOW_MIN,
+    "funding.funding_max_cost_bps": P_FUNDING_MAX_COST_BPS,
+    "regime.adx_len": P_ADX_LEN,
+    "regime.ema_fast": P_EMA_FAST,
+    "regime.ema_slow": P_EMA_SLOW,
+    "regime.atr_len": P_ATR_LEN,
+    "regime.hysteresis_bps": P_HYSTERESIS_BPS,
+    "regime.adx_threshold": P_ADX_THRESHOLD,
+    "position.max_position_size": P_MAX_POSITION_SIZE,
+    "position.max_position_pct": P_MAX_POSITION_PCT,
+    "position.max_leverage_used": P_MAX_LEVERAGE_USED,
+    "position.emergency_liquidation_buffer": P_EMERGENCY_BUFFER,
+    "policy.strategy": P_POLICY,
+    "policy.counter_levels": P_COUNTER_LEVELS,
+    "policy.counter_qty_scale": P_COUNTER_QTY_SCALE,
+    "policy.throttle": P_THROTTLE,
+    "risk_management.max_errors_per_minute": P_MAX_ERRORS,
+    "risk_management.circuit_breaker_cooldown_seconds": P_CB_COOLDOWN_S,
+    "risk_management.max_drawdown_pct": P_MAX_DRAWDOWN_PCT,
+    "risk_management.circuit_breaker_window_seconds": P_CB_WINDOW_S,
+    "risk_management.enable_position_validation": P_ENABLE_VALIDATION,
+    "risk_management.enable_circuit_breaker": P_ENABLE_CB,
+    "risk_management.enable_drawdown_protection": P_ENABLE_DRAWDOWN,
+    "backtest.initial_balance": P_INITIAL_BALANCE,
+    "backtest.slippage_bps": P_SLIPPAGE_BPS,
+    "backtest.fill_on_touch": P_FILL_ON_TOUCH,
+}
+
+#: Venue key paths the kernels read (tick/step/min/max qty go through VenueConfig's defaulting properties).
+VENUE_PATHS: dict[str, int] = {
+    "trading.leverage": P_LEVERAGE,
+    "risk.min_order_size_usdt": P_MIN_ORDER_USDT,
+    "risk.max_order_size_usdt": P_MAX_ORDER_USDT,
+    "precision.tick_size": P_TICK,
+    "precision.step_size": P_STEP,
+    "precision.min_qty": P_MIN_QTY,
+    "precision.max_qty": P_MAX_QTY,
+    "precision.min_notional": P_MIN_NOTIONAL,
+    "rate_limits.orders_per_second": P_ORDERS_PER_SECOND,
+    "rate_limits.orders_per_minute": P_ORDERS_PER_MINUTE,
+    "fees.maker": P_FEE_MAKER,
+    "fees.taker": P_FEE_TAKER,
+}
+
+#: Slots that define the regime series (batch shares one series per distinct tuple of these).
+REGIME_SLOTS: tuple[int, ...] = (
+    P_ADX_LEN,
+    P_EMA_FAST,
+    P_EMA_SLOW,
+    P_ATR_LEN,
+    P_HYSTERESIS_BPS,
+    P_ADX_THRESHOLD,
+)
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    """Everything the kernels need that does not change during a run.
+
+    ``vector``: float64[N_PARAMS]; ``brackets``: float64[n, 5]; ``meta``: facts for results
+    (gates_disabled, fees_source, symbol, timeframe, origins).
+    """
+
+    vector: np.ndarray
+    brackets: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, path: str) -> float:
+        """Value of a config key path as the kernels see it, e.g. ``params["grid.grid_step_bps"]``."""
+        slot = STRATEGY_PATHS.get(path, VENUE_PATHS.get(path))
+        if slot is None:
+            raise KeyError(path)
+        return float(self.vector[slot])
+
+
+def _venue_symbol(ccxt_symbol: str) -> str:
+    """``BTC/USDT:USDT`` -> ``BTCUSDT-PERP`` (the venue file's ``symbols`` spelling)."""
+    base, rest = ccxt_symbol.split("/", 1)
+    quote = rest.split(":", 1)[0]
+    return f"{base}{quote}-PERP"
+
+
+def check_venue_supported(strategy: StrategyConfig, venue: VenueConfig, market_symbol: str) -> None:
+    """Refuse venues and markets the engine cannot model (hedge-mode cross-margin USD-M perpetuals)."""
+    where = venue.origin
+    if venue.venue.venue_type != "futures":
+        raise GridctlError(f"{where}: venue.venue_type is {venue.venue.venue_type!r}; the engine models futures")
+    if venue.venue.account_type != "PERPETUAL_LINEAR":
+        raise GridctlError(
+            f"{where}: venue.account_type is {venue.venue.account_type!r}; the engine models PERPETUAL_LINEAR"
+        )
+    if not venue.trading.hedge_mode:
+        raise GridctlError(f"{where}: trading.hedge_mode is false; the engine models hedge mode only")
+    if venue.trading.margin_type != "CROSSED":
+        raise GridctlError(
+            f"{where}: trading.margin_type is {venue.trading.margin_type!r}; the engine models CROSSED margin"
+        )
+    ccxt_symbol = strategy.ccxt_symbol
+    if _venue_symbol(ccxt_symbol) not in venue.symbols:
+        raise GridctlError(
+            f"{where}: symbols {venue.symbols} do not include {_venue_symbol(ccxt_symbol)} "
+            f"(strategy.instrument_id {strategy.strategy.instrument_id} in {strategy.origin})"
+        )
+    if market_symbol != ccxt_symbol:
+        raise GridctlError(
+            f"market data is for {market_symbol} but strategy.instrument_id "
+            f"{strategy.strategy.instrument_id} ({strategy.origin}) trades {ccxt_symbol}"
+        )
+
+
+def _number(value: Any, path: str) -> float:
+    if isinstance(value, str):
+        if path == "policy.strategy":
+            return float(POLICY_NAMES[value])
+        raise GridctlError(f"{path}: {value!r} is not a number")
+    return float(value)
+
+
+def build_params(strategy: StrategyConfig, venue: VenueConfig, market: Any) -> EngineParams:
+    """Parameter vector + brackets for one run of ``strategy`` on ``venue`` over ``market``.
+
+    ``market`` needs ``symbol`` (ccxt) and ``bar_ms``; it is a ``data.market.Market`` in practice.
+    """
+    check_venue_supported(strategy, venue, market.symbol)
+    vec = np.full(N_PARAMS, np.nan)
+    for path, slot in STRATEGY_PATHS.items():
+        section, key = path.split(".")
+        vec[slot] = _number(getattr(getattr(strategy, section), key), path)
+    for path, slot in VENUE_PATHS.items():
+        section, key = path.split(".")
+        value = getattr(getattr(venue, section), key)
+        if value is not None:  # optional precision keys: defaulted just below
+            vec[slot] = float(value)
+    # Defaulted precision values come from the venue's documented defaults (10^-precision, one step, inf).
+    vec[P_TICK] = venue.tick_size
+    vec[P_STEP] = venue.step_size
+    vec[P_MIN_QTY] = venue.min_qty
+    vec[P_MAX_QTY] = venue.max_qty
+    vec[P_BAR_MS] = float(market.bar_ms)
+    vec[P_MAX_LEVELS] = float(max(strategy.grid.grid_levels_long, strategy.grid.grid_levels_short))
+    brackets = np.array(
+        [
+            [b.notional_floor, b.notional_cap, b.maint_margin_ratio, b.cum, b.max_leverage]
+            for b in venue.brackets_for(market.symbol)
+        ],
+        dtype=np.float64,
+    )
+    meta = {
+        "symbol": market.symbol,
+        "timeframe": getattr(market, "timeframe", ""),
+        "gates_disabled": strategy.gates_disabled(),
+        "fees_source": venue.fees_source,
+        "fees": {"maker": venue.fees.maker, "taker": venue.fees.taker},
+        "strategy_origin": strategy.origin,
+        "venue_origin": venue.origin,
+    }
+    return EngineParams(vector=vec, brackets=brackets, meta=meta)

@@ -1,0 +1,187 @@
+"""Risk gates: error recording and the circuit breaker, the drawdown halt, REDUCING, closing a side.
+
+The audited bot implemented its circuit breaker and drawdown check but never called them. Here
+``record_error_nb`` is called on every error (post-only rejects, validation refusals) and checks the
+breaker at once; ``step_nb`` calls ``circuit_breaker_bar_nb``, ``drawdown_gate_nb`` and ``reducing_nb``
+on every bar. Risk states (highest wins): NORMAL 0, REDUCING 1, COOLDOWN 2, HALTED 3, LIQUIDATED 4.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from engine.accounting import apply_fill_nb
+from engine.enums import EventKind, FillKind, Liquidity, Reason, RiskState, Side
+from engine.margin import liquidation_price_nb
+from engine.params import (
+    P_CB_COOLDOWN_S,
+    P_CB_WINDOW_S,
+    P_EMERGENCY_BUFFER,
+    P_ENABLE_CB,
+    P_ENABLE_DRAWDOWN,
+    P_MAX_DRAWDOWN_PCT,
+    P_MAX_ERRORS,
+    P_MAX_LEVERAGE_USED,
+    P_SLIPPAGE_BPS,
+)
+from engine.records import write_event_nb, write_fill_nb
+from engine.state import (
+    S_CB_ACTIVE,
+    S_CB_TRIPS,
+    S_CB_UNTIL,
+    S_DIRTY,
+    S_EQUITY,
+    S_ERR_COUNT,
+    S_ERRORS,
+    S_HALT_TS,
+    S_HALTED,
+    S_LIQUIDATED,
+    S_LONG_AVG,
+    S_LONG_QTY,
+    S_MISSING,
+    S_PEAK,
+    S_REDUCING,
+    S_SHORT_AVG,
+    S_SHORT_QTY,
+    S_WALLET,
+    SL_LOT_ON,
+    SL_ORD_ON,
+    cancel_entries_nb,
+    refresh_triggers_nb,
+)
+
+
+@njit(cache=True)
+def _errors_in_window_reach_nb(st, errs, now, p):
+    """True when at least max_errors_per_minute errors fall in ``(now - window, now]``."""
+    m = int(p[P_MAX_ERRORS])
+    count = int(st[S_ERR_COUNT])
+    if count < m:
+        return False
+    t_m = errs[(count - m) % errs.shape[0]]  # the m-th most recent error
+    return t_m > now - p[P_CB_WINDOW_S] * 1000.0
+
+
+@njit(cache=True)
+def _trip_nb(st, slots, now, p, ev, cnt, ts):
+    st[S_CB_ACTIVE] = 1.0
+    st[S_CB_UNTIL] = now + p[P_CB_COOLDOWN_S] * 1000.0
+    st[S_CB_TRIPS] += 1.0
+    cancel_entries_nb(st, slots)
+    write_event_nb(ev, cnt, ts, EventKind.CIRCUIT_BREAKER_TRIP, Reason.NONE, -1, 0, 0.0, 0.0, st[S_CB_UNTIL])
+
+
+@njit(cache=True)
+def record_error_nb(st, slots, errs, now, p, ev, cnt, ts):
+    """Remember an error at time ``now`` (ms) and trip the breaker if the window is full; returns tripped."""
+    count = int(st[S_ERR_COUNT])
+    errs[count % errs.shape[0]] = now
+    st[S_ERR_COUNT] = count + 1
+    st[S_ERRORS] += 1.0
+    if p[P_ENABLE_CB] == 0.0 or st[S_CB_ACTIVE] != 0.0:
+        return False
+    if _errors_in_window_reach_nb(st, errs, now, p):
+        _trip_nb(st, slots, now, p, ev, cnt, ts)
+        return True
+    return False
+
+
+@njit(cache=True)
+def circuit_breaker_bar_nb(st, slots, errs, now, p, ev, cnt, ts):
+    """Per-bar breaker check: reset after the cooldown, trip if the error window is (still) full."""
+    if p[P_ENABLE_CB] == 0.0:
+        return
+    if st[S_CB_ACTIVE] != 0.0 and now >= st[S_CB_UNTIL]:
+        st[S_CB_ACTIVE] = 0.0
+        st[S_DIRTY] = 1.0
+        write_event_nb(ev, cnt, ts, EventKind.CIRCUIT_BREAKER_RESET, Reason.NONE, -1, 0, 0.0, 0.0, now)
+    if st[S_CB_ACTIVE] == 0.0 and _errors_in_window_reach_nb(st, errs, now, p):
+        _trip_nb(st, slots, now, p, ev, cnt, ts)
+
+
+@njit(cache=True)
+def close_side_nb(st, slots, side, price, kind, liquidity, ts, p, fills, cnt):
+    """Close all of ``side`` at ``price`` (flatten / liquidation) and drop its lots with their TP/SL."""
+    q = st[S_LONG_QTY] if side == Side.LONG else st[S_SHORT_QTY]
+    if q > 0.0:
+        realized, fee = apply_fill_nb(st, side, False, price, q, liquidity, p)
+        write_fill_nb(fills, cnt, ts, side, kind, 0, price, q, fee, liquidity, realized)
+    for idx in range(slots.shape[1]):
+        slots[side, idx, SL_LOT_ON] = 0.0
+    st[S_DIRTY] = 1.0
+
+
+@njit(cache=True)
+def drawdown_gate_nb(st, slots, c, p, fills, ev, cnt, ts):
+    """At ``max_drawdown_pct`` below the peak: cancel all, flatten both sides at ``c`` (taker), halt."""
+    if p[P_ENABLE_DRAWDOWN] == 0.0 or st[S_HALTED] != 0.0:
+        return False
+    peak = st[S_PEAK]
+    dd = (peak - st[S_EQUITY]) / peak * 100.0
+    if dd < p[P_MAX_DRAWDOWN_PCT]:
+        return False
+    write_event_nb(ev, cnt, ts, EventKind.DRAWDOWN_HALT, Reason.NONE, -1, 0, c, 0.0, dd)
+    for side in range(2):
+        for idx in range(slots.shape[1]):
+            slots[side, idx, SL_ORD_ON] = 0.0
+    slip = p[P_SLIPPAGE_BPS] * 1e-4
+    close_side_nb(st, slots, Side.LONG, c * (1.0 - slip), FillKind.FLATTEN, Liquidity.TAKER, ts, p, fills, cnt)
+    close_side_nb(st, slots, Side.SHORT, c * (1.0 + slip), FillKind.FLATTEN, Liquidity.TAKER, ts, p, fills, cnt)
+    refresh_triggers_nb(st, slots)
+    st[S_HALTED] = 1.0
+    st[S_HALT_TS] = ts
+    return True
+
+
+@njit(cache=True)
+def reducing_reason_nb(st, c, p, br):
+    """Why new entries must stop (Reason.LEVERAGE / LIQUIDATION_BUFFER), or Reason.NONE."""
+    lq = st[S_LONG_QTY]
+    sq = st[S_SHORT_QTY]
+    if lq <= 0.0 and sq <= 0.0:
+        return Reason.NONE
+    eq = st[S_EQUITY]
+    if eq <= 0.0 or (lq + sq) * c / eq > p[P_MAX_LEVERAGE_USED]:
+        return Reason.LEVERAGE
+    net = lq - sq
+    if net != 0.0:
+        lp = liquidation_price_nb(br, st[S_WALLET], lq, st[S_LONG_AVG], sq, st[S_SHORT_AVG], c)
+        losing_side = (net > 0.0 and 0.0 < lp < c) or (net < 0.0 and lp > c)
+        if losing_side and abs(c - lp) / c < p[P_EMERGENCY_BUFFER]:
+            return Reason.LIQUIDATION_BUFFER
+    return Reason.NONE
+
+
+@njit(cache=True)
+def reducing_gate_nb(st, slots, c, p, br, ev, cnt, ts):
+    """Enter / leave REDUCING (exits only); entering cancels resting entries. Events on transitions."""
+    reason = reducing_reason_nb(st, c, p, br)
+    was = st[S_REDUCING] != 0.0
+    if reason != Reason.NONE and not was:
+        st[S_REDUCING] = 1.0
+        cancel_entries_nb(st, slots)
+        write_event_nb(ev, cnt, ts, EventKind.REDUCING_ON, reason, -1, 0, c, 0.0, 0.0)
+    elif reason == Reason.NONE and was:
+        st[S_REDUCING] = 0.0
+        st[S_DIRTY] = 1.0
+        write_event_nb(ev, cnt, ts, EventKind.REDUCING_OFF, Reason.NONE, -1, 0, c, 0.0, 0.0)
+
+
+@njit(cache=True)
+def risk_state_nb(st):
+    """Current RiskState (highest wins)."""
+    if st[S_LIQUIDATED] != 0.0:
+        return RiskState.LIQUIDATED
+    if st[S_HALTED] != 0.0:
+        return RiskState.HALTED
+    if st[S_CB_ACTIVE] != 0.0:
+        return RiskState.COOLDOWN
+    if st[S_REDUCING] != 0.0 or st[S_MISSING] != 0.0:
+        return RiskState.REDUCING
+    return RiskState.NORMAL
+
+
+@njit(cache=True)
+def entries_allowed_nb(st):
+    """New entries only in NORMAL state."""
+    return risk_state_nb(st) == RiskState.NORMAL

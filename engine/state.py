@@ -1,0 +1,239 @@
+"""Mutable kernel state: a float64 vector with named slots, the per-rung slot array and two ring buffers.
+
+Everything a run remembers between bars lives here as plain arrays, so the same state can be stepped
+by the backtest loop, by the batch loop (one row per parameter set) or by the live bridge bar by bar.
+
+* ``state``: float64[N_STATE] - account, ladder centre, risk flags, pointers, online summary accumulators.
+* ``slots``: float64[2, max_levels, N_SLOT] - per side and rung: the resting entry order, the open lot
+  with its TP/SL prices, the last refused (price, qty, side position) and the rung's cached price/qty.
+* ``err_ring``: float64[cap] - times of the last errors (circuit breaker window).
+* ``ord_ring``: float64[cap] - times of the last entry submissions (orders-per-minute window).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from engine.params import (
+    P_INITIAL_BALANCE,
+    P_MAX_ERRORS,
+    P_MAX_LEVELS,
+    P_ORDERS_PER_MINUTE,
+    P_THROTTLE,
+)
+
+# --- account
+S_WALLET = 0
+S_REALIZED = 1
+S_FEES = 2
+S_FUNDING_NET = 3
+S_FUNDING_PAID = 4  # sum of payments made (positive number)
+S_FUNDING_RECV = 5
+S_LONG_QTY = 6
+S_LONG_AVG = 7
+S_SHORT_QTY = 8
+S_SHORT_AVG = 9
+S_EQUITY = 10
+S_UNREAL = 11
+S_PEAK = 12
+S_MAX_DD_PCT = 13
+S_MARGIN_RATIO = 14
+# --- ladder / regime / throttle
+S_CENTER = 15  # NaN until the first valid close
+S_REGIME = 16
+S_THROTTLE = 17
+# --- risk
+S_HALTED = 18
+S_LIQUIDATED = 19
+S_CB_UNTIL = 20  # ms; entries blocked while close_time < S_CB_UNTIL
+S_CB_ACTIVE = 21
+S_REDUCING = 22
+S_MISSING = 23  # 1 on a bar with missing input
+S_STATE = 24  # RiskState of the last bar
+# --- funding
+S_FUND_IDX = 25  # next settlement to pay
+S_GUARD_IDX = 26  # first settlement after the last close_time
+S_RATE_KNOWN = 27
+S_GUARD_LONG = 28
+S_GUARD_SHORT = 29
+# --- decision bookkeeping
+S_DIRTY = 30  # something that shapes the ladder changed: the next decision re-plans every rung
+S_PENDING = 31  # the last decision left a wanted rung unplaced for a reason that may clear by itself
+S_ALLOWED = 32  # entries were allowed at the last decision
+S_N_RESTING = 33
+S_DOWN_MAX = 34  # highest trigger among orders hit on a down move (-inf: none)
+S_UP_MIN = 35  # lowest trigger among orders hit on an up move (+inf: none)
+S_ERR_COUNT = 36
+S_ORD_COUNT = 37
+S_BAR = 38  # index of the last bar stepped (-1 before the first)
+S_BAR_SUBMITS = 39  # entry submissions at the current decision
+# --- online summary accumulators
+S_BARS = 40
+S_BARS_EXPOSURE = 41
+S_BARS_HALTED = 42
+S_BARS_COOLDOWN = 43
+S_BARS_REDUCING = 44
+S_N_MAKER = 45
+S_N_TAKER = 46
+S_N_ENTRIES = 47
+S_N_EXITS = 48
+S_N_WINS = 49
+S_N_LOSSES = 50
+S_GROSS_PROFIT = 51
+S_GROSS_LOSS = 52
+S_TRADED_NOTIONAL = 53
+S_REJ_BASE = 54  # S_REJ_BASE + Reason (1..6): validation rejections by reason
+S_POST_ONLY_REJECTS = 61
+S_RETRY_LIMITS = 62
+S_ORDERS_SUBMITTED = 63
+S_ORDERS_DEFERRED = 64
+S_SKIPPED_PRECISION = 65
+S_CB_TRIPS = 66
+S_RECENTERS = 67
+S_ERRORS = 68
+S_N_FUNDING = 69
+S_LIQ_TS = 70  # NaN unless liquidated
+S_HALT_TS = 71  # NaN unless halted
+S_DAY = 72  # UTC day number of the current day (NaN before the first bar)
+S_DAY_EQ = 73  # equity at the last bar close of the current day
+S_DAY_PREV_EQ = 74  # close equity of the previous day (initial balance before day 1)
+S_DAY_N = 75
+S_DAY_SUM = 76
+S_DAY_SUMSQ = 77
+S_DAY_DOWNSQ = 78
+S_FIRST_TS = 79
+S_LAST_TS = 80
+N_STATE = 81
+
+# --- slot fields
+SL_ORD_ON = 0
+SL_ORD_PRICE = 1
+SL_ORD_QTY = 2
+SL_ORD_BAR = 3  # bar index of the decision that submitted it (new at the next bar's open)
+SL_LOT_ON = 4
+SL_LOT_QTY = 5
+SL_LOT_PRICE = 6
+SL_TP = 7  # NaN when the lot has no active TP
+SL_SL = 8
+SL_REF_PRICE = 9  # last refused (rejected or precision-skipped) tuple; NaN: none
+SL_REF_QTY = 10
+SL_REF_POS = 11
+SL_RUNG_PRICE = 12  # cached for the current centre
+SL_RUNG_QTY = 13  # base_qty * qty_scale**(i-1)
+N_SLOT = 14
+
+
+@dataclass
+class KernelState:
+    """The mutable arrays of one run (see module docstring)."""
+
+    state: np.ndarray
+    slots: np.ndarray
+    err_ring: np.ndarray
+    ord_ring: np.ndarray
+
+
+def ring_sizes(vectors: np.ndarray) -> tuple[int, int]:
+    """Ring capacities covering every parameter vector in ``vectors`` (shape [n, N_PARAMS] or [N_PARAMS])."""
+    v = np.atleast_2d(vectors)
+    return int(v[:, P_MAX_ERRORS].max()), int(v[:, P_ORDERS_PER_MINUTE].max())
+
+
+def init_state_row(state: np.ndarray, slots: np.ndarray, vec: np.ndarray) -> None:
+    """Reset one run's state vector and slots to the start of a backtest with parameters ``vec``."""
+    from engine.throttle import set_throttle  # throttle imports this module's slot names
+
+    state[:] = 0.0
+    state[S_WALLET] = vec[P_INITIAL_BALANCE]
+    state[S_EQUITY] = vec[P_INITIAL_BALANCE]
+    state[S_PEAK] = vec[P_INITIAL_BALANCE]
+    state[S_CENTER] = np.nan
+    state[S_CB_UNTIL] = -np.inf
+    state[S_GUARD_LONG] = 1.0
+    state[S_GUARD_SHORT] = 1.0
+    state[S_DOWN_MAX] = -np.inf
+    state[S_UP_MIN] = np.inf
+    state[S_BAR] = -1.0
+    state[S_LIQ_TS] = np.nan
+    state[S_HALT_TS] = np.nan
+    state[S_DAY] = np.nan
+    state[S_DAY_PREV_EQ] = vec[P_INITIAL_BALANCE]
+    state[S_FIRST_TS] = np.nan
+    state[S_LAST_TS] = np.nan
+    state[S_ALLOWED] = 1.0
+    state[S_RATE_KNOWN] = 1.0
+    slots[:] = np.nan
+    slots[:, :, SL_ORD_ON] = 0.0
+    slots[:, :, SL_LOT_ON] = 0.0
+    set_throttle(state, float(vec[P_THROTTLE]))
+    state[S_DIRTY] = 1.0
+
+
+def init_state(vec: np.ndarray) -> KernelState:
+    """Fresh state for one run with parameter vector ``vec``."""
+    n_err, n_ord = ring_sizes(vec)
+    state = np.zeros(N_STATE)
+    slots = np.zeros((2, int(vec[P_MAX_LEVELS]), N_SLOT))
+    init_state_row(state, slots, vec)
+    return KernelState(state, slots, np.zeros(max(n_err, 1)), np.zeros(max(n_ord, 1)))
+
+
+# --- order-book helpers over the slot array (used by decisions, the simulated venue and risk gates)
+
+
+@njit(cache=True)
+def refresh_triggers_nb(st, slots):
+    """Recompute the cached nearest trigger prices: a bar whose range misses both cannot fill anything.
+
+    Down-move triggers: long entries and short TPs (buy limits), long SLs (sell stops).
+    Up-move triggers: short entries and long TPs (sell limits), short SLs (buy stops).
+    """
+    down = -np.inf
+    up = np.inf
+    n_resting = 0
+    for idx in range(slots.shape[1]):
+        lo = slots[0, idx]
+        sh = slots[1, idx]
+        if lo[SL_ORD_ON] != 0.0:
+            n_resting += 1
+            down = max(down, lo[SL_ORD_PRICE])
+        if sh[SL_ORD_ON] != 0.0:
+            n_resting += 1
+            up = min(up, sh[SL_ORD_PRICE])
+        if lo[SL_LOT_ON] != 0.0:
+            if lo[SL_TP] == lo[SL_TP]:
+                up = min(up, lo[SL_TP])
+            if lo[SL_SL] == lo[SL_SL]:
+                down = max(down, lo[SL_SL])
+        if sh[SL_LOT_ON] != 0.0:
+            if sh[SL_TP] == sh[SL_TP]:
+                down = max(down, sh[SL_TP])
+            if sh[SL_SL] == sh[SL_SL]:
+                up = min(up, sh[SL_SL])
+    st[S_DOWN_MAX] = down
+    st[S_UP_MIN] = up
+    st[S_N_RESTING] = n_resting
+
+
+@njit(cache=True)
+def cancel_entries_nb(st, slots):
+    """Cancel every resting entry order (exits stay); the next decision re-plans the ladder."""
+    if st[S_N_RESTING] > 0:
+        for side in range(2):
+            for idx in range(slots.shape[1]):
+                slots[side, idx, SL_ORD_ON] = 0.0
+        refresh_triggers_nb(st, slots)
+    st[S_DIRTY] = 1.0
+
+
+@njit(cache=True)
+def resting_qty_nb(slots, side, skip_idx):
+    """Total qty of resting entries on ``side`` except rung index ``skip_idx``."""
+    total = 0.0
+    for idx in range(slots.shape[1]):
+        if idx != skip_idx and slots[side, idx, SL_ORD_ON] != 0.0:
+            total += slots[side, idx, SL_ORD_QTY]
+    return total

@@ -1,0 +1,207 @@
+"""Summary statistics of one backtest, computed from its ledgers and equity curve (not from the kernel).
+
+Why recompute: the kernel keeps online accumulators for the optimizer; computing the same numbers
+again from the written ledgers is an independent check (tests compare the two) and lets anyone
+reproduce a stat from the parquet files alone.
+
+Conventions (all documented in the stats themselves under ``assumptions``):
+- Daily equity = equity at the last bar of each UTC day (day of the bar's open time); the first
+  day's return is against the initial balance; the last, possibly partial, day counts.
+- Sharpe = mean(daily return) / stdev(daily return, ddof=1) * sqrt(365); Sortino uses the downside
+  deviation sqrt(sum(min(r, 0)^2) / n) instead of the stdev; both are None with fewer than 2 days or
+  a zero denominator. CAGR compounds over the data span (first bar open to last bar close) in
+  365-day years; Calmar = CAGR / daily max drawdown (None when that drawdown is 0).
+- Profit factor and win rate use exit fills' realized PnL (gross of fees, as the ledger has it).
+- Percentages end in ``_pct``; money is in the quote currency (USDT).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+import numpy as np
+
+from configs.schema import StrategyConfig, VenueConfig
+from data.market import Market
+from engine.enums import EventKind, FillKind, Liquidity, MarkSource, Reason, RiskState, enum_name
+
+DAY_MS = 86_400_000
+DAYS_PER_YEAR = 365.0
+REJECTION_KINDS = np.array([EventKind.ORDER_REJECTED, EventKind.POST_ONLY_REJECT])
+INTRABAR_PATH = "open -> nearer extreme -> farther extreme -> close (high first when high-open <= open-low)"
+
+
+class RunLike(Protocol):
+    """What the stats read from a run (``engine.run.RunOutput`` satisfies it)."""
+
+    fills: np.ndarray
+    funding: np.ndarray
+    events: np.ndarray
+    equity: np.ndarray
+    summary: dict[str, float]
+    meta: dict[str, Any]
+
+
+def daily_equity(ts: np.ndarray, equity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(UTC day number, equity at the last bar of that day) for each day present in the curve."""
+    if len(ts) == 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    day = np.asarray(ts, dtype=np.int64) // DAY_MS
+    last = np.flatnonzero(np.append(day[1:] != day[:-1], True))
+    return day[last], np.asarray(equity, dtype=np.float64)[last]
+
+
+def daily_returns(day_equity: np.ndarray, initial: float) -> np.ndarray:
+    """Simple returns of day-close equities, the first against ``initial`` (0 after a non-positive close)."""
+    prev = np.concatenate(([initial], day_equity[:-1]))
+    safe = np.where(prev > 0.0, prev, 1.0)
+    return np.where(prev > 0.0, day_equity / safe - 1.0, 0.0)
+
+
+def max_drawdown_pct(equity: np.ndarray, initial: float) -> float:
+    """Largest fall from a running peak (the peak starts at ``initial``), in percent of the peak."""
+    if len(equity) == 0:
+        return 0.0
+    peak = np.maximum.accumulate(np.concatenate(([initial], equity)))[1:]
+    dd = np.where(peak > 0.0, (peak - equity) / np.where(peak > 0.0, peak, 1.0) * 100.0, 0.0)
+    return float(max(dd.max(), 0.0))
+
+
+def sharpe(returns: np.ndarray) -> float | None:
+    """Annualised Sharpe ratio of daily returns (risk-free rate 0)."""
+    if len(returns) < 2:
+        return None
+    sd = float(np.std(returns, ddof=1))
+    return float(np.mean(returns) / sd * math.sqrt(DAYS_PER_YEAR)) if sd > 0.0 else None
+
+
+def sortino(returns: np.ndarray) -> float | None:
+    """Annualised Sortino ratio of daily returns (target 0, downside deviation over all days)."""
+    if len(returns) < 2:
+        return None
+    down = math.sqrt(float(np.sum(np.minimum(returns, 0.0) ** 2)) / len(returns))
+    return float(np.mean(returns) / down * math.sqrt(DAYS_PER_YEAR)) if down > 0.0 else None
+
+
+def cagr_pct(initial: float, final: float, span_ms: int) -> float:
+    """Compound annual growth in percent over ``span_ms`` (-100 when the account is wiped out)."""
+    if final <= 0.0:
+        return -100.0
+    years = span_ms / DAY_MS / DAYS_PER_YEAR
+    return float(((final / initial) ** (1.0 / years) - 1.0) * 100.0)
+
+
+def _label(enum: Any, value: int) -> str:
+    return enum_name(enum, int(value)).lower()
+
+
+def _counts(values: np.ndarray, enum: Any, skip: tuple[int, ...] = ()) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values.tolist():
+        if v in skip:
+            continue
+        key = _label(enum, v)
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _iso(ms: float) -> str | None:
+    if ms is None or not math.isfinite(ms):
+        return None
+    return np.datetime64(int(ms), "ms").astype("datetime64[s]").item().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def compute_stats(run: RunLike, market: Market, strategy: StrategyConfig, venue: VenueConfig) -> dict[str, Any]:
+    """All headline stats plus what the run assumed, as a JSON-ready dict (None where undefined)."""
+    if len(market.ts) and len(run.equity) == 0:
+        raise ValueError("compute_stats needs the equity curve: run the backtest with curves=True")
+    initial = float(strategy.backtest.initial_balance)
+    fills, funding, events, eq = run.fills, run.funding, run.events, run.equity
+    equity = eq["equity"].astype(np.float64)
+    final = float(equity[-1]) if len(equity) else initial
+    bars = len(eq)
+
+    _, day_eq = daily_equity(eq["ts"], equity)
+    rets = daily_returns(day_eq, initial)
+    span_ms = int(eq["ts"][-1] - eq["ts"][0]) + market.bar_ms if bars else market.bar_ms
+    cagr = cagr_pct(initial, final, span_ms)
+    dd_daily = max_drawdown_pct(day_eq, initial)
+
+    exits = fills[fills["kind"] != FillKind.ENTRY]
+    pnl = exits["realized_pnl"]
+    gross_profit = float(pnl[pnl > 0.0].sum())
+    gross_loss = float(-pnl[pnl < 0.0].sum())
+    amounts = funding["amount"]
+    state = eq["state"]
+    exposed = (eq["long_qty"] > 0.0) | (eq["short_qty"] > 0.0)
+    liq = events[events["kind"] == EventKind.LIQUIDATION]
+    halt = events[events["kind"] == EventKind.DRAWDOWN_HALT]
+    rejected = events[np.isin(events["kind"], REJECTION_KINDS)]
+
+    def share(mask: np.ndarray) -> float:
+        return float(mask.sum() / bars * 100.0) if bars else 0.0
+
+    return {
+        "strategy": strategy.strategy.name,
+        "strategy_source": strategy.origin,
+        "venue": venue.venue.name,
+        "symbol": market.symbol,
+        "timeframe": market.timeframe,
+        "data_start": _iso(float(market.ts[0])) if len(market.ts) else None,
+        "data_end": _iso(float(market.ts[-1] + market.bar_ms)) if len(market.ts) else None,
+        "bars": int(len(market.ts)),
+        "bars_run": bars,
+        "gaps": int(market.report.gap_count),
+        "missing_bars": int(market.report.missing_bars),
+        "days": len(day_eq),
+        "initial_balance": initial,
+        "final_equity": final,
+        "total_return_pct": (final / initial - 1.0) * 100.0,
+        "cagr_pct": cagr,
+        "max_drawdown_pct": dd_daily,
+        "max_drawdown_intraday_pct": max_drawdown_pct(equity, initial),
+        "sharpe": sharpe(rets),
+        "sortino": sortino(rets),
+        "calmar": cagr / dd_daily if dd_daily > 0.0 else None,
+        "profit_factor": gross_profit / gross_loss if gross_loss > 0.0 else None,
+        "win_rate_pct": float((pnl > 0.0).sum() / len(exits) * 100.0) if len(exits) else None,
+        "realized_pnl": float(pnl.sum()),
+        "n_fills": int(len(fills)),
+        "n_entries": int((fills["kind"] == FillKind.ENTRY).sum()),
+        "n_exits": int(len(exits)),
+        "exits_by_kind": _counts(exits["kind"], FillKind),
+        "fees_paid": float(fills["fee"].sum()),
+        "funding_paid": float(-amounts[amounts < 0.0].sum()),
+        "funding_received": float(amounts[amounts > 0.0].sum()),
+        "funding_payments": int(len(funding)),
+        "maker_share_pct": float((fills["liquidity"] == Liquidity.MAKER).sum() / len(fills) * 100.0)
+        if len(fills)
+        else None,
+        "exposure_pct": share(exposed),
+        "halted_pct": share(state == RiskState.HALTED),
+        "cooldown_pct": share(state == RiskState.COOLDOWN),
+        "reducing_pct": share(state == RiskState.REDUCING),
+        "liquidated": bool(len(liq) > 0),
+        "liquidated_at": _iso(float(liq["ts"][0])) if len(liq) else None,
+        "halted_at": _iso(float(halt["ts"][0])) if len(halt) else None,
+        "events": _counts(events["kind"], EventKind),
+        "rejections": _counts(rejected["reason"], Reason),
+        "orders_deferred": int(run.summary.get("orders_deferred", 0)),
+        "skipped_precision": int(run.summary.get("skipped_precision", 0)),
+        "assumptions": {
+            "fees_source": venue.fees_source,
+            "maker_fee": float(venue.fees.maker),
+            "taker_fee": float(venue.fees.taker),
+            "funding_mark_source": {
+                "mark price series": int((funding["mark_source"] == MarkSource.MARK_SERIES).sum()),
+                "trade open (mark unknown)": int((funding["mark_source"] == MarkSource.TRADE_OPEN).sum()),
+            },
+            "gates_disabled": strategy.gates_disabled(),
+            "intrabar_path": INTRABAR_PATH,
+            "fill_on_touch": bool(strategy.backtest.fill_on_touch),
+            "slippage_bps": float(strategy.backtest.slippage_bps),
+            "daily_equity": "last bar of each UTC day; returns chained from the initial balance",
+            "data_warnings": list(market.report.warnings),
+        },
+    }

@@ -1,0 +1,536 @@
+"""A Binance USD-M futures HTTP emulator on 127.0.0.1 for driving the real ccxt client in tests.
+
+Structure (extend it here, not in the tests):
+
+- ``EmulatorState`` holds everything the exchange "knows": the markets (``exchangeInfo`` symbols), trade
+  and mark-price klines per ``(symbol id, interval)``, funding settlements per symbol, the server clock
+  (``now_ms``), the scripted faults and the request log. Tests load data into it and read the log.
+- ``ROUTES`` maps ``(method, path)`` to a handler ``(state, request) -> Response``. Handlers answer with
+  Binance's JSON shapes and error bodies (``{"code": -1121, "msg": "Invalid symbol."}`` etc.).
+- ``BinanceUsdmEmulator`` runs a threaded ``http.server`` on an ephemeral port and dispatches to
+  ``ROUTES``; before a handler runs, the first matching ``Fault`` may replace or alter its answer.
+
+Public endpoints served: ``GET /fapi/v1/ping``, ``/fapi/v1/time``, ``/fapi/v1/exchangeInfo``,
+``/fapi/v1/klines``, ``/fapi/v1/markPriceKlines``, ``/fapi/v1/fundingRate``, with Binance's documented
+parameter rules (klines: limit default 500, max 1500; fundingRate: default 100, max 1000; rows ascending,
+from ``startTime`` when given, else the most recent ones; klines never start after the server clock).
+
+Adding the private endpoints later (orders, positions, account, leverage, listenKey): put the account
+(balances, positions, open orders, leverage per symbol, listen keys) into new fields of
+``EmulatorState``, write one handler per endpoint that first checks the ``X-MBX-APIKEY`` header and the
+HMAC-SHA256 ``signature`` of the query against ``state.api_secret``, and register it in ``ROUTES`` with
+its method (``POST /fapi/v1/order``, ``GET /fapi/v2/positionRisk``, ...). Faults and the request log
+then apply to them unchanged.
+
+Faults (``state.inject(...)``), each consumed in order by the requests whose path matches:
+``status`` (any HTTP status; 429/418 get Binance's ``-1003`` body and ``Retry-After`` when given),
+``timeout`` (sleep ``delay_s`` before answering normally, past the client's timeout), ``short`` (cut the
+answer to ``rows`` rows although more exist), ``bad_json`` (a truncated JSON body with status 200).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+import numpy as np
+import polars as pl
+
+INTERVAL_MS: dict[str, int] = {
+    "1m": 60_000,
+    "3m": 180_000,
+    "5m": 300_000,
+    "15m": 900_000,
+    "30m": 1_800_000,
+    "1h": 3_600_000,
+    "2h": 7_200_000,
+    "4h": 14_400_000,
+    "6h": 21_600_000,
+    "8h": 28_800_000,
+    "12h": 43_200_000,
+    "1d": 86_400_000,
+}
+KLINES_DEFAULT_LIMIT, KLINES_MAX_LIMIT = 500, 1500
+FUNDING_DEFAULT_LIMIT, FUNDING_MAX_LIMIT = 100, 1000
+FAULT_KINDS = ("status", "timeout", "short", "bad_json")
+
+
+@dataclass
+class Request:
+    """One parsed HTTP request as handlers see it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Response:
+    """What a handler answers: status, JSON-able payload (or raw text) and extra headers."""
+
+    status: int
+    payload: object = None
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: str | None = None
+    content_type: str = "application/json"
+
+    def body(self) -> bytes:
+        text = self.raw if self.raw is not None else json.dumps(self.payload, separators=(",", ":"))
+        return text.encode("utf-8")
+
+
+@dataclass
+class Fault:
+    """A scripted misbehaviour: applies to the matching requests after ``skip`` of them, ``times`` times."""
+
+    kind: str
+    path: str | None = None
+    times: int = 1
+    skip: int = 0
+    status: int = 500
+    retry_after: int | None = None
+    delay_s: float = 0.0
+    rows: int = 1
+
+
+@dataclass
+class LoggedRequest:
+    """One entry of the request log: what was asked, what was answered, which fault (if any) fired."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int
+    fault: str | None
+
+
+@dataclass
+class _Klines:
+    ts: np.ndarray  # int64 open times, ascending
+    ohlcv: np.ndarray  # float64, shape (n, 5)
+
+
+@dataclass
+class _Funding:
+    funding_time: np.ndarray  # int64 raw fundingTime (with the exchange's ms jitter)
+    rate: np.ndarray
+    mark_price: np.ndarray  # NaN -> served as "" like Binance's oldest rows
+
+
+def _error(status: int, code: int, msg: str) -> Response:
+    return Response(status, {"code": code, "msg": msg})
+
+
+def _market_entry(
+    symbol: str, base: str, tick: str, step: str, min_notional: str, min_price: str, onboard: int
+) -> dict:
+    """An exchangeInfo symbol entry with the fields and filters Binance USD-M publishes."""
+    return {
+        "symbol": symbol,
+        "pair": symbol,
+        "contractType": "PERPETUAL",
+        "deliveryDate": 4133404800000,
+        "onboardDate": onboard,
+        "status": "TRADING",
+        "maintMarginPercent": "2.5000",
+        "requiredMarginPercent": "5.0000",
+        "baseAsset": base,
+        "quoteAsset": "USDT",
+        "marginAsset": "USDT",
+        "pricePrecision": 2,
+        "quantityPrecision": 3,
+        "baseAssetPrecision": 8,
+        "quotePrecision": 8,
+        "underlyingType": "COIN",
+        "underlyingSubType": ["PoW"] if base == "BTC" else ["Layer-1"],
+        "settlePlan": 0,
+        "triggerProtect": "0.0500",
+        "liquidationFee": "0.012500",
+        "marketTakeBound": "0.05",
+        "maxMoveOrderLimit": 10000,
+        "filters": [
+            {"filterType": "PRICE_FILTER", "minPrice": min_price, "maxPrice": "4529764", "tickSize": tick},
+            {"filterType": "LOT_SIZE", "stepSize": step, "maxQty": "1000", "minQty": step},
+            {"filterType": "MARKET_LOT_SIZE", "stepSize": step, "maxQty": "120", "minQty": step},
+            {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+            {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
+            {"filterType": "MIN_NOTIONAL", "notional": min_notional},
+            {
+                "filterType": "PERCENT_PRICE",
+                "multiplierUp": "1.0500",
+                "multiplierDown": "0.9500",
+                "multiplierDecimal": "4",
+            },
+        ],
+        "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET"],
+        "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
+    }
+
+
+def default_markets() -> list[dict]:
+    """BTCUSDT (tick 0.10, step 0.001, min notional 100) and ETHUSDT (tick 0.01, min notional 20)."""
+    return [
+        _market_entry("BTCUSDT", "BTC", "0.10", "0.001", "100", "556.80", 1569398400000),
+        _market_entry("ETHUSDT", "ETH", "0.01", "0.001", "20", "39.86", 1569398400000),
+    ]
+
+
+class EmulatorState:
+    """Everything the emulated exchange knows, plus the fault script and the request log."""
+
+    def __init__(self, now_ms: int | None = None) -> None:
+        self.lock = threading.Lock()
+        self.now_ms = now_ms  # None: the wall clock
+        self.markets: list[dict] = default_markets()
+        self.klines: dict[tuple[str, str, str], _Klines] = {}  # (kind, symbol id, interval)
+        self.funding: dict[str, _Funding] = {}
+        self.faults: list[Fault] = []
+        self.log: list[LoggedRequest] = []
+
+    # -- data ---------------------------------------------------------------------------------------
+    def server_time(self) -> int:
+        return self.now_ms if self.now_ms is not None else int(time.time() * 1000)
+
+    def set_klines(self, symbol_id: str, interval: str, frame: pl.DataFrame, kind: str = "trade") -> None:
+        """Serve ``frame`` (``ts open high low close volume``) as trade (or ``kind="mark"``) klines."""
+        if kind not in ("trade", "mark") or interval not in INTERVAL_MS:
+            raise ValueError(f"bad kind/interval {kind!r}/{interval!r}")
+        frame = frame.sort("ts")
+        cols = ["open", "high", "low", "close", "volume"] if "volume" in frame.columns else None
+        if cols is None:
+            frame = frame.with_columns(pl.lit(0.0).alias("volume"))
+            cols = ["open", "high", "low", "close", "volume"]
+        ohlcv = frame.select(cols).to_numpy().astype(np.float64)
+        with self.lock:
+            self.klines[(kind, symbol_id, interval)] = _Klines(frame["ts"].to_numpy().astype(np.int64), ohlcv)
+
+    def set_funding(self, symbol_id: str, frame: pl.DataFrame) -> None:
+        """Serve settlements from ``frame`` (``funding_time`` raw ms, ``rate``, optional ``mark_price``)."""
+        frame = frame.sort("funding_time")
+        mark = (
+            frame["mark_price"].to_numpy().astype(np.float64)
+            if "mark_price" in frame.columns
+            else np.full(frame.height, np.nan)
+        )
+        with self.lock:
+            self.funding[symbol_id] = _Funding(
+                frame["funding_time"].to_numpy().astype(np.int64),
+                frame["rate"].to_numpy().astype(np.float64),
+                mark,
+            )
+
+    # -- faults and log -----------------------------------------------------------------------------
+    def inject(self, kind: str, path: str | None = None, **kwargs: object) -> Fault:
+        """Script a fault for the next requests to ``path`` (None: any path); see ``Fault``."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; choose from {FAULT_KINDS}")
+        fault = Fault(kind=kind, path=path, **kwargs)  # type: ignore[arg-type]
+        with self.lock:
+            self.faults.append(fault)
+        return fault
+
+    def take_fault(self, path: str) -> Fault | None:
+        """The fault that fires for this request, consuming one use of it (or one skip)."""
+        with self.lock:
+            for fault in self.faults:
+                if fault.times <= 0 or (fault.path is not None and fault.path != path):
+                    continue
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    return None
+                fault.times -= 1
+                return fault
+        return None
+
+    def requests(self, path: str | None = None) -> list[LoggedRequest]:
+        """Logged requests (optionally only those to ``path``), oldest first."""
+        with self.lock:
+            return [r for r in self.log if path is None or r.path == path]
+
+    def clear_log(self) -> None:
+        with self.lock:
+            self.log.clear()
+
+
+# -- handlers ---------------------------------------------------------------------------------------
+def _int_param(request: Request, name: str) -> int | None:
+    value = request.query.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        msg = f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."
+        raise _BadRequestError(-1100, msg) from None
+
+
+class _BadRequestError(Exception):
+    def __init__(self, code: int, msg: str) -> None:
+        super().__init__(msg)
+        self.code, self.msg = code, msg
+
+
+def _symbol(state: EmulatorState, request: Request) -> str:
+    symbol = request.query.get("symbol")
+    if symbol is None:
+        raise _BadRequestError(
+            -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
+        )
+    if symbol not in {m["symbol"] for m in state.markets}:
+        raise _BadRequestError(-1121, "Invalid symbol.")
+    return symbol
+
+
+def _limit(request: Request, default: int, maximum: int) -> int:
+    limit = _int_param(request, "limit")
+    if limit is None:
+        return default
+    if limit <= 0 or limit > maximum:
+        raise _BadRequestError(-1130, "Data sent for parameter 'limit' is not valid.")
+    return limit
+
+
+def _window(values: np.ndarray, start: int | None, end: int | None, limit: int) -> slice:
+    """Rows with ``start <= v <= end``: the first ``limit`` from ``start`` if given, else the last ones."""
+    lo = 0 if start is None else int(np.searchsorted(values, start, side="left"))
+    hi = len(values) if end is None else int(np.searchsorted(values, end, side="right"))
+    if hi <= lo:
+        return slice(lo, lo)
+    return slice(lo, min(hi, lo + limit)) if start is not None else slice(max(lo, hi - limit), hi)
+
+
+def _num(x: float) -> str:
+    return repr(float(x))
+
+
+def _klines(state: EmulatorState, request: Request, kind: str) -> Response:
+    symbol = _symbol(state, request)
+    interval = request.query.get("interval")
+    if interval not in INTERVAL_MS:
+        raise _BadRequestError(-1120, "Invalid interval.")
+    limit = _limit(request, KLINES_DEFAULT_LIMIT, KLINES_MAX_LIMIT)
+    start, end = _int_param(request, "startTime"), _int_param(request, "endTime")
+    if start is not None and end is not None and start > end:
+        raise _BadRequestError(-1023, "Start time is greater than end time.")
+    now = state.server_time()
+    end = now if end is None else min(end, now)  # klines opening after the server clock do not exist yet
+    data = state.klines.get((kind, symbol, interval))
+    if data is None:
+        return Response(200, [])
+    sel = _window(data.ts, start, end, limit)
+    bar = INTERVAL_MS[interval]
+    rows = []
+    for ts, (o, h, lo, c, v) in zip(data.ts[sel].tolist(), data.ohlcv[sel].tolist(), strict=True):
+        volume = _num(v) if kind == "trade" else "0"
+        quote = _num(v * c) if kind == "trade" else "0"
+        rows.append([ts, _num(o), _num(h), _num(lo), _num(c), volume, ts + bar - 1, quote, 0, "0", "0", "0"])
+    return Response(200, rows)
+
+
+def handle_ping(state: EmulatorState, request: Request) -> Response:
+    return Response(200, {})
+
+
+def handle_time(state: EmulatorState, request: Request) -> Response:
+    return Response(200, {"serverTime": state.server_time()})
+
+
+def handle_exchange_info(state: EmulatorState, request: Request) -> Response:
+    return Response(
+        200,
+        {
+            "timezone": "UTC",
+            "serverTime": state.server_time(),
+            "futuresType": "U_MARGINED",
+            "rateLimits": [
+                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400},
+                {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
+            ],
+            "exchangeFilters": [],
+            "assets": [
+                {"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"},
+                {"asset": "BTC", "marginAvailable": True, "autoAssetExchange": "-0.10000000"},
+            ],
+            "symbols": state.markets,
+        },
+    )
+
+
+def handle_klines(state: EmulatorState, request: Request) -> Response:
+    return _klines(state, request, "trade")
+
+
+def handle_mark_price_klines(state: EmulatorState, request: Request) -> Response:
+    return _klines(state, request, "mark")
+
+
+def handle_funding_rate(state: EmulatorState, request: Request) -> Response:
+    symbol = _symbol(state, request)
+    limit = _limit(request, FUNDING_DEFAULT_LIMIT, FUNDING_MAX_LIMIT)
+    start, end = _int_param(request, "startTime"), _int_param(request, "endTime")
+    data = state.funding.get(symbol)
+    if data is None:
+        return Response(200, [])
+    sel = _window(data.funding_time, start, end, limit)
+    rows = [
+        {
+            "symbol": symbol,
+            "fundingTime": t,
+            "fundingRate": f"{r:.8f}",
+            "markPrice": "" if np.isnan(m) else _num(m),
+        }
+        for t, r, m in zip(
+            data.funding_time[sel].tolist(),
+            data.rate[sel].tolist(),
+            data.mark_price[sel].tolist(),
+            strict=True,
+        )
+    ]
+    return Response(200, rows)
+
+
+Handler = Callable[[EmulatorState, Request], Response]
+ROUTES: dict[tuple[str, str], Handler] = {
+    ("GET", "/fapi/v1/ping"): handle_ping,
+    ("GET", "/fapi/v1/time"): handle_time,
+    ("GET", "/fapi/v1/exchangeInfo"): handle_exchange_info,
+    ("GET", "/fapi/v1/klines"): handle_klines,
+    ("GET", "/fapi/v1/markPriceKlines"): handle_mark_price_klines,
+    ("GET", "/fapi/v1/fundingRate"): handle_funding_rate,
+}
+
+
+def dispatch(state: EmulatorState, request: Request) -> tuple[Response, Fault | None]:
+    """Route one request through the fault script and ``ROUTES``; never raises."""
+    fault = state.take_fault(request.path)
+    if fault is not None and fault.kind == "status":
+        headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+        if fault.status in (418, 429):
+            return Response(fault.status, {"code": -1003, "msg": "Too many requests."}, headers), fault
+        if fault.status == 500:
+            body = {"code": -1001, "msg": "Internal error; unable to process your request. Please try again."}
+            return Response(500, body, headers), fault
+        page = f"<html><body><h1>{fault.status} Service Unavailable</h1></body></html>"
+        return Response(fault.status, raw=page, headers=headers, content_type="text/html"), fault
+    if fault is not None and fault.kind == "timeout":
+        time.sleep(fault.delay_s)
+    handler = ROUTES.get((request.method, request.path))
+    if handler is None:
+        return Response(
+            404, raw="<html><body><h2>404 Not found</h2></body></html>", content_type="text/html"
+        ), fault
+    try:
+        response = handler(state, request)
+    except _BadRequestError as err:
+        return _error(400, err.code, err.msg), fault
+    if fault is not None and fault.kind == "short" and isinstance(response.payload, list):
+        response.payload = response.payload[: fault.rows]
+    if fault is not None and fault.kind == "bad_json":
+        text = response.body().decode("utf-8")
+        response.raw = text[: max(1, len(text) // 2)]
+    return response, fault
+
+
+class _HttpHandler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def _serve(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        if method != "GET" and body:
+            query.update(dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True)))
+        request = Request(method, parts.path, query, dict(self.headers.items()), body)
+        state = self.server.state
+        response, fault = dispatch(state, request)
+        with state.lock:
+            state.log.append(
+                LoggedRequest(
+                    method, parts.path, query, response.status, None if fault is None else fault.kind
+                )
+            )
+        payload = response.body()
+        try:
+            self.send_response(response.status)
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            for key, value in response.headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (timeout fault); nothing to answer
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Silence the default stderr access log; the state's request log records everything."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    state: EmulatorState
+
+
+class BinanceUsdmEmulator:
+    """The HTTP server around an ``EmulatorState``; ``start()`` binds 127.0.0.1 on a free port."""
+
+    def __init__(self, state: EmulatorState | None = None) -> None:
+        self.state = state if state is not None else EmulatorState()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("emulator not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """Base URL (scheme, host, port) to put in front of ``/fapi/v1/...``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> BinanceUsdmEmulator:
+        self._server = _Server(("127.0.0.1", 0), _HttpHandler)
+        self._server.state = self.state
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="binance-usdm-emulator", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> BinanceUsdmEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,977 @@
+"""A deliberately slow, readable second implementation of DESIGN.md "Engine semantics".
+
+This module exists only to check the numba kernel: it was written from the contract text alone (never
+from the kernel source), uses plain Python floats, lists and small dataclasses, and favours obviousness
+over speed. ``simulate`` walks the bars one by one through the eight per-bar steps of the contract and
+returns the same ledgers the kernel returns (fills, funding, events, equity) as lists of dicts keyed by
+the field names of ``engine.records``, plus summary numbers.
+
+Choices the contract leaves open, made here and checked against the kernel by the differential tests:
+- Every record of bar k carries ``ts[k]``; a funding row carries its settlement time.
+- At the open: the post-only check of the new entries runs first (in tie order), then the resting orders
+  the open gapped through fill, in tie order (SL, TP, entry; long before short; lower level first).
+  Exits created by a fill at the open join the path from the first segment on.
+- Entries are cancelled whenever they may not be placed (missing input, data gap, breaker, REDUCING,
+  unknown funding, halt); TP/SL always stay.
+- Errors happen at the bar open (post-only rejections) or at the close (validation rejections).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+LONG, SHORT = 0, 1
+ENTRY, TP, SL, FLATTEN, LIQUIDATION = 0, 1, 2, 3, 4
+MAKER, TAKER = 0, 1
+SIDEWAYS, UP, DOWN = 0, 1, 2
+NORMAL, REDUCING, COOLDOWN, HALTED, LIQUIDATED = 0, 1, 2, 3, 4
+MARK_SERIES, TRADE_OPEN = 0, 1
+
+EVENT_KINDS = (
+    "INPUT_MISSING",
+    "DATA_GAP",
+    "RECENTER",
+    "FUNDING_UNKNOWN",
+    "POST_ONLY_REJECT",
+    "RETRY_LIMIT",
+    "ORDER_REJECTED",
+    "DRAWDOWN_HALT",
+    "CIRCUIT_BREAKER_TRIP",
+    "CIRCUIT_BREAKER_RESET",
+    "REDUCING_ON",
+    "REDUCING_OFF",
+    "LIQUIDATION",
+)
+REASONS = (
+    "NONE",
+    "SIZE_PCT",
+    "SIZE_QTY",
+    "SIZE_INVENTORY",
+    "SIZE_ORDER",
+    "SIZE_BRACKET",
+    "EXIT_EXCEEDS",
+    "POST_ONLY",
+    "RETRY_ATTEMPTS",
+    "RETRY_DEVIATION",
+    "LEVERAGE",
+    "LIQUIDATION_BUFFER",
+)
+# Tie order at one price: SL before TP before entry.
+_ORDER_RANK = {SL: 0, TP: 1, ENTRY: 2}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Small helpers
+# ----------------------------------------------------------------------------------------------------
+
+
+def floor_tick(x: float, tick: float) -> float:
+    """Round a price down onto the tick grid (the 1e-9 absorbs float noise just below a tick)."""
+    return math.floor(x / tick + 1e-9) * tick
+
+
+def ceil_tick(x: float, tick: float) -> float:
+    """Round a price up onto the tick grid."""
+    return math.ceil(x / tick - 1e-9) * tick
+
+
+def floor_step(q: float, step: float) -> float:
+    """Round a quantity down onto the lot-step grid."""
+    return math.floor(q / step + 1e-9) * step
+
+
+def _finite(*xs: float) -> bool:
+    return all(math.isfinite(x) for x in xs)
+
+
+@dataclass
+class Bracket:
+    """One maintenance-margin tier."""
+
+    floor: float
+    cap: float
+    mmr: float
+    cum: float
+    max_leverage: float
+
+
+def bracket_for(brackets: list[Bracket], notional: float) -> Bracket:
+    """The tier holding ``notional`` (floor <= notional < cap; the last tier beyond the table)."""
+    for b in brackets:
+        if b.floor <= notional < b.cap:
+            return b
+    return brackets[-1]
+
+
+def maint_margin(brackets: list[Bracket], notional: float) -> float:
+    """Maintenance margin of one side: notional * mmr - cum of its tier (0 without a position)."""
+    if notional <= 0.0:
+        return 0.0
+    b = bracket_for(brackets, notional)
+    return notional * b.mmr - b.cum
+
+
+def liquidation_price(
+    wallet: float, L: float, avg_l: float, S: float, avg_s: float, brackets: list[Bracket], price: float
+) -> float:
+    """Binance hedge-mode cross liquidation price; NaN when there is none (no position, or <= 0).
+
+    LP = (WB + cumL + cumS - L*avgL + S*avgS) / (L*mmrL + S*mmrS - L + S), tiers taken at ``price``.
+    """
+    if L <= 0.0 and S <= 0.0:
+        return math.nan
+    bl = bracket_for(brackets, L * price)
+    bs = bracket_for(brackets, S * price)
+    cum_l = bl.cum if L > 0 else 0.0
+    cum_s = bs.cum if S > 0 else 0.0
+    num = wallet + cum_l + cum_s - L * avg_l + S * avg_s
+    den = L * bl.mmr + S * bs.mmr - L + S
+    if den == 0.0:
+        return math.nan
+    lp = num / den
+    return lp if lp > 0.0 else math.nan
+
+
+# ----------------------------------------------------------------------------------------------------
+# Regime indicators (plain Python, bar by bar)
+# ----------------------------------------------------------------------------------------------------
+
+
+class Ema:
+    """EMA(n): SMA of the first n values, then e = x*a + e*(1-a) with a = 2/(n+1)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.seen: list[float] = []
+        self.value = math.nan
+
+    def update(self, x: float) -> None:
+        if len(self.seen) < self.n:
+            self.seen.append(x)
+            if len(self.seen) == self.n:
+                self.value = sum(self.seen) / self.n
+            return
+        a = 2.0 / (self.n + 1)
+        self.value = x * a + self.value * (1.0 - a)
+
+
+class Rma:
+    """Wilder RMA(n): SMA of the first n values, then r = (r*(n-1) + x)/n."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.seen: list[float] = []
+        self.value = math.nan
+
+    def update(self, x: float) -> None:
+        if len(self.seen) < self.n:
+            self.seen.append(x)
+            if len(self.seen) == self.n:
+                self.value = sum(self.seen) / self.n
+            return
+        self.value = (self.value * (self.n - 1) + x) / self.n
+
+
+class RegimeTracker:
+    """EMA fast/slow, ATR and ADX on the valid bars, and the regime with hysteresis."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.ema_fast = Ema(cfg.ema_fast)
+        self.ema_slow = Ema(cfg.ema_slow)
+        self.atr = Rma(cfg.atr_len)
+        self.tr_rma = Rma(cfg.adx_len)
+        self.pdm_rma = Rma(cfg.adx_len)
+        self.mdm_rma = Rma(cfg.adx_len)
+        self.adx = Rma(cfg.adx_len)
+        self.threshold = cfg.adx_threshold
+        self.hysteresis = cfg.hysteresis_bps
+        self.prev: tuple[float, float, float] | None = None  # (high, low, close) of the last valid bar
+        self.regime = SIDEWAYS
+
+    def update(self, h: float, lo: float, c: float) -> None:
+        """Feed one valid bar, then classify."""
+        self.ema_fast.update(c)
+        self.ema_slow.update(c)
+        if self.prev is not None:
+            ph, pl, pc = self.prev
+            tr = max(h - lo, abs(h - pc), abs(lo - pc))
+            up = h - ph
+            down = pl - lo
+            pdm = up if (up > down and up > 0.0) else 0.0
+            mdm = down if (down > up and down > 0.0) else 0.0
+            self.atr.update(tr)
+            self.tr_rma.update(tr)
+            self.pdm_rma.update(pdm)
+            self.mdm_rma.update(mdm)
+            if not math.isnan(self.tr_rma.value):
+                trv = self.tr_rma.value
+                pdi = 100.0 * self.pdm_rma.value / trv if trv != 0.0 else 0.0
+                mdi = 100.0 * self.mdm_rma.value / trv if trv != 0.0 else 0.0
+                dx = 100.0 * abs(pdi - mdi) / (pdi + mdi) if (pdi + mdi) != 0.0 else 0.0
+                self.adx.update(dx)
+        self.prev = (h, lo, c)
+        self._classify()
+
+    def warm(self) -> bool:
+        return not any(
+            math.isnan(v) for v in (self.ema_fast.value, self.ema_slow.value, self.adx.value, self.atr.value)
+        )
+
+    def _classify(self) -> None:
+        if not self.warm() or self.adx.value < self.threshold:
+            self.regime = SIDEWAYS
+            return
+        spread = (self.ema_fast.value - self.ema_slow.value) / self.ema_slow.value * 1e4
+        if abs(spread) < self.hysteresis:
+            return
+        self.regime = UP if spread > 0 else DOWN
+
+
+# ----------------------------------------------------------------------------------------------------
+# Orders, lots and the simulator state
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Order:
+    """An entry limit resting in a slot (side, level); ``new`` until it has met its first open."""
+
+    side: int
+    level: int
+    price: float
+    qty: float
+    new: bool = True
+
+
+@dataclass
+class Lot:
+    """The open position of one slot, with its exit prices (NaN when an exit was rejected)."""
+
+    side: int
+    level: int
+    qty: float
+    entry: float
+    tp: float
+    sl: float
+
+
+@dataclass
+class RefOutput:
+    """Ledgers (lists of dicts with the record field names) and the final summary numbers."""
+
+    fills: list[dict] = field(default_factory=list)
+    funding: list[dict] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
+    equity: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+
+@dataclass
+class Params:
+    """Every config number the simulation reads, pulled out of the typed configs once."""
+
+    step: float
+    levels: tuple[int, int]
+    base_qty: float
+    qty_scale: float
+    tp_steps: int
+    sl_steps: int
+    recenter_bps: float
+    max_inventory_quote: float
+    maker_only: bool
+    retries_on: bool
+    retry_attempts: int
+    retry_max_dev_bps: float
+    funding_window_ms: int
+    funding_max_cost_bps: float
+    max_position_size: float
+    max_position_pct: float
+    max_leverage_used: float
+    liq_buffer: float
+    policy: str
+    counter_levels: int
+    counter_qty_scale: float
+    throttle: float
+    max_errors: int
+    cooldown_ms: int
+    max_dd_pct: float
+    cb_window_ms: int
+    validation_on: bool
+    breaker_on: bool
+    drawdown_on: bool
+    initial: float
+    slip: float
+    touch: bool
+    tick: float
+    qty_step: float
+    min_qty: float
+    max_qty: float
+    min_notional: float
+    leverage: float
+    min_order_usdt: float
+    max_order_usdt: float
+    per_bar_orders: int
+    per_minute_orders: int
+    maker_fee: float
+    taker_fee: float
+    brackets: list[Bracket]
+
+
+def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
+    """Read the typed configs (field names as in DESIGN.md)."""
+    g, ex, rb, exe = strategy.grid, strategy.exit, strategy.rebalance, strategy.execution
+    fu, pos, pol, rm, bt = (
+        strategy.funding,
+        strategy.position,
+        strategy.policy,
+        strategy.risk_management,
+        strategy.backtest,
+    )
+    pr = venue.precision
+    tick = pr.tick_size if pr.tick_size is not None else 10.0**-pr.price_precision
+    qstep = pr.step_size if pr.step_size is not None else 10.0**-pr.quantity_precision
+    min_qty = pr.min_qty if pr.min_qty is not None else qstep
+    brackets = [
+        Bracket(b.notional_floor, b.notional_cap, b.maint_margin_ratio, b.cum, b.max_leverage)
+        for b in venue.margin.brackets[symbol]
+    ]
+    return Params(
+        step=g.grid_step_bps / 1e4,
+        levels=(g.grid_levels_long, g.grid_levels_short),
+        base_qty=g.base_qty,
+        qty_scale=g.qty_scale,
+        tp_steps=ex.tp_steps,
+        sl_steps=ex.sl_steps,
+        recenter_bps=rb.recenter_trigger_bps,
+        max_inventory_quote=rb.max_inventory_quote,
+        maker_only=exe.maker_only,
+        retries_on=exe.use_post_only_retries and not exe.optimization_mode,
+        retry_attempts=exe.retry_attempts,
+        retry_max_dev_bps=exe.retry_max_price_deviation_bps,
+        funding_window_ms=fu.funding_window_minutes * 60_000,
+        funding_max_cost_bps=fu.funding_max_cost_bps,
+        max_position_size=pos.max_position_size,
+        max_position_pct=pos.max_position_pct,
+        max_leverage_used=pos.max_leverage_used,
+        liq_buffer=pos.emergency_liquidation_buffer,
+        policy=pol.strategy,
+        counter_levels=pol.counter_levels,
+        counter_qty_scale=pol.counter_qty_scale,
+        throttle=pol.throttle,
+        max_errors=rm.max_errors_per_minute,
+        cooldown_ms=rm.circuit_breaker_cooldown_seconds * 1000,
+        max_dd_pct=rm.max_drawdown_pct,
+        cb_window_ms=rm.circuit_breaker_window_seconds * 1000,
+        validation_on=rm.enable_position_validation,
+        breaker_on=rm.enable_circuit_breaker,
+        drawdown_on=rm.enable_drawdown_protection,
+        initial=bt.initial_balance,
+        slip=bt.slippage_bps / 1e4,
+        touch=bt.fill_on_touch,
+        tick=tick,
+        qty_step=qstep,
+        min_qty=min_qty,
+        max_qty=pr.max_qty if pr.max_qty is not None else math.inf,
+        min_notional=pr.min_notional,
+        leverage=float(venue.trading.leverage),
+        min_order_usdt=venue.risk.min_order_size_usdt,
+        max_order_usdt=venue.risk.max_order_size_usdt,
+        per_bar_orders=venue.rate_limits.orders_per_second,
+        per_minute_orders=venue.rate_limits.orders_per_minute,
+        maker_fee=venue.fees.maker,
+        taker_fee=venue.fees.taker,
+        brackets=brackets,
+    )
+
+
+class Sim:
+    """The whole simulation state and the per-bar steps, one method per step."""
+
+    def __init__(self, market: Any, p: Params, regime_cfg: Any) -> None:
+        self.m = market
+        self.p = p
+        self.throttle = p.throttle
+        self.out = RefOutput()
+        # accounts
+        self.qty = [0.0, 0.0]
+        self.avg = [0.0, 0.0]
+        self.realized = 0.0
+        self.fees = 0.0
+        self.funding = 0.0
+        self.equity = p.initial
+        self.unrealized = 0.0
+        self.peak = p.initial
+        self.max_dd = 0.0
+        # orders
+        self.orders: dict[tuple[int, int], Order] = {}
+        self.lots: dict[tuple[int, int], Lot] = {}
+        self.rejected: set[tuple] = set()
+        # ladder and regime
+        self.centre = math.nan
+        self.regime = RegimeTracker(regime_cfg)
+        # funding pointer: index of the first settlement not yet applied
+        self.f_next = 0
+        self.funding_times = [int(t) for t in market.funding_ts]
+        # risk
+        self.halted = False
+        self.liquidated = False
+        self.cb_until = -1  # breaker tripped while now < cb_until
+        self.cb_tripped = False
+        self.errors: list[int] = []
+        self.reducing = False
+        self.input_missing = False
+        self.submissions: list[int] = []
+        # counters
+        self.n_errors = 0
+        self.skipped_precision = 0
+        self.orders_deferred = 0
+        self.ts = 0
+
+    # ---------------------------------------------------------------- records
+    def fill(self, side: int, kind: int, level: int, price: float, qty: float, liq: int) -> None:
+        """Apply one fill to the account and write its ledger row."""
+        fee = price * qty * (self.p.maker_fee if liq == MAKER else self.p.taker_fee)
+        self.fees += fee
+        realized = 0.0
+        if kind == ENTRY:
+            q, a = self.qty[side], self.avg[side]
+            self.avg[side] = (q * a + qty * price) / (q + qty)
+            self.qty[side] = q + qty
+        else:
+            a = self.avg[side]
+            realized = qty * (price - a) if side == LONG else qty * (a - price)
+            self.realized += realized
+            left = self.qty[side] - qty
+            if not any(lot.side == side for lot in self.lots.values()) or left <= 0.0:
+                left = 0.0
+            self.qty[side] = left
+            if left == 0.0:
+                self.avg[side] = 0.0
+        self.out.fills.append(
+            {
+                "ts": self.ts,
+                "side": side,
+                "kind": kind,
+                "level": level,
+                "price": price,
+                "qty": qty,
+                "fee": fee,
+                "liquidity": liq,
+                "realized_pnl": realized,
+            }
+        )
+
+    def event(
+        self,
+        kind: str,
+        reason: str = "NONE",
+        side: int = 0,
+        level: int = 0,
+        price: float = 0.0,
+        qty: float = 0.0,
+        value: float = 0.0,
+    ) -> None:
+        self.out.events.append(
+            {
+                "ts": self.ts,
+                "kind": EVENT_KINDS.index(kind),
+                "reason": REASONS.index(reason),
+                "side": side,
+                "level": level,
+                "price": price,
+                "qty": qty,
+                "value": value,
+            }
+        )
+
+    # ---------------------------------------------------------------- accounting
+    def wallet(self) -> float:
+        return self.p.initial + self.realized - self.fees + self.funding
+
+    def unreal_at(self, m: float) -> float:
+        return self.qty[LONG] * (m - self.avg[LONG]) + self.qty[SHORT] * (self.avg[SHORT] - m)
+
+    def maint_at(self, m: float) -> float:
+        return maint_margin(self.p.brackets, self.qty[LONG] * m) + maint_margin(
+            self.p.brackets, self.qty[SHORT] * m
+        )
+
+    # ---------------------------------------------------------------- errors and the breaker
+    def error(self, now: int) -> None:
+        """Count an error; trip the breaker when the window holds max_errors_per_minute of them."""
+        self.n_errors += 1
+        self.errors.append(now)
+        if not self.p.breaker_on or self.cb_tripped:
+            return
+        recent = [t for t in self.errors if now - self.p.cb_window_ms < t <= now]
+        if len(recent) >= self.p.max_errors:
+            self.cb_tripped = True
+            self.cb_until = now + self.p.cooldown_ms
+            self.cancel_entries()
+            self.event("CIRCUIT_BREAKER_TRIP", value=float(len(recent)))
+
+    def cancel_entries(self) -> None:
+        self.orders.clear()
+
+    # ---------------------------------------------------------------- order-size validation
+    def validate_entry(self, side: int, level: int, price: float, qty: float) -> str | None:
+        """First failing size rule of an entry (None: accepted, or validation switched off)."""
+        if not self.p.validation_on:
+            return None
+        others = sum(o.qty for (s, lv), o in self.orders.items() if s == side and lv != level)
+        total = self.qty[side] + others + qty
+        if total * price / self.p.leverage > self.p.max_position_pct * self.equity:
+            return "SIZE_PCT"
+        if total > self.p.max_position_size:
+            return "SIZE_QTY"
+        if total * price > self.p.max_inventory_quote:
+            return "SIZE_INVENTORY"
+        if not (self.p.min_order_usdt <= qty * price <= self.p.max_order_usdt):
+            return "SIZE_ORDER"
+        allowed = max((b.cap for b in self.p.brackets if b.max_leverage >= self.p.leverage), default=0.0)
+        if total * price > allowed:
+            return "SIZE_BRACKET"
+        return None
+
+    def open_lot(self, side: int, level: int, price: float, qty: float) -> None:
+        """Entry filled: the slot now holds a lot with its TP and SL (each validated as an exit)."""
+        s, tick = self.p.step, self.p.tick
+        if side == LONG:
+            tp = ceil_tick(price * (1 + self.p.tp_steps * s), tick)
+            sl = floor_tick(price * (1 - self.p.sl_steps * s), tick)
+        else:
+            tp = floor_tick(price * (1 - self.p.tp_steps * s), tick)
+            sl = ceil_tick(price * (1 + self.p.sl_steps * s), tick)
+        lot = Lot(side, level, qty, price, tp, sl)
+        if qty > self.qty[side]:
+            # validate_exit: reduce-only and qty <= side position
+            for px in (tp, sl):
+                self.event("ORDER_REJECTED", "EXIT_EXCEEDS", side, level, px, qty, self.qty[side])
+                self.error(self.ts)
+            lot.tp = lot.sl = math.nan
+        self.lots[(side, level)] = lot
+
+    # ---------------------------------------------------------------- step 2: funding
+    def apply_funding(self, k: int) -> None:
+        m = self.m
+        while self.f_next < len(m.funding_ts) and m.funding_ts[self.f_next] <= m.ts[k]:
+            i = self.f_next
+            settle, rate, mark = int(m.funding_ts[i]), float(m.funding_rate[i]), float(m.funding_mark[i])
+            self.f_next += 1
+            if settle < int(m.ts[0]):
+                continue  # before the data: never paid (its rate still counts for the guard)
+            src = MARK_SERIES
+            if not math.isfinite(mark):
+                mark, src = float(m.open[k]), TRADE_OPEN
+            for side in (LONG, SHORT):
+                q = self.qty[side]
+                if q <= 0.0:
+                    continue
+                amount = -q * mark * rate if side == LONG else q * mark * rate
+                self.funding += amount
+                self.out.funding.append(
+                    {
+                        "ts": settle,
+                        "side": side,
+                        "rate": rate,
+                        "mark_price": mark,
+                        "mark_source": src,
+                        "qty": q,
+                        "amount": amount,
+                    }
+                )
+
+    # ---------------------------------------------------------------- step 3: the intrabar path
+    def exits(self) -> list[tuple[int, int, int, float]]:
+        """Active exit orders as (kind, side, level, trigger price)."""
+        out = []
+        for (side, level), lot in self.lots.items():
+            if not math.isnan(lot.tp):
+                out.append((TP, side, level, lot.tp))
+                out.append((SL, side, level, lot.sl))
+        return out
+
+    def active(self) -> list[tuple[int, int, int, float]]:
+        """Every active order as (kind, side, level, price): resting entries and lot exits."""
+        out = [(ENTRY, o.side, o.level, o.price) for o in self.orders.values()]
+        return out + self.exits()
+
+    @staticmethod
+    def tie_key(o: tuple[int, int, int, float]) -> tuple[int, int, int]:
+        kind, side, level, _ = o
+        return (_ORDER_RANK[kind], side, level)
+
+    def execute(self, o: tuple[int, int, int, float], at_open: float | None) -> None:
+        """Fill one active order; ``at_open`` is the open when a stop gapped through it."""
+        kind, side, level, price = o
+        if kind == ENTRY:
+            order = self.orders.pop((side, level))
+            self.fill(side, ENTRY, level, order.price, order.qty, MAKER)
+            self.open_lot(side, level, order.price, order.qty)
+            return
+        lot = self.lots.pop((side, level))
+        if kind == TP:
+            self.fill(side, TP, level, price, lot.qty, MAKER)
+            return
+        trigger = price if at_open is None else at_open
+        px = trigger * (1 - self.p.slip) if side == LONG else trigger * (1 + self.p.slip)
+        self.fill(side, SL, level, px, lot.qty, TAKER)
+
+    def is_buy(self, kind: int, side: int) -> bool:
+        """Long entries and short exits buy; short entries and long exits sell."""
+        return (side == LONG) == (kind == ENTRY)
+
+    def open_point(self, o: float) -> None:
+        """At the open: post-only check of new entries, then gapped-through resting orders fill."""
+        new = sorted((x for x in self.orders.values() if x.new), key=lambda x: (x.side, x.level))
+        for order in new:
+            if (order.side, order.level) not in self.orders:
+                continue  # the breaker cancelled it
+            order.new = False
+            buy = order.side == LONG
+            crosses = order.price >= o if buy else order.price <= o
+            if not crosses:
+                continue
+            if not self.p.maker_only:
+                del self.orders[(order.side, order.level)]
+                px = o * (1 + self.p.slip) if buy else o * (1 - self.p.slip)
+                self.fill(order.side, ENTRY, order.level, px, order.qty, TAKER)
+                self.open_lot(order.side, order.level, px, order.qty)
+                continue
+            self.post_only_reject(order, o)
+        gapped = []
+        for x in self.active():
+            kind, side, level, price = x
+            if kind == ENTRY and self.orders[(side, level)].new:
+                continue
+            buy = self.is_buy(kind, side)
+            if kind == SL:
+                hit = o >= price if buy else o <= price
+            elif self.p.touch:
+                hit = o <= price if buy else o >= price
+            else:
+                hit = o < price if buy else o > price
+            if hit:
+                gapped.append(x)
+        for x in sorted(gapped, key=self.tie_key):
+            self.execute(x, at_open=o if x[0] == SL else None)
+
+    def post_only_reject(self, order: Order, o: float) -> None:
+        """A maker-only entry crossed at the open: reject, then retry away from the market."""
+        key = (order.side, order.level)
+        del self.orders[key]
+        buy = order.side == LONG
+        self.event("POST_ONLY_REJECT", "POST_ONLY", order.side, order.level, order.price, order.qty, o)
+        self.error(self.ts)
+        if not self.p.retries_on or self.cb_tripped:
+            return
+        for j in range(1, self.p.retry_attempts + 1):
+            px = order.price - j * self.p.tick if buy else order.price + j * self.p.tick
+            dev = abs(px - order.price) / order.price * 1e4
+            if dev > self.p.retry_max_dev_bps:
+                self.event("RETRY_LIMIT", "RETRY_DEVIATION", order.side, order.level, px, order.qty, dev)
+                return
+            memo = (order.side, order.level, px, order.qty, self.qty[order.side])
+            if memo in self.rejected:
+                return
+            reason = self.validate_entry(order.side, order.level, px, order.qty)
+            if reason is not None:
+                self.rejected.add(memo)
+                self.event("ORDER_REJECTED", reason, order.side, order.level, px, order.qty)
+                self.error(self.ts)
+                return
+            if (px < o) if buy else (px > o):
+                self.orders[key] = Order(order.side, order.level, px, order.qty, new=False)
+                return
+            self.event("POST_ONLY_REJECT", "POST_ONLY", order.side, order.level, px, order.qty, o)
+            self.error(self.ts)
+            if self.cb_tripped:
+                return
+        self.event("RETRY_LIMIT", "RETRY_ATTEMPTS", order.side, order.level, order.price, order.qty)
+
+    def walk(self, a: float, b: float) -> None:
+        """Walk the segment a -> b, filling the nearest hit order each time."""
+        if a == b:
+            return
+        cur = a
+        down = b < a
+        while True:
+            hits = []
+            for x in self.active():
+                kind, side, _level, p = x
+                buy = self.is_buy(kind, side)
+                if down:
+                    if not buy:
+                        continue
+                    ok = (b <= p <= cur) if (kind == SL or self.p.touch) else (b < p <= cur)
+                else:
+                    if buy:
+                        continue
+                    ok = (cur <= p <= b) if (kind == SL or self.p.touch) else (cur <= p < b)
+                if ok:
+                    hits.append(x)
+            if not hits:
+                return
+            nearest = max(h[3] for h in hits) if down else min(h[3] for h in hits)
+            first = min((h for h in hits if h[3] == nearest), key=self.tie_key)
+            self.execute(first, at_open=None)
+            cur = first[3]
+
+    def margin_check(self, m: float) -> bool:
+        """Liquidate both sides at ``m`` when equity <= maintenance margin; True when liquidated."""
+        if self.qty[LONG] <= 0.0 and self.qty[SHORT] <= 0.0:
+            return False
+        equity = self.wallet() + self.unreal_at(m)
+        if equity > self.maint_at(m):
+            return False
+        self.orders.clear()
+        self.event("LIQUIDATION", price=m, qty=self.qty[LONG] + self.qty[SHORT], value=equity)
+        for side in (LONG, SHORT):
+            if self.qty[side] > 0.0:
+                q = self.qty[side]
+                for key in [k for k in self.lots if k[0] == side]:
+                    del self.lots[key]
+                self.fill(side, LIQUIDATION, 0, m, q, TAKER)
+        self.liquidated = True
+        return True
+
+    def path(self, o: float, h: float, lo: float, c: float) -> bool:
+        """Step 3; True when the account was liquidated on the way."""
+        x1, x2 = (h, lo) if h - o <= o - lo else (lo, h)
+        self.open_point(o)
+        if self.margin_check(o):
+            return True
+        prev = o
+        for nxt in (x1, x2, c):
+            self.walk(prev, nxt)
+            if self.margin_check(nxt):
+                return True
+            prev = nxt
+        return False
+
+    # ---------------------------------------------------------------- steps 5-6: marking and gates
+    def mark(self, c: float) -> None:
+        self.unrealized = self.unreal_at(c)
+        self.equity = self.wallet() + self.unrealized
+        self.peak = max(self.peak, self.equity)
+        if self.peak > 0:
+            self.max_dd = max(self.max_dd, (self.peak - self.equity) / self.peak * 100.0)
+
+    def gates(self, c: float, close_time: int) -> None:
+        p = self.p
+        if p.drawdown_on and not self.halted and self.peak > 0:
+            dd = (self.peak - self.equity) / self.peak * 100.0
+            if dd >= p.max_dd_pct:
+                self.orders.clear()
+                self.event("DRAWDOWN_HALT", price=c, value=dd)
+                for side in (LONG, SHORT):
+                    q = self.qty[side]
+                    if q > 0.0:
+                        for key in [k for k in self.lots if k[0] == side]:
+                            del self.lots[key]
+                        px = c * (1 - p.slip) if side == LONG else c * (1 + p.slip)
+                        self.fill(side, FLATTEN, 0, px, q, TAKER)
+                self.halted = True
+                self.mark(c)
+        if self.cb_tripped and close_time >= self.cb_until:
+            self.cb_tripped = False
+            self.event("CIRCUIT_BREAKER_RESET")
+        reason, value = None, 0.0
+        L, S = self.qty
+        if L + S > 0.0:
+            lev = (L + S) * c / self.equity if self.equity > 0 else math.inf
+            lp = liquidation_price(self.wallet(), L, self.avg[LONG], S, self.avg[SHORT], p.brackets, c)
+            if lev > p.max_leverage_used:
+                reason, value = "LEVERAGE", lev
+            elif not math.isnan(lp) and abs(c - lp) / c < p.liq_buffer:
+                reason, value = "LIQUIDATION_BUFFER", lp
+        if reason is not None and not self.reducing:
+            self.event("REDUCING_ON", reason, price=c, value=value)
+        elif reason is None and self.reducing:
+            self.event("REDUCING_OFF", price=c)
+        self.reducing = reason is not None
+
+    # ---------------------------------------------------------------- step 7: decide
+    def funding_scale(self, close_time: int) -> tuple[float, float] | None:
+        """Per-side guard factor; None when no rate is known (entries blocked)."""
+        m, p = self.m, self.p
+        after = bisect.bisect_right(self.funding_times, close_time)  # first settlement > close_time
+        if after == 0 or math.isnan(float(m.funding_rate[after - 1])):
+            return None
+        r, T0 = float(m.funding_rate[after - 1]), self.funding_times[after - 1]
+        T1 = self.funding_times[after] if after < len(self.funding_times) else None
+        scale = [1.0, 1.0]
+        if T1 is not None and T1 - close_time <= p.funding_window_ms:
+            cost = abs(r) * 1e4 * p.funding_window_ms / (T1 - T0)
+            if cost > p.funding_max_cost_bps and r != 0.0:
+                paying = LONG if r > 0 else SHORT
+                scale[paying] = max(0.0, (T1 - close_time) / p.funding_window_ms)
+        return scale[0], scale[1]
+
+    def wanted(self, c: float, guard: tuple[float, float]) -> dict[tuple[int, int], tuple[float, float]]:
+        """Slot -> (price, qty) of every entry the ladder wants at this close."""
+        p = self.p
+        regime = self.regime.regime
+        counter = SHORT if regime == UP else LONG if regime == DOWN else None
+        out = {}
+        for side in (LONG, SHORT):
+            levels = p.levels[side]
+            scale = 1.0
+            if counter is not None:
+                if p.policy == "core-and-scalp" or side == counter:
+                    levels = min(p.counter_levels, levels)
+                if side == counter:
+                    scale = p.counter_qty_scale
+            for i in range(1, levels + 1):
+                if (side, i) in self.lots:
+                    continue
+                if side == LONG:
+                    price = floor_tick(self.centre * (1 - i * p.step), p.tick)
+                    if not price < c:
+                        continue
+                else:
+                    price = ceil_tick(self.centre * (1 + i * p.step), p.tick)
+                    if not price > c:
+                        continue
+                base = p.base_qty * p.qty_scale ** (i - 1)
+                qty = floor_step(base * scale * guard[side] * self.throttle, p.qty_step)
+                if not (p.min_qty <= qty <= p.max_qty) or qty <= 0.0 or qty * price < p.min_notional:
+                    self.skipped_precision += 1
+                    continue
+                out[(side, i)] = (price, qty)
+        return out
+
+    def decide(self, c: float, close_time: int) -> None:
+        p = self.p
+        if self.halted or self.liquidated or self.input_missing:
+            self.cancel_entries()
+            return
+        if abs(c - self.centre) / self.centre * 1e4 > p.recenter_bps:
+            self.event("RECENTER", price=c, value=self.centre)
+            self.centre = c
+        if self.cb_tripped or self.reducing:
+            self.cancel_entries()
+            return
+        guard = self.funding_scale(close_time)
+        if guard is None:
+            self.cancel_entries()
+            self.event("FUNDING_UNKNOWN")
+            return
+        want = self.wanted(c, guard)
+        for key in list(self.orders):
+            o = self.orders[key]
+            if want.get(key) != (o.price, o.qty):
+                del self.orders[key]
+        bar_count = 0
+        for key in sorted(want):
+            if key in self.orders:
+                continue
+            side, level = key
+            price, qty = want[key]
+            memo = (side, level, price, qty, self.qty[side])
+            if memo in self.rejected:
+                continue
+            reason = self.validate_entry(side, level, price, qty)
+            if reason is not None:
+                self.rejected.add(memo)
+                self.event("ORDER_REJECTED", reason, side, level, price, qty)
+                self.error(close_time)
+                if self.cb_tripped:
+                    return
+                continue
+            in_window = sum(1 for t in self.submissions if close_time - 60_000 < t <= close_time)
+            if bar_count >= p.per_bar_orders or in_window >= p.per_minute_orders:
+                self.orders_deferred += 1
+                continue
+            bar_count += 1
+            self.submissions.append(close_time)
+            self.orders[key] = Order(side, level, price, qty, new=True)
+
+    # ---------------------------------------------------------------- one bar
+    def state(self) -> int:
+        if self.liquidated:
+            return LIQUIDATED
+        if self.halted:
+            return HALTED
+        if self.cb_tripped:
+            return COOLDOWN
+        if self.reducing or self.input_missing:
+            return REDUCING
+        return NORMAL
+
+    def record(self, k: int, c: float) -> None:
+        m = c if math.isfinite(c) else None
+        margin_ratio = 0.0
+        if m is not None and self.equity > 0 and (self.qty[LONG] > 0 or self.qty[SHORT] > 0):
+            margin_ratio = self.maint_at(m) / self.equity
+        self.out.equity.append(
+            {
+                "ts": int(self.m.ts[k]),
+                "equity": self.equity,
+                "wallet_balance": self.wallet(),
+                "unrealized_pnl": self.unrealized,
+                "long_qty": self.qty[LONG],
+                "short_qty": self.qty[SHORT],
+                "regime": self.regime.regime,
+                "state": self.state(),
+                "margin_ratio": margin_ratio,
+            }
+        )
+
+    def bar(self, k: int) -> None:
+        m = self.m
+        self.ts = int(m.ts[k])
+        close_time = self.ts + int(m.bar_ms)
+        o, h, lo, c = float(m.open[k]), float(m.high[k]), float(m.low[k]), float(m.close[k])
+        self.input_missing = not _finite(o, h, lo, c)
+        if self.input_missing:
+            self.cancel_entries()
+            self.event("INPUT_MISSING")
+            self.decide(c, close_time)
+            self.record(k, c)
+            return
+        if k > 0 and m.ts[k] - m.ts[k - 1] > m.bar_ms:
+            self.cancel_entries()
+            self.event("DATA_GAP", value=float(m.ts[k] - m.ts[k - 1]))
+        self.apply_funding(k)
+        if math.isnan(self.centre):
+            self.centre = c
+        if self.path(o, h, lo, c):
+            self.unrealized = 0.0
+            self.equity = self.wallet()
+            self.record(k, c)
+            return
+        self.regime.update(h, lo, c)
+        self.mark(c)
+        self.gates(c, close_time)
+        self.decide(c, close_time)
+        self.record(k, c)
+
+
+def simulate(market: Any, strategy: Any, venue: Any, stop_at: int | None = None) -> RefOutput:
+    """Run the reference over bars 0..stop_at (inclusive; all bars when None)."""
+    p = params_from(strategy, venue, market.symbol)
+    sim = Sim(market, p, strategy.regime)
+    last = len(market.ts) - 1 if stop_at is None else min(stop_at, len(market.ts) - 1)
+    for k in range(last + 1):
+        sim.bar(k)
+        if sim.liquidated:
+            break
+    sim.out.summary = {
+        "final_equity": sim.equity,
+        "wallet_balance": sim.wallet(),
+        "realized_pnl": sim.realized,
+        "fees": sim.fees,
+        "funding": sim.funding,
+        "n_fills": len(sim.out.fills),
+        "n_errors": sim.n_errors,
+        "skipped_precision": sim.skipped_precision,
+        "orders_deferred": sim.orders_deferred,
+        "max_drawdown_pct": sim.max_dd,
+        "final_state": sim.state(),
+        "bars": last + 1,
+    }
+    return sim.out

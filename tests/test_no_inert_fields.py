@@ -1,0 +1,207 @@
+"""No inert config fields: every schema leaf is proven by an ``@effect`` test or is explicitly pending.
+
+The audited bot shipped config keys that nothing read. Here every leaf of the strategy and venue schemas
+must either be named by an ``@effect("...")`` decorator on some test under ``tests/`` (found by reading
+the source) or sit on one of the two pending lists below with a one-line reason. The lists may only
+shrink: an entry that is already proven, or that names no field, fails this test too.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from effects import config_leaf_fields, effect
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+# Fields the engine reads; the engine engineers remove each entry when its @effect test lands.
+PENDING_ENGINE: dict[str, str] = {
+    "strategy.name": "run results are labelled with the strategy name",
+    "strategy.instrument_id": "the driver loads the market of ccxt_symbol derived from it",
+    "grid.grid_step_bps": "rung spacing s = grid_step_bps / 1e4 of the ladder",
+    "grid.grid_levels_long": "number of long rungs",
+    "grid.grid_levels_short": "number of short rungs",
+    "grid.base_qty": "qty of rung 1",
+    "grid.qty_scale": "geometric qty growth per rung",
+    "exit.tp_steps": "take-profit distance of each lot",
+    "exit.sl_steps": "stop-loss distance of each lot",
+    "rebalance.recenter_trigger_bps": "re-centre threshold",
+    "rebalance.max_inventory_quote": "SIZE_INVENTORY order validation",
+    "execution.maker_only": "crossing entries rejected (post-only) instead of filled as taker",
+    "execution.use_post_only_retries": "rejected post-only entries retried a tick away",
+    "execution.retry_attempts": "number of post-only retries",
+    "execution.optimization_mode": "true switches post-only retries off",
+    "execution.retry_max_price_deviation_bps": "retries stop before this distance from the original price",
+    "funding.funding_window_minutes": "funding guard window before a settlement",
+    "funding.funding_max_cost_bps": "funding guard cost threshold",
+    "regime.adx_len": "ADX length of the regime classifier",
+    "regime.ema_fast": "fast EMA length",
+    "regime.ema_slow": "slow EMA length",
+    "regime.atr_len": "ATR length (warm-up and volatility)",
+    "regime.hysteresis_bps": "EMA spread band that keeps the current regime",
+    "regime.adx_threshold": "ADX below it is SIDEWAYS",
+    "position.max_position_size": "SIZE_QTY order validation",
+    "position.max_position_pct": "SIZE_PCT order validation",
+    "position.max_leverage_used": "REDUCING state above this effective leverage",
+    "position.emergency_liquidation_buffer": "REDUCING state near the liquidation price",
+    "policy.strategy": "throttled-counter vs core-and-scalp rung selection",
+    "policy.counter_levels": "rungs kept on the counter-trend side",
+    "policy.counter_qty_scale": "qty factor on the counter-trend side",
+    "policy.throttle": "initial entry qty multiplier (engine.throttle.set_throttle changes it)",
+    "risk_management.max_errors_per_minute": "circuit breaker trip count",
+    "risk_management.circuit_breaker_cooldown_seconds": "circuit breaker block duration",
+    "risk_management.max_drawdown_pct": "drawdown halt threshold",
+    "risk_management.circuit_breaker_window_seconds": "circuit breaker error window",
+    "risk_management.enable_position_validation": "false skips order-size validation",
+    "risk_management.enable_circuit_breaker": "false switches the circuit breaker off",
+    "risk_management.enable_drawdown_protection": "false switches the drawdown halt off",
+    "backtest.initial_balance": "starting wallet",
+    "backtest.slippage_bps": "taker fill price moved against us",
+    "backtest.fill_on_touch": "limit fills when the path touches its price",
+    "trading.hedge_mode": "the engine models hedge mode only: a run must refuse hedge_mode false",
+    "trading.leverage": "SIZE_PCT margin and SIZE_BRACKET validation",
+    "trading.margin_type": "liquidation is modelled cross-margin: a run must refuse ISOLATED or model it",
+    "risk.min_order_size_usdt": "SIZE_ORDER lower bound",
+    "risk.max_order_size_usdt": "SIZE_ORDER upper bound",
+    "precision.price_precision": "tick size when precision.tick_size is absent",
+    "precision.quantity_precision": "step size when precision.step_size is absent",
+    "precision.min_notional": "precision guard: smaller orders are not placed",
+    "precision.tick_size": "price rounding of rungs, TP and SL",
+    "precision.step_size": "qty rounding of entries",
+    "precision.min_qty": "precision guard: smaller orders are not placed",
+    "precision.max_qty": "orders above the exchange's max qty must be refused",
+    "rate_limits.orders_per_second": "entry submissions per bar close; excess deferred",
+    "rate_limits.orders_per_minute": "orders per 60 s window; excess deferred",
+    "fees.maker": "fee of limit fills",
+    "fees.taker": "fee of stop, flatten and liquidation fills",
+    "margin.brackets": "maintenance margin, liquidation and SIZE_BRACKET",
+}
+
+# Fields only the live bridge reads; the live-bridge issue proves them against the exchange emulator.
+PENDING_LIVE: dict[str, str] = {
+    "execution.retry_delay_ms": "wall-clock wait between post-only retries",
+    "venue.name": "selects the exchange client",
+    "venue.venue_type": "live bridge refuses anything but futures",
+    "venue.account_type": "live bridge refuses anything but PERPETUAL_LINEAR",
+    "api.api_key": "signs exchange requests",
+    "api.api_secret": "signs exchange requests",
+    "api.testnet": "selects the testnet endpoints",
+    "api.base_url": "REST endpoint",
+    "api.ws_url": "stream endpoint",
+    "risk.max_leverage": "ceiling for leverage changes made at runtime through the ops API",
+    "rate_limits.weight_per_minute": "REST request-weight budget",
+    "websocket.ping_interval": "stream keep-alive",
+    "websocket.reconnect_timeout": "stream reconnect wait",
+    "websocket.max_reconnect_attempts": "stream reconnects before failing closed",
+    "symbols": "instruments the live bridge loads",
+}
+
+
+def effect_arguments(source: str, filename: str) -> tuple[set[str], list[str]]:
+    """Field paths named by ``@effect(...)`` / ``@x.effect(...)`` decorators, and problems found."""
+    proven: set[str] = set()
+    problems: list[str] = []
+    for node in ast.walk(ast.parse(source, filename=filename)):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            continue
+        for deco in node.decorator_list:
+            if not isinstance(deco, ast.Call):
+                continue
+            func = deco.func
+            name = (
+                func.id
+                if isinstance(func, ast.Name)
+                else func.attr
+                if isinstance(func, ast.Attribute)
+                else ""
+            )
+            if name != "effect":
+                continue
+            for arg in deco.args:
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    proven.add(arg.value)
+                else:
+                    problems.append(f"{filename}:{deco.lineno}: effect() arguments must be string literals")
+    return proven, problems
+
+
+def scan_tests() -> tuple[dict[str, list[str]], list[str]]:
+    """Map each proven field to the test files proving it; collect problems."""
+    proven: dict[str, list[str]] = {}
+    problems: list[str] = []
+    for path in sorted(TESTS_DIR.rglob("*.py")):
+        rel = str(path.relative_to(TESTS_DIR.parent))
+        fields, found = effect_arguments(path.read_text(encoding="utf-8"), rel)
+        problems += found
+        for field in fields:
+            proven.setdefault(field, []).append(rel)
+    return proven, problems
+
+
+def test_every_field_is_proven_or_pending() -> None:
+    proven, _ = scan_tests()
+    inert = sorted(config_leaf_fields() - set(proven) - set(PENDING_ENGINE) - set(PENDING_LIVE))
+    assert not inert, f"config fields nothing proves and no pending list names: {inert}"
+
+
+def test_effect_decorators_name_real_fields() -> None:
+    proven, problems = scan_tests()
+    bad = {field: files for field, files in proven.items() if field not in config_leaf_fields()}
+    assert not problems, problems
+    assert not bad, f"@effect names fields the schemas do not have: {bad}"
+
+
+def test_pending_lists_shrink_when_fields_are_proven() -> None:
+    proven, _ = scan_tests()
+    stale = {f: proven[f] for f in sorted({*PENDING_ENGINE, *PENDING_LIVE} & set(proven))}
+    assert not stale, f"proven already, remove from the pending list: {stale}"
+
+
+def test_pending_entries_are_fields_with_reasons() -> None:
+    fields = config_leaf_fields()
+    for listing in (PENDING_ENGINE, PENDING_LIVE):
+        assert not sorted(set(listing) - fields), "pending entries that are not schema fields"
+        assert all(reason.strip() for reason in listing.values()), "every pending entry needs a reason"
+    assert not set(PENDING_ENGINE) & set(PENDING_LIVE), "a field is either engine or live, not both"
+
+
+def test_scanner_finds_decorator_arguments() -> None:
+    source = (
+        "import effects\n"
+        "@effect('grid.grid_step_bps')\n"
+        "def test_a(): pass\n"
+        "@effects.effect('fees.maker', 'fees.taker')\n"
+        "class TestB: pass\n"
+        "@pytest.mark.effect('margin.brackets')\n"
+        "def test_c(): pass\n"
+        "def helper(): effect('not.a.decorator')\n"
+        "NAME = 'regime.adx_len'\n"
+        "@effect(NAME)\n"
+        "def test_d(): pass\n"
+    )
+    proven, problems = effect_arguments(source, "x.py")
+    # Four literal arguments on decorators; the plain call is not a decorator; NAME is not a literal.
+    assert proven == {"grid.grid_step_bps", "fees.maker", "fees.taker", "margin.brackets"}
+    assert problems == ["x.py:10: effect() arguments must be string literals"]
+
+
+def test_leaf_enumeration_reaches_nested_and_optional_sections() -> None:
+    fields = config_leaf_fields()
+    # Optional sections (risk_management, backtest, fees, margin) and the top-level list (symbols) count;
+    # sections themselves are not leaves.
+    assert {"risk_management.enable_circuit_breaker", "backtest.fill_on_touch", "fees.taker"} <= fields
+    assert {"margin.brackets", "symbols", "api.api_key", "precision.max_qty"} <= fields
+    assert not {"grid", "margin", "risk_management"} & fields
+    # 11 strategy sections hold 2+5+2+2+6+2+6+4+4+7+3 = 43 leaves; venue: 3+5+3+3+7+3+3+1+2+1 = 31.
+    assert len(fields) == 43 + 31
+
+
+def test_effect_decorator_marks_tests_and_rejects_non_fields() -> None:
+    mark = effect("grid.grid_step_bps", "fees.maker")
+    assert mark.name == "effect" and mark.args == ("grid.grid_step_bps", "fees.maker")
+    with pytest.raises(ValueError, match=r"do not have: \['grid\.grid_steps'\]"):
+        effect("grid.grid_steps")
+    with pytest.raises(ValueError, match="needs at least one"):
+        effect()
