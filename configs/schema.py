@@ -303,10 +303,13 @@ class WebsocketSection(_Section):
 
 
 class FeesSection(_Section):
-    """Commission rates as fractions of notional (0.0002 = 2 bps); never negative in gridctl."""
+    """Commission rates as fractions of notional (0.0002 = 2 bps); never negative in gridctl.
 
-    maker: float = Field(default=DEFAULT_MAKER_FEE, ge=0, le=0.01)
-    taker: float = Field(default=DEFAULT_TAKER_FEE, ge=0, le=0.01)
+    Both rates are required when the section is written; without the section the venue uses VIP0.
+    """
+
+    maker: float = Field(ge=0, le=0.01)
+    taker: float = Field(ge=0, le=0.01)
 
 
 class Bracket(_Section):
@@ -376,7 +379,9 @@ class VenueConfig(_Section):
     rate_limits: RateLimitsSection
     websocket: WebsocketSection
     symbols: list[str] = Field(default_factory=list)
-    fees: FeesSection = Field(default_factory=FeesSection)
+    fees: FeesSection = Field(
+        default_factory=lambda: FeesSection(maker=DEFAULT_MAKER_FEE, taker=DEFAULT_TAKER_FEE)
+    )
     margin: MarginSection | None = None
 
     _origin: str = PrivateAttr(default="<in memory>")

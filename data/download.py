@@ -232,6 +232,9 @@ class _Requester:
 
 
 def _short(err: Exception, limit: int = 300) -> str:
+    """An error for a message: our own payload findings in full, ccxt's (which quote bodies) cut short."""
+    if isinstance(err, _BadPayloadError):
+        return str(err)
     text = f"{type(err).__name__}: {err}"
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -320,8 +323,8 @@ def _candle_page(
     )
 
 
-def _funding_page(rows: list[dict[str, Any]], source: str) -> tuple[pl.DataFrame, np.ndarray, int]:
-    """Check one page of ccxt funding entries; return (frame on the hour grid, raw times, snapped count)."""
+def _funding_page(rows: list[dict[str, Any]], source: str) -> tuple[pl.DataFrame, np.ndarray]:
+    """Check one page of ccxt funding entries; return (frame on the hour grid, raw exchange times)."""
     try:
         raw = np.array([int(r["timestamp"]) for r in rows], dtype=np.int64)
         rate = np.array([float(r["fundingRate"]) for r in rows], dtype=np.float64)
@@ -329,11 +332,11 @@ def _funding_page(rows: list[dict[str, Any]], source: str) -> tuple[pl.DataFrame
     except (TypeError, ValueError, KeyError) as err:
         raise _BadPayloadError(f"{source}: malformed funding rows ({err})") from None
     try:
-        snapped, moved = normalise_funding_ts(raw, source)
+        snapped, _ = normalise_funding_ts(raw, source)
         check_funding(snapped, rate, mark, source)
     except GridctlError as err:
         raise _BadPayloadError(str(err)) from None
-    return pl.DataFrame({"ts": snapped, "rate": rate, "mark_price": mark}), raw, moved
+    return pl.DataFrame({"ts": snapped, "rate": rate, "mark_price": mark}), raw
 
 
 def _mark_price(info: Any) -> float:
@@ -498,7 +501,7 @@ def _fetch_candles(
 
         def page(since: int = since, what: str = what) -> pl.DataFrame:
             rows = fetch(symbol, timeframe, since=since, limit=CANDLE_PAGE_LIMIT, params={"until": end - 1})
-            return _candle_page(rows, since, end, bar, now, mark, what)
+            return _candle_page(rows, since, end, bar, now, mark, "the page received")
 
         frame = requester.call(what, page, tally)
         if frame.height == 0:
@@ -552,21 +555,23 @@ def _fetch_funding(
     while since <= until:
         what = f"{symbol} funding [{fmt_ts(max(since, start))} .. {fmt_ts(end)})"
 
-        def page(since: int = since, what: str = what) -> tuple[pl.DataFrame, np.ndarray, int]:
+        def page(since: int = since, what: str = what) -> tuple[pl.DataFrame, np.ndarray]:
             rows = client.fetch_funding_rate_history(
                 symbol, since=since, limit=FUNDING_PAGE_LIMIT, params={"until": until}
             )
-            frame, raw, moved = _funding_page(rows, what)
+            frame, raw = _funding_page(rows, "the page received")
             if raw.size and (raw[0] < since or raw[-1] > until):
                 raise _BadPayloadError(f"{what}: page holds settlements outside the requested window")
-            return frame, raw, moved
+            return frame, raw
 
-        frame, raw, moved = requester.call(what, page, tally)
+        frame, raw = requester.call(what, page, tally)
         if frame.height == 0:
             break
         since = int(raw[-1]) + 1
-        frame = frame.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
-        tally.funding_snapped += moved
+        snapped = frame["ts"].to_numpy()
+        keep = (snapped >= start) & (snapped < end)
+        tally.funding_snapped += int(np.count_nonzero(raw[keep] != snapped[keep]))
+        frame = frame.filter(pl.Series(keep))
         bars.advance("funding", frame.height)
         if frame.height == 0:
             continue

@@ -219,7 +219,8 @@ def load_market(
     """Load, validate and return bars in ``[start, end)`` (epoch ms or ISO date, UTC) with their funding.
 
     Funding includes the last settlement at or before the first bar (so its rate is known) and the first
-    one after the last bar's close (so the funding guard sees the next settlement). A settlement's mark
+    one after the last bar's close (so the funding guard sees the next settlement); settlements more than
+    8 h away from the bars are ignored as stale, and none at all is an error. A settlement's mark
     price comes from the funding file, else from the open of a stored mark-price bar starting at it,
     else stays NaN (the engine then uses the trade open and says so).
     """
@@ -261,12 +262,16 @@ def load_market(
         last_close + FUNDING_MAX_INTERVAL_MS + 1,
     )
     funding = _read_checked_funding(funding_paths, report)
+    # Only settlements within one interval of the bars count: an older one would be a stale rate.
+    funding = funding.filter(
+        pl.col("ts").is_between(first_bar - FUNDING_MAX_INTERVAL_MS, last_close + FUNDING_MAX_INTERVAL_MS)
+    )
     fts_all = funding["ts"].to_numpy()
     i0, i1 = _select_funding(fts_all, first_bar, last_close)
     if i1 <= i0:
         raise GridctlError(
             f"no funding settlements for {symbol} on {exchange} between {fmt_ts(first_bar)} and "
-            f"{fmt_ts(last_close)}; download or import funding for that period"
+            f"{fmt_ts(last_close)} (nor within 8 h of them); download or import funding for that period"
         )
     fts = _i64(fts_all[i0:i1])
     rate = _f64(funding["rate"].to_numpy()[i0:i1])

@@ -1,9 +1,178 @@
-"""`gridctl backtest` and `gridctl bench`: thin shells over engine.run and engine.bench."""
+"""`gridctl backtest` and `gridctl bench`: thin shells over engine.run, engine.stats, engine.results, engine.bench."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from configs.errors import GridctlError
+
+DEFAULT_STRATEGY = "default"
+DEFAULT_VENUE = "binance_futures"
+
+
+def _day(value: str | None, option: str) -> int | None:
+    """Epoch ms of a YYYY-MM-DD option value (UTC midnight)."""
+    if value is None:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise GridctlError(f"{option}: {value!r} is not a date (expected YYYY-MM-DD)") from None
+    return int(day.timestamp() * 1000)
+
+
+def run_backtest(
+    config: str,
+    venue_name: str,
+    data_dir: Path,
+    exchange: str,
+    symbol: str | None,
+    timeframe: str,
+    start: str | None,
+    end: str | None,
+    overrides: list[str],
+    status: Console | None = None,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Load configs and data, run one backtest with curves; returns (run output, market, stats)."""
+    from configs.loader import load_strategy, load_venue
+    from data.market import load_market
+    from data.sample import SAMPLE_EXCHANGE, ensure_sample
+    from engine.run import run_single
+    from engine.stats import compute_stats
+
+    start_ms, end_ms = _day(start, "--start"), _day(end, "--end")
+    if start_ms is not None and end_ms is not None and end_ms <= start_ms:
+        raise GridctlError(f"--end ({end}) must be after --start ({start})")
+    # Configs first: a bad --config/--venue/--set fails before anything is generated or written.
+    strategy = load_strategy(config, overrides)
+    venue = load_venue(venue_name)
+    sym = symbol or strategy.ccxt_symbol
+    if exchange == SAMPLE_EXCHANGE:
+        if status is not None:
+            status.print(f"[dim]ensuring the bundled sample market in {data_dir} ...[/dim]")
+        ensure_sample(data_dir)
+    market = load_market(data_dir, exchange, sym, timeframe, start_ms, end_ms)
+    if status is not None:
+        status.print(
+            f"[dim]running {strategy.strategy.name} on {len(market.ts):,} {timeframe} bars "
+            f"(numba compiles on the first run) ...[/dim]"
+        )
+    output = run_single(market, strategy, venue, curves=True)
+    return output, market, compute_stats(output, market, strategy, venue)
+
+
+def _print_summary(console: Console, stats: dict[str, Any], out: Path | None) -> None:
+    from engine.report import assumption_rows, gate_rows, headline_rows
+
+    console.print(
+        f"[bold]gridctl backtest[/bold]: strategy [cyan]{stats['strategy']}[/cyan] on venue "
+        f"[cyan]{stats['venue']}[/cyan], {stats['symbol']} {stats['timeframe']}, "
+        f"{stats['data_start']} -> {stats['data_end']} ({stats['bars']:,} bars)"
+    )
+    for title, rows in (
+        ("Results", headline_rows(stats)),
+        ("Gates, rejections, events", gate_rows(stats)),
+        ("What this run assumed", assumption_rows(stats)),
+    ):
+        table = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
+        table.add_column(style="dim")
+        table.add_column()
+        for key, value in rows:
+            table.add_row(key, value)
+        console.print(table)
+    if out is not None:
+        console.print(f"results written to [bold]{out}[/bold] (open report.html in a browser)")
+
+
+def backtest(
+    config: Annotated[str, typer.Option("--config", help="Strategy name (configs/strategies) or YAML path.")] = (
+        DEFAULT_STRATEGY
+    ),
+    venue: Annotated[str, typer.Option("--venue", help="Venue name (configs/venues) or YAML path.")] = DEFAULT_VENUE,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Market-data directory (default: $GRIDCTL_DATA_DIR or the user data dir)."),
+    ] = None,
+    exchange: Annotated[
+        str, typer.Option("--exchange", help="Exchange of the stored data; 'sample' is generated if missing.")
+    ] = "sample",
+    symbol: Annotated[
+        str | None, typer.Option("--symbol", help="ccxt symbol (default: the strategy's instrument).")
+    ] = None,
+    timeframe: Annotated[str, typer.Option("--timeframe", help="Bar timeframe of the stored data.")] = "1m",
+    start: Annotated[str | None, typer.Option("--start", help="First day (YYYY-MM-DD, UTC).")] = None,
+    end: Annotated[str | None, typer.Option("--end", help="Day after the last bar (YYYY-MM-DD, UTC, exclusive).")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a strategy field, e.g. grid.grid_step_bps=30.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write ledgers (parquet), stats.json and report.html here.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the stats as one JSON object, nothing else.")] = False,
+) -> None:
+    """Backtest a hedge-grid strategy; with no options, the default strategy on the bundled sample market."""
+    from data.store import default_data_dir
+    from engine.results import stats_json, write_results
+
+    status = Console(stderr=True)
+    output, market, stats = run_backtest(
+        config,
+        venue,
+        data if data is not None else default_data_dir(),
+        exchange,
+        symbol,
+        timeframe,
+        start,
+        end,
+        list(overrides or []),
+        status=status,
+    )
+    if out is not None:
+        write_results(out, output, market, stats)
+    if as_json:
+        sys.stdout.write(stats_json(stats) + "\n")
+    else:
+        _print_summary(Console(), stats, out)
+
+
+def bench(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the measurements as one JSON object.")] = False,
+    bars: Annotated[int, typer.Option("--bars", help="Number of 1m bars to run (generated in memory).")] = 1_000_000,
+    sets: Annotated[int, typer.Option("--sets", help="Parameter sets in the batch measurement.")] = 64,
+) -> None:
+    """Measure kernel, batch and reference speed plus numba compile / cached start times."""
+    from engine.bench import TARGETS, run_bench
+
+    if bars < 2_000:
+        raise GridctlError(f"--bars must be at least 2000, got {bars}")
+    if sets < 1:
+        raise GridctlError(f"--sets must be at least 1, got {sets}")
+    status = Console(stderr=True)
+    result = run_bench(bars=bars, sets=sets, progress=lambda msg: status.print(f"[dim]{msg}[/dim]"))
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    table = Table(title=f"gridctl bench ({bars:,} bars, {sets} sets)", title_justify="left")
+    for col in ("measure", "value", "target"):
+        table.add_column(col)
+    for key, value in result.items():
+        if key in ("bars", "sets", "reference_bars", "threads"):
+            continue
+        shown = f"{value:,.3f}" if isinstance(value, float) and value < 100 else f"{value:,.0f}"
+        table.add_row(key, shown if value is not None else "n/a", TARGETS.get(key, ""))
+    Console().print(table)
 
 
 def register(app: typer.Typer) -> None:
     """Add the engine's top-level commands to the gridctl app."""
+    app.command("backtest")(backtest)
+    app.command("bench")(bench)

@@ -169,7 +169,7 @@ def _retry_nb(st, slots, errs, side, idx, p0, qty, o, k, ts, p, br, ev, cnt):
             slots[side, idx, SL_ORD_ON] = 1.0
             slots[side, idx, SL_ORD_PRICE] = pj
             slots[side, idx, SL_ORD_QTY] = qty
-            slots[side, idx, SL_ORD_BAR] = k
+            slots[side, idx, SL_ORD_BAR] = k - 1  # arrived at this open: not new at the next one
             return
         st[S_POST_ONLY_REJECTS] += 1.0
         write_event_nb(ev, cnt, ts, EventKind.POST_ONLY_REJECT, Reason.POST_ONLY, side, level, pj, qty, j)

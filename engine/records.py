@@ -173,3 +173,187 @@ def write_equity_nb(eq, cnt, ts, equity, wallet, unreal, long_qty, short_qty, re
     r["state"] = state
     r["margin_ratio"] = margin_ratio
     cnt[C_EQUITY] = i + 1
+
+
+# --- run summaries (one row per run; the batch returns one row per parameter set)
+
+SUMMARY_FIELDS: tuple[str, ...] = (
+    "final_equity",
+    "wallet_balance",
+    "realized_pnl",
+    "fees",
+    "funding_net",
+    "funding_paid",
+    "funding_received",
+    "total_return_pct",
+    "peak_equity",
+    "max_drawdown_pct",
+    "days",
+    "sharpe",
+    "sortino",
+    "n_fills",
+    "n_fills_maker",
+    "n_fills_taker",
+    "n_entries",
+    "n_exits",
+    "n_wins",
+    "n_losses",
+    "gross_profit",
+    "gross_loss",
+    "profit_factor",
+    "win_rate",
+    "traded_notional",
+    "bars",
+    "bars_exposure",
+    "bars_halted",
+    "bars_cooldown",
+    "bars_reducing",
+    "rejections",
+    "rejected_size_pct",
+    "rejected_size_qty",
+    "rejected_size_inventory",
+    "rejected_size_order",
+    "rejected_size_bracket",
+    "rejected_exit_exceeds",
+    "post_only_rejects",
+    "retry_limits",
+    "orders_submitted",
+    "orders_deferred",
+    "skipped_precision",
+    "errors",
+    "circuit_breaker_trips",
+    "recenters",
+    "funding_payments",
+    "liquidated",
+    "liquidated_ts",
+    "halted",
+    "halted_ts",
+    "long_qty",
+    "short_qty",
+)
+SUMMARY_DTYPE = np.dtype([(name, "f8") for name in SUMMARY_FIELDS])
+
+
+def summarize_states(states: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Summary rows from final state vectors ``[m, N_STATE]`` and their parameters ``[m, N_PARAMS]``.
+
+    Sharpe and Sortino are annualised with sqrt(365) from UTC-day returns (sample std; downside
+    deviation over all days); NaN where undefined (fewer than 2 days, no dispersion, no losses).
+    """
+    from engine.enums import Reason
+    from engine.params import P_INITIAL_BALANCE
+    from engine.state import (
+        S_BARS,
+        S_BARS_COOLDOWN,
+        S_BARS_EXPOSURE,
+        S_BARS_HALTED,
+        S_BARS_REDUCING,
+        S_CB_TRIPS,
+        S_DAY_DOWNSQ,
+        S_DAY_N,
+        S_DAY_SUM,
+        S_DAY_SUMSQ,
+        S_EQUITY,
+        S_ERRORS,
+        S_FEES,
+        S_FUNDING_NET,
+        S_FUNDING_PAID,
+        S_FUNDING_RECV,
+        S_GROSS_LOSS,
+        S_GROSS_PROFIT,
+        S_HALT_TS,
+        S_HALTED,
+        S_LIQ_TS,
+        S_LIQUIDATED,
+        S_LONG_QTY,
+        S_MAX_DD_PCT,
+        S_N_ENTRIES,
+        S_N_EXITS,
+        S_N_FUNDING,
+        S_N_LOSSES,
+        S_N_MAKER,
+        S_N_TAKER,
+        S_N_WINS,
+        S_ORDERS_DEFERRED,
+        S_ORDERS_SUBMITTED,
+        S_PEAK,
+        S_POST_ONLY_REJECTS,
+        S_REALIZED,
+        S_RECENTERS,
+        S_REJ_BASE,
+        S_RETRY_LIMITS,
+        S_SHORT_QTY,
+        S_SKIPPED_PRECISION,
+        S_TRADED_NOTIONAL,
+        S_WALLET,
+    )
+
+    st = np.atleast_2d(states)
+    vec = np.atleast_2d(vectors)
+    out = np.zeros(st.shape[0], SUMMARY_DTYPE)
+    direct = {
+        "final_equity": S_EQUITY,
+        "wallet_balance": S_WALLET,
+        "realized_pnl": S_REALIZED,
+        "fees": S_FEES,
+        "funding_net": S_FUNDING_NET,
+        "funding_paid": S_FUNDING_PAID,
+        "funding_received": S_FUNDING_RECV,
+        "peak_equity": S_PEAK,
+        "max_drawdown_pct": S_MAX_DD_PCT,
+        "days": S_DAY_N,
+        "n_fills_maker": S_N_MAKER,
+        "n_fills_taker": S_N_TAKER,
+        "n_entries": S_N_ENTRIES,
+        "n_exits": S_N_EXITS,
+        "n_wins": S_N_WINS,
+        "n_losses": S_N_LOSSES,
+        "gross_profit": S_GROSS_PROFIT,
+        "gross_loss": S_GROSS_LOSS,
+        "traded_notional": S_TRADED_NOTIONAL,
+        "bars": S_BARS,
+        "bars_exposure": S_BARS_EXPOSURE,
+        "bars_halted": S_BARS_HALTED,
+        "bars_cooldown": S_BARS_COOLDOWN,
+        "bars_reducing": S_BARS_REDUCING,
+        "rejected_size_pct": S_REJ_BASE + Reason.SIZE_PCT,
+        "rejected_size_qty": S_REJ_BASE + Reason.SIZE_QTY,
+        "rejected_size_inventory": S_REJ_BASE + Reason.SIZE_INVENTORY,
+        "rejected_size_order": S_REJ_BASE + Reason.SIZE_ORDER,
+        "rejected_size_bracket": S_REJ_BASE + Reason.SIZE_BRACKET,
+        "rejected_exit_exceeds": S_REJ_BASE + Reason.EXIT_EXCEEDS,
+        "post_only_rejects": S_POST_ONLY_REJECTS,
+        "retry_limits": S_RETRY_LIMITS,
+        "orders_submitted": S_ORDERS_SUBMITTED,
+        "orders_deferred": S_ORDERS_DEFERRED,
+        "skipped_precision": S_SKIPPED_PRECISION,
+        "errors": S_ERRORS,
+        "circuit_breaker_trips": S_CB_TRIPS,
+        "recenters": S_RECENTERS,
+        "funding_payments": S_N_FUNDING,
+        "liquidated": S_LIQUIDATED,
+        "liquidated_ts": S_LIQ_TS,
+        "halted": S_HALTED,
+        "halted_ts": S_HALT_TS,
+        "long_qty": S_LONG_QTY,
+        "short_qty": S_SHORT_QTY,
+    }
+    for name, slot in direct.items():
+        out[name] = st[:, slot]
+    out["total_return_pct"] = (st[:, S_EQUITY] / vec[:, P_INITIAL_BALANCE] - 1.0) * 100.0
+    out["n_fills"] = st[:, S_N_MAKER] + st[:, S_N_TAKER]
+    out["rejections"] = st[:, S_REJ_BASE + 1 : S_REJ_BASE + 1 + Reason.EXIT_EXCEEDS].sum(axis=1)
+    n = st[:, S_DAY_N]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = st[:, S_DAY_SUM] / n
+        var = (st[:, S_DAY_SUMSQ] - n * mean * mean) / (n - 1.0)
+        std = np.sqrt(np.maximum(var, 0.0))
+        out["sharpe"] = np.where((n >= 2) & (std > 0), mean / std * np.sqrt(365.0), np.nan)
+        down = np.sqrt(st[:, S_DAY_DOWNSQ] / n)
+        out["sortino"] = np.where((n >= 2) & (down > 0), mean / down * np.sqrt(365.0), np.nan)
+        gp = st[:, S_GROSS_PROFIT]
+        gl = st[:, S_GROSS_LOSS]
+        out["profit_factor"] = np.where(gl > 0, gp / gl, np.where(gp > 0, np.inf, np.nan))
+        exits = st[:, S_N_EXITS]
+        out["win_rate"] = np.where(exits > 0, st[:, S_N_WINS] / exits, np.nan)
+    return out

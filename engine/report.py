@@ -386,3 +386,130 @@ def render_report(
         "</body></html>",
     ]
     return "\n".join(parts)
+
+
+def _fmt(value: Any, unit: str = "", digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}{unit}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}{unit}"
+    return f"{value}{unit}"
+
+
+def headline_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
+    """The key numbers of a run, formatted for people (shared by the report and the CLI summary)."""
+    s = stats
+    return [
+        ("Initial balance", _fmt(s["initial_balance"], " USDT")),
+        ("Final equity", _fmt(s["final_equity"], " USDT")),
+        ("Total return", _fmt(s["total_return_pct"], " %")),
+        ("CAGR", _fmt(s["cagr_pct"], " %")),
+        ("Max drawdown (daily)", _fmt(s["max_drawdown_pct"], " %")),
+        ("Max drawdown (bar close)", _fmt(s["max_drawdown_intraday_pct"], " %")),
+        ("Sharpe", _fmt(s["sharpe"])),
+        ("Sortino", _fmt(s["sortino"])),
+        ("Calmar", _fmt(s["calmar"])),
+        ("Profit factor", _fmt(s["profit_factor"])),
+        ("Win rate", _fmt(s["win_rate_pct"], " %", 1)),
+        ("Fills (entries / exits)", f"{s['n_fills']:,} ({s['n_entries']:,} / {s['n_exits']:,})"),
+        ("Realized PnL", _fmt(s["realized_pnl"], " USDT")),
+        ("Fees paid", _fmt(s["fees_paid"], " USDT")),
+        ("Funding paid / received", f"{_fmt(s['funding_paid'])} / {_fmt(s['funding_received'])} USDT"),
+        ("Maker share", _fmt(s["maker_share_pct"], " %", 1)),
+        ("Exposure (bars with a position)", _fmt(s["exposure_pct"], " %", 1)),
+        ("Time halted", _fmt(s["halted_pct"], " %", 1)),
+        ("Liquidated", f"yes at {s['liquidated_at']}" if s["liquidated"] else "no"),
+    ]
+
+
+def gate_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
+    """Gate trips, rejections and other event counts of a run."""
+    rows = [(f"event: {k}", f"{v:,}") for k, v in stats["events"].items()]
+    rows += [(f"rejected: {k}", f"{v:,}") for k, v in stats["rejections"].items()]
+    rows += [
+        ("Time in cooldown", _fmt(stats["cooldown_pct"], " %", 1)),
+        ("Time reducing-only", _fmt(stats["reducing_pct"], " %", 1)),
+        ("Halted at", _fmt(stats["halted_at"])),
+        ("Orders deferred (rate limits)", f"{stats['orders_deferred']:,}"),
+        ("Orders skipped (precision)", f"{stats['skipped_precision']:,}"),
+    ]
+    return rows
+
+
+def assumption_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the run assumed: data, fees, funding mark source, gates off, fill model."""
+    a = stats["assumptions"]
+    marks = ", ".join(f"{k}: {v:,}" for k, v in a["funding_mark_source"].items())
+    return [
+        ("Strategy", f"{stats['strategy']} ({stats['strategy_source']})"),
+        ("Venue", stats["venue"]),
+        ("Market", f"{stats['symbol']} {stats['timeframe']}"),
+        ("Data", f"{stats['data_start']} -> {stats['data_end']}"),
+        ("Bars", f"{stats['bars']:,} ({stats['gaps']:,} gaps, {stats['missing_bars']:,} missing bars)"),
+        ("Fees", f"maker {a['maker_fee']:g} / taker {a['taker_fee']:g} ({a['fees_source']})"),
+        ("Funding mark price", marks),
+        ("Gates disabled", ", ".join(a["gates_disabled"]) or "none"),
+        ("Intrabar path", a["intrabar_path"]),
+        ("Limit fills", "on touch" if a["fill_on_touch"] else "only when traded through"),
+        ("Taker slippage", f"{a['slippage_bps']:g} bps"),
+        *[("Data warning", w) for w in a["data_warnings"]],
+    ]
+
+
+def ladder_history(run: Any, market: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start times, long rung prices, short rung prices) of every centre the ladder had.
+
+    The first centre is the first finite close; each RECENTER event moves it to the event's price
+    (the new centre; its value is the old one). Prices come from the kernel's own rung function.
+    """
+    from engine.enums import EventKind, Side
+    from engine.ladder import rung_price_nb
+    from engine.params import P_LEVELS_LONG, P_LEVELS_SHORT
+
+    p = run.params.vector
+    finite = np.flatnonzero(np.isfinite(market.close))
+    if len(finite) == 0:
+        return np.zeros(0, np.int64), np.zeros((0, 0)), np.zeros((0, 0))
+    rec = run.events[run.events["kind"] == EventKind.RECENTER]
+    first = int(finite[0])
+    # Decisions happen at a bar's close, so each ladder rests from the next bar's open.
+    starts = np.concatenate(([market.ts[first]], rec["ts"])).astype(np.int64) + market.bar_ms
+    centres = np.concatenate(([market.close[first]], rec["price"]))
+    n_long, n_short = int(p[P_LEVELS_LONG]), int(p[P_LEVELS_SHORT])
+    longs = np.array([[rung_price_nb(c, Side.LONG, i, p) for i in range(1, n_long + 1)] for c in centres])
+    shorts = np.array([[rung_price_nb(c, Side.SHORT, i, p) for i in range(1, n_short + 1)] for c in centres])
+    return starts, longs.reshape(len(centres), n_long), shorts.reshape(len(centres), n_short)
+
+
+def build_report(run: Any, market: Any, stats: dict[str, Any]) -> str:
+    """The report of one run (``engine.run.RunOutput``) on its market, with its stats."""
+    from engine.results import result_frames
+
+    frames = result_frames(run)
+    eq = run.equity
+    ladder_ts, ladder_long, ladder_short = ladder_history(run, market)
+    fills, funding, events = frames["fills"], frames["funding"], frames["events"]
+    d = ReportData(
+        title=f"gridctl backtest: {stats['strategy']} on {stats['symbol']} {stats['timeframe']}",
+        bar_ms=int(market.bar_ms),
+        ts=market.ts,
+        close=market.close,
+        equity_ts=eq["ts"],
+        equity=eq["equity"],
+        regime=frames["equity"]["regime"].to_list(),
+        ladder_ts=ladder_ts,
+        ladder_long=ladder_long,
+        ladder_short=ladder_short,
+        fills={c: fills[c].to_numpy() for c in ("ts", "price", "qty")} | {
+            c: fills[c].to_list() for c in ("side", "kind")
+        },
+        funding={c: funding[c].to_numpy() for c in ("ts", "amount", "rate")} | {"side": funding["side"].to_list()},
+        events={c: events[c].to_numpy() for c in ("ts", "value")} | {
+            c: events[c].to_list() for c in ("kind", "reason")
+        },
+    )
+    return render_report(d, headline_rows(stats), assumption_rows(stats), gate_rows(stats))

@@ -201,7 +201,6 @@ def compute_stats(run: RunLike, market: Market, strategy: StrategyConfig, venue:
             "intrabar_path": INTRABAR_PATH,
             "fill_on_touch": bool(strategy.backtest.fill_on_touch),
             "slippage_bps": float(strategy.backtest.slippage_bps),
-            "daily_equity": "last bar of each UTC day; returns chained from the initial balance",
             "data_warnings": list(market.report.warnings),
         },
     }

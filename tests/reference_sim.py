@@ -422,6 +422,7 @@ class Sim:
         self.cb_tripped = False
         self.errors: list[int] = []
         self.reducing = False
+        self.funding_unknown = False  # the FUNDING_UNKNOWN event marks the start of a blocked stretch
         self.input_missing = False
         self.submissions: list[int] = []
         # counters
@@ -468,7 +469,7 @@ class Sim:
         self,
         kind: str,
         reason: str = "NONE",
-        side: int = 0,
+        side: int = -1,
         level: int = 0,
         price: float = 0.0,
         qty: float = 0.0,
@@ -703,13 +704,12 @@ class Sim:
             for x in self.active():
                 kind, side, _level, p = x
                 buy = self.is_buy(kind, side)
+                # moving down: buy limits and sell stops; moving up: sell limits and buy stops
+                if down != (buy != (kind == SL)):
+                    continue
                 if down:
-                    if not buy:
-                        continue
                     ok = (b <= p <= cur) if (kind == SL or self.p.touch) else (b < p <= cur)
                 else:
-                    if buy:
-                        continue
                     ok = (cur <= p <= b) if (kind == SL or self.p.touch) else (cur <= p < b)
                 if ok:
                     hits.append(x)
@@ -858,8 +858,11 @@ class Sim:
         guard = self.funding_scale(close_time)
         if guard is None:
             self.cancel_entries()
-            self.event("FUNDING_UNKNOWN")
+            if not self.funding_unknown:
+                self.event("FUNDING_UNKNOWN")
+            self.funding_unknown = True
             return
+        self.funding_unknown = False
         want = self.wanted(c, guard)
         for key in list(self.orders):
             o = self.orders[key]
@@ -952,11 +955,11 @@ class Sim:
 
 
 def simulate(market: Any, strategy: Any, venue: Any, stop_at: int | None = None) -> RefOutput:
-    """Run the reference over bars 0..stop_at (inclusive; all bars when None)."""
+    """Run the reference over bars ``[0, stop_at)`` (all bars when None), as ``engine.run.run_single``."""
     p = params_from(strategy, venue, market.symbol)
     sim = Sim(market, p, strategy.regime)
-    last = len(market.ts) - 1 if stop_at is None else min(stop_at, len(market.ts) - 1)
-    for k in range(last + 1):
+    n = len(market.ts) if stop_at is None else min(stop_at, len(market.ts))
+    for k in range(n):
         sim.bar(k)
         if sim.liquidated:
             break
@@ -972,6 +975,6 @@ def simulate(market: Any, strategy: Any, venue: Any, stop_at: int | None = None)
         "orders_deferred": sim.orders_deferred,
         "max_drawdown_pct": sim.max_dd,
         "final_state": sim.state(),
-        "bars": last + 1,
+        "bars": n,
     }
     return sim.out

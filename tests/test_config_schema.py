@@ -257,3 +257,12 @@ def test_venue_config_built_in_memory_has_no_brackets() -> None:
     )
     with pytest.raises(GridctlError, match=r"margin\.brackets .*has: none"):
         venue.brackets_for("ETH/USDT:USDT")
+
+
+def test_a_fees_section_must_give_both_rates() -> None:
+    with pytest.raises(
+        GridctlError, match=r"--set fees=\{maker: 0.0001\}: fees.taker: required field is missing"
+    ):
+        load_venue("binance_futures", ["fees={maker: 0.0001}"])
+    venue = load_venue("binance_futures", ["fees={maker: 0.0001, taker: 0.0004}"])
+    assert (venue.fees.maker, venue.fees.taker, venue.fees_source) == (0.0001, 0.0004, "venue config")

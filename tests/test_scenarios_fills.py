@@ -18,7 +18,17 @@ APPROX = {"rel": 1e-12, "abs": 1e-9}
 def fills_of(led, kind=None):
     """(ts, side, kind, level, price, qty, fee, liquidity, realized) tuples, optionally one kind."""
     return [
-        (f["ts"], f["side"], f["kind"], f["level"], f["price"], f["qty"], f["fee"], f["liquidity"], f["realized_pnl"])
+        (
+            f["ts"],
+            f["side"],
+            f["kind"],
+            f["level"],
+            f["price"],
+            f["qty"],
+            f["fee"],
+            f["liquidity"],
+            f["realized_pnl"],
+        )
         for f in led.fills
         if kind is None or f["kind"] == kind
     ]
@@ -56,7 +66,9 @@ def test_several_rungs_and_same_bar_take_profits(impl):
     # equity = 10000 + 1.97 - 0.079194
     assert led.equity[-1]["equity"] == pytest.approx(10001.890806, rel=1e-12)
     # Only one rung with tp_steps=2: TP = ceil_tick(9900*1.02) = 10098 is not reached (close 10000).
-    led1 = run(impl, make_market([*flat(10000, 1), (10000, 10090, 9790, 10000)]), strategy(exit__tp_steps=2), venue())
+    led1 = run(
+        impl, make_market([*flat(10000, 1), (10000, 10090, 9790, 10000)]), strategy(exit__tp_steps=2), venue()
+    )
     assert [x[2:4] for x in fills_of(led1)] == [(0, 1)]
 
 

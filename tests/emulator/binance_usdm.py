@@ -515,7 +515,7 @@ class BinanceUsdmEmulator:
         self._server = _Server(("127.0.0.1", 0), _HttpHandler)
         self._server.state = self.state
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="binance-usdm-emulator", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="binance-usdm-emulator", daemon=True
         )
         self._thread.start()
         return self

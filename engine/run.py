@@ -1,0 +1,168 @@
+"""Single-run driver: one parameter set over one market, with full ledgers and an optional equity curve.
+
+Record buffers start at a modest size; if any fills up, the kernel stops with an overflow flag and the
+run is repeated from scratch with that buffer doubled, so ledgers are complete or not returned at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from configs.errors import GridctlError
+from configs.schema import StrategyConfig, VenueConfig
+from engine.enums import MarkSource
+from engine.params import P_ADX_LEN, P_ATR_LEN, P_EMA_SLOW, REGIME_SLOTS, EngineParams, build_params
+from engine.records import (
+    C_EQUITY,
+    C_EVENTS,
+    C_FILLS,
+    C_FUNDING,
+    C_OVERFLOW,
+    EQUITY_DTYPE,
+    EVENT_DTYPE,
+    FILL_DTYPE,
+    FUNDING_DTYPE,
+    new_counters,
+    summarize_states,
+)
+from engine.regime import regime_series_nb, warmup_bars
+from engine.state import init_state
+from engine.step import run_bars_nb
+
+MAX_RERUNS = 40
+
+
+@dataclass
+class RunOutput:
+    """Ledgers (numpy structured arrays, engine/records.py), summary, parameters and run facts."""
+
+    fills: np.ndarray
+    funding: np.ndarray
+    events: np.ndarray
+    equity: np.ndarray
+    summary: dict[str, float]
+    params: EngineParams
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MarketArrays:
+    """The market's arrays in the dtypes and layout the kernels take."""
+
+    ts: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    funding_ts: np.ndarray
+    funding_rate: np.ndarray
+    funding_mark: np.ndarray
+
+
+def market_arrays(market: Any) -> MarketArrays:
+    """Contiguous int64 / float64 copies (or views) of a ``data.market.Market``'s arrays."""
+    f8 = np.float64
+
+    def arr(name: str, dtype: type) -> np.ndarray:
+        return np.ascontiguousarray(getattr(market, name), dtype=dtype)
+
+    out = MarketArrays(
+        ts=arr("ts", np.int64),
+        open=arr("open", f8),
+        high=arr("high", f8),
+        low=arr("low", f8),
+        close=arr("close", f8),
+        funding_ts=arr("funding_ts", np.int64),
+        funding_rate=arr("funding_rate", f8),
+        funding_mark=arr("funding_mark", f8),
+    )
+    n = out.ts.shape[0]
+    if any(a.shape[0] != n for a in (out.open, out.high, out.low, out.close)):
+        raise GridctlError(f"market {market.symbol}: ts/open/high/low/close have different lengths")
+    if not (out.funding_ts.shape[0] == out.funding_rate.shape[0] == out.funding_mark.shape[0]):
+        raise GridctlError(f"market {market.symbol}: funding_ts/rate/mark have different lengths")
+    if n > 1 and np.any(np.diff(out.ts) <= 0):
+        raise GridctlError(f"market {market.symbol}: bar timestamps are not strictly increasing")
+    if out.funding_ts.shape[0] > 1 and np.any(np.diff(out.funding_ts) <= 0):
+        raise GridctlError(f"market {market.symbol}: funding settlement times are not strictly increasing")
+    return out
+
+
+def regime_series(arrays: MarketArrays, vec: np.ndarray) -> np.ndarray:
+    """Regime after each bar for the regime parameters in ``vec``."""
+    adx, fast, slow, atr, hyst, thr = (vec[i] for i in REGIME_SLOTS)
+    return regime_series_nb(
+        arrays.open, arrays.high, arrays.low, arrays.close, int(adx), int(fast), int(slow), int(atr), hyst, thr
+    )
+
+
+def run_single(
+    market: Any,
+    strategy: StrategyConfig,
+    venue: VenueConfig,
+    curves: bool = True,
+    stop_at: int | None = None,
+) -> RunOutput:
+    """Backtest ``strategy`` on ``venue`` over ``market`` (bars ``[0, stop_at)``, default all)."""
+    params = build_params(strategy, venue, market)
+    arrays = market_arrays(market)
+    n = arrays.ts.shape[0]
+    stop = n if stop_at is None else int(stop_at)
+    if not 0 <= stop <= n:
+        raise GridctlError(f"stop_at {stop_at} is outside 0..{n} (the market has {n} bars)")
+    vec = params.vector
+    reg = regime_series(arrays, vec)
+    caps = {
+        C_FILLS: max(1024, stop // 16),
+        C_EVENTS: max(1024, stop // 64),
+        C_FUNDING: 2 * arrays.funding_ts.shape[0] + 2,  # at most one row per side per settlement
+        C_EQUITY: stop if curves else 0,
+    }
+    for attempt in range(MAX_RERUNS):
+        ks = init_state(vec)
+        cnt = new_counters(record=True, curves=curves)
+        fills = np.zeros(caps[C_FILLS], FILL_DTYPE)
+        fund = np.zeros(caps[C_FUNDING], FUNDING_DTYPE)
+        ev = np.zeros(caps[C_EVENTS], EVENT_DTYPE)
+        eq = np.zeros(caps[C_EQUITY], EQUITY_DTYPE)
+        run_bars_nb(
+            0, stop, arrays.ts, arrays.open, arrays.high, arrays.low, arrays.close, reg,
+            arrays.funding_ts, arrays.funding_rate, arrays.funding_mark, vec, params.brackets,
+            ks.state, ks.slots, ks.err_ring, ks.ord_ring, fills, fund, ev, eq, cnt,
+        )  # fmt: skip
+        if cnt[C_OVERFLOW] == 0:
+            break
+        for slot, buf in ((C_FILLS, fills), (C_EVENTS, ev), (C_FUNDING, fund), (C_EQUITY, eq)):
+            if cnt[slot] >= buf.shape[0]:
+                caps[slot] = max(2 * buf.shape[0], 16)
+    else:  # pragma: no cover - only reachable with a kernel bug that writes without bound
+        raise RuntimeError(f"record buffers still overflowing after {MAX_RERUNS} re-runs")
+    row = summarize_states(ks.state[None, :], vec[None, :])[0]
+    summary = {name: float(row[name]) for name in row.dtype.names}
+    fund_rows = fund[: cnt[C_FUNDING]]
+    meta = dict(params.meta)
+    meta.update(
+        bars=int(stop),
+        bars_total=int(n),
+        reruns=attempt,
+        warmup_bars=warmup_bars(int(vec[P_ADX_LEN]), int(vec[P_EMA_SLOW]), int(vec[P_ATR_LEN])),
+        liquidated=bool(summary["liquidated"]),
+        liquidated_at=None if np.isnan(summary["liquidated_ts"]) else int(summary["liquidated_ts"]),
+        halted_at=None if np.isnan(summary["halted_ts"]) else int(summary["halted_ts"]),
+        mark_source_counts={
+            "mark_series": int(np.sum(fund_rows["mark_source"] == MarkSource.MARK_SERIES)),
+            "trade_open": int(np.sum(fund_rows["mark_source"] == MarkSource.TRADE_OPEN)),
+        },
+    )
+    return RunOutput(
+        fills=fills[: cnt[C_FILLS]].copy(),
+        funding=fund_rows.copy(),
+        events=ev[: cnt[C_EVENTS]].copy(),
+        equity=eq[: cnt[C_EQUITY]].copy(),
+        summary=summary,
+        params=params,
+        meta=meta,
+    )

@@ -1,0 +1,300 @@
+"""The per-bar step: DESIGN.md "Bar clock" steps 1-8 composed from the domain kernels.
+
+Which parts a live driver calls (the same functions, no copies):
+
+* on each settlement: ``apply_funding_nb`` (funding.py) - or let it run from the bar step;
+* on each exchange fill: ``fill_slot_nb`` (fills.py), which books it with ``apply_fill_nb``
+  (accounting.py) and attaches the lot's TP/SL; on each exchange error: ``record_error_nb`` (risk.py);
+* on each closed bar: ``regime_update_nb`` (regime.py), ``mark_to_market_nb`` (accounting.py),
+  ``bar_gates_nb`` (this module: drawdown, circuit breaker, REDUCING) and ``decide_nb`` (this module),
+  then send the difference between the slot array's resting entries / lot exits and the exchange's
+  open orders. ``path_nb`` (fills.py, the simulated venue) is the only part a live driver never calls.
+
+Decisions beyond DESIGN.md (the reference simulator follows these):
+* Record timestamps: fills and events of bar k carry ``ts[k]``; funding rows carry the settlement
+  time. Errors enter the circuit-breaker window at ``ts[k]`` (open-phase rejections) or at
+  ``close_time`` (decision-time rejections).
+* Entries are decided rung by rung: rung 1 long, rung 1 short, rung 2 long, ... (validation of "other
+  resting entries" and the rate limits see them in this order). A cancelled order is replaced even when
+  its replacement is deferred by the rate limits. Only entry submissions count toward the rate limits.
+* The rejected-tuple rule also covers the precision guard: a rung skipped for precision is counted once
+  per distinct (price, qty, side position), not once per bar.
+* No known funding rate is a blocked state like REDUCING: resting entries are cancelled too.
+  ``FUNDING_UNKNOWN`` and ``REDUCING_ON/OFF`` are recorded on transitions, not every bar.
+* Daily returns use the equity recorded at step 8 (after a drawdown flatten on that bar).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from engine.accounting import daily_stats_nb, finish_daily_stats_nb, mark_to_market_nb
+from engine.enums import EventKind, Reason, RiskState, Side
+from engine.fills import path_nb
+from engine.funding import apply_funding_nb, funding_guard_nb
+from engine.ladder import floor_step_nb, needs_recenter_nb, set_rungs_nb
+from engine.params import P_BAR_MS, P_ORDERS_PER_MINUTE, P_ORDERS_PER_SECOND, P_STEP
+from engine.policy import policy_shape_nb
+from engine.records import C_OVERFLOW, write_equity_nb, write_event_nb
+from engine.risk import (
+    circuit_breaker_bar_nb,
+    drawdown_gate_nb,
+    entries_allowed_nb,
+    record_error_nb,
+    reducing_gate_nb,
+    risk_state_nb,
+)
+from engine.state import (
+    S_ALLOWED,
+    S_BAR,
+    S_BARS,
+    S_BARS_COOLDOWN,
+    S_BARS_EXPOSURE,
+    S_BARS_HALTED,
+    S_BARS_REDUCING,
+    S_CENTER,
+    S_DIRTY,
+    S_EQUITY,
+    S_FIRST_TS,
+    S_GUARD_LONG,
+    S_GUARD_SHORT,
+    S_HALTED,
+    S_LAST_TS,
+    S_LIQUIDATED,
+    S_LONG_QTY,
+    S_MARGIN_RATIO,
+    S_MISSING,
+    S_N_RESTING,
+    S_ORD_COUNT,
+    S_ORDERS_DEFERRED,
+    S_ORDERS_SUBMITTED,
+    S_PENDING,
+    S_RATE_KNOWN,
+    S_RECENTERS,
+    S_REGIME,
+    S_REJ_BASE,
+    S_SHORT_QTY,
+    S_SKIPPED_PRECISION,
+    S_STATE,
+    S_UNREAL,
+    S_WALLET,
+    SL_LOT_ON,
+    SL_ORD_BAR,
+    SL_ORD_ON,
+    SL_ORD_PRICE,
+    SL_ORD_QTY,
+    SL_REF_POS,
+    SL_REF_PRICE,
+    SL_REF_QTY,
+    SL_RUNG_PRICE,
+    SL_RUNG_QTY,
+    cancel_entries_nb,
+    refresh_triggers_nb,
+    resting_qty_nb,
+)
+from engine.throttle import throttle_nb
+from engine.validation import precision_ok_nb, validate_entry_nb
+
+STEP_CONTINUE = 0
+STEP_STOP = 1  # liquidated: the run is over
+
+
+@njit(cache=True)
+def _minute_window_full_nb(st, ords, now, p):
+    m = int(p[P_ORDERS_PER_MINUTE])
+    count = int(st[S_ORD_COUNT])
+    if count < m:
+        return False
+    return ords[(count - m) % ords.shape[0]] > now - 60_000.0
+
+
+@njit(cache=True)
+def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cnt, ts):
+    """Step 7: re-centre, policy, funding guard, throttle, size, validate, pace, place.
+
+    Writes the wanted resting entries into ``slots`` (price, qty, submitting bar) and cancels the
+    unwanted ones. Re-plans every rung only when something that shapes the ladder changed.
+    """
+    if st[S_HALTED] != 0.0 or st[S_LIQUIDATED] != 0.0 or not np.isfinite(c):
+        return
+    center = st[S_CENTER]
+    if center != center:
+        st[S_CENTER] = c
+        set_rungs_nb(slots, c, p)
+        st[S_DIRTY] = 1.0
+    elif needs_recenter_nb(center, c, p):
+        write_event_nb(ev, cnt, ts, EventKind.RECENTER, Reason.NONE, -1, 0, c, 0.0, center)
+        st[S_CENTER] = c
+        st[S_RECENTERS] += 1.0
+        set_rungs_nb(slots, c, p)
+        cancel_entries_nb(st, slots)
+    known, g_long, g_short = funding_guard_nb(st, close_time, fts, frate, p)
+    if g_long != st[S_GUARD_LONG] or g_short != st[S_GUARD_SHORT]:
+        st[S_GUARD_LONG] = g_long
+        st[S_GUARD_SHORT] = g_short
+        st[S_DIRTY] = 1.0
+    if not known and st[S_RATE_KNOWN] != 0.0:
+        write_event_nb(ev, cnt, ts, EventKind.FUNDING_UNKNOWN, Reason.NONE, -1, 0, c, 0.0, 0.0)
+    st[S_RATE_KNOWN] = 1.0 if known else 0.0
+    allowed = known and entries_allowed_nb(st)
+    if (1.0 if allowed else 0.0) != st[S_ALLOWED]:
+        st[S_ALLOWED] = 1.0 if allowed else 0.0
+        st[S_DIRTY] = 1.0
+    if not allowed:
+        if st[S_N_RESTING] > 0:
+            cancel_entries_nb(st, slots)
+        return
+    if st[S_DIRTY] == 0.0 and st[S_PENDING] == 0.0:
+        return
+    st[S_DIRTY] = 0.0
+    st[S_PENDING] = 0.0
+    regime = int(st[S_REGIME])
+    thr = throttle_nb(st)
+    step = p[P_STEP]
+    per_bar = int(p[P_ORDERS_PER_SECOND])
+    submits = 0
+    eq = st[S_EQUITY]
+    for idx in range(slots.shape[1]):
+        level = idx + 1
+        for side in range(2):
+            s = slots[side, idx]
+            levels, qmul = policy_shape_nb(regime, side, p)
+            price = s[SL_RUNG_PRICE]
+            want = level <= levels and s[SL_LOT_ON] == 0.0
+            if want and not (price < c if side == Side.LONG else price > c):
+                want = False
+                st[S_PENDING] = 1.0  # the close may come back to the right side
+            qty = 0.0
+            pos = st[S_LONG_QTY] if side == Side.LONG else st[S_SHORT_QTY]
+            if want:
+                guard = g_long if side == Side.LONG else g_short
+                qty = floor_step_nb(s[SL_RUNG_QTY] * qmul * guard * thr, step)
+                if not precision_ok_nb(price, qty, p):
+                    want = False
+                    if not (s[SL_REF_PRICE] == price and s[SL_REF_QTY] == qty and s[SL_REF_POS] == pos):
+                        st[S_SKIPPED_PRECISION] += 1.0
+                        s[SL_REF_PRICE] = price
+                        s[SL_REF_QTY] = qty
+                        s[SL_REF_POS] = pos
+            if not want:
+                s[SL_ORD_ON] = 0.0
+                continue
+            if s[SL_ORD_ON] != 0.0:
+                if s[SL_ORD_PRICE] == price and s[SL_ORD_QTY] == qty:
+                    continue
+                s[SL_ORD_ON] = 0.0
+            if s[SL_REF_PRICE] == price and s[SL_REF_QTY] == qty and s[SL_REF_POS] == pos:
+                continue  # refused before with the same position: not submitted again
+            reason = validate_entry_nb(price, qty, pos, resting_qty_nb(slots, side, idx), eq, p, br)
+            if reason != Reason.NONE:
+                st[S_REJ_BASE + reason] += 1.0
+                s[SL_REF_PRICE] = price
+                s[SL_REF_QTY] = qty
+                s[SL_REF_POS] = pos
+                write_event_nb(ev, cnt, ts, EventKind.ORDER_REJECTED, reason, side, level, price, qty, pos)
+                if record_error_nb(st, slots, errs, close_time, p, ev, cnt, ts):
+                    return
+                continue
+            if submits >= per_bar or _minute_window_full_nb(st, ords, close_time, p):
+                st[S_ORDERS_DEFERRED] += 1.0
+                st[S_PENDING] = 1.0
+                continue
+            s[SL_ORD_ON] = 1.0
+            s[SL_ORD_PRICE] = price
+            s[SL_ORD_QTY] = qty
+            s[SL_ORD_BAR] = k
+            n_ord = int(st[S_ORD_COUNT])
+            ords[n_ord % ords.shape[0]] = close_time
+            st[S_ORD_COUNT] = n_ord + 1
+            st[S_ORDERS_SUBMITTED] += 1.0
+            submits += 1
+    refresh_triggers_nb(st, slots)
+
+
+@njit(cache=True)
+def bar_gates_nb(st, slots, errs, c, close_time, p, br, fills, ev, cnt, ts):
+    """Step 6: drawdown halt (re-marking after the flatten), breaker expiry, REDUCING."""
+    if drawdown_gate_nb(st, slots, c, p, fills, ev, cnt, ts):
+        mark_to_market_nb(st, c, br)
+    circuit_breaker_bar_nb(st, slots, errs, close_time, p, ev, cnt, ts)
+    reducing_gate_nb(st, slots, c, p, br, ev, cnt, ts)
+
+
+@njit(cache=True)
+def record_bar_nb(st, eq, cnt, ts):
+    """Step 8: risk state, online bar counters, daily returns and the equity-curve row."""
+    state = risk_state_nb(st)
+    st[S_STATE] = state
+    st[S_BARS] += 1.0
+    lq = st[S_LONG_QTY]
+    sq = st[S_SHORT_QTY]
+    if lq > 0.0 or sq > 0.0:
+        st[S_BARS_EXPOSURE] += 1.0
+    if state == RiskState.HALTED:
+        st[S_BARS_HALTED] += 1.0
+    elif state == RiskState.COOLDOWN:
+        st[S_BARS_COOLDOWN] += 1.0
+    elif state == RiskState.REDUCING:
+        st[S_BARS_REDUCING] += 1.0
+    equity = st[S_EQUITY]
+    daily_stats_nb(st, ts, equity)
+    write_equity_nb(
+        eq, cnt, ts, equity, st[S_WALLET], st[S_UNREAL], lq, sq, int(st[S_REGIME]), state, st[S_MARGIN_RATIO]
+    )
+    st[S_LAST_TS] = ts
+
+
+@njit(cache=True)
+def step_nb(k, ts, op, hi, lo, cl, reg, fts, frate, fmark, p, br, st, slots, errs, ords, fills, fund, ev, eq, cnt):
+    """Run bar ``k`` through DESIGN.md steps 1-8; returns STEP_STOP once liquidated."""
+    t = ts[k]
+    close_time = float(t) + p[P_BAR_MS]
+    o = op[k]
+    h = hi[k]
+    lw = lo[k]
+    c = cl[k]
+    if st[S_FIRST_TS] != st[S_FIRST_TS]:
+        st[S_FIRST_TS] = t
+    st[S_BAR] = k
+    if not (np.isfinite(o) and np.isfinite(h) and np.isfinite(lw) and np.isfinite(c)):
+        # 1. missing input: no fills, entries cancelled, equity carried, no new entries.
+        st[S_MISSING] = 1.0
+        cancel_entries_nb(st, slots)
+        write_event_nb(ev, cnt, t, EventKind.INPUT_MISSING, Reason.NONE, -1, 0, 0.0, 0.0, 0.0)
+        decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cnt, t)
+        record_bar_nb(st, eq, cnt, t)
+        return STEP_CONTINUE
+    st[S_MISSING] = 0.0
+    last = st[S_LAST_TS]
+    if last == last and t - last > p[P_BAR_MS]:
+        cancel_entries_nb(st, slots)
+        write_event_nb(ev, cnt, t, EventKind.DATA_GAP, Reason.NONE, -1, 0, 0.0, 0.0, float(t - last))
+    # 2. funding settlements up to this bar's open
+    apply_funding_nb(st, t, o, fts, frate, fmark, fund, cnt)
+    # 3. intrabar path (simulated venue), margin check at every path point
+    if path_nb(st, slots, errs, k, o, h, lw, c, t, p, br, fills, ev, cnt):
+        mark_to_market_nb(st, c, br)
+        record_bar_nb(st, eq, cnt, t)
+        return STEP_STOP
+    # 4. regime after this bar (precomputed by regime_series_nb with the same update function)
+    r = float(reg[k])
+    if r != st[S_REGIME]:
+        st[S_REGIME] = r
+        st[S_DIRTY] = 1.0
+    # 5. mark to market, 6. risk gates, 7. decide, 8. record
+    mark_to_market_nb(st, c, br)
+    bar_gates_nb(st, slots, errs, c, close_time, p, br, fills, ev, cnt, t)
+    decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cnt, t)
+    record_bar_nb(st, eq, cnt, t)
+    return STEP_CONTINUE
+
+
+@njit(cache=True)
+def run_bars_nb(start, stop, ts, op, hi, lo, cl, reg, fts, frate, fmark, p, br, st, slots, errs, ords, fills, fund, ev, eq, cnt):
+    """Step bars ``start..stop-1``; stops early on liquidation or a full record buffer. Closes the stats."""
+    for k in range(start, stop):
+        status = step_nb(k, ts, op, hi, lo, cl, reg, fts, frate, fmark, p, br, st, slots, errs, ords, fills, fund, ev, eq, cnt)
+        if cnt[C_OVERFLOW] != 0 or status == STEP_STOP:
+            break
+    finish_daily_stats_nb(st)

@@ -1,0 +1,127 @@
+"""`gridctl data download`: the real CLI in a subprocess against the emulator, and option errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
+from emulator.datasets import funding_settlements, mark_from_trade, random_walk_bars
+from typer.testing import CliRunner
+
+from cli import app
+from data import store
+from data.download_cli import parse_date_ms
+
+REPO = Path(__file__).resolve().parents[1]
+MIN = 60_000
+JAN1 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
+JAN3 = JAN1 + 2 * 86_400_000
+
+
+@pytest.fixture
+def emu() -> Iterator[BinanceUsdmEmulator]:
+    # 2 days of closed 1m bars (2880) plus the open one; the clock is 30 s into 2024-01-03 00:00.
+    bars = random_walk_bars(JAN1, 2881, MIN)
+    state = EmulatorState(now_ms=JAN3 + 30_000)
+    state.set_klines("BTCUSDT", "1m", bars)
+    state.set_klines("BTCUSDT", "1m", mark_from_trade(bars), kind="mark")
+    state.set_funding("BTCUSDT", funding_settlements(JAN1, JAN3 + MIN))
+    with BinanceUsdmEmulator(state) as server:
+        yield server
+
+
+def gridctl(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the gridctl CLI as a user would, in a fresh interpreter."""
+    cmd = [sys.executable, "-c", "from cli import app; app()", *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_cli_downloads_into_the_store_and_rerun_is_a_no_op(emu: BinanceUsdmEmulator, tmp_path: Path) -> None:
+    args = [
+        "data", "download", "--exchange", "binanceusdm", "--symbol", "BTC/USDT:USDT", "--timeframe", "1m",
+        "--start", "2024-01-01", "--end", "2024-02-01", "--data-dir", str(tmp_path),
+        "--api-url", emu.url, "--json",
+    ]  # fmt: skip
+    done = gridctl(*args)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    # Through the clock (2024-01-03 00:00:30): 2880 closed bars of each kind; funding at 00/08/16 on
+    # Jan 1 and Jan 2 plus Jan 3 00:00 = 7 settlements.
+    assert summary["kinds"]["candles"]["rows"] == 2880 and summary["kinds"]["mark"]["rows"] == 2880
+    assert summary["kinds"]["funding"]["rows"] == 7
+    assert summary["kinds"]["candles"]["requests"] == 3  # pages of 1000, 1000, 880
+    stored = store.read_candles(tmp_path, "binanceusdm", "BTC/USDT:USDT", "1m")
+    assert stored.equals(random_walk_bars(JAN1, 2881, MIN).head(2880))
+
+    emu.state.clear_log()
+    again = gridctl(*args)
+    assert again.returncode == 0, again.stderr
+    assert {k: v["rows"] for k, v in json.loads(again.stdout)["kinds"].items()} == {
+        "candles": 0,
+        "mark": 0,
+        "funding": 0,
+    }
+    assert {r.path for r in emu.state.requests()} == {"/fapi/v1/exchangeInfo", "/fapi/v1/time"}
+
+
+def test_cli_text_summary_and_kinds(emu: BinanceUsdmEmulator, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["data", "download", "--symbol", "BTC/USDT:USDT", "--start", "2024-01-02", "--end", "2024-01-02T06:00",
+         "--kinds", "funding", "--data-dir", str(tmp_path), "--api-url", emu.url, "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "funding: 1 rows written" in result.output  # only the 2024-01-02 00:00 settlement
+    assert store.read_candles(tmp_path, "binanceusdm", "BTC/USDT:USDT", "1m").height == 0
+    assert pl.Series(store.read_funding(tmp_path, "binanceusdm", "BTC/USDT:USDT")["ts"]).to_list() == [
+        JAN1 + 86_400_000
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--start": "2024-13-01"}, "error: --start: '2024-13-01' is not a date"),
+        ({"--end": "soon"}, "error: --end: 'soon' is not a date"),
+        ({"--end": "2023-12-01"}, "error: --start/--end: range is empty"),
+        (
+            {"--symbol": "DOGE/EUR:EUR"},
+            "error: --symbol: symbol 'DOGE/EUR:EUR' is not a market on binanceusdm",
+        ),
+        ({"--timeframe": "7m"}, "error: --timeframe: unknown timeframe '7m'"),
+        ({"--kinds": "candles,ticks"}, "error: --kinds:"),
+        (
+            {"--exchange": "nosuchexchange"},
+            "error: --exchange: exchange 'nosuchexchange' is not a ccxt exchange",
+        ),
+        ({"--api-url": "127.0.0.1"}, "error: --api-url:"),
+    ],
+)
+def test_cli_bad_options_exit_2_naming_the_option(
+    emu: BinanceUsdmEmulator, tmp_path: Path, change: dict[str, str], message: str
+) -> None:
+    options = {
+        "--symbol": "BTC/USDT:USDT",
+        "--start": "2024-01-01",
+        "--end": "2024-01-02",
+        "--data-dir": str(tmp_path),
+        "--api-url": emu.url,
+    } | change
+    args = ["data", "download", "--no-progress"] + [x for kv in options.items() for x in kv]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_parse_date_ms_is_utc() -> None:
+    # 2024-01-01 is 19723 days after 1970-01-01: 19723 * 86_400_000 = 1_704_067_200_000.
+    assert parse_date_ms("2024-01-01", "--start") == 1_704_067_200_000
+    assert parse_date_ms("2024-01-01T01:30", "--start") == 1_704_067_200_000 + 90 * MIN
+    assert parse_date_ms("2024-01-01T02:00+01:00", "--start") == 1_704_067_200_000 + 60 * MIN

@@ -1,0 +1,278 @@
+"""Hand-computed risk gates: drawdown halt, circuit breaker, REDUCING, liquidation, fail-closed inputs.
+
+Numbers as in test_scenarios_fills (C = 10000, s = 0.01, long rung 9900, short rung 10100, maker 2 bps,
+taker 5 bps, no slippage); tests that need a real position use base_qty 1.0 (9900 USDT notional).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from effects import effect
+from market_builders import (
+    IMPLS,
+    bar_ts,
+    entries,
+    flat,
+    kinds,
+    make_market,
+    run,
+    strategy,
+    venue,
+)
+
+from engine.enums import Reason, RiskState
+
+# Bar 1 fills the long rung: 1.0 @ 9900, maker fee 1.98; close 9950 -> unrealized +50.
+FILL_BAR = (10000, 10000, 9890, 9950)
+
+
+def states(led):
+    return [row["state"] for row in led.equity]
+
+
+@effect("risk_management.max_drawdown_pct", "risk_management.enable_drawdown_protection")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_drawdown_flattens_and_halts(impl):
+    # Bar 1: equity = 10000 - 1.98 + 50 = 10048.02 = peak.
+    # Bar 2 closes 9840: equity = 10000 - 1.98 - 60 = 9938.02; drawdown = 110/10048.02*100 = 1.0947% >= 1
+    # -> flatten 1.0 at the close 9840 (taker fee 4.92, realized -60), HALTED; equity 9933.10.
+    # Bar 3 sweeps through both rungs: nothing may fill any more.
+    bars = [*flat(10000, 1), FILL_BAR, (9950, 9950, 9840, 9840), (9840, 10200, 9800, 9890)]
+    s = strategy(grid__base_qty=1.0, risk_management__max_drawdown_pct=1.0)
+    led = run(impl, make_market(bars), s, venue())
+    flat_fills = [f for f in led.fills if f["kind"] == 3]
+    assert len(flat_fills) == 1
+    f = flat_fills[0]
+    assert (f["ts"], f["side"], f["level"], f["liquidity"]) == (bar_ts(2), 0, 0, 1)
+    assert f["price"] == pytest.approx(9840.0)
+    assert f["fee"] == pytest.approx(4.92)
+    assert f["realized_pnl"] == pytest.approx(-60.0)
+    assert kinds(led) == ["DRAWDOWN_HALT"]
+    assert led.events[0]["ts"] == bar_ts(2)
+    assert states(led) == [0, 0, RiskState.HALTED, RiskState.HALTED]
+    assert led.equity[-1]["equity"] == pytest.approx(9933.10)
+    assert len(led.fills) == 2  # the entry and the flatten
+    # 2% is not reached (1.0947%): no halt, and bar 3 fills the short rung and the long TP.
+    for s2 in (
+        strategy(grid__base_qty=1.0, risk_management__max_drawdown_pct=2.0),
+        strategy(
+            grid__base_qty=1.0,
+            risk_management__max_drawdown_pct=1.0,
+            risk_management__enable_drawdown_protection=False,
+        ),
+    ):
+        led2 = run(impl, make_market(bars), s2, venue())
+        assert "DRAWDOWN_HALT" not in kinds(led2)
+        assert all(f["kind"] != 3 for f in led2.fills)
+        assert RiskState.HALTED not in states(led2)
+
+
+@effect(
+    "risk_management.max_errors_per_minute",
+    "risk_management.circuit_breaker_cooldown_seconds",
+    "risk_management.enable_circuit_breaker",
+)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_circuit_breaker_trips_blocks_and_resets(impl):
+    # 1m bars. Bar 1 opens at 9850 below the new entry 9900: reject 9900, retry 9899.9, retry 9899.8
+    # -> 3 errors at ts1 >= max 3 -> trip at ts1, until ts1 + 180 s = T0 + 240 s.
+    # Decisions at the close of bars 1 and 2 (close times T0+120 s, T0+180 s) are blocked (COOLDOWN),
+    # so the dips of bars 2 and 3 below 9900 fill nothing. Bar 3's close time T0+240 s reaches the end
+    # of the cooldown: reset, the entry is placed again and fills in bar 4.
+    dip = (9950, 9950, 9880, 9950)
+    bars = [*flat(10000, 1), (9850, 9960, 9850, 9950), dip, dip, dip]
+    common = dict(
+        execution__use_post_only_retries=True,
+        execution__retry_attempts=3,
+        risk_management__circuit_breaker_window_seconds=60,
+    )
+    s = strategy(
+        risk_management__max_errors_per_minute=3,
+        risk_management__circuit_breaker_cooldown_seconds=180,
+        **common,
+    )
+    m = make_market(bars, timeframe="1m")
+    led = run(impl, m, s, venue())
+    assert kinds(led) == ["POST_ONLY_REJECT"] * 3 + ["CIRCUIT_BREAKER_TRIP", "CIRCUIT_BREAKER_RESET"]
+    trip, reset = led.events[3], led.events[4]
+    assert trip["ts"] == bar_ts(1, "1m")
+    assert reset["ts"] == bar_ts(3, "1m")
+    assert states(led) == [0, RiskState.COOLDOWN, RiskState.COOLDOWN, 0, 0]
+    assert entries(led) == [(bar_ts(4, "1m"), 0, 1, 9900.0, 0.01)]
+    # Cooldown 60 s: until T0+120 s = close of bar 1 -> reset at bar 1, entry fills in bar 2 already.
+    s60 = strategy(
+        risk_management__max_errors_per_minute=3,
+        risk_management__circuit_breaker_cooldown_seconds=60,
+        **common,
+    )
+    led60 = run(impl, m, s60, venue())
+    assert [e[0] for e in entries(led60)][:1] == [bar_ts(2, "1m")]
+    # 10 errors needed: 4 rejections + RETRY_LIMIT, no trip, and the entry fills in bar 2.
+    s10 = strategy(risk_management__max_errors_per_minute=10, **common)
+    led10 = run(impl, m, s10, venue())
+    assert "CIRCUIT_BREAKER_TRIP" not in kinds(led10)
+    assert [e[0] for e in entries(led10)][:1] == [bar_ts(2, "1m")]
+    # Breaker switched off: same as never tripping.
+    soff = strategy(
+        risk_management__max_errors_per_minute=3, risk_management__enable_circuit_breaker=False, **common
+    )
+    assert "CIRCUIT_BREAKER_TRIP" not in kinds(run(impl, m, soff, venue()))
+
+
+@effect("risk_management.circuit_breaker_window_seconds")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_circuit_breaker_window(impl):
+    # One error per minute (bars 1, 2 and 3 each open below a fresh 9900 entry: a single rejection
+    # each, no retries). With max 3 errors: a 60 s window never holds more than 1 (t-60 s, t], a 180 s
+    # window holds all three at bar 3 -> trip.
+    gap_down = (9850, 9960, 9850, 9950)
+    bars = [*flat(10000, 1), gap_down, gap_down, gap_down]
+    m = make_market(bars, timeframe="1m")
+    base = dict(risk_management__max_errors_per_minute=3)
+    led60 = run(impl, m, strategy(risk_management__circuit_breaker_window_seconds=60, **base), venue())
+    assert kinds(led60) == ["POST_ONLY_REJECT"] * 3
+    led180 = run(impl, m, strategy(risk_management__circuit_breaker_window_seconds=180, **base), venue())
+    assert kinds(led180) == ["POST_ONLY_REJECT"] * 3 + ["CIRCUIT_BREAKER_TRIP"]
+    assert led180.events[-1]["ts"] == bar_ts(3, "1m")
+
+
+@effect("position.max_leverage_used")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_reducing_on_leverage_keeps_exits_blocks_entries(impl):
+    # Bar 1: long 1.0 @ 9900, equity 10048.02; leverage = 1.0*9950/10048.02 = 0.99024 > 0.5 -> REDUCING
+    # (reason LEVERAGE), entries cancelled. Bar 2 (path 9950 -> 9950 -> 10150 -> 10120): the TP 9999 still
+    # fills (exits stay) but the short rung 10100 does not; flat again at the close -> REDUCING off.
+    bars = [*flat(10000, 1), FILL_BAR, (9950, 10150, 9950, 10120)]
+    led = run(impl, make_market(bars), strategy(grid__base_qty=1.0, position__max_leverage_used=0.5), venue())
+    assert kinds(led) == ["REDUCING_ON", "REDUCING_OFF"]
+    on = led.events[0]
+    assert (on["ts"], on["reason"]) == (bar_ts(1), Reason.LEVERAGE)
+    assert states(led) == [0, RiskState.REDUCING, 0]
+    assert [(f["kind"], f["side"], f["price"]) for f in led.fills] == [(0, 0, 9900.0), (1, 0, 9999.0)]
+    # Limit 5: the short rung fills in bar 2 as well.
+    led5 = run(
+        impl, make_market(bars), strategy(grid__base_qty=1.0, position__max_leverage_used=5.0), venue()
+    )
+    assert (0, 1, 10100.0) in [(f["kind"], f["side"], f["price"]) for f in led5.fills]
+    assert kinds(led5) == []
+
+
+@effect("position.emergency_liquidation_buffer")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_reducing_near_the_liquidation_price(impl):
+    # initial 1100, long 1.0 @ 9900 (fee 1.98): WB = 1098.02, bracket 1 (mmr 0.004, cum 0).
+    # LP = (WB + cum - L*avgL)/(L*mmr - L) = (1098.02 - 9900)/(0.004 - 1) = 8801.98/0.996 = 8837.3293.
+    # At the close 9950: |9950 - LP|/9950 = 0.111826 -> REDUCING (LIQUIDATION_BUFFER) with a buffer of
+    # 0.1119, not with 0.1118: the flip pins LP to the formula within 1 USDT.
+    # (Leverage 9950/1148.02 = 8.7 stays below the isolated limit 125.)
+    assert 0.1118 < (9950 - 8801.98 / 0.996) / 9950 < 0.1119
+    bars = [*flat(10000, 1), FILL_BAR, flat(9950, 1)[0]]
+    common = dict(grid__base_qty=1.0, backtest__initial_balance=1100.0, exit__sl_steps=20)
+    near = strategy(position__emergency_liquidation_buffer=0.1119, **common)
+    led = run(impl, make_market(bars), near, venue())
+    assert kinds(led) == ["REDUCING_ON"]
+    on = led.events[0]
+    assert (on["ts"], on["reason"]) == (bar_ts(1), Reason.LIQUIDATION_BUFFER)
+    assert states(led) == [0, RiskState.REDUCING, RiskState.REDUCING]
+    far = strategy(position__emergency_liquidation_buffer=0.1118, **common)
+    assert kinds(run(impl, make_market(bars), far, venue())) == []
+
+
+# Liquidation with bracket 2: initial 7000, long 6.0 @ 9900 (notional 59400 > 50000: mmr 0.005, cum 50),
+# fee 59400*0.0002 = 11.88, WB = 6988.12.
+# LP = (6988.12 + 50 - 6*9900)/(6*0.005 - 6) = -52361.88/-5.97 = 8770.83417...; at LP the notional
+# 6*8770.8 = 52625 is still bracket 2, so the formula's bracket is consistent.
+LP2 = 52361.88 / 5.97
+
+
+@effect("margin.brackets", "backtest.initial_balance")
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize(("low", "liquidated"), [(8772.0, False), (8770.0, True)])
+def test_liquidation_at_the_binance_price(impl, low, liquidated):
+    # Bar 2 path: 9950 -> 9950 -> low -> 9000. At the low:
+    #   8772: equity = 6988.12 + 6*(8772-9900) = 220.12 > MM = 6*8772*0.005 - 50 = 213.16 -> alive.
+    #   8770: equity = 208.12 <= MM = 213.10 -> liquidated at 8770 (taker fee 6*8770*0.0005 = 26.31).
+    assert 8770.0 < LP2 < 8772.0
+    bars = [*flat(10000, 1), FILL_BAR, (9950, 9950, low, 9000), flat(9000, 1)[0]]
+    s = strategy(
+        grid__base_qty=6.0,
+        backtest__initial_balance=7000.0,
+        exit__sl_steps=20,
+        risk_management__max_drawdown_pct=50.0,
+    )
+    led = run(impl, make_market(bars), s, venue())
+    liq = [f for f in led.fills if f["kind"] == 4]
+    if not liquidated:
+        assert liq == []
+        assert led.equity[-1]["state"] != RiskState.LIQUIDATED
+        return
+    assert len(liq) == 1
+    f = liq[0]
+    assert (f["ts"], f["side"], f["liquidity"]) == (bar_ts(2), 0, 1)
+    assert f["price"] == pytest.approx(8770.0)
+    assert f["qty"] == pytest.approx(6.0)
+    assert f["fee"] == pytest.approx(26.31)
+    assert f["realized_pnl"] == pytest.approx(6 * (8770 - 9900))
+    assert "LIQUIDATION" in kinds(led)
+    assert led.equity[-1]["state"] == RiskState.LIQUIDATED
+    assert led.equity[-1]["ts"] == bar_ts(2)  # the run stops
+    # More starting money moves LP away: with 7100 the same bar does not liquidate.
+    rich = strategy(
+        grid__base_qty=6.0,
+        backtest__initial_balance=7100.0,
+        exit__sl_steps=20,
+        risk_management__max_drawdown_pct=50.0,
+    )
+    assert all(f["kind"] != 4 for f in run(impl, make_market(bars), rich, venue()).fills)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_nan_bar_fails_closed(impl):
+    # Bar 1 is NaN: INPUT_MISSING, resting entries cancelled, no new ones, equity carried, REDUCING.
+    # Bar 2 dips below 9900 but nothing rests; bar 2's close places the rung again; bar 3 fills it.
+    nan = (math.nan,) * 4
+    dip = (10000, 10000, 9850, 9950)
+    led = run(impl, make_market([*flat(10000, 1), nan, dip, dip]), strategy(), venue())
+    assert kinds(led) == ["INPUT_MISSING"]
+    assert led.events[0]["ts"] == bar_ts(1)
+    assert entries(led) == [(bar_ts(3), 0, 1, 9900.0, 0.01)]
+    assert states(led)[1] == RiskState.REDUCING
+    assert led.equity[1]["equity"] == led.equity[0]["equity"] == 10000.0
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_nan_bar_keeps_exits(impl):
+    # Lot opened in bar 1 (TP 9999); bar 2 NaN; bar 3 rises through the TP: it still fills.
+    nan = (math.nan,) * 4
+    bars = [*flat(10000, 1), (10000, 10000, 9890, 9950), nan, (9950, 10050, 9950, 10040)]
+    led = run(impl, make_market(bars), strategy(), venue())
+    assert [(f["ts"], f["kind"], f["price"]) for f in led.fills] == [
+        (bar_ts(1), 0, 9900.0),
+        (bar_ts(3), 1, 9999.0),
+    ]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_data_gap_cancels_resting_entries(impl):
+    # Bar 1 starts 2 h after bar 0 (1h bars): DATA_GAP, the 9900 entry placed at bar 0's close is
+    # cancelled before the path, so the dip fills nothing; bar 2 (contiguous) fills the re-placed rung.
+    dip = (10000, 10000, 9850, 9950)
+    m = make_market([*flat(10000, 1), dip, dip], ts=[bar_ts(0), bar_ts(2), bar_ts(3)])
+    led = run(impl, m, strategy(), venue())
+    assert kinds(led) == ["DATA_GAP"]
+    assert led.events[0]["ts"] == bar_ts(2)
+    assert entries(led) == [(bar_ts(3), 0, 1, 9900.0, 0.01)]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_unknown_funding_blocks_entries(impl):
+    # No settlement at all: the rate is unknown, every decision is blocked (one FUNDING_UNKNOWN event
+    # when the blocked stretch starts), nothing fills although the bars sweep through both rungs.
+    sweep = (10000, 10200, 9800, 10000)
+    m = make_market([*flat(10000, 1), sweep, sweep], funding=[])
+    led = run(impl, m, strategy(), venue())
+    assert led.fills == []
+    assert kinds(led) == ["FUNDING_UNKNOWN"]
+    assert led.events[0]["ts"] == bar_ts(0)
