@@ -213,8 +213,8 @@ class _Requester:
 
     def _delay(self, err: Exception, attempt: int, what: str) -> float:
         backoff = min(self.backoff_s * 2**attempt, MAX_BACKOFF_S)
-        if not isinstance(err, ccxt.DDoSProtection):
-            return backoff
+        if not isinstance(err, (ccxt.DDoSProtection, ccxt.ExchangeNotAvailable)):
+            return backoff  # only 418/429/5xx answers are fresh responses that may carry Retry-After
         headers = self.client.last_response_headers or {}
         value = headers.get("Retry-After")
         try:
@@ -239,13 +239,13 @@ def _short(err: Exception, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _subtract(start: int, end: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """``[start, end)`` minus the half-open ``covered`` ranges, as sorted half-open ranges."""
+def missing_ranges(start: int, end: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``[start, end)`` minus the half-open ``covered`` ranges (any order, may overlap), sorted, disjoint."""
     gaps: list[tuple[int, int]] = []
     cursor = start
     for lo, hi in sorted(covered):
-        if hi <= cursor or lo >= end:
-            continue
+        if hi <= lo or hi <= cursor or lo >= end:
+            continue  # empty, already passed, or beyond the request
         if lo > cursor:
             gaps.append((cursor, lo))
         cursor = max(cursor, hi)
@@ -261,7 +261,7 @@ def _candle_gaps(
 ) -> list[tuple[int, int]]:
     bar = timeframe_ms(timeframe)
     covered = [(a, b + bar) for a, b in store.coverage(data_dir, exchange, symbol, timeframe, kind)]
-    return _subtract(start, end, covered)
+    return missing_ranges(start, end, covered)
 
 
 def _funding_gaps(data_dir: Path, exchange: str, symbol: str, start: int, end: int) -> list[tuple[int, int]]:
@@ -275,7 +275,7 @@ def _funding_gaps(data_dir: Path, exchange: str, symbol: str, start: int, end: i
     steps = np.diff(ts)
     interval = int(min(steps.min(), FUNDING_MAX_INTERVAL_MS)) if steps.size else FUNDING_MAX_INTERVAL_MS
     covered = [(a - interval + 1, b + interval) for a, b in runs]
-    return _subtract(start, end, covered)
+    return missing_ranges(start, end, covered)
 
 
 def _candle_page(
@@ -425,7 +425,10 @@ def download(
     if max_retries < 0:
         raise OptionError("max_retries", f"max_retries must be >= 0, got {max_retries}")
     data_dir = Path(data_dir)
-    store.symbol_key(symbol)
+    try:
+        store.symbol_key(symbol)
+    except GridctlError as err:
+        raise OptionError("symbol", str(err)) from None
     if client is None:
         client = make_client(exchange, api_url)
     client.enableLastJsonResponse = True  # lets _Requester tell an unparsable body from an empty page

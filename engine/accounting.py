@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import math
 
-from numba import njit
-
-from engine.enums import Liquidity, Side
+from engine.enums import Liquidity, Side, kernel
 from engine.margin import total_maint_margin_nb
 from engine.params import P_FEE_MAKER, P_FEE_TAKER
 from engine.state import (
@@ -51,7 +49,7 @@ DAY_MS = 86_400_000
 FLAT_QTY = 1e-12
 
 
-@njit(cache=True)
+@kernel
 def apply_fill_nb(st, side, is_entry, price, qty, liquidity, p):
     """Book one fill on ``side``; returns (realized PnL, fee). Fee = price*qty*rate, never negative."""
     rate = p[P_FEE_MAKER] if liquidity == Liquidity.MAKER else p[P_FEE_TAKER]
@@ -91,7 +89,7 @@ def apply_fill_nb(st, side, is_entry, price, qty, liquidity, p):
     return realized, fee
 
 
-@njit(cache=True)
+@kernel
 def mark_to_market_nb(st, price, br):
     """Unrealized PnL, equity, equity peak, max drawdown and margin ratio at ``price``; returns equity."""
     lq = st[S_LONG_QTY]
@@ -108,11 +106,11 @@ def mark_to_market_nb(st, price, br):
         if dd > st[S_MAX_DD_PCT]:
             st[S_MAX_DD_PCT] = dd
     mm = total_maint_margin_nb(br, lq, sq, price)
-    st[S_MARGIN_RATIO] = mm / eq if eq > 0.0 else (0.0 if mm == 0.0 else math.inf)
+    st[S_MARGIN_RATIO] = mm / eq if eq > 0.0 else 0.0
     return eq
 
 
-@njit(cache=True)
+@kernel
 def _close_day_nb(st):
     prev = st[S_DAY_PREV_EQ]
     r = st[S_DAY_EQ] / prev - 1.0 if prev > 0.0 else 0.0
@@ -124,7 +122,7 @@ def _close_day_nb(st):
     st[S_DAY_PREV_EQ] = st[S_DAY_EQ]
 
 
-@njit(cache=True)
+@kernel
 def daily_stats_nb(st, ts, equity):
     """Feed one bar-close equity; a UTC day's return is booked when the next day's first bar arrives."""
     day = float(ts // DAY_MS)
@@ -134,7 +132,7 @@ def daily_stats_nb(st, ts, equity):
     st[S_DAY_EQ] = equity
 
 
-@njit(cache=True)
+@kernel
 def finish_daily_stats_nb(st):
     """Book the last (possibly partial) day at the end of a run."""
     if st[S_DAY] == st[S_DAY]:

@@ -1,4 +1,4 @@
-"""`gridctl backtest` and `gridctl bench`: thin shells over engine.run, engine.stats, engine.results, engine.bench."""
+"""`gridctl backtest` and `gridctl bench`: thin shells over engine.run/stats/results and engine.bench."""
 
 from __future__ import annotations
 
@@ -45,10 +45,15 @@ def run_backtest(
     """Load configs and data, run one backtest with curves; returns (run output, market, stats)."""
     from configs.loader import load_strategy, load_venue
     from data.market import load_market
-    from data.sample import SAMPLE_EXCHANGE, ensure_sample
+    from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
+    from data.timeframes import timeframe_ms
     from engine.run import run_single
     from engine.stats import compute_stats
 
+    try:
+        timeframe_ms(timeframe)
+    except GridctlError as err:
+        raise GridctlError(f"--timeframe: {err}") from None
     start_ms, end_ms = _day(start, "--start"), _day(end, "--end")
     if start_ms is not None and end_ms is not None and end_ms <= start_ms:
         raise GridctlError(f"--end ({end}) must be after --start ({start})")
@@ -56,7 +61,7 @@ def run_backtest(
     strategy = load_strategy(config, overrides)
     venue = load_venue(venue_name)
     sym = symbol or strategy.ccxt_symbol
-    if exchange == SAMPLE_EXCHANGE:
+    if (exchange, sym) == (SAMPLE_EXCHANGE, SAMPLE_SYMBOL):
         if status is not None:
             status.print(f"[dim]ensuring the bundled sample market in {data_dir} ...[/dim]")
         ensure_sample(data_dir)
@@ -94,35 +99,49 @@ def _print_summary(console: Console, stats: dict[str, Any], out: Path | None) ->
 
 
 def backtest(
-    config: Annotated[str, typer.Option("--config", help="Strategy name (configs/strategies) or YAML path.")] = (
-        DEFAULT_STRATEGY
-    ),
-    venue: Annotated[str, typer.Option("--venue", help="Venue name (configs/venues) or YAML path.")] = DEFAULT_VENUE,
+    config: Annotated[
+        str, typer.Option("--config", help="Strategy name (configs/strategies) or YAML path.")
+    ] = (DEFAULT_STRATEGY),
+    venue: Annotated[
+        str, typer.Option("--venue", help="Venue name (configs/venues) or YAML path.")
+    ] = DEFAULT_VENUE,
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="Market-data directory (default: $GRIDCTL_DATA_DIR or the user data dir)."),
+        typer.Option(
+            "--data", help="Market-data directory (default: $GRIDCTL_DATA_DIR or the user data dir)."
+        ),
     ] = None,
     exchange: Annotated[
-        str, typer.Option("--exchange", help="Exchange of the stored data; 'sample' is generated if missing.")
+        str,
+        typer.Option(
+            "--exchange",
+            help="Exchange of the stored data; the 'sample' BTC/USDT:USDT market is generated if missing.",
+        ),
     ] = "sample",
     symbol: Annotated[
         str | None, typer.Option("--symbol", help="ccxt symbol (default: the strategy's instrument).")
     ] = None,
     timeframe: Annotated[str, typer.Option("--timeframe", help="Bar timeframe of the stored data.")] = "1m",
     start: Annotated[str | None, typer.Option("--start", help="First day (YYYY-MM-DD, UTC).")] = None,
-    end: Annotated[str | None, typer.Option("--end", help="Day after the last bar (YYYY-MM-DD, UTC, exclusive).")] = None,
+    end: Annotated[
+        str | None, typer.Option("--end", help="Day after the last bar (YYYY-MM-DD, UTC, exclusive).")
+    ] = None,
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override a strategy field, e.g. grid.grid_step_bps=30.")
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write ledgers (parquet), stats.json and report.html here.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the stats as one JSON object, nothing else.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the stats as one JSON object, nothing else.")
+    ] = False,
 ) -> None:
     """Backtest a hedge-grid strategy; with no options, the default strategy on the bundled sample market."""
     from data.store import default_data_dir
     from engine.results import stats_json, write_results
 
+    if out is not None and out.exists() and not out.is_dir():
+        raise GridctlError(f"--out: {out} exists and is not a directory")
     status = Console(stderr=True)
     output, market, stats = run_backtest(
         config,
@@ -145,8 +164,12 @@ def backtest(
 
 
 def bench(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the measurements as one JSON object.")] = False,
-    bars: Annotated[int, typer.Option("--bars", help="Number of 1m bars to run (generated in memory).")] = 1_000_000,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the measurements as one JSON object.")
+    ] = False,
+    bars: Annotated[
+        int, typer.Option("--bars", help="Number of 1m bars to run (generated in memory).")
+    ] = 1_000_000,
     sets: Annotated[int, typer.Option("--sets", help="Parameter sets in the batch measurement.")] = 64,
 ) -> None:
     """Measure kernel, batch and reference speed plus numba compile / cached start times."""
@@ -167,8 +190,11 @@ def bench(
     for key, value in result.items():
         if key in ("bars", "sets", "reference_bars", "threads"):
             continue
-        shown = f"{value:,.3f}" if isinstance(value, float) and value < 100 else f"{value:,.0f}"
-        table.add_row(key, shown if value is not None else "n/a", TARGETS.get(key, ""))
+        if value is None:
+            shown = "n/a (tests/reference_sim.py not found)"
+        else:
+            shown = f"{value:,.3f}" if value < 100 else f"{value:,.0f}"
+        table.add_row(key, shown, TARGETS.get(key, ""))
     Console().print(table)
 
 

@@ -1,4 +1,4 @@
-"""Integer enums shared by the kernels, the drivers and the result readers.
+"""Integer enums shared by the kernels, the drivers and the result readers, and the kernel decorator.
 
 Each enum is a namedtuple *instance* of ints (vectorbt style): numba freezes global namedtuples as
 compile-time constants, so ``Side.LONG`` costs nothing inside an ``@njit`` function, and Python code
@@ -7,7 +7,53 @@ gets readable names (``EventKind._fields[k]``) for the integers stored in the re
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import NamedTuple
+
+from numba import njit
+
+from data.atomic import atomic_write_text
+
+#: Engine modules holding kernels; their sources together key the on-disk kernel cache.
+KERNEL_MODULES = (
+    "accounting", "batch", "enums", "fills", "funding", "ladder", "margin", "params", "policy",
+    "records", "regime", "risk", "state", "step", "throttle", "validation",
+)  # fmt: skip
+
+
+def drop_stale_kernel_cache(engine_dir: Path) -> bool:
+    """Delete numba's cached kernels when any kernel module changed since they were compiled.
+
+    Numba checks a cached function only against its own source file, but kernels bake in constants
+    and inline functions from other engine modules; without this, editing ``state.py`` would leave
+    stale machine code behind. Returns True when the cache was dropped.
+    """
+    digest = hashlib.sha256()
+    for name in KERNEL_MODULES:
+        digest.update((engine_dir / f"{name}.py").read_bytes())
+    cache = engine_dir / "__pycache__"
+    stamp = cache / "kernels.sha256"
+    try:
+        if stamp.read_text() == digest.hexdigest():
+            return False
+    except OSError:
+        pass
+    try:
+        for f in cache.glob("*.nb[ic]"):
+            f.unlink(missing_ok=True)
+        atomic_write_text(stamp, digest.hexdigest())
+    except OSError:  # read-only install: numba then caches elsewhere and compiles on first use
+        return False
+    return True
+
+
+drop_stale_kernel_cache(Path(__file__).resolve().parent)
+
+#: Decorator of every per-bar kernel: compiled once and cached on disk, and without numba's reference
+#: counting. Kernels never allocate; with reference counting on, every call that passes arrays would
+#: pay two atomic operations per array (measured: ~75 ns per call with 6 arrays, 7 ns without).
+kernel = njit(cache=True, _nrt=False)
 
 
 class _Side(NamedTuple):

@@ -7,10 +7,11 @@ nearest to the current point fills first; ties at one price go SL, TP, entry, th
 then the lower rung. The margin check runs after each path point.
 
 Decisions beyond DESIGN.md:
-* New entries get the post-only check rung by rung (rung 1 long, rung 1 short, rung 2 long, ...), the
-  same order ``decide_nb`` submits them in. Retries happen at the open, one tick further each time;
+* New entries get the post-only check long side first, lower rung first. Retries happen at the open,
+  one tick further each time, each validated (a refused retry is remembered like any refused order);
   ``RETRY_LIMIT`` is recorded when retries stop without a resting order (deviation bound: reason
-  RETRY_DEVIATION; attempts used up: RETRY_ATTEMPTS). A retry counts as a submission.
+  RETRY_DEVIATION, value = the deviation in bps; attempts used up: RETRY_ATTEMPTS). A retry counts in
+  ``orders_submitted`` but not toward the rate limits (those pace the decisions at bar closes).
 * Orders the open gapped through fill in tie-break order (SL, TP, entry; long, short; lower rung),
   repeatedly, so a lot opened by the gap whose stop is also beyond the open is stopped at the open.
 * A liquidation closes both sides at the path point's price as taker without slippage.
@@ -18,11 +19,10 @@ Decisions beyond DESIGN.md:
 
 from __future__ import annotations
 
-from numba import njit
-
-from engine.enums import EventKind, FillKind, Liquidity, Reason, Side
+from engine.accounting import apply_fill_nb
+from engine.enums import EventKind, FillKind, Liquidity, Reason, Side, kernel
 from engine.ladder import sl_price_nb, tp_price_nb
-from engine.margin import is_liquidated_nb
+from engine.margin import is_liquidated_nb, total_maint_margin_nb
 from engine.params import (
     P_FILL_ON_TOUCH,
     P_MAKER_ONLY,
@@ -33,7 +33,6 @@ from engine.params import (
     P_SLIPPAGE_BPS,
     P_TICK,
 )
-from engine.accounting import apply_fill_nb
 from engine.records import write_event_nb, write_fill_nb
 from engine.risk import close_side_nb, record_error_nb
 from engine.state import (
@@ -63,7 +62,9 @@ from engine.state import (
     SL_SL,
     SL_TP,
     refresh_triggers_nb,
+    remember_refusal_nb,
     resting_qty_nb,
+    was_refused_nb,
 )
 from engine.validation import validate_entry_nb, validate_exit_nb
 
@@ -73,12 +74,12 @@ RANK_TP = 1
 RANK_ENTRY = 2
 
 
-@njit(cache=True)
+@kernel
 def _side_qty(st, side):
     return st[S_LONG_QTY] if side == Side.LONG else st[S_SHORT_QTY]
 
 
-@njit(cache=True)
+@kernel
 def fill_slot_nb(st, slots, errs, side, idx, rank, price, liquidity, ts, p, br, fills, ev, cnt):
     """Book a fill of rung ``idx`` of ``side``: its entry (opens the lot with TP/SL) or its lot's TP/SL."""
     level = idx + 1
@@ -114,11 +115,11 @@ def fill_slot_nb(st, slots, errs, side, idx, rank, price, liquidity, ts, p, br, 
     st[S_DIRTY] = 1.0
 
 
-@njit(cache=True)
+@kernel
 def liquidate_nb(st, slots, price, ts, p, fills, ev, cnt):
     """Exchange liquidation at ``price``: both sides closed as taker, entries cancelled, run over."""
-    equity = st[S_WALLET] + st[S_LONG_QTY] * (price - st[S_LONG_AVG]) + st[S_SHORT_QTY] * (
-        st[S_SHORT_AVG] - price
+    equity = (
+        st[S_WALLET] + st[S_LONG_QTY] * (price - st[S_LONG_AVG]) + st[S_SHORT_QTY] * (st[S_SHORT_AVG] - price)
     )
     write_event_nb(ev, cnt, ts, EventKind.LIQUIDATION, Reason.NONE, -1, 0, price, 0.0, equity)
     for side in range(2):
@@ -131,7 +132,7 @@ def liquidate_nb(st, slots, price, ts, p, fills, ev, cnt):
     st[S_LIQ_TS] = ts
 
 
-@njit(cache=True)
+@kernel
 def margin_check_nb(st, slots, price, ts, p, br, fills, ev, cnt):
     """Liquidate if equity at ``price`` is at or below maintenance margin; returns liquidated."""
     if is_liquidated_nb(
@@ -142,51 +143,57 @@ def margin_check_nb(st, slots, price, ts, p, br, fills, ev, cnt):
     return False
 
 
-@njit(cache=True)
+@kernel
 def _retry_nb(st, slots, errs, side, idx, p0, qty, o, k, ts, p, br, ev, cnt):
     """Post-only retries of a rejected entry, one tick further from the market each (at the open)."""
     tick = p[P_TICK]
-    base = round(p0 / tick)
     level = idx + 1
-    attempts = int(p[P_RETRY_ATTEMPTS])
-    for j in range(1, attempts + 1):
-        pj = (base - j) * tick if side == Side.LONG else (base + j) * tick
-        if abs(pj - p0) / p0 * 1e4 > p[P_RETRY_MAX_DEV_BPS]:
+    slot = slots[side, idx]
+    for j in range(1, int(p[P_RETRY_ATTEMPTS]) + 1):
+        pj = p0 - j * tick if side == Side.LONG else p0 + j * tick
+        dev = abs(pj - p0) / p0 * 1e4
+        if dev > p[P_RETRY_MAX_DEV_BPS]:
             st[S_RETRY_LIMITS] += 1.0
-            write_event_nb(ev, cnt, ts, EventKind.RETRY_LIMIT, Reason.RETRY_DEVIATION, side, level, pj, qty, j)
+            write_event_nb(
+                ev, cnt, ts, EventKind.RETRY_LIMIT, Reason.RETRY_DEVIATION, side, level, pj, qty, dev
+            )
             return
-        reason = validate_entry_nb(
-            pj, qty, _side_qty(st, side), resting_qty_nb(slots, side, idx), st[S_EQUITY], p, br
-        )
+        pos = _side_qty(st, side)
+        if was_refused_nb(slot, pj, qty, pos):
+            return
+        reason = validate_entry_nb(pj, qty, pos, resting_qty_nb(slots, side, idx), st[S_EQUITY], p, br)
         if reason != Reason.NONE:
             st[S_REJ_BASE + reason] += 1.0
-            write_event_nb(ev, cnt, ts, EventKind.ORDER_REJECTED, reason, side, level, pj, qty, j)
+            remember_refusal_nb(slot, pj, qty, pos)
+            write_event_nb(ev, cnt, ts, EventKind.ORDER_REJECTED, reason, side, level, pj, qty, pos)
             record_error_nb(st, slots, errs, float(ts), p, ev, cnt, ts)
             return
         st[S_ORDERS_SUBMITTED] += 1.0
         crosses = pj >= o if side == Side.LONG else pj <= o
         if not crosses:
-            slots[side, idx, SL_ORD_ON] = 1.0
-            slots[side, idx, SL_ORD_PRICE] = pj
-            slots[side, idx, SL_ORD_QTY] = qty
-            slots[side, idx, SL_ORD_BAR] = k - 1  # arrived at this open: not new at the next one
+            slot[SL_ORD_ON] = 1.0
+            slot[SL_ORD_PRICE] = pj
+            slot[SL_ORD_QTY] = qty
+            slot[SL_ORD_BAR] = k - 1  # arrived at this open: not new at the next one
             return
         st[S_POST_ONLY_REJECTS] += 1.0
         write_event_nb(ev, cnt, ts, EventKind.POST_ONLY_REJECT, Reason.POST_ONLY, side, level, pj, qty, j)
         if record_error_nb(st, slots, errs, float(ts), p, ev, cnt, ts):
             return
     st[S_RETRY_LIMITS] += 1.0
-    write_event_nb(ev, cnt, ts, EventKind.RETRY_LIMIT, Reason.RETRY_ATTEMPTS, side, level, p0, qty, attempts)
+    write_event_nb(
+        ev, cnt, ts, EventKind.RETRY_LIMIT, Reason.RETRY_ATTEMPTS, side, level, p0, qty, p[P_RETRY_ATTEMPTS]
+    )
 
 
-@njit(cache=True)
+@kernel
 def post_only_check_nb(st, slots, errs, k, o, ts, p, br, fills, ev, cnt):
     """New entries (decided at the previous close) that would cross the open: reject/retry or take."""
     slip = p[P_SLIPPAGE_BPS] * 1e-4
     maker_only = p[P_MAKER_ONLY] != 0.0
     retries = p[P_POST_ONLY_RETRIES] != 0.0 and p[P_OPTIMIZATION_MODE] == 0.0
-    for idx in range(slots.shape[1]):
-        for side in range(2):
+    for side in range(2):
+        for idx in range(slots.shape[1]):
             s = slots[side, idx]
             if s[SL_ORD_ON] == 0.0 or s[SL_ORD_BAR] != k - 1:
                 continue
@@ -196,13 +203,30 @@ def post_only_check_nb(st, slots, errs, k, o, ts, p, br, fills, ev, cnt):
                 continue
             if not maker_only:
                 fill_px = o * (1.0 + slip) if side == Side.LONG else o * (1.0 - slip)
-                fill_slot_nb(st, slots, errs, side, idx, RANK_ENTRY, fill_px, Liquidity.TAKER, ts, p, br, fills, ev, cnt)
+                fill_slot_nb(
+                    st,
+                    slots,
+                    errs,
+                    side,
+                    idx,
+                    RANK_ENTRY,
+                    fill_px,
+                    Liquidity.TAKER,
+                    ts,
+                    p,
+                    br,
+                    fills,
+                    ev,
+                    cnt,
+                )
                 continue
             qty = s[SL_ORD_QTY]
             s[SL_ORD_ON] = 0.0
             st[S_DIRTY] = 1.0
             st[S_POST_ONLY_REJECTS] += 1.0
-            write_event_nb(ev, cnt, ts, EventKind.POST_ONLY_REJECT, Reason.POST_ONLY, side, idx + 1, price, qty, 0.0)
+            write_event_nb(
+                ev, cnt, ts, EventKind.POST_ONLY_REJECT, Reason.POST_ONLY, side, idx + 1, price, qty, 0.0
+            )
             if record_error_nb(st, slots, errs, float(ts), p, ev, cnt, ts):
                 return
             if retries:
@@ -211,7 +235,7 @@ def post_only_check_nb(st, slots, errs, k, o, ts, p, br, fills, ev, cnt):
                     return
 
 
-@njit(cache=True)
+@kernel
 def gap_fills_nb(st, slots, errs, o, ts, p, br, fills, ev, cnt):
     """Fill every order the open is already beyond (limits at their price, stops at the open)."""
     touch = p[P_FILL_ON_TOUCH] != 0.0
@@ -264,7 +288,7 @@ def gap_fills_nb(st, slots, errs, o, ts, p, br, fills, ev, cnt):
         fill_slot_nb(st, slots, errs, best_side, best_idx, best_rank, fill_px, liq, ts, p, br, fills, ev, cnt)
 
 
-@njit(cache=True)
+@kernel
 def walk_segment_nb(st, slots, errs, a, b, ts, p, br, fills, ev, cnt):
     """Walk the price from ``a`` to ``b``, filling the order hit nearest the current point each time."""
     if b == a:
@@ -330,23 +354,58 @@ def walk_segment_nb(st, slots, errs, a, b, ts, p, br, fills, ev, cnt):
         cur = best_px
 
 
-@njit(cache=True)
+@kernel
+def bar_cannot_fill_nb(st, lo, h):
+    """True when the bar's range reaches no active order's trigger (nothing fills, nothing crosses)."""
+    return lo > st[S_DOWN_MAX] and h < st[S_UP_MIN]
+
+
+@kernel
+def bar_margin_safe_nb(st, br, lo, h):
+    """Sufficient test that no path point of a bar without fills can be liquidated.
+
+    Equity is linear in price and maintenance margin rises with price (brackets are continuous), so
+    equity's minimum over ``[lo, h]`` above the margin at ``h`` clears every point in between.
+    """
+    lq = st[S_LONG_QTY]
+    sq = st[S_SHORT_QTY]
+    if lq <= 0.0 and sq <= 0.0:
+        return True
+    w = st[S_WALLET]
+    eq_lo = w + lq * (lo - st[S_LONG_AVG]) + sq * (st[S_SHORT_AVG] - lo)
+    eq_hi = w + lq * (h - st[S_LONG_AVG]) + sq * (st[S_SHORT_AVG] - h)
+    return min(eq_lo, eq_hi) > total_maint_margin_nb(br, lq, sq, h)
+
+
+@kernel
+def path_points_nb(o, h, lo):
+    """The two intrabar extremes in path order: the nearer one to the open first."""
+    if h - o <= o - lo:
+        return h, lo
+    return lo, h
+
+
+@kernel
+def points_margin_check_nb(st, slots, o, h, lo, c, ts, p, br, fills, ev, cnt):
+    """Margin check at ``o, x1, x2, c`` for a bar without fills; returns liquidated."""
+    x1, x2 = path_points_nb(o, h, lo)
+    if margin_check_nb(st, slots, o, ts, p, br, fills, ev, cnt):
+        return True
+    if margin_check_nb(st, slots, x1, ts, p, br, fills, ev, cnt):
+        return True
+    if margin_check_nb(st, slots, x2, ts, p, br, fills, ev, cnt):
+        return True
+    return margin_check_nb(st, slots, c, ts, p, br, fills, ev, cnt)
+
+
+@kernel
 def path_nb(st, slots, errs, k, o, h, lo, c, ts, p, br, fills, ev, cnt):
     """Simulate bar k's trading; returns True if the account was liquidated (the run stops)."""
-    has_pos = st[S_LONG_QTY] > 0.0 or st[S_SHORT_QTY] > 0.0
-    if lo > st[S_DOWN_MAX] and h < st[S_UP_MIN]:
-        # Nothing can fill or cross: only the margin check at the path points.
-        if has_pos:
-            x1, x2 = (h, lo) if h - o <= o - lo else (lo, h)
-            for px in (o, x1, x2, c):
-                if margin_check_nb(st, slots, px, ts, p, br, fills, ev, cnt):
-                    return True
-        return False
     post_only_check_nb(st, slots, errs, k, o, ts, p, br, fills, ev, cnt)
     gap_fills_nb(st, slots, errs, o, ts, p, br, fills, ev, cnt)
     if margin_check_nb(st, slots, o, ts, p, br, fills, ev, cnt):
         return True
-    x1, x2 = (h, lo) if h - o <= o - lo else (lo, h)
+    x1, x2 = path_points_nb(o, h, lo)
     walk_segment_nb(st, slots, errs, o, x1, ts, p, br, fills, ev, cnt)
     if margin_check_nb(st, slots, x1, ts, p, br, fills, ev, cnt):
         return True

@@ -11,9 +11,7 @@ time (``close_time``) and T0 = that settlement's time; when the series has no se
 
 from __future__ import annotations
 
-from numba import njit
-
-from engine.enums import MarkSource, Side
+from engine.enums import MarkSource, Side, kernel
 from engine.params import P_FUNDING_MAX_COST_BPS, P_FUNDING_WINDOW_MIN
 from engine.records import write_funding_nb
 from engine.state import (
@@ -30,7 +28,7 @@ from engine.state import (
 )
 
 
-@njit(cache=True)
+@kernel
 def funding_amount_nb(side, qty, mark, rate):
     """Cash flow of one side at a settlement: longs pay ``qty*mark*rate`` when rate > 0, shorts receive."""
     if side == Side.LONG:
@@ -38,7 +36,7 @@ def funding_amount_nb(side, qty, mark, rate):
     return qty * mark * rate
 
 
-@njit(cache=True)
+@kernel
 def apply_funding_nb(st, bar_ts, bar_open, fts, frate, fmark, fund, cnt):
     """Pay every settlement ``T <= bar_ts`` not yet applied on the positions held now.
 
@@ -72,7 +70,7 @@ def apply_funding_nb(st, bar_ts, bar_open, fts, frate, fmark, fund, cnt):
     st[S_FUND_IDX] = i
 
 
-@njit(cache=True)
+@kernel
 def funding_guard_nb(st, close_time, fts, frate, p):
     """(rate known, long size factor, short size factor) for entries decided at ``close_time``.
 

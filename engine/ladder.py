@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import math
 
-from numba import njit
-
-from engine.enums import Side
+from engine.enums import Side, kernel
 from engine.params import (
     P_BASE_QTY,
     P_GRID_STEP_BPS,
@@ -24,25 +22,25 @@ from engine.params import (
 from engine.state import SL_RUNG_PRICE, SL_RUNG_QTY
 
 
-@njit(cache=True)
+@kernel
 def floor_tick_nb(x, tick):
     """Largest tick multiple <= x (with a 1e-9 tick tolerance against float noise)."""
     return math.floor(x / tick + 1e-9) * tick
 
 
-@njit(cache=True)
+@kernel
 def ceil_tick_nb(x, tick):
     """Smallest tick multiple >= x (with a 1e-9 tick tolerance against float noise)."""
     return math.ceil(x / tick - 1e-9) * tick
 
 
-@njit(cache=True)
+@kernel
 def floor_step_nb(q, step):
     """Largest lot-step multiple <= q."""
     return math.floor(q / step + 1e-9) * step
 
 
-@njit(cache=True)
+@kernel
 def rung_price_nb(center, side, i, p):
     """Entry price of rung ``i`` (1-based) of ``side`` around ``center``."""
     s = p[P_GRID_STEP_BPS] * 1e-4
@@ -51,13 +49,13 @@ def rung_price_nb(center, side, i, p):
     return ceil_tick_nb(center * (1.0 + i * s), p[P_TICK])
 
 
-@njit(cache=True)
+@kernel
 def rung_qty_nb(i, p):
     """Unscaled size of rung ``i``: ``base_qty * qty_scale**(i-1)``."""
     return p[P_BASE_QTY] * p[P_QTY_SCALE] ** (i - 1)
 
 
-@njit(cache=True)
+@kernel
 def tp_price_nb(side, entry, p):
     """Take-profit of a lot filled at ``entry``: tp_steps grid steps in the lot's favour."""
     s = p[P_GRID_STEP_BPS] * 1e-4
@@ -66,7 +64,7 @@ def tp_price_nb(side, entry, p):
     return floor_tick_nb(entry * (1.0 - p[P_TP_STEPS] * s), p[P_TICK])
 
 
-@njit(cache=True)
+@kernel
 def sl_price_nb(side, entry, p):
     """Stop-loss of a lot filled at ``entry``: sl_steps grid steps against the lot."""
     s = p[P_GRID_STEP_BPS] * 1e-4
@@ -75,13 +73,13 @@ def sl_price_nb(side, entry, p):
     return ceil_tick_nb(entry * (1.0 + p[P_SL_STEPS] * s), p[P_TICK])
 
 
-@njit(cache=True)
+@kernel
 def needs_recenter_nb(center, close, p):
     """True when the close is more than recenter_trigger_bps away from the centre."""
     return abs(close - center) / center * 1e4 > p[P_RECENTER_BPS]
 
 
-@njit(cache=True)
+@kernel
 def set_rungs_nb(slots, center, p):
     """Cache every rung's price and unscaled size for ``center`` in the slot array."""
     n = slots.shape[1]

@@ -8,7 +8,7 @@ when equity <= the sum over both sides.
 
 from __future__ import annotations
 
-from numba import njit
+from engine.enums import kernel
 
 B_FLOOR = 0
 B_CAP = 1
@@ -17,7 +17,7 @@ B_CUM = 3
 B_MAX_LEV = 4
 
 
-@njit(cache=True)
+@kernel
 def bracket_index_nb(br, notional):
     """Row of the bracket holding ``notional`` (the last bracket for anything beyond the table)."""
     n = br.shape[0]
@@ -27,7 +27,7 @@ def bracket_index_nb(br, notional):
     return n - 1
 
 
-@njit(cache=True)
+@kernel
 def maint_margin_nb(br, notional):
     """Maintenance margin of one side with position notional ``notional`` (0 for no position)."""
     if notional <= 0.0:
@@ -36,19 +36,19 @@ def maint_margin_nb(br, notional):
     return notional * br[i, B_MMR] - br[i, B_CUM]
 
 
-@njit(cache=True)
+@kernel
 def total_maint_margin_nb(br, long_qty, short_qty, price):
     """Maintenance margin of both hedge-mode sides marked at ``price``."""
     return maint_margin_nb(br, long_qty * price) + maint_margin_nb(br, short_qty * price)
 
 
-@njit(cache=True)
+@kernel
 def equity_at_nb(wallet, long_qty, long_avg, short_qty, short_avg, price):
     """Wallet plus unrealized PnL of both sides at ``price``."""
     return wallet + long_qty * (price - long_avg) + short_qty * (short_avg - price)
 
 
-@njit(cache=True)
+@kernel
 def is_liquidated_nb(br, wallet, long_qty, long_avg, short_qty, short_avg, price):
     """True when the account holds a position and equity at ``price`` <= maintenance margin."""
     if long_qty <= 0.0 and short_qty <= 0.0:
@@ -57,12 +57,12 @@ def is_liquidated_nb(br, wallet, long_qty, long_avg, short_qty, short_avg, price
     return eq <= total_maint_margin_nb(br, long_qty, short_qty, price)
 
 
-@njit(cache=True)
+@kernel
 def liquidation_price_nb(br, wallet, long_qty, long_avg, short_qty, short_avg, price):
     """Binance hedge-mode cross liquidation price (brackets taken at the notional marked at ``price``).
 
-    ``LP = (WB + cumL + cumS - L*avgL + S*avgS) / (L*mmrL + S*mmrS - L + S)``; NaN without a position
-    or when the denominator is 0 (a perfectly hedged book has no liquidation price).
+    ``LP = (WB + cumL + cumS - L*avgL + S*avgS) / (L*mmrL + S*mmrS - L + S)``; NaN without a position,
+    when the denominator is 0 or when the result is not a positive price (no liquidation price).
     """
     if long_qty <= 0.0 and short_qty <= 0.0:
         return float("nan")
@@ -82,10 +82,11 @@ def liquidation_price_nb(br, wallet, long_qty, long_avg, short_qty, short_avg, p
     if den == 0.0:
         return float("nan")
     num = wallet + cum_l + cum_s - long_qty * long_avg + short_qty * short_avg
-    return num / den
+    lp = num / den
+    return lp if lp > 0.0 else float("nan")
 
 
-@njit(cache=True)
+@kernel
 def max_notional_at_leverage_nb(br, leverage):
     """Largest position notional the brackets allow at ``leverage`` (0 when no bracket allows it)."""
     cap = 0.0

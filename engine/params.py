@@ -166,13 +166,6 @@ class EngineParams:
     brackets: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def __getitem__(self, path: str) -> float:
-        """Value of a config key path as the kernels see it, e.g. ``params["grid.grid_step_bps"]``."""
-        slot = STRATEGY_PATHS.get(path, VENUE_PATHS.get(path))
-        if slot is None:
-            raise KeyError(path)
-        return float(self.vector[slot])
-
 
 def _venue_symbol(ccxt_symbol: str) -> str:
     """``BTC/USDT:USDT`` -> ``BTCUSDT-PERP`` (the venue file's ``symbols`` spelling)."""
@@ -185,7 +178,9 @@ def check_venue_supported(strategy: StrategyConfig, venue: VenueConfig, market_s
     """Refuse venues and markets the engine cannot model (hedge-mode cross-margin USD-M perpetuals)."""
     where = venue.origin
     if venue.venue.venue_type != "futures":
-        raise GridctlError(f"{where}: venue.venue_type is {venue.venue.venue_type!r}; the engine models futures")
+        raise GridctlError(
+            f"{where}: venue.venue_type is {venue.venue.venue_type!r}; the engine models futures"
+        )
     if venue.venue.account_type != "PERPETUAL_LINEAR":
         raise GridctlError(
             f"{where}: venue.account_type is {venue.venue.account_type!r}; the engine models PERPETUAL_LINEAR"

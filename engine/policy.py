@@ -8,19 +8,17 @@ side's size.
 
 from __future__ import annotations
 
-from numba import njit
-
-from engine.enums import PolicyKind, Regime, Side
+from engine.enums import PolicyKind, Regime, Side, kernel
 from engine.params import P_COUNTER_LEVELS, P_COUNTER_QTY_SCALE, P_LEVELS_LONG, P_LEVELS_SHORT, P_POLICY
 
 
-@njit(cache=True)
+@kernel
 def side_levels_nb(side, p):
     """Configured rung count of ``side``."""
     return int(p[P_LEVELS_LONG]) if side == Side.LONG else int(p[P_LEVELS_SHORT])
 
 
-@njit(cache=True)
+@kernel
 def policy_shape_nb(regime, side, p):
     """(rungs kept, qty multiplier) for ``side`` in ``regime``."""
     levels = side_levels_nb(side, p)

@@ -9,7 +9,8 @@ whole backtest with doubled capacity, so a ledger is never silently truncated. W
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from engine.enums import kernel
 
 FILL_DTYPE = np.dtype(
     [
@@ -90,7 +91,7 @@ def empty_buffers() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
-@njit(cache=True)
+@kernel
 def write_fill_nb(fills, cnt, ts, side, kind, level, price, qty, fee, liquidity, realized):
     """Append one fill row (or flag overflow)."""
     if cnt[C_RECORD] == 0:
@@ -112,7 +113,7 @@ def write_fill_nb(fills, cnt, ts, side, kind, level, price, qty, fee, liquidity,
     cnt[C_FILLS] = i + 1
 
 
-@njit(cache=True)
+@kernel
 def write_funding_nb(fund, cnt, ts, side, rate, mark, mark_source, qty, amount):
     """Append one funding-payment row (or flag overflow)."""
     if cnt[C_RECORD] == 0:
@@ -132,7 +133,7 @@ def write_funding_nb(fund, cnt, ts, side, rate, mark, mark_source, qty, amount):
     cnt[C_FUNDING] = i + 1
 
 
-@njit(cache=True)
+@kernel
 def write_event_nb(ev, cnt, ts, kind, reason, side, level, price, qty, value):
     """Append one event row (or flag overflow)."""
     if cnt[C_RECORD] == 0:
@@ -153,7 +154,7 @@ def write_event_nb(ev, cnt, ts, kind, reason, side, level, price, qty, value):
     cnt[C_EVENTS] = i + 1
 
 
-@njit(cache=True)
+@kernel
 def write_equity_nb(eq, cnt, ts, equity, wallet, unreal, long_qty, short_qty, regime, state, margin_ratio):
     """Append one equity-curve row (only when curves were requested)."""
     if cnt[C_CURVES] == 0:

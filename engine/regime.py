@@ -1,7 +1,7 @@
 """Regime detection: EMA fast/slow, Wilder ATR and ADX, updated incrementally one bar at a time.
 
 ``regime_update_nb`` is the per-bar function (the live bridge calls it on each closed bar).
-``regime_series_nb`` runs it over a whole market once; the backtest and batch drivers pass that series
+``regime_series`` runs it over a whole market once; the backtest and batch drivers pass that series
 to the per-bar step, so a batch computes it once per distinct regime parameter tuple.
 
 Definitions (DESIGN.md "Regime"): EMA(n) is seeded with the SMA of the first n closes; TR, +DM, -DM
@@ -13,9 +13,8 @@ regime is carried), so "previous close" means the previous valid bar's close.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from engine.enums import Regime
+from engine.enums import Regime, kernel
 
 R_N = 0  # valid bars seen
 R_PREV_H = 1
@@ -49,7 +48,7 @@ def warmup_bars(adx_len: int, ema_slow: int, atr_len: int) -> int:
     return max(ema_slow, 2 * adx_len, atr_len + 1)
 
 
-@njit(cache=True)
+@kernel
 def _rma_step(r, slot, m, n, x):
     """Feed value number ``m`` (1-based) of a series into Wilder RMA(n) stored at ``r[slot]``."""
     if m < n:
@@ -60,7 +59,7 @@ def _rma_step(r, slot, m, n, x):
         r[slot] = (r[slot] * (n - 1) + x) / n
 
 
-@njit(cache=True)
+@kernel
 def _ema_step(r, slot, j, n, c):
     """Feed close number ``j`` (0-based) into EMA(n) stored at ``r[slot]``."""
     if j < n - 1:
@@ -72,9 +71,9 @@ def _ema_step(r, slot, j, n, c):
         r[slot] = c * a + r[slot] * (1.0 - a)
 
 
-@njit(cache=True)
-def regime_update_nb(r, h, l, c, adx_len, ema_fast, ema_slow, atr_len, hysteresis_bps, adx_threshold):
-    """Update indicators with one valid bar (finite h, l, c) and return the regime after it."""
+@kernel
+def regime_update_nb(r, h, lo, c, adx_len, ema_fast, ema_slow, atr_len, hysteresis_bps, adx_threshold):
+    """Update indicators with one valid bar (finite h, lo, c) and return the regime after it."""
     j = int(r[R_N])
     _ema_step(r, R_EMA_FAST, j, ema_fast, c)
     _ema_step(r, R_EMA_SLOW, j, ema_slow, c)
@@ -82,9 +81,9 @@ def regime_update_nb(r, h, l, c, adx_len, ema_fast, ema_slow, atr_len, hysteresi
     has_adx = False
     if j >= 1:
         pc = r[R_PREV_C]
-        tr = max(h - l, abs(h - pc), abs(l - pc))
+        tr = max(h - lo, abs(h - pc), abs(lo - pc))
         up = h - r[R_PREV_H]
-        down = r[R_PREV_L] - l
+        down = r[R_PREV_L] - lo
         pdm = up if (up > down and up > 0.0) else 0.0
         mdm = down if (down > up and down > 0.0) else 0.0
         m = j  # index of this value in series that start at bar 1
@@ -107,7 +106,7 @@ def regime_update_nb(r, h, l, c, adx_len, ema_fast, ema_slow, atr_len, hysteresi
             _rma_step(r, R_ADX, d, adx_len, dx)
             has_adx = d >= adx_len
     r[R_PREV_H] = h
-    r[R_PREV_L] = l
+    r[R_PREV_L] = lo
     r[R_PREV_C] = c
     r[R_N] = j + 1
     warm = has_atr and has_adx and j >= ema_slow - 1 and j >= ema_fast - 1
@@ -121,18 +120,36 @@ def regime_update_nb(r, h, l, c, adx_len, ema_fast, ema_slow, atr_len, hysteresi
     return int(r[R_REGIME])
 
 
-@njit(cache=True)
-def regime_series_nb(open_, high, low, close, adx_len, ema_fast, ema_slow, atr_len, hysteresis_bps, adx_threshold):
-    """Regime after each bar of a market (int8); bars with non-finite OHLC carry the previous regime."""
-    n = close.shape[0]
-    out = np.empty(n, dtype=np.int8)
-    r = np.zeros(N_REGIME)
-    r[R_REGIME] = Regime.SIDEWAYS
-    for k in range(n):
+@kernel
+def regime_fill_nb(
+    out, r, open_, high, low, close, adx_len, ema_fast, ema_slow, atr_len, hyst, adx_threshold
+):
+    """Write the regime after each bar into ``out`` (int8), carrying it over bars with non-finite OHLC."""
+    for k in range(close.shape[0]):
         h = high[k]
         lo = low[k]
         c = close[k]
         if np.isfinite(open_[k]) and np.isfinite(h) and np.isfinite(lo) and np.isfinite(c):
-            regime_update_nb(r, h, lo, c, adx_len, ema_fast, ema_slow, atr_len, hysteresis_bps, adx_threshold)
+            regime_update_nb(r, h, lo, c, adx_len, ema_fast, ema_slow, atr_len, hyst, adx_threshold)
         out[k] = np.int8(r[R_REGIME])
+
+
+def regime_series(
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    adx_len: int,
+    ema_fast: int,
+    ema_slow: int,
+    atr_len: int,
+    hysteresis_bps: float,
+    adx_threshold: float,
+) -> np.ndarray:
+    """Regime after each bar of a market (int8 array), from the same per-bar update the live bridge uses."""
+    out = np.empty(close.shape[0], dtype=np.int8)
+    regime_fill_nb(
+        out, new_regime_state(), open_, high, low, close,
+        int(adx_len), int(ema_fast), int(ema_slow), int(atr_len), float(hysteresis_bps), float(adx_threshold),
+    )  # fmt: skip
     return out

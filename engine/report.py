@@ -10,6 +10,7 @@ regime bands; equity; drawdown; funding payments; gate trips and rejections.
 from __future__ import annotations
 
 import html
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,12 +19,25 @@ from typing import Any
 
 import numpy as np
 
+from engine.enums import EventKind, Side
+from engine.ladder import rung_price_nb
+from engine.params import P_LEVELS_LONG, P_LEVELS_SHORT
+
 MAX_CURVE_POINTS = 5000
 MAX_MARKERS = 4000
 WIDTH = 1200
 PLOT_LEFT = 80
 PLOT_RIGHT = 20
 
+# Event kinds that mean a risk gate acted (the rest are bookkeeping: re-centres, data gaps, ...).
+GATE_EVENTS = (
+    "drawdown_halt",
+    "circuit_breaker_trip",
+    "reducing_on",
+    "funding_unknown",
+    "input_missing",
+    "liquidation",
+)
 _REGIME_COLOURS = {"up": "#2e7d32", "down": "#c62828"}
 _KIND_COLOURS = {
     "entry": "#1565c0",
@@ -46,7 +60,7 @@ def minmax_indices(values: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> np
     buckets = max(1, max_points // 4)
     edges = np.linspace(0, n, buckets + 1).astype(np.int64)
     keep: list[int] = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         if hi <= lo:
             continue
         chunk = values[lo:hi]
@@ -74,7 +88,9 @@ class _Axis:
 
     def x(self, t: np.ndarray | float) -> np.ndarray | float:
         span = self.t1 - self.t0 or 1.0
-        return PLOT_LEFT + (np.asarray(t, dtype=np.float64) - self.t0) / span * (WIDTH - PLOT_LEFT - PLOT_RIGHT)
+        return PLOT_LEFT + (np.asarray(t, dtype=np.float64) - self.t0) / span * (
+            WIDTH - PLOT_LEFT - PLOT_RIGHT
+        )
 
     def y(self, v: np.ndarray | float) -> np.ndarray | float:
         span = self.y1 - self.y0 or 1.0
@@ -142,7 +158,9 @@ def _frame(ax: _Axis, title: str, y_fmt: Any = _fmt_num) -> list[str]:
     ]
     for v in _nice_ticks(ax.y0, ax.y1):
         yy = float(ax.y(v))
-        out.append(f'<line x1="{PLOT_LEFT}" x2="{WIDTH - PLOT_RIGHT}" y1="{yy:.1f}" y2="{yy:.1f}" class="g"/>')
+        out.append(
+            f'<line x1="{PLOT_LEFT}" x2="{WIDTH - PLOT_RIGHT}" y1="{yy:.1f}" y2="{yy:.1f}" class="g"/>'
+        )
         out.append(f'<text x="{PLOT_LEFT - 4}" y="{yy + 4:.1f}" text-anchor="end">{y_fmt(v)}</text>')
     base = ax.height - ax.bottom
     for t, label in _time_ticks(ax.t0, ax.t1):
@@ -154,8 +172,7 @@ def _frame(ax: _Axis, title: str, y_fmt: Any = _fmt_num) -> list[str]:
 
 def _svg(height: int, body: list[str]) -> str:
     return (
-        f'<svg width="{WIDTH}" height="{height}" '
-        f'viewBox="0 0 {WIDTH} {height}">' + "".join(body) + "</svg>"
+        f'<svg width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}">' + "".join(body) + "</svg>"
     )
 
 
@@ -207,8 +224,9 @@ class ReportData:
     ladder_ts: np.ndarray  # times the ladder (re)starts
     ladder_long: np.ndarray  # [n_centres, levels] long entry rung prices
     ladder_short: np.ndarray  # [n_centres, levels] short entry rung prices
+    ladder_end: float  # when entries stopped for good (halt, liquidation) or the end of the data
     fills: dict[str, np.ndarray | list[str]]  # ts, price, qty, side, kind
-    funding: dict[str, np.ndarray | list[str]]  # ts, amount, side, rate
+    funding: dict[str, np.ndarray]  # ts, amount, rate
     events: dict[str, np.ndarray | list[str]]  # ts, kind, reason, value
 
 
@@ -237,11 +255,17 @@ def _price_chart(d: ReportData) -> str:
                 f'height="{height - ax.top - ax.bottom}" fill="{_REGIME_COLOURS[label]}" '
                 f'fill-opacity="0.08"><title>regime {label}</title></rect>'
             )
-    body += _frame(ax, "Price (close), entry ladder, fills; shaded: regime up (green) / down (red)")
+    body += _frame(
+        ax,
+        "Price (close); dashed: every ladder rung (the policy may rest fewer); fills; "
+        "shaded: regime up (green) / down (red)",
+    )
     # Ladder: each rung price as a step line from one centre to the next.
-    ends = np.concatenate((d.ladder_ts[1:], [t1])) if len(d.ladder_ts) else np.array([])
+    ends = np.minimum(np.concatenate((d.ladder_ts[1:], [t1])), d.ladder_end) if len(d.ladder_ts) else []
     for prices, colour in ((d.ladder_long, "#1565c0"), (d.ladder_short, "#ef6c00")):
         for j in range(len(d.ladder_ts)):
+            if d.ladder_ts[j] >= ends[j]:
+                continue
             for p in prices[j]:
                 if not math.isfinite(p):
                     continue
@@ -270,7 +294,9 @@ def _price_chart(d: ReportData) -> str:
             pts = f"{xx - 4:.1f},{yy - dy:.1f} {xx + 4:.1f},{yy - dy:.1f} {xx:.1f},{yy + dy:.1f}"
             body.append(f'<polygon points="{pts}" fill="{colour}"><title>{tip}</title></polygon>')
         else:
-            body.append(f'<circle cx="{xx:.1f}" cy="{yy:.1f}" r="3" fill="{colour}"><title>{tip}</title></circle>')
+            body.append(
+                f'<circle cx="{xx:.1f}" cy="{yy:.1f}" r="3" fill="{colour}"><title>{tip}</title></circle>'
+            )
     note = f"{n_fills} fills" if len(show) == n_fills else f"showing {len(show)} of {n_fills} fills"
     body.append(f'<text x="{WIDTH - PLOT_RIGHT - 4}" y="{ax.top + 12}" text-anchor="end">{note}</text>')
     return _svg(height, body)
@@ -283,7 +309,8 @@ def _line_chart(title: str, ts: np.ndarray, values: np.ndarray, t0: float, t1: f
     ax = _Axis(t0, t1, y0, y1, height)
     body = _frame(ax, title)
     body.append(
-        f'<path d="{_path(ax.x(ts[idx]), ax.y(values[idx]))}" fill="none" stroke="{colour}" stroke-width="1.2"/>'
+        f'<path d="{_path(ax.x(ts[idx]), ax.y(values[idx]))}" fill="none" '
+        f'stroke="{colour}" stroke-width="1.2"/>'
     )
     return _svg(height, body)
 
@@ -292,19 +319,21 @@ def _funding_chart(d: ReportData, t0: float, t1: float) -> str:
     height = 200
     ts = np.asarray(d.funding["ts"], dtype=np.int64)
     amount = np.asarray(d.funding["amount"], dtype=np.float64)
-    settle, inverse = np.unique(ts, return_inverse=True)
+    settle, first, inverse = np.unique(ts, return_index=True, return_inverse=True)
     total = np.zeros(len(settle))
     np.add.at(total, inverse, amount)
+    rate = np.asarray(d.funding["rate"], dtype=np.float64)[first]  # one rate per settlement
     y0, y1 = _y_range(np.concatenate((total, [0.0])))
     ax = _Axis(t0, t1, y0, y1, height)
     body = _frame(ax, "Funding payments per settlement (USDT; + received, - paid)")
     zero = float(ax.y(0.0))
-    for t, v in zip(settle.tolist(), total.tolist(), strict=True):
+    for t, v, r in zip(settle.tolist(), total.tolist(), rate.tolist(), strict=True):
         xx, yy = float(ax.x(t)), float(ax.y(v))
         colour = "#2e7d32" if v >= 0 else "#c62828"
         body.append(
-            f'<rect x="{xx - 1:.1f}" y="{min(yy, zero):.1f}" width="2" height="{max(abs(zero - yy), 0.5):.1f}" '
-            f'fill="{colour}"><title>{_ts_label(t)} {v:+.4f} USDT</title></rect>'
+            f'<rect x="{xx - 1:.1f}" y="{min(yy, zero):.1f}" width="2" '
+            f'height="{max(abs(zero - yy), 0.5):.1f}" '
+            f'fill="{colour}"><title>{_ts_label(t)} rate {r * 100:+.4f} %: {v:+.4f} USDT</title></rect>'
         )
     return _svg(height, body)
 
@@ -315,7 +344,8 @@ def _events_chart(d: ReportData, t0: float, t1: float) -> str:
     height = 60 + lane_h * max(len(kinds), 1)
     ax = _Axis(t0, t1, 0.0, 1.0, height)
     body = [
-        f'<text x="{PLOT_LEFT + 4}" y="{ax.top + 12}" class="t">Gate trips, rejections and other events</text>'
+        f'<text x="{PLOT_LEFT + 4}" y="{ax.top + 12}" class="t">'
+        "Gate trips, rejections and other events</text>"
     ]
     base = height - ax.bottom
     for t, label in _time_ticks(t0, t1):
@@ -333,12 +363,11 @@ def _events_chart(d: ReportData, t0: float, t1: float) -> str:
         for i in rows[_spaced(len(rows), MAX_MARKERS)].tolist():
             xx = float(ax.x(ets[i]))
             tip = html.escape(
-                f"{_ts_label(int(ets[i]))} {kind} {d.events['reason'][i]} value={float(d.events['value'][i]):g}"
+                f"{_ts_label(int(ets[i]))} {kind} {d.events['reason'][i]} "
+                f"value={float(d.events['value'][i]):g}"
             )
             body.append(f'<circle cx="{xx:.1f}" cy="{yy}" r="3" fill="#c62828"><title>{tip}</title></circle>')
-        body.append(
-            f'<text x="{WIDTH - PLOT_RIGHT - 4}" y="{yy + 4}" text-anchor="end">{len(rows)}</text>'
-        )
+        body.append(f'<text x="{WIDTH - PLOT_RIGHT - 4}" y="{yy + 4}" text-anchor="end">{len(rows)}</text>')
     return _svg(height, body)
 
 
@@ -366,7 +395,11 @@ def render_report(
     """The whole report as one HTML string; it loads nothing from anywhere."""
     t0 = float(d.ts[0]) if len(d.ts) else 0.0
     t1 = float(d.ts[-1] + d.bar_ms) if len(d.ts) else 1.0
-    peak = np.maximum.accumulate(np.where(np.isfinite(d.equity), d.equity, -np.inf)) if len(d.equity) else d.equity
+    peak = (
+        np.maximum.accumulate(np.where(np.isfinite(d.equity), d.equity, -np.inf))
+        if len(d.equity)
+        else d.equity
+    )
     drawdown = np.where(peak > 0, (d.equity - peak) / np.where(peak > 0, peak, 1.0) * 100.0, 0.0)
     title = html.escape(d.title)
     parts = [
@@ -428,7 +461,9 @@ def headline_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
 
 def gate_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
     """Gate trips, rejections and other event counts of a run."""
-    rows = [(f"event: {k}", f"{v:,}") for k, v in stats["events"].items()]
+    tripped = [k for k in GATE_EVENTS if stats["events"].get(k)]
+    rows = [("Gates tripped", ", ".join(tripped) or "none")]
+    rows += [(f"event: {k}", f"{v:,}") for k, v in stats["events"].items()]
     rows += [(f"rejected: {k}", f"{v:,}") for k, v in stats["rejections"].items()]
     rows += [
         ("Time in cooldown", _fmt(stats["cooldown_pct"], " %", 1)),
@@ -466,10 +501,6 @@ def ladder_history(run: Any, market: Any) -> tuple[np.ndarray, np.ndarray, np.nd
     The first centre is the first finite close; each RECENTER event moves it to the event's price
     (the new centre; its value is the old one). Prices come from the kernel's own rung function.
     """
-    from engine.enums import EventKind, Side
-    from engine.ladder import rung_price_nb
-    from engine.params import P_LEVELS_LONG, P_LEVELS_SHORT
-
     p = run.params.vector
     finite = np.flatnonzero(np.isfinite(market.close))
     if len(finite) == 0:
@@ -487,12 +518,14 @@ def ladder_history(run: Any, market: Any) -> tuple[np.ndarray, np.ndarray, np.nd
 
 def build_report(run: Any, market: Any, stats: dict[str, Any]) -> str:
     """The report of one run (``engine.run.RunOutput``) on its market, with its stats."""
-    from engine.results import result_frames
+    from engine.results import result_frames  # results imports this module
 
     frames = result_frames(run)
     eq = run.equity
     ladder_ts, ladder_long, ladder_short = ladder_history(run, market)
     fills, funding, events = frames["fills"], frames["funding"], frames["events"]
+    stops = run.events[np.isin(run.events["kind"], [EventKind.DRAWDOWN_HALT, EventKind.LIQUIDATION])]
+    ladder_end = float(stops["ts"][0] + market.bar_ms) if len(stops) else float(market.ts[-1] + market.bar_ms)
     d = ReportData(
         title=f"gridctl backtest: {stats['strategy']} on {stats['symbol']} {stats['timeframe']}",
         bar_ms=int(market.bar_ms),
@@ -504,12 +537,11 @@ def build_report(run: Any, market: Any, stats: dict[str, Any]) -> str:
         ladder_ts=ladder_ts,
         ladder_long=ladder_long,
         ladder_short=ladder_short,
-        fills={c: fills[c].to_numpy() for c in ("ts", "price", "qty")} | {
-            c: fills[c].to_list() for c in ("side", "kind")
-        },
-        funding={c: funding[c].to_numpy() for c in ("ts", "amount", "rate")} | {"side": funding["side"].to_list()},
-        events={c: events[c].to_numpy() for c in ("ts", "value")} | {
-            c: events[c].to_list() for c in ("kind", "reason")
-        },
+        ladder_end=ladder_end,
+        fills={c: fills[c].to_numpy() for c in ("ts", "price", "qty")}
+        | {c: fills[c].to_list() for c in ("side", "kind")},
+        funding={c: funding[c].to_numpy() for c in ("ts", "amount", "rate")},
+        events={c: events[c].to_numpy() for c in ("ts", "value")}
+        | {c: events[c].to_list() for c in ("kind", "reason")},
     )
     return render_report(d, headline_rows(stats), assumption_rows(stats), gate_rows(stats))

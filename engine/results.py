@@ -28,7 +28,14 @@ from engine.records import EQUITY_DTYPE, EVENT_DTYPE, FILL_DTYPE, FUNDING_DTYPE
 from engine.report import build_report
 from engine.stats import RunLike
 
-RESULT_FILES = ("fills.parquet", "funding.parquet", "equity.parquet", "events.parquet", "stats.json", "report.html")
+RESULT_FILES = (
+    "fills.parquet",
+    "funding.parquet",
+    "equity.parquet",
+    "events.parquet",
+    "stats.json",
+    "report.html",
+)
 
 # Which record columns carry which enum.
 _LABELLED: dict[str, dict[str, Any]] = {
@@ -61,8 +68,9 @@ def record_frame(table: str, records: np.ndarray) -> pl.DataFrame:
         if enum is None:
             columns[name] = pl.Series(name, values, dtype=_POLARS[dtype[name].str[1:]])
         else:
-            names = labels(enum)
-            columns[name] = pl.Series(name, [names[v] for v in values.tolist()], dtype=pl.String)
+            # Values outside the enum (events use side -1 for "no side") become null.
+            names = dict(enumerate(labels(enum)))
+            columns[name] = pl.Series(name, [names.get(v) for v in values.tolist()], dtype=pl.String)
     return pl.DataFrame(columns)
 
 

@@ -2,16 +2,15 @@
 
 The audited bot implemented its circuit breaker and drawdown check but never called them. Here
 ``record_error_nb`` is called on every error (post-only rejects, validation refusals) and checks the
-breaker at once; ``step_nb`` calls ``circuit_breaker_bar_nb``, ``drawdown_gate_nb`` and ``reducing_nb``
-on every bar. Risk states (highest wins): NORMAL 0, REDUCING 1, COOLDOWN 2, HALTED 3, LIQUIDATED 4.
+breaker at once; ``step_nb`` checks the breaker, the drawdown and the REDUCING conditions on every
+bar (cheap ``*_due`` / ``*_breached`` / ``reducing_reason_nb`` tests first, the acting functions only
+when they fire). Risk states (highest wins): NORMAL 0, REDUCING 1, COOLDOWN 2, HALTED 3, LIQUIDATED 4.
 """
 
 from __future__ import annotations
 
-from numba import njit
-
 from engine.accounting import apply_fill_nb
-from engine.enums import EventKind, FillKind, Liquidity, Reason, RiskState, Side
+from engine.enums import EventKind, FillKind, Liquidity, Reason, RiskState, Side, kernel
 from engine.margin import liquidation_price_nb
 from engine.params import (
     P_CB_COOLDOWN_S,
@@ -51,7 +50,7 @@ from engine.state import (
 )
 
 
-@njit(cache=True)
+@kernel
 def _errors_in_window_reach_nb(st, errs, now, p):
     """True when at least max_errors_per_minute errors fall in ``(now - window, now]``."""
     m = int(p[P_MAX_ERRORS])
@@ -62,7 +61,7 @@ def _errors_in_window_reach_nb(st, errs, now, p):
     return t_m > now - p[P_CB_WINDOW_S] * 1000.0
 
 
-@njit(cache=True)
+@kernel
 def _trip_nb(st, slots, now, p, ev, cnt, ts):
     st[S_CB_ACTIVE] = 1.0
     st[S_CB_UNTIL] = now + p[P_CB_COOLDOWN_S] * 1000.0
@@ -71,7 +70,7 @@ def _trip_nb(st, slots, now, p, ev, cnt, ts):
     write_event_nb(ev, cnt, ts, EventKind.CIRCUIT_BREAKER_TRIP, Reason.NONE, -1, 0, 0.0, 0.0, st[S_CB_UNTIL])
 
 
-@njit(cache=True)
+@kernel
 def record_error_nb(st, slots, errs, now, p, ev, cnt, ts):
     """Remember an error at time ``now`` (ms) and trip the breaker if the window is full; returns tripped."""
     count = int(st[S_ERR_COUNT])
@@ -86,7 +85,15 @@ def record_error_nb(st, slots, errs, now, p, ev, cnt, ts):
     return False
 
 
-@njit(cache=True)
+@kernel
+def circuit_breaker_due_nb(st, p):
+    """True when the per-bar breaker check can change anything (tripped, or enough errors on record)."""
+    if p[P_ENABLE_CB] == 0.0:
+        return False
+    return st[S_CB_ACTIVE] != 0.0 or st[S_ERR_COUNT] >= p[P_MAX_ERRORS]
+
+
+@kernel
 def circuit_breaker_bar_nb(st, slots, errs, now, p, ev, cnt, ts):
     """Per-bar breaker check: reset after the cooldown, trip if the error window is (still) full."""
     if p[P_ENABLE_CB] == 0.0:
@@ -99,7 +106,7 @@ def circuit_breaker_bar_nb(st, slots, errs, now, p, ev, cnt, ts):
         _trip_nb(st, slots, now, p, ev, cnt, ts)
 
 
-@njit(cache=True)
+@kernel
 def close_side_nb(st, slots, side, price, kind, liquidity, ts, p, fills, cnt):
     """Close all of ``side`` at ``price`` (flatten / liquidation) and drop its lots with their TP/SL."""
     q = st[S_LONG_QTY] if side == Side.LONG else st[S_SHORT_QTY]
@@ -111,29 +118,37 @@ def close_side_nb(st, slots, side, price, kind, liquidity, ts, p, fills, cnt):
     st[S_DIRTY] = 1.0
 
 
-@njit(cache=True)
-def drawdown_gate_nb(st, slots, c, p, fills, ev, cnt, ts):
-    """At ``max_drawdown_pct`` below the peak: cancel all, flatten both sides at ``c`` (taker), halt."""
+@kernel
+def drawdown_breached_nb(st, p):
+    """True when the drawdown gate is on, not yet fired, and equity is max_drawdown_pct below the peak."""
     if p[P_ENABLE_DRAWDOWN] == 0.0 or st[S_HALTED] != 0.0:
         return False
     peak = st[S_PEAK]
+    return (peak - st[S_EQUITY]) / peak * 100.0 >= p[P_MAX_DRAWDOWN_PCT]
+
+
+@kernel
+def drawdown_halt_nb(st, slots, c, p, fills, ev, cnt, ts):
+    """Cancel all orders, flatten both sides at ``c`` (taker, slippage) and halt for the rest of the run."""
+    peak = st[S_PEAK]
     dd = (peak - st[S_EQUITY]) / peak * 100.0
-    if dd < p[P_MAX_DRAWDOWN_PCT]:
-        return False
     write_event_nb(ev, cnt, ts, EventKind.DRAWDOWN_HALT, Reason.NONE, -1, 0, c, 0.0, dd)
     for side in range(2):
         for idx in range(slots.shape[1]):
             slots[side, idx, SL_ORD_ON] = 0.0
     slip = p[P_SLIPPAGE_BPS] * 1e-4
-    close_side_nb(st, slots, Side.LONG, c * (1.0 - slip), FillKind.FLATTEN, Liquidity.TAKER, ts, p, fills, cnt)
-    close_side_nb(st, slots, Side.SHORT, c * (1.0 + slip), FillKind.FLATTEN, Liquidity.TAKER, ts, p, fills, cnt)
+    close_side_nb(
+        st, slots, Side.LONG, c * (1.0 - slip), FillKind.FLATTEN, Liquidity.TAKER, ts, p, fills, cnt
+    )
+    close_side_nb(
+        st, slots, Side.SHORT, c * (1.0 + slip), FillKind.FLATTEN, Liquidity.TAKER, ts, p, fills, cnt
+    )
     refresh_triggers_nb(st, slots)
     st[S_HALTED] = 1.0
     st[S_HALT_TS] = ts
-    return True
 
 
-@njit(cache=True)
+@kernel
 def reducing_reason_nb(st, c, p, br):
     """Why new entries must stop (Reason.LEVERAGE / LIQUIDATION_BUFFER), or Reason.NONE."""
     lq = st[S_LONG_QTY]
@@ -143,31 +158,28 @@ def reducing_reason_nb(st, c, p, br):
     eq = st[S_EQUITY]
     if eq <= 0.0 or (lq + sq) * c / eq > p[P_MAX_LEVERAGE_USED]:
         return Reason.LEVERAGE
-    net = lq - sq
-    if net != 0.0:
-        lp = liquidation_price_nb(br, st[S_WALLET], lq, st[S_LONG_AVG], sq, st[S_SHORT_AVG], c)
-        losing_side = (net > 0.0 and 0.0 < lp < c) or (net < 0.0 and lp > c)
-        if losing_side and abs(c - lp) / c < p[P_EMERGENCY_BUFFER]:
-            return Reason.LIQUIDATION_BUFFER
+    lp = liquidation_price_nb(br, st[S_WALLET], lq, st[S_LONG_AVG], sq, st[S_SHORT_AVG], c)
+    # A finite LP is on the losing side of c: on the other side the account would already be below
+    # maintenance margin and liquidated at this path point.
+    if lp == lp and abs(c - lp) / c < p[P_EMERGENCY_BUFFER]:
+        return Reason.LIQUIDATION_BUFFER
     return Reason.NONE
 
 
-@njit(cache=True)
-def reducing_gate_nb(st, slots, c, p, br, ev, cnt, ts):
-    """Enter / leave REDUCING (exits only); entering cancels resting entries. Events on transitions."""
-    reason = reducing_reason_nb(st, c, p, br)
-    was = st[S_REDUCING] != 0.0
-    if reason != Reason.NONE and not was:
+@kernel
+def reducing_switch_nb(st, slots, reason, c, ev, cnt, ts):
+    """Enter REDUCING (cancels resting entries) or leave it, with an event; ``reason`` decides which."""
+    if reason != Reason.NONE:
         st[S_REDUCING] = 1.0
         cancel_entries_nb(st, slots)
         write_event_nb(ev, cnt, ts, EventKind.REDUCING_ON, reason, -1, 0, c, 0.0, 0.0)
-    elif reason == Reason.NONE and was:
+    else:
         st[S_REDUCING] = 0.0
         st[S_DIRTY] = 1.0
         write_event_nb(ev, cnt, ts, EventKind.REDUCING_OFF, Reason.NONE, -1, 0, c, 0.0, 0.0)
 
 
-@njit(cache=True)
+@kernel
 def risk_state_nb(st):
     """Current RiskState (highest wins)."""
     if st[S_LIQUIDATED] != 0.0:
@@ -181,7 +193,7 @@ def risk_state_nb(st):
     return RiskState.NORMAL
 
 
-@njit(cache=True)
+@kernel
 def entries_allowed_nb(st):
     """New entries only in NORMAL state."""
     return risk_state_nb(st) == RiskState.NORMAL

@@ -28,11 +28,16 @@ from engine.records import (
     new_counters,
     summarize_states,
 )
-from engine.regime import regime_series_nb, warmup_bars
+from engine.regime import regime_series as regime_series_of
+from engine.regime import warmup_bars
 from engine.state import init_state
 from engine.step import run_bars_nb
 
 MAX_RERUNS = 40
+#: Starting size of the fills / events buffers: one row per BARS_PER_*_ROW bars, at least INITIAL_CAPACITY.
+INITIAL_CAPACITY = 1024
+BARS_PER_FILL_ROW = 16
+BARS_PER_EVENT_ROW = 64
 
 
 @dataclass
@@ -94,8 +99,8 @@ def market_arrays(market: Any) -> MarketArrays:
 def regime_series(arrays: MarketArrays, vec: np.ndarray) -> np.ndarray:
     """Regime after each bar for the regime parameters in ``vec``."""
     adx, fast, slow, atr, hyst, thr = (vec[i] for i in REGIME_SLOTS)
-    return regime_series_nb(
-        arrays.open, arrays.high, arrays.low, arrays.close, int(adx), int(fast), int(slow), int(atr), hyst, thr
+    return regime_series_of(
+        arrays.open, arrays.high, arrays.low, arrays.close, adx, fast, slow, atr, hyst, thr
     )
 
 
@@ -116,18 +121,19 @@ def run_single(
     vec = params.vector
     reg = regime_series(arrays, vec)
     caps = {
-        C_FILLS: max(1024, stop // 16),
-        C_EVENTS: max(1024, stop // 64),
+        C_FILLS: max(INITIAL_CAPACITY, stop // BARS_PER_FILL_ROW),
+        C_EVENTS: max(INITIAL_CAPACITY, stop // BARS_PER_EVENT_ROW),
         C_FUNDING: 2 * arrays.funding_ts.shape[0] + 2,  # at most one row per side per settlement
         C_EQUITY: stop if curves else 0,
     }
-    for attempt in range(MAX_RERUNS):
+    reruns = 0
+    for _ in range(MAX_RERUNS):
         ks = init_state(vec)
         cnt = new_counters(record=True, curves=curves)
-        fills = np.zeros(caps[C_FILLS], FILL_DTYPE)
-        fund = np.zeros(caps[C_FUNDING], FUNDING_DTYPE)
-        ev = np.zeros(caps[C_EVENTS], EVENT_DTYPE)
-        eq = np.zeros(caps[C_EQUITY], EQUITY_DTYPE)
+        fills = np.empty(caps[C_FILLS], FILL_DTYPE)
+        fund = np.empty(caps[C_FUNDING], FUNDING_DTYPE)
+        ev = np.empty(caps[C_EVENTS], EVENT_DTYPE)
+        eq = np.empty(caps[C_EQUITY], EQUITY_DTYPE)
         run_bars_nb(
             0, stop, arrays.ts, arrays.open, arrays.high, arrays.low, arrays.close, reg,
             arrays.funding_ts, arrays.funding_rate, arrays.funding_mark, vec, params.brackets,
@@ -138,6 +144,7 @@ def run_single(
         for slot, buf in ((C_FILLS, fills), (C_EVENTS, ev), (C_FUNDING, fund), (C_EQUITY, eq)):
             if cnt[slot] >= buf.shape[0]:
                 caps[slot] = max(2 * buf.shape[0], 16)
+        reruns += 1
     else:  # pragma: no cover - only reachable with a kernel bug that writes without bound
         raise RuntimeError(f"record buffers still overflowing after {MAX_RERUNS} re-runs")
     row = summarize_states(ks.state[None, :], vec[None, :])[0]
@@ -147,7 +154,7 @@ def run_single(
     meta.update(
         bars=int(stop),
         bars_total=int(n),
-        reruns=attempt,
+        reruns=reruns,
         warmup_bars=warmup_bars(int(vec[P_ADX_LEN]), int(vec[P_EMA_SLOW]), int(vec[P_ATR_LEN])),
         liquidated=bool(summary["liquidated"]),
         liquidated_at=None if np.isnan(summary["liquidated_ts"]) else int(summary["liquidated_ts"]),
@@ -161,7 +168,7 @@ def run_single(
         fills=fills[: cnt[C_FILLS]].copy(),
         funding=fund_rows.copy(),
         events=ev[: cnt[C_EVENTS]].copy(),
-        equity=eq[: cnt[C_EQUITY]].copy(),
+        equity=eq[: cnt[C_EQUITY]],  # sized to the bars run: no copy needed
         summary=summary,
         params=params,
         meta=meta,

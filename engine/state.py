@@ -5,7 +5,8 @@ by the backtest loop, by the batch loop (one row per parameter set) or by the li
 
 * ``state``: float64[N_STATE] - account, ladder centre, risk flags, pointers, online summary accumulators.
 * ``slots``: float64[2, max_levels, N_SLOT] - per side and rung: the resting entry order, the open lot
-  with its TP/SL prices, the last refused (price, qty, side position) and the rung's cached price/qty.
+  with its TP/SL prices, the rung's cached price/qty and a memo of the last ``REF_MEMO`` refused
+  (price, qty, side position) submissions, which are never sent again.
 * ``err_ring``: float64[cap] - times of the last errors (circuit breaker window).
 * ``ord_ring``: float64[cap] - times of the last entry submissions (orders-per-minute window).
 """
@@ -15,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
+from engine.enums import kernel
 from engine.params import (
     P_INITIAL_BALANCE,
     P_MAX_ERRORS,
@@ -61,7 +62,7 @@ S_GUARD_LONG = 28
 S_GUARD_SHORT = 29
 # --- decision bookkeeping
 S_DIRTY = 30  # something that shapes the ladder changed: the next decision re-plans every rung
-S_PENDING = 31  # the last decision left a wanted rung unplaced for a reason that may clear by itself
+S_PENDING = 31  # the last decision deferred a wanted rung (rate limits): re-plan at the next close
 S_ALLOWED = 32  # entries were allowed at the last decision
 S_N_RESTING = 33
 S_DOWN_MAX = 34  # highest trigger among orders hit on a down move (-inf: none)
@@ -106,7 +107,10 @@ S_DAY_SUMSQ = 77
 S_DAY_DOWNSQ = 78
 S_FIRST_TS = 79
 S_LAST_TS = 80
-N_STATE = 81
+S_SKIP_NOW = 81  # rungs the last decision skipped for precision (counted again on every quiet bar)
+S_PEND_UP = 82  # a close above this brings a free long rung back to the right side (re-plan)
+S_PEND_DOWN = 83  # a close below this brings a free short rung back to the right side
+N_STATE = 84
 
 # --- slot fields
 SL_ORD_ON = 0
@@ -118,12 +122,12 @@ SL_LOT_QTY = 5
 SL_LOT_PRICE = 6
 SL_TP = 7  # NaN when the lot has no active TP
 SL_SL = 8
-SL_REF_PRICE = 9  # last refused (rejected or precision-skipped) tuple; NaN: none
-SL_REF_QTY = 10
-SL_REF_POS = 11
-SL_RUNG_PRICE = 12  # cached for the current centre
-SL_RUNG_QTY = 13  # base_qty * qty_scale**(i-1)
-N_SLOT = 14
+SL_RUNG_PRICE = 9  # cached for the current centre
+SL_RUNG_QTY = 10  # base_qty * qty_scale**(i-1)
+SL_REF_COUNT = 11  # refusals remembered so far (the memo below is a ring of REF_MEMO entries)
+SL_REF_BASE = 12  # (price, qty, side position) of each refused submission
+REF_MEMO = 8
+N_SLOT = SL_REF_BASE + 3 * REF_MEMO
 
 
 @dataclass
@@ -165,9 +169,12 @@ def init_state_row(state: np.ndarray, slots: np.ndarray, vec: np.ndarray) -> Non
     state[S_LAST_TS] = np.nan
     state[S_ALLOWED] = 1.0
     state[S_RATE_KNOWN] = 1.0
+    state[S_PEND_UP] = np.inf
+    state[S_PEND_DOWN] = -np.inf
     slots[:] = np.nan
     slots[:, :, SL_ORD_ON] = 0.0
     slots[:, :, SL_LOT_ON] = 0.0
+    slots[:, :, SL_REF_COUNT] = 0.0
     set_throttle(state, float(vec[P_THROTTLE]))
     state[S_DIRTY] = 1.0
 
@@ -184,7 +191,7 @@ def init_state(vec: np.ndarray) -> KernelState:
 # --- order-book helpers over the slot array (used by decisions, the simulated venue and risk gates)
 
 
-@njit(cache=True)
+@kernel
 def refresh_triggers_nb(st, slots):
     """Recompute the cached nearest trigger prices: a bar whose range misses both cannot fill anything.
 
@@ -218,7 +225,7 @@ def refresh_triggers_nb(st, slots):
     st[S_N_RESTING] = n_resting
 
 
-@njit(cache=True)
+@kernel
 def cancel_entries_nb(st, slots):
     """Cancel every resting entry order (exits stay); the next decision re-plans the ladder."""
     if st[S_N_RESTING] > 0:
@@ -229,7 +236,7 @@ def cancel_entries_nb(st, slots):
     st[S_DIRTY] = 1.0
 
 
-@njit(cache=True)
+@kernel
 def resting_qty_nb(slots, side, skip_idx):
     """Total qty of resting entries on ``side`` except rung index ``skip_idx``."""
     total = 0.0
@@ -237,3 +244,25 @@ def resting_qty_nb(slots, side, skip_idx):
         if idx != skip_idx and slots[side, idx, SL_ORD_ON] != 0.0:
             total += slots[side, idx, SL_ORD_QTY]
     return total
+
+
+@kernel
+def was_refused_nb(slot, price, qty, pos):
+    """True if this rung already had (price, qty, side position) refused by validation."""
+    n = min(int(slot[SL_REF_COUNT]), REF_MEMO)
+    for j in range(n):
+        b = SL_REF_BASE + 3 * j
+        if slot[b] == price and slot[b + 1] == qty and slot[b + 2] == pos:
+            return True
+    return False
+
+
+@kernel
+def remember_refusal_nb(slot, price, qty, pos):
+    """Add a refused (price, qty, side position) to the rung's memo (oldest entry overwritten)."""
+    n = int(slot[SL_REF_COUNT])
+    b = SL_REF_BASE + 3 * (n % REF_MEMO)
+    slot[b] = price
+    slot[b + 1] = qty
+    slot[b + 2] = pos
+    slot[SL_REF_COUNT] = n + 1

@@ -4,13 +4,14 @@ Why recompute: the kernel keeps online accumulators for the optimizer; computing
 again from the written ledgers is an independent check (tests compare the two) and lets anyone
 reproduce a stat from the parquet files alone.
 
-Conventions (all documented in the stats themselves under ``assumptions``):
+Conventions:
 - Daily equity = equity at the last bar of each UTC day (day of the bar's open time); the first
   day's return is against the initial balance; the last, possibly partial, day counts.
 - Sharpe = mean(daily return) / stdev(daily return, ddof=1) * sqrt(365); Sortino uses the downside
   deviation sqrt(sum(min(r, 0)^2) / n) instead of the stdev; both are None with fewer than 2 days or
-  a zero denominator. CAGR compounds over the data span (first bar open to last bar close) in
-  365-day years; Calmar = CAGR / daily max drawdown (None when that drawdown is 0).
+  a zero denominator. CAGR compounds over the bars run (first bar open to last bar close; a
+  liquidation ends the run) in 365-day years; Calmar = CAGR / daily max drawdown (None when that
+  drawdown is 0). ``max_drawdown_intraday_pct`` is the same on bar-close equity (the kernel's).
 - Profit factor and win rate use exit fills' realized PnL (gross of fees, as the ledger has it).
 - Percentages end in ``_pct``; money is in the quote currency (USDT).
 """
@@ -40,7 +41,6 @@ class RunLike(Protocol):
     events: np.ndarray
     equity: np.ndarray
     summary: dict[str, float]
-    meta: dict[str, Any]
 
 
 def daily_equity(ts: np.ndarray, equity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,11 +96,10 @@ def _label(enum: Any, value: int) -> str:
     return enum_name(enum, int(value)).lower()
 
 
-def _counts(values: np.ndarray, enum: Any, skip: tuple[int, ...] = ()) -> dict[str, int]:
+def _counts(values: np.ndarray, enum: Any) -> dict[str, int]:
+    """How often each enum label occurs, by label."""
     out: dict[str, int] = {}
     for v in values.tolist():
-        if v in skip:
-            continue
         key = _label(enum, v)
         out[key] = out.get(key, 0) + 1
     return dict(sorted(out.items()))
@@ -112,7 +111,9 @@ def _iso(ms: float) -> str | None:
     return np.datetime64(int(ms), "ms").astype("datetime64[s]").item().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def compute_stats(run: RunLike, market: Market, strategy: StrategyConfig, venue: VenueConfig) -> dict[str, Any]:
+def compute_stats(
+    run: RunLike, market: Market, strategy: StrategyConfig, venue: VenueConfig
+) -> dict[str, Any]:
     """All headline stats plus what the run assumed, as a JSON-ready dict (None where undefined)."""
     if len(market.ts) and len(run.equity) == 0:
         raise ValueError("compute_stats needs the equity curve: run the backtest with curves=True")
@@ -150,7 +151,7 @@ def compute_stats(run: RunLike, market: Market, strategy: StrategyConfig, venue:
         "timeframe": market.timeframe,
         "data_start": _iso(float(market.ts[0])) if len(market.ts) else None,
         "data_end": _iso(float(market.ts[-1] + market.bar_ms)) if len(market.ts) else None,
-        "bars": int(len(market.ts)),
+        "bars": len(market.ts),
         "bars_run": bars,
         "gaps": int(market.report.gap_count),
         "missing_bars": int(market.report.missing_bars),
@@ -167,14 +168,14 @@ def compute_stats(run: RunLike, market: Market, strategy: StrategyConfig, venue:
         "profit_factor": gross_profit / gross_loss if gross_loss > 0.0 else None,
         "win_rate_pct": float((pnl > 0.0).sum() / len(exits) * 100.0) if len(exits) else None,
         "realized_pnl": float(pnl.sum()),
-        "n_fills": int(len(fills)),
+        "n_fills": len(fills),
         "n_entries": int((fills["kind"] == FillKind.ENTRY).sum()),
-        "n_exits": int(len(exits)),
+        "n_exits": len(exits),
         "exits_by_kind": _counts(exits["kind"], FillKind),
         "fees_paid": float(fills["fee"].sum()),
         "funding_paid": float(-amounts[amounts < 0.0].sum()),
         "funding_received": float(amounts[amounts > 0.0].sum()),
-        "funding_payments": int(len(funding)),
+        "funding_payments": len(funding),
         "maker_share_pct": float((fills["liquidity"] == Liquidity.MAKER).sum() / len(fills) * 100.0)
         if len(fills)
         else None,

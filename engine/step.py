@@ -5,10 +5,15 @@ Which parts a live driver calls (the same functions, no copies):
 * on each settlement: ``apply_funding_nb`` (funding.py) - or let it run from the bar step;
 * on each exchange fill: ``fill_slot_nb`` (fills.py), which books it with ``apply_fill_nb``
   (accounting.py) and attaches the lot's TP/SL; on each exchange error: ``record_error_nb`` (risk.py);
-* on each closed bar: ``regime_update_nb`` (regime.py), ``mark_to_market_nb`` (accounting.py),
+* on each closed bar: ``regime_update_nb`` (regime.py; store the result in ``S_REGIME`` and set
+  ``S_DIRTY`` when it changed, as ``step_nb`` does), ``mark_to_market_nb`` (accounting.py),
   ``bar_gates_nb`` (this module: drawdown, circuit breaker, REDUCING) and ``decide_nb`` (this module),
   then send the difference between the slot array's resting entries / lot exits and the exchange's
   open orders. ``path_nb`` (fills.py, the simulated venue) is the only part a live driver never calls.
+* operator throttle: ``engine.throttle.set_throttle`` (validates, writes ``S_THROTTLE``).
+
+Speed: a quiet bar (no trigger within the bar's range, no settlement due, nothing that reshapes the
+ladder) runs only cheap inline checks; ``decision_needed_nb`` proves ``decide_nb`` would be a no-op.
 
 Decisions beyond DESIGN.md (the reference simulator follows these):
 * Record timestamps: fills and events of bar k carry ``ts[k]``; funding rows carry the settlement
@@ -17,10 +22,14 @@ Decisions beyond DESIGN.md (the reference simulator follows these):
 * Entries are decided rung by rung: rung 1 long, rung 1 short, rung 2 long, ... (validation of "other
   resting entries" and the rate limits see them in this order). A cancelled order is replaced even when
   its replacement is deferred by the rate limits. Only entry submissions count toward the rate limits.
-* The rejected-tuple rule also covers the precision guard: a rung skipped for precision is counted once
-  per distinct (price, qty, side position), not once per bar.
-* No known funding rate is a blocked state like REDUCING: resting entries are cancelled too.
-  ``FUNDING_UNKNOWN`` and ``REDUCING_ON/OFF`` are recorded on transitions, not every bar.
+  A circuit-breaker trip during a decision cancels every entry; the remaining rungs are only sized.
+* "Not submitted again" remembers the last ``REF_MEMO`` (8) refused (price, qty, side position) tuples
+  per rung (bounded memory); ``skipped_precision`` counts every decision (bar) that skips a rung.
+* No known funding rate is a blocked state like REDUCING: resting entries are cancelled too. The rate
+  is only looked at when the risk state allows entries. ``FUNDING_UNKNOWN`` and ``REDUCING_ON/OFF``
+  are recorded on transitions, not every bar.
+* The REDUCING liquidation-buffer test uses any finite liquidation price: one on the winning side of c
+  would mean the account is already below maintenance margin, i.e. liquidated at that path point.
 * Daily returns use the equity recorded at step 8 (after a drawdown flatten on that bar).
 """
 
@@ -30,8 +39,8 @@ import numpy as np
 from numba import njit
 
 from engine.accounting import daily_stats_nb, finish_daily_stats_nb, mark_to_market_nb
-from engine.enums import EventKind, Reason, RiskState, Side
-from engine.fills import path_nb
+from engine.enums import EventKind, Reason, RiskState, Side, kernel
+from engine.fills import bar_cannot_fill_nb, bar_margin_safe_nb, path_nb, points_margin_check_nb
 from engine.funding import apply_funding_nb, funding_guard_nb
 from engine.ladder import floor_step_nb, needs_recenter_nb, set_rungs_nb
 from engine.params import P_BAR_MS, P_ORDERS_PER_MINUTE, P_ORDERS_PER_SECOND, P_STEP
@@ -39,10 +48,13 @@ from engine.policy import policy_shape_nb
 from engine.records import C_OVERFLOW, write_equity_nb, write_event_nb
 from engine.risk import (
     circuit_breaker_bar_nb,
-    drawdown_gate_nb,
+    circuit_breaker_due_nb,
+    drawdown_breached_nb,
+    drawdown_halt_nb,
     entries_allowed_nb,
     record_error_nb,
-    reducing_gate_nb,
+    reducing_reason_nb,
+    reducing_switch_nb,
     risk_state_nb,
 )
 from engine.state import (
@@ -57,6 +69,7 @@ from engine.state import (
     S_DIRTY,
     S_EQUITY,
     S_FIRST_TS,
+    S_FUND_IDX,
     S_GUARD_LONG,
     S_GUARD_SHORT,
     S_HALTED,
@@ -69,12 +82,16 @@ from engine.state import (
     S_ORD_COUNT,
     S_ORDERS_DEFERRED,
     S_ORDERS_SUBMITTED,
+    S_PEND_DOWN,
+    S_PEND_UP,
     S_PENDING,
     S_RATE_KNOWN,
     S_RECENTERS,
+    S_REDUCING,
     S_REGIME,
     S_REJ_BASE,
     S_SHORT_QTY,
+    S_SKIP_NOW,
     S_SKIPPED_PRECISION,
     S_STATE,
     S_UNREAL,
@@ -84,14 +101,13 @@ from engine.state import (
     SL_ORD_ON,
     SL_ORD_PRICE,
     SL_ORD_QTY,
-    SL_REF_POS,
-    SL_REF_PRICE,
-    SL_REF_QTY,
     SL_RUNG_PRICE,
     SL_RUNG_QTY,
     cancel_entries_nb,
     refresh_triggers_nb,
+    remember_refusal_nb,
     resting_qty_nb,
+    was_refused_nb,
 )
 from engine.throttle import throttle_nb
 from engine.validation import precision_ok_nb, validate_entry_nb
@@ -100,7 +116,7 @@ STEP_CONTINUE = 0
 STEP_STOP = 1  # liquidated: the run is over
 
 
-@njit(cache=True)
+@kernel
 def _minute_window_full_nb(st, ords, now, p):
     m = int(p[P_ORDERS_PER_MINUTE])
     count = int(st[S_ORD_COUNT])
@@ -109,7 +125,44 @@ def _minute_window_full_nb(st, ords, now, p):
     return ords[(count - m) % ords.shape[0]] > now - 60_000.0
 
 
-@njit(cache=True)
+@kernel
+def _replan_due_nb(st, c):
+    """The ladder changed, an entry was deferred, or the close brought a free rung to the right side."""
+    return st[S_DIRTY] != 0.0 or st[S_PENDING] != 0.0 or c > st[S_PEND_UP] or c < st[S_PEND_DOWN]
+
+
+@kernel
+def decision_needed_nb(st, c, close_time, fts, frate, p):
+    """False only when ``decide_nb`` would change nothing at this close (the common quiet bar)."""
+    if st[S_HALTED] != 0.0 or st[S_LIQUIDATED] != 0.0 or not np.isfinite(c):
+        return False
+    center = st[S_CENTER]
+    if center != center or needs_recenter_nb(center, c, p):
+        return True
+    if not entries_allowed_nb(st):
+        return st[S_ALLOWED] != 0.0 or st[S_N_RESTING] > 0
+    known, g_long, g_short = funding_guard_nb(st, close_time, fts, frate, p)
+    if (1.0 if known else 0.0) != st[S_RATE_KNOWN]:
+        return True
+    if not known:
+        return st[S_ALLOWED] != 0.0 or st[S_N_RESTING] > 0
+    if g_long != st[S_GUARD_LONG] or g_short != st[S_GUARD_SHORT] or st[S_ALLOWED] == 0.0:
+        return True
+    return _replan_due_nb(st, c)
+
+
+@kernel
+def _block_entries_nb(st, slots):
+    """No entries may rest now: cancel them and remember the ladder must be re-planned later."""
+    if st[S_ALLOWED] != 0.0:
+        st[S_ALLOWED] = 0.0
+        st[S_DIRTY] = 1.0
+    st[S_SKIP_NOW] = 0.0
+    if st[S_N_RESTING] > 0:
+        cancel_entries_nb(st, slots)
+
+
+@kernel
 def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cnt, ts):
     """Step 7: re-centre, policy, funding guard, throttle, size, validate, pace, place.
 
@@ -117,6 +170,7 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
     unwanted ones. Re-plans every rung only when something that shapes the ladder changed.
     """
     if st[S_HALTED] != 0.0 or st[S_LIQUIDATED] != 0.0 or not np.isfinite(c):
+        _block_entries_nb(st, slots)
         return
     center = st[S_CENTER]
     if center != center:
@@ -129,31 +183,37 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
         st[S_RECENTERS] += 1.0
         set_rungs_nb(slots, c, p)
         cancel_entries_nb(st, slots)
+    if not entries_allowed_nb(st):
+        _block_entries_nb(st, slots)
+        return
     known, g_long, g_short = funding_guard_nb(st, close_time, fts, frate, p)
+    if not known:
+        if st[S_RATE_KNOWN] != 0.0:
+            write_event_nb(ev, cnt, ts, EventKind.FUNDING_UNKNOWN, Reason.NONE, -1, 0, c, 0.0, 0.0)
+            st[S_RATE_KNOWN] = 0.0
+        _block_entries_nb(st, slots)
+        return
+    st[S_RATE_KNOWN] = 1.0
+    if st[S_ALLOWED] == 0.0:
+        st[S_ALLOWED] = 1.0
+        st[S_DIRTY] = 1.0
     if g_long != st[S_GUARD_LONG] or g_short != st[S_GUARD_SHORT]:
         st[S_GUARD_LONG] = g_long
         st[S_GUARD_SHORT] = g_short
         st[S_DIRTY] = 1.0
-    if not known and st[S_RATE_KNOWN] != 0.0:
-        write_event_nb(ev, cnt, ts, EventKind.FUNDING_UNKNOWN, Reason.NONE, -1, 0, c, 0.0, 0.0)
-    st[S_RATE_KNOWN] = 1.0 if known else 0.0
-    allowed = known and entries_allowed_nb(st)
-    if (1.0 if allowed else 0.0) != st[S_ALLOWED]:
-        st[S_ALLOWED] = 1.0 if allowed else 0.0
-        st[S_DIRTY] = 1.0
-    if not allowed:
-        if st[S_N_RESTING] > 0:
-            cancel_entries_nb(st, slots)
-        return
-    if st[S_DIRTY] == 0.0 and st[S_PENDING] == 0.0:
+    if not _replan_due_nb(st, c):
         return
     st[S_DIRTY] = 0.0
     st[S_PENDING] = 0.0
+    st[S_PEND_UP] = np.inf
+    st[S_PEND_DOWN] = -np.inf
     regime = int(st[S_REGIME])
     thr = throttle_nb(st)
     step = p[P_STEP]
     per_bar = int(p[P_ORDERS_PER_SECOND])
     submits = 0
+    skipped = 0
+    tripped = False
     eq = st[S_EQUITY]
     for idx in range(slots.shape[1]):
         level = idx + 1
@@ -163,38 +223,35 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
             price = s[SL_RUNG_PRICE]
             want = level <= levels and s[SL_LOT_ON] == 0.0
             if want and not (price < c if side == Side.LONG else price > c):
-                want = False
-                st[S_PENDING] = 1.0  # the close may come back to the right side
+                want = False  # wrong side of the close: wanted again once the close passes the price
+                if side == Side.LONG:
+                    st[S_PEND_UP] = min(st[S_PEND_UP], price)
+                else:
+                    st[S_PEND_DOWN] = max(st[S_PEND_DOWN], price)
             qty = 0.0
-            pos = st[S_LONG_QTY] if side == Side.LONG else st[S_SHORT_QTY]
             if want:
                 guard = g_long if side == Side.LONG else g_short
                 qty = floor_step_nb(s[SL_RUNG_QTY] * qmul * guard * thr, step)
                 if not precision_ok_nb(price, qty, p):
                     want = False
-                    if not (s[SL_REF_PRICE] == price and s[SL_REF_QTY] == qty and s[SL_REF_POS] == pos):
-                        st[S_SKIPPED_PRECISION] += 1.0
-                        s[SL_REF_PRICE] = price
-                        s[SL_REF_QTY] = qty
-                        s[SL_REF_POS] = pos
-            if not want:
+                    skipped += 1
+            if not want or tripped:
                 s[SL_ORD_ON] = 0.0
                 continue
             if s[SL_ORD_ON] != 0.0:
                 if s[SL_ORD_PRICE] == price and s[SL_ORD_QTY] == qty:
                     continue
                 s[SL_ORD_ON] = 0.0
-            if s[SL_REF_PRICE] == price and s[SL_REF_QTY] == qty and s[SL_REF_POS] == pos:
-                continue  # refused before with the same position: not submitted again
+            pos = st[S_LONG_QTY] if side == Side.LONG else st[S_SHORT_QTY]
+            if was_refused_nb(s, price, qty, pos):
+                continue  # refused before with the same side position: not submitted again
             reason = validate_entry_nb(price, qty, pos, resting_qty_nb(slots, side, idx), eq, p, br)
             if reason != Reason.NONE:
                 st[S_REJ_BASE + reason] += 1.0
-                s[SL_REF_PRICE] = price
-                s[SL_REF_QTY] = qty
-                s[SL_REF_POS] = pos
+                remember_refusal_nb(s, price, qty, pos)
                 write_event_nb(ev, cnt, ts, EventKind.ORDER_REJECTED, reason, side, level, price, qty, pos)
                 if record_error_nb(st, slots, errs, close_time, p, ev, cnt, ts):
-                    return
+                    tripped = True  # entries cancelled; the rest of the ladder is only sized
                 continue
             if submits >= per_bar or _minute_window_full_nb(st, ords, close_time, p):
                 st[S_ORDERS_DEFERRED] += 1.0
@@ -209,19 +266,24 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
             st[S_ORD_COUNT] = n_ord + 1
             st[S_ORDERS_SUBMITTED] += 1.0
             submits += 1
+    st[S_SKIP_NOW] = skipped
     refresh_triggers_nb(st, slots)
 
 
-@njit(cache=True)
+@kernel
 def bar_gates_nb(st, slots, errs, c, close_time, p, br, fills, ev, cnt, ts):
-    """Step 6: drawdown halt (re-marking after the flatten), breaker expiry, REDUCING."""
-    if drawdown_gate_nb(st, slots, c, p, fills, ev, cnt, ts):
+    """Step 6: drawdown halt (re-marking after the flatten), breaker expiry/trip, REDUCING."""
+    if drawdown_breached_nb(st, p):
+        drawdown_halt_nb(st, slots, c, p, fills, ev, cnt, ts)
         mark_to_market_nb(st, c, br)
-    circuit_breaker_bar_nb(st, slots, errs, close_time, p, ev, cnt, ts)
-    reducing_gate_nb(st, slots, c, p, br, ev, cnt, ts)
+    if circuit_breaker_due_nb(st, p):
+        circuit_breaker_bar_nb(st, slots, errs, close_time, p, ev, cnt, ts)
+    reason = reducing_reason_nb(st, c, p, br)
+    if (reason != Reason.NONE) != (st[S_REDUCING] != 0.0):
+        reducing_switch_nb(st, slots, reason, c, ev, cnt, ts)
 
 
-@njit(cache=True)
+@kernel
 def record_bar_nb(st, eq, cnt, ts):
     """Step 8: risk state, online bar counters, daily returns and the equity-curve row."""
     state = risk_state_nb(st)
@@ -245,8 +307,10 @@ def record_bar_nb(st, eq, cnt, ts):
     st[S_LAST_TS] = ts
 
 
-@njit(cache=True)
-def step_nb(k, ts, op, hi, lo, cl, reg, fts, frate, fmark, p, br, st, slots, errs, ords, fills, fund, ev, eq, cnt):
+@njit(cache=True, _nrt=False, inline="always")
+def step_nb(
+    k, ts, op, hi, lo, cl, reg, fts, frate, fmark, p, br, st, slots, errs, ords, fills, fund, ev, eq, cnt
+):
     """Run bar ``k`` through DESIGN.md steps 1-8; returns STEP_STOP once liquidated."""
     t = ts[k]
     close_time = float(t) + p[P_BAR_MS]
@@ -271,13 +335,21 @@ def step_nb(k, ts, op, hi, lo, cl, reg, fts, frate, fmark, p, br, st, slots, err
         cancel_entries_nb(st, slots)
         write_event_nb(ev, cnt, t, EventKind.DATA_GAP, Reason.NONE, -1, 0, 0.0, 0.0, float(t - last))
     # 2. funding settlements up to this bar's open
-    apply_funding_nb(st, t, o, fts, frate, fmark, fund, cnt)
+    fi = int(st[S_FUND_IDX])
+    if fi < fts.shape[0] and fts[fi] <= t:
+        apply_funding_nb(st, t, o, fts, frate, fmark, fund, cnt)
     # 3. intrabar path (simulated venue), margin check at every path point
-    if path_nb(st, slots, errs, k, o, h, lw, c, t, p, br, fills, ev, cnt):
+    if bar_cannot_fill_nb(st, lw, h):
+        liquidated = not bar_margin_safe_nb(st, br, lw, h) and points_margin_check_nb(
+            st, slots, o, h, lw, c, t, p, br, fills, ev, cnt
+        )
+    else:
+        liquidated = path_nb(st, slots, errs, k, o, h, lw, c, t, p, br, fills, ev, cnt)
+    if liquidated:
         mark_to_market_nb(st, c, br)
         record_bar_nb(st, eq, cnt, t)
         return STEP_STOP
-    # 4. regime after this bar (precomputed by regime_series_nb with the same update function)
+    # 4. regime after this bar (precomputed by regime.regime_series with the same update function)
     r = float(reg[k])
     if r != st[S_REGIME]:
         st[S_REGIME] = r
@@ -285,16 +357,65 @@ def step_nb(k, ts, op, hi, lo, cl, reg, fts, frate, fmark, p, br, st, slots, err
     # 5. mark to market, 6. risk gates, 7. decide, 8. record
     mark_to_market_nb(st, c, br)
     bar_gates_nb(st, slots, errs, c, close_time, p, br, fills, ev, cnt, t)
-    decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cnt, t)
+    if decision_needed_nb(st, c, close_time, fts, frate, p):
+        decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cnt, t)
+    if st[S_HALTED] == 0.0:
+        # A quiet bar repeats the last decision, including its precision skips.
+        st[S_SKIPPED_PRECISION] += st[S_SKIP_NOW]
     record_bar_nb(st, eq, cnt, t)
     return STEP_CONTINUE
 
 
-@njit(cache=True)
-def run_bars_nb(start, stop, ts, op, hi, lo, cl, reg, fts, frate, fmark, p, br, st, slots, errs, ords, fills, fund, ev, eq, cnt):
+@kernel
+def run_bars_nb(
+    start,
+    stop,
+    ts,
+    op,
+    hi,
+    lo,
+    cl,
+    reg,
+    fts,
+    frate,
+    fmark,
+    p,
+    br,
+    st,
+    slots,
+    errs,
+    ords,
+    fills,
+    fund,
+    ev,
+    eq,
+    cnt,
+):
     """Step bars ``start..stop-1``; stops early on liquidation or a full record buffer. Closes the stats."""
     for k in range(start, stop):
-        status = step_nb(k, ts, op, hi, lo, cl, reg, fts, frate, fmark, p, br, st, slots, errs, ords, fills, fund, ev, eq, cnt)
+        status = step_nb(
+            k,
+            ts,
+            op,
+            hi,
+            lo,
+            cl,
+            reg,
+            fts,
+            frate,
+            fmark,
+            p,
+            br,
+            st,
+            slots,
+            errs,
+            ords,
+            fills,
+            fund,
+            ev,
+            eq,
+            cnt,
+        )
         if cnt[C_OVERFLOW] != 0 or status == STEP_STOP:
             break
     finish_daily_stats_nb(st)

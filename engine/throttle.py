@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
 from configs.errors import GridctlError
+from engine.enums import kernel
 from engine.state import S_DIRTY, S_THROTTLE
 
 
@@ -27,7 +27,7 @@ def set_throttle(state: np.ndarray, value: float) -> None:
     state[S_DIRTY] = 1.0
 
 
-@njit(cache=True)
+@kernel
 def throttle_nb(state):
     """The entry-size multiplier the kernels apply (written only by ``set_throttle``)."""
     return state[S_THROTTLE]

@@ -4,16 +4,15 @@ The audited bot had ``_validate_order_size`` with no caller; here ``decide_nb`` 
 entries), the open-phase retries (``fills.py``) and lot exits all call these functions, and a refusal is
 an event plus an error for the circuit breaker.
 
-Decisions beyond DESIGN.md: a quantity above the venue's ``max_qty`` is refused as ``SIZE_ORDER``;
-``validate_exit`` always runs (reduce-only is structural), ``enable_position_validation`` switches off
-``validate_entry`` only.
+Decisions beyond DESIGN.md: a quantity above the venue's ``max_qty`` fails the precision guard (not
+placed, counted in ``skipped_precision``); size limits are exceeded only beyond a 1e-9 relative
+tolerance (sums of round lot sizes land a hair over); ``validate_exit`` always runs (reduce-only is
+structural), ``enable_position_validation`` switches off ``validate_entry`` only.
 """
 
 from __future__ import annotations
 
-from numba import njit
-
-from engine.enums import Reason
+from engine.enums import Reason, kernel
 from engine.margin import max_notional_at_leverage_nb
 from engine.params import (
     P_ENABLE_VALIDATION,
@@ -28,19 +27,27 @@ from engine.params import (
     P_MIN_QTY,
 )
 
-# Relative tolerance for comparisons of sums of lot quantities (float noise, far below any lot step).
+# Relative tolerance of the size limits (float noise of lot sums, far below any lot step).
 QTY_RTOL = 1e-9
 
 
-@njit(cache=True)
+@kernel
+def above_nb(x, limit):
+    """``x > limit`` beyond float noise (QTY_RTOL relative)."""
+    if limit >= 0.0:
+        return x > limit * (1.0 + QTY_RTOL)
+    return x > limit * (1.0 - QTY_RTOL)
+
+
+@kernel
 def precision_ok_nb(price, qty, p):
-    """Exchange filters: qty >= min_qty and qty*price >= min_notional (else the order is not placed)."""
-    if qty <= 0.0 or qty < p[P_MIN_QTY] * (1.0 - QTY_RTOL):
+    """Exchange filters: min_qty <= qty <= max_qty and qty*price >= min_notional, else not placed."""
+    if qty <= 0.0 or qty < p[P_MIN_QTY] or qty > p[P_MAX_QTY]:
         return False
-    return qty * price >= p[P_MIN_NOTIONAL] * (1.0 - QTY_RTOL)
+    return qty * price >= p[P_MIN_NOTIONAL]
 
 
-@njit(cache=True)
+@kernel
 def validate_entry_nb(price, qty, side_pos, resting_other, equity, p, br):
     """Reason code (0 = accepted) for an entry of ``qty`` at ``price``.
 
@@ -50,23 +57,23 @@ def validate_entry_nb(price, qty, side_pos, resting_other, equity, p, br):
         return Reason.NONE
     q = side_pos + resting_other + qty
     notional = q * price
-    if notional / p[P_LEVERAGE] > p[P_MAX_POSITION_PCT] * equity:
+    if above_nb(notional / p[P_LEVERAGE], p[P_MAX_POSITION_PCT] * equity):
         return Reason.SIZE_PCT
-    if q > p[P_MAX_POSITION_SIZE] * (1.0 + QTY_RTOL):
+    if above_nb(q, p[P_MAX_POSITION_SIZE]):
         return Reason.SIZE_QTY
-    if notional > p[P_MAX_INVENTORY_QUOTE]:
+    if above_nb(notional, p[P_MAX_INVENTORY_QUOTE]):
         return Reason.SIZE_INVENTORY
     order = qty * price
-    if order < p[P_MIN_ORDER_USDT] or order > p[P_MAX_ORDER_USDT] or qty > p[P_MAX_QTY]:
+    if above_nb(p[P_MIN_ORDER_USDT], order) or above_nb(order, p[P_MAX_ORDER_USDT]):
         return Reason.SIZE_ORDER
-    if notional > max_notional_at_leverage_nb(br, p[P_LEVERAGE]):
+    if above_nb(notional, max_notional_at_leverage_nb(br, p[P_LEVERAGE])):
         return Reason.SIZE_BRACKET
     return Reason.NONE
 
 
-@njit(cache=True)
+@kernel
 def validate_exit_nb(qty, side_pos):
     """Reason code for a reduce-only exit: it may not exceed the side's position."""
-    if qty <= 0.0 or qty > side_pos * (1.0 + QTY_RTOL):
+    if qty <= 0.0 or qty > side_pos:
         return Reason.EXIT_EXCEEDS
     return Reason.NONE

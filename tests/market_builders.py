@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from hypothesis import strategies as st
 from reference_sim import simulate
 
 from configs.loader import load_strategy, load_venue
@@ -166,7 +167,8 @@ class Ledgers:
     summary: dict
 
 
-def _rows(arr: np.ndarray) -> list[dict]:
+def rows_of(arr: np.ndarray) -> list[dict]:
+    """A structured record array as a list of plain dicts."""
     return [{name: row[name].item() for name in arr.dtype.names} for row in arr]
 
 
@@ -178,7 +180,9 @@ def run(impl: str, market: Market, strat: StrategyConfig, ven: VenueConfig) -> L
     from engine.run import run_single
 
     res = run_single(market, strat, ven, curves=True)
-    return Ledgers(_rows(res.fills), _rows(res.funding), _rows(res.events), _rows(res.equity), res.summary)
+    return Ledgers(
+        rows_of(res.fills), rows_of(res.funding), rows_of(res.events), rows_of(res.equity), res.summary
+    )
 
 
 def entries(led: Ledgers) -> list[tuple]:
@@ -194,3 +198,118 @@ def kinds(led: Ledgers) -> list[str]:
 def bar_ts(k: int, timeframe: str = "1h", start: int = T0) -> int:
     """Timestamp of bar ``k`` of a market built by make_market."""
     return start + k * timeframe_ms(timeframe)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Hypothesis strategies: random markets and random valid configs
+# ----------------------------------------------------------------------------------------------------
+
+
+@st.composite
+def markets(draw):
+    """A random market: a few hundred bars of a jumpy random walk plus an 8-hourly funding series."""
+    timeframe = draw(st.sampled_from(["1m", "15m", "1h"]))
+    bar_ms = {"1m": 60_000, "15m": 900_000, "1h": 3_600_000}[timeframe]
+    n = draw(st.integers(60, 300))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    vol = draw(st.floats(0.0005, 0.02))
+    jump_p = draw(st.sampled_from([0.0, 0.01, 0.05]))
+    gap_p = draw(st.sampled_from([0.0, 0.0, 0.01, 0.03]))
+    nan_p = draw(st.sampled_from([0.0, 0.0, 0.0, 0.01]))
+    start = T0 + draw(st.integers(0, 40)) * bar_ms
+    price = draw(st.sampled_from([100.0, 10000.0, 60000.0]))
+    bars, ts = [], []
+    t = start
+    for k in range(n):
+        o = price * (1 + rng.normal(0, vol / 4)) if rng.random() < 0.3 else price
+        if rng.random() < jump_p:
+            o *= 1 + rng.choice([-1, 1]) * rng.uniform(0.02, 0.1)
+        c = o * math.exp(rng.normal(0, vol))
+        h = max(o, c) * (1 + abs(rng.normal(0, vol / 2)))
+        lo = min(o, c) * (1 - abs(rng.normal(0, vol / 2)))
+        bar = tuple(round(x, 1) for x in (o, h, lo, c))
+        if k > 0 and rng.random() < nan_p:
+            bar = (math.nan,) * 4
+        else:
+            price = bar[3]
+        bars.append(bar)
+        ts.append(t)
+        t += bar_ms * (1 + (int(rng.integers(1, 5)) if rng.random() < gap_p else 0))
+    first = (start // EIGHT_HOURS - draw(st.integers(0, 2))) * EIGHT_HOURS
+    funding = []
+    settle = first
+    while settle <= t + EIGHT_HOURS:
+        u = rng.random()
+        if u < 0.1:
+            rate = float(rng.choice([-0.003, 0.003, -0.0075, 0.0075]))
+        elif u < 0.15:
+            rate = 0.0
+        else:
+            rate = float(rng.normal(0.0001, 0.0004))
+        mark = math.nan if rng.random() < 0.3 else price * (1 + rng.normal(0, 0.001))
+        funding.append((settle, rate, mark))
+        settle += EIGHT_HOURS
+    if draw(st.integers(0, 15)) == 0:
+        funding = [f for f in funding if f[0] > start + n // 2 * bar_ms]  # rate unknown at first
+    return make_market(bars, timeframe=timeframe, ts=ts, funding=funding)
+
+
+@st.composite
+def configs(draw):
+    """Random valid strategy and venue overrides."""
+    sl = draw(st.integers(1, 10))
+    fast = draw(st.integers(5, 15))
+    s = dict(
+        grid__grid_step_bps=draw(st.sampled_from([10.0, 25.0, 50.0, 100.0, 200.0])),
+        grid__grid_levels_long=draw(st.integers(1, 6)),
+        grid__grid_levels_short=draw(st.integers(1, 6)),
+        grid__base_qty=draw(st.sampled_from([0.001, 0.005, 0.02, 0.1, 1.0])),
+        grid__qty_scale=draw(st.sampled_from([0.8, 1.0, 1.05, 1.5])),
+        exit__sl_steps=sl,
+        exit__tp_steps=draw(st.integers(1, min(3 * sl, 6))),
+        rebalance__recenter_trigger_bps=draw(st.sampled_from([50.0, 200.0, 1000.0, 10000.0])),
+        rebalance__max_inventory_quote=draw(st.sampled_from([500.0, 5000.0, 1e9])),
+        execution__maker_only=draw(st.booleans()),
+        execution__use_post_only_retries=draw(st.booleans()),
+        execution__retry_attempts=draw(st.integers(0, 5)),
+        execution__optimization_mode=draw(st.booleans()),
+        execution__retry_max_price_deviation_bps=draw(st.sampled_from([0.0, 0.1, 1.0, 100.0])),
+        funding__funding_window_minutes=draw(st.sampled_from([60, 240, 480, 1440])),
+        funding__funding_max_cost_bps=draw(st.sampled_from([0.0, 1.0, 12.0, 100.0])),
+        regime__adx_len=draw(st.integers(5, 12)),
+        regime__ema_fast=fast,
+        regime__ema_slow=draw(st.integers(max(fast + 1, 10), 30)),
+        regime__atr_len=draw(st.integers(5, 14)),
+        regime__hysteresis_bps=draw(st.sampled_from([0.0, 5.0, 35.0])),
+        regime__adx_threshold=draw(st.sampled_from([0.0, 20.0, 40.0])),
+        position__max_position_size=draw(st.sampled_from([0.01, 0.1, 1000.0])),
+        position__max_position_pct=draw(st.sampled_from([0.1, 0.5, 1.0])),
+        position__max_leverage_used=draw(st.sampled_from([0.5, 2.0, 5.0, 125.0])),
+        position__emergency_liquidation_buffer=draw(st.sampled_from([0.05, 0.15, 0.5])),
+        policy__strategy=draw(st.sampled_from(["throttled-counter", "core-and-scalp"])),
+        policy__counter_levels=draw(st.integers(0, 6)),
+        policy__counter_qty_scale=draw(st.sampled_from([0.0, 0.5, 1.0])),
+        policy__throttle=draw(st.sampled_from([0.0, 0.3, 1.0])),
+        risk_management__max_errors_per_minute=draw(st.integers(1, 20)),
+        risk_management__circuit_breaker_cooldown_seconds=draw(st.sampled_from([60, 300, 3600])),
+        risk_management__max_drawdown_pct=draw(st.sampled_from([1.0, 5.0, 20.0, 50.0])),
+        risk_management__circuit_breaker_window_seconds=draw(st.sampled_from([10, 60, 600])),
+        risk_management__enable_position_validation=draw(st.booleans()),
+        risk_management__enable_circuit_breaker=draw(st.booleans()),
+        risk_management__enable_drawdown_protection=draw(st.booleans()),
+        backtest__initial_balance=draw(st.sampled_from([200.0, 2000.0, 10000.0, 100000.0])),
+        backtest__slippage_bps=draw(st.sampled_from([0.0, 1.0, 5.0])),
+        backtest__fill_on_touch=draw(st.booleans()),
+    )
+    v = dict(
+        trading__leverage=draw(st.sampled_from([1, 5, 10, 20])),
+        risk__min_order_size_usdt=draw(st.sampled_from([1.0, 5.0, 50.0])),
+        risk__max_order_size_usdt=draw(st.sampled_from([1000.0, 100000.0])),
+        precision__min_notional=draw(st.sampled_from([1.0, 5.0, 20.0])),
+        rate_limits__orders_per_second=draw(st.integers(1, 12)),
+        rate_limits__orders_per_minute=draw(st.sampled_from([2, 10, 100])),
+        fees__maker=draw(st.sampled_from([0.0, 0.0002])),
+        fees__taker=draw(st.sampled_from([0.0004, 0.0005])),
+    )
+    return s, v

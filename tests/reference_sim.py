@@ -8,12 +8,22 @@ the field names of ``engine.records``, plus summary numbers.
 
 Choices the contract leaves open, made here and checked against the kernel by the differential tests:
 - Every record of bar k carries ``ts[k]``; a funding row carries its settlement time.
-- At the open: the post-only check of the new entries runs first (in tie order), then the resting orders
-  the open gapped through fill, in tie order (SL, TP, entry; long before short; lower level first).
-  Exits created by a fill at the open join the path from the first segment on.
+- At the open: the post-only check of the new entries runs first (long before short, lower level
+  first), then the resting orders the open gapped through fill one at a time in tie order (SL, TP,
+  entry; long before short; lower level first); exits created by such a fill are checked against the
+  open as well, so a lot whose stop the open also gapped through is stopped at once.
+- Entry submissions at a close go nearest rung first: level 1 long, level 1 short, level 2 long, ...
 - Entries are cancelled whenever they may not be placed (missing input, data gap, breaker, REDUCING,
-  unknown funding, halt); TP/SL always stay.
-- Errors happen at the bar open (post-only rejections) or at the close (validation rejections).
+  unknown funding, halt); TP/SL always stay. FUNDING_UNKNOWN is one event per blocked stretch.
+- Errors happen at the bar open (post-only rejections) or at the close (validation rejections). The
+  breaker is checked on every error and again at every bar's gate step (after a reset, errors still
+  inside the window trip it again).
+- The funding guard takes T0 / r from the last settlement at or before the close time, T1 from the
+  first one after it.
+- Size limits compare with a 1e-9 relative tolerance, so a sum of round lot sizes that lands a hair
+  above a round limit does not count as a breach.
+- A validation-rejected (slot, price, qty, side position) is remembered for the whole run.
+- Event ``value`` is a free diagnostic (DESIGN.md gives it no meaning); the differential test skips it.
 """
 
 from __future__ import annotations
@@ -81,6 +91,11 @@ def ceil_tick(x: float, tick: float) -> float:
 def floor_step(q: float, step: float) -> float:
     """Round a quantity down onto the lot-step grid."""
     return math.floor(q / step + 1e-9) * step
+
+
+def _above(x: float, limit: float) -> bool:
+    """``x > limit`` beyond float noise (1e-9 relative): sums of round lot sizes land a hair over."""
+    return x > limit * (1 + 1e-9) if limit >= 0 else x > limit * (1 - 1e-9)
 
 
 def _finite(*xs: float) -> bool:
@@ -411,6 +426,7 @@ class Sim:
         self.rejected: set[tuple] = set()
         # ladder and regime
         self.centre = math.nan
+        self.last_close = math.nan  # the margin ratio of a bar with missing input uses it
         self.regime = RegimeTracker(regime_cfg)
         # funding pointer: index of the first settlement not yet applied
         self.f_next = 0
@@ -502,9 +518,13 @@ class Sim:
 
     # ---------------------------------------------------------------- errors and the breaker
     def error(self, now: int) -> None:
-        """Count an error; trip the breaker when the window holds max_errors_per_minute of them."""
+        """Count an error, then check the breaker."""
         self.n_errors += 1
         self.errors.append(now)
+        self.check_breaker(now)
+
+    def check_breaker(self, now: int) -> None:
+        """Trip the breaker when the window (now - window, now] holds max_errors_per_minute errors."""
         if not self.p.breaker_on or self.cb_tripped:
             return
         recent = [t for t in self.errors if now - self.p.cb_window_ms < t <= now]
@@ -512,7 +532,7 @@ class Sim:
             self.cb_tripped = True
             self.cb_until = now + self.p.cooldown_ms
             self.cancel_entries()
-            self.event("CIRCUIT_BREAKER_TRIP", value=float(len(recent)))
+            self.event("CIRCUIT_BREAKER_TRIP", value=float(self.cb_until))
 
     def cancel_entries(self) -> None:
         self.orders.clear()
@@ -524,16 +544,16 @@ class Sim:
             return None
         others = sum(o.qty for (s, lv), o in self.orders.items() if s == side and lv != level)
         total = self.qty[side] + others + qty
-        if total * price / self.p.leverage > self.p.max_position_pct * self.equity:
+        if _above(total * price / self.p.leverage, self.p.max_position_pct * self.equity):
             return "SIZE_PCT"
-        if total > self.p.max_position_size:
+        if _above(total, self.p.max_position_size):
             return "SIZE_QTY"
-        if total * price > self.p.max_inventory_quote:
+        if _above(total * price, self.p.max_inventory_quote):
             return "SIZE_INVENTORY"
-        if not (self.p.min_order_usdt <= qty * price <= self.p.max_order_usdt):
+        if _above(self.p.min_order_usdt, qty * price) or _above(qty * price, self.p.max_order_usdt):
             return "SIZE_ORDER"
         allowed = max((b.cap for b in self.p.brackets if b.max_leverage >= self.p.leverage), default=0.0)
-        if total * price > allowed:
+        if _above(total * price, allowed):
             return "SIZE_BRACKET"
         return None
 
@@ -643,37 +663,40 @@ class Sim:
                 self.open_lot(order.side, order.level, px, order.qty)
                 continue
             self.post_only_reject(order, o)
-        gapped = []
-        for x in self.active():
-            kind, side, level, price = x
-            if kind == ENTRY and self.orders[(side, level)].new:
-                continue
-            buy = self.is_buy(kind, side)
-            if kind == SL:
-                hit = o >= price if buy else o <= price
-            elif self.p.touch:
-                hit = o <= price if buy else o >= price
-            else:
-                hit = o < price if buy else o > price
-            if hit:
-                gapped.append(x)
-        for x in sorted(gapped, key=self.tie_key):
-            self.execute(x, at_open=o if x[0] == SL else None)
+        while True:
+            gapped = []
+            for x in self.active():
+                kind, side, level, price = x
+                if kind == ENTRY and self.orders[(side, level)].new:
+                    continue
+                buy = self.is_buy(kind, side)
+                if kind == SL:
+                    hit = o >= price if buy else o <= price
+                elif self.p.touch:
+                    hit = o <= price if buy else o >= price
+                else:
+                    hit = o < price if buy else o > price
+                if hit:
+                    gapped.append(x)
+            if not gapped:
+                return
+            # one at a time: an entry filled here creates exits the open may have gapped through too
+            first = min(gapped, key=self.tie_key)
+            self.execute(first, at_open=o if first[0] == SL else None)
 
     def post_only_reject(self, order: Order, o: float) -> None:
         """A maker-only entry crossed at the open: reject, then retry away from the market."""
         key = (order.side, order.level)
         del self.orders[key]
         buy = order.side == LONG
-        self.event("POST_ONLY_REJECT", "POST_ONLY", order.side, order.level, order.price, order.qty, o)
+        self.event("POST_ONLY_REJECT", "POST_ONLY", order.side, order.level, order.price, order.qty)
         self.error(self.ts)
         if not self.p.retries_on or self.cb_tripped:
             return
         for j in range(1, self.p.retry_attempts + 1):
             px = order.price - j * self.p.tick if buy else order.price + j * self.p.tick
-            dev = abs(px - order.price) / order.price * 1e4
-            if dev > self.p.retry_max_dev_bps:
-                self.event("RETRY_LIMIT", "RETRY_DEVIATION", order.side, order.level, px, order.qty, dev)
+            if abs(px - order.price) / order.price * 1e4 > self.p.retry_max_dev_bps:
+                self.event("RETRY_LIMIT", "RETRY_DEVIATION", order.side, order.level, px, order.qty, float(j))
                 return
             memo = (order.side, order.level, px, order.qty, self.qty[order.side])
             if memo in self.rejected:
@@ -681,17 +704,20 @@ class Sim:
             reason = self.validate_entry(order.side, order.level, px, order.qty)
             if reason is not None:
                 self.rejected.add(memo)
-                self.event("ORDER_REJECTED", reason, order.side, order.level, px, order.qty)
+                self.event(
+                    "ORDER_REJECTED", reason, order.side, order.level, px, order.qty, self.qty[order.side]
+                )
                 self.error(self.ts)
                 return
             if (px < o) if buy else (px > o):
                 self.orders[key] = Order(order.side, order.level, px, order.qty, new=False)
                 return
-            self.event("POST_ONLY_REJECT", "POST_ONLY", order.side, order.level, px, order.qty, o)
+            self.event("POST_ONLY_REJECT", "POST_ONLY", order.side, order.level, px, order.qty, float(j))
             self.error(self.ts)
             if self.cb_tripped:
                 return
-        self.event("RETRY_LIMIT", "RETRY_ATTEMPTS", order.side, order.level, order.price, order.qty)
+        attempts = float(self.p.retry_attempts)
+        self.event("RETRY_LIMIT", "RETRY_ATTEMPTS", order.side, order.level, order.price, order.qty, attempts)
 
     def walk(self, a: float, b: float) -> None:
         """Walk the segment a -> b, filling the nearest hit order each time."""
@@ -728,7 +754,7 @@ class Sim:
         if equity > self.maint_at(m):
             return False
         self.orders.clear()
-        self.event("LIQUIDATION", price=m, qty=self.qty[LONG] + self.qty[SHORT], value=equity)
+        self.event("LIQUIDATION", price=m, value=equity)
         for side in (LONG, SHORT):
             if self.qty[side] > 0.0:
                 q = self.qty[side]
@@ -778,18 +804,19 @@ class Sim:
                 self.mark(c)
         if self.cb_tripped and close_time >= self.cb_until:
             self.cb_tripped = False
-            self.event("CIRCUIT_BREAKER_RESET")
-        reason, value = None, 0.0
+            self.event("CIRCUIT_BREAKER_RESET", value=float(close_time))
+        self.check_breaker(close_time)  # every bar, too: errors still in the window trip it again
+        reason = None
         L, S = self.qty
         if L + S > 0.0:
             lev = (L + S) * c / self.equity if self.equity > 0 else math.inf
             lp = liquidation_price(self.wallet(), L, self.avg[LONG], S, self.avg[SHORT], p.brackets, c)
             if lev > p.max_leverage_used:
-                reason, value = "LEVERAGE", lev
+                reason = "LEVERAGE"
             elif not math.isnan(lp) and abs(c - lp) / c < p.liq_buffer:
-                reason, value = "LIQUIDATION_BUFFER", lp
+                reason = "LIQUIDATION_BUFFER"
         if reason is not None and not self.reducing:
-            self.event("REDUCING_ON", reason, price=c, value=value)
+            self.event("REDUCING_ON", reason, price=c)
         elif reason is None and self.reducing:
             self.event("REDUCING_OFF", price=c)
         self.reducing = reason is not None
@@ -859,7 +886,7 @@ class Sim:
         if guard is None:
             self.cancel_entries()
             if not self.funding_unknown:
-                self.event("FUNDING_UNKNOWN")
+                self.event("FUNDING_UNKNOWN", price=c)
             self.funding_unknown = True
             return
         self.funding_unknown = False
@@ -869,7 +896,8 @@ class Sim:
             if want.get(key) != (o.price, o.qty):
                 del self.orders[key]
         bar_count = 0
-        for key in sorted(want):
+        # nearest rungs first: level 1 long, level 1 short, level 2 long, ...
+        for key in sorted(want, key=lambda slot: (slot[1], slot[0])):
             if key in self.orders:
                 continue
             side, level = key
@@ -880,7 +908,7 @@ class Sim:
             reason = self.validate_entry(side, level, price, qty)
             if reason is not None:
                 self.rejected.add(memo)
-                self.event("ORDER_REJECTED", reason, side, level, price, qty)
+                self.event("ORDER_REJECTED", reason, side, level, price, qty, self.qty[side])
                 self.error(close_time)
                 if self.cb_tripped:
                     return
@@ -906,10 +934,11 @@ class Sim:
         return NORMAL
 
     def record(self, k: int, c: float) -> None:
-        m = c if math.isfinite(c) else None
+        if math.isfinite(c):
+            self.last_close = c
         margin_ratio = 0.0
-        if m is not None and self.equity > 0 and (self.qty[LONG] > 0 or self.qty[SHORT] > 0):
-            margin_ratio = self.maint_at(m) / self.equity
+        if self.equity > 0 and (self.qty[LONG] > 0 or self.qty[SHORT] > 0):
+            margin_ratio = self.maint_at(self.last_close) / self.equity
         self.out.equity.append(
             {
                 "ts": int(self.m.ts[k]),

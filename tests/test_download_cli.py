@@ -73,8 +73,9 @@ def test_cli_downloads_into_the_store_and_rerun_is_a_no_op(emu: BinanceUsdmEmula
 def test_cli_text_summary_and_kinds(emu: BinanceUsdmEmulator, tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app,
-        ["data", "download", "--symbol", "BTC/USDT:USDT", "--start", "2024-01-02", "--end", "2024-01-02T06:00",
-         "--kinds", "funding", "--data-dir", str(tmp_path), "--api-url", emu.url, "--no-progress"],
+        ["data", "download", "--symbol", "BTC/USDT:USDT", "--start", "2024-01-02",
+         "--end", "2024-01-02T06:00", "--kinds", "funding", "--data-dir", str(tmp_path),
+         "--api-url", emu.url, "--no-progress"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "funding: 1 rows written" in result.output  # only the 2024-01-02 00:00 settlement

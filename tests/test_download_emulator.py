@@ -241,6 +241,22 @@ def test_server_errors_back_off_exponentially(emu: BinanceUsdmEmulator, tmp_path
     assert store.read_candles(tmp_path, EX, SYM, "1m").equals(closed)
 
 
+def test_retry_after_on_503_is_honoured(emu: BinanceUsdmEmulator, tmp_path: Path) -> None:
+    load_generated(emu, JAN30, 100)
+    emu.state.inject("status", path=FUNDING, status=503, retry_after=3)
+    sleeps = Sleeps()
+    run(emu, tmp_path, JAN30, JAN30 + DAY, kinds=("funding",), sleep=sleeps, backoff_s=0.5)
+    assert sleeps == [3.0]
+
+
+def test_backoff_is_capped(emu: BinanceUsdmEmulator, tmp_path: Path) -> None:
+    load_generated(emu, JAN30, 100)
+    emu.state.inject("status", path=KLINES, status=502, times=3)
+    sleeps = Sleeps()
+    run(emu, tmp_path, JAN30, JAN30 + DAY, kinds=("candles",), sleep=sleeps, backoff_s=40.0)
+    assert sleeps == [40.0, 60.0, 60.0]  # 40, 80 -> 60, 160 -> 60: never above MAX_BACKOFF_S = 60
+
+
 def test_timeout_is_retried(emu: BinanceUsdmEmulator, tmp_path: Path) -> None:
     closed = load_generated(emu, JAN30, 500)
     emu.state.inject("timeout", path=MARK, delay_s=1.5)  # longer than the client's 0.3 s timeout
@@ -283,7 +299,7 @@ def test_bad_json_is_retried(emu: BinanceUsdmEmulator, tmp_path: Path) -> None:
 def test_persistent_bad_json_fails_clearly_and_writes_nothing(
     emu: BinanceUsdmEmulator, tmp_path: Path
 ) -> None:
-    load_generated(emu, JAN30, 1440)
+    load_generated(emu, JAN30, 100)
     emu.state.inject("bad_json", path=KLINES, times=4)
     with pytest.raises(GridctlError) as err:
         run(emu, tmp_path, JAN30, JAN30 + DAY, kinds=("candles",), max_retries=3, sleep=Sleeps())
@@ -308,6 +324,28 @@ def test_invalid_bars_are_never_stored(emu: BinanceUsdmEmulator, tmp_path: Path)
         run(emu, tmp_path, JAN30, JAN30 + DAY, kinds=("candles",), max_retries=1, sleep=Sleeps())
     assert "2024-01-30 02:30:00 UTC" in str(err.value)  # bar 150 = 150 minutes after midnight
     assert store.candle_partitions(tmp_path, EX, SYM, "1m") == []
+
+
+def test_funding_rerun_and_extension_follow_the_schedule(emu: BinanceUsdmEmulator, tmp_path: Path) -> None:
+    load_generated(emu, JAN30, 3 * 1440)
+    run(emu, tmp_path, JAN30, JAN30 + DAY, kinds=("funding",))  # stores Jan 30 00:00, 08:00, 16:00
+    emu.state.clear_log()
+    summary = run(emu, tmp_path, JAN30, JAN30 + 3 * DAY, kinds=("funding",))
+    # Nothing can be missing before Jan 30 16:00 + 8 h, so the request starts at Jan 31 00:00 (less
+    # the 1 s pad for early-stamped settlements) and ends at the clock.
+    assert summary.kinds["funding"].missing_ranges == [(JAN30 + DAY, JAN30 + 3 * DAY)]
+    assert starts(emu, FUNDING)[0] == JAN30 + DAY - 1000
+    assert summary.kinds["funding"].rows == 6  # Jan 31 and Feb 1, three each
+
+
+def test_funding_on_a_4h_schedule_is_complete_after_one_run(emu: BinanceUsdmEmulator, tmp_path: Path) -> None:
+    emu.state.now_ms = JAN30 + 2 * DAY
+    emu.state.set_funding("BTCUSDT", funding_settlements(JAN30, JAN30 + 3 * DAY, interval_ms=4 * HOUR))
+    summary = run(emu, tmp_path, JAN30, JAN30 + 2 * DAY, kinds=("funding",))
+    assert summary.kinds["funding"].rows == 12  # 2 days x 6 settlements
+    emu.state.clear_log()
+    run(emu, tmp_path, JAN30, JAN30 + 2 * DAY, kinds=("funding",))
+    assert emu.state.requests(FUNDING) == []
 
 
 def test_funding_without_mark_price_is_nan(emu: BinanceUsdmEmulator, tmp_path: Path) -> None:

@@ -17,40 +17,7 @@ from effects import config_leaf_fields, effect
 TESTS_DIR = Path(__file__).resolve().parent
 
 # Fields the engine reads; the engine engineers remove each entry when its @effect test lands.
-PENDING_ENGINE: dict[str, str] = {
-    "strategy.name": "run results are labelled with the strategy name",
-    "strategy.instrument_id": "the driver loads the market of ccxt_symbol derived from it",
-    "grid.grid_levels_short": "number of short rungs",
-    "rebalance.recenter_trigger_bps": "re-centre threshold",
-    "rebalance.max_inventory_quote": "SIZE_INVENTORY order validation",
-    "funding.funding_window_minutes": "funding guard window before a settlement",
-    "funding.funding_max_cost_bps": "funding guard cost threshold",
-    "regime.adx_len": "ADX length of the regime classifier",
-    "regime.ema_fast": "fast EMA length",
-    "regime.ema_slow": "slow EMA length",
-    "regime.atr_len": "ATR length (warm-up and volatility)",
-    "regime.hysteresis_bps": "EMA spread band that keeps the current regime",
-    "regime.adx_threshold": "ADX below it is SIDEWAYS",
-    "position.max_position_size": "SIZE_QTY order validation",
-    "position.max_position_pct": "SIZE_PCT order validation",
-    "policy.strategy": "throttled-counter vs core-and-scalp rung selection",
-    "policy.counter_levels": "rungs kept on the counter-trend side",
-    "policy.counter_qty_scale": "qty factor on the counter-trend side",
-    "policy.throttle": "initial entry qty multiplier (engine.throttle.set_throttle changes it)",
-    "risk_management.enable_position_validation": "false skips order-size validation",
-    "trading.hedge_mode": "the engine models hedge mode only: a run must refuse hedge_mode false",
-    "trading.leverage": "SIZE_PCT margin and SIZE_BRACKET validation",
-    "trading.margin_type": "liquidation is modelled cross-margin: a run must refuse ISOLATED or model it",
-    "risk.min_order_size_usdt": "SIZE_ORDER lower bound",
-    "risk.max_order_size_usdt": "SIZE_ORDER upper bound",
-    "precision.price_precision": "tick size when precision.tick_size is absent",
-    "precision.quantity_precision": "step size when precision.step_size is absent",
-    "precision.min_notional": "precision guard: smaller orders are not placed",
-    "precision.min_qty": "precision guard: smaller orders are not placed",
-    "precision.max_qty": "orders above the exchange's max qty must be refused",
-    "rate_limits.orders_per_second": "entry submissions per bar close; excess deferred",
-    "rate_limits.orders_per_minute": "orders per 60 s window; excess deferred",
-}
+PENDING_ENGINE: dict[str, str] = {}
 
 # Fields only the live bridge reads; the live-bridge issue proves them against the exchange emulator.
 PENDING_LIVE: dict[str, str] = {

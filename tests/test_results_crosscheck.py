@@ -22,8 +22,8 @@ from engine.stats import compute_stats
 
 SCENARIOS = {
     "default": [],
-    # Big rungs and a 2 % drawdown limit: flatten + HALTED; a tiny position cap makes SIZE_QTY
-    # rejections that trip the circuit breaker.
+    # Big rungs and a 2 % drawdown limit: flatten + HALTED; rungs of 0.05 BTC against the default
+    # 0.1 BTC position cap make SIZE_QTY rejections that trip the circuit breaker.
     "halt_and_breaker": ["grid.base_qty=0.05", "risk_management.max_drawdown_pct=2"],
     # Huge rungs with the size checks and the drawdown halt off: the account is liquidated.
     "liquidated": [
@@ -80,7 +80,9 @@ def test_money_stats_equal_the_kernel_accumulators(scenario) -> None:
     ]:
         assert close(s[stat], k[acc]), (stat, s[stat], acc, k[acc])
     # The ledgers rebuild the wallet: initial + realized - fees + funding.
-    wallet = s["initial_balance"] + s["realized_pnl"] - s["fees_paid"] + s["funding_received"] - s["funding_paid"]
+    wallet = (
+        s["initial_balance"] + s["realized_pnl"] - s["fees_paid"] + s["funding_received"] - s["funding_paid"]
+    )
     assert close(wallet, k["wallet_balance"])
 
 

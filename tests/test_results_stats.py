@@ -31,7 +31,6 @@ class FakeRun:
     events: np.ndarray
     equity: np.ndarray
     summary: dict[str, float] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def records(dtype: np.dtype, rows: list[tuple]) -> np.ndarray:

@@ -65,7 +65,13 @@ def test_several_rungs_and_same_bar_take_profits(impl):
     assert_fill(f[3], t, 0, 1, 1, 9999, 0.01, 0.019998, 0, 1.49)
     # equity = 10000 + 1.97 - 0.079194
     assert led.equity[-1]["equity"] == pytest.approx(10001.890806, rel=1e-12)
-    # Only one rung with tp_steps=2: TP = ceil_tick(9900*1.02) = 10098 is not reached (close 10000).
+    # Maker fee 0: the same fills cost nothing.
+    led0 = run(impl, make_market([*flat(10000, 1), (10000, 10090, 9790, 10000)]), s, venue(fees__maker=0.0))
+    assert [x[6] for x in fills_of(led0)] == [0.0] * 4
+    # One rung (levels 1): only rung 1 and its TP.
+    led_one = run(impl, make_market([*flat(10000, 1), (10000, 10090, 9790, 10000)]), strategy(), venue())
+    assert [x[2:4] for x in fills_of(led_one)] == [(0, 1), (1, 1)]
+    # One rung with tp_steps=2: TP = ceil_tick(9900*1.02) = 10098 is not reached (close 10000).
     led1 = run(
         impl, make_market([*flat(10000, 1), (10000, 10090, 9790, 10000)]), strategy(exit__tp_steps=2), venue()
     )
@@ -84,6 +90,9 @@ def test_stop_loss_inside_the_bar_with_slippage(impl):
     sl = fills_of(led, kind=2)
     assert len(sl) == 1
     assert_fill(sl[0], bar_ts(2), 0, 2, 1, 9692.298, 0.01, 0.04846149, 1, -2.07702)
+    # No slippage: the stop fills at its price 9702; taker fee 0.001: 9702*0.01*0.001 = 0.09702.
+    led0 = run(impl, make_market(bars), strategy(), venue(fees__taker=0.001))
+    assert_fill(fills_of(led0, kind=2)[0], bar_ts(2), 0, 2, 1, 9702.0, 0.01, 0.09702, 1, -1.98)
     # sl_steps=4: SL = floor_tick(9900*0.96) = 9504 is below the low 9650: no stop.
     led4 = run(impl, make_market(bars), strategy(exit__sl_steps=4, backtest__slippage_bps=10.0), venue())
     assert fills_of(led4, kind=2) == []
@@ -126,12 +135,13 @@ def test_limit_fills_on_touch_only_when_configured(impl):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_rung_price_follows_step_and_tick(impl):
     # step 37 bps: long rung = floor_tick(10000*(1-0.0037)) = floor_tick(9963) = 9963 (tick 0.1).
-    # tick 7: floor(9963/7) = 1423 -> 1423*7 = 9961.
+    # tick 7: floor(9963/7) = 1423 -> 1423*7 = 9961. Step 100 bps: rung 9900 is below the low 9950.
     bars = [*flat(10000, 1), (10000, 10000, 9950, 9990)]
     led = run(impl, make_market(bars), strategy(grid__grid_step_bps=37.0), venue())
     assert [e[3] for e in entries(led)] == [pytest.approx(9963.0)]
     led7 = run(impl, make_market(bars), strategy(grid__grid_step_bps=37.0), venue(precision__tick_size=7.0))
     assert [e[3] for e in entries(led7)] == [pytest.approx(9961.0)]
+    assert entries(run(impl, make_market(bars), strategy(), venue())) == []
 
 
 @effect("grid.base_qty", "grid.qty_scale", "precision.step_size")
@@ -139,12 +149,23 @@ def test_rung_price_follows_step_and_tick(impl):
 def test_rung_qty_is_geometric_and_floored_to_the_step(impl):
     # base 0.013, scale 1.5: rung 1 = 0.013, rung 2 = floor_step(0.0195) = 0.019 (step 0.001).
     # step 0.005: rung 1 = floor_step(0.013) = 0.010, rung 2 = floor_step(0.0195) = 0.015.
+    # scale 1.0: 0.013 and 0.013; base 0.02 (scale 1.5): 0.02 and 0.03.
     bars = [*flat(10000, 1), (10000, 10000, 9790, 9795)]
     s = strategy(grid__grid_levels_long=2, grid__base_qty=0.013, grid__qty_scale=1.5, exit__sl_steps=5)
     led = run(impl, make_market(bars), s, venue())
     assert [e[4] for e in entries(led)] == [pytest.approx(0.013), pytest.approx(0.019)]
     led5 = run(impl, make_market(bars), s, venue(precision__step_size=0.005, precision__min_qty=0.005))
     assert [e[4] for e in entries(led5)] == [pytest.approx(0.010), pytest.approx(0.015)]
+    flat_scale = strategy(
+        grid__grid_levels_long=2, grid__base_qty=0.013, grid__qty_scale=1.0, exit__sl_steps=5
+    )
+    assert [e[4] for e in entries(run(impl, make_market(bars), flat_scale, venue()))] == pytest.approx(
+        [0.013] * 2
+    )
+    base2 = strategy(grid__grid_levels_long=2, grid__base_qty=0.02, grid__qty_scale=1.5, exit__sl_steps=5)
+    assert [e[4] for e in entries(run(impl, make_market(bars), base2, venue()))] == pytest.approx(
+        [0.02, 0.03]
+    )
 
 
 @effect("execution.maker_only", "execution.use_post_only_retries", "execution.retry_attempts")
@@ -201,6 +222,18 @@ def test_retry_price_bound_and_optimization_mode(impl):
     led = run(impl, make_market(bars), s, venue())
     assert kinds(led) == ["POST_ONLY_REJECT", "POST_ONLY_REJECT", "RETRY_LIMIT"]
     assert led.events[-1]["reason"] == 9  # Reason.RETRY_DEVIATION
+    # Bound 100 bps: all 5 retries are sent: 6 rejections, then RETRY_LIMIT (attempts).
+    wide = strategy(
+        execution__use_post_only_retries=True,
+        execution__retry_attempts=5,
+        execution__retry_max_price_deviation_bps=100.0,
+    )
+    assert kinds(run(impl, make_market(bars), wide, venue())) == ["POST_ONLY_REJECT"] * 6 + ["RETRY_LIMIT"]
     # optimization_mode switches the retries off: a single rejection.
-    s = strategy(execution__use_post_only_retries=True, execution__optimization_mode=True)
+    s = strategy(
+        execution__use_post_only_retries=True,
+        execution__retry_attempts=5,
+        execution__retry_max_price_deviation_bps=100.0,
+        execution__optimization_mode=True,
+    )
     assert kinds(run(impl, make_market(bars), s, venue())) == ["POST_ONLY_REJECT"]

@@ -82,7 +82,7 @@ def test_funding_guard_scales_the_paying_side_inside_the_window(impl, rate, bar)
     )
     led10 = run(impl, make_market(bars, funding=funding), s10, venue())
     assert [e[4] for e in entries(led10) if e[1] == side] == pytest.approx([0.04] * 7)
-    # Window 120 min: cost = 20*2/8 = 5 > 4.9; only closes within 2 h scale: k=5 -> 1.0, k=6 -> 0.5.
-    s2 = strategy(grid__base_qty=0.04, funding__funding_window_minutes=120, funding__funding_max_cost_bps=4.9)
+    # Window 120 min (threshold 5 again): cost = 20*2/8 = 5 is not above 5 -> full size every bar.
+    s2 = strategy(grid__base_qty=0.04, funding__funding_window_minutes=120, funding__funding_max_cost_bps=5.0)
     led2 = run(impl, make_market(bars, funding=funding), s2, venue())
-    assert [e[4] for e in entries(led2) if e[1] == side] == pytest.approx([0.04] * 6 + [0.02])
+    assert [e[4] for e in entries(led2) if e[1] == side] == pytest.approx([0.04] * 7)

@@ -22,6 +22,7 @@ from market_builders import (
     venue,
 )
 
+from configs.schema import Bracket, MarginSection
 from engine.enums import Reason, RiskState
 
 # Bar 1 fills the long rung: 1.0 @ 9900, maker fee 1.98; close 9950 -> unrealized +50.
@@ -110,13 +111,20 @@ def test_circuit_breaker_trips_blocks_and_resets(impl):
     led60 = run(impl, m, s60, venue())
     assert [e[0] for e in entries(led60)][:1] == [bar_ts(2, "1m")]
     # 10 errors needed: 4 rejections + RETRY_LIMIT, no trip, and the entry fills in bar 2.
-    s10 = strategy(risk_management__max_errors_per_minute=10, **common)
+    s10 = strategy(
+        risk_management__max_errors_per_minute=10,
+        risk_management__circuit_breaker_cooldown_seconds=180,
+        **common,
+    )
     led10 = run(impl, m, s10, venue())
     assert "CIRCUIT_BREAKER_TRIP" not in kinds(led10)
     assert [e[0] for e in entries(led10)][:1] == [bar_ts(2, "1m")]
     # Breaker switched off: same as never tripping.
     soff = strategy(
-        risk_management__max_errors_per_minute=3, risk_management__enable_circuit_breaker=False, **common
+        risk_management__max_errors_per_minute=3,
+        risk_management__circuit_breaker_cooldown_seconds=180,
+        risk_management__enable_circuit_breaker=False,
+        **common,
     )
     assert "CIRCUIT_BREAKER_TRIP" not in kinds(run(impl, m, soff, venue()))
 
@@ -187,7 +195,7 @@ def test_reducing_near_the_liquidation_price(impl):
 LP2 = 52361.88 / 5.97
 
 
-@effect("margin.brackets", "backtest.initial_balance")
+@effect("backtest.initial_balance")
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize(("low", "liquidated"), [(8772.0, False), (8770.0, True)])
 def test_liquidation_at_the_binance_price(impl, low, liquidated):
@@ -276,3 +284,26 @@ def test_unknown_funding_blocks_entries(impl):
     assert led.fills == []
     assert kinds(led) == ["FUNDING_UNKNOWN"]
     assert led.events[0]["ts"] == bar_ts(0)
+
+
+@effect("margin.brackets")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_brackets_set_the_maintenance_margin(impl):
+    # Same position as above (6.0 @ 9900, WB 6988.12), bar 2 low 8772: with the BTC table the account
+    # survives (equity 220.12 > MM 213.16). With one flat tier of mmr 0.01 (cum 0) the maintenance margin
+    # at 8772 is 6*8772*0.01 = 526.32 >= 220.12 -> liquidated there.
+    bars = [*flat(10000, 1), FILL_BAR, (9950, 9950, 8772.0, 9000), flat(9000, 1)[0]]
+    s = strategy(
+        grid__base_qty=6.0,
+        backtest__initial_balance=7000.0,
+        exit__sl_steps=20,
+        risk_management__max_drawdown_pct=50.0,
+    )
+    btc = venue()
+    flat_tier = Bracket(
+        notional_floor=0.0, notional_cap=1e9, maint_margin_ratio=0.01, cum=0.0, max_leverage=125
+    )
+    steep = btc.model_copy(update={"margin": MarginSection(brackets={"BTC/USDT:USDT": [flat_tier]})})
+    assert all(f["kind"] != 4 for f in run(impl, make_market(bars), s, btc).fills)
+    liq = [f for f in run(impl, make_market(bars), s, steep).fills if f["kind"] == 4]
+    assert [(f["ts"], f["price"], f["qty"]) for f in liq] == [(bar_ts(2), 8772.0, 6.0)]

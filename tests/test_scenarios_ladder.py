@@ -76,14 +76,11 @@ def test_throttled_counter_in_an_uptrend(impl):
     side = run(impl, make_market(bars), strategy(**{**REGIME, "regime__hysteresis_bps": 1000.0}), venue())
     assert {r["regime"] for r in side.equity} == {0}
     assert entry_slots(side) == [(s, i, 0.01) for s in (0, 1) for i in (1, 2, 3)]
-    # counter_levels 2, scale 0.3: short rungs 1-2 at floor_step(0.003) = 0.003.
-    led2 = run(
-        impl,
-        make_market(bars),
-        strategy(**{**REGIME, "policy__counter_levels": 2, "policy__counter_qty_scale": 0.3}),
-        venue(),
-    )
-    assert entry_slots(led2) == [(0, 1, 0.01), (0, 2, 0.01), (0, 3, 0.01), (1, 1, 0.003), (1, 2, 0.003)]
+    # counter_levels 2: short rungs 1-2 at 0.005; counter_qty_scale 0.3: short rung 1 at 0.003.
+    led2 = run(impl, make_market(bars), strategy(**{**REGIME, "policy__counter_levels": 2}), venue())
+    assert entry_slots(led2) == [(0, 1, 0.01), (0, 2, 0.01), (0, 3, 0.01), (1, 1, 0.005), (1, 2, 0.005)]
+    led3 = run(impl, make_market(bars), strategy(**{**REGIME, "policy__counter_qty_scale": 0.3}), venue())
+    assert entry_slots(led3) == [(0, 1, 0.01), (0, 2, 0.01), (0, 3, 0.01), (1, 1, 0.003)]
 
 
 @effect("policy.strategy", "regime.adx_threshold")
@@ -191,6 +188,9 @@ VALIDATION_CASES = {
 def test_order_size_validation_reasons(impl, case):
     strat_over, venue_over, want = VALIDATION_CASES[case]
     bars = [*flat(10000, 3), SWEEP]
+    # Baseline without the case's limit (the other overrides kept): nothing is rejected.
+    base = run(impl, make_market(bars), strategy(**strat_over) if venue_over else strategy(), venue())
+    assert [e for e in base.events if e["kind"] == EventKind.ORDER_REJECTED] == []
     led = run(impl, make_market(bars), strategy(**strat_over), venue(**venue_over))
     rejected = [e for e in led.events if e["kind"] == EventKind.ORDER_REJECTED]
     # One rejection per slot at bar 0's close; the same (slot, price, qty, position) is never resubmitted.
@@ -226,4 +226,57 @@ def test_rate_limits_defer_submissions(impl):
     assert len(entries(run(impl, make_market(bars), s, venue()))) == 6
     assert len(entries(run(impl, make_market(bars), s, venue(rate_limits__orders_per_second=2)))) == 2
     m1 = make_market(bars, timeframe="1m")
+    assert len(entries(run(impl, m1, s, venue()))) == 6
     assert len(entries(run(impl, m1, s, venue(rate_limits__orders_per_minute=1)))) == 1
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_rejected_order_is_never_resubmitted_unchanged(impl):
+    # DESIGN.md: a rejected (slot, price, qty, side position) is not submitted again.
+    # min order 100 USDT: long rung 1 (0.01 @ 9900 = 99) is rejected (SIZE_ORDER); rung 2
+    # (floor_step(0.015) @ 9800 = 147) is fine. tp_steps 3: rung 2's TP = ceil_tick(9800*1.03) = 10094.
+    # bar 0 close 10000, position 0      -> reject (slot L1, 9900, 0.01, position 0)
+    # bar 1 dips to 9790: L2 fills; close 9950, position 0.015 -> new tuple, reject again
+    # bar 2 rises to 10095: the TP 10094 fills (short rung 10100 not reached); close 9960, position 0
+    #   -> (L1, 9900, 0.01, 0) was rejected at bar 0: not submitted, no event.
+    bars = [*flat(10000, 1), (10000, 10000, 9790, 9950), (9950, 10095, 9950, 9960)]
+    s = strategy(grid__grid_levels_long=2, grid__qty_scale=1.5, exit__tp_steps=3)
+    led = run(impl, make_market(bars), s, venue(risk__min_order_size_usdt=100.0))
+    rejected = [(e["ts"], e["side"], e["level"], e["reason"], e["value"]) for e in led.events]
+    assert rejected == [
+        (bar_ts(0), 0, 1, Reason.SIZE_ORDER, 0.0),
+        (bar_ts(1), 0, 1, Reason.SIZE_ORDER, pytest.approx(0.015)),
+    ]
+    assert [(f["ts"], f["kind"], f["level"]) for f in led.fills] == [(bar_ts(1), 0, 2), (bar_ts(2), 1, 2)]
+
+
+@effect("regime.ema_fast", "regime.ema_slow", "regime.adx_len", "regime.atr_len")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_regime_lengths_shift_warmup_and_spread(impl):
+    # UPTREND c_k = 10000 + k. For a linear series an EMA seeded with the SMA of its first n values lags
+    # by exactly (n-1)/2: EMA5 = c - 2, EMA9 = c - 4, EMA10 = c - 4.5.
+    # Warm-up max(ema_slow, 2*adx_len, atr_len+1) = 10 bars -> UP from bar 9; raising any one length to
+    # give 12 bars (ema_slow 12, adx_len 6, atr_len 11) keeps bars 9 and 10 SIDEWAYS.
+    # Spread at bar 10 (c = 10010): fast 5 -> 2.5/10005.5*1e4 = 2.499 bps, fast 9 -> 0.4997 bps; with
+    # hysteresis 1 bps the fast-9 spread never leaves the band, so the regime stays SIDEWAYS.
+    def regimes(**over):
+        led = run(impl, make_market(UPTREND), strategy(**{**REGIME, **over}), venue())
+        return [r["regime"] for r in led.equity][8:11]
+
+    assert regimes() == [0, 1, 1]
+    assert regimes(regime__ema_slow=12) == [0, 0, 0]
+    assert regimes(regime__adx_len=6) == [0, 0, 0]
+    assert regimes(regime__atr_len=11) == [0, 0, 0]
+    assert regimes(regime__hysteresis_bps=1.0) == [0, 1, 1]
+    assert regimes(regime__hysteresis_bps=1.0, regime__ema_fast=9) == [0, 0, 0]
+
+
+@effect("grid.grid_levels_short")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_short_levels(impl):
+    # The sweep runs through 10100, 10200 and 10300: 1 short rung fills by default, 3 with 3 levels.
+    bars = [*flat(10000, 1), SWEEP]
+    shorts = [e for e in entries(run(impl, make_market(bars), strategy(grid__grid_levels_short=3), venue()))]
+    assert [(e[1], e[2]) for e in shorts if e[1] == 1] == [(1, 1), (1, 2), (1, 3)]
+    one = entries(run(impl, make_market(bars), strategy(), venue()))
+    assert [(e[1], e[2]) for e in one if e[1] == 1] == [(1, 1)]

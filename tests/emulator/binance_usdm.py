@@ -18,7 +18,7 @@ from ``startTime`` when given, else the most recent ones; klines never start aft
 Adding the private endpoints later (orders, positions, account, leverage, listenKey): put the account
 (balances, positions, open orders, leverage per symbol, listen keys) into new fields of
 ``EmulatorState``, write one handler per endpoint that first checks the ``X-MBX-APIKEY`` header and the
-HMAC-SHA256 ``signature`` of the query against ``state.api_secret``, and register it in ``ROUTES`` with
+HMAC-SHA256 ``signature`` of the query against a new ``api_secret`` field, and register it in ``ROUTES`` with
 its method (``POST /fapi/v1/order``, ``GET /fapi/v2/positionRisk``, ...). Faults and the request log
 then apply to them unchanged.
 

@@ -40,10 +40,12 @@ def mark_from_trade(bars: pl.DataFrame, offset: float = 1.5) -> pl.DataFrame:
     ).with_columns(pl.lit(0.0).alias("volume"))
 
 
-def funding_settlements(start_ms: int, end_ms: int, seed: int = 11) -> pl.DataFrame:
-    """Settlements every 8 h in ``[start_ms, end_ms)`` with 1..47 ms of exchange jitter on fundingTime."""
-    first = -(-start_ms // FUNDING_INTERVAL_MS) * FUNDING_INTERVAL_MS
-    scheduled = np.arange(first, end_ms, FUNDING_INTERVAL_MS, dtype=np.int64)
+def funding_settlements(
+    start_ms: int, end_ms: int, seed: int = 11, interval_ms: int = FUNDING_INTERVAL_MS
+) -> pl.DataFrame:
+    """Settlements every ``interval_ms`` in ``[start_ms, end_ms)``, with 1..47 ms of fundingTime jitter."""
+    first = -(-start_ms // interval_ms) * interval_ms
+    scheduled = np.arange(first, end_ms, interval_ms, dtype=np.int64)
     rng = np.random.default_rng(seed)
     return pl.DataFrame(
         {

@@ -1,0 +1,160 @@
+"""`gridctl backtest` end to end: sample data, summary, --json, --out, and user errors as exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from effects import effect
+from typer.testing import CliRunner
+
+from cli import app
+from data.sample import SAMPLE_EXCHANGE, generate_sample, write_sample
+from data.store import write_candles, write_funding
+from engine.results import RESULT_FILES
+
+REPO = Path(__file__).resolve().parents[1]
+# Three whole days out of the 10-day sample: 3 * 1440 bars.
+WINDOW = ["--start", "2024-01-02", "--end", "2024-01-05"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data")
+    write_sample(path, days=10)
+    return path
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, ["backtest", *args], catch_exceptions=False)
+
+
+def run_json(data_dir: Path, *args: str) -> dict:
+    result = invoke("--data", str(data_dir), *WINDOW, "--json", *args)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)  # the whole of stdout is one JSON object
+
+
+def test_json_is_one_object_with_the_run_facts(data_dir: Path) -> None:
+    stats = run_json(data_dir)
+    assert stats["strategy"] == "default" and stats["symbol"] == "BTC/USDT:USDT"
+    assert stats["bars"] == 3 * 1440
+    assert stats["data_start"] == "2024-01-02T00:00:00Z" and stats["data_end"] == "2024-01-05T00:00:00Z"
+    assert stats["n_fills"] > 0 and stats["assumptions"]["fees_source"] == "venue config"
+
+
+def test_summary_says_what_ran_and_what_was_assumed(data_dir: Path) -> None:
+    result = invoke("--data", str(data_dir), *WINDOW)
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    for text in ("strategy default", "venue BINANCE", "BTC/USDT:USDT 1m", "4,320 bars", "Results",
+                 "Final equity", "Sharpe", "Gates, rejections, events", "What this run assumed",
+                 "Gates tripped", "Gates disabled", "Funding mark price", "Intrabar path"):  # fmt: skip
+        assert text in out, text
+    assert "running default on 4,320 1m bars" in result.stderr  # progress goes to stderr
+
+
+def test_out_writes_every_result_file(data_dir: Path, tmp_path: Path) -> None:
+    result = invoke("--data", str(data_dir), *WINDOW, "--out", str(tmp_path / "res"), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == sorted(RESULT_FILES)
+    stats = json.loads((tmp_path / "res" / "stats.json").read_text())
+    assert stats == json.loads(result.stdout)
+    assert pl.read_parquet(tmp_path / "res" / "fills.parquet").height == stats["n_fills"]
+
+
+@effect("backtest.initial_balance")
+def test_initial_balance_sets_the_starting_equity(data_dir: Path, tmp_path: Path) -> None:
+    base = run_json(data_dir)
+    rich = run_json(data_dir, "--set", "backtest.initial_balance=20000", "--out", str(tmp_path / "r"))
+    assert (base["initial_balance"], rich["initial_balance"]) == (10000.0, 20000.0)
+    # The same rungs trade in both runs (no size gate binds), so equity shifts by the 10,000 difference.
+    assert rich["final_equity"] - base["final_equity"] == pytest.approx(10000.0, abs=1.0)
+    first = pl.read_parquet(tmp_path / "r" / "equity.parquet")["equity"][0]
+    assert first == pytest.approx(20000.0, abs=50.0)
+
+
+@effect("strategy.instrument_id")
+def test_instrument_id_picks_the_market(data_dir: Path) -> None:
+    # An ETH-like market in the same store: the sample's first 3 days at 1/20 of the price.
+    candles, _, funding = generate_sample(3, seed=11)
+    eth = candles.with_columns(*(pl.col(c) / 20 for c in ("open", "high", "low", "close")))
+    write_candles(data_dir, SAMPLE_EXCHANGE, "ETH/USDT:USDT", "1m", eth)
+    write_funding(data_dir, SAMPLE_EXCHANGE, "ETH/USDT:USDT", funding.with_columns(pl.col("mark_price") / 20))
+    args = ["--start", "2024-01-01", "--end", "2024-01-03", "--set", "grid.base_qty=0.05"]
+    btc = run_json(data_dir, *args)
+    eth_stats = run_json(data_dir, *args, "--set", "strategy.instrument_id=ETHUSDT-PERP.BINANCE")
+    assert (btc["symbol"], eth_stats["symbol"]) == ("BTC/USDT:USDT", "ETH/USDT:USDT")
+    assert eth_stats["n_fills"] > 0 and eth_stats["n_fills"] != btc["n_fills"]
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--set", "grid.grid_stepp_bps=30"], "grid.grid_stepp_bps"),
+        (["--set", "grid.grid_levels_long=0"], "grid.grid_levels_long"),
+        (["--start", "2024-13-01"], "--start"),
+        (["--start", "2024-01-05", "--end", "2024-01-02"], "--end"),
+        (["--config", "no_such_strategy"], "no_such_strategy"),
+        (["--venue", "no_such_venue"], "no_such_venue"),
+        (["--timeframe", "7m"], "--timeframe"),
+        (["--symbol", "DOGE/USDT:USDT"], "DOGE/USDT:USDT"),
+    ],
+)
+def test_user_errors_exit_2_naming_the_option_and_write_nothing(
+    data_dir: Path, tmp_path: Path, args: list[str], named: str
+) -> None:
+    out = tmp_path / "res"
+    result = CliRunner().invoke(app, ["backtest", "--data", str(data_dir), "--out", str(out), *args])
+    assert result.exit_code == 2, result.output
+    # Progress lines may come first; the error message (possibly several lines) names the culprit.
+    error = (
+        result.stderr[result.stderr.index("\nerror: ") + 1 :]
+        if "\nerror: " in result.stderr
+        else result.stderr
+    )
+    assert error.startswith("error: ") and named in error
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_out_must_be_a_directory(data_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "file.txt"
+    target.write_text("keep me")
+    result = invoke("--data", str(data_dir), *WINDOW, "--out", str(target))
+    assert result.exit_code == 2 and "--out" in result.stderr and target.read_text() == "keep me"
+
+
+def test_bad_set_fails_before_generating_the_sample(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["backtest", "--data", str(tmp_path / "d"), "--set", "grid.nope=1"])
+    assert result.exit_code == 2 and "--set" in result.stderr and "grid.nope" in result.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_no_arguments_generates_the_sample_and_runs_the_default(tmp_path: Path) -> None:
+    """A real process: `gridctl backtest` with only the data directory set through the environment."""
+    exe = shutil.which("gridctl")
+    cmd = [exe, "backtest"] if exe else [sys.executable, "-c", "from cli import app; app()", "backtest"]
+    env = dict(os.environ, GRIDCTL_DATA_DIR=str(tmp_path / "data"), COLUMNS="160")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "strategy default on venue BINANCE" in proc.stdout and "259,200 bars" in proc.stdout
+    assert (tmp_path / "data" / "sample" / "BTC_USDT_USDT" / "1m").is_dir()
+    assert "Traceback" not in proc.stderr
+
+
+def test_json_stdout_is_clean_in_a_real_process(data_dir: Path) -> None:
+    cmd = [sys.executable, "-c", "from cli import app; app()", "backtest", "--data", str(data_dir), *WINDOW]
+    proc = subprocess.run(
+        [*cmd, "--json"], cwd=REPO, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(proc.stdout)
+    assert isinstance(stats, dict) and np.isfinite(stats["final_equity"])

@@ -1,0 +1,85 @@
+"""Differential proof: on random markets and random valid configs, the numba kernel's ledgers equal the
+slow pure-Python reference (tests/reference_sim.py), row for row, floats within 1e-9 relative.
+
+Markets are random walks with jumps, open gaps, missing bars (data gaps), the odd NaN bar and funding
+every 8 h with random (sometimes extreme) rates and marks that are sometimes unknown. Configs span the
+ladder, exits, policy, execution (post-only, retries), funding guard, gates and thresholds.
+"""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import HealthCheck, given, settings
+from market_builders import configs, markets, run, strategy, venue
+
+from configs.loader import load_strategy, load_venue
+
+settings.register_profile(
+    "differential",
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+REL = 1e-9
+ABS = 1e-9
+
+
+# Summary numbers both implementations report under the same name.
+SHARED_SUMMARY = ("final_equity", "realized_pnl", "fees", "max_drawdown_pct", "orders_deferred")
+
+
+def close(a: float, b: float) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        if math.isnan(a) or math.isnan(b):
+            return math.isnan(a) and math.isnan(b)
+        return math.isclose(a, b, rel_tol=REL, abs_tol=ABS)
+    return a == b
+
+
+# DESIGN.md defines no meaning for an event's ``value`` column (a free diagnostic: gap length, trip-until
+# time, retry index, ...), so it is not part of the contract the two implementations must share.
+UNSPECIFIED = {"events": {"value"}}
+
+
+def assert_same_ledger(name: str, ref: list[dict], ker: list[dict]) -> None:
+    """Same number of rows and every field equal (floats within REL), with a readable first mismatch."""
+    skip = UNSPECIFIED.get(name, set())
+    for i, (r, k) in enumerate(zip(ref, ker, strict=False)):
+        bad = [f for f in r if f not in skip and not close(float(r[f]), float(k[f])) and r[f] != k[f]]
+        assert not bad, f"{name} row {i} differs in {bad}:\n ref    {r}\n kernel {k}"
+    assert len(ref) == len(ker), (
+        f"{name}: reference has {len(ref)} rows, kernel {len(ker)}; first extra: "
+        f"{(ref if len(ref) > len(ker) else ker)[min(len(ref), len(ker))]}"
+    )
+
+
+def assert_same(market, strat, ven) -> None:
+    ref = run("reference", market, strat, ven)
+    ker = run("kernel", market, strat, ven)
+    assert_same_ledger("fills", ref.fills, ker.fills)
+    assert_same_ledger("funding", ref.funding, ker.funding)
+    assert_same_ledger("events", ref.events, ker.events)
+    assert_same_ledger("equity", ref.equity, ker.equity)
+    for key in SHARED_SUMMARY:
+        assert close(float(ref.summary[key]), float(ker.summary[key])), (
+            key,
+            ref.summary[key],
+            ker.summary[key],
+        )
+
+
+@settings(settings.get_profile("differential"))
+@given(market=markets(), cfg=configs())
+def test_kernel_equals_reference(market, cfg):
+    s, v = cfg
+    assert_same(market, strategy(**s), venue(**v))
+
+
+@settings(settings.get_profile("differential"), max_examples=30)
+@given(market=markets())
+def test_kernel_equals_reference_shipped_configs(market):
+    # The shipped default strategy and venue, unchanged, on random markets.
+    assert_same(market, load_strategy("default"), load_venue("binance_futures"))

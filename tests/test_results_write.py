@@ -1,0 +1,140 @@
+"""engine.results: labelled frames with DESIGN.md's columns, and result files written whole or not at all."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+import data.atomic
+import engine.results
+from configs.loader import load_strategy, load_venue
+from data.market import load_market
+from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, write_sample
+from engine.enums import EventKind, Reason
+from engine.records import EVENT_DTYPE
+from engine.results import RESULT_FILES, record_frame, result_frames, write_results
+from engine.run import run_single
+from engine.stats import compute_stats
+
+# DESIGN.md "Engine records": column names in order; enum columns are written as labels.
+SCHEMAS = {
+    "fills": {
+        "ts": pl.Int64, "side": pl.String, "kind": pl.String, "level": pl.Int16, "price": pl.Float64,
+        "qty": pl.Float64, "fee": pl.Float64, "liquidity": pl.String, "realized_pnl": pl.Float64,
+    },
+    "funding": {
+        "ts": pl.Int64, "side": pl.String, "rate": pl.Float64, "mark_price": pl.Float64,
+        "mark_source": pl.String, "qty": pl.Float64, "amount": pl.Float64,
+    },
+    "equity": {
+        "ts": pl.Int64, "equity": pl.Float64, "wallet_balance": pl.Float64, "unrealized_pnl": pl.Float64,
+        "long_qty": pl.Float64, "short_qty": pl.Float64, "regime": pl.String, "state": pl.String,
+        "margin_ratio": pl.Float64,
+    },
+    "events": {
+        "ts": pl.Int64, "kind": pl.String, "reason": pl.String, "side": pl.String, "level": pl.Int16,
+        "price": pl.Float64, "qty": pl.Float64, "value": pl.Float64,
+    },
+}  # fmt: skip
+LABELS = {
+    ("fills", "side"): {"long", "short"},
+    ("fills", "kind"): {"entry", "tp", "sl", "flatten", "liquidation"},
+    ("fills", "liquidity"): {"maker", "taker"},
+    ("funding", "side"): {"long", "short"},
+    ("funding", "mark_source"): {"mark_series", "trade_open"},
+    ("equity", "regime"): {"sideways", "up", "down"},
+    ("equity", "state"): {"normal", "reducing", "cooldown", "halted", "liquidated"},
+}
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory):
+    data_dir = tmp_path_factory.mktemp("sample")
+    write_sample(data_dir, days=10)
+    market = load_market(data_dir, SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME)
+    # A 2 % drawdown limit with big rungs halts the run, so events and a flatten fill are in the ledgers.
+    strategy = load_strategy("default", ["grid.base_qty=0.05", "risk_management.max_drawdown_pct=2"])
+    venue = load_venue("binance_futures", ["trading.leverage=20"])
+    run = run_single(market, strategy, venue, curves=True)
+    return run, market, compute_stats(run, market, strategy, venue)
+
+
+def test_written_files_have_design_schemas_and_the_runs_rows(result, tmp_path: Path) -> None:
+    run, market, stats = result
+    paths = write_results(tmp_path / "out", run, market, stats)
+    assert [p.name for p in paths] == list(RESULT_FILES)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(RESULT_FILES)
+    for table, schema in SCHEMAS.items():
+        frame = pl.read_parquet(tmp_path / "out" / f"{table}.parquet")
+        assert dict(frame.schema) == schema, table
+        assert frame.height == len(getattr(run, table)) > 0, table
+        for (t, col), allowed in LABELS.items():
+            if t == table:
+                assert set(frame[col].unique().to_list()) <= allowed, (table, col)
+    fills = pl.read_parquet(tmp_path / "out" / "fills.parquet")
+    assert np.array_equal(fills["price"].to_numpy(), run.fills["price"])
+    assert "flatten" in fills["kind"].to_list()  # the halt flattened a position
+    assert "halted" in pl.read_parquet(tmp_path / "out" / "equity.parquet")["state"].to_list()
+    assert json.loads((tmp_path / "out" / "stats.json").read_text()) == json.loads(json.dumps(stats))
+
+
+def test_event_labels_and_no_side_is_null() -> None:
+    ev = np.array(
+        [
+            (1, EventKind.RECENTER, Reason.NONE, -1, 0, 100.0, 0.0, 99.0),
+            (2, EventKind.ORDER_REJECTED, Reason.SIZE_BRACKET, 1, 3, 101.0, 0.5, 0.0),
+        ],
+        dtype=EVENT_DTYPE,
+    )
+    frame = record_frame("events", ev)
+    assert frame["kind"].to_list() == ["recenter", "order_rejected"]
+    assert frame["reason"].to_list() == ["none", "size_bracket"]
+    assert frame["side"].to_list() == [None, "short"]
+    assert frame["level"].to_list() == [0, 3]
+
+
+def test_frames_refuse_arrays_of_another_dtype(result) -> None:
+    run, _, _ = result
+    with pytest.raises(ValueError, match="fills: expected dtype"):
+        record_frame("fills", run.funding)
+    assert set(result_frames(run)) == {"fills", "funding", "equity", "events"}
+
+
+def test_a_failed_render_writes_nothing_and_keeps_old_results(result, tmp_path, monkeypatch) -> None:
+    run, market, stats = result
+    out = tmp_path / "out"
+    write_results(out, run, market, stats)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("render failed")
+
+    monkeypatch.setattr(engine.results, "build_report", broken)
+    changed = dict(stats, final_equity=-1.0)
+    with pytest.raises(RuntimeError, match="render failed"):
+        write_results(out, run, market, changed)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_failed_write_leaves_only_whole_files(result, tmp_path, monkeypatch) -> None:
+    run, market, stats = result
+    calls = {"n": 0}
+    real_fsync = data.atomic.os.fsync
+
+    def fsync_failing_third(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk full")
+        real_fsync(fd)
+
+    monkeypatch.setattr(data.atomic.os, "fsync", fsync_failing_third)
+    with pytest.raises(OSError, match="disk full"):
+        write_results(tmp_path / "out", run, market, stats)
+    monkeypatch.undo()
+    # The first two files are complete, the third never appeared, and no temp file is left behind.
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(RESULT_FILES[:2])
+    assert pl.read_parquet(tmp_path / "out" / "funding.parquet").height == len(run.funding)
