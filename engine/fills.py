@@ -19,6 +19,8 @@ Decisions beyond DESIGN.md:
 
 from __future__ import annotations
 
+from numba import njit
+
 from engine.accounting import apply_fill_nb
 from engine.enums import EventKind, FillKind, Liquidity, Reason, Side, kernel
 from engine.ladder import sl_price_nb, tp_price_nb
@@ -72,6 +74,20 @@ from engine.validation import validate_entry_nb, validate_exit_nb
 RANK_SL = 0
 RANK_TP = 1
 RANK_ENTRY = 2
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def order_trigger_nb(s, side, rank):
+    """(active, trigger price, is a buy) of one slot's order of ``rank`` (SL, TP or entry).
+
+    Entries buy on the long side; exits reduce, so a long lot's TP and SL sell and a short lot's buy.
+    """
+    if rank == RANK_ENTRY:
+        return s[SL_ORD_ON] != 0.0, s[SL_ORD_PRICE], side == Side.LONG
+    if s[SL_LOT_ON] == 0.0:
+        return False, 0.0, False
+    px = s[SL_TP] if rank == RANK_TP else s[SL_SL]
+    return px == px, px, side == Side.SHORT
 
 
 @kernel
@@ -250,19 +266,9 @@ def gap_fills_nb(st, slots, errs, o, ts, p, br, fills, ev, cnt):
             for idx in range(n):
                 s = slots[side, idx]
                 for rank in range(3):
-                    if rank == RANK_ENTRY:
-                        if s[SL_ORD_ON] == 0.0:
-                            continue
-                        px = s[SL_ORD_PRICE]
-                        buy = side == Side.LONG
-                    else:
-                        if s[SL_LOT_ON] == 0.0:
-                            continue
-                        px = s[SL_TP] if rank == RANK_TP else s[SL_SL]
-                        if px != px:
-                            continue
-                        # long TP sells, long SL sells; short TP buys, short SL buys
-                        buy = side == Side.SHORT
+                    active, px, buy = order_trigger_nb(s, side, rank)
+                    if not active:
+                        continue
                     if rank == RANK_SL:
                         hit = o <= px if not buy else o >= px
                     elif buy:
@@ -308,18 +314,9 @@ def walk_segment_nb(st, slots, errs, a, b, ts, p, br, fills, ev, cnt):
             for idx in range(n):
                 s = slots[side, idx]
                 for rank in range(3):
-                    if rank == RANK_ENTRY:
-                        if s[SL_ORD_ON] == 0.0:
-                            continue
-                        px = s[SL_ORD_PRICE]
-                        buy = side == Side.LONG
-                    else:
-                        if s[SL_LOT_ON] == 0.0:
-                            continue
-                        px = s[SL_TP] if rank == RANK_TP else s[SL_SL]
-                        if px != px:
-                            continue
-                        buy = side == Side.SHORT
+                    active, px, buy = order_trigger_nb(s, side, rank)
+                    if not active:
+                        continue
                     if down:
                         # Down moves hit buy limits and sell stops.
                         if rank == RANK_SL:
