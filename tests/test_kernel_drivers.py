@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from effects import effect
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from market_builders import T0, make_market, strategy, venue
@@ -142,6 +143,7 @@ def test_batch_refuses_bad_overrides() -> None:
         run_batch(market, s, v, [])
 
 
+@effect("venue.venue_type", "venue.account_type", "symbols")
 @pytest.mark.parametrize(
     ("change", "field"),
     [

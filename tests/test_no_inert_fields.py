@@ -23,8 +23,6 @@ PENDING_ENGINE: dict[str, str] = {}
 PENDING_LIVE: dict[str, str] = {
     "execution.retry_delay_ms": "wall-clock wait between post-only retries",
     "venue.name": "selects the exchange client",
-    "venue.venue_type": "live bridge refuses anything but futures",
-    "venue.account_type": "live bridge refuses anything but PERPETUAL_LINEAR",
     "api.api_key": "signs exchange requests",
     "api.api_secret": "signs exchange requests",
     "api.testnet": "selects the testnet endpoints",
@@ -35,7 +33,6 @@ PENDING_LIVE: dict[str, str] = {
     "websocket.ping_interval": "stream keep-alive",
     "websocket.reconnect_timeout": "stream reconnect wait",
     "websocket.max_reconnect_attempts": "stream reconnects before failing closed",
-    "symbols": "instruments the live bridge loads",
 }
 
 
