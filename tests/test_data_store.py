@@ -199,3 +199,17 @@ def test_store_matches_dict_model(batches: list[list[int]]) -> None:
         got = read_candles(tmp, EX, SYM, "1m")
         assert got["ts"].to_list() == sorted(model)
         assert got["close"].to_list() == [model[t] for t in sorted(model)]
+
+
+def test_atomic_write_gives_normal_file_permissions(tmp_path: Path) -> None:
+    """A temp-file-and-rename write must not leave the 0600 mode of the temp file on the result."""
+    import data.atomic
+    from data.atomic import atomic_write_text
+
+    # The umask is read once at import; with the usual 022 the result is 0644, as open() would give,
+    # where mkstemp's own mode would be 0600.
+    mask = data.atomic._UMASK
+    assert 0o666 & ~mask != 0o600, "this umask cannot tell the two modes apart"
+    target = atomic_write_text(tmp_path / "x.json", "{}")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
