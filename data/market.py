@@ -150,25 +150,38 @@ def _select_funding(fts: np.ndarray, first_bar: int, last_close: int) -> tuple[i
 
 
 def _funding_warnings(
-    fts: np.ndarray, first_bar: int, last_bar: int, source: str, report: ValidationReport
+    fts: np.ndarray, first_bar: int, last_bar: int, source: str, report: ValidationReport, strict: bool
 ) -> None:
+    """Report how the funding series covers the bars.
+
+    A series that starts after the first bar is a warning (the kernel blocks entries until a rate is
+    known: fail closed). A series that ends early or has holes would leave settlements unpaid and the
+    funding guard blind; with ``strict`` (data from the store) that is an error, never a silent default.
+    """
+    problems: list[str] = []
     if fts[0] > first_bar:
         report.warnings.append(
             f"{source}: the first funding settlement ({fmt_ts(fts[0])}) is after the first bar "
             f"({fmt_ts(first_bar)}); the rate is unknown before it, so new entries are blocked until then"
         )
     if fts[-1] + FUNDING_MAX_INTERVAL_MS < last_bar:
-        report.warnings.append(
+        problems.append(
             f"{source}: the funding series ends at {fmt_ts(fts[-1])}, before the last bar "
             f"({fmt_ts(last_bar)}); later settlements are missing"
         )
     holes = np.flatnonzero(np.diff(fts) > FUNDING_MAX_INTERVAL_MS)
     if holes.size:
         first = int(holes[0])
-        report.warnings.append(
+        problems.append(
             f"{source}: {holes.size} hole(s) longer than 8 h in the funding series, first after "
             f"{fmt_ts(fts[first])} (next settlement {fmt_ts(fts[first + 1])})"
         )
+    if problems and strict:
+        raise GridctlError(
+            "; ".join(problems) + ". Download or import the missing funding "
+            "(gridctl data download --kinds funding ...) or choose --start/--end inside the covered range"
+        )
+    report.warnings.extend(problems)
 
 
 def _fill_mark_from_candles(
@@ -276,7 +289,7 @@ def load_market(
     fts = _i64(fts_all[i0:i1])
     rate = _f64(funding["rate"].to_numpy()[i0:i1])
     mark = _f64(funding["mark_price"].to_numpy()[i0:i1])
-    _funding_warnings(fts, first_bar, int(ts[-1]), f"{exchange} {symbol} funding", report)
+    _funding_warnings(fts, first_bar, int(ts[-1]), f"{exchange} {symbol} funding", report, strict=True)
     if np.isnan(mark).any():
         mark = _fill_mark_from_candles(data_dir, exchange, symbol, fts, mark)
         unknown = int(np.isnan(mark).sum())
@@ -337,7 +350,7 @@ def market_from_arrays(
         raise GridctlError(f"{source}: funding_ts, funding_rate and funding_mark must have the same length")
     check_funding(fts, rate, mark, f"{source} funding")
     if fts.size:
-        _funding_warnings(fts, int(ts[0]), int(ts[-1]), f"{source} funding", report)
+        _funding_warnings(fts, int(ts[0]), int(ts[-1]), f"{source} funding", report, strict=False)
     else:
         report.warnings.append(f"{source}: no funding settlements; new entries stay blocked (rate unknown)")
     return Market(symbol, timeframe, bar_ms, ts, *arrays, _i64(fts), rate, _f64(mark), report)

@@ -96,7 +96,7 @@ def test_mark_filled_from_stored_mark_candles_else_nan(tmp_path: Path) -> None:
 
 def test_gaps_are_reported_never_filled(tmp_path: Path) -> None:
     write_candles(tmp_path, EX, SYM, "1h", hour_bars(JAN1, 10, skip=(3, 4, 7)))
-    write_funding(tmp_path, EX, SYM, funding([JAN1]))
+    write_funding(tmp_path, EX, SYM, funding([JAN1, JAN1 + 8 * HOUR]))
     m = load_market(tmp_path, EX, SYM, "1h")
     assert len(m) == 7  # 10 hours minus 3 missing, nothing fabricated
     assert (m.report.gap_count, m.report.missing_bars) == (2, 3)
@@ -132,12 +132,37 @@ def test_funding_outside_the_bars_is_an_error_not_a_stale_rate(tmp_path: Path) -
         load_market(tmp_path, EX, SYM, "1h")
 
 
-def test_funding_ending_before_the_last_bar_is_warned(tmp_path: Path) -> None:
+def test_funding_ending_before_the_last_bar_is_an_error(tmp_path: Path) -> None:
+    # 48 hourly bars need settlements through 2024-01-03 00:00; the series stops at 08:00 on day one,
+    # so 4 settlements would go unpaid and the guard would run blind: refuse, naming the gap.
     write_candles(tmp_path, EX, SYM, "1h", hour_bars(JAN1, 48))
     write_funding(tmp_path, EX, SYM, funding([JAN1, JAN1 + 8 * HOUR]))
-    m = load_market(tmp_path, EX, SYM, "1h")
+    with pytest.raises(
+        GridctlError, match=r"the funding series ends at 2024-01-01 08:00:00 UTC.*--kinds funding"
+    ):
+        load_market(tmp_path, EX, SYM, "1h")
+    # Cutting the bars to the covered range works.
+    m = load_market(tmp_path, EX, SYM, "1h", end=JAN1 + 12 * HOUR)
     assert m.funding_ts.tolist() == [JAN1, JAN1 + 8 * HOUR]
-    assert any("the funding series ends at 2024-01-01 08:00:00 UTC" in w for w in m.report.warnings)
+
+
+def test_funding_hole_is_an_error_naming_it(tmp_path: Path) -> None:
+    # Settlements at 00:00, 08:00, then 2024-01-02 08:00: the 16:00 and 00:00 ones are missing.
+    write_candles(tmp_path, EX, SYM, "1h", hour_bars(JAN1, 36))
+    write_funding(tmp_path, EX, SYM, funding([JAN1, JAN1 + 8 * HOUR, JAN1 + 32 * HOUR, JAN1 + 40 * HOUR]))
+    with pytest.raises(
+        GridctlError, match=r"1 hole\(s\) longer than 8 h .*first after 2024-01-01 08:00:00 UTC"
+    ):
+        load_market(tmp_path, EX, SYM, "1h")
+
+
+def test_arrays_built_market_only_warns_about_funding_holes() -> None:
+    # market_from_arrays serves tests and the live bridge, which marks missing rates itself.
+    ts = np.arange(JAN1, JAN1 + 36 * HOUR, HOUR, dtype=np.int64)
+    px = np.full(ts.size, 100.0)
+    fts = np.array([JAN1, JAN1 + 8 * HOUR, JAN1 + 32 * HOUR, JAN1 + 40 * HOUR], dtype=np.int64)
+    m = market_from_arrays(SYM, "1h", ts, px, px, px, px, px, fts, np.full(4, 1e-4))
+    assert any("hole(s) longer than 8 h" in w for w in m.report.warnings)
 
 
 def test_hand_placed_bad_partition_names_the_file(store: Path) -> None:
