@@ -131,7 +131,10 @@ def credential_sources(venue: VenueConfig) -> dict[str, CredentialSource]:
 
 
 def require_live_credentials(venue: VenueConfig) -> None:
-    """Refuse live trading unless every api credential is a real value from env or the file.
+    """Refuse live trading unless every api credential is a real value from an ``${ENV}`` reference.
+
+    A default (``${VAR:-BACKTEST_MODE}``), a missing variable, an empty value and a secret written
+    literally into the config file (where it would be committed and shared) are all refused.
 
     Raises GridctlError naming each bad field and the variable to set.
     """
@@ -147,6 +150,11 @@ def require_live_credentials(venue: VenueConfig) -> None:
             )
         elif source.origin == "missing" or secret is None or not secret.get_secret_value().strip():
             problems.append(f"{path} is empty" + (f"; set {refs}" if refs else ""))
+        elif source.origin == "literal":
+            problems.append(
+                f"{path} is written literally in the file; write it as a ${{ENV_VAR}} reference "
+                "and keep the secret in the environment"
+            )
     if problems:
         raise GridctlError(f"{venue.origin}: live trading needs real API credentials: " + "; ".join(problems))
 

@@ -73,12 +73,20 @@ def test_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None
     assert load_venue("binance_futures_testnet").api.api_key is None
 
 
-def test_credential_written_in_the_file_is_accepted_live(tmp_path: Path) -> None:
+def test_credential_written_in_the_file_is_refused_live(tmp_path: Path) -> None:
+    # A literal secret loads (a backtest needs no keys) but live trading requires ${ENV} references.
     tree = yaml.safe_load(Path(load_venue("binance_futures").origin).read_text())
     tree["api"].update(api_key="plain-key", api_secret="plain-secret")
     path = tmp_path / "venue.yaml"
     path.write_text(yaml.safe_dump(tree))
-    require_live_credentials(load_venue(path))
+    venue = load_venue(path)
+    with pytest.raises(GridctlError) as info:
+        require_live_credentials(venue)
+    message = str(info.value)
+    assert str(path) in message
+    assert "api.api_key is written literally in the file" in message
+    assert "api.api_secret is written literally in the file" in message
+    assert "plain-key" not in message and "plain-secret" not in message
 
 
 def test_override_can_point_a_credential_at_another_variable(monkeypatch: pytest.MonkeyPatch) -> None:
