@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 
-from engine.enums import Liquidity, Side, kernel
-from engine.margin import total_maint_margin_nb
+from engine.enums import Liquidity, Side, hot_kernel, kernel
+from engine.margin import account_maint_margin_nb
 from engine.params import P_FEE_MAKER, P_FEE_TAKER
 from engine.state import (
     S_DAY,
@@ -21,6 +21,7 @@ from engine.state import (
     S_DAY_PREV_EQ,
     S_DAY_SUM,
     S_DAY_SUMSQ,
+    S_DD_PCT,
     S_EQUITY,
     S_FEES,
     S_GROSS_LOSS,
@@ -89,9 +90,9 @@ def apply_fill_nb(st, side, is_entry, price, qty, liquidity, p):
     return realized, fee
 
 
-@kernel
+@hot_kernel
 def mark_to_market_nb(st, price, br):
-    """Unrealized PnL, equity, equity peak, max drawdown and margin ratio at ``price``; returns equity."""
+    """Unrealized PnL, equity, peak, drawdown (now and max) and margin ratio at ``price``; returns equity."""
     lq = st[S_LONG_QTY]
     sq = st[S_SHORT_QTY]
     unreal = lq * (price - st[S_LONG_AVG]) + sq * (st[S_SHORT_AVG] - price)
@@ -101,11 +102,11 @@ def mark_to_market_nb(st, price, br):
     if eq > st[S_PEAK]:
         st[S_PEAK] = eq
     peak = st[S_PEAK]
-    if peak > 0.0:
-        dd = (peak - eq) / peak * 100.0
-        if dd > st[S_MAX_DD_PCT]:
-            st[S_MAX_DD_PCT] = dd
-    mm = total_maint_margin_nb(br, lq, sq, price)
+    dd = (peak - eq) / peak * 100.0
+    st[S_DD_PCT] = dd  # the drawdown gate reads it (risk.drawdown_breached_nb)
+    if peak > 0.0 and dd > st[S_MAX_DD_PCT]:
+        st[S_MAX_DD_PCT] = dd
+    mm = account_maint_margin_nb(st, br, price)
     st[S_MARGIN_RATIO] = mm / eq if eq > 0.0 else 0.0
     return eq
 
@@ -122,7 +123,7 @@ def _close_day_nb(st):
     st[S_DAY_PREV_EQ] = st[S_DAY_EQ]
 
 
-@kernel
+@hot_kernel
 def daily_stats_nb(st, ts, equity):
     """Feed one bar-close equity; a UTC day's return is booked when the next day's first bar arrives."""
     day = float(ts // DAY_MS)

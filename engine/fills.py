@@ -22,9 +22,9 @@ from __future__ import annotations
 from numba import njit
 
 from engine.accounting import apply_fill_nb
-from engine.enums import EventKind, FillKind, Liquidity, Reason, Side, kernel
+from engine.enums import EventKind, FillKind, Liquidity, Reason, Side, hot_kernel, kernel
 from engine.ladder import sl_price_nb, tp_price_nb
-from engine.margin import is_liquidated_nb, total_maint_margin_nb
+from engine.margin import account_maint_margin_nb, is_liquidated_nb
 from engine.params import (
     P_FILL_ON_TOUCH,
     P_MAKER_ONLY,
@@ -351,13 +351,13 @@ def walk_segment_nb(st, slots, errs, a, b, ts, p, br, fills, ev, cnt):
         cur = best_px
 
 
-@kernel
+@hot_kernel
 def bar_cannot_fill_nb(st, lo, h):
     """True when the bar's range reaches no active order's trigger (nothing fills, nothing crosses)."""
     return lo > st[S_DOWN_MAX] and h < st[S_UP_MIN]
 
 
-@kernel
+@hot_kernel
 def bar_margin_safe_nb(st, br, lo, h):
     """Sufficient test that no path point of a bar without fills can be liquidated.
 
@@ -371,7 +371,7 @@ def bar_margin_safe_nb(st, br, lo, h):
     w = st[S_WALLET]
     eq_lo = w + lq * (lo - st[S_LONG_AVG]) + sq * (st[S_SHORT_AVG] - lo)
     eq_hi = w + lq * (h - st[S_LONG_AVG]) + sq * (st[S_SHORT_AVG] - h)
-    return min(eq_lo, eq_hi) > total_maint_margin_nb(br, lq, sq, h)
+    return min(eq_lo, eq_hi) > account_maint_margin_nb(st, br, h)
 
 
 @kernel

@@ -11,10 +11,16 @@ time (``close_time``) and T0 = that settlement's time; when the series has no se
 
 from __future__ import annotations
 
-from engine.enums import MarkSource, Side, kernel
+import numpy as np
+
+from engine.enums import MarkSource, Side, hot_kernel, kernel
 from engine.params import P_FUNDING_MAX_COST_BPS, P_FUNDING_WINDOW_MIN
 from engine.records import write_funding_nb
 from engine.state import (
+    S_FG_KNOWN,
+    S_FG_LONG,
+    S_FG_SHORT,
+    S_FG_UNTIL,
     S_FIRST_TS,
     S_FUND_IDX,
     S_FUNDING_NET,
@@ -70,38 +76,57 @@ def apply_funding_nb(st, bar_ts, bar_open, fts, frate, fmark, fund, cnt):
     st[S_FUND_IDX] = i
 
 
-@kernel
+@hot_kernel
 def funding_guard_nb(st, close_time, fts, frate, p):
     """(rate known, long size factor, short size factor) for entries decided at ``close_time``.
 
     With r = last settled rate, T0/T1 = last/next settlement: inside the window before T1, if the
     window's cost ``|r|*1e4 * window/(T1 - T0)`` exceeds funding_max_cost_bps, the paying side is
-    scaled by ``max(0, (T1 - close_time)/window)``.
+    scaled by ``max(0, (T1 - close_time)/window)``. The answer is cached with the first close time
+    that could change it (the next settlement, the window's start, or the next close inside a window
+    that scales), so most bars only compare two numbers.
     """
+    if close_time < st[S_FG_UNTIL]:
+        return st[S_FG_KNOWN] != 0.0, st[S_FG_LONG], st[S_FG_SHORT]
+    known, g_long, g_short, until = _funding_guard_eval_nb(st, close_time, fts, frate, p)
+    st[S_FG_UNTIL] = until
+    st[S_FG_KNOWN] = 1.0 if known else 0.0
+    st[S_FG_LONG] = g_long
+    st[S_FG_SHORT] = g_short
+    return known, g_long, g_short
+
+
+@kernel
+def _funding_guard_eval_nb(st, close_time, fts, frate, p):
+    """The guard at ``close_time`` and the first close time at which it must be evaluated again."""
     j = int(st[S_GUARD_IDX])
     n = fts.shape[0]
     while j < n and fts[j] <= close_time:
         j += 1
     st[S_GUARD_IDX] = j
+    # The settlement index (hence r, T0, T1) holds until the close reaches the next settlement.
+    next_settle = float(fts[j]) if j < n else np.inf
     if j == 0:
-        return False, 1.0, 1.0
+        return False, 1.0, 1.0, next_settle
     r = frate[j - 1]
     if r != r:
-        return False, 1.0, 1.0
+        return False, 1.0, 1.0, next_settle
     if j >= n:
-        return True, 1.0, 1.0
+        return True, 1.0, 1.0, np.inf
     t0 = fts[j - 1]
     t1 = fts[j]
     window = p[P_FUNDING_WINDOW_MIN] * 60_000.0
     left = t1 - close_time
     if left > window or t1 <= t0:
-        return True, 1.0, 1.0
+        # Unscaled until the window opens (one ms early, so rounding can never make it late).
+        return True, 1.0, 1.0, min(next_settle, t1 - window - 1.0)
     cost_bps = abs(r) * 1e4 * window / (t1 - t0)
     if cost_bps <= p[P_FUNDING_MAX_COST_BPS]:
-        return True, 1.0, 1.0
+        return True, 1.0, 1.0, next_settle
     scale = max(0.0, left / window)
+    # The scale shrinks with every close: evaluate again at the next one.
     if r > 0.0:
-        return True, scale, 1.0
+        return True, scale, 1.0, close_time
     if r < 0.0:
-        return True, 1.0, scale
-    return True, 1.0, 1.0
+        return True, 1.0, scale, close_time
+    return True, 1.0, 1.0, close_time

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from engine.enums import Side, kernel
+from engine.enums import Side, hot_kernel, kernel
 from engine.params import (
     P_BASE_QTY,
     P_GRID_STEP_BPS,
@@ -73,7 +73,7 @@ def sl_price_nb(side, entry, p):
     return ceil_tick_nb(entry * (1.0 + p[P_SL_STEPS] * s), p[P_TICK])
 
 
-@kernel
+@hot_kernel
 def needs_recenter_nb(center, close, p):
     """True when the close is more than recenter_trigger_bps away from the centre."""
     return abs(close - center) / center * 1e4 > p[P_RECENTER_BPS]

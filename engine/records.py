@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.enums import kernel
+from engine.enums import hot_kernel, kernel
 
 FILL_DTYPE = np.dtype(
     [
@@ -154,7 +154,7 @@ def write_event_nb(ev, cnt, ts, kind, reason, side, level, price, qty, value):
     cnt[C_EVENTS] = i + 1
 
 
-@kernel
+@hot_kernel
 def write_equity_nb(eq, cnt, ts, equity, wallet, unreal, long_qty, short_qty, regime, state, margin_ratio):
     """Append one equity-curve row (only when curves were requested)."""
     if cnt[C_CURVES] == 0:

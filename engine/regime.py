@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.enums import Regime, kernel
+from engine.enums import Regime, hot_kernel, kernel
 
 R_N = 0  # valid bars seen
 R_PREV_H = 1
@@ -48,7 +48,7 @@ def warmup_bars(adx_len: int, ema_slow: int, atr_len: int) -> int:
     return max(ema_slow, 2 * adx_len, atr_len + 1)
 
 
-@kernel
+@hot_kernel
 def _rma_step(r, slot, m, n, x):
     """Feed value number ``m`` (1-based) of a series into Wilder RMA(n) stored at ``r[slot]``."""
     if m < n:
@@ -59,7 +59,7 @@ def _rma_step(r, slot, m, n, x):
         r[slot] = (r[slot] * (n - 1) + x) / n
 
 
-@kernel
+@hot_kernel
 def _ema_step(r, slot, j, n, c):
     """Feed close number ``j`` (0-based) into EMA(n) stored at ``r[slot]``."""
     if j < n - 1:
@@ -71,7 +71,7 @@ def _ema_step(r, slot, j, n, c):
         r[slot] = c * a + r[slot] * (1.0 - a)
 
 
-@kernel
+@hot_kernel
 def regime_update_nb(r, h, lo, c, adx_len, ema_fast, ema_slow, atr_len, hysteresis_bps, adx_threshold):
     """Update indicators with one valid bar (finite h, lo, c) and return the regime after it."""
     j = int(r[R_N])

@@ -10,8 +10,8 @@ when they fire). Risk states (highest wins): NORMAL 0, REDUCING 1, COOLDOWN 2, H
 from __future__ import annotations
 
 from engine.accounting import apply_fill_nb
-from engine.enums import EventKind, FillKind, Liquidity, Reason, RiskState, Side, kernel
-from engine.margin import liquidation_price_nb
+from engine.enums import EventKind, FillKind, Liquidity, Reason, RiskState, Side, hot_kernel, kernel
+from engine.margin import near_liquidation_nb
 from engine.params import (
     P_CB_COOLDOWN_S,
     P_CB_WINDOW_S,
@@ -28,6 +28,7 @@ from engine.state import (
     S_CB_ACTIVE,
     S_CB_TRIPS,
     S_CB_UNTIL,
+    S_DD_PCT,
     S_DIRTY,
     S_EQUITY,
     S_ERR_COUNT,
@@ -35,14 +36,11 @@ from engine.state import (
     S_HALT_TS,
     S_HALTED,
     S_LIQUIDATED,
-    S_LONG_AVG,
     S_LONG_QTY,
     S_MISSING,
     S_PEAK,
     S_REDUCING,
-    S_SHORT_AVG,
     S_SHORT_QTY,
-    S_WALLET,
     SL_LOT_ON,
     SL_ORD_ON,
     cancel_entries_nb,
@@ -85,7 +83,7 @@ def record_error_nb(st, slots, errs, now, p, ev, cnt, ts):
     return False
 
 
-@kernel
+@hot_kernel
 def circuit_breaker_due_nb(st, p):
     """True when the per-bar breaker check can change anything (tripped, or enough errors on record)."""
     if p[P_ENABLE_CB] == 0.0:
@@ -118,13 +116,15 @@ def close_side_nb(st, slots, side, price, kind, liquidity, ts, p, fills, cnt):
     st[S_DIRTY] = 1.0
 
 
-@kernel
+@hot_kernel
 def drawdown_breached_nb(st, p):
-    """True when the drawdown gate is on, not yet fired, and equity is max_drawdown_pct below the peak."""
+    """True when the drawdown gate is on, not yet fired, and equity is max_drawdown_pct below the peak.
+
+    Reads the drawdown ``mark_to_market_nb`` computed at this close (the gates always follow it).
+    """
     if p[P_ENABLE_DRAWDOWN] == 0.0 or st[S_HALTED] != 0.0:
         return False
-    peak = st[S_PEAK]
-    return (peak - st[S_EQUITY]) / peak * 100.0 >= p[P_MAX_DRAWDOWN_PCT]
+    return st[S_DD_PCT] >= p[P_MAX_DRAWDOWN_PCT]
 
 
 @kernel
@@ -148,7 +148,7 @@ def drawdown_halt_nb(st, slots, c, p, fills, ev, cnt, ts):
     st[S_HALT_TS] = ts
 
 
-@kernel
+@hot_kernel
 def reducing_reason_nb(st, c, p, br):
     """Why new entries must stop (Reason.LEVERAGE / LIQUIDATION_BUFFER), or Reason.NONE."""
     lq = st[S_LONG_QTY]
@@ -158,10 +158,9 @@ def reducing_reason_nb(st, c, p, br):
     eq = st[S_EQUITY]
     if eq <= 0.0 or (lq + sq) * c / eq > p[P_MAX_LEVERAGE_USED]:
         return Reason.LEVERAGE
-    lp = liquidation_price_nb(br, st[S_WALLET], lq, st[S_LONG_AVG], sq, st[S_SHORT_AVG], c)
     # A finite LP is on the losing side of c: on the other side the account would already be below
     # maintenance margin and liquidated at this path point.
-    if lp == lp and abs(c - lp) / c < p[P_EMERGENCY_BUFFER]:
+    if near_liquidation_nb(st, br, c, p[P_EMERGENCY_BUFFER]):
         return Reason.LIQUIDATION_BUFFER
     return Reason.NONE
 
@@ -179,7 +178,7 @@ def reducing_switch_nb(st, slots, reason, c, ev, cnt, ts):
         write_event_nb(ev, cnt, ts, EventKind.REDUCING_OFF, Reason.NONE, -1, 0, c, 0.0, 0.0)
 
 
-@kernel
+@hot_kernel
 def risk_state_nb(st):
     """Current RiskState (highest wins)."""
     if st[S_LIQUIDATED] != 0.0:
@@ -193,7 +192,7 @@ def risk_state_nb(st):
     return RiskState.NORMAL
 
 
-@kernel
+@hot_kernel
 def entries_allowed_nb(st):
     """New entries only in NORMAL state."""
     return risk_state_nb(st) == RiskState.NORMAL

@@ -110,7 +110,32 @@ S_LAST_TS = 80
 S_SKIP_NOW = 81  # rungs the last decision skipped for precision (counted again on every quiet bar)
 S_PEND_UP = 82  # a close above this brings a free long rung back to the right side (re-plan)
 S_PEND_DOWN = 83  # a close below this brings a free short rung back to the right side
-N_STATE = 84
+S_HOLD_DOWN = 84  # a close at or below this puts a free long rung on the wrong side (re-plan)
+S_HOLD_UP = 85  # a close at or above this puts a free short rung on the wrong side (re-plan)
+S_DD_PCT = 86  # drawdown from the peak at the last mark, in percent
+# --- funding-guard cache: the guard's answer holds for every close time before S_FG_UNTIL
+S_FG_UNTIL = 87
+S_FG_KNOWN = 88
+S_FG_LONG = 89
+S_FG_SHORT = 90
+# --- margin cache (engine/margin.py): for the account (wallet, qty, avg) below, both sides' brackets
+# hold for prices in [S_MC_LO, S_MC_HI], and the liquidation-buffer test is certainly negative for
+# closes in (S_MC_SAFE_LO, S_MC_SAFE_HI)
+S_MC_WALLET = 91
+S_MC_LONG_QTY = 92
+S_MC_LONG_AVG = 93
+S_MC_SHORT_QTY = 94
+S_MC_SHORT_AVG = 95
+S_MC_LO = 96
+S_MC_HI = 97
+S_MC_MMR_LONG = 98
+S_MC_CUM_LONG = 99
+S_MC_MMR_SHORT = 100
+S_MC_CUM_SHORT = 101
+S_MC_LP = 102
+S_MC_SAFE_LO = 103
+S_MC_SAFE_HI = 104
+N_STATE = 105
 
 # --- slot fields
 SL_ORD_ON = 0
@@ -171,6 +196,14 @@ def init_state_row(state: np.ndarray, slots: np.ndarray, vec: np.ndarray) -> Non
     state[S_RATE_KNOWN] = 1.0
     state[S_PEND_UP] = np.inf
     state[S_PEND_DOWN] = -np.inf
+    state[S_HOLD_DOWN] = -np.inf
+    state[S_HOLD_UP] = np.inf
+    state[S_FG_UNTIL] = -np.inf
+    state[S_MC_WALLET] = np.nan  # matches no account: the first use fills the margin cache
+    state[S_MC_LO] = np.inf
+    state[S_MC_HI] = -np.inf
+    state[S_MC_SAFE_LO] = np.inf
+    state[S_MC_SAFE_HI] = -np.inf
     slots[:] = np.nan
     slots[:, :, SL_ORD_ON] = 0.0
     slots[:, :, SL_LOT_ON] = 0.0

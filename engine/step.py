@@ -13,7 +13,13 @@ Which parts a live driver calls (the same functions, no copies):
 * operator throttle: ``engine.throttle.set_throttle`` (validates, writes ``S_THROTTLE``).
 
 Speed: a quiet bar (no trigger within the bar's range, no settlement due, nothing that reshapes the
-ladder) runs only cheap inline checks; ``decision_needed_nb`` proves ``decide_nb`` would be a no-op.
+ladder) runs only cheap inline checks; ``decision_needed_nb`` proves ``decide_nb`` would be a no-op
+(re-planning when the ladder changed, an entry was deferred, or the close crossed a free rung's price
+in either direction). The per-bar helpers are ``hot_kernel``s (inlined), the funding guard caches its
+answer until the next close time that can change it, and the REDUCING liquidation-buffer test and the
+maintenance margin reuse brackets and the liquidation price while the account is unchanged and the
+price stays inside a band computed when they were last looked up (engine/margin.py). Every cache
+gives bit-for-bit the answer of the direct computation.
 
 Decisions beyond DESIGN.md (the reference simulator follows these):
 * Record timestamps: fills and events of bar k carry ``ts[k]``; funding rows carry the settlement
@@ -24,7 +30,10 @@ Decisions beyond DESIGN.md (the reference simulator follows these):
   its replacement is deferred by the rate limits. Only entry submissions count toward the rate limits.
   A circuit-breaker trip during a decision cancels every entry; the remaining rungs are only sized.
 * "Not submitted again" remembers the last ``REF_MEMO`` (8) refused (price, qty, side position) tuples
-  per rung (bounded memory); ``skipped_precision`` counts every decision (bar) that skips a rung.
+  per rung (bounded memory); ``skipped_precision`` counts, on every bar that reaches step 7 with
+  entries allowed, the free rungs on the right side of the close that fail the precision guard. A
+  quiet bar repeats the last decision's count; a close that crosses a free rung re-plans, so the
+  count never includes a rung that is on the wrong side of this bar's close.
 * No known funding rate is a blocked state like REDUCING: resting entries are cancelled too. The rate
   is only looked at when the risk state allows entries. ``FUNDING_UNKNOWN`` and ``REDUCING_ON/OFF``
   are recorded on transitions, not every bar.
@@ -39,7 +48,7 @@ import numpy as np
 from numba import njit
 
 from engine.accounting import daily_stats_nb, finish_daily_stats_nb, mark_to_market_nb
-from engine.enums import EventKind, Reason, RiskState, Side, kernel
+from engine.enums import EventKind, Reason, RiskState, Side, hot_kernel, kernel
 from engine.fills import bar_cannot_fill_nb, bar_margin_safe_nb, path_nb, points_margin_check_nb
 from engine.funding import apply_funding_nb, funding_guard_nb
 from engine.ladder import floor_step_nb, needs_recenter_nb, set_rungs_nb
@@ -73,6 +82,8 @@ from engine.state import (
     S_GUARD_LONG,
     S_GUARD_SHORT,
     S_HALTED,
+    S_HOLD_DOWN,
+    S_HOLD_UP,
     S_LAST_TS,
     S_LIQUIDATED,
     S_LONG_QTY,
@@ -125,13 +136,25 @@ def _minute_window_full_nb(st, ords, now, p):
     return ords[(count - m) % ords.shape[0]] > now - 60_000.0
 
 
-@kernel
+@hot_kernel
 def _replan_due_nb(st, c):
-    """The ladder changed, an entry was deferred, or the close brought a free rung to the right side."""
-    return st[S_DIRTY] != 0.0 or st[S_PENDING] != 0.0 or c > st[S_PEND_UP] or c < st[S_PEND_DOWN]
+    """The ladder changed, an entry was deferred, or the close moved a free rung across itself.
+
+    A free rung (within the policy's levels, no lot) that crosses to the right side of the close is
+    wanted again; one that crosses to the wrong side is no longer wanted (its resting order goes,
+    its precision skip stops counting), so both directions re-plan.
+    """
+    return (
+        st[S_DIRTY] != 0.0
+        or st[S_PENDING] != 0.0
+        or c > st[S_PEND_UP]
+        or c < st[S_PEND_DOWN]
+        or c <= st[S_HOLD_DOWN]
+        or c >= st[S_HOLD_UP]
+    )
 
 
-@kernel
+@hot_kernel
 def decision_needed_nb(st, c, close_time, fts, frate, p):
     """False only when ``decide_nb`` would change nothing at this close (the common quiet bar)."""
     if st[S_HALTED] != 0.0 or st[S_LIQUIDATED] != 0.0 or not np.isfinite(c):
@@ -207,6 +230,8 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
     st[S_PENDING] = 0.0
     st[S_PEND_UP] = np.inf
     st[S_PEND_DOWN] = -np.inf
+    st[S_HOLD_DOWN] = -np.inf
+    st[S_HOLD_UP] = np.inf
     regime = int(st[S_REGIME])
     thr = throttle_nb(st)
     step = p[P_STEP]
@@ -222,11 +247,18 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
             levels, qmul = policy_shape_nb(regime, side, p)
             price = s[SL_RUNG_PRICE]
             want = level <= levels and s[SL_LOT_ON] == 0.0
-            if want and not (price < c if side == Side.LONG else price > c):
-                want = False  # wrong side of the close: wanted again once the close passes the price
+            if want:
+                # A free rung stays as decided until the close crosses its price (either way).
                 if side == Side.LONG:
-                    st[S_PEND_UP] = min(st[S_PEND_UP], price)
+                    if price < c:
+                        st[S_HOLD_DOWN] = max(st[S_HOLD_DOWN], price)
+                    else:
+                        want = False
+                        st[S_PEND_UP] = min(st[S_PEND_UP], price)
+                elif price > c:
+                    st[S_HOLD_UP] = min(st[S_HOLD_UP], price)
                 else:
+                    want = False
                     st[S_PEND_DOWN] = max(st[S_PEND_DOWN], price)
             qty = 0.0
             if want:
@@ -270,7 +302,7 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
     refresh_triggers_nb(st, slots)
 
 
-@kernel
+@hot_kernel
 def bar_gates_nb(st, slots, errs, c, close_time, p, br, fills, ev, cnt, ts):
     """Step 6: drawdown halt (re-marking after the flatten), breaker expiry/trip, REDUCING."""
     if drawdown_breached_nb(st, p):
@@ -283,7 +315,7 @@ def bar_gates_nb(st, slots, errs, c, close_time, p, br, fills, ev, cnt, ts):
         reducing_switch_nb(st, slots, reason, c, ev, cnt, ts)
 
 
-@kernel
+@hot_kernel
 def record_bar_nb(st, eq, cnt, ts):
     """Step 8: risk state, online bar counters, daily returns and the equity-curve row."""
     state = risk_state_nb(st)

@@ -28,7 +28,14 @@ ABS = 1e-9
 
 
 # Summary numbers both implementations report under the same name.
-SHARED_SUMMARY = ("final_equity", "realized_pnl", "fees", "max_drawdown_pct", "orders_deferred")
+SHARED_SUMMARY = (
+    "final_equity",
+    "realized_pnl",
+    "fees",
+    "max_drawdown_pct",
+    "orders_deferred",
+    "skipped_precision",
+)
 
 
 def close(a: float, b: float) -> bool:

@@ -1,0 +1,165 @@
+"""Quiet-bar shortcuts of the kernel: each must give exactly the answer of the direct computation.
+
+* A quiet bar repeats the last decision only while the close stays on the same side of every free
+  rung; a close that crosses one re-plans (skip counts, resting orders).
+* The funding guard's cached answer equals a fresh evaluation at every close time.
+* The margin cache (brackets, liquidation price, buffer-safe band) equals the direct bracket lookup
+  and liquidation-price formula at every price, including the band edges and their float neighbours.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from market_builders import entries, make_market, run, strategy, venue
+
+from configs.loader import load_strategy, load_venue
+from engine.funding import _funding_guard_eval_nb, funding_guard_nb
+from engine.margin import (
+    B_CAP,
+    BAND_RTOL,
+    account_maint_margin_nb,
+    liquidation_price_nb,
+    near_liquidation_nb,
+    total_maint_margin_nb,
+)
+from engine.params import P_FUNDING_MAX_COST_BPS, P_FUNDING_WINDOW_MIN, build_params
+from engine.state import (
+    S_LONG_AVG,
+    S_LONG_QTY,
+    S_SHORT_AVG,
+    S_SHORT_QTY,
+    S_WALLET,
+    init_state,
+)
+
+MARKET = SimpleNamespace(symbol="BTC/USDT:USDT", bar_ms=60_000, timeframe="1m")
+HOUR = 3_600_000
+
+
+def default_params():
+    return build_params(load_strategy("default"), load_venue("binance_futures"), MARKET)
+
+
+# ------------------------------------------------------------------------------ quiet bars re-plan
+
+
+def test_skip_count_drops_a_rung_the_close_moved_past() -> None:
+    # One rung per side, grid step 1 %, centre 100: long rung floor_tick(99.0) = 99.0, short 101.0.
+    # Throttle 0 makes every qty floor_step(0.01 * 0) = 0 < min_qty: each free rung on the right side
+    # of the close is a precision skip, and no order ever rests (so nothing fills).
+    # bar 0 close 100: long 99 < 100 and short 101 > 100 -> 2 skips
+    # bar 1 close 98.5: long 99 is not below the close (wrong side, not counted); short -> 1 skip
+    # bar 2 close 100: both again -> 2 skips.  Total 5 (repeating bar 0's decision would give 6).
+    bars = [(100.0, 100.0, 100.0, 100.0), (100.0, 100.0, 98.5, 98.5), (98.5, 100.0, 98.5, 100.0)]
+    out = run("kernel", make_market(bars), strategy(policy__throttle=0.0), venue())
+    assert out.summary["skipped_precision"] == 5
+    assert entries(out) == []
+
+
+def test_resting_entry_is_cancelled_when_the_close_lands_on_its_price() -> None:
+    # base_qty 0.1: long 99.0 x 0.1 (9.9 USDT >= 5) and short 101.0 rest after bar 0.
+    # bar 1 trades down to 99.0 and closes there: without fill_on_touch a buy limit at 99.0 needs a
+    # trade below 99.0, so it does not fill; the close 99.0 is not above the rung, so the rung is no
+    # longer wanted and the order is cancelled.  bar 2 trades down to 98.0: nothing rests at 99.0,
+    # so there is no fill (an order kept from bar 0 would have filled at 99.0).
+    bars = [(100.0, 100.0, 100.0, 100.0), (100.0, 100.0, 99.0, 99.0), (99.0, 99.0, 98.0, 98.0)]
+    out = run("kernel", make_market(bars), strategy(grid__base_qty=0.1), venue())
+    assert entries(out) == []
+    ref = run("reference", make_market(bars), strategy(grid__base_qty=0.1), venue())
+    assert entries(ref) == []
+
+
+# ------------------------------------------------------------------------------ funding guard cache
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    rates=st.lists(
+        st.sampled_from([math.nan, 0.0, 0.0001, -0.0001, 0.002, -0.002, 0.0075]), min_size=1, max_size=5
+    ),
+    window_min=st.sampled_from([60, 240, 480, 1440]),
+    max_cost=st.sampled_from([0.0, 1.0, 12.0]),
+    first=st.integers(-2, 3),
+    step_min=st.sampled_from([1, 15, 60, 97]),
+)
+def test_cached_funding_guard_equals_a_fresh_evaluation(rates, window_min, max_cost, first, step_min):
+    p = default_params().vector.copy()
+    p[P_FUNDING_WINDOW_MIN] = window_min
+    p[P_FUNDING_MAX_COST_BPS] = max_cost
+    # Settlements every 8 h starting at `first` * 8 h; closes every step_min minutes from 0 to 48 h.
+    fts = np.array([(first + i) * 8 * HOUR for i in range(len(rates))], dtype=np.int64)
+    frate = np.array(rates, dtype=np.float64)
+    cached = init_state(p).state
+    for close_time in range(0, 48 * HOUR, step_min * 60_000):
+        got = funding_guard_nb(cached, float(close_time), fts, frate, p)
+        fresh = init_state(p).state
+        want = _funding_guard_eval_nb(fresh, float(close_time), fts, frate, p)[:3]
+        assert got == want, close_time
+
+
+# ------------------------------------------------------------------------------ margin cache
+
+
+def direct_near_liquidation(br, w, lq, la, sq, sa, c, buffer):
+    lp = liquidation_price_nb(br, w, lq, la, sq, sa, c)
+    return lp == lp and abs(c - lp) / c < buffer
+
+
+def probe_prices(br, lq, sq, la, sa, w, buffer):
+    """Prices around every boundary the cache relies on: bracket edges, LP/(1 +/- buffer), LP itself."""
+    out = []
+    for q in (lq, sq):
+        if q > 0.0:
+            for cap in br[:, B_CAP]:
+                out.append(cap / q)
+    base = 0.5 * (la + sa) if lq > 0.0 and sq > 0.0 else (la if lq > 0.0 else sa)
+    for guess in (base, 0.7 * base, 1.3 * base):
+        lp = liquidation_price_nb(br, w, lq, la, sq, sa, guess)
+        if lp == lp:
+            out += [lp, lp / (1.0 + buffer), lp / (1.0 - buffer) if buffer < 1.0 else 2.0 * lp]
+    prices = []
+    for x in out:
+        for y in (x, x * (1.0 + BAND_RTOL), x * (1.0 - BAND_RTOL), x * (1.0 + 3e-9), x * (1.0 - 3e-9)):
+            prices += [np.nextafter(y, -np.inf), y, np.nextafter(y, np.inf)]
+    return [x for x in prices if x > 0.0 and math.isfinite(x)]
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(
+    w=st.floats(50.0, 200_000.0),
+    lq=st.sampled_from([0.0, 0.001, 0.05, 0.9, 1.0, 12.0, 60.0]),
+    sq=st.sampled_from([0.0, 0.002, 0.5, 1.0, 9.0]),
+    la=st.floats(20_000.0, 90_000.0),
+    sa=st.floats(20_000.0, 90_000.0),
+    buffer=st.sampled_from([0.05, 0.15, 0.5, 0.7, 1.0]),
+    walk=st.lists(st.floats(-0.3, 0.3), min_size=1, max_size=25),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_margin_cache_equals_the_direct_computation(w, lq, sq, la, sa, buffer, walk, seed):
+    br = default_params().brackets
+    st_ = init_state(default_params().vector).state
+    st_[S_WALLET] = w
+    st_[S_LONG_QTY] = lq
+    st_[S_LONG_AVG] = la if lq > 0.0 else 0.0
+    st_[S_SHORT_QTY] = sq
+    st_[S_SHORT_AVG] = sa if sq > 0.0 else 0.0
+    la, sa = st_[S_LONG_AVG], st_[S_SHORT_AVG]
+    # A random walk across brackets, then every boundary probe in shuffled order; the account
+    # changes once half-way (a different wallet must not reuse the old cache).
+    prices = [60_000.0 * math.exp(sum(walk[: i + 1])) for i in range(len(walk))]
+    probes = probe_prices(br, lq, sq, la, sa, w, buffer)
+    np.random.default_rng(seed).shuffle(probes)
+    prices += probes
+    for i, c in enumerate(prices):
+        if i == len(prices) // 2:
+            st_[S_WALLET] = w = w * 0.9
+        assert account_maint_margin_nb(st_, br, c) == total_maint_margin_nb(br, lq, sq, c), c
+        if lq > 0.0 or sq > 0.0:
+            got = near_liquidation_nb(st_, br, c, buffer)
+            assert got == direct_near_liquidation(br, w, lq, la, sq, sa, c, buffer), c
+        assert account_maint_margin_nb(st_, br, c) == total_maint_margin_nb(br, lq, sq, c), c
