@@ -132,6 +132,7 @@ class _Reason(NamedTuple):
     RETRY_DEVIATION: int = 9
     LEVERAGE: int = 10
     LIQUIDATION_BUFFER: int = 11
+    SIZE_MARGIN: int = 12
 
 
 Side = _Side()

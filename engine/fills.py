@@ -14,17 +14,20 @@ Decisions beyond DESIGN.md:
   ``orders_submitted`` but not toward the rate limits (those pace the decisions at bar closes).
 * Orders the open gapped through fill in tie-break order (SL, TP, entry; long, short; lower rung),
   repeatedly, so a lot opened by the gap whose stop is also beyond the open is stopped at the open.
-* A liquidation closes both sides at the path point's price as taker without slippage.
+* A liquidation closes both sides as taker without slippage at the liquidation price (brackets at the
+  path point ``x`` where the check failed) clamped into the range traded since the previous path point
+  (at ``x`` when there is no positive liquidation price); the event's value is the equity there.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from engine.accounting import apply_fill_nb
 from engine.enums import EventKind, FillKind, Liquidity, Reason, Side, hot_kernel, kernel
 from engine.ladder import sl_price_nb, tp_price_nb
-from engine.margin import account_maint_margin_nb, is_liquidated_nb
+from engine.margin import account_maint_margin_nb, is_liquidated_nb, liquidation_price_nb
 from engine.params import (
     P_FILL_ON_TOUCH,
     P_MAKER_ONLY,
@@ -63,6 +66,7 @@ from engine.state import (
     SL_ORD_QTY,
     SL_SL,
     SL_TP,
+    opposite_exposure_nb,
     refresh_triggers_nb,
     remember_refusal_nb,
     resting_qty_nb,
@@ -149,14 +153,26 @@ def liquidate_nb(st, slots, price, ts, p, fills, ev, cnt):
 
 
 @kernel
-def margin_check_nb(st, slots, price, ts, p, br, fills, ev, cnt):
-    """Liquidate if equity at ``price`` is at or below maintenance margin; returns liquidated."""
-    if is_liquidated_nb(
-        br, st[S_WALLET], st[S_LONG_QTY], st[S_LONG_AVG], st[S_SHORT_QTY], st[S_SHORT_AVG], price
-    ):
-        liquidate_nb(st, slots, price, ts, p, fills, ev, cnt)
-        return True
-    return False
+def margin_check_nb(st, slots, a, price, ts, p, br, fills, ev, cnt):
+    """Liquidate if equity at path point ``price`` is at or below maintenance margin; returns liquidated.
+
+    The exchange closes at the liquidation price, which the path crossed somewhere between the
+    previous path point ``a`` and ``price``: LP clamped into that range (a gap beyond LP closes at
+    the range's end), or ``price`` itself when LP is not a positive number.
+    """
+    w = st[S_WALLET]
+    lq = st[S_LONG_QTY]
+    la = st[S_LONG_AVG]
+    sq = st[S_SHORT_QTY]
+    sa = st[S_SHORT_AVG]
+    if not is_liquidated_nb(br, w, lq, la, sq, sa, price):
+        return False
+    lp = liquidation_price_nb(br, w, lq, la, sq, sa, price)
+    px = price
+    if np.isfinite(lp):
+        px = min(max(lp, min(a, price)), max(a, price))
+    liquidate_nb(st, slots, px, ts, p, fills, ev, cnt)
+    return True
 
 
 @kernel
@@ -177,7 +193,9 @@ def _retry_nb(st, slots, errs, side, idx, p0, qty, o, k, ts, p, br, ev, cnt):
         pos = _side_qty(st, side)
         if was_refused_nb(slot, pj, qty, pos):
             return
-        reason = validate_entry_nb(pj, qty, pos, resting_qty_nb(slots, side, idx), st[S_EQUITY], p, br)
+        rest = resting_qty_nb(slots, side, idx)
+        opp = opposite_exposure_nb(st, slots, side)
+        reason = validate_entry_nb(pj, qty, pos, rest, opp, st[S_EQUITY], p, br)
         if reason != Reason.NONE:
             st[S_REJ_BASE + reason] += 1.0
             remember_refusal_nb(slot, pj, qty, pos)
@@ -218,7 +236,9 @@ def post_only_check_nb(st, slots, errs, k, o, ts, p, br, fills, ev, cnt):
             if not crosses:
                 continue
             if not maker_only:
-                fill_px = o * (1.0 + slip) if side == Side.LONG else o * (1.0 - slip)
+                # Taker at the open moved by slippage, but never beyond the order's own limit.
+                buy = side == Side.LONG
+                fill_px = min(price, o * (1.0 + slip)) if buy else max(price, o * (1.0 - slip))
                 fill_slot_nb(
                     st,
                     slots,
@@ -386,13 +406,13 @@ def path_points_nb(o, h, lo):
 def points_margin_check_nb(st, slots, o, h, lo, c, ts, p, br, fills, ev, cnt):
     """Margin check at ``o, x1, x2, c`` for a bar without fills; returns liquidated."""
     x1, x2 = path_points_nb(o, h, lo)
-    if margin_check_nb(st, slots, o, ts, p, br, fills, ev, cnt):
+    if margin_check_nb(st, slots, o, o, ts, p, br, fills, ev, cnt):
         return True
-    if margin_check_nb(st, slots, x1, ts, p, br, fills, ev, cnt):
+    if margin_check_nb(st, slots, o, x1, ts, p, br, fills, ev, cnt):
         return True
-    if margin_check_nb(st, slots, x2, ts, p, br, fills, ev, cnt):
+    if margin_check_nb(st, slots, x1, x2, ts, p, br, fills, ev, cnt):
         return True
-    return margin_check_nb(st, slots, c, ts, p, br, fills, ev, cnt)
+    return margin_check_nb(st, slots, x2, c, ts, p, br, fills, ev, cnt)
 
 
 @kernel
@@ -400,17 +420,17 @@ def path_nb(st, slots, errs, k, o, h, lo, c, ts, p, br, fills, ev, cnt):
     """Simulate bar k's trading; returns True if the account was liquidated (the run stops)."""
     post_only_check_nb(st, slots, errs, k, o, ts, p, br, fills, ev, cnt)
     gap_fills_nb(st, slots, errs, o, ts, p, br, fills, ev, cnt)
-    if margin_check_nb(st, slots, o, ts, p, br, fills, ev, cnt):
+    if margin_check_nb(st, slots, o, o, ts, p, br, fills, ev, cnt):
         return True
     x1, x2 = path_points_nb(o, h, lo)
     walk_segment_nb(st, slots, errs, o, x1, ts, p, br, fills, ev, cnt)
-    if margin_check_nb(st, slots, x1, ts, p, br, fills, ev, cnt):
+    if margin_check_nb(st, slots, o, x1, ts, p, br, fills, ev, cnt):
         return True
     walk_segment_nb(st, slots, errs, x1, x2, ts, p, br, fills, ev, cnt)
-    if margin_check_nb(st, slots, x2, ts, p, br, fills, ev, cnt):
+    if margin_check_nb(st, slots, x1, x2, ts, p, br, fills, ev, cnt):
         return True
     walk_segment_nb(st, slots, errs, x2, c, ts, p, br, fills, ev, cnt)
-    if margin_check_nb(st, slots, c, ts, p, br, fills, ev, cnt):
+    if margin_check_nb(st, slots, x2, c, ts, p, br, fills, ev, cnt):
         return True
     refresh_triggers_nb(st, slots)
     return False

@@ -215,6 +215,7 @@ SUMMARY_FIELDS: tuple[str, ...] = (
     "rejected_size_inventory",
     "rejected_size_order",
     "rejected_size_bracket",
+    "rejected_size_margin",
     "rejected_exit_exceeds",
     "post_only_rejects",
     "retry_limits",
@@ -322,6 +323,7 @@ def summarize_states(states: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         "rejected_size_inventory": S_REJ_BASE + Reason.SIZE_INVENTORY,
         "rejected_size_order": S_REJ_BASE + Reason.SIZE_ORDER,
         "rejected_size_bracket": S_REJ_BASE + Reason.SIZE_BRACKET,
+        "rejected_size_margin": S_REJ_BASE + Reason.SIZE_MARGIN,
         "rejected_exit_exceeds": S_REJ_BASE + Reason.EXIT_EXCEEDS,
         "post_only_rejects": S_POST_ONLY_REJECTS,
         "retry_limits": S_RETRY_LIMITS,
@@ -343,7 +345,9 @@ def summarize_states(states: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         out[name] = st[:, slot]
     out["total_return_pct"] = (st[:, S_EQUITY] / vec[:, P_INITIAL_BALANCE] - 1.0) * 100.0
     out["n_fills"] = st[:, S_N_MAKER] + st[:, S_N_TAKER]
-    out["rejections"] = st[:, S_REJ_BASE + 1 : S_REJ_BASE + 1 + Reason.EXIT_EXCEEDS].sum(axis=1)
+    counted = [Reason.SIZE_PCT, Reason.SIZE_QTY, Reason.SIZE_INVENTORY, Reason.SIZE_ORDER]
+    counted += [Reason.SIZE_BRACKET, Reason.EXIT_EXCEEDS, Reason.SIZE_MARGIN]
+    out["rejections"] = st[:, [S_REJ_BASE + r for r in counted]].sum(axis=1)
     n = st[:, S_DAY_N]
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = st[:, S_DAY_SUM] / n

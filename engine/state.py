@@ -70,72 +70,71 @@ S_UP_MIN = 35  # lowest trigger among orders hit on an up move (+inf: none)
 S_ERR_COUNT = 36
 S_ORD_COUNT = 37
 S_BAR = 38  # index of the last bar stepped (-1 before the first)
-S_BAR_SUBMITS = 39  # entry submissions at the current decision
 # --- online summary accumulators
-S_BARS = 40
-S_BARS_EXPOSURE = 41
-S_BARS_HALTED = 42
-S_BARS_COOLDOWN = 43
-S_BARS_REDUCING = 44
-S_N_MAKER = 45
-S_N_TAKER = 46
-S_N_ENTRIES = 47
-S_N_EXITS = 48
-S_N_WINS = 49
-S_N_LOSSES = 50
-S_GROSS_PROFIT = 51
-S_GROSS_LOSS = 52
-S_TRADED_NOTIONAL = 53
-S_REJ_BASE = 54  # S_REJ_BASE + Reason (1..6): validation rejections by reason
-S_POST_ONLY_REJECTS = 61
-S_RETRY_LIMITS = 62
-S_ORDERS_SUBMITTED = 63
-S_ORDERS_DEFERRED = 64
-S_SKIPPED_PRECISION = 65
-S_CB_TRIPS = 66
-S_RECENTERS = 67
-S_ERRORS = 68
-S_N_FUNDING = 69
-S_LIQ_TS = 70  # NaN unless liquidated
-S_HALT_TS = 71  # NaN unless halted
-S_DAY = 72  # UTC day number of the current day (NaN before the first bar)
-S_DAY_EQ = 73  # equity at the last bar close of the current day
-S_DAY_PREV_EQ = 74  # close equity of the previous day (initial balance before day 1)
-S_DAY_N = 75
-S_DAY_SUM = 76
-S_DAY_SUMSQ = 77
-S_DAY_DOWNSQ = 78
-S_FIRST_TS = 79
-S_LAST_TS = 80
-S_SKIP_NOW = 81  # rungs the last decision skipped for precision (counted again on every quiet bar)
-S_PEND_UP = 82  # a close above this brings a free long rung back to the right side (re-plan)
-S_PEND_DOWN = 83  # a close below this brings a free short rung back to the right side
-S_HOLD_DOWN = 84  # a close at or below this puts a free long rung on the wrong side (re-plan)
-S_HOLD_UP = 85  # a close at or above this puts a free short rung on the wrong side (re-plan)
-S_DD_PCT = 86  # drawdown from the peak at the last mark, in percent
+S_BARS = 39
+S_BARS_EXPOSURE = 40
+S_BARS_HALTED = 41
+S_BARS_COOLDOWN = 42
+S_BARS_REDUCING = 43
+S_N_MAKER = 44
+S_N_TAKER = 45
+S_N_ENTRIES = 46
+S_N_EXITS = 47
+S_N_WINS = 48
+S_N_LOSSES = 49
+S_GROSS_PROFIT = 50
+S_GROSS_LOSS = 51
+S_TRADED_NOTIONAL = 52
+S_REJ_BASE = 53  # S_REJ_BASE + Reason: validation rejections by reason (SIZE_* and EXIT_EXCEEDS codes)
+S_POST_ONLY_REJECTS = 66
+S_RETRY_LIMITS = 67
+S_ORDERS_SUBMITTED = 68
+S_ORDERS_DEFERRED = 69
+S_SKIPPED_PRECISION = 70
+S_CB_TRIPS = 71
+S_RECENTERS = 72
+S_ERRORS = 73
+S_N_FUNDING = 74
+S_LIQ_TS = 75  # NaN unless liquidated
+S_HALT_TS = 76  # NaN unless halted
+S_DAY = 77  # UTC day number of the current day (NaN before the first bar)
+S_DAY_EQ = 78  # equity at the last bar close of the current day
+S_DAY_PREV_EQ = 79  # close equity of the previous day (initial balance before day 1)
+S_DAY_N = 80
+S_DAY_SUM = 81
+S_DAY_SUMSQ = 82
+S_DAY_DOWNSQ = 83
+S_FIRST_TS = 84
+S_LAST_TS = 85
+S_SKIP_NOW = 86  # rungs the last decision skipped for precision (counted again on every quiet bar)
+S_PEND_UP = 87  # a close above this brings a free long rung back to the right side (re-plan)
+S_PEND_DOWN = 88  # a close below this brings a free short rung back to the right side
+S_HOLD_DOWN = 89  # a close at or below this puts a free long rung on the wrong side (re-plan)
+S_HOLD_UP = 90  # a close at or above this puts a free short rung on the wrong side (re-plan)
+S_DD_PCT = 91  # drawdown from the peak at the last mark, in percent
 # --- funding-guard cache: the guard's answer holds for every close time before S_FG_UNTIL
-S_FG_UNTIL = 87
-S_FG_KNOWN = 88
-S_FG_LONG = 89
-S_FG_SHORT = 90
+S_FG_UNTIL = 92
+S_FG_KNOWN = 93
+S_FG_LONG = 94
+S_FG_SHORT = 95
 # --- margin cache (engine/margin.py): for the account (wallet, qty, avg) below, both sides' brackets
 # hold for prices in [S_MC_LO, S_MC_HI], and the liquidation-buffer test is certainly negative for
 # closes in (S_MC_SAFE_LO, S_MC_SAFE_HI)
-S_MC_WALLET = 91
-S_MC_LONG_QTY = 92
-S_MC_LONG_AVG = 93
-S_MC_SHORT_QTY = 94
-S_MC_SHORT_AVG = 95
-S_MC_LO = 96
-S_MC_HI = 97
-S_MC_MMR_LONG = 98
-S_MC_CUM_LONG = 99
-S_MC_MMR_SHORT = 100
-S_MC_CUM_SHORT = 101
-S_MC_LP = 102
-S_MC_SAFE_LO = 103
-S_MC_SAFE_HI = 104
-N_STATE = 105
+S_MC_WALLET = 96
+S_MC_LONG_QTY = 97
+S_MC_LONG_AVG = 98
+S_MC_SHORT_QTY = 99
+S_MC_SHORT_AVG = 100
+S_MC_LO = 101
+S_MC_HI = 102
+S_MC_MMR_LONG = 103
+S_MC_CUM_LONG = 104
+S_MC_MMR_SHORT = 105
+S_MC_CUM_SHORT = 106
+S_MC_LP = 107
+S_MC_SAFE_LO = 108
+S_MC_SAFE_HI = 109
+N_STATE = 110
 
 # --- slot fields
 SL_ORD_ON = 0
@@ -277,6 +276,14 @@ def resting_qty_nb(slots, side, skip_idx):
         if idx != skip_idx and slots[side, idx, SL_ORD_ON] != 0.0:
             total += slots[side, idx, SL_ORD_QTY]
     return total
+
+
+@kernel
+def opposite_exposure_nb(st, slots, side):
+    """Position of the side opposite ``side`` plus all its resting entries (the account margin check)."""
+    other = 1 - side
+    pos = st[S_SHORT_QTY] if side == 0 else st[S_LONG_QTY]
+    return pos + resting_qty_nb(slots, other, -1)
 
 
 @kernel

@@ -115,6 +115,7 @@ from engine.state import (
     SL_RUNG_PRICE,
     SL_RUNG_QTY,
     cancel_entries_nb,
+    opposite_exposure_nb,
     refresh_triggers_nb,
     remember_refusal_nb,
     resting_qty_nb,
@@ -277,7 +278,16 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
             pos = st[S_LONG_QTY] if side == Side.LONG else st[S_SHORT_QTY]
             if was_refused_nb(s, price, qty, pos):
                 continue  # refused before with the same side position: not submitted again
-            reason = validate_entry_nb(price, qty, pos, resting_qty_nb(slots, side, idx), eq, p, br)
+            reason = validate_entry_nb(
+                price,
+                qty,
+                pos,
+                resting_qty_nb(slots, side, idx),
+                opposite_exposure_nb(st, slots, side),
+                eq,
+                p,
+                br,
+            )
             if reason != Reason.NONE:
                 st[S_REJ_BASE + reason] += 1.0
                 remember_refusal_nb(s, price, qty, pos)

@@ -48,10 +48,13 @@ def precision_ok_nb(price, qty, p):
 
 
 @kernel
-def validate_entry_nb(price, qty, side_pos, resting_other, equity, p, br):
+def validate_entry_nb(price, qty, side_pos, resting_other, opposite, equity, p, br):
     """Reason code (0 = accepted) for an entry of ``qty`` at ``price``.
 
-    ``Q = side_pos + resting_other + qty`` is the side's exposure if every same-side entry fills.
+    ``Q = side_pos + resting_other + qty`` is the side's exposure if every same-side entry fills;
+    ``opposite`` is the other side's position plus all its resting entries, so ``Q + opposite`` is
+    what the account must margin if every resting entry of both sides fills (hedge mode margins
+    both sides: per-side limits alone would let the two together use twice the equity).
     """
     if p[P_ENABLE_VALIDATION] == 0.0:
         return Reason.NONE
@@ -68,6 +71,8 @@ def validate_entry_nb(price, qty, side_pos, resting_other, equity, p, br):
         return Reason.SIZE_ORDER
     if above_nb(notional, max_notional_at_leverage_nb(br, p[P_LEVERAGE])):
         return Reason.SIZE_BRACKET
+    if above_nb((q + opposite) * price / p[P_LEVERAGE], equity):
+        return Reason.SIZE_MARGIN
     return Reason.NONE
 
 

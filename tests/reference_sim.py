@@ -13,6 +13,8 @@ Choices the contract leaves open, made here and checked against the kernel by th
   entry; long before short; lower level first); exits created by such a fill are checked against the
   open as well, so a lot whose stop the open also gapped through is stopped at once.
 - Entry submissions at a close go nearest rung first: level 1 long, level 1 short, level 2 long, ...
+  A resting order that is no longer wanted (or changes price / qty) is cancelled when its rung comes
+  up in that order, so the size checks of the rungs before it still count it as resting.
 - Entries are cancelled whenever they may not be placed (missing input, data gap, breaker, REDUCING,
   unknown funding, halt); TP/SL always stay. FUNDING_UNKNOWN is one event per blocked stretch.
 - Errors happen at the bar open (post-only rejections) or at the close (validation rejections). The
@@ -68,6 +70,7 @@ REASONS = (
     "RETRY_DEVIATION",
     "LEVERAGE",
     "LIQUIDATION_BUFFER",
+    "SIZE_MARGIN",
 )
 # Tie order at one price: SL before TP before entry.
 _ORDER_RANK = {SL: 0, TP: 1, ENTRY: 2}
@@ -555,6 +558,11 @@ class Sim:
         allowed = max((b.cap for b in self.p.brackets if b.max_leverage >= self.p.leverage), default=0.0)
         if _above(total * price, allowed):
             return "SIZE_BRACKET"
+        # The account must margin both sides if every resting entry of both sides filled.
+        opp = 1 - side
+        opposite = self.qty[opp] + sum(o.qty for (s, _lv), o in self.orders.items() if s == opp)
+        if _above((total + opposite) * price / self.p.leverage, self.equity):
+            return "SIZE_MARGIN"
         return None
 
     def open_lot(self, side: int, level: int, price: float, qty: float) -> None:
@@ -658,7 +666,11 @@ class Sim:
                 continue
             if not self.p.maker_only:
                 del self.orders[(order.side, order.level)]
-                px = o * (1 + self.p.slip) if buy else o * (1 - self.p.slip)
+                # taker at the open moved by slippage, but never beyond the order's own limit
+                if buy:
+                    px = min(order.price, o * (1 + self.p.slip))
+                else:
+                    px = max(order.price, o * (1 - self.p.slip))
                 self.fill(order.side, ENTRY, order.level, px, order.qty, TAKER)
                 self.open_lot(order.side, order.level, px, order.qty)
                 continue
@@ -746,21 +758,28 @@ class Sim:
             self.execute(first, at_open=None)
             cur = first[3]
 
-    def margin_check(self, m: float) -> bool:
-        """Liquidate both sides at ``m`` when equity <= maintenance margin; True when liquidated."""
+    def margin_check(self, a: float, m: float) -> bool:
+        """Liquidate both sides when equity at ``m`` <= maintenance margin; True when liquidated.
+
+        The close happens at the liquidation price (tiers at ``m``) clamped into the range traded
+        since the previous path point ``a``; at ``m`` when there is no positive liquidation price.
+        """
         if self.qty[LONG] <= 0.0 and self.qty[SHORT] <= 0.0:
             return False
         equity = self.wallet() + self.unreal_at(m)
         if equity > self.maint_at(m):
             return False
+        L, S = self.qty[LONG], self.qty[SHORT]
+        lp = liquidation_price(self.wallet(), L, self.avg[LONG], S, self.avg[SHORT], self.p.brackets, m)
+        px = min(max(lp, min(a, m)), max(a, m)) if _finite(lp) else m
         self.orders.clear()
-        self.event("LIQUIDATION", price=m, value=equity)
+        self.event("LIQUIDATION", price=px, value=self.wallet() + self.unreal_at(px))
         for side in (LONG, SHORT):
             if self.qty[side] > 0.0:
                 q = self.qty[side]
                 for key in [k for k in self.lots if k[0] == side]:
                     del self.lots[key]
-                self.fill(side, LIQUIDATION, 0, m, q, TAKER)
+                self.fill(side, LIQUIDATION, 0, px, q, TAKER)
         self.liquidated = True
         return True
 
@@ -768,12 +787,12 @@ class Sim:
         """Step 3; True when the account was liquidated on the way."""
         x1, x2 = (h, lo) if h - o <= o - lo else (lo, h)
         self.open_point(o)
-        if self.margin_check(o):
+        if self.margin_check(o, o):
             return True
         prev = o
         for nxt in (x1, x2, c):
             self.walk(prev, nxt)
-            if self.margin_check(nxt):
+            if self.margin_check(prev, nxt):
                 return True
             prev = nxt
         return False
@@ -891,15 +910,18 @@ class Sim:
             return
         self.funding_unknown = False
         want = self.wanted(c, guard)
-        for key in list(self.orders):
-            o = self.orders[key]
-            if want.get(key) != (o.price, o.qty):
-                del self.orders[key]
         bar_count = 0
-        # nearest rungs first: level 1 long, level 1 short, level 2 long, ...
-        for key in sorted(want, key=lambda slot: (slot[1], slot[0])):
-            if key in self.orders:
+        # Rung by rung, nearest first (level 1 long, level 1 short, level 2 long, ...): an unwanted or
+        # changed order is cancelled when its rung comes up, so the rungs after it still see it resting.
+        for key in sorted(set(want) | set(self.orders), key=lambda slot: (slot[1], slot[0])):
+            o = self.orders.get(key)
+            if key not in want:
+                self.orders.pop(key, None)
                 continue
+            if o is not None:
+                if want[key] == (o.price, o.qty):
+                    continue
+                del self.orders[key]
             side, level = key
             price, qty = want[key]
             memo = (side, level, price, qty, self.qty[side])

@@ -167,7 +167,10 @@ def test_liquidation_stops_the_run() -> None:
     # 1 BTC long at 9900 on a 1000 USDT account at leverage 20 (gates loosened). Wallet after the
     # maker fee (1.98): 998.02; maintenance margin at price x: 0.004*x (bracket 1, notional < 50 000).
     # Equity at x = 998.02 + (x - 9900) <= 0.004 x  <=>  x <= 8901.98/0.996 = 8937.73: the crash bar's
-    # path o=9950 -> x1 = 9950 (high) -> x2 = 8000 (low): liquidated at x2 = 8000, taker fee 3.2.
+    # path o=9950 -> x1 = 9950 (high) -> x2 = 8000 (low): the check fails at x2 = 8000 and the exchange
+    # closes at LP = (998.02 - 9900)/(0.004 - 1) = 8937.7309..., inside [8000, 9950]; taker fee
+    # 8937.7309*0.0005 = 4.46887. (The short rung is refused with SIZE_MARGIN: (1 + 1)*10100/20 = 1010 >
+    # equity 1000.)
     s = strategy(
         **{
             "backtest.initial_balance": 1000.0,
@@ -185,11 +188,14 @@ def test_liquidation_stops_the_run() -> None:
     assert out.meta["liquidated"] and out.meta["liquidated_at"] == int(out.equity["ts"][2])
     assert len(out.equity) == 3 and out.equity["state"][-1] == RiskState.LIQUIDATED
     liq = out.fills[out.fills["kind"] == FillKind.LIQUIDATION]
-    assert list(liq["price"]) == [8000.0] and list(liq["qty"]) == [1.0]
-    assert liq["fee"][0] == pytest.approx(8000.0 * 0.0005)
+    lp = 8901.98 / 0.996
+    assert list(liq["qty"]) == [1.0] and liq["price"][0] == pytest.approx(lp, rel=1e-12)
+    assert liq["fee"][0] == pytest.approx(lp * 0.0005, rel=1e-12)
     assert EventKind.LIQUIDATION in set(out.events["kind"].tolist())
-    # Wallet: 1000 - 1.98 + (8000 - 9900) - 4 = -905.98 (cross margin: the loss exceeds the account).
-    assert out.summary["wallet_balance"] == pytest.approx(-905.98)
+    # Wallet: 1000 - 1.98 + (8937.7309 - 9900) - 4.46887 = 31.2821: what is left is the maintenance margin
+    # at LP (0.004*8937.7309 = 35.7509) minus the closing fee, not the -905.98 of a close at the low.
+    assert out.summary["wallet_balance"] == pytest.approx(0.004 * lp - lp * 0.0005, rel=1e-9)
+    assert out.summary["wallet_balance"] == pytest.approx(31.2821, abs=1e-4)
 
 
 def test_stale_kernel_cache_is_dropped(tmp_path: Path) -> None:

@@ -243,33 +243,39 @@ def test_validate_entry_each_reason() -> None:
     br = default_params().brackets
     # Base: leverage 10, max_position_pct 0.75, max_position_size 0.1, inventory 10000, order 5..1e5.
     p = vec_with()
-    ok = validate_entry_nb(60000.0, 0.01, 0.0, 0.0, 10000.0, p, br)
+    ok = validate_entry_nb(60000.0, 0.01, 0.0, 0.0, 0.0, 10000.0, p, br)
     assert ok == Reason.NONE
     # SIZE_PCT: Q = 0.05 + 0.02 + 0.01 = 0.08 -> 4800 notional / 10 = 480 > 0.75 * 600 = 450.
-    assert validate_entry_nb(60000.0, 0.01, 0.05, 0.02, 600.0, p, br) == Reason.SIZE_PCT
+    assert validate_entry_nb(60000.0, 0.01, 0.05, 0.02, 0.0, 600.0, p, br) == Reason.SIZE_PCT
     # SIZE_QTY: Q = 0.09 + 0.02 = 0.11 > 0.1 (equity large enough for SIZE_PCT).
-    assert validate_entry_nb(60000.0, 0.02, 0.09, 0.0, 1e6, p, br) == Reason.SIZE_QTY
+    assert validate_entry_nb(60000.0, 0.02, 0.09, 0.0, 0.0, 1e6, p, br) == Reason.SIZE_QTY
     # SIZE_INVENTORY: Q = 0.1 -> 6000 > 5000.
-    assert validate_entry_nb(60000.0, 0.05, 0.05, 0.0, 1e6, vec_with(P_MAX_INVENTORY_QUOTE=5000.0), br) == (
-        Reason.SIZE_INVENTORY
-    )
+    assert validate_entry_nb(
+        60000.0, 0.05, 0.05, 0.0, 0.0, 1e6, vec_with(P_MAX_INVENTORY_QUOTE=5000.0), br
+    ) == (Reason.SIZE_INVENTORY)
     # SIZE_ORDER: 0.001 * 60000 = 60 < min 100; and > max 50.
-    assert validate_entry_nb(60000.0, 0.001, 0.0, 0.0, 1e6, vec_with(P_MIN_ORDER_USDT=100.0), br) == (
+    assert validate_entry_nb(60000.0, 0.001, 0.0, 0.0, 0.0, 1e6, vec_with(P_MIN_ORDER_USDT=100.0), br) == (
         Reason.SIZE_ORDER
     )
-    assert validate_entry_nb(60000.0, 0.001, 0.0, 0.0, 1e6, vec_with(P_MAX_ORDER_USDT=50.0), br) == (
+    assert validate_entry_nb(60000.0, 0.001, 0.0, 0.0, 0.0, 1e6, vec_with(P_MAX_ORDER_USDT=50.0), br) == (
         Reason.SIZE_ORDER
     )
     # SIZE_BRACKET: at leverage 100 only bracket 1..2 (max lev 125, 100) allow it: cap 600000.
     big = vec_with(
         P_LEVERAGE=100.0, P_MAX_POSITION_SIZE=100.0, P_MAX_INVENTORY_QUOTE=1e9, P_MAX_ORDER_USDT=1e9
     )
-    assert validate_entry_nb(60000.0, 9.0, 0.0, 0.0, 1e9, big, br) == Reason.NONE  # 540000 <= 600000
-    assert validate_entry_nb(60000.0, 11.0, 0.0, 0.0, 1e9, big, br) == Reason.SIZE_BRACKET  # 660000
+    assert validate_entry_nb(60000.0, 9.0, 0.0, 0.0, 0.0, 1e9, big, br) == Reason.NONE  # 540000 <= 600000
+    assert validate_entry_nb(60000.0, 11.0, 0.0, 0.0, 0.0, 1e9, big, br) == Reason.SIZE_BRACKET  # 660000
     assert max_notional_at_leverage_nb(br, 100.0) == 600000.0
+    # SIZE_MARGIN: the side alone passes SIZE_PCT (0.08 * 60000 / 10 = 480 <= 0.75 * 1000 = 750) but
+    # with the other side's 0.1 (position + resting) the account margins (0.08 + 0.1) * 6000 = 1080 > 1000.
+    assert validate_entry_nb(60000.0, 0.01, 0.05, 0.02, 0.1, 1000.0, p, br) == Reason.SIZE_MARGIN
+    # 0.08 + 0.085 = 0.165 -> 990 <= 1000: accepted.
+    assert validate_entry_nb(60000.0, 0.01, 0.05, 0.02, 0.085, 1000.0, p, br) == Reason.NONE
     # Validation switched off: nothing is checked.
     assert (
-        validate_entry_nb(60000.0, 1.0, 5.0, 0.0, 1.0, vec_with(P_ENABLE_VALIDATION=0.0), br) == Reason.NONE
+        validate_entry_nb(60000.0, 1.0, 5.0, 0.0, 0.0, 1.0, vec_with(P_ENABLE_VALIDATION=0.0), br)
+        == Reason.NONE
     )
 
 

@@ -237,3 +237,20 @@ def test_retry_price_bound_and_optimization_mode(impl):
         execution__optimization_mode=True,
     )
     assert kinds(run(impl, make_market(bars), s, venue())) == ["POST_ONLY_REJECT"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_taker_entry_never_fills_beyond_its_limit(impl):
+    # Not maker_only, slippage 5 bps. Buy limit 9900, open 9899.95 (crosses: 9900 >= 9899.95):
+    # o*(1 + 0.0005) = 9904.899975 is beyond the limit -> fills at min(9900, 9904.899975) = 9900 as
+    # taker, fee 9900*0.01*0.0005 = 0.0495. Open 9850: 9850*1.0005 = 9854.925 < 9900 -> slippage applies,
+    # fee 9854.925*0.01*0.0005 = 0.04927462.
+    # Sell limit 10100, open 10100.05: o*(1 - 0.0005) = 10094.999975 -> max(10100, ...) = 10100,
+    # fee 10100*0.01*0.0005 = 0.0505.
+    s = strategy(execution__maker_only=False, backtest__slippage_bps=5.0)
+    cases = [(9899.95, 0, 9900.0), (9850.0, 0, 9854.925), (10100.05, 1, 10100.0)]
+    for o, side, price in cases:
+        led = run(impl, make_market([*flat(10000, 1), (o,) * 4]), s, venue())
+        f = fills_of(led)
+        assert len(f) == 1, o
+        assert_fill(f[0], bar_ts(1), side, 0, 1, price, 0.01, price * 0.01 * 0.0005, 1, 0.0)

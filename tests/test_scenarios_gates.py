@@ -174,18 +174,19 @@ def test_reducing_near_the_liquidation_price(impl):
     # LP = (WB + cum - L*avgL)/(L*mmr - L) = (1098.02 - 9900)/(0.004 - 1) = 8801.98/0.996 = 8837.3293.
     # At the close 9950: |9950 - LP|/9950 = 0.111826 -> REDUCING (LIQUIDATION_BUFFER) with a buffer of
     # 0.1119, not with 0.1118: the flip pins LP to the formula within 1 USDT.
-    # (Leverage 9950/1148.02 = 8.7 stays below the isolated limit 125.)
+    # (Leverage 9950/1148.02 = 8.7 stays below the isolated limit 125. Venue leverage 20 lets both rungs
+    # rest: (1 + 1)*10100/20 = 1010 <= 1100 passes SIZE_MARGIN.)
     assert 0.1118 < (9950 - 8801.98 / 0.996) / 9950 < 0.1119
     bars = [*flat(10000, 1), FILL_BAR, flat(9950, 1)[0]]
     common = dict(grid__base_qty=1.0, backtest__initial_balance=1100.0, exit__sl_steps=20)
     near = strategy(position__emergency_liquidation_buffer=0.1119, **common)
-    led = run(impl, make_market(bars), near, venue())
+    led = run(impl, make_market(bars), near, venue(trading__leverage=20))
     assert kinds(led) == ["REDUCING_ON"]
     on = led.events[0]
     assert (on["ts"], on["reason"]) == (bar_ts(1), Reason.LIQUIDATION_BUFFER)
     assert states(led) == [0, RiskState.REDUCING, RiskState.REDUCING]
     far = strategy(position__emergency_liquidation_buffer=0.1118, **common)
-    assert kinds(run(impl, make_market(bars), far, venue())) == []
+    assert kinds(run(impl, make_market(bars), far, venue(trading__leverage=20))) == []
 
 
 # Liquidation with bracket 2: initial 7000, long 6.0 @ 9900 (notional 59400 > 50000: mmr 0.005, cum 50),
@@ -201,7 +202,10 @@ LP2 = 52361.88 / 5.97
 def test_liquidation_at_the_binance_price(impl, low, liquidated):
     # Bar 2 path: 9950 -> 9950 -> low -> 9000. At the low:
     #   8772: equity = 6988.12 + 6*(8772-9900) = 220.12 > MM = 6*8772*0.005 - 50 = 213.16 -> alive.
-    #   8770: equity = 208.12 <= MM = 213.10 -> liquidated at 8770 (taker fee 6*8770*0.0005 = 26.31).
+    #   8770: equity = 208.12 <= MM = 213.10 -> liquidated. The exchange closes at LP2 = 8770.834 (the
+    #   path crossed it between x1 = 9950 and 8770): taker fee 6*8770.834*0.0005 = 26.3125, realized
+    #   6*(8770.834 - 9900) = -6774.995.
+    # (The short rung 6 @ 10100 is refused: both sides (6 + 6)*10100/10 = 12120 > equity 7000, SIZE_MARGIN.)
     assert 8770.0 < LP2 < 8772.0
     bars = [*flat(10000, 1), FILL_BAR, (9950, 9950, low, 9000), flat(9000, 1)[0]]
     s = strategy(
@@ -219,10 +223,10 @@ def test_liquidation_at_the_binance_price(impl, low, liquidated):
     assert len(liq) == 1
     f = liq[0]
     assert (f["ts"], f["side"], f["liquidity"]) == (bar_ts(2), 0, 1)
-    assert f["price"] == pytest.approx(8770.0)
+    assert f["price"] == pytest.approx(LP2, rel=1e-12)
     assert f["qty"] == pytest.approx(6.0)
-    assert f["fee"] == pytest.approx(26.31)
-    assert f["realized_pnl"] == pytest.approx(6 * (8770 - 9900))
+    assert f["fee"] == pytest.approx(6 * LP2 * 0.0005, rel=1e-12)
+    assert f["realized_pnl"] == pytest.approx(6 * (LP2 - 9900), rel=1e-12)
     assert "LIQUIDATION" in kinds(led)
     assert led.equity[-1]["state"] == RiskState.LIQUIDATED
     assert led.equity[-1]["ts"] == bar_ts(2)  # the run stops
@@ -291,7 +295,8 @@ def test_unknown_funding_blocks_entries(impl):
 def test_brackets_set_the_maintenance_margin(impl):
     # Same position as above (6.0 @ 9900, WB 6988.12), bar 2 low 8772: with the BTC table the account
     # survives (equity 220.12 > MM 213.16). With one flat tier of mmr 0.01 (cum 0) the maintenance margin
-    # at 8772 is 6*8772*0.01 = 526.32 >= 220.12 -> liquidated there.
+    # at 8772 is 6*8772*0.01 = 526.32 >= 220.12 -> liquidated; the close is at that tier's LP
+    # (6988.12 - 59400)/(6*0.01 - 6) = 52411.88/5.94 = 8823.5488, inside [8772, 9950].
     bars = [*flat(10000, 1), FILL_BAR, (9950, 9950, 8772.0, 9000), flat(9000, 1)[0]]
     s = strategy(
         grid__base_qty=6.0,
@@ -306,4 +311,46 @@ def test_brackets_set_the_maintenance_margin(impl):
     steep = btc.model_copy(update={"margin": MarginSection(brackets={"BTC/USDT:USDT": [flat_tier]})})
     assert all(f["kind"] != 4 for f in run(impl, make_market(bars), s, btc).fills)
     liq = [f for f in run(impl, make_market(bars), s, steep).fills if f["kind"] == 4]
-    assert [(f["ts"], f["price"], f["qty"]) for f in liq] == [(bar_ts(2), 8772.0, 6.0)]
+    assert [(f["ts"], f["qty"]) for f in liq] == [(bar_ts(2), 6.0)]
+    assert liq[0]["price"] == pytest.approx(52411.88 / 5.94, rel=1e-12)
+
+
+# Liquidation at the liquidation price: 1000 USDT, leverage 20, long 1.0 @ 9900 (maker fee 1.98, WB 998.02),
+# bracket 1 (mmr 0.004, cum 0). LP = (998.02 - 9900)/(0.004 - 1) = 8901.98/0.996 = 8937.7309...
+# The short rung 1.0 @ 10100 is refused at bar 0 (SIZE_MARGIN: (1 + 1)*10100/20 = 1010 > equity 1000).
+LP20 = 8901.98 / 0.996
+SMALL_20X = {
+    "backtest__initial_balance": 1000.0,
+    "grid__base_qty": 1.0,
+    "exit__sl_steps": 50,
+}
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize(
+    ("crash", "price"), [((9000.0, 9000.0, 8000.0, 8000.0), LP20), ((8500.0,) * 4, 8500.0)]
+)
+def test_liquidation_closes_at_the_liquidation_price(impl, crash, price):
+    # Wide bar 9000 -> 8000: path o = 9000 (equity 98.02 > MM 36.0), x1 = 9000 (the high: 0 <= 1000),
+    # x2 = 8000: equity -901.98 <= MM 32 -> liquidated. The path crossed LP between 9000 and 8000, so
+    # the close is at LP = 8937.7309 (fee 8937.7309*0.0005 = 4.46887, realized 8937.7309 - 9900 =
+    # -962.2691); wallet 998.02 - 962.2691 - 4.46887 = 31.2821 = MM at LP (35.7509) minus the fee,
+    # instead of 998.02 - 1900 - 4 = -905.98 at the bar's low.
+    # A bar that opens at 8500, below LP: the check fails at the open (a = o), LP clamped into
+    # [8500, 8500] -> closed at the open 8500 (wallet 998.02 - 1400 - 4.25 = -406.23).
+    bars = [*flat(10000, 1), FILL_BAR, crash, flat(8000, 1)[0]]
+    led = run(impl, make_market(bars), strategy(**SMALL_20X), venue(trading__leverage=20))
+    liq = [f for f in led.fills if f["kind"] == 4]
+    assert [(f["ts"], f["side"], f["qty"], f["liquidity"]) for f in liq] == [(bar_ts(2), 0, 1.0, 1)]
+    assert liq[0]["price"] == pytest.approx(price, rel=1e-12)
+    assert liq[0]["fee"] == pytest.approx(price * 0.0005, rel=1e-12)
+    assert liq[0]["realized_pnl"] == pytest.approx(price - 9900.0, rel=1e-12)
+    assert kinds(led) == ["ORDER_REJECTED", "LIQUIDATION"]
+    assert led.events[1]["price"] == pytest.approx(price, rel=1e-12)
+    last = led.equity[-1]
+    assert (last["ts"], last["state"]) == (bar_ts(2), RiskState.LIQUIDATED)
+    assert last["wallet_balance"] == pytest.approx(998.02 + price - 9900.0 - price * 0.0005, rel=1e-9)
+    if price == LP20:
+        assert last["wallet_balance"] == pytest.approx(31.2821, abs=1e-4)
+    else:
+        assert last["wallet_balance"] == pytest.approx(-406.23, abs=1e-9)

@@ -165,12 +165,17 @@ VALIDATION_CASES = {
     # 101 > 100 >= 99: only the short is too large
     "order_max": ({}, {"risk__max_order_size_usdt": 100.0}, [(1, Reason.SIZE_ORDER)]),
     # leverage 125 allows only bracket 1 (cap 50000): 6 * 9900 = 59400 and 60600 are beyond it
-    # (margin 475.2 and 484.8 <= equity 10000, so SIZE_PCT passes first).
+    # (margin 475.2 and 484.8 <= equity 20000, so SIZE_PCT passes first; the baseline at leverage 10
+    # margins both sides (6 + 6)*10100/10 = 12120 <= 20000, so SIZE_MARGIN passes there).
     "bracket": (
-        {"grid__base_qty": 6.0},
+        {"grid__base_qty": 6.0, "backtest__initial_balance": 20000.0},
         {"trading__leverage": 125, "risk__max_leverage": 125},
         [(0, Reason.SIZE_BRACKET), (1, Reason.SIZE_BRACKET)],
     ),
+    # leverage 1, 0.6 per rung: each side alone fits 1.0 * equity (5940 and 6060 <= 10000), but the
+    # short (submitted after the long) makes both sides (0.6 + 0.6)*10100/1 = 12120 > 10000.
+    # Baseline at leverage 10: 1212 <= 10000.
+    "margin": ({"grid__base_qty": 0.6}, {"trading__leverage": 1}, [(1, Reason.SIZE_MARGIN)]),
 }
 
 
@@ -280,3 +285,49 @@ def test_short_levels(impl):
     assert [(e[1], e[2]) for e in shorts if e[1] == 1] == [(1, 1), (1, 2), (1, 3)]
     one = entries(run(impl, make_market(bars), strategy(), venue()))
     assert [(e[1], e[2]) for e in one if e[1] == 1] == [(1, 1)]
+
+
+@effect("grid.base_qty")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_both_sides_together_must_fit_the_equity(impl):
+    # Leverage 1, max_position_pct 1.0, equity 10000, base_qty 0.6. Bar 0's close submits long rung 1
+    # first: A = 0.6 -> 0.6*9900 = 5940 <= 10000. Then short rung 1: SIZE_PCT sees its side only,
+    # 0.6*10100 = 6060 <= 1.0*10000, but the account would margin A = 0.6 + 0.6 (the resting long)
+    # -> 1.2*10100 = 12120 > 10000: refused with SIZE_MARGIN (value: side position 0), once.
+    bars = [*flat(10000, 2), SWEEP]
+    v1 = venue(trading__leverage=1)
+    led = run(impl, make_market(bars), strategy(grid__base_qty=0.6), v1)
+    got = [(e["ts"], e["kind"], e["reason"], e["side"], e["level"]) for e in led.events]
+    assert got == [(bar_ts(0), EventKind.ORDER_REJECTED, Reason.SIZE_MARGIN, 1, 1)]
+    assert (led.events[0]["price"], led.events[0]["qty"]) == (10100.0, pytest.approx(0.6))
+    assert {e[1] for e in entries(led)} == {0}  # only the long rung ever rests and fills
+    if impl == "kernel":  # the batch summary counts it under its own reason and in the total
+        assert (led.summary["rejected_size_margin"], led.summary["rejections"]) == (1.0, 1.0)
+    # 0.4 per rung: A = 0.8 -> 0.8*10100 = 8080 <= 10000: both sides rest and the sweep fills both.
+    ok = run(impl, make_market(bars), strategy(grid__base_qty=0.4), v1)
+    assert kinds(ok) == []
+    assert {e[1] for e in entries(ok)} == {0, 1}
+
+
+@effect("backtest.initial_balance")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_retry_is_refused_by_the_account_margin(impl):
+    # Leverage 1, base_qty 0.5, equity 10100.05. Bar 0's close: long 0.5 @ 9900 (A = 0.5 -> 4950) and
+    # short 0.5 @ 10100 (A = 0.5 + 0.5 -> 10100 <= 10100.05) both rest. Bar 1 opens at 10150: the short
+    # crosses (10100 <= 10150) -> POST_ONLY_REJECT; its retry at 10100.1 passes SIZE_PCT (5050.05) but
+    # A = 1.0 -> 10100.1 > 10100.05: ORDER_REJECTED with SIZE_MARGIN. With equity 10200 the retry is
+    # accepted, crosses again and the single attempt is used up (RETRY_LIMIT).
+    bars = [*flat(10000, 1), (10150.0,) * 4]
+    over = {
+        "grid__base_qty": 0.5,
+        "execution__use_post_only_retries": True,
+        "execution__retry_attempts": 1,
+    }
+    v1 = venue(trading__leverage=1)
+    led = run(impl, make_market(bars), strategy(backtest__initial_balance=10100.05, **over), v1)
+    assert kinds(led) == ["POST_ONLY_REJECT", "ORDER_REJECTED"]
+    e = led.events[1]
+    assert (e["ts"], e["reason"], e["side"], e["level"]) == (bar_ts(1), Reason.SIZE_MARGIN, 1, 1)
+    assert e["price"] == pytest.approx(10100.1)
+    rich = run(impl, make_market(bars), strategy(backtest__initial_balance=10200.0, **over), v1)
+    assert kinds(rich) == ["POST_ONLY_REJECT", "POST_ONLY_REJECT", "RETRY_LIMIT"]
