@@ -22,7 +22,6 @@ Decisions beyond DESIGN.md:
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from engine.accounting import apply_fill_nb
 from engine.enums import EventKind, FillKind, Liquidity, Reason, Side, hot_kernel, kernel
@@ -80,7 +79,7 @@ RANK_TP = 1
 RANK_ENTRY = 2
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@hot_kernel
 def order_trigger_nb(s, side, rank):
     """(active, trigger price, is a buy) of one slot's order of ``rank`` (SL, TP or entry).
 

@@ -45,7 +45,6 @@ Decisions beyond DESIGN.md (the reference simulator follows these):
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from engine.accounting import daily_stats_nb, finish_daily_stats_nb, mark_to_market_nb
 from engine.enums import EventKind, Reason, RiskState, Side, hot_kernel, kernel
@@ -349,7 +348,7 @@ def record_bar_nb(st, eq, cnt, ts):
     st[S_LAST_TS] = ts
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@hot_kernel
 def step_nb(
     k, ts, op, hi, lo, cl, reg, fts, frate, fmark, p, br, st, slots, errs, ords, fills, fund, ev, eq, cnt
 ):
