@@ -6,7 +6,6 @@ that notebooks can call directly.
 
 from __future__ import annotations
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -16,11 +15,11 @@ from configs.errors import GridctlError
 class _GridctlGroup(TyperGroup):
     """Top-level group: a user error anywhere below becomes a one-line message and exit code 2."""
 
-    def invoke(self, ctx: click.Context) -> object:
+    def invoke(self, ctx: typer.Context) -> object:
         try:
             return super().invoke(ctx)
         except GridctlError as err:
-            click.echo(f"error: {err}", err=True)
+            typer.echo(f"error: {err}", err=True)
             ctx.exit(2)
 
 
