@@ -39,9 +39,9 @@ def _mount() -> None:
 
     app.add_typer(config_app, name="config", help="Show and validate strategy and venue configs.")
     app.add_typer(data_app, name="data", help="Download, import, generate and inspect market data.")
-    from engine.cli import register as register_engine
+    from research.cli import register as register_research
 
-    register_engine(app)
+    register_research(app)
 
 
 _mount()

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from cli import app
 from data.sample import SAMPLE_EXCHANGE, generate_sample, write_sample
 from data.store import write_candles, write_funding
-from engine.results import RESULT_FILES
+from research.results import RESULT_FILES
 
 REPO = Path(__file__).resolve().parents[1]
 # Three whole days out of the 10-day sample: 3 * 1440 bars.

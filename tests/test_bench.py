@@ -1,4 +1,4 @@
-"""engine.bench / `gridctl bench`: the measurements exist and are positive numbers (never their speed)."""
+"""research.bench / `gridctl bench`: the measurements exist and are positive numbers (never their speed)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-import engine.bench
+import research.bench
 from cli import app
-from engine.bench import TARGETS, batch_overrides, bench_market, run_bench
+from research.bench import TARGETS, batch_overrides, bench_market, run_bench
 
 KEYS = {
     "bars", "sets", "threads", "reference_bars", "kernel_bars_per_s", "batch_bar_evals_per_s",
@@ -51,15 +51,15 @@ def test_batch_sets_spread_around_the_strategys_grid_step() -> None:
 
 
 def test_without_the_reference_file_the_reference_rate_is_none(monkeypatch, tmp_path) -> None:
-    monkeypatch.setattr(engine.bench, "REFERENCE_SIM", tmp_path / "missing.py")
-    monkeypatch.setattr(engine.bench, "startup_times", lambda: {"compile_s": 1.0, "cached_start_s": 0.5})
+    monkeypatch.setattr(research.bench, "REFERENCE_SIM", tmp_path / "missing.py")
+    monkeypatch.setattr(research.bench, "startup_times", lambda: {"compile_s": 1.0, "cached_start_s": 0.5})
     out = run_bench(bars=2_000, sets=1, reference_bars=100)
     assert out["reference_bars_per_s"] is None and out["kernel_vs_reference"] is None
 
 
 def test_cli_bench_json_and_table(monkeypatch) -> None:
     fake = dict.fromkeys(KEYS, 2.0) | {"bars": 2_000, "sets": 2, "threads": 2, "reference_bars": 100}
-    monkeypatch.setattr(engine.bench, "run_bench", lambda **_kw: fake)
+    monkeypatch.setattr(research.bench, "run_bench", lambda **_kw: fake)
     result = CliRunner().invoke(app, ["bench", "--json", "--bars", "2000", "--sets", "2"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == fake

@@ -1,4 +1,4 @@
-"""engine.report: one self-contained HTML file: key numbers, ladder, fills, regime, funding, gates."""
+"""research.report: one self-contained HTML file: key numbers, ladder, fills, regime, funding, gates."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from configs.loader import load_strategy, load_venue
 from data.market import load_market
 from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, write_sample
 from engine.enums import EventKind
-from engine.report import MAX_CURVE_POINTS, build_report, ladder_history, minmax_indices
 from engine.run import run_single
-from engine.stats import compute_stats
+from research.report import MAX_CURVE_POINTS, build_report, ladder_history, minmax_indices
+from research.stats import compute_stats
 
 
 @pytest.fixture(scope="module")

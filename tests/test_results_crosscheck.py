@@ -18,7 +18,7 @@ from data.market import load_market
 from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, write_sample
 from engine.enums import EventKind
 from engine.run import run_single
-from engine.stats import compute_stats
+from research.stats import compute_stats
 
 SCENARIOS = {
     "default": [],

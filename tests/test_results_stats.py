@@ -1,4 +1,4 @@
-"""engine.stats on hand-built ledgers: every number derived by hand, and none of them a constant."""
+"""research.stats on hand-built ledgers: every number derived by hand, and none of them a constant."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from configs.loader import load_strategy, load_venue
 from data.market import market_from_arrays
 from engine.enums import EventKind, FillKind, Liquidity, Reason, RiskState
 from engine.records import EQUITY_DTYPE, EVENT_DTYPE, FILL_DTYPE, FUNDING_DTYPE
-from engine.stats import compute_stats, daily_equity, daily_returns, max_drawdown_pct, sharpe, sortino
+from research.stats import compute_stats, daily_equity, daily_returns, max_drawdown_pct, sharpe, sortino
 
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 H8 = 8 * 3_600_000
@@ -24,7 +24,7 @@ DAY = 86_400_000
 
 @dataclass
 class FakeRun:
-    """The attributes engine.stats reads from engine.run.RunOutput."""
+    """The attributes research.stats reads from engine.run.RunOutput."""
 
     fills: np.ndarray
     funding: np.ndarray

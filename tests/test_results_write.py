@@ -1,4 +1,4 @@
-"""engine.results: labelled frames with DESIGN.md's columns, and result files written whole or not at all."""
+"""research.results: labelled frames with DESIGN.md's columns; result files written whole or not at all."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import polars as pl
 import pytest
 
 import data.atomic
-import engine.results
+import research.results
 from configs.loader import load_strategy, load_venue
 from data.market import load_market
 from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, write_sample
 from engine.enums import EventKind, Reason
 from engine.records import EVENT_DTYPE
-from engine.results import RESULT_FILES, record_frame, result_frames, write_results
 from engine.run import run_single
-from engine.stats import compute_stats
+from research.results import RESULT_FILES, record_frame, result_frames, write_results
+from research.stats import compute_stats
 
 # DESIGN.md "Engine records": column names in order; enum columns are written as labels.
 SCHEMAS = {
@@ -113,7 +113,7 @@ def test_a_failed_render_writes_nothing_and_keeps_old_results(result, tmp_path, 
     def broken(*_args, **_kwargs):
         raise RuntimeError("render failed")
 
-    monkeypatch.setattr(engine.results, "build_report", broken)
+    monkeypatch.setattr(research.results, "build_report", broken)
     changed = dict(stats, final_equity=-1.0)
     with pytest.raises(RuntimeError, match="render failed"):
         write_results(out, run, market, changed)

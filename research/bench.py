@@ -56,7 +56,7 @@ TARGETS = {
 _PROBE = """
 import json, time
 t0 = time.perf_counter()
-from engine.bench import bench_market, bench_configs
+from research.bench import bench_market, bench_configs
 from engine.run import run_single
 market = bench_market(2 * 1440)
 strategy, venue = bench_configs()

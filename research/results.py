@@ -25,8 +25,8 @@ from data.atomic import atomic_write_bytes
 from data.market import Market
 from engine.enums import EventKind, FillKind, Liquidity, MarkSource, Reason, Regime, RiskState, Side
 from engine.records import EQUITY_DTYPE, EVENT_DTYPE, FILL_DTYPE, FUNDING_DTYPE
-from engine.report import build_report
-from engine.stats import RunLike
+from research.report import build_report
+from research.stats import RunLike
 
 RESULT_FILES = (
     "fills.parquet",

@@ -1,4 +1,4 @@
-"""`gridctl backtest` and `gridctl bench`: thin shells over engine.run/stats/results and engine.bench."""
+"""`gridctl backtest` and `gridctl bench`: thin shells over engine.run and research."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def run_backtest(
     from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
     from data.timeframes import timeframe_ms
     from engine.run import run_single
-    from engine.stats import compute_stats
+    from research.stats import compute_stats
 
     try:
         timeframe_ms(timeframe)
@@ -76,7 +76,7 @@ def run_backtest(
 
 
 def _print_summary(console: Console, stats: dict[str, Any], out: Path | None) -> None:
-    from engine.report import assumption_rows, gate_rows, headline_rows
+    from research.report import assumption_rows, gate_rows, headline_rows
 
     console.print(
         f"[bold]gridctl backtest[/bold]: strategy [cyan]{stats['strategy']}[/cyan] on venue "
@@ -138,7 +138,7 @@ def backtest(
 ) -> None:
     """Backtest a hedge-grid strategy; with no options, the default strategy on the bundled sample market."""
     from data.store import default_data_dir
-    from engine.results import stats_json, write_results
+    from research.results import stats_json, write_results
 
     if out is not None and out.exists() and not out.is_dir():
         raise GridctlError(f"--out: {out} exists and is not a directory")
@@ -173,7 +173,7 @@ def bench(
     sets: Annotated[int, typer.Option("--sets", help="Parameter sets in the batch measurement.")] = 64,
 ) -> None:
     """Measure kernel, batch and reference speed plus numba compile / cached start times."""
-    from engine.bench import TARGETS, run_bench
+    from research.bench import TARGETS, run_bench
 
     if bars < 2_000:
         raise GridctlError(f"--bars must be at least 2000, got {bars}")

@@ -212,7 +212,7 @@ def _runs(values: np.ndarray) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class ReportData:
-    """Everything the report draws, already in plain arrays with labels (see engine.results)."""
+    """Everything the report draws, already in plain arrays with labels (see research.results)."""
 
     title: str
     bar_ms: int
@@ -518,7 +518,7 @@ def ladder_history(run: Any, market: Any) -> tuple[np.ndarray, np.ndarray, np.nd
 
 def build_report(run: Any, market: Any, stats: dict[str, Any]) -> str:
     """The report of one run (``engine.run.RunOutput``) on its market, with its stats."""
-    from engine.results import result_frames  # results imports this module
+    from research.results import result_frames  # results imports this module
 
     frames = result_frames(run)
     eq = run.equity
