@@ -15,7 +15,7 @@ import numpy as np
 
 from configs.errors import GridctlError
 from configs.schema import StrategyConfig, VenueConfig
-from engine.enums import POLICY_NAMES
+from engine.enums import INTRABAR_PATH_NAMES, POLICY_NAMES
 
 # --- grid / exit / rebalance
 P_GRID_STEP_BPS = 0
@@ -81,7 +81,10 @@ P_FEE_TAKER = 51
 # --- market / derived
 P_BAR_MS = 52
 P_MAX_LEVELS = 53  # slot-array depth (max of both sides' levels)
-N_PARAMS = 54
+# --- intrabar path and liquidation (issue 7)
+P_INTRABAR_PATH = 54  # engine.enums.INTRABAR_PATH_NAMES code
+P_LIQ_CLEARANCE_FEE = 55  # fraction of liquidated notional; NaN: the remaining maintenance margin is lost
+N_PARAMS = 56
 
 #: Config key path -> slot, for every config value the kernels read (bool/enum stored as numbers).
 STRATEGY_PATHS: dict[str, int] = {
@@ -125,6 +128,7 @@ STRATEGY_PATHS: dict[str, int] = {
     "backtest.initial_balance": P_INITIAL_BALANCE,
     "backtest.slippage_bps": P_SLIPPAGE_BPS,
     "backtest.fill_on_touch": P_FILL_ON_TOUCH,
+    "backtest.intrabar_path": P_INTRABAR_PATH,
 }
 
 #: Venue key paths the kernels read (tick/step/min/max qty go through VenueConfig's defaulting properties).
@@ -208,6 +212,8 @@ def _number(value: Any, path: str) -> float:
     if isinstance(value, str):
         if path == "policy.strategy":
             return float(POLICY_NAMES[value])
+        if path == "backtest.intrabar_path":
+            return float(INTRABAR_PATH_NAMES[value])
         raise GridctlError(f"{path}: {value!r} is not a number")
     return float(value)
 
@@ -234,6 +240,8 @@ def build_params(strategy: StrategyConfig, venue: VenueConfig, market: Any) -> E
     vec[P_MAX_QTY] = venue.max_qty
     vec[P_BAR_MS] = float(market.bar_ms)
     vec[P_MAX_LEVELS] = float(max(strategy.grid.grid_levels_long, strategy.grid.grid_levels_short))
+    clearance = venue.margin.liquidation_clearance_fee if venue.margin is not None else None
+    vec[P_LIQ_CLEARANCE_FEE] = np.nan if clearance is None else float(clearance)
     brackets = np.array(
         [
             [b.notional_floor, b.notional_cap, b.maint_margin_ratio, b.cum, b.max_leverage]
@@ -249,5 +257,9 @@ def build_params(strategy: StrategyConfig, venue: VenueConfig, market: Any) -> E
         "fees": {"maker": venue.fees.maker, "taker": venue.fees.taker},
         "strategy_origin": strategy.origin,
         "venue_origin": venue.origin,
+        "intrabar_path": strategy.backtest.intrabar_path,
+        "liquidation_rule": "maintenance margin lost (insurance fund)"
+        if clearance is None
+        else f"clearance fee {clearance:g} of notional",
     }
     return EngineParams(vector=vec, brackets=brackets, meta=meta)

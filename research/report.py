@@ -456,7 +456,37 @@ def headline_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
         ("Exposure (bars with a position)", _fmt(s["exposure_pct"], " %", 1)),
         ("Time halted", _fmt(s["halted_pct"], " %", 1)),
         ("Liquidated", f"yes at {s['liquidated_at']}" if s["liquidated"] else "no"),
+        *path_rows(s),
     ]
+
+
+def path_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
+    """The path bracket (high first / low first) and the round trips one bar decided."""
+    rows = []
+    b = stats.get("path_bracket")
+    if b is not None:
+        hi, lo = b["high_first"], b["low_first"]
+        rows += [
+            (
+                "Path bracket: total return (high first / low first)",
+                f"{_fmt(hi['total_return_pct'], ' %')} / {_fmt(lo['total_return_pct'], ' %')} "
+                f"(this run: {b['rule']})",
+            ),
+            (
+                "Path bracket: max drawdown, bar close (high / low first)",
+                f"{_fmt(hi['max_drawdown_pct'], ' %')} / {_fmt(lo['max_drawdown_pct'], ' %')}",
+            ),
+            ("Path bracket: fills (high / low first)", f"{hi['n_fills']:,} / {lo['n_fills']:,}"),
+        ]
+    if "same_bar_round_trips" in stats:
+        rows.append(
+            (
+                "Round trips opened and closed in one bar",
+                f"{stats['same_bar_round_trips']:,}, realized "
+                + _fmt(stats["same_bar_round_trip_pnl"], " USDT"),
+            )
+        )
+    return rows
 
 
 def gate_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
@@ -489,6 +519,8 @@ def assumption_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
         ("Funding mark price", marks),
         ("Gates disabled", ", ".join(a["gates_disabled"]) or "none"),
         ("Intrabar path", a["intrabar_path"]),
+        ("Detail bars", a["detail_timeframe"] or "none (each bar's own OHLC)"),
+        ("Liquidation", a["liquidation_rule"]),
         ("Limit fills", "on touch" if a["fill_on_touch"] else "only when traded through"),
         ("Taker slippage", f"{a['slippage_bps']:g} bps"),
         *[("Data warning", w) for w in a["data_warnings"]],
