@@ -303,7 +303,6 @@ def configs(draw):
         backtest__initial_balance=draw(st.sampled_from([200.0, 2000.0, 10000.0, 100000.0])),
         backtest__slippage_bps=draw(st.sampled_from([0.0, 1.0, 5.0])),
         backtest__fill_on_touch=draw(st.booleans()),
-        backtest__intrabar_path=draw(st.sampled_from(["nearer_first", "high_first", "low_first"])),
     )
     v = dict(
         trading__leverage=draw(st.sampled_from([1, 5, 10, 20])),
@@ -315,6 +314,14 @@ def configs(draw):
         fees__maker=draw(st.sampled_from([0.0, 0.0002])),
         fees__taker=draw(st.sampled_from([0.0004, 0.0005])),
     )
+    return s, v
+
+
+@st.composite
+def path_configs(draw):
+    """``configs()`` plus the intrabar path rule and the liquidation clearance rule."""
+    s, v = draw(configs())
+    s["backtest__intrabar_path"] = draw(st.sampled_from(["nearer_first", "high_first", "low_first"]))
     clearance = draw(st.sampled_from([None, None, 0.0, 0.005, 0.02]))
     if clearance is not None:
         v["margin__liquidation_clearance_fee"] = clearance
@@ -322,16 +329,22 @@ def configs(draw):
 
 
 @st.composite
-def liquidation_configs(draw):
+def liquidation_configs(draw, price: float | None = None):
     """Configs that open positions large against the balance: liquidations, often past a stop.
 
-    Size checks and the drawdown halt are off; the balance leaves the liquidation price a few grid
-    steps from the entries, and stops sit on either side of it.
+    Size checks, the breaker and the drawdown halt are off; with ``price`` (the market's first close)
+    the rung size is 20-160x the balance in notional, so the liquidation price sits a few grid steps
+    from the entries, and stops land on either side of it.
     """
-    s, v = draw(configs())
+    s, v = draw(path_configs())
+    balance = draw(st.sampled_from([60.0, 120.0, 250.0, 600.0]))
+    qty = draw(st.sampled_from([0.05, 0.1, 0.3]))
+    if price is not None and math.isfinite(price):
+        qty = max(0.001, round(balance * draw(st.sampled_from([20.0, 40.0, 80.0, 160.0])) / price, 3))
     s.update(
         grid__grid_step_bps=draw(st.sampled_from([25.0, 50.0, 100.0])),
-        grid__base_qty=draw(st.sampled_from([0.05, 0.1, 0.3])),
+        grid__base_qty=qty,
+        grid__qty_scale=1.0,
         exit__sl_steps=draw(st.integers(1, 10)),
         exit__tp_steps=draw(st.integers(1, 3)),
         risk_management__enable_position_validation=False,
@@ -339,11 +352,24 @@ def liquidation_configs(draw):
         risk_management__enable_circuit_breaker=False,
         position__max_leverage_used=125.0,
         position__emergency_liquidation_buffer=0.05,
-        backtest__initial_balance=draw(st.sampled_from([60.0, 120.0, 250.0, 600.0])),
+        backtest__initial_balance=balance,
         execution__maker_only=draw(st.booleans()),
     )
     v["trading__leverage"] = 20
     return s, v
+
+
+@st.composite
+def liquidation_cases(draw, detail: bool = False):
+    """(market, detail market or None, strategy overrides, venue overrides) headed for liquidation."""
+    if detail:
+        market, fine = draw(detail_markets())
+    else:
+        market, fine = draw(markets()), None
+    s, v = draw(liquidation_configs(price=float(market.close[0])))
+    if fine is not None:
+        s["backtest__detail_timeframe"] = "1m"
+    return market, fine, s, v
 
 
 @st.composite

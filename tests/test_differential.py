@@ -14,7 +14,16 @@ from __future__ import annotations
 import math
 
 from hypothesis import HealthCheck, given, settings
-from market_builders import configs, detail_markets, liquidation_configs, markets, run, strategy, venue
+from market_builders import (
+    configs,
+    detail_markets,
+    liquidation_cases,
+    markets,
+    path_configs,
+    run,
+    strategy,
+    venue,
+)
 
 from configs.loader import load_strategy, load_venue
 
@@ -96,7 +105,14 @@ def test_kernel_equals_reference_shipped_configs(market):
 
 
 @settings(settings.get_profile("differential"), max_examples=40)
-@given(pair=detail_markets(), cfg=configs())
+@given(market=markets(), cfg=path_configs())
+def test_kernel_equals_reference_path_and_clearance_rules(market, cfg):
+    s, v = cfg
+    assert_same(market, strategy(**s), venue(**v))
+
+
+@settings(settings.get_profile("differential"), max_examples=40)
+@given(pair=detail_markets(), cfg=path_configs())
 def test_kernel_equals_reference_with_detail_bars(pair, cfg):
     market, fine = pair
     s, v = cfg
@@ -104,15 +120,14 @@ def test_kernel_equals_reference_with_detail_bars(pair, cfg):
 
 
 @settings(settings.get_profile("differential"), max_examples=40)
-@given(market=markets(), cfg=liquidation_configs())
-def test_kernel_equals_reference_through_liquidations(market, cfg):
-    s, v = cfg
+@given(case=liquidation_cases())
+def test_kernel_equals_reference_through_liquidations(case):
+    market, _, s, v = case
     assert_same(market, strategy(**s), venue(**v))
 
 
 @settings(settings.get_profile("differential"), max_examples=25)
-@given(pair=detail_markets(), cfg=liquidation_configs())
-def test_kernel_equals_reference_liquidations_on_detail_bars(pair, cfg):
-    market, fine = pair
-    s, v = cfg
-    assert_same(market, strategy(**s, backtest__detail_timeframe="1m"), venue(**v), detail=fine)
+@given(case=liquidation_cases(detail=True))
+def test_kernel_equals_reference_liquidations_on_detail_bars(case):
+    market, fine, s, v = case
+    assert_same(market, strategy(**s), venue(**v), detail=fine)

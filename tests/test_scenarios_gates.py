@@ -203,8 +203,8 @@ def test_liquidation_at_the_binance_price(impl, low, liquidated):
     # Bar 2 path: 9950 -> 9950 -> low -> 9000. At the low:
     #   8772: equity = 6988.12 + 6*(8772-9900) = 220.12 > MM = 6*8772*0.005 - 50 = 213.16 -> alive.
     #   8770: equity = 208.12 <= MM = 213.10 -> liquidated. The exchange closes at LP2 = 8770.834 (the
-    #   path crossed it between x1 = 9950 and 8770): taker fee 6*8770.834*0.0005 = 26.3125, realized
-    #   6*(8770.834 - 9900) = -6774.995.
+    #   path crossed it between x1 = 9950 and 8770), realized 6*(8770.834 - 9900) = -6774.995; no
+    #   trading fee, the remaining maintenance margin 6*8770.834*0.005 - 50 = 213.125 is lost instead.
     # (The short rung 6 @ 10100 is refused: both sides (6 + 6)*10100/10 = 12120 > equity 7000, SIZE_MARGIN.)
     assert 8770.0 < LP2 < 8772.0
     bars = [*flat(10000, 1), FILL_BAR, (9950, 9950, low, 9000), flat(9000, 1)[0]]
@@ -225,7 +225,8 @@ def test_liquidation_at_the_binance_price(impl, low, liquidated):
     assert (f["ts"], f["side"], f["liquidity"]) == (bar_ts(2), 0, 1)
     assert f["price"] == pytest.approx(LP2, rel=1e-12)
     assert f["qty"] == pytest.approx(6.0)
-    assert f["fee"] == pytest.approx(6 * LP2 * 0.0005, rel=1e-12)
+    assert f["fee"] == pytest.approx(6 * LP2 * 0.005 - 50.0, rel=1e-12)
+    assert led.summary["final_equity"] == pytest.approx(0.0, abs=1e-9)
     assert f["realized_pnl"] == pytest.approx(6 * (LP2 - 9900), rel=1e-12)
     assert "LIQUIDATION" in kinds(led)
     assert led.equity[-1]["state"] == RiskState.LIQUIDATED

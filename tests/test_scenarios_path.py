@@ -141,7 +141,7 @@ def test_detail_timeframe_must_divide_and_match_the_config() -> None:
     coarse = [*flat(10000.0, 3)]
     market = make_market(coarse)
     fine = _detail(coarse, {})
-    with pytest.raises(GridctlError, match="detail timeframe 1h must be shorter than the run's 1m and divide it"):
+    with pytest.raises(GridctlError, match="timeframe 1h must be shorter than the run's 1m and divide it"):
         detail_arrays(fine, market)
     with pytest.raises(GridctlError, match=r"backtest\.detail_timeframe is not set"):
         run_single(market, strategy(), venue(), detail=fine)
