@@ -189,9 +189,11 @@ def data_15m(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_every_run_reports_its_path_bracket_and_detail_narrows_it(data_15m: Path) -> None:
-    coarse = run_json(data_15m, "--timeframe", "15m")
-    fine = run_json(data_15m, "--timeframe", "15m", "--detail", "1m")
-    one = run_json(data_15m, "--timeframe", "1m")
+    # A tight grid that trades inside the 15m bars (the default grid barely trades in three days).
+    tight = ["--set", "grid.grid_step_bps=10", "--set", "exit.tp_steps=1"]
+    coarse = run_json(data_15m, "--timeframe", "15m", *tight)
+    fine = run_json(data_15m, "--timeframe", "15m", "--detail", "1m", *tight)
+    one = run_json(data_15m, "--timeframe", "1m", *tight)
     for stats in (coarse, fine, one):
         b = stats["path_bracket"]
         assert set(b) == {"rule", "configured", "high_first", "low_first"} and b["rule"] == "nearer_first"
@@ -208,6 +210,7 @@ def test_every_run_reports_its_path_bracket_and_detail_narrows_it(data_15m: Path
 
     # The 1m detail bars settle most of what 15m bars leave open: the bracket shrinks toward the 1m run's.
     assert width(fine) < width(coarse)
+    assert fine["same_bar_round_trips"] < coarse["same_bar_round_trips"]
     assert fine["total_return_pct"] != coarse["total_return_pct"]
     result = invoke("--data", str(data_15m), *WINDOW, "--timeframe", "15m", "--detail", "1m")
     assert result.exit_code == 0, result.stderr
