@@ -468,20 +468,20 @@ def path_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
         hi, lo = b["high_first"], b["low_first"]
         rows += [
             (
-                "Path bracket: total return (high first / low first)",
+                "Return, high / low first",
                 f"{_fmt(hi['total_return_pct'], ' %')} / {_fmt(lo['total_return_pct'], ' %')} "
-                f"(this run: {b['rule']})",
+                f"(ran: {b['rule']})",
             ),
             (
-                "Path bracket: max drawdown, bar close (high / low first)",
+                "Max DD bar close, high / low first",
                 f"{_fmt(hi['max_drawdown_pct'], ' %')} / {_fmt(lo['max_drawdown_pct'], ' %')}",
             ),
-            ("Path bracket: fills (high / low first)", f"{hi['n_fills']:,} / {lo['n_fills']:,}"),
+            ("Fills, high / low first", f"{hi['n_fills']:,} / {lo['n_fills']:,}"),
         ]
     if "same_bar_round_trips" in stats:
         rows.append(
             (
-                "Round trips opened and closed in one bar",
+                "Same-bar round trips",
                 f"{stats['same_bar_round_trips']:,}, realized "
                 + _fmt(stats["same_bar_round_trip_pnl"], " USDT"),
             )

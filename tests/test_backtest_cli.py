@@ -214,5 +214,5 @@ def test_every_run_reports_its_path_bracket_and_detail_narrows_it(data_15m: Path
     assert fine["total_return_pct"] != coarse["total_return_pct"]
     result = invoke("--data", str(data_15m), *WINDOW, "--timeframe", "15m", "--detail", "1m")
     assert result.exit_code == 0, result.stderr
-    for text in ("Path bracket: total return", "Round trips opened and closed in one bar", "Detail bars"):
+    for text in ("Return, high / low first", "Same-bar round trips", "Detail bars"):
         assert text in result.stdout, text

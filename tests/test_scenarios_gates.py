@@ -334,24 +334,24 @@ SMALL_20X = {
 def test_liquidation_closes_at_the_liquidation_price(impl, crash, price):
     # Wide bar 9000 -> 8000: path o = 9000 (equity 98.02 > MM 36.0), x1 = 9000 (the high: 0 <= 1000),
     # x2 = 8000: equity -901.98 <= MM 32 -> liquidated. The path crossed LP between 9000 and 8000, so
-    # the close is at LP = 8937.7309 (fee 8937.7309*0.0005 = 4.46887, realized 8937.7309 - 9900 =
-    # -962.2691); wallet 998.02 - 962.2691 - 4.46887 = 31.2821 = MM at LP (35.7509) minus the fee,
-    # instead of 998.02 - 1900 - 4 = -905.98 at the bar's low.
+    # the close is at LP = 8937.7309 (realized 8937.7309 - 9900 = -962.2691); no trading fee, the
+    # remaining maintenance margin 0.004*8937.7309 = 35.7509 is lost: wallet 998.02 - 962.2691 - 35.7509
+    # = 0, instead of 998.02 - 1900 - 4 = -905.98 at the bar's low.
     # A bar that opens at 8500, below LP: the check fails at the open (a = o), LP clamped into
-    # [8500, 8500] -> closed at the open 8500 (wallet 998.02 - 1400 - 4.25 = -406.23).
+    # [8500, 8500] -> closed at the open 8500; equity there is 998.02 - 1400 = -401.98 < 0, so there is
+    # no margin left to lose (clearance 0) and the wallet stays at -401.98.
     bars = [*flat(10000, 1), FILL_BAR, crash, flat(8000, 1)[0]]
     led = run(impl, make_market(bars), strategy(**SMALL_20X), venue(trading__leverage=20))
     liq = [f for f in led.fills if f["kind"] == 4]
     assert [(f["ts"], f["side"], f["qty"], f["liquidity"]) for f in liq] == [(bar_ts(2), 0, 1.0, 1)]
     assert liq[0]["price"] == pytest.approx(price, rel=1e-12)
-    assert liq[0]["fee"] == pytest.approx(price * 0.0005, rel=1e-12)
+    assert liq[0]["fee"] == (pytest.approx(0.004 * price, rel=1e-12) if price == LP20 else 0.0)
     assert liq[0]["realized_pnl"] == pytest.approx(price - 9900.0, rel=1e-12)
     assert kinds(led) == ["ORDER_REJECTED", "LIQUIDATION"]
     assert led.events[1]["price"] == pytest.approx(price, rel=1e-12)
     last = led.equity[-1]
     assert (last["ts"], last["state"]) == (bar_ts(2), RiskState.LIQUIDATED)
-    assert last["wallet_balance"] == pytest.approx(998.02 + price - 9900.0 - price * 0.0005, rel=1e-9)
     if price == LP20:
-        assert last["wallet_balance"] == pytest.approx(31.2821, abs=1e-4)
+        assert last["wallet_balance"] == pytest.approx(0.0, abs=1e-9)
     else:
-        assert last["wallet_balance"] == pytest.approx(-406.23, abs=1e-9)
+        assert last["wallet_balance"] == pytest.approx(-401.98, abs=1e-9)
