@@ -1056,8 +1056,7 @@ class Sim:
         if math.isnan(self.centre):
             self.centre = c
         if self.path(k, o, h, lo, c):
-            self.unrealized = 0.0
-            self.equity = self.wallet()
+            self.mark(c)  # flat now: equity = wallet, and the drawdown counts the liquidation
             self.record(k, c)
             return
         self.regime.update(h, lo, c)
