@@ -12,8 +12,26 @@ from typer.core import TyperGroup
 from configs.errors import GridctlError
 
 
+def _render_flags_as_flags(command: typer.core.TyperCommand | TyperGroup) -> None:
+    """Give every on/off flag (``--json``, ``--force``, ``--help``) an empty metavar, recursively.
+
+    typer 0.29 prints each option's type in --help, so a flag would read ``--json <bool>`` as if it
+    took a value; an empty metavar makes it render as the bare flag it is.
+    """
+    help_option = command.get_help_option(typer.Context(command))
+    for param in [*command.params, *([help_option] if help_option is not None else [])]:
+        if isinstance(param, typer.core.TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _render_flags_as_flags(sub)
+
+
 class _GridctlGroup(TyperGroup):
     """Top-level group: a user error anywhere below becomes a one-line message and exit code 2."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        _render_flags_as_flags(self)
 
     def invoke(self, ctx: typer.Context) -> object:
         try:
