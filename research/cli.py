@@ -43,10 +43,12 @@ def run_backtest(
     status: Console | None = None,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Load configs and data, run one backtest with curves; returns (run output, market, stats)."""
+    from configs.crosscheck import check_strategy_on_venue
     from configs.loader import load_strategy, load_venue
     from data.market import load_market
     from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
     from data.timeframes import timeframe_ms
+    from engine.regime import warmup_bars
     from engine.run import run_single
     from research.stats import compute_stats
 
@@ -61,11 +63,21 @@ def run_backtest(
     strategy = load_strategy(config, overrides)
     venue = load_venue(venue_name)
     sym = symbol or strategy.ccxt_symbol
+    check_strategy_on_venue(strategy, venue, sym)
     if (exchange, sym) == (SAMPLE_EXCHANGE, SAMPLE_SYMBOL):
         if status is not None:
             status.print(f"[dim]ensuring the bundled sample market in {data_dir} ...[/dim]")
-        ensure_sample(data_dir)
+        ensure_sample(data_dir, "--data")
     market = load_market(data_dir, exchange, sym, timeframe, start_ms, end_ms)
+    regime = strategy.regime
+    warmup = warmup_bars(regime.adx_len, regime.ema_slow, regime.atr_len)
+    if len(market.ts) < warmup:
+        raise GridctlError(
+            f"{exchange} {sym} {timeframe}: only {len(market.ts):,} bar(s) in the selected range, fewer than "
+            f"the strategy's regime warm-up of {warmup} bars (max of regime.ema_slow {regime.ema_slow}, "
+            f"2 * regime.adx_len {2 * regime.adx_len}, regime.atr_len + 1 {regime.atr_len + 1}); "
+            "choose a longer --start/--end range"
+        )
     if status is not None:
         status.print(
             f"[dim]running {strategy.strategy.name} on {len(market.ts):,} {timeframe} bars "
@@ -130,18 +142,29 @@ def backtest(
         list[str] | None, typer.Option("--set", help="Override a strategy field, e.g. grid.grid_step_bps=30.")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write ledgers (parquet), stats.json and report.html here.")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write ledgers (parquet), stats.json and report.html as this folder (all or nothing).",
+        ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the results already in --out (nothing else is deleted).")
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the stats as one JSON object, nothing else.")
     ] = False,
 ) -> None:
     """Backtest a hedge-grid strategy; with no options, the default strategy on the bundled sample market."""
+    from data.paths import require_existing_dir
     from data.store import default_data_dir
-    from research.results import stats_json, write_results
+    from research.results import check_out_dir, stats_json, write_results
 
-    if out is not None and out.exists() and not out.is_dir():
-        raise GridctlError(f"--out: {out} exists and is not a directory")
+    # Paths first: a bad --out or --data fails in a second, not after the whole backtest has run.
+    if out is not None:
+        check_out_dir(out, force)
+    if data is not None:
+        require_existing_dir(data, "--data", "create it, or leave --data out to use the default data dir")
     status = Console(stderr=True)
     output, market, stats = run_backtest(
         config,
@@ -156,7 +179,7 @@ def backtest(
         status=status,
     )
     if out is not None:
-        write_results(out, output, market, stats)
+        write_results(out, output, market, stats, force=force)
     if as_json:
         sys.stdout.write(stats_json(stats) + "\n")
     else:

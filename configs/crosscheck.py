@@ -1,0 +1,61 @@
+"""Checks that need both files: does this strategy fit this venue's filters and leverage brackets?
+
+Each file can be valid alone and the pair still trade nothing: a ``grid.base_qty`` above the venue's
+``precision.max_qty`` (every entry fails the precision guard) or a ``trading.leverage`` above every
+bracket's ``max_leverage`` (no notional is allowed, every entry is a bracket rejection). Both
+``gridctl config validate`` (given the other file) and ``gridctl backtest`` call
+:func:`check_strategy_on_venue` before any work starts.
+"""
+
+from __future__ import annotations
+
+import math
+
+from configs.errors import GridctlError
+from configs.schema import StrategyConfig, VenueConfig
+
+
+def pair_problems(strategy: StrategyConfig, venue: VenueConfig, symbol: str | None = None) -> list[str]:
+    """Every reason the pair cannot trade ``symbol`` (default: the strategy's instrument), or []."""
+    sym = symbol or strategy.ccxt_symbol
+    problems: list[str] = []
+    grid = strategy.grid
+    levels = max(grid.grid_levels_long, grid.grid_levels_short)
+    for rung in range(1, levels + 1):
+        qty = grid.base_qty * grid.qty_scale ** (rung - 1)
+        field = "grid.base_qty" if rung == 1 else f"grid.qty_scale (rung {rung} of {levels})"
+        if not math.isfinite(qty):
+            problems.append(f"{field}: rung {rung} quantity overflows ({qty})")
+            break
+        if qty < venue.min_qty * (1 - 1e-9):
+            problems.append(
+                f"{field}: rung {rung} quantity {qty:g} is below the venue's minimum quantity "
+                f"{venue.min_qty:g} (precision.min_qty); the exchange refuses such orders"
+            )
+            break
+        if qty > venue.max_qty * (1 + 1e-9):
+            problems.append(
+                f"{field}: rung {rung} quantity {qty:g} is above the venue's maximum quantity "
+                f"{venue.max_qty:g} (precision.max_qty); the exchange refuses such orders"
+            )
+            break
+    tiers = venue.brackets_for(sym)
+    top = max(t.max_leverage for t in tiers)
+    if venue.trading.leverage > top:
+        problems.append(
+            f"trading.leverage {venue.trading.leverage} is above the highest leverage any {sym} bracket "
+            f"allows ({top:g}, margin.brackets); no position size would be allowed"
+        )
+    if strategy.position.max_leverage_used > top:
+        problems.append(
+            f"position.max_leverage_used {strategy.position.max_leverage_used:g} is above the highest "
+            f"leverage any {sym} bracket allows ({top:g}, margin.brackets); the gate could never act"
+        )
+    return problems
+
+
+def check_strategy_on_venue(strategy: StrategyConfig, venue: VenueConfig, symbol: str | None = None) -> None:
+    """Raise one GridctlError (one line, naming both files and every field) if the pair cannot trade."""
+    problems = pair_problems(strategy, venue, symbol)
+    if problems:
+        raise GridctlError(f"strategy {strategy.origin} on venue {venue.origin}: " + "; ".join(problems))
