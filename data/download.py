@@ -332,7 +332,7 @@ class _Requester:
             if failure.unreachable:
                 waited = self.clock() - first_failure
                 remaining = self.timeout_s - waited
-                if remaining < MIN_LAST_TRY_S:
+                if remaining <= MIN_LAST_TRY_S:
                     raise GridctlError(
                         f"{what}: {failure.describe()}; gave up after {waited:.0f} s and {attempt + 1} "
                         f"attempt(s) (timeout {self.timeout_s:g} s)"
@@ -533,7 +533,9 @@ class _Progress:
     def finish(self, kind: str) -> None:
         if self._bar is not None:
             task = self._tasks[kind]
-            self._bar.update(task, completed=self._bar.tasks[task].total)
+            count = self._retries.get(kind, 0)
+            note = f"{count} retr{'y' if count == 1 else 'ies'}" if count else ""
+            self._bar.update(task, completed=self._bar.tasks[task].total, note=note)
 
     def retry(self, what: str, attempt: int, failure: Failure, delay: float) -> None:
         """Show a retry on the current task's line: count, cause and the wait before the next try."""
