@@ -29,9 +29,10 @@ def _probe_writable(folder: Path, option: str, target: Path) -> None:
     try:
         probe = tempfile.mkdtemp(prefix=".gridctl-probe-", dir=folder)
     except OSError as err:
-        where = "" if folder == target else f" (in {folder})"
+        where = "it" if folder == target else str(folder)
         raise GridctlError(
-            f"{option}: cannot create or write {target}{where}: {err.strerror or err}"
+            f"{option}: cannot write {target}: {where} does not accept new files or folders "
+            f"({err.strerror or err})"
         ) from None
     os.rmdir(probe)
 

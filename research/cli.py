@@ -165,7 +165,7 @@ def backtest(
         check_out_dir(out, force)
     if data is not None:
         require_existing_dir(data, "--data", "create it, or leave --data out to use the default data dir")
-    status = Console(stderr=True)
+    status = Console(stderr=True, soft_wrap=True)  # one status line each, however long the path
     output, market, stats = run_backtest(
         config,
         venue,
