@@ -112,7 +112,9 @@ def validate(
     venue: Annotated[
         str | None,
         typer.Option(
-            "--venue", "-v", help="With a strategy FILE: also check it against this venue (filters, brackets)."
+            "--venue",
+            "-v",
+            help="With a strategy FILE: also check it against this venue (filters, brackets).",
         ),
     ] = None,
     strategy: Annotated[
@@ -154,7 +156,9 @@ def validate(
     for path in secrets.CREDENTIAL_PATHS:
         typer.echo(f"  {path}: {secrets.mask(vcfg, path)}")
     if strategy is not None:
-        typer.echo(f"ok: strategy {strategy} fits it (quantities within the filters, leverage within brackets)")
+        typer.echo(
+            f"ok: strategy {strategy} fits it (quantities within the filters, leverage within brackets)"
+        )
     if live:
         typer.echo("live credentials: ok")
 

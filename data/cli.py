@@ -92,9 +92,7 @@ def import_command(
     """Validate and import market data files; a bad file leaves the store untouched."""
     from data.importers import import_path
 
-    summary = import_path(
-        path, _data_dir(data_dir, writes=True), exchange=exchange, symbol=symbol, kind=kind
-    )
+    summary = import_path(path, _data_dir(data_dir, writes=True), exchange=exchange, symbol=symbol, kind=kind)
     typer.echo(json.dumps(summary.to_dict(), sort_keys=True) if as_json else summary.describe())
 
 

@@ -238,16 +238,14 @@ def classify(err: BaseException, fallback_host: str, timeout_s: float | None = N
     text = " ".join(str(x) for x in chain)
     if any(isinstance(x, socket.gaierror) for x in chain) or "NameResolutionError" in names:
         name = host.rsplit(":", 1)[0]
-        return Failure(
-            "name resolution", host, f"cannot resolve the host name {name!r} (DNS)", False, True
-        )
+        return Failure("name resolution", host, f"cannot resolve the host name {name!r} (DNS)", False, True)
     if any(isinstance(x, ConnectionRefusedError) for x in chain) or "Connection refused" in text:
         return Failure("connection refused", host, "connection refused (nothing listens there)", True, True)
     status = _http_status(err)
-    if isinstance(err, ccxt.RequestTimeout) or any(isinstance(x, TimeoutError) for x in chain):
-        if status is None:
-            within = f" within {timeout_s:g} s" if timeout_s is not None else ""
-            return Failure("timeout", host, f"no answer{within} (timed out)", True, True)
+    timed_out = isinstance(err, ccxt.RequestTimeout) or any(isinstance(x, TimeoutError) for x in chain)
+    if timed_out and status is None:
+        within = f" within {timeout_s:g} s" if timeout_s is not None else ""
+        return Failure("timeout", host, f"no answer{within} (timed out)", True, True)
     if status is not None:
         retry = status >= 500 or status in _RETRYABLE_4XX
         reason = "" if retry else "; the request is refused, retrying cannot help"

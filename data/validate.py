@@ -264,7 +264,7 @@ def check_funding(ts: np.ndarray, rate: np.ndarray, mark: np.ndarray, source: st
             int(bad[0]),
             ts,
             f"column 'rate' is {rate[bad[0]]:g} ({rate[bad[0]]:.2%} per settlement), beyond the "
-            f"{MAX_ABS_FUNDING_RATE:.0%} that no Binance USD-M cap allows (a rate is a fraction: 0.0001 = 0.01%)",
+            f"{MAX_ABS_FUNDING_RATE:.0%} no Binance USD-M cap allows (a rate is a fraction: 0.0001 = 0.01%)",
         )
     bad = np.flatnonzero(np.isinf(mark) | (mark <= 0))
     if bad.size:

@@ -27,8 +27,8 @@ import numpy as np
 import polars as pl
 
 from configs.errors import GridctlError
-from data.paths import require_writable_dir
 from data.market import Market
+from data.paths import require_writable_dir
 from engine.enums import EventKind, FillKind, Liquidity, MarkSource, Reason, Regime, RiskState, Side
 from engine.records import EQUITY_DTYPE, EVENT_DTYPE, FILL_DTYPE, FUNDING_DTYPE
 from research.report import build_report

@@ -85,7 +85,9 @@ def test_a_4xx_answer_is_not_retried(emu: BinanceUsdmEmulator, tmp_path: Path, s
 
 
 @pytest.mark.parametrize("status", [418, 429, 500, 502, 503])
-def test_rate_limits_and_server_errors_are_retried(emu: BinanceUsdmEmulator, tmp_path: Path, status: int) -> None:
+def test_rate_limits_and_server_errors_are_retried(
+    emu: BinanceUsdmEmulator, tmp_path: Path, status: int
+) -> None:
     emu.state.inject("status", path=KLINES, status=status, times=2)
     fake = FakeTime()
     summary = run(ccxt_client_for(emu), tmp_path, fake, backoff_s=0.5)

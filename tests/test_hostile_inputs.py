@@ -110,8 +110,9 @@ def _low_leverage_venue(tmp: Path) -> Path:
     """A venue whose BTC brackets allow at most 5x while trading.leverage is 10."""
     head = VENUE_TEXT[: VENUE_TEXT.index("margin:")]
     margin = (
-        "margin:\n  brackets:\n    \"BTC/USDT:USDT\":\n      - {notional_floor: 0.0, notional_cap: 1000000000.0, "
-        "maint_margin_ratio: 0.01, cum: 0.0, max_leverage: 5}\n"
+        'margin:\n  brackets:\n    "BTC/USDT:USDT":\n'
+        "      - {notional_floor: 0.0, notional_cap: 1000000000.0, maint_margin_ratio: 0.01, cum: 0.0, "
+        "max_leverage: 5}\n"
     )
     return _file(tmp, "low_leverage.yaml", (head + margin).encode())
 
@@ -198,7 +199,9 @@ def _cases() -> list[Case]:
         Case("out-holds-results-without-force", out_holds_results),
         Case("out-holds-other-files-even-with-force", out_holds_other_files),
         Case("out-under-proc", lambda t: (backtest(t, "--out", proc_out), ["--out", proc_out]), [proc_out]),
-        Case("out-under-sys", lambda t: (backtest(t, "--out", sys_out + "/r"), ["--out", sys_out]), [sys_out]),
+        Case(
+            "out-under-sys", lambda t: (backtest(t, "--out", sys_out + "/r"), ["--out", sys_out]), [sys_out]
+        ),
     ]
 
     def data_is_file(tmp: Path):
@@ -231,11 +234,17 @@ def _cases() -> list[Case]:
         Case("data-under-a-file", data_under_file),
         Case("data-does-not-exist", data_missing),
         Case("sample-data-dir-file", data_dir_cmd(["sample"], lambda t: str(t / "a_file"), ["not a folder"])),
-        Case("sample-data-dir-under-file", data_dir_cmd(["sample"], lambda t: str(t / "a_file/x"), ["a_file"])),
+        Case(
+            "sample-data-dir-under-file", data_dir_cmd(["sample"], lambda t: str(t / "a_file/x"), ["a_file"])
+        ),
         Case("sample-data-dir-proc", data_dir_cmd(["sample"], lambda t: proc_out, [proc_out]), [proc_out]),
-        Case("download-data-dir-under-file", data_dir_cmd(download, lambda t: str(t / "a_file/x"), ["a_file"])),
+        Case(
+            "download-data-dir-under-file", data_dir_cmd(download, lambda t: str(t / "a_file/x"), ["a_file"])
+        ),
         Case("download-data-dir-sys", data_dir_cmd(download, lambda t: sys_out, [sys_out]), [sys_out]),
-        Case("import-data-dir-sys", data_dir_cmd(["import", "{tmp}/klines.csv"], lambda t: sys_out, [sys_out])),
+        Case(
+            "import-data-dir-sys", data_dir_cmd(["import", "{tmp}/klines.csv"], lambda t: sys_out, [sys_out])
+        ),
         Case("info-data-dir-missing", data_dir_cmd(["info"], lambda t: str(t / "nope"), ["does not exist"])),
         Case("resample-data-dir-file", data_dir_cmd(resample, lambda t: str(t / "a_file"), ["not a folder"])),
     ]
@@ -267,8 +276,13 @@ def _cases() -> list[Case]:
         Case("mark-negative-low", corrupt(MARK, lambda p: _set_value(p, "low", 7, -3.0), ["row 7"], True)),
         Case("funding-truncated", corrupt(FUNDING, _truncate, ["Parquet"])),
         Case("funding-zero-rows", corrupt(FUNDING, zero_rows, ["0 rows"])),
-        Case("funding-rate-500pct", corrupt(FUNDING, lambda p: _set_value(p, "rate", 3, 5.0), ["row 3", "rate"])),
-        Case("funding-rate-minus-10pct", corrupt(FUNDING, lambda p: _set_value(p, "rate", 4, -0.1), ["row 4"])),
+        Case(
+            "funding-rate-500pct",
+            corrupt(FUNDING, lambda p: _set_value(p, "rate", 3, 5.0), ["row 3", "rate"]),
+        ),
+        Case(
+            "funding-rate-minus-10pct", corrupt(FUNDING, lambda p: _set_value(p, "rate", 4, -0.1), ["row 4"])
+        ),
     ]
 
     # A partial sample store is never regenerated over.
@@ -310,8 +324,13 @@ def _cases() -> list[Case]:
         Case("twenty-bar-market", short(20)),
         Case("base-qty-1e308", lambda t: (backtest(t, "--set", "grid.base_qty=1e308"), ["grid.base_qty"])),
         Case("base-qty-below-min", lambda t: (backtest(t, "--set", "grid.base_qty=1e-5"), ["min_qty"])),
-        Case("rung-above-max", lambda t: (backtest(t, "--set", "grid.qty_scale=3", "--set", "grid.base_qty=5"),
-                                          ["grid.qty_scale", "max_qty"])),  # fmt: skip
+        Case(
+            "rung-above-max",
+            lambda t: (
+                backtest(t, "--set", "grid.qty_scale=3", "--set", "grid.base_qty=5"),
+                ["grid.qty_scale", "max_qty"],
+            ),
+        ),
         Case("leverage-above-brackets", low_leverage),
         Case("validate-leverage-above-brackets", validate_low_leverage),
         Case("validate-base-qty-1e308", validate_huge_qty),
@@ -319,7 +338,9 @@ def _cases() -> list[Case]:
 
     # Values that do not parse: one line, naming the override.
     for text in ["grid.base_qty=[1,", "grid.base_qty={a: [", "grid.base_qty='x", "grid.base_qty=- - ["]:
-        cases.append(Case(f"set-yaml-{text}", lambda t, text=text: (backtest(t, "--set", text), ["--set", text])))
+        cases.append(
+            Case(f"set-yaml-{text}", lambda t, text=text: (backtest(t, "--set", text), ["--set", text]))
+        )
         cases.append(
             Case(f"show-set-yaml-{text}", lambda t, text=text: (["config", "show", "--set", text], [text]))
         )
