@@ -266,6 +266,11 @@ def load_market(
     start_ms, end_ms = to_ms(start, "start"), to_ms(end, "end")
     if start_ms is not None and end_ms is not None and end_ms <= start_ms:
         raise GridctlError(f"end ({fmt_ts(end_ms)}) must be after start ({fmt_ts(start_ms)})")
+    if not Path(data_dir).is_dir():
+        raise GridctlError(
+            f"data folder {data_dir} does not exist (or is not a folder); get data with "
+            "`gridctl data download`, `gridctl data import` or `gridctl data sample`"
+        )
     report = ValidationReport()
     series = f"{exchange} {symbol} {timeframe}"
     paths = candle_partitions(data_dir, exchange, symbol, timeframe, start_ms, end_ms)
