@@ -64,7 +64,8 @@ def register(app: typer.Typer) -> None:
             float,
             typer.Option(
                 "--timeout",
-                help="seconds to keep retrying an exchange that does not answer (DNS, refused, timeout)",
+                help="seconds to keep retrying an exchange that gives no answer (connection refused, "
+                "timed out); a host name that does not resolve fails at once",
             ),
         ] = DEFAULT_TIMEOUT_S,
         as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,

@@ -174,3 +174,10 @@ def test_cli_download_with_no_network_fails_with_one_line(tmp_path: Path) -> Non
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and f"127.0.0.1:{port}" in lines[0]
     assert "connection refused" in lines[0] and not (tmp_path / "store").exists()
+
+
+def test_the_cli_default_timeout_is_the_library_default() -> None:
+    import data.download
+    import data.download_cli
+
+    assert data.download_cli.DEFAULT_TIMEOUT_S == data.download.DEFAULT_TIMEOUT_S
