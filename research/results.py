@@ -9,8 +9,9 @@ target and renames that folder into place: an interruption (error, Ctrl-C, full 
 as it was, never a folder with some of the files or a mix of two runs. A target that already holds
 results is replaced only with ``force`` (old folder renamed aside, new one renamed in, old deleted);
 a folder holding anything else is never replaced. (Only a hard kill between the two renames of a
-replace can leave the target missing; the old results then sit beside it in ``.NAME.old-*``.) ``check_out_dir`` runs the same checks up front so
-the CLI refuses a bad ``--out`` before the backtest starts.
+replace can leave the target missing; the old results then sit beside it in ``.NAME.old-*``.)
+``check_out_dir`` runs the same checks up front so the CLI refuses a bad ``--out`` before the backtest
+starts.
 """
 
 from __future__ import annotations
