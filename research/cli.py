@@ -43,7 +43,7 @@ def run_backtest(
     status: Console | None = None,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Load configs and data, run one backtest with curves; returns (run output, market, stats)."""
-    from configs.crosscheck import check_strategy_on_venue
+    from configs.crosscheck import check_notional_in_range, check_strategy_on_venue
     from configs.loader import load_strategy, load_venue
     from data.market import load_market
     from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
@@ -69,6 +69,9 @@ def run_backtest(
             status.print(f"[dim]ensuring the bundled sample market in {data_dir} ...[/dim]")
         ensure_sample(data_dir, "--data")
     market = load_market(data_dir, exchange, sym, timeframe, start_ms, end_ms)
+    check_notional_in_range(
+        strategy, venue, float(market.low.min()), float(market.high.max()), f"{exchange} {sym} {timeframe}"
+    )
     regime = strategy.regime
     warmup = warmup_bars(regime.adx_len, regime.ema_slow, regime.atr_len)
     if len(market.ts) < warmup:

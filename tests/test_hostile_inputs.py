@@ -310,6 +310,12 @@ def _cases() -> list[Case]:
     def low_leverage(tmp: Path):
         return backtest(tmp, "--venue", str(_low_leverage_venue(tmp))), ["trading.leverage", "5"]
 
+    def min_order_above_ladder(tmp: Path):
+        text = VENUE_TEXT.replace("min_order_size_usdt: 5.0 ", "min_order_size_usdt: 1000.0 ")
+        assert text != VENUE_TEXT
+        venue = _file(tmp, "big_orders.yaml", text.encode())
+        return backtest(tmp, "--venue", str(venue)), ["grid.base_qty", "1000 USDT", "no order would ever"]
+
     def validate_low_leverage(tmp: Path):
         venue = str(_low_leverage_venue(tmp))
         return ["config", "validate", "default", "--venue", venue], ["trading.leverage", "brackets"]
@@ -332,6 +338,7 @@ def _cases() -> list[Case]:
             ),
         ),
         Case("leverage-above-brackets", low_leverage),
+        Case("min-order-above-every-rung", min_order_above_ladder),
         Case("validate-leverage-above-brackets", validate_low_leverage),
         Case("validate-base-qty-1e308", validate_huge_qty),
     ]

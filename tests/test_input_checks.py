@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cli import app
-from configs.crosscheck import check_strategy_on_venue, pair_problems
+from configs.crosscheck import check_notional_in_range, check_strategy_on_venue, pair_problems
 from configs.errors import GridctlError
 from configs.loader import SHIPPED_DIRS, load_strategy, load_venue, read_yaml
 from data.market import load_market, market_from_arrays
@@ -289,6 +289,40 @@ def test_shipped_pairs_and_leverage_at_the_bracket_limit_pass() -> None:
             assert pair_problems(load_strategy(strategy), load_venue(venue)) == []
     at_limit = load_venue("binance_futures", [*_brackets_at_most(10), "trading.leverage=10"])
     assert pair_problems(load_strategy("default"), at_limit) == []
+
+
+# default ladder: 6 rungs of 0.002 * 1.05**(i-1) BTC, i.e. 0.002 .. 0.0025526 (0.002 * 1.05**5).
+@pytest.mark.parametrize(
+    ("venue_sets", "low", "high", "words"),
+    [
+        # 0.0025526 * 60,000 = 153 USDT < 200: no rung reaches the minimum order anywhere.
+        (["risk.min_order_size_usdt=200"], 50_000.0, 60_000.0, ["below", "200 USDT", "0.00255"]),
+        (["precision.min_notional=500", "risk.min_order_size_usdt=5"], 50_000.0, 60_000.0, ["below", "500"]),
+        # 0.002 * 50,000 = 100 USDT > 90: every rung is above the maximum order even at the low.
+        (["risk.max_order_size_usdt=90"], 50_000.0, 60_000.0, ["above", "90 USDT", "0.002 x 50,000"]),
+    ],
+)
+def test_a_ladder_outside_the_order_notional_limits_is_refused(venue_sets, low, high, words) -> None:
+    venue = load_venue("binance_futures", venue_sets)
+    with pytest.raises(GridctlError) as err:
+        check_notional_in_range(load_strategy("default"), venue, low, high, "sample BTC 1m")
+    message = str(err.value)
+    assert "grid.base_qty" in message and "sample BTC 1m" in message and "\n" not in message
+    assert all(w in message for w in words), message
+
+
+@pytest.mark.parametrize(
+    ("venue_sets", "low", "high"),
+    [
+        (["risk.min_order_size_usdt=150"], 50_000.0, 60_000.0),  # the top rung reaches 153 at 60,000
+        (["risk.max_order_size_usdt=100"], 50_000.0, 60_000.0),  # rung 1 is exactly 100 at 50,000
+        ([], 60_000.0, 60_000.0),
+    ],
+)
+def test_a_ladder_with_one_placeable_rung_passes(venue_sets, low, high) -> None:
+    check_notional_in_range(
+        load_strategy("default"), load_venue("binance_futures", venue_sets), low, high, "m"
+    )
 
 
 def test_a_symbol_the_venue_has_no_brackets_for_is_named() -> None:
