@@ -69,9 +69,6 @@ def run_backtest(
             status.print(f"[dim]ensuring the bundled sample market in {data_dir} ...[/dim]")
         ensure_sample(data_dir, "--data")
     market = load_market(data_dir, exchange, sym, timeframe, start_ms, end_ms)
-    check_notional_in_range(
-        strategy, venue, float(market.low.min()), float(market.high.max()), f"{exchange} {sym} {timeframe}"
-    )
     regime = strategy.regime
     warmup = warmup_bars(regime.adx_len, regime.ema_slow, regime.atr_len)
     if len(market.ts) < warmup:
@@ -81,6 +78,9 @@ def run_backtest(
             f"2 * regime.adx_len {2 * regime.adx_len}, regime.atr_len + 1 {regime.atr_len + 1}); "
             "choose a longer --start/--end range"
         )
+    check_notional_in_range(
+        strategy, venue, float(market.low.min()), float(market.high.max()), f"{exchange} {sym} {timeframe}"
+    )
     if status is not None:
         status.print(
             f"[dim]running {strategy.strategy.name} on {len(market.ts):,} {timeframe} bars "

@@ -121,7 +121,7 @@ def _tiny_market(tmp: Path, bars: int) -> None:
     """Exchange `tiny`: ``bars`` 1m bars with funding around them (valid data, just too short)."""
     start = 1_704_067_200_000
     ts = start + 60_000 * np.arange(bars, dtype=np.int64)
-    price = np.full(bars, 100.0)
+    price = np.full(bars, 60_000.0)
     candles = pl.DataFrame(
         {"ts": ts, "open": price, "high": price + 1, "low": price - 1, "close": price, "volume": price}
     )
@@ -129,7 +129,7 @@ def _tiny_market(tmp: Path, bars: int) -> None:
     fts = np.array([start - 8 * 3_600_000, start, start + 8 * 3_600_000], dtype=np.int64)
     write_funding(
         tmp / "store", "tiny", "BTC/USDT:USDT",
-        pl.DataFrame({"ts": fts, "rate": [1e-4] * 3, "mark_price": [100.0] * 3}),
+        pl.DataFrame({"ts": fts, "rate": [1e-4] * 3, "mark_price": [60_000.0] * 3}),
     )  # fmt: skip
 
 
