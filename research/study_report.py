@@ -38,7 +38,7 @@ from data.atomic import atomic_write_text
 #: Fewer completed trials than this (or no parameter that varies) and importances are not computed:
 #: PED-ANOVA compares the best 10 % of the trials with the rest, so it needs one trial in that 10 %.
 MIN_TRIALS_FOR_IMPORTANCE = 10
-#: PBO needs at least this many trials with returns and n_blocks observations.
+#: PBO splits the days into this many blocks (research.overfitting needs two days per block).
 PBO_BLOCKS = 16
 REPORT_FILE = "index.html"
 DAILY_RETURNS = "daily_returns"
@@ -338,22 +338,28 @@ def overfitting(study: optuna.Study) -> dict[str, Any] | None:
         r = matrix[:, col]
         z = (r - r.mean()) / sd[col]
         out["best_sharpe"] = float(sharpes[col])
-        out["deflated_sharpe"] = float(
-            deflated_sharpe_ratio(
-                float(sharpes[col]),
-                float(np.var(finite, ddof=1)),
-                len(completed(study)),
-                n_obs,
-                float(np.mean(z**3)),
-                float(np.mean(z**4)),
+        try:
+            out["deflated_sharpe"] = float(
+                deflated_sharpe_ratio(
+                    float(sharpes[col]),
+                    float(np.var(finite, ddof=1)),
+                    len(completed(study)),
+                    n_obs,
+                    float(np.mean(z**3)),
+                    float(np.mean(z**4)),
+                )
             )
-        )
-    if len(numbers) >= 2 and n_obs >= PBO_BLOCKS:
-        out["pbo"] = float(probability_of_backtest_overfitting(matrix, n_blocks=PBO_BLOCKS))
+        except GridctlError as err:
+            out["notes"].append(f"no deflated Sharpe ratio: {err}")
+    if len(numbers) >= 2 and n_obs >= 2 * PBO_BLOCKS:
+        try:
+            out["pbo"] = float(probability_of_backtest_overfitting(matrix, n_blocks=PBO_BLOCKS))
+        except GridctlError as err:
+            out["notes"].append(f"no PBO: {err}")
     else:
         out["notes"].append(
-            f"PBO needs at least 2 trials and {PBO_BLOCKS} daily returns each "
-            f"(have {len(numbers)} trials x {n_obs} days)"
+            f"PBO needs at least 2 trials and {2 * PBO_BLOCKS} daily returns each "
+            f"({PBO_BLOCKS} blocks; have {len(numbers)} trials x {n_obs} days)"
         )
     return out
 

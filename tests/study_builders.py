@@ -8,6 +8,7 @@ and ``daily_returns``.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from engine.batch import apply_overrides, run_batch
 from engine.run import run_single
 from research.stats import daily_equity, daily_returns
 
-DAYS = 20
+DAYS = 35
 STRATEGY = "default"
 VENUE = "binance_futures"
 SPACE = {"grid.grid_step_bps": (20.0, 80.0), "exit.tp_steps": (1, 5)}
@@ -63,7 +64,9 @@ def build_study(
     study = optuna.create_study(
         study_name=name, storage=storage, directions=directions, sampler=optuna.samplers.RandomSampler(seed)
     )
-    study.set_metric_names(["final_equity", "max_drawdown_pct"] if multi else ["final_equity"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["final_equity", "max_drawdown_pct"] if multi else ["final_equity"])
     trials = [study.ask() for _ in range(n_trials)]
     sets = [_suggest(t) for t in trials]
     half = len(market.ts) // 2

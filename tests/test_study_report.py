@@ -1,6 +1,6 @@
 """research.study_report: figures and the self-contained HTML page of an Optuna study.
 
-The studies are real: trials scored by engine.batch.run_batch on 20 days of the sample market, stored
+The studies are real: trials scored by engine.batch.run_batch on 35 days of the sample market, stored
 in a journal file and loaded back the way ``gridctl study report`` and the notebook load them.
 """
 
@@ -203,7 +203,11 @@ def test_report_page_has_every_chart_table_and_plotly_once(journal_study, tmp_pa
     assert [int(n) for n, _ in cells] == [t.number for t in best]
     assert [float(v) for _, v in cells] == [float(f"{t.value:.6g}") for t in best]
     assert "In-sample vs out-of-sample" in text and "deflated Sharpe ratio" in text
-    assert "probability of backtest overfitting" in text
+    # 35 days of returns per trial: enough for the deflated Sharpe ratio and 16-block PBO.
+    over = overfitting(study)
+    assert 0.0 <= over["pbo"] <= 1.0 and 0.0 <= over["deflated_sharpe"] <= 1.0 and over["n_obs"] == 35
+    row = re.search(r"<td>probability of backtest overfitting</td><td>([^<]*)</td>", text).group(1)
+    assert float(row) == pytest.approx(over["pbo"], rel=1e-5)
 
 
 def test_multi_objective_report_adds_the_pareto_front(multi_study, tmp_path: Path) -> None:
