@@ -159,3 +159,16 @@ def test_study_report_renders_every_chart_offline(browser: Browser, tmp_path: Pa
         assert chart["traces"] == len(fig.data) > 0, chart
     _assert_clean(log, path)
     _assert_clean(browser.more_log(session), path)
+
+
+def test_a_missing_chromium_fails_under_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    import browser
+
+    monkeypatch.setattr(browser, "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.setattr(browser.shutil, "which", lambda _name: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium"):
+        browser.chromium_path()
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception):
+        browser.chromium_path()
