@@ -408,7 +408,7 @@ def _fmt(v: Any) -> str:
 def _html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _scalar_attrs(t: FrozenTrial) -> dict[str, Any]:
@@ -443,7 +443,7 @@ _CSS = (
     "body{font-family:system-ui,sans-serif;margin:20px;color:#222}"
     "table{border-collapse:collapse;margin:0 0 16px 0;font-size:13px}"
     "th,td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}th{color:#555;font-weight:normal}"
-    "p.note{color:#555;font-size:13px}.chart{margin:8px 0 24px 0}"
+    "p.note{color:#555;font-size:13px}.chart{margin:8px 0 24px 0}.wide{overflow-x:auto}"
 )
 
 
