@@ -197,3 +197,20 @@ def test_downsampling_keeps_ends_and_extremes(values: list[float], limit: int) -
         assert np.nanmax(kept) == y[finite].max() and np.nanmin(kept) == y[finite].min()
     if len(y) <= limit:
         assert idx.tolist() == list(range(len(y)))
+
+
+def test_a_long_run_thins_the_price_line_but_never_the_fills() -> None:
+    from research.bench import bench_configs, bench_market
+
+    market = bench_market(3 * MAX_PRICE_POINTS // 2)  # 60,000 1m bars: more than the price budget
+    strategy, venue = bench_configs()
+    run = run_single(market, strategy, venue, curves=True)
+    stats = compute_stats(run, market, strategy, venue)
+    fig = backtest_figure(report_data(run, market, stats))
+    (close,) = [t for t in fig.data if (t.name or "").startswith("close")]
+    assert len(close.x) <= MAX_PRICE_POINTS < len(market.close)
+    assert close.name == f"close ({len(close.x):,} of {len(market.close):,} bars)"
+    # The extremes and both ends survive; x is each kept bar's close time.
+    assert max(close.y) == market.close.max() and min(close.y) == market.close.min()
+    assert close.x[0] == market.ts[0] + 60_000 and close.x[-1] == market.ts[-1] + 60_000
+    assert sum(len(t.x) for t in fig.data if t.legendgroup == "fills") == len(run.fills) > 100
