@@ -43,6 +43,7 @@ PBO_BLOCKS = 16
 REPORT_FILE = "index.html"
 DAILY_RETURNS = "daily_returns"
 IS_METRICS, OOS_METRICS = "is_metrics", "oos_metrics"
+GRIDCTL_ATTR = "gridctl"  # the user attr gridctl optimize keeps a trial's metrics and overrides in
 PLOT_CONFIG = {"scrollZoom": True, "displaylogo": False, "responsive": True}
 _RESERVED_ATTRS = (DAILY_RETURNS, IS_METRICS, OOS_METRICS)
 
@@ -364,17 +365,28 @@ def overfitting(study: optuna.Study) -> dict[str, Any] | None:
     return out
 
 
+def trial_overrides(trial: FrozenTrial) -> dict[str, Any]:
+    """The config overrides a trial ran with: ``gridctl optimize`` records the exact ones (after its
+    drawn constraints) in the user attr ``gridctl`` -> ``overrides``; any other study's trial ran its
+    params, which must then be ``section.key`` config names."""
+    recorded = trial.user_attrs.get(GRIDCTL_ATTR)
+    if isinstance(recorded, dict) and isinstance(recorded.get("overrides"), dict):
+        return dict(recorded["overrides"])
+    return dict(trial.params)
+
+
 def top_equity_figure(
     study: optuna.Study, market: Any, strategy: Any, venue: Any, top_k: int = 5
 ) -> go.Figure:
-    """Equity curves of the top trials, each re-run in full (``run_single``) with its parameters."""
+    """Equity curves of the top trials, each re-run in full (``run_single``) with its overrides
+    (``trial_overrides``) applied to ``strategy`` / ``venue`` by ``engine.batch.apply_overrides``."""
     from engine.batch import apply_overrides
     from engine.run import run_single
     from research.report import MAX_CURVE_POINTS, minmax_indices
 
     fig = go.Figure()
     for t in top_trials(study, top_k):
-        s, v = apply_overrides(strategy, venue, t.params)
+        s, v = apply_overrides(strategy, venue, trial_overrides(t))
         run = run_single(market, s, v, curves=True)
         eq = run.equity
         idx = minmax_indices(eq["equity"], MAX_CURVE_POINTS)

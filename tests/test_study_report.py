@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from study_builders import build_study, sample_market
+from study_builders import build_study, sample_market, window
 
 from configs.errors import GridctlError
 from research.study_report import (
@@ -228,3 +228,39 @@ def test_open_study_fails_loudly(tmp_path: Path, journal_study) -> None:
     with pytest.raises(GridctlError, match="is not a directory"):
         (tmp_path / "file").write_text("x")
         render_study_report(optuna.create_study(), tmp_path / "file")
+
+
+def test_equity_reruns_apply_the_overrides_a_trial_ran_with(market) -> None:
+    from configs.loader import load_strategy, load_venue
+    from engine.batch import apply_overrides
+    from engine.run import run_single
+    from research.study_report import top_equity_figure, trial_overrides
+
+    small = window(market, 0, 3 * 1440)
+    dist = {"grid.grid_step_bps": optuna.distributions.FloatDistribution(10, 90)}
+    study = optuna.create_study(direction="maximize")
+    # gridctl optimize records the exact overrides it ran; a plain study's trial ran its params.
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"grid.grid_step_bps": 40.0},
+            distributions=dist,
+            value=2.0,
+            user_attrs={"gridctl": {"overrides": {"grid.grid_step_bps": 25.0}, "sharpe": 1.0}},
+        )
+    )
+    study.add_trial(
+        optuna.trial.create_trial(params={"grid.grid_step_bps": 60.0}, distributions=dist, value=1.0)
+    )
+    first, second = study.trials
+    assert trial_overrides(first) == {"grid.grid_step_bps": 25.0}
+    assert trial_overrides(second) == {"grid.grid_step_bps": 60.0}
+    strategy, venue = load_strategy("default"), load_venue("binance_futures")
+    fig = top_equity_figure(study, small, strategy, venue, top_k=2)
+    assert [t.name for t in fig.data] == ["trial 0", "trial 1"]
+
+    def final_equity(step: float) -> float:
+        s, v = apply_overrides(strategy, venue, {"grid.grid_step_bps": step})
+        return float(run_single(small, s, v, curves=True).equity["equity"][-1])
+
+    assert fig.data[0].y[-1] == final_equity(25.0) != final_equity(40.0)
+    assert fig.data[1].y[-1] == final_equity(60.0)
