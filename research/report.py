@@ -411,7 +411,8 @@ def backtest_figure(d: ReportData) -> go.Figure:
 
 
 # After every zoom or pan of the shared time axis, fit each value axis (price, equity, drawdown,
-# funding) to the points inside the visible time range; a double-click (autorange) resets them.
+# funding) to the points inside the visible time range, except the one a box zoom just set; a
+# double-click (autorange) resets them.
 _FIT_Y_SCRIPT = """
 (function () {
   var gd = document.getElementById('{plot_id}');
@@ -447,6 +448,8 @@ _FIT_Y_SCRIPT = """
     fitted.forEach(function (y) {
       var name = y.replace('y', 'yaxis'), b = box[y];
       if (reset) { upd[name + '.autorange'] = true; return; }
+      // A box zoom chose this panel's value range itself: keep it.
+      if ((name + '.range[0]') in ev || (name + '.range') in ev) return;
       if (!b || !(b[1] >= b[0])) return;
       var pad = (b[1] - b[0]) * 0.05 || Math.abs(b[0]) * 0.001 || 1;
       upd[name + '.range'] = [b[0] - pad, b[1] + pad];

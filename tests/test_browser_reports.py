@@ -130,6 +130,17 @@ def test_zooming_into_one_day_refits_the_price_axis(browser: Browser, backtest) 
     )
     for r in ranges:
         assert r == pytest.approx([lo, hi], abs=1)
+    # A box zoom on the price panel keeps the value range the trader drew; the equity panel refits.
+    eq_before = browser.evaluate(session, f"{_PLOT}._fullLayout.yaxis3.range")
+    box = [want_lo, want_lo + 50.0]
+    lo2 = lo + DAY_MS // 2
+    browser.evaluate(
+        session,
+        f"Plotly.relayout({_PLOT}, {{'xaxis.range[0]': {lo2}, 'xaxis.range[1]': {hi}, "
+        f"'yaxis.range[0]': {box[0]}, 'yaxis.range[1]': {box[1]}}}).then(() => 1)",
+    )
+    browser.wait_for(session, f"{_PLOT}._fullLayout.yaxis3.range[0] !== {eq_before[0]}")
+    assert browser.evaluate(session, f"{_PLOT}._fullLayout.yaxis.range") == pytest.approx(box)
     # Double-click (autorange) zooms back out.
     browser.evaluate(session, f"Plotly.relayout({_PLOT}, {{'xaxis.autorange': true}}).then(() => 1)")
     browser.wait_for(session, f"{span_js} >= {full[1] - full[0]} * 0.99")
