@@ -28,7 +28,11 @@ print(json.dumps({"code": code, "loaded": sorted(m for m in HEAVY if m in sys.mo
 
 def _probe(*args: str) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-c", _PROBE, ",".join(HEAVY), *args], cwd=REPO, capture_output=True, text=True, check=False
+        [sys.executable, "-c", _PROBE, ",".join(HEAVY), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return json.loads(proc.stderr.strip().splitlines()[-1]) | {"stdout": proc.stdout}
 
