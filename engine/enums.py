@@ -15,35 +15,59 @@ from numba import njit
 
 from data.atomic import atomic_write_text
 
-#: Engine modules holding kernels; their sources together key the on-disk kernel cache.
-KERNEL_MODULES = (
-    "accounting", "batch", "enums", "fills", "funding", "ladder", "margin", "params", "policy",
-    "records", "regime", "risk", "state", "step", "throttle", "validation",
-)  # fmt: skip
+
+def _locator_probe() -> None:
+    """Stand-in function handed to numba's cache locators (they only read its code object)."""
 
 
-def drop_stale_kernel_cache(engine_dir: Path) -> bool:
-    """Delete numba's cached kernels when any kernel module changed since they were compiled.
+def kernel_cache_dir(source: Path) -> Path | None:
+    """The directory numba caches ``source``'s kernels in, chosen exactly as numba chooses it.
+
+    ``$NUMBA_CACHE_DIR`` when set, else the module's ``__pycache__`` when writable, else the per-user
+    cache; None when no locator applies.
+    """
+    from numba.core.caching import CacheImpl
+
+    for locator_cls in CacheImpl._locator_classes:
+        locator = locator_cls.from_function(_locator_probe, str(source))
+        if locator is not None:
+            return Path(locator.get_cache_path())
+    return None
+
+
+def kernel_sources_digest(engine_dir: Path) -> str:
+    """SHA-256 over the names and contents of every ``*.py`` module in ``engine_dir``."""
+    digest = hashlib.sha256()
+    for path in sorted(engine_dir.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def drop_stale_kernel_cache(engine_dir: Path, cache: Path | None = None) -> bool:
+    """Delete numba's cached kernels when any engine module changed since they were compiled.
 
     Numba checks a cached function only against its own source file, but kernels bake in constants
     and inline functions from other engine modules; without this, editing ``state.py`` would leave
-    stale machine code behind. Returns True when the cache was dropped.
+    stale machine code behind. Every ``*.py`` file of ``engine_dir`` keys the cache (no module list
+    to keep), and the directory checked is the one numba will load from (``cache``, default
+    ``kernel_cache_dir``: ``$NUMBA_CACHE_DIR`` included). Returns True when the cache was dropped.
     """
-    digest = hashlib.sha256()
-    for name in KERNEL_MODULES:
-        digest.update((engine_dir / f"{name}.py").read_bytes())
-    cache = engine_dir / "__pycache__"
+    digest = kernel_sources_digest(engine_dir)
+    if cache is None:
+        cache = kernel_cache_dir(engine_dir / "step.py")
+        if cache is None:  # pragma: no cover - numba then does not cache at all
+            return False
     stamp = cache / "kernels.sha256"
     try:
-        if stamp.read_text() == digest.hexdigest():
+        if stamp.read_text() == digest:
             return False
     except OSError:
         pass
     try:
         for f in cache.glob("*.nb[ic]"):
             f.unlink(missing_ok=True)
-        atomic_write_text(stamp, digest.hexdigest())
-    except OSError:  # read-only install: numba then caches elsewhere and compiles on first use
+        atomic_write_text(stamp, digest)
+    except OSError:  # read-only cache directory: numba cannot write there either
         return False
     return True
 
