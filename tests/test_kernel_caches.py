@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import math
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +23,7 @@ from hypothesis import strategies as st
 from market_builders import entries, make_market, run, strategy, venue
 from numba.core.caching import FunctionCache
 
+import engine.run
 from configs.loader import load_strategy, load_venue
 from engine.enums import drop_stale_kernel_cache, kernel_cache_dir, kernel_sources_digest
 from engine.funding import _funding_guard_eval_nb, funding_guard_nb
@@ -33,6 +36,7 @@ from engine.margin import (
     total_maint_margin_nb,
 )
 from engine.params import P_FUNDING_MAX_COST_BPS, P_FUNDING_WINDOW_MIN, build_params
+from engine.run import kernels_ready, market_arrays, run_single
 from engine.state import (
     S_LONG_AVG,
     S_LONG_QTY,
@@ -220,3 +224,54 @@ def test_numba_cache_dir_is_guarded_too(tmp_path: Path, monkeypatch) -> None:
     assert not (where / "step.run_bars_nb-410.py311.nbc").exists()
     assert (where / "kernels.sha256").read_text() == kernel_sources_digest(ENGINE)
     assert drop_stale_kernel_cache(ENGINE) is False
+
+
+def _tiny_run_inputs():
+    bars = [(100.0, 101.0, 99.0, 100.5)] * 5
+    market = make_market(bars)
+    s, v = strategy(), venue()
+    return market, s, v, build_params(s, v, market), market_arrays(market)
+
+
+def test_kernels_ready_reads_numbas_own_cache_index(tmp_path: Path, monkeypatch) -> None:
+    market, s, v, params, arrays = _tiny_run_inputs()
+    run_single(market, s, v)  # compiled (or loaded) in this process
+    assert kernels_ready(arrays, params, curves=True)
+    on_disk = Path(run_bars_nb._cache._cache_path)
+    # Forget the in-process copy and point the dispatcher at an empty cache directory: cold.
+    monkeypatch.setattr(run_bars_nb, "overloads", {})
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+    fresh = FunctionCache(run_bars_nb.py_func)
+    monkeypatch.setattr(run_bars_nb, "_cache", fresh)
+    assert not kernels_ready(arrays, params, curves=True)
+    # The index and machine code numba wrote for this signature, copied into the new directory: warm.
+    for f in on_disk.glob("step.run_bars_nb-*.nb[ic]"):
+        shutil.copy(f, Path(fresh._cache_path) / f.name)
+    assert kernels_ready(arrays, params, curves=True)
+
+
+def test_compile_notice_is_entered_only_when_the_kernels_are_cold(monkeypatch) -> None:
+    market, s, v, _params, _arrays = _tiny_run_inputs()
+    entered: list[str] = []
+
+    @contextmanager
+    def notice():
+        entered.append("in")
+        yield
+        entered.append("out")
+
+    run_single(market, s, v, compile_notice=notice)
+    run_single(market, s, v, compile_notice=notice)
+    assert entered == []  # compiled by then: silent
+    monkeypatch.setattr(engine.run, "kernels_ready", lambda *_a: False)
+    out = run_single(market, s, v, compile_notice=notice)
+    assert entered == ["in", "out"] and len(out.equity) == 5
+
+
+def test_market_arrays_are_read_only_whatever_the_source() -> None:
+    market, *_ = _tiny_run_inputs()
+    assert market.close.flags.writeable  # built from numpy in the test
+    arrays = market_arrays(market)
+    for name in ("ts", "open", "high", "low", "close", "funding_ts", "funding_rate", "funding_mark"):
+        assert not getattr(arrays, name).flags.writeable, name
+    assert market.close.flags.writeable  # the caller's array is untouched
