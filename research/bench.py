@@ -15,10 +15,12 @@ Start-up (``startup_bench``, ``gridctl bench --startup``), each in fresh process
 temporary numba cache directory:
 - ``help_s``: wall time of ``gridctl --help`` (best of 3).
 - ``compile_s`` / ``cached_start_s``: a Python process importing the engine and running one small
-  backtest, first with an empty numba cache directory, then again with the cache it filled.
+  backtest, first with an empty numba cache directory, then again with the cache it filled
+  (``compile_cpu_s``: the CPU seconds of the first, steadier than wall time on a loaded machine).
 - ``backtest_first_s`` / ``backtest_first_rss_mb`` and ``backtest_second_*``: wall time and peak
   resident memory of the default ``gridctl backtest`` (259,200 bars of the bundled sample market, on
-  a temporary data directory), first with an empty numba cache (it compiles), then with it filled.
+  a temporary data directory), first with an empty numba cache (it compiles), then with it filled;
+  ``*_cpu_s`` are their CPU seconds.
 """
 
 from __future__ import annotations
@@ -64,8 +66,8 @@ TARGETS = {
 }
 #: What ``startup_bench`` (``gridctl bench --startup``) returns.
 STARTUP_KEYS = (
-    "help_s", "compile_s", "cached_start_s", "backtest_first_s", "backtest_first_rss_mb",
-    "backtest_second_s", "backtest_second_rss_mb",
+    "help_s", "compile_s", "compile_cpu_s", "cached_start_s", "backtest_first_s", "backtest_first_rss_mb",
+    "backtest_first_cpu_s", "backtest_second_s", "backtest_second_rss_mb", "backtest_second_cpu_s",
 )  # fmt: skip
 
 # Runs in a fresh interpreter: import the engine and run one small backtest with curves.
@@ -75,7 +77,8 @@ from engine.run import run_single
 run_single(bench_market(2 * 1440), *bench_configs(), curves=True)
 """
 
-# Starts argv[2:] with posix_spawn, waits for it and writes [wall s, its ru_maxrss in KB] to argv[1];
+# Starts argv[2:] with posix_spawn, waits for it and writes [wall s, its ru_maxrss in KB, its CPU s]
+# to argv[1];
 # exits with the child's exit code. Runs with -I -S: a few MB, so it adds nothing to the child's peak.
 _LAUNCHER = """
 import json, os, sys, time
@@ -87,7 +90,7 @@ wall = time.perf_counter() - t0
 code = os.waitstatus_to_exitcode(status)
 if code == 0:
     with open(out, "w") as f:
-        json.dump([wall, usage.ru_maxrss], f)
+        json.dump([wall, usage.ru_maxrss, usage.ru_utime + usage.ru_stime], f)
 sys.exit(code)
 """
 
@@ -177,8 +180,10 @@ def gridctl_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "cli"]
 
 
-def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak resident memory (MB) of ``cmd`` run to completion in a fresh process.
+def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """Wall seconds, peak resident memory (MB) and CPU seconds of ``cmd`` run in a fresh process.
+
+    CPU seconds (user + system) hardly change with other load on the machine; wall time does.
 
     The peak is the child's own ``ru_maxrss`` (``os.wait4``). Linux carries the memory high-water
     mark of the process that spawns a child into the child's figure, so ``cmd`` is started by a
@@ -199,8 +204,8 @@ def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
             tail = err.read().decode(errors="replace")[-2000:]
         if proc.returncode != 0 or not result.is_file():
             raise RuntimeError(f"bench start-up: {' '.join(cmd)} exited with {proc.returncode}:\n{tail}")
-        wall, maxrss_kb = json.loads(result.read_text())
-    return wall, maxrss_kb / 1024.0
+        wall, maxrss_kb, cpu = json.loads(result.read_text())
+    return wall, maxrss_kb / 1024.0, cpu
 
 
 def _child_env(cache_dir: Path) -> dict[str, str]:
@@ -229,13 +234,14 @@ def startup_bench(
         out["help_s"] = min(run_child([*gridctl, "--help"], env)[0] for _ in range(help_repeats))
         progress("start-up: import + small backtest, empty then filled numba cache (compiles) ...")
         env = _child_env(root / "numba-probe")
-        out["compile_s"] = run_child([sys.executable, "-c", _PROBE], env)[0]
+        out["compile_s"], _rss, out["compile_cpu_s"] = run_child([sys.executable, "-c", _PROBE], env)
         out["cached_start_s"] = run_child([sys.executable, "-c", _PROBE], env)[0]
         progress("start-up: gridctl backtest twice, empty then filled numba cache (compiles) ...")
         env = _child_env(root / "numba-backtest")
         backtest = [*gridctl, "backtest", "--data", str(root / "data")]
-        out["backtest_first_s"], out["backtest_first_rss_mb"] = run_child(backtest, env)
-        out["backtest_second_s"], out["backtest_second_rss_mb"] = run_child(backtest, env)
+        first, second = run_child(backtest, env), run_child(backtest, env)
+        out["backtest_first_s"], out["backtest_first_rss_mb"], out["backtest_first_cpu_s"] = first
+        out["backtest_second_s"], out["backtest_second_rss_mb"], out["backtest_second_cpu_s"] = second
     return out
 
 

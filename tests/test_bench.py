@@ -68,11 +68,11 @@ def test_without_the_reference_file_the_reference_rate_is_none(monkeypatch, tmp_
 
 def test_run_child_reports_that_childs_own_peak_memory_and_fails_loudly() -> None:
     env = {"PATH": "/usr/bin:/bin"}
-    wall, big = run_child(
+    wall, big, cpu = run_child(
         [sys.executable, "-c", "b = bytearray(120_000_000); b[::4096] = b'x' * len(b[::4096])"], env
     )
-    _wall, small = run_child([sys.executable, "-c", "pass"], env)
-    assert wall > 0.0
+    _wall, small, _cpu = run_child([sys.executable, "-c", "pass"], env)
+    assert wall > 0.0 and cpu > 0.0
     assert big >= 120.0 > small  # MB: the 120 MB buffer shows in the first child only
     with pytest.raises(RuntimeError, match="exited with 3"):
         run_child([sys.executable, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"], env)
@@ -81,14 +81,14 @@ def test_run_child_reports_that_childs_own_peak_memory_and_fails_loudly() -> Non
 def test_startup_bench_runs_each_probe_in_fresh_processes_with_its_own_numba_cache(monkeypatch) -> None:
     calls: list[tuple[list[str], str]] = []
 
-    def fake_child(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    def fake_child(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
         cache = Path(env["NUMBA_CACHE_DIR"])
         calls.append((cmd, str(cache)))
         # An empty cache directory means a cold start: report it as slower and bigger.
         cold = not cache.exists() or not any(cache.iterdir())
         cache.mkdir(parents=True, exist_ok=True)
         (cache / f"{len(calls)}.nbi").write_text("filled")
-        return (10.0, 400.0) if cold else (1.0, 200.0)
+        return (10.0, 400.0, 9.0) if cold else (1.0, 200.0, 0.8)
 
     monkeypatch.setattr(research.bench, "run_child", fake_child)
     out = startup_bench(help_repeats=2)
@@ -96,9 +96,17 @@ def test_startup_bench_runs_each_probe_in_fresh_processes_with_its_own_numba_cac
     help_calls = [c for c in calls if c[0][-1] == "--help"]
     assert len(help_calls) == 2
     # compile_s and backtest_first_* ran on empty caches; cached/second runs reused what those filled.
-    assert (out["compile_s"], out["cached_start_s"]) == (10.0, 1.0)
-    assert (out["backtest_first_s"], out["backtest_first_rss_mb"]) == (10.0, 400.0)
-    assert (out["backtest_second_s"], out["backtest_second_rss_mb"]) == (1.0, 200.0)
+    assert (out["compile_s"], out["compile_cpu_s"], out["cached_start_s"]) == (10.0, 9.0, 1.0)
+    assert (out["backtest_first_s"], out["backtest_first_rss_mb"], out["backtest_first_cpu_s"]) == (
+        10.0,
+        400.0,
+        9.0,
+    )
+    assert (out["backtest_second_s"], out["backtest_second_rss_mb"], out["backtest_second_cpu_s"]) == (
+        1.0,
+        200.0,
+        0.8,
+    )
     probe, backtest = calls[2:4], calls[4:6]
     assert probe[0][1] == probe[1][1] != backtest[0][1] == backtest[1][1]
     assert backtest[0][0][-3:-2] == ["backtest"] and "--data" in backtest[0][0]
