@@ -34,7 +34,7 @@ def _day(value: str | None, option: str) -> int | None:
 
 
 #: What a cold compile of the single-run kernels takes on a 2-core machine (``gridctl bench --startup``).
-COMPILE_ESTIMATE_S = 20
+COMPILE_ESTIMATE_S = 30
 
 
 @contextmanager
@@ -48,7 +48,8 @@ def compile_notice(status: Console) -> Iterator[None]:
     t0 = time.perf_counter()
     with status.status(text, spinner="dots"):
         yield
-    status.print(f"[dim]compiled and ran in {time.perf_counter() - t0:.1f} s; the kernels are cached now[/dim]")
+    took = time.perf_counter() - t0
+    status.print(f"[dim]compiled and ran in {took:.1f} s; the kernels are cached now[/dim]")
 
 
 def run_backtest(
