@@ -1,15 +1,25 @@
 """gridctl: one command line for data, backtests, optimization, studies and the live bridge.
 
 This module only wires sub-commands together; every command is a thin shell over library functions
-that notebooks can call directly.
+that notebooks can call directly. Sub-command groups are imported only when a command line reaches
+them, so ``gridctl --help`` starts without pydantic, polars, numba & co.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
 from configs.errors import GridctlError
+
+#: Sub-command groups loaded on first use: name -> (module holding a typer app ``app``, one-line help).
+LAZY_GROUPS: dict[str, tuple[str, str]] = {
+    "config": ("configs.cli", "Show and validate strategy and venue configs."),
+    "data": ("data.cli", "Download, import, generate and inspect market data."),
+}
 
 
 def _render_flags_as_flags(command: typer.core.TyperCommand | TyperGroup) -> None:
@@ -29,8 +39,13 @@ def _render_flags_as_flags(command: typer.core.TyperCommand | TyperGroup) -> Non
 class _GridctlGroup(TyperGroup):
     """Top-level group: a user error anywhere below becomes a one-line message and exit code 2."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
+    _listing = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Stand-ins that carry the name and one-line help until a command line reaches the group.
+        for name, (_module, help_text) in LAZY_GROUPS.items():
+            self.commands.setdefault(name, _Unloaded(name=name, help=help_text))
         _render_flags_as_flags(self)
 
     def invoke(self, ctx: typer.Context) -> object:
@@ -39,6 +54,27 @@ class _GridctlGroup(TyperGroup):
         except GridctlError as err:
             typer.echo(f"error: {err}", err=True)
             ctx.exit(2)
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        # The top-level help only needs each group's name and one-line help: no import for that.
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+        cmd = super().get_command(ctx, cmd_name)
+        if isinstance(cmd, _Unloaded) and not self._listing:
+            cmd = typer.main.get_group(importlib.import_module(LAZY_GROUPS[cmd_name][0]).app)
+            cmd.name, cmd.help = cmd_name, LAZY_GROUPS[cmd_name][1]
+            _render_flags_as_flags(cmd)
+            self.add_command(cmd, cmd_name)
+        return cmd
+
+
+class _Unloaded(TyperGroup):
+    """Placeholder of a sub-command group whose module is not imported yet."""
 
 
 app = typer.Typer(
@@ -52,11 +88,6 @@ app = typer.Typer(
 
 
 def _mount() -> None:
-    from configs.cli import app as config_app
-    from data.cli import app as data_app
-
-    app.add_typer(config_app, name="config", help="Show and validate strategy and venue configs.")
-    app.add_typer(data_app, name="data", help="Download, import, generate and inspect market data.")
     from research.cli import register as register_research
 
     register_research(app)

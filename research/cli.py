@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +31,25 @@ def _day(value: str | None, option: str) -> int | None:
     except ValueError:
         raise GridctlError(f"{option}: {value!r} is not a date (expected YYYY-MM-DD)") from None
     return int(day.timestamp() * 1000)
+
+
+#: What a cold compile of the single-run kernels takes on a 2-core machine (``gridctl bench --startup``).
+COMPILE_ESTIMATE_S = 30
+
+
+@contextmanager
+def compile_notice(status: Console) -> Iterator[None]:
+    """Say on stderr that the kernels are being compiled (a spinner on a terminal, one line otherwise)."""
+    text = f"compiling kernels (first run only, ~{COMPILE_ESTIMATE_S} s) ..."
+    if not status.is_terminal:
+        status.print(f"[dim]{text}[/dim]")
+        yield
+        return
+    t0 = time.perf_counter()
+    with status.status(text, spinner="dots"):
+        yield
+    took = time.perf_counter() - t0
+    status.print(f"[dim]compiled and ran in {took:.1f} s; the kernels are cached now[/dim]")
 
 
 def run_backtest(
@@ -83,10 +105,10 @@ def run_backtest(
     )
     if status is not None:
         status.print(
-            f"[dim]running {strategy.strategy.name} on {len(market.ts):,} {timeframe} bars "
-            f"(numba compiles on the first run) ...[/dim]"
+            f"[dim]running {strategy.strategy.name} on {len(market.ts):,} {timeframe} bars ...[/dim]"
         )
-    output = run_single(market, strategy, venue, curves=True)
+    notice = None if status is None else (lambda: compile_notice(status))
+    output = run_single(market, strategy, venue, curves=True, compile_notice=notice)
     return output, market, compute_stats(output, market, strategy, venue)
 
 
@@ -197,20 +219,34 @@ def bench(
         int, typer.Option("--bars", help="Number of 1m bars to run (generated in memory).")
     ] = 1_000_000,
     sets: Annotated[int, typer.Option("--sets", help="Parameter sets in the batch measurement.")] = 64,
+    startup: Annotated[
+        bool,
+        typer.Option(
+            "--startup",
+            help="Instead: start-up figures from fresh processes (help, compile, cached start, "
+            "first/second backtest wall time and peak memory).",
+        ),
+    ] = False,
 ) -> None:
-    """Measure kernel, batch and reference speed plus numba compile / cached start times."""
-    from research.bench import TARGETS, run_bench
+    """Measure kernel, batch and reference speed; with --startup, compile and start-up times."""
+    from research import bench as bench_mod
 
-    if bars < 2_000:
-        raise GridctlError(f"--bars must be at least 2000, got {bars}")
-    if sets < 1:
-        raise GridctlError(f"--sets must be at least 1, got {sets}")
     status = Console(stderr=True)
-    result = run_bench(bars=bars, sets=sets, progress=lambda msg: status.print(f"[dim]{msg}[/dim]"))
+    progress = lambda msg: status.print(f"[dim]{msg}[/dim]")  # noqa: E731
+    if startup:
+        result: dict[str, Any] = bench_mod.startup_bench(progress=progress)
+        title = "gridctl bench --startup (fresh processes, empty then filled numba cache)"
+    else:
+        if bars < 2_000:
+            raise GridctlError(f"--bars must be at least 2000, got {bars}")
+        if sets < 1:
+            raise GridctlError(f"--sets must be at least 1, got {sets}")
+        result = bench_mod.run_bench(bars=bars, sets=sets, progress=progress)
+        title = f"gridctl bench ({bars:,} bars, {sets} sets)"
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return
-    table = Table(title=f"gridctl bench ({bars:,} bars, {sets} sets)", title_justify="left")
+    table = Table(title=title, title_justify="left")
     for col in ("measure", "value", "target"):
         table.add_column(col)
     for key, value in result.items():
@@ -220,7 +256,7 @@ def bench(
             shown = "n/a (tests/reference_sim.py not found)"
         else:
             shown = f"{value:,.3f}" if value < 100 else f"{value:,.0f}"
-        table.add_row(key, shown, TARGETS.get(key, ""))
+        table.add_row(key, shown, bench_mod.TARGETS.get(key, ""))
     Console().print(table)
 
 
