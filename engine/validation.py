@@ -7,7 +7,9 @@ an event plus an error for the circuit breaker.
 Decisions beyond DESIGN.md: a quantity above the venue's ``max_qty`` fails the precision guard (not
 placed, counted in ``skipped_precision``); size limits are exceeded only beyond a 1e-9 relative
 tolerance (sums of round lot sizes land a hair over); ``validate_exit`` always runs (reduce-only is
-structural), ``enable_position_validation`` switches off ``validate_entry`` only.
+structural). ``enable_position_validation`` false switches off only the bot's own limits
+(``SIZE_PCT``, ``SIZE_QTY``, ``SIZE_INVENTORY``); the exchange's rules (order size, bracket, initial
+margin) are the venue's and always apply.
 """
 
 from __future__ import annotations
@@ -56,16 +58,17 @@ def validate_entry_nb(price, qty, side_pos, resting_other, opposite, equity, p, 
     what the account must margin if every resting entry of both sides fills (hedge mode margins
     both sides: per-side limits alone would let the two together use twice the equity).
     """
-    if p[P_ENABLE_VALIDATION] == 0.0:
-        return Reason.NONE
     q = side_pos + resting_other + qty
     notional = q * price
-    if above_nb(notional / p[P_LEVERAGE], p[P_MAX_POSITION_PCT] * equity):
-        return Reason.SIZE_PCT
-    if above_nb(q, p[P_MAX_POSITION_SIZE]):
-        return Reason.SIZE_QTY
-    if above_nb(notional, p[P_MAX_INVENTORY_QUOTE]):
-        return Reason.SIZE_INVENTORY
+    if p[P_ENABLE_VALIDATION] != 0.0:
+        # The bot's own limits (enable_position_validation switches off these three only).
+        if above_nb(notional / p[P_LEVERAGE], p[P_MAX_POSITION_PCT] * equity):
+            return Reason.SIZE_PCT
+        if above_nb(q, p[P_MAX_POSITION_SIZE]):
+            return Reason.SIZE_QTY
+        if above_nb(notional, p[P_MAX_INVENTORY_QUOTE]):
+            return Reason.SIZE_INVENTORY
+    # The exchange's rules always apply.
     order = qty * price
     if above_nb(p[P_MIN_ORDER_USDT], order) or above_nb(order, p[P_MAX_ORDER_USDT]):
         return Reason.SIZE_ORDER

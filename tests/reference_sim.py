@@ -542,17 +542,17 @@ class Sim:
 
     # ---------------------------------------------------------------- order-size validation
     def validate_entry(self, side: int, level: int, price: float, qty: float) -> str | None:
-        """First failing size rule of an entry (None: accepted, or validation switched off)."""
-        if not self.p.validation_on:
-            return None
+        """First failing size rule of an entry (None: accepted)."""
         others = sum(o.qty for (s, lv), o in self.orders.items() if s == side and lv != level)
         total = self.qty[side] + others + qty
-        if _above(total * price / self.p.leverage, self.p.max_position_pct * self.equity):
-            return "SIZE_PCT"
-        if _above(total, self.p.max_position_size):
-            return "SIZE_QTY"
-        if _above(total * price, self.p.max_inventory_quote):
-            return "SIZE_INVENTORY"
+        # The bot's own limits: enable_position_validation false skips these three, never the venue's.
+        if self.p.validation_on:
+            if _above(total * price / self.p.leverage, self.p.max_position_pct * self.equity):
+                return "SIZE_PCT"
+            if _above(total, self.p.max_position_size):
+                return "SIZE_QTY"
+            if _above(total * price, self.p.max_inventory_quote):
+                return "SIZE_INVENTORY"
         if _above(self.p.min_order_usdt, qty * price) or _above(qty * price, self.p.max_order_usdt):
             return "SIZE_ORDER"
         allowed = max((b.cap for b in self.p.brackets if b.max_leverage >= self.p.leverage), default=0.0)
@@ -847,11 +847,11 @@ class Sim:
         after = bisect.bisect_right(self.funding_times, close_time)  # first settlement > close_time
         if after == 0 or math.isnan(float(m.funding_rate[after - 1])):
             return None
-        r, T0 = float(m.funding_rate[after - 1]), self.funding_times[after - 1]
+        r = float(m.funding_rate[after - 1])
         T1 = self.funding_times[after] if after < len(self.funding_times) else None
         scale = [1.0, 1.0]
         if T1 is not None and T1 - close_time <= p.funding_window_ms:
-            cost = abs(r) * 1e4 * p.funding_window_ms / (T1 - T0)
+            cost = abs(r) * 1e4  # the settlement inside the window costs the whole rate
             if cost > p.funding_max_cost_bps and r != 0.0:
                 paying = LONG if r > 0 else SHORT
                 scale[paying] = max(0.0, (T1 - close_time) / p.funding_window_ms)

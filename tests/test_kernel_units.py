@@ -206,14 +206,18 @@ def guard(rate: float, close_time: float, window_min: float = 480.0, max_cost: f
 
 def test_funding_guard_scales_the_paying_side() -> None:
     # T0 = 0, T1 = 8 h, close 6 h: 2 h = 120 min left of a 480 min window.
-    # cost = |0.002|*1e4 * 480/480 = 20 bps > 12 -> paying side x 120/480 = 0.25.
+    # Projected cost = the whole settlement |0.002|*1e4 = 20 bps > 12 -> paying side x 120/480 = 0.25.
     assert guard(0.002, 6 * H) == (True, pytest.approx(0.25), 1.0)
     assert guard(-0.002, 6 * H) == (True, 1.0, pytest.approx(0.25))
     # 10 bps < 12: no scaling. A 60 min window does not reach 2 h before T1: no scaling.
     assert guard(0.001, 6 * H) == (True, 1.0, 1.0)
     assert guard(0.002, 6 * H, window_min=60.0) == (True, 1.0, 1.0)
-    # window 60 min, cost = 20 bps * 60/480 = 2.5 bps; with max 2 bps and 30 min left -> x 0.5.
-    assert guard(0.002, 7.5 * H, window_min=60.0, max_cost=2.0) == (True, pytest.approx(0.5), 1.0)
+    # Window 60 min, 30 min left: the settlement inside it costs the whole 20 bps (not 20 * 60/480 =
+    # 2.5 bps, the audited bot's spread): above 15 -> x 30/60 = 0.5; not above 20 -> unscaled.
+    assert guard(0.002, 7.5 * H, window_min=60.0, max_cost=15.0) == (True, pytest.approx(0.5), 1.0)
+    assert guard(0.002, 7.5 * H, window_min=60.0, max_cost=20.0) == (True, 1.0, 1.0)
+    # Outside the window the projected cost is 0: even a 0 bps limit scales nothing.
+    assert guard(0.002, 6 * H, window_min=60.0, max_cost=0.0) == (True, 1.0, 1.0)
 
 
 def test_funding_guard_unknown_rate_blocks() -> None:
@@ -272,11 +276,25 @@ def test_validate_entry_each_reason() -> None:
     assert validate_entry_nb(60000.0, 0.01, 0.05, 0.02, 0.1, 1000.0, p, br) == Reason.SIZE_MARGIN
     # 0.08 + 0.085 = 0.165 -> 990 <= 1000: accepted.
     assert validate_entry_nb(60000.0, 0.01, 0.05, 0.02, 0.085, 1000.0, p, br) == Reason.NONE
-    # Validation switched off: nothing is checked.
+    # Validation switched off skips only the bot's own limits. 0.01 more on a 0.05 long (0.02 resting)
+    # at 60000 with max_position_size 0.05 is SIZE_QTY when on; off, the venue's checks still run:
+    # margin (0.08 + 0.085) * 60000 / 10 = 990 <= 1000 passes, with 0.1 on the other side 1080 does not.
+    small = {"P_MAX_POSITION_SIZE": 0.05}
+    on = vec_with(**small)
+    assert validate_entry_nb(60000.0, 0.01, 0.05, 0.02, 0.085, 1000.0, on, br) == Reason.SIZE_QTY
+    off = vec_with(P_ENABLE_VALIDATION=0.0, **small)
+    assert validate_entry_nb(60000.0, 0.01, 0.05, 0.02, 0.085, 1000.0, off, br) == Reason.NONE
+    assert validate_entry_nb(60000.0, 0.01, 0.05, 0.02, 0.1, 1000.0, off, br) == Reason.SIZE_MARGIN
+    # ... and the order-size and bracket rules too (1.0 * 60000 > max order 50; 11 * 60000 > 600000).
     assert (
-        validate_entry_nb(60000.0, 1.0, 5.0, 0.0, 0.0, 1.0, vec_with(P_ENABLE_VALIDATION=0.0), br)
-        == Reason.NONE
+        validate_entry_nb(
+            60000.0, 0.001, 0.0, 0.0, 0.0, 1e6, vec_with(P_ENABLE_VALIDATION=0.0, P_MAX_ORDER_USDT=50.0), br
+        )
+        == Reason.SIZE_ORDER
     )
+    big_off = big.copy()
+    big_off[pv.P_ENABLE_VALIDATION] = 0.0
+    assert validate_entry_nb(60000.0, 11.0, 0.0, 0.0, 0.0, 1e9, big_off, br) == Reason.SIZE_BRACKET
 
 
 def test_validate_exit_and_precision_guard() -> None:
