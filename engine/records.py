@@ -216,7 +216,6 @@ SUMMARY_FIELDS: tuple[str, ...] = (
     "rejected_size_order",
     "rejected_size_bracket",
     "rejected_size_margin",
-    "rejected_exit_exceeds",
     "post_only_rejects",
     "retry_limits",
     "orders_submitted",
@@ -324,7 +323,6 @@ def summarize_states(states: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         "rejected_size_order": S_REJ_BASE + Reason.SIZE_ORDER,
         "rejected_size_bracket": S_REJ_BASE + Reason.SIZE_BRACKET,
         "rejected_size_margin": S_REJ_BASE + Reason.SIZE_MARGIN,
-        "rejected_exit_exceeds": S_REJ_BASE + Reason.EXIT_EXCEEDS,
         "post_only_rejects": S_POST_ONLY_REJECTS,
         "retry_limits": S_RETRY_LIMITS,
         "orders_submitted": S_ORDERS_SUBMITTED,
@@ -346,7 +344,7 @@ def summarize_states(states: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     out["total_return_pct"] = (st[:, S_EQUITY] / vec[:, P_INITIAL_BALANCE] - 1.0) * 100.0
     out["n_fills"] = st[:, S_N_MAKER] + st[:, S_N_TAKER]
     counted = [Reason.SIZE_PCT, Reason.SIZE_QTY, Reason.SIZE_INVENTORY, Reason.SIZE_ORDER]
-    counted += [Reason.SIZE_BRACKET, Reason.EXIT_EXCEEDS, Reason.SIZE_MARGIN]
+    counted += [Reason.SIZE_BRACKET, Reason.SIZE_MARGIN]
     out["rejections"] = st[:, [S_REJ_BASE + r for r in counted]].sum(axis=1)
     n = st[:, S_DAY_N]
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -85,7 +85,7 @@ S_N_LOSSES = 49
 S_GROSS_PROFIT = 50
 S_GROSS_LOSS = 51
 S_TRADED_NOTIONAL = 52
-S_REJ_BASE = 53  # S_REJ_BASE + Reason: validation rejections by reason (SIZE_* and EXIT_EXCEEDS codes)
+S_REJ_BASE = 53  # S_REJ_BASE + Reason: validation rejections by reason (SIZE_* codes)
 S_POST_ONLY_REJECTS = 66
 S_RETRY_LIMITS = 67
 S_ORDERS_SUBMITTED = 68
@@ -134,7 +134,8 @@ S_MC_CUM_SHORT = 106
 S_MC_LP = 107
 S_MC_SAFE_LO = 108
 S_MC_SAFE_HI = 109
-N_STATE = 110
+S_MEMO_EQ = 110  # the last decision skipped a remembered refusal that stops holding at this equity
+N_STATE = 111
 
 # --- slot fields
 SL_ORD_ON = 0
@@ -149,9 +150,10 @@ SL_SL = 8
 SL_RUNG_PRICE = 9  # cached for the current centre
 SL_RUNG_QTY = 10  # base_qty * qty_scale**(i-1)
 SL_REF_COUNT = 11  # refusals remembered so far (the memo below is a ring of REF_MEMO entries)
-SL_REF_BASE = 12  # (price, qty, side position) of each refused submission
+SL_REF_BASE = 12  # per refusal: price, qty, side exposure Q, opposite exposure, equity that passes
 REF_MEMO = 8
-N_SLOT = SL_REF_BASE + 3 * REF_MEMO
+REF_FIELDS = 5
+N_SLOT = SL_REF_BASE + REF_FIELDS * REF_MEMO
 
 
 @dataclass
@@ -198,6 +200,7 @@ def init_state_row(state: np.ndarray, slots: np.ndarray, vec: np.ndarray) -> Non
     state[S_HOLD_DOWN] = -np.inf
     state[S_HOLD_UP] = np.inf
     state[S_FG_UNTIL] = -np.inf
+    state[S_MEMO_EQ] = np.inf
     state[S_MC_WALLET] = np.nan  # matches no account: the first use fills the margin cache
     state[S_MC_LO] = np.inf
     state[S_MC_HI] = -np.inf
@@ -287,22 +290,34 @@ def opposite_exposure_nb(st, slots, side):
 
 
 @kernel
-def was_refused_nb(slot, price, qty, pos):
-    """True if this rung already had (price, qty, side position) refused by validation."""
+def refused_until_nb(slot, price, qty, q, opp, equity):
+    """Equity at which a remembered refusal of this (price, qty) stops holding; NaN when none holds.
+
+    A refusal holds while what it depended on is unchanged (DESIGN.md "Order-size validation"): the
+    side exposure ``q`` (NaN in the memo when the reason does not depend on it), the opposite
+    exposure ``opp`` (likewise) and, for the equity-bound reasons, ``equity`` below the level at
+    which the failed check passes (+inf for the others).
+    """
     n = min(int(slot[SL_REF_COUNT]), REF_MEMO)
     for j in range(n):
-        b = SL_REF_BASE + 3 * j
-        if slot[b] == price and slot[b + 1] == qty and slot[b + 2] == pos:
-            return True
-    return False
+        b = SL_REF_BASE + REF_FIELDS * j
+        if slot[b] != price or slot[b + 1] != qty:
+            continue
+        mq = slot[b + 2]
+        mo = slot[b + 3]
+        if (mq != mq or mq == q) and (mo != mo or mo == opp) and equity < slot[b + 4]:
+            return slot[b + 4]
+    return np.nan
 
 
 @kernel
-def remember_refusal_nb(slot, price, qty, pos):
-    """Add a refused (price, qty, side position) to the rung's memo (oldest entry overwritten)."""
+def remember_refusal_nb(slot, price, qty, q, opp, need):
+    """Add a refusal (price, qty, its inputs, passing equity) to the rung's memo (oldest overwritten)."""
     n = int(slot[SL_REF_COUNT])
-    b = SL_REF_BASE + 3 * (n % REF_MEMO)
+    b = SL_REF_BASE + REF_FIELDS * (n % REF_MEMO)
     slot[b] = price
     slot[b + 1] = qty
-    slot[b + 2] = pos
+    slot[b + 2] = q
+    slot[b + 3] = opp
+    slot[b + 4] = need
     slot[SL_REF_COUNT] = n + 1

@@ -87,6 +87,7 @@ from engine.state import (
     S_LIQUIDATED,
     S_LONG_QTY,
     S_MARGIN_RATIO,
+    S_MEMO_EQ,
     S_MISSING,
     S_N_RESTING,
     S_ORD_COUNT,
@@ -116,12 +117,12 @@ from engine.state import (
     cancel_entries_nb,
     opposite_exposure_nb,
     refresh_triggers_nb,
+    refused_until_nb,
     remember_refusal_nb,
     resting_qty_nb,
-    was_refused_nb,
 )
 from engine.throttle import throttle_nb
-from engine.validation import precision_ok_nb, validate_entry_nb
+from engine.validation import precision_ok_nb, refusal_memo_nb, validate_entry_nb
 
 STEP_CONTINUE = 0
 STEP_STOP = 1  # liquidated: the run is over
@@ -151,6 +152,7 @@ def _replan_due_nb(st, c):
         or c < st[S_PEND_DOWN]
         or c <= st[S_HOLD_DOWN]
         or c >= st[S_HOLD_UP]
+        or st[S_EQUITY] >= st[S_MEMO_EQ]
     )
 
 
@@ -240,6 +242,7 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
     skipped = 0
     tripped = False
     eq = st[S_EQUITY]
+    memo_eq = np.inf  # lowest equity at which a refusal the memo holds stops holding
     for idx in range(slots.shape[1]):
         level = idx + 1
         for side in range(2):
@@ -275,21 +278,20 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
                     continue
                 s[SL_ORD_ON] = 0.0
             pos = st[S_LONG_QTY] if side == Side.LONG else st[S_SHORT_QTY]
-            if was_refused_nb(s, price, qty, pos):
-                continue  # refused before with the same side position: not submitted again
-            reason = validate_entry_nb(
-                price,
-                qty,
-                pos,
-                resting_qty_nb(slots, side, idx),
-                opposite_exposure_nb(st, slots, side),
-                eq,
-                p,
-                br,
-            )
+            rest = resting_qty_nb(slots, side, idx)
+            opp = opposite_exposure_nb(st, slots, side)
+            q_all = pos + rest + qty
+            until = refused_until_nb(s, price, qty, q_all, opp, eq)
+            if until == until:
+                # Refused before and what the refusal depended on is unchanged: not submitted again.
+                memo_eq = min(memo_eq, until)
+                continue
+            reason = validate_entry_nb(price, qty, pos, rest, opp, eq, p, br)
             if reason != Reason.NONE:
                 st[S_REJ_BASE + reason] += 1.0
-                remember_refusal_nb(s, price, qty, pos)
+                m_q, m_opp, need = refusal_memo_nb(reason, price, qty, q_all, opp, p)
+                remember_refusal_nb(s, price, qty, m_q, m_opp, need)
+                memo_eq = min(memo_eq, need)
                 write_event_nb(ev, cnt, ts, EventKind.ORDER_REJECTED, reason, side, level, price, qty, pos)
                 if record_error_nb(st, slots, errs, close_time, p, ev, cnt, ts):
                     tripped = True  # entries cancelled; the rest of the ladder is only sized
@@ -308,6 +310,7 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
             st[S_ORDERS_SUBMITTED] += 1.0
             submits += 1
     st[S_SKIP_NOW] = skipped
+    st[S_MEMO_EQ] = memo_eq
     refresh_triggers_nb(st, slots)
 
 

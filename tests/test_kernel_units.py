@@ -40,7 +40,7 @@ from engine.regime import (
 )
 from engine.state import S_DIRTY, S_GUARD_IDX, S_THROTTLE, init_state
 from engine.throttle import set_throttle
-from engine.validation import precision_ok_nb, validate_entry_nb, validate_exit_nb
+from engine.validation import precision_ok_nb, validate_entry_nb
 
 MARKET = SimpleNamespace(symbol="BTC/USDT:USDT", bar_ms=60_000, timeframe="1m")
 
@@ -297,9 +297,7 @@ def test_validate_entry_each_reason() -> None:
     assert validate_entry_nb(60000.0, 11.0, 0.0, 0.0, 0.0, 1e9, big_off, br) == Reason.SIZE_BRACKET
 
 
-def test_validate_exit_and_precision_guard() -> None:
-    assert validate_exit_nb(0.01, 0.01) == Reason.NONE
-    assert validate_exit_nb(0.011, 0.01) == Reason.EXIT_EXCEEDS
+def test_precision_guard() -> None:
     p = vec_with()  # min_qty 0.001, max_qty 1000, min_notional 5
     assert precision_ok_nb(60000.0, 0.001, p)
     assert not precision_ok_nb(60000.0, 0.0, p)
