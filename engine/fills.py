@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.accounting import apply_fill_nb
+from engine.accounting import apply_fill_nb, book_lot_nb
 from engine.enums import EventKind, FillKind, Liquidity, Reason, Side, hot_kernel, kernel
 from engine.ladder import sl_price_nb, tp_price_nb
 from engine.margin import account_maint_margin_nb, is_liquidated_nb, liquidation_price_nb
@@ -56,6 +56,7 @@ from engine.state import (
     S_SHORT_QTY,
     S_UP_MIN,
     S_WALLET,
+    SL_LOT_FEE,
     SL_LOT_ON,
     SL_LOT_PRICE,
     SL_LOT_QTY,
@@ -110,6 +111,7 @@ def fill_slot_nb(st, slots, errs, side, idx, rank, price, liquidity, ts, p, br, 
         slots[side, idx, SL_LOT_ON] = 1.0
         slots[side, idx, SL_LOT_QTY] = qty
         slots[side, idx, SL_LOT_PRICE] = price
+        slots[side, idx, SL_LOT_FEE] = fee
         # Both exits are reduce-only orders for the lot's qty, which the position (it includes the lot)
         # always covers: no exit check can fail here, so none is run (DESIGN.md "Order-size validation").
         slots[side, idx, SL_TP] = tp_price_nb(side, price, p)
@@ -118,6 +120,7 @@ def fill_slot_nb(st, slots, errs, side, idx, rank, price, liquidity, ts, p, br, 
         qty = min(slots[side, idx, SL_LOT_QTY], _side_qty(st, side))
         kind = FillKind.TP if rank == RANK_TP else FillKind.SL
         realized, fee = apply_fill_nb(st, side, False, price, qty, liquidity, p)
+        book_lot_nb(st, side, qty, slots[side, idx, SL_LOT_PRICE], slots[side, idx, SL_LOT_FEE], price, fee)
         write_fill_nb(fills, cnt, ts, side, kind, level, price, qty, fee, liquidity, realized)
         slots[side, idx, SL_LOT_ON] = 0.0
         slots[side, idx, SL_TP] = float("nan")

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.accounting import daily_stats_nb, finish_daily_stats_nb, mark_to_market_nb
+from engine.accounting import daily_stats_nb, finish_daily_stats_nb, intrabar_drawdown_nb, mark_to_market_nb
 from engine.enums import EventKind, Reason, RiskState, Side, hot_kernel, kernel
 from engine.fills import bar_cannot_fill_nb, bar_margin_safe_nb, path_nb, points_margin_check_nb
 from engine.funding import apply_funding_nb, funding_guard_nb
@@ -401,6 +401,7 @@ def step_nb(
     # 5. mark to market, 6. risk gates, 7. decide, 8. record
     mark_to_market_nb(st, c, br)
     bar_gates_nb(st, slots, errs, c, close_time, p, br, fills, ev, cnt, t)
+    intrabar_drawdown_nb(st, lw, h)  # positions held at the close, after a drawdown flatten
     if decision_needed_nb(st, c, close_time, fts, frate, p):
         decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cnt, t)
     if st[S_HALTED] == 0.0:

@@ -1004,7 +1004,9 @@ class Sim:
         if math.isfinite(c):
             self.last_close = c
         margin_ratio = 0.0
-        if self.equity > 0 and (self.qty[LONG] > 0 or self.qty[SHORT] > 0):
+        if self.equity <= 0:
+            margin_ratio = math.nan  # unknown once the equity is gone
+        elif self.qty[LONG] > 0 or self.qty[SHORT] > 0:
             margin_ratio = self.maint_at(self.last_close) / self.equity
         self.out.equity.append(
             {
@@ -1069,7 +1071,7 @@ def simulate(market: Any, strategy: Any, venue: Any, stop_at: int | None = None)
         "n_errors": sim.n_errors,
         "skipped_precision": sim.skipped_precision,
         "orders_deferred": sim.orders_deferred,
-        "max_drawdown_pct": sim.max_dd,
+        "max_drawdown_bar_close_pct": sim.max_dd,
         "final_state": sim.state(),
         "bars": n,
     }

@@ -32,7 +32,7 @@ SHARED_SUMMARY = (
     "final_equity",
     "realized_pnl",
     "fees",
-    "max_drawdown_pct",
+    "max_drawdown_bar_close_pct",
     "orders_deferred",
     "skipped_precision",
 )

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from configs.errors import GridctlError
 from configs.loader import load_strategy, load_venue
 from engine import params as pv
+from engine.accounting import mark_to_market_nb
 from engine.enums import Reason, Regime, Side
 from engine.funding import funding_amount_nb, funding_guard_nb
 from engine.ladder import (
@@ -38,7 +39,17 @@ from engine.regime import (
     regime_update_nb,
     warmup_bars,
 )
-from engine.state import S_DIRTY, S_GUARD_IDX, S_THROTTLE, init_state
+from engine.state import (
+    S_DIRTY,
+    S_EQUITY,
+    S_GUARD_IDX,
+    S_LONG_AVG,
+    S_LONG_QTY,
+    S_MARGIN_RATIO,
+    S_THROTTLE,
+    S_WALLET,
+    init_state,
+)
 from engine.throttle import set_throttle
 from engine.validation import precision_ok_nb, validate_entry_nb
 
@@ -323,6 +334,19 @@ def test_maintenance_margin_and_liquidation_price_follow_binance() -> None:
     assert liquidation_price_nb(br, 1000.0, 0.0, 0.0, 1.0, 60000.0, 60000.0) == pytest.approx(61050.0 / 1.005)
     # No position: no liquidation price.
     assert math.isnan(liquidation_price_nb(br, 1000.0, 0.0, 0.0, 0.0, 0.0, 60000.0))
+
+
+def test_margin_ratio_is_unknown_once_equity_is_gone() -> None:
+    p = default_params()
+    st_ = init_state(p.vector).state
+    st_[S_LONG_QTY], st_[S_LONG_AVG] = 1.0, 60000.0
+    # Wallet 1000 marked at 60000: equity 1000, MM 250 (bracket 2) -> 0.25.
+    st_[S_WALLET] = 1000.0
+    mark_to_market_nb(st_, 60000.0, p.brackets)
+    assert st_[S_MARGIN_RATIO] == pytest.approx(0.25)
+    # Marked at 58000: equity 1000 - 2000 = -1000: the ratio is unknown, not 0.
+    mark_to_market_nb(st_, 58000.0, p.brackets)
+    assert st_[S_EQUITY] == pytest.approx(-1000.0) and math.isnan(st_[S_MARGIN_RATIO])
 
 
 # ---------------------------------------------------------------------------------------------- throttle

@@ -66,7 +66,7 @@ def test_key_numbers_and_the_strategy_name_appear(report) -> None:
     assert "report_probe" in html
     for key in ("final_equity", "fees_paid", "realized_pnl"):
         assert f"{stats[key]:,.2f} USDT" in html, key
-    for key in ("total_return_pct", "max_drawdown_pct", "cagr_pct"):
+    for key in ("total_return_pct", "max_drawdown_daily_close_pct", "max_drawdown_intrabar_pct", "cagr_pct"):
         assert f"{stats[key]:,.2f} %" in html, key
     assert f"{stats['sharpe']:,.2f}" in html
     assert f"{stats['n_fills']:,} ({stats['n_entries']:,} / {stats['n_exits']:,})" in html

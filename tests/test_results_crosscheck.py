@@ -81,7 +81,10 @@ def test_money_stats_equal_the_kernel_accumulators(scenario) -> None:
         ("funding_paid", "funding_paid"),
         ("funding_received", "funding_received"),
         ("total_return_pct", "total_return_pct"),
-        ("max_drawdown_intraday_pct", "max_drawdown_pct"),
+        ("max_drawdown_daily_close_pct", "max_drawdown_daily_close_pct"),
+        ("max_drawdown_bar_close_pct", "max_drawdown_bar_close_pct"),
+        ("max_drawdown_intrabar_pct", "max_drawdown_intrabar_pct"),
+        ("n_lots_closed", "n_lots_closed"),
     ]:
         assert close(s[stat], k[acc]), (stat, s[stat], acc, k[acc])
     # The ledgers rebuild the wallet: initial + realized - fees + funding.
