@@ -181,7 +181,6 @@ VALIDATION_CASES = {
 
 @effect(
     "backtest.initial_balance",
-    "position.max_position_pct",
     "position.max_position_size",
     "rebalance.max_inventory_quote",
     "risk.min_order_size_usdt",
