@@ -1041,8 +1041,7 @@ class Sim:
         if math.isnan(self.centre):
             self.centre = c
         if self.path(o, h, lo, c):
-            self.unrealized = 0.0
-            self.equity = self.wallet()
+            self.mark(c)  # flat now: equity = wallet; the bar's close counts in the drawdown
             self.record(k, c)
             return
         self.regime.update(h, lo, c)
