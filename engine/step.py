@@ -29,11 +29,13 @@ Decisions beyond DESIGN.md (the reference simulator follows these):
   resting entries" and the rate limits see them in this order). A cancelled order is replaced even when
   its replacement is deferred by the rate limits. Only entry submissions count toward the rate limits.
   A circuit-breaker trip during a decision cancels every entry; the remaining rungs are only sized.
-* "Not submitted again" remembers the last ``REF_MEMO`` (8) refused (price, qty, side position) tuples
-  per rung (bounded memory); ``skipped_precision`` counts, on every bar that reaches step 7 with
-  entries allowed, the free rungs on the right side of the close that fail the precision guard. A
-  quiet bar repeats the last decision's count; a close that crosses a free rung re-plans, so the
-  count never includes a rung that is on the wrong side of this bar's close.
+* "Not submitted again" remembers the last ``REF_MEMO`` (8) refusals per rung with what each depended
+  on (bounded memory); a decision that skipped a remembered refusal stores the lowest equity at which
+  one stops holding (``S_MEMO_EQ``) and a close at or above it re-plans. ``skipped_precision``
+  counts, on every bar that reaches step 7 with entries allowed, the free rungs on the right side of
+  the close that fail the precision guard. A quiet bar repeats the last decision's count; a close
+  that crosses a free rung re-plans, so the count never includes a rung that is on the wrong side of
+  this bar's close.
 * No known funding rate is a blocked state like REDUCING: resting entries are cancelled too. The rate
   is only looked at when the risk state allows entries. ``FUNDING_UNKNOWN`` and ``REDUCING_ON/OFF``
   are recorded on transitions, not every bar.
