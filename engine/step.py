@@ -296,7 +296,12 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
                 memo_eq = min(memo_eq, need)
                 write_event_nb(ev, cnt, ts, EventKind.ORDER_REJECTED, reason, side, level, price, qty, pos)
                 if record_error_nb(st, slots, errs, close_time, p, ev, cnt, ts):
-                    tripped = True  # entries cancelled; the rest of the ladder is only sized
+                    # Entries cancelled, those this decision already placed too (S_N_RESTING does not
+                    # count them yet); the rest of the ladder is only sized.
+                    tripped = True
+                    for sd in range(2):
+                        for j in range(slots.shape[1]):
+                            slots[sd, j, SL_ORD_ON] = 0.0
                 continue
             if submits >= per_bar or _minute_window_full_nb(st, ords, close_time, p):
                 st[S_ORDERS_DEFERRED] += 1.0

@@ -944,6 +944,7 @@ class Sim:
         if abs(c - self.centre) / self.centre * 1e4 > p.recenter_bps:
             self.event("RECENTER", price=c, value=self.centre)
             self.centre = c
+            self.cancel_entries()  # every resting entry goes before the new rungs are walked
         if self.cb_tripped or self.reducing:
             self.cancel_entries()
             return
