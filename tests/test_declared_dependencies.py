@@ -29,6 +29,7 @@ LOCAL = {
     "effects",
     "market_builders",
     "reference_sim",
+    "test_differential",  # tests/test_differential_reach.py reuses its comparison and profiles
 }
 
 
