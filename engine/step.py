@@ -245,6 +245,8 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
     tripped = False
     eq = st[S_EQUITY]
     memo_eq = np.inf  # lowest equity at which a refusal the memo holds stops holding
+    memo_used = False  # a rung was refused or skipped on the memo in this decision
+    orders_changed = False  # an order was cancelled or placed in this decision
     for idx in range(slots.shape[1]):
         level = idx + 1
         for side in range(2):
@@ -273,12 +275,15 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
                     want = False
                     skipped += 1
             if not want or tripped:
+                if s[SL_ORD_ON] != 0.0:
+                    orders_changed = True
                 s[SL_ORD_ON] = 0.0
                 continue
             if s[SL_ORD_ON] != 0.0:
                 if s[SL_ORD_PRICE] == price and s[SL_ORD_QTY] == qty:
                     continue
                 s[SL_ORD_ON] = 0.0
+                orders_changed = True
             pos = st[S_LONG_QTY] if side == Side.LONG else st[S_SHORT_QTY]
             rest = resting_qty_nb(slots, side, idx)
             opp = opposite_exposure_nb(st, slots, side)
@@ -287,6 +292,7 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
             if until == until:
                 # Refused before and what the refusal depended on is unchanged: not submitted again.
                 memo_eq = min(memo_eq, until)
+                memo_used = True
                 continue
             reason = validate_entry_nb(price, qty, pos, rest, opp, eq, p, br)
             if reason != Reason.NONE:
@@ -294,6 +300,7 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
                 m_q, m_opp, need = refusal_memo_nb(reason, price, qty, q_all, opp, p)
                 remember_refusal_nb(s, price, qty, m_q, m_opp, need)
                 memo_eq = min(memo_eq, need)
+                memo_used = True
                 write_event_nb(ev, cnt, ts, EventKind.ORDER_REJECTED, reason, side, level, price, qty, pos)
                 if record_error_nb(st, slots, errs, close_time, p, ev, cnt, ts):
                     # Entries cancelled, those this decision already placed too (S_N_RESTING does not
@@ -311,6 +318,7 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
             s[SL_ORD_PRICE] = price
             s[SL_ORD_QTY] = qty
             s[SL_ORD_BAR] = k
+            orders_changed = True
             n_ord = int(st[S_ORD_COUNT])
             ords[n_ord % ords.shape[0]] = close_time
             st[S_ORD_COUNT] = n_ord + 1
@@ -318,6 +326,9 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
             submits += 1
     st[S_SKIP_NOW] = skipped
     st[S_MEMO_EQ] = memo_eq
+    if memo_used and orders_changed:
+        # A rung walked later changed the exposures an earlier refusal was checked against: look again.
+        st[S_DIRTY] = 1.0
     refresh_triggers_nb(st, slots)
 
 
