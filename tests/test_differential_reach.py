@@ -135,8 +135,8 @@ def test_generators_reach_what_they_are_for():
     # guard-scaled entries and liquidations do occur (otherwise the tests above prove little).
     seen: Counter = Counter()
 
-    @settings(PROFILE, max_examples=12)
-    @given(market=long_markets(300, 1500), cfg=memo_configs())
+    @settings(PROFILE, max_examples=30)
+    @given(market=long_markets(300, 800), cfg=memo_configs())
     def memo(market, cfg):
         s, v = cfg
         led = run("kernel", market, strategy(**s), venue(**v))
