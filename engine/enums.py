@@ -193,13 +193,12 @@ class _Reason(NamedTuple):
     SIZE_INVENTORY: int = 3
     SIZE_ORDER: int = 4
     SIZE_BRACKET: int = 5
-    EXIT_EXCEEDS: int = 6
-    POST_ONLY: int = 7
-    RETRY_ATTEMPTS: int = 8
-    RETRY_DEVIATION: int = 9
-    LEVERAGE: int = 10
-    LIQUIDATION_BUFFER: int = 11
-    SIZE_MARGIN: int = 12
+    POST_ONLY: int = 6
+    RETRY_ATTEMPTS: int = 7
+    RETRY_DEVIATION: int = 8
+    LEVERAGE: int = 9
+    LIQUIDATION_BUFFER: int = 10
+    SIZE_MARGIN: int = 11
 
 
 Side = _Side()

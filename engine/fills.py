@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.accounting import apply_fill_nb
+from engine.accounting import apply_fill_nb, book_lot_nb
 from engine.enums import EventKind, FillKind, Liquidity, Reason, Side, hot_kernel, kernel
 from engine.ladder import sl_price_nb, tp_price_nb
 from engine.margin import account_maint_margin_nb, is_liquidated_nb, liquidation_price_nb
@@ -56,6 +56,7 @@ from engine.state import (
     S_SHORT_QTY,
     S_UP_MIN,
     S_WALLET,
+    SL_LOT_FEE,
     SL_LOT_ON,
     SL_LOT_PRICE,
     SL_LOT_QTY,
@@ -67,11 +68,11 @@ from engine.state import (
     SL_TP,
     opposite_exposure_nb,
     refresh_triggers_nb,
+    refused_until_nb,
     remember_refusal_nb,
     resting_qty_nb,
-    was_refused_nb,
 )
-from engine.validation import validate_entry_nb, validate_exit_nb
+from engine.validation import refusal_memo_nb, validate_entry_nb
 
 # Kind ranks for tie-breaks (lower goes first).
 RANK_SL = 0
@@ -110,23 +111,16 @@ def fill_slot_nb(st, slots, errs, side, idx, rank, price, liquidity, ts, p, br, 
         slots[side, idx, SL_LOT_ON] = 1.0
         slots[side, idx, SL_LOT_QTY] = qty
         slots[side, idx, SL_LOT_PRICE] = price
-        pos = _side_qty(st, side)
-        # Both exits are reduce-only orders for the lot's qty: validated like every order.
-        for which in range(2):
-            target = tp_price_nb(side, price, p) if which == 0 else sl_price_nb(side, price, p)
-            if validate_exit_nb(qty, pos) == Reason.NONE:
-                slots[side, idx, SL_TP if which == 0 else SL_SL] = target
-            else:
-                slots[side, idx, SL_TP if which == 0 else SL_SL] = float("nan")
-                st[S_REJ_BASE + Reason.EXIT_EXCEEDS] += 1.0
-                write_event_nb(
-                    ev, cnt, ts, EventKind.ORDER_REJECTED, Reason.EXIT_EXCEEDS, side, level, target, qty, pos
-                )
-                record_error_nb(st, slots, errs, float(ts), p, ev, cnt, ts)
+        slots[side, idx, SL_LOT_FEE] = fee
+        # Both exits are reduce-only orders for the lot's qty, which the position (it includes the lot)
+        # always covers: no exit check can fail here, so none is run (DESIGN.md "Order-size validation").
+        slots[side, idx, SL_TP] = tp_price_nb(side, price, p)
+        slots[side, idx, SL_SL] = sl_price_nb(side, price, p)
     else:
         qty = min(slots[side, idx, SL_LOT_QTY], _side_qty(st, side))
         kind = FillKind.TP if rank == RANK_TP else FillKind.SL
         realized, fee = apply_fill_nb(st, side, False, price, qty, liquidity, p)
+        book_lot_nb(st, side, qty, slots[side, idx, SL_LOT_PRICE], slots[side, idx, SL_LOT_FEE], price, fee)
         write_fill_nb(fills, cnt, ts, side, kind, level, price, qty, fee, liquidity, realized)
         slots[side, idx, SL_LOT_ON] = 0.0
         slots[side, idx, SL_TP] = float("nan")
@@ -190,14 +184,18 @@ def _retry_nb(st, slots, errs, side, idx, p0, qty, o, k, ts, p, br, ev, cnt):
             )
             return
         pos = _side_qty(st, side)
-        if was_refused_nb(slot, pj, qty, pos):
-            return
         rest = resting_qty_nb(slots, side, idx)
         opp = opposite_exposure_nb(st, slots, side)
-        reason = validate_entry_nb(pj, qty, pos, rest, opp, st[S_EQUITY], p, br)
+        q_all = pos + rest + qty
+        eq = st[S_EQUITY]
+        until = refused_until_nb(slot, pj, qty, q_all, opp, eq)
+        if until == until:
+            return  # refused before and what it depended on is unchanged
+        reason = validate_entry_nb(pj, qty, pos, rest, opp, eq, p, br)
         if reason != Reason.NONE:
             st[S_REJ_BASE + reason] += 1.0
-            remember_refusal_nb(slot, pj, qty, pos)
+            m_q, m_opp, need = refusal_memo_nb(reason, pj, qty, q_all, opp, p)
+            remember_refusal_nb(slot, pj, qty, m_q, m_opp, need)
             write_event_nb(ev, cnt, ts, EventKind.ORDER_REJECTED, reason, side, level, pj, qty, pos)
             record_error_nb(st, slots, errs, float(ts), p, ev, cnt, ts)
             return

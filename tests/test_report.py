@@ -73,12 +73,19 @@ def test_report_embeds_plotly_and_links_nothing(report) -> None:
 
 @effect("strategy.name")
 def test_key_numbers_and_the_strategy_name_appear(report) -> None:
-    _, _, stats, html = report
+    run, market, stats, html = report
     assert stats["strategy"] == "report_probe"
     assert "report_probe" in html
+    # B: the same run under another strategy name shows that name instead.
+    other = load_strategy(
+        "default", ["strategy.name=other_probe", "grid.base_qty=0.05", "risk_management.max_drawdown_pct=2"]
+    )
+    venue = load_venue("binance_futures", ["trading.leverage=20"])
+    html_b = build_report(run, market, compute_stats(run, market, other, venue))
+    assert "other_probe" in html_b and "report_probe" not in html_b
     for key in ("final_equity", "fees_paid", "realized_pnl"):
         assert f"{stats[key]:,.2f} USDT" in html, key
-    for key in ("total_return_pct", "max_drawdown_pct", "cagr_pct"):
+    for key in ("total_return_pct", "max_drawdown_daily_close_pct", "max_drawdown_intrabar_pct", "cagr_pct"):
         assert f"{stats[key]:,.2f} %" in html, key
     assert f"{stats['sharpe']:,.2f}" in html
     assert f"{stats['n_fills']:,} ({stats['n_entries']:,} / {stats['n_exits']:,})" in html
