@@ -29,7 +29,8 @@ from configs.errors import GridctlError
 from research.profiles import LimitsSpec, ObjectiveSpec
 
 DAY_MS = 86_400_000
-METRIC_NAMES = ("sharpe", "profit_factor", "calmar", "max_drawdown_pct", "total_return_pct", "cagr_pct")
+#: Names of the Optuna constraints, in the order ``limit_values`` returns them.
+CONSTRAINT_NAMES = ("min_trades", "max_drawdown_pct", "liquidation", "max_worst_path_drawdown_pct")
 
 
 def row_metrics(row: np.void | dict[str, float], bar_ms: int) -> dict[str, float]:
@@ -128,19 +129,25 @@ def feasible(constraints: Sequence[float]) -> bool:
     return all(c <= 0.0 for c in constraints)
 
 
-def worst_path_drawdown_hook(market: Any, strategy: Any, venue: Any) -> float:
-    """HOOK: drawdown of the worst side of the intrabar path bracket (``research.stats.path_bracket``).
-
-    The path bracket (re-running with the other intrabar path) is being added to research.stats by
-    another module; until it exists this refuses loudly instead of pretending the limit holds.
-    """
+def require_path_bracket() -> Any:
+    """``research.stats.path_bracket``, or a GridctlError saying the hook is not wired yet."""
     from research import stats
 
     bracket = getattr(stats, "path_bracket", None)
     if bracket is None:
         raise GridctlError(
             "limits.max_worst_path_drawdown_pct needs research.stats.path_bracket, which this build "
-            "does not have yet; remove the limit from the profile"
+            "does not have yet; set it to null in the profile"
         )
+    return bracket
+
+
+def worst_path_drawdown_hook(market: Any, strategy: Any, venue: Any) -> float:
+    """HOOK: drawdown of the worst side of the intrabar path bracket (``research.stats.path_bracket``).
+
+    The path bracket (re-running with the other intrabar path) is being added to research.stats by
+    another module; until it exists this refuses loudly instead of pretending the limit holds.
+    """
+    bracket = require_path_bracket()
     result = bracket(market, strategy, venue)  # pragma: no cover - depends on the other module
     return float(result["worst"]["max_drawdown_pct"])  # pragma: no cover

@@ -193,7 +193,12 @@ def best_config(study: optuna.Study, trial: int | None = None) -> Any:
     strategy = load_strategy(profile.base.strategy)
     venue = load_venue(profile.base.venue)
     strategy, _ = apply_overrides(strategy, venue, t.user_attrs[ATTR]["overrides"])
-    return strategy
+    label = f"{study.study_name}-trial{t.number}"
+    data = strategy.model_dump()
+    data["strategy"]["name"] = label
+    named = type(strategy).model_validate(data)
+    named._origin = f"study {study.study_name} trial {t.number}"
+    return named
 
 
 def export_config(study: optuna.Study, out: Path, trial: int | None = None) -> Path:
