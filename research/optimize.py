@@ -322,7 +322,8 @@ def evaluate(
                 if work.profile.limits.max_worst_path_drawdown_pct is not None:
                     metrics["worst_path_drawdown_pct"] = _worst_path(work, window, overrides[i])
                 per[i][window.kind].append(metrics)
-        if prune is not None and work.profile.validation.scheme == "walk_forward":
+        last = fold == work.folds - 1  # a trial that ran every fold is complete, never pruned
+        if prune is not None and work.profile.validation.scheme == "walk_forward" and not last:
             for i in list(alive):
                 so_far = combine_windows([objective_values(m, spec) for m in per[i][target]], spec)
                 if prune(i, fold, so_far):
@@ -512,22 +513,33 @@ class OptimizeResult:
         }
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a cluster scheduler stopping a worker) stops as cleanly as Ctrl-C."""
+class _StopSignals:
+    """Ctrl-C / SIGTERM ask the loop to stop after the batch in flight (told, so nothing is wasted).
 
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    The signal never interrupts storage code halfway (the journal's file lock is not interrupt-safe);
+    a second Ctrl-C raises KeyboardInterrupt at once and the asked trials are failed.
+    """
 
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _StopSignals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread: leave signals alone
+                break
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def _counts(study: optuna.Study) -> tuple[int, int]:
@@ -663,9 +675,9 @@ def optimize(
     interrupted = False
     pending: list[optuna.Trial] = []
     loop_start = time.perf_counter()
-    with _sigterm_as_interrupt(), _Heartbeat(store, heartbeat_s) as heartbeat:
+    with _StopSignals() as stop, _Heartbeat(store, heartbeat_s) as heartbeat:
         try:
-            while True:
+            while not stop.requested:
                 done, running = _counts(study)
                 room = target - done - running
                 if room <= 0:
@@ -717,6 +729,7 @@ def optimize(
                     on_progress(
                         Progress(min(done + k, target), target, shown, told_here / elapsed, told_here)
                     )
+            interrupted = stop.requested
         except KeyboardInterrupt:
             interrupted = True
             for trial in pending:
