@@ -21,12 +21,11 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 
 from configs.errors import GridctlError
@@ -245,8 +244,10 @@ def load_workload(profile: Profile, data_dir: Path | None = None) -> Workload:
         fold = 0
         train_start = origin
         while True:
-            train_end = train_start + val.train_days * DAY_MS if val.mode == "rolling" else (
-                origin + val.train_days * DAY_MS + fold * val.step_days * DAY_MS
+            train_end = (
+                train_start + val.train_days * DAY_MS
+                if val.mode == "rolling"
+                else (origin + val.train_days * DAY_MS + fold * val.step_days * DAY_MS)
             )
             test_end = train_end + val.test_days * DAY_MS
             if test_end > last:
@@ -699,7 +700,7 @@ def optimize(
                 overrides = [resolve_draw(profile, t.params, work.strategy) for t in pending]
                 timings["params_s"] += time.perf_counter() - t0
 
-                def prune(i: int, fold: int, so_far: tuple[float, ...]) -> bool:
+                def prune(i: int, fold: int, so_far: tuple[float, ...], pending: list = pending) -> bool:
                     trial = pending[i]
                     trial.report(so_far[0], fold)
                     return trial.should_prune()

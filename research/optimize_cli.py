@@ -12,7 +12,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-
 DataOpt = Annotated[
     Path | None,
     typer.Option("--data", help="Market-data directory (default: $GRIDCTL_DATA_DIR or the user data dir)."),
@@ -25,7 +24,9 @@ StudiesOpt = Annotated[
 ]
 StorageOpt = Annotated[
     str | None,
-    typer.Option("--storage", help="Shared study storage, e.g. postgresql://user@host:5432/db (default: journal)."),
+    typer.Option(
+        "--storage", help="Shared study storage, e.g. postgresql://user@host:5432/db (default: journal)."
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]
 
@@ -76,7 +77,8 @@ def optimize(
     """Optimize a strategy with a profile; the same command with the same --study-name resumes."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from research.optimize import load_workload, optimize as run_optimize
+    from research.optimize import load_workload
+    from research.optimize import optimize as run_optimize
     from research.profiles import load_profile
 
     prof = load_profile(profile)
@@ -107,7 +109,9 @@ def optimize(
         task = bar.add_task("trials", total=trials or prof.trials, best="-", rate="-")
 
         def on_progress(p: Any) -> None:
-            bar.update(task, completed=p.done, total=p.target, best=_fmt(p.best), rate=f"{p.trials_per_s:.1f}")
+            bar.update(
+                task, completed=p.done, total=p.target, best=_fmt(p.best), rate=f"{p.trials_per_s:.1f}"
+            )
 
         result = run_optimize(
             prof,
@@ -125,7 +129,9 @@ def optimize(
         from research.optimize import create_or_load_study, open_storage
         from research.robustness import rank_by_worst_neighbour
 
-        status.print(f"[dim]ranking the top {prof.objective.rank_top_k} trials by their worst neighbour ...[/dim]")
+        status.print(
+            f"[dim]ranking the top {prof.objective.rank_top_k} trials by their worst neighbour ...[/dim]"
+        )
         study = create_or_load_study(prof, work, name, open_storage(name, storage, studies_dir, heartbeat))
         rank_by_worst_neighbour(study, work, prof.objective.rank_top_k)
         from research.optimize import best_summary
@@ -142,11 +148,14 @@ def optimize(
         verb = "stopped (Ctrl-C)" if result.interrupted else "done"
         con.print(
             f"{verb}: study [cyan]{name}[/cyan] holds {result.n_trials} trials "
-            f"({result.told_here} evaluated now, {result.trials_per_s:.1f} trials/s, {result.elapsed_s:.1f} s); "
+            f"({result.told_here} evaluated now, {result.trials_per_s:.1f} trials/s, "
+            f"{result.elapsed_s:.1f} s); "
             f"storage {result.storage}"
         )
         what = "best (return %, drawdown %)" if len(prof.objective.directions) > 1 else "best"
-        con.print(f"{what} {prof.objective.kind}: {_fmt(result.best_value)} (trial {_fmt(result.best_trial)})")
+        con.print(
+            f"{what} {prof.objective.kind}: {_fmt(result.best_value)} (trial {_fmt(result.best_trial)})"
+        )
         if result.best_params:
             for k, v in result.best_params.items():
                 con.print(f"  {k} = {_fmt(v)}")
@@ -172,8 +181,20 @@ def study_list(studies_dir: StudiesOpt = None, storage: StorageOpt = None, as_js
     for col in ("study_name", "profile", "n_trials", "failed", "running", "best_value", "created_at"):
         table.add_column(col)
     for r in rows:
-        table.add_row(*(_fmt(r[c]) for c in ("study_name", "profile", "n_trials", "failed", "running",
-                                             "best_value", "created_at")))  # fmt: skip
+        table.add_row(
+            *(
+                _fmt(r[c])
+                for c in (
+                    "study_name",
+                    "profile",
+                    "n_trials",
+                    "failed",
+                    "running",
+                    "best_value",
+                    "created_at",
+                )
+            )
+        )
     Console().print(table)
 
 
@@ -214,17 +235,24 @@ def study_show(
         "objective": prof.objective.kind,
         "directions": prof.objective.directions,
         "n_trials": sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials),
-        "states": {s: sum(t.state.name.lower() == s for t in trials) for s in ("complete", "pruned", "fail", "running")},
+        "states": {
+            s: sum(t.state.name.lower() == s for t in trials)
+            for s in ("complete", "pruned", "fail", "running")
+        },
         "best_trial": winner.number if winner else None,
         "best_value": winner.value if winner else None,
         "best_params": winner.user_attrs[ATTR]["overrides"] if winner else None,
         "leaderboard": [
-            {"number": t.number, "values": list(t.values), "params": t.user_attrs[ATTR]["overrides"],
-             "metrics": trial_metrics(t),
-             "objective_in_sample": t.user_attrs[ATTR].get("objective_in_sample"),
-             "objective_out_of_sample": t.user_attrs[ATTR].get("objective_out_of_sample")}
+            {
+                "number": t.number,
+                "values": list(t.values),
+                "params": t.user_attrs[ATTR]["overrides"],
+                "metrics": trial_metrics(t),
+                "objective_in_sample": t.user_attrs[ATTR].get("objective_in_sample"),
+                "objective_out_of_sample": t.user_attrs[ATTR].get("objective_out_of_sample"),
+            }
             for t in board
-        ],  # fmt: skip
+        ],
     }
     robust_rows: list[Any] = []
     if winner is not None:
@@ -238,9 +266,12 @@ def study_show(
     con = Console()
     con.print(
         f"study [cyan]{name}[/cyan]: profile {info['name']} ({info['fingerprint']}), objective "
-        f"{prof.objective.kind} ({', '.join(prof.objective.directions)}), {out['n_trials']} trials {out['states']}"
+        f"{prof.objective.kind} ({', '.join(prof.objective.directions)}), "
+        f"{out['n_trials']} trials {out['states']}"
     )
-    table = Table(title="Pareto front" if multi else f"top {len(board)} feasible trials", title_justify="left")
+    table = Table(
+        title="Pareto front" if multi else f"top {len(board)} feasible trials", title_justify="left"
+    )
     table.add_column("trial")
     table.add_column("value(s)")
     if prof.validation.scheme != "none":
@@ -252,22 +283,35 @@ def study_show(
         cells = [str(row["number"]), _fmt(row["values"])]
         if prof.validation.scheme != "none":
             cells += [_fmt(row["objective_in_sample"]), _fmt(row["objective_out_of_sample"])]
-        cells += [_fmt(row["metrics"].get(k)) for k in ("sharpe", "profit_factor", "calmar",
-                                                         "max_drawdown_pct", "total_return_pct", "trades")]  # fmt: skip
+        cells += [
+            _fmt(row["metrics"].get(k))
+            for k in ("sharpe", "profit_factor", "calmar", "max_drawdown_pct", "total_return_pct", "trades")
+        ]
         table.add_row(*cells)
     con.print(table)
     if winner is not None:
-        con.print(f"winner: trial {winner.number}, {prof.objective.kind} {_fmt(winner.value)}"
-                  + (" (ranked by worst neighbour)" if prof.objective.rank_by == "worst_neighbour" else ""))
+        con.print(
+            f"winner: trial {winner.number}, {prof.objective.kind} {_fmt(winner.value)}"
+            + (" (ranked by worst neighbour)" if prof.objective.rank_by == "worst_neighbour" else "")
+        )
         rt = Table(title="robustness: one step either way (plateau or spike)", title_justify="left")
         for col in ("param", "value", "-1 step", "objective", "+1 step", "objective", "verdict"):
             rt.add_column(col)
         for r in robust_rows:
-            rt.add_row(r.param, _fmt(r.value), _fmt(r.down_value), _fmt(r.down_objective), _fmt(r.up_value),
-                       _fmt(r.up_objective), r.verdict)  # fmt: skip
+            rt.add_row(
+                r.param,
+                _fmt(r.value),
+                _fmt(r.down_value),
+                _fmt(r.down_objective),
+                _fmt(r.up_value),
+                _fmt(r.up_objective),
+                r.verdict,
+            )
         con.print(rt)
-    con.print(f"deflated Sharpe {_fmt(out['deflated_sharpe'])}, PBO {_fmt(out['pbo'])}"
-              + (f" ({out['note'].strip()})" if out.get("note") else ""))  # fmt: skip
+    con.print(
+        f"deflated Sharpe {_fmt(out['deflated_sharpe'])}, PBO {_fmt(out['pbo'])}"
+        + (f" ({out['note'].strip()})" if out.get("note") else "")
+    )
 
 
 @study_app.command("export")
@@ -303,4 +347,3 @@ def register(app: typer.Typer) -> None:
     """Add `optimize` and the `study` sub-app to the gridctl app."""
     app.command("optimize")(optimize)
     app.add_typer(study_app, name="study", help="List, inspect, export and report optimization studies.")
-

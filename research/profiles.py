@@ -74,7 +74,7 @@ class ParamSpec(_Strict):
             raise ValueError("'log' and 'step' cannot be combined (Optuna refuses it)")
         if self.log and self.low <= 0:
             raise ValueError("a log-scale parameter needs low > 0")
-        if self.fraction_of is not None and not (0 < self.low and self.high <= 1):
+        if self.fraction_of is not None and not (self.low > 0 and self.high <= 1):
             raise ValueError("a fraction_of parameter draws a fraction: 0 < low < high <= 1")
         if self.type == "int" and self.fraction_of is None:
             if self.low != int(self.low) or self.high != int(self.high):

@@ -93,7 +93,7 @@ def worst_neighbour(work: Workload, trial: optuna.trial.FrozenTrial) -> float:
 
 
 def rank_by_worst_neighbour(study: optuna.Study, work: Workload, top_k: int) -> dict[int, float]:
-    """Worst-neighbour objective of the top-K feasible trials, stored on the study (``best_trial`` reads it)."""
+    """Worst-neighbour objective of the top-K feasible trials, stored on the study (best_trial reads it)."""
     from research.studies import ROBUST_ATTR, ranked_trials
 
     scores = {t.number: worst_neighbour(work, t) for t in ranked_trials(study)[:top_k]}

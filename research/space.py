@@ -82,9 +82,9 @@ def resolve_draw(profile: Profile, raw: dict[str, Any], base: Any = None) -> dic
             floor = spec.min_value if spec.min_value is not None else _field_bound(info, upper=False)
             target = value * spec.scale * parent
             if is_int:
-                value = min(int(round(target)), int(math.floor(ceiling)))
+                value = min(round(target), math.floor(ceiling))
                 if floor is not None:
-                    value = max(value, int(math.ceil(floor)))
+                    value = max(value, math.ceil(floor))
             else:
                 value = min(target, ceiling)
                 if floor is not None:
@@ -167,7 +167,7 @@ def _move(dist: Any, value: Any, sign: int, spec: ParamSpec) -> Any:
     step = spec.neighbour_step()
     moved = math.exp(math.log(value) + sign * step) if spec.log else value + sign * step
     if isinstance(dist, optuna.distributions.IntDistribution):
-        moved = int(round(moved))
+        moved = round(moved)
         if moved == value:
             moved = value + sign
     if moved < dist.low - 1e-12 or moved > dist.high + 1e-12:

@@ -64,9 +64,7 @@ def _listing(study: optuna.Study) -> dict[str, Any]:
     }
 
 
-def load_study(
-    name: str, studies_dir: Path | None = None, storage: str | None = None
-) -> optuna.Study:
+def load_study(name: str, studies_dir: Path | None = None, storage: str | None = None) -> optuna.Study:
     """Open an existing gridctl study by name (journal file in the studies dir, or an RDB URL)."""
     store = open_storage(name, storage, studies_dir, create=False)
     try:
@@ -105,7 +103,11 @@ def study_frame(study: optuna.Study) -> Any:
 
     rows = []
     for t in study.get_trials(deepcopy=False):
-        row: dict[str, Any] = {"number": t.number, "state": t.state.name.lower(), "feasible": feasible_trial(t)}
+        row: dict[str, Any] = {
+            "number": t.number,
+            "state": t.state.name.lower(),
+            "feasible": feasible_trial(t),
+        }
         if t.values is not None:
             for i, v in enumerate(t.values):
                 row["value" if len(t.values) == 1 else f"value_{i}"] = v

@@ -139,7 +139,9 @@ def test_every_draw_is_a_valid_strategy_in_the_order_the_batch_applies_it(raw: d
 
 
 def test_fraction_draw_maps_to_the_dependent_value() -> None:
-    raw = {name: (d.choices[0] if hasattr(d, "choices") else d.low) for name, d in distributions(WIDE).items()}
+    raw = {
+        name: (d.choices[0] if hasattr(d, "choices") else d.low) for name, d in distributions(WIDE).items()
+    }
     raw.update({"exit.sl_steps": 7, "exit.tp_steps@fraction": 0.5, "regime.ema_slow": 100})
     raw["regime.ema_fast@fraction"] = 0.3
     values = resolve_draw(WIDE, raw)
@@ -151,7 +153,9 @@ def test_fraction_draw_maps_to_the_dependent_value() -> None:
 
 
 def test_neighbours_move_one_step_and_stay_in_range() -> None:
-    raw = {name: (d.choices[0] if hasattr(d, "choices") else d.low) for name, d in distributions(WIDE).items()}
+    raw = {
+        name: (d.choices[0] if hasattr(d, "choices") else d.low) for name, d in distributions(WIDE).items()
+    }
     moves = {(n, s): r[n] for n, s, r in neighbours(WIDE, raw)}
     assert ("regime.ema_slow", -1) not in moves  # already at the low end
     assert moves[("regime.ema_slow", 1)] == 30  # step 10
@@ -228,7 +232,9 @@ def test_same_seed_same_study_and_export_reproduces_the_objective(data_dir: Path
 
 
 def test_best_is_the_best_feasible_trial(data_dir: Path, tmp_path: Path) -> None:
-    prof = small_profile(tmp_path, limits={"min_trades": 60, "max_drawdown_pct": 40, "allow_liquidation": False})
+    prof = small_profile(
+        tmp_path, limits={"min_trades": 60, "max_drawdown_pct": 40, "allow_liquidation": False}
+    )
     run(prof, data_dir, tmp_path / "s", "lim")
     study = load_study("lim", tmp_path / "s")
     feasible = [t for t in study.trials if all(v <= 0 for v in t.constraints.values())]
@@ -337,7 +343,9 @@ def test_rank_by_worst_neighbour_picks_the_best_worst_case(data_dir: Path, tmp_p
     assert best_trial(study).number == max(scores, key=lambda n: (scores[n], -n))
     base, rows = neighbour_table(work, best_trial(study))
     assert base == pytest.approx(best_trial(study).value)
-    assert {r.param.split(" ")[0] for r in rows} == {n.removesuffix("@fraction") for n in best_trial(study).params}
+    assert {r.param.split(" ")[0] for r in rows} == {
+        n.removesuffix("@fraction") for n in best_trial(study).params
+    }
     lowest = min([base] + [v for r in rows for v in (r.down_objective, r.up_objective) if v is not None])
     assert scores[best_trial(study).number] <= lowest + 1e-12
 
@@ -386,7 +394,9 @@ def test_cli_json_and_study_commands(data_dir: Path, tmp_path: Path) -> None:
     assert shown["robustness"]["objective"] == pytest.approx(out["best_value"])
     text = _cli("study", "show", "cli", "--studies-dir", sd, "--data", str(data_dir)).stdout
     assert "plateau" in text or "spike" in text
-    exp = _cli("study", "export", "cli", "--studies-dir", sd, "--out", str(tmp_path / "e.yaml"), "--trial", "3")
+    exp = _cli(
+        "study", "export", "cli", "--studies-dir", sd, "--out", str(tmp_path / "e.yaml"), "--trial", "3"
+    )
     assert exp.exit_code == 0, exp.stderr
     assert load_strategy(tmp_path / "e.yaml").strategy.name == "cli-trial3"
     rep = _cli("study", "report", "cli", "--studies-dir", sd, "--out", str(tmp_path / "rep"))
