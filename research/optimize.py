@@ -14,6 +14,7 @@ so a killed worker's running trials are failed (``fail_stale_trials``) instead o
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import math
 import os
@@ -21,6 +22,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,7 @@ from research.space import distributions, resolve_draw
 
 ATTR = "gridctl"  # the one user attr holding a trial's metrics (one storage write per trial)
 STUDY_ATTR = "gridctl_profile"
+WORKER_ATTR = "gridctl_worker"  # host:pid of the worker that asked the trial (system attr)
 DAY_MS = 86_400_000
 DEFAULT_HEARTBEAT_S = 10
 
@@ -125,12 +128,25 @@ def open_storage(
         backend = BatchSyncedJournalBackend(str(path))
         return optuna.storages.JournalStorage(backend)
     try:
-        return optuna.storages.RDBStorage(
-            sqlalchemy_url(storage),
-            heartbeat_interval=heartbeat_s,
-            grace_period=3 * heartbeat_s,
-            engine_kwargs={"pool_pre_ping": True},
-        )
+        for attempt in range(5):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(
+                        sqlalchemy_url(storage),
+                        heartbeat_interval=heartbeat_s,
+                        grace_period=3 * heartbeat_s,
+                        engine_kwargs={"pool_pre_ping": True},
+                    )
+            except ImportError:
+                raise
+            except Exception:
+                # Workers starting together on an empty database race to create Optuna's tables;
+                # the loser sees a unique violation and succeeds once the tables exist.
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 + attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
     except ImportError as err:
         raise GridctlError(
             f"--storage {storage}: the database driver is missing ({err}); "
@@ -601,9 +617,38 @@ class _Heartbeat:
                 with contextlib.suppress(Exception):
                     self._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
 
+    def track(self, trial: optuna.Trial) -> None:
+        """Add one trial to the beating set and record its first heartbeat now."""
+        self._trials = [*self._trials, trial]
+        if self._on:
+            with contextlib.suppress(Exception):
+                self._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
+
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             self.beat(self._trials)
+
+
+def _fail_stale(study: optuna.Study, shared: bool, heartbeat_s: int) -> None:
+    """Fail trials whose worker is gone, so they never stay RUNNING.
+
+    Server storages: Optuna's heartbeat check (no heartbeat for 3 intervals), plus trials a worker
+    died on between creating them and their first heartbeat (no worker attr after 10 grace periods;
+    a live worker sets it milliseconds after asking). Journal files: trials of dead local processes.
+    """
+    if not shared:
+        _fail_dead_local_trials(study)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    cutoff = 10 * 3 * heartbeat_s
+    now = datetime.datetime.now()
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        started = t.datetime_start
+        if WORKER_ATTR not in t.system_attrs and started and (now - started).total_seconds() > cutoff:
+            with contextlib.suppress(Exception):
+                study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
 
 
 def _fail_dead_local_trials(study: optuna.Study) -> int:
@@ -611,7 +656,7 @@ def _fail_dead_local_trials(study: optuna.Study) -> int:
     host = socket.gethostname()
     failed = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        owner = t.system_attrs.get("gridctl_worker")
+        owner = t.system_attrs.get(WORKER_ATTR)
         if not owner:
             continue
         h, _, pid = owner.rpartition(":")
@@ -666,10 +711,7 @@ def optimize(
     shared = storage is not None
     store = open_storage(study_name, storage, studies_dir, heartbeat_s)
     study = create_or_load_study(profile, work, study_name, store, shared=shared)
-    if shared:
-        optuna.storages.fail_stale_trials(study)
-    else:
-        _fail_dead_local_trials(study)
+    _fail_stale(study, shared, heartbeat_s)
     dists = distributions(profile)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     told_here = 0
@@ -685,17 +727,16 @@ def optimize(
                     if running == 0 or not shared:
                         break
                     time.sleep(min(1.0, heartbeat_s / 2))  # other workers are finishing the last trials
-                    optuna.storages.fail_stale_trials(study)
+                    _fail_stale(study, shared, heartbeat_s)
                     continue
                 k = min(profile.batch_size, room)
                 t0 = time.perf_counter()
-                pending = [study.ask(dists) for _ in range(k)]
+                for _ in range(k):
+                    trial = study.ask(dists)
+                    pending.append(trial)
+                    heartbeat.track(trial)  # first heartbeat at once: a stale trial is always detectable
+                    study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker)
                 timings["sampler_s"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                for trial in pending:
-                    study._storage.set_trial_system_attr(trial._trial_id, "gridctl_worker", worker)
-                heartbeat.beat(pending)
-                timings["storage_s"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 overrides = [resolve_draw(profile, t.params, work.strategy) for t in pending]
                 timings["params_s"] += time.perf_counter() - t0
