@@ -255,25 +255,11 @@ def load_workload(profile: Profile, data_dir: Path | None = None) -> Workload:
     if val.scheme == "none":
         windows.append(Window("full", 0, first, last, market))
     else:
-        assert val.train_days and val.test_days and val.step_days
-        origin = first - first % DAY_MS
-        fold = 0
-        train_start = origin
-        while True:
-            train_end = (
-                train_start + val.train_days * DAY_MS
-                if val.mode == "rolling"
-                else (origin + val.train_days * DAY_MS + fold * val.step_days * DAY_MS)
-            )
-            test_end = train_end + val.test_days * DAY_MS
-            if test_end > last:
-                break
-            for kind, a, b in (("train", train_start, train_end), ("test", train_end, test_end)):
-                windows.append(Window(kind, fold, a, b, load_market(
-                    data_dir, spec.exchange, symbol, spec.timeframe, a, b)))  # fmt: skip
-            fold += 1
-            if val.mode == "rolling":
-                train_start += val.step_days * DAY_MS
+        from research.walkforward import fold_bounds
+
+        for kind, fold, a, b in fold_bounds(first, last, val):
+            part = load_market(data_dir, spec.exchange, symbol, spec.timeframe, a, b)
+            windows.append(Window(kind, fold, a, b, part))
         if not windows:
             days = (last - first) / DAY_MS
             raise GridctlError(

@@ -161,6 +161,8 @@ def optimize(
                 con.print(f"  {k} = {_fmt(v)}")
         if result.interrupted:
             con.print(f"resume with the same command (--study-name {name})")
+        elif result.told_here == 0:
+            con.print(f"the study already had its {result.n_trials} trials; --trials N extends it")
     if result.interrupted:
         raise typer.Exit(130)
 
@@ -259,6 +261,18 @@ def study_show(
         work = load_workload(prof, data)
         base, robust_rows = neighbour_table(work, winner)
         out["robustness"] = {"objective": base, "rows": [r.__dict__ for r in robust_rows]}
+        if prof.validation.scheme == "walk_forward":
+            from research.walkforward import stitched_oos_equity
+
+            curve = stitched_oos_equity(study, winner.number, data)
+            start = float(curve["equity"][0]) if len(curve["equity"]) else math.nan
+            out["stitched_oos"] = {
+                "fold_return_pct": curve["fold_return_pct"],
+                "total_return_pct": (float(curve["equity"][-1]) / winner_initial(study, winner) - 1.0) * 100.0
+                if len(curve["equity"])
+                else None,
+                "first_equity": start,
+            }
     out.update(overfitting_stats(study, top_k=max(top, 2), data_dir=data))
     if as_json:
         sys.stdout.write(_dump(out) + "\n")
@@ -312,6 +326,13 @@ def study_show(
         f"deflated Sharpe {_fmt(out['deflated_sharpe'])}, PBO {_fmt(out['pbo'])}"
         + (f" ({out['note'].strip()})" if out.get("note") else "")
     )
+
+
+def winner_initial(study: Any, trial: Any) -> float:
+    """The initial balance the trial's strategy starts from."""
+    from research.studies import best_config
+
+    return float(best_config(study, trial.number).backtest.initial_balance)
 
 
 @study_app.command("export")

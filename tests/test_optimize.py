@@ -310,6 +310,15 @@ def test_walk_forward_windows_and_in_and_out_of_sample_attrs(data_dir: Path, tmp
     assert trial.value == pytest.approx(np.mean(oos))
     assert attrs["objective_out_of_sample"][0] == pytest.approx(trial.value)
     assert res.n_trials == 8
+    # the stitched out-of-sample curve compounds the folds the batch scored
+    from research.walkforward import stitched_oos_equity
+
+    study = load_study("wf", tmp_path / "s")
+    curve = stitched_oos_equity(study, trial.number, data_dir)
+    folds = [opt.restore_metrics(m)["total_return_pct"] for m in attrs["out_of_sample"]]
+    assert curve["fold_return_pct"] == pytest.approx(folds)
+    assert curve["equity"][-1] == pytest.approx(10_000.0 * np.prod([1 + r / 100 for r in folds]))
+    assert list(np.unique(curve["fold"])) == [0, 1, 2] and len(curve["ts"]) == 3 * 1440
 
 
 def test_median_pruner_skips_later_folds(data_dir: Path, tmp_path: Path) -> None:

@@ -59,7 +59,9 @@ def pg_url() -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    run = lambda *c: subprocess.run(_as_postgres([str(bindir / c[0]), *c[1:]]), check=True, capture_output=True)  # noqa: E731
+    run = lambda *c: subprocess.run(
+        _as_postgres([str(bindir / c[0]), *c[1:]]), check=True, capture_output=True
+    )  # noqa: E731
     run("initdb", "-D", str(tmp / "data"), "-A", "trust", "-U", "postgres")
     run("pg_ctl", "-D", str(tmp / "data"), "-o", f"-h 127.0.0.1 -p {port} -k {tmp}", "-l", str(tmp / "log"),
         "-w", "start")  # fmt: skip
@@ -85,7 +87,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return base / "data", path
 
 
-def _worker(setup: tuple[Path, Path], url: str, study: str, trials: int, heartbeat: int = 10) -> subprocess.Popen:
+def _worker(
+    setup: tuple[Path, Path], url: str, study: str, trials: int, heartbeat: int = 10
+) -> subprocess.Popen:
     data, profile = setup
     cmd = [sys.executable, "-m", "cli", "optimize", "--profile", str(profile), "--data", str(data),
            "--storage", url, "--study-name", study, "--trials", str(trials), "--heartbeat", str(heartbeat),
