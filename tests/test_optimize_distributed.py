@@ -59,9 +59,10 @@ def pg_url() -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    run = lambda *c: subprocess.run(
-        _as_postgres([str(bindir / c[0]), *c[1:]]), check=True, capture_output=True
-    )  # noqa: E731
+
+    def run(*c: str) -> None:
+        subprocess.run(_as_postgres([str(bindir / c[0]), *c[1:]]), check=True, capture_output=True)
+
     run("initdb", "-D", str(tmp / "data"), "-A", "trust", "-U", "postgres")
     run("pg_ctl", "-D", str(tmp / "data"), "-o", f"-h 127.0.0.1 -p {port} -k {tmp}", "-l", str(tmp / "log"),
         "-w", "start")  # fmt: skip
@@ -69,8 +70,8 @@ def pg_url() -> Iterator[str]:
         run("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "gridctl_test")
         yield f"postgresql://postgres@127.0.0.1:{port}/gridctl_test"
     finally:
-        subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(tmp / "data"), "-m", "immediate", "stop"]),
-                       capture_output=True)  # fmt: skip
+        stop = [str(bindir / "pg_ctl"), "-D", str(tmp / "data"), "-m", "immediate", "stop"]
+        subprocess.run(_as_postgres(stop), capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
