@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 
 from configs.errors import GridctlError
@@ -207,6 +209,9 @@ class Workload:
             "start_ms": int(self.market.ts[0]),
             "end_ms": int(self.market.ts[-1] + self.market.bar_ms),
             "bars": len(self.market.ts),
+            "prices_sha256": hashlib.sha256(np.ascontiguousarray(self.market.close).tobytes()).hexdigest()[
+                :16
+            ],
             "windows": [
                 {"kind": w.kind, "fold": w.fold, "start_ms": w.start_ms, "end_ms": w.end_ms}
                 for w in self.windows
@@ -401,10 +406,24 @@ def _sampler_seed(profile: Profile, existing: int, shared: bool) -> int:
     """
     if existing == 0 and not shared:
         return profile.seed
-    import hashlib
-
     mix = f"{profile.seed}:{existing}:{os.getpid() if shared else 0}:{socket.gethostname() if shared else ''}"
     return int.from_bytes(hashlib.sha256(mix.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def check_same_data(study_name: str, stored: dict[str, Any] | None, work: Workload) -> None:
+    """Refuse to resume or re-evaluate a study on different data than it was run on."""
+    if stored is None:
+        return
+    now = work.describe()
+    keys = ("exchange", "symbol", "timeframe", "start_ms", "end_ms", "bars", "prices_sha256")
+    diff = [k for k in keys if stored.get(k) != now.get(k)]
+    if diff:
+        was = ", ".join(f"{k}={stored.get(k)}" for k in diff)
+        is_ = ", ".join(f"{k}={now.get(k)}" for k in diff)
+        raise GridctlError(
+            f"study {study_name!r} was run on different data ({was}) than --data gives now ({is_}); "
+            "point --data at the study's data directory"
+        )
 
 
 def create_or_load_study(
@@ -430,6 +449,8 @@ def create_or_load_study(
                 f"(fingerprint {stored['fingerprint']}), which differs from profile {profile.name!r} now "
                 f"({profile.fingerprint()}); use another --study-name"
             )
+        if work is not None:
+            check_same_data(study_name, stored.get("data"), work)
         n = len(existing.get_trials(deepcopy=False))
         return optuna.load_study(
             study_name=study_name,

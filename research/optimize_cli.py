@@ -258,7 +258,10 @@ def study_show(
     }
     robust_rows: list[Any] = []
     if winner is not None:
+        from research.optimize import check_same_data
+
         work = load_workload(prof, data)
+        check_same_data(name, info.get("data"), work)
         base, robust_rows = neighbour_table(work, winner)
         out["robustness"] = {"objective": base, "rows": [r.__dict__ for r in robust_rows]}
         if prof.validation.scheme == "walk_forward":

@@ -283,6 +283,10 @@ def test_resume_with_a_changed_profile_is_refused(data_dir: Path, tmp_path: Path
     changed = small_profile(tmp_path, name="small", seed=5)
     with pytest.raises(GridctlError, match="differs from profile"):
         run(changed, data_dir, tmp_path / "s", "x")
+    other_data = tmp_path / "other"
+    write_sample(other_data, days=7)  # same window Jan 2..8, other prices (the sample depends on its length)
+    with pytest.raises(GridctlError, match="different data"):
+        run(small_profile(tmp_path), other_data, tmp_path / "s", "x")
 
 
 def test_walk_forward_windows_and_in_and_out_of_sample_attrs(data_dir: Path, tmp_path: Path) -> None:
