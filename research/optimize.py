@@ -306,8 +306,13 @@ def evaluate(
     work: Workload,
     overrides: Sequence[dict[str, Any]],
     prune: Callable[[int, int, tuple[float, ...]], bool] | None = None,
+    chunk: int | None = None,
+    beat: Callable[[], None] | None = None,
 ) -> list[Evaluation]:
     """Score parameter sets (strategy overrides) with one ``run_batch`` call per window.
+
+    ``chunk`` splits each window's call into calls of at most that many sets, with ``beat()`` after
+    each (the kernel holds the GIL, so heartbeats to a shared study can only be sent between calls).
 
     ``prune(i, fold, values_so_far)`` is asked after each walk-forward fold; a set it prunes is not
     run on later folds.
@@ -324,7 +329,13 @@ def evaluate(
         for window in (w for w in work.windows if w.fold == fold):
             if not alive:
                 break
-            rows = run_batch(window.market, work.strategy, work.venue, [overrides[i] for i in alive])
+            step = chunk or len(alive)
+            rows = []
+            for c in range(0, len(alive), step):
+                part = [overrides[i] for i in alive[c : c + step]]
+                rows.extend(run_batch(window.market, work.strategy, work.venue, part))
+                if beat is not None:
+                    beat()
             for i, row in zip(alive, rows, strict=True):
                 metrics = row_metrics(row, bar_ms)
                 if work.profile.limits.max_worst_path_drawdown_pct is not None:
@@ -416,7 +427,7 @@ def check_same_data(study_name: str, stored: dict[str, Any] | None, work: Worklo
         return
     now = work.describe()
     keys = ("exchange", "symbol", "timeframe", "start_ms", "end_ms", "bars", "prices_sha256")
-    diff = [k for k in keys if stored.get(k) != now.get(k)]
+    diff = [k for k in keys if k in stored and stored[k] != now.get(k)]
     if diff:
         was = ", ".join(f"{k}={stored.get(k)}" for k in diff)
         is_ = ", ".join(f"{k}={now.get(k)}" for k in diff)
@@ -624,6 +635,10 @@ class _Heartbeat:
                 with contextlib.suppress(Exception):
                     self._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
 
+    def beat_now(self) -> None:
+        """Record a heartbeat for the trials in flight."""
+        self.beat(self._trials)
+
     def track(self, trial: optuna.Trial) -> None:
         """Add one trial to the beating set and record its first heartbeat now."""
         self._trials = [*self._trials, trial]
@@ -754,7 +769,13 @@ def optimize(
                     return trial.should_prune()
 
                 t0 = time.perf_counter()
-                results = evaluate(work, overrides, prune if profile.pruner.kind != "none" else None)
+                results = evaluate(
+                    work,
+                    overrides,
+                    prune if profile.pruner.kind != "none" else None,
+                    chunk=max(4 * numba.get_num_threads(), 8) if shared else None,
+                    beat=heartbeat.beat_now if shared else None,
+                )
                 timings["kernel_s"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 heartbeat.beat(pending)
@@ -762,10 +783,13 @@ def optimize(
                     trial.set_user_attr(ATTR, res.attrs)
                     for cname, cvalue in zip(CONSTRAINT_NAMES, res.constraints, strict=False):
                         trial.set_constraint(cname, cvalue)
-                    if res.pruned_at is not None:
-                        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                    else:
-                        study.tell(trial, list(res.values or ()))
+                    try:
+                        if res.pruned_at is not None:
+                            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                        else:
+                            study.tell(trial, list(res.values or ()))
+                    except optuna.exceptions.UpdateFinishedTrialError:
+                        continue  # another worker judged it stale and failed it: not counted here
                     told_here += 1
                 timings["storage_s"] += time.perf_counter() - t0
                 pending = []

@@ -90,6 +90,8 @@ def optimize(
         + (f", {prof.objective.target.replace('_', '-')}" if prof.validation.scheme != "none" else "")
         + f", batches of {prof.batch_size}), study [cyan]{name}[/cyan]"
     )
+    if prof.description:
+        status.print(f"[dim]{prof.description}[/dim]")
     work = load_workload(prof, data)
     status.print(
         f"[dim]{len(work.market.ts):,} {prof.data.timeframe} bars of {work.symbol}, "

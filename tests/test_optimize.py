@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -450,3 +451,42 @@ def test_ctrl_c_in_a_real_process_keeps_completed_trials(data_dir: Path, tmp_pat
     states = [t.state.name for t in study.trials]
     assert "RUNNING" not in states
     assert states.count("COMPLETE") == out["n_trials"] >= 8
+
+
+def test_journal_trials_of_a_dead_local_worker_are_failed_on_resume(data_dir: Path, tmp_path: Path) -> None:
+    prof = small_profile(tmp_path)
+    run(prof, data_dir, tmp_path / "s", "dead", n_trials=8)
+    study = load_study("dead", tmp_path / "s")
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    orphan = study.ask(distributions(load_profile(prof)))  # what a SIGKILLed worker leaves behind
+    study._storage.set_trial_system_attr(
+        orphan._trial_id, opt.WORKER_ATTR, f"{socket.gethostname()}:{gone.stdout.strip()}"
+    )
+    alive = study.ask(distributions(load_profile(prof)))  # a live worker's trial (this process) is left alone
+    study._storage.set_trial_system_attr(
+        alive._trial_id, opt.WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}"
+    )
+    res = run(prof, data_dir, tmp_path / "s", "dead", n_trials=12)
+    trials = load_study("dead", tmp_path / "s").trials
+    assert trials[orphan.number].state == optuna.trial.TrialState.FAIL
+    assert trials[alive.number].state == optuna.trial.TrialState.RUNNING
+    # the live worker's trial in flight counts toward the target, so no worker overshoots it
+    assert res.n_trials == 11 and res.told_here == 3
+
+
+def test_jobs_outside_the_core_count_is_an_error(data_dir: Path, tmp_path: Path) -> None:
+    prof = str(small_profile(tmp_path))
+    res = _cli(
+        "optimize",
+        "--profile",
+        prof,
+        "--jobs",
+        "999",
+        "--data",
+        str(data_dir),
+        "--studies-dir",
+        str(tmp_path),
+    )
+    assert res.exit_code == 2 and "--jobs must be 1.." in res.stderr
