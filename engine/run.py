@@ -6,10 +6,14 @@ run is repeated from scratch with that buffer doubled, so ledgers are complete o
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numba import typeof
+from numba.core.typing.typeof import Purpose
 
 from configs.errors import GridctlError
 from configs.schema import StrategyConfig, VenueConfig
@@ -68,11 +72,17 @@ class MarketArrays:
 
 
 def market_arrays(market: Any) -> MarketArrays:
-    """Contiguous int64 / float64 copies (or views) of a ``data.market.Market``'s arrays."""
+    """Contiguous int64 / float64 read-only copies (or views) of a ``data.market.Market``'s arrays."""
     f8 = np.float64
 
     def arr(name: str, dtype: type) -> np.ndarray:
-        return np.ascontiguousarray(getattr(market, name), dtype=dtype)
+        a = np.ascontiguousarray(getattr(market, name), dtype=dtype)
+        if a.flags.writeable:
+            # Read-only whatever the source (Parquet-backed arrays are, numpy-built ones are not):
+            # numba specialises on the flag, and one kernel signature serves every market.
+            a = a.view()
+            a.flags.writeable = False
+        return a
 
     out = MarketArrays(
         ts=arr("ts", np.int64),
@@ -104,20 +114,77 @@ def regime_series(arrays: MarketArrays, vec: np.ndarray) -> np.ndarray:
     )
 
 
+def _run_bars_args(
+    arrays: MarketArrays,
+    params: EngineParams,
+    reg: np.ndarray,
+    ks: Any,
+    buffers: tuple,
+    cnt: np.ndarray,
+    stop: int,
+) -> tuple:
+    """``run_bars_nb``'s arguments, in order (one place, shared by the run and the signature check)."""
+    fills, fund, ev, eq = buffers
+    return (
+        0, stop, arrays.ts, arrays.open, arrays.high, arrays.low, arrays.close, reg,
+        arrays.funding_ts, arrays.funding_rate, arrays.funding_mark, params.vector, params.brackets,
+        ks.state, ks.slots, ks.err_ring, ks.ord_ring, fills, fund, ev, eq, cnt,
+    )  # fmt: skip
+
+
+def kernels_ready(arrays: MarketArrays, params: EngineParams, curves: bool) -> bool:
+    """True when ``run_single`` will find ``run_bars_nb`` compiled for these inputs' types.
+
+    Either compiled in this process already, or present in numba's on-disk cache index (for this
+    exact signature, numba version and CPU, and the current kernel sources: the stale-cache guard
+    in engine/enums.py empties the cache when any engine module changes).
+    """
+    empty = np.empty(0, np.int8)
+    ks = init_state(params.vector)
+    args = _run_bars_args(
+        arrays, params, empty, ks,
+        tuple(np.empty(0, d) for d in (FILL_DTYPE, FUNDING_DTYPE, EVENT_DTYPE, EQUITY_DTYPE)),
+        new_counters(record=True, curves=curves), arrays.ts.shape[0],
+    )  # fmt: skip
+    sig = tuple(typeof(a, Purpose.argument) for a in args)
+    if sig in run_bars_nb.overloads:
+        return True
+    cache = run_bars_nb._cache
+    try:
+        key = cache._index_key(sig, run_bars_nb.targetctx.codegen())
+        return key in cache._cache_file._load_index()
+    except (AttributeError, OSError, EOFError, ValueError):  # another numba's cache layout: say cold
+        return False
+
+
 def run_single(
     market: Any,
     strategy: StrategyConfig,
     venue: VenueConfig,
     curves: bool = True,
     stop_at: int | None = None,
+    compile_notice: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> RunOutput:
-    """Backtest ``strategy`` on ``venue`` over ``market`` (bars ``[0, stop_at)``, default all)."""
+    """Backtest ``strategy`` on ``venue`` over ``market`` (bars ``[0, stop_at)``, default all).
+
+    ``compile_notice`` (e.g. a spinner) is entered around the run only when numba has no machine
+    code for this run's kernel signature, neither in this process nor in its on-disk cache.
+    """
     params = build_params(strategy, venue, market)
     arrays = market_arrays(market)
     n = arrays.ts.shape[0]
     stop = n if stop_at is None else int(stop_at)
     if not 0 <= stop <= n:
         raise GridctlError(f"stop_at {stop_at} is outside 0..{n} (the market has {n} bars)")
+    cold = compile_notice is not None and not kernels_ready(arrays, params, curves)
+    with compile_notice() if cold else nullcontext():
+        return _run_single(market, params, arrays, stop, curves)
+
+
+def _run_single(
+    market: Any, params: EngineParams, arrays: MarketArrays, stop: int, curves: bool
+) -> RunOutput:
+    n = arrays.ts.shape[0]
     vec = params.vector
     reg = regime_series(arrays, vec)
     caps = {
@@ -134,11 +201,7 @@ def run_single(
         fund = np.empty(caps[C_FUNDING], FUNDING_DTYPE)
         ev = np.empty(caps[C_EVENTS], EVENT_DTYPE)
         eq = np.empty(caps[C_EQUITY], EQUITY_DTYPE)
-        run_bars_nb(
-            0, stop, arrays.ts, arrays.open, arrays.high, arrays.low, arrays.close, reg,
-            arrays.funding_ts, arrays.funding_rate, arrays.funding_mark, vec, params.brackets,
-            ks.state, ks.slots, ks.err_ring, ks.ord_ring, fills, fund, ev, eq, cnt,
-        )  # fmt: skip
+        run_bars_nb(*_run_bars_args(arrays, params, reg, ks, (fills, fund, ev, eq), cnt, stop))
         if cnt[C_OVERFLOW] == 0:
             break
         for slot, buf in ((C_FILLS, fills), (C_EVENTS, ev), (C_FUNDING, fund), (C_EQUITY, eq)):

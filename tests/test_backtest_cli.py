@@ -133,9 +133,10 @@ def test_out_must_be_a_directory(data_dir: Path, tmp_path: Path) -> None:
 
 
 def test_bad_set_fails_before_generating_the_sample(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
     result = CliRunner().invoke(app, ["backtest", "--data", str(tmp_path / "d"), "--set", "grid.nope=1"])
     assert result.exit_code == 2 and "--set" in result.stderr and "grid.nope" in result.stderr
-    assert not (tmp_path / "d").exists()
+    assert list((tmp_path / "d").iterdir()) == []
 
 
 def test_no_arguments_generates_the_sample_and_runs_the_default(tmp_path: Path) -> None:

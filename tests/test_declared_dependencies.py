@@ -29,6 +29,8 @@ LOCAL = {
     "effects",
     "market_builders",
     "reference_sim",
+    "browser",
+    "study_builders",
 }
 
 

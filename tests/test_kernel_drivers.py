@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from configs.errors import GridctlError
 from configs.loader import load_strategy, load_venue
 from data.market import market_from_arrays
 from engine.batch import apply_overrides, run_batch
-from engine.enums import KERNEL_MODULES, EventKind, FillKind, Liquidity, RiskState, drop_stale_kernel_cache
+from engine.enums import EventKind, FillKind, Liquidity, RiskState
 from engine.records import SUMMARY_FIELDS
 from engine.run import run_single
 
@@ -196,22 +195,6 @@ def test_liquidation_stops_the_run() -> None:
     # at LP (0.004*8937.7309 = 35.7509) minus the closing fee, not the -905.98 of a close at the low.
     assert out.summary["wallet_balance"] == pytest.approx(0.004 * lp - lp * 0.0005, rel=1e-9)
     assert out.summary["wallet_balance"] == pytest.approx(31.2821, abs=1e-4)
-
-
-def test_stale_kernel_cache_is_dropped(tmp_path: Path) -> None:
-    for name in KERNEL_MODULES:
-        (tmp_path / f"{name}.py").write_text(f"# {name}\n")
-    cache = tmp_path / "__pycache__"
-    cache.mkdir()
-    (cache / "state.f-1.py311.nbi").write_text("stale")
-    assert drop_stale_kernel_cache(tmp_path) is True
-    assert not (cache / "state.f-1.py311.nbi").exists()
-    (cache / "state.f-1.py311.nbi").write_text("fresh")
-    assert drop_stale_kernel_cache(tmp_path) is False  # nothing changed: the cache stays
-    assert (cache / "state.f-1.py311.nbi").exists()
-    (tmp_path / "state.py").write_text("# state, edited\n")
-    assert drop_stale_kernel_cache(tmp_path) is True
-    assert not (cache / "state.f-1.py311.nbi").exists()
 
 
 @settings(max_examples=25, deadline=None)
