@@ -287,6 +287,7 @@ class Evaluation:
     constraints: list[float]
     attrs: dict[str, Any]
     pruned_at: int | None = None
+    side_attrs: dict[str, Any] = field(default_factory=dict)
 
 
 def _clean(metrics: dict[str, float]) -> dict[str, float | None]:
@@ -294,6 +295,18 @@ def _clean(metrics: dict[str, float]) -> dict[str, float | None]:
     out: dict[str, Any] = {}
     for k, v in metrics.items():
         out[k] = v if math.isfinite(v) else (None if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+    return out
+
+
+def _mean_metrics(windows: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each metric over windows (NaN windows ignored; NaN when every window is NaN)."""
+    if not windows:
+        return {}
+    out = {}
+    for key in windows[0]:
+        vals = np.asarray([w[key] for w in windows], dtype=np.float64)
+        finite = vals[np.isfinite(vals)]
+        out[key] = float(finite.mean()) if len(finite) else float("nan")
     return out
 
 
@@ -353,6 +366,7 @@ def evaluate(
         scored = p["full"] if work.profile.validation.scheme == "none" else p[target]
         values = combine_windows([objective_values(m, spec) for m in scored], spec)
         attrs: dict[str, Any] = {"overrides": dict(overrides[i])}
+        side: dict[str, Any] = {}
         if work.profile.validation.scheme == "none":
             attrs["metrics"] = _clean(p["full"][0])
         else:
@@ -365,8 +379,12 @@ def evaluate(
                 attrs["objective_out_of_sample"] = list(
                     combine_windows([objective_values(m, spec) for m in p["test"]], spec)
                 )
+            # fold means side by side, in the user attrs research.study_report reads
+            side["is_metrics"] = _clean(_mean_metrics(p["train"]))
+            if p["test"]:
+                side["oos_metrics"] = _clean(_mean_metrics(p["test"]))
         constraints = limit_values(scored, work.profile.limits)
-        out.append(Evaluation(values, constraints, attrs, pruned.get(i)))
+        out.append(Evaluation(values, constraints, attrs, pruned.get(i), side))
     return out
 
 
@@ -781,6 +799,8 @@ def optimize(
                 heartbeat.beat(pending)
                 for trial, res in zip(pending, results, strict=True):
                     trial.set_user_attr(ATTR, res.attrs)
+                    for key, value in res.side_attrs.items():
+                        trial.set_user_attr(key, value)
                     for cname, cvalue in zip(CONSTRAINT_NAMES, res.constraints, strict=False):
                         trial.set_constraint(cname, cvalue)
                     try:

@@ -361,11 +361,13 @@ def study_report(
     out: Annotated[Path, typer.Option("--out", help="Directory for the HTML report.")],
     studies_dir: StudiesOpt = None,
     storage: StorageOpt = None,
+    data: DataOpt = None,
+    top: Annotated[int, typer.Option("--top", help="Trials whose daily returns feed DSR and PBO.")] = 16,
 ) -> None:
     """Write an HTML report of the study (opens with no network)."""
     from research.studies import load_study, render_report
 
-    path = render_report(load_study(name, studies_dir, storage), out)
+    path = render_report(load_study(name, studies_dir, storage), out, data, top)
     typer.echo(f"wrote {path}")
 
 

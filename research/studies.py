@@ -319,12 +319,19 @@ def overfitting_stats(study: optuna.Study, top_k: int = 16, data_dir: Path | Non
     return out
 
 
-def render_report(study: optuna.Study, out_dir: Path) -> Path:
-    """HTML report of a study: research.study_report when available, else a minimal trial table."""
+def render_report(study: optuna.Study, out_dir: Path, data_dir: Path | None = None, top_k: int = 16) -> Path:
+    """HTML report of a study (research.study_report; a minimal trial table if that module is absent).
+
+    The top-K trials' daily returns are recomputed and stored on the study (user attr
+    ``daily_returns``) first, so the report can show the deflated Sharpe ratio and PBO.
+    """
     try:
         from research.study_report import render_study_report
     except ImportError:
         render_study_report = None
+    if render_study_report is not None:
+        numbers, rets = top_trial_returns(study, top_k, data_dir)
+        study.set_user_attr("daily_returns", {str(n): rets[:, j].tolist() for j, n in enumerate(numbers)})
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise GridctlError(f"--out {out_dir} exists and is not a directory")

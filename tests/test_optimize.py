@@ -309,6 +309,10 @@ def test_walk_forward_windows_and_in_and_out_of_sample_attrs(data_dir: Path, tmp
     trial = load_study("wf", tmp_path / "s").trials[0]
     attrs = trial.user_attrs[opt.ATTR]
     assert len(attrs["in_sample"]) == len(attrs["out_of_sample"]) == 3
+    # fold means side by side for the study report
+    oos_mean = np.mean([opt.restore_metrics(m)["total_return_pct"] for m in attrs["out_of_sample"]])
+    assert trial.user_attrs["oos_metrics"]["total_return_pct"] == pytest.approx(oos_mean)
+    assert "sharpe" in trial.user_attrs["is_metrics"]
     # the told value is the out-of-sample mean (profile target out_of_sample)
     spec = work.profile.objective
     oos = [objective_values(opt.restore_metrics(m), spec)[0] for m in attrs["out_of_sample"]]
@@ -413,9 +417,15 @@ def test_cli_json_and_study_commands(data_dir: Path, tmp_path: Path) -> None:
     )
     assert exp.exit_code == 0, exp.stderr
     assert load_strategy(tmp_path / "e.yaml").strategy.name == "cli-trial3"
-    rep = _cli("study", "report", "cli", "--studies-dir", sd, "--out", str(tmp_path / "rep"))
+    rep = _cli(
+        "study", "report", "cli", "--studies-dir", sd, "--data", str(data_dir), "--out", str(tmp_path / "rep")
+    )
     assert rep.exit_code == 0, rep.stderr
-    assert "<table" in (tmp_path / "rep" / "index.html").read_text() or (tmp_path / "rep").iterdir()
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "cli" in page and "<table" in page
+    stored = load_study("cli", tmp_path / "s").user_attrs["daily_returns"]
+    n_feasible = int(study_frame(load_study("cli", tmp_path / "s"))["feasible"].sum())
+    assert len(stored) == min(16, n_feasible) and all(len(v) == 6 for v in stored.values())  # 6 days each
 
 
 def test_cli_user_errors_exit_2(data_dir: Path, tmp_path: Path) -> None:
