@@ -91,6 +91,9 @@ def _mount() -> None:
     from research.cli import register as register_research
 
     register_research(app)
+    from research.optimize_cli import register as register_optimize
+
+    register_optimize(app)
 
 
 _mount()
