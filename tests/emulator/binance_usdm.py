@@ -41,6 +41,8 @@ from urllib.parse import parse_qsl, urlsplit
 import numpy as np
 import polars as pl
 
+from emulator import private as _private
+
 INTERVAL_MS: dict[str, int] = {
     "1m": 60_000,
     "3m": 180_000,
@@ -57,7 +59,7 @@ INTERVAL_MS: dict[str, int] = {
 }
 KLINES_DEFAULT_LIMIT, KLINES_MAX_LIMIT = 500, 1500
 FUNDING_DEFAULT_LIMIT, FUNDING_MAX_LIMIT = 100, 1000
-FAULT_KINDS = ("status", "timeout", "short", "bad_json")
+FAULT_KINDS = ("status", "timeout", "short", "bad_json", "reject", "drop")
 
 
 @dataclass
@@ -69,6 +71,7 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    raw_query: str = ""
 
 
 @dataclass
@@ -98,6 +101,8 @@ class Fault:
     retry_after: int | None = None
     delay_s: float = 0.0
     rows: int = 1
+    code: int = -1000
+    msg: str = "An unknown error occured while processing the request."
 
 
 @dataclass
@@ -193,6 +198,16 @@ class EmulatorState:
         self.funding: dict[str, _Funding] = {}
         self.faults: list[Fault] = []
         self.log: list[LoggedRequest] = []
+        self.account = _private.AccountState()
+
+    # -- bar replay (private side: emulator.private) ---------------------------------------------------
+    def replay(self, symbol_id: str, interval: str, frame: pl.DataFrame, start_ms: int | None = None) -> None:
+        """Trade ``frame`` bar by bar with ``advance_bar``; bars closed by ``start_ms`` are history."""
+        _private.replay(self, symbol_id, interval, frame, start_ms)
+
+    def advance_bar(self, symbol_id: str) -> tuple[int, float, float, float, float]:
+        """Trade the next replayed bar (funding, fills on the intrabar path); the clock moves to its close."""
+        return _private.advance_bar(self, symbol_id)
 
     # -- data ---------------------------------------------------------------------------------------
     def server_time(self) -> int:
@@ -408,6 +423,14 @@ ROUTES: dict[tuple[str, str], Handler] = {
 }
 
 
+def _private_route(handler: _private.Handler, signed: bool) -> Handler:
+    return lambda state, request: _private.run(state, request, handler, signed)
+
+
+ROUTES.update({key: _private_route(h, signed=True) for key, h in _private.PRIVATE_ROUTES.items()})
+ROUTES.update({key: _private_route(h, signed=False) for key, h in _private.PUBLIC_ROUTES.items()})
+
+
 def dispatch(state: EmulatorState, request: Request) -> tuple[Response, Fault | None]:
     """Route one request through the fault script and ``ROUTES``; never raises."""
     fault = state.take_fault(request.path)
@@ -420,6 +443,8 @@ def dispatch(state: EmulatorState, request: Request) -> tuple[Response, Fault | 
             return Response(500, body, headers), fault
         page = f"<html><body><h1>{fault.status} Service Unavailable</h1></body></html>"
         return Response(fault.status, raw=page, headers=headers, content_type="text/html"), fault
+    if fault is not None and fault.kind == "reject":
+        return _error(400, fault.code, fault.msg), fault
     if fault is not None and fault.kind == "timeout":
         time.sleep(fault.delay_s)
     handler = ROUTES.get((request.method, request.path))
@@ -450,7 +475,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         if method != "GET" and body:
             query.update(dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True)))
-        request = Request(method, parts.path, query, dict(self.headers.items()), body)
+        request = Request(method, parts.path, query, dict(self.headers.items()), body, parts.query)
         state = self.server.state
         response, fault = dispatch(state, request)
         with state.lock:
@@ -459,6 +484,9 @@ class _HttpHandler(BaseHTTPRequestHandler):
                     method, parts.path, query, response.status, None if fault is None else fault.kind
                 )
             )
+        if fault is not None and fault.kind == "drop":
+            self.close_connection = True  # processed, but the answer is lost with the connection
+            return
         payload = response.body()
         try:
             self.send_response(response.status)
