@@ -42,6 +42,9 @@ def _mount() -> None:
     from research.cli import register as register_research
 
     register_research(app)
+    from live_bridge.cli import register as register_live
+
+    register_live(app)
 
 
 _mount()
