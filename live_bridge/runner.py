@@ -210,7 +210,7 @@ def _probe(url: str, token: str | None) -> str:
     m = httpx.get(f"{url}/metrics", timeout=5)
     if m.status_code != 200 or b"gridctl_equity" not in m.content:
         raise GridctlError(f"{url}/metrics answered {m.status_code}")
-    h = httpx.get(f"{url}/health", headers={"Authorization": f"Bearer {token or ''}"}, timeout=5)
+    h = httpx.get(f"{url}/health", headers={"Authorization": f"Bearer {token or 'none'}"}, timeout=5)
     expected = 200 if token else 401
     if h.status_code != expected:
         raise GridctlError(f"{url}/health answered {h.status_code}, expected {expected}")
