@@ -19,7 +19,8 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from decimal import Decimal
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from configs.errors import GridctlError
@@ -72,6 +73,12 @@ from live_bridge.replay import ClosedBar
 from live_bridge.session import EngineSession
 
 _POS = ("LONG", "SHORT")
+
+
+def _snap(x: float, unit: float) -> float:
+    """``x`` on the grid of ``unit`` (nearest), written with the unit's decimals."""
+    decimals = max(0, -Decimal(repr(float(unit))).normalize().as_tuple().exponent)
+    return round(round(x / unit) * unit, decimals)
 
 
 def wall_ms() -> int:
@@ -132,7 +139,9 @@ class Bridge:
         self.journal = journal
         self.gw = gateway
         v = session.venue.rate_limits
-        self.limiter = limiter or RateLimiter(v.orders_per_second, v.orders_per_minute)
+        # Paced on the bridge's clock (the exchange's time; real time in production).
+        self.limiter = limiter or RateLimiter(v.orders_per_second, v.orders_per_minute, clock=lambda: now_ms() / 1000.0)
+        self.last_deferred: list[tuple[int, int, str]] = []
         self.now_ms = now_ms
         self.sleep = sleep
         self.operator_paused = False
@@ -409,9 +418,13 @@ class Bridge:
                 continue
             self._place_wanted(want)
         self.deferred += len(plan.deferred)
+        self.last_deferred = [w.key for w in plan.deferred]
 
     def _request(self, want: WantedOrder, cid: str, price: float) -> gw.OrderRequest:
+        """The exchange request; price and qty snapped to the venue's tick / step (kernel floats drift)."""
         pos = _POS[want.side]
+        price = _snap(price, self.s.venue.tick_size)
+        want = replace(want, qty=_snap(want.qty, self.s.venue.step_size))
         if want.type == "limit":
             return gw.OrderRequest(cid, pos, want.order_side, "limit", want.qty, price=price, post_only=want.post_only, reduce_only=want.reduce_only)  # type: ignore[arg-type]
         return gw.OrderRequest(cid, pos, want.order_side, "stop_market", want.qty, stop_price=price, reduce_only=True)  # type: ignore[arg-type]
@@ -544,6 +557,7 @@ class Bridge:
         snap["throttle"] = float(st[S_THROTTLE])
         snap["entries_paused"] = 0.0 if self.entries_allowed else 1.0
         snap["pause_reasons"] = self.pause_reasons()
+        snap["pause_keys"] = (["operator pause"] if self.operator_paused else []) + sorted(self.fail_reasons)
         if self.last_bar_close_ms is None:
             snap["last_bar_age_seconds"] = None
             unknown["last_bar_age_seconds"] = "no bar processed yet"

@@ -70,7 +70,7 @@ class BridgeCollector:
             errs.add_metric([kind], float(n))
         yield errs
         paused = GaugeMetricFamily("gridctl_pause_reason", "1 for each reason new entries are paused now.", labels=["reason"])
-        for reason in snap.get("pause_reasons", []):
+        for reason in snap.get("pause_keys", []):  # the detail (changing numbers) is on /status
             paused.add_metric([reason], 1.0)
         yield paused
 

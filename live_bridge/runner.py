@@ -61,9 +61,17 @@ def default_journal(mode: str, symbol: str, timeframe: str) -> Path:
 
 def make_gateway(venue: Any, api_url: str | None, testnet: bool) -> Any:
     """live-venue's ccxt gateway for ``venue`` (credentials from its env-var references)."""
-    from live_bridge.exchange import CcxtGateway
+    from data.download import make_client
+    from live_bridge.exchange import CcxtGateway, exchange_id_for, make_exchange_client
 
-    return CcxtGateway.from_venue(venue, api_url=api_url)
+    if api_url is None:
+        return CcxtGateway(venue, live=True)
+    # --api-url (an emulator, a proxy): same wiring, every API host replaced.
+    template = make_exchange_client(venue, live=True)
+    client = make_client(exchange_id_for(venue), api_url)
+    client.enableRateLimit = False
+    client.apiKey, client.secret = template.apiKey, template.secret
+    return CcxtGateway(venue, live=True, client=client)
 
 
 def prepare(

@@ -33,3 +33,26 @@ def paper_bridge(overrides: list[str] | None = None, ops: OpsState | None = None
     session = EngineSession(strategy, venue, SAMPLE_SYMBOL, "1m")
     kw = {"now_ms": now_ms} if now_ms is not None else {}
     return Bridge(session, _options(strategy, "paper", "t1"), ops=ops, **kw)
+
+
+SYMBOL_ID = "BTCUSDT"
+EMU_ENV = {"BINANCE_API_KEY": "emu-api-key", "BINANCE_API_SECRET": "emu-api-secret", "GRIDCTL_OPS_TOKEN": "tok"}
+HISTORY_BARS = 60
+
+
+def emulator_with_sample(days: int = 1, seed: int = 7, history: int = HISTORY_BARS) -> Any:
+    """A started emulator replaying the sample market: ``history`` bars already closed, funding served."""
+    import polars as pl
+    from emulator.binance_usdm import BinanceUsdmEmulator
+
+    candles, _mark, funding = generate_sample(days, seed=seed)
+    emu = BinanceUsdmEmulator().start()
+    emu.state.set_funding(SYMBOL_ID, funding.rename({"ts": "funding_time"}).select("funding_time", "rate", "mark_price"))
+    start = int(candles["ts"][history])
+    emu.state.replay(SYMBOL_ID, "1m", candles.select(pl.col("ts"), "open", "high", "low", "close", "volume"), start_ms=start)
+    return emu
+
+
+def emulator_venue(url: str, extra: list[str] | None = None) -> Any:
+    """The production venue file aimed at the emulator; the emulator's BTCUSDT min notional is 100."""
+    return load_venue("binance_futures", [f"api.base_url={url}", "precision.min_notional=100", *(extra or [])])
