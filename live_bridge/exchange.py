@@ -260,6 +260,8 @@ class CcxtGateway:
     ) -> None:
         self.venue = venue
         self.client = client if client is not None else make_exchange_client(venue, live, timeout_ms)
+        self.client.enableLastJsonResponse = True  # lets _call tell an unparseable answer from data
+        self.client.enableLastHttpResponse = True
         limits = venue.rate_limits
         self.budget = RequestBudget(
             limits.weight_per_minute,
@@ -280,10 +282,15 @@ class CcxtGateway:
     ) -> T:
         """Spend budget, run one ccxt call, translate its exceptions into gateway errors."""
         self.budget.acquire(weight, orders, what)
+        self.client.last_json_response = None
+        self.client.last_http_response = None
         try:
-            return fn()
+            result = fn()
         except ccxt.BaseError as err:
             raise self._translate(what, err, post_only) from err
+        if self.client.last_json_response is None and self.client.last_http_response:
+            raise ExchangeUnavailable(f"{what}: the exchange answered something that is not JSON")
+        return result
 
     def _translate(self, what: str, err: ccxt.BaseError, post_only: bool) -> GatewayError:
         code = _error_code(err)
@@ -571,10 +578,18 @@ class CcxtGateway:
 
     # -- history ------------------------------------------------------------------------------------
     def _client_id_of(self, unified: str, order_id: str) -> str:
+        """The client id of exchange order ``order_id``; "" when the exchange does not know the order."""
         if order_id not in self._client_ids:
-            order = self._call(
-                f"order {order_id}", WEIGHTS["getOrder"], lambda: self.client.fetch_order(order_id, unified)
-            )
+            try:
+                order = self._call(
+                    f"order {order_id}",
+                    WEIGHTS["getOrder"],
+                    lambda: self.client.fetch_order(order_id, unified),
+                )
+            except OrderRejected as err:
+                if err.code not in _UNKNOWN_ORDER_CODES:
+                    raise
+                return ""
             self._client_ids[order_id] = str(order.get("clientOrderId") or order["info"].get("clientOrderId"))
         return self._client_ids[order_id]
 

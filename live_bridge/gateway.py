@@ -69,7 +69,10 @@ class OpenOrder:
 
 @dataclass(frozen=True)
 class Fill:
-    """One execution (Binance user trade). ``fee`` is in quote currency, positive = paid."""
+    """One execution (Binance user trade). ``fee`` is in quote currency, positive = paid.
+
+    ``client_id`` is "" when the exchange cannot say which order it belongs to (not placed by us).
+    """
 
     trade_id: str
     client_id: str

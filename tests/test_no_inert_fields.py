@@ -22,14 +22,7 @@ PENDING_ENGINE: dict[str, str] = {}
 # Fields only the live bridge reads; the live-bridge issue proves them against the exchange emulator.
 PENDING_LIVE: dict[str, str] = {
     "execution.retry_delay_ms": "wall-clock wait between post-only retries",
-    "venue.name": "selects the exchange client",
-    "api.api_key": "signs exchange requests",
-    "api.api_secret": "signs exchange requests",
-    "api.testnet": "selects the testnet endpoints",
-    "api.base_url": "REST endpoint",
     "api.ws_url": "stream endpoint",
-    "risk.max_leverage": "ceiling for leverage changes made at runtime through the ops API",
-    "rate_limits.weight_per_minute": "REST request-weight budget",
     "websocket.ping_interval": "stream keep-alive",
     "websocket.reconnect_timeout": "stream reconnect wait",
     "websocket.max_reconnect_attempts": "stream reconnects before failing closed",

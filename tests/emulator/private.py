@@ -158,6 +158,7 @@ class AccountState:
     premium: dict[str, _Premium] = field(default_factory=dict)
     premium_frozen: bool = False
     replays: dict[str, _Replay] = field(default_factory=dict)
+    funded_until: dict[str, int] = field(default_factory=dict)  # settlements up to here are paid
     partial_fraction: float = 1.0
     partial_times: int = 0
     next_id: int = 1_000_000
@@ -470,12 +471,14 @@ def _path(o: float, h: float, lo: float, c: float) -> tuple[float, float, float,
     return o, x1, x2, c
 
 
-def _settle_funding(state: EmulatorState, symbol: str, start: int, end: int, bar_open: float) -> None:
-    """Pay every settlement with ``start < fundingTime <= end`` on the positions held then."""
+def _settle_funding(state: EmulatorState, symbol: str, end: int, bar_open: float) -> None:
+    """At a bar's open ``end``: pay every settlement since the last one paid, on the positions held."""
     data = state.funding.get(symbol)
+    acct = state.account
+    start = acct.funded_until.get(symbol, end)
+    acct.funded_until[symbol] = end
     if data is None:
         return
-    acct = state.account
     for t, rate, mark in zip(
         data.funding_time.tolist(), data.rate.tolist(), data.mark_price.tolist(), strict=True
     ):
@@ -510,6 +513,7 @@ def replay(
     cursor = int(np.searchsorted(ts + bar_ms, now, side="right"))
     state.now_ms = now
     state.account.replays[symbol] = _Replay(interval, ts, ohlcv, cursor)
+    state.account.funded_until[symbol] = now  # settlements before the replay's start are history
     _publish(state, symbol)
 
 
@@ -543,8 +547,7 @@ def advance_bar(state: EmulatorState, symbol: str) -> tuple[int, float, float, f
     ts = int(rp.ts[k])
     o, h, lo, c, _v = (float(x) for x in rp.ohlcv[k])
     with state.lock:
-        prev = state.server_time()
-        _settle_funding(state, symbol, min(prev, ts), ts, o)
+        _settle_funding(state, symbol, ts, o)
         _gap_fills(state, symbol, o, ts, k)
         points = _path(o, h, lo, c)
         for a, b in itertools.pairwise(points):
@@ -642,6 +645,10 @@ def _new_order(state: EmulatorState, request: Request, algo: bool) -> Order:
             f"Order's notional must be no smaller than {filters['MIN_NOTIONAL']['notional']} "
             "(unless you choose reduce only).",
         )
+    if pside == "BOTH" and reduce_only:
+        q = acct.position(symbol, "BOTH")[0]
+        if q == 0 or (q > 0) == (side == "BUY") or qty > abs(q) + 1e-12:
+            raise ApiError(400, -2022, "ReduceOnly Order is rejected.")
     if not order.opening:
         held = abs(acct.position(symbol, pside)[0])
         resting = sum(
@@ -807,7 +814,7 @@ def _find(state: EmulatorState, request: Request, algo: bool) -> Order:
     candidates = [
         o
         for o in state.account.orders.values()
-        if o.algo == algo
+        if (o.algo == algo or (not algo and o.actual_order_id))  # a triggered conditional is a regular order
         and (symbol is None or o.symbol == symbol)
         and (oid is None or o.order_id == oid or (not algo and o.actual_order_id == oid))
         and (not cid or o.client_id == cid)
