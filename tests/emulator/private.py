@@ -254,7 +254,7 @@ def _symbol(state: EmulatorState, request: Request) -> str:
 def check_signature(state: EmulatorState, request: Request) -> None:
     """Binance's SIGNED rule: API key header, then HMAC-SHA256(secret, query + body) == signature."""
     acct = state.account
-    key = request.headers.get("X-MBX-APIKEY") or request.headers.get("x-mbx-apikey")
+    key = next((v for k, v in request.headers.items() if k.lower() == "x-mbx-apikey"), None)
     if key != acct.api_key:
         raise ApiError(401, -2014, "API-key format invalid.")
     payload = request.raw_query + request.body.decode("utf-8")
