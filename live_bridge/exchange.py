@@ -177,10 +177,13 @@ class RequestBudget:
                     self._orders.extend([now] * orders)
                     return
             if wait > self.max_wait_s:
+                with self._lock:
+                    used, placed = sum(w for _, w in self._weights), len(self._orders)
                 raise RateLimited(
                     f"{what}: client-side budget (rate_limits.weight_per_minute={self.weight_per_minute}, "
                     f"orders_per_second={self.orders_per_second}, orders_per_minute="
-                    f"{self.orders_per_minute}) is spent; retry in {wait:.1f} s",
+                    f"{self.orders_per_minute}) is spent ({used} weight and {placed} orders in the last "
+                    f"60 s, {what} needs {weight}); retry in {wait:.1f} s",
                     retry_after_s=wait if wait != float("inf") else MINUTE_S,
                 )
             self.sleep(wait)

@@ -297,3 +297,18 @@ def test_single_order_fill_rule(o: int, up: int, down: int, c_frac: float, buy: 
     assert ("s" in got) == (lo <= p_stop + 1e-9)
     if "s" in got:
         assert got["s"] == (pytest.approx(min(op, p_stop)), False)
+
+
+def test_wall_clock_emulator_applies_the_recv_window() -> None:
+    with BinanceUsdmEmulator(EmulatorState()) as emu:  # now_ms None: the wall clock
+        assert call(emu, "GET", "/fapi/v1/positionSide/dual")[0] == 200
+        stale = {"timestamp": int(time.time() * 1000) - 60_000}
+        query = urlencode(stale)
+        digest = hmac.new(emu.state.account.api_secret.encode(), query.encode(), hashlib.sha256).hexdigest()
+        req = urllib.request.Request(
+            f"{emu.url}/fapi/v1/positionSide/dual?{query}&signature={digest}",
+            headers={"X-MBX-APIKEY": emu.state.account.api_key},
+        )
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=5)
+        assert json.loads(err.value.read())["code"] == -1021

@@ -484,3 +484,19 @@ def test_max_leverage_caps_set_leverage(emu: BinanceUsdmEmulator, state: Emulato
 
 def test_ccxt_client_is_the_real_binanceusdm(gw: CcxtGateway) -> None:
     assert isinstance(gw.client, ccxt.binanceusdm) and gw.client.enableRateLimit is False
+
+
+def test_a_burst_of_429_answers_then_recovery(gw: CcxtGateway, state: EmulatorState) -> None:
+    state.inject("status", "/fapi/v1/premiumIndex", status=429, times=3, retry_after=2)
+    for _ in range(3):
+        with pytest.raises(RateLimited):
+            gw.funding(SYM)
+    assert gw.funding(SYM).mark_price == 40000.0
+
+
+def test_clock_skew_beyond_the_recv_window_is_exchange_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    with BinanceUsdmEmulator(EmulatorState()) as emu:  # wall clock: the recvWindow rule applies
+        gw = CcxtGateway(venue_for(emu.url, monkeypatch))
+        gw.client.options["timeDifference"] = 60_000  # our clock 60 s behind what we believe
+        with pytest.raises(ExchangeUnavailable, match="-1021"):
+            gw.open_orders(SYM)

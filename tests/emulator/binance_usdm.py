@@ -15,17 +15,21 @@ Public endpoints served: ``GET /fapi/v1/ping``, ``/fapi/v1/time``, ``/fapi/v1/ex
 parameter rules (klines: limit default 500, max 1500; fundingRate: default 100, max 1000; rows ascending,
 from ``startTime`` when given, else the most recent ones; klines never start after the server clock).
 
-Adding the private endpoints later (orders, positions, account, leverage, listenKey): put the account
-(balances, positions, open orders, leverage per symbol, listen keys) into new fields of
-``EmulatorState``, write one handler per endpoint that first checks the ``X-MBX-APIKEY`` header and the
-HMAC-SHA256 ``signature`` of the query against a new ``api_secret`` field, and register it in ``ROUTES`` with
-its method (``POST /fapi/v1/order``, ``GET /fapi/v2/positionRisk``, ...). Faults and the request log
-then apply to them unchanged.
+Private (SIGNED) endpoints live in ``emulator.private`` and are registered in ``ROUTES`` below: orders
+(``/fapi/v1/order``, ``openOrders``, ``allOpenOrders``), conditional orders on the Algo service
+(``/fapi/v1/algoOrder``, ``openAlgoOrders``, ``algoOpenOrders``; ccxt 4.5 sends STOP_MARKET /
+TAKE_PROFIT_MARKET there), ``/fapi/v2|v3/positionRisk``, ``/fapi/v2|v3/account``, ``/fapi/v2|v3/balance``,
+``positionSide/dual``, ``leverage``, ``marginType``, ``leverageBracket``, ``income``, ``userTrades``, plus
+the public ``premiumIndex``. The account is ``state.account``; ``state.replay(...)`` loads the bar series
+that ``state.advance_bar(...)`` trades bar by bar (see ``emulator.private`` for the matching rules).
 
 Faults (``state.inject(...)``), each consumed in order by the requests whose path matches:
 ``status`` (any HTTP status; 429/418 get Binance's ``-1003`` body and ``Retry-After`` when given),
 ``timeout`` (sleep ``delay_s`` before answering normally, past the client's timeout), ``short`` (cut the
-answer to ``rows`` rows although more exist), ``bad_json`` (a truncated JSON body with status 200).
+answer to ``rows`` rows although more exist), ``bad_json`` (a truncated JSON body with status 200),
+``reject`` (a 400 with Binance error ``code`` / ``msg``, e.g. a -5022 post-only storm), ``drop`` (run the
+handler, then close the connection without answering: the request's effect happened, its answer is lost).
+``times`` makes any of them a burst.
 """
 
 from __future__ import annotations

@@ -269,10 +269,15 @@ def check_signature(state: EmulatorState, request: Request) -> None:
     expected = hmac.new(acct.api_secret.encode(), signed.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, signature):
         raise ApiError(400, -1022, "Signature for this request is not valid.")
-    if "timestamp" not in request.query:
+    stamp = request.query.get("timestamp", "")
+    if not stamp.isdigit():
         raise ApiError(
             400, -1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed."
         )
+    if state.now_ms is None:  # on the wall clock, Binance's recvWindow rule applies
+        now, window = state.server_time(), int(request.query.get("recvWindow") or 5000)
+        if int(stamp) >= now + 1000 or now - int(stamp) > window:
+            raise ApiError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
 
 
 # -- accounting -------------------------------------------------------------------------------------
