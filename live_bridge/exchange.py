@@ -20,6 +20,10 @@ Algo service (``/fapi/v1/algoOrder``); ``open_orders`` lists both kinds and ``ca
 Binance user trades carry no client order id: the gateway remembers the exchange id of every order it
 placed or listed and asks the exchange (one ``GET /fapi/v1/order``) for ids it has not seen.
 
+The gateway never retries: every failure is raised as a gateway error and the bridge decides (a
+``place`` that raised ``ExchangeUnavailable`` may have reached the exchange: ask ``open_orders``).
+Requests are serialized (one at a time per gateway), so the bar loop and the ops API may share one.
+
 Symbols may be given as the venue file writes them (``BTCUSDT-PERP``), as ccxt unified symbols
 (``BTC/USDT:USDT``) or as exchange ids (``BTCUSDT``).
 """
@@ -275,6 +279,7 @@ class CcxtGateway:
             sleep=sleep,
         )
         self.max_leverage = venue.risk.max_leverage
+        self._lock = threading.RLock()
         self._hedge: bool | None = None
         self._client_ids: dict[str, str] = {}  # exchange order id -> client id
         self._algo_ids: set[str] = set()  # client ids of conditional (Algo service) orders
@@ -285,15 +290,16 @@ class CcxtGateway:
     ) -> T:
         """Spend budget, run one ccxt call, translate its exceptions into gateway errors."""
         self.budget.acquire(weight, orders, what)
-        self.client.last_json_response = None
-        self.client.last_http_response = None
-        try:
-            result = fn()
-        except ccxt.BaseError as err:
-            raise self._translate(what, err, post_only) from err
-        if self.client.last_json_response is None and self.client.last_http_response:
-            raise ExchangeUnavailable(f"{what}: the exchange answered something that is not JSON")
-        return result
+        with self._lock:  # one request at a time: the bar loop and the ops API share the client
+            self.client.last_json_response = None
+            self.client.last_http_response = None
+            try:
+                result = fn()
+            except ccxt.BaseError as err:
+                raise self._translate(what, err, post_only) from err
+            if self.client.last_json_response is None and self.client.last_http_response:
+                raise ExchangeUnavailable(f"{what}: the exchange answered something that is not JSON")
+            return result
 
     def _translate(self, what: str, err: ccxt.BaseError, post_only: bool) -> GatewayError:
         code = _error_code(err)
