@@ -237,6 +237,18 @@ def make_exchange_client(venue: VenueConfig, live: bool = True, timeout_ms: int 
     return client
 
 
+def _on_grid(what: str, value: float | None, unit: float, decimals: int) -> float:
+    """``value`` snapped to the exchange grid; OrderRejected when it is not (nearly) on it.
+
+    ccxt would truncate an off-grid amount silently; a size or price the bridge did not mean is refused.
+    """
+    assert value is not None
+    units = value / unit
+    if abs(units - round(units)) > 1e-6:
+        raise OrderRejected(None, f"{what} {value} is not a multiple of the exchange's {unit}")
+    return round(round(units) * unit, max(decimals, 0) + 2)
+
+
 def _error_code(err: Exception) -> int | None:
     match = _CODE_RE.search(str(err))
     return int(match.group(1)) if match else None
@@ -538,6 +550,13 @@ class CcxtGateway:
             raise OrderRejected(None, f"a {req.type} order needs a positive stop_price")
         if req.post_only and req.type != "limit":
             raise OrderRejected(None, "post_only applies to limit orders only")
+        rules = self.market_rules(symbol)
+        qty = _on_grid("quantity", req.qty, rules.step_size, rules.qty_precision)
+        price = (
+            _on_grid("price", req.price, rules.tick_size, rules.price_precision)
+            if req.type == "limit"
+            else None
+        )
         params: dict[str, Any] = {"clientOrderId": req.client_id}
         closing = (req.position_side == "LONG") == (req.side == "sell")
         if self._is_hedge():
@@ -551,12 +570,13 @@ class CcxtGateway:
         if req.post_only:
             params["timeInForce"] = "GTX"
         if req.type in _ALGO_TYPES:
-            params["triggerPrice"] = req.stop_price
-        price = req.price if req.type == "limit" else None
+            params["triggerPrice"] = _on_grid(
+                "stop price", req.stop_price, rules.tick_size, rules.price_precision
+            )
         order = self._call(
             f"place {req.client_id}",
             WEIGHTS["order"],
-            lambda: self.client.create_order(unified, _TYPES[req.type], req.side, req.qty, price, params),
+            lambda: self.client.create_order(unified, _TYPES[req.type], req.side, qty, price, params),
             orders=1,
             post_only=req.post_only,
         )

@@ -500,3 +500,16 @@ def test_clock_skew_beyond_the_recv_window_is_exchange_unavailable(monkeypatch: 
         gw.client.options["timeDifference"] = 60_000  # our clock 60 s behind what we believe
         with pytest.raises(ExchangeUnavailable, match="-1021"):
             gw.open_orders(SYM)
+
+
+def test_off_grid_size_or_price_is_refused_not_truncated(gw: CcxtGateway, state: EmulatorState) -> None:
+    gw.market_rules(SYM)
+    gw.hedge_mode()
+    state.clear_log()
+    with pytest.raises(OrderRejected, match=r"quantity 0\.0125 is not a multiple"):
+        gw.place(SYM, entry(qty=0.0125))  # ccxt would send 0.012
+    with pytest.raises(OrderRejected, match=r"price 39900\.05 is not a multiple"):
+        gw.place(SYM, entry(price=39900.05))
+    assert state.requests() == []
+    placed = gw.place(SYM, entry(qty=0.1 + 0.2 - 0.29))  # 0.010000000000000009: float noise only
+    assert placed.qty == 0.01
