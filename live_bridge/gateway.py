@@ -53,7 +53,11 @@ class OrderRequest:
 
 @dataclass(frozen=True)
 class OpenOrder:
-    """An order as the exchange knows it."""
+    """An order as the exchange knows it.
+
+    ``exchange_id`` of a conditional (stop / take-profit) order is its Algo-service id; its fills carry
+    the id of the market order it became when triggered, matched back through ``client_id``.
+    """
 
     client_id: str
     exchange_id: str
