@@ -513,3 +513,17 @@ def test_off_grid_size_or_price_is_refused_not_truncated(gw: CcxtGateway, state:
     assert state.requests() == []
     placed = gw.place(SYM, entry(qty=0.1 + 0.2 - 0.29))  # 0.010000000000000009: float noise only
     assert placed.qty == 0.01
+
+
+def test_exchange_side_weight_limit_is_rate_limited_with_its_retry_after(
+    gw: CcxtGateway, state: EmulatorState
+) -> None:
+    gw.market_rules(SYM)
+    state.weight_limit = 12  # the exchange's own limit, below the venue's client-side budget
+    gw.account(SYM)  # 5 + 1 (brackets) + 5 after the markets request of this minute
+    with pytest.raises(RateLimited) as err:
+        gw.account(SYM)
+    assert err.value.retry_after_s == 60.0  # the clock sits on a minute boundary: a full minute to wait
+    state.advance_bar("BTCUSDT")  # next minute
+    assert gw.account(SYM).wallet_balance == 10_000.0
+    assert state.requests("/fapi/v3/account")[-1].status == 200

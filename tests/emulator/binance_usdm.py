@@ -29,7 +29,9 @@ Faults (``state.inject(...)``), each consumed in order by the requests whose pat
 answer to ``rows`` rows although more exist), ``bad_json`` (a truncated JSON body with status 200),
 ``reject`` (a 400 with Binance error ``code`` / ``msg``, e.g. a -5022 post-only storm), ``drop`` (run the
 handler, then close the connection without answering: the request's effect happened, its answer is lost).
-``times`` makes any of them a burst.
+``times`` makes any of them a burst. ``state.weight_limit`` (None: off) adds Binance's per-minute IP
+request-weight limit on the server clock (``ROUTE_WEIGHTS``): over it, 429 / -1003 with ``Retry-After``
+until the next minute; every answer carries ``X-MBX-USED-WEIGHT-1M``.
 """
 
 from __future__ import annotations
@@ -203,6 +205,8 @@ class EmulatorState:
         self.faults: list[Fault] = []
         self.log: list[LoggedRequest] = []
         self.account = _private.AccountState()
+        self.weight_limit: int | None = None  # None: no server-side request-weight limit
+        self.weight_minute, self.weight_used = -1, 0
 
     # -- bar replay (private side: emulator.private) ---------------------------------------------------
     def replay(self, symbol_id: str, interval: str, frame: pl.DataFrame, start_ms: int | None = None) -> None:
@@ -244,6 +248,22 @@ class EmulatorState:
                 frame["rate"].to_numpy().astype(np.float64),
                 mark,
             )
+
+    # -- request weight (Binance's per-minute IP limit) ----------------------------------------------
+    def spend_weight(self, request: Request) -> Response | None:
+        """Count the request's weight in its server-clock minute; a 429 (-1003) once over ``weight_limit``."""
+        weight = ROUTE_WEIGHTS.get((request.method, request.path), 1)
+        now = self.server_time()
+        with self.lock:
+            minute = now // 60_000
+            if minute != self.weight_minute:
+                self.weight_minute, self.weight_used = minute, 0
+            if self.weight_limit is not None and self.weight_used + weight > self.weight_limit:
+                retry = str(max(1, -(-((minute + 1) * 60_000 - now) // 1000)))
+                msg = f"Too many requests; current limit of IP is {self.weight_limit} requests per minute."
+                return Response(429, {"code": -1003, "msg": msg}, {"Retry-After": retry})
+            self.weight_used += weight
+        return None
 
     # -- faults and log -----------------------------------------------------------------------------
     def inject(self, kind: str, path: str | None = None, **kwargs: object) -> Fault:
@@ -416,6 +436,21 @@ def handle_funding_rate(state: EmulatorState, request: Request) -> Response:
     return Response(200, rows)
 
 
+#: Binance's request weights of the heavier routes (every other route weighs 1).
+ROUTE_WEIGHTS: dict[tuple[str, str], int] = {
+    ("GET", "/fapi/v2/account"): 5,
+    ("GET", "/fapi/v3/account"): 5,
+    ("GET", "/fapi/v2/balance"): 5,
+    ("GET", "/fapi/v3/balance"): 5,
+    ("GET", "/fapi/v2/positionRisk"): 5,
+    ("GET", "/fapi/v3/positionRisk"): 5,
+    ("GET", "/fapi/v1/userTrades"): 5,
+    ("GET", "/fapi/v1/income"): 30,
+    ("GET", "/fapi/v1/positionSide/dual"): 30,
+    ("GET", "/fapi/v1/klines"): 5,
+    ("GET", "/fapi/v1/markPriceKlines"): 5,
+}
+
 Handler = Callable[[EmulatorState, Request], Response]
 ROUTES: dict[tuple[str, str], Handler] = {
     ("GET", "/fapi/v1/ping"): handle_ping,
@@ -447,6 +482,9 @@ def dispatch(state: EmulatorState, request: Request) -> tuple[Response, Fault | 
             return Response(500, body, headers), fault
         page = f"<html><body><h1>{fault.status} Service Unavailable</h1></body></html>"
         return Response(fault.status, raw=page, headers=headers, content_type="text/html"), fault
+    limited = state.spend_weight(request)
+    if limited is not None:
+        return limited, fault
     if fault is not None and fault.kind == "reject":
         return _error(400, fault.code, fault.msg), fault
     if fault is not None and fault.kind == "timeout":
@@ -491,6 +529,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "drop":
             self.close_connection = True  # processed, but the answer is lost with the connection
             return
+        response.headers.setdefault("X-MBX-USED-WEIGHT-1M", str(state.weight_used))
         payload = response.body()
         try:
             self.send_response(response.status)
