@@ -19,8 +19,11 @@ from urllib.parse import urlencode
 import polars as pl
 import pytest
 from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
+from emulator.private import FillModel
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from configs.loader import load_strategy, load_venue
 
 T0 = 1_704_067_200_000
 MIN = 60_000
@@ -312,3 +315,12 @@ def test_wall_clock_emulator_applies_the_recv_window() -> None:
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(req, timeout=5)
         assert json.loads(err.value.read())["code"] == -1021
+
+
+def test_fill_model_like_backtest_reads_the_configs() -> None:
+    strategy = load_strategy("default", ["backtest.slippage_bps=3.5", "backtest.fill_on_touch=true"])
+    venue = load_venue("binance_futures", ["fees.maker=0.0001", "fees.taker=0.0004"])
+    fm = FillModel.like_backtest(strategy, venue)
+    assert (fm.fill_on_touch, fm.slippage_bps, fm.maker_fee, fm.taker_fee, fm.post_only_against) == (
+        True, 3.5, 0.0001, 0.0004, "next_open",
+    )  # fmt: skip

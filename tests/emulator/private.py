@@ -38,7 +38,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -62,6 +62,18 @@ class FillModel:
     maker_fee: float = 0.0002
     taker_fee: float = 0.0005
     post_only_against: str = "last"  # "last" price or "next_open" of the replayed series
+
+    @classmethod
+    def like_backtest(cls, strategy: Any, venue: Any) -> FillModel:
+        """The backtest's fill settings (``backtest.*``, ``fees.*``); post-only checked at the next open."""
+        bt = strategy.backtest
+        return cls(
+            fill_on_touch=bt.fill_on_touch,
+            slippage_bps=bt.slippage_bps,
+            maker_fee=venue.fees.maker,
+            taker_fee=venue.fees.taker,
+            post_only_against="next_open",
+        )
 
 
 @dataclass
