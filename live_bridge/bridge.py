@@ -150,6 +150,7 @@ class Bridge:
         self.latency = Latency()
         self.fills_cursor: int | None = None
         self.open_orders: list[gw.OpenOrder] = []
+        self._orders_unknown = True  # no exchange read yet: the first sync reads the open orders
         self.deferred = 0
         self.sent = 0
         self.last_bar_close_ms: int | None = None
@@ -285,21 +286,24 @@ class Bridge:
             self._check_funding(bar)
             self.check_stale()
         if self.o.mode == "live":
+            # Critical path: book the fills, decide, send. The open-order view is the last exchange read
+            # kept current with our own placements, cancels and fills; it and the margin figure are
+            # read again after the orders went out (for the next bar).
             self.sync_fills()
-            self._check_margin()
             halted_before = self.s.state[S_HALTED] != 0.0
             self.s.step_live(bar.ts, bar.open, bar.high, bar.low, bar.close, self.entries_allowed)
+            self.sync_orders(refresh=self._orders_unknown)
             if self.s.state[S_HALTED] != 0.0 and not halted_before:
                 self._note("halt", "drawdown halt: closing both sides on the exchange")
-                self.sync_orders()
                 self._send_flatten(booked=True)
-            else:
-                self.sync_orders()
+            self.latency.add((time.perf_counter() - t0) * 1000.0)
+            self.refresh_orders()
+            self._check_margin()
         else:
             self.s.step_paper(bar.ts, bar.open, bar.high, bar.low, bar.close)
             if not self.entries_allowed:
                 self.s.block_entries()
-        self.latency.add((time.perf_counter() - t0) * 1000.0)
+            self.latency.add((time.perf_counter() - t0) * 1000.0)
         if self.journal is not None and self.o.journal_every_bar:
             self.journal.save_bar(self.s, {"operator_paused": self.operator_paused, "fills_cursor": self.fills_cursor})
         if self.o.mode != "replay" or self.ops is not None:
@@ -373,6 +377,7 @@ class Bridge:
                 self.journal.order_status(client_id, "unbookable", self.now_ms())
                 return 0
         self.journal.order_status(client_id, "booked", self.now_ms())
+        self.open_orders = [o for o in self.open_orders if o.client_id != client_id]
         self._note("fill", f"{client_id} {qty} @ {price}")
         return 1
 
@@ -391,13 +396,26 @@ class Bridge:
             out.append(RestingOrder(o.client_id, float(px or 0.0), float(o.qty)))
         return out
 
-    def sync_orders(self) -> None:
-        """Send the diff between the slot array and the exchange's open orders (rate limited)."""
+    def refresh_orders(self) -> bool:
+        """Read the exchange's open orders into the local view; False (view unknown) on failure."""
         assert self.gw is not None
         try:
             self.open_orders = self.gw.open_orders(self.s.symbol)
         except gw.GatewayError as err:
             self._error("open_orders", err)
+            self._orders_unknown = True
+            return False
+        self._orders_unknown = False
+        return True
+
+    def sync_orders(self, refresh: bool = True) -> None:
+        """Send the diff between the slot array and the open orders (rate limited).
+
+        ``refresh`` reads the exchange's open orders first; otherwise the local view is used (the last
+        read, updated with every placement, cancel and completed fill since).
+        """
+        assert self.gw is not None
+        if refresh and not self.refresh_orders():
             return
         wanted = desired_orders(self.s.slots, self.o.maker_only)
         plan = diff_orders(wanted, self._resting(), self.o.run_id, self.o.price_tol_bps, self.o.qty_tol_pct, self.limiter.available())
@@ -407,6 +425,7 @@ class Bridge:
             except gw.GatewayError as err:
                 self._error("cancel", err)
                 continue
+            self.open_orders = [o for o in self.open_orders if o.client_id != cid]
             if self.journal is not None:
                 self.journal.order_status(cid, "canceled", self.now_ms())
                 parsed = parse_client_id(cid)
@@ -450,6 +469,8 @@ class Bridge:
             self._error("place", err)
             return False
         self.sent += 1
+        if req.type != "market":
+            self.open_orders.append(o)
         if self.journal is not None:
             self.journal.order_status(req.client_id, "open", self.now_ms(), o.exchange_id)
         return True

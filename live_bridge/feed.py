@@ -67,6 +67,7 @@ class ExchangeFeed:
         self.last_ts: int | None = None
         self._last_settled: int | None = None
         self._last_ping = clock()
+        self.on_server_time: Callable[[int], None] | None = None  # the bridge's clock follows the exchange
 
     @classmethod
     def for_venue(cls, venue: VenueConfig, symbol: str, timeframe: str, api_url: str | None = None, **kw: Any) -> ExchangeFeed:
@@ -104,7 +105,10 @@ class ExchangeFeed:
             return out
 
     def server_time_ms(self) -> int:
-        return int(self.call("time", self.client.fetch_time))
+        t = int(self.call("time", self.client.fetch_time))
+        if self.on_server_time is not None:
+            self.on_server_time(t)
+        return t
 
     def keep_alive(self) -> bool:
         """Ping when ``ping_interval_s`` has passed since the last request; False while the feed is down."""

@@ -32,6 +32,10 @@ class ExchangeClock:
     def now_ms(self) -> int:
         return int(time.time() * 1000) + self.offset_ms
 
+    def follow(self, exchange_ms: int) -> None:
+        """The exchange said it is ``exchange_ms`` now."""
+        self.offset_ms = int(exchange_ms) - int(time.time() * 1000)
+
 
 @dataclass
 class RunContext:
@@ -78,12 +82,13 @@ def prepare(
     strategy: Any, venue: Any, symbol: str, timeframe: str, mode: str, testnet: bool, api_url: str | None,
     journal_path: Path | None, ops_port: int, token: str | None, token_env: str, min_balance: float,
     allow_off: list[str], max_skew_ms: int, gateway: Any = None, feed_kw: dict[str, Any] | None = None,
+    clock: ExchangeClock | None = None,
 ) -> tuple[Checklist, RunContext]:  # fmt: skip
     """Build everything a run needs and check every readiness item; nothing is sent to the exchange."""
     from live_bridge.cli import _options, _run_id
 
     ready = Checklist()
-    ctx = RunContext()
+    ctx = RunContext(clock=clock or ExchangeClock())
     live = mode == "live"
     try:
         session = EngineSession(strategy, venue, symbol, timeframe)
@@ -106,6 +111,7 @@ def prepare(
         ready.add("risk gates", not off, f"disabled without --allow-gate-off: {off}" if off else "all enabled (or explicitly allowed off)")
         ready.add("ops token", bool(token), "set" if token else f"--live needs an ops API token in ${token_env}")
     feed = ExchangeFeed.for_venue(venue, symbol, timeframe, api_url, **(feed_kw or {}))
+    feed.on_server_time = ctx.clock.follow
     ctx.feed = feed
 
     def reach() -> str:
@@ -293,7 +299,6 @@ def run_loop(ctx: RunContext, max_bars: int | None = None, poll_s: float = 1.0) 
     while max_bars is None or done < max_bars:
         try:
             bars = feed.poll()
-            ctx.clock.offset_ms = feed.server_time_ms() - int(time.time() * 1000) if not bars else ctx.clock.offset_ms
             bridge.set_input_health("bar feed connection", None)
         except FeedDown as err:
             bridge.set_input_health("bar feed connection", str(err))
