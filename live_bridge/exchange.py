@@ -309,6 +309,8 @@ class CcxtGateway:
                 result = fn()
             except ccxt.BaseError as err:
                 raise self._translate(what, err, post_only) from err
+            except (KeyError, TypeError, ValueError, AttributeError) as err:  # ccxt choked on the answer
+                raise ExchangeUnavailable(f"{what}: malformed answer ({type(err).__name__}: {err})") from err
             if self.client.last_json_response is None and self.client.last_http_response:
                 raise ExchangeUnavailable(f"{what}: the exchange answered something that is not JSON")
             return result
@@ -418,6 +420,12 @@ class CcxtGateway:
         raw = self._call("account", WEIGHTS["account"], lambda: self.client.fapiPrivateV3GetAccount())
         weight = WEIGHTS["positionRisk"] + (0 if self.client.options.get("leverageBrackets") else 1)
         rows = self._call("positions", weight, lambda: self.client.fetch_positions([unified]))
+        try:
+            return self._account_from(raw, rows)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ExchangeUnavailable(f"account: malformed answer ({type(err).__name__}: {err})") from err
+
+    def _account_from(self, raw: Any, rows: list[Any]) -> Account:
         positions: dict[str, Position] = {}
         for row in rows:
             qty = float(row.get("contracts") or 0.0)

@@ -527,3 +527,12 @@ def test_exchange_side_weight_limit_is_rate_limited_with_its_retry_after(
     state.advance_bar("BTCUSDT")  # next minute
     assert gw.account(SYM).wallet_balance == 10_000.0
     assert state.requests("/fapi/v3/account")[-1].status == 200
+
+
+def test_well_formed_answer_of_the_wrong_shape_is_exchange_unavailable(
+    gw: CcxtGateway, state: EmulatorState
+) -> None:
+    gw.account(SYM)
+    state.inject("payload", "/fapi/v3/account", body={"unexpected": True})
+    with pytest.raises(ExchangeUnavailable, match="malformed"):
+        gw.account(SYM)

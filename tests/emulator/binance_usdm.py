@@ -29,6 +29,7 @@ Faults (``state.inject(...)``), each consumed in order by the requests whose pat
 answer to ``rows`` rows although more exist), ``bad_json`` (a truncated JSON body with status 200),
 ``reject`` (a 400 with Binance error ``code`` / ``msg``, e.g. a -5022 post-only storm), ``drop`` (run the
 handler, then close the connection without answering: the request's effect happened, its answer is lost).
+``payload`` (status 200 with ``body`` as the JSON answer: well-formed, wrong shape).
 ``times`` makes any of them a burst. ``state.weight_limit`` (None: off) adds Binance's per-minute IP
 request-weight limit on the server clock (``ROUTE_WEIGHTS``): over it, 429 / -1003 with ``Retry-After``
 until the next minute; every answer carries ``X-MBX-USED-WEIGHT-1M``.
@@ -65,7 +66,7 @@ INTERVAL_MS: dict[str, int] = {
 }
 KLINES_DEFAULT_LIMIT, KLINES_MAX_LIMIT = 500, 1500
 FUNDING_DEFAULT_LIMIT, FUNDING_MAX_LIMIT = 100, 1000
-FAULT_KINDS = ("status", "timeout", "short", "bad_json", "reject", "drop")
+FAULT_KINDS = ("status", "timeout", "short", "bad_json", "reject", "drop", "payload")
 
 
 @dataclass
@@ -107,6 +108,7 @@ class Fault:
     retry_after: int | None = None
     delay_s: float = 0.0
     rows: int = 1
+    body: object = None
     code: int = -1000
     msg: str = "An unknown error occured while processing the request."
 
@@ -485,6 +487,8 @@ def dispatch(state: EmulatorState, request: Request) -> tuple[Response, Fault | 
     limited = state.spend_weight(request)
     if limited is not None:
         return limited, fault
+    if fault is not None and fault.kind == "payload":
+        return Response(200, fault.body), fault
     if fault is not None and fault.kind == "reject":
         return _error(400, fault.code, fault.msg), fault
     if fault is not None and fault.kind == "timeout":
