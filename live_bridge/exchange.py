@@ -30,6 +30,7 @@ Symbols may be given as the venue file writes them (``BTCUSDT-PERP``), as ccxt u
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -249,6 +250,25 @@ def _on_grid(what: str, value: float | None, unit: float, decimals: int) -> floa
     return round(round(units) * unit, max(decimals, 0) + 2)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+def _fail_closed(method: F) -> F:
+    """An answer the gateway cannot read raises ExchangeUnavailable naming the call, never a default."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except _MALFORMED as err:
+            raise ExchangeUnavailable(
+                f"{method.__name__}: malformed answer ({type(err).__name__}: {err})"
+            ) from err
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _error_code(err: Exception) -> int | None:
     match = _CODE_RE.search(str(err))
     return int(match.group(1)) if match else None
@@ -309,7 +329,7 @@ class CcxtGateway:
                 result = fn()
             except ccxt.BaseError as err:
                 raise self._translate(what, err, post_only) from err
-            except (KeyError, TypeError, ValueError, AttributeError) as err:  # ccxt choked on the answer
+            except _MALFORMED as err:  # ccxt choked on the answer
                 raise ExchangeUnavailable(f"{what}: malformed answer ({type(err).__name__}: {err})") from err
             if self.client.last_json_response is None and self.client.last_http_response:
                 raise ExchangeUnavailable(f"{what}: the exchange answered something that is not JSON")
@@ -356,6 +376,7 @@ class CcxtGateway:
         return str(self._market(symbol)["symbol"])
 
     # -- public data --------------------------------------------------------------------------------
+    @_fail_closed
     def server_time_ms(self) -> int:
         """Exchange clock in epoch ms."""
         return int(self._call("server time", WEIGHTS["time"], self.client.fetch_time))
@@ -380,6 +401,7 @@ class CcxtGateway:
         except (KeyError, TypeError, ValueError) as err:
             raise GatewayError(f"symbol {symbol!r}: exchangeInfo filters incomplete ({err})") from None
 
+    @_fail_closed
     def closed_bars(self, symbol: str, timeframe: str, since_ms: int | None, limit: int) -> list[Bar]:
         """Up to ``limit`` bars opening at or after ``since_ms`` whose close time has passed."""
         unified = self._unified(symbol)
@@ -397,6 +419,7 @@ class CcxtGateway:
         ]
         return bars
 
+    @_fail_closed
     def funding(self, symbol: str) -> FundingInfo:
         """premiumIndex: current funding rate, next settlement and mark price, stamped with its time."""
         unified = self._unified(symbol)
@@ -410,6 +433,7 @@ class CcxtGateway:
         )
 
     # -- account ------------------------------------------------------------------------------------
+    @_fail_closed
     def account(self, symbol: str) -> Account:
         """Totals of the futures wallet (v3 account) and ``symbol``'s positions (v3 positionRisk).
 
@@ -420,10 +444,7 @@ class CcxtGateway:
         raw = self._call("account", WEIGHTS["account"], lambda: self.client.fapiPrivateV3GetAccount())
         weight = WEIGHTS["positionRisk"] + (0 if self.client.options.get("leverageBrackets") else 1)
         rows = self._call("positions", weight, lambda: self.client.fetch_positions([unified]))
-        try:
-            return self._account_from(raw, rows)
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise ExchangeUnavailable(f"account: malformed answer ({type(err).__name__}: {err})") from err
+        return self._account_from(raw, rows)
 
     def _account_from(self, raw: Any, rows: list[Any]) -> Account:
         positions: dict[str, Position] = {}
@@ -456,6 +477,7 @@ class CcxtGateway:
             ts_ms=max((int(a.get("updateTime") or 0) for a in raw.get("assets", [])), default=0),
         )
 
+    @_fail_closed
     def hedge_mode(self) -> bool:
         """True when the account holds LONG and SHORT positions separately (dual-side mode)."""
         mode = self._call("position mode", WEIGHTS["dualGet"], lambda: self.client.fetch_position_mode())
@@ -530,6 +552,7 @@ class CcxtGateway:
             status=str(order.get("status") or "open"),
         )
 
+    @_fail_closed
     def open_orders(self, symbol: str) -> list[OpenOrder]:
         """Resting regular orders and untriggered conditional orders of ``symbol``."""
         unified = self._unified(symbol)
@@ -543,6 +566,7 @@ class CcxtGateway:
         )
         return [self._to_open_order(o, False) for o in plain] + [self._to_open_order(o, True) for o in algo]
 
+    @_fail_closed
     def place(self, symbol: str, req: OrderRequest) -> OpenOrder:
         """Send one order (see OrderRequest); hedge mode sends positionSide and never reduceOnly."""
         unified = self._unified(symbol)
@@ -630,6 +654,7 @@ class CcxtGateway:
             self._client_ids[order_id] = str(order.get("clientOrderId") or order["info"].get("clientOrderId"))
         return self._client_ids[order_id]
 
+    @_fail_closed
     def fills_since(self, symbol: str, since_ms: int) -> list[Fill]:
         """User trades at or after ``since_ms``, oldest first (paged by 7-day windows and 1000 rows)."""
         unified = self._unified(symbol)
@@ -672,6 +697,7 @@ class CcxtGateway:
             )
         return fills
 
+    @_fail_closed
     def funding_payments_since(self, symbol: str, since_ms: int) -> list[tuple[int, float]]:
         """(settlement ms, amount) of FUNDING_FEE income at or after ``since_ms``, oldest first."""
         unified = self._unified(symbol)
