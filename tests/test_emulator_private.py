@@ -178,7 +178,8 @@ def test_fills_follow_the_path_high_first() -> None:
     with BinanceUsdmEmulator(make_state((40000.0, 40010.0, 39890.0, 39950.0))) as emu:
         order(emu, "buy", "BUY", "LONG", 39900.0)
         order(emu, "sell", "SELL", "SHORT", 40005.0)
-        emu.state.advance_bar("BTCUSDT")
+        assert emu.advance_bar("BTCUSDT") == (T0 + 5 * MIN, 40000.0, 40010.0, 39890.0, 39950.0)
+        assert emu.state.server_time() == T0 + 6 * MIN  # the bar's close
         assert trades(emu) == [("sell", "SELL", 40005.0, True), ("buy", "BUY", 39900.0, True)]
 
 

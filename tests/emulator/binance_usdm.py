@@ -604,6 +604,10 @@ class BinanceUsdmEmulator:
             self._thread.join(timeout=5)
             self._thread = None
 
+    def advance_bar(self, symbol_id: str) -> tuple[int, float, float, float, float]:
+        """Trade the next replayed bar of ``symbol_id`` (``EmulatorState.advance_bar``)."""
+        return self.state.advance_bar(symbol_id)
+
     def __enter__(self) -> BinanceUsdmEmulator:
         return self.start()
 
