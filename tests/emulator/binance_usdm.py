@@ -513,6 +513,8 @@ def dispatch(state: EmulatorState, request: Request) -> tuple[Response, Fault | 
 class _HttpHandler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms each.
+    disable_nagle_algorithm = True
 
     def _serve(self, method: str) -> None:
         parts = urlsplit(self.path)
