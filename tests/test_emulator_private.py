@@ -325,3 +325,24 @@ def test_fill_model_like_backtest_reads_the_configs() -> None:
     assert (fm.fill_on_touch, fm.slippage_bps, fm.maker_fee, fm.taker_fee, fm.post_only_against) == (
         True, 3.5, 0.0001, 0.0004, "next_open",
     )  # fmt: skip
+
+
+def test_cancel_all_open_orders_of_both_services(emu: BinanceUsdmEmulator) -> None:
+    order(emu, "a", "BUY", "LONG", 39900.0)
+    order(emu, "s", "BUY", "SHORT", 41000.0, kind="STOP_MARKET")
+    assert call(emu, "DELETE", "/fapi/v1/allOpenOrders", {"symbol": "BTCUSDT"})[0] == 200
+    assert call(emu, "GET", "/fapi/v1/openOrders", {"symbol": "BTCUSDT"})[1] == []
+    assert len(call(emu, "GET", "/fapi/v1/openAlgoOrders", {"symbol": "BTCUSDT"})[1]) == 1  # type: ignore[arg-type]
+    assert call(emu, "DELETE", "/fapi/v1/algoOpenOrders", {"symbol": "BTCUSDT"})[0] == 200
+    assert call(emu, "GET", "/fapi/v1/openAlgoOrders", {"symbol": "BTCUSDT"})[1] == []
+
+
+def test_v2_account_balance_and_position_risk_agree(emu: BinanceUsdmEmulator) -> None:
+    order(emu, "x", "BUY", "LONG", 40100.0, tif="GTC")  # crosses: 0.01 long at 40000, taker fee 0.2
+    _, account = call(emu, "GET", "/fapi/v2/account")
+    _, balance = call(emu, "GET", "/fapi/v2/balance")
+    _, risk = call(emu, "GET", "/fapi/v2/positionRisk", {"symbol": "BTCUSDT"})
+    assert float(account["totalWalletBalance"]) == pytest.approx(10_000 - 0.2)  # type: ignore[index]
+    assert balance[0]["balance"] == account["totalWalletBalance"]  # type: ignore[index]
+    long = next(r for r in risk if r["positionSide"] == "LONG")  # type: ignore[union-attr]
+    assert (float(long["positionAmt"]), float(long["entryPrice"]), long["leverage"]) == (0.01, 40000.0, "20")
