@@ -346,3 +346,11 @@ def test_v2_account_balance_and_position_risk_agree(emu: BinanceUsdmEmulator) ->
     assert balance[0]["balance"] == account["totalWalletBalance"]  # type: ignore[index]
     long = next(r for r in risk if r["positionSide"] == "LONG")  # type: ignore[union-attr]
     assert (float(long["positionAmt"]), float(long["entryPrice"]), long["leverage"]) == (0.01, 40000.0, "20")
+
+
+def test_take_profit_and_stop_may_both_cover_one_lot() -> None:
+    with BinanceUsdmEmulator(make_state((40000.0, 40010.0, 39890.0, 39950.0))) as emu:
+        order(emu, "entry", "BUY", "LONG", 39900.0)
+        emu.advance_bar("BTCUSDT")
+        assert order(emu, "sl", "SELL", "LONG", 39000.0, kind="STOP_MARKET")[0] == 200
+        assert order(emu, "tp", "SELL", "LONG", 40100.0)[0] == 200

@@ -20,8 +20,12 @@ open, exactly what the backtest does, for parity tests).
 Conditional orders trigger on the contract price and fill as taker at their trigger (the open when
 the open gapped through) moved against the account by ``slippage_bps``. A limit that crosses on
 arrival is rejected when post-only (GTX, -5022) and otherwise fills at once as taker, never beyond its
-own price. Hedge mode: ``reduceOnly`` may not be sent (-1106, as Binance); a closing order (SELL LONG,
-BUY SHORT) for more than the position is rejected (-2022) and its fills never exceed the position.
+own price. Hedge mode: ``reduceOnly`` may not be sent (-1106, as Binance); a closing limit or market
+order (SELL LONG, BUY SHORT) for more than the position is rejected (-2022) and no closing fill ever
+exceeds the position (the rest expires). Ties between orders at one price: conditional (stop) first,
+then closing limits / take-profits, then entries; LONG before SHORT; older order first (the engine's
+"lower level first" when the bridge places rungs in level order). No liquidation engine: positions
+are never force-closed.
 
 Faults beyond the public ones: ``state.account.partial_fills(fraction, times)`` makes the next fills
 execute only part of the remaining quantity (the rest keeps resting); ``state.account.freeze_premium()``
@@ -667,11 +671,10 @@ def _new_order(state: EmulatorState, request: Request, algo: bool) -> Order:
         if q == 0 or (q > 0) == (side == "BUY") or qty > abs(q) + 1e-12:
             raise ApiError(400, -2022, "ReduceOnly Order is rejected.")
     if not order.opening:
+        # Each closing order on its own may not exceed the position (resting ones are not summed: a lot's
+        # take-profit limit and its stop both cover it); fills are capped at the position anyway.
         held = abs(acct.position(symbol, pside)[0])
-        resting = sum(
-            o.remaining for o in acct.open_orders(symbol) if o.position_side == pside and not o.opening
-        )
-        if pside != "BOTH" and qty + resting > held + 1e-12 and otype in ("LIMIT", "MARKET"):
+        if pside != "BOTH" and qty > held + 1e-12 and otype in ("LIMIT", "MARKET"):
             raise ApiError(400, -2022, "ReduceOnly Order is rejected.")
     if order.opening:
         lev = acct.leverage.get(symbol, 20)
