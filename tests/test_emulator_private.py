@@ -28,6 +28,7 @@ from configs.loader import load_strategy, load_venue
 T0 = 1_704_067_200_000
 MIN = 60_000
 FLAT = [(40000.0, 40000.0, 40000.0, 40000.0)] * 5
+DIP_UP = (40050.0, 40100.0, 39990.0, 40000.0)  # path 40050 -> 40100 -> 39990 -> 40000
 
 
 def frame(*ohlc: tuple[float, float, float, float]) -> pl.DataFrame:
@@ -354,3 +355,17 @@ def test_take_profit_and_stop_may_both_cover_one_lot() -> None:
         emu.advance_bar("BTCUSDT")
         assert order(emu, "sl", "SELL", "LONG", 39000.0, kind="STOP_MARKET")[0] == 200
         assert order(emu, "tp", "SELL", "LONG", 40100.0)[0] == 200
+
+
+def test_partial_fill_of_a_take_profit_keeps_the_rest_resting() -> None:
+    state = make_state((40000.0, 40010.0, 39890.0, 39950.0), (39950.0, 40100.0, 39940.0, 40050.0), DIP_UP)
+    with BinanceUsdmEmulator(state) as emu:
+        order(emu, "entry", "BUY", "LONG", 39900.0, qty=0.02)
+        emu.advance_bar("BTCUSDT")
+        order(emu, "tp", "SELL", "LONG", 40000.0, qty=0.02)
+        emu.state.account.partial_fills(0.5)
+        emu.advance_bar("BTCUSDT")
+        assert [(o.client_id, o.filled) for o in emu.state.account.open_orders("BTCUSDT")] == [("tp", 0.01)]
+        emu.advance_bar("BTCUSDT")
+        assert emu.state.account.open_orders("BTCUSDT") == []
+        assert emu.state.account.position("BTCUSDT", "LONG") == [0.0, 0.0]

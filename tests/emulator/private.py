@@ -360,32 +360,38 @@ def _income(acct: AccountState, symbol: str, kind: str, amount: float, ts: int, 
     )
 
 
-def _fill_qty(state: EmulatorState, order: Order, step: float) -> float:
-    """How much of ``order`` executes now: capped by a closing order's position, cut by partial faults."""
+def _fill_qty(state: EmulatorState, order: Order, step: float) -> tuple[float, bool]:
+    """(quantity that executes now, True when capped by the position a closing order reduces).
+
+    A partial-fill fault cuts limit orders only (market and triggered stop orders fill whole).
+    """
     acct = state.account
     qty = order.remaining
+    capped = False
     if not order.opening:
         held = abs(acct.position(order.symbol, order.position_side)[0])
+        capped = held < qty - 1e-12
         qty = min(qty, held)
-    if acct.partial_times > 0 and qty > step:
+    if order.type == "LIMIT" and acct.partial_times > 0 and qty > step:
         acct.partial_times -= 1
         part = math.floor(qty * acct.partial_fraction / step + 1e-9) * step
-        qty = max(step, min(part, qty))
-    return qty
+        qty, capped = max(step, min(part, qty)), False
+    return qty, capped
 
 
 def _execute(state: EmulatorState, order: Order, price: float, maker: bool, ts: int, bar: int) -> None:
     step = float(_filters(state, order.symbol)["LOT_SIZE"]["stepSize"])
-    qty = _fill_qty(state, order, step)
+    qty, capped = _fill_qty(state, order, step)
     if qty <= 1e-12:
         order.status, order.update_time = "EXPIRED", ts  # closing order with nothing left to close
         return
-    partial = qty < order.remaining - 1e-12
     _book_fill(state, order, price, qty, maker, ts)
-    if partial and order.opening:
-        order.paused_bar = bar
-    elif partial:
-        order.status = "EXPIRED"  # reduce order capped by the position: the rest is cancelled
+    if order.remaining <= 1e-12:
+        return
+    if capped or order.type != "LIMIT":
+        order.status = "EXPIRED"  # the position is closed: the rest of a reduce order is cancelled
+    else:
+        order.paused_bar = bar  # partial fill: the rest rests, no more fills during this bar
 
 
 def _trigger(state: EmulatorState, order: Order, ts: int) -> None:
