@@ -369,3 +369,15 @@ def test_partial_fill_of_a_take_profit_keeps_the_rest_resting() -> None:
         emu.advance_bar("BTCUSDT")
         assert emu.state.account.open_orders("BTCUSDT") == []
         assert emu.state.account.position("BTCUSDT", "LONG") == [0.0, 0.0]
+
+
+def test_stop_gapped_by_the_next_open_rests_under_next_open_post_only() -> None:
+    # last close 40000; the next bar opens at 39700, below a long stop at 39850: it rests, fills at the open
+    state = make_state((40000.0, 40010.0, 39890.0, 40000.0), (39700.0, 39750.0, 39650.0, 39700.0))
+    state.account.fill_model.post_only_against = "next_open"
+    with BinanceUsdmEmulator(state) as emu:
+        order(emu, "entry", "BUY", "LONG", 39900.0)  # next open 40000: rests
+        emu.advance_bar("BTCUSDT")
+        assert order(emu, "sl", "SELL", "LONG", 39850.0, kind="STOP_MARKET")[0] == 200
+        emu.advance_bar("BTCUSDT")
+        assert trades(emu)[-1] == ("sl", "SELL", 39700.0, False)

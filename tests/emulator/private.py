@@ -753,7 +753,9 @@ def handle_new_algo_order(state: EmulatorState, request: Request) -> dict:
             400, -1102, "Mandatory parameter 'algoType' was not sent, was empty/null, or malformed."
         )
     order = _new_order(state, request, algo=True)
-    ref = _reference_price(state, order.symbol)
+    # Trigger check against the last trade even under "next_open": a stop the next open gaps through
+    # rests and fills at that open, as in the backtest.
+    ref = state.account.last_price.get(order.symbol, _reference_price(state, order.symbol))
     px, falls = _buy_trigger(order)
     if (falls and ref <= px) or (not falls and ref >= px):
         raise ApiError(400, -2021, "Order would immediately trigger.")
