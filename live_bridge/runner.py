@@ -191,6 +191,8 @@ def prepare(
             return f"last rate {session.funding.rate[-1]:.6f} at {session.funding.ts[-1]}, next {nxt}"
 
         ready.run("funding rate", funding)
+    if live and bridge_gw is None:
+        return ready, ctx  # no gateway: nothing more can be checked (the failure is listed)
     ops = OpsState()
     bridge = _B(session, options, ops, journal, bridge_gw, now_ms=ctx.clock.now_ms)
     ctx.bridge = bridge
