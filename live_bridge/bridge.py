@@ -19,8 +19,8 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
-from decimal import Decimal
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import Any
 
 from configs.errors import GridctlError
@@ -140,7 +140,9 @@ class Bridge:
         self.gw = gateway
         v = session.venue.rate_limits
         # Paced on the bridge's clock (the exchange's time; real time in production).
-        self.limiter = limiter or RateLimiter(v.orders_per_second, v.orders_per_minute, clock=lambda: now_ms() / 1000.0)
+        self.limiter = limiter or RateLimiter(
+            v.orders_per_second, v.orders_per_minute, clock=lambda: now_ms() / 1000.0
+        )
         self.last_deferred: list[tuple[int, int, str]] = []
         self.now_ms = now_ms
         self.sleep = sleep
@@ -255,7 +257,10 @@ class Bridge:
         stale = last is not None and now - last > self.stale_after_ms
         was = "bar feed" in self.fail_reasons
         self.set_input_health(
-            "bar feed", f"no closed bar for {(now - last) / 1000:.0f} s (limit {self.stale_after_ms / 1000:.0f} s)" if stale else None
+            "bar feed",
+            f"no closed bar for {(now - last) / 1000:.0f} s (limit {self.stale_after_ms / 1000:.0f} s)"
+            if stale
+            else None,
         )
         if stale and not was:
             self._block_entries()
@@ -305,7 +310,9 @@ class Bridge:
                 self.s.block_entries()
             self.latency.add((time.perf_counter() - t0) * 1000.0)
         if self.journal is not None and self.o.journal_every_bar:
-            self.journal.save_bar(self.s, {"operator_paused": self.operator_paused, "fills_cursor": self.fills_cursor})
+            self.journal.save_bar(
+                self.s, {"operator_paused": self.operator_paused, "fills_cursor": self.fills_cursor}
+            )
         if self.o.mode != "replay" or self.ops is not None:
             self.publish()
 
@@ -332,7 +339,11 @@ class Bridge:
     def sync_fills(self) -> int:
         """Book exchange fills not yet booked; returns how many engine bookings were made."""
         assert self.gw is not None
-        since = self.fills_cursor if self.fills_cursor is not None else (self.s.last_ts or self.now_ms()) - 86_400_000
+        since = (
+            self.fills_cursor
+            if self.fills_cursor is not None
+            else (self.s.last_ts or self.now_ms()) - 86_400_000
+        )
         try:
             fills = self.gw.fills_since(self.s.symbol, since)
         except gw.GatewayError as err:
@@ -418,7 +429,14 @@ class Bridge:
         if refresh and not self.refresh_orders():
             return
         wanted = desired_orders(self.s.slots, self.o.maker_only)
-        plan = diff_orders(wanted, self._resting(), self.o.run_id, self.o.price_tol_bps, self.o.qty_tol_pct, self.limiter.available())
+        plan = diff_orders(
+            wanted,
+            self._resting(),
+            self.o.run_id,
+            self.o.price_tol_bps,
+            self.o.qty_tol_pct,
+            self.limiter.available(),
+        )
         for cid in plan.cancels:
             try:
                 self.gw.cancel(self.s.symbol, cid)
@@ -445,8 +463,19 @@ class Bridge:
         price = _snap(price, self.s.venue.tick_size)
         want = replace(want, qty=_snap(want.qty, self.s.venue.step_size))
         if want.type == "limit":
-            return gw.OrderRequest(cid, pos, want.order_side, "limit", want.qty, price=price, post_only=want.post_only, reduce_only=want.reduce_only)  # type: ignore[arg-type]
-        return gw.OrderRequest(cid, pos, want.order_side, "stop_market", want.qty, stop_price=price, reduce_only=True)  # type: ignore[arg-type]
+            return gw.OrderRequest(
+                cid,
+                pos,
+                want.order_side,
+                "limit",
+                want.qty,
+                price=price,
+                post_only=want.post_only,
+                reduce_only=want.reduce_only,
+            )  # type: ignore[arg-type]
+        return gw.OrderRequest(
+            cid, pos, want.order_side, "stop_market", want.qty, stop_price=price, reduce_only=True
+        )  # type: ignore[arg-type]
 
     def _place(self, req: gw.OrderRequest, want: WantedOrder) -> bool:
         assert self.gw is not None
@@ -515,12 +544,22 @@ class Bridge:
         snap["state"] = enum_name(RiskState, state_code).lower() if state_code is not None else "starting"
         if have_bar:
             snap.update(
-                equity=float(st[S_EQUITY]), wallet_balance=float(st[S_WALLET]), realized_pnl=float(st[S_REALIZED]),
-                unrealized_pnl=float(st[S_UNREAL]), trading_state=state_code,
+                equity=float(st[S_EQUITY]),
+                wallet_balance=float(st[S_WALLET]),
+                realized_pnl=float(st[S_REALIZED]),
+                unrealized_pnl=float(st[S_UNREAL]),
+                trading_state=state_code,
                 margin_ratio=float(st[S_MARGIN_RATIO]),
-            )  # fmt: skip
+            )
         else:
-            for k in ("equity", "wallet_balance", "realized_pnl", "unrealized_pnl", "trading_state", "margin_ratio"):
+            for k in (
+                "equity",
+                "wallet_balance",
+                "realized_pnl",
+                "unrealized_pnl",
+                "trading_state",
+                "margin_ratio",
+            ):
                 snap[k] = None
                 unknown[k] = "no bar processed yet"
         if "margin" in self.fail_reasons:
@@ -528,7 +567,10 @@ class Bridge:
             unknown["margin_ratio"] = self.fail_reasons["margin"]
         lq, sq = float(st[S_LONG_QTY]), float(st[S_SHORT_QTY])
         snap["position_long"], snap["position_short"] = lq, sq
-        snap["positions"] = {"long": {"qty": lq, "avg": float(st[S_LONG_AVG])}, "short": {"qty": sq, "avg": float(st[S_SHORT_AVG])}}
+        snap["positions"] = {
+            "long": {"qty": lq, "avg": float(st[S_LONG_AVG])},
+            "short": {"qty": sq, "avg": float(st[S_SHORT_AVG])},
+        }
         book = self.s.funding
         rate = book.rate[-1] if book.rate else None
         if rate is None or not math.isfinite(rate):
@@ -555,15 +597,29 @@ class Bridge:
         for idx in range(slots.shape[1]):
             for side in range(2):
                 s = slots[side, idx]
-                ladder.append({
-                    "side": "long" if side == 0 else "short", "level": idx + 1,
-                    "rung_price": None if math.isnan(s[SL_RUNG_PRICE]) else float(s[SL_RUNG_PRICE]),
-                    "entry": {"price": float(s[SL_ORD_PRICE]), "qty": float(s[SL_ORD_QTY])} if s[SL_ORD_ON] else None,
-                    "lot": {"price": float(s[SL_LOT_PRICE]), "qty": float(s[SL_LOT_QTY]),
+                ladder.append(
+                    {
+                        "side": "long" if side == 0 else "short",
+                        "level": idx + 1,
+                        "rung_price": None if math.isnan(s[SL_RUNG_PRICE]) else float(s[SL_RUNG_PRICE]),
+                        "entry": {"price": float(s[SL_ORD_PRICE]), "qty": float(s[SL_ORD_QTY])}
+                        if s[SL_ORD_ON]
+                        else None,
+                        "lot": {
+                            "price": float(s[SL_LOT_PRICE]),
+                            "qty": float(s[SL_LOT_QTY]),
                             "tp": None if math.isnan(s[SL_TP]) else float(s[SL_TP]),
-                            "sl": None if math.isnan(s[SL_SL]) else float(s[SL_SL])} if s[SL_LOT_ON] else None,
-                })  # fmt: skip
-        snap["ladder"] = {"center": None if math.isnan(center) else center, "regime": int(st[S_REGIME]), "rungs": ladder}
+                            "sl": None if math.isnan(s[SL_SL]) else float(s[SL_SL]),
+                        }
+                        if s[SL_LOT_ON]
+                        else None,
+                    }
+                )
+        snap["ladder"] = {
+            "center": None if math.isnan(center) else center,
+            "regime": int(st[S_REGIME]),
+            "rungs": ladder,
+        }
         cb_until = float(st[S_CB_UNTIL])
         snap["gates"] = {
             "circuit_breaker_active": bool(st[S_CB_ACTIVE]),
@@ -584,7 +640,10 @@ class Bridge:
             unknown["last_bar_age_seconds"] = "no bar processed yet"
         else:
             snap["last_bar_age_seconds"] = (self.now_ms() - self.last_bar_close_ms) / 1000.0
-        snap["error_counts"] = {"engine": int(st[S_ERRORS]), **{f"exchange_{k}": v for k, v in self.errors.items()}}
+        snap["error_counts"] = {
+            "engine": int(st[S_ERRORS]),
+            **{f"exchange_{k}": v for k, v in self.errors.items()},
+        }
         snap["orders_sent"] = self.sent
         snap["orders_deferred"] = self.deferred
         snap["latency"] = self.latency.summary()

@@ -28,7 +28,7 @@ def run_replay(
     strategy: Any, venue: Any, source: Path, exchange: str, symbol: str, timeframe: str
 ) -> tuple[Any, Any, dict[str, Any], Any]:
     """Replay a stored market through the paper bridge; returns (run output, market, stats, bridge)."""
-    from live_bridge.bridge import Bridge, BridgeOptions
+    from live_bridge.bridge import Bridge
     from live_bridge.replay import ReplayFeed, load_replay_market
     from live_bridge.session import EngineSession
     from research.stats import compute_stats
@@ -64,26 +64,98 @@ def _options(strategy: Any, mode: str, run_id: str) -> Any:
 
 
 def live(
-    paper: Annotated[bool, typer.Option("--paper", help="Real market data, fills simulated by the engine; no credentials.")] = False,
-    live_mode: Annotated[bool, typer.Option("--live", help="Real orders through the exchange (credentials from the venue's env vars).")] = False,
-    config: Annotated[str, typer.Option("--config", help="Strategy name (configs/strategies) or YAML path.")] = "default",
-    venue: Annotated[str, typer.Option("--venue", help="Venue name (configs/venues) or YAML path.")] = "binance_futures",
-    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a strategy field, e.g. policy.throttle=0.5.")] = None,
-    venue_overrides: Annotated[list[str] | None, typer.Option("--venue-set", help="Override a venue field, e.g. precision.min_notional=100.")] = None,
-    replay: Annotated[Path | None, typer.Option("--replay", help="Replay stored data instead of the exchange: a data directory (with --exchange/--symbol/--timeframe) or a <YYYY-MM>.parquet partition in one.")] = None,
-    exchange: Annotated[str, typer.Option("--exchange", help="Exchange of the stored data (--replay).")] = "sample",
-    symbol: Annotated[str | None, typer.Option("--symbol", help="ccxt symbol (default: the strategy's instrument).")] = None,
+    paper: Annotated[
+        bool, typer.Option("--paper", help="Real market data, fills simulated by the engine; no credentials.")
+    ] = False,
+    live_mode: Annotated[
+        bool,
+        typer.Option(
+            "--live", help="Real orders through the exchange (credentials from the venue's env vars)."
+        ),
+    ] = False,
+    config: Annotated[
+        str, typer.Option("--config", help="Strategy name (configs/strategies) or YAML path.")
+    ] = "default",
+    venue: Annotated[
+        str, typer.Option("--venue", help="Venue name (configs/venues) or YAML path.")
+    ] = "binance_futures",
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a strategy field, e.g. policy.throttle=0.5.")
+    ] = None,
+    venue_overrides: Annotated[
+        list[str] | None,
+        typer.Option("--venue-set", help="Override a venue field, e.g. precision.min_notional=100."),
+    ] = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option(
+            "--replay",
+            help=(
+                "Replay stored data instead of the exchange: a data directory (with --exchange/--symbol/"
+                "--timeframe) or a <YYYY-MM>.parquet partition in one."
+            ),
+        ),
+    ] = None,
+    exchange: Annotated[
+        str, typer.Option("--exchange", help="Exchange of the stored data (--replay).")
+    ] = "sample",
+    symbol: Annotated[
+        str | None, typer.Option("--symbol", help="ccxt symbol (default: the strategy's instrument).")
+    ] = None,
     timeframe: Annotated[str, typer.Option("--timeframe", help="Bar timeframe.")] = "1m",
-    out: Annotated[Path | None, typer.Option("--out", help="Write ledgers, stats.json and report.html here (as `gridctl backtest --out`).")] = None,
-    testnet: Annotated[bool, typer.Option("--testnet", help="Required to trade a testnet venue with --live; refused for production venues.")] = False,
-    api_url: Annotated[str | None, typer.Option("--api-url", help="Exchange root URL (scheme://host:port) replacing the venue's hosts, e.g. an emulator.")] = None,
-    journal_path: Annotated[Path | None, typer.Option("--journal", help="SQLite journal; an existing one is restarted from and reconciled with the exchange.")] = None,
-    ops_port: Annotated[int, typer.Option("--ops-port", help="Ops API / metrics port on 127.0.0.1 (0 picks a free port).")] = 8787,
-    token_env: Annotated[str, typer.Option("--ops-token-env", help="Environment variable holding the ops API bearer token (required with --live).")] = DEFAULT_TOKEN_ENV,
-    min_balance: Annotated[float, typer.Option("--min-balance", help="--live: refuse to start below this available balance (quote).")] = 50.0,
-    allow_gate_off: Annotated[list[str] | None, typer.Option("--allow-gate-off", help="--live: allow this risk_management.enable_* gate to be off (repeat).")] = None,
-    max_skew_ms: Annotated[int, typer.Option("--max-clock-skew-ms", help="Largest allowed |exchange clock - local clock|.")] = 1000,
-    max_bars: Annotated[int | None, typer.Option("--max-bars", help="Stop after this many live bars (default: run until Ctrl-C).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Write ledgers, stats.json and report.html here (as `gridctl backtest --out`)."
+        ),
+    ] = None,
+    testnet: Annotated[
+        bool,
+        typer.Option(
+            "--testnet", help="Required to trade a testnet venue with --live; refused for production venues."
+        ),
+    ] = False,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            "--api-url",
+            help="Exchange root URL (scheme://host:port) replacing the venue's hosts, e.g. an emulator.",
+        ),
+    ] = None,
+    journal_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--journal",
+            help="SQLite journal; an existing one is restarted from and reconciled with the exchange.",
+        ),
+    ] = None,
+    ops_port: Annotated[
+        int, typer.Option("--ops-port", help="Ops API / metrics port on 127.0.0.1 (0 picks a free port).")
+    ] = 8787,
+    token_env: Annotated[
+        str,
+        typer.Option(
+            "--ops-token-env",
+            help="Environment variable holding the ops API bearer token (required with --live).",
+        ),
+    ] = DEFAULT_TOKEN_ENV,
+    min_balance: Annotated[
+        float,
+        typer.Option("--min-balance", help="--live: refuse to start below this available balance (quote)."),
+    ] = 50.0,
+    allow_gate_off: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-gate-off", help="--live: allow this risk_management.enable_* gate to be off (repeat)."
+        ),
+    ] = None,
+    max_skew_ms: Annotated[
+        int, typer.Option("--max-clock-skew-ms", help="Largest allowed |exchange clock - local clock|.")
+    ] = 1000,
+    max_bars: Annotated[
+        int | None,
+        typer.Option("--max-bars", help="Stop after this many live bars (default: run until Ctrl-C)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result / readiness as JSON.")] = False,
 ) -> None:
     """Run the live bridge: --paper (simulated fills), --live (real orders), or --paper --replay PATH."""
@@ -102,12 +174,34 @@ def live(
         _replay_command(strategy, venue_cfg, replay, exchange, sym, timeframe, out, as_json)
         return
     _run_exchange(
-        strategy, venue_cfg, sym, timeframe, "live" if live_mode else "paper", testnet, api_url, journal_path,
-        ops_port, token_env, min_balance, list(allow_gate_off or []), max_skew_ms, max_bars, as_json,
-    )  # fmt: skip
+        strategy,
+        venue_cfg,
+        sym,
+        timeframe,
+        "live" if live_mode else "paper",
+        testnet,
+        api_url,
+        journal_path,
+        ops_port,
+        token_env,
+        min_balance,
+        list(allow_gate_off or []),
+        max_skew_ms,
+        max_bars,
+        as_json,
+    )
 
 
-def _replay_command(strategy: Any, venue: Any, source: Path, exchange: str, sym: str, timeframe: str, out: Path | None, as_json: bool) -> None:
+def _replay_command(
+    strategy: Any,
+    venue: Any,
+    source: Path,
+    exchange: str,
+    sym: str,
+    timeframe: str,
+    out: Path | None,
+    as_json: bool,
+) -> None:
     from research.results import stats_json, write_results
 
     if out is not None and out.exists() and not out.is_dir():
@@ -119,11 +213,15 @@ def _replay_command(strategy: Any, venue: Any, source: Path, exchange: str, sym:
 
         if (exchange, sym) == (SAMPLE_EXCHANGE, SAMPLE_SYMBOL):
             ensure_sample(source)
-    output, market, stats, bridge = run_replay(strategy, venue, source, exchange, sym, timeframe)
+    output, market, stats, _bridge = run_replay(strategy, venue, source, exchange, sym, timeframe)
     if out is not None:
         write_results(out, output, market, stats)
     secs = output.meta["replay_seconds"]
-    speed = {"bars": session_bars(output), "seconds": secs, "bars_per_second": session_bars(output) / secs if secs > 0 else None}
+    speed = {
+        "bars": session_bars(output),
+        "seconds": secs,
+        "bars_per_second": session_bars(output) / secs if secs > 0 else None,
+    }
     if as_json:
         sys.stdout.write(stats_json({**stats, "replay": speed}) + "\n")
         return
@@ -139,16 +237,40 @@ def session_bars(output: Any) -> int:
 
 
 def _run_exchange(
-    strategy: Any, venue: Any, sym: str, timeframe: str, mode: str, testnet: bool, api_url: str | None,
-    journal_path: Path | None, ops_port: int, token_env: str, min_balance: float, allow_off: list[str],
-    max_skew_ms: int, max_bars: int | None, as_json: bool,
-) -> None:  # fmt: skip
+    strategy: Any,
+    venue: Any,
+    sym: str,
+    timeframe: str,
+    mode: str,
+    testnet: bool,
+    api_url: str | None,
+    journal_path: Path | None,
+    ops_port: int,
+    token_env: str,
+    min_balance: float,
+    allow_off: list[str],
+    max_skew_ms: int,
+    max_bars: int | None,
+    as_json: bool,
+) -> None:
     from live_bridge.runner import prepare, run_loop
 
     ready, ctx = prepare(
-        strategy, venue, sym, timeframe, mode, testnet, api_url, journal_path, ops_port,
-        os.environ.get(token_env), token_env, min_balance, allow_off, max_skew_ms,
-    )  # fmt: skip
+        strategy,
+        venue,
+        sym,
+        timeframe,
+        mode,
+        testnet,
+        api_url,
+        journal_path,
+        ops_port,
+        os.environ.get(token_env),
+        token_env,
+        min_balance,
+        allow_off,
+        max_skew_ms,
+    )
     if as_json:
         sys.stdout.write(json.dumps({"readiness": ready.as_json()}) + "\n")
     else:

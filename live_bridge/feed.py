@@ -70,7 +70,9 @@ class ExchangeFeed:
         self.on_server_time: Callable[[int], None] | None = None  # the bridge's clock follows the exchange
 
     @classmethod
-    def for_venue(cls, venue: VenueConfig, symbol: str, timeframe: str, api_url: str | None = None, **kw: Any) -> ExchangeFeed:
+    def for_venue(
+        cls, venue: VenueConfig, symbol: str, timeframe: str, api_url: str | None = None, **kw: Any
+    ) -> ExchangeFeed:
         """The feed a venue file describes (``api.ws_url``, else ``api.base_url``; ``api_url`` overrides)."""
         from data.download import make_client
 
@@ -78,7 +80,9 @@ class ExchangeFeed:
         client = make_client("binanceusdm", url)
         client.enableRateLimit = False
         ws = venue.websocket
-        return cls(client, symbol, timeframe, ws.ping_interval, ws.reconnect_timeout, ws.max_reconnect_attempts, **kw)
+        return cls(
+            client, symbol, timeframe, ws.ping_interval, ws.reconnect_timeout, ws.max_reconnect_attempts, **kw
+        )
 
     # --- connection policy
 
@@ -133,7 +137,9 @@ class ExchangeFeed:
         return markets[self.symbol]
 
     def _bars(self, since: int, limit: int, now_ms: int) -> list[tuple[int, float, float, float, float]]:
-        rows = self.call("klines", lambda: self.client.fetch_ohlcv(self.symbol, self.timeframe, since=since, limit=limit))
+        rows = self.call(
+            "klines", lambda: self.client.fetch_ohlcv(self.symbol, self.timeframe, since=since, limit=limit)
+        )
         return [
             (int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]))
             for r in rows
@@ -161,7 +167,8 @@ class ExchangeFeed:
     def funding_settled(self, since_ms: int | None, now_ms: int) -> list[tuple[int, float, float]]:
         """Settlements at or before ``now_ms`` (time, rate, mark NaN when unknown)."""
         rows = self.call(
-            "fundingRate", lambda: self.client.fetch_funding_rate_history(self.symbol, since=since_ms, limit=1000)
+            "fundingRate",
+            lambda: self.client.fetch_funding_rate_history(self.symbol, since=since_ms, limit=1000),
         )
         out = []
         for r in rows:
@@ -186,7 +193,11 @@ class ExchangeFeed:
         """New closed bars since the last one delivered, each with the funding known at its close."""
         now = self.server_time_ms()
         self._last_ping = self._clock()
-        since = (self.last_ts + self.bar_ms) if self.last_ts is not None else (now // self.bar_ms - 1) * self.bar_ms
+        since = (
+            (self.last_ts + self.bar_ms)
+            if self.last_ts is not None
+            else (now // self.bar_ms - 1) * self.bar_ms
+        )
         bars = self._bars(since, 1500, now)
         if not bars:
             return []
@@ -196,7 +207,11 @@ class ExchangeFeed:
         out = []
         for t, o, h, lo, c in bars:
             close = t + self.bar_ms
-            mine = [s for s in settled if s[0] <= close and (self._last_settled is None or s[0] > self._last_settled)]
+            mine = [
+                s
+                for s in settled
+                if s[0] <= close and (self._last_settled is None or s[0] > self._last_settled)
+            ]
             if mine:
                 self._last_settled = mine[-1][0]
             later = [s[0] for s in settled if s[0] > close]

@@ -17,7 +17,16 @@ from typing import Any
 import numpy as np
 
 from configs.errors import GridctlError
-from engine.records import C_EQUITY, C_EVENTS, C_FILLS, C_FUNDING, EQUITY_DTYPE, EVENT_DTYPE, FILL_DTYPE, FUNDING_DTYPE
+from engine.records import (
+    C_EQUITY,
+    C_EVENTS,
+    C_FILLS,
+    C_FUNDING,
+    EQUITY_DTYPE,
+    EVENT_DTYPE,
+    FILL_DTYPE,
+    FUNDING_DTYPE,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -34,7 +43,11 @@ CREATE TABLE IF NOT EXISTS xfills (trade_id TEXT PRIMARY KEY, client_id TEXT, pr
 CREATE TABLE IF NOT EXISTS log (id INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER, kind TEXT, detail TEXT);
 """
 
-_TABLES = (("fills", C_FILLS, FILL_DTYPE), ("funding", C_FUNDING, FUNDING_DTYPE), ("events", C_EVENTS, EVENT_DTYPE))
+_TABLES = (
+    ("fills", C_FILLS, FILL_DTYPE),
+    ("funding", C_FUNDING, FUNDING_DTYPE),
+    ("events", C_EVENTS, EVENT_DTYPE),
+)
 
 
 class Journal:
@@ -90,18 +103,33 @@ class Journal:
                 self.db.executemany("INSERT INTO ledger VALUES (?, ?, ?)", rows)
             if s.cnt[C_EQUITY] > 0:
                 i = int(s.cnt[C_EQUITY]) - 1
-                self.db.execute("INSERT OR REPLACE INTO ledger VALUES ('equity', ?, ?)", (i, s.eq[i : i + 1].tobytes()))
+                self.db.execute(
+                    "INSERT OR REPLACE INTO ledger VALUES ('equity', ?, ?)", (i, s.eq[i : i + 1].tobytes())
+                )
             book = s.funding
             self.db.execute(
                 "INSERT OR REPLACE INTO kstate VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    int(s.ts[k]) if k >= 0 else None, s.n, ks.state.tobytes(), ks.slots.tobytes(),
-                    ks.err_ring.tobytes(), ks.ord_ring.tobytes(), s.regime_state.tobytes(), s.cnt.tobytes(),
-                    json.dumps({"ts": book.ts, "rate": book.rate, "mark": book.mark, "next": book.next_ts,
-                                "warm": s.warm_bars}),
+                    int(s.ts[k]) if k >= 0 else None,
+                    s.n,
+                    ks.state.tobytes(),
+                    ks.slots.tobytes(),
+                    ks.err_ring.tobytes(),
+                    ks.ord_ring.tobytes(),
+                    s.regime_state.tobytes(),
+                    s.cnt.tobytes(),
+                    json.dumps(
+                        {
+                            "ts": book.ts,
+                            "rate": book.rate,
+                            "mark": book.mark,
+                            "next": book.next_ts,
+                            "warm": s.warm_bars,
+                        }
+                    ),
                     json.dumps(extra or {}),
                 ),
-            )  # fmt: skip
+            )
 
     def has_state(self) -> bool:
         return self.db.execute("SELECT COUNT(*) FROM kstate").fetchone()[0] > 0
@@ -115,11 +143,18 @@ class Journal:
             raise GridctlError(f"{self.path}: journal holds no engine state to restart from")
         n, state, slots, err, ords, regime, cnt, funding, extra = row
         ks = session.ks
-        for arr, blob, what in ((ks.state, state, "state"), (ks.slots, slots, "slots"), (ks.err_ring, err, "error ring"),
-                                (ks.ord_ring, ords, "order ring"), (session.regime_state, regime, "regime")):  # fmt: skip
+        for arr, blob, what in (
+            (ks.state, state, "state"),
+            (ks.slots, slots, "slots"),
+            (ks.err_ring, err, "error ring"),
+            (ks.ord_ring, ords, "order ring"),
+            (session.regime_state, regime, "regime"),
+        ):
             got = np.frombuffer(blob, dtype=arr.dtype)
             if got.size != arr.size:
-                raise GridctlError(f"{self.path}: journaled {what} has {got.size} values, this config needs {arr.size}")
+                raise GridctlError(
+                    f"{self.path}: journaled {what} has {got.size} values, this config needs {arr.size}"
+                )
             arr[...] = got.reshape(arr.shape)
         session.cnt[:] = np.frombuffer(cnt, dtype=np.int64)
         bars = self.db.execute("SELECT ts, open, high, low, close FROM bars ORDER BY ts").fetchall()
@@ -132,7 +167,12 @@ class Journal:
         if n:
             arr = np.array(bars)
             session.ts[:n] = arr[:, 0].astype(np.int64)
-            session.open[:n], session.high[:n], session.low[:n], session.close[:n] = arr[:, 1], arr[:, 2], arr[:, 3], arr[:, 4]
+            session.open[:n], session.high[:n], session.low[:n], session.close[:n] = (
+                arr[:, 1],
+                arr[:, 2],
+                arr[:, 3],
+                arr[:, 4],
+            )
         session.n = n
         for name, slot, dtype in (*_TABLES, ("equity", C_EQUITY, EQUITY_DTYPE)):
             blobs = self.db.execute("SELECT data FROM ledger WHERE tbl=? ORDER BY row", (name,)).fetchall()
@@ -142,7 +182,9 @@ class Journal:
             buf[: len(recs)] = recs
             setattr(session, attr, buf)
             if name != "equity" and len(recs) != session.cnt[slot]:
-                raise GridctlError(f"{self.path}: journal has {len(recs)} {name} rows, counters say {session.cnt[slot]}")
+                raise GridctlError(
+                    f"{self.path}: journal has {len(recs)} {name} rows, counters say {session.cnt[slot]}"
+                )
         f = json.loads(funding)
         session.funding.ts, session.funding.rate, session.funding.mark = f["ts"], f["rate"], f["mark"]
         session.funding.next_ts = None
@@ -157,12 +199,24 @@ class Journal:
     def order_sending(self, cid: str, want: Any, now_ms: int) -> None:
         self.db.execute(
             "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'sending', NULL, ?, ?)",
-            (cid, want.side, want.level, want.kind, want.order_side, want.type, want.price, want.qty, now_ms, now_ms),
+            (
+                cid,
+                want.side,
+                want.level,
+                want.kind,
+                want.order_side,
+                want.type,
+                want.price,
+                want.qty,
+                now_ms,
+                now_ms,
+            ),
         )
 
     def order_status(self, cid: str, status: str, now_ms: int, exchange_id: str | None = None) -> None:
         self.db.execute(
-            "UPDATE orders SET status=?, updated_ms=?, exchange_id=COALESCE(?, exchange_id) WHERE client_id=?",
+            "UPDATE orders SET status=?, updated_ms=?, exchange_id=COALESCE(?, exchange_id) "
+            "WHERE client_id=?",
             (status, now_ms, exchange_id, cid),
         )
 

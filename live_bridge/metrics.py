@@ -28,13 +28,29 @@ GAUGES: tuple[tuple[str, str, str], ...] = (
     (
         "gridctl_funding_projected_cost",
         "funding_projected_cost",
-        "Funding the current positions would pay at the next settlement at the last rate (negative = receive).",
+        "Funding the positions would pay at the next settlement at the last rate (negative = receive).",
     ),
-    ("gridctl_open_orders", "open_orders", "Open orders of this bridge on the venue (simulated in paper mode)."),
-    ("gridctl_trading_state", "trading_state", "Risk state: 0 normal, 1 reducing, 2 cooldown, 3 halted, 4 liquidated."),
-    ("gridctl_circuit_breaker_active", "circuit_breaker_active", "1 while the circuit breaker blocks entries."),
+    (
+        "gridctl_open_orders",
+        "open_orders",
+        "Open orders of this bridge on the venue (simulated in paper mode).",
+    ),
+    (
+        "gridctl_trading_state",
+        "trading_state",
+        "Risk state: 0 normal, 1 reducing, 2 cooldown, 3 halted, 4 liquidated.",
+    ),
+    (
+        "gridctl_circuit_breaker_active",
+        "circuit_breaker_active",
+        "1 while the circuit breaker blocks entries.",
+    ),
     ("gridctl_throttle", "throttle", "Entry-size multiplier set through the ops API (0..1)."),
-    ("gridctl_last_bar_age_seconds", "last_bar_age_seconds", "Seconds since the last closed bar's close time."),
+    (
+        "gridctl_last_bar_age_seconds",
+        "last_bar_age_seconds",
+        "Seconds since the last closed bar's close time.",
+    ),
     ("gridctl_entries_paused", "entries_paused", "1 while new entries are paused (operator or fail-closed)."),
 )
 
@@ -60,16 +76,24 @@ class BridgeCollector:
             value, reason = _value(snap, key)
             g.add_metric([reason], value)
             yield g
-        pos = GaugeMetricFamily("gridctl_position_qty", "Position size per side (base currency).", labels=["side", "reason"])
+        pos = GaugeMetricFamily(
+            "gridctl_position_qty", "Position size per side (base currency).", labels=["side", "reason"]
+        )
         for side in ("long", "short"):
             value, reason = _value(snap, f"position_{side}")
             pos.add_metric([side, reason], value)
         yield pos
-        errs = CounterMetricFamily("gridctl_errors", "Errors counted by the engine's circuit breaker and the bridge.", labels=["kind"])
+        errs = CounterMetricFamily(
+            "gridctl_errors",
+            "Errors counted by the engine's circuit breaker and the bridge.",
+            labels=["kind"],
+        )
         for kind, n in sorted(snap.get("error_counts", {}).items()):
             errs.add_metric([kind], float(n))
         yield errs
-        paused = GaugeMetricFamily("gridctl_pause_reason", "1 for each reason new entries are paused now.", labels=["reason"])
+        paused = GaugeMetricFamily(
+            "gridctl_pause_reason", "1 for each reason new entries are paused now.", labels=["reason"]
+        )
         for reason in snap.get("pause_keys", []):  # the detail (changing numbers) is on /status
             paused.add_metric([reason], 1.0)
         yield paused

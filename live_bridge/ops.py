@@ -80,14 +80,23 @@ def build_app(ops: OpsState, token: str | None) -> FastAPI:
     def auth(request: Request) -> None:
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
-        if not token or scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise HTTPException(status_code=401, detail="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+        if (
+            not token
+            or scheme.lower() != "bearer"
+            or not hmac.compare_digest(given.strip().encode(), token.encode())
+        ):
+            raise HTTPException(
+                status_code=401,
+                detail="missing or wrong bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     @app.get("/health", dependencies=[Depends(auth)])
     def health() -> dict[str, Any]:
         snap = ops.snapshot()
         return {
-            "ok": not snap.get("pause_reasons") and snap.get("state") not in ("halted", "liquidated", "starting"),
+            "ok": not snap.get("pause_reasons")
+            and snap.get("state") not in ("halted", "liquidated", "starting"),
             "state": snap.get("state"),
             "pause_reasons": snap.get("pause_reasons", []),
             "last_bar_age_seconds": snap.get("last_bar_age_seconds"),
@@ -102,9 +111,11 @@ def build_app(ops: OpsState, token: str | None) -> FastAPI:
         try:
             body = await request.json()
         except ValueError:
-            raise HTTPException(status_code=400, detail="body must be JSON: {\"value\": <number 0..1>}") from None
+            raise HTTPException(
+                status_code=400, detail='body must be JSON: {"value": <number 0..1>}'
+            ) from None
         if not isinstance(body, dict) or "value" not in body:
-            raise HTTPException(status_code=400, detail="body must be JSON: {\"value\": <number 0..1>}")
+            raise HTTPException(status_code=400, detail='body must be JSON: {"value": <number 0..1>}')
         try:
             set_throttle(np.zeros(N_STATE), body["value"])  # the engine's own validation, on a scratch state
         except GridctlError as err:

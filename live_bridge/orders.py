@@ -44,7 +44,9 @@ _SIDE_CODE = ("L", "S")  # engine side 0 long, 1 short
 MAX_CLIENT_ID = 36
 BINANCE_CLIENT_ID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 RUN_ID = re.compile(r"^[a-z0-9]{1,12}$")
-_ID = re.compile(r"^gc(?P<run>[a-z0-9]{1,12})-(?P<side>[LS])(?P<level>\d{1,3})(?P<kind>[ETSF])-(?P<seq>[a-z0-9]{1,12})$")
+_ID = re.compile(
+    r"^gc(?P<run>[a-z0-9]{1,12})-(?P<side>[LS])(?P<level>\d{1,3})(?P<kind>[ETSF])-(?P<seq>[a-z0-9]{1,12})$"
+)
 
 
 @dataclass(frozen=True)
@@ -151,18 +153,29 @@ def desired_orders(slots: np.ndarray, maker_only: bool) -> list[WantedOrder]:
             if s[SL_ORD_ON] != 0.0:
                 entries.append(
                     WantedOrder(
-                        side, level, "entry", "buy" if side == 0 else "sell", "limit",
-                        float(s[SL_ORD_PRICE]), float(s[SL_ORD_QTY]), maker_only, False,
+                        side,
+                        level,
+                        "entry",
+                        "buy" if side == 0 else "sell",
+                        "limit",
+                        float(s[SL_ORD_PRICE]),
+                        float(s[SL_ORD_QTY]),
+                        maker_only,
+                        False,
                     )
-                )  # fmt: skip
+                )
             if s[SL_LOT_ON] != 0.0:
                 close = "sell" if side == 0 else "buy"
                 qty = float(s[SL_LOT_QTY])
                 if s[SL_TP] == s[SL_TP]:
-                    exits.append(WantedOrder(side, level, "tp", close, "limit", float(s[SL_TP]), qty, False, True))
+                    exits.append(
+                        WantedOrder(side, level, "tp", close, "limit", float(s[SL_TP]), qty, False, True)
+                    )
                 if s[SL_SL] == s[SL_SL]:
                     exits.append(
-                        WantedOrder(side, level, "sl", close, "stop_market", float(s[SL_SL]), qty, False, True)
+                        WantedOrder(
+                            side, level, "sl", close, "stop_market", float(s[SL_SL]), qty, False, True
+                        )
                     )
     return exits + entries
 

@@ -45,7 +45,9 @@ class Checklist:
         fails = self.failures
         if fails:
             listed = "; ".join(f"[{item}] {detail}" for item, detail in fails)
-            raise GridctlError(f"not ready to start, {len(fails)} check(s) failed (no order was sent): {listed}")
+            raise GridctlError(
+                f"not ready to start, {len(fails)} check(s) failed (no order was sent): {listed}"
+            )
 
     def as_json(self) -> list[dict[str, Any]]:
         return [{"item": i, "ok": ok, "detail": d} for i, ok, d in self.rows]

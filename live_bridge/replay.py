@@ -48,11 +48,19 @@ class ReplayFeed:
         shown = 0
         for k in range(len(m.ts)):
             v = int(visible[k])
-            settled = [(int(fts[i]), float(m.funding_rate[i]), float(m.funding_mark[i])) for i in range(shown, v)]
+            settled = [
+                (int(fts[i]), float(m.funding_rate[i]), float(m.funding_mark[i])) for i in range(shown, v)
+            ]
             shown = v
             nxt = int(fts[v]) if v < fts.shape[0] else None
             yield ClosedBar(
-                int(m.ts[k]), float(m.open[k]), float(m.high[k]), float(m.low[k]), float(m.close[k]), settled, nxt
+                int(m.ts[k]),
+                float(m.open[k]),
+                float(m.high[k]),
+                float(m.low[k]),
+                float(m.close[k]),
+                settled,
+                nxt,
             )
 
 
@@ -75,7 +83,9 @@ def load_replay_market(
     # <data-dir>/<exchange>/<SYMBOL>/<timeframe>/<file>.parquet: load that store's market for the month.
     parts = source.resolve().parts
     if len(parts) < 5:
-        raise GridctlError(f"--replay: {source} is not inside a data directory (<data-dir>/<exchange>/<SYMBOL>/<tf>/)")
+        raise GridctlError(
+            f"--replay: {source} is not inside a data directory (<data-dir>/<exchange>/<SYMBOL>/<tf>/)"
+        )
     root = Path(*parts[:-4])
     ex, sym_dir, tf = parts[-4], parts[-3], parts[-2]
     from data.store import symbol_dir

@@ -79,11 +79,24 @@ def make_gateway(venue: Any, api_url: str | None, testnet: bool) -> Any:
 
 
 def prepare(
-    strategy: Any, venue: Any, symbol: str, timeframe: str, mode: str, testnet: bool, api_url: str | None,
-    journal_path: Path | None, ops_port: int, token: str | None, token_env: str, min_balance: float,
-    allow_off: list[str], max_skew_ms: int, gateway: Any = None, feed_kw: dict[str, Any] | None = None,
+    strategy: Any,
+    venue: Any,
+    symbol: str,
+    timeframe: str,
+    mode: str,
+    testnet: bool,
+    api_url: str | None,
+    journal_path: Path | None,
+    ops_port: int,
+    token: str | None,
+    token_env: str,
+    min_balance: float,
+    allow_off: list[str],
+    max_skew_ms: int,
+    gateway: Any = None,
+    feed_kw: dict[str, Any] | None = None,
     clock: ExchangeClock | None = None,
-) -> tuple[Checklist, RunContext]:  # fmt: skip
+) -> tuple[Checklist, RunContext]:
     """Build everything a run needs and check every readiness item; nothing is sent to the exchange."""
     from live_bridge.cli import _options, _run_id
 
@@ -101,15 +114,30 @@ def prepare(
         if is_testnet and not testnet:
             ready.add("venue kind", False, f"{venue.origin} is a testnet venue: pass --testnet to trade it")
         elif testnet and not is_testnet:
-            ready.add("venue kind", False, f"--testnet given but {venue.origin} is a production venue (api.testnet false)")
+            ready.add(
+                "venue kind",
+                False,
+                f"--testnet given but {venue.origin} is a production venue (api.testnet false)",
+            )
         else:
             ready.add("venue kind", True, "testnet" if is_testnet else "production")
         from configs.secrets import require_live_credentials
 
-        ready.run("credentials", lambda: (require_live_credentials(venue), "api key and secret from the environment")[1])
-        off = [g for g in strategy.gates_disabled() if g not in allow_off and g.split(".")[-1] not in allow_off]
-        ready.add("risk gates", not off, f"disabled without --allow-gate-off: {off}" if off else "all enabled (or explicitly allowed off)")
-        ready.add("ops token", bool(token), "set" if token else f"--live needs an ops API token in ${token_env}")
+        ready.run(
+            "credentials",
+            lambda: (require_live_credentials(venue), "api key and secret from the environment")[1],
+        )
+        off = [
+            g for g in strategy.gates_disabled() if g not in allow_off and g.split(".")[-1] not in allow_off
+        ]
+        ready.add(
+            "risk gates",
+            not off,
+            f"disabled without --allow-gate-off: {off}" if off else "all enabled (or explicitly allowed off)",
+        )
+        ready.add(
+            "ops token", bool(token), "set" if token else f"--live needs an ops API token in ${token_env}"
+        )
     feed = ExchangeFeed.for_venue(venue, symbol, timeframe, api_url, **(feed_kw or {}))
     feed.on_server_time = ctx.clock.follow
     ctx.feed = feed
@@ -150,10 +178,10 @@ def prepare(
         if gw is not None:
             _account_checks(ready, gw, venue, symbol, min_balance)
     bridge_gw = ctx.gateway if live else None
-    from live_bridge.bridge import Bridge as _B
 
     options = _options(strategy, mode, run_id)
     if restart:
+
         def restore() -> str:
             extra = journal.restore(session)
             feed.last_ts = session.last_ts
@@ -163,6 +191,7 @@ def prepare(
 
         ready.run("warm-up / restart", restore)
     elif reachable:
+
         def warm() -> str:
             need = session.warmup_needed
             bars = feed.history(need)
@@ -178,6 +207,7 @@ def prepare(
     else:
         ready.add("warm-up / restart", False, "exchange not reachable")
     if reachable:
+
         def funding() -> str:
             now = feed.server_time_ms()
             since = session.funding.ts[-1] + 1 if session.funding.ts else now - 3 * 86_400_000
@@ -194,7 +224,7 @@ def prepare(
     if live and bridge_gw is None:
         return ready, ctx  # no gateway: nothing more can be checked (the failure is listed)
     ops = OpsState()
-    bridge = _B(session, options, ops, journal, bridge_gw, now_ms=ctx.clock.now_ms)
+    bridge = Bridge(session, options, ops, journal, bridge_gw, now_ms=ctx.clock.now_ms)
     ctx.bridge = bridge
     if restart:
         extra = {}
@@ -291,7 +321,10 @@ def reconcile(bridge: Bridge) -> str:
         raise GridctlError(
             f"positions differ after restart: engine long {lq} short {sq}, exchange long {ex_l} short {ex_s}"
         )
-    return f"{len(open_ids)} open orders on the exchange, {booked} fills booked while down, {lost} journaled orders never rested; positions agree"
+    return (
+        f"{len(open_ids)} open orders on the exchange, {booked} fills booked while down, "
+        f"{lost} journaled orders never rested; positions agree"
+    )
 
 
 def run_loop(ctx: RunContext, max_bars: int | None = None, poll_s: float = 1.0) -> int:

@@ -27,7 +27,15 @@ from engine.accounting import finish_daily_stats_nb, mark_to_market_nb
 from engine.enums import FillKind, Liquidity, Side
 from engine.fills import RANK_ENTRY, RANK_SL, RANK_TP, fill_slot_nb
 from engine.funding import apply_funding_nb
-from engine.params import P_ADX_LEN, P_ATR_LEN, P_BAR_MS, P_EMA_SLOW, P_SLIPPAGE_BPS, REGIME_SLOTS, build_params
+from engine.params import (
+    P_ADX_LEN,
+    P_ATR_LEN,
+    P_BAR_MS,
+    P_EMA_SLOW,
+    P_SLIPPAGE_BPS,
+    REGIME_SLOTS,
+    build_params,
+)
 from engine.records import (
     C_EQUITY,
     C_EVENTS,
@@ -110,7 +118,9 @@ class EngineSession:
         self.symbol = symbol
         self.timeframe = timeframe
         self.bar_ms = timeframe_ms(timeframe)
-        self.params = build_params(strategy, venue, SimpleNamespace(symbol=symbol, bar_ms=self.bar_ms, timeframe=timeframe))
+        self.params = build_params(
+            strategy, venue, SimpleNamespace(symbol=symbol, bar_ms=self.bar_ms, timeframe=timeframe)
+        )
         self.vec = self.params.vector
         self.br = self.params.brackets
         self.ks = init_state(self.vec)
@@ -165,7 +175,9 @@ class EngineSession:
 
     # --- inputs
 
-    def warm(self, ts: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, open_: np.ndarray) -> int:
+    def warm(
+        self, ts: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, open_: np.ndarray
+    ) -> int:
         """Feed closed history bars to the regime indicators only (no trading); returns bars used."""
         if self.n:
             raise GridctlError("warm-up must come before the first traded bar")
@@ -173,10 +185,19 @@ class EngineSession:
         m = len(close)
         out = np.empty(m, np.int8)
         regime_fill_nb(
-            out, self.regime_state, np.ascontiguousarray(open_, np.float64), np.ascontiguousarray(high, np.float64),
-            np.ascontiguousarray(low, np.float64), np.ascontiguousarray(close, np.float64),
-            int(adx), int(fast), int(slow), int(atr), float(hyst), float(thr),
-        )  # fmt: skip
+            out,
+            self.regime_state,
+            np.ascontiguousarray(open_, np.float64),
+            np.ascontiguousarray(high, np.float64),
+            np.ascontiguousarray(low, np.float64),
+            np.ascontiguousarray(close, np.float64),
+            int(adx),
+            int(fast),
+            int(slow),
+            int(atr),
+            float(hyst),
+            float(thr),
+        )
         self.warm_bars += m
         if m:
             self.ks.state[S_REGIME] = float(out[-1])
@@ -222,9 +243,19 @@ class EngineSession:
         self.ts[k], self.open[k], self.high[k], self.low[k], self.close[k] = t, o, h, lo, c
         adx, fast, slow, atr, hyst, thr = (self.vec[i] for i in REGIME_SLOTS)
         regime_fill_nb(
-            self.reg[k : k + 1], self.regime_state, self.open[k : k + 1], self.high[k : k + 1],
-            self.low[k : k + 1], self.close[k : k + 1], int(adx), int(fast), int(slow), int(atr), float(hyst), float(thr),
-        )  # fmt: skip
+            self.reg[k : k + 1],
+            self.regime_state,
+            self.open[k : k + 1],
+            self.high[k : k + 1],
+            self.low[k : k + 1],
+            self.close[k : k + 1],
+            int(adx),
+            int(fast),
+            int(slow),
+            int(atr),
+            float(hyst),
+            float(thr),
+        )
         self.n = k + 1
         return k
 
@@ -255,15 +286,35 @@ class EngineSession:
         before = self._marks()
         ks = self.ks
         step_nb(
-            k, self.ts, self.open, self.high, self.low, self.close, self.reg, self._fts, self._frate, self._fmark,
-            self.vec, self.br, ks.state, ks.slots, ks.err_ring, ks.ord_ring, self.fills, self.fund, self.ev,
-            self.eq, self.cnt,
-        )  # fmt: skip
+            k,
+            self.ts,
+            self.open,
+            self.high,
+            self.low,
+            self.close,
+            self.reg,
+            self._fts,
+            self._frate,
+            self._fmark,
+            self.vec,
+            self.br,
+            ks.state,
+            ks.slots,
+            ks.err_ring,
+            ks.ord_ring,
+            self.fills,
+            self.fund,
+            self.ev,
+            self.eq,
+            self.cnt,
+        )
         return self._rows(before)
 
     # --- live: the per-bar pieces, fills and errors from the exchange
 
-    def step_live(self, t: int, o: float, h: float, lo: float, c: float, entries_allowed: bool = True) -> BarRows:
+    def step_live(
+        self, t: int, o: float, h: float, lo: float, c: float, entries_allowed: bool = True
+    ) -> BarRows:
         """One closed bar with real fills already booked: funding, regime, mark, gates, decide, record."""
         if self.liquidated:
             raise GridctlError("the account was liquidated: the session is over")
@@ -285,14 +336,28 @@ class EngineSession:
             st[S_REGIME] = r
             st[S_DIRTY] = 1.0
         mark_to_market_nb(st, c, self.br)
-        bar_gates_nb(st, slots, ks.err_ring, c, close_time, self.vec, self.br, self.fills, self.ev, self.cnt, t)
+        bar_gates_nb(
+            st, slots, ks.err_ring, c, close_time, self.vec, self.br, self.fills, self.ev, self.cnt, t
+        )
         if not entries_allowed:
             self.block_entries()
         elif decision_needed_nb(st, c, close_time, self._fts, self._frate, self.vec):
             decide_nb(
-                st, slots, ks.err_ring, ks.ord_ring, k, c, close_time, self._fts, self._frate, self.vec, self.br,
-                self.ev, self.cnt, t,
-            )  # fmt: skip
+                st,
+                slots,
+                ks.err_ring,
+                ks.ord_ring,
+                k,
+                c,
+                close_time,
+                self._fts,
+                self._frate,
+                self.vec,
+                self.br,
+                self.ev,
+                self.cnt,
+                t,
+            )
         if st[S_HALTED] == 0.0 and entries_allowed:
             st[S_SKIPPED_PRECISION] += st[S_SKIP_NOW]
         record_bar_nb(st, self.eq, self.cnt, t)
@@ -302,7 +367,9 @@ class EngineSession:
         """Cancel every resting entry in the slot array (exits stay); the next decision re-plans."""
         cancel_entries_nb(self.ks.state, self.ks.slots)
 
-    def book_fill(self, side: int, level: int, kind: str, price: float, qty: float, liquidity: int, ts: int) -> BarRows:
+    def book_fill(
+        self, side: int, level: int, kind: str, price: float, qty: float, liquidity: int, ts: int
+    ) -> BarRows:
         """Book an exchange fill of rung ``level`` (entry, or the lot's tp / sl) with ``fill_slot_nb``."""
         self._room()
         before = self._marks()
@@ -316,9 +383,21 @@ class EngineSession:
         elif slots[side, idx, SL_LOT_ON] == 0.0:
             raise GridctlError(f"{kind} fill for level {level} side {side}: the engine holds no lot there")
         fill_slot_nb(
-            st, slots, self.ks.err_ring, side, idx, _RANK[kind], float(price), int(liquidity), int(ts),
-            self.vec, self.br, self.fills, self.ev, self.cnt,
-        )  # fmt: skip
+            st,
+            slots,
+            self.ks.err_ring,
+            side,
+            idx,
+            _RANK[kind],
+            float(price),
+            int(liquidity),
+            int(ts),
+            self.vec,
+            self.br,
+            self.fills,
+            self.ev,
+            self.cnt,
+        )
         refresh_triggers_nb(st, slots)
         return self._rows(before)
 
@@ -326,7 +405,18 @@ class EngineSession:
         """Book the close of all of ``side`` at ``price`` (kind flatten) with ``close_side_nb``."""
         self._room()
         before = self._marks()
-        close_side_nb(self.ks.state, self.ks.slots, side, float(price), FillKind.FLATTEN, liquidity, int(ts), self.vec, self.fills, self.cnt)
+        close_side_nb(
+            self.ks.state,
+            self.ks.slots,
+            side,
+            float(price),
+            FillKind.FLATTEN,
+            liquidity,
+            int(ts),
+            self.vec,
+            self.fills,
+            self.cnt,
+        )
         refresh_triggers_nb(self.ks.state, self.ks.slots)
         return self._rows(before)
 
@@ -343,7 +433,16 @@ class EngineSession:
         """An exchange error enters the circuit-breaker window; True when it tripped the breaker."""
         self._room()
         return bool(
-            record_error_nb(self.ks.state, self.ks.slots, self.ks.err_ring, float(now_ms), self.vec, self.ev, self.cnt, int(ts))
+            record_error_nb(
+                self.ks.state,
+                self.ks.slots,
+                self.ks.err_ring,
+                float(now_ms),
+                self.vec,
+                self.ev,
+                self.cnt,
+                int(ts),
+            )
         )
 
     # --- results

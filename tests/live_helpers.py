@@ -17,17 +17,27 @@ from live_bridge.session import EngineSession
 def sample_market(days: int = 1, seed: int = 7) -> Market:
     candles, _mark, funding = generate_sample(days, seed=seed)
     return market_from_arrays(
-        SAMPLE_SYMBOL, "1m", candles["ts"].to_numpy(), candles["open"].to_numpy(), candles["high"].to_numpy(),
-        candles["low"].to_numpy(), candles["close"].to_numpy(), candles["volume"].to_numpy(),
-        funding["ts"].to_numpy(), funding["rate"].to_numpy(), funding["mark_price"].to_numpy(),
-    )  # fmt: skip
+        SAMPLE_SYMBOL,
+        "1m",
+        candles["ts"].to_numpy(),
+        candles["open"].to_numpy(),
+        candles["high"].to_numpy(),
+        candles["low"].to_numpy(),
+        candles["close"].to_numpy(),
+        candles["volume"].to_numpy(),
+        funding["ts"].to_numpy(),
+        funding["rate"].to_numpy(),
+        funding["mark_price"].to_numpy(),
+    )
 
 
 def sample_bars(days: int = 1, seed: int = 7) -> list[ClosedBar]:
     return list(ReplayFeed(sample_market(days, seed)))
 
 
-def paper_bridge(overrides: list[str] | None = None, ops: OpsState | None = None, now_ms: Any = None) -> Bridge:
+def paper_bridge(
+    overrides: list[str] | None = None, ops: OpsState | None = None, now_ms: Any = None
+) -> Bridge:
     strategy = load_strategy("default", overrides or [])
     venue = load_venue("binance_futures")
     session = EngineSession(strategy, venue, SAMPLE_SYMBOL, "1m")
@@ -36,7 +46,11 @@ def paper_bridge(overrides: list[str] | None = None, ops: OpsState | None = None
 
 
 SYMBOL_ID = "BTCUSDT"
-EMU_ENV = {"BINANCE_API_KEY": "emu-api-key", "BINANCE_API_SECRET": "emu-api-secret", "GRIDCTL_OPS_TOKEN": "tok"}
+EMU_ENV = {
+    "BINANCE_API_KEY": "emu-api-key",
+    "BINANCE_API_SECRET": "emu-api-secret",
+    "GRIDCTL_OPS_TOKEN": "tok",
+}
 HISTORY_BARS = 60
 
 
@@ -47,12 +61,21 @@ def emulator_with_sample(days: int = 1, seed: int = 7, history: int = HISTORY_BA
 
     candles, _mark, funding = generate_sample(days, seed=seed)
     emu = BinanceUsdmEmulator().start()
-    emu.state.set_funding(SYMBOL_ID, funding.rename({"ts": "funding_time"}).select("funding_time", "rate", "mark_price"))
+    emu.state.set_funding(
+        SYMBOL_ID, funding.rename({"ts": "funding_time"}).select("funding_time", "rate", "mark_price")
+    )
     start = int(candles["ts"][history])
-    emu.state.replay(SYMBOL_ID, "1m", candles.select(pl.col("ts"), "open", "high", "low", "close", "volume"), start_ms=start)
+    emu.state.replay(
+        SYMBOL_ID,
+        "1m",
+        candles.select(pl.col("ts"), "open", "high", "low", "close", "volume"),
+        start_ms=start,
+    )
     return emu
 
 
 def emulator_venue(url: str, extra: list[str] | None = None) -> Any:
     """The production venue file aimed at the emulator; the emulator's BTCUSDT min notional is 100."""
-    return load_venue("binance_futures", [f"api.base_url={url}", "precision.min_notional=100", *(extra or [])])
+    return load_venue(
+        "binance_futures", [f"api.base_url={url}", "precision.min_notional=100", *(extra or [])]
+    )

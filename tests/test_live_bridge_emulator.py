@@ -14,9 +14,8 @@ import pytest
 from live_helpers import EMU_ENV, SYMBOL_ID, emulator_venue, emulator_with_sample
 
 from configs.loader import load_strategy
-from live_bridge.orders import desired_orders, parse_client_id, same_order
-from live_bridge.orders import RestingOrder
 from live_bridge.exchange import CcxtGateway
+from live_bridge.orders import RestingOrder, desired_orders, parse_client_id, same_order
 from live_bridge.runner import ExchangeClock, prepare
 
 
@@ -38,17 +37,42 @@ def _prepare(emu, tmp_path: Path, strategy_overrides: list[str] | None = None):
     clock = ExchangeClock()
     gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
     return prepare(
-        strategy, venue, "BTC/USDT:USDT", "1m", "live", False, None, tmp_path / "j.sqlite", 0,
-        os.environ["GRIDCTL_OPS_TOKEN"], "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13, gateway=gateway, clock=clock,
-    )  # fmt: skip
+        strategy,
+        venue,
+        "BTC/USDT:USDT",
+        "1m",
+        "live",
+        False,
+        None,
+        tmp_path / "j.sqlite",
+        0,
+        os.environ["GRIDCTL_OPS_TOKEN"],
+        "GRIDCTL_OPS_TOKEN",
+        50.0,
+        [],
+        10**13,
+        gateway=gateway,
+        clock=clock,
+    )
 
 
 def _check_books(ctx, emu) -> None:
     bridge = ctx.bridge
     acct = emu.state.account
-    ours = [o for o in acct.open_orders(SYMBOL_ID) if (p := parse_client_id(o.client_id)) and p.run_id == bridge.o.run_id]
+    ours = [
+        o
+        for o in acct.open_orders(SYMBOL_ID)
+        if (p := parse_client_id(o.client_id)) and p.run_id == bridge.o.run_id
+    ]
     wanted = desired_orders(bridge.s.slots, True)
-    keys = [(parse_client_id(o.client_id).side, parse_client_id(o.client_id).level, parse_client_id(o.client_id).kind) for o in ours]
+    keys = [
+        (
+            parse_client_id(o.client_id).side,
+            parse_client_id(o.client_id).level,
+            parse_client_id(o.client_id).kind,
+        )
+        for o in ours
+    ]
     assert len(keys) == len(set(keys)), f"duplicate orders on the exchange: {keys}"
     by_key = {k: o for k, o in zip(keys, ours, strict=True)}
     deferred = set(bridge.last_deferred)
@@ -69,7 +93,9 @@ def _check_books(ctx, emu) -> None:
 def test_live_bridge_keeps_exchange_in_step_with_engine(emu, tmp_path: Path) -> None:
     # One rung per side: the emulator counts resting stop-market exits against a new closing limit
     # (-2022), so a second lot's TP would be refused while the first lot's SL rests.
-    ready, ctx = _prepare(emu, tmp_path, ["grid.grid_levels_long=1", "grid.grid_levels_short=1", "grid.grid_step_bps=15"])
+    ready, ctx = _prepare(
+        emu, tmp_path, ["grid.grid_levels_long=1", "grid.grid_levels_short=1", "grid.grid_step_bps=15"]
+    )
     try:
         ready.require()
         assert emu.state.account.dual_side, "readiness switches hedge mode on"
@@ -87,6 +113,9 @@ def test_live_bridge_keeps_exchange_in_step_with_engine(emu, tmp_path: Path) -> 
         assert booked == len(our_trades)
         assert int(bridge.s.cnt[0]) > 0  # engine fills ledger rows
         lat = bridge.latency.summary()
-        print(f"\nlatency bar->orders sent over {lat['n']} bars: median {lat['median_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms")
+        print(
+            f"\nlatency bar->orders sent over {lat['n']} bars: "
+            f"median {lat['median_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms"
+        )
     finally:
         ctx.close()

@@ -107,21 +107,43 @@ def test_retry_delay_spaces_post_only_retries(tmp_path, monkeypatch: pytest.Monk
     for delay in (100, 300):
         e = emulator_with_sample()
         try:
-            strategy = load_strategy("default", [f"execution.retry_delay_ms={delay}", "grid.grid_levels_long=1",
-                                                 "grid.grid_levels_short=1"])  # fmt: skip
+            strategy = load_strategy(
+                "default",
+                [f"execution.retry_delay_ms={delay}", "grid.grid_levels_long=1", "grid.grid_levels_short=1"],
+            )
             venue = emulator_venue(e.url)
             clock = ExchangeClock()
             gateway = CcxtGateway(venue, live=True, clock=lambda c=clock: c.now_ms() / 1000.0)
             ready, ctx = prepare(
-                strategy, venue, "BTC/USDT:USDT", "1m", "live", False, None, tmp_path / f"j{delay}.sqlite", 0,
-                os.environ["GRIDCTL_OPS_TOKEN"], "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13, gateway=gateway, clock=clock,
-            )  # fmt: skip
+                strategy,
+                venue,
+                "BTC/USDT:USDT",
+                "1m",
+                "live",
+                False,
+                None,
+                tmp_path / f"j{delay}.sqlite",
+                0,
+                os.environ["GRIDCTL_OPS_TOKEN"],
+                "GRIDCTL_OPS_TOKEN",
+                50.0,
+                [],
+                10**13,
+                gateway=gateway,
+                clock=clock,
+            )
             try:
                 ready.require()
                 waits: list[float] = []
                 ctx.bridge.sleep = waits.append
                 # the first two placements are refused as post-only crossings (Binance -5022)
-                e.state.inject("reject", "/fapi/v1/order", times=2, code=-5022, msg="Order would immediately match and take.")
+                e.state.inject(
+                    "reject",
+                    "/fapi/v1/order",
+                    times=2,
+                    code=-5022,
+                    msg="Order would immediately match and take.",
+                )
                 e.state.advance_bar(SYMBOL_ID)
                 for bar in ctx.feed.poll():
                     ctx.bridge.on_bar(bar)

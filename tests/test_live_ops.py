@@ -1,4 +1,4 @@
-"""Ops API (real uvicorn on 127.0.0.1, httpx): auth, bad input, queueing; metrics never report unknown as 0."""
+"""Ops API (real uvicorn on 127.0.0.1, httpx): auth, bad input, queueing; metrics never say 0 for unknown."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from live_helpers import paper_bridge, sample_bars
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.state import S_THROTTLE
-from live_bridge.orders import desired_orders
 from live_bridge.ops import OpsServer, OpsState
+from live_bridge.orders import desired_orders
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -42,11 +42,20 @@ def _entries(bridge) -> list:
     return [w for w in desired_orders(bridge.s.slots, True) if w.kind == "entry"]
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}, {"Authorization": "Basic " + TOKEN}])
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}, {"Authorization": "Basic " + TOKEN}],
+)
 def test_no_or_wrong_token_is_401_and_changes_nothing(served, headers) -> None:
     bridge, ops, url, _ = served
-    for method, path, body in (("get", "/status", None), ("get", "/health", None), ("post", "/throttle", {"value": 0.5}),
-                               ("post", "/pause", None), ("post", "/resume", None), ("post", "/flatten", None)):  # fmt: skip
+    for method, path, body in (
+        ("get", "/status", None),
+        ("get", "/health", None),
+        ("post", "/throttle", {"value": 0.5}),
+        ("post", "/pause", None),
+        ("post", "/resume", None),
+        ("post", "/flatten", None),
+    ):
         r = httpx.request(method.upper(), f"{url}{path}", json=body, headers=headers, timeout=5)
         assert r.status_code == 401, (path, r.status_code)
     assert ops.commands.empty()
@@ -63,12 +72,27 @@ def test_server_without_token_refuses_everything() -> None:
         server.stop()
 
 
-@pytest.mark.parametrize("body", [{"value": 1.5}, {"value": -0.1}, {"value": "abc"}, {"value": True}, {"value": None},
-                                  {"value": float("nan")}, {"throttle": 0.5}, [0.5]])  # fmt: skip
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"value": 1.5},
+        {"value": -0.1},
+        {"value": "abc"},
+        {"value": True},
+        {"value": None},
+        {"value": float("nan")},
+        {"throttle": 0.5},
+        [0.5],
+    ],
+)
 def test_bad_throttle_is_4xx_and_changes_nothing(served, body) -> None:
     bridge, ops, url, _ = served
-    content = str(body).replace("nan", "NaN").replace("'", '"').replace("True", "true").replace("None", "null")
-    r = httpx.post(f"{url}/throttle", content=content, headers={**AUTH, "content-type": "application/json"}, timeout=5)
+    content = (
+        str(body).replace("nan", "NaN").replace("'", '"').replace("True", "true").replace("None", "null")
+    )
+    r = httpx.post(
+        f"{url}/throttle", content=content, headers={**AUTH, "content-type": "application/json"}, timeout=5
+    )
     assert 400 <= r.status_code < 500, r.text
     assert "throttle" in r.text or "value" in r.text
     assert ops.commands.empty()
@@ -79,12 +103,14 @@ def test_bad_throttle_is_4xx_and_changes_nothing(served, body) -> None:
 
 def test_not_json_is_400(served) -> None:
     _, ops, url, _ = served
-    r = httpx.post(f"{url}/throttle", content="0.5", headers={**AUTH, "content-type": "application/json"}, timeout=5)
+    r = httpx.post(
+        f"{url}/throttle", content="0.5", headers={**AUTH, "content-type": "application/json"}, timeout=5
+    )
     assert r.status_code == 400 and ops.commands.empty()
 
 
 def test_mutations_are_queued_and_applied_by_the_bar_loop(served) -> None:
-    bridge, ops, url, _ = served
+    bridge, _ops, url, _ = served
     bars = sample_bars(1)
     for b in bars[:30]:
         bridge.on_bar(b)
@@ -100,7 +126,10 @@ def test_mutations_are_queued_and_applied_by_the_bar_loop(served) -> None:
     step = 0.001
     for level, q in half.items():  # sized again: floor_step(full * 0.5), hand-checked against the full qty
         if level in qty_full:
-            assert abs(q - math.floor(qty_full[level] * 0.5 / step + 1e-9) * step) < 1e-12 or q <= qty_full[level] * 0.5 + 1e-12
+            assert (
+                abs(q - math.floor(qty_full[level] * 0.5 / step + 1e-9) * step) < 1e-12
+                or q <= qty_full[level] * 0.5 + 1e-12
+            )
     assert httpx.get(f"{url}/status", headers=AUTH, timeout=5).json()["throttle"] == 0.5
 
     assert httpx.post(f"{url}/pause", headers=AUTH, timeout=5).status_code == 202
@@ -120,7 +149,7 @@ def test_mutations_are_queued_and_applied_by_the_bar_loop(served) -> None:
 
 
 def test_flatten_closes_both_sides_and_pauses(served) -> None:
-    bridge, ops, url, _ = served
+    bridge, _ops, url, _ = served
     bars = sample_bars(1)
     k = 0
     while bridge.s.position() == (0.0, 0.0) and k < len(bars) - 1:
@@ -140,7 +169,12 @@ def test_flatten_closes_both_sides_and_pauses(served) -> None:
 def test_metrics_unknown_is_nan_with_reason_never_zero(served) -> None:
     bridge, _, url, now = served
     m = _metrics(url)
-    for name in ("gridctl_equity", "gridctl_margin_ratio", "gridctl_funding_rate", "gridctl_last_bar_age_seconds"):
+    for name in (
+        "gridctl_equity",
+        "gridctl_margin_ratio",
+        "gridctl_funding_rate",
+        "gridctl_last_bar_age_seconds",
+    ):
         [(key, value)] = [(k, v) for k, v in m.items() if k[0] == name]
         assert math.isnan(value), name
         assert dict(key[1])["reason"], name

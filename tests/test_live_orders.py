@@ -50,7 +50,12 @@ def test_client_id_examples_and_refusals() -> None:
     assert encode_client_id(RUN, 0, 3, "entry", 35) == "gca1b2c3d4-L3E-z"
     assert parse_client_id("web_abcdef") is None
     assert parse_client_id("gcRUN-L3E-1") is None  # upper case run id is not ours
-    for bad in (("A", 0, 1, "entry", 1), (RUN, 2, 1, "entry", 1), (RUN, 0, 1000, "entry", 1), (RUN, 0, 1, "stop", 1)):
+    for bad in (
+        ("A", 0, 1, "entry", 1),
+        (RUN, 2, 1, "entry", 1),
+        (RUN, 0, 1000, "entry", 1),
+        (RUN, 0, 1, "stop", 1),
+    ):
         with pytest.raises(ValueError):
             encode_client_id(*bad)
 
@@ -67,7 +72,10 @@ def test_desired_orders_from_slots() -> None:
     s[0, 0, [SL_ORD_ON, SL_ORD_PRICE, SL_ORD_QTY]] = (1.0, 99.0, 0.5)  # long entry rung 1
     s[1, 1, [SL_LOT_ON, SL_LOT_QTY, SL_TP, SL_SL]] = (1.0, 0.25, 95.0, 110.0)  # short lot rung 2
     want = desired_orders(s, maker_only=True)
-    got = [(w.kind, w.side, w.level, w.order_side, w.type, w.price, w.qty, w.post_only, w.reduce_only) for w in want]
+    got = [
+        (w.kind, w.side, w.level, w.order_side, w.type, w.price, w.qty, w.post_only, w.reduce_only)
+        for w in want
+    ]
     assert got == [
         ("tp", 1, 2, "buy", "limit", 95.0, 0.25, False, True),
         ("sl", 1, 2, "buy", "stop_market", 110.0, 0.25, False, True),
@@ -106,7 +114,9 @@ def test_price_tolerance_field_changes_churn() -> None:
     for tol in (1.0, 5.0):
         cfg = load_strategy("default", [f"execution.order_price_tolerance_bps={tol}"])
         ex = cfg.execution
-        plans[tol] = diff_orders(want, have, RUN, ex.order_price_tolerance_bps, ex.order_qty_tolerance_pct, 10)
+        plans[tol] = diff_orders(
+            want, have, RUN, ex.order_price_tolerance_bps, ex.order_qty_tolerance_pct, 10
+        )
     assert plans[1.0].cancels == [cid] and len(plans[1.0].places) == 1
     assert plans[5.0].cancels == [] and plans[5.0].kept == 1
 
@@ -121,7 +131,9 @@ def test_qty_tolerance_field_changes_churn() -> None:
     kept = {}
     for tol in (1.0, 5.0):
         ex = load_strategy("default", [f"execution.order_qty_tolerance_pct={tol}"]).execution
-        kept[tol] = diff_orders(want, have, RUN, ex.order_price_tolerance_bps, ex.order_qty_tolerance_pct, 10).kept
+        kept[tol] = diff_orders(
+            want, have, RUN, ex.order_price_tolerance_bps, ex.order_qty_tolerance_pct, 10
+        ).kept
     assert kept == {1.0: 0, 5.0: 1}
 
 
@@ -134,7 +146,9 @@ def test_diff_cancels_unwanted_and_duplicates_leaves_foreign() -> None:
     manual = "web_123"
     resting = [RestingOrder(x, 100.0, 1.0) for x in (a, b, c, other_run, manual)]
     plan = diff_orders(want, resting, RUN, 1.0, 1.0, budget=10)
-    assert plan.kept == 1 and sorted(plan.cancels) == sorted([b, c]) and plan.foreign == 2 and plan.places == []
+    assert (
+        plan.kept == 1 and sorted(plan.cancels) == sorted([b, c]) and plan.foreign == 2 and plan.places == []
+    )
 
 
 def test_diff_budget_defers_entries_after_exits() -> None:

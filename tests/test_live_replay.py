@@ -39,8 +39,15 @@ def _run(args: list[str]) -> dict:
     "overrides",
     [
         [],
-        # a different ladder with trend policy, tight drawdown and post-only retries exercises more kernel paths
-        ["--set", "grid.grid_step_bps=15", "--set", "policy.strategy=core-and-scalp", "--set", "risk_management.max_drawdown_pct=3"],
+        # a tighter ladder, the core-and-scalp policy and a tight drawdown halt exercise more kernel paths
+        [
+            "--set",
+            "grid.grid_step_bps=15",
+            "--set",
+            "policy.strategy=core-and-scalp",
+            "--set",
+            "risk_management.max_drawdown_pct=3",
+        ],
     ],
     ids=["default", "tight"],
 )

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from live_helpers import EMU_ENV, SYMBOL_ID, emulator_with_sample
 
 from engine.state import N_SLOT, N_STATE, S_LONG_QTY, S_SHORT_QTY
@@ -28,14 +27,38 @@ class Bridge:
 
     def __init__(self, url: str, journal: Path, max_bars: int) -> None:
         cmd = [
-            sys.executable, "-m", "cli", "live", "--live", "--venue-set", f"api.base_url={url}",
-            "--venue-set", "precision.min_notional=100", "--venue-set", "rate_limits.weight_per_minute=100000",
-            "--venue-set", "rate_limits.orders_per_minute=10000",
-            "--set", "grid.grid_levels_long=1", "--set", "grid.grid_levels_short=1", "--set", "grid.grid_step_bps=15",
-            "--journal", str(journal), "--ops-port", "0", "--max-clock-skew-ms", str(10**13), "--max-bars", str(max_bars),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "cli",
+            "live",
+            "--live",
+            "--venue-set",
+            f"api.base_url={url}",
+            "--venue-set",
+            "precision.min_notional=100",
+            "--venue-set",
+            "rate_limits.weight_per_minute=100000",
+            "--venue-set",
+            "rate_limits.orders_per_minute=10000",
+            "--set",
+            "grid.grid_levels_long=1",
+            "--set",
+            "grid.grid_levels_short=1",
+            "--set",
+            "grid.grid_step_bps=15",
+            "--journal",
+            str(journal),
+            "--ops-port",
+            "0",
+            "--max-clock-skew-ms",
+            str(10**13),
+            "--max-bars",
+            str(max_bars),
+        ]
         env = {**os.environ, **EMU_ENV}
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -104,8 +127,19 @@ def test_kill_9_and_restart_reconciles(tmp_path: Path) -> None:
         assert st.size == N_STATE
         slots = np.frombuffer(slots_blob, dtype=np.float64).reshape(2, -1, N_SLOT)
         # no duplicated order: at most one resting order per (side, level, kind) of our run
-        ours = [o for o in acct.open_orders(SYMBOL_ID) if (p := parse_client_id(o.client_id)) and p.run_id == run_id]
-        keys = [(parse_client_id(o.client_id).side, parse_client_id(o.client_id).level, parse_client_id(o.client_id).kind) for o in ours]
+        ours = [
+            o
+            for o in acct.open_orders(SYMBOL_ID)
+            if (p := parse_client_id(o.client_id)) and p.run_id == run_id
+        ]
+        keys = [
+            (
+                parse_client_id(o.client_id).side,
+                parse_client_id(o.client_id).level,
+                parse_client_id(o.client_id).kind,
+            )
+            for o in ours
+        ]
         assert len(keys) == len(set(keys)), keys
         # no lost order: every exit the engine wants rests on the exchange
         wanted = {w.key for w in desired_orders(slots, True)}

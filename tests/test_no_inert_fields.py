@@ -20,8 +20,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 PENDING_ENGINE: dict[str, str] = {}
 
 # Fields only the live bridge reads; the live-bridge issue proves them against the exchange emulator.
-PENDING_LIVE: dict[str, str] = {
-}
+PENDING_LIVE: dict[str, str] = {}
 
 
 def effect_arguments(source: str, filename: str) -> tuple[set[str], list[str]]:
