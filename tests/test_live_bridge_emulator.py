@@ -119,3 +119,51 @@ def test_live_bridge_keeps_exchange_in_step_with_engine(emu, tmp_path: Path) -> 
         )
     finally:
         ctx.close()
+
+
+def test_unreadable_margin_pauses_entries_on_the_exchange_and_recovers(emu, tmp_path: Path) -> None:
+    ready, ctx = _prepare(emu, tmp_path, ["grid.grid_levels_long=2", "grid.grid_levels_short=2"])
+    try:
+        ready.require()
+        bridge, feed = ctx.bridge, ctx.feed
+        acct = emu.state.account
+
+        def our_entries() -> list:
+            return [
+                o
+                for o in acct.open_orders(SYMBOL_ID)
+                if (p := parse_client_id(o.client_id)) and p.run_id == bridge.o.run_id and p.kind == "entry"
+            ]
+
+        for _ in range(3):
+            emu.state.advance_bar(SYMBOL_ID)
+            for bar in feed.poll():
+                bridge.on_bar(bar)
+        assert our_entries(), "entries rest while everything is healthy"
+        # the account endpoint fails: the margin figure is unreadable after this bar
+        emu.state.inject("status", "/fapi/v3/account", times=3, status=500)
+        emu.state.advance_bar(SYMBOL_ID)
+        for bar in feed.poll():
+            bridge.on_bar(bar)
+        assert "margin" in bridge.fail_reasons
+        emu.state.advance_bar(SYMBOL_ID)
+        for bar in feed.poll():
+            bridge.on_bar(bar)  # this bar's decision sees the pause: entries cancelled on the exchange
+        assert our_entries() == []
+        status = (
+            ctx.server
+            and __import__("httpx")
+            .get(f"{ctx.ops_url}/status", headers={"Authorization": "Bearer tok"}, timeout=5)
+            .json()
+        )
+        assert any(r.startswith("margin:") for r in status["pause_reasons"])
+        assert status["margin_ratio"] is None and status["unknown"]["margin_ratio"].startswith(
+            "account unreadable"
+        )
+        for _ in range(3):  # the fault is used up: healthy again, entries come back
+            emu.state.advance_bar(SYMBOL_ID)
+            for bar in feed.poll():
+                bridge.on_bar(bar)
+        assert "margin" not in bridge.fail_reasons and our_entries()
+    finally:
+        ctx.close()
