@@ -10,6 +10,7 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,19 +20,32 @@ from configs.errors import GridctlError
 
 DEFAULT_TOKEN_ENV = "GRIDCTL_OPS_TOKEN"
 
+#: (compute_stats, write_results, stats_json) of the research layer, given by the top-level cli.py:
+#: live_bridge and research are one layer and do not import each other.
+ResultsProvider = Callable[[], tuple[Callable[..., Any], Callable[..., Any], Callable[..., str]]]
+_results: ResultsProvider | None = None
+
 
 def _run_id() -> str:
     return secrets.token_hex(4)
 
 
 def run_replay(
-    strategy: Any, venue: Any, source: Path, exchange: str, symbol: str, timeframe: str
+    strategy: Any,
+    venue: Any,
+    source: Path,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    compute_stats: Callable[..., dict[str, Any]],
 ) -> tuple[Any, Any, dict[str, Any], Any]:
-    """Replay a stored market through the paper bridge; returns (run output, market, stats, bridge)."""
+    """Replay a stored market through the paper bridge; returns (run output, market, stats, bridge).
+
+    ``compute_stats`` is ``research.stats.compute_stats`` (passed in: research is the same layer).
+    """
     from live_bridge.bridge import Bridge
     from live_bridge.replay import ReplayFeed, load_replay_market
     from live_bridge.session import EngineSession
-    from research.stats import compute_stats
 
     market = load_replay_market(source, None, exchange, symbol, timeframe)
     session = EngineSession(strategy, venue, market.symbol, market.timeframe, capacity=len(market.ts) + 16)
@@ -202,8 +216,9 @@ def _replay_command(
     out: Path | None,
     as_json: bool,
 ) -> None:
-    from research.results import stats_json, write_results
-
+    if _results is None:
+        raise GridctlError("replay results need the research layer (mount the command with register())")
+    compute_stats, write_results, stats_json = _results()
     if out is not None and out.exists() and not out.is_dir():
         raise GridctlError(f"--out: {out} exists and is not a directory")
     if not source.exists():
@@ -213,7 +228,9 @@ def _replay_command(
 
         if (exchange, sym) == (SAMPLE_EXCHANGE, SAMPLE_SYMBOL):
             ensure_sample(source)
-    output, market, stats, _bridge = run_replay(strategy, venue, source, exchange, sym, timeframe)
+    output, market, stats, _bridge = run_replay(
+        strategy, venue, source, exchange, sym, timeframe, compute_stats
+    )
     if out is not None:
         write_results(out, output, market, stats)
     secs = output.meta["replay_seconds"]
@@ -292,6 +309,8 @@ def _run_exchange(
         sys.stdout.write(json.dumps({"latency": ctx.bridge.latency.summary(), "bars": ctx.bridge.s.n}) + "\n")
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``gridctl live`` to the top-level app."""
+def register(app: typer.Typer, results: ResultsProvider) -> None:
+    """Add ``gridctl live`` to the top-level app; ``results`` lazily gives the research result writers."""
+    global _results
+    _results = results
     app.command("live")(live)

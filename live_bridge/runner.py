@@ -251,15 +251,25 @@ def prepare(
 
 
 def _probe(url: str, token: str | None) -> str:
-    import httpx
+    """GET /metrics (no auth) and /health (with the token) from the running server."""
+    import urllib.error
+    import urllib.request
 
-    m = httpx.get(f"{url}/metrics", timeout=5)
-    if m.status_code != 200 or b"gridctl_equity" not in m.content:
-        raise GridctlError(f"{url}/metrics answered {m.status_code}")
-    h = httpx.get(f"{url}/health", headers={"Authorization": f"Bearer {token or 'none'}"}, timeout=5)
+    def get(path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        req = urllib.request.Request(f"{url}{path}", headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, b""
+
+    status, body = get("/metrics", {})
+    if status != 200 or b"gridctl_equity" not in body:
+        raise GridctlError(f"{url}/metrics answered {status}")
+    status, _ = get("/health", {"Authorization": f"Bearer {token or 'none'}"})
     expected = 200 if token else 401
-    if h.status_code != expected:
-        raise GridctlError(f"{url}/health answered {h.status_code}, expected {expected}")
+    if status != expected:
+        raise GridctlError(f"{url}/health answered {status}, expected {expected}")
     return f"{url} (/metrics, /health{'' if token else ': no token set, every ops route answers 401'})"
 
 

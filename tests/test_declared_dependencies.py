@@ -29,6 +29,7 @@ LOCAL = {
     "effects",
     "market_builders",
     "reference_sim",
+    "live_helpers",
 }
 
 
