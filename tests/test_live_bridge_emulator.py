@@ -91,8 +91,8 @@ def _check_books(ctx, emu) -> None:
 
 
 def test_live_bridge_keeps_exchange_in_step_with_engine(emu, tmp_path: Path) -> None:
-    # One rung per side: the emulator counts resting stop-market exits against a new closing limit
-    # (-2022), so a second lot's TP would be refused while the first lot's SL rests.
+    # One rung per side keeps the books small to compare every bar (written when the emulator still
+    # refused a second lot's TP while the first lot's SL rested; it no longer does).
     ready, ctx = _prepare(
         emu, tmp_path, ["grid.grid_levels_long=1", "grid.grid_levels_short=1", "grid.grid_step_bps=15"]
     )
