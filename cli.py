@@ -94,6 +94,17 @@ def _mount() -> None:
     from research.optimize_cli import register as register_optimize
 
     register_optimize(app)
+    from live_bridge.cli import register as register_live
+
+    register_live(app, _replay_results)
+
+
+def _replay_results() -> tuple:
+    """research's stats and result writers for `gridctl live --replay` (imported only when used)."""
+    from research.results import stats_json, write_results
+    from research.stats import compute_stats
+
+    return compute_stats, write_results, stats_json
 
 
 _mount()

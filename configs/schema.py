@@ -113,6 +113,9 @@ class ExecutionSection(_Section):
     retry_delay_ms: int = Field(default=100, ge=0, le=5000)
     optimization_mode: bool = False
     retry_max_price_deviation_bps: float = Field(default=100.0, ge=0, le=1000)
+    # NEW, live only: an open order this close to the wanted one is kept, not replaced (no churn).
+    order_price_tolerance_bps: float = Field(default=1.0, ge=0, le=100)
+    order_qty_tolerance_pct: float = Field(default=1.0, ge=0, le=50)
 
 
 class FundingSection(_Section):
