@@ -385,9 +385,10 @@ def test_a_failed_swap_keeps_the_previous_sample(tmp_path: Path, monkeypatch: py
 
 
 def _command_paths(command: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    subs = getattr(command, "commands", {})
+    # get_command (not .commands) so that lazily mounted groups (cli.LAZY_GROUPS) are loaded and walked.
     paths = [prefix]
-    for name, sub in subs.items():
+    for name in list(getattr(command, "commands", {})):
+        sub = command.get_command(typer.Context(command), name)  # type: ignore[attr-defined]
         paths += _command_paths(sub, (*prefix, name))
     return paths
 
@@ -402,7 +403,7 @@ def test_help_shows_flags_without_a_value_type(path: tuple[str, ...]) -> None:
     assert "<bool>" not in result.output and "--help" in result.output
     command = typer.main.get_command(app)
     for name in path:
-        command = command.commands[name]  # type: ignore[attr-defined]
+        command = command.get_command(typer.Context(command), name)  # type: ignore[attr-defined]
     for param in command.params:
         if getattr(param, "is_flag", False):
             line = next(ln for ln in result.output.splitlines() if param.opts[0] in ln)

@@ -65,11 +65,12 @@ def new_state(*scenario: tuple[float, float, float, float], hedge: bool = True) 
     return state
 
 
-def venue_for(url: str, monkeypatch: pytest.MonkeyPatch, *overrides: str, key: str | None = None,
-              secret: str | None = None) -> VenueConfig:  # fmt: skip
+def venue_for(url: str, monkeypatch: pytest.MonkeyPatch, *overrides: str, api_key: str | None = None,
+              api_secret: str | None = None) -> VenueConfig:  # fmt: skip
+    """The testnet venue aimed at ``url``; ``api_key``/``api_secret``: what its ${ENV} fields resolve to."""
     state = EmulatorState()
-    monkeypatch.setenv(KEY_ENV, key if key is not None else state.account.api_key)
-    monkeypatch.setenv(SECRET_ENV, secret if secret is not None else state.account.api_secret)
+    monkeypatch.setenv(KEY_ENV, api_key if api_key is not None else state.account.api_key)
+    monkeypatch.setenv(SECRET_ENV, api_secret if api_secret is not None else state.account.api_secret)
     return load_venue("binance_futures_testnet", [f"api.base_url={url}", *overrides])
 
 
@@ -359,7 +360,7 @@ def test_insufficient_margin_is_an_order_rejection(gw: CcxtGateway) -> None:
 def test_api_key_signs_requests(emu: BinanceUsdmEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
     good = CcxtGateway(venue_for(emu.url, monkeypatch))
     assert good.account(SYM).wallet_balance == 10_000.0
-    bad = CcxtGateway(venue_for(emu.url, monkeypatch, key="someone-else"))
+    bad = CcxtGateway(venue_for(emu.url, monkeypatch, api_key="someone-else"))
     with pytest.raises(AuthError, match="-2014"):
         bad.account(SYM)
 
@@ -367,7 +368,7 @@ def test_api_key_signs_requests(emu: BinanceUsdmEmulator, monkeypatch: pytest.Mo
 @effect("api.api_secret")
 def test_api_secret_signs_requests(emu: BinanceUsdmEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
     assert CcxtGateway(venue_for(emu.url, monkeypatch)).open_orders(SYM) == []
-    bad = CcxtGateway(venue_for(emu.url, monkeypatch, secret="not-the-secret"))
+    bad = CcxtGateway(venue_for(emu.url, monkeypatch, api_secret="not-the-secret"))
     with pytest.raises(AuthError, match="-1022"):
         bad.open_orders(SYM)
 
