@@ -45,7 +45,7 @@ def row_metrics(row: np.void | dict[str, float], bar_ms: int) -> dict[str, float
         cagr = 0.0
     else:
         cagr = ((final / initial) ** (1.0 / years) - 1.0) * 100.0
-    dd = float(row["max_drawdown_pct"])
+    dd = float(row["max_drawdown_bar_close_pct"])
     calmar = cagr / dd if dd > 0.0 else (math.inf if cagr > 0 else math.nan)
     return {
         "sharpe": float(row["sharpe"]),

@@ -35,7 +35,7 @@ def sample_market(data_dir: Path, days: int = DAYS) -> Market:
 
 
 def _metrics(row: np.void) -> dict[str, float]:
-    return {k: float(row[k]) for k in ("final_equity", "max_drawdown_pct", "n_entries", "sharpe")}
+    return {k: float(row[k]) for k in ("final_equity", "max_drawdown_bar_close_pct", "n_entries", "sharpe")}
 
 
 def _suggest(trial: optuna.Trial) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def build_study(
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(["final_equity", "max_drawdown_pct"] if multi else ["final_equity"])
+        study.set_metric_names(["final_equity", "max_drawdown_bar_close_pct"] if multi else ["final_equity"])
     trials = [study.ask() for _ in range(n_trials)]
     sets = [_suggest(t) for t in trials]
     half = len(market.ts) // 2
@@ -83,7 +83,7 @@ def build_study(
             trial.set_user_attr("daily_returns", daily_returns(eq, 10_000.0).tolist())
         values = [float(row["final_equity"])]
         if multi:
-            values.append(float(row["max_drawdown_pct"]))
+            values.append(float(row["max_drawdown_bar_close_pct"]))
         study.tell(trial, values)
     return study
 

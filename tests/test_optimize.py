@@ -170,8 +170,9 @@ def test_neighbours_move_one_step_and_stay_in_range() -> None:
 
 
 def _row(**kw: float) -> dict[str, float]:
-    base = {"final_equity": 11000.0, "total_return_pct": 10.0, "bars": 365 * 1440.0, "max_drawdown_pct": 5.0,
-            "sharpe": 2.0, "profit_factor": 1.75, "n_exits": 40.0, "liquidated": 0.0}  # fmt: skip
+    base = {"final_equity": 11000.0, "total_return_pct": 10.0, "bars": 365 * 1440.0,
+            "max_drawdown_bar_close_pct": 5.0, "sharpe": 2.0, "profit_factor": 1.75, "n_exits": 40.0,
+            "liquidated": 0.0}  # fmt: skip
     base.update(kw)
     return base
 
@@ -191,7 +192,7 @@ def test_composite_score_by_hand() -> None:
 
 
 def test_limits_are_constraint_values() -> None:
-    m = row_metrics(_row(n_exits=10.0, max_drawdown_pct=45.0, liquidated=1.0), 60_000)
+    m = row_metrics(_row(n_exits=10.0, max_drawdown_bar_close_pct=45.0, liquidated=1.0), 60_000)
     assert limit_values([m], WIDE.limits) == [30 - 10, 45 - 40, 0.5]
     ok = row_metrics(_row(), 60_000)
     assert all(v <= 0 for v in limit_values([ok], WIDE.limits))

@@ -115,7 +115,7 @@ def test_importances_are_reproducible_and_cover_every_parameter(journal_study) -
 def test_in_sample_and_out_of_sample_pair_the_stored_metrics(journal_study) -> None:
     _, study = journal_study
     keys, rows = is_oos_table(study.trials)
-    assert keys == ["final_equity", "max_drawdown_pct", "n_entries", "sharpe"]
+    assert keys == ["final_equity", "max_drawdown_bar_close_pct", "n_entries", "sharpe"]
     for row, trial in zip(rows, study.trials, strict=True):
         assert row["trial"] == trial.number
         assert row["final_equity IS"] == trial.user_attrs["is_metrics"]["final_equity"]
