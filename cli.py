@@ -1,19 +1,52 @@
 """gridctl: one command line for data, backtests, optimization, studies and the live bridge.
 
 This module only wires sub-commands together; every command is a thin shell over library functions
-that notebooks can call directly.
+that notebooks can call directly. Sub-command groups are imported only when a command line reaches
+them, so ``gridctl --help`` starts without pydantic, polars, numba & co.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
 from configs.errors import GridctlError
 
+#: Sub-command groups loaded on first use: name -> (module holding a typer app ``app``, one-line help).
+LAZY_GROUPS: dict[str, tuple[str, str]] = {
+    "config": ("configs.cli", "Show and validate strategy and venue configs."),
+    "data": ("data.cli", "Download, import, generate and inspect market data."),
+}
+
+
+def _render_flags_as_flags(command: typer.core.TyperCommand | TyperGroup) -> None:
+    """Give every on/off flag (``--json``, ``--force``, ``--help``) an empty metavar, recursively.
+
+    typer 0.29 prints each option's type in --help, so a flag would read ``--json <bool>`` as if it
+    took a value; an empty metavar makes it render as the bare flag it is.
+    """
+    help_option = command.get_help_option(typer.Context(command))
+    for param in [*command.params, *([help_option] if help_option is not None else [])]:
+        if isinstance(param, typer.core.TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _render_flags_as_flags(sub)
+
 
 class _GridctlGroup(TyperGroup):
     """Top-level group: a user error anywhere below becomes a one-line message and exit code 2."""
+
+    _listing = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Stand-ins that carry the name and one-line help until a command line reaches the group.
+        for name, (_module, help_text) in LAZY_GROUPS.items():
+            self.commands.setdefault(name, _Unloaded(name=name, help=help_text))
+        _render_flags_as_flags(self)
 
     def invoke(self, ctx: typer.Context) -> object:
         try:
@@ -21,6 +54,27 @@ class _GridctlGroup(TyperGroup):
         except GridctlError as err:
             typer.echo(f"error: {err}", err=True)
             ctx.exit(2)
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        # The top-level help only needs each group's name and one-line help: no import for that.
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+        cmd = super().get_command(ctx, cmd_name)
+        if isinstance(cmd, _Unloaded) and not self._listing:
+            cmd = typer.main.get_group(importlib.import_module(LAZY_GROUPS[cmd_name][0]).app)
+            cmd.name, cmd.help = cmd_name, LAZY_GROUPS[cmd_name][1]
+            _render_flags_as_flags(cmd)
+            self.add_command(cmd, cmd_name)
+        return cmd
+
+
+class _Unloaded(TyperGroup):
+    """Placeholder of a sub-command group whose module is not imported yet."""
 
 
 app = typer.Typer(
@@ -34,14 +88,23 @@ app = typer.Typer(
 
 
 def _mount() -> None:
-    from configs.cli import app as config_app
-    from data.cli import app as data_app
-
-    app.add_typer(config_app, name="config", help="Show and validate strategy and venue configs.")
-    app.add_typer(data_app, name="data", help="Download, import, generate and inspect market data.")
     from research.cli import register as register_research
 
     register_research(app)
+    from research.optimize_cli import register as register_optimize
+
+    register_optimize(app)
+    from live_bridge.cli import register as register_live
+
+    register_live(app, _replay_results)
+
+
+def _replay_results() -> tuple:
+    """research's stats and result writers for `gridctl live --replay` (imported only when used)."""
+    from research.results import stats_json, write_results
+    from research.stats import backtest_stats
+
+    return backtest_stats, write_results, stats_json
 
 
 _mount()

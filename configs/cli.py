@@ -10,6 +10,7 @@ import typer
 import yaml
 
 from configs import secrets
+from configs.crosscheck import check_strategy_on_venue
 from configs.errors import GridctlError
 from configs.loader import (
     SHIPPED_DIRS,
@@ -78,6 +79,8 @@ def show(
         }
     if venue is not None:
         vcfg = load_venue(venue, venue_overrides)
+        if strategy is not None:
+            check_strategy_on_venue(cfg, vcfg)
         shown["venue"] = {
             "source": vcfg.origin,
             "fees_source": vcfg.fees_source,
@@ -106,28 +109,56 @@ def validate(
     live: Annotated[
         bool, typer.Option("--live", help="Also require real API credentials from env (venue configs only).")
     ] = False,
+    venue: Annotated[
+        str | None,
+        typer.Option(
+            "--venue",
+            "-v",
+            help="With a strategy FILE: also check it against this venue (filters, brackets).",
+        ),
+    ] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option("--strategy", "-s", help="With a venue FILE: also check this strategy against it."),
+    ] = None,
 ) -> None:
     """Check a config file; exit 0 if it is valid, else print every problem and exit 2.
 
     With --live, a venue's credentials must come from set environment variables: a `${VAR:-default}`
-    default (fine for backtests) or an unset variable fails.
+    default (fine for backtests) or an unset variable fails. With the other file (--venue for a
+    strategy, --strategy for a venue) the pair is checked as a backtest would: rung quantities within
+    the venue's min/max quantity, leverage within the symbol's brackets.
     """
     resolved = detect_kind(file) if kind is KindChoice.auto else kind.value
     if resolved == "strategy":
         if live:
             raise GridctlError(f"{file}: --live checks venue credentials, but this is a strategy config")
+        if strategy is not None:
+            raise GridctlError(f"--strategy: {file} is itself a strategy config; pass a venue with --venue")
         cfg: StrategyConfig | VenueConfig = load_strategy(file)
         gates = cfg.gates_disabled()
+        if venue is not None:
+            check_strategy_on_venue(cfg, load_venue(venue))
         typer.echo(f"ok: {cfg.origin} is a valid strategy config ({cfg.strategy.name}, {cfg.ccxt_symbol})")
+        if venue is not None:
+            typer.echo(f"ok: it fits venue {venue} (quantities within the filters, leverage within brackets)")
         if gates:
             typer.echo(f"note: risk gates switched off: {', '.join(gates)}")
         return
+    if venue is not None:
+        raise GridctlError(f"--venue: {file} is itself a venue config; pass a strategy with --strategy")
     vcfg = load_venue(file)
+    if strategy is not None:
+        check_strategy_on_venue(load_strategy(strategy), vcfg)
     if live:
         secrets.require_live_credentials(vcfg)
     typer.echo(f"ok: {vcfg.origin} is a valid venue config ({vcfg.venue.name}, fees from {vcfg.fees_source})")
     for path in secrets.CREDENTIAL_PATHS:
         typer.echo(f"  {path}: {secrets.mask(vcfg, path)}")
+    if strategy is not None:
+        typer.echo(
+            f"ok: strategy {strategy} fits it (quantities within the filters, leverage within brackets)"
+        )
     if live:
         typer.echo("live credentials: ok")
 

@@ -8,6 +8,7 @@ There is no fallback: a name that does not resolve to a shipped file is an error
 from __future__ import annotations
 
 import difflib
+import re
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,19 +89,11 @@ def detect_kind(path_or_name: str | Path) -> Kind:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """Parse a YAML file into a mapping; syntax errors and duplicate keys name the file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise GridctlError(f"{path}: cannot read: {err.strerror or err}") from err
+    text = read_text_utf8(path)
     try:
         tree = yaml.load(text, Loader=_StrictLoader)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        reason = err.problem or err.context or "invalid YAML"
-        raise GridctlError(f"{path}: YAML syntax error{where}: {reason}") from err
     except yaml.YAMLError as err:
-        raise GridctlError(f"{path}: YAML syntax error: {err}") from err
+        raise GridctlError(f"{path}: YAML syntax error{_yaml_problem(err)}") from None
     if tree is None:
         raise GridctlError(f"{path}: file is empty; expected a mapping of config sections")
     if not isinstance(tree, dict):
@@ -108,6 +101,23 @@ def read_yaml(path: Path) -> dict[str, Any]:
             f"{path}: expected a mapping of config sections at the top, got {type(tree).__name__}"
         )
     return tree
+
+
+def read_text_utf8(path: Path) -> str:
+    """A config file's text; unreadable or not UTF-8 is a GridctlError naming the file, line and byte."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise GridctlError(f"{path}: cannot read: {err.strerror or err}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise GridctlError(
+            f"{path}: not UTF-8 text: byte 0x{raw[err.start]:02x} at offset {err.start} "
+            f"(line {line}, column {column}) is invalid; save the file as UTF-8"
+        ) from None
 
 
 def dump_resolved(cfg: StrategyConfig | VenueConfig) -> dict[str, Any]:
@@ -156,8 +166,22 @@ def _load(kind: Kind, model: type[ConfigT], path_or_name: str | Path, overrides:
     return cfg
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """One line for a YAML error: `` at line L, column C: reason`` (PyYAML's own text spans lines)."""
+    if isinstance(err, yaml.MarkedYAMLError):
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        reason = err.problem or err.context or "invalid YAML"
+        return f"{where}: {reason}"
+    return ": " + " ".join(str(err).split())
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys instead of silently keeping the last one."""
+    """SafeLoader with YAML 1.2 floats (``1e9``) that rejects duplicate keys instead of keeping the last.
+
+    PyYAML resolves plain scalars by YAML 1.1 rules, where a float needs a dot: ``1e9`` would stay the
+    string "1e9". The extra resolver below adds the YAML 1.2 core-schema forms without a dot.
+    """
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -171,6 +195,12 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.2 core-schema floats PyYAML's 1.1 resolver misses: an exponent without a dot or without a sign
+# (1e9, -2E-3, 1.5e9, .5e3). Forms 1.1 already knows (1.5e+9, 0.1) resolve as before.
+_YAML12_EXP_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_EXP_FLOAT, list("-+.0123456789"))
+
+
 def _parse_override(text: str) -> tuple[tuple[str, ...], Any]:
     """``grid.grid_step_bps=30`` -> (("grid", "grid_step_bps"), 30); the value is parsed as YAML."""
     key, sep, raw = text.partition("=")
@@ -178,9 +208,9 @@ def _parse_override(text: str) -> tuple[tuple[str, ...], Any]:
     if not sep or not all(keys):
         raise GridctlError(f"--set {text}: expected SECTION.KEY=VALUE, e.g. grid.grid_step_bps=30")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.load(raw, Loader=_StrictLoader) if raw.strip() else None
     except yaml.YAMLError as err:
-        raise GridctlError(f"--set {text}: value is not valid YAML: {err}") from None
+        raise GridctlError(f"--set {text}: value is not valid YAML{_yaml_problem(err)}") from None
     return keys, value
 
 

@@ -113,6 +113,9 @@ class ExecutionSection(_Section):
     retry_delay_ms: int = Field(default=100, ge=0, le=5000)
     optimization_mode: bool = False
     retry_max_price_deviation_bps: float = Field(default=100.0, ge=0, le=1000)
+    # NEW, live only: an open order this close to the wanted one is kept, not replaced (no churn).
+    order_price_tolerance_bps: float = Field(default=1.0, ge=0, le=100)
+    order_qty_tolerance_pct: float = Field(default=1.0, ge=0, le=50)
 
 
 class FundingSection(_Section):
@@ -183,7 +186,7 @@ class BacktestSection(_Section):
     initial_balance: float = Field(default=10000.0, gt=0)
     slippage_bps: float = Field(default=1.0, ge=0, le=1000)
     fill_on_touch: bool = False
-    intrabar_path: Literal["nearer_first", "high_first", "low_first"] = "nearer_first"
+    intrabar_path: Literal["nearer_first", "farther_first", "high_first", "low_first"] = "nearer_first"
     # The data store's timeframes below a day (data/timeframes.py; configs cannot import data).
     detail_timeframe: Literal["1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "8h"] | None = None
 

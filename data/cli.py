@@ -25,8 +25,15 @@ DataDirOption = Annotated[
 ]
 
 
-def _data_dir(value: Path | None) -> Path:
-    return value if value is not None else default_data_dir()
+def _data_dir(value: Path | None, writes: bool = False) -> Path:
+    """The data directory a command uses, checked before any work: it must exist to be read, and be
+    creatable and writable to be written (a file, or a folder under a file or /proc, fails at once)."""
+    from data.paths import require_existing_dir, require_writable_dir
+
+    path = value if value is not None else default_data_dir()
+    if writes:
+        return require_writable_dir(path, "--data-dir")
+    return require_existing_dir(path, "--data-dir", "nothing is stored there yet (try `gridctl data sample`)")
 
 
 def _short(ms: int) -> str:
@@ -43,7 +50,7 @@ def sample_command(
     """Generate the deterministic sample market (exchange `sample`, BTC/USDT:USDT, 1m) and store it."""
     from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, write_sample
 
-    info = write_sample(_data_dir(data_dir), days, seed)
+    info = write_sample(_data_dir(data_dir, writes=True), days, seed)
     if as_json:
         payload = {
             "exchange": SAMPLE_EXCHANGE,
@@ -85,7 +92,7 @@ def import_command(
     """Validate and import market data files; a bad file leaves the store untouched."""
     from data.importers import import_path
 
-    summary = import_path(path, _data_dir(data_dir), exchange=exchange, symbol=symbol, kind=kind)
+    summary = import_path(path, _data_dir(data_dir, writes=True), exchange=exchange, symbol=symbol, kind=kind)
     typer.echo(json.dumps(summary.to_dict(), sort_keys=True) if as_json else summary.describe())
 
 
@@ -129,7 +136,9 @@ def resample_command(
     """Build coarser candles from stored finer ones; incomplete target bars are dropped and counted."""
     from data.resample import resample_store
 
-    result = resample_store(_data_dir(data_dir), exchange, symbol, source, target, kind=kind)
+    root = _data_dir(data_dir)
+    _data_dir(root, writes=True)
+    result = resample_store(root, exchange, symbol, source, target, kind=kind)
     if as_json:
         typer.echo(
             json.dumps({"built": result.built, "dropped": result.dropped, "from": source, "to": target})

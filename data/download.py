@@ -19,6 +19,8 @@ What a download guarantees:
 
 from __future__ import annotations
 
+import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -170,50 +172,180 @@ def _rebase_urls(urls: Any, root: str) -> Any:
     return urls
 
 
+# Default budget (s) for an unreachable exchange: a request that gets no answer at all (name resolution,
+# connection refused, timeout) is retried only until this long after its first failure.
+DEFAULT_TIMEOUT_S = 20.0
+# HTTP answers worth asking again: rate limits and server-side trouble. Any other 4xx says the request
+# itself is wrong (or forbidden), and sending it again cannot help.
+_RETRYABLE_4XX = (408, 418, 429)
+# Within the budget, the last try gets at least this long to answer; less left means give up now.
+MIN_LAST_TRY_S = 1.0
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why one attempt failed, for messages and the retry decision."""
+
+    cause: str  # "name resolution", "connection refused", "timeout", "connection", "http 503", ...
+    host: str
+    detail: str
+    retryable: bool
+    unreachable: bool  # no answer from the exchange at all (the network budget applies)
+
+    def describe(self) -> str:
+        return f"{self.host}: {self.detail}"
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and every exception it wraps (cause, context, urllib3 ``reason``, exception args)."""
+    seen: list[BaseException] = []
+    todo = [err]
+    while todo and len(seen) < 50:
+        current = todo.pop(0)
+        if any(current is s for s in seen):
+            continue
+        seen.append(current)
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        linked += [a for a in getattr(current, "args", ()) if isinstance(a, BaseException)]
+        todo += [x for x in linked if isinstance(x, BaseException)]
+    return seen
+
+
+def _http_status(err: BaseException) -> int | None:
+    for item in _chain(err):
+        response = getattr(item, "response", None)
+        code = getattr(response, "status_code", None)
+        if isinstance(code, int):
+            return code
+    return None
+
+
+def _host_of(err: BaseException, fallback: str) -> str:
+    for item in _chain(err):
+        match = re.search(r"https?://[^\s/'\"]+", str(item))
+        if match:
+            parts = urlsplit(match.group(0))
+            if parts.hostname:
+                return parts.netloc
+    return fallback
+
+
+def classify(err: BaseException, fallback_host: str, timeout_s: float | None = None) -> Failure:
+    """Tell a name-resolution failure, a refused connection, a timeout and an HTTP error apart."""
+    host = _host_of(err, fallback_host)
+    chain = _chain(err)
+    names = {type(x).__name__ for x in chain}
+    text = " ".join(str(x) for x in chain)
+    if any(isinstance(x, socket.gaierror) for x in chain) or "NameResolutionError" in names:
+        name = host.rsplit(":", 1)[0]
+        return Failure("name resolution", host, f"cannot resolve the host name {name!r} (DNS)", False, True)
+    if any(isinstance(x, ConnectionRefusedError) for x in chain) or "Connection refused" in text:
+        return Failure("connection refused", host, "connection refused (nothing listens there)", True, True)
+    status = _http_status(err)
+    timed_out = isinstance(err, ccxt.RequestTimeout) or any(isinstance(x, TimeoutError) for x in chain)
+    if timed_out and status is None:
+        within = f" within {timeout_s:g} s" if timeout_s is not None else ""
+        return Failure("timeout", host, f"no answer{within} (timed out)", True, True)
+    if status is not None:
+        retry = status >= 500 or status in _RETRYABLE_4XX
+        reason = "" if retry else "; the request is refused, retrying cannot help"
+        return Failure(f"http {status}", host, f"HTTP {status} ({_short(err)}){reason}", retry, False)
+    if isinstance(err, _BadPayloadError):
+        return Failure("bad payload", host, str(err), True, False)
+    if isinstance(err, ccxt.NetworkError) and not isinstance(
+        err, (ccxt.DDoSProtection, ccxt.ExchangeNotAvailable)
+    ):
+        return Failure("connection", host, f"connection failed ({_short(err)})", True, True)
+    return Failure("error", host, _short(err), isinstance(err, ccxt.OperationFailed), False)
+
+
 class _Requester:
-    """Sends one logical request with retries; counts requests and retries into a KindSummary."""
+    """Sends one logical request with retries; counts requests and retries into a KindSummary.
+
+    Retried: rate limits (418/429, honouring Retry-After), 5xx and maintenance, timeouts, refused or
+    reset connections, unparsable pages: at most ``max_retries`` times, and for failures that got no
+    answer at all only within ``timeout_s`` of the first one. Not retried: a host name that does not
+    resolve, and any other 4xx answer. ``on_retry(what, attempt, failure, delay)`` reports each retry.
+    """
 
     def __init__(
-        self, client: ccxt.Exchange, max_retries: int, backoff_s: float, sleep: Callable[[float], None]
+        self,
+        client: ccxt.Exchange,
+        max_retries: int,
+        backoff_s: float,
+        sleep: Callable[[float], None],
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        clock: Callable[[], float] = time.monotonic,
+        on_retry: Callable[[str, int, Failure, float], None] | None = None,
     ) -> None:
         self.client = client
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.sleep = sleep
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self.on_retry = on_retry
+        self.request_timeout_ms = int(client.timeout)
+        self.host = _api_host(client)
 
     def call(self, what: str, fn: Callable[[], Any], tally: KindSummary | None = None) -> Any:
         """Run ``fn`` (a ccxt call plus checks) until it succeeds; GridctlError naming ``what`` otherwise."""
+        first_failure: float | None = None
         for attempt in range(self.max_retries + 1):
             if tally is not None:
                 tally.requests += 1
             self.client.last_json_response = None
+            budget_left = (
+                self.timeout_s if first_failure is None else self.timeout_s - (self.clock() - first_failure)
+            )
+            # One request never waits longer than the network budget has left.
+            self.client.timeout = max(100, min(self.request_timeout_ms, int(budget_left * 1000)))
             try:
                 result = fn()
                 if self.client.last_json_response is None:
                     raise _BadPayloadError("the response body is not valid JSON")
                 return result
             except (ccxt.OperationFailed, _BadPayloadError) as err:
-                failure: Exception = err
+                failure = classify(err, self.host, self.client.timeout / 1000)
             except ccxt.BaseError as err:
-                raise GridctlError(f"{what}: the exchange refused the request: {_short(err)}") from None
+                raise GridctlError(
+                    f"{what}: {self.host}: the exchange refused the request: {_short(err)}"
+                ) from None
             except (TypeError, ValueError, KeyError, AttributeError, IndexError):
                 if self.client.last_json_response is not None:
                     raise  # ccxt choked on valid JSON: a bug, not a bad payload
                 # ccxt hands an unparsable body on as text and then fails while parsing it.
-                failure = _BadPayloadError("the response body is not valid JSON")
+                failure = classify(_BadPayloadError("the response body is not valid JSON"), self.host)
+            finally:
+                self.client.timeout = self.request_timeout_ms
+            if first_failure is None:
+                first_failure = self.clock()
+            if not failure.retryable:
+                raise GridctlError(f"{what}: {failure.describe()}; not retried")
             delay = self._delay(failure, attempt, what)
             if attempt == self.max_retries:
                 raise GridctlError(
-                    f"{what}: failed after {self.max_retries} retries; last error: {_short(failure)}"
+                    f"{what}: failed after {self.max_retries} retries; last error: {failure.describe()}"
                 )
+            if failure.unreachable:
+                waited = self.clock() - first_failure
+                remaining = self.timeout_s - waited
+                if remaining <= MIN_LAST_TRY_S:
+                    raise GridctlError(
+                        f"{what}: {failure.describe()}; gave up after {waited:.0f} s and {attempt + 1} "
+                        f"attempt(s) (timeout {self.timeout_s:g} s)"
+                    )
+                delay = min(delay, remaining - MIN_LAST_TRY_S)  # leave the last try a second to answer
             if tally is not None:
                 tally.retries += 1
+            if self.on_retry is not None:
+                self.on_retry(what, attempt + 1, failure, delay)
             self.sleep(delay)
         raise AssertionError("unreachable")  # the last attempt either returned or raised
 
-    def _delay(self, err: Exception, attempt: int, what: str) -> float:
+    def _delay(self, failure: Failure, attempt: int, what: str) -> float:
         backoff = min(self.backoff_s * 2**attempt, MAX_BACKOFF_S)
-        if not isinstance(err, (ccxt.DDoSProtection, ccxt.ExchangeNotAvailable)):
+        if failure.cause not in ("http 418", "http 429") and not failure.cause.startswith("http 5"):
             return backoff  # only 418/429/5xx answers are fresh responses that may carry Retry-After
         headers = self.client.last_response_headers or {}
         value = headers.get("Retry-After")
@@ -229,6 +361,16 @@ class _Requester:
                 "try again later"
             )
         return max(retry_after, 0.0)
+
+
+def _api_host(client: ccxt.Exchange) -> str:
+    """host:port of the client's futures API (for messages about failures without a URL)."""
+    urls = client.urls.get("api", {}) if isinstance(client.urls, dict) else {}
+    candidates = [urls] if isinstance(urls, str) else [urls.get(k) for k in ("fapiPublic", "public")]
+    for url in candidates:
+        if isinstance(url, str) and urlsplit(url).netloc:
+            return urlsplit(url).netloc
+    return client.id
 
 
 def _short(err: Exception, limit: int = 300) -> str:
@@ -348,7 +490,7 @@ def _mark_price(info: Any) -> float:
 
 
 class _Progress:
-    """A rich progress bar on stderr (one task per kind), or nothing."""
+    """A rich progress bar on stderr (one task per kind, plus a status line for retries), or nothing."""
 
     def __init__(self, enabled: bool) -> None:
         self._bar = (
@@ -357,6 +499,7 @@ class _Progress:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
+                TextColumn("{task.fields[note]}"),
                 console=Console(stderr=True),
                 transient=False,
             )
@@ -364,6 +507,8 @@ class _Progress:
             else None
         )
         self._tasks: dict[str, Any] = {}
+        self._retries: dict[str, int] = {}
+        self._current = "connect"
 
     def __enter__(self) -> _Progress:
         if self._bar is not None:
@@ -375,8 +520,9 @@ class _Progress:
             self._bar.stop()
 
     def add(self, kind: str, total: int) -> None:
+        self._current = kind
         if self._bar is not None:
-            self._tasks[kind] = self._bar.add_task(kind, total=max(total, 1))
+            self._tasks[kind] = self._bar.add_task(kind, total=max(total, 1), note="")
 
     def advance(self, kind: str, rows: int) -> None:
         if self._bar is not None:
@@ -385,7 +531,23 @@ class _Progress:
     def finish(self, kind: str) -> None:
         if self._bar is not None:
             task = self._tasks[kind]
-            self._bar.update(task, completed=self._bar.tasks[task].total)
+            count = self._retries.get(kind, 0)
+            note = f"{count} retr{'y' if count == 1 else 'ies'}" if count else ""
+            self._bar.update(task, completed=self._bar.tasks[task].total, note=note)
+
+    def retry(self, what: str, attempt: int, failure: Failure, delay: float) -> None:
+        """Show a retry on the current task's line: count, cause and the wait before the next try."""
+        kind = self._current
+        self._retries[kind] = self._retries.get(kind, 0) + 1
+        if self._bar is None:
+            return
+        if kind not in self._tasks:
+            self._tasks[kind] = self._bar.add_task(kind, total=1, note="")
+        note = (
+            f"[yellow]retry {self._retries[kind]} ({failure.cause} at {failure.host}); "
+            f"next try in {delay:.1f} s[/yellow]"
+        )
+        self._bar.update(self._tasks[kind], note=note)
 
 
 def download(
@@ -403,12 +565,16 @@ def download(
     api_url: str | None = None,
     backoff_s: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    clock: Callable[[], float] = time.monotonic,
 ) -> DownloadSummary:
     """Fetch what the store lacks of ``[start_ms, end_ms)`` for ``symbol`` and write it through the store.
 
     ``kinds``: any of ``candles`` (trade klines), ``mark`` (mark-price klines), ``funding``.
     ``client``: a ready ccxt client (tests pass one aimed at the emulator); else ``make_client``.
     ``sleep`` waits between retries (``backoff_s`` doubling, or the server's Retry-After).
+    ``timeout_s``: how long an unreachable exchange (no answer at all) is retried before the download
+    stops with an error naming the host and the cause; ``clock`` measures it.
     """
     started = time.perf_counter()
     try:
@@ -424,6 +590,8 @@ def download(
         )
     if max_retries < 0:
         raise OptionError("max_retries", f"max_retries must be >= 0, got {max_retries}")
+    if not timeout_s > 0:
+        raise OptionError("timeout", f"timeout must be a positive number of seconds, got {timeout_s}")
     data_dir = Path(data_dir)
     try:
         store.symbol_key(symbol)
@@ -432,10 +600,34 @@ def download(
     if client is None:
         client = make_client(exchange, api_url)
     client.enableLastJsonResponse = True  # lets _Requester tell an unparsable body from an empty page
-    requester = _Requester(client, max_retries, backoff_s, sleep)
+    with _Progress(progress) as bars:
+        requester = _Requester(client, max_retries, backoff_s, sleep, timeout_s, clock, bars.retry)
+        summary = _download_with(
+            client, requester, bars, exchange, symbol, timeframe, bar, start_ms, end_ms, data_dir, kinds
+        )
+    summary.elapsed_s = time.perf_counter() - started
+    return summary
 
+
+def _download_with(
+    client: ccxt.Exchange,
+    requester: _Requester,
+    bars: _Progress,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    bar: int,
+    start_ms: int,
+    end_ms: int,
+    data_dir: Path,
+    kinds: tuple[str, ...],
+) -> DownloadSummary:
+    """The body of ``download`` once the arguments are checked: markets, server time, then each kind."""
+    connect = f"{exchange} at {requester.host}"
+    bars.add(connect, 2)
     if not client.markets:  # a reused client keeps its markets; ccxt then sends no request
         requester.call(f"{exchange}: loading markets", client.load_markets)
+    bars.advance(connect, 1)
     market = client.markets.get(symbol)
     if market is None:
         listed = ", ".join(sorted(client.markets)[:5])
@@ -447,34 +639,33 @@ def download(
     if timeframe not in (client.timeframes or {}):
         raise OptionError("timeframe", f"timeframe {timeframe!r} is not offered by {exchange}")
     now = int(requester.call(f"{exchange}: reading the server time", client.fetch_time))
+    bars.finish(connect)
 
     summary = DownloadSummary(exchange, symbol, timeframe, start_ms, end_ms, now, {})
     first_bar = -(-start_ms // bar) * bar
     candle_end = min(end_ms, now // bar * bar)  # the bar opening at now // bar * bar is still open
-    with _Progress(progress) as bars:
-        for kind in kinds:
-            tally = summary.kinds[kind] = KindSummary(kind)
-            if kind == "funding":
-                gaps = _funding_gaps(data_dir, exchange, symbol, start_ms, min(end_ms, now + 1))
-                tally.missing_ranges = gaps
-                bars.add(kind, sum(-(-(b - a) // FUNDING_MAX_INTERVAL_MS) for a, b in gaps))
-                for a, b in gaps:
-                    _fetch_funding(client, requester, data_dir, exchange, symbol, a, b, tally, bars)
-            else:
-                store_kind = "trade" if kind == "candles" else "mark"
-                gaps = (
-                    _candle_gaps(data_dir, exchange, symbol, timeframe, store_kind, first_bar, candle_end)
-                    if first_bar < candle_end
-                    else []
+    for kind in kinds:
+        tally = summary.kinds[kind] = KindSummary(kind)
+        if kind == "funding":
+            gaps = _funding_gaps(data_dir, exchange, symbol, start_ms, min(end_ms, now + 1))
+            tally.missing_ranges = gaps
+            bars.add(kind, sum(-(-(b - a) // FUNDING_MAX_INTERVAL_MS) for a, b in gaps))
+            for a, b in gaps:
+                _fetch_funding(client, requester, data_dir, exchange, symbol, a, b, tally, bars)
+        else:
+            store_kind = "trade" if kind == "candles" else "mark"
+            gaps = (
+                _candle_gaps(data_dir, exchange, symbol, timeframe, store_kind, first_bar, candle_end)
+                if first_bar < candle_end
+                else []
+            )
+            tally.missing_ranges = gaps
+            bars.add(kind, sum((b - a) // bar for a, b in gaps))
+            for a, b in gaps:
+                _fetch_candles(
+                    client, requester, data_dir, exchange, symbol, timeframe, kind, a, b, now, tally, bars
                 )
-                tally.missing_ranges = gaps
-                bars.add(kind, sum((b - a) // bar for a, b in gaps))
-                for a, b in gaps:
-                    _fetch_candles(
-                        client, requester, data_dir, exchange, symbol, timeframe, kind, a, b, now, tally, bars
-                    )
-            bars.finish(kind)
-    summary.elapsed_s = time.perf_counter() - started
+        bars.finish(kind)
     return summary
 
 

@@ -11,6 +11,9 @@ import typer
 
 from configs.errors import GridctlError
 
+# Same as data.download.DEFAULT_TIMEOUT_S (not imported here: ccxt is slow to import for every command).
+DEFAULT_TIMEOUT_S = 20.0
+
 # data.download.OptionError.option -> the command-line option a user types.
 _OPTION_NAMES = {
     "exchange": "--exchange",
@@ -19,6 +22,7 @@ _OPTION_NAMES = {
     "kinds": "--kinds",
     "range": "--start/--end",
     "api-url": "--api-url",
+    "timeout": "--timeout",
 }
 
 
@@ -56,6 +60,14 @@ def register(app: typer.Typer) -> None:
         data_dir: Annotated[
             Path | None, typer.Option("--data-dir", help="data directory (default: $GRIDCTL_DATA_DIR)")
         ] = None,
+        timeout: Annotated[
+            float,
+            typer.Option(
+                "--timeout",
+                help="seconds to keep retrying an exchange that gives no answer (connection refused, "
+                "timed out); a host name that does not resolve fails at once",
+            ),
+        ] = DEFAULT_TIMEOUT_S,
         as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
         no_progress: Annotated[bool, typer.Option("--no-progress", help="hide the progress bar")] = False,
         api_url: Annotated[
@@ -64,10 +76,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Download trade candles, mark-price candles and funding into the local store (incremental)."""
         from data.download import OptionError, download
+        from data.paths import require_writable_dir
         from data.store import default_data_dir
 
         start_ms = parse_date_ms(start, "--start")
         end_ms = parse_date_ms(end, "--end")
+        target = require_writable_dir(
+            data_dir if data_dir is not None else default_data_dir(),
+            "--data-dir" if data_dir is not None else "data dir ($GRIDCTL_DATA_DIR or default)",
+        )
         try:
             summary = download(
                 exchange,
@@ -75,10 +92,11 @@ def register(app: typer.Typer) -> None:
                 timeframe,
                 start_ms,
                 end_ms,
-                data_dir if data_dir is not None else default_data_dir(),
+                target,
                 kinds=parse_kinds(kinds),
                 progress=not no_progress and not as_json,
                 api_url=api_url,
+                timeout_s=timeout,
             )
         except OptionError as err:
             raise GridctlError(f"{_OPTION_NAMES.get(err.option, err.option)}: {err}") from None

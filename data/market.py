@@ -98,15 +98,23 @@ def _stored_timeframes(data_dir: str | os.PathLike[str], exchange: str, symbol: 
     return found
 
 
+def _require_rows(df: pl.DataFrame, path: Path) -> None:
+    """The store never writes an empty partition, so a 0-row file is damaged: say so, naming it."""
+    if df.height == 0:
+        raise GridctlError(
+            f"{path}: the file holds 0 rows (the store never writes an empty partition, so it is damaged); "
+            "delete it and download, import or generate that period again"
+        )
+
+
 def _read_checked_candles(paths: list[Path], bar_ms: int, kind: str) -> pl.DataFrame:
     """Read and validate each partition (errors name the file), and check that files do not overlap."""
     frames: list[pl.DataFrame] = []
     previous: tuple[Path, int] | None = None
     for path in paths:
         df = coerce_candle_frame(read_partition(path, CANDLE_COLUMNS), str(path))
+        _require_rows(df, path)
         check_candle_frame(df, bar_ms, str(path), kind)
-        if df.height == 0:
-            continue
         first = int(df["ts"][0])
         if previous is not None and first <= previous[1]:
             raise GridctlError(
@@ -125,9 +133,8 @@ def _read_checked_funding(paths: list[Path], report: ValidationReport) -> pl.Dat
     previous: tuple[Path, int] | None = None
     for path in paths:
         df, moved = normalise_and_check_funding(read_partition(path, FUNDING_COLUMNS), str(path))
+        _require_rows(df, path)
         report.add_funding_normalised(moved, str(path))
-        if df.height == 0:
-            continue
         first = int(df["ts"][0])
         if previous is not None and first <= previous[1]:
             raise GridctlError(
@@ -139,6 +146,27 @@ def _read_checked_funding(paths: list[Path], report: ValidationReport) -> pl.Dat
     if not frames:
         return pl.DataFrame(schema={c: pl.Int64 if c == "ts" else pl.Float64 for c in FUNDING_COLUMNS})
     return pl.concat(frames, rechunk=True)
+
+
+def _clip_warnings(
+    ts: np.ndarray,
+    bar_ms: int,
+    start_ms: int | None,
+    end_ms: int | None,
+    series: str,
+    report: ValidationReport,
+) -> None:
+    """Warn when the requested range reaches beyond the stored bars (the run is shorter than asked)."""
+    if start_ms is not None and int(ts[0]) > -(-start_ms // bar_ms) * bar_ms:
+        report.warnings.append(
+            f"{series}: the requested start {fmt_ts(start_ms)} is before the first stored bar in range "
+            f"({fmt_ts(ts[0])}); the run starts there"
+        )
+    if end_ms is not None and int(ts[-1]) < -(-end_ms // bar_ms) * bar_ms - bar_ms:
+        report.warnings.append(
+            f"{series}: the requested end {fmt_ts(end_ms)} is after the last stored bar in range "
+            f"({fmt_ts(ts[-1])}, closing {fmt_ts(int(ts[-1]) + bar_ms)}); the run ends there"
+        )
 
 
 def _select_funding(fts: np.ndarray, first_bar: int, last_close: int) -> tuple[int, int]:
@@ -203,12 +231,9 @@ def _fill_mark_from_candles(
         )
         if not paths:
             continue
-        bars = (
-            pl.scan_parquet(paths)
-            .select("ts", "open")
-            .filter(pl.col("ts").is_in(pl.Series(wanted).implode()))
-            .collect()
-        )
+        # Mark candles pass the same checks as trade candles (file and row named on NaN, <= 0, damage).
+        stored = _read_checked_candles(paths, timeframe_ms(tf), "mark")
+        bars = stored.select("ts", "open").filter(pl.col("ts").is_in(pl.Series(wanted).implode()))
         if bars.height == 0:
             continue
         bar_ts = bars["ts"].cast(pl.Int64).to_numpy()
@@ -241,6 +266,11 @@ def load_market(
     start_ms, end_ms = to_ms(start, "start"), to_ms(end, "end")
     if start_ms is not None and end_ms is not None and end_ms <= start_ms:
         raise GridctlError(f"end ({fmt_ts(end_ms)}) must be after start ({fmt_ts(start_ms)})")
+    if not Path(data_dir).is_dir():
+        raise GridctlError(
+            f"data folder {data_dir} does not exist (or is not a folder); get data with "
+            "`gridctl data download`, `gridctl data import` or `gridctl data sample`"
+        )
     report = ValidationReport()
     series = f"{exchange} {symbol} {timeframe}"
     paths = candle_partitions(data_dir, exchange, symbol, timeframe, start_ms, end_ms)
@@ -259,6 +289,7 @@ def load_market(
         )
     ts = _i64(candles["ts"].to_numpy())
     report.add_gaps(gap_stats(ts, bar_ms), timeframe, series)
+    _clip_warnings(ts, bar_ms, start_ms, end_ms, series, report)
 
     if not funding_partitions(data_dir, exchange, symbol):
         raise GridctlError(

@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from configs.errors import GridctlError
+from data.paths import require_writable_dir
 from data.store import candle_partitions, funding_partitions, symbol_dir, write_candles, write_funding
 from data.timeframes import HOUR_MS, MINUTE_MS
 
@@ -178,7 +179,12 @@ def write_sample(
         built = symbol_dir(staging, SAMPLE_EXCHANGE, SAMPLE_SYMBOL)
         if target.exists():
             target.rename(old)
-        built.rename(target)
+        try:
+            built.rename(target)
+        except BaseException:
+            if old.exists() and not target.exists():
+                old.rename(target)  # keep the previous sample rather than lose it
+            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
@@ -193,16 +199,41 @@ def write_sample(
     )
 
 
+def _sample_parts(data_dir: str | os.PathLike[str]) -> dict[str, bool]:
+    return {
+        f"trade candles ({SAMPLE_TIMEFRAME})": bool(
+            candle_partitions(data_dir, SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME)
+        ),
+        f"mark-price candles (mark_{SAMPLE_TIMEFRAME})": bool(
+            candle_partitions(data_dir, SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, kind="mark")
+        ),
+        "funding": bool(funding_partitions(data_dir, SAMPLE_EXCHANGE, SAMPLE_SYMBOL)),
+    }
+
+
 def sample_present(data_dir: str | os.PathLike[str]) -> bool:
     """True when trade candles, mark candles and funding of the sample market are all stored."""
-    return bool(
-        candle_partitions(data_dir, SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME)
-        and candle_partitions(data_dir, SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, kind="mark")
-        and funding_partitions(data_dir, SAMPLE_EXCHANGE, SAMPLE_SYMBOL)
-    )
+    return all(_sample_parts(data_dir).values())
 
 
-def ensure_sample(data_dir: str | os.PathLike[str]) -> None:
-    """Write the default sample market (180 days, seed 7) into ``data_dir`` unless it is already there."""
-    if not sample_present(data_dir):
-        write_sample(data_dir, DEFAULT_DAYS, DEFAULT_SEED)
+def ensure_sample(data_dir: str | os.PathLike[str], option: str = "data dir") -> None:
+    """Write the default sample market (180 days, seed 7) into ``data_dir`` when none is stored.
+
+    Only a store with no sample data at all is generated: a partial one (say the funding file was
+    deleted) is an error naming what is missing, never silently replaced by a fresh 180-day market.
+    ``option`` names ``data_dir`` in messages (``--data``).
+    """
+    parts = _sample_parts(data_dir)
+    if all(parts.values()):
+        return
+    if any(parts.values()):
+        missing = ", ".join(name for name, ok in parts.items() if not ok)
+        have = ", ".join(name for name, ok in parts.items() if ok)
+        where = symbol_dir(data_dir, SAMPLE_EXCHANGE, SAMPLE_SYMBOL)
+        raise GridctlError(
+            f"{where}: the sample market is incomplete: {missing} missing (has {have}); it is not "
+            f"regenerated over stored data. Restore the files, or rebuild it on purpose with "
+            f"`gridctl data sample --data-dir {data_dir} --days N`"
+        )
+    require_writable_dir(data_dir, option)
+    write_sample(data_dir, DEFAULT_DAYS, DEFAULT_SEED)

@@ -23,6 +23,12 @@ FUNDING_COLUMNS: tuple[str, ...] = ("ts", "rate", "mark_price")
 CANDLE_KINDS: tuple[str, ...] = ("trade", "mark")
 
 FUNDING_GRID_MS = HOUR_MS
+# Largest |funding rate| per settlement accepted as real. Binance USD-M clamps every rate: the default
+# caps are a fraction of the maintenance margin ratio, and the widest adjusted caps it publishes
+# (GET /fapi/v1/fundingInfo ``adjustedFundingRateCap``/``Floor``, announcements "capped at +3.00% /
+# -3.00%") are 3 % per interval. 5 % leaves headroom above every cap; beyond it a rate is a unit error
+# (percent for fraction: 0.01 written 1.0) or corrupt data, and would wipe out a backtest's equity.
+MAX_ABS_FUNDING_RATE = 0.05
 FUNDING_SNAP_MS = 1_000
 LARGEST_GAPS_LISTED = 5
 
@@ -242,7 +248,8 @@ def normalise_funding_ts(ts: np.ndarray, source: str) -> tuple[np.ndarray, int]:
 
 
 def check_funding(ts: np.ndarray, rate: np.ndarray, mark: np.ndarray, source: str) -> None:
-    """Validate an on-grid funding series: sorted, unique, on whole hours, finite rates, mark NaN or > 0."""
+    """Validate an on-grid funding series: sorted, unique, on whole hours, finite rates within
+    ``MAX_ABS_FUNDING_RATE``, mark NaN or > 0."""
     off = np.flatnonzero(ts % FUNDING_GRID_MS != 0)
     if off.size:
         raise _row_error(source, int(off[0]), ts, "funding time is not on a whole UTC hour")
@@ -250,6 +257,15 @@ def check_funding(ts: np.ndarray, rate: np.ndarray, mark: np.ndarray, source: st
     bad = np.flatnonzero(~np.isfinite(rate))
     if bad.size:
         raise _row_error(source, int(bad[0]), ts, f"column 'rate' is {rate[bad[0]]} (must be finite)")
+    bad = np.flatnonzero(np.abs(rate) > MAX_ABS_FUNDING_RATE)
+    if bad.size:
+        raise _row_error(
+            source,
+            int(bad[0]),
+            ts,
+            f"column 'rate' is {rate[bad[0]]:g} ({rate[bad[0]]:.2%} per settlement), beyond the "
+            f"{MAX_ABS_FUNDING_RATE:.0%} no Binance USD-M cap allows (a rate is a fraction: 0.0001 = 0.01%)",
+        )
     bad = np.flatnonzero(np.isinf(mark) | (mark <= 0))
     if bad.size:
         raise _row_error(

@@ -18,6 +18,7 @@ from engine.state import (
     S_DAY_DOWNSQ,
     S_DAY_EQ,
     S_DAY_N,
+    S_DAY_PEAK,
     S_DAY_PREV_EQ,
     S_DAY_SUM,
     S_DAY_SUMSQ,
@@ -29,10 +30,13 @@ from engine.state import (
     S_LONG_AVG,
     S_LONG_QTY,
     S_MARGIN_RATIO,
+    S_MAX_DD_DAILY_PCT,
+    S_MAX_DD_INTRABAR_PCT,
     S_MAX_DD_PCT,
     S_N_ENTRIES,
     S_N_EXITS,
     S_N_LOSSES,
+    S_N_LOTS_CLOSED,
     S_N_MAKER,
     S_N_TAKER,
     S_N_WINS,
@@ -74,12 +78,6 @@ def apply_fill_nb(st, side, is_entry, price, qty, liquidity, p):
             st[q_slot] = left
         st[S_REALIZED] += realized
         st[S_N_EXITS] += 1.0
-        if realized > 0.0:
-            st[S_N_WINS] += 1.0
-            st[S_GROSS_PROFIT] += realized
-        elif realized < 0.0:
-            st[S_N_LOSSES] += 1.0
-            st[S_GROSS_LOSS] -= realized
     st[S_FEES] += fee
     st[S_WALLET] += realized - fee
     st[S_TRADED_NOTIONAL] += price * qty
@@ -88,6 +86,40 @@ def apply_fill_nb(st, side, is_entry, price, qty, liquidity, p):
     else:
         st[S_N_TAKER] += 1.0
     return realized, fee
+
+
+@kernel
+def book_lot_nb(st, side, qty, entry_price, entry_fee, exit_price, exit_fee):
+    """Win/loss stats of one closed lot: its PnL from its own entry price, after both fees."""
+    gross = qty * (exit_price - entry_price) if side == Side.LONG else qty * (entry_price - exit_price)
+    pnl = gross - entry_fee - exit_fee
+    st[S_N_LOTS_CLOSED] += 1.0
+    if pnl > 0.0:
+        st[S_N_WINS] += 1.0
+        st[S_GROSS_PROFIT] += pnl
+    elif pnl < 0.0:
+        st[S_N_LOSSES] += 1.0
+        st[S_GROSS_LOSS] -= pnl
+
+
+@hot_kernel
+def intrabar_drawdown_nb(st, lo, h):
+    """Deepest drawdown inside the bar just marked: equity at its adverse extreme for the positions
+    held at the close (equity is linear in price, so the worse of ``lo`` and ``h``), from the peak."""
+    lq = st[S_LONG_QTY]
+    sq = st[S_SHORT_QTY]
+    if lq <= 0.0 and sq <= 0.0:
+        return
+    w = st[S_WALLET]
+    worst = min(
+        w + lq * (lo - st[S_LONG_AVG]) + sq * (st[S_SHORT_AVG] - lo),
+        w + lq * (h - st[S_LONG_AVG]) + sq * (st[S_SHORT_AVG] - h),
+    )
+    peak = st[S_PEAK]
+    if peak > 0.0:
+        dd = (peak - worst) / peak * 100.0
+        if dd > st[S_MAX_DD_INTRABAR_PCT]:
+            st[S_MAX_DD_INTRABAR_PCT] = dd
 
 
 @hot_kernel
@@ -107,7 +139,7 @@ def mark_to_market_nb(st, price, br):
     if peak > 0.0 and dd > st[S_MAX_DD_PCT]:
         st[S_MAX_DD_PCT] = dd
     mm = account_maint_margin_nb(st, br, price)
-    st[S_MARGIN_RATIO] = mm / eq if eq > 0.0 else 0.0
+    st[S_MARGIN_RATIO] = mm / eq if eq > 0.0 else math.nan  # unknown once equity is gone
     return eq
 
 
@@ -115,6 +147,14 @@ def mark_to_market_nb(st, price, br):
 def _close_day_nb(st):
     prev = st[S_DAY_PREV_EQ]
     r = st[S_DAY_EQ] / prev - 1.0 if prev > 0.0 else 0.0
+    day_eq = st[S_DAY_EQ]
+    if day_eq > st[S_DAY_PEAK]:
+        st[S_DAY_PEAK] = day_eq
+    peak = st[S_DAY_PEAK]
+    if peak > 0.0:
+        dd = (peak - day_eq) / peak * 100.0
+        if dd > st[S_MAX_DD_DAILY_PCT]:
+            st[S_MAX_DD_DAILY_PCT] = dd
     st[S_DAY_N] += 1.0
     st[S_DAY_SUM] += r
     st[S_DAY_SUMSQ] += r * r

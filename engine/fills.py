@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.accounting import apply_fill_nb
+from engine.accounting import apply_fill_nb, book_lot_nb
 from engine.enums import (
     PATH_HIGH_FIRST,
     PATH_LOW_FIRST,
+    PATH_NEARER_FIRST,
     EventKind,
     FillKind,
     Liquidity,
@@ -57,7 +58,7 @@ from engine.params import (
     P_SLIPPAGE_BPS,
     P_TICK,
 )
-from engine.records import write_event_nb, write_fill_nb
+from engine.records import C_FILLS, C_RECORD, write_event_nb, write_fill_nb
 from engine.risk import record_error_nb
 from engine.state import (
     S_CB_ACTIVE,
@@ -77,6 +78,7 @@ from engine.state import (
     S_SHORT_QTY,
     S_UP_MIN,
     S_WALLET,
+    SL_LOT_FEE,
     SL_LOT_ON,
     SL_LOT_PRICE,
     SL_LOT_QTY,
@@ -88,11 +90,11 @@ from engine.state import (
     SL_TP,
     opposite_exposure_nb,
     refresh_triggers_nb,
+    refused_until_nb,
     remember_refusal_nb,
     resting_qty_nb,
-    was_refused_nb,
 )
-from engine.validation import validate_entry_nb, validate_exit_nb
+from engine.validation import refusal_memo_nb, validate_entry_nb
 
 # Kind ranks for tie-breaks (lower goes first).
 RANK_SL = 0
@@ -131,23 +133,16 @@ def fill_slot_nb(st, slots, errs, side, idx, rank, price, liquidity, ts, p, br, 
         slots[side, idx, SL_LOT_ON] = 1.0
         slots[side, idx, SL_LOT_QTY] = qty
         slots[side, idx, SL_LOT_PRICE] = price
-        pos = _side_qty(st, side)
-        # Both exits are reduce-only orders for the lot's qty: validated like every order.
-        for which in range(2):
-            target = tp_price_nb(side, price, p) if which == 0 else sl_price_nb(side, price, p)
-            if validate_exit_nb(qty, pos) == Reason.NONE:
-                slots[side, idx, SL_TP if which == 0 else SL_SL] = target
-            else:
-                slots[side, idx, SL_TP if which == 0 else SL_SL] = float("nan")
-                st[S_REJ_BASE + Reason.EXIT_EXCEEDS] += 1.0
-                write_event_nb(
-                    ev, cnt, ts, EventKind.ORDER_REJECTED, Reason.EXIT_EXCEEDS, side, level, target, qty, pos
-                )
-                record_error_nb(st, slots, errs, float(ts), p, ev, cnt, ts)
+        slots[side, idx, SL_LOT_FEE] = fee
+        # Both exits are reduce-only orders for the lot's qty, which the position (it includes the lot)
+        # always covers: no exit check can fail here, so none is run (DESIGN.md "Order-size validation").
+        slots[side, idx, SL_TP] = tp_price_nb(side, price, p)
+        slots[side, idx, SL_SL] = sl_price_nb(side, price, p)
     else:
         qty = min(slots[side, idx, SL_LOT_QTY], _side_qty(st, side))
         kind = FillKind.TP if rank == RANK_TP else FillKind.SL
         realized, fee = apply_fill_nb(st, side, False, price, qty, liquidity, p)
+        book_lot_nb(st, side, qty, slots[side, idx, SL_LOT_PRICE], slots[side, idx, SL_LOT_FEE], price, fee)
         write_fill_nb(fills, cnt, ts, side, kind, level, price, qty, fee, liquidity, realized)
         slots[side, idx, SL_LOT_ON] = 0.0
         slots[side, idx, SL_TP] = float("nan")
@@ -168,6 +163,11 @@ def _liquidate_side_nb(st, slots, side, price, charge, ts, p, fills, cnt):
             fills, cnt, ts, side, FillKind.LIQUIDATION, 0, price, q, charge, Liquidity.TAKER, realized
         )
     for idx in range(slots.shape[1]):
+        if slots[side, idx, SL_LOT_ON] != 0.0 and q > 0.0:
+            # Each lot closes at this price with its share (by qty) of the clearance charge.
+            lot_q = slots[side, idx, SL_LOT_QTY]
+            entry = slots[side, idx, SL_LOT_PRICE]
+            book_lot_nb(st, side, lot_q, entry, slots[side, idx, SL_LOT_FEE], price, charge * lot_q / q)
         slots[side, idx, SL_LOT_ON] = 0.0
     st[S_DIRTY] = 1.0
 
@@ -188,14 +188,27 @@ def liquidate_nb(st, slots, price, ts, p, br, fills, ev, cnt):
             slots[side, idx, SL_ORD_ON] = 0.0
     rate = p[P_LIQ_CLEARANCE_FEE]
     left = max(equity, 0.0)
+    emptied = False
     for side in range(2):
         notional = _side_qty(st, side) * price
         charge = 0.0
         if notional > 0.0:
             charge = rate * notional if rate == rate else maint_margin_nb(br, notional)
-            charge = min(max(charge, 0.0), left)
+            charge = max(charge, 0.0)
+            if charge >= left:
+                charge = left
+                emptied = equity > 0.0  # a bankrupt gap (equity <= 0) keeps its negative wallet
             left -= charge
         _liquidate_side_nb(st, slots, side, price, charge, ts, p, fills, cnt)
+    if emptied:
+        # The charges took all the equity: the account holds exactly 0, not float noise around it
+        # (the residual goes to the last clearance charge, in the state and in its ledger row).
+        resid = st[S_WALLET]
+        st[S_WALLET] = 0.0
+        st[S_FEES] += resid
+        i = cnt[C_FILLS] - 1
+        if cnt[C_RECORD] != 0 and 0 <= i < fills.shape[0]:
+            fills[i]["fee"] += resid
     refresh_triggers_nb(st, slots)
     st[S_LIQUIDATED] = 1.0
     st[S_LIQ_TS] = ts
@@ -240,14 +253,18 @@ def _retry_nb(st, slots, errs, side, idx, p0, qty, o, k, ts, p, br, ev, cnt):
             )
             return
         pos = _side_qty(st, side)
-        if was_refused_nb(slot, pj, qty, pos):
-            return
         rest = resting_qty_nb(slots, side, idx)
         opp = opposite_exposure_nb(st, slots, side)
-        reason = validate_entry_nb(pj, qty, pos, rest, opp, st[S_EQUITY], p, br)
+        q_all = pos + rest + qty
+        eq = st[S_EQUITY]
+        until = refused_until_nb(slot, pj, qty, q_all, opp, eq)
+        if until == until:
+            return  # refused before and what it depended on is unchanged
+        reason = validate_entry_nb(pj, qty, pos, rest, opp, eq, p, br)
         if reason != Reason.NONE:
             st[S_REJ_BASE + reason] += 1.0
-            remember_refusal_nb(slot, pj, qty, pos)
+            m_q, m_opp, need = refusal_memo_nb(reason, pj, qty, q_all, opp, p)
+            remember_refusal_nb(slot, pj, qty, m_q, m_opp, need)
             write_event_nb(ev, cnt, ts, EventKind.ORDER_REJECTED, reason, side, level, pj, qty, pos)
             record_error_nb(st, slots, errs, float(ts), p, ev, cnt, ts)
             return
@@ -454,12 +471,13 @@ def bar_margin_safe_nb(st, br, lo, h):
 
 @kernel
 def path_points_nb(o, h, lo, rule):
-    """The two intrabar extremes in path order for path rule ``rule`` (nearer first, high or low first)."""
+    """The two intrabar extremes in path order for ``rule`` (nearer / farther first, high / low first)."""
     if rule == PATH_HIGH_FIRST:
         return h, lo
     if rule == PATH_LOW_FIRST:
         return lo, h
-    if h - o <= o - lo:
+    high_nearer = h - o <= o - lo
+    if high_nearer == (rule == PATH_NEARER_FIRST):
         return h, lo
     return lo, h
 

@@ -80,9 +80,10 @@ def apply_funding_nb(st, bar_ts, bar_open, fts, frate, fmark, fund, cnt):
 def funding_guard_nb(st, close_time, fts, frate, p):
     """(rate known, long size factor, short size factor) for entries decided at ``close_time``.
 
-    With r = last settled rate, T0/T1 = last/next settlement: inside the window before T1, if the
-    window's cost ``|r|*1e4 * window/(T1 - T0)`` exceeds funding_max_cost_bps, the paying side is
-    scaled by ``max(0, (T1 - close_time)/window)``. The answer is cached with the first close time
+    With r = last settled rate and T1 = next settlement: inside the window before T1 a position held
+    through T1 pays the whole rate, so the projected cost is ``|r|*1e4`` bps (0 outside the window);
+    when it exceeds funding_max_cost_bps the paying side is scaled by
+    ``max(0, (T1 - close_time)/window)``. The answer is cached with the first close time
     that could change it (the next settlement, the window's start, or the next close inside a window
     that scales), so most bars only compare two numbers.
     """
@@ -120,7 +121,8 @@ def _funding_guard_eval_nb(st, close_time, fts, frate, p):
     if left > window or t1 <= t0:
         # Unscaled until the window opens (one ms early, so rounding can never make it late).
         return True, 1.0, 1.0, min(next_settle, t1 - window - 1.0)
-    cost_bps = abs(r) * 1e4 * window / (t1 - t0)
+    # A settlement falls inside the window: a position held through it pays the whole rate.
+    cost_bps = abs(r) * 1e4
     if cost_bps <= p[P_FUNDING_MAX_COST_BPS]:
         return True, 1.0, 1.0, next_settle
     scale = max(0.0, left / window)

@@ -16,75 +16,80 @@ import numpy as np
 from configs.errors import GridctlError
 from configs.schema import StrategyConfig, VenueConfig
 from engine.enums import INTRABAR_PATH_NAMES, POLICY_NAMES
+from engine.layout import SlotTable
 
+#: The parameter vector's slots (name, size, meaning), in order; the offsets below are derived from it.
+PARAMS = SlotTable("params")
 # --- grid / exit / rebalance
-P_GRID_STEP_BPS = 0
-P_LEVELS_LONG = 1
-P_LEVELS_SHORT = 2
-P_BASE_QTY = 3
-P_QTY_SCALE = 4
-P_TP_STEPS = 5
-P_SL_STEPS = 6
-P_RECENTER_BPS = 7
-P_MAX_INVENTORY_QUOTE = 8
+P_GRID_STEP_BPS = PARAMS.add("P_GRID_STEP_BPS", "grid.grid_step_bps")
+P_LEVELS_LONG = PARAMS.add("P_LEVELS_LONG", "grid.grid_levels_long")
+P_LEVELS_SHORT = PARAMS.add("P_LEVELS_SHORT", "grid.grid_levels_short")
+P_BASE_QTY = PARAMS.add("P_BASE_QTY", "grid.base_qty")
+P_QTY_SCALE = PARAMS.add("P_QTY_SCALE", "grid.qty_scale")
+P_TP_STEPS = PARAMS.add("P_TP_STEPS", "exit.tp_steps")
+P_SL_STEPS = PARAMS.add("P_SL_STEPS", "exit.sl_steps")
+P_RECENTER_BPS = PARAMS.add("P_RECENTER_BPS", "rebalance.recenter_trigger_bps")
+P_MAX_INVENTORY_QUOTE = PARAMS.add("P_MAX_INVENTORY_QUOTE", "rebalance.max_inventory_quote")
 # --- execution
-P_MAKER_ONLY = 9
-P_POST_ONLY_RETRIES = 10
-P_RETRY_ATTEMPTS = 11
-P_OPTIMIZATION_MODE = 12
-P_RETRY_MAX_DEV_BPS = 13
+P_MAKER_ONLY = PARAMS.add("P_MAKER_ONLY", "execution.maker_only")
+P_POST_ONLY_RETRIES = PARAMS.add("P_POST_ONLY_RETRIES", "execution.use_post_only_retries")
+P_RETRY_ATTEMPTS = PARAMS.add("P_RETRY_ATTEMPTS", "execution.retry_attempts")
+P_OPTIMIZATION_MODE = PARAMS.add("P_OPTIMIZATION_MODE", "execution.optimization_mode")
+P_RETRY_MAX_DEV_BPS = PARAMS.add("P_RETRY_MAX_DEV_BPS", "execution.retry_max_price_deviation_bps")
 # --- funding
-P_FUNDING_WINDOW_MIN = 14
-P_FUNDING_MAX_COST_BPS = 15
+P_FUNDING_WINDOW_MIN = PARAMS.add("P_FUNDING_WINDOW_MIN", "funding.funding_window_minutes")
+P_FUNDING_MAX_COST_BPS = PARAMS.add("P_FUNDING_MAX_COST_BPS", "funding.funding_max_cost_bps")
 # --- regime
-P_ADX_LEN = 16
-P_EMA_FAST = 17
-P_EMA_SLOW = 18
-P_ATR_LEN = 19
-P_HYSTERESIS_BPS = 20
-P_ADX_THRESHOLD = 21
+P_ADX_LEN = PARAMS.add("P_ADX_LEN", "regime.adx_len")
+P_EMA_FAST = PARAMS.add("P_EMA_FAST", "regime.ema_fast")
+P_EMA_SLOW = PARAMS.add("P_EMA_SLOW", "regime.ema_slow")
+P_ATR_LEN = PARAMS.add("P_ATR_LEN", "regime.atr_len")
+P_HYSTERESIS_BPS = PARAMS.add("P_HYSTERESIS_BPS", "regime.hysteresis_bps")
+P_ADX_THRESHOLD = PARAMS.add("P_ADX_THRESHOLD", "regime.adx_threshold")
 # --- position
-P_MAX_POSITION_SIZE = 22
-P_MAX_POSITION_PCT = 23
-P_MAX_LEVERAGE_USED = 24
-P_EMERGENCY_BUFFER = 25
+P_MAX_POSITION_SIZE = PARAMS.add("P_MAX_POSITION_SIZE", "position.max_position_size")
+P_MAX_POSITION_PCT = PARAMS.add("P_MAX_POSITION_PCT", "position.max_position_pct")
+P_MAX_LEVERAGE_USED = PARAMS.add("P_MAX_LEVERAGE_USED", "position.max_leverage_used")
+P_EMERGENCY_BUFFER = PARAMS.add("P_EMERGENCY_BUFFER", "position.emergency_liquidation_buffer")
 # --- policy
-P_POLICY = 26
-P_COUNTER_LEVELS = 27
-P_COUNTER_QTY_SCALE = 28
-P_THROTTLE = 29
+P_POLICY = PARAMS.add("P_POLICY", "policy.strategy")
+P_COUNTER_LEVELS = PARAMS.add("P_COUNTER_LEVELS", "policy.counter_levels")
+P_COUNTER_QTY_SCALE = PARAMS.add("P_COUNTER_QTY_SCALE", "policy.counter_qty_scale")
+P_THROTTLE = PARAMS.add("P_THROTTLE", "policy.throttle")
 # --- risk_management
-P_MAX_ERRORS = 30
-P_CB_COOLDOWN_S = 31
-P_MAX_DRAWDOWN_PCT = 32
-P_CB_WINDOW_S = 33
-P_ENABLE_VALIDATION = 34
-P_ENABLE_CB = 35
-P_ENABLE_DRAWDOWN = 36
+P_MAX_ERRORS = PARAMS.add("P_MAX_ERRORS", "risk_management.max_errors_per_minute")
+P_CB_COOLDOWN_S = PARAMS.add("P_CB_COOLDOWN_S", "risk_management.circuit_breaker_cooldown_seconds")
+P_MAX_DRAWDOWN_PCT = PARAMS.add("P_MAX_DRAWDOWN_PCT", "risk_management.max_drawdown_pct")
+P_CB_WINDOW_S = PARAMS.add("P_CB_WINDOW_S", "risk_management.circuit_breaker_window_seconds")
+P_ENABLE_VALIDATION = PARAMS.add("P_ENABLE_VALIDATION", "risk_management.enable_position_validation")
+P_ENABLE_CB = PARAMS.add("P_ENABLE_CB", "risk_management.enable_circuit_breaker")
+P_ENABLE_DRAWDOWN = PARAMS.add("P_ENABLE_DRAWDOWN", "risk_management.enable_drawdown_protection")
 # --- backtest
-P_INITIAL_BALANCE = 37
-P_SLIPPAGE_BPS = 38
-P_FILL_ON_TOUCH = 39
+P_INITIAL_BALANCE = PARAMS.add("P_INITIAL_BALANCE", "backtest.initial_balance")
+P_SLIPPAGE_BPS = PARAMS.add("P_SLIPPAGE_BPS", "backtest.slippage_bps")
+P_FILL_ON_TOUCH = PARAMS.add("P_FILL_ON_TOUCH", "backtest.fill_on_touch")
 # --- venue
-P_LEVERAGE = 40
-P_MIN_ORDER_USDT = 41
-P_MAX_ORDER_USDT = 42
-P_TICK = 43
-P_STEP = 44
-P_MIN_QTY = 45
-P_MAX_QTY = 46
-P_MIN_NOTIONAL = 47
-P_ORDERS_PER_SECOND = 48
-P_ORDERS_PER_MINUTE = 49
-P_FEE_MAKER = 50
-P_FEE_TAKER = 51
+P_LEVERAGE = PARAMS.add("P_LEVERAGE", "trading.leverage")
+P_MIN_ORDER_USDT = PARAMS.add("P_MIN_ORDER_USDT", "risk.min_order_size_usdt")
+P_MAX_ORDER_USDT = PARAMS.add("P_MAX_ORDER_USDT", "risk.max_order_size_usdt")
+P_TICK = PARAMS.add("P_TICK", "precision.tick_size (defaulted by the venue)")
+P_STEP = PARAMS.add("P_STEP", "precision.step_size (defaulted)")
+P_MIN_QTY = PARAMS.add("P_MIN_QTY", "precision.min_qty (defaulted)")
+P_MAX_QTY = PARAMS.add("P_MAX_QTY", "precision.max_qty (defaulted, inf)")
+P_MIN_NOTIONAL = PARAMS.add("P_MIN_NOTIONAL", "precision.min_notional")
+P_ORDERS_PER_SECOND = PARAMS.add("P_ORDERS_PER_SECOND", "rate_limits.orders_per_second")
+P_ORDERS_PER_MINUTE = PARAMS.add("P_ORDERS_PER_MINUTE", "rate_limits.orders_per_minute")
+P_FEE_MAKER = PARAMS.add("P_FEE_MAKER", "fees.maker")
+P_FEE_TAKER = PARAMS.add("P_FEE_TAKER", "fees.taker")
 # --- market / derived
-P_BAR_MS = 52
-P_MAX_LEVELS = 53  # slot-array depth (max of both sides' levels)
-# --- intrabar path and liquidation (issue 7)
-P_INTRABAR_PATH = 54  # engine.enums.INTRABAR_PATH_NAMES code
-P_LIQ_CLEARANCE_FEE = 55  # fraction of liquidated notional; NaN: the remaining maintenance margin is lost
-N_PARAMS = 56
+P_BAR_MS = PARAMS.add("P_BAR_MS", "bar length in ms (market)")
+P_MAX_LEVELS = PARAMS.add("P_MAX_LEVELS", "slot-array depth (max of both sides' levels)")
+# --- intrabar path and liquidation
+P_INTRABAR_PATH = PARAMS.add("P_INTRABAR_PATH", "backtest.intrabar_path (INTRABAR_PATH_NAMES code)")
+P_LIQ_CLEARANCE_FEE = PARAMS.add(
+    "P_LIQ_CLEARANCE_FEE", "margin.liquidation_clearance_fee (x notional); NaN: maintenance margin lost"
+)
+N_PARAMS = PARAMS.size
 
 #: Config key path -> slot, for every config value the kernels read (bool/enum stored as numbers).
 STRATEGY_PATHS: dict[str, int] = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.enums import hot_kernel, kernel
+from engine.layout import SlotTable
 
 FILL_DTYPE = np.dtype(
     [
@@ -62,15 +63,18 @@ EVENT_DTYPE = np.dtype(
     ]
 )
 
-# Counter vector layout (int64).
-C_FILLS = 0
-C_FUNDING = 1
-C_EVENTS = 2
-C_EQUITY = 3
-C_OVERFLOW = 4  # 1 once any buffer was full: the run is void and must be repeated with more room
-C_RECORD = 5  # 1: write ledgers; 0: online summaries only (batch)
-C_CURVES = 6  # 1: write one equity row per bar
-N_COUNTERS = 7
+#: The counter vector's slots (int64; name, size, meaning); the offsets below are derived from it.
+COUNTERS = SlotTable("counters")
+C_FILLS = COUNTERS.add("C_FILLS", "fill rows written")
+C_FUNDING = COUNTERS.add("C_FUNDING", "funding rows written")
+C_EVENTS = COUNTERS.add("C_EVENTS", "event rows written")
+C_EQUITY = COUNTERS.add("C_EQUITY", "equity rows written")
+C_OVERFLOW = COUNTERS.add(
+    "C_OVERFLOW", "1 once any buffer was full: the run is void and must be repeated with more room"
+)
+C_RECORD = COUNTERS.add("C_RECORD", "1: write ledgers; 0: online summaries only (batch)")
+C_CURVES = COUNTERS.add("C_CURVES", "1: write one equity row per bar")
+N_COUNTERS = COUNTERS.size
 
 
 def new_counters(record: bool, curves: bool) -> np.ndarray:
@@ -188,7 +192,9 @@ SUMMARY_FIELDS: tuple[str, ...] = (
     "funding_received",
     "total_return_pct",
     "peak_equity",
-    "max_drawdown_pct",
+    "max_drawdown_daily_close_pct",
+    "max_drawdown_bar_close_pct",
+    "max_drawdown_intrabar_pct",
     "days",
     "sharpe",
     "sortino",
@@ -197,6 +203,7 @@ SUMMARY_FIELDS: tuple[str, ...] = (
     "n_fills_taker",
     "n_entries",
     "n_exits",
+    "n_lots_closed",
     "n_wins",
     "n_losses",
     "gross_profit",
@@ -216,7 +223,6 @@ SUMMARY_FIELDS: tuple[str, ...] = (
     "rejected_size_order",
     "rejected_size_bracket",
     "rejected_size_margin",
-    "rejected_exit_exceeds",
     "post_only_rejects",
     "retry_limits",
     "orders_submitted",
@@ -241,6 +247,10 @@ def summarize_states(states: np.ndarray, vectors: np.ndarray) -> np.ndarray:
 
     Sharpe and Sortino are annualised with sqrt(365) from UTC-day returns (sample std; downside
     deviation over all days); NaN where undefined (fewer than 2 days, no dispersion, no losses).
+    Drawdowns: ``max_drawdown_daily_close_pct`` on UTC-day closing equity, ``..._bar_close_pct`` on
+    every bar's closing equity, ``..._intrabar_pct`` on each bar's adverse extreme for the positions
+    held at its close. Win rate and profit factor count closed lots (PnL from the lot's own entry,
+    after its entry and exit fees).
     """
     from engine.enums import Reason
     from engine.params import P_INITIAL_BALANCE
@@ -268,11 +278,14 @@ def summarize_states(states: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         S_LIQ_TS,
         S_LIQUIDATED,
         S_LONG_QTY,
+        S_MAX_DD_DAILY_PCT,
+        S_MAX_DD_INTRABAR_PCT,
         S_MAX_DD_PCT,
         S_N_ENTRIES,
         S_N_EXITS,
         S_N_FUNDING,
         S_N_LOSSES,
+        S_N_LOTS_CLOSED,
         S_N_MAKER,
         S_N_TAKER,
         S_N_WINS,
@@ -302,12 +315,14 @@ def summarize_states(states: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         "funding_paid": S_FUNDING_PAID,
         "funding_received": S_FUNDING_RECV,
         "peak_equity": S_PEAK,
-        "max_drawdown_pct": S_MAX_DD_PCT,
+        "max_drawdown_daily_close_pct": S_MAX_DD_DAILY_PCT,
+        "max_drawdown_bar_close_pct": S_MAX_DD_PCT,
         "days": S_DAY_N,
         "n_fills_maker": S_N_MAKER,
         "n_fills_taker": S_N_TAKER,
         "n_entries": S_N_ENTRIES,
         "n_exits": S_N_EXITS,
+        "n_lots_closed": S_N_LOTS_CLOSED,
         "n_wins": S_N_WINS,
         "n_losses": S_N_LOSSES,
         "gross_profit": S_GROSS_PROFIT,
@@ -324,7 +339,6 @@ def summarize_states(states: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         "rejected_size_order": S_REJ_BASE + Reason.SIZE_ORDER,
         "rejected_size_bracket": S_REJ_BASE + Reason.SIZE_BRACKET,
         "rejected_size_margin": S_REJ_BASE + Reason.SIZE_MARGIN,
-        "rejected_exit_exceeds": S_REJ_BASE + Reason.EXIT_EXCEEDS,
         "post_only_rejects": S_POST_ONLY_REJECTS,
         "retry_limits": S_RETRY_LIMITS,
         "orders_submitted": S_ORDERS_SUBMITTED,
@@ -345,8 +359,10 @@ def summarize_states(states: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         out[name] = st[:, slot]
     out["total_return_pct"] = (st[:, S_EQUITY] / vec[:, P_INITIAL_BALANCE] - 1.0) * 100.0
     out["n_fills"] = st[:, S_N_MAKER] + st[:, S_N_TAKER]
+    # The bar of a liquidation counts at its close (the positions are gone by then).
+    out["max_drawdown_intrabar_pct"] = np.maximum(st[:, S_MAX_DD_INTRABAR_PCT], st[:, S_MAX_DD_PCT])
     counted = [Reason.SIZE_PCT, Reason.SIZE_QTY, Reason.SIZE_INVENTORY, Reason.SIZE_ORDER]
-    counted += [Reason.SIZE_BRACKET, Reason.EXIT_EXCEEDS, Reason.SIZE_MARGIN]
+    counted += [Reason.SIZE_BRACKET, Reason.SIZE_MARGIN]
     out["rejections"] = st[:, [S_REJ_BASE + r for r in counted]].sum(axis=1)
     n = st[:, S_DAY_N]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -359,6 +375,6 @@ def summarize_states(states: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         gp = st[:, S_GROSS_PROFIT]
         gl = st[:, S_GROSS_LOSS]
         out["profit_factor"] = np.where(gl > 0, gp / gl, np.where(gp > 0, np.inf, np.nan))
-        exits = st[:, S_N_EXITS]
-        out["win_rate"] = np.where(exits > 0, st[:, S_N_WINS] / exits, np.nan)
+        lots = st[:, S_N_LOTS_CLOSED]
+        out["win_rate"] = np.where(lots > 0, st[:, S_N_WINS] / lots, np.nan)
     return out

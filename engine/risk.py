@@ -9,7 +9,7 @@ when they fire). Risk states (highest wins): NORMAL 0, REDUCING 1, COOLDOWN 2, H
 
 from __future__ import annotations
 
-from engine.accounting import apply_fill_nb
+from engine.accounting import apply_fill_nb, book_lot_nb
 from engine.enums import EventKind, FillKind, Liquidity, Reason, RiskState, Side, hot_kernel, kernel
 from engine.margin import near_liquidation_nb
 from engine.params import (
@@ -41,7 +41,10 @@ from engine.state import (
     S_PEAK,
     S_REDUCING,
     S_SHORT_QTY,
+    SL_LOT_FEE,
     SL_LOT_ON,
+    SL_LOT_PRICE,
+    SL_LOT_QTY,
     SL_ORD_ON,
     cancel_entries_nb,
     refresh_triggers_nb,
@@ -108,10 +111,16 @@ def circuit_breaker_bar_nb(st, slots, errs, now, p, ev, cnt, ts):
 def close_side_nb(st, slots, side, price, kind, liquidity, ts, p, fills, cnt):
     """Close all of ``side`` at ``price`` (flatten / liquidation) and drop its lots with their TP/SL."""
     q = st[S_LONG_QTY] if side == Side.LONG else st[S_SHORT_QTY]
+    fee = 0.0
     if q > 0.0:
         realized, fee = apply_fill_nb(st, side, False, price, q, liquidity, p)
         write_fill_nb(fills, cnt, ts, side, kind, 0, price, q, fee, liquidity, realized)
     for idx in range(slots.shape[1]):
+        if slots[side, idx, SL_LOT_ON] != 0.0 and q > 0.0:
+            # Each lot closes at this price with its share (by qty) of the one fill's fee.
+            lot_q = slots[side, idx, SL_LOT_QTY]
+            entry = slots[side, idx, SL_LOT_PRICE]
+            book_lot_nb(st, side, lot_q, entry, slots[side, idx, SL_LOT_FEE], price, fee * lot_q / q)
         slots[side, idx, SL_LOT_ON] = 0.0
     st[S_DIRTY] = 1.0
 

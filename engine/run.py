@@ -6,10 +6,14 @@ run is repeated from scratch with that buffer doubled, so ledgers are complete o
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numba import typeof
+from numba.core.typing.typeof import Purpose
 
 from configs.errors import GridctlError
 from configs.schema import StrategyConfig, VenueConfig
@@ -67,12 +71,23 @@ class MarketArrays:
     funding_mark: np.ndarray
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """``a`` as a read-only view (Parquet-backed arrays are, numpy-built ones are not).
+
+    numba specialises on the flag, so every source shares one kernel signature.
+    """
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
 def market_arrays(market: Any) -> MarketArrays:
-    """Contiguous int64 / float64 copies (or views) of a ``data.market.Market``'s arrays."""
+    """Contiguous int64 / float64 read-only copies (or views) of a ``data.market.Market``'s arrays."""
     f8 = np.float64
 
     def arr(name: str, dtype: type) -> np.ndarray:
-        return np.ascontiguousarray(getattr(market, name), dtype=dtype)
+        return _read_only(np.ascontiguousarray(getattr(market, name), dtype=dtype))
 
     out = MarketArrays(
         ts=arr("ts", np.int64),
@@ -118,8 +133,9 @@ class DetailArrays:
 
 def no_detail(n_bars: int) -> DetailArrays:
     """Empty detail arrays: every bar walks its own OHLC."""
-    f8 = np.zeros(0, np.float64)
-    return DetailArrays(np.zeros(0, np.int64), f8, f8, f8, f8, np.zeros((n_bars, 2), np.int64))
+    f8 = _read_only(np.zeros(0, np.float64))
+    index = _read_only(np.zeros((n_bars, 2), np.int64))
+    return DetailArrays(_read_only(np.zeros(0, np.int64)), f8, f8, f8, f8, index)
 
 
 #: At most this many fallback ranges are named in the warning (the count covers all of them).
@@ -149,9 +165,10 @@ def detail_arrays(market: Any, detail: Any | None, stop: int | None = None) -> D
             f"detail timeframe {detail.timeframe} must be shorter than the run's {market.timeframe} "
             "and divide it"
         )
-    dts = np.ascontiguousarray(detail.ts, dtype=np.int64)
+    dts = _read_only(np.ascontiguousarray(detail.ts, dtype=np.int64))
     cols = [
-        np.ascontiguousarray(getattr(detail, c), dtype=np.float64) for c in ("open", "high", "low", "close")
+        _read_only(np.ascontiguousarray(getattr(detail, c), dtype=np.float64))
+        for c in ("open", "high", "low", "close")
     ]
     if any(c.shape[0] != dts.shape[0] for c in cols):
         raise GridctlError(f"detail market {detail.timeframe}: ts/open/high/low/close have different lengths")
@@ -162,7 +179,7 @@ def detail_arrays(market: Any, detail: Any | None, stop: int | None = None) -> D
     bad = ~np.isfinite(cols[0]) | ~np.isfinite(cols[1]) | ~np.isfinite(cols[2]) | ~np.isfinite(cols[3])
     bad_cum = np.concatenate(([0], np.cumsum(bad)))
     complete = (end - start == coarse_ms // fine_ms) & (bad_cum[end] - bad_cum[start] == 0)
-    index = np.stack([start, np.where(complete, end, start)], axis=1).astype(np.int64)
+    index = _read_only(np.stack([start, np.where(complete, end, start)], axis=1).astype(np.int64))
     coarse_ok = (
         np.isfinite(arrays.open)
         & np.isfinite(arrays.high)
@@ -216,6 +233,51 @@ def regime_series(arrays: MarketArrays, vec: np.ndarray) -> np.ndarray:
     )
 
 
+def _run_bars_args(
+    arrays: MarketArrays,
+    det: DetailArrays,
+    params: EngineParams,
+    reg: np.ndarray,
+    ks: Any,
+    buffers: tuple,
+    cnt: np.ndarray,
+    stop: int,
+) -> tuple:
+    """``run_bars_nb``'s arguments, in order (one place, shared by the run and the signature check)."""
+    fills, fund, ev, eq = buffers
+    return (
+        0, stop, arrays.ts, arrays.open, arrays.high, arrays.low, arrays.close, reg,
+        arrays.funding_ts, arrays.funding_rate, arrays.funding_mark,
+        det.ts, det.open, det.high, det.low, det.close, det.index, params.vector, params.brackets,
+        ks.state, ks.slots, ks.err_ring, ks.ord_ring, fills, fund, ev, eq, cnt,
+    )  # fmt: skip
+
+
+def kernels_ready(arrays: MarketArrays, det: DetailArrays, params: EngineParams, curves: bool) -> bool:
+    """True when ``run_single`` will find ``run_bars_nb`` compiled for these inputs' types.
+
+    Either compiled in this process already, or present in numba's on-disk cache index (for this
+    exact signature, numba version and CPU, and the current kernel sources: the stale-cache guard
+    in engine/enums.py empties the cache when any engine module changes).
+    """
+    empty = np.empty(0, np.int8)
+    ks = init_state(params.vector)
+    args = _run_bars_args(
+        arrays, det, params, empty, ks,
+        tuple(np.empty(0, d) for d in (FILL_DTYPE, FUNDING_DTYPE, EVENT_DTYPE, EQUITY_DTYPE)),
+        new_counters(record=True, curves=curves), arrays.ts.shape[0],
+    )  # fmt: skip
+    sig = tuple(typeof(a, Purpose.argument) for a in args)
+    if sig in run_bars_nb.overloads:
+        return True
+    cache = run_bars_nb._cache
+    try:
+        key = cache._index_key(sig, run_bars_nb.targetctx.codegen())
+        return key in cache._cache_file._load_index()
+    except (AttributeError, OSError, EOFError, ValueError):  # another numba's cache layout: say cold
+        return False
+
+
 def run_single(
     market: Any,
     strategy: StrategyConfig,
@@ -223,10 +285,13 @@ def run_single(
     curves: bool = True,
     stop_at: int | None = None,
     detail: Any | None = None,
+    compile_notice: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> RunOutput:
     """Backtest ``strategy`` on ``venue`` over ``market`` (bars ``[0, stop_at)``, default all).
 
     ``detail``: the finer market named by ``backtest.detail_timeframe`` (fills walk its bars).
+    ``compile_notice`` (e.g. a spinner) is entered around the run only when numba has no machine
+    code for this run's kernel signature, neither in this process nor in its on-disk cache.
     """
     params = build_params(strategy, venue, market)
     check_detail_config(strategy, detail)
@@ -236,6 +301,15 @@ def run_single(
     if not 0 <= stop <= n:
         raise GridctlError(f"stop_at {stop_at} is outside 0..{n} (the market has {n} bars)")
     det = detail_arrays(market, detail, stop)
+    cold = compile_notice is not None and not kernels_ready(arrays, det, params, curves)
+    with compile_notice() if cold else nullcontext():
+        return _run_single(market, params, arrays, det, stop, curves)
+
+
+def _run_single(
+    market: Any, params: EngineParams, arrays: MarketArrays, det: DetailArrays, stop: int, curves: bool
+) -> RunOutput:
+    n = arrays.ts.shape[0]
     vec = params.vector
     reg = regime_series(arrays, vec)
     caps = {
@@ -252,12 +326,7 @@ def run_single(
         fund = np.empty(caps[C_FUNDING], FUNDING_DTYPE)
         ev = np.empty(caps[C_EVENTS], EVENT_DTYPE)
         eq = np.empty(caps[C_EQUITY], EQUITY_DTYPE)
-        run_bars_nb(
-            0, stop, arrays.ts, arrays.open, arrays.high, arrays.low, arrays.close, reg,
-            arrays.funding_ts, arrays.funding_rate, arrays.funding_mark,
-            det.ts, det.open, det.high, det.low, det.close, det.index, vec, params.brackets,
-            ks.state, ks.slots, ks.err_ring, ks.ord_ring, fills, fund, ev, eq, cnt,
-        )  # fmt: skip
+        run_bars_nb(*_run_bars_args(arrays, det, params, reg, ks, (fills, fund, ev, eq), cnt, stop))
         if cnt[C_OVERFLOW] == 0:
             break
         for slot, buf in ((C_FILLS, fills), (C_EVENTS, ev), (C_FUNDING, fund), (C_EQUITY, eq)):

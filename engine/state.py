@@ -5,8 +5,11 @@ by the backtest loop, by the batch loop (one row per parameter set) or by the li
 
 * ``state``: float64[N_STATE] - account, ladder centre, risk flags, pointers, online summary accumulators.
 * ``slots``: float64[2, max_levels, N_SLOT] - per side and rung: the resting entry order, the open lot
-  with its TP/SL prices, the rung's cached price/qty and a memo of the last ``REF_MEMO`` refused
-  (price, qty, side position) submissions, which are never sent again.
+  with its TP/SL prices, the rung's cached price/qty and a memo of the last ``REF_MEMO`` refusals
+  with what each depended on (not sent again while that holds).
+
+Both vectors' slots are declared once in a ``SlotTable`` (``STATE``, ``SLOT``: name, size, meaning);
+the ``S_*`` / ``SL_*`` offsets are what ``add`` returns, so slots cannot overlap.
 * ``err_ring``: float64[cap] - times of the last errors (circuit breaker window).
 * ``ord_ring``: float64[cap] - times of the last entry submissions (orders-per-minute window).
 """
@@ -17,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.enums import kernel
+from engine.enums import Reason, kernel
+from engine.layout import SlotTable
 from engine.params import (
     P_INITIAL_BALANCE,
     P_MAX_ERRORS,
@@ -26,132 +30,170 @@ from engine.params import (
     P_THROTTLE,
 )
 
+#: The state vector's slots (name, size, meaning), in order; the offsets below are derived from it.
+STATE = SlotTable("state")
 # --- account
-S_WALLET = 0
-S_REALIZED = 1
-S_FEES = 2
-S_FUNDING_NET = 3
-S_FUNDING_PAID = 4  # sum of payments made (positive number)
-S_FUNDING_RECV = 5
-S_LONG_QTY = 6
-S_LONG_AVG = 7
-S_SHORT_QTY = 8
-S_SHORT_AVG = 9
-S_EQUITY = 10
-S_UNREAL = 11
-S_PEAK = 12
-S_MAX_DD_PCT = 13
-S_MARGIN_RATIO = 14
+S_WALLET = STATE.add("S_WALLET", "wallet balance: initial + realized - fees + funding")
+S_REALIZED = STATE.add("S_REALIZED", "realized PnL")
+S_FEES = STATE.add("S_FEES", "fees paid")
+S_FUNDING_NET = STATE.add("S_FUNDING_NET", "net funding cash flow")
+S_FUNDING_PAID = STATE.add("S_FUNDING_PAID", "sum of funding payments made (positive number)")
+S_FUNDING_RECV = STATE.add("S_FUNDING_RECV", "sum of funding received")
+S_LONG_QTY = STATE.add("S_LONG_QTY", "long position qty")
+S_LONG_AVG = STATE.add("S_LONG_AVG", "long average entry price")
+S_SHORT_QTY = STATE.add("S_SHORT_QTY", "short position qty")
+S_SHORT_AVG = STATE.add("S_SHORT_AVG", "short average entry price")
+S_EQUITY = STATE.add("S_EQUITY", "equity at the last mark")
+S_UNREAL = STATE.add("S_UNREAL", "unrealized PnL at the last mark")
+S_PEAK = STATE.add("S_PEAK", "peak bar-close equity")
+S_MAX_DD_PCT = STATE.add("S_MAX_DD_PCT", "max drawdown of bar-close equity, percent")
+S_MAX_DD_INTRABAR_PCT = STATE.add(
+    "S_MAX_DD_INTRABAR_PCT", "max drawdown to the bars' adverse extremes (positions at the close), percent"
+)
+S_MARGIN_RATIO = STATE.add(
+    "S_MARGIN_RATIO", "maintenance margin / equity at the last mark (NaN when equity <= 0)"
+)
 # --- ladder / regime / throttle
-S_CENTER = 15  # NaN until the first valid close
-S_REGIME = 16
-S_THROTTLE = 17
+S_CENTER = STATE.add("S_CENTER", "ladder centre (NaN until the first valid close)")
+S_REGIME = STATE.add("S_REGIME", "Regime code of the last bar")
+S_THROTTLE = STATE.add("S_THROTTLE", "operator throttle 0..1")
 # --- risk
-S_HALTED = 18
-S_LIQUIDATED = 19
-S_CB_UNTIL = 20  # ms; entries blocked while close_time < S_CB_UNTIL
-S_CB_ACTIVE = 21
-S_REDUCING = 22
-S_MISSING = 23  # 1 on a bar with missing input
-S_STATE = 24  # RiskState of the last bar
+S_HALTED = STATE.add("S_HALTED", "1 once the drawdown halt fired")
+S_LIQUIDATED = STATE.add("S_LIQUIDATED", "1 once liquidated")
+S_CB_UNTIL = STATE.add("S_CB_UNTIL", "ms; entries blocked while close_time < S_CB_UNTIL")
+S_CB_ACTIVE = STATE.add("S_CB_ACTIVE", "1 while the circuit breaker is tripped")
+S_REDUCING = STATE.add("S_REDUCING", "1 while REDUCING (exits only)")
+S_MISSING = STATE.add("S_MISSING", "1 on a bar with missing input")
+S_STATE = STATE.add("S_STATE", "RiskState of the last bar")
 # --- funding
-S_FUND_IDX = 25  # next settlement to pay
-S_GUARD_IDX = 26  # first settlement after the last close_time
-S_RATE_KNOWN = 27
-S_GUARD_LONG = 28
-S_GUARD_SHORT = 29
+S_FUND_IDX = STATE.add("S_FUND_IDX", "next settlement to pay")
+S_GUARD_IDX = STATE.add("S_GUARD_IDX", "first settlement after the last close_time")
+S_RATE_KNOWN = STATE.add("S_RATE_KNOWN", "1 while a funding rate is known")
+S_GUARD_LONG = STATE.add("S_GUARD_LONG", "funding-guard factor of the long side at the last decision")
+S_GUARD_SHORT = STATE.add("S_GUARD_SHORT", "funding-guard factor of the short side at the last decision")
 # --- decision bookkeeping
-S_DIRTY = 30  # something that shapes the ladder changed: the next decision re-plans every rung
-S_PENDING = 31  # the last decision deferred a wanted rung (rate limits): re-plan at the next close
-S_ALLOWED = 32  # entries were allowed at the last decision
-S_N_RESTING = 33
-S_DOWN_MAX = 34  # highest trigger among orders hit on a down move (-inf: none)
-S_UP_MIN = 35  # lowest trigger among orders hit on an up move (+inf: none)
-S_ERR_COUNT = 36
-S_ORD_COUNT = 37
-S_BAR = 38  # index of the last bar stepped (-1 before the first)
+S_DIRTY = STATE.add(
+    "S_DIRTY", "something that shapes the ladder changed: the next decision re-plans every rung"
+)
+S_PENDING = STATE.add(
+    "S_PENDING", "the last decision deferred a wanted rung (rate limits): re-plan at the next close"
+)
+S_ALLOWED = STATE.add("S_ALLOWED", "entries were allowed at the last decision")
+S_N_RESTING = STATE.add("S_N_RESTING", "resting entry orders")
+S_DOWN_MAX = STATE.add("S_DOWN_MAX", "highest trigger among orders hit on a down move (-inf: none)")
+S_UP_MIN = STATE.add("S_UP_MIN", "lowest trigger among orders hit on an up move (+inf: none)")
+S_ERR_COUNT = STATE.add("S_ERR_COUNT", "errors recorded so far (err_ring write position)")
+S_ORD_COUNT = STATE.add("S_ORD_COUNT", "entry submissions so far (ord_ring write position)")
+S_BAR = STATE.add("S_BAR", "index of the last bar stepped (-1 before the first)")
 # --- online summary accumulators
-S_BARS = 39
-S_BARS_EXPOSURE = 40
-S_BARS_HALTED = 41
-S_BARS_COOLDOWN = 42
-S_BARS_REDUCING = 43
-S_N_MAKER = 44
-S_N_TAKER = 45
-S_N_ENTRIES = 46
-S_N_EXITS = 47
-S_N_WINS = 48
-S_N_LOSSES = 49
-S_GROSS_PROFIT = 50
-S_GROSS_LOSS = 51
-S_TRADED_NOTIONAL = 52
-S_REJ_BASE = 53  # S_REJ_BASE + Reason: validation rejections by reason (SIZE_* and EXIT_EXCEEDS codes)
-S_POST_ONLY_REJECTS = 66
-S_RETRY_LIMITS = 67
-S_ORDERS_SUBMITTED = 68
-S_ORDERS_DEFERRED = 69
-S_SKIPPED_PRECISION = 70
-S_CB_TRIPS = 71
-S_RECENTERS = 72
-S_ERRORS = 73
-S_N_FUNDING = 74
-S_LIQ_TS = 75  # NaN unless liquidated
-S_HALT_TS = 76  # NaN unless halted
-S_DAY = 77  # UTC day number of the current day (NaN before the first bar)
-S_DAY_EQ = 78  # equity at the last bar close of the current day
-S_DAY_PREV_EQ = 79  # close equity of the previous day (initial balance before day 1)
-S_DAY_N = 80
-S_DAY_SUM = 81
-S_DAY_SUMSQ = 82
-S_DAY_DOWNSQ = 83
-S_FIRST_TS = 84
-S_LAST_TS = 85
-S_SKIP_NOW = 86  # rungs the last decision skipped for precision (counted again on every quiet bar)
-S_PEND_UP = 87  # a close above this brings a free long rung back to the right side (re-plan)
-S_PEND_DOWN = 88  # a close below this brings a free short rung back to the right side
-S_HOLD_DOWN = 89  # a close at or below this puts a free long rung on the wrong side (re-plan)
-S_HOLD_UP = 90  # a close at or above this puts a free short rung on the wrong side (re-plan)
-S_DD_PCT = 91  # drawdown from the peak at the last mark, in percent
+S_BARS = STATE.add("S_BARS", "bars stepped")
+S_BARS_EXPOSURE = STATE.add("S_BARS_EXPOSURE", "bars closed with a position")
+S_BARS_HALTED = STATE.add("S_BARS_HALTED", "bars in HALTED")
+S_BARS_COOLDOWN = STATE.add("S_BARS_COOLDOWN", "bars in COOLDOWN")
+S_BARS_REDUCING = STATE.add("S_BARS_REDUCING", "bars in REDUCING")
+S_N_MAKER = STATE.add("S_N_MAKER", "maker fills")
+S_N_TAKER = STATE.add("S_N_TAKER", "taker fills")
+S_N_ENTRIES = STATE.add("S_N_ENTRIES", "entry fills")
+S_N_EXITS = STATE.add("S_N_EXITS", "exit fills")
+S_N_LOTS_CLOSED = STATE.add("S_N_LOTS_CLOSED", "lots closed (by TP, SL, flatten or liquidation)")
+S_N_WINS = STATE.add("S_N_WINS", "closed lots with PnL after fees > 0")
+S_N_LOSSES = STATE.add("S_N_LOSSES", "closed lots with PnL after fees < 0")
+S_GROSS_PROFIT = STATE.add("S_GROSS_PROFIT", "sum of winning closed lots' PnL after fees")
+S_GROSS_LOSS = STATE.add("S_GROSS_LOSS", "sum of losing closed lots' PnL after fees (positive)")
+S_TRADED_NOTIONAL = STATE.add("S_TRADED_NOTIONAL", "sum of fill notionals")
+S_REJ_BASE = STATE.add(
+    "S_REJ_BASE", "S_REJ_BASE + Reason: validation rejections by reason code", size=len(Reason)
+)
+S_POST_ONLY_REJECTS = STATE.add("S_POST_ONLY_REJECTS", "post-only rejections")
+S_RETRY_LIMITS = STATE.add("S_RETRY_LIMITS", "RETRY_LIMIT events")
+S_ORDERS_SUBMITTED = STATE.add("S_ORDERS_SUBMITTED", "entry orders submitted (retries included)")
+S_ORDERS_DEFERRED = STATE.add("S_ORDERS_DEFERRED", "entries deferred by the rate limits")
+S_SKIPPED_PRECISION = STATE.add("S_SKIPPED_PRECISION", "rung-skips by the precision guard")
+S_CB_TRIPS = STATE.add("S_CB_TRIPS", "circuit-breaker trips")
+S_RECENTERS = STATE.add("S_RECENTERS", "re-centres")
+S_ERRORS = STATE.add("S_ERRORS", "errors (rejections) counted by the breaker")
+S_N_FUNDING = STATE.add("S_N_FUNDING", "funding payments booked")
+S_LIQ_TS = STATE.add("S_LIQ_TS", "NaN unless liquidated")
+S_HALT_TS = STATE.add("S_HALT_TS", "NaN unless halted")
+S_DAY = STATE.add("S_DAY", "UTC day number of the current day (NaN before the first bar)")
+S_DAY_EQ = STATE.add("S_DAY_EQ", "equity at the last bar close of the current day")
+S_DAY_PREV_EQ = STATE.add("S_DAY_PREV_EQ", "close equity of the previous day (initial balance before day 1)")
+S_DAY_N = STATE.add("S_DAY_N", "days booked")
+S_DAY_SUM = STATE.add("S_DAY_SUM", "sum of daily returns")
+S_DAY_SUMSQ = STATE.add("S_DAY_SUMSQ", "sum of squared daily returns")
+S_DAY_PEAK = STATE.add("S_DAY_PEAK", "peak daily-close equity (initial balance before day 1)")
+S_MAX_DD_DAILY_PCT = STATE.add("S_MAX_DD_DAILY_PCT", "max drawdown of daily-close equity, percent")
+S_DAY_DOWNSQ = STATE.add("S_DAY_DOWNSQ", "sum of squared negative daily returns")
+S_FIRST_TS = STATE.add("S_FIRST_TS", "ts of the first bar")
+S_LAST_TS = STATE.add("S_LAST_TS", "ts of the last bar stepped")
+S_SKIP_NOW = STATE.add(
+    "S_SKIP_NOW", "rungs the last decision skipped for precision (counted again on every quiet bar)"
+)
+S_PEND_UP = STATE.add(
+    "S_PEND_UP", "a close above this brings a free long rung back to the right side (re-plan)"
+)
+S_PEND_DOWN = STATE.add("S_PEND_DOWN", "a close below this brings a free short rung back to the right side")
+S_HOLD_DOWN = STATE.add(
+    "S_HOLD_DOWN", "a close at or below this puts a free long rung on the wrong side (re-plan)"
+)
+S_HOLD_UP = STATE.add(
+    "S_HOLD_UP", "a close at or above this puts a free short rung on the wrong side (re-plan)"
+)
+S_DD_PCT = STATE.add("S_DD_PCT", "drawdown from the peak at the last mark, in percent")
 # --- funding-guard cache: the guard's answer holds for every close time before S_FG_UNTIL
-S_FG_UNTIL = 92
-S_FG_KNOWN = 93
-S_FG_LONG = 94
-S_FG_SHORT = 95
+S_FG_UNTIL = STATE.add(
+    "S_FG_UNTIL", "funding-guard cache: the cached answer holds for close times before this"
+)
+S_FG_KNOWN = STATE.add("S_FG_KNOWN", "funding-guard cache: rate known")
+S_FG_LONG = STATE.add("S_FG_LONG", "funding-guard cache: long factor")
+S_FG_SHORT = STATE.add("S_FG_SHORT", "funding-guard cache: short factor")
 # --- margin cache (engine/margin.py): for the account (wallet, qty, avg) below, both sides' brackets
-# hold for prices in [S_MC_LO, S_MC_HI], and the liquidation-buffer test is certainly negative for
-# closes in (S_MC_SAFE_LO, S_MC_SAFE_HI)
-S_MC_WALLET = 96
-S_MC_LONG_QTY = 97
-S_MC_LONG_AVG = 98
-S_MC_SHORT_QTY = 99
-S_MC_SHORT_AVG = 100
-S_MC_LO = 101
-S_MC_HI = 102
-S_MC_MMR_LONG = 103
-S_MC_CUM_LONG = 104
-S_MC_MMR_SHORT = 105
-S_MC_CUM_SHORT = 106
-S_MC_LP = 107
-S_MC_SAFE_LO = 108
-S_MC_SAFE_HI = 109
-N_STATE = 110
+S_MC_WALLET = STATE.add("S_MC_WALLET", "margin cache: wallet it was computed for")
+S_MC_LONG_QTY = STATE.add("S_MC_LONG_QTY", "margin cache: long qty")
+S_MC_LONG_AVG = STATE.add("S_MC_LONG_AVG", "margin cache: long avg")
+S_MC_SHORT_QTY = STATE.add("S_MC_SHORT_QTY", "margin cache: short qty")
+S_MC_SHORT_AVG = STATE.add("S_MC_SHORT_AVG", "margin cache: short avg")
+S_MC_LO = STATE.add("S_MC_LO", "margin cache: both brackets hold for prices >= this")
+S_MC_HI = STATE.add("S_MC_HI", "margin cache: ... and <= this")
+S_MC_MMR_LONG = STATE.add("S_MC_MMR_LONG", "margin cache: long maint. margin ratio")
+S_MC_CUM_LONG = STATE.add("S_MC_CUM_LONG", "margin cache: long cum")
+S_MC_MMR_SHORT = STATE.add("S_MC_MMR_SHORT", "margin cache: short maint. margin ratio")
+S_MC_CUM_SHORT = STATE.add("S_MC_CUM_SHORT", "margin cache: short cum")
+S_MC_LP = STATE.add("S_MC_LP", "margin cache: liquidation price")
+S_MC_SAFE_LO = STATE.add(
+    "S_MC_SAFE_LO", "margin cache: the liquidation-buffer test is negative for closes above this"
+)
+S_MC_SAFE_HI = STATE.add("S_MC_SAFE_HI", "margin cache: ... and below this")
+S_MEMO_EQ = STATE.add(
+    "S_MEMO_EQ", "the last decision skipped a remembered refusal that stops holding at this equity"
+)
+N_STATE = STATE.size
 
-# --- slot fields
-SL_ORD_ON = 0
-SL_ORD_PRICE = 1
-SL_ORD_QTY = 2
-SL_ORD_BAR = 3  # bar index of the decision that submitted it (new at the next bar's open)
-SL_LOT_ON = 4
-SL_LOT_QTY = 5
-SL_LOT_PRICE = 6
-SL_TP = 7  # NaN when the lot has no active TP
-SL_SL = 8
-SL_RUNG_PRICE = 9  # cached for the current centre
-SL_RUNG_QTY = 10  # base_qty * qty_scale**(i-1)
-SL_REF_COUNT = 11  # refusals remembered so far (the memo below is a ring of REF_MEMO entries)
-SL_REF_BASE = 12  # (price, qty, side position) of each refused submission
-REF_MEMO = 8
-N_SLOT = SL_REF_BASE + 3 * REF_MEMO
+# --- per-rung slot fields (the last axis of ``slots``)
+SLOT = SlotTable("slot")
+SL_ORD_ON = SLOT.add("SL_ORD_ON", "1 while the rung's entry order rests")
+SL_ORD_PRICE = SLOT.add("SL_ORD_PRICE", "entry order price")
+SL_ORD_QTY = SLOT.add("SL_ORD_QTY", "entry order qty")
+SL_ORD_BAR = SLOT.add(
+    "SL_ORD_BAR", "bar index of the decision that submitted it (new at the next bar's open)"
+)
+SL_LOT_ON = SLOT.add("SL_LOT_ON", "1 while the rung holds a lot")
+SL_LOT_QTY = SLOT.add("SL_LOT_QTY", "lot qty")
+SL_LOT_PRICE = SLOT.add("SL_LOT_PRICE", "lot entry price")
+SL_LOT_FEE = SLOT.add("SL_LOT_FEE", "fee paid on the lot's entry fill")
+SL_TP = SLOT.add("SL_TP", "lot TP price (NaN when none)")
+SL_SL = SLOT.add("SL_SL", "lot SL price (NaN when none)")
+SL_RUNG_PRICE = SLOT.add("SL_RUNG_PRICE", "rung price for the current centre")
+SL_RUNG_QTY = SLOT.add("SL_RUNG_QTY", "base_qty * qty_scale**(i-1)")
+SL_REF_COUNT = SLOT.add("SL_REF_COUNT", "refusals remembered so far (the memo is a ring of REF_MEMO entries)")
+REF_MEMO = 8  # refusals remembered per rung
+REF_FIELDS = 5  # numbers per remembered refusal
+SL_REF_BASE = SLOT.add(
+    "SL_REF_BASE",
+    "REF_MEMO x (price, qty, side exposure Q, opposite exposure, equity that passes)",
+    size=REF_FIELDS * REF_MEMO,
+)
+N_SLOT = SLOT.size
 
 
 @dataclass
@@ -189,6 +231,7 @@ def init_state_row(state: np.ndarray, slots: np.ndarray, vec: np.ndarray) -> Non
     state[S_HALT_TS] = np.nan
     state[S_DAY] = np.nan
     state[S_DAY_PREV_EQ] = vec[P_INITIAL_BALANCE]
+    state[S_DAY_PEAK] = vec[P_INITIAL_BALANCE]
     state[S_FIRST_TS] = np.nan
     state[S_LAST_TS] = np.nan
     state[S_ALLOWED] = 1.0
@@ -198,6 +241,7 @@ def init_state_row(state: np.ndarray, slots: np.ndarray, vec: np.ndarray) -> Non
     state[S_HOLD_DOWN] = -np.inf
     state[S_HOLD_UP] = np.inf
     state[S_FG_UNTIL] = -np.inf
+    state[S_MEMO_EQ] = np.inf
     state[S_MC_WALLET] = np.nan  # matches no account: the first use fills the margin cache
     state[S_MC_LO] = np.inf
     state[S_MC_HI] = -np.inf
@@ -287,22 +331,34 @@ def opposite_exposure_nb(st, slots, side):
 
 
 @kernel
-def was_refused_nb(slot, price, qty, pos):
-    """True if this rung already had (price, qty, side position) refused by validation."""
+def refused_until_nb(slot, price, qty, q, opp, equity):
+    """Equity at which a remembered refusal of this (price, qty) stops holding; NaN when none holds.
+
+    A refusal holds while what it depended on is unchanged (DESIGN.md "Order-size validation"): the
+    side exposure ``q`` (NaN in the memo when the reason does not depend on it), the opposite
+    exposure ``opp`` (likewise) and, for the equity-bound reasons, ``equity`` below the level at
+    which the failed check passes (+inf for the others).
+    """
     n = min(int(slot[SL_REF_COUNT]), REF_MEMO)
     for j in range(n):
-        b = SL_REF_BASE + 3 * j
-        if slot[b] == price and slot[b + 1] == qty and slot[b + 2] == pos:
-            return True
-    return False
+        b = SL_REF_BASE + REF_FIELDS * j
+        if slot[b] != price or slot[b + 1] != qty:
+            continue
+        mq = slot[b + 2]
+        mo = slot[b + 3]
+        if (mq != mq or mq == q) and (mo != mo or mo == opp) and equity < slot[b + 4]:
+            return slot[b + 4]
+    return np.nan
 
 
 @kernel
-def remember_refusal_nb(slot, price, qty, pos):
-    """Add a refused (price, qty, side position) to the rung's memo (oldest entry overwritten)."""
+def remember_refusal_nb(slot, price, qty, q, opp, need):
+    """Add a refusal (price, qty, its inputs, passing equity) to the rung's memo (oldest overwritten)."""
     n = int(slot[SL_REF_COUNT])
-    b = SL_REF_BASE + 3 * (n % REF_MEMO)
+    b = SL_REF_BASE + REF_FIELDS * (n % REF_MEMO)
     slot[b] = price
     slot[b + 1] = qty
-    slot[b + 2] = pos
+    slot[b + 2] = q
+    slot[b + 3] = opp
+    slot[b + 4] = need
     slot[SL_REF_COUNT] = n + 1

@@ -29,11 +29,13 @@ Decisions beyond DESIGN.md (the reference simulator follows these):
   resting entries" and the rate limits see them in this order). A cancelled order is replaced even when
   its replacement is deferred by the rate limits. Only entry submissions count toward the rate limits.
   A circuit-breaker trip during a decision cancels every entry; the remaining rungs are only sized.
-* "Not submitted again" remembers the last ``REF_MEMO`` (8) refused (price, qty, side position) tuples
-  per rung (bounded memory); ``skipped_precision`` counts, on every bar that reaches step 7 with
-  entries allowed, the free rungs on the right side of the close that fail the precision guard. A
-  quiet bar repeats the last decision's count; a close that crosses a free rung re-plans, so the
-  count never includes a rung that is on the wrong side of this bar's close.
+* "Not submitted again" remembers the last ``REF_MEMO`` (8) refusals per rung with what each depended
+  on (bounded memory); a decision that skipped a remembered refusal stores the lowest equity at which
+  one stops holding (``S_MEMO_EQ``) and a close at or above it re-plans. ``skipped_precision``
+  counts, on every bar that reaches step 7 with entries allowed, the free rungs on the right side of
+  the close that fail the precision guard. A quiet bar repeats the last decision's count; a close
+  that crosses a free rung re-plans, so the count never includes a rung that is on the wrong side of
+  this bar's close.
 * No known funding rate is a blocked state like REDUCING: resting entries are cancelled too. The rate
   is only looked at when the risk state allows entries. ``FUNDING_UNKNOWN`` and ``REDUCING_ON/OFF``
   are recorded on transitions, not every bar.
@@ -46,7 +48,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.accounting import daily_stats_nb, finish_daily_stats_nb, mark_to_market_nb
+from engine.accounting import daily_stats_nb, finish_daily_stats_nb, intrabar_drawdown_nb, mark_to_market_nb
 from engine.enums import EventKind, Reason, RiskState, Side, hot_kernel, kernel
 from engine.fills import (
     bar_cannot_fill_nb,
@@ -94,6 +96,7 @@ from engine.state import (
     S_LIQUIDATED,
     S_LONG_QTY,
     S_MARGIN_RATIO,
+    S_MEMO_EQ,
     S_MISSING,
     S_N_RESTING,
     S_ORD_COUNT,
@@ -123,12 +126,12 @@ from engine.state import (
     cancel_entries_nb,
     opposite_exposure_nb,
     refresh_triggers_nb,
+    refused_until_nb,
     remember_refusal_nb,
     resting_qty_nb,
-    was_refused_nb,
 )
 from engine.throttle import throttle_nb
-from engine.validation import precision_ok_nb, validate_entry_nb
+from engine.validation import precision_ok_nb, refusal_memo_nb, validate_entry_nb
 
 STEP_CONTINUE = 0
 STEP_STOP = 1  # liquidated: the run is over
@@ -158,6 +161,7 @@ def _replan_due_nb(st, c):
         or c < st[S_PEND_DOWN]
         or c <= st[S_HOLD_DOWN]
         or c >= st[S_HOLD_UP]
+        or st[S_EQUITY] >= st[S_MEMO_EQ]
     )
 
 
@@ -247,6 +251,9 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
     skipped = 0
     tripped = False
     eq = st[S_EQUITY]
+    memo_eq = np.inf  # lowest equity at which a refusal the memo holds stops holding
+    memo_used = False  # a rung was refused or skipped on the memo in this decision
+    orders_changed = False  # an order was cancelled or placed in this decision
     for idx in range(slots.shape[1]):
         level = idx + 1
         for side in range(2):
@@ -275,31 +282,40 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
                     want = False
                     skipped += 1
             if not want or tripped:
+                if s[SL_ORD_ON] != 0.0:
+                    orders_changed = True
                 s[SL_ORD_ON] = 0.0
                 continue
             if s[SL_ORD_ON] != 0.0:
                 if s[SL_ORD_PRICE] == price and s[SL_ORD_QTY] == qty:
                     continue
                 s[SL_ORD_ON] = 0.0
+                orders_changed = True
             pos = st[S_LONG_QTY] if side == Side.LONG else st[S_SHORT_QTY]
-            if was_refused_nb(s, price, qty, pos):
-                continue  # refused before with the same side position: not submitted again
-            reason = validate_entry_nb(
-                price,
-                qty,
-                pos,
-                resting_qty_nb(slots, side, idx),
-                opposite_exposure_nb(st, slots, side),
-                eq,
-                p,
-                br,
-            )
+            rest = resting_qty_nb(slots, side, idx)
+            opp = opposite_exposure_nb(st, slots, side)
+            q_all = pos + rest + qty
+            until = refused_until_nb(s, price, qty, q_all, opp, eq)
+            if until == until:
+                # Refused before and what the refusal depended on is unchanged: not submitted again.
+                memo_eq = min(memo_eq, until)
+                memo_used = True
+                continue
+            reason = validate_entry_nb(price, qty, pos, rest, opp, eq, p, br)
             if reason != Reason.NONE:
                 st[S_REJ_BASE + reason] += 1.0
-                remember_refusal_nb(s, price, qty, pos)
+                m_q, m_opp, need = refusal_memo_nb(reason, price, qty, q_all, opp, p)
+                remember_refusal_nb(s, price, qty, m_q, m_opp, need)
+                memo_eq = min(memo_eq, need)
+                memo_used = True
                 write_event_nb(ev, cnt, ts, EventKind.ORDER_REJECTED, reason, side, level, price, qty, pos)
                 if record_error_nb(st, slots, errs, close_time, p, ev, cnt, ts):
-                    tripped = True  # entries cancelled; the rest of the ladder is only sized
+                    # Entries cancelled, those this decision already placed too (S_N_RESTING does not
+                    # count them yet); the rest of the ladder is only sized.
+                    tripped = True
+                    for sd in range(2):
+                        for j in range(slots.shape[1]):
+                            slots[sd, j, SL_ORD_ON] = 0.0
                 continue
             if submits >= per_bar or _minute_window_full_nb(st, ords, close_time, p):
                 st[S_ORDERS_DEFERRED] += 1.0
@@ -309,12 +325,17 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
             s[SL_ORD_PRICE] = price
             s[SL_ORD_QTY] = qty
             s[SL_ORD_BAR] = k
+            orders_changed = True
             n_ord = int(st[S_ORD_COUNT])
             ords[n_ord % ords.shape[0]] = close_time
             st[S_ORD_COUNT] = n_ord + 1
             st[S_ORDERS_SUBMITTED] += 1.0
             submits += 1
     st[S_SKIP_NOW] = skipped
+    st[S_MEMO_EQ] = memo_eq
+    if memo_used and orders_changed:
+        # A rung walked later changed the exposures an earlier refusal was checked against: look again.
+        st[S_DIRTY] = 1.0
     refresh_triggers_nb(st, slots)
 
 
@@ -419,6 +440,7 @@ def step_nb(
     # 5. mark to market, 6. risk gates, 7. decide, 8. record
     mark_to_market_nb(st, c, br)
     bar_gates_nb(st, slots, errs, c, close_time, p, br, fills, ev, cnt, t)
+    intrabar_drawdown_nb(st, lw, h)  # positions held at the close, after a drawdown flatten
     if decision_needed_nb(st, c, close_time, fts, frate, p):
         decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cnt, t)
     if st[S_HALTED] == 0.0:

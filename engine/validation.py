@@ -1,13 +1,16 @@
-"""Order checks run before every submission: the precision guard and the size / exit validations.
+"""Order checks run before every submission: the precision guard and the entry size validation.
 
 The audited bot had ``_validate_order_size`` with no caller; here ``decide_nb`` (entries, re-centred
-entries), the open-phase retries (``fills.py``) and lot exits all call these functions, and a refusal is
-an event plus an error for the circuit breaker.
+entries) and the open-phase retries (``fills.py``) call these functions, and a refusal is an event plus
+an error for the circuit breaker; ``refusal_memo_nb`` says what a refusal depended on (the rung memo).
 
 Decisions beyond DESIGN.md: a quantity above the venue's ``max_qty`` fails the precision guard (not
 placed, counted in ``skipped_precision``); size limits are exceeded only beyond a 1e-9 relative
-tolerance (sums of round lot sizes land a hair over); ``validate_exit`` always runs (reduce-only is
-structural), ``enable_position_validation`` switches off ``validate_entry`` only.
+tolerance (sums of round lot sizes land a hair over). Exits need no check: a lot's TP/SL is
+reduce-only for the lot's qty, which the side's position (it includes the lot) always covers.
+``enable_position_validation`` false switches off only the bot's own limits (``SIZE_PCT``,
+``SIZE_QTY``, ``SIZE_INVENTORY``); the exchange's rules (order size, bracket, initial margin) are the
+venue's and always apply.
 """
 
 from __future__ import annotations
@@ -56,16 +59,17 @@ def validate_entry_nb(price, qty, side_pos, resting_other, opposite, equity, p, 
     what the account must margin if every resting entry of both sides fills (hedge mode margins
     both sides: per-side limits alone would let the two together use twice the equity).
     """
-    if p[P_ENABLE_VALIDATION] == 0.0:
-        return Reason.NONE
     q = side_pos + resting_other + qty
     notional = q * price
-    if above_nb(notional / p[P_LEVERAGE], p[P_MAX_POSITION_PCT] * equity):
-        return Reason.SIZE_PCT
-    if above_nb(q, p[P_MAX_POSITION_SIZE]):
-        return Reason.SIZE_QTY
-    if above_nb(notional, p[P_MAX_INVENTORY_QUOTE]):
-        return Reason.SIZE_INVENTORY
+    if p[P_ENABLE_VALIDATION] != 0.0:
+        # The bot's own limits (enable_position_validation switches off these three only).
+        if above_nb(notional / p[P_LEVERAGE], p[P_MAX_POSITION_PCT] * equity):
+            return Reason.SIZE_PCT
+        if above_nb(q, p[P_MAX_POSITION_SIZE]):
+            return Reason.SIZE_QTY
+        if above_nb(notional, p[P_MAX_INVENTORY_QUOTE]):
+            return Reason.SIZE_INVENTORY
+    # The exchange's rules always apply.
     order = qty * price
     if above_nb(p[P_MIN_ORDER_USDT], order) or above_nb(order, p[P_MAX_ORDER_USDT]):
         return Reason.SIZE_ORDER
@@ -77,8 +81,19 @@ def validate_entry_nb(price, qty, side_pos, resting_other, opposite, equity, p, 
 
 
 @kernel
-def validate_exit_nb(qty, side_pos):
-    """Reason code for a reduce-only exit: it may not exceed the side's position."""
-    if qty <= 0.0 or qty > side_pos:
-        return Reason.EXIT_EXCEEDS
-    return Reason.NONE
+def refusal_memo_nb(reason, price, qty, q, opp, p):
+    """What a refusal depends on, for the rung's memo: (side exposure, opposite exposure, passing equity).
+
+    ``q`` is the side exposure ``Q`` the check saw and ``opp`` the opposite side's exposure. An input
+    the reason does not read is NaN; the passing equity is the equity at which the failed check
+    passes (``SIZE_PCT``: ``Q*price/leverage/max_position_pct``; ``SIZE_MARGIN``:
+    ``(Q + opp)*price/leverage``), +inf for the reasons equity cannot change.
+    """
+    nan = float("nan")
+    if reason == Reason.SIZE_ORDER:
+        return nan, nan, float("inf")
+    if reason == Reason.SIZE_PCT:
+        return q, nan, q * price / p[P_LEVERAGE] / p[P_MAX_POSITION_PCT]
+    if reason == Reason.SIZE_MARGIN:
+        return q, opp, (q + opp) * price / p[P_LEVERAGE]
+    return q, nan, float("inf")

@@ -10,8 +10,17 @@ venue binance_futures with every risk gate on):
 - ``reference_bars_per_s``: the pure-Python reference simulator (``tests/reference_sim.py``, loaded by
   file path because it lives with the tests) on the first ``reference_bars`` bars; None when the
   file is not there (an installed package without its tests).
-- ``compile_s`` / ``cached_start_s``: a fresh Python process importing the engine and running one
-  small backtest, first with an empty numba cache directory, then again with the cache it filled.
+
+Start-up (``startup_bench``, ``gridctl bench --startup``), each in fresh processes with their own
+temporary numba cache directory:
+- ``help_s``: wall time of ``gridctl --help`` (best of 3).
+- ``compile_s`` / ``cached_start_s``: a Python process importing the engine and running one small
+  backtest, first with an empty numba cache directory, then again with the cache it filled
+  (``compile_cpu_s``: the CPU seconds of the first, steadier than wall time on a loaded machine).
+- ``backtest_first_s`` / ``backtest_first_rss_mb`` and ``backtest_second_*``: wall time and peak
+  resident memory of the default ``gridctl backtest`` (259,200 bars of the bundled sample market, on
+  a temporary data directory), first with an empty numba cache (it compiles), then with it filled;
+  ``*_cpu_s`` are their CPU seconds.
 """
 
 from __future__ import annotations
@@ -50,20 +59,39 @@ TARGETS = {
     "kernel_bars_per_s": ">= 10,000,000",
     "batch_vs_kernel": ">= 1.8",
     "kernel_vs_reference": ">= 50",
+    "help_s": "<= 0.3",
+    "backtest_first_s": "<= 20",
+    "backtest_first_rss_mb": "< 500",
+    "backtest_second_s": "<= 1.5",
 }
+#: What ``startup_bench`` (``gridctl bench --startup``) returns.
+STARTUP_KEYS = (
+    "help_s", "compile_s", "compile_cpu_s", "cached_start_s", "backtest_first_s", "backtest_first_rss_mb",
+    "backtest_first_cpu_s", "backtest_second_s", "backtest_second_rss_mb", "backtest_second_cpu_s",
+)  # fmt: skip
 
-# Runs in a fresh interpreter: import the engine and run one small backtest, print the timings.
+# Runs in a fresh interpreter: import the engine and run one small backtest with curves.
 _PROBE = """
-import json, time
-t0 = time.perf_counter()
 from research.bench import bench_market, bench_configs
 from engine.run import run_single
-market = bench_market(2 * 1440)
-strategy, venue = bench_configs()
-t1 = time.perf_counter()
-run_single(market, strategy, venue, curves=True)
-t2 = time.perf_counter()
-print(json.dumps({"import_s": t1 - t0, "first_run_s": t2 - t1}))
+run_single(bench_market(2 * 1440), *bench_configs(), curves=True)
+"""
+
+# Starts argv[2:] with posix_spawn, waits for it and writes [wall s, its ru_maxrss in KB, its CPU s]
+# to argv[1];
+# exits with the child's exit code. Runs with -I -S: a few MB, so it adds nothing to the child's peak.
+_LAUNCHER = """
+import json, os, sys, time
+out, cmd = sys.argv[1], sys.argv[2:]
+t0 = time.perf_counter()
+pid = os.posix_spawnp(cmd[0], cmd, os.environ)
+_pid, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - t0
+code = os.waitstatus_to_exitcode(status)
+if code == 0:
+    with open(out, "w") as f:
+        json.dump([wall, usage.ru_maxrss, usage.ru_utime + usage.ru_stime], f)
+sys.exit(code)
 """
 
 
@@ -146,24 +174,75 @@ def batch_overrides(sets: int, base_step_bps: float) -> list[dict[str, float]]:
     return [{"grid.grid_step_bps": base_step_bps * (0.9 + 0.2 * i / span)} for i in range(sets)]
 
 
-def startup_times() -> dict[str, float]:
-    """Compile time (empty numba cache) and cached start time, each in a fresh Python process."""
+def gridctl_command() -> list[str]:
+    """``gridctl`` for a fresh process: the installed script beside this Python, else ``python -m cli``."""
+    script = Path(sys.executable).with_name("gridctl")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "cli"]
+
+
+def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """Wall seconds, peak resident memory (MB) and CPU seconds of ``cmd`` run in a fresh process.
+
+    CPU seconds (user + system) hardly change with other load on the machine; wall time does.
+
+    The peak is the child's own ``ru_maxrss`` (``os.wait4``). Linux carries the memory high-water
+    mark of the process that spawns a child into the child's figure, so ``cmd`` is started by a
+    small launcher interpreter (``_LAUNCHER``) rather than by this one, which may hold hundreds of MB.
+    """
+    with tempfile.TemporaryDirectory(prefix="gridctl-child-") as tmp:
+        result = Path(tmp) / "rusage.json"
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.run(
+                [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(result), *cmd],
+                env=env,
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                check=False,
+            )
+            err.seek(0)
+            tail = err.read().decode(errors="replace")[-2000:]
+        if proc.returncode != 0 or not result.is_file():
+            raise RuntimeError(f"bench start-up: {' '.join(cmd)} exited with {proc.returncode}:\n{tail}")
+        wall, maxrss_kb, cpu = json.loads(result.read_text())
+    return wall, maxrss_kb / 1024.0, cpu
+
+
+def _child_env(cache_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    with tempfile.TemporaryDirectory(prefix="gridctl-numba-cache-") as cache:
-        env["NUMBA_CACHE_DIR"] = cache
-        runs = []
-        for _ in range(2):
-            proc = subprocess.run(
-                [sys.executable, "-c", _PROBE], env=env, cwd=REPO, capture_output=True, text=True, check=False
-            )
-            if proc.returncode != 0:
-                raise RuntimeError(f"bench start-up probe failed:\n{proc.stderr[-2000:]}")
-            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return {
-        "compile_s": runs[0]["import_s"] + runs[0]["first_run_s"],
-        "cached_start_s": runs[1]["import_s"] + runs[1]["first_run_s"],
-    }
+    env["NUMBA_CACHE_DIR"] = str(cache_dir)
+    return env
+
+
+def startup_bench(
+    help_repeats: int = 3, progress: Callable[[str], None] = lambda _msg: None
+) -> dict[str, float]:
+    """Start-up figures, each from fresh processes (see STARTUP_KEYS); nothing is shared with this one.
+
+    Every cold measurement gets its own empty temporary ``NUMBA_CACHE_DIR`` (so this machine's own
+    cache neither helps nor is touched); each "second"/"cached" run reuses the cache its cold run
+    filled. The backtests are the default ``gridctl backtest`` (bundled sample market) on a temporary
+    data directory: the first one also generates the sample, as after a fresh install.
+    """
+    gridctl = gridctl_command()
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="gridctl-bench-") as tmp:
+        root = Path(tmp)
+        progress("start-up: gridctl --help ...")
+        env = _child_env(root / "numba-help")
+        out["help_s"] = min(run_child([*gridctl, "--help"], env)[0] for _ in range(help_repeats))
+        progress("start-up: import + small backtest, empty then filled numba cache (compiles) ...")
+        env = _child_env(root / "numba-probe")
+        out["compile_s"], _rss, out["compile_cpu_s"] = run_child([sys.executable, "-c", _PROBE], env)
+        out["cached_start_s"] = run_child([sys.executable, "-c", _PROBE], env)[0]
+        progress("start-up: gridctl backtest twice, empty then filled numba cache (compiles) ...")
+        env = _child_env(root / "numba-backtest")
+        backtest = [*gridctl, "backtest", "--data", str(root / "data")]
+        first, second = run_child(backtest, env), run_child(backtest, env)
+        out["backtest_first_s"], out["backtest_first_rss_mb"], out["backtest_first_cpu_s"] = first
+        out["backtest_second_s"], out["backtest_second_rss_mb"], out["backtest_second_cpu_s"] = second
+    return out
 
 
 def run_bench(
@@ -199,8 +278,6 @@ def run_bench(
         ref_market = _slice(market, ref_n)
         ref_rate = ref_n / _timed(lambda: reference.simulate(ref_market, strategy, venue))
 
-    progress("start-up: fresh processes with an empty, then a filled numba cache ...")
-    start = startup_times()
     kernel_rate = bars / kernel_s
     return {
         "bars": bars,
@@ -212,5 +289,4 @@ def run_bench(
         "batch_vs_kernel": bars * sets / batch_s / kernel_rate,
         "reference_bars_per_s": ref_rate,
         "kernel_vs_reference": kernel_rate / ref_rate if ref_rate else None,
-        **start,
     }

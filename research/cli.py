@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +33,25 @@ def _day(value: str | None, option: str) -> int | None:
     return int(day.timestamp() * 1000)
 
 
+#: What a cold compile of the single-run kernels takes on a 2-core machine (``gridctl bench --startup``).
+COMPILE_ESTIMATE_S = 30
+
+
+@contextmanager
+def compile_notice(status: Console) -> Iterator[None]:
+    """Say on stderr that the kernels are being compiled (a spinner on a terminal, one line otherwise)."""
+    text = f"compiling kernels (first run only, ~{COMPILE_ESTIMATE_S} s) ..."
+    if not status.is_terminal:
+        status.print(f"[dim]{text}[/dim]")
+        yield
+        return
+    t0 = time.perf_counter()
+    with status.status(text, spinner="dots"):
+        yield
+    took = time.perf_counter() - t0
+    status.print(f"[dim]compiled and ran in {took:.1f} s; the kernels are cached now[/dim]")
+
+
 def run_backtest(
     config: str,
     venue_name: str,
@@ -48,12 +70,14 @@ def run_backtest(
     ``detail`` (``--detail``) sets ``backtest.detail_timeframe``: the fills walk those finer bars,
     loaded over the same window. The stats carry the run's path bracket (high first / low first).
     """
+    from configs.crosscheck import check_notional_in_range, check_strategy_on_venue
     from configs.loader import load_strategy, load_venue
     from data.market import load_market
     from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
     from data.timeframes import timeframe_ms
+    from engine.regime import warmup_bars
     from engine.run import run_single
-    from research.stats import compute_stats, path_bracket
+    from research.stats import backtest_stats
 
     try:
         timeframe_ms(timeframe)
@@ -77,11 +101,24 @@ def run_backtest(
     strategy = load_strategy(config, overrides)
     venue = load_venue(venue_name)
     sym = symbol or strategy.ccxt_symbol
+    check_strategy_on_venue(strategy, venue, sym)
     if (exchange, sym) == (SAMPLE_EXCHANGE, SAMPLE_SYMBOL):
         if status is not None:
             status.print(f"[dim]ensuring the bundled sample market in {data_dir} ...[/dim]")
-        ensure_sample(data_dir)
+        ensure_sample(data_dir, "--data")
     market = load_market(data_dir, exchange, sym, timeframe, start_ms, end_ms)
+    regime = strategy.regime
+    warmup = warmup_bars(regime.adx_len, regime.ema_slow, regime.atr_len)
+    if len(market.ts) < warmup:
+        raise GridctlError(
+            f"{exchange} {sym} {timeframe}: only {len(market.ts):,} bar(s) in the selected range, fewer than "
+            f"the strategy's regime warm-up of {warmup} bars (max of regime.ema_slow {regime.ema_slow}, "
+            f"2 * regime.adx_len {2 * regime.adx_len}, regime.atr_len + 1 {regime.atr_len + 1}); "
+            "choose a longer --start/--end range"
+        )
+    check_notional_in_range(
+        strategy, venue, float(market.low.min()), float(market.high.max()), f"{exchange} {sym} {timeframe}"
+    )
     fine = None
     detail_tf = strategy.backtest.detail_timeframe
     if detail_tf is not None:
@@ -91,15 +128,13 @@ def run_backtest(
         fine = load_market(data_dir, exchange, sym, detail_tf, int(market.ts[0]), window_end)
     if status is not None:
         status.print(
-            f"[dim]running {strategy.strategy.name} on {len(market.ts):,} {timeframe} bars "
-            f"(numba compiles on the first run) ...[/dim]"
+            f"[dim]running {strategy.strategy.name} on {len(market.ts):,} {timeframe} bars ...[/dim]"
         )
-    output = run_single(market, strategy, venue, curves=True, detail=fine)
-    stats = compute_stats(output, market, strategy, venue)
+    notice = None if status is None else (lambda: compile_notice(status))
+    output = run_single(market, strategy, venue, curves=True, detail=fine, compile_notice=notice)
     if status is not None:
-        status.print("[dim]path bracket: the same run with high first and low first ...[/dim]")
-    stats["path_bracket"] = path_bracket(market, strategy, venue, output.summary, detail=fine)
-    return output, market, stats
+        status.print("[dim]path bracket: the same run under the other intrabar path rules ...[/dim]")
+    return output, market, backtest_stats(output, market, strategy, venue, detail=fine)
 
 
 def _print_summary(console: Console, stats: dict[str, Any], out: Path | None) -> None:
@@ -165,19 +200,30 @@ def backtest(
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write ledgers (parquet), stats.json and report.html here.")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write ledgers (parquet), stats.json and report.html as this folder (all or nothing).",
+        ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the results already in --out (nothing else is deleted).")
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the stats as one JSON object, nothing else.")
     ] = False,
 ) -> None:
     """Backtest a hedge-grid strategy; with no options, the default strategy on the bundled sample market."""
+    from data.paths import require_existing_dir
     from data.store import default_data_dir
-    from research.results import stats_json, write_results
+    from research.results import check_out_dir, stats_json, write_results
 
-    if out is not None and out.exists() and not out.is_dir():
-        raise GridctlError(f"--out: {out} exists and is not a directory")
-    status = Console(stderr=True)
+    # Paths first: a bad --out or --data fails in a second, not after the whole backtest has run.
+    if out is not None:
+        check_out_dir(out, force)
+    if data is not None:
+        require_existing_dir(data, "--data", "create it, or leave --data out to use the default data dir")
+    status = Console(stderr=True, soft_wrap=True)  # one status line each, however long the path
     output, market, stats = run_backtest(
         config,
         venue,
@@ -192,7 +238,7 @@ def backtest(
         detail=detail,
     )
     if out is not None:
-        write_results(out, output, market, stats)
+        write_results(out, output, market, stats, force=force)
     if as_json:
         sys.stdout.write(stats_json(stats) + "\n")
     else:
@@ -207,20 +253,34 @@ def bench(
         int, typer.Option("--bars", help="Number of 1m bars to run (generated in memory).")
     ] = 1_000_000,
     sets: Annotated[int, typer.Option("--sets", help="Parameter sets in the batch measurement.")] = 64,
+    startup: Annotated[
+        bool,
+        typer.Option(
+            "--startup",
+            help="Instead: start-up figures from fresh processes (help, compile, cached start, "
+            "first/second backtest wall time and peak memory).",
+        ),
+    ] = False,
 ) -> None:
-    """Measure kernel, batch and reference speed plus numba compile / cached start times."""
-    from research.bench import TARGETS, run_bench
+    """Measure kernel, batch and reference speed; with --startup, compile and start-up times."""
+    from research import bench as bench_mod
 
-    if bars < 2_000:
-        raise GridctlError(f"--bars must be at least 2000, got {bars}")
-    if sets < 1:
-        raise GridctlError(f"--sets must be at least 1, got {sets}")
     status = Console(stderr=True)
-    result = run_bench(bars=bars, sets=sets, progress=lambda msg: status.print(f"[dim]{msg}[/dim]"))
+    progress = lambda msg: status.print(f"[dim]{msg}[/dim]")  # noqa: E731
+    if startup:
+        result: dict[str, Any] = bench_mod.startup_bench(progress=progress)
+        title = "gridctl bench --startup (fresh processes, empty then filled numba cache)"
+    else:
+        if bars < 2_000:
+            raise GridctlError(f"--bars must be at least 2000, got {bars}")
+        if sets < 1:
+            raise GridctlError(f"--sets must be at least 1, got {sets}")
+        result = bench_mod.run_bench(bars=bars, sets=sets, progress=progress)
+        title = f"gridctl bench ({bars:,} bars, {sets} sets)"
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return
-    table = Table(title=f"gridctl bench ({bars:,} bars, {sets} sets)", title_justify="left")
+    table = Table(title=title, title_justify="left")
     for col in ("measure", "value", "target"):
         table.add_column(col)
     for key, value in result.items():
@@ -230,7 +290,7 @@ def bench(
             shown = "n/a (tests/reference_sim.py not found)"
         else:
             shown = f"{value:,.3f}" if value < 100 else f"{value:,.0f}"
-        table.add_row(key, shown, TARGETS.get(key, ""))
+        table.add_row(key, shown, bench_mod.TARGETS.get(key, ""))
     Console().print(table)
 
 

@@ -1,33 +1,36 @@
-"""The self-contained HTML report of one backtest: tables of the stats plus hand-made SVG charts.
+"""The self-contained HTML report of one backtest: tables of the stats plus interactive plotly charts.
 
-Why SVG and not a plotting library: the file must open with no network and stay small, so every
-chart is drawn here as inline SVG (hover a point for its `<title>` tooltip). Long curves are
-downsampled per bucket keeping the first, lowest, highest and last point, so extremes such as the
-deepest drawdown survive. The charts share one time axis: price with the entry ladder, fills and
-regime bands; equity; drawdown; funding payments; gate trips and rejections.
+The charts are one plotly figure whose five panels share the time axis, so zooming into one day
+zooms them all: price with the entry ladder (every rung price from one centre to the next), every
+fill (WebGL markers, never thinned) and the regime bands; equity; drawdown; funding payments per
+settlement; gate trips, rejections and other events in lanes. plotly.js is embedded inline, once,
+so the file opens with no network. Long curves (price, equity, drawdown) are downsampled per bucket
+keeping the first, lowest, highest and last point (``minmax_indices``), so extremes such as the
+deepest drawdown survive; fills, ladder rungs, funding and events are drawn in full.
 """
 
 from __future__ import annotations
 
 import html
 import itertools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from engine.enums import EventKind, Side
 from engine.ladder import rung_price_nb
 from engine.params import P_LEVELS_LONG, P_LEVELS_SHORT
 
-MAX_CURVE_POINTS = 5000
-MAX_MARKERS = 4000
-WIDTH = 1200
-PLOT_LEFT = 80
-PLOT_RIGHT = 20
+#: Points kept of the equity and drawdown curves; the price line keeps MAX_PRICE_POINTS.
+MAX_CURVE_POINTS = 8000
+MAX_PRICE_POINTS = 40000
+CHART_DIV_ID = "backtest-charts"
+#: Plotly options of every chart: scroll to zoom, no plotly logo.
+PLOT_CONFIG = {"scrollZoom": True, "displaylogo": False, "responsive": True}
 
 # Event kinds that mean a risk gate acted (the rest are bookkeeping: re-centres, data gaps, ...).
 GATE_EVENTS = (
@@ -38,7 +41,9 @@ GATE_EVENTS = (
     "input_missing",
     "liquidation",
 )
-_REGIME_COLOURS = {"up": "#2e7d32", "down": "#c62828"}
+# Events that end trading for good: drawn as a vertical line across the price panel.
+_STOP_EVENTS = ("drawdown_halt", "liquidation")
+_REGIME_COLOURS = {"up": "rgba(46,125,50,0.12)", "down": "rgba(198,40,40,0.12)"}
 _KIND_COLOURS = {
     "entry": "#1565c0",
     "tp": "#2e7d32",
@@ -46,6 +51,17 @@ _KIND_COLOURS = {
     "flatten": "#6a1b9a",
     "liquidation": "#000000",
 }
+_SIDE_ENTRY_COLOURS = {"long": "#1565c0", "short": "#ef6c00"}
+_LADDER_COLOURS = {"long": "rgba(21,101,192,0.45)", "short": "rgba(239,108,0,0.45)"}
+# Panel rows of the figure.
+ROW_PRICE, ROW_EQUITY, ROW_DRAWDOWN, ROW_FUNDING, ROW_EVENTS = 1, 2, 3, 4, 5
+_ROW_TITLES = (
+    "Price (close), ladder rungs (dashed; the policy may rest fewer), fills; shaded: regime up / down",
+    "Equity (USDT, bar close)",
+    "Drawdown from peak (%)",
+    "Funding per settlement (USDT; + received, - paid)",
+    "Gate trips, rejections and other events",
+)
 
 
 def minmax_indices(values: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> np.ndarray:
@@ -74,132 +90,6 @@ def minmax_indices(values: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> np
     return np.unique(np.asarray(keep, dtype=np.int64))
 
 
-@dataclass(frozen=True)
-class _Axis:
-    """Maps data coordinates of one chart panel to SVG pixels."""
-
-    t0: float
-    t1: float
-    y0: float
-    y1: float
-    height: int
-    top: int = 10
-    bottom: int = 28
-
-    def x(self, t: np.ndarray | float) -> np.ndarray | float:
-        span = self.t1 - self.t0 or 1.0
-        return PLOT_LEFT + (np.asarray(t, dtype=np.float64) - self.t0) / span * (
-            WIDTH - PLOT_LEFT - PLOT_RIGHT
-        )
-
-    def y(self, v: np.ndarray | float) -> np.ndarray | float:
-        span = self.y1 - self.y0 or 1.0
-        inner = self.height - self.top - self.bottom
-        return self.top + (self.y1 - np.asarray(v, dtype=np.float64)) / span * inner
-
-
-def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Round-numbered ticks covering [lo, hi]."""
-    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        return [lo] if math.isfinite(lo) else []
-    raw = (hi - lo) / count
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    first = math.ceil(lo / step) * step
-    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
-
-
-_TIME_STEPS_MS = [
-    m * 60_000 for m in (1, 5, 15, 30, 60, 120, 240, 360, 720, 1440, 2880, 7 * 1440, 14 * 1440, 30 * 1440)
-]
-
-
-def _time_ticks(t0: float, t1: float, count: int = 8) -> list[tuple[float, str]]:
-    """UTC-aligned time ticks with labels; dates for day steps, times for shorter steps."""
-    span = max(t1 - t0, 1.0)
-    step = next((s for s in _TIME_STEPS_MS if span / s <= count), _TIME_STEPS_MS[-1])
-    first = math.ceil(t0 / step) * step
-    fmt = "%Y-%m-%d" if step >= 86_400_000 else "%m-%d %H:%M"
-    ticks = []
-    t = first
-    while t <= t1:
-        ticks.append((t, datetime.fromtimestamp(t / 1000, tz=UTC).strftime(fmt)))
-        t += step
-    return ticks
-
-
-def _fmt_num(v: float) -> str:
-    if abs(v) >= 1000:
-        return f"{v:,.0f}"
-    if abs(v) >= 10:
-        return f"{v:.1f}"
-    return f"{v:.3g}"
-
-
-def _path(xs: np.ndarray, ys: np.ndarray) -> str:
-    """SVG path data through the finite points; a non-finite point breaks the line."""
-    parts: list[str] = []
-    pen_down = False
-    for x, y in zip(xs.tolist(), ys.tolist(), strict=True):
-        if not (math.isfinite(x) and math.isfinite(y)):
-            pen_down = False
-            continue
-        parts.append(f"{'L' if pen_down else 'M'}{x:.1f} {y:.1f}")
-        pen_down = True
-    return "".join(parts)
-
-
-def _frame(ax: _Axis, title: str, y_fmt: Any = _fmt_num) -> list[str]:
-    """Panel border, y grid with labels, time axis and title."""
-    out = [
-        f'<rect x="{PLOT_LEFT}" y="{ax.top}" width="{WIDTH - PLOT_LEFT - PLOT_RIGHT}" '
-        f'height="{ax.height - ax.top - ax.bottom}" fill="none" stroke="#bbb"/>',
-        f'<text x="{PLOT_LEFT + 4}" y="{ax.top + 12}" class="t">{html.escape(title)}</text>',
-    ]
-    for v in _nice_ticks(ax.y0, ax.y1):
-        yy = float(ax.y(v))
-        out.append(
-            f'<line x1="{PLOT_LEFT}" x2="{WIDTH - PLOT_RIGHT}" y1="{yy:.1f}" y2="{yy:.1f}" class="g"/>'
-        )
-        out.append(f'<text x="{PLOT_LEFT - 4}" y="{yy + 4:.1f}" text-anchor="end">{y_fmt(v)}</text>')
-    base = ax.height - ax.bottom
-    for t, label in _time_ticks(ax.t0, ax.t1):
-        xx = float(ax.x(t))
-        out.append(f'<line x1="{xx:.1f}" x2="{xx:.1f}" y1="{ax.top}" y2="{base}" class="g"/>')
-        out.append(f'<text x="{xx:.1f}" y="{base + 16}" text-anchor="middle">{label}</text>')
-    return out
-
-
-def _svg(height: int, body: list[str]) -> str:
-    return (
-        f'<svg width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}">' + "".join(body) + "</svg>"
-    )
-
-
-def _y_range(*arrays: np.ndarray, pad: float = 0.05) -> tuple[float, float]:
-    finite = [a[np.isfinite(a)] for a in arrays if len(a)]
-    finite = [a for a in finite if len(a)]
-    if not finite:
-        return 0.0, 1.0
-    lo = float(min(a.min() for a in finite))
-    hi = float(max(a.max() for a in finite))
-    if hi == lo:
-        lo, hi = lo - 1.0, hi + 1.0
-    margin = (hi - lo) * pad
-    return lo - margin, hi + margin
-
-
-def _spaced(n: int, limit: int) -> np.ndarray:
-    """At most ``limit`` evenly spaced indices out of ``n``."""
-    if n <= limit:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, limit).astype(np.int64))
-
-
-def _ts_label(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
-
-
 def _runs(values: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) index runs of equal consecutive values."""
     if len(values) == 0:
@@ -225,150 +115,350 @@ class ReportData:
     ladder_long: np.ndarray  # [n_centres, levels] long entry rung prices
     ladder_short: np.ndarray  # [n_centres, levels] short entry rung prices
     ladder_end: float  # when entries stopped for good (halt, liquidation) or the end of the data
-    fills: dict[str, np.ndarray | list[str]]  # ts, price, qty, side, kind
+    fills: dict[str, np.ndarray | list[str]]  # ts, price, qty, side, kind (+ level, fee, realized_pnl)
     funding: dict[str, np.ndarray]  # ts, amount, rate
     events: dict[str, np.ndarray | list[str]]  # ts, kind, reason, value
 
 
-def _price_chart(d: ReportData) -> str:
-    height = 420
-    t0 = float(d.ts[0]) if len(d.ts) else 0.0
-    t1 = float(d.ts[-1] + d.bar_ms) if len(d.ts) else 1.0
-    idx = minmax_indices(d.close)
-    fill_price = np.asarray(d.fills["price"], dtype=np.float64)
-    y0, y1 = _y_range(d.close, fill_price, d.ladder_long.ravel(), d.ladder_short.ravel())
-    ax = _Axis(t0, t1, y0, y1, height)
-    body: list[str] = []
-    # Regime bands: the regime per pixel column, merged into runs.
-    if len(d.regime):
-        reg = np.asarray(d.regime, dtype=object)
-        cols = _spaced(len(reg), WIDTH - PLOT_LEFT - PLOT_RIGHT)
-        sampled = reg[cols]
-        for a, b in _runs(sampled):
-            label = str(sampled[a])
-            if label not in _REGIME_COLOURS:
-                continue
-            xa = float(ax.x(d.equity_ts[cols[a]]))
-            xb = float(ax.x(d.equity_ts[cols[b - 1]] + d.bar_ms)) if b < len(cols) else WIDTH - PLOT_RIGHT
-            body.append(
-                f'<rect x="{xa:.1f}" y="{ax.top}" width="{max(xb - xa, 0.5):.1f}" '
-                f'height="{height - ax.top - ax.bottom}" fill="{_REGIME_COLOURS[label]}" '
-                f'fill-opacity="0.08"><title>regime {label}</title></rect>'
-            )
-    body += _frame(
-        ax,
-        "Price (close); dashed: every ladder rung (the policy may rest fewer); fills; "
-        "shaded: regime up (green) / down (red)",
-    )
-    # Ladder: each rung price as a step line from one centre to the next.
-    ends = np.minimum(np.concatenate((d.ladder_ts[1:], [t1])), d.ladder_end) if len(d.ladder_ts) else []
-    for prices, colour in ((d.ladder_long, "#1565c0"), (d.ladder_short, "#ef6c00")):
-        for j in range(len(d.ladder_ts)):
-            if d.ladder_ts[j] >= ends[j]:
-                continue
-            for p in prices[j]:
-                if not math.isfinite(p):
-                    continue
-                yy = float(ax.y(p))
-                body.append(
-                    f'<line x1="{float(ax.x(d.ladder_ts[j])):.1f}" x2="{float(ax.x(ends[j])):.1f}" '
-                    f'y1="{yy:.1f}" y2="{yy:.1f}" stroke="{colour}" stroke-opacity="0.35" '
-                    f'stroke-dasharray="3 3"/>'
-                )
-    xs = ax.x(d.ts[idx] + d.bar_ms)
-    body.append(f'<path d="{_path(xs, ax.y(d.close[idx]))}" fill="none" stroke="#333" stroke-width="1"/>')
-    n_fills = len(fill_price)
-    show = _spaced(n_fills, MAX_MARKERS)
-    fts = np.asarray(d.fills["ts"])
-    for i in show.tolist():
-        kind = str(d.fills["kind"][i])
-        side = str(d.fills["side"][i])
-        xx, yy = float(ax.x(fts[i])), float(ax.y(fill_price[i]))
-        tip = html.escape(
-            f"{_ts_label(int(fts[i]))} {side} {kind} {float(d.fills['qty'][i]):g} @ {fill_price[i]:g}"
+def _ms(values: np.ndarray) -> np.ndarray:
+    """Epoch milliseconds as float64 (plotly date axes read numbers as ms; typed arrays keep it small)."""
+    return np.asarray(values, dtype=np.float64)
+
+
+def drawdown_pct(equity: np.ndarray) -> np.ndarray:
+    """Fall of each bar-close equity below its running peak, in percent of the peak (<= 0)."""
+    if len(equity) == 0:
+        return np.zeros(0)
+    peak = np.maximum.accumulate(np.where(np.isfinite(equity), equity, -np.inf))
+    safe = np.where(peak > 0, peak, 1.0)
+    return np.where(peak > 0, (equity - peak) / safe * 100.0, 0.0)
+
+
+def _ladder_segments(d: ReportData, side: str, t1: float) -> tuple[np.ndarray, np.ndarray]:
+    """x/y of one side's rungs as horizontal segments (start, end, gap) from one centre to the next."""
+    prices = d.ladder_long if side == "long" else d.ladder_short
+    if len(d.ladder_ts) == 0 or prices.size == 0:
+        return np.zeros(0), np.zeros(0)
+    starts = _ms(d.ladder_ts)
+    ends = np.minimum(np.concatenate((starts[1:], [t1])), d.ladder_end)
+    live = (starts < ends)[:, None] & np.isfinite(prices)
+    j, _ = np.nonzero(live)
+    p = prices[live]
+    xs = np.column_stack((starts[j], ends[j], np.full(len(j), np.nan))).ravel()
+    ys = np.column_stack((p, p, np.full(len(j), np.nan))).ravel()
+    return xs, ys
+
+
+def _regime_steps(d: ReportData, label: str, t1: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Step curve 1 inside ``label``'s runs and 0 outside (drawn shaded on a hidden 0..1 axis)."""
+    reg = np.asarray(d.regime, dtype=object)
+    if not len(reg) or not (reg == label).any():
+        return None
+    xs, ys = [], []
+    for a, b in _runs(reg == label):
+        xs.append(float(d.equity_ts[a]))
+        ys.append(1.0 if reg[a] == label else 0.0)
+        if b == len(reg):
+            xs.append(t1)
+            ys.append(ys[-1])
+    return np.asarray(xs), np.asarray(ys)
+
+
+def _add_price_panel(fig: go.Figure, d: ReportData, t1: float) -> None:
+    for label, colour in _REGIME_COLOURS.items():
+        steps = _regime_steps(d, label, t1)
+        if steps is None:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=steps[0],
+                y=steps[1],
+                name=f"regime {label}",
+                mode="lines",
+                line={"width": 0, "shape": "hv"},
+                fill="tozeroy",
+                fillcolor=colour,
+                hoverinfo="skip",
+                legendgroup="regime",
+            ),
+            row=ROW_PRICE,
+            col=1,
+            secondary_y=True,
         )
-        colour = _KIND_COLOURS.get(kind, "#555")
-        if kind == "entry":
-            # Triangle up for a long entry (buy), down for a short entry (sell).
-            dy = -5 if side == "long" else 5
-            pts = f"{xx - 4:.1f},{yy - dy:.1f} {xx + 4:.1f},{yy - dy:.1f} {xx:.1f},{yy + dy:.1f}"
-            body.append(f'<polygon points="{pts}" fill="{colour}"><title>{tip}</title></polygon>')
-        else:
-            body.append(
-                f'<circle cx="{xx:.1f}" cy="{yy:.1f}" r="3" fill="{colour}"><title>{tip}</title></circle>'
-            )
-    note = f"{n_fills} fills" if len(show) == n_fills else f"showing {len(show)} of {n_fills} fills"
-    body.append(f'<text x="{WIDTH - PLOT_RIGHT - 4}" y="{ax.top + 12}" text-anchor="end">{note}</text>')
-    return _svg(height, body)
-
-
-def _line_chart(title: str, ts: np.ndarray, values: np.ndarray, t0: float, t1: float, colour: str) -> str:
-    height = 220
-    idx = minmax_indices(values)
-    y0, y1 = _y_range(values)
-    ax = _Axis(t0, t1, y0, y1, height)
-    body = _frame(ax, title)
-    body.append(
-        f'<path d="{_path(ax.x(ts[idx]), ax.y(values[idx]))}" fill="none" '
-        f'stroke="{colour}" stroke-width="1.2"/>'
+    for side in ("long", "short"):
+        xs, ys = _ladder_segments(d, side, t1)
+        if len(xs) == 0:
+            continue
+        fig.add_trace(
+            go.Scattergl(
+                x=xs,
+                y=ys,
+                name=f"{side} rungs",
+                mode="lines",
+                line={"color": _LADDER_COLOURS[side], "width": 1, "dash": "dash"},
+                hovertemplate=f"{side} rung %{{y}}<extra></extra>",
+                legendgroup="ladder",
+            ),
+            row=ROW_PRICE,
+            col=1,
+        )
+    idx = minmax_indices(d.close, MAX_PRICE_POINTS)
+    fig.add_trace(
+        go.Scattergl(
+            x=_ms(d.ts[idx] + d.bar_ms),
+            y=np.asarray(d.close, dtype=np.float64)[idx],
+            name="close" if len(idx) == len(d.close) else f"close ({len(idx):,} of {len(d.close):,} bars)",
+            mode="lines",
+            line={"color": "#333", "width": 1},
+            hovertemplate="%{x|%Y-%m-%d %H:%M} close %{y}<extra></extra>",
+        ),
+        row=ROW_PRICE,
+        col=1,
     )
-    return _svg(height, body)
+    _add_fills(fig, d)
+    kinds = list(map(str, d.events["kind"]))
+    ets = np.asarray(d.events["ts"], dtype=np.int64)
+    for kind in _STOP_EVENTS:
+        for t in ets[[k == kind for k in kinds]] if kinds else []:
+            fig.add_vline(x=float(t), line={"color": "#c62828", "width": 1.5}, row=ROW_PRICE, col=1)
 
 
-def _funding_chart(d: ReportData, t0: float, t1: float) -> str:
-    height = 200
+def _add_fills(fig: go.Figure, d: ReportData) -> None:
+    """Every fill as a marker, one trace per (side, kind); hover shows the ledger row."""
+    side = np.asarray(d.fills["side"], dtype=object)
+    kind = np.asarray(d.fills["kind"], dtype=object)
+    n = len(side)
+    extra = [c for c in ("level", "fee", "realized_pnl") if c in d.fills]
+    for s, k in sorted({(str(a), str(b)) for a, b in zip(side, kind, strict=True)}):
+        rows = np.flatnonzero((side == s) & (kind == k))
+        if k == "entry":
+            symbol = "triangle-up" if s == "long" else "triangle-down"
+            colour = _SIDE_ENTRY_COLOURS.get(s, "#555")
+        else:
+            symbol = "circle" if s == "long" else "diamond"
+            colour = _KIND_COLOURS.get(k, "#555")
+        custom = np.column_stack(
+            [np.asarray(d.fills["qty"], dtype=np.float64)[rows]]
+            + [np.asarray(d.fills[c], dtype=np.float64)[rows] for c in extra]
+        )
+        tail = "".join(f"<br>{c} %{{customdata[{i + 1}]:.6g}}" for i, c in enumerate(extra))
+        fig.add_trace(
+            go.Scattergl(
+                x=_ms(np.asarray(d.fills["ts"])[rows]),
+                y=np.asarray(d.fills["price"], dtype=np.float64)[rows],
+                customdata=custom,
+                name=f"{s} {k} ({len(rows):,})",
+                mode="markers",
+                marker={"symbol": symbol, "color": colour, "size": 7 if k == "entry" else 6},
+                hovertemplate=f"%{{x|%Y-%m-%d %H:%M}} {s} {k}<br>%{{customdata[0]:g}} @ %{{y}}{tail}"
+                "<extra></extra>",
+                legendgroup="fills",
+            ),
+            row=ROW_PRICE,
+            col=1,
+        )
+    if n == 0:
+        fig.add_annotation(
+            text="no fills",
+            xref="x domain",
+            yref="y domain",
+            x=0.01,
+            y=0.95,
+            showarrow=False,
+            row=ROW_PRICE,
+            col=1,
+        )
+
+
+def _add_line(fig: go.Figure, row: int, name: str, ts: np.ndarray, values: np.ndarray, colour: str) -> None:
+    idx = minmax_indices(values, MAX_CURVE_POINTS)
+    fig.add_trace(
+        go.Scattergl(
+            x=_ms(ts[idx]),
+            y=np.asarray(values, dtype=np.float64)[idx],
+            name=name,
+            mode="lines",
+            line={"color": colour, "width": 1.2},
+            hovertemplate=f"%{{x|%Y-%m-%d %H:%M}} {name} %{{y:,.2f}}<extra></extra>",
+            showlegend=False,
+        ),
+        row=row,
+        col=1,
+    )
+
+
+def _add_funding(fig: go.Figure, d: ReportData) -> None:
     ts = np.asarray(d.funding["ts"], dtype=np.int64)
+    if len(ts) == 0:
+        fig.add_annotation(
+            text="no funding paid or received",
+            xref="x domain",
+            yref="y domain",
+            x=0.01,
+            y=0.9,
+            showarrow=False,
+            row=ROW_FUNDING,
+            col=1,
+        )
+        return
     amount = np.asarray(d.funding["amount"], dtype=np.float64)
     settle, first, inverse = np.unique(ts, return_index=True, return_inverse=True)
     total = np.zeros(len(settle))
     np.add.at(total, inverse, amount)
-    rate = np.asarray(d.funding["rate"], dtype=np.float64)[first]  # one rate per settlement
-    y0, y1 = _y_range(np.concatenate((total, [0.0])))
-    ax = _Axis(t0, t1, y0, y1, height)
-    body = _frame(ax, "Funding payments per settlement (USDT; + received, - paid)")
-    zero = float(ax.y(0.0))
-    for t, v, r in zip(settle.tolist(), total.tolist(), rate.tolist(), strict=True):
-        xx, yy = float(ax.x(t)), float(ax.y(v))
-        colour = "#2e7d32" if v >= 0 else "#c62828"
-        body.append(
-            f'<rect x="{xx - 1:.1f}" y="{min(yy, zero):.1f}" width="2" '
-            f'height="{max(abs(zero - yy), 0.5):.1f}" '
-            f'fill="{colour}"><title>{_ts_label(t)} rate {r * 100:+.4f} %: {v:+.4f} USDT</title></rect>'
-        )
-    return _svg(height, body)
+    rate = np.asarray(d.funding["rate"], dtype=np.float64)[first] * 100.0  # one rate per settlement
+    fig.add_trace(
+        go.Bar(
+            x=_ms(settle),
+            y=total,
+            customdata=rate,
+            name=f"funding ({len(settle):,} settlements)",
+            marker={"color": np.where(total >= 0, "#2e7d32", "#c62828").tolist()},
+            hovertemplate="%{x|%Y-%m-%d %H:%M} rate %{customdata:+.4f} %: %{y:+.4f} USDT<extra></extra>",
+            showlegend=False,
+        ),
+        row=ROW_FUNDING,
+        col=1,
+    )
 
 
-def _events_chart(d: ReportData, t0: float, t1: float) -> str:
-    kinds = sorted(set(map(str, d.events["kind"])))
-    lane_h = 22
-    height = 60 + lane_h * max(len(kinds), 1)
-    ax = _Axis(t0, t1, 0.0, 1.0, height)
-    body = [
-        f'<text x="{PLOT_LEFT + 4}" y="{ax.top + 12}" class="t">'
-        "Gate trips, rejections and other events</text>"
-    ]
-    base = height - ax.bottom
-    for t, label in _time_ticks(t0, t1):
-        xx = float(ax.x(t))
-        body.append(f'<line x1="{xx:.1f}" x2="{xx:.1f}" y1="{ax.top + 16}" y2="{base}" class="g"/>')
-        body.append(f'<text x="{xx:.1f}" y="{base + 16}" text-anchor="middle">{label}</text>')
-    if not kinds:
-        body.append(f'<text x="{PLOT_LEFT + 4}" y="{ax.top + 34}">no events</text>')
+def _add_events(fig: go.Figure, d: ReportData) -> list[str]:
+    """One lane per event kind (count in its name); returns the lane labels, bottom first."""
+    kinds_all = np.asarray(list(map(str, d.events["kind"])), dtype=object)
+    kinds = sorted(set(kinds_all.tolist()))
     ets = np.asarray(d.events["ts"], dtype=np.int64)
-    kind_arr = np.asarray(d.events["kind"], dtype=object)
+    reasons = np.asarray(list(map(str, d.events["reason"])), dtype=object)
+    values = np.asarray(d.events["value"], dtype=np.float64)
     for lane, kind in enumerate(kinds):
-        yy = ax.top + 28 + lane * lane_h
-        body.append(f'<text x="{PLOT_LEFT - 4}" y="{yy + 4}" text-anchor="end">{html.escape(kind)}</text>')
-        rows = np.flatnonzero(kind_arr == kind)
-        for i in rows[_spaced(len(rows), MAX_MARKERS)].tolist():
-            xx = float(ax.x(ets[i]))
-            tip = html.escape(
-                f"{_ts_label(int(ets[i]))} {kind} {d.events['reason'][i]} "
-                f"value={float(d.events['value'][i]):g}"
-            )
-            body.append(f'<circle cx="{xx:.1f}" cy="{yy}" r="3" fill="#c62828"><title>{tip}</title></circle>')
-        body.append(f'<text x="{WIDTH - PLOT_RIGHT - 4}" y="{yy + 4}" text-anchor="end">{len(rows)}</text>')
-    return _svg(height, body)
+        rows = np.flatnonzero(kinds_all == kind)
+        fig.add_trace(
+            go.Scattergl(
+                x=_ms(ets[rows]),
+                y=np.full(len(rows), float(lane)),
+                customdata=np.column_stack((reasons[rows], values[rows])),
+                name=f"{kind} ({len(rows):,})",
+                mode="markers",
+                marker={"color": "#c62828" if kind in GATE_EVENTS else "#546e7a", "size": 6},
+                hovertemplate=f"%{{x|%Y-%m-%d %H:%M}} {kind}<br>%{{customdata[0]}} value=%{{customdata[1]}}"
+                "<extra></extra>",
+                showlegend=False,
+            ),
+            row=ROW_EVENTS,
+            col=1,
+        )
+    return [f"{k} ({int((kinds_all == k).sum()):,})" for k in kinds]
+
+
+def backtest_figure(d: ReportData) -> go.Figure:
+    """The report's interactive figure: five panels on one shared, zoomable time axis."""
+    t1 = float(d.ts[-1] + d.bar_ms) if len(d.ts) else 1.0
+    fig = make_subplots(
+        rows=5,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.035,
+        row_heights=[0.42, 0.16, 0.12, 0.12, 0.18],
+        specs=[[{"secondary_y": True}], [{}], [{}], [{}], [{}]],
+        subplot_titles=_ROW_TITLES,
+    )
+    _add_price_panel(fig, d, t1)
+    _add_line(fig, ROW_EQUITY, "equity", d.equity_ts + d.bar_ms, d.equity, "#1565c0")
+    _add_line(fig, ROW_DRAWDOWN, "drawdown %", d.equity_ts + d.bar_ms, drawdown_pct(d.equity), "#c62828")
+    _add_funding(fig, d)
+    lanes = _add_events(fig, d)
+    fig.update_xaxes(type="date", showspikes=True, spikemode="across", spikethickness=1)
+    fig.update_xaxes(
+        rangeselector={
+            "buttons": [
+                {"count": 1, "label": "1 day", "step": "day", "stepmode": "backward"},
+                {"count": 7, "label": "1 week", "step": "day", "stepmode": "backward"},
+                {"count": 1, "label": "1 month", "step": "month", "stepmode": "backward"},
+                {"label": "all", "step": "all"},
+            ]
+        },
+        row=ROW_PRICE,
+        col=1,
+    )
+    fig.update_yaxes(range=[0, 1], visible=False, fixedrange=True, row=ROW_PRICE, col=1, secondary_y=True)
+    fig.update_yaxes(
+        tickvals=list(range(len(lanes))),
+        ticktext=lanes,
+        range=[-0.7, max(len(lanes), 1) - 0.3],
+        fixedrange=True,
+        row=ROW_EVENTS,
+        col=1,
+    )
+    if not lanes:
+        fig.add_annotation(
+            text="no events",
+            xref="x domain",
+            yref="y domain",
+            x=0.01,
+            y=0.5,
+            showarrow=False,
+            row=ROW_EVENTS,
+            col=1,
+        )
+    fig.update_layout(
+        template="plotly_white",
+        height=1250,
+        margin={"l": 70, "r": 30, "t": 70, "b": 40},
+        hovermode="closest",
+        dragmode="zoom",
+        legend={"y": 1, "yanchor": "top", "font": {"size": 11}, "groupclick": "toggleitem"},
+        font={"size": 11},
+    )
+    return fig
+
+
+# After every zoom or pan of the shared time axis, fit each value axis (price, equity, drawdown,
+# funding) to the points inside the visible time range, except the one a box zoom just set; a
+# double-click (autorange) resets them.
+_FIT_Y_SCRIPT = """
+(function () {
+  var gd = document.getElementById('{plot_id}');
+  var fitted = ['y', 'y3', 'y4', 'y5'];
+  var busy = false;
+  function ms(ax, v) { return typeof ax.r2l === 'function' ? ax.r2l(v) : Date.parse(v); }
+  gd.on('plotly_relayout', function (ev) {
+    if (busy || !ev) return;
+    var keys = Object.keys(ev);
+    if (!keys.some(function (k) { return k.indexOf('xaxis') === 0; })) return;
+    var fl = gd._fullLayout, upd = {}, box = {};
+    var reset = keys.some(function (k) { return k.indexOf('autorange') >= 0; });
+    gd._fullData.forEach(function (tr) {
+      if (tr.visible !== true || fitted.indexOf(tr.yaxis) < 0 || !tr.x || !tr.y) return;
+      var xa = fl[tr.xaxis.replace('x', 'xaxis')];
+      var lo = ms(xa, xa.range[0]), hi = ms(xa, xa.range[1]);
+      var b = box[tr.yaxis] || (box[tr.yaxis] = [Infinity, -Infinity]);
+      if (tr.type === 'bar') { b[0] = Math.min(b[0], 0); b[1] = Math.max(b[1], 0); }
+      var n = tr.x.length;
+      for (var i = 0; i < n; i++) {
+        var x = +tr.x[i], y = +tr.y[i];
+        if (!isFinite(y)) continue;
+        // A point counts when it is inside the range or its line segment to a neighbour crosses it.
+        var seen = x >= lo && x <= hi;
+        if (!seen && tr.mode === 'lines') {
+          var prev = i > 0 ? +tr.x[i - 1] : NaN, next = i + 1 < n ? +tr.x[i + 1] : NaN;
+          seen = (x < lo && next >= lo && isFinite(+tr.y[i + 1])) ||
+                 (x > hi && prev <= hi && isFinite(+tr.y[i - 1]));
+        }
+        if (seen) { if (y < b[0]) b[0] = y; if (y > b[1]) b[1] = y; }
+      }
+    });
+    fitted.forEach(function (y) {
+      var name = y.replace('y', 'yaxis'), b = box[y];
+      if (reset) { upd[name + '.autorange'] = true; return; }
+      // A box zoom chose this panel's value range itself: keep it.
+      if ((name + '.range[0]') in ev || (name + '.range') in ev) return;
+      if (!b || !(b[1] >= b[0])) return;
+      var pad = (b[1] - b[0]) * 0.05 || Math.abs(b[0]) * 0.001 || 1;
+      upd[name + '.range'] = [b[0] - pad, b[1] + pad];
+    });
+    busy = true;
+    Plotly.relayout(gd, upd).then(function () { busy = false; }, function () { busy = false; });
+  });
+})();
+"""
 
 
 def _table(rows: Sequence[tuple[str, str]]) -> str:
@@ -380,9 +470,7 @@ _CSS = (
     "body{font-family:system-ui,sans-serif;margin:20px;color:#222}"
     "table{border-collapse:collapse;margin:0 24px 16px 0;display:inline-table;vertical-align:top}"
     "th,td{border-bottom:1px solid #ddd;padding:3px 10px;text-align:left;font-size:13px}"
-    "th{color:#555;font-weight:normal}svg{display:block;margin:6px 0}"
-    "svg text{font-size:11px;fill:#444}svg text.t{font-size:12px;fill:#111;font-weight:bold}"
-    "svg line.g{stroke:#eee}"
+    "th{color:#555;font-weight:normal}p.note{color:#555;font-size:13px}"
 )
 
 
@@ -392,16 +480,23 @@ def render_report(
     assumptions: Sequence[tuple[str, str]],
     gates: Sequence[tuple[str, str]],
 ) -> str:
-    """The whole report as one HTML string; it loads nothing from anywhere."""
-    t0 = float(d.ts[0]) if len(d.ts) else 0.0
-    t1 = float(d.ts[-1] + d.bar_ms) if len(d.ts) else 1.0
-    peak = (
-        np.maximum.accumulate(np.where(np.isfinite(d.equity), d.equity, -np.inf))
-        if len(d.equity)
-        else d.equity
-    )
-    drawdown = np.where(peak > 0, (d.equity - peak) / np.where(peak > 0, peak, 1.0) * 100.0, 0.0)
+    """The whole report as one HTML string; plotly.js is inline, so it loads nothing from anywhere."""
     title = html.escape(d.title)
+    fig = backtest_figure(d)
+    chart = fig.to_html(
+        full_html=False,
+        include_plotlyjs=True,
+        config=PLOT_CONFIG,
+        div_id=CHART_DIV_ID,
+        default_width="100%",
+        post_script=_FIT_Y_SCRIPT,
+    )
+    kept = min(len(d.close), len(minmax_indices(d.close, MAX_PRICE_POINTS)))
+    note = (
+        "Drag to zoom (all panels share the time axis), double-click to zoom out, scroll to zoom, "
+        f"click a legend entry to hide it. Every fill is drawn ({len(d.fills['ts']):,}); the price line "
+        f"keeps {kept:,} of {len(d.close):,} closes (first, lowest, highest and last per bucket)."
+    )
     parts = [
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>',
         f"<style>{_CSS}</style></head><body><h1>{title}</h1>",
@@ -411,11 +506,8 @@ def render_report(
         "<h2>What this run assumed</h2>",
         _table(assumptions),
         "<h2>Charts</h2>",
-        _price_chart(d),
-        _line_chart("Equity (USDT, bar close)", d.equity_ts + d.bar_ms, d.equity, t0, t1, "#1565c0"),
-        _line_chart("Drawdown from peak (%)", d.equity_ts + d.bar_ms, drawdown, t0, t1, "#c62828"),
-        _funding_chart(d, t0, t1),
-        _events_chart(d, t0, t1),
+        f'<p class="note">{html.escape(note)}</p>',
+        chart,
         "</body></html>",
     ]
     return "\n".join(parts)
@@ -441,13 +533,14 @@ def headline_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
         ("Final equity", _fmt(s["final_equity"], " USDT")),
         ("Total return", _fmt(s["total_return_pct"], " %")),
         ("CAGR", _fmt(s["cagr_pct"], " %")),
-        ("Max drawdown (daily)", _fmt(s["max_drawdown_pct"], " %")),
-        ("Max drawdown (bar close)", _fmt(s["max_drawdown_intraday_pct"], " %")),
+        ("Max drawdown (daily close)", _fmt(s["max_drawdown_daily_close_pct"], " %")),
+        ("Max drawdown (bar close)", _fmt(s["max_drawdown_bar_close_pct"], " %")),
+        ("Max drawdown (intrabar worst point)", _fmt(s["max_drawdown_intrabar_pct"], " %")),
         ("Sharpe", _fmt(s["sharpe"])),
         ("Sortino", _fmt(s["sortino"])),
         ("Calmar", _fmt(s["calmar"])),
-        ("Profit factor", _fmt(s["profit_factor"])),
-        ("Win rate", _fmt(s["win_rate_pct"], " %", 1)),
+        ("Profit factor (closed lots, after fees)", _fmt(s["profit_factor"])),
+        ("Win rate (closed lots, after fees)", _fmt(s["win_rate_pct"], " %", 1)),
         ("Fills (entries / exits)", f"{s['n_fills']:,} ({s['n_entries']:,} / {s['n_exits']:,})"),
         ("Realized PnL", _fmt(s["realized_pnl"], " USDT")),
         ("Fees paid", _fmt(s["fees_paid"], " USDT")),
@@ -461,20 +554,27 @@ def headline_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def path_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
-    """The path bracket (high first / low first) and the round trips one bar decided."""
+    """The path bracket (every intrabar path rule, worst and best) and the round trips one bar decided."""
     rows = []
     b = stats.get("path_bracket")
     if b is not None:
-        hi, lo = b["high_first"], b["low_first"]
+        hi, lo, worst, best = b["high_first"], b["low_first"], b["worst"], b["best"]
+        dd = "max_drawdown_bar_close_pct"
         rows += [
             (
-                "Return, high / low first",
-                f"{_fmt(hi['total_return_pct'], ' %')} / {_fmt(lo['total_return_pct'], ' %')} "
+                "Return, worst / best path",
+                f"{_fmt(worst['total_return_pct'], ' %')} / {_fmt(best['total_return_pct'], ' %')} "
                 f"(ran: {b['rule']})",
             ),
+            ("Max DD bar close, worst / best", f"{_fmt(worst[dd], ' %')} / {_fmt(best[dd], ' %')}"),
             (
-                "Max DD bar close, high / low first",
-                f"{_fmt(hi['max_drawdown_pct'], ' %')} / {_fmt(lo['max_drawdown_pct'], ' %')}",
+                "Return, high / low first",
+                f"{_fmt(hi['total_return_pct'], ' %')} / {_fmt(lo['total_return_pct'], ' %')}",
+            ),
+            (
+                "Return, nearer / farther first",
+                f"{_fmt(b['nearer_first']['total_return_pct'], ' %')} / "
+                f"{_fmt(b['farther_first']['total_return_pct'], ' %')}",
             ),
             ("Fills, high / low first", f"{hi['n_fills']:,} / {lo['n_fills']:,}"),
         ]
@@ -548,8 +648,8 @@ def ladder_history(run: Any, market: Any) -> tuple[np.ndarray, np.ndarray, np.nd
     return starts, longs.reshape(len(centres), n_long), shorts.reshape(len(centres), n_short)
 
 
-def build_report(run: Any, market: Any, stats: dict[str, Any]) -> str:
-    """The report of one run (``engine.run.RunOutput``) on its market, with its stats."""
+def report_data(run: Any, market: Any, stats: dict[str, Any]) -> ReportData:
+    """What the charts of one run (``engine.run.RunOutput``) on its market draw."""
     from research.results import result_frames  # results imports this module
 
     frames = result_frames(run)
@@ -558,7 +658,7 @@ def build_report(run: Any, market: Any, stats: dict[str, Any]) -> str:
     fills, funding, events = frames["fills"], frames["funding"], frames["events"]
     stops = run.events[np.isin(run.events["kind"], [EventKind.DRAWDOWN_HALT, EventKind.LIQUIDATION])]
     ladder_end = float(stops["ts"][0] + market.bar_ms) if len(stops) else float(market.ts[-1] + market.bar_ms)
-    d = ReportData(
+    return ReportData(
         title=f"gridctl backtest: {stats['strategy']} on {stats['symbol']} {stats['timeframe']}",
         bar_ms=int(market.bar_ms),
         ts=market.ts,
@@ -570,10 +670,15 @@ def build_report(run: Any, market: Any, stats: dict[str, Any]) -> str:
         ladder_long=ladder_long,
         ladder_short=ladder_short,
         ladder_end=ladder_end,
-        fills={c: fills[c].to_numpy() for c in ("ts", "price", "qty")}
+        fills={c: fills[c].to_numpy() for c in ("ts", "price", "qty", "level", "fee", "realized_pnl")}
         | {c: fills[c].to_list() for c in ("side", "kind")},
         funding={c: funding[c].to_numpy() for c in ("ts", "amount", "rate")},
         events={c: events[c].to_numpy() for c in ("ts", "value")}
         | {c: events[c].to_list() for c in ("kind", "reason")},
     )
+
+
+def build_report(run: Any, market: Any, stats: dict[str, Any]) -> str:
+    """The report of one run (``engine.run.RunOutput``) on its market, with its stats."""
+    d = report_data(run, market, stats)
     return render_report(d, headline_rows(stats), assumption_rows(stats), gate_rows(stats))

@@ -4,9 +4,14 @@ The frames keep DESIGN.md's record columns, in order, with the same numeric dtyp
 columns (side, kind, liquidity, mark_source, reason, regime, state) become lowercase labels
 ("long", "tp", "maker", ...) so a parquet file reads without the engine's enum tables.
 
-``write_results`` renders every file in memory first and then writes each one atomically
-(``data.atomic``): a failure before the writes leaves nothing, a failure during them leaves only
-complete files, never a half-written one.
+``write_results`` renders every file in memory first, writes them into a temporary folder beside the
+target and renames that folder into place: an interruption (error, Ctrl-C, full disk) leaves the target
+as it was, never a folder with some of the files or a mix of two runs. A target that already holds
+results is replaced only with ``force`` (old folder renamed aside, new one renamed in, old deleted);
+a folder holding anything else is never replaced. (Only a hard kill between the two renames of a
+replace can leave the target missing; the old results then sit beside it in ``.NAME.old-*``.)
+``check_out_dir`` runs the same checks up front so the CLI refuses a bad ``--out`` before the backtest
+starts.
 """
 
 from __future__ import annotations
@@ -15,14 +20,17 @@ import io
 import json
 import math
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from data.atomic import atomic_write_bytes
+from configs.errors import GridctlError
 from data.market import Market
+from data.paths import require_writable_dir
 from engine.enums import EventKind, FillKind, Liquidity, MarkSource, Reason, Regime, RiskState, Side
 from engine.records import EQUITY_DTYPE, EVENT_DTYPE, FILL_DTYPE, FUNDING_DTYPE
 from research.report import build_report
@@ -45,6 +53,9 @@ _LABELLED: dict[str, dict[str, Any]] = {
     "events": {"kind": EventKind, "reason": Reason, "side": Side},
 }
 _DTYPES = {"fills": FILL_DTYPE, "funding": FUNDING_DTYPE, "equity": EQUITY_DTYPE, "events": EVENT_DTYPE}
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 _POLARS = {"i1": pl.Int8, "i2": pl.Int16, "i8": pl.Int64, "f8": pl.Float64}
 
 
@@ -101,13 +112,79 @@ def _parquet_bytes(frame: pl.DataFrame) -> bytes:
     return buf.getvalue()
 
 
+def check_out_dir(out_dir: str | os.PathLike[str], force: bool = False, option: str = "--out") -> Path:
+    """Refuse an output folder ``write_results`` could not fill; call it before the work starts.
+
+    The folder may be missing (its parent must be creatable) or empty; one that holds results needs
+    ``force``; one that holds other files is refused even with ``force`` (gridctl never deletes them).
+    """
+    out = require_writable_dir(out_dir, option)
+    if not out.is_dir():
+        return out
+    present = sorted(p.name for p in out.iterdir())
+    if not present:
+        return out
+    foreign = [name for name in present if name not in RESULT_FILES]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise GridctlError(
+            f"{option}: {out} holds files that are not backtest results ({shown}); "
+            "choose an empty or new folder (gridctl never deletes other files)"
+        )
+    if not force:
+        raise GridctlError(f"{option}: {out} already holds results; pass --force to replace them")
+    return out
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_results(
-    out_dir: str | os.PathLike[str], run: RunLike, market: Market, stats: dict[str, Any]
+    out_dir: str | os.PathLike[str],
+    run: RunLike,
+    market: Market,
+    stats: dict[str, Any],
+    force: bool = False,
 ) -> list[Path]:
-    """Write the ledgers, ``stats.json`` and ``report.html`` into ``out_dir``; returns the paths written."""
+    """Write the ledgers, ``stats.json`` and ``report.html`` as the folder ``out_dir``, all at once.
+
+    Returns the paths written. An existing results folder is replaced only with ``force``; see the
+    module docstring for what an interruption leaves.
+    """
     frames = result_frames(run)
     payloads = {f"{name}.parquet": _parquet_bytes(frame) for name, frame in frames.items()}
     payloads["stats.json"] = (stats_json(stats) + "\n").encode("utf-8")
     payloads["report.html"] = build_report(run, market, stats).encode("utf-8")
-    out = Path(out_dir)
-    return [atomic_write_bytes(out / name, payloads[name]) for name in RESULT_FILES]
+    out = check_out_dir(out_dir, force).absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    aside: Path | None = None
+    try:
+        for name in RESULT_FILES:
+            with open(staging / name, "wb") as fh:
+                fh.write(payloads[name])
+                fh.flush()
+                os.fsync(fh.fileno())
+        # mkdtemp makes a 0700 folder; give it the permissions a plain mkdir would have.
+        os.chmod(staging, 0o777 & ~_UMASK)
+        _fsync_dir(staging)
+        if out.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, aside)  # an empty folder of that name stands ready, so this is a rename
+        os.replace(staging, out)
+    except BaseException:
+        if aside is not None and not out.exists():
+            os.replace(aside, out)  # put the old results back
+            aside = None
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+    _fsync_dir(out.parent)
+    return [out / name for name in RESULT_FILES]

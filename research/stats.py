@@ -11,8 +11,15 @@ Conventions:
   deviation sqrt(sum(min(r, 0)^2) / n) instead of the stdev; both are None with fewer than 2 days or
   a zero denominator. CAGR compounds over the bars run (first bar open to last bar close; a
   liquidation ends the run) in 365-day years; Calmar = CAGR / daily max drawdown (None when that
-  drawdown is 0). ``max_drawdown_intraday_pct`` is the same on bar-close equity (the kernel's).
-- Profit factor and win rate use exit fills' realized PnL (gross of fees, as the ledger has it).
+  drawdown is 0).
+- Drawdowns, each from the running peak of the series it names (the peak starts at the initial
+  balance): ``max_drawdown_daily_close_pct`` on UTC-day closing equity, ``max_drawdown_bar_close_pct``
+  on every bar's closing equity, ``max_drawdown_intrabar_pct`` on each bar's worst point - equity at
+  the bar's adverse extreme (low or high) for the positions held at its close - from the bar-close
+  peak. The batch summary has the same three names.
+- Profit factor and win rate count closed lots: a lot's PnL is measured from its own entry price and
+  is after its entry fee and its exit fee (a flatten or liquidation fill closes every open lot of the
+  side, each with its qty's share of that fill's fee).
 - Percentages end in ``_pct``; money is in the quote currency (USDT).
 """
 
@@ -34,11 +41,13 @@ REJECTION_KINDS = np.array([EventKind.ORDER_REJECTED, EventKind.POST_ONLY_REJECT
 INTRABAR_PATHS = {
     "nearer_first": "open -> nearer extreme -> farther extreme -> close "
     "(high first when high-open <= open-low)",
+    "farther_first": "open -> farther extreme -> nearer extreme -> close "
+    "(low first when high-open <= open-low)",
     "high_first": "open -> high -> low -> close",
     "low_first": "open -> low -> high -> close",
 }
-#: The two rules every backtest also runs to bracket what OHLC bars cannot settle.
-BRACKET_RULES = ("high_first", "low_first")
+#: Every rule a backtest runs to bracket what OHLC bars cannot settle (the configured one is the run).
+BRACKET_RULES = tuple(INTRABAR_PATHS)
 
 
 class RunLike(Protocol):
@@ -74,6 +83,54 @@ def max_drawdown_pct(equity: np.ndarray, initial: float) -> float:
     peak = np.maximum.accumulate(np.concatenate(([initial], equity)))[1:]
     dd = np.where(peak > 0.0, (peak - equity) / np.where(peak > 0.0, peak, 1.0) * 100.0, 0.0)
     return float(max(dd.max(), 0.0))
+
+
+def intrabar_worst_equity(eq: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
+    """Per equity row, equity at the bar's adverse extreme for the positions held at its close.
+
+    Equity is linear in price: ``equity + (L - S) * (x - close)`` at ``x`` in {low, high}; rows with
+    no position or a bar with missing prices keep their close equity.
+    """
+    equity = eq["equity"].astype(np.float64)
+    net = eq["long_qty"] - eq["short_qty"]
+    held = (eq["long_qty"] > 0.0) | (eq["short_qty"] > 0.0)
+    ok = held & np.isfinite(high) & np.isfinite(low) & np.isfinite(close)
+    with np.errstate(invalid="ignore"):
+        worst = np.minimum(equity + net * (low - close), equity + net * (high - close))
+    return np.where(ok, np.minimum(worst, equity), equity)
+
+
+def intrabar_drawdown_pct(equity: np.ndarray, worst: np.ndarray, initial: float) -> float:
+    """Largest fall from the running bar-close peak (starting at ``initial``) to a bar's worst point."""
+    if len(equity) == 0:
+        return 0.0
+    peak = np.maximum.accumulate(np.concatenate(([initial], equity)))[1:]
+    dd = np.where(peak > 0.0, (peak - worst) / np.where(peak > 0.0, peak, 1.0) * 100.0, 0.0)
+    return float(max(dd.max(), 0.0))
+
+
+def closed_lot_pnl(fills: np.ndarray) -> np.ndarray:
+    """PnL after fees of every closed lot, in closing order (see the module conventions)."""
+    open_lots: dict[tuple[int, int], tuple[float, float, float]] = {}
+    out: list[float] = []
+
+    def close(side: int, qty: float, entry: float, entry_fee: float, price: float, fee: float) -> None:
+        gross = qty * (price - entry) if side == 0 else qty * (entry - price)
+        out.append(gross - entry_fee - fee)
+
+    for f in fills:
+        side, level, kind = int(f["side"]), int(f["level"]), int(f["kind"])
+        price, qty, fee = float(f["price"]), float(f["qty"]), float(f["fee"])
+        if kind == FillKind.ENTRY:
+            open_lots[(side, level)] = (float(qty), price, fee)
+        elif kind in (FillKind.TP, FillKind.SL):
+            q, entry, entry_fee = open_lots.pop((side, level))
+            close(side, qty, entry, entry_fee, price, fee)
+        else:  # flatten / liquidation: every open lot of the side, sharing the fill's fee by qty
+            for key in sorted(k for k in open_lots if k[0] == side):
+                q, entry, entry_fee = open_lots.pop(key)
+                close(side, q, entry, entry_fee, price, fee * q / qty)
+    return np.array(out, dtype=np.float64)
 
 
 def sharpe(returns: np.ndarray) -> float | None:
@@ -139,8 +196,11 @@ def compute_stats(
 
     exits = fills[fills["kind"] != FillKind.ENTRY]
     pnl = exits["realized_pnl"]
-    gross_profit = float(pnl[pnl > 0.0].sum())
-    gross_loss = float(-pnl[pnl < 0.0].sum())
+    lot_pnl = closed_lot_pnl(fills)
+    gross_profit = float(lot_pnl[lot_pnl > 0.0].sum())
+    gross_loss = float(-lot_pnl[lot_pnl < 0.0].sum())
+    n = len(equity)
+    worst = intrabar_worst_equity(eq, market.high[:n], market.low[:n], market.close[:n])
     amounts = funding["amount"]
     state = eq["state"]
     exposed = (eq["long_qty"] > 0.0) | (eq["short_qty"] > 0.0)
@@ -169,13 +229,15 @@ def compute_stats(
         "final_equity": final,
         "total_return_pct": (final / initial - 1.0) * 100.0,
         "cagr_pct": cagr,
-        "max_drawdown_pct": dd_daily,
-        "max_drawdown_intraday_pct": max_drawdown_pct(equity, initial),
+        "max_drawdown_daily_close_pct": dd_daily,
+        "max_drawdown_bar_close_pct": max_drawdown_pct(equity, initial),
+        "max_drawdown_intrabar_pct": intrabar_drawdown_pct(equity, worst, initial),
         "sharpe": sharpe(rets),
         "sortino": sortino(rets),
         "calmar": cagr / dd_daily if dd_daily > 0.0 else None,
         "profit_factor": gross_profit / gross_loss if gross_loss > 0.0 else None,
-        "win_rate_pct": float((pnl > 0.0).sum() / len(exits) * 100.0) if len(exits) else None,
+        "win_rate_pct": float((lot_pnl > 0.0).sum() / len(lot_pnl) * 100.0) if len(lot_pnl) else None,
+        "n_lots_closed": len(lot_pnl),
         "realized_pnl": float(pnl.sum()),
         "n_fills": len(fills),
         "n_entries": int((fills["kind"] == FillKind.ENTRY).sum()),
@@ -252,6 +314,14 @@ def liquidation_rule(venue: VenueConfig) -> str:
     return f"clearance fee {fee:g} x liquidated notional (margin.liquidation_clearance_fee)"
 
 
+#: The drawdowns each path-bracket entry carries (engine.records.SUMMARY_FIELDS names).
+BRACKET_DRAWDOWNS = (
+    "max_drawdown_daily_close_pct",
+    "max_drawdown_bar_close_pct",
+    "max_drawdown_intrabar_pct",
+)
+
+
 def path_bracket(
     market: Market,
     strategy: StrategyConfig,
@@ -259,25 +329,49 @@ def path_bracket(
     summary: dict[str, float],
     detail: Market | None = None,
 ) -> dict[str, Any]:
-    """The run under ``high_first`` and ``low_first`` next to its configured rule (``summary``).
+    """The run under every intrabar path rule, next to its configured rule (``summary``).
 
-    Two extra kernel runs through the batch driver (summaries only, same detail bars); each entry
-    has ``total_return_pct``, ``max_drawdown_pct`` (the kernel's bar-close drawdown) and ``n_fills``.
+    The other rules run through the batch driver (summaries only, same detail bars). Each entry has
+    ``total_return_pct``, the three drawdowns named for what they measure (daily close, bar close,
+    intrabar worst point) and ``n_fills``; ``worst`` / ``best`` take each figure's worst / best over
+    the rules (lowest / highest return, highest / lowest drawdowns). No rule brackets the others:
+    ``nearer_first`` can lie outside ``high_first`` .. ``low_first``.
     """
     from engine.batch import run_batch
 
-    rows = run_batch(
-        market, strategy, venue, [{"backtest.intrabar_path": rule} for rule in BRACKET_RULES], detail=detail
-    )
+    configured = strategy.backtest.intrabar_path
+    others = [rule for rule in BRACKET_RULES if rule != configured]
+    rows = run_batch(market, strategy, venue, [{"backtest.intrabar_path": r} for r in others], detail=detail)
 
     def entry(row: Any) -> dict[str, float | int]:
         return {
             "total_return_pct": float(row["total_return_pct"]),
-            "max_drawdown_pct": float(row["max_drawdown_pct"]),
+            **{name: float(row[name]) for name in BRACKET_DRAWDOWNS},
             "n_fills": int(row["n_fills"]),
         }
 
-    out: dict[str, Any] = {"rule": strategy.backtest.intrabar_path, "configured": entry(summary)}
-    for rule, row in zip(BRACKET_RULES, rows, strict=True):
+    out: dict[str, Any] = {"rule": configured, "configured": entry(summary)}
+    out[configured] = out["configured"]
+    for rule, row in zip(others, rows, strict=True):
         out[rule] = entry(row)
+    entries = [out[rule] for rule in BRACKET_RULES]
+    returns = [e["total_return_pct"] for e in entries]
+    out["worst"] = {"total_return_pct": min(returns)}
+    out["best"] = {"total_return_pct": max(returns)}
+    for name in BRACKET_DRAWDOWNS:
+        out["worst"][name] = max(e[name] for e in entries)
+        out["best"][name] = min(e[name] for e in entries)
     return out
+
+
+def backtest_stats(
+    output: Any,
+    market: Market,
+    strategy: StrategyConfig,
+    venue: VenueConfig,
+    detail: Market | None = None,
+) -> dict[str, Any]:
+    """``compute_stats`` plus the run's ``path_bracket``: what every backtest (and replay) reports."""
+    stats = compute_stats(output, market, strategy, venue)
+    stats["path_bracket"] = path_bracket(market, strategy, venue, output.summary, detail=detail)
+    return stats

@@ -321,7 +321,8 @@ def configs(draw):
 def path_configs(draw):
     """``configs()`` plus the intrabar path rule and the liquidation clearance rule."""
     s, v = draw(configs())
-    s["backtest__intrabar_path"] = draw(st.sampled_from(["nearer_first", "high_first", "low_first"]))
+    rules = ["nearer_first", "farther_first", "high_first", "low_first"]
+    s["backtest__intrabar_path"] = draw(st.sampled_from(rules))
     clearance = draw(st.sampled_from([None, None, 0.0, 0.005, 0.02]))
     if clearance is not None:
         v["margin__liquidation_clearance_fee"] = clearance

@@ -24,7 +24,8 @@ Choices the contract leaves open, made here and checked against the kernel by th
   first one after it.
 - Size limits compare with a 1e-9 relative tolerance, so a sum of round lot sizes that lands a hair
   above a round limit does not count as a breach.
-- A validation-rejected (slot, price, qty, side position) is remembered for the whole run.
+- A validation refusal is remembered per slot (the last 8, as DESIGN.md says) with what it depended on;
+  the same (price, qty) is not submitted again while those inputs are unchanged.
 - Event ``value`` is a free diagnostic (DESIGN.md gives it no meaning); the differential test skips it.
 - Detail bars: fills and a liquidation found on detail bar j carry its ts; the last move from the
   final detail close to the bar's close carries the last detail bar's ts.
@@ -66,7 +67,6 @@ REASONS = (
     "SIZE_INVENTORY",
     "SIZE_ORDER",
     "SIZE_BRACKET",
-    "EXIT_EXCEEDS",
     "POST_ONLY",
     "RETRY_ATTEMPTS",
     "RETRY_DEVIATION",
@@ -279,6 +279,21 @@ class Lot:
 
 
 @dataclass
+class Refusal:
+    """A refused entry and what the refusal depended on (None: the reason does not read that input)."""
+
+    price: float
+    qty: float
+    total: float | None  # the side's exposure Q
+    opposite: float | None  # the other side's exposure
+    passes_at: float  # the equity at which the failed check passes (inf: equity cannot change it)
+
+
+# Refusals remembered per slot (DESIGN.md "Order-size validation").
+MEMO_SIZE = 8
+
+
+@dataclass
 class RefOutput:
     """Ledgers (lists of dicts with the record field names) and the final summary numbers."""
 
@@ -434,7 +449,7 @@ class Sim:
         # orders
         self.orders: dict[tuple[int, int], Order] = {}
         self.lots: dict[tuple[int, int], Lot] = {}
-        self.rejected: set[tuple] = set()
+        self.refusals: dict[tuple[int, int], list[Refusal]] = {}
         # ladder and regime
         self.centre = math.nan
         self.last_close = math.nan  # the margin ratio of a bar with missing input uses it
@@ -445,6 +460,7 @@ class Sim:
         # risk
         self.halted = False
         self.liquidated = False
+        self.emptied = False  # a liquidation's charges took all the (positive) equity
         self.cb_until = -1  # breaker tripped while now < cb_until
         self.cb_tripped = False
         self.errors: list[int] = []
@@ -520,6 +536,8 @@ class Sim:
 
     # ---------------------------------------------------------------- accounting
     def wallet(self) -> float:
+        if self.emptied:  # a liquidation took all the equity (margin_check)
+            return 0.0
         return self.p.initial + self.realized - self.fees + self.funding
 
     def unreal_at(self, m: float) -> float:
@@ -552,32 +570,70 @@ class Sim:
         self.orders.clear()
 
     # ---------------------------------------------------------------- order-size validation
+    def exposures(self, side: int, level: int, qty: float) -> tuple[float, float]:
+        """(Q, opposite): the side's position + its other resting entries + ``qty``, and the other
+        side's position + all its resting entries (summed in level order)."""
+        resting = sorted(self.orders.items())
+        others = sum(o.qty for (s, lv), o in resting if s == side and lv != level)
+        opp = 1 - side
+        return self.qty[side] + others + qty, self.qty[opp] + sum(o.qty for (s, _), o in resting if s == opp)
+
+    def refused_before(self, side: int, level: int, price: float, qty: float) -> bool:
+        """A remembered refusal of this (price, qty) still holds: the inputs it read are unchanged."""
+        total, opposite = self.exposures(side, level, qty)
+        for r in self.refusals.get((side, level), []):
+            if r.price != price or r.qty != qty:
+                continue
+            if r.total is not None and r.total != total:
+                continue
+            if r.opposite is not None and r.opposite != opposite:
+                continue
+            if self.equity < r.passes_at:
+                return True
+        return False
+
+    def remember_refusal(self, side: int, level: int, price: float, qty: float, reason: str) -> None:
+        """Keep the refusal and its inputs; only the last MEMO_SIZE per slot are kept."""
+        total, opposite = self.exposures(side, level, qty)
+        passes_at = math.inf
+        if reason == "SIZE_PCT":
+            passes_at = total * price / self.p.leverage / self.p.max_position_pct
+        elif reason == "SIZE_MARGIN":
+            passes_at = (total + opposite) * price / self.p.leverage
+        memo = Refusal(
+            price,
+            qty,
+            None if reason == "SIZE_ORDER" else total,
+            opposite if reason == "SIZE_MARGIN" else None,
+            passes_at,
+        )
+        kept = self.refusals.setdefault((side, level), [])
+        kept.append(memo)
+        del kept[:-MEMO_SIZE]
+
     def validate_entry(self, side: int, level: int, price: float, qty: float) -> str | None:
-        """First failing size rule of an entry (None: accepted, or validation switched off)."""
-        if not self.p.validation_on:
-            return None
-        others = sum(o.qty for (s, lv), o in self.orders.items() if s == side and lv != level)
-        total = self.qty[side] + others + qty
-        if _above(total * price / self.p.leverage, self.p.max_position_pct * self.equity):
-            return "SIZE_PCT"
-        if _above(total, self.p.max_position_size):
-            return "SIZE_QTY"
-        if _above(total * price, self.p.max_inventory_quote):
-            return "SIZE_INVENTORY"
+        """First failing size rule of an entry (None: accepted)."""
+        total, opposite = self.exposures(side, level, qty)
+        # The bot's own limits: enable_position_validation false skips these three, never the venue's.
+        if self.p.validation_on:
+            if _above(total * price / self.p.leverage, self.p.max_position_pct * self.equity):
+                return "SIZE_PCT"
+            if _above(total, self.p.max_position_size):
+                return "SIZE_QTY"
+            if _above(total * price, self.p.max_inventory_quote):
+                return "SIZE_INVENTORY"
         if _above(self.p.min_order_usdt, qty * price) or _above(qty * price, self.p.max_order_usdt):
             return "SIZE_ORDER"
         allowed = max((b.cap for b in self.p.brackets if b.max_leverage >= self.p.leverage), default=0.0)
         if _above(total * price, allowed):
             return "SIZE_BRACKET"
         # The account must margin both sides if every resting entry of both sides filled.
-        opp = 1 - side
-        opposite = self.qty[opp] + sum(o.qty for (s, _lv), o in self.orders.items() if s == opp)
         if _above((total + opposite) * price / self.p.leverage, self.equity):
             return "SIZE_MARGIN"
         return None
 
     def open_lot(self, side: int, level: int, price: float, qty: float) -> None:
-        """Entry filled: the slot now holds a lot with its TP and SL (each validated as an exit)."""
+        """Entry filled: the slot now holds a lot with its TP and SL."""
         s, tick = self.p.step, self.p.tick
         if side == LONG:
             tp = ceil_tick(price * (1 + self.p.tp_steps * s), tick)
@@ -585,14 +641,8 @@ class Sim:
         else:
             tp = floor_tick(price * (1 - self.p.tp_steps * s), tick)
             sl = ceil_tick(price * (1 + self.p.sl_steps * s), tick)
-        lot = Lot(side, level, qty, price, tp, sl)
-        if qty > self.qty[side]:
-            # validate_exit: reduce-only and qty <= side position
-            for px in (tp, sl):
-                self.event("ORDER_REJECTED", "EXIT_EXCEEDS", side, level, px, qty, self.qty[side])
-                self.error(self.ts)
-            lot.tp = lot.sl = math.nan
-        self.lots[(side, level)] = lot
+        # Exits are reduce-only for the lot's qty, which the side's position (it includes the lot) covers.
+        self.lots[(side, level)] = Lot(side, level, qty, price, tp, sl)
 
     # ---------------------------------------------------------------- step 2: funding
     def apply_funding(self, k: int) -> None:
@@ -721,12 +771,11 @@ class Sim:
             if abs(px - order.price) / order.price * 1e4 > self.p.retry_max_dev_bps:
                 self.event("RETRY_LIMIT", "RETRY_DEVIATION", order.side, order.level, px, order.qty, float(j))
                 return
-            memo = (order.side, order.level, px, order.qty, self.qty[order.side])
-            if memo in self.rejected:
+            if self.refused_before(order.side, order.level, px, order.qty):
                 return
             reason = self.validate_entry(order.side, order.level, px, order.qty)
             if reason is not None:
-                self.rejected.add(memo)
+                self.remember_refusal(order.side, order.level, px, order.qty, reason)
                 self.event(
                     "ORDER_REJECTED", reason, order.side, order.level, px, order.qty, self.qty[order.side]
                 )
@@ -794,8 +843,10 @@ class Sim:
         lp = liquidation_price(self.wallet(), L, self.avg[LONG], S, self.avg[SHORT], self.p.brackets, m)
         px = min(max(lp, min(a, m)), max(a, m)) if _finite(lp) else m
         self.orders.clear()
-        left = max(self.wallet() + self.unreal_at(px), 0.0)
-        self.event("LIQUIDATION", price=px, value=self.wallet() + self.unreal_at(px))
+        equity = self.wallet() + self.unreal_at(px)
+        left = max(equity, 0.0)
+        self.event("LIQUIDATION", price=px, value=equity)
+        emptied = False
         for side in (LONG, SHORT):
             if self.qty[side] > 0.0:
                 q = self.qty[side]
@@ -803,11 +854,20 @@ class Sim:
                     charge = maint_margin(self.p.brackets, q * px)
                 else:
                     charge = self.p.clearance_fee * q * px
-                charge = min(max(charge, 0.0), left)
+                charge = max(charge, 0.0)
+                if charge >= left:
+                    charge, emptied = left, equity > 0.0  # a bankrupt gap keeps its negative wallet
                 left -= charge
                 for key in [k for k in self.lots if k[0] == side]:
                     del self.lots[key]
                 self.fill(side, LIQUIDATION, 0, px, q, TAKER, fee=charge)
+        if emptied:
+            # The charges took all the equity: the account holds exactly 0 (the float residual of
+            # the sums goes to the last clearance charge).
+            resid = self.wallet()
+            self.fees += resid
+            self.out.fills[-1]["fee"] += resid
+            self.emptied = True
         self.liquidated = True
         return True
 
@@ -817,7 +877,10 @@ class Sim:
             return h, lo
         if self.p.path_rule == "low_first":
             return lo, h
-        return (h, lo) if h - o <= o - lo else (lo, h)
+        high_nearer = h - o <= o - lo
+        if self.p.path_rule == "farther_first":
+            return (lo, h) if high_nearer else (h, lo)
+        return (h, lo) if high_nearer else (lo, h)
 
     def path(self, k: int, o: float, h: float, lo: float, c: float) -> bool:
         """Step 3; True when the account was liquidated on the way."""
@@ -909,11 +972,11 @@ class Sim:
         after = bisect.bisect_right(self.funding_times, close_time)  # first settlement > close_time
         if after == 0 or math.isnan(float(m.funding_rate[after - 1])):
             return None
-        r, T0 = float(m.funding_rate[after - 1]), self.funding_times[after - 1]
+        r = float(m.funding_rate[after - 1])
         T1 = self.funding_times[after] if after < len(self.funding_times) else None
         scale = [1.0, 1.0]
         if T1 is not None and T1 - close_time <= p.funding_window_ms:
-            cost = abs(r) * 1e4 * p.funding_window_ms / (T1 - T0)
+            cost = abs(r) * 1e4  # the settlement inside the window costs the whole rate
             if cost > p.funding_max_cost_bps and r != 0.0:
                 paying = LONG if r > 0 else SHORT
                 scale[paying] = max(0.0, (T1 - close_time) / p.funding_window_ms)
@@ -960,6 +1023,7 @@ class Sim:
         if abs(c - self.centre) / self.centre * 1e4 > p.recenter_bps:
             self.event("RECENTER", price=c, value=self.centre)
             self.centre = c
+            self.cancel_entries()  # every resting entry goes before the new rungs are walked
         if self.cb_tripped or self.reducing:
             self.cancel_entries()
             return
@@ -986,12 +1050,11 @@ class Sim:
                 del self.orders[key]
             side, level = key
             price, qty = want[key]
-            memo = (side, level, price, qty, self.qty[side])
-            if memo in self.rejected:
+            if self.refused_before(side, level, price, qty):
                 continue
             reason = self.validate_entry(side, level, price, qty)
             if reason is not None:
-                self.rejected.add(memo)
+                self.remember_refusal(side, level, price, qty, reason)
                 self.event("ORDER_REJECTED", reason, side, level, price, qty, self.qty[side])
                 self.error(close_time)
                 if self.cb_tripped:
@@ -1021,7 +1084,9 @@ class Sim:
         if math.isfinite(c):
             self.last_close = c
         margin_ratio = 0.0
-        if self.equity > 0 and (self.qty[LONG] > 0 or self.qty[SHORT] > 0):
+        if self.equity <= 0:
+            margin_ratio = math.nan  # unknown once the equity is gone
+        elif self.qty[LONG] > 0 or self.qty[SHORT] > 0:
             margin_ratio = self.maint_at(self.last_close) / self.equity
         self.out.equity.append(
             {
@@ -1056,7 +1121,7 @@ class Sim:
         if math.isnan(self.centre):
             self.centre = c
         if self.path(k, o, h, lo, c):
-            self.mark(c)  # flat now: equity = wallet, and the drawdown counts the liquidation
+            self.mark(c)  # flat now: equity = wallet; the bar's close counts in the drawdown
             self.record(k, c)
             return
         self.regime.update(h, lo, c)
@@ -1090,7 +1155,7 @@ def simulate(
         "n_errors": sim.n_errors,
         "skipped_precision": sim.skipped_precision,
         "orders_deferred": sim.orders_deferred,
-        "max_drawdown_pct": sim.max_dd,
+        "max_drawdown_bar_close_pct": sim.max_dd,
         "final_state": sim.state(),
         "bars": n,
     }

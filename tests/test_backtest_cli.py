@@ -135,9 +135,10 @@ def test_out_must_be_a_directory(data_dir: Path, tmp_path: Path) -> None:
 
 
 def test_bad_set_fails_before_generating_the_sample(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
     result = CliRunner().invoke(app, ["backtest", "--data", str(tmp_path / "d"), "--set", "grid.nope=1"])
     assert result.exit_code == 2 and "--set" in result.stderr and "grid.nope" in result.stderr
-    assert not (tmp_path / "d").exists()
+    assert list((tmp_path / "d").iterdir()) == []
 
 
 def test_no_arguments_generates_the_sample_and_runs_the_default(tmp_path: Path) -> None:
@@ -196,8 +197,19 @@ def test_every_run_reports_its_path_bracket_and_detail_narrows_it(data_15m: Path
     one = run_json(data_15m, "--timeframe", "1m", *tight)
     for stats in (coarse, fine, one):
         b = stats["path_bracket"]
-        assert set(b) == {"rule", "configured", "high_first", "low_first"} and b["rule"] == "nearer_first"
-        assert set(b["high_first"]) == {"total_return_pct", "max_drawdown_pct", "n_fills"}
+        rules = {"nearer_first", "farther_first", "high_first", "low_first"}
+        assert set(b) == {"rule", "configured", "worst", "best", *rules} and b["rule"] == "nearer_first"
+        assert b["configured"] == b["nearer_first"]
+        returns = [b[r]["total_return_pct"] for r in rules]
+        assert b["worst"]["total_return_pct"] == min(returns)
+        assert b["best"]["total_return_pct"] == max(returns)
+        assert set(b["high_first"]) == {
+            "total_return_pct",
+            "max_drawdown_daily_close_pct",
+            "max_drawdown_bar_close_pct",
+            "max_drawdown_intrabar_pct",
+            "n_fills",
+        }
         assert b["configured"]["total_return_pct"] == pytest.approx(stats["total_return_pct"], abs=1e-9)
         assert isinstance(stats["same_bar_round_trips"], int)
     assert (
@@ -206,7 +218,7 @@ def test_every_run_reports_its_path_bracket_and_detail_narrows_it(data_15m: Path
 
     def width(stats: dict) -> float:
         b = stats["path_bracket"]
-        return abs(b["high_first"]["total_return_pct"] - b["low_first"]["total_return_pct"])
+        return b["best"]["total_return_pct"] - b["worst"]["total_return_pct"]
 
     # The 1m detail bars settle most of what 15m bars leave open: the bracket shrinks toward the 1m run's.
     assert width(fine) < width(coarse)

@@ -3,29 +3,39 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 import research.bench
 from cli import app
-from research.bench import TARGETS, batch_overrides, bench_market, run_bench
+from research.bench import (
+    STARTUP_KEYS,
+    TARGETS,
+    batch_overrides,
+    bench_market,
+    run_bench,
+    run_child,
+    startup_bench,
+)
 
 KEYS = {
     "bars", "sets", "threads", "reference_bars", "kernel_bars_per_s", "batch_bar_evals_per_s",
-    "batch_vs_kernel", "reference_bars_per_s", "kernel_vs_reference", "compile_s", "cached_start_s",
+    "batch_vs_kernel", "reference_bars_per_s", "kernel_vs_reference",
 }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def tiny() -> dict:
-    # Small enough for the suite: 3,000 bars, 3 sets, 400 reference bars; the start-up probe runs for real.
-    return run_bench(bars=3_000, sets=3, reference_bars=400)
+    # Small enough for the suite: 2,000 bars, 3 sets, 200 reference bars (no start-up processes here).
+    return run_bench(bars=2_000, sets=3, reference_bars=200)
 
 
 def test_bench_reports_every_measurement_as_a_positive_number(tiny: dict) -> None:
     assert set(tiny) == KEYS
-    assert (tiny["bars"], tiny["sets"], tiny["reference_bars"]) == (3_000, 3, 400)
+    assert (tiny["bars"], tiny["sets"], tiny["reference_bars"]) == (2_000, 3, 200)
     for key in KEYS - {"bars", "sets", "reference_bars", "threads"}:
         assert isinstance(tiny[key], float) and tiny[key] > 0.0, key
     # The ratios are the quotients of the rates they compare.
@@ -33,7 +43,7 @@ def test_bench_reports_every_measurement_as_a_positive_number(tiny: dict) -> Non
     assert tiny["kernel_vs_reference"] == pytest.approx(
         tiny["kernel_bars_per_s"] / tiny["reference_bars_per_s"]
     )
-    assert set(TARGETS) <= KEYS
+    assert set(TARGETS) <= KEYS | set(STARTUP_KEYS)
 
 
 def test_bench_market_has_the_bars_asked_for_and_their_funding() -> None:
@@ -52,9 +62,55 @@ def test_batch_sets_spread_around_the_strategys_grid_step() -> None:
 
 def test_without_the_reference_file_the_reference_rate_is_none(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(research.bench, "REFERENCE_SIM", tmp_path / "missing.py")
-    monkeypatch.setattr(research.bench, "startup_times", lambda: {"compile_s": 1.0, "cached_start_s": 0.5})
     out = run_bench(bars=2_000, sets=1, reference_bars=100)
     assert out["reference_bars_per_s"] is None and out["kernel_vs_reference"] is None
+
+
+def test_run_child_reports_that_childs_own_peak_memory_and_fails_loudly() -> None:
+    env = {"PATH": "/usr/bin:/bin"}
+    wall, big, cpu = run_child(
+        [sys.executable, "-c", "b = bytearray(120_000_000); b[::4096] = b'x' * len(b[::4096])"], env
+    )
+    _wall, small, _cpu = run_child([sys.executable, "-c", "pass"], env)
+    assert wall > 0.0 and cpu > 0.0
+    assert big >= 120.0 > small  # MB: the 120 MB buffer shows in the first child only
+    with pytest.raises(RuntimeError, match="exited with 3"):
+        run_child([sys.executable, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"], env)
+
+
+def test_startup_bench_runs_each_probe_in_fresh_processes_with_its_own_numba_cache(monkeypatch) -> None:
+    calls: list[tuple[list[str], str]] = []
+
+    def fake_child(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+        cache = Path(env["NUMBA_CACHE_DIR"])
+        calls.append((cmd, str(cache)))
+        # An empty cache directory means a cold start: report it as slower and bigger.
+        cold = not cache.exists() or not any(cache.iterdir())
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / f"{len(calls)}.nbi").write_text("filled")
+        return (10.0, 400.0, 9.0) if cold else (1.0, 200.0, 0.8)
+
+    monkeypatch.setattr(research.bench, "run_child", fake_child)
+    out = startup_bench(help_repeats=2)
+    assert tuple(out) == STARTUP_KEYS
+    help_calls = [c for c in calls if c[0][-1] == "--help"]
+    assert len(help_calls) == 2
+    # compile_s and backtest_first_* ran on empty caches; cached/second runs reused what those filled.
+    assert (out["compile_s"], out["compile_cpu_s"], out["cached_start_s"]) == (10.0, 9.0, 1.0)
+    assert (out["backtest_first_s"], out["backtest_first_rss_mb"], out["backtest_first_cpu_s"]) == (
+        10.0,
+        400.0,
+        9.0,
+    )
+    assert (out["backtest_second_s"], out["backtest_second_rss_mb"], out["backtest_second_cpu_s"]) == (
+        1.0,
+        200.0,
+        0.8,
+    )
+    probe, backtest = calls[2:4], calls[4:6]
+    assert probe[0][1] == probe[1][1] != backtest[0][1] == backtest[1][1]
+    assert backtest[0][0][-3:-2] == ["backtest"] and "--data" in backtest[0][0]
+    assert not Path(backtest[0][1]).exists()  # temporary: removed afterwards
 
 
 def test_cli_bench_json_and_table(monkeypatch) -> None:
@@ -67,3 +123,16 @@ def test_cli_bench_json_and_table(monkeypatch) -> None:
     assert table.exit_code == 0 and ">= 10,000,000" in table.stdout and "kernel_bars_per_s" in table.stdout
     bad = CliRunner().invoke(app, ["bench", "--sets", "0"])
     assert bad.exit_code == 2 and "--sets" in bad.stderr
+
+
+def test_cli_bench_startup_json_and_table(monkeypatch) -> None:
+    fake = {key: float(i + 1) for i, key in enumerate(STARTUP_KEYS)}
+    monkeypatch.setattr(research.bench, "startup_bench", lambda **_kw: fake)
+    monkeypatch.setattr(
+        research.bench, "run_bench", lambda **_kw: pytest.fail("--startup runs only start-up")
+    )
+    result = CliRunner().invoke(app, ["bench", "--startup", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == fake
+    table = CliRunner().invoke(app, ["bench", "--startup"])
+    assert table.exit_code == 0 and "backtest_first_rss_mb" in table.stdout and "<= 0.3" in table.stdout

@@ -19,16 +19,14 @@ from packaging.requirements import Requirement
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE_ROOTS = ("configs", "data", "engine", "research", "live_bridge")
 TOP_MODULES = ("cli.py",)
-# The project's own top-level modules, and the tests' helper modules (tests/ is on sys.path under pytest).
+# The project's own top-level modules, and the tests' own modules and packages (tests/ is on sys.path
+# under pytest), found on disk rather than listed by hand.
 LOCAL = {
     *PACKAGE_ROOTS,
     "cli",
     "tests",
-    "emulator",
-    "conftest",
-    "effects",
-    "market_builders",
-    "reference_sim",
+    *(p.stem for p in (REPO / "tests").glob("*.py")),
+    *(p.parent.name for p in (REPO / "tests").glob("*/__init__.py")),
 }
 
 

@@ -12,6 +12,7 @@ liquidation price.
 from __future__ import annotations
 
 import math
+import os
 
 from hypothesis import HealthCheck, given, settings
 from market_builders import (
@@ -27,13 +28,25 @@ from market_builders import (
 
 from configs.loader import load_strategy, load_venue
 
+# CI: derandomized (the same examples on every run) and a modest count, a few minutes at most.
+# GRIDCTL_DEEP=1: the deep profile, DEEP_FACTOR times the examples of every differential test, freshly
+# random on each run (no example database), for a long run before a release or a kernel change.
+DEEP = os.environ.get("GRIDCTL_DEEP") == "1"
+DEEP_FACTOR = 40
+_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("differential-ci", max_examples=60, derandomize=True, **_COMMON)
 settings.register_profile(
-    "differential",
-    max_examples=60,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    "differential-deep", max_examples=60 * DEEP_FACTOR, derandomize=False, database=None, **_COMMON
 )
+settings.register_profile(
+    "differential", settings.get_profile("differential-deep" if DEEP else "differential-ci")
+)
+
+
+def examples(n: int) -> int:
+    """Example count of a differential test: ``n`` in CI, DEEP_FACTOR times that in the deep profile."""
+    return n * DEEP_FACTOR if DEEP else n
+
 
 REL = 1e-9
 ABS = 1e-9
@@ -44,7 +57,7 @@ SHARED_SUMMARY = (
     "final_equity",
     "realized_pnl",
     "fees",
-    "max_drawdown_pct",
+    "max_drawdown_bar_close_pct",
     "orders_deferred",
     "skipped_precision",
 )
@@ -97,7 +110,7 @@ def test_kernel_equals_reference(market, cfg):
     assert_same(market, strategy(**s), venue(**v))
 
 
-@settings(settings.get_profile("differential"), max_examples=30)
+@settings(settings.get_profile("differential"), max_examples=examples(30))
 @given(market=markets())
 def test_kernel_equals_reference_shipped_configs(market):
     # The shipped default strategy and venue, unchanged, on random markets.

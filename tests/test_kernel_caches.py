@@ -5,19 +5,27 @@
 * The funding guard's cached answer equals a fresh evaluation at every close time.
 * The margin cache (brackets, liquidation price, buffer-safe band) equals the direct bracket lookup
   and liquidation-price formula at every price, including the band edges and their float neighbours.
+* numba's on-disk kernel cache is dropped when any engine module changes, wherever numba keeps it.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 
+import numba
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from market_builders import entries, make_market, run, strategy, venue
+from numba.core.caching import FunctionCache
 
+import engine.run
 from configs.loader import load_strategy, load_venue
+from engine.enums import drop_stale_kernel_cache, kernel_cache_dir, kernel_sources_digest
 from engine.funding import _funding_guard_eval_nb, funding_guard_nb
 from engine.margin import (
     B_CAP,
@@ -28,6 +36,7 @@ from engine.margin import (
     total_maint_margin_nb,
 )
 from engine.params import P_FUNDING_MAX_COST_BPS, P_FUNDING_WINDOW_MIN, build_params
+from engine.run import kernels_ready, market_arrays, no_detail, run_single
 from engine.state import (
     S_LONG_AVG,
     S_LONG_QTY,
@@ -36,7 +45,9 @@ from engine.state import (
     S_WALLET,
     init_state,
 )
+from engine.step import run_bars_nb
 
+ENGINE = Path(run_bars_nb.py_func.__code__.co_filename).parent
 MARKET = SimpleNamespace(symbol="BTC/USDT:USDT", bar_ms=60_000, timeframe="1m")
 HOUR = 3_600_000
 
@@ -163,3 +174,104 @@ def test_margin_cache_equals_the_direct_computation(w, lq, sq, la, sa, buffer, w
             got = near_liquidation_nb(st_, br, c, buffer)
             assert got == direct_near_liquidation(br, w, lq, la, sq, sa, c, buffer), c
         assert account_maint_margin_nb(st_, br, c) == total_maint_margin_nb(br, lq, sq, c), c
+
+
+# ------------------------------------------------------------------------------ numba's on-disk cache
+
+
+def _engine_copy(tmp_path: Path) -> Path:
+    engine = tmp_path / "engine"
+    engine.mkdir()
+    for src in sorted(ENGINE.glob("*.py")):
+        (engine / src.name).write_bytes(src.read_bytes())
+    return engine
+
+
+def test_any_engine_module_keys_the_kernel_cache_even_a_new_one(tmp_path: Path) -> None:
+    engine = _engine_copy(tmp_path)
+    cache = engine / "__pycache__"
+    cache.mkdir()
+    (cache / "step.run_bars_nb-410.py311.nbi").write_text("compiled before")
+    assert drop_stale_kernel_cache(engine, cache) is True  # never stamped: dropped
+    assert not (cache / "step.run_bars_nb-410.py311.nbi").exists()
+    (cache / "step.run_bars_nb-410.py311.nbi").write_text("fresh")
+    assert drop_stale_kernel_cache(engine, cache) is False  # nothing changed: the cache stays
+    assert (cache / "step.run_bars_nb-410.py311.nbi").exists()
+    # A module no list names (added after the guard was written) invalidates the cache too.
+    (engine / "slippage.py").write_text("SLIP = 1.0\n")
+    assert drop_stale_kernel_cache(engine, cache) is True
+    assert not (cache / "step.run_bars_nb-410.py311.nbi").exists()
+    (cache / "step.run_bars_nb-410.py311.nbi").write_text("fresh")
+    (engine / "state.py").write_text((engine / "state.py").read_text() + "# edited\n")
+    assert drop_stale_kernel_cache(engine, cache) is True
+    assert drop_stale_kernel_cache(engine, cache) is False
+
+
+def test_the_guard_checks_the_directory_numba_loads_kernels_from() -> None:
+    # The dispatcher's own cache object (built by numba when the module was imported) decides where
+    # run_bars_nb is loaded from; the guard must stamp that very directory.
+    assert kernel_cache_dir(ENGINE / "step.py") == Path(run_bars_nb._cache._cache_path)
+
+
+def test_numba_cache_dir_is_guarded_too(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path / "numba-cache"))
+    where = kernel_cache_dir(ENGINE / "step.py")
+    assert where is not None and where.parent == tmp_path / "numba-cache"
+    assert where == Path(FunctionCache(run_bars_nb.py_func)._cache_path)  # numba's choice, same setting
+    (where / "step.run_bars_nb-410.py311.nbc").write_text("compiled from other sources")
+    (where / "kernels.sha256").write_text("0" * 64)
+    assert drop_stale_kernel_cache(ENGINE) is True
+    assert not (where / "step.run_bars_nb-410.py311.nbc").exists()
+    assert (where / "kernels.sha256").read_text() == kernel_sources_digest(ENGINE)
+    assert drop_stale_kernel_cache(ENGINE) is False
+
+
+def _tiny_run_inputs():
+    bars = [(100.0, 101.0, 99.0, 100.5)] * 5
+    market = make_market(bars)
+    s, v = strategy(), venue()
+    return market, s, v, build_params(s, v, market), market_arrays(market)
+
+
+def test_kernels_ready_reads_numbas_own_cache_index(tmp_path: Path, monkeypatch) -> None:
+    market, s, v, params, arrays = _tiny_run_inputs()
+    run_single(market, s, v)  # compiled (or loaded) in this process
+    assert kernels_ready(arrays, no_detail(arrays.ts.shape[0]), params, curves=True)
+    on_disk = Path(run_bars_nb._cache._cache_path)
+    # Forget the in-process copy and point the dispatcher at an empty cache directory: cold.
+    monkeypatch.setattr(run_bars_nb, "overloads", {})
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+    fresh = FunctionCache(run_bars_nb.py_func)
+    monkeypatch.setattr(run_bars_nb, "_cache", fresh)
+    assert not kernels_ready(arrays, no_detail(arrays.ts.shape[0]), params, curves=True)
+    # The index and machine code numba wrote for this signature, copied into the new directory: warm.
+    for f in on_disk.glob("step.run_bars_nb-*.nb[ic]"):
+        shutil.copy(f, Path(fresh._cache_path) / f.name)
+    assert kernels_ready(arrays, no_detail(arrays.ts.shape[0]), params, curves=True)
+
+
+def test_compile_notice_is_entered_only_when_the_kernels_are_cold(monkeypatch) -> None:
+    market, s, v, _params, _arrays = _tiny_run_inputs()
+    entered: list[str] = []
+
+    @contextmanager
+    def notice():
+        entered.append("in")
+        yield
+        entered.append("out")
+
+    run_single(market, s, v, compile_notice=notice)
+    run_single(market, s, v, compile_notice=notice)
+    assert entered == []  # compiled by then: silent
+    monkeypatch.setattr(engine.run, "kernels_ready", lambda *_a: False)
+    out = run_single(market, s, v, compile_notice=notice)
+    assert entered == ["in", "out"] and len(out.equity) == 5
+
+
+def test_market_arrays_are_read_only_whatever_the_source() -> None:
+    market, *_ = _tiny_run_inputs()
+    assert market.close.flags.writeable  # built from numpy in the test
+    arrays = market_arrays(market)
+    for name in ("ts", "open", "high", "low", "close", "funding_ts", "funding_rate", "funding_mark"):
+        assert not getattr(arrays, name).flags.writeable, name
+    assert market.close.flags.writeable  # the caller's array is untouched

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from configs.errors import GridctlError
 from configs.loader import load_strategy, load_venue
 from data.market import market_from_arrays
 from engine.batch import apply_overrides, run_batch
-from engine.enums import KERNEL_MODULES, EventKind, FillKind, Liquidity, RiskState, drop_stale_kernel_cache
+from engine.enums import EventKind, FillKind, Liquidity, RiskState
 from engine.records import SUMMARY_FIELDS
 from engine.run import run_single
 
@@ -56,7 +55,13 @@ def test_single_run_ledgers_and_summary_by_hand() -> None:
     assert s["wallet_balance"] == pytest.approx(10000.950202)
     assert s["realized_pnl"] == pytest.approx(0.99) and s["fees"] == pytest.approx(0.039798)
     assert s["n_fills"] == 2 and s["n_fills_maker"] == 2 and s["n_wins"] == 1 and s["n_losses"] == 0
-    assert s["win_rate"] == 1.0 and s["profit_factor"] == math.inf
+    assert s["win_rate"] == 1.0 and s["profit_factor"] == math.inf and s["n_lots_closed"] == 1
+    # The lot after both fees: 0.99 - 0.0198 - 0.019998 = 0.950202.
+    assert s["gross_profit"] == pytest.approx(0.950202) and s["gross_loss"] == 0.0
+    # Drawdowns: closes only rise (daily and bar close 0); bar 1's low 9850 with the lot held at its
+    # close: 10000.4802 - 0.01*(9950-9850) = 9999.4802, 1/10000.4802 below the bar-close peak.
+    assert s["max_drawdown_daily_close_pct"] == 0.0 and s["max_drawdown_bar_close_pct"] == 0.0
+    assert s["max_drawdown_intrabar_pct"] == pytest.approx(1.0 / 10000.4802 * 100.0)
     assert s["traded_notional"] == pytest.approx(99.0 + 99.99)
     assert s["bars"] == 3 and s["bars_exposure"] == 1  # the long was held at bar 1's close only
     # Equity curve: bar 1 closes at 9950 with the lot: 10000 - 0.0198 + 0.01*(9950-9900) = 10000.4802.
@@ -196,22 +201,6 @@ def test_liquidation_stops_the_run() -> None:
     # the insurance fund, not the -905.98 of a close at the low.
     assert out.summary["wallet_balance"] == pytest.approx(0.0, abs=1e-9)
     assert out.meta["liquidation_rule"] == "maintenance margin lost (insurance fund)"
-
-
-def test_stale_kernel_cache_is_dropped(tmp_path: Path) -> None:
-    for name in KERNEL_MODULES:
-        (tmp_path / f"{name}.py").write_text(f"# {name}\n")
-    cache = tmp_path / "__pycache__"
-    cache.mkdir()
-    (cache / "state.f-1.py311.nbi").write_text("stale")
-    assert drop_stale_kernel_cache(tmp_path) is True
-    assert not (cache / "state.f-1.py311.nbi").exists()
-    (cache / "state.f-1.py311.nbi").write_text("fresh")
-    assert drop_stale_kernel_cache(tmp_path) is False  # nothing changed: the cache stays
-    assert (cache / "state.f-1.py311.nbi").exists()
-    (tmp_path / "state.py").write_text("# state, edited\n")
-    assert drop_stale_kernel_cache(tmp_path) is True
-    assert not (cache / "state.f-1.py311.nbi").exists()
 
 
 @settings(max_examples=25, deadline=None)

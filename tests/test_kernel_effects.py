@@ -129,6 +129,18 @@ def test_validation_switch() -> None:
     assert off.meta["gates_disabled"] == ["risk_management.enable_position_validation"]
 
 
+def test_validation_off_keeps_the_exchange_rules() -> None:
+    # Long rung 0.01 * 9900 = 99 notional at leverage 1 needs 99 USDT of initial margin; equity is 50.
+    # With validation on the bot's own SIZE_PCT (99 > 1.0 * 50) refuses it first; off, the exchange's
+    # initial-margin rule still refuses it (SIZE_MARGIN): no setting trades beyond the account.
+    s = {"backtest.initial_balance": 50.0}
+    on = run([FLAT, DIP], s=s, v={"trading.leverage": 1})
+    off_s = {**s, "risk_management.enable_position_validation": False}
+    off = run([FLAT, DIP], s=off_s, v={"trading.leverage": 1})
+    assert rejections(on)[:1] == [Reason.SIZE_PCT] and entries(on) == []
+    assert rejections(off)[:1] == [Reason.SIZE_MARGIN] and entries(off) == []
+
+
 @pytest.mark.parametrize(
     ("venue_changes", "skipped"),
     [

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from configs.errors import GridctlError
 from configs.loader import load_strategy, load_venue
 from engine import params as pv
+from engine.accounting import mark_to_market_nb
 from engine.enums import Reason, Regime, Side
 from engine.funding import funding_amount_nb, funding_guard_nb
 from engine.ladder import (
@@ -38,9 +39,19 @@ from engine.regime import (
     regime_update_nb,
     warmup_bars,
 )
-from engine.state import S_DIRTY, S_GUARD_IDX, S_THROTTLE, init_state
+from engine.state import (
+    S_DIRTY,
+    S_EQUITY,
+    S_GUARD_IDX,
+    S_LONG_AVG,
+    S_LONG_QTY,
+    S_MARGIN_RATIO,
+    S_THROTTLE,
+    S_WALLET,
+    init_state,
+)
 from engine.throttle import set_throttle
-from engine.validation import precision_ok_nb, validate_entry_nb, validate_exit_nb
+from engine.validation import precision_ok_nb, validate_entry_nb
 
 MARKET = SimpleNamespace(symbol="BTC/USDT:USDT", bar_ms=60_000, timeframe="1m")
 
@@ -206,14 +217,18 @@ def guard(rate: float, close_time: float, window_min: float = 480.0, max_cost: f
 
 def test_funding_guard_scales_the_paying_side() -> None:
     # T0 = 0, T1 = 8 h, close 6 h: 2 h = 120 min left of a 480 min window.
-    # cost = |0.002|*1e4 * 480/480 = 20 bps > 12 -> paying side x 120/480 = 0.25.
+    # Projected cost = the whole settlement |0.002|*1e4 = 20 bps > 12 -> paying side x 120/480 = 0.25.
     assert guard(0.002, 6 * H) == (True, pytest.approx(0.25), 1.0)
     assert guard(-0.002, 6 * H) == (True, 1.0, pytest.approx(0.25))
     # 10 bps < 12: no scaling. A 60 min window does not reach 2 h before T1: no scaling.
     assert guard(0.001, 6 * H) == (True, 1.0, 1.0)
     assert guard(0.002, 6 * H, window_min=60.0) == (True, 1.0, 1.0)
-    # window 60 min, cost = 20 bps * 60/480 = 2.5 bps; with max 2 bps and 30 min left -> x 0.5.
-    assert guard(0.002, 7.5 * H, window_min=60.0, max_cost=2.0) == (True, pytest.approx(0.5), 1.0)
+    # Window 60 min, 30 min left: the settlement inside it costs the whole 20 bps (not 20 * 60/480 =
+    # 2.5 bps, the audited bot's spread): above 15 -> x 30/60 = 0.5; not above 20 -> unscaled.
+    assert guard(0.002, 7.5 * H, window_min=60.0, max_cost=15.0) == (True, pytest.approx(0.5), 1.0)
+    assert guard(0.002, 7.5 * H, window_min=60.0, max_cost=20.0) == (True, 1.0, 1.0)
+    # Outside the window the projected cost is 0: even a 0 bps limit scales nothing.
+    assert guard(0.002, 6 * H, window_min=60.0, max_cost=0.0) == (True, 1.0, 1.0)
 
 
 def test_funding_guard_unknown_rate_blocks() -> None:
@@ -272,16 +287,28 @@ def test_validate_entry_each_reason() -> None:
     assert validate_entry_nb(60000.0, 0.01, 0.05, 0.02, 0.1, 1000.0, p, br) == Reason.SIZE_MARGIN
     # 0.08 + 0.085 = 0.165 -> 990 <= 1000: accepted.
     assert validate_entry_nb(60000.0, 0.01, 0.05, 0.02, 0.085, 1000.0, p, br) == Reason.NONE
-    # Validation switched off: nothing is checked.
+    # Validation switched off skips only the bot's own limits. 0.01 more on a 0.05 long (0.02 resting)
+    # at 60000 with max_position_size 0.05 is SIZE_QTY when on; off, the venue's checks still run:
+    # margin (0.08 + 0.085) * 60000 / 10 = 990 <= 1000 passes, with 0.1 on the other side 1080 does not.
+    small = {"P_MAX_POSITION_SIZE": 0.05}
+    on = vec_with(**small)
+    assert validate_entry_nb(60000.0, 0.01, 0.05, 0.02, 0.085, 1000.0, on, br) == Reason.SIZE_QTY
+    off = vec_with(P_ENABLE_VALIDATION=0.0, **small)
+    assert validate_entry_nb(60000.0, 0.01, 0.05, 0.02, 0.085, 1000.0, off, br) == Reason.NONE
+    assert validate_entry_nb(60000.0, 0.01, 0.05, 0.02, 0.1, 1000.0, off, br) == Reason.SIZE_MARGIN
+    # ... and the order-size and bracket rules too (1.0 * 60000 > max order 50; 11 * 60000 > 600000).
     assert (
-        validate_entry_nb(60000.0, 1.0, 5.0, 0.0, 0.0, 1.0, vec_with(P_ENABLE_VALIDATION=0.0), br)
-        == Reason.NONE
+        validate_entry_nb(
+            60000.0, 0.001, 0.0, 0.0, 0.0, 1e6, vec_with(P_ENABLE_VALIDATION=0.0, P_MAX_ORDER_USDT=50.0), br
+        )
+        == Reason.SIZE_ORDER
     )
+    big_off = big.copy()
+    big_off[pv.P_ENABLE_VALIDATION] = 0.0
+    assert validate_entry_nb(60000.0, 11.0, 0.0, 0.0, 0.0, 1e9, big_off, br) == Reason.SIZE_BRACKET
 
 
-def test_validate_exit_and_precision_guard() -> None:
-    assert validate_exit_nb(0.01, 0.01) == Reason.NONE
-    assert validate_exit_nb(0.011, 0.01) == Reason.EXIT_EXCEEDS
+def test_precision_guard() -> None:
     p = vec_with()  # min_qty 0.001, max_qty 1000, min_notional 5
     assert precision_ok_nb(60000.0, 0.001, p)
     assert not precision_ok_nb(60000.0, 0.0, p)
@@ -307,6 +334,19 @@ def test_maintenance_margin_and_liquidation_price_follow_binance() -> None:
     assert liquidation_price_nb(br, 1000.0, 0.0, 0.0, 1.0, 60000.0, 60000.0) == pytest.approx(61050.0 / 1.005)
     # No position: no liquidation price.
     assert math.isnan(liquidation_price_nb(br, 1000.0, 0.0, 0.0, 0.0, 0.0, 60000.0))
+
+
+def test_margin_ratio_is_unknown_once_equity_is_gone() -> None:
+    p = default_params()
+    st_ = init_state(p.vector).state
+    st_[S_LONG_QTY], st_[S_LONG_AVG] = 1.0, 60000.0
+    # Wallet 1000 marked at 60000: equity 1000, MM 250 (bracket 2) -> 0.25.
+    st_[S_WALLET] = 1000.0
+    mark_to_market_nb(st_, 60000.0, p.brackets)
+    assert st_[S_MARGIN_RATIO] == pytest.approx(0.25)
+    # Marked at 58000: equity 1000 - 2000 = -1000: the ratio is unknown, not 0.
+    mark_to_market_nb(st_, 58000.0, p.brackets)
+    assert st_[S_EQUITY] == pytest.approx(-1000.0) and math.isnan(st_[S_MARGIN_RATIO])
 
 
 # ---------------------------------------------------------------------------------------------- throttle

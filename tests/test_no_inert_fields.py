@@ -9,6 +9,7 @@ shrink: an entry that is already proven, or that names no field, fails this test
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -20,20 +21,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 PENDING_ENGINE: dict[str, str] = {}
 
 # Fields only the live bridge reads; the live-bridge issue proves them against the exchange emulator.
-PENDING_LIVE: dict[str, str] = {
-    "execution.retry_delay_ms": "wall-clock wait between post-only retries",
-    "venue.name": "selects the exchange client",
-    "api.api_key": "signs exchange requests",
-    "api.api_secret": "signs exchange requests",
-    "api.testnet": "selects the testnet endpoints",
-    "api.base_url": "REST endpoint",
-    "api.ws_url": "stream endpoint",
-    "risk.max_leverage": "ceiling for leverage changes made at runtime through the ops API",
-    "rate_limits.weight_per_minute": "REST request-weight budget",
-    "websocket.ping_interval": "stream keep-alive",
-    "websocket.reconnect_timeout": "stream reconnect wait",
-    "websocket.max_reconnect_attempts": "stream reconnects before failing closed",
-}
+PENDING_LIVE: dict[str, str] = {}
 
 
 def effect_arguments(source: str, filename: str) -> tuple[set[str], list[str]]:
@@ -131,8 +119,8 @@ def test_leaf_enumeration_reaches_nested_and_optional_sections() -> None:
     assert {"risk_management.enable_circuit_breaker", "backtest.fill_on_touch", "fees.taker"} <= fields
     assert {"margin.brackets", "symbols", "api.api_key", "precision.max_qty"} <= fields
     assert not {"grid", "margin", "risk_management"} & fields
-    # 11 strategy sections hold 2+5+2+2+6+2+6+4+4+7+5 = 45 leaves; venue: 3+5+3+3+7+3+3+1+2+2 = 32.
-    assert len(fields) == 45 + 32
+    # 11 strategy sections hold 2+5+2+2+8+2+6+4+4+7+5 = 47 leaves; venue: 3+5+3+3+7+3+3+1+2+2 = 32.
+    assert len(fields) == 47 + 32
 
 
 def test_effect_decorator_marks_tests_and_rejects_non_fields() -> None:
@@ -142,3 +130,83 @@ def test_effect_decorator_marks_tests_and_rejects_non_fields() -> None:
         effect("grid.grid_steps")
     with pytest.raises(ValueError, match="needs at least one"):
         effect()
+
+
+def _mentions(source: str, field: str) -> bool:
+    """``field`` is set in ``source``: as ``section.key`` (overrides), ``section__key`` (builder
+    keywords), a bare ``key=`` keyword or ``"key"`` string (helpers that take one section's key)."""
+    section, _, key = field.partition(".")
+    if not key:
+        return field in source
+    return (
+        field in source
+        or f"{section}__{key}" in source
+        or re.search(rf"\b{re.escape(key)}\s*=", source) is not None
+        or f'"{key}"' in source
+    )
+
+
+def effect_tests_missing_their_fields(source: str, filename: str) -> list[str]:
+    """``@effect`` tests that name a field they never set (an A/B test must change the field).
+
+    The test's own source counts, with its decorators and the module-level functions, fixtures and
+    tables it refers to by name (one level deep), since scenario tables and fixtures hold the variants.
+    """
+    tree = ast.parse(source, filename=filename)
+    top = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            top[node.name] = ast.get_source_segment(source, node) or ""
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                if isinstance(t, ast.Name):
+                    top[t.id] = ast.get_source_segment(source, node) or ""
+    problems = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        fields = []
+        for deco in node.decorator_list:
+            func = deco.func if isinstance(deco, ast.Call) else None
+            name = getattr(func, "id", getattr(func, "attr", ""))
+            if name == "effect":
+                fields += [a.value for a in deco.args if isinstance(a, ast.Constant)]
+        if not fields:
+            continue
+        own = "\n".join(ast.get_source_segment(source, d) or "" for d in node.decorator_list)
+        own += "\n" + (ast.get_source_segment(source, node) or "")
+        used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+        used |= {a.arg for a in node.args.args}  # fixtures
+        context = own + "\n".join(top.get(n, "") for n in sorted(used) if n != node.name)
+        # The decorator itself names the fields: only what comes after it counts.
+        context = re.sub(r"\beffect\([^)]*\)", "", context)
+        missing = [f for f in fields if not _mentions(context, f)]
+        if missing:
+            problems.append(f"{filename}:{node.lineno} {node.name} never sets {missing}")
+    return problems
+
+
+def test_effect_tests_change_the_fields_they_name() -> None:
+    problems = []
+    for path in sorted(TESTS_DIR.rglob("test_*.py")):
+        rel = str(path.relative_to(TESTS_DIR.parent))
+        problems += effect_tests_missing_their_fields(path.read_text(encoding="utf-8"), rel)
+    assert not problems, problems
+
+
+def test_checker_flags_an_effect_test_that_only_names_its_field() -> None:
+    source = (
+        "@effect('grid.grid_step_bps')\n"
+        "def test_names_only():\n"
+        "    assert run(s={'grid.base_qty': 1}) != run()\n"
+        "CASES = {'a': {'exit__tp_steps': 2}}\n"
+        "@effect('exit.tp_steps')\n"
+        "def test_from_table():\n"
+        "    assert run(**CASES['a']) != run()\n"
+        "@effect('precision.price_precision')\n"
+        "def test_keyword_helper():\n"
+        "    assert run(v=venue_without(price_precision=1)) != run(v=venue_without(price_precision=0))\n"
+    )
+    problems = effect_tests_missing_their_fields(source, "x.py")
+    assert problems == ["x.py:2 test_names_only never sets ['grid.grid_step_bps']"]

@@ -25,15 +25,20 @@ SCENARIOS = {
     # Big rungs and a 2 % drawdown limit: flatten + HALTED; rungs of 0.05 BTC against the default
     # 0.1 BTC position cap make SIZE_QTY rejections that trip the circuit breaker.
     "halt_and_breaker": ["grid.base_qty=0.05", "risk_management.max_drawdown_pct=2"],
-    # Huge rungs with the size checks and the drawdown halt off: the account is liquidated.
+    # Huge rungs with the bot's size limits and the drawdown halt off, wide exits, leverage 50 (the
+    # exchange's initial-margin check still applies): the account is liquidated.
     "liquidated": [
         "grid.base_qty=1.5",
+        "grid.grid_step_bps=50",
+        "exit.sl_steps=20",
+        "exit.tp_steps=20",
         "risk_management.enable_position_validation=false",
         "risk_management.enable_drawdown_protection=false",
         "position.max_leverage_used=125",
         "position.emergency_liquidation_buffer=0.05",
     ],
 }
+VENUES = {"liquidated": ["risk.max_leverage=50", "trading.leverage=50"]}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +51,7 @@ def sample_market(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module", params=list(SCENARIOS))
 def scenario(request: pytest.FixtureRequest, sample_market) -> tuple[str, Any, dict[str, Any]]:
     strategy = load_strategy("default", SCENARIOS[request.param])
-    venue = load_venue("binance_futures", ["trading.leverage=20"])
+    venue = load_venue("binance_futures", VENUES.get(request.param, ["trading.leverage=20"]))
     run = run_single(sample_market, strategy, venue, curves=True)
     return request.param, run, compute_stats(run, sample_market, strategy, venue)
 
@@ -76,7 +81,10 @@ def test_money_stats_equal_the_kernel_accumulators(scenario) -> None:
         ("funding_paid", "funding_paid"),
         ("funding_received", "funding_received"),
         ("total_return_pct", "total_return_pct"),
-        ("max_drawdown_intraday_pct", "max_drawdown_pct"),
+        ("max_drawdown_daily_close_pct", "max_drawdown_daily_close_pct"),
+        ("max_drawdown_bar_close_pct", "max_drawdown_bar_close_pct"),
+        ("max_drawdown_intrabar_pct", "max_drawdown_intrabar_pct"),
+        ("n_lots_closed", "n_lots_closed"),
     ]:
         assert close(s[stat], k[acc]), (stat, s[stat], acc, k[acc])
     # The ledgers rebuild the wallet: initial + realized - fees + funding.
@@ -117,7 +125,7 @@ def test_counts_equal_the_kernel_accumulators(scenario) -> None:
     ]:
         assert close(s[pct] * s["bars_run"] / 100.0, k[acc]), (pct, acc)
     rejected = s["rejections"]
-    for reason in ("size_pct", "size_qty", "size_inventory", "size_order", "size_bracket", "exit_exceeds"):
+    for reason in ("size_pct", "size_qty", "size_inventory", "size_order", "size_bracket", "size_margin"):
         assert rejected.get(reason, 0) == k[f"rejected_{reason}"], reason
     assert rejected.get("post_only", 0) == k["post_only_rejects"]
     events = s["events"]

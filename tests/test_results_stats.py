@@ -37,15 +37,25 @@ def records(dtype: np.dtype, rows: list[tuple]) -> np.ndarray:
     return np.array(rows, dtype=dtype)
 
 
-def market(n: int = 9, skip: int | None = None, start: int = T0):
-    """``n`` 8h bars from ``start`` (3 per UTC day) at price 100, optionally without bar ``skip`` (a gap)."""
+def market(n: int = 9, skip: int | None = None, start: int = T0, highs: dict[int, float] | None = None):
+    """``n`` 8h bars from ``start`` (3 per UTC day) at price 100, optionally without bar ``skip`` (a gap);
+    ``highs`` gives some bars a high above 100 (bar index -> high)."""
     ts = start + H8 * np.arange(n + (1 if skip is not None else 0), dtype=np.int64)
     if skip is not None:
         ts = np.delete(ts, skip)
     px = np.full(len(ts), 100.0)
+    high = px.copy()
+    for i, h in (highs or {}).items():
+        high[i] = h
+    low = px.copy()
     return market_from_arrays(
-        "BTC/USDT:USDT", "8h", ts, px, px, px, px, px, np.array([start]), np.array([1e-4])
+        "BTC/USDT:USDT", "8h", ts, px, high, low, px, px, np.array([start]), np.array([1e-4])
     )
+
+
+# Run A's market: bar 3 (short 1 held at the close, equity 10300 = the peak) trades up to 1000; bar 4
+# (no position) up to 5000, which moves no equity.
+HIGHS_A = {3: 1000.0, 4: 5000.0}
 
 
 # Run A. Equity per 8h bar (3 bars per UTC day); day closes 10200, 9690, 10174.5.
@@ -119,7 +129,7 @@ def run_b() -> FakeRun:
 @pytest.fixture(scope="module")
 def stats_a() -> dict[str, Any]:
     venue = load_venue("binance_futures", ["fees.maker=0.0001", "fees.taker=0.0004"])
-    return compute_stats(run_a(), market(), load_strategy("default"), venue)
+    return compute_stats(run_a(), market(highs=HIGHS_A), load_strategy("default"), venue)
 
 
 def test_returns_and_risk_ratios_by_hand(stats_a: dict[str, Any]) -> None:
@@ -134,9 +144,11 @@ def test_returns_and_risk_ratios_by_hand(stats_a: dict[str, Any]) -> None:
     assert s["sharpe"] == pytest.approx((0.02 / 3) / math.sqrt(0.0237 / 9) * math.sqrt(365))
     # Downside deviation: sqrt(0.05^2 / 3); Sortino = mean / that * sqrt(365).
     assert s["sortino"] == pytest.approx((0.02 / 3) / math.sqrt(0.0025 / 3) * math.sqrt(365))
-    # Daily max drawdown: peak 10200 -> 9690 = 510/10200 = 5 %. Bar-close: 10300 -> 9500 = 800/10300.
-    assert s["max_drawdown_pct"] == pytest.approx(5.0)
-    assert s["max_drawdown_intraday_pct"] == pytest.approx(800 / 10300 * 100)
+    # Daily-close max drawdown: peak 10200 -> 9690 = 510/10200 = 5 %. Bar close: 10300 -> 9500 =
+    # 800/10300. Intrabar: at bar 3's high 1000 the short 1 costs 900 more: 10300 -> 9400 = 900/10300.
+    assert s["max_drawdown_daily_close_pct"] == pytest.approx(5.0)
+    assert s["max_drawdown_bar_close_pct"] == pytest.approx(800 / 10300 * 100)
+    assert s["max_drawdown_intrabar_pct"] == pytest.approx(900 / 10300 * 100)
     # CAGR over 9 bars * 8 h = 3 days: 1.01745 ** (365/3) - 1; Calmar = CAGR / 5.
     cagr = (1.01745 ** (365 / 3) - 1) * 100
     assert s["cagr_pct"] == pytest.approx(cagr)
@@ -146,9 +158,12 @@ def test_returns_and_risk_ratios_by_hand(stats_a: dict[str, Any]) -> None:
 
 def test_trade_and_funding_stats_by_hand(stats_a: dict[str, Any]) -> None:
     s = stats_a
-    # Exits: tp +3, sl -2, flatten +1 -> profit factor (3+1)/2 = 2, win rate 2/3.
-    assert s["profit_factor"] == pytest.approx(2.0)
-    assert s["win_rate_pct"] == pytest.approx(200 / 3)
+    # Closed lots after both fees: long L1 100 -> TP 103: 3 - 0.1 - 0.2 = 2.7; short S1 100 -> SL 102:
+    # -2 - 0.3 - 0.4 = -2.7; long L2 99 -> flatten 100: 1 - 0.5 - 0.6 = -0.1. Profit factor 2.7/2.8,
+    # win rate 1/3 (gross of fees it would be (3+1)/2 = 2 and 2/3).
+    assert s["profit_factor"] == pytest.approx(2.7 / 2.8)
+    assert s["win_rate_pct"] == pytest.approx(100 / 3)
+    assert s["n_lots_closed"] == 3
     assert s["realized_pnl"] == pytest.approx(2.0)
     assert (s["n_fills"], s["n_entries"], s["n_exits"]) == (6, 3, 3)
     assert s["exits_by_kind"] == {"flatten": 1, "sl": 1, "tp": 1}
@@ -184,7 +199,8 @@ def test_events_rejections_and_run_facts(stats_a: dict[str, Any]) -> None:
 # Every stat the summary shows, and the two inputs in which it must differ.
 VARYING = [
     "strategy", "venue", "data_start", "data_end", "bars", "gaps", "missing_bars", "days", "initial_balance",
-    "final_equity", "total_return_pct", "cagr_pct", "max_drawdown_pct", "max_drawdown_intraday_pct", "sharpe",
+    "final_equity", "total_return_pct", "cagr_pct", "max_drawdown_daily_close_pct",
+    "max_drawdown_bar_close_pct", "max_drawdown_intrabar_pct", "n_lots_closed", "sharpe",
     "sortino", "calmar", "profit_factor", "win_rate_pct", "realized_pnl", "n_fills", "n_entries", "n_exits",
     "exits_by_kind", "fees_paid", "funding_paid", "funding_received", "funding_payments", "maker_share_pct",
     "exposure_pct", "halted_pct", "cooldown_pct", "reducing_pct", "liquidated", "liquidated_at", "halted_at",
@@ -216,7 +232,7 @@ def test_no_stat_is_a_constant(stats_a: dict[str, Any], legacy_configs) -> None:
     assert not same, f"stats equal for two different runs: {same}"
     same = [k for k in VARYING_ASSUMPTIONS if b["assumptions"][k] == stats_a["assumptions"][k]]
     assert not same, f"assumptions equal for two different runs: {same}"
-    assert b["liquidated"] is True and b["profit_factor"] == 0.0  # no winning exit: 0 / 50 = 0
+    assert b["liquidated"] is True and b["profit_factor"] == 0.0  # no winning lot: 0 / 53 = 0
     assert b["gaps"] == 1 and b["assumptions"]["gates_disabled"] == ["risk_management.enable_circuit_breaker"]
 
 
@@ -229,7 +245,7 @@ def test_undefined_ratios_are_none_not_numbers() -> None:
     s = compute_stats(empty, market(3), load_strategy("default"), load_venue("binance_futures"))
     assert s["sharpe"] is None and s["sortino"] is None and s["calmar"] is None
     assert s["profit_factor"] is None and s["win_rate_pct"] is None and s["maker_share_pct"] is None
-    assert s["total_return_pct"] == 0.0 and s["max_drawdown_pct"] == 0.0
+    assert s["total_return_pct"] == 0.0 and s["max_drawdown_daily_close_pct"] == 0.0
 
 
 def test_daily_equity_takes_the_last_bar_of_each_utc_day() -> None:

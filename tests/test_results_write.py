@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-import data.atomic
 import research.results
+from configs.errors import GridctlError
 from configs.loader import load_strategy, load_venue
 from data.market import load_market
 from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, write_sample
@@ -116,25 +116,85 @@ def test_a_failed_render_writes_nothing_and_keeps_old_results(result, tmp_path, 
     monkeypatch.setattr(research.results, "build_report", broken)
     changed = dict(stats, final_equity=-1.0)
     with pytest.raises(RuntimeError, match="render failed"):
-        write_results(out, run, market, changed)
+        write_results(out, run, market, changed, force=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_a_failed_write_leaves_only_whole_files(result, tmp_path, monkeypatch) -> None:
+def _entries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("interrupt", [OSError("disk full"), KeyboardInterrupt()])
+@pytest.mark.parametrize("failing_file", [1, 3, len(RESULT_FILES)])
+def test_an_interrupted_write_leaves_nothing_and_no_staging_folder(
+    result, tmp_path, monkeypatch, interrupt: BaseException, failing_file: int
+) -> None:
     run, market, stats = result
     calls = {"n": 0}
-    real_fsync = data.atomic.os.fsync
+    real_fsync = research.results.os.fsync
 
-    def fsync_failing_third(fd: int) -> None:
+    def fsync_failing(fd: int) -> None:
         calls["n"] += 1
-        if calls["n"] == 3:
-            raise OSError("disk full")
+        if calls["n"] == failing_file:
+            raise interrupt
         real_fsync(fd)
 
-    monkeypatch.setattr(data.atomic.os, "fsync", fsync_failing_third)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(research.results.os, "fsync", fsync_failing)
+    with pytest.raises(type(interrupt)):
         write_results(tmp_path / "out", run, market, stats)
     monkeypatch.undo()
-    # The first two files are complete, the third never appeared, and no temp file is left behind.
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(RESULT_FILES[:2])
-    assert pl.read_parquet(tmp_path / "out" / "funding.parquet").height == len(run.funding)
+    assert _entries(tmp_path) == []  # no partial folder, no hidden staging folder
+
+
+@pytest.mark.parametrize("interrupt", [OSError("disk full"), KeyboardInterrupt()])
+def test_an_interrupted_replace_keeps_the_old_results_whole(result, tmp_path, monkeypatch, interrupt) -> None:
+    run, market, stats = result
+    out = tmp_path / "out"
+    write_results(out, run, market, stats)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_replace = research.results.os.replace
+    calls = {"n": 0}
+
+    def replace_failing_second(src, dst) -> None:
+        calls["n"] += 1  # 1: old folder aside, 2: new folder in (fails), 3: old folder back
+        if calls["n"] == 2:
+            raise interrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(research.results.os, "replace", replace_failing_second)
+    with pytest.raises(type(interrupt)):
+        write_results(out, run, market, dict(stats, final_equity=-1.0), force=True)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert _entries(tmp_path) == ["out"]
+
+
+def test_existing_results_need_force_and_are_then_replaced_whole(result, tmp_path) -> None:
+    run, market, stats = result
+    out = tmp_path / "out"
+    write_results(out, run, market, stats)
+    with pytest.raises(GridctlError, match=r"already holds results; pass --force"):
+        write_results(out, run, market, dict(stats, final_equity=-1.0))
+    assert json.loads((out / "stats.json").read_text())["final_equity"] == stats["final_equity"]
+    write_results(out, run, market, dict(stats, final_equity=-1.0), force=True)
+    assert json.loads((out / "stats.json").read_text())["final_equity"] == -1.0
+    assert _entries(out) == sorted(RESULT_FILES) and _entries(tmp_path) == ["out"]
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_folder_with_other_files_is_never_replaced(result, tmp_path, force: bool) -> None:
+    run, market, stats = result
+    out = tmp_path / "home"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "stats.json").write_text("{}")
+    with pytest.raises(GridctlError, match=r"not backtest results \(notes.txt\)"):
+        write_results(out, run, market, stats, force=force)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "stats.json").read_text() == "{}"
+
+
+def test_an_empty_existing_folder_is_filled(result, tmp_path) -> None:
+    run, market, stats = result
+    (tmp_path / "out").mkdir()
+    write_results(tmp_path / "out", run, market, stats)
+    assert _entries(tmp_path / "out") == sorted(RESULT_FILES)

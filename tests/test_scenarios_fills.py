@@ -12,6 +12,8 @@ import pytest
 from effects import effect
 from market_builders import IMPLS, bar_ts, entries, flat, kinds, make_market, run, strategy, venue
 
+from engine.enums import Reason
+
 APPROX = {"rel": 1e-12, "abs": 1e-9}
 
 
@@ -221,7 +223,7 @@ def test_retry_price_bound_and_optimization_mode(impl):
     )
     led = run(impl, make_market(bars), s, venue())
     assert kinds(led) == ["POST_ONLY_REJECT", "POST_ONLY_REJECT", "RETRY_LIMIT"]
-    assert led.events[-1]["reason"] == 9  # Reason.RETRY_DEVIATION
+    assert led.events[-1]["reason"] == Reason.RETRY_DEVIATION
     # Bound 100 bps: all 5 retries are sent: 6 rejections, then RETRY_LIMIT (attempts).
     wide = strategy(
         execution__use_post_only_retries=True,

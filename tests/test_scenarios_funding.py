@@ -60,8 +60,9 @@ def test_funding_sign_amount_and_mark_source(impl):
 )
 def test_funding_guard_scales_the_paying_side_inside_the_window(impl, rate, bar):
     # Settlements every 8 h (T0 is paid at bar 0 while flat: no row). Last T0, next T1 = T0+8h.
-    # |r| = 20 bps per 8 h. window 240 min: cost = 20 * 4h/8h = 10 bps > 5 -> guard active inside the
-    # window. Next settlement T1 = T0+8h; at the close of bar k (close time T0+(k+1)h) T1 is (7-k) h away.
+    # |r| = 20 bps. A position held through T1 pays all of it: projected cost 20 bps > 5 inside the
+    # 240 min window. Next settlement T1 = T0+8h; at the close of bar k (close time T0+(k+1)h) T1 is
+    # (7-k) h away.
     # Paying side: long for r > 0 (entries 9900), short for r < 0 (entries 10100).
     # Every bar fills that side's rung 1 and its TP (tp 1 step) inside the bar, so the next entry qty is
     # the one sized at the previous close: base 0.04 * max(0, (T1 - close)/window), floored to 0.001:
@@ -76,13 +77,15 @@ def test_funding_guard_scales_the_paying_side_inside_the_window(impl, rate, bar)
     want = [0.04, 0.04, 0.04, 0.04, 0.03, 0.02, 0.01]
     assert [g[0] for g in got] == [bar_ts(k) for k in range(1, 8)]
     assert [g[1] for g in got] == pytest.approx(want)
-    # Threshold 10 bps: cost 10 is not above it -> full size every bar.
-    s10 = strategy(
-        grid__base_qty=0.04, funding__funding_window_minutes=240, funding__funding_max_cost_bps=10.0
+    # Threshold 20 bps: cost 20 is not above it -> full size every bar.
+    s20 = strategy(
+        grid__base_qty=0.04, funding__funding_window_minutes=240, funding__funding_max_cost_bps=20.0
     )
-    led10 = run(impl, make_market(bars, funding=funding), s10, venue())
-    assert [e[4] for e in entries(led10) if e[1] == side] == pytest.approx([0.04] * 7)
-    # Window 120 min (threshold 5 again): cost = 20*2/8 = 5 is not above 5 -> full size every bar.
+    led20 = run(impl, make_market(bars, funding=funding), s20, venue())
+    assert [e[4] for e in entries(led20) if e[1] == side] == pytest.approx([0.04] * 7)
+    # Window 120 min, threshold 5: the cost is still the whole 20 bps (the audited bot's spread,
+    # 20 * 2h/8h = 5 bps, would not be above 5 and never scale). Only closes within 2 h of T1 scale:
+    # k=5 (2 h): 0.04 * 2/2 = 0.04; k=6 (1 h): 0.04 * 1/2 = 0.02.
     s2 = strategy(grid__base_qty=0.04, funding__funding_window_minutes=120, funding__funding_max_cost_bps=5.0)
     led2 = run(impl, make_market(bars, funding=funding), s2, venue())
-    assert [e[4] for e in entries(led2) if e[1] == side] == pytest.approx([0.04] * 7)
+    assert [e[4] for e in entries(led2) if e[1] == side] == pytest.approx([0.04] * 6 + [0.02])

@@ -181,7 +181,6 @@ VALIDATION_CASES = {
 
 @effect(
     "backtest.initial_balance",
-    "position.max_position_pct",
     "position.max_position_size",
     "rebalance.max_inventory_quote",
     "risk.min_order_size_usdt",
@@ -236,22 +235,19 @@ def test_rate_limits_defer_submissions(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_rejected_order_is_never_resubmitted_unchanged(impl):
-    # DESIGN.md: a rejected (slot, price, qty, side position) is not submitted again.
+def test_rejected_order_is_not_resubmitted_while_its_inputs_hold(impl):
+    # DESIGN.md: a refusal is remembered with what it depended on; SIZE_ORDER reads only the order's
+    # price and qty, so no position change brings the same order back.
     # min order 100 USDT: long rung 1 (0.01 @ 9900 = 99) is rejected (SIZE_ORDER); rung 2
     # (floor_step(0.015) @ 9800 = 147) is fine. tp_steps 3: rung 2's TP = ceil_tick(9800*1.03) = 10094.
-    # bar 0 close 10000, position 0      -> reject (slot L1, 9900, 0.01, position 0)
-    # bar 1 dips to 9790: L2 fills; close 9950, position 0.015 -> new tuple, reject again
-    # bar 2 rises to 10095: the TP 10094 fills (short rung 10100 not reached); close 9960, position 0
-    #   -> (L1, 9900, 0.01, 0) was rejected at bar 0: not submitted, no event.
+    # bar 0 close 10000 -> reject (slot L1, 9900, 0.01)
+    # bar 1 dips to 9790: L2 fills; close 9950, position 0.015: the refusal still holds (no event)
+    # bar 2 rises to 10095: the TP 10094 fills (short rung 10100 not reached); close 9960: still holds.
     bars = [*flat(10000, 1), (10000, 10000, 9790, 9950), (9950, 10095, 9950, 9960)]
     s = strategy(grid__grid_levels_long=2, grid__qty_scale=1.5, exit__tp_steps=3)
     led = run(impl, make_market(bars), s, venue(risk__min_order_size_usdt=100.0))
     rejected = [(e["ts"], e["side"], e["level"], e["reason"], e["value"]) for e in led.events]
-    assert rejected == [
-        (bar_ts(0), 0, 1, Reason.SIZE_ORDER, 0.0),
-        (bar_ts(1), 0, 1, Reason.SIZE_ORDER, pytest.approx(0.015)),
-    ]
+    assert rejected == [(bar_ts(0), 0, 1, Reason.SIZE_ORDER, 0.0)]
     assert [(f["ts"], f["kind"], f["level"]) for f in led.fills] == [(bar_ts(1), 0, 2), (bar_ts(2), 1, 2)]
 
 

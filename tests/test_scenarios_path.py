@@ -18,7 +18,8 @@ from market_builders import HOUR, IMPLS, T0, bar_ts, flat, make_market, run, str
 
 from configs.errors import GridctlError
 from engine.batch import run_batch
-from engine.enums import EventKind, FillKind
+from engine.enums import INTRABAR_PATH_NAMES, EventKind, FillKind
+from engine.fills import path_points_nb
 from engine.records import FILL_DTYPE
 from engine.run import detail_arrays, run_single
 from research.stats import path_bracket, same_bar_round_trips
@@ -39,7 +40,7 @@ def test_path_rule_orders_the_extremes(impl: str) -> None:
     market = make_market([*flat(10000.0, 1), WIDE, *flat(10000.0, 1)])
     got = {
         rule: side_kinds(run(impl, market, strategy(backtest__intrabar_path=rule), venue()))
-        for rule in ("nearer_first", "high_first", "low_first")
+        for rule in ("nearer_first", "farther_first", "high_first", "low_first")
     }
     # high first: 10000 -> 10150 (short entry 10100) -> 9850 (short TP 9999, long entry 9900) -> 10000
     # (long TP 9999 < 10000).
@@ -49,6 +50,8 @@ def test_path_rule_orders_the_extremes(impl: str) -> None:
     assert got["low_first"] == [(0, 0, 9900.0), (0, 1, 9999.0), (1, 0, 10100.0)]
     # nearer first: high - open = 150 <= open - low = 150, so the high comes first.
     assert got["nearer_first"] == got["high_first"]
+    # farther first: the low is the farther extreme at equal distances, so the low comes first.
+    assert got["farther_first"] == got["low_first"]
 
 
 def _detail(coarse_bars: list[tuple], minute_bars: dict[int, list[tuple]]):
@@ -242,7 +245,12 @@ def test_path_bracket_and_same_bar_round_trips_on_a_wide_bar() -> None:
     # low first: long round trip +0.99, short open from 10100 marked at the close 10000: +1.00.
     fees_lo = 0.0002 * 0.01 * (9900 + 9999 + 10100)
     assert b["low_first"]["total_return_pct"] == pytest.approx((0.99 + 1.0 - fees_lo) / 10000 * 100, rel=1e-9)
-    assert b["rule"] == "nearer_first" and b["configured"] == b["high_first"]
+    assert b["rule"] == "nearer_first" and b["configured"] == b["high_first"] == b["nearer_first"]
+    # The bar's low is the farther extreme from its open: farther first walks it like low first.
+    assert b["farther_first"] == b["low_first"]
+    # low first keeps more (1.99 - 0.06 fees = 1.93) than high first (2.00 - 0.08 = 1.92).
+    assert b["worst"]["total_return_pct"] == b["high_first"]["total_return_pct"]
+    assert b["best"]["total_return_pct"] == b["low_first"]["total_return_pct"]
     # Both round trips of the high-first (= nearer-first) run opened and closed in bar 1.
     n, pnl = same_bar_round_trips(out.fills)
     assert n == 2 and pnl == pytest.approx(1.01 + 0.99, rel=1e-9)
@@ -270,3 +278,23 @@ def test_same_bar_round_trips_match_lots_by_rung_and_ignore_later_exits() -> Non
     assert same_bar_round_trips(fills) == (2, pytest.approx(-1.5))
     assert same_bar_round_trips(np.zeros(0, FILL_DTYPE)) == (0, 0.0)
     assert math.isfinite(same_bar_round_trips(fills)[1])
+
+
+@pytest.mark.parametrize(
+    ("o", "h", "lo", "rule", "expected"),
+    [
+        # High nearer (101 - 100 = 1 <= 100 - 97 = 3): nearer first walks the high first, farther
+        # first the low.
+        (100.0, 101.0, 97.0, "nearer_first", (101.0, 97.0)),
+        (100.0, 101.0, 97.0, "farther_first", (97.0, 101.0)),
+        # Low nearer (104 - 100 = 4 > 100 - 99 = 1): the other way round.
+        (100.0, 104.0, 99.0, "nearer_first", (99.0, 104.0)),
+        (100.0, 104.0, 99.0, "farther_first", (104.0, 99.0)),
+        # Equal distances count as high nearer.
+        (100.0, 102.0, 98.0, "farther_first", (98.0, 102.0)),
+        (100.0, 104.0, 99.0, "high_first", (104.0, 99.0)),
+        (100.0, 101.0, 97.0, "low_first", (97.0, 101.0)),
+    ],
+)
+def test_path_points_follow_the_rule(o, h, lo, rule, expected) -> None:
+    assert path_points_nb(o, h, lo, INTRABAR_PATH_NAMES[rule]) == expected

@@ -15,17 +15,24 @@ Public endpoints served: ``GET /fapi/v1/ping``, ``/fapi/v1/time``, ``/fapi/v1/ex
 parameter rules (klines: limit default 500, max 1500; fundingRate: default 100, max 1000; rows ascending,
 from ``startTime`` when given, else the most recent ones; klines never start after the server clock).
 
-Adding the private endpoints later (orders, positions, account, leverage, listenKey): put the account
-(balances, positions, open orders, leverage per symbol, listen keys) into new fields of
-``EmulatorState``, write one handler per endpoint that first checks the ``X-MBX-APIKEY`` header and the
-HMAC-SHA256 ``signature`` of the query against a new ``api_secret`` field, and register it in ``ROUTES`` with
-its method (``POST /fapi/v1/order``, ``GET /fapi/v2/positionRisk``, ...). Faults and the request log
-then apply to them unchanged.
+Private (SIGNED) endpoints live in ``emulator.private`` and are registered in ``ROUTES`` below: orders
+(``/fapi/v1/order``, ``openOrders``, ``allOpenOrders``), conditional orders on the Algo service
+(``/fapi/v1/algoOrder``, ``openAlgoOrders``, ``algoOpenOrders``; ccxt 4.5 sends STOP_MARKET /
+TAKE_PROFIT_MARKET there), ``/fapi/v2|v3/positionRisk``, ``/fapi/v2|v3/account``, ``/fapi/v2|v3/balance``,
+``positionSide/dual``, ``leverage``, ``marginType``, ``leverageBracket``, ``income``, ``userTrades``, plus
+the public ``premiumIndex``. The account is ``state.account``; ``state.replay(...)`` loads the bar series
+that ``state.advance_bar(...)`` trades bar by bar (see ``emulator.private`` for the matching rules).
 
 Faults (``state.inject(...)``), each consumed in order by the requests whose path matches:
 ``status`` (any HTTP status; 429/418 get Binance's ``-1003`` body and ``Retry-After`` when given),
 ``timeout`` (sleep ``delay_s`` before answering normally, past the client's timeout), ``short`` (cut the
-answer to ``rows`` rows although more exist), ``bad_json`` (a truncated JSON body with status 200).
+answer to ``rows`` rows although more exist), ``bad_json`` (a truncated JSON body with status 200),
+``reject`` (a 400 with Binance error ``code`` / ``msg``, e.g. a -5022 post-only storm), ``drop`` (run the
+handler, then close the connection without answering: the request's effect happened, its answer is lost).
+``payload`` (status 200 with ``body`` as the JSON answer: well-formed, wrong shape).
+``times`` makes any of them a burst. ``state.weight_limit`` (None: off) adds Binance's per-minute IP
+request-weight limit on the server clock (``ROUTE_WEIGHTS``): over it, 429 / -1003 with ``Retry-After``
+until the next minute; every answer carries ``X-MBX-USED-WEIGHT-1M``.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import polars as pl
+
+from emulator import private as _private
 
 INTERVAL_MS: dict[str, int] = {
     "1m": 60_000,
@@ -57,7 +66,7 @@ INTERVAL_MS: dict[str, int] = {
 }
 KLINES_DEFAULT_LIMIT, KLINES_MAX_LIMIT = 500, 1500
 FUNDING_DEFAULT_LIMIT, FUNDING_MAX_LIMIT = 100, 1000
-FAULT_KINDS = ("status", "timeout", "short", "bad_json")
+FAULT_KINDS = ("status", "timeout", "short", "bad_json", "reject", "drop", "payload")
 
 
 @dataclass
@@ -69,6 +78,7 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    raw_query: str = ""
 
 
 @dataclass
@@ -98,6 +108,9 @@ class Fault:
     retry_after: int | None = None
     delay_s: float = 0.0
     rows: int = 1
+    body: object = None
+    code: int = -1000
+    msg: str = "An unknown error occured while processing the request."
 
 
 @dataclass
@@ -193,6 +206,18 @@ class EmulatorState:
         self.funding: dict[str, _Funding] = {}
         self.faults: list[Fault] = []
         self.log: list[LoggedRequest] = []
+        self.account = _private.AccountState()
+        self.weight_limit: int | None = None  # None: no server-side request-weight limit
+        self.weight_minute, self.weight_used = -1, 0
+
+    # -- bar replay (private side: emulator.private) ---------------------------------------------------
+    def replay(self, symbol_id: str, interval: str, frame: pl.DataFrame, start_ms: int | None = None) -> None:
+        """Trade ``frame`` bar by bar with ``advance_bar``; bars closed by ``start_ms`` are history."""
+        _private.replay(self, symbol_id, interval, frame, start_ms)
+
+    def advance_bar(self, symbol_id: str) -> tuple[int, float, float, float, float]:
+        """Trade the next replayed bar (funding, fills on the intrabar path); the clock moves to its close."""
+        return _private.advance_bar(self, symbol_id)
 
     # -- data ---------------------------------------------------------------------------------------
     def server_time(self) -> int:
@@ -225,6 +250,22 @@ class EmulatorState:
                 frame["rate"].to_numpy().astype(np.float64),
                 mark,
             )
+
+    # -- request weight (Binance's per-minute IP limit) ----------------------------------------------
+    def spend_weight(self, request: Request) -> Response | None:
+        """Count the request's weight in its server-clock minute; a 429 (-1003) once over ``weight_limit``."""
+        weight = ROUTE_WEIGHTS.get((request.method, request.path), 1)
+        now = self.server_time()
+        with self.lock:
+            minute = now // 60_000
+            if minute != self.weight_minute:
+                self.weight_minute, self.weight_used = minute, 0
+            if self.weight_limit is not None and self.weight_used + weight > self.weight_limit:
+                retry = str(max(1, -(-((minute + 1) * 60_000 - now) // 1000)))
+                msg = f"Too many requests; current limit of IP is {self.weight_limit} requests per minute."
+                return Response(429, {"code": -1003, "msg": msg}, {"Retry-After": retry})
+            self.weight_used += weight
+        return None
 
     # -- faults and log -----------------------------------------------------------------------------
     def inject(self, kind: str, path: str | None = None, **kwargs: object) -> Fault:
@@ -397,6 +438,21 @@ def handle_funding_rate(state: EmulatorState, request: Request) -> Response:
     return Response(200, rows)
 
 
+#: Binance's request weights of the heavier routes (every other route weighs 1).
+ROUTE_WEIGHTS: dict[tuple[str, str], int] = {
+    ("GET", "/fapi/v2/account"): 5,
+    ("GET", "/fapi/v3/account"): 5,
+    ("GET", "/fapi/v2/balance"): 5,
+    ("GET", "/fapi/v3/balance"): 5,
+    ("GET", "/fapi/v2/positionRisk"): 5,
+    ("GET", "/fapi/v3/positionRisk"): 5,
+    ("GET", "/fapi/v1/userTrades"): 5,
+    ("GET", "/fapi/v1/income"): 30,
+    ("GET", "/fapi/v1/positionSide/dual"): 30,
+    ("GET", "/fapi/v1/klines"): 5,
+    ("GET", "/fapi/v1/markPriceKlines"): 5,
+}
+
 Handler = Callable[[EmulatorState, Request], Response]
 ROUTES: dict[tuple[str, str], Handler] = {
     ("GET", "/fapi/v1/ping"): handle_ping,
@@ -406,6 +462,14 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("GET", "/fapi/v1/markPriceKlines"): handle_mark_price_klines,
     ("GET", "/fapi/v1/fundingRate"): handle_funding_rate,
 }
+
+
+def _private_route(handler: _private.Handler, signed: bool) -> Handler:
+    return lambda state, request: _private.run(state, request, handler, signed)
+
+
+ROUTES.update({key: _private_route(h, signed=True) for key, h in _private.PRIVATE_ROUTES.items()})
+ROUTES.update({key: _private_route(h, signed=False) for key, h in _private.PUBLIC_ROUTES.items()})
 
 
 def dispatch(state: EmulatorState, request: Request) -> tuple[Response, Fault | None]:
@@ -420,6 +484,13 @@ def dispatch(state: EmulatorState, request: Request) -> tuple[Response, Fault | 
             return Response(500, body, headers), fault
         page = f"<html><body><h1>{fault.status} Service Unavailable</h1></body></html>"
         return Response(fault.status, raw=page, headers=headers, content_type="text/html"), fault
+    limited = state.spend_weight(request)
+    if limited is not None:
+        return limited, fault
+    if fault is not None and fault.kind == "payload":
+        return Response(200, fault.body), fault
+    if fault is not None and fault.kind == "reject":
+        return _error(400, fault.code, fault.msg), fault
     if fault is not None and fault.kind == "timeout":
         time.sleep(fault.delay_s)
     handler = ROUTES.get((request.method, request.path))
@@ -442,6 +513,8 @@ def dispatch(state: EmulatorState, request: Request) -> tuple[Response, Fault | 
 class _HttpHandler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms each.
+    disable_nagle_algorithm = True
 
     def _serve(self, method: str) -> None:
         parts = urlsplit(self.path)
@@ -450,7 +523,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         if method != "GET" and body:
             query.update(dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True)))
-        request = Request(method, parts.path, query, dict(self.headers.items()), body)
+        request = Request(method, parts.path, query, dict(self.headers.items()), body, parts.query)
         state = self.server.state
         response, fault = dispatch(state, request)
         with state.lock:
@@ -459,6 +532,10 @@ class _HttpHandler(BaseHTTPRequestHandler):
                     method, parts.path, query, response.status, None if fault is None else fault.kind
                 )
             )
+        if fault is not None and fault.kind == "drop":
+            self.close_connection = True  # processed, but the answer is lost with the connection
+            return
+        response.headers.setdefault("X-MBX-USED-WEIGHT-1M", str(state.weight_used))
         payload = response.body()
         try:
             self.send_response(response.status)
@@ -528,6 +605,10 @@ class BinanceUsdmEmulator:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+    def advance_bar(self, symbol_id: str) -> tuple[int, float, float, float, float]:
+        """Trade the next replayed bar of ``symbol_id`` (``EmulatorState.advance_bar``)."""
+        return self.state.advance_bar(symbol_id)
 
     def __enter__(self) -> BinanceUsdmEmulator:
         return self.start()

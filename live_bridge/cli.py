@@ -1,0 +1,316 @@
+"""`gridctl live`: the live bridge command (paper, live, replay). A thin shell over live_bridge.
+
+Heavy imports (numba kernels, ccxt, FastAPI) happen inside the command, so ``gridctl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from configs.errors import GridctlError
+
+DEFAULT_TOKEN_ENV = "GRIDCTL_OPS_TOKEN"
+
+#: (compute_stats, write_results, stats_json) of the research layer, given by the top-level cli.py:
+#: live_bridge and research are one layer and do not import each other.
+ResultsProvider = Callable[[], tuple[Callable[..., Any], Callable[..., Any], Callable[..., str]]]
+_results: ResultsProvider | None = None
+
+
+def _run_id() -> str:
+    return secrets.token_hex(4)
+
+
+def run_replay(
+    strategy: Any,
+    venue: Any,
+    source: Path,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    compute_stats: Callable[..., dict[str, Any]],
+) -> tuple[Any, Any, dict[str, Any], Any]:
+    """Replay a stored market through the paper bridge; returns (run output, market, stats, bridge).
+
+    ``compute_stats`` is ``research.stats.compute_stats`` (passed in: research is the same layer).
+    """
+    from live_bridge.bridge import Bridge
+    from live_bridge.replay import ReplayFeed, load_replay_market
+    from live_bridge.session import EngineSession
+
+    market = load_replay_market(source, None, exchange, symbol, timeframe)
+    session = EngineSession(strategy, venue, market.symbol, market.timeframe, capacity=len(market.ts) + 16)
+    bridge = Bridge(session, _options(strategy, "replay", _run_id()))
+    t0 = time.perf_counter()
+    for bar in ReplayFeed(market):
+        bridge.on_bar(bar)
+        if session.liquidated:
+            break
+    elapsed = time.perf_counter() - t0
+    output = session.output()
+    output.meta["bars_total"] = len(market.ts)
+    output.meta["replay_seconds"] = elapsed
+    return output, market, compute_stats(output, market, strategy, venue), bridge
+
+
+def _options(strategy: Any, mode: str, run_id: str) -> Any:
+    from live_bridge.bridge import BridgeOptions
+
+    ex = strategy.execution
+    return BridgeOptions(
+        mode=mode,
+        run_id=run_id,
+        maker_only=bool(ex.maker_only),
+        price_tol_bps=float(ex.order_price_tolerance_bps),
+        qty_tol_pct=float(ex.order_qty_tolerance_pct),
+        post_only_retries=bool(ex.use_post_only_retries) and not bool(ex.optimization_mode),
+        retry_delay_ms=int(ex.retry_delay_ms),
+    )
+
+
+def live(
+    paper: Annotated[
+        bool, typer.Option("--paper", help="Real market data, fills simulated by the engine; no credentials.")
+    ] = False,
+    live_mode: Annotated[
+        bool,
+        typer.Option(
+            "--live", help="Real orders through the exchange (credentials from the venue's env vars)."
+        ),
+    ] = False,
+    config: Annotated[
+        str, typer.Option("--config", help="Strategy name (configs/strategies) or YAML path.")
+    ] = "default",
+    venue: Annotated[
+        str, typer.Option("--venue", help="Venue name (configs/venues) or YAML path.")
+    ] = "binance_futures",
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a strategy field, e.g. policy.throttle=0.5.")
+    ] = None,
+    venue_overrides: Annotated[
+        list[str] | None,
+        typer.Option("--venue-set", help="Override a venue field, e.g. precision.min_notional=100."),
+    ] = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option(
+            "--replay",
+            help=(
+                "Replay stored data instead of the exchange: a data directory (with --exchange/--symbol/"
+                "--timeframe) or a <YYYY-MM>.parquet partition in one."
+            ),
+        ),
+    ] = None,
+    exchange: Annotated[
+        str, typer.Option("--exchange", help="Exchange of the stored data (--replay).")
+    ] = "sample",
+    symbol: Annotated[
+        str | None, typer.Option("--symbol", help="ccxt symbol (default: the strategy's instrument).")
+    ] = None,
+    timeframe: Annotated[str, typer.Option("--timeframe", help="Bar timeframe.")] = "1m",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Write ledgers, stats.json and report.html here (as `gridctl backtest --out`)."
+        ),
+    ] = None,
+    testnet: Annotated[
+        bool,
+        typer.Option(
+            "--testnet", help="Required to trade a testnet venue with --live; refused for production venues."
+        ),
+    ] = False,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            "--api-url",
+            help="Exchange root URL (scheme://host:port) replacing the venue's hosts, e.g. an emulator.",
+        ),
+    ] = None,
+    journal_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--journal",
+            help="SQLite journal; an existing one is restarted from and reconciled with the exchange.",
+        ),
+    ] = None,
+    ops_port: Annotated[
+        int, typer.Option("--ops-port", help="Ops API / metrics port on 127.0.0.1 (0 picks a free port).")
+    ] = 8787,
+    token_env: Annotated[
+        str,
+        typer.Option(
+            "--ops-token-env",
+            help="Environment variable holding the ops API bearer token (required with --live).",
+        ),
+    ] = DEFAULT_TOKEN_ENV,
+    min_balance: Annotated[
+        float,
+        typer.Option("--min-balance", help="--live: refuse to start below this available balance (quote)."),
+    ] = 50.0,
+    allow_gate_off: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-gate-off", help="--live: allow this risk_management.enable_* gate to be off (repeat)."
+        ),
+    ] = None,
+    max_skew_ms: Annotated[
+        int, typer.Option("--max-clock-skew-ms", help="Largest allowed |exchange clock - local clock|.")
+    ] = 1000,
+    max_bars: Annotated[
+        int | None,
+        typer.Option("--max-bars", help="Stop after this many live bars (default: run until Ctrl-C)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result / readiness as JSON.")] = False,
+) -> None:
+    """Run the live bridge: --paper (simulated fills), --live (real orders), or --paper --replay PATH."""
+    if paper == live_mode:
+        raise GridctlError("choose exactly one of --paper and --live")
+    if replay is not None and live_mode:
+        raise GridctlError("--replay works with --paper only (a replay never sends orders)")
+    if out is not None and replay is None:
+        raise GridctlError("--out is for --replay runs; a live run journals to --journal")
+    from configs.loader import load_strategy, load_venue
+
+    strategy = load_strategy(config, list(overrides or []))
+    venue_cfg = load_venue(venue, list(venue_overrides or []))
+    sym = symbol or strategy.ccxt_symbol
+    if replay is not None:
+        _replay_command(strategy, venue_cfg, replay, exchange, sym, timeframe, out, as_json)
+        return
+    _run_exchange(
+        strategy,
+        venue_cfg,
+        sym,
+        timeframe,
+        "live" if live_mode else "paper",
+        testnet,
+        api_url,
+        journal_path,
+        ops_port,
+        token_env,
+        min_balance,
+        list(allow_gate_off or []),
+        max_skew_ms,
+        max_bars,
+        as_json,
+    )
+
+
+def _replay_command(
+    strategy: Any,
+    venue: Any,
+    source: Path,
+    exchange: str,
+    sym: str,
+    timeframe: str,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    if _results is None:
+        raise GridctlError("replay results need the research layer (mount the command with register())")
+    compute_stats, write_results, stats_json = _results()
+    if out is not None and out.exists() and not out.is_dir():
+        raise GridctlError(f"--out: {out} exists and is not a directory")
+    if not source.exists():
+        raise GridctlError(f"--replay: {source} does not exist")
+    if source.is_dir() and exchange == "sample":
+        from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
+
+        if (exchange, sym) == (SAMPLE_EXCHANGE, SAMPLE_SYMBOL):
+            ensure_sample(source)
+    output, market, stats, _bridge = run_replay(
+        strategy, venue, source, exchange, sym, timeframe, compute_stats
+    )
+    if out is not None:
+        write_results(out, output, market, stats)
+    secs = output.meta["replay_seconds"]
+    speed = {
+        "bars": session_bars(output),
+        "seconds": secs,
+        "bars_per_second": session_bars(output) / secs if secs > 0 else None,
+    }
+    if as_json:
+        sys.stdout.write(stats_json({**stats, "replay": speed}) + "\n")
+        return
+    typer.echo(
+        f"replayed {speed['bars']:,} bars of {market.symbol} {market.timeframe} in {secs:.2f} s "
+        f"({speed['bars_per_second'] or 0:,.0f} bars/s); final equity {stats['final_equity']:,.2f}, "
+        f"{stats['n_fills']} fills" + (f"; results in {out}" if out is not None else "")
+    )
+
+
+def session_bars(output: Any) -> int:
+    return int(output.meta["bars"])
+
+
+def _run_exchange(
+    strategy: Any,
+    venue: Any,
+    sym: str,
+    timeframe: str,
+    mode: str,
+    testnet: bool,
+    api_url: str | None,
+    journal_path: Path | None,
+    ops_port: int,
+    token_env: str,
+    min_balance: float,
+    allow_off: list[str],
+    max_skew_ms: int,
+    max_bars: int | None,
+    as_json: bool,
+) -> None:
+    from live_bridge.runner import prepare, run_loop
+
+    ready, ctx = prepare(
+        strategy,
+        venue,
+        sym,
+        timeframe,
+        mode,
+        testnet,
+        api_url,
+        journal_path,
+        ops_port,
+        os.environ.get(token_env),
+        token_env,
+        min_balance,
+        allow_off,
+        max_skew_ms,
+    )
+    if as_json:
+        sys.stdout.write(json.dumps({"readiness": ready.as_json()}) + "\n")
+    else:
+        for item, ok, detail in ready.rows:
+            typer.echo(f"{'ok ' if ok else 'FAIL'} {item}: {detail}", err=True)
+    try:
+        ready.require()
+    except GridctlError:
+        ctx.close()
+        raise
+    typer.echo(f"gridctl live --{mode}: run {ctx.bridge.o.run_id}, ops API on {ctx.ops_url}", err=True)
+    try:
+        run_loop(ctx, max_bars=max_bars)
+    except KeyboardInterrupt:
+        typer.echo("stopped (Ctrl-C); the journal holds the state for a restart", err=True)
+    finally:
+        ctx.close()
+    if as_json:
+        sys.stdout.write(json.dumps({"latency": ctx.bridge.latency.summary(), "bars": ctx.bridge.s.n}) + "\n")
+
+
+def register(app: typer.Typer, results: ResultsProvider) -> None:
+    """Add ``gridctl live`` to the top-level app; ``results`` lazily gives the research result writers."""
+    global _results
+    _results = results
+    app.command("live")(live)

@@ -1,0 +1,220 @@
+"""Exchange bar feed: closed bars and funding settlements polled over REST with the real ccxt client.
+
+There is no websocket stream: the feed polls the exchange's public REST endpoints (klines, funding
+history, premium index). The venue's stream settings map onto this connection as follows:
+
+* ``api.ws_url`` - the market-data endpoint the feed connects to; when unset, ``api.base_url``
+  (when both are unset: ccxt's own Binance hosts).
+* ``websocket.ping_interval`` (s) - keep-alive: between bar closes the feed asks the exchange for
+  its time every ``ping_interval`` seconds; a failed ping starts reconnecting at once, before the
+  next bar is due.
+* ``websocket.reconnect_timeout`` (s) - the wait between reconnect attempts after a failed request.
+* ``websocket.max_reconnect_attempts`` - consecutive failed attempts after which the feed is
+  declared down: the bridge pauses new entries (fail closed) and says so on the ops API and metrics;
+  the feed keeps trying every ``reconnect_timeout`` and the pause lifts with the first good answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from configs.errors import GridctlError
+from configs.schema import VenueConfig
+from data.timeframes import timeframe_ms
+from live_bridge.replay import ClosedBar
+
+
+class FeedDown(GridctlError):  # noqa: N818 - reads as a state
+    """The feed failed ``max_reconnect_attempts`` times in a row."""
+
+
+@dataclass
+class FeedHealth:
+    up: bool = True
+    consecutive_failures: int = 0
+    last_error: str = ""
+    pings: int = 0
+    reconnect_waits: int = 0
+
+
+class ExchangeFeed:
+    """Polls closed bars and funding for one symbol; ``client`` is a ccxt exchange (binanceusdm)."""
+
+    def __init__(
+        self,
+        client: Any,
+        symbol: str,
+        timeframe: str,
+        ping_interval_s: float,
+        reconnect_wait_s: float,
+        max_reconnect_attempts: int,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.symbol = symbol
+        self.timeframe = timeframe
+        self.bar_ms = timeframe_ms(timeframe)
+        self.ping_interval_s = float(ping_interval_s)
+        self.reconnect_wait_s = float(reconnect_wait_s)
+        self.max_attempts = int(max_reconnect_attempts)
+        self._sleep = sleep
+        self._clock = clock
+        self.health = FeedHealth()
+        self.last_ts: int | None = None
+        self._last_settled: int | None = None
+        self._last_ping = clock()
+        self.on_server_time: Callable[[int], None] | None = None  # the bridge's clock follows the exchange
+
+    @classmethod
+    def for_venue(
+        cls, venue: VenueConfig, symbol: str, timeframe: str, api_url: str | None = None, **kw: Any
+    ) -> ExchangeFeed:
+        """The feed a venue file describes (``api.ws_url``, else ``api.base_url``; ``api_url`` overrides)."""
+        from data.download import make_client
+
+        url = api_url or venue.api.ws_url or venue.api.base_url
+        client = make_client("binanceusdm", url)
+        client.enableRateLimit = False
+        ws = venue.websocket
+        return cls(
+            client, symbol, timeframe, ws.ping_interval, ws.reconnect_timeout, ws.max_reconnect_attempts, **kw
+        )
+
+    # --- connection policy
+
+    def call(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Run one request; on failure wait ``reconnect_wait_s`` and retry, up to ``max_attempts`` retries."""
+        attempt = 0
+        while True:
+            try:
+                out = fn()
+            except Exception as err:  # ccxt raises many kinds; all mean "no answer"
+                self.health.consecutive_failures += 1
+                self.health.last_error = f"{what}: {type(err).__name__}: {str(err)[:200]}"
+                if attempt >= self.max_attempts:
+                    self.health.up = False
+                    raise FeedDown(
+                        f"bar feed down after {attempt + 1} failed attempts ({self.health.last_error})"
+                    ) from None
+                attempt += 1
+                self.health.reconnect_waits += 1
+                self._sleep(self.reconnect_wait_s)
+                continue
+            self.health.up = True
+            self.health.consecutive_failures = 0
+            return out
+
+    def server_time_ms(self) -> int:
+        t = int(self.call("time", self.client.fetch_time))
+        if self.on_server_time is not None:
+            self.on_server_time(t)
+        return t
+
+    def keep_alive(self) -> bool:
+        """Ping when ``ping_interval_s`` has passed since the last request; False while the feed is down."""
+        now = self._clock()
+        if now - self._last_ping < self.ping_interval_s:
+            return self.health.up
+        self._last_ping = now
+        self.health.pings += 1
+        try:
+            self.server_time_ms()
+        except FeedDown:
+            return False
+        return True
+
+    # --- data
+
+    def load_rules(self) -> dict[str, Any]:
+        """The symbol's market entry (filters) from exchangeInfo."""
+        markets = self.call("exchangeInfo", self.client.load_markets)
+        if self.symbol not in markets:
+            raise GridctlError(f"symbol {self.symbol} is not listed by the exchange")
+        return markets[self.symbol]
+
+    def _bars(self, since: int, limit: int, now_ms: int) -> list[tuple[int, float, float, float, float]]:
+        rows = self.call(
+            "klines", lambda: self.client.fetch_ohlcv(self.symbol, self.timeframe, since=since, limit=limit)
+        )
+        return [
+            (int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]))
+            for r in rows
+            if int(r[0]) + self.bar_ms <= now_ms
+        ]
+
+    def history(self, n: int) -> list[tuple[int, float, float, float, float]]:
+        """The last ``n`` closed bars (fewer when the exchange has fewer)."""
+        now = self.server_time_ms()
+        last_open = (now // self.bar_ms) * self.bar_ms - self.bar_ms  # the newest closed bar
+        since = last_open - (n - 1) * self.bar_ms
+        bars: list[tuple[int, float, float, float, float]] = []
+        while len(bars) < n:
+            chunk = self._bars(since, min(1500, n - len(bars)), now)
+            if not chunk:
+                break
+            bars.extend(chunk)
+            since = chunk[-1][0] + self.bar_ms
+            if since > last_open:
+                break
+        if bars:
+            self.last_ts = bars[-1][0]
+        return bars[-n:] if n else []
+
+    def funding_settled(self, since_ms: int | None, now_ms: int) -> list[tuple[int, float, float]]:
+        """Settlements at or before ``now_ms`` (time, rate, mark NaN when unknown)."""
+        rows = self.call(
+            "fundingRate",
+            lambda: self.client.fetch_funding_rate_history(self.symbol, since=since_ms, limit=1000),
+        )
+        out = []
+        for r in rows:
+            t = int(r["timestamp"])
+            if t > now_ms:
+                continue
+            mark = (r.get("info") or {}).get("markPrice")
+            try:
+                m = float(mark) if mark not in (None, "") else float("nan")
+            except (TypeError, ValueError):
+                m = float("nan")
+            out.append((t, float(r["fundingRate"]), m))
+        return out
+
+    def next_funding_ms(self) -> int | None:
+        """The next settlement time from the premium index; None when the exchange gives none."""
+        info = self.call("premiumIndex", lambda: self.client.fetch_funding_rate(self.symbol))
+        nxt = info.get("nextFundingTimestamp") or info.get("fundingTimestamp")
+        return int(nxt) if nxt else None
+
+    def poll(self) -> list[ClosedBar]:
+        """New closed bars since the last one delivered, each with the funding known at its close."""
+        now = self.server_time_ms()
+        self._last_ping = self._clock()
+        since = (
+            (self.last_ts + self.bar_ms)
+            if self.last_ts is not None
+            else (now // self.bar_ms - 1) * self.bar_ms
+        )
+        bars = self._bars(since, 1500, now)
+        if not bars:
+            return []
+        lookback = self._last_settled + 1 if self._last_settled is not None else bars[0][0] - 3 * 86_400_000
+        settled = self.funding_settled(lookback, now)
+        nxt = self.next_funding_ms()
+        out = []
+        for t, o, h, lo, c in bars:
+            close = t + self.bar_ms
+            mine = [
+                s
+                for s in settled
+                if s[0] <= close and (self._last_settled is None or s[0] > self._last_settled)
+            ]
+            if mine:
+                self._last_settled = mine[-1][0]
+            later = [s[0] for s in settled if s[0] > close]
+            out.append(ClosedBar(t, o, h, lo, c, mine, later[0] if later else nxt))
+        self.last_ts = bars[-1][0]
+        return out

@@ -1,0 +1,111 @@
+"""Prometheus metrics of a running bridge, read at scrape time from the bar loop's last status snapshot.
+
+Every gauge carries a ``reason`` label: empty when the value is known, else the reason it is not
+(``no bar yet``, ``margin unreadable``, ...) with the value NaN. A value the bridge does not know is
+never exported as 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: (metric name, snapshot key, help). A snapshot value of None is unknown: NaN with the reason from
+#: ``snapshot["unknown"][key]``.
+GAUGES: tuple[tuple[str, str, str], ...] = (
+    ("gridctl_equity", "equity", "Account equity in quote currency (wallet + unrealized PnL)."),
+    ("gridctl_wallet_balance", "wallet_balance", "Wallet balance in quote currency."),
+    ("gridctl_margin_ratio", "margin_ratio", "Maintenance margin / equity."),
+    ("gridctl_realized_pnl", "realized_pnl", "Realized PnL since the session started, quote currency."),
+    ("gridctl_unrealized_pnl", "unrealized_pnl", "Unrealized PnL at the last close, quote currency."),
+    ("gridctl_funding_rate", "funding_rate", "Last known funding rate (fraction per settlement)."),
+    (
+        "gridctl_funding_projected_cost",
+        "funding_projected_cost",
+        "Funding the positions would pay at the next settlement at the last rate (negative = receive).",
+    ),
+    (
+        "gridctl_open_orders",
+        "open_orders",
+        "Open orders of this bridge on the venue (simulated in paper mode).",
+    ),
+    (
+        "gridctl_trading_state",
+        "trading_state",
+        "Risk state: 0 normal, 1 reducing, 2 cooldown, 3 halted, 4 liquidated.",
+    ),
+    (
+        "gridctl_circuit_breaker_active",
+        "circuit_breaker_active",
+        "1 while the circuit breaker blocks entries.",
+    ),
+    ("gridctl_throttle", "throttle", "Entry-size multiplier set through the ops API (0..1)."),
+    (
+        "gridctl_last_bar_age_seconds",
+        "last_bar_age_seconds",
+        "Seconds since the last closed bar's close time.",
+    ),
+    ("gridctl_entries_paused", "entries_paused", "1 while new entries are paused (operator or fail-closed)."),
+)
+
+
+def _value(snapshot: dict[str, Any], key: str) -> tuple[float, str]:
+    value = snapshot.get(key)
+    unknown = snapshot.get("unknown", {})
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return math.nan, str(unknown.get(key) or "unknown")
+    return float(value), ""
+
+
+class BridgeCollector:
+    """A prometheus collector over ``snapshot()`` (the bar loop's last published status)."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Any]:
+        snap = self._snapshot()
+        for name, key, doc in GAUGES:
+            g = GaugeMetricFamily(name, doc, labels=["reason"])
+            value, reason = _value(snap, key)
+            g.add_metric([reason], value)
+            yield g
+        pos = GaugeMetricFamily(
+            "gridctl_position_qty", "Position size per side (base currency).", labels=["side", "reason"]
+        )
+        for side in ("long", "short"):
+            value, reason = _value(snap, f"position_{side}")
+            pos.add_metric([side, reason], value)
+        yield pos
+        errs = CounterMetricFamily(
+            "gridctl_errors",
+            "Errors counted by the engine's circuit breaker and the bridge.",
+            labels=["kind"],
+        )
+        for kind, n in sorted(snap.get("error_counts", {}).items()):
+            errs.add_metric([kind], float(n))
+        yield errs
+        paused = GaugeMetricFamily(
+            "gridctl_pause_reason", "1 for each reason new entries are paused now.", labels=["reason"]
+        )
+        for reason in snap.get("pause_keys", []):  # the detail (changing numbers) is on /status
+            paused.add_metric([reason], 1.0)
+        yield paused
+
+
+def metrics_registry(snapshot: Callable[[], dict[str, Any]]) -> CollectorRegistry:
+    """A registry holding only the bridge's collector (no process/platform defaults)."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(BridgeCollector(snapshot))
+    return reg
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The registry in Prometheus text exposition format."""
+    return generate_latest(registry)

@@ -1,0 +1,83 @@
+"""Start-up readiness checklist: every item is checked, every failure is listed, nothing is sent before.
+
+``Checklist`` collects (item, ok, detail) rows; ``require`` raises one GridctlError naming every
+failed item (exit 2 through cli.py). The items the ``live`` command runs are in ``live_bridge.cli``:
+config valid; exchange reachable and clock skew small; symbol and filters loaded and matching the
+venue file; for --live: real credentials, testnet venue only with --testnet and production only
+without, hedge mode / leverage / margin type as configured (set when not), balance above the
+minimum, every risk gate enabled unless explicitly allowed off, an ops token; warm-up complete;
+ops and metrics endpoints bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from configs.errors import GridctlError
+
+
+@dataclass
+class Checklist:
+    rows: list[tuple[str, bool, str]] = field(default_factory=list)
+
+    def add(self, item: str, ok: bool, detail: str = "") -> bool:
+        self.rows.append((item, bool(ok), detail))
+        return bool(ok)
+
+    def run(self, item: str, check: Callable[[], str | None]) -> Any:
+        """Run ``check``: it returns a detail string when fine, raises (any error) when not."""
+        try:
+            detail = check()
+        except Exception as err:  # every failure is listed, whatever raised it
+            self.add(item, False, str(err) or type(err).__name__)
+            return False
+        self.add(item, True, detail or "")
+        return True
+
+    @property
+    def failures(self) -> list[tuple[str, str]]:
+        return [(item, detail) for item, ok, detail in self.rows if not ok]
+
+    def require(self) -> None:
+        fails = self.failures
+        if fails:
+            listed = "; ".join(f"[{item}] {detail}" for item, detail in fails)
+            raise GridctlError(
+                f"not ready to start, {len(fails)} check(s) failed (no order was sent): {listed}"
+            )
+
+    def as_json(self) -> list[dict[str, Any]]:
+        return [{"item": i, "ok": ok, "detail": d} for i, ok, d in self.rows]
+
+
+def filters_match(venue: Any, market: dict[str, Any]) -> str:
+    """Compare the venue file's tick/step/min qty/min notional with the exchange's; raise on mismatch."""
+    info = market.get("info") or {}
+    filters = {f.get("filterType"): f for f in info.get("filters", [])}
+    got = {
+        "tick_size": float(filters.get("PRICE_FILTER", {}).get("tickSize", "nan")),
+        "step_size": float(filters.get("LOT_SIZE", {}).get("stepSize", "nan")),
+        "min_qty": float(filters.get("LOT_SIZE", {}).get("minQty", "nan")),
+        "min_notional": float(filters.get("MIN_NOTIONAL", {}).get("notional", "nan")),
+    }
+    want = {
+        "tick_size": venue.tick_size,
+        "step_size": venue.step_size,
+        "min_qty": venue.min_qty,
+        "min_notional": venue.precision.min_notional,
+    }
+    bad = []
+    for key, value in got.items():
+        if not math.isfinite(value):
+            bad.append(f"exchange gives no {key}")
+        elif key == "min_notional":
+            if want[key] < value * (1 - 1e-9):
+                bad.append(f"precision.min_notional {want[key]} is below the exchange's {value}")
+        elif abs(value - want[key]) > 1e-12 * max(1.0, abs(value)):
+            bad.append(f"precision.{key} is {want[key]} but the exchange says {value}")
+    if bad:
+        raise GridctlError(f"{venue.origin}: " + "; ".join(bad))
+    return ", ".join(f"{k} {v:g}" for k, v in got.items())

@@ -1,0 +1,364 @@
+"""Start-up (readiness, warm-up or restart + reconcile) and the polling loop of `gridctl live`.
+
+``prepare`` builds the session, feed, gateway, journal and ops server and runs every readiness item
+(all of them, so the message lists every failure). ``run_loop`` polls the feed and feeds each closed
+bar to ``Bridge.on_bar``; between bars it applies ops commands, pings the feed and checks staleness.
+The bridge's clock is the exchange's: local time plus the offset measured at each server-time read.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from configs.errors import GridctlError
+from live_bridge.bridge import Bridge
+from live_bridge.feed import ExchangeFeed, FeedDown
+from live_bridge.journal import Journal
+from live_bridge.ops import OpsServer, OpsState
+from live_bridge.readiness import Checklist, filters_match
+from live_bridge.session import EngineSession
+
+
+@dataclass
+class ExchangeClock:
+    """Exchange time = local time + offset (updated whenever the exchange's time is read)."""
+
+    offset_ms: int = 0
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000) + self.offset_ms
+
+    def follow(self, exchange_ms: int) -> None:
+        """The exchange said it is ``exchange_ms`` now."""
+        self.offset_ms = int(exchange_ms) - int(time.time() * 1000)
+
+
+@dataclass
+class RunContext:
+    bridge: Any = None
+    feed: Any = None
+    server: Any = None
+    journal: Any = None
+    gateway: Any = None
+    clock: ExchangeClock = field(default_factory=ExchangeClock)
+    ops_url: str = ""
+    restarted: bool = False
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+
+
+def default_journal(mode: str, symbol: str, timeframe: str) -> Path:
+    from data.store import default_data_dir, symbol_key
+
+    return default_data_dir() / "live" / f"{mode}_{symbol_key(symbol)}_{timeframe}.sqlite"
+
+
+def make_gateway(venue: Any, api_url: str | None, testnet: bool) -> Any:
+    """live-venue's ccxt gateway for ``venue`` (credentials from its env-var references)."""
+    from data.download import make_client
+    from live_bridge.exchange import CcxtGateway, exchange_id_for, make_exchange_client
+
+    if api_url is None:
+        return CcxtGateway(venue, live=True)
+    # --api-url (an emulator, a proxy): same wiring, every API host replaced.
+    template = make_exchange_client(venue, live=True)
+    client = make_client(exchange_id_for(venue), api_url)
+    client.enableRateLimit = False
+    client.apiKey, client.secret = template.apiKey, template.secret
+    return CcxtGateway(venue, live=True, client=client)
+
+
+def prepare(
+    strategy: Any,
+    venue: Any,
+    symbol: str,
+    timeframe: str,
+    mode: str,
+    testnet: bool,
+    api_url: str | None,
+    journal_path: Path | None,
+    ops_port: int,
+    token: str | None,
+    token_env: str,
+    min_balance: float,
+    allow_off: list[str],
+    max_skew_ms: int,
+    gateway: Any = None,
+    feed_kw: dict[str, Any] | None = None,
+    clock: ExchangeClock | None = None,
+) -> tuple[Checklist, RunContext]:
+    """Build everything a run needs and check every readiness item; nothing is sent to the exchange."""
+    from live_bridge.cli import _options, _run_id
+
+    ready = Checklist()
+    ctx = RunContext(clock=clock or ExchangeClock())
+    live = mode == "live"
+    try:
+        session = EngineSession(strategy, venue, symbol, timeframe)
+    except GridctlError as err:
+        ready.add("config valid", False, str(err))
+        return ready, ctx
+    ready.add("config valid", True, f"{strategy.origin}; {venue.origin}")
+    if live:
+        is_testnet = bool(venue.api.testnet)
+        if is_testnet and not testnet:
+            ready.add("venue kind", False, f"{venue.origin} is a testnet venue: pass --testnet to trade it")
+        elif testnet and not is_testnet:
+            ready.add(
+                "venue kind",
+                False,
+                f"--testnet given but {venue.origin} is a production venue (api.testnet false)",
+            )
+        else:
+            ready.add("venue kind", True, "testnet" if is_testnet else "production")
+        from configs.secrets import require_live_credentials
+
+        ready.run(
+            "credentials",
+            lambda: (require_live_credentials(venue), "api key and secret from the environment")[1],
+        )
+        off = [
+            g for g in strategy.gates_disabled() if g not in allow_off and g.split(".")[-1] not in allow_off
+        ]
+        ready.add(
+            "risk gates",
+            not off,
+            f"disabled without --allow-gate-off: {off}" if off else "all enabled (or explicitly allowed off)",
+        )
+        ready.add(
+            "ops token", bool(token), "set" if token else f"--live needs an ops API token in ${token_env}"
+        )
+    feed = ExchangeFeed.for_venue(venue, symbol, timeframe, api_url, **(feed_kw or {}))
+    feed.on_server_time = ctx.clock.follow
+    ctx.feed = feed
+
+    def reach() -> str:
+        local = int(time.time() * 1000)
+        t = feed.server_time_ms()
+        skew = t - (local + int(time.time() * 1000)) // 2
+        ctx.clock.offset_ms = t - int(time.time() * 1000)
+        if abs(skew) > max_skew_ms:
+            raise GridctlError(f"clock skew {skew} ms exceeds --max-clock-skew-ms {max_skew_ms}")
+        return f"skew {skew} ms"
+
+    reachable = ready.run("exchange reachable, clock skew", reach)
+    if reachable:
+        ready.run("symbol and filters", lambda: filters_match(venue, feed.load_rules()))
+    else:
+        ready.add("symbol and filters", False, "exchange not reachable")
+    path = journal_path or default_journal(mode, symbol, timeframe)
+    journal = Journal(path)
+    ctx.journal = journal
+    restart = journal.has_state()
+    if restart and journal.meta("mode") not in (None, mode):
+        ready.add("journal", False, f"{path} belongs to a --{journal.meta('mode')} run, not --{mode}")
+    run_id = journal.meta("run_id") or _run_id()
+    if not restart:
+        journal.set_meta("run_id", run_id)
+        journal.set_meta("mode", mode)
+        journal.set_meta("symbol", symbol)
+    ctx.restarted = restart
+    if live:
+        try:
+            gw = gateway or make_gateway(venue, api_url, testnet)
+            ctx.gateway = gw
+        except Exception as err:
+            ready.add("gateway", False, f"cannot build the exchange gateway: {err}")
+            gw = None
+        if gw is not None:
+            _account_checks(ready, gw, venue, symbol, min_balance)
+    bridge_gw = ctx.gateway if live else None
+
+    options = _options(strategy, mode, run_id)
+    if restart:
+
+        def restore() -> str:
+            extra = journal.restore(session)
+            feed.last_ts = session.last_ts
+            return f"restarted from {path} at bar {session.last_ts} ({session.n} bars journaled)" + (
+                "; operator pause kept" if extra.get("operator_paused") else ""
+            )
+
+        ready.run("warm-up / restart", restore)
+    elif reachable:
+
+        def warm() -> str:
+            need = session.warmup_needed
+            bars = feed.history(need)
+            if len(bars) < need:
+                raise GridctlError(f"warm-up needs {need} closed bars, the exchange gave {len(bars)}")
+            import numpy as np
+
+            arr = np.array(bars, dtype=np.float64)
+            session.warm(arr[:, 0], arr[:, 2], arr[:, 3], arr[:, 4], arr[:, 1])
+            return f"{need} bars (engine.regime.warmup_bars)"
+
+        ready.run("warm-up / restart", warm)
+    else:
+        ready.add("warm-up / restart", False, "exchange not reachable")
+    if reachable:
+
+        def funding() -> str:
+            now = feed.server_time_ms()
+            since = session.funding.ts[-1] + 1 if session.funding.ts else now - 3 * 86_400_000
+            settled = feed.funding_settled(since, now)
+            nxt = feed.next_funding_ms()
+            session.set_funding(settled, nxt)
+            if not session.funding.ts:
+                raise GridctlError("the exchange gave no settled funding rate (entries would stay blocked)")
+            if nxt is None:
+                raise GridctlError("the exchange gave no next funding time")
+            return f"last rate {session.funding.rate[-1]:.6f} at {session.funding.ts[-1]}, next {nxt}"
+
+        ready.run("funding rate", funding)
+    if live and bridge_gw is None:
+        return ready, ctx  # no gateway: nothing more can be checked (the failure is listed)
+    ops = OpsState()
+    bridge = Bridge(session, options, ops, journal, bridge_gw, now_ms=ctx.clock.now_ms)
+    ctx.bridge = bridge
+    if restart:
+        extra = {}
+        try:
+            import json as _json
+
+            row = journal.db.execute("SELECT extra FROM kstate WHERE id=1").fetchone()
+            extra = _json.loads(row[0] or "{}") if row else {}
+        except Exception:
+            extra = {}
+        bridge.operator_paused = bool(extra.get("operator_paused"))
+        bridge.fills_cursor = extra.get("fills_cursor")
+        if live and bridge_gw is not None:
+            ready.run("reconcile with the exchange", lambda: reconcile(bridge))
+    try:
+        server = OpsServer(ops, token, ops_port).start()
+        ctx.server = server
+        ctx.ops_url = server.url
+        ready.run("ops and metrics endpoints", lambda: _probe(server.url, token))
+    except GridctlError as err:
+        ready.add("ops and metrics endpoints", False, str(err))
+    bridge.publish()
+    return ready, ctx
+
+
+def _probe(url: str, token: str | None) -> str:
+    """GET /metrics (no auth) and /health (with the token) from the running server."""
+    import urllib.error
+    import urllib.request
+
+    def get(path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        req = urllib.request.Request(f"{url}{path}", headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, b""
+
+    status, body = get("/metrics", {})
+    if status != 200 or b"gridctl_equity" not in body:
+        raise GridctlError(f"{url}/metrics answered {status}")
+    status, _ = get("/health", {"Authorization": f"Bearer {token or 'none'}"})
+    expected = 200 if token else 401
+    if status != expected:
+        raise GridctlError(f"{url}/health answered {status}, expected {expected}")
+    return f"{url} (/metrics, /health{'' if token else ': no token set, every ops route answers 401'})"
+
+
+def _account_checks(ready: Checklist, gw: Any, venue: Any, symbol: str, min_balance: float) -> None:
+    t = venue.trading
+
+    def hedge() -> str:
+        if not gw.hedge_mode():
+            gw.set_hedge_mode(True)
+            if not gw.hedge_mode():
+                raise GridctlError("the account is not in hedge (dual-side) mode and switching failed")
+            return "switched on"
+        return "on"
+
+    ready.run("hedge mode", hedge)
+    ready.run("leverage", lambda: (gw.set_leverage(symbol, t.leverage), f"{t.leverage}x set")[1])
+    ready.run("margin type", lambda: (gw.set_margin_type(symbol, t.margin_type), f"{t.margin_type} set")[1])
+
+    def balance() -> str:
+        acct = gw.account(symbol)
+        if not math.isfinite(acct.available) or acct.available < min_balance:
+            raise GridctlError(f"available balance {acct.available} is below --min-balance {min_balance}")
+        if acct.margin_ratio is None:
+            raise GridctlError("the exchange reports no margin ratio for the account")
+        return f"available {acct.available:,.2f}"
+
+    ready.run("balance", balance)
+
+
+def reconcile(bridge: Bridge) -> str:
+    """After a restart: settle journaled orders against the exchange, book missed fills, compare positions."""
+    gw, journal, s = bridge.gw, bridge.journal, bridge.s
+    assert gw is not None and journal is not None
+    open_ids = {o.client_id for o in gw.open_orders(s.symbol)}
+    lost = 0
+    for row in journal.orders(("sending", "open")):
+        cid = row["client_id"]
+        if cid in open_ids:
+            journal.order_status(cid, "open", bridge.now_ms())
+        elif not journal.fills_for(cid):
+            journal.order_status(cid, "gone" if row["status"] == "open" else "never-arrived", bridge.now_ms())
+            lost += 1
+    booked = bridge.sync_fills()
+    for row in journal.orders(("open", "gone")):
+        from live_bridge.orders import parse_client_id
+
+        parsed = parse_client_id(row["client_id"])
+        if parsed is not None and row["client_id"] not in open_ids and journal.fills_for(row["client_id"]):
+            journal.order_status(row["client_id"], "canceled", bridge.now_ms())
+            booked += bridge._maybe_book(row["client_id"], parsed)
+    acct = gw.account(s.symbol)
+    lq, sq = s.position()
+    xl = acct.positions.get("LONG")
+    xs = acct.positions.get("SHORT")
+    ex_l = xl.qty if xl else 0.0
+    ex_s = xs.qty if xs else 0.0
+    step = float(s.venue.step_size)
+    if abs(ex_l - lq) > step / 2 or abs(ex_s - sq) > step / 2:
+        raise GridctlError(
+            f"positions differ after restart: engine long {lq} short {sq}, exchange long {ex_l} short {ex_s}"
+        )
+    return (
+        f"{len(open_ids)} open orders on the exchange, {booked} fills booked while down, "
+        f"{lost} journaled orders never rested; positions agree"
+    )
+
+
+def run_loop(ctx: RunContext, max_bars: int | None = None, poll_s: float = 1.0) -> int:
+    """Poll closed bars until ``max_bars`` were processed (or forever); returns bars processed."""
+    bridge, feed = ctx.bridge, ctx.feed
+    done = 0
+    while max_bars is None or done < max_bars:
+        try:
+            bars = feed.poll()
+            bridge.set_input_health("bar feed connection", None)
+        except FeedDown as err:
+            bridge.set_input_health("bar feed connection", str(err))
+            if bridge.o.mode == "live":
+                bridge._block_entries()
+            bars = []
+        for bar in bars:
+            bridge.on_bar(bar)
+            done += 1
+            if max_bars is not None and done >= max_bars:
+                break
+        if not bars:
+            bridge.apply_commands()
+            bridge.check_stale()
+            bridge.publish()
+            feed.keep_alive()
+            time.sleep(poll_s)
+    return done

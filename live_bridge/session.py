@@ -1,0 +1,493 @@
+"""The live bridge's engine driver: one strategy's kernel state stepped one closed bar at a time.
+
+No trading logic lives here. Paper and replay call the engine's own bar step ``engine.step.step_nb``
+(the simulated venue included) on growing arrays, so a replay writes the ledgers ``gridctl backtest``
+writes. Live calls the pieces ``engine/step.py`` names for a live driver: ``regime_fill_nb`` for the
+regime, ``apply_funding_nb`` for settlements, ``mark_to_market_nb`` / ``bar_gates_nb`` / ``decide_nb``
+/ ``record_bar_nb`` at each close, ``fill_slot_nb`` for exchange fills and ``record_error_nb`` for
+exchange errors; ``path_nb`` (the simulated venue) is never called live.
+
+Funding is revealed as it happens: the kernels see every settlement at or before the current close
+plus the next settlement's time (its rate NaN until it settles), which is all the kernels read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from configs.errors import GridctlError
+from configs.schema import StrategyConfig, VenueConfig
+from data.timeframes import timeframe_ms
+from engine.accounting import finish_daily_stats_nb, mark_to_market_nb
+from engine.enums import FillKind, Liquidity, Side
+from engine.fills import RANK_ENTRY, RANK_SL, RANK_TP, fill_slot_nb
+from engine.funding import apply_funding_nb
+from engine.params import (
+    P_ADX_LEN,
+    P_ATR_LEN,
+    P_BAR_MS,
+    P_EMA_SLOW,
+    P_SLIPPAGE_BPS,
+    REGIME_SLOTS,
+    build_params,
+)
+from engine.records import (
+    C_EQUITY,
+    C_EVENTS,
+    C_FILLS,
+    C_FUNDING,
+    C_OVERFLOW,
+    EQUITY_DTYPE,
+    EVENT_DTYPE,
+    FILL_DTYPE,
+    FUNDING_DTYPE,
+    new_counters,
+    summarize_states,
+)
+from engine.regime import new_regime_state, regime_fill_nb, warmup_bars
+from engine.risk import close_side_nb, record_error_nb
+from engine.run import RunOutput
+from engine.state import (
+    S_BAR,
+    S_DIRTY,
+    S_FG_UNTIL,
+    S_FIRST_TS,
+    S_FUND_IDX,
+    S_HALTED,
+    S_LIQUIDATED,
+    S_LONG_QTY,
+    S_MISSING,
+    S_REGIME,
+    S_SHORT_QTY,
+    S_SKIP_NOW,
+    S_SKIPPED_PRECISION,
+    SL_LOT_ON,
+    SL_ORD_ON,
+    SL_ORD_QTY,
+    cancel_entries_nb,
+    init_state,
+    refresh_triggers_nb,
+)
+from engine.step import STEP_STOP, bar_gates_nb, decide_nb, decision_needed_nb, record_bar_nb, step_nb
+
+#: Free rows every record buffer keeps before a bar is stepped (a bar writes far fewer).
+_HEADROOM = 256
+_RANK = {"entry": RANK_ENTRY, "tp": RANK_TP, "sl": RANK_SL}
+
+
+@dataclass
+class BarRows:
+    """Ledger rows one bar (or one booking) added: row ranges into the session's buffers."""
+
+    fills: tuple[int, int]
+    funding: tuple[int, int]
+    events: tuple[int, int]
+
+
+@dataclass
+class FundingBook:
+    """Settlements known so far (time, rate, mark) and the next settlement's time."""
+
+    ts: list[int] = field(default_factory=list)
+    rate: list[float] = field(default_factory=list)
+    mark: list[float] = field(default_factory=list)
+    next_ts: int | None = None
+
+
+def _grow(buf: np.ndarray, need: int) -> np.ndarray:
+    if buf.shape[0] >= need:
+        return buf
+    out = np.empty(max(need, 2 * buf.shape[0], 16), buf.dtype)
+    out[: buf.shape[0]] = buf
+    return out
+
+
+class EngineSession:
+    """Kernel state, the bars seen so far, the funding known so far and the ledgers written so far."""
+
+    def __init__(
+        self, strategy: StrategyConfig, venue: VenueConfig, symbol: str, timeframe: str, capacity: int = 4096
+    ) -> None:
+        self.strategy = strategy
+        self.venue = venue
+        self.symbol = symbol
+        self.timeframe = timeframe
+        self.bar_ms = timeframe_ms(timeframe)
+        self.params = build_params(
+            strategy, venue, SimpleNamespace(symbol=symbol, bar_ms=self.bar_ms, timeframe=timeframe)
+        )
+        self.vec = self.params.vector
+        self.br = self.params.brackets
+        self.ks = init_state(self.vec)
+        self.cnt = new_counters(record=True, curves=True)
+        cap = max(int(capacity), 16)
+        self.ts = np.zeros(cap, np.int64)
+        self.open = np.zeros(cap)
+        self.high = np.zeros(cap)
+        self.low = np.zeros(cap)
+        self.close = np.zeros(cap)
+        self.reg = np.zeros(cap, np.int8)
+        # No detail bars live: every bar walks its own OHLC (didx rows (0, 0); see engine.run.no_detail).
+        self._dts = np.zeros(0, np.int64)
+        self._dpx = np.zeros(0)
+        self._didx = np.zeros((cap, 2), np.int64)
+        self.n = 0
+        self.regime_state = new_regime_state()
+        self.warm_bars = 0
+        self.fills = np.empty(1024, FILL_DTYPE)
+        self.fund = np.empty(256, FUNDING_DTYPE)
+        self.ev = np.empty(1024, EVENT_DTYPE)
+        self.eq = np.empty(cap, EQUITY_DTYPE)
+        self.funding = FundingBook()
+        self._fts = np.zeros(0, np.int64)
+        self._frate = np.zeros(0)
+        self._fmark = np.zeros(0)
+        self.finished = False
+
+    # --- facts
+
+    @property
+    def warmup_needed(self) -> int:
+        """Bars of history the regime indicators need (``engine.regime.warmup_bars``)."""
+        v = self.vec
+        return warmup_bars(int(v[P_ADX_LEN]), int(v[P_EMA_SLOW]), int(v[P_ATR_LEN]))
+
+    @property
+    def state(self) -> np.ndarray:
+        return self.ks.state
+
+    @property
+    def slots(self) -> np.ndarray:
+        return self.ks.slots
+
+    @property
+    def liquidated(self) -> bool:
+        return self.ks.state[S_LIQUIDATED] != 0.0
+
+    @property
+    def last_close(self) -> float:
+        return float(self.close[self.n - 1]) if self.n else math.nan
+
+    @property
+    def last_ts(self) -> int | None:
+        return int(self.ts[self.n - 1]) if self.n else None
+
+    # --- inputs
+
+    def warm(
+        self, ts: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, open_: np.ndarray
+    ) -> int:
+        """Feed closed history bars to the regime indicators only (no trading); returns bars used."""
+        if self.n:
+            raise GridctlError("warm-up must come before the first traded bar")
+        adx, fast, slow, atr, hyst, thr = (self.vec[i] for i in REGIME_SLOTS)
+        m = len(close)
+        out = np.empty(m, np.int8)
+        regime_fill_nb(
+            out,
+            self.regime_state,
+            np.ascontiguousarray(open_, np.float64),
+            np.ascontiguousarray(high, np.float64),
+            np.ascontiguousarray(low, np.float64),
+            np.ascontiguousarray(close, np.float64),
+            int(adx),
+            int(fast),
+            int(slow),
+            int(atr),
+            float(hyst),
+            float(thr),
+        )
+        self.warm_bars += m
+        if m:
+            self.ks.state[S_REGIME] = float(out[-1])
+            self.ks.state[S_DIRTY] = 1.0
+        return m
+
+    def set_funding(self, settled: list[tuple[int, float, float]], next_ts: int | None) -> bool:
+        """Merge settlements ``(time, rate, mark)`` (new ones must be later) and the next settlement's time.
+
+        Returns True when the kernels' funding arrays changed. A settlement older than one already
+        known is ignored (the exchange repeats history); the prefix the kernels indexed never moves.
+        """
+        book = self.funding
+        changed = False
+        for t, r, m in sorted(settled):
+            if book.ts and t <= book.ts[-1]:
+                continue
+            book.ts.append(int(t))
+            book.rate.append(float(r) if r is not None else math.nan)
+            book.mark.append(float(m) if m is not None else math.nan)
+            changed = True
+        nxt = int(next_ts) if next_ts is not None else None
+        if nxt is not None and book.ts and nxt <= book.ts[-1]:
+            nxt = None
+        if nxt != book.next_ts:
+            book.next_ts = nxt
+            changed = True
+        if changed:
+            extra = [book.next_ts] if book.next_ts is not None else []
+            self._fts = np.array(book.ts + extra, np.int64)
+            self._frate = np.array(book.rate + [math.nan] * len(extra))
+            self._fmark = np.array(book.mark + [math.nan] * len(extra))
+            self.ks.state[S_FG_UNTIL] = -np.inf  # the guard's cache was keyed on the old series
+        return changed
+
+    def _append(self, t: int, o: float, h: float, lo: float, c: float) -> int:
+        if self.n and t <= self.ts[self.n - 1]:
+            raise GridctlError(f"bar {t} is not after the last bar {int(self.ts[self.n - 1])}")
+        if self.n == self.ts.shape[0]:
+            for name in ("ts", "open", "high", "low", "close", "reg"):
+                setattr(self, name, _grow(getattr(self, name), 2 * self.n))
+            self._didx = np.zeros((self.ts.shape[0], 2), np.int64)
+        k = self.n
+        self.ts[k], self.open[k], self.high[k], self.low[k], self.close[k] = t, o, h, lo, c
+        adx, fast, slow, atr, hyst, thr = (self.vec[i] for i in REGIME_SLOTS)
+        regime_fill_nb(
+            self.reg[k : k + 1],
+            self.regime_state,
+            self.open[k : k + 1],
+            self.high[k : k + 1],
+            self.low[k : k + 1],
+            self.close[k : k + 1],
+            int(adx),
+            int(fast),
+            int(slow),
+            int(atr),
+            float(hyst),
+            float(thr),
+        )
+        self.n = k + 1
+        return k
+
+    def _room(self) -> None:
+        c = self.cnt
+        self.fills = _grow(self.fills, int(c[C_FILLS]) + _HEADROOM)
+        self.fund = _grow(self.fund, int(c[C_FUNDING]) + _HEADROOM)
+        self.ev = _grow(self.ev, int(c[C_EVENTS]) + _HEADROOM)
+        self.eq = _grow(self.eq, int(c[C_EQUITY]) + 2)
+
+    def _marks(self) -> tuple[int, int, int]:
+        return int(self.cnt[C_FILLS]), int(self.cnt[C_FUNDING]), int(self.cnt[C_EVENTS])
+
+    def _rows(self, before: tuple[int, int, int]) -> BarRows:
+        after = self._marks()
+        if self.cnt[C_OVERFLOW] != 0:  # pragma: no cover - _room keeps far more headroom than a bar writes
+            raise RuntimeError("ledger buffer overflow in the live session")
+        return BarRows((before[0], after[0]), (before[1], after[1]), (before[2], after[2]))
+
+    # --- paper / replay: the engine's own bar step, simulated venue included
+
+    def step_paper(self, t: int, o: float, h: float, lo: float, c: float) -> BarRows:
+        """Run one closed bar through ``engine.step.step_nb`` (DESIGN.md steps 1-8)."""
+        if self.liquidated:
+            raise GridctlError("the account was liquidated: the session is over")
+        k = self._append(t, o, h, lo, c)
+        self._room()
+        before = self._marks()
+        ks = self.ks
+        step_nb(
+            k,
+            self.ts,
+            self.open,
+            self.high,
+            self.low,
+            self.close,
+            self.reg,
+            self._fts,
+            self._frate,
+            self._fmark,
+            self._dts,
+            self._dpx,
+            self._dpx,
+            self._dpx,
+            self._dpx,
+            self._didx,
+            self.vec,
+            self.br,
+            ks.state,
+            ks.slots,
+            ks.err_ring,
+            ks.ord_ring,
+            self.fills,
+            self.fund,
+            self.ev,
+            self.eq,
+            self.cnt,
+        )
+        return self._rows(before)
+
+    # --- live: the per-bar pieces, fills and errors from the exchange
+
+    def step_live(
+        self, t: int, o: float, h: float, lo: float, c: float, entries_allowed: bool = True
+    ) -> BarRows:
+        """One closed bar with real fills already booked: funding, regime, mark, gates, decide, record."""
+        if self.liquidated:
+            raise GridctlError("the account was liquidated: the session is over")
+        k = self._append(t, o, h, lo, c)
+        self._room()
+        before = self._marks()
+        st, slots = self.ks.state, self.ks.slots
+        ks = self.ks
+        close_time = float(t) + self.vec[P_BAR_MS]
+        if st[S_FIRST_TS] != st[S_FIRST_TS]:
+            st[S_FIRST_TS] = t
+        st[S_BAR] = k
+        st[S_MISSING] = 0.0
+        fi = int(st[S_FUND_IDX])
+        if fi < self._fts.shape[0] and self._fts[fi] <= t:
+            apply_funding_nb(st, t, o, self._fts, self._frate, self._fmark, self.fund, self.cnt)
+        r = float(self.reg[k])
+        if r != st[S_REGIME]:
+            st[S_REGIME] = r
+            st[S_DIRTY] = 1.0
+        mark_to_market_nb(st, c, self.br)
+        bar_gates_nb(
+            st, slots, ks.err_ring, c, close_time, self.vec, self.br, self.fills, self.ev, self.cnt, t
+        )
+        if not entries_allowed:
+            self.block_entries()
+        elif decision_needed_nb(st, c, close_time, self._fts, self._frate, self.vec):
+            decide_nb(
+                st,
+                slots,
+                ks.err_ring,
+                ks.ord_ring,
+                k,
+                c,
+                close_time,
+                self._fts,
+                self._frate,
+                self.vec,
+                self.br,
+                self.ev,
+                self.cnt,
+                t,
+            )
+        if st[S_HALTED] == 0.0 and entries_allowed:
+            st[S_SKIPPED_PRECISION] += st[S_SKIP_NOW]
+        record_bar_nb(st, self.eq, self.cnt, t)
+        return self._rows(before)
+
+    def block_entries(self) -> None:
+        """Cancel every resting entry in the slot array (exits stay); the next decision re-plans."""
+        cancel_entries_nb(self.ks.state, self.ks.slots)
+
+    def book_fill(
+        self, side: int, level: int, kind: str, price: float, qty: float, liquidity: int, ts: int
+    ) -> BarRows:
+        """Book an exchange fill of rung ``level`` (entry, or the lot's tp / sl) with ``fill_slot_nb``."""
+        self._room()
+        before = self._marks()
+        st, slots = self.ks.state, self.ks.slots
+        idx = level - 1
+        if not 0 <= idx < slots.shape[1]:
+            raise GridctlError(f"fill for level {level}: the ladder has {slots.shape[1]} levels")
+        if kind == "entry":
+            slots[side, idx, SL_ORD_ON] = 1.0
+            slots[side, idx, SL_ORD_QTY] = qty
+        elif slots[side, idx, SL_LOT_ON] == 0.0:
+            raise GridctlError(f"{kind} fill for level {level} side {side}: the engine holds no lot there")
+        fill_slot_nb(
+            st,
+            slots,
+            self.ks.err_ring,
+            side,
+            idx,
+            _RANK[kind],
+            float(price),
+            int(liquidity),
+            int(ts),
+            self.vec,
+            self.br,
+            self.fills,
+            self.ev,
+            self.cnt,
+        )
+        refresh_triggers_nb(st, slots)
+        return self._rows(before)
+
+    def book_flatten(self, side: int, price: float, ts: int, liquidity: int = Liquidity.TAKER) -> BarRows:
+        """Book the close of all of ``side`` at ``price`` (kind flatten) with ``close_side_nb``."""
+        self._room()
+        before = self._marks()
+        close_side_nb(
+            self.ks.state,
+            self.ks.slots,
+            side,
+            float(price),
+            FillKind.FLATTEN,
+            liquidity,
+            int(ts),
+            self.vec,
+            self.fills,
+            self.cnt,
+        )
+        refresh_triggers_nb(self.ks.state, self.ks.slots)
+        return self._rows(before)
+
+    def paper_flatten(self, ts: int) -> BarRows:
+        """Operator flatten in paper mode: entries cancelled, both sides closed at the last close as taker."""
+        self.block_entries()
+        c = self.last_close
+        slip = self.vec[P_SLIPPAGE_BPS] * 1e-4
+        rows = self.book_flatten(Side.LONG, c * (1.0 - slip), ts)
+        rows2 = self.book_flatten(Side.SHORT, c * (1.0 + slip), ts)
+        return BarRows((rows.fills[0], rows2.fills[1]), rows.funding, rows.events)
+
+    def record_error(self, now_ms: float, ts: int) -> bool:
+        """An exchange error enters the circuit-breaker window; True when it tripped the breaker."""
+        self._room()
+        return bool(
+            record_error_nb(
+                self.ks.state,
+                self.ks.slots,
+                self.ks.err_ring,
+                float(now_ms),
+                self.vec,
+                self.ev,
+                self.cnt,
+                int(ts),
+            )
+        )
+
+    # --- results
+
+    def position(self) -> tuple[float, float]:
+        return float(self.ks.state[S_LONG_QTY]), float(self.ks.state[S_SHORT_QTY])
+
+    def output(self) -> RunOutput:
+        """The ledgers so far as a ``RunOutput`` (closes the daily stats once: call at the end)."""
+        if not self.finished:
+            finish_daily_stats_nb(self.ks.state)
+            self.finished = True
+        c = self.cnt
+        row = summarize_states(self.ks.state[None, :], self.vec[None, :])[0]
+        summary = {name: float(row[name]) for name in row.dtype.names}
+        meta: dict[str, Any] = dict(self.params.meta)
+        meta.update(
+            bars=self.n,
+            bars_total=self.n,
+            reruns=0,
+            warmup_bars=self.warmup_needed,
+            liquidated=bool(summary["liquidated"]),
+            liquidated_at=None if np.isnan(summary["liquidated_ts"]) else int(summary["liquidated_ts"]),
+            halted_at=None if np.isnan(summary["halted_ts"]) else int(summary["halted_ts"]),
+        )
+        return RunOutput(
+            fills=self.fills[: c[C_FILLS]].copy(),
+            funding=self.fund[: c[C_FUNDING]].copy(),
+            events=self.ev[: c[C_EVENTS]].copy(),
+            equity=self.eq[: c[C_EQUITY]].copy(),
+            summary=summary,
+            params=self.params,
+            meta=meta,
+        )
+
+
+__all__ = ["STEP_STOP", "BarRows", "EngineSession"]

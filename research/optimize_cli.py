@@ -1,0 +1,377 @@
+"""`gridctl optimize` and `gridctl study ...`: thin shells over research.optimize / studies / robustness."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", help="Market-data directory (default: $GRIDCTL_DATA_DIR or the user data dir)."),
+]
+StudiesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--studies-dir", help="Where journal files live (default: $GRIDCTL_STUDIES_DIR or gridctl-studies)."
+    ),
+]
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage", help="Shared study storage, e.g. postgresql://user@host:5432/db (default: journal)."
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    if isinstance(value, list):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def _dump(obj: Any) -> str:
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(obj))
+
+
+def optimize(
+    profile: Annotated[str, typer.Option("--profile", help="Profile name (configs/profiles) or YAML path.")],
+    trials: Annotated[
+        int | None, typer.Option("--trials", help="Target trial count of the study (default: the profile's).")
+    ] = None,
+    data: DataOpt = None,
+    storage: StorageOpt = None,
+    study_name: Annotated[
+        str | None,
+        typer.Option("--study-name", help="Study to create or resume (default: the profile name)."),
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", help="Cores the batch driver uses (default: all).")
+    ] = None,
+    studies_dir: StudiesOpt = None,
+    heartbeat: Annotated[
+        int, typer.Option("--heartbeat", help="Seconds between heartbeats on --storage (stale after 3).")
+    ] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Optimize a strategy with a profile; the same command with the same --study-name resumes."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from research.optimize import load_workload
+    from research.optimize import optimize as run_optimize
+    from research.profiles import load_profile
+
+    prof = load_profile(profile)
+    name = study_name or prof.name
+    status = Console(stderr=True)
+    status.print(
+        f"[bold]gridctl optimize[/bold]: profile [cyan]{prof.name}[/cyan] ({prof.sampler.kind} sampler, "
+        f"objective {prof.objective.kind}"
+        + (f", {prof.objective.target.replace('_', '-')}" if prof.validation.scheme != "none" else "")
+        + f", batches of {prof.batch_size}), study [cyan]{name}[/cyan]"
+    )
+    if prof.description:
+        status.print(f"[dim]{prof.description}[/dim]")
+    work = load_workload(prof, data)
+    status.print(
+        f"[dim]{len(work.market.ts):,} {prof.data.timeframe} bars of {work.symbol}, "
+        f"{len(work.windows)} scored window(s); numba compiles on the first run ...[/dim]"
+    )
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("best {task.fields[best]}"),
+        TextColumn("{task.fields[rate]} trials/s"),
+        TimeElapsedColumn(),
+        console=status,
+        transient=False,
+    )
+    with bar:
+        task = bar.add_task("trials", total=trials or prof.trials, best="-", rate="-")
+
+        def on_progress(p: Any) -> None:
+            bar.update(
+                task, completed=p.done, total=p.target, best=_fmt(p.best), rate=f"{p.trials_per_s:.1f}"
+            )
+
+        result = run_optimize(
+            prof,
+            name,
+            n_trials=trials,
+            storage=storage,
+            studies_dir=studies_dir,
+            data_dir=data,
+            jobs=jobs,
+            heartbeat_s=heartbeat,
+            on_progress=on_progress,
+            work=work,
+        )
+    if not result.interrupted and prof.objective.rank_by == "worst_neighbour":
+        from research.optimize import create_or_load_study, open_storage
+        from research.robustness import rank_by_worst_neighbour
+
+        status.print(
+            f"[dim]ranking the top {prof.objective.rank_top_k} trials by their worst neighbour ...[/dim]"
+        )
+        study = create_or_load_study(prof, work, name, open_storage(name, storage, studies_dir, heartbeat))
+        rank_by_worst_neighbour(study, work, prof.objective.rank_top_k)
+        from research.optimize import best_summary
+
+        result.best_value, result.best_params, result.best_trial, result.pareto_size = best_summary(study)
+    out = result.as_dict()
+    out["profile"] = prof.name
+    out["objective"] = prof.objective.kind
+    out["directions"] = prof.objective.directions
+    if as_json:
+        sys.stdout.write(_dump(out) + "\n")
+    else:
+        con = Console()
+        verb = "stopped (Ctrl-C)" if result.interrupted else "done"
+        con.print(
+            f"{verb}: study [cyan]{name}[/cyan] holds {result.n_trials} trials "
+            f"({result.told_here} evaluated now, {result.trials_per_s:.1f} trials/s, "
+            f"{result.elapsed_s:.1f} s); "
+            f"storage {result.storage}"
+        )
+        what = "best (return %, drawdown %)" if len(prof.objective.directions) > 1 else "best"
+        con.print(
+            f"{what} {prof.objective.kind}: {_fmt(result.best_value)} (trial {_fmt(result.best_trial)})"
+        )
+        if result.best_params:
+            for k, v in result.best_params.items():
+                con.print(f"  {k} = {_fmt(v)}")
+        if result.interrupted:
+            con.print(f"resume with the same command (--study-name {name})")
+        elif result.told_here == 0:
+            con.print(f"the study already had its {result.n_trials} trials; --trials N extends it")
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+study_app = typer.Typer(help="List, inspect, export and report optimization studies.", no_args_is_help=True)
+
+
+@study_app.command("list")
+def study_list(studies_dir: StudiesOpt = None, storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
+    """Every study in the studies directory (or the --storage database)."""
+    from research.studies import list_studies
+
+    rows = list_studies(studies_dir, storage)
+    if as_json:
+        sys.stdout.write(_dump(rows) + "\n")
+        return
+    table = Table(title="studies", title_justify="left")
+    for col in ("study_name", "profile", "n_trials", "failed", "running", "best_value", "created_at"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            *(
+                _fmt(r[c])
+                for c in (
+                    "study_name",
+                    "profile",
+                    "n_trials",
+                    "failed",
+                    "running",
+                    "best_value",
+                    "created_at",
+                )
+            )
+        )
+    Console().print(table)
+
+
+@study_app.command("show")
+def study_show(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    studies_dir: StudiesOpt = None,
+    storage: StorageOpt = None,
+    data: DataOpt = None,
+    top: Annotated[int, typer.Option("--top", help="Trials in the leaderboard and in PBO.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Leaderboard, winner's robustness table (plateau or spike), deflated Sharpe and PBO."""
+    from research.optimize import ATTR, load_workload
+    from research.robustness import neighbour_table
+    from research.studies import (
+        best_trial,
+        load_study,
+        overfitting_stats,
+        pareto_trials,
+        ranked_trials,
+        study_info,
+        study_profile,
+        trial_metrics,
+    )
+
+    study = load_study(name, studies_dir, storage)
+    prof = study_profile(study)
+    info = study_info(study)
+    multi = len(study.directions) > 1
+    trials = study.get_trials(deepcopy=False)
+    board = list(reversed(pareto_trials(study))) if multi else ranked_trials(study)[: max(top, 1)]
+    winner = None if multi else best_trial(study)
+    out: dict[str, Any] = {
+        "study_name": name,
+        "profile": info["name"],
+        "fingerprint": info["fingerprint"],
+        "objective": prof.objective.kind,
+        "directions": prof.objective.directions,
+        "n_trials": sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials),
+        "states": {
+            s: sum(t.state.name.lower() == s for t in trials)
+            for s in ("complete", "pruned", "fail", "running")
+        },
+        "best_trial": winner.number if winner else None,
+        "best_value": winner.value if winner else None,
+        "best_params": winner.user_attrs[ATTR]["overrides"] if winner else None,
+        "leaderboard": [
+            {
+                "number": t.number,
+                "values": list(t.values),
+                "params": t.user_attrs[ATTR]["overrides"],
+                "metrics": trial_metrics(t),
+                "objective_in_sample": t.user_attrs[ATTR].get("objective_in_sample"),
+                "objective_out_of_sample": t.user_attrs[ATTR].get("objective_out_of_sample"),
+            }
+            for t in board
+        ],
+    }
+    robust_rows: list[Any] = []
+    if winner is not None:
+        from research.optimize import check_same_data
+
+        work = load_workload(prof, data)
+        check_same_data(name, info.get("data"), work)
+        base, robust_rows = neighbour_table(work, winner)
+        out["robustness"] = {"objective": base, "rows": [r.__dict__ for r in robust_rows]}
+        if prof.validation.scheme == "walk_forward":
+            from research.walkforward import stitched_oos_equity
+
+            curve = stitched_oos_equity(study, winner.number, data)
+            start = float(curve["equity"][0]) if len(curve["equity"]) else math.nan
+            out["stitched_oos"] = {
+                "fold_return_pct": curve["fold_return_pct"],
+                "total_return_pct": (float(curve["equity"][-1]) / winner_initial(study, winner) - 1.0) * 100.0
+                if len(curve["equity"])
+                else None,
+                "first_equity": start,
+            }
+    out.update(overfitting_stats(study, top_k=max(top, 2), data_dir=data))
+    if as_json:
+        sys.stdout.write(_dump(out) + "\n")
+        return
+    con = Console()
+    con.print(
+        f"study [cyan]{name}[/cyan]: profile {info['name']} ({info['fingerprint']}), objective "
+        f"{prof.objective.kind} ({', '.join(prof.objective.directions)}), "
+        f"{out['n_trials']} trials {out['states']}"
+    )
+    table = Table(
+        title="Pareto front" if multi else f"top {len(board)} feasible trials", title_justify="left"
+    )
+    table.add_column("trial")
+    table.add_column("value(s)")
+    if prof.validation.scheme != "none":
+        table.add_column("in-sample")
+        table.add_column("out-of-sample")
+    for col in ("sharpe", "profit_factor", "calmar", "max_drawdown_pct", "total_return_pct", "trades"):
+        table.add_column(col)
+    for row in out["leaderboard"]:
+        cells = [str(row["number"]), _fmt(row["values"])]
+        if prof.validation.scheme != "none":
+            cells += [_fmt(row["objective_in_sample"]), _fmt(row["objective_out_of_sample"])]
+        cells += [
+            _fmt(row["metrics"].get(k))
+            for k in ("sharpe", "profit_factor", "calmar", "max_drawdown_pct", "total_return_pct", "trades")
+        ]
+        table.add_row(*cells)
+    con.print(table)
+    if winner is not None:
+        con.print(
+            f"winner: trial {winner.number}, {prof.objective.kind} {_fmt(winner.value)}"
+            + (" (ranked by worst neighbour)" if prof.objective.rank_by == "worst_neighbour" else "")
+        )
+        rt = Table(title="robustness: one step either way (plateau or spike)", title_justify="left")
+        for col in ("param", "value", "-1 step", "objective", "+1 step", "objective", "verdict"):
+            rt.add_column(col)
+        for r in robust_rows:
+            rt.add_row(
+                r.param,
+                _fmt(r.value),
+                _fmt(r.down_value),
+                _fmt(r.down_objective),
+                _fmt(r.up_value),
+                _fmt(r.up_objective),
+                r.verdict,
+            )
+        con.print(rt)
+    con.print(
+        f"deflated Sharpe {_fmt(out['deflated_sharpe'])}, PBO {_fmt(out['pbo'])}"
+        + (f" ({out['note'].strip()})" if out.get("note") else "")
+    )
+
+
+def winner_initial(study: Any, trial: Any) -> float:
+    """The initial balance the trial's strategy starts from."""
+    from research.studies import best_config
+
+    return float(best_config(study, trial.number).backtest.initial_balance)
+
+
+@study_app.command("export")
+def study_export(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    out: Annotated[Path, typer.Option("--out", help="Strategy YAML to write.")],
+    trial: Annotated[int | None, typer.Option("--trial", help="Trial number (default: the winner).")] = None,
+    studies_dir: StudiesOpt = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Write a trial's complete strategy config; `gridctl backtest --config FILE` reproduces it."""
+    from research.studies import export_config, load_study
+
+    path = export_config(load_study(name, studies_dir, storage), out, trial)
+    typer.echo(f"wrote {path}")
+
+
+@study_app.command("report")
+def study_report(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the HTML report.")],
+    studies_dir: StudiesOpt = None,
+    storage: StorageOpt = None,
+    data: DataOpt = None,
+    top: Annotated[int, typer.Option("--top", help="Trials whose daily returns feed DSR and PBO.")] = 16,
+) -> None:
+    """Write an HTML report of the study (opens with no network)."""
+    from research.studies import load_study, render_report
+
+    path = render_report(load_study(name, studies_dir, storage), out, data, top)
+    typer.echo(f"wrote {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `optimize` and the `study` sub-app to the gridctl app."""
+    app.command("optimize")(optimize)
+    app.add_typer(study_app, name="study", help="List, inspect, export and report optimization studies.")

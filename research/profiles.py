@@ -1,0 +1,353 @@
+"""Optimization profiles: one typed YAML per search (``configs/profiles/*.yaml``), loaded strictly.
+
+A profile names the base strategy and venue, the data window, the search space, the sampler and
+pruner, the objective, the hard limits, the validation scheme and the seed. It goes through the same
+strict machinery as strategy configs: unknown keys are errors naming the profile file, the key path
+and the closest valid key; a search-space key must be a tunable strategy field (``grid.grid_step_bps``)
+and a misspelled one names the nearest valid field.
+
+Constraints between parameters are enforced by how values are drawn, never by failing trials: a
+parameter may be drawn as a *fraction* of an earlier one (``regime.ema_fast`` as 0.1-0.8 of
+``regime.ema_slow``; ``exit.tp_steps`` as up to 1.0 of ``3 * exit.sl_steps``), so every draw is a valid
+strategy. :func:`load_profile` also checks the corners of the space against the strategy schema, so
+a range the schema would refuse fails when the profile loads, not in trial 517.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+import configs
+from configs.errors import GridctlError
+from configs.loader import _field_paths, _format_errors, read_yaml
+from configs.schema import StrategyConfig
+
+PROFILES_DIR = Path(configs.__file__).resolve().parent / "profiles"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ParamSpec(_Strict):
+    """One search dimension.
+
+    ``type`` int/float draw from ``low..high`` (``step`` for a grid, ``log`` for a log scale);
+    ``categorical`` draws from ``choices``. With ``fraction_of``, the drawn number is a fraction in
+    ``low..high`` (within 0..1] of ``scale * <other parameter>`` and the strategy value is
+    ``round(fraction * scale * other)`` (ints) clamped to ``min_value`` / ``other - gap`` as needed.
+    """
+
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    step: float | None = Field(default=None, gt=0)
+    log: bool = False
+    choices: list[Any] | None = None
+    fraction_of: str | None = None
+    scale: float = Field(default=1.0, gt=0)
+    gap: float = Field(default=0.0, ge=0)
+    min_value: float | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ParamSpec:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+            if any(v is not None for v in (self.low, self.high, self.step, self.fraction_of)) or self.log:
+                raise ValueError("a categorical parameter takes only 'choices'")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"'choices' is only for type categorical (this one is {self.type})")
+        if self.low is None or self.high is None:
+            raise ValueError("needs both 'low' and 'high'")
+        if self.low >= self.high:
+            raise ValueError(f"'low' ({self.low}) must be below 'high' ({self.high})")
+        if self.log and self.step is not None:
+            raise ValueError("'log' and 'step' cannot be combined (Optuna refuses it)")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scale parameter needs low > 0")
+        if self.fraction_of is not None and not (self.low > 0 and self.high <= 1):
+            raise ValueError("a fraction_of parameter draws a fraction: 0 < low < high <= 1")
+        if self.type == "int" and self.fraction_of is None:
+            if self.low != int(self.low) or self.high != int(self.high):
+                raise ValueError("an int parameter needs whole-number low/high")
+            if self.step is not None and self.step != int(self.step):
+                raise ValueError("an int parameter needs a whole-number step")
+        return self
+
+    def neighbour_step(self) -> float:
+        """How far 'one step' moves this parameter's drawn value (robustness table)."""
+        if self.step is not None:
+            return float(self.step)
+        if self.type == "int" and self.fraction_of is None:
+            return 1.0
+        assert self.low is not None and self.high is not None
+        if self.log:
+            return (math.log(self.high) - math.log(self.low)) / 20.0  # in log space
+        return (self.high - self.low) / 20.0
+
+
+class SamplerSpec(_Strict):
+    """Which Optuna sampler draws the trials, and its options."""
+
+    kind: Literal["random", "tpe", "nsga2"]
+    n_startup_trials: int | None = Field(default=None, ge=1)
+    population_size: int | None = Field(default=None, ge=2)
+    multivariate: bool = False
+
+
+class PrunerSpec(_Strict):
+    """Optional pruner: stops a trial after a walk-forward fold scores below the median of others."""
+
+    kind: Literal["none", "median"] = "none"
+    n_startup_trials: int = Field(default=16, ge=0)
+    n_warmup_steps: int = Field(default=0, ge=0)
+
+
+class CompositeSpec(_Strict):
+    """The audited bot's composite score: weighted min-max normalised metrics with FIXED bounds."""
+
+    weights: dict[Literal["sharpe", "profit_factor", "calmar", "drawdown"], float]
+    bounds: dict[Literal["sharpe", "profit_factor", "calmar", "drawdown"], tuple[float, float]]
+
+    @model_validator(mode="after")
+    def _same_keys(self) -> CompositeSpec:
+        if set(self.weights) != set(self.bounds):
+            raise ValueError("composite weights and bounds must name the same metrics")
+        for key, (lo, hi) in self.bounds.items():
+            if lo >= hi:
+                raise ValueError(f"composite bounds for {key}: low {lo} must be below high {hi}")
+        return self
+
+
+class ObjectiveSpec(_Strict):
+    """What a trial scores: ``composite``, one metric, or ``return_drawdown`` (two objectives)."""
+
+    kind: Literal["composite", "sharpe", "calmar", "total_return", "return_drawdown"]
+    composite: CompositeSpec | None = None
+    target: Literal["in_sample", "out_of_sample"] = "in_sample"
+    rank_by: Literal["value", "worst_neighbour"] = "value"
+    rank_top_k: int = Field(default=8, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _composite_given(self) -> ObjectiveSpec:
+        if self.kind == "composite" and self.composite is None:
+            raise ValueError("objective kind composite needs a 'composite' section (weights and bounds)")
+        if self.kind != "composite" and self.composite is not None:
+            raise ValueError(f"a 'composite' section is only read for kind composite (kind is {self.kind})")
+        if self.kind == "return_drawdown" and self.rank_by != "value":
+            raise ValueError("rank_by worst_neighbour needs a single objective")
+        return self
+
+    @property
+    def directions(self) -> list[str]:
+        """Optuna study directions."""
+        return ["maximize", "minimize"] if self.kind == "return_drawdown" else ["maximize"]
+
+
+class LimitsSpec(_Strict):
+    """Hard limits, passed to Optuna as constraints (a trial breaking one is infeasible, not best)."""
+
+    min_trades: int = Field(default=0, ge=0)
+    max_drawdown_pct: float = Field(default=100.0, gt=0, le=100)
+    allow_liquidation: bool = False
+    #: Hook for the worst side of the path bracket (research.stats.path_bracket); see objectives.py.
+    max_worst_path_drawdown_pct: float | None = Field(default=None, gt=0, le=100)
+
+
+class DataSpec(_Strict):
+    """Which stored market the study runs on; ``start``/``end`` are YYYY-MM-DD (UTC, end exclusive)."""
+
+    exchange: str = "sample"
+    symbol: str | None = None
+    timeframe: str = "1m"
+    start: str | None = None
+    end: str | None = None
+
+
+class ValidationSpec(_Strict):
+    """``none`` scores the whole window; ``walk_forward`` scores rolling or anchored train/test folds."""
+
+    scheme: Literal["none", "walk_forward"] = "none"
+    mode: Literal["rolling", "anchored"] = "rolling"
+    train_days: int | None = Field(default=None, ge=1)
+    test_days: int | None = Field(default=None, ge=1)
+    step_days: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _windows(self) -> ValidationSpec:
+        given = [self.train_days, self.test_days, self.step_days]
+        if self.scheme == "walk_forward" and any(v is None for v in given):
+            raise ValueError("walk_forward needs train_days, test_days and step_days")
+        if self.scheme == "none" and any(v is not None for v in given):
+            raise ValueError("train_days/test_days/step_days are only read with scheme walk_forward")
+        return self
+
+
+class BaseSpec(_Strict):
+    """The strategy and venue every trial starts from (names or YAML paths)."""
+
+    strategy: str = "default"
+    venue: str = "binance_futures"
+
+
+class Profile(_Strict):
+    """A whole optimization profile (see configs/profiles/wide.yaml for a documented example)."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    base: BaseSpec = Field(default_factory=BaseSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+    search_space: dict[str, ParamSpec]
+    trials: int = Field(ge=1)
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    sampler: SamplerSpec
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    objective: ObjectiveSpec
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    seed: int = Field(default=0, ge=0)
+
+    @field_validator("search_space")
+    @classmethod
+    def _non_empty(cls, value: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
+        if not value:
+            raise ValueError("needs at least one parameter")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Profile:
+        if self.objective.kind == "return_drawdown" and self.sampler.kind == "tpe":
+            raise ValueError("objective return_drawdown (two objectives) needs sampler nsga2 or random")
+        if self.objective.kind != "return_drawdown" and self.sampler.kind == "nsga2":
+            raise ValueError("sampler nsga2 is for objective return_drawdown (a Pareto front)")
+        if self.pruner.kind != "none" and self.validation.scheme != "walk_forward":
+            raise ValueError("a pruner needs walk_forward validation (folds are its intermediate steps)")
+        if self.objective.target == "out_of_sample" and self.validation.scheme != "walk_forward":
+            raise ValueError("objective target out_of_sample needs validation scheme walk_forward")
+        return self
+
+    def fingerprint(self) -> str:
+        """Stable hash of everything that defines the study (trial count excluded: it may grow)."""
+        data = self.model_dump(mode="json", exclude={"trials", "description"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def ordered_params(self) -> list[str]:
+        """Search-space keys in draw order: a fraction_of parameter after the one it depends on."""
+        done: list[str] = []
+        pending = list(self.search_space)
+        while pending:
+            for key in pending:
+                dep = self.search_space[key].fraction_of
+                if dep is None or dep in done:
+                    done.append(key)
+                    pending.remove(key)
+                    break
+            else:  # pragma: no cover - guarded by _check_space (cycles are rejected at load)
+                raise GridctlError(f"search_space: circular fraction_of among {pending}")
+        return done
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------------
+
+
+def shipped_profiles() -> list[str]:
+    """Names of the profiles shipped in configs/profiles."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def resolve_profile(path_or_name: str | Path) -> Path:
+    """An existing YAML path as given, else ``configs/profiles/<name>.yaml``; anything else is an error."""
+    candidate = Path(path_or_name).expanduser()
+    if candidate.is_file():
+        return candidate
+    text = str(path_or_name)
+    if "/" in text or text.endswith((".yaml", ".yml")):
+        raise GridctlError(f"profile file not found: {text}")
+    shipped = PROFILES_DIR / f"{text}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise GridctlError(
+        f"no profile named {text!r}; shipped profiles: {', '.join(shipped_profiles())} (or give a YAML path)"
+    )
+
+
+def load_profile(path_or_name: str | Path) -> Profile:
+    """Load and check a profile by name (``wide``) or path; every problem names the file and key."""
+    path = resolve_profile(path_or_name)
+    tree = read_yaml(path)
+    try:
+        profile = Profile.model_validate(tree)
+    except ValidationError as err:
+        raise GridctlError(_format_errors(err, "profile", Profile, str(path), {}, set())) from None  # type: ignore[arg-type]
+    _check_space(profile, str(path))
+    return profile
+
+
+def tunable_fields() -> dict[str, Any]:
+    """``section.key`` -> pydantic FieldInfo of every strategy field a search space may tune."""
+    out = {}
+    for path in _field_paths(StrategyConfig):
+        if "." not in path or path.startswith("strategy."):
+            continue
+        section, name = path.split(".")
+        model = StrategyConfig.model_fields[section].annotation
+        info = model.model_fields[name]  # type: ignore[union-attr]
+        if info.annotation in (int, float, bool) or "Literal" in str(info.annotation):
+            out[path] = info
+    return out
+
+
+def _check_space(profile: Profile, where: str) -> None:
+    fields = tunable_fields()
+    problems = []
+    for key, spec in profile.search_space.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
+            if not close:  # maybe only the field name is close (wrong section)
+                names = {p.split(".")[1]: p for p in fields}
+                hit = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(names), n=1, cutoff=0.6)
+                close = [names[hit[0]]] if hit else []
+            hint = f"did you mean {close[0]!r}?" if close else "not a tunable strategy field"
+            problems.append(f"  search_space.{key}: unknown strategy field; {hint}")
+            continue
+        if spec.fraction_of is not None and spec.fraction_of not in profile.search_space:
+            problems.append(
+                f"  search_space.{key}.fraction_of: {spec.fraction_of!r} is not a parameter of this "
+                "search space (draw it first)"
+            )
+    if problems:
+        raise GridctlError(f"invalid profile {where}: {len(problems)} problem(s)\n" + "\n".join(problems))
+    try:
+        profile.ordered_params()
+    except GridctlError as err:
+        raise GridctlError(f"invalid profile {where}: {err}") from None
+    _check_corners(profile, where)
+
+
+def _check_corners(profile: Profile, where: str) -> None:
+    """Every corner of the space (all low, all high, mixed) must be a strategy the schema accepts."""
+    from configs.loader import load_strategy, load_venue
+    from engine.batch import apply_overrides
+    from research.space import corner_draws, resolve_draw
+
+    strategy = load_strategy(profile.base.strategy)
+    venue = load_venue(profile.base.venue)
+    for raw in corner_draws(profile):
+        values = resolve_draw(profile, raw, strategy)
+        try:
+            apply_overrides(strategy, venue, values)
+        except GridctlError as err:
+            raise GridctlError(
+                f"invalid profile {where}: search_space draws an invalid strategy at {raw}: {err}"
+            ) from None

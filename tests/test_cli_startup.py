@@ -1,0 +1,59 @@
+"""`gridctl --help` stays cheap: the sub-command groups are imported only when a command line reaches them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from cli import LAZY_GROUPS, app
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("numba", "polars", "pandas", "pyarrow", "optuna", "ccxt", "pydantic", "numpy")
+
+_PROBE = """
+import json, sys
+HEAVY = sys.argv.pop(1).split(",")
+from cli import app
+try:
+    app(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+print(json.dumps({"code": code, "loaded": sorted(m for m in HEAVY if m in sys.modules)}), file=sys.stderr)
+"""
+
+
+def _probe(*args: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, ",".join(HEAVY), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return json.loads(proc.stderr.strip().splitlines()[-1]) | {"stdout": proc.stdout}
+
+
+def test_top_level_help_lists_every_command_without_importing_heavy_modules() -> None:
+    out = _probe("--help")
+    assert out["code"] == 0 and out["loaded"] == []
+    for name in ("backtest", "bench", *LAZY_GROUPS):
+        assert name in out["stdout"]
+    for _module, help_text in LAZY_GROUPS.values():
+        assert help_text in out["stdout"]
+
+
+def test_a_lazy_group_loads_when_a_command_line_reaches_it() -> None:
+    out = _probe("data", "--help")
+    assert out["code"] == 0 and "polars" in out["loaded"]  # data.cli was imported to list its commands
+    assert "sample" in out["stdout"] and "--install-completion" not in out["stdout"]
+
+
+def test_typos_still_suggest_lazy_groups_and_their_commands_run() -> None:
+    typo = CliRunner().invoke(app, ["confg"])
+    assert typo.exit_code == 2 and "Did you mean 'config'" in typo.output
+    shown = CliRunner().invoke(app, ["config", "show"])
+    assert shown.exit_code == 0 and "strategy config:" in shown.output

@@ -1,0 +1,416 @@
+"""Library-level checks behind the CLI's refusals, one class of bad input per test, several members each:
+config encodings, YAML 1.2 numbers, unusable paths, stored-range clipping, funding beyond any cap,
+strategy/venue pairs that cannot trade, partial sample stores, and flags rendered as flags in --help."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from cli import app
+from configs.crosscheck import check_notional_in_range, check_strategy_on_venue, pair_problems
+from configs.errors import GridctlError
+from configs.loader import SHIPPED_DIRS, load_strategy, load_venue, read_yaml
+from data.market import load_market, market_from_arrays
+from data.paths import require_existing_dir, require_writable_dir
+from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample, sample_present, write_sample
+from data.store import candle_dir, funding_dir, write_candles, write_funding
+from data.validate import MAX_ABS_FUNDING_RATE, check_funding
+
+SYM = "BTC/USDT:USDT"
+EX = "binanceusdm"
+HOUR = 3_600_000
+JAN1 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
+STRATEGY_TEXT = (SHIPPED_DIRS["strategy"] / "default.yaml").read_text()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Config files that are not UTF-8
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "offset", "line", "column"),
+    [
+        (b"\xff\xfe" + "grid:".encode("utf-16-le"), 0, 1, 1),  # UTF-16 with BOM
+        (b"grid:\n  # caf\xe9\n", 13, 2, 8),  # one Latin-1 byte in a comment
+        (b"a: 1\nb: 2\nc: \x80\x81\n", 13, 3, 4),  # stray continuation bytes
+        ("strategy: é\n".encode() + b"x: \xc3\n", 16, 2, 4),  # valid UTF-8, then a truncated sequence
+    ],
+)
+def test_non_utf8_config_names_file_offset_line_and_column(
+    tmp_path: Path, payload: bytes, offset: int, line: int, column: int
+) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_bytes(payload)
+    with pytest.raises(GridctlError) as err:
+        read_yaml(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: not UTF-8")
+    assert f"offset {offset} (line {line}, column {column})" in message and "\n" not in message
+
+
+def test_an_unreadable_config_is_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(GridctlError, match=r"cannot read"):
+        read_yaml(tmp_path)  # a folder
+
+
+# ----------------------------------------------------------------------------------------------------
+# YAML 1.2 numbers
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "value"),
+    [("1e4", 1e4), ("1E4", 1e4), ("2.5e3", 2500.0), ("+1e4", 1e4), ("1e+4", 1e4), (".5e4", 5000.0),
+     ("12500", 12500), ("1.25e+4", 12500.0)],
+)  # fmt: skip
+def test_yaml_12_floats_load_in_files_and_overrides(tmp_path: Path, written: str, value: float) -> None:
+    text = STRATEGY_TEXT.replace("max_inventory_quote: 10000.0", f"max_inventory_quote: {written}")
+    assert text != STRATEGY_TEXT
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    assert load_strategy(path).rebalance.max_inventory_quote == value
+    assert (
+        load_strategy("default", [f"rebalance.max_inventory_quote={written}"]).rebalance.max_inventory_quote
+        == value
+    )
+
+
+@pytest.mark.parametrize("text", ["e5", "1e", "1e5x", "1.2.3", "0x1e"])
+def test_strings_that_only_look_numeric_stay_strings(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(f"a: {text}\n")
+    assert read_yaml(path) == {"a": yaml.safe_load(f"a: {text}")["a"]}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Paths that cannot be used
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda t: t / "file", ["exists and is not a folder"]),
+        (lambda t: t / "file" / "sub", ["is a file, not a folder"]),
+        (lambda t: t / "file" / "a" / "b", ["is a file, not a folder"]),
+        (lambda t: Path("/proc") / f"gridctl-{os.getpid()}", ["/proc does not accept"]),
+        (lambda t: Path("/sys") / f"gridctl-{os.getpid()}" / "x", ["/sys does not accept"]),
+    ],
+)
+def test_unwritable_folders_are_refused_and_nothing_is_created(tmp_path: Path, make, words) -> None:
+    (tmp_path / "file").write_text("x")
+    target = make(tmp_path)
+    with pytest.raises(GridctlError) as err:
+        require_writable_dir(target, "--out")
+    assert str(err.value).startswith("--out: ") and all(w in str(err.value) for w in words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"] and (tmp_path / "file").read_text() == "x"
+    assert target == tmp_path / "file" or not os.path.lexists(target)
+
+
+def test_a_writable_folder_is_accepted_and_left_as_it_was(tmp_path: Path) -> None:
+    assert require_writable_dir(tmp_path / "new" / "deeper", "--out") == tmp_path / "new" / "deeper"
+    assert list(tmp_path.iterdir()) == []  # nothing created, not even the probe
+    assert require_existing_dir(tmp_path, "--data") == tmp_path
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda t: t / "nope", ["does not exist"]),
+        (lambda t: t / "file", ["is not a folder"]),
+        (lambda t: t / "file" / "x", ["does not exist", "is a file"]),
+    ],
+)
+def test_folders_to_read_must_exist(tmp_path: Path, make, words) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(GridctlError) as err:
+        require_existing_dir(make(tmp_path), "--data")
+    assert all(w in str(err.value) for w in words)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The stored range versus the requested one
+# ----------------------------------------------------------------------------------------------------
+
+
+def _hour_store(tmp_path: Path, hours: int = 48) -> Path:
+    idx = np.arange(hours)
+    close = 100.0 + idx
+    bars = pl.DataFrame(
+        {"ts": JAN1 + idx * HOUR, "open": close, "high": close + 1, "low": close - 1, "close": close,
+         "volume": np.ones(hours)}
+    )  # fmt: skip
+    write_candles(tmp_path, EX, SYM, "1h", bars)
+    fts = list(range(JAN1 - 8 * HOUR, JAN1 + (hours + 8) * HOUR, 8 * HOUR))
+    write_funding(
+        tmp_path,
+        EX,
+        SYM,
+        pl.DataFrame({"ts": fts, "rate": [1e-4] * len(fts), "mark_price": [1e2] * len(fts)}),
+    )
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "warned"),
+    [
+        (JAN1 - 24 * HOUR, None, ["requested start 2023-12-31 00:00:00 UTC", "in range (2024-01-01 00:00"]),
+        (None, JAN1 + 72 * HOUR, ["requested end 2024-01-04 00:00:00 UTC", "in range (2024-01-02 23:00"]),
+        (JAN1 - HOUR, JAN1 + 49 * HOUR, ["requested start", "requested end"]),
+        (JAN1, JAN1 + 48 * HOUR, []),  # exactly the stored range: nothing to say
+        (JAN1 + 5 * HOUR, JAN1 + 10 * HOUR, []),
+        (JAN1 - 30 * 60_000, None, []),  # start inside the hour before the first bar: that bar opens first
+    ],
+)  # fmt: skip
+def test_a_range_beyond_the_stored_bars_is_said_in_the_warnings(tmp_path: Path, start, end, warned) -> None:
+    market = load_market(_hour_store(tmp_path), EX, SYM, "1h", start, end)
+    clip = [w for w in market.report.warnings if "requested" in w]
+    assert len(clip) == sum(1 for w in ("requested start", "requested end") if any(w in x for x in warned))
+    for text in warned:
+        assert any(text in w for w in clip), (text, clip)
+
+
+def test_a_zero_row_partition_is_named_as_damaged(tmp_path: Path) -> None:
+    _hour_store(tmp_path)
+    path = candle_dir(tmp_path, EX, SYM, "1h") / "2024-01.parquet"
+    pl.read_parquet(path).head(0).write_parquet(path)
+    with pytest.raises(GridctlError) as err:
+        load_market(tmp_path, EX, SYM, "1h")
+    assert str(err.value).startswith(f"{path}: the file holds 0 rows")
+    assert "no 1h candles" not in str(err.value)  # not the contradictory "none stored" message
+
+
+# ----------------------------------------------------------------------------------------------------
+# Funding rates beyond any exchange cap
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [5.0, -5.0, 0.0501, -0.06, 1.0, 0.75])
+def test_funding_rates_beyond_the_cap_are_refused_naming_the_row(rate: float) -> None:
+    ts = np.arange(4, dtype=np.int64) * 8 * HOUR + JAN1
+    rates = np.array([1e-4, -2e-4, rate, 1e-4])
+    with pytest.raises(GridctlError, match=r"^funding: row 2 \(.*column 'rate' is"):
+        check_funding(ts, rates, np.full(4, np.nan), "funding")
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.003, -0.0075, 0.03, -0.03, MAX_ABS_FUNDING_RATE])
+def test_rates_within_every_published_cap_are_accepted(rate: float) -> None:
+    ts = np.arange(2, dtype=np.int64) * 8 * HOUR + JAN1
+    check_funding(ts, np.array([rate, -rate]), np.full(2, np.nan), "funding")
+
+
+def test_real_btc_funding_is_far_inside_the_cap(real_data: Path) -> None:
+    rates = pl.read_parquet(real_data / "binanceusdm_BTCUSDT_funding_2019-09_2025-12.parquet")["rate"]
+    assert float(rates.abs().max()) < MAX_ABS_FUNDING_RATE
+
+
+@pytest.mark.parametrize("via", ["store", "arrays"])
+def test_every_entry_point_refuses_a_500pct_rate(tmp_path: Path, via: str) -> None:
+    fts = [JAN1, JAN1 + 8 * HOUR]
+    if via == "store":
+        with pytest.raises(GridctlError, match="row 1"):
+            write_funding(
+                tmp_path, EX, SYM, pl.DataFrame({"ts": fts, "rate": [1e-4, 5.0], "mark_price": [1.0, 1.0]})
+            )
+        assert not funding_dir(tmp_path, EX, SYM).exists()
+    else:
+        one = np.array([100.0])
+        with pytest.raises(GridctlError, match="row 1"):
+            market_from_arrays(
+                SYM, "1h", np.array([JAN1]), one, one, one, one, one, np.array(fts), np.array([1e-4, 5.0])
+            )
+
+
+# ----------------------------------------------------------------------------------------------------
+# A strategy checked against its venue
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("strategy_sets", "venue_sets", "words"),
+    [
+        (["grid.base_qty=1e308"], [], ["grid.base_qty", "above", "precision.max_qty"]),
+        (["grid.base_qty=2000"], [], ["grid.base_qty", "1000"]),
+        (["grid.base_qty=0.0004"], [], ["grid.base_qty", "below", "precision.min_qty"]),
+        (["grid.base_qty=600", "grid.qty_scale=2"], [], ["grid.qty_scale (rung 2 of 6)", "1200", "1000"]),
+        (["grid.base_qty=500", "grid.qty_scale=2"], [], ["grid.qty_scale (rung 3 of 6)", "2000"]),
+        (["grid.base_qty=1e308", "grid.qty_scale=3"], ["precision.max_qty=null"], ["rung 2", "overflows"]),
+        (["grid.base_qty=0.01"], ["precision.max_qty=0.005"], ["grid.base_qty", "0.005"]),
+        (["grid.base_qty=0.01"], ["precision.min_qty=0.05"], ["grid.base_qty", "0.05"]),
+    ],
+)
+def test_quantities_outside_the_venue_filters_are_refused(strategy_sets, venue_sets, words) -> None:
+    strategy = load_strategy("default", strategy_sets)
+    venue = load_venue("binance_futures", venue_sets)
+    with pytest.raises(GridctlError) as err:
+        check_strategy_on_venue(strategy, venue)
+    message = str(err.value)
+    assert "\n" not in message and strategy.origin in message and venue.origin in message
+    assert all(w in message for w in words), message
+
+
+def _brackets_at_most(max_leverage: float) -> list[str]:
+    """--set values replacing the BTC brackets by one tier allowing ``max_leverage``."""
+    tier = (
+        "{notional_floor: 0, notional_cap: 1.0e9, maint_margin_ratio: 0.01, cum: 0, "
+        f"max_leverage: {max_leverage}}}"
+    )
+    return [f'margin.brackets={{"BTC/USDT:USDT": [{tier}]}}']
+
+
+@pytest.mark.parametrize(
+    ("top", "venue_sets", "strategy_sets", "words"),
+    [
+        (5, ["trading.leverage=10"], [], ["trading.leverage 10", "(5, margin.brackets)"]),
+        (20, ["trading.leverage=21", "risk.max_leverage=25"], [], ["trading.leverage 21"]),
+        (10, ["trading.leverage=5"], ["position.max_leverage_used=12"], ["position.max_leverage_used 12"]),
+    ],
+)
+def test_leverage_beyond_every_bracket_is_refused(top, venue_sets, strategy_sets, words) -> None:
+    venue = load_venue("binance_futures", [*_brackets_at_most(top), *venue_sets])
+    strategy = load_strategy("default", strategy_sets)
+    problems = pair_problems(strategy, venue)
+    assert len(problems) == 1 and all(w in problems[0] for w in words), problems
+
+
+def test_shipped_pairs_and_leverage_at_the_bracket_limit_pass() -> None:
+    for strategy in ("default", "hedge_grid_v1"):
+        for venue in ("binance_futures", "binance_futures_testnet"):
+            assert pair_problems(load_strategy(strategy), load_venue(venue)) == []
+    at_limit = load_venue("binance_futures", [*_brackets_at_most(10), "trading.leverage=10"])
+    assert pair_problems(load_strategy("default"), at_limit) == []
+
+
+# default ladder: 6 rungs of 0.002 * 1.05**(i-1) BTC, i.e. 0.002 .. 0.0025526 (0.002 * 1.05**5).
+@pytest.mark.parametrize(
+    ("venue_sets", "low", "high", "words"),
+    [
+        # 0.0025526 * 60,000 = 153 USDT < 200: no rung reaches the minimum order anywhere.
+        (["risk.min_order_size_usdt=200"], 50_000.0, 60_000.0, ["below", "200 USDT", "0.00255"]),
+        (["precision.min_notional=500", "risk.min_order_size_usdt=5"], 50_000.0, 60_000.0, ["below", "500"]),
+        # 0.002 * 50,000 = 100 USDT > 90: every rung is above the maximum order even at the low.
+        (["risk.max_order_size_usdt=90"], 50_000.0, 60_000.0, ["above", "90 USDT", "0.002 x 50,000"]),
+    ],
+)
+def test_a_ladder_outside_the_order_notional_limits_is_refused(venue_sets, low, high, words) -> None:
+    venue = load_venue("binance_futures", venue_sets)
+    with pytest.raises(GridctlError) as err:
+        check_notional_in_range(load_strategy("default"), venue, low, high, "sample BTC 1m")
+    message = str(err.value)
+    assert "grid.base_qty" in message and "sample BTC 1m" in message and "\n" not in message
+    assert all(w in message for w in words), message
+
+
+@pytest.mark.parametrize(
+    ("venue_sets", "low", "high"),
+    [
+        (["risk.min_order_size_usdt=150"], 50_000.0, 60_000.0),  # the top rung reaches 153 at 60,000
+        (["risk.max_order_size_usdt=100"], 50_000.0, 60_000.0),  # rung 1 is exactly 100 at 50,000
+        ([], 60_000.0, 60_000.0),
+    ],
+)
+def test_a_ladder_with_one_placeable_rung_passes(venue_sets, low, high) -> None:
+    check_notional_in_range(
+        load_strategy("default"), load_venue("binance_futures", venue_sets), low, high, "m"
+    )
+
+
+def test_a_symbol_the_venue_has_no_brackets_for_is_named() -> None:
+    with pytest.raises(GridctlError, match=r"margin.brackets has no entry for 'DOGE/USDT:USDT'"):
+        check_strategy_on_venue(load_strategy("default"), load_venue("binance_futures"), "DOGE/USDT:USDT")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The sample store: generated only when absent, never regenerated over a partial one
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("remove", ["trade", "mark", "funding", "trade+mark"])
+def test_a_partial_sample_store_is_an_error_and_left_untouched(tmp_path: Path, remove: str) -> None:
+    write_sample(tmp_path, days=3)
+    dirs = {
+        "trade": candle_dir(tmp_path, SAMPLE_EXCHANGE, SAMPLE_SYMBOL, "1m"),
+        "mark": candle_dir(tmp_path, SAMPLE_EXCHANGE, SAMPLE_SYMBOL, "1m", kind="mark"),
+        "funding": funding_dir(tmp_path, SAMPLE_EXCHANGE, SAMPLE_SYMBOL),
+    }
+    for name in remove.split("+"):
+        for path in dirs[name].iterdir():
+            path.unlink()
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.parquet")}
+    with pytest.raises(GridctlError) as err:
+        ensure_sample(tmp_path)
+    assert "incomplete" in str(err.value) and "not regenerated" in str(err.value)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.parquet")} == before
+
+
+def test_ensure_sample_generates_only_into_an_empty_store(tmp_path: Path) -> None:
+    ensure_sample(tmp_path / "fresh")
+    assert sample_present(tmp_path / "fresh")
+    with pytest.raises(GridctlError, match="--data: cannot write"):
+        ensure_sample(Path("/proc") / f"gridctl-{os.getpid()}", "--data")
+
+
+def test_a_failed_swap_keeps_the_previous_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_sample(tmp_path, days=2)
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*.parquet")}
+    real_rename = Path.rename
+    calls = {"n": 0}
+
+    def rename_failing_second(self: Path, target: Path) -> Path:
+        calls["n"] += 1  # 1: old sample aside, 2: new one in (fails), 3: old one back
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename_failing_second)
+    with pytest.raises(OSError, match="disk full"):
+        write_sample(tmp_path, days=3)
+    monkeypatch.undo()
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*.parquet")} == before
+
+
+# ----------------------------------------------------------------------------------------------------
+# --help renders on/off flags as flags, in every command
+# ----------------------------------------------------------------------------------------------------
+
+
+def _command_paths(command: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    # get_command (not .commands) so that lazily mounted groups (cli.LAZY_GROUPS) are loaded and walked.
+    paths = [prefix]
+    for name in list(getattr(command, "commands", {})):
+        sub = command.get_command(typer.Context(command), name)  # type: ignore[attr-defined]
+        paths += _command_paths(sub, (*prefix, name))
+    return paths
+
+
+COMMANDS = _command_paths(typer.main.get_command(app))
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=[" ".join(p) or "gridctl" for p in COMMANDS])
+def test_help_shows_flags_without_a_value_type(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(app, [*path, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.output and "--help" in result.output
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.get_command(typer.Context(command), name)  # type: ignore[attr-defined]
+    for param in command.params:
+        if getattr(param, "is_flag", False):
+            line = next(ln for ln in result.output.splitlines() if param.opts[0] in ln)
+            assert "<" not in line.split(param.opts[0], 1)[1].split("  ")[0], line
+
+
+def test_the_commands_with_flags_are_all_checked() -> None:
+    names = {" ".join(p) for p in COMMANDS}
+    assert {"backtest", "bench", "config show", "config validate", "data download", "data info"} <= names
+    assert not math.isnan(len(names))

@@ -1,0 +1,156 @@
+"""The bar-feed connection and the post-only retry pacing: the live-only config fields, A/B against the
+emulator through the real ccxt client (see live_bridge/feed.py for how the stream fields map onto the
+REST polling feed)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from effects import effect
+from live_helpers import EMU_ENV, SYMBOL_ID, emulator_venue, emulator_with_sample
+
+from configs.loader import load_strategy
+from live_bridge.feed import ExchangeFeed, FeedDown
+
+
+@pytest.fixture(scope="module")
+def emu():
+    e = emulator_with_sample()
+    try:
+        yield e
+    finally:
+        e.stop()
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.t += s
+
+
+def _feed(url: str, venue_overrides: list[str], fake: FakeTime) -> ExchangeFeed:
+    venue = emulator_venue(url, venue_overrides)
+    return ExchangeFeed.for_venue(venue, "BTC/USDT:USDT", "1m", sleep=fake.sleep, clock=fake.clock)
+
+
+@effect("websocket.ping_interval")
+def test_ping_interval_sets_keep_alive_rate(emu) -> None:
+    pings = {}
+    for interval in (20, 60):
+        fake = FakeTime()
+        feed = _feed(emu.url, [f"websocket.ping_interval={interval}"], fake)
+        emu.state.clear_log()
+        for _ in range(240):  # four idle minutes, checked every second
+            fake.t += 1.0
+            assert feed.keep_alive()
+        pings[interval] = len(emu.state.requests("/fapi/v1/time"))
+    assert pings == {20: 12, 60: 4}
+
+
+@effect("websocket.reconnect_timeout")
+def test_reconnect_timeout_is_the_wait_between_attempts(emu) -> None:
+    waits = {}
+    for timeout in (1, 7):
+        fake = FakeTime()
+        feed = _feed(emu.url, [f"websocket.reconnect_timeout={timeout}"], fake)
+        emu.state.inject("status", "/fapi/v1/time", times=2, status=500)
+        assert feed.server_time_ms() > 0
+        waits[timeout] = fake.slept
+    assert waits == {1: [1.0, 1.0], 7: [7.0, 7.0]}
+
+
+@effect("websocket.max_reconnect_attempts")
+def test_max_reconnect_attempts_before_failing_closed(emu) -> None:
+    fake = FakeTime()
+    feed = _feed(emu.url, ["websocket.max_reconnect_attempts=5"], fake)
+    emu.state.inject("status", "/fapi/v1/time", times=3, status=500)
+    assert feed.server_time_ms() > 0 and feed.health.up  # 3 failures, 5 allowed: reconnected
+
+    feed = _feed(emu.url, ["websocket.max_reconnect_attempts=2"], fake)
+    emu.state.inject("status", "/fapi/v1/time", times=3, status=500)
+    with pytest.raises(FeedDown, match="after 3 failed attempts"):
+        feed.server_time_ms()
+    assert not feed.health.up
+    assert feed.server_time_ms() > 0 and feed.health.up  # healthy again with the next good answer
+
+
+@effect("api.ws_url")
+def test_ws_url_is_the_market_data_endpoint(emu) -> None:
+    other = emulator_with_sample(seed=99)  # a different market on a second emulator
+    try:
+        fake = FakeTime()
+        via_base = _feed(emu.url, [], fake).history(5)
+        via_ws = _feed(emu.url, [f"api.ws_url={other.url}"], fake).history(5)
+        assert [b[0] for b in via_base] == [b[0] for b in via_ws]  # same clock and bar times
+        assert [b[4] for b in via_base] != [b[4] for b in via_ws]  # closes from the other exchange
+        assert other.state.requests("/fapi/v1/klines")
+    finally:
+        other.stop()
+
+
+@effect("execution.retry_delay_ms")
+def test_retry_delay_spaces_post_only_retries(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from live_bridge.exchange import CcxtGateway
+    from live_bridge.runner import ExchangeClock, prepare
+
+    for k, v in EMU_ENV.items():
+        monkeypatch.setenv(k, v)
+    slept = {}
+    for delay in (100, 300):
+        e = emulator_with_sample()
+        try:
+            strategy = load_strategy(
+                "default",
+                [f"execution.retry_delay_ms={delay}", "grid.grid_levels_long=1", "grid.grid_levels_short=1"],
+            )
+            venue = emulator_venue(e.url)
+            clock = ExchangeClock()
+            gateway = CcxtGateway(venue, live=True, clock=lambda c=clock: c.now_ms() / 1000.0)
+            ready, ctx = prepare(
+                strategy,
+                venue,
+                "BTC/USDT:USDT",
+                "1m",
+                "live",
+                False,
+                None,
+                tmp_path / f"j{delay}.sqlite",
+                0,
+                os.environ["GRIDCTL_OPS_TOKEN"],
+                "GRIDCTL_OPS_TOKEN",
+                50.0,
+                [],
+                10**13,
+                gateway=gateway,
+                clock=clock,
+            )
+            try:
+                ready.require()
+                waits: list[float] = []
+                ctx.bridge.sleep = waits.append
+                # the first two placements are refused as post-only crossings (Binance -5022)
+                e.state.inject(
+                    "reject",
+                    "/fapi/v1/order",
+                    times=2,
+                    code=-5022,
+                    msg="Order would immediately match and take.",
+                )
+                e.state.advance_bar(SYMBOL_ID)
+                for bar in ctx.feed.poll():
+                    ctx.bridge.on_bar(bar)
+                slept[delay] = waits
+                assert ctx.bridge.errors["post_only"] == 2
+            finally:
+                ctx.close()
+        finally:
+            e.stop()
+    assert slept == {100: [0.1, 0.1], 300: [0.3, 0.3]}

@@ -1,0 +1,191 @@
+"""Ops API (real uvicorn on 127.0.0.1, httpx): auth, bad input, queueing; metrics never say 0 for unknown."""
+
+from __future__ import annotations
+
+import math
+
+import httpx
+import pytest
+from live_helpers import paper_bridge, sample_bars
+from prometheus_client.parser import text_string_to_metric_families
+
+from engine.state import S_THROTTLE
+from live_bridge.ops import OpsServer, OpsState
+from live_bridge.orders import desired_orders
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture()
+def served():
+    ops = OpsState()
+    now = [0]
+    bridge = paper_bridge(ops=ops, now_ms=lambda: now[0])
+    server = OpsServer(ops, TOKEN, port=0).start()
+    try:
+        yield bridge, ops, server.url, now
+    finally:
+        server.stop()
+
+
+def _metrics(url: str) -> dict[tuple[str, tuple], float]:
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def _entries(bridge) -> list:
+    return [w for w in desired_orders(bridge.s.slots, True) if w.kind == "entry"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}, {"Authorization": "Basic " + TOKEN}],
+)
+def test_no_or_wrong_token_is_401_and_changes_nothing(served, headers) -> None:
+    bridge, ops, url, _ = served
+    for method, path, body in (
+        ("get", "/status", None),
+        ("get", "/health", None),
+        ("post", "/throttle", {"value": 0.5}),
+        ("post", "/pause", None),
+        ("post", "/resume", None),
+        ("post", "/flatten", None),
+    ):
+        r = httpx.request(method.upper(), f"{url}{path}", json=body, headers=headers, timeout=5)
+        assert r.status_code == 401, (path, r.status_code)
+    assert ops.commands.empty()
+    assert bridge.apply_commands() == []
+
+
+def test_server_without_token_refuses_everything() -> None:
+    ops = OpsState()
+    server = OpsServer(ops, None, port=0).start()
+    try:
+        r = httpx.post(f"{server.url}/pause", headers={"Authorization": "Bearer anything"}, timeout=5)
+        assert r.status_code == 401 and ops.commands.empty()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"value": 1.5},
+        {"value": -0.1},
+        {"value": "abc"},
+        {"value": True},
+        {"value": None},
+        {"value": float("nan")},
+        {"throttle": 0.5},
+        [0.5],
+    ],
+)
+def test_bad_throttle_is_4xx_and_changes_nothing(served, body) -> None:
+    bridge, ops, url, _ = served
+    content = (
+        str(body).replace("nan", "NaN").replace("'", '"').replace("True", "true").replace("None", "null")
+    )
+    r = httpx.post(
+        f"{url}/throttle", content=content, headers={**AUTH, "content-type": "application/json"}, timeout=5
+    )
+    assert 400 <= r.status_code < 500, r.text
+    assert "throttle" in r.text or "value" in r.text
+    assert ops.commands.empty()
+    before = bridge.s.state[S_THROTTLE]
+    bridge.apply_commands()
+    assert bridge.s.state[S_THROTTLE] == before == 1.0
+
+
+def test_not_json_is_400(served) -> None:
+    _, ops, url, _ = served
+    r = httpx.post(
+        f"{url}/throttle", content="0.5", headers={**AUTH, "content-type": "application/json"}, timeout=5
+    )
+    assert r.status_code == 400 and ops.commands.empty()
+
+
+def test_mutations_are_queued_and_applied_by_the_bar_loop(served) -> None:
+    bridge, _ops, url, _ = served
+    bars = sample_bars(1)
+    for b in bars[:30]:
+        bridge.on_bar(b)
+    qty_full = {w.level: w.qty for w in _entries(bridge) if w.side == 0}
+    assert qty_full, "the ladder must hold entries to see the throttle"
+    r = httpx.post(f"{url}/throttle", json={"value": 0.5}, headers=AUTH, timeout=5)
+    assert r.status_code == 202 and r.json()["queued"] >= 1
+    assert bridge.s.state[S_THROTTLE] == 1.0, "the API thread must not touch the engine"
+    assert httpx.get(f"{url}/status", headers=AUTH, timeout=5).json()["throttle"] == 1.0
+    bridge.on_bar(bars[30])
+    assert bridge.s.state[S_THROTTLE] == 0.5
+    half = {w.level: w.qty for w in _entries(bridge) if w.side == 0}
+    step = 0.001
+    for level, q in half.items():  # sized again: floor_step(full * 0.5), hand-checked against the full qty
+        if level in qty_full:
+            assert (
+                abs(q - math.floor(qty_full[level] * 0.5 / step + 1e-9) * step) < 1e-12
+                or q <= qty_full[level] * 0.5 + 1e-12
+            )
+    assert httpx.get(f"{url}/status", headers=AUTH, timeout=5).json()["throttle"] == 0.5
+
+    assert httpx.post(f"{url}/pause", headers=AUTH, timeout=5).status_code == 202
+    assert _entries(bridge), "not applied until the loop runs"
+    bridge.on_bar(bars[31])
+    assert _entries(bridge) == [] and bridge.operator_paused
+    status = httpx.get(f"{url}/status", headers=AUTH, timeout=5).json()
+    assert status["gates"]["operator_paused"] is True and "operator pause" in status["pause_reasons"]
+    health = httpx.get(f"{url}/health", headers=AUTH, timeout=5).json()
+    assert health["ok"] is False
+    for b in bars[32:40]:
+        bridge.on_bar(b)
+    assert _entries(bridge) == []
+    assert httpx.post(f"{url}/resume", headers=AUTH, timeout=5).status_code == 202
+    bridge.on_bar(bars[40])
+    assert _entries(bridge) and not bridge.operator_paused
+
+
+def test_flatten_closes_both_sides_and_pauses(served) -> None:
+    bridge, _ops, url, _ = served
+    bars = sample_bars(1)
+    k = 0
+    while bridge.s.position() == (0.0, 0.0) and k < len(bars) - 1:
+        bridge.on_bar(bars[k])
+        k += 1
+    assert bridge.s.position() != (0.0, 0.0), "the sample must open a position"
+    n_fills = int(bridge.s.cnt[0])
+    assert httpx.post(f"{url}/flatten", headers=AUTH, timeout=5).status_code == 202
+    assert bridge.s.position() != (0.0, 0.0)
+    bridge.on_bar(bars[k])
+    assert bridge.s.position() == (0.0, 0.0)
+    kinds = bridge.s.fills[n_fills : int(bridge.s.cnt[0])]["kind"].tolist()
+    assert 3 in kinds  # FillKind.FLATTEN
+    assert bridge.operator_paused and _entries(bridge) == []
+
+
+def test_metrics_unknown_is_nan_with_reason_never_zero(served) -> None:
+    bridge, _, url, now = served
+    m = _metrics(url)
+    for name in (
+        "gridctl_equity",
+        "gridctl_margin_ratio",
+        "gridctl_funding_rate",
+        "gridctl_last_bar_age_seconds",
+    ):
+        [(key, value)] = [(k, v) for k, v in m.items() if k[0] == name]
+        assert math.isnan(value), name
+        assert dict(key[1])["reason"], name
+    bars = sample_bars(1)
+    for b in bars[:5]:
+        bridge.on_bar(b)
+    now[0] = bars[4].ts + 60_000 + 5_000
+    bridge.publish()
+    m = _metrics(url)
+    assert m[("gridctl_equity", (("reason", ""),))] == pytest.approx(10_000.0, rel=0.01)
+    assert m[("gridctl_last_bar_age_seconds", (("reason", ""),))] == pytest.approx(5.0)
+    assert m[("gridctl_throttle", (("reason", ""),))] == 1.0
+    assert m[("gridctl_funding_rate", (("reason", ""),))] == bridge.s.funding.rate[-1]
+    assert m[("gridctl_open_orders", (("reason", ""),))] == len(desired_orders(bridge.s.slots, True)) > 0

@@ -1,0 +1,128 @@
+"""Readiness: a failed item stops the start, the message lists EVERY failure, exit 2, no order is sent."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from live_helpers import EMU_ENV, emulator_with_sample
+from typer.testing import CliRunner
+
+from cli import app
+
+runner = CliRunner()
+
+
+def _closed_port() -> str:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}"
+
+
+def test_every_failure_is_listed_and_exit_is_2(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("BINANCE_API_KEY", "BINANCE_API_SECRET", "GRIDCTL_OPS_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    url = _closed_port()
+    r = runner.invoke(
+        app,
+        [
+            "live",
+            "--live",
+            "--testnet",
+            "--venue-set",
+            f"api.base_url={url}",
+            "--set",
+            "risk_management.enable_circuit_breaker=false",
+            "--journal",
+            str(tmp_path / "j.sqlite"),
+            "--ops-port",
+            "0",
+        ],
+    )
+    assert r.exit_code == 2, r.output
+    err = r.output
+    assert "not ready to start" in err and "no order was sent" in err
+    for item in (
+        "[venue kind]",
+        "[credentials]",
+        "[risk gates]",
+        "[ops token]",
+        "[exchange reachable, clock skew]",
+        "[symbol and filters]",
+        "[warm-up / restart]",
+        "[gateway]",
+    ):
+        assert item in err, item
+    assert "--testnet given but" in err and "enable_circuit_breaker" in err and "$GRIDCTL_OPS_TOKEN" in err
+
+
+def test_failures_against_a_reachable_exchange_send_nothing(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for k, v in EMU_ENV.items():
+        monkeypatch.setenv(k, v)
+    emu = emulator_with_sample(history=10)  # fewer closed bars than the warm-up needs
+    try:
+        r = runner.invoke(
+            app,
+            [
+                "live",
+                "--live",
+                "--venue-set",
+                f"api.base_url={emu.url}",
+                "--min-balance",
+                "1000000",
+                "--journal",
+                str(tmp_path / "j.sqlite"),
+                "--ops-port",
+                "0",
+                "--max-clock-skew-ms",
+                str(10**13),
+            ],
+        )
+        assert r.exit_code == 2, r.output
+        err = r.output
+        # the venue file's min_notional (5) is below the emulator's BTCUSDT filter (100)
+        assert "[symbol and filters]" in err and "min_notional 5.0 is below the exchange's 100.0" in err
+        assert "[balance]" in err and "below --min-balance 1000000" in err
+        assert "[warm-up / restart]" in err and "warm-up needs 30 closed bars, the exchange gave 10" in err
+        posted = [
+            q for q in emu.state.requests() if q.method in ("POST", "DELETE") and "order" in q.path.lower()
+        ]
+        assert posted == []
+    finally:
+        emu.stop()
+
+
+def test_paper_needs_no_credentials_and_clock_skew_is_checked(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("BINANCE_API_KEY", "BINANCE_API_SECRET"):
+        monkeypatch.delenv(var, raising=False)
+    emu = emulator_with_sample()
+    try:
+        r = runner.invoke(
+            app,
+            [
+                "live",
+                "--paper",
+                "--venue-set",
+                f"api.base_url={emu.url}",
+                "--venue-set",
+                "precision.min_notional=100",
+                "--journal",
+                str(tmp_path / "j.sqlite"),
+                "--ops-port",
+                "0",
+            ],
+        )
+        assert r.exit_code == 2, r.output
+        # the emulator's clock is at the sample's 2024 bars: far from the local clock
+        assert (
+            "[exchange reachable, clock skew]" in r.output and "exceeds --max-clock-skew-ms 1000" in r.output
+        )
+        assert "[credentials]" not in r.output
+    finally:
+        emu.stop()

@@ -1,0 +1,503 @@
+"""The optimizer end to end on a small sample: profiles, drawn constraints, objectives, studies, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from cli import app
+from configs.errors import GridctlError
+from configs.loader import load_strategy, load_venue
+from data.sample import write_sample
+from engine.batch import apply_overrides
+from engine.run import run_single
+from research import optimize as opt
+from research.objectives import composite_score, limit_values, objective_values, row_metrics
+from research.profiles import PROFILES_DIR, load_profile, shipped_profiles
+from research.space import distributions, neighbours, resolve_draw
+from research.studies import best_config, best_trial, export_config, load_study, study_frame
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("optdata")
+    write_sample(path, days=12)
+    return path
+
+
+def small_profile(tmp_path: Path, base: str = "wide", name: str = "small", **changes: Any) -> Path:
+    """A shipped profile on 6 days of the sample with few trials; ``changes`` replace top-level keys."""
+    tree = yaml.safe_load((PROFILES_DIR / f"{base}.yaml").read_text())
+    tree["name"] = name
+    tree["trials"] = 24
+    tree["batch_size"] = 8
+    tree["data"]["start"] = "2024-01-02"
+    tree["data"]["end"] = "2024-01-08"
+    tree["limits"]["min_trades"] = 1
+    for key, value in changes.items():
+        tree[key] = value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+def run(profile_path: Path, data_dir: Path, studies: Path, name: str, **kw: Any) -> opt.OptimizeResult:
+    return opt.optimize(load_profile(profile_path), name, studies_dir=studies, data_dir=data_dir, **kw)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Profiles
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_shipped_profiles_load_and_are_packaged() -> None:
+    assert {"wide", "narrow", "fine"} <= set(shipped_profiles())
+    for name in shipped_profiles():
+        profile = load_profile(name)
+        assert profile.name == name
+    text = (REPO / "pyproject.toml").read_text()
+    assert '"profiles/*.yaml"' in text
+
+
+def test_misspelled_search_key_names_file_key_and_nearest_field(tmp_path: Path) -> None:
+    path = small_profile(tmp_path)
+    tree = yaml.safe_load(path.read_text())
+    tree["search_space"]["grid.grid_stepbps"] = tree["search_space"].pop("grid.grid_step_bps")
+    path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(GridctlError) as err:
+        load_profile(path)
+    msg = str(err.value)
+    assert str(path) in msg and "search_space.grid.grid_stepbps" in msg and "'grid.grid_step_bps'" in msg
+
+
+def test_unknown_profile_key_names_the_closest_valid_key(tmp_path: Path) -> None:
+    path = small_profile(tmp_path, samplr={"kind": "random"})
+    with pytest.raises(GridctlError) as err:
+        load_profile(path)
+    assert str(path) in str(err.value) and "samplr" in str(err.value) and "'sampler'" in str(err.value)
+
+
+def test_space_corner_the_schema_refuses_fails_at_load(tmp_path: Path) -> None:
+    path = small_profile(tmp_path)
+    tree = yaml.safe_load(path.read_text())
+    tree["search_space"]["grid.grid_step_bps"] = {"type": "float", "low": 10, "high": 5000}
+    path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(GridctlError, match=r"grid.grid_step_bps=5000"):
+        load_profile(path)
+
+
+def test_fraction_of_an_undrawn_parameter_is_an_error(tmp_path: Path) -> None:
+    path = small_profile(tmp_path)
+    tree = yaml.safe_load(path.read_text())
+    del tree["search_space"]["exit.sl_steps"]
+    path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(GridctlError, match=r"exit.tp_steps.fraction_of: 'exit.sl_steps'"):
+        load_profile(path)
+
+
+WIDE = load_profile("wide")
+_WIDE_STRATEGY = load_strategy(WIDE.base.strategy)
+_VENUE = load_venue(WIDE.base.venue)
+
+
+def _draw_strategy() -> st.SearchStrategy[dict[str, Any]]:
+    parts = {}
+    for name, dist in distributions(WIDE).items():
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            parts[name] = st.sampled_from(list(dist.choices))
+        elif isinstance(dist, optuna.distributions.IntDistribution):
+            parts[name] = st.integers(dist.low, dist.high)
+        else:
+            parts[name] = st.floats(dist.low, dist.high)
+    return st.fixed_dictionaries(parts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_draw_strategy())
+def test_every_draw_is_a_valid_strategy_in_the_order_the_batch_applies_it(raw: dict[str, Any]) -> None:
+    values = resolve_draw(WIDE, raw, _WIDE_STRATEGY)
+    strategy, _ = apply_overrides(_WIDE_STRATEGY, _VENUE, values)  # applied key by key, each validated
+    assert strategy.regime.ema_fast < strategy.regime.ema_slow
+    assert strategy.exit.tp_steps <= 3 * strategy.exit.sl_steps
+
+
+def test_fraction_draw_maps_to_the_dependent_value() -> None:
+    raw = {
+        name: (d.choices[0] if hasattr(d, "choices") else d.low) for name, d in distributions(WIDE).items()
+    }
+    raw.update({"exit.sl_steps": 7, "exit.tp_steps@fraction": 0.5, "regime.ema_slow": 100})
+    raw["regime.ema_fast@fraction"] = 0.3
+    values = resolve_draw(WIDE, raw)
+    assert values["exit.tp_steps"] == round(0.5 * 3 * 7)  # 10.5 -> 10 (banker's rounding)
+    assert values["regime.ema_fast"] == 30
+    raw["regime.ema_slow"] = 20
+    raw["regime.ema_fast@fraction"] = 0.2  # 4, below the field's minimum of 5
+    assert resolve_draw(WIDE, raw)["regime.ema_fast"] == 5
+
+
+def test_neighbours_move_one_step_and_stay_in_range() -> None:
+    raw = {
+        name: (d.choices[0] if hasattr(d, "choices") else d.low) for name, d in distributions(WIDE).items()
+    }
+    moves = {(n, s): r[n] for n, s, r in neighbours(WIDE, raw)}
+    assert ("regime.ema_slow", -1) not in moves  # already at the low end
+    assert moves[("regime.ema_slow", 1)] == 30  # step 10
+    assert moves[("grid.grid_levels_long", 1)] == 3
+    assert moves[("policy.strategy", 1)] == "core-and-scalp"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Objectives
+# ----------------------------------------------------------------------------------------------------
+
+
+def _row(**kw: float) -> dict[str, float]:
+    base = {"final_equity": 11000.0, "total_return_pct": 10.0, "bars": 365 * 1440.0,
+            "max_drawdown_bar_close_pct": 5.0, "sharpe": 2.0, "profit_factor": 1.75, "n_exits": 40.0,
+            "liquidated": 0.0}  # fmt: skip
+    base.update(kw)
+    return base
+
+
+def test_composite_score_by_hand() -> None:
+    m = row_metrics(_row(), 60_000)
+    assert m["cagr_pct"] == pytest.approx(10.0)  # one 365-day year
+    assert m["calmar"] == pytest.approx(2.0)
+    # sharpe 2 -> (2+1)/6 = 0.5; pf 1.75 -> 1.25/2.5 = 0.5; calmar 2 -> 0.5; dd 5 -> 0.1
+    expected = 0.35 * 0.5 + 0.30 * 0.5 + 0.35 * 0.5 - 0.20 * 0.1
+    assert composite_score(m, WIDE.objective) == pytest.approx(expected)
+    # fixed bounds clip: sharpe 9 counts as 5, no losses (pf inf) as 3, undefined sharpe as -1
+    m2 = row_metrics(_row(sharpe=9.0, profit_factor=math.inf), 60_000)
+    assert composite_score(m2, WIDE.objective) == pytest.approx(0.35 + 0.30 + 0.35 * 0.5 - 0.02)
+    m3 = row_metrics(_row(sharpe=math.nan), 60_000)
+    assert composite_score(m3, WIDE.objective) == pytest.approx(0.15 + 0.175 - 0.02)
+
+
+def test_limits_are_constraint_values() -> None:
+    m = row_metrics(_row(n_exits=10.0, max_drawdown_bar_close_pct=45.0, liquidated=1.0), 60_000)
+    assert limit_values([m], WIDE.limits) == [30 - 10, 45 - 40, 0.5]
+    ok = row_metrics(_row(), 60_000)
+    assert all(v <= 0 for v in limit_values([ok], WIDE.limits))
+
+
+def test_return_drawdown_objective_is_two_values() -> None:
+    spec = load_profile("pareto").objective
+    assert objective_values(row_metrics(_row(), 60_000), spec) == (10.0, 5.0)
+    assert spec.directions == ["maximize", "minimize"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Studies
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_same_seed_same_study_and_export_reproduces_the_objective(data_dir: Path, tmp_path: Path) -> None:
+    prof = small_profile(tmp_path)
+    a = run(prof, data_dir, tmp_path / "s", "a")
+    b = run(prof, data_dir, tmp_path / "s", "b")
+    assert a.n_trials == b.n_trials == 24
+    sa, sb = load_study("a", tmp_path / "s"), load_study("b", tmp_path / "s")
+    assert [t.params for t in sa.trials] == [t.params for t in sb.trials]
+    assert [t.values for t in sa.trials] == [t.values for t in sb.trials]
+    # a different seed draws a different study
+    c = run(small_profile(tmp_path, name="other", seed=43), data_dir, tmp_path / "s", "c")
+    assert c.n_trials == 24
+    assert [t.params for t in load_study("c", tmp_path / "s").trials] != [t.params for t in sa.trials]
+
+    winner = best_trial(sa)
+    assert winner is not None and winner.number == a.best_trial and winner.value == a.best_value
+    out = export_config(sa, tmp_path / "best.yaml")
+    strategy = load_strategy(out)  # what `gridctl backtest --config FILE` loads
+    work = opt.load_workload(load_profile(prof), data_dir)
+    summary = run_single(work.market, strategy, load_venue("binance_futures"), curves=False).summary
+    again = objective_values(row_metrics(summary, work.market.bar_ms), work.profile.objective)
+    assert again == (winner.value,)
+    assert best_config(sa).grid == strategy.grid
+
+
+def test_best_is_the_best_feasible_trial(data_dir: Path, tmp_path: Path) -> None:
+    prof = small_profile(
+        tmp_path, limits={"min_trades": 60, "max_drawdown_pct": 40, "allow_liquidation": False}
+    )
+    run(prof, data_dir, tmp_path / "s", "lim")
+    study = load_study("lim", tmp_path / "s")
+    feasible = [t for t in study.trials if all(v <= 0 for v in t.constraints.values())]
+    infeasible = [t for t in study.trials if t not in feasible]
+    assert feasible and infeasible  # the limit splits this study
+    assert best_trial(study).value == max(t.value for t in feasible)
+    assert all(t.constraints["min_trades"] > 0 for t in infeasible)
+    frame = study_frame(study)
+    assert frame["feasible"].sum() == len(feasible)
+
+
+def test_interrupt_fails_only_unfinished_trials_and_resume_completes(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prof = small_profile(tmp_path)
+    real = opt.evaluate
+    calls = {"n": 0}
+
+    def flaky(*args: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(opt, "evaluate", flaky)
+    first = run(prof, data_dir, tmp_path / "s", "r")
+    assert first.interrupted and first.n_trials == 8
+    study = load_study("r", tmp_path / "s")
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 8 + [optuna.trial.TrialState.FAIL] * 8
+    kept = [(t.params, t.values) for t in study.trials[:8]]
+    monkeypatch.setattr(opt, "evaluate", real)
+    second = run(prof, data_dir, tmp_path / "s", "r")
+    assert not second.interrupted and second.n_trials == 24 and second.told_here == 16
+    study = load_study("r", tmp_path / "s")
+    assert [(t.params, t.values) for t in study.trials[:8]] == kept  # nothing lost or redone
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 24 and len({t.number for t in done}) == 24
+    # asking for more later extends the same study
+    third = run(prof, data_dir, tmp_path / "s", "r", n_trials=32)
+    assert third.told_here == 8 and third.n_trials == 32
+
+
+def test_resume_with_a_changed_profile_is_refused(data_dir: Path, tmp_path: Path) -> None:
+    run(small_profile(tmp_path), data_dir, tmp_path / "s", "x", n_trials=8)
+    changed = small_profile(tmp_path, name="small", seed=5)
+    with pytest.raises(GridctlError, match="differs from profile"):
+        run(changed, data_dir, tmp_path / "s", "x")
+    other_data = tmp_path / "other"
+    write_sample(other_data, days=7)  # same window Jan 2..8, other prices (the sample depends on its length)
+    with pytest.raises(GridctlError, match="different data"):
+        run(small_profile(tmp_path), other_data, tmp_path / "s", "x")
+
+
+def test_walk_forward_windows_and_in_and_out_of_sample_attrs(data_dir: Path, tmp_path: Path) -> None:
+    val = {"scheme": "walk_forward", "mode": "rolling", "train_days": 3, "test_days": 1, "step_days": 1}
+    prof = small_profile(tmp_path, base="fine", name="wf", validation=val, pruner={"kind": "none"})
+    work = opt.load_workload(load_profile(prof), data_dir)
+    # 6 days (Jan 2..8): folds train [2,5) test [5,6); [3,6) [6,7); [4,7) [7,8)
+    day = 86_400_000
+    jan2 = 1_704_153_600_000
+    got = [(w.kind, w.fold, (w.start_ms - jan2) // day, (w.end_ms - jan2) // day) for w in work.windows]
+    assert got == [("train", 0, 0, 3), ("test", 0, 3, 4), ("train", 1, 1, 4), ("test", 1, 4, 5),
+                   ("train", 2, 2, 5), ("test", 2, 5, 6)]  # fmt: skip
+    anchored = small_profile(tmp_path, base="fine", name="wfa", validation={**val, "mode": "anchored"},
+                             pruner={"kind": "none"})  # fmt: skip
+    got = [(w.kind, (w.start_ms - jan2) // day, (w.end_ms - jan2) // day)
+           for w in opt.load_workload(load_profile(anchored), data_dir).windows]  # fmt: skip
+    assert got[:4] == [("train", 0, 3), ("test", 3, 4), ("train", 0, 4), ("test", 4, 5)]
+    res = opt.optimize(work.profile, "wf", n_trials=8, studies_dir=tmp_path / "s", work=work)
+    trial = load_study("wf", tmp_path / "s").trials[0]
+    attrs = trial.user_attrs[opt.ATTR]
+    assert len(attrs["in_sample"]) == len(attrs["out_of_sample"]) == 3
+    # fold means side by side for the study report
+    oos_mean = np.mean([opt.restore_metrics(m)["total_return_pct"] for m in attrs["out_of_sample"]])
+    assert trial.user_attrs["oos_metrics"]["total_return_pct"] == pytest.approx(oos_mean)
+    assert "sharpe" in trial.user_attrs["is_metrics"]
+    # the told value is the out-of-sample mean (profile target out_of_sample)
+    spec = work.profile.objective
+    oos = [objective_values(opt.restore_metrics(m), spec)[0] for m in attrs["out_of_sample"]]
+    assert trial.value == pytest.approx(np.mean(oos))
+    assert attrs["objective_out_of_sample"][0] == pytest.approx(trial.value)
+    assert res.n_trials == 8
+    # the stitched out-of-sample curve compounds the folds the batch scored
+    from research.walkforward import stitched_oos_equity
+
+    study = load_study("wf", tmp_path / "s")
+    curve = stitched_oos_equity(study, trial.number, data_dir)
+    folds = [opt.restore_metrics(m)["total_return_pct"] for m in attrs["out_of_sample"]]
+    assert curve["fold_return_pct"] == pytest.approx(folds)
+    assert curve["equity"][-1] == pytest.approx(10_000.0 * np.prod([1 + r / 100 for r in folds]))
+    assert list(np.unique(curve["fold"])) == [0, 1, 2] and len(curve["ts"]) == 3 * 1440
+
+
+def test_median_pruner_skips_later_folds(data_dir: Path, tmp_path: Path) -> None:
+    val = {"scheme": "walk_forward", "mode": "rolling", "train_days": 2, "test_days": 1, "step_days": 1}
+    prune = {"kind": "median", "n_startup_trials": 4, "n_warmup_steps": 0}
+    prof = small_profile(tmp_path, base="fine", name="pr", validation=val, pruner=prune, trials=32)
+    run(prof, data_dir, tmp_path / "s", "pr")
+    study = load_study("pr", tmp_path / "s")
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert pruned, "the median pruner pruned nothing"
+    folds = len(complete[0].user_attrs[opt.ATTR]["out_of_sample"])
+    assert all(len(t.user_attrs[opt.ATTR]["out_of_sample"]) < folds for t in pruned)
+
+
+def test_rank_by_worst_neighbour_picks_the_best_worst_case(data_dir: Path, tmp_path: Path) -> None:
+    from research.robustness import neighbour_table, rank_by_worst_neighbour
+
+    prof = small_profile(tmp_path, name="rb")
+    tree = yaml.safe_load(prof.read_text())
+    tree["objective"]["rank_by"] = "worst_neighbour"
+    tree["objective"]["rank_top_k"] = 3
+    prof.write_text(yaml.safe_dump(tree))
+    run(prof, data_dir, tmp_path / "s", "rb")
+    study = load_study("rb", tmp_path / "s")
+    top_by_value = best_trial(study)  # nothing ranked yet: the best value
+    work = opt.load_workload(load_profile(prof), data_dir)
+    scores = rank_by_worst_neighbour(study, work, 3)
+    study = load_study("rb", tmp_path / "s")
+    assert len(scores) == 3 and top_by_value.number in scores
+    assert best_trial(study).number == max(scores, key=lambda n: (scores[n], -n))
+    base, rows = neighbour_table(work, best_trial(study))
+    assert base == pytest.approx(best_trial(study).value)
+    assert {r.param.split(" ")[0] for r in rows} == {
+        n.removesuffix("@fraction") for n in best_trial(study).params
+    }
+    lowest = min([base] + [v for r in rows for v in (r.down_objective, r.up_objective) if v is not None])
+    assert scores[best_trial(study).number] <= lowest + 1e-12
+
+
+def test_pareto_profile_keeps_a_front(data_dir: Path, tmp_path: Path) -> None:
+    from research.studies import pareto_trials
+
+    prof = small_profile(tmp_path, base="pareto", name="par", batch_size=12)
+    res = run(prof, data_dir, tmp_path / "s", "par")
+    study = load_study("par", tmp_path / "s")
+    front = pareto_trials(study)
+    assert front and res.pareto_size == len(front)
+    for t in front:  # no feasible trial dominates a front member
+        for o in study.trials:
+            if o.state.name == "COMPLETE" and all(v <= 0 for v in o.constraints.values()):
+                assert not (o.values[0] > t.values[0] and o.values[1] < t.values[1])
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------------
+
+
+def _cli(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def test_cli_json_and_study_commands(data_dir: Path, tmp_path: Path) -> None:
+    prof = small_profile(tmp_path)
+    sd = str(tmp_path / "s")
+    res = _cli("optimize", "--profile", str(prof), "--data", str(data_dir), "--studies-dir", sd,
+               "--study-name", "cli", "--trials", "16", "--json")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)
+    for key in ("study_name", "n_trials", "best_value", "best_params", "elapsed_s", "trials_per_s"):
+        assert key in out
+    assert out["n_trials"] == 16 and out["study_name"] == "cli" and out["objective"] == "composite"
+    assert (tmp_path / "s" / "cli.journal").is_file()
+    listing = json.loads(_cli("study", "list", "--studies-dir", sd, "--json").stdout)
+    assert [r["study_name"] for r in listing] == ["cli"] and listing[0]["n_trials"] == 16
+    show = _cli("study", "show", "cli", "--studies-dir", sd, "--data", str(data_dir), "--json", "--top", "4")
+    assert show.exit_code == 0, show.stderr
+    shown = json.loads(show.stdout)
+    assert "deflated_sharpe" in shown and "pbo" in shown
+    assert shown["best_value"] == out["best_value"] and shown["best_params"] == out["best_params"]
+    assert shown["robustness"]["objective"] == pytest.approx(out["best_value"])
+    text = _cli("study", "show", "cli", "--studies-dir", sd, "--data", str(data_dir)).stdout
+    assert "plateau" in text or "spike" in text
+    exp = _cli(
+        "study", "export", "cli", "--studies-dir", sd, "--out", str(tmp_path / "e.yaml"), "--trial", "3"
+    )
+    assert exp.exit_code == 0, exp.stderr
+    assert load_strategy(tmp_path / "e.yaml").strategy.name == "cli-trial3"
+    rep = _cli(
+        "study", "report", "cli", "--studies-dir", sd, "--data", str(data_dir), "--out", str(tmp_path / "rep")
+    )
+    assert rep.exit_code == 0, rep.stderr
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "cli" in page and "<table" in page
+    stored = load_study("cli", tmp_path / "s").user_attrs["daily_returns"]
+    n_feasible = int(study_frame(load_study("cli", tmp_path / "s"))["feasible"].sum())
+    assert len(stored) == min(16, n_feasible) and all(len(v) == 6 for v in stored.values())  # 6 days each
+
+
+def test_cli_user_errors_exit_2(data_dir: Path, tmp_path: Path) -> None:
+    res = _cli("optimize", "--profile", "wid")
+    assert res.exit_code == 2 and "no profile named 'wid'" in res.stderr and "wide" in res.stderr
+    res = _cli("study", "show", "nope", "--studies-dir", str(tmp_path))
+    assert res.exit_code == 2 and "no study 'nope'" in res.stderr
+    res = _cli("optimize", "--profile", "wide", "--trials", "0", "--data", str(data_dir),
+               "--studies-dir", str(tmp_path))  # fmt: skip
+    assert res.exit_code == 2 and "--trials" in res.stderr
+
+
+def test_ctrl_c_in_a_real_process_keeps_completed_trials(data_dir: Path, tmp_path: Path) -> None:
+    prof = small_profile(tmp_path, trials=100000, batch_size=4)
+    env = {**os.environ, "GRIDCTL_STUDIES_DIR": str(tmp_path / "s")}
+    cmd = [sys.executable, "-m", "cli", "optimize", "--profile", str(prof), "--data", str(data_dir),
+           "--study-name", "sig", "--json"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = tmp_path / "s" / "sig.journal"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if journal.exists():
+            done = [t for t in load_study("sig", tmp_path / "s").trials if t.state.name == "COMPLETE"]
+            if len(done) >= 8:
+                break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    out = json.loads(stdout)
+    assert out["interrupted"] is True
+    study = load_study("sig", tmp_path / "s")
+    states = [t.state.name for t in study.trials]
+    assert "RUNNING" not in states
+    assert states.count("COMPLETE") == out["n_trials"] >= 8
+
+
+def test_journal_trials_of_a_dead_local_worker_are_failed_on_resume(data_dir: Path, tmp_path: Path) -> None:
+    prof = small_profile(tmp_path)
+    run(prof, data_dir, tmp_path / "s", "dead", n_trials=8)
+    study = load_study("dead", tmp_path / "s")
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    orphan = study.ask(distributions(load_profile(prof)))  # what a SIGKILLed worker leaves behind
+    study._storage.set_trial_system_attr(
+        orphan._trial_id, opt.WORKER_ATTR, f"{socket.gethostname()}:{gone.stdout.strip()}"
+    )
+    alive = study.ask(distributions(load_profile(prof)))  # a live worker's trial (this process) is left alone
+    study._storage.set_trial_system_attr(
+        alive._trial_id, opt.WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}"
+    )
+    res = run(prof, data_dir, tmp_path / "s", "dead", n_trials=12)
+    trials = load_study("dead", tmp_path / "s").trials
+    assert trials[orphan.number].state == optuna.trial.TrialState.FAIL
+    assert trials[alive.number].state == optuna.trial.TrialState.RUNNING
+    # the live worker's trial in flight counts toward the target, so no worker overshoots it
+    assert res.n_trials == 11 and res.told_here == 3
+
+
+def test_jobs_outside_the_core_count_is_an_error(data_dir: Path, tmp_path: Path) -> None:
+    prof = str(small_profile(tmp_path))
+    res = _cli(
+        "optimize",
+        "--profile",
+        prof,
+        "--jobs",
+        "999",
+        "--data",
+        str(data_dir),
+        "--studies-dir",
+        str(tmp_path),
+    )
+    assert res.exit_code == 2 and "--jobs must be 1.." in res.stderr
