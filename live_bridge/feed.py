@@ -12,17 +12,24 @@ history, premium index). The venue's stream settings map onto this connection as
 * ``websocket.max_reconnect_attempts`` - consecutive failed attempts after which the feed is
   declared down: the bridge pauses new entries (fail closed) and says so on the ops API and metrics;
   the feed keeps trying every ``reconnect_timeout`` and the pause lifts with the first good answer.
+
+Start-up checks do not wait that long: ``retry_policy`` swaps in a short budget for their duration
+(``live_bridge.readiness.READY_*``), so an unreachable exchange fails the readiness checklist in seconds.
+A failure names the host:port and the cause (connection refused, timeout, HTTP status, ...).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from configs.errors import GridctlError
 from configs.schema import VenueConfig
+from data.download import classify
 from data.timeframes import timeframe_ms
 from live_bridge.replay import ClosedBar
 
@@ -86,6 +93,24 @@ class ExchangeFeed:
 
     # --- connection policy
 
+    @property
+    def host(self) -> str:
+        """host:port of the futures API the feed polls (for failure messages)."""
+        urls = self.client.urls.get("api", {}) if isinstance(self.client.urls, dict) else {}
+        url = urls.get("fapiPublic") if isinstance(urls, dict) else urls
+        return urlsplit(url).netloc if isinstance(url, str) and urlsplit(url).netloc else str(self.client.id)
+
+    @contextmanager
+    def retry_policy(self, retries: int, wait_s: float, timeout_s: float) -> Iterator[ExchangeFeed]:
+        """In the block: ``retries`` retries ``wait_s`` apart, ``timeout_s`` per request; restored after."""
+        saved = (self.max_attempts, self.reconnect_wait_s, self.client.timeout)
+        self.max_attempts, self.reconnect_wait_s = int(retries), float(wait_s)
+        self.client.timeout = int(timeout_s * 1000)
+        try:
+            yield self
+        finally:
+            self.max_attempts, self.reconnect_wait_s, self.client.timeout = saved
+
     def call(self, what: str, fn: Callable[[], Any]) -> Any:
         """Run one request; on failure wait ``reconnect_wait_s`` and retry, up to ``max_attempts`` retries."""
         attempt = 0
@@ -94,7 +119,8 @@ class ExchangeFeed:
                 out = fn()
             except Exception as err:  # ccxt raises many kinds; all mean "no answer"
                 self.health.consecutive_failures += 1
-                self.health.last_error = f"{what}: {type(err).__name__}: {str(err)[:200]}"
+                failure = classify(err, self.host, self.client.timeout / 1000.0)
+                self.health.last_error = f"{what}: {failure.describe()}"
                 if attempt >= self.max_attempts:
                     self.health.up = False
                     raise FeedDown(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from configs.errors import GridctlError
+from live_bridge import readiness
 from live_bridge.bridge import Bridge
 from live_bridge.feed import ExchangeFeed, FeedDown
 from live_bridge.journal import Journal
@@ -141,113 +142,120 @@ def prepare(
     feed = ExchangeFeed.for_venue(venue, symbol, timeframe, api_url, **(feed_kw or {}))
     feed.on_server_time = ctx.clock.follow
     ctx.feed = feed
+    # The start-up checks run on readiness' short budget; the bar loop on the venue's reconnect policy.
+    with feed.retry_policy(readiness.READY_RETRIES, readiness.READY_RETRY_WAIT_S, readiness.READY_TIMEOUT_S):
 
-    def reach() -> str:
-        local = int(time.time() * 1000)
-        t = feed.server_time_ms()
-        skew = t - (local + int(time.time() * 1000)) // 2
-        ctx.clock.offset_ms = t - int(time.time() * 1000)
-        if abs(skew) > max_skew_ms:
-            raise GridctlError(f"clock skew {skew} ms exceeds --max-clock-skew-ms {max_skew_ms}")
-        return f"skew {skew} ms"
+        def reach() -> str:
+            local = int(time.time() * 1000)
+            t = feed.server_time_ms()
+            skew = t - (local + int(time.time() * 1000)) // 2
+            ctx.clock.offset_ms = t - int(time.time() * 1000)
+            if abs(skew) > max_skew_ms:
+                raise GridctlError(f"clock skew {skew} ms exceeds --max-clock-skew-ms {max_skew_ms}")
+            return f"skew {skew} ms"
 
-    reachable = ready.run("exchange reachable, clock skew", reach)
-    if reachable:
-        ready.run("symbol and filters", lambda: filters_match(venue, feed.load_rules()))
-    else:
-        ready.add("symbol and filters", False, "exchange not reachable")
-    path = journal_path or default_journal(mode, symbol, timeframe)
-    journal = Journal(path)
-    ctx.journal = journal
-    restart = journal.has_state()
-    if restart and journal.meta("mode") not in (None, mode):
-        ready.add("journal", False, f"{path} belongs to a --{journal.meta('mode')} run, not --{mode}")
-    run_id = journal.meta("run_id") or _run_id()
-    if not restart:
-        journal.set_meta("run_id", run_id)
-        journal.set_meta("mode", mode)
-        journal.set_meta("symbol", symbol)
-    ctx.restarted = restart
-    if live:
-        try:
-            gw = gateway or make_gateway(venue, api_url, testnet)
-            ctx.gateway = gw
-        except Exception as err:
-            ready.add("gateway", False, f"cannot build the exchange gateway: {err}")
-            gw = None
-        if gw is not None:
-            _account_checks(ready, gw, venue, symbol, min_balance)
-    bridge_gw = ctx.gateway if live else None
+        reachable = ready.run("exchange reachable, clock skew", reach)
+        if reachable:
+            ready.run("symbol and filters", lambda: filters_match(venue, feed.load_rules()))
+        else:
+            ready.add("symbol and filters", False, "exchange not reachable")
+        path = journal_path or default_journal(mode, symbol, timeframe)
+        journal = Journal(path)
+        ctx.journal = journal
+        restart = journal.has_state()
+        if restart and journal.meta("mode") not in (None, mode):
+            ready.add("journal", False, f"{path} belongs to a --{journal.meta('mode')} run, not --{mode}")
+        run_id = journal.meta("run_id") or _run_id()
+        if not restart:
+            journal.set_meta("run_id", run_id)
+            journal.set_meta("mode", mode)
+            journal.set_meta("symbol", symbol)
+        ctx.restarted = restart
+        if live:
+            try:
+                gw = gateway or make_gateway(venue, api_url, testnet)
+                ctx.gateway = gw
+            except Exception as err:
+                ready.add("gateway", False, f"cannot build the exchange gateway: {err}")
+                gw = None
+            if gw is not None and reachable:
+                _account_checks(ready, gw, venue, symbol, min_balance)
+            elif gw is not None:
+                for item in ACCOUNT_ITEMS:
+                    ready.add(item, False, "exchange not reachable")
+        bridge_gw = ctx.gateway if live else None
 
-    options = _options(strategy, mode, run_id)
-    if restart:
+        options = _options(strategy, mode, run_id)
+        if restart:
 
-        def restore() -> str:
-            extra = journal.restore(session)
-            feed.last_ts = session.last_ts
-            return f"restarted from {path} at bar {session.last_ts} ({session.n} bars journaled)" + (
-                "; operator pause kept" if extra.get("operator_paused") else ""
-            )
+            def restore() -> str:
+                extra = journal.restore(session)
+                feed.last_ts = session.last_ts
+                return f"restarted from {path} at bar {session.last_ts} ({session.n} bars journaled)" + (
+                    "; operator pause kept" if extra.get("operator_paused") else ""
+                )
 
-        ready.run("warm-up / restart", restore)
-    elif reachable:
+            ready.run("warm-up / restart", restore)
+        elif reachable:
 
-        def warm() -> str:
-            need = session.warmup_needed
-            bars = feed.history(need)
-            if len(bars) < need:
-                raise GridctlError(f"warm-up needs {need} closed bars, the exchange gave {len(bars)}")
-            import numpy as np
+            def warm() -> str:
+                need = session.warmup_needed
+                bars = feed.history(need)
+                if len(bars) < need:
+                    raise GridctlError(f"warm-up needs {need} closed bars, the exchange gave {len(bars)}")
+                import numpy as np
 
-            arr = np.array(bars, dtype=np.float64)
-            session.warm(arr[:, 0], arr[:, 2], arr[:, 3], arr[:, 4], arr[:, 1])
-            return f"{need} bars (engine.regime.warmup_bars)"
+                arr = np.array(bars, dtype=np.float64)
+                session.warm(arr[:, 0], arr[:, 2], arr[:, 3], arr[:, 4], arr[:, 1])
+                return f"{need} bars (engine.regime.warmup_bars)"
 
-        ready.run("warm-up / restart", warm)
-    else:
-        ready.add("warm-up / restart", False, "exchange not reachable")
-    if reachable:
+            ready.run("warm-up / restart", warm)
+        else:
+            ready.add("warm-up / restart", False, "exchange not reachable")
+        if reachable:
 
-        def funding() -> str:
-            now = feed.server_time_ms()
-            since = session.funding.ts[-1] + 1 if session.funding.ts else now - 3 * 86_400_000
-            settled = feed.funding_settled(since, now)
-            nxt = feed.next_funding_ms()
-            session.set_funding(settled, nxt)
-            if not session.funding.ts:
-                raise GridctlError("the exchange gave no settled funding rate (entries would stay blocked)")
-            if nxt is None:
-                raise GridctlError("the exchange gave no next funding time")
-            return f"last rate {session.funding.rate[-1]:.6f} at {session.funding.ts[-1]}, next {nxt}"
+            def funding() -> str:
+                now = feed.server_time_ms()
+                since = session.funding.ts[-1] + 1 if session.funding.ts else now - 3 * 86_400_000
+                settled = feed.funding_settled(since, now)
+                nxt = feed.next_funding_ms()
+                session.set_funding(settled, nxt)
+                if not session.funding.ts:
+                    raise GridctlError(
+                        "the exchange gave no settled funding rate (entries would stay blocked)"
+                    )
+                if nxt is None:
+                    raise GridctlError("the exchange gave no next funding time")
+                return f"last rate {session.funding.rate[-1]:.6f} at {session.funding.ts[-1]}, next {nxt}"
 
-        ready.run("funding rate", funding)
-    if live and bridge_gw is None:
-        return ready, ctx  # no gateway: nothing more can be checked (the failure is listed)
-    ops = OpsState()
-    bridge = Bridge(session, options, ops, journal, bridge_gw, now_ms=ctx.clock.now_ms)
-    ctx.bridge = bridge
-    if restart:
-        extra = {}
-        try:
-            import json as _json
-
-            row = journal.db.execute("SELECT extra FROM kstate WHERE id=1").fetchone()
-            extra = _json.loads(row[0] or "{}") if row else {}
-        except Exception:
+            ready.run("funding rate", funding)
+        if live and bridge_gw is None:
+            return ready, ctx  # no gateway: nothing more can be checked (the failure is listed)
+        ops = OpsState()
+        bridge = Bridge(session, options, ops, journal, bridge_gw, now_ms=ctx.clock.now_ms)
+        ctx.bridge = bridge
+        if restart:
             extra = {}
-        bridge.operator_paused = bool(extra.get("operator_paused"))
-        bridge.fills_cursor = extra.get("fills_cursor")
-        if live and bridge_gw is not None:
-            ready.run("reconcile with the exchange", lambda: reconcile(bridge))
-    try:
-        server = OpsServer(ops, token, ops_port).start()
-        ctx.server = server
-        ctx.ops_url = server.url
-        ready.run("ops and metrics endpoints", lambda: _probe(server.url, token))
-    except GridctlError as err:
-        ready.add("ops and metrics endpoints", False, str(err))
-    bridge.publish()
-    return ready, ctx
+            try:
+                import json as _json
+
+                row = journal.db.execute("SELECT extra FROM kstate WHERE id=1").fetchone()
+                extra = _json.loads(row[0] or "{}") if row else {}
+            except Exception:
+                extra = {}
+            bridge.operator_paused = bool(extra.get("operator_paused"))
+            bridge.fills_cursor = extra.get("fills_cursor")
+            if live and bridge_gw is not None:
+                ready.run("reconcile with the exchange", lambda: reconcile(bridge))
+        try:
+            server = OpsServer(ops, token, ops_port).start()
+            ctx.server = server
+            ctx.ops_url = server.url
+            ready.run("ops and metrics endpoints", lambda: _probe(server.url, token))
+        except GridctlError as err:
+            ready.add("ops and metrics endpoints", False, str(err))
+        bridge.publish()
+        return ready, ctx
 
 
 def _probe(url: str, token: str | None) -> str:
@@ -271,6 +279,9 @@ def _probe(url: str, token: str | None) -> str:
     if status != expected:
         raise GridctlError(f"{url}/health answered {status}, expected {expected}")
     return f"{url} (/metrics, /health{'' if token else ': no token set, every ops route answers 401'})"
+
+
+ACCOUNT_ITEMS = ("hedge mode", "leverage", "margin type", "balance")
 
 
 def _account_checks(ready: Checklist, gw: Any, venue: Any, symbol: str, min_balance: float) -> None:
