@@ -22,39 +22,17 @@ from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
 from emulator.private import FillModel
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from live_helpers import FLAT, MIN, T0, serving
+from live_helpers import scenario_state as make_state
 
 from configs.loader import load_strategy, load_venue
 
-T0 = 1_704_067_200_000
-MIN = 60_000
-FLAT = [(40000.0, 40000.0, 40000.0, 40000.0)] * 5
 DIP_UP = (40050.0, 40100.0, 39990.0, 40000.0)  # path 40050 -> 40100 -> 39990 -> 40000
-
-
-def frame(*ohlc: tuple[float, float, float, float]) -> pl.DataFrame:
-    rows = FLAT + list(ohlc)
-    return pl.DataFrame(
-        {
-            "ts": [T0 + i * MIN for i in range(len(rows))],
-            "open": [r[0] for r in rows],
-            "high": [r[1] for r in rows],
-            "low": [r[2] for r in rows],
-            "close": [r[3] for r in rows],
-            "volume": [1.0] * len(rows),
-        }
-    )
-
-
-def make_state(*ohlc: tuple[float, float, float, float], hedge: bool = True) -> EmulatorState:
-    state = EmulatorState(now_ms=T0 + 5 * MIN)
-    state.replay("BTCUSDT", "1m", frame(*ohlc))
-    state.account.dual_side = hedge
-    return state
 
 
 @pytest.fixture
 def emu() -> Iterator[BinanceUsdmEmulator]:
-    with BinanceUsdmEmulator(make_state((40000.0, 40010.0, 39890.0, 39950.0))) as server:
+    with serving(make_state((40000.0, 40010.0, 39890.0, 39950.0))) as server:
         yield server
 
 
