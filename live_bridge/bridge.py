@@ -215,7 +215,12 @@ class Bridge:
             self.sync_orders()
 
     def flatten(self) -> None:
-        """Cancel entries and close both sides: paper at the last close, live with market orders."""
+        """Cancel entries and close both sides: paper at the last close, live with market orders.
+
+        Live: entries are cancelled first, then both positions are closed with market orders; their
+        fills are booked at once and the lots' TP/SL (now without a position) are cancelled. A close
+        that did not go through leaves its lots and their exits in place.
+        """
         ts = self.s.last_ts or self.now_ms()
         if self.o.mode != "live":
             self.s.paper_flatten(ts)
@@ -223,6 +228,8 @@ class Bridge:
         self.s.block_entries()
         self.sync_orders()
         self._send_flatten(booked=False)
+        self.sync_fills()
+        self.sync_orders()
 
     def _send_flatten(self, booked: bool) -> None:
         assert self.gw is not None
