@@ -100,19 +100,31 @@ class BridgeOptions:
     journal_every_bar: bool = True
 
 
+def _quantiles(samples: list[float]) -> dict[str, Any]:
+    s = sorted(samples)
+    if not s:
+        return {"n": 0, "median_ms": None, "p99_ms": None, "max_ms": None}
+    p99 = s[min(len(s) - 1, math.ceil(0.99 * len(s)) - 1)]
+    return {"n": len(s), "median_ms": statistics.median(s), "p99_ms": p99, "max_ms": s[-1]}
+
+
 @dataclass
 class Latency:
+    """Bar received -> orders sent, per bar, and where that time went (``phases``, ms per bar)."""
+
     samples_ms: list[float] = field(default_factory=list)
+    phases: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, ms: float) -> None:
         self.samples_ms.append(ms)
 
-    def summary(self) -> dict[str, float | None]:
-        s = sorted(self.samples_ms)
-        if not s:
-            return {"n": 0, "median_ms": None, "p99_ms": None, "max_ms": None}
-        p99 = s[min(len(s) - 1, math.ceil(0.99 * len(s)) - 1)]
-        return {"n": len(s), "median_ms": statistics.median(s), "p99_ms": p99, "max_ms": s[-1]}
+    def phase(self, name: str, ms: float) -> None:
+        self.phases.setdefault(name, []).append(ms)
+
+    def summary(self) -> dict[str, Any]:
+        out = _quantiles(self.samples_ms)
+        out["phases"] = {name: _quantiles(v) for name, v in self.phases.items()}
+        return out
 
 
 class Bridge:
@@ -301,14 +313,22 @@ class Bridge:
             # Critical path: book the fills, decide, send. The open-order view is the last exchange read
             # kept current with our own placements, cancels and fills; it and the margin figure are
             # read again after the orders went out (for the next bar).
+            lat, t1 = self.latency, time.perf_counter()
+            lat.phase("before", (t1 - t0) * 1000.0)
             self.sync_fills()
+            t2 = time.perf_counter()
+            lat.phase("fills", (t2 - t1) * 1000.0)
             halted_before = self.s.state[S_HALTED] != 0.0
             self.s.step_live(bar.ts, bar.open, bar.high, bar.low, bar.close, self.entries_allowed)
+            t3 = time.perf_counter()
+            lat.phase("engine", (t3 - t2) * 1000.0)
             self.sync_orders(refresh=self._orders_unknown)
             if self.s.state[S_HALTED] != 0.0 and not halted_before:
                 self._note("halt", "drawdown halt: closing both sides on the exchange")
                 self._send_flatten(booked=True)
-            self.latency.add((time.perf_counter() - t0) * 1000.0)
+            t4 = time.perf_counter()
+            lat.phase("orders", (t4 - t3) * 1000.0)
+            lat.add((t4 - t0) * 1000.0)
             self.refresh_orders()
             self._check_margin()
         else:
@@ -352,7 +372,9 @@ class Bridge:
             else (self.s.last_ts or self.now_ms()) - 86_400_000
         )
         try:
-            fills = self.gw.fills_since(self.s.symbol, since)
+            # the bridge's clock is the exchange's (offset measured at the feed's time read this bar);
+            # a margin of one bar covers drift, the exchange only has trades up to its own now
+            fills = self.gw.fills_since(self.s.symbol, since, self.now_ms() + self.s.bar_ms)
         except gw.GatewayError as err:
             self._error("fills", err)
             return 0

@@ -655,10 +655,14 @@ class CcxtGateway:
         return self._client_ids[order_id]
 
     @_fail_closed
-    def fills_since(self, symbol: str, since_ms: int) -> list[Fill]:
-        """User trades at or after ``since_ms``, oldest first (paged by 7-day windows and 1000 rows)."""
+    def fills_since(self, symbol: str, since_ms: int, now_ms: int | None = None) -> list[Fill]:
+        """User trades at or after ``since_ms``, oldest first (paged by 7-day windows and 1000 rows).
+
+        ``now_ms``: the caller's estimate of the exchange clock (saves a time request on the bar's
+        critical path); None asks the exchange.
+        """
         unified = self._unified(symbol)
-        now = self.server_time_ms()
+        now = self.server_time_ms() if now_ms is None else int(now_ms)
         seen: dict[str, dict[str, Any]] = {}
         cursor = since_ms
         while cursor <= now:

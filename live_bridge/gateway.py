@@ -210,8 +210,8 @@ class Gateway(Protocol):
         """Cancel by client id; an unknown (already gone) order is not an error."""
         ...
 
-    def fills_since(self, symbol: str, since_ms: int) -> list[Fill]:
-        """Executions at or after ``since_ms``, oldest first."""
+    def fills_since(self, symbol: str, since_ms: int, now_ms: int | None = None) -> list[Fill]:
+        """Executions at or after ``since_ms``, oldest first (``now_ms``: exchange time, if known)."""
         ...
 
     def funding_payments_since(self, symbol: str, since_ms: int) -> list[tuple[int, float]]:

@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from configs.errors import GridctlError
+from engine.state import SL_ORD_ON, SL_ORD_PRICE, SL_ORD_QTY
 from live_bridge import readiness
 from live_bridge.bridge import Bridge
 from live_bridge.feed import ExchangeFeed, FeedDown
@@ -229,11 +232,18 @@ def prepare(
                 return f"last rate {session.funding.rate[-1]:.6f} at {session.funding.ts[-1]}, next {nxt}"
 
             ready.run("funding rate", funding)
+        ready.run("engine kernels loaded", lambda: prime_kernels(strategy, venue, symbol, timeframe, mode))
         if live and bridge_gw is None:
             return ready, ctx  # no gateway: nothing more can be checked (the failure is listed)
         ops = OpsState()
         bridge = Bridge(session, options, ops, journal, bridge_gw, now_ms=ctx.clock.now_ms)
         ctx.bridge = bridge
+        if live and not restart and reachable:
+            # the first bar's diff starts from this read instead of reading the books on the critical path
+            ready.run(
+                "open orders read",
+                lambda: f"{len(bridge.open_orders)} open" if bridge.refresh_orders() else _raise(bridge),
+            )
         if restart:
             extra = {}
             try:
@@ -256,6 +266,53 @@ def prepare(
             ready.add("ops and metrics endpoints", False, str(err))
         bridge.publish()
         return ready, ctx
+
+
+def _raise(bridge: Bridge) -> str:
+    raise GridctlError(f"cannot read the open orders: {bridge.log[-1] if bridge.log else 'unknown error'}")
+
+
+def prime_kernels(strategy: Any, venue: Any, symbol: str, timeframe: str, mode: str) -> str:
+    """Run every kernel a bar can reach once, on a scratch session, before the first live bar.
+
+    numba loads each kernel's machine code from its cache at its first call (~10 ms each); without
+    this the first bar, and the first fill, error or flatten, would pay that on the critical path.
+    The scratch session is thrown away: the run's own state is untouched.
+    """
+    from engine.enums import Liquidity
+
+    t0 = time.perf_counter()
+    scratch = EngineSession(strategy, venue, symbol, timeframe, capacity=16)
+    bar_ms = scratch.bar_ms
+    # a price at which the first rung's entry clears the venue's minimum notional (so it is placed)
+    floor = max(float(venue.precision.min_notional), float(venue.risk.min_order_size_usdt), 1.0)
+    tick = float(venue.tick_size)
+    px = round(4.0 * floor / float(strategy.grid.base_qty) / tick) * tick
+    ones = np.full(2, px)
+    scratch.warm(np.array([0, bar_ms], np.int64), ones, ones, ones, ones)
+    scratch.set_funding([(bar_ms, 0.0, px)], 1000 * bar_ms)
+    t = 2 * bar_ms
+    if mode == "live":
+        scratch.step_live(t, px, px, px, px, True)
+        sl = scratch.slots
+        on = np.argwhere(sl[:, :, SL_ORD_ON] != 0.0)
+        if len(on):
+            side, idx = (int(x) for x in on[0])
+            scratch.book_fill(
+                side, idx + 1, "entry", float(sl[side, idx, SL_ORD_PRICE]), float(sl[side, idx, SL_ORD_QTY]),
+                Liquidity.MAKER, t + 1,
+            )  # fmt: skip
+            scratch.book_flatten(side, px, t + 2)
+        scratch.record_error(float(t + 3), t)
+        scratch.step_live(t + bar_ms, px, px, px, px, False)
+        fill_path = (
+            "the fill path too" if len(on) else "no entry was placed: the fill path loads at its first fill"
+        )
+    else:
+        scratch.step_paper(t, px, px, px, px)
+        scratch.paper_flatten(t)
+        fill_path = "paper step and flatten"
+    return f"{(time.perf_counter() - t0) * 1000:.0f} ms ({fill_path})"
 
 
 def _probe(url: str, token: str | None) -> str:

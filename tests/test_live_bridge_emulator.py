@@ -99,6 +99,15 @@ def test_live_bridge_keeps_exchange_in_step_with_engine(emu, tmp_path: Path) -> 
     try:
         ready.require()
         assert emu.state.account.dual_side, "readiness switches hedge mode on"
+        rows = {item: (ok, detail) for item, ok, detail in ready.rows}
+        # the live kernels ran once on a scratch session (numba cache loaded off the critical path)
+        assert rows["engine kernels loaded"][0] and "the fill path too" in rows["engine kernels loaded"][1]
+        from engine.fills import fill_slot_nb
+        from engine.step import decide_nb
+
+        assert fill_slot_nb.signatures and decide_nb.signatures
+        assert ctx.bridge.s.n == 0 and ctx.bridge.s.position() == (0.0, 0.0)  # the run's session untouched
+        assert rows["open orders read"] == (True, "0 open") and not ctx.bridge._orders_unknown
         bridge, feed = ctx.bridge, ctx.feed
         n_bars = 240
         for _ in range(n_bars):
@@ -115,8 +124,12 @@ def test_live_bridge_keeps_exchange_in_step_with_engine(emu, tmp_path: Path) -> 
         lat = bridge.latency.summary()
         print(
             f"\nlatency bar->orders sent over {lat['n']} bars: "
-            f"median {lat['median_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms"
+            f"median {lat['median_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, max {lat['max_ms']:.1f} ms"
         )
+        for name, q in lat["phases"].items():
+            print(
+                f"  {name}: median {q['median_ms']:.2f} ms, p99 {q['p99_ms']:.2f} ms, max {q['max_ms']:.2f}"
+            )
     finally:
         ctx.close()
 

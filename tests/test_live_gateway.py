@@ -153,6 +153,12 @@ def test_entry_fill_then_take_profit_round_trip(gw: CcxtGateway, state: Emulator
     ]
     assert fills[0].ts_ms == T0 + 5 * MIN and fills[1].fee == pytest.approx(0.07996)
     assert gw.fills_since(SYM, T0 + 6 * MIN)[0].client_id == "t1"
+    # with the caller's clock: the same trades, without asking the exchange for its time first;
+    # a clock behind the trade leaves it for the next call
+    state.clear_log()
+    assert gw.fills_since(SYM, T0, now_ms=T0 + 8 * MIN) == fills
+    assert state.requests("/fapi/v1/time") == [] and len(state.requests("/fapi/v1/userTrades")) == 1
+    assert [f.client_id for f in gw.fills_since(SYM, T0, now_ms=T0 + 6 * MIN - 1)] == ["e1"]
     acct = gw.account(SYM)
     assert acct.wallet_balance == pytest.approx(10_000 - 0.0798 + 0.8 - 0.07996)
     assert acct.positions["LONG"].qty == 0.0 and gw.open_orders(SYM) == []
