@@ -170,6 +170,8 @@ class Bridge:
         self.last_bar_close_ms: int | None = None
         self.log: list[str] = []
         self._booked_flatten: set[str] = set()
+        self._retries: list[WantedOrder] = []  # post-only rejected entries waiting for their retries
+        self._retried_ms: float | None = None
         self.stale_after_ms = options.stale_after_ms or 2 * session.bar_ms
         self.publish()
 
@@ -322,13 +324,16 @@ class Bridge:
             self.s.step_live(bar.ts, bar.open, bar.high, bar.low, bar.close, self.entries_allowed)
             t3 = time.perf_counter()
             lat.phase("engine", (t3 - t2) * 1000.0)
-            self.sync_orders(refresh=self._orders_unknown)
+            self.sync_orders(refresh=self._orders_unknown, defer_retries=True)
             if self.s.state[S_HALTED] != 0.0 and not halted_before:
                 self._note("halt", "drawdown halt: closing both sides on the exchange")
                 self._send_flatten(booked=True)
             t4 = time.perf_counter()
             lat.phase("orders", (t4 - t3) * 1000.0)
             lat.add((t4 - t0) * 1000.0)
+            self.run_retries()
+            if self._retried_ms is not None:
+                lat.phase("retries", self._retried_ms)
             self.refresh_orders()
             self._check_margin()
         else:
@@ -448,11 +453,12 @@ class Bridge:
         self._orders_unknown = False
         return True
 
-    def sync_orders(self, refresh: bool = True) -> None:
+    def sync_orders(self, refresh: bool = True, defer_retries: bool = False) -> None:
         """Send the diff between the slot array and the open orders (rate limited).
 
         ``refresh`` reads the exchange's open orders first; otherwise the local view is used (the last
-        read, updated with every placement, cancel and completed fill since).
+        read, updated with every placement, cancel and completed fill since). ``defer_retries`` leaves
+        post-only retries to the caller's ``run_retries`` (the bar loop: after the latency sample).
         """
         assert self.gw is not None
         if refresh and not self.refresh_orders():
@@ -482,9 +488,12 @@ class Bridge:
             if not self.limiter.take():
                 plan.deferred.append(want)
                 continue
-            self._place_wanted(want)
+            if self._place_wanted(want):
+                self._retries.append(want)
         self.deferred += len(plan.deferred)
         self.last_deferred = [w.key for w in plan.deferred]
+        if not defer_retries:
+            self.run_retries()
 
     def _request(self, want: WantedOrder, cid: str, price: float) -> gw.OrderRequest:
         """The exchange request; price and qty snapped to the venue's tick / step (kernel floats drift)."""
@@ -533,34 +542,60 @@ class Bridge:
             self.journal.order_status(req.client_id, "open", self.now_ms(), o.exchange_id)
         return True
 
-    def _place_wanted(self, want: WantedOrder) -> None:
-        p0 = want.price
+    def _place_wanted(self, want: WantedOrder) -> bool:
+        """First attempt; True when a post-only rejection left a retry to make (``run_retries``)."""
         cid = encode_client_id(self.o.run_id, want.side, want.level, want.kind, self._seq())
         try:
-            self._place(self._request(want, cid, p0), want)
-            return
+            self._place(self._request(want, cid, want.price), want)
+            return False
         except gw.PostOnlyRejected as err:
             self._error("post_only", err)
-        idx = want.level - 1
-        vec = self.s.vec
         if want.kind == "entry" and self.o.post_only_retries:
-            tick = vec[P_TICK]
-            for j in range(1, int(vec[P_RETRY_ATTEMPTS]) + 1):
-                pj = p0 - j * tick if want.side == Side.LONG else p0 + j * tick
-                if abs(pj - p0) / p0 * 1e4 > vec[P_RETRY_MAX_DEV_BPS]:
-                    self._note("retry-limit", f"{want.key} deviation beyond the limit at retry {j}")
-                    break
-                self.sleep(self.o.retry_delay_ms / 1000.0)
-                cid = encode_client_id(self.o.run_id, want.side, want.level, want.kind, self._seq())
-                try:
-                    if self._place(self._request(want, cid, pj), want):
-                        self.s.slots[want.side, idx, SL_ORD_PRICE] = pj
-                    return
-                except gw.PostOnlyRejected as err:
-                    self._error("post_only", err)
+            return True
+        self._give_up(want)
+        return False
+
+    def _give_up(self, want: WantedOrder) -> None:
         if want.kind == "entry":
-            self.s.slots[want.side, idx, SL_ORD_ON] = 0.0
+            self.s.slots[want.side, want.level - 1, SL_ORD_ON] = 0.0
             self.s.state[S_DIRTY] = 1.0
+
+    def run_retries(self) -> None:
+        """Post-only retries of this bar's rejected entries, ``retry_delay_ms`` apart.
+
+        They run after every first attempt went out, so one rejection's waits do not hold back the
+        bar's other orders. An entry the slot array no longer wants (paused meanwhile) is dropped.
+        """
+        pending, self._retries = self._retries, []
+        self._retried_ms = None
+        if not pending:
+            return
+        t0 = time.perf_counter()
+        for want in pending:
+            s = self.s.slots[want.side, want.level - 1]
+            if not self.entries_allowed or s[SL_ORD_ON] == 0.0 or s[SL_ORD_PRICE] != want.price:
+                continue
+            self._retry(want)
+        self._retried_ms = (time.perf_counter() - t0) * 1000.0
+
+    def _retry(self, want: WantedOrder) -> None:
+        """Retry j = 1.. ``retry_attempts`` one tick further from the market, within the deviation bound."""
+        p0, vec = want.price, self.s.vec
+        tick = vec[P_TICK]
+        for j in range(1, int(vec[P_RETRY_ATTEMPTS]) + 1):
+            pj = p0 - j * tick if want.side == Side.LONG else p0 + j * tick
+            if abs(pj - p0) / p0 * 1e4 > vec[P_RETRY_MAX_DEV_BPS]:
+                self._note("retry-limit", f"{want.key} deviation beyond the limit at retry {j}")
+                break
+            self.sleep(self.o.retry_delay_ms / 1000.0)
+            cid = encode_client_id(self.o.run_id, want.side, want.level, want.kind, self._seq())
+            try:
+                if self._place(self._request(want, cid, pj), want):
+                    self.s.slots[want.side, want.level - 1, SL_ORD_PRICE] = pj
+                return
+            except gw.PostOnlyRejected as err:
+                self._error("post_only", err)
+        self._give_up(want)
 
     # --- snapshot for the ops API / metrics
 

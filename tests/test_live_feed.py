@@ -135,7 +135,14 @@ def test_retry_delay_spaces_post_only_retries(tmp_path, monkeypatch: pytest.Monk
             try:
                 ready.require()
                 waits: list[float] = []
-                ctx.bridge.sleep = waits.append
+                posts_at_sleep: list[int] = []
+
+                def sleep(s: float, e=e, waits=waits, posts=posts_at_sleep) -> None:
+                    waits.append(s)
+                    posts.append(len([q for q in e.state.requests("/fapi/v1/order") if q.method == "POST"]))
+
+                ctx.bridge.sleep = sleep
+                e.state.clear_log()
                 # the first two placements are refused as post-only crossings (Binance -5022)
                 e.state.inject(
                     "reject",
@@ -149,6 +156,10 @@ def test_retry_delay_spaces_post_only_retries(tmp_path, monkeypatch: pytest.Monk
                     ctx.bridge.on_bar(bar)
                 slept[delay] = waits
                 assert ctx.bridge.errors["post_only"] == 2
+                # both rungs' first attempts went out before the first wait (retries never hold back
+                # the bar's other orders), then one retry each
+                assert posts_at_sleep == [2, 3]
+                assert "retries" in ctx.bridge.latency.phases  # timed apart from bar -> orders
             finally:
                 ctx.close()
         finally:
