@@ -163,6 +163,7 @@ class Bridge:
         self.errors: Counter[str] = Counter()
         self.latency = Latency()
         self.fills_cursor: int | None = None
+        self.account: gw.Account | None = None  # live: the last exchange account read
         self.open_orders: list[gw.OpenOrder] = []
         self._orders_unknown = True  # no exchange read yet: the first sync reads the open orders
         self.deferred = 0
@@ -335,7 +336,7 @@ class Bridge:
             if self._retried_ms is not None:
                 lat.phase("retries", self._retried_ms)
             self.refresh_orders()
-            self._check_margin()
+            self.read_account()
         else:
             self.s.step_paper(bar.ts, bar.open, bar.high, bar.low, bar.close)
             if not self.entries_allowed:
@@ -348,13 +349,17 @@ class Bridge:
         if self.o.mode != "replay" or self.ops is not None:
             self.publish()
 
-    def _check_margin(self) -> None:
+    def read_account(self) -> None:
+        """Read the exchange account (live): the figures the status and metrics report, and the margin
+        input of the fail-closed check (unreadable or no margin ratio pauses entries)."""
         assert self.gw is not None
         try:
             acct = self.gw.account(self.s.symbol)
         except gw.GatewayError as err:
+            self.account = None
             self.set_input_health("margin", f"account unreadable: {err}")
             return
+        self.account = acct
         if acct.margin_ratio is None or not math.isfinite(acct.margin_ratio):
             self.set_input_health("margin", "exchange reports no margin ratio")
         else:
@@ -626,6 +631,25 @@ class Bridge:
             ):
                 snap[k] = None
                 unknown[k] = "no bar processed yet"
+        if self.o.mode == "live":
+            # Live: the account figures are the exchange's, not the engine's model of them (kept under
+            # "engine" for comparison). Realized PnL stays the engine's: it books the exchange's fills.
+            snap["engine"] = {
+                k: snap[k] for k in ("equity", "wallet_balance", "unrealized_pnl", "margin_ratio")
+            }
+            acct = self.account
+            if acct is None:
+                why = self.fail_reasons.get("margin", "no account read yet")
+                for k in ("equity", "wallet_balance", "unrealized_pnl", "margin_ratio"):
+                    snap[k] = None
+                    unknown[k] = why
+            else:
+                snap["equity"] = acct.equity
+                snap["wallet_balance"] = acct.wallet_balance
+                snap["unrealized_pnl"] = sum(p.unrealized_pnl for p in acct.positions.values())
+                snap["margin_ratio"] = acct.margin_ratio
+                if acct.margin_ratio is None:
+                    unknown["margin_ratio"] = "exchange reports no margin ratio"
         if "margin" in self.fail_reasons:
             snap["margin_ratio"] = None
             unknown["margin_ratio"] = self.fail_reasons["margin"]

@@ -238,6 +238,8 @@ def prepare(
         ops = OpsState()
         bridge = Bridge(session, options, ops, journal, bridge_gw, now_ms=ctx.clock.now_ms)
         ctx.bridge = bridge
+        if live and reachable:
+            bridge.read_account()  # status and metrics show the exchange's account from the start
         if live and not restart and reachable:
             # the first bar's diff starts from this read instead of reading the books on the critical path
             ready.run(

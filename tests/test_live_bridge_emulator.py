@@ -198,7 +198,7 @@ FLAT_BAR = (40000.0, 40000.0, 40000.0, 40000.0)
 DIP_TWO = (40000.0, 40000.0, 39600.0, 39700.0)
 
 
-def _ladder_emulator(*scenario: tuple[float, float, float, float]):
+def _ladder_emulator(*scenario: tuple[float, float, float, float], wallet: float = 10_000.0):
     import polars as pl
     from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
     from live_helpers import MIN, T0, scenario_bars
@@ -206,6 +206,7 @@ def _ladder_emulator(*scenario: tuple[float, float, float, float]):
     history = [FLAT_BAR] * (LADDER_HISTORY - 5)  # scenario_bars adds 5 flat bars of its own
     frame = scenario_bars(*history, *scenario)
     state = EmulatorState()
+    state.account.wallet = wallet
     state.replay(SYMBOL_ID, "1m", frame, start_ms=T0 + LADDER_HISTORY * MIN)
     # one settlement (1 bp: below the guard's 12 bps) before the start, the next 8 h later
     state.set_funding(
@@ -357,6 +358,48 @@ def test_flatten_through_the_ops_api_closes_everything_on_the_exchange(tmp_path:
         bar()  # paused after a flatten: nothing new goes out
         assert [q for q in emu.state.requests() if q.method == "POST"] == []
         assert acct.open_orders(SYMBOL_ID) == []
+    finally:
+        try:
+            if ctx is not None:
+                ctx.close()
+        finally:
+            emu.stop()
+
+
+def test_live_status_and_metrics_report_the_exchange_account_not_the_engine_model(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import httpx
+
+    for k, v in EMU_ENV.items():
+        monkeypatch.setenv(k, v)
+    # the exchange account holds 12,345 USDT; the engine models backtest.initial_balance = 10,000
+    emu = _ladder_emulator(FLAT_BAR, DIP_TWO, wallet=12_345.0)
+    ctx = None
+    try:
+        ready, ctx = _prepare(emu, tmp_path, RUNGS, ["rate_limits.orders_per_second=10"])
+        ready.require()
+        bridge, feed = ctx.bridge, ctx.feed
+        auth = {"Authorization": "Bearer tok"}
+        status = httpx.get(f"{ctx.ops_url}/status", headers=auth, timeout=5).json()
+        assert status["equity"] == 12_345.0 and status["margin_ratio"] == 0.0  # read at start-up, flat
+        for _ in range(2):
+            emu.state.advance_bar(SYMBOL_ID)
+            for b in feed.poll():
+                bridge.on_bar(b)
+        # after the dip: long 0.003 @ 39840 + 0.004 @ 39680 (maker fees 0.023904 + 0.031744), mark 39700
+        fees = 39840 * 0.003 * 0.0002 + 39680 * 0.004 * 0.0002
+        upnl = 0.003 * (39700 - 39840) + 0.004 * (39700 - 39680)  # -0.34
+        maint = 0.007 * 39700 * 0.004  # the emulator's maintenance rate 0.4 %
+        status = httpx.get(f"{ctx.ops_url}/status", headers=auth, timeout=5).json()
+        assert status["wallet_balance"] == pytest.approx(12_345.0 - fees, abs=1e-9)
+        assert status["unrealized_pnl"] == pytest.approx(upnl, abs=1e-9)
+        assert status["equity"] == pytest.approx(12_345.0 - fees + upnl, abs=1e-9)
+        assert status["margin_ratio"] == pytest.approx(maint / (12_345.0 - fees + upnl), rel=1e-12)
+        assert status["engine"]["equity"] == pytest.approx(10_000.0 - fees + upnl, abs=1e-6)
+        text = httpx.get(f"{ctx.ops_url}/metrics", timeout=5).text
+        line = next(x for x in text.splitlines() if x.startswith("gridctl_equity{"))
+        assert float(line.split()[-1]) == pytest.approx(12_345.0 - fees + upnl, abs=1e-6)
     finally:
         try:
             if ctx is not None:
