@@ -85,19 +85,21 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
+#: The bar feed counts as stale (entries paused) when no bar closed for this many bar lengths.
+STALE_AFTER_BARS = 2
+
+
 @dataclass
 class BridgeOptions:
-    """Per-run settings that are not strategy/venue config: mode, run id, staleness."""
+    """Per-run settings: mode, run id and the strategy's execution fields (``cli._options``)."""
 
     mode: str  # paper | live | replay
     run_id: str
-    stale_after_ms: int | None = None  # default: two bars
     maker_only: bool = True
     price_tol_bps: float = 1.0
     qty_tol_pct: float = 1.0
     post_only_retries: bool = True
     retry_delay_ms: int = 100
-    journal_every_bar: bool = True
 
 
 def _quantiles(samples: list[float]) -> dict[str, Any]:
@@ -173,7 +175,7 @@ class Bridge:
         self._booked_flatten: set[str] = set()
         self._retries: list[WantedOrder] = []  # post-only rejected entries waiting for their retries
         self._retried_ms: float | None = None
-        self.stale_after_ms = options.stale_after_ms or 2 * session.bar_ms
+        self.stale_after_ms = STALE_AFTER_BARS * session.bar_ms
         self.publish()
 
     # --- state the ops API and metrics see
@@ -219,7 +221,7 @@ class Bridge:
                 result.update(ok=False, error=str(err))
             self._note("ops", str(result))
             done.append(result)
-        self.ops.applied.extend(done)
+        self.ops.record(done)
         if done:
             self.publish()
         return done
@@ -342,7 +344,7 @@ class Bridge:
             if not self.entries_allowed:
                 self.s.block_entries()
             self.latency.add((time.perf_counter() - t0) * 1000.0)
-        if self.journal is not None and self.o.journal_every_bar:
+        if self.journal is not None:
             self.journal.save_bar(
                 self.s, {"operator_paused": self.operator_paused, "fills_cursor": self.fills_cursor}
             )
@@ -736,6 +738,7 @@ class Bridge:
         snap["orders_deferred"] = self.deferred
         snap["latency"] = self.latency.summary()
         snap["bars"] = self.s.n
+        snap["commands"] = list(self.ops.applied) if self.ops is not None else []
         snap["unknown"] = unknown
         return snap
 

@@ -40,11 +40,10 @@ class FeedDown(GridctlError):  # noqa: N818 - reads as a state
 
 @dataclass
 class FeedHealth:
+    """Whether the last request got an answer, and the last failure (named in FeedDown)."""
+
     up: bool = True
-    consecutive_failures: int = 0
     last_error: str = ""
-    pings: int = 0
-    reconnect_waits: int = 0
 
 
 class ExchangeFeed:
@@ -118,7 +117,6 @@ class ExchangeFeed:
             try:
                 out = fn()
             except Exception as err:  # ccxt raises many kinds; all mean "no answer"
-                self.health.consecutive_failures += 1
                 failure = classify(err, self.host, self.client.timeout / 1000.0)
                 self.health.last_error = f"{what}: {failure.describe()}"
                 if attempt >= self.max_attempts:
@@ -127,11 +125,9 @@ class ExchangeFeed:
                         f"bar feed down after {attempt + 1} failed attempts ({self.health.last_error})"
                     ) from None
                 attempt += 1
-                self.health.reconnect_waits += 1
                 self._sleep(self.reconnect_wait_s)
                 continue
             self.health.up = True
-            self.health.consecutive_failures = 0
             return out
 
     def server_time_ms(self) -> int:
@@ -146,7 +142,6 @@ class ExchangeFeed:
         if now - self._last_ping < self.ping_interval_s:
             return self.health.up
         self._last_ping = now
-        self.health.pings += 1
         try:
             self.server_time_ms()
         except FeedDown:

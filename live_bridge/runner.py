@@ -67,8 +67,10 @@ def default_journal(mode: str, symbol: str, timeframe: str) -> Path:
     return default_data_dir() / "live" / f"{mode}_{symbol_key(symbol)}_{timeframe}.sqlite"
 
 
-def make_gateway(venue: Any, api_url: str | None, testnet: bool) -> Any:
-    """live-venue's ccxt gateway for ``venue`` (credentials from its env-var references)."""
+def make_gateway(venue: Any, api_url: str | None) -> Any:
+    """The ccxt gateway for ``venue`` (credentials from its env-var references; ``api_url`` replaces
+    every API host). Testnet or production follows ``venue.api.testnet`` (``--testnet`` is checked
+    against it in readiness)."""
     from data.download import make_client
     from live_bridge.exchange import CcxtGateway, exchange_id_for, make_exchange_client
 
@@ -176,7 +178,7 @@ def prepare(
         ctx.restarted = restart
         if live:
             try:
-                gw = gateway or make_gateway(venue, api_url, testnet)
+                gw = gateway or make_gateway(venue, api_url)
                 ctx.gateway = gw
             except Exception as err:
                 ready.add("gateway", False, f"cannot build the exchange gateway: {err}")
