@@ -293,7 +293,9 @@ class Bridge:
 
     def _check_funding(self, bar: ClosedBar) -> None:
         book = self.s.funding
-        if not book.ts:
+        if bar.funding_problem:
+            self.set_input_health("funding", bar.funding_problem)
+        elif not book.ts:
             self.set_input_health("funding", "no settled funding rate known")
         elif bar.next_funding_ms is None:
             self.set_input_health("funding", "next funding settlement time unknown")

@@ -13,6 +13,9 @@ history, premium index). The venue's stream settings map onto this connection as
   declared down: the bridge pauses new entries (fail closed) and says so on the ops API and metrics;
   the feed keeps trying every ``reconnect_timeout`` and the pause lifts with the first good answer.
 
+A premium index older than ``PREMIUM_MAX_AGE_BARS`` bars at a poll (the exchange stopped updating it)
+marks the bar's funding input as stale: the bridge pauses new entries until it is current again.
+
 Start-up checks do not wait that long: ``retry_policy`` swaps in a short budget for their duration
 (``live_bridge.readiness.READY_*``), so an unreachable exchange fails the readiness checklist in seconds.
 A failure names the host:port and the cause (connection refused, timeout, HTTP status, ...).
@@ -32,6 +35,10 @@ from configs.schema import VenueConfig
 from data.download import classify
 from data.timeframes import timeframe_ms
 from live_bridge.replay import ClosedBar
+
+#: The premium index (next settlement time, mark) must be at most this many bar lengths old at a poll;
+#: older, the funding input counts as stale and new entries pause (Binance refreshes it every few seconds).
+PREMIUM_MAX_AGE_BARS = 2
 
 
 class FeedDown(GridctlError):  # noqa: N818 - reads as a state
@@ -204,11 +211,28 @@ class ExchangeFeed:
             out.append((t, float(r["fundingRate"]), m))
         return out
 
-    def next_funding_ms(self) -> int | None:
-        """The next settlement time from the premium index; None when the exchange gives none."""
+    def premium(self) -> tuple[int | None, int | None]:
+        """(next settlement time, the premium index snapshot's own time) from the exchange; None if absent."""
         info = self.call("premiumIndex", lambda: self.client.fetch_funding_rate(self.symbol))
         nxt = info.get("nextFundingTimestamp") or info.get("fundingTimestamp")
-        return int(nxt) if nxt else None
+        stamp = info.get("timestamp")
+        return (int(nxt) if nxt else None), (int(stamp) if stamp else None)
+
+    def next_funding_ms(self) -> int | None:
+        """The next settlement time from the premium index; None when the exchange gives none."""
+        return self.premium()[0]
+
+    def premium_problem(self, stamp: int | None, now_ms: int) -> str | None:
+        """Why a premium index snapshot taken at ``stamp`` is not current at ``now_ms`` (None: it is)."""
+        limit = PREMIUM_MAX_AGE_BARS * self.bar_ms
+        if stamp is None:
+            return "the premium index carries no time (next settlement unverifiable)"
+        if now_ms - stamp > limit:
+            return (
+                f"premium index stale: its snapshot is {(now_ms - stamp) / 1000:.0f} s old "
+                f"(limit {limit / 1000:.0f} s)"
+            )
+        return None
 
     def poll(self) -> list[ClosedBar]:
         """New closed bars since the last one delivered, each with the funding known at its close."""
@@ -224,7 +248,8 @@ class ExchangeFeed:
             return []
         lookback = self._last_settled + 1 if self._last_settled is not None else bars[0][0] - 3 * 86_400_000
         settled = self.funding_settled(lookback, now)
-        nxt = self.next_funding_ms()
+        nxt, stamp = self.premium()
+        problem = self.premium_problem(stamp, now)
         out = []
         for t, o, h, lo, c in bars:
             close = t + self.bar_ms
@@ -236,6 +261,6 @@ class ExchangeFeed:
             if mine:
                 self._last_settled = mine[-1][0]
             later = [s[0] for s in settled if s[0] > close]
-            out.append(ClosedBar(t, o, h, lo, c, mine, later[0] if later else nxt))
+            out.append(ClosedBar(t, o, h, lo, c, mine, later[0] if later else nxt, problem))
         self.last_ts = bars[-1][0]
         return out

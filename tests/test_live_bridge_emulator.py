@@ -406,3 +406,44 @@ def test_live_status_and_metrics_report_the_exchange_account_not_the_engine_mode
                 ctx.close()
         finally:
             emu.stop()
+
+
+def test_a_frozen_premium_index_pauses_entries_until_it_updates(tmp_path: Path, monkeypatch) -> None:
+    for k, v in EMU_ENV.items():
+        monkeypatch.setenv(k, v)
+    emu = _ladder_emulator(*[FLAT_BAR] * 8)
+    ctx = None
+    try:
+        ready, ctx = _prepare(emu, tmp_path, RUNGS, ["rate_limits.orders_per_second=10"])
+        ready.require()
+        bridge, feed = ctx.bridge, ctx.feed
+        acct = emu.state.account
+
+        def bar() -> None:
+            emu.state.advance_bar(SYMBOL_ID)
+            for b in feed.poll():
+                bridge.on_bar(b)
+
+        def entries() -> int:
+            return sum(parse_client_id(o.client_id).kind == "entry" for o in acct.open_orders(SYMBOL_ID))
+
+        bar()
+        assert entries() == 6 and bridge.entries_allowed
+        acct.freeze_premium()  # premiumIndex stops updating: its time stays at this bar's close
+        bar()
+        bar()  # 120 s old: at the limit (2 bars), still trusted
+        assert bridge.entries_allowed and entries() == 6
+        bar()  # 180 s old: stale, entries pause and are cancelled on the exchange
+        assert (
+            bridge.fail_reasons["funding"] == "premium index stale: its snapshot is 180 s old (limit 120 s)"
+        )
+        assert entries() == 0
+        acct.freeze_premium(False)
+        bar()  # updated again: entries come back
+        assert "funding" not in bridge.fail_reasons and entries() == 6
+    finally:
+        try:
+            if ctx is not None:
+                ctx.close()
+        finally:
+            emu.stop()
