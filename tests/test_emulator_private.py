@@ -327,6 +327,23 @@ def test_v2_account_balance_and_position_risk_agree(emu: BinanceUsdmEmulator) ->
     assert (float(long["positionAmt"]), float(long["entryPrice"]), long["leverage"]) == (0.01, 40000.0, "20")
 
 
+def test_account_initial_margin_is_the_positions_and_resting_entries(emu: BinanceUsdmEmulator) -> None:
+    order(emu, "x", "BUY", "LONG", 40100.0, tif="GTC")  # crosses: 0.01 long at 40000 (20x: 20 USDT)
+    order(emu, "y", "BUY", "LONG", 39000.0)  # rests: 0.01 at 39000 (20x: 19.5 USDT)
+    for path in ("/fapi/v2/account", "/fapi/v3/account"):
+        _, account = call(emu, "GET", path)
+        got = {k: float(account[k]) for k in ("totalPositionInitialMargin", "totalOpenOrderInitialMargin",
+                                              "totalInitialMargin", "availableBalance")}  # type: ignore[index]  # fmt: skip
+        assert got == pytest.approx(
+            {
+                "totalPositionInitialMargin": 20.0,
+                "totalOpenOrderInitialMargin": 19.5,
+                "totalInitialMargin": 39.5,
+                "availableBalance": 10_000 - 0.2 - 39.5,  # wallet after the taker fee; mark = entry: no uPnL
+            }
+        ), path
+
+
 def test_take_profit_and_stop_may_both_cover_one_lot() -> None:
     with BinanceUsdmEmulator(make_state((40000.0, 40010.0, 39890.0, 39950.0))) as emu:
         order(emu, "entry", "BUY", "LONG", 39900.0)
