@@ -22,7 +22,8 @@ placed or listed and asks the exchange (one ``GET /fapi/v1/order``) for ids it h
 
 The gateway never retries: every failure is raised as a gateway error and the bridge decides (a
 ``place`` that raised ``ExchangeUnavailable`` may have reached the exchange: ask ``open_orders``).
-Requests are serialized (one at a time per gateway), so the bar loop and the ops API may share one.
+Requests are serialized (one at a time per gateway), so threads may share one (the ops API does not
+call the gateway: its commands are applied by the bar loop).
 
 Symbols may be given as the venue file writes them (``BTCUSDT-PERP``), as ccxt unified symbols
 (``BTC/USDT:USDT``) or as exchange ids (``BTCUSDT``).

@@ -1,8 +1,9 @@
 """Start-up (readiness, warm-up or restart + reconcile) and the polling loop of `gridctl live`.
 
 ``prepare`` builds the session, feed, gateway, journal and ops server and runs every readiness item
-(all of them, so the message lists every failure). ``run_loop`` polls the feed and feeds each closed
-bar to ``Bridge.on_bar``; between bars it applies ops commands, pings the feed and checks staleness.
+(all of them, so the message lists every failure). ``run_loop`` polls the feed (aimed at each bar's close,
+``poll_wait_s``) and feeds each closed bar to ``Bridge.on_bar``; between bars it applies ops commands,
+pings the feed and checks staleness.
 The bridge's clock is the exchange's: local time plus the offset measured at each server-time read.
 """
 
@@ -409,6 +410,30 @@ def reconcile(bridge: Bridge) -> str:
     )
 
 
+#: Polling around a bar close: the first poll goes out CLOSE_GRACE_S after the expected close; while the
+#: bar is not served yet, polls repeat every FAST_POLL_S for at most FAST_POLL_WINDOW_S, then every poll_s.
+CLOSE_GRACE_S = 0.05
+FAST_POLL_S = 0.1
+FAST_POLL_WINDOW_S = 5.0
+
+
+def poll_wait_s(last_ts: int | None, bar_ms: int, now_ms: int, poll_s: float) -> float:
+    """Seconds to wait before the next poll: aimed at the next bar's close instead of a fixed period.
+
+    With a fixed ``poll_s`` a closed bar waited up to ``poll_s`` before the bridge saw it; this waits
+    until just after the expected close (``last_ts + 2 * bar_ms``: the next bar's close), never longer
+    than ``poll_s`` (keep-alive, staleness and ops commands run between polls).
+    """
+    if last_ts is None:
+        return poll_s
+    due_ms = last_ts + 2 * bar_ms
+    if now_ms < due_ms:
+        return min(poll_s, (due_ms - now_ms) / 1000.0 + CLOSE_GRACE_S)
+    if now_ms - due_ms < FAST_POLL_WINDOW_S * 1000.0:
+        return min(poll_s, FAST_POLL_S)
+    return poll_s
+
+
 def run_loop(ctx: RunContext, max_bars: int | None = None, poll_s: float = 1.0) -> int:
     """Poll closed bars until ``max_bars`` were processed (or forever); returns bars processed."""
     bridge, feed = ctx.bridge, ctx.feed
@@ -432,5 +457,5 @@ def run_loop(ctx: RunContext, max_bars: int | None = None, poll_s: float = 1.0) 
             bridge.check_stale()
             bridge.publish()
             feed.keep_alive()
-            time.sleep(poll_s)
+            time.sleep(poll_wait_s(feed.last_ts, feed.bar_ms, ctx.clock.now_ms(), poll_s))
     return done

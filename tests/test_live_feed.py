@@ -165,3 +165,17 @@ def test_retry_delay_spaces_post_only_retries(tmp_path, monkeypatch: pytest.Monk
         finally:
             e.stop()
     assert slept == {100: [0.1, 0.1], 300: [0.3, 0.3]}
+
+
+def test_polls_aim_at_the_next_bar_close() -> None:
+    from live_bridge.runner import CLOSE_GRACE_S, FAST_POLL_S, FAST_POLL_WINDOW_S, poll_wait_s
+
+    bar = 60_000
+    last = 1_000 * bar  # the newest bar delivered opened here; the next one closes at last + 2 bars
+    due = last + 2 * bar
+    assert poll_wait_s(None, bar, due, 1.0) == 1.0  # nothing delivered yet: the plain period
+    assert poll_wait_s(last, bar, due - 30_000, 1.0) == 1.0  # close far away: at most poll_s
+    assert poll_wait_s(last, bar, due - 400, 1.0) == pytest.approx(0.4 + CLOSE_GRACE_S)
+    assert poll_wait_s(last, bar, due + 10, 1.0) == FAST_POLL_S  # due but not served yet: poll fast
+    assert poll_wait_s(last, bar, due + int(FAST_POLL_WINDOW_S * 1000) + 1, 1.0) == 1.0  # then back off
+    assert poll_wait_s(last, bar, due + 10, 0.05) == 0.05  # never longer than poll_s
