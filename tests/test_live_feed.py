@@ -179,3 +179,41 @@ def test_polls_aim_at_the_next_bar_close() -> None:
     assert poll_wait_s(last, bar, due + 10, 1.0) == FAST_POLL_S  # due but not served yet: poll fast
     assert poll_wait_s(last, bar, due + int(FAST_POLL_WINDOW_S * 1000) + 1, 1.0) == 1.0  # then back off
     assert poll_wait_s(last, bar, due + 10, 0.05) == 0.05  # never longer than poll_s
+
+
+def test_run_loop_waits_at_most_poll_s_between_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    from live_bridge import runner as runner_mod
+    from live_bridge.runner import ExchangeClock, RunContext, run_loop
+
+    class Feed:
+        bar_ms, last_ts, polls = 60_000, None, 0
+
+        def poll(self):  # a bar on the third poll
+            self.polls += 1
+            return ["bar"] if self.polls == 3 else []
+
+        def keep_alive(self) -> bool:
+            return True
+
+    class Bridge:
+        class o:  # noqa: N801 - stands in for BridgeOptions
+            mode = "paper"
+
+        def __init__(self) -> None:
+            self.bars: list[str] = []
+
+        def on_bar(self, bar) -> None:
+            self.bars.append(bar)
+
+        def set_input_health(self, *a) -> None: ...
+        def apply_commands(self) -> None: ...
+        def check_stale(self) -> None: ...
+        def publish(self) -> None: ...
+
+    slept: list[float] = []
+    monkeypatch.setattr(runner_mod.time, "sleep", slept.append)
+    for poll_s in (1.0, 0.05):
+        slept.clear()
+        ctx = RunContext(bridge=Bridge(), feed=Feed(), clock=ExchangeClock())
+        assert run_loop(ctx, max_bars=1, poll_s=poll_s) == 1 and ctx.bridge.bars == ["bar"]
+        assert slept == [poll_s, poll_s]  # no bar delivered yet: the plain period, twice

@@ -202,3 +202,8 @@ def test_paper_needs_no_credentials_and_clock_skew_is_checked(
         assert "[credentials]" not in r.output
     finally:
         emu.stop()
+
+
+def test_poll_period_must_be_positive() -> None:
+    r = runner.invoke(app, ["live", "--paper", "--poll-s", "0"])
+    assert r.exit_code == 2 and "--poll-s must be a positive number of seconds, got 0.0" in r.output
