@@ -679,8 +679,14 @@ class Bridge:
                 unknown["funding_projected_cost"] = "no close price yet"
         snap["next_funding_ms"] = book.next_ts
         if self.o.mode == "live":
-            snap["open_orders"] = len(self.open_orders)
-            snap["orders"] = [o.__dict__ for o in self.open_orders]
+            mine = [
+                o
+                for o in self.open_orders
+                if (p := parse_client_id(o.client_id)) and p.run_id == self.o.run_id
+            ]
+            snap["open_orders"] = len(mine)
+            snap["foreign_open_orders"] = len(self.open_orders) - len(mine)  # on the symbol, never touched
+            snap["orders"] = [o.__dict__ for o in mine]
         else:
             snap["open_orders"] = len(desired_orders(slots, self.o.maker_only))
             snap["orders"] = [w.__dict__ for w in desired_orders(slots, self.o.maker_only)]

@@ -309,7 +309,12 @@ def _run_exchange(
     except GridctlError:
         ctx.close()
         raise
-    typer.echo(f"gridctl live --{mode}: run {ctx.bridge.o.run_id}, ops API on {ctx.ops_url}", err=True)
+    how = "new run"
+    if ctx.restarted:
+        how = "restarted from the journal" + (", reconciled with the exchange" if mode == "live" else "")
+    typer.echo(
+        f"gridctl live --{mode}: run {ctx.bridge.o.run_id} ({how}), ops API on {ctx.ops_url}", err=True
+    )
     try:
         run_loop(ctx, max_bars=max_bars, poll_s=poll_s)
     except KeyboardInterrupt:

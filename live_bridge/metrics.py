@@ -34,7 +34,7 @@ GAUGES: tuple[tuple[str, str, str], ...] = (
     (
         "gridctl_open_orders",
         "open_orders",
-        "Open orders of this bridge on the venue (simulated in paper mode).",
+        "Open orders of this bridge's run on the venue (others' orders excluded; simulated in paper mode).",
     ),
     (
         "gridctl_trading_state",

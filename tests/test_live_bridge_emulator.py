@@ -383,6 +383,11 @@ def test_live_status_and_metrics_report_the_exchange_account_not_the_engine_mode
         auth = {"Authorization": "Bearer tok"}
         status = httpx.get(f"{ctx.ops_url}/status", headers=auth, timeout=5).json()
         assert status["equity"] == 12_345.0 and status["margin_ratio"] == 0.0  # read at start-up, flat
+        # someone else's order on the symbol: not counted as ours, never touched
+        from live_bridge.gateway import OrderRequest
+
+        foreign = OrderRequest("manual-1", "LONG", "buy", "limit", 0.003, 39000.0, post_only=True)
+        bridge.gw.place(SYMBOL_ID + "-PERP", foreign)
         for _ in range(2):
             emu.state.advance_bar(SYMBOL_ID)
             for b in feed.poll():
@@ -392,6 +397,9 @@ def test_live_status_and_metrics_report_the_exchange_account_not_the_engine_mode
         upnl = 0.003 * (39700 - 39840) + 0.004 * (39700 - 39680)  # -0.34
         maint = 0.007 * 39700 * 0.004  # the emulator's maintenance rate 0.4 %
         status = httpx.get(f"{ctx.ops_url}/status", headers=auth, timeout=5).json()
+        assert (status["open_orders"], status["foreign_open_orders"]) == (8, 1)  # 4 entries + 2 lots' TP/SL
+        assert "manual-1" not in {o["client_id"] for o in status["orders"]}
+        assert any(o.client_id == "manual-1" for o in emu.state.account.open_orders(SYMBOL_ID))
         assert status["wallet_balance"] == pytest.approx(12_345.0 - fees, abs=1e-9)
         assert status["unrealized_pnl"] == pytest.approx(upnl, abs=1e-9)
         assert status["equity"] == pytest.approx(12_345.0 - fees + upnl, abs=1e-9)

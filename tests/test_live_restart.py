@@ -155,6 +155,8 @@ def test_kill_9_and_restart_reconciles(tmp_path: Path) -> None:
         b = Bridge(emu.url, journal, max_bars=25)  # 5 bars to catch up, then 20
         b.wait_started()
         assert any("reconcile with the exchange" in x for x in b.lines), "".join(b.lines)
+        assert any("(new run)" in x for x in a.lines), "".join(a.lines)
+        assert any("(restarted from the journal, reconciled with the exchange)" in x for x in b.lines)
         for _ in range(20):
             _advance(emu, journal, b.proc)
         assert b.proc.wait(timeout=120) == 0, "".join(b.lines)
