@@ -59,7 +59,7 @@ from engine.params import (
     P_TICK,
 )
 from engine.records import C_FILLS, C_RECORD, write_event_nb, write_fill_nb
-from engine.risk import record_error_nb
+from engine.risk import close_side_charged_nb, record_error_nb
 from engine.state import (
     S_CB_ACTIVE,
     S_DIRTY,
@@ -151,28 +151,6 @@ def fill_slot_nb(st, slots, errs, side, idx, rank, price, liquidity, ts, p, br, 
 
 
 @kernel
-def _liquidate_side_nb(st, slots, side, price, charge, ts, p, fills, cnt):
-    """Close all of ``side`` at ``price`` (kind liquidation, taker) with fee ``charge``; drop its lots."""
-    q = _side_qty(st, side)
-    if q > 0.0:
-        realized, fee = apply_fill_nb(st, side, False, price, q, Liquidity.TAKER, p)
-        # The clearance charge replaces the trading fee apply_fill_nb booked.
-        st[S_FEES] += charge - fee
-        st[S_WALLET] -= charge - fee
-        write_fill_nb(
-            fills, cnt, ts, side, FillKind.LIQUIDATION, 0, price, q, charge, Liquidity.TAKER, realized
-        )
-    for idx in range(slots.shape[1]):
-        if slots[side, idx, SL_LOT_ON] != 0.0 and q > 0.0:
-            # Each lot closes at this price with its share (by qty) of the clearance charge.
-            lot_q = slots[side, idx, SL_LOT_QTY]
-            entry = slots[side, idx, SL_LOT_PRICE]
-            book_lot_nb(st, side, lot_q, entry, slots[side, idx, SL_LOT_FEE], price, charge * lot_q / q)
-        slots[side, idx, SL_LOT_ON] = 0.0
-    st[S_DIRTY] = 1.0
-
-
-@kernel
 def liquidate_nb(st, slots, price, ts, p, br, fills, ev, cnt):
     """Exchange liquidation at ``price``: both sides closed as taker, entries cancelled, run over.
 
@@ -199,7 +177,8 @@ def liquidate_nb(st, slots, price, ts, p, br, fills, ev, cnt):
                 charge = left
                 emptied = equity > 0.0  # a bankrupt gap (equity <= 0) keeps its negative wallet
             left -= charge
-        _liquidate_side_nb(st, slots, side, price, charge, ts, p, fills, cnt)
+        kind, liq = FillKind.LIQUIDATION, Liquidity.TAKER
+        close_side_charged_nb(st, slots, side, price, kind, liq, charge, ts, p, fills, cnt)
     if emptied:
         # The charges took all the equity: the account holds exactly 0, not float noise around it
         # (the residual goes to the last clearance charge, in the state and in its ledger row).

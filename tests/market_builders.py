@@ -329,6 +329,17 @@ def path_configs(draw):
     return s, v
 
 
+#: The bot's own limits, the breaker and the drawdown halt off (the exchange's rules still apply):
+#: what lets a generated account run into its maintenance margin.
+LIMITS_OFF = dict(
+    risk_management__enable_position_validation=False,
+    risk_management__enable_drawdown_protection=False,
+    risk_management__enable_circuit_breaker=False,
+    position__max_leverage_used=125.0,
+    position__emergency_liquidation_buffer=0.05,
+)
+
+
 @st.composite
 def liquidation_configs(draw, price: float | None = None):
     """Configs that open positions large against the balance: liquidations, often past a stop.
@@ -348,11 +359,7 @@ def liquidation_configs(draw, price: float | None = None):
         grid__qty_scale=1.0,
         exit__sl_steps=draw(st.integers(1, 10)),
         exit__tp_steps=draw(st.integers(1, 3)),
-        risk_management__enable_position_validation=False,
-        risk_management__enable_drawdown_protection=False,
-        risk_management__enable_circuit_breaker=False,
-        position__max_leverage_used=125.0,
-        position__emergency_liquidation_buffer=0.05,
+        **LIMITS_OFF,
         backtest__initial_balance=balance,
         execution__maker_only=draw(st.booleans()),
     )

@@ -168,23 +168,11 @@ def data_15m(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample's 1m bars plus 15m bars built from them (same store, so --detail 1m finds them)."""
     path = tmp_path_factory.mktemp("data15")
     shutil.copytree(data_dir, path, dirs_exist_ok=True)
+    from data.resample import resample_candles
     from data.store import read_candles
 
     one = read_candles(path, SAMPLE_EXCHANGE, "BTC/USDT:USDT", "1m")
-    fifteen = (
-        one.with_columns((pl.col("ts") // 900_000 * 900_000).alias("bucket"))
-        .group_by("bucket", maintain_order=True)
-        .agg(
-            pl.col("open").first(),
-            pl.col("high").max(),
-            pl.col("low").min(),
-            pl.col("close").last(),
-            pl.col("volume").sum(),
-            pl.len().alias("n"),
-        )
-        .filter(pl.col("n") == 15)
-        .select(pl.col("bucket").alias("ts"), "open", "high", "low", "close", "volume")
-    )
+    fifteen = resample_candles(one, "1m", "15m").candles
     write_candles(path, SAMPLE_EXCHANGE, "BTC/USDT:USDT", "15m", fifteen)
     return path
 
