@@ -186,6 +186,14 @@ def prepare(
                 gw = None
             if gw is not None and reachable:
                 _account_checks(ready, gw, venue, symbol, min_balance)
+                if not restart:
+
+                    def seed() -> str:
+                        nonlocal session
+                        session, text = _session_from_account(gw, strategy, venue, symbol, timeframe)
+                        return text
+
+                    ready.run("engine sized from the account", seed)
             elif gw is not None:
                 for item in ACCOUNT_ITEMS:
                     ready.add(item, False, "exchange not reachable")
@@ -344,6 +352,32 @@ def _probe(url: str, token: str | None) -> str:
 
 
 ACCOUNT_ITEMS = ("hedge mode", "leverage", "margin type", "balance")
+
+
+def _session_from_account(
+    gw: Any, strategy: Any, venue: Any, symbol: str, timeframe: str
+) -> tuple[EngineSession, str]:
+    """A new live run's engine session, starting from the account's wallet, not a configured guess.
+
+    ``backtest.initial_balance`` is replaced by the exchange's wallet balance (sizes, the drawdown gate's
+    peak and every percentage then refer to the real account). A new run must start flat: positions the
+    engine does not know of would be managed by no lot, so they stop the start.
+    """
+    from engine.batch import apply_overrides
+
+    acct = gw.account(symbol)
+    held = {side: p.qty for side, p in acct.positions.items() if p.qty > 0.0}
+    if held:
+        raise GridctlError(
+            f"the account holds {symbol} positions {held} and this is a new run (no journal): close them "
+            "first, or restart with the journal of the run that opened them"
+        )
+    wallet = float(acct.wallet_balance)
+    if not math.isfinite(wallet) or wallet <= 0.0:
+        raise GridctlError(f"the exchange reports a wallet balance of {wallet}: nothing to size from")
+    seeded, seeded_venue = apply_overrides(strategy, venue, {"backtest.initial_balance": wallet})
+    session = EngineSession(seeded, seeded_venue, symbol, timeframe)
+    return session, f"wallet {wallet:,.2f} USDT (in place of backtest.initial_balance)"
 
 
 def _account_checks(ready: Checklist, gw: Any, venue: Any, symbol: str, min_balance: float) -> None:

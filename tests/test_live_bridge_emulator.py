@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from live_helpers import EMU_ENV, SYMBOL_ID, emulator_venue, emulator_with_sample
 
+from configs.errors import GridctlError
 from configs.loader import load_strategy
+from engine.params import P_INITIAL_BALANCE
 from live_bridge.exchange import CcxtGateway
 from live_bridge.orders import RestingOrder, desired_orders, parse_client_id, same_order
 from live_bridge.runner import ExchangeClock, prepare
@@ -222,6 +224,38 @@ def _ladder_emulator(*scenario: tuple[float, float, float, float], wallet: float
     return BinanceUsdmEmulator(state).start()
 
 
+def test_a_new_live_run_starts_from_the_account_and_refuses_unknown_positions(
+    tmp_path: Path, monkeypatch
+) -> None:
+    for k, v in EMU_ENV.items():
+        monkeypatch.setenv(k, v)
+    emu = _ladder_emulator(FLAT_BAR, wallet=12_345.0)
+    ctx = None
+    try:
+        ready, ctx = _prepare(emu, tmp_path / "a", RUNGS)
+        ready.require()
+        item = next(r for r in ready.rows if r[0] == "engine sized from the account")
+        assert item[1] and "12,345.00" in item[2]
+        assert ctx.bridge.s.params.vector[P_INITIAL_BALANCE] == 12_345.0
+        ctx.close()
+        ctx = None
+        # a long the engine never opened: a new run must not adopt it
+        emu.state.account.position(SYMBOL_ID, "LONG")[:] = [0.01, 40000.0]
+        ready, ctx = _prepare(emu, tmp_path / "b", RUNGS)
+        fails = dict(ready.failures)
+        assert "LONG" in fails["engine sized from the account"]
+        assert "positions" in fails["engine sized from the account"]
+        with pytest.raises(GridctlError, match="no order was sent"):
+            ready.require()
+        assert emu.state.account.open_orders(SYMBOL_ID) == []
+    finally:
+        try:
+            if ctx is not None:
+                ctx.close()
+        finally:
+            emu.stop()
+
+
 def _placed(emu, run_id: str) -> list[tuple[str, int, str, str, str, float, float, str]]:
     """(kind, level, positionSide, side, type, price or trigger, qty, tif) of each order we sent, in order."""
     out = []
@@ -373,7 +407,7 @@ def test_live_status_and_metrics_report_the_exchange_account_not_the_engine_mode
 
     for k, v in EMU_ENV.items():
         monkeypatch.setenv(k, v)
-    # the exchange account holds 12,345 USDT; the engine models backtest.initial_balance = 10,000
+    # the exchange account holds 12,345 USDT; backtest.initial_balance says 10,000
     emu = _ladder_emulator(FLAT_BAR, DIP_TWO, wallet=12_345.0)
     ctx = None
     try:
@@ -404,7 +438,8 @@ def test_live_status_and_metrics_report_the_exchange_account_not_the_engine_mode
         assert status["unrealized_pnl"] == pytest.approx(upnl, abs=1e-9)
         assert status["equity"] == pytest.approx(12_345.0 - fees + upnl, abs=1e-9)
         assert status["margin_ratio"] == pytest.approx(maint / (12_345.0 - fees + upnl), rel=1e-12)
-        assert status["engine"]["equity"] == pytest.approx(10_000.0 - fees + upnl, abs=1e-6)
+        # the engine started from the account's wallet (not backtest.initial_balance = 10,000)
+        assert status["engine"]["equity"] == pytest.approx(12_345.0 - fees + upnl, abs=1e-6)
         text = httpx.get(f"{ctx.ops_url}/metrics", timeout=5).text
         line = next(x for x in text.splitlines() if x.startswith("gridctl_equity{"))
         assert float(line.split()[-1]) == pytest.approx(12_345.0 - fees + upnl, abs=1e-6)
