@@ -130,8 +130,11 @@ def test_generators_reach_what_they_are_for():
     # The kernel alone over a few examples of each generator: refusals of each equity-bound kind,
     # guard-scaled entries and liquidations do occur (otherwise the tests above prove little).
     seen: Counter = Counter()
+    # Always CI's fixed examples, also under GRIDCTL_DEEP (random there: ~13-21 % of memo examples
+    # reach each refusal kind, measured over 150, so 30 could miss one: 100 here).
+    fixed = settings.get_profile("differential-ci")
 
-    @settings(PROFILE, max_examples=30)
+    @settings(fixed, max_examples=100)
     @given(market=long_markets(300, 800), cfg=memo_configs())
     def memo(market, cfg):
         s, v = cfg
@@ -143,7 +146,7 @@ def test_generators_reach_what_they_are_for():
         base = s["grid__base_qty"]
         seen["guarded"] += any(0 < f["qty"] < base * 0.999 for f in led.fills if f["kind"] == 0)
 
-    @settings(PROFILE, max_examples=12)
+    @settings(fixed, max_examples=12)
     @given(market=long_markets(300, 1500, trend=True), cfg=liquidating_configs())
     def liquidation(market, cfg):
         s, v = cfg
