@@ -9,6 +9,8 @@ when they fire). Risk states (highest wins): NORMAL 0, REDUCING 1, COOLDOWN 2, H
 
 from __future__ import annotations
 
+import numpy as np
+
 from engine.accounting import apply_fill_nb, book_lot_nb
 from engine.enums import EventKind, FillKind, Liquidity, Reason, RiskState, Side, hot_kernel, kernel
 from engine.margin import near_liquidation_nb
@@ -33,6 +35,7 @@ from engine.state import (
     S_EQUITY,
     S_ERR_COUNT,
     S_ERRORS,
+    S_FEES,
     S_HALT_TS,
     S_HALTED,
     S_LIQUIDATED,
@@ -41,6 +44,7 @@ from engine.state import (
     S_PEAK,
     S_REDUCING,
     S_SHORT_QTY,
+    S_WALLET,
     SL_LOT_FEE,
     SL_LOT_ON,
     SL_LOT_PRICE,
@@ -109,11 +113,21 @@ def circuit_breaker_bar_nb(st, slots, errs, now, p, ev, cnt, ts):
 
 @kernel
 def close_side_nb(st, slots, side, price, kind, liquidity, ts, p, fills, cnt):
-    """Close all of ``side`` at ``price`` (flatten / liquidation) and drop its lots with their TP/SL."""
+    """Close all of ``side`` at ``price`` (a flatten) and drop its lots with their TP/SL."""
+    close_side_charged_nb(st, slots, side, price, kind, liquidity, np.nan, ts, p, fills, cnt)
+
+
+@kernel
+def close_side_charged_nb(st, slots, side, price, kind, liquidity, charge, ts, p, fills, cnt):
+    """``close_side_nb``; ``charge``, unless NaN, replaces the trading fee (a liquidation's clearance)."""
     q = st[S_LONG_QTY] if side == Side.LONG else st[S_SHORT_QTY]
     fee = 0.0
     if q > 0.0:
         realized, fee = apply_fill_nb(st, side, False, price, q, liquidity, p)
+        if charge == charge:
+            st[S_FEES] += charge - fee
+            st[S_WALLET] -= charge - fee
+            fee = charge
         write_fill_nb(fills, cnt, ts, side, kind, 0, price, q, fee, liquidity, realized)
     for idx in range(slots.shape[1]):
         if slots[side, idx, SL_LOT_ON] != 0.0 and q > 0.0:

@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from market_builders import EIGHT_HOURS, HOUR, T0, configs, make_market, run, strategy, venue
+from market_builders import EIGHT_HOURS, HOUR, LIMITS_OFF, T0, configs, make_market, run, strategy, venue
 from test_differential import assert_same, examples
 
 from engine.enums import EventKind, Reason
@@ -97,11 +97,7 @@ def liquidating_configs(draw):
         grid__base_qty=draw(st.sampled_from([0.05, 0.1, 0.3])),
         exit__sl_steps=draw(st.integers(10, 60)),
         exit__tp_steps=draw(st.integers(3, 10)),
-        risk_management__enable_position_validation=False,
-        risk_management__enable_drawdown_protection=False,
-        risk_management__enable_circuit_breaker=False,
-        position__max_leverage_used=125.0,
-        position__emergency_liquidation_buffer=0.05,
+        **LIMITS_OFF,
         backtest__initial_balance=draw(st.sampled_from([60.0, 120.0, 250.0])),
         rebalance__recenter_trigger_bps=10000.0,
     )
