@@ -29,6 +29,7 @@ from engine.records import (
     EVENT_DTYPE,
     FILL_DTYPE,
     FUNDING_DTYPE,
+    empty_buffers,
     new_counters,
     summarize_states,
 )
@@ -367,3 +368,24 @@ def _run_single(
         params=params,
         meta=meta,
     )
+
+
+def run_summary(
+    market: Any, strategy: StrategyConfig, venue: VenueConfig, detail: Any | None = None
+) -> dict[str, float]:
+    """One run's summary (``engine.records.SUMMARY_FIELDS``) with nothing recorded: no ledgers, no curve.
+
+    The same ``run_bars_nb`` signature as ``run_single`` (what to record is a runtime counter), so it
+    needs no compile of its own; the batch driver is for many sets across the cores.
+    """
+    params = build_params(strategy, venue, market)
+    check_detail_config(strategy, detail)
+    arrays = market_arrays(market)
+    n = arrays.ts.shape[0]
+    det = detail_arrays(market, detail, n)
+    ks = init_state(params.vector)
+    reg = regime_series(arrays, params.vector)
+    cnt = new_counters(record=False, curves=False)
+    run_bars_nb(*_run_bars_args(arrays, det, params, reg, ks, empty_buffers(), cnt, n))
+    row = summarize_states(ks.state[None, :], params.vector[None, :])[0]
+    return {name: float(row[name]) for name in row.dtype.names}

@@ -351,17 +351,22 @@ def path_bracket(
 ) -> dict[str, Any]:
     """The run under every intrabar path rule, next to its configured rule (``summary``).
 
-    The other rules run through the batch driver (summaries only, same detail bars). Each entry has
+    The other rules run one after another (``engine.run.run_summary``: summaries only, same detail
+    bars, the kernel ``run_single`` compiled, so a first backtest compiles nothing more). Each entry has
     ``total_return_pct``, the three drawdowns named for what they measure (daily close, bar close,
     intrabar worst point) and ``n_fills``; ``worst`` / ``best`` take each figure's worst / best over
     the rules (lowest / highest return, highest / lowest drawdowns). No rule brackets the others:
     ``nearer_first`` can lie outside ``high_first`` .. ``low_first``.
     """
-    from engine.batch import run_batch
+    from engine.batch import apply_overrides
+    from engine.run import run_summary
 
     configured = strategy.backtest.intrabar_path
     others = [rule for rule in BRACKET_RULES if rule != configured]
-    rows = run_batch(market, strategy, venue, [{"backtest.intrabar_path": r} for r in others], detail=detail)
+    rows = [
+        run_summary(market, *apply_overrides(strategy, venue, {"backtest.intrabar_path": r}), detail=detail)
+        for r in others
+    ]
 
     def entry(row: Any) -> dict[str, float | int]:
         return {

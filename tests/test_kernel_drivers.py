@@ -18,7 +18,7 @@ from data.market import market_from_arrays
 from engine.batch import apply_overrides, run_batch
 from engine.enums import EventKind, FillKind, Liquidity, RiskState
 from engine.records import SUMMARY_FIELDS
-from engine.run import run_single
+from engine.run import run_single, run_summary
 
 P0 = 10_000.0
 FLAT = (P0, P0, P0, P0)
@@ -130,6 +130,9 @@ def test_batch_summaries_equal_single_runs() -> None:
         single = run_single(market, ss, vv, curves=False).summary
         bad = [k for k in SUMMARY_FIELDS if not same(float(rows[i][k]), single[k])]
         assert not bad, (i, bad)
+        # Records off: the same summary again (what the path bracket runs).
+        quiet = run_summary(market, ss, vv)
+        assert not [k for k in SUMMARY_FIELDS if not same(quiet[k], single[k])], i
     # The sets really differ (the overrides reached the kernels).
     assert len({tuple(r.tolist()) for r in rows}) == len(sets)
     assert rows[6]["halted"] == 1.0 and rows[0]["halted"] == 0.0
