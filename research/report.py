@@ -12,7 +12,6 @@ deepest drawdown survive; fills, ladder rungs, funding and events are drawn in f
 from __future__ import annotations
 
 import html
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -76,19 +75,23 @@ def minmax_indices(values: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> np
         return np.arange(n, dtype=np.int64)
     buckets = max(1, max_points // 4)
     edges = np.linspace(0, n, buckets + 1).astype(np.int64)
-    keep: list[int] = []
-    for lo, hi in itertools.pairwise(edges):
-        if hi <= lo:
-            continue
-        chunk = values[lo:hi]
-        finite = np.isfinite(chunk)
-        picks = [lo, hi - 1]
-        if finite.any():
-            masked_lo = np.where(finite, chunk, np.inf)
-            masked_hi = np.where(finite, chunk, -np.inf)
-            picks += [lo + int(np.argmin(masked_lo)), lo + int(np.argmax(masked_hi))]
-        keep.extend(picks)
-    return np.unique(np.asarray(keep, dtype=np.int64))
+    lo, hi = edges[:-1], edges[1:]
+    keep_bucket = hi > lo
+    lo, hi = lo[keep_bucket], hi[keep_bucket]
+    # Per bucket, in one pass over the whole curve: the first point reaching the bucket's lowest
+    # (highest) finite value, as np.argmin / np.argmax would pick it; buckets without a finite value
+    # keep only their first and last point.
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    bucket = np.repeat(np.arange(lo.size), hi - lo)
+    picks = [lo, hi - 1]
+    for fill, reduce in ((np.inf, np.minimum), (-np.inf, np.maximum)):
+        masked = np.where(finite, values, fill)
+        extreme = reduce.reduceat(masked, lo)
+        hit = np.flatnonzero((masked == extreme[bucket]) & finite)
+        owner = bucket[hit]
+        picks.append(hit[np.concatenate(([True], owner[1:] != owner[:-1]))] if hit.size else hit)
+    return np.unique(np.concatenate(picks).astype(np.int64))
 
 
 def _runs(values: np.ndarray) -> list[tuple[int, int]]:
