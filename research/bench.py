@@ -246,6 +246,9 @@ def startup_bench(
         out["cached_start_s"] = run_child([sys.executable, "-c", _PROBE], env)[0]
         progress("start-up: gridctl backtest twice, empty then filled numba cache (compiles) ...")
         env = _child_env(root / "numba-backtest")
+        # An empty data folder: the first backtest generates the sample into it, as after an install
+        # (gridctl refuses a --data folder that does not exist).
+        (root / "data").mkdir()
         backtest = [*gridctl, "backtest", "--data", str(root / "data")]
         first, second = run_child(backtest, env), run_child(backtest, env)
         out["backtest_first_s"], out["backtest_first_rss_mb"], out["backtest_first_cpu_s"] = first

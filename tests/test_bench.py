@@ -84,6 +84,10 @@ def test_startup_bench_runs_each_probe_in_fresh_processes_with_its_own_numba_cac
     def fake_child(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
         cache = Path(env["NUMBA_CACHE_DIR"])
         calls.append((cmd, str(cache)))
+        if "sample" in cmd:  # what `gridctl data sample --data-dir DIR` leaves behind
+            Path(cmd[cmd.index("--data-dir") + 1]).mkdir(parents=True)
+        if "backtest" in cmd:  # gridctl refuses a --data folder that does not exist
+            assert Path(cmd[cmd.index("--data") + 1]).is_dir(), cmd
         # An empty cache directory means a cold start: report it as slower and bigger.
         cold = not cache.exists() or not any(cache.iterdir())
         cache.mkdir(parents=True, exist_ok=True)
