@@ -150,6 +150,10 @@ def fill_slot_nb(st, slots, errs, side, idx, rank, price, liquidity, ts, p, br, 
     st[S_DIRTY] = 1.0
 
 
+#: After a liquidation's charges, an equity within this fraction of the liquidated notional of 0 is 0.
+LIQ_ZERO_REL = 1e-9
+
+
 @kernel
 def liquidate_nb(st, slots, price, ts, p, br, fills, ev, cnt):
     """Exchange liquidation at ``price``: both sides closed as taker, entries cancelled, run over.
@@ -166,22 +170,20 @@ def liquidate_nb(st, slots, price, ts, p, br, fills, ev, cnt):
             slots[side, idx, SL_ORD_ON] = 0.0
     rate = p[P_LIQ_CLEARANCE_FEE]
     left = max(equity, 0.0)
-    emptied = False
+    zero = LIQ_ZERO_REL * (st[S_LONG_QTY] + st[S_SHORT_QTY]) * price
     for side in range(2):
         notional = _side_qty(st, side) * price
         charge = 0.0
         if notional > 0.0:
             charge = rate * notional if rate == rate else maint_margin_nb(br, notional)
-            charge = max(charge, 0.0)
-            if charge >= left:
-                charge = left
-                emptied = equity > 0.0  # a bankrupt gap (equity <= 0) keeps its negative wallet
+            charge = min(max(charge, 0.0), left)
             left -= charge
         kind, liq = FillKind.LIQUIDATION, Liquidity.TAKER
         close_side_charged_nb(st, slots, side, price, kind, liq, charge, ts, p, fills, cnt)
-    if emptied:
-        # The charges took all the equity: the account holds exactly 0, not float noise around it
-        # (the residual goes to the last clearance charge, in the state and in its ledger row).
+    if left <= zero and equity > -zero:
+        # What is left is float noise around 0 (at the liquidation price equity equals the maintenance
+        # margin): the account holds exactly 0. The residual goes to the last clearance charge, in the
+        # state and in its ledger row. A gap past bankruptcy keeps its negative wallet.
         resid = st[S_WALLET]
         st[S_WALLET] = 0.0
         st[S_FEES] += resid

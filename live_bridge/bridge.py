@@ -85,34 +85,48 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
+#: The bar feed counts as stale (entries paused) when no bar closed for this many bar lengths.
+STALE_AFTER_BARS = 2
+
+
 @dataclass
 class BridgeOptions:
-    """Per-run settings that are not strategy/venue config: mode, run id, staleness."""
+    """Per-run settings: mode, run id and the strategy's execution fields (``cli._options``)."""
 
     mode: str  # paper | live | replay
     run_id: str
-    stale_after_ms: int | None = None  # default: two bars
     maker_only: bool = True
     price_tol_bps: float = 1.0
     qty_tol_pct: float = 1.0
     post_only_retries: bool = True
     retry_delay_ms: int = 100
-    journal_every_bar: bool = True
+
+
+def _quantiles(samples: list[float]) -> dict[str, Any]:
+    s = sorted(samples)
+    if not s:
+        return {"n": 0, "median_ms": None, "p99_ms": None, "max_ms": None}
+    p99 = s[min(len(s) - 1, math.ceil(0.99 * len(s)) - 1)]
+    return {"n": len(s), "median_ms": statistics.median(s), "p99_ms": p99, "max_ms": s[-1]}
 
 
 @dataclass
 class Latency:
+    """Bar received -> orders sent, per bar, and where that time went (``phases``, ms per bar)."""
+
     samples_ms: list[float] = field(default_factory=list)
+    phases: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, ms: float) -> None:
         self.samples_ms.append(ms)
 
-    def summary(self) -> dict[str, float | None]:
-        s = sorted(self.samples_ms)
-        if not s:
-            return {"n": 0, "median_ms": None, "p99_ms": None, "max_ms": None}
-        p99 = s[min(len(s) - 1, math.ceil(0.99 * len(s)) - 1)]
-        return {"n": len(s), "median_ms": statistics.median(s), "p99_ms": p99, "max_ms": s[-1]}
+    def phase(self, name: str, ms: float) -> None:
+        self.phases.setdefault(name, []).append(ms)
+
+    def summary(self) -> dict[str, Any]:
+        out = _quantiles(self.samples_ms)
+        out["phases"] = {name: _quantiles(v) for name, v in self.phases.items()}
+        return out
 
 
 class Bridge:
@@ -151,6 +165,7 @@ class Bridge:
         self.errors: Counter[str] = Counter()
         self.latency = Latency()
         self.fills_cursor: int | None = None
+        self.account: gw.Account | None = None  # live: the last exchange account read
         self.open_orders: list[gw.OpenOrder] = []
         self._orders_unknown = True  # no exchange read yet: the first sync reads the open orders
         self.deferred = 0
@@ -158,7 +173,9 @@ class Bridge:
         self.last_bar_close_ms: int | None = None
         self.log: list[str] = []
         self._booked_flatten: set[str] = set()
-        self.stale_after_ms = options.stale_after_ms or 2 * session.bar_ms
+        self._retries: list[WantedOrder] = []  # post-only rejected entries waiting for their retries
+        self._retried_ms: float | None = None
+        self.stale_after_ms = STALE_AFTER_BARS * session.bar_ms
         self.publish()
 
     # --- state the ops API and metrics see
@@ -204,7 +221,7 @@ class Bridge:
                 result.update(ok=False, error=str(err))
             self._note("ops", str(result))
             done.append(result)
-        self.ops.applied.extend(done)
+        self.ops.record(done)
         if done:
             self.publish()
         return done
@@ -215,7 +232,12 @@ class Bridge:
             self.sync_orders()
 
     def flatten(self) -> None:
-        """Cancel entries and close both sides: paper at the last close, live with market orders."""
+        """Cancel entries and close both sides: paper at the last close, live with market orders.
+
+        Live: entries are cancelled first, then both positions are closed with market orders; their
+        fills are booked at once and the lots' TP/SL (now without a position) are cancelled. A close
+        that did not go through leaves its lots and their exits in place.
+        """
         ts = self.s.last_ts or self.now_ms()
         if self.o.mode != "live":
             self.s.paper_flatten(ts)
@@ -223,6 +245,8 @@ class Bridge:
         self.s.block_entries()
         self.sync_orders()
         self._send_flatten(booked=False)
+        self.sync_fills()
+        self.sync_orders()
 
     def _send_flatten(self, booked: bool) -> None:
         assert self.gw is not None
@@ -269,7 +293,9 @@ class Bridge:
 
     def _check_funding(self, bar: ClosedBar) -> None:
         book = self.s.funding
-        if not book.ts:
+        if bar.funding_problem:
+            self.set_input_health("funding", bar.funding_problem)
+        elif not book.ts:
             self.set_input_health("funding", "no settled funding rate known")
         elif bar.next_funding_ms is None:
             self.set_input_health("funding", "next funding settlement time unknown")
@@ -294,35 +320,50 @@ class Bridge:
             # Critical path: book the fills, decide, send. The open-order view is the last exchange read
             # kept current with our own placements, cancels and fills; it and the margin figure are
             # read again after the orders went out (for the next bar).
+            lat, t1 = self.latency, time.perf_counter()
+            lat.phase("before", (t1 - t0) * 1000.0)
             self.sync_fills()
+            t2 = time.perf_counter()
+            lat.phase("fills", (t2 - t1) * 1000.0)
             halted_before = self.s.state[S_HALTED] != 0.0
             self.s.step_live(bar.ts, bar.open, bar.high, bar.low, bar.close, self.entries_allowed)
-            self.sync_orders(refresh=self._orders_unknown)
+            t3 = time.perf_counter()
+            lat.phase("engine", (t3 - t2) * 1000.0)
+            self.sync_orders(refresh=self._orders_unknown, defer_retries=True)
             if self.s.state[S_HALTED] != 0.0 and not halted_before:
                 self._note("halt", "drawdown halt: closing both sides on the exchange")
                 self._send_flatten(booked=True)
-            self.latency.add((time.perf_counter() - t0) * 1000.0)
+            t4 = time.perf_counter()
+            lat.phase("orders", (t4 - t3) * 1000.0)
+            lat.add((t4 - t0) * 1000.0)
+            self.run_retries()
+            if self._retried_ms is not None:
+                lat.phase("retries", self._retried_ms)
             self.refresh_orders()
-            self._check_margin()
+            self.read_account()
         else:
             self.s.step_paper(bar.ts, bar.open, bar.high, bar.low, bar.close)
             if not self.entries_allowed:
                 self.s.block_entries()
             self.latency.add((time.perf_counter() - t0) * 1000.0)
-        if self.journal is not None and self.o.journal_every_bar:
+        if self.journal is not None:
             self.journal.save_bar(
                 self.s, {"operator_paused": self.operator_paused, "fills_cursor": self.fills_cursor}
             )
         if self.o.mode != "replay" or self.ops is not None:
             self.publish()
 
-    def _check_margin(self) -> None:
+    def read_account(self) -> None:
+        """Read the exchange account (live): the figures the status and metrics report, and the margin
+        input of the fail-closed check (unreadable or no margin ratio pauses entries)."""
         assert self.gw is not None
         try:
             acct = self.gw.account(self.s.symbol)
         except gw.GatewayError as err:
+            self.account = None
             self.set_input_health("margin", f"account unreadable: {err}")
             return
+        self.account = acct
         if acct.margin_ratio is None or not math.isfinite(acct.margin_ratio):
             self.set_input_health("margin", "exchange reports no margin ratio")
         else:
@@ -345,7 +386,9 @@ class Bridge:
             else (self.s.last_ts or self.now_ms()) - 86_400_000
         )
         try:
-            fills = self.gw.fills_since(self.s.symbol, since)
+            # the bridge's clock is the exchange's (offset measured at the feed's time read this bar);
+            # a margin of one bar covers drift, the exchange only has trades up to its own now
+            fills = self.gw.fills_since(self.s.symbol, since, self.now_ms() + self.s.bar_ms)
         except gw.GatewayError as err:
             self._error("fills", err)
             return 0
@@ -419,11 +462,12 @@ class Bridge:
         self._orders_unknown = False
         return True
 
-    def sync_orders(self, refresh: bool = True) -> None:
+    def sync_orders(self, refresh: bool = True, defer_retries: bool = False) -> None:
         """Send the diff between the slot array and the open orders (rate limited).
 
         ``refresh`` reads the exchange's open orders first; otherwise the local view is used (the last
-        read, updated with every placement, cancel and completed fill since).
+        read, updated with every placement, cancel and completed fill since). ``defer_retries`` leaves
+        post-only retries to the caller's ``run_retries`` (the bar loop: after the latency sample).
         """
         assert self.gw is not None
         if refresh and not self.refresh_orders():
@@ -453,9 +497,12 @@ class Bridge:
             if not self.limiter.take():
                 plan.deferred.append(want)
                 continue
-            self._place_wanted(want)
+            if self._place_wanted(want):
+                self._retries.append(want)
         self.deferred += len(plan.deferred)
         self.last_deferred = [w.key for w in plan.deferred]
+        if not defer_retries:
+            self.run_retries()
 
     def _request(self, want: WantedOrder, cid: str, price: float) -> gw.OrderRequest:
         """The exchange request; price and qty snapped to the venue's tick / step (kernel floats drift)."""
@@ -504,34 +551,60 @@ class Bridge:
             self.journal.order_status(req.client_id, "open", self.now_ms(), o.exchange_id)
         return True
 
-    def _place_wanted(self, want: WantedOrder) -> None:
-        p0 = want.price
+    def _place_wanted(self, want: WantedOrder) -> bool:
+        """First attempt; True when a post-only rejection left a retry to make (``run_retries``)."""
         cid = encode_client_id(self.o.run_id, want.side, want.level, want.kind, self._seq())
         try:
-            self._place(self._request(want, cid, p0), want)
-            return
+            self._place(self._request(want, cid, want.price), want)
+            return False
         except gw.PostOnlyRejected as err:
             self._error("post_only", err)
-        idx = want.level - 1
-        vec = self.s.vec
         if want.kind == "entry" and self.o.post_only_retries:
-            tick = vec[P_TICK]
-            for j in range(1, int(vec[P_RETRY_ATTEMPTS]) + 1):
-                pj = p0 - j * tick if want.side == Side.LONG else p0 + j * tick
-                if abs(pj - p0) / p0 * 1e4 > vec[P_RETRY_MAX_DEV_BPS]:
-                    self._note("retry-limit", f"{want.key} deviation beyond the limit at retry {j}")
-                    break
-                self.sleep(self.o.retry_delay_ms / 1000.0)
-                cid = encode_client_id(self.o.run_id, want.side, want.level, want.kind, self._seq())
-                try:
-                    if self._place(self._request(want, cid, pj), want):
-                        self.s.slots[want.side, idx, SL_ORD_PRICE] = pj
-                    return
-                except gw.PostOnlyRejected as err:
-                    self._error("post_only", err)
+            return True
+        self._give_up(want)
+        return False
+
+    def _give_up(self, want: WantedOrder) -> None:
         if want.kind == "entry":
-            self.s.slots[want.side, idx, SL_ORD_ON] = 0.0
+            self.s.slots[want.side, want.level - 1, SL_ORD_ON] = 0.0
             self.s.state[S_DIRTY] = 1.0
+
+    def run_retries(self) -> None:
+        """Post-only retries of this bar's rejected entries, ``retry_delay_ms`` apart.
+
+        They run after every first attempt went out, so one rejection's waits do not hold back the
+        bar's other orders. An entry the slot array no longer wants (paused meanwhile) is dropped.
+        """
+        pending, self._retries = self._retries, []
+        self._retried_ms = None
+        if not pending:
+            return
+        t0 = time.perf_counter()
+        for want in pending:
+            s = self.s.slots[want.side, want.level - 1]
+            if not self.entries_allowed or s[SL_ORD_ON] == 0.0 or s[SL_ORD_PRICE] != want.price:
+                continue
+            self._retry(want)
+        self._retried_ms = (time.perf_counter() - t0) * 1000.0
+
+    def _retry(self, want: WantedOrder) -> None:
+        """Retry j = 1.. ``retry_attempts`` one tick further from the market, within the deviation bound."""
+        p0, vec = want.price, self.s.vec
+        tick = vec[P_TICK]
+        for j in range(1, int(vec[P_RETRY_ATTEMPTS]) + 1):
+            pj = p0 - j * tick if want.side == Side.LONG else p0 + j * tick
+            if abs(pj - p0) / p0 * 1e4 > vec[P_RETRY_MAX_DEV_BPS]:
+                self._note("retry-limit", f"{want.key} deviation beyond the limit at retry {j}")
+                break
+            self.sleep(self.o.retry_delay_ms / 1000.0)
+            cid = encode_client_id(self.o.run_id, want.side, want.level, want.kind, self._seq())
+            try:
+                if self._place(self._request(want, cid, pj), want):
+                    self.s.slots[want.side, want.level - 1, SL_ORD_PRICE] = pj
+                return
+            except gw.PostOnlyRejected as err:
+                self._error("post_only", err)
+        self._give_up(want)
 
     # --- snapshot for the ops API / metrics
 
@@ -562,6 +635,25 @@ class Bridge:
             ):
                 snap[k] = None
                 unknown[k] = "no bar processed yet"
+        if self.o.mode == "live":
+            # Live: the account figures are the exchange's, not the engine's model of them (kept under
+            # "engine" for comparison). Realized PnL stays the engine's: it books the exchange's fills.
+            snap["engine"] = {
+                k: snap[k] for k in ("equity", "wallet_balance", "unrealized_pnl", "margin_ratio")
+            }
+            acct = self.account
+            if acct is None:
+                why = self.fail_reasons.get("margin", "no account read yet")
+                for k in ("equity", "wallet_balance", "unrealized_pnl", "margin_ratio"):
+                    snap[k] = None
+                    unknown[k] = why
+            else:
+                snap["equity"] = acct.equity
+                snap["wallet_balance"] = acct.wallet_balance
+                snap["unrealized_pnl"] = sum(p.unrealized_pnl for p in acct.positions.values())
+                snap["margin_ratio"] = acct.margin_ratio
+                if acct.margin_ratio is None:
+                    unknown["margin_ratio"] = "exchange reports no margin ratio"
         if "margin" in self.fail_reasons:
             snap["margin_ratio"] = None
             unknown["margin_ratio"] = self.fail_reasons["margin"]
@@ -587,8 +679,14 @@ class Bridge:
                 unknown["funding_projected_cost"] = "no close price yet"
         snap["next_funding_ms"] = book.next_ts
         if self.o.mode == "live":
-            snap["open_orders"] = len(self.open_orders)
-            snap["orders"] = [o.__dict__ for o in self.open_orders]
+            mine = [
+                o
+                for o in self.open_orders
+                if (p := parse_client_id(o.client_id)) and p.run_id == self.o.run_id
+            ]
+            snap["open_orders"] = len(mine)
+            snap["foreign_open_orders"] = len(self.open_orders) - len(mine)  # on the symbol, never touched
+            snap["orders"] = [o.__dict__ for o in mine]
         else:
             snap["open_orders"] = len(desired_orders(slots, self.o.maker_only))
             snap["orders"] = [w.__dict__ for w in desired_orders(slots, self.o.maker_only)]
@@ -648,6 +746,7 @@ class Bridge:
         snap["orders_deferred"] = self.deferred
         snap["latency"] = self.latency.summary()
         snap["bars"] = self.s.n
+        snap["commands"] = list(self.ops.applied) if self.ops is not None else []
         snap["unknown"] = unknown
         return snap
 

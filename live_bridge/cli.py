@@ -170,11 +170,20 @@ def live(
         int | None,
         typer.Option("--max-bars", help="Stop after this many live bars (default: run until Ctrl-C)."),
     ] = None,
+    poll_s: Annotated[
+        float,
+        typer.Option(
+            "--poll-s",
+            help="Longest wait between two polls of the exchange (s); polls are aimed at each bar's close.",
+        ),
+    ] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result / readiness as JSON.")] = False,
 ) -> None:
     """Run the live bridge: --paper (simulated fills), --live (real orders), or --paper --replay PATH."""
     if paper == live_mode:
         raise GridctlError("choose exactly one of --paper and --live")
+    if not poll_s > 0:
+        raise GridctlError(f"--poll-s must be a positive number of seconds, got {poll_s}")
     if replay is not None and live_mode:
         raise GridctlError("--replay works with --paper only (a replay never sends orders)")
     if out is not None and replay is None:
@@ -203,6 +212,7 @@ def live(
         max_skew_ms,
         max_bars,
         as_json,
+        poll_s,
     )
 
 
@@ -269,6 +279,7 @@ def _run_exchange(
     max_skew_ms: int,
     max_bars: int | None,
     as_json: bool,
+    poll_s: float = 1.0,
 ) -> None:
     from live_bridge.runner import prepare, run_loop
 
@@ -298,9 +309,14 @@ def _run_exchange(
     except GridctlError:
         ctx.close()
         raise
-    typer.echo(f"gridctl live --{mode}: run {ctx.bridge.o.run_id}, ops API on {ctx.ops_url}", err=True)
+    how = "new run"
+    if ctx.restarted:
+        how = "restarted from the journal" + (", reconciled with the exchange" if mode == "live" else "")
+    typer.echo(
+        f"gridctl live --{mode}: run {ctx.bridge.o.run_id} ({how}), ops API on {ctx.ops_url}", err=True
+    )
     try:
-        run_loop(ctx, max_bars=max_bars)
+        run_loop(ctx, max_bars=max_bars, poll_s=poll_s)
     except KeyboardInterrupt:
         typer.echo("stopped (Ctrl-C); the journal holds the state for a restart", err=True)
     finally:

@@ -22,7 +22,8 @@ placed or listed and asks the exchange (one ``GET /fapi/v1/order``) for ids it h
 
 The gateway never retries: every failure is raised as a gateway error and the bridge decides (a
 ``place`` that raised ``ExchangeUnavailable`` may have reached the exchange: ask ``open_orders``).
-Requests are serialized (one at a time per gateway), so the bar loop and the ops API may share one.
+Requests are serialized (one at a time per gateway), so threads may share one (the ops API does not
+call the gateway: its commands are applied by the bar loop).
 
 Symbols may be given as the venue file writes them (``BTCUSDT-PERP``), as ccxt unified symbols
 (``BTC/USDT:USDT``) or as exchange ids (``BTCUSDT``).
@@ -655,10 +656,14 @@ class CcxtGateway:
         return self._client_ids[order_id]
 
     @_fail_closed
-    def fills_since(self, symbol: str, since_ms: int) -> list[Fill]:
-        """User trades at or after ``since_ms``, oldest first (paged by 7-day windows and 1000 rows)."""
+    def fills_since(self, symbol: str, since_ms: int, now_ms: int | None = None) -> list[Fill]:
+        """User trades at or after ``since_ms``, oldest first (paged by 7-day windows and 1000 rows).
+
+        ``now_ms``: the caller's estimate of the exchange clock (saves a time request on the bar's
+        critical path); None asks the exchange.
+        """
         unified = self._unified(symbol)
-        now = self.server_time_ms()
+        now = self.server_time_ms() if now_ms is None else int(now_ms)
         seen: dict[str, dict[str, Any]] = {}
         cursor = since_ms
         while cursor <= now:

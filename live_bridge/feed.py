@@ -12,19 +12,33 @@ history, premium index). The venue's stream settings map onto this connection as
 * ``websocket.max_reconnect_attempts`` - consecutive failed attempts after which the feed is
   declared down: the bridge pauses new entries (fail closed) and says so on the ops API and metrics;
   the feed keeps trying every ``reconnect_timeout`` and the pause lifts with the first good answer.
+
+A premium index older than ``PREMIUM_MAX_AGE_BARS`` bars at a poll (the exchange stopped updating it)
+marks the bar's funding input as stale: the bridge pauses new entries until it is current again.
+
+Start-up checks do not wait that long: ``retry_policy`` swaps in a short budget for their duration
+(``live_bridge.readiness.READY_*``), so an unreachable exchange fails the readiness checklist in seconds.
+A failure names the host:port and the cause (connection refused, timeout, HTTP status, ...).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from configs.errors import GridctlError
 from configs.schema import VenueConfig
+from data.download import classify
 from data.timeframes import timeframe_ms
 from live_bridge.replay import ClosedBar
+
+#: The premium index (next settlement time, mark) must be at most this many bar lengths old at a poll;
+#: older, the funding input counts as stale and new entries pause (Binance refreshes it every few seconds).
+PREMIUM_MAX_AGE_BARS = 2
 
 
 class FeedDown(GridctlError):  # noqa: N818 - reads as a state
@@ -33,11 +47,10 @@ class FeedDown(GridctlError):  # noqa: N818 - reads as a state
 
 @dataclass
 class FeedHealth:
+    """Whether the last request got an answer, and the last failure (named in FeedDown)."""
+
     up: bool = True
-    consecutive_failures: int = 0
     last_error: str = ""
-    pings: int = 0
-    reconnect_waits: int = 0
 
 
 class ExchangeFeed:
@@ -86,6 +99,24 @@ class ExchangeFeed:
 
     # --- connection policy
 
+    @property
+    def host(self) -> str:
+        """host:port of the futures API the feed polls (for failure messages)."""
+        urls = self.client.urls.get("api", {}) if isinstance(self.client.urls, dict) else {}
+        url = urls.get("fapiPublic") if isinstance(urls, dict) else urls
+        return urlsplit(url).netloc if isinstance(url, str) and urlsplit(url).netloc else str(self.client.id)
+
+    @contextmanager
+    def retry_policy(self, retries: int, wait_s: float, timeout_s: float) -> Iterator[ExchangeFeed]:
+        """In the block: ``retries`` retries ``wait_s`` apart, ``timeout_s`` per request; restored after."""
+        saved = (self.max_attempts, self.reconnect_wait_s, self.client.timeout)
+        self.max_attempts, self.reconnect_wait_s = int(retries), float(wait_s)
+        self.client.timeout = int(timeout_s * 1000)
+        try:
+            yield self
+        finally:
+            self.max_attempts, self.reconnect_wait_s, self.client.timeout = saved
+
     def call(self, what: str, fn: Callable[[], Any]) -> Any:
         """Run one request; on failure wait ``reconnect_wait_s`` and retry, up to ``max_attempts`` retries."""
         attempt = 0
@@ -93,19 +124,17 @@ class ExchangeFeed:
             try:
                 out = fn()
             except Exception as err:  # ccxt raises many kinds; all mean "no answer"
-                self.health.consecutive_failures += 1
-                self.health.last_error = f"{what}: {type(err).__name__}: {str(err)[:200]}"
+                failure = classify(err, self.host, self.client.timeout / 1000.0)
+                self.health.last_error = f"{what}: {failure.describe()}"
                 if attempt >= self.max_attempts:
                     self.health.up = False
                     raise FeedDown(
                         f"bar feed down after {attempt + 1} failed attempts ({self.health.last_error})"
                     ) from None
                 attempt += 1
-                self.health.reconnect_waits += 1
                 self._sleep(self.reconnect_wait_s)
                 continue
             self.health.up = True
-            self.health.consecutive_failures = 0
             return out
 
     def server_time_ms(self) -> int:
@@ -120,7 +149,6 @@ class ExchangeFeed:
         if now - self._last_ping < self.ping_interval_s:
             return self.health.up
         self._last_ping = now
-        self.health.pings += 1
         try:
             self.server_time_ms()
         except FeedDown:
@@ -183,11 +211,28 @@ class ExchangeFeed:
             out.append((t, float(r["fundingRate"]), m))
         return out
 
-    def next_funding_ms(self) -> int | None:
-        """The next settlement time from the premium index; None when the exchange gives none."""
+    def premium(self) -> tuple[int | None, int | None]:
+        """(next settlement time, the premium index snapshot's own time) from the exchange; None if absent."""
         info = self.call("premiumIndex", lambda: self.client.fetch_funding_rate(self.symbol))
         nxt = info.get("nextFundingTimestamp") or info.get("fundingTimestamp")
-        return int(nxt) if nxt else None
+        stamp = info.get("timestamp")
+        return (int(nxt) if nxt else None), (int(stamp) if stamp else None)
+
+    def next_funding_ms(self) -> int | None:
+        """The next settlement time from the premium index; None when the exchange gives none."""
+        return self.premium()[0]
+
+    def premium_problem(self, stamp: int | None, now_ms: int) -> str | None:
+        """Why a premium index snapshot taken at ``stamp`` is not current at ``now_ms`` (None: it is)."""
+        limit = PREMIUM_MAX_AGE_BARS * self.bar_ms
+        if stamp is None:
+            return "the premium index carries no time (next settlement unverifiable)"
+        if now_ms - stamp > limit:
+            return (
+                f"premium index stale: its snapshot is {(now_ms - stamp) / 1000:.0f} s old "
+                f"(limit {limit / 1000:.0f} s)"
+            )
+        return None
 
     def poll(self) -> list[ClosedBar]:
         """New closed bars since the last one delivered, each with the funding known at its close."""
@@ -203,7 +248,8 @@ class ExchangeFeed:
             return []
         lookback = self._last_settled + 1 if self._last_settled is not None else bars[0][0] - 3 * 86_400_000
         settled = self.funding_settled(lookback, now)
-        nxt = self.next_funding_ms()
+        nxt, stamp = self.premium()
+        problem = self.premium_problem(stamp, now)
         out = []
         for t, o, h, lo, c in bars:
             close = t + self.bar_ms
@@ -215,6 +261,6 @@ class ExchangeFeed:
             if mine:
                 self._last_settled = mine[-1][0]
             later = [s[0] for s in settled if s[0] > close]
-            out.append(ClosedBar(t, o, h, lo, c, mine, later[0] if later else nxt))
+            out.append(ClosedBar(t, o, h, lo, c, mine, later[0] if later else nxt, problem))
         self.last_ts = bars[-1][0]
         return out

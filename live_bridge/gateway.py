@@ -1,7 +1,12 @@
 """The exchange contract the live bridge codes against: value types, errors and the ``Gateway`` protocol.
 
-Everything the bar loop needs from a venue goes through :class:`Gateway`; ``live_bridge.exchange``
-implements it over the real ccxt client. Quantities are base-asset amounts, prices quote per base,
+The account side of the bar loop (orders, fills, positions, balances, account settings) goes through
+:class:`Gateway`; ``live_bridge.exchange`` implements it over the real ccxt client. Market data (closed
+bars, funding settlements, the premium index) comes from ``live_bridge.feed.ExchangeFeed``, which paper
+mode uses without credentials; the gateway's ``closed_bars``, ``funding`` and
+``funding_payments_since`` are not called by the bridge yet (tested against the emulator only).
+
+Quantities are base-asset amounts, prices quote per base,
 timestamps epoch milliseconds (UTC). Sides are lower-case ``buy``/``sell``; position sides are
 ``LONG``/``SHORT`` (hedge mode). ``client_id`` is the order id the bridge chooses (Binance
 ``newClientOrderId``), so orders can be matched to grid slots after a restart.
@@ -210,8 +215,8 @@ class Gateway(Protocol):
         """Cancel by client id; an unknown (already gone) order is not an error."""
         ...
 
-    def fills_since(self, symbol: str, since_ms: int) -> list[Fill]:
-        """Executions at or after ``since_ms``, oldest first."""
+    def fills_since(self, symbol: str, since_ms: int, now_ms: int | None = None) -> list[Fill]:
+        """Executions at or after ``since_ms``, oldest first (``now_ms``: exchange time, if known)."""
         ...
 
     def funding_payments_since(self, symbol: str, since_ms: int) -> list[tuple[int, float]]:

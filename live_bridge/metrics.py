@@ -1,8 +1,9 @@
 """Prometheus metrics of a running bridge, read at scrape time from the bar loop's last status snapshot.
 
-Every gauge carries a ``reason`` label: empty when the value is known, else the reason it is not
-(``no bar yet``, ``margin unreadable``, ...) with the value NaN. A value the bridge does not know is
-never exported as 0.
+Live, equity / wallet balance / unrealized PnL / margin ratio are the exchange account's (read after
+every bar); paper and replay report the engine's simulated account. Every gauge carries a ``reason``
+label: empty when the value is known, else the reason it is not (``no bar yet``, ``margin
+unreadable``, ...) with the value NaN. A value the bridge does not know is never exported as 0.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ GAUGES: tuple[tuple[str, str, str], ...] = (
     (
         "gridctl_open_orders",
         "open_orders",
-        "Open orders of this bridge on the venue (simulated in paper mode).",
+        "Open orders of this bridge's run on the venue (others' orders excluded; simulated in paper mode).",
     ),
     (
         "gridctl_trading_state",

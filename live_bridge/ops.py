@@ -1,7 +1,8 @@
 """Ops API: FastAPI on uvicorn, bound to 127.0.0.1, every route behind a bearer token except /metrics.
 
-Routes: ``GET /health``, ``GET /status`` (state, positions, ladder, open orders, gates), ``POST /throttle``
-``{"value": x}``, ``POST /pause``, ``POST /resume``, ``POST /flatten``, ``GET /metrics`` (Prometheus).
+Routes: ``GET /health``, ``GET /status`` (state, positions, ladder, open orders, gates, the results
+of applied commands), ``POST /throttle`` ``{"value": x}``, ``POST /pause``, ``POST /resume``,
+``POST /flatten``, ``GET /metrics`` (Prometheus).
 The API thread never touches the engine: reads come from the snapshot the bar loop publishes after
 each bar, and each mutation is validated here (throttle through ``engine.throttle.set_throttle`` on a
 scratch state) and then queued; the bar loop applies queued commands between bars
@@ -16,7 +17,7 @@ import queue
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,8 @@ from engine.state import N_STATE
 from engine.throttle import set_throttle
 from live_bridge.metrics import CONTENT_TYPE, metrics_registry, render
 
+APPLIED_KEPT = 50
+
 
 @dataclass(frozen=True)
 class Command:
@@ -37,7 +40,6 @@ class Command:
     id: int
     kind: str
     value: float | None = None
-    queued_at: float = field(default_factory=time.time)
 
 
 class OpsState:
@@ -48,7 +50,8 @@ class OpsState:
         self._snapshot: dict[str, Any] = {"state": "starting", "unknown": {}}
         self.commands: queue.Queue[Command] = queue.Queue()
         self._ids = itertools.count(1)
-        self.applied: list[dict[str, Any]] = []  # results of applied commands (the bar loop appends)
+        # results of the last APPLIED_KEPT applied commands (the bar loop appends; /status shows them)
+        self.applied: list[dict[str, Any]] = []
 
     def publish(self, snapshot: dict[str, Any]) -> None:
         with self._lock:
@@ -62,6 +65,12 @@ class OpsState:
         cmd = Command(next(self._ids), kind, value)
         self.commands.put(cmd)
         return cmd
+
+    def record(self, results: list[dict[str, Any]]) -> None:
+        """Keep the results of applied commands (the last ``APPLIED_KEPT``)."""
+        with self._lock:
+            self.applied.extend(results)
+            del self.applied[:-APPLIED_KEPT]
 
     def drain(self) -> list[Command]:
         out: list[Command] = []

@@ -18,6 +18,14 @@ from typing import Any
 
 from configs.errors import GridctlError
 
+#: Start-up checks against the exchange get their own short budget, not the bar feed's reconnect policy
+#: (``websocket.reconnect_timeout`` x ``max_reconnect_attempts``, minutes with the shipped venue files):
+#: each request may take READY_TIMEOUT_S, a failed one is retried READY_RETRIES times READY_RETRY_WAIT_S
+#: apart. An unreachable exchange fails the checklist in (1 + 1) x 3 s + 0.5 s at most.
+READY_TIMEOUT_S = 3.0
+READY_RETRIES = 1
+READY_RETRY_WAIT_S = 0.5
+
 
 @dataclass
 class Checklist:

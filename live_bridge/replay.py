@@ -29,6 +29,7 @@ class ClosedBar:
     close: float
     settled: list[tuple[int, float, float]]  # settlements revealed at this close: (time, rate, mark)
     next_funding_ms: int | None
+    funding_problem: str | None = None  # live feed: why its funding input cannot be trusted (fail closed)
 
 
 class ReplayFeed:

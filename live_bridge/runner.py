@@ -1,8 +1,9 @@
 """Start-up (readiness, warm-up or restart + reconcile) and the polling loop of `gridctl live`.
 
 ``prepare`` builds the session, feed, gateway, journal and ops server and runs every readiness item
-(all of them, so the message lists every failure). ``run_loop`` polls the feed and feeds each closed
-bar to ``Bridge.on_bar``; between bars it applies ops commands, pings the feed and checks staleness.
+(all of them, so the message lists every failure). ``run_loop`` polls the feed (aimed at each bar's close,
+``poll_wait_s``) and feeds each closed bar to ``Bridge.on_bar``; between bars it applies ops commands,
+pings the feed and checks staleness.
 The bridge's clock is the exchange's: local time plus the offset measured at each server-time read.
 """
 
@@ -14,7 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from configs.errors import GridctlError
+from engine.state import SL_ORD_ON, SL_ORD_PRICE, SL_ORD_QTY
+from live_bridge import readiness
 from live_bridge.bridge import Bridge
 from live_bridge.feed import ExchangeFeed, FeedDown
 from live_bridge.journal import Journal
@@ -63,8 +68,10 @@ def default_journal(mode: str, symbol: str, timeframe: str) -> Path:
     return default_data_dir() / "live" / f"{mode}_{symbol_key(symbol)}_{timeframe}.sqlite"
 
 
-def make_gateway(venue: Any, api_url: str | None, testnet: bool) -> Any:
-    """live-venue's ccxt gateway for ``venue`` (credentials from its env-var references)."""
+def make_gateway(venue: Any, api_url: str | None) -> Any:
+    """The ccxt gateway for ``venue`` (credentials from its env-var references; ``api_url`` replaces
+    every API host). Testnet or production follows ``venue.api.testnet`` (``--testnet`` is checked
+    against it in readiness)."""
     from data.download import make_client
     from live_bridge.exchange import CcxtGateway, exchange_id_for, make_exchange_client
 
@@ -141,113 +148,184 @@ def prepare(
     feed = ExchangeFeed.for_venue(venue, symbol, timeframe, api_url, **(feed_kw or {}))
     feed.on_server_time = ctx.clock.follow
     ctx.feed = feed
+    # The start-up checks run on readiness' short budget; the bar loop on the venue's reconnect policy.
+    with feed.retry_policy(readiness.READY_RETRIES, readiness.READY_RETRY_WAIT_S, readiness.READY_TIMEOUT_S):
 
-    def reach() -> str:
-        local = int(time.time() * 1000)
-        t = feed.server_time_ms()
-        skew = t - (local + int(time.time() * 1000)) // 2
-        ctx.clock.offset_ms = t - int(time.time() * 1000)
-        if abs(skew) > max_skew_ms:
-            raise GridctlError(f"clock skew {skew} ms exceeds --max-clock-skew-ms {max_skew_ms}")
-        return f"skew {skew} ms"
+        def reach() -> str:
+            local = int(time.time() * 1000)
+            t = feed.server_time_ms()
+            skew = t - (local + int(time.time() * 1000)) // 2
+            ctx.clock.offset_ms = t - int(time.time() * 1000)
+            if abs(skew) > max_skew_ms:
+                raise GridctlError(f"clock skew {skew} ms exceeds --max-clock-skew-ms {max_skew_ms}")
+            return f"skew {skew} ms"
 
-    reachable = ready.run("exchange reachable, clock skew", reach)
-    if reachable:
-        ready.run("symbol and filters", lambda: filters_match(venue, feed.load_rules()))
-    else:
-        ready.add("symbol and filters", False, "exchange not reachable")
-    path = journal_path or default_journal(mode, symbol, timeframe)
-    journal = Journal(path)
-    ctx.journal = journal
-    restart = journal.has_state()
-    if restart and journal.meta("mode") not in (None, mode):
-        ready.add("journal", False, f"{path} belongs to a --{journal.meta('mode')} run, not --{mode}")
-    run_id = journal.meta("run_id") or _run_id()
-    if not restart:
-        journal.set_meta("run_id", run_id)
-        journal.set_meta("mode", mode)
-        journal.set_meta("symbol", symbol)
-    ctx.restarted = restart
-    if live:
-        try:
-            gw = gateway or make_gateway(venue, api_url, testnet)
-            ctx.gateway = gw
-        except Exception as err:
-            ready.add("gateway", False, f"cannot build the exchange gateway: {err}")
-            gw = None
-        if gw is not None:
-            _account_checks(ready, gw, venue, symbol, min_balance)
-    bridge_gw = ctx.gateway if live else None
+        reachable = ready.run("exchange reachable, clock skew", reach)
+        if reachable:
+            ready.run("symbol and filters", lambda: filters_match(venue, feed.load_rules()))
+        else:
+            ready.add("symbol and filters", False, "exchange not reachable")
+        path = journal_path or default_journal(mode, symbol, timeframe)
+        journal = Journal(path)
+        ctx.journal = journal
+        restart = journal.has_state()
+        if restart and journal.meta("mode") not in (None, mode):
+            ready.add("journal", False, f"{path} belongs to a --{journal.meta('mode')} run, not --{mode}")
+        run_id = journal.meta("run_id") or _run_id()
+        if not restart:
+            journal.set_meta("run_id", run_id)
+            journal.set_meta("mode", mode)
+            journal.set_meta("symbol", symbol)
+        ctx.restarted = restart
+        if live:
+            try:
+                gw = gateway or make_gateway(venue, api_url)
+                ctx.gateway = gw
+            except Exception as err:
+                ready.add("gateway", False, f"cannot build the exchange gateway: {err}")
+                gw = None
+            if gw is not None and reachable:
+                _account_checks(ready, gw, venue, symbol, min_balance)
+                if not restart:
 
-    options = _options(strategy, mode, run_id)
-    if restart:
+                    def seed() -> str:
+                        nonlocal session
+                        session, text = _session_from_account(gw, strategy, venue, symbol, timeframe)
+                        return text
 
-        def restore() -> str:
-            extra = journal.restore(session)
-            feed.last_ts = session.last_ts
-            return f"restarted from {path} at bar {session.last_ts} ({session.n} bars journaled)" + (
-                "; operator pause kept" if extra.get("operator_paused") else ""
+                    ready.run("engine sized from the account", seed)
+            elif gw is not None:
+                for item in ACCOUNT_ITEMS:
+                    ready.add(item, False, "exchange not reachable")
+        bridge_gw = ctx.gateway if live else None
+
+        options = _options(strategy, mode, run_id)
+        if restart:
+
+            def restore() -> str:
+                extra = journal.restore(session)
+                feed.last_ts = session.last_ts
+                return f"restarted from {path} at bar {session.last_ts} ({session.n} bars journaled)" + (
+                    "; operator pause kept" if extra.get("operator_paused") else ""
+                )
+
+            ready.run("warm-up / restart", restore)
+        elif reachable:
+
+            def warm() -> str:
+                need = session.warmup_needed
+                bars = feed.history(need)
+                if len(bars) < need:
+                    raise GridctlError(f"warm-up needs {need} closed bars, the exchange gave {len(bars)}")
+                import numpy as np
+
+                arr = np.array(bars, dtype=np.float64)
+                session.warm(arr[:, 0], arr[:, 2], arr[:, 3], arr[:, 4], arr[:, 1])
+                return f"{need} bars (engine.regime.warmup_bars)"
+
+            ready.run("warm-up / restart", warm)
+        else:
+            ready.add("warm-up / restart", False, "exchange not reachable")
+        if reachable:
+
+            def funding() -> str:
+                now = feed.server_time_ms()
+                since = session.funding.ts[-1] + 1 if session.funding.ts else now - 3 * 86_400_000
+                settled = feed.funding_settled(since, now)
+                nxt = feed.next_funding_ms()
+                session.set_funding(settled, nxt)
+                if not session.funding.ts:
+                    raise GridctlError(
+                        "the exchange gave no settled funding rate (entries would stay blocked)"
+                    )
+                if nxt is None:
+                    raise GridctlError("the exchange gave no next funding time")
+                return f"last rate {session.funding.rate[-1]:.6f} at {session.funding.ts[-1]}, next {nxt}"
+
+            ready.run("funding rate", funding)
+        ready.run("engine kernels loaded", lambda: prime_kernels(strategy, venue, symbol, timeframe, mode))
+        if live and bridge_gw is None:
+            return ready, ctx  # no gateway: nothing more can be checked (the failure is listed)
+        ops = OpsState()
+        bridge = Bridge(session, options, ops, journal, bridge_gw, now_ms=ctx.clock.now_ms)
+        ctx.bridge = bridge
+        if live and reachable:
+            bridge.read_account()  # status and metrics show the exchange's account from the start
+        if live and not restart and reachable:
+            # the first bar's diff starts from this read instead of reading the books on the critical path
+            ready.run(
+                "open orders read",
+                lambda: f"{len(bridge.open_orders)} open" if bridge.refresh_orders() else _raise(bridge),
             )
-
-        ready.run("warm-up / restart", restore)
-    elif reachable:
-
-        def warm() -> str:
-            need = session.warmup_needed
-            bars = feed.history(need)
-            if len(bars) < need:
-                raise GridctlError(f"warm-up needs {need} closed bars, the exchange gave {len(bars)}")
-            import numpy as np
-
-            arr = np.array(bars, dtype=np.float64)
-            session.warm(arr[:, 0], arr[:, 2], arr[:, 3], arr[:, 4], arr[:, 1])
-            return f"{need} bars (engine.regime.warmup_bars)"
-
-        ready.run("warm-up / restart", warm)
-    else:
-        ready.add("warm-up / restart", False, "exchange not reachable")
-    if reachable:
-
-        def funding() -> str:
-            now = feed.server_time_ms()
-            since = session.funding.ts[-1] + 1 if session.funding.ts else now - 3 * 86_400_000
-            settled = feed.funding_settled(since, now)
-            nxt = feed.next_funding_ms()
-            session.set_funding(settled, nxt)
-            if not session.funding.ts:
-                raise GridctlError("the exchange gave no settled funding rate (entries would stay blocked)")
-            if nxt is None:
-                raise GridctlError("the exchange gave no next funding time")
-            return f"last rate {session.funding.rate[-1]:.6f} at {session.funding.ts[-1]}, next {nxt}"
-
-        ready.run("funding rate", funding)
-    if live and bridge_gw is None:
-        return ready, ctx  # no gateway: nothing more can be checked (the failure is listed)
-    ops = OpsState()
-    bridge = Bridge(session, options, ops, journal, bridge_gw, now_ms=ctx.clock.now_ms)
-    ctx.bridge = bridge
-    if restart:
-        extra = {}
-        try:
-            import json as _json
-
-            row = journal.db.execute("SELECT extra FROM kstate WHERE id=1").fetchone()
-            extra = _json.loads(row[0] or "{}") if row else {}
-        except Exception:
+        if restart:
             extra = {}
-        bridge.operator_paused = bool(extra.get("operator_paused"))
-        bridge.fills_cursor = extra.get("fills_cursor")
-        if live and bridge_gw is not None:
-            ready.run("reconcile with the exchange", lambda: reconcile(bridge))
-    try:
-        server = OpsServer(ops, token, ops_port).start()
-        ctx.server = server
-        ctx.ops_url = server.url
-        ready.run("ops and metrics endpoints", lambda: _probe(server.url, token))
-    except GridctlError as err:
-        ready.add("ops and metrics endpoints", False, str(err))
-    bridge.publish()
-    return ready, ctx
+            try:
+                import json as _json
+
+                row = journal.db.execute("SELECT extra FROM kstate WHERE id=1").fetchone()
+                extra = _json.loads(row[0] or "{}") if row else {}
+            except Exception:
+                extra = {}
+            bridge.operator_paused = bool(extra.get("operator_paused"))
+            bridge.fills_cursor = extra.get("fills_cursor")
+            if live and bridge_gw is not None:
+                ready.run("reconcile with the exchange", lambda: reconcile(bridge))
+        try:
+            server = OpsServer(ops, token, ops_port).start()
+            ctx.server = server
+            ctx.ops_url = server.url
+            ready.run("ops and metrics endpoints", lambda: _probe(server.url, token))
+        except GridctlError as err:
+            ready.add("ops and metrics endpoints", False, str(err))
+        bridge.publish()
+        return ready, ctx
+
+
+def _raise(bridge: Bridge) -> str:
+    raise GridctlError(f"cannot read the open orders: {bridge.log[-1] if bridge.log else 'unknown error'}")
+
+
+def prime_kernels(strategy: Any, venue: Any, symbol: str, timeframe: str, mode: str) -> str:
+    """Run every kernel a bar can reach once, on a scratch session, before the first live bar.
+
+    numba loads each kernel's machine code from its cache at its first call (~10 ms each); without
+    this the first bar, and the first fill, error or flatten, would pay that on the critical path.
+    The scratch session is thrown away: the run's own state is untouched.
+    """
+    from engine.enums import Liquidity
+
+    t0 = time.perf_counter()
+    scratch = EngineSession(strategy, venue, symbol, timeframe, capacity=16)
+    bar_ms = scratch.bar_ms
+    # a price at which the first rung's entry clears the venue's minimum notional (so it is placed)
+    floor = max(float(venue.precision.min_notional), float(venue.risk.min_order_size_usdt), 1.0)
+    tick = float(venue.tick_size)
+    px = round(4.0 * floor / float(strategy.grid.base_qty) / tick) * tick
+    ones = np.full(2, px)
+    scratch.warm(np.array([0, bar_ms], np.int64), ones, ones, ones, ones)
+    scratch.set_funding([(bar_ms, 0.0, px)], 1000 * bar_ms)
+    t = 2 * bar_ms
+    if mode == "live":
+        scratch.step_live(t, px, px, px, px, True)
+        sl = scratch.slots
+        on = np.argwhere(sl[:, :, SL_ORD_ON] != 0.0)
+        if len(on):
+            side, idx = (int(x) for x in on[0])
+            scratch.book_fill(
+                side, idx + 1, "entry", float(sl[side, idx, SL_ORD_PRICE]), float(sl[side, idx, SL_ORD_QTY]),
+                Liquidity.MAKER, t + 1,
+            )  # fmt: skip
+            scratch.book_flatten(side, px, t + 2)
+        scratch.record_error(float(t + 3), t)
+        scratch.step_live(t + bar_ms, px, px, px, px, False)
+        fill_path = (
+            "the fill path too" if len(on) else "no entry was placed: the fill path loads at its first fill"
+        )
+    else:
+        scratch.step_paper(t, px, px, px, px)
+        scratch.paper_flatten(t)
+        fill_path = "paper step and flatten"
+    return f"{(time.perf_counter() - t0) * 1000:.0f} ms ({fill_path})"
 
 
 def _probe(url: str, token: str | None) -> str:
@@ -271,6 +349,35 @@ def _probe(url: str, token: str | None) -> str:
     if status != expected:
         raise GridctlError(f"{url}/health answered {status}, expected {expected}")
     return f"{url} (/metrics, /health{'' if token else ': no token set, every ops route answers 401'})"
+
+
+ACCOUNT_ITEMS = ("hedge mode", "leverage", "margin type", "balance")
+
+
+def _session_from_account(
+    gw: Any, strategy: Any, venue: Any, symbol: str, timeframe: str
+) -> tuple[EngineSession, str]:
+    """A new live run's engine session, starting from the account's wallet, not a configured guess.
+
+    ``backtest.initial_balance`` is replaced by the exchange's wallet balance (sizes, the drawdown gate's
+    peak and every percentage then refer to the real account). A new run must start flat: positions the
+    engine does not know of would be managed by no lot, so they stop the start.
+    """
+    from engine.batch import apply_overrides
+
+    acct = gw.account(symbol)
+    held = {side: p.qty for side, p in acct.positions.items() if p.qty > 0.0}
+    if held:
+        raise GridctlError(
+            f"the account holds {symbol} positions {held} and this is a new run (no journal): close them "
+            "first, or restart with the journal of the run that opened them"
+        )
+    wallet = float(acct.wallet_balance)
+    if not math.isfinite(wallet) or wallet <= 0.0:
+        raise GridctlError(f"the exchange reports a wallet balance of {wallet}: nothing to size from")
+    seeded, seeded_venue = apply_overrides(strategy, venue, {"backtest.initial_balance": wallet})
+    session = EngineSession(seeded, seeded_venue, symbol, timeframe)
+    return session, f"wallet {wallet:,.2f} USDT (in place of backtest.initial_balance)"
 
 
 def _account_checks(ready: Checklist, gw: Any, venue: Any, symbol: str, min_balance: float) -> None:
@@ -337,6 +444,30 @@ def reconcile(bridge: Bridge) -> str:
     )
 
 
+#: Polling around a bar close: the first poll goes out CLOSE_GRACE_S after the expected close; while the
+#: bar is not served yet, polls repeat every FAST_POLL_S for at most FAST_POLL_WINDOW_S, then every poll_s.
+CLOSE_GRACE_S = 0.05
+FAST_POLL_S = 0.1
+FAST_POLL_WINDOW_S = 5.0
+
+
+def poll_wait_s(last_ts: int | None, bar_ms: int, now_ms: int, poll_s: float) -> float:
+    """Seconds to wait before the next poll: aimed at the next bar's close instead of a fixed period.
+
+    With a fixed ``poll_s`` a closed bar waited up to ``poll_s`` before the bridge saw it; this waits
+    until just after the expected close (``last_ts + 2 * bar_ms``: the next bar's close), never longer
+    than ``poll_s`` (keep-alive, staleness and ops commands run between polls).
+    """
+    if last_ts is None:
+        return poll_s
+    due_ms = last_ts + 2 * bar_ms
+    if now_ms < due_ms:
+        return min(poll_s, (due_ms - now_ms) / 1000.0 + CLOSE_GRACE_S)
+    if now_ms - due_ms < FAST_POLL_WINDOW_S * 1000.0:
+        return min(poll_s, FAST_POLL_S)
+    return poll_s
+
+
 def run_loop(ctx: RunContext, max_bars: int | None = None, poll_s: float = 1.0) -> int:
     """Poll closed bars until ``max_bars`` were processed (or forever); returns bars processed."""
     bridge, feed = ctx.bridge, ctx.feed
@@ -360,5 +491,5 @@ def run_loop(ctx: RunContext, max_bars: int | None = None, poll_s: float = 1.0) 
             bridge.check_stale()
             bridge.publish()
             feed.keep_alive()
-            time.sleep(poll_s)
+            time.sleep(poll_wait_s(feed.last_ts, feed.bar_ms, ctx.clock.now_ms(), poll_s))
     return done

@@ -1,7 +1,10 @@
-"""Shared pieces of the live-bridge tests: a sample market, a paper bridge, an ops server."""
+"""Shared pieces of the live-bridge and emulator tests: hand-written scenario bars and the emulator
+serving them, a sample market, a paper bridge."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from configs.loader import load_strategy, load_venue
@@ -79,3 +82,45 @@ def emulator_venue(url: str, extra: list[str] | None = None) -> Any:
     return load_venue(
         "binance_futures", [f"api.base_url={url}", "precision.min_notional=100", *(extra or [])]
     )
+
+
+# -- hand-derived scenarios on the emulator (BTCUSDT: tick 0.1, step 0.001, min notional 100) ----------
+T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
+MIN = 60_000
+FLAT = [(40000.0, 40000.0, 40000.0, 40000.0)] * 5  # five flat history bars before every scenario
+
+
+def scenario_bars(*ohlc: tuple[float, float, float, float]) -> Any:
+    """A 1m frame (ts, open, high, low, close, volume): ``FLAT`` then the scenario bars, from ``T0``."""
+    import polars as pl
+
+    rows = FLAT + list(ohlc)
+    return pl.DataFrame(
+        {
+            "ts": [T0 + i * MIN for i in range(len(rows))],
+            "open": [r[0] for r in rows],
+            "high": [r[1] for r in rows],
+            "low": [r[2] for r in rows],
+            "close": [r[3] for r in rows],
+            "volume": [1.0] * len(rows),
+        }
+    )
+
+
+def scenario_state(*ohlc: tuple[float, float, float, float], hedge: bool = True) -> Any:
+    """Emulator state replaying ``scenario_bars(*ohlc)`` for BTCUSDT, its clock at the first scenario bar."""
+    from emulator.binance_usdm import EmulatorState
+
+    state = EmulatorState(now_ms=T0 + 5 * MIN)
+    state.replay("BTCUSDT", "1m", scenario_bars(*ohlc))
+    state.account.dual_side = hedge
+    return state
+
+
+@contextmanager
+def serving(state: Any) -> Iterator[Any]:
+    """The emulator serving ``state`` on 127.0.0.1 for the block (the tests' ``emu`` fixtures)."""
+    from emulator.binance_usdm import BinanceUsdmEmulator
+
+    with BinanceUsdmEmulator(state) as server:
+        yield server

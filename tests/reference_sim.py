@@ -846,7 +846,7 @@ class Sim:
         equity = self.wallet() + self.unreal_at(px)
         left = max(equity, 0.0)
         self.event("LIQUIDATION", price=px, value=equity)
-        emptied = False
+        zero = 1e-9 * (self.qty[LONG] + self.qty[SHORT]) * px  # DESIGN: "float noise around 0"
         for side in (LONG, SHORT):
             if self.qty[side] > 0.0:
                 q = self.qty[side]
@@ -854,16 +854,14 @@ class Sim:
                     charge = maint_margin(self.p.brackets, q * px)
                 else:
                     charge = self.p.clearance_fee * q * px
-                charge = max(charge, 0.0)
-                if charge >= left:
-                    charge, emptied = left, equity > 0.0  # a bankrupt gap keeps its negative wallet
+                charge = min(max(charge, 0.0), left)
                 left -= charge
                 for key in [k for k in self.lots if k[0] == side]:
                     del self.lots[key]
                 self.fill(side, LIQUIDATION, 0, px, q, TAKER, fee=charge)
-        if emptied:
-            # The charges took all the equity: the account holds exactly 0 (the float residual of
-            # the sums goes to the last clearance charge).
+        if left <= zero and equity > -zero:
+            # What is left is float noise around 0: the account holds exactly 0 (the residual of the
+            # sums goes to the last clearance charge); a gap past bankruptcy keeps its negative wallet.
             resid = self.wallet()
             self.fees += resid
             self.out.fills[-1]["fee"] += resid

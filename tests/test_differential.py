@@ -117,14 +117,14 @@ def test_kernel_equals_reference_shipped_configs(market):
     assert_same(market, load_strategy("default"), load_venue("binance_futures"))
 
 
-@settings(settings.get_profile("differential"), max_examples=40)
+@settings(settings.get_profile("differential"), max_examples=examples(40))
 @given(market=markets(), cfg=path_configs())
 def test_kernel_equals_reference_path_and_clearance_rules(market, cfg):
     s, v = cfg
     assert_same(market, strategy(**s), venue(**v))
 
 
-@settings(settings.get_profile("differential"), max_examples=40)
+@settings(settings.get_profile("differential"), max_examples=examples(40))
 @given(pair=detail_markets(), cfg=path_configs())
 def test_kernel_equals_reference_with_detail_bars(pair, cfg):
     market, fine = pair
@@ -132,14 +132,14 @@ def test_kernel_equals_reference_with_detail_bars(pair, cfg):
     assert_same(market, strategy(**s, backtest__detail_timeframe="1m"), venue(**v), detail=fine)
 
 
-@settings(settings.get_profile("differential"), max_examples=40)
+@settings(settings.get_profile("differential"), max_examples=examples(40))
 @given(case=liquidation_cases())
 def test_kernel_equals_reference_through_liquidations(case):
     market, _, s, v = case
     assert_same(market, strategy(**s), venue(**v))
 
 
-@settings(settings.get_profile("differential"), max_examples=25)
+@settings(settings.get_profile("differential"), max_examples=examples(25))
 @given(case=liquidation_cases(detail=True))
 def test_kernel_equals_reference_liquidations_on_detail_bars(case):
     market, fine, s, v = case

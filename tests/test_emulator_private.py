@@ -22,39 +22,17 @@ from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
 from emulator.private import FillModel
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from live_helpers import FLAT, MIN, T0, serving
+from live_helpers import scenario_state as make_state
 
 from configs.loader import load_strategy, load_venue
 
-T0 = 1_704_067_200_000
-MIN = 60_000
-FLAT = [(40000.0, 40000.0, 40000.0, 40000.0)] * 5
 DIP_UP = (40050.0, 40100.0, 39990.0, 40000.0)  # path 40050 -> 40100 -> 39990 -> 40000
-
-
-def frame(*ohlc: tuple[float, float, float, float]) -> pl.DataFrame:
-    rows = FLAT + list(ohlc)
-    return pl.DataFrame(
-        {
-            "ts": [T0 + i * MIN for i in range(len(rows))],
-            "open": [r[0] for r in rows],
-            "high": [r[1] for r in rows],
-            "low": [r[2] for r in rows],
-            "close": [r[3] for r in rows],
-            "volume": [1.0] * len(rows),
-        }
-    )
-
-
-def make_state(*ohlc: tuple[float, float, float, float], hedge: bool = True) -> EmulatorState:
-    state = EmulatorState(now_ms=T0 + 5 * MIN)
-    state.replay("BTCUSDT", "1m", frame(*ohlc))
-    state.account.dual_side = hedge
-    return state
 
 
 @pytest.fixture
 def emu() -> Iterator[BinanceUsdmEmulator]:
-    with BinanceUsdmEmulator(make_state((40000.0, 40010.0, 39890.0, 39950.0))) as server:
+    with serving(make_state((40000.0, 40010.0, 39890.0, 39950.0))) as server:
         yield server
 
 
@@ -347,6 +325,23 @@ def test_v2_account_balance_and_position_risk_agree(emu: BinanceUsdmEmulator) ->
     assert balance[0]["balance"] == account["totalWalletBalance"]  # type: ignore[index]
     long = next(r for r in risk if r["positionSide"] == "LONG")  # type: ignore[union-attr]
     assert (float(long["positionAmt"]), float(long["entryPrice"]), long["leverage"]) == (0.01, 40000.0, "20")
+
+
+def test_account_initial_margin_is_the_positions_and_resting_entries(emu: BinanceUsdmEmulator) -> None:
+    order(emu, "x", "BUY", "LONG", 40100.0, tif="GTC")  # crosses: 0.01 long at 40000 (20x: 20 USDT)
+    order(emu, "y", "BUY", "LONG", 39000.0)  # rests: 0.01 at 39000 (20x: 19.5 USDT)
+    for path in ("/fapi/v2/account", "/fapi/v3/account"):
+        _, account = call(emu, "GET", path)
+        got = {k: float(account[k]) for k in ("totalPositionInitialMargin", "totalOpenOrderInitialMargin",
+                                              "totalInitialMargin", "availableBalance")}  # type: ignore[index]  # fmt: skip
+        assert got == pytest.approx(
+            {
+                "totalPositionInitialMargin": 20.0,
+                "totalOpenOrderInitialMargin": 19.5,
+                "totalInitialMargin": 39.5,
+                "availableBalance": 10_000 - 0.2 - 39.5,  # wallet after the taker fee; mark = entry: no uPnL
+            }
+        ), path
 
 
 def test_take_profit_and_stop_may_both_cover_one_lot() -> None:

@@ -71,3 +71,18 @@ def test_missing_funding_pauses_entries_until_a_rate_is_known() -> None:
     bridge.on_bar(b)
     assert bridge.entries_allowed and "entry" in _kinds(bridge)
     assert ops.snapshot()["funding_rate"] == 0.0001
+
+
+def test_stale_limit_is_stale_after_bars_bar_lengths(monkeypatch) -> None:
+    from live_bridge import bridge as bridge_mod
+
+    monkeypatch.setattr(bridge_mod, "STALE_AFTER_BARS", 4)
+    now = [0]
+    bridge = paper_bridge(now_ms=lambda: now[0])
+    bars = sample_bars(1)
+    bridge.on_bar(bars[0])
+    now[0] = bars[0].ts + 60_000 + 3 * 60_000  # three bars late: stale with 2, not with 4
+    assert bridge.check_stale() is False and bridge.entries_allowed
+    now[0] = bars[0].ts + 60_000 + 5 * 60_000
+    assert bridge.check_stale() is True
+    assert "bar feed: no closed bar for 300 s (limit 240 s)" in bridge.pause_reasons()

@@ -135,7 +135,14 @@ def test_retry_delay_spaces_post_only_retries(tmp_path, monkeypatch: pytest.Monk
             try:
                 ready.require()
                 waits: list[float] = []
-                ctx.bridge.sleep = waits.append
+                posts_at_sleep: list[int] = []
+
+                def sleep(s: float, e=e, waits=waits, posts=posts_at_sleep) -> None:
+                    waits.append(s)
+                    posts.append(len([q for q in e.state.requests("/fapi/v1/order") if q.method == "POST"]))
+
+                ctx.bridge.sleep = sleep
+                e.state.clear_log()
                 # the first two placements are refused as post-only crossings (Binance -5022)
                 e.state.inject(
                     "reject",
@@ -149,8 +156,64 @@ def test_retry_delay_spaces_post_only_retries(tmp_path, monkeypatch: pytest.Monk
                     ctx.bridge.on_bar(bar)
                 slept[delay] = waits
                 assert ctx.bridge.errors["post_only"] == 2
+                # both rungs' first attempts went out before the first wait (retries never hold back
+                # the bar's other orders), then one retry each
+                assert posts_at_sleep == [2, 3]
+                assert "retries" in ctx.bridge.latency.phases  # timed apart from bar -> orders
             finally:
                 ctx.close()
         finally:
             e.stop()
     assert slept == {100: [0.1, 0.1], 300: [0.3, 0.3]}
+
+
+def test_polls_aim_at_the_next_bar_close() -> None:
+    from live_bridge.runner import CLOSE_GRACE_S, FAST_POLL_S, FAST_POLL_WINDOW_S, poll_wait_s
+
+    bar = 60_000
+    last = 1_000 * bar  # the newest bar delivered opened here; the next one closes at last + 2 bars
+    due = last + 2 * bar
+    assert poll_wait_s(None, bar, due, 1.0) == 1.0  # nothing delivered yet: the plain period
+    assert poll_wait_s(last, bar, due - 30_000, 1.0) == 1.0  # close far away: at most poll_s
+    assert poll_wait_s(last, bar, due - 400, 1.0) == pytest.approx(0.4 + CLOSE_GRACE_S)
+    assert poll_wait_s(last, bar, due + 10, 1.0) == FAST_POLL_S  # due but not served yet: poll fast
+    assert poll_wait_s(last, bar, due + int(FAST_POLL_WINDOW_S * 1000) + 1, 1.0) == 1.0  # then back off
+    assert poll_wait_s(last, bar, due + 10, 0.05) == 0.05  # never longer than poll_s
+
+
+def test_run_loop_waits_at_most_poll_s_between_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    from live_bridge import runner as runner_mod
+    from live_bridge.runner import ExchangeClock, RunContext, run_loop
+
+    class Feed:
+        bar_ms, last_ts, polls = 60_000, None, 0
+
+        def poll(self):  # a bar on the third poll
+            self.polls += 1
+            return ["bar"] if self.polls == 3 else []
+
+        def keep_alive(self) -> bool:
+            return True
+
+    class Bridge:
+        class o:  # noqa: N801 - stands in for BridgeOptions
+            mode = "paper"
+
+        def __init__(self) -> None:
+            self.bars: list[str] = []
+
+        def on_bar(self, bar) -> None:
+            self.bars.append(bar)
+
+        def set_input_health(self, *a) -> None: ...
+        def apply_commands(self) -> None: ...
+        def check_stale(self) -> None: ...
+        def publish(self) -> None: ...
+
+    slept: list[float] = []
+    monkeypatch.setattr(runner_mod.time, "sleep", slept.append)
+    for poll_s in (1.0, 0.05):
+        slept.clear()
+        ctx = RunContext(bridge=Bridge(), feed=Feed(), clock=ExchangeClock())
+        assert run_loop(ctx, max_bars=1, poll_s=poll_s) == 1 and ctx.bridge.bars == ["bar"]
+        assert slept == [poll_s, poll_s]  # no bar delivered yet: the plain period, twice

@@ -13,6 +13,9 @@ import polars as pl
 import pytest
 from effects import effect
 from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
+from live_helpers import MIN, T0, serving
+from live_helpers import scenario_bars as bars
+from live_helpers import scenario_state as new_state
 
 from configs.errors import GridctlError
 from configs.loader import load_venue
@@ -29,25 +32,8 @@ from live_bridge.gateway import (
     RateLimited,
 )
 
-T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
-MIN = 60_000
 SYM = "BTCUSDT-PERP"
 KEY_ENV, SECRET_ENV = "BINANCE_TESTNET_API_KEY", "BINANCE_TESTNET_API_SECRET"
-FLAT = [(40000.0, 40000.0, 40000.0, 40000.0)] * 5
-
-
-def bars(*ohlc: tuple[float, float, float, float]) -> pl.DataFrame:
-    rows = FLAT + list(ohlc)
-    return pl.DataFrame(
-        {
-            "ts": [T0 + i * MIN for i in range(len(rows))],
-            "open": [r[0] for r in rows],
-            "high": [r[1] for r in rows],
-            "low": [r[2] for r in rows],
-            "close": [r[3] for r in rows],
-            "volume": [1.0] * len(rows),
-        }
-    )
 
 
 # bar 5: path 40000 -> 40010 -> 39890 -> 39950 (high first: 10 <= 110)
@@ -56,13 +42,6 @@ DIP = (40000.0, 40010.0, 39890.0, 39950.0)
 RISE = (39950.0, 40000.0, 39940.0, 39990.0)
 # bar 6': path 39950 -> 39960 -> 39800 -> 39850
 DROP = (39950.0, 39960.0, 39800.0, 39850.0)
-
-
-def new_state(*scenario: tuple[float, float, float, float], hedge: bool = True) -> EmulatorState:
-    state = EmulatorState(now_ms=T0 + 5 * MIN)
-    state.replay("BTCUSDT", "1m", bars(*scenario))
-    state.account.dual_side = hedge
-    return state
 
 
 def venue_for(url: str, monkeypatch: pytest.MonkeyPatch, *overrides: str, api_key: str | None = None,
@@ -81,7 +60,7 @@ def state() -> EmulatorState:
 
 @pytest.fixture
 def emu(state: EmulatorState) -> Iterator[BinanceUsdmEmulator]:
-    with BinanceUsdmEmulator(state) as server:
+    with serving(state) as server:
         yield server
 
 
@@ -174,6 +153,12 @@ def test_entry_fill_then_take_profit_round_trip(gw: CcxtGateway, state: Emulator
     ]
     assert fills[0].ts_ms == T0 + 5 * MIN and fills[1].fee == pytest.approx(0.07996)
     assert gw.fills_since(SYM, T0 + 6 * MIN)[0].client_id == "t1"
+    # with the caller's clock: the same trades, without asking the exchange for its time first;
+    # a clock behind the trade leaves it for the next call
+    state.clear_log()
+    assert gw.fills_since(SYM, T0, now_ms=T0 + 8 * MIN) == fills
+    assert state.requests("/fapi/v1/time") == [] and len(state.requests("/fapi/v1/userTrades")) == 1
+    assert [f.client_id for f in gw.fills_since(SYM, T0, now_ms=T0 + 6 * MIN - 1)] == ["e1"]
     acct = gw.account(SYM)
     assert acct.wallet_balance == pytest.approx(10_000 - 0.0798 + 0.8 - 0.07996)
     assert acct.positions["LONG"].qty == 0.0 and gw.open_orders(SYM) == []

@@ -124,13 +124,18 @@ def test_mutations_are_queued_and_applied_by_the_bar_loop(served) -> None:
     assert bridge.s.state[S_THROTTLE] == 0.5
     half = {w.level: w.qty for w in _entries(bridge) if w.side == 0}
     step = 0.001
+    assert half and set(half) <= set(qty_full)
     for level, q in half.items():  # sized again: floor_step(full * 0.5), hand-checked against the full qty
-        if level in qty_full:
-            assert (
-                abs(q - math.floor(qty_full[level] * 0.5 / step + 1e-9) * step) < 1e-12
-                or q <= qty_full[level] * 0.5 + 1e-12
-            )
-    assert httpx.get(f"{url}/status", headers=AUTH, timeout=5).json()["throttle"] == 0.5
+        assert abs(q - math.floor(qty_full[level] * 0.5 / step + 1e-9) * step) < 1e-12, (level, q)
+    status = httpx.get(f"{url}/status", headers=AUTH, timeout=5).json()
+    assert status["throttle"] == 0.5
+    # what the bar loop did with the command, by the id the API answered with
+    assert status["commands"][-1] == {
+        "id": r.json()["queued"],
+        "kind": "throttle",
+        "throttle": 0.5,
+        "ok": True,
+    }
 
     assert httpx.post(f"{url}/pause", headers=AUTH, timeout=5).status_code == 202
     assert _entries(bridge), "not applied until the loop runs"
@@ -189,3 +194,12 @@ def test_metrics_unknown_is_nan_with_reason_never_zero(served) -> None:
     assert m[("gridctl_throttle", (("reason", ""),))] == 1.0
     assert m[("gridctl_funding_rate", (("reason", ""),))] == bridge.s.funding.rate[-1]
     assert m[("gridctl_open_orders", (("reason", ""),))] == len(desired_orders(bridge.s.slots, True)) > 0
+
+
+def test_applied_command_results_are_bounded() -> None:
+    from live_bridge.ops import APPLIED_KEPT
+
+    ops = OpsState()
+    for i in range(APPLIED_KEPT + 10):
+        ops.record([{"id": i, "kind": "pause", "ok": True}])
+    assert [r["id"] for r in ops.applied] == list(range(10, APPLIED_KEPT + 10))

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from live_helpers import EMU_ENV, emulator_with_sample
 from typer.testing import CliRunner
 
 from cli import app
+from configs.loader import load_strategy, load_venue
+from live_bridge import readiness
+from live_bridge.runner import prepare
 
 runner = CliRunner()
 
@@ -56,6 +61,77 @@ def test_every_failure_is_listed_and_exit_is_2(tmp_path, monkeypatch: pytest.Mon
     ):
         assert item in err, item
     assert "--testnet given but" in err and "enable_circuit_breaker" in err and "$GRIDCTL_OPS_TOKEN" in err
+    # the unreachable exchange is named with its host:port and the cause
+    host = url.removeprefix("http://")
+    assert f"{host}: connection refused" in err, err
+
+
+@contextmanager
+def _silent_port() -> Iterator[str]:
+    """A port that accepts connections (kernel backlog) and never answers."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    try:
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+    finally:
+        s.close()
+
+
+def _prepare_paper(url: str, tmp_path, sleeps: list[float]):  # type: ignore[no-untyped-def]
+    venue = load_venue("binance_futures", [f"api.base_url={url}"])
+    return prepare(
+        load_strategy("default"),
+        venue,
+        "BTC/USDT:USDT",
+        "1m",
+        "paper",
+        False,
+        None,
+        tmp_path / "j.sqlite",
+        0,
+        None,
+        "GRIDCTL_OPS_TOKEN",
+        0.0,
+        [],
+        1000,
+        feed_kw={"sleep": sleeps.append},
+    )
+
+
+@pytest.mark.parametrize("retries", [0, 3])
+def test_readiness_uses_its_own_retry_budget_not_the_feeds(
+    retries: int, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readiness, "READY_RETRIES", retries)
+    monkeypatch.setattr(readiness, "READY_RETRY_WAIT_S", 0.25)
+    sleeps: list[float] = []
+    ready, ctx = _prepare_paper(_closed_port(), tmp_path, sleeps)
+    try:
+        failures = dict(ready.failures)
+        assert "exchange reachable, clock skew" in failures
+        assert f"after {retries + 1} failed attempts" in failures["exchange reachable, clock skew"]
+        assert sleeps == [0.25] * retries  # the venue file's reconnect_timeout is 60 s x 5 attempts
+        # the bar loop gets the venue's policy back
+        assert (ctx.feed.max_attempts, ctx.feed.reconnect_wait_s) == (5, 60.0)
+    finally:
+        ctx.close()
+
+
+def test_a_silent_exchange_times_out_on_the_readiness_timeout(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readiness, "READY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(readiness, "READY_RETRIES", 0)
+    with _silent_port() as url:
+        ready, ctx = _prepare_paper(url, tmp_path, [])
+        try:
+            detail = dict(ready.failures)["exchange reachable, clock skew"]
+            host = url.removeprefix("http://")
+            assert f"{host}: no answer within 0.3 s (timed out)" in detail, detail
+            assert ctx.feed.client.timeout == 10_000  # ccxt's default is back for the bar loop
+        finally:
+            ctx.close()
 
 
 def test_failures_against_a_reachable_exchange_send_nothing(
@@ -126,3 +202,8 @@ def test_paper_needs_no_credentials_and_clock_skew_is_checked(
         assert "[credentials]" not in r.output
     finally:
         emu.stop()
+
+
+def test_poll_period_must_be_positive() -> None:
+    r = runner.invoke(app, ["live", "--paper", "--poll-s", "0"])
+    assert r.exit_code == 2 and "--poll-s must be a positive number of seconds, got 0.0" in r.output

@@ -4,6 +4,7 @@ trade booked exactly once, and the engine's positions equal the exchange's."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sqlite3
@@ -20,6 +21,42 @@ from engine.state import N_SLOT, N_STATE, S_LONG_QTY, S_SHORT_QTY
 from live_bridge.orders import desired_orders, parse_client_id
 
 REPO = Path(__file__).resolve().parents[1]
+STEP = 0.0015  # grid.grid_step_bps=15 below
+TP_STEPS, SL_STEPS = 3, 6  # the default strategy's exit.tp_steps / exit.sl_steps
+TICK = 0.1  # the emulator's BTCUSDT tick
+
+
+def _tick(x: float, up: bool) -> float:
+    """ceil_tick / floor_tick (DESIGN.md), with the kernels' tolerance for float noise."""
+    units = x / TICK
+    n = math.ceil(units - 1e-9) if up else math.floor(units + 1e-9)
+    return round(n * TICK, 1)
+
+
+def _expected_exits(acct, run_id: str) -> dict[tuple[int, int, str], tuple[float, float]]:
+    """(side, level, tp|sl) -> (price, qty) from the emulator's own record of each lot's entry fill.
+
+    A rung's lot is its latest filled entry order; long TP ceil_tick(e*(1+3s)), SL floor_tick(e*(1-6s)),
+    short TP floor_tick(e*(1-3s)), SL ceil_tick(e*(1+6s)), qty = the entry's filled qty.
+    """
+    latest: dict[tuple[int, int], object] = {}
+    for o in acct.orders.values():
+        p = parse_client_id(o.client_id)
+        if p is None or p.run_id != run_id or p.kind != "entry" or o.filled <= 0:
+            continue
+        key = (p.side, p.level)
+        if key not in latest or (o.update_time, o.order_id) > (latest[key].update_time, latest[key].order_id):
+            latest[key] = o
+    out = {}
+    for (side, level), o in latest.items():
+        e = o.cum_quote / o.filled
+        if side == 0:
+            tp, sl = _tick(e * (1 + TP_STEPS * STEP), True), _tick(e * (1 - SL_STEPS * STEP), False)
+        else:
+            tp, sl = _tick(e * (1 - TP_STEPS * STEP), False), _tick(e * (1 + SL_STEPS * STEP), True)
+        out[(side, level, "tp")] = (tp, round(o.filled, 3))
+        out[(side, level, "sl")] = (sl, round(o.filled, 3))
+    return out
 
 
 class Bridge:
@@ -54,6 +91,8 @@ class Bridge:
             str(10**13),
             "--max-bars",
             str(max_bars),
+            "--poll-s",
+            "0.05",  # the emulator's bars close when the test says so, not on the clock
         ]
         env = {**os.environ, **EMU_ENV}
         self.proc = subprocess.Popen(
@@ -116,6 +155,8 @@ def test_kill_9_and_restart_reconciles(tmp_path: Path) -> None:
         b = Bridge(emu.url, journal, max_bars=25)  # 5 bars to catch up, then 20
         b.wait_started()
         assert any("reconcile with the exchange" in x for x in b.lines), "".join(b.lines)
+        assert any("(new run)" in x for x in a.lines), "".join(a.lines)
+        assert any("(restarted from the journal, reconciled with the exchange)" in x for x in b.lines)
         for _ in range(20):
             _advance(emu, journal, b.proc)
         assert b.proc.wait(timeout=120) == 0, "".join(b.lines)
@@ -145,6 +186,13 @@ def test_kill_9_and_restart_reconciles(tmp_path: Path) -> None:
         wanted = {w.key for w in desired_orders(slots, True)}
         assert {k for k in wanted if k[2] != "entry"} <= set(keys), (wanted, keys)
         assert set(keys) <= wanted, (wanted, keys)
+        # each exit resting after the restart has the price and qty its lot's entry fill implies
+        exits = {k: o for k, o in zip(keys, ours, strict=True) if k[2] != "entry"}
+        assert exits, "the scenario must end with at least one lot (and its TP/SL) to check"
+        expected = _expected_exits(acct, run_id)
+        for key, o in exits.items():
+            px = o.price if key[2] == "tp" else o.stop_price
+            assert (px, o.qty) == expected[key], (key, px, o.qty, expected[key])
         # every exchange trade booked exactly once (trade ids are the journal's primary key)
         xfills = db.execute("SELECT COUNT(*), COUNT(DISTINCT trade_id) FROM xfills").fetchone()
         assert xfills[0] == xfills[1] == len(acct.trades) >= trades_while_down

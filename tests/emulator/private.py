@@ -394,7 +394,7 @@ def _execute(state: EmulatorState, order: Order, price: float, maker: bool, ts: 
         order.paused_bar = bar  # partial fill: the rest rests, no more fills during this bar
 
 
-def _trigger(state: EmulatorState, order: Order, ts: int) -> None:
+def _trigger(state: EmulatorState, order: Order) -> None:
     """A conditional order fires: it becomes a market order on the matching engine."""
     order.actual_order_id = state.account.new_id()
     order.status = "NEW"
@@ -456,7 +456,7 @@ def _gap_fills(state: EmulatorState, symbol: str, o: float, ts: int, bar: int) -
         order = min(hits, key=_key)
         price, maker = _fill_price(state, order, o)
         if order.algo:
-            _trigger(state, order, ts)
+            _trigger(state, order)
         _execute(state, order, price, maker, ts, bar)
 
 
@@ -488,7 +488,7 @@ def _walk(state: EmulatorState, symbol: str, a: float, b: float, ts: int, bar: i
         px, _ = _buy_trigger(order)
         price, maker = _fill_price(state, order, px)
         if order.algo:
-            _trigger(state, order, ts)
+            _trigger(state, order)
         _execute(state, order, price, maker, ts, bar)
         cur = px
 
@@ -689,16 +689,22 @@ def _new_order(state: EmulatorState, request: Request, algo: bool) -> Order:
     return order
 
 
+def _initial_margins(state: EmulatorState) -> tuple[float, float]:
+    """(positions' initial margin at their entry, resting opening limits' initial margin), in USDT."""
+    acct = state.account
+    positions = sum(abs(q) * e / acct.leverage.get(s, 20) for (s, _), (q, e) in acct.positions.items())
+    orders = sum(
+        o.remaining * o.price / acct.leverage.get(o.symbol, 20)
+        for o in acct.open_orders()
+        if o.opening and o.type == "LIMIT"
+    )
+    return positions, orders
+
+
 def _available(state: EmulatorState) -> float:
     acct = state.account
     equity = acct.wallet + sum(_upnl(state, s, p) for (s, _), p in acct.positions.items())
-    used = 0.0
-    for (symbol, _), (q, e) in acct.positions.items():
-        used += abs(q) * e / acct.leverage.get(symbol, 20)
-    for o in acct.open_orders():
-        if o.opening and o.type == "LIMIT":
-            used += o.remaining * o.price / acct.leverage.get(o.symbol, 20)
-    return equity - used
+    return equity - sum(_initial_margins(state))
 
 
 def _upnl(state: EmulatorState, symbol: str, pos: list[float]) -> float:
@@ -974,12 +980,15 @@ def _totals(state: EmulatorState) -> dict[str, float]:
     acct = state.account
     upnl = sum(_upnl(state, s, p) for (s, _), p in acct.positions.items())
     maint = sum(abs(p[0]) * _mark(state, s) * MAINT_MARGIN_RATE for (s, _), p in acct.positions.items())
+    pos_im, order_im = _initial_margins(state)
     return {
         "wallet": acct.wallet,
         "upnl": upnl,
         "margin": acct.wallet + upnl,
         "maint": maint,
         "available": _available(state),
+        "position_im": pos_im,
+        "order_im": order_im,
     }
 
 
@@ -992,9 +1001,9 @@ def handle_account(state: EmulatorState, request: Request) -> dict:
         "unrealizedProfit": _num(t["upnl"]),
         "marginBalance": _num(t["margin"]),
         "maintMargin": _num(t["maint"]),
-        "initialMargin": "0",
-        "positionInitialMargin": "0",
-        "openOrderInitialMargin": "0",
+        "initialMargin": _num(t["position_im"] + t["order_im"]),
+        "positionInitialMargin": _num(t["position_im"]),
+        "openOrderInitialMargin": _num(t["order_im"]),
         "crossWalletBalance": _num(t["wallet"]),
         "crossUnPnl": _num(t["upnl"]),
         "availableBalance": _num(t["available"]),
@@ -1010,13 +1019,13 @@ def handle_account(state: EmulatorState, request: Request) -> dict:
         "updateTime": 0,
         "multiAssetsMargin": False,
         "tradeGroupId": -1,
-        "totalInitialMargin": "0",
+        "totalInitialMargin": _num(t["position_im"] + t["order_im"]),
         "totalMaintMargin": _num(t["maint"]),
         "totalWalletBalance": _num(t["wallet"]),
         "totalUnrealizedProfit": _num(t["upnl"]),
         "totalMarginBalance": _num(t["margin"]),
-        "totalPositionInitialMargin": "0",
-        "totalOpenOrderInitialMargin": "0",
+        "totalPositionInitialMargin": _num(t["position_im"]),
+        "totalOpenOrderInitialMargin": _num(t["order_im"]),
         "totalCrossWalletBalance": _num(t["wallet"]),
         "totalCrossUnPnl": _num(t["upnl"]),
         "availableBalance": _num(t["available"]),
