@@ -115,7 +115,8 @@ def _partitions(directory: Path, pattern: re.Pattern[str]) -> list[Path]:
     return sorted(p for p in directory.iterdir() if pattern.match(p.name))
 
 
-def _month_bounds(path: Path) -> tuple[int, int]:
+def month_bounds(path: Path) -> tuple[int, int]:
+    """[first ms, end ms) of the month a ``YYYY-MM.parquet`` partition holds."""
     start = np.datetime64(path.stem, "M")
     return int(start.astype("datetime64[ms]").astype(np.int64)), int(
         (start + 1).astype("datetime64[ms]").astype(np.int64)
@@ -149,7 +150,7 @@ def candle_partitions(
 ) -> list[Path]:
     """Monthly partition files of a candle series that overlap ``[start_ms, end_ms)``, oldest first."""
     directory = candle_dir(data_dir, exchange, symbol, timeframe, kind)
-    return _overlapping(_partitions(directory, _MONTH_RE), _month_bounds, start_ms, end_ms)
+    return _overlapping(_partitions(directory, _MONTH_RE), month_bounds, start_ms, end_ms)
 
 
 def funding_partitions(

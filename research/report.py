@@ -12,18 +12,18 @@ deepest drawdown survive; fills, ladder rungs, funding and events are drawn in f
 from __future__ import annotations
 
 import html
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from engine.enums import EventKind, Side
+from engine.enums import EventKind, Regime, Side
 from engine.ladder import rung_price_nb
 from engine.params import P_LEVELS_LONG, P_LEVELS_SHORT
+
+if TYPE_CHECKING:  # plotly loads when a figure is drawn, not for the summary rows (`gridctl backtest`)
+    import plotly.graph_objects as go
 
 #: Points kept of the equity and drawdown curves; the price line keeps MAX_PRICE_POINTS.
 MAX_CURVE_POINTS = 8000
@@ -75,19 +75,23 @@ def minmax_indices(values: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> np
         return np.arange(n, dtype=np.int64)
     buckets = max(1, max_points // 4)
     edges = np.linspace(0, n, buckets + 1).astype(np.int64)
-    keep: list[int] = []
-    for lo, hi in itertools.pairwise(edges):
-        if hi <= lo:
-            continue
-        chunk = values[lo:hi]
-        finite = np.isfinite(chunk)
-        picks = [lo, hi - 1]
-        if finite.any():
-            masked_lo = np.where(finite, chunk, np.inf)
-            masked_hi = np.where(finite, chunk, -np.inf)
-            picks += [lo + int(np.argmin(masked_lo)), lo + int(np.argmax(masked_hi))]
-        keep.extend(picks)
-    return np.unique(np.asarray(keep, dtype=np.int64))
+    lo, hi = edges[:-1], edges[1:]
+    keep_bucket = hi > lo
+    lo, hi = lo[keep_bucket], hi[keep_bucket]
+    # Per bucket, in one pass over the whole curve: the first point reaching the bucket's lowest
+    # (highest) finite value, as np.argmin / np.argmax would pick it; buckets without a finite value
+    # keep only their first and last point.
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    bucket = np.repeat(np.arange(lo.size), hi - lo)
+    picks = [lo, hi - 1]
+    for fill, reduce in ((np.inf, np.minimum), (-np.inf, np.maximum)):
+        masked = np.where(finite, values, fill)
+        extreme = reduce.reduceat(masked, lo)
+        hit = np.flatnonzero((masked == extreme[bucket]) & finite)
+        owner = bucket[hit]
+        picks.append(hit[np.concatenate(([True], owner[1:] != owner[:-1]))] if hit.size else hit)
+    return np.unique(np.concatenate(picks).astype(np.int64))
 
 
 def _runs(values: np.ndarray) -> list[tuple[int, int]]:
@@ -165,6 +169,8 @@ def _regime_steps(d: ReportData, label: str, t1: float) -> tuple[np.ndarray, np.
 
 
 def _add_price_panel(fig: go.Figure, d: ReportData, t1: float) -> None:
+    import plotly.graph_objects as go
+
     for label, colour in _REGIME_COLOURS.items():
         steps = _regime_steps(d, label, t1)
         if steps is None:
@@ -225,6 +231,8 @@ def _add_price_panel(fig: go.Figure, d: ReportData, t1: float) -> None:
 
 def _add_fills(fig: go.Figure, d: ReportData) -> None:
     """Every fill as a marker, one trace per (side, kind); hover shows the ledger row."""
+    import plotly.graph_objects as go
+
     side = np.asarray(d.fills["side"], dtype=object)
     kind = np.asarray(d.fills["kind"], dtype=object)
     n = len(side)
@@ -271,6 +279,8 @@ def _add_fills(fig: go.Figure, d: ReportData) -> None:
 
 
 def _add_line(fig: go.Figure, row: int, name: str, ts: np.ndarray, values: np.ndarray, colour: str) -> None:
+    import plotly.graph_objects as go
+
     idx = minmax_indices(values, MAX_CURVE_POINTS)
     fig.add_trace(
         go.Scattergl(
@@ -288,6 +298,8 @@ def _add_line(fig: go.Figure, row: int, name: str, ts: np.ndarray, values: np.nd
 
 
 def _add_funding(fig: go.Figure, d: ReportData) -> None:
+    import plotly.graph_objects as go
+
     ts = np.asarray(d.funding["ts"], dtype=np.int64)
     if len(ts) == 0:
         fig.add_annotation(
@@ -323,6 +335,8 @@ def _add_funding(fig: go.Figure, d: ReportData) -> None:
 
 def _add_events(fig: go.Figure, d: ReportData) -> list[str]:
     """One lane per event kind (count in its name); returns the lane labels, bottom first."""
+    import plotly.graph_objects as go
+
     kinds_all = np.asarray(list(map(str, d.events["kind"])), dtype=object)
     kinds = sorted(set(kinds_all.tolist()))
     ets = np.asarray(d.events["ts"], dtype=np.int64)
@@ -350,6 +364,8 @@ def _add_events(fig: go.Figure, d: ReportData) -> list[str]:
 
 def backtest_figure(d: ReportData) -> go.Figure:
     """The report's interactive figure: five panels on one shared, zoomable time axis."""
+    from plotly.subplots import make_subplots
+
     t1 = float(d.ts[-1] + d.bar_ms) if len(d.ts) else 1.0
     fig = make_subplots(
         rows=5,
@@ -650,9 +666,11 @@ def ladder_history(run: Any, market: Any) -> tuple[np.ndarray, np.ndarray, np.nd
 
 def report_data(run: Any, market: Any, stats: dict[str, Any]) -> ReportData:
     """What the charts of one run (``engine.run.RunOutput``) on its market draw."""
-    from research.results import result_frames  # results imports this module
+    from research.results import labels, record_frame
 
-    frames = result_frames(run)
+    # The small ledgers as labelled frames; the equity curve's regime labels straight from the codes
+    # (no frame and no Python string per bar: a year of 1m bars is 525,600 rows).
+    frames = {t: record_frame(t, getattr(run, t)) for t in ("fills", "funding", "events")}
     eq = run.equity
     ladder_ts, ladder_long, ladder_short = ladder_history(run, market)
     fills, funding, events = frames["fills"], frames["funding"], frames["events"]
@@ -665,7 +683,7 @@ def report_data(run: Any, market: Any, stats: dict[str, Any]) -> ReportData:
         close=market.close,
         equity_ts=eq["ts"],
         equity=eq["equity"],
-        regime=frames["equity"]["regime"].to_list(),
+        regime=np.array(labels(Regime), dtype=object)[eq["regime"]],
         ladder_ts=ladder_ts,
         ladder_long=ladder_long,
         ladder_short=ladder_short,

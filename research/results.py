@@ -4,9 +4,10 @@ The frames keep DESIGN.md's record columns, in order, with the same numeric dtyp
 columns (side, kind, liquidity, mark_source, reason, regime, state) become lowercase labels
 ("long", "tp", "maker", ...) so a parquet file reads without the engine's enum tables.
 
-``write_results`` renders every file in memory first, writes them into a temporary folder beside the
-target and renames that folder into place: an interruption (error, Ctrl-C, full disk) leaves the target
-as it was, never a folder with some of the files or a mix of two runs. A target that already holds
+``write_results`` renders the files one at a time straight into a temporary folder beside the target
+(each ledger's frame is dropped before the next is built, so at most one is in memory) and renames that
+folder into place: an interruption (error, Ctrl-C, full disk) leaves the target as it was, never a
+folder with some of the files or a mix of two runs. A target that already holds
 results is replaced only with ``force`` (old folder renamed aside, new one renamed in, old deleted);
 a folder holding anything else is never replaced. (Only a hard kill between the two renames of a
 replace can leave the target missing; the old results then sit beside it in ``.NAME.old-*``.)
@@ -16,25 +17,26 @@ starts.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
 
 from configs.errors import GridctlError
-from data.market import Market
 from data.paths import require_writable_dir
 from engine.enums import EventKind, FillKind, Liquidity, MarkSource, Reason, Regime, RiskState, Side
 from engine.records import EQUITY_DTYPE, EVENT_DTYPE, FILL_DTYPE, FUNDING_DTYPE
-from research.report import build_report
-from research.stats import RunLike
+
+if TYPE_CHECKING:  # polars and the report (plotly) load only when a frame or a file is made
+    import polars as pl
+
+    from data.market import Market
+    from research.stats import RunLike
 
 RESULT_FILES = (
     "fills.parquet",
@@ -56,7 +58,7 @@ _DTYPES = {"fills": FILL_DTYPE, "funding": FUNDING_DTYPE, "equity": EQUITY_DTYPE
 # Read once at import: os.umask can only be read by setting it, which is not thread-safe.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-_POLARS = {"i1": pl.Int8, "i2": pl.Int16, "i8": pl.Int64, "f8": pl.Float64}
+_POLARS_DTYPES = {"i1": "Int8", "i2": "Int16", "i8": "Int64", "f8": "Float64"}
 
 
 def labels(enum: Any) -> list[str]:
@@ -69,6 +71,8 @@ def labels(enum: Any) -> list[str]:
 
 def record_frame(table: str, records: np.ndarray) -> pl.DataFrame:
     """One record array (``table`` in fills/funding/equity/events) as a frame with labelled enum columns."""
+    import polars as pl
+
     dtype = _DTYPES[table]
     if records.dtype != dtype:
         raise ValueError(f"{table}: expected dtype {dtype}, got {records.dtype}")
@@ -77,12 +81,23 @@ def record_frame(table: str, records: np.ndarray) -> pl.DataFrame:
         values = np.ascontiguousarray(records[name])
         enum = _LABELLED[table].get(name)
         if enum is None:
-            columns[name] = pl.Series(name, values, dtype=_POLARS[dtype[name].str[1:]])
+            columns[name] = pl.Series(name, values, dtype=getattr(pl, _POLARS_DTYPES[dtype[name].str[1:]]))
         else:
-            # Values outside the enum (events use side -1 for "no side") become null.
-            names = dict(enumerate(labels(enum)))
-            columns[name] = pl.Series(name, [names.get(v) for v in values.tolist()], dtype=pl.String)
+            columns[name] = _label_series(name, values, enum)
     return pl.DataFrame(columns)
+
+
+def _label_series(name: str, values: np.ndarray, enum: Any) -> pl.Series:
+    """The labels of an enum column (looked up in one gather, no Python object per row); values
+    outside the enum (events use side -1 for "no side") become null."""
+    import polars as pl
+
+    table = pl.Series(name, labels(enum), dtype=pl.String)
+    codes = values.astype(np.int64)
+    outside = (codes < 0) | (codes >= table.len())
+    if not outside.any():
+        return table.gather(codes)
+    return table.gather(np.where(outside, 0, codes)).scatter(np.flatnonzero(outside), None)
 
 
 def result_frames(run: RunLike) -> dict[str, pl.DataFrame]:
@@ -106,10 +121,11 @@ def stats_json(stats: dict[str, Any]) -> str:
     return json.dumps(_json_ready(stats), indent=2, allow_nan=False)
 
 
-def _parquet_bytes(frame: pl.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    frame.write_parquet(buf, compression="zstd")
-    return buf.getvalue()
+def build_report(run: RunLike, market: Market, stats: dict[str, Any]) -> str:
+    """``research.report.build_report``, imported on first use (plotly loads only to write a report)."""
+    from research.report import build_report as build
+
+    return build(run, market, stats)
 
 
 def check_out_dir(out_dir: str | os.PathLike[str], force: bool = False, option: str = "--out") -> Path:
@@ -156,10 +172,6 @@ def write_results(
     Returns the paths written. An existing results folder is replaced only with ``force``; see the
     module docstring for what an interruption leaves.
     """
-    frames = result_frames(run)
-    payloads = {f"{name}.parquet": _parquet_bytes(frame) for name, frame in frames.items()}
-    payloads["stats.json"] = (stats_json(stats) + "\n").encode("utf-8")
-    payloads["report.html"] = build_report(run, market, stats).encode("utf-8")
     out = check_out_dir(out_dir, force).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
@@ -167,7 +179,13 @@ def write_results(
     try:
         for name in RESULT_FILES:
             with open(staging / name, "wb") as fh:
-                fh.write(payloads[name])
+                table, _, ext = name.partition(".")
+                if ext == "parquet":
+                    record_frame(table, getattr(run, table)).write_parquet(fh, compression="zstd")
+                elif name == "stats.json":
+                    fh.write((stats_json(stats) + "\n").encode("utf-8"))
+                else:
+                    fh.write(build_report(run, market, stats).encode("utf-8"))
                 fh.flush()
                 os.fsync(fh.fileno())
         # mkdtemp makes a 0700 folder; give it the permissions a plain mkdir would have.

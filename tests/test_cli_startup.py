@@ -10,6 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from cli import LAZY_GROUPS, app
+from data.sample import write_sample
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("numba", "polars", "pandas", "pyarrow", "optuna", "ccxt", "pydantic", "numpy")
@@ -26,9 +27,9 @@ print(json.dumps({"code": code, "loaded": sorted(m for m in HEAVY if m in sys.mo
 """
 
 
-def _probe(*args: str) -> dict:
+def _probe(*args: str, heavy: tuple[str, ...] = HEAVY) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-c", _PROBE, ",".join(HEAVY), *args],
+        [sys.executable, "-c", _PROBE, ",".join(heavy), *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -57,3 +58,17 @@ def test_typos_still_suggest_lazy_groups_and_their_commands_run() -> None:
     assert typo.exit_code == 2 and "Did you mean 'config'" in typo.output
     shown = CliRunner().invoke(app, ["config", "show"])
     assert shown.exit_code == 0 and "strategy config:" in shown.output
+
+
+def test_a_backtest_loads_the_report_stack_only_to_write_a_report(tmp_path: Path) -> None:
+    # plotly (the HTML report) loads with --out only; pandas, pyarrow, optuna and ccxt never.
+    write_sample(tmp_path / "data", days=3)
+    heavy = ("plotly", "pandas", "pyarrow", "optuna", "ccxt", "numba", "polars")
+    plain = _probe("backtest", "--data", str(tmp_path / "data"), "--json", heavy=heavy)
+    assert plain["code"] == 0 and json.loads(plain["stdout"])["bars"] == 3 * 1440
+    assert plain["loaded"] == ["numba", "polars"]
+    report = _probe(
+        "backtest", "--data", str(tmp_path / "data"), "--json", "--out", str(tmp_path / "out"), heavy=heavy
+    )
+    assert report["code"] == 0 and (tmp_path / "out" / "report.html").is_file()
+    assert report["loaded"] == ["numba", "plotly", "polars"]

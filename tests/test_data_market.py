@@ -173,6 +173,34 @@ def test_hand_placed_bad_partition_names_the_file(store: Path) -> None:
         load_market(store, EX, SYM, "1h")
 
 
+def test_loaded_arrays_own_their_memory_and_are_read_only(tmp_path: Path) -> None:
+    # Bars over two monthly partitions with a gap; the range cuts into both months.
+    write_candles(tmp_path, EX, SYM, "1h", hour_bars(JAN1 - 48 * HOUR, 120, skip=(60, 61, 62)))
+    write_funding(tmp_path, EX, SYM, funding(every_8h(JAN1 - 56 * HOUR, JAN1 + 80 * HOUR)))
+    m = load_market(tmp_path, EX, SYM, "1h", start=JAN1 - 10 * HOUR, end=JAN1 + 20 * HOUR)
+    # 2023-12-31 14:00 .. 2024-01-01 19:00: 30 hours minus the 3 skipped (rows 60..62 = Jan 1, 12-14h).
+    assert len(m) == 27 and m.ts[0] == JAN1 - 10 * HOUR and m.ts[-1] == JAN1 + 19 * HOUR
+    assert m.close[0] == 100.0 + 38 and m.close[-1] == 100.0 + 67
+    for name in ("ts", "open", "high", "low", "close", "volume"):
+        arr = getattr(m, name)
+        # No frame of the Parquet reader stays alive behind the arrays, and nobody can edit the bars.
+        assert arr.base is None and arr.flags.owndata and not arr.flags.writeable, name
+        assert arr.size == 27
+
+
+def test_a_partition_with_more_rows_than_its_month_still_loads_whole(tmp_path: Path) -> None:
+    # A hand-made file named for January that also holds February's first 5 hours (the store never
+    # writes that, but the loader must not lose or overrun rows when a file holds more than its month).
+    write_candles(tmp_path, EX, SYM, "1h", hour_bars(JAN1, 31 * 24))
+    path = tmp_path / EX / "BTC_USDT_USDT" / "1h" / "2024-01.parquet"
+    hour_bars(JAN1, 31 * 24 + 5).write_parquet(path)
+    write_funding(tmp_path, EX, SYM, funding(every_8h(JAN1 - 8 * HOUR, JAN1 + (31 * 24 + 16) * HOUR)))
+    m = load_market(tmp_path, EX, SYM, "1h")
+    assert len(m) == 31 * 24 + 5
+    assert np.array_equal(m.close, 100.0 + np.arange(31 * 24 + 5))
+    assert np.array_equal(np.diff(m.ts), np.full(31 * 24 + 4, HOUR))
+
+
 def test_market_from_arrays_validates_and_snaps_funding() -> None:
     ts = JAN1 + np.arange(3) * HOUR
     px = np.array([100.0, 101.0, 102.0])

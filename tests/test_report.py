@@ -3,6 +3,7 @@ funding, equity, drawdown and gates (the browser test opens it in Chromium)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from html.parser import HTMLParser
@@ -204,6 +205,17 @@ def test_downsampling_keeps_ends_and_extremes(values: list[float], limit: int) -
         assert np.nanmax(kept) == y[finite].max() and np.nanmin(kept) == y[finite].min()
     if len(y) <= limit:
         assert idx.tolist() == list(range(len(y)))
+        return
+    # Per bucket (limit // 4 equal slices): its first and last point and its lowest and highest finite
+    # value, at the first place each occurs, are kept, and nothing else in it.
+    edges = np.linspace(0, len(y), limit // 4 + 1).astype(np.int64)
+    for lo, hi in itertools.pairwise(edges):
+        inside = idx[(idx >= lo) & (idx < hi)]
+        chunk = y[lo:hi]
+        want = {int(lo), int(hi) - 1}
+        if np.isfinite(chunk).any():
+            want |= {int(lo) + int(np.nanargmin(chunk)), int(lo) + int(np.nanargmax(chunk))}
+        assert set(inside.tolist()) == want
 
 
 def test_a_long_run_thins_the_price_line_but_never_the_fills() -> None:
