@@ -72,7 +72,7 @@ class MarketArrays:
     funding_mark: np.ndarray
 
 
-def _read_only(a: np.ndarray) -> np.ndarray:
+def read_only(a: np.ndarray) -> np.ndarray:
     """``a`` as a read-only view (Parquet-backed arrays are, numpy-built ones are not).
 
     numba specialises on the flag, so every source shares one kernel signature.
@@ -88,7 +88,7 @@ def market_arrays(market: Any) -> MarketArrays:
     f8 = np.float64
 
     def arr(name: str, dtype: type) -> np.ndarray:
-        return _read_only(np.ascontiguousarray(getattr(market, name), dtype=dtype))
+        return read_only(np.ascontiguousarray(getattr(market, name), dtype=dtype))
 
     out = MarketArrays(
         ts=arr("ts", np.int64),
@@ -134,9 +134,9 @@ class DetailArrays:
 
 def no_detail(n_bars: int) -> DetailArrays:
     """Empty detail arrays: every bar walks its own OHLC."""
-    f8 = _read_only(np.zeros(0, np.float64))
-    index = _read_only(np.zeros((n_bars, 2), np.int64))
-    return DetailArrays(_read_only(np.zeros(0, np.int64)), f8, f8, f8, f8, index)
+    f8 = read_only(np.zeros(0, np.float64))
+    index = read_only(np.zeros((n_bars, 2), np.int64))
+    return DetailArrays(read_only(np.zeros(0, np.int64)), f8, f8, f8, f8, index)
 
 
 #: At most this many fallback ranges are named in the warning (the count covers all of them).
@@ -166,9 +166,9 @@ def detail_arrays(market: Any, detail: Any | None, stop: int | None = None) -> D
             f"detail timeframe {detail.timeframe} must be shorter than the run's {market.timeframe} "
             "and divide it"
         )
-    dts = _read_only(np.ascontiguousarray(detail.ts, dtype=np.int64))
+    dts = read_only(np.ascontiguousarray(detail.ts, dtype=np.int64))
     cols = [
-        _read_only(np.ascontiguousarray(getattr(detail, c), dtype=np.float64))
+        read_only(np.ascontiguousarray(getattr(detail, c), dtype=np.float64))
         for c in ("open", "high", "low", "close")
     ]
     if any(c.shape[0] != dts.shape[0] for c in cols):
@@ -180,7 +180,7 @@ def detail_arrays(market: Any, detail: Any | None, stop: int | None = None) -> D
     bad = ~np.isfinite(cols[0]) | ~np.isfinite(cols[1]) | ~np.isfinite(cols[2]) | ~np.isfinite(cols[3])
     bad_cum = np.concatenate(([0], np.cumsum(bad)))
     complete = (end - start == coarse_ms // fine_ms) & (bad_cum[end] - bad_cum[start] == 0)
-    index = _read_only(np.stack([start, np.where(complete, end, start)], axis=1).astype(np.int64))
+    index = read_only(np.stack([start, np.where(complete, end, start)], axis=1).astype(np.int64))
     coarse_ok = (
         np.isfinite(arrays.open)
         & np.isfinite(arrays.high)

@@ -51,7 +51,7 @@ from engine.records import (
 )
 from engine.regime import new_regime_state, regime_fill_nb, warmup_bars
 from engine.risk import close_side_nb, record_error_nb
-from engine.run import RunOutput
+from engine.run import RunOutput, read_only
 from engine.state import (
     S_BAR,
     S_DIRTY,
@@ -133,9 +133,9 @@ class EngineSession:
         self.close = np.zeros(cap)
         self.reg = np.zeros(cap, np.int8)
         # No detail bars live: every bar walks its own OHLC (didx rows (0, 0); see engine.run.no_detail).
-        self._dts = np.zeros(0, np.int64)
-        self._dpx = np.zeros(0)
-        self._didx = np.zeros((cap, 2), np.int64)
+        self._dts = read_only(np.zeros(0, np.int64))
+        self._dpx = read_only(np.zeros(0))
+        self._didx = read_only(np.zeros((cap, 2), np.int64))
         self.n = 0
         self.regime_state = new_regime_state()
         self.warm_bars = 0
@@ -144,9 +144,10 @@ class EngineSession:
         self.ev = np.empty(1024, EVENT_DTYPE)
         self.eq = np.empty(cap, EQUITY_DTYPE)
         self.funding = FundingBook()
-        self._fts = np.zeros(0, np.int64)
-        self._frate = np.zeros(0)
-        self._fmark = np.zeros(0)
+        # Funding arrays are replaced whole, never written in place: read-only, like the backtest's.
+        self._fts = read_only(np.zeros(0, np.int64))
+        self._frate = read_only(np.zeros(0))
+        self._fmark = read_only(np.zeros(0))
         self.finished = False
 
     # --- facts
@@ -191,10 +192,10 @@ class EngineSession:
         regime_fill_nb(
             out,
             self.regime_state,
-            np.ascontiguousarray(open_, np.float64),
-            np.ascontiguousarray(high, np.float64),
-            np.ascontiguousarray(low, np.float64),
-            np.ascontiguousarray(close, np.float64),
+            read_only(np.ascontiguousarray(open_, np.float64)),
+            read_only(np.ascontiguousarray(high, np.float64)),
+            read_only(np.ascontiguousarray(low, np.float64)),
+            read_only(np.ascontiguousarray(close, np.float64)),
             int(adx),
             int(fast),
             int(slow),
@@ -231,9 +232,9 @@ class EngineSession:
             changed = True
         if changed:
             extra = [book.next_ts] if book.next_ts is not None else []
-            self._fts = np.array(book.ts + extra, np.int64)
-            self._frate = np.array(book.rate + [math.nan] * len(extra))
-            self._fmark = np.array(book.mark + [math.nan] * len(extra))
+            self._fts = read_only(np.array(book.ts + extra, np.int64))
+            self._frate = read_only(np.array(book.rate + [math.nan] * len(extra)))
+            self._fmark = read_only(np.array(book.mark + [math.nan] * len(extra)))
             self.ks.state[S_FG_UNTIL] = -np.inf  # the guard's cache was keyed on the old series
         return changed
 
@@ -243,17 +244,17 @@ class EngineSession:
         if self.n == self.ts.shape[0]:
             for name in ("ts", "open", "high", "low", "close", "reg"):
                 setattr(self, name, _grow(getattr(self, name), 2 * self.n))
-            self._didx = np.zeros((self.ts.shape[0], 2), np.int64)
+            self._didx = read_only(np.zeros((self.ts.shape[0], 2), np.int64))
         k = self.n
         self.ts[k], self.open[k], self.high[k], self.low[k], self.close[k] = t, o, h, lo, c
         adx, fast, slow, atr, hyst, thr = (self.vec[i] for i in REGIME_SLOTS)
         regime_fill_nb(
             self.reg[k : k + 1],
             self.regime_state,
-            self.open[k : k + 1],
-            self.high[k : k + 1],
-            self.low[k : k + 1],
-            self.close[k : k + 1],
+            read_only(self.open[k : k + 1]),
+            read_only(self.high[k : k + 1]),
+            read_only(self.low[k : k + 1]),
+            read_only(self.close[k : k + 1]),
             int(adx),
             int(fast),
             int(slow),
@@ -290,13 +291,14 @@ class EngineSession:
         self._room()
         before = self._marks()
         ks = self.ks
+        # Read-only views of the bar arrays (written here in place): the backtest's kernel signature.
         step_nb(
             k,
-            self.ts,
-            self.open,
-            self.high,
-            self.low,
-            self.close,
+            read_only(self.ts),
+            read_only(self.open),
+            read_only(self.high),
+            read_only(self.low),
+            read_only(self.close),
             self.reg,
             self._fts,
             self._frate,

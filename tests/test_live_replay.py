@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from typer.testing import CliRunner
@@ -79,3 +80,46 @@ def test_replay_refuses_live_and_missing_path(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "does not exist" in r.output
     r = runner.invoke(app, ["live", "--replay", str(tmp_path)])
     assert r.exit_code == 2 and "exactly one of --paper and --live" in r.output
+
+
+def test_paper_session_calls_the_kernels_with_the_backtests_signatures(monkeypatch) -> None:
+    """The session passes read-only views like the backtest, so a live start compiles nothing new."""
+    from market_builders import make_market
+    from numba import typeof
+
+    from configs.loader import load_strategy, load_venue
+    from engine.params import build_params
+    from engine.records import EQUITY_DTYPE, EVENT_DTYPE, FILL_DTYPE, FUNDING_DTYPE, new_counters
+    from engine.regime import new_regime_state
+    from engine.run import _run_bars_args, market_arrays, no_detail, regime_series
+    from engine.state import init_state
+    from live_bridge import session as sess
+
+    seen: dict[str, tuple] = {}
+    real_step, real_regime = sess.step_nb, sess.regime_fill_nb
+
+    def step(*args):
+        seen["step"] = tuple(typeof(a) for a in args)
+        return real_step(*args)
+
+    def regime(*args):
+        seen["regime"] = tuple(typeof(a) for a in args)
+        return real_regime(*args)
+
+    monkeypatch.setattr(sess, "step_nb", step)
+    monkeypatch.setattr(sess, "regime_fill_nb", regime)
+    s, v = load_strategy("default"), load_venue("binance_futures")
+    session = sess.EngineSession(s, v, "BTC/USDT:USDT", "1m")
+    session.set_funding([(1_704_067_200_000 - 3_600_000, 0.0001, 100.0)], 1_704_067_200_000 + 7 * 3_600_000)
+    session.step_paper(1_704_067_200_000, 100.0, 101.0, 99.0, 100.5)
+
+    market = make_market([(100.0, 101.0, 99.0, 100.5)] * 3)
+    arrays, params = market_arrays(market), build_params(s, v, market)
+    buffers = tuple(np.empty(4, d) for d in (FILL_DTYPE, FUNDING_DTYPE, EVENT_DTYPE, EQUITY_DTYPE))
+    reg = regime_series(arrays, params.vector)
+    args = _run_bars_args(arrays, no_detail(3), params, reg, init_state(params.vector), buffers,
+                          new_counters(record=True, curves=True), 3)  # fmt: skip
+    # run_bars_nb(start, stop, ...) calls step_nb(k, ...) with the rest of its arguments unchanged
+    assert seen["step"][1:] == tuple(typeof(a) for a in args[2:])
+    expected = (typeof(np.empty(3, np.int8)), typeof(new_regime_state()), *(typeof(arrays.open),) * 4)
+    assert seen["regime"][:6] == expected
