@@ -33,6 +33,7 @@ from engine.state import (
     S_DIRTY,
     S_EQUITY,
     S_ERRORS,
+    S_FUNDING_NET,
     S_HALTED,
     S_LONG_AVG,
     S_LONG_QTY,
@@ -166,6 +167,11 @@ class Bridge:
         self.latency = Latency()
         self.fills_cursor: int | None = None
         self.account: gw.Account | None = None  # live: the last exchange account read
+        # Live: funding the account was paid / received (FUNDING_FEE income) since this bridge started,
+        # read incrementally after each bar; unknown while unreadable (the reason in income_problem).
+        self.funding_income = 0.0
+        self.income_problem: str | None = None
+        self._income_cursor = now_ms()
         self.open_orders: list[gw.OpenOrder] = []
         self._orders_unknown = True  # no exchange read yet: the first sync reads the open orders
         self.deferred = 0
@@ -364,10 +370,29 @@ class Bridge:
             self.set_input_health("margin", f"account unreadable: {err}")
             return
         self.account = acct
+        self.read_funding_income()
         if acct.margin_ratio is None or not math.isfinite(acct.margin_ratio):
             self.set_input_health("margin", "exchange reports no margin ratio")
         else:
             self.set_input_health("margin", None)
+
+    def read_funding_income(self) -> None:
+        """Add the account's funding income booked since the last read (live; off the bar's critical path).
+
+        The engine books funding from the rate and its own positions; this is what the exchange actually
+        credited or debited, reported beside it. An unreadable history makes the figure unknown until a
+        read succeeds again (it is a report, not a trading input: entries are not paused for it).
+        """
+        assert self.gw is not None
+        try:
+            rows = self.gw.funding_payments_since(self.s.symbol, self._income_cursor)
+        except gw.GatewayError as err:
+            self.income_problem = f"funding income unreadable: {err}"
+            return
+        self.income_problem = None
+        for ts, amount in rows:
+            self.funding_income += amount
+            self._income_cursor = max(self._income_cursor, ts + 1)
 
     # --- live: fills
 
@@ -654,6 +679,13 @@ class Bridge:
                 snap["margin_ratio"] = acct.margin_ratio
                 if acct.margin_ratio is None:
                     unknown["margin_ratio"] = "exchange reports no margin ratio"
+        # Funding cash flow since the start: the account's (live) or the engine's simulated venue's.
+        snap["funding_income"] = float(st[S_FUNDING_NET]) if have_bar else 0.0
+        if self.o.mode == "live":
+            snap["engine"]["funding_income"] = snap["funding_income"]
+            snap["funding_income"] = None if self.income_problem else self.funding_income
+            if self.income_problem:
+                unknown["funding_income"] = self.income_problem
         if "margin" in self.fail_reasons:
             snap["margin_ratio"] = None
             unknown["margin_ratio"] = self.fail_reasons["margin"]

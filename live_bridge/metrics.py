@@ -27,6 +27,11 @@ GAUGES: tuple[tuple[str, str, str], ...] = (
     ("gridctl_unrealized_pnl", "unrealized_pnl", "Unrealized PnL at the last close, quote currency."),
     ("gridctl_funding_rate", "funding_rate", "Last known funding rate (fraction per settlement)."),
     (
+        "gridctl_funding_income",
+        "funding_income",
+        "Funding received (+) / paid (-) since the start, quote currency: the account's income history live.",
+    ),
+    (
         "gridctl_funding_projected_cost",
         "funding_projected_cost",
         "Funding the positions would pay at the next settlement at the last rate (negative = receive).",

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from live_helpers import EMU_ENV, SYMBOL_ID, emulator_venue, emulator_with_sample
+from live_helpers import EMU_ENV, MIN, SYMBOL_ID, T0, emulator_venue, emulator_with_sample
 
 from configs.errors import GridctlError
 from configs.loader import load_strategy
@@ -200,10 +200,12 @@ FLAT_BAR = (40000.0, 40000.0, 40000.0, 40000.0)
 DIP_TWO = (40000.0, 40000.0, 39600.0, 39700.0)
 
 
-def _ladder_emulator(*scenario: tuple[float, float, float, float], wallet: float = 10_000.0):
+def _ladder_emulator(
+    *scenario: tuple[float, float, float, float], wallet: float = 10_000.0, settle_ms: int | None = None
+):
     import polars as pl
     from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
-    from live_helpers import MIN, T0, scenario_bars
+    from live_helpers import scenario_bars
 
     history = [FLAT_BAR] * (LADDER_HISTORY - 5)  # scenario_bars adds 5 flat bars of its own
     frame = scenario_bars(*history, *scenario)
@@ -215,9 +217,9 @@ def _ladder_emulator(*scenario: tuple[float, float, float, float], wallet: float
         SYMBOL_ID,
         pl.DataFrame(
             {
-                "funding_time": [T0 - 3_600_000, T0 + 8 * 3_600_000 - 3_600_000],
-                "rate": [0.0001, 0.0001],
-                "mark_price": [40000.0, 40000.0],
+                "funding_time": [T0 - 3_600_000, *([settle_ms] if settle_ms else []), T0 + 7 * 3_600_000],
+                "rate": [0.0001, *([0.0001] if settle_ms else []), 0.0001],
+                "mark_price": [40000.0, *([40000.0] if settle_ms else []), 40000.0],
             }
         ),
     )
@@ -408,7 +410,8 @@ def test_live_status_and_metrics_report_the_exchange_account_not_the_engine_mode
     for k, v in EMU_ENV.items():
         monkeypatch.setenv(k, v)
     # the exchange account holds 12,345 USDT; backtest.initial_balance says 10,000
-    emu = _ladder_emulator(FLAT_BAR, DIP_TWO, wallet=12_345.0)
+    # a settlement (1 bp, mark 40,000) inside the dip bar: paid at the next bar's open
+    emu = _ladder_emulator(FLAT_BAR, DIP_TWO, FLAT_BAR, wallet=12_345.0, settle_ms=T0 + 31 * MIN + 5)
     ctx = None
     try:
         ready, ctx = _prepare(emu, tmp_path, RUNGS, ["rate_limits.orders_per_second=10"])
@@ -443,6 +446,18 @@ def test_live_status_and_metrics_report_the_exchange_account_not_the_engine_mode
         text = httpx.get(f"{ctx.ops_url}/metrics", timeout=5).text
         line = next(x for x in text.splitlines() if x.startswith("gridctl_equity{"))
         assert float(line.split()[-1]) == pytest.approx(12_345.0 - fees + upnl, abs=1e-6)
+        assert status["funding_income"] == 0.0  # no settlement since the start yet
+        emu.state.advance_bar(SYMBOL_ID)
+        for b in feed.poll():
+            bridge.on_bar(b)
+        # long 0.007 through the settlement: -0.007 * 40,000 * 0.0001 = -0.028, on the account (income
+        # history) and in the engine's own booking alike
+        status = httpx.get(f"{ctx.ops_url}/status", headers=auth, timeout=5).json()
+        assert status["funding_income"] == pytest.approx(-0.028, abs=1e-12)
+        assert status["engine"]["funding_income"] == pytest.approx(-0.028, abs=1e-12)
+        text = httpx.get(f"{ctx.ops_url}/metrics", timeout=5).text
+        line = next(x for x in text.splitlines() if x.startswith("gridctl_funding_income{"))
+        assert float(line.split()[-1]) == pytest.approx(-0.028, abs=1e-12)
     finally:
         try:
             if ctx is not None:
