@@ -296,7 +296,7 @@ def study_show(
     if prof.validation.scheme != "none":
         table.add_column("in-sample")
         table.add_column("out-of-sample")
-    for col in ("sharpe", "profit_factor", "calmar", "max_drawdown_pct", "total_return_pct", "trades"):
+    for col in ("sharpe", "profit_factor", "calmar", "max_drawdown_bar_close_pct", "total_return_pct", "trades"):
         table.add_column(col)
     for row in out["leaderboard"]:
         cells = [str(row["number"]), _fmt(row["values"])]
@@ -304,7 +304,7 @@ def study_show(
             cells += [_fmt(row["objective_in_sample"]), _fmt(row["objective_out_of_sample"])]
         cells += [
             _fmt(row["metrics"].get(k))
-            for k in ("sharpe", "profit_factor", "calmar", "max_drawdown_pct", "total_return_pct", "trades")
+            for k in ("sharpe", "profit_factor", "calmar", "max_drawdown_bar_close_pct", "total_return_pct", "trades")
         ]
         table.add_row(*cells)
     con.print(table)

@@ -16,6 +16,7 @@ a range the schema would refuse fails when the profile loads, not in trial 517.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -157,7 +158,8 @@ class LimitsSpec(_Strict):
     """Hard limits, passed to Optuna as constraints (a trial breaking one is infeasible, not best)."""
 
     min_trades: int = Field(default=0, ge=0)
-    max_drawdown_pct: float = Field(default=100.0, gt=0, le=100)
+    #: Worst bar-close equity drawdown in percent (the batch summary's ``max_drawdown_bar_close_pct``).
+    max_drawdown_bar_close_pct: float = Field(default=100.0, gt=0, le=100)
     allow_liquidation: bool = False
     #: Hook for the worst side of the path bracket (research.stats.path_bracket); see objectives.py.
     max_worst_path_drawdown_pct: float | None = Field(default=None, gt=0, le=100)
@@ -282,10 +284,44 @@ def resolve_profile(path_or_name: str | Path) -> Path:
     )
 
 
+#: Profile keys that were renamed: old dotted path -> new key (a profile using the old one is refused
+#: with the new name, never silently read).
+RENAMED_KEYS = {
+    "limits.max_drawdown_pct": "max_drawdown_bar_close_pct",
+}
+
+
+def _renamed_problems(tree: Any) -> list[str]:
+    problems = []
+    for old, new in RENAMED_KEYS.items():
+        section, _, key = old.rpartition(".")
+        node = tree.get(section) if isinstance(tree, dict) else None
+        if isinstance(node, dict) and key in node:
+            problems.append(
+                f"  {old}: renamed; use {section}.{new} (gridctl names its drawdowns "
+                "max_drawdown_bar_close_pct, max_drawdown_daily_close_pct, max_drawdown_intrabar_pct)"
+            )
+    return problems
+
+
+def migrate_profile_tree(tree: dict[str, Any]) -> dict[str, Any]:
+    """A profile tree stored by an older gridctl, with renamed keys moved to their new names."""
+    out = json.loads(json.dumps(tree))
+    for old, new in RENAMED_KEYS.items():
+        section, _, key = old.rpartition(".")
+        node = out.get(section)
+        if isinstance(node, dict) and key in node and new not in node:
+            node[new] = node.pop(key)
+    return out
+
+
 def load_profile(path_or_name: str | Path) -> Profile:
     """Load and check a profile by name (``wide``) or path; every problem names the file and key."""
     path = resolve_profile(path_or_name)
     tree = read_yaml(path)
+    renamed = _renamed_problems(tree)
+    if renamed:
+        raise GridctlError(f"invalid profile {path}: {len(renamed)} problem(s)\n" + "\n".join(renamed))
     try:
         profile = Profile.model_validate(tree)
     except ValidationError as err:
@@ -294,8 +330,9 @@ def load_profile(path_or_name: str | Path) -> Profile:
     return profile
 
 
+@functools.cache
 def tunable_fields() -> dict[str, Any]:
-    """``section.key`` -> pydantic FieldInfo of every strategy field a search space may tune."""
+    """``section.key`` -> pydantic FieldInfo of every strategy field a search space may tune (read only)."""
     out = {}
     for path in _field_paths(StrategyConfig):
         if "." not in path or path.startswith("strategy."):

@@ -28,7 +28,7 @@ from research.optimize import (
     open_storage,
     restore_metrics,
 )
-from research.profiles import Profile
+from research.profiles import Profile, migrate_profile_tree
 
 ROBUST_ATTR = "gridctl_worst_neighbour"
 
@@ -78,7 +78,7 @@ def load_study(name: str, studies_dir: Path | None = None, storage: str | None =
 
 def study_profile(study: optuna.Study) -> Profile:
     """The profile the study was created with (stored on the study, independent of today's file)."""
-    return Profile.model_validate(study.user_attrs[STUDY_ATTR]["profile"])
+    return Profile.model_validate(migrate_profile_tree(study.user_attrs[STUDY_ATTR]["profile"]))
 
 
 def study_info(study: optuna.Study) -> dict[str, Any]:

@@ -95,6 +95,39 @@ def test_unknown_profile_key_names_the_closest_valid_key(tmp_path: Path) -> None
     assert str(path) in str(err.value) and "samplr" in str(err.value) and "'sampler'" in str(err.value)
 
 
+def test_renamed_drawdown_limit_key_names_the_new_key(tmp_path: Path) -> None:
+    path = small_profile(tmp_path)
+    tree = yaml.safe_load(path.read_text())
+    tree["limits"]["max_drawdown_pct"] = tree["limits"].pop("max_drawdown_bar_close_pct")
+    path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(GridctlError) as err:
+        load_profile(path)
+    msg = str(err.value)
+    assert str(path) in msg and "limits.max_drawdown_pct" in msg
+    assert "use limits.max_drawdown_bar_close_pct" in msg
+
+
+def test_drawdown_limit_reads_the_bar_close_drawdown(tmp_path: Path) -> None:
+    # the limit compares against the summary's bar-close drawdown, not the intrabar or daily one
+    prof = load_profile(small_profile(tmp_path, limits={"max_drawdown_bar_close_pct": 12.5}))
+    row = _row(max_drawdown_bar_close_pct=20.0, max_drawdown_intrabar_pct=90.0)
+    metrics = row_metrics(row, 60_000)
+    assert metrics["max_drawdown_bar_close_pct"] == 20.0
+    assert limit_values([metrics], prof.limits)[1] == pytest.approx(20.0 - 12.5)
+
+
+def test_a_study_stored_with_the_old_key_and_metric_names_still_reads() -> None:
+    from research.profiles import migrate_profile_tree
+
+    tree = WIDE.model_dump(mode="json")
+    tree["limits"]["max_drawdown_pct"] = tree["limits"].pop("max_drawdown_bar_close_pct")
+    assert opt.Profile.model_validate(migrate_profile_tree(tree)) == WIDE
+    assert opt.restore_metrics({"max_drawdown_pct": 7.0, "sharpe": None}) == {
+        "max_drawdown_bar_close_pct": 7.0,
+        "sharpe": pytest.approx(math.nan, nan_ok=True),
+    }
+
+
 def test_space_corner_the_schema_refuses_fails_at_load(tmp_path: Path) -> None:
     path = small_profile(tmp_path)
     tree = yaml.safe_load(path.read_text())
@@ -235,7 +268,7 @@ def test_same_seed_same_study_and_export_reproduces_the_objective(data_dir: Path
 
 def test_best_is_the_best_feasible_trial(data_dir: Path, tmp_path: Path) -> None:
     prof = small_profile(
-        tmp_path, limits={"min_trades": 60, "max_drawdown_pct": 40, "allow_liquidation": False}
+        tmp_path, limits={"min_trades": 60, "max_drawdown_bar_close_pct": 40, "allow_liquidation": False}
     )
     run(prof, data_dir, tmp_path / "s", "lim")
     study = load_study("lim", tmp_path / "s")
