@@ -29,6 +29,15 @@ StorageOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]
+#: Metric columns of the `study show` leaderboard.
+BOARD_METRICS = (
+    "sharpe",
+    "profit_factor",
+    "calmar",
+    "max_drawdown_bar_close_pct",
+    "total_return_pct",
+    "trades",
+)
 
 
 def _fmt(value: Any) -> str:
@@ -296,16 +305,13 @@ def study_show(
     if prof.validation.scheme != "none":
         table.add_column("in-sample")
         table.add_column("out-of-sample")
-    for col in ("sharpe", "profit_factor", "calmar", "max_drawdown_bar_close_pct", "total_return_pct", "trades"):
+    for col in BOARD_METRICS:
         table.add_column(col)
     for row in out["leaderboard"]:
         cells = [str(row["number"]), _fmt(row["values"])]
         if prof.validation.scheme != "none":
             cells += [_fmt(row["objective_in_sample"]), _fmt(row["objective_out_of_sample"])]
-        cells += [
-            _fmt(row["metrics"].get(k))
-            for k in ("sharpe", "profit_factor", "calmar", "max_drawdown_bar_close_pct", "total_return_pct", "trades")
-        ]
+        cells += [_fmt(row["metrics"].get(k)) for k in BOARD_METRICS]
         table.add_row(*cells)
     con.print(table)
     if winner is not None:
