@@ -539,6 +539,19 @@ def make_sampler(profile: Profile, seed: int) -> optuna.samplers.BaseSampler:
     spec = profile.sampler
     if spec.kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if spec.kind == "qmc":
+        # The Sobol scramble is seeded with the PROFILE seed on every worker and resume (Optuna
+        # keeps the sequence position on the study, keyed by that seed); only the one trial Optuna
+        # draws before the search space is known uses the (derived) ``seed``.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(
+                qmc_type="sobol",
+                scramble=True,
+                seed=profile.seed,
+                independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+                warn_independent_sampling=False,
+            )
     if spec.kind == "tpe":
         return optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=spec.n_startup_trials or 10, multivariate=spec.multivariate

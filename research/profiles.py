@@ -97,12 +97,33 @@ class ParamSpec(_Strict):
 
 
 class SamplerSpec(_Strict):
-    """Which Optuna sampler draws the trials, and its options."""
+    """Which Optuna sampler draws the trials, and its options.
 
-    kind: Literal["random", "tpe", "nsga2"]
+    ``random``: independent uniform draws. ``qmc``: a scrambled Sobol sequence (quasi-random, covers
+    the space more evenly than random draws; needs scipy); the sequence position is stored on the
+    study, so a resumed study or another worker continues it instead of redrawing points. ``tpe``
+    (``n_startup_trials``, ``multivariate``) models the good trials; ``nsga2`` (``population_size``)
+    keeps a Pareto front. An option the chosen kind does not read is an error.
+    """
+
+    kind: Literal["random", "qmc", "tpe", "nsga2"]
     n_startup_trials: int | None = Field(default=None, ge=1)
     population_size: int | None = Field(default=None, ge=2)
     multivariate: bool = False
+
+    @model_validator(mode="after")
+    def _options_read(self) -> SamplerSpec:
+        reads = {"random": set(), "qmc": set(), "tpe": {"n_startup_trials", "multivariate"}}
+        reads["nsga2"] = {"population_size"}
+        given = {
+            name
+            for name in ("n_startup_trials", "population_size", "multivariate")
+            if getattr(self, name) not in (None, False)
+        }
+        unread = sorted(given - reads[self.kind])
+        if unread:
+            raise ValueError(f"sampler kind {self.kind} does not read {', '.join(unread)}")
+        return self
 
 
 class PrunerSpec(_Strict):
@@ -228,7 +249,7 @@ class Profile(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
         if self.objective.kind == "return_drawdown" and self.sampler.kind == "tpe":
-            raise ValueError("objective return_drawdown (two objectives) needs sampler nsga2 or random")
+            raise ValueError("objective return_drawdown (two objectives) needs sampler nsga2, random or qmc")
         if self.objective.kind != "return_drawdown" and self.sampler.kind == "nsga2":
             raise ValueError("sampler nsga2 is for objective return_drawdown (a Pareto front)")
         if self.pruner.kind != "none" and self.validation.scheme != "walk_forward":

@@ -266,6 +266,45 @@ def test_same_seed_same_study_and_export_reproduces_the_objective(data_dir: Path
     assert best_config(sa).grid == strategy.grid
 
 
+def test_wide_draws_a_scrambled_sobol_sequence_and_the_same_seed_the_same_study(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from scipy.stats import qmc
+
+    assert WIDE.sampler.kind == "qmc"
+    assert isinstance(opt.make_sampler(WIDE, WIDE.seed), optuna.samplers.QMCSampler)
+    space = {
+        "grid.grid_step_bps": {"type": "float", "low": 20.0, "high": 80.0},
+        "grid.qty_scale": {"type": "float", "low": 0.8, "high": 1.5},
+    }
+    prof = small_profile(tmp_path, search_space=space, trials=12, batch_size=4)
+    run(prof, data_dir, tmp_path / "s", "q1")
+    run(prof, data_dir, tmp_path / "s", "q2")
+    s1, s2 = load_study("q1", tmp_path / "s"), load_study("q2", tmp_path / "s")
+    assert [t.params for t in s1.trials] == [t.params for t in s2.trials]
+    # Trial 0 is drawn before the search space is known; trials 1.. are the Sobol points 0.. of a
+    # 2-d sequence scrambled with the profile seed, scaled to the ranges (in draw order).
+    points = qmc.Sobol(2, scramble=True, seed=WIDE.seed).random(16)[:11]
+    got = np.array([[t.params["grid.grid_step_bps"], t.params["grid.qty_scale"]] for t in s1.trials[1:]])
+    want = np.column_stack([20.0 + 60.0 * points[:, 0], 0.8 + 0.7 * points[:, 1]])
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    # resuming continues the sequence (point 11 next), it does not redraw the first points
+    run(prof, data_dir, tmp_path / "s", "q1", n_trials=14)
+    more = load_study("q1", tmp_path / "s").trials[12:]
+    nxt = qmc.Sobol(2, scramble=True, seed=WIDE.seed).random(16)[11:13]
+    np.testing.assert_allclose(
+        [[t.params["grid.grid_step_bps"], t.params["grid.qty_scale"]] for t in more],
+        np.column_stack([20.0 + 60.0 * nxt[:, 0], 0.8 + 0.7 * nxt[:, 1]]),
+        rtol=1e-12,
+    )
+
+
+def test_sampler_options_the_kind_does_not_read_are_errors(tmp_path: Path) -> None:
+    path = small_profile(tmp_path, sampler={"kind": "qmc", "n_startup_trials": 8})
+    with pytest.raises(GridctlError, match=r"sampler kind qmc does not read n_startup_trials"):
+        load_profile(path)
+
+
 def test_best_is_the_best_feasible_trial(data_dir: Path, tmp_path: Path) -> None:
     prof = small_profile(
         tmp_path, limits={"min_trades": 60, "max_drawdown_bar_close_pct": 40, "allow_liquidation": False}
