@@ -683,6 +683,8 @@ class OptimizeResult:
     best_trial: int | None
     pareto_size: int | None
     timings: dict[str, float] = field(default_factory=dict)
+    cpu_s: float = 0.0  # CPU seconds of this process (all threads) over elapsed_s
+    load_average: float | None = None  # the machine's 1-minute load average when the call ended
 
     @property
     def trials_per_s(self) -> float:
@@ -704,6 +706,8 @@ class OptimizeResult:
             "elapsed_s": round(self.elapsed_s, 3),
             "trials_per_s": round(self.trials_per_s, 2),
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            "cpu_s": round(self.cpu_s, 3),
+            "load_average_1m": self.load_average,
         }
 
 
@@ -878,6 +882,7 @@ def optimize(
     import numba
 
     t_start = time.perf_counter()
+    cpu_start = time.process_time()
     target = int(n_trials if n_trials is not None else profile.trials)
     if target < 1:
         raise GridctlError(f"--trials must be at least 1, got {target}")
@@ -885,6 +890,8 @@ def optimize(
         if not 1 <= jobs <= numba.config.NUMBA_NUM_THREADS:
             raise GridctlError(f"--jobs must be 1..{numba.config.NUMBA_NUM_THREADS}, got {jobs}")
         numba.set_num_threads(jobs)
+    # sampler_s: asking minus the asks' storage I/O; storage_s: that I/O plus telling; kernel_s: the
+    # batch driver (validation, regime series and the kernel); params_s: draws -> overrides.
     timings = {"load_s": 0.0, "sampler_s": 0.0, "storage_s": 0.0, "kernel_s": 0.0, "params_s": 0.0}
     t0 = time.perf_counter()
     work = work or load_workload(profile, data_dir)
@@ -993,6 +1000,8 @@ def optimize(
         best_trial=best_number,
         pareto_size=pareto,
         timings=timings,
+        cpu_s=time.process_time() - cpu_start,
+        load_average=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -101,7 +102,9 @@ def optimize(
     )
     if prof.description:
         status.print(f"[dim]{prof.description}[/dim]")
+    t_load = time.perf_counter()
     work = load_workload(prof, data)
+    load_s = time.perf_counter() - t_load
     status.print(
         f"[dim]{len(work.market.ts):,} {prof.data.timeframe} bars of {work.symbol}, "
         f"{len(work.windows)} scored window(s); numba compiles on the first run ...[/dim]"
@@ -149,6 +152,7 @@ def optimize(
 
         result.best_value, result.best_params, result.best_trial, result.pareto_size = best_summary(study)
     out = result.as_dict()
+    out["timings_s"]["load_s"] = round(load_s, 3)  # loaded here, before optimize() (not in elapsed_s)
     out["profile"] = prof.name
     out["objective"] = prof.objective.kind
     out["directions"] = prof.objective.directions

@@ -474,6 +474,12 @@ def test_cli_json_and_study_commands(data_dir: Path, tmp_path: Path) -> None:
     for key in ("study_name", "n_trials", "best_value", "best_params", "elapsed_s", "trials_per_s"):
         assert key in out
     assert out["n_trials"] == 16 and out["study_name"] == "cli" and out["objective"] == "composite"
+    # the time breakdown adds up to the elapsed time (the CLI loads the data before optimize())
+    t = out["timings_s"]
+    assert {"sampler_s", "storage_s", "kernel_s", "other_s", "load_s"} <= set(t)
+    assert all(t[k] > 0 for k in ("sampler_s", "storage_s", "kernel_s", "load_s"))
+    assert sum(v for k, v in t.items() if k != "load_s") == pytest.approx(out["elapsed_s"], abs=0.01)
+    assert out["cpu_s"] > 0
     assert (tmp_path / "s" / "cli.journal").is_file()
     listing = json.loads(_cli("study", "list", "--studies-dir", sd, "--json").stdout)
     assert [r["study_name"] for r in listing] == ["cli"] and listing[0]["n_trials"] == 16
