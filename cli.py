@@ -102,9 +102,9 @@ def _mount() -> None:
 def _replay_results() -> tuple:
     """research's stats and result writers for `gridctl live --replay` (imported only when used)."""
     from research.results import stats_json, write_results
-    from research.stats import compute_stats
+    from research.stats import backtest_stats
 
-    return compute_stats, write_results, stats_json
+    return backtest_stats, write_results, stats_json
 
 
 _mount()

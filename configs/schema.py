@@ -177,11 +177,18 @@ class RiskManagementSection(_Section):
 
 
 class BacktestSection(_Section):
-    """Simulation settings: starting balance, taker slippage and the limit-fill rule."""
+    """Simulation settings: balance, slippage, limit-fill rule, intrabar path rule and detail bars.
+
+    ``intrabar_path`` orders a bar's extremes (OHLC cannot tell which came first); ``detail_timeframe``
+    (e.g. ``1m``) makes the fills walk the finer bars inside each bar (None: the bar's own OHLC).
+    """
 
     initial_balance: float = Field(default=10000.0, gt=0)
     slippage_bps: float = Field(default=1.0, ge=0, le=1000)
     fill_on_touch: bool = False
+    intrabar_path: Literal["nearer_first", "farther_first", "high_first", "low_first"] = "nearer_first"
+    # The data store's timeframes below a day (data/timeframes.py; configs cannot import data).
+    detail_timeframe: Literal["1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "8h"] | None = None
 
 
 class StrategyConfig(_Section):
@@ -329,6 +336,9 @@ class MarginSection(_Section):
     """Maintenance-margin brackets per ccxt symbol, in the exchange's order (bracket 1 first)."""
 
     brackets: dict[str, list[Bracket]]
+    #: Fraction of the liquidated notional charged on liquidation instead of the remaining maintenance
+    #: margin (None: the remaining maintenance margin is lost, as Binance passes it to the insurance fund).
+    liquidation_clearance_fee: float | None = Field(default=None, ge=0, le=0.5)
 
     @field_validator("brackets")
     @classmethod

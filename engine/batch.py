@@ -18,10 +18,10 @@ from pydantic import BaseModel, ValidationError
 
 from configs.errors import GridctlError
 from configs.schema import StrategyConfig, VenueConfig
-from engine.enums import POLICY_NAMES
+from engine.enums import INTRABAR_PATH_NAMES, POLICY_NAMES
 from engine.params import P_LEVELS_LONG, P_LEVELS_SHORT, REGIME_SLOTS, build_params
 from engine.records import N_COUNTERS, empty_buffers, summarize_states
-from engine.run import market_arrays, regime_series
+from engine.run import check_detail_config, detail_arrays, market_arrays, regime_series
 from engine.state import N_SLOT, N_STATE, init_state_row, ring_sizes
 from engine.step import run_bars_nb
 
@@ -41,6 +41,11 @@ def _coerce(current: Any, value: Any, key: str) -> Any:
         if value not in names:
             raise GridctlError(f"override {key}={value!r}: expected one of {POLICY_NAMES}")
         return names[value]
+    if isinstance(current, str) and key == "backtest.intrabar_path" and not isinstance(value, str):
+        paths = {v: k for k, v in INTRABAR_PATH_NAMES.items()}
+        if value not in paths:
+            raise GridctlError(f"override {key}={value!r}: expected one of {INTRABAR_PATH_NAMES}")
+        return paths[value]
     if isinstance(current, float | None) and not isinstance(value, str):
         return float(value)
     return value
@@ -88,8 +93,8 @@ def _fields_of(cfg: BaseModel, section: str) -> set[str]:
 
 @njit(cache=True, parallel=True)
 def run_batch_nb(
-    ts, op, hi, lo, cl, regs, reg_idx, fts, frate, fmark, vecs, br, states, slots, errs, ords,
-    fills, fund, ev, eq,
+    ts, op, hi, lo, cl, regs, reg_idx, fts, frate, fmark, dts, dop, dhi, dlo, dcl, didx, vecs, br,
+    states, slots, errs, ords, fills, fund, ev, eq,
 ):  # fmt: skip
     """Run every parameter set (row of ``vecs``) over all bars; summaries stay in ``states``."""
     n_sets = vecs.shape[0]
@@ -97,7 +102,8 @@ def run_batch_nb(
     for i in prange(n_sets):
         cnt = np.zeros(N_COUNTERS, dtype=np.int64)  # C_RECORD = 0: online accumulators only
         run_bars_nb(
-            0, n, ts, op, hi, lo, cl, regs[reg_idx[i]], fts, frate, fmark, vecs[i], br,
+            0, n, ts, op, hi, lo, cl, regs[reg_idx[i]], fts, frate, fmark, dts, dop, dhi, dlo, dcl, didx,
+            vecs[i], br,
             states[i], slots[i], errs[i], ords[i], fills, fund, ev, eq, cnt,
         )  # fmt: skip
 
@@ -107,8 +113,12 @@ def run_batch(
     strategy: StrategyConfig,
     venue: VenueConfig,
     overrides: Sequence[Mapping[str, float]],
+    detail: Any | None = None,
 ) -> np.ndarray:
-    """Summary row (``engine.records.SUMMARY_DTYPE``) per parameter set; set i = base + overrides[i]."""
+    """Summary row (``engine.records.SUMMARY_DTYPE``) per parameter set; set i = base + overrides[i].
+
+    ``detail``: the finer market every set's ``backtest.detail_timeframe`` names (fills walk its bars).
+    """
     if len(overrides) == 0:
         raise GridctlError("run_batch needs at least one parameter set")
     vecs = []
@@ -119,6 +129,10 @@ def run_batch(
         except GridctlError as err:
             raise GridctlError(f"parameter set {i}: {err}") from None
         params = build_params(s, v, market)
+        try:
+            check_detail_config(s, detail)
+        except GridctlError as err:
+            raise GridctlError(f"parameter set {i}: {err}") from None
         if brackets is None:
             brackets = params.brackets
         elif not np.array_equal(brackets, params.brackets):
@@ -126,6 +140,7 @@ def run_batch(
         vecs.append(params.vector)
     vec_arr = np.ascontiguousarray(np.stack(vecs))
     arrays = market_arrays(market)
+    det = detail_arrays(market, detail)
     # One regime series per distinct regime tuple.
     keys = [tuple(row[list(REGIME_SLOTS)]) for row in vec_arr]
     distinct: dict[tuple, int] = {}
@@ -147,7 +162,8 @@ def run_batch(
     fills, fund, ev, eq = empty_buffers()
     run_batch_nb(
         arrays.ts, arrays.open, arrays.high, arrays.low, arrays.close, regs, reg_idx,
-        arrays.funding_ts, arrays.funding_rate, arrays.funding_mark, vec_arr, brackets,
+        arrays.funding_ts, arrays.funding_rate, arrays.funding_mark,
+        det.ts, det.open, det.high, det.low, det.close, det.index, vec_arr, brackets,
         states, slots, errs, ords, fills, fund, ev, eq,
     )  # fmt: skip
     return summarize_states(states, vec_arr)

@@ -216,6 +216,18 @@ POLICY_NAMES: dict[str, int] = {
     "core-and-scalp": PolicyKind.CORE_AND_SCALP,
 }
 
+#: ``backtest.intrabar_path`` -> code in ``P_INTRABAR_PATH`` (the order of a bar's two extremes).
+PATH_NEARER_FIRST = 0
+PATH_HIGH_FIRST = 1
+PATH_LOW_FIRST = 2
+PATH_FARTHER_FIRST = 3
+INTRABAR_PATH_NAMES: dict[str, int] = {
+    "nearer_first": PATH_NEARER_FIRST,
+    "farther_first": PATH_FARTHER_FIRST,
+    "high_first": PATH_HIGH_FIRST,
+    "low_first": PATH_LOW_FIRST,
+}
+
 
 def enum_name(enum: NamedTuple, value: int) -> str:
     """Name of ``value`` in ``enum`` (e.g. ``enum_name(EventKind, 2) == "RECENTER"``)."""

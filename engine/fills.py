@@ -1,10 +1,13 @@
 """The simulated venue: post-only check and retries at the open, gap fills, the intrabar path walk.
 
 Only backtests use this module; the live bridge gets fills from the exchange and books them with the
-same ``fill_slot_nb`` / ``apply_fill_nb``. Path of a bar: ``o, x1, x2, c`` with ``(x1, x2) = (high,
-low)`` when the open is nearer the high, else ``(low, high)``. On each segment the active order hit
-nearest to the current point fills first; ties at one price go SL, TP, entry, then long before short,
-then the lower rung. The margin check runs after each path point.
+same ``fill_slot_nb`` / ``apply_fill_nb``. Path of a bar: ``o, x1, x2, c``; ``P_INTRABAR_PATH`` orders
+the extremes (nearer to the open first, high first or low first). With detail bars the path is the
+open, then each detail bar's own four points in time order, then the close (``detail_path_nb``). On
+each segment the active order hit nearest to the current point fills first; ties at one price go SL,
+TP, entry, then long before short, then the lower rung. The liquidation price is a trigger too: the
+margin check runs at each next trigger before it fills, after each fill and at each path point, so
+the first crossing in path order liquidates (equity minus maintenance margin is concave in price).
 
 Decisions beyond DESIGN.md:
 * New entries get the post-only check long side first, lower rung first. Retries happen at the open,
@@ -15,8 +18,13 @@ Decisions beyond DESIGN.md:
 * Orders the open gapped through fill in tie-break order (SL, TP, entry; long, short; lower rung),
   repeatedly, so a lot opened by the gap whose stop is also beyond the open is stopped at the open.
 * A liquidation closes both sides as taker without slippage at the liquidation price (brackets at the
-  path point ``x`` where the check failed) clamped into the range traded since the previous path point
-  (at ``x`` when there is no positive liquidation price); the event's value is the equity there.
+  point ``x`` where the check failed) clamped into the range traded since the current point (at ``x``
+  when there is no positive liquidation price); the event's value is the equity there. Instead of a
+  trading fee each side's fill carries its clearance charge: its maintenance margin at the close
+  price, or ``P_LIQ_CLEARANCE_FEE`` x notional when the venue sets one; long first, together never
+  more than the account's equity there (never below 0).
+* Detail bars: fills of detail bar j carry its ts; the final move from the last detail close to the
+  bar's close (a no-op when they agree) carries the last detail bar's ts.
 """
 
 from __future__ import annotations
@@ -24,11 +32,24 @@ from __future__ import annotations
 import numpy as np
 
 from engine.accounting import apply_fill_nb, book_lot_nb
-from engine.enums import EventKind, FillKind, Liquidity, Reason, Side, hot_kernel, kernel
+from engine.enums import (
+    PATH_HIGH_FIRST,
+    PATH_LOW_FIRST,
+    PATH_NEARER_FIRST,
+    EventKind,
+    FillKind,
+    Liquidity,
+    Reason,
+    Side,
+    hot_kernel,
+    kernel,
+)
 from engine.ladder import sl_price_nb, tp_price_nb
-from engine.margin import account_maint_margin_nb, is_liquidated_nb, liquidation_price_nb
+from engine.margin import account_maint_margin_nb, is_liquidated_nb, liquidation_price_nb, maint_margin_nb
 from engine.params import (
     P_FILL_ON_TOUCH,
+    P_INTRABAR_PATH,
+    P_LIQ_CLEARANCE_FEE,
     P_MAKER_ONLY,
     P_OPTIMIZATION_MODE,
     P_POST_ONLY_RETRIES,
@@ -37,13 +58,14 @@ from engine.params import (
     P_SLIPPAGE_BPS,
     P_TICK,
 )
-from engine.records import write_event_nb, write_fill_nb
-from engine.risk import close_side_nb, record_error_nb
+from engine.records import C_FILLS, C_RECORD, write_event_nb, write_fill_nb
+from engine.risk import record_error_nb
 from engine.state import (
     S_CB_ACTIVE,
     S_DIRTY,
     S_DOWN_MAX,
     S_EQUITY,
+    S_FEES,
     S_LIQ_TS,
     S_LIQUIDATED,
     S_LONG_AVG,
@@ -129,8 +151,34 @@ def fill_slot_nb(st, slots, errs, side, idx, rank, price, liquidity, ts, p, br, 
 
 
 @kernel
-def liquidate_nb(st, slots, price, ts, p, fills, ev, cnt):
-    """Exchange liquidation at ``price``: both sides closed as taker, entries cancelled, run over."""
+def _liquidate_side_nb(st, slots, side, price, charge, ts, p, fills, cnt):
+    """Close all of ``side`` at ``price`` (kind liquidation, taker) with fee ``charge``; drop its lots."""
+    q = _side_qty(st, side)
+    if q > 0.0:
+        realized, fee = apply_fill_nb(st, side, False, price, q, Liquidity.TAKER, p)
+        # The clearance charge replaces the trading fee apply_fill_nb booked.
+        st[S_FEES] += charge - fee
+        st[S_WALLET] -= charge - fee
+        write_fill_nb(
+            fills, cnt, ts, side, FillKind.LIQUIDATION, 0, price, q, charge, Liquidity.TAKER, realized
+        )
+    for idx in range(slots.shape[1]):
+        if slots[side, idx, SL_LOT_ON] != 0.0 and q > 0.0:
+            # Each lot closes at this price with its share (by qty) of the clearance charge.
+            lot_q = slots[side, idx, SL_LOT_QTY]
+            entry = slots[side, idx, SL_LOT_PRICE]
+            book_lot_nb(st, side, lot_q, entry, slots[side, idx, SL_LOT_FEE], price, charge * lot_q / q)
+        slots[side, idx, SL_LOT_ON] = 0.0
+    st[S_DIRTY] = 1.0
+
+
+@kernel
+def liquidate_nb(st, slots, price, ts, p, br, fills, ev, cnt):
+    """Exchange liquidation at ``price``: both sides closed as taker, entries cancelled, run over.
+
+    Each side pays its clearance charge (its maintenance margin at ``price``, or the venue's clearance
+    fee x notional), long first, together at most the equity left at ``price`` (never negative).
+    """
     equity = (
         st[S_WALLET] + st[S_LONG_QTY] * (price - st[S_LONG_AVG]) + st[S_SHORT_QTY] * (st[S_SHORT_AVG] - price)
     )
@@ -138,8 +186,29 @@ def liquidate_nb(st, slots, price, ts, p, fills, ev, cnt):
     for side in range(2):
         for idx in range(slots.shape[1]):
             slots[side, idx, SL_ORD_ON] = 0.0
-    close_side_nb(st, slots, Side.LONG, price, FillKind.LIQUIDATION, Liquidity.TAKER, ts, p, fills, cnt)
-    close_side_nb(st, slots, Side.SHORT, price, FillKind.LIQUIDATION, Liquidity.TAKER, ts, p, fills, cnt)
+    rate = p[P_LIQ_CLEARANCE_FEE]
+    left = max(equity, 0.0)
+    emptied = False
+    for side in range(2):
+        notional = _side_qty(st, side) * price
+        charge = 0.0
+        if notional > 0.0:
+            charge = rate * notional if rate == rate else maint_margin_nb(br, notional)
+            charge = max(charge, 0.0)
+            if charge >= left:
+                charge = left
+                emptied = equity > 0.0  # a bankrupt gap (equity <= 0) keeps its negative wallet
+            left -= charge
+        _liquidate_side_nb(st, slots, side, price, charge, ts, p, fills, cnt)
+    if emptied:
+        # The charges took all the equity: the account holds exactly 0, not float noise around it
+        # (the residual goes to the last clearance charge, in the state and in its ledger row).
+        resid = st[S_WALLET]
+        st[S_WALLET] = 0.0
+        st[S_FEES] += resid
+        i = cnt[C_FILLS] - 1
+        if cnt[C_RECORD] != 0 and 0 <= i < fills.shape[0]:
+            fills[i]["fee"] += resid
     refresh_triggers_nb(st, slots)
     st[S_LIQUIDATED] = 1.0
     st[S_LIQ_TS] = ts
@@ -147,10 +216,10 @@ def liquidate_nb(st, slots, price, ts, p, fills, ev, cnt):
 
 @kernel
 def margin_check_nb(st, slots, a, price, ts, p, br, fills, ev, cnt):
-    """Liquidate if equity at path point ``price`` is at or below maintenance margin; returns liquidated.
+    """Liquidate if equity at ``price`` is at or below maintenance margin; returns liquidated.
 
-    The exchange closes at the liquidation price, which the path crossed somewhere between the
-    previous path point ``a`` and ``price``: LP clamped into that range (a gap beyond LP closes at
+    The path reached ``price`` from the current point ``a``; the exchange closes at the liquidation
+    price, which the path crossed between them: LP clamped into that range (a gap beyond LP closes at
     the range's end), or ``price`` itself when LP is not a positive number.
     """
     w = st[S_WALLET]
@@ -164,7 +233,7 @@ def margin_check_nb(st, slots, a, price, ts, p, br, fills, ev, cnt):
     px = price
     if np.isfinite(lp):
         px = min(max(lp, min(a, price)), max(a, price))
-    liquidate_nb(st, slots, px, ts, p, fills, ev, cnt)
+    liquidate_nb(st, slots, px, ts, p, br, fills, ev, cnt)
     return True
 
 
@@ -313,9 +382,13 @@ def gap_fills_nb(st, slots, errs, o, ts, p, br, fills, ev, cnt):
 
 @kernel
 def walk_segment_nb(st, slots, errs, a, b, ts, p, br, fills, ev, cnt):
-    """Walk the price from ``a`` to ``b``, filling the order hit nearest the current point each time."""
+    """Walk the price from ``a`` to ``b``, filling the order hit nearest the current point each time.
+
+    The margin check runs at each next trigger before it fills (at ``b`` when none is left) and after
+    each fill; returns True when the account was liquidated on the way.
+    """
     if b == a:
-        return
+        return False
     touch = p[P_FILL_ON_TOUCH] != 0.0
     slip = p[P_SLIPPAGE_BPS] * 1e-4
     down = b < a
@@ -356,8 +429,11 @@ def walk_segment_nb(st, slots, errs, a, b, ts, p, br, fills, ev, cnt):
                         best_side = side
                         best_idx = idx
                         best_rank = rank
+        # The liquidation price is met first when the path crosses it before the next trigger.
+        if margin_check_nb(st, slots, cur, b if best_key < 0 else best_px, ts, p, br, fills, ev, cnt):
+            return True
         if best_key < 0:
-            return
+            return False
         if best_rank == RANK_SL:
             fill_px = best_px * (1.0 - slip) if best_side == Side.LONG else best_px * (1.0 + slip)
             liq = Liquidity.TAKER
@@ -366,6 +442,8 @@ def walk_segment_nb(st, slots, errs, a, b, ts, p, br, fills, ev, cnt):
             liq = Liquidity.MAKER
         fill_slot_nb(st, slots, errs, best_side, best_idx, best_rank, fill_px, liq, ts, p, br, fills, ev, cnt)
         cur = best_px
+        if margin_check_nb(st, slots, cur, cur, ts, p, br, fills, ev, cnt):
+            return True
 
 
 @hot_kernel
@@ -392,9 +470,14 @@ def bar_margin_safe_nb(st, br, lo, h):
 
 
 @kernel
-def path_points_nb(o, h, lo):
-    """The two intrabar extremes in path order: the nearer one to the open first."""
-    if h - o <= o - lo:
+def path_points_nb(o, h, lo, rule):
+    """The two intrabar extremes in path order for ``rule`` (nearer / farther first, high / low first)."""
+    if rule == PATH_HIGH_FIRST:
+        return h, lo
+    if rule == PATH_LOW_FIRST:
+        return lo, h
+    high_nearer = h - o <= o - lo
+    if high_nearer == (rule == PATH_NEARER_FIRST):
         return h, lo
     return lo, h
 
@@ -402,7 +485,7 @@ def path_points_nb(o, h, lo):
 @kernel
 def points_margin_check_nb(st, slots, o, h, lo, c, ts, p, br, fills, ev, cnt):
     """Margin check at ``o, x1, x2, c`` for a bar without fills; returns liquidated."""
-    x1, x2 = path_points_nb(o, h, lo)
+    x1, x2 = path_points_nb(o, h, lo, int(p[P_INTRABAR_PATH]))
     if margin_check_nb(st, slots, o, o, ts, p, br, fills, ev, cnt):
         return True
     if margin_check_nb(st, slots, o, x1, ts, p, br, fills, ev, cnt):
@@ -413,21 +496,63 @@ def points_margin_check_nb(st, slots, o, h, lo, c, ts, p, br, fills, ev, cnt):
 
 
 @kernel
+def _walk_bar_nb(st, slots, errs, cur, o, h, lo, c, rule, ts, p, br, fills, ev, cnt):
+    """Segments ``cur -> o -> x1 -> x2 -> c`` of one (detail) bar; returns liquidated."""
+    x1, x2 = path_points_nb(o, h, lo, rule)
+    if walk_segment_nb(st, slots, errs, cur, o, ts, p, br, fills, ev, cnt):
+        return True
+    if walk_segment_nb(st, slots, errs, o, x1, ts, p, br, fills, ev, cnt):
+        return True
+    if walk_segment_nb(st, slots, errs, x1, x2, ts, p, br, fills, ev, cnt):
+        return True
+    return walk_segment_nb(st, slots, errs, x2, c, ts, p, br, fills, ev, cnt)
+
+
+@kernel
 def path_nb(st, slots, errs, k, o, h, lo, c, ts, p, br, fills, ev, cnt):
     """Simulate bar k's trading; returns True if the account was liquidated (the run stops)."""
     post_only_check_nb(st, slots, errs, k, o, ts, p, br, fills, ev, cnt)
     gap_fills_nb(st, slots, errs, o, ts, p, br, fills, ev, cnt)
     if margin_check_nb(st, slots, o, o, ts, p, br, fills, ev, cnt):
         return True
-    x1, x2 = path_points_nb(o, h, lo)
-    walk_segment_nb(st, slots, errs, o, x1, ts, p, br, fills, ev, cnt)
-    if margin_check_nb(st, slots, o, x1, ts, p, br, fills, ev, cnt):
+    if _walk_bar_nb(st, slots, errs, o, o, h, lo, c, int(p[P_INTRABAR_PATH]), ts, p, br, fills, ev, cnt):
         return True
-    walk_segment_nb(st, slots, errs, x1, x2, ts, p, br, fills, ev, cnt)
-    if margin_check_nb(st, slots, x1, x2, ts, p, br, fills, ev, cnt):
+    refresh_triggers_nb(st, slots)
+    return False
+
+
+@hot_kernel
+def detail_range_nb(o, c, dh, dl, j0, j1):
+    """(low, high) over bar k's open and close and its detail bars ``j0..j1-1``."""
+    lo = min(o, c)
+    hi = max(o, c)
+    for j in range(j0, j1):
+        lo = min(lo, dl[j])
+        hi = max(hi, dh[j])
+    return lo, hi
+
+
+@kernel
+def detail_path_nb(st, slots, errs, k, o, c, ts, dts, do, dh, dl, dc, j0, j1, p, br, fills, ev, cnt):
+    """Bar k's trading walked through its detail bars ``j0..j1-1``; returns True if liquidated.
+
+    The open ``o`` as in ``path_nb`` (post-only check, gap fills, margin check, at ``ts``), then each
+    detail bar's ``o_j, x1_j, x2_j, c_j`` from the previous path point (fills at ``dts[j]``), then the
+    bar's close ``c``.
+    """
+    rule = int(p[P_INTRABAR_PATH])
+    post_only_check_nb(st, slots, errs, k, o, ts, p, br, fills, ev, cnt)
+    gap_fills_nb(st, slots, errs, o, ts, p, br, fills, ev, cnt)
+    if margin_check_nb(st, slots, o, o, ts, p, br, fills, ev, cnt):
         return True
-    walk_segment_nb(st, slots, errs, x2, c, ts, p, br, fills, ev, cnt)
-    if margin_check_nb(st, slots, x2, c, ts, p, br, fills, ev, cnt):
+    cur = o
+    for j in range(j0, j1):
+        if _walk_bar_nb(
+            st, slots, errs, cur, do[j], dh[j], dl[j], dc[j], rule, dts[j], p, br, fills, ev, cnt
+        ):
+            return True
+        cur = dc[j]
+    if walk_segment_nb(st, slots, errs, cur, c, dts[j1 - 1], p, br, fills, ev, cnt):
         return True
     refresh_triggers_nb(st, slots)
     return False

@@ -15,7 +15,7 @@ import numpy as np
 
 from configs.errors import GridctlError
 from configs.schema import StrategyConfig, VenueConfig
-from engine.enums import POLICY_NAMES
+from engine.enums import INTRABAR_PATH_NAMES, POLICY_NAMES
 from engine.layout import SlotTable
 
 #: The parameter vector's slots (name, size, meaning), in order; the offsets below are derived from it.
@@ -84,6 +84,11 @@ P_FEE_TAKER = PARAMS.add("P_FEE_TAKER", "fees.taker")
 # --- market / derived
 P_BAR_MS = PARAMS.add("P_BAR_MS", "bar length in ms (market)")
 P_MAX_LEVELS = PARAMS.add("P_MAX_LEVELS", "slot-array depth (max of both sides' levels)")
+# --- intrabar path and liquidation
+P_INTRABAR_PATH = PARAMS.add("P_INTRABAR_PATH", "backtest.intrabar_path (INTRABAR_PATH_NAMES code)")
+P_LIQ_CLEARANCE_FEE = PARAMS.add(
+    "P_LIQ_CLEARANCE_FEE", "margin.liquidation_clearance_fee (x notional); NaN: maintenance margin lost"
+)
 N_PARAMS = PARAMS.size
 
 #: Config key path -> slot, for every config value the kernels read (bool/enum stored as numbers).
@@ -128,6 +133,7 @@ STRATEGY_PATHS: dict[str, int] = {
     "backtest.initial_balance": P_INITIAL_BALANCE,
     "backtest.slippage_bps": P_SLIPPAGE_BPS,
     "backtest.fill_on_touch": P_FILL_ON_TOUCH,
+    "backtest.intrabar_path": P_INTRABAR_PATH,
 }
 
 #: Venue key paths the kernels read (tick/step/min/max qty go through VenueConfig's defaulting properties).
@@ -211,6 +217,8 @@ def _number(value: Any, path: str) -> float:
     if isinstance(value, str):
         if path == "policy.strategy":
             return float(POLICY_NAMES[value])
+        if path == "backtest.intrabar_path":
+            return float(INTRABAR_PATH_NAMES[value])
         raise GridctlError(f"{path}: {value!r} is not a number")
     return float(value)
 
@@ -237,6 +245,8 @@ def build_params(strategy: StrategyConfig, venue: VenueConfig, market: Any) -> E
     vec[P_MAX_QTY] = venue.max_qty
     vec[P_BAR_MS] = float(market.bar_ms)
     vec[P_MAX_LEVELS] = float(max(strategy.grid.grid_levels_long, strategy.grid.grid_levels_short))
+    clearance = venue.margin.liquidation_clearance_fee if venue.margin is not None else None
+    vec[P_LIQ_CLEARANCE_FEE] = np.nan if clearance is None else float(clearance)
     brackets = np.array(
         [
             [b.notional_floor, b.notional_cap, b.maint_margin_ratio, b.cum, b.max_leverage]
@@ -252,5 +262,9 @@ def build_params(strategy: StrategyConfig, venue: VenueConfig, market: Any) -> E
         "fees": {"maker": venue.fees.maker, "taker": venue.fees.taker},
         "strategy_origin": strategy.origin,
         "venue_origin": venue.origin,
+        "intrabar_path": strategy.backtest.intrabar_path,
+        "liquidation_rule": "maintenance margin lost (insurance fund)"
+        if clearance is None
+        else f"clearance fee {clearance:g} of notional",
     }
     return EngineParams(vector=vec, brackets=brackets, meta=meta)

@@ -71,18 +71,23 @@ class MarketArrays:
     funding_mark: np.ndarray
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """``a`` as a read-only view (Parquet-backed arrays are, numpy-built ones are not).
+
+    numba specialises on the flag, so every source shares one kernel signature.
+    """
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
 def market_arrays(market: Any) -> MarketArrays:
     """Contiguous int64 / float64 read-only copies (or views) of a ``data.market.Market``'s arrays."""
     f8 = np.float64
 
     def arr(name: str, dtype: type) -> np.ndarray:
-        a = np.ascontiguousarray(getattr(market, name), dtype=dtype)
-        if a.flags.writeable:
-            # Read-only whatever the source (Parquet-backed arrays are, numpy-built ones are not):
-            # numba specialises on the flag, and one kernel signature serves every market.
-            a = a.view()
-            a.flags.writeable = False
-        return a
+        return _read_only(np.ascontiguousarray(getattr(market, name), dtype=dtype))
 
     out = MarketArrays(
         ts=arr("ts", np.int64),
@@ -106,6 +111,120 @@ def market_arrays(market: Any) -> MarketArrays:
     return out
 
 
+@dataclass(frozen=True)
+class DetailArrays:
+    """Detail bars for the path walk: their arrays and ``index[k] = (start, end)`` per run bar.
+
+    ``end == start`` means bar k walks its own OHLC (no detail, or its detail bars are incomplete).
+    ``warnings`` name the bars that fell back; ``fallback_bars`` counts them.
+    """
+
+    ts: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    index: np.ndarray  # int64 [n_bars, 2]
+    timeframe: str | None = None
+    detailed_bars: int = 0
+    fallback_bars: int = 0
+    warnings: tuple[str, ...] = ()
+
+
+def no_detail(n_bars: int) -> DetailArrays:
+    """Empty detail arrays: every bar walks its own OHLC."""
+    f8 = _read_only(np.zeros(0, np.float64))
+    index = _read_only(np.zeros((n_bars, 2), np.int64))
+    return DetailArrays(_read_only(np.zeros(0, np.int64)), f8, f8, f8, f8, index)
+
+
+#: At most this many fallback ranges are named in the warning (the count covers all of them).
+MAX_FALLBACK_RANGES = 8
+
+
+def _iso_minute(ms: int) -> str:
+    return np.datetime64(int(ms), "ms").astype("datetime64[m]").item().strftime("%Y-%m-%dT%H:%MZ")
+
+
+def detail_arrays(market: Any, detail: Any | None, stop: int | None = None) -> DetailArrays:
+    """Index ``detail`` (a finer ``data.market.Market`` of the same symbol) into ``market``'s bars.
+
+    The detail timeframe must be shorter than the market's and divide it. A bar of ``market`` whose
+    ``bar_ms / detail_ms`` detail bars are not all present and finite walks its own OHLC; the warning
+    names those bars as ranges of consecutive bars.
+    """
+    arrays = market_arrays(market)
+    n = arrays.ts.shape[0] if stop is None else int(stop)
+    if detail is None:
+        return no_detail(arrays.ts.shape[0])
+    if detail.symbol != market.symbol:
+        raise GridctlError(f"detail bars are for {detail.symbol}, the run's market is {market.symbol}")
+    coarse_ms, fine_ms = int(market.bar_ms), int(detail.bar_ms)
+    if not (fine_ms < coarse_ms and coarse_ms % fine_ms == 0):
+        raise GridctlError(
+            f"detail timeframe {detail.timeframe} must be shorter than the run's {market.timeframe} "
+            "and divide it"
+        )
+    dts = _read_only(np.ascontiguousarray(detail.ts, dtype=np.int64))
+    cols = [
+        _read_only(np.ascontiguousarray(getattr(detail, c), dtype=np.float64))
+        for c in ("open", "high", "low", "close")
+    ]
+    if any(c.shape[0] != dts.shape[0] for c in cols):
+        raise GridctlError(f"detail market {detail.timeframe}: ts/open/high/low/close have different lengths")
+    if dts.shape[0] > 1 and np.any(np.diff(dts) <= 0):
+        raise GridctlError(f"detail market {detail.timeframe}: bar timestamps are not strictly increasing")
+    start = np.searchsorted(dts, arrays.ts, side="left")
+    end = np.searchsorted(dts, arrays.ts + coarse_ms, side="left")
+    bad = ~np.isfinite(cols[0]) | ~np.isfinite(cols[1]) | ~np.isfinite(cols[2]) | ~np.isfinite(cols[3])
+    bad_cum = np.concatenate(([0], np.cumsum(bad)))
+    complete = (end - start == coarse_ms // fine_ms) & (bad_cum[end] - bad_cum[start] == 0)
+    index = _read_only(np.stack([start, np.where(complete, end, start)], axis=1).astype(np.int64))
+    coarse_ok = (
+        np.isfinite(arrays.open)
+        & np.isfinite(arrays.high)
+        & np.isfinite(arrays.low)
+        & np.isfinite(arrays.close)
+    )
+    fallback = np.flatnonzero(~complete[:n] & coarse_ok[:n])
+    warnings: list[str] = []
+    if len(fallback):
+        breaks = np.flatnonzero(np.diff(fallback) != 1)
+        firsts = np.concatenate(([fallback[0]], fallback[breaks + 1]))
+        lasts = np.concatenate((fallback[breaks], [fallback[-1]]))
+        shown = [
+            _iso_minute(arrays.ts[a])
+            if a == b
+            else f"{_iso_minute(arrays.ts[a])}..{_iso_minute(arrays.ts[b])}"
+            for a, b in zip(firsts[:MAX_FALLBACK_RANGES], lasts[:MAX_FALLBACK_RANGES], strict=True)
+        ]
+        more = len(firsts) - len(shown)
+        warnings.append(
+            f"detail {detail.timeframe}: {len(fallback):,} of {n:,} {market.timeframe} bars lack complete "
+            f"{detail.timeframe} bars (missing or not finite) and walk their own OHLC: {', '.join(shown)}"
+            + (f" and {more:,} more ranges" if more else "")
+        )
+    return DetailArrays(
+        dts, *cols, index=index, timeframe=detail.timeframe,
+        detailed_bars=int(complete[:n].sum()), fallback_bars=len(fallback), warnings=tuple(warnings),
+    )  # fmt: skip
+
+
+def check_detail_config(strategy: StrategyConfig, detail: Any | None) -> None:
+    """``backtest.detail_timeframe`` and the detail market handed to a driver must agree."""
+    want = strategy.backtest.detail_timeframe
+    have = None if detail is None else detail.timeframe
+    if want != have:
+        if want is None:
+            raise GridctlError(
+                f"detail bars ({have}) given but backtest.detail_timeframe is not set in {strategy.origin}"
+            )
+        raise GridctlError(
+            f"backtest.detail_timeframe is {want!r} in {strategy.origin} but the detail bars given are "
+            f"{have!r}: load the {want} market over the same window and pass it as detail"
+        )
+
+
 def regime_series(arrays: MarketArrays, vec: np.ndarray) -> np.ndarray:
     """Regime after each bar for the regime parameters in ``vec``."""
     adx, fast, slow, atr, hyst, thr = (vec[i] for i in REGIME_SLOTS)
@@ -116,6 +235,7 @@ def regime_series(arrays: MarketArrays, vec: np.ndarray) -> np.ndarray:
 
 def _run_bars_args(
     arrays: MarketArrays,
+    det: DetailArrays,
     params: EngineParams,
     reg: np.ndarray,
     ks: Any,
@@ -127,12 +247,13 @@ def _run_bars_args(
     fills, fund, ev, eq = buffers
     return (
         0, stop, arrays.ts, arrays.open, arrays.high, arrays.low, arrays.close, reg,
-        arrays.funding_ts, arrays.funding_rate, arrays.funding_mark, params.vector, params.brackets,
+        arrays.funding_ts, arrays.funding_rate, arrays.funding_mark,
+        det.ts, det.open, det.high, det.low, det.close, det.index, params.vector, params.brackets,
         ks.state, ks.slots, ks.err_ring, ks.ord_ring, fills, fund, ev, eq, cnt,
     )  # fmt: skip
 
 
-def kernels_ready(arrays: MarketArrays, params: EngineParams, curves: bool) -> bool:
+def kernels_ready(arrays: MarketArrays, det: DetailArrays, params: EngineParams, curves: bool) -> bool:
     """True when ``run_single`` will find ``run_bars_nb`` compiled for these inputs' types.
 
     Either compiled in this process already, or present in numba's on-disk cache index (for this
@@ -142,7 +263,7 @@ def kernels_ready(arrays: MarketArrays, params: EngineParams, curves: bool) -> b
     empty = np.empty(0, np.int8)
     ks = init_state(params.vector)
     args = _run_bars_args(
-        arrays, params, empty, ks,
+        arrays, det, params, empty, ks,
         tuple(np.empty(0, d) for d in (FILL_DTYPE, FUNDING_DTYPE, EVENT_DTYPE, EQUITY_DTYPE)),
         new_counters(record=True, curves=curves), arrays.ts.shape[0],
     )  # fmt: skip
@@ -163,26 +284,30 @@ def run_single(
     venue: VenueConfig,
     curves: bool = True,
     stop_at: int | None = None,
+    detail: Any | None = None,
     compile_notice: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> RunOutput:
     """Backtest ``strategy`` on ``venue`` over ``market`` (bars ``[0, stop_at)``, default all).
 
+    ``detail``: the finer market named by ``backtest.detail_timeframe`` (fills walk its bars).
     ``compile_notice`` (e.g. a spinner) is entered around the run only when numba has no machine
     code for this run's kernel signature, neither in this process nor in its on-disk cache.
     """
     params = build_params(strategy, venue, market)
+    check_detail_config(strategy, detail)
     arrays = market_arrays(market)
     n = arrays.ts.shape[0]
     stop = n if stop_at is None else int(stop_at)
     if not 0 <= stop <= n:
         raise GridctlError(f"stop_at {stop_at} is outside 0..{n} (the market has {n} bars)")
-    cold = compile_notice is not None and not kernels_ready(arrays, params, curves)
+    det = detail_arrays(market, detail, stop)
+    cold = compile_notice is not None and not kernels_ready(arrays, det, params, curves)
     with compile_notice() if cold else nullcontext():
-        return _run_single(market, params, arrays, stop, curves)
+        return _run_single(market, params, arrays, det, stop, curves)
 
 
 def _run_single(
-    market: Any, params: EngineParams, arrays: MarketArrays, stop: int, curves: bool
+    market: Any, params: EngineParams, arrays: MarketArrays, det: DetailArrays, stop: int, curves: bool
 ) -> RunOutput:
     n = arrays.ts.shape[0]
     vec = params.vector
@@ -201,7 +326,7 @@ def _run_single(
         fund = np.empty(caps[C_FUNDING], FUNDING_DTYPE)
         ev = np.empty(caps[C_EVENTS], EVENT_DTYPE)
         eq = np.empty(caps[C_EQUITY], EQUITY_DTYPE)
-        run_bars_nb(*_run_bars_args(arrays, params, reg, ks, (fills, fund, ev, eq), cnt, stop))
+        run_bars_nb(*_run_bars_args(arrays, det, params, reg, ks, (fills, fund, ev, eq), cnt, stop))
         if cnt[C_OVERFLOW] == 0:
             break
         for slot, buf in ((C_FILLS, fills), (C_EVENTS, ev), (C_FUNDING, fund), (C_EQUITY, eq)):
@@ -222,6 +347,12 @@ def _run_single(
         liquidated=bool(summary["liquidated"]),
         liquidated_at=None if np.isnan(summary["liquidated_ts"]) else int(summary["liquidated_ts"]),
         halted_at=None if np.isnan(summary["halted_ts"]) else int(summary["halted_ts"]),
+        detail={
+            "timeframe": det.timeframe,
+            "detailed_bars": det.detailed_bars,
+            "fallback_bars": det.fallback_bars,
+            "warnings": list(det.warnings),
+        },
         mark_source_counts={
             "mark_series": int(np.sum(fund_rows["mark_source"] == MarkSource.MARK_SERIES)),
             "trade_open": int(np.sum(fund_rows["mark_source"] == MarkSource.TRADE_OPEN)),

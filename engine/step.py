@@ -50,7 +50,14 @@ import numpy as np
 
 from engine.accounting import daily_stats_nb, finish_daily_stats_nb, intrabar_drawdown_nb, mark_to_market_nb
 from engine.enums import EventKind, Reason, RiskState, Side, hot_kernel, kernel
-from engine.fills import bar_cannot_fill_nb, bar_margin_safe_nb, path_nb, points_margin_check_nb
+from engine.fills import (
+    bar_cannot_fill_nb,
+    bar_margin_safe_nb,
+    detail_path_nb,
+    detail_range_nb,
+    path_nb,
+    points_margin_check_nb,
+)
 from engine.funding import apply_funding_nb, funding_guard_nb
 from engine.ladder import floor_step_nb, needs_recenter_nb, set_rungs_nb
 from engine.params import P_BAR_MS, P_ORDERS_PER_MINUTE, P_ORDERS_PER_SECOND, P_STEP
@@ -371,9 +378,14 @@ def record_bar_nb(st, eq, cnt, ts):
 
 @hot_kernel
 def step_nb(
-    k, ts, op, hi, lo, cl, reg, fts, frate, fmark, p, br, st, slots, errs, ords, fills, fund, ev, eq, cnt
-):
-    """Run bar ``k`` through DESIGN.md steps 1-8; returns STEP_STOP once liquidated."""
+    k, ts, op, hi, lo, cl, reg, fts, frate, fmark, dts, dop, dhi, dlo, dcl, didx, p, br, st, slots, errs,
+    ords, fills, fund, ev, eq, cnt,
+):  # fmt: skip
+    """Run bar ``k`` through DESIGN.md steps 1-8; returns STEP_STOP once liquidated.
+
+    ``dts..dcl`` are the detail bars and ``didx[k] = (start, end)`` the ones inside bar k (end == start:
+    walk bar k's own OHLC).
+    """
     t = ts[k]
     close_time = float(t) + p[P_BAR_MS]
     o = op[k]
@@ -401,7 +413,16 @@ def step_nb(
     if fi < fts.shape[0] and fts[fi] <= t:
         apply_funding_nb(st, t, o, fts, frate, fmark, fund, cnt)
     # 3. intrabar path (simulated venue), margin check at every path point
-    if bar_cannot_fill_nb(st, lw, h):
+    j0 = didx[k, 0]
+    j1 = didx[k, 1]
+    if j1 > j0:
+        dlw, dh = detail_range_nb(o, c, dhi, dlo, j0, j1)
+        liquidated = not (bar_cannot_fill_nb(st, dlw, dh) and bar_margin_safe_nb(st, br, dlw, dh)) and (
+            detail_path_nb(
+                st, slots, errs, k, o, c, t, dts, dop, dhi, dlo, dcl, j0, j1, p, br, fills, ev, cnt
+            )
+        )
+    elif bar_cannot_fill_nb(st, lw, h):
         liquidated = not bar_margin_safe_nb(st, br, lw, h) and points_margin_check_nb(
             st, slots, o, h, lw, c, t, p, br, fills, ev, cnt
         )
@@ -431,54 +452,15 @@ def step_nb(
 
 @kernel
 def run_bars_nb(
-    start,
-    stop,
-    ts,
-    op,
-    hi,
-    lo,
-    cl,
-    reg,
-    fts,
-    frate,
-    fmark,
-    p,
-    br,
-    st,
-    slots,
-    errs,
-    ords,
-    fills,
-    fund,
-    ev,
-    eq,
-    cnt,
-):
+    start, stop, ts, op, hi, lo, cl, reg, fts, frate, fmark, dts, dop, dhi, dlo, dcl, didx, p, br, st,
+    slots, errs, ords, fills, fund, ev, eq, cnt,
+):  # fmt: skip
     """Step bars ``start..stop-1``; stops early on liquidation or a full record buffer. Closes the stats."""
     for k in range(start, stop):
         status = step_nb(
-            k,
-            ts,
-            op,
-            hi,
-            lo,
-            cl,
-            reg,
-            fts,
-            frate,
-            fmark,
-            p,
-            br,
-            st,
-            slots,
-            errs,
-            ords,
-            fills,
-            fund,
-            ev,
-            eq,
-            cnt,
-        )
+            k, ts, op, hi, lo, cl, reg, fts, frate, fmark, dts, dop, dhi, dlo, dcl, didx, p, br, st,
+            slots, errs, ords, fills, fund, ev, eq, cnt,
+        )  # fmt: skip
         if cnt[C_OVERFLOW] != 0 or status == STEP_STOP:
             break
     finish_daily_stats_nb(st)

@@ -132,6 +132,10 @@ class EngineSession:
         self.low = np.zeros(cap)
         self.close = np.zeros(cap)
         self.reg = np.zeros(cap, np.int8)
+        # No detail bars live: every bar walks its own OHLC (didx rows (0, 0); see engine.run.no_detail).
+        self._dts = np.zeros(0, np.int64)
+        self._dpx = np.zeros(0)
+        self._didx = np.zeros((cap, 2), np.int64)
         self.n = 0
         self.regime_state = new_regime_state()
         self.warm_bars = 0
@@ -239,6 +243,7 @@ class EngineSession:
         if self.n == self.ts.shape[0]:
             for name in ("ts", "open", "high", "low", "close", "reg"):
                 setattr(self, name, _grow(getattr(self, name), 2 * self.n))
+            self._didx = np.zeros((self.ts.shape[0], 2), np.int64)
         k = self.n
         self.ts[k], self.open[k], self.high[k], self.low[k], self.close[k] = t, o, h, lo, c
         adx, fast, slow, atr, hyst, thr = (self.vec[i] for i in REGIME_SLOTS)
@@ -296,6 +301,12 @@ class EngineSession:
             self._fts,
             self._frate,
             self._fmark,
+            self._dts,
+            self._dpx,
+            self._dpx,
+            self._dpx,
+            self._dpx,
+            self._didx,
             self.vec,
             self.br,
             ks.state,

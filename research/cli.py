@@ -63,8 +63,13 @@ def run_backtest(
     end: str | None,
     overrides: list[str],
     status: Console | None = None,
+    detail: str | None = None,
 ) -> tuple[Any, Any, dict[str, Any]]:
-    """Load configs and data, run one backtest with curves; returns (run output, market, stats)."""
+    """Load configs and data, run one backtest with curves; returns (run output, market, stats).
+
+    ``detail`` (``--detail``) sets ``backtest.detail_timeframe``: the fills walk those finer bars,
+    loaded over the same window. The stats carry the run's path bracket (high first / low first).
+    """
     from configs.crosscheck import check_notional_in_range, check_strategy_on_venue
     from configs.loader import load_strategy, load_venue
     from data.market import load_market
@@ -72,12 +77,23 @@ def run_backtest(
     from data.timeframes import timeframe_ms
     from engine.regime import warmup_bars
     from engine.run import run_single
-    from research.stats import compute_stats
+    from research.stats import backtest_stats
 
     try:
         timeframe_ms(timeframe)
     except GridctlError as err:
         raise GridctlError(f"--timeframe: {err}") from None
+    if detail is not None:
+        try:
+            fine_ms = timeframe_ms(detail)
+        except GridctlError as err:
+            raise GridctlError(f"--detail: {err}") from None
+        coarse_ms = timeframe_ms(timeframe)
+        if not (fine_ms < coarse_ms and coarse_ms % fine_ms == 0):
+            raise GridctlError(
+                f"--detail {detail} must be shorter than --timeframe {timeframe} and divide it"
+            )
+        overrides = [*overrides, f"backtest.detail_timeframe={detail}"]
     start_ms, end_ms = _day(start, "--start"), _day(end, "--end")
     if start_ms is not None and end_ms is not None and end_ms <= start_ms:
         raise GridctlError(f"--end ({end}) must be after --start ({start})")
@@ -103,13 +119,22 @@ def run_backtest(
     check_notional_in_range(
         strategy, venue, float(market.low.min()), float(market.high.max()), f"{exchange} {sym} {timeframe}"
     )
+    fine = None
+    detail_tf = strategy.backtest.detail_timeframe
+    if detail_tf is not None:
+        if status is not None:
+            status.print(f"[dim]loading {detail_tf} detail bars for the same window ...[/dim]")
+        window_end = int(market.ts[-1]) + market.bar_ms
+        fine = load_market(data_dir, exchange, sym, detail_tf, int(market.ts[0]), window_end)
     if status is not None:
         status.print(
             f"[dim]running {strategy.strategy.name} on {len(market.ts):,} {timeframe} bars ...[/dim]"
         )
     notice = None if status is None else (lambda: compile_notice(status))
-    output = run_single(market, strategy, venue, curves=True, compile_notice=notice)
-    return output, market, compute_stats(output, market, strategy, venue)
+    output = run_single(market, strategy, venue, curves=True, detail=fine, compile_notice=notice)
+    if status is not None:
+        status.print("[dim]path bracket: the same run under the other intrabar path rules ...[/dim]")
+    return output, market, backtest_stats(output, market, strategy, venue, detail=fine)
 
 
 def _print_summary(console: Console, stats: dict[str, Any], out: Path | None) -> None:
@@ -166,6 +191,14 @@ def backtest(
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override a strategy field, e.g. grid.grid_step_bps=30.")
     ] = None,
+    detail: Annotated[
+        str | None,
+        typer.Option(
+            "--detail",
+            help="Walk fills, stops and liquidations through these finer stored bars (e.g. 1m); "
+            "decisions stay on --timeframe. Sets backtest.detail_timeframe.",
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -202,6 +235,7 @@ def backtest(
         end,
         list(overrides or []),
         status=status,
+        detail=detail,
     )
     if out is not None:
         write_results(out, output, market, stats, force=force)

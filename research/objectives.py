@@ -137,16 +137,15 @@ def feasible(constraints: Sequence[float]) -> bool:
 
 
 def require_path_bracket() -> Any:
-    """``research.stats.path_bracket``, or a GridctlError saying the hook is not wired yet."""
-    from research import stats
+    """Refuse ``limits.max_worst_path_drawdown_pct``: the optimizer does not apply it yet.
 
-    bracket = getattr(stats, "path_bracket", None)
-    if bracket is None:
-        raise GridctlError(
-            "limits.max_worst_path_drawdown_pct needs research.stats.path_bracket, which this build "
-            "does not have yet; set it to null in the profile"
-        )
-    return bracket
+    ``research.stats.path_bracket`` exists (every backtest reports it), but trials are not yet run
+    under the other path rules, so the limit would be inert: refuse instead of pretending it holds.
+    """
+    raise GridctlError(
+        "limits.max_worst_path_drawdown_pct is not applied by the optimizer yet (trials run one intrabar "
+        "path rule); set it to null in the profile"
+    )
 
 
 def worst_path_drawdown_hook(market: Any, strategy: Any, venue: Any) -> float:

@@ -549,7 +549,44 @@ def headline_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
         ("Exposure (bars with a position)", _fmt(s["exposure_pct"], " %", 1)),
         ("Time halted", _fmt(s["halted_pct"], " %", 1)),
         ("Liquidated", f"yes at {s['liquidated_at']}" if s["liquidated"] else "no"),
+        *path_rows(s),
     ]
+
+
+def path_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
+    """The path bracket (every intrabar path rule, worst and best) and the round trips one bar decided."""
+    rows = []
+    b = stats.get("path_bracket")
+    if b is not None:
+        hi, lo, worst, best = b["high_first"], b["low_first"], b["worst"], b["best"]
+        dd = "max_drawdown_bar_close_pct"
+        rows += [
+            (
+                "Return, worst / best path",
+                f"{_fmt(worst['total_return_pct'], ' %')} / {_fmt(best['total_return_pct'], ' %')} "
+                f"(ran: {b['rule']})",
+            ),
+            ("Max DD bar close, worst / best", f"{_fmt(worst[dd], ' %')} / {_fmt(best[dd], ' %')}"),
+            (
+                "Return, high / low first",
+                f"{_fmt(hi['total_return_pct'], ' %')} / {_fmt(lo['total_return_pct'], ' %')}",
+            ),
+            (
+                "Return, nearer / farther first",
+                f"{_fmt(b['nearer_first']['total_return_pct'], ' %')} / "
+                f"{_fmt(b['farther_first']['total_return_pct'], ' %')}",
+            ),
+            ("Fills, high / low first", f"{hi['n_fills']:,} / {lo['n_fills']:,}"),
+        ]
+    if "same_bar_round_trips" in stats:
+        rows.append(
+            (
+                "Same-bar round trips",
+                f"{stats['same_bar_round_trips']:,}, realized "
+                + _fmt(stats["same_bar_round_trip_pnl"], " USDT"),
+            )
+        )
+    return rows
 
 
 def gate_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
@@ -582,6 +619,8 @@ def assumption_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
         ("Funding mark price", marks),
         ("Gates disabled", ", ".join(a["gates_disabled"]) or "none"),
         ("Intrabar path", a["intrabar_path"]),
+        ("Detail bars", a["detail_timeframe"] or "none (each bar's own OHLC)"),
+        ("Liquidation", a["liquidation_rule"]),
         ("Limit fills", "on touch" if a["fill_on_touch"] else "only when traded through"),
         ("Taker slippage", f"{a['slippage_bps']:g} bps"),
         *[("Data warning", w) for w in a["data_warnings"]],

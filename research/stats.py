@@ -37,7 +37,17 @@ from engine.enums import EventKind, FillKind, Liquidity, MarkSource, Reason, Ris
 DAY_MS = 86_400_000
 DAYS_PER_YEAR = 365.0
 REJECTION_KINDS = np.array([EventKind.ORDER_REJECTED, EventKind.POST_ONLY_REJECT])
-INTRABAR_PATH = "open -> nearer extreme -> farther extreme -> close (high first when high-open <= open-low)"
+#: What each ``backtest.intrabar_path`` rule assumes about the order of a bar's extremes.
+INTRABAR_PATHS = {
+    "nearer_first": "open -> nearer extreme -> farther extreme -> close "
+    "(high first when high-open <= open-low)",
+    "farther_first": "open -> farther extreme -> nearer extreme -> close "
+    "(low first when high-open <= open-low)",
+    "high_first": "open -> high -> low -> close",
+    "low_first": "open -> low -> high -> close",
+}
+#: Every rule a backtest runs to bracket what OHLC bars cannot settle (the configured one is the run).
+BRACKET_RULES = tuple(INTRABAR_PATHS)
 
 
 class RunLike(Protocol):
@@ -197,6 +207,7 @@ def compute_stats(
     liq = events[events["kind"] == EventKind.LIQUIDATION]
     halt = events[events["kind"] == EventKind.DRAWDOWN_HALT]
     rejected = events[np.isin(events["kind"], REJECTION_KINDS)]
+    same_bar = same_bar_round_trips(fills)
 
     def share(mask: np.ndarray) -> float:
         return float(mask.sum() / bars * 100.0) if bars else 0.0
@@ -250,6 +261,8 @@ def compute_stats(
         "rejections": _counts(rejected["reason"], Reason),
         "orders_deferred": int(run.summary.get("orders_deferred", 0)),
         "skipped_precision": int(run.summary.get("skipped_precision", 0)),
+        "same_bar_round_trips": same_bar[0],
+        "same_bar_round_trip_pnl": same_bar[1],
         "assumptions": {
             "fees_source": venue.fees_source,
             "maker_fee": float(venue.fees.maker),
@@ -259,9 +272,106 @@ def compute_stats(
                 "trade open (mark unknown)": int((funding["mark_source"] == MarkSource.TRADE_OPEN).sum()),
             },
             "gates_disabled": strategy.gates_disabled(),
-            "intrabar_path": INTRABAR_PATH,
+            "intrabar_path": INTRABAR_PATHS[strategy.backtest.intrabar_path],
+            "detail_timeframe": strategy.backtest.detail_timeframe,
+            "liquidation_rule": liquidation_rule(venue),
             "fill_on_touch": bool(strategy.backtest.fill_on_touch),
             "slippage_bps": float(strategy.backtest.slippage_bps),
-            "data_warnings": list(market.report.warnings),
+            "data_warnings": list(market.report.warnings)
+            + list(getattr(run, "meta", {}).get("detail", {}).get("warnings", [])),
         },
     }
+
+
+def same_bar_round_trips(fills: np.ndarray) -> tuple[int, float]:
+    """(count, realized PnL) of lots whose entry fill and TP/SL fill carry the same bar ts.
+
+    Those round trips opened and closed inside one bar, so the intrabar path rule decided them. A lot
+    is a rung's (side, level) entry until its TP or SL; a flatten or liquidation ends a side's lots.
+    """
+    open_at: dict[tuple[int, int], int] = {}
+    count = 0
+    pnl = 0.0
+    cols = (fills["ts"], fills["side"], fills["kind"], fills["level"], fills["realized_pnl"])
+    for ts, side, kind, level, realized in zip(*(c.tolist() for c in cols), strict=True):
+        if kind == FillKind.ENTRY:
+            open_at[(side, level)] = ts
+        elif kind in (FillKind.TP, FillKind.SL):
+            if open_at.pop((side, level), None) == ts:
+                count += 1
+                pnl += realized
+        else:
+            for key in [k for k in open_at if k[0] == side]:
+                del open_at[key]
+    return count, pnl
+
+
+def liquidation_rule(venue: VenueConfig) -> str:
+    """Which liquidation clearance rule the engine applies for ``venue`` (engine/fills.py)."""
+    fee = venue.margin.liquidation_clearance_fee if venue.margin is not None else None
+    if fee is None:
+        return "remaining maintenance margin lost (to the insurance fund)"
+    return f"clearance fee {fee:g} x liquidated notional (margin.liquidation_clearance_fee)"
+
+
+#: The drawdowns each path-bracket entry carries (engine.records.SUMMARY_FIELDS names).
+BRACKET_DRAWDOWNS = (
+    "max_drawdown_daily_close_pct",
+    "max_drawdown_bar_close_pct",
+    "max_drawdown_intrabar_pct",
+)
+
+
+def path_bracket(
+    market: Market,
+    strategy: StrategyConfig,
+    venue: VenueConfig,
+    summary: dict[str, float],
+    detail: Market | None = None,
+) -> dict[str, Any]:
+    """The run under every intrabar path rule, next to its configured rule (``summary``).
+
+    The other rules run through the batch driver (summaries only, same detail bars). Each entry has
+    ``total_return_pct``, the three drawdowns named for what they measure (daily close, bar close,
+    intrabar worst point) and ``n_fills``; ``worst`` / ``best`` take each figure's worst / best over
+    the rules (lowest / highest return, highest / lowest drawdowns). No rule brackets the others:
+    ``nearer_first`` can lie outside ``high_first`` .. ``low_first``.
+    """
+    from engine.batch import run_batch
+
+    configured = strategy.backtest.intrabar_path
+    others = [rule for rule in BRACKET_RULES if rule != configured]
+    rows = run_batch(market, strategy, venue, [{"backtest.intrabar_path": r} for r in others], detail=detail)
+
+    def entry(row: Any) -> dict[str, float | int]:
+        return {
+            "total_return_pct": float(row["total_return_pct"]),
+            **{name: float(row[name]) for name in BRACKET_DRAWDOWNS},
+            "n_fills": int(row["n_fills"]),
+        }
+
+    out: dict[str, Any] = {"rule": configured, "configured": entry(summary)}
+    out[configured] = out["configured"]
+    for rule, row in zip(others, rows, strict=True):
+        out[rule] = entry(row)
+    entries = [out[rule] for rule in BRACKET_RULES]
+    returns = [e["total_return_pct"] for e in entries]
+    out["worst"] = {"total_return_pct": min(returns)}
+    out["best"] = {"total_return_pct": max(returns)}
+    for name in BRACKET_DRAWDOWNS:
+        out["worst"][name] = max(e[name] for e in entries)
+        out["best"][name] = min(e[name] for e in entries)
+    return out
+
+
+def backtest_stats(
+    output: Any,
+    market: Market,
+    strategy: StrategyConfig,
+    venue: VenueConfig,
+    detail: Market | None = None,
+) -> dict[str, Any]:
+    """``compute_stats`` plus the run's ``path_bracket``: what every backtest (and replay) reports."""
+    stats = compute_stats(output, market, strategy, venue)
+    stats["path_bracket"] = path_bracket(market, strategy, venue, output.summary, detail=detail)
+    return stats

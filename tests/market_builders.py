@@ -172,14 +172,16 @@ def rows_of(arr: np.ndarray) -> list[dict]:
     return [{name: row[name].item() for name in arr.dtype.names} for row in arr]
 
 
-def run(impl: str, market: Market, strat: StrategyConfig, ven: VenueConfig) -> Ledgers:
-    """Run ``impl`` ("reference" or "kernel") on one market and return its ledgers."""
+def run(
+    impl: str, market: Market, strat: StrategyConfig, ven: VenueConfig, detail: Market | None = None
+) -> Ledgers:
+    """Run ``impl`` ("reference" or "kernel") on one market (path walked through ``detail``)."""
     if impl == "reference":
-        out = simulate(market, strat, ven)
+        out = simulate(market, strat, ven, detail=detail)
         return Ledgers(out.fills, out.funding, out.events, out.equity, out.summary)
     from engine.run import run_single
 
-    res = run_single(market, strat, ven, curves=True)
+    res = run_single(market, strat, ven, curves=True, detail=detail)
     return Ledgers(
         rows_of(res.fills), rows_of(res.funding), rows_of(res.events), rows_of(res.equity), res.summary
     )
@@ -313,3 +315,120 @@ def configs(draw):
         fees__taker=draw(st.sampled_from([0.0004, 0.0005])),
     )
     return s, v
+
+
+@st.composite
+def path_configs(draw):
+    """``configs()`` plus the intrabar path rule and the liquidation clearance rule."""
+    s, v = draw(configs())
+    rules = ["nearer_first", "farther_first", "high_first", "low_first"]
+    s["backtest__intrabar_path"] = draw(st.sampled_from(rules))
+    clearance = draw(st.sampled_from([None, None, 0.0, 0.005, 0.02]))
+    if clearance is not None:
+        v["margin__liquidation_clearance_fee"] = clearance
+    return s, v
+
+
+@st.composite
+def liquidation_configs(draw, price: float | None = None):
+    """Configs that open positions large against the balance: liquidations, often past a stop.
+
+    Size checks, the breaker and the drawdown halt are off; with ``price`` (the market's first close)
+    the rung size is 20-160x the balance in notional, so the liquidation price sits a few grid steps
+    from the entries, and stops land on either side of it.
+    """
+    s, v = draw(path_configs())
+    balance = draw(st.sampled_from([60.0, 120.0, 250.0, 600.0]))
+    qty = draw(st.sampled_from([0.05, 0.1, 0.3]))
+    if price is not None and math.isfinite(price):
+        qty = max(0.001, round(balance * draw(st.sampled_from([20.0, 40.0, 80.0, 160.0])) / price, 3))
+    s.update(
+        grid__grid_step_bps=draw(st.sampled_from([25.0, 50.0, 100.0])),
+        grid__base_qty=qty,
+        grid__qty_scale=1.0,
+        exit__sl_steps=draw(st.integers(1, 10)),
+        exit__tp_steps=draw(st.integers(1, 3)),
+        risk_management__enable_position_validation=False,
+        risk_management__enable_drawdown_protection=False,
+        risk_management__enable_circuit_breaker=False,
+        position__max_leverage_used=125.0,
+        position__emergency_liquidation_buffer=0.05,
+        backtest__initial_balance=balance,
+        execution__maker_only=draw(st.booleans()),
+    )
+    v["trading__leverage"] = 20
+    return s, v
+
+
+@st.composite
+def liquidation_cases(draw, detail: bool = False):
+    """(market, detail market or None, strategy overrides, venue overrides) headed for liquidation."""
+    if detail:
+        market, fine = draw(detail_markets())
+    else:
+        market, fine = draw(markets()), None
+    s, v = draw(liquidation_configs(price=float(market.close[0])))
+    if fine is not None:
+        s["backtest__detail_timeframe"] = "1m"
+    return market, fine, s, v
+
+
+@st.composite
+def detail_markets(draw):
+    """(coarse market, 1m detail market): coarse bars aggregate the 1m bars, some 1m bars missing.
+
+    The coarse timeframe is 5m or 15m; a few 1m bars are dropped or NaN (those coarse bars fall back
+    to their own OHLC), the coarse series has the odd data gap and NaN bar, and sometimes a 1m bar
+    pokes outside its coarse bar's range (feeds that disagree).
+    """
+    coarse_tf = draw(st.sampled_from(["5m", "15m"]))
+    ratio = {"5m": 5, "15m": 15}[coarse_tf]
+    n = draw(st.integers(30, 90))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    vol = draw(st.floats(0.0005, 0.006))
+    drop_p = draw(st.sampled_from([0.0, 0.002, 0.01]))
+    gap_p = draw(st.sampled_from([0.0, 0.02]))
+    nan_p = draw(st.sampled_from([0.0, 0.0, 0.01]))
+    price = draw(st.sampled_from([100.0, 10000.0]))
+    start = T0 + draw(st.integers(0, 20)) * ratio * 60_000
+    fine_bars, fine_ts, bars, ts = [], [], [], []
+    t = start
+    for k in range(n):
+        chunk = []
+        for j in range(ratio):
+            o = price
+            if rng.random() < 0.03:
+                o *= 1 + rng.choice([-1, 1]) * rng.uniform(0.002, 0.02)
+            c = o * math.exp(rng.normal(0, vol))
+            h = max(o, c) * (1 + abs(rng.normal(0, vol / 2)))
+            lo = min(o, c) * (1 - abs(rng.normal(0, vol / 2)))
+            bar = tuple(round(x, 1) for x in (o, h, lo, c))
+            price = bar[3]
+            chunk.append((t + j * 60_000, bar))
+        o, c = chunk[0][1][0], chunk[-1][1][3]
+        h = max(b[1] for _, b in chunk)
+        lo = min(b[2] for _, b in chunk)
+        if rng.random() < 0.05:
+            h, lo = h * 0.999, lo * 1.001  # a coarse bar narrower than its 1m bars
+        coarse = (o, max(h, o, c), min(lo, o, c), c)
+        if k > 0 and rng.random() < nan_p:
+            coarse = (math.nan,) * 4
+        bars.append(coarse)
+        ts.append(t)
+        for tj, bar in chunk:
+            u = rng.random()
+            if u < drop_p:
+                continue
+            if u < 2 * drop_p:
+                bar = (math.nan,) * 4
+            fine_bars.append(bar)
+            fine_ts.append(tj)
+        t += ratio * 60_000 * (1 + (int(rng.integers(1, 4)) if rng.random() < gap_p else 0))
+    funding = []
+    settle = (start // EIGHT_HOURS - 1) * EIGHT_HOURS
+    while settle <= t + EIGHT_HOURS:
+        funding.append((settle, float(rng.normal(0.0001, 0.0004)), math.nan))
+        settle += EIGHT_HOURS
+    coarse_m = make_market(bars, timeframe=coarse_tf, ts=ts, funding=funding)
+    fine_m = make_market(fine_bars, timeframe="1m", ts=fine_ts, funding=funding)
+    return coarse_m, fine_m

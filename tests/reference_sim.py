@@ -27,6 +27,8 @@ Choices the contract leaves open, made here and checked against the kernel by th
 - A validation refusal is remembered per slot (the last 8, as DESIGN.md says) with what it depended on;
   the same (price, qty) is not submitted again while those inputs are unchanged.
 - Event ``value`` is a free diagnostic (DESIGN.md gives it no meaning); the differential test skips it.
+- Detail bars: fills and a liquidation found on detail bar j carry its ts; the last move from the
+  final detail close to the bar's close carries the last detail bar's ts.
 """
 
 from __future__ import annotations
@@ -351,6 +353,8 @@ class Params:
     maker_fee: float
     taker_fee: float
     brackets: list[Bracket]
+    path_rule: str = "nearer_first"
+    clearance_fee: float | None = None  # None: the remaining maintenance margin is lost
 
 
 def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
@@ -417,14 +421,18 @@ def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
         maker_fee=venue.fees.maker,
         taker_fee=venue.fees.taker,
         brackets=brackets,
+        path_rule=bt.intrabar_path,
+        clearance_fee=venue.margin.liquidation_clearance_fee,
     )
 
 
 class Sim:
     """The whole simulation state and the per-bar steps, one method per step."""
 
-    def __init__(self, market: Any, p: Params, regime_cfg: Any) -> None:
+    def __init__(self, market: Any, p: Params, regime_cfg: Any, detail: Any = None) -> None:
         self.m = market
+        self.detail = detail  # finer bars for the path walk (DESIGN.md "Detail bars"), or None
+        self.detail_ts = [] if detail is None else [int(t) for t in detail.ts]
         self.p = p
         self.throttle = p.throttle
         self.out = RefOutput()
@@ -452,6 +460,7 @@ class Sim:
         # risk
         self.halted = False
         self.liquidated = False
+        self.emptied = False  # a liquidation's charges took all the (positive) equity
         self.cb_until = -1  # breaker tripped while now < cb_until
         self.cb_tripped = False
         self.errors: list[int] = []
@@ -466,9 +475,12 @@ class Sim:
         self.ts = 0
 
     # ---------------------------------------------------------------- records
-    def fill(self, side: int, kind: int, level: int, price: float, qty: float, liq: int) -> None:
-        """Apply one fill to the account and write its ledger row."""
-        fee = price * qty * (self.p.maker_fee if liq == MAKER else self.p.taker_fee)
+    def fill(
+        self, side: int, kind: int, level: int, price: float, qty: float, liq: int, fee: float | None = None
+    ) -> None:
+        """Apply one fill to the account and write its ledger row (``fee``: a liquidation's charge)."""
+        if fee is None:
+            fee = price * qty * (self.p.maker_fee if liq == MAKER else self.p.taker_fee)
         self.fees += fee
         realized = 0.0
         if kind == ENTRY:
@@ -524,6 +536,8 @@ class Sim:
 
     # ---------------------------------------------------------------- accounting
     def wallet(self) -> float:
+        if self.emptied:  # a liquidation took all the equity (margin_check)
+            return 0.0
         return self.p.initial + self.realized - self.fees + self.funding
 
     def unreal_at(self, m: float) -> float:
@@ -777,10 +791,14 @@ class Sim:
         attempts = float(self.p.retry_attempts)
         self.event("RETRY_LIMIT", "RETRY_ATTEMPTS", order.side, order.level, order.price, order.qty, attempts)
 
-    def walk(self, a: float, b: float) -> None:
-        """Walk the segment a -> b, filling the nearest hit order each time."""
+    def walk(self, a: float, b: float) -> bool:
+        """Walk the segment a -> b, filling the nearest hit order each time; True when liquidated.
+
+        The liquidation price is a trigger too: the margin check runs at the next order's price before
+        it fills (at b when no order is left) and again after each fill.
+        """
         if a == b:
-            return
+            return False
         cur = a
         down = b < a
         while True:
@@ -798,17 +816,23 @@ class Sim:
                 if ok:
                     hits.append(x)
             if not hits:
-                return
+                return self.margin_check(cur, b)
             nearest = max(h[3] for h in hits) if down else min(h[3] for h in hits)
+            if self.margin_check(cur, nearest):
+                return True
             first = min((h for h in hits if h[3] == nearest), key=self.tie_key)
             self.execute(first, at_open=None)
             cur = first[3]
+            if self.margin_check(cur, cur):
+                return True
 
     def margin_check(self, a: float, m: float) -> bool:
         """Liquidate both sides when equity at ``m`` <= maintenance margin; True when liquidated.
 
         The close happens at the liquidation price (tiers at ``m``) clamped into the range traded
-        since the previous path point ``a``; at ``m`` when there is no positive liquidation price.
+        since the current point ``a``; at ``m`` when there is no positive liquidation price. The
+        fills pay no trading fee but each side's clearance: its maintenance margin at the close price
+        (or the venue's clearance fee x notional), long first, together at most the equity left.
         """
         if self.qty[LONG] <= 0.0 and self.qty[SHORT] <= 0.0:
             return False
@@ -819,29 +843,84 @@ class Sim:
         lp = liquidation_price(self.wallet(), L, self.avg[LONG], S, self.avg[SHORT], self.p.brackets, m)
         px = min(max(lp, min(a, m)), max(a, m)) if _finite(lp) else m
         self.orders.clear()
-        self.event("LIQUIDATION", price=px, value=self.wallet() + self.unreal_at(px))
+        equity = self.wallet() + self.unreal_at(px)
+        left = max(equity, 0.0)
+        self.event("LIQUIDATION", price=px, value=equity)
+        emptied = False
         for side in (LONG, SHORT):
             if self.qty[side] > 0.0:
                 q = self.qty[side]
+                if self.p.clearance_fee is None:
+                    charge = maint_margin(self.p.brackets, q * px)
+                else:
+                    charge = self.p.clearance_fee * q * px
+                charge = max(charge, 0.0)
+                if charge >= left:
+                    charge, emptied = left, equity > 0.0  # a bankrupt gap keeps its negative wallet
+                left -= charge
                 for key in [k for k in self.lots if k[0] == side]:
                     del self.lots[key]
-                self.fill(side, LIQUIDATION, 0, px, q, TAKER)
+                self.fill(side, LIQUIDATION, 0, px, q, TAKER, fee=charge)
+        if emptied:
+            # The charges took all the equity: the account holds exactly 0 (the float residual of
+            # the sums goes to the last clearance charge).
+            resid = self.wallet()
+            self.fees += resid
+            self.out.fills[-1]["fee"] += resid
+            self.emptied = True
         self.liquidated = True
         return True
 
-    def path(self, o: float, h: float, lo: float, c: float) -> bool:
+    def extremes(self, o: float, h: float, lo: float) -> tuple[float, float]:
+        """The bar's two extremes in the order backtest.intrabar_path assumes."""
+        if self.p.path_rule == "high_first":
+            return h, lo
+        if self.p.path_rule == "low_first":
+            return lo, h
+        high_nearer = h - o <= o - lo
+        if self.p.path_rule == "farther_first":
+            return (lo, h) if high_nearer else (h, lo)
+        return (h, lo) if high_nearer else (lo, h)
+
+    def path(self, k: int, o: float, h: float, lo: float, c: float) -> bool:
         """Step 3; True when the account was liquidated on the way."""
-        x1, x2 = (h, lo) if h - o <= o - lo else (lo, h)
         self.open_point(o)
         if self.margin_check(o, o):
             return True
+        bar_ts = self.ts
+        fine = self.detail_bars(k)
+        if fine is None:
+            legs = [(bar_ts, [*self.extremes(o, h, lo), c])]
+        else:
+            legs = [(t, [fo, *self.extremes(fo, fh, fl), fc]) for t, fo, fh, fl, fc in fine]
+            legs.append((fine[-1][0], [c]))
         prev = o
-        for nxt in (x1, x2, c):
-            self.walk(prev, nxt)
-            if self.margin_check(prev, nxt):
-                return True
-            prev = nxt
+        try:
+            for t, points in legs:
+                self.ts = t
+                for nxt in points:
+                    if self.walk(prev, nxt):
+                        return True
+                    prev = nxt
+        finally:
+            self.ts = bar_ts
         return False
+
+    def detail_bars(self, k: int) -> list[tuple[int, float, float, float, float]] | None:
+        """(ts, o, h, l, c) of bar k's detail bars; None without detail or when one is missing."""
+        d = self.detail
+        if d is None:
+            return None
+        t0 = int(self.m.ts[k])
+        lo_i = bisect.bisect_left(self.detail_ts, t0)
+        hi_i = bisect.bisect_left(self.detail_ts, t0 + int(self.m.bar_ms))
+        bars = [
+            (self.detail_ts[j], float(d.open[j]), float(d.high[j]), float(d.low[j]), float(d.close[j]))
+            for j in range(lo_i, hi_i)
+        ]
+        if len(bars) != int(self.m.bar_ms) // int(d.bar_ms) or not all(_finite(*b[1:]) for b in bars):
+            return None
+        return bars
 
     # ---------------------------------------------------------------- steps 5-6: marking and gates
     def mark(self, c: float) -> None:
@@ -1041,7 +1120,7 @@ class Sim:
         self.apply_funding(k)
         if math.isnan(self.centre):
             self.centre = c
-        if self.path(o, h, lo, c):
+        if self.path(k, o, h, lo, c):
             self.mark(c)  # flat now: equity = wallet; the bar's close counts in the drawdown
             self.record(k, c)
             return
@@ -1052,10 +1131,15 @@ class Sim:
         self.record(k, c)
 
 
-def simulate(market: Any, strategy: Any, venue: Any, stop_at: int | None = None) -> RefOutput:
-    """Run the reference over bars ``[0, stop_at)`` (all bars when None), as ``engine.run.run_single``."""
+def simulate(
+    market: Any, strategy: Any, venue: Any, stop_at: int | None = None, detail: Any = None
+) -> RefOutput:
+    """Run the reference over bars ``[0, stop_at)`` (all bars when None), as ``engine.run.run_single``.
+
+    ``detail``: a finer market whose bars the path walks (DESIGN.md "Detail bars").
+    """
     p = params_from(strategy, venue, market.symbol)
-    sim = Sim(market, p, strategy.regime)
+    sim = Sim(market, p, strategy.regime, detail)
     n = len(market.ts) if stop_at is None else min(stop_at, len(market.ts))
     for k in range(n):
         sim.bar(k)

@@ -106,6 +106,8 @@ def test_instrument_id_picks_the_market(data_dir: Path) -> None:
         (["--venue", "no_such_venue"], "no_such_venue"),
         (["--timeframe", "7m"], "--timeframe"),
         (["--symbol", "DOGE/USDT:USDT"], "DOGE/USDT:USDT"),
+        (["--detail", "15m"], "--detail 15m must be shorter than --timeframe 1m"),
+        (["--detail", "7m"], "--detail"),
     ],
 )
 def test_user_errors_exit_2_naming_the_option_and_write_nothing(
@@ -159,3 +161,70 @@ def test_json_stdout_is_clean_in_a_real_process(data_dir: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     stats = json.loads(proc.stdout)
     assert isinstance(stats, dict) and np.isfinite(stats["final_equity"])
+
+
+@pytest.fixture(scope="module")
+def data_15m(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample's 1m bars plus 15m bars built from them (same store, so --detail 1m finds them)."""
+    path = tmp_path_factory.mktemp("data15")
+    shutil.copytree(data_dir, path, dirs_exist_ok=True)
+    from data.store import read_candles
+
+    one = read_candles(path, SAMPLE_EXCHANGE, "BTC/USDT:USDT", "1m")
+    fifteen = (
+        one.with_columns((pl.col("ts") // 900_000 * 900_000).alias("bucket"))
+        .group_by("bucket", maintain_order=True)
+        .agg(
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
+            pl.col("volume").sum(),
+            pl.len().alias("n"),
+        )
+        .filter(pl.col("n") == 15)
+        .select(pl.col("bucket").alias("ts"), "open", "high", "low", "close", "volume")
+    )
+    write_candles(path, SAMPLE_EXCHANGE, "BTC/USDT:USDT", "15m", fifteen)
+    return path
+
+
+def test_every_run_reports_its_path_bracket_and_detail_narrows_it(data_15m: Path) -> None:
+    # A tight grid that trades inside the 15m bars (the default grid barely trades in three days).
+    tight = ["--set", "grid.grid_step_bps=10", "--set", "exit.tp_steps=1"]
+    coarse = run_json(data_15m, "--timeframe", "15m", *tight)
+    fine = run_json(data_15m, "--timeframe", "15m", "--detail", "1m", *tight)
+    one = run_json(data_15m, "--timeframe", "1m", *tight)
+    for stats in (coarse, fine, one):
+        b = stats["path_bracket"]
+        rules = {"nearer_first", "farther_first", "high_first", "low_first"}
+        assert set(b) == {"rule", "configured", "worst", "best", *rules} and b["rule"] == "nearer_first"
+        assert b["configured"] == b["nearer_first"]
+        returns = [b[r]["total_return_pct"] for r in rules]
+        assert b["worst"]["total_return_pct"] == min(returns)
+        assert b["best"]["total_return_pct"] == max(returns)
+        assert set(b["high_first"]) == {
+            "total_return_pct",
+            "max_drawdown_daily_close_pct",
+            "max_drawdown_bar_close_pct",
+            "max_drawdown_intrabar_pct",
+            "n_fills",
+        }
+        assert b["configured"]["total_return_pct"] == pytest.approx(stats["total_return_pct"], abs=1e-9)
+        assert isinstance(stats["same_bar_round_trips"], int)
+    assert (
+        fine["assumptions"]["detail_timeframe"] == "1m" and coarse["assumptions"]["detail_timeframe"] is None
+    )
+
+    def width(stats: dict) -> float:
+        b = stats["path_bracket"]
+        return b["best"]["total_return_pct"] - b["worst"]["total_return_pct"]
+
+    # The 1m detail bars settle most of what 15m bars leave open: the bracket shrinks toward the 1m run's.
+    assert width(fine) < width(coarse)
+    assert fine["same_bar_round_trips"] < coarse["same_bar_round_trips"]
+    assert fine["total_return_pct"] != coarse["total_return_pct"]
+    result = invoke("--data", str(data_15m), *WINDOW, "--timeframe", "15m", "--detail", "1m")
+    assert result.exit_code == 0, result.stderr
+    for text in ("Return, high / low first", "Same-bar round trips", "Detail bars"):
+        assert text in result.stdout, text

@@ -53,7 +53,13 @@ def test_show_defaults_to_the_default_strategy_as_yaml() -> None:
     assert "# risk gates switched off: none" in out
     doc = yaml.safe_load(out)
     assert doc["grid"]["grid_step_bps"] == 40.0 and doc["strategy"]["name"] == "default"
-    assert doc["backtest"] == {"initial_balance": 10000.0, "slippage_bps": 1.0, "fill_on_touch": False}
+    assert doc["backtest"] == {
+        "initial_balance": 10000.0,
+        "slippage_bps": 1.0,
+        "fill_on_touch": False,
+        "intrabar_path": "nearer_first",
+        "detail_timeframe": None,
+    }
 
 
 def test_show_json_with_overrides_routed_to_strategy_and_venue() -> None:

@@ -3,7 +3,10 @@ slow pure-Python reference (tests/reference_sim.py), row for row, floats within 
 
 Markets are random walks with jumps, open gaps, missing bars (data gaps), the odd NaN bar and funding
 every 8 h with random (sometimes extreme) rates and marks that are sometimes unknown. Configs span the
-ladder, exits, policy, execution (post-only, retries), funding guard, gates and thresholds.
+ladder, exits, policy, execution (post-only, retries), funding guard, gates and thresholds, the
+intrabar path rule and the liquidation clearance rule. Further runs walk 1m detail bars (some missing
+or NaN) inside 5m/15m bars, and drive accounts into liquidation, often with a stop beyond the
+liquidation price.
 """
 
 from __future__ import annotations
@@ -12,7 +15,16 @@ import math
 import os
 
 from hypothesis import HealthCheck, given, settings
-from market_builders import configs, markets, run, strategy, venue
+from market_builders import (
+    configs,
+    detail_markets,
+    liquidation_cases,
+    markets,
+    path_configs,
+    run,
+    strategy,
+    venue,
+)
 
 from configs.loader import load_strategy, load_venue
 
@@ -76,9 +88,9 @@ def assert_same_ledger(name: str, ref: list[dict], ker: list[dict]) -> None:
     )
 
 
-def assert_same(market, strat, ven) -> None:
-    ref = run("reference", market, strat, ven)
-    ker = run("kernel", market, strat, ven)
+def assert_same(market, strat, ven, detail=None) -> None:
+    ref = run("reference", market, strat, ven, detail)
+    ker = run("kernel", market, strat, ven, detail)
     assert_same_ledger("fills", ref.fills, ker.fills)
     assert_same_ledger("funding", ref.funding, ker.funding)
     assert_same_ledger("events", ref.events, ker.events)
@@ -103,3 +115,32 @@ def test_kernel_equals_reference(market, cfg):
 def test_kernel_equals_reference_shipped_configs(market):
     # The shipped default strategy and venue, unchanged, on random markets.
     assert_same(market, load_strategy("default"), load_venue("binance_futures"))
+
+
+@settings(settings.get_profile("differential"), max_examples=40)
+@given(market=markets(), cfg=path_configs())
+def test_kernel_equals_reference_path_and_clearance_rules(market, cfg):
+    s, v = cfg
+    assert_same(market, strategy(**s), venue(**v))
+
+
+@settings(settings.get_profile("differential"), max_examples=40)
+@given(pair=detail_markets(), cfg=path_configs())
+def test_kernel_equals_reference_with_detail_bars(pair, cfg):
+    market, fine = pair
+    s, v = cfg
+    assert_same(market, strategy(**s, backtest__detail_timeframe="1m"), venue(**v), detail=fine)
+
+
+@settings(settings.get_profile("differential"), max_examples=40)
+@given(case=liquidation_cases())
+def test_kernel_equals_reference_through_liquidations(case):
+    market, _, s, v = case
+    assert_same(market, strategy(**s), venue(**v))
+
+
+@settings(settings.get_profile("differential"), max_examples=25)
+@given(case=liquidation_cases(detail=True))
+def test_kernel_equals_reference_liquidations_on_detail_bars(case):
+    market, fine, s, v = case
+    assert_same(market, strategy(**s), venue(**v), detail=fine)

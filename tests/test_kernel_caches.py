@@ -36,7 +36,7 @@ from engine.margin import (
     total_maint_margin_nb,
 )
 from engine.params import P_FUNDING_MAX_COST_BPS, P_FUNDING_WINDOW_MIN, build_params
-from engine.run import kernels_ready, market_arrays, run_single
+from engine.run import kernels_ready, market_arrays, no_detail, run_single
 from engine.state import (
     S_LONG_AVG,
     S_LONG_QTY,
@@ -236,18 +236,18 @@ def _tiny_run_inputs():
 def test_kernels_ready_reads_numbas_own_cache_index(tmp_path: Path, monkeypatch) -> None:
     market, s, v, params, arrays = _tiny_run_inputs()
     run_single(market, s, v)  # compiled (or loaded) in this process
-    assert kernels_ready(arrays, params, curves=True)
+    assert kernels_ready(arrays, no_detail(arrays.ts.shape[0]), params, curves=True)
     on_disk = Path(run_bars_nb._cache._cache_path)
     # Forget the in-process copy and point the dispatcher at an empty cache directory: cold.
     monkeypatch.setattr(run_bars_nb, "overloads", {})
     monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
     fresh = FunctionCache(run_bars_nb.py_func)
     monkeypatch.setattr(run_bars_nb, "_cache", fresh)
-    assert not kernels_ready(arrays, params, curves=True)
+    assert not kernels_ready(arrays, no_detail(arrays.ts.shape[0]), params, curves=True)
     # The index and machine code numba wrote for this signature, copied into the new directory: warm.
     for f in on_disk.glob("step.run_bars_nb-*.nb[ic]"):
         shutil.copy(f, Path(fresh._cache_path) / f.name)
-    assert kernels_ready(arrays, params, curves=True)
+    assert kernels_ready(arrays, no_detail(arrays.ts.shape[0]), params, curves=True)
 
 
 def test_compile_notice_is_entered_only_when_the_kernels_are_cold(monkeypatch) -> None:

@@ -173,9 +173,9 @@ def test_liquidation_stops_the_run() -> None:
     # maker fee (1.98): 998.02; maintenance margin at price x: 0.004*x (bracket 1, notional < 50 000).
     # Equity at x = 998.02 + (x - 9900) <= 0.004 x  <=>  x <= 8901.98/0.996 = 8937.73: the crash bar's
     # path o=9950 -> x1 = 9950 (high) -> x2 = 8000 (low): the check fails at x2 = 8000 and the exchange
-    # closes at LP = (998.02 - 9900)/(0.004 - 1) = 8937.7309..., inside [8000, 9950]; taker fee
-    # 8937.7309*0.0005 = 4.46887. (The short rung is refused with SIZE_MARGIN: (1 + 1)*10100/20 = 1010 >
-    # equity 1000.)
+    # closes at LP = (998.02 - 9900)/(0.004 - 1) = 8937.7309..., inside [8000, 9950]; no trading fee but
+    # the remaining maintenance margin 0.004*8937.7309 = 35.7509 is lost. (The short rung is refused with
+    # SIZE_MARGIN: (1 + 1)*10100/20 = 1010 > equity 1000.)
     s = strategy(
         **{
             "backtest.initial_balance": 1000.0,
@@ -195,12 +195,12 @@ def test_liquidation_stops_the_run() -> None:
     liq = out.fills[out.fills["kind"] == FillKind.LIQUIDATION]
     lp = 8901.98 / 0.996
     assert list(liq["qty"]) == [1.0] and liq["price"][0] == pytest.approx(lp, rel=1e-12)
-    assert liq["fee"][0] == pytest.approx(lp * 0.0005, rel=1e-12)
+    assert liq["fee"][0] == pytest.approx(lp * 0.004, rel=1e-12)
     assert EventKind.LIQUIDATION in set(out.events["kind"].tolist())
-    # Wallet: 1000 - 1.98 + (8937.7309 - 9900) - 4.46887 = 31.2821: what is left is the maintenance margin
-    # at LP (0.004*8937.7309 = 35.7509) minus the closing fee, not the -905.98 of a close at the low.
-    assert out.summary["wallet_balance"] == pytest.approx(0.004 * lp - lp * 0.0005, rel=1e-9)
-    assert out.summary["wallet_balance"] == pytest.approx(31.2821, abs=1e-4)
+    # Wallet: 1000 - 1.98 + (8937.7309 - 9900) - 35.7509 = 0: the maintenance margin left at LP goes to
+    # the insurance fund, not the -905.98 of a close at the low.
+    assert out.summary["wallet_balance"] == pytest.approx(0.0, abs=1e-9)
+    assert out.meta["liquidation_rule"] == "maintenance margin lost (insurance fund)"
 
 
 @settings(max_examples=25, deadline=None)

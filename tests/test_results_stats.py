@@ -208,7 +208,7 @@ VARYING = [
 ]  # fmt: skip
 VARYING_ASSUMPTIONS = [
     "fees_source", "maker_fee", "taker_fee", "funding_mark_source", "gates_disabled", "fill_on_touch",
-    "slippage_bps", "data_warnings",
+    "slippage_bps", "data_warnings", "intrabar_path",
 ]  # fmt: skip
 
 
@@ -220,6 +220,7 @@ def test_no_stat_is_a_constant(stats_a: dict[str, Any], legacy_configs) -> None:
             "backtest.initial_balance=9000",
             "backtest.slippage_bps=3",
             "backtest.fill_on_touch=true",
+            "backtest.intrabar_path=low_first",
             "risk_management.enable_circuit_breaker=false",
         ],
     )

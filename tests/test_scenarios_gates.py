@@ -203,8 +203,8 @@ def test_liquidation_at_the_binance_price(impl, low, liquidated):
     # Bar 2 path: 9950 -> 9950 -> low -> 9000. At the low:
     #   8772: equity = 6988.12 + 6*(8772-9900) = 220.12 > MM = 6*8772*0.005 - 50 = 213.16 -> alive.
     #   8770: equity = 208.12 <= MM = 213.10 -> liquidated. The exchange closes at LP2 = 8770.834 (the
-    #   path crossed it between x1 = 9950 and 8770): taker fee 6*8770.834*0.0005 = 26.3125, realized
-    #   6*(8770.834 - 9900) = -6774.995.
+    #   path crossed it between x1 = 9950 and 8770), realized 6*(8770.834 - 9900) = -6774.995; no
+    #   trading fee, the remaining maintenance margin 6*8770.834*0.005 - 50 = 213.125 is lost instead.
     # (The short rung 6 @ 10100 is refused: both sides (6 + 6)*10100/10 = 12120 > equity 7000, SIZE_MARGIN.)
     assert 8770.0 < LP2 < 8772.0
     bars = [*flat(10000, 1), FILL_BAR, (9950, 9950, low, 9000), flat(9000, 1)[0]]
@@ -225,7 +225,8 @@ def test_liquidation_at_the_binance_price(impl, low, liquidated):
     assert (f["ts"], f["side"], f["liquidity"]) == (bar_ts(2), 0, 1)
     assert f["price"] == pytest.approx(LP2, rel=1e-12)
     assert f["qty"] == pytest.approx(6.0)
-    assert f["fee"] == pytest.approx(6 * LP2 * 0.0005, rel=1e-12)
+    assert f["fee"] == pytest.approx(6 * LP2 * 0.005 - 50.0, rel=1e-12)
+    assert led.summary["final_equity"] == pytest.approx(0.0, abs=1e-9)
     assert f["realized_pnl"] == pytest.approx(6 * (LP2 - 9900), rel=1e-12)
     assert "LIQUIDATION" in kinds(led)
     assert led.equity[-1]["state"] == RiskState.LIQUIDATED
@@ -333,24 +334,24 @@ SMALL_20X = {
 def test_liquidation_closes_at_the_liquidation_price(impl, crash, price):
     # Wide bar 9000 -> 8000: path o = 9000 (equity 98.02 > MM 36.0), x1 = 9000 (the high: 0 <= 1000),
     # x2 = 8000: equity -901.98 <= MM 32 -> liquidated. The path crossed LP between 9000 and 8000, so
-    # the close is at LP = 8937.7309 (fee 8937.7309*0.0005 = 4.46887, realized 8937.7309 - 9900 =
-    # -962.2691); wallet 998.02 - 962.2691 - 4.46887 = 31.2821 = MM at LP (35.7509) minus the fee,
-    # instead of 998.02 - 1900 - 4 = -905.98 at the bar's low.
+    # the close is at LP = 8937.7309 (realized 8937.7309 - 9900 = -962.2691); no trading fee, the
+    # remaining maintenance margin 0.004*8937.7309 = 35.7509 is lost: wallet 998.02 - 962.2691 - 35.7509
+    # = 0, instead of 998.02 - 1900 - 4 = -905.98 at the bar's low.
     # A bar that opens at 8500, below LP: the check fails at the open (a = o), LP clamped into
-    # [8500, 8500] -> closed at the open 8500 (wallet 998.02 - 1400 - 4.25 = -406.23).
+    # [8500, 8500] -> closed at the open 8500; equity there is 998.02 - 1400 = -401.98 < 0, so there is
+    # no margin left to lose (clearance 0) and the wallet stays at -401.98.
     bars = [*flat(10000, 1), FILL_BAR, crash, flat(8000, 1)[0]]
     led = run(impl, make_market(bars), strategy(**SMALL_20X), venue(trading__leverage=20))
     liq = [f for f in led.fills if f["kind"] == 4]
     assert [(f["ts"], f["side"], f["qty"], f["liquidity"]) for f in liq] == [(bar_ts(2), 0, 1.0, 1)]
     assert liq[0]["price"] == pytest.approx(price, rel=1e-12)
-    assert liq[0]["fee"] == pytest.approx(price * 0.0005, rel=1e-12)
+    assert liq[0]["fee"] == (pytest.approx(0.004 * price, rel=1e-12) if price == LP20 else 0.0)
     assert liq[0]["realized_pnl"] == pytest.approx(price - 9900.0, rel=1e-12)
     assert kinds(led) == ["ORDER_REJECTED", "LIQUIDATION"]
     assert led.events[1]["price"] == pytest.approx(price, rel=1e-12)
     last = led.equity[-1]
     assert (last["ts"], last["state"]) == (bar_ts(2), RiskState.LIQUIDATED)
-    assert last["wallet_balance"] == pytest.approx(998.02 + price - 9900.0 - price * 0.0005, rel=1e-9)
     if price == LP20:
-        assert last["wallet_balance"] == pytest.approx(31.2821, abs=1e-4)
+        assert last["wallet_balance"] == pytest.approx(0.0, abs=1e-9)
     else:
-        assert last["wallet_balance"] == pytest.approx(-406.23, abs=1e-9)
+        assert last["wallet_balance"] == pytest.approx(-401.98, abs=1e-9)
