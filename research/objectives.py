@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from configs.errors import GridctlError
 from research.profiles import LimitsSpec, ObjectiveSpec
 
 DAY_MS = 86_400_000
+#: Metric holding the worse bar-close max drawdown of the high_first / low_first path rules (set by
+#: the optimizer when ``limits.max_worst_path_drawdown_pct`` is given).
+WORST_PATH_METRIC = "worst_path_max_drawdown_bar_close_pct"
 #: Names of the Optuna constraints, in the order ``limit_values`` returns them.
 CONSTRAINT_NAMES = (
     "min_trades",
@@ -115,7 +116,7 @@ def limit_values(windows: Sequence[dict[str, float]], limits: LimitsSpec) -> lis
     """Optuna constraint values (<= 0 means satisfied) over the scored windows.
 
     Order: minimum trades (summed over windows), maximum drawdown (worst window), liquidation
-    (any window), and the path-bracket hook when the profile sets it.
+    (any window), and the worst drawdown over the intrabar path rules when the profile sets it.
     """
     trades = sum(w["trades"] for w in windows)
     worst_dd = max(w["max_drawdown_bar_close_pct"] for w in windows)
@@ -126,7 +127,7 @@ def limit_values(windows: Sequence[dict[str, float]], limits: LimitsSpec) -> lis
         float(liquidated - 0.5) if not limits.allow_liquidation else -1.0,
     ]
     if limits.max_worst_path_drawdown_pct is not None:
-        worst = max(w["worst_path_drawdown_pct"] for w in windows)
+        worst = max(w[WORST_PATH_METRIC] for w in windows)
         out.append(float(worst - limits.max_worst_path_drawdown_pct))
     return out
 
@@ -134,26 +135,3 @@ def limit_values(windows: Sequence[dict[str, float]], limits: LimitsSpec) -> lis
 def feasible(constraints: Sequence[float]) -> bool:
     """True when every constraint value is <= 0."""
     return all(c <= 0.0 for c in constraints)
-
-
-def require_path_bracket() -> Any:
-    """Refuse ``limits.max_worst_path_drawdown_pct``: the optimizer does not apply it yet.
-
-    ``research.stats.path_bracket`` exists (every backtest reports it), but trials are not yet run
-    under the other path rules, so the limit would be inert: refuse instead of pretending it holds.
-    """
-    raise GridctlError(
-        "limits.max_worst_path_drawdown_pct is not applied by the optimizer yet (trials run one intrabar "
-        "path rule); set it to null in the profile"
-    )
-
-
-def worst_path_drawdown_hook(market: Any, strategy: Any, venue: Any) -> float:
-    """HOOK: drawdown of the worst side of the intrabar path bracket (``research.stats.path_bracket``).
-
-    The path bracket (re-running with the other intrabar path) is being added to research.stats by
-    another module; until it exists this refuses loudly instead of pretending the limit holds.
-    """
-    bracket = require_path_bracket()
-    result = bracket(market, strategy, venue)  # pragma: no cover - depends on the other module
-    return float(result["worst"]["max_drawdown_pct"])  # pragma: no cover

@@ -35,6 +35,7 @@ import optuna
 from configs.errors import GridctlError
 from research.objectives import (
     CONSTRAINT_NAMES,
+    WORST_PATH_METRIC,
     combine_windows,
     feasible,
     limit_values,
@@ -318,6 +319,15 @@ class Workload:
     windows: list[Window]
     data_dir: Path
     symbol: str
+    regime_cache: Any = None  # engine.batch.RegimeCache shared by every batch of this workload
+
+    def regimes(self) -> Any:
+        """The batch driver's regime-series cache (one per workload: every window, every batch)."""
+        if self.regime_cache is None:
+            from engine.batch import RegimeCache
+
+            self.regime_cache = RegimeCache()
+        return self.regime_cache
 
     @property
     def folds(self) -> int:
@@ -362,10 +372,6 @@ def load_workload(profile: Profile, data_dir: Path | None = None) -> Workload:
     from data.store import default_data_dir
 
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-    if profile.limits.max_worst_path_drawdown_pct is not None:
-        from research.objectives import require_path_bracket
-
-        require_path_bracket()
     strategy = load_strategy(profile.base.strategy)
     venue = load_venue(profile.base.venue)
     spec = profile.data
@@ -458,8 +464,6 @@ def evaluate(
     ``prune(i, fold, values_so_far)`` is asked after each walk-forward fold; a set it prunes is not
     run on later folds.
     """
-    from engine.batch import run_batch
-
     spec = work.profile.objective
     target = "test" if spec.target == "out_of_sample" else "train"
     bar_ms = work.market.bar_ms
@@ -470,17 +474,15 @@ def evaluate(
         for window in (w for w in work.windows if w.fold == fold):
             if not alive:
                 break
-            step = chunk or len(alive)
-            rows = []
-            for c in range(0, len(alive), step):
-                part = [overrides[i] for i in alive[c : c + step]]
-                rows.extend(run_batch(window.market, work.strategy, work.venue, part))
-                if beat is not None:
-                    beat()
-            for i, row in zip(alive, rows, strict=True):
+            sets = [overrides[i] for i in alive]
+            rows = _run_chunked(work, window, sets, chunk, beat)
+            worst: list[float] | None = None
+            if work.profile.limits.max_worst_path_drawdown_pct is not None:
+                worst = worst_path_drawdowns(work, window, sets, rows, chunk, beat)
+            for j, (i, row) in enumerate(zip(alive, rows, strict=True)):
                 metrics = row_metrics(row, bar_ms)
-                if work.profile.limits.max_worst_path_drawdown_pct is not None:
-                    metrics["worst_path_drawdown_pct"] = _worst_path(work, window, overrides[i])
+                if worst is not None:
+                    metrics[WORST_PATH_METRIC] = worst[j]
                 per[i][window.kind].append(metrics)
         last = fold == work.folds - 1  # a trial that ran every fold is complete, never pruned
         if prune is not None and work.profile.validation.scheme == "walk_forward" and not last:
@@ -516,12 +518,58 @@ def evaluate(
     return out
 
 
-def _worst_path(work: Workload, window: Window, overrides: dict[str, Any]) -> float:
-    from engine.batch import apply_overrides
-    from research.objectives import worst_path_drawdown_hook
+def _run_chunked(
+    work: Workload,
+    window: Window,
+    sets: Sequence[dict[str, Any]],
+    chunk: int | None,
+    beat: Callable[[], None] | None,
+) -> list[Any]:
+    """Summary rows of ``sets`` on ``window``: ``run_batch`` calls of at most ``chunk`` sets."""
+    from engine.batch import run_batch
 
-    strategy, venue = apply_overrides(work.strategy, work.venue, overrides)
-    return worst_path_drawdown_hook(window.market, strategy, venue)
+    step = chunk or len(sets)
+    rows: list[Any] = []
+    for c in range(0, len(sets), step):
+        rows.extend(
+            run_batch(window.market, work.strategy, work.venue, sets[c : c + step], regimes=work.regimes())
+        )
+        if beat is not None:
+            beat()
+    return rows
+
+
+def worst_path_drawdowns(
+    work: Workload,
+    window: Window,
+    sets: Sequence[dict[str, Any]],
+    rows: Sequence[Any],
+    chunk: int | None = None,
+    beat: Callable[[], None] | None = None,
+) -> list[float]:
+    """Per set, the worst bar-close max drawdown over every intrabar path rule (the path bracket).
+
+    The batch form of ``research.stats.path_bracket``'s ``worst``: each set's configured rule is its
+    row in ``rows``; the other rules (``research.stats.BRACKET_RULES``) re-run the same sets through
+    the batch driver with ``backtest.intrabar_path`` overridden, all in one batch.
+    """
+    from research.stats import BRACKET_RULES
+
+    base_rule = work.strategy.backtest.intrabar_path
+    bracket: list[dict[str, Any]] = []
+    owner: list[int] = []
+    for k, ov in enumerate(sets):
+        configured = ov.get("backtest.intrabar_path", base_rule)
+        for rule in BRACKET_RULES:
+            if rule != configured:
+                bracket.append({**ov, "backtest.intrabar_path": rule})
+                owner.append(k)
+    worst = [float(row["max_drawdown_bar_close_pct"]) for row in rows]
+    factor = max(len(BRACKET_RULES) - 1, 1)
+    extra = _run_chunked(work, window, bracket, chunk and chunk * factor, beat)
+    for k, row in zip(owner, extra, strict=True):
+        worst[k] = max(worst[k], float(row["max_drawdown_bar_close_pct"]))
+    return worst
 
 
 # ----------------------------------------------------------------------------------------------------

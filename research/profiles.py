@@ -182,7 +182,8 @@ class LimitsSpec(_Strict):
     #: Worst bar-close equity drawdown in percent (the batch summary's ``max_drawdown_bar_close_pct``).
     max_drawdown_bar_close_pct: float = Field(default=100.0, gt=0, le=100)
     allow_liquidation: bool = False
-    #: Hook for the worst side of the path bracket (research.stats.path_bracket); see objectives.py.
+    #: Worst bar-close drawdown over every intrabar path rule (research.stats.path_bracket's worst side;
+    #: each trial re-runs under the other rules). None: not limited.
     max_worst_path_drawdown_pct: float | None = Field(default=None, gt=0, le=100)
 
 

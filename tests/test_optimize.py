@@ -28,7 +28,13 @@ from data.sample import write_sample
 from engine.batch import apply_overrides
 from engine.run import run_single
 from research import optimize as opt
-from research.objectives import composite_score, limit_values, objective_values, row_metrics
+from research.objectives import (
+    WORST_PATH_METRIC,
+    composite_score,
+    limit_values,
+    objective_values,
+    row_metrics,
+)
 from research.profiles import PROFILES_DIR, load_profile, shipped_profiles
 from research.space import distributions, neighbours, resolve_draw
 from research.studies import best_config, best_trial, export_config, load_study, study_frame
@@ -297,6 +303,47 @@ def test_wide_draws_a_scrambled_sobol_sequence_and_the_same_seed_the_same_study(
         np.column_stack([20.0 + 60.0 * nxt[:, 0], 0.8 + 0.7 * nxt[:, 1]]),
         rtol=1e-12,
     )
+
+
+def test_worst_path_limit_reruns_every_path_rule_through_the_batch(tmp_path: Path) -> None:
+    """Hand-derived (tests/market_builders.ISOLATED: centre 10000, rungs 9900 / 10100, TP 9999, SL
+    two steps, qty 0.01, maker fee 0.0002): bar 1 trades 150 either side of 10000, bar 2 rises to 10250.
+
+    high first (= the configured nearer_first here): both round trips close in bar 1 (+2.00, fees
+    0.0002 * 0.01 * 39998), equity 10001.920004; in bar 2 the short rung fills again at 10100 (fee
+    0.0202) and is marked at 10250 (-1.50): bar-close drawdown 1.5202 / 10001.920004.
+    low first: the short lot from 10100 stays open through bar 1 (equity 10000 + 0.99 + 1.00 - fees
+    0.0002 * 0.01 * 29999 = 10001.930002), marked at 10250 after bar 2: drawdown 2.5 / 10001.930002.
+    """
+    from market_builders import flat, make_market
+    from market_builders import strategy as iso_strategy
+    from market_builders import venue as iso_venue
+
+    market = make_market(
+        [*flat(10000.0, 1), (10000.0, 10150.0, 9850.0, 10000.0), (10000.0, 10250.0, 10000.0, 10250.0)]
+    )
+    dd_high = 1.5202 / 10001.920004 * 100
+    dd_low = 2.5 / 10001.930002 * 100
+    limits = {"min_trades": 0, "max_drawdown_bar_close_pct": 0.02, "max_worst_path_drawdown_pct": 0.02}
+    prof = load_profile(small_profile(tmp_path, limits=limits))
+    first, last = int(market.ts[0]), int(market.ts[-1] + market.bar_ms)
+    work = opt.Workload(
+        prof, iso_strategy(), iso_venue(), market, [opt.Window("full", 0, first, last, market)], tmp_path, "X"
+    )
+    sets = [{}, {"grid.grid_step_bps": 300.0}, {"backtest.intrabar_path": "low_first"}]
+    for chunk in (None, 1):
+        res = opt.evaluate(work, sets, chunk=chunk)
+        a, far, low = (dict(zip(opt.CONSTRAINT_NAMES, r.constraints, strict=True)) for r in res)
+        # set 0 runs high first: within the bar-close limit, but its worst path rule breaks the limit
+        assert a["max_drawdown_bar_close_pct"] == pytest.approx(dd_high - 0.02, rel=1e-9)
+        assert a["max_worst_path_drawdown_pct"] == pytest.approx(dd_low - 0.02, rel=1e-9)
+        assert a["max_drawdown_bar_close_pct"] <= 0 < a["max_worst_path_drawdown_pct"]
+        # rungs 300 bps away never fill: no drawdown under any rule
+        assert far["max_worst_path_drawdown_pct"] == pytest.approx(-0.02)
+        # a set configured low first is itself the worst rule; its bracket's worst is the same number
+        assert low["max_drawdown_bar_close_pct"] == pytest.approx(dd_low - 0.02, rel=1e-9)
+        assert low["max_worst_path_drawdown_pct"] == pytest.approx(dd_low - 0.02, rel=1e-9)
+        assert res[0].attrs["metrics"][WORST_PATH_METRIC] == pytest.approx(dd_low, rel=1e-9)
 
 
 def test_sampler_options_the_kind_does_not_read_are_errors(tmp_path: Path) -> None:
