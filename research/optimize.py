@@ -306,6 +306,7 @@ class Window:
     start_ms: int
     end_ms: int
     market: Any
+    detail: Any = None  # the same window's backtest.detail_timeframe bars, when the strategy sets one
 
 
 @dataclass
@@ -320,6 +321,7 @@ class Workload:
     data_dir: Path
     symbol: str
     regime_cache: Any = None  # engine.batch.RegimeCache shared by every batch of this workload
+    detail: Any = None  # the whole window's detail bars (backtest.detail_timeframe), else None
 
     def regimes(self) -> Any:
         """The batch driver's regime-series cache (one per workload: every window, every batch)."""
@@ -385,23 +387,33 @@ def load_workload(profile: Profile, data_dir: Path | None = None) -> Workload:
         raise GridctlError(f"profile {profile.name}: the data window holds {len(market.ts)} bars")
     first = int(market.ts[0])
     last = int(market.ts[-1] + market.bar_ms)
+    detail_tf = strategy.backtest.detail_timeframe
+
+    def detail_of(part: Any) -> Any:
+        """The detail bars over ``part``'s bars (fills walk them, as in ``gridctl backtest``)."""
+        if detail_tf is None:
+            return None
+        end_ms = int(part.ts[-1]) + part.bar_ms
+        return load_market(data_dir, spec.exchange, symbol, detail_tf, int(part.ts[0]), end_ms)
+
+    full_detail = detail_of(market)
     windows: list[Window] = []
     val = profile.validation
     if val.scheme == "none":
-        windows.append(Window("full", 0, first, last, market))
+        windows.append(Window("full", 0, first, last, market, full_detail))
     else:
         from research.walkforward import fold_bounds
 
         for kind, fold, a, b in fold_bounds(first, last, val):
             part = load_market(data_dir, spec.exchange, symbol, spec.timeframe, a, b)
-            windows.append(Window(kind, fold, a, b, part))
+            windows.append(Window(kind, fold, a, b, part, detail_of(part)))
         if not windows:
             days = (last - first) / DAY_MS
             raise GridctlError(
                 f"profile {profile.name}: walk-forward needs train_days + test_days = "
                 f"{val.train_days + val.test_days} days, the data window has {days:.1f}"
             )
-    return Workload(profile, strategy, venue, market, windows, data_dir, symbol)
+    return Workload(profile, strategy, venue, market, windows, data_dir, symbol, detail=full_detail)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -532,7 +544,14 @@ def _run_chunked(
     rows: list[Any] = []
     for c in range(0, len(sets), step):
         rows.extend(
-            run_batch(window.market, work.strategy, work.venue, sets[c : c + step], regimes=work.regimes())
+            run_batch(
+                window.market,
+                work.strategy,
+                work.venue,
+                sets[c : c + step],
+                detail=window.detail,
+                regimes=work.regimes(),
+            )
         )
         if beat is not None:
             beat()

@@ -269,7 +269,7 @@ def top_trial_returns(
     cols = []
     for t in trials:
         cfg = best_config(study, t.number)
-        run = run_single(work.market, cfg, venue, curves=True)
+        run = run_single(work.market, cfg, venue, curves=True, detail=work.detail)
         days, eq = daily_equity(run.equity["ts"], run.equity["equity"])
         rets = daily_returns(eq, float(cfg.backtest.initial_balance))
         col = np.zeros(len(days_all))

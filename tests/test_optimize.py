@@ -346,6 +346,49 @@ def test_worst_path_limit_reruns_every_path_rule_through_the_batch(tmp_path: Pat
         assert res[0].attrs["metrics"][WORST_PATH_METRIC] == pytest.approx(dd_low, rel=1e-9)
 
 
+def test_a_strategy_with_detail_bars_is_optimized_on_them_and_exports_what_reproduces(tmp_path: Path) -> None:
+    from data.market import load_market
+    from data.resample import resample_store
+    from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL
+
+    data = tmp_path / "data"
+    write_sample(data, days=12)
+    resample_store(data, SAMPLE_EXCHANGE, SAMPLE_SYMBOL, "1m", "1h")  # hour bars: the path often matters
+    base = (REPO / "configs" / "strategies" / "default.yaml").read_text()
+    assert "  detail_timeframe: null" in base
+    (tmp_path / "strategies").mkdir()
+    detailed = tmp_path / "strategies" / "detailed.yaml"
+    detailed.write_text(base.replace("  detail_timeframe: null", "  detail_timeframe: 1m"))
+    coarse = tmp_path / "strategies" / "coarse.yaml"
+    coarse.write_text(base)
+    runs = {}
+    for name, strat in (("det", detailed), ("coarse", coarse)):
+        prof = small_profile(
+            tmp_path, name=name, trials=8,
+            data={"exchange": "sample", "symbol": None, "timeframe": "1h", "start": None, "end": None},
+        )  # fmt: skip
+        tree = yaml.safe_load(prof.read_text())
+        tree["base"]["strategy"] = str(strat)
+        prof.write_text(yaml.safe_dump(tree, sort_keys=False))
+        res = run(prof, data, tmp_path / "s", name)
+        assert res.n_trials == 8
+        runs[name] = load_study(name, tmp_path / "s")
+    det, crs = runs["det"], runs["coarse"]
+    assert [t.params for t in det.trials] == [t.params for t in crs.trials]  # same seed, same draws
+    assert [t.values for t in det.trials] != [t.values for t in crs.trials]  # the 1m path changed fills
+    winner = best_trial(det)
+    strategy = load_strategy(export_config(det, tmp_path / "best.yaml"))
+    assert strategy.backtest.detail_timeframe == "1m"
+    work = opt.load_workload(load_profile(tmp_path / "det.yaml"), data)
+    assert work.detail is not None and work.detail.timeframe == "1m"
+    fine = load_market(data, SAMPLE_EXCHANGE, SAMPLE_SYMBOL, "1m", int(work.market.ts[0]),
+                       int(work.market.ts[-1]) + work.market.bar_ms)  # fmt: skip
+    venue = load_venue("binance_futures")
+    summary = run_single(work.market, strategy, venue, curves=False, detail=fine).summary
+    again = objective_values(row_metrics(summary, work.market.bar_ms), work.profile.objective)
+    assert again == (winner.value,)
+
+
 def test_sampler_options_the_kind_does_not_read_are_errors(tmp_path: Path) -> None:
     path = small_profile(tmp_path, sampler={"kind": "qmc", "n_startup_trials": 8})
     with pytest.raises(GridctlError, match=r"sampler kind qmc does not read n_startup_trials"):
