@@ -596,8 +596,8 @@ def worst_path_drawdowns(
 # ----------------------------------------------------------------------------------------------------
 
 
-def make_sampler(profile: Profile, seed: int) -> optuna.samplers.BaseSampler:
-    """The profile's sampler, seeded.
+def make_sampler(profile: Profile, seed: int, shared: bool = False) -> optuna.samplers.BaseSampler:
+    """The profile's sampler, seeded (``shared``: a server study other workers may join).
 
     Hard limits reach the samplers as Optuna constraints set on each trial before it is told
     (``Trial.set_constraint``, which Optuna 5 reads in TPE, NSGA-II and ``best_trial``; the older
@@ -607,15 +607,17 @@ def make_sampler(profile: Profile, seed: int) -> optuna.samplers.BaseSampler:
     if spec.kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.kind == "qmc":
-        # The Sobol scramble is seeded with the PROFILE seed on every worker and resume (Optuna
-        # keeps the sequence position on the study, keyed by that seed); only the one trial Optuna
-        # draws before the search space is known uses the (derived) ``seed``.
+        # Optuna keeps the sequence position on the study, keyed by the scramble seed. A local study
+        # scrambles with the PROFILE seed, so a resume continues the same sequence. Workers of a
+        # shared study each scramble with their own (derived) seed: Optuna's position counter is
+        # read and written without a transaction, so workers sharing one sequence would draw some
+        # points twice; each worker's own points are still a low-discrepancy sequence.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.QMCSampler(
                 qmc_type="sobol",
                 scramble=True,
-                seed=profile.seed,
+                seed=seed if shared else profile.seed,
                 independent_sampler=optuna.samplers.RandomSampler(seed=seed),
                 warn_independent_sampling=False,
             )
@@ -692,13 +694,13 @@ def create_or_load_study(
         return optuna.load_study(
             study_name=study_name,
             storage=storage,
-            sampler=make_sampler(profile, _sampler_seed(profile, n, shared)),
+            sampler=make_sampler(profile, _sampler_seed(profile, n, shared), shared),
             pruner=make_pruner(profile),
         )
     study = optuna.create_study(
         study_name=study_name,
         storage=storage,
-        sampler=make_sampler(profile, _sampler_seed(profile, 0, shared)),
+        sampler=make_sampler(profile, _sampler_seed(profile, 0, shared), shared),
         pruner=make_pruner(profile),
         directions=directions,
         load_if_exists=True,

@@ -101,7 +101,8 @@ class SamplerSpec(_Strict):
 
     ``random``: independent uniform draws. ``qmc``: a scrambled Sobol sequence (quasi-random, covers
     the space more evenly than random draws; needs scipy); the sequence position is stored on the
-    study, so a resumed study or another worker continues it instead of redrawing points. ``tpe``
+    study, so a resumed study continues it instead of redrawing points (each worker of a shared
+    study draws its own sequence). ``tpe``
     (``n_startup_trials``, ``multivariate``) models the good trials; ``nsga2`` (``population_size``)
     keeps a Pareto front. An option the chosen kind does not read is an error.
     """
