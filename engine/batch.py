@@ -220,12 +220,15 @@ def regime_series_batch(
     return regs
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def run_batch_nb(
     ts, op, hi, lo, cl, regs, reg_idx, fts, frate, fmark, dts, dop, dhi, dlo, dcl, didx, vecs, br,
     states, slots, errs, ords, fills, fund, ev, eq,
 ):  # fmt: skip
-    """Run every parameter set (row of ``vecs``) over all bars; summaries stay in ``states``."""
+    """Run every parameter set (row of ``vecs``) over all bars; summaries stay in ``states``.
+
+    Releases the GIL (``nogil``): a caller may do Python work in another thread meanwhile.
+    """
     n_sets = vecs.shape[0]
     n = ts.shape[0]
     for i in prange(n_sets):

@@ -25,6 +25,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -753,6 +754,7 @@ class OptimizeResult:
     pareto_size: int | None
     timings: dict[str, float] = field(default_factory=dict)
     cpu_s: float = 0.0  # CPU seconds of this process (all threads) over elapsed_s
+    overlap_s: float = 0.0  # asking (sampler + storage) done while the kernel ran, inside those figures
     load_average: float | None = None  # the machine's 1-minute load average when the call ended
 
     @property
@@ -776,6 +778,7 @@ class OptimizeResult:
             "trials_per_s": round(self.trials_per_s, 2),
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "cpu_s": round(self.cpu_s, 3),
+            "asked_during_kernel_s": round(self.overlap_s, 3),
             "load_average_1m": self.load_average,
         }
 
@@ -973,31 +976,52 @@ def optimize(
     worker = f"{socket.gethostname()}:{os.getpid()}"
     told_here = 0
     interrupted = False
-    pending: list[optuna.Trial] = []
+    overlap_s = 0.0
+    pending: list[optuna.Trial] = []  # asked, being evaluated
+    ahead: list[optuna.Trial] = []  # asked for the next batch while the kernel runs
+    # Random and quasi-random draws do not depend on results, so the next batch is asked while the
+    # kernel runs this one (the kernel releases the GIL): the same trials as asking after the tell,
+    # with the sampler's and storage's time hidden behind the kernel's. Samplers that learn from
+    # results (TPE, NSGA-II), pruning (reports from the kernel's thread) and shared studies
+    # (heartbeats between chunks) ask after each tell.
+    prefetch = profile.sampler.kind in ("random", "qmc") and profile.pruner.kind == "none" and not shared
+    pool = (
+        ThreadPoolExecutor(1, initializer=numba.set_num_threads, initargs=(numba.get_num_threads(),))
+        if prefetch
+        else None
+    )
+
+    def ask_batch(k: int) -> list[optuna.Trial]:
+        t0 = time.perf_counter()
+        io0 = storage_io_s(store) or 0.0
+        asked: list[optuna.Trial] = []
+        with storage_held(store):
+            for _ in range(k):
+                trial = study.ask(dists)
+                asked.append(trial)
+                heartbeat.track(trial)  # first heartbeat at once: a stale trial is always detectable
+                study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker)
+        io = (storage_io_s(store) or 0.0) - io0  # the asks' own storage writes and reads
+        timings["sampler_s"] += time.perf_counter() - t0 - io
+        timings["storage_s"] += io
+        return asked
+
     loop_start = time.perf_counter()
     with _StopSignals() as stop, _Heartbeat(store, heartbeat_s) as heartbeat:
         try:
             while not stop.requested:
-                done, running = _counts(study)
-                room = target - done - running
-                if room <= 0:
-                    if running == 0 or not shared:
-                        break
-                    time.sleep(min(1.0, heartbeat_s / 2))  # other workers are finishing the last trials
-                    _fail_stale(study, shared, heartbeat_s)
-                    continue
-                k = min(profile.batch_size, room)
-                t0 = time.perf_counter()
-                io0 = storage_io_s(store) or 0.0
-                with storage_held(store):
-                    for _ in range(k):
-                        trial = study.ask(dists)
-                        pending.append(trial)
-                        heartbeat.track(trial)  # first heartbeat at once: a stale trial is always detectable
-                        study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker)
-                io = (storage_io_s(store) or 0.0) - io0  # the asks' own storage writes and reads
-                timings["sampler_s"] += time.perf_counter() - t0 - io
-                timings["storage_s"] += io
+                if ahead:
+                    pending, ahead = ahead, []
+                else:
+                    done, running = _counts(study)
+                    room = target - done - running
+                    if room <= 0:
+                        if running == 0 or not shared:
+                            break
+                        time.sleep(min(1.0, heartbeat_s / 2))  # other workers are finishing the last trials
+                        _fail_stale(study, shared, heartbeat_s)
+                        continue
+                    pending = ask_batch(min(profile.batch_size, room))
                 t0 = time.perf_counter()
                 overrides = [resolve_draw(profile, t.params, work.strategy) for t in pending]
                 timings["params_s"] += time.perf_counter() - t0
@@ -1008,14 +1032,27 @@ def optimize(
                     return trial.should_prune()
 
                 t0 = time.perf_counter()
-                results = evaluate(
-                    work,
-                    overrides,
-                    prune if profile.pruner.kind != "none" else None,
-                    chunk=max(4 * numba.get_num_threads(), 8) if shared else None,
-                    beat=heartbeat.beat_now if shared else None,
-                )
-                timings["kernel_s"] += time.perf_counter() - t0
+                if pool is not None:
+                    running_batch = pool.submit(evaluate, work, overrides)
+                    t_ask = time.perf_counter()
+                    done, running = _counts(study)  # running: this batch's trials
+                    room = target - done - running
+                    if room > 0:
+                        ahead = ask_batch(min(profile.batch_size, room))
+                    asked_s = time.perf_counter() - t_ask
+                    results = running_batch.result()
+                    # the kernel's share is the wait beyond the asks (which are counted as asks)
+                    timings["kernel_s"] += time.perf_counter() - t0 - asked_s
+                    overlap_s += min(asked_s, time.perf_counter() - t0)
+                else:
+                    results = evaluate(
+                        work,
+                        overrides,
+                        prune if profile.pruner.kind != "none" else None,
+                        chunk=max(4 * numba.get_num_threads(), 8) if shared else None,
+                        beat=heartbeat.beat_now if shared else None,
+                    )
+                    timings["kernel_s"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 heartbeat.beat(pending)
                 with storage_held(store):
@@ -1037,21 +1074,26 @@ def optimize(
                 sync_storage(store)
                 # telling runs the sampler's after_trial hooks too, a small part next to the writes
                 timings["storage_s"] += time.perf_counter() - t0
-                heartbeat.beat(pending)
+                heartbeat.beat(ahead)
                 if on_progress is not None:
                     elapsed = time.perf_counter() - loop_start
                     best, _, _, _ = best_summary(study)
                     shown = best if not isinstance(best, list) else best[0]
-                    on_progress(
-                        Progress(min(done + k, target), target, shown, told_here / elapsed, told_here)
-                    )
+                    done_now = min(_counts(study)[0], target)
+                    on_progress(Progress(done_now, target, shown, told_here / elapsed, told_here))
             interrupted = stop.requested
         except KeyboardInterrupt:
             interrupted = True
-            for trial in pending:
+            for trial in [*pending, *ahead]:
                 with contextlib.suppress(Exception):
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            ahead = []
         finally:
+            if pool is not None:
+                pool.shutdown(wait=True)  # a kernel in flight cannot be stopped: let it finish
+            for trial in ahead:  # asked ahead of a stop: never run
+                with contextlib.suppress(Exception):
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
             sync_storage(store)
     elapsed = time.perf_counter() - t_start
     timings["other_s"] = max(elapsed - sum(timings.values()), 0.0)
@@ -1070,6 +1112,7 @@ def optimize(
         pareto_size=pareto,
         timings=timings,
         cpu_s=time.process_time() - cpu_start,
+        overlap_s=overlap_s,
         load_average=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     )
 
