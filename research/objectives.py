@@ -8,9 +8,11 @@ Metric conventions (all from the kernel's online accumulators):
 - ``sharpe``: annualised daily Sharpe (sqrt(365)); undefined (NaN) counts as the lower bound.
 - ``profit_factor``: gross profit / gross loss of exits; no losses with profit -> the upper bound,
   no exits -> the lower bound.
-- ``calmar``: CAGR over the bars run (365-day years) / ``max_drawdown_pct`` (bar-close equity, the
-  kernel's); no drawdown -> the upper bound.
-- ``max_drawdown_pct``: the kernel's bar-close maximum drawdown in percent.
+- ``calmar``: CAGR over the bars run (365-day years) / ``max_drawdown_bar_close_pct``; no drawdown ->
+  the upper bound.
+- ``max_drawdown_bar_close_pct``: the kernel's maximum drawdown of bar-close equity in percent (the
+  summary row's field of that name; gridctl's other drawdowns are ``max_drawdown_daily_close_pct``
+  and ``max_drawdown_intrabar_pct``).
 - ``trades``: closed lots (exit fills).
 
 The composite score (the audited bot's) is ``sum(weight_m * clip((m - lo_m) / (hi_m - lo_m), 0, 1))``
@@ -21,16 +23,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from configs.errors import GridctlError
 from research.profiles import LimitsSpec, ObjectiveSpec
 
 DAY_MS = 86_400_000
+#: Metric holding the worse bar-close max drawdown of the high_first / low_first path rules (set by
+#: the optimizer when ``limits.max_worst_path_drawdown_pct`` is given).
+WORST_PATH_METRIC = "worst_path_max_drawdown_bar_close_pct"
 #: Names of the Optuna constraints, in the order ``limit_values`` returns them.
-CONSTRAINT_NAMES = ("min_trades", "max_drawdown_pct", "liquidation", "max_worst_path_drawdown_pct")
+CONSTRAINT_NAMES = (
+    "min_trades",
+    "max_drawdown_bar_close_pct",
+    "liquidation",
+    "max_worst_path_drawdown_pct",
+)
 
 
 def row_metrics(row: np.void | dict[str, float], bar_ms: int) -> dict[str, float]:
@@ -51,7 +59,7 @@ def row_metrics(row: np.void | dict[str, float], bar_ms: int) -> dict[str, float
         "sharpe": float(row["sharpe"]),
         "profit_factor": float(row["profit_factor"]),
         "calmar": float(calmar),
-        "max_drawdown_pct": dd,
+        "max_drawdown_bar_close_pct": dd,
         "total_return_pct": total,
         "cagr_pct": float(cagr),
         "trades": float(row["n_exits"]),
@@ -66,12 +74,12 @@ def _norm(value: float, lo: float, hi: float) -> float:
 
 
 def composite_score(metrics: dict[str, float], spec: ObjectiveSpec) -> float:
-    """The composite score of a metrics dict (``drawdown`` is ``max_drawdown_pct``)."""
+    """The composite score of a metrics dict (``drawdown`` is ``max_drawdown_bar_close_pct``)."""
     assert spec.composite is not None
     total = 0.0
     for name, weight in spec.composite.weights.items():
         lo, hi = spec.composite.bounds[name]
-        value = metrics["max_drawdown_pct"] if name == "drawdown" else metrics[name]
+        value = metrics["max_drawdown_bar_close_pct"] if name == "drawdown" else metrics[name]
         if name == "drawdown" and math.isnan(value):
             value = hi
         total += weight * _norm(value, lo, hi)
@@ -93,7 +101,7 @@ def objective_values(metrics: dict[str, float], spec: ObjectiveSpec) -> tuple[fl
         return (-10.0 if math.isnan(calmar) else min(calmar, 100.0),)
     if spec.kind == "total_return":
         return (metrics["total_return_pct"],)
-    return (metrics["total_return_pct"], metrics["max_drawdown_pct"])
+    return (metrics["total_return_pct"], metrics["max_drawdown_bar_close_pct"])
 
 
 def combine_windows(values: Sequence[tuple[float, ...]], spec: ObjectiveSpec) -> tuple[float, ...]:
@@ -108,18 +116,18 @@ def limit_values(windows: Sequence[dict[str, float]], limits: LimitsSpec) -> lis
     """Optuna constraint values (<= 0 means satisfied) over the scored windows.
 
     Order: minimum trades (summed over windows), maximum drawdown (worst window), liquidation
-    (any window), and the path-bracket hook when the profile sets it.
+    (any window), and the worst drawdown over the intrabar path rules when the profile sets it.
     """
     trades = sum(w["trades"] for w in windows)
-    worst_dd = max(w["max_drawdown_pct"] for w in windows)
+    worst_dd = max(w["max_drawdown_bar_close_pct"] for w in windows)
     liquidated = max(w["liquidated"] for w in windows)
     out = [
         float(limits.min_trades - trades),
-        float(worst_dd - limits.max_drawdown_pct),
+        float(worst_dd - limits.max_drawdown_bar_close_pct),
         float(liquidated - 0.5) if not limits.allow_liquidation else -1.0,
     ]
     if limits.max_worst_path_drawdown_pct is not None:
-        worst = max(w["worst_path_drawdown_pct"] for w in windows)
+        worst = max(w[WORST_PATH_METRIC] for w in windows)
         out.append(float(worst - limits.max_worst_path_drawdown_pct))
     return out
 
@@ -127,26 +135,3 @@ def limit_values(windows: Sequence[dict[str, float]], limits: LimitsSpec) -> lis
 def feasible(constraints: Sequence[float]) -> bool:
     """True when every constraint value is <= 0."""
     return all(c <= 0.0 for c in constraints)
-
-
-def require_path_bracket() -> Any:
-    """Refuse ``limits.max_worst_path_drawdown_pct``: the optimizer does not apply it yet.
-
-    ``research.stats.path_bracket`` exists (every backtest reports it), but trials are not yet run
-    under the other path rules, so the limit would be inert: refuse instead of pretending it holds.
-    """
-    raise GridctlError(
-        "limits.max_worst_path_drawdown_pct is not applied by the optimizer yet (trials run one intrabar "
-        "path rule); set it to null in the profile"
-    )
-
-
-def worst_path_drawdown_hook(market: Any, strategy: Any, venue: Any) -> float:
-    """HOOK: drawdown of the worst side of the intrabar path bracket (``research.stats.path_bracket``).
-
-    The path bracket (re-running with the other intrabar path) is being added to research.stats by
-    another module; until it exists this refuses loudly instead of pretending the limit holds.
-    """
-    bracket = require_path_bracket()
-    result = bracket(market, strategy, venue)  # pragma: no cover - depends on the other module
-    return float(result["worst"]["max_drawdown_pct"])  # pragma: no cover

@@ -25,6 +25,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ import optuna
 from configs.errors import GridctlError
 from research.objectives import (
     CONSTRAINT_NAMES,
+    WORST_PATH_METRIC,
     combine_windows,
     feasible,
     limit_values,
@@ -89,16 +91,100 @@ class BatchSyncedJournalBackend(optuna.storages.journal.JournalFileBackend):
     Every operation is still appended (under the journal's lock) and flushed to the OS at once, so a
     killed process (Ctrl-C, SIGKILL) loses nothing it wrote; only a power cut could lose the
     operations since the last :meth:`sync` (the optimizer syncs after telling each batch). Per-op
-    fsync costs ~3 ms on this class of machine and ~15 ops are written per trial.
+    fsync costs ~3 ms on this class of machine and ~20 ops are written per trial.
+
+    :meth:`held` keeps the journal's lock (and one append handle) for a run of operations, such as
+    asking or telling a whole batch: taking the lock costs a symlink, an unlink and an open per
+    operation otherwise. Other processes on the same journal wait at most :data:`HOLD_S` seconds.
     """
+
+    #: Longest a held lock is kept before it is released and taken again (lets other workers in;
+    #: Optuna breaks a symlink lock older than 30 s).
+    HOLD_S = 2.0
+
+    def __init__(self, file_path: str) -> None:
+        super().__init__(file_path)
+        self._out: Any = None  # the append handle while the lock is held
+        self._in: Any = None  # a read handle while the lock is held
+        self._held_since = 0.0
+
+    @contextlib.contextmanager
+    def held(self) -> Any:
+        """Hold the lock for the operations inside the ``with`` block (re-entrant: nested is a no-op)."""
+        if self._out is not None:
+            yield
+            return
+        self._take()
+        try:
+            yield
+        finally:
+            self._give()
+
+    def _take(self) -> None:
+        self._lock.acquire()
+        try:
+            self._out = open(self._file_path, "ab")  # noqa: SIM115 - kept open while the lock is held
+            self._in = open(self._file_path, "rb")  # noqa: SIM115
+        except BaseException:
+            self._close_handles()
+            self._lock.release()
+            raise
+        self._held_since = time.monotonic()
+
+    def _close_handles(self) -> None:
+        for handle in (self._out, self._in):
+            if handle is not None:
+                handle.close()
+        self._out = self._in = None
+
+    def _give(self) -> None:
+        try:
+            self._close_handles()
+        finally:
+            self._lock.release()
+
+    def read_logs(self, log_number_from: int) -> Any:
+        """The logs from ``log_number_from`` on; while the lock is held, read through one open handle.
+
+        Under the lock only this process appends, and it writes whole lines, so everything after the
+        last known offset is complete; anything unusual (an unknown offset, a partial line left by a
+        killed writer, a line that is not JSON) goes through Optuna's own reader.
+        """
+        start = self._log_number_offset.get(log_number_from)
+        if self._in is None or start is None:
+            return super().read_logs(log_number_from)
+        self._in.seek(start)
+        data = self._in.read()
+        if not data:
+            return iter(())
+        if not data.endswith(b"\n"):
+            return super().read_logs(log_number_from)
+        lines = data.splitlines(keepends=True)
+        try:
+            logs = [json.loads(line) for line in lines]
+        except json.JSONDecodeError:
+            return super().read_logs(log_number_from)
+        offset, number = start, log_number_from
+        for line in lines:
+            offset += len(line)
+            number += 1
+            self._log_number_offset[number] = offset
+        return iter(logs)
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         """Append ``logs`` under the lock and flush them to the OS (no fsync)."""
+        payload = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode()
+        if self._out is not None:
+            if time.monotonic() - self._held_since > self.HOLD_S:
+                self._give()  # let another worker append between our operations
+                self._take()
+            self._out.write(payload)
+            self._out.flush()
+            return
         from optuna.storages.journal._file import get_lock_file
 
-        payload = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
         with get_lock_file(self._lock), open(self._file_path, "ab") as f:
-            f.write(payload.encode("utf-8"))
+            f.write(payload)
             f.flush()
 
     def sync(self) -> None:
@@ -107,11 +193,51 @@ class BatchSyncedJournalBackend(optuna.storages.journal.JournalFileBackend):
             os.fsync(f.fileno())
 
 
+class TimedJournalStorage(optuna.storages.JournalStorage):
+    """Optuna's journal storage, counting the seconds spent writing and replaying its log.
+
+    Every storage operation goes through ``_write_log`` and/or ``_sync_with_backend``, so
+    ``io_s`` is the storage's share of any stretch of work (the optimizer splits ask time into
+    sampler and storage with it).
+    """
+
+    def __init__(self, backend: optuna.storages.journal.BaseJournalBackend) -> None:
+        self.io_s = 0.0
+        super().__init__(backend)
+
+    def _write_log(self, op_code: int, extra_fields: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        try:
+            super()._write_log(op_code, extra_fields)
+        finally:
+            self.io_s += time.perf_counter() - t0
+
+    def _sync_with_backend(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            super()._sync_with_backend()
+        finally:
+            self.io_s += time.perf_counter() - t0
+
+
 def sync_storage(storage: optuna.storages.BaseStorage) -> None:
     """Make a journal storage durable on disk (RDB storages commit per operation)."""
     backend = getattr(storage, "_backend", None)
     if isinstance(backend, BatchSyncedJournalBackend):
         backend.sync()
+
+
+def storage_held(storage: optuna.storages.BaseStorage) -> contextlib.AbstractContextManager[Any]:
+    """Hold a journal's lock for a run of operations (RDB storages: nothing to hold)."""
+    backend = getattr(storage, "_backend", None)
+    if isinstance(backend, BatchSyncedJournalBackend):
+        return backend.held()
+    return contextlib.nullcontext()
+
+
+def storage_io_s(storage: optuna.storages.BaseStorage) -> float | None:
+    """Seconds a journal storage has spent on its log so far (None when not measured)."""
+    return getattr(storage, "io_s", None)
 
 
 def open_storage(
@@ -128,7 +254,7 @@ def open_storage(
             raise GridctlError(f"no study {study_name!r} in {path.parent} (gridctl study list shows them)")
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = BatchSyncedJournalBackend(str(path))
-        return optuna.storages.JournalStorage(backend)
+        return TimedJournalStorage(backend)
     try:
         for attempt in range(5):
             try:
@@ -181,6 +307,7 @@ class Window:
     start_ms: int
     end_ms: int
     market: Any
+    detail: Any = None  # the same window's backtest.detail_timeframe bars, when the strategy sets one
 
 
 @dataclass
@@ -194,6 +321,16 @@ class Workload:
     windows: list[Window]
     data_dir: Path
     symbol: str
+    regime_cache: Any = None  # engine.batch.RegimeCache shared by every batch of this workload
+    detail: Any = None  # the whole window's detail bars (backtest.detail_timeframe), else None
+
+    def regimes(self) -> Any:
+        """The batch driver's regime-series cache (one per workload: every window, every batch)."""
+        if self.regime_cache is None:
+            from engine.batch import RegimeCache
+
+            self.regime_cache = RegimeCache()
+        return self.regime_cache
 
     @property
     def folds(self) -> int:
@@ -238,10 +375,6 @@ def load_workload(profile: Profile, data_dir: Path | None = None) -> Workload:
     from data.store import default_data_dir
 
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-    if profile.limits.max_worst_path_drawdown_pct is not None:
-        from research.objectives import require_path_bracket
-
-        require_path_bracket()
     strategy = load_strategy(profile.base.strategy)
     venue = load_venue(profile.base.venue)
     spec = profile.data
@@ -255,23 +388,33 @@ def load_workload(profile: Profile, data_dir: Path | None = None) -> Workload:
         raise GridctlError(f"profile {profile.name}: the data window holds {len(market.ts)} bars")
     first = int(market.ts[0])
     last = int(market.ts[-1] + market.bar_ms)
+    detail_tf = strategy.backtest.detail_timeframe
+
+    def detail_of(part: Any) -> Any:
+        """The detail bars over ``part``'s bars (fills walk them, as in ``gridctl backtest``)."""
+        if detail_tf is None:
+            return None
+        end_ms = int(part.ts[-1]) + part.bar_ms
+        return load_market(data_dir, spec.exchange, symbol, detail_tf, int(part.ts[0]), end_ms)
+
+    full_detail = detail_of(market)
     windows: list[Window] = []
     val = profile.validation
     if val.scheme == "none":
-        windows.append(Window("full", 0, first, last, market))
+        windows.append(Window("full", 0, first, last, market, full_detail))
     else:
         from research.walkforward import fold_bounds
 
         for kind, fold, a, b in fold_bounds(first, last, val):
             part = load_market(data_dir, spec.exchange, symbol, spec.timeframe, a, b)
-            windows.append(Window(kind, fold, a, b, part))
+            windows.append(Window(kind, fold, a, b, part, detail_of(part)))
         if not windows:
             days = (last - first) / DAY_MS
             raise GridctlError(
                 f"profile {profile.name}: walk-forward needs train_days + test_days = "
                 f"{val.train_days + val.test_days} days, the data window has {days:.1f}"
             )
-    return Workload(profile, strategy, venue, market, windows, data_dir, symbol)
+    return Workload(profile, strategy, venue, market, windows, data_dir, symbol, detail=full_detail)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -310,9 +453,13 @@ def _mean_metrics(windows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+#: Metric names stored by older studies -> today's names.
+RENAMED_METRICS = {"max_drawdown_pct": "max_drawdown_bar_close_pct"}
+
+
 def restore_metrics(stored: dict[str, Any]) -> dict[str, float]:
-    """Inverse of the JSON cleaning: None -> NaN, 'inf' -> inf."""
-    return {k: math.nan if v is None else float(v) for k, v in stored.items()}
+    """Inverse of the JSON cleaning: None -> NaN, 'inf' -> inf (old metric names read as today's)."""
+    return {RENAMED_METRICS.get(k, k): math.nan if v is None else float(v) for k, v in stored.items()}
 
 
 def evaluate(
@@ -330,8 +477,6 @@ def evaluate(
     ``prune(i, fold, values_so_far)`` is asked after each walk-forward fold; a set it prunes is not
     run on later folds.
     """
-    from engine.batch import run_batch
-
     spec = work.profile.objective
     target = "test" if spec.target == "out_of_sample" else "train"
     bar_ms = work.market.bar_ms
@@ -342,17 +487,15 @@ def evaluate(
         for window in (w for w in work.windows if w.fold == fold):
             if not alive:
                 break
-            step = chunk or len(alive)
-            rows = []
-            for c in range(0, len(alive), step):
-                part = [overrides[i] for i in alive[c : c + step]]
-                rows.extend(run_batch(window.market, work.strategy, work.venue, part))
-                if beat is not None:
-                    beat()
-            for i, row in zip(alive, rows, strict=True):
+            sets = [overrides[i] for i in alive]
+            rows = _run_chunked(work, window, sets, chunk, beat)
+            worst: list[float] | None = None
+            if work.profile.limits.max_worst_path_drawdown_pct is not None:
+                worst = worst_path_drawdowns(work, window, sets, rows, chunk, beat)
+            for j, (i, row) in enumerate(zip(alive, rows, strict=True)):
                 metrics = row_metrics(row, bar_ms)
-                if work.profile.limits.max_worst_path_drawdown_pct is not None:
-                    metrics["worst_path_drawdown_pct"] = _worst_path(work, window, overrides[i])
+                if worst is not None:
+                    metrics[WORST_PATH_METRIC] = worst[j]
                 per[i][window.kind].append(metrics)
         last = fold == work.folds - 1  # a trial that ran every fold is complete, never pruned
         if prune is not None and work.profile.validation.scheme == "walk_forward" and not last:
@@ -388,12 +531,65 @@ def evaluate(
     return out
 
 
-def _worst_path(work: Workload, window: Window, overrides: dict[str, Any]) -> float:
-    from engine.batch import apply_overrides
-    from research.objectives import worst_path_drawdown_hook
+def _run_chunked(
+    work: Workload,
+    window: Window,
+    sets: Sequence[dict[str, Any]],
+    chunk: int | None,
+    beat: Callable[[], None] | None,
+) -> list[Any]:
+    """Summary rows of ``sets`` on ``window``: ``run_batch`` calls of at most ``chunk`` sets."""
+    from engine.batch import run_batch
 
-    strategy, venue = apply_overrides(work.strategy, work.venue, overrides)
-    return worst_path_drawdown_hook(window.market, strategy, venue)
+    step = chunk or len(sets)
+    rows: list[Any] = []
+    for c in range(0, len(sets), step):
+        rows.extend(
+            run_batch(
+                window.market,
+                work.strategy,
+                work.venue,
+                sets[c : c + step],
+                detail=window.detail,
+                regimes=work.regimes(),
+            )
+        )
+        if beat is not None:
+            beat()
+    return rows
+
+
+def worst_path_drawdowns(
+    work: Workload,
+    window: Window,
+    sets: Sequence[dict[str, Any]],
+    rows: Sequence[Any],
+    chunk: int | None = None,
+    beat: Callable[[], None] | None = None,
+) -> list[float]:
+    """Per set, the worst bar-close max drawdown over every intrabar path rule (the path bracket).
+
+    The batch form of ``research.stats.path_bracket``'s ``worst``: each set's configured rule is its
+    row in ``rows``; the other rules (``research.stats.BRACKET_RULES``) re-run the same sets through
+    the batch driver with ``backtest.intrabar_path`` overridden, all in one batch.
+    """
+    from research.stats import BRACKET_RULES
+
+    base_rule = work.strategy.backtest.intrabar_path
+    bracket: list[dict[str, Any]] = []
+    owner: list[int] = []
+    for k, ov in enumerate(sets):
+        configured = ov.get("backtest.intrabar_path", base_rule)
+        for rule in BRACKET_RULES:
+            if rule != configured:
+                bracket.append({**ov, "backtest.intrabar_path": rule})
+                owner.append(k)
+    worst = [float(row["max_drawdown_bar_close_pct"]) for row in rows]
+    factor = max(len(BRACKET_RULES) - 1, 1)
+    extra = _run_chunked(work, window, bracket, chunk and chunk * factor, beat)
+    for k, row in zip(owner, extra, strict=True):
+        worst[k] = max(worst[k], float(row["max_drawdown_bar_close_pct"]))
+    return worst
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -401,8 +597,8 @@ def _worst_path(work: Workload, window: Window, overrides: dict[str, Any]) -> fl
 # ----------------------------------------------------------------------------------------------------
 
 
-def make_sampler(profile: Profile, seed: int) -> optuna.samplers.BaseSampler:
-    """The profile's sampler, seeded.
+def make_sampler(profile: Profile, seed: int, shared: bool = False) -> optuna.samplers.BaseSampler:
+    """The profile's sampler, seeded (``shared``: a server study other workers may join).
 
     Hard limits reach the samplers as Optuna constraints set on each trial before it is told
     (``Trial.set_constraint``, which Optuna 5 reads in TPE, NSGA-II and ``best_trial``; the older
@@ -411,6 +607,21 @@ def make_sampler(profile: Profile, seed: int) -> optuna.samplers.BaseSampler:
     spec = profile.sampler
     if spec.kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if spec.kind == "qmc":
+        # Optuna keeps the sequence position on the study, keyed by the scramble seed. A local study
+        # scrambles with the PROFILE seed, so a resume continues the same sequence. Workers of a
+        # shared study each scramble with their own (derived) seed: Optuna's position counter is
+        # read and written without a transaction, so workers sharing one sequence would draw some
+        # points twice; each worker's own points are still a low-discrepancy sequence.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(
+                qmc_type="sobol",
+                scramble=True,
+                seed=seed if shared else profile.seed,
+                independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+                warn_independent_sampling=False,
+            )
     if spec.kind == "tpe":
         return optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=spec.n_startup_trials or 10, multivariate=spec.multivariate
@@ -484,13 +695,13 @@ def create_or_load_study(
         return optuna.load_study(
             study_name=study_name,
             storage=storage,
-            sampler=make_sampler(profile, _sampler_seed(profile, n, shared)),
+            sampler=make_sampler(profile, _sampler_seed(profile, n, shared), shared),
             pruner=make_pruner(profile),
         )
     study = optuna.create_study(
         study_name=study_name,
         storage=storage,
-        sampler=make_sampler(profile, _sampler_seed(profile, 0, shared)),
+        sampler=make_sampler(profile, _sampler_seed(profile, 0, shared), shared),
         pruner=make_pruner(profile),
         directions=directions,
         load_if_exists=True,
@@ -542,6 +753,9 @@ class OptimizeResult:
     best_trial: int | None
     pareto_size: int | None
     timings: dict[str, float] = field(default_factory=dict)
+    cpu_s: float = 0.0  # CPU seconds of this process (all threads) over elapsed_s
+    overlap_s: float = 0.0  # asking (sampler + storage) done while the kernel ran, inside those figures
+    load_average: float | None = None  # the machine's 1-minute load average when the call ended
 
     @property
     def trials_per_s(self) -> float:
@@ -563,6 +777,9 @@ class OptimizeResult:
             "elapsed_s": round(self.elapsed_s, 3),
             "trials_per_s": round(self.trials_per_s, 2),
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            "cpu_s": round(self.cpu_s, 3),
+            "asked_during_kernel_s": round(self.overlap_s, 3),
+            "load_average_1m": self.load_average,
         }
 
 
@@ -737,6 +954,7 @@ def optimize(
     import numba
 
     t_start = time.perf_counter()
+    cpu_start = time.process_time()
     target = int(n_trials if n_trials is not None else profile.trials)
     if target < 1:
         raise GridctlError(f"--trials must be at least 1, got {target}")
@@ -744,6 +962,8 @@ def optimize(
         if not 1 <= jobs <= numba.config.NUMBA_NUM_THREADS:
             raise GridctlError(f"--jobs must be 1..{numba.config.NUMBA_NUM_THREADS}, got {jobs}")
         numba.set_num_threads(jobs)
+    # sampler_s: asking minus the asks' storage I/O; storage_s: that I/O plus telling; kernel_s: the
+    # batch driver (validation, regime series and the kernel); params_s: draws -> overrides.
     timings = {"load_s": 0.0, "sampler_s": 0.0, "storage_s": 0.0, "kernel_s": 0.0, "params_s": 0.0}
     t0 = time.perf_counter()
     work = work or load_workload(profile, data_dir)
@@ -756,27 +976,52 @@ def optimize(
     worker = f"{socket.gethostname()}:{os.getpid()}"
     told_here = 0
     interrupted = False
-    pending: list[optuna.Trial] = []
+    overlap_s = 0.0
+    pending: list[optuna.Trial] = []  # asked, being evaluated
+    ahead: list[optuna.Trial] = []  # asked for the next batch while the kernel runs
+    # Random and quasi-random draws do not depend on results, so the next batch is asked while the
+    # kernel runs this one (the kernel releases the GIL): the same trials as asking after the tell,
+    # with the sampler's and storage's time hidden behind the kernel's. Samplers that learn from
+    # results (TPE, NSGA-II), pruning (reports from the kernel's thread) and shared studies
+    # (heartbeats between chunks) ask after each tell.
+    prefetch = profile.sampler.kind in ("random", "qmc") and profile.pruner.kind == "none" and not shared
+    pool = (
+        ThreadPoolExecutor(1, initializer=numba.set_num_threads, initargs=(numba.get_num_threads(),))
+        if prefetch
+        else None
+    )
+
+    def ask_batch(k: int) -> list[optuna.Trial]:
+        t0 = time.perf_counter()
+        io0 = storage_io_s(store) or 0.0
+        asked: list[optuna.Trial] = []
+        with storage_held(store):
+            for _ in range(k):
+                trial = study.ask(dists)
+                asked.append(trial)
+                heartbeat.track(trial)  # first heartbeat at once: a stale trial is always detectable
+                study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker)
+        io = (storage_io_s(store) or 0.0) - io0  # the asks' own storage writes and reads
+        timings["sampler_s"] += time.perf_counter() - t0 - io
+        timings["storage_s"] += io
+        return asked
+
     loop_start = time.perf_counter()
     with _StopSignals() as stop, _Heartbeat(store, heartbeat_s) as heartbeat:
         try:
             while not stop.requested:
-                done, running = _counts(study)
-                room = target - done - running
-                if room <= 0:
-                    if running == 0 or not shared:
-                        break
-                    time.sleep(min(1.0, heartbeat_s / 2))  # other workers are finishing the last trials
-                    _fail_stale(study, shared, heartbeat_s)
-                    continue
-                k = min(profile.batch_size, room)
-                t0 = time.perf_counter()
-                for _ in range(k):
-                    trial = study.ask(dists)
-                    pending.append(trial)
-                    heartbeat.track(trial)  # first heartbeat at once: a stale trial is always detectable
-                    study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker)
-                timings["sampler_s"] += time.perf_counter() - t0
+                if ahead:
+                    pending, ahead = ahead, []
+                else:
+                    done, running = _counts(study)
+                    room = target - done - running
+                    if room <= 0:
+                        if running == 0 or not shared:
+                            break
+                        time.sleep(min(1.0, heartbeat_s / 2))  # other workers are finishing the last trials
+                        _fail_stale(study, shared, heartbeat_s)
+                        continue
+                    pending = ask_batch(min(profile.batch_size, room))
                 t0 = time.perf_counter()
                 overrides = [resolve_draw(profile, t.params, work.strategy) for t in pending]
                 timings["params_s"] += time.perf_counter() - t0
@@ -787,48 +1032,68 @@ def optimize(
                     return trial.should_prune()
 
                 t0 = time.perf_counter()
-                results = evaluate(
-                    work,
-                    overrides,
-                    prune if profile.pruner.kind != "none" else None,
-                    chunk=max(4 * numba.get_num_threads(), 8) if shared else None,
-                    beat=heartbeat.beat_now if shared else None,
-                )
-                timings["kernel_s"] += time.perf_counter() - t0
+                if pool is not None:
+                    running_batch = pool.submit(evaluate, work, overrides)
+                    t_ask = time.perf_counter()
+                    done, running = _counts(study)  # running: this batch's trials
+                    room = target - done - running
+                    if room > 0:
+                        ahead = ask_batch(min(profile.batch_size, room))
+                    asked_s = time.perf_counter() - t_ask
+                    results = running_batch.result()
+                    # the kernel's share is the wait beyond the asks (which are counted as asks)
+                    timings["kernel_s"] += time.perf_counter() - t0 - asked_s
+                    overlap_s += min(asked_s, time.perf_counter() - t0)
+                else:
+                    results = evaluate(
+                        work,
+                        overrides,
+                        prune if profile.pruner.kind != "none" else None,
+                        chunk=max(4 * numba.get_num_threads(), 8) if shared else None,
+                        beat=heartbeat.beat_now if shared else None,
+                    )
+                    timings["kernel_s"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 heartbeat.beat(pending)
-                for trial, res in zip(pending, results, strict=True):
-                    trial.set_user_attr(ATTR, res.attrs)
-                    for key, value in res.side_attrs.items():
-                        trial.set_user_attr(key, value)
-                    for cname, cvalue in zip(CONSTRAINT_NAMES, res.constraints, strict=False):
-                        trial.set_constraint(cname, cvalue)
-                    try:
-                        if res.pruned_at is not None:
-                            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                        else:
-                            study.tell(trial, list(res.values or ()))
-                    except optuna.exceptions.UpdateFinishedTrialError:
-                        continue  # another worker judged it stale and failed it: not counted here
-                    told_here += 1
-                timings["storage_s"] += time.perf_counter() - t0
+                with storage_held(store):
+                    for trial, res in zip(pending, results, strict=True):
+                        trial.set_user_attr(ATTR, res.attrs)
+                        for key, value in res.side_attrs.items():
+                            trial.set_user_attr(key, value)
+                        for cname, cvalue in zip(CONSTRAINT_NAMES, res.constraints, strict=False):
+                            trial.set_constraint(cname, cvalue)
+                        try:
+                            if res.pruned_at is not None:
+                                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                            else:
+                                study.tell(trial, list(res.values or ()))
+                        except optuna.exceptions.UpdateFinishedTrialError:
+                            continue  # another worker judged it stale and failed it: not counted here
+                        told_here += 1
                 pending = []
                 sync_storage(store)
-                heartbeat.beat(pending)
+                # telling runs the sampler's after_trial hooks too, a small part next to the writes
+                timings["storage_s"] += time.perf_counter() - t0
+                heartbeat.beat(ahead)
                 if on_progress is not None:
                     elapsed = time.perf_counter() - loop_start
                     best, _, _, _ = best_summary(study)
                     shown = best if not isinstance(best, list) else best[0]
-                    on_progress(
-                        Progress(min(done + k, target), target, shown, told_here / elapsed, told_here)
-                    )
+                    done_now = min(_counts(study)[0], target)
+                    on_progress(Progress(done_now, target, shown, told_here / elapsed, told_here))
             interrupted = stop.requested
         except KeyboardInterrupt:
             interrupted = True
-            for trial in pending:
+            for trial in [*pending, *ahead]:
                 with contextlib.suppress(Exception):
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            ahead = []
         finally:
+            if pool is not None:
+                pool.shutdown(wait=True)  # a kernel in flight cannot be stopped: let it finish
+            for trial in ahead:  # asked ahead of a stop: never run
+                with contextlib.suppress(Exception):
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
             sync_storage(store)
     elapsed = time.perf_counter() - t_start
     timings["other_s"] = max(elapsed - sum(timings.values()), 0.0)
@@ -846,6 +1111,9 @@ def optimize(
         best_trial=best_number,
         pareto_size=pareto,
         timings=timings,
+        cpu_s=time.process_time() - cpu_start,
+        overlap_s=overlap_s,
+        load_average=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     )
 
 

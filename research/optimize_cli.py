@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +30,15 @@ StorageOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]
+#: Metric columns of the `study show` leaderboard.
+BOARD_METRICS = (
+    "sharpe",
+    "profit_factor",
+    "calmar",
+    "max_drawdown_bar_close_pct",
+    "total_return_pct",
+    "trades",
+)
 
 
 def _fmt(value: Any) -> str:
@@ -92,7 +102,9 @@ def optimize(
     )
     if prof.description:
         status.print(f"[dim]{prof.description}[/dim]")
+    t_load = time.perf_counter()
     work = load_workload(prof, data)
+    load_s = time.perf_counter() - t_load
     status.print(
         f"[dim]{len(work.market.ts):,} {prof.data.timeframe} bars of {work.symbol}, "
         f"{len(work.windows)} scored window(s); numba compiles on the first run ...[/dim]"
@@ -140,6 +152,7 @@ def optimize(
 
         result.best_value, result.best_params, result.best_trial, result.pareto_size = best_summary(study)
     out = result.as_dict()
+    out["timings_s"]["load_s"] = round(load_s, 3)  # loaded here, before optimize() (not in elapsed_s)
     out["profile"] = prof.name
     out["objective"] = prof.objective.kind
     out["directions"] = prof.objective.directions
@@ -296,16 +309,13 @@ def study_show(
     if prof.validation.scheme != "none":
         table.add_column("in-sample")
         table.add_column("out-of-sample")
-    for col in ("sharpe", "profit_factor", "calmar", "max_drawdown_pct", "total_return_pct", "trades"):
+    for col in BOARD_METRICS:
         table.add_column(col)
     for row in out["leaderboard"]:
         cells = [str(row["number"]), _fmt(row["values"])]
         if prof.validation.scheme != "none":
             cells += [_fmt(row["objective_in_sample"]), _fmt(row["objective_out_of_sample"])]
-        cells += [
-            _fmt(row["metrics"].get(k))
-            for k in ("sharpe", "profit_factor", "calmar", "max_drawdown_pct", "total_return_pct", "trades")
-        ]
+        cells += [_fmt(row["metrics"].get(k)) for k in BOARD_METRICS]
         table.add_row(*cells)
     con.print(table)
     if winner is not None:

@@ -16,6 +16,7 @@ a range the schema would refuse fails when the profile loads, not in trial 517.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -96,12 +97,34 @@ class ParamSpec(_Strict):
 
 
 class SamplerSpec(_Strict):
-    """Which Optuna sampler draws the trials, and its options."""
+    """Which Optuna sampler draws the trials, and its options.
 
-    kind: Literal["random", "tpe", "nsga2"]
+    ``random``: independent uniform draws. ``qmc``: a scrambled Sobol sequence (quasi-random, covers
+    the space more evenly than random draws; needs scipy); the sequence position is stored on the
+    study, so a resumed study continues it instead of redrawing points (each worker of a shared
+    study draws its own sequence). ``tpe``
+    (``n_startup_trials``, ``multivariate``) models the good trials; ``nsga2`` (``population_size``)
+    keeps a Pareto front. An option the chosen kind does not read is an error.
+    """
+
+    kind: Literal["random", "qmc", "tpe", "nsga2"]
     n_startup_trials: int | None = Field(default=None, ge=1)
     population_size: int | None = Field(default=None, ge=2)
     multivariate: bool = False
+
+    @model_validator(mode="after")
+    def _options_read(self) -> SamplerSpec:
+        reads = {"random": set(), "qmc": set(), "tpe": {"n_startup_trials", "multivariate"}}
+        reads["nsga2"] = {"population_size"}
+        given = {
+            name
+            for name in ("n_startup_trials", "population_size", "multivariate")
+            if getattr(self, name) not in (None, False)
+        }
+        unread = sorted(given - reads[self.kind])
+        if unread:
+            raise ValueError(f"sampler kind {self.kind} does not read {', '.join(unread)}")
+        return self
 
 
 class PrunerSpec(_Strict):
@@ -157,9 +180,11 @@ class LimitsSpec(_Strict):
     """Hard limits, passed to Optuna as constraints (a trial breaking one is infeasible, not best)."""
 
     min_trades: int = Field(default=0, ge=0)
-    max_drawdown_pct: float = Field(default=100.0, gt=0, le=100)
+    #: Worst bar-close equity drawdown in percent (the batch summary's ``max_drawdown_bar_close_pct``).
+    max_drawdown_bar_close_pct: float = Field(default=100.0, gt=0, le=100)
     allow_liquidation: bool = False
-    #: Hook for the worst side of the path bracket (research.stats.path_bracket); see objectives.py.
+    #: Worst bar-close drawdown over every intrabar path rule (research.stats.path_bracket's worst side;
+    #: each trial re-runs under the other rules). None: not limited.
     max_worst_path_drawdown_pct: float | None = Field(default=None, gt=0, le=100)
 
 
@@ -226,7 +251,7 @@ class Profile(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
         if self.objective.kind == "return_drawdown" and self.sampler.kind == "tpe":
-            raise ValueError("objective return_drawdown (two objectives) needs sampler nsga2 or random")
+            raise ValueError("objective return_drawdown (two objectives) needs sampler nsga2, random or qmc")
         if self.objective.kind != "return_drawdown" and self.sampler.kind == "nsga2":
             raise ValueError("sampler nsga2 is for objective return_drawdown (a Pareto front)")
         if self.pruner.kind != "none" and self.validation.scheme != "walk_forward":
@@ -282,10 +307,44 @@ def resolve_profile(path_or_name: str | Path) -> Path:
     )
 
 
+#: Profile keys that were renamed: old dotted path -> new key (a profile using the old one is refused
+#: with the new name, never silently read).
+RENAMED_KEYS = {
+    "limits.max_drawdown_pct": "max_drawdown_bar_close_pct",
+}
+
+
+def _renamed_problems(tree: Any) -> list[str]:
+    problems = []
+    for old, new in RENAMED_KEYS.items():
+        section, _, key = old.rpartition(".")
+        node = tree.get(section) if isinstance(tree, dict) else None
+        if isinstance(node, dict) and key in node:
+            problems.append(
+                f"  {old}: renamed; use {section}.{new} (gridctl names its drawdowns "
+                "max_drawdown_bar_close_pct, max_drawdown_daily_close_pct, max_drawdown_intrabar_pct)"
+            )
+    return problems
+
+
+def migrate_profile_tree(tree: dict[str, Any]) -> dict[str, Any]:
+    """A profile tree stored by an older gridctl, with renamed keys moved to their new names."""
+    out = json.loads(json.dumps(tree))
+    for old, new in RENAMED_KEYS.items():
+        section, _, key = old.rpartition(".")
+        node = out.get(section)
+        if isinstance(node, dict) and key in node and new not in node:
+            node[new] = node.pop(key)
+    return out
+
+
 def load_profile(path_or_name: str | Path) -> Profile:
     """Load and check a profile by name (``wide``) or path; every problem names the file and key."""
     path = resolve_profile(path_or_name)
     tree = read_yaml(path)
+    renamed = _renamed_problems(tree)
+    if renamed:
+        raise GridctlError(f"invalid profile {path}: {len(renamed)} problem(s)\n" + "\n".join(renamed))
     try:
         profile = Profile.model_validate(tree)
     except ValidationError as err:
@@ -294,8 +353,9 @@ def load_profile(path_or_name: str | Path) -> Profile:
     return profile
 
 
+@functools.cache
 def tunable_fields() -> dict[str, Any]:
-    """``section.key`` -> pydantic FieldInfo of every strategy field a search space may tune."""
+    """``section.key`` -> pydantic FieldInfo of every strategy field a search space may tune (read only)."""
     out = {}
     for path in _field_paths(StrategyConfig):
         if "." not in path or path.startswith("strategy."):

@@ -28,7 +28,7 @@ from research.optimize import (
     open_storage,
     restore_metrics,
 )
-from research.profiles import Profile
+from research.profiles import Profile, migrate_profile_tree
 
 ROBUST_ATTR = "gridctl_worst_neighbour"
 
@@ -78,7 +78,7 @@ def load_study(name: str, studies_dir: Path | None = None, storage: str | None =
 
 def study_profile(study: optuna.Study) -> Profile:
     """The profile the study was created with (stored on the study, independent of today's file)."""
-    return Profile.model_validate(study.user_attrs[STUDY_ATTR]["profile"])
+    return Profile.model_validate(migrate_profile_tree(study.user_attrs[STUDY_ATTR]["profile"]))
 
 
 def study_info(study: optuna.Study) -> dict[str, Any]:
@@ -269,7 +269,7 @@ def top_trial_returns(
     cols = []
     for t in trials:
         cfg = best_config(study, t.number)
-        run = run_single(work.market, cfg, venue, curves=True)
+        run = run_single(work.market, cfg, venue, curves=True, detail=work.detail)
         days, eq = daily_equity(run.equity["ts"], run.equity["equity"])
         rets = daily_returns(eq, float(cfg.backtest.initial_balance))
         col = np.zeros(len(days_all))

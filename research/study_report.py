@@ -376,10 +376,11 @@ def trial_overrides(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def top_equity_figure(
-    study: optuna.Study, market: Any, strategy: Any, venue: Any, top_k: int = 5
+    study: optuna.Study, market: Any, strategy: Any, venue: Any, top_k: int = 5, detail: Any = None
 ) -> go.Figure:
     """Equity curves of the top trials, each re-run in full (``run_single``) with its overrides
-    (``trial_overrides``) applied to ``strategy`` / ``venue`` by ``engine.batch.apply_overrides``."""
+    (``trial_overrides``) applied to ``strategy`` / ``venue`` by ``engine.batch.apply_overrides``;
+    ``detail``: the detail bars when the strategy sets ``backtest.detail_timeframe``."""
     from engine.batch import apply_overrides
     from engine.run import run_single
     from research.report import MAX_CURVE_POINTS, minmax_indices
@@ -387,7 +388,7 @@ def top_equity_figure(
     fig = go.Figure()
     for t in top_trials(study, top_k):
         s, v = apply_overrides(strategy, venue, trial_overrides(t))
-        run = run_single(market, s, v, curves=True)
+        run = run_single(market, s, v, curves=True, detail=detail)
         eq = run.equity
         idx = minmax_indices(eq["equity"], MAX_CURVE_POINTS)
         fig.add_trace(

@@ -65,7 +65,7 @@ def stitched_oos_equity(study: Any, trial: int | None = None, data_dir: Path | N
     level = initial
     ts_parts, eq_parts, fold_parts, fold_returns = [], [], [], []
     for window in (w for w in work.windows if w.kind == "test"):
-        run = run_single(window.market, cfg, venue, curves=True)
+        run = run_single(window.market, cfg, venue, curves=True, detail=window.detail)
         eq = run.equity["equity"].astype(np.float64)
         scaled = eq / initial * level
         ts_parts.append(run.equity["ts"])

@@ -237,3 +237,55 @@ def test_ledgers_add_up(seed: int, step_bps: float, maker_only: bool, touch: boo
     # The equity curve's last row is the summary's final equity; the peak bounds every row.
     assert out.equity["equity"][-1] == pytest.approx(summ["final_equity"])
     assert out.equity["equity"].max() <= summ["peak_equity"] + 1e-9
+
+
+def test_overrides_are_validated_together_whatever_their_order() -> None:
+    s, v = load_strategy("default"), load_venue("binance_futures")  # ema_fast 10, ema_slow 30
+    # Key by key, ema_slow = 8 first would meet ema_fast 10 >= 8; together the config is valid.
+    ss, _ = apply_overrides(s, v, {"regime.ema_slow": 8 + 4, "regime.ema_fast": 5})
+    assert (ss.regime.ema_fast, ss.regime.ema_slow) == (5, 12)
+    both, _ = apply_overrides(s, v, {"regime.ema_fast": 5, "regime.ema_slow": 12})
+    assert both == ss
+    # An invalid result still names the key that breaks it.
+    with pytest.raises(GridctlError, match=r"override regime\.ema_fast=40: .*ema_slow"):
+        apply_overrides(s, v, {"grid.grid_step_bps": 30.0, "regime.ema_fast": 40})
+    # Overrides of strategy and venue at once; the base configs are not changed.
+    ss, vv = apply_overrides(s, v, {"grid.grid_step_bps": 30.0, "fees.maker": 0.0001})
+    assert ss.grid.grid_step_bps == 30.0 and vv.fees.maker == 0.0001
+    assert s.grid.grid_step_bps != 30.0 and v.fees.maker != 0.0001
+
+
+def test_regime_cache_reuses_series_and_changes_nothing() -> None:
+    from engine.batch import RegimeCache, regime_series_batch
+    from engine.params import REGIME_SLOTS, build_params
+    from engine.run import market_arrays, regime_series
+
+    market = random_market(3000, seed=5)
+    other = random_market(3000, seed=6)
+    s, v = load_strategy("default"), load_venue("binance_futures")
+    sets = [
+        {"regime.ema_fast": f, "regime.ema_slow": sl, "grid.grid_step_bps": step}
+        for f, sl in ((5, 12), (8, 20), (10, 30))
+        for step in (20.0, 40.0)
+    ]
+    plain = run_batch(market, s, v, sets)
+    cache = RegimeCache()
+    first = run_batch(market, s, v, sets, regimes=cache)
+    assert len(cache) == 3 and cache.computed == 3 and cache.hits == 0
+    again = run_batch(market, s, v, sets, regimes=cache)
+    assert cache.computed == 3 and cache.hits == 3
+    assert plain.tobytes() == first.tobytes() == again.tobytes()
+    # the series computed together (in parallel) are the ones regime_series computes one by one
+    arrays = market_arrays(other)
+    vecs = [build_params(*apply_overrides(s, v, ov), other).vector for ov in sets[::2]]
+    keys = [tuple(float(x) for x in vec[list(REGIME_SLOTS)]) for vec in vecs]
+    regs = regime_series_batch(other, arrays, keys, cache)
+    for row, vec in zip(regs, vecs, strict=True):
+        assert np.array_equal(row, regime_series(arrays, vec))
+    # another market with the same regime tuples got its own series (no hit from the first market)
+    assert cache.computed == 6 and cache.hits == 3
+    assert run_batch(other, s, v, sets, regimes=cache).tobytes() == run_batch(other, s, v, sets).tobytes()
+    # bounded: past max_bytes the least recently used series go
+    small = RegimeCache(max_bytes=2 * 3000)
+    run_batch(market, s, v, sets, regimes=small)
+    assert len(small) == 2 and small.nbytes <= small.max_bytes

@@ -28,7 +28,13 @@ from data.sample import write_sample
 from engine.batch import apply_overrides
 from engine.run import run_single
 from research import optimize as opt
-from research.objectives import composite_score, limit_values, objective_values, row_metrics
+from research.objectives import (
+    WORST_PATH_METRIC,
+    composite_score,
+    limit_values,
+    objective_values,
+    row_metrics,
+)
 from research.profiles import PROFILES_DIR, load_profile, shipped_profiles
 from research.space import distributions, neighbours, resolve_draw
 from research.studies import best_config, best_trial, export_config, load_study, study_frame
@@ -93,6 +99,39 @@ def test_unknown_profile_key_names_the_closest_valid_key(tmp_path: Path) -> None
     with pytest.raises(GridctlError) as err:
         load_profile(path)
     assert str(path) in str(err.value) and "samplr" in str(err.value) and "'sampler'" in str(err.value)
+
+
+def test_renamed_drawdown_limit_key_names_the_new_key(tmp_path: Path) -> None:
+    path = small_profile(tmp_path)
+    tree = yaml.safe_load(path.read_text())
+    tree["limits"]["max_drawdown_pct"] = tree["limits"].pop("max_drawdown_bar_close_pct")
+    path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(GridctlError) as err:
+        load_profile(path)
+    msg = str(err.value)
+    assert str(path) in msg and "limits.max_drawdown_pct" in msg
+    assert "use limits.max_drawdown_bar_close_pct" in msg
+
+
+def test_drawdown_limit_reads_the_bar_close_drawdown(tmp_path: Path) -> None:
+    # the limit compares against the summary's bar-close drawdown, not the intrabar or daily one
+    prof = load_profile(small_profile(tmp_path, limits={"max_drawdown_bar_close_pct": 12.5}))
+    row = _row(max_drawdown_bar_close_pct=20.0, max_drawdown_intrabar_pct=90.0)
+    metrics = row_metrics(row, 60_000)
+    assert metrics["max_drawdown_bar_close_pct"] == 20.0
+    assert limit_values([metrics], prof.limits)[1] == pytest.approx(20.0 - 12.5)
+
+
+def test_a_study_stored_with_the_old_key_and_metric_names_still_reads() -> None:
+    from research.profiles import migrate_profile_tree
+
+    tree = WIDE.model_dump(mode="json")
+    tree["limits"]["max_drawdown_pct"] = tree["limits"].pop("max_drawdown_bar_close_pct")
+    assert opt.Profile.model_validate(migrate_profile_tree(tree)) == WIDE
+    assert opt.restore_metrics({"max_drawdown_pct": 7.0, "sharpe": None}) == {
+        "max_drawdown_bar_close_pct": 7.0,
+        "sharpe": pytest.approx(math.nan, nan_ok=True),
+    }
 
 
 def test_space_corner_the_schema_refuses_fails_at_load(tmp_path: Path) -> None:
@@ -233,9 +272,132 @@ def test_same_seed_same_study_and_export_reproduces_the_objective(data_dir: Path
     assert best_config(sa).grid == strategy.grid
 
 
+def test_wide_draws_a_scrambled_sobol_sequence_and_the_same_seed_the_same_study(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from scipy.stats import qmc
+
+    assert WIDE.sampler.kind == "qmc"
+    assert isinstance(opt.make_sampler(WIDE, WIDE.seed), optuna.samplers.QMCSampler)
+    space = {
+        "grid.grid_step_bps": {"type": "float", "low": 20.0, "high": 80.0},
+        "grid.qty_scale": {"type": "float", "low": 0.8, "high": 1.5},
+    }
+    prof = small_profile(tmp_path, search_space=space, trials=12, batch_size=4)
+    run(prof, data_dir, tmp_path / "s", "q1")
+    run(prof, data_dir, tmp_path / "s", "q2")
+    s1, s2 = load_study("q1", tmp_path / "s"), load_study("q2", tmp_path / "s")
+    assert [t.params for t in s1.trials] == [t.params for t in s2.trials]
+    # Trial 0 is drawn before the search space is known; trials 1.. are the Sobol points 0.. of a
+    # 2-d sequence scrambled with the profile seed, scaled to the ranges (in draw order).
+    points = qmc.Sobol(2, scramble=True, seed=WIDE.seed).random(16)[:11]
+    got = np.array([[t.params["grid.grid_step_bps"], t.params["grid.qty_scale"]] for t in s1.trials[1:]])
+    want = np.column_stack([20.0 + 60.0 * points[:, 0], 0.8 + 0.7 * points[:, 1]])
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    # resuming continues the sequence (point 11 next), it does not redraw the first points
+    run(prof, data_dir, tmp_path / "s", "q1", n_trials=14)
+    more = load_study("q1", tmp_path / "s").trials[12:]
+    nxt = qmc.Sobol(2, scramble=True, seed=WIDE.seed).random(16)[11:13]
+    np.testing.assert_allclose(
+        [[t.params["grid.grid_step_bps"], t.params["grid.qty_scale"]] for t in more],
+        np.column_stack([20.0 + 60.0 * nxt[:, 0], 0.8 + 0.7 * nxt[:, 1]]),
+        rtol=1e-12,
+    )
+
+
+def test_worst_path_limit_reruns_every_path_rule_through_the_batch(tmp_path: Path) -> None:
+    """Hand-derived (tests/market_builders.ISOLATED: centre 10000, rungs 9900 / 10100, TP 9999, SL
+    two steps, qty 0.01, maker fee 0.0002): bar 1 trades 150 either side of 10000, bar 2 rises to 10250.
+
+    high first (= the configured nearer_first here): both round trips close in bar 1 (+2.00, fees
+    0.0002 * 0.01 * 39998), equity 10001.920004; in bar 2 the short rung fills again at 10100 (fee
+    0.0202) and is marked at 10250 (-1.50): bar-close drawdown 1.5202 / 10001.920004.
+    low first: the short lot from 10100 stays open through bar 1 (equity 10000 + 0.99 + 1.00 - fees
+    0.0002 * 0.01 * 29999 = 10001.930002), marked at 10250 after bar 2: drawdown 2.5 / 10001.930002.
+    """
+    from market_builders import flat, make_market
+    from market_builders import strategy as iso_strategy
+    from market_builders import venue as iso_venue
+
+    market = make_market(
+        [*flat(10000.0, 1), (10000.0, 10150.0, 9850.0, 10000.0), (10000.0, 10250.0, 10000.0, 10250.0)]
+    )
+    dd_high = 1.5202 / 10001.920004 * 100
+    dd_low = 2.5 / 10001.930002 * 100
+    limits = {"min_trades": 0, "max_drawdown_bar_close_pct": 0.02, "max_worst_path_drawdown_pct": 0.02}
+    prof = load_profile(small_profile(tmp_path, limits=limits))
+    first, last = int(market.ts[0]), int(market.ts[-1] + market.bar_ms)
+    work = opt.Workload(
+        prof, iso_strategy(), iso_venue(), market, [opt.Window("full", 0, first, last, market)], tmp_path, "X"
+    )
+    sets = [{}, {"grid.grid_step_bps": 300.0}, {"backtest.intrabar_path": "low_first"}]
+    for chunk in (None, 1):
+        res = opt.evaluate(work, sets, chunk=chunk)
+        a, far, low = (dict(zip(opt.CONSTRAINT_NAMES, r.constraints, strict=True)) for r in res)
+        # set 0 runs high first: within the bar-close limit, but its worst path rule breaks the limit
+        assert a["max_drawdown_bar_close_pct"] == pytest.approx(dd_high - 0.02, rel=1e-9)
+        assert a["max_worst_path_drawdown_pct"] == pytest.approx(dd_low - 0.02, rel=1e-9)
+        assert a["max_drawdown_bar_close_pct"] <= 0 < a["max_worst_path_drawdown_pct"]
+        # rungs 300 bps away never fill: no drawdown under any rule
+        assert far["max_worst_path_drawdown_pct"] == pytest.approx(-0.02)
+        # a set configured low first is itself the worst rule; its bracket's worst is the same number
+        assert low["max_drawdown_bar_close_pct"] == pytest.approx(dd_low - 0.02, rel=1e-9)
+        assert low["max_worst_path_drawdown_pct"] == pytest.approx(dd_low - 0.02, rel=1e-9)
+        assert res[0].attrs["metrics"][WORST_PATH_METRIC] == pytest.approx(dd_low, rel=1e-9)
+
+
+def test_a_strategy_with_detail_bars_is_optimized_on_them_and_exports_what_reproduces(tmp_path: Path) -> None:
+    from data.market import load_market
+    from data.resample import resample_store
+    from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL
+
+    data = tmp_path / "data"
+    write_sample(data, days=12)
+    resample_store(data, SAMPLE_EXCHANGE, SAMPLE_SYMBOL, "1m", "1h")  # hour bars: the path often matters
+    base = (REPO / "configs" / "strategies" / "default.yaml").read_text()
+    assert "  detail_timeframe: null" in base
+    (tmp_path / "strategies").mkdir()
+    detailed = tmp_path / "strategies" / "detailed.yaml"
+    detailed.write_text(base.replace("  detail_timeframe: null", "  detail_timeframe: 1m"))
+    coarse = tmp_path / "strategies" / "coarse.yaml"
+    coarse.write_text(base)
+    runs = {}
+    for name, strat in (("det", detailed), ("coarse", coarse)):
+        prof = small_profile(
+            tmp_path, name=name, trials=8,
+            data={"exchange": "sample", "symbol": None, "timeframe": "1h", "start": None, "end": None},
+        )  # fmt: skip
+        tree = yaml.safe_load(prof.read_text())
+        tree["base"]["strategy"] = str(strat)
+        prof.write_text(yaml.safe_dump(tree, sort_keys=False))
+        res = run(prof, data, tmp_path / "s", name)
+        assert res.n_trials == 8
+        runs[name] = load_study(name, tmp_path / "s")
+    det, crs = runs["det"], runs["coarse"]
+    assert [t.params for t in det.trials] == [t.params for t in crs.trials]  # same seed, same draws
+    assert [t.values for t in det.trials] != [t.values for t in crs.trials]  # the 1m path changed fills
+    winner = best_trial(det)
+    strategy = load_strategy(export_config(det, tmp_path / "best.yaml"))
+    assert strategy.backtest.detail_timeframe == "1m"
+    work = opt.load_workload(load_profile(tmp_path / "det.yaml"), data)
+    assert work.detail is not None and work.detail.timeframe == "1m"
+    fine = load_market(data, SAMPLE_EXCHANGE, SAMPLE_SYMBOL, "1m", int(work.market.ts[0]),
+                       int(work.market.ts[-1]) + work.market.bar_ms)  # fmt: skip
+    venue = load_venue("binance_futures")
+    summary = run_single(work.market, strategy, venue, curves=False, detail=fine).summary
+    again = objective_values(row_metrics(summary, work.market.bar_ms), work.profile.objective)
+    assert again == (winner.value,)
+
+
+def test_sampler_options_the_kind_does_not_read_are_errors(tmp_path: Path) -> None:
+    path = small_profile(tmp_path, sampler={"kind": "qmc", "n_startup_trials": 8})
+    with pytest.raises(GridctlError, match=r"sampler kind qmc does not read n_startup_trials"):
+        load_profile(path)
+
+
 def test_best_is_the_best_feasible_trial(data_dir: Path, tmp_path: Path) -> None:
     prof = small_profile(
-        tmp_path, limits={"min_trades": 60, "max_drawdown_pct": 40, "allow_liquidation": False}
+        tmp_path, limits={"min_trades": 60, "max_drawdown_bar_close_pct": 40, "allow_liquidation": False}
     )
     run(prof, data_dir, tmp_path / "s", "lim")
     study = load_study("lim", tmp_path / "s")
@@ -266,7 +428,8 @@ def test_interrupt_fails_only_unfinished_trials_and_resume_completes(
     assert first.interrupted and first.n_trials == 8
     study = load_study("r", tmp_path / "s")
     states = [t.state for t in study.trials]
-    assert states == [optuna.trial.TrialState.COMPLETE] * 8 + [optuna.trial.TrialState.FAIL] * 8
+    # the batch in flight and the one asked ahead while it ran are failed, nothing else
+    assert states == [optuna.trial.TrialState.COMPLETE] * 8 + [optuna.trial.TrialState.FAIL] * 16
     kept = [(t.params, t.values) for t in study.trials[:8]]
     monkeypatch.setattr(opt, "evaluate", real)
     second = run(prof, data_dir, tmp_path / "s", "r")
@@ -402,6 +565,12 @@ def test_cli_json_and_study_commands(data_dir: Path, tmp_path: Path) -> None:
     for key in ("study_name", "n_trials", "best_value", "best_params", "elapsed_s", "trials_per_s"):
         assert key in out
     assert out["n_trials"] == 16 and out["study_name"] == "cli" and out["objective"] == "composite"
+    # the time breakdown adds up to the elapsed time (the CLI loads the data before optimize())
+    t = out["timings_s"]
+    assert {"sampler_s", "storage_s", "kernel_s", "other_s", "load_s"} <= set(t)
+    assert all(t[k] > 0 for k in ("sampler_s", "storage_s", "kernel_s", "load_s"))
+    assert sum(v for k, v in t.items() if k != "load_s") == pytest.approx(out["elapsed_s"], abs=0.01)
+    assert out["cpu_s"] > 0
     assert (tmp_path / "s" / "cli.journal").is_file()
     listing = json.loads(_cli("study", "list", "--studies-dir", sd, "--json").stdout)
     assert [r["study_name"] for r in listing] == ["cli"] and listing[0]["n_trials"] == 16
