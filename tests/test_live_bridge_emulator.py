@@ -505,3 +505,58 @@ def test_a_frozen_premium_index_pauses_entries_until_it_updates(tmp_path: Path, 
                 ctx.close()
         finally:
             emu.stop()
+
+
+def test_a_post_only_rejection_storm_trips_the_breaker_and_it_recovers_after_cooldown(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from engine.state import S_CB_ACTIVE
+
+    for k, v in EMU_ENV.items():
+        monkeypatch.setenv(k, v)
+    emu = _ladder_emulator(*[FLAT_BAR] * 14)
+    ctx = None
+    try:
+        # breaker defaults: 10 errors in 60 s trip it, 300 s cooldown (5 bars of 1m)
+        ready, ctx = _prepare(emu, tmp_path, RUNGS, ["rate_limits.orders_per_second=10"])
+        ready.require()
+        bridge, feed = ctx.bridge, ctx.feed
+
+        def step() -> None:
+            emu.state.advance_bar(SYMBOL_ID)
+            for b in feed.poll():
+                bridge.on_bar(b)
+
+        def our_entries() -> list:
+            return [
+                o
+                for o in emu.state.account.open_orders(SYMBOL_ID)
+                if (p := parse_client_id(o.client_id)) and p.run_id == bridge.o.run_id and p.kind == "entry"
+            ]
+
+        # the storm: every new order is refused as post-only (-5022), first attempts and retries alike
+        emu.state.inject(
+            "reject", "/fapi/v1/order", times=10_000, code=-5022, msg="Post Only order will be rejected."
+        )
+        step()  # 6 entries x (1 + 3 retries) = 24 rejections
+        assert bridge.errors["post_only"] >= 10 and our_entries() == []
+        step()  # the gates see >= 10 errors in the window: tripped, entries blocked
+        assert bridge.s.state[S_CB_ACTIVE] == 1.0 and bridge.snapshot()["circuit_breaker_active"] == 1.0
+        with emu.state.lock:
+            emu.state.faults.clear()  # the storm is over
+        step()
+        assert bridge.s.state[S_CB_ACTIVE] == 1.0 and our_entries() == []  # cooling down: nothing sent
+        waited = 0
+        while bridge.s.state[S_CB_ACTIVE] == 1.0 and waited < 8:
+            step()
+            waited += 1
+        assert bridge.s.state[S_CB_ACTIVE] == 0.0 and waited <= 5, waited  # back after the cooldown
+        step()
+        assert len(our_entries()) == 6  # the ladder rests again, once per rung
+        _check_books(ctx, emu)
+    finally:
+        try:
+            if ctx is not None:
+                ctx.close()
+        finally:
+            emu.stop()
