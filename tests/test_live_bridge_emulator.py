@@ -560,3 +560,44 @@ def test_a_post_only_rejection_storm_trips_the_breaker_and_it_recovers_after_coo
                 ctx.close()
         finally:
             emu.stop()
+
+
+def test_a_connection_lost_in_the_middle_of_a_diff_neither_loses_nor_duplicates_an_order(
+    tmp_path: Path, monkeypatch
+) -> None:
+    for k, v in EMU_ENV.items():
+        monkeypatch.setenv(k, v)
+    emu = _ladder_emulator(*[FLAT_BAR] * 6)
+    ctx = None
+    try:
+        ready, ctx = _prepare(emu, tmp_path, RUNGS, ["rate_limits.orders_per_second=10"])
+        ready.require()
+        bridge, feed = ctx.bridge, ctx.feed
+
+        def step() -> None:
+            emu.state.advance_bar(SYMBOL_ID)
+            for b in feed.poll():
+                bridge.on_bar(b)
+
+        def ours() -> list[str]:
+            return [
+                o.client_id
+                for o in emu.state.account.open_orders(SYMBOL_ID)
+                if (p := parse_client_id(o.client_id)) and p.run_id == bridge.o.run_id
+            ]
+
+        # the third order of the first diff reaches the exchange, the answer is lost (connection dropped)
+        emu.state.inject("drop", "/fapi/v1/order", skip=2, times=1)
+        step()
+        assert bridge.errors, "the lost answer is counted as an error"
+        for _ in range(3):
+            step()
+            _check_books(ctx, emu)  # one order per wanted rung: the dropped one is not sent again
+        keys = [(p.side, p.level, p.kind) for p in map(parse_client_id, ours())]
+        assert len(keys) == len(set(keys)) == 6
+    finally:
+        try:
+            if ctx is not None:
+                ctx.close()
+        finally:
+            emu.stop()
