@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, set_parallel_chunksize
 from pydantic import BaseModel, ValidationError
 
 from configs.errors import GridctlError
@@ -293,10 +293,15 @@ def run_batch(
     errs = np.zeros((m, max(n_err, 1)))
     ords = np.zeros((m, max(n_ord, 1)))
     fills, fund, ev, eq = empty_buffers()
-    run_batch_nb(
-        arrays.ts, arrays.open, arrays.high, arrays.low, arrays.close, regs, reg_idx,
-        arrays.funding_ts, arrays.funding_rate, arrays.funding_mark,
-        det.ts, det.open, det.high, det.low, det.close, det.index, vec_arr, brackets,
-        states, slots, errs, ords, fills, fund, ev, eq,
-    )  # fmt: skip
+    # Sets differ in cost (levels, fills): threads take them one at a time instead of in equal blocks.
+    chunk = set_parallel_chunksize(1)
+    try:
+        run_batch_nb(
+            arrays.ts, arrays.open, arrays.high, arrays.low, arrays.close, regs, reg_idx,
+            arrays.funding_ts, arrays.funding_rate, arrays.funding_mark,
+            det.ts, det.open, det.high, det.low, det.close, det.index, vec_arr, brackets,
+            states, slots, errs, ords, fills, fund, ev, eq,
+        )  # fmt: skip
+    finally:
+        set_parallel_chunksize(chunk)
     return summarize_states(states, vec_arr)
