@@ -186,23 +186,9 @@ class EngineSession:
         """Feed closed history bars to the regime indicators only (no trading); returns bars used."""
         if self.n:
             raise GridctlError("warm-up must come before the first traded bar")
-        adx, fast, slow, atr, hyst, thr = (self.vec[i] for i in REGIME_SLOTS)
         m = len(close)
         out = np.empty(m, np.int8)
-        regime_fill_nb(
-            out,
-            self.regime_state,
-            read_only(np.ascontiguousarray(open_, np.float64)),
-            read_only(np.ascontiguousarray(high, np.float64)),
-            read_only(np.ascontiguousarray(low, np.float64)),
-            read_only(np.ascontiguousarray(close, np.float64)),
-            int(adx),
-            int(fast),
-            int(slow),
-            int(atr),
-            float(hyst),
-            float(thr),
-        )
+        self._regime(out, open_, high, low, close)
         self.warm_bars += m
         if m:
             self.ks.state[S_REGIME] = float(out[-1])
@@ -247,23 +233,20 @@ class EngineSession:
             self._didx = read_only(np.zeros((self.ts.shape[0], 2), np.int64))
         k = self.n
         self.ts[k], self.open[k], self.high[k], self.low[k], self.close[k] = t, o, h, lo, c
-        adx, fast, slow, atr, hyst, thr = (self.vec[i] for i in REGIME_SLOTS)
-        regime_fill_nb(
-            self.reg[k : k + 1],
-            self.regime_state,
-            read_only(self.open[k : k + 1]),
-            read_only(self.high[k : k + 1]),
-            read_only(self.low[k : k + 1]),
-            read_only(self.close[k : k + 1]),
-            int(adx),
-            int(fast),
-            int(slow),
-            int(atr),
-            float(hyst),
-            float(thr),
-        )
+        self._regime(self.reg[k : k + 1], self.open[k : k + 1], self.high[k : k + 1], self.low[k : k + 1],
+                     self.close[k : k + 1])  # fmt: skip
         self.n = k + 1
         return k
+
+    def _regime(self, out: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray) -> None:
+        """Advance the regime indicators over bars ``o/h/lo/c`` into ``out`` (read-only float64 inputs,
+        the backtest's ``regime_fill_nb`` signature)."""
+        adx, fast, slow, atr, hyst, thr = (self.vec[i] for i in REGIME_SLOTS)
+        bars = (read_only(np.ascontiguousarray(x, np.float64)) for x in (o, h, lo, c))
+        regime_fill_nb(
+            out, self.regime_state, *bars,
+            int(adx), int(fast), int(slow), int(atr), float(hyst), float(thr),
+        )  # fmt: skip
 
     def _room(self) -> None:
         c = self.cnt

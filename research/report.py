@@ -266,16 +266,14 @@ def _add_fills(fig: go.Figure, d: ReportData) -> None:
             col=1,
         )
     if n == 0:
-        fig.add_annotation(
-            text="no fills",
-            xref="x domain",
-            yref="y domain",
-            x=0.01,
-            y=0.95,
-            showarrow=False,
-            row=ROW_PRICE,
-            col=1,
-        )
+        _empty_note(fig, ROW_PRICE, "no fills", 0.95)
+
+
+def _empty_note(fig: go.Figure, row: int, text: str, y: float) -> None:
+    """A line of text inside an empty panel: what is absent, said instead of a blank chart."""
+    fig.add_annotation(
+        text=text, xref="x domain", yref="y domain", x=0.01, y=y, showarrow=False, row=row, col=1
+    )
 
 
 def _add_line(fig: go.Figure, row: int, name: str, ts: np.ndarray, values: np.ndarray, colour: str) -> None:
@@ -302,16 +300,7 @@ def _add_funding(fig: go.Figure, d: ReportData) -> None:
 
     ts = np.asarray(d.funding["ts"], dtype=np.int64)
     if len(ts) == 0:
-        fig.add_annotation(
-            text="no funding paid or received",
-            xref="x domain",
-            yref="y domain",
-            x=0.01,
-            y=0.9,
-            showarrow=False,
-            row=ROW_FUNDING,
-            col=1,
-        )
+        _empty_note(fig, ROW_FUNDING, "no funding paid or received", 0.9)
         return
     amount = np.asarray(d.funding["amount"], dtype=np.float64)
     settle, first, inverse = np.unique(ts, return_index=True, return_inverse=True)
@@ -404,16 +393,7 @@ def backtest_figure(d: ReportData) -> go.Figure:
         col=1,
     )
     if not lanes:
-        fig.add_annotation(
-            text="no events",
-            xref="x domain",
-            yref="y domain",
-            x=0.01,
-            y=0.5,
-            showarrow=False,
-            row=ROW_EVENTS,
-            col=1,
-        )
+        _empty_note(fig, ROW_EVENTS, "no events", 0.5)
     fig.update_layout(
         template="plotly_white",
         height=1250,

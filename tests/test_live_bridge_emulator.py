@@ -8,7 +8,10 @@ Also measures the bar-to-orders-sent latency (printed; never asserted).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from live_helpers import EMU_ENV, MIN, SYMBOL_ID, T0, emulator_venue, emulator_with_sample
@@ -226,36 +229,65 @@ def _ladder_emulator(
     return BinanceUsdmEmulator(state).start()
 
 
+@contextmanager
+def _on_emulator(emu, monkeypatch) -> Iterator[Callable[..., tuple]]:
+    """Credentials for ``emu`` set; yields ``_prepare`` bound to it. Every run context it opened is closed
+    at the end, then the emulator is stopped."""
+    for k, v in EMU_ENV.items():
+        monkeypatch.setenv(k, v)
+    opened: list = []
+
+    def prep(*args: Any, **kwargs: Any) -> tuple:
+        ready, ctx = _prepare(emu, *args, **kwargs)
+        opened.append(ctx)
+        return ready, ctx
+
+    try:
+        yield prep
+    finally:
+        try:
+            for ctx in opened:
+                ctx.close()
+        finally:
+            emu.stop()
+
+
 def test_a_new_live_run_starts_from_the_account_and_refuses_unknown_positions(
     tmp_path: Path, monkeypatch
 ) -> None:
-    for k, v in EMU_ENV.items():
-        monkeypatch.setenv(k, v)
     emu = _ladder_emulator(FLAT_BAR, wallet=12_345.0)
-    ctx = None
-    try:
-        ready, ctx = _prepare(emu, tmp_path / "a", RUNGS)
+    with _on_emulator(emu, monkeypatch) as prep:
+        ready, ctx = prep(tmp_path / "a", RUNGS)
         ready.require()
         item = next(r for r in ready.rows if r[0] == "engine sized from the account")
         assert item[1] and "12,345.00" in item[2]
         assert ctx.bridge.s.params.vector[P_INITIAL_BALANCE] == 12_345.0
         ctx.close()
-        ctx = None
         # a long the engine never opened: a new run must not adopt it
         emu.state.account.position(SYMBOL_ID, "LONG")[:] = [0.01, 40000.0]
-        ready, ctx = _prepare(emu, tmp_path / "b", RUNGS)
+        ready, ctx = prep(tmp_path / "b", RUNGS)
         fails = dict(ready.failures)
         assert "LONG" in fails["engine sized from the account"]
         assert "positions" in fails["engine sized from the account"]
         with pytest.raises(GridctlError, match="no order was sent"):
             ready.require()
         assert emu.state.account.open_orders(SYMBOL_ID) == []
-    finally:
-        try:
-            if ctx is not None:
-                ctx.close()
-        finally:
-            emu.stop()
+
+
+def _advance(emu, ctx) -> None:
+    """The emulator trades its next bar; the bridge polls it and runs it."""
+    emu.state.advance_bar(SYMBOL_ID)
+    for b in ctx.feed.poll():
+        ctx.bridge.on_bar(b)
+
+
+def _ours(emu, bridge, kind: str | None = None) -> list:
+    """This run's open orders on the emulator (of ``kind`` when given)."""
+    return [
+        o
+        for o in emu.state.account.open_orders(SYMBOL_ID)
+        if (p := parse_client_id(o.client_id)) and p.run_id == bridge.o.run_id and kind in (None, p.kind)
+    ]
 
 
 def _placed(emu, run_id: str) -> list[tuple[str, int, str, str, str, float, float, str]]:
@@ -275,13 +307,10 @@ def _placed(emu, run_id: str) -> list[tuple[str, int, str, str, str, float, floa
 
 
 def test_several_rungs_per_side_send_exactly_the_hand_derived_orders(tmp_path: Path, monkeypatch) -> None:
-    for k, v in EMU_ENV.items():
-        monkeypatch.setenv(k, v)
     emu = _ladder_emulator(FLAT_BAR, DIP_TWO, FLAT_BAR)
-    try:
-        ctx = None
+    with _on_emulator(emu, monkeypatch) as prep:
         # six entries on the first bar: above the venue file's 5 orders/s, which would defer one
-        ready, ctx = _prepare(emu, tmp_path, RUNGS, ["rate_limits.orders_per_second=10"])
+        ready, ctx = prep(tmp_path, RUNGS, ["rate_limits.orders_per_second=10"])
         ready.require()
         bridge, feed = ctx.bridge, ctx.feed
         run_id = bridge.o.run_id
@@ -333,23 +362,14 @@ def test_several_rungs_per_side_send_exactly_the_hand_derived_orders(tmp_path: P
             ("sl", 0, 2): (38727.6, 0.004),
         }
         assert bridge.s.position() == (0.007, 0.0)
-    finally:
-        try:
-            if ctx is not None:
-                ctx.close()
-        finally:
-            emu.stop()
 
 
 def test_flatten_through_the_ops_api_closes_everything_on_the_exchange(tmp_path: Path, monkeypatch) -> None:
     import httpx
 
-    for k, v in EMU_ENV.items():
-        monkeypatch.setenv(k, v)
     emu = _ladder_emulator(FLAT_BAR, DIP_TWO, FLAT_BAR, FLAT_BAR)
-    ctx = None
-    try:
-        ready, ctx = _prepare(emu, tmp_path, RUNGS, ["rate_limits.orders_per_second=10"])
+    with _on_emulator(emu, monkeypatch) as prep:
+        ready, ctx = prep(tmp_path, RUNGS, ["rate_limits.orders_per_second=10"])
         ready.require()
         bridge, feed = ctx.bridge, ctx.feed
         acct = emu.state.account
@@ -394,12 +414,6 @@ def test_flatten_through_the_ops_api_closes_everything_on_the_exchange(tmp_path:
         bar()  # paused after a flatten: nothing new goes out
         assert [q for q in emu.state.requests() if q.method == "POST"] == []
         assert acct.open_orders(SYMBOL_ID) == []
-    finally:
-        try:
-            if ctx is not None:
-                ctx.close()
-        finally:
-            emu.stop()
 
 
 def test_live_status_and_metrics_report_the_exchange_account_not_the_engine_model(
@@ -407,14 +421,11 @@ def test_live_status_and_metrics_report_the_exchange_account_not_the_engine_mode
 ) -> None:
     import httpx
 
-    for k, v in EMU_ENV.items():
-        monkeypatch.setenv(k, v)
     # the exchange account holds 12,345 USDT; backtest.initial_balance says 10,000
     # a settlement (1 bp, mark 40,000) inside the dip bar: paid at the next bar's open
     emu = _ladder_emulator(FLAT_BAR, DIP_TWO, FLAT_BAR, wallet=12_345.0, settle_ms=T0 + 31 * MIN + 5)
-    ctx = None
-    try:
-        ready, ctx = _prepare(emu, tmp_path, RUNGS, ["rate_limits.orders_per_second=10"])
+    with _on_emulator(emu, monkeypatch) as prep:
+        ready, ctx = prep(tmp_path, RUNGS, ["rate_limits.orders_per_second=10"])
         ready.require()
         bridge, feed = ctx.bridge, ctx.feed
         auth = {"Authorization": "Bearer tok"}
@@ -458,21 +469,12 @@ def test_live_status_and_metrics_report_the_exchange_account_not_the_engine_mode
         text = httpx.get(f"{ctx.ops_url}/metrics", timeout=5).text
         line = next(x for x in text.splitlines() if x.startswith("gridctl_funding_income{"))
         assert float(line.split()[-1]) == pytest.approx(-0.028, abs=1e-12)
-    finally:
-        try:
-            if ctx is not None:
-                ctx.close()
-        finally:
-            emu.stop()
 
 
 def test_a_frozen_premium_index_pauses_entries_until_it_updates(tmp_path: Path, monkeypatch) -> None:
-    for k, v in EMU_ENV.items():
-        monkeypatch.setenv(k, v)
     emu = _ladder_emulator(*[FLAT_BAR] * 8)
-    ctx = None
-    try:
-        ready, ctx = _prepare(emu, tmp_path, RUNGS, ["rate_limits.orders_per_second=10"])
+    with _on_emulator(emu, monkeypatch) as prep:
+        ready, ctx = prep(tmp_path, RUNGS, ["rate_limits.orders_per_second=10"])
         ready.require()
         bridge, feed = ctx.bridge, ctx.feed
         acct = emu.state.account
@@ -499,12 +501,6 @@ def test_a_frozen_premium_index_pauses_entries_until_it_updates(tmp_path: Path, 
         acct.freeze_premium(False)
         bar()  # updated again: entries come back
         assert "funding" not in bridge.fail_reasons and entries() == 6
-    finally:
-        try:
-            if ctx is not None:
-                ctx.close()
-        finally:
-            emu.stop()
 
 
 def test_a_post_only_rejection_storm_trips_the_breaker_and_it_recovers_after_cooldown(
@@ -512,27 +508,18 @@ def test_a_post_only_rejection_storm_trips_the_breaker_and_it_recovers_after_coo
 ) -> None:
     from engine.state import S_CB_ACTIVE
 
-    for k, v in EMU_ENV.items():
-        monkeypatch.setenv(k, v)
     emu = _ladder_emulator(*[FLAT_BAR] * 14)
-    ctx = None
-    try:
+    with _on_emulator(emu, monkeypatch) as prep:
         # breaker defaults: 10 errors in 60 s trip it, 300 s cooldown (5 bars of 1m)
-        ready, ctx = _prepare(emu, tmp_path, RUNGS, ["rate_limits.orders_per_second=10"])
+        ready, ctx = prep(tmp_path, RUNGS, ["rate_limits.orders_per_second=10"])
         ready.require()
-        bridge, feed = ctx.bridge, ctx.feed
+        bridge = ctx.bridge
 
         def step() -> None:
-            emu.state.advance_bar(SYMBOL_ID)
-            for b in feed.poll():
-                bridge.on_bar(b)
+            _advance(emu, ctx)
 
         def our_entries() -> list:
-            return [
-                o
-                for o in emu.state.account.open_orders(SYMBOL_ID)
-                if (p := parse_client_id(o.client_id)) and p.run_id == bridge.o.run_id and p.kind == "entry"
-            ]
+            return _ours(emu, bridge, "entry")
 
         # the storm: every new order is refused as post-only (-5022), first attempts and retries alike
         emu.state.inject(
@@ -554,37 +541,19 @@ def test_a_post_only_rejection_storm_trips_the_breaker_and_it_recovers_after_coo
         step()
         assert len(our_entries()) == 6  # the ladder rests again, once per rung
         _check_books(ctx, emu)
-    finally:
-        try:
-            if ctx is not None:
-                ctx.close()
-        finally:
-            emu.stop()
 
 
 def test_a_connection_lost_in_the_middle_of_a_diff_neither_loses_nor_duplicates_an_order(
     tmp_path: Path, monkeypatch
 ) -> None:
-    for k, v in EMU_ENV.items():
-        monkeypatch.setenv(k, v)
     emu = _ladder_emulator(*[FLAT_BAR] * 6)
-    ctx = None
-    try:
-        ready, ctx = _prepare(emu, tmp_path, RUNGS, ["rate_limits.orders_per_second=10"])
+    with _on_emulator(emu, monkeypatch) as prep:
+        ready, ctx = prep(tmp_path, RUNGS, ["rate_limits.orders_per_second=10"])
         ready.require()
-        bridge, feed = ctx.bridge, ctx.feed
+        bridge = ctx.bridge
 
         def step() -> None:
-            emu.state.advance_bar(SYMBOL_ID)
-            for b in feed.poll():
-                bridge.on_bar(b)
-
-        def ours() -> list[str]:
-            return [
-                o.client_id
-                for o in emu.state.account.open_orders(SYMBOL_ID)
-                if (p := parse_client_id(o.client_id)) and p.run_id == bridge.o.run_id
-            ]
+            _advance(emu, ctx)
 
         # the third order of the first diff reaches the exchange, the answer is lost (connection dropped)
         emu.state.inject("drop", "/fapi/v1/order", skip=2, times=1)
@@ -593,11 +562,5 @@ def test_a_connection_lost_in_the_middle_of_a_diff_neither_loses_nor_duplicates_
         for _ in range(3):
             step()
             _check_books(ctx, emu)  # one order per wanted rung: the dropped one is not sent again
-        keys = [(p.side, p.level, p.kind) for p in map(parse_client_id, ours())]
+        keys = [(p.side, p.level, p.kind) for p in (parse_client_id(o.client_id) for o in _ours(emu, bridge))]
         assert len(keys) == len(set(keys)) == 6
-    finally:
-        try:
-            if ctx is not None:
-                ctx.close()
-        finally:
-            emu.stop()
