@@ -49,7 +49,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.accounting import daily_stats_nb, finish_daily_stats_nb, intrabar_drawdown_nb, mark_to_market_nb
-from engine.enums import EventKind, Reason, RiskState, Side, hot_kernel, kernel
+from engine.enums import EventKind, Reason, RiskState, Side, bar_step_kernel, hot_kernel, kernel
 from engine.fills import (
     bar_cannot_fill_nb,
     bar_margin_safe_nb,
@@ -376,7 +376,7 @@ def record_bar_nb(st, eq, cnt, ts):
     st[S_LAST_TS] = ts
 
 
-@hot_kernel
+@bar_step_kernel
 def step_nb(
     k, ts, op, hi, lo, cl, reg, fts, frate, fmark, dts, dop, dhi, dlo, dcl, didx, p, br, st, slots, errs,
     ords, fills, fund, ev, eq, cnt,
