@@ -27,8 +27,9 @@ Known differences, kept out of the parity scenarios (asserted absent) and shown 
   fill later in the same bar; live sees the fill at the bar close and places them then (Binance USD-M
   has no order that arms exits when an entry fills). ``test_an_exit_in_its_entrys_bar_...``.
 * Rate pacing: the engine paces entry submissions per decision (``orders_per_second``); the bridge's
-  limiter paces every placement, exits included. With the limit binding, live can defer an entry the
-  backtest has resting. The scenarios keep the limit above what a bar sends.
+  limiter paces every placement, exits first (Binance counts every order against its order rate
+  limits). With the limit binding, live defers an entry the backtest has resting. The scenarios keep
+  the limit above what a bar sends. ``test_with_the_order_rate_binding_...``.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ _KIND = {"entry": FillKind.ENTRY, "tp": FillKind.TP, "sl": FillKind.SL}
 # EMA spread hysteresis is low enough for 1m bars to leave SIDEWAYS (the throttled-counter policy acts).
 PARITY = ["grid.grid_step_bps=10", "exit.tp_steps=2", "rebalance.recenter_trigger_bps=60",
           "grid.grid_levels_long=4", "grid.grid_levels_short=4", "regime.hysteresis_bps=5"]  # fmt: skip
-VENUE = ["rate_limits.orders_per_second=10"]  # above the 8 rungs: the ladder goes out in one decision
+VENUE = ("rate_limits.orders_per_second=10",)  # above the 8 rungs: the ladder goes out in one decision
 
 
 @dataclass
@@ -160,6 +161,7 @@ def _live(
     overrides: list[str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    venue_overrides: tuple[str, ...] = VENUE,
 ) -> tuple[LiveRun, Any, Any]:
     """``--live`` through the emulator replaying ``frame``: bars before ``start`` are history, then
     every bar is traded by the emulator, polled by the feed and run by the bridge.
@@ -176,7 +178,7 @@ def _live(
     state.replay(SYMBOL_ID, "1m", frame, start_ms=int(frame["ts"][start]))
     state.account.wallet = strategy.backtest.initial_balance
     with BinanceUsdmEmulator(state) as emu:
-        venue = emulator_venue(emu.url, VENUE)
+        venue = emulator_venue(emu.url, list(venue_overrides))
         state.account.fill_model = FillModel.like_backtest(strategy, venue)
         clock = ExchangeClock()  # the emulator's clock jumps a bar per advance: budgets run on it
         gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
@@ -345,3 +347,46 @@ def test_an_exit_in_its_entrys_bar_fills_live_only_after_that_bar(
     _assert_same_fills(live.trades, [entry, tp_live], "exchange")
     _assert_same_fills(_ledger_fills(live.ledger), [entry, tp_live], "live engine")
     assert live.exchange_position == live.engine_position == (0.0, 0.0)
+
+
+def test_with_the_order_rate_binding_live_defers_an_entry_the_backtest_has_resting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second known difference, hand-derived: the engine counts entry submissions against
+    ``orders_per_second`` (engine/step.py), the bridge every placement, exits first.
+
+    The parity config (step 10 bps, 4 rungs a side, tp 2 / sl 6 steps), centre C = 60000: long rungs
+    floor_tick(60000 * (1 - 0.001 i)) = 59940.0, 59880.0, 59820.0, 59760.0. Bar 1 (60000 -> 60000 ->
+    59590 -> 59600) fills all four; its close is 66.7 bps from C (> 60): re-centre at 59600, short rungs
+    ceil_tick(59600 * (1 + 0.001 i)) = 59659.6, 59719.2, 59778.8, 59838.4 (the long rungs hold lots;
+    their stops, 59580.3 and below, are never reached). That close wants 8 exits (each lot's TP and SL)
+    and 4 entries. At 8 orders a second the bridge sends the exits and defers the 4 entries; the engine
+    submitted them (4 <= 8). Bar 2 (59600 -> 59600 -> 59670 -> 59650) trades through 59659.6: the
+    backtest fills short rung 1, live it is not resting yet. At 12 a second both agree.
+    """
+    start = _warmup(load_strategy("default", PARITY))
+    t0 = 1_704_067_200_000
+    rows = [(60000.0, 60000.0, 59590.0, 59600.0), (59600.0, 59670.0, 59600.0, 59650.0), (59650.0,) * 4]
+    bars = pl.DataFrame(
+        {
+            "ts": [t0 + i * MIN for i in range(len(rows))],
+            **{c: [r[j] for r in rows] for j, c in enumerate(("open", "high", "low", "close"))},
+            "volume": [1.0] * len(rows),
+        }
+    )
+    funding = pl.DataFrame({"ts": [t0 + 8 * HOUR], "rate": [0.0001], "mark_price": [60000.0]})
+    frame, funding = _market_frames(start + 1, 60000.0, bars, funding)
+    longs = [
+        Fill(t0, Side.LONG, FillKind.ENTRY, i, px, 0.002, Liquidity.MAKER, px * 4e-7)
+        for i, px in enumerate((59940.0, 59880.0, 59820.0, 59760.0), start=1)
+    ]
+    short = Fill(t0 + MIN, Side.SHORT, FillKind.ENTRY, 1, 59659.6, 0.002, Liquidity.MAKER, 59659.6 * 4e-7)
+    for per_second, deferred, live_fills in ((8, 4, longs), (12, 0, [*longs, short])):
+        live, strategy, venue = _live(
+            frame, funding, start, PARITY, tmp_path / str(per_second), monkeypatch,
+            (f"rate_limits.orders_per_second={per_second}",),
+        )  # fmt: skip
+        bt = _backtest(frame, funding, strategy, venue)
+        _assert_same_fills(_ledger_fills(bt.fills), [*longs, short], f"backtest at {per_second}/s")
+        assert live.deferred == deferred
+        _assert_same_fills(live.trades, live_fills, f"exchange at {per_second}/s")
