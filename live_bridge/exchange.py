@@ -49,10 +49,8 @@ from data.download import make_client
 from live_bridge.gateway import (
     Account,
     AuthError,
-    Bar,
     ExchangeUnavailable,
     Fill,
-    FundingInfo,
     GatewayError,
     MarginType,
     MarketRules,
@@ -75,7 +73,6 @@ TEST_HOST_MARKERS = ("testnet", "demo")
 WEIGHTS: dict[str, int] = {
     "time": 1,
     "exchangeInfo": 1,
-    "premiumIndex": 1,
     "account": 5,
     "positionRisk": 5,
     "leverageBracket": 1,
@@ -105,11 +102,6 @@ _TYPES = {
     "take_profit_market": "TAKE_PROFIT_MARKET",
 }
 _ALGO_TYPES = ("stop_market", "take_profit_market")
-
-
-def klines_weight(limit: int) -> int:
-    """Binance's weight of one klines request of ``limit`` rows."""
-    return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
 
 
 class RequestBudget:
@@ -401,37 +393,6 @@ class CcxtGateway:
             )
         except (KeyError, TypeError, ValueError) as err:
             raise GatewayError(f"symbol {symbol!r}: exchangeInfo filters incomplete ({err})") from None
-
-    @_fail_closed
-    def closed_bars(self, symbol: str, timeframe: str, since_ms: int | None, limit: int) -> list[Bar]:
-        """Up to ``limit`` bars opening at or after ``since_ms`` whose close time has passed."""
-        unified = self._unified(symbol)
-        bar_ms = int(self.client.parse_timeframe(timeframe) * 1000)
-        rows = self._call(
-            "klines",
-            klines_weight(limit),
-            lambda: self.client.fetch_ohlcv(unified, timeframe, since_ms, limit),
-        )
-        now = self.server_time_ms()
-        bars = [
-            Bar(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5] or 0.0))
-            for r in rows
-            if int(r[0]) + bar_ms <= now and (since_ms is None or int(r[0]) >= since_ms)
-        ]
-        return bars
-
-    @_fail_closed
-    def funding(self, symbol: str) -> FundingInfo:
-        """premiumIndex: current funding rate, next settlement and mark price, stamped with its time."""
-        unified = self._unified(symbol)
-        fr = self._call("funding", WEIGHTS["premiumIndex"], lambda: self.client.fetch_funding_rate(unified))
-        next_ms = fr.get("fundingTimestamp")
-        return FundingInfo(
-            rate=_fnum(fr.get("fundingRate")),
-            next_funding_ms=int(next_ms) if next_ms else None,
-            mark_price=_fnum(fr.get("markPrice")),
-            ts_ms=int(fr.get("timestamp") or 0),
-        )
 
     # -- account ------------------------------------------------------------------------------------
     @_fail_closed

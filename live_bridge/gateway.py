@@ -1,10 +1,10 @@
 """The exchange contract the live bridge codes against: value types, errors and the ``Gateway`` protocol.
 
-The account side of the bar loop (orders, fills, positions, balances, account settings) goes through
-:class:`Gateway`; ``live_bridge.exchange`` implements it over the real ccxt client. Market data (closed
-bars, funding settlements, the premium index) comes from ``live_bridge.feed.ExchangeFeed``, which paper
-mode uses without credentials; the gateway's ``closed_bars``, ``funding`` and
-``funding_payments_since`` are not called by the bridge yet (tested against the emulator only).
+The account side of the bar loop (orders, fills, positions, balances, funding income, account settings)
+goes through :class:`Gateway`; ``live_bridge.exchange`` implements it over the real ccxt client. Market
+data (closed bars, funding settlements, the premium index) comes from ``live_bridge.feed.ExchangeFeed``
+only, which paper mode uses without credentials and which connects to the venue's market-data endpoint
+(``api.ws_url``) with its own reconnect policy.
 
 Quantities are base-asset amounts, prices quote per base,
 timestamps epoch milliseconds (UTC). Sides are lower-case ``buy``/``sell``; position sides are
@@ -121,31 +121,6 @@ class Account:
     ts_ms: int = 0
 
 
-@dataclass(frozen=True)
-class FundingInfo:
-    """Current funding rate, next settlement time and mark price; None where the exchange gave nothing.
-
-    ``ts_ms`` is the exchange time of the snapshot, so the caller can tell stale data from fresh.
-    """
-
-    rate: float | None
-    next_funding_ms: int | None
-    mark_price: float | None
-    ts_ms: int
-
-
-@dataclass(frozen=True)
-class Bar:
-    """One closed OHLCV bar; ``ts`` is the open time in epoch ms."""
-
-    ts: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-
-
 class GatewayError(Exception):
     """Base of every error a gateway raises."""
 
@@ -189,14 +164,6 @@ class Gateway(Protocol):
 
     def market_rules(self, symbol: str) -> MarketRules:
         """Tick, step, min/max qty and min notional of ``symbol``."""
-        ...
-
-    def closed_bars(self, symbol: str, timeframe: str, since_ms: int | None, limit: int) -> list[Bar]:
-        """Up to ``limit`` bars opening at or after ``since_ms``, only bars already closed."""
-        ...
-
-    def funding(self, symbol: str) -> FundingInfo:
-        """Current funding rate, next funding time and mark price."""
         ...
 
     def account(self, symbol: str) -> Account:

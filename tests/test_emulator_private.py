@@ -376,3 +376,18 @@ def test_stop_gapped_by_the_next_open_rests_under_next_open_post_only() -> None:
         assert order(emu, "sl", "SELL", "LONG", 39850.0, kind="STOP_MARKET")[0] == 200
         emu.advance_bar("BTCUSDT")
         assert trades(emu)[-1] == ("sl", "SELL", 39700.0, False)
+
+
+def test_a_take_profit_meets_the_last_price_under_next_open_and_the_gap_fills_it_as_maker() -> None:
+    # last close 40000; the next bar opens at 40200, beyond a long's take-profit at 40100. A real book is at
+    # 40000 when the TP arrives: it rests, and the open fills it at its limit as maker, as the backtest
+    # fills a resting TP the open gaps through. (An entry still meets the next open: see above.)
+    state = make_state((40000.0, 40010.0, 39890.0, 40000.0), (40200.0, 40250.0, 40150.0, 40200.0))
+    state.account.fill_model.post_only_against = "next_open"
+    with BinanceUsdmEmulator(state) as emu:
+        order(emu, "entry", "BUY", "LONG", 39900.0)  # next open 40000: rests; the bar's low fills it
+        emu.advance_bar("BTCUSDT")
+        status, body = order(emu, "tp", "SELL", "LONG", 40100.0, tif="GTC")
+        assert status == 200 and body["status"] == "NEW", body  # type: ignore[index]
+        emu.advance_bar("BTCUSDT")
+        assert trades(emu) == [("entry", "BUY", 39900.0, True), ("tp", "SELL", 40100.0, True)]

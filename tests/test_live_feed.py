@@ -1,6 +1,6 @@
-"""The bar-feed connection and the post-only retry pacing: the live-only config fields, A/B against the
-emulator through the real ccxt client (see live_bridge/feed.py for how the stream fields map onto the
-REST polling feed)."""
+"""The bar feed (the bridge's only market-data path) and the post-only retry pacing: what the feed reads
+and the live-only config fields, A/B against the emulator through the real ccxt client (see
+live_bridge/feed.py for how the stream fields map onto the REST polling feed)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,47 @@ class FakeTime:
 def _feed(url: str, venue_overrides: list[str], fake: FakeTime) -> ExchangeFeed:
     venue = emulator_venue(url, venue_overrides)
     return ExchangeFeed.for_venue(venue, "BTC/USDT:USDT", "1m", sleep=fake.sleep, clock=fake.clock)
+
+
+def test_history_and_poll_leave_out_the_bar_still_open() -> None:
+    from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
+    from live_helpers import MIN, T0, scenario_bars
+
+    state = EmulatorState(now_ms=T0 + 3 * MIN + 30_000)  # 30 s into bar 3 of five flat bars
+    state.set_klines(SYMBOL_ID, "1m", scenario_bars())
+    with BinanceUsdmEmulator(state) as emu:
+        feed = _feed(emu.url, [], FakeTime())
+        assert [b[0] for b in feed.history(5)] == [T0, T0 + MIN, T0 + 2 * MIN]  # fewer: bar 3 is open
+        assert feed.poll() == []  # nothing closed since
+        state.now_ms = T0 + 4 * MIN  # bar 3 closes
+        assert [(b.ts, b.close) for b in feed.poll()] == [(T0 + 3 * MIN, 40000.0)]
+
+
+def test_funding_comes_from_the_exchange_and_is_none_when_it_gives_none() -> None:
+    import polars as pl
+    from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
+    from live_helpers import MIN, T0, scenario_bars
+
+    now, eight_h = T0 + 5 * MIN, 8 * 3_600_000
+    state = EmulatorState(now_ms=now)
+    state.set_klines(SYMBOL_ID, "1m", scenario_bars())
+    with BinanceUsdmEmulator(state) as emu:
+        feed = _feed(emu.url, [], FakeTime())
+        assert feed.next_funding_ms() is None  # not 0: the bridge pauses entries for it
+        assert feed.funding_settled(None, now) == []
+        state.set_funding(
+            SYMBOL_ID,
+            pl.DataFrame(
+                {
+                    "funding_time": [T0 - eight_h, T0 + eight_h],
+                    "rate": [0.0001, 0.0002],
+                    "mark_price": [40001.0, 40002.0],
+                }
+            ),
+        )
+        # settled up to now only; the next settlement's time from the premium index, stamped now
+        assert feed.funding_settled(T0 - 2 * eight_h, now) == [(T0 - eight_h, 0.0001, 40001.0)]
+        assert feed.premium() == (T0 + eight_h, now)
 
 
 @effect("websocket.ping_interval")

@@ -95,39 +95,10 @@ def test_market_rules_come_from_the_exchange_not_the_venue_file(
     assert eth["filters"][0]["tickSize"] == "0.01"
 
 
-def test_closed_bars_leave_out_the_bar_still_open(monkeypatch: pytest.MonkeyPatch) -> None:
-    state = EmulatorState(now_ms=T0 + 3 * MIN + 30_000)  # 30 s into bar 3
-    state.set_klines("BTCUSDT", "1m", bars())
-    with BinanceUsdmEmulator(state) as emu:
-        gw = CcxtGateway(venue_for(emu.url, monkeypatch))
-        got = gw.closed_bars(SYM, "1m", T0 + MIN, 10)
-    assert [b.ts for b in got] == [T0 + MIN, T0 + 2 * MIN]
-    assert got[0].close == 40000.0
-
-
-def test_server_time_and_funding(gw: CcxtGateway, state: EmulatorState) -> None:
-    state.set_funding(
-        "BTCUSDT",
-        pl.DataFrame({"funding_time": [T0 + 8 * MIN + 5], "rate": [0.0001], "mark_price": [40001.0]}),
-    )
+def test_server_time_is_the_exchanges(gw: CcxtGateway, state: EmulatorState) -> None:
     assert gw.server_time_ms() == T0 + 5 * MIN
-    info = gw.funding(SYM)
-    assert (info.rate, info.next_funding_ms, info.mark_price, info.ts_ms) == (
-        0.0001, T0 + 8 * MIN + 5, 40000.0, T0 + 5 * MIN,
-    )  # fmt: skip
-
-
-def test_funding_without_a_known_rate_is_none_not_zero(gw: CcxtGateway) -> None:
-    info = gw.funding(SYM)
-    assert info.rate is None and info.next_funding_ms is None
-
-
-def test_stale_premium_index_keeps_its_old_timestamp(gw: CcxtGateway, state: EmulatorState) -> None:
-    state.account.freeze_premium()
     state.advance_bar("BTCUSDT")
-    info = gw.funding(SYM)
     assert gw.server_time_ms() == T0 + 6 * MIN
-    assert (info.ts_ms, info.mark_price) == (T0 + 5 * MIN, 40000.0)  # not 39950 of the bar just closed
 
 
 # -- orders, fills, account ---------------------------------------------------------------------------
@@ -329,9 +300,10 @@ def test_dropped_connection_after_the_order_was_taken(gw: CcxtGateway, state: Em
 
 
 def test_truncated_json_raises_exchange_unavailable(gw: CcxtGateway, state: EmulatorState) -> None:
-    state.inject("bad_json", "/fapi/v1/premiumIndex")
+    gw.market_rules(SYM)
+    state.inject("bad_json", "/fapi/v1/openOrders")
     with pytest.raises(ExchangeUnavailable):
-        gw.funding(SYM)
+        gw.open_orders(SYM)
 
 
 def test_insufficient_margin_is_an_order_rejection(gw: CcxtGateway) -> None:
@@ -473,11 +445,12 @@ def test_ccxt_client_is_the_real_binanceusdm(gw: CcxtGateway) -> None:
 
 
 def test_a_burst_of_429_answers_then_recovery(gw: CcxtGateway, state: EmulatorState) -> None:
-    state.inject("status", "/fapi/v1/premiumIndex", status=429, times=3, retry_after=2)
+    gw.place(SYM, entry())
+    state.inject("status", "/fapi/v1/openOrders", status=429, times=3, retry_after=2)
     for _ in range(3):
         with pytest.raises(RateLimited):
-            gw.funding(SYM)
-    assert gw.funding(SYM).mark_price == 40000.0
+            gw.open_orders(SYM)
+    assert [o.client_id for o in gw.open_orders(SYM)] == ["e1"]
 
 
 def test_clock_skew_beyond_the_recv_window_is_exchange_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,9 +13,12 @@ Matching: the test loads a bar series with ``state.replay(symbol, interval, fram
 "Intrabar path": ``o, x1, x2, c``, gap fills at the open, nearest trigger first, ties SL before TP
 before entry, long before short, older order first), settlements inside the bar are paid, the clock
 moves to the bar's close and the bar becomes visible as a closed kline. ``FillModel`` chooses the
-engine's knobs (``fill_on_touch``, ``slippage_bps``, maker/taker fees) and what post-only orders are
-checked against: ``"last"`` (the last traded price, as a real book) or ``"next_open"`` (the next bar's
-open, exactly what the backtest does, for parity tests).
+engine's knobs (``fill_on_touch``, ``slippage_bps``, maker/taker fees) and what an arriving entry
+(an opening limit order) is checked against: ``"last"`` (the last traded price, as a real book) or
+``"next_open"`` (the next bar's open, exactly what the backtest does with the entries decided at a
+close: post-only check, or a taker fill, at the next open; for parity tests). Closing limits (take-
+profits) and market orders always meet the last price: the backtest has a lot's take-profit resting
+from its fill, so an open that gaps through it fills it at its limit as maker, as a real book would.
 
 Conditional orders trigger on the contract price and fill as taker at their trigger (the open when
 the open gapped through) moved against the account by ``slippage_bps``. A limit that crosses on
@@ -585,10 +588,13 @@ def advance_bar(state: EmulatorState, symbol: str) -> tuple[int, float, float, f
     return ts, o, h, lo, c
 
 
-def _reference_price(state: EmulatorState, symbol: str) -> float:
+def _reference_price(state: EmulatorState, symbol: str, entry: bool = False) -> float:
+    """The price an arriving order meets: the last trade; an entry (``entry``: an opening limit order)
+    meets the next bar's open under ``post_only_against="next_open"``."""
     acct = state.account
     rp = acct.replays.get(symbol)
-    if acct.fill_model.post_only_against == "next_open" and rp is not None and rp.cursor < len(rp.ts):
+    next_open = acct.fill_model.post_only_against == "next_open"
+    if entry and next_open and rp is not None and rp.cursor < len(rp.ts):
         return float(rp.ohlcv[rp.cursor, 0])
     if symbol in acct.last_price:
         return acct.last_price[symbol]
@@ -729,7 +735,7 @@ def _crosses(order: Order, ref: float) -> bool:
 def handle_new_order(state: EmulatorState, request: Request) -> dict:
     acct = state.account
     order = _new_order(state, request, algo=False)
-    ref = _reference_price(state, order.symbol)
+    ref = _reference_price(state, order.symbol, entry=order.type == "LIMIT" and order.opening)
     fm = acct.fill_model
     if order.type == "LIMIT" and _crosses(order, ref):
         if order.tif == "GTX":
@@ -761,7 +767,7 @@ def handle_new_algo_order(state: EmulatorState, request: Request) -> dict:
     order = _new_order(state, request, algo=True)
     # Trigger check against the last trade even under "next_open": a stop the next open gaps through
     # rests and fills at that open, as in the backtest.
-    ref = state.account.last_price.get(order.symbol, _reference_price(state, order.symbol))
+    ref = _reference_price(state, order.symbol)
     px, falls = _buy_trigger(order)
     if (falls and ref <= px) or (not falls and ref >= px):
         raise ApiError(400, -2021, "Order would immediately trigger.")
