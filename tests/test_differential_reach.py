@@ -107,6 +107,8 @@ def tolerance_configs(draw):
     s.update(
         grid__base_qty=draw(st.sampled_from([0.1, 0.5, 1.0])),
         grid__qty_scale=1.0,
+        policy__throttle=1.0,
+        policy__counter_qty_scale=draw(st.sampled_from([0.5, 1.0])),
         execution__maker_only=True,
         execution__use_post_only_retries=True,
         execution__optimization_mode=False,
@@ -178,10 +180,10 @@ def test_generators_reach_what_they_are_for():
     fixed = settings.get_profile("differential-ci")
 
     @settings(fixed, max_examples=100)
-    @given(market=long_markets(300, 800), cfg=memo_configs(), tol=tolerances())
-    def memo(market, cfg, tol):
+    @given(market=long_markets(300, 800), cfg=memo_configs())
+    def memo(market, cfg):
         s, v = cfg
-        led = run("kernel", market, strategy(**s, **tol), venue(**v))
+        led = run("kernel", market, strategy(**s), venue(**v))
         reasons = {e["reason"] for e in led.events if e["kind"] == EventKind.ORDER_REJECTED}
         seen["size_qty"] += Reason.SIZE_QTY in reasons
         seen["size_pct"] += Reason.SIZE_PCT in reasons
