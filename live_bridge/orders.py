@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.validation import same_order_nb
 from engine.state import (
     SL_LOT_ON,
     SL_LOT_QTY,
@@ -37,6 +36,7 @@ from engine.state import (
     SL_SL,
     SL_TP,
 )
+from engine.validation import same_order_nb
 
 KINDS = ("entry", "tp", "sl", "flatten")
 _KIND_CODE = {"entry": "E", "tp": "T", "sl": "S", "flatten": "F"}

@@ -471,7 +471,8 @@ class Sim:
         self.reducing = False
         self.funding_unknown = False  # the FUNDING_UNKNOWN event marks the start of a blocked stretch
         self.input_missing = False
-        self.submissions: list[int] = []
+        self.submissions: list[int] = []  # close times of entries submitted by a decision
+        self.retries_submitted = 0  # post-only retries sent (each passed validation)
         # counters
         self.n_errors = 0
         self.skipped_precision = 0
@@ -785,6 +786,7 @@ class Sim:
                 )
                 self.error(self.ts)
                 return
+            self.retries_submitted += 1
             if (px < o) if buy else (px > o):
                 self.orders[key] = Order(order.side, order.level, px, order.qty, new=False)
                 return
@@ -1161,6 +1163,7 @@ def simulate(
         "n_errors": sim.n_errors,
         "skipped_precision": sim.skipped_precision,
         "orders_deferred": sim.orders_deferred,
+        "orders_submitted": len(sim.submissions) + sim.retries_submitted,
         "max_drawdown_bar_close_pct": sim.max_dd,
         "final_state": sim.state(),
         "bars": n,
