@@ -886,12 +886,23 @@ class _Heartbeat:
             self.beat(self._trials)
 
 
-def _fail_stale(study: optuna.Study, shared: bool, heartbeat_s: int) -> None:
+def _fail_stale(
+    study: optuna.Study,
+    shared: bool,
+    heartbeat_s: int,
+    unowned_seen: dict[int, float] | None = None,
+    now_mono: float | None = None,
+) -> None:
     """Fail trials whose worker is gone, so they never stay RUNNING.
 
-    Server storages: Optuna's heartbeat check (no heartbeat for 3 intervals), plus trials a worker
-    died on between creating them and their first heartbeat (no worker attr after 10 grace periods;
-    a live worker sets it milliseconds after asking). Journal files: trials of dead local processes.
+    Server storages: Optuna's heartbeat check (no heartbeat for 3 intervals, the grace period), plus
+    trials a worker died on between creating them and their first heartbeat (killed while asking:
+    no worker attr, so Optuna's check never sees them). A live worker records the heartbeat and the
+    attr milliseconds after creating a trial, so such a trial is failed once this worker has watched
+    it stay unowned for one grace period on its own monotonic clock (``unowned_seen`` remembers when
+    each was first seen; the same rule Optuna applies to a silent heartbeat, and no clocks of other
+    machines involved), or at once when its start (the creating worker's clock) is 10 grace periods
+    old. Journal files: trials of dead local processes.
     """
     if not shared:
         _fail_dead_local_trials(study)
@@ -899,13 +910,24 @@ def _fail_stale(study: optuna.Study, shared: bool, heartbeat_s: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    cutoff = 10 * 3 * heartbeat_s
+    grace = 3 * heartbeat_s
     now = datetime.datetime.now()
+    mono = time.monotonic() if now_mono is None else now_mono
+    unowned: set[int] = set()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if WORKER_ATTR in t.system_attrs:
+            continue
+        first_seen = mono if unowned_seen is None else unowned_seen.setdefault(t._trial_id, mono)
         started = t.datetime_start
-        if WORKER_ATTR not in t.system_attrs and started and (now - started).total_seconds() > cutoff:
+        old = started is not None and (now - started).total_seconds() > 10 * grace
+        if old or mono - first_seen > grace:
             with contextlib.suppress(Exception):
                 study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+                continue
+        unowned.add(t._trial_id)
+    if unowned_seen is not None:
+        for trial_id in set(unowned_seen) - unowned:  # owned, finished or failed since: forget them
+            del unowned_seen[trial_id]
 
 
 def _fail_dead_local_trials(study: optuna.Study) -> int:
@@ -971,7 +993,8 @@ def optimize(
     shared = storage is not None
     store = open_storage(study_name, storage, studies_dir, heartbeat_s)
     study = create_or_load_study(profile, work, study_name, store, shared=shared)
-    _fail_stale(study, shared, heartbeat_s)
+    unowned_seen: dict[int, float] = {}  # RUNNING trials with no worker attr: when first seen
+    _fail_stale(study, shared, heartbeat_s, unowned_seen)
     dists = distributions(profile)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     told_here = 0
@@ -1019,7 +1042,7 @@ def optimize(
                         if running == 0 or not shared:
                             break
                         time.sleep(min(1.0, heartbeat_s / 2))  # other workers are finishing the last trials
-                        _fail_stale(study, shared, heartbeat_s)
+                        _fail_stale(study, shared, heartbeat_s, unowned_seen)
                         continue
                     pending = ask_batch(min(profile.batch_size, room))
                 t0 = time.perf_counter()
