@@ -1020,10 +1020,15 @@ def optimize(
         asked: list[optuna.Trial] = []
         with storage_held(store):
             for _ in range(k):
-                trial = study.ask(dists)
+                # What study.ask(dists) does, with the first heartbeat and the owner recorded between
+                # creating the trial and drawing its parameters: a worker killed while drawing leaves
+                # a trial Optuna's heartbeat check fails, not an unowned one (see _fail_stale).
+                trial = study.ask()
                 asked.append(trial)
-                heartbeat.track(trial)  # first heartbeat at once: a stale trial is always detectable
+                heartbeat.track(trial)
                 study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker)
+                for pname, dist in dists.items():
+                    trial._suggest(pname, dist)
         io = (storage_io_s(store) or 0.0) - io0  # the asks' own storage writes and reads
         timings["sampler_s"] += time.perf_counter() - t0 - io
         timings["storage_s"] += io
