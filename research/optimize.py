@@ -85,6 +85,110 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+class OwnedJournalLock(optuna.storages.journal.JournalFileSymlinkLock):
+    """Optuna's symlink lock on a journal file, with its holder (host:pid) recorded beside it.
+
+    Optuna breaks a lock only once the journal file has stayed unchanged for ``grace_period`` (30 s)
+    as timed by the waiter, so a worker killed while holding it (SIGKILL, the OOM killer) made the
+    next worker on the study, or the resume, wait 30 s. Here the holder writes ``<journal>.lock.owner``
+    right after taking the lock and removes it before letting go; a waiter that finds the lock held
+    by a process of this host that no longer exists breaks it at once. Breaking is serialised by an
+    flock on ``<journal>.lock.break`` (the kernel drops it if its holder dies), so two waiters never
+    both break. Locks of other hosts, of owners still alive, and locks taken by plain Optuna (no
+    owner file) keep Optuna's grace period. The lock file itself is Optuna's, so plain Optuna
+    processes on the same journal (a notebook, the dashboard) still exclude and are excluded.
+    """
+
+    #: Longest sleep between two tries while waiting (Optuna backs off to 1 s).
+    MAX_WAIT_STEP_S = 0.05
+
+    def __init__(self, filepath: str, grace_period: int | None = 30) -> None:
+        super().__init__(filepath, grace_period)
+        self._owner_file = self._lock_file + ".owner"
+        self._break_file = self._lock_file + ".break"
+
+    def acquire(self) -> bool:
+        """Take the lock, waiting while a live process holds it (see the class docstring)."""
+        step = 0.001
+        mtime: float | None = None
+        unchanged_since = time.monotonic()
+        while True:
+            try:
+                os.symlink(self._lock_target_file, self._lock_file)
+            except FileExistsError:
+                pass
+            else:
+                try:
+                    self._write_owner()
+                except BaseException:
+                    optuna.storages.journal.JournalFileSymlinkLock.release(self)
+                    raise
+                return True
+            if self._break_if_owner_dead():
+                continue
+            if self.grace_period is not None:
+                try:
+                    current: float | None = os.stat(self._lock_file).st_mtime  # the journal's mtime
+                except OSError:
+                    current = None  # released meanwhile
+                if current != mtime:
+                    mtime, unchanged_since = current, time.monotonic()
+                elif time.monotonic() - unchanged_since > self.grace_period:
+                    # Optuna's rule: nothing written for a whole grace period, the holder is gone
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self._owner_file)
+                    with contextlib.suppress(RuntimeError):
+                        optuna.storages.journal.JournalFileSymlinkLock.release(self)
+                    mtime = None
+                    continue
+            time.sleep(step)
+            step = min(step * 2, self.MAX_WAIT_STEP_S)
+
+    def release(self) -> None:
+        """Let go: the owner record first, then Optuna's release of the lock file."""
+        if self._read_owner() == self._me():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._owner_file)
+        super().release()
+
+    @staticmethod
+    def _me() -> str:
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    def _write_owner(self) -> None:
+        tmp = f"{self._owner_file}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(self._me())
+        os.replace(tmp, self._owner_file)
+
+    def _read_owner(self) -> str | None:
+        try:
+            with open(self._owner_file, encoding="utf-8") as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
+    def _owner_dead(self, owner: str | None) -> bool:
+        host, _, pid = (owner or "").rpartition(":")
+        return host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
+
+    def _break_if_owner_dead(self) -> bool:
+        """Break the lock if its recorded holder is a dead process of this host; True if it did."""
+        if not self._owner_dead(self._read_owner()):
+            return False
+        import fcntl
+
+        with open(self._break_file, "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            owner = self._read_owner()
+            if not self._owner_dead(owner):
+                return True  # another waiter broke it first: try to take it again
+            os.unlink(self._owner_file)
+            with contextlib.suppress(RuntimeError):
+                optuna.storages.journal.JournalFileSymlinkLock.release(self)
+        return True
+
+
 class BatchSyncedJournalBackend(optuna.storages.journal.JournalFileBackend):
     """Optuna's journal file backend, fsync'ed once per batch instead of once per operation.
 
@@ -99,11 +203,12 @@ class BatchSyncedJournalBackend(optuna.storages.journal.JournalFileBackend):
     """
 
     #: Longest a held lock is kept before it is released and taken again (lets other workers in;
-    #: Optuna breaks a symlink lock older than 30 s).
+    #: a waiter breaks a lock whose journal has not changed for 30 s, and at once one of a dead
+    #: local process: OwnedJournalLock).
     HOLD_S = 2.0
 
     def __init__(self, file_path: str) -> None:
-        super().__init__(file_path)
+        super().__init__(file_path, lock_obj=OwnedJournalLock(file_path))
         self._out: Any = None  # the append handle while the lock is held
         self._in: Any = None  # a read handle while the lock is held
         self._held_since = 0.0

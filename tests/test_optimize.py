@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -670,3 +671,49 @@ def test_jobs_outside_the_core_count_is_an_error(data_dir: Path, tmp_path: Path)
         str(tmp_path),
     )
     assert res.exit_code == 2 and "--jobs must be 1.." in res.stderr
+
+
+def _journal_lock_holder(journal: Path) -> subprocess.Popen:
+    """A process that takes the journal's lock the way gridctl does and keeps it until killed."""
+    code = (
+        "import time; from research.optimize import OwnedJournalLock; "
+        f"OwnedJournalLock({str(journal)!r}).acquire(); print('held', flush=True); time.sleep(600)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def _acquiring(lock: opt.OwnedJournalLock) -> threading.Event:
+    """Start taking ``lock`` in a thread; the event is set once it is taken."""
+    taken = threading.Event()
+    threading.Thread(target=lambda: (lock.acquire(), taken.set()), daemon=True).start()
+    return taken
+
+
+def test_a_journal_lock_is_kept_while_its_holder_lives_and_broken_once_it_is_killed(tmp_path: Path) -> None:
+    journal = tmp_path / "s.journal"
+    journal.touch()
+    holder = _journal_lock_holder(journal)
+    # grace_period=None: Optuna's rule (break a lock unchanged for 30 s) never fires, only the owner's
+    lock = opt.OwnedJournalLock(str(journal), grace_period=None)
+    taken = _acquiring(lock)
+    try:
+        assert not taken.wait(1.0), "the lock of a live holder was taken"
+        os.kill(holder.pid, signal.SIGKILL)  # killed holding it: nothing released
+        holder.wait(timeout=30)
+        assert taken.wait(60), "the lock of a dead holder was never broken"
+        owner = Path(f"{journal}.lock.owner").read_text(encoding="utf-8")
+        assert owner == f"{socket.gethostname()}:{os.getpid()}"
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    lock.release()
+    assert not Path(f"{journal}.lock").exists() and not Path(f"{journal}.lock.owner").exists()
+    # a lock left by a process killed before this one started waiting is broken at once too
+    holder = _journal_lock_holder(journal)
+    holder.kill()
+    holder.wait(timeout=30)
+    assert Path(f"{journal}.lock").is_symlink()
+    assert _acquiring(lock).wait(60), "a lock left by a dead process was never broken"
+    lock.release()
