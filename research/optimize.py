@@ -1151,7 +1151,7 @@ def optimize(
                     if room <= 0:
                         if running == 0 or not shared:
                             break
-                        time.sleep(min(1.0, heartbeat_s / 2))  # other workers are finishing the last trials
+                        time.sleep(min(0.25, heartbeat_s / 4))  # other workers are finishing the last trials
                         _fail_stale(study, shared, heartbeat_s, unowned_seen)
                         continue
                     pending = ask_batch(min(profile.batch_size, room))

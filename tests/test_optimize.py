@@ -622,7 +622,7 @@ def test_ctrl_c_in_a_real_process_keeps_completed_trials(data_dir: Path, tmp_pat
             done = [t for t in load_study("sig", tmp_path / "s").trials if t.state.name == "COMPLETE"]
             if len(done) >= 8:
                 break
-        time.sleep(0.5)
+        time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
