@@ -48,6 +48,8 @@ from research.space import distributions, resolve_draw
 
 ATTR = "gridctl"  # the one user attr holding a trial's metrics (one storage write per trial)
 STUDY_ATTR = "gridctl_profile"
+#: Longest a worker waits for a new, empty study to get its profile from the worker that created it.
+CREATING_WAIT_S = 5.0
 WORKER_ATTR = "gridctl_worker"  # host:pid of the worker that asked the trial (system attr)
 DAY_MS = 86_400_000
 DEFAULT_HEARTBEAT_S = 10
@@ -786,6 +788,12 @@ def create_or_load_study(
         existing = None
     if existing is not None:
         stored = existing.user_attrs.get(STUDY_ATTR)
+        # Workers started together race: another may have created the study a moment ago and not yet
+        # recorded its profile (it does so milliseconds later). A study with trials is never that.
+        deadline = time.monotonic() + CREATING_WAIT_S
+        while stored is None and time.monotonic() < deadline and not existing.get_trials(deepcopy=False):
+            time.sleep(0.05)
+            stored = existing.user_attrs.get(STUDY_ATTR)
         if stored is None:
             raise GridctlError(f"study {study_name!r} was not created by gridctl optimize (no profile)")
         if stored["fingerprint"] != profile.fingerprint():

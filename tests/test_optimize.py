@@ -717,3 +717,30 @@ def test_a_journal_lock_is_kept_while_its_holder_lives_and_broken_once_it_is_kil
     assert Path(f"{journal}.lock").is_symlink()
     assert _acquiring(lock).wait(60), "a lock left by a dead process was never broken"
     lock.release()
+
+
+def test_a_worker_joining_a_study_being_created_waits_for_its_profile(tmp_path: Path) -> None:
+    prof = load_profile(small_profile(tmp_path))
+    store = opt.open_storage("racing", None, tmp_path / "s")
+    record = opt.create_or_load_study(prof, None, "ref", opt.open_storage("ref", None, tmp_path / "s"))
+    # what a worker that started a moment earlier has done so far: created the study, not yet its profile
+    optuna.create_study(study_name="racing", storage=store, directions=prof.objective.directions)
+
+    def finish_creating() -> None:
+        time.sleep(0.3)
+        optuna.load_study(study_name="racing", storage=store).set_user_attr(
+            opt.STUDY_ATTR, record.user_attrs[opt.STUDY_ATTR]
+        )
+
+    creator = threading.Thread(target=finish_creating)
+    creator.start()
+    try:
+        joined = opt.create_or_load_study(prof, None, "racing", store)
+    finally:
+        creator.join()
+    assert joined.user_attrs[opt.STUDY_ATTR] == record.user_attrs[opt.STUDY_ATTR]
+    # a study with trials and no profile was made by something else: refused
+    foreign = optuna.create_study(study_name="foreign", storage=store)
+    foreign.tell(foreign.ask(), 1.0)
+    with pytest.raises(GridctlError, match="not created by gridctl optimize"):
+        opt.create_or_load_study(prof, None, "foreign", store)
