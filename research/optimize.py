@@ -48,6 +48,8 @@ from research.space import distributions, resolve_draw
 
 ATTR = "gridctl"  # the one user attr holding a trial's metrics (one storage write per trial)
 STUDY_ATTR = "gridctl_profile"
+#: Longest a worker waits for a new, empty study to get its profile from the worker that created it.
+CREATING_WAIT_S = 5.0
 WORKER_ATTR = "gridctl_worker"  # host:pid of the worker that asked the trial (system attr)
 DAY_MS = 86_400_000
 DEFAULT_HEARTBEAT_S = 10
@@ -85,6 +87,110 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+class OwnedJournalLock(optuna.storages.journal.JournalFileSymlinkLock):
+    """Optuna's symlink lock on a journal file, with its holder (host:pid) recorded beside it.
+
+    Optuna breaks a lock only once the journal file has stayed unchanged for ``grace_period`` (30 s)
+    as timed by the waiter, so a worker killed while holding it (SIGKILL, the OOM killer) made the
+    next worker on the study, or the resume, wait 30 s. Here the holder writes ``<journal>.lock.owner``
+    right after taking the lock and removes it before letting go; a waiter that finds the lock held
+    by a process of this host that no longer exists breaks it at once. Breaking is serialised by an
+    flock on ``<journal>.lock.break`` (the kernel drops it if its holder dies), so two waiters never
+    both break. Locks of other hosts, of owners still alive, and locks taken by plain Optuna (no
+    owner file) keep Optuna's grace period. The lock file itself is Optuna's, so plain Optuna
+    processes on the same journal (a notebook, the dashboard) still exclude and are excluded.
+    """
+
+    #: Longest sleep between two tries while waiting (Optuna backs off to 1 s).
+    MAX_WAIT_STEP_S = 0.05
+
+    def __init__(self, filepath: str, grace_period: int | None = 30) -> None:
+        super().__init__(filepath, grace_period)
+        self._owner_file = self._lock_file + ".owner"
+        self._break_file = self._lock_file + ".break"
+
+    def acquire(self) -> bool:
+        """Take the lock, waiting while a live process holds it (see the class docstring)."""
+        step = 0.001
+        mtime: float | None = None
+        unchanged_since = time.monotonic()
+        while True:
+            try:
+                os.symlink(self._lock_target_file, self._lock_file)
+            except FileExistsError:
+                pass
+            else:
+                try:
+                    self._write_owner()
+                except BaseException:
+                    optuna.storages.journal.JournalFileSymlinkLock.release(self)
+                    raise
+                return True
+            if self._break_if_owner_dead():
+                continue
+            if self.grace_period is not None:
+                try:
+                    current: float | None = os.stat(self._lock_file).st_mtime  # the journal's mtime
+                except OSError:
+                    current = None  # released meanwhile
+                if current != mtime:
+                    mtime, unchanged_since = current, time.monotonic()
+                elif time.monotonic() - unchanged_since > self.grace_period:
+                    # Optuna's rule: nothing written for a whole grace period, the holder is gone
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self._owner_file)
+                    with contextlib.suppress(RuntimeError):
+                        optuna.storages.journal.JournalFileSymlinkLock.release(self)
+                    mtime = None
+                    continue
+            time.sleep(step)
+            step = min(step * 2, self.MAX_WAIT_STEP_S)
+
+    def release(self) -> None:
+        """Let go: the owner record first, then Optuna's release of the lock file."""
+        if self._read_owner() == self._me():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._owner_file)
+        super().release()
+
+    @staticmethod
+    def _me() -> str:
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    def _write_owner(self) -> None:
+        tmp = f"{self._owner_file}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(self._me())
+        os.replace(tmp, self._owner_file)
+
+    def _read_owner(self) -> str | None:
+        try:
+            with open(self._owner_file, encoding="utf-8") as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
+    def _owner_dead(self, owner: str | None) -> bool:
+        host, _, pid = (owner or "").rpartition(":")
+        return host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
+
+    def _break_if_owner_dead(self) -> bool:
+        """Break the lock if its recorded holder is a dead process of this host; True if it did."""
+        if not self._owner_dead(self._read_owner()):
+            return False
+        import fcntl
+
+        with open(self._break_file, "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            owner = self._read_owner()
+            if not self._owner_dead(owner):
+                return True  # another waiter broke it first: try to take it again
+            os.unlink(self._owner_file)
+            with contextlib.suppress(RuntimeError):
+                optuna.storages.journal.JournalFileSymlinkLock.release(self)
+        return True
+
+
 class BatchSyncedJournalBackend(optuna.storages.journal.JournalFileBackend):
     """Optuna's journal file backend, fsync'ed once per batch instead of once per operation.
 
@@ -99,11 +205,12 @@ class BatchSyncedJournalBackend(optuna.storages.journal.JournalFileBackend):
     """
 
     #: Longest a held lock is kept before it is released and taken again (lets other workers in;
-    #: Optuna breaks a symlink lock older than 30 s).
+    #: a waiter breaks a lock whose journal has not changed for 30 s, and at once one of a dead
+    #: local process: OwnedJournalLock).
     HOLD_S = 2.0
 
     def __init__(self, file_path: str) -> None:
-        super().__init__(file_path)
+        super().__init__(file_path, lock_obj=OwnedJournalLock(file_path))
         self._out: Any = None  # the append handle while the lock is held
         self._in: Any = None  # a read handle while the lock is held
         self._held_since = 0.0
@@ -681,6 +788,12 @@ def create_or_load_study(
         existing = None
     if existing is not None:
         stored = existing.user_attrs.get(STUDY_ATTR)
+        # Workers started together race: another may have created the study a moment ago and not yet
+        # recorded its profile (it does so milliseconds later). A study with trials is never that.
+        deadline = time.monotonic() + CREATING_WAIT_S
+        while stored is None and time.monotonic() < deadline and not existing.get_trials(deepcopy=False):
+            time.sleep(0.05)
+            stored = existing.user_attrs.get(STUDY_ATTR)
         if stored is None:
             raise GridctlError(f"study {study_name!r} was not created by gridctl optimize (no profile)")
         if stored["fingerprint"] != profile.fingerprint():
@@ -886,12 +999,23 @@ class _Heartbeat:
             self.beat(self._trials)
 
 
-def _fail_stale(study: optuna.Study, shared: bool, heartbeat_s: int) -> None:
+def _fail_stale(
+    study: optuna.Study,
+    shared: bool,
+    heartbeat_s: int,
+    unowned_seen: dict[int, float] | None = None,
+    now_mono: float | None = None,
+) -> None:
     """Fail trials whose worker is gone, so they never stay RUNNING.
 
-    Server storages: Optuna's heartbeat check (no heartbeat for 3 intervals), plus trials a worker
-    died on between creating them and their first heartbeat (no worker attr after 10 grace periods;
-    a live worker sets it milliseconds after asking). Journal files: trials of dead local processes.
+    Server storages: Optuna's heartbeat check (no heartbeat for 3 intervals, the grace period), plus
+    trials a worker died on between creating them and their first heartbeat (killed while asking:
+    no worker attr, so Optuna's check never sees them). A live worker records the heartbeat and the
+    attr milliseconds after creating a trial, so such a trial is failed once this worker has watched
+    it stay unowned for one grace period on its own monotonic clock (``unowned_seen`` remembers when
+    each was first seen; the same rule Optuna applies to a silent heartbeat, and no clocks of other
+    machines involved), or at once when its start (the creating worker's clock) is 10 grace periods
+    old. Journal files: trials of dead local processes.
     """
     if not shared:
         _fail_dead_local_trials(study)
@@ -899,13 +1023,24 @@ def _fail_stale(study: optuna.Study, shared: bool, heartbeat_s: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    cutoff = 10 * 3 * heartbeat_s
+    grace = 3 * heartbeat_s
     now = datetime.datetime.now()
+    mono = time.monotonic() if now_mono is None else now_mono
+    unowned: set[int] = set()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if WORKER_ATTR in t.system_attrs:
+            continue
+        first_seen = mono if unowned_seen is None else unowned_seen.setdefault(t._trial_id, mono)
         started = t.datetime_start
-        if WORKER_ATTR not in t.system_attrs and started and (now - started).total_seconds() > cutoff:
+        old = started is not None and (now - started).total_seconds() > 10 * grace
+        if old or mono - first_seen > grace:
             with contextlib.suppress(Exception):
                 study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+                continue
+        unowned.add(t._trial_id)
+    if unowned_seen is not None:
+        for trial_id in set(unowned_seen) - unowned:  # owned, finished or failed since: forget them
+            del unowned_seen[trial_id]
 
 
 def _fail_dead_local_trials(study: optuna.Study) -> int:
@@ -971,7 +1106,8 @@ def optimize(
     shared = storage is not None
     store = open_storage(study_name, storage, studies_dir, heartbeat_s)
     study = create_or_load_study(profile, work, study_name, store, shared=shared)
-    _fail_stale(study, shared, heartbeat_s)
+    unowned_seen: dict[int, float] = {}  # RUNNING trials with no worker attr: when first seen
+    _fail_stale(study, shared, heartbeat_s, unowned_seen)
     dists = distributions(profile)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     told_here = 0
@@ -997,10 +1133,15 @@ def optimize(
         asked: list[optuna.Trial] = []
         with storage_held(store):
             for _ in range(k):
-                trial = study.ask(dists)
+                # What study.ask(dists) does, with the first heartbeat and the owner recorded between
+                # creating the trial and drawing its parameters: a worker killed while drawing leaves
+                # a trial Optuna's heartbeat check fails, not an unowned one (see _fail_stale).
+                trial = study.ask()
                 asked.append(trial)
-                heartbeat.track(trial)  # first heartbeat at once: a stale trial is always detectable
+                heartbeat.track(trial)
                 study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker)
+                for pname, dist in dists.items():
+                    trial._suggest(pname, dist)
         io = (storage_io_s(store) or 0.0) - io0  # the asks' own storage writes and reads
         timings["sampler_s"] += time.perf_counter() - t0 - io
         timings["storage_s"] += io
@@ -1018,8 +1159,8 @@ def optimize(
                     if room <= 0:
                         if running == 0 or not shared:
                             break
-                        time.sleep(min(1.0, heartbeat_s / 2))  # other workers are finishing the last trials
-                        _fail_stale(study, shared, heartbeat_s)
+                        time.sleep(min(0.25, heartbeat_s / 4))  # other workers are finishing the last trials
+                        _fail_stale(study, shared, heartbeat_s, unowned_seen)
                         continue
                     pending = ask_batch(min(profile.batch_size, room))
                 t0 = time.perf_counter()

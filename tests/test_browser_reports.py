@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser import Browser
+from browser import Browser, PageLog
 from study_builders import build_study, sample_market
 
 from configs.loader import load_strategy, load_venue
@@ -52,10 +52,22 @@ def backtest(tmp_path_factory: pytest.TempPathFactory):
     return run, market, stats, out / "report.html"
 
 
-def test_backtest_report_renders_every_fill_offline(browser: Browser, backtest) -> None:
-    run, market, stats, path = backtest
-    session, log = browser.open_page(path)
+@pytest.fixture(scope="module")
+def backtest_page(browser: Browser, backtest) -> tuple[str, PageLog]:
+    """The backtest report loaded once in a tab, its chart built: (session, what the load logged).
+
+    Loading it takes seconds of plotly work in a software-rendered headless browser, so the tests of
+    this file share one load: the rendering test only reads the page, then the zoom test drives it
+    (and zooms back out at the end).
+    """
+    session, log = browser.open_page(backtest[3])
     browser.wait_for(session, f"{_PLOT} && {_PLOT}._fullLayout && {_PLOT}.querySelector('.main-svg')")
+    return session, log
+
+
+def test_backtest_report_renders_every_fill_offline(browser: Browser, backtest, backtest_page) -> None:
+    run, market, stats, path = backtest
+    session, log = backtest_page
     fig = backtest_figure(report_data(run, market, stats))
     page = browser.evaluate(
         session,
@@ -97,10 +109,9 @@ def test_backtest_report_renders_every_fill_offline(browser: Browser, backtest) 
     _assert_clean(log, path)
 
 
-def test_zooming_into_one_day_refits_the_price_axis(browser: Browser, backtest) -> None:
+def test_zooming_into_one_day_refits_the_price_axis(browser: Browser, backtest, backtest_page) -> None:
     run, market, _, path = backtest
-    session, _ = browser.open_page(path)
-    browser.wait_for(session, f"{_PLOT} && {_PLOT}._fullLayout && {_PLOT}.querySelector('.main-svg')")
+    session, _ = backtest_page
     full = browser.evaluate(session, f"{_PLOT}._fullLayout.yaxis.range")
     lo, hi = int(market.ts[0]) + 3 * DAY_MS, int(market.ts[0]) + 4 * DAY_MS
     browser.evaluate(session, f"Plotly.relayout({_PLOT}, {{'xaxis.range': [{lo}, {hi}]}}).then(() => 1)")

@@ -7,6 +7,7 @@ the developer's machine (click was one) must not be able to hide a missing decla
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 import tomllib
@@ -63,8 +64,14 @@ def _imports(paths: list[Path], base: Path = REPO) -> dict[str, str]:
     return found
 
 
+@functools.cache
+def _module_owners() -> dict[str, list[str]]:
+    """Top-level module -> the installed distributions providing it (read once: it scans every RECORD)."""
+    return metadata.packages_distributions()
+
+
 def _distributions_of(module: str) -> set[str]:
-    dists = metadata.packages_distributions().get(module)
+    dists = _module_owners().get(module)
     assert dists, f"module {module!r} is imported but no installed distribution provides it"
     return {_norm(d) for d in dists}
 

@@ -92,7 +92,7 @@ class Bridge:
             "--max-bars",
             str(max_bars),
             "--poll-s",
-            "0.05",  # the emulator's bars close when the test says so, not on the clock
+            "0.02",  # the emulator's bars close when the test says so, not on the clock
         ]
         env = {**os.environ, **EMU_ENV}
         self.proc = subprocess.Popen(
@@ -111,7 +111,7 @@ class Bridge:
         while not any("ops API on" in x for x in self.lines):
             assert self.proc.poll() is None, "".join(self.lines)
             assert time.monotonic() < deadline, "".join(self.lines)
-            time.sleep(0.2)
+            time.sleep(0.05)
 
 
 def _journal_bar(journal: Path) -> int | None:
@@ -132,7 +132,7 @@ def _advance(emu, journal: Path, proc: subprocess.Popen, timeout: float = 60) ->
     while _journal_bar(journal) != ts:
         assert proc.poll() is None or _journal_bar(journal) == ts, "bridge exited early"
         assert time.monotonic() < deadline, f"bar {ts} not journaled"
-        time.sleep(0.05)
+        time.sleep(0.01)
     return ts
 
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -621,7 +622,7 @@ def test_ctrl_c_in_a_real_process_keeps_completed_trials(data_dir: Path, tmp_pat
             done = [t for t in load_study("sig", tmp_path / "s").trials if t.state.name == "COMPLETE"]
             if len(done) >= 8:
                 break
-        time.sleep(0.5)
+        time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
@@ -670,3 +671,76 @@ def test_jobs_outside_the_core_count_is_an_error(data_dir: Path, tmp_path: Path)
         str(tmp_path),
     )
     assert res.exit_code == 2 and "--jobs must be 1.." in res.stderr
+
+
+def _journal_lock_holder(journal: Path) -> subprocess.Popen:
+    """A process that takes the journal's lock the way gridctl does and keeps it until killed."""
+    code = (
+        "import time; from research.optimize import OwnedJournalLock; "
+        f"OwnedJournalLock({str(journal)!r}).acquire(); print('held', flush=True); time.sleep(600)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def _acquiring(lock: opt.OwnedJournalLock) -> threading.Event:
+    """Start taking ``lock`` in a thread; the event is set once it is taken."""
+    taken = threading.Event()
+    threading.Thread(target=lambda: (lock.acquire(), taken.set()), daemon=True).start()
+    return taken
+
+
+def test_a_journal_lock_is_kept_while_its_holder_lives_and_broken_once_it_is_killed(tmp_path: Path) -> None:
+    journal = tmp_path / "s.journal"
+    journal.touch()
+    holder = _journal_lock_holder(journal)
+    # grace_period=None: Optuna's rule (break a lock unchanged for 30 s) never fires, only the owner's
+    lock = opt.OwnedJournalLock(str(journal), grace_period=None)
+    taken = _acquiring(lock)
+    try:
+        assert not taken.wait(1.0), "the lock of a live holder was taken"
+        os.kill(holder.pid, signal.SIGKILL)  # killed holding it: nothing released
+        holder.wait(timeout=30)
+        assert taken.wait(60), "the lock of a dead holder was never broken"
+        owner = Path(f"{journal}.lock.owner").read_text(encoding="utf-8")
+        assert owner == f"{socket.gethostname()}:{os.getpid()}"
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    lock.release()
+    assert not Path(f"{journal}.lock").exists() and not Path(f"{journal}.lock.owner").exists()
+    # a lock left by a process killed before this one started waiting is broken at once too
+    holder = _journal_lock_holder(journal)
+    holder.kill()
+    holder.wait(timeout=30)
+    assert Path(f"{journal}.lock").is_symlink()
+    assert _acquiring(lock).wait(60), "a lock left by a dead process was never broken"
+    lock.release()
+
+
+def test_a_worker_joining_a_study_being_created_waits_for_its_profile(tmp_path: Path) -> None:
+    prof = load_profile(small_profile(tmp_path))
+    store = opt.open_storage("racing", None, tmp_path / "s")
+    record = opt.create_or_load_study(prof, None, "ref", opt.open_storage("ref", None, tmp_path / "s"))
+    # what a worker that started a moment earlier has done so far: created the study, not yet its profile
+    optuna.create_study(study_name="racing", storage=store, directions=prof.objective.directions)
+
+    def finish_creating() -> None:
+        time.sleep(0.3)
+        optuna.load_study(study_name="racing", storage=store).set_user_attr(
+            opt.STUDY_ATTR, record.user_attrs[opt.STUDY_ATTR]
+        )
+
+    creator = threading.Thread(target=finish_creating)
+    creator.start()
+    try:
+        joined = opt.create_or_load_study(prof, None, "racing", store)
+    finally:
+        creator.join()
+    assert joined.user_attrs[opt.STUDY_ATTR] == record.user_attrs[opt.STUDY_ATTR]
+    # a study with trials and no profile was made by something else: refused
+    foreign = optuna.create_study(study_name="foreign", storage=store)
+    foreign.tell(foreign.ask(), 1.0)
+    with pytest.raises(GridctlError, match="not created by gridctl optimize"):
+        opt.create_or_load_study(prof, None, "foreign", store)

@@ -26,7 +26,8 @@ import pytest
 import yaml
 
 from data.sample import write_sample
-from research.optimize import sqlalchemy_url
+from research import optimize as opt
+from research.optimize import open_storage, sqlalchemy_url
 from research.profiles import PROFILES_DIR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,3 +160,27 @@ def test_sigkilled_worker_leaves_a_usable_study(setup: tuple[Path, Path], pg_url
     assert not [t for t in after.values() if t.state.name == "RUNNING"]
     assert sum(t.state.name == "COMPLETE" for t in after.values()) >= n_done + 8
     assert json.loads(stdout)["n_trials"] >= n_done + 8
+
+
+def test_a_trial_left_without_owner_mid_ask_is_failed_after_one_grace_period(pg_url: str) -> None:
+    name = f"orphan-{uuid.uuid4().hex[:8]}"
+    study = optuna.create_study(study_name=name, storage=open_storage(name, pg_url, heartbeat_s=10))
+    storage = study._storage
+    # what a worker killed between creating a trial and its first heartbeat leaves: no heartbeat, no owner
+    orphan = storage.create_new_trial(study._study_id)
+    # a live worker's trial, created at the same moment: owned and beating
+    owned = storage.create_new_trial(study._study_id)
+    storage.set_trial_system_attr(owned, opt.WORKER_ATTR, "elsewhere:1")
+    storage.record_heartbeat(owned)
+    seen: dict[int, float] = {}
+
+    def states() -> tuple[str, str]:
+        return storage.get_trial(orphan).state.name, storage.get_trial(owned).state.name
+
+    opt._fail_stale(study, True, 10, seen, now_mono=1000.0)  # first seen now; grace is 3 x 10 s
+    assert states() == ("RUNNING", "RUNNING")
+    opt._fail_stale(study, True, 10, seen, now_mono=1029.0)  # still within the grace period
+    assert states() == ("RUNNING", "RUNNING")
+    opt._fail_stale(study, True, 10, seen, now_mono=1031.0)  # watched unowned for longer than it
+    assert states() == ("FAIL", "RUNNING")
+    assert seen == {}  # the failed trial is forgotten
