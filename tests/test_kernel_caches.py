@@ -295,9 +295,10 @@ def test_hot_kernels_are_marked_for_llvm_to_inline_them() -> None:
         ir = fn.inspect_llvm(sig)
         define = next(line for line in ir.splitlines() if line.startswith("define") and "body" in line)
         groups = re.findall(r"#(\d+)", define.split(")")[-1])
-        return " ".join(
-            line for line in ir.splitlines() for g in groups if line.startswith(f"attributes #{g} ")
-        ) + define
+        return (
+            " ".join(line for line in ir.splitlines() for g in groups if line.startswith(f"attributes #{g} "))
+            + define
+        )
 
     assert "alwaysinline" in attributes(hot)
     assert "alwaysinline" not in attributes(plain)
