@@ -86,6 +86,8 @@ P_BAR_MS = PARAMS.add("P_BAR_MS", "bar length in ms (market)")
 P_MAX_LEVELS = PARAMS.add("P_MAX_LEVELS", "slot-array depth (max of both sides' levels)")
 # --- intrabar path and liquidation
 P_INTRABAR_PATH = PARAMS.add("P_INTRABAR_PATH", "backtest.intrabar_path (INTRABAR_PATH_NAMES code)")
+P_ORDER_PRICE_TOL_BPS = PARAMS.add("P_ORDER_PRICE_TOL_BPS", "execution.order_price_tolerance_bps")
+P_ORDER_QTY_TOL_PCT = PARAMS.add("P_ORDER_QTY_TOL_PCT", "execution.order_qty_tolerance_pct")
 P_LIQ_CLEARANCE_FEE = PARAMS.add(
     "P_LIQ_CLEARANCE_FEE", "margin.liquidation_clearance_fee (x notional); NaN: maintenance margin lost"
 )
@@ -134,6 +136,8 @@ STRATEGY_PATHS: dict[str, int] = {
     "backtest.slippage_bps": P_SLIPPAGE_BPS,
     "backtest.fill_on_touch": P_FILL_ON_TOUCH,
     "backtest.intrabar_path": P_INTRABAR_PATH,
+    "execution.order_price_tolerance_bps": P_ORDER_PRICE_TOL_BPS,
+    "execution.order_qty_tolerance_pct": P_ORDER_QTY_TOL_PCT,
 }
 
 #: Venue key paths the kernels read (tick/step/min/max qty go through VenueConfig's defaulting properties).

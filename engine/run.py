@@ -17,6 +17,7 @@ from numba.core.typing.typeof import Purpose
 
 from configs.errors import GridctlError
 from configs.schema import StrategyConfig, VenueConfig
+from engine import compile_ahead
 from engine.enums import MarkSource
 from engine.params import P_ADX_LEN, P_ATR_LEN, P_EMA_SLOW, REGIME_SLOTS, EngineParams, build_params
 from engine.records import (
@@ -254,6 +255,16 @@ def _run_bars_args(
     )  # fmt: skip
 
 
+def _probe_args(arrays: MarketArrays, det: DetailArrays, params: EngineParams, curves: bool) -> tuple:
+    """Arguments of ``run_bars_nb`` with this run's types (empty buffers): for signatures only."""
+    ks = init_state(params.vector)
+    return _run_bars_args(
+        arrays, det, params, np.empty(0, np.int8), ks,
+        tuple(np.empty(0, d) for d in (FILL_DTYPE, FUNDING_DTYPE, EVENT_DTYPE, EQUITY_DTYPE)),
+        new_counters(record=True, curves=curves), arrays.ts.shape[0],
+    )  # fmt: skip
+
+
 def kernels_ready(arrays: MarketArrays, det: DetailArrays, params: EngineParams, curves: bool) -> bool:
     """True when ``run_single`` will find ``run_bars_nb`` compiled for these inputs' types.
 
@@ -261,14 +272,7 @@ def kernels_ready(arrays: MarketArrays, det: DetailArrays, params: EngineParams,
     exact signature, numba version and CPU, and the current kernel sources: the stale-cache guard
     in engine/enums.py empties the cache when any engine module changes).
     """
-    empty = np.empty(0, np.int8)
-    ks = init_state(params.vector)
-    args = _run_bars_args(
-        arrays, det, params, empty, ks,
-        tuple(np.empty(0, d) for d in (FILL_DTYPE, FUNDING_DTYPE, EVENT_DTYPE, EQUITY_DTYPE)),
-        new_counters(record=True, curves=curves), arrays.ts.shape[0],
-    )  # fmt: skip
-    sig = tuple(typeof(a, Purpose.argument) for a in args)
+    sig = tuple(typeof(a, Purpose.argument) for a in _probe_args(arrays, det, params, curves))
     if sig in run_bars_nb.overloads:
         return True
     cache = run_bars_nb._cache
@@ -292,7 +296,8 @@ def run_single(
 
     ``detail``: the finer market named by ``backtest.detail_timeframe`` (fills walk its bars).
     ``compile_notice`` (e.g. a spinner) is entered around the run only when numba has no machine
-    code for this run's kernel signature, neither in this process nor in its on-disk cache.
+    code for this run's kernel signature, neither in this process nor in its on-disk cache; such a
+    cold run compiles on two cores (engine/compile_ahead.py).
     """
     params = build_params(strategy, venue, market)
     check_detail_config(strategy, detail)
@@ -302,17 +307,30 @@ def run_single(
     if not 0 <= stop <= n:
         raise GridctlError(f"stop_at {stop_at} is outside 0..{n} (the market has {n} bars)")
     det = detail_arrays(market, detail, stop)
-    cold = compile_notice is not None and not kernels_ready(arrays, det, params, curves)
-    with compile_notice() if cold else nullcontext():
-        return _run_single(market, params, arrays, det, stop, curves)
+    cold = not kernels_ready(arrays, det, params, curves)
+    with compile_notice() if cold and compile_notice is not None else nullcontext():
+        ahead = compile_ahead.start(_probe_args(arrays, det, params, curves)) if cold else None
+        try:
+            return _run_single(market, params, arrays, det, stop, curves, ahead)
+        finally:
+            if ahead is not None:
+                ahead.abandon()
 
 
 def _run_single(
-    market: Any, params: EngineParams, arrays: MarketArrays, det: DetailArrays, stop: int, curves: bool
+    market: Any,
+    params: EngineParams,
+    arrays: MarketArrays,
+    det: DetailArrays,
+    stop: int,
+    curves: bool,
+    ahead: compile_ahead.CompileAhead | None = None,
 ) -> RunOutput:
     n = arrays.ts.shape[0]
     vec = params.vector
     reg = regime_series(arrays, vec)
+    if ahead is not None:
+        ahead.finish()  # the decision kernels here, the fill path in the helper: both cached now
     caps = {
         C_FILLS: max(INITIAL_CAPACITY, stop // BARS_PER_FILL_ROW),
         C_EVENTS: max(INITIAL_CAPACITY, stop // BARS_PER_EVENT_ROW),

@@ -49,7 +49,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.accounting import daily_stats_nb, finish_daily_stats_nb, intrabar_drawdown_nb, mark_to_market_nb
-from engine.enums import EventKind, Reason, RiskState, Side, hot_kernel, kernel
+from engine.enums import EventKind, Reason, RiskState, Side, bar_step_kernel, hot_kernel, kernel
 from engine.fills import (
     bar_cannot_fill_nb,
     bar_margin_safe_nb,
@@ -60,7 +60,14 @@ from engine.fills import (
 )
 from engine.funding import apply_funding_nb, funding_guard_nb
 from engine.ladder import floor_step_nb, needs_recenter_nb, set_rungs_nb
-from engine.params import P_BAR_MS, P_ORDERS_PER_MINUTE, P_ORDERS_PER_SECOND, P_STEP
+from engine.params import (
+    P_BAR_MS,
+    P_ORDER_PRICE_TOL_BPS,
+    P_ORDER_QTY_TOL_PCT,
+    P_ORDERS_PER_MINUTE,
+    P_ORDERS_PER_SECOND,
+    P_STEP,
+)
 from engine.policy import policy_shape_nb
 from engine.records import C_OVERFLOW, write_equity_nb, write_event_nb
 from engine.risk import (
@@ -131,7 +138,7 @@ from engine.state import (
     resting_qty_nb,
 )
 from engine.throttle import throttle_nb
-from engine.validation import precision_ok_nb, refusal_memo_nb, validate_entry_nb
+from engine.validation import precision_ok_nb, refusal_memo_nb, same_order_nb, validate_entry_nb
 
 STEP_CONTINUE = 0
 STEP_STOP = 1  # liquidated: the run is over
@@ -247,6 +254,8 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
     thr = throttle_nb(st)
     step = p[P_STEP]
     per_bar = int(p[P_ORDERS_PER_SECOND])
+    tol_bps = p[P_ORDER_PRICE_TOL_BPS]
+    tol_pct = p[P_ORDER_QTY_TOL_PCT]
     submits = 0
     skipped = 0
     tripped = False
@@ -287,8 +296,8 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
                 s[SL_ORD_ON] = 0.0
                 continue
             if s[SL_ORD_ON] != 0.0:
-                if s[SL_ORD_PRICE] == price and s[SL_ORD_QTY] == qty:
-                    continue
+                if same_order_nb(s[SL_ORD_PRICE], s[SL_ORD_QTY], price, qty, tol_bps, tol_pct):
+                    continue  # close enough: left resting as it is, as the live bridge leaves it
                 s[SL_ORD_ON] = 0.0
                 orders_changed = True
             pos = st[S_LONG_QTY] if side == Side.LONG else st[S_SHORT_QTY]
@@ -376,7 +385,7 @@ def record_bar_nb(st, eq, cnt, ts):
     st[S_LAST_TS] = ts
 
 
-@hot_kernel
+@bar_step_kernel
 def step_nb(
     k, ts, op, hi, lo, cl, reg, fts, frate, fmark, dts, dop, dhi, dlo, dcl, didx, p, br, st, slots, errs,
     ords, fills, fund, ev, eq, cnt,

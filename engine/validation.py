@@ -43,6 +43,15 @@ def above_nb(x, limit):
 
 
 @kernel
+def same_order_nb(have_price, have_qty, want_price, want_qty, price_tol_bps, qty_tol_pct):
+    """An order resting at ``have_*`` counts as the wanted one: price within ``price_tol_bps`` and qty
+    within ``qty_tol_pct`` of the wanted order's (``execution.order_*_tolerance``; 1e-9 of slack)."""
+    if abs(have_price - want_price) / want_price * 1e4 > price_tol_bps + 1e-9:
+        return False
+    return abs(have_qty - want_qty) / want_qty * 100.0 <= qty_tol_pct + 1e-9
+
+
+@kernel
 def precision_ok_nb(price, qty, p):
     """Exchange filters: min_qty <= qty <= max_qty and qty*price >= min_notional, else not placed."""
     if qty <= 0.0 or qty < p[P_MIN_QTY] or qty > p[P_MAX_QTY]:

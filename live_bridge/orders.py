@@ -36,6 +36,7 @@ from engine.state import (
     SL_SL,
     SL_TP,
 )
+from engine.validation import same_order_nb
 
 KINDS = ("entry", "tp", "sl", "flatten")
 _KIND_CODE = {"entry": "E", "tp": "T", "sl": "S", "flatten": "F"}
@@ -181,12 +182,11 @@ def desired_orders(slots: np.ndarray, maker_only: bool) -> list[WantedOrder]:
 
 
 def same_order(want: WantedOrder, have: RestingOrder, price_tol_bps: float, qty_tol_pct: float) -> bool:
-    """Price within ``price_tol_bps`` and qty within ``qty_tol_pct`` of the wanted order."""
+    """Price within ``price_tol_bps`` and qty within ``qty_tol_pct`` of the wanted order: the engine's own
+    test (``engine.validation.same_order_nb``), so the backtest keeps exactly the orders the bridge keeps."""
     if want.price <= 0.0 or want.qty <= 0.0:
         return False
-    if abs(have.price - want.price) / want.price * 1e4 > price_tol_bps + 1e-9:
-        return False
-    return abs(have.qty - want.qty) / want.qty * 100.0 <= qty_tol_pct + 1e-9
+    return bool(same_order_nb(have.price, have.qty, want.price, want.qty, price_tol_bps, qty_tol_pct))
 
 
 class RateLimiter:

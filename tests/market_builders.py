@@ -318,6 +318,21 @@ def configs(draw):
 
 
 @st.composite
+def tolerances(draw):
+    """The kept-order tolerances (strategy overrides), 0 (exact) up to values that keep most changes.
+
+    A retry's tick is 10 / 0.1 / 0.017 bps of a 100 / 10000 / 60000 price, so 0.5-20 bps keep some
+    retried entries and not others; guard-scaled sizes move by ~0.2-2 % a close; the counter-side
+    policy halves or doubles a size (50 % keeps the doubled one). A separate ``@given`` argument
+    (drawn last), so ``configs()`` and the generators built on it draw as before.
+    """
+    return dict(
+        execution__order_price_tolerance_bps=draw(st.sampled_from([0.0, 0.5, 1.0, 20.0])),
+        execution__order_qty_tolerance_pct=draw(st.sampled_from([0.0, 0.5, 1.0, 5.0, 50.0])),
+    )
+
+
+@st.composite
 def path_configs(draw):
     """``configs()`` plus the intrabar path rule and the liquidation clearance rule."""
     s, v = draw(configs())

@@ -320,6 +320,8 @@ class Params:
     retries_on: bool
     retry_attempts: int
     retry_max_dev_bps: float
+    order_price_tol_bps: float
+    order_qty_tol_pct: float
     funding_window_ms: int
     funding_max_cost_bps: float
     max_position_size: float
@@ -388,6 +390,8 @@ def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
         retries_on=exe.use_post_only_retries and not exe.optimization_mode,
         retry_attempts=exe.retry_attempts,
         retry_max_dev_bps=exe.retry_max_price_deviation_bps,
+        order_price_tol_bps=exe.order_price_tolerance_bps,
+        order_qty_tol_pct=exe.order_qty_tolerance_pct,
         funding_window_ms=fu.funding_window_minutes * 60_000,
         funding_max_cost_bps=fu.funding_max_cost_bps,
         max_position_size=pos.max_position_size,
@@ -467,7 +471,8 @@ class Sim:
         self.reducing = False
         self.funding_unknown = False  # the FUNDING_UNKNOWN event marks the start of a blocked stretch
         self.input_missing = False
-        self.submissions: list[int] = []
+        self.submissions: list[int] = []  # close times of entries submitted by a decision
+        self.retries_submitted = 0  # post-only retries sent (each passed validation)
         # counters
         self.n_errors = 0
         self.skipped_precision = 0
@@ -781,6 +786,7 @@ class Sim:
                 )
                 self.error(self.ts)
                 return
+            self.retries_submitted += 1
             if (px < o) if buy else (px > o):
                 self.orders[key] = Order(order.side, order.level, px, order.qty, new=False)
                 return
@@ -1043,8 +1049,12 @@ class Sim:
                 self.orders.pop(key, None)
                 continue
             if o is not None:
-                if want[key] == (o.price, o.qty):
-                    continue
+                w_price, w_qty = want[key]
+                if (
+                    abs(o.price - w_price) / w_price * 1e4 <= p.order_price_tol_bps + 1e-9
+                    and abs(o.qty - w_qty) / w_qty * 100.0 <= p.order_qty_tol_pct + 1e-9
+                ):
+                    continue  # close enough to the wanted order: it stays as it rests
                 del self.orders[key]
             side, level = key
             price, qty = want[key]
@@ -1153,6 +1163,7 @@ def simulate(
         "n_errors": sim.n_errors,
         "skipped_precision": sim.skipped_precision,
         "orders_deferred": sim.orders_deferred,
+        "orders_submitted": len(sim.submissions) + sim.retries_submitted,
         "max_drawdown_bar_close_pct": sim.max_dd,
         "final_state": sim.state(),
         "bars": n,

@@ -23,6 +23,7 @@ from market_builders import (
     path_configs,
     run,
     strategy,
+    tolerances,
     venue,
 )
 
@@ -59,6 +60,7 @@ SHARED_SUMMARY = (
     "fees",
     "max_drawdown_bar_close_pct",
     "orders_deferred",
+    "orders_submitted",  # with the ledgers: the same orders kept and replaced (order tolerance)
     "skipped_precision",
 )
 
@@ -104,10 +106,10 @@ def assert_same(market, strat, ven, detail=None) -> None:
 
 
 @settings(settings.get_profile("differential"))
-@given(market=markets(), cfg=configs())
-def test_kernel_equals_reference(market, cfg):
+@given(market=markets(), cfg=configs(), tol=tolerances())
+def test_kernel_equals_reference(market, cfg, tol):
     s, v = cfg
-    assert_same(market, strategy(**s), venue(**v))
+    assert_same(market, strategy(**s, **tol), venue(**v))
 
 
 @settings(settings.get_profile("differential"), max_examples=examples(30))
@@ -118,29 +120,29 @@ def test_kernel_equals_reference_shipped_configs(market):
 
 
 @settings(settings.get_profile("differential"), max_examples=examples(40))
-@given(market=markets(), cfg=path_configs())
-def test_kernel_equals_reference_path_and_clearance_rules(market, cfg):
+@given(market=markets(), cfg=path_configs(), tol=tolerances())
+def test_kernel_equals_reference_path_and_clearance_rules(market, cfg, tol):
     s, v = cfg
-    assert_same(market, strategy(**s), venue(**v))
+    assert_same(market, strategy(**s, **tol), venue(**v))
 
 
 @settings(settings.get_profile("differential"), max_examples=examples(40))
-@given(pair=detail_markets(), cfg=path_configs())
-def test_kernel_equals_reference_with_detail_bars(pair, cfg):
+@given(pair=detail_markets(), cfg=path_configs(), tol=tolerances())
+def test_kernel_equals_reference_with_detail_bars(pair, cfg, tol):
     market, fine = pair
     s, v = cfg
-    assert_same(market, strategy(**s, backtest__detail_timeframe="1m"), venue(**v), detail=fine)
+    assert_same(market, strategy(**s, **tol, backtest__detail_timeframe="1m"), venue(**v), detail=fine)
 
 
 @settings(settings.get_profile("differential"), max_examples=examples(40))
-@given(case=liquidation_cases())
-def test_kernel_equals_reference_through_liquidations(case):
+@given(case=liquidation_cases(), tol=tolerances())
+def test_kernel_equals_reference_through_liquidations(case, tol):
     market, _, s, v = case
-    assert_same(market, strategy(**s), venue(**v))
+    assert_same(market, strategy(**s, **tol), venue(**v))
 
 
 @settings(settings.get_profile("differential"), max_examples=examples(25))
-@given(case=liquidation_cases(detail=True))
-def test_kernel_equals_reference_liquidations_on_detail_bars(case):
+@given(case=liquidation_cases(detail=True), tol=tolerances())
+def test_kernel_equals_reference_liquidations_on_detail_bars(case, tol):
     market, fine, s, v = case
-    assert_same(market, strategy(**s), venue(**v), detail=fine)
+    assert_same(market, strategy(**s, **tol), venue(**v), detail=fine)

@@ -11,7 +11,18 @@ from collections import Counter
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from market_builders import EIGHT_HOURS, HOUR, LIMITS_OFF, T0, configs, make_market, run, strategy, venue
+from market_builders import (
+    EIGHT_HOURS,
+    HOUR,
+    LIMITS_OFF,
+    T0,
+    configs,
+    make_market,
+    run,
+    strategy,
+    tolerances,
+    venue,
+)
 from test_differential import assert_same, examples
 
 from engine.enums import EventKind, Reason
@@ -88,6 +99,32 @@ def memo_configs(draw):
 
 
 @st.composite
+def tolerance_configs(draw):
+    """Configs whose resting entries are often wanted a little different from how they rest: the
+    guard scales on every close (any rate costs more than 0 bps) in small steps (large rungs against
+    the lot step), and post-only retries rest a tick or more from their rung's price."""
+    s, v = draw(configs())
+    s.update(
+        grid__base_qty=draw(st.sampled_from([0.1, 0.5, 1.0])),
+        grid__qty_scale=1.0,
+        policy__throttle=1.0,
+        policy__counter_qty_scale=draw(st.sampled_from([0.5, 1.0])),
+        execution__maker_only=True,
+        execution__use_post_only_retries=True,
+        execution__optimization_mode=False,
+        execution__retry_attempts=draw(st.integers(1, 5)),
+        execution__retry_max_price_deviation_bps=100.0,
+        funding__funding_window_minutes=draw(st.sampled_from([60, 240, 480])),
+        funding__funding_max_cost_bps=0.0,
+        position__max_position_size=1000.0,
+        position__max_position_pct=1.0,
+        backtest__initial_balance=100_000.0,
+    )
+    v.update(trading__leverage=20, risk__max_order_size_usdt=100000.0)
+    return s, v
+
+
+@st.composite
 def liquidating_configs(draw):
     """Large rungs against a small balance at high leverage, bot limits and the drawdown halt off:
     the account runs into its maintenance margin (the exchange's initial-margin check still holds)."""
@@ -106,29 +143,37 @@ def liquidating_configs(draw):
 
 
 @settings(PROFILE, max_examples=examples(8))
-@given(market=long_markets(), cfg=configs())
-def test_kernel_equals_reference_on_long_markets(market, cfg):
+@given(market=long_markets(), cfg=configs(), tol=tolerances())
+def test_kernel_equals_reference_on_long_markets(market, cfg, tol):
     s, v = cfg
-    assert_same(market, strategy(**s), venue(**v))
+    assert_same(market, strategy(**s, **tol), venue(**v))
 
 
 @settings(PROFILE, max_examples=examples(25))
-@given(market=long_markets(300, 1500), cfg=memo_configs())
-def test_kernel_equals_reference_where_the_memo_works(market, cfg):
+@given(market=long_markets(300, 1500), cfg=memo_configs(), tol=tolerances())
+def test_kernel_equals_reference_where_the_memo_works(market, cfg, tol):
     s, v = cfg
-    assert_same(market, strategy(**s), venue(**v))
+    assert_same(market, strategy(**s, **tol), venue(**v))
+
+
+@settings(PROFILE, max_examples=examples(15))
+@given(market=long_markets(300, 1500), cfg=tolerance_configs(), tol=tolerances())
+def test_kernel_equals_reference_where_the_tolerance_keeps_orders(market, cfg, tol):
+    s, v = cfg
+    assert_same(market, strategy(**s, **tol), venue(**v))
 
 
 @settings(PROFILE, max_examples=examples(20))
-@given(market=long_markets(300, 1500, trend=True), cfg=liquidating_configs())
-def test_kernel_equals_reference_into_liquidation(market, cfg):
+@given(market=long_markets(300, 1500, trend=True), cfg=liquidating_configs(), tol=tolerances())
+def test_kernel_equals_reference_into_liquidation(market, cfg, tol):
     s, v = cfg
-    assert_same(market, strategy(**s), venue(**v))
+    assert_same(market, strategy(**s, **tol), venue(**v))
 
 
 def test_generators_reach_what_they_are_for():
     # The kernel alone over a few examples of each generator: refusals of each equity-bound kind,
-    # guard-scaled entries and liquidations do occur (otherwise the tests above prove little).
+    # guard-scaled entries, orders kept by the tolerance and liquidations do occur (otherwise the tests
+    # above prove little).
     seen: Counter = Counter()
     # Always CI's fixed examples, also under GRIDCTL_DEEP (random there: ~13-21 % of memo examples
     # reach each refusal kind, measured over 150, so 30 could miss one: 100 here).
@@ -146,6 +191,16 @@ def test_generators_reach_what_they_are_for():
         base = s["grid__base_qty"]
         seen["guarded"] += any(0 < f["qty"] < base * 0.999 for f in led.fills if f["kind"] == 0)
 
+    @settings(fixed, max_examples=20)
+    @given(market=long_markets(300, 800), cfg=tolerance_configs(), tol=tolerances())
+    def tolerance(market, cfg, tol):
+        # The kept-order tolerance binds: exact matching (both tolerances 0) submits other orders.
+        s, v = cfg
+        if any(tol.values()):
+            led = run("kernel", market, strategy(**s, **tol), venue(**v))
+            exact = run("kernel", market, strategy(**s, **{k: 0.0 for k in tol}), venue(**v))
+            seen["tolerance_binds"] += exact.summary["orders_submitted"] != led.summary["orders_submitted"]
+
     @settings(fixed, max_examples=12)
     @given(market=long_markets(300, 1500, trend=True), cfg=liquidating_configs())
     def liquidation(market, cfg):
@@ -154,5 +209,7 @@ def test_generators_reach_what_they_are_for():
         seen["liquidated"] += any(e["kind"] == EventKind.LIQUIDATION for e in led.events)
 
     memo()
+    tolerance()
     liquidation()
-    assert all(seen[k] > 0 for k in ("size_qty", "size_pct", "size_margin", "guarded", "liquidated")), seen
+    reached = ("size_qty", "size_pct", "size_margin", "guarded", "tolerance_binds", "liquidated")
+    assert all(seen[k] > 0 for k in reached), seen

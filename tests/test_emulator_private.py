@@ -260,8 +260,10 @@ def test_funding_income_and_filters() -> None:
 def test_single_order_fill_rule(o: int, up: int, down: int, c_frac: float, buy: int, stop: int) -> None:
     """One buy limit and one long stop below the last close: fill iff the bar trades through."""
     tick = 0.1
-    op = 40000.0 + o * tick
-    hi, lo = op + up * tick, op - down * tick
+    # on the tick grid as real bars are (off it by float noise, a low of 39973.399999999994 trades
+    # through a 39973.4 limit)
+    op = round(40000.0 + o * tick, 1)
+    hi, lo = round(op + up * tick, 1), round(op - down * tick, 1)
     cl = round((lo + (hi - lo) * c_frac) / tick) * tick
     p_buy, p_stop = 40000.0 + buy * tick, 40000.0 + stop * tick
     state = make_state((40000.0, 40000.0, 40000.0, 40000.0), (op, hi, lo, cl))

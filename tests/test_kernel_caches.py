@@ -11,10 +11,12 @@
 from __future__ import annotations
 
 import math
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numba
 import numpy as np
@@ -275,3 +277,29 @@ def test_market_arrays_are_read_only_whatever_the_source() -> None:
     for name in ("ts", "open", "high", "low", "close", "funding_ts", "funding_rate", "funding_mark"):
         assert not getattr(arrays, name).flags.writeable, name
     assert market.close.flags.writeable  # the caller's array is untouched
+
+
+def test_hot_kernels_are_marked_for_llvm_to_inline_them() -> None:
+    """The hot kernels' compiler marks the lowered function ``alwaysinline``; numba's own does not."""
+    from engine.enums import AlwaysInlineCompiler
+
+    def body(st, price):
+        return st[0] * price + st[1]
+
+    hot = numba.njit(cache=False, pipeline_class=AlwaysInlineCompiler)(body)
+    plain = numba.njit(cache=False)(body)
+    sig = (numba.typeof(np.zeros(4)), numba.float64)
+
+    def attributes(fn: Any) -> str:
+        fn.compile(sig)
+        ir = fn.inspect_llvm(sig)
+        define = next(line for line in ir.splitlines() if line.startswith("define") and "body" in line)
+        groups = re.findall(r"#(\d+)", define.split(")")[-1])
+        return (
+            " ".join(line for line in ir.splitlines() for g in groups if line.startswith(f"attributes #{g} "))
+            + define
+        )
+
+    assert "alwaysinline" in attributes(hot)
+    assert "alwaysinline" not in attributes(plain)
+    assert hot(np.array([2.0, 1.0, 0.0, 0.0]), 3.0) == 7.0  # and it still computes

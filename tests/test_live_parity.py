@@ -88,6 +88,17 @@ class LiveRun:
     engine_position: tuple[float, float]
     deferred: int
     post_only_errors: int
+    entries_placed: list[tuple[int, int, int, float, float]]  # (time, side, level, price, qty), in order
+
+
+def _entries_placed(acct: Any) -> list[tuple[int, int, int, float, float]]:
+    """Every entry order the bridge placed on the emulator (resting, filled or cancelled), in order."""
+    out = []
+    for o in acct.orders.values():
+        cid = parse_client_id(o.client_id)
+        if cid is not None and cid.kind == "entry":
+            out.append((o.time, cid.side, cid.level, o.price, o.qty))
+    return out
 
 
 def _market_frames(
@@ -207,6 +218,7 @@ def _live(
                 engine_position=bridge.s.position(),
                 deferred=bridge.deferred,
                 post_only_errors=bridge.errors["post_only"],
+                entries_placed=_entries_placed(acct),
             )
         finally:
             ctx.close()
@@ -390,3 +402,60 @@ def test_with_the_order_rate_binding_live_defers_an_entry_the_backtest_has_resti
         _assert_same_fills(_ledger_fills(bt.fills), [*longs, short], f"backtest at {per_second}/s")
         assert live.deferred == deferred
         _assert_same_fills(live.trades, live_fills, f"exchange at {per_second}/s")
+
+
+def test_an_entry_the_funding_guard_shrinks_within_the_qty_tolerance_rests_on_in_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live diff keeps an entry within ``order_qty_tolerance_pct`` of the wanted one; the backtest's
+    decision step applies the same test, so both keep and replace the same entries (hand-derived).
+
+    One rung a side, step 10 bps, base 0.5, balance 100,000, max position 10 and max inventory 100,000
+    (0.5 BTC is ~30,000 USDT, beyond the default 10,000); the funding guard at its
+    defaults (window 480 min, cost 12 bps). Centre 60000: long rung floor_tick(60000 * 0.999) = 59940.0,
+    short rung 60060.0 (never reached; the short side does not pay, its 0.5 never changes). Settlements:
+    t0 - 8 h at 0.0001 (1 bp: the warm-up bars trade unscaled, 0.5), t0 at +0.002 (20 bps > 12: the long
+    side pays) and the next at t0 + 4 h. The start bar (the last flat one) closes at t0, where both
+    want floor_step(0.5 * 240/480) = 0.250 (the backtest replaces its 0.5, 100 % away; live places it).
+    Bar k from t0 closes at t0 + (k + 1) min, wanted floor_step(0.5 * (239 - k)/480):
+      k=0: 0.2489583 -> 0.248, |0.250 - 0.248|/0.248 = 0.81 % <= 1: 0.250 rests on;
+      k=1: 0.2479167 -> 0.247, |0.250 - 0.247|/0.247 = 1.21 % > 1: replaced by 0.247;
+      k=2: 0.246875 -> 0.246, |0.247 - 0.246|/0.246 = 0.41 %: 0.247 rests on;
+      k=3 (60000 -> 59900 -> 59950) trades through 59940: fills 0.247 (maker, fee 59940 * 0.247 * 0.0002).
+    With the tolerance at 0 both replace the entry at every close and fill 0.246.
+    Why the 0.002 settles at t0: live starts with no order, the backtest with whatever its warm-up bars
+    left resting. Had the guard already scaled during the warm-up (0.002 settled earlier), the backtest
+    would rest 0.251 at t0 (0.250 is within 1 % of it) while live places 0.250, and they would part.
+    """
+    overrides = ["grid.grid_levels_long=1", "grid.grid_levels_short=1", "grid.grid_step_bps=10",
+                 "grid.base_qty=0.5", "backtest.initial_balance=100000", "position.max_position_size=10",
+                 "rebalance.max_inventory_quote=100000"]  # fmt: skip
+    start = _warmup(load_strategy("default", overrides))
+    t0 = 1_704_067_200_000
+    rows = [(60000.0,) * 4] * 3 + [(60000.0, 60000.0, 59900.0, 59950.0), (59950.0,) * 4]
+    bars = pl.DataFrame(
+        {
+            "ts": [t0 + i * MIN for i in range(len(rows))],
+            **{c: [r[j] for r in rows] for j, c in enumerate(("open", "high", "low", "close"))},
+            "volume": [1.0] * len(rows),
+        }
+    )
+    funding = pl.DataFrame(
+        {"ts": [t0, t0 + 4 * HOUR], "rate": [0.002, 0.0001], "mark_price": [60000.0, 60000.0]}
+    )
+    frame, funding = _market_frames(start + 1, 60000.0, bars, funding)
+    for tol, placed, filled in (("1", [0.250, 0.247], 0.247), ("0", [0.250, 0.248, 0.247, 0.246], 0.246)):
+        cfg = [*overrides, f"execution.order_qty_tolerance_pct={tol}"]
+        live, strategy, venue = _live(frame, funding, start, cfg, tmp_path / tol, monkeypatch)
+        bt = _backtest(frame, funding, strategy, venue)
+        fee = 59940.0 * filled * 0.0002
+        want = [Fill(t0 + 3 * MIN, Side.LONG, FillKind.ENTRY, 1, 59940.0, filled, Liquidity.MAKER, fee)]
+        _assert_same_fills(_ledger_fills(bt.fills), want, f"backtest at {tol} %")
+        _assert_same_fills(live.trades, want, f"exchange at {tol} %")
+        _assert_same_fills(_ledger_fills(live.ledger), want, f"live engine at {tol} %")
+        # the long entries live placed, at the closes t0, t0 + 1 min, ...: only those the diff replaced
+        longs = [e for e in live.entries_placed if e[1] == Side.LONG]
+        assert [(e[2], e[3]) for e in longs] == [(1, 59940.0)] * len(placed), longs
+        assert [_units(e[4], STEP) for e in longs] == [_units(q, STEP) for q in placed], (tol, longs)
+        # and the backtest submitted the same ones after the warm-up (0.5 a side once, in it)
+        assert bt.summary["orders_submitted"] == 2 + len(placed), tol

@@ -1,0 +1,155 @@
+"""The first run's compile on two cores: a helper process compiles the fill path meanwhile.
+
+numba compiles on one thread, and a cold ``run_bars_nb`` compiles every kernel the bar step calls.
+Two groups of them do not call each other: the simulated venue's fill path (``detail_path_nb``,
+``path_nb``, ``points_margin_check_nb``) and the decision and gate kernels. On a cold cache
+``start`` launches ``python -m engine.compile_ahead``, which compiles the fill path for the very
+signatures the bar step calls it with and saves it to numba's on-disk cache; this process compiles
+the decision kernels meanwhile, waits for the helper (``CompileAhead.finish``), and then compiles
+``run_bars_nb``, which loads the fill path from that cache instead of compiling it again.
+
+It only ever saves time: if the helper cannot start, fails or is slow, this process compiles what is
+missing itself (numba's cache is keyed by signature, so nothing wrong is ever loaded). The signatures
+come from ``step_nb``'s own source: each call's arguments are names of ``step_nb``'s parameters (typed
+like the run's arguments) or of its few scalar locals (``STEP_LOCALS``). ``GRIDCTL_COMPILE_AHEAD=0``
+turns it off.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from numba import typeof
+from numba.core import types
+from numba.core.typing.typeof import Purpose
+
+#: Kernels the helper process compiles, by module: the simulated venue's fill path.
+HELPER_KERNELS = (
+    ("engine.fills", "detail_path_nb"),
+    ("engine.fills", "path_nb"),
+    ("engine.fills", "points_margin_check_nb"),
+)
+#: Kernels this process compiles while the helper runs.
+LOCAL_KERNELS = (
+    ("engine.step", "decide_nb"),
+    ("engine.step", "bar_gates_nb"),
+    ("engine.step", "decision_needed_nb"),
+    ("engine.step", "record_bar_nb"),
+    ("engine.funding", "apply_funding_nb"),
+)
+#: Types of ``step_nb``'s scalar locals that it passes to those kernels.
+STEP_LOCALS = {
+    "k": types.int64,
+    "t": types.int64,
+    "close_time": types.float64,
+    "o": types.float64,
+    "h": types.float64,
+    "lw": types.float64,
+    "c": types.float64,
+    "dlw": types.float64,
+    "dh": types.float64,
+    "j0": types.int64,
+    "j1": types.int64,
+}
+#: Longest wait for the helper before this process compiles the rest itself.
+HELPER_TIMEOUT_S = 600.0
+
+
+def _kernel(module: str, name: str) -> Any:
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
+def step_call_signatures(run_bars_args: tuple) -> dict[str, tuple]:
+    """``{kernel name: argument types}`` of every call ``step_nb`` makes with plain names as arguments."""
+    from engine.step import run_bars_nb, step_nb
+
+    loop_params = list(inspect.signature(run_bars_nb.py_func).parameters)
+    typed = {n: typeof(a, Purpose.argument) for n, a in zip(loop_params, run_bars_args, strict=True)}
+    typed.update(STEP_LOCALS)
+    tree = ast.parse(textwrap.dedent(inspect.getsource(step_nb.py_func)))
+    sigs: dict[str, tuple] = {}
+    for node in ast.walk(tree):
+        plain = isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords
+        if plain and node.args and all(isinstance(a, ast.Name) and a.id in typed for a in node.args):
+            sigs.setdefault(node.func.id, tuple(typed[a.id] for a in node.args))
+    return sigs
+
+
+@dataclass
+class CompileAhead:
+    """A started helper process and the signatures both sides compile."""
+
+    helper: subprocess.Popen | None
+    local: list[tuple[str, str, tuple]]
+    remote: list[tuple[str, str, tuple]]
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def finish(self) -> dict[str, Any]:
+        """Compile this process's group, then wait for the helper's; returns what happened."""
+        for module, name, sig in self.local:
+            _kernel(module, name).compile(sig)
+        code: int | None = None
+        if self.helper is not None:
+            try:
+                code = self.helper.wait(timeout=HELPER_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.helper.kill()
+                self.helper.wait()
+        self.report = {
+            "helper_exit": code,
+            "local": [n for _, n, _ in self.local],
+            "helper": [n for _, n, _ in self.remote],
+        }
+        return self.report
+
+    def abandon(self) -> None:
+        """Stop the helper (the run was interrupted)."""
+        if self.helper is not None and self.helper.poll() is None:
+            self.helper.kill()
+            self.helper.wait()
+
+
+def start(run_bars_args: tuple) -> CompileAhead | None:
+    """Launch the helper for this run's signatures; None when turned off or on a single core."""
+    if os.environ.get("GRIDCTL_COMPILE_AHEAD", "1") == "0" or (os.cpu_count() or 1) < 2:
+        return None
+    sigs = step_call_signatures(run_bars_args)
+    remote = [(m, n, sigs[n]) for m, n in HELPER_KERNELS if n in sigs]
+    local = [(m, n, sigs[n]) for m, n in LOCAL_KERNELS if n in sigs]
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    try:
+        helper = subprocess.Popen(
+            [sys.executable, "-m", "engine.compile_ahead"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=root,
+            env=env,
+        )
+        assert helper.stdin is not None
+        helper.stdin.write(pickle.dumps(remote))
+        helper.stdin.close()
+    except OSError:
+        helper = None
+    return CompileAhead(helper=helper, local=local, remote=remote)
+
+
+def _main() -> None:
+    """Helper process: compile (and so cache) the kernels named on stdin for their signatures."""
+    for module, name, sig in pickle.loads(sys.stdin.buffer.read()):
+        _kernel(module, name).compile(sig)
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,101 @@
+"""engine.compile_ahead: a cold run compiles the fill path in a helper process and reuses it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from market_builders import make_market, strategy, venue
+from numba.core import types
+
+from engine import compile_ahead
+from engine.compile_ahead import HELPER_KERNELS, LOCAL_KERNELS, step_call_signatures
+from engine.params import build_params
+from engine.run import _probe_args, detail_arrays, market_arrays
+
+ROOT = Path(__file__).resolve().parent.parent
+#: 120 hourly bars swinging 2 % around 40,000: enough to fill a few rungs of the default ladder.
+BARS = [(c, c * 1.004, c * 0.996, c) for c in [40000.0, 39600.0, 39200.0, 39800.0, 40400.0, 40000.0] * 20]
+
+
+def _args() -> tuple:
+    market = make_market(BARS[:4])
+    params = build_params(strategy(), venue(), market)
+    return _probe_args(market_arrays(market), detail_arrays(market, None), params, True)
+
+
+def test_every_kernel_of_both_groups_gets_the_signature_the_bar_step_calls_it_with() -> None:
+    sigs = step_call_signatures(_args())
+    for _, name in HELPER_KERNELS + LOCAL_KERNELS:
+        assert name in sigs, name
+    # Spot checks by hand against step_nb's source: path_nb(st, slots, errs, k, o, h, lw, c, t, ...).
+    path = sigs["path_nb"]
+    assert path[3] == types.int64 and path[4:8] == (types.float64,) * 4 and path[8] == types.int64
+    # decide_nb(..., k, c, close_time, fts, ...): the funding times are the run's read-only int64 array.
+    decide = sigs["decide_nb"]
+    assert decide[4:7] == (types.int64, types.float64, types.float64)
+    assert decide[7].dtype == types.int64 and not decide[7].mutable
+
+
+def test_turned_off_by_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("GRIDCTL_COMPILE_AHEAD", "0")
+    assert compile_ahead.start(_args()) is None
+
+
+COLD_RUN = textwrap.dedent(
+    """
+    import json, sys
+    sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
+    from market_builders import make_market, strategy, venue
+    from engine.fills import detail_path_nb, path_nb, points_margin_check_nb
+    from engine.step import bar_gates_nb, decide_nb
+    from engine import compile_ahead
+    from engine.run import run_single
+    seen = {}
+    finish = compile_ahead.CompileAhead.finish
+    def spy(self):
+        seen.update(finish(self))
+        return seen
+    compile_ahead.CompileAhead.finish = spy
+    bars = [(c, c * 1.004, c * 0.996, c) for c in [40000.0, 39600.0, 39200.0, 39800.0, 40400.0, 40000.0] * 20]
+    out = run_single(make_market(bars), strategy(), venue())
+    facts = {
+        d.py_func.__name__: {"overloads": len(d.overloads), "hits": sum(d.stats.cache_hits.values()),
+                             "misses": sum(d.stats.cache_misses.values())}
+        for d in (detail_path_nb, path_nb, points_margin_check_nb, decide_nb, bar_gates_nb)
+    }
+    print(json.dumps({"ahead": seen, "kernels": facts, "fills": int(out.fills.shape[0]),
+                      "equity": float(out.summary["final_equity"])}))
+    """
+)
+
+
+def test_a_cold_run_loads_the_helpers_fill_path_and_compiles_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("GRIDCTL_COMPILE_AHEAD", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", COLD_RUN, str(ROOT)], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["ahead"]["helper_exit"] == 0
+    assert set(got["ahead"]["helper"]) == {"detail_path_nb", "path_nb", "points_margin_check_nb"}
+    for name in got["ahead"]["helper"]:
+        # Loaded from the cache the helper wrote, never compiled here.
+        assert got["kernels"][name] == {"overloads": 1, "hits": 1, "misses": 0}, name
+    for name in ("decide_nb", "bar_gates_nb"):
+        # Compiled here once, for the signature the bar loop then used (a wrong guess compiles twice).
+        assert got["kernels"][name]["overloads"] == 1, (name, got["kernels"][name])
+    # The same run on the warm kernels of this process gives the same ledgers.
+    from engine.run import run_single
+
+    warm = run_single(make_market(BARS), strategy(), venue())
+    assert warm.fills.shape[0] > 0  # the comparison below compares something
+    assert got["fills"] == warm.fills.shape[0]
+    assert got["equity"] == float(warm.summary["final_equity"])
