@@ -18,6 +18,7 @@ turns it off.
 from __future__ import annotations
 
 import ast
+import atexit
 import inspect
 import os
 import pickle
@@ -118,10 +119,29 @@ class CompileAhead:
             self.helper.wait()
 
 
-def start(run_bars_args: tuple) -> CompileAhead | None:
-    """Launch the helper for this run's signatures; None when turned off or on a single core."""
+#: Helpers started ahead of their run (``start(..., early=True)``), by ``run_bars_nb`` signature.
+_EARLY: dict[tuple, CompileAhead] = {}
+
+
+@atexit.register
+def _stop_early_helpers() -> None:
+    """A run that never came (bad data, an error before it): stop its helper with this process."""
+    for ahead in _EARLY.values():
+        ahead.abandon()
+    _EARLY.clear()
+
+
+def start(run_bars_args: tuple, early: bool = False) -> CompileAhead | None:
+    """Launch the helper for this run's signatures; None when turned off or on a single core.
+
+    ``early``: started before the run's market is loaded (``engine.run.compile_early``); the run's own
+    ``start`` for the same signature then takes that helper over instead of launching another.
+    """
     if os.environ.get("GRIDCTL_COMPILE_AHEAD", "1") == "0" or (os.cpu_count() or 1) < 2:
         return None
+    key = tuple(typeof(a, Purpose.argument) for a in run_bars_args)
+    if key in _EARLY:
+        return None if early else _EARLY.pop(key)
     sigs = step_call_signatures(run_bars_args)
     remote = [(m, n, sigs[n]) for m, n in HELPER_KERNELS if n in sigs]
     local = [(m, n, sigs[n]) for m, n in LOCAL_KERNELS if n in sigs]
@@ -142,7 +162,10 @@ def start(run_bars_args: tuple) -> CompileAhead | None:
         helper.stdin.close()
     except OSError:
         helper = None
-    return CompileAhead(helper=helper, local=local, remote=remote)
+    ahead = CompileAhead(helper=helper, local=local, remote=remote)
+    if early:
+        _EARLY[key] = ahead
+    return ahead
 
 
 def _main() -> None:

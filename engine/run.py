@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -281,6 +282,29 @@ def kernels_ready(arrays: MarketArrays, det: DetailArrays, params: EngineParams,
         return key in cache._cache_file._load_index()
     except (AttributeError, OSError, EOFError, ValueError):  # another numba's cache layout: say cold
         return False
+
+
+def compile_early(strategy: StrategyConfig, venue: VenueConfig, symbol: str, bar_ms: int) -> None:
+    """Start a cold run's two-core compile before its market is read (or generated).
+
+    The kernel signature depends only on the arrays' types, so a one-bar stand-in of the market gives
+    it; ``run_single`` then takes over the helper started here. Nothing happens when the kernels are
+    cached, with detail bars (their own arrays), or when the stand-in is refused.
+    """
+    if strategy.backtest.detail_timeframe is not None:
+        return
+    one = np.ones(1)
+    stand_in = SimpleNamespace(
+        symbol=symbol, bar_ms=int(bar_ms), ts=np.zeros(1, np.int64), open=one, high=one, low=one,
+        close=one, funding_ts=np.zeros(1, np.int64), funding_rate=one, funding_mark=one,
+    )  # fmt: skip
+    try:
+        params = build_params(strategy, venue, stand_in)
+    except GridctlError:
+        return
+    arrays, det = market_arrays(stand_in), no_detail(1)
+    if not kernels_ready(arrays, det, params, True):
+        compile_ahead.start(_probe_args(arrays, det, params, True), early=True)
 
 
 def run_single(

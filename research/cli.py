@@ -76,7 +76,7 @@ def run_backtest(
     from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
     from data.timeframes import timeframe_ms
     from engine.regime import warmup_bars
-    from engine.run import run_single
+    from engine.run import compile_early, run_single
     from research.stats import backtest_stats
 
     try:
@@ -102,6 +102,7 @@ def run_backtest(
     venue = load_venue(venue_name)
     sym = symbol or strategy.ccxt_symbol
     check_strategy_on_venue(strategy, venue, sym)
+    compile_early(strategy, venue, sym, timeframe_ms(timeframe))  # cold kernels: a helper starts now
     if (exchange, sym) == (SAMPLE_EXCHANGE, SAMPLE_SYMBOL):
         if status is not None:
             status.print(f"[dim]ensuring the bundled sample market in {data_dir} ...[/dim]")

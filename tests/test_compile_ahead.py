@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 from market_builders import make_market, strategy, venue
 from numba.core import types
 
+import engine.run
 from engine import compile_ahead
 from engine.compile_ahead import HELPER_KERNELS, LOCAL_KERNELS, step_call_signatures
 from engine.params import build_params
@@ -99,3 +101,33 @@ def test_a_cold_run_loads_the_helpers_fill_path_and_compiles_nothing_twice(
     assert warm.fills.shape[0] > 0  # the comparison below compares something
     assert got["fills"] == warm.fills.shape[0]
     assert got["equity"] == float(warm.summary["final_equity"])
+
+
+def test_a_helper_started_early_is_taken_over_by_the_run_not_started_twice(monkeypatch) -> None:
+    launched: list[list[str]] = []
+
+    class FakeHelper:
+        def __init__(self, cmd: list[str], **_: object) -> None:
+            launched.append(cmd)
+            self.stdin = io.BytesIO()
+            self.stdin.close = lambda: None  # keep what was written readable
+
+        def poll(self) -> int:
+            return 0
+
+    monkeypatch.setattr(compile_ahead.subprocess, "Popen", FakeHelper)
+    monkeypatch.delenv("GRIDCTL_COMPILE_AHEAD", raising=False)
+    monkeypatch.setattr(engine.run, "kernels_ready", lambda *a: False)  # as on a cold cache
+    market = make_market(BARS[:4])
+    engine.run.compile_early(strategy(), venue(), market.symbol, market.bar_ms)
+    assert len(launched) == 1
+    engine.run.compile_early(strategy(), venue(), market.symbol, market.bar_ms)
+    assert len(launched) == 1  # already running for this signature
+    # The run over the real market (same types as the one-bar stand-in) takes that helper over.
+    ahead = compile_ahead.start(_args())
+    assert ahead is not None and len(launched) == 1
+    assert compile_ahead._EARLY == {}
+    assert [n for _, n, _ in ahead.remote] == ["detail_path_nb", "path_nb", "points_margin_check_nb"]
+    # With detail bars the early start stays out of the way (their arrays have their own types).
+    engine.run.compile_early(strategy(backtest__detail_timeframe="1m"), venue(), market.symbol, market.bar_ms)
+    assert compile_ahead._EARLY == {}
