@@ -359,6 +359,24 @@ class Bridge:
         if self.o.mode != "replay" or self.ops is not None:
             self.publish()
 
+    def protect_fills(self) -> int:
+        """Between bar closes (``--live``): book the exchange fills that came in and send the new lots'
+        TP/SL, and cancel the exits of closed lots, at once instead of at the next close.
+
+        Only what the fills changed goes out: the entries are decided at the close, as in the backtest
+        (whose simulated venue attaches a lot's exits at its fill). Returns the bookings made.
+        """
+        if self.o.mode != "live":
+            return 0
+        booked = self.sync_fills()
+        if booked:
+            self.sync_orders(refresh=False)
+            if self.journal is not None:
+                self.journal.save_bar(
+                    self.s, {"operator_paused": self.operator_paused, "fills_cursor": self.fills_cursor}
+                )
+        return booked
+
     def read_account(self) -> None:
         """Read the exchange account (live): the figures the status and metrics report, and the margin
         input of the fail-closed check (unreadable or no margin ratio pauses entries)."""

@@ -177,6 +177,13 @@ def live(
             help="Longest wait between two polls of the exchange (s); polls are aimed at each bar's close.",
         ),
     ] = 1.0,
+    fills_poll_s: Annotated[
+        float,
+        typer.Option(
+            "--fills-poll-s",
+            help="--live: between bar closes, look for fills this often (s); new lots' TP/SL go out at once.",
+        ),
+    ] = 5.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result / readiness as JSON.")] = False,
 ) -> None:
     """Run the live bridge: --paper (simulated fills), --live (real orders), or --paper --replay PATH."""
@@ -184,6 +191,8 @@ def live(
         raise GridctlError("choose exactly one of --paper and --live")
     if not poll_s > 0:
         raise GridctlError(f"--poll-s must be a positive number of seconds, got {poll_s}")
+    if not fills_poll_s > 0:
+        raise GridctlError(f"--fills-poll-s must be a positive number of seconds, got {fills_poll_s}")
     if replay is not None and live_mode:
         raise GridctlError("--replay works with --paper only (a replay never sends orders)")
     if out is not None and replay is None:
@@ -213,6 +222,7 @@ def live(
         max_bars,
         as_json,
         poll_s,
+        fills_poll_s,
     )
 
 
@@ -280,6 +290,7 @@ def _run_exchange(
     max_bars: int | None,
     as_json: bool,
     poll_s: float = 1.0,
+    fills_poll_s: float = 5.0,
 ) -> None:
     from live_bridge.runner import prepare, run_loop
 
@@ -316,7 +327,7 @@ def _run_exchange(
         f"gridctl live --{mode}: run {ctx.bridge.o.run_id} ({how}), ops API on {ctx.ops_url}", err=True
     )
     try:
-        run_loop(ctx, max_bars=max_bars, poll_s=poll_s)
+        run_loop(ctx, max_bars=max_bars, poll_s=poll_s, fills_poll_s=fills_poll_s)
     except KeyboardInterrupt:
         typer.echo("stopped (Ctrl-C); the journal holds the state for a restart", err=True)
     finally:

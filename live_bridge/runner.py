@@ -468,10 +468,17 @@ def poll_wait_s(last_ts: int | None, bar_ms: int, now_ms: int, poll_s: float) ->
     return poll_s
 
 
-def run_loop(ctx: RunContext, max_bars: int | None = None, poll_s: float = 1.0) -> int:
-    """Poll closed bars until ``max_bars`` were processed (or forever); returns bars processed."""
+def run_loop(
+    ctx: RunContext, max_bars: int | None = None, poll_s: float = 1.0, fills_poll_s: float = 5.0
+) -> int:
+    """Poll closed bars until ``max_bars`` were processed (or forever); returns bars processed.
+
+    Between bars a ``--live`` run also looks for fills every ``fills_poll_s`` and protects new lots
+    (``Bridge.protect_fills``), so a lot never waits for the bar close for its stop-loss.
+    """
     bridge, feed = ctx.bridge, ctx.feed
     done = 0
+    fills_due = time.monotonic() + fills_poll_s
     while max_bars is None or done < max_bars:
         try:
             bars = feed.poll()
@@ -487,6 +494,9 @@ def run_loop(ctx: RunContext, max_bars: int | None = None, poll_s: float = 1.0) 
             if max_bars is not None and done >= max_bars:
                 break
         if not bars:
+            if time.monotonic() >= fills_due:
+                bridge.protect_fills()
+                fills_due = time.monotonic() + fills_poll_s
             bridge.apply_commands()
             bridge.check_stale()
             bridge.publish()

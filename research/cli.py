@@ -34,7 +34,7 @@ def _day(value: str | None, option: str) -> int | None:
 
 
 #: What a cold compile of the single-run kernels takes on a 2-core machine (``gridctl bench --startup``).
-COMPILE_ESTIMATE_S = 30
+COMPILE_ESTIMATE_S = 20
 
 
 @contextmanager

@@ -564,3 +564,59 @@ def test_a_connection_lost_in_the_middle_of_a_diff_neither_loses_nor_duplicates_
             _check_books(ctx, emu)  # one order per wanted rung: the dropped one is not sent again
         keys = [(p.side, p.level, p.kind) for p in (parse_client_id(o.client_id) for o in _ours(emu, bridge))]
         assert len(keys) == len(set(keys)) == 6
+
+
+def test_a_fill_between_bar_closes_gets_its_exits_at_once(emu, tmp_path: Path) -> None:
+    """An entry that fills mid-bar has its TP and SL on the exchange after the next fills poll, not
+    only at the bar close; nothing else changes (entries are decided at the close)."""
+    ready, ctx = _prepare(
+        emu, tmp_path, ["grid.grid_levels_long=1", "grid.grid_levels_short=1", "grid.grid_step_bps=15"]
+    )
+    try:
+        ready.require()
+        bridge, feed = ctx.bridge, ctx.feed
+        acct = emu.state.account
+
+        def our_orders() -> dict[tuple[int, int, str], Any]:
+            out = {}
+            for o in acct.open_orders(SYMBOL_ID):
+                p = parse_client_id(o.client_id)
+                if p is not None and p.run_id == bridge.o.run_id:
+                    out[(p.side, p.level, p.kind)] = o
+            return out
+
+        def cid(trade: Any) -> Any:
+            order = acct.orders.get(trade.order_id)  # None: the market order of a triggered stop
+            return None if order is None else parse_client_id(order.client_id)
+
+        assert bridge.protect_fills() == 0  # no fills yet: nothing sent
+        protected = 0
+        for _ in range(240):
+            n_trades = len(acct.trades)
+            emu.state.advance_bar(SYMBOL_ID)  # the exchange trades through the bar
+            new = acct.trades[n_trades:]
+            before = our_orders()
+            if new and all(cid(t) is not None and cid(t).kind == "entry" for t in new):
+                # The bar has not closed for the bridge yet: the fills poll books them and sends exits.
+                assert bridge.protect_fills() == len({t.order_id for t in new})
+                after = our_orders()
+                for t in new:
+                    p = cid(t)
+                    assert (p.side, p.level, "tp") in after and (p.side, p.level, "sl") in after, after
+                    assert (p.side, p.level, "tp") not in before
+                # Only exits were added: every other order stayed as it was.
+                assert {k for k in after if k[2] == "entry"} == {k for k in before if k[2] == "entry"} - {
+                    (cid(t).side, cid(t).level, "entry") for t in new
+                }
+                assert bridge.s.position() != (0.0, 0.0)
+                protected += 1
+            for bar in feed.poll():
+                bridge.on_bar(bar)
+            _check_books(ctx, emu)  # and the close's own diff agrees with what went out early
+            if protected:
+                break
+        assert protected, "the scenario must fill an entry mid-bar"
+        booked = ctx.journal.db.execute("SELECT COUNT(*) FROM xfills").fetchone()[0]
+        assert booked == len(acct.trades)  # each exchange trade booked once, early or at the close
+    finally:
+        ctx.close()
