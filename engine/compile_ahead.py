@@ -25,7 +25,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,6 @@ class CompileAhead:
     helper: subprocess.Popen | None
     local: list[tuple[str, str, tuple]]
     remote: list[tuple[str, str, tuple]]
-    report: dict[str, Any] = field(default_factory=dict)
 
     def finish(self) -> dict[str, Any]:
         """Compile this process's group, then wait for the helper's; returns what happened."""
@@ -105,12 +104,11 @@ class CompileAhead:
             except subprocess.TimeoutExpired:
                 self.helper.kill()
                 self.helper.wait()
-        self.report = {
+        return {
             "helper_exit": code,
             "local": [n for _, n, _ in self.local],
             "helper": [n for _, n, _ in self.remote],
         }
-        return self.report
 
     def abandon(self) -> None:
         """Stop the helper (the run was interrupted)."""

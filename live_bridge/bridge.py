@@ -25,7 +25,13 @@ from typing import Any
 
 from configs.errors import GridctlError
 from engine.enums import Liquidity, RiskState, Side, enum_name
-from engine.params import P_RETRY_ATTEMPTS, P_RETRY_MAX_DEV_BPS, P_TICK
+from engine.params import (
+    P_ORDER_PRICE_TOL_BPS,
+    P_ORDER_QTY_TOL_PCT,
+    P_RETRY_ATTEMPTS,
+    P_RETRY_MAX_DEV_BPS,
+    P_TICK,
+)
 from engine.state import (
     S_CB_ACTIVE,
     S_CB_UNTIL,
@@ -97,8 +103,6 @@ class BridgeOptions:
     mode: str  # paper | live | replay
     run_id: str
     maker_only: bool = True
-    price_tol_bps: float = 1.0
-    qty_tol_pct: float = 1.0
     post_only_retries: bool = True
     retry_delay_ms: int = 100
 
@@ -520,8 +524,8 @@ class Bridge:
             wanted,
             self._resting(),
             self.o.run_id,
-            self.o.price_tol_bps,
-            self.o.qty_tol_pct,
+            float(self.s.vec[P_ORDER_PRICE_TOL_BPS]),  # the engine's own tolerances (decide_nb)
+            float(self.s.vec[P_ORDER_QTY_TOL_PCT]),
             self.limiter.available(),
         )
         for cid in plan.cancels:

@@ -515,9 +515,6 @@ def test_a_post_only_rejection_storm_trips_the_breaker_and_it_recovers_after_coo
         ready.require()
         bridge = ctx.bridge
 
-        def step() -> None:
-            _advance(emu, ctx)
-
         def our_entries() -> list:
             return _ours(emu, bridge, "entry")
 
@@ -525,20 +522,20 @@ def test_a_post_only_rejection_storm_trips_the_breaker_and_it_recovers_after_coo
         emu.state.inject(
             "reject", "/fapi/v1/order", times=10_000, code=-5022, msg="Post Only order will be rejected."
         )
-        step()  # 6 entries x (1 + 3 retries) = 24 rejections
+        _advance(emu, ctx)  # 6 entries x (1 + 3 retries) = 24 rejections
         assert bridge.errors["post_only"] >= 10 and our_entries() == []
-        step()  # the gates see >= 10 errors in the window: tripped, entries blocked
+        _advance(emu, ctx)  # the gates see >= 10 errors in the window: tripped, entries blocked
         assert bridge.s.state[S_CB_ACTIVE] == 1.0 and bridge.snapshot()["circuit_breaker_active"] == 1.0
         with emu.state.lock:
             emu.state.faults.clear()  # the storm is over
-        step()
+        _advance(emu, ctx)
         assert bridge.s.state[S_CB_ACTIVE] == 1.0 and our_entries() == []  # cooling down: nothing sent
         waited = 0
         while bridge.s.state[S_CB_ACTIVE] == 1.0 and waited < 8:
-            step()
+            _advance(emu, ctx)
             waited += 1
         assert bridge.s.state[S_CB_ACTIVE] == 0.0 and waited <= 5, waited  # back after the cooldown
-        step()
+        _advance(emu, ctx)
         assert len(our_entries()) == 6  # the ladder rests again, once per rung
         _check_books(ctx, emu)
 
@@ -552,15 +549,12 @@ def test_a_connection_lost_in_the_middle_of_a_diff_neither_loses_nor_duplicates_
         ready.require()
         bridge = ctx.bridge
 
-        def step() -> None:
-            _advance(emu, ctx)
-
         # the third order of the first diff reaches the exchange, the answer is lost (connection dropped)
         emu.state.inject("drop", "/fapi/v1/order", skip=2, times=1)
-        step()
+        _advance(emu, ctx)
         assert bridge.errors, "the lost answer is counted as an error"
         for _ in range(3):
-            step()
+            _advance(emu, ctx)
             _check_books(ctx, emu)  # one order per wanted rung: the dropped one is not sent again
         keys = [(p.side, p.level, p.kind) for p in (parse_client_id(o.client_id) for o in _ours(emu, bridge))]
         assert len(keys) == len(set(keys)) == 6
