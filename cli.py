@@ -13,12 +13,12 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from configs.errors import GridctlError
+from gridctl.configs.errors import GridctlError
 
 #: Sub-command groups loaded on first use: name -> (module holding a typer app ``app``, one-line help).
 LAZY_GROUPS: dict[str, tuple[str, str]] = {
-    "config": ("configs.cli", "Show and validate strategy and venue configs."),
-    "data": ("data.cli", "Download, import, generate and inspect market data."),
+    "config": ("gridctl.configs.cli", "Show and validate strategy and venue configs."),
+    "data": ("gridctl.data.cli", "Download, import, generate and inspect market data."),
 }
 
 
@@ -88,21 +88,21 @@ app = typer.Typer(
 
 
 def _mount() -> None:
-    from research.cli import register as register_research
+    from gridctl.research.cli import register as register_research
 
     register_research(app)
-    from research.optimize_cli import register as register_optimize
+    from gridctl.research.optimize_cli import register as register_optimize
 
     register_optimize(app)
-    from live_bridge.cli import register as register_live
+    from gridctl.live_bridge.cli import register as register_live
 
     register_live(app, _replay_results)
 
 
 def _replay_results() -> tuple:
     """research's stats and result writers for `gridctl live --replay` (imported only when used)."""
-    from research.results import stats_json, write_results
-    from research.stats import backtest_stats
+    from gridctl.research.results import stats_json, write_results
+    from gridctl.research.stats import backtest_stats
 
     return backtest_stats, write_results, stats_json
 

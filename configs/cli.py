@@ -9,10 +9,10 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from configs import secrets
-from configs.crosscheck import check_strategy_on_venue
-from configs.errors import GridctlError
-from configs.loader import (
+from gridctl.configs import secrets
+from gridctl.configs.crosscheck import check_strategy_on_venue
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.loader import (
     SHIPPED_DIRS,
     detect_kind,
     dump_resolved,
@@ -20,7 +20,7 @@ from configs.loader import (
     load_venue,
     shipped_names,
 )
-from configs.schema import StrategyConfig, VenueConfig
+from gridctl.configs.schema import StrategyConfig, VenueConfig
 
 app = typer.Typer(
     no_args_is_help=True,

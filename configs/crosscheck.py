@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 
-from configs.errors import GridctlError
-from configs.schema import StrategyConfig, VenueConfig
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.schema import StrategyConfig, VenueConfig
 
 
 def pair_problems(strategy: StrategyConfig, venue: VenueConfig, symbol: str | None = None) -> list[str]:

@@ -17,10 +17,10 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-import configs
-from configs import secrets
-from configs.errors import GridctlError
-from configs.schema import FieldRuleError, StrategyConfig, VenueConfig
+from gridctl import configs
+from gridctl.configs import secrets
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.schema import FieldRuleError, StrategyConfig, VenueConfig
 
 Kind = Literal["strategy", "venue"]
 ConfigT = TypeVar("ConfigT", StrategyConfig, VenueConfig)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
-from configs.errors import GridctlError
+from gridctl.configs.errors import GridctlError
 
 #: Binance USD-M VIP0 fee rates, used when a venue file has no ``fees`` section (results say so).
 DEFAULT_MAKER_FEE = 0.0002

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from configs.errors import GridctlError
-from configs.schema import VenueConfig
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.schema import VenueConfig
 
 #: Key paths of venue credentials: a missing variable leaves them empty instead of failing the load.
 CREDENTIAL_PATHS: tuple[str, ...] = ("api.api_key", "api.api_secret")

@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from data.store import default_data_dir
-from data.validate import fmt_ts
+from gridctl.data.store import default_data_dir
+from gridctl.data.validate import fmt_ts
 
 app = typer.Typer(no_args_is_help=True, help="Download, import, generate and inspect market data.")
 
@@ -28,7 +28,7 @@ DataDirOption = Annotated[
 def _data_dir(value: Path | None, writes: bool = False) -> Path:
     """The data directory a command uses, checked before any work: it must exist to be read, and be
     creatable and writable to be written (a file, or a folder under a file or /proc, fails at once)."""
-    from data.paths import require_existing_dir, require_writable_dir
+    from gridctl.data.paths import require_existing_dir, require_writable_dir
 
     path = value if value is not None else default_data_dir()
     if writes:
@@ -48,7 +48,7 @@ def sample_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Generate the deterministic sample market (exchange `sample`, BTC/USDT:USDT, 1m) and store it."""
-    from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, write_sample
+    from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, write_sample
 
     info = write_sample(_data_dir(data_dir, writes=True), days, seed)
     if as_json:
@@ -90,7 +90,7 @@ def import_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Validate and import market data files; a bad file leaves the store untouched."""
-    from data.importers import import_path
+    from gridctl.data.importers import import_path
 
     summary = import_path(path, _data_dir(data_dir, writes=True), exchange=exchange, symbol=symbol, kind=kind)
     typer.echo(json.dumps(summary.to_dict(), sort_keys=True) if as_json else summary.describe())
@@ -102,7 +102,7 @@ def info_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the inventory as JSON")] = False,
 ) -> None:
     """Show what is stored: exchanges, symbols, timeframes, ranges and gaps."""
-    from data.store import inventory
+    from gridctl.data.store import inventory
 
     root = _data_dir(data_dir)
     items = inventory(root)
@@ -134,7 +134,7 @@ def resample_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Build coarser candles from stored finer ones; incomplete target bars are dropped and counted."""
-    from data.resample import resample_store
+    from gridctl.data.resample import resample_store
 
     root = _data_dir(data_dir)
     _data_dir(root, writes=True)
@@ -147,6 +147,6 @@ def resample_command(
         typer.echo(result.describe(source, target))
 
 
-from data.download_cli import register as _register_download  # noqa: E402
+from gridctl.data.download_cli import register as _register_download  # noqa: E402
 
 _register_download(app)

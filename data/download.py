@@ -34,10 +34,10 @@ import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from configs.errors import GridctlError
-from data import store
-from data.timeframes import timeframe_ms
-from data.validate import check_candles, check_funding, fmt_ts, normalise_funding_ts
+from gridctl.configs.errors import GridctlError
+from gridctl.data import store
+from gridctl.data.timeframes import timeframe_ms
+from gridctl.data.validate import check_candles, check_funding, fmt_ts, normalise_funding_ts
 
 KINDS: tuple[str, ...] = ("candles", "mark", "funding")
 # Rows per kline request (ccxt's binance driver caps futures klines at 1000) and per funding request

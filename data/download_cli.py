@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from configs.errors import GridctlError
+from gridctl.configs.errors import GridctlError
 
 # Same as data.download.DEFAULT_TIMEOUT_S (not imported here: ccxt is slow to import for every command).
 DEFAULT_TIMEOUT_S = 20.0
@@ -75,9 +75,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Download trade candles, mark-price candles and funding into the local store (incremental)."""
-        from data.download import OptionError, download
-        from data.paths import require_writable_dir
-        from data.store import default_data_dir
+        from gridctl.data.download import OptionError, download
+        from gridctl.data.paths import require_writable_dir
+        from gridctl.data.store import default_data_dir
 
         start_ms = parse_date_ms(start, "--start")
         end_ms = parse_date_ms(end, "--end")

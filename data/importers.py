@@ -23,10 +23,10 @@ import numpy as np
 import polars as pl
 import pyarrow.feather as feather
 
-from configs.errors import GridctlError
-from data.store import write_candles, write_funding
-from data.timeframes import TIMEFRAMES, timeframe_ms
-from data.validate import (
+from gridctl.configs.errors import GridctlError
+from gridctl.data.store import write_candles, write_funding
+from gridctl.data.timeframes import TIMEFRAMES, timeframe_ms
+from gridctl.data.validate import (
     CANDLE_COLUMNS,
     FUNDING_COLUMNS,
     ValidationReport,

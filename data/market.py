@@ -11,8 +11,8 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
-from configs.errors import GridctlError
-from data.store import (
+from gridctl.configs.errors import GridctlError
+from gridctl.data.store import (
     FUNDING_MAX_INTERVAL_MS,
     candle_partitions,
     funding_dir,
@@ -21,8 +21,8 @@ from data.store import (
     read_partition,
     symbol_dir,
 )
-from data.timeframes import TIMEFRAMES, timeframe_ms
-from data.validate import (
+from gridctl.data.timeframes import TIMEFRAMES, timeframe_ms
+from gridctl.data.validate import (
     CANDLE_COLUMNS,
     FUNDING_COLUMNS,
     ValidationReport,

@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from configs.errors import GridctlError
+from gridctl.configs.errors import GridctlError
 
 
 def _nearest_existing(path: Path) -> Path:

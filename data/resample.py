@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from configs.errors import GridctlError
-from data.store import read_candles, write_candles
-from data.timeframes import timeframe_ms
-from data.validate import check_candle_frame, coerce_candle_frame
+from gridctl.configs.errors import GridctlError
+from gridctl.data.store import read_candles, write_candles
+from gridctl.data.timeframes import timeframe_ms
+from gridctl.data.validate import check_candle_frame, coerce_candle_frame
 
 
 @dataclass(frozen=True)

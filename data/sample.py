@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from configs.errors import GridctlError
-from data.paths import require_writable_dir
-from data.store import candle_partitions, funding_partitions, symbol_dir, write_candles, write_funding
-from data.timeframes import HOUR_MS, MINUTE_MS
+from gridctl.configs.errors import GridctlError
+from gridctl.data.paths import require_writable_dir
+from gridctl.data.store import candle_partitions, funding_partitions, symbol_dir, write_candles, write_funding
+from gridctl.data.timeframes import HOUR_MS, MINUTE_MS
 
 SAMPLE_EXCHANGE = "sample"
 SAMPLE_SYMBOL = "BTC/USDT:USDT"

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from configs.errors import GridctlError
-from data.atomic import atomic_write
-from data.timeframes import HOUR_MS, TIMEFRAMES, timeframe_ms
-from data.validate import (
+from gridctl.configs.errors import GridctlError
+from gridctl.data.atomic import atomic_write
+from gridctl.data.timeframes import HOUR_MS, TIMEFRAMES, timeframe_ms
+from gridctl.data.validate import (
     CANDLE_COLUMNS,
     CANDLE_KINDS,
     FUNDING_COLUMNS,

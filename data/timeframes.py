@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from configs.errors import GridctlError
+from gridctl.configs.errors import GridctlError
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000

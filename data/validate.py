@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import numpy as np
 import polars as pl
 
-from configs.errors import GridctlError
-from data.timeframes import HOUR_MS
+from gridctl.configs.errors import GridctlError
+from gridctl.data.timeframes import HOUR_MS
 
 CANDLE_COLUMNS: tuple[str, ...] = ("ts", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")

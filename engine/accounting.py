@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 
-from engine.enums import Liquidity, Side, hot_kernel, kernel
-from engine.margin import account_maint_margin_nb
-from engine.params import P_FEE_MAKER, P_FEE_TAKER
-from engine.state import (
+from gridctl.engine.enums import Liquidity, Side, hot_kernel, kernel
+from gridctl.engine.margin import account_maint_margin_nb
+from gridctl.engine.params import P_FEE_MAKER, P_FEE_TAKER
+from gridctl.engine.state import (
     S_DAY,
     S_DAY_DOWNSQ,
     S_DAY_EQ,

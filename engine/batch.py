@@ -18,15 +18,15 @@ import numpy as np
 from numba import njit, prange, set_parallel_chunksize
 from pydantic import BaseModel, ValidationError
 
-from configs.errors import GridctlError
-from configs.schema import StrategyConfig, VenueConfig
-from engine.enums import INTRABAR_PATH_NAMES, POLICY_NAMES
-from engine.params import P_LEVELS_LONG, P_LEVELS_SHORT, REGIME_SLOTS, build_params
-from engine.records import N_COUNTERS, empty_buffers, summarize_states
-from engine.regime import new_regime_state, regime_fill_nb
-from engine.run import check_detail_config, detail_arrays, market_arrays
-from engine.state import N_SLOT, N_STATE, init_state_row, ring_sizes
-from engine.step import run_bars_nb
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.schema import StrategyConfig, VenueConfig
+from gridctl.engine.enums import INTRABAR_PATH_NAMES, POLICY_NAMES
+from gridctl.engine.params import P_LEVELS_LONG, P_LEVELS_SHORT, REGIME_SLOTS, build_params
+from gridctl.engine.records import N_COUNTERS, empty_buffers, summarize_states
+from gridctl.engine.regime import new_regime_state, regime_fill_nb
+from gridctl.engine.run import check_detail_config, detail_arrays, market_arrays
+from gridctl.engine.state import N_SLOT, N_STATE, init_state_row, ring_sizes
+from gridctl.engine.step import run_bars_nb
 
 
 def _coerce(current: Any, value: Any, key: str) -> Any:

@@ -3,7 +3,7 @@
 numba compiles on one thread, and a cold ``run_bars_nb`` compiles every kernel the bar step calls.
 Two groups of them do not call each other: the simulated venue's fill path (``detail_path_nb``,
 ``path_nb``, ``points_margin_check_nb``) and the decision and gate kernels. On a cold cache
-``start`` launches ``python -m engine.compile_ahead``, which compiles the fill path for the very
+``start`` launches ``python -m gridctl.engine.compile_ahead``, which compiles the fill path for the very
 signatures the bar step calls it with and saves it to numba's on-disk cache; this process compiles
 the decision kernels meanwhile, waits for the helper (``CompileAhead.finish``), and then compiles
 ``run_bars_nb``, which loads the fill path from that cache instead of compiling it again.
@@ -35,17 +35,17 @@ from numba.core.typing.typeof import Purpose
 
 #: Kernels the helper process compiles, by module: the simulated venue's fill path.
 HELPER_KERNELS = (
-    ("engine.fills", "detail_path_nb"),
-    ("engine.fills", "path_nb"),
-    ("engine.fills", "points_margin_check_nb"),
+    ("gridctl.engine.fills", "detail_path_nb"),
+    ("gridctl.engine.fills", "path_nb"),
+    ("gridctl.engine.fills", "points_margin_check_nb"),
 )
 #: Kernels this process compiles while the helper runs.
 LOCAL_KERNELS = (
-    ("engine.step", "decide_nb"),
-    ("engine.step", "bar_gates_nb"),
-    ("engine.step", "decision_needed_nb"),
-    ("engine.step", "record_bar_nb"),
-    ("engine.funding", "apply_funding_nb"),
+    ("gridctl.engine.step", "decide_nb"),
+    ("gridctl.engine.step", "bar_gates_nb"),
+    ("gridctl.engine.step", "decision_needed_nb"),
+    ("gridctl.engine.step", "record_bar_nb"),
+    ("gridctl.engine.funding", "apply_funding_nb"),
 )
 #: Types of ``step_nb``'s scalar locals that it passes to those kernels.
 STEP_LOCALS = {
@@ -71,7 +71,7 @@ def _kernel(module: str, name: str) -> Any:
 
 def step_call_signatures(run_bars_args: tuple) -> dict[str, tuple]:
     """``{kernel name: argument types}`` of every call ``step_nb`` makes with plain names as arguments."""
-    from engine.step import run_bars_nb, step_nb
+    from gridctl.engine.step import run_bars_nb, step_nb
 
     loop_params = list(inspect.signature(run_bars_nb.py_func).parameters)
     typed = {n: typeof(a, Purpose.argument) for n, a in zip(loop_params, run_bars_args, strict=True)}
@@ -148,7 +148,7 @@ def start(run_bars_args: tuple, early: bool = False) -> CompileAhead | None:
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
         helper = subprocess.Popen(
-            [sys.executable, "-m", "engine.compile_ahead"],
+            [sys.executable, "-m", "gridctl.engine.compile_ahead"],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

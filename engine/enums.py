@@ -21,7 +21,7 @@ from numba.core.lowering import Lower
 from numba.core.registry import CPUDispatcher
 from numba.core.typed_passes import NativeLowering
 
-from data.atomic import atomic_write_text
+from gridctl.data.atomic import atomic_write_text
 
 
 def _locator_probe() -> None:

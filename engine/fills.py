@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.accounting import apply_fill_nb, book_lot_nb
-from engine.enums import (
+from gridctl.engine.accounting import apply_fill_nb, book_lot_nb
+from gridctl.engine.enums import (
     PATH_HIGH_FIRST,
     PATH_LOW_FIRST,
     PATH_NEARER_FIRST,
@@ -44,9 +44,14 @@ from engine.enums import (
     hot_kernel,
     kernel,
 )
-from engine.ladder import sl_price_nb, tp_price_nb
-from engine.margin import account_maint_margin_nb, is_liquidated_nb, liquidation_price_nb, maint_margin_nb
-from engine.params import (
+from gridctl.engine.ladder import sl_price_nb, tp_price_nb
+from gridctl.engine.margin import (
+    account_maint_margin_nb,
+    is_liquidated_nb,
+    liquidation_price_nb,
+    maint_margin_nb,
+)
+from gridctl.engine.params import (
     P_FILL_ON_TOUCH,
     P_INTRABAR_PATH,
     P_LIQ_CLEARANCE_FEE,
@@ -58,9 +63,9 @@ from engine.params import (
     P_SLIPPAGE_BPS,
     P_TICK,
 )
-from engine.records import C_FILLS, C_RECORD, write_event_nb, write_fill_nb
-from engine.risk import close_side_charged_nb, record_error_nb
-from engine.state import (
+from gridctl.engine.records import C_FILLS, C_RECORD, write_event_nb, write_fill_nb
+from gridctl.engine.risk import close_side_charged_nb, record_error_nb
+from gridctl.engine.state import (
     S_CB_ACTIVE,
     S_DIRTY,
     S_DOWN_MAX,
@@ -94,7 +99,7 @@ from engine.state import (
     remember_refusal_nb,
     resting_qty_nb,
 )
-from engine.validation import refusal_memo_nb, validate_entry_nb
+from gridctl.engine.validation import refusal_memo_nb, validate_entry_nb
 
 # Kind ranks for tie-breaks (lower goes first).
 RANK_SL = 0

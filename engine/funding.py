@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.enums import MarkSource, Side, hot_kernel, kernel
-from engine.params import P_FUNDING_MAX_COST_BPS, P_FUNDING_WINDOW_MIN
-from engine.records import write_funding_nb
-from engine.state import (
+from gridctl.engine.enums import MarkSource, Side, hot_kernel, kernel
+from gridctl.engine.params import P_FUNDING_MAX_COST_BPS, P_FUNDING_WINDOW_MIN
+from gridctl.engine.records import write_funding_nb
+from gridctl.engine.state import (
     S_FG_KNOWN,
     S_FG_LONG,
     S_FG_SHORT,

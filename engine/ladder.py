@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
-from engine.enums import Side, hot_kernel, kernel
-from engine.params import (
+from gridctl.engine.enums import Side, hot_kernel, kernel
+from gridctl.engine.params import (
     P_BASE_QTY,
     P_GRID_STEP_BPS,
     P_QTY_SCALE,
@@ -19,7 +19,7 @@ from engine.params import (
     P_TICK,
     P_TP_STEPS,
 )
-from engine.state import SL_RUNG_PRICE, SL_RUNG_QTY
+from gridctl.engine.state import SL_RUNG_PRICE, SL_RUNG_QTY
 
 
 @kernel

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.enums import hot_kernel, kernel
-from engine.state import (
+from gridctl.engine.enums import hot_kernel, kernel
+from gridctl.engine.state import (
     S_LONG_AVG,
     S_LONG_QTY,
     S_MC_CUM_LONG,

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from configs.errors import GridctlError
-from configs.schema import StrategyConfig, VenueConfig
-from engine.enums import INTRABAR_PATH_NAMES, POLICY_NAMES
-from engine.layout import SlotTable
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.schema import StrategyConfig, VenueConfig
+from gridctl.engine.enums import INTRABAR_PATH_NAMES, POLICY_NAMES
+from gridctl.engine.layout import SlotTable
 
 #: The parameter vector's slots (name, size, meaning), in order; the offsets below are derived from it.
 PARAMS = SlotTable("params")

@@ -8,8 +8,14 @@ side's size.
 
 from __future__ import annotations
 
-from engine.enums import PolicyKind, Regime, Side, kernel
-from engine.params import P_COUNTER_LEVELS, P_COUNTER_QTY_SCALE, P_LEVELS_LONG, P_LEVELS_SHORT, P_POLICY
+from gridctl.engine.enums import PolicyKind, Regime, Side, kernel
+from gridctl.engine.params import (
+    P_COUNTER_LEVELS,
+    P_COUNTER_QTY_SCALE,
+    P_LEVELS_LONG,
+    P_LEVELS_SHORT,
+    P_POLICY,
+)
 
 
 @kernel

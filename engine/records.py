@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.enums import hot_kernel, kernel
-from engine.layout import SlotTable
+from gridctl.engine.enums import hot_kernel, kernel
+from gridctl.engine.layout import SlotTable
 
 FILL_DTYPE = np.dtype(
     [
@@ -252,9 +252,9 @@ def summarize_states(states: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     held at its close. Win rate and profit factor count closed lots (PnL from the lot's own entry,
     after its entry and exit fees).
     """
-    from engine.enums import Reason
-    from engine.params import P_INITIAL_BALANCE
-    from engine.state import (
+    from gridctl.engine.enums import Reason
+    from gridctl.engine.params import P_INITIAL_BALANCE
+    from gridctl.engine.state import (
         S_BARS,
         S_BARS_COOLDOWN,
         S_BARS_EXPOSURE,

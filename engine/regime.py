@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.enums import Regime, hot_kernel, kernel
+from gridctl.engine.enums import Regime, hot_kernel, kernel
 
 R_N = 0  # valid bars seen
 R_PREV_H = 1

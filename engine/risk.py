@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.accounting import apply_fill_nb, book_lot_nb
-from engine.enums import EventKind, FillKind, Liquidity, Reason, RiskState, Side, hot_kernel, kernel
-from engine.margin import near_liquidation_nb
-from engine.params import (
+from gridctl.engine.accounting import apply_fill_nb, book_lot_nb
+from gridctl.engine.enums import EventKind, FillKind, Liquidity, Reason, RiskState, Side, hot_kernel, kernel
+from gridctl.engine.margin import near_liquidation_nb
+from gridctl.engine.params import (
     P_CB_COOLDOWN_S,
     P_CB_WINDOW_S,
     P_EMERGENCY_BUFFER,
@@ -25,8 +25,8 @@ from engine.params import (
     P_MAX_LEVERAGE_USED,
     P_SLIPPAGE_BPS,
 )
-from engine.records import write_event_nb, write_fill_nb
-from engine.state import (
+from gridctl.engine.records import write_event_nb, write_fill_nb
+from gridctl.engine.state import (
     S_CB_ACTIVE,
     S_CB_TRIPS,
     S_CB_UNTIL,

@@ -16,12 +16,12 @@ import numpy as np
 from numba import typeof
 from numba.core.typing.typeof import Purpose
 
-from configs.errors import GridctlError
-from configs.schema import StrategyConfig, VenueConfig
-from engine import compile_ahead
-from engine.enums import MarkSource
-from engine.params import P_ADX_LEN, P_ATR_LEN, P_EMA_SLOW, REGIME_SLOTS, EngineParams, build_params
-from engine.records import (
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.schema import StrategyConfig, VenueConfig
+from gridctl.engine import compile_ahead
+from gridctl.engine.enums import MarkSource
+from gridctl.engine.params import P_ADX_LEN, P_ATR_LEN, P_EMA_SLOW, REGIME_SLOTS, EngineParams, build_params
+from gridctl.engine.records import (
     C_EQUITY,
     C_EVENTS,
     C_FILLS,
@@ -35,10 +35,10 @@ from engine.records import (
     new_counters,
     summarize_states,
 )
-from engine.regime import regime_series as regime_series_of
-from engine.regime import warmup_bars
-from engine.state import init_state
-from engine.step import run_bars_nb
+from gridctl.engine.regime import regime_series as regime_series_of
+from gridctl.engine.regime import warmup_bars
+from gridctl.engine.state import init_state
+from gridctl.engine.step import run_bars_nb
 
 MAX_RERUNS = 40
 #: Starting size of the fills / events buffers: one row per BARS_PER_*_ROW bars, at least INITIAL_CAPACITY.

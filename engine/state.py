@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.enums import Reason, kernel
-from engine.layout import SlotTable
-from engine.params import (
+from gridctl.engine.enums import Reason, kernel
+from gridctl.engine.layout import SlotTable
+from gridctl.engine.params import (
     P_INITIAL_BALANCE,
     P_MAX_ERRORS,
     P_MAX_LEVELS,
@@ -214,7 +214,7 @@ def ring_sizes(vectors: np.ndarray) -> tuple[int, int]:
 
 def init_state_row(state: np.ndarray, slots: np.ndarray, vec: np.ndarray) -> None:
     """Reset one run's state vector and slots to the start of a backtest with parameters ``vec``."""
-    from engine.throttle import set_throttle  # throttle imports this module's slot names
+    from gridctl.engine.throttle import set_throttle  # throttle imports this module's slot names
 
     state[:] = 0.0
     state[S_WALLET] = vec[P_INITIAL_BALANCE]

@@ -48,9 +48,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.accounting import daily_stats_nb, finish_daily_stats_nb, intrabar_drawdown_nb, mark_to_market_nb
-from engine.enums import EventKind, Reason, RiskState, Side, bar_step_kernel, hot_kernel, kernel
-from engine.fills import (
+from gridctl.engine.accounting import (
+    daily_stats_nb,
+    finish_daily_stats_nb,
+    intrabar_drawdown_nb,
+    mark_to_market_nb,
+)
+from gridctl.engine.enums import EventKind, Reason, RiskState, Side, bar_step_kernel, hot_kernel, kernel
+from gridctl.engine.fills import (
     bar_cannot_fill_nb,
     bar_margin_safe_nb,
     detail_path_nb,
@@ -58,9 +63,9 @@ from engine.fills import (
     path_nb,
     points_margin_check_nb,
 )
-from engine.funding import apply_funding_nb, funding_guard_nb
-from engine.ladder import floor_step_nb, needs_recenter_nb, set_rungs_nb
-from engine.params import (
+from gridctl.engine.funding import apply_funding_nb, funding_guard_nb
+from gridctl.engine.ladder import floor_step_nb, needs_recenter_nb, set_rungs_nb
+from gridctl.engine.params import (
     P_BAR_MS,
     P_ORDER_PRICE_TOL_BPS,
     P_ORDER_QTY_TOL_PCT,
@@ -68,9 +73,9 @@ from engine.params import (
     P_ORDERS_PER_SECOND,
     P_STEP,
 )
-from engine.policy import policy_shape_nb
-from engine.records import C_OVERFLOW, write_equity_nb, write_event_nb
-from engine.risk import (
+from gridctl.engine.policy import policy_shape_nb
+from gridctl.engine.records import C_OVERFLOW, write_equity_nb, write_event_nb
+from gridctl.engine.risk import (
     circuit_breaker_bar_nb,
     circuit_breaker_due_nb,
     drawdown_breached_nb,
@@ -81,7 +86,7 @@ from engine.risk import (
     reducing_switch_nb,
     risk_state_nb,
 )
-from engine.state import (
+from gridctl.engine.state import (
     S_ALLOWED,
     S_BAR,
     S_BARS,
@@ -137,8 +142,8 @@ from engine.state import (
     remember_refusal_nb,
     resting_qty_nb,
 )
-from engine.throttle import throttle_nb
-from engine.validation import precision_ok_nb, refusal_memo_nb, same_order_nb, validate_entry_nb
+from gridctl.engine.throttle import throttle_nb
+from gridctl.engine.validation import precision_ok_nb, refusal_memo_nb, same_order_nb, validate_entry_nb
 
 STEP_CONTINUE = 0
 STEP_STOP = 1  # liquidated: the run is over

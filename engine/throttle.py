@@ -11,9 +11,9 @@ import math
 
 import numpy as np
 
-from configs.errors import GridctlError
-from engine.enums import kernel
-from engine.state import S_DIRTY, S_THROTTLE
+from gridctl.configs.errors import GridctlError
+from gridctl.engine.enums import kernel
+from gridctl.engine.state import S_DIRTY, S_THROTTLE
 
 
 def set_throttle(state: np.ndarray, value: float) -> None:

@@ -15,9 +15,9 @@ venue's and always apply.
 
 from __future__ import annotations
 
-from engine.enums import Reason, kernel
-from engine.margin import max_notional_at_leverage_nb
-from engine.params import (
+from gridctl.engine.enums import Reason, kernel
+from gridctl.engine.margin import max_notional_at_leverage_nb
+from gridctl.engine.params import (
     P_ENABLE_VALIDATION,
     P_LEVERAGE,
     P_MAX_INVENTORY_QUOTE,

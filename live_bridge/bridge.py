@@ -23,16 +23,16 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from configs.errors import GridctlError
-from engine.enums import Liquidity, RiskState, Side, enum_name
-from engine.params import (
+from gridctl.configs.errors import GridctlError
+from gridctl.engine.enums import Liquidity, RiskState, Side, enum_name
+from gridctl.engine.params import (
     P_ORDER_PRICE_TOL_BPS,
     P_ORDER_QTY_TOL_PCT,
     P_RETRY_ATTEMPTS,
     P_RETRY_MAX_DEV_BPS,
     P_TICK,
 )
-from engine.state import (
+from gridctl.engine.state import (
     S_CB_ACTIVE,
     S_CB_UNTIL,
     S_CENTER,
@@ -63,11 +63,11 @@ from engine.state import (
     SL_SL,
     SL_TP,
 )
-from engine.throttle import set_throttle
-from live_bridge import gateway as gw
-from live_bridge.journal import Journal
-from live_bridge.ops import OpsState
-from live_bridge.orders import (
+from gridctl.engine.throttle import set_throttle
+from gridctl.live_bridge import gateway as gw
+from gridctl.live_bridge.journal import Journal
+from gridctl.live_bridge.ops import OpsState
+from gridctl.live_bridge.orders import (
     RateLimiter,
     RestingOrder,
     WantedOrder,
@@ -76,8 +76,8 @@ from live_bridge.orders import (
     encode_client_id,
     parse_client_id,
 )
-from live_bridge.replay import ClosedBar
-from live_bridge.session import EngineSession
+from gridctl.live_bridge.replay import ClosedBar
+from gridctl.live_bridge.session import EngineSession
 
 _POS = ("LONG", "SHORT")
 

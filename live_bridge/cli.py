@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from configs.errors import GridctlError
+from gridctl.configs.errors import GridctlError
 
 DEFAULT_TOKEN_ENV = "GRIDCTL_OPS_TOKEN"
 
@@ -43,9 +43,9 @@ def run_replay(
 
     ``compute_stats`` is ``research.stats.compute_stats`` (passed in: research is the same layer).
     """
-    from live_bridge.bridge import Bridge
-    from live_bridge.replay import ReplayFeed, load_replay_market
-    from live_bridge.session import EngineSession
+    from gridctl.live_bridge.bridge import Bridge
+    from gridctl.live_bridge.replay import ReplayFeed, load_replay_market
+    from gridctl.live_bridge.session import EngineSession
 
     market = load_replay_market(source, None, exchange, symbol, timeframe)
     session = EngineSession(strategy, venue, market.symbol, market.timeframe, capacity=len(market.ts) + 16)
@@ -63,7 +63,7 @@ def run_replay(
 
 
 def _options(strategy: Any, mode: str, run_id: str) -> Any:
-    from live_bridge.bridge import BridgeOptions
+    from gridctl.live_bridge.bridge import BridgeOptions
 
     ex = strategy.execution
     return BridgeOptions(
@@ -195,7 +195,7 @@ def live(
         raise GridctlError("--replay works with --paper only (a replay never sends orders)")
     if out is not None and replay is None:
         raise GridctlError("--out is for --replay runs; a live run journals to --journal")
-    from configs.loader import load_strategy, load_venue
+    from gridctl.configs.loader import load_strategy, load_venue
 
     strategy = load_strategy(config, list(overrides or []))
     venue_cfg = load_venue(venue, list(venue_overrides or []))
@@ -242,7 +242,7 @@ def _replay_command(
     if not source.exists():
         raise GridctlError(f"--replay: {source} does not exist")
     if source.is_dir() and exchange == "sample":
-        from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
+        from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
 
         if (exchange, sym) == (SAMPLE_EXCHANGE, SAMPLE_SYMBOL):
             ensure_sample(source)
@@ -290,7 +290,7 @@ def _run_exchange(
     poll_s: float = 1.0,
     fills_poll_s: float = 5.0,
 ) -> None:
-    from live_bridge.runner import prepare, run_loop
+    from gridctl.live_bridge.runner import prepare, run_loop
 
     ready, ctx = prepare(
         strategy,

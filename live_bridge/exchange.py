@@ -42,11 +42,11 @@ from urllib.parse import urlsplit
 
 import ccxt
 
-from configs.errors import GridctlError
-from configs.schema import VenueConfig
-from configs.secrets import require_live_credentials
-from data.download import make_client
-from live_bridge.gateway import (
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.schema import VenueConfig
+from gridctl.configs.secrets import require_live_credentials
+from gridctl.data.download import make_client
+from gridctl.live_bridge.gateway import (
     Account,
     AuthError,
     ExchangeUnavailable,

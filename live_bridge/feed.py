@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from configs.errors import GridctlError
-from configs.schema import VenueConfig
-from data.download import classify
-from data.timeframes import timeframe_ms
-from live_bridge.replay import ClosedBar
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.schema import VenueConfig
+from gridctl.data.download import classify
+from gridctl.data.timeframes import timeframe_ms
+from gridctl.live_bridge.replay import ClosedBar
 
 #: The premium index (next settlement time, mark) must be at most this many bar lengths old at a poll;
 #: older, the funding input counts as stale and new entries pause (Binance refreshes it every few seconds).
@@ -87,7 +87,7 @@ class ExchangeFeed:
         cls, venue: VenueConfig, symbol: str, timeframe: str, api_url: str | None = None, **kw: Any
     ) -> ExchangeFeed:
         """The feed a venue file describes (``api.ws_url``, else ``api.base_url``; ``api_url`` overrides)."""
-        from data.download import make_client
+        from gridctl.data.download import make_client
 
         url = api_url or venue.api.ws_url or venue.api.base_url
         client = make_client("binanceusdm", url)

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from configs.errors import GridctlError
-from engine.records import (
+from gridctl.configs.errors import GridctlError
+from gridctl.engine.records import (
     C_EQUITY,
     C_EVENTS,
     C_FILLS,
@@ -160,7 +160,7 @@ class Journal:
         bars = self.db.execute("SELECT ts, open, high, low, close FROM bars ORDER BY ts").fetchall()
         if len(bars) != n:
             raise GridctlError(f"{self.path}: journal has {len(bars)} bars but its state says {n}")
-        from live_bridge.session import _grow
+        from gridctl.live_bridge.session import _grow
 
         for name in ("ts", "open", "high", "low", "close", "reg"):
             setattr(session, name, _grow(getattr(session, name), n + 16))

@@ -25,10 +25,10 @@ import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
-from configs.errors import GridctlError
-from engine.state import N_STATE
-from engine.throttle import set_throttle
-from live_bridge.metrics import CONTENT_TYPE, metrics_registry, render
+from gridctl.configs.errors import GridctlError
+from gridctl.engine.state import N_STATE
+from gridctl.engine.throttle import set_throttle
+from gridctl.live_bridge.metrics import CONTENT_TYPE, metrics_registry, render
 
 APPLIED_KEPT = 50
 

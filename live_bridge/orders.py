@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.state import (
+from gridctl.engine.state import (
     SL_LOT_ON,
     SL_LOT_QTY,
     SL_ORD_ON,
@@ -36,7 +36,7 @@ from engine.state import (
     SL_SL,
     SL_TP,
 )
-from engine.validation import same_order_nb
+from gridctl.engine.validation import same_order_nb
 
 KINDS = ("entry", "tp", "sl", "flatten")
 _KIND_CODE = {"entry": "E", "tp": "T", "sl": "S", "flatten": "F"}

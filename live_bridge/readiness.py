@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from configs.errors import GridctlError
+from gridctl.configs.errors import GridctlError
 
 #: Start-up checks against the exchange get their own short budget, not the bar feed's reconnect policy
 #: (``websocket.reconnect_timeout`` x ``max_reconnect_attempts``, minutes with the shipped venue files):

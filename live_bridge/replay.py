@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from configs.errors import GridctlError
-from data.market import Market
+from gridctl.configs.errors import GridctlError
+from gridctl.data.market import Market
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def load_replay_market(
     store layout (``<data-dir>/<exchange>/<SYMBOL>/<timeframe>/<YYYY-MM>.parquet``) the whole market is
     loaded from.
     """
-    from data.market import load_market
+    from gridctl.data.market import load_market
 
     if source.is_dir():
         return load_market(source, exchange, symbol, timeframe)
@@ -89,7 +89,7 @@ def load_replay_market(
         )
     root = Path(*parts[:-4])
     ex, sym_dir, tf = parts[-4], parts[-3], parts[-2]
-    from data.store import symbol_dir
+    from gridctl.data.store import symbol_dir
 
     wanted_dir = symbol_dir(root, ex, symbol).name if symbol else sym_dir
     if wanted_dir != sym_dir:

@@ -17,15 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from configs.errors import GridctlError
-from engine.state import SL_ORD_ON, SL_ORD_PRICE, SL_ORD_QTY
-from live_bridge import readiness
-from live_bridge.bridge import Bridge
-from live_bridge.feed import ExchangeFeed, FeedDown
-from live_bridge.journal import Journal
-from live_bridge.ops import OpsServer, OpsState
-from live_bridge.readiness import Checklist, filters_match
-from live_bridge.session import EngineSession
+from gridctl.configs.errors import GridctlError
+from gridctl.engine.state import SL_ORD_ON, SL_ORD_PRICE, SL_ORD_QTY
+from gridctl.live_bridge import readiness
+from gridctl.live_bridge.bridge import Bridge
+from gridctl.live_bridge.feed import ExchangeFeed, FeedDown
+from gridctl.live_bridge.journal import Journal
+from gridctl.live_bridge.ops import OpsServer, OpsState
+from gridctl.live_bridge.readiness import Checklist, filters_match
+from gridctl.live_bridge.session import EngineSession
 
 
 @dataclass
@@ -63,7 +63,7 @@ class RunContext:
 
 
 def default_journal(mode: str, symbol: str, timeframe: str) -> Path:
-    from data.store import default_data_dir, symbol_key
+    from gridctl.data.store import default_data_dir, symbol_key
 
     return default_data_dir() / "live" / f"{mode}_{symbol_key(symbol)}_{timeframe}.sqlite"
 
@@ -72,8 +72,8 @@ def make_gateway(venue: Any, api_url: str | None) -> Any:
     """The ccxt gateway for ``venue`` (credentials from its env-var references; ``api_url`` replaces
     every API host). Testnet or production follows ``venue.api.testnet`` (``--testnet`` is checked
     against it in readiness)."""
-    from data.download import make_client
-    from live_bridge.exchange import CcxtGateway, exchange_id_for, make_exchange_client
+    from gridctl.data.download import make_client
+    from gridctl.live_bridge.exchange import CcxtGateway, exchange_id_for, make_exchange_client
 
     if api_url is None:
         return CcxtGateway(venue, live=True)
@@ -105,7 +105,7 @@ def prepare(
     clock: ExchangeClock | None = None,
 ) -> tuple[Checklist, RunContext]:
     """Build everything a run needs and check every readiness item; nothing is sent to the exchange."""
-    from live_bridge.cli import _options, _run_id
+    from gridctl.live_bridge.cli import _options, _run_id
 
     ready = Checklist()
     ctx = RunContext(clock=clock or ExchangeClock())
@@ -128,7 +128,7 @@ def prepare(
             )
         else:
             ready.add("venue kind", True, "testnet" if is_testnet else "production")
-        from configs.secrets import require_live_credentials
+        from gridctl.configs.secrets import require_live_credentials
 
         ready.run(
             "credentials",
@@ -292,7 +292,7 @@ def prime_kernels(strategy: Any, venue: Any, symbol: str, timeframe: str, mode: 
     this the first bar, and the first fill, error or flatten, would pay that on the critical path.
     The scratch session is thrown away: the run's own state is untouched.
     """
-    from engine.enums import Liquidity
+    from gridctl.engine.enums import Liquidity
 
     t0 = time.perf_counter()
     scratch = EngineSession(strategy, venue, symbol, timeframe, capacity=16)
@@ -363,7 +363,7 @@ def _session_from_account(
     peak and every percentage then refer to the real account). A new run must start flat: positions the
     engine does not know of would be managed by no lot, so they stop the start.
     """
-    from engine.batch import apply_overrides
+    from gridctl.engine.batch import apply_overrides
 
     acct = gw.account(symbol)
     held = {side: p.qty for side, p in acct.positions.items() if p.qty > 0.0}
@@ -421,7 +421,7 @@ def reconcile(bridge: Bridge) -> str:
             lost += 1
     booked = bridge.sync_fills()
     for row in journal.orders(("open", "gone")):
-        from live_bridge.orders import parse_client_id
+        from gridctl.live_bridge.orders import parse_client_id
 
         parsed = parse_client_id(row["client_id"])
         if parsed is not None and row["client_id"] not in open_ids and journal.fills_for(row["client_id"]):

@@ -20,14 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from configs.errors import GridctlError
-from configs.schema import StrategyConfig, VenueConfig
-from data.timeframes import timeframe_ms
-from engine.accounting import finish_daily_stats_nb, mark_to_market_nb
-from engine.enums import FillKind, Liquidity, Side
-from engine.fills import RANK_ENTRY, RANK_SL, RANK_TP, fill_slot_nb
-from engine.funding import apply_funding_nb
-from engine.params import (
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.schema import StrategyConfig, VenueConfig
+from gridctl.data.timeframes import timeframe_ms
+from gridctl.engine.accounting import finish_daily_stats_nb, mark_to_market_nb
+from gridctl.engine.enums import FillKind, Liquidity, Side
+from gridctl.engine.fills import RANK_ENTRY, RANK_SL, RANK_TP, fill_slot_nb
+from gridctl.engine.funding import apply_funding_nb
+from gridctl.engine.params import (
     P_ADX_LEN,
     P_ATR_LEN,
     P_BAR_MS,
@@ -36,7 +36,7 @@ from engine.params import (
     REGIME_SLOTS,
     build_params,
 )
-from engine.records import (
+from gridctl.engine.records import (
     C_EQUITY,
     C_EVENTS,
     C_FILLS,
@@ -49,10 +49,10 @@ from engine.records import (
     new_counters,
     summarize_states,
 )
-from engine.regime import new_regime_state, regime_fill_nb, warmup_bars
-from engine.risk import close_side_nb, record_error_nb
-from engine.run import RunOutput, read_only
-from engine.state import (
+from gridctl.engine.regime import new_regime_state, regime_fill_nb, warmup_bars
+from gridctl.engine.risk import close_side_nb, record_error_nb
+from gridctl.engine.run import RunOutput, read_only
+from gridctl.engine.state import (
     S_BAR,
     S_DIRTY,
     S_FG_UNTIL,
@@ -73,7 +73,7 @@ from engine.state import (
     init_state,
     refresh_triggers_nb,
 )
-from engine.step import STEP_STOP, bar_gates_nb, decide_nb, decision_needed_nb, record_bar_nb, step_nb
+from gridctl.engine.step import STEP_STOP, bar_gates_nb, decide_nb, decision_needed_nb, record_bar_nb, step_nb
 
 #: Free rows every record buffer keeps before a bar is stepped (a bar writes far fewer).
 _HEADROOM = 256

@@ -42,10 +42,10 @@ from typing import Any
 
 import numba
 
-from configs.loader import load_strategy, load_venue
-from configs.schema import StrategyConfig
-from data.market import Market, market_from_arrays
-from data.sample import SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, generate_sample
+from gridctl.configs.loader import load_strategy, load_venue
+from gridctl.configs.schema import StrategyConfig
+from gridctl.data.market import Market, market_from_arrays
+from gridctl.data.sample import SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, generate_sample
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_SIM = REPO / "tests" / "reference_sim.py"
@@ -80,8 +80,8 @@ STARTUP_KEYS = (
 
 # Runs in a fresh interpreter: import the engine and run one small backtest with curves.
 _PROBE = """
-from research.bench import bench_market, bench_configs
-from engine.run import run_single
+from gridctl.research.bench import bench_market, bench_configs
+from gridctl.engine.run import run_single
 run_single(bench_market(2 * 1440), *bench_configs(), curves=True)
 """
 
@@ -185,7 +185,7 @@ def batch_overrides(sets: int, base_step_bps: float) -> list[dict[str, float]]:
 def gridctl_command() -> list[str]:
     """``gridctl`` for a fresh process: the installed script beside this Python, else ``python -m cli``."""
     script = Path(sys.executable).with_name("gridctl")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "gridctl.cli"]
 
 
 def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
@@ -268,8 +268,8 @@ def run_bench(
     progress: Callable[[str], None] = lambda _msg: None,
 ) -> dict[str, Any]:
     """Run every measurement and return them (bars/s and seconds; see the module docstring)."""
-    from engine.batch import run_batch
-    from engine.run import run_single
+    from gridctl.engine.batch import run_batch
+    from gridctl.engine.run import run_single
 
     progress(f"generating {bars:,} 1m bars in memory ...")
     market = bench_market(bars)

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from configs.errors import GridctlError
+from gridctl.configs.errors import GridctlError
 
 DEFAULT_STRATEGY = "default"
 DEFAULT_VENUE = "binance_futures"
@@ -70,14 +70,14 @@ def run_backtest(
     ``detail`` (``--detail``) sets ``backtest.detail_timeframe``: the fills walk those finer bars,
     loaded over the same window. The stats carry the run's path bracket (high first / low first).
     """
-    from configs.crosscheck import check_notional_in_range, check_strategy_on_venue
-    from configs.loader import load_strategy, load_venue
-    from data.market import load_market
-    from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
-    from data.timeframes import timeframe_ms
-    from engine.regime import warmup_bars
-    from engine.run import compile_early, run_single
-    from research.stats import backtest_stats
+    from gridctl.configs.crosscheck import check_notional_in_range, check_strategy_on_venue
+    from gridctl.configs.loader import load_strategy, load_venue
+    from gridctl.data.market import load_market
+    from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
+    from gridctl.data.timeframes import timeframe_ms
+    from gridctl.engine.regime import warmup_bars
+    from gridctl.engine.run import compile_early, run_single
+    from gridctl.research.stats import backtest_stats
 
     try:
         timeframe_ms(timeframe)
@@ -139,7 +139,7 @@ def run_backtest(
 
 
 def _print_summary(console: Console, stats: dict[str, Any], out: Path | None) -> None:
-    from research.report import assumption_rows, gate_rows, headline_rows
+    from gridctl.research.report import assumption_rows, gate_rows, headline_rows
 
     console.print(
         f"[bold]gridctl backtest[/bold]: strategy [cyan]{stats['strategy']}[/cyan] on venue "
@@ -215,9 +215,9 @@ def backtest(
     ] = False,
 ) -> None:
     """Backtest a hedge-grid strategy; with no options, the default strategy on the bundled sample market."""
-    from data.paths import require_existing_dir
-    from data.store import default_data_dir
-    from research.results import check_out_dir, stats_json, write_results
+    from gridctl.data.paths import require_existing_dir
+    from gridctl.data.store import default_data_dir
+    from gridctl.research.results import check_out_dir, stats_json, write_results
 
     # Paths first: a bad --out or --data fails in a second, not after the whole backtest has run.
     if out is not None:
@@ -264,7 +264,7 @@ def bench(
     ] = False,
 ) -> None:
     """Measure kernel, batch and reference speed; with --startup, compile and start-up times."""
-    from research import bench as bench_mod
+    from gridctl.research import bench as bench_mod
 
     status = Console(stderr=True)
     progress = lambda msg: status.print(f"[dim]{msg}[/dim]")  # noqa: E731

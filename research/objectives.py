@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from research.profiles import LimitsSpec, ObjectiveSpec
+from gridctl.research.profiles import LimitsSpec, ObjectiveSpec
 
 DAY_MS = 86_400_000
 #: Metric holding the worse bar-close max drawdown of the high_first / low_first path rules (set by

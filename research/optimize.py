@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import optuna
 
-from configs.errors import GridctlError
-from research.objectives import (
+from gridctl.configs.errors import GridctlError
+from gridctl.research.objectives import (
     CONSTRAINT_NAMES,
     WORST_PATH_METRIC,
     combine_windows,
@@ -43,8 +43,8 @@ from research.objectives import (
     objective_values,
     row_metrics,
 )
-from research.profiles import Profile
-from research.space import distributions, resolve_draw
+from gridctl.research.profiles import Profile
+from gridctl.research.space import distributions, resolve_draw
 
 ATTR = "gridctl"  # the one user attr holding a trial's metrics (one storage write per trial)
 STUDY_ATTR = "gridctl_profile"
@@ -67,7 +67,7 @@ def default_studies_dir() -> Path:
     explicit = os.environ.get("GRIDCTL_STUDIES_DIR")
     if explicit:
         return Path(explicit).expanduser()
-    from data.store import default_data_dir
+    from gridctl.data.store import default_data_dir
 
     data = default_data_dir()
     return data.parent / "gridctl-studies"
@@ -434,7 +434,7 @@ class Workload:
     def regimes(self) -> Any:
         """The batch driver's regime-series cache (one per workload: every window, every batch)."""
         if self.regime_cache is None:
-            from engine.batch import RegimeCache
+            from gridctl.engine.batch import RegimeCache
 
             self.regime_cache = RegimeCache()
         return self.regime_cache
@@ -476,10 +476,10 @@ def _day_ms(text: str | None, what: str) -> int | None:
 
 def load_workload(profile: Profile, data_dir: Path | None = None) -> Workload:
     """Load the profile's base configs and market and cut its scored windows."""
-    from configs.loader import load_strategy, load_venue
-    from data.market import load_market
-    from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
-    from data.store import default_data_dir
+    from gridctl.configs.loader import load_strategy, load_venue
+    from gridctl.data.market import load_market
+    from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
+    from gridctl.data.store import default_data_dir
 
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     strategy = load_strategy(profile.base.strategy)
@@ -510,7 +510,7 @@ def load_workload(profile: Profile, data_dir: Path | None = None) -> Workload:
     if val.scheme == "none":
         windows.append(Window("full", 0, first, last, market, full_detail))
     else:
-        from research.walkforward import fold_bounds
+        from gridctl.research.walkforward import fold_bounds
 
         for kind, fold, a, b in fold_bounds(first, last, val):
             part = load_market(data_dir, spec.exchange, symbol, spec.timeframe, a, b)
@@ -646,7 +646,7 @@ def _run_chunked(
     beat: Callable[[], None] | None,
 ) -> list[Any]:
     """Summary rows of ``sets`` on ``window``: ``run_batch`` calls of at most ``chunk`` sets."""
-    from engine.batch import run_batch
+    from gridctl.engine.batch import run_batch
 
     step = chunk or len(sets)
     rows: list[Any] = []
@@ -680,7 +680,7 @@ def worst_path_drawdowns(
     row in ``rows``; the other rules (``research.stats.BRACKET_RULES``) re-run the same sets through
     the batch driver with ``backtest.intrabar_path`` overridden, all in one batch.
     """
-    from research.stats import BRACKET_RULES
+    from gridctl.research.stats import BRACKET_RULES
 
     base_rule = work.strategy.backtest.intrabar_path
     bracket: list[dict[str, Any]] = []
@@ -933,7 +933,7 @@ def _counts(study: optuna.Study) -> tuple[int, int]:
 
 def best_summary(study: optuna.Study) -> tuple[Any, dict[str, Any] | None, int | None, int | None]:
     """(best value(s), best strategy overrides, best trial number, Pareto size) of feasible trials."""
-    from research.studies import best_trial, pareto_trials
+    from gridctl.research.studies import best_trial, pareto_trials
 
     if len(study.directions) > 1:
         front = pareto_trials(study)

@@ -87,9 +87,9 @@ def optimize(
     """Optimize a strategy with a profile; the same command with the same --study-name resumes."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from research.optimize import load_workload
-    from research.optimize import optimize as run_optimize
-    from research.profiles import load_profile
+    from gridctl.research.optimize import load_workload
+    from gridctl.research.optimize import optimize as run_optimize
+    from gridctl.research.profiles import load_profile
 
     prof = load_profile(profile)
     name = study_name or prof.name
@@ -140,15 +140,15 @@ def optimize(
             work=work,
         )
     if not result.interrupted and prof.objective.rank_by == "worst_neighbour":
-        from research.optimize import create_or_load_study, open_storage
-        from research.robustness import rank_by_worst_neighbour
+        from gridctl.research.optimize import create_or_load_study, open_storage
+        from gridctl.research.robustness import rank_by_worst_neighbour
 
         status.print(
             f"[dim]ranking the top {prof.objective.rank_top_k} trials by their worst neighbour ...[/dim]"
         )
         study = create_or_load_study(prof, work, name, open_storage(name, storage, studies_dir, heartbeat))
         rank_by_worst_neighbour(study, work, prof.objective.rank_top_k)
-        from research.optimize import best_summary
+        from gridctl.research.optimize import best_summary
 
         result.best_value, result.best_params, result.best_trial, result.pareto_size = best_summary(study)
     out = result.as_dict()
@@ -188,7 +188,7 @@ study_app = typer.Typer(help="List, inspect, export and report optimization stud
 @study_app.command("list")
 def study_list(studies_dir: StudiesOpt = None, storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
     """Every study in the studies directory (or the --storage database)."""
-    from research.studies import list_studies
+    from gridctl.research.studies import list_studies
 
     rows = list_studies(studies_dir, storage)
     if as_json:
@@ -225,9 +225,9 @@ def study_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Leaderboard, winner's robustness table (plateau or spike), deflated Sharpe and PBO."""
-    from research.optimize import ATTR, load_workload
-    from research.robustness import neighbour_table
-    from research.studies import (
+    from gridctl.research.optimize import ATTR, load_workload
+    from gridctl.research.robustness import neighbour_table
+    from gridctl.research.studies import (
         best_trial,
         load_study,
         overfitting_stats,
@@ -273,14 +273,14 @@ def study_show(
     }
     robust_rows: list[Any] = []
     if winner is not None:
-        from research.optimize import check_same_data
+        from gridctl.research.optimize import check_same_data
 
         work = load_workload(prof, data)
         check_same_data(name, info.get("data"), work)
         base, robust_rows = neighbour_table(work, winner)
         out["robustness"] = {"objective": base, "rows": [r.__dict__ for r in robust_rows]}
         if prof.validation.scheme == "walk_forward":
-            from research.walkforward import stitched_oos_equity
+            from gridctl.research.walkforward import stitched_oos_equity
 
             curve = stitched_oos_equity(study, winner.number, data)
             start = float(curve["equity"][0]) if len(curve["equity"]) else math.nan
@@ -345,7 +345,7 @@ def study_show(
 
 def winner_initial(study: Any, trial: Any) -> float:
     """The initial balance the trial's strategy starts from."""
-    from research.studies import best_config
+    from gridctl.research.studies import best_config
 
     return float(best_config(study, trial.number).backtest.initial_balance)
 
@@ -359,7 +359,7 @@ def study_export(
     storage: StorageOpt = None,
 ) -> None:
     """Write a trial's complete strategy config; `gridctl backtest --config FILE` reproduces it."""
-    from research.studies import export_config, load_study
+    from gridctl.research.studies import export_config, load_study
 
     path = export_config(load_study(name, studies_dir, storage), out, trial)
     typer.echo(f"wrote {path}")
@@ -375,7 +375,7 @@ def study_report(
     top: Annotated[int, typer.Option("--top", help="Trials whose daily returns feed DSR and PBO.")] = 16,
 ) -> None:
     """Write an HTML report of the study (opens with no network)."""
-    from research.studies import load_study, render_report
+    from gridctl.research.studies import load_study, render_report
 
     path = render_report(load_study(name, studies_dir, storage), out, data, top)
     typer.echo(f"wrote {path}")

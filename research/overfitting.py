@@ -26,7 +26,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from configs.errors import GridctlError
+from gridctl.configs.errors import GridctlError
 
 EULER_GAMMA = 0.5772156649015329
 _Z = NormalDist()

@@ -25,10 +25,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-import configs
-from configs.errors import GridctlError
-from configs.loader import _field_paths, _format_errors, read_yaml
-from configs.schema import StrategyConfig
+from gridctl import configs
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.loader import _field_paths, _format_errors, read_yaml
+from gridctl.configs.schema import StrategyConfig
 
 PROFILES_DIR = Path(configs.__file__).resolve().parent / "profiles"
 
@@ -397,9 +397,9 @@ def _check_space(profile: Profile, where: str) -> None:
 
 def _check_corners(profile: Profile, where: str) -> None:
     """Every corner of the space (all low, all high, mixed) must be a strategy the schema accepts."""
-    from configs.loader import load_strategy, load_venue
-    from engine.batch import apply_overrides
-    from research.space import corner_draws, resolve_draw
+    from gridctl.configs.loader import load_strategy, load_venue
+    from gridctl.engine.batch import apply_overrides
+    from gridctl.research.space import corner_draws, resolve_draw
 
     strategy = load_strategy(profile.base.strategy)
     venue = load_venue(profile.base.venue)

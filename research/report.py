@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.enums import EventKind, Regime, Side
-from engine.ladder import rung_price_nb
-from engine.params import P_LEVELS_LONG, P_LEVELS_SHORT
+from gridctl.engine.enums import EventKind, Regime, Side
+from gridctl.engine.ladder import rung_price_nb
+from gridctl.engine.params import P_LEVELS_LONG, P_LEVELS_SHORT
 
 if TYPE_CHECKING:  # plotly loads when a figure is drawn, not for the summary rows (`gridctl backtest`)
     import plotly.graph_objects as go
@@ -646,7 +646,7 @@ def ladder_history(run: Any, market: Any) -> tuple[np.ndarray, np.ndarray, np.nd
 
 def report_data(run: Any, market: Any, stats: dict[str, Any]) -> ReportData:
     """What the charts of one run (``engine.run.RunOutput``) on its market draw."""
-    from research.results import labels, record_frame
+    from gridctl.research.results import labels, record_frame
 
     # The small ledgers as labelled frames; the equity curve's regime labels straight from the codes
     # (no frame and no Python string per bar: a year of 1m bars is 525,600 rows).

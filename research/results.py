@@ -27,16 +27,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from configs.errors import GridctlError
-from data.paths import require_writable_dir
-from engine.enums import EventKind, FillKind, Liquidity, MarkSource, Reason, Regime, RiskState, Side
-from engine.records import EQUITY_DTYPE, EVENT_DTYPE, FILL_DTYPE, FUNDING_DTYPE
+from gridctl.configs.errors import GridctlError
+from gridctl.data.paths import require_writable_dir
+from gridctl.engine.enums import EventKind, FillKind, Liquidity, MarkSource, Reason, Regime, RiskState, Side
+from gridctl.engine.records import EQUITY_DTYPE, EVENT_DTYPE, FILL_DTYPE, FUNDING_DTYPE
 
 if TYPE_CHECKING:  # polars and the report (plotly) load only when a frame or a file is made
     import polars as pl
 
-    from data.market import Market
-    from research.stats import RunLike
+    from gridctl.data.market import Market
+    from gridctl.research.stats import RunLike
 
 RESULT_FILES = (
     "fills.parquet",
@@ -123,7 +123,7 @@ def stats_json(stats: dict[str, Any]) -> str:
 
 def build_report(run: RunLike, market: Market, stats: dict[str, Any]) -> str:
     """``research.report.build_report``, imported on first use (plotly loads only to write a report)."""
-    from research.report import build_report as build
+    from gridctl.research.report import build_report as build
 
     return build(run, market, stats)
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import optuna
 
-from research.objectives import feasible
-from research.optimize import Workload, evaluate
-from research.space import FRACTION_SUFFIX, neighbours, resolve_draw
+from gridctl.research.objectives import feasible
+from gridctl.research.optimize import Workload, evaluate
+from gridctl.research.space import FRACTION_SUFFIX, neighbours, resolve_draw
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def worst_neighbour(work: Workload, trial: optuna.trial.FrozenTrial) -> float:
 
 def rank_by_worst_neighbour(study: optuna.Study, work: Workload, top_k: int) -> dict[int, float]:
     """Worst-neighbour objective of the top-K feasible trials, stored on the study (best_trial reads it)."""
-    from research.studies import ROBUST_ATTR, ranked_trials
+    from gridctl.research.studies import ROBUST_ATTR, ranked_trials
 
     scores = {t.number: worst_neighbour(work, t) for t in ranked_trials(study)[:top_k]}
     study.set_user_attr(ROBUST_ATTR, {str(k): v for k, v in scores.items()})

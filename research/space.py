@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from research.profiles import ParamSpec, Profile
+from gridctl.research.profiles import ParamSpec, Profile
 
 FRACTION_SUFFIX = "@fraction"
 
@@ -64,7 +64,7 @@ def resolve_draw(profile: Profile, raw: dict[str, Any], base: Any = None) -> dic
     ``base`` (the profile's base StrategyConfig) the dict is ordered so every intermediate step is
     valid too: a parent goes first unless the base child would break the parent's new cap.
     """
-    from research.profiles import tunable_fields
+    from gridctl.research.profiles import tunable_fields
 
     fields = tunable_fields()
     out: dict[str, Any] = {}

@@ -30,9 +30,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from configs.schema import StrategyConfig, VenueConfig
-from data.market import Market
-from engine.enums import EventKind, FillKind, Liquidity, MarkSource, Reason, RiskState, enum_name
+from gridctl.configs.schema import StrategyConfig, VenueConfig
+from gridctl.data.market import Market
+from gridctl.engine.enums import EventKind, FillKind, Liquidity, MarkSource, Reason, RiskState, enum_name
 
 DAY_MS = 86_400_000
 DAYS_PER_YEAR = 365.0
@@ -373,8 +373,8 @@ def path_bracket(
     the rules (lowest / highest return, highest / lowest drawdowns). No rule brackets the others:
     ``nearer_first`` can lie outside ``high_first`` .. ``low_first``.
     """
-    from engine.batch import apply_overrides
-    from engine.run import run_summary
+    from gridctl.engine.batch import apply_overrides
+    from gridctl.engine.run import run_summary
 
     configured = strategy.backtest.intrabar_path
     others = [rule for rule in BRACKET_RULES if rule != configured]

@@ -2,7 +2,7 @@
 
 Notebook use::
 
-    from research.studies import load_study, study_frame, best_config
+    from gridctl.research.studies import load_study, study_frame, best_config
     study = load_study("wide-1")
     df = study_frame(study)            # one row per trial: number, state, values, params, metrics
     cfg = best_config(study)           # the winner as a StrategyConfig (run it with engine.run.run_single)
@@ -19,8 +19,8 @@ import numpy as np
 import optuna
 import yaml
 
-from configs.errors import GridctlError
-from research.optimize import (
+from gridctl.configs.errors import GridctlError
+from gridctl.research.optimize import (
     ATTR,
     STUDY_ATTR,
     default_studies_dir,
@@ -28,7 +28,7 @@ from research.optimize import (
     open_storage,
     restore_metrics,
 )
-from research.profiles import Profile, migrate_profile_tree
+from gridctl.research.profiles import Profile, migrate_profile_tree
 
 ROBUST_ATTR = "gridctl_worst_neighbour"
 
@@ -187,8 +187,8 @@ def get_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTri
 
 def best_config(study: optuna.Study, trial: int | None = None) -> Any:
     """The trial's complete strategy (base strategy of the profile + the trial's values), validated."""
-    from configs.loader import load_strategy, load_venue
-    from engine.batch import apply_overrides
+    from gridctl.configs.loader import load_strategy, load_venue
+    from gridctl.engine.batch import apply_overrides
 
     profile = study_profile(study)
     t = get_trial(study, trial)
@@ -205,7 +205,7 @@ def best_config(study: optuna.Study, trial: int | None = None) -> Any:
 
 def export_config(study: optuna.Study, out: Path, trial: int | None = None) -> Path:
     """Write the trial's complete strategy config as YAML that ``gridctl backtest --config`` loads."""
-    from data.atomic import atomic_write_text
+    from gridctl.data.atomic import atomic_write_text
 
     t = get_trial(study, trial)
     cfg = best_config(study, t.number)
@@ -251,10 +251,10 @@ def top_trial_returns(
 ) -> tuple[list[int], np.ndarray]:
     """Daily returns ``(T, K)`` of the top-K feasible trials, recomputed with ``run_single`` over the
     study's whole data window (a liquidated run's later days count as 0 return)."""
-    from configs.loader import load_venue
-    from engine.run import run_single
-    from research.optimize import load_workload
-    from research.stats import daily_equity, daily_returns
+    from gridctl.configs.loader import load_venue
+    from gridctl.engine.run import run_single
+    from gridctl.research.optimize import load_workload
+    from gridctl.research.stats import daily_equity, daily_returns
 
     profile = study_profile(study)
     if len(study.directions) > 1:
@@ -286,7 +286,7 @@ def overfitting_stats(study: optuna.Study, top_k: int = 16, data_dir: Path | Non
     skewness and (non-excess, normal = 3) kurtosis.
     """
     try:
-        from research.overfitting import deflated_sharpe_ratio, probability_of_backtest_overfitting
+        from gridctl.research.overfitting import deflated_sharpe_ratio, probability_of_backtest_overfitting
     except ImportError:
         return {"deflated_sharpe": None, "pbo": None, "note": "research.overfitting is not available"}
     numbers, rets = top_trial_returns(study, top_k, data_dir)
@@ -326,7 +326,7 @@ def render_report(study: optuna.Study, out_dir: Path, data_dir: Path | None = No
     ``daily_returns``) first, so the report can show the deflated Sharpe ratio and PBO.
     """
     try:
-        from research.study_report import render_study_report
+        from gridctl.research.study_report import render_study_report
     except ImportError:
         render_study_report = None
     if render_study_report is not None:
@@ -346,7 +346,7 @@ def _minimal_report(study: optuna.Study, out_dir: Path) -> Path:
     """Fallback until research/study_report.py lands: one self-contained HTML table of the trials."""
     import html
 
-    from data.atomic import atomic_write_text
+    from gridctl.data.atomic import atomic_write_text
 
     frame = study_frame(study)
     info = study_info(study)

@@ -32,8 +32,8 @@ from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from configs.errors import GridctlError
-from data.atomic import atomic_write_text
+from gridctl.configs.errors import GridctlError
+from gridctl.data.atomic import atomic_write_text
 
 #: Fewer completed trials than this (or no parameter that varies) and importances are not computed:
 #: PED-ANOVA compares the best 10 % of the trials with the rest, so it needs one trial in that 10 %.
@@ -307,7 +307,7 @@ def trial_returns(study: optuna.Study) -> dict[int, np.ndarray]:
 def overfitting(study: optuna.Study) -> dict[str, Any] | None:
     """Deflated Sharpe ratio of the best trial and PBO across trials with daily returns; None without
     returns. Sharpe ratios here are per day (not annualised), as the DSR formula expects."""
-    from research.overfitting import deflated_sharpe_ratio, probability_of_backtest_overfitting
+    from gridctl.research.overfitting import deflated_sharpe_ratio, probability_of_backtest_overfitting
 
     rets = trial_returns(study)
     if not rets:
@@ -381,9 +381,9 @@ def top_equity_figure(
     """Equity curves of the top trials, each re-run in full (``run_single``) with its overrides
     (``trial_overrides``) applied to ``strategy`` / ``venue`` by ``engine.batch.apply_overrides``;
     ``detail``: the detail bars when the strategy sets ``backtest.detail_timeframe``."""
-    from engine.batch import apply_overrides
-    from engine.run import run_single
-    from research.report import MAX_CURVE_POINTS, minmax_indices
+    from gridctl.engine.batch import apply_overrides
+    from gridctl.engine.run import run_single
+    from gridctl.research.report import MAX_CURVE_POINTS, minmax_indices
 
     fig = go.Figure()
     for t in top_trials(study, top_k):

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from research.profiles import ValidationSpec
+from gridctl.research.profiles import ValidationSpec
 
 DAY_MS = 86_400_000
 
@@ -47,14 +47,14 @@ def stitched_oos_equity(study: Any, trial: int | None = None, data_dir: Path | N
     k-1 ended. Returns ``ts`` (bar open times), ``equity`` (in the strategy's quote currency, starting
     at its initial balance), ``fold`` (fold number per bar) and ``fold_return_pct`` per fold.
     """
-    from configs.loader import load_venue
-    from engine.run import run_single
-    from research.optimize import load_workload
-    from research.studies import best_config, get_trial, study_profile
+    from gridctl.configs.loader import load_venue
+    from gridctl.engine.run import run_single
+    from gridctl.research.optimize import load_workload
+    from gridctl.research.studies import best_config, get_trial, study_profile
 
     profile = study_profile(study)
     if profile.validation.scheme != "walk_forward":
-        from configs.errors import GridctlError
+        from gridctl.configs.errors import GridctlError
 
         raise GridctlError(f"study {study.study_name!r} has no walk-forward folds (validation scheme none)")
     t = get_trial(study, trial)

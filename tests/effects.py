@@ -16,8 +16,8 @@ import warnings
 import pytest
 from pydantic import BaseModel
 
-from configs.loader import unwrap_optional
-from configs.schema import StrategyConfig, VenueConfig
+from gridctl.configs.loader import unwrap_optional
+from gridctl.configs.schema import StrategyConfig, VenueConfig
 
 
 def config_leaf_fields() -> set[str]:

@@ -7,14 +7,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from configs.loader import load_strategy, load_venue
-from data.market import Market, market_from_arrays
-from data.sample import SAMPLE_SYMBOL, generate_sample
-from live_bridge.bridge import Bridge
-from live_bridge.cli import _options
-from live_bridge.ops import OpsState
-from live_bridge.replay import ClosedBar, ReplayFeed
-from live_bridge.session import EngineSession
+from gridctl.configs.loader import load_strategy, load_venue
+from gridctl.data.market import Market, market_from_arrays
+from gridctl.data.sample import SAMPLE_SYMBOL, generate_sample
+from gridctl.live_bridge.bridge import Bridge
+from gridctl.live_bridge.cli import _options
+from gridctl.live_bridge.ops import OpsState
+from gridctl.live_bridge.replay import ClosedBar, ReplayFeed
+from gridctl.live_bridge.session import EngineSession
 
 
 def sample_market(days: int = 1, seed: int = 7) -> Market:
@@ -60,6 +60,7 @@ HISTORY_BARS = 60
 def emulator_with_sample(days: int = 1, seed: int = 7, history: int = HISTORY_BARS) -> Any:
     """A started emulator replaying the sample market: ``history`` bars already closed, funding served."""
     import polars as pl
+
     from emulator.binance_usdm import BinanceUsdmEmulator
 
     candles, _mark, funding = generate_sample(days, seed=seed)

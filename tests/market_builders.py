@@ -12,14 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 from hypothesis import strategies as st
-from reference_sim import simulate
 
-from configs.loader import load_strategy, load_venue
-from configs.schema import StrategyConfig, VenueConfig
-from data.market import Market
-from data.timeframes import timeframe_ms
-from data.validate import ValidationReport
-from engine.enums import EventKind
+from gridctl.configs.loader import load_strategy, load_venue
+from gridctl.configs.schema import StrategyConfig, VenueConfig
+from gridctl.data.market import Market
+from gridctl.data.timeframes import timeframe_ms
+from gridctl.data.validate import ValidationReport
+from gridctl.engine.enums import EventKind
+
+from reference_sim import simulate
 
 SYMBOL = "BTC/USDT:USDT"
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC, on the 8 h funding grid
@@ -179,7 +180,7 @@ def run(
     if impl == "reference":
         out = simulate(market, strat, ven, detail=detail)
         return Ledgers(out.fills, out.funding, out.events, out.equity, out.summary)
-    from engine.run import run_single
+    from gridctl.engine.run import run_single
 
     res = run_single(market, strat, ven, curves=True, detail=detail)
     return Ledgers(

@@ -17,11 +17,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from live_helpers import EMU_ENV, SYMBOL_ID, emulator_venue, emulator_with_sample
+from gridctl.configs.loader import load_strategy
+from gridctl.live_bridge.exchange import CcxtGateway
+from gridctl.live_bridge.runner import ExchangeClock, prepare
 
-from configs.loader import load_strategy
-from live_bridge.exchange import CcxtGateway
-from live_bridge.runner import ExchangeClock, prepare
+from live_helpers import EMU_ENV, SYMBOL_ID, emulator_venue, emulator_with_sample
 
 
 def main() -> None:

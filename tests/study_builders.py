@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import optuna
 
-from configs.loader import load_strategy, load_venue
-from data.market import Market, load_market, market_from_arrays
-from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, write_sample
-from engine.batch import apply_overrides, run_batch
-from engine.run import run_single
-from research.stats import daily_equity, daily_returns
+from gridctl.configs.loader import load_strategy, load_venue
+from gridctl.data.market import Market, load_market, market_from_arrays
+from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, write_sample
+from gridctl.engine.batch import apply_overrides, run_batch
+from gridctl.engine.run import run_single
+from gridctl.research.stats import daily_equity, daily_returns
 
 DAYS = 35
 STRATEGY = "default"

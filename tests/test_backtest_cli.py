@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from effects import effect
 from typer.testing import CliRunner
 
-from cli import app
-from data.sample import SAMPLE_EXCHANGE, generate_sample, write_sample
-from data.store import write_candles, write_funding
-from research.results import RESULT_FILES
+from gridctl.cli import app
+from gridctl.data.sample import SAMPLE_EXCHANGE, generate_sample, write_sample
+from gridctl.data.store import write_candles, write_funding
+from gridctl.research.results import RESULT_FILES
+
+from effects import effect
 
 REPO = Path(__file__).resolve().parents[1]
 # Three whole days out of the 10-day sample: 3 * 1440 bars.
@@ -168,8 +169,8 @@ def data_15m(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample's 1m bars plus 15m bars built from them (same store, so --detail 1m finds them)."""
     path = tmp_path_factory.mktemp("data15")
     shutil.copytree(data_dir, path, dirs_exist_ok=True)
-    from data.resample import resample_candles
-    from data.store import read_candles
+    from gridctl.data.resample import resample_candles
+    from gridctl.data.store import read_candles
 
     one = read_candles(path, SAMPLE_EXCHANGE, "BTC/USDT:USDT", "1m")
     fifteen = resample_candles(one, "1m", "15m").candles

@@ -1,4 +1,4 @@
-"""research.bench / `gridctl bench`: the measurements exist and are positive numbers (never their speed)."""
+"""gridctl.research.bench and `gridctl bench`: the measurements exist and are positive (never their speed)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import research.bench
-from cli import app
-from research.bench import (
+import gridctl.research.bench
+from gridctl.cli import app
+from gridctl.research.bench import (
     STARTUP_KEYS,
     TARGETS,
     batch_overrides,
@@ -61,7 +61,7 @@ def test_batch_sets_spread_around_the_strategys_grid_step() -> None:
 
 
 def test_without_the_reference_file_the_reference_rate_is_none(monkeypatch, tmp_path) -> None:
-    monkeypatch.setattr(research.bench, "REFERENCE_SIM", tmp_path / "missing.py")
+    monkeypatch.setattr(gridctl.research.bench, "REFERENCE_SIM", tmp_path / "missing.py")
     out = run_bench(bars=2_000, sets=1, reference_bars=100)
     assert out["reference_bars_per_s"] is None and out["kernel_vs_reference"] is None
 
@@ -94,7 +94,7 @@ def test_startup_bench_runs_each_probe_in_fresh_processes_with_its_own_numba_cac
         (cache / f"{len(calls)}.nbi").write_text("filled")
         return (10.0, 400.0, 9.0) if cold else (1.0, 200.0, 0.8)
 
-    monkeypatch.setattr(research.bench, "run_child", fake_child)
+    monkeypatch.setattr(gridctl.research.bench, "run_child", fake_child)
     out = startup_bench(help_repeats=2)
     assert tuple(out) == STARTUP_KEYS
     help_calls = [c for c in calls if c[0][-1] == "--help"]
@@ -129,7 +129,7 @@ def test_startup_bench_runs_each_probe_in_fresh_processes_with_its_own_numba_cac
 
 def test_cli_bench_json_and_table(monkeypatch) -> None:
     fake = dict.fromkeys(KEYS, 2.0) | {"bars": 2_000, "sets": 2, "threads": 2, "reference_bars": 100}
-    monkeypatch.setattr(research.bench, "run_bench", lambda **_kw: fake)
+    monkeypatch.setattr(gridctl.research.bench, "run_bench", lambda **_kw: fake)
     result = CliRunner().invoke(app, ["bench", "--json", "--bars", "2000", "--sets", "2"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == fake
@@ -141,9 +141,9 @@ def test_cli_bench_json_and_table(monkeypatch) -> None:
 
 def test_cli_bench_startup_json_and_table(monkeypatch) -> None:
     fake = {key: float(i + 1) for i, key in enumerate(STARTUP_KEYS)}
-    monkeypatch.setattr(research.bench, "startup_bench", lambda **_kw: fake)
+    monkeypatch.setattr(gridctl.research.bench, "startup_bench", lambda **_kw: fake)
     monkeypatch.setattr(
-        research.bench, "run_bench", lambda **_kw: pytest.fail("--startup runs only start-up")
+        gridctl.research.bench, "run_bench", lambda **_kw: pytest.fail("--startup runs only start-up")
     )
     result = CliRunner().invoke(app, ["bench", "--startup", "--json"])
     assert result.exit_code == 0, result.output

@@ -12,16 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from gridctl.configs.loader import load_strategy, load_venue
+from gridctl.engine.enums import EventKind
+from gridctl.engine.run import run_single
+from gridctl.research.report import CHART_DIV_ID, backtest_figure, ladder_history, report_data
+from gridctl.research.results import write_results
+from gridctl.research.stats import compute_stats
+from gridctl.research.study_report import render_study_report, study_figures
+
 from browser import Browser, PageLog
 from study_builders import build_study, sample_market
-
-from configs.loader import load_strategy, load_venue
-from engine.enums import EventKind
-from engine.run import run_single
-from research.report import CHART_DIV_ID, backtest_figure, ladder_history, report_data
-from research.results import write_results
-from research.stats import compute_stats
-from research.study_report import render_study_report, study_figures
 
 DAY_MS = 86_400_000
 _PLOT = f"document.getElementById('{CHART_DIV_ID}')"

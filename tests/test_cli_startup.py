@@ -9,8 +9,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from cli import LAZY_GROUPS, app
-from data.sample import write_sample
+from gridctl.cli import LAZY_GROUPS, app
+from gridctl.data.sample import write_sample
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("numba", "polars", "pandas", "pyarrow", "optuna", "ccxt", "pydantic", "numpy")
@@ -18,7 +18,7 @@ HEAVY = ("numba", "polars", "pandas", "pyarrow", "optuna", "ccxt", "pydantic", "
 _PROBE = """
 import json, sys
 HEAVY = sys.argv.pop(1).split(",")
-from cli import app
+from gridctl.cli import app
 try:
     app(sys.argv[1:])
 except SystemExit as e:

@@ -10,14 +10,15 @@ import sys
 import textwrap
 from pathlib import Path
 
-from market_builders import make_market, strategy, venue
 from numba.core import types
 
-import engine.run
-from engine import compile_ahead
-from engine.compile_ahead import HELPER_KERNELS, LOCAL_KERNELS, step_call_signatures
-from engine.params import build_params
-from engine.run import _probe_args, detail_arrays, market_arrays
+import gridctl.engine.run
+from gridctl.engine import compile_ahead
+from gridctl.engine.compile_ahead import HELPER_KERNELS, LOCAL_KERNELS, step_call_signatures
+from gridctl.engine.params import build_params
+from gridctl.engine.run import _probe_args, detail_arrays, market_arrays
+
+from market_builders import make_market, strategy, venue
 
 ROOT = Path(__file__).resolve().parent.parent
 #: 120 hourly bars swinging 2 % around 40,000: enough to fill a few rungs of the default ladder.
@@ -53,10 +54,10 @@ COLD_RUN = textwrap.dedent(
     import json, sys
     sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
     from market_builders import make_market, strategy, venue
-    from engine.fills import detail_path_nb, path_nb, points_margin_check_nb
-    from engine.step import bar_gates_nb, decide_nb
-    from engine import compile_ahead
-    from engine.run import run_single
+    from gridctl.engine.fills import detail_path_nb, path_nb, points_margin_check_nb
+    from gridctl.engine.step import bar_gates_nb, decide_nb
+    from gridctl.engine import compile_ahead
+    from gridctl.engine.run import run_single
     seen = {}
     finish = compile_ahead.CompileAhead.finish
     def spy(self):
@@ -95,7 +96,7 @@ def test_a_cold_run_loads_the_helpers_fill_path_and_compiles_nothing_twice(
         # Compiled here once, for the signature the bar loop then used (a wrong guess compiles twice).
         assert got["kernels"][name]["overloads"] == 1, (name, got["kernels"][name])
     # The same run on the warm kernels of this process gives the same ledgers.
-    from engine.run import run_single
+    from gridctl.engine.run import run_single
 
     warm = run_single(make_market(BARS), strategy(), venue())
     assert warm.fills.shape[0] > 0  # the comparison below compares something
@@ -117,11 +118,11 @@ def test_a_helper_started_early_is_taken_over_by_the_run_not_started_twice(monke
 
     monkeypatch.setattr(compile_ahead.subprocess, "Popen", FakeHelper)
     monkeypatch.delenv("GRIDCTL_COMPILE_AHEAD", raising=False)
-    monkeypatch.setattr(engine.run, "kernels_ready", lambda *a: False)  # as on a cold cache
+    monkeypatch.setattr(gridctl.engine.run, "kernels_ready", lambda *a: False)  # as on a cold cache
     market = make_market(BARS[:4])
-    engine.run.compile_early(strategy(), venue(), market.symbol, market.bar_ms)
+    gridctl.engine.run.compile_early(strategy(), venue(), market.symbol, market.bar_ms)
     assert len(launched) == 1
-    engine.run.compile_early(strategy(), venue(), market.symbol, market.bar_ms)
+    gridctl.engine.run.compile_early(strategy(), venue(), market.symbol, market.bar_ms)
     assert len(launched) == 1  # already running for this signature
     # The run over the real market (same types as the one-bar stand-in) takes that helper over.
     ahead = compile_ahead.start(_args())
@@ -129,5 +130,7 @@ def test_a_helper_started_early_is_taken_over_by_the_run_not_started_twice(monke
     assert compile_ahead._EARLY == {}
     assert [n for _, n, _ in ahead.remote] == ["detail_path_nb", "path_nb", "points_margin_check_nb"]
     # With detail bars the early start stays out of the way (their arrays have their own types).
-    engine.run.compile_early(strategy(backtest__detail_timeframe="1m"), venue(), market.symbol, market.bar_ms)
+    gridctl.engine.run.compile_early(
+        strategy(backtest__detail_timeframe="1m"), venue(), market.symbol, market.bar_ms
+    )
     assert compile_ahead._EARLY == {}

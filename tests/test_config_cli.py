@@ -11,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import cli
+from gridctl import cli
 
 runner = CliRunner()
 

@@ -11,10 +11,10 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-import configs
-from configs.errors import GridctlError
-from configs.loader import detect_kind, load_strategy, load_venue, read_yaml
-from configs.schema import StrategyConfig
+from gridctl import configs
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.loader import detect_kind, load_strategy, load_venue, read_yaml
+from gridctl.configs.schema import StrategyConfig
 
 SHIPPED = Path(configs.__file__).parent
 

@@ -11,10 +11,10 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-import configs
-from configs.errors import GridctlError
-from configs.loader import dump_resolved, load_strategy, load_venue, shipped_names
-from configs.schema import Bracket, MarginSection, StrategyConfig, VenueConfig, instrument_to_ccxt
+from gridctl import configs
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.loader import dump_resolved, load_strategy, load_venue, shipped_names
+from gridctl.configs.schema import Bracket, MarginSection, StrategyConfig, VenueConfig, instrument_to_ccxt
 
 LEGACY_STRATEGIES = ["hedge_grid_v1.yaml", "hedge_grid_v1_production.yaml", "hedge_grid_v1_testnet.yaml"]
 LEGACY_VENUES = ["binance_futures.yaml", "binance_futures_testnet.yaml"]

@@ -9,9 +9,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from configs.errors import GridctlError
-from configs.loader import dump_resolved, load_venue
-from configs.secrets import CredentialSource, expand_string, require_live_credentials
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.loader import dump_resolved, load_venue
+from gridctl.configs.secrets import CredentialSource, expand_string, require_live_credentials
 
 CREDENTIAL_VARS = [
     "BINANCE_API_KEY",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner, Result
 
-from cli import app
+from gridctl.cli import app
 
 runner = CliRunner()
 

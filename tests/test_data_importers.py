@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow.feather as feather
 import pytest
 
-from configs.errors import GridctlError
-from data.importers import binance_pair_to_symbol, import_path
-from data.store import read_candles, read_funding
+from gridctl.configs.errors import GridctlError
+from gridctl.data.importers import binance_pair_to_symbol, import_path
+from gridctl.data.store import read_candles, read_funding
 
 BTC = "BTC/USDT:USDT"
 EX = "binanceusdm"

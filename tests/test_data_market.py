@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from configs.errors import GridctlError
-from data.market import load_market, market_from_arrays
-from data.store import read_funding, write_candles, write_funding
+from gridctl.configs.errors import GridctlError
+from gridctl.data.market import load_market, market_from_arrays
+from gridctl.data.store import read_funding, write_candles, write_funding
 
 SYM = "BTC/USDT:USDT"
 EX = "binanceusdm"

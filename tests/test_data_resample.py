@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from configs.errors import GridctlError
-from data.resample import resample_candles, resample_store
-from data.store import read_candles, write_candles
+from gridctl.configs.errors import GridctlError
+from gridctl.data.resample import resample_candles, resample_store
+from gridctl.data.store import read_candles, write_candles
 
 MIN = 60_000
 T10 = 1_704_103_200_000  # 2024-01-01 10:00 UTC

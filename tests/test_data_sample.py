@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from configs.errors import GridctlError
-from data.market import load_market
-from data.sample import (
+from gridctl.configs.errors import GridctlError
+from gridctl.data.market import load_market
+from gridctl.data.sample import (
     SAMPLE_EXCHANGE,
     SAMPLE_START_MS,
     SAMPLE_SYMBOL,
@@ -18,7 +18,7 @@ from data.sample import (
     generate_sample,
     write_sample,
 )
-from data.validate import check_candle_frame
+from gridctl.data.validate import check_candle_frame
 
 MIN = 60_000
 HOUR = 3_600_000

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from configs.errors import GridctlError
-from data.store import (
+from gridctl.configs.errors import GridctlError
+from gridctl.data.store import (
     coverage,
     default_data_dir,
     inventory,
@@ -22,7 +22,7 @@ from data.store import (
     write_candles,
     write_funding,
 )
-from data.timeframes import timeframe_ms
+from gridctl.data.timeframes import timeframe_ms
 
 SYM = "BTC/USDT:USDT"
 EX = "binanceusdm"
@@ -203,12 +203,12 @@ def test_store_matches_dict_model(batches: list[list[int]]) -> None:
 
 def test_atomic_write_gives_normal_file_permissions(tmp_path: Path) -> None:
     """A temp-file-and-rename write must not leave the 0600 mode of the temp file on the result."""
-    import data.atomic
-    from data.atomic import atomic_write_text
+    import gridctl.data.atomic
+    from gridctl.data.atomic import atomic_write_text
 
     # The umask is read once at import; with the usual 022 the result is 0644, as open() would give,
     # where mkstemp's own mode would be 0600.
-    mask = data.atomic._UMASK
+    mask = gridctl.data.atomic._UMASK
     assert 0o666 & ~mask != 0o600, "this umask cannot tell the two modes apart"
     target = atomic_write_text(tmp_path / "x.json", "{}")
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from configs.errors import GridctlError
-from data.validate import (
+from gridctl.configs.errors import GridctlError
+from gridctl.data.validate import (
     Gap,
     ValidationReport,
     check_candles,

@@ -19,12 +19,11 @@ from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE_ROOTS = ("configs", "data", "engine", "research", "live_bridge")
-TOP_MODULES = ("cli.py",)
-# The project's own top-level modules, and the tests' own modules and packages (tests/ is on sys.path
+TOP_MODULES = ("__init__.py", "cli.py")
+# The project's one installed package, and the tests' own modules and packages (tests/ is on sys.path
 # under pytest), found on disk rather than listed by hand.
 LOCAL = {
-    *PACKAGE_ROOTS,
-    "cli",
+    "gridctl",
     "tests",
     *(p.stem for p in (REPO / "tests").glob("*.py")),
     *(p.parent.name for p in (REPO / "tests").glob("*/__init__.py")),

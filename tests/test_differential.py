@@ -15,6 +15,9 @@ import math
 import os
 
 from hypothesis import HealthCheck, given, settings
+
+from gridctl.configs.loader import load_strategy, load_venue
+
 from market_builders import (
     configs,
     detail_markets,
@@ -26,8 +29,6 @@ from market_builders import (
     tolerances,
     venue,
 )
-
-from configs.loader import load_strategy, load_venue
 
 # CI: derandomized (the same examples on every run) and a modest count, a few minutes at most.
 # GRIDCTL_DEEP=1: the deep profile, DEEP_FACTOR times the examples of every differential test, freshly

@@ -11,6 +11,10 @@ from collections import Counter
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_differential import assert_same, examples
+
+from gridctl.engine.enums import EventKind, Reason
+
 from market_builders import (
     EIGHT_HOURS,
     HOUR,
@@ -23,9 +27,6 @@ from market_builders import (
     tolerances,
     venue,
 )
-from test_differential import assert_same, examples
-
-from engine.enums import EventKind, Reason
 
 PROFILE = settings.get_profile("differential")
 

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
-from emulator.datasets import funding_settlements, mark_from_trade, random_walk_bars
 from typer.testing import CliRunner
 
-from cli import app
-from data import store
-from data.download_cli import parse_date_ms
+from gridctl.cli import app
+from gridctl.data import store
+from gridctl.data.download_cli import parse_date_ms
+
+from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
+from emulator.datasets import funding_settlements, mark_from_trade, random_walk_bars
 
 REPO = Path(__file__).resolve().parents[1]
 MIN = 60_000

@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+
+from gridctl.configs.errors import GridctlError
+from gridctl.data import store
+from gridctl.data.download import OptionError, download
+
 from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
 from emulator.datasets import funding_settlements, mark_from_trade, random_walk_bars
 from emulator.harness import ccxt_client_for, temp_files
-
-from configs.errors import GridctlError
-from data import store
-from data.download import OptionError, download
 
 EX, SYM = "binanceusdm", "BTC/USDT:USDT"
 MIN = 60_000

@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from gridctl.configs.errors import GridctlError
+from gridctl.data.download import MIN_LAST_TRY_S, OptionError, download, make_client
+
 from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
 from emulator.datasets import funding_settlements, mark_from_trade, random_walk_bars
 from emulator.harness import ccxt_client_for
-
-from configs.errors import GridctlError
-from data.download import MIN_LAST_TRY_S, OptionError, download, make_client
 
 EX, SYM = "binanceusdm", "BTC/USDT:USDT"
 MIN = 60_000
@@ -161,7 +162,7 @@ def test_retries_show_on_the_progress_bar(
 def test_cli_download_with_no_network_fails_with_one_line(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from cli import app
+    from gridctl.cli import app
 
     port = closed_port()
     result = CliRunner().invoke(
@@ -177,7 +178,7 @@ def test_cli_download_with_no_network_fails_with_one_line(tmp_path: Path) -> Non
 
 
 def test_the_cli_default_timeout_is_the_library_default() -> None:
-    import data.download
-    import data.download_cli
+    import gridctl.data.download
+    import gridctl.data.download_cli
 
-    assert data.download_cli.DEFAULT_TIMEOUT_S == data.download.DEFAULT_TIMEOUT_S
+    assert gridctl.data.download_cli.DEFAULT_TIMEOUT_S == gridctl.data.download.DEFAULT_TIMEOUT_S

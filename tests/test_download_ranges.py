@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data.download import missing_ranges
+from gridctl.data.download import missing_ranges
 
 spans = st.tuples(st.integers(0, 60), st.integers(0, 60)).map(sorted).map(tuple)
 

@@ -9,6 +9,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+
 from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
 from emulator.datasets import funding_settlements, random_walk_bars
 from emulator.harness import ccxt_client_for

@@ -18,14 +18,15 @@ from urllib.parse import urlencode
 
 import polars as pl
 import pytest
-from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
-from emulator.private import FillModel
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from gridctl.configs.loader import load_strategy, load_venue
+
+from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
+from emulator.private import FillModel
 from live_helpers import FLAT, MIN, T0, serving
 from live_helpers import scenario_state as make_state
-
-from configs.loader import load_strategy, load_venue
 
 DIP_UP = (40050.0, 40100.0, 39990.0, 40000.0)  # path 40050 -> 40100 -> 39990 -> 40000
 

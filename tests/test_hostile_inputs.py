@@ -22,10 +22,10 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
-from configs.loader import SHIPPED_DIRS
-from data.sample import write_sample
-from data.store import write_candles, write_funding
+from gridctl.cli import app
+from gridctl.configs.loader import SHIPPED_DIRS
+from gridctl.data.sample import write_sample
+from gridctl.data.store import write_candles, write_funding
 
 REPO = Path(__file__).resolve().parents[1]
 SYMBOL_DIR = Path("store/sample/BTC_USDT_USDT")

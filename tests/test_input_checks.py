@@ -15,15 +15,15 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from cli import app
-from configs.crosscheck import check_notional_in_range, check_strategy_on_venue, pair_problems
-from configs.errors import GridctlError
-from configs.loader import SHIPPED_DIRS, load_strategy, load_venue, read_yaml
-from data.market import load_market, market_from_arrays
-from data.paths import require_existing_dir, require_writable_dir
-from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample, sample_present, write_sample
-from data.store import candle_dir, funding_dir, write_candles, write_funding
-from data.validate import MAX_ABS_FUNDING_RATE, check_funding
+from gridctl.cli import app
+from gridctl.configs.crosscheck import check_notional_in_range, check_strategy_on_venue, pair_problems
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.loader import SHIPPED_DIRS, load_strategy, load_venue, read_yaml
+from gridctl.data.market import load_market, market_from_arrays
+from gridctl.data.paths import require_existing_dir, require_writable_dir
+from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample, sample_present, write_sample
+from gridctl.data.store import candle_dir, funding_dir, write_candles, write_funding
+from gridctl.data.validate import MAX_ABS_FUNDING_RATE, check_funding
 
 SYM = "BTC/USDT:USDT"
 EX = "binanceusdm"

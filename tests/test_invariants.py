@@ -20,12 +20,13 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from gridctl.configs.loader import load_strategy, load_venue
+from gridctl.data.market import Market, market_from_arrays
+from gridctl.engine.run import run_single
+
 from market_builders import IMPLS, Ledgers, configs, markets, rows_of, run, strategy, truncated, venue
 from reference_sim import simulate
-
-from configs.loader import load_strategy, load_venue
-from data.market import Market, market_from_arrays
-from engine.run import run_single
 
 PROFILE = settings(
     max_examples=40,

@@ -22,14 +22,13 @@ import numba
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from market_builders import entries, make_market, run, strategy, venue
 from numba.core.caching import FunctionCache
 
-import engine.run
-from configs.loader import load_strategy, load_venue
-from engine.enums import drop_stale_kernel_cache, kernel_cache_dir, kernel_sources_digest
-from engine.funding import _funding_guard_eval_nb, funding_guard_nb
-from engine.margin import (
+import gridctl.engine.run
+from gridctl.configs.loader import load_strategy, load_venue
+from gridctl.engine.enums import drop_stale_kernel_cache, kernel_cache_dir, kernel_sources_digest
+from gridctl.engine.funding import _funding_guard_eval_nb, funding_guard_nb
+from gridctl.engine.margin import (
     B_CAP,
     BAND_RTOL,
     account_maint_margin_nb,
@@ -37,9 +36,9 @@ from engine.margin import (
     near_liquidation_nb,
     total_maint_margin_nb,
 )
-from engine.params import P_FUNDING_MAX_COST_BPS, P_FUNDING_WINDOW_MIN, build_params
-from engine.run import kernels_ready, market_arrays, no_detail, run_single
-from engine.state import (
+from gridctl.engine.params import P_FUNDING_MAX_COST_BPS, P_FUNDING_WINDOW_MIN, build_params
+from gridctl.engine.run import kernels_ready, market_arrays, no_detail, run_single
+from gridctl.engine.state import (
     S_LONG_AVG,
     S_LONG_QTY,
     S_SHORT_AVG,
@@ -47,7 +46,9 @@ from engine.state import (
     S_WALLET,
     init_state,
 )
-from engine.step import run_bars_nb
+from gridctl.engine.step import run_bars_nb
+
+from market_builders import entries, make_market, run, strategy, venue
 
 ENGINE = Path(run_bars_nb.py_func.__code__.co_filename).parent
 MARKET = SimpleNamespace(symbol="BTC/USDT:USDT", bar_ms=60_000, timeframe="1m")
@@ -265,7 +266,7 @@ def test_compile_notice_is_entered_only_when_the_kernels_are_cold(monkeypatch) -
     run_single(market, s, v, compile_notice=notice)
     run_single(market, s, v, compile_notice=notice)
     assert entered == []  # compiled by then: silent
-    monkeypatch.setattr(engine.run, "kernels_ready", lambda *_a: False)
+    monkeypatch.setattr(gridctl.engine.run, "kernels_ready", lambda *_a: False)
     out = run_single(market, s, v, compile_notice=notice)
     assert entered == ["in", "out"] and len(out.equity) == 5
 
@@ -281,7 +282,7 @@ def test_market_arrays_are_read_only_whatever_the_source() -> None:
 
 def test_hot_kernels_are_marked_for_llvm_to_inline_them() -> None:
     """The hot kernels' compiler marks the lowered function ``alwaysinline``; numba's own does not."""
-    from engine.enums import AlwaysInlineCompiler
+    from gridctl.engine.enums import AlwaysInlineCompiler
 
     def body(st, price):
         return st[0] * price + st[1]

@@ -6,19 +6,20 @@ import math
 
 import numpy as np
 import pytest
-from effects import effect
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from market_builders import T0, make_market, strategy, venue
 
-import engine.run as run_mod
-from configs.errors import GridctlError
-from configs.loader import load_strategy, load_venue
-from data.market import market_from_arrays
-from engine.batch import apply_overrides, run_batch
-from engine.enums import EventKind, FillKind, Liquidity, RiskState
-from engine.records import SUMMARY_FIELDS
-from engine.run import run_single, run_summary
+import gridctl.engine.run as run_mod
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.loader import load_strategy, load_venue
+from gridctl.data.market import market_from_arrays
+from gridctl.engine.batch import apply_overrides, run_batch
+from gridctl.engine.enums import EventKind, FillKind, Liquidity, RiskState
+from gridctl.engine.records import SUMMARY_FIELDS
+from gridctl.engine.run import run_single, run_summary
+
+from effects import effect
+from market_builders import T0, make_market, strategy, venue
 
 P0 = 10_000.0
 FLAT = (P0, P0, P0, P0)
@@ -256,9 +257,9 @@ def test_overrides_are_validated_together_whatever_their_order() -> None:
 
 
 def test_regime_cache_reuses_series_and_changes_nothing() -> None:
-    from engine.batch import RegimeCache, regime_series_batch
-    from engine.params import REGIME_SLOTS, build_params
-    from engine.run import market_arrays, regime_series
+    from gridctl.engine.batch import RegimeCache, regime_series_batch
+    from gridctl.engine.params import REGIME_SLOTS, build_params
+    from gridctl.engine.run import market_arrays, regime_series
 
     market = random_market(3000, seed=5)
     other = random_market(3000, seed=6)

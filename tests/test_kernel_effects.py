@@ -12,13 +12,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.schema import VenueConfig
+from gridctl.engine.enums import EventKind, FillKind, Reason, Regime, Side
+from gridctl.engine.run import RunOutput, run_single
+
 from effects import effect
 from market_builders import T0, make_market, strategy, venue
-
-from configs.errors import GridctlError
-from configs.schema import VenueConfig
-from engine.enums import EventKind, FillKind, Reason, Regime, Side
-from engine.run import RunOutput, run_single
 
 HOUR = 3_600_000
 P0 = 10_000.0

@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from configs.errors import GridctlError
-from configs.loader import load_strategy, load_venue
-from engine import params as pv
-from engine.accounting import mark_to_market_nb
-from engine.enums import Reason, Regime, Side
-from engine.funding import funding_amount_nb, funding_guard_nb
-from engine.ladder import (
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.loader import load_strategy, load_venue
+from gridctl.engine import params as pv
+from gridctl.engine.accounting import mark_to_market_nb
+from gridctl.engine.enums import Reason, Regime, Side
+from gridctl.engine.funding import funding_amount_nb, funding_guard_nb
+from gridctl.engine.ladder import (
     ceil_tick_nb,
     floor_step_nb,
     floor_tick_nb,
@@ -25,10 +25,10 @@ from engine.ladder import (
     sl_price_nb,
     tp_price_nb,
 )
-from engine.margin import liquidation_price_nb, maint_margin_nb, max_notional_at_leverage_nb
-from engine.params import build_params
-from engine.policy import policy_shape_nb
-from engine.regime import (
+from gridctl.engine.margin import liquidation_price_nb, maint_margin_nb, max_notional_at_leverage_nb
+from gridctl.engine.params import build_params
+from gridctl.engine.policy import policy_shape_nb
+from gridctl.engine.regime import (
     R_ADX,
     R_ATR,
     R_DX,
@@ -39,7 +39,7 @@ from engine.regime import (
     regime_update_nb,
     warmup_bars,
 )
-from engine.state import (
+from gridctl.engine.state import (
     S_DIRTY,
     S_EQUITY,
     S_GUARD_IDX,
@@ -50,8 +50,8 @@ from engine.state import (
     S_WALLET,
     init_state,
 )
-from engine.throttle import set_throttle
-from engine.validation import precision_ok_nb, validate_entry_nb
+from gridctl.engine.throttle import set_throttle
+from gridctl.engine.validation import precision_ok_nb, validate_entry_nb
 
 MARKET = SimpleNamespace(symbol="BTC/USDT:USDT", bar_ms=60_000, timeframe="1m")
 

@@ -18,14 +18,42 @@ FORBIDDEN = {
 }
 
 
-def _imported_roots(path: Path) -> set[str]:
-    roots: set[str] = set()
+PROJECT = ("configs", "data", "engine", "research", "live_bridge", "cli")
+
+
+def _imported_names(path: Path) -> list[str]:
+    """Every absolute module name ``path`` imports (``from gridctl import engine`` gives gridctl.engine)."""
+    names: list[str] = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
         if isinstance(node, ast.Import):
-            roots.update(alias.name.split(".")[0] for alias in node.names)
+            names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            roots.add(node.module.split(".")[0])
-    return roots
+            names.append(node.module)
+            if node.module == "gridctl":
+                names += [f"gridctl.{alias.name}" for alias in node.names]
+    return names
+
+
+def _imported_roots(path: Path) -> set[str]:
+    """The project's sub-packages ``path`` imports (gridctl.engine.run -> engine)."""
+    return {n.split(".")[1] for n in _imported_names(path) if n.startswith("gridctl.") and "." in n}
+
+
+def _python_files() -> list[Path]:
+    skip = {".git", ".venv", "build", "dist"}
+    return [p for p in sorted(REPO.rglob("*.py")) if not skip & set(p.relative_to(REPO).parts)]
+
+
+def test_code_imports_the_installed_names_only() -> None:
+    # The installed distribution holds one package, gridctl: a bare `import engine` would work from the
+    # checkout's folder and fail (or load a user's own engine/) once installed.
+    offenders = [
+        f"{path.relative_to(REPO)} imports {name}"
+        for path in _python_files()
+        for name in _imported_names(path)
+        if name.split(".")[0] in PROJECT
+    ]
+    assert offenders == []
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
@@ -42,3 +70,32 @@ def test_engine_holds_no_analysis_modules() -> None:
     # results, stats, report and bench analyse runs: they live in research/, not beside the kernels.
     for name in ("results", "stats", "report", "bench", "cli"):
         assert not (REPO / "engine" / f"{name}.py").exists(), name
+
+
+def test_installed_distribution_is_one_package() -> None:
+    # pip puts what top_level.txt names at the top of site-packages: only gridctl may be there.
+    from importlib import metadata
+
+    assert metadata.distribution("gridctl").read_text("top_level.txt").split() == ["gridctl"]
+
+
+def test_users_own_modules_do_not_shadow_gridctl(tmp_path: Path) -> None:
+    # A notebook folder with its own data.py and engine/ package: both import as the user's, and
+    # gridctl's sub-packages still import as gridctl's.
+    import subprocess
+    import sys
+
+    (tmp_path / "data.py").write_text("MINE = 'data'\n", encoding="utf-8")
+    (tmp_path / "engine").mkdir()
+    (tmp_path / "engine" / "__init__.py").write_text("MINE = 'engine'\n", encoding="utf-8")
+    code = (
+        "import data, engine\n"
+        "from gridctl.data.market import load_market\n"
+        "from gridctl.engine.run import run_single\n"
+        "print(data.MINE, engine.MINE, load_market.__module__, run_single.__module__)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["data", "engine", "gridctl.data.market", "gridctl.engine.run"]

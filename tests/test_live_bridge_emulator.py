@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live_helpers import EMU_ENV, MIN, SYMBOL_ID, T0, emulator_venue, emulator_with_sample
 
-from configs.errors import GridctlError
-from configs.loader import load_strategy
-from engine.params import P_INITIAL_BALANCE
-from live_bridge.exchange import CcxtGateway
-from live_bridge.orders import RestingOrder, desired_orders, parse_client_id, same_order
-from live_bridge.runner import ExchangeClock, prepare
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.loader import load_strategy
+from gridctl.engine.params import P_INITIAL_BALANCE
+from gridctl.live_bridge.exchange import CcxtGateway
+from gridctl.live_bridge.orders import RestingOrder, desired_orders, parse_client_id, same_order
+from gridctl.live_bridge.runner import ExchangeClock, prepare
+
+from live_helpers import EMU_ENV, MIN, SYMBOL_ID, T0, emulator_venue, emulator_with_sample
 
 
 @pytest.fixture()
@@ -107,8 +108,8 @@ def test_live_bridge_keeps_exchange_in_step_with_engine(emu, tmp_path: Path) -> 
         rows = {item: (ok, detail) for item, ok, detail in ready.rows}
         # the live kernels ran once on a scratch session (numba cache loaded off the critical path)
         assert rows["engine kernels loaded"][0] and "the fill path too" in rows["engine kernels loaded"][1]
-        from engine.fills import fill_slot_nb
-        from engine.step import decide_nb
+        from gridctl.engine.fills import fill_slot_nb
+        from gridctl.engine.step import decide_nb
 
         assert fill_slot_nb.signatures and decide_nb.signatures
         assert ctx.bridge.s.n == 0 and ctx.bridge.s.position() == (0.0, 0.0)  # the run's session untouched
@@ -207,6 +208,7 @@ def _ladder_emulator(
     *scenario: tuple[float, float, float, float], wallet: float = 10_000.0, settle_ms: int | None = None
 ):
     import polars as pl
+
     from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
     from live_helpers import scenario_bars
 
@@ -432,7 +434,7 @@ def test_live_status_and_metrics_report_the_exchange_account_not_the_engine_mode
         status = httpx.get(f"{ctx.ops_url}/status", headers=auth, timeout=5).json()
         assert status["equity"] == 12_345.0 and status["margin_ratio"] == 0.0  # read at start-up, flat
         # someone else's order on the symbol: not counted as ours, never touched
-        from live_bridge.gateway import OrderRequest
+        from gridctl.live_bridge.gateway import OrderRequest
 
         foreign = OrderRequest("manual-1", "LONG", "buy", "limit", 0.003, 39000.0, post_only=True)
         bridge.gw.place(SYMBOL_ID + "-PERP", foreign)
@@ -506,7 +508,7 @@ def test_a_frozen_premium_index_pauses_entries_until_it_updates(tmp_path: Path, 
 def test_a_post_only_rejection_storm_trips_the_breaker_and_it_recovers_after_cooldown(
     tmp_path: Path, monkeypatch
 ) -> None:
-    from engine.state import S_CB_ACTIVE
+    from gridctl.engine.state import S_CB_ACTIVE
 
     emu = _ladder_emulator(*[FLAT_BAR] * 14)
     with _on_emulator(emu, monkeypatch) as prep:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from live_helpers import paper_bridge, sample_bars
+from gridctl.live_bridge.metrics import metrics_registry, render
+from gridctl.live_bridge.ops import OpsState
+from gridctl.live_bridge.orders import desired_orders
 
-from live_bridge.metrics import metrics_registry, render
-from live_bridge.ops import OpsState
-from live_bridge.orders import desired_orders
+from live_helpers import paper_bridge, sample_bars
 
 
 def _kinds(bridge) -> set[str]:
@@ -74,7 +74,7 @@ def test_missing_funding_pauses_entries_until_a_rate_is_known() -> None:
 
 
 def test_stale_limit_is_stale_after_bars_bar_lengths(monkeypatch) -> None:
-    from live_bridge import bridge as bridge_mod
+    from gridctl.live_bridge import bridge as bridge_mod
 
     monkeypatch.setattr(bridge_mod, "STALE_AFTER_BARS", 4)
     now = [0]

@@ -7,11 +7,12 @@ from __future__ import annotations
 import os
 
 import pytest
+
+from gridctl.configs.loader import load_strategy
+from gridctl.live_bridge.feed import ExchangeFeed, FeedDown
+
 from effects import effect
 from live_helpers import EMU_ENV, SYMBOL_ID, emulator_venue, emulator_with_sample
-
-from configs.loader import load_strategy
-from live_bridge.feed import ExchangeFeed, FeedDown
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,7 @@ def test_history_and_poll_leave_out_the_bar_still_open() -> None:
 
 def test_funding_comes_from_the_exchange_and_is_none_when_it_gives_none() -> None:
     import polars as pl
+
     from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
     from live_helpers import MIN, T0, scenario_bars
 
@@ -139,8 +141,8 @@ def test_ws_url_is_the_market_data_endpoint(emu) -> None:
 
 @effect("execution.retry_delay_ms")
 def test_retry_delay_spaces_post_only_retries(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from live_bridge.exchange import CcxtGateway
-    from live_bridge.runner import ExchangeClock, prepare
+    from gridctl.live_bridge.exchange import CcxtGateway
+    from gridctl.live_bridge.runner import ExchangeClock, prepare
 
     for k, v in EMU_ENV.items():
         monkeypatch.setenv(k, v)
@@ -209,7 +211,7 @@ def test_retry_delay_spaces_post_only_retries(tmp_path, monkeypatch: pytest.Monk
 
 
 def test_polls_aim_at_the_next_bar_close() -> None:
-    from live_bridge.runner import CLOSE_GRACE_S, FAST_POLL_S, FAST_POLL_WINDOW_S, poll_wait_s
+    from gridctl.live_bridge.runner import CLOSE_GRACE_S, FAST_POLL_S, FAST_POLL_WINDOW_S, poll_wait_s
 
     bar = 60_000
     last = 1_000 * bar  # the newest bar delivered opened here; the next one closes at last + 2 bars
@@ -223,8 +225,8 @@ def test_polls_aim_at_the_next_bar_close() -> None:
 
 
 def test_run_loop_waits_at_most_poll_s_between_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    from live_bridge import runner as runner_mod
-    from live_bridge.runner import ExchangeClock, RunContext, run_loop
+    from gridctl.live_bridge import runner as runner_mod
+    from gridctl.live_bridge.runner import ExchangeClock, RunContext, run_loop
 
     class Feed:
         bar_ms, last_ts, polls = 60_000, None, 0

@@ -11,17 +11,12 @@ from collections.abc import Iterator
 import ccxt
 import polars as pl
 import pytest
-from effects import effect
-from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
-from live_helpers import MIN, T0, serving
-from live_helpers import scenario_bars as bars
-from live_helpers import scenario_state as new_state
 
-from configs.errors import GridctlError
-from configs.loader import load_venue
-from configs.schema import VenueConfig
-from live_bridge.exchange import CcxtGateway, RequestBudget, make_exchange_client
-from live_bridge.gateway import (
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.loader import load_venue
+from gridctl.configs.schema import VenueConfig
+from gridctl.live_bridge.exchange import CcxtGateway, RequestBudget, make_exchange_client
+from gridctl.live_bridge.gateway import (
     AuthError,
     ExchangeUnavailable,
     Gateway,
@@ -31,6 +26,12 @@ from live_bridge.gateway import (
     PostOnlyRejected,
     RateLimited,
 )
+
+from effects import effect
+from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
+from live_helpers import MIN, T0, serving
+from live_helpers import scenario_bars as bars
+from live_helpers import scenario_state as new_state
 
 SYM = "BTCUSDT-PERP"
 KEY_ENV, SECRET_ENV = "BINANCE_TESTNET_API_KEY", "BINANCE_TESTNET_API_SECRET"

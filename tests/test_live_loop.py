@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import live_bridge.runner as runner
+import gridctl.live_bridge.runner as runner
 
 
 class _Bridge:

@@ -6,12 +6,13 @@ import math
 
 import httpx
 import pytest
-from live_helpers import paper_bridge, sample_bars
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.state import S_THROTTLE
-from live_bridge.ops import OpsServer, OpsState
-from live_bridge.orders import desired_orders
+from gridctl.engine.state import S_THROTTLE
+from gridctl.live_bridge.ops import OpsServer, OpsState
+from gridctl.live_bridge.orders import desired_orders
+
+from live_helpers import paper_bridge, sample_bars
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -197,7 +198,7 @@ def test_metrics_unknown_is_nan_with_reason_never_zero(served) -> None:
 
 
 def test_applied_command_results_are_bounded() -> None:
-    from live_bridge.ops import APPLIED_KEPT
+    from gridctl.live_bridge.ops import APPLIED_KEPT
 
     ops = OpsState()
     for i in range(APPLIED_KEPT + 10):

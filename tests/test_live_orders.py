@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from effects import effect
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.state import N_SLOT, SL_LOT_ON, SL_LOT_QTY, SL_ORD_ON, SL_ORD_PRICE, SL_ORD_QTY, SL_SL, SL_TP
-from live_bridge.orders import (
+from gridctl.engine.state import (
+    N_SLOT,
+    SL_LOT_ON,
+    SL_LOT_QTY,
+    SL_ORD_ON,
+    SL_ORD_PRICE,
+    SL_ORD_QTY,
+    SL_SL,
+    SL_TP,
+)
+from gridctl.live_bridge.orders import (
     BINANCE_CLIENT_ID,
     MAX_CLIENT_ID,
     RateLimiter,
@@ -19,6 +27,8 @@ from live_bridge.orders import (
     encode_client_id,
     parse_client_id,
 )
+
+from effects import effect
 
 RUN = "a1b2c3d4"
 
@@ -105,7 +115,7 @@ def test_diff_keeps_within_tolerance_and_replaces_outside() -> None:
 
 @effect("execution.order_price_tolerance_bps")
 def test_price_tolerance_field_changes_churn() -> None:
-    from configs.loader import load_strategy
+    from gridctl.configs.loader import load_strategy
 
     cid = encode_client_id(RUN, 0, 1, "entry", 1)
     want = _want_entry(100.0, 1.0)
@@ -123,7 +133,7 @@ def test_price_tolerance_field_changes_churn() -> None:
 
 @effect("execution.order_qty_tolerance_pct")
 def test_qty_tolerance_field_changes_churn() -> None:
-    from configs.loader import load_strategy
+    from gridctl.configs.loader import load_strategy
 
     cid = encode_client_id(RUN, 0, 1, "entry", 1)
     want = _want_entry(100.0, 1.0)

@@ -41,18 +41,19 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-from live_helpers import EMU_ENV, SYMBOL_ID, emulator_venue
 
-from configs.loader import load_strategy
-from configs.schema import StrategyConfig
-from data.market import market_from_arrays
-from data.sample import SAMPLE_SYMBOL, generate_sample
-from engine.enums import EventKind, FillKind, Liquidity, Regime, Side
-from engine.regime import warmup_bars
-from engine.run import RunOutput, run_single
-from live_bridge.exchange import CcxtGateway
-from live_bridge.orders import parse_client_id
-from live_bridge.runner import ExchangeClock, prepare
+from gridctl.configs.loader import load_strategy
+from gridctl.configs.schema import StrategyConfig
+from gridctl.data.market import market_from_arrays
+from gridctl.data.sample import SAMPLE_SYMBOL, generate_sample
+from gridctl.engine.enums import EventKind, FillKind, Liquidity, Regime, Side
+from gridctl.engine.regime import warmup_bars
+from gridctl.engine.run import RunOutput, run_single
+from gridctl.live_bridge.exchange import CcxtGateway
+from gridctl.live_bridge.orders import parse_client_id
+from gridctl.live_bridge.runner import ExchangeClock, prepare
+
+from live_helpers import EMU_ENV, SYMBOL_ID, emulator_venue
 
 MIN = 60_000
 HOUR = 3_600_000

@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from live_helpers import EMU_ENV, emulator_with_sample
 from typer.testing import CliRunner
 
-from cli import app
-from configs.loader import load_strategy, load_venue
-from live_bridge import readiness
-from live_bridge.runner import prepare
+from gridctl.cli import app
+from gridctl.configs.loader import load_strategy, load_venue
+from gridctl.live_bridge import readiness
+from gridctl.live_bridge.runner import prepare
+
+from live_helpers import EMU_ENV, emulator_with_sample
 
 runner = CliRunner()
 

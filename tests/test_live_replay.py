@@ -16,8 +16,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
-from data.sample import write_sample
+from gridctl.cli import app
+from gridctl.data.sample import write_sample
 
 runner = CliRunner()
 LEDGERS = ("fills.parquet", "funding.parquet", "events.parquet", "equity.parquet")
@@ -84,16 +84,17 @@ def test_replay_refuses_live_and_missing_path(tmp_path: Path) -> None:
 
 def test_paper_session_calls_the_kernels_with_the_backtests_signatures(monkeypatch) -> None:
     """The session passes read-only views like the backtest, so a live start compiles nothing new."""
-    from market_builders import make_market
     from numba import typeof
 
-    from configs.loader import load_strategy, load_venue
-    from engine.params import build_params
-    from engine.records import EQUITY_DTYPE, EVENT_DTYPE, FILL_DTYPE, FUNDING_DTYPE, new_counters
-    from engine.regime import new_regime_state
-    from engine.run import _run_bars_args, market_arrays, no_detail, regime_series
-    from engine.state import init_state
-    from live_bridge import session as sess
+    from gridctl.configs.loader import load_strategy, load_venue
+    from gridctl.engine.params import build_params
+    from gridctl.engine.records import EQUITY_DTYPE, EVENT_DTYPE, FILL_DTYPE, FUNDING_DTYPE, new_counters
+    from gridctl.engine.regime import new_regime_state
+    from gridctl.engine.run import _run_bars_args, market_arrays, no_detail, regime_series
+    from gridctl.engine.state import init_state
+    from gridctl.live_bridge import session as sess
+
+    from market_builders import make_market
 
     seen: dict[str, tuple] = {}
     real_step, real_regime = sess.step_nb, sess.regime_fill_nb

@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from live_helpers import EMU_ENV, SYMBOL_ID, emulator_with_sample
 
-from engine.state import N_SLOT, N_STATE, S_LONG_QTY, S_SHORT_QTY
-from live_bridge.orders import desired_orders, parse_client_id
+from gridctl.engine.state import N_SLOT, N_STATE, S_LONG_QTY, S_SHORT_QTY
+from gridctl.live_bridge.orders import desired_orders, parse_client_id
+
+from live_helpers import EMU_ENV, SYMBOL_ID, emulator_with_sample
 
 REPO = Path(__file__).resolve().parents[1]
 STEP = 0.0015  # grid.grid_step_bps=15 below
@@ -66,7 +67,7 @@ class Bridge:
         cmd = [
             sys.executable,
             "-m",
-            "cli",
+            "gridctl.cli",
             "live",
             "--live",
             "--venue-set",

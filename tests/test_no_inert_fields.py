@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from effects import config_leaf_fields, effect
 
 TESTS_DIR = Path(__file__).resolve().parent

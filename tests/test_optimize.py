@@ -22,23 +22,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from cli import app
-from configs.errors import GridctlError
-from configs.loader import load_strategy, load_venue
-from data.sample import write_sample
-from engine.batch import apply_overrides
-from engine.run import run_single
-from research import optimize as opt
-from research.objectives import (
+from gridctl.cli import app
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.loader import load_strategy, load_venue
+from gridctl.data.sample import write_sample
+from gridctl.engine.batch import apply_overrides
+from gridctl.engine.run import run_single
+from gridctl.research import optimize as opt
+from gridctl.research.objectives import (
     WORST_PATH_METRIC,
     composite_score,
     limit_values,
     objective_values,
     row_metrics,
 )
-from research.profiles import PROFILES_DIR, load_profile, shipped_profiles
-from research.space import distributions, neighbours, resolve_draw
-from research.studies import best_config, best_trial, export_config, load_study, study_frame
+from gridctl.research.profiles import PROFILES_DIR, load_profile, shipped_profiles
+from gridctl.research.space import distributions, neighbours, resolve_draw
+from gridctl.research.studies import best_config, best_trial, export_config, load_study, study_frame
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,7 +124,7 @@ def test_drawdown_limit_reads_the_bar_close_drawdown(tmp_path: Path) -> None:
 
 
 def test_a_study_stored_with_the_old_key_and_metric_names_still_reads() -> None:
-    from research.profiles import migrate_profile_tree
+    from gridctl.research.profiles import migrate_profile_tree
 
     tree = WIDE.model_dump(mode="json")
     tree["limits"]["max_drawdown_pct"] = tree["limits"].pop("max_drawdown_bar_close_pct")
@@ -348,9 +348,9 @@ def test_worst_path_limit_reruns_every_path_rule_through_the_batch(tmp_path: Pat
 
 
 def test_a_strategy_with_detail_bars_is_optimized_on_them_and_exports_what_reproduces(tmp_path: Path) -> None:
-    from data.market import load_market
-    from data.resample import resample_store
-    from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL
+    from gridctl.data.market import load_market
+    from gridctl.data.resample import resample_store
+    from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL
 
     data = tmp_path / "data"
     write_sample(data, days=12)
@@ -485,7 +485,7 @@ def test_walk_forward_windows_and_in_and_out_of_sample_attrs(data_dir: Path, tmp
     assert attrs["objective_out_of_sample"][0] == pytest.approx(trial.value)
     assert res.n_trials == 8
     # the stitched out-of-sample curve compounds the folds the batch scored
-    from research.walkforward import stitched_oos_equity
+    from gridctl.research.walkforward import stitched_oos_equity
 
     study = load_study("wf", tmp_path / "s")
     curve = stitched_oos_equity(study, trial.number, data_dir)
@@ -509,7 +509,7 @@ def test_median_pruner_skips_later_folds(data_dir: Path, tmp_path: Path) -> None
 
 
 def test_rank_by_worst_neighbour_picks_the_best_worst_case(data_dir: Path, tmp_path: Path) -> None:
-    from research.robustness import neighbour_table, rank_by_worst_neighbour
+    from gridctl.research.robustness import neighbour_table, rank_by_worst_neighbour
 
     prof = small_profile(tmp_path, name="rb")
     tree = yaml.safe_load(prof.read_text())
@@ -534,7 +534,7 @@ def test_rank_by_worst_neighbour_picks_the_best_worst_case(data_dir: Path, tmp_p
 
 
 def test_pareto_profile_keeps_a_front(data_dir: Path, tmp_path: Path) -> None:
-    from research.studies import pareto_trials
+    from gridctl.research.studies import pareto_trials
 
     prof = small_profile(tmp_path, base="pareto", name="par", batch_size=12)
     res = run(prof, data_dir, tmp_path / "s", "par")
@@ -612,7 +612,7 @@ def test_cli_user_errors_exit_2(data_dir: Path, tmp_path: Path) -> None:
 def test_ctrl_c_in_a_real_process_keeps_completed_trials(data_dir: Path, tmp_path: Path) -> None:
     prof = small_profile(tmp_path, trials=100000, batch_size=4)
     env = {**os.environ, "GRIDCTL_STUDIES_DIR": str(tmp_path / "s")}
-    cmd = [sys.executable, "-m", "cli", "optimize", "--profile", str(prof), "--data", str(data_dir),
+    cmd = [sys.executable, "-m", "gridctl.cli", "optimize", "--profile", str(prof), "--data", str(data_dir),
            "--study-name", "sig", "--json"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal = tmp_path / "s" / "sig.journal"

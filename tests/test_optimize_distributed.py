@@ -25,10 +25,10 @@ import optuna
 import pytest
 import yaml
 
-from data.sample import write_sample
-from research import optimize as opt
-from research.optimize import open_storage, sqlalchemy_url
-from research.profiles import PROFILES_DIR
+from gridctl.data.sample import write_sample
+from gridctl.research import optimize as opt
+from gridctl.research.optimize import open_storage, sqlalchemy_url
+from gridctl.research.profiles import PROFILES_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 HOW = (
@@ -93,7 +93,7 @@ def _worker(
     setup: tuple[Path, Path], url: str, study: str, trials: int, heartbeat: int = 10
 ) -> subprocess.Popen:
     data, profile = setup
-    cmd = [sys.executable, "-m", "cli", "optimize", "--profile", str(profile), "--data", str(data),
+    cmd = [sys.executable, "-m", "gridctl.cli", "optimize", "--profile", str(profile), "--data", str(data),
            "--storage", url, "--study-name", study, "--trials", str(trials), "--heartbeat", str(heartbeat),
            "--json"]  # fmt: skip
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

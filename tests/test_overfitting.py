@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from configs.errors import GridctlError
-from research.overfitting import (
+from gridctl.configs.errors import GridctlError
+from gridctl.research.overfitting import (
     cscv_logits,
     deflated_sharpe_ratio,
     expected_max_sharpe,

@@ -10,16 +10,15 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-from effects import effect
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from configs.loader import load_strategy, load_venue
-from data.market import load_market
-from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, write_sample
-from engine.enums import EventKind
-from engine.run import run_single
-from research.report import (
+from gridctl.configs.loader import load_strategy, load_venue
+from gridctl.data.market import load_market
+from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, write_sample
+from gridctl.engine.enums import EventKind
+from gridctl.engine.run import run_single
+from gridctl.research.report import (
     MAX_CURVE_POINTS,
     MAX_PRICE_POINTS,
     backtest_figure,
@@ -28,7 +27,9 @@ from research.report import (
     minmax_indices,
     report_data,
 )
-from research.stats import compute_stats
+from gridctl.research.stats import compute_stats
+
+from effects import effect
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +220,7 @@ def test_downsampling_keeps_ends_and_extremes(values: list[float], limit: int) -
 
 
 def test_a_long_run_thins_the_price_line_but_never_the_fills() -> None:
-    from research.bench import bench_configs, bench_market
+    from gridctl.research.bench import bench_configs, bench_market
 
     market = bench_market(3 * MAX_PRICE_POINTS // 2)  # 60,000 1m bars: more than the price budget
     strategy, venue = bench_configs()

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from configs.loader import load_strategy, load_venue
-from data.market import load_market
-from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, write_sample
-from engine.enums import EventKind
-from engine.run import run_single
-from research.stats import compute_stats
+from gridctl.configs.loader import load_strategy, load_venue
+from gridctl.data.market import load_market
+from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, write_sample
+from gridctl.engine.enums import EventKind
+from gridctl.engine.run import run_single
+from gridctl.research.stats import compute_stats
 
 SCENARIOS = {
     "default": [],

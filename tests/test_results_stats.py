@@ -11,11 +11,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from configs.loader import load_strategy, load_venue
-from data.market import market_from_arrays
-from engine.enums import EventKind, FillKind, Liquidity, Reason, RiskState
-from engine.records import EQUITY_DTYPE, EVENT_DTYPE, FILL_DTYPE, FUNDING_DTYPE
-from research.stats import compute_stats, daily_equity, daily_returns, max_drawdown_pct, sharpe, sortino
+from gridctl.configs.loader import load_strategy, load_venue
+from gridctl.data.market import market_from_arrays
+from gridctl.engine.enums import EventKind, FillKind, Liquidity, Reason, RiskState
+from gridctl.engine.records import EQUITY_DTYPE, EVENT_DTYPE, FILL_DTYPE, FUNDING_DTYPE
+from gridctl.research.stats import (
+    compute_stats,
+    daily_equity,
+    daily_returns,
+    max_drawdown_pct,
+    sharpe,
+    sortino,
+)
 
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 H8 = 8 * 3_600_000

@@ -9,16 +9,16 @@ import numpy as np
 import polars as pl
 import pytest
 
-import research.results
-from configs.errors import GridctlError
-from configs.loader import load_strategy, load_venue
-from data.market import load_market
-from data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, write_sample
-from engine.enums import EventKind, Reason
-from engine.records import EVENT_DTYPE
-from engine.run import run_single
-from research.results import RESULT_FILES, record_frame, result_frames, write_results
-from research.stats import compute_stats
+import gridctl.research.results
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.loader import load_strategy, load_venue
+from gridctl.data.market import load_market
+from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, write_sample
+from gridctl.engine.enums import EventKind, Reason
+from gridctl.engine.records import EVENT_DTYPE
+from gridctl.engine.run import run_single
+from gridctl.research.results import RESULT_FILES, record_frame, result_frames, write_results
+from gridctl.research.stats import compute_stats
 
 # DESIGN.md "Engine records": column names in order; enum columns are written as labels.
 SCHEMAS = {
@@ -113,7 +113,7 @@ def test_a_failed_render_writes_nothing_and_keeps_old_results(result, tmp_path, 
     def broken(*_args, **_kwargs):
         raise RuntimeError("render failed")
 
-    monkeypatch.setattr(research.results, "build_report", broken)
+    monkeypatch.setattr(gridctl.research.results, "build_report", broken)
     changed = dict(stats, final_equity=-1.0)
     with pytest.raises(RuntimeError, match="render failed"):
         write_results(out, run, market, changed, force=True)
@@ -131,7 +131,7 @@ def test_an_interrupted_write_leaves_nothing_and_no_staging_folder(
 ) -> None:
     run, market, stats = result
     calls = {"n": 0}
-    real_fsync = research.results.os.fsync
+    real_fsync = gridctl.research.results.os.fsync
 
     def fsync_failing(fd: int) -> None:
         calls["n"] += 1
@@ -139,7 +139,7 @@ def test_an_interrupted_write_leaves_nothing_and_no_staging_folder(
             raise interrupt
         real_fsync(fd)
 
-    monkeypatch.setattr(research.results.os, "fsync", fsync_failing)
+    monkeypatch.setattr(gridctl.research.results.os, "fsync", fsync_failing)
     with pytest.raises(type(interrupt)):
         write_results(tmp_path / "out", run, market, stats)
     monkeypatch.undo()
@@ -152,7 +152,7 @@ def test_an_interrupted_replace_keeps_the_old_results_whole(result, tmp_path, mo
     out = tmp_path / "out"
     write_results(out, run, market, stats)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    real_replace = research.results.os.replace
+    real_replace = gridctl.research.results.os.replace
     calls = {"n": 0}
 
     def replace_failing_second(src, dst) -> None:
@@ -161,7 +161,7 @@ def test_an_interrupted_replace_keeps_the_old_results_whole(result, tmp_path, mo
             raise interrupt
         real_replace(src, dst)
 
-    monkeypatch.setattr(research.results.os, "replace", replace_failing_second)
+    monkeypatch.setattr(gridctl.research.results.os, "replace", replace_failing_second)
     with pytest.raises(type(interrupt)):
         write_results(out, run, market, dict(stats, final_equity=-1.0), force=True)
     monkeypatch.undo()

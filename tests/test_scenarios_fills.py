@@ -9,10 +9,11 @@ Every scenario runs on the reference and on the kernel.
 from __future__ import annotations
 
 import pytest
+
+from gridctl.engine.enums import Reason
+
 from effects import effect
 from market_builders import IMPLS, bar_ts, entries, flat, kinds, make_market, run, strategy, venue
-
-from engine.enums import Reason
 
 APPROX = {"rel": 1e-12, "abs": 1e-9}
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
+
+from gridctl.engine.enums import MarkSource
+
 from effects import effect
 from market_builders import (
     EIGHT_HOURS,
@@ -19,8 +22,6 @@ from market_builders import (
     strategy,
     venue,
 )
-
-from engine.enums import MarkSource
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -9,6 +9,10 @@ from __future__ import annotations
 import math
 
 import pytest
+
+from gridctl.configs.schema import Bracket, MarginSection
+from gridctl.engine.enums import Reason, RiskState
+
 from effects import effect
 from market_builders import (
     IMPLS,
@@ -21,9 +25,6 @@ from market_builders import (
     strategy,
     venue,
 )
-
-from configs.schema import Bracket, MarginSection
-from engine.enums import Reason, RiskState
 
 # Bar 1 fills the long rung: 1.0 @ 9900, maker fee 1.98; close 9950 -> unrealized +50.
 FILL_BAR = (10000, 10000, 9890, 9950)

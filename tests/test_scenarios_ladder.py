@@ -9,10 +9,11 @@ which orders rested.
 from __future__ import annotations
 
 import pytest
+
+from gridctl.engine.enums import EventKind, Reason
+
 from effects import effect
 from market_builders import IMPLS, bar_ts, entries, flat, kinds, make_market, run, strategy, venue
-
-from engine.enums import EventKind, Reason
 
 SWEEP = (10000, 10350, 9650, 10000)  # high first (350 <= 350): every short rung, then every long rung
 

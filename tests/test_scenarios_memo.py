@@ -4,9 +4,10 @@ and is validated again once it changes (DESIGN.md "Order-size validation"). Both
 from __future__ import annotations
 
 import pytest
-from market_builders import EIGHT_HOURS, IMPLS, T0, bar_ts, make_market, run, strategy, venue
 
-from engine.enums import EventKind, Reason
+from gridctl.engine.enums import EventKind, Reason
+
+from market_builders import EIGHT_HOURS, IMPLS, T0, bar_ts, make_market, run, strategy, venue
 
 MINUTE = 60_000
 

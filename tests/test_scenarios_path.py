@@ -13,16 +13,17 @@ import math
 
 import numpy as np
 import pytest
+
+from gridctl.configs.errors import GridctlError
+from gridctl.engine.batch import run_batch
+from gridctl.engine.enums import INTRABAR_PATH_NAMES, EventKind, FillKind
+from gridctl.engine.fills import path_points_nb
+from gridctl.engine.records import FILL_DTYPE
+from gridctl.engine.run import detail_arrays, run_single
+from gridctl.research.stats import path_bracket, same_bar_round_trips
+
 from effects import effect
 from market_builders import HOUR, IMPLS, T0, bar_ts, flat, make_market, run, strategy, venue
-
-from configs.errors import GridctlError
-from engine.batch import run_batch
-from engine.enums import INTRABAR_PATH_NAMES, EventKind, FillKind
-from engine.fills import path_points_nb
-from engine.records import FILL_DTYPE
-from engine.run import detail_arrays, run_single
-from research.stats import path_bracket, same_bar_round_trips
 
 APPROX = {"rel": 1e-12, "abs": 1e-9}
 MIN = 60_000

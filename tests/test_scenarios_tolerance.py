@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from effects import effect
 from market_builders import HOUR, IMPLS, T0, entries, flat, make_market, run, strategy, venue
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine import params, records, state
-from engine.enums import Reason
-from engine.layout import SlotTable
+from gridctl.engine import params, records, state
+from gridctl.engine.enums import Reason
+from gridctl.engine.layout import SlotTable
 
 TABLES = [
     (state, state.STATE, "S_", "N_STATE"),

@@ -13,9 +13,10 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from study_builders import build_study, sample_market
 
-from research.study_report import open_study, overfitting, top_trials
+from gridctl.research.study_report import open_study, overfitting, top_trials
+
+from study_builders import build_study, sample_market
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "research" / "notebooks" / "study_analysis.ipynb"

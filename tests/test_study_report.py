@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from study_builders import build_study, sample_market, window
 
-from configs.errors import GridctlError
-from research.study_report import (
+from gridctl.configs.errors import GridctlError
+from gridctl.research.study_report import (
     MIN_TRIALS_FOR_IMPORTANCE,
     REPORT_FILE,
     importance_figure,
@@ -30,6 +29,8 @@ from research.study_report import (
     study_figures,
     top_trials,
 )
+
+from study_builders import build_study, sample_market, window
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,7 @@ def _returns_study(returns: dict[int, list[float]], on_study: bool) -> optuna.St
 
 @pytest.mark.parametrize("on_study", [False, True])
 def test_overfitting_feeds_dsr_and_pbo_the_right_inputs(on_study: bool) -> None:
-    from research.overfitting import deflated_sharpe_ratio, probability_of_backtest_overfitting
+    from gridctl.research.overfitting import deflated_sharpe_ratio, probability_of_backtest_overfitting
 
     rng = np.random.default_rng(5)
     base = rng.normal(0.0, 0.01, size=(64, 4))
@@ -231,10 +232,10 @@ def test_open_study_fails_loudly(tmp_path: Path, journal_study) -> None:
 
 
 def test_equity_reruns_apply_the_overrides_a_trial_ran_with(market) -> None:
-    from configs.loader import load_strategy, load_venue
-    from engine.batch import apply_overrides
-    from engine.run import run_single
-    from research.study_report import top_equity_figure, trial_overrides
+    from gridctl.configs.loader import load_strategy, load_venue
+    from gridctl.engine.batch import apply_overrides
+    from gridctl.engine.run import run_single
+    from gridctl.research.study_report import top_equity_figure, trial_overrides
 
     small = window(market, 0, 3 * 1440)
     dist = {"grid.grid_step_bps": optuna.distributions.FloatDistribution(10, 90)}

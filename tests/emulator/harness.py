@@ -6,7 +6,8 @@ from pathlib import Path
 
 import ccxt
 
-from data.download import make_client
+from gridctl.data.download import make_client
+
 from emulator.binance_usdm import BinanceUsdmEmulator
 
 
