@@ -15,18 +15,23 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from numba import njit, prange, set_parallel_chunksize
+from numba import prange, set_parallel_chunksize
 from pydantic import BaseModel, ValidationError
 
 from gridctl.configs.errors import GridctlError
 from gridctl.configs.schema import StrategyConfig, VenueConfig
 from gridctl.engine.enums import INTRABAR_PATH_NAMES, POLICY_NAMES
+from gridctl.engine.numba_compat import kernel_decorator
 from gridctl.engine.params import P_LEVELS_LONG, P_LEVELS_SHORT, REGIME_SLOTS, build_params
 from gridctl.engine.records import N_COUNTERS, empty_buffers, summarize_states
 from gridctl.engine.regime import new_regime_state, regime_fill_nb
 from gridctl.engine.run import check_detail_config, detail_arrays, market_arrays
 from gridctl.engine.state import N_SLOT, N_STATE, init_state_row, ring_sizes
 from gridctl.engine.step import run_bars_nb
+
+#: The batch drivers: parallel loops over parameter sets, cached on disk like every kernel.
+parallel_kernel = kernel_decorator(cache=True, parallel=True)
+parallel_kernel_nogil = kernel_decorator(cache=True, parallel=True, nogil=True)
 
 
 def _coerce(current: Any, value: Any, key: str) -> Any:
@@ -178,7 +183,7 @@ class RegimeCache:
             self.nbytes -= old.nbytes
 
 
-@njit(cache=True, parallel=True)
+@parallel_kernel
 def regime_series_many_nb(out, rs, op, hi, lo, cl, prm):
     """Row j of ``out``: the regime series of regime parameter row j of ``prm`` (rows in parallel).
 
@@ -220,7 +225,7 @@ def regime_series_batch(
     return regs
 
 
-@njit(cache=True, parallel=True, nogil=True)
+@parallel_kernel_nogil
 def run_batch_nb(
     ts, op, hi, lo, cl, regs, reg_idx, fts, frate, fmark, dts, dop, dhi, dlo, dcl, didx, vecs, br,
     states, slots, errs, ords, fills, fund, ev, eq,

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from numba import typeof
 from numba.core import types
-from numba.core.typing.typeof import Purpose
+
+from gridctl.engine.numba_compat import argument_type
 
 #: Kernels the helper process compiles, by module: the simulated venue's fill path.
 HELPER_KERNELS = (
@@ -74,7 +74,7 @@ def step_call_signatures(run_bars_args: tuple) -> dict[str, tuple]:
     from gridctl.engine.step import run_bars_nb, step_nb
 
     loop_params = list(inspect.signature(run_bars_nb.py_func).parameters)
-    typed = {n: typeof(a, Purpose.argument) for n, a in zip(loop_params, run_bars_args, strict=True)}
+    typed = {n: argument_type(a) for n, a in zip(loop_params, run_bars_args, strict=True)}
     typed.update(STEP_LOCALS)
     tree = ast.parse(textwrap.dedent(inspect.getsource(step_nb.py_func)))
     sigs: dict[str, tuple] = {}
@@ -137,7 +137,7 @@ def start(run_bars_args: tuple, early: bool = False) -> CompileAhead | None:
     """
     if os.environ.get("GRIDCTL_COMPILE_AHEAD", "1") == "0" or (os.cpu_count() or 1) < 2:
         return None
-    key = tuple(typeof(a, Purpose.argument) for a in run_bars_args)
+    key = tuple(argument_type(a) for a in run_bars_args)
     if key in _EARLY:
         return None if early else _EARLY.pop(key)
     sigs = step_call_signatures(run_bars_args)

@@ -13,13 +13,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from numba import typeof
-from numba.core.typing.typeof import Purpose
 
 from gridctl.configs.errors import GridctlError
 from gridctl.configs.schema import StrategyConfig, VenueConfig
 from gridctl.engine import compile_ahead
 from gridctl.engine.enums import MarkSource
+from gridctl.engine.numba_compat import argument_type, cached_on_disk
 from gridctl.engine.params import P_ADX_LEN, P_ATR_LEN, P_EMA_SLOW, REGIME_SLOTS, EngineParams, build_params
 from gridctl.engine.records import (
     C_EQUITY,
@@ -271,17 +270,12 @@ def kernels_ready(arrays: MarketArrays, det: DetailArrays, params: EngineParams,
 
     Either compiled in this process already, or present in numba's on-disk cache index (for this
     exact signature, numba version and CPU, and the current kernel sources: the stale-cache guard
-    in engine/enums.py empties the cache when any engine module changes).
+    in engine/numba_compat.py empties the cache when any engine module changes).
     """
-    sig = tuple(typeof(a, Purpose.argument) for a in _probe_args(arrays, det, params, curves))
+    sig = tuple(argument_type(a) for a in _probe_args(arrays, det, params, curves))
     if sig in run_bars_nb.overloads:
         return True
-    cache = run_bars_nb._cache
-    try:
-        key = cache._index_key(sig, run_bars_nb.targetctx.codegen())
-        return key in cache._cache_file._load_index()
-    except (AttributeError, OSError, EOFError, ValueError):  # another numba's cache layout: say cold
-        return False
+    return cached_on_disk(run_bars_nb, sig)
 
 
 def compile_early(strategy: StrategyConfig, venue: VenueConfig, symbol: str, bar_ms: int) -> None:

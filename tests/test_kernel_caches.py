@@ -26,7 +26,7 @@ from numba.core.caching import FunctionCache
 
 import gridctl.engine.run
 from gridctl.configs.loader import load_strategy, load_venue
-from gridctl.engine.enums import drop_stale_kernel_cache, kernel_cache_dir, kernel_sources_digest
+from gridctl.engine.numba_compat import drop_stale_kernel_cache, kernel_cache_dir, kernel_sources_digest
 from gridctl.engine.funding import _funding_guard_eval_nb, funding_guard_nb
 from gridctl.engine.margin import (
     B_CAP,
@@ -282,7 +282,7 @@ def test_market_arrays_are_read_only_whatever_the_source() -> None:
 
 def test_hot_kernels_are_marked_for_llvm_to_inline_them() -> None:
     """The hot kernels' compiler marks the lowered function ``alwaysinline``; numba's own does not."""
-    from gridctl.engine.enums import AlwaysInlineCompiler
+    from gridctl.engine.numba_compat import AlwaysInlineCompiler
 
     def body(st, price):
         return st[0] * price + st[1]
