@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
-import json
 import math
 import os
 import signal
@@ -42,6 +41,20 @@ from gridctl.research.objectives import (
     limit_values,
     objective_values,
     row_metrics,
+)
+from gridctl.research.optuna_compat import (
+    BatchSyncedJournalBackend,
+    TimedJournalStorage,
+    draw,
+    fail_trial,
+    heartbeat_enabled,
+    pid_alive,
+    record_heartbeat,
+    set_system_attr,
+    storage_held,
+    storage_io_s,
+    sync_storage,
+    trial_id,
 )
 from gridctl.research.profiles import Profile
 from gridctl.research.space import distributions, resolve_draw
@@ -85,266 +98,6 @@ def sqlalchemy_url(url: str) -> str:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
-
-
-class OwnedJournalLock(optuna.storages.journal.JournalFileSymlinkLock):
-    """Optuna's symlink lock on a journal file, with its holder (host:pid) recorded beside it.
-
-    Optuna breaks a lock only once the journal file has stayed unchanged for ``grace_period`` (30 s)
-    as timed by the waiter, so a worker killed while holding it (SIGKILL, the OOM killer) made the
-    next worker on the study, or the resume, wait 30 s. Here the holder writes ``<journal>.lock.owner``
-    right after taking the lock and removes it before letting go; a waiter that finds the lock held
-    by a process of this host that no longer exists breaks it at once. Breaking is serialised by an
-    flock on ``<journal>.lock.break`` (the kernel drops it if its holder dies), so two waiters never
-    both break. Locks of other hosts, of owners still alive, and locks taken by plain Optuna (no
-    owner file) keep Optuna's grace period. The lock file itself is Optuna's, so plain Optuna
-    processes on the same journal (a notebook, the dashboard) still exclude and are excluded.
-    """
-
-    #: Longest sleep between two tries while waiting (Optuna backs off to 1 s).
-    MAX_WAIT_STEP_S = 0.05
-
-    def __init__(self, filepath: str, grace_period: int | None = 30) -> None:
-        super().__init__(filepath, grace_period)
-        self._owner_file = self._lock_file + ".owner"
-        self._break_file = self._lock_file + ".break"
-
-    def acquire(self) -> bool:
-        """Take the lock, waiting while a live process holds it (see the class docstring)."""
-        step = 0.001
-        mtime: float | None = None
-        unchanged_since = time.monotonic()
-        while True:
-            try:
-                os.symlink(self._lock_target_file, self._lock_file)
-            except FileExistsError:
-                pass
-            else:
-                try:
-                    self._write_owner()
-                except BaseException:
-                    optuna.storages.journal.JournalFileSymlinkLock.release(self)
-                    raise
-                return True
-            if self._break_if_owner_dead():
-                continue
-            if self.grace_period is not None:
-                try:
-                    current: float | None = os.stat(self._lock_file).st_mtime  # the journal's mtime
-                except OSError:
-                    current = None  # released meanwhile
-                if current != mtime:
-                    mtime, unchanged_since = current, time.monotonic()
-                elif time.monotonic() - unchanged_since > self.grace_period:
-                    # Optuna's rule: nothing written for a whole grace period, the holder is gone
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self._owner_file)
-                    with contextlib.suppress(RuntimeError):
-                        optuna.storages.journal.JournalFileSymlinkLock.release(self)
-                    mtime = None
-                    continue
-            time.sleep(step)
-            step = min(step * 2, self.MAX_WAIT_STEP_S)
-
-    def release(self) -> None:
-        """Let go: the owner record first, then Optuna's release of the lock file."""
-        if self._read_owner() == self._me():
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._owner_file)
-        super().release()
-
-    @staticmethod
-    def _me() -> str:
-        return f"{socket.gethostname()}:{os.getpid()}"
-
-    def _write_owner(self) -> None:
-        tmp = f"{self._owner_file}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(self._me())
-        os.replace(tmp, self._owner_file)
-
-    def _read_owner(self) -> str | None:
-        try:
-            with open(self._owner_file, encoding="utf-8") as f:
-                return f.read().strip()
-        except OSError:
-            return None
-
-    def _owner_dead(self, owner: str | None) -> bool:
-        host, _, pid = (owner or "").rpartition(":")
-        return host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
-
-    def _break_if_owner_dead(self) -> bool:
-        """Break the lock if its recorded holder is a dead process of this host; True if it did."""
-        if not self._owner_dead(self._read_owner()):
-            return False
-        import fcntl
-
-        with open(self._break_file, "a") as guard:
-            fcntl.flock(guard, fcntl.LOCK_EX)
-            owner = self._read_owner()
-            if not self._owner_dead(owner):
-                return True  # another waiter broke it first: try to take it again
-            os.unlink(self._owner_file)
-            with contextlib.suppress(RuntimeError):
-                optuna.storages.journal.JournalFileSymlinkLock.release(self)
-        return True
-
-
-class BatchSyncedJournalBackend(optuna.storages.journal.JournalFileBackend):
-    """Optuna's journal file backend, fsync'ed once per batch instead of once per operation.
-
-    Every operation is still appended (under the journal's lock) and flushed to the OS at once, so a
-    killed process (Ctrl-C, SIGKILL) loses nothing it wrote; only a power cut could lose the
-    operations since the last :meth:`sync` (the optimizer syncs after telling each batch). Per-op
-    fsync costs ~3 ms on this class of machine and ~20 ops are written per trial.
-
-    :meth:`held` keeps the journal's lock (and one append handle) for a run of operations, such as
-    asking or telling a whole batch: taking the lock costs a symlink, an unlink and an open per
-    operation otherwise. Other processes on the same journal wait at most :data:`HOLD_S` seconds.
-    """
-
-    #: Longest a held lock is kept before it is released and taken again (lets other workers in;
-    #: a waiter breaks a lock whose journal has not changed for 30 s, and at once one of a dead
-    #: local process: OwnedJournalLock).
-    HOLD_S = 2.0
-
-    def __init__(self, file_path: str) -> None:
-        super().__init__(file_path, lock_obj=OwnedJournalLock(file_path))
-        self._out: Any = None  # the append handle while the lock is held
-        self._in: Any = None  # a read handle while the lock is held
-        self._held_since = 0.0
-
-    @contextlib.contextmanager
-    def held(self) -> Any:
-        """Hold the lock for the operations inside the ``with`` block (re-entrant: nested is a no-op)."""
-        if self._out is not None:
-            yield
-            return
-        self._take()
-        try:
-            yield
-        finally:
-            self._give()
-
-    def _take(self) -> None:
-        self._lock.acquire()
-        try:
-            self._out = open(self._file_path, "ab")  # noqa: SIM115 - kept open while the lock is held
-            self._in = open(self._file_path, "rb")  # noqa: SIM115
-        except BaseException:
-            self._close_handles()
-            self._lock.release()
-            raise
-        self._held_since = time.monotonic()
-
-    def _close_handles(self) -> None:
-        for handle in (self._out, self._in):
-            if handle is not None:
-                handle.close()
-        self._out = self._in = None
-
-    def _give(self) -> None:
-        try:
-            self._close_handles()
-        finally:
-            self._lock.release()
-
-    def read_logs(self, log_number_from: int) -> Any:
-        """The logs from ``log_number_from`` on; while the lock is held, read through one open handle.
-
-        Under the lock only this process appends, and it writes whole lines, so everything after the
-        last known offset is complete; anything unusual (an unknown offset, a partial line left by a
-        killed writer, a line that is not JSON) goes through Optuna's own reader.
-        """
-        start = self._log_number_offset.get(log_number_from)
-        if self._in is None or start is None:
-            return super().read_logs(log_number_from)
-        self._in.seek(start)
-        data = self._in.read()
-        if not data:
-            return iter(())
-        if not data.endswith(b"\n"):
-            return super().read_logs(log_number_from)
-        lines = data.splitlines(keepends=True)
-        try:
-            logs = [json.loads(line) for line in lines]
-        except json.JSONDecodeError:
-            return super().read_logs(log_number_from)
-        offset, number = start, log_number_from
-        for line in lines:
-            offset += len(line)
-            number += 1
-            self._log_number_offset[number] = offset
-        return iter(logs)
-
-    def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        """Append ``logs`` under the lock and flush them to the OS (no fsync)."""
-        payload = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode()
-        if self._out is not None:
-            if time.monotonic() - self._held_since > self.HOLD_S:
-                self._give()  # let another worker append between our operations
-                self._take()
-            self._out.write(payload)
-            self._out.flush()
-            return
-        from optuna.storages.journal._file import get_lock_file
-
-        with get_lock_file(self._lock), open(self._file_path, "ab") as f:
-            f.write(payload)
-            f.flush()
-
-    def sync(self) -> None:
-        """fsync the journal file (durable on disk)."""
-        with open(self._file_path, "ab") as f:
-            os.fsync(f.fileno())
-
-
-class TimedJournalStorage(optuna.storages.JournalStorage):
-    """Optuna's journal storage, counting the seconds spent writing and replaying its log.
-
-    Every storage operation goes through ``_write_log`` and/or ``_sync_with_backend``, so
-    ``io_s`` is the storage's share of any stretch of work (the optimizer splits ask time into
-    sampler and storage with it).
-    """
-
-    def __init__(self, backend: optuna.storages.journal.BaseJournalBackend) -> None:
-        self.io_s = 0.0
-        super().__init__(backend)
-
-    def _write_log(self, op_code: int, extra_fields: dict[str, Any]) -> None:
-        t0 = time.perf_counter()
-        try:
-            super()._write_log(op_code, extra_fields)
-        finally:
-            self.io_s += time.perf_counter() - t0
-
-    def _sync_with_backend(self) -> None:
-        t0 = time.perf_counter()
-        try:
-            super()._sync_with_backend()
-        finally:
-            self.io_s += time.perf_counter() - t0
-
-
-def sync_storage(storage: optuna.storages.BaseStorage) -> None:
-    """Make a journal storage durable on disk (RDB storages commit per operation)."""
-    backend = getattr(storage, "_backend", None)
-    if isinstance(backend, BatchSyncedJournalBackend):
-        backend.sync()
-
-
-def storage_held(storage: optuna.storages.BaseStorage) -> contextlib.AbstractContextManager[Any]:
-    """Hold a journal's lock for a run of operations (RDB storages: nothing to hold)."""
-    backend = getattr(storage, "_backend", None)
-    if isinstance(backend, BatchSyncedJournalBackend):
-        return backend.held()
-    return contextlib.nullcontext()
-
-
-def storage_io_s(storage: optuna.storages.BaseStorage) -> float | None:
-    """Seconds a journal storage has spent on its log so far (None when not measured)."""
-    return getattr(storage, "io_s", None)
 
 
 def open_storage(
@@ -955,10 +708,8 @@ class _Heartbeat:
     """
 
     def __init__(self, storage: optuna.storages.BaseStorage, interval_s: int) -> None:
-        from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
-
         self._storage = storage
-        self._on = isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)
+        self._on = heartbeat_enabled(storage)
         self._interval = interval_s
         self._trials: list[optuna.Trial] = []
         self._stop = threading.Event()
@@ -981,7 +732,7 @@ class _Heartbeat:
         if self._on:
             for trial in self._trials:
                 with contextlib.suppress(Exception):
-                    self._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
+                    record_heartbeat(self._storage, trial)
 
     def beat_now(self) -> None:
         """Record a heartbeat for the trials in flight."""
@@ -992,7 +743,7 @@ class _Heartbeat:
         self._trials = [*self._trials, trial]
         if self._on:
             with contextlib.suppress(Exception):
-                self._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
+                record_heartbeat(self._storage, trial)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -1030,17 +781,17 @@ def _fail_stale(
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if WORKER_ATTR in t.system_attrs:
             continue
-        first_seen = mono if unowned_seen is None else unowned_seen.setdefault(t._trial_id, mono)
+        first_seen = mono if unowned_seen is None else unowned_seen.setdefault(trial_id(t), mono)
         started = t.datetime_start
         old = started is not None and (now - started).total_seconds() > 10 * grace
         if old or mono - first_seen > grace:
             with contextlib.suppress(Exception):
-                study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+                fail_trial(study, t)
                 continue
-        unowned.add(t._trial_id)
+        unowned.add(trial_id(t))
     if unowned_seen is not None:
-        for trial_id in set(unowned_seen) - unowned:  # owned, finished or failed since: forget them
-            del unowned_seen[trial_id]
+        for gone in set(unowned_seen) - unowned:  # owned, finished or failed since: forget them
+            del unowned_seen[gone]
 
 
 def _fail_dead_local_trials(study: optuna.Study) -> int:
@@ -1052,21 +803,11 @@ def _fail_dead_local_trials(study: optuna.Study) -> int:
         if not owner:
             continue
         h, _, pid = owner.rpartition(":")
-        if h == host and not _pid_alive(int(pid)):
+        if h == host and not pid_alive(int(pid)):
             with contextlib.suppress(Exception):
                 study.tell(t.number, state=optuna.trial.TrialState.FAIL)
                 failed += 1
     return failed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def optimize(
@@ -1139,9 +880,9 @@ def optimize(
                 trial = study.ask()
                 asked.append(trial)
                 heartbeat.track(trial)
-                study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker)
+                set_system_attr(study, trial, WORKER_ATTR, worker)
                 for pname, dist in dists.items():
-                    trial._suggest(pname, dist)
+                    draw(trial, pname, dist)
         io = (storage_io_s(store) or 0.0) - io0  # the asks' own storage writes and reads
         timings["sampler_s"] += time.perf_counter() - t0 - io
         timings["storage_s"] += io

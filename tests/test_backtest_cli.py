@@ -145,7 +145,7 @@ def test_bad_set_fails_before_generating_the_sample(tmp_path: Path) -> None:
 def test_no_arguments_generates_the_sample_and_runs_the_default(tmp_path: Path) -> None:
     """A real process: `gridctl backtest` with only the data directory set through the environment."""
     exe = shutil.which("gridctl")
-    cmd = [exe, "backtest"] if exe else [sys.executable, "-c", "from cli import app; app()", "backtest"]
+    cmd = [exe, "backtest"] if exe else [sys.executable, "-m", "gridctl.cli", "backtest"]
     env = dict(os.environ, GRIDCTL_DATA_DIR=str(tmp_path / "data"), COLUMNS="160")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -155,7 +155,15 @@ def test_no_arguments_generates_the_sample_and_runs_the_default(tmp_path: Path) 
 
 
 def test_json_stdout_is_clean_in_a_real_process(data_dir: Path) -> None:
-    cmd = [sys.executable, "-c", "from cli import app; app()", "backtest", "--data", str(data_dir), *WINDOW]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from gridctl.cli import app; app()",
+        "backtest",
+        "--data",
+        str(data_dir),
+        *WINDOW,
+    ]
     proc = subprocess.run(
         [*cmd, "--json"], cwd=REPO, capture_output=True, text=True, timeout=600, check=False
     )

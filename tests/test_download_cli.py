@@ -39,7 +39,7 @@ def emu() -> Iterator[BinanceUsdmEmulator]:
 
 def gridctl(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the gridctl CLI as a user would, in a fresh interpreter."""
-    cmd = [sys.executable, "-c", "from cli import app; app()", *args]
+    cmd = [sys.executable, "-c", "from gridctl.cli import app; app()", *args]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
 
 

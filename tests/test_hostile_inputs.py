@@ -412,7 +412,7 @@ def test_hostile_input_in_a_real_gridctl_process(case_id: str, case_dir: Path) -
     argv, words = case.build(case_dir)
     before = _snapshot(case_dir)
     exe = Path(sys.executable).parent / "gridctl"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from cli import app; app()"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from gridctl.cli import app; app()"]
     proc = subprocess.run([*cmd, *argv], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     _check_refusal(proc.returncode, proc.stderr, words)
     assert proc.stdout == "" and _snapshot(case_dir) == before

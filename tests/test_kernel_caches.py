@@ -26,7 +26,6 @@ from numba.core.caching import FunctionCache
 
 import gridctl.engine.run
 from gridctl.configs.loader import load_strategy, load_venue
-from gridctl.engine.numba_compat import drop_stale_kernel_cache, kernel_cache_dir, kernel_sources_digest
 from gridctl.engine.funding import _funding_guard_eval_nb, funding_guard_nb
 from gridctl.engine.margin import (
     B_CAP,
@@ -36,6 +35,7 @@ from gridctl.engine.margin import (
     near_liquidation_nb,
     total_maint_margin_nb,
 )
+from gridctl.engine.numba_compat import drop_stale_kernel_cache, kernel_cache_dir, kernel_sources_digest
 from gridctl.engine.params import P_FUNDING_MAX_COST_BPS, P_FUNDING_WINDOW_MIN, build_params
 from gridctl.engine.run import kernels_ready, market_arrays, no_detail, run_single
 from gridctl.engine.state import (

@@ -36,6 +36,7 @@ from gridctl.research.objectives import (
     objective_values,
     row_metrics,
 )
+from gridctl.research.optuna_compat import OwnedJournalLock, set_system_attr
 from gridctl.research.profiles import PROFILES_DIR, load_profile, shipped_profiles
 from gridctl.research.space import distributions, neighbours, resolve_draw
 from gridctl.research.studies import best_config, best_trial, export_config, load_study, study_frame
@@ -642,13 +643,9 @@ def test_journal_trials_of_a_dead_local_worker_are_failed_on_resume(data_dir: Pa
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     orphan = study.ask(distributions(load_profile(prof)))  # what a SIGKILLed worker leaves behind
-    study._storage.set_trial_system_attr(
-        orphan._trial_id, opt.WORKER_ATTR, f"{socket.gethostname()}:{gone.stdout.strip()}"
-    )
+    set_system_attr(study, orphan, opt.WORKER_ATTR, f"{socket.gethostname()}:{gone.stdout.strip()}")
     alive = study.ask(distributions(load_profile(prof)))  # a live worker's trial (this process) is left alone
-    study._storage.set_trial_system_attr(
-        alive._trial_id, opt.WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}"
-    )
+    set_system_attr(study, alive, opt.WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
     res = run(prof, data_dir, tmp_path / "s", "dead", n_trials=12)
     trials = load_study("dead", tmp_path / "s").trials
     assert trials[orphan.number].state == optuna.trial.TrialState.FAIL
@@ -676,7 +673,7 @@ def test_jobs_outside_the_core_count_is_an_error(data_dir: Path, tmp_path: Path)
 def _journal_lock_holder(journal: Path) -> subprocess.Popen:
     """A process that takes the journal's lock the way gridctl does and keeps it until killed."""
     code = (
-        "import time; from research.optimize import OwnedJournalLock; "
+        "import time; from gridctl.research.optuna_compat import OwnedJournalLock; "
         f"OwnedJournalLock({str(journal)!r}).acquire(); print('held', flush=True); time.sleep(600)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -684,7 +681,7 @@ def _journal_lock_holder(journal: Path) -> subprocess.Popen:
     return proc
 
 
-def _acquiring(lock: opt.OwnedJournalLock) -> threading.Event:
+def _acquiring(lock: OwnedJournalLock) -> threading.Event:
     """Start taking ``lock`` in a thread; the event is set once it is taken."""
     taken = threading.Event()
     threading.Thread(target=lambda: (lock.acquire(), taken.set()), daemon=True).start()
@@ -696,7 +693,7 @@ def test_a_journal_lock_is_kept_while_its_holder_lives_and_broken_once_it_is_kil
     journal.touch()
     holder = _journal_lock_holder(journal)
     # grace_period=None: Optuna's rule (break a lock unchanged for 30 s) never fires, only the owner's
-    lock = opt.OwnedJournalLock(str(journal), grace_period=None)
+    lock = OwnedJournalLock(str(journal), grace_period=None)
     taken = _acquiring(lock)
     try:
         assert not taken.wait(1.0), "the lock of a live holder was taken"

@@ -1,0 +1,169 @@
+"""Canaries for gridctl.research.optuna_compat: one per private Optuna hook, each naming it on failure.
+
+An Optuna release that moves an internal the optimizer relies on fails here first, with the hook's
+name, instead of halfway through a study or (the lock protocol) by silently letting plain Optuna
+processes past gridctl's lock. Nothing outside optuna_compat may touch Optuna's internals (last test).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from gridctl.research import optuna_compat as oc
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _canary(hook: str, ok: bool, detail: str = "") -> None:
+    assert hook in oc.HOOKS
+    if not ok:
+        pytest.fail(
+            f"Optuna private hook {hook!r} no longer holds under Optuna {optuna.__version__} "
+            f"(gridctl.research.optuna_compat): {detail}"
+        )
+
+
+def test_every_hook_has_a_canary() -> None:
+    names = {n.removeprefix("test_hook_") for n in globals() if n.startswith("test_hook_")}
+    assert names == set(oc.HOOKS)
+
+
+def _taken_in_thread(lock) -> threading.Event:
+    got = threading.Event()
+
+    def take() -> None:
+        lock.acquire()
+        got.set()
+
+    threading.Thread(target=take, daemon=True).start()
+    return got
+
+
+def test_hook_symlink_lock(tmp_path: Path) -> None:
+    journal = tmp_path / "s.journal"
+    journal.touch()
+    plain = optuna.storages.journal.JournalFileSymlinkLock(str(journal))
+    for name in ("_lock_file", "_lock_target_file"):
+        _canary("symlink_lock", hasattr(plain, name), f"JournalFileSymlinkLock.{name} is gone")
+    assert plain.acquire()
+    _canary("symlink_lock", os.path.islink(plain._lock_file), "the lock is no longer a symlink")
+    # gridctl's lock and plain Optuna's exclude each other on one journal.
+    ours = oc.OwnedJournalLock(str(journal), grace_period=None)
+    got = _taken_in_thread(ours)
+    time.sleep(0.3)
+    _canary("symlink_lock", not got.is_set(), "OwnedJournalLock went past a plain Optuna lock")
+    plain.release()
+    _canary("symlink_lock", got.wait(5), "OwnedJournalLock never took the released lock")
+    other = optuna.storages.journal.JournalFileSymlinkLock(str(journal))
+    got_plain = _taken_in_thread(other)
+    time.sleep(0.3)
+    _canary("symlink_lock", not got_plain.is_set(), "plain Optuna went past OwnedJournalLock")
+    ours.release()
+    _canary("symlink_lock", got_plain.wait(5), "plain Optuna never took the released lock")
+    other.release()
+
+
+def test_hook_journal_backend(tmp_path: Path) -> None:
+    from optuna.storages.journal import JournalFileBackend
+
+    path = tmp_path / "b.journal"
+    plain = JournalFileBackend(str(path))
+    for name in ("_file_path", "_lock", "_log_number_offset"):
+        _canary("journal_backend", hasattr(plain, name), f"JournalFileBackend.{name} is gone")
+    try:
+        from optuna.storages.journal._file import get_lock_file  # noqa: F401
+    except ImportError as exc:
+        _canary("journal_backend", False, str(exc))
+    ours = oc.BatchSyncedJournalBackend(str(path))
+    logs = [{"op_code": 0, "n": i} for i in range(3)]
+    ours.append_logs(logs[:1])  # outside held(): through Optuna's lock helper
+    with ours.held():
+        ours.append_logs(logs[1:])
+        read = list(ours.read_logs(0))
+    _canary("journal_backend", read == logs, f"read back {read}")
+    _canary("journal_backend", list(plain.read_logs(1)) == logs[1:], "plain Optuna reads another log")
+
+
+def test_hook_journal_storage(tmp_path: Path) -> None:
+    storage = oc.TimedJournalStorage(oc.BatchSyncedJournalBackend(str(tmp_path / "t.journal")))
+    study = optuna.create_study(storage=storage, study_name="t")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    _canary("journal_storage", storage.io_s > 0, "_write_log / _sync_with_backend never called")
+    _canary("journal_storage", isinstance(getattr(storage, "_backend", None), oc.BatchSyncedJournalBackend))
+    oc.sync_storage(storage)  # reaches the backend through _backend
+    with oc.storage_held(storage):
+        _canary("journal_storage", storage._backend._out is not None, "storage_held did not hold")
+
+
+def test_hook_heartbeat(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        beating = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2)
+    plain = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'p.db'}")
+    _canary("heartbeat", oc.heartbeat_enabled(beating), "a heartbeat RDB storage is not seen as one")
+    _canary("heartbeat", not oc.heartbeat_enabled(plain), "a plain RDB storage is seen as beating")
+    study = optuna.create_study(storage=beating, study_name="h")
+    trial = study.ask()
+    oc.record_heartbeat(beating, trial)
+    time.sleep(3.5)  # past the grace period with no further beat: Optuna's stale check fails it
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        optuna.storages.fail_stale_trials(study)
+    _canary("heartbeat", study.trials[0].state == optuna.trial.TrialState.FAIL, str(study.trials[0].state))
+
+
+def test_hook_trial_id() -> None:
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name="i")
+    study.ask()
+    second = study.ask()
+    study_id = storage.get_study_id_from_name("i")
+    expected = storage.get_trial_id_from_study_id_trial_number(study_id, second.number)
+    _canary("trial_id", oc.trial_id(second) == expected, f"{oc.trial_id(second)} != {expected}")
+    _canary("trial_id", oc.trial_id(study.trials[1]) == expected, "FrozenTrial id differs")
+
+
+def test_hook_study_storage() -> None:
+    study = optuna.create_study()
+    trial = study.ask()
+    oc.set_system_attr(study, trial, "gridctl_worker", "host:1")
+    _canary("study_storage", study.trials[0].system_attrs.get("gridctl_worker") == "host:1")
+    oc.fail_trial(study, study.trials[0])
+    _canary(
+        "study_storage", study.trials[0].state == optuna.trial.TrialState.FAIL, str(study.trials[0].state)
+    )
+
+
+def test_hook_suggest() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    trial = study.ask()
+    dist = optuna.distributions.IntDistribution(5, 9)
+    value = oc.draw(trial, "rungs", dist)
+    _canary("suggest", 5 <= value <= 9 and trial.params == {"rungs": value}, f"drew {value}, {trial.params}")
+    _canary("suggest", oc.draw(trial, "rungs", dist) == value, "a second draw of one name changed it")
+    study.tell(trial, 1.0)
+    _canary("suggest", study.trials[0].distributions == {"rungs": dist}, str(study.trials[0].distributions))
+
+
+def test_no_module_but_optuna_compat_touches_optuna_internals() -> None:
+    private = {"_trial_id", "_storage", "_suggest", "_lock_file", "_lock", "_log_number_offset", "_backend"}
+    offenders = []
+    for pkg in ("configs", "data", "engine", "research", "live_bridge"):
+        for path in sorted((REPO / pkg).rglob("*.py")):
+            if path.name == "optuna_compat.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("optuna"):
+                    if any(part.startswith("_") for part in node.module.split(".")):
+                        offenders.append(f"{path.relative_to(REPO)}: from {node.module}")
+                elif isinstance(node, ast.Attribute) and node.attr in private:
+                    is_self = isinstance(node.value, ast.Name) and node.value.id == "self"
+                    if not is_self:
+                        offenders.append(f"{path.relative_to(REPO)}:{node.lineno} .{node.attr}")
+    assert offenders == []
