@@ -7,9 +7,9 @@ venue binance_futures with every risk gate on):
   ``REPEATS`` runs, as for the batch.
 - ``batch_bar_evals_per_s``: ``engine.batch.run_batch`` over ``sets`` parameter sets (grid step
   within +/-10 % of the strategy's) on all cores: bars * sets / seconds.
-- ``reference_bars_per_s``: the pure-Python reference simulator (``tests/reference_sim.py``, loaded by
-  file path because it lives with the tests) on the first ``reference_bars`` bars; None when the
-  file is not there (an installed package without its tests).
+- ``reference_bars_per_s``: the pure-Python reference simulator on the first ``reference_bars`` bars,
+  when a file is given (``gridctl bench --reference-sim tests/reference_sim.py`` in a source checkout:
+  the simulator lives with the tests, and nothing installed loads from there); None otherwise.
 
 Start-up (``startup_bench``, ``gridctl bench --startup``), each in fresh processes with their own
 temporary numba cache directory:
@@ -42,13 +42,13 @@ from typing import Any
 
 import numba
 
+from gridctl.configs.errors import GridctlError
 from gridctl.configs.loader import load_strategy, load_venue
 from gridctl.configs.schema import StrategyConfig
 from gridctl.data.market import Market, market_from_arrays
 from gridctl.data.sample import SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, generate_sample
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE_SIM = REPO / "tests" / "reference_sim.py"
 BARS_PER_DAY = 1440
 FUNDING_INTERVAL_MS = 8 * 3_600_000
 #: Kernel and batch timings are the best of this many runs (the machine may carry other load).
@@ -161,11 +161,11 @@ def _timed(fn: Callable[[], Any], repeats: int = 1) -> float:
     return best
 
 
-def load_reference() -> Any | None:
-    """The reference simulator module, or None when tests/reference_sim.py is not present."""
-    if not REFERENCE_SIM.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("gridctl_reference_sim", REFERENCE_SIM)
+def load_reference(path: Path) -> Any:
+    """The reference simulator module at ``path`` (a file defining ``simulate(market, strategy, venue)``)."""
+    if not path.is_file():
+        raise GridctlError(f"--reference-sim {path}: not a file (the simulator is tests/reference_sim.py)")
+    spec = importlib.util.spec_from_file_location("gridctl_reference_sim", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -218,7 +218,6 @@ def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]
 
 def _child_env(cache_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env["NUMBA_CACHE_DIR"] = str(cache_dir)
     return env
 
@@ -266,6 +265,7 @@ def run_bench(
     sets: int = 64,
     reference_bars: int = 20_000,
     progress: Callable[[str], None] = lambda _msg: None,
+    reference_sim: Path | None = None,
 ) -> dict[str, Any]:
     """Run every measurement and return them (bars/s and seconds; see the module docstring)."""
     from gridctl.engine.batch import run_batch
@@ -286,7 +286,7 @@ def run_bench(
     run_batch(market, strategy, venue, overrides[:1])
     batch_s = _timed(lambda: run_batch(market, strategy, venue, overrides), REPEATS)
 
-    reference = load_reference()
+    reference = load_reference(reference_sim) if reference_sim is not None else None
     ref_n = min(reference_bars, bars)
     ref_rate = None
     if reference is not None:

@@ -262,6 +262,14 @@ def bench(
             "first/second backtest wall time and peak memory).",
         ),
     ] = False,
+    reference_sim: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference-sim",
+            help="The pure-Python reference simulator of a source checkout (tests/reference_sim.py) "
+            "to measure the kernel against; without it the reference figures are n/a.",
+        ),
+    ] = None,
 ) -> None:
     """Measure kernel, batch and reference speed; with --startup, compile and start-up times."""
     from gridctl.research import bench as bench_mod
@@ -276,7 +284,7 @@ def bench(
             raise GridctlError(f"--bars must be at least 2000, got {bars}")
         if sets < 1:
             raise GridctlError(f"--sets must be at least 1, got {sets}")
-        result = bench_mod.run_bench(bars=bars, sets=sets, progress=progress)
+        result = bench_mod.run_bench(bars=bars, sets=sets, progress=progress, reference_sim=reference_sim)
         title = f"gridctl bench ({bars:,} bars, {sets} sets)"
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
@@ -288,7 +296,7 @@ def bench(
         if key in ("bars", "sets", "reference_bars", "threads"):
             continue
         if value is None:
-            shown = "n/a (tests/reference_sim.py not found)"
+            shown = "n/a (no --reference-sim)"
         else:
             shown = f"{value:,.3f}" if value < 100 else f"{value:,.0f}"
         table.add_row(key, shown, bench_mod.TARGETS.get(key, ""))

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
+import types
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+import gridctl.engine.batch
+import gridctl.engine.run
 import gridctl.research.bench
 from gridctl.cli import app
+from gridctl.configs.errors import GridctlError
 from gridctl.research.bench import (
     STARTUP_KEYS,
     TARGETS,
@@ -21,6 +25,8 @@ from gridctl.research.bench import (
     startup_bench,
 )
 
+REFERENCE_SIM = Path(__file__).resolve().parent / "reference_sim.py"
+
 KEYS = {
     "bars", "sets", "threads", "reference_bars", "kernel_bars_per_s", "batch_bar_evals_per_s",
     "batch_vs_kernel", "reference_bars_per_s", "kernel_vs_reference",
@@ -30,7 +36,7 @@ KEYS = {
 @pytest.fixture(scope="module")
 def tiny() -> dict:
     # Small enough for the suite: 2,000 bars, 3 sets, 200 reference bars (no start-up processes here).
-    return run_bench(bars=2_000, sets=3, reference_bars=200)
+    return run_bench(bars=2_000, sets=3, reference_bars=200, reference_sim=REFERENCE_SIM)
 
 
 def test_bench_reports_every_measurement_as_a_positive_number(tiny: dict) -> None:
@@ -38,12 +44,44 @@ def test_bench_reports_every_measurement_as_a_positive_number(tiny: dict) -> Non
     assert (tiny["bars"], tiny["sets"], tiny["reference_bars"]) == (2_000, 3, 200)
     for key in KEYS - {"bars", "sets", "reference_bars", "threads"}:
         assert isinstance(tiny[key], float) and tiny[key] > 0.0, key
-    # The ratios are the quotients of the rates they compare.
-    assert tiny["batch_vs_kernel"] == pytest.approx(tiny["batch_bar_evals_per_s"] / tiny["kernel_bars_per_s"])
-    assert tiny["kernel_vs_reference"] == pytest.approx(
-        tiny["kernel_bars_per_s"] / tiny["reference_bars_per_s"]
-    )
     assert set(TARGETS) <= KEYS | set(STARTUP_KEYS)
+
+
+def test_bench_figures_on_a_clock_whose_durations_are_known(monkeypatch, tmp_path: Path) -> None:
+    """Each timed call advances a fake clock by a fixed time, so every figure is known by hand.
+
+    A kernel run takes 0.5 s, a batch 1.0 s, a reference run 2.0 s; 2,000 bars, 3 sets, 200 reference
+    bars: kernel 2,000 / 0.5 = 4,000 bars/s; batch 2,000 * 3 / 1.0 = 6,000; batch_vs_kernel 1.5;
+    reference 200 / 2.0 = 100 bars/s; kernel_vs_reference 40.
+    """
+    clock = [1000.0]
+    monkeypatch.setattr(gridctl.research.bench.time, "perf_counter", lambda: clock[0])
+
+    def taking(seconds: float):
+        def call(*_a, **_kw):
+            clock[0] += seconds
+
+        return call
+
+    monkeypatch.setattr(gridctl.engine.run, "run_single", taking(0.5))
+    monkeypatch.setattr(gridctl.engine.batch, "run_batch", taking(1.0))
+    ref = tmp_path / "ref.py"
+    ref.write_text(
+        "import tests_clock\n"
+        "def simulate(market, strategy, venue):\n"
+        "    assert len(market.ts) == 200\n"
+        "    tests_clock.advance(2.0)\n",
+        encoding="utf-8",
+    )
+    clock_mod = types.ModuleType("tests_clock")
+    clock_mod.advance = lambda s: clock.__setitem__(0, clock[0] + s)
+    monkeypatch.setitem(sys.modules, "tests_clock", clock_mod)
+    out = run_bench(bars=2_000, sets=3, reference_bars=200, reference_sim=ref)
+    assert out["kernel_bars_per_s"] == pytest.approx(4_000.0)
+    assert out["batch_bar_evals_per_s"] == pytest.approx(6_000.0)
+    assert out["batch_vs_kernel"] == pytest.approx(1.5)
+    assert out["reference_bars_per_s"] == pytest.approx(100.0)
+    assert out["kernel_vs_reference"] == pytest.approx(40.0)
 
 
 def test_bench_market_has_the_bars_asked_for_and_their_funding() -> None:
@@ -60,10 +98,11 @@ def test_batch_sets_spread_around_the_strategys_grid_step() -> None:
     assert min(steps) == pytest.approx(36.0) and max(steps) == pytest.approx(44.0)
 
 
-def test_without_the_reference_file_the_reference_rate_is_none(monkeypatch, tmp_path) -> None:
-    monkeypatch.setattr(gridctl.research.bench, "REFERENCE_SIM", tmp_path / "missing.py")
+def test_without_a_reference_file_the_reference_rate_is_none_and_a_missing_one_is_refused(tmp_path) -> None:
     out = run_bench(bars=2_000, sets=1, reference_bars=100)
     assert out["reference_bars_per_s"] is None and out["kernel_vs_reference"] is None
+    with pytest.raises(GridctlError, match=r"--reference-sim .*missing\.py: not a file"):
+        run_bench(bars=2_000, sets=1, reference_bars=100, reference_sim=tmp_path / "missing.py")
 
 
 def test_run_child_reports_that_childs_own_peak_memory_and_fails_loudly() -> None:
