@@ -16,10 +16,12 @@ the ``S_*`` / ``SL_*`` offsets are what ``add`` returns, so slots cannot overlap
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from gridctl.configs.errors import GridctlError
 from gridctl.engine.enums import Reason, kernel
 from gridctl.engine.layout import SlotTable
 from gridctl.engine.params import (
@@ -214,8 +216,6 @@ def ring_sizes(vectors: np.ndarray) -> tuple[int, int]:
 
 def init_state_row(state: np.ndarray, slots: np.ndarray, vec: np.ndarray) -> None:
     """Reset one run's state vector and slots to the start of a backtest with parameters ``vec``."""
-    from gridctl.engine.throttle import set_throttle  # throttle imports this module's slot names
-
     state[:] = 0.0
     state[S_WALLET] = vec[P_INITIAL_BALANCE]
     state[S_EQUITY] = vec[P_INITIAL_BALANCE]
@@ -362,3 +362,31 @@ def remember_refusal_nb(slot, price, qty, q, opp, need):
     slot[b + 3] = opp
     slot[b + 4] = need
     slot[SL_REF_COUNT] = n + 1
+
+
+# --- operator throttle: the one validated path that changes the entry-size multiplier.
+# The audited bot's ops API wrote ``strategy._throttle`` directly and nothing read it. Here the kernels
+# read the state slot ``S_THROTTLE`` (``throttle_nb``) when sizing every entry, and ``set_throttle`` is
+# the only writer: ``init_state_row`` calls it with ``policy.throttle``, and the live ops API later.
+
+
+def set_throttle(state: np.ndarray, value: float) -> None:
+    """Validate ``value`` (a number in 0..1) and store it; the next decision re-sizes every entry."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        raise GridctlError(f"throttle must be a number between 0 and 1, got {value!r}")
+    try:
+        v = float(value)
+    except OverflowError:  # an int too large for a float (e.g. 400 digits)
+        raise GridctlError(
+            f"throttle must be between 0 and 1, got an integer of {len(str(value))} digits"
+        ) from None
+    if not math.isfinite(v) or v < 0.0 or v > 1.0:
+        raise GridctlError(f"throttle must be between 0 and 1, got {value!r}")
+    state[S_THROTTLE] = v
+    state[S_DIRTY] = 1.0
+
+
+@kernel
+def throttle_nb(state):
+    """The entry-size multiplier the kernels apply (written only by ``set_throttle``)."""
+    return state[S_THROTTLE]

@@ -10,7 +10,7 @@ Which parts a live driver calls (the same functions, no copies):
   ``bar_gates_nb`` (this module: drawdown, circuit breaker, REDUCING) and ``decide_nb`` (this module),
   then send the difference between the slot array's resting entries / lot exits and the exchange's
   open orders. ``path_nb`` (fills.py, the simulated venue) is the only part a live driver never calls.
-* operator throttle: ``engine.throttle.set_throttle`` (validates, writes ``S_THROTTLE``).
+* operator throttle: ``engine.state.set_throttle`` (validates, writes ``S_THROTTLE``).
 
 Speed: a quiet bar (no trigger within the bar's range, no settlement due, nothing that reshapes the
 ladder) runs only cheap inline checks; ``decision_needed_nb`` proves ``decide_nb`` would be a no-op
@@ -141,8 +141,8 @@ from gridctl.engine.state import (
     refused_until_nb,
     remember_refusal_nb,
     resting_qty_nb,
+    throttle_nb,
 )
-from gridctl.engine.throttle import throttle_nb
 from gridctl.engine.validation import precision_ok_nb, refusal_memo_nb, same_order_nb, validate_entry_nb
 
 STEP_CONTINUE = 0

@@ -62,8 +62,8 @@ from gridctl.engine.state import (
     SL_RUNG_PRICE,
     SL_SL,
     SL_TP,
+    set_throttle,
 )
-from gridctl.engine.throttle import set_throttle
 from gridctl.live_bridge import gateway as gw
 from gridctl.live_bridge.journal import Journal
 from gridctl.live_bridge.ops import OpsState

@@ -4,7 +4,7 @@ Routes: ``GET /health``, ``GET /status`` (state, positions, ladder, open orders,
 of applied commands), ``POST /throttle`` ``{"value": x}``, ``POST /pause``, ``POST /resume``,
 ``POST /flatten``, ``GET /metrics`` (Prometheus).
 The API thread never touches the engine: reads come from the snapshot the bar loop publishes after
-each bar, and each mutation is validated here (throttle through ``engine.throttle.set_throttle`` on a
+each bar, and each mutation is validated here (throttle through ``engine.state.set_throttle`` on a
 scratch state) and then queued; the bar loop applies queued commands between bars
 (``Bridge.apply_commands``). No token or a wrong token: 401 and nothing is queued.
 """
@@ -26,8 +26,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
 from gridctl.configs.errors import GridctlError
-from gridctl.engine.state import N_STATE
-from gridctl.engine.throttle import set_throttle
+from gridctl.engine.state import N_STATE, set_throttle
 from gridctl.live_bridge.metrics import CONTENT_TYPE, metrics_registry, render
 
 APPLIED_KEPT = 50

@@ -49,8 +49,8 @@ from gridctl.engine.state import (
     S_THROTTLE,
     S_WALLET,
     init_state,
+    set_throttle,
 )
-from gridctl.engine.throttle import set_throttle
 from gridctl.engine.validation import precision_ok_nb, validate_entry_nb
 
 MARKET = SimpleNamespace(symbol="BTC/USDT:USDT", bar_ms=60_000, timeframe="1m")
@@ -352,7 +352,7 @@ def test_margin_ratio_is_unknown_once_equity_is_gone() -> None:
 # ---------------------------------------------------------------------------------------------- throttle
 
 
-@pytest.mark.parametrize("bad", [1.5, -0.1, math.nan, math.inf, "0.5", True, None])
+@pytest.mark.parametrize("bad", [1.5, -0.1, math.nan, math.inf, "0.5", True, None, 10**400, -(10**400)])
 def test_set_throttle_refuses_anything_but_0_to_1(bad: object) -> None:
     ks = init_state(default_params().vector)
     with pytest.raises(GridctlError, match="throttle"):
