@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 from numba import prange, set_parallel_chunksize
-from pydantic import BaseModel, ValidationError
 
 from gridctl.configs.errors import GridctlError
+from gridctl.configs.overrides import apply_overrides
 from gridctl.configs.schema import StrategyConfig, VenueConfig
-from gridctl.engine.enums import INTRABAR_PATH_NAMES, POLICY_NAMES
 from gridctl.engine.numba_compat import kernel_decorator
 from gridctl.engine.params import P_LEVELS_LONG, P_LEVELS_SHORT, REGIME_SLOTS, build_params
 from gridctl.engine.records import N_COUNTERS, empty_buffers, summarize_states
@@ -32,112 +31,6 @@ from gridctl.engine.step import run_bars_nb
 #: The batch drivers: parallel loops over parameter sets, cached on disk like every kernel.
 parallel_kernel = kernel_decorator(cache=True, parallel=True)
 parallel_kernel_nogil = kernel_decorator(cache=True, parallel=True, nogil=True)
-
-
-def _coerce(current: Any, value: Any, key: str) -> Any:
-    """Override value in the type of the config field it replaces (numbers arrive as floats)."""
-    if isinstance(current, bool):
-        if value in (0, 1, True, False):
-            return bool(value)
-        raise GridctlError(f"override {key}={value!r}: expected 0/1 (a switch)")
-    if isinstance(current, int):
-        if float(value) != int(value):
-            raise GridctlError(f"override {key}={value!r}: expected a whole number")
-        return int(value)
-    if isinstance(current, str) and key == "policy.strategy" and not isinstance(value, str):
-        names = {v: k for k, v in POLICY_NAMES.items()}
-        if value not in names:
-            raise GridctlError(f"override {key}={value!r}: expected one of {POLICY_NAMES}")
-        return names[value]
-    if isinstance(current, str) and key == "backtest.intrabar_path" and not isinstance(value, str):
-        paths = {v: k for k, v in INTRABAR_PATH_NAMES.items()}
-        if value not in paths:
-            raise GridctlError(f"override {key}={value!r}: expected one of {INTRABAR_PATH_NAMES}")
-        return paths[value]
-    if isinstance(current, float | None) and not isinstance(value, str):
-        return float(value)
-    return value
-
-
-def _override(cfg: BaseModel, key: str, value: Any) -> BaseModel:
-    section, _, name = key.partition(".")
-    sub = getattr(cfg, section)
-    data = {f: getattr(cfg, f) for f in type(cfg).model_fields}
-    fields = sub.model_dump()
-    fields[name] = _coerce(fields[name], value, key)
-    data[section] = fields
-    try:
-        new = type(cfg).model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise GridctlError(f"override {key}={value!r}: {first['msg']}") from None
-    for attr in ("_origin", "_credentials"):
-        if attr in (cfg.__private_attributes__ or {}):
-            setattr(new, attr, getattr(cfg, attr))
-    return new
-
-
-def apply_overrides(
-    strategy: StrategyConfig, venue: VenueConfig, overrides: Mapping[str, Any]
-) -> tuple[StrategyConfig, VenueConfig]:
-    """Strategy and venue with ``overrides`` (``"section.key" -> value``) applied and re-validated.
-
-    Each config is validated once with all of its overrides in place (the result does not depend on
-    the order of the keys). When that fails, the keys are applied one at a time, each step
-    validated, to name the first key that breaks the config.
-    """
-    changes: dict[str, dict[str, dict[str, Any]]] = {"strategy": {}, "venue": {}}
-    for key, value in overrides.items():
-        section, dot, name = key.partition(".")
-        if not dot or "." in name:
-            raise GridctlError(f"override key {key!r} must look like 'section.key'")
-        if section in StrategyConfig.model_fields and name in _fields_of(strategy, section):
-            which, cfg = "strategy", strategy
-        elif section in VenueConfig.model_fields and name in _fields_of(venue, section):
-            which, cfg = "venue", venue
-        else:
-            raise GridctlError(f"override key {key!r} is not a strategy or venue setting")
-        current = getattr(getattr(cfg, section), name)
-        changes[which].setdefault(section, {})[name] = _coerce(current, value, key)
-    try:
-        new_strategy = _with_sections(strategy, changes["strategy"])
-        new_venue = _with_sections(venue, changes["venue"])
-    except ValidationError:
-        _raise_for_first_breaking_key(strategy, venue, overrides)
-        raise  # pragma: no cover - the key-by-key pass always raises
-    return new_strategy, new_venue  # type: ignore[return-value]
-
-
-def _with_sections(cfg: BaseModel, sections: Mapping[str, Mapping[str, Any]]) -> BaseModel:
-    """``cfg`` with the given fields of its sections replaced, validated once (private attrs kept)."""
-    if not sections:
-        return cfg
-    data = {f: getattr(cfg, f) for f in type(cfg).model_fields}
-    for section, fields in sections.items():
-        data[section] = {**getattr(cfg, section).model_dump(), **fields}
-    new = type(cfg).model_validate(data)
-    for attr in ("_origin", "_credentials"):
-        if attr in (cfg.__private_attributes__ or {}):
-            setattr(new, attr, getattr(cfg, attr))
-    return new
-
-
-def _raise_for_first_breaking_key(
-    strategy: StrategyConfig, venue: VenueConfig, overrides: Mapping[str, Any]
-) -> None:
-    """Apply ``overrides`` key by key, validating each step; raises naming the first key that fails."""
-    for key, value in overrides.items():
-        section, _, name = key.partition(".")
-        if section in StrategyConfig.model_fields and name in _fields_of(strategy, section):
-            strategy = _override(strategy, key, value)  # type: ignore[assignment]
-        else:
-            venue = _override(venue, key, value)  # type: ignore[assignment]
-    raise GridctlError(f"overrides {dict(overrides)}: the config they make is invalid")  # pragma: no cover
-
-
-def _fields_of(cfg: BaseModel, section: str) -> set[str]:
-    sub = getattr(cfg, section)
-    return set(type(sub).model_fields) if isinstance(sub, BaseModel) else set()
 
 
 class RegimeCache:

@@ -363,7 +363,7 @@ def _session_from_account(
     peak and every percentage then refer to the real account). A new run must start flat: positions the
     engine does not know of would be managed by no lot, so they stop the start.
     """
-    from gridctl.engine.batch import apply_overrides
+    from gridctl.configs.overrides import apply_overrides
 
     acct = gw.account(symbol)
     held = {side: p.qty for side, p in acct.positions.items() if p.qty > 0.0}

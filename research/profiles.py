@@ -398,7 +398,7 @@ def _check_space(profile: Profile, where: str) -> None:
 def _check_corners(profile: Profile, where: str) -> None:
     """Every corner of the space (all low, all high, mixed) must be a strategy the schema accepts."""
     from gridctl.configs.loader import load_strategy, load_venue
-    from gridctl.engine.batch import apply_overrides
+    from gridctl.configs.overrides import apply_overrides
     from gridctl.research.space import corner_draws, resolve_draw
 
     strategy = load_strategy(profile.base.strategy)

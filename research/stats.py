@@ -373,7 +373,7 @@ def path_bracket(
     the rules (lowest / highest return, highest / lowest drawdowns). No rule brackets the others:
     ``nearer_first`` can lie outside ``high_first`` .. ``low_first``.
     """
-    from gridctl.engine.batch import apply_overrides
+    from gridctl.configs.overrides import apply_overrides
     from gridctl.engine.run import run_summary
 
     configured = strategy.backtest.intrabar_path

@@ -188,7 +188,7 @@ def get_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTri
 def best_config(study: optuna.Study, trial: int | None = None) -> Any:
     """The trial's complete strategy (base strategy of the profile + the trial's values), validated."""
     from gridctl.configs.loader import load_strategy, load_venue
-    from gridctl.engine.batch import apply_overrides
+    from gridctl.configs.overrides import apply_overrides
 
     profile = study_profile(study)
     t = get_trial(study, trial)

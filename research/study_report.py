@@ -381,7 +381,7 @@ def top_equity_figure(
     """Equity curves of the top trials, each re-run in full (``run_single``) with its overrides
     (``trial_overrides``) applied to ``strategy`` / ``venue`` by ``engine.batch.apply_overrides``;
     ``detail``: the detail bars when the strategy sets ``backtest.detail_timeframe``."""
-    from gridctl.engine.batch import apply_overrides
+    from gridctl.configs.overrides import apply_overrides
     from gridctl.engine.run import run_single
     from gridctl.research.report import MAX_CURVE_POINTS, minmax_indices
 

@@ -16,9 +16,10 @@ import numpy as np
 import optuna
 
 from gridctl.configs.loader import load_strategy, load_venue
+from gridctl.configs.overrides import apply_overrides
 from gridctl.data.market import Market, load_market, market_from_arrays
 from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, write_sample
-from gridctl.engine.batch import apply_overrides, run_batch
+from gridctl.engine.batch import run_batch
 from gridctl.engine.run import run_single
 from gridctl.research.stats import daily_equity, daily_returns
 

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 import gridctl.engine.run as run_mod
 from gridctl.configs.errors import GridctlError
 from gridctl.configs.loader import load_strategy, load_venue
+from gridctl.configs.overrides import apply_overrides
 from gridctl.data.market import market_from_arrays
-from gridctl.engine.batch import apply_overrides, run_batch
+from gridctl.engine.batch import run_batch
 from gridctl.engine.enums import EventKind, FillKind, Liquidity, RiskState
 from gridctl.engine.records import SUMMARY_FIELDS
 from gridctl.engine.run import run_single, run_summary

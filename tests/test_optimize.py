@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 from gridctl.cli import app
 from gridctl.configs.errors import GridctlError
 from gridctl.configs.loader import load_strategy, load_venue
+from gridctl.configs.overrides import apply_overrides
 from gridctl.data.sample import write_sample
-from gridctl.engine.batch import apply_overrides
 from gridctl.engine.run import run_single
 from gridctl.research import optimize as opt
 from gridctl.research.objectives import (

@@ -233,7 +233,7 @@ def test_open_study_fails_loudly(tmp_path: Path, journal_study) -> None:
 
 def test_equity_reruns_apply_the_overrides_a_trial_ran_with(market) -> None:
     from gridctl.configs.loader import load_strategy, load_venue
-    from gridctl.engine.batch import apply_overrides
+    from gridctl.configs.overrides import apply_overrides
     from gridctl.engine.run import run_single
     from gridctl.research.study_report import top_equity_figure, trial_overrides
 
