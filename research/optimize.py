@@ -47,6 +47,7 @@ from gridctl.research.optuna_compat import (
     TimedJournalStorage,
     draw,
     fail_trial,
+    first_bad_record,
     heartbeat_enabled,
     pid_alive,
     record_heartbeat,
@@ -112,9 +113,20 @@ def open_storage(
         path = journal_path(study_name, studies_dir)
         if not path.exists() and not create:
             raise GridctlError(f"no study {study_name!r} in {path.parent} (gridctl study list shows them)")
+        if path.exists() and not path.is_file():
+            raise GridctlError(f"study {study_name!r}: {path} is not a journal file (a directory or device)")
+        if path.parent.exists() and not path.parent.is_dir():
+            raise GridctlError(f"studies directory {path.parent} is a file, not a directory")
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = BatchSyncedJournalBackend(str(path))
-        return TimedJournalStorage(backend)
+        try:
+            return TimedJournalStorage(backend)
+        except Exception as err:  # Optuna's replay of a damaged journal: many exception types
+            bad = first_bad_record(path)
+            where = f"record {bad[0]}: {bad[1]}" if bad else f"{type(err).__name__}: {err}"
+            raise GridctlError(
+                f"study {study_name!r}: journal {path} is damaged ({where}); gridctl cannot replay it"
+            ) from None
     try:
         for attempt in range(5):
             try:

@@ -197,7 +197,8 @@ def study_list(studies_dir: StudiesOpt = None, storage: StorageOpt = None, as_js
     table = Table(title="studies", title_justify="left")
     for col in ("study_name", "profile", "n_trials", "failed", "running", "best_value", "created_at"):
         table.add_column(col)
-    for r in rows:
+    damaged = [r for r in rows if "error" in r]
+    for r in (r for r in rows if "error" not in r):
         table.add_row(
             *(
                 _fmt(r[c])
@@ -213,6 +214,8 @@ def study_list(studies_dir: StudiesOpt = None, storage: StorageOpt = None, as_js
             )
         )
     Console().print(table)
+    for r in damaged:
+        Console(stderr=True).print(f"[red]{r['study_name']}[/red]: {r['error']}", highlight=False)
 
 
 @study_app.command("show")

@@ -8,6 +8,7 @@ Every use of an Optuna internal is here, named in ``HOOKS``, and each hook has a
   ``OwnedJournalLock`` and plain Optuna processes exclude each other on one journal.
 * ``journal_backend``: ``JournalFileBackend``'s ``_file_path``, ``_lock``, ``_log_number_offset`` and
   ``optuna.storages.journal._file.get_lock_file``.
+* ``journal_ops``: ``optuna.storages.journal._storage.JournalOperation`` (the op codes a record may carry).
 * ``journal_storage``: ``JournalStorage._write_log`` / ``_sync_with_backend`` / ``_backend``.
 * ``heartbeat``: ``optuna.storages._heartbeat.BaseHeartbeat`` / ``is_heartbeat_enabled`` and
   ``record_heartbeat(trial_id)``.
@@ -31,6 +32,7 @@ import optuna
 HOOKS = (
     "symlink_lock",
     "journal_backend",
+    "journal_ops",
     "journal_storage",
     "heartbeat",
     "trial_id",
@@ -69,6 +71,64 @@ def heartbeat_enabled(storage: optuna.storages.BaseStorage) -> bool:
 def record_heartbeat(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> None:
     """Record one heartbeat of ``trial`` now."""
     storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
+
+
+def heal_torn_tail(path: str | os.PathLike[str]) -> int:
+    """Cut a torn last record (a writer killed mid-append) off a journal; returns the bytes dropped.
+
+    Call it only while holding the journal's lock: every writer appends whole lines under the lock, so
+    a last line without its newline belongs to a writer that died. Left in place, the next append
+    would be glued to it and the study could no longer be read.
+    """
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        keep = size
+        chunk = 65536
+        while keep > 0:
+            start = max(0, keep - chunk)
+            f.seek(start)
+            block = f.read(keep - start)
+            nl = block.rfind(b"\n")
+            if nl >= 0:
+                keep = start + nl + 1
+                break
+            keep = start
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+        return size - keep
+
+
+def journal_op_codes() -> set[int]:
+    """The op codes Optuna's journal replay knows."""
+    from optuna.storages.journal._storage import JournalOperation
+
+    return {int(op) for op in JournalOperation}
+
+
+def first_bad_record(path: str | os.PathLike[str]) -> tuple[int, str] | None:
+    """(1-based line, reason) of the first record Optuna could not replay, or None when all are whole.
+
+    A last line without its newline is a torn append (healed on the next write), not damage.
+    """
+    known = journal_op_codes()
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.endswith(b"\n"):
+                return None
+            try:
+                record = json.loads(line)
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                return n, "not a JSON record"
+            op = record.get("op_code") if isinstance(record, dict) else record
+            if op not in known:
+                return n, f"unknown operation {op!r}"
+    return None
 
 
 class OwnedJournalLock(optuna.storages.journal.JournalFileSymlinkLock):
@@ -214,6 +274,7 @@ class BatchSyncedJournalBackend(optuna.storages.journal.JournalFileBackend):
     def _take(self) -> None:
         self._lock.acquire()
         try:
+            heal_torn_tail(self._file_path)
             self._out = open(self._file_path, "ab")  # noqa: SIM115 - kept open while the lock is held
             self._in = open(self._file_path, "rb")  # noqa: SIM115
         except BaseException:
@@ -274,9 +335,11 @@ class BatchSyncedJournalBackend(optuna.storages.journal.JournalFileBackend):
             return
         from optuna.storages.journal._file import get_lock_file
 
-        with get_lock_file(self._lock), open(self._file_path, "ab") as f:
-            f.write(payload)
-            f.flush()
+        with get_lock_file(self._lock):
+            heal_torn_tail(self._file_path)
+            with open(self._file_path, "ab") as f:
+                f.write(payload)
+                f.flush()
 
     def sync(self) -> None:
         """fsync the journal file (durable on disk)."""

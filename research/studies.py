@@ -40,7 +40,10 @@ def list_studies(studies_dir: Path | None = None, storage: str | None = None) ->
         directory = studies_dir or default_studies_dir()
         names = sorted(p.stem for p in directory.glob("*.journal")) if directory.is_dir() else []
         for name in names:
-            out.append(_listing(load_study(name, studies_dir=directory)))
+            try:
+                out.append(_listing(load_study(name, studies_dir=directory)))
+            except GridctlError as err:  # one damaged or foreign journal never hides the others
+                out.append({"study_name": name, "error": str(err)})
         return out
     store = open_storage("-", storage)
     for summary in optuna.get_all_study_summaries(store):

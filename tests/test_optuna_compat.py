@@ -8,6 +8,7 @@ processes past gridctl's lock. Nothing outside optuna_compat may touch Optuna's 
 from __future__ import annotations
 
 import ast
+import json
 import os
 import threading
 import time
@@ -89,6 +90,21 @@ def test_hook_journal_backend(tmp_path: Path) -> None:
         read = list(ours.read_logs(0))
     _canary("journal_backend", read == logs, f"read back {read}")
     _canary("journal_backend", list(plain.read_logs(1)) == logs[1:], "plain Optuna reads another log")
+
+
+def test_hook_journal_ops(tmp_path: Path) -> None:
+    try:
+        codes = oc.journal_op_codes()
+    except ImportError as exc:
+        _canary("journal_ops", False, str(exc))
+    # Every op code a real study writes is one the check knows, and the check knows no others.
+    storage = oc.TimedJournalStorage(oc.BatchSyncedJournalBackend(str(tmp_path / "o.journal")))
+    study = optuna.create_study(storage=storage, study_name="o")
+    study.set_user_attr("k", 1)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    written = {json.loads(line)["op_code"] for line in (tmp_path / "o.journal").read_bytes().splitlines()}
+    _canary("journal_ops", written <= codes, f"written {sorted(written)}, known {sorted(codes)}")
+    _canary("journal_ops", oc.first_bad_record(tmp_path / "o.journal") is None, "a whole journal flagged")
 
 
 def test_hook_journal_storage(tmp_path: Path) -> None:
