@@ -880,11 +880,32 @@ def optimize(
         else None
     )
 
+    started_at = datetime.datetime.now()
+    reseeded = False
+
+    def joined_by_another_worker() -> bool:
+        """True once a trial of another worker is running, or was asked since this worker started."""
+        for t in study.get_trials(deepcopy=False):
+            owner = t.system_attrs.get(WORKER_ATTR)
+            if owner and owner != worker:
+                if t.state == optuna.trial.TrialState.RUNNING:
+                    return True
+                if t.datetime_start is not None and t.datetime_start >= started_at:
+                    return True
+        return False
+
     def ask_batch(k: int) -> list[optuna.Trial]:
+        nonlocal reseeded
         t0 = time.perf_counter()
         io0 = storage_io_s(store) or 0.0
         asked: list[optuna.Trial] = []
         with storage_held(store):
+            # Two workers that opened one study together hold the same seeded sampler and would draw
+            # the same points; the first to see the other's trials (asks are serialised by the lock)
+            # reseeds its sampler at random. A worker alone keeps its seeded, reproducible draws.
+            if not reseeded and joined_by_another_worker():
+                study.sampler.reseed_rng()
+                reseeded = True
             for _ in range(k):
                 # What study.ask(dists) does, with the first heartbeat and the owner recorded between
                 # creating the trial and drawing its parameters: a worker killed while drawing leaves

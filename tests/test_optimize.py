@@ -741,3 +741,37 @@ def test_a_worker_joining_a_study_being_created_waits_for_its_profile(tmp_path: 
     foreign.tell(foreign.ask(), 1.0)
     with pytest.raises(GridctlError, match="not created by gridctl optimize"):
         opt.create_or_load_study(prof, None, "foreign", store)
+
+
+def test_a_worker_joined_on_one_journal_study_reseeds_instead_of_drawing_the_same_points(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two processes that open a fresh study together both seed the sampler with the profile's seed.
+    # Here the other worker's first trial appears between this worker's create and its first ask
+    # (as when the other took the journal lock first); the random sampler then must not repeat the
+    # draws a lone worker with that seed makes.
+    prof = small_profile(tmp_path, sampler={"kind": "random"}, trials=8, batch_size=4)
+    alone = run(prof, data_dir, tmp_path / "a", "alone", n_trials=8)
+    assert alone.n_trials == 8
+    solo_points = {tuple(sorted(t.params.items())) for t in load_study("alone", tmp_path / "a").trials}
+    real_create = opt.create_or_load_study
+
+    def create_then_other_worker_asks(*a: Any, **kw: Any) -> optuna.Study:
+        study = real_create(*a, **kw)
+        other = study.ask(distributions(load_profile(prof)))  # drawn by a worker seeded like this one
+        set_system_attr(study, other, opt.WORKER_ATTR, f"{socket.gethostname()}:{os.getppid()}")
+        return study
+
+    monkeypatch.setattr(opt, "create_or_load_study", create_then_other_worker_asks)
+    run(prof, data_dir, tmp_path / "b", "joined", n_trials=9)
+    mine = [t for t in load_study("joined", tmp_path / "b").trials if t.state.name == "COMPLETE"]
+    assert len(mine) == 8
+    assert not {tuple(sorted(t.params.items())) for t in mine} & solo_points
+
+
+def test_a_lone_worker_keeps_its_seeded_draws(data_dir: Path, tmp_path: Path) -> None:
+    prof = small_profile(tmp_path, sampler={"kind": "random"}, trials=8, batch_size=4)
+    run(prof, data_dir, tmp_path / "a", "one", n_trials=8)
+    run(prof, data_dir, tmp_path / "b", "two", n_trials=8)
+    first = [t.params for t in load_study("one", tmp_path / "a").trials]
+    assert first == [t.params for t in load_study("two", tmp_path / "b").trials]
