@@ -20,7 +20,12 @@ def set_throttle(state: np.ndarray, value: float) -> None:
     """Validate ``value`` (a number in 0..1) and store it; the next decision re-sizes every entry."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
         raise GridctlError(f"throttle must be a number between 0 and 1, got {value!r}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an integer too large for a float
+        raise GridctlError(
+            f"throttle must be between 0 and 1, got an integer of {len(str(value))} digits"
+        ) from None
     if not math.isfinite(v) or v < 0.0 or v > 1.0:
         raise GridctlError(f"throttle must be between 0 and 1, got {value!r}")
     state[S_THROTTLE] = v

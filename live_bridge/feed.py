@@ -47,10 +47,27 @@ class FeedDown(GridctlError):  # noqa: N818 - reads as a state
 
 @dataclass
 class FeedHealth:
-    """Whether the last request got an answer, and the last failure (named in FeedDown)."""
+    """Whether the last request got an answer, and the last failure (named in FeedDown).
+
+    ``failures`` counts the failed attempts since the last answer: above 0 an outage is in progress
+    (the feed is retrying), before ``up`` turns False at ``max_reconnect_attempts``.
+    """
 
     up: bool = True
     last_error: str = ""
+    failures: int = 0
+    wait_s: float = 0.0
+
+    def problem(self) -> str | None:
+        """Why the feed is not delivering now (None: the last request was answered)."""
+        if self.failures == 0:
+            return None
+        if not self.up:
+            return f"bar feed down, retrying every {self.wait_s:g} s ({self.last_error})"
+        return (
+            f"outage in progress: {self.failures} failed attempt(s), retrying every {self.wait_s:g} s "
+            f"({self.last_error})"
+        )
 
 
 class ExchangeFeed:
@@ -126,6 +143,8 @@ class ExchangeFeed:
             except Exception as err:  # ccxt raises many kinds; all mean "no answer"
                 failure = classify(err, self.host, self.client.timeout / 1000.0)
                 self.health.last_error = f"{what}: {failure.describe()}"
+                self.health.wait_s = self.reconnect_wait_s
+                self.health.failures += 1
                 if attempt >= self.max_attempts:
                     self.health.up = False
                     raise FeedDown(
@@ -135,6 +154,7 @@ class ExchangeFeed:
                 self._sleep(self.reconnect_wait_s)
                 continue
             self.health.up = True
+            self.health.failures = 0
             return out
 
     def server_time_ms(self) -> int:
