@@ -174,6 +174,7 @@ def prepare(
         path = journal_path or default_journal(mode, symbol, timeframe)
         journal = Journal(path)
         ctx.journal = journal
+        ctx.ops_log = OpsLog(path)  # the operator's commands, durable before the ops API answers 202
         restart = journal.has_state()
         if restart and journal.meta("mode") not in (None, mode):
             ready.add("journal", False, f"{path} belongs to a --{journal.meta('mode')} run, not --{mode}")
@@ -211,8 +212,10 @@ def prepare(
             def restore() -> str:
                 extra = journal.restore(session)
                 feed.last_ts = session.last_ts
+                journaled = ctx.ops_log.paused()
+                paused = bool(extra.get("operator_paused")) if journaled is None else journaled
                 return f"restarted from {path} at bar {session.last_ts} ({session.n} bars journaled)" + (
-                    "; operator pause kept" if extra.get("operator_paused") else ""
+                    "; operator pause kept" if paused else ""
                 )
 
             ready.run("warm-up / restart", restore)
@@ -253,7 +256,6 @@ def prepare(
         if live and bridge_gw is None:
             return ready, ctx  # no gateway: nothing more can be checked (the failure is listed)
         ops = OpsState()
-        ctx.ops_log = OpsLog(journal.path)
         ops.attach(ctx.ops_log)  # commands journaled but not applied before a kill are queued again
         bridge = Bridge(session, options, ops, journal, bridge_gw, now_ms=ctx.clock.now_ms)
         ctx.bridge = bridge
