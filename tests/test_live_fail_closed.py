@@ -3,6 +3,7 @@ the status snapshot and the metrics, and lifts when the input is healthy again."
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from gridctl.live_bridge.metrics import metrics_registry, render
@@ -86,3 +87,116 @@ def test_stale_limit_is_stale_after_bars_bar_lengths(monkeypatch) -> None:
     now[0] = bars[0].ts + 60_000 + 5 * 60_000
     assert bridge.check_stale() is True
     assert "bar feed: no closed bar for 300 s (limit 240 s)" in bridge.pause_reasons()
+
+
+def _samples(ops) -> dict[tuple[str, tuple], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = render(metrics_registry(ops.snapshot)).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+def test_open_breaker_shows_as_paused_with_its_reason() -> None:
+    from gridctl.engine.state import S_CB_ACTIVE
+
+    ops = OpsState()
+    now = [0]
+    bridge = paper_bridge(ops=ops, now_ms=lambda: now[0])
+    bars = sample_bars(1)
+    k = _run_until_lot(bridge, bars, now)
+    assert _samples(ops)[("gridctl_entries_paused", (("reason", ""),))] == 0.0
+    # 10 errors within the 60 s window (default max_errors_per_minute: 10): the 10th (at t + 9 ms) trips it
+    t = bars[k].ts
+    for i in range(10):
+        bridge.s.record_error(float(t + i), t)
+    now[0] = bars[k].ts + 60_000
+    bridge.on_bar(bars[k])
+    assert bridge.s.state[S_CB_ACTIVE] == 1.0 and "entry" not in _kinds(bridge)
+    snap = ops.snapshot()
+    assert snap["entries_paused"] == 1.0 and "circuit breaker" in snap["pause_keys"]
+    [reason] = [r for r in snap["pause_reasons"] if r.startswith("circuit breaker")]
+    # blocked for circuit_breaker_cooldown_seconds = 300 s from the trip (t + 9 ms; shown to the second)
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((t + 9) // 1000 + 300))
+    assert reason == f"circuit breaker: 10 errors counted, entries blocked until {until}"
+    m = _samples(ops)
+    assert m[("gridctl_entries_paused", (("reason", ""),))] == 1.0
+    assert m[("gridctl_pause_reason", (("reason", "circuit breaker"),))] == 1.0
+    assert m[("gridctl_circuit_breaker_active", (("reason", ""),))] == 1.0
+
+
+def test_metric_labels_come_from_a_fixed_set_never_the_raw_error() -> None:
+    from gridctl.live_bridge.metrics import PAUSE_LABELS, UNKNOWN_LABELS
+
+    ops = OpsState()
+    bridge = paper_bridge(ops=ops)
+    for b in sample_bars(1)[:3]:
+        bridge.on_bar(b)
+    raw = 'account unreadable: binanceusdm {"code":-1001,"msg":"Internal error; unable to process"}'
+    bridge.set_input_health("margin", raw)
+    bridge.publish()
+    snap = ops.snapshot()
+    assert snap["unknown"]["margin_ratio"] == raw and f"margin: {raw}" in snap["pause_reasons"]
+    m = _samples(ops)
+    labels = {v for key in m for k, v in key[1] if k == "reason"}
+    assert labels <= (UNKNOWN_LABELS | PAUSE_LABELS | {""}), labels
+    assert m[("gridctl_pause_reason", (("reason", "margin"),))] == 1.0
+    [margin] = [key for key in m if key[0] == "gridctl_margin_ratio"]
+    assert dict(margin[1])["reason"] == "account unreadable"
+    # a reason or pause key outside the fixed sets is exported as "other"
+    ops.publish(
+        {**snap, "margin_ratio": None, "unknown_labels": {"margin_ratio": raw}, "pause_keys": [raw, "margin"]}
+    )
+    m = _samples(ops)
+    assert dict(next(k for k in m if k[0] == "gridctl_margin_ratio")[1])["reason"] == "other"
+    assert {dict(k[1])["reason"] for k in m if k[0] == "gridctl_pause_reason"} == {"margin", "other"}
+
+
+def test_frozen_premium_index_makes_the_funding_rate_unknown_and_pauses_entries(tmp_path) -> None:
+    from gridctl.configs.loader import load_strategy
+    from gridctl.live_bridge.runner import prepare
+
+    from live_helpers import SYMBOL_ID, emulator_venue, emulator_with_sample
+
+    emu = emulator_with_sample()
+    ctx = None
+    try:
+        ready, ctx = prepare(
+            load_strategy("default", []), emulator_venue(emu.url), "BTC/USDT:USDT", "1m", "paper", False,
+            None, tmp_path / "j.sqlite", 0, "tok", "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13,
+        )  # fmt: skip
+        ready.require()
+        bridge, feed, ops = ctx.bridge, ctx.feed, ctx.bridge.ops
+
+        def bar() -> None:
+            emu.state.advance_bar(SYMBOL_ID)
+            for b in feed.poll():
+                bridge.on_bar(b)
+
+        for _ in range(3):
+            bar()
+        assert ops.snapshot()["funding_rate"] is not None and bridge.entries_allowed
+        emu.state.account.freeze_premium()
+        bar()
+        bar()  # 2 bars old: at the limit (PREMIUM_MAX_AGE_BARS = 2), still current
+        assert ops.snapshot()["funding_rate"] is not None
+        bar()  # 3 bars (180 s) old: stale
+        snap = ops.snapshot()
+        assert snap["funding_rate"] is None and snap["funding_projected_cost"] is None
+        assert snap["unknown"]["funding_rate"].startswith("premium index stale: its snapshot is 180 s old")
+        assert not bridge.entries_allowed and "entry" not in _kinds(bridge)
+        assert "funding" in snap["pause_keys"]
+        m = _samples(ops)
+        assert m[("gridctl_entries_paused", (("reason", ""),))] == 1.0
+        [rate] = [(k, v) for k, v in m.items() if k[0] == "gridctl_funding_rate"]
+        assert dict(rate[0][1])["reason"] == "funding input stale" and rate[1] != rate[1]  # NaN
+        emu.state.account.freeze_premium(False)
+        bar()
+        assert ops.snapshot()["funding_rate"] is not None and bridge.entries_allowed
+    finally:
+        if ctx is not None:
+            ctx.close()
+        emu.stop()
