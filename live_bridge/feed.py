@@ -3,7 +3,8 @@
 There is no websocket stream: the feed polls the exchange's public REST endpoints (klines, funding
 history, premium index). The venue's stream settings map onto this connection as follows:
 
-* ``api.ws_url`` - the market-data endpoint the feed connects to; when unset, ``api.base_url``
+* ``api.ws_url`` - the market-data endpoint the feed connects to, an http(s) URL (a ``ws://`` or
+  ``wss://`` stream URL is refused, naming the file and field); when unset, ``api.base_url``
   (when both are unset: ccxt's own Binance hosts).
 * ``websocket.ping_interval`` (s) - keep-alive: between bar closes the feed asks the exchange for
   its time every ``ping_interval`` seconds; a failed ping starts reconnecting at once, before the
@@ -106,7 +107,13 @@ class ExchangeFeed:
         """The feed a venue file describes (``api.ws_url``, else ``api.base_url``; ``api_url`` overrides)."""
         from gridctl.data.download import make_client
 
-        url = api_url or venue.api.ws_url or venue.api.base_url
+        ws = venue.api.ws_url
+        if api_url is None and ws is not None and urlsplit(ws).scheme not in ("http", "https"):
+            raise GridctlError(
+                f"{venue.origin}: api.ws_url: {ws} is not an http(s) URL; the bar feed polls the exchange's "
+                "REST API: give its http(s) market-data host, or remove api.ws_url to use api.base_url"
+            )
+        url = api_url or ws or venue.api.base_url
         client = make_client("binanceusdm", url)
         client.enableRateLimit = False
         ws = venue.websocket

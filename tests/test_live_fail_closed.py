@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
+
+import pytest
 
 from gridctl.live_bridge.metrics import metrics_registry, render
 from gridctl.live_bridge.ops import OpsState
@@ -200,3 +203,100 @@ def test_frozen_premium_index_makes_the_funding_rate_unknown_and_pauses_entries(
         if ctx is not None:
             ctx.close()
         emu.stop()
+
+
+# --- bad inputs on the `gridctl live` command line: one line naming the option, exit code 2 -------------
+
+
+def _live(args: list[str]):
+    from typer.testing import CliRunner
+
+    from gridctl.cli import app
+
+    return CliRunner().invoke(app, ["live", *args])
+
+
+def _one_line(r, *needles: str) -> str:
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2, r.output
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--min-balance", "nan"], "--min-balance"),
+        (["--min-balance", "inf"], "--min-balance"),
+        (["--min-balance", "-1"], "--min-balance"),
+        (["--ops-port", "70000"], "--ops-port"),
+        (["--ops-port", "-1"], "--ops-port"),
+        (["--max-bars", "-1"], "--max-bars"),
+        (["--max-bars", "0"], "--max-bars"),
+    ],
+)
+def test_bad_numbers_are_refused_in_one_line(args: list[str], needle: str) -> None:
+    _one_line(_live(["--live", *args]), needle, args[1])
+
+
+def test_bad_journal_paths_are_refused_in_one_line(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.sqlite"
+    corrupt.write_bytes(b"this is not a database, it only looks like one" * 200)
+    line = _one_line(_live(["--paper", "--journal", str(corrupt)]), "--journal", str(corrupt))
+    assert "not a journal" in line
+    _one_line(_live(["--paper", "--journal", str(tmp_path)]), "--journal", "is a folder")
+    _one_line(_live(["--paper", "--journal", "/proc/self/status"]), "--journal", "/proc")
+    _one_line(_live(["--paper", "--journal", "/proc/gridctl.sqlite"]), "--journal", "/proc")
+    _one_line(_live(["--paper", "--journal", str(corrupt / "j.sqlite")]), "--journal")
+    assert corrupt.read_bytes().startswith(b"this is not a database")  # untouched
+
+
+def test_replay_of_an_empty_folder_is_refused_and_generates_nothing(tmp_path: Path) -> None:
+    _one_line(_live(["--paper", "--replay", str(tmp_path)]), "no 1m candles", str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_shipped_testnet_venue_starts_paper_and_live(tmp_path: Path, monkeypatch) -> None:
+    from gridctl.configs.loader import load_strategy, load_venue
+    from gridctl.live_bridge.runner import prepare
+
+    from live_helpers import emulator_with_sample
+
+    monkeypatch.setenv("BINANCE_TESTNET_API_KEY", "emu-api-key")
+    monkeypatch.setenv("BINANCE_TESTNET_API_SECRET", "emu-api-secret")
+    emu = emulator_with_sample()
+    try:
+        # the shipped file, only aimed at the emulator (its min notional is 100)
+        venue = load_venue(
+            "binance_futures_testnet", [f"api.base_url={emu.url}", "precision.min_notional=100"]
+        )
+        assert venue.api.testnet and venue.api.ws_url is None
+        for mode in ("paper", "live"):
+            ready, ctx = prepare(
+                load_strategy("default", []), venue, "BTC/USDT:USDT", "1m", mode, mode == "live", None,
+                tmp_path / f"{mode}.sqlite", 0, "tok", "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13,
+            )  # fmt: skip
+            try:
+                ready.require()
+            finally:
+                ctx.close()
+    finally:
+        emu.stop()
+    # a stream URL where the feed needs a REST host: the file and the field named, in one line
+    line = _one_line(
+        _live(
+            [
+                "--paper",
+                "--venue",
+                "binance_futures_testnet",
+                "--venue-set",
+                "api.ws_url=wss://x.example:9443",
+            ]
+        ),
+        "binance_futures_testnet.yaml",
+        "api.ws_url",
+        "wss://x.example:9443",
+    )
+    assert "http(s)" in line
