@@ -533,7 +533,11 @@ class FeedWorker:
                     self.out.put(bars)
                 feed.keep_alive()
             self._health()
-            self._stop.wait(poll_wait_s(feed.last_ts, feed.bar_ms, self.clock.now_ms(), self.poll_s))
+            self._idle(poll_wait_s(feed.last_ts, feed.bar_ms, self.clock.now_ms(), self.poll_s))
+
+    def _idle(self, seconds: float) -> None:
+        """The wait between two polls (aimed at the next bar's close); ends at once when stopped."""
+        self._stop.wait(seconds)
 
     def take(self, timeout: float) -> list[Any] | BaseException | None:
         """The next poll's bars or failure, waiting at most ``timeout`` s (None: nothing yet)."""
