@@ -862,7 +862,7 @@ class Bridge:
         }
         snap["orders_sent"] = self.sent
         snap["orders_deferred"] = self.deferred
-        snap["entries_held"] = self.held
+        snap["entry_orders_held"] = self.held
         snap["latency"] = self.latency.summary()
         snap["bars"] = self.s.n
         snap["commands"] = list(self.ops.applied) if self.ops is not None else []

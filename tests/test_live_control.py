@@ -142,6 +142,54 @@ def test_pause_during_feed_outage_applies_within_a_second(emu, tmp_path: Path, f
     assert isinstance(errors[0], _StopError), errors
 
 
+def test_pause_holds_entry_orders_while_the_loop_waits_on_the_exchange(
+    emu, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bar's first entry order hangs 2 s at the exchange; a /pause 0.5 s into it: no further entry
+    order goes out, although the bar's plan held six (the loop is inside the request, not at a tick)."""
+    from gridctl.live_bridge.exchange import CcxtGateway
+    from gridctl.live_bridge.runner import ExchangeClock
+
+    for k, v in EMU_ENV.items():
+        monkeypatch.setenv(k, v)
+    levels = ["grid.grid_levels_long=3", "grid.grid_levels_short=3", "grid.grid_step_bps=15"]
+    venue = emulator_venue(emu.url, ["rate_limits.orders_per_second=50"])
+    clock = ExchangeClock()
+    gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
+    ready, ctx = prepare(
+        load_strategy("default", levels), venue, "BTC/USDT:USDT", "1m", "live", False, None,
+        tmp_path / "j.sqlite", 0, TOKEN, "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13, gateway=gateway, clock=clock,
+    )  # fmt: skip
+    try:
+        ready.require()
+        bridge = ctx.bridge
+        emu.state.inject("timeout", "/fapi/v1/order", delay_s=2.0)  # the first order's answer: 2 s late
+        emu.state.advance_bar(SYMBOL_ID)
+        [bar] = ctx.feed.poll()
+        t = threading.Thread(target=bridge.on_bar, args=(bar,), daemon=True)
+        t.start()
+        _wait(lambda: bridge.s.n == 1, 10, "bar stepped")
+        planned = [w for w in desired_orders(bridge.s.slots, True) if w.kind == "entry"]
+        assert len(planned) == 6
+        time.sleep(0.5)
+        assert t.is_alive(), "the loop is inside the first order request"
+        assert httpx.post(f"{ctx.ops_url}/pause", headers=AUTH, timeout=5).status_code == 202
+        t.join(timeout=10)
+        assert not t.is_alive()
+        posts = [r for r in emu.state.requests("/fapi/v1/order") if r.method == "POST"]
+        assert len(posts) == 1 and bridge.held == 5, (len(posts), bridge.held)
+        assert not bridge.operator_paused  # not applied yet: the hold alone kept them back
+        bridge.apply_commands()
+        assert bridge.operator_paused
+        assert not [
+            o
+            for o in emu.state.account.open_orders(SYMBOL_ID)
+            if parse_client_id(o.client_id).kind == "entry"
+        ]
+    finally:
+        ctx.close()
+
+
 class LiveRun:
     """One `gridctl live --live` subprocess against the emulator, its stderr and its ops URL."""
 
