@@ -101,8 +101,9 @@ def _utc(ms: float) -> str:
 
 #: The bar feed counts as stale (entries paused) when no bar closed for this many bar lengths.
 STALE_AFTER_BARS = 2
-#: A flatten the exchange could not complete is tried again this many seconds later.
-FLATTEN_RETRY_S = 1.0
+#: A flatten the exchange could not complete is tried again this many seconds later (so it goes out
+#: within a second of the exchange answering again).
+FLATTEN_RETRY_S = 0.5
 
 
 @dataclass

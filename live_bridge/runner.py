@@ -499,6 +499,7 @@ class FeedWorker:
         self.ops = ops
         self.out: queue.Queue[list[Any] | BaseException] = queue.Queue()
         self._stop = threading.Event()
+        self._feed_sleep = feed._sleep
         feed._sleep = self._wait  # a failed attempt is shown at once; its retry wait ends when we stop
         self.thread = threading.Thread(target=self._run, name="gridctl-feed", daemon=True)
 
@@ -509,6 +510,7 @@ class FeedWorker:
     def stop(self) -> None:
         self._stop.set()
         self.thread.join(timeout=2.0)
+        self.feed._sleep = self._feed_sleep
 
     def _health(self) -> None:
         if self.ops is not None:

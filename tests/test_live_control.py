@@ -190,6 +190,77 @@ def test_pause_holds_entry_orders_while_the_loop_waits_on_the_exchange(
         ctx.close()
 
 
+def test_flatten_goes_out_within_a_second_of_the_exchange_answering(
+    emu, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/flatten while the account endpoint answers 503: kept queued and retried; once the exchange
+    answers again the closing market orders reach the emulator within a second."""
+    from gridctl.live_bridge.exchange import CcxtGateway
+    from gridctl.live_bridge.runner import ExchangeClock
+
+    for k, v in EMU_ENV.items():
+        monkeypatch.setenv(k, v)
+    venue = emulator_venue(emu.url)
+    clock = ExchangeClock()
+    gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
+    ready, ctx = prepare(
+        load_strategy("default", LADDER), venue, "BTC/USDT:USDT", "1m", "live", False, None,
+        tmp_path / "j.sqlite", 0, TOKEN, "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13, gateway=gateway, clock=clock,
+    )  # fmt: skip
+    acct = emu.state.account
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    t = None
+    try:
+        ready.require()
+        bridge = ctx.bridge
+        for _ in range(60):
+            emu.state.advance_bar(SYMBOL_ID)
+            for bar in ctx.feed.poll():
+                bridge.on_bar(bar)
+            if _position(acct) != (0.0, 0.0):
+                break
+        assert _position(acct) != (0.0, 0.0), "the run must hold a lot"
+        real_check = bridge.check_stale
+
+        def check_stale(*a: object) -> bool:
+            if stop.is_set():
+                raise _StopError
+            return real_check(*a)
+
+        bridge.check_stale = check_stale
+
+        def loop() -> None:
+            try:
+                run_loop(ctx, max_bars=None, poll_s=0.2)
+            except BaseException as err:
+                errors.append(err)
+
+        t = threading.Thread(target=loop, daemon=True)
+        t.start()
+        down = emu.state.inject("status", "/fapi/v3/account", status=503, times=10**6)
+        assert httpx.post(f"{ctx.ops_url}/flatten", headers=AUTH, timeout=5).status_code == 202
+        time.sleep(1.5)  # tried and refused (account unreadable), kept queued
+        assert _position(acct) != (0.0, 0.0) and bridge.operator_paused
+        assert emu.state.requests("/fapi/v3/account")[-1].status == 503
+        mark = len(emu.state.requests("/fapi/v1/order"))
+        back = time.monotonic()
+        down.times = 0
+        flat = _wait(lambda: _position(acct) == (0.0, 0.0), 5, "not flat")
+        print(f"\nexchange answering again to flat: {(flat - back) * 1000:.0f} ms")
+        assert flat - back < 1.0
+        market = [r for r in emu.state.requests("/fapi/v1/order")[mark:] if r.query.get("type") == "MARKET"]
+        assert market and all(parse_client_id(r.query["newClientOrderId"]).kind == "flatten" for r in market)
+        _wait(lambda: bridge.ops.applied and bridge.ops.applied[-1]["kind"] == "flatten", 2, "not settled")
+        assert bridge.ops.applied[-1]["ok"] is True
+    finally:
+        stop.set()
+        if t is not None:
+            t.join(timeout=5)
+        ctx.close()
+    assert t is None or isinstance(errors[0], _StopError), errors
+
+
 class LiveRun:
     """One `gridctl live --live` subprocess against the emulator, its stderr and its ops URL."""
 
