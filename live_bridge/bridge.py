@@ -9,7 +9,9 @@ venue's rate limits, with bounded post-only retries.
 Fail closed: a stale bar feed, a missing funding rate or next settlement, or an unreadable margin
 figure pauses new entries (resting entries are cancelled, exits stay) with the reason on the ops API
 and the metrics; the pause lifts by itself when the input is healthy again. An operator pause is
-lifted only by ``resume``. Commands from the ops API are applied only here, between bars.
+lifted only by ``resume``. Commands from the ops API are applied only here (``apply_commands``, called by
+the control loop between bars); a pause or flatten the API accepted holds entry orders at once
+(``entries_allowed`` reads the ops state's hold, ``_place`` checks it before every entry order).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Start-up (readiness, warm-up or restart + reconcile) and the polling loop of `gridctl live`.
 
 ``prepare`` builds the session, feed, gateway, journal and ops server and runs every readiness item
-(all of them, so the message lists every failure). ``run_loop`` polls the feed (aimed at each bar's close,
-``poll_wait_s``) and feeds each closed bar to ``Bridge.on_bar``; between bars it applies ops commands,
-pings the feed and checks staleness.
+(all of them, so the message lists every failure). ``run_loop`` is the control loop: it feeds each closed
+bar to ``Bridge.on_bar`` and, every ``CONTROL_TICK_S``, applies ops commands and checks the feed's health
+and staleness; the feed's own I/O (polls aimed at each bar's close, ``poll_wait_s``, keep-alive pings,
+retries) runs on a ``FeedWorker`` thread so that no feed request or retry wait can hold up a command.
 The bridge's clock is the exchange's: local time plus the offset measured at each server-time read.
 """
 
