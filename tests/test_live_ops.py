@@ -282,3 +282,23 @@ def test_journaled_commands_survive_a_restart_in_order(tmp_path) -> None:
     assert not again.entries_held()
     assert OpsLog(path).paused() is False
     log.close()
+
+
+def test_a_command_the_journal_cannot_take_is_503_and_not_accepted(tmp_path) -> None:
+    from gridctl.live_bridge.journal import OpsLog
+
+    ops = OpsState()
+    log = OpsLog(tmp_path / "j.sqlite")
+    ops.attach(log)
+    server = OpsServer(ops, TOKEN, port=0).start()
+    try:
+        assert (
+            httpx.post(f"{server.url}/throttle", json={"value": 0.5}, headers=AUTH, timeout=5).status_code
+            == 202
+        )
+        log.close()  # the journal is gone (disk trouble): nothing may be acknowledged
+        r = httpx.post(f"{server.url}/pause", headers=AUTH, timeout=5)
+        assert r.status_code == 503 and "not journaled" in r.json()["detail"]
+        assert [c.kind for c in ops.drain()] == ["throttle"] and not ops.entries_held()
+    finally:
+        server.stop()
