@@ -352,7 +352,7 @@ def test_margin_ratio_is_unknown_once_equity_is_gone() -> None:
 # ---------------------------------------------------------------------------------------------- throttle
 
 
-@pytest.mark.parametrize("bad", [1.5, -0.1, math.nan, math.inf, "0.5", True, None])
+@pytest.mark.parametrize("bad", [1.5, -0.1, math.nan, math.inf, "0.5", True, None, 10**400, -(10**400)])
 def test_set_throttle_refuses_anything_but_0_to_1(bad: object) -> None:
     ks = init_state(default_params().vector)
     with pytest.raises(GridctlError, match="throttle"):
