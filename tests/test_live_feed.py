@@ -231,6 +231,7 @@ def test_run_loop_waits_at_most_poll_s_between_polls(monkeypatch: pytest.MonkeyP
     class Feed:
         bar_ms, last_ts, polls = 60_000, None, 0
         health = FeedHealth()
+        _sleep = None  # the retry wait (the feed worker swaps in its own)
 
         def poll(self):  # a bar on the third poll
             self.polls += 1
