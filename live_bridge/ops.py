@@ -5,7 +5,8 @@ of applied commands), ``POST /throttle`` ``{"value": x}``, ``POST /pause``, ``PO
 ``POST /flatten``, ``GET /metrics`` (Prometheus).
 The API thread never touches the engine: reads come from the snapshot the bar loop publishes, and each
 mutation is validated here (throttle through ``engine.throttle.set_throttle`` on a scratch state),
-committed to the run's journal (``journal.OpsLog``) and queued before the 202; the control loop applies
+committed to the run's journal (``journal.OpsLog``; a write that fails is 503, nothing accepted) and
+queued before the 202; the control loop applies
 queued commands within its tick (``Bridge.apply_commands``), and a pause or flatten holds new entry
 orders from the moment it is accepted (``OpsState.entries_held``). No token or a wrong token: 401 and
 nothing is queued. Bodies over ``MAX_BODY_BYTES`` are 413; a body that is not JSON (including one nested
