@@ -9,7 +9,9 @@ venue's rate limits, with bounded post-only retries.
 Fail closed: a stale bar feed, a missing funding rate or next settlement, or an unreadable margin
 figure pauses new entries (resting entries are cancelled, exits stay) with the reason on the ops API
 and the metrics; the pause lifts by itself when the input is healthy again. An operator pause is
-lifted only by ``resume``. Commands from the ops API are applied only here, between bars.
+lifted only by ``resume``. Commands from the ops API are applied only here (``apply_commands``, called by
+the control loop between bars); a pause or flatten the API accepted holds entry orders at once
+(``entries_allowed`` reads the ops state's hold, ``_place`` checks it before every entry order).
 """
 
 from __future__ import annotations
@@ -92,8 +94,18 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _utc(ms: float) -> str:
+    """``ms`` since the epoch as an ISO UTC time (second precision)."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000.0, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 #: The bar feed counts as stale (entries paused) when no bar closed for this many bar lengths.
 STALE_AFTER_BARS = 2
+#: A flatten the exchange could not complete is tried again this many seconds later (so it goes out
+#: within a second of the exchange answering again).
+FLATTEN_RETRY_S = 0.5
 
 
 @dataclass
@@ -179,12 +191,15 @@ class Bridge:
         self.open_orders: list[gw.OpenOrder] = []
         self._orders_unknown = True  # no exchange read yet: the first sync reads the open orders
         self.deferred = 0
+        self.held = 0  # entry orders not sent because entries were paused after they were planned
         self.sent = 0
         self.last_bar_close_ms: int | None = None
         self.log: list[str] = []
         self._booked_flatten: set[str] = set()
         self._retries: list[WantedOrder] = []  # post-only rejected entries waiting for their retries
         self._retried_ms: float | None = None
+        self._flatten_retry_at = 0.0  # monotonic time before which a refused flatten is not tried again
+        self.funding_stale: str | None = None  # why the funding input is not current (premium index)
         self.stale_after_ms = STALE_AFTER_BARS * session.bar_ms
         self.publish()
 
@@ -192,7 +207,9 @@ class Bridge:
 
     @property
     def entries_allowed(self) -> bool:
-        return not self.operator_paused and not self.fail_reasons
+        """No operator pause (applied, or accepted by the ops API and not yet applied), no input problem."""
+        held = self.ops is not None and self.ops.entries_held()
+        return not self.operator_paused and not held and not self.fail_reasons
 
     def pause_reasons(self) -> list[str]:
         out = ["operator pause"] if self.operator_paused else []
@@ -207,11 +224,17 @@ class Bridge:
     # --- ops commands (queued by the API thread, applied here)
 
     def apply_commands(self) -> list[dict[str, Any]]:
-        """Apply every queued ops command in order; returns what each did."""
+        """Apply every queued ops command in order; returns what each did.
+
+        A flatten the exchange could not complete (unreachable, a close refused) stays queued, with the
+        commands behind it, and is tried again ``FLATTEN_RETRY_S`` later: it goes on when the exchange
+        answers, and a resume sent after it does not overtake it.
+        """
         if self.ops is None:
             return []
         done = []
-        for cmd in self.ops.drain():
+        cmds = self.ops.drain()
+        for i, cmd in enumerate(cmds):
             result: dict[str, Any] = {"id": cmd.id, "kind": cmd.kind}
             try:
                 if cmd.kind == "throttle":
@@ -225,13 +248,21 @@ class Bridge:
                     self.s.state[S_DIRTY] = 1.0
                 elif cmd.kind == "flatten":
                     self.operator_paused = True
-                    self.flatten()
+                    if time.monotonic() < self._flatten_retry_at:
+                        self.ops.requeue(cmds[i:])
+                        break
+                    problem = self.flatten()
+                    if problem:
+                        self._flatten_retry_at = time.monotonic() + FLATTEN_RETRY_S
+                        self._note("ops", f"flatten {cmd.id} not complete, retrying: {problem}")
+                        self.ops.requeue(cmds[i:])
+                        break
                 result["ok"] = True
             except GridctlError as err:
                 result.update(ok=False, error=str(err))
             self._note("ops", str(result))
+            self.ops.settle(cmd, result)
             done.append(result)
-        self.ops.record(done)
         if done:
             self.publish()
         return done
@@ -241,26 +272,34 @@ class Bridge:
         if self.o.mode == "live":
             self.sync_orders()
 
-    def flatten(self) -> None:
+    def flatten(self) -> str | None:
         """Cancel entries and close both sides: paper at the last close, live with market orders.
 
         Live: entries are cancelled first, then both positions are closed with market orders; their
         fills are booked at once and the lots' TP/SL (now without a position) are cancelled. A close
-        that did not go through leaves its lots and their exits in place.
+        that did not go through leaves its lots and their exits in place, and the reason is returned
+        (None: every position was closed or there was none).
         """
         ts = self.s.last_ts or self.now_ms()
         if self.o.mode != "live":
             self.s.paper_flatten(ts)
-            return
+            return None
         self.s.block_entries()
         self.sync_orders()
-        self._send_flatten(booked=False)
+        try:
+            closed = self._send_flatten(booked=False)
+        except gw.GatewayError as err:
+            self._error("flatten", err)
+            return f"account unreadable: {err}"
         self.sync_fills()
         self.sync_orders()
+        return None if closed else "a closing market order did not go through"
 
-    def _send_flatten(self, booked: bool) -> None:
+    def _send_flatten(self, booked: bool) -> bool:
+        """Market orders closing both positions of the account; False when one did not go through."""
         assert self.gw is not None
         acct = self.gw.account(self.s.symbol)
+        ok = True
         for side, pos in enumerate(_POS):
             p = acct.positions.get(pos)
             if p is None or p.qty <= 0.0:
@@ -269,7 +308,9 @@ class Bridge:
             req = gw.OrderRequest(cid, pos, "sell" if side == 0 else "buy", "market", p.qty, reduce_only=True)
             if booked:
                 self._booked_flatten.add(cid)
-            self._place(req, WantedOrder(side, 0, "flatten", req.side, "market", 0.0, p.qty, False, True))
+            want = WantedOrder(side, 0, "flatten", req.side, "market", 0.0, p.qty, False, True)
+            ok = self._place(req, want) and ok
+        return ok
 
     # --- fail-closed inputs
 
@@ -303,6 +344,7 @@ class Bridge:
 
     def _check_funding(self, bar: ClosedBar) -> None:
         book = self.s.funding
+        self.funding_stale = bar.funding_problem
         if bar.funding_problem:
             self.set_input_health("funding", bar.funding_problem)
         elif not book.ts:
@@ -573,6 +615,10 @@ class Bridge:
 
     def _place(self, req: gw.OrderRequest, want: WantedOrder) -> bool:
         assert self.gw is not None
+        if want.kind == "entry" and not self.entries_allowed:
+            # paused since this bar's plan was made (the ops API's hold acts before the loop applies it)
+            self.held += 1
+            return False
         now = self.now_ms()
         if self.journal is not None:
             self.journal.order_sending(req.client_id, want, now)  # before sending: a crash cannot lose it
@@ -659,6 +705,7 @@ class Bridge:
         st, slots = self.s.state, self.s.slots
         have_bar = self.s.n > 0
         unknown: dict[str, str] = {}
+        labels: dict[str, str] = {}
         snap: dict[str, Any] = {"mode": self.o.mode, "run_id": self.o.run_id, "symbol": self.s.symbol}
         state_code = int(st[S_STATE]) if have_bar else None
         snap["state"] = enum_name(RiskState, state_code).lower() if state_code is not None else "starting"
@@ -681,7 +728,7 @@ class Bridge:
                 "margin_ratio",
             ):
                 snap[k] = None
-                unknown[k] = "no bar processed yet"
+                unknown[k], labels[k] = "no bar processed yet", "no bar yet"
         if self.o.mode == "live":
             # Live: the account figures are the exchange's, not the engine's model of them (kept under
             # "engine" for comparison). Realized PnL stays the engine's: it books the exchange's fills.
@@ -691,9 +738,10 @@ class Bridge:
             acct = self.account
             if acct is None:
                 why = self.fail_reasons.get("margin", "no account read yet")
+                label = "account unreadable" if "margin" in self.fail_reasons else "no account read yet"
                 for k in ("equity", "wallet_balance", "unrealized_pnl", "margin_ratio"):
                     snap[k] = None
-                    unknown[k] = why
+                    unknown[k], labels[k] = why, label
             else:
                 snap["equity"] = acct.equity
                 snap["wallet_balance"] = acct.wallet_balance
@@ -701,6 +749,7 @@ class Bridge:
                 snap["margin_ratio"] = acct.margin_ratio
                 if acct.margin_ratio is None:
                     unknown["margin_ratio"] = "exchange reports no margin ratio"
+                    labels["margin_ratio"] = "no margin ratio"
         # Funding cash flow since the start: the account's (live) or the engine's simulated venue's.
         snap["funding_income"] = float(st[S_FUNDING_NET]) if have_bar else 0.0
         if self.o.mode == "live":
@@ -708,9 +757,11 @@ class Bridge:
             snap["funding_income"] = None if self.income_problem else self.funding_income
             if self.income_problem:
                 unknown["funding_income"] = self.income_problem
+                labels["funding_income"] = "income unreadable"
         if "margin" in self.fail_reasons:
             snap["margin_ratio"] = None
             unknown["margin_ratio"] = self.fail_reasons["margin"]
+            labels["margin_ratio"] = "no margin ratio" if self.account is not None else "account unreadable"
         lq, sq = float(st[S_LONG_QTY]), float(st[S_SHORT_QTY])
         snap["position_long"], snap["position_short"] = lq, sq
         snap["positions"] = {
@@ -723,6 +774,13 @@ class Bridge:
             snap["funding_rate"] = None
             snap["funding_projected_cost"] = None
             unknown["funding_rate"] = unknown["funding_projected_cost"] = "no settled funding rate known"
+            labels["funding_rate"] = labels["funding_projected_cost"] = "no funding rate"
+        elif self.funding_stale:
+            # the exchange stopped updating its premium index: the last rate is not current any more
+            snap["funding_rate"] = None
+            snap["funding_projected_cost"] = None
+            unknown["funding_rate"] = unknown["funding_projected_cost"] = self.funding_stale
+            labels["funding_rate"] = labels["funding_projected_cost"] = "funding input stale"
         else:
             c = self.s.last_close
             snap["funding_rate"] = rate
@@ -731,6 +789,7 @@ class Bridge:
             else:
                 snap["funding_projected_cost"] = None
                 unknown["funding_projected_cost"] = "no close price yet"
+                labels["funding_projected_cost"] = "no bar yet"
         snap["next_funding_ms"] = book.next_ts
         if self.o.mode == "live":
             mine = [
@@ -787,9 +846,17 @@ class Bridge:
         snap["entries_paused"] = 0.0 if self.entries_allowed else 1.0
         snap["pause_reasons"] = self.pause_reasons()
         snap["pause_keys"] = (["operator pause"] if self.operator_paused else []) + sorted(self.fail_reasons)
+        if st[S_CB_ACTIVE]:  # the engine's circuit breaker blocks entries until its cooldown ends
+            until = f" until {_utc(cb_until)}" if math.isfinite(cb_until) else ""
+            snap["entries_paused"] = 1.0
+            snap["pause_keys"].append("circuit breaker")
+            snap["pause_reasons"].append(
+                f"circuit breaker: {int(st[S_ERRORS])} errors counted, entries blocked{until}"
+            )
         if self.last_bar_close_ms is None:
             snap["last_bar_age_seconds"] = None
             unknown["last_bar_age_seconds"] = "no bar processed yet"
+            labels["last_bar_age_seconds"] = "no bar yet"
         else:
             snap["last_bar_age_seconds"] = (self.now_ms() - self.last_bar_close_ms) / 1000.0
         snap["error_counts"] = {
@@ -798,10 +865,12 @@ class Bridge:
         }
         snap["orders_sent"] = self.sent
         snap["orders_deferred"] = self.deferred
+        snap["entry_orders_held"] = self.held
         snap["latency"] = self.latency.summary()
         snap["bars"] = self.s.n
         snap["commands"] = list(self.ops.applied) if self.ops is not None else []
-        snap["unknown"] = unknown
+        snap["unknown"] = unknown  # the detail (may quote the exchange's error): /status only
+        snap["unknown_labels"] = labels  # a fixed set (metrics.UNKNOWN_LABELS): the metrics' reason label
         return snap
 
     def publish(self) -> None:

@@ -6,6 +6,7 @@ Heavy imports (numba kernels, ccxt, FastAPI) happen inside the command, so ``gri
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import sys
@@ -60,6 +61,40 @@ def run_replay(
     output.meta["bars_total"] = len(market.ts)
     output.meta["replay_seconds"] = elapsed
     return output, market, compute_stats(output, market, strategy, venue), bridge
+
+
+#: Virtual file systems a journal can never live on.
+_VIRTUAL_ROOTS = ("proc", "sys", "dev")
+
+
+def check_journal_path(path: Path) -> None:
+    """``--journal`` as a usable journal: an existing SQLite file we may write, or a new file in a
+    writable folder; anything else (a folder, a corrupt file, /proc, ...) is one GridctlError line."""
+    import sqlite3
+
+    from gridctl.data.paths import require_writable_dir
+
+    target = path.expanduser()
+    resolved = target.resolve()
+    if len(resolved.parts) > 1 and resolved.parts[1] in _VIRTUAL_ROOTS:
+        raise GridctlError(f"--journal: {target} is on /{resolved.parts[1]}, not a file system for a journal")
+    if target.is_dir():
+        raise GridctlError(f"--journal: {target} is a folder; give the journal file's path")
+    if not target.exists():
+        require_writable_dir(target.parent, "--journal")
+        return
+    if not target.is_file():
+        raise GridctlError(f"--journal: {target} is not a regular file")
+    if not os.access(target, os.R_OK | os.W_OK):
+        raise GridctlError(f"--journal: {target} is not readable and writable by this user")
+    try:
+        db = sqlite3.connect(f"file:{target}?mode=ro", uri=True, timeout=5)
+        try:
+            db.execute("SELECT name FROM sqlite_master").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as err:
+        raise GridctlError(f"--journal: {target} is not a journal (SQLite: {err})") from None
 
 
 def _options(strategy: Any, mode: str, run_id: str) -> Any:
@@ -195,6 +230,16 @@ def live(
         raise GridctlError("--replay works with --paper only (a replay never sends orders)")
     if out is not None and replay is None:
         raise GridctlError("--out is for --replay runs; a live run journals to --journal")
+    if not math.isfinite(min_balance) or min_balance < 0:
+        raise GridctlError(f"--min-balance must be a finite amount >= 0 (quote currency), got {min_balance}")
+    if not 0 <= ops_port <= 65535:
+        raise GridctlError(f"--ops-port must be a TCP port 0..65535 (0 picks a free one), got {ops_port}")
+    if max_bars is not None and max_bars < 1:
+        raise GridctlError(
+            f"--max-bars must be at least 1 (leave it out to run until Ctrl-C), got {max_bars}"
+        )
+    if journal_path is not None and replay is None:
+        check_journal_path(journal_path)
     from gridctl.configs.loader import load_strategy, load_venue
 
     strategy = load_strategy(config, list(overrides or []))
@@ -241,11 +286,7 @@ def _replay_command(
         raise GridctlError(f"--out: {out} exists and is not a directory")
     if not source.exists():
         raise GridctlError(f"--replay: {source} does not exist")
-    if source.is_dir() and exchange == "sample":
-        from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
-
-        if (exchange, sym) == (SAMPLE_EXCHANGE, SAMPLE_SYMBOL):
-            ensure_sample(source)
+    # A replay plays what is stored; it never generates a market (an empty folder is refused by the load).
     output, market, stats, _bridge = run_replay(
         strategy, venue, source, exchange, sym, timeframe, compute_stats
     )

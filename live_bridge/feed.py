@@ -3,7 +3,8 @@
 There is no websocket stream: the feed polls the exchange's public REST endpoints (klines, funding
 history, premium index). The venue's stream settings map onto this connection as follows:
 
-* ``api.ws_url`` - the market-data endpoint the feed connects to; when unset, ``api.base_url``
+* ``api.ws_url`` - the market-data endpoint the feed connects to, an http(s) URL (a ``ws://`` or
+  ``wss://`` stream URL is refused, naming the file and field); when unset, ``api.base_url``
   (when both are unset: ccxt's own Binance hosts).
 * ``websocket.ping_interval`` (s) - keep-alive: between bar closes the feed asks the exchange for
   its time every ``ping_interval`` seconds; a failed ping starts reconnecting at once, before the
@@ -47,10 +48,27 @@ class FeedDown(GridctlError):  # noqa: N818 - reads as a state
 
 @dataclass
 class FeedHealth:
-    """Whether the last request got an answer, and the last failure (named in FeedDown)."""
+    """Whether the last request got an answer, and the last failure (named in FeedDown).
+
+    ``failures`` counts the failed attempts since the last answer: above 0 an outage is in progress
+    (the feed is retrying), before ``up`` turns False at ``max_reconnect_attempts``.
+    """
 
     up: bool = True
     last_error: str = ""
+    failures: int = 0
+    wait_s: float = 0.0
+
+    def problem(self) -> str | None:
+        """Why the feed is not delivering now (None: the last request was answered)."""
+        if self.failures == 0:
+            return None
+        if not self.up:
+            return f"bar feed down, retrying every {self.wait_s:g} s ({self.last_error})"
+        return (
+            f"outage in progress: {self.failures} failed attempt(s), retrying every {self.wait_s:g} s "
+            f"({self.last_error})"
+        )
 
 
 class ExchangeFeed:
@@ -89,7 +107,13 @@ class ExchangeFeed:
         """The feed a venue file describes (``api.ws_url``, else ``api.base_url``; ``api_url`` overrides)."""
         from gridctl.data.download import make_client
 
-        url = api_url or venue.api.ws_url or venue.api.base_url
+        ws = venue.api.ws_url
+        if api_url is None and ws is not None and urlsplit(ws).scheme not in ("http", "https"):
+            raise GridctlError(
+                f"{venue.origin}: api.ws_url: {ws} is not an http(s) URL; the bar feed polls the exchange's "
+                "REST API: give its http(s) market-data host, or remove api.ws_url to use api.base_url"
+            )
+        url = api_url or ws or venue.api.base_url
         client = make_client("binanceusdm", url)
         client.enableRateLimit = False
         ws = venue.websocket
@@ -126,6 +150,8 @@ class ExchangeFeed:
             except Exception as err:  # ccxt raises many kinds; all mean "no answer"
                 failure = classify(err, self.host, self.client.timeout / 1000.0)
                 self.health.last_error = f"{what}: {failure.describe()}"
+                self.health.wait_s = self.reconnect_wait_s
+                self.health.failures += 1
                 if attempt >= self.max_attempts:
                     self.health.up = False
                     raise FeedDown(
@@ -135,6 +161,7 @@ class ExchangeFeed:
                 self._sleep(self.reconnect_wait_s)
                 continue
             self.health.up = True
+            self.health.failures = 0
             return out
 
     def server_time_ms(self) -> int:

@@ -248,3 +248,67 @@ class Journal:
     def last_fill_ts(self) -> int | None:
         row = self.db.execute("SELECT MAX(ts) FROM xfills").fetchone()
         return int(row[0]) if row and row[0] is not None else None
+
+
+# --- ops commands (operator intent, durable before the ops API answers 202)
+
+_OPS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ops (id INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL, kind TEXT NOT NULL,
+    value REAL, status TEXT NOT NULL DEFAULT 'queued', result TEXT);
+"""
+
+#: The commands that set the operator pause (pause, flatten) or lift it (resume).
+PAUSE_KINDS = {"pause": True, "flatten": True, "resume": False}
+
+
+class OpsLog:
+    """The ``ops`` table of a journal, on its own connection (the ops API thread writes it).
+
+    ``add`` commits (``synchronous=FULL``) before it returns, so a command the API answered 202 for
+    survives a ``kill -9``; the bar loop marks each one ``applied`` / ``failed`` once it is done. A
+    restart re-queues what is still ``queued`` and takes the operator pause from the last pause,
+    flatten or resume. A lock serializes the two threads on the connection: every statement commits
+    on its own, never inside the bar loop's transactions (which use the journal's other connection).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        import threading
+
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=5.0)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(_OPS_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    def add(self, ts: int, kind: str, value: float | None) -> int:
+        """Journal one accepted command; returns its id (the order in which it is applied)."""
+        with self._lock:
+            cur = self.db.execute(
+                "INSERT INTO ops (ts, kind, value) VALUES (?, ?, ?)", (int(ts), kind, value)
+            )
+            return int(cur.lastrowid or 0)
+
+    def settle(self, op_id: int, status: str, result: str) -> None:
+        """Mark command ``op_id`` done (``applied`` or ``failed``) with what it did."""
+        with self._lock:
+            self.db.execute("UPDATE ops SET status=?, result=? WHERE id=?", (status, result, int(op_id)))
+
+    def queued(self) -> list[tuple[int, str, float | None]]:
+        """Commands accepted but not applied yet, oldest first."""
+        with self._lock:
+            rows = self.db.execute("SELECT id, kind, value FROM ops WHERE status='queued' ORDER BY id")
+            return [(int(i), str(k), v) for i, k, v in rows.fetchall()]
+
+    def paused(self) -> bool | None:
+        """The operator pause the last pause / flatten / resume asked for; None when there was none."""
+        marks = ",".join(f"'{k}'" for k in PAUSE_KINDS)
+        with self._lock:
+            row = self.db.execute(
+                f"SELECT kind FROM ops WHERE kind IN ({marks}) ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        return None if row is None else PAUSE_KINDS[row[0]]

@@ -2,8 +2,11 @@
 
 Live, equity / wallet balance / unrealized PnL / margin ratio are the exchange account's (read after
 every bar); paper and replay report the engine's simulated account. Every gauge carries a ``reason``
-label: empty when the value is known, else the reason it is not (``no bar yet``, ``margin
+label: empty when the value is known, else the reason it is not (``no bar yet``, ``account
 unreadable``, ...) with the value NaN. A value the bridge does not know is never exported as 0.
+Label values come from fixed sets (``UNKNOWN_LABELS``, ``PAUSE_LABELS``; anything else is ``other``):
+the detail, which may quote the exchange's error, is on ``/status`` and in the log, never in a label,
+so a new error message never makes a new time series.
 """
 
 from __future__ import annotations
@@ -61,11 +64,42 @@ GAUGES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: Every value the ``reason`` label of a gauge takes when the value is unknown.
+UNKNOWN_LABELS = frozenset(
+    {
+        "no bar yet",
+        "no account read yet",
+        "account unreadable",
+        "no margin ratio",
+        "income unreadable",
+        "no funding rate",
+        "funding input stale",
+        "other",
+    }
+)
+#: Every value the ``reason`` label of ``gridctl_pause_reason`` takes.
+PAUSE_LABELS = frozenset(
+    {
+        "operator pause",
+        "bar feed",
+        "bar feed connection",
+        "funding",
+        "margin",
+        "circuit breaker",
+        "other",
+    }
+)
+
+
+def _fixed(label: Any, allowed: frozenset[str]) -> str:
+    return label if isinstance(label, str) and label in allowed else "other"
+
+
 def _value(snapshot: dict[str, Any], key: str) -> tuple[float, str]:
     value = snapshot.get(key)
-    unknown = snapshot.get("unknown", {})
+    labels = snapshot.get("unknown_labels", {})
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return math.nan, str(unknown.get(key) or "unknown")
+        return math.nan, _fixed(labels.get(key), UNKNOWN_LABELS)
     return float(value), ""
 
 
@@ -100,7 +134,8 @@ class BridgeCollector:
         paused = GaugeMetricFamily(
             "gridctl_pause_reason", "1 for each reason new entries are paused now.", labels=["reason"]
         )
-        for reason in snap.get("pause_keys", []):  # the detail (changing numbers) is on /status
+        keys = sorted({_fixed(k, PAUSE_LABELS) for k in snap.get("pause_keys", [])})
+        for reason in keys:  # the detail (changing numbers, the exchange's error) is on /status
             paused.add_metric([reason], 1.0)
         yield paused
 

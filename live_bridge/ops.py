@@ -3,18 +3,24 @@
 Routes: ``GET /health``, ``GET /status`` (state, positions, ladder, open orders, gates, the results
 of applied commands), ``POST /throttle`` ``{"value": x}``, ``POST /pause``, ``POST /resume``,
 ``POST /flatten``, ``GET /metrics`` (Prometheus).
-The API thread never touches the engine: reads come from the snapshot the bar loop publishes after
-each bar, and each mutation is validated here (throttle through ``engine.state.set_throttle`` on a
-scratch state) and then queued; the bar loop applies queued commands between bars
-(``Bridge.apply_commands``). No token or a wrong token: 401 and nothing is queued.
+The API thread never touches the engine: reads come from the snapshot the bar loop publishes, and each
+mutation is validated here (throttle through ``engine.state.set_throttle`` on a scratch state),
+committed to the run's journal (``journal.OpsLog``; a write that fails is 503, nothing accepted) and
+queued before the 202; the control loop applies
+queued commands within its tick (``Bridge.apply_commands``), and a pause or flatten holds new entry
+orders from the moment it is accepted (``OpsState.entries_held``). No token or a wrong token: 401 and
+nothing is queued. Bodies over ``MAX_BODY_BYTES`` are 413; a body that is not JSON (including one nested
+deeper than the parser goes) is 400; a value that is not a finite number in 0..1 is 422.
 """
 
 from __future__ import annotations
 
 import hmac
 import itertools
+import json
 import queue
 import socket
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +33,7 @@ from fastapi.responses import JSONResponse, Response
 
 from gridctl.configs.errors import GridctlError
 from gridctl.engine.state import N_STATE, set_throttle
+from gridctl.live_bridge.journal import PAUSE_KINDS, OpsLog
 from gridctl.live_bridge.metrics import CONTENT_TYPE, metrics_registry, render
 
 APPLIED_KEPT = 50
@@ -41,29 +48,99 @@ class Command:
     value: float | None = None
 
 
+#: Largest request body the API reads; a longer one is answered 413 before any of it is parsed.
+MAX_BODY_BYTES = 64 * 1024
+
+#: The pause-reason keys (``/status`` ``pause_keys`` and the metrics' ``reason`` label) the ops state adds
+#: at once, before the bar loop has published: the operator pause and the bar feed connection.
+OPERATOR_PAUSE = "operator pause"
+
+
 class OpsState:
-    """What the API and the bar loop share: the last snapshot (read) and the command queue (write)."""
+    """What the API and the bar loop share: the last snapshot (read) and the command queue (write).
+
+    With a journal (``attach``) every command is committed to it before ``enqueue`` returns, so the 202
+    means durable. A pause or flatten holds new entries at once (``entries_held``: the bar loop checks
+    it before each entry order goes out, whatever it is busy with); a resume releases the hold. Other
+    threads (the feed worker) report input problems with ``set_live_reason``; ``snapshot`` shows those
+    and the hold immediately, on top of the bar loop's last published snapshot.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._snapshot: dict[str, Any] = {"state": "starting", "unknown": {}}
         self.commands: queue.Queue[Command] = queue.Queue()
+        self._backlog: list[Command] = []  # put back by the bar loop (a flatten the exchange refused)
         self._ids = itertools.count(1)
+        self._log: OpsLog | None = None
+        self._hold = False
+        self._live: dict[str, str] = {}
         # results of the last APPLIED_KEPT applied commands (the bar loop appends; /status shows them)
         self.applied: list[dict[str, Any]] = []
+
+    def attach(self, log: OpsLog) -> None:
+        """Journal commands to ``log``; its queued commands are queued again and its pause is the hold."""
+        self._log = log
+        paused = log.paused()
+        if paused is not None:
+            self._hold = paused
+        for op_id, kind, value in log.queued():
+            self.commands.put(Command(op_id, kind, value))
+
+    def entries_held(self) -> bool:
+        """True from the moment a pause or flatten is accepted until a resume is."""
+        return self._hold
+
+    def set_live_reason(self, key: str, detail: str | None) -> None:
+        """An input problem seen outside the bar loop (``None``: gone), shown by ``snapshot`` at once."""
+        with self._lock:
+            if detail:
+                self._live[key] = detail
+            else:
+                self._live.pop(key, None)
 
     def publish(self, snapshot: dict[str, Any]) -> None:
         with self._lock:
             self._snapshot = snapshot
 
     def snapshot(self) -> dict[str, Any]:
+        """The last published snapshot, with the hold and the live input problems merged in."""
         with self._lock:
-            return self._snapshot
+            snap, live, held = self._snapshot, dict(self._live), self._hold
+        keys = list(snap.get("pause_keys", []))
+        reasons = list(snap.get("pause_reasons", []))
+        added = False
+        if held and OPERATOR_PAUSE not in keys:
+            keys.insert(0, OPERATOR_PAUSE)
+            reasons.insert(0, OPERATOR_PAUSE)
+            added = True
+        for key, detail in sorted(live.items()):
+            if key not in keys:
+                keys.append(key)
+                reasons.append(f"{key}: {detail}")
+                added = True
+        if not added:
+            return snap
+        return {**snap, "pause_keys": keys, "pause_reasons": reasons, "entries_paused": 1.0}
 
     def enqueue(self, kind: str, value: float | None = None) -> Command:
-        cmd = Command(next(self._ids), kind, value)
-        self.commands.put(cmd)
+        """Journal (when attached) and queue a command; a pause / flatten holds entries from now on."""
+        with self._lock:
+            if self._log is not None:
+                op_id = self._log.add(int(time.time() * 1000), kind, value)
+            else:
+                op_id = next(self._ids)
+            cmd = Command(op_id, kind, value)
+            self.commands.put(cmd)
+            if kind in PAUSE_KINDS:
+                self._hold = PAUSE_KINDS[kind]
         return cmd
+
+    def settle(self, cmd: Command, result: dict[str, Any]) -> None:
+        """The bar loop applied ``cmd`` (``result["ok"]`` says how): journal it and keep the result."""
+        if self._log is not None:
+            self._log.settle(cmd.id, "applied" if result.get("ok") else "failed", json.dumps(result))
+        self.record([result])
 
     def record(self, results: list[dict[str, Any]]) -> None:
         """Keep the results of applied commands (the last ``APPLIED_KEPT``)."""
@@ -71,8 +148,14 @@ class OpsState:
             self.applied.extend(results)
             del self.applied[:-APPLIED_KEPT]
 
+    def requeue(self, cmds: list[Command]) -> None:
+        """Put ``cmds`` back at the head of the queue, in order (applied before anything queued later)."""
+        with self._lock:
+            self._backlog = list(cmds) + self._backlog
+
     def drain(self) -> list[Command]:
-        out: list[Command] = []
+        with self._lock:
+            out, self._backlog = self._backlog, []
         while True:
             try:
                 out.append(self.commands.get_nowait())
@@ -80,9 +163,62 @@ class OpsState:
                 return out
 
 
+class _BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is answered 413 and never handed on."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._too_large(send)
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Any) -> None:
+        payload = json.dumps({"detail": f"request body larger than {self.limit} bytes"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
 def build_app(ops: OpsState, token: str | None) -> FastAPI:
     """The FastAPI app. ``token`` None or empty: every authenticated route answers 401."""
     app = FastAPI(title="gridctl live ops", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
     registry = metrics_registry(ops.snapshot)
 
     def auth(request: Request) -> None:
@@ -117,8 +253,8 @@ def build_app(ops: OpsState, token: str | None) -> FastAPI:
     @app.post("/throttle", dependencies=[Depends(auth)])
     async def throttle(request: Request) -> JSONResponse:
         try:
-            body = await request.json()
-        except ValueError:
+            body = json.loads(await request.body())
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
             raise HTTPException(
                 status_code=400, detail='body must be JSON: {"value": <number 0..1>}'
             ) from None
@@ -128,11 +264,17 @@ def build_app(ops: OpsState, token: str | None) -> FastAPI:
             set_throttle(np.zeros(N_STATE), body["value"])  # the engine's own validation, on a scratch state
         except GridctlError as err:
             raise HTTPException(status_code=422, detail=str(err)) from None
-        cmd = ops.enqueue("throttle", float(body["value"]))
+        cmd = _enqueue("throttle", float(body["value"]))
         return JSONResponse({"queued": cmd.id, "kind": cmd.kind, "value": cmd.value}, status_code=202)
 
+    def _enqueue(kind: str, value: float | None = None) -> Command:
+        try:
+            return ops.enqueue(kind, value)
+        except sqlite3.Error as err:  # not journaled: not accepted
+            raise HTTPException(status_code=503, detail=f"command not journaled: {err}") from None
+
     def _queue(kind: str) -> JSONResponse:
-        cmd = ops.enqueue(kind)
+        cmd = _enqueue(kind)
         return JSONResponse({"queued": cmd.id, "kind": kind}, status_code=202)
 
     @app.post("/pause", dependencies=[Depends(auth)])

@@ -1,15 +1,18 @@
 """Start-up (readiness, warm-up or restart + reconcile) and the polling loop of `gridctl live`.
 
 ``prepare`` builds the session, feed, gateway, journal and ops server and runs every readiness item
-(all of them, so the message lists every failure). ``run_loop`` polls the feed (aimed at each bar's close,
-``poll_wait_s``) and feeds each closed bar to ``Bridge.on_bar``; between bars it applies ops commands,
-pings the feed and checks staleness.
+(all of them, so the message lists every failure). ``run_loop`` is the control loop: it feeds each closed
+bar to ``Bridge.on_bar`` and, every ``CONTROL_TICK_S``, applies ops commands and checks the feed's health
+and staleness; the feed's own I/O (polls aimed at each bar's close, ``poll_wait_s``, keep-alive pings,
+retries) runs on a ``FeedWorker`` thread so that no feed request or retry wait can hold up a command.
 The bridge's clock is the exchange's: local time plus the offset measured at each server-time read.
 """
 
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +25,7 @@ from gridctl.engine.state import SL_ORD_ON, SL_ORD_PRICE, SL_ORD_QTY
 from gridctl.live_bridge import readiness
 from gridctl.live_bridge.bridge import Bridge
 from gridctl.live_bridge.feed import ExchangeFeed, FeedDown
-from gridctl.live_bridge.journal import Journal
+from gridctl.live_bridge.journal import Journal, OpsLog
 from gridctl.live_bridge.ops import OpsServer, OpsState
 from gridctl.live_bridge.readiness import Checklist, filters_match
 from gridctl.live_bridge.session import EngineSession
@@ -50,6 +53,7 @@ class RunContext:
     journal: Any = None
     gateway: Any = None
     clock: ExchangeClock = field(default_factory=ExchangeClock)
+    ops_log: Any = None
     ops_url: str = ""
     restarted: bool = False
 
@@ -57,6 +61,9 @@ class RunContext:
         if self.server is not None:
             self.server.stop()
             self.server = None
+        if self.ops_log is not None:
+            self.ops_log.close()
+            self.ops_log = None
         if self.journal is not None:
             self.journal.close()
             self.journal = None
@@ -168,6 +175,7 @@ def prepare(
         path = journal_path or default_journal(mode, symbol, timeframe)
         journal = Journal(path)
         ctx.journal = journal
+        ctx.ops_log = OpsLog(path)  # the operator's commands, durable before the ops API answers 202
         restart = journal.has_state()
         if restart and journal.meta("mode") not in (None, mode):
             ready.add("journal", False, f"{path} belongs to a --{journal.meta('mode')} run, not --{mode}")
@@ -205,8 +213,10 @@ def prepare(
             def restore() -> str:
                 extra = journal.restore(session)
                 feed.last_ts = session.last_ts
+                journaled = ctx.ops_log.paused()
+                paused = bool(extra.get("operator_paused")) if journaled is None else journaled
                 return f"restarted from {path} at bar {session.last_ts} ({session.n} bars journaled)" + (
-                    "; operator pause kept" if extra.get("operator_paused") else ""
+                    "; operator pause kept" if paused else ""
                 )
 
             ready.run("warm-up / restart", restore)
@@ -247,6 +257,7 @@ def prepare(
         if live and bridge_gw is None:
             return ready, ctx  # no gateway: nothing more can be checked (the failure is listed)
         ops = OpsState()
+        ops.attach(ctx.ops_log)  # commands journaled but not applied before a kill are queued again
         bridge = Bridge(session, options, ops, journal, bridge_gw, now_ms=ctx.clock.now_ms)
         ctx.bridge = bridge
         if live and reachable:
@@ -266,7 +277,8 @@ def prepare(
                 extra = _json.loads(row[0] or "{}") if row else {}
             except Exception:
                 extra = {}
-            bridge.operator_paused = bool(extra.get("operator_paused"))
+            journaled = ctx.ops_log.paused()  # the operator's last pause / flatten / resume, if any
+            bridge.operator_paused = bool(extra.get("operator_paused")) if journaled is None else journaled
             bridge.fills_cursor = extra.get("fills_cursor")
             if live and bridge_gw is not None:
                 ready.run("reconcile with the exchange", lambda: reconcile(bridge))
@@ -468,38 +480,112 @@ def poll_wait_s(last_ts: int | None, bar_ms: int, now_ms: int, poll_s: float) ->
     return poll_s
 
 
+#: The control loop's tick (s): ops commands are applied, and the feed's health shown, at least this often
+#: while the loop is not inside an exchange request.
+CONTROL_TICK_S = 0.1
+
+
+class FeedWorker:
+    """The bar feed's I/O on its own thread: polls (aimed at each bar's close), keep-alive pings, and
+    the retries and waits of an outage, none of which can hold up the control loop.
+
+    Each poll's closed bars, or the ``FeedDown`` that ended a poll, are handed over through a queue;
+    the feed's health (an outage in progress, the feed down) goes to the ops state at once.
+    """
+
+    def __init__(self, feed: Any, clock: ExchangeClock, poll_s: float, ops: OpsState | None) -> None:
+        self.feed = feed
+        self.clock = clock
+        self.poll_s = poll_s
+        self.ops = ops
+        self.out: queue.Queue[list[Any] | BaseException] = queue.Queue()
+        self._stop = threading.Event()
+        self._feed_sleep = feed._sleep
+        feed._sleep = self._wait  # a failed attempt is shown at once; its retry wait ends when we stop
+        self.thread = threading.Thread(target=self._run, name="gridctl-feed", daemon=True)
+
+    def start(self) -> FeedWorker:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=2.0)
+        self.feed._sleep = self._feed_sleep
+
+    def _health(self) -> None:
+        if self.ops is not None:
+            self.ops.set_live_reason("bar feed connection", self.feed.health.problem())
+
+    def _wait(self, seconds: float) -> None:
+        self._health()
+        self._stop.wait(seconds)
+
+    def _run(self) -> None:
+        feed = self.feed
+        while not self._stop.is_set():
+            try:
+                bars = feed.poll()
+            except FeedDown as err:
+                self.out.put(err)
+            except Exception as err:  # a bug, not an outage: the control loop raises it
+                self.out.put(err)
+                return
+            else:
+                if bars:
+                    self.out.put(bars)
+                feed.keep_alive()
+            self._health()
+            self._idle(poll_wait_s(feed.last_ts, feed.bar_ms, self.clock.now_ms(), self.poll_s))
+
+    def _idle(self, seconds: float) -> None:
+        """The wait between two polls (aimed at the next bar's close); ends at once when stopped."""
+        self._stop.wait(seconds)
+
+    def take(self, timeout: float) -> list[Any] | BaseException | None:
+        """The next poll's bars or failure, waiting at most ``timeout`` s (None: nothing yet)."""
+        try:
+            return self.out.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
 def run_loop(
     ctx: RunContext, max_bars: int | None = None, poll_s: float = 1.0, fills_poll_s: float = 5.0
 ) -> int:
-    """Poll closed bars until ``max_bars`` were processed (or forever); returns bars processed.
+    """The control loop: bars from the feed worker until ``max_bars`` were processed (or forever).
 
-    Between bars a ``--live`` run also looks for fills every ``fills_poll_s`` and protects new lots
-    (``Bridge.protect_fills``), so a lot never waits for the bar close for its stop-loss.
+    Every ``CONTROL_TICK_S`` it applies the ops commands, shows the feed's health as a pause reason and
+    checks staleness, whatever the feed is doing (its requests, retries and waits run on the
+    ``FeedWorker`` thread). Between bars a ``--live`` run also looks for fills every ``fills_poll_s`` and
+    protects new lots (``Bridge.protect_fills``), so a lot never waits for the bar close for its stop-loss.
     """
     bridge, feed = ctx.bridge, ctx.feed
+    worker = FeedWorker(feed, ctx.clock, poll_s, bridge.ops).start()
     done = 0
     fills_due = time.monotonic() + fills_poll_s
-    while max_bars is None or done < max_bars:
-        try:
-            bars = feed.poll()
-            bridge.set_input_health("bar feed connection", None)
-        except FeedDown as err:
-            bridge.set_input_health("bar feed connection", str(err))
-            if bridge.o.mode == "live":
-                bridge._block_entries()
-            bars = []
-        for bar in bars:
-            bridge.on_bar(bar)
-            done += 1
-            if max_bars is not None and done >= max_bars:
-                break
-        if not bars:
-            if time.monotonic() >= fills_due:
-                bridge.protect_fills()
-                fills_due = time.monotonic() + fills_poll_s
+    try:
+        while max_bars is None or done < max_bars:
+            got = worker.take(CONTROL_TICK_S)
             bridge.apply_commands()
-            bridge.check_stale()
-            bridge.publish()
-            feed.keep_alive()
-            time.sleep(poll_wait_s(feed.last_ts, feed.bar_ms, ctx.clock.now_ms(), poll_s))
+            bridge.set_input_health("bar feed connection", feed.health.problem())
+            if isinstance(got, FeedDown):
+                if bridge.o.mode == "live":
+                    bridge._block_entries()
+            elif isinstance(got, BaseException):
+                raise got
+            bars = got if isinstance(got, list) else []
+            for bar in bars:
+                bridge.on_bar(bar)
+                done += 1
+                if max_bars is not None and done >= max_bars:
+                    break
+            if not bars:
+                if time.monotonic() >= fills_due:
+                    bridge.protect_fills()
+                    fills_due = time.monotonic() + fills_poll_s
+                bridge.check_stale()
+                bridge.publish()
+    finally:
+        worker.stop()
     return done

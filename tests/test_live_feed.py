@@ -9,7 +9,7 @@ import os
 import pytest
 
 from gridctl.configs.loader import load_strategy
-from gridctl.live_bridge.feed import ExchangeFeed, FeedDown
+from gridctl.live_bridge.feed import ExchangeFeed, FeedDown, FeedHealth
 
 from effects import effect
 from live_helpers import EMU_ENV, SYMBOL_ID, emulator_venue, emulator_with_sample
@@ -230,6 +230,8 @@ def test_run_loop_waits_at_most_poll_s_between_polls(monkeypatch: pytest.MonkeyP
 
     class Feed:
         bar_ms, last_ts, polls = 60_000, None, 0
+        health = FeedHealth()
+        _sleep = None  # the retry wait (the feed worker swaps in its own)
 
         def poll(self):  # a bar on the third poll
             self.polls += 1
@@ -248,15 +250,18 @@ def test_run_loop_waits_at_most_poll_s_between_polls(monkeypatch: pytest.MonkeyP
         def on_bar(self, bar) -> None:
             self.bars.append(bar)
 
+        ops = None
+
         def set_input_health(self, *a) -> None: ...
         def apply_commands(self) -> None: ...
         def check_stale(self) -> None: ...
         def publish(self) -> None: ...
 
     slept: list[float] = []
-    monkeypatch.setattr(runner_mod.time, "sleep", slept.append)
+    # the feed worker's wait between polls, recorded instead of waited
+    monkeypatch.setattr(runner_mod.FeedWorker, "_idle", lambda self, s: slept.append(s))
     for poll_s in (1.0, 0.05):
         slept.clear()
         ctx = RunContext(bridge=Bridge(), feed=Feed(), clock=ExchangeClock())
         assert run_loop(ctx, max_bars=1, poll_s=poll_s) == 1 and ctx.bridge.bars == ["bar"]
-        assert slept == [poll_s, poll_s]  # no bar delivered yet: the plain period, twice
+        assert slept[:2] == [poll_s, poll_s]  # no bar delivered yet: the plain period, twice

@@ -204,3 +204,101 @@ def test_applied_command_results_are_bounded() -> None:
     for i in range(APPLIED_KEPT + 10):
         ops.record([{"id": i, "kind": "pause", "ok": True}])
     assert [r["id"] for r in ops.applied] == list(range(10, APPLIED_KEPT + 10))
+
+
+@pytest.mark.parametrize(
+    ("content", "status"),
+    [
+        ('{"value": 1' + "0" * 400 + "}", 422),  # an integer no float can hold (was 500 OverflowError)
+        ('{"value": 1e400}', 422),  # parses as infinity
+        ("[" * 60_000, 400),  # nested deeper than the JSON parser goes (was 500 RecursionError)
+        ("[" * 100_000, 413),  # the same, past the body cap
+        ('{"value": 0.5, "pad": "' + "x" * (64 * 1024) + '"}', 413),  # a valid command, too long
+    ],
+    ids=["400-digit int", "1e400", "nested 60k", "nested 100k", "over 64 KB"],
+)
+def test_hostile_throttle_bodies_are_4xx_and_change_nothing(served, content: str, status: int) -> None:
+    bridge, ops, url, _ = served
+    r = httpx.post(
+        f"{url}/throttle", content=content, headers={**AUTH, "content-type": "application/json"}, timeout=10
+    )
+    assert r.status_code == status, r.text
+    assert ops.commands.empty()
+    bridge.apply_commands()
+    assert bridge.s.state[S_THROTTLE] == 1.0
+
+
+def test_body_cap_is_64_kb_on_every_route_declared_or_streamed(served) -> None:
+    from gridctl.live_bridge.ops import MAX_BODY_BYTES
+
+    assert MAX_BODY_BYTES == 64 * 1024
+    _bridge, ops, url, _ = served
+    # exactly the cap is read (and refused as a throttle for what it says, not for its size)
+    at_cap = '{"value": 0.5, "pad": "' + "x" * (MAX_BODY_BYTES - 25) + '"}'
+    assert len(at_cap) == MAX_BODY_BYTES
+    r = httpx.post(f"{url}/throttle", content=at_cap, headers=AUTH, timeout=10)
+    assert r.status_code == 202, r.text
+    ops.drain()
+    # one byte more: 413, and a pause with a 30 MB body is not queued
+    r = httpx.post(f"{url}/throttle", content=at_cap + " ", headers=AUTH, timeout=10)
+    assert r.status_code == 413
+    r = httpx.post(f"{url}/pause", content=b"x" * (30 << 20), headers=AUTH, timeout=30)
+    assert r.status_code == 413
+
+    def chunks():  # no Content-Length: the cap is counted as the body streams in
+        for _ in range(3):
+            yield b"y" * 40_000
+
+    r = httpx.post(f"{url}/pause", content=chunks(), headers=AUTH, timeout=10)
+    assert r.status_code == 413
+    assert ops.commands.empty() and not ops.entries_held()
+    # a small body on a route that takes none is still fine
+    assert httpx.post(f"{url}/pause", content=b"{}", headers=AUTH, timeout=5).status_code == 202
+    assert ops.entries_held()
+
+
+def test_journaled_commands_survive_a_restart_in_order(tmp_path) -> None:
+    from gridctl.live_bridge.journal import OpsLog
+
+    path = tmp_path / "j.sqlite"
+    log = OpsLog(path)
+    ops = OpsState()
+    ops.attach(log)
+    assert not ops.entries_held() and log.paused() is None
+    first = ops.enqueue("throttle", 0.5)
+    ops.enqueue("pause")
+    assert ops.entries_held()  # held from the moment it is accepted, before any loop applies it
+    ops.settle(ops.drain()[0], {"id": first.id, "kind": "throttle", "ok": True})
+    ops.enqueue("flatten")
+    # a kill now: no close, a fresh process opens the same file
+    again = OpsState()
+    again.attach(OpsLog(path))
+    assert again.entries_held()
+    assert [(c.kind, c.value) for c in again.drain()] == [("pause", None), ("flatten", None)]
+    snap = again.snapshot()
+    assert snap["entries_paused"] == 1.0 and snap["pause_keys"] == ["operator pause"]
+    # a resume lifts the hold at once and is what a later restart reads
+    again.enqueue("resume")
+    assert not again.entries_held()
+    assert OpsLog(path).paused() is False
+    log.close()
+
+
+def test_a_command_the_journal_cannot_take_is_503_and_not_accepted(tmp_path) -> None:
+    from gridctl.live_bridge.journal import OpsLog
+
+    ops = OpsState()
+    log = OpsLog(tmp_path / "j.sqlite")
+    ops.attach(log)
+    server = OpsServer(ops, TOKEN, port=0).start()
+    try:
+        assert (
+            httpx.post(f"{server.url}/throttle", json={"value": 0.5}, headers=AUTH, timeout=5).status_code
+            == 202
+        )
+        log.close()  # the journal is gone (disk trouble): nothing may be acknowledged
+        r = httpx.post(f"{server.url}/pause", headers=AUTH, timeout=5)
+        assert r.status_code == 503 and "not journaled" in r.json()["detail"]
+        assert [c.kind for c in ops.drain()] == ["throttle"] and not ops.entries_held()
+    finally:
+        server.stop()
