@@ -4,7 +4,11 @@
 engine's own bar step, fills simulated by its fill model). Live: exchange fills since the last bar
 are booked (``fill_slot_nb``), then ``EngineSession.step_live`` (funding, regime, mark, gates,
 decide), then the order diff (``live_bridge.orders``) is sent through the ``Gateway`` within the
-venue's rate limits, with bounded post-only retries.
+venue's rate limits (the gateway's ``RequestPacer``, ``live_bridge.pacing``), with bounded post-only
+retries. A placement the pacer or the exchange refuses for rate (``RateLimited``) ends the bar's
+placements (the rest wait for the next bar); a replacement is never placed while the cancel of the
+order it replaces failed or has an unknown outcome (no duplicate resting order). While the exchange
+bans the IP (418), entries pause with the ban as the reason, and nothing is sent until it ends.
 
 Fail closed: a stale bar feed, a missing funding rate or next settlement, or an unreadable margin
 figure pauses new entries (resting entries are cancelled, exits stay) with the reason on the ops API
@@ -68,7 +72,6 @@ from gridctl.live_bridge import gateway as gw
 from gridctl.live_bridge.journal import Journal
 from gridctl.live_bridge.ops import OpsState
 from gridctl.live_bridge.orders import (
-    RateLimiter,
     RestingOrder,
     WantedOrder,
     desired_orders,
@@ -144,7 +147,6 @@ class Bridge:
         ops: OpsState | None = None,
         journal: Journal | None = None,
         gateway: gw.Gateway | None = None,
-        limiter: RateLimiter | None = None,
         now_ms: Callable[[], int] = wall_ms,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -157,11 +159,9 @@ class Bridge:
         self.ops = ops
         self.journal = journal
         self.gw = gateway
-        v = session.venue.rate_limits
-        # Paced on the bridge's clock (the exchange's time; real time in production).
-        self.limiter = limiter or RateLimiter(
-            v.orders_per_second, v.orders_per_minute, clock=lambda: now_ms() / 1000.0
-        )
+        # Live: the gateway's request pacer (the one live pacing: live_bridge.pacing), if it has one.
+        self.pacer = getattr(gateway, "pacer", None)
+        self._rate_limited = False  # a placement was refused for rate in this sync_orders
         self.last_deferred: list[tuple[int, int, str]] = []
         self.now_ms = now_ms
         self.sleep = sleep
@@ -284,8 +284,20 @@ class Bridge:
             self._note("recovered", name)
             self.s.state[S_DIRTY] = 1.0
 
+    def check_rate_limits(self) -> None:
+        """Pause entries while the exchange bans the IP (418), with the ban as the reason; lift after."""
+        if self.pacer is None:
+            return
+        ban = self.pacer.ban()
+        was = "rate limit" in self.fail_reasons
+        self.set_input_health("rate limit", ban)
+        if bool(ban) != was:
+            self.publish()
+
     def check_stale(self, now_ms: int | None = None) -> bool:
-        """Pause entries when no bar closed for ``stale_after_ms``; True while stale."""
+        """Pause entries when no bar closed for ``stale_after_ms``; True while stale (the between-bar
+        health check: an exchange ban is looked at here too)."""
+        self.check_rate_limits()
         now = self.now_ms() if now_ms is None else now_ms
         last = self.last_bar_close_ms
         stale = last is not None and now - last > self.stale_after_ms
@@ -322,6 +334,7 @@ class Bridge:
         self.apply_commands()
         self.s.set_funding(bar.settled, bar.next_funding_ms)
         self.last_bar_close_ms = bar.ts + self.s.bar_ms
+        self.check_rate_limits()
         if self.o.mode != "replay":
             # Stored data was validated when loaded (data.market); a live feed is checked every bar.
             self._check_funding(bar)
@@ -526,13 +539,19 @@ class Bridge:
             self.o.run_id,
             float(self.s.vec[P_ORDER_PRICE_TOL_BPS]),  # the engine's own tolerances (decide_nb)
             float(self.s.vec[P_ORDER_QTY_TOL_PCT]),
-            self.limiter.available(),
+            self.pacer.orders_available() if self.pacer is not None else len(wanted),
         )
+        held: set[tuple[int, int, str]] = set()  # keys whose old order may still rest: no replacement
         for cid in plan.cancels:
             try:
                 self.gw.cancel(self.s.symbol, cid)
             except gw.GatewayError as err:
                 self._error("cancel", err)
+                parsed = parse_client_id(cid)
+                if parsed is not None:
+                    held.add((parsed.side, parsed.level, parsed.kind))
+                if isinstance(err, gw.ExchangeUnavailable):
+                    self._orders_unknown = True  # it may have gone through: read the book next time
                 continue
             self.open_orders = [o for o in self.open_orders if o.client_id != cid]
             if self.journal is not None:
@@ -540,12 +559,15 @@ class Bridge:
                 parsed = parse_client_id(cid)
                 if parsed is not None:
                     self._maybe_book(cid, parsed)  # a partly filled order: book what filled
+        self._rate_limited = False
         for want in plan.places:
-            if not self.limiter.take():
+            if want.key in held or self._rate_limited:
                 plan.deferred.append(want)
                 continue
             if self._place_wanted(want):
                 self._retries.append(want)
+        if held:
+            self._note("replacement-held", f"cancel failed or unknown, not replaced yet: {sorted(held)}")
         self.deferred += len(plan.deferred)
         self.last_deferred = [w.key for w in plan.deferred]
         if not defer_retries:
@@ -585,6 +607,13 @@ class Bridge:
         except gw.ExchangeUnavailable as err:
             # Outcome unknown: the journal keeps it as 'sending'; the next open-orders read settles it.
             self._error("place", err)
+            return False
+        except gw.RateLimited as err:
+            # Not accepted (refused by the pacer before sending, or a 429/418): no more this round.
+            if self.journal is not None:
+                self.journal.order_status(req.client_id, "rejected", self.now_ms())
+            self._error("rate_limit", err)
+            self._rate_limited = True
             return False
         except gw.GatewayError as err:
             if self.journal is not None:
@@ -796,6 +825,8 @@ class Bridge:
             "engine": int(st[S_ERRORS]),
             **{f"exchange_{k}": v for k, v in self.errors.items()},
         }
+        if self.pacer is not None:
+            snap["rate_limits"] = self.pacer.describe()
         snap["orders_sent"] = self.sent
         snap["orders_deferred"] = self.deferred
         snap["latency"] = self.latency.summary()

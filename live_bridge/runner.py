@@ -181,6 +181,9 @@ def prepare(
             try:
                 gw = gateway or make_gateway(venue, api_url)
                 ctx.gateway = gw
+                if getattr(gw, "pacer", None) is not None:  # one pacer for every request of the run
+                    feed.pacer = gw.pacer
+                    gw.pacer.watch(feed.client)
             except Exception as err:
                 ready.add("gateway", False, f"cannot build the exchange gateway: {err}")
                 gw = None
