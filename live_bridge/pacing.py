@@ -52,14 +52,23 @@ class _Window:
     limit: int
     span_s: float
     header: str
-    events: deque[tuple[float, int]] = field(default_factory=deque)
-    seen: tuple[float, int] | None = None  # (when read, the exchange's count then)
+    events: deque[tuple[float, int, int]] = field(default_factory=deque)  # (time, count, sequence)
+    seen: tuple[float, int, int] | None = None  # (when read, the exchange's count, our sequence then)
+    seq: int = 0
+
+    def add(self, now: float, n: int) -> None:
+        self.seq += 1
+        self.events.append((now, n, self.seq))
+
+    def read(self, now: float, value: int) -> None:
+        """The exchange's count, which includes every request we let through before this answer."""
+        self.seen = (now, value, self.seq)
 
     def used(self, at: float) -> int:
-        """Count at time ``at``: ours in the window, or the exchange's plus ours since it was read."""
-        own = sum(n for t, n in self.events if t > at - self.span_s)
+        """Count at time ``at``: ours in the window, or the exchange's plus ours sent after it was read."""
+        own = sum(n for t, n, _ in self.events if t > at - self.span_s)
         if self.seen is not None and at < self.seen[0] + self.span_s:
-            since = sum(n for t, n in self.events if t > self.seen[0])
+            since = sum(n for _, n, q in self.events if q > self.seen[2])
             return max(own, self.seen[1] + since)
         return own
 
@@ -69,7 +78,7 @@ class _Window:
             return 0.0
         if n > self.limit:
             return float("inf")
-        ends = {t + self.span_s for t, _ in self.events}
+        ends = {t + self.span_s for t, _, _ in self.events}
         if self.seen is not None:
             ends.add(self.seen[0] + self.span_s)
         for end in sorted(e for e in ends if e > now):
@@ -115,7 +124,10 @@ class RequestPacer:
             "rate_limits.weight_per_minute", int(weight_per_minute), MINUTE_S, "X-MBX-USED-WEIGHT-1M"
         )
         self.orders_10s = _Window(
-            "10 x rate_limits.orders_per_second", 10 * int(orders_per_second), ORDER_SHORT_WINDOW_S, "X-MBX-ORDER-COUNT-10S"
+            "10 x rate_limits.orders_per_second",
+            10 * int(orders_per_second),
+            ORDER_SHORT_WINDOW_S,
+            "X-MBX-ORDER-COUNT-10S",
         )
         self.orders_1m = _Window(
             "orders per minute", int(orders_per_minute), MINUTE_S, "X-MBX-ORDER-COUNT-1M"
@@ -161,10 +173,10 @@ class RequestPacer:
                     window.prune(now)
                 wait, why = self._wait(now, weight, orders)
                 if wait <= 0.0:
-                    self.weight.events.append((now, weight))
+                    self.weight.add(now, weight)
                     if orders:
-                        self.orders_10s.events.append((now, orders))
-                        self.orders_1m.events.append((now, orders))
+                        self.orders_10s.add(now, orders)
+                        self.orders_1m.add(now, orders)
                     return
             if wait > self.max_wait_s:
                 shown = wait if wait != float("inf") else MINUTE_S
@@ -199,7 +211,7 @@ class RequestPacer:
             for window in (self.weight, self.orders_10s, self.orders_1m):
                 value = _header(headers, window.header)
                 if value is not None and value.strip().isdigit():
-                    window.seen = (now, int(value))
+                    window.read(now, int(value))
             if status not in (418, 429):
                 return
             retry = _seconds(_header(headers, "Retry-After"))

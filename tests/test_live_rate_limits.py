@@ -1,0 +1,265 @@
+"""Rate limits as Binance enforces them, through the real ccxt client against the emulator.
+
+The emulator enforces the limits (``VenueLimits``: order-count windows, Retry-After blocks, ignored 429s
+escalating to 418 bans) and logs every request with its server time; requests are counted there, never
+in the bridge. The gateway's pacer runs on the emulator's clock, so Retry-After and bans pass when the
+emulator says they do. Scenario: 3 rungs a side on flat bars at 40000 (nothing fills), hand-derived
+ladder (tests/test_live_bridge_emulator.py "several rungs per side"): long 39840.0, 39680.0, 39520.0 and
+short 40160.0, 40320.0, 40480.0; base qty 0.006 here: floor_step(0.006 * 1.5**(i-1)) = 0.006, 0.009,
+0.013.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+import pytest
+
+from gridctl.configs.loader import load_strategy
+from gridctl.engine.throttle import set_throttle
+from gridctl.live_bridge.exchange import CcxtGateway
+from gridctl.live_bridge.feed import FeedDown
+from gridctl.live_bridge.gateway import RateLimited
+from gridctl.live_bridge.orders import parse_client_id
+from gridctl.live_bridge.pacing import RequestPacer
+from gridctl.live_bridge.runner import ExchangeClock, prepare
+
+from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState, VenueLimits
+from live_helpers import EMU_ENV, MIN, SYMBOL_ID, T0, emulator_venue, scenario_bars
+
+RUNGS = ["grid.grid_levels_long=3", "grid.grid_levels_short=3", "grid.grid_step_bps=40",
+         "grid.base_qty=0.006", "grid.qty_scale=1.5"]  # fmt: skip
+FLAT = (40000.0, 40000.0, 40000.0, 40000.0)
+HISTORY = 30
+ORDER = ("POST", "/fapi/v1/order")
+
+
+@pytest.fixture
+def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[BinanceUsdmEmulator]:
+    for k, v in EMU_ENV.items():
+        monkeypatch.setenv(k, v)
+    state = EmulatorState()
+    state.replay(SYMBOL_ID, "1m", scenario_bars(*[FLAT] * (HISTORY - 5 + 12)), start_ms=T0 + HISTORY * MIN)
+    state.set_funding(
+        SYMBOL_ID,
+        pl.DataFrame(
+            {
+                "funding_time": [T0 - 3_600_000, T0 + 7 * 3_600_000],
+                "rate": [0.0001, 0.0001],
+                "mark_price": [40000.0, 40000.0],
+            }
+        ),
+    )
+    with BinanceUsdmEmulator(state) as server:
+        yield server
+
+
+@pytest.fixture
+def run(emu: BinanceUsdmEmulator, tmp_path: Path) -> Iterator[Any]:
+    """A ready ``--live`` run on the emulator; its pacer on the emulator's clock (a wait moves it)."""
+    state = emu.state
+
+    def sleep(seconds: float) -> None:
+        assert state.now_ms is not None
+        state.now_ms += math.ceil(seconds * 1000)
+
+    venue = emulator_venue(emu.url, ["rate_limits.orders_per_second=10"])
+    clock = ExchangeClock()
+    gateway = CcxtGateway(venue, live=True, clock=lambda: state.server_time() / 1000.0, sleep=sleep)
+    ready, ctx = prepare(
+        load_strategy("default", RUNGS), venue, "BTC/USDT:USDT", "1m", "live", False, None,
+        tmp_path / "j.sqlite", 0, os.environ["GRIDCTL_OPS_TOKEN"], "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13,
+        gateway=gateway, clock=clock, feed_kw={"sleep": lambda s: None},
+    )  # fmt: skip
+    try:
+        ready.require()
+        yield ctx
+    finally:
+        ctx.close()
+
+
+def _bar(emu: BinanceUsdmEmulator, ctx: Any) -> None:
+    emu.state.advance_bar(SYMBOL_ID)
+    for b in ctx.feed.poll():
+        ctx.bridge.on_bar(b)
+
+
+def _ours(emu: BinanceUsdmEmulator, ctx: Any, kind: str = "entry") -> list[Any]:
+    return [
+        o
+        for o in emu.state.account.open_orders(SYMBOL_ID)
+        if (p := parse_client_id(o.client_id)) and p.run_id == ctx.bridge.o.run_id and p.kind == kind
+    ]
+
+
+def _keys(orders: list[Any]) -> Counter[tuple[int, int, str]]:
+    keys = [parse_client_id(o.client_id) for o in orders]
+    return Counter((p.side, p.level, p.kind) for p in keys if p is not None)
+
+
+# -- the pacer on its own (hand-made clock) ---------------------------------------------------------------
+def test_pacer_reads_the_exchanges_counters_and_waits_for_its_window() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    pacer = RequestPacer(100, 10, 1000, max_wait_s=5.0, clock=lambda: now[0], sleep=sleep)
+    pacer.acquire(10)
+    # the exchange counts 95 (other requests from this IP): 95 + 10 > 100 until that count is 60 s old
+    pacer.observe("GET", "/fapi/v1/openOrders", 200, {"X-MBX-USED-WEIGHT-1M": "95"})
+    now[0] = 56.0
+    pacer.acquire(10)
+    assert slept == [pytest.approx(4.0)]  # the count read at t = 0 holds until t = 60
+    # orders: 10 x orders_per_second = 100 per 10 s; the exchange says 98 are spent
+    pacer.observe("POST", "/fapi/v1/order", 200, {"X-MBX-ORDER-COUNT-10S": "98"})
+    assert pacer.orders_available() == 2
+    pacer.acquire(1, orders=2)
+    with pytest.raises(RateLimited, match=r"10 x rate_limits.orders_per_second: 100 per 10 s"):
+        pacer.acquire(1, orders=1)  # 10 s to wait > max_wait_s
+    pacer.acquire(1)  # plain requests are not orders
+
+
+def test_pacer_blocks_the_429s_kind_and_everything_during_a_418() -> None:
+    now = [0.0]
+    pacer = RequestPacer(1200, 10, 1000, max_wait_s=0.0, clock=lambda: now[0])
+    pacer.observe("POST", "http://x/fapi/v1/order", 429, {"Retry-After": "30"}, '{"code":-1015}')
+    with pytest.raises(RateLimited, match="Retry-After 30"):
+        pacer.acquire(1, orders=1)
+    pacer.acquire(5)  # reads go on: only placements are blocked
+    assert pacer.orders_available() == 0
+    now[0] = 30.0
+    pacer.acquire(1, orders=1)
+    pacer.observe("GET", "http://x/fapi/v1/klines", 418, {})  # a ban without Retry-After: 120 s
+    assert pacer.ban() is not None and "418" in str(pacer.ban())
+    now[0] = 149.0
+    with pytest.raises(RateLimited, match="418"):
+        pacer.acquire(1)
+    now[0] = 150.0
+    assert pacer.ban() is None
+    pacer.acquire(1)
+
+
+# -- through the bridge, counted at the emulator ----------------------------------------------------------
+def test_an_order_count_429_stops_placements_until_its_retry_after(
+    emu: BinanceUsdmEmulator, run: Any
+) -> None:
+    state = emu.state
+    # the exchange allows 2 orders per 10 s: the bar wants 6 entries (the venue file would allow 100)
+    state.limits = VenueLimits(orders_10s=2)
+    state.clear_log()
+    _bar(emu, run)
+    t_close = state.server_time()
+    posts = [r for r in state.requests() if (r.method, r.path) == ORDER]
+    # two placed, the third answered 429 / -1015 with Retry-After to the window's end: nothing after it
+    assert [r.status for r in posts] == [200, 200, 429]
+    after = state.requests()[state.requests().index(posts[-1]) + 1 :]
+    assert after, "reads go on after an order-count 429"
+    assert all((r.method, r.path) != ORDER for r in after)
+    assert len(_ours(emu, run)) == 2 and run.bridge.last_deferred  # the rest wait for a later bar
+    assert state.limits.bans == 0 and all(r.status != 418 for r in state.requests())
+    # the next bar (60 s later, past the Retry-After): two more go out, then the next 10 s window's 429
+    assert state.limits.blocked["orders"] <= t_close + 10_000
+    state.clear_log()
+    _bar(emu, run)
+    assert [r.status for r in state.requests() if (r.method, r.path) == ORDER] == [200, 200, 429]
+    assert len(_ours(emu, run)) == 4 and max(_keys(_ours(emu, run)).values(), default=0) == 1
+
+
+def test_a_weight_429_stops_every_request_until_its_retry_after(emu: BinanceUsdmEmulator, run: Any) -> None:
+    state = emu.state
+    state.limits = VenueLimits()  # ignoring a Retry-After would escalate to a ban
+    _bar(emu, run)
+    assert len(_ours(emu, run)) == 6
+    state.inject("status", "/fapi/v1/openOrders", status=429, retry_after=30)
+    state.clear_log()
+    start = state.server_time()
+    run.bridge.refresh_orders()  # answered 429, Retry-After 30 s (weight: every request)
+    for _ in range(5):
+        run.bridge.protect_fills()  # fills polls during the 30 s: refused before sending
+        run.bridge.read_account()
+        state.now_ms += 5_000
+    assert [(r.path, r.status) for r in state.requests()] == [("/fapi/v1/openOrders", 429)]
+    assert state.limits.bans == 0
+    state.now_ms = start + 30_000
+    assert run.bridge.refresh_orders() and len(run.bridge.open_orders) == 6
+
+
+def test_a_418_ban_stops_every_request_pauses_entries_with_the_reason_and_resumes(
+    emu: BinanceUsdmEmulator, run: Any
+) -> None:
+    state, bridge = emu.state, run.bridge
+    state.limits = VenueLimits()
+    _bar(emu, run)
+    assert len(_ours(emu, run)) == 6
+    state.inject("status", "/fapi/v1/klines", status=418, retry_after=120)
+    state.clear_log()
+    state.advance_bar(SYMBOL_ID)
+    ban_start = state.server_time()
+    with pytest.raises(FeedDown):
+        run.feed.poll()  # the klines request is answered 418: the IP is banned for 120 s
+    bridge.check_stale()
+    reason = bridge.fail_reasons.get("rate limit", "")
+    assert "HTTP 418" in reason and "Retry-After 120 s" in reason and not bridge.entries_allowed
+    headers = {"Authorization": "Bearer tok"}
+    status = httpx.get(f"{run.ops_url}/status", headers=headers, timeout=5).json()
+    assert any(r.startswith("rate limit: IP banned") for r in status["pause_reasons"])
+    metrics = httpx.get(f"{run.ops_url}/metrics", timeout=5).text
+    assert 'gridctl_pause_reason{reason="rate limit"} 1.0' in metrics
+    # two more bars close during the ban: the loop polls, checks and looks for fills, sending nothing
+    for _ in range(2):
+        for _ in range(3):
+            with pytest.raises(FeedDown):
+                run.feed.poll()
+            bridge.check_stale()
+            bridge.protect_fills()
+            bridge.apply_commands()
+        if state.server_time() + MIN < ban_start + 120_000:
+            state.advance_bar(SYMBOL_ID)
+    during = [r for r in state.requests() if ban_start <= r.ts_ms < ban_start + 120_000]
+    assert [(r.path, r.status) for r in during] == [("/fapi/v1/time", 200), ("/fapi/v1/klines", 418)]
+    # the ban ends with the next bar: the missed bars are run, the pause lifts, entries rest again
+    state.advance_bar(SYMBOL_ID)
+    assert state.server_time() >= ban_start + 120_000
+    for b in run.feed.poll():
+        bridge.on_bar(b)
+    assert "rate limit" not in bridge.fail_reasons and bridge.entries_allowed
+    assert sorted(o.price for o in _ours(emu, run)) == [39520.0, 39680.0, 39840.0, 40160.0, 40320.0, 40480.0]
+
+
+@pytest.mark.parametrize("fault", ["status", "drop"])
+def test_failed_cancels_never_leave_a_duplicate_resting_order(
+    emu: BinanceUsdmEmulator, run: Any, fault: str
+) -> None:
+    """Halving the throttle re-sizes every entry (cancel + place). Cancels that fail (500) or whose
+    answer is lost (``drop``: done, outcome unknown to the bridge) are not followed by a replacement;
+    the emulator's book never holds two orders for one rung."""
+    state, bridge = emu.state, run.bridge
+    _bar(emu, run)
+    before = _ours(emu, run)
+    assert sorted(o.qty for o in before) == [0.006, 0.006, 0.009, 0.009, 0.013, 0.013]
+    set_throttle(bridge.s.state, 0.5)
+    state.inject(fault, "/fapi/v1/order", times=6, status=500)  # DELETE is the first to that path
+    state.clear_log()
+    _bar(emu, run)
+    assert max(_keys(_ours(emu, run)).values(), default=0) <= 1
+    if fault == "status":  # the cancels failed: the old entries rest on, alone
+        assert sorted(o.qty for o in _ours(emu, run)) == [0.006, 0.006, 0.009, 0.009, 0.013, 0.013]
+    else:  # the cancels went through, their answers were lost: nothing rests until the book is read
+        assert _ours(emu, run) == []
+    assert [r for r in state.requests() if (r.method, r.path) == ORDER] == []  # no replacement sent
+    assert any(n.startswith("replacement-held") for n in bridge.log)
+    for _ in range(2):  # the faults are used up: the cancels go through, then the replacements
+        _bar(emu, run)
+        assert max(_keys(_ours(emu, run)).values(), default=0) == 1
+    # floor_step(0.5 * q) for q = 0.006, 0.009, 0.0135 (or 0.013): 0.003, 0.004, 0.006
+    assert sorted(o.qty for o in _ours(emu, run)) == [0.003, 0.003, 0.004, 0.004, 0.006, 0.006]
