@@ -263,3 +263,101 @@ def test_failed_cancels_never_leave_a_duplicate_resting_order(
         assert max(_keys(_ours(emu, run)).values(), default=0) == 1
     # floor_step(0.5 * q) for q = 0.006, 0.009, 0.0135 (or 0.013): 0.003, 0.004, 0.006
     assert sorted(o.qty for o in _ours(emu, run)) == [0.003, 0.003, 0.004, 0.004, 0.006, 0.006]
+
+
+# -- the emulator's enforcement, through a bare ccxt client that ignores every Retry-After -------------------
+@pytest.fixture
+def bare(emu: BinanceUsdmEmulator) -> Any:
+    """A plain ccxt binanceusdm client on the emulator (no pacer: it ignores every Retry-After)."""
+    from gridctl.data.download import make_client
+
+    client = make_client("binanceusdm", emu.url)
+    client.enableRateLimit = False
+    client.apiKey, client.secret = EMU_ENV["BINANCE_API_KEY"], EMU_ENV["BINANCE_API_SECRET"]
+    client.load_markets()
+    emu.state.account.dual_side = True
+    return client
+
+
+def _buy(client: Any, n: int) -> Any:
+    return client.create_order(
+        "BTC/USDT:USDT",
+        "LIMIT",
+        "buy",
+        0.003,
+        39000.0 + n,
+        {"positionSide": "LONG", "clientOrderId": f"b{n}"},
+    )
+
+
+def test_emulator_counts_orders_in_binances_two_windows_and_reports_them(
+    emu: BinanceUsdmEmulator, bare: Any
+) -> None:
+    state = emu.state
+    assert state.server_time() % 60_000 == 0  # the clock sits on a minute (and 10 s) boundary
+    for n in range(3):
+        _buy(bare, n)
+    headers = bare.last_response_headers
+    assert (headers["X-MBX-ORDER-COUNT-10S"], headers["X-MBX-ORDER-COUNT-1M"]) == ("3", "3")
+    bare.fetch_open_orders("BTC/USDT:USDT")  # not an order: counted by weight only
+    assert "X-MBX-ORDER-COUNT-10S" not in bare.last_response_headers
+    assert int(bare.last_response_headers["X-MBX-USED-WEIGHT-1M"]) > 0
+    state.now_ms += 10_000  # the next 10 s window, the same minute
+    _buy(bare, 3)
+    headers = bare.last_response_headers
+    assert (headers["X-MBX-ORDER-COUNT-10S"], headers["X-MBX-ORDER-COUNT-1M"]) == ("1", "4")
+
+
+def test_emulator_escalates_ignored_429s_to_doubling_418_bans(emu: BinanceUsdmEmulator, bare: Any) -> None:
+    import ccxt
+
+    state = emu.state
+    state.limits = VenueLimits(orders_10s=1, ban_after=2)
+    t0 = state.server_time()
+    _buy(bare, 0)
+    with pytest.raises(ccxt.BaseError, match="-1015"):
+        _buy(bare, 1)  # over 1 per 10 s: Retry-After to the window's end
+    assert bare.last_response_headers["Retry-After"] == "10"
+    bare.fetch_open_orders("BTC/USDT:USDT")  # reads are not blocked by an order-count 429
+    state.now_ms += 2_000
+    with pytest.raises(ccxt.BaseError):
+        _buy(bare, 2)  # ignored once: 429 again, Retry-After 8 s
+    assert state.requests()[-1].status == 429 and bare.last_response_headers["Retry-After"] == "8"
+    with pytest.raises(ccxt.BaseError):
+        _buy(bare, 3)  # ignored twice: banned, 2 minutes
+    assert state.requests()[-1].status == 418 and bare.last_response_headers["Retry-After"] == "120"
+    state.now_ms += 60_000
+    with pytest.raises(ccxt.BaseError):
+        bare.fetch_time()  # every request, public ones too, during the ban
+    assert state.requests()[-1].status == 418 and bare.last_response_headers["Retry-After"] == "60"
+    state.now_ms = t0 + 2_000 + 120_000  # the ban is over
+    bare.fetch_open_orders("BTC/USDT:USDT")
+    _buy(bare, 4)
+    with pytest.raises(ccxt.BaseError, match="-1015"):
+        _buy(bare, 5)
+    for _ in range(2):
+        with pytest.raises(ccxt.BaseError):
+            _buy(bare, 6)
+    assert bare.last_response_headers["Retry-After"] == "240"  # the second ban lasts twice as long
+    state.limits.bans = 20
+    assert state.limits.ban(state.server_time()).headers["Retry-After"] == "259200"  # at most 3 days
+
+
+def test_emulator_applies_the_recv_window_on_a_scripted_clock_when_strict(
+    emu: BinanceUsdmEmulator, bare: Any
+) -> None:
+    import time
+
+    import ccxt
+
+    state = emu.state
+    bare.fetch_open_orders("BTC/USDT:USDT")  # off by default: the scripted clock is years behind ours
+    state.limits = VenueLimits(strict_recv_window=True)
+    with pytest.raises(ccxt.BaseError, match="-1021"):
+        bare.fetch_open_orders("BTC/USDT:USDT")
+    ahead = int(time.time() * 1000) - state.server_time()
+    bare.options["timeDifference"] = ahead  # timestamps on the exchange's clock: accepted
+    bare.fetch_open_orders("BTC/USDT:USDT")
+    bare.options["timeDifference"] = ahead + 12_000  # 12 s stale, beyond ccxt's recvWindow of 10 s
+    with pytest.raises(ccxt.BaseError, match="-1021"):
+        bare.fetch_open_orders("BTC/USDT:USDT")
