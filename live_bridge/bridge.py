@@ -227,7 +227,7 @@ class Bridge:
                     self.operator_paused = True
                     self.flatten()
                 result["ok"] = True
-            except GridctlError as err:
+            except (GridctlError, gw.GatewayError) as err:  # e.g. a flatten refused during a 418 ban
                 result.update(ok=False, error=str(err))
             self._note("ops", str(result))
             done.append(result)

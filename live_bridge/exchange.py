@@ -286,6 +286,11 @@ class CcxtGateway:
     def _unified(self, symbol: str) -> str:
         return str(self._market(symbol)["symbol"])
 
+    def follow_time(self, exchange_ms: int) -> None:
+        """Timestamp signed requests on the exchange's clock (``exchange_ms`` was its time just now), so
+        a drifting local clock never trips Binance's recvWindow (-1021)."""
+        self.client.options["timeDifference"] = int(time.time() * 1000) - int(exchange_ms)
+
     # -- public data --------------------------------------------------------------------------------
     @_fail_closed
     def server_time_ms(self) -> int:

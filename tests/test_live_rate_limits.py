@@ -213,8 +213,14 @@ def test_a_418_ban_stops_every_request_pauses_entries_with_the_reason_and_resume
     headers = {"Authorization": "Bearer tok"}
     status = httpx.get(f"{run.ops_url}/status", headers=headers, timeout=5).json()
     assert any(r.startswith("rate limit: IP banned") for r in status["pause_reasons"])
+    assert status["rate_limits"]["blocked"]["all"]["why"].startswith("IP banned")
     metrics = httpx.get(f"{run.ops_url}/metrics", timeout=5).text
     assert 'gridctl_pause_reason{reason="rate limit"} 1.0' in metrics
+    # a flatten during the ban is refused unsent (the loop goes on); resume undoes its operator pause
+    bridge.ops.enqueue("flatten")
+    bridge.ops.enqueue("resume")
+    flatten, resume = bridge.apply_commands()
+    assert flatten["ok"] is False and "HTTP 418" in flatten["error"] and resume["ok"] is True
     # two more bars close during the ban: the loop polls, checks and looks for fills, sending nothing
     for _ in range(2):
         for _ in range(3):
@@ -263,6 +269,16 @@ def test_failed_cancels_never_leave_a_duplicate_resting_order(
         assert max(_keys(_ours(emu, run)).values(), default=0) == 1
     # floor_step(0.5 * q) for q = 0.006, 0.009, 0.0135 (or 0.013): 0.003, 0.004, 0.006
     assert sorted(o.qty for o in _ours(emu, run)) == [0.003, 0.003, 0.004, 0.004, 0.006, 0.006]
+
+
+def test_signed_requests_follow_the_exchanges_clock_within_the_recv_window(
+    emu: BinanceUsdmEmulator, run: Any
+) -> None:
+    emu.state.limits = VenueLimits(strict_recv_window=True)  # the scripted clock is years behind ours
+    emu.state.clear_log()
+    _bar(emu, run)  # the feed's time read sets the gateway's timestamps on the exchange's clock
+    assert len(_ours(emu, run)) == 6
+    assert [r.status for r in emu.state.requests() if r.status != 200] == []
 
 
 # -- the emulator's enforcement, through a bare ccxt client that ignores every Retry-After -------------------
