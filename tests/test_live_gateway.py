@@ -453,7 +453,7 @@ def test_exchange_side_weight_limit_is_rate_limited_with_its_retry_after(
     # the gateway's pacer runs on the exchange's (scripted) clock: it honours Retry-After on it
     gw = CcxtGateway(venue_for(emu.url, monkeypatch), clock=lambda: state.server_time() / 1000.0)
     gw.market_rules(SYM)
-    state.weight_limit = 12  # the exchange's own limit, below the venue's client-side budget
+    state.weight_limit = 12  # the exchange's own limit, below the venue's rate_limits the pacer keeps
     gw.account(SYM)  # 5 + 1 (brackets) + 5 after the markets request of this minute
     with pytest.raises(RateLimited) as err:
         gw.account(SYM)
