@@ -175,6 +175,37 @@ def test_an_order_count_429_stops_placements_until_its_retry_after(
     assert len(_ours(emu, run)) == 4 and max(_keys(_ours(emu, run)).values(), default=0) == 1
 
 
+def test_five_429s_with_retry_after_30_on_orders_each_stop_every_request_for_30_s(
+    emu: BinanceUsdmEmulator, run: Any
+) -> None:
+    """The issue's case: five 429s (Binance's -1003 body) with ``Retry-After: 30`` on order placements.
+    After each, no request of any kind for 30 s (a -1003 is the IP's weight limit), so never a ban.
+
+    Per 429: that bar's account read after the orders is refused too (margin unknown: fail closed), so
+    the next bar pauses entries and reads the account again; the bar after places again. The five 429s
+    land on bars 1, 3, 5, 7, 9; bar 10 pauses, bar 11 sends the whole ladder."""
+    state = emu.state
+    state.limits = VenueLimits()  # a request inside a Retry-After would count towards a ban
+    state.inject("status", "/fapi/v1/order", status=429, retry_after=30, times=5)
+    state.clear_log()
+    with_429 = []
+    for bar in range(1, 11):
+        before = len(state.requests())
+        _bar(emu, run)  # one bar a minute
+        if any(r.status == 429 for r in state.requests()[before:]):
+            with_429.append(bar)
+    assert with_429 == [1, 3, 5, 7, 9]
+    log = state.requests()
+    refused = [r for r in log if r.status == 429]
+    assert [(r.method, r.path) for r in refused] == [ORDER] * 5
+    for r in refused:  # nothing after it (in the log) until 30 s have passed on the exchange's clock
+        after = log[log.index(r) + 1 :]
+        assert [q for q in after if q.ts_ms < r.ts_ms + 30_000] == []
+    assert state.limits.bans == 0 and _ours(emu, run) == []
+    _bar(emu, run)
+    assert len(_ours(emu, run)) == 6
+
+
 def test_a_weight_429_stops_every_request_until_its_retry_after(emu: BinanceUsdmEmulator, run: Any) -> None:
     state = emu.state
     state.limits = VenueLimits()  # ignoring a Retry-After would escalate to a ban
