@@ -387,7 +387,7 @@ class Bridge:
             return 0
         booked = self.sync_fills()
         if booked:
-            self.sync_orders(refresh=False)
+            self.sync_orders(refresh=self._orders_unknown)
             if self.journal is not None:
                 self.journal.save_bar(
                     self.s, {"operator_paused": self.operator_paused, "fills_cursor": self.fills_cursor}
@@ -605,8 +605,10 @@ class Bridge:
                 self.journal.order_status(req.client_id, "rejected", self.now_ms())
             raise
         except gw.ExchangeUnavailable as err:
-            # Outcome unknown: the journal keeps it as 'sending'; the next open-orders read settles it.
+            # Outcome unknown: the journal keeps it as 'sending'; the next open-orders read settles it,
+            # and no diff runs on the local view before that read (it may lack a resting order).
             self._error("place", err)
+            self._orders_unknown = True
             return False
         except gw.RateLimited as err:
             # Not accepted (refused by the pacer before sending, or a 429/418): no more this round.

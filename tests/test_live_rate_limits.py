@@ -42,11 +42,13 @@ ORDER = ("POST", "/fapi/v1/order")
 
 
 @pytest.fixture
-def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[BinanceUsdmEmulator]:
+def emu(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[BinanceUsdmEmulator]:
+    """The emulator on the flat history, then ``request.param`` bars (default 12 flat ones)."""
     for k, v in EMU_ENV.items():
         monkeypatch.setenv(k, v)
     state = EmulatorState()
-    state.replay(SYMBOL_ID, "1m", scenario_bars(*[FLAT] * (HISTORY - 5 + 12)), start_ms=T0 + HISTORY * MIN)
+    bars = getattr(request, "param", [FLAT] * 12)
+    state.replay(SYMBOL_ID, "1m", scenario_bars(*[FLAT] * (HISTORY - 5), *bars), start_ms=T0 + HISTORY * MIN)
     state.set_funding(
         SYMBOL_ID,
         pl.DataFrame(
@@ -91,11 +93,12 @@ def _bar(emu: BinanceUsdmEmulator, ctx: Any) -> None:
         ctx.bridge.on_bar(b)
 
 
-def _ours(emu: BinanceUsdmEmulator, ctx: Any, kind: str = "entry") -> list[Any]:
+def _ours(emu: BinanceUsdmEmulator, ctx: Any, kind: str | None = "entry") -> list[Any]:
+    """This run's open orders on the emulator (of ``kind``; None: every kind)."""
     return [
         o
         for o in emu.state.account.open_orders(SYMBOL_ID)
-        if (p := parse_client_id(o.client_id)) and p.run_id == ctx.bridge.o.run_id and p.kind == kind
+        if (p := parse_client_id(o.client_id)) and p.run_id == ctx.bridge.o.run_id and kind in (None, p.kind)
     ]
 
 
@@ -310,6 +313,28 @@ def test_signed_requests_follow_the_exchanges_clock_within_the_recv_window(
     _bar(emu, run)  # the feed's time read sets the gateway's timestamps on the exchange's clock
     assert len(_ours(emu, run)) == 6
     assert [r.status for r in emu.state.requests() if r.status != 200] == []
+
+
+@pytest.mark.parametrize("emu", [[FLAT, (40000.0, 40000.0, 39800.0, 39900.0), FLAT, FLAT]], indirect=True)
+def test_a_placement_whose_answer_is_lost_is_not_placed_again(emu: BinanceUsdmEmulator, run: Any) -> None:
+    """Bar 2 dips to 39800 through long rung 1 (39840.0): between closes the bridge books the fill and
+    sends the lot's TP and SL; the SL reaches the exchange but its answer is lost (``drop``). The next
+    closes must read the book before sending, not place a second SL."""
+    state, bridge = emu.state, run.bridge
+    _bar(emu, run)
+    assert len(_ours(emu, run)) == 6
+    state.inject("drop", "/fapi/v1/algoOrder")
+    state.advance_bar(SYMBOL_ID)  # the dip: long rung 1 fills
+    assert bridge.protect_fills() == 1
+    assert len(_ours(emu, run, "sl")) == 1  # placed, though the bridge never heard back
+    for _ in range(2):
+        for b in run.feed.poll():
+            bridge.on_bar(b)
+        assert max(_keys(_ours(emu, run, None)).values()) == 1
+        assert len(_ours(emu, run, "sl")) == 1 and len(_ours(emu, run, "tp")) == 1
+        state.advance_bar(SYMBOL_ID)
+    algo_posts = [r for r in state.requests() if (r.method, r.path) == ("POST", "/fapi/v1/algoOrder")]
+    assert len(algo_posts) == 1  # the lost one, never sent again
 
 
 # -- the emulator's enforcement, through a bare ccxt client that ignores every Retry-After -------------------
