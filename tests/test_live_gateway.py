@@ -417,13 +417,24 @@ def test_ccxt_client_is_the_real_binanceusdm(gw: CcxtGateway) -> None:
     assert isinstance(gw.client, ccxt.binanceusdm) and gw.client.enableRateLimit is False
 
 
-def test_a_burst_of_429_answers_then_recovery(gw: CcxtGateway, state: EmulatorState) -> None:
+def test_a_burst_of_429_answers_then_recovery(
+    emu: BinanceUsdmEmulator, state: EmulatorState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # waiting moves the exchange's (scripted) clock
+        slept.append(seconds)
+        state.now_ms = (state.now_ms or 0) + round(seconds * 1000)
+
+    gw = CcxtGateway(venue_for(emu.url, monkeypatch), clock=lambda: state.server_time() / 1000.0, sleep=sleep)
     gw.place(SYM, entry())
     state.inject("status", "/fapi/v1/openOrders", status=429, times=3, retry_after=2)
     for _ in range(3):
         with pytest.raises(RateLimited):
             gw.open_orders(SYM)
     assert [o.client_id for o in gw.open_orders(SYM)] == ["e1"]
+    # every request after a 429 waited out its Retry-After (2 s, within max_wait_s) before it was sent
+    assert slept == [2.0, 2.0, 2.0]
 
 
 def test_clock_skew_beyond_the_recv_window_is_exchange_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
