@@ -180,7 +180,7 @@ class RequestPacer:
                     return
             if wait > self.max_wait_s:
                 shown = wait if wait != float("inf") else MINUTE_S
-                raise RateLimited(f"{what}: not sent, {why}; retry in {shown:.1f} s", retry_after_s=shown)
+                raise RateLimited(f"{what}: not sent, {why}", retry_after_s=shown)
             self.sleep(wait)
 
     def orders_available(self) -> int:
@@ -232,16 +232,16 @@ class RequestPacer:
 
     # -- state -------------------------------------------------------------------------------------
     def ban(self) -> str | None:
-        """The ban's reason (with the seconds left) while a 418 ban lasts, else None."""
+        """The ban's reason while a 418 ban lasts (the same text all along; the seconds left are in
+        ``describe``), else None."""
         with self._lock:
             if self._ban is None:
                 return None
             until, why = self._ban
-            left = until - self.clock()
-            if left <= 0.0:
+            if until <= self.clock():
                 self._ban = None
                 return None
-            return f"{why}: no request for {left:.0f} s more"
+            return f"{why}: no request until it ends"
 
     def blocked_for(self, orders: bool) -> float:
         """Seconds until a request (an order placement when ``orders``) may go out; 0 when it may now."""
