@@ -1,6 +1,6 @@
 """Rate limits as Binance enforces them, through the real ccxt client against the emulator.
 
-The emulator enforces the limits (``VenueLimits``: order-count windows, Retry-After blocks, ignored 429s
+The emulator enforces the limits (``ExchangeLimits``: order-count windows, Retry-After blocks, ignored 429s
 escalating to 418 bans) and logs every request with its server time; requests are counted there, never
 in the bridge. The gateway's pacer runs on the emulator's clock, so Retry-After and bans pass when the
 emulator says they do. Scenario: 3 rungs a side on flat bars at 40000 (nothing fills), hand-derived
@@ -31,7 +31,7 @@ from gridctl.live_bridge.orders import parse_client_id
 from gridctl.live_bridge.pacing import RequestPacer
 from gridctl.live_bridge.runner import ExchangeClock, prepare
 
-from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState, VenueLimits
+from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState, ExchangeLimits
 from live_helpers import EMU_ENV, MIN, SYMBOL_ID, T0, emulator_venue, scenario_bars
 
 RUNGS = ["grid.grid_levels_long=3", "grid.grid_levels_short=3", "grid.grid_step_bps=40",
@@ -158,7 +158,7 @@ def test_an_order_count_429_stops_placements_until_its_retry_after(
 ) -> None:
     state = emu.state
     # the exchange allows 2 orders per 10 s: the bar wants 6 entries (the venue file would allow 100)
-    state.limits = VenueLimits(orders_10s=2)
+    state.limits = ExchangeLimits(orders_10s=2)
     state.clear_log()
     _bar(emu, run)
     t_close = state.server_time()
@@ -188,7 +188,7 @@ def test_five_429s_with_retry_after_30_on_orders_each_stop_every_request_for_30_
     the next bar pauses entries and reads the account again; the bar after places again. The five 429s
     land on bars 1, 3, 5, 7, 9; bar 10 pauses, bar 11 sends the whole ladder."""
     state = emu.state
-    state.limits = VenueLimits()  # a request inside a Retry-After would count towards a ban
+    state.limits = ExchangeLimits()  # a request inside a Retry-After would count towards a ban
     state.inject("status", "/fapi/v1/order", status=429, retry_after=30, times=5)
     state.clear_log()
     with_429 = []
@@ -211,7 +211,7 @@ def test_five_429s_with_retry_after_30_on_orders_each_stop_every_request_for_30_
 
 def test_a_weight_429_stops_every_request_until_its_retry_after(emu: BinanceUsdmEmulator, run: Any) -> None:
     state = emu.state
-    state.limits = VenueLimits()  # ignoring a Retry-After would escalate to a ban
+    state.limits = ExchangeLimits()  # ignoring a Retry-After would escalate to a ban
     _bar(emu, run)
     assert len(_ours(emu, run)) == 6
     state.inject("status", "/fapi/v1/openOrders", status=429, retry_after=30)
@@ -232,7 +232,7 @@ def test_a_418_ban_stops_every_request_pauses_entries_with_the_reason_and_resume
     emu: BinanceUsdmEmulator, run: Any
 ) -> None:
     state, bridge = emu.state, run.bridge
-    state.limits = VenueLimits()
+    state.limits = ExchangeLimits()
     _bar(emu, run)
     assert len(_ours(emu, run)) == 6
     state.inject("status", "/fapi/v1/klines", status=418, retry_after=120)
@@ -308,7 +308,7 @@ def test_failed_cancels_never_leave_a_duplicate_resting_order(
 def test_signed_requests_follow_the_exchanges_clock_within_the_recv_window(
     emu: BinanceUsdmEmulator, run: Any
 ) -> None:
-    emu.state.limits = VenueLimits(strict_recv_window=True)  # the scripted clock is years behind ours
+    emu.state.limits = ExchangeLimits(strict_recv_window=True)  # the scripted clock is years behind ours
     emu.state.clear_log()
     _bar(emu, run)  # the feed's time read sets the gateway's timestamps on the exchange's clock
     assert len(_ours(emu, run)) == 6
@@ -384,7 +384,7 @@ def test_emulator_escalates_ignored_429s_to_doubling_418_bans(emu: BinanceUsdmEm
     import ccxt
 
     state = emu.state
-    state.limits = VenueLimits(orders_10s=1, ban_after=2)
+    state.limits = ExchangeLimits(orders_10s=1, ban_after=2)
     t0 = state.server_time()
     _buy(bare, 0)
     with pytest.raises(ccxt.BaseError, match="-1015"):
@@ -424,7 +424,7 @@ def test_emulator_applies_the_recv_window_on_a_scripted_clock_when_strict(
 
     state = emu.state
     bare.fetch_open_orders("BTC/USDT:USDT")  # off by default: the scripted clock is years behind ours
-    state.limits = VenueLimits(strict_recv_window=True)
+    state.limits = ExchangeLimits(strict_recv_window=True)
     with pytest.raises(ccxt.BaseError, match="-1021"):
         bare.fetch_open_orders("BTC/USDT:USDT")
     ahead = int(time.time() * 1000) - state.server_time()

@@ -34,7 +34,7 @@ handler, then close the connection without answering: the request's effect happe
 request-weight limit on the server clock (``ROUTE_WEIGHTS``): over it, 429 / -1003 with ``Retry-After``
 until the next minute; every answer carries ``X-MBX-USED-WEIGHT-1M``.
 
-Rate limits as Binance enforces them (``state.limits = VenueLimits(...)``; None: off, as before): every
+Rate limits as Binance enforces them (``state.limits = ExchangeLimits(...)``; None: off, as before): every
 order placement is counted in fixed 10 s and 1 min windows of the server clock and its answer carries
 ``X-MBX-ORDER-COUNT-10S`` / ``-1M`` (counted whether or not limits are set); over ``orders_10s`` /
 ``orders_1m`` the placement gets 429 / -1015 with ``Retry-After`` to the window's end. Every 429 (weight,
@@ -220,7 +220,7 @@ class EmulatorState:
         self.account = _private.AccountState()
         self.weight_limit: int | None = None  # None: no server-side request-weight limit
         self.weight_minute, self.weight_used = -1, 0
-        self.limits: VenueLimits | None = None  # None: 429s never block, never escalate (see module doc)
+        self.limits: ExchangeLimits | None = None  # None: 429s never block, never escalate (see module doc)
         self.order_counts: dict[int, tuple[int, int]] = {}  # window ms -> (window index, orders in it)
 
     # -- bar replay (private side: emulator.private) ---------------------------------------------------
@@ -326,7 +326,7 @@ ORDER_WINDOWS = {
 
 
 @dataclass
-class VenueLimits:
+class ExchangeLimits:
     """Binance's enforcement of its limits (``state.limits``): order counts, Retry-After, IP bans."""
 
     orders_10s: int | None = None  # None: that order window is not limited (still counted)
@@ -597,7 +597,7 @@ ROUTES.update({key: _private_route(h, signed=False) for key, h in _private.PUBLI
 
 
 def dispatch(state: EmulatorState, request: Request) -> tuple[Response, Fault | None]:
-    """Route one request through the rate limits (``VenueLimits``), the fault script and ``ROUTES``."""
+    """Route one request through the rate limits (``ExchangeLimits``), the fault script and ``ROUTES``."""
     refused = limits_before(state, request)
     if refused is not None:
         return refused, None
