@@ -130,7 +130,7 @@ class RequestPacer:
             "X-MBX-ORDER-COUNT-10S",
         )
         self.orders_1m = _Window(
-            "orders per minute", int(orders_per_minute), MINUTE_S, "X-MBX-ORDER-COUNT-1M"
+            "rate_limits.orders_per_minute", int(orders_per_minute), MINUTE_S, "X-MBX-ORDER-COUNT-1M"
         )
         self.max_wait_s = float(max_wait_s)
         self.clock = clock
@@ -218,8 +218,9 @@ class RequestPacer:
             if status == 418:
                 secs = retry if retry is not None else BAN_DEFAULT_S
                 why = f"IP banned by the exchange (HTTP 418, Retry-After {secs:.0f} s)"
-                self._ban = (now + secs, why)
-                self._blocks["all"] = (now + secs, why)
+                until = max(now + secs, self._ban[0] if self._ban is not None else 0.0)
+                self._ban = (until, why)
+                self._blocks["all"] = (max(until, self._blocks.get("all", (0.0, ""))[0]), why)
                 return
             match = _CODE_RE.search(str(body or ""))
             code = int(match.group(1)) if match else None

@@ -132,6 +132,25 @@ def test_pacer_reads_the_exchanges_counters_and_waits_for_its_window() -> None:
     pacer.acquire(1)  # plain requests are not orders
 
 
+def test_pacer_keeps_orders_per_minute_and_reads_the_minute_counter() -> None:
+    now = [0.0]
+    pacer = RequestPacer(1200, 100, 3, max_wait_s=0.0, clock=lambda: now[0])
+    for t in (0.0, 20.0, 40.0):
+        now[0] = t
+        pacer.acquire(1, orders=1)
+    with pytest.raises(RateLimited, match=r"rate_limits.orders_per_minute: 3 per 60 s reached") as err:
+        pacer.acquire(1, orders=1)
+    assert err.value.retry_after_s == pytest.approx(20.0)  # the order at t = 0 leaves the window at 60
+    now[0] = 60.0
+    pacer.acquire(1, orders=1)
+    # the exchange counts 3 in its minute (another session of this account): none left until t = 120
+    pacer.observe("POST", "/fapi/v1/order", 200, {"X-MBX-ORDER-COUNT-1M": "3"})
+    now[0] = 100.0
+    assert pacer.orders_available() == 0
+    now[0] = 120.0
+    assert pacer.orders_available() == 3
+
+
 def test_pacer_blocks_the_429s_kind_and_everything_during_a_418() -> None:
     now = [0.0]
     pacer = RequestPacer(1200, 10, 1000, max_wait_s=0.0, clock=lambda: now[0])
