@@ -4,7 +4,11 @@
 engine's own bar step, fills simulated by its fill model). Live: exchange fills since the last bar
 are booked (``fill_slot_nb``), then ``EngineSession.step_live`` (funding, regime, mark, gates,
 decide), then the order diff (``live_bridge.orders``) is sent through the ``Gateway`` within the
-venue's rate limits, with bounded post-only retries.
+venue's rate limits (the gateway's ``RequestPacer``, ``live_bridge.pacing``), with bounded post-only
+retries. A placement the pacer or the exchange refuses for rate (``RateLimited``) ends the bar's
+placements (the rest wait for the next bar); a replacement is never placed while the cancel of the
+order it replaces failed or has an unknown outcome (no duplicate resting order). While the exchange
+bans the IP (418), entries pause with the ban as the reason, and nothing is sent until it ends.
 
 Fail closed: a stale bar feed, a missing funding rate or next settlement, or an unreadable margin
 figure pauses new entries (resting entries are cancelled, exits stay) with the reason on the ops API
@@ -70,7 +74,6 @@ from gridctl.live_bridge import gateway as gw
 from gridctl.live_bridge.journal import Journal
 from gridctl.live_bridge.ops import OpsState
 from gridctl.live_bridge.orders import (
-    RateLimiter,
     RestingOrder,
     WantedOrder,
     desired_orders,
@@ -156,7 +159,6 @@ class Bridge:
         ops: OpsState | None = None,
         journal: Journal | None = None,
         gateway: gw.Gateway | None = None,
-        limiter: RateLimiter | None = None,
         now_ms: Callable[[], int] = wall_ms,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -169,11 +171,9 @@ class Bridge:
         self.ops = ops
         self.journal = journal
         self.gw = gateway
-        v = session.venue.rate_limits
-        # Paced on the bridge's clock (the exchange's time; real time in production).
-        self.limiter = limiter or RateLimiter(
-            v.orders_per_second, v.orders_per_minute, clock=lambda: now_ms() / 1000.0
-        )
+        # Live: the gateway's request pacer (the one live pacing: live_bridge.pacing), if it has one.
+        self.pacer = getattr(gateway, "pacer", None)
+        self._rate_limited = False  # a placement was refused for rate in this sync_orders
         self.last_deferred: list[tuple[int, int, str]] = []
         self.now_ms = now_ms
         self.sleep = sleep
@@ -258,7 +258,7 @@ class Bridge:
                         self.ops.requeue(cmds[i:])
                         break
                 result["ok"] = True
-            except GridctlError as err:
+            except (GridctlError, gw.GatewayError) as err:  # e.g. a flatten refused during a 418 ban
                 result.update(ok=False, error=str(err))
             self._note("ops", str(result))
             self.ops.settle(cmd, result)
@@ -325,8 +325,20 @@ class Bridge:
             self._note("recovered", name)
             self.s.state[S_DIRTY] = 1.0
 
+    def check_rate_limits(self) -> None:
+        """Pause entries while the exchange bans the IP (418), with the ban as the reason; lift after."""
+        if self.pacer is None:
+            return
+        ban = self.pacer.ban()
+        was = "rate limit" in self.fail_reasons
+        self.set_input_health("rate limit", ban)
+        if bool(ban) != was:
+            self.publish()
+
     def check_stale(self, now_ms: int | None = None) -> bool:
-        """Pause entries when no bar closed for ``stale_after_ms``; True while stale."""
+        """Pause entries when no bar closed for ``stale_after_ms``; True while stale (the between-bar
+        health check: an exchange ban is looked at here too)."""
+        self.check_rate_limits()
         now = self.now_ms() if now_ms is None else now_ms
         last = self.last_bar_close_ms
         stale = last is not None and now - last > self.stale_after_ms
@@ -364,6 +376,7 @@ class Bridge:
         self.apply_commands()
         self.s.set_funding(bar.settled, bar.next_funding_ms)
         self.last_bar_close_ms = bar.ts + self.s.bar_ms
+        self.check_rate_limits()
         if self.o.mode != "replay":
             # Stored data was validated when loaded (data.market); a live feed is checked every bar.
             self._check_funding(bar)
@@ -416,7 +429,7 @@ class Bridge:
             return 0
         booked = self.sync_fills()
         if booked:
-            self.sync_orders(refresh=False)
+            self.sync_orders(refresh=self._orders_unknown)
             if self.journal is not None:
                 self.journal.save_bar(
                     self.s, {"operator_paused": self.operator_paused, "fills_cursor": self.fills_cursor}
@@ -568,13 +581,19 @@ class Bridge:
             self.o.run_id,
             float(self.s.vec[P_ORDER_PRICE_TOL_BPS]),  # the engine's own tolerances (decide_nb)
             float(self.s.vec[P_ORDER_QTY_TOL_PCT]),
-            self.limiter.available(),
+            self.pacer.orders_available() if self.pacer is not None else len(wanted),
         )
+        held: set[tuple[int, int, str]] = set()  # keys whose old order may still rest: no replacement
         for cid in plan.cancels:
             try:
                 self.gw.cancel(self.s.symbol, cid)
             except gw.GatewayError as err:
                 self._error("cancel", err)
+                parsed = parse_client_id(cid)
+                if parsed is not None:
+                    held.add((parsed.side, parsed.level, parsed.kind))
+                if isinstance(err, gw.ExchangeUnavailable):
+                    self._orders_unknown = True  # it may have gone through: read the book next time
                 continue
             self.open_orders = [o for o in self.open_orders if o.client_id != cid]
             if self.journal is not None:
@@ -582,12 +601,15 @@ class Bridge:
                 parsed = parse_client_id(cid)
                 if parsed is not None:
                     self._maybe_book(cid, parsed)  # a partly filled order: book what filled
+        self._rate_limited = False
         for want in plan.places:
-            if not self.limiter.take():
+            if want.key in held or self._rate_limited:
                 plan.deferred.append(want)
                 continue
             if self._place_wanted(want):
                 self._retries.append(want)
+        if held:
+            self._note("replacement-held", f"cancel failed or unknown, not replaced yet: {sorted(held)}")
         self.deferred += len(plan.deferred)
         self.last_deferred = [w.key for w in plan.deferred]
         if not defer_retries:
@@ -629,8 +651,17 @@ class Bridge:
                 self.journal.order_status(req.client_id, "rejected", self.now_ms())
             raise
         except gw.ExchangeUnavailable as err:
-            # Outcome unknown: the journal keeps it as 'sending'; the next open-orders read settles it.
+            # Outcome unknown: the journal keeps it as 'sending'; the next open-orders read settles it,
+            # and no diff runs on the local view before that read (it may lack a resting order).
             self._error("place", err)
+            self._orders_unknown = True
+            return False
+        except gw.RateLimited as err:
+            # Not accepted (refused by the pacer before sending, or a 429/418): no more this round.
+            if self.journal is not None:
+                self.journal.order_status(req.client_id, "rejected", self.now_ms())
+            self._error("rate_limit", err)
+            self._rate_limited = True
             return False
         except gw.GatewayError as err:
             if self.journal is not None:
@@ -863,6 +894,8 @@ class Bridge:
             "engine": int(st[S_ERRORS]),
             **{f"exchange_{k}": v for k, v in self.errors.items()},
         }
+        if self.pacer is not None:
+            snap["rate_limits"] = self.pacer.describe()
         snap["orders_sent"] = self.sent
         snap["orders_deferred"] = self.deferred
         snap["entry_orders_held"] = self.held

@@ -9,10 +9,11 @@ The venue file decides everything about the connection:
   pointing at the production host (or the reverse) is refused.
 * ``api.api_key`` / ``api.api_secret`` sign requests; ``live=True`` first runs
   :func:`configs.secrets.require_live_credentials` (real ``${ENV}`` values only).
-* ``rate_limits.weight_per_minute`` (request weight) and ``rate_limits.orders_per_second`` /
-  ``orders_per_minute`` (order placements) form a client-side budget: a request that does not fit waits
-  up to ``max_wait_s`` for the window to slide and is otherwise refused with ``RateLimited`` before it
-  is sent. ccxt's own throttle is switched off so the budget is the only pacing.
+* ``rate_limits`` feed the run's one ``RequestPacer`` (``live_bridge.pacing``): request weight and order
+  count as Binance counts them (its ``X-MBX-*`` counters read from every answer), ``Retry-After`` on
+  429 and 418 bans honoured; a request that does not fit waits up to ``max_wait_s`` and is otherwise
+  refused with ``RateLimited`` before it is sent. ccxt's own throttle is switched off so the pacer is
+  the only pacing.
 * ``risk.max_leverage`` caps ``set_leverage``.
 
 Conditional orders (``stop_market`` / ``take_profit_market``) go where ccxt 4.5 sends them, Binance's
@@ -35,7 +36,6 @@ import functools
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -61,6 +61,7 @@ from gridctl.live_bridge.gateway import (
     PostOnlyRejected,
     RateLimited,
 )
+from gridctl.live_bridge.pacing import RequestPacer
 
 T = TypeVar("T")
 
@@ -86,7 +87,6 @@ WEIGHTS: dict[str, int] = {
     "leverage": 1,
     "marginType": 1,
 }
-MINUTE_S = 60.0
 USER_TRADES_WINDOW_MS = 7 * 86_400_000 - 1
 PAGE = 1000
 
@@ -102,89 +102,6 @@ _TYPES = {
     "take_profit_market": "TAKE_PROFIT_MARKET",
 }
 _ALGO_TYPES = ("stop_market", "take_profit_market")
-
-
-class RequestBudget:
-    """Sliding 60 s request-weight window plus 1 s / 60 s order-count windows.
-
-    ``acquire`` waits (``sleep``) when the request fits within ``max_wait_s`` and raises ``RateLimited``
-    otherwise, without recording anything. ``clock`` and ``sleep`` are injectable for tests.
-    """
-
-    def __init__(
-        self,
-        weight_per_minute: int,
-        orders_per_second: int,
-        orders_per_minute: int,
-        max_wait_s: float = 2.0,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.weight_per_minute = weight_per_minute
-        self.orders_per_second = orders_per_second
-        self.orders_per_minute = orders_per_minute
-        self.max_wait_s = max_wait_s
-        self.clock = clock
-        self.sleep = sleep
-        self._weights: deque[tuple[float, int]] = deque()
-        self._orders: deque[float] = deque()
-        self._lock = threading.Lock()
-
-    def used_weight(self) -> int:
-        """Weight spent in the last 60 s."""
-        with self._lock:
-            self._prune(self.clock())
-            return sum(w for _, w in self._weights)
-
-    def _prune(self, now: float) -> None:
-        while self._weights and self._weights[0][0] <= now - MINUTE_S:
-            self._weights.popleft()
-        while self._orders and self._orders[0] <= now - MINUTE_S:
-            self._orders.popleft()
-
-    def _wait_needed(self, now: float, weight: int, orders: int) -> float:
-        wait = 0.0
-        if weight > self.weight_per_minute:
-            return float("inf")
-        total = sum(w for _, w in self._weights)
-        if total + weight > self.weight_per_minute:
-            freed = 0
-            for t, w in self._weights:
-                freed += w
-                if total - freed + weight <= self.weight_per_minute:
-                    wait = max(wait, t + MINUTE_S - now)
-                    break
-        if orders:
-            recent = [t for t in self._orders if t > now - 1.0]
-            if len(recent) + orders > self.orders_per_second:
-                wait = max(wait, recent[len(recent) + orders - self.orders_per_second - 1] + 1.0 - now)
-            if len(self._orders) + orders > self.orders_per_minute:
-                idx = len(self._orders) + orders - self.orders_per_minute - 1
-                wait = max(wait, self._orders[idx] + MINUTE_S - now)
-        return wait
-
-    def acquire(self, weight: int, orders: int = 0, what: str = "request") -> None:
-        """Reserve ``weight`` (and ``orders`` placements), waiting up to ``max_wait_s``."""
-        while True:
-            with self._lock:
-                now = self.clock()
-                self._prune(now)
-                wait = self._wait_needed(now, weight, orders)
-                if wait <= 0:
-                    self._weights.append((now, weight))
-                    self._orders.extend([now] * orders)
-                    return
-            if wait > self.max_wait_s:
-                with self._lock:
-                    used, placed = sum(w for _, w in self._weights), len(self._orders)
-                raise RateLimited(
-                    f"{what}: client-side budget (rate_limits.weight_per_minute={self.weight_per_minute}, "
-                    f"orders_per_second={self.orders_per_second}, orders_per_minute="
-                    f"{self.orders_per_minute}) is spent ({used} weight and {placed} orders in the last "
-                    f"60 s, {what} needs {weight}); retry in {wait:.1f} s",
-                    retry_after_s=wait if wait != float("inf") else MINUTE_S,
-                )
-            self.sleep(wait)
 
 
 def exchange_id_for(venue: VenueConfig) -> str:
@@ -221,7 +138,7 @@ def make_exchange_client(venue: VenueConfig, live: bool = True, timeout_ms: int 
         client = make_client(exchange)
         if venue.api.testnet:
             client.enable_demo_trading(True)
-    client.enableRateLimit = False  # the gateway's RequestBudget paces requests
+    client.enableRateLimit = False  # the gateway's RequestPacer paces requests
     client.timeout = timeout_ms
     if live:
         require_live_credentials(venue)
@@ -289,20 +206,15 @@ class CcxtGateway:
         timeout_ms: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        pacer: RequestPacer | None = None,
     ) -> None:
         self.venue = venue
         self.client = client if client is not None else make_exchange_client(venue, live, timeout_ms)
         self.client.enableLastJsonResponse = True  # lets _call tell an unparseable answer from data
         self.client.enableLastHttpResponse = True
-        limits = venue.rate_limits
-        self.budget = RequestBudget(
-            limits.weight_per_minute,
-            limits.orders_per_second,
-            limits.orders_per_minute,
-            max_wait_s=max_wait_s,
-            clock=clock,
-            sleep=sleep,
-        )
+        # The run's one pacer (share it with the bar feed: ``pacer.watch(feed.client)``).
+        self.pacer = pacer or RequestPacer.for_venue(venue, max_wait_s=max_wait_s, clock=clock, sleep=sleep)
+        self.pacer.watch(self.client)
         self.max_leverage = venue.risk.max_leverage
         self._lock = threading.RLock()
         self._hedge: bool | None = None
@@ -313,22 +225,25 @@ class CcxtGateway:
     def _call(
         self, what: str, weight: int, fn: Callable[[], T], orders: int = 0, post_only: bool = False
     ) -> T:
-        """Spend budget, run one ccxt call, translate its exceptions into gateway errors."""
-        self.budget.acquire(weight, orders, what)
+        """Pass the pacer, run one ccxt call, translate its exceptions into gateway errors."""
+        self.pacer.acquire(weight, orders, what)
         with self._lock:  # one request at a time: the bar loop and the ops API share the client
             self.client.last_json_response = None
             self.client.last_http_response = None
+            self.client.last_response_headers = None
             try:
                 result = fn()
             except ccxt.BaseError as err:
-                raise self._translate(what, err, post_only) from err
+                raise self._translate(what, err, post_only, orders > 0) from err
             except _MALFORMED as err:  # ccxt choked on the answer
                 raise ExchangeUnavailable(f"{what}: malformed answer ({type(err).__name__}: {err})") from err
             if self.client.last_json_response is None and self.client.last_http_response:
                 raise ExchangeUnavailable(f"{what}: the exchange answered something that is not JSON")
             return result
 
-    def _translate(self, what: str, err: ccxt.BaseError, post_only: bool) -> GatewayError:
+    def _translate(
+        self, what: str, err: ccxt.BaseError, post_only: bool, order: bool = False
+    ) -> GatewayError:
         code = _error_code(err)
         text = f"{what}: {err}"
         if (
@@ -338,9 +253,12 @@ class CcxtGateway:
         ):
             return PostOnlyRejected(text)
         if isinstance(err, ccxt.DDoSProtection | ccxt.RateLimitExceeded) or code in _RATE_CODES:
+            # the pacer read the answer and blocks what it says (Retry-After; a 418 without one: 120 s)
             headers = self.client.last_response_headers or {}
             retry = _fnum(headers.get("Retry-After")) if hasattr(headers, "get") else None
-            return RateLimited(text, retry_after_s=retry if retry is not None else 1.0)
+            if retry is None:
+                retry = max(self.pacer.blocked_for(order), 1.0)
+            return RateLimited(text, retry_after_s=retry)
         if isinstance(err, ccxt.AuthenticationError | ccxt.PermissionDenied) or code in _AUTH_CODES:
             return AuthError(text)
         if isinstance(err, ccxt.NetworkError) or code in _UNAVAILABLE_CODES:
@@ -367,6 +285,11 @@ class CcxtGateway:
 
     def _unified(self, symbol: str) -> str:
         return str(self._market(symbol)["symbol"])
+
+    def follow_time(self, exchange_ms: int) -> None:
+        """Timestamp signed requests on the exchange's clock (``exchange_ms`` was its time just now), so
+        a drifting local clock never trips Binance's recvWindow (-1021)."""
+        self.client.options["timeDifference"] = int(time.time() * 1000) - int(exchange_ms)
 
     # -- public data --------------------------------------------------------------------------------
     @_fail_closed

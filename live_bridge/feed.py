@@ -17,6 +17,10 @@ history, premium index). The venue's stream settings map onto this connection as
 A premium index older than ``PREMIUM_MAX_AGE_BARS`` bars at a poll (the exchange stopped updating it)
 marks the bar's funding input as stale: the bridge pauses new entries until it is current again.
 
+A live run shares the order gateway's ``RequestPacer`` with the feed (``feed.pacer``, set by the
+runner): every feed request passes it first, so a 429 or a 418 ban seen by either stops both (Binance
+counts weight and bans per IP); a request it refuses counts as a failed attempt, and nothing is sent.
+
 Start-up checks do not wait that long: ``retry_policy`` swaps in a short budget for their duration
 (``live_bridge.readiness.READY_*``), so an unreachable exchange fails the readiness checklist in seconds.
 A failure names the host:port and the cause (connection refused, timeout, HTTP status, ...).
@@ -40,6 +44,14 @@ from gridctl.live_bridge.replay import ClosedBar
 #: The premium index (next settlement time, mark) must be at most this many bar lengths old at a poll;
 #: older, the funding input counts as stale and new entries pause (Binance refreshes it every few seconds).
 PREMIUM_MAX_AGE_BARS = 2
+#: Binance request weights of the feed's requests (klines at up to 1000 rows: 5), for the pacer.
+FEED_WEIGHTS: dict[str, int] = {
+    "time": 1,
+    "exchangeInfo": 1,
+    "klines": 5,
+    "fundingRate": 1,
+    "premiumIndex": 1,
+}
 
 
 class FeedDown(GridctlError):  # noqa: N818 - reads as a state
@@ -99,6 +111,7 @@ class ExchangeFeed:
         self._last_settled: int | None = None
         self._last_ping = clock()
         self.on_server_time: Callable[[int], None] | None = None  # the bridge's clock follows the exchange
+        self.pacer: Any = None  # live: the gateway's RequestPacer (live_bridge.pacing)
 
     @classmethod
     def for_venue(
@@ -146,6 +159,8 @@ class ExchangeFeed:
         attempt = 0
         while True:
             try:
+                if self.pacer is not None:
+                    self.pacer.acquire(FEED_WEIGHTS.get(what, 1), 0, what)
                 out = fn()
             except Exception as err:  # ccxt raises many kinds; all mean "no answer"
                 failure = classify(err, self.host, self.client.timeout / 1000.0)

@@ -130,7 +130,7 @@ class PostOnlyRejected(GatewayError):  # noqa: N818 - names fixed by the live-br
 
 
 class RateLimited(GatewayError):  # noqa: N818 - names fixed by the live-bridge contract
-    """The exchange (429/418) or the client-side budget refused the request; wait ``retry_after_s``."""
+    """The exchange (429/418) or the request pacer refused the request; wait ``retry_after_s``."""
 
     def __init__(self, msg: str, retry_after_s: float = 1.0) -> None:
         super().__init__(msg)

@@ -86,6 +86,9 @@ PAUSE_LABELS = frozenset(
         "funding",
         "margin",
         "circuit breaker",
+        "rate limit",
+        "protection",
+        "reconcile",
         "other",
     }
 )

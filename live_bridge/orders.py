@@ -4,8 +4,8 @@ The engine's decisions live in the slot array (``engine/state.py``): a rung with
 resting entry at ``SL_ORD_PRICE`` for ``SL_ORD_QTY``; a rung with ``SL_LOT_ON`` wants its lot's TP
 (a reduce-only limit, maker, like the simulated venue fills it) and SL (a reduce-only stop-market).
 ``desired_orders`` reads that; ``diff_orders`` compares it with the exchange's open orders and returns
-cancels and placements; ``RateLimiter`` paces the placements at the venue's ``orders_per_second`` /
-``orders_per_minute`` (the excess waits for the next bar, like the engine's own pacing).
+cancels and placements, at most as many placements as the run's request pacer lets out now
+(``live_bridge.pacing``; the rest wait for the next bar).
 
 Tolerance (``execution.order_price_tolerance_bps`` / ``order_qty_tolerance_pct``): an open order within
 that price and quantity distance of the wanted one counts as the same order and is left alone, so
@@ -19,10 +19,8 @@ them; orders without our run id are never touched.
 
 from __future__ import annotations
 
-import collections
 import re
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -187,34 +185,6 @@ def same_order(want: WantedOrder, have: RestingOrder, price_tol_bps: float, qty_
     if want.price <= 0.0 or want.qty <= 0.0:
         return False
     return bool(same_order_nb(have.price, have.qty, want.price, want.qty, price_tol_bps, qty_tol_pct))
-
-
-class RateLimiter:
-    """Order placements allowed now: at most ``per_second`` in any 1 s and ``per_minute`` in any 60 s."""
-
-    def __init__(self, per_second: int, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.per_second = int(per_second)
-        self.per_minute = int(per_minute)
-        self._clock = clock
-        self._sent: collections.deque[float] = collections.deque()
-
-    def _trim(self, now: float) -> None:
-        while self._sent and self._sent[0] <= now - 60.0:
-            self._sent.popleft()
-
-    def available(self) -> int:
-        """Placements that may go out right now."""
-        now = self._clock()
-        self._trim(now)
-        last_second = sum(1 for t in self._sent if t > now - 1.0)
-        return max(0, min(self.per_second - last_second, self.per_minute - len(self._sent)))
-
-    def take(self) -> bool:
-        """Record one placement if allowed now; False when the budget is spent."""
-        if self.available() <= 0:
-            return False
-        self._sent.append(self._clock())
-        return True
 
 
 def diff_orders(

@@ -69,6 +69,16 @@ class RunContext:
             self.journal = None
 
 
+def _follow_both(clock: ExchangeClock, gw: Any) -> Any:
+    """The feed's server-time hook: the bridge's clock and the gateway's request timestamps follow it."""
+
+    def on_server_time(exchange_ms: int) -> None:
+        clock.follow(exchange_ms)
+        gw.follow_time(exchange_ms)
+
+    return on_server_time
+
+
 def default_journal(mode: str, symbol: str, timeframe: str) -> Path:
     from gridctl.data.store import default_data_dir, symbol_key
 
@@ -189,6 +199,12 @@ def prepare(
             try:
                 gw = gateway or make_gateway(venue, api_url)
                 ctx.gateway = gw
+                if getattr(gw, "pacer", None) is not None:  # one pacer for every request of the run
+                    feed.pacer = gw.pacer
+                    gw.pacer.watch(feed.client)
+                if hasattr(gw, "follow_time"):  # signed requests on the exchange's clock (recvWindow)
+                    feed.on_server_time = _follow_both(ctx.clock, gw)
+                    gw.follow_time(ctx.clock.now_ms())
             except Exception as err:
                 ready.add("gateway", False, f"cannot build the exchange gateway: {err}")
                 gw = None

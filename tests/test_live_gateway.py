@@ -15,7 +15,7 @@ import pytest
 from gridctl.configs.errors import GridctlError
 from gridctl.configs.loader import load_venue
 from gridctl.configs.schema import VenueConfig
-from gridctl.live_bridge.exchange import CcxtGateway, RequestBudget, make_exchange_client
+from gridctl.live_bridge.exchange import CcxtGateway, make_exchange_client
 from gridctl.live_bridge.gateway import (
     AuthError,
     ExchangeUnavailable,
@@ -271,7 +271,7 @@ def test_rate_limit_answers_raise_rate_limited(gw: CcxtGateway, state: EmulatorS
     state.inject("status", "/fapi/v1/openOrders", status=status, retry_after=retry_after)
     with pytest.raises(RateLimited) as err:
         gw.open_orders(SYM)
-    assert err.value.retry_after_s == (7.0 if retry_after else 1.0)
+    assert err.value.retry_after_s == pytest.approx(7.0 if retry_after else 120.0, abs=0.5)
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
@@ -390,43 +390,15 @@ def test_weight_budget_refuses_requests_beyond_it(emu: BinanceUsdmEmulator, stat
     for _ in range(4):
         roomy.account(SYM)  # 5 (account) + 5 (positions) each, markets and brackets once
     tight = gateway(12)
+    state.weight_used = 0  # a new server minute: X-MBX-USED-WEIGHT-1M starts over
     tight.account(SYM)
     state.clear_log()
-    with pytest.raises(RateLimited, match="weight_per_minute=12"):
+    with pytest.raises(RateLimited, match=r"weight_per_minute: 12 per 60 s reached"):
         tight.account(SYM)
     assert state.requests() == []  # refused before sending
     clock[0] = 61.0  # the window slid past the spent weight
+    state.weight_used = 0  # and the exchange's minute turned over
     assert tight.account(SYM).wallet_balance == 10_000.0
-
-
-def test_budget_waits_when_the_window_frees_soon() -> None:
-    now = [0.0]
-    slept: list[float] = []
-
-    def sleep(s: float) -> None:
-        slept.append(s)
-        now[0] += s
-
-    budget = RequestBudget(10, 100, 1000, max_wait_s=5.0, clock=lambda: now[0], sleep=sleep)
-    budget.acquire(8)
-    now[0] = 57.0
-    budget.acquire(5)  # 8 + 5 > 10: the first reservation leaves the window at t = 60
-    assert slept == [pytest.approx(3.0)] and budget.used_weight() == 5
-
-
-def test_order_budget_counts_orders_per_second_and_minute() -> None:
-    now = [0.0]
-    budget = RequestBudget(10_000, 2, 3, max_wait_s=0.0, clock=lambda: now[0])
-    budget.acquire(1, orders=1)
-    budget.acquire(1, orders=1)
-    with pytest.raises(RateLimited):
-        budget.acquire(1, orders=1)  # third in the same second
-    now[0] = 1.5
-    budget.acquire(1, orders=1)
-    now[0] = 3.0
-    with pytest.raises(RateLimited):
-        budget.acquire(1, orders=1)  # fourth in the same minute
-    budget.acquire(1)  # plain requests are not orders
 
 
 @effect("risk.max_leverage")
@@ -445,13 +417,24 @@ def test_ccxt_client_is_the_real_binanceusdm(gw: CcxtGateway) -> None:
     assert isinstance(gw.client, ccxt.binanceusdm) and gw.client.enableRateLimit is False
 
 
-def test_a_burst_of_429_answers_then_recovery(gw: CcxtGateway, state: EmulatorState) -> None:
+def test_a_burst_of_429_answers_then_recovery(
+    emu: BinanceUsdmEmulator, state: EmulatorState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # waiting moves the exchange's (scripted) clock
+        slept.append(seconds)
+        state.now_ms = (state.now_ms or 0) + round(seconds * 1000)
+
+    gw = CcxtGateway(venue_for(emu.url, monkeypatch), clock=lambda: state.server_time() / 1000.0, sleep=sleep)
     gw.place(SYM, entry())
     state.inject("status", "/fapi/v1/openOrders", status=429, times=3, retry_after=2)
     for _ in range(3):
         with pytest.raises(RateLimited):
             gw.open_orders(SYM)
     assert [o.client_id for o in gw.open_orders(SYM)] == ["e1"]
+    # every request after a 429 waited out its Retry-After (2 s, within max_wait_s) before it was sent
+    assert slept == [2.0, 2.0, 2.0]
 
 
 def test_clock_skew_beyond_the_recv_window_is_exchange_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -476,14 +459,20 @@ def test_off_grid_size_or_price_is_refused_not_truncated(gw: CcxtGateway, state:
 
 
 def test_exchange_side_weight_limit_is_rate_limited_with_its_retry_after(
-    gw: CcxtGateway, state: EmulatorState
+    emu: BinanceUsdmEmulator, state: EmulatorState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # the gateway's pacer runs on the exchange's (scripted) clock: it honours Retry-After on it
+    gw = CcxtGateway(venue_for(emu.url, monkeypatch), clock=lambda: state.server_time() / 1000.0)
     gw.market_rules(SYM)
-    state.weight_limit = 12  # the exchange's own limit, below the venue's client-side budget
+    state.weight_limit = 12  # the exchange's own limit, below the venue's rate_limits the pacer keeps
     gw.account(SYM)  # 5 + 1 (brackets) + 5 after the markets request of this minute
     with pytest.raises(RateLimited) as err:
         gw.account(SYM)
     assert err.value.retry_after_s == 60.0  # the clock sits on a minute boundary: a full minute to wait
+    state.clear_log()
+    with pytest.raises(RateLimited, match="not sent"):
+        gw.account(SYM)  # Retry-After still in force: refused before sending
+    assert state.requests() == []
     state.advance_bar("BTCUSDT")  # next minute
     assert gw.account(SYM).wallet_balance == 10_000.0
     assert state.requests("/fapi/v3/account")[-1].status == 200

@@ -20,7 +20,6 @@ from gridctl.engine.state import (
 from gridctl.live_bridge.orders import (
     BINANCE_CLIENT_ID,
     MAX_CLIENT_ID,
-    RateLimiter,
     RestingOrder,
     desired_orders,
     diff_orders,
@@ -169,15 +168,3 @@ def test_diff_budget_defers_entries_after_exits() -> None:
     plan = diff_orders(desired_orders(s, True), [], RUN, 1.0, 1.0, budget=3)
     assert [(p.kind, p.level) for p in plan.places] == [("tp", 1), ("sl", 1), ("entry", 1)]
     assert [(p.kind, p.level) for p in plan.deferred] == [("entry", 2), ("entry", 3)]
-
-
-def test_rate_limiter_per_second_and_per_minute() -> None:
-    now = [0.0]
-    lim = RateLimiter(per_second=2, per_minute=3, clock=lambda: now[0])
-    assert [lim.take() for _ in range(3)] == [True, True, False]  # 2 per second
-    now[0] = 1.5
-    assert lim.take() is True  # third in the minute
-    now[0] = 3.0
-    assert lim.available() == 0 and lim.take() is False  # 3 per minute spent
-    now[0] = 60.5
-    assert lim.available() == 2  # the first two left the 60 s window

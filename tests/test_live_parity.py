@@ -26,10 +26,10 @@ Known differences, kept out of the parity scenarios (asserted absent) and shown 
 * Exits are attached after the fill is seen. The engine attaches a lot's TP/SL at its fill, so they can
   fill later in the same bar; live sees the fill at the bar close and places them then (Binance USD-M
   has no order that arms exits when an entry fills). ``test_an_exit_in_its_entrys_bar_...``.
-* Rate pacing: the engine paces entry submissions per decision (``orders_per_second``); the bridge's
-  limiter paces every placement, exits first (Binance counts every order against its order rate
-  limits). With the limit binding, live defers an entry the backtest has resting. The scenarios keep
-  the limit above what a bar sends. ``test_with_the_order_rate_binding_...``.
+Rate pacing is not a difference: the engine paces entry submissions per decision (``orders_per_second``,
+``orders_per_minute``) for both; the bridge's request pacer only keeps the sends within the exchange's
+windows (10 x orders_per_second per 10 s, orders_per_minute per 60 s) and re-decides nothing per bar.
+``test_the_engines_entry_pacing_is_the_only_pacing_...``.
 """
 
 from __future__ import annotations
@@ -362,20 +362,20 @@ def test_an_exit_in_its_entrys_bar_fills_live_only_after_that_bar(
     assert live.exchange_position == live.engine_position == (0.0, 0.0)
 
 
-def test_with_the_order_rate_binding_live_defers_an_entry_the_backtest_has_resting(
+def test_the_engines_entry_pacing_is_the_only_pacing_live_sends_what_the_backtest_rests(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The second known difference, hand-derived: the engine counts entry submissions against
-    ``orders_per_second`` (engine/step.py), the bridge every placement, exits first.
+    """Hand-derived: the engine counts entry submissions against ``orders_per_second`` (engine/step.py);
+    live, the bridge sends what the engine decided, exits included, within the exchange's windows.
 
     The parity config (step 10 bps, 4 rungs a side, tp 2 / sl 6 steps), centre C = 60000: long rungs
     floor_tick(60000 * (1 - 0.001 i)) = 59940.0, 59880.0, 59820.0, 59760.0. Bar 1 (60000 -> 60000 ->
     59590 -> 59600) fills all four; its close is 66.7 bps from C (> 60): re-centre at 59600, short rungs
     ceil_tick(59600 * (1 + 0.001 i)) = 59659.6, 59719.2, 59778.8, 59838.4 (the long rungs hold lots;
     their stops, 59580.3 and below, are never reached). That close wants 8 exits (each lot's TP and SL)
-    and 4 entries. At 8 orders a second the bridge sends the exits and defers the 4 entries; the engine
-    submitted them (4 <= 8). Bar 2 (59600 -> 59600 -> 59670 -> 59650) trades through 59659.6: the
-    backtest fills short rung 1, live it is not resting yet. At 12 a second both agree.
+    and 4 entries: 12 orders, within 10 x 8 per 10 s. At 8 a second (the old per-second limiter deferred
+    the 4 entries) and at 12 the bridge defers nothing; the engine submitted the 4 entries (4 <= 8). Bar 2
+    (59600 -> 59600 -> 59670 -> 59650) trades through 59659.6: short rung 1 fills in both.
     """
     start = _warmup(load_strategy("default", PARITY))
     t0 = 1_704_067_200_000
@@ -394,15 +394,15 @@ def test_with_the_order_rate_binding_live_defers_an_entry_the_backtest_has_resti
         for i, px in enumerate((59940.0, 59880.0, 59820.0, 59760.0), start=1)
     ]
     short = Fill(t0 + MIN, Side.SHORT, FillKind.ENTRY, 1, 59659.6, 0.002, Liquidity.MAKER, 59659.6 * 4e-7)
-    for per_second, deferred, live_fills in ((8, 4, longs), (12, 0, [*longs, short])):
+    for per_second in (8, 12):
         live, strategy, venue = _live(
             frame, funding, start, PARITY, tmp_path / str(per_second), monkeypatch,
             (f"rate_limits.orders_per_second={per_second}",),
         )  # fmt: skip
         bt = _backtest(frame, funding, strategy, venue)
         _assert_same_fills(_ledger_fills(bt.fills), [*longs, short], f"backtest at {per_second}/s")
-        assert live.deferred == deferred
-        _assert_same_fills(live.trades, live_fills, f"exchange at {per_second}/s")
+        assert live.deferred == 0
+        _assert_same_fills(live.trades, [*longs, short], f"exchange at {per_second}/s")
 
 
 def test_an_entry_the_funding_guard_shrinks_within_the_qty_tolerance_rests_on_in_both(

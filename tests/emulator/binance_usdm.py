@@ -33,6 +33,16 @@ handler, then close the connection without answering: the request's effect happe
 ``times`` makes any of them a burst. ``state.weight_limit`` (None: off) adds Binance's per-minute IP
 request-weight limit on the server clock (``ROUTE_WEIGHTS``): over it, 429 / -1003 with ``Retry-After``
 until the next minute; every answer carries ``X-MBX-USED-WEIGHT-1M``.
+
+Rate limits as Binance enforces them (``state.limits = ExchangeLimits(...)``; None: off, as before): every
+order placement is counted in fixed 10 s and 1 min windows of the server clock and its answer carries
+``X-MBX-ORDER-COUNT-10S`` / ``-1M`` (counted whether or not limits are set); over ``orders_10s`` /
+``orders_1m`` the placement gets 429 / -1015 with ``Retry-After`` to the window's end. Every 429 (weight,
+order count, or an injected one) blocks that kind of request (order placements, or everything for a
+weight 429) until its Retry-After; a request that ignores it is answered 429 again, and the
+``ban_after``-th one bans the IP: 418 / -1003 with Retry-After to every request until the ban ends
+(``first_ban_s`` = 2 min, doubling per ban up to ``max_ban_s`` = 3 days). An injected 418 bans too.
+``limits.strict_recv_window`` applies the recvWindow rule (-1021) on a scripted clock as well.
 """
 
 from __future__ import annotations
@@ -122,6 +132,7 @@ class LoggedRequest:
     query: dict[str, str]
     status: int
     fault: str | None
+    ts_ms: int = 0  # the server clock when the request arrived
 
 
 @dataclass
@@ -209,6 +220,8 @@ class EmulatorState:
         self.account = _private.AccountState()
         self.weight_limit: int | None = None  # None: no server-side request-weight limit
         self.weight_minute, self.weight_used = -1, 0
+        self.limits: ExchangeLimits | None = None  # None: 429s never block, never escalate (see module doc)
+        self.order_counts: dict[int, tuple[int, int]] = {}  # window ms -> (window index, orders in it)
 
     # -- bar replay (private side: emulator.private) ---------------------------------------------------
     def replay(self, symbol_id: str, interval: str, frame: pl.DataFrame, start_ms: int | None = None) -> None:
@@ -298,6 +311,117 @@ class EmulatorState:
     def clear_log(self) -> None:
         with self.lock:
             self.log.clear()
+
+
+# -- rate limits as Binance enforces them (order counts, Retry-After blocks, 418 bans) -----------------
+ORDER_PLACEMENTS = {
+    ("POST", "/fapi/v1/order"),
+    ("POST", "/fapi/v1/algoOrder"),
+    ("POST", "/fapi/v1/batchOrders"),
+}
+ORDER_WINDOWS = {
+    10_000: ("X-MBX-ORDER-COUNT-10S", "TEN_SECONDS"),
+    60_000: ("X-MBX-ORDER-COUNT-1M", "ONE_MINUTE"),
+}
+
+
+@dataclass
+class ExchangeLimits:
+    """Binance's enforcement of its limits (``state.limits``): order counts, Retry-After, IP bans."""
+
+    orders_10s: int | None = None  # None: that order window is not limited (still counted)
+    orders_1m: int | None = None
+    ban_after: int = 2  # requests ignoring a 429's Retry-After; this many bans the IP (418)
+    first_ban_s: int = 120
+    max_ban_s: int = 259_200
+    strict_recv_window: bool = False  # apply the recvWindow rule on a scripted clock too
+    blocked: dict[str, int] = field(default_factory=dict)  # "all" | "orders" -> until (server ms)
+    ignored: int = 0
+    banned_until: int = 0
+    bans: int = 0
+
+    def ban(self, now: int, seconds: int | None = None) -> Response:
+        """Ban the IP from ``now`` (escalating length unless ``seconds``); the 418 to answer."""
+        if seconds is None:
+            seconds = min(self.first_ban_s * 2**self.bans, self.max_ban_s)
+        self.bans += 1
+        self.banned_until = max(self.banned_until, now + seconds * 1000)
+        self.ignored = 0
+        return self.banned(now)
+
+    def banned(self, now: int) -> Response:
+        left = max(1, -(-(self.banned_until - now) // 1000))
+        msg = f"Way too many requests; IP banned until {self.banned_until}. Please use the websocket."
+        return Response(418, {"code": -1003, "msg": msg}, {"Retry-After": str(left)})
+
+
+def _retry_after_s(response: Response) -> int | None:
+    value = response.headers.get("Retry-After")
+    return int(value) if value is not None and str(value).isdigit() else None
+
+
+def limits_before(state: EmulatorState, request: Request) -> Response | None:
+    """Under ``state.limits``: the ban's 418, or the 429 (escalating to a ban) for a request that
+    ignores a Retry-After still in force; None when the request may proceed."""
+    limits = state.limits
+    if limits is None:
+        return None
+    now = state.server_time()
+    with state.lock:
+        if now < limits.banned_until:
+            return limits.banned(now)
+        placing = (request.method, request.path) in ORDER_PLACEMENTS
+        until = max(limits.blocked.get("all", 0), limits.blocked.get("orders", 0) if placing else 0)
+        if now >= until:
+            return None
+        limits.ignored += 1
+        if limits.ignored >= limits.ban_after:
+            return limits.ban(now)
+        left = str(max(1, -(-(until - now) // 1000)))
+        return Response(
+            429, {"code": -1003, "msg": "Too many requests; Retry-After ignored."}, {"Retry-After": left}
+        )
+
+
+def count_order(state: EmulatorState, request: Request) -> Response | None:
+    """Count an order placement in the 10 s / 1 min windows; the -1015 429 when over a limit."""
+    if (request.method, request.path) not in ORDER_PLACEMENTS:
+        return None
+    now = state.server_time()
+    limits = state.limits
+    with state.lock:
+        counts = {w: (c if i == now // w else 0) for w, (i, c) in state.order_counts.items()}
+        for window, (_header, name) in ORDER_WINDOWS.items():
+            limit = None if limits is None else (limits.orders_10s if window == 10_000 else limits.orders_1m)
+            if limit is not None and counts.get(window, 0) + 1 > limit:
+                retry = str(max(1, -(-((now // window + 1) * window - now) // 1000)))
+                msg = f"Too many new orders; current limit is {limit} orders per {name}."
+                return Response(429, {"code": -1015, "msg": msg}, {"Retry-After": retry})
+        for window in ORDER_WINDOWS:
+            state.order_counts[window] = (now // window, counts.get(window, 0) + 1)
+    return None
+
+
+def limits_after(state: EmulatorState, request: Request, response: Response) -> None:
+    """Order-count headers on placements; a 429 starts a Retry-After block, an injected 418 a ban."""
+    now = state.server_time()
+    with state.lock:
+        if (request.method, request.path) in ORDER_PLACEMENTS:
+            for window, (header, _name) in ORDER_WINDOWS.items():
+                index, count = state.order_counts.get(window, (-1, 0))
+                response.headers.setdefault(header, str(count if index == now // window else 0))
+        limits = state.limits
+        if limits is None or response.status not in (418, 429):
+            return
+        retry = _retry_after_s(response)
+        if response.status == 418:
+            if now >= limits.banned_until:
+                limits.ban(now, retry)
+            return
+        payload = response.payload if isinstance(response.payload, dict) else {}
+        kind = "orders" if payload.get("code") == -1015 else "all"
+        until = now + 1000 * (retry if retry is not None else 1)
+        limits.blocked[kind] = max(limits.blocked.get(kind, 0), until)
 
 
 # -- handlers ---------------------------------------------------------------------------------------
@@ -473,6 +597,16 @@ ROUTES.update({key: _private_route(h, signed=False) for key, h in _private.PUBLI
 
 
 def dispatch(state: EmulatorState, request: Request) -> tuple[Response, Fault | None]:
+    """Route one request through the rate limits (``ExchangeLimits``), the fault script and ``ROUTES``."""
+    refused = limits_before(state, request)
+    if refused is not None:
+        return refused, None
+    response, fault = _dispatch(state, request)
+    limits_after(state, request, response)
+    return response, fault
+
+
+def _dispatch(state: EmulatorState, request: Request) -> tuple[Response, Fault | None]:
     """Route one request through the fault script and ``ROUTES``; never raises."""
     fault = state.take_fault(request.path)
     if fault is not None and fault.kind == "status":
@@ -484,7 +618,7 @@ def dispatch(state: EmulatorState, request: Request) -> tuple[Response, Fault | 
             return Response(500, body, headers), fault
         page = f"<html><body><h1>{fault.status} Service Unavailable</h1></body></html>"
         return Response(fault.status, raw=page, headers=headers, content_type="text/html"), fault
-    limited = state.spend_weight(request)
+    limited = state.spend_weight(request) or count_order(state, request)
     if limited is not None:
         return limited, fault
     if fault is not None and fault.kind == "payload":
@@ -529,7 +663,12 @@ class _HttpHandler(BaseHTTPRequestHandler):
         with state.lock:
             state.log.append(
                 LoggedRequest(
-                    method, parts.path, query, response.status, None if fault is None else fault.kind
+                    method,
+                    parts.path,
+                    query,
+                    response.status,
+                    None if fault is None else fault.kind,
+                    state.server_time(),
                 )
             )
         if fault is not None and fault.kind == "drop":

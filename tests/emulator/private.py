@@ -293,7 +293,8 @@ def check_signature(state: EmulatorState, request: Request) -> None:
         raise ApiError(
             400, -1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed."
         )
-    if state.now_ms is None:  # on the wall clock, Binance's recvWindow rule applies
+    strict = state.limits is not None and state.limits.strict_recv_window  # rate-limit block's switch
+    if state.now_ms is None or strict:  # on the wall clock (or when asked), Binance's recvWindow rule
         now, window = state.server_time(), int(request.query.get("recvWindow") or 5000)
         if int(stamp) >= now + 1000 or now - int(stamp) > window:
             raise ApiError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
