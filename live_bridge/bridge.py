@@ -26,6 +26,8 @@ from typing import Any
 from gridctl.configs.errors import GridctlError
 from gridctl.engine.enums import Liquidity, RiskState, Side, enum_name
 from gridctl.engine.params import (
+    P_CB_COOLDOWN_S,
+    P_CB_WINDOW_S,
     P_ORDER_PRICE_TOL_BPS,
     P_ORDER_QTY_TOL_PCT,
     P_RETRY_ATTEMPTS,
@@ -75,6 +77,7 @@ from gridctl.live_bridge.orders import (
     diff_orders,
     encode_client_id,
     parse_client_id,
+    stop_coverage,
 )
 from gridctl.live_bridge.replay import ClosedBar
 from gridctl.live_bridge.session import EngineSession
@@ -94,6 +97,12 @@ def wall_ms() -> int:
 
 #: The bar feed counts as stale (entries paused) when no bar closed for this many bar lengths.
 STALE_AFTER_BARS = 2
+
+#: Protection failures (a stop refused, a position found without full stop coverage, a protective close
+#: that did not go through) within the circuit breaker's window that open the breaker and pause entries.
+PROTECTION_FAIL_LIMIT = 3
+#: Binance's answer to a stop that would trigger at once ("Order would immediately trigger.").
+IMMEDIATE_TRIGGER = -2021
 
 
 @dataclass
@@ -185,6 +194,16 @@ class Bridge:
         self._booked_flatten: set[str] = set()
         self._retries: list[WantedOrder] = []  # post-only rejected entries waiting for their retries
         self._retried_ms: float | None = None
+        # Protection invariant (``check_protection``): stops refused as immediately triggering (closed at
+        # market after the diff), partly filled entries whose rest is cancelled before they are booked,
+        # recent protection failures (ms), what the last check found and the last events with reasons.
+        self._refused: list[WantedOrder] = []
+        self._partial_entries: set[str] = set()
+        self._protect_failed_ms: list[int] = []
+        self._protect_pause_until = 0
+        self.protect_checks = 0
+        self.uncovered: dict[str, float] = {}
+        self.protection_events: list[dict[str, Any]] = []
         self.stale_after_ms = STALE_AFTER_BARS * session.bar_ms
         self.publish()
 
@@ -351,6 +370,7 @@ class Bridge:
                 lat.phase("retries", self._retried_ms)
             self.refresh_orders()
             self.read_account()
+            self.check_protection("bar close", read=False)
         else:
             self.s.step_paper(bar.ts, bar.open, bar.high, bar.low, bar.close)
             if not self.entries_allowed:
@@ -375,11 +395,179 @@ class Bridge:
         booked = self.sync_fills()
         if booked:
             self.sync_orders(refresh=False)
-            if self.journal is not None:
-                self.journal.save_bar(
-                    self.s, {"operator_paused": self.operator_paused, "fills_cursor": self.fills_cursor}
-                )
+        booked += self.check_protection("fills poll")
+        if booked and self.journal is not None:
+            self.journal.save_bar(
+                self.s, {"operator_paused": self.operator_paused, "fills_cursor": self.fills_cursor}
+            )
         return booked
+
+    # --- live: the protection invariant
+
+    def check_protection(self, where: str, read: bool = True) -> int:
+        """Every open position has reduce-side stop coverage equal to its real size on the exchange.
+
+        Reads the exchange's positions and open orders (``read``; else the bar's reads just made), books
+        the fills since (so the engine is not behind the read), and compares each side's position with the
+        unfilled quantity of our resting stops on it. A gap is repaired once (the diff places the missing
+        stops), read again and, if it is still there, is a protection failure: exposure the engine holds
+        no lot for is closed at market; lots left without their stop are closed at market once
+        ``PROTECTION_FAIL_LIMIT`` failures fall in the breaker's window (which also opens the breaker and
+        pauses entries). Returns the engine bookings made; ``uncovered`` holds what the check found.
+        """
+        if self.o.mode != "live":
+            return 0
+        assert self.gw is not None
+        booked = 0
+        gaps: dict[int, float] = {}
+        for attempt in range(2):
+            if (read or attempt) and not self._read_books(where):
+                return booked
+            got = self.sync_fills()
+            booked += got
+            if got or attempt == 0:
+                self.sync_orders(refresh=False)  # stops of lots just booked, or ones that failed before
+            gaps = self._coverage_gaps()
+            if not gaps or attempt:
+                break
+            read = True  # a gap: read the books again before calling it a failure
+        self.protect_checks += 1
+        self.uncovered = {_POS[side]: gap for side, gap in gaps.items()}
+        if gaps:
+            booked += self._repair(where, gaps)
+        elif "protection" in self.fail_reasons and self.now_ms() >= self._protect_pause_until:
+            self.set_input_health("protection", None)
+        return booked
+
+    def _read_books(self, where: str) -> bool:
+        assert self.gw is not None
+        try:
+            self.account = self.gw.account(self.s.symbol)
+        except gw.GatewayError as err:
+            self._protection_failure(where, f"positions unreadable: {err}")
+            return False
+        if not self.refresh_orders():
+            self._protection_failure(where, "open orders unreadable")
+            return False
+        return True
+
+    def _coverage_gaps(self) -> dict[int, float]:
+        """Engine side -> quantity of the exchange position not covered by our resting stops."""
+        acct = self.account
+        if acct is None:
+            return {}
+        half = float(self.s.venue.step_size) / 2.0
+        covered = stop_coverage(self.open_orders, self.o.run_id)
+        out = {}
+        for side, pos in enumerate(_POS):
+            p = acct.positions.get(pos)
+            held = p.qty if p is not None else 0.0
+            gap = held - covered.get(pos, 0.0)
+            if gap > half:
+                out[side] = round(gap, 12)
+        return out
+
+    def _repair(self, where: str, gaps: dict[int, float]) -> int:
+        """Close what cannot be protected (see ``check_protection``); returns the bookings made."""
+        assert self.account is not None
+        half = float(self.s.venue.step_size) / 2.0
+        unknown_closed = False
+        tripped = False
+        for side, gap in gaps.items():
+            pos = _POS[side]
+            p = self.account.positions.get(pos)
+            held = p.qty if p is not None else 0.0
+            unknown = min(gap, held - self.s.lots_qty(side))
+            if unknown > half:
+                # exposure the engine holds no lot (and so no stop) for: it cannot be protected, close it
+                qty = _snap(unknown, self.s.venue.step_size)
+                cid = encode_client_id(self.o.run_id, side, 0, "flatten", self._seq())
+                req = gw.OrderRequest(
+                    cid, pos, "sell" if side == 0 else "buy", "market", qty, reduce_only=True
+                )
+                self._booked_flatten.add(cid)  # the engine holds none of it: nothing to book
+                ok = self._place(
+                    req, WantedOrder(side, 0, "flatten", req.side, "market", 0.0, qty, False, True)
+                )
+                reason = f"{pos} {qty} held on the exchange without an engine lot: " + (
+                    "closed at market" if ok else "the market close failed"
+                )
+                tripped |= self._protection_failure(where, reason)
+                unknown_closed |= ok
+                gap -= unknown
+            if gap > half:
+                tripped |= self._protection_failure(
+                    where, f"{pos} {round(gap, 12)} of {held} without a resting stop"
+                )
+        booked = 0
+        if unknown_closed:
+            booked += self.sync_fills()
+        if tripped or "protection" in self.fail_reasons:
+            booked += self._close_unprotected_lots(where)
+        return booked
+
+    def _close_unprotected_lots(self, where: str) -> int:
+        """Close at market every lot whose stop is not resting (the breaker is open for protection)."""
+        resting = {
+            (p.side, p.level)
+            for o in self.open_orders
+            if (p := parse_client_id(o.client_id)) and p.run_id == self.o.run_id and p.kind == "sl"
+        }
+        wants = [
+            w
+            for w in desired_orders(self.s.slots, self.o.maker_only)
+            if w.kind == "sl" and (w.side, w.level) not in resting
+        ]
+        return self._close_at_market(wants, where, "its stop could not be placed")
+
+    def _close_at_market(self, wants: list[WantedOrder], where: str, why: str) -> int:
+        """Close each lot of ``wants`` (their stops) at market, booked as that lot's stop fill."""
+        sent = 0
+        for want in wants:
+            if self.s.slots[want.side, want.level - 1, SL_LOT_ON] == 0.0:
+                continue
+            pos = _POS[want.side]
+            cid = encode_client_id(self.o.run_id, want.side, want.level, "sl", self._seq())
+            qty = _snap(float(self.s.slots[want.side, want.level - 1, SL_LOT_QTY]), self.s.venue.step_size)
+            req = gw.OrderRequest(cid, pos, want.order_side, "market", qty, reduce_only=True)
+            ok = self._place(req, replace(want, type="market", qty=qty))
+            reason = f"{pos} level {want.level} {qty}: {why}: " + (
+                "closed at market" if ok else "the market close failed"
+            )
+            if ok:
+                sent += 1
+                self._protection_event(where, reason)
+            else:
+                self._protection_failure(where, reason)
+        booked = self.sync_fills() if sent else 0
+        if booked:
+            self.sync_orders(refresh=False)  # the closed lots' take-profits are cancelled
+        return booked
+
+    def _protection_event(self, where: str, reason: str) -> None:
+        self._note("protection", f"{where}: {reason}")
+        self.protection_events.append({"ts": self.now_ms(), "where": where, "reason": reason})
+        del self.protection_events[:-20]
+
+    def _protection_failure(self, where: str, reason: str) -> bool:
+        """Record a protection failure; True when it opened the breaker (``PROTECTION_FAIL_LIMIT``)."""
+        self._protection_event(where, reason)
+        self.errors["protection"] += 1
+        now = self.now_ms()
+        window = float(self.s.vec[P_CB_WINDOW_S]) * 1000.0
+        self._protect_failed_ms = [t for t in self._protect_failed_ms if t > now - window] + [now]
+        n = len(self._protect_failed_ms)
+        if n < PROTECTION_FAIL_LIMIT:
+            return False
+        self._protect_pause_until = now + int(float(self.s.vec[P_CB_COOLDOWN_S]) * 1000.0)
+        first = "protection" not in self.fail_reasons
+        self.s.trip_breaker(now, self.s.last_ts or now)
+        self.set_input_health(
+            "protection", f"{n} protection failures in {window / 1000:.0f} s; last: {where}: {reason}"
+        )
+        if first:
+            self._block_entries()
+        return first
 
     def read_account(self) -> None:
         """Read the exchange account (live): the figures the status and metrics report, and the margin
@@ -425,7 +613,17 @@ class Bridge:
         return self._mem_seq
 
     def sync_fills(self) -> int:
-        """Book exchange fills not yet booked; returns how many engine bookings were made."""
+        """Book exchange fills not yet booked; returns how many engine bookings were made.
+
+        A partly filled entry is not booked as it stands: the rest of it is cancelled first, the fills
+        are read again, and its lot is what filled (so its TP and SL are sized to that).
+        """
+        booked = self._read_fills()
+        if self._partial_entries:
+            booked += self._settle_partial_entries()
+        return booked
+
+    def _read_fills(self) -> int:
         assert self.gw is not None
         since = (
             self.fills_cursor
@@ -453,33 +651,82 @@ class Bridge:
             booked += self._maybe_book(f.client_id, cid)
         return booked
 
+    def _settle_partial_entries(self) -> int:
+        """Cancel the rest of each partly filled entry, read the fills again, book what filled."""
+        assert self.gw is not None and self.journal is not None
+        pending, self._partial_entries = self._partial_entries, set()
+        cancelled = []
+        for client_id in sorted(pending):
+            try:
+                self.gw.cancel(self.s.symbol, client_id)
+            except gw.GatewayError as err:
+                self._error("cancel", err)
+                continue
+            self.journal.order_status(client_id, "canceled", self.now_ms())
+            self.open_orders = [o for o in self.open_orders if o.client_id != client_id]
+            cancelled.append(client_id)
+            self._note("partial-fill", f"{client_id}: partly filled entry, the rest cancelled")
+        booked = self._read_fills() if cancelled else 0  # fills that came in before the cancel
+        for client_id in cancelled:
+            parsed = parse_client_id(client_id)
+            if parsed is not None:
+                booked += self._maybe_book(client_id, parsed)
+        return booked
+
     def _maybe_book(self, client_id: str, cid: Any) -> int:
-        """Book an order's fills once it is complete (VWAP price; taker if any part was taker)."""
+        """Book an order's fills not booked yet (VWAP price; taker if any part was taker).
+
+        An entry is booked once, when it is complete or cancelled (a partly filled one that still rests
+        is cancelled first: ``sync_fills``); a TP / SL books each part as it fills (``book_partial_exit``:
+        the lot keeps the rest); a market flatten when complete.
+        """
         if self.journal is None:
             return 0
         order = self.journal.order(client_id)
-        rows = self.journal.fills_for(client_id)
-        qty = sum(r[1] for r in rows)
-        if order is None or qty <= 0.0 or order["status"] == "booked":
+        if order is None:
             return 0
-        if qty < order["qty"] * (1.0 - 1e-9) and order["status"] != "canceled":
-            return 0  # partially filled: booked when complete or cancelled
-        price = sum(r[0] * r[1] for r in rows) / qty
-        liq = Liquidity.TAKER if any(r[2] == "taker" for r in rows) else Liquidity.MAKER
-        ts = max(r[3] for r in rows)
-        if cid.kind == "flatten":
-            if client_id not in self._booked_flatten:
-                self.s.book_flatten(cid.side, price, ts, liq)
-        else:
-            try:
+        rows = self.journal.fills_for(client_id)
+        new = self.journal.unbooked_fills(client_id)
+        total = sum(r[1] for r in rows)
+        qty = sum(r[1] for r in new)
+        if qty <= 0.0:
+            return 0
+        filled = total >= order["qty"] * (1.0 - 1e-9)
+        done = filled or order["status"] in ("canceled", "booked")
+        price = sum(r[0] * r[1] for r in new) / qty
+        liq = Liquidity.TAKER if any(r[2] == "taker" for r in new) else Liquidity.MAKER
+        ts = max(r[3] for r in new)
+        try:
+            if cid.kind == "flatten":
+                if not done:
+                    return 0
+                if client_id not in self._booked_flatten:
+                    self.s.book_flatten(cid.side, price, ts, liq)
+            elif cid.kind == "entry":
+                if not done:
+                    self._partial_entries.add(client_id)  # the rest is cancelled, then it is booked
+                    return 0
+                if total - qty > 1e-12:
+                    raise GridctlError(f"entry fill of {qty} after its lot was booked")
                 self.s.book_fill(cid.side, cid.level, cid.kind, price, qty, liq, ts)
-            except GridctlError as err:
-                self._note("fill-not-booked", f"{client_id}: {err}")
-                self.journal.order_status(client_id, "unbookable", self.now_ms())
-                return 0
-        self.journal.order_status(client_id, "booked", self.now_ms())
-        self.open_orders = [o for o in self.open_orders if o.client_id != client_id]
-        self._note("fill", f"{client_id} {qty} @ {price}")
+            else:
+                self.s.book_partial_exit(cid.side, cid.level, cid.kind, price, qty, liq, ts)
+        except GridctlError as err:
+            self._note("fill-not-booked", f"{client_id}: {err}")
+            self.journal.mark_booked(client_id)
+            self.journal.order_status(client_id, "unbookable", self.now_ms())
+            return 0
+        self.journal.mark_booked(client_id)
+        if done:
+            self.journal.order_status(client_id, "booked", self.now_ms())
+            self.open_orders = [o for o in self.open_orders if o.client_id != client_id]
+        else:  # a partly filled exit keeps resting: the local view knows what is left of it
+            self.open_orders = [
+                replace(o, filled_qty=total) if o.client_id == client_id else o for o in self.open_orders
+            ]
+        self._note(
+            "fill", f"{client_id} {qty} @ {price}" + ("" if done else f" (part: {total} of {order['qty']})")
+        )
         return 1
 
     # --- live: orders
@@ -494,7 +741,7 @@ class Bridge:
         out = []
         for o in self.open_orders:
             px = o.price if o.type == "limit" else o.stop_price
-            out.append(RestingOrder(o.client_id, float(px or 0.0), float(o.qty)))
+            out.append(RestingOrder(o.client_id, float(px or 0.0), float(o.qty) - float(o.filled_qty or 0.0)))
         return out
 
     def refresh_orders(self) -> bool:
@@ -541,6 +788,8 @@ class Bridge:
                 if parsed is not None:
                     self._maybe_book(cid, parsed)  # a partly filled order: book what filled
         for want in plan.places:
+            if want.kind == "entry" and not self.entries_allowed:
+                continue  # paused while this diff was going out (a protection failure)
             if not self.limiter.take():
                 plan.deferred.append(want)
                 continue
@@ -548,6 +797,11 @@ class Bridge:
                 self._retries.append(want)
         self.deferred += len(plan.deferred)
         self.last_deferred = [w.key for w in plan.deferred]
+        if self._refused:
+            refused, self._refused = self._refused, []
+            self._close_at_market(
+                refused, "stop refused", f"stop refused as immediately triggering ({IMMEDIATE_TRIGGER})"
+            )
         if not defer_retries:
             self.run_retries()
 
@@ -590,6 +844,14 @@ class Bridge:
             if self.journal is not None:
                 self.journal.order_status(req.client_id, "rejected", self.now_ms())
             self._error("place", err)
+            if (
+                want.kind == "sl"
+                and req.type == "stop_market"
+                and getattr(err, "code", None) == IMMEDIATE_TRIGGER
+            ):
+                # the price is already beyond the stop: its lot is closed at market after this diff
+                self._protection_failure("stop refused", f"{req.client_id} at {req.stop_price}: {err}")
+                self._refused.append(want)
             return False
         self.sent += 1
         if req.type != "market":
