@@ -198,6 +198,7 @@ class Bridge:
         # market after the diff), partly filled entries whose rest is cancelled before they are booked,
         # recent protection failures (ms), what the last check found and the last events with reasons.
         self._refused: list[WantedOrder] = []
+        self._closing = False  # inside _close_at_market: refusals wait for the next diff
         self._partial_entries: set[str] = set()
         self._protect_failed_ms: list[int] = []
         self._protect_pause_until = 0
@@ -410,10 +411,10 @@ class Bridge:
         Reads the exchange's positions and open orders (``read``; else the bar's reads just made), books
         the fills since (so the engine is not behind the read), and compares each side's position with the
         unfilled quantity of our resting stops on it. A gap is repaired once (the diff places the missing
-        stops), read again and, if it is still there, is a protection failure: exposure the engine holds
-        no lot for is closed at market; lots left without their stop are closed at market once
-        ``PROTECTION_FAIL_LIMIT`` failures fall in the breaker's window (which also opens the breaker and
-        pauses entries). Returns the engine bookings made; ``uncovered`` holds what the check found.
+        stops) and read again; what is still uncovered is a protection failure and is closed at market:
+        exposure the engine holds no lot for, and each lot whose stop is not resting (booked as that lot's
+        stop fill). ``PROTECTION_FAIL_LIMIT`` failures within the breaker's window open the breaker and
+        pause entries. Returns the engine bookings made; ``uncovered`` holds what the check found.
         """
         if self.o.mode != "live":
             return 0
@@ -421,7 +422,8 @@ class Bridge:
         booked = 0
         gaps: dict[int, float] = {}
         for attempt in range(2):
-            if (read or attempt) and not self._read_books(where):
+            must_read = read or attempt or self.account is None or self._orders_unknown
+            if must_read and not self._read_books(where):
                 return booked
             got = self.sync_fills()
             booked += got
@@ -472,7 +474,6 @@ class Bridge:
         assert self.account is not None
         half = float(self.s.venue.step_size) / 2.0
         unknown_closed = False
-        tripped = False
         for side, gap in gaps.items():
             pos = _POS[side]
             p = self.account.positions.get(pos)
@@ -492,22 +493,18 @@ class Bridge:
                 reason = f"{pos} {qty} held on the exchange without an engine lot: " + (
                     "closed at market" if ok else "the market close failed"
                 )
-                tripped |= self._protection_failure(where, reason)
+                self._protection_failure(where, reason)
                 unknown_closed |= ok
                 gap -= unknown
             if gap > half:
-                tripped |= self._protection_failure(
-                    where, f"{pos} {round(gap, 12)} of {held} without a resting stop"
+                self._protection_failure(
+                    where, f"{pos} {round(gap, 12)} of {round(held, 12)} without a resting stop"
                 )
-        booked = 0
-        if unknown_closed:
-            booked += self.sync_fills()
-        if tripped or "protection" in self.fail_reasons:
-            booked += self._close_unprotected_lots(where)
-        return booked
+        booked = self.sync_fills() if unknown_closed else 0
+        return booked + self._close_unprotected_lots(where)
 
     def _close_unprotected_lots(self, where: str) -> int:
-        """Close at market every lot whose stop is not resting (the breaker is open for protection)."""
+        """Close at market every lot whose stop is not resting after the repair: it cannot be protected."""
         resting = {
             (p.side, p.level)
             for o in self.open_orders
@@ -521,28 +518,42 @@ class Bridge:
         return self._close_at_market(wants, where, "its stop could not be placed")
 
     def _close_at_market(self, wants: list[WantedOrder], where: str, why: str) -> int:
-        """Close each lot of ``wants`` (their stops) at market, booked as that lot's stop fill."""
+        """Close each lot of ``wants`` (their stops) at market, booked as that lot's stop fill; then the
+        diff runs again (the closed lots' take-profits cancelled, entries too if protection paused them).
+        Stops refused meanwhile wait for the next diff (no nesting)."""
         sent = 0
-        for want in wants:
-            if self.s.slots[want.side, want.level - 1, SL_LOT_ON] == 0.0:
-                continue
-            pos = _POS[want.side]
-            cid = encode_client_id(self.o.run_id, want.side, want.level, "sl", self._seq())
-            qty = _snap(float(self.s.slots[want.side, want.level - 1, SL_LOT_QTY]), self.s.venue.step_size)
-            req = gw.OrderRequest(cid, pos, want.order_side, "market", qty, reduce_only=True)
-            ok = self._place(req, replace(want, type="market", qty=qty))
-            reason = f"{pos} level {want.level} {qty}: {why}: " + (
-                "closed at market" if ok else "the market close failed"
-            )
-            if ok:
-                sent += 1
-                self._protection_event(where, reason)
-            else:
-                self._protection_failure(where, reason)
-        booked = self.sync_fills() if sent else 0
-        if booked:
-            self.sync_orders(refresh=False)  # the closed lots' take-profits are cancelled
+        done: set[tuple[int, int]] = set()
+        self._closing = True
+        try:
+            for want in wants:
+                if (want.side, want.level) in done:
+                    continue
+                done.add((want.side, want.level))
+                sent += self._close_lot(want, where, why)
+            booked = self.sync_fills() if sent else 0
+            self.sync_orders(refresh=False)
+        finally:
+            self._closing = False
         return booked
+
+    def _close_lot(self, want: WantedOrder, where: str, why: str) -> int:
+        """One lot closed at market (1 when the order went through)."""
+        slot = self.s.slots[want.side, want.level - 1]
+        if slot[SL_LOT_ON] == 0.0:
+            return 0
+        pos = _POS[want.side]
+        cid = encode_client_id(self.o.run_id, want.side, want.level, "sl", self._seq())
+        qty = _snap(float(slot[SL_LOT_QTY]), self.s.venue.step_size)
+        req = gw.OrderRequest(cid, pos, want.order_side, "market", qty, reduce_only=True)
+        ok = self._place(req, replace(want, type="market", qty=qty))
+        reason = f"{pos} level {want.level} {qty}: {why}: " + (
+            "closed at market" if ok else "the market close failed"
+        )
+        if ok:
+            self._protection_event(where, reason)
+        else:
+            self._protection_failure(where, reason)
+        return 1 if ok else 0
 
     def _protection_event(self, where: str, reason: str) -> None:
         self._note("protection", f"{where}: {reason}")
@@ -562,11 +573,10 @@ class Bridge:
         self._protect_pause_until = now + int(float(self.s.vec[P_CB_COOLDOWN_S]) * 1000.0)
         first = "protection" not in self.fail_reasons
         self.s.trip_breaker(now, self.s.last_ts or now)
+        self.s.block_entries()  # the exchange's entries go with the next diff (this one's closes run it)
         self.set_input_health(
             "protection", f"{n} protection failures in {window / 1000:.0f} s; last: {where}: {reason}"
         )
-        if first:
-            self._block_entries()
         return first
 
     def read_account(self) -> None:
@@ -797,7 +807,7 @@ class Bridge:
                 self._retries.append(want)
         self.deferred += len(plan.deferred)
         self.last_deferred = [w.key for w in plan.deferred]
-        if self._refused:
+        if self._refused and not self._closing:
             refused, self._refused = self._refused, []
             self._close_at_market(
                 refused, "stop refused", f"stop refused as immediately triggering ({IMMEDIATE_TRIGGER})"
@@ -1058,6 +1068,14 @@ class Bridge:
             "engine": int(st[S_ERRORS]),
             **{f"exchange_{k}": v for k, v in self.errors.items()},
         }
+        if self.o.mode == "live":
+            # the protection invariant: what the last check found uncovered (base qty per position side),
+            # and the last refusals, failures and protective closes with their reasons
+            snap["protection"] = {
+                "checks": self.protect_checks,
+                "uncovered": dict(self.uncovered),
+                "events": list(self.protection_events[-10:]),
+            }
         snap["orders_sent"] = self.sent
         snap["orders_deferred"] = self.deferred
         snap["latency"] = self.latency.summary()

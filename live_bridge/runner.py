@@ -438,9 +438,11 @@ def reconcile(bridge: Bridge) -> str:
         raise GridctlError(
             f"positions differ after restart: engine long {lq} short {sq}, exchange long {ex_l} short {ex_s}"
         )
+    booked += bridge.check_protection("restart")  # every position covered by stops before the first bar
     return (
         f"{len(open_ids)} open orders on the exchange, {booked} fills booked while down, "
         f"{lost} journaled orders never rested; positions agree"
+        + (f"; uncovered after the protection check: {bridge.uncovered}" if bridge.uncovered else "")
     )
 
 
