@@ -427,12 +427,13 @@ class Bridge:
                 return booked
             got = self.sync_fills()
             booked += got
-            if got or attempt == 0:
-                self.sync_orders(refresh=False)  # stops of lots just booked, or ones that failed before
+            if got:
+                self.sync_orders(refresh=False)  # the exits of the lots just booked
             gaps = self._coverage_gaps()
             if not gaps or attempt:
                 break
-            read = True  # a gap: read the books again before calling it a failure
+            self.sync_orders(refresh=False)  # the repair: the missing stops placed again
+            read = True  # and the books read again before calling it a failure
         self.protect_checks += 1
         self.uncovered = {_POS[side]: gap for side, gap in gaps.items()}
         if gaps:
