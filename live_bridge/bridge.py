@@ -288,7 +288,7 @@ class Bridge:
             cid = encode_client_id(self.o.run_id, side, 0, "flatten", self._seq())
             req = gw.OrderRequest(cid, pos, "sell" if side == 0 else "buy", "market", p.qty, reduce_only=True)
             if booked:
-                self._booked_flatten.add(cid)
+                self._not_booked(cid)
             self._place(req, WantedOrder(side, 0, "flatten", req.side, "market", 0.0, p.qty, False, True))
 
     # --- fail-closed inputs
@@ -479,7 +479,8 @@ class Bridge:
             pos = _POS[side]
             p = self.account.positions.get(pos)
             held = p.qty if p is not None else 0.0
-            unknown = min(gap, held - self.s.lots_qty(side))
+            # partly filled entries whose rest could not be cancelled yet are the engine's, not unknown
+            unknown = min(gap, held - self.s.lots_qty(side) - self._pending_entries_qty(side))
             if unknown > half:
                 # exposure the engine holds no lot (and so no stop) for: it cannot be protected, close it
                 qty = _snap(unknown, self.s.venue.step_size)
@@ -487,7 +488,7 @@ class Bridge:
                 req = gw.OrderRequest(
                     cid, pos, "sell" if side == 0 else "buy", "market", qty, reduce_only=True
                 )
-                self._booked_flatten.add(cid)  # the engine holds none of it: nothing to book
+                self._not_booked(cid)  # the engine holds none of it: nothing to book
                 ok = self._place(
                     req, WantedOrder(side, 0, "flatten", req.side, "market", 0.0, qty, False, True)
                 )
@@ -555,6 +556,24 @@ class Bridge:
         else:
             self._protection_failure(where, reason)
         return 1 if ok else 0
+
+    def _not_booked(self, cid: str) -> None:
+        """A close whose fills the engine must not book (it holds none of that exposure); journaled
+        before the order is sent, so a restart does not book it either."""
+        self._booked_flatten.add(cid)
+        if self.journal is not None:
+            self.journal.set_meta(f"not-booked:{cid}", "1")
+
+    def _pending_entries_qty(self, side: int) -> float:
+        """Filled quantity of partly filled entries of ``side`` waiting for their rest to be cancelled."""
+        if self.journal is None:
+            return 0.0
+        total = 0.0
+        for cid in self._partial_entries:
+            p = parse_client_id(cid)
+            if p is not None and p.side == side:
+                total += sum(r[1] for r in self.journal.fills_for(cid))
+        return total
 
     def _protection_event(self, where: str, reason: str) -> None:
         self._note("protection", f"{where}: {reason}")
@@ -672,6 +691,7 @@ class Bridge:
                 self.gw.cancel(self.s.symbol, client_id)
             except gw.GatewayError as err:
                 self._error("cancel", err)
+                self._partial_entries.add(client_id)  # tried again at the next poll
                 continue
             self.journal.order_status(client_id, "canceled", self.now_ms())
             self.open_orders = [o for o in self.open_orders if o.client_id != client_id]
@@ -711,7 +731,9 @@ class Bridge:
             if cid.kind == "flatten":
                 if not done:
                     return 0
-                if client_id not in self._booked_flatten:
+                if client_id not in self._booked_flatten and not (
+                    self.journal.meta(f"not-booked:{client_id}")
+                ):
                     self.s.book_flatten(cid.side, price, ts, liq)
             elif cid.kind == "entry":
                 if not done:
