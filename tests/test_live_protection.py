@@ -194,7 +194,7 @@ def ours(emu: Any, run_id: str, kind: str) -> dict[tuple[int, int], Any]:
 
 
 def market_closes(emu: Any, run_id: str) -> list[tuple[int, int, str, float, float]]:
-    """(side, level, kind, price, qty) of our market orders' trades, oldest first."""
+    """(side, level, kind, price, qty) of our market orders' trades, oldest first (others' ignored)."""
     acct = emu.state.account
     by_id = {o.order_id: o for o in acct.orders.values()}
     out = []
@@ -203,8 +203,8 @@ def market_closes(emu: Any, run_id: str) -> list[tuple[int, int, str, float, flo
         if o is None or o.type != "MARKET":
             continue
         p = parse_client_id(o.client_id)
-        assert p is not None and p.run_id == run_id
-        out.append((p.side, p.level, p.kind, t.price, t.qty))
+        if p is not None and p.run_id == run_id:
+            out.append((p.side, p.level, p.kind, t.price, t.qty))
     return out
 
 
@@ -397,3 +397,25 @@ def test_a_restart_checks_protection_before_the_first_bar(run, tmp_path: Path) -
         assert all(p == {} for p in polls), polls
     finally:
         ctx2.close()
+
+
+def test_exposure_the_engine_holds_no_lot_for_is_closed_at_market_with_the_reason(run) -> None:
+    # A manual trade on the account (another client id): LONG 0.003 the engine never opened and has no
+    # stop for. The next poll closes it at market (the engine books none of it: it holds none of it).
+    from test_emulator_private import call
+
+    emu, ctx = run(FLAT)
+    bridge, polls = ctx.bridge, []
+    run_id = bridge.o.run_id
+    bar(emu, ctx, polls)
+    manual = {"symbol": "BTCUSDT", "side": "BUY", "positionSide": "LONG", "type": "MARKET"}
+    answer = call(emu, "POST", "/fapi/v1/order", manual | {"quantity": 0.003})
+    assert answer[0] == 200, answer
+    assert uncovered(emu) == {"LONG": 0.003}
+    step(emu, ctx, polls)
+    assert market_closes(emu, run_id) == [(0, 0, "flatten", 40000.0, 0.003)]
+    assert exchange_position(emu) == (0.0, 0.0) and bridge.s.position() == (0.0, 0.0)
+    reasons = [e["reason"] for e in status(ctx)["protection"]["events"]]
+    assert "LONG 0.003 held on the exchange without an engine lot: closed at market" in reasons
+    assert any(line.startswith("foreign-fill") for line in bridge.log)
+    assert all(p == {} for p in polls), polls
