@@ -695,6 +695,9 @@ def advance_step(state: EmulatorState, symbol: str) -> bool:
             rp.cursor += 1
     if closed:
         _publish(state, symbol)
+        if lo_i != hi_i:  # the book's side is the last finer bar's last move, not the whole bar's
+            with state.lock:
+                _traded_to(state, symbol, _path(fo, fh, fl, fc))
     return closed
 
 
