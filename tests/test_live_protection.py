@@ -43,17 +43,19 @@ RUNGS = ["grid.grid_levels_long=3", "grid.grid_levels_short=3", "grid.grid_step_
          "grid.base_qty=0.003", "grid.qty_scale=1.5"]  # fmt: skip
 FAST = ["rate_limits.orders_per_second=20"]  # a whole ladder and its exits go out in one poll
 FLAT = (40000.0, 40000.0, 40000.0, 40000.0)
-TAIL = 4
+TAIL = 4  # flat bars at the last close after each scenario
 
 
-def _path(*bars: list[tuple[float, float, float, float]] | tuple[float, float, float, float]) -> pl.DataFrame:
+def _path(
+    *bars: list[tuple[float, float, float, float]] | tuple[float, float, float, float], tail: int = TAIL
+) -> pl.DataFrame:
     """10 s finer bars from ``T0``: ``HISTORY`` flat bars, one flat live bar, then ``bars``; each entry is
     one 1m bar, either one (o, h, l, c) for its six finer bars (flat at its close after the first) or a
-    list of six finer (o, h, l, c). ``TAIL`` flat bars at the last close follow."""
+    list of six finer (o, h, l, c). ``tail`` flat bars at the last close follow."""
     rows: list[tuple[float, float, float, float]] = []
     last = bars[-1] if bars else FLAT
     c = last[-1][3] if isinstance(last, list) else last[3]
-    for bar in [FLAT] * (HISTORY + 1) + list(bars) + [(c, c, c, c)] * TAIL:
+    for bar in [FLAT] * (HISTORY + 1) + list(bars) + [(c, c, c, c)] * tail:
         if isinstance(bar, list):
             assert len(bar) == MIN // SUB_MS
             rows.extend(bar)
@@ -77,11 +79,11 @@ def creds(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(k, v)
 
 
-def _emulator(*bars: Any, partial_fill: float = 1.0, max_algo: int | None = None) -> Any:
+def _emulator(*bars: Any, partial_fill: float = 1.0, max_algo: int | None = None, tail: int = TAIL) -> Any:
     from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
     from emulator.private import bars_from_path
 
-    path = _path(*bars)
+    path = _path(*bars, tail=tail)
     state = EmulatorState()
     state.account.fill_model.partial_fill = partial_fill
     if max_algo is not None:
@@ -264,7 +266,7 @@ def test_a_stop_that_would_trigger_at_once_closes_its_lot_at_market_with_the_rea
 def test_repeated_refusals_open_the_breaker_and_pause_entries(run) -> None:
     # 40000 -> 38500: every long rung fills and the price is below all three stops at the poll: three
     # refusals (PROTECTION_FAIL_LIMIT) in one poll. Each lot is closed at market; the breaker opens.
-    emu, ctx = run((40000.0, 40000.0, 38500.0, 38500.0))
+    emu, ctx = run((40000.0, 40000.0, 38500.0, 38500.0), tail=10)
     bridge, polls = ctx.bridge, []
     run_id = bridge.o.run_id
     bar(emu, ctx, polls)
@@ -286,10 +288,19 @@ def test_repeated_refusals_open_the_breaker_and_pause_entries(run) -> None:
     assert 'gridctl_pause_reason{reason="protection"} 1.0' in text
     assert 'gridctl_entries_paused{reason=""} 1.0' in text
     assert 'gridctl_circuit_breaker_active{reason=""} 1.0' in text
-    # while paused no entry goes out, bar closes included
-    for _ in range(2):
-        bar(emu, ctx, polls)
+    # while paused no entry goes out, bar closes included; the pause lifts with the breaker's cooldown
+    # (circuit_breaker_cooldown_seconds 300: five 1m bars), at the first check without a gap after it
+    tripped_at = emu.state.server_time()
+    while "protection" in bridge.fail_reasons:
         assert ours(emu, run_id, "entry") == {}
+        bar(emu, ctx, polls)
+        assert emu.state.server_time() - tripped_at <= 6 * MIN, bridge.fail_reasons
+    assert emu.state.server_time() - tripped_at >= 5 * MIN
+    assert bridge.entries_allowed
+    bar(emu, ctx, polls)
+    bar(emu, ctx, polls)
+    assert ours(emu, run_id, "entry"), "the ladder rests again after the cooldown"
+    assert status(ctx)["entries_paused"] == 0.0
     assert all(p == {} for p in polls), polls
 
 
@@ -419,3 +430,24 @@ def test_exposure_the_engine_holds_no_lot_for_is_closed_at_market_with_the_reaso
     assert "LONG 0.003 held on the exchange without an engine lot: closed at market" in reasons
     assert any(line.startswith("foreign-fill") for line in bridge.log)
     assert all(p == {} for p in polls), polls
+
+
+def test_stop_coverage_counts_our_closing_stops_unfilled_quantity_only() -> None:
+    from gridctl.live_bridge.gateway import OpenOrder
+    from gridctl.live_bridge.orders import encode_client_id, stop_coverage
+
+    def o(cid: str, pside: str, side: str, kind: str, qty: float, filled: float = 0.0) -> OpenOrder:
+        return OpenOrder(cid, "1", pside, side, kind, qty, filled, None, 1.0, "open")  # type: ignore[arg-type]
+
+    ours_sl = encode_client_id("r1", 0, 1, "sl", 1)
+    orders = [
+        o(ours_sl, "LONG", "sell", "stop_market", 0.004, 0.001),  # 0.003 left
+        o(encode_client_id("r1", 0, 2, "sl", 2), "LONG", "sell", "stop_market", 0.002),
+        o(encode_client_id("r1", 1, 1, "sl", 3), "SHORT", "buy", "stop_market", 0.005),
+        o(encode_client_id("r1", 0, 1, "tp", 4), "LONG", "sell", "limit", 0.004),  # a limit: not a stop
+        o(encode_client_id("r1", 1, 2, "sl", 5), "SHORT", "sell", "stop_market", 0.007),  # opens: no cover
+        o(encode_client_id("r2", 0, 1, "sl", 6), "LONG", "sell", "stop_market", 0.009),  # another run
+        o("manual-stop", "LONG", "sell", "stop_market", 0.009),  # not ours
+    ]
+    got = stop_coverage(orders, "r1")
+    assert got == {"LONG": pytest.approx(0.005), "SHORT": pytest.approx(0.005)}
