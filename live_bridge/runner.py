@@ -317,6 +317,7 @@ def prime_kernels(strategy: Any, venue: Any, symbol: str, timeframe: str, mode: 
             )  # fmt: skip
             scratch.book_flatten(side, px, t + 2)
         scratch.record_error(float(t + 3), t)
+        scratch.trip_breaker(float(t + 4), t)  # a protection failure's breaker
         scratch.step_live(t + bar_ms, px, px, px, px, False)
         fill_path = (
             "the fill path too" if len(on) else "no entry was placed: the fill path loads at its first fill"
