@@ -389,14 +389,12 @@ class Bridge:
         TP/SL, and cancel the exits of closed lots, at once instead of at the next close.
 
         Only what the fills changed goes out: the entries are decided at the close, as in the backtest
-        (whose simulated venue attaches a lot's exits at its fill). Returns the bookings made.
+        (whose simulated venue attaches a lot's exits at its fill). The poll is the protection check
+        (``check_protection``: positions and open orders read, then the fills). Returns the bookings made.
         """
         if self.o.mode != "live":
             return 0
-        booked = self.sync_fills()
-        if booked:
-            self.sync_orders(refresh=False)
-        booked += self.check_protection("fills poll")
+        booked = self.check_protection("fills poll")  # books the fills since and sends their exits
         if booked and self.journal is not None:
             self.journal.save_bar(
                 self.s, {"operator_paused": self.operator_paused, "fills_cursor": self.fills_cursor}
