@@ -233,6 +233,9 @@ def test_a_stop_that_would_trigger_at_once_closes_its_lot_at_market_with_the_rea
     step(emu, ctx, polls)  # the crash, then the fills poll
     # rung 1's exposure closed at market (the last trade, 38800; slippage 0), booked as its stop fill
     assert market_closes(emu, run_id) == [(0, 1, "sl", 38800.0, 0.003)]
+    (close,) = [o for o in emu.state.account.orders.values() if o.type == "MARKET"]
+    # on the position side, SELL LONG; hedge mode: reduceOnly not sent (Binance refuses it there)
+    assert (close.position_side, close.side, close.reduce_only) == ("LONG", "SELL", False)
     assert exchange_position(emu) == (0.010, 0.0)
     stops = ours(emu, run_id, "sl")
     assert {k: (o.stop_price, o.qty) for k, o in stops.items()} == {
