@@ -454,3 +454,64 @@ def test_stop_coverage_counts_our_closing_stops_unfilled_quantity_only() -> None
     ]
     got = stop_coverage(orders, "r1")
     assert got == {"LONG": pytest.approx(0.005), "SHORT": pytest.approx(0.005)}
+
+
+# -- a real market, partial fills throughout ----------------------------------------------------------------
+def test_real_btc_with_partial_fills_never_leaves_a_position_uncovered(
+    creds, tmp_path: Path, real_data
+) -> None:
+    """Real BTCUSDT 1m bars (2025-05-12, 00:00-11:40 UTC) are the price path inside 5m bars; every limit
+    fill executes half of what is left. 4 rungs a side 6 bps apart. After every poll and bar close: 0
+    uncovered positions, and the engine's positions and lots equal the exchange's."""
+    from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
+    from emulator.private import bars_from_path
+
+    fine = pl.read_parquet(real_data / "binanceusdm_BTCUSDT_1m_2025-05_2025-06.parquet")
+    t0 = 1_747_008_000_000  # 2025-05-12 00:00 UTC
+    warm, live = 40, 100  # 5m bars of history (the regime warm-up), then live bars
+    fine = fine.filter((pl.col("ts") >= t0) & (pl.col("ts") < t0 + (warm + live) * 5 * MIN))
+    assert fine.height == (warm + live) * 5
+    state = EmulatorState()
+    state.account.fill_model.partial_fill = 0.5
+    state.replay(SYMBOL_ID, "5m", bars_from_path(fine, "5m"), start_ms=t0 + warm * 5 * MIN, path=fine)
+    state.set_funding(
+        SYMBOL_ID,
+        pl.DataFrame(
+            {
+                "funding_time": [t0 - 3_600_000, t0 + 8 * 3_600_000, t0 + 16 * 3_600_000],
+                "rate": [0.0001] * 3,
+                "mark_price": [104000.0] * 3,
+            }
+        ),
+    )
+    rungs = ["grid.grid_levels_long=4", "grid.grid_levels_short=4", "grid.grid_step_bps=6"]
+    with BinanceUsdmEmulator(state) as emu:
+        strategy = load_strategy("default", rungs)
+        venue = emulator_venue(emu.url, FAST)
+        clock = ExchangeClock()
+        gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
+        ready, ctx = prepare(
+            strategy, venue, "BTC/USDT:USDT", "5m", "live", False, None, tmp_path / "j.sqlite", 0,
+            os.environ["GRIDCTL_OPS_TOKEN"], "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13,
+            gateway=gateway, clock=clock,
+        )  # fmt: skip
+        try:
+            ready.require()
+            polls: list[dict[str, float]] = []
+            for _ in range(live * 5 - 1):  # every finer bar but the very last
+                step(emu, ctx, polls)
+                assert polls[-1] == {}, (len(polls), polls[-1], ctx.bridge.log[-8:])
+                engine_matches_exchange(emu, ctx)
+            acct = emu.state.account
+            partial = [o for o in acct.orders.values() if 0 < o.filled < o.qty - 1e-12]
+            kinds = {parse_client_id(o.client_id).kind for o in acct.orders.values() if o.filled > 0}
+            print(
+                f"\n{len(polls)} polls, {len(acct.trades)} trades, {len(partial)} orders left partly filled,"
+                f" filled kinds {sorted(kinds)}, protection events {len(ctx.bridge.protection_events)}"
+            )
+            assert len(acct.trades) >= 30 and partial, "the market must trade, partly"  # 37 when written
+            assert {"entry", "tp"} <= kinds
+            booked = ctx.journal.db.execute("SELECT COUNT(*), SUM(booked) FROM xfills").fetchone()
+            assert booked == (len(acct.trades), len(acct.trades))  # every trade booked, exactly once
+        finally:
+            ctx.close()
