@@ -457,12 +457,15 @@ def test_stop_coverage_counts_our_closing_stops_unfilled_quantity_only() -> None
 
 
 # -- a real market, partial fills throughout ----------------------------------------------------------------
+@pytest.mark.parametrize("sl_steps", [6, 1])
 def test_real_btc_with_partial_fills_never_leaves_a_position_uncovered(
-    creds, tmp_path: Path, real_data
+    creds, tmp_path: Path, real_data, sl_steps: int
 ) -> None:
     """Real BTCUSDT 1m bars (2025-05-12, 00:00-11:40 UTC) are the price path inside 5m bars; every limit
-    fill executes half of what is left. 4 rungs a side 6 bps apart. After every poll and bar close: 0
-    uncovered positions, and the engine's positions and lots equal the exchange's."""
+    fill executes half of what is left. 4 rungs a side 6 bps apart; stops 6 steps away (the default) or
+    1 step (6 bps: the market often runs through a stop before the poll that would place it, -2021).
+    After every poll and bar close: 0 uncovered positions, and the engine's positions and lots equal the
+    exchange's."""
     from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
     from emulator.private import bars_from_path
 
@@ -484,7 +487,8 @@ def test_real_btc_with_partial_fills_never_leaves_a_position_uncovered(
             }
         ),
     )
-    rungs = ["grid.grid_levels_long=4", "grid.grid_levels_short=4", "grid.grid_step_bps=6"]
+    rungs = ["grid.grid_levels_long=4", "grid.grid_levels_short=4", "grid.grid_step_bps=6",
+             f"exit.sl_steps={sl_steps}", f"exit.tp_steps={min(3, 3 * sl_steps)}"]  # fmt: skip
     with BinanceUsdmEmulator(state) as emu:
         strategy = load_strategy("default", rungs)
         venue = emulator_venue(emu.url, FAST)
@@ -511,6 +515,11 @@ def test_real_btc_with_partial_fills_never_leaves_a_position_uncovered(
             )
             assert len(acct.trades) >= 30 and partial, "the market must trade, partly"  # 37 when written
             assert {"entry", "tp"} <= kinds
+            reasons = [e["reason"] for e in ctx.bridge.protection_events]
+            if sl_steps == 1:  # stops refused as crossed already, their lots closed at market
+                assert any("-2021" in r for r in reasons) and any("closed at market" in r for r in reasons)
+            else:  # no false alarm in ordinary trading
+                assert reasons == []
             booked = ctx.journal.db.execute("SELECT COUNT(*), SUM(booked) FROM xfills").fetchone()
             assert booked == (len(acct.trades), len(acct.trades))  # every trade booked, exactly once
         finally:
