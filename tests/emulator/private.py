@@ -83,9 +83,8 @@ class FillModel:
     taker_fee: float = 0.0005
     post_only_against: str = "book"  # "book" (best bid / ask), "last" price, or "next_open" of the replay
     spread_ticks: int = 1  # the book: best bid and ask this many ticks apart, the last trade on one of them
-    partial_fill: float = (
-        1.0  # every limit fill executes at most this fraction of what remains (< 1: partial)
-    )
+    # every limit fill executes at most this fraction of what remains (below 1: partial fills)
+    partial_fill: float = 1.0
 
     @classmethod
     def like_backtest(cls, strategy: Any, venue: Any) -> FillModel:
