@@ -524,3 +524,38 @@ def test_real_btc_with_partial_fills_never_leaves_a_position_uncovered(
             assert booked == (len(acct.trades), len(acct.trades))  # every trade booked, exactly once
         finally:
             ctx.close()
+
+
+def test_the_polling_loop_itself_protects_fills_between_bar_closes(run) -> None:
+    """``run_loop`` (the production loop) drives the bridge; the market moves one finer bar right after
+    each poll or bar close the loop makes (so the loop's own schedule decides when fills are seen). The
+    crash of the first test happens inside a bar: the loop's fills poll closes rung 1 at market."""
+    from gridctl.live_bridge.runner import run_loop
+
+    emu, ctx = run((40000.0, 40000.0, 38800.0, 38800.0))
+    bridge, polls = ctx.bridge, []
+    kinds: list[str] = []
+    protect, on_bar = bridge.protect_fills, bridge.on_bar
+
+    def after(kind: str) -> None:
+        kinds.append(kind)
+        polls.append(uncovered(emu))
+        emu.state.advance_step(SYMBOL_ID)  # the market moves on once the bridge has looked
+
+    def polled() -> int:
+        n = protect()
+        after("poll")
+        return n
+
+    def closed(b: Any) -> None:
+        on_bar(b)
+        after("bar")
+
+    bridge.protect_fills, bridge.on_bar = polled, closed  # type: ignore[method-assign]
+    emu.state.advance_step(SYMBOL_ID)
+    assert run_loop(ctx, max_bars=3, poll_s=0.01, fills_poll_s=0.001) == 3
+    assert kinds.count("bar") == 3 and kinds.count("poll") >= 15  # five polls inside each bar
+    assert market_closes(emu, bridge.o.run_id) == [(0, 1, "sl", 38800.0, 0.003)]
+    assert any("-2021" in e["reason"] for e in bridge.protection_events)
+    assert all(p == {} for p in polls), polls
+    engine_matches_exchange(emu, ctx)
