@@ -90,6 +90,16 @@ def record_error_nb(st, slots, errs, now, p, ev, cnt, ts):
     return False
 
 
+@kernel
+def trip_breaker_nb(st, slots, now, p, ev, cnt, ts):
+    """Open the breaker at ``now`` (a live driver's repeated protection failure); False when it is
+    disabled or already open."""
+    if p[P_ENABLE_CB] == 0.0 or st[S_CB_ACTIVE] != 0.0:
+        return False
+    _trip_nb(st, slots, now, p, ev, cnt, ts)
+    return True
+
+
 @hot_kernel
 def circuit_breaker_due_nb(st, p):
     """True when the per-bar breaker check can change anything (tripped, or enough errors on record)."""

@@ -32,6 +32,8 @@ from typing import Any
 from gridctl.configs.errors import GridctlError
 from gridctl.engine.enums import Liquidity, RiskState, Side, enum_name
 from gridctl.engine.params import (
+    P_CB_COOLDOWN_S,
+    P_CB_WINDOW_S,
     P_ORDER_PRICE_TOL_BPS,
     P_ORDER_QTY_TOL_PCT,
     P_RETRY_ATTEMPTS,
@@ -80,6 +82,7 @@ from gridctl.live_bridge.orders import (
     diff_orders,
     encode_client_id,
     parse_client_id,
+    stop_coverage,
 )
 from gridctl.live_bridge.replay import ClosedBar
 from gridctl.live_bridge.session import EngineSession
@@ -109,6 +112,12 @@ STALE_AFTER_BARS = 2
 #: A flatten the exchange could not complete is tried again this many seconds later (so it goes out
 #: within a second of the exchange answering again).
 FLATTEN_RETRY_S = 0.5
+
+#: Protection failures (a stop refused, a position found without full stop coverage, a protective close
+#: that did not go through) within the circuit breaker's window that open the breaker and pause entries.
+PROTECTION_FAIL_LIMIT = 3
+#: Binance's answer to a stop that would trigger at once ("Order would immediately trigger.").
+IMMEDIATE_TRIGGER = -2021
 
 
 @dataclass
@@ -200,6 +209,17 @@ class Bridge:
         self._retried_ms: float | None = None
         self._flatten_retry_at = 0.0  # monotonic time before which a refused flatten is not tried again
         self.funding_stale: str | None = None  # why the funding input is not current (premium index)
+        # Protection invariant (``check_protection``): stops refused as immediately triggering (closed at
+        # market after the diff), partly filled entries whose rest is cancelled before they are booked,
+        # recent protection failures (ms), what the last check found and the last events with reasons.
+        self._refused: list[WantedOrder] = []
+        self._closing = False  # inside _close_at_market: refusals wait for the next diff
+        self._partial_entries: set[str] = set()
+        self._protect_failed_ms: list[int] = []
+        self._protect_pause_until = 0
+        self.protect_checks = 0
+        self.uncovered: dict[str, float] = {}
+        self.protection_events: list[dict[str, Any]] = []
         self.stale_after_ms = STALE_AFTER_BARS * session.bar_ms
         self.publish()
 
@@ -307,7 +327,7 @@ class Bridge:
             cid = encode_client_id(self.o.run_id, side, 0, "flatten", self._seq())
             req = gw.OrderRequest(cid, pos, "sell" if side == 0 else "buy", "market", p.qty, reduce_only=True)
             if booked:
-                self._booked_flatten.add(cid)
+                self._not_booked(cid)
             want = WantedOrder(side, 0, "flatten", req.side, "market", 0.0, p.qty, False, True)
             ok = self._place(req, want) and ok
         return ok
@@ -406,6 +426,7 @@ class Bridge:
                 lat.phase("retries", self._retried_ms)
             self.refresh_orders()
             self.read_account()
+            self.check_protection("bar close", read=False)
         else:
             self.s.step_paper(bar.ts, bar.open, bar.high, bar.low, bar.close)
             if not self.entries_allowed:
@@ -423,18 +444,225 @@ class Bridge:
         TP/SL, and cancel the exits of closed lots, at once instead of at the next close.
 
         Only what the fills changed goes out: the entries are decided at the close, as in the backtest
-        (whose simulated venue attaches a lot's exits at its fill). Returns the bookings made.
+        (whose simulated venue attaches a lot's exits at its fill). The poll is the protection check
+        (``check_protection``: positions and open orders read, then the fills). Returns the bookings made.
         """
         if self.o.mode != "live":
             return 0
-        booked = self.sync_fills()
-        if booked:
-            self.sync_orders(refresh=self._orders_unknown)
-            if self.journal is not None:
-                self.journal.save_bar(
-                    self.s, {"operator_paused": self.operator_paused, "fills_cursor": self.fills_cursor}
-                )
+        booked = self.check_protection("fills poll")  # books the fills since and sends their exits
+        if booked and self.journal is not None:
+            self.journal.save_bar(
+                self.s, {"operator_paused": self.operator_paused, "fills_cursor": self.fills_cursor}
+            )
         return booked
+
+    # --- live: the protection invariant
+
+    def check_protection(self, where: str, read: bool = True) -> int:
+        """Every open position has reduce-side stop coverage equal to its real size on the exchange.
+
+        Reads the exchange's positions and open orders (``read``; else the bar's reads just made), books
+        the fills since (so the engine is not behind the read), and compares each side's position with the
+        unfilled quantity of our resting stops on it. A gap is repaired once (the diff places the missing
+        stops) and read again; what is still uncovered is a protection failure and is closed at market:
+        exposure the engine holds no lot for, and each lot whose stop is not resting (booked as that lot's
+        stop fill). ``PROTECTION_FAIL_LIMIT`` failures within the breaker's window open the breaker and
+        pause entries. Returns the engine bookings made; ``uncovered`` holds what the check found.
+        """
+        if self.o.mode != "live":
+            return 0
+        assert self.gw is not None
+        booked = 0
+        gaps: dict[int, float] = {}
+        for attempt in range(2):
+            must_read = read or attempt or self.account is None or self._orders_unknown
+            if must_read and not self._read_books(where):
+                return booked
+            got = self.sync_fills()
+            booked += got
+            if got:
+                self.sync_orders(refresh=False)  # the exits of the lots just booked
+            if self._orders_unknown and not self._read_books(where):
+                return booked  # an order's answer was lost: coverage is judged on the book as it is
+            gaps = self._coverage_gaps()
+            if not gaps or attempt:
+                break
+            self.sync_orders(refresh=False)  # the repair: the missing stops placed again
+            read = True  # and the books read again before calling it a failure
+        self.protect_checks += 1
+        self.uncovered = {_POS[side]: gap for side, gap in gaps.items()}
+        if gaps:
+            booked += self._repair(where, gaps)
+        elif "protection" in self.fail_reasons and self.now_ms() >= self._protect_pause_until:
+            self.set_input_health("protection", None)
+        return booked
+
+    def _read_books(self, where: str) -> bool:
+        """Read positions and open orders; False when they could not be read.
+
+        A read our own pacer or the exchange's rate limit refused (a 429 wait, a 418 ban) is not a
+        protection failure: nothing was learned, the stops resting stay as they were, entries are
+        already paused under "rate limit", and the check runs again at the next poll.
+        """
+        assert self.gw is not None
+        try:
+            self.account = self.gw.account(self.s.symbol)
+        except gw.RateLimited as err:
+            self._error("rate_limit", err)
+            return False
+        except gw.GatewayError as err:
+            self._protection_failure(where, f"positions unreadable: {err}")
+            return False
+        if not self.refresh_orders():
+            if "rate limit" not in self.fail_reasons:
+                self._protection_failure(where, "open orders unreadable")
+            return False
+        return True
+
+    def _coverage_gaps(self) -> dict[int, float]:
+        """Engine side -> quantity of the exchange position not covered by our resting stops."""
+        acct = self.account
+        if acct is None:
+            return {}
+        half = float(self.s.venue.step_size) / 2.0
+        covered = stop_coverage(self.open_orders, self.o.run_id)
+        out = {}
+        for side, pos in enumerate(_POS):
+            p = acct.positions.get(pos)
+            held = p.qty if p is not None else 0.0
+            gap = held - covered.get(pos, 0.0)
+            if gap > half:
+                out[side] = round(gap, 12)
+        return out
+
+    def _repair(self, where: str, gaps: dict[int, float]) -> int:
+        """Close what cannot be protected (see ``check_protection``); returns the bookings made."""
+        assert self.account is not None
+        half = float(self.s.venue.step_size) / 2.0
+        unknown_closed = False
+        for side, gap in gaps.items():
+            pos = _POS[side]
+            p = self.account.positions.get(pos)
+            held = p.qty if p is not None else 0.0
+            # partly filled entries whose rest could not be cancelled yet are the engine's, not unknown
+            unknown = min(gap, held - self.s.lots_qty(side) - self._pending_entries_qty(side))
+            if unknown > half:
+                # exposure the engine holds no lot (and so no stop) for: it cannot be protected, close it
+                qty = _snap(unknown, self.s.venue.step_size)
+                cid = encode_client_id(self.o.run_id, side, 0, "flatten", self._seq())
+                req = gw.OrderRequest(
+                    cid, pos, "sell" if side == 0 else "buy", "market", qty, reduce_only=True
+                )
+                self._not_booked(cid)  # the engine holds none of it: nothing to book
+                ok = self._place(
+                    req, WantedOrder(side, 0, "flatten", req.side, "market", 0.0, qty, False, True)
+                )
+                reason = f"{pos} {qty} held on the exchange without an engine lot: " + (
+                    "closed at market" if ok else "the market close failed"
+                )
+                self._protection_failure(where, reason)
+                unknown_closed |= ok
+                gap -= unknown
+            if gap > half:
+                self._protection_failure(
+                    where, f"{pos} {round(gap, 12)} of {round(held, 12)} without a resting stop"
+                )
+        booked = self.sync_fills() if unknown_closed else 0
+        return booked + self._close_unprotected_lots(where)
+
+    def _close_unprotected_lots(self, where: str) -> int:
+        """Close at market every lot whose stop is not resting after the repair: it cannot be protected."""
+        resting = {
+            (p.side, p.level)
+            for o in self.open_orders
+            if (p := parse_client_id(o.client_id)) and p.run_id == self.o.run_id and p.kind == "sl"
+        }
+        wants = [
+            w
+            for w in desired_orders(self.s.slots, self.o.maker_only)
+            if w.kind == "sl" and (w.side, w.level) not in resting
+        ]
+        return self._close_at_market(wants, where, "its stop could not be placed")
+
+    def _close_at_market(self, wants: list[WantedOrder], where: str, why: str) -> int:
+        """Close each lot of ``wants`` (their stops) at market, booked as that lot's stop fill; then the
+        diff runs again (the closed lots' take-profits cancelled, entries too if protection paused them).
+        Stops refused meanwhile wait for the next diff (no nesting)."""
+        sent = 0
+        done: set[tuple[int, int]] = set()
+        self._closing = True
+        try:
+            for want in wants:
+                if (want.side, want.level) in done:
+                    continue
+                done.add((want.side, want.level))
+                sent += self._close_lot(want, where, why)
+            booked = self.sync_fills() if sent else 0
+            self.sync_orders(refresh=False)
+        finally:
+            self._closing = False
+        return booked
+
+    def _close_lot(self, want: WantedOrder, where: str, why: str) -> int:
+        """One lot closed at market (1 when the order went through)."""
+        slot = self.s.slots[want.side, want.level - 1]
+        if slot[SL_LOT_ON] == 0.0:
+            return 0
+        pos = _POS[want.side]
+        cid = encode_client_id(self.o.run_id, want.side, want.level, "sl", self._seq())
+        qty = _snap(float(slot[SL_LOT_QTY]), self.s.venue.step_size)
+        req = gw.OrderRequest(cid, pos, want.order_side, "market", qty, reduce_only=True)
+        ok = self._place(req, replace(want, type="market", qty=qty))
+        reason = f"{pos} level {want.level} {qty}: {why}: " + (
+            "closed at market" if ok else "the market close failed"
+        )
+        if ok:
+            self._protection_event(where, reason)
+        else:
+            self._protection_failure(where, reason)
+        return 1 if ok else 0
+
+    def _not_booked(self, cid: str) -> None:
+        """A close whose fills the engine must not book (it holds none of that exposure); journaled
+        before the order is sent, so a restart does not book it either."""
+        self._booked_flatten.add(cid)
+        if self.journal is not None:
+            self.journal.set_meta(f"not-booked:{cid}", "1")
+
+    def _pending_entries_qty(self, side: int) -> float:
+        """Filled quantity of partly filled entries of ``side`` waiting for their rest to be cancelled."""
+        if self.journal is None:
+            return 0.0
+        total = 0.0
+        for cid in self._partial_entries:
+            p = parse_client_id(cid)
+            if p is not None and p.side == side:
+                total += sum(r[1] for r in self.journal.fills_for(cid))
+        return total
+
+    def _protection_event(self, where: str, reason: str) -> None:
+        self._note("protection", f"{where}: {reason}")
+        self.protection_events.append({"ts": self.now_ms(), "where": where, "reason": reason})
+        del self.protection_events[:-20]
+
+    def _protection_failure(self, where: str, reason: str) -> bool:
+        """Record a protection failure; True when it opened the breaker (``PROTECTION_FAIL_LIMIT``)."""
+        self._protection_event(where, reason)
+        self.errors["protection"] += 1
+        now = self.now_ms()
+        window = float(self.s.vec[P_CB_WINDOW_S]) * 1000.0
+        self._protect_failed_ms = [t for t in self._protect_failed_ms if t > now - window] + [now]
+        n = len(self._protect_failed_ms)
+        if n < PROTECTION_FAIL_LIMIT:
+            return False
+        self._protect_pause_until = now + int(float(self.s.vec[P_CB_COOLDOWN_S]) * 1000.0)
+        first = "protection" not in self.fail_reasons
+        self.s.trip_breaker(now, self.s.last_ts or now)
+        self.s.block_entries()  # the exchange's entries go with the next diff (this one's closes run it)
+        self.set_input_health(
+            "protection", f"{n} protection failures in {window / 1000:.0f} s; last: {where}: {reason}"
+        )
+        return first
 
     def read_account(self) -> None:
         """Read the exchange account (live): the figures the status and metrics report, and the margin
@@ -480,7 +708,17 @@ class Bridge:
         return self._mem_seq
 
     def sync_fills(self) -> int:
-        """Book exchange fills not yet booked; returns how many engine bookings were made."""
+        """Book exchange fills not yet booked; returns how many engine bookings were made.
+
+        A partly filled entry is not booked as it stands: the rest of it is cancelled first, the fills
+        are read again, and its lot is what filled (so its TP and SL are sized to that).
+        """
+        booked = self._read_fills()
+        if self._partial_entries:
+            booked += self._settle_partial_entries()
+        return booked
+
+    def _read_fills(self) -> int:
         assert self.gw is not None
         since = (
             self.fills_cursor
@@ -508,33 +746,85 @@ class Bridge:
             booked += self._maybe_book(f.client_id, cid)
         return booked
 
+    def _settle_partial_entries(self) -> int:
+        """Cancel the rest of each partly filled entry, read the fills again, book what filled."""
+        assert self.gw is not None and self.journal is not None
+        pending, self._partial_entries = self._partial_entries, set()
+        cancelled = []
+        for client_id in sorted(pending):
+            try:
+                self.gw.cancel(self.s.symbol, client_id)
+            except gw.GatewayError as err:
+                self._error("cancel", err)
+                self._partial_entries.add(client_id)  # tried again at the next poll
+                continue
+            self.journal.order_status(client_id, "canceled", self.now_ms())
+            self.open_orders = [o for o in self.open_orders if o.client_id != client_id]
+            cancelled.append(client_id)
+            self._note("partial-fill", f"{client_id}: partly filled entry, the rest cancelled")
+        booked = self._read_fills() if cancelled else 0  # fills that came in before the cancel
+        for client_id in cancelled:
+            parsed = parse_client_id(client_id)
+            if parsed is not None:
+                booked += self._maybe_book(client_id, parsed)
+        return booked
+
     def _maybe_book(self, client_id: str, cid: Any) -> int:
-        """Book an order's fills once it is complete (VWAP price; taker if any part was taker)."""
+        """Book an order's fills not booked yet (VWAP price; taker if any part was taker).
+
+        An entry is booked once, when it is complete or cancelled (a partly filled one that still rests
+        is cancelled first: ``sync_fills``); a TP / SL books each part as it fills (``book_partial_exit``:
+        the lot keeps the rest); a market flatten when complete.
+        """
         if self.journal is None:
             return 0
         order = self.journal.order(client_id)
-        rows = self.journal.fills_for(client_id)
-        qty = sum(r[1] for r in rows)
-        if order is None or qty <= 0.0 or order["status"] == "booked":
+        if order is None:
             return 0
-        if qty < order["qty"] * (1.0 - 1e-9) and order["status"] != "canceled":
-            return 0  # partially filled: booked when complete or cancelled
-        price = sum(r[0] * r[1] for r in rows) / qty
-        liq = Liquidity.TAKER if any(r[2] == "taker" for r in rows) else Liquidity.MAKER
-        ts = max(r[3] for r in rows)
-        if cid.kind == "flatten":
-            if client_id not in self._booked_flatten:
-                self.s.book_flatten(cid.side, price, ts, liq)
-        else:
-            try:
+        rows = self.journal.fills_for(client_id)
+        new = self.journal.unbooked_fills(client_id)
+        total = sum(r[1] for r in rows)
+        qty = sum(r[1] for r in new)
+        if qty <= 0.0:
+            return 0
+        filled = total >= order["qty"] * (1.0 - 1e-9)
+        done = filled or order["status"] in ("canceled", "booked")
+        price = sum(r[0] * r[1] for r in new) / qty
+        liq = Liquidity.TAKER if any(r[2] == "taker" for r in new) else Liquidity.MAKER
+        ts = max(r[3] for r in new)
+        try:
+            if cid.kind == "flatten":
+                if not done:
+                    return 0
+                if client_id not in self._booked_flatten and not (
+                    self.journal.meta(f"not-booked:{client_id}")
+                ):
+                    self.s.book_flatten(cid.side, price, ts, liq)
+            elif cid.kind == "entry":
+                if not done:
+                    self._partial_entries.add(client_id)  # the rest is cancelled, then it is booked
+                    return 0
+                if total - qty > 1e-12:
+                    raise GridctlError(f"entry fill of {qty} after its lot was booked")
                 self.s.book_fill(cid.side, cid.level, cid.kind, price, qty, liq, ts)
-            except GridctlError as err:
-                self._note("fill-not-booked", f"{client_id}: {err}")
-                self.journal.order_status(client_id, "unbookable", self.now_ms())
-                return 0
-        self.journal.order_status(client_id, "booked", self.now_ms())
-        self.open_orders = [o for o in self.open_orders if o.client_id != client_id]
-        self._note("fill", f"{client_id} {qty} @ {price}")
+            else:
+                self.s.book_partial_exit(cid.side, cid.level, cid.kind, price, qty, liq, ts)
+        except GridctlError as err:
+            self._note("fill-not-booked", f"{client_id}: {err}")
+            self.journal.mark_booked(client_id)
+            self.journal.order_status(client_id, "unbookable", self.now_ms())
+            return 0
+        self.journal.mark_booked(client_id)
+        if done:
+            self.journal.order_status(client_id, "booked", self.now_ms())
+            self.open_orders = [o for o in self.open_orders if o.client_id != client_id]
+        else:  # a partly filled exit keeps resting: the local view knows what is left of it
+            self.open_orders = [
+                replace(o, filled_qty=total) if o.client_id == client_id else o for o in self.open_orders
+            ]
+        self._note(
+            "fill", f"{client_id} {qty} @ {price}" + ("" if done else f" (part: {total} of {order['qty']})")
+        )
         return 1
 
     # --- live: orders
@@ -549,7 +839,7 @@ class Bridge:
         out = []
         for o in self.open_orders:
             px = o.price if o.type == "limit" else o.stop_price
-            out.append(RestingOrder(o.client_id, float(px or 0.0), float(o.qty)))
+            out.append(RestingOrder(o.client_id, float(px or 0.0), float(o.qty) - float(o.filled_qty or 0.0)))
         return out
 
     def refresh_orders(self) -> bool:
@@ -603,6 +893,8 @@ class Bridge:
                     self._maybe_book(cid, parsed)  # a partly filled order: book what filled
         self._rate_limited = False
         for want in plan.places:
+            # (an entry planned before a pause, such as a protection failure during this diff, is
+            # held by _place and counted)
             if want.key in held or self._rate_limited:
                 plan.deferred.append(want)
                 continue
@@ -612,6 +904,11 @@ class Bridge:
             self._note("replacement-held", f"cancel failed or unknown, not replaced yet: {sorted(held)}")
         self.deferred += len(plan.deferred)
         self.last_deferred = [w.key for w in plan.deferred]
+        if self._refused and not self._closing:
+            refused, self._refused = self._refused, []
+            self._close_at_market(
+                refused, "stop refused", f"stop refused as immediately triggering ({IMMEDIATE_TRIGGER})"
+            )
         if not defer_retries:
             self.run_retries()
 
@@ -667,6 +964,14 @@ class Bridge:
             if self.journal is not None:
                 self.journal.order_status(req.client_id, "rejected", self.now_ms())
             self._error("place", err)
+            if (
+                want.kind == "sl"
+                and req.type == "stop_market"
+                and getattr(err, "code", None) == IMMEDIATE_TRIGGER
+            ):
+                # the price is already beyond the stop: its lot is closed at market after this diff
+                self._protection_failure("stop refused", f"{req.client_id} at {req.stop_price}: {err}")
+                self._refused.append(want)
             return False
         self.sent += 1
         if req.type != "market":
@@ -896,6 +1201,14 @@ class Bridge:
         }
         if self.pacer is not None:
             snap["rate_limits"] = self.pacer.describe()
+        if self.o.mode == "live":
+            # the protection invariant: what the last check found uncovered (base qty per position side),
+            # and the last refusals, failures and protective closes with their reasons
+            snap["protection"] = {
+                "checks": self.protect_checks,
+                "uncovered": dict(self.uncovered),
+                "events": list(self.protection_events[-10:]),
+            }
         snap["orders_sent"] = self.sent
         snap["orders_deferred"] = self.deferred
         snap["entry_orders_held"] = self.held

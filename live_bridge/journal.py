@@ -249,6 +249,15 @@ class Journal:
         row = self.db.execute("SELECT MAX(ts) FROM xfills").fetchone()
         return int(row[0]) if row and row[0] is not None else None
 
+    def unbooked_fills(self, cid: str) -> list[tuple[float, float, str, int]]:
+        """The order's fills the engine has not booked yet (``mark_booked``), oldest first."""
+        return self.db.execute(
+            "SELECT price, qty, liquidity, ts FROM xfills WHERE client_id=? AND booked=0 ORDER BY ts", (cid,)
+        ).fetchall()
+
+    def mark_booked(self, cid: str) -> None:
+        """Every fill of the order journaled so far is booked in the engine."""
+        self.db.execute("UPDATE xfills SET booked=1 WHERE client_id=?", (cid,))
 
 # --- ops commands (operator intent, durable before the ops API answers 202)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -177,6 +178,26 @@ def desired_orders(slots: np.ndarray, maker_only: bool) -> list[WantedOrder]:
                         )
                     )
     return exits + entries
+
+
+def stop_coverage(open_orders: Iterable[Any], run_id: str) -> dict[str, float]:
+    """Position side (``LONG`` / ``SHORT``) -> unfilled quantity of our resting stops that close it.
+
+    ``open_orders`` are ``gateway.OpenOrder``s; a stop closes the long when it sells on the LONG side and
+    the short when it buys on the SHORT side. Orders of other runs, and opening stops, count for nothing.
+    """
+    out: dict[str, float] = {}
+    for o in open_orders:
+        cid = parse_client_id(o.client_id)
+        if cid is None or cid.run_id != run_id or o.type != "stop_market":
+            continue
+        closing = (o.position_side == "LONG" and o.side == "sell") or (
+            o.position_side == "SHORT" and o.side == "buy"
+        )
+        if closing:
+            left = float(o.qty) - float(o.filled_qty or 0.0)
+            out[o.position_side] = out.get(o.position_side, 0.0) + max(left, 0.0)
+    return out
 
 
 def same_order(want: WantedOrder, have: RestingOrder, price_tol_bps: float, qty_tol_pct: float) -> bool:

@@ -345,6 +345,7 @@ def prime_kernels(strategy: Any, venue: Any, symbol: str, timeframe: str, mode: 
             )  # fmt: skip
             scratch.book_flatten(side, px, t + 2)
         scratch.record_error(float(t + 3), t)
+        scratch.trip_breaker(float(t + 4), t)  # a protection failure's breaker
         scratch.step_live(t + bar_ms, px, px, px, px, False)
         fill_path = (
             "the fill path too" if len(on) else "no entry was placed: the fill path loads at its first fill"
@@ -466,9 +467,11 @@ def reconcile(bridge: Bridge) -> str:
         raise GridctlError(
             f"positions differ after restart: engine long {lq} short {sq}, exchange long {ex_l} short {ex_s}"
         )
+    booked += bridge.check_protection("restart")  # every position covered by stops before the first bar
     return (
         f"{len(open_ids)} open orders on the exchange, {booked} fills booked while down, "
         f"{lost} journaled orders never rested; positions agree"
+        + (f"; uncovered after the protection check: {bridge.uncovered}" if bridge.uncovered else "")
     )
 
 

@@ -50,7 +50,7 @@ from gridctl.engine.records import (
     summarize_states,
 )
 from gridctl.engine.regime import new_regime_state, regime_fill_nb, warmup_bars
-from gridctl.engine.risk import close_side_nb, record_error_nb
+from gridctl.engine.risk import close_side_nb, record_error_nb, trip_breaker_nb
 from gridctl.engine.run import RunOutput, read_only
 from gridctl.engine.state import (
     S_BAR,
@@ -66,7 +66,9 @@ from gridctl.engine.state import (
     S_SHORT_QTY,
     S_SKIP_NOW,
     S_SKIPPED_PRECISION,
+    SL_LOT_FEE,
     SL_LOT_ON,
+    SL_LOT_QTY,
     SL_ORD_ON,
     SL_ORD_QTY,
     cancel_entries_nb,
@@ -396,6 +398,43 @@ class EngineSession:
         )
         refresh_triggers_nb(st, slots)
         return self._rows(before)
+
+    def book_partial_exit(
+        self, side: int, level: int, kind: str, price: float, qty: float, liquidity: int, ts: int
+    ) -> BarRows:
+        """Book ``qty`` of a lot's TP / SL (a partial fill): the lot is split, the filled part closed with
+        ``fill_slot_nb``; the rest stays open with the lot's entry price, TP and SL and its share of the
+        entry fee. ``qty`` at or above the lot's closes the whole lot (``book_fill``)."""
+        slots = self.ks.slots
+        idx = level - 1
+        if not 0 <= idx < slots.shape[1] or slots[side, idx, SL_LOT_ON] == 0.0:
+            raise GridctlError(f"{kind} fill for level {level} side {side}: the engine holds no lot there")
+        lot = slots[side, idx].copy()
+        total = float(lot[SL_LOT_QTY])
+        if qty >= total - 1e-12:
+            return self.book_fill(side, level, kind, price, qty, liquidity, ts)
+        share = qty / total
+        slots[side, idx, SL_LOT_QTY] = qty
+        slots[side, idx, SL_LOT_FEE] = lot[SL_LOT_FEE] * share
+        rows = self.book_fill(side, level, kind, price, qty, liquidity, ts)
+        slots[side, idx] = lot
+        slots[side, idx, SL_LOT_QTY] = total - qty
+        slots[side, idx, SL_LOT_FEE] = lot[SL_LOT_FEE] * (1.0 - share)
+        refresh_triggers_nb(self.ks.state, slots)
+        return rows
+
+    def lots_qty(self, side: int) -> float:
+        """The engine's open lots on ``side`` (0 long, 1 short): the quantity its stops must cover."""
+        s = self.ks.slots[side]
+        return float(s[s[:, SL_LOT_ON] != 0.0, SL_LOT_QTY].sum())
+
+    def trip_breaker(self, now_ms: float, ts: int) -> bool:
+        """Open the circuit breaker now (entries cancelled until its cooldown ends); False when it is
+        disabled or already open."""
+        self._room()
+        return bool(
+            trip_breaker_nb(self.ks.state, self.ks.slots, float(now_ms), self.vec, self.ev, self.cnt, int(ts))
+        )
 
     def book_flatten(self, side: int, price: float, ts: int, liquidity: int = Liquidity.TAKER) -> BarRows:
         """Book the close of all of ``side`` at ``price`` (kind flatten) with ``close_side_nb``."""

@@ -156,7 +156,7 @@ def test_stop_market_goes_through_the_algo_service_and_fills_as_taker(
 
 def test_post_only_that_would_take_is_rejected(gw: CcxtGateway) -> None:
     with pytest.raises(PostOnlyRejected, match="-5022"):
-        gw.place(SYM, entry(price=40000.0))  # last price 40000: a buy at 40000 takes
+        gw.place(SYM, entry(price=40000.1))  # book: bid 40000 (the last trade), ask 40000.1: a buy takes
     assert gw.open_orders(SYM) == []
 
 

@@ -299,7 +299,8 @@ def test_a_418_ban_stops_every_request_pauses_entries_with_the_reason_and_resume
     state.advance_bar(SYMBOL_ID)
     for b in run.feed.poll():
         bridge.on_bar(b)
-    assert bridge.entries_allowed and len(_ours(emu, run)) == 6  # the ladder rests again
+    assert bridge.entries_allowed, (bridge.fail_reasons, bridge.operator_paused)
+    assert len(_ours(emu, run)) == 6  # the ladder rests again
 
 
 @pytest.mark.parametrize("fault", ["status", "drop"])

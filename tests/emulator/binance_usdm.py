@@ -21,7 +21,8 @@ Private (SIGNED) endpoints live in ``emulator.private`` and are registered in ``
 TAKE_PROFIT_MARKET there), ``/fapi/v2|v3/positionRisk``, ``/fapi/v2|v3/account``, ``/fapi/v2|v3/balance``,
 ``positionSide/dual``, ``leverage``, ``marginType``, ``leverageBracket``, ``income``, ``userTrades``, plus
 the public ``premiumIndex``. The account is ``state.account``; ``state.replay(...)`` loads the bar series
-that ``state.advance_bar(...)`` trades bar by bar (see ``emulator.private`` for the matching rules).
+that ``state.advance_bar(...)`` trades bar by bar, or ``state.advance_step(...)`` along a finer price path
+inside each bar (see ``emulator.private`` for the matching rules, the book and the order-count limits).
 
 Faults (``state.inject(...)``), each consumed in order by the requests whose path matches:
 ``status`` (any HTTP status; 429/418 get Binance's ``-1003`` body and ``Retry-After`` when given),
@@ -224,9 +225,21 @@ class EmulatorState:
         self.order_counts: dict[int, tuple[int, int]] = {}  # window ms -> (window index, orders in it)
 
     # -- bar replay (private side: emulator.private) ---------------------------------------------------
-    def replay(self, symbol_id: str, interval: str, frame: pl.DataFrame, start_ms: int | None = None) -> None:
-        """Trade ``frame`` bar by bar with ``advance_bar``; bars closed by ``start_ms`` are history."""
-        _private.replay(self, symbol_id, interval, frame, start_ms)
+    def replay(
+        self,
+        symbol_id: str,
+        interval: str,
+        frame: pl.DataFrame,
+        start_ms: int | None = None,
+        path: pl.DataFrame | None = None,
+    ) -> None:
+        """Trade ``frame`` bar by bar with ``advance_bar``; bars closed by ``start_ms`` are history.
+        ``path``: finer bars inside them, traded one at a time by ``advance_step``."""
+        _private.replay(self, symbol_id, interval, frame, start_ms, path)
+
+    def advance_step(self, symbol_id: str) -> bool:
+        """Trade the next finer bar of the current bar's path; True when it closed the bar."""
+        return _private.advance_step(self, symbol_id)
 
     def advance_bar(self, symbol_id: str) -> tuple[int, float, float, float, float]:
         """Trade the next replayed bar (funding, fills on the intrabar path); the clock moves to its close."""

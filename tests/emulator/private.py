@@ -20,6 +20,18 @@ close: post-only check, or a taker fill, at the next open; for parity tests). Cl
 profits) and market orders always meet the last price: the backtest has a lot's take-profit resting
 from its fill, so an open that gaps through it fills it at its limit as maker, as a real book would.
 
+Finer bars (``replay(..., path=...)``): each bar is traded one finer bar at a time by
+``advance_step`` (the clock, the last price and the premium index follow the path), so a bridge polling
+between steps sees fills, refusals and prices inside the bar; ``advance_bar`` trades what is left of the
+bar. ``bars_from_path`` builds the bars the finer ones make up.
+
+The book: under ``post_only_against="book"`` (the default) a limit order meets the best bid / ask, which
+are ``spread_ticks`` apart with the last trade on the ask after an up-tick and on the bid otherwise: a
+post-only buy is rejected at the ask or above, a sell at the bid or below (a crossing limit without
+post-only and a market order fill at the last price). ``MAX_NUM_ORDERS`` / ``MAX_NUM_ALGO_ORDERS`` of
+``exchangeInfo`` are enforced per symbol on the regular / conditional orders resting (-2025 "Reach max
+open order limit." / -4045 "Reach max stop order limit.").
+
 Conditional orders trigger on the contract price and fill as taker at their trigger (the open when
 the open gapped through) moved against the account by ``slippage_bps``. A limit that crosses on
 arrival is rejected when post-only (GTX, -5022) and otherwise fills at once as taker, never beyond its
@@ -31,7 +43,8 @@ then closing limits / take-profits, then entries; LONG before SHORT; older order
 are never force-closed.
 
 Faults beyond the public ones: ``state.account.partial_fills(fraction, times)`` makes the next fills
-execute only part of the remaining quantity (the rest keeps resting); ``state.account.freeze_premium()``
+execute only part of the remaining quantity (the rest keeps resting), ``FillModel.partial_fill`` does
+so for every limit fill (the rest can fill from the next trading step on); ``state.account.freeze_premium()``
 stops ``premiumIndex`` from updating (stale mark price and funding); status / timeout / ``reject``
 (any Binance error code) / ``drop`` (process, then close the connection unanswered) faults come from
 ``state.inject``.
@@ -68,7 +81,10 @@ class FillModel:
     slippage_bps: float = 0.0
     maker_fee: float = 0.0002
     taker_fee: float = 0.0005
-    post_only_against: str = "last"  # "last" price or "next_open" of the replayed series
+    post_only_against: str = "book"  # "book" (best bid / ask), "last" price, or "next_open" of the replay
+    spread_ticks: int = 1  # the book: best bid and ask this many ticks apart, the last trade on one of them
+    # every limit fill executes at most this fraction of what remains (below 1: partial fills)
+    partial_fill: float = 1.0
 
     @classmethod
     def like_backtest(cls, strategy: Any, venue: Any) -> FillModel:
@@ -142,6 +158,10 @@ class _Replay:
     ts: np.ndarray
     ohlcv: np.ndarray
     cursor: int = 0  # index of the next bar to trade
+    path_ts: np.ndarray | None = None  # finer bars inside the bars: the price path traded step by step
+    path_ohlc: np.ndarray | None = None
+    path_ms: int = 0  # length of one finer bar
+    path_cursor: int = 0  # index of the next finer bar to trade
 
 
 @dataclass
@@ -181,6 +201,8 @@ class AccountState:
     partial_fraction: float = 1.0
     partial_times: int = 0
     next_id: int = 1_000_000
+    steps: int = 0  # trading steps so far (a bar, or a finer bar of its path): a partial fill waits one
+    last_up: dict[str, bool] = field(default_factory=dict)  # last trade on an up-tick (at the ask)
 
     # -- test controls ------------------------------------------------------------------------------
     def partial_fills(self, fraction: float, times: int = 1) -> None:
@@ -380,6 +402,9 @@ def _fill_qty(state: EmulatorState, order: Order, step: float) -> tuple[float, b
         acct.partial_times -= 1
         part = math.floor(qty * acct.partial_fraction / step + 1e-9) * step
         qty, capped = max(step, min(part, qty)), False
+    elif order.type == "LIMIT" and acct.fill_model.partial_fill < 1.0 and qty > step:
+        part = math.floor(qty * acct.fill_model.partial_fill / step + 1e-9) * step
+        qty, capped = max(step, min(part, qty)), False
     return qty, capped
 
 
@@ -531,9 +556,20 @@ def _refresh_premium(state: EmulatorState, symbol: str, mark: float) -> None:
 
 # -- replay -----------------------------------------------------------------------------------------
 def replay(
-    state: EmulatorState, symbol: str, interval: str, frame: pl.DataFrame, start_ms: int | None = None
+    state: EmulatorState,
+    symbol: str,
+    interval: str,
+    frame: pl.DataFrame,
+    start_ms: int | None = None,
+    path: pl.DataFrame | None = None,
 ) -> None:
-    """Load the bar series ``advance_bar`` trades; bars before the clock are history (already closed)."""
+    """Load the bar series ``advance_bar`` trades; bars before the clock are history (already closed).
+
+    ``path`` (finer bars, ``ts open high low close``, a fixed interval dividing the bar's) is the price
+    path inside the bars: ``advance_step`` trades one finer bar at a time (the clock at its close, the
+    last price and the premium index following it), and a bar closes with its last finer bar. A bar with
+    no finer bars is traded whole along its own path.
+    """
     from emulator.binance_usdm import INTERVAL_MS
 
     frame = frame.sort("ts")
@@ -543,9 +579,39 @@ def replay(
     now = state.server_time() if start_ms is None else start_ms
     cursor = int(np.searchsorted(ts + bar_ms, now, side="right"))
     state.now_ms = now
-    state.account.replays[symbol] = _Replay(interval, ts, ohlcv, cursor)
+    rp = _Replay(interval, ts, ohlcv, cursor)
+    if path is not None:
+        path = path.sort("ts")
+        rp.path_ts = path["ts"].to_numpy().astype(np.int64)
+        rp.path_ohlc = path.select(["open", "high", "low", "close"]).to_numpy().astype(np.float64)
+        gaps = np.diff(rp.path_ts)
+        rp.path_ms = int(gaps.min()) if gaps.size else bar_ms
+        if rp.path_ms <= 0 or bar_ms % rp.path_ms:
+            raise ValueError(f"path bars of {rp.path_ms} ms do not divide {interval} bars")
+    state.account.replays[symbol] = rp
     state.account.funded_until[symbol] = now  # settlements before the replay's start are history
     _publish(state, symbol)
+
+
+def bars_from_path(path: pl.DataFrame, interval: str) -> pl.DataFrame:
+    """The ``interval`` bars (ts open high low close volume) the finer ``path`` bars make up."""
+    from emulator.binance_usdm import INTERVAL_MS
+
+    ms = INTERVAL_MS[interval]
+    if "volume" not in path.columns:
+        path = path.with_columns(pl.lit(1.0).alias("volume"))
+    return (
+        path.sort("ts")
+        .group_by((pl.col("ts") // ms * ms).alias("bar"), maintain_order=True)
+        .agg(
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
+            pl.col("volume").sum(),
+        )
+        .rename({"bar": "ts"})
+    )
 
 
 def _publish(state: EmulatorState, symbol: str) -> None:
@@ -562,13 +628,37 @@ def _publish(state: EmulatorState, symbol: str) -> None:
     )
     state.set_klines(symbol, rp.interval, shown)
     if rp.cursor > 0:
-        close = float(rp.ohlcv[rp.cursor - 1, 3])
-        state.account.last_price[symbol] = close
-        _refresh_premium(state, symbol, close)
+        o, h, lo, c = (float(x) for x in rp.ohlcv[rp.cursor - 1, :4])
+        _traded_to(state, symbol, _path(o, h, lo, c))
 
 
-def advance_bar(state: EmulatorState, symbol: str) -> tuple[int, float, float, float, float]:
-    """Trade the next bar of the replay: funding, intrabar path fills, clock to its close. Returns it."""
+def _traded_to(state: EmulatorState, symbol: str, points: tuple[float, float, float, float]) -> None:
+    """The last price is the path's end, on the side of the book its last move traded on."""
+    acct = state.account
+    acct.last_price[symbol] = points[-1]
+    for a, b in itertools.pairwise(points):
+        if a != b:
+            acct.last_up[symbol] = b > a
+    _refresh_premium(state, symbol, points[-1])
+
+
+def _trade(state: EmulatorState, symbol: str, ts: int, o: float, h: float, lo: float, c: float) -> None:
+    """One trading step along ``o, x1, x2, c``: gap fills at the open, then the path's legs."""
+    acct = state.account
+    acct.steps += 1
+    step = acct.steps
+    _gap_fills(state, symbol, o, ts, step)
+    points = _path(o, h, lo, c)
+    for a, b in itertools.pairwise(points):
+        _walk(state, symbol, a, b, ts, step)
+
+
+def advance_step(state: EmulatorState, symbol: str) -> bool:
+    """Trade the next finer bar of the current bar's path (the whole bar when it has none).
+
+    The clock moves to the finer bar's close and the last price to its close; True when this step
+    closed the bar (it is then visible as a closed kline).
+    """
     from emulator.binance_usdm import INTERVAL_MS
 
     rp = state.account.replays[symbol]
@@ -576,17 +666,70 @@ def advance_bar(state: EmulatorState, symbol: str) -> tuple[int, float, float, f
         raise IndexError(f"replay of {symbol} has no bar after {rp.cursor}")
     k = rp.cursor
     ts = int(rp.ts[k])
+    bar_ms = INTERVAL_MS[rp.interval]
     o, h, lo, c, _v = (float(x) for x in rp.ohlcv[k])
+    lo_i = hi_i = 0
+    if rp.path_ts is not None:
+        lo_i = int(np.searchsorted(rp.path_ts, ts, side="left"))
+        hi_i = int(np.searchsorted(rp.path_ts, ts + bar_ms, side="left"))
+        rp.path_cursor = max(rp.path_cursor, lo_i)
     with state.lock:
-        _settle_funding(state, symbol, ts, o)
-        _gap_fills(state, symbol, o, ts, k)
-        points = _path(o, h, lo, c)
-        for a, b in itertools.pairwise(points):
-            _walk(state, symbol, a, b, ts, k)
-        state.now_ms = ts + INTERVAL_MS[rp.interval]
-        rp.cursor += 1
-    _publish(state, symbol)
-    return ts, o, h, lo, c
+        if rp.path_cursor == lo_i or lo_i == hi_i:
+            _settle_funding(state, symbol, ts, o)
+        if lo_i == hi_i:  # no finer bars: the whole bar at once
+            _trade(state, symbol, ts, o, h, lo, c)
+            closed = True
+        else:
+            assert rp.path_ohlc is not None and rp.path_ts is not None
+            j = rp.path_cursor
+            fo, fh, fl, fc = (float(x) for x in rp.path_ohlc[j])
+            fts = int(rp.path_ts[j])
+            _trade(state, symbol, fts, fo, fh, fl, fc)
+            rp.path_cursor = j + 1
+            closed = rp.path_cursor >= hi_i
+            if not closed:
+                state.now_ms = fts + rp.path_ms
+                _traded_to(state, symbol, _path(fo, fh, fl, fc))
+        if closed:
+            state.now_ms = ts + bar_ms
+            rp.cursor += 1
+    if closed:
+        _publish(state, symbol)
+        if lo_i != hi_i:  # the book's side is the last finer bar's last move, not the whole bar's
+            with state.lock:
+                _traded_to(state, symbol, _path(fo, fh, fl, fc))
+    return closed
+
+
+def advance_bar(state: EmulatorState, symbol: str) -> tuple[int, float, float, float, float]:
+    """Trade the rest of the next bar of the replay: funding, path fills, clock to its close. Returns it."""
+    rp = state.account.replays[symbol]
+    if rp.cursor >= len(rp.ts):
+        raise IndexError(f"replay of {symbol} has no bar after {rp.cursor}")
+    k = rp.cursor
+    while not advance_step(state, symbol):
+        pass
+    o, h, lo, c, _v = (float(x) for x in rp.ohlcv[k])
+    return int(rp.ts[k]), o, h, lo, c
+
+
+def _mid_bar(rp: _Replay) -> bool:
+    """True when part of the current bar's finer path has traded already."""
+    if rp.path_ts is None or rp.cursor >= len(rp.ts):
+        return False
+    return rp.path_cursor > int(np.searchsorted(rp.path_ts, rp.ts[rp.cursor], side="left"))
+
+
+def _book(state: EmulatorState, symbol: str) -> tuple[float, float]:
+    """(best bid, best ask): ``spread_ticks`` apart, the last trade at the ask after an up-tick, else at
+    the bid."""
+    acct = state.account
+    tick = float(_filters(state, symbol)["PRICE_FILTER"]["tickSize"])
+    last = acct.last_price[symbol]
+    spread = acct.fill_model.spread_ticks * tick
+    if acct.last_up.get(symbol, False):
+        return last - spread, last
+    return last, last + spread
 
 
 def _reference_price(state: EmulatorState, symbol: str, entry: bool = False) -> float:
@@ -595,7 +738,7 @@ def _reference_price(state: EmulatorState, symbol: str, entry: bool = False) -> 
     acct = state.account
     rp = acct.replays.get(symbol)
     next_open = acct.fill_model.post_only_against == "next_open"
-    if entry and next_open and rp is not None and rp.cursor < len(rp.ts):
+    if entry and next_open and rp is not None and rp.cursor < len(rp.ts) and not _mid_bar(rp):
         return float(rp.ohlcv[rp.cursor, 0])
     if symbol in acct.last_price:
         return acct.last_price[symbol]
@@ -693,6 +836,15 @@ def _new_order(state: EmulatorState, request: Request, algo: bool) -> Order:
         lev = acct.leverage.get(symbol, 20)
         if notional / lev > _available(state) + 1e-9:
             raise ApiError(400, -2019, "Margin is insufficient.")
+    if otype != "MARKET":
+        # MAX_NUM_ALGO_ORDERS (conditional orders) / MAX_NUM_ORDERS (regular orders) resting on the symbol
+        key, code, what = (
+            ("MAX_NUM_ALGO_ORDERS", -4045, "Reach max stop order limit.")
+            if algo
+            else ("MAX_NUM_ORDERS", -2025, "Reach max open order limit.")
+        )
+        if key in filters and len(acct.open_orders(symbol, algo=algo)) >= int(filters[key]["limit"]):
+            raise ApiError(400, code, what)
     return order
 
 
@@ -738,7 +890,13 @@ def handle_new_order(state: EmulatorState, request: Request) -> dict:
     order = _new_order(state, request, algo=False)
     ref = _reference_price(state, order.symbol, entry=order.type == "LIMIT" and order.opening)
     fm = acct.fill_model
-    if order.type == "LIMIT" and _crosses(order, ref):
+    meets = ref
+    if fm.post_only_against == "book" and order.type == "LIMIT":
+        # a limit meets the book: a buy crosses at the best ask or above, a sell at the best bid or below
+        # (a crossing one fills as taker at the last price, as before the book was modelled)
+        bid, ask = _book(state, order.symbol)
+        meets = ask if order.side == "BUY" else bid
+    if order.type == "LIMIT" and _crosses(order, meets):
         if order.tif == "GTX":
             raise ApiError(
                 400,
