@@ -101,6 +101,16 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+def stale_grace_s(heartbeat_s: int) -> int:
+    """Seconds without a heartbeat after which a trial's worker counts as gone (shared studies).
+
+    One and a half heartbeats (at least one second more than a heartbeat); live workers look for
+    such trials every half heartbeat while they run, so a dead worker's trials are failed within two
+    heartbeat periods of its last beat.
+    """
+    return max(heartbeat_s + 1, math.ceil(1.5 * heartbeat_s))
+
+
 def open_storage(
     study_name: str,
     storage: str | None = None,
@@ -135,7 +145,7 @@ def open_storage(
                     return optuna.storages.RDBStorage(
                         sqlalchemy_url(storage),
                         heartbeat_interval=heartbeat_s,
-                        grace_period=3 * heartbeat_s,
+                        grace_period=stale_grace_s(heartbeat_s),
                         engine_kwargs={"pool_pre_ping": True},
                     )
             except ImportError:
@@ -716,7 +726,8 @@ class _Heartbeat:
     """Records heartbeats of the trials in flight (RDB storages only), from a thread and on demand.
 
     The kernel holds the GIL while a batch runs, so the thread may pause for the length of one batch;
-    the grace period (3 heartbeats) is far longer than a batch.
+    in shared studies the batch runs in chunks with a beat between them, far shorter than the grace
+    period (``stale_grace_s``).
     """
 
     def __init__(self, storage: optuna.storages.BaseStorage, interval_s: int) -> None:
@@ -771,7 +782,7 @@ def _fail_stale(
 ) -> None:
     """Fail trials whose worker is gone, so they never stay RUNNING.
 
-    Server storages: Optuna's heartbeat check (no heartbeat for 3 intervals, the grace period), plus
+    Server storages: Optuna's heartbeat check (no heartbeat for ``stale_grace_s``), plus
     trials a worker died on between creating them and their first heartbeat (killed while asking:
     no worker attr, so Optuna's check never sees them). A live worker records the heartbeat and the
     attr milliseconds after creating a trial, so such a trial is failed once this worker has watched
@@ -786,7 +797,7 @@ def _fail_stale(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    grace = 3 * heartbeat_s
+    grace = stale_grace_s(heartbeat_s)
     now = datetime.datetime.now()
     mono = time.monotonic() if now_mono is None else now_mono
     unowned: set[int] = set()
@@ -921,6 +932,19 @@ def optimize(
         timings["storage_s"] += io
         return asked
 
+    last_stale_check = time.monotonic()
+
+    def check_stale() -> None:
+        """Shared studies: fail other workers' stale trials every half heartbeat, not only at the end."""
+        nonlocal last_stale_check
+        if shared and time.monotonic() - last_stale_check >= heartbeat_s / 2:
+            last_stale_check = time.monotonic()
+            _fail_stale(study, shared, heartbeat_s, unowned_seen)
+
+    def beat_and_check() -> None:
+        heartbeat.beat_now()
+        check_stale()
+
     loop_start = time.perf_counter()
     with _StopSignals() as stop, _Heartbeat(store, heartbeat_s) as heartbeat:
         try:
@@ -965,7 +989,7 @@ def optimize(
                         overrides,
                         prune if profile.pruner.kind != "none" else None,
                         chunk=max(4 * numba.get_num_threads(), 8) if shared else None,
-                        beat=heartbeat.beat_now if shared else None,
+                        beat=beat_and_check if shared else None,
                     )
                     timings["kernel_s"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
@@ -987,6 +1011,7 @@ def optimize(
                         told_here += 1
                 pending = []
                 sync_storage(store)
+                check_stale()
                 # telling runs the sampler's after_trial hooks too, a small part next to the writes
                 timings["storage_s"] += time.perf_counter() - t0
                 heartbeat.beat(ahead)

@@ -80,7 +80,11 @@ def optimize(
     ] = None,
     studies_dir: StudiesOpt = None,
     heartbeat: Annotated[
-        int, typer.Option("--heartbeat", help="Seconds between heartbeats on --storage (stale after 3).")
+        int,
+        typer.Option(
+            "--heartbeat",
+            help="Seconds between heartbeats on --storage; a worker silent for 1.5 of them is gone.",
+        ),
     ] = 10,
     as_json: JsonOpt = False,
 ) -> None:

@@ -151,7 +151,7 @@ def test_sigkilled_worker_leaves_a_usable_study(setup: tuple[Path, Path], pg_url
     stuck = [t.number for t in before if t.state.name == "RUNNING"]
     assert stuck, "the worker was killed with no trial in flight; the test proves nothing"
     n_done = sum(t.state.name == "COMPLETE" for t in before)
-    # a new worker joins, fails the stale trials (heartbeat 1 s, grace 3 s) and finishes the study
+    # a new worker joins, fails the stale trials (heartbeat 1 s, grace 2 s) and finishes the study
     survivor = _worker(setup, pg_url, name, n_done + 8, heartbeat=1)
     stdout, stderr = survivor.communicate(timeout=600)
     assert survivor.returncode == 0, stderr
@@ -160,6 +160,68 @@ def test_sigkilled_worker_leaves_a_usable_study(setup: tuple[Path, Path], pg_url
     assert not [t for t in after.values() if t.state.name == "RUNNING"]
     assert sum(t.state.name == "COMPLETE" for t in after.values()) >= n_done + 8
     assert json.loads(stdout)["n_trials"] >= n_done + 8
+
+
+def _wait_for_running(url: str, name: str, min_done: int) -> list[int]:
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            trials = _study(url, name).get_trials(deepcopy=False)
+        except KeyError:  # not created yet
+            trials = []
+        if sum(t.state.name == "COMPLETE" for t in trials) >= min_done:
+            running = [t.number for t in trials if t.state.name == "RUNNING"]
+            if running:
+                return running
+        time.sleep(0.05)
+    raise AssertionError("no worker got going")
+
+
+def test_a_live_worker_fails_a_killed_workers_trials_while_it_runs(
+    setup: tuple[Path, Path], pg_url: str
+) -> None:
+    """Any live worker fails a dead worker's trials within two heartbeats, not when its own run ends."""
+    name = f"stale-{uuid.uuid4().hex[:8]}"
+    survivor = _worker(setup, pg_url, name, 100000, heartbeat=1)  # runs until stopped
+    victim = _worker(setup, pg_url, name, 100000, heartbeat=1)
+    try:
+        _wait_for_running(pg_url, name, 8)
+        victim_id = None
+        deadline = time.time() + 240
+        while victim_id is None and time.time() < deadline:
+            for t in _study(pg_url, name).get_trials(deepcopy=False):
+                if t.state.name == "RUNNING" and t.system_attrs.get("gridctl_worker", "").endswith(
+                    f":{victim.pid}"
+                ):
+                    victim_id = t.number
+            time.sleep(0.02)
+        if victim_id is None:
+            victim.kill()
+            raise AssertionError(f"the victim never had a trial in flight: {victim.communicate()[1][-2000:]}")
+        os.kill(victim.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        victim.communicate(timeout=60)
+        stuck = [
+            t.number
+            for t in _study(pg_url, name).get_trials(deepcopy=False)
+            if t.state.name == "RUNNING"
+            and t.system_attrs.get("gridctl_worker", "").endswith(f":{victim.pid}")
+        ]
+        assert stuck
+        while time.monotonic() - killed_at < 120:
+            after = {t.number: t.state.name for t in _study(pg_url, name).get_trials(deepcopy=False)}
+            if all(after[n] == "FAIL" for n in stuck):
+                break
+            time.sleep(0.1)
+        waited = time.monotonic() - killed_at
+        assert all(after[n] == "FAIL" for n in stuck), after
+        assert survivor.poll() is None, "the survivor ended: its end-of-run check did it, not the live one"
+        print(f"dead worker's {len(stuck)} trials failed {waited:.1f} s after the kill (heartbeat 1 s)")
+    finally:
+        survivor.send_signal(signal.SIGINT)
+        survivor.communicate(timeout=120)
+        if victim.poll() is None:
+            victim.kill()
 
 
 def test_a_trial_left_without_owner_mid_ask_is_failed_after_one_grace_period(pg_url: str) -> None:
@@ -177,10 +239,11 @@ def test_a_trial_left_without_owner_mid_ask_is_failed_after_one_grace_period(pg_
     def states() -> tuple[str, str]:
         return storage.get_trial(orphan).state.name, storage.get_trial(owned).state.name
 
-    opt._fail_stale(study, True, 10, seen, now_mono=1000.0)  # first seen now; grace is 3 x 10 s
+    assert opt.stale_grace_s(10) == 15 and opt.stale_grace_s(1) == 2  # 1.5 heartbeats, > 1 heartbeat
+    opt._fail_stale(study, True, 10, seen, now_mono=1000.0)  # first seen now; grace is 15 s
     assert states() == ("RUNNING", "RUNNING")
-    opt._fail_stale(study, True, 10, seen, now_mono=1029.0)  # still within the grace period
+    opt._fail_stale(study, True, 10, seen, now_mono=1014.0)  # still within the grace period
     assert states() == ("RUNNING", "RUNNING")
-    opt._fail_stale(study, True, 10, seen, now_mono=1031.0)  # watched unowned for longer than it
+    opt._fail_stale(study, True, 10, seen, now_mono=1016.0)  # watched unowned for longer than it
     assert states() == ("FAIL", "RUNNING")
     assert seen == {}  # the failed trial is forgotten
