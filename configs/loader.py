@@ -90,6 +90,11 @@ def detect_kind(path_or_name: str | Path) -> Kind:
 def read_yaml(path: Path) -> dict[str, Any]:
     """Parse a YAML file into a mapping; syntax errors and duplicate keys name the file and line."""
     text = read_text_utf8(path)
+    if len(text) > MAX_CONFIG_CHARS:
+        raise GridctlError(
+            f"{path}: {len(text):,} characters; a config file is at most {MAX_CONFIG_CHARS:,} "
+            "(is this really a strategy or venue file?)"
+        )
     try:
         tree = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as err:
@@ -177,15 +182,46 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 floats (``1e9``) that rejects duplicate keys instead of keeping the last.
+    """SafeLoader with YAML 1.2 floats (``1e9``), bounded work, merge keys, and no duplicate keys.
 
     PyYAML resolves plain scalars by YAML 1.1 rules, where a float needs a dot: ``1e9`` would stay the
     string "1e9". The extra resolver below adds the YAML 1.2 core-schema forms without a dot.
+
+    Crafted input cannot hang or crash the loader: nesting deeper than ``MAX_YAML_DEPTH`` and documents
+    whose aliases expand to more than ``MAX_YAML_NODES`` values (an "alias bomb") are refused before
+    anything is built, and a key must be a plain value (a list or mapping used as a key is refused).
+    Merge keys (``<<: *defaults``) are accepted: the explicit keys of the mapping win over merged ones,
+    and a key written twice explicitly is still an error.
     """
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_YAML_DEPTH} levels deep", mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None:
+            _check_expanded_size(node)
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                what = "list" if isinstance(key_node, yaml.SequenceNode) else "mapping"
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a {what} cannot be a key (keys are plain names)", key_node.start_mark
+                )
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
@@ -193,6 +229,62 @@ class _StrictLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+#: Deepest nesting a config may have (the deepest real path, margin.brackets.SYM[i].key, is 5).
+MAX_YAML_DEPTH = 32
+#: Most values a config may expand to once aliases are followed (the shipped files hold a few hundred).
+MAX_YAML_NODES = 100_000
+#: Longest config file, in characters (the shipped files are a few kB).
+MAX_CONFIG_CHARS = 1_000_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _check_expanded_size(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand past ``MAX_YAML_NODES`` values or ``MAX_YAML_DEPTH`` levels.
+
+    The composed graph shares aliased nodes, so it is small even when its expansion is astronomically
+    large; the expanded size is counted per distinct node (memoised), so this costs one pass over it.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            children = _children(node)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
+            open_nodes.discard(key)
+            if size[key] > MAX_YAML_NODES or depth[key] > MAX_YAML_DEPTH:
+                limit = (
+                    f"more than {MAX_YAML_NODES:,} values"
+                    if size[key] > MAX_YAML_NODES
+                    else f"more than {MAX_YAML_DEPTH} levels"
+                )
+                raise yaml.composer.ComposerError(
+                    None, None, f"aliases expand to {limit} (an alias bomb?)", node.start_mark
+                )
+            continue
+        if key in size:
+            continue
+        if key in open_nodes:
+            raise yaml.composer.ComposerError(
+                None, None, "an alias refers to a node that contains it (recursive alias)", node.start_mark
+            )
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in size)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
 
 
 # YAML 1.2 core-schema floats PyYAML's 1.1 resolver misses: an exponent without a dot or without a sign

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +220,83 @@ def test_duplicate_keys_are_an_error_not_a_silent_override(tmp_path: Path) -> No
         GridctlError, match=rf"dup.yaml: YAML syntax error at line {line}, column 1: duplicate key 'grid'"
     ):
         load_strategy(path)
+
+
+def _alias_bomb(levels: int) -> str:
+    """Each level is a list of nine aliases of the one before: 9**levels strings once expanded."""
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("[a, b]: 1\n", "line 1, column 1: a list cannot be a key"),
+        ("grid:\n  ? {a: 1}\n  : 2\n", "line 2, column 5: a mapping cannot be a key"),
+        ("? - x\n: 1\n", "a list cannot be a key"),
+        ("a: " + "[" * 20_000 + "]" * 20_000 + "\n", "nested more than 32 levels deep"),
+        ("a: " + "{b: " * 5_000 + "1" + "}" * 5_000 + "\n", "nested more than 32 levels deep"),
+        ("".join(" " * i + f"k{i}:\n" for i in range(40)), "nested more than 32 levels deep"),
+        (_alias_bomb(9), "aliases expand to more than 100,000 values"),  # 9**10 ~ 3.5e9 strings
+        (_alias_bomb(30), "aliases expand to more than 100,000 values"),
+        ("a: &a [x, *a]\n", "recursive alias"),
+        ("a: &a {b: *a}\n", "recursive alias"),
+        ("a: " + "x" * 1_000_001 + "\n", "a config file is at most 1,000,000"),
+    ],
+    ids=[
+        "list-key",
+        "mapping-key",
+        "block-list-key",
+        "deep-flow-lists",
+        "deep-flow-maps",
+        "deep-block",
+        "alias-bomb",
+        "alias-bomb-30",
+        "recursive-list",
+        "recursive-map",
+        "huge-file",
+    ],
+)
+def test_crafted_yaml_is_refused_quickly_with_one_line(tmp_path: Path, content: str, reason: str) -> None:
+    """Unhashable keys, deep nesting, alias bombs and oversized files: one line, within a second."""
+    path = tmp_path / "crafted.yaml"
+    path.write_text(content)
+    started = time.perf_counter()
+    with pytest.raises(GridctlError) as info:
+        load_strategy(path)
+    assert time.perf_counter() - started < 2.0
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and reason in message and "\n" not in message
+
+
+def test_shallow_aliases_within_the_bounds_still_load(tmp_path: Path) -> None:
+    """Aliases are legal YAML: a moderate reuse (9**4 = 6561 values) loads as the expanded tree."""
+    path = tmp_path / "ok.yaml"
+    path.write_text(_alias_bomb(3))
+    tree = read_yaml(path)
+    assert len(tree["l3"]) == 9 and tree["l3"][0][0][0] == ["x"] * 9
+
+
+def test_merge_keys_are_accepted_and_explicit_keys_win(tmp_path: Path) -> None:
+    """``<<: *anchor`` merges a mapping; keys written in the mapping itself override merged ones."""
+    text = (SHIPPED / "strategies" / "default.yaml").read_text()
+    grid = shipped_tree("strategies", "default")["grid"]
+    path = tmp_path / "merge.yaml"
+    path.write_text(
+        "x-grid: &g\n  grid_step_bps: 40\n  qty_scale: 1.5\n"
+        + text.replace("grid:\n", "grid:\n  <<: *g\n", 1)
+    )
+    tree = read_yaml(path)
+    assert tree["grid"]["grid_step_bps"] == grid["grid_step_bps"]  # written in grid: wins over the merge
+    assert tree["grid"]["qty_scale"] == grid["qty_scale"]
+    short = tmp_path / "short.yaml"
+    short.write_text("d: &d {x: 1, y: 2}\ne:\n  <<: *d\n  y: 3\n")
+    assert read_yaml(short)["e"] == {"x": 1, "y": 3}
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("d: &d {x: 1}\ne:\n  <<: *d\n  y: 3\n  y: 4\n")
+    with pytest.raises(GridctlError, match="line 5, column 3: duplicate key 'y'"):
+        read_yaml(twice)
 
 
 @pytest.mark.parametrize(("content", "reason"), [("", "file is empty"), ("- a\n- b\n", "got list")])
