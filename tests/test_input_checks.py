@@ -239,12 +239,12 @@ def test_every_entry_point_refuses_a_500pct_rate(tmp_path: Path, via: str) -> No
 @pytest.mark.parametrize(
     ("strategy_sets", "venue_sets", "words"),
     [
-        (["grid.base_qty=1e308"], [], ["grid.base_qty", "above", "precision.max_qty"]),
+        (["grid.base_qty=1e12"], [], ["grid.base_qty", "above", "precision.max_qty"]),
         (["grid.base_qty=2000"], [], ["grid.base_qty", "1000"]),
         (["grid.base_qty=0.0004"], [], ["grid.base_qty", "below", "precision.min_qty"]),
         (["grid.base_qty=600", "grid.qty_scale=2"], [], ["grid.qty_scale (rung 2 of 6)", "1200", "1000"]),
         (["grid.base_qty=500", "grid.qty_scale=2"], [], ["grid.qty_scale (rung 3 of 6)", "2000"]),
-        (["grid.base_qty=1e308", "grid.qty_scale=3"], ["precision.max_qty=null"], ["rung 2", "overflows"]),
+        (["grid.base_qty=5e11", "grid.qty_scale=3"], ["precision.max_qty=1e12"], ["rung 2 of 6", "1.5e+12"]),
         (["grid.base_qty=0.01"], ["precision.max_qty=0.005"], ["grid.base_qty", "0.005"]),
         (["grid.base_qty=0.01"], ["precision.min_qty=0.05"], ["grid.base_qty", "0.05"]),
     ],
@@ -323,6 +323,46 @@ def test_a_ladder_with_one_placeable_rung_passes(venue_sets, low, high) -> None:
     check_notional_in_range(
         load_strategy("default"), load_venue("binance_futures", venue_sets), low, high, "m"
     )
+
+
+# default grid: 40 bps steps; at a low of 50,000 one step is 200 USDT.
+@pytest.mark.parametrize(
+    ("venue_sets", "strategy_sets", "words"),
+    [
+        (["precision.tick_size=1e6"], [], ["precision.tick_size 1e+06", "wider than one grid step", "200"]),
+        (["precision.tick_size=200.5"], [], ["precision.tick_size 200.5"]),
+        (["precision.tick_size=30"], ["grid.grid_step_bps=5"], ["5 bps", "= 25"]),
+    ],
+)
+def test_a_tick_wider_than_a_grid_step_is_refused(venue_sets, strategy_sets, words) -> None:
+    """A tick above one grid step rounds every rung onto the same price: a silent zero-trade run."""
+    strategy = load_strategy("default", strategy_sets)
+    venue = load_venue("binance_futures", venue_sets)
+    with pytest.raises(GridctlError) as err:
+        check_notional_in_range(strategy, venue, 50_000.0, 60_000.0, "sample BTC 1m")
+    message = str(err.value)
+    assert "\n" not in message and "sample BTC 1m" in message and "trade nothing" in message
+    assert all(w in message for w in words), message
+
+
+def test_a_tick_of_exactly_one_grid_step_passes() -> None:
+    check_notional_in_range(
+        load_strategy("default"),
+        load_venue("binance_futures", ["precision.tick_size=200"]),
+        50_000.0,
+        6e4,
+        "m",
+    )
+
+
+@pytest.mark.parametrize(("step", "refused"), [(1.0, True), (0.0021, True), (0.002, False), (0.001, False)])
+def test_a_quantity_step_above_the_base_qty_is_refused(step: float, refused: bool) -> None:
+    """min_qty below the step lets base_qty 0.002 pass the minimum, yet it rounds to zero at a larger step."""
+    venue = load_venue("binance_futures", [f"precision.step_size={step}", "precision.min_qty=0.0001"])
+    problems = pair_problems(load_strategy("default"), venue)
+    assert bool(problems) is refused, problems
+    if refused:
+        assert "precision.step_size" in problems[0] and "round to zero" in problems[0]
 
 
 def test_a_symbol_the_venue_has_no_brackets_for_is_named() -> None:
