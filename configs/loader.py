@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from gridctl import configs
 from gridctl.configs import secrets
 from gridctl.configs.errors import GridctlError
+from gridctl.configs.files import path_kind, require_regular_file
 from gridctl.configs.schema import FieldRuleError, StrategyConfig, VenueConfig
 
 Kind = Literal["strategy", "venue"]
@@ -51,18 +52,31 @@ def shipped_names(kind: Kind) -> list[str]:
 
 
 def resolve_path(path_or_name: str | Path, kind: Kind) -> Path:
-    """An existing file path as given, else ``configs/<kind>s/<name>.yaml``; anything else is an error."""
+    """An existing file path as given, else ``configs/<kind>s/<name>.yaml``; anything else is an error.
+
+    A path that exists but is no regular file (a folder, FIFO, device, symlink loop) is named as what
+    it is, never reported as "not found" or read (a FIFO would block).
+    """
     candidate = Path(path_or_name).expanduser()
-    if candidate.is_file():
+    found = path_kind(candidate)
+    if found == "a regular file":
         return candidate
     text = str(path_or_name)
     looks_like_path = "/" in text or "\\" in text or text.endswith((".yaml", ".yml"))
+    if not looks_like_path:
+        shipped = SHIPPED_DIRS[kind] / f"{text}.yaml"
+        if shipped.is_file():
+            return shipped
+    if found != "missing":
+        raise GridctlError(f"{kind} config {text}: is {found}, not a YAML file")
     if looks_like_path:
         raise GridctlError(f"{kind} config file not found: {text}")
-    shipped = SHIPPED_DIRS[kind] / f"{text}.yaml"
-    if shipped.is_file():
-        return shipped
     names = ", ".join(shipped_names(kind)) or "none"
+    other: Kind = "venue" if kind == "strategy" else "strategy"
+    if text in shipped_names(other):
+        raise GridctlError(
+            f"{text!r} is a shipped {other} config, not a {kind} config ({kind} configs: {names})"
+        )
     raise GridctlError(
         f"no {kind} config named {text!r}; shipped {kind} configs: {names} (or give a YAML path)"
     )
@@ -71,7 +85,10 @@ def resolve_path(path_or_name: str | Path, kind: Kind) -> Path:
 def detect_kind(path_or_name: str | Path) -> Kind:
     """Tell a strategy file from a venue file by its top-level sections (or by the shipped name)."""
     path = Path(path_or_name).expanduser()
-    if not path.is_file():
+    what = path_kind(path)
+    if what not in ("a regular file", "missing"):
+        raise GridctlError(f"config {path_or_name}: is {what}, not a YAML file")
+    if what == "missing":
         found = [k for k in MODELS if _resolves(path_or_name, k)]
         if not found:
             listing = "; ".join(f"{k} configs: {', '.join(shipped_names(k))}" for k in MODELS)
@@ -110,6 +127,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 def read_text_utf8(path: Path) -> str:
     """A config file's text; unreadable or not UTF-8 is a GridctlError naming the file, line and byte."""
+    require_regular_file(path, "config")
     try:
         raw = path.read_bytes()
     except OSError as err:
@@ -152,6 +170,7 @@ def _load(kind: Kind, model: type[ConfigT], path_or_name: str | Path, overrides:
     path = resolve_path(path_or_name, kind)
     where = str(path)
     tree = read_yaml(path)
+    _check_kind(tree, kind, where)
     tree, sources = secrets.expand_tree(tree, where)
     from_file = _key_paths(tree)
     set_paths: dict[tuple[str, ...], str] = {}
@@ -169,6 +188,19 @@ def _load(kind: Kind, model: type[ConfigT], path_or_name: str | Path, overrides:
     if isinstance(cfg, VenueConfig):
         cfg._credentials = sources
     return cfg
+
+
+def _check_kind(tree: dict[str, Any], kind: Kind, where: str) -> None:
+    """One line when a file of the other kind is given (a strategy as the venue), not a list of
+    every required section it lacks: it holds more of the other kind's sections and none of this one's."""
+    other: Kind = "venue" if kind == "strategy" else "strategy"
+    mine = set(tree) & set(MODELS[kind].model_fields)
+    theirs = sorted(map(str, set(tree) & set(MODELS[other].model_fields)))
+    if theirs and not mine:
+        raise GridctlError(
+            f"{where} is a {other} config (sections {', '.join(theirs)}), not a {kind} config; "
+            f"give it where a {other} config is expected"
+        )
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -420,3 +422,81 @@ def test_any_in_range_override_loads_and_out_of_range_fails(step: float) -> None
         GridctlError, match=r"grid\.grid_step_bps: Input should be less than or equal to 1000"
     ):
         load_strategy("default", [f"grid.grid_step_bps={step + 1000.5!r}"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Paths that are not regular files, and files of the other kind
+# ----------------------------------------------------------------------------------------------------
+
+
+def _not_a_file(tmp_path: Path, what: str) -> tuple[str, str]:
+    """A path of the given sort and the words the message must use for it."""
+    if what == "folder":
+        (tmp_path / "cfg.yaml").mkdir()
+        return str(tmp_path / "cfg.yaml"), "is a folder"
+    if what == "fifo":
+        os.mkfifo(tmp_path / "cfg.yaml")
+        return str(tmp_path / "cfg.yaml"), "is a FIFO (named pipe)"
+    if what == "dev-null":
+        return "/dev/null", "is a character device"
+    if what == "loop":
+        (tmp_path / "a.yaml").symlink_to(tmp_path / "b.yaml")
+        (tmp_path / "b.yaml").symlink_to(tmp_path / "a.yaml")
+        return str(tmp_path / "a.yaml"), "is a symlink loop"
+    assert what == "dangling"
+    (tmp_path / "cfg.yaml").symlink_to(tmp_path / "gone.yaml")
+    return str(tmp_path / "cfg.yaml"), "is a symlink to a missing target"
+
+
+@pytest.mark.parametrize("what", ["folder", "fifo", "dev-null", "loop", "dangling"])
+@pytest.mark.parametrize("reader", ["strategy", "venue", "detect", "read_yaml"])
+def test_a_path_that_is_no_regular_file_is_named_as_what_it_is(
+    tmp_path: Path, what: str, reader: str
+) -> None:
+    """Never "not found" for something that exists, never a read that blocks on a FIFO (alarm: 10 s)."""
+    path, words = _not_a_file(tmp_path, what)
+    call = {
+        "strategy": lambda: load_strategy(path),
+        "venue": lambda: load_venue(path),
+        "detect": lambda: detect_kind(path),
+        "read_yaml": lambda: read_yaml(Path(path)),
+    }[reader]
+    signal.alarm(10)
+    try:
+        with pytest.raises(GridctlError) as info:
+            call()
+    finally:
+        signal.alarm(0)
+    message = str(info.value)
+    assert path in message and words in message and "\n" not in message, message
+    assert "not found" not in message
+
+
+@pytest.mark.parametrize(
+    ("given", "loader", "holds"), [("strategies", load_venue, "strategy"), ("venues", load_strategy, "venue")]
+)
+def test_a_config_of_the_other_kind_is_one_line_saying_what_it_is(
+    given: str, loader: Any, holds: str
+) -> None:
+    """A strategy given as the venue (or the reverse) used to print a 17-19 line missing-field list."""
+    path = SHIPPED / given / ("default.yaml" if given == "strategies" else "binance_futures.yaml")
+    with pytest.raises(GridctlError) as info:
+        loader(path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{path} is a {holds} config (sections ")
+    assert f"give it where a {holds} config is expected" in message
+
+
+def test_a_shipped_name_of_the_other_kind_says_so() -> None:
+    with pytest.raises(GridctlError, match=r"'default' is a shipped strategy config, not a venue config"):
+        load_venue("default")
+    with pytest.raises(GridctlError, match=r"'binance_futures' is a shipped venue config, not a strategy"):
+        load_strategy("binance_futures")
+
+
+def test_a_file_with_sections_of_both_kinds_still_lists_its_problems(tmp_path: Path) -> None:
+    """The one-line answer is only for a file with none of the expected sections."""
+    tree = shipped_tree("strategies", "default")
+    tree["trading"] = {"leverage": 5}
+    with pytest.raises(GridctlError, match="'trading' is a section of a venue config"):
+        load_strategy(write(tmp_path, tree))
