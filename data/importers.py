@@ -24,6 +24,7 @@ import polars as pl
 import pyarrow.feather as feather
 
 from gridctl.configs.errors import GridctlError
+from gridctl.configs.files import path_kind, require_regular_file
 from gridctl.data.store import write_candles, write_funding
 from gridctl.data.timeframes import TIMEFRAMES, timeframe_ms
 from gridctl.data.validate import (
@@ -323,13 +324,14 @@ def import_path(
     if kind not in (None, "trade", "mark"):
         raise GridctlError(f"--kind: unknown kind {kind!r} (choose from trade, mark)")
     root = Path(path)
-    if not root.exists():
-        raise GridctlError(f"{root}: no such file or directory")
+    if not root.is_dir():
+        require_regular_file(root, "import")
     summary = ImportSummary()
     parsed: list[_Parsed] = []
-    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    files = sorted(p for p in root.rglob("*") if not p.is_dir()) if root.is_dir() else [root]
     for file in files:
-        result = _recognise(file, kind)
+        what = path_kind(file)
+        result = _recognise(file, kind) if what == "a regular file" else f"is {what}, not a regular file"
         if isinstance(result, str):
             if not root.is_dir():
                 raise GridctlError(f"{file}: {result}")

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from gridctl.configs.errors import GridctlError
+from gridctl.configs.files import require_regular_file
 from gridctl.data.atomic import atomic_write
 from gridctl.data.timeframes import HOUR_MS, TIMEFRAMES, timeframe_ms
 from gridctl.data.validate import (
@@ -29,6 +30,7 @@ from gridctl.data.validate import (
     FUNDING_COLUMNS,
     check_candle_frame,
     coerce_candle_frame,
+    fmt_ts,
     normalise_and_check_funding,
 )
 
@@ -110,24 +112,43 @@ def _year_key(ts: np.ndarray) -> np.ndarray:
 
 
 def _partitions(directory: Path, pattern: re.Pattern[str]) -> list[Path]:
+    """The partition files of a series folder, oldest first; a misnamed one (``2024-13``) is an error."""
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir() if pattern.match(p.name))
+    found = sorted(p for p in directory.iterdir() if pattern.match(p.name))
+    for path in found:
+        partition_bounds(path)
+    return found
 
 
 def month_bounds(path: Path) -> tuple[int, int]:
     """[first ms, end ms) of the month a ``YYYY-MM.parquet`` partition holds."""
-    start = np.datetime64(path.stem, "M")
-    return int(start.astype("datetime64[ms]").astype(np.int64)), int(
-        (start + 1).astype("datetime64[ms]").astype(np.int64)
-    )
+    return _bounds(path, "M", "YYYY-MM with a month 01-12")
 
 
 def _year_bounds(path: Path) -> tuple[int, int]:
-    start = np.datetime64(path.stem, "Y")
+    return _bounds(path, "Y", "YYYY")
+
+
+def _bounds(path: Path, unit: str, form: str) -> tuple[int, int]:
+    try:
+        start = np.datetime64(path.stem, unit)
+    except ValueError:
+        raise GridctlError(
+            f"{path}: not a partition name ({path.stem!r} is not {form}); rename or remove the file"
+        ) from None
     return int(start.astype("datetime64[ms]").astype(np.int64)), int(
         (start + 1).astype("datetime64[ms]").astype(np.int64)
     )
+
+
+def partition_bounds(path: Path) -> tuple[int, int] | None:
+    """[first ms, end ms) a monthly or yearly partition file may hold, from its name; None for other names."""
+    if _MONTH_RE.match(path.name):
+        return month_bounds(path)
+    if _YEAR_RE.match(path.name):
+        return _year_bounds(path)
+    return None
 
 
 def _overlapping(paths: list[Path], bounds, start_ms: int | None, end_ms: int | None) -> list[Path]:
@@ -166,7 +187,9 @@ def funding_partitions(
 
 
 def read_partition(path: Path, columns: tuple[str, ...]) -> pl.DataFrame:
-    """Read one partition with exactly ``columns``; a GridctlError naming the file if unreadable."""
+    """Read one partition with exactly ``columns``; a GridctlError naming the file if it is no regular
+    file (a FIFO would block), unreadable, has a non-integer ``ts`` or rows outside its month (year)."""
+    require_regular_file(path, "data partition")
     try:
         df = pl.read_parquet(path)
     except Exception as err:  # pyarrow/polars raise many types for a corrupt file
@@ -174,6 +197,21 @@ def read_partition(path: Path, columns: tuple[str, ...]) -> pl.DataFrame:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise GridctlError(f"{path}: missing column(s) {', '.join(missing)}")
+    if "ts" in columns:
+        dtype = df.schema["ts"]
+        if not dtype.is_integer():
+            raise GridctlError(f"{path}: column 'ts' must be integer epoch milliseconds, found {dtype}")
+        bounds = partition_bounds(path)
+        if bounds is not None and df.height:
+            ts = df["ts"].to_numpy()
+            outside = np.flatnonzero((ts < bounds[0]) | (ts >= bounds[1]))
+            if outside.size:
+                row = int(outside[0])
+                raise GridctlError(
+                    f"{path}: row {row} (ts {int(ts[row])} = {fmt_ts(ts[row])}) lies outside the partition's "
+                    f"{'month' if _MONTH_RE.match(path.name) else 'year'} {path.stem}; the file is damaged "
+                    "or misnamed"
+                )
     return df.select(columns)
 
 

@@ -59,8 +59,8 @@ def test_non_utf8_config_names_file_offset_line_and_column(
 
 
 def test_an_unreadable_config_is_an_error_naming_it(tmp_path: Path) -> None:
-    with pytest.raises(GridctlError, match=r"cannot read"):
-        read_yaml(tmp_path)  # a folder
+    with pytest.raises(GridctlError, match=r"is a folder, not a regular file"):
+        read_yaml(tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------------
