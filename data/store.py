@@ -238,6 +238,82 @@ def _range(df: pl.DataFrame, start_ms: int | None, end_ms: int | None) -> pl.Dat
     return df
 
 
+@dataclass(frozen=True)
+class Conflict:
+    """Stored rows that a write would replace with different values: how many, and the first one."""
+
+    path: Path
+    rows: int
+    first_ts: int
+    column: str
+    stored: float
+    new: float
+
+    def describe(self) -> str:
+        """One line: where, how many, and the first differing value."""
+        return (
+            f"{self.path}: {self.rows:,} stored row(s) would change, first at {fmt_ts(self.first_ts)} "
+            f"({self.column} {self.stored:g} stored, {self.new:g} new)"
+        )
+
+
+def _conflict(new: pl.DataFrame, path: Path, columns: tuple[str, ...]) -> Conflict | None:
+    """Rows of ``new`` whose ``ts`` is stored in ``path`` with other values (NaN equals NaN)."""
+    if not path.exists():
+        return None
+    old = read_partition(path, columns).cast(new.schema)
+    both = new.join(old, on="ts", how="inner", suffix="_stored").sort("ts")
+    if both.height == 0:
+        return None
+    differs = pl.lit(False)
+    for c in columns[1:]:
+        a, b = pl.col(c), pl.col(f"{c}_stored")
+        differs = differs | ((a != b) & ~(a.is_nan() & b.is_nan())).fill_null(True)
+    changed = both.filter(differs)
+    if changed.height == 0:
+        return None
+    row = changed.row(0, named=True)
+    column = next(c for c in columns[1:] if not _same(row[c], row[f"{c}_stored"]))
+    return Conflict(path, changed.height, int(row["ts"]), column, row[f"{column}_stored"], row[column])
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (a != a and b != b)  # NaN equals NaN here
+
+
+def candle_conflicts(
+    data_dir: str | os.PathLike[str],
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    df: pl.DataFrame,
+    kind: str = "trade",
+) -> list[Conflict]:
+    """Stored candles (per partition) that ``write_candles`` would replace with different values."""
+    directory = candle_dir(data_dir, exchange, symbol, timeframe, kind)
+    new = coerce_candle_frame(df, f"{kind} candles {symbol} {timeframe}").sort("ts")
+    months = _month_key(new["ts"].to_numpy())
+    found = [
+        _conflict(new.filter(pl.Series(months == m)), directory / f"{m}.parquet", CANDLE_COLUMNS)
+        for m in np.unique(months)
+    ]
+    return [c for c in found if c is not None]
+
+
+def funding_conflicts(
+    data_dir: str | os.PathLike[str], exchange: str, symbol: str, df: pl.DataFrame
+) -> list[Conflict]:
+    """Stored funding settlements that ``write_funding`` would replace with different values."""
+    directory = funding_dir(data_dir, exchange, symbol)
+    new, _ = normalise_and_check_funding(df.sort("ts"), f"funding {symbol}")
+    years = _year_key(new["ts"].to_numpy())
+    found = [
+        _conflict(new.filter(pl.Series(years == y)), directory / f"{y}.parquet", FUNDING_COLUMNS)
+        for y in np.unique(years)
+    ]
+    return [c for c in found if c is not None]
+
+
 def write_candles(
     data_dir: str | os.PathLike[str],
     exchange: str,

@@ -414,7 +414,7 @@ def test_a_failed_swap_keeps_the_previous_sample(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setattr(Path, "rename", rename_failing_second)
     with pytest.raises(OSError, match="disk full"):
-        write_sample(tmp_path, days=3)
+        write_sample(tmp_path, days=3, force=True)
     monkeypatch.undo()
     assert {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*.parquet")} == before
 
