@@ -8,7 +8,8 @@ them, so ``gridctl --help`` starts without pydantic, polars, numba & co.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from pathlib import Path
+from typing import Any, get_args
 
 import typer
 from typer.core import TyperGroup
@@ -22,18 +23,47 @@ LAZY_GROUPS: dict[str, tuple[str, str]] = {
 }
 
 
-def _render_flags_as_flags(command: typer.core.TyperCommand | TyperGroup) -> None:
-    """Give every on/off flag (``--json``, ``--force``, ``--help``) an empty metavar, recursively.
+def _readable_metavar(param: typer.core.TyperOption | typer.core.TyperArgument) -> str:
+    """A plain word for what an option or argument takes: TEXT, PATH, INTEGER, NUMBER or the choices.
+
+    typer 0.29 prints Python type tags (``<str>``, ``<list[str]>``, ``<int range>``, ``{file}``); these
+    read as code. A repeatable option ends in ``...``. Ranges are still printed after the word
+    (``INTEGER [1<=x<=3650]``).
+    """
+    desc = param.type_descriptor
+    if desc.is_choice and desc.choices is not None:
+        word = "|".join(str(getattr(c, "value", c)) for c in desc.choices)
+    else:
+        inner = get_args(desc.annotation)[0] if desc.is_list else desc.annotation
+        words = {int: "INTEGER", float: "NUMBER", Path: "PATH"}
+        word = words.get(inner, "PATH" if desc.is_path else "TEXT")
+    return word + ("..." if desc.is_list else "")
+
+
+def _tidy_help(command: typer.core.TyperCommand | TyperGroup) -> None:
+    """Make --help read plainly, recursively: on/off flags (``--json``, ``--force``, ``--help``) get
+    an empty metavar, every other option and argument a plain word (see ``_readable_metavar``).
 
     typer 0.29 prints each option's type in --help, so a flag would read ``--json <bool>`` as if it
     took a value; an empty metavar makes it render as the bare flag it is.
     """
     help_option = command.get_help_option(typer.Context(command))
     for param in [*command.params, *([help_option] if help_option is not None else [])]:
-        if isinstance(param, typer.core.TyperOption) and param.is_flag and param.metavar is None:
+        if param.metavar is not None:
+            continue
+        if isinstance(param, typer.core.TyperOption) and param.is_flag:
             param.metavar = ""
+        elif isinstance(param, typer.core.TyperOption):
+            param.metavar = _readable_metavar(param)
+        elif isinstance(param, typer.core.TyperArgument):
+            # Usage reads ``FILE`` (``[FILE]`` when optional), not ``{file}``; the type column a word.
+            word, name = _readable_metavar(param), (param.name or "value").upper()
+            param.metavar = name
+            shown = name if param.required else f"[{name}]"
+            param.display_type_rich = lambda ctx, word=word: word  # type: ignore[method-assign]
+            param._usage_display_name = lambda shown=shown: shown  # type: ignore[method-assign]
     for sub in getattr(command, "commands", {}).values():
-        _render_flags_as_flags(sub)
+        _tidy_help(sub)
 
 
 class _GridctlGroup(TyperGroup):
@@ -46,7 +76,7 @@ class _GridctlGroup(TyperGroup):
         # Stand-ins that carry the name and one-line help until a command line reaches the group.
         for name, (_module, help_text) in LAZY_GROUPS.items():
             self.commands.setdefault(name, _Unloaded(name=name, help=help_text))
-        _render_flags_as_flags(self)
+        _tidy_help(self)
 
     def invoke(self, ctx: typer.Context) -> object:
         try:
@@ -68,7 +98,7 @@ class _GridctlGroup(TyperGroup):
         if isinstance(cmd, _Unloaded) and not self._listing:
             cmd = typer.main.get_group(importlib.import_module(LAZY_GROUPS[cmd_name][0]).app)
             cmd.name, cmd.help = cmd_name, LAZY_GROUPS[cmd_name][1]
-            _render_flags_as_flags(cmd)
+            _tidy_help(cmd)
             self.add_command(cmd, cmd_name)
         return cmd
 

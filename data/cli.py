@@ -15,6 +15,10 @@ import typer
 from gridctl.data.store import default_data_dir
 from gridctl.data.validate import fmt_ts
 
+# Same as data.sample.MAX_DAYS (not imported here: numpy and polars are slow to import for --help).
+MAX_DAYS = 3_650
+MAX_SEED = 2**32 - 1
+
 app = typer.Typer(no_args_is_help=True, help="Download, import, generate and inspect market data.")
 
 _DATA_DIR_HELP = (
@@ -43,8 +47,12 @@ def _short(ms: int) -> str:
 @app.command("sample")
 def sample_command(
     data_dir: DataDirOption = None,
-    days: Annotated[int, typer.Option("--days", help="length of the generated market in days")] = 180,
-    seed: Annotated[int, typer.Option("--seed", help="random seed (same seed, same market)")] = 7,
+    days: Annotated[
+        int, typer.Option("--days", min=1, max=MAX_DAYS, help="length of the generated market in days")
+    ] = 180,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, max=MAX_SEED, help="random seed (same seed, same market)")
+    ] = 7,
     force: Annotated[
         bool, typer.Option("--force", help="replace a stored sample market that differs from this one")
     ] = False,

@@ -42,10 +42,11 @@ from typing import Any
 
 import numba
 
+from gridctl.configs.errors import GridctlError
 from gridctl.configs.loader import load_strategy, load_venue
 from gridctl.configs.schema import StrategyConfig
 from gridctl.data.market import Market, market_from_arrays
-from gridctl.data.sample import SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, generate_sample
+from gridctl.data.sample import MAX_DAYS, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, generate_sample
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_SIM = REPO / "tests" / "reference_sim.py"
@@ -105,6 +106,10 @@ sys.exit(code)
 
 def bench_market(bars: int, seed: int = 7) -> Market:
     """``bars`` 1m bars of the sample generator (in memory) with the funding settlements they need."""
+    if not 1 <= bars <= MAX_DAYS * BARS_PER_DAY:
+        raise GridctlError(
+            f"--bars must be from 1 to {MAX_DAYS * BARS_PER_DAY:,} (ten years of minutes), got {bars:,}"
+        )
     days = math.ceil(bars / BARS_PER_DAY)
     candles, _mark, funding = generate_sample(days, seed)
     c = candles.head(bars)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -454,3 +456,111 @@ def test_the_commands_with_flags_are_all_checked() -> None:
     names = {" ".join(p) for p in COMMANDS}
     assert {"backtest", "bench", "config show", "config validate", "data download", "data info"} <= names
     assert not math.isnan(len(names))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Numeric flags have ranges (shown in --help), and --help reads as words, not Python type tags
+# ----------------------------------------------------------------------------------------------------
+
+
+def _numeric_options(path: tuple[str, ...]) -> list[typer.core.TyperOption]:
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.get_command(typer.Context(command), name)  # type: ignore[attr-defined]
+    found = []
+    for param in command.params:
+        desc = getattr(param, "type_descriptor", None)
+        kinds = [a for a in typing.get_args(desc.annotation) if a is not type(None)] if desc else []
+        if desc is not None and (desc.annotation in (int, float) or kinds in ([int], [float])):
+            found.append(param)
+    return found
+
+
+# The data, config, backtest and bench commands (optimize, study and live are other sessions' work).
+RANGED_COMMANDS = [p for p in COMMANDS if p and p[0] in ("data", "config", "backtest", "bench")]
+
+
+@pytest.mark.parametrize("path", RANGED_COMMANDS, ids=[" ".join(p) for p in RANGED_COMMANDS])
+def test_every_numeric_flag_has_a_range_shown_in_help(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(app, [*path, "--help"], terminal_width=200)
+    for param in _numeric_options(path):
+        assert param.min is not None and param.max is not None, param.opts
+        line = next(ln for ln in result.output.splitlines() if param.opts[0] in ln)
+        assert f"[{param.min}<=x<={param.max}]" in line, line
+
+
+def test_the_ranged_commands_hold_the_numeric_flags_of_the_issue() -> None:
+    flags = {(" ".join(p), o.opts[0]) for p in RANGED_COMMANDS for o in _numeric_options(p)}
+    assert {("data sample", "--seed"), ("data sample", "--days"), ("data download", "--timeout")} <= flags
+    assert {("bench", "--sets"), ("bench", "--bars")} <= flags
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["data", "sample", "--seed", "-1"], "--seed"),
+        (["data", "sample", "--seed", str(2**32)], "--seed"),
+        (["data", "sample", "--days", "0"], "--days"),
+        (["data", "sample", "--days", "3651"], "--days"),
+        (
+            [
+                "data",
+                "download",
+                "--symbol",
+                "BTC/USDT:USDT",
+                "--start",
+                "2024-01-01",
+                "--end",
+                "2024-01-02",
+                "--timeout",
+                "inf",
+            ],
+            "--timeout",
+        ),
+        (
+            [
+                "data",
+                "download",
+                "--symbol",
+                "BTC/USDT:USDT",
+                "--start",
+                "2024-01-01",
+                "--end",
+                "2024-01-02",
+                "--timeout",
+                "1e308",
+            ],
+            "--timeout",
+        ),
+        (
+            [
+                "data",
+                "download",
+                "--symbol",
+                "BTC/USDT:USDT",
+                "--start",
+                "2024-01-01",
+                "--end",
+                "2024-01-02",
+                "--timeout",
+                "nan",
+            ],
+            "--timeout",
+        ),
+        (["bench", "--sets", "1000000000"], "--sets"),
+        (["bench", "--sets", "0"], "--sets"),
+        (["bench", "--bars", "1999"], "--bars"),
+        (["bench", "--bars", "999999999"], "--bars"),
+    ],
+)
+def test_out_of_range_numbers_exit_2_before_any_work(tmp_path: Path, args: list[str], option: str) -> None:
+    result = CliRunner().invoke(app, [*args, *(["--data-dir", str(tmp_path)] if args[0] == "data" else [])])
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=[" ".join(p) or "gridctl" for p in COMMANDS])
+def test_help_names_values_in_words_not_type_tags(path: tuple[str, ...]) -> None:
+    """``<str>``, ``<list[str]>``, ``<int range>``, ``<path>`` and ``{file}`` read as code."""
+    output = CliRunner().invoke(app, [*path, "--help"], terminal_width=200).output
+    assert re.findall(r"<[a-z][^>]*>|\{[a-z_]+\}", output) == [], output
