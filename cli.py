@@ -8,6 +8,8 @@ them, so ``gridctl --help`` starts without pydantic, polars, numba & co.
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, get_args
 
@@ -66,6 +68,49 @@ def _tidy_help(command: typer.core.TyperCommand | TyperGroup) -> None:
         _tidy_help(sub)
 
 
+#: Old and foreign spellings of options, rewritten before parsing (hidden: --help shows only the new name).
+#: ``--data`` was the backtest's and optimizer's name; ``--datadir`` is freqtrade's.
+OPTION_ALIASES: dict[str, str] = {"--data": "--data-dir", "--datadir": "--data-dir"}
+#: freqtrade command names and the gridctl command that does that job.
+FREQTRADE_COMMANDS: dict[str, str] = {
+    "backtesting": "backtest",
+    "hyperopt": "optimize",
+    "hyperopt-list": "study show",
+    "hyperopt-show": "study show",
+    "download-data": "data download",
+    "list-data": "data info",
+    "show-config": "config show",
+    "trade": "live",
+}
+
+
+def _timerange_hint(value: str) -> str:
+    """freqtrade's ``--timerange 20240101-20240201`` as gridctl's ``--start 2024-01-01 --end 2024-02-01``."""
+    start, sep, end = value.partition("-")
+    parts = []
+    for option, day in (("--start", start), ("--end", end)):
+        if len(day) == 8 and day.isdigit():
+            parts.append(f"{option} {day[:4]}-{day[4:6]}-{day[6:]}")
+    suggestion = " ".join(parts) if parts and sep else "--start YYYY-MM-DD --end YYYY-MM-DD"
+    return f"gridctl has no --timerange (a freqtrade option); give the range as {suggestion} (end exclusive)"
+
+
+def _rewrite_aliases(args: list[str]) -> list[str]:
+    """Apply ``OPTION_ALIASES`` (``--data X`` and ``--data=X`` alike) and answer ``--timerange``.
+
+    Tokens after ``--`` are values, never rewritten.
+    """
+    out: list[str] = []
+    for i, token in enumerate(args):
+        if token == "--":
+            return out + args[i:]
+        name, eq, value = token.partition("=")
+        if name == "--timerange":
+            raise GridctlError(_timerange_hint(value if eq else (args[i + 1] if i + 1 < len(args) else "")))
+        out.append(OPTION_ALIASES[name] + eq + value if name in OPTION_ALIASES else token)
+    return out
+
+
 class _GridctlGroup(TyperGroup):
     """Top-level group: a user error anywhere below becomes a one-line message and exit code 2."""
 
@@ -77,6 +122,24 @@ class _GridctlGroup(TyperGroup):
         for name, (_module, help_text) in LAZY_GROUPS.items():
             self.commands.setdefault(name, _Unloaded(name=name, help=help_text))
         _tidy_help(self)
+
+    def main(self, args: Sequence[str] | None = None, *rest: Any, **extra: Any) -> Any:
+        """Rewrite hidden option aliases before parsing; ``--timerange`` is answered with --start/--end."""
+        try:
+            rewritten = _rewrite_aliases(list(sys.argv[1:] if args is None else args))
+        except GridctlError as err:
+            typer.echo(f"error: {err}", err=True)
+            sys.exit(2)
+        return super().main(rewritten, *rest, **extra)
+
+    def resolve_command(self, ctx: typer.Context, args: list[str]) -> tuple[Any, Any, list[str]]:
+        name = args[0] if args else ""
+        if name in FREQTRADE_COMMANDS and super().get_command(ctx, name) is None:
+            equivalent = FREQTRADE_COMMANDS[name]
+            raise GridctlError(
+                f"no command {name!r} (a freqtrade command); gridctl's is `gridctl {equivalent}`"
+            )
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: typer.Context) -> object:
         try:

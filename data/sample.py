@@ -255,7 +255,7 @@ def ensure_sample(data_dir: str | os.PathLike[str], option: str = "data dir") ->
 
     Only a store with no sample data at all is generated: a partial one (say the funding file was
     deleted) is an error naming what is missing, never silently replaced by a fresh 180-day market.
-    ``option`` names ``data_dir`` in messages (``--data``).
+    ``option`` names ``data_dir`` in messages (``--data-dir``).
     """
     parts = _sample_parts(data_dir)
     if all(parts.values()):

@@ -112,7 +112,7 @@ def run_backtest(
     if (exchange, sym) == (SAMPLE_EXCHANGE, SAMPLE_SYMBOL):
         if status is not None:
             status.print(f"[dim]ensuring the bundled sample market in {data_dir} ...[/dim]")
-        ensure_sample(data_dir, "--data")
+        ensure_sample(data_dir, "--data-dir")
     market = load_market(data_dir, exchange, sym, timeframe, start_ms, end_ms)
     regime = strategy.regime
     warmup = warmup_bars(regime.adx_len, regime.ema_slow, regime.atr_len)
@@ -177,7 +177,7 @@ def backtest(
     data: Annotated[
         Path | None,
         typer.Option(
-            "--data", help="Market-data directory (default: $GRIDCTL_DATA_DIR or the user data dir)."
+            "--data-dir", help="Market-data directory (default: $GRIDCTL_DATA_DIR or the user data dir)."
         ),
     ] = None,
     exchange: Annotated[
@@ -225,11 +225,13 @@ def backtest(
     from gridctl.data.store import default_data_dir
     from gridctl.research.results import check_out_dir, stats_json, write_results
 
-    # Paths first: a bad --out or --data fails in a second, not after the whole backtest has run.
+    # Paths first: a bad --out or --data-dir fails in a second, not after the whole backtest has run.
     if out is not None:
         check_out_dir(out, force)
     if data is not None:
-        require_existing_dir(data, "--data", "create it, or leave --data out to use the default data dir")
+        require_existing_dir(
+            data, "--data-dir", "create it, or leave --data-dir out to use the default data dir"
+        )
     status = Console(stderr=True, soft_wrap=True)  # one status line each, however long the path
     output, market, stats = run_backtest(
         config,

@@ -15,7 +15,7 @@ from rich.table import Table
 
 DataOpt = Annotated[
     Path | None,
-    typer.Option("--data", help="Market-data directory (default: $GRIDCTL_DATA_DIR or the user data dir)."),
+    typer.Option("--data-dir", help="Market-data directory (default: $GRIDCTL_DATA_DIR or the user data dir)."),
 ]
 StudiesOpt = Annotated[
     Path | None,
