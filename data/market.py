@@ -316,9 +316,17 @@ def load_market(
         stored = _stored_timeframes(data_dir, exchange, symbol, mark=False)
         window = "" if start_ms is None and end_ms is None else " in the requested range"
         have = f"stored timeframes: {', '.join(stored)}" if stored else "nothing stored for this symbol"
+        finer = [tf for tf in stored if timeframe_ms(tf) < bar_ms and bar_ms % timeframe_ms(tf) == 0]
+        if finer:
+            source = finer[-1]  # the coarsest stored timeframe that divides the wanted one
+            how = (
+                f"build them from the stored {source} bars with `gridctl data resample --exchange "
+                f"{exchange} --symbol {symbol} --from {source} --to {timeframe} --data-dir {data_dir}`"
+            )
+        else:
+            how = "get them with `gridctl data download`, `gridctl data import` or `gridctl data sample`"
         raise GridctlError(
-            f"no {timeframe} candles for {symbol} on {exchange}{window} in {data_dir} ({have}); "
-            "get them with `gridctl data download`, `gridctl data import` or `gridctl data sample`"
+            f"no {timeframe} candles for {symbol} on {exchange}{window} in {data_dir} ({have}); {how}"
         )
     ts = candles.ts
     report.add_gaps(gap_stats(ts, bar_ms), timeframe, series)

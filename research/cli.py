@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -31,6 +32,18 @@ def _day(value: str | None, option: str) -> int | None:
     except ValueError:
         raise GridctlError(f"{option}: {value!r} is not a date (expected YYYY-MM-DD)") from None
     return int(day.timestamp() * 1000)
+
+
+#: Width of result tables when stdout is not a terminal: rich would assume 80 columns and wrap or cut
+#: cells; piped output keeps each row on one line (``COLUMNS`` still wins when set).
+PIPED_WIDTH = 1_000
+
+
+def output_console() -> Console:
+    """Console for results on stdout: the terminal's width on a terminal, one line per row when piped."""
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return Console()
+    return Console(width=PIPED_WIDTH)
 
 
 #: ``gridctl bench`` ranges: enough bars for the regime warm-up, at most the sample generator's ten years
@@ -91,20 +104,24 @@ def run_backtest(
         raise GridctlError(f"--timeframe: {err}") from None
     if detail is not None:
         try:
-            fine_ms = timeframe_ms(detail)
+            timeframe_ms(detail)
         except GridctlError as err:
             raise GridctlError(f"--detail: {err}") from None
-        coarse_ms = timeframe_ms(timeframe)
-        if not (fine_ms < coarse_ms and coarse_ms % fine_ms == 0):
-            raise GridctlError(
-                f"--detail {detail} must be shorter than --timeframe {timeframe} and divide it"
-            )
         overrides = [*overrides, f"backtest.detail_timeframe={detail}"]
     start_ms, end_ms = _day(start, "--start"), _day(end, "--end")
     if start_ms is not None and end_ms is not None and end_ms <= start_ms:
         raise GridctlError(f"--end ({end}) must be after --start ({start})")
     # Configs first: a bad --config/--venue/--set fails before anything is generated or written.
     strategy = load_strategy(config, overrides)
+    detail_tf = strategy.backtest.detail_timeframe
+    if detail_tf is not None:
+        fine_ms, coarse_ms = timeframe_ms(detail_tf), timeframe_ms(timeframe)
+        if not (fine_ms < coarse_ms and coarse_ms % fine_ms == 0):
+            given = f"--detail {detail}" if detail is not None else f"backtest.detail_timeframe {detail_tf}"
+            raise GridctlError(
+                f"{given}: detail bars must be finer than the run's --timeframe {timeframe} and divide it "
+                f"(e.g. 1m detail on a 1h run); {detail_tf} is not"
+            )
     venue = load_venue(venue_name)
     sym = symbol or strategy.ccxt_symbol
     check_strategy_on_venue(strategy, venue, sym)
@@ -127,7 +144,6 @@ def run_backtest(
         strategy, venue, float(market.low.min()), float(market.high.max()), f"{exchange} {sym} {timeframe}"
     )
     fine = None
-    detail_tf = strategy.backtest.detail_timeframe
     if detail_tf is not None:
         if status is not None:
             status.print(f"[dim]loading {detail_tf} detail bars for the same window ...[/dim]")
@@ -251,7 +267,7 @@ def backtest(
     if as_json:
         sys.stdout.write(stats_json(stats) + "\n")
     else:
-        _print_summary(Console(), stats, out)
+        _print_summary(output_console(), stats, out)
 
 
 def bench(
@@ -305,7 +321,7 @@ def bench(
         else:
             shown = f"{value:,.3f}" if value < 100 else f"{value:,.0f}"
         table.add_row(key, shown, bench_mod.TARGETS.get(key, ""))
-    Console().print(table)
+    output_console().print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,7 +15,9 @@ from rich.table import Table
 
 DataOpt = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Market-data directory (default: $GRIDCTL_DATA_DIR or the user data dir)."),
+    typer.Option(
+        "--data-dir", help="Market-data directory (default: $GRIDCTL_DATA_DIR or the user data dir)."
+    ),
 ]
 StudiesOpt = Annotated[
     Path | None,
@@ -357,12 +359,13 @@ def study_export(
     trial: Annotated[int | None, typer.Option("--trial", help="Trial number (default: the winner).")] = None,
     studies_dir: StudiesOpt = None,
     storage: StorageOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write a trial's complete strategy config; `gridctl backtest --config FILE` reproduces it."""
     from gridctl.research.studies import export_config, load_study
 
     path = export_config(load_study(name, studies_dir, storage), out, trial)
-    typer.echo(f"wrote {path}")
+    typer.echo(json.dumps({"study": name, "path": str(path)}) if as_json else f"wrote {path}")
 
 
 @study_app.command("report")
@@ -373,12 +376,13 @@ def study_report(
     storage: StorageOpt = None,
     data: DataOpt = None,
     top: Annotated[int, typer.Option("--top", help="Trials whose daily returns feed DSR and PBO.")] = 16,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write an HTML report of the study (opens with no network)."""
     from gridctl.research.studies import load_study, render_report
 
     path = render_report(load_study(name, studies_dir, storage), out, data, top)
-    typer.echo(f"wrote {path}")
+    typer.echo(json.dumps({"study": name, "path": str(path)}) if as_json else f"wrote {path}")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,35 @@ def test_timerange_is_answered_with_start_and_end(args: list[str], suggestion: s
             "error: gridctl has no --timerange (a freqtrade option); give the range as "
         )
         assert suggestion in result.stderr, result.stderr
+
+
+LEAVES = [(" ".join(p), c) for p, c in COMMANDS if p and not getattr(c, "commands", None)]
+
+
+def test_every_command_that_prints_a_result_has_json() -> None:
+    """Every leaf command takes --json (config list, config validate, study export and report gained it)."""
+    lacking = [
+        name
+        for name, command in LEAVES
+        if not any("--json" in getattr(p, "opts", []) for p in command.params)
+    ]
+    assert lacking == [], lacking
+    assert {"config list", "config validate", "study report", "study export"} <= {n for n, _ in LEAVES}
+
+
+def test_config_list_and_validate_print_json() -> None:
+    listed = json.loads(runner.invoke(app, ["config", "list", "--json"]).stdout)
+    assert listed["strategies"]["names"] == ["default", "hedge_grid_v1"]
+    assert listed["venues"]["names"] == ["binance_futures", "binance_futures_testnet"]
+    checked = json.loads(
+        runner.invoke(app, ["config", "validate", "default", "-v", "binance_futures", "--json"]).stdout
+    )
+    assert (
+        checked["valid"] is True
+        and checked["kind"] == "strategy"
+        and checked["fits_venue"] == "binance_futures"
+    )
+    assert checked["symbol"] == "BTC/USDT:USDT" and checked["gates_disabled"] == []
+    venue = json.loads(runner.invoke(app, ["config", "validate", "binance_futures", "--json"]).stdout)
+    assert venue["kind"] == "venue" and venue["fees_source"] == "venue config"
+    assert set(venue["credentials"]) == {"api.api_key", "api.api_secret"}
