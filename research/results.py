@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gridctl.configs.errors import GridctlError
-from gridctl.data.paths import require_writable_dir
+from gridctl.data.paths import require_output_dir
 from gridctl.engine.enums import EventKind, FillKind, Liquidity, MarkSource, Reason, Regime, RiskState, Side
 from gridctl.engine.records import EQUITY_DTYPE, EVENT_DTYPE, FILL_DTYPE, FUNDING_DTYPE
 
@@ -134,7 +134,7 @@ def check_out_dir(out_dir: str | os.PathLike[str], force: bool = False, option: 
     The folder may be missing (its parent must be creatable) or empty; one that holds results needs
     ``force``; one that holds other files is refused even with ``force`` (gridctl never deletes them).
     """
-    out = require_writable_dir(out_dir, option)
+    out = require_output_dir(out_dir, option)
     if not out.is_dir():
         return out
     present = sorted(p.name for p in out.iterdir())

@@ -564,3 +564,98 @@ def test_help_names_values_in_words_not_type_tags(path: tuple[str, ...]) -> None
     """``<str>``, ``<list[str]>``, ``<int range>``, ``<path>`` and ``{file}`` read as code."""
     output = CliRunner().invoke(app, [*path, "--help"], terminal_width=200).output
     assert re.findall(r"<[a-z][^>]*>|\{[a-z_]+\}", output) == [], output
+
+
+# ----------------------------------------------------------------------------------------------------
+# Output paths: refused before any work, never a traceback after the run
+# ----------------------------------------------------------------------------------------------------
+
+
+def _output(tmp_path: Path, sort: str) -> tuple[Path, str]:
+    """An output path of the given sort and the words its refusal must use."""
+    if sort == "symlink-to-folder":
+        (tmp_path / "real").mkdir()
+        (tmp_path / "out").symlink_to(tmp_path / "real")
+        return tmp_path / "out", "is a symlink (to "
+    if sort == "dangling-symlink":
+        (tmp_path / "out").symlink_to(tmp_path / "gone")
+        return tmp_path / "out", "is a symlink (to "
+    if sort == "name-236-bytes":
+        return tmp_path / ("r" * 236), "is 236 bytes; at most 235"
+    if sort == "name-250-bytes-utf8":
+        return tmp_path / ("é" * 125), "is 250 bytes; at most 235"
+    if sort == "under-proc":
+        return Path("/proc") / f"gridctl-{os.getpid()}" / "out", "/proc does not accept new files"
+    assert sort == "under-a-file"
+    (tmp_path / "f").write_text("x")
+    return tmp_path / "f" / "out", "is a file, not a folder"
+
+
+OUTPUT_SORTS = [
+    "symlink-to-folder",
+    "dangling-symlink",
+    "name-236-bytes",
+    "name-250-bytes-utf8",
+    "under-proc",
+    "under-a-file",
+]
+
+
+@pytest.mark.parametrize("sort", OUTPUT_SORTS)
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_unusable_output_paths_are_refused(tmp_path: Path, sort: str, kind: str) -> None:
+    from gridctl.data.paths import require_output_dir, require_output_file
+
+    path, words = _output(tmp_path, sort)
+    check = require_output_dir if kind == "folder" else require_output_file
+    with pytest.raises(GridctlError) as err:
+        check(path, "--out")
+    message = str(err.value)
+    assert message.startswith("--out: ") and words in message and "\n" not in message, message
+
+
+def test_an_output_name_of_235_bytes_is_accepted(tmp_path: Path) -> None:
+    from gridctl.data.paths import require_output_dir, require_output_file
+
+    assert require_output_dir(tmp_path / ("r" * 235), "--out").name == "r" * 235
+    assert require_output_file(tmp_path / ("r" * 235), "--out").name == "r" * 235
+    (tmp_path / "d").mkdir()
+    with pytest.raises(GridctlError, match="is a folder, not a file gridctl can write"):
+        require_output_file(tmp_path / "d", "--out")
+
+
+@pytest.mark.parametrize("sort", OUTPUT_SORTS)
+@pytest.mark.parametrize(
+    "command",
+    [["backtest", "--config", "nonexistent-so-no-run"], ["study", "export", "s"], ["study", "report", "s"]],
+    ids=["backtest", "study-export", "study-report"],
+)
+def test_commands_refuse_an_unusable_out_before_any_work(
+    tmp_path: Path, sort: str, command: list[str]
+) -> None:
+    """The refusal names --out, so the path was checked before the config or the study was read."""
+    path, words = _output(tmp_path, sort)
+    studies = ["--studies-dir", str(tmp_path / "studies")] if command[0] == "study" else []
+    result = CliRunner().invoke(app, [*command, "--out", str(path), *studies])
+    assert result.exit_code == 2 and result.stderr.startswith("error: --out: "), result.output
+    assert words in result.stderr
+    assert not (tmp_path / "studies").exists()
+
+
+@pytest.mark.parametrize("sort", ["file", "fifo", "dev-null"])
+@pytest.mark.parametrize(
+    "command", [["study", "list"], ["study", "show", "s"], ["optimize", "--profile", "wide"]]
+)
+def test_a_studies_dir_that_is_no_folder_is_refused_at_once(
+    tmp_path: Path, sort: str, command: list[str]
+) -> None:
+    target = {"file": tmp_path / "f", "fifo": tmp_path / "p", "dev-null": Path("/dev/null")}[sort]
+    if sort == "file":
+        target.write_text("x")
+    elif sort == "fifo":
+        os.mkfifo(target)
+    # optimize: one trial at most, in tmp_path, should the check ever fail to stop it before the work.
+    extra = ["--trials", "1", "--data-dir", str(tmp_path / "data")] if command[0] == "optimize" else []
+    result = CliRunner().invoke(app, [*command, "--studies-dir", str(target), *extra])
+    assert result.exit_code == 2, result.output
+    assert "--studies-dir: " in result.stderr and "not a folder" in result.stderr, result.output
