@@ -15,6 +15,7 @@ Same ``(days, seed)`` gives identical arrays. Nothing here touches the network.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from gridctl.configs.errors import GridctlError
+from gridctl.data.atomic import RANDOM_PART, remove_stale, restore_or_remove_stale, tagged
 from gridctl.data.paths import require_writable_dir
 from gridctl.data.store import (
     candle_partitions,
@@ -190,6 +192,18 @@ def _stored_difference(data_dir: str | os.PathLike[str], candles: pl.DataFrame, 
     return f"the stored sample ({have}) differs from the one asked for ({want})"
 
 
+_STAGING = re.compile(rf"^\.staging-(?:(?P<pid>\d+)-)?{RANDOM_PART}$")
+_ASIDE = re.compile(rf"^\.old-\.staging-(?:(?P<pid>\d+)-)?{RANDOM_PART}$")
+
+
+def _clean_interrupted(target: Path) -> None:
+    """What a killed ``write_sample`` left beside the sample: its half-built ``.staging-`` folder goes;
+    the previous sample moved aside (``.old-.staging-``) comes back if ``target`` is missing."""
+    if target.parent.is_dir():
+        remove_stale(target.parent, _STAGING, untagged=True)
+        restore_or_remove_stale(target.parent, _ASIDE, target)
+
+
 def write_sample(
     data_dir: str | os.PathLike[str], days: int = DEFAULT_DAYS, seed: int = DEFAULT_SEED, force: bool = False
 ) -> SampleInfo:
@@ -200,11 +214,12 @@ def write_sample(
     """
     candles, mark, funding = generate_sample(days, seed)
     target = symbol_dir(data_dir, SAMPLE_EXCHANGE, SAMPLE_SYMBOL)
+    _clean_interrupted(target)
     difference = _stored_difference(data_dir, candles, funding)
     if difference and not force:
         raise GridctlError(f"{target}: {difference}; pass --force to replace it (nothing was written)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=tagged(".staging-"), dir=target.parent))
     old = target.parent / f".old-{staging.name}"
     try:
         write_candles(staging, SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, candles)
@@ -257,6 +272,7 @@ def ensure_sample(data_dir: str | os.PathLike[str], option: str = "data dir") ->
     deleted) is an error naming what is missing, never silently replaced by a fresh 180-day market.
     ``option`` names ``data_dir`` in messages (``--data-dir``).
     """
+    _clean_interrupted(symbol_dir(data_dir, SAMPLE_EXCHANGE, SAMPLE_SYMBOL))
     parts = _sample_parts(data_dir)
     if all(parts.values()):
         return

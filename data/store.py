@@ -216,7 +216,7 @@ def read_partition(path: Path, columns: tuple[str, ...]) -> pl.DataFrame:
 
 
 def _write_partition(path: Path, df: pl.DataFrame) -> None:
-    atomic_write(path, lambda tmp: df.write_parquet(tmp, compression="zstd"))
+    atomic_write(path, lambda tmp: df.write_parquet(tmp, compression="zstd"), clean_untagged=True)
 
 
 def _merge(new: pl.DataFrame, path: Path, columns: tuple[str, ...]) -> pl.DataFrame:
