@@ -36,14 +36,22 @@ MODELS: dict[Kind, type[BaseModel]] = {"strategy": StrategyConfig, "venue": Venu
 # ----------------------------------------------------------------------------------------------------
 
 
-def load_strategy(path_or_name: str | Path, overrides: Sequence[str] = ()) -> StrategyConfig:
-    """Load a strategy by shipped name (``default``) or YAML path, apply ``k.k=v`` overrides, validate."""
-    return _load("strategy", StrategyConfig, path_or_name, overrides)
+def load_strategy(
+    path_or_name: str | Path, overrides: Sequence[str] = (), option: str = "--set"
+) -> StrategyConfig:
+    """Load a strategy by shipped name (``default``) or YAML path, apply ``k.k=v`` overrides, validate.
+
+    ``option`` is the flag the overrides came from, named in messages (``--set``).
+    """
+    return _load("strategy", StrategyConfig, path_or_name, overrides, option)
 
 
-def load_venue(path_or_name: str | Path, overrides: Sequence[str] = ()) -> VenueConfig:
-    """Load a venue by shipped name (``binance_futures``) or YAML path, apply overrides, validate."""
-    return _load("venue", VenueConfig, path_or_name, overrides)
+def load_venue(path_or_name: str | Path, overrides: Sequence[str] = (), option: str = "--set") -> VenueConfig:
+    """Load a venue by shipped name (``binance_futures``) or YAML path, apply overrides, validate.
+
+    ``option`` is the flag the overrides came from, named in messages (``--set``, ``--venue-set``).
+    """
+    return _load("venue", VenueConfig, path_or_name, overrides, option)
 
 
 def shipped_names(kind: Kind) -> list[str]:
@@ -166,7 +174,13 @@ def _resolves(path_or_name: str | Path, kind: Kind) -> bool:
     return True
 
 
-def _load(kind: Kind, model: type[ConfigT], path_or_name: str | Path, overrides: Sequence[str]) -> ConfigT:
+def _load(
+    kind: Kind,
+    model: type[ConfigT],
+    path_or_name: str | Path,
+    overrides: Sequence[str],
+    option: str = "--set",
+) -> ConfigT:
     path = resolve_path(path_or_name, kind)
     where = str(path)
     tree = read_yaml(path)
@@ -175,16 +189,16 @@ def _load(kind: Kind, model: type[ConfigT], path_or_name: str | Path, overrides:
     from_file = _key_paths(tree)
     set_paths: dict[tuple[str, ...], str] = {}
     for text in overrides:
-        keys, value = _parse_override(text)
-        value, override_sources = secrets.expand_tree(value, f"--set {text}", prefix=".".join(keys))
-        _apply_override(tree, keys, value, text)
+        keys, value = _parse_override(text, option)
+        value, override_sources = secrets.expand_tree(value, f"{option} {text}", prefix=".".join(keys))
+        _apply_override(tree, keys, value, f"{option} {text}")
         set_paths[keys] = text
         sources.update(override_sources)
     try:
         cfg = model.model_validate(tree)
     except ValidationError as err:
-        raise GridctlError(_format_errors(err, kind, model, where, set_paths, from_file)) from None
-    cfg._origin = where + "".join(f" --set {t}" for t in overrides)
+        raise GridctlError(_format_errors(err, kind, model, where, set_paths, from_file, option)) from None
+    cfg._origin = where + "".join(f" {option} {t}" for t in overrides)
     if isinstance(cfg, VenueConfig):
         cfg._credentials = sources
     return cfg
@@ -325,25 +339,26 @@ _YAML12_EXP_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[
 _StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_EXP_FLOAT, list("-+.0123456789"))
 
 
-def _parse_override(text: str) -> tuple[tuple[str, ...], Any]:
+def _parse_override(text: str, option: str = "--set") -> tuple[tuple[str, ...], Any]:
     """``grid.grid_step_bps=30`` -> (("grid", "grid_step_bps"), 30); the value is parsed as YAML."""
     key, sep, raw = text.partition("=")
     keys = tuple(part.strip() for part in key.split("."))
     if not sep or not all(keys):
-        raise GridctlError(f"--set {text}: expected SECTION.KEY=VALUE, e.g. grid.grid_step_bps=30")
+        raise GridctlError(f"{option} {text}: expected SECTION.KEY=VALUE, e.g. grid.grid_step_bps=30")
     try:
         value = yaml.load(raw, Loader=_StrictLoader) if raw.strip() else None
     except yaml.YAMLError as err:
-        raise GridctlError(f"--set {text}: value is not valid YAML{_yaml_problem(err)}") from None
+        raise GridctlError(f"{option} {text}: value is not valid YAML{_yaml_problem(err)}") from None
     return keys, value
 
 
-def _apply_override(tree: dict[str, Any], keys: tuple[str, ...], value: Any, text: str) -> None:
+def _apply_override(tree: dict[str, Any], keys: tuple[str, ...], value: Any, given: str) -> None:
+    """Write ``value`` at ``keys``; ``given`` is the override as typed (``--set k=v``) for messages."""
     node = tree
     for depth, key in enumerate(keys[:-1]):
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
-            raise GridctlError(f"--set {text}: {'.'.join(keys[: depth + 1])} is a value, not a section")
+            raise GridctlError(f"{given}: {'.'.join(keys[: depth + 1])} is a value, not a section")
         node = child
     node[keys[-1]] = value
 
@@ -366,12 +381,15 @@ def _key_paths(tree: Any, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
 
 
 def _source_of(
-    loc: tuple[Any, ...], set_paths: dict[tuple[str, ...], str], from_file: set[tuple[str, ...]]
+    loc: tuple[Any, ...],
+    set_paths: dict[tuple[str, ...], str],
+    from_file: set[tuple[str, ...]],
+    option: str = "--set",
 ) -> str:
     """``--set ...: `` when an override wrote (or created) the key at ``loc``, else "" (the file)."""
     for keys, text in set_paths.items():
         if loc[: len(keys)] == keys or (keys[: len(loc)] == loc and loc not in from_file):
-            return f"--set {text}: "
+            return f"{option} {text}: "
     return ""
 
 
@@ -382,6 +400,7 @@ def _format_errors(
     where: str,
     set_paths: dict[tuple[str, ...], str],
     from_file: set[tuple[str, ...]],
+    option: str = "--set",
 ) -> str:
     lines = []
     for item in err.errors():
@@ -398,7 +417,7 @@ def _format_errors(
             reason = item["msg"].removeprefix("Value error, ")
             if not _is_secret(loc):
                 reason += f" (got {_short(item['input'])})"
-        source = _source_of(loc, set_paths, from_file)
+        source = _source_of(loc, set_paths, from_file, option)
         lines.append(f"  {source}{_loc_text(loc) or '(top level)'}: {reason}")
     count = len(lines)
     header = f"invalid {kind} config {where}: {count} problem{'s' if count != 1 else ''}"

@@ -500,3 +500,25 @@ def test_a_file_with_sections_of_both_kinds_still_lists_its_problems(tmp_path: P
     tree["trading"] = {"leverage": 5}
     with pytest.raises(GridctlError, match="'trading' is a section of a venue config"):
         load_strategy(write(tmp_path, tree))
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        (
+            "precision.tick_size=-1",
+            "--venue-set precision.tick_size=-1: precision.tick_size: Input should be greater",
+        ),
+        ("precision", "--venue-set precision: expected SECTION.KEY=VALUE"),
+        ("precision.tick_size=[1", "--venue-set precision.tick_size=[1: value is not valid YAML"),
+        ("trading.leverage.x=1", "--venue-set trading.leverage.x=1: "),
+    ],
+)
+def test_overrides_are_named_by_the_flag_they_came_from(override: str, words: str) -> None:
+    """The live bridge's --venue-set used to be reported as --set."""
+    with pytest.raises(GridctlError) as info:
+        load_venue("binance_futures", [override], option="--venue-set")
+    assert words in str(info.value) and "--set " not in str(info.value).replace("--venue-set ", "")
+    assert load_venue("binance_futures", ["trading.leverage=5"], option="--venue-set").origin.endswith(
+        " --venue-set trading.leverage=5"
+    )
