@@ -45,8 +45,9 @@ def require_writable_dir(path: str | os.PathLike[str], option: str) -> Path:
     ancestor (which must be a folder, not a file).
     """
     target = Path(path).expanduser()
-    if target.exists() and not target.is_dir():
-        raise GridctlError(f"{option}: {target} exists and is not a folder")
+    kind = path_kind(target)
+    if not kind.startswith("missing") and kind != "a folder":
+        raise GridctlError(f"{option}: {target} is {kind}, not a folder")
     anchor = _nearest_existing(target)
     if not anchor.is_dir():
         raise GridctlError(f"{option}: cannot create {target}: {anchor} is a file, not a folder")
@@ -59,8 +60,9 @@ def require_existing_dir(path: str | os.PathLike[str], option: str, hint: str = 
     target = Path(path).expanduser()
     if target.is_dir():
         return target
-    if target.exists():
-        raise GridctlError(f"{option}: {target} is not a folder")
+    kind = path_kind(target)
+    if not kind.startswith("missing"):
+        raise GridctlError(f"{option}: {target} is {kind}, not a folder")
     anchor = _nearest_existing(target)
     if anchor.exists() and not anchor.is_dir():
         raise GridctlError(f"{option}: {target} does not exist ({anchor} is a file, not a folder)")

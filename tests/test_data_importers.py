@@ -308,3 +308,25 @@ def test_funding_with_other_rates_for_stored_settlements_needs_force(tmp_path: P
     ):
         import_path(archive, store)
     assert read_funding(store, EX, BTC)["rate"].to_list() == [0.0001] * 3
+
+
+def test_a_fifo_is_refused_as_a_file_and_skipped_in_a_folder(tmp_path: Path) -> None:
+    """Reading a FIFO blocks until a writer appears: it is named as a FIFO, never opened (alarm: 20 s)."""
+    import os
+    import signal
+
+    folder = tmp_path / "in"
+    write_zip(folder / "BTCUSDT-1m-2024-01.zip", [KLINE_HEADER, *kline_rows(3)])
+    fifo = folder / "BTCUSDT-1m-2024-02.zip"
+    os.mkfifo(fifo)
+    signal.alarm(20)
+    try:
+        with pytest.raises(
+            GridctlError, match=rf"import {fifo}: is a FIFO \(named pipe\), not a regular file"
+        ):
+            import_path(fifo, tmp_path / "store")
+        summary = import_path(folder, tmp_path / "store")
+    finally:
+        signal.alarm(0)
+    assert summary.skipped == [(str(fifo), "is a FIFO (named pipe), not a regular file")]
+    assert summary.series[0].rows == 3

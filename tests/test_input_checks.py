@@ -102,7 +102,7 @@ def test_strings_that_only_look_numeric_stay_strings(tmp_path: Path, text: str) 
 @pytest.mark.parametrize(
     ("make", "words"),
     [
-        (lambda t: t / "file", ["exists and is not a folder"]),
+        (lambda t: t / "file", ["is a regular file, not a folder"]),
         (lambda t: t / "file" / "sub", ["is a file, not a folder"]),
         (lambda t: t / "file" / "a" / "b", ["is a file, not a folder"]),
         (lambda t: Path("/proc") / f"gridctl-{os.getpid()}", ["/proc does not accept"]),
@@ -129,12 +129,20 @@ def test_a_writable_folder_is_accepted_and_left_as_it_was(tmp_path: Path) -> Non
     ("make", "words"),
     [
         (lambda t: t / "nope", ["does not exist"]),
-        (lambda t: t / "file", ["is not a folder"]),
+        (lambda t: t / "file", ["is a regular file, not a folder"]),
         (lambda t: t / "file" / "x", ["does not exist", "is a file"]),
+        (lambda t: t / "fifo", ["is a FIFO (named pipe), not a folder"]),
+        (lambda t: Path("/dev/null"), ["is a character device, not a folder"]),
+        (lambda t: t / "loop", ["is a symlink loop, not a folder"]),
+        (lambda t: t / "dangling", ["is a symlink to a missing target"]),
     ],
 )
 def test_folders_to_read_must_exist(tmp_path: Path, make, words) -> None:
+    """A path that exists but is no folder is named as what it is, never "does not exist"."""
     (tmp_path / "file").write_text("x")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
     with pytest.raises(GridctlError) as err:
         require_existing_dir(make(tmp_path), "--data")
     assert all(w in str(err.value) for w in words)
