@@ -419,9 +419,9 @@ def _format_errors(
                 reason += f" (got {_short(item['input'])})"
         source = _source_of(loc, set_paths, from_file, option)
         lines.append(f"  {source}{_loc_text(loc) or '(top level)'}: {reason}")
-    count = len(lines)
-    header = f"invalid {kind} config {where}: {count} problem{'s' if count != 1 else ''}"
-    return "\n".join([header, *lines])
+    if len(lines) == 1:  # one problem: one line
+        return f"invalid {kind} config {where}: {lines[0].strip()}"
+    return "\n".join([f"invalid {kind} config {where}: {len(lines)} problems", *lines])
 
 
 def _unknown_key_reason(kind: Kind, model: type[BaseModel], loc: tuple[Any, ...]) -> str:
