@@ -109,5 +109,5 @@ def require_output_file(path: str | os.PathLike[str], option: str) -> Path:
     anchor = _nearest_existing(target.parent)
     if not anchor.is_dir():
         raise GridctlError(f"{option}: cannot create {target}: {anchor} is a file, not a folder")
-    require_writable_dir(target.parent, option)
+    _probe_writable(anchor, option, target)
     return target
