@@ -8,7 +8,10 @@ them, so ``gridctl --help`` starts without pydantic, polars, numba & co.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, get_args
 
 import typer
 from typer.core import TyperGroup
@@ -22,18 +25,90 @@ LAZY_GROUPS: dict[str, tuple[str, str]] = {
 }
 
 
-def _render_flags_as_flags(command: typer.core.TyperCommand | TyperGroup) -> None:
-    """Give every on/off flag (``--json``, ``--force``, ``--help``) an empty metavar, recursively.
+def _readable_metavar(param: typer.core.TyperOption | typer.core.TyperArgument) -> str:
+    """A plain word for what an option or argument takes: TEXT, PATH, INTEGER, NUMBER or the choices.
+
+    typer 0.29 prints Python type tags (``<str>``, ``<list[str]>``, ``<int range>``, ``{file}``); these
+    read as code. A repeatable option ends in ``...``. Ranges are still printed after the word
+    (``INTEGER [1<=x<=3650]``).
+    """
+    desc = param.type_descriptor
+    if desc.is_choice and desc.choices is not None:
+        word = "|".join(str(getattr(c, "value", c)) for c in desc.choices)
+    else:
+        inner = get_args(desc.annotation)[0] if desc.is_list else desc.annotation
+        words = {int: "INTEGER", float: "NUMBER", Path: "PATH"}
+        word = words.get(inner, "PATH" if desc.is_path else "TEXT")
+    return word + ("..." if desc.is_list else "")
+
+
+def _tidy_help(command: typer.core.TyperCommand | TyperGroup) -> None:
+    """Make --help read plainly, recursively: on/off flags (``--json``, ``--force``, ``--help``) get
+    an empty metavar, every other option and argument a plain word (see ``_readable_metavar``).
 
     typer 0.29 prints each option's type in --help, so a flag would read ``--json <bool>`` as if it
     took a value; an empty metavar makes it render as the bare flag it is.
     """
     help_option = command.get_help_option(typer.Context(command))
     for param in [*command.params, *([help_option] if help_option is not None else [])]:
-        if isinstance(param, typer.core.TyperOption) and param.is_flag and param.metavar is None:
+        if param.metavar is not None:
+            continue
+        if isinstance(param, typer.core.TyperOption) and param.is_flag:
             param.metavar = ""
+        elif isinstance(param, typer.core.TyperOption):
+            param.metavar = _readable_metavar(param)
+        elif isinstance(param, typer.core.TyperArgument):
+            # Usage reads ``FILE`` (``[FILE]`` when optional), not ``{file}``; the type column a word.
+            word, name = _readable_metavar(param), (param.name or "value").upper()
+            param.metavar = name
+            shown = name if param.required else f"[{name}]"
+            param.display_type_rich = lambda ctx, word=word: word  # type: ignore[method-assign]
+            param._usage_display_name = lambda shown=shown: shown  # type: ignore[method-assign]
     for sub in getattr(command, "commands", {}).values():
-        _render_flags_as_flags(sub)
+        _tidy_help(sub)
+
+
+#: Old and foreign spellings of options, rewritten before parsing (hidden: --help shows only the new name).
+#: ``--data`` was the backtest's and optimizer's name; ``--datadir`` is freqtrade's.
+OPTION_ALIASES: dict[str, str] = {"--data": "--data-dir", "--datadir": "--data-dir"}
+#: freqtrade command names and the gridctl command that does that job.
+FREQTRADE_COMMANDS: dict[str, str] = {
+    "backtesting": "backtest",
+    "hyperopt": "optimize",
+    "hyperopt-list": "study show",
+    "hyperopt-show": "study show",
+    "download-data": "data download",
+    "list-data": "data info",
+    "show-config": "config show",
+    "trade": "live",
+}
+
+
+def _timerange_hint(value: str) -> str:
+    """freqtrade's ``--timerange 20240101-20240201`` as gridctl's ``--start 2024-01-01 --end 2024-02-01``."""
+    start, sep, end = value.partition("-")
+    parts = []
+    for option, day in (("--start", start), ("--end", end)):
+        if len(day) == 8 and day.isdigit():
+            parts.append(f"{option} {day[:4]}-{day[4:6]}-{day[6:]}")
+    suggestion = " ".join(parts) if parts and sep else "--start YYYY-MM-DD --end YYYY-MM-DD"
+    return f"gridctl has no --timerange (a freqtrade option); give the range as {suggestion} (end exclusive)"
+
+
+def _rewrite_aliases(args: list[str]) -> list[str]:
+    """Apply ``OPTION_ALIASES`` (``--data X`` and ``--data=X`` alike) and answer ``--timerange``.
+
+    Tokens after ``--`` are values, never rewritten.
+    """
+    out: list[str] = []
+    for i, token in enumerate(args):
+        if token == "--":
+            return out + args[i:]
+        name, eq, value = token.partition("=")
+        if name == "--timerange":
+            raise GridctlError(_timerange_hint(value if eq else (args[i + 1] if i + 1 < len(args) else "")))
+        out.append(OPTION_ALIASES[name] + eq + value if name in OPTION_ALIASES else token)
+    return out
 
 
 class _GridctlGroup(TyperGroup):
@@ -46,7 +121,25 @@ class _GridctlGroup(TyperGroup):
         # Stand-ins that carry the name and one-line help until a command line reaches the group.
         for name, (_module, help_text) in LAZY_GROUPS.items():
             self.commands.setdefault(name, _Unloaded(name=name, help=help_text))
-        _render_flags_as_flags(self)
+        _tidy_help(self)
+
+    def main(self, args: Sequence[str] | None = None, *rest: Any, **extra: Any) -> Any:
+        """Rewrite hidden option aliases before parsing; ``--timerange`` is answered with --start/--end."""
+        try:
+            rewritten = _rewrite_aliases(list(sys.argv[1:] if args is None else args))
+        except GridctlError as err:
+            typer.echo(f"error: {err}", err=True)
+            sys.exit(2)
+        return super().main(rewritten, *rest, **extra)
+
+    def resolve_command(self, ctx: typer.Context, args: list[str]) -> tuple[Any, Any, list[str]]:
+        name = args[0] if args else ""
+        if name in FREQTRADE_COMMANDS and super().get_command(ctx, name) is None:
+            equivalent = FREQTRADE_COMMANDS[name]
+            raise GridctlError(
+                f"no command {name!r} (a freqtrade command); gridctl's is `gridctl {equivalent}`"
+            )
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: typer.Context) -> object:
         try:
@@ -68,7 +161,7 @@ class _GridctlGroup(TyperGroup):
         if isinstance(cmd, _Unloaded) and not self._listing:
             cmd = typer.main.get_group(importlib.import_module(LAZY_GROUPS[cmd_name][0]).app)
             cmd.name, cmd.help = cmd_name, LAZY_GROUPS[cmd_name][1]
-            _render_flags_as_flags(cmd)
+            _tidy_help(cmd)
             self.add_command(cmd, cmd_name)
         return cmd
 

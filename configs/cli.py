@@ -121,6 +121,7 @@ def validate(
         str | None,
         typer.Option("--strategy", "-s", help="With a venue FILE: also check this strategy against it."),
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")] = False,
 ) -> None:
     """Check a config file; exit 0 if it is valid, else print every problem and exit 2.
 
@@ -139,6 +140,11 @@ def validate(
         gates = cfg.gates_disabled()
         if venue is not None:
             check_strategy_on_venue(cfg, load_venue(venue))
+        if as_json:
+            result = {"valid": True, "kind": "strategy", "source": cfg.origin, "name": cfg.strategy.name}
+            result |= {"symbol": cfg.ccxt_symbol, "gates_disabled": gates, "fits_venue": venue}
+            typer.echo(json.dumps(result, indent=2))
+            return
         typer.echo(f"ok: {cfg.origin} is a valid strategy config ({cfg.strategy.name}, {cfg.ccxt_symbol})")
         if venue is not None:
             typer.echo(f"ok: it fits venue {venue} (quantities within the filters, leverage within brackets)")
@@ -152,6 +158,12 @@ def validate(
         check_strategy_on_venue(load_strategy(strategy), vcfg)
     if live:
         secrets.require_live_credentials(vcfg)
+    if as_json:
+        result = {"valid": True, "kind": "venue", "source": vcfg.origin, "name": vcfg.venue.name}
+        result |= {"fees_source": vcfg.fees_source, "fits_strategy": strategy, "live_credentials": live}
+        result["credentials"] = {path: secrets.mask(vcfg, path) for path in secrets.CREDENTIAL_PATHS}
+        typer.echo(json.dumps(result, indent=2))
+        return
     typer.echo(f"ok: {vcfg.origin} is a valid venue config ({vcfg.venue.name}, fees from {vcfg.fees_source})")
     for path in secrets.CREDENTIAL_PATHS:
         typer.echo(f"  {path}: {secrets.mask(vcfg, path)}")
@@ -164,8 +176,17 @@ def validate(
 
 
 @app.command("list")
-def list_configs() -> None:
+def list_configs(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")] = False,
+) -> None:
     """List the strategy and venue configs shipped with gridctl (use the names with --strategy/--venue)."""
+    if as_json:
+        payload = {
+            title: {"folder": str(SHIPPED_DIRS[kind]), "names": shipped_names(kind)}  # type: ignore[index, arg-type]
+            for kind, title in (("strategy", "strategies"), ("venue", "venues"))
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
     for kind, title in (("strategy", "strategies"), ("venue", "venues")):
         typer.echo(f"{title} ({SHIPPED_DIRS[kind]}):")  # type: ignore[index]
         for name in shipped_names(kind):  # type: ignore[arg-type]

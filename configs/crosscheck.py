@@ -6,7 +6,8 @@ bracket's ``max_leverage`` (no notional is allowed, every entry is a bracket rej
 ``gridctl config validate`` (given the other file) and ``gridctl backtest`` call
 :func:`check_strategy_on_venue` before any work starts. Once the market is loaded, ``gridctl backtest``
 also calls :func:`check_notional_in_range`: a ladder none of whose rungs reaches the venue's order
-notional limits at any price of the data would never place an order.
+notional limits at any price of the data would never place an order, and a tick wider than one grid
+step (or a quantity step above ``grid.base_qty``) would round every order away: a silent zero-trade run.
 """
 
 from __future__ import annotations
@@ -25,9 +26,6 @@ def pair_problems(strategy: StrategyConfig, venue: VenueConfig, symbol: str | No
     levels = len(quantities)
     for rung, qty in enumerate(quantities, start=1):
         field = "grid.base_qty" if rung == 1 else f"grid.qty_scale (rung {rung} of {levels})"
-        if not math.isfinite(qty):
-            problems.append(f"{field}: rung {rung} quantity overflows ({qty})")
-            break
         if qty < venue.min_qty * (1 - 1e-9):
             problems.append(
                 f"{field}: rung {rung} quantity {qty:g} is below the venue's minimum quantity "
@@ -40,6 +38,12 @@ def pair_problems(strategy: StrategyConfig, venue: VenueConfig, symbol: str | No
                 f"{venue.max_qty:g} (precision.max_qty); the exchange refuses such orders"
             )
             break
+    grid = strategy.grid
+    if venue.min_qty * (1 - 1e-9) <= grid.base_qty < venue.step_size * (1 - 1e-9):
+        problems.append(
+            f"grid.base_qty {grid.base_qty:g} is below the venue's quantity step {venue.step_size:g} "
+            "(precision.step_size): every entry would round to zero and nothing would trade"
+        )
     tiers = venue.brackets_for(sym)
     top = max(t.max_leverage for t in tiers)
     if venue.trading.leverage > top:
@@ -71,11 +75,20 @@ def _rung_quantities(strategy: StrategyConfig) -> list[float]:
 def check_notional_in_range(
     strategy: StrategyConfig, venue: VenueConfig, low: float, high: float, where: str
 ) -> None:
-    """Refuse a ladder that cannot place one order at any price in ``[low, high]`` (the data's range).
+    """Refuse a ladder that cannot place one order at any price in ``[low, high]`` (the data's range),
+    or whose grid step at ``low`` is narrower than the venue's tick.
 
     A rung of quantity q can be placed at some price p in the range when ``q * p`` can lie within
     ``[max(precision.min_notional, risk.min_order_size_usdt), risk.max_order_size_usdt]``.
     """
+    step_price = low * strategy.grid.grid_step_bps / 1e4
+    if venue.tick_size > step_price * (1 + 1e-9):
+        raise GridctlError(
+            f"strategy {strategy.origin} on venue {venue.origin}: precision.tick_size {venue.tick_size:g} is "
+            f"wider than one grid step ({strategy.grid.grid_step_bps:g} bps of the lowest price "
+            f"{low:,.6g} of {where} = {step_price:,.6g}); the rungs would round onto the same prices and "
+            "the run would trade nothing"
+        )
     floor = max(venue.precision.min_notional, venue.risk.min_order_size_usdt)
     cap = venue.risk.max_order_size_usdt
     quantities = _rung_quantities(strategy)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from gridctl import configs
 from gridctl.configs import secrets
 from gridctl.configs.errors import GridctlError
+from gridctl.configs.files import path_kind, require_regular_file
 from gridctl.configs.schema import FieldRuleError, StrategyConfig, VenueConfig
 
 Kind = Literal["strategy", "venue"]
@@ -35,14 +36,22 @@ MODELS: dict[Kind, type[BaseModel]] = {"strategy": StrategyConfig, "venue": Venu
 # ----------------------------------------------------------------------------------------------------
 
 
-def load_strategy(path_or_name: str | Path, overrides: Sequence[str] = ()) -> StrategyConfig:
-    """Load a strategy by shipped name (``default``) or YAML path, apply ``k.k=v`` overrides, validate."""
-    return _load("strategy", StrategyConfig, path_or_name, overrides)
+def load_strategy(
+    path_or_name: str | Path, overrides: Sequence[str] = (), option: str = "--set"
+) -> StrategyConfig:
+    """Load a strategy by shipped name (``default``) or YAML path, apply ``k.k=v`` overrides, validate.
+
+    ``option`` is the flag the overrides came from, named in messages (``--set``).
+    """
+    return _load("strategy", StrategyConfig, path_or_name, overrides, option)
 
 
-def load_venue(path_or_name: str | Path, overrides: Sequence[str] = ()) -> VenueConfig:
-    """Load a venue by shipped name (``binance_futures``) or YAML path, apply overrides, validate."""
-    return _load("venue", VenueConfig, path_or_name, overrides)
+def load_venue(path_or_name: str | Path, overrides: Sequence[str] = (), option: str = "--set") -> VenueConfig:
+    """Load a venue by shipped name (``binance_futures``) or YAML path, apply overrides, validate.
+
+    ``option`` is the flag the overrides came from, named in messages (``--set``, ``--venue-set``).
+    """
+    return _load("venue", VenueConfig, path_or_name, overrides, option)
 
 
 def shipped_names(kind: Kind) -> list[str]:
@@ -51,18 +60,31 @@ def shipped_names(kind: Kind) -> list[str]:
 
 
 def resolve_path(path_or_name: str | Path, kind: Kind) -> Path:
-    """An existing file path as given, else ``configs/<kind>s/<name>.yaml``; anything else is an error."""
+    """An existing file path as given, else ``configs/<kind>s/<name>.yaml``; anything else is an error.
+
+    A path that exists but is no regular file (a folder, FIFO, device, symlink loop) is named as what
+    it is, never reported as "not found" or read (a FIFO would block).
+    """
     candidate = Path(path_or_name).expanduser()
-    if candidate.is_file():
+    found = path_kind(candidate)
+    if found == "a regular file":
         return candidate
     text = str(path_or_name)
     looks_like_path = "/" in text or "\\" in text or text.endswith((".yaml", ".yml"))
+    if not looks_like_path:
+        shipped = SHIPPED_DIRS[kind] / f"{text}.yaml"
+        if shipped.is_file():
+            return shipped
+    if found != "missing":
+        raise GridctlError(f"{kind} config {text}: is {found}, not a YAML file")
     if looks_like_path:
         raise GridctlError(f"{kind} config file not found: {text}")
-    shipped = SHIPPED_DIRS[kind] / f"{text}.yaml"
-    if shipped.is_file():
-        return shipped
     names = ", ".join(shipped_names(kind)) or "none"
+    other: Kind = "venue" if kind == "strategy" else "strategy"
+    if text in shipped_names(other):
+        raise GridctlError(
+            f"{text!r} is a shipped {other} config, not a {kind} config ({kind} configs: {names})"
+        )
     raise GridctlError(
         f"no {kind} config named {text!r}; shipped {kind} configs: {names} (or give a YAML path)"
     )
@@ -71,7 +93,10 @@ def resolve_path(path_or_name: str | Path, kind: Kind) -> Path:
 def detect_kind(path_or_name: str | Path) -> Kind:
     """Tell a strategy file from a venue file by its top-level sections (or by the shipped name)."""
     path = Path(path_or_name).expanduser()
-    if not path.is_file():
+    what = path_kind(path)
+    if what not in ("a regular file", "missing"):
+        raise GridctlError(f"config {path_or_name}: is {what}, not a YAML file")
+    if what == "missing":
         found = [k for k in MODELS if _resolves(path_or_name, k)]
         if not found:
             listing = "; ".join(f"{k} configs: {', '.join(shipped_names(k))}" for k in MODELS)
@@ -90,6 +115,11 @@ def detect_kind(path_or_name: str | Path) -> Kind:
 def read_yaml(path: Path) -> dict[str, Any]:
     """Parse a YAML file into a mapping; syntax errors and duplicate keys name the file and line."""
     text = read_text_utf8(path)
+    if len(text) > MAX_CONFIG_CHARS:
+        raise GridctlError(
+            f"{path}: {len(text):,} characters; a config file is at most {MAX_CONFIG_CHARS:,} "
+            "(is this really a strategy or venue file?)"
+        )
     try:
         tree = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as err:
@@ -105,6 +135,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 def read_text_utf8(path: Path) -> str:
     """A config file's text; unreadable or not UTF-8 is a GridctlError naming the file, line and byte."""
+    require_regular_file(path, "config")
     try:
         raw = path.read_bytes()
     except OSError as err:
@@ -143,27 +174,47 @@ def _resolves(path_or_name: str | Path, kind: Kind) -> bool:
     return True
 
 
-def _load(kind: Kind, model: type[ConfigT], path_or_name: str | Path, overrides: Sequence[str]) -> ConfigT:
+def _load(
+    kind: Kind,
+    model: type[ConfigT],
+    path_or_name: str | Path,
+    overrides: Sequence[str],
+    option: str = "--set",
+) -> ConfigT:
     path = resolve_path(path_or_name, kind)
     where = str(path)
     tree = read_yaml(path)
+    _check_kind(tree, kind, where)
     tree, sources = secrets.expand_tree(tree, where)
     from_file = _key_paths(tree)
     set_paths: dict[tuple[str, ...], str] = {}
     for text in overrides:
-        keys, value = _parse_override(text)
-        value, override_sources = secrets.expand_tree(value, f"--set {text}", prefix=".".join(keys))
-        _apply_override(tree, keys, value, text)
+        keys, value = _parse_override(text, option)
+        value, override_sources = secrets.expand_tree(value, f"{option} {text}", prefix=".".join(keys))
+        _apply_override(tree, keys, value, f"{option} {text}")
         set_paths[keys] = text
         sources.update(override_sources)
     try:
         cfg = model.model_validate(tree)
     except ValidationError as err:
-        raise GridctlError(_format_errors(err, kind, model, where, set_paths, from_file)) from None
-    cfg._origin = where + "".join(f" --set {t}" for t in overrides)
+        raise GridctlError(_format_errors(err, kind, model, where, set_paths, from_file, option)) from None
+    cfg._origin = where + "".join(f" {option} {t}" for t in overrides)
     if isinstance(cfg, VenueConfig):
         cfg._credentials = sources
     return cfg
+
+
+def _check_kind(tree: dict[str, Any], kind: Kind, where: str) -> None:
+    """One line when a file of the other kind is given (a strategy as the venue), not a list of
+    every required section it lacks: it holds more of the other kind's sections and none of this one's."""
+    other: Kind = "venue" if kind == "strategy" else "strategy"
+    mine = set(tree) & set(MODELS[kind].model_fields)
+    theirs = sorted(map(str, set(tree) & set(MODELS[other].model_fields)))
+    if theirs and not mine:
+        raise GridctlError(
+            f"{where} is a {other} config (sections {', '.join(theirs)}), not a {kind} config; "
+            f"give it where a {other} config is expected"
+        )
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:
@@ -177,15 +228,46 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 floats (``1e9``) that rejects duplicate keys instead of keeping the last.
+    """SafeLoader with YAML 1.2 floats (``1e9``), bounded work, merge keys, and no duplicate keys.
 
     PyYAML resolves plain scalars by YAML 1.1 rules, where a float needs a dot: ``1e9`` would stay the
     string "1e9". The extra resolver below adds the YAML 1.2 core-schema forms without a dot.
+
+    Crafted input cannot hang or crash the loader: nesting deeper than ``MAX_YAML_DEPTH`` and documents
+    whose aliases expand to more than ``MAX_YAML_NODES`` values (an "alias bomb") are refused before
+    anything is built, and a key must be a plain value (a list or mapping used as a key is refused).
+    Merge keys (``<<: *defaults``) are accepted: the explicit keys of the mapping win over merged ones,
+    and a key written twice explicitly is still an error.
     """
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_YAML_DEPTH} levels deep", mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None:
+            _check_expanded_size(node)
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                what = "list" if isinstance(key_node, yaml.SequenceNode) else "mapping"
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a {what} cannot be a key (keys are plain names)", key_node.start_mark
+                )
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
@@ -195,31 +277,88 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+#: Deepest nesting a config may have (the deepest real path, margin.brackets.SYM[i].key, is 5).
+MAX_YAML_DEPTH = 32
+#: Most values a config may expand to once aliases are followed (the shipped files hold a few hundred).
+MAX_YAML_NODES = 100_000
+#: Longest config file, in characters (the shipped files are a few kB).
+MAX_CONFIG_CHARS = 1_000_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _check_expanded_size(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand past ``MAX_YAML_NODES`` values or ``MAX_YAML_DEPTH`` levels.
+
+    The composed graph shares aliased nodes, so it is small even when its expansion is astronomically
+    large; the expanded size is counted per distinct node (memoised), so this costs one pass over it.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            children = _children(node)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
+            open_nodes.discard(key)
+            if size[key] > MAX_YAML_NODES or depth[key] > MAX_YAML_DEPTH:
+                limit = (
+                    f"more than {MAX_YAML_NODES:,} values"
+                    if size[key] > MAX_YAML_NODES
+                    else f"more than {MAX_YAML_DEPTH} levels"
+                )
+                raise yaml.composer.ComposerError(
+                    None, None, f"aliases expand to {limit} (an alias bomb?)", node.start_mark
+                )
+            continue
+        if key in size:
+            continue
+        if key in open_nodes:
+            raise yaml.composer.ComposerError(
+                None, None, "an alias refers to a node that contains it (recursive alias)", node.start_mark
+            )
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in size)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
 # YAML 1.2 core-schema floats PyYAML's 1.1 resolver misses: an exponent without a dot or without a sign
 # (1e9, -2E-3, 1.5e9, .5e3). Forms 1.1 already knows (1.5e+9, 0.1) resolve as before.
 _YAML12_EXP_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
 _StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_EXP_FLOAT, list("-+.0123456789"))
 
 
-def _parse_override(text: str) -> tuple[tuple[str, ...], Any]:
+def _parse_override(text: str, option: str = "--set") -> tuple[tuple[str, ...], Any]:
     """``grid.grid_step_bps=30`` -> (("grid", "grid_step_bps"), 30); the value is parsed as YAML."""
     key, sep, raw = text.partition("=")
     keys = tuple(part.strip() for part in key.split("."))
     if not sep or not all(keys):
-        raise GridctlError(f"--set {text}: expected SECTION.KEY=VALUE, e.g. grid.grid_step_bps=30")
+        raise GridctlError(f"{option} {text}: expected SECTION.KEY=VALUE, e.g. grid.grid_step_bps=30")
     try:
         value = yaml.load(raw, Loader=_StrictLoader) if raw.strip() else None
     except yaml.YAMLError as err:
-        raise GridctlError(f"--set {text}: value is not valid YAML{_yaml_problem(err)}") from None
+        raise GridctlError(f"{option} {text}: value is not valid YAML{_yaml_problem(err)}") from None
     return keys, value
 
 
-def _apply_override(tree: dict[str, Any], keys: tuple[str, ...], value: Any, text: str) -> None:
+def _apply_override(tree: dict[str, Any], keys: tuple[str, ...], value: Any, given: str) -> None:
+    """Write ``value`` at ``keys``; ``given`` is the override as typed (``--set k=v``) for messages."""
     node = tree
     for depth, key in enumerate(keys[:-1]):
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
-            raise GridctlError(f"--set {text}: {'.'.join(keys[: depth + 1])} is a value, not a section")
+            raise GridctlError(f"{given}: {'.'.join(keys[: depth + 1])} is a value, not a section")
         node = child
     node[keys[-1]] = value
 
@@ -242,12 +381,15 @@ def _key_paths(tree: Any, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
 
 
 def _source_of(
-    loc: tuple[Any, ...], set_paths: dict[tuple[str, ...], str], from_file: set[tuple[str, ...]]
+    loc: tuple[Any, ...],
+    set_paths: dict[tuple[str, ...], str],
+    from_file: set[tuple[str, ...]],
+    option: str = "--set",
 ) -> str:
     """``--set ...: `` when an override wrote (or created) the key at ``loc``, else "" (the file)."""
     for keys, text in set_paths.items():
         if loc[: len(keys)] == keys or (keys[: len(loc)] == loc and loc not in from_file):
-            return f"--set {text}: "
+            return f"{option} {text}: "
     return ""
 
 
@@ -258,6 +400,7 @@ def _format_errors(
     where: str,
     set_paths: dict[tuple[str, ...], str],
     from_file: set[tuple[str, ...]],
+    option: str = "--set",
 ) -> str:
     lines = []
     for item in err.errors():
@@ -274,11 +417,11 @@ def _format_errors(
             reason = item["msg"].removeprefix("Value error, ")
             if not _is_secret(loc):
                 reason += f" (got {_short(item['input'])})"
-        source = _source_of(loc, set_paths, from_file)
+        source = _source_of(loc, set_paths, from_file, option)
         lines.append(f"  {source}{_loc_text(loc) or '(top level)'}: {reason}")
-    count = len(lines)
-    header = f"invalid {kind} config {where}: {count} problem{'s' if count != 1 else ''}"
-    return "\n".join([header, *lines])
+    if len(lines) == 1:  # one problem: one line
+        return f"invalid {kind} config {where}: {lines[0].strip()}"
+    return "\n".join([f"invalid {kind} config {where}: {len(lines)} problems", *lines])
 
 
 def _unknown_key_reason(kind: Kind, model: type[BaseModel], loc: tuple[Any, ...]) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
@@ -33,10 +33,40 @@ class FieldRuleError(ValueError):
         self.field = field
 
 
-class _Section(BaseModel):
-    """Base of every config section: unknown keys are errors, values are typed strictly, immutable."""
+#: Upper bound of every amount in quote currency or base quantity (balances, sizes, notionals, filters):
+#: far above any real account or order, far below where float arithmetic loses whole units.
+MAX_AMOUNT = 1e12
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+def _number_type(annotation: Any) -> type | None:
+    """``float`` or ``int`` when a field holds a number (also ``X | None``), else None (bool is no number)."""
+    args = [a for a in get_args(annotation) if a is not type(None)] if get_args(annotation) else [annotation]
+    if len(args) == 1 and args[0] in (float, int):
+        return args[0]
+    return None
+
+
+class _Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are typed strictly, immutable.
+
+    Every number is bounded: NaN and infinity are refused (``allow_inf_nan=False``), and a section that
+    declares a float or int field without both a lower and an upper bound fails at import, so a new
+    field cannot slip in unbounded (``1e308`` or ``10**30`` would pass a one-sided range).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        for name, field in cls.model_fields.items():
+            if _number_type(field.annotation) is None:
+                continue
+            kinds = {type(m).__name__ for m in field.metadata}
+            if not (kinds & {"Ge", "Gt"} and kinds & {"Le", "Lt"}):
+                raise TypeError(
+                    f"{cls.__name__}.{name}: a number field needs both a lower and an upper bound"
+                )
 
 
 def instrument_to_ccxt(instrument_id: str) -> str:
@@ -76,7 +106,7 @@ class GridSection(_Section):
     grid_step_bps: float = Field(ge=5, le=1000)
     grid_levels_long: int = Field(ge=1, le=100)
     grid_levels_short: int = Field(ge=1, le=100)
-    base_qty: float = Field(gt=0)
+    base_qty: float = Field(gt=0, le=MAX_AMOUNT)
     qty_scale: float = Field(gt=0, le=3)
 
 
@@ -101,7 +131,7 @@ class RebalanceSection(_Section):
     """When the ladder re-centres, and the inventory cap in quote currency."""
 
     recenter_trigger_bps: float = Field(gt=0, le=10000)
-    max_inventory_quote: float = Field(gt=0)
+    max_inventory_quote: float = Field(gt=0, le=MAX_AMOUNT)
 
 
 class ExecutionSection(_Section):
@@ -149,7 +179,7 @@ class RegimeSection(_Section):
 class PositionSection(_Section):
     """Position caps: size, share of equity, effective leverage and the distance kept from liquidation."""
 
-    max_position_size: float = Field(gt=0)
+    max_position_size: float = Field(gt=0, le=MAX_AMOUNT)
     max_position_pct: float = Field(default=0.95, ge=0.1, le=1)
     max_leverage_used: float = Field(gt=0, le=125)
     emergency_liquidation_buffer: float = Field(ge=0.05, le=1)
@@ -183,7 +213,7 @@ class BacktestSection(_Section):
     (e.g. ``1m``) makes the fills walk the finer bars inside each bar (None: the bar's own OHLC).
     """
 
-    initial_balance: float = Field(default=10000.0, gt=0)
+    initial_balance: float = Field(default=10000.0, gt=0, le=MAX_AMOUNT)
     slippage_bps: float = Field(default=1.0, ge=0, le=1000)
     fill_on_touch: bool = False
     intrabar_path: Literal["nearer_first", "farther_first", "high_first", "low_first"] = "nearer_first"
@@ -264,8 +294,8 @@ class RiskSection(_Section):
     """Venue-level guards: the leverage ceiling and the per-order notional range in USDT."""
 
     max_leverage: int = Field(ge=1, le=125)
-    min_order_size_usdt: float = Field(gt=0)
-    max_order_size_usdt: float = Field(gt=0)
+    min_order_size_usdt: float = Field(gt=0, le=MAX_AMOUNT)
+    max_order_size_usdt: float = Field(gt=0, le=MAX_AMOUNT)
 
     @model_validator(mode="after")
     def _range_ordered(self) -> RiskSection:
@@ -283,11 +313,11 @@ class PrecisionSection(_Section):
 
     price_precision: int = Field(ge=0, le=8)
     quantity_precision: int = Field(ge=0, le=8)
-    min_notional: float = Field(gt=0)
-    tick_size: float | None = Field(default=None, gt=0)
-    step_size: float | None = Field(default=None, gt=0)
-    min_qty: float | None = Field(default=None, gt=0)
-    max_qty: float | None = Field(default=None, gt=0)
+    min_notional: float = Field(gt=0, le=MAX_AMOUNT)
+    tick_size: float | None = Field(default=None, gt=0, le=MAX_AMOUNT)
+    step_size: float | None = Field(default=None, gt=0, le=MAX_AMOUNT)
+    min_qty: float | None = Field(default=None, gt=0, le=MAX_AMOUNT)
+    max_qty: float | None = Field(default=None, gt=0, le=MAX_AMOUNT)
 
     @model_validator(mode="after")
     def _qty_range_ordered(self) -> PrecisionSection:
@@ -299,17 +329,17 @@ class PrecisionSection(_Section):
 class RateLimitsSection(_Section):
     """Order pacing (entries per bar close, orders per 60 s) and the live request-weight budget."""
 
-    orders_per_second: int = Field(ge=1)
-    orders_per_minute: int = Field(ge=1)
-    weight_per_minute: int = Field(ge=1)
+    orders_per_second: int = Field(ge=1, le=10_000)
+    orders_per_minute: int = Field(ge=1, le=1_000_000)
+    weight_per_minute: int = Field(ge=1, le=1_000_000)
 
 
 class WebsocketSection(_Section):
     """Live stream keep-alive and reconnect policy."""
 
-    ping_interval: int = Field(ge=1)
-    reconnect_timeout: int = Field(ge=1)
-    max_reconnect_attempts: int = Field(ge=0)
+    ping_interval: int = Field(ge=1, le=3600)
+    reconnect_timeout: int = Field(ge=1, le=3600)
+    max_reconnect_attempts: int = Field(ge=0, le=10_000)
 
 
 class FeesSection(_Section):
@@ -325,10 +355,10 @@ class FeesSection(_Section):
 class Bracket(_Section):
     """One maintenance-margin tier: notional range, maintenance margin ratio, cum amount, max leverage."""
 
-    notional_floor: float = Field(ge=0)
-    notional_cap: float = Field(gt=0)
+    notional_floor: float = Field(ge=0, le=MAX_AMOUNT)
+    notional_cap: float = Field(gt=0, le=MAX_AMOUNT)
     maint_margin_ratio: float = Field(gt=0, lt=1)
-    cum: float = Field(ge=0)
+    cum: float = Field(ge=0, le=MAX_AMOUNT)
     max_leverage: float = Field(gt=0, le=125)
 
 

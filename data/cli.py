@@ -15,6 +15,10 @@ import typer
 from gridctl.data.store import default_data_dir
 from gridctl.data.validate import fmt_ts
 
+# Same as data.sample.MAX_DAYS (not imported here: numpy and polars are slow to import for --help).
+MAX_DAYS = 3_650
+MAX_SEED = 2**32 - 1
+
 app = typer.Typer(no_args_is_help=True, help="Download, import, generate and inspect market data.")
 
 _DATA_DIR_HELP = (
@@ -43,14 +47,21 @@ def _short(ms: int) -> str:
 @app.command("sample")
 def sample_command(
     data_dir: DataDirOption = None,
-    days: Annotated[int, typer.Option("--days", help="length of the generated market in days")] = 180,
-    seed: Annotated[int, typer.Option("--seed", help="random seed (same seed, same market)")] = 7,
+    days: Annotated[
+        int, typer.Option("--days", min=1, max=MAX_DAYS, help="length of the generated market in days")
+    ] = 180,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, max=MAX_SEED, help="random seed (same seed, same market)")
+    ] = 7,
+    force: Annotated[
+        bool, typer.Option("--force", help="replace a stored sample market that differs from this one")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Generate the deterministic sample market (exchange `sample`, BTC/USDT:USDT, 1m) and store it."""
     from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, write_sample
 
-    info = write_sample(_data_dir(data_dir, writes=True), days, seed)
+    info = write_sample(_data_dir(data_dir, writes=True), days, seed, force=force)
     if as_json:
         payload = {
             "exchange": SAMPLE_EXCHANGE,
@@ -87,12 +98,20 @@ def import_command(
     kind: Annotated[
         str | None, typer.Option("--kind", help="trade or mark (Binance klines; default: from folder)")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="replace stored rows the files hold with other values")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
-    """Validate and import market data files; a bad file leaves the store untouched."""
+    """Validate and import market data files; a bad file leaves the store untouched.
+
+    Stored rows that the files hold with other values are refused unless --force (then listed).
+    """
     from gridctl.data.importers import import_path
 
-    summary = import_path(path, _data_dir(data_dir, writes=True), exchange=exchange, symbol=symbol, kind=kind)
+    summary = import_path(
+        path, _data_dir(data_dir, writes=True), exchange=exchange, symbol=symbol, kind=kind, force=force
+    )
     typer.echo(json.dumps(summary.to_dict(), sort_keys=True) if as_json else summary.describe())
 
 

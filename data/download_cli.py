@@ -13,6 +13,7 @@ from gridctl.configs.errors import GridctlError
 
 # Same as data.download.DEFAULT_TIMEOUT_S (not imported here: ccxt is slow to import for every command).
 DEFAULT_TIMEOUT_S = 20.0
+MAX_TIMEOUT_S = 3600.0
 
 # data.download.OptionError.option -> the command-line option a user types.
 _OPTION_NAMES = {
@@ -64,6 +65,8 @@ def register(app: typer.Typer) -> None:
             float,
             typer.Option(
                 "--timeout",
+                min=0.0,
+                max=MAX_TIMEOUT_S,
                 help="seconds to keep retrying an exchange that gives no answer (connection refused, "
                 "timed out); a host name that does not resolve fails at once",
             ),

@@ -16,6 +16,7 @@ import io
 import os
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,8 @@ import polars as pl
 import pyarrow.feather as feather
 
 from gridctl.configs.errors import GridctlError
-from gridctl.data.store import write_candles, write_funding
+from gridctl.configs.files import path_kind, require_regular_file
+from gridctl.data.store import Conflict, candle_conflicts, funding_conflicts, write_candles, write_funding
 from gridctl.data.timeframes import TIMEFRAMES, timeframe_ms
 from gridctl.data.validate import (
     CANDLE_COLUMNS,
@@ -101,12 +103,16 @@ class ImportSummary:
     series: list[ImportedSeries] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     report: ValidationReport = field(default_factory=ValidationReport)
+    replaced: list[Conflict] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
         return {
             "series": [s.__dict__ | {"files": list(s.files)} for s in self.series],
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "replaced": [
+                {"path": str(c.path), "rows": c.rows, "first_ts": c.first_ts} for c in self.replaced
+            ],
             "warnings": list(self.report.warnings),
             "funding_normalised": self.report.funding_normalised,
         }
@@ -121,6 +127,7 @@ class ImportSummary:
                 f"{fmt_ts(s.last_ts)} from {len(s.files)} file(s)"
                 + (f"; {s.gaps} gap(s), {s.missing_bars:,} missing bars" if s.gaps else "")
             )
+        lines += [f"replaced {c.describe().replace(' would change', ' changed')}" for c in self.replaced]
         lines += [f"warning: {w}" for w in self.report.warnings]
         lines += [f"skipped {p}: {r}" for p, r in self.skipped]
         return "\n".join(lines)
@@ -158,9 +165,21 @@ def _read_binance_bytes(path: Path) -> bytes:
                 raise GridctlError(
                     f"{path}: archive holds {inner!r}, which names other data than the archive"
                 )
+            info = archive.getinfo(members[0])
+            if info.flag_bits & 0x1:
+                raise GridctlError(
+                    f"{path}: {inner} is encrypted; Binance archives are not, so this is no Binance file"
+                )
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise GridctlError(
+                    f"{path}: {inner} uses zip compression method {info.compress_type}; Binance archives "
+                    "use deflate (8) or none (0)"
+                )
             return archive.read(members[0])
-    except zipfile.BadZipFile:
-        raise GridctlError(f"{path}: not a valid zip archive") from None
+    except zipfile.BadZipFile as err:
+        raise GridctlError(f"{path}: not a valid zip archive ({err})") from None
+    except (zlib.error, EOFError, OSError, RuntimeError, NotImplementedError) as err:
+        raise GridctlError(f"{path}: the archive is damaged and cannot be unpacked ({err})") from None
 
 
 def _read_csv_strings(payload: bytes, columns: tuple[str, ...], source: str) -> pl.DataFrame:
@@ -177,6 +196,8 @@ def _read_csv_strings(payload: bytes, columns: tuple[str, ...], source: str) -> 
         raise GridctlError(
             f"{source}: expected {len(columns)} columns ({', '.join(columns)}), found {df.width}"
         )
+    if df.height == 0:
+        raise GridctlError(f"{source}: no data rows (only a header line)")
     return df.rename(dict(zip(df.columns, columns, strict=True)))
 
 
@@ -253,6 +274,11 @@ def _read_feather(path: Path) -> pl.DataFrame:
     dtype = df.schema["date"]
     if not isinstance(dtype, pl.Datetime) or dtype.time_zone is None:
         raise GridctlError(f"{path}: column 'date' must be a UTC timestamp, found {dtype}")
+    for name in needed[1:]:
+        if not df.schema[name].is_numeric():
+            raise GridctlError(f"{path}: column {name!r} must be numeric, found {df.schema[name]}")
+    if df.height == 0:
+        raise GridctlError(f"{path}: no rows")
     return df.with_columns(pl.col("date").dt.epoch("ms").alias("ts"))
 
 
@@ -314,22 +340,26 @@ def import_path(
     exchange: str = "binanceusdm",
     symbol: str | None = None,
     kind: str | None = None,
+    force: bool = False,
 ) -> ImportSummary:
     """Import one file or every recognised file under a directory into the store.
 
     ``symbol`` (optional) must match what the file names say; ``kind="mark"`` marks Binance klines as
     mark-price klines (``"trade"`` forces trade klines). Nothing is written unless every file is valid.
+    Stored rows the import would change (same time, other values) are refused unless ``force``; then
+    the summary lists them. Rows equal to the stored ones are no change (re-importing is harmless).
     """
     if kind not in (None, "trade", "mark"):
         raise GridctlError(f"--kind: unknown kind {kind!r} (choose from trade, mark)")
     root = Path(path)
-    if not root.exists():
-        raise GridctlError(f"{root}: no such file or directory")
+    if not root.is_dir():
+        require_regular_file(root, "import")
     summary = ImportSummary()
     parsed: list[_Parsed] = []
-    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    files = sorted(p for p in root.rglob("*") if not p.is_dir()) if root.is_dir() else [root]
     for file in files:
-        result = _recognise(file, kind)
+        what = path_kind(file)
+        result = _recognise(file, kind) if what == "a regular file" else f"is {what}, not a regular file"
         if isinstance(result, str):
             if not root.is_dir():
                 raise GridctlError(f"{file}: {result}")
@@ -346,6 +376,20 @@ def import_path(
         groups.setdefault((item.symbol, item.kind, item.timeframe), []).append(item)
         summary.report.add_funding_normalised(item.normalised, item.source)
     planned = [(key, _combine(items), items) for key, items in groups.items()]
+    conflicts: list[Conflict] = []
+    for (sym, series_kind, tf), df, _items in planned:
+        if series_kind == "funding":
+            conflicts += funding_conflicts(data_dir, exchange, sym, df.select(FUNDING_COLUMNS))
+        else:
+            assert tf is not None
+            conflicts += candle_conflicts(data_dir, exchange, sym, tf, df.select(CANDLE_COLUMNS), series_kind)
+    if conflicts and not force:
+        listed = "; ".join(c.describe() for c in conflicts[:3]) + ("; ..." if len(conflicts) > 3 else "")
+        raise GridctlError(
+            f"the import would replace stored data with different values: {listed}. Nothing was written; "
+            "pass --force to replace them"
+        )
+    summary.replaced = conflicts
 
     for (sym, series_kind, tf), df, items in planned:
         ts = df["ts"].to_numpy()

@@ -130,8 +130,8 @@ def _read_checked_candles(
     frame is dropped before the next file is read: no frame per partition and no concatenated frame
     stay alive beside the arrays (a year of 1m bars is ~25 MB of arrays; the frames used to triple it).
     """
-    # A monthly partition holds at most one bar per bar_ms of its month inside [start_ms, end_ms)
-    # (more only if it is damaged: then the arrays grow).
+    # A monthly partition holds at most one bar per bar_ms of its month inside [start_ms, end_ms):
+    # read_partition refuses rows outside the file's month, and check_candle_frame duplicates.
     lo_ms = -(2**62) if start_ms is None else start_ms
     hi_ms = 2**62 if end_ms is None else end_ms
     capacity = 0
@@ -156,8 +156,6 @@ def _read_checked_candles(
         lo = 0 if start_ms is None else int(np.searchsorted(ts, start_ms, side="left"))
         hi = ts.size if end_ms is None else int(np.searchsorted(ts, end_ms, side="left"))
         rows = max(hi - lo, 0)
-        if filled + rows > cols[0].size:
-            cols = [np.concatenate([c[:filled], np.empty(filled + rows, c.dtype)]) for c in cols]
         for out, name in zip(cols, CANDLE_COLUMNS, strict=True):
             out[filled : filled + rows] = df[name].to_numpy()[lo:hi]
         filled += rows
@@ -318,9 +316,17 @@ def load_market(
         stored = _stored_timeframes(data_dir, exchange, symbol, mark=False)
         window = "" if start_ms is None and end_ms is None else " in the requested range"
         have = f"stored timeframes: {', '.join(stored)}" if stored else "nothing stored for this symbol"
+        finer = [tf for tf in stored if timeframe_ms(tf) < bar_ms and bar_ms % timeframe_ms(tf) == 0]
+        if finer:
+            source = finer[-1]  # the coarsest stored timeframe that divides the wanted one
+            how = (
+                f"build them from the stored {source} bars with `gridctl data resample --exchange "
+                f"{exchange} --symbol {symbol} --from {source} --to {timeframe} --data-dir {data_dir}`"
+            )
+        else:
+            how = "get them with `gridctl data download`, `gridctl data import` or `gridctl data sample`"
         raise GridctlError(
-            f"no {timeframe} candles for {symbol} on {exchange}{window} in {data_dir} ({have}); "
-            "get them with `gridctl data download`, `gridctl data import` or `gridctl data sample`"
+            f"no {timeframe} candles for {symbol} on {exchange}{window} in {data_dir} ({have}); {how}"
         )
     ts = candles.ts
     report.add_gaps(gap_stats(ts, bar_ms), timeframe, series)

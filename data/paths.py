@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from gridctl.configs.errors import GridctlError
+from gridctl.configs.files import path_kind
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -44,8 +45,9 @@ def require_writable_dir(path: str | os.PathLike[str], option: str) -> Path:
     ancestor (which must be a folder, not a file).
     """
     target = Path(path).expanduser()
-    if target.exists() and not target.is_dir():
-        raise GridctlError(f"{option}: {target} exists and is not a folder")
+    kind = path_kind(target)
+    if not kind.startswith("missing") and kind != "a folder":
+        raise GridctlError(f"{option}: {target} is {kind}, not a folder")
     anchor = _nearest_existing(target)
     if not anchor.is_dir():
         raise GridctlError(f"{option}: cannot create {target}: {anchor} is a file, not a folder")
@@ -58,9 +60,54 @@ def require_existing_dir(path: str | os.PathLike[str], option: str, hint: str = 
     target = Path(path).expanduser()
     if target.is_dir():
         return target
-    if target.exists():
-        raise GridctlError(f"{option}: {target} is not a folder")
+    kind = path_kind(target)
+    if not kind.startswith("missing"):
+        raise GridctlError(f"{option}: {target} is {kind}, not a folder")
     anchor = _nearest_existing(target)
     if anchor.exists() and not anchor.is_dir():
         raise GridctlError(f"{option}: {target} does not exist ({anchor} is a file, not a folder)")
     raise GridctlError(f"{option}: folder {target} does not exist{f'; {hint}' if hint else ''}")
+
+
+#: Longest file or folder name an output may have: the usual 255-byte limit (NAME_MAX) less the 20 bytes
+#: of the temporary name it is written under first (``.<name>.new-XXXXXXXX``, ``.<name>.XXXXXXXX.tmp``).
+MAX_OUTPUT_NAME_BYTES = 235
+
+
+def _output_name_and_link(target: Path, option: str) -> None:
+    """Refuse an output path that is a symlink (the write would replace the link, not its target) or
+    whose name is too long for the temporary name it is written under."""
+    if target.is_symlink():
+        raise GridctlError(
+            f"{option}: {target} is a symlink (to {os.readlink(target)}); give the real path, gridctl "
+            "replaces outputs by renaming and would replace the link itself"
+        )
+    size = len(target.name.encode())
+    if size > MAX_OUTPUT_NAME_BYTES:
+        raise GridctlError(
+            f"{option}: the name {target.name[:40]}... is {size} bytes; at most {MAX_OUTPUT_NAME_BYTES} "
+            "(it is written under a longer temporary name first, and names stop at 255 bytes)"
+        )
+
+
+def require_output_dir(path: str | os.PathLike[str], option: str) -> Path:
+    """``path`` as an output folder gridctl can create or replace: not a symlink, a name short enough
+    for its temporary sibling, and creatable or writable (see :func:`require_writable_dir`)."""
+    target = Path(path).expanduser()
+    _output_name_and_link(target, option)
+    return require_writable_dir(target, option)
+
+
+def require_output_file(path: str | os.PathLike[str], option: str) -> Path:
+    """``path`` as an output file gridctl can write atomically: not a symlink, not a folder or other
+    non-regular file, a short enough name, and a folder to write it in that accepts new files."""
+    target = Path(path).expanduser()
+    _output_name_and_link(target, option)
+    kind = path_kind(target)
+    if not kind.startswith("missing") and kind != "a regular file":
+        raise GridctlError(f"{option}: {target} is {kind}, not a file gridctl can write")
+    anchor = _nearest_existing(target.parent)
+    if not anchor.is_dir():
+        raise GridctlError(f"{option}: cannot create {target}: {anchor} is a file, not a folder")
+    _probe_writable(anchor, option, target)
+    return target

@@ -15,6 +15,7 @@ Same ``(days, seed)`` gives identical arrays. Nothing here touches the network.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -24,9 +25,19 @@ import numpy as np
 import polars as pl
 
 from gridctl.configs.errors import GridctlError
+from gridctl.data.atomic import RANDOM_PART, remove_stale, restore_or_remove_stale, tagged
 from gridctl.data.paths import require_writable_dir
-from gridctl.data.store import candle_partitions, funding_partitions, symbol_dir, write_candles, write_funding
+from gridctl.data.store import (
+    candle_partitions,
+    funding_partitions,
+    read_candles,
+    read_funding,
+    symbol_dir,
+    write_candles,
+    write_funding,
+)
 from gridctl.data.timeframes import HOUR_MS, MINUTE_MS
+from gridctl.data.validate import fmt_ts
 
 SAMPLE_EXCHANGE = "sample"
 SAMPLE_SYMBOL = "BTC/USDT:USDT"
@@ -163,14 +174,52 @@ def generate_sample(
     return candles, mark, funding
 
 
+def _stored_difference(data_dir: str | os.PathLike[str], candles: pl.DataFrame, funding: pl.DataFrame) -> str:
+    """How the stored sample differs from the one about to be written ("" when identical or absent)."""
+    if not any(_sample_parts(data_dir).values()):
+        return ""
+    stored = read_candles(data_dir, SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME)
+    if stored.equals(candles) and read_funding(data_dir, SAMPLE_EXCHANGE, SAMPLE_SYMBOL).equals(funding):
+        return ""
+    if stored.height == 0:
+        have = "a partial sample"
+    else:
+        first, last = int(stored["ts"][0]), int(stored["ts"][-1])
+        have = f"{stored.height:,} bars, {fmt_ts(first)} -> {fmt_ts(last)}"
+    if stored["ts"].equals(candles["ts"]):
+        have += ", other prices (another seed)"
+    want = f"{candles.height:,} bars, {fmt_ts(int(candles['ts'][0]))} -> {fmt_ts(int(candles['ts'][-1]))}"
+    return f"the stored sample ({have}) differs from the one asked for ({want})"
+
+
+_STAGING = re.compile(rf"^\.staging-(?:(?P<pid>\d+)-)?{RANDOM_PART}$")
+_ASIDE = re.compile(rf"^\.old-\.staging-(?:(?P<pid>\d+)-)?{RANDOM_PART}$")
+
+
+def _clean_interrupted(target: Path) -> None:
+    """What a killed ``write_sample`` left beside the sample: its half-built ``.staging-`` folder goes;
+    the previous sample moved aside (``.old-.staging-``) comes back if ``target`` is missing."""
+    if target.parent.is_dir():
+        remove_stale(target.parent, _STAGING, untagged=True)
+        restore_or_remove_stale(target.parent, _ASIDE, target)
+
+
 def write_sample(
-    data_dir: str | os.PathLike[str], days: int = DEFAULT_DAYS, seed: int = DEFAULT_SEED
+    data_dir: str | os.PathLike[str], days: int = DEFAULT_DAYS, seed: int = DEFAULT_SEED, force: bool = False
 ) -> SampleInfo:
-    """Generate the sample and replace any stored sample market with it (built aside, then swapped in)."""
+    """Generate the sample and replace the stored sample market with it (built aside, then swapped in).
+
+    A stored sample with other bars or prices is replaced only with ``force``; otherwise a GridctlError
+    says how they differ and nothing is written. Writing the same sample again changes nothing.
+    """
     candles, mark, funding = generate_sample(days, seed)
     target = symbol_dir(data_dir, SAMPLE_EXCHANGE, SAMPLE_SYMBOL)
+    _clean_interrupted(target)
+    difference = _stored_difference(data_dir, candles, funding)
+    if difference and not force:
+        raise GridctlError(f"{target}: {difference}; pass --force to replace it (nothing was written)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=tagged(".staging-"), dir=target.parent))
     old = target.parent / f".old-{staging.name}"
     try:
         write_candles(staging, SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, candles)
@@ -221,8 +270,9 @@ def ensure_sample(data_dir: str | os.PathLike[str], option: str = "data dir") ->
 
     Only a store with no sample data at all is generated: a partial one (say the funding file was
     deleted) is an error naming what is missing, never silently replaced by a fresh 180-day market.
-    ``option`` names ``data_dir`` in messages (``--data``).
+    ``option`` names ``data_dir`` in messages (``--data-dir``).
     """
+    _clean_interrupted(symbol_dir(data_dir, SAMPLE_EXCHANGE, SAMPLE_SYMBOL))
     parts = _sample_parts(data_dir)
     if all(parts.values()):
         return

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from gridctl.configs.errors import GridctlError
+from gridctl.configs.files import require_regular_file
 from gridctl.data.atomic import atomic_write
 from gridctl.data.timeframes import HOUR_MS, TIMEFRAMES, timeframe_ms
 from gridctl.data.validate import (
@@ -29,6 +30,7 @@ from gridctl.data.validate import (
     FUNDING_COLUMNS,
     check_candle_frame,
     coerce_candle_frame,
+    fmt_ts,
     normalise_and_check_funding,
 )
 
@@ -110,24 +112,43 @@ def _year_key(ts: np.ndarray) -> np.ndarray:
 
 
 def _partitions(directory: Path, pattern: re.Pattern[str]) -> list[Path]:
+    """The partition files of a series folder, oldest first; a misnamed one (``2024-13``) is an error."""
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir() if pattern.match(p.name))
+    found = sorted(p for p in directory.iterdir() if pattern.match(p.name))
+    for path in found:
+        partition_bounds(path)
+    return found
 
 
 def month_bounds(path: Path) -> tuple[int, int]:
     """[first ms, end ms) of the month a ``YYYY-MM.parquet`` partition holds."""
-    start = np.datetime64(path.stem, "M")
-    return int(start.astype("datetime64[ms]").astype(np.int64)), int(
-        (start + 1).astype("datetime64[ms]").astype(np.int64)
-    )
+    return _bounds(path, "M", "YYYY-MM with a month 01-12")
 
 
 def _year_bounds(path: Path) -> tuple[int, int]:
-    start = np.datetime64(path.stem, "Y")
+    return _bounds(path, "Y", "YYYY")
+
+
+def _bounds(path: Path, unit: str, form: str) -> tuple[int, int]:
+    try:
+        start = np.datetime64(path.stem, unit)
+    except ValueError:
+        raise GridctlError(
+            f"{path}: not a partition name ({path.stem!r} is not {form}); rename or remove the file"
+        ) from None
     return int(start.astype("datetime64[ms]").astype(np.int64)), int(
         (start + 1).astype("datetime64[ms]").astype(np.int64)
     )
+
+
+def partition_bounds(path: Path) -> tuple[int, int] | None:
+    """[first ms, end ms) a monthly or yearly partition file may hold, from its name; None for other names."""
+    if _MONTH_RE.match(path.name):
+        return month_bounds(path)
+    if _YEAR_RE.match(path.name):
+        return _year_bounds(path)
+    return None
 
 
 def _overlapping(paths: list[Path], bounds, start_ms: int | None, end_ms: int | None) -> list[Path]:
@@ -166,7 +187,9 @@ def funding_partitions(
 
 
 def read_partition(path: Path, columns: tuple[str, ...]) -> pl.DataFrame:
-    """Read one partition with exactly ``columns``; a GridctlError naming the file if unreadable."""
+    """Read one partition with exactly ``columns``; a GridctlError naming the file if it is no regular
+    file (a FIFO would block), unreadable, has a non-integer ``ts`` or rows outside its month (year)."""
+    require_regular_file(path, "data partition")
     try:
         df = pl.read_parquet(path)
     except Exception as err:  # pyarrow/polars raise many types for a corrupt file
@@ -174,11 +197,26 @@ def read_partition(path: Path, columns: tuple[str, ...]) -> pl.DataFrame:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise GridctlError(f"{path}: missing column(s) {', '.join(missing)}")
+    if "ts" in columns:
+        dtype = df.schema["ts"]
+        if not dtype.is_integer():
+            raise GridctlError(f"{path}: column 'ts' must be integer epoch milliseconds, found {dtype}")
+        bounds = partition_bounds(path)
+        if bounds is not None and df.height:
+            ts = df["ts"].to_numpy()
+            outside = np.flatnonzero((ts < bounds[0]) | (ts >= bounds[1]))
+            if outside.size:
+                row = int(outside[0])
+                raise GridctlError(
+                    f"{path}: row {row} (ts {int(ts[row])} = {fmt_ts(ts[row])}) lies outside the partition's "
+                    f"{'month' if _MONTH_RE.match(path.name) else 'year'} {path.stem}; the file is damaged "
+                    "or misnamed"
+                )
     return df.select(columns)
 
 
 def _write_partition(path: Path, df: pl.DataFrame) -> None:
-    atomic_write(path, lambda tmp: df.write_parquet(tmp, compression="zstd"))
+    atomic_write(path, lambda tmp: df.write_parquet(tmp, compression="zstd"), clean_untagged=True)
 
 
 def _merge(new: pl.DataFrame, path: Path, columns: tuple[str, ...]) -> pl.DataFrame:
@@ -198,6 +236,82 @@ def _range(df: pl.DataFrame, start_ms: int | None, end_ms: int | None) -> pl.Dat
     if end_ms is not None:
         df = df.filter(pl.col("ts") < end_ms)
     return df
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Stored rows that a write would replace with different values: how many, and the first one."""
+
+    path: Path
+    rows: int
+    first_ts: int
+    column: str
+    stored: float
+    new: float
+
+    def describe(self) -> str:
+        """One line: where, how many, and the first differing value."""
+        return (
+            f"{self.path}: {self.rows:,} stored row(s) would change, first at {fmt_ts(self.first_ts)} "
+            f"({self.column} {self.stored:g} stored, {self.new:g} new)"
+        )
+
+
+def _conflict(new: pl.DataFrame, path: Path, columns: tuple[str, ...]) -> Conflict | None:
+    """Rows of ``new`` whose ``ts`` is stored in ``path`` with other values (NaN equals NaN)."""
+    if not path.exists():
+        return None
+    old = read_partition(path, columns).cast(new.schema)
+    both = new.join(old, on="ts", how="inner", suffix="_stored").sort("ts")
+    if both.height == 0:
+        return None
+    differs = pl.lit(False)
+    for c in columns[1:]:
+        a, b = pl.col(c), pl.col(f"{c}_stored")
+        differs = differs | ((a != b) & ~(a.is_nan() & b.is_nan())).fill_null(True)
+    changed = both.filter(differs)
+    if changed.height == 0:
+        return None
+    row = changed.row(0, named=True)
+    column = next(c for c in columns[1:] if not _same(row[c], row[f"{c}_stored"]))
+    return Conflict(path, changed.height, int(row["ts"]), column, row[f"{column}_stored"], row[column])
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (a != a and b != b)  # NaN equals NaN here
+
+
+def candle_conflicts(
+    data_dir: str | os.PathLike[str],
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    df: pl.DataFrame,
+    kind: str = "trade",
+) -> list[Conflict]:
+    """Stored candles (per partition) that ``write_candles`` would replace with different values."""
+    directory = candle_dir(data_dir, exchange, symbol, timeframe, kind)
+    new = coerce_candle_frame(df, f"{kind} candles {symbol} {timeframe}").sort("ts")
+    months = _month_key(new["ts"].to_numpy())
+    found = [
+        _conflict(new.filter(pl.Series(months == m)), directory / f"{m}.parquet", CANDLE_COLUMNS)
+        for m in np.unique(months)
+    ]
+    return [c for c in found if c is not None]
+
+
+def funding_conflicts(
+    data_dir: str | os.PathLike[str], exchange: str, symbol: str, df: pl.DataFrame
+) -> list[Conflict]:
+    """Stored funding settlements that ``write_funding`` would replace with different values."""
+    directory = funding_dir(data_dir, exchange, symbol)
+    new, _ = normalise_and_check_funding(df.sort("ts"), f"funding {symbol}")
+    years = _year_key(new["ts"].to_numpy())
+    found = [
+        _conflict(new.filter(pl.Series(years == y)), directory / f"{y}.parquet", FUNDING_COLUMNS)
+        for y in np.unique(years)
+    ]
+    return [c for c in found if c is not None]
 
 
 def write_candles(

@@ -31,11 +31,31 @@ FUNDING_GRID_MS = HOUR_MS
 MAX_ABS_FUNDING_RATE = 0.05
 FUNDING_SNAP_MS = 1_000
 LARGEST_GAPS_LISTED = 5
+# A funding row at least this large (0.5 % per settlement) that is also ISOLATED_FUNDING_FACTOR times every
+# rate within ISOLATED_FUNDING_WINDOW settlements on either side is a unit error, not a market: real
+# spikes build up and decay over several settlements (in the shipped real data of six symbols, no rate
+# above 0.2 % is more than 22x its largest neighbour), while 0.01 written for "0.01 %" is 100x its
+# neighbours of 0.0001.
+ISOLATED_FUNDING_MIN = 0.005
+ISOLATED_FUNDING_FACTOR = 50.0
+ISOLATED_FUNDING_WINDOW = 3
+# Price sanity: no perpetual trades above a billion per unit, and no real bar moves a price by more than
+# a factor of ten within itself or from the previous close less than a day before (the shipped real
+# data of six symbols peaks at 3.8x, an ETH 1h wick in 2021; a cents-for-dollars or corrupt value is
+# 100x or far more).
+MAX_PRICE = 1e9
+MAX_PRICE_JUMP = 10.0
+JUMP_WINDOW_MS = 86_400_000
+# Timestamps must be 1970-01-01 .. 9999-12-31 UTC: what partition names and dates can express.
+MAX_TS_MS = 253_402_300_800_000
 
 
 def fmt_ts(ms: int) -> str:
-    """Epoch ms as a readable UTC time (milliseconds shown only when non-zero)."""
-    moment = datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
+    """Epoch ms as a readable UTC time (milliseconds shown only when non-zero); raw ms if out of range."""
+    try:
+        moment = datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return f"{int(ms)} ms (outside the calendar)"
     text = moment.strftime("%Y-%m-%d %H:%M:%S")
     if int(ms) % 1000:
         text += f".{int(ms) % 1000:03d}"
@@ -133,6 +153,13 @@ def _row_error(source: str, row: int, ts: np.ndarray, what: str) -> GridctlError
     return GridctlError(f"{source}: row {row} (ts {int(ts[row])} = {fmt_ts(ts[row])}): {what}")
 
 
+def check_ts_range(ts: np.ndarray, source: str) -> None:
+    """Raise for a timestamp before 1970 or after the year 9999 (no partition or date can hold it)."""
+    bad = np.flatnonzero((ts < 0) | (ts >= MAX_TS_MS))
+    if bad.size:
+        raise _row_error(source, int(bad[0]), ts, "timestamp outside 1970-01-01 .. 9999-12-31 UTC")
+
+
 def check_order(ts: np.ndarray, source: str) -> None:
     """Raise if timestamps are not strictly increasing, naming the first offending row."""
     if ts.size < 2:
@@ -172,6 +199,7 @@ def check_candles(
         bad = np.flatnonzero(np.isinf(volume))
         if bad.size:
             raise _row_error(source, int(bad[0]), ts, "column 'volume' is infinite")
+    check_ts_range(ts, source)
     off = np.flatnonzero(ts % bar_ms != 0)
     if off.size:
         raise _row_error(source, int(off[0]), ts, f"not on the {bar_ms} ms bar grid (bar open times, UTC)")
@@ -195,7 +223,45 @@ def check_candles(
         row = int(bad[0])
         what = f"low {low[row]} > min(open {open_[row]}, close {close[row]})"
         raise _row_error(source, row, ts, what + " (inconsistent OHLC)")
+    check_price_moves(ts, high, low, close, source)
     return gap_stats(ts, bar_ms)
+
+
+def check_price_moves(
+    ts: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, source: str
+) -> None:
+    """Refuse prices no market prints: above ``MAX_PRICE``, or a bar whose high/low, or whose move from the
+    previous close (less than a day before), exceeds a factor ``MAX_PRICE_JUMP`` (OHLC already consistent).
+    """
+    bad = np.flatnonzero(high > MAX_PRICE)
+    if bad.size:
+        row = int(bad[0])
+        raise _row_error(source, row, ts, f"high {high[row]:g} is above {MAX_PRICE:g} (no real price)")
+    bad = np.flatnonzero(high > MAX_PRICE_JUMP * low)
+    if bad.size:
+        row = int(bad[0])
+        raise _row_error(
+            source,
+            row,
+            ts,
+            f"high {high[row]:g} is {high[row] / low[row]:,.4g}x the low {low[row]:g}, beyond any real "
+            f"move within one bar (at most {MAX_PRICE_JUMP:g}x is accepted)",
+        )
+    if ts.size < 2:
+        return
+    prev = close[:-1]
+    near = np.diff(ts) <= JUMP_WINDOW_MS
+    bad = np.flatnonzero(near & ((high[1:] > MAX_PRICE_JUMP * prev) | (prev > MAX_PRICE_JUMP * low[1:])))
+    if bad.size:
+        row = int(bad[0]) + 1
+        far = high[row] if high[row] > MAX_PRICE_JUMP * prev[row - 1] else low[row]
+        raise _row_error(
+            source,
+            row,
+            ts,
+            f"price {far:g} is {max(far / prev[row - 1], prev[row - 1] / far):,.4g}x away from the previous "
+            f"close {prev[row - 1]:g}, beyond any real move (at most {MAX_PRICE_JUMP:g}x is accepted)",
+        )
 
 
 def check_candle_frame(df: pl.DataFrame, bar_ms: int, source: str, kind: str = "trade") -> GapStats:
@@ -233,6 +299,7 @@ def normalise_funding_ts(ts: np.ndarray, source: str) -> tuple[np.ndarray, int]:
     Real exchange data carries a few ms of jitter (08:00:00.017). Returns (snapped ts, how many moved).
     """
     ts = np.asarray(ts, dtype=np.int64)
+    check_ts_range(ts, source)
     nearest = (ts + FUNDING_GRID_MS // 2) // FUNDING_GRID_MS * FUNDING_GRID_MS
     off = ts - nearest
     bad = np.flatnonzero(np.abs(off) > FUNDING_SNAP_MS)
@@ -250,6 +317,7 @@ def normalise_funding_ts(ts: np.ndarray, source: str) -> tuple[np.ndarray, int]:
 def check_funding(ts: np.ndarray, rate: np.ndarray, mark: np.ndarray, source: str) -> None:
     """Validate an on-grid funding series: sorted, unique, on whole hours, finite rates within
     ``MAX_ABS_FUNDING_RATE``, mark NaN or > 0."""
+    check_ts_range(ts, source)
     off = np.flatnonzero(ts % FUNDING_GRID_MS != 0)
     if off.size:
         raise _row_error(source, int(off[0]), ts, "funding time is not on a whole UTC hour")
@@ -271,6 +339,25 @@ def check_funding(ts: np.ndarray, rate: np.ndarray, mark: np.ndarray, source: st
         raise _row_error(
             source, int(bad[0]), ts, f"column 'mark_price' is {mark[bad[0]]} (must be positive or NaN)"
         )
+    check_isolated_funding(ts, rate, source)
+
+
+def check_isolated_funding(ts: np.ndarray, rate: np.ndarray, source: str) -> None:
+    """Refuse a rate of at least ``ISOLATED_FUNDING_MIN`` that is ``ISOLATED_FUNDING_FACTOR`` times every
+    rate within ``ISOLATED_FUNDING_WINDOW`` settlements of it: a percent written as a fraction."""
+    size = np.abs(rate)
+    for row in np.flatnonzero(size >= ISOLATED_FUNDING_MIN):
+        lo, hi = max(row - ISOLATED_FUNDING_WINDOW, 0), min(row + ISOLATED_FUNDING_WINDOW + 1, size.size)
+        neighbours = np.concatenate([size[lo:row], size[row + 1 : hi]])
+        if neighbours.size and size[row] >= ISOLATED_FUNDING_FACTOR * neighbours.max():
+            raise _row_error(
+                source,
+                int(row),
+                ts,
+                f"column 'rate' is {rate[row]:g} ({rate[row]:.2%}), {ISOLATED_FUNDING_FACTOR:g}x or more "
+                f"every rate within {ISOLATED_FUNDING_WINDOW} settlements (largest {neighbours.max():g}); "
+                "a percent written as a fraction? (0.01 % is 0.0001)",
+            )
 
 
 def normalise_and_check_funding(df: pl.DataFrame, source: str) -> tuple[pl.DataFrame, int]:

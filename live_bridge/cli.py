@@ -243,7 +243,7 @@ def live(
     from gridctl.configs.loader import load_strategy, load_venue
 
     strategy = load_strategy(config, list(overrides or []))
-    venue_cfg = load_venue(venue, list(venue_overrides or []))
+    venue_cfg = load_venue(venue, list(venue_overrides or []), option="--venue-set")
     sym = symbol or strategy.ccxt_symbol
     if replay is not None:
         _replay_command(strategy, venue_cfg, replay, exchange, sym, timeframe, out, as_json)

@@ -46,7 +46,7 @@ from gridctl.configs.errors import GridctlError
 from gridctl.configs.loader import load_strategy, load_venue
 from gridctl.configs.schema import StrategyConfig
 from gridctl.data.market import Market, market_from_arrays
-from gridctl.data.sample import SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, generate_sample
+from gridctl.data.sample import MAX_DAYS, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME, generate_sample
 
 REPO = Path(__file__).resolve().parents[1]
 BARS_PER_DAY = 1440
@@ -105,6 +105,10 @@ sys.exit(code)
 
 def bench_market(bars: int, seed: int = 7) -> Market:
     """``bars`` 1m bars of the sample generator (in memory) with the funding settlements they need."""
+    if not 1 <= bars <= MAX_DAYS * BARS_PER_DAY:
+        raise GridctlError(
+            f"--bars must be from 1 to {MAX_DAYS * BARS_PER_DAY:,} (ten years of minutes), got {bars:,}"
+        )
     days = math.ceil(bars / BARS_PER_DAY)
     candles, _mark, funding = generate_sample(days, seed)
     c = candles.head(bars)
@@ -246,16 +250,16 @@ def startup_bench(
         progress("start-up: gridctl backtest twice, empty then filled numba cache (compiles) ...")
         env = _child_env(root / "numba-backtest")
         # An empty data folder: the first backtest generates the sample into it, as after an install
-        # (gridctl refuses a --data folder that does not exist).
+        # (gridctl refuses a --data-dir folder that does not exist).
         (root / "data").mkdir()
-        backtest = [*gridctl, "backtest", "--data", str(root / "data")]
+        backtest = [*gridctl, "backtest", "--data-dir", str(root / "data")]
         first, second = run_child(backtest, env), run_child(backtest, env)
         out["backtest_first_s"], out["backtest_first_rss_mb"], out["backtest_first_cpu_s"] = first
         out["backtest_second_s"], out["backtest_second_rss_mb"], out["backtest_second_cpu_s"] = second
         progress(f"start-up: gridctl backtest on {YEAR_DAYS} days of 1m bars (filled cache) ...")
         year_data = str(root / "data-year")
         run_child([*gridctl, "data", "sample", "--data-dir", year_data, "--days", str(YEAR_DAYS)], env)
-        year = run_child([*gridctl, "backtest", "--data", year_data], env)
+        year = run_child([*gridctl, "backtest", "--data-dir", year_data], env)
         out["backtest_year_s"], out["backtest_year_rss_mb"], out["backtest_year_cpu_s"] = year
     return out
 

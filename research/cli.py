@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -32,6 +33,24 @@ def _day(value: str | None, option: str) -> int | None:
         raise GridctlError(f"{option}: {value!r} is not a date (expected YYYY-MM-DD)") from None
     return int(day.timestamp() * 1000)
 
+
+#: Width of result tables when stdout is not a terminal: rich would assume 80 columns and wrap or cut
+#: cells; piped output keeps each row on one line (``COLUMNS`` still wins when set).
+PIPED_WIDTH = 1_000
+
+
+def output_console() -> Console:
+    """Console for results on stdout: the terminal's width on a terminal, one line per row when piped."""
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return Console()
+    return Console(width=PIPED_WIDTH)
+
+
+#: ``gridctl bench`` ranges: enough bars for the regime warm-up, at most the sample generator's ten years
+#: of minutes (3,650 days), and at most 4,096 parameter sets (the batch holds one state row per set).
+BENCH_MIN_BARS = 2_000
+BENCH_MAX_BARS = 3_650 * 1_440
+BENCH_MAX_SETS = 4_096
 
 #: What a cold compile of the single-run kernels takes on a 2-core machine (``gridctl bench --startup``).
 COMPILE_ESTIMATE_S = 20
@@ -85,20 +104,24 @@ def run_backtest(
         raise GridctlError(f"--timeframe: {err}") from None
     if detail is not None:
         try:
-            fine_ms = timeframe_ms(detail)
+            timeframe_ms(detail)
         except GridctlError as err:
             raise GridctlError(f"--detail: {err}") from None
-        coarse_ms = timeframe_ms(timeframe)
-        if not (fine_ms < coarse_ms and coarse_ms % fine_ms == 0):
-            raise GridctlError(
-                f"--detail {detail} must be shorter than --timeframe {timeframe} and divide it"
-            )
         overrides = [*overrides, f"backtest.detail_timeframe={detail}"]
     start_ms, end_ms = _day(start, "--start"), _day(end, "--end")
     if start_ms is not None and end_ms is not None and end_ms <= start_ms:
         raise GridctlError(f"--end ({end}) must be after --start ({start})")
     # Configs first: a bad --config/--venue/--set fails before anything is generated or written.
     strategy = load_strategy(config, overrides)
+    detail_tf = strategy.backtest.detail_timeframe
+    if detail_tf is not None:
+        fine_ms, coarse_ms = timeframe_ms(detail_tf), timeframe_ms(timeframe)
+        if not (fine_ms < coarse_ms and coarse_ms % fine_ms == 0):
+            given = f"--detail {detail}" if detail is not None else f"backtest.detail_timeframe {detail_tf}"
+            raise GridctlError(
+                f"{given}: detail bars must be finer than the run's --timeframe {timeframe} and divide it "
+                f"(e.g. 1m detail on a 1h run); {detail_tf} is not"
+            )
     venue = load_venue(venue_name)
     sym = symbol or strategy.ccxt_symbol
     check_strategy_on_venue(strategy, venue, sym)
@@ -106,7 +129,7 @@ def run_backtest(
     if (exchange, sym) == (SAMPLE_EXCHANGE, SAMPLE_SYMBOL):
         if status is not None:
             status.print(f"[dim]ensuring the bundled sample market in {data_dir} ...[/dim]")
-        ensure_sample(data_dir, "--data")
+        ensure_sample(data_dir, "--data-dir")
     market = load_market(data_dir, exchange, sym, timeframe, start_ms, end_ms)
     regime = strategy.regime
     warmup = warmup_bars(regime.adx_len, regime.ema_slow, regime.atr_len)
@@ -121,7 +144,6 @@ def run_backtest(
         strategy, venue, float(market.low.min()), float(market.high.max()), f"{exchange} {sym} {timeframe}"
     )
     fine = None
-    detail_tf = strategy.backtest.detail_timeframe
     if detail_tf is not None:
         if status is not None:
             status.print(f"[dim]loading {detail_tf} detail bars for the same window ...[/dim]")
@@ -171,7 +193,7 @@ def backtest(
     data: Annotated[
         Path | None,
         typer.Option(
-            "--data", help="Market-data directory (default: $GRIDCTL_DATA_DIR or the user data dir)."
+            "--data-dir", help="Market-data directory (default: $GRIDCTL_DATA_DIR or the user data dir)."
         ),
     ] = None,
     exchange: Annotated[
@@ -219,11 +241,13 @@ def backtest(
     from gridctl.data.store import default_data_dir
     from gridctl.research.results import check_out_dir, stats_json, write_results
 
-    # Paths first: a bad --out or --data fails in a second, not after the whole backtest has run.
+    # Paths first: a bad --out or --data-dir fails in a second, not after the whole backtest has run.
     if out is not None:
         check_out_dir(out, force)
     if data is not None:
-        require_existing_dir(data, "--data", "create it, or leave --data out to use the default data dir")
+        require_existing_dir(
+            data, "--data-dir", "create it, or leave --data-dir out to use the default data dir"
+        )
     status = Console(stderr=True, soft_wrap=True)  # one status line each, however long the path
     output, market, stats = run_backtest(
         config,
@@ -243,7 +267,7 @@ def backtest(
     if as_json:
         sys.stdout.write(stats_json(stats) + "\n")
     else:
-        _print_summary(Console(), stats, out)
+        _print_summary(output_console(), stats, out)
 
 
 def bench(
@@ -251,9 +275,18 @@ def bench(
         bool, typer.Option("--json", help="Print the measurements as one JSON object.")
     ] = False,
     bars: Annotated[
-        int, typer.Option("--bars", help="Number of 1m bars to run (generated in memory).")
+        int,
+        typer.Option(
+            "--bars",
+            min=BENCH_MIN_BARS,
+            max=BENCH_MAX_BARS,
+            help="Number of 1m bars to run (generated in memory; at most ten years of minutes).",
+        ),
     ] = 1_000_000,
-    sets: Annotated[int, typer.Option("--sets", help="Parameter sets in the batch measurement.")] = 64,
+    sets: Annotated[
+        int,
+        typer.Option("--sets", min=1, max=BENCH_MAX_SETS, help="Parameter sets in the batch measurement."),
+    ] = 64,
     startup: Annotated[
         bool,
         typer.Option(
@@ -280,10 +313,6 @@ def bench(
         result: dict[str, Any] = bench_mod.startup_bench(progress=progress)
         title = "gridctl bench --startup (fresh processes, empty then filled numba cache)"
     else:
-        if bars < 2_000:
-            raise GridctlError(f"--bars must be at least 2000, got {bars}")
-        if sets < 1:
-            raise GridctlError(f"--sets must be at least 1, got {sets}")
         result = bench_mod.run_bench(bars=bars, sets=sets, progress=progress, reference_sim=reference_sim)
         title = f"gridctl bench ({bars:,} bars, {sets} sets)"
     if as_json:
@@ -300,7 +329,7 @@ def bench(
         else:
             shown = f"{value:,.3f}" if value < 100 else f"{value:,.0f}"
         table.add_row(key, shown, bench_mod.TARGETS.get(key, ""))
-    Console().print(table)
+    output_console().print(table)
 
 
 def register(app: typer.Typer) -> None:

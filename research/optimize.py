@@ -543,8 +543,8 @@ def check_same_data(study_name: str, stored: dict[str, Any] | None, work: Worklo
         was = ", ".join(f"{k}={stored.get(k)}" for k in diff)
         is_ = ", ".join(f"{k}={now.get(k)}" for k in diff)
         raise GridctlError(
-            f"study {study_name!r} was run on different data ({was}) than --data gives now ({is_}); "
-            "point --data at the study's data directory"
+            f"study {study_name!r} was run on different data ({was}) than --data-dir gives now ({is_}); "
+            "point --data-dir at the study's data directory"
         )
 
 

@@ -15,12 +15,28 @@ from rich.table import Table
 
 DataOpt = Annotated[
     Path | None,
-    typer.Option("--data", help="Market-data directory (default: $GRIDCTL_DATA_DIR or the user data dir)."),
+    typer.Option(
+        "--data-dir", help="Market-data directory (default: $GRIDCTL_DATA_DIR or the user data dir)."
+    ),
 ]
+
+
+def _studies_dir_is_a_folder(value: Path | None) -> Path | None:
+    """A --studies-dir that exists must be a folder: refused at parse time, before any work."""
+    if value is not None and (value.exists() or value.is_symlink()) and not value.is_dir():
+        from gridctl.configs.errors import GridctlError
+        from gridctl.configs.files import path_kind
+
+        raise GridctlError(f"--studies-dir: {value} is {path_kind(value)}, not a folder")
+    return value
+
+
 StudiesOpt = Annotated[
     Path | None,
     typer.Option(
-        "--studies-dir", help="Where journal files live (default: $GRIDCTL_STUDIES_DIR or gridctl-studies)."
+        "--studies-dir",
+        callback=_studies_dir_is_a_folder,
+        help="Where journal files live (default: $GRIDCTL_STUDIES_DIR or gridctl-studies).",
     ),
 ]
 StorageOpt = Annotated[
@@ -364,12 +380,15 @@ def study_export(
     trial: Annotated[int | None, typer.Option("--trial", help="Trial number (default: the winner).")] = None,
     studies_dir: StudiesOpt = None,
     storage: StorageOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write a trial's complete strategy config; `gridctl backtest --config FILE` reproduces it."""
+    from gridctl.data.paths import require_output_file
     from gridctl.research.studies import export_config, load_study
 
+    require_output_file(out, "--out")  # before the study is loaded
     path = export_config(load_study(name, studies_dir, storage), out, trial)
-    typer.echo(f"wrote {path}")
+    typer.echo(json.dumps({"study": name, "path": str(path)}) if as_json else f"wrote {path}")
 
 
 @study_app.command("report")
@@ -380,12 +399,15 @@ def study_report(
     storage: StorageOpt = None,
     data: DataOpt = None,
     top: Annotated[int, typer.Option("--top", help="Trials whose daily returns feed DSR and PBO.")] = 16,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write an HTML report of the study (opens with no network)."""
+    from gridctl.data.paths import require_output_dir
     from gridctl.research.studies import load_study, render_report
 
+    require_output_dir(out, "--out")  # before the study is loaded and its trials re-run
     path = render_report(load_study(name, studies_dir, storage), out, data, top)
-    typer.echo(f"wrote {path}")
+    typer.echo(json.dumps({"study": name, "path": str(path)}) if as_json else f"wrote {path}")
 
 
 def register(app: typer.Typer) -> None:

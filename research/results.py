@@ -10,9 +10,10 @@ folder into place: an interruption (error, Ctrl-C, full disk) leaves the target 
 folder with some of the files or a mix of two runs. A target that already holds
 results is replaced only with ``force`` (old folder renamed aside, new one renamed in, old deleted);
 a folder holding anything else is never replaced. (Only a hard kill between the two renames of a
-replace can leave the target missing; the old results then sit beside it in ``.NAME.old-*``.)
+replace can leave the target missing; the old results then sit beside it in ``.NAME.old-<pid>-*``.)
 ``check_out_dir`` runs the same checks up front so the CLI refuses a bad ``--out`` before the backtest
-starts.
+starts; it also clears what a killed write left: a ``.NAME.new-`` folder of a dead process is removed,
+and a ``.NAME.old-`` one is put back as the target when the target is missing (else removed).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gridctl.configs.errors import GridctlError
-from gridctl.data.paths import require_writable_dir
+from gridctl.data.atomic import RANDOM_PART, remove_stale, restore_or_remove_stale, tagged
+from gridctl.data.paths import require_output_dir
 from gridctl.engine.enums import EventKind, FillKind, Liquidity, MarkSource, Reason, Regime, RiskState, Side
 from gridctl.engine.records import EQUITY_DTYPE, EVENT_DTYPE, FILL_DTYPE, FUNDING_DTYPE
 
@@ -134,7 +137,8 @@ def check_out_dir(out_dir: str | os.PathLike[str], force: bool = False, option: 
     The folder may be missing (its parent must be creatable) or empty; one that holds results needs
     ``force``; one that holds other files is refused even with ``force`` (gridctl never deletes them).
     """
-    out = require_writable_dir(out_dir, option)
+    out = require_output_dir(out_dir, option)
+    _clean_interrupted(out)
     if not out.is_dir():
         return out
     present = sorted(p.name for p in out.iterdir())
@@ -150,6 +154,15 @@ def check_out_dir(out_dir: str | os.PathLike[str], force: bool = False, option: 
     if not force:
         raise GridctlError(f"{option}: {out} already holds results; pass --force to replace them")
     return out
+
+
+def _clean_interrupted(out: Path) -> None:
+    """What a killed ``write_results`` left beside ``out``: the half-written ``.new-`` folder goes; the
+    previous results moved aside (``.old-``) come back if ``out`` is missing, else go."""
+    stem = re.escape(out.name)
+    parent = out.absolute().parent
+    remove_stale(parent, re.compile(rf"^\.{stem}\.new-(?:(?P<pid>\d+)-)?{RANDOM_PART}$"), untagged=True)
+    restore_or_remove_stale(parent, re.compile(rf"^\.{stem}\.old-(?:(?P<pid>\d+)-)?{RANDOM_PART}$"), out)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -174,7 +187,7 @@ def write_results(
     """
     out = check_out_dir(out_dir, force).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    staging = Path(tempfile.mkdtemp(prefix=tagged(f".{out.name}.new-"), dir=out.parent))
     aside: Path | None = None
     try:
         for name in RESULT_FILES:
@@ -192,7 +205,7 @@ def write_results(
         os.chmod(staging, 0o777 & ~_UMASK)
         _fsync_dir(staging)
         if out.exists():
-            aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            aside = Path(tempfile.mkdtemp(prefix=tagged(f".{out.name}.old-"), dir=out.parent))
             os.replace(out, aside)  # an empty folder of that name stands ready, so this is a rename
         os.replace(staging, out)
     except BaseException:

@@ -107,7 +107,12 @@ def test_instrument_id_picks_the_market(data_dir: Path) -> None:
         (["--venue", "no_such_venue"], "no_such_venue"),
         (["--timeframe", "7m"], "--timeframe"),
         (["--symbol", "DOGE/USDT:USDT"], "DOGE/USDT:USDT"),
-        (["--detail", "15m"], "--detail 15m must be shorter than --timeframe 1m"),
+        (["--detail", "15m"], "--detail 15m: detail bars must be finer than the run's --timeframe 1m"),
+        (
+            ["--set", "backtest.detail_timeframe=1h"],
+            "backtest.detail_timeframe 1h: detail bars must be finer",
+        ),
+        (["--detail", "1m"], "--detail 1m: detail bars must be finer than the run's --timeframe 1m"),
         (["--detail", "7m"], "--detail"),
     ],
 )
@@ -225,3 +230,26 @@ def test_every_run_reports_its_path_bracket_and_detail_narrows_it(data_15m: Path
     assert result.exit_code == 0, result.stderr
     for text in ("Return, high / low first", "Same-bar round trips", "Detail bars"):
         assert text in result.stdout, text
+
+
+def test_a_missing_timeframe_names_data_resample_when_finer_bars_are_stored(data_dir: Path) -> None:
+    """The sample stores 1m bars: asking for 5m should point at `data resample`, not at data sample."""
+    result = invoke("--data-dir", str(data_dir), "--timeframe", "5m", *WINDOW)
+    assert result.exit_code == 2
+    expected = (
+        f"build them from the stored 1m bars with `gridctl data resample --exchange sample --symbol "
+        f"BTC/USDT:USDT --from 1m --to 5m --data-dir {data_dir}`"
+    )
+    assert expected in result.stderr, result.stderr
+
+
+def test_piped_result_tables_keep_each_row_on_one_line(data_dir: Path, tmp_path: Path) -> None:
+    """rich assumed 80 columns when piped and wrapped or cut cells; the strategy row holds a long path."""
+    deep = tmp_path / ("a-rather-long-folder-name-" * 4) / "strategy.yaml"
+    deep.parent.mkdir(parents=True)
+    shutil.copy(REPO / "configs" / "strategies" / "default.yaml", deep)
+    result = invoke("--data-dir", str(data_dir), "--config", str(deep), *WINDOW)
+    assert result.exit_code == 0, result.stderr
+    line = next(ln for ln in result.stdout.splitlines() if ln.lstrip().startswith("Strategy "))
+    assert f"default ({deep})" in line and len(line) > 120
+    assert "…" not in result.stdout

@@ -125,8 +125,8 @@ def test_startup_bench_runs_each_probe_in_fresh_processes_with_its_own_numba_cac
         calls.append((cmd, str(cache)))
         if "sample" in cmd:  # what `gridctl data sample --data-dir DIR` leaves behind
             Path(cmd[cmd.index("--data-dir") + 1]).mkdir(parents=True)
-        if "backtest" in cmd:  # gridctl refuses a --data folder that does not exist
-            assert Path(cmd[cmd.index("--data") + 1]).is_dir(), cmd
+        if "backtest" in cmd:  # gridctl refuses a --data-dir folder that does not exist
+            assert Path(cmd[cmd.index("--data-dir") + 1]).is_dir(), cmd
         # An empty cache directory means a cold start: report it as slower and bigger.
         cold = not cache.exists() or not any(cache.iterdir())
         cache.mkdir(parents=True, exist_ok=True)
@@ -152,12 +152,12 @@ def test_startup_bench_runs_each_probe_in_fresh_processes_with_its_own_numba_cac
     )
     probe, backtest = calls[2:4], calls[4:6]
     assert probe[0][1] == probe[1][1] != backtest[0][1] == backtest[1][1]
-    assert backtest[0][0][-3:-2] == ["backtest"] and "--data" in backtest[0][0]
+    assert backtest[0][0][-3:-2] == ["backtest"] and "--data-dir" in backtest[0][0]
     assert not Path(backtest[0][1]).exists()  # temporary: removed afterwards
     # The year-long backtest: a 365-day sample is generated first, then run on the filled cache.
     sample, year = calls[6:8]
     assert sample[0][-6:] == ["data", "sample", "--data-dir", year[0][-1], "--days", "365"]
-    assert year[0][-3:-1] == ["backtest", "--data"] and year[1] == backtest[0][1]
+    assert year[0][-3:-1] == ["backtest", "--data-dir"] and year[1] == backtest[0][1]
     assert (out["backtest_year_s"], out["backtest_year_rss_mb"], out["backtest_year_cpu_s"]) == (
         1.0,
         200.0,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +224,83 @@ def test_duplicate_keys_are_an_error_not_a_silent_override(tmp_path: Path) -> No
         load_strategy(path)
 
 
+def _alias_bomb(levels: int) -> str:
+    """Each level is a list of nine aliases of the one before: 9**levels strings once expanded."""
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("[a, b]: 1\n", "line 1, column 1: a list cannot be a key"),
+        ("grid:\n  ? {a: 1}\n  : 2\n", "line 2, column 5: a mapping cannot be a key"),
+        ("? - x\n: 1\n", "a list cannot be a key"),
+        ("a: " + "[" * 20_000 + "]" * 20_000 + "\n", "nested more than 32 levels deep"),
+        ("a: " + "{b: " * 5_000 + "1" + "}" * 5_000 + "\n", "nested more than 32 levels deep"),
+        ("".join(" " * i + f"k{i}:\n" for i in range(40)), "nested more than 32 levels deep"),
+        (_alias_bomb(9), "aliases expand to more than 100,000 values"),  # 9**10 ~ 3.5e9 strings
+        (_alias_bomb(30), "aliases expand to more than 100,000 values"),
+        ("a: &a [x, *a]\n", "recursive alias"),
+        ("a: &a {b: *a}\n", "recursive alias"),
+        ("a: " + "x" * 1_000_001 + "\n", "a config file is at most 1,000,000"),
+    ],
+    ids=[
+        "list-key",
+        "mapping-key",
+        "block-list-key",
+        "deep-flow-lists",
+        "deep-flow-maps",
+        "deep-block",
+        "alias-bomb",
+        "alias-bomb-30",
+        "recursive-list",
+        "recursive-map",
+        "huge-file",
+    ],
+)
+def test_crafted_yaml_is_refused_quickly_with_one_line(tmp_path: Path, content: str, reason: str) -> None:
+    """Unhashable keys, deep nesting, alias bombs and oversized files: one line, within a second."""
+    path = tmp_path / "crafted.yaml"
+    path.write_text(content)
+    started = time.perf_counter()
+    with pytest.raises(GridctlError) as info:
+        load_strategy(path)
+    assert time.perf_counter() - started < 2.0
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and reason in message and "\n" not in message
+
+
+def test_shallow_aliases_within_the_bounds_still_load(tmp_path: Path) -> None:
+    """Aliases are legal YAML: a moderate reuse (9**4 = 6561 values) loads as the expanded tree."""
+    path = tmp_path / "ok.yaml"
+    path.write_text(_alias_bomb(3))
+    tree = read_yaml(path)
+    assert len(tree["l3"]) == 9 and tree["l3"][0][0][0] == ["x"] * 9
+
+
+def test_merge_keys_are_accepted_and_explicit_keys_win(tmp_path: Path) -> None:
+    """``<<: *anchor`` merges a mapping; keys written in the mapping itself override merged ones."""
+    text = (SHIPPED / "strategies" / "default.yaml").read_text()
+    grid = shipped_tree("strategies", "default")["grid"]
+    path = tmp_path / "merge.yaml"
+    path.write_text(
+        "x-grid: &g\n  grid_step_bps: 40\n  qty_scale: 1.5\n"
+        + text.replace("grid:\n", "grid:\n  <<: *g\n", 1)
+    )
+    tree = read_yaml(path)
+    assert tree["grid"]["grid_step_bps"] == grid["grid_step_bps"]  # written in grid: wins over the merge
+    assert tree["grid"]["qty_scale"] == grid["qty_scale"]
+    short = tmp_path / "short.yaml"
+    short.write_text("d: &d {x: 1, y: 2}\ne:\n  <<: *d\n  y: 3\n")
+    assert read_yaml(short)["e"] == {"x": 1, "y": 3}
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("d: &d {x: 1}\ne:\n  <<: *d\n  y: 3\n  y: 4\n")
+    with pytest.raises(GridctlError, match="line 5, column 3: duplicate key 'y'"):
+        read_yaml(twice)
+
+
 @pytest.mark.parametrize(("content", "reason"), [("", "file is empty"), ("- a\n- b\n", "got list")])
 def test_top_level_must_be_a_mapping(tmp_path: Path, content: str, reason: str) -> None:
     path = tmp_path / "odd.yaml"
@@ -342,3 +422,103 @@ def test_any_in_range_override_loads_and_out_of_range_fails(step: float) -> None
         GridctlError, match=r"grid\.grid_step_bps: Input should be less than or equal to 1000"
     ):
         load_strategy("default", [f"grid.grid_step_bps={step + 1000.5!r}"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Paths that are not regular files, and files of the other kind
+# ----------------------------------------------------------------------------------------------------
+
+
+def _not_a_file(tmp_path: Path, what: str) -> tuple[str, str]:
+    """A path of the given sort and the words the message must use for it."""
+    if what == "folder":
+        (tmp_path / "cfg.yaml").mkdir()
+        return str(tmp_path / "cfg.yaml"), "is a folder"
+    if what == "fifo":
+        os.mkfifo(tmp_path / "cfg.yaml")
+        return str(tmp_path / "cfg.yaml"), "is a FIFO (named pipe)"
+    if what == "dev-null":
+        return "/dev/null", "is a character device"
+    if what == "loop":
+        (tmp_path / "a.yaml").symlink_to(tmp_path / "b.yaml")
+        (tmp_path / "b.yaml").symlink_to(tmp_path / "a.yaml")
+        return str(tmp_path / "a.yaml"), "is a symlink loop"
+    assert what == "dangling"
+    (tmp_path / "cfg.yaml").symlink_to(tmp_path / "gone.yaml")
+    return str(tmp_path / "cfg.yaml"), "is a symlink to a missing target"
+
+
+@pytest.mark.parametrize("what", ["folder", "fifo", "dev-null", "loop", "dangling"])
+@pytest.mark.parametrize("reader", ["strategy", "venue", "detect", "read_yaml"])
+def test_a_path_that_is_no_regular_file_is_named_as_what_it_is(
+    tmp_path: Path, what: str, reader: str
+) -> None:
+    """Never "not found" for something that exists, never a read that blocks on a FIFO (alarm: 10 s)."""
+    path, words = _not_a_file(tmp_path, what)
+    call = {
+        "strategy": lambda: load_strategy(path),
+        "venue": lambda: load_venue(path),
+        "detect": lambda: detect_kind(path),
+        "read_yaml": lambda: read_yaml(Path(path)),
+    }[reader]
+    signal.alarm(10)
+    try:
+        with pytest.raises(GridctlError) as info:
+            call()
+    finally:
+        signal.alarm(0)
+    message = str(info.value)
+    assert path in message and words in message and "\n" not in message, message
+    assert "not found" not in message
+
+
+@pytest.mark.parametrize(
+    ("given", "loader", "holds"), [("strategies", load_venue, "strategy"), ("venues", load_strategy, "venue")]
+)
+def test_a_config_of_the_other_kind_is_one_line_saying_what_it_is(
+    given: str, loader: Any, holds: str
+) -> None:
+    """A strategy given as the venue (or the reverse) used to print a 17-19 line missing-field list."""
+    path = SHIPPED / given / ("default.yaml" if given == "strategies" else "binance_futures.yaml")
+    with pytest.raises(GridctlError) as info:
+        loader(path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{path} is a {holds} config (sections ")
+    assert f"give it where a {holds} config is expected" in message
+
+
+def test_a_shipped_name_of_the_other_kind_says_so() -> None:
+    with pytest.raises(GridctlError, match=r"'default' is a shipped strategy config, not a venue config"):
+        load_venue("default")
+    with pytest.raises(GridctlError, match=r"'binance_futures' is a shipped venue config, not a strategy"):
+        load_strategy("binance_futures")
+
+
+def test_a_file_with_sections_of_both_kinds_still_lists_its_problems(tmp_path: Path) -> None:
+    """The one-line answer is only for a file with none of the expected sections."""
+    tree = shipped_tree("strategies", "default")
+    tree["trading"] = {"leverage": 5}
+    with pytest.raises(GridctlError, match="'trading' is a section of a venue config"):
+        load_strategy(write(tmp_path, tree))
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        (
+            "precision.tick_size=-1",
+            "--venue-set precision.tick_size=-1: precision.tick_size: Input should be greater",
+        ),
+        ("precision", "--venue-set precision: expected SECTION.KEY=VALUE"),
+        ("precision.tick_size=[1", "--venue-set precision.tick_size=[1: value is not valid YAML"),
+        ("trading.leverage.x=1", "--venue-set trading.leverage.x=1: "),
+    ],
+)
+def test_overrides_are_named_by_the_flag_they_came_from(override: str, words: str) -> None:
+    """The live bridge's --venue-set used to be reported as --set."""
+    with pytest.raises(GridctlError) as info:
+        load_venue("binance_futures", [override], option="--venue-set")
+    assert words in str(info.value) and "--set " not in str(info.value).replace("--venue-set ", "")
+    assert load_venue("binance_futures", ["trading.leverage=5"], option="--venue-set").origin.endswith(
+        " --venue-set trading.leverage=5"
+    )

@@ -54,4 +54,20 @@ def test_import_and_errors_exit_2(tmp_path: Path, real_data: Path) -> None:
     )
     assert result.exit_code == 2 and "unknown timeframe '7m'" in result.stderr
     result = run("sample", "--data-dir", str(tmp_path), "--days", "0")
-    assert result.exit_code == 2 and "--days must be an integer" in result.stderr
+    assert result.exit_code == 2 and "Invalid value for '--days'" in result.stderr  # typer's range 1..3650
+
+
+def test_a_shorter_sample_over_a_stored_one_needs_force(tmp_path: Path) -> None:
+    """`data sample --days 2` over a stored 4-day sample used to replace it without a word."""
+    assert run("sample", "--data-dir", str(tmp_path), "--days", "4").exit_code == 0
+    partition = tmp_path / "sample" / "BTC_USDT_USDT" / "1m" / "2024-01.parquet"
+    before = partition.read_bytes()
+    result = run("sample", "--data-dir", str(tmp_path), "--days", "2")
+    assert result.exit_code == 2
+    assert "stored sample (5,760 bars" in result.stderr and "(2,880 bars" in result.stderr
+    assert "--force" in result.stderr and partition.read_bytes() == before
+    seed = run("sample", "--data-dir", str(tmp_path), "--days", "4", "--seed", "8")
+    assert seed.exit_code == 2 and "other prices (another seed)" in seed.stderr
+    assert run("sample", "--data-dir", str(tmp_path), "--days", "4").exit_code == 0  # the same: no change
+    forced = run("sample", "--data-dir", str(tmp_path), "--days", "2", "--force", "--json")
+    assert forced.exit_code == 0 and json.loads(forced.stdout)["bars"] == 2880

@@ -183,3 +183,150 @@ def test_real_freqtrade_xrp(tmp_path: Path, real_data: Path) -> None:
         ("mark", "1h"),
         ("funding", None),
     }
+
+
+# ----------------------------------------------------------------------------------------------------
+# Archives and files that used to crash the import, and imports that would change stored rows
+# ----------------------------------------------------------------------------------------------------
+
+
+def _patch_zip(
+    path: Path, *, method: int | None = None, flags: int | None = None, flip: bool = False
+) -> Path:
+    """Rewrite a zip's local and central headers (compression method, flag bits) or scramble its data."""
+    data = bytearray(path.read_bytes())
+    central = data.find(b"PK\x01\x02")
+    if method is not None:
+        data[8:10] = method.to_bytes(2, "little")
+        data[central + 10 : central + 12] = method.to_bytes(2, "little")
+    if flags is not None:
+        data[6:8] = flags.to_bytes(2, "little")
+        data[central + 8 : central + 10] = flags.to_bytes(2, "little")
+    if flip:
+        name_len = int.from_bytes(data[26:28], "little")
+        start = 30 + name_len  # the compressed member data begins after the local header
+        for i in range(start, start + 40):
+            data[i] ^= 0x55
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (lambda p: _patch_zip(p, method=99), ["compression method 99", "deflate (8) or none (0)"]),
+        (lambda p: _patch_zip(p, method=14), ["compression method 14"]),  # LZMA, which zipfile could read
+        (lambda p: _patch_zip(p, flags=1), ["is encrypted"]),
+        (lambda p: _patch_zip(p, flip=True), ["the archive is damaged and cannot be unpacked"]),
+        (lambda p: p.write_bytes(p.read_bytes()[:-30]), ["not a valid zip archive"]),
+    ],
+    ids=["method-99", "method-lzma", "encrypted", "corrupt-deflate", "truncated"],
+)
+def test_unusable_archives_are_one_line_and_nothing_is_written(tmp_path: Path, damage, words) -> None:
+    archive = write_zip(tmp_path / "in" / "BTCUSDT-1m-2024-01.zip", [KLINE_HEADER, *kline_rows(200)])
+    damage(archive)
+    with pytest.raises(GridctlError) as err:
+        import_path(archive, tmp_path / "store")
+    message = str(err.value)
+    assert message.startswith(f"{archive}: ") and "\n" not in message
+    assert all(w in message for w in words), message
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("BTCUSDT-1m-2024-01.csv", KLINE_HEADER + "\n"),
+        ("BTCUSDT-fundingRate-2024-01.csv", "calc_time,funding_interval_hours,last_funding_rate\n"),
+    ],
+)
+def test_a_header_only_csv_is_refused(tmp_path: Path, name: str, content: str) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(GridctlError, match=rf"{path}: no data rows \(only a header line\)"):
+        import_path(path, tmp_path / "store")
+
+
+def _feather(path: Path, **columns: object) -> Path:
+    import pyarrow as pa
+
+    base = {
+        "date": pa.array(
+            np.array([JAN1 + i * MIN for i in range(3)], dtype="datetime64[ms]"), pa.timestamp("ms", "UTC")
+        ),
+        "open": [1.0] * 3,
+        "high": [1.0] * 3,
+        "low": [1.0] * 3,
+        "close": [1.0] * 3,
+        "volume": [1.0] * 3,
+    }
+    feather.write_feather(pa.table(base | columns), path)
+    return path
+
+
+@pytest.mark.parametrize("column", ["open", "high", "low", "close", "volume"])
+def test_a_string_column_in_a_feather_file_is_named(tmp_path: Path, column: str) -> None:
+    path = _feather(tmp_path / "BTC_USDT_USDT-1m-futures.feather", **{column: ["a", "b", "c"]})
+    with pytest.raises(GridctlError, match=rf"{path}: column '{column}' must be numeric, found String"):
+        import_path(path, tmp_path / "store")
+
+
+def test_importing_other_values_for_stored_rows_needs_force(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    first = write_zip(tmp_path / "a" / "BTCUSDT-1m-2024-01.zip", [KLINE_HEADER, *kline_rows(5)])
+    import_path(first, store)
+    again = import_path(first, store)  # the same rows again: no change, no refusal
+    assert again.replaced == []
+    changed = kline_rows(5)
+    changed[3] = changed[3].replace("42004.0", "42004.5", 1)  # bar 3's close (42003 + 1) differs
+    second = write_zip(tmp_path / "b" / "BTCUSDT-1m-2024-01.zip", [KLINE_HEADER, *changed])
+    before = read_candles(store, EX, BTC, "1m")
+    with pytest.raises(GridctlError) as err:
+        import_path(second, store)
+    message = str(err.value)
+    assert (
+        "1 stored row(s) would change, first at 2024-01-01 00:03:00 UTC (close 42004 stored, 42004.5 new)"
+        in message
+    )
+    assert "pass --force" in message and "Nothing was written" in message
+    assert read_candles(store, EX, BTC, "1m").equals(before)
+    summary = import_path(second, store, force=True)
+    assert [(c.rows, c.first_ts) for c in summary.replaced] == [(1, JAN1 + 3 * MIN)]
+    assert "replaced " in summary.describe() and "1 stored row(s) changed" in summary.describe()
+    assert read_candles(store, EX, BTC, "1m")["close"][3] == 42004.5
+
+
+def test_funding_with_other_rates_for_stored_settlements_needs_force(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    header = "calc_time,funding_interval_hours,last_funding_rate"
+    rows = [f"{JAN1 + i * 8 * HOUR},8,0.00010000" for i in range(3)]
+    import_path(write_zip(tmp_path / "a" / "BTCUSDT-fundingRate-2024-01.zip", [header, *rows]), store)
+    rows[1] = rows[1].replace("0.00010000", "0.00020000")
+    archive = write_zip(tmp_path / "b" / "BTCUSDT-fundingRate-2024-01.zip", [header, *rows])
+    with pytest.raises(
+        GridctlError, match=r"2024\.parquet: 1 stored row\(s\) would change.*rate 0\.0001 stored, 0\.0002 new"
+    ):
+        import_path(archive, store)
+    assert read_funding(store, EX, BTC)["rate"].to_list() == [0.0001] * 3
+
+
+def test_a_fifo_is_refused_as_a_file_and_skipped_in_a_folder(tmp_path: Path) -> None:
+    """Reading a FIFO blocks until a writer appears: it is named as a FIFO, never opened (alarm: 20 s)."""
+    import os
+    import signal
+
+    folder = tmp_path / "in"
+    write_zip(folder / "BTCUSDT-1m-2024-01.zip", [KLINE_HEADER, *kline_rows(3)])
+    fifo = folder / "BTCUSDT-1m-2024-02.zip"
+    os.mkfifo(fifo)
+    signal.alarm(20)
+    try:
+        with pytest.raises(
+            GridctlError, match=rf"import {fifo}: is a FIFO \(named pipe\), not a regular file"
+        ):
+            import_path(fifo, tmp_path / "store")
+        summary = import_path(folder, tmp_path / "store")
+    finally:
+        signal.alarm(0)
+    assert summary.skipped == [(str(fifo), "is a FIFO (named pipe), not a regular file")]
+    assert summary.series[0].rows == 3

@@ -188,17 +188,15 @@ def test_loaded_arrays_own_their_memory_and_are_read_only(tmp_path: Path) -> Non
         assert arr.size == 27
 
 
-def test_a_partition_with_more_rows_than_its_month_still_loads_whole(tmp_path: Path) -> None:
+def test_a_partition_holding_rows_of_another_month_is_refused(tmp_path: Path) -> None:
     # A hand-made file named for January that also holds February's first 5 hours (the store never
-    # writes that, but the loader must not lose or overrun rows when a file holds more than its month).
+    # writes that): the rows do not belong to the file's month, so the file is named as damaged.
     write_candles(tmp_path, EX, SYM, "1h", hour_bars(JAN1, 31 * 24))
     path = tmp_path / EX / "BTC_USDT_USDT" / "1h" / "2024-01.parquet"
     hour_bars(JAN1, 31 * 24 + 5).write_parquet(path)
     write_funding(tmp_path, EX, SYM, funding(every_8h(JAN1 - 8 * HOUR, JAN1 + (31 * 24 + 16) * HOUR)))
-    m = load_market(tmp_path, EX, SYM, "1h")
-    assert len(m) == 31 * 24 + 5
-    assert np.array_equal(m.close, 100.0 + np.arange(31 * 24 + 5))
-    assert np.array_equal(np.diff(m.ts), np.full(31 * 24 + 4, HOUR))
+    with pytest.raises(GridctlError, match=rf"{path}: row 744 .*2024-02-01 00:00:00 UTC\) lies outside"):
+        load_market(tmp_path, EX, SYM, "1h")
 
 
 def test_market_from_arrays_validates_and_snaps_funding() -> None:

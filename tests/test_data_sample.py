@@ -92,7 +92,9 @@ def test_days_validation() -> None:
 
 def test_write_replaces_and_ensure_writes_once(tmp_path: Path) -> None:
     write_sample(tmp_path, days=3, seed=1)
-    info = write_sample(tmp_path, days=2, seed=1)  # replaces, does not merge with the 3-day market
+    with pytest.raises(GridctlError, match=r"stored sample \(4,320 bars.*asked for \(2,880 bars.*--force"):
+        write_sample(tmp_path, days=2, seed=1)  # a different market is not written over without --force
+    info = write_sample(tmp_path, days=2, seed=1, force=True)  # replaces, does not merge with the 3-day one
     m = load_market(tmp_path, SAMPLE_EXCHANGE, SAMPLE_SYMBOL, "1m")
     assert len(m) == info.bars == 2 * 1440
     assert m.funding_ts[0] == SAMPLE_START_MS  # settlement at the first bar: its rate is known at once

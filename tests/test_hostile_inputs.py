@@ -321,14 +321,14 @@ def _cases() -> list[Case]:
         return ["config", "validate", "default", "--venue", venue], ["trading.leverage", "brackets"]
 
     def validate_huge_qty(tmp: Path):
-        text = STRATEGY_TEXT.replace("base_qty: 0.002", "base_qty: 1e308")
+        text = STRATEGY_TEXT.replace("base_qty: 0.002", "base_qty: 1e12")
         path = _file(tmp, "huge.yaml", text.encode())
         return ["config", "validate", str(path), "-v", "binance_futures"], ["grid.base_qty", "max_qty"]
 
     cases += [
         Case("one-bar-market", short(1)),
         Case("twenty-bar-market", short(20)),
-        Case("base-qty-1e308", lambda t: (backtest(t, "--set", "grid.base_qty=1e308"), ["grid.base_qty"])),
+        Case("base-qty-1e12", lambda t: (backtest(t, "--set", "grid.base_qty=1e12"), ["grid.base_qty"])),
         Case("base-qty-below-min", lambda t: (backtest(t, "--set", "grid.base_qty=1e-5"), ["min_qty"])),
         Case(
             "rung-above-max",
@@ -340,7 +340,100 @@ def _cases() -> list[Case]:
         Case("leverage-above-brackets", low_leverage),
         Case("min-order-above-every-rung", min_order_above_ladder),
         Case("validate-leverage-above-brackets", validate_low_leverage),
-        Case("validate-base-qty-1e308", validate_huge_qty),
+        Case("validate-base-qty-1e12", validate_huge_qty),
+    ]
+
+    # Round two (issue 17): crafted YAML, absurd numbers and data, damaged store files, weak messages.
+    def config_file(name: str, text: str, *argv: str):
+        def build(tmp: Path):
+            path = str(_file(tmp, name, text.encode()))
+            return [a.replace("{path}", path) for a in argv] + ["--data", str(tmp / "store")], [path]
+
+        return build
+
+    bomb = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)
+    )
+    cases += [
+        Case(
+            "balance-1e309",
+            lambda t: (backtest(t, "--set", "backtest.initial_balance=1e309"), ["finite number"]),
+        ),
+        Case(
+            "balance-1e308", lambda t: (backtest(t, "--set", "backtest.initial_balance=1e308"), ["less than"])
+        ),
+        Case("yaml-list-key", config_file("s.yaml", "[a, b]: 1\n", "backtest", "--config", "{path}")),
+        Case(
+            "yaml-deep",
+            config_file("s.yaml", "a: " + "[" * 20_000 + "]" * 20_000, "backtest", "--config", "{path}"),
+        ),
+        Case("yaml-alias-bomb", config_file("s.yaml", bomb, "backtest", "--config", "{path}")),
+        Case("venue-is-a-strategy", config_file("v.yaml", STRATEGY_TEXT, "backtest", "--venue", "{path}")),
+        Case("strategy-is-a-venue", config_file("s.yaml", VENUE_TEXT, "backtest", "--config", "{path}")),
+        Case(
+            "config-dev-null",
+            lambda t: (backtest(t, "--config", "/dev/null"), ["/dev/null", "character device"]),
+        ),
+        Case("config-is-a-folder", lambda t: (backtest(t, "--config", str(t / "store")), ["is a folder"])),
+        Case(
+            "venue-tick-1e6",
+            config_file(
+                "v.yaml",
+                VENUE_TEXT.replace("tick_size: 0.1 ", "tick_size: 1e6 "),
+                "backtest",
+                "--venue",
+                "{path}",
+            ),
+        ),
+        Case(
+            "detail-1h-on-1m",
+            lambda t: (
+                backtest(t, "--set", "backtest.detail_timeframe=1h"),
+                ["finer than the run's --timeframe 1m"],
+            ),
+        ),
+        Case(
+            "timerange", lambda t: (backtest(t, "--timerange", "20240101-20240201"), ["--start 2024-01-01"])
+        ),
+        Case("hyperopt", lambda t: (["hyperopt", "--epochs", "10"], ["gridctl optimize"])),
+    ]
+
+    def fifo(path: Path) -> None:
+        path.unlink()
+        os.mkfifo(path)
+
+    def string_ts(path: Path) -> None:
+        df = pl.read_parquet(path)
+        df.with_columns(pl.col("ts").cast(pl.String)).write_parquet(path)
+
+    def rename_13(path: Path) -> None:
+        path.rename(path.with_name("2024-13.parquet"))
+
+    def percent_funding_row(path: Path) -> None:
+        rate = np.abs(pl.read_parquet(path)["rate"].to_numpy())
+        value = max(0.005, 60 * max(rate[0:3].max(), rate[4:7].max()))  # 60x every neighbour, under the cap
+        assert value < 0.05
+        _set_value(path, "rate", 3, value)
+
+    cases += [
+        Case(
+            "trade-bar-at-1e300",
+            corrupt(TRADE, lambda p: _set_value(p, "high", 9, 1e300), ["row 9", "1e+300"]),
+        ),
+        Case(
+            "trade-1969-row", corrupt(TRADE, lambda p: _set_value(p, "ts", 0, -60_000), ["row 0", "outside"])
+        ),
+        Case("trade-string-ts", corrupt(TRADE, string_ts, ["column 'ts' must be integer"])),
+        Case("trade-fifo", corrupt(TRADE, fifo, ["FIFO"])),
+        Case(
+            "funding-percent-row",
+            corrupt(FUNDING, percent_funding_row, ["row 3", "percent written as a fraction"]),
+        ),
+        Case("trade-partition-2024-13", lambda t: (rename_13(t / TRADE), (backtest(t), ["2024-13"]))[1]),
+        Case(
+            "sample-shorter-over-stored",
+            lambda t: (["data", "sample", "--data-dir", str(t / "store"), "--days", "2"], ["--force"]),
+        ),
     ]
 
     # Values that do not parse: one line, naming the override.
@@ -403,6 +496,10 @@ SUBPROCESS_CASES = [
     "sample-without-funding",
     "set-yaml-grid.base_qty=[1,",
     "download-data-dir-under-file",
+    "balance-1e309",
+    "venue-is-a-strategy",
+    "trade-fifo",
+    "timerange",
 ]
 
 

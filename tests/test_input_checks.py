@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +61,8 @@ def test_non_utf8_config_names_file_offset_line_and_column(
 
 
 def test_an_unreadable_config_is_an_error_naming_it(tmp_path: Path) -> None:
-    with pytest.raises(GridctlError, match=r"cannot read"):
-        read_yaml(tmp_path)  # a folder
+    with pytest.raises(GridctlError, match=r"is a folder, not a regular file"):
+        read_yaml(tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -100,7 +102,7 @@ def test_strings_that_only_look_numeric_stay_strings(tmp_path: Path, text: str) 
 @pytest.mark.parametrize(
     ("make", "words"),
     [
-        (lambda t: t / "file", ["exists and is not a folder"]),
+        (lambda t: t / "file", ["is a regular file, not a folder"]),
         (lambda t: t / "file" / "sub", ["is a file, not a folder"]),
         (lambda t: t / "file" / "a" / "b", ["is a file, not a folder"]),
         (lambda t: Path("/proc") / f"gridctl-{os.getpid()}", ["/proc does not accept"]),
@@ -127,12 +129,20 @@ def test_a_writable_folder_is_accepted_and_left_as_it_was(tmp_path: Path) -> Non
     ("make", "words"),
     [
         (lambda t: t / "nope", ["does not exist"]),
-        (lambda t: t / "file", ["is not a folder"]),
+        (lambda t: t / "file", ["is a regular file, not a folder"]),
         (lambda t: t / "file" / "x", ["does not exist", "is a file"]),
+        (lambda t: t / "fifo", ["is a FIFO (named pipe), not a folder"]),
+        (lambda t: Path("/dev/null"), ["is a character device, not a folder"]),
+        (lambda t: t / "loop", ["is a symlink loop, not a folder"]),
+        (lambda t: t / "dangling", ["is a symlink to a missing target"]),
     ],
 )
 def test_folders_to_read_must_exist(tmp_path: Path, make, words) -> None:
+    """A path that exists but is no folder is named as what it is, never "does not exist"."""
     (tmp_path / "file").write_text("x")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
     with pytest.raises(GridctlError) as err:
         require_existing_dir(make(tmp_path), "--data")
     assert all(w in str(err.value) for w in words)
@@ -239,12 +249,12 @@ def test_every_entry_point_refuses_a_500pct_rate(tmp_path: Path, via: str) -> No
 @pytest.mark.parametrize(
     ("strategy_sets", "venue_sets", "words"),
     [
-        (["grid.base_qty=1e308"], [], ["grid.base_qty", "above", "precision.max_qty"]),
+        (["grid.base_qty=1e12"], [], ["grid.base_qty", "above", "precision.max_qty"]),
         (["grid.base_qty=2000"], [], ["grid.base_qty", "1000"]),
         (["grid.base_qty=0.0004"], [], ["grid.base_qty", "below", "precision.min_qty"]),
         (["grid.base_qty=600", "grid.qty_scale=2"], [], ["grid.qty_scale (rung 2 of 6)", "1200", "1000"]),
         (["grid.base_qty=500", "grid.qty_scale=2"], [], ["grid.qty_scale (rung 3 of 6)", "2000"]),
-        (["grid.base_qty=1e308", "grid.qty_scale=3"], ["precision.max_qty=null"], ["rung 2", "overflows"]),
+        (["grid.base_qty=5e11", "grid.qty_scale=3"], ["precision.max_qty=1e12"], ["rung 2 of 6", "1.5e+12"]),
         (["grid.base_qty=0.01"], ["precision.max_qty=0.005"], ["grid.base_qty", "0.005"]),
         (["grid.base_qty=0.01"], ["precision.min_qty=0.05"], ["grid.base_qty", "0.05"]),
     ],
@@ -325,6 +335,46 @@ def test_a_ladder_with_one_placeable_rung_passes(venue_sets, low, high) -> None:
     )
 
 
+# default grid: 40 bps steps; at a low of 50,000 one step is 200 USDT.
+@pytest.mark.parametrize(
+    ("venue_sets", "strategy_sets", "words"),
+    [
+        (["precision.tick_size=1e6"], [], ["precision.tick_size 1e+06", "wider than one grid step", "200"]),
+        (["precision.tick_size=200.5"], [], ["precision.tick_size 200.5"]),
+        (["precision.tick_size=30"], ["grid.grid_step_bps=5"], ["5 bps", "= 25"]),
+    ],
+)
+def test_a_tick_wider_than_a_grid_step_is_refused(venue_sets, strategy_sets, words) -> None:
+    """A tick above one grid step rounds every rung onto the same price: a silent zero-trade run."""
+    strategy = load_strategy("default", strategy_sets)
+    venue = load_venue("binance_futures", venue_sets)
+    with pytest.raises(GridctlError) as err:
+        check_notional_in_range(strategy, venue, 50_000.0, 60_000.0, "sample BTC 1m")
+    message = str(err.value)
+    assert "\n" not in message and "sample BTC 1m" in message and "trade nothing" in message
+    assert all(w in message for w in words), message
+
+
+def test_a_tick_of_exactly_one_grid_step_passes() -> None:
+    check_notional_in_range(
+        load_strategy("default"),
+        load_venue("binance_futures", ["precision.tick_size=200"]),
+        50_000.0,
+        6e4,
+        "m",
+    )
+
+
+@pytest.mark.parametrize(("step", "refused"), [(1.0, True), (0.0021, True), (0.002, False), (0.001, False)])
+def test_a_quantity_step_above_the_base_qty_is_refused(step: float, refused: bool) -> None:
+    """min_qty below the step lets base_qty 0.002 pass the minimum, yet it rounds to zero at a larger step."""
+    venue = load_venue("binance_futures", [f"precision.step_size={step}", "precision.min_qty=0.0001"])
+    problems = pair_problems(load_strategy("default"), venue)
+    assert bool(problems) is refused, problems
+    if refused:
+        assert "precision.step_size" in problems[0] and "round to zero" in problems[0]
+
+
 def test_a_symbol_the_venue_has_no_brackets_for_is_named() -> None:
     with pytest.raises(GridctlError, match=r"margin.brackets has no entry for 'DOGE/USDT:USDT'"):
         check_strategy_on_venue(load_strategy("default"), load_venue("binance_futures"), "DOGE/USDT:USDT")
@@ -374,7 +424,7 @@ def test_a_failed_swap_keeps_the_previous_sample(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setattr(Path, "rename", rename_failing_second)
     with pytest.raises(OSError, match="disk full"):
-        write_sample(tmp_path, days=3)
+        write_sample(tmp_path, days=3, force=True)
     monkeypatch.undo()
     assert {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*.parquet")} == before
 
@@ -414,3 +464,206 @@ def test_the_commands_with_flags_are_all_checked() -> None:
     names = {" ".join(p) for p in COMMANDS}
     assert {"backtest", "bench", "config show", "config validate", "data download", "data info"} <= names
     assert not math.isnan(len(names))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Numeric flags have ranges (shown in --help), and --help reads as words, not Python type tags
+# ----------------------------------------------------------------------------------------------------
+
+
+def _numeric_options(path: tuple[str, ...]) -> list[typer.core.TyperOption]:
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.get_command(typer.Context(command), name)  # type: ignore[attr-defined]
+    found = []
+    for param in command.params:
+        desc = getattr(param, "type_descriptor", None)
+        kinds = [a for a in typing.get_args(desc.annotation) if a is not type(None)] if desc else []
+        if desc is not None and (desc.annotation in (int, float) or kinds in ([int], [float])):
+            found.append(param)
+    return found
+
+
+# The data, config, backtest and bench commands (optimize, study and live are other sessions' work).
+RANGED_COMMANDS = [p for p in COMMANDS if p and p[0] in ("data", "config", "backtest", "bench")]
+
+
+@pytest.mark.parametrize("path", RANGED_COMMANDS, ids=[" ".join(p) for p in RANGED_COMMANDS])
+def test_every_numeric_flag_has_a_range_shown_in_help(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(app, [*path, "--help"], terminal_width=200)
+    for param in _numeric_options(path):
+        assert param.min is not None and param.max is not None, param.opts
+        line = next(ln for ln in result.output.splitlines() if param.opts[0] in ln)
+        assert f"[{param.min}<=x<={param.max}]" in line, line
+
+
+def test_the_ranged_commands_hold_the_numeric_flags_of_the_issue() -> None:
+    flags = {(" ".join(p), o.opts[0]) for p in RANGED_COMMANDS for o in _numeric_options(p)}
+    assert {("data sample", "--seed"), ("data sample", "--days"), ("data download", "--timeout")} <= flags
+    assert {("bench", "--sets"), ("bench", "--bars")} <= flags
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["data", "sample", "--seed", "-1"], "--seed"),
+        (["data", "sample", "--seed", str(2**32)], "--seed"),
+        (["data", "sample", "--days", "0"], "--days"),
+        (["data", "sample", "--days", "3651"], "--days"),
+        (
+            [
+                "data",
+                "download",
+                "--symbol",
+                "BTC/USDT:USDT",
+                "--start",
+                "2024-01-01",
+                "--end",
+                "2024-01-02",
+                "--timeout",
+                "inf",
+            ],
+            "--timeout",
+        ),
+        (
+            [
+                "data",
+                "download",
+                "--symbol",
+                "BTC/USDT:USDT",
+                "--start",
+                "2024-01-01",
+                "--end",
+                "2024-01-02",
+                "--timeout",
+                "1e308",
+            ],
+            "--timeout",
+        ),
+        (
+            [
+                "data",
+                "download",
+                "--symbol",
+                "BTC/USDT:USDT",
+                "--start",
+                "2024-01-01",
+                "--end",
+                "2024-01-02",
+                "--timeout",
+                "nan",
+            ],
+            "--timeout",
+        ),
+        (["bench", "--sets", "1000000000"], "--sets"),
+        (["bench", "--sets", "0"], "--sets"),
+        (["bench", "--bars", "1999"], "--bars"),
+        (["bench", "--bars", "999999999"], "--bars"),
+    ],
+)
+def test_out_of_range_numbers_exit_2_before_any_work(tmp_path: Path, args: list[str], option: str) -> None:
+    result = CliRunner().invoke(app, [*args, *(["--data-dir", str(tmp_path)] if args[0] == "data" else [])])
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=[" ".join(p) or "gridctl" for p in COMMANDS])
+def test_help_names_values_in_words_not_type_tags(path: tuple[str, ...]) -> None:
+    """``<str>``, ``<list[str]>``, ``<int range>``, ``<path>`` and ``{file}`` read as code."""
+    output = CliRunner().invoke(app, [*path, "--help"], terminal_width=200).output
+    assert re.findall(r"<[a-z][^>]*>|\{[a-z_]+\}", output) == [], output
+
+
+# ----------------------------------------------------------------------------------------------------
+# Output paths: refused before any work, never a traceback after the run
+# ----------------------------------------------------------------------------------------------------
+
+
+def _output(tmp_path: Path, sort: str) -> tuple[Path, str]:
+    """An output path of the given sort and the words its refusal must use."""
+    if sort == "symlink-to-folder":
+        (tmp_path / "real").mkdir()
+        (tmp_path / "out").symlink_to(tmp_path / "real")
+        return tmp_path / "out", "is a symlink (to "
+    if sort == "dangling-symlink":
+        (tmp_path / "out").symlink_to(tmp_path / "gone")
+        return tmp_path / "out", "is a symlink (to "
+    if sort == "name-236-bytes":
+        return tmp_path / ("r" * 236), "is 236 bytes; at most 235"
+    if sort == "name-250-bytes-utf8":
+        return tmp_path / ("é" * 125), "is 250 bytes; at most 235"
+    if sort == "under-proc":
+        return Path("/proc") / f"gridctl-{os.getpid()}" / "out", "/proc does not accept new files"
+    assert sort == "under-a-file"
+    (tmp_path / "f").write_text("x")
+    return tmp_path / "f" / "out", "is a file, not a folder"
+
+
+OUTPUT_SORTS = [
+    "symlink-to-folder",
+    "dangling-symlink",
+    "name-236-bytes",
+    "name-250-bytes-utf8",
+    "under-proc",
+    "under-a-file",
+]
+
+
+@pytest.mark.parametrize("sort", OUTPUT_SORTS)
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_unusable_output_paths_are_refused(tmp_path: Path, sort: str, kind: str) -> None:
+    from gridctl.data.paths import require_output_dir, require_output_file
+
+    path, words = _output(tmp_path, sort)
+    check = require_output_dir if kind == "folder" else require_output_file
+    with pytest.raises(GridctlError) as err:
+        check(path, "--out")
+    message = str(err.value)
+    assert message.startswith("--out: ") and words in message and "\n" not in message, message
+
+
+def test_an_output_name_of_235_bytes_is_accepted(tmp_path: Path) -> None:
+    from gridctl.data.paths import require_output_dir, require_output_file
+
+    assert require_output_dir(tmp_path / ("r" * 235), "--out").name == "r" * 235
+    assert require_output_file(tmp_path / ("r" * 235), "--out").name == "r" * 235
+    (tmp_path / "d").mkdir()
+    with pytest.raises(GridctlError, match="is a folder, not a file gridctl can write"):
+        require_output_file(tmp_path / "d", "--out")
+
+
+@pytest.mark.parametrize("sort", OUTPUT_SORTS)
+@pytest.mark.parametrize(
+    "command",
+    [["backtest", "--config", "nonexistent-so-no-run"], ["study", "export", "s"], ["study", "report", "s"]],
+    ids=["backtest", "study-export", "study-report"],
+)
+def test_commands_refuse_an_unusable_out_before_any_work(
+    tmp_path: Path, sort: str, command: list[str]
+) -> None:
+    """The refusal names --out, so the path was checked before the config or the study was read."""
+    path, words = _output(tmp_path, sort)
+    studies = ["--studies-dir", str(tmp_path / "studies")] if command[0] == "study" else []
+    result = CliRunner().invoke(app, [*command, "--out", str(path), *studies])
+    assert result.exit_code == 2 and result.stderr.startswith("error: --out: "), result.output
+    assert words in result.stderr
+    assert not (tmp_path / "studies").exists()
+
+
+@pytest.mark.parametrize("sort", ["file", "fifo", "dev-null"])
+@pytest.mark.parametrize(
+    "command", [["study", "list"], ["study", "show", "s"], ["optimize", "--profile", "wide"]]
+)
+def test_a_studies_dir_that_is_no_folder_is_refused_at_once(
+    tmp_path: Path, sort: str, command: list[str]
+) -> None:
+    target = {"file": tmp_path / "f", "fifo": tmp_path / "p", "dev-null": Path("/dev/null")}[sort]
+    if sort == "file":
+        target.write_text("x")
+    elif sort == "fifo":
+        os.mkfifo(target)
+    # optimize: one trial at most, in tmp_path, should the check ever fail to stop it before the work.
+    extra = ["--trials", "1", "--data-dir", str(tmp_path / "data")] if command[0] == "optimize" else []
+    result = CliRunner().invoke(app, [*command, "--studies-dir", str(target), *extra])
+    assert result.exit_code == 2, result.output
+    assert "--studies-dir: " in result.stderr and "not a folder" in result.stderr, result.output

@@ -1,0 +1,125 @@
+"""CLI habits: one name for the data directory, freqtrade spellings answered, --json and readable tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from gridctl.cli import FREQTRADE_COMMANDS, _rewrite_aliases, app
+
+runner = CliRunner()
+
+
+def _commands(command: object, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:
+    found = [(prefix, command)]
+    for name in list(getattr(command, "commands", {})):
+        sub = command.get_command(typer.Context(command), name)  # type: ignore[attr-defined]
+        found += _commands(sub, (*prefix, name))
+    return found
+
+
+COMMANDS = _commands(typer.main.get_command(app))
+
+
+def test_every_data_directory_option_is_called_data_dir() -> None:
+    with_dir = []
+    for path, command in COMMANDS:
+        for param in getattr(command, "params", []):
+            opts = getattr(param, "opts", [])
+            assert "--data" not in opts and "--datadir" not in opts, (path, opts)
+            if "--data-dir" in opts:
+                with_dir.append(" ".join(path))
+    assert {"backtest", "optimize", "data sample", "data import", "data info", "data download"} <= set(
+        with_dir
+    )
+
+
+@pytest.mark.parametrize("spelling", ["--data", "--datadir", "--data-dir"])
+@pytest.mark.parametrize("command", [["backtest"], ["data", "info"]])
+def test_old_and_freqtrade_spellings_reach_the_data_dir_option(
+    tmp_path: Path, spelling: str, command: list[str]
+) -> None:
+    missing = tmp_path / "nowhere"
+    for args in ([spelling, str(missing)], [f"{spelling}={missing}"]):
+        result = runner.invoke(app, [*command, *args])
+        assert result.exit_code == 2, result.output
+        assert f"--data-dir: folder {missing} does not exist" in result.stderr, result.stderr
+
+
+def test_values_after_a_double_dash_are_not_rewritten() -> None:
+    assert _rewrite_aliases(["backtest", "--data", "x", "--", "--data"]) == [
+        "backtest",
+        "--data-dir",
+        "x",
+        "--",
+        "--data",
+    ]
+    assert _rewrite_aliases(["backtest", "--data-dirt"]) == ["backtest", "--data-dirt"]
+
+
+@pytest.mark.parametrize("name", sorted(FREQTRADE_COMMANDS))
+def test_freqtrade_command_names_point_to_the_gridctl_command(name: str) -> None:
+    result = runner.invoke(app, [name, "--help"])
+    equivalent = FREQTRADE_COMMANDS[name]
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert (
+        result.stderr.strip()
+        == f"error: no command {name!r} (a freqtrade command); gridctl's is `gridctl {equivalent}`"
+    )
+    assert runner.invoke(app, [*equivalent.split(), "--help"]).exit_code == 0  # the pointer leads somewhere
+
+
+@pytest.mark.parametrize(
+    ("args", "suggestion"),
+    [
+        (["--timerange", "20240101-20240201"], "--start 2024-01-01 --end 2024-02-01"),
+        (["--timerange=20230515-20231231"], "--start 2023-05-15 --end 2023-12-31"),
+        (["--timerange", "20240101-"], "--start 2024-01-01 (end"),
+        (["--timerange", "-20240201"], "--end 2024-02-01 (end"),
+        (["--timerange", "last-week"], "--start YYYY-MM-DD --end YYYY-MM-DD"),
+    ],
+)
+def test_timerange_is_answered_with_start_and_end(args: list[str], suggestion: str) -> None:
+    for command in (["backtest"], ["optimize", "--profile", "no-such-profile"], ["data", "download"]):
+        result = runner.invoke(app, [*command, *args])
+        assert result.exit_code == 2
+        assert result.stderr.startswith(
+            "error: gridctl has no --timerange (a freqtrade option); give the range as "
+        )
+        assert suggestion in result.stderr, result.stderr
+
+
+LEAVES = [(" ".join(p), c) for p, c in COMMANDS if p and not getattr(c, "commands", None)]
+
+
+def test_every_command_that_prints_a_result_has_json() -> None:
+    """Every leaf command takes --json (config list, config validate, study export and report gained it)."""
+    lacking = [
+        name
+        for name, command in LEAVES
+        if not any("--json" in getattr(p, "opts", []) for p in command.params)
+    ]
+    assert lacking == [], lacking
+    assert {"config list", "config validate", "study report", "study export"} <= {n for n, _ in LEAVES}
+
+
+def test_config_list_and_validate_print_json() -> None:
+    listed = json.loads(runner.invoke(app, ["config", "list", "--json"]).stdout)
+    assert listed["strategies"]["names"] == ["default", "hedge_grid_v1"]
+    assert listed["venues"]["names"] == ["binance_futures", "binance_futures_testnet"]
+    checked = json.loads(
+        runner.invoke(app, ["config", "validate", "default", "-v", "binance_futures", "--json"]).stdout
+    )
+    assert (
+        checked["valid"] is True
+        and checked["kind"] == "strategy"
+        and checked["fits_venue"] == "binance_futures"
+    )
+    assert checked["symbol"] == "BTC/USDT:USDT" and checked["gates_disabled"] == []
+    venue = json.loads(runner.invoke(app, ["config", "validate", "binance_futures", "--json"]).stdout)
+    assert venue["kind"] == "venue" and venue["fees_source"] == "venue config"
+    assert set(venue["credentials"]) == {"api.api_key", "api.api_secret"}
