@@ -412,6 +412,24 @@ def study_report(
     typer.echo(f"wrote {path}")
 
 
+@study_app.command("notebook")
+def study_notebook(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    out: Annotated[Path, typer.Option("--out", help="Executed notebook to write (.ipynb).")],
+    studies_dir: StudiesOpt = None,
+    storage: StorageOpt = None,
+    data: DataOpt = None,
+    top: Annotated[int, typer.Option("--top", help="Feasible trials in the top table and equity chart.")] = 5,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
+) -> None:
+    """Run the packaged study-analysis notebook on a study; writes the executed copy (needs the
+    notebook extra: pip install 'gridctl[notebook]')."""
+    from gridctl.research.notebook import run_notebook
+
+    path = run_notebook(name, out, studies_dir, storage, data, top, force)
+    typer.echo(f"wrote {path}")
+
+
 def register(app: typer.Typer) -> None:
     """Add `optimize` and the `study` sub-app to the gridctl app."""
     app.command("optimize")(optimize)

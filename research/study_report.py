@@ -356,6 +356,17 @@ def overfitting(study: optuna.Study, data_dir: str | Path | None = None) -> dict
     return overfitting_report(matrix, numbers, ranked[0])
 
 
+def study_market(study: optuna.Study, data_dir: str | Path | None = None) -> tuple[Any, Any, Any, Any]:
+    """(market, base strategy, venue, detail bars) a ``gridctl optimize`` study ran on, from the profile
+    stored on it and the data in ``data_dir`` (refused when that data is not the study's)."""
+    from gridctl.research.optimize import check_same_data, load_workload
+    from gridctl.research.studies import study_info, study_profile
+
+    work = load_workload(study_profile(study), Path(data_dir) if data_dir is not None else None)
+    check_same_data(study.study_name, study_info(study).get("data"), work)
+    return work.market, work.strategy, work.venue, work.detail
+
+
 def trial_overrides(trial: FrozenTrial) -> dict[str, Any]:
     """The config overrides a trial ran with: ``gridctl optimize`` records the exact ones (after its
     drawn constraints) in the user attr ``gridctl`` -> ``overrides``; any other study's trial ran its
