@@ -163,3 +163,24 @@ def test_outputs_are_never_overwritten_without_force_and_a_bad_out_writes_nothin
     res = _cli("study", "notebook", NAME, "--studies-dir", sd, "--out", str(nb))
     assert res.exit_code == 2 and "already exists; add --force" in res.stderr and nb.read_text() == "{}"
     assert journal.read_bytes() == before
+
+
+def test_constraints_read_the_same_from_the_list_and_from_optunas_named_keys() -> None:
+    import optuna
+
+    from gridctl.research.optimize import CONSTRAINT_NAMES, feasible_trial, named_constraints
+
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    values = [-3.0, 2.5, -0.5]  # too few trades: no; drawdown over the limit: yes; liquidation: no
+
+    def frozen(system_attrs: dict[str, Any]) -> optuna.trial.FrozenTrial:
+        return optuna.trial.create_trial(
+            params={"x": 0.5}, distributions=dist, value=1.0, system_attrs=system_attrs
+        )
+
+    listed = frozen({"constraints": values})  # what gridctl optimize writes now
+    named = frozen({f"constraints:{n}": v for n, v in zip(CONSTRAINT_NAMES, values, strict=False)})  # older
+    want = {"min_trades": -3.0, "max_drawdown_bar_close_pct": 2.5, "liquidation": -0.5}
+    assert named_constraints(listed) == named_constraints(named) == want
+    assert not feasible_trial(listed) and not feasible_trial(named)
+    assert feasible_trial(frozen({"constraints": [-1.0, 0.0, -0.5]}))  # 0 is satisfied
