@@ -255,18 +255,19 @@ def _day(ms: int, end: bool = False) -> str:
 OVERFITTING_MAX_TRIALS = 512
 
 
-def distinct_feasible_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Completed feasible trials, one per distinct configuration (the lowest trial number of each)."""
+def distinct_feasible_trials(
+    study: optuna.Study, prefer: int | None = None
+) -> list[optuna.trial.FrozenTrial]:
+    """Completed feasible trials, one per distinct configuration: trial ``prefer`` for its own, the
+    lowest trial number for every other."""
     import json
 
-    seen: set[str] = set()
-    out = []
+    chosen: dict[str, optuna.trial.FrozenTrial] = {}
     for t in sorted(feasible_trials(study), key=lambda t: t.number):
         key = json.dumps(t.user_attrs[ATTR]["overrides"], sort_keys=True, default=str)
-        if key not in seen:
-            seen.add(key)
-            out.append(t)
-    return out
+        if key not in chosen or t.number == prefer:
+            chosen[key] = t
+    return sorted(chosen.values(), key=lambda t: t.number)
 
 
 def trial_daily_returns(
@@ -309,10 +310,10 @@ def overfitting_stats(
     """
     from gridctl.research.overfitting import overfitting_report
 
-    trials = distinct_feasible_trials(study)
-    if not trials:
+    if not feasible_trials(study):
         return {"deflated_sharpe": None, "pbo": None, "notes": ["no feasible completed trial"]}
     winner = get_trial(study, None).number
+    trials = distinct_feasible_trials(study, prefer=winner)
     numbers = [t.number for t in trials]
     sampled_from = None
     if len(numbers) > max_trials:

@@ -184,3 +184,29 @@ def test_constraints_read_the_same_from_the_list_and_from_optunas_named_keys() -
     assert named_constraints(listed) == named_constraints(named) == want
     assert not feasible_trial(listed) and not feasible_trial(named)
     assert feasible_trial(frozen({"constraints": [-1.0, 0.0, -0.5]}))  # 0 is satisfied
+
+
+def test_a_repeated_configuration_counts_once_and_the_winner_stands_for_its_own(made: dict[str, Any]) -> None:
+    import optuna
+
+    from gridctl.research.optimize import ATTR, open_storage
+
+    memory = optuna.storages.InMemoryStorage()  # a copy: the module's study stays as it is
+    optuna.copy_study(
+        from_study_name=NAME, from_storage=open_storage(NAME, None, made["sd"]), to_storage=memory
+    )
+    study = optuna.load_study(study_name=NAME, storage=memory)
+    first, later = distinct_feasible_trials(study)[:2]
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    overrides = first.user_attrs[ATTR]["overrides"]
+    copy = optuna.trial.create_trial(
+        params={"x": 0.5}, distributions=dist, value=0.0,
+        user_attrs={ATTR: {"overrides": overrides}}, system_attrs={"constraints": [-1.0]},
+    )  # fmt: skip
+    study.add_trial(copy)  # the same configuration as `first`, asked again later
+    number = study.trials[-1].number
+    base = [t.number for t in distinct_feasible_trials(study)]
+    assert number not in base and first.number in base
+    preferred = [t.number for t in distinct_feasible_trials(study, prefer=number)]
+    assert number in preferred and first.number not in preferred and later.number in preferred
+    assert len(preferred) == len(base)
