@@ -210,3 +210,16 @@ def test_a_repeated_configuration_counts_once_and_the_winner_stands_for_its_own(
     preferred = [t.number for t in distinct_feasible_trials(study, prefer=number)]
     assert number in preferred and first.number not in preferred and later.number in preferred
     assert len(preferred) == len(base)
+
+
+def test_a_study_with_more_trials_than_the_cap_uses_a_stated_seeded_sample(made: dict[str, Any]) -> None:
+    from gridctl.research.studies import overfitting_stats
+
+    study = load_study(NAME, made["sd"])
+    n = len(distinct_feasible_trials(study))
+    a = overfitting_stats(study, made["data"], max_trials=5)
+    b = overfitting_stats(study, made["data"], max_trials=5)
+    assert a["trials_with_returns"] == 5 and a["trials_sampled_from"] == n
+    assert a["selected_trial"] == made["shown"]["best_trial"]  # the winner is always in the sample
+    assert f"a random sample of 5 of the {n} distinct feasible trials" in " ".join(a["notes"])
+    assert a == b  # seeded by the profile: the same sample every time
