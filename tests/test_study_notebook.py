@@ -90,21 +90,23 @@ def test_the_built_package_ships_the_notebook_and_finds_it_where_it_is_installed
     import subprocess
     import sys
 
-    import setuptools
-    from packaging.version import Version
-
     src = tmp_path / "src"
     junk = (".git", "__pycache__", "*.nbi", "*.nbc", ".pytest_cache", ".ruff_cache", ".hypothesis", ".venv")
     shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(*junk, "build", "dist", "out"))
-    if Version(setuptools.__version__) < Version("77"):  # PEP 639 license strings need setuptools 77
-        text = (src / "pyproject.toml").read_text(encoding="utf-8")
-        (src / "pyproject.toml").write_text(text.replace('license = "MIT"', 'license = {text = "MIT"}'))
     lib = tmp_path / "lib"
-    setup = "from setuptools import setup; setup()"
+    # The interpreter's own setuptools builds it; one older than 77 cannot read PEP 639 license strings,
+    # so the copy then states the same license the older way.
+    script = (
+        "import sys, pathlib, setuptools\n"
+        "if int(setuptools.__version__.split('.')[0]) < 77:\n"
+        "    p = pathlib.Path('pyproject.toml')\n"
+        "    p.write_text(p.read_text().replace('license = \"MIT\"', 'license = {text = \"MIT\"}'))\n"
+        f"sys.argv = ['setup.py', '-q', 'build_py', '--build-lib', {str(lib)!r}]\n"
+        "setuptools.setup()\n"
+    )
     build = subprocess.run(
-        [sys.executable, "-c", setup, "-q", "build_py", "--build-lib", str(lib)],
-        cwd=src, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        [sys.executable, "-c", script], cwd=src, capture_output=True, text=True, timeout=300, check=False
+    )
     assert build.returncode == 0, build.stderr
     shipped = lib / "gridctl" / "research" / "notebooks" / "study_analysis.ipynb"
     assert shipped.read_bytes() == NOTEBOOK.read_bytes()
