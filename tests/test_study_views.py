@@ -85,6 +85,11 @@ def test_a_short_study_shows_dsr_and_pbo_over_every_distinct_feasible_trial(made
     assert shown["selected_trial"] == shown["best_trial"]
     assert 1 <= shown["clusters"] <= shown["trials_used"]
     assert shown["sr0_annualised"] == pytest.approx(shown["sr0"] * math.sqrt(365))
+    # The winner's Sharpe ratio from its re-run daily returns is the one the kernel scored it with
+    # (annualised daily Sharpe, the kernel's own accumulators): two implementations, one number.
+    top = shown["leaderboard"][0]
+    assert top["number"] == shown["selected_trial"]
+    assert shown["sharpe_annualised"] == pytest.approx(top["metrics"]["sharpe"], rel=1e-9)
     text = _cli("study", "show", NAME, "--studies-dir", str(made["sd"]), "--data", str(made["data"])).stdout
     assert f"N = {shown['clusters']} correlation clusters" in text and "10 blocks, 252 splits" in text
 
