@@ -25,6 +25,7 @@ from gridctl.research.optimize import (
     STUDY_ATTR,
     default_studies_dir,
     feasible_trial,
+    named_constraints,
     open_storage,
     restore_metrics,
 )
@@ -98,7 +99,8 @@ def trial_metrics(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
 
 
 def study_frame(study: optuna.Study) -> Any:
-    """pandas DataFrame, one row per trial: number, state, feasible, value(s), params, metrics."""
+    """pandas DataFrame, one row per trial: number, state, feasible, value(s), params, metrics, and each
+    hard limit's constraint value (``limit.<name>``, > 0: broken)."""
     import pandas as pd
 
     rows = []
@@ -116,6 +118,8 @@ def study_frame(study: optuna.Study) -> Any:
             row[k] = v
         for k, v in trial_metrics(t).items():
             row[f"m.{k}"] = v
+        for k, v in named_constraints(t).items():
+            row[f"limit.{k}"] = v
         if "objective_in_sample" in attrs:
             row["objective_in_sample"] = attrs["objective_in_sample"][0]
         if "objective_out_of_sample" in attrs:

@@ -415,6 +415,7 @@ def test_best_is_the_best_feasible_trial(data_dir: Path, tmp_path: Path) -> None
     assert study.metric_names == ["composite"]
     frame = study_frame(study)
     assert frame["feasible"].sum() == len(feasible)
+    assert (frame.loc[~frame["feasible"], "limit.min_trades"] > 0).all()  # why each one is infeasible
 
 
 def test_interrupt_fails_only_unfinished_trials_and_resume_completes(
