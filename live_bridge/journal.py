@@ -259,6 +259,7 @@ class Journal:
         """Every fill of the order journaled so far is booked in the engine."""
         self.db.execute("UPDATE xfills SET booked=1 WHERE client_id=?", (cid,))
 
+
 # --- ops commands (operator intent, durable before the ops API answers 202)
 
 _OPS_SCHEMA = """

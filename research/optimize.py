@@ -482,9 +482,10 @@ def worst_path_drawdowns(
 def make_sampler(profile: Profile, seed: int, shared: bool = False) -> optuna.samplers.BaseSampler:
     """The profile's sampler, seeded (``shared``: a server study other workers may join).
 
-    Hard limits reach the samplers as Optuna constraints set on each trial before it is told
-    (``Trial.set_constraint``, which Optuna 5 reads in TPE, NSGA-II and ``best_trial``; the older
-    ``constraints_func`` sampler argument is deprecated there and feeds the same trial attribute).
+    Hard limits reach the samplers as Optuna constraints recorded on each trial before it is told
+    (``write_constraints``: the trial system attr ``constraints``, which Optuna 5 reads in TPE,
+    NSGA-II and ``best_trial`` and optuna-dashboard reads too; the older ``constraints_func`` sampler
+    argument is deprecated there and feeds the same trial attribute).
     """
     spec = profile.sampler
     if spec.kind == "random":
@@ -594,6 +595,10 @@ def create_or_load_study(
         directions=directions,
         load_if_exists=True,
     )
+    if not study.metric_names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(objective_metric_names(profile))
     if STUDY_ATTR not in study.user_attrs:
         study.set_user_attr(
             STUDY_ATTR,
@@ -999,8 +1004,7 @@ def optimize(
                         trial.set_user_attr(ATTR, res.attrs)
                         for key, value in res.side_attrs.items():
                             trial.set_user_attr(key, value)
-                        for cname, cvalue in zip(CONSTRAINT_NAMES, res.constraints, strict=False):
-                            trial.set_constraint(cname, cvalue)
+                        write_constraints(study, trial, res.constraints)
                         try:
                             if res.pruned_at is not None:
                                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -1055,6 +1059,42 @@ def optimize(
         overlap_s=overlap_s,
         load_average=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Feasibility and objective names where Optuna and optuna-dashboard read them
+# ----------------------------------------------------------------------------------------------------
+
+#: The trial system attr holding the constraint values as one list (<= 0 satisfied): optuna-dashboard
+#: reads exactly this key, and Optuna reads it too (as constraints "0", "1", ... in the order of
+#: ``CONSTRAINT_NAMES``), so the samplers, ``best_trial``, Optuna's plots and the dashboard agree.
+CONSTRAINTS_KEY = "constraints"
+
+
+def write_constraints(study: optuna.Study, trial: optuna.Trial, values: list[float]) -> None:
+    """Record a trial's hard-limit values (before it is told) in ``CONSTRAINTS_KEY``."""
+    study._storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_KEY, [float(v) for v in values])
+
+
+def named_constraints(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
+    """A trial's constraint values by limit name (``CONSTRAINT_NAMES``); studies written with Optuna's
+    named keys read the same."""
+    values = trial.constraints
+    out = {}
+    for i, name in enumerate(CONSTRAINT_NAMES):
+        for key in (str(i), name):
+            if key in values:
+                out[name] = float(values[key])
+    return out
+
+
+def objective_metric_names(profile: Profile) -> list[str]:
+    """What each objective value is, for Optuna's ``metric_names`` (plots, optuna-dashboard)."""
+    kind = profile.objective.kind
+    if kind == "return_drawdown":
+        return ["total_return_pct", "max_drawdown_bar_close_pct"]
+    names = {"total_return": "total_return_pct", "calmar": "calmar_bar_close", "sharpe": "sharpe_annualised"}
+    return [names.get(kind, kind)]
 
 
 def feasible_trial(trial: optuna.trial.FrozenTrial) -> bool:

@@ -55,6 +55,8 @@ BOARD_METRICS = (
     "total_return_pct",
     "trades",
 )
+#: Column labels that say which drawdown a metric uses.
+BOARD_LABELS = {"calmar": "calmar (CAGR / bar-close dd)", "max_drawdown_bar_close_pct": "max dd bar-close %"}
 
 
 def _fmt(value: Any) -> str:
@@ -244,14 +246,17 @@ def study_show(
     studies_dir: StudiesOpt = None,
     storage: StorageOpt = None,
     data: DataOpt = None,
-    top: Annotated[int, typer.Option("--top", help="Trials in the leaderboard and in PBO.")] = 10,
+    top: Annotated[int, typer.Option("--top", help="Trials in the leaderboard.")] = 10,
     as_json: JsonOpt = False,
 ) -> None:
-    """Leaderboard, winner's robustness table (plateau or spike), deflated Sharpe and PBO."""
+    """Leaderboard, winner's robustness table (plateau or spike), deflated Sharpe and PBO.
+
+    DSR and PBO use every distinct feasible trial, re-run over the study's window (see DESIGN.md)."""
     from gridctl.research.optimize import ATTR, load_workload
     from gridctl.research.robustness import neighbour_table
     from gridctl.research.studies import (
         best_trial,
+        feasible_trials,
         load_study,
         overfitting_stats,
         pareto_trials,
@@ -314,7 +319,7 @@ def study_show(
                 else None,
                 "first_equity": start,
             }
-    out.update(overfitting_stats(study, top_k=max(top, 2), data_dir=data))
+    out.update(overfitting_stats(study, data_dir=data))
     if as_json:
         sys.stdout.write(_dump(out) + "\n")
         return
@@ -324,8 +329,11 @@ def study_show(
         f"{prof.objective.kind} ({', '.join(prof.objective.directions)}), "
         f"{out['n_trials']} trials {out['states']}"
     )
+    infeasible = sum(t.state.name == "COMPLETE" for t in trials) - len(feasible_trials(study))
     table = Table(
-        title="Pareto front" if multi else f"top {len(board)} feasible trials", title_justify="left"
+        title=("Pareto front" if multi else f"top {len(board)} feasible trials")
+        + f" ({infeasible} infeasible trial(s) left out)",
+        title_justify="left",
     )
     table.add_column("trial")
     table.add_column("value(s)")
@@ -333,7 +341,7 @@ def study_show(
         table.add_column("in-sample")
         table.add_column("out-of-sample")
     for col in BOARD_METRICS:
-        table.add_column(col)
+        table.add_column(BOARD_LABELS.get(col, col))
     for row in out["leaderboard"]:
         cells = [str(row["number"]), _fmt(row["values"])]
         if prof.validation.scheme != "none":
@@ -360,10 +368,31 @@ def study_show(
                 r.verdict,
             )
         con.print(rt)
-    con.print(
-        f"deflated Sharpe {_fmt(out['deflated_sharpe'])}, PBO {_fmt(out['pbo'])}"
-        + (f" ({out['note'].strip()})" if out.get("note") else "")
-    )
+    for line in overfitting_lines(out):
+        con.print(line)
+
+
+def overfitting_lines(over: dict[str, Any]) -> list[str]:
+    """The deflated Sharpe ratio and PBO with their inputs, as `study show` prints them."""
+    lines = [f"deflated Sharpe {_fmt(over.get('deflated_sharpe'))}"]
+    if over.get("sharpe") is not None:
+        lines[0] += (
+            f" (trial {over['selected_trial']}: Sharpe {_fmt(over['sharpe_annualised'])} annualised over "
+            f"{over['periods']} days, skew {_fmt(over['skew'])}, kurtosis {_fmt(over['kurtosis'])}; "
+            f"N = {over['clusters']} correlation clusters (mean correlation >= "
+            f"{_fmt(over['cluster_min_correlation'])}) of {over['trials_used']} distinct feasible trials, "
+            f"V[SR] {_fmt(over['sharpe_variance'])} per day^2 (MAD; sample "
+            f"{_fmt(over['sharpe_variance_sample'])}), SR0 {_fmt(over['sr0_annualised'])} annualised)"
+        )
+    pbo = f"PBO {_fmt(over.get('pbo'))}"
+    if over.get("pbo") is not None:
+        pbo += (
+            f" (CSCV over all {over['trials_used']} trials used, {over['pbo_blocks']} blocks, "
+            f"{over['pbo_splits']} splits)"
+        )
+    lines.append(pbo)
+    lines += [f"  note: {n}" for n in over.get("notes") or ()]
+    return lines
 
 
 def winner_initial(study: Any, trial: Any) -> float:
@@ -380,6 +409,7 @@ def study_export(
     trial: Annotated[int | None, typer.Option("--trial", help="Trial number (default: the winner).")] = None,
     studies_dir: StudiesOpt = None,
     storage: StorageOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a trial's complete strategy config; `gridctl backtest --config FILE` reproduces it."""
@@ -387,7 +417,7 @@ def study_export(
     from gridctl.research.studies import export_config, load_study
 
     require_output_file(out, "--out")  # before the study is loaded
-    path = export_config(load_study(name, studies_dir, storage), out, trial)
+    path = export_config(load_study(name, studies_dir, storage), out, trial, force=force)
     typer.echo(json.dumps({"study": name, "path": str(path)}) if as_json else f"wrote {path}")
 
 
@@ -398,15 +428,38 @@ def study_report(
     studies_dir: StudiesOpt = None,
     storage: StorageOpt = None,
     data: DataOpt = None,
-    top: Annotated[int, typer.Option("--top", help="Trials whose daily returns feed DSR and PBO.")] = 16,
+    top: Annotated[int, typer.Option("--top", help="Feasible trials in the top-trials table.")] = 5,
+    force: Annotated[bool, typer.Option("--force", help="Replace the index.html already in --out.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write an HTML report of the study (opens with no network)."""
+    """Write an HTML report of the study (opens with no network); DSR and PBO as `study show` gives them."""
     from gridctl.data.paths import require_output_dir
-    from gridctl.research.studies import load_study, render_report
+    from gridctl.research.studies import check_report_dir, load_study, render_report
 
     require_output_dir(out, "--out")  # before the study is loaded and its trials re-run
-    path = render_report(load_study(name, studies_dir, storage), out, data, top)
+    check_report_dir(out, force)  # an occupied --out fails before the study is even opened
+    path = render_report(load_study(name, studies_dir, storage), out, data, top, force=force)
+    typer.echo(json.dumps({"study": name, "path": str(path)}) if as_json else f"wrote {path}")
+
+
+@study_app.command("notebook")
+def study_notebook(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    out: Annotated[Path, typer.Option("--out", help="Executed notebook to write (.ipynb).")],
+    studies_dir: StudiesOpt = None,
+    storage: StorageOpt = None,
+    data: DataOpt = None,
+    top: Annotated[int, typer.Option("--top", help="Feasible trials in the top table and equity chart.")] = 5,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the packaged study-analysis notebook on a study; writes the executed copy (needs the
+    notebook extra: pip install 'gridctl[notebook]')."""
+    from gridctl.data.paths import require_output_file
+    from gridctl.research.notebook import run_notebook
+
+    require_output_file(out, "--out")
+    path = run_notebook(name, out, studies_dir, storage, data, top, force)
     typer.echo(json.dumps({"study": name, "path": str(path)}) if as_json else f"wrote {path}")
 
 

@@ -16,13 +16,24 @@ backtest overfitting. Both take per-period (not annualised) quantities.
   w = rank_oos(n*) / (N + 1) among the out-of-sample Sharpe ratios, and the logit l = ln(w / (1 - w)).
   PBO is the share of splits with l <= 0, i.e. whose in-sample winner ranks at or below the
   out-of-sample median.
+
+``overfitting_report`` is the one place both are computed for a study (``gridctl study show``, ``--json``,
+``gridctl study report`` and the notebook all call it): from the per-period returns of every distinct,
+completed, feasible trial, it clusters near-duplicates by the correlation of their returns (average
+linkage, cut where the mean correlation between two groups falls below ``CLUSTER_MIN_CORRELATION``),
+takes N = the number of clusters and V[SR] = the variance of the Sharpe ratios of the clusters' medoids
+(estimated robustly, ``robust_variance``; the sample variance is reported beside it), and deflates
+the selected trial's own Sharpe ratio (with its own skew, kurtosis and T); PBO runs CSCV over all
+those trials, with as many blocks as the periods allow (at most ``PBO_MAX_BLOCKS``).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 
@@ -131,3 +142,186 @@ def probability_of_backtest_overfitting(returns: np.ndarray, n_blocks: int = 16)
     ``returns`` is a (T, N) array of per-period returns of N trials; performance is the Sharpe ratio.
     """
     return float(np.mean(cscv_logits(returns, n_blocks) <= 0.0))
+
+
+#: Trials whose return series correlate at least this much on average (average linkage) count as one
+#: independent trial in the deflated Sharpe ratio.
+CLUSTER_MIN_CORRELATION = 0.5
+#: CSCV uses at most this many blocks (C(16, 8) = 12,870 splits) and at least ``PBO_MIN_BLOCKS``.
+PBO_MAX_BLOCKS = 16
+PBO_MIN_BLOCKS = 4
+#: Every CSCV block holds at least this many periods (a Sharpe ratio needs two).
+PBO_MIN_PERIODS_PER_BLOCK = 2
+
+
+def sharpe_ratios(returns: np.ndarray) -> np.ndarray:
+    """Per-period Sharpe ratio (mean / sample standard deviation) of each column; NaN without dispersion."""
+    r = np.asarray(returns, dtype=np.float64)
+    sd = r.std(axis=0, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sd > 0.0, r.mean(axis=0) / np.where(sd > 0.0, sd, 1.0), np.nan)
+
+
+def skew_kurtosis(returns: np.ndarray) -> tuple[float, float]:
+    """Sample skewness m3 / m2^1.5 and non-excess kurtosis m4 / m2^2 (3 for normal returns)."""
+    r = np.asarray(returns, dtype=np.float64)
+    d = r - r.mean()
+    m2 = float(np.mean(d * d))
+    if not m2 > 0.0:
+        raise GridctlError("skew_kurtosis: the returns have no dispersion")
+    return float(np.mean(d**3)) / m2**1.5, float(np.mean(d**4)) / m2**2
+
+
+def correlation_clusters(returns: np.ndarray, min_correlation: float = CLUSTER_MIN_CORRELATION) -> np.ndarray:
+    """Cluster label (0..K-1, in order of first member) of each column of ``returns`` (T, N).
+
+    Average-linkage agglomerative clustering on the distance 1 - correlation, cut at
+    1 - ``min_correlation``: two groups merge while the mean correlation between their members is at
+    least ``min_correlation``. Every column must have dispersion.
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    r = np.asarray(returns, dtype=np.float64)
+    n = r.shape[1]
+    if n == 1:
+        return np.zeros(1, dtype=np.int64)
+    if not np.all(r.std(axis=0) > 0.0):
+        raise GridctlError("correlation_clusters: a return series has no dispersion")
+    corr = np.clip(np.corrcoef(r, rowvar=False), -1.0, 1.0)
+    dist = 1.0 - corr
+    np.fill_diagonal(dist, 0.0)
+    dist = (dist + dist.T) / 2.0
+    raw = fcluster(
+        linkage(squareform(dist, checks=False), method="average"), 1.0 - min_correlation, "distance"
+    )
+    first: dict[int, int] = {}
+    for label in raw:
+        first.setdefault(int(label), len(first))
+    return np.asarray([first[int(label)] for label in raw], dtype=np.int64)
+
+
+def cluster_medoids(returns: np.ndarray, labels: np.ndarray) -> list[int]:
+    """Column index of each cluster's medoid: the member with the highest mean correlation to the others
+    of its cluster (ties: the first column)."""
+    r = np.asarray(returns, dtype=np.float64)
+    corr = np.corrcoef(r, rowvar=False) if r.shape[1] > 1 else np.ones((1, 1))
+    out = []
+    for k in range(int(labels.max()) + 1):
+        members = np.flatnonzero(labels == k)
+        mean_corr = corr[np.ix_(members, members)].mean(axis=1)
+        out.append(int(members[int(np.argmax(mean_corr))]))
+    return out
+
+
+def robust_variance(values: np.ndarray) -> float:
+    """(1.4826 * median absolute deviation)^2: the variance of normal values, unmoved by a tail.
+
+    A study's configurations that bleed fees every day or halt after a loss have Sharpe ratios far
+    below the rest (a -10 annualised next to a bulk within +-1); the sample variance would let that
+    tail set SR0, the luck threshold for the BEST trial. For normal values both agree.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    mad = float(np.median(np.abs(v - np.median(v))))
+    return (1.4826 * mad) ** 2
+
+
+def pbo_blocks(n_periods: int) -> int | None:
+    """CSCV blocks for ``n_periods`` returns: the largest even number up to ``PBO_MAX_BLOCKS`` that gives
+    each block ``PBO_MIN_PERIODS_PER_BLOCK`` periods; None when fewer than ``PBO_MIN_BLOCKS`` fit."""
+    s = min(PBO_MAX_BLOCKS, n_periods // PBO_MIN_PERIODS_PER_BLOCK)
+    s -= s % 2
+    return s if s >= PBO_MIN_BLOCKS else None
+
+
+def overfitting_report(
+    returns: np.ndarray,
+    numbers: Sequence[int],
+    selected: int,
+    periods_per_year: float = 365.0,
+    min_correlation: float = CLUSTER_MIN_CORRELATION,
+) -> dict[str, Any]:
+    """Deflated Sharpe ratio of trial ``selected`` and PBO over all trials, with every input stated.
+
+    ``returns`` is (T, N): column j holds the per-period returns of trial ``numbers[j]`` (distinct,
+    completed, feasible trials over one window); ``selected`` is the study's winner. Columns without
+    dispersion (a trial that never moved its equity) are left out and counted. Sharpe ratios are per
+    period throughout; the ``*_annualised`` fields multiply by sqrt(``periods_per_year``) for display.
+    """
+    r = np.asarray(returns, dtype=np.float64)
+    numbers = [int(n) for n in numbers]
+    if r.ndim != 2 or r.shape[1] != len(numbers):
+        raise GridctlError(f"returns must be (T, {len(numbers)}), got shape {r.shape}")
+    if selected not in numbers:
+        raise GridctlError(f"the selected trial {selected} is not among the trials with returns")
+    if not np.all(np.isfinite(r)):
+        raise GridctlError("returns contain NaN or inf")
+    t = r.shape[0]
+    scale = math.sqrt(periods_per_year)
+    sr_all = sharpe_ratios(r) if t >= 2 else np.full(len(numbers), np.nan)
+    keep = np.flatnonzero(np.isfinite(sr_all))
+    out: dict[str, Any] = {
+        "deflated_sharpe": None,
+        "pbo": None,
+        "selected_trial": selected,
+        "periods": t,
+        "periods_per_year": periods_per_year,
+        "trials_with_returns": len(numbers),
+        "trials_without_dispersion": len(numbers) - len(keep),
+        "trials_used": len(keep),
+        "sharpe": None,
+        "sharpe_annualised": None,
+        "skew": None,
+        "kurtosis": None,
+        "clusters": None,
+        "cluster_min_correlation": min_correlation,
+        "sharpe_variance": None,
+        "sharpe_variance_sample": None,
+        "sr0": None,
+        "sr0_annualised": None,
+        "pbo_blocks": None,
+        "pbo_splits": None,
+        "notes": [],
+    }
+    col = numbers.index(selected)
+    if t < 2 or not math.isfinite(sr_all[col]):
+        out["notes"].append(
+            f"trial {selected}'s returns have no dispersion over {t} periods: no deflated Sharpe"
+        )
+    else:
+        sr = float(sr_all[col])
+        skew, kurt = skew_kurtosis(r[:, col])
+        used = r[:, keep]
+        labels = correlation_clusters(used, min_correlation)
+        medoids = cluster_medoids(used, labels)
+        k = len(medoids)
+        medoid_sr = sr_all[keep][medoids]
+        sample_variance = float(np.var(medoid_sr, ddof=1)) if k >= 2 else 0.0
+        variance = robust_variance(medoid_sr) if k >= 2 else 0.0
+        sr0 = expected_max_sharpe(variance, k)
+        out.update(
+            sharpe=sr,
+            sharpe_annualised=sr * scale,
+            skew=skew,
+            kurtosis=kurt,
+            clusters=k,
+            sharpe_variance=variance,
+            sharpe_variance_sample=sample_variance,
+            sr0=sr0,
+            sr0_annualised=sr0 * scale,
+        )
+        try:
+            out["deflated_sharpe"] = deflated_sharpe_ratio(sr, variance, k, t, skew, kurt)
+        except GridctlError as err:
+            out["notes"].append(f"no deflated Sharpe: {err}")
+    blocks = pbo_blocks(t)
+    if len(keep) < 2:
+        out["notes"].append(f"PBO needs at least 2 trials with dispersion (have {len(keep)})")
+    elif blocks is None:
+        need = PBO_MIN_BLOCKS * PBO_MIN_PERIODS_PER_BLOCK
+        out["notes"].append(f"not enough data for PBO: {t} periods, CSCV needs at least {need}")
+    else:
+        out["pbo"] = probability_of_backtest_overfitting(r[:, keep], n_blocks=blocks)
+        out["pbo_blocks"] = blocks
+        out["pbo_splits"] = math.comb(blocks, blocks // 2)
+    return out

@@ -534,7 +534,7 @@ def headline_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
         ("Max drawdown (intrabar worst point)", _fmt(s["max_drawdown_intrabar_pct"], " %")),
         ("Sharpe", _fmt(s["sharpe"])),
         ("Sortino", _fmt(s["sortino"])),
-        ("Calmar", _fmt(s["calmar"])),
+        ("Calmar (CAGR / max bar-close drawdown)", _fmt(s["calmar"])),
         ("Profit factor (closed lots, after fees)", _fmt(s["profit_factor"])),
         ("Win rate (closed lots, after fees)", _fmt(s["win_rate_pct"], " %", 1)),
         ("Fills (entries / exits)", f"{s['n_fills']:,} ({s['n_entries']:,} / {s['n_exits']:,})"),

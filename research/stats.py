@@ -228,6 +228,7 @@ def compute_stats(
     span_ms = int(eq["ts"][-1] - eq["ts"][0]) + market.bar_ms if bars else market.bar_ms
     cagr = cagr_pct(initial, final, span_ms)
     dd_daily = max_drawdown_pct(day_eq, initial)
+    dd_bar = max_drawdown_pct(equity, initial)
 
     exits = fills[fills["kind"] != FillKind.ENTRY]
     pnl = exits["realized_pnl"]
@@ -265,11 +266,12 @@ def compute_stats(
         "total_return_pct": (final / initial - 1.0) * 100.0,
         "cagr_pct": cagr,
         "max_drawdown_daily_close_pct": dd_daily,
-        "max_drawdown_bar_close_pct": max_drawdown_pct(equity, initial),
+        "max_drawdown_bar_close_pct": dd_bar,
         "max_drawdown_intrabar_pct": intrabar_drawdown_pct(equity, worst, initial),
         "sharpe": sharpe(rets),
         "sortino": sortino(rets),
-        "calmar": cagr / dd_daily if dd_daily > 0.0 else None,
+        # One Calmar everywhere (the optimizer's objective too): CAGR / max bar-close drawdown.
+        "calmar": cagr / dd_bar if dd_bar > 0.0 else None,
         "profit_factor": gross_profit / gross_loss if gross_loss > 0.0 else None,
         "win_rate_pct": float((lot_pnl > 0.0).sum() / len(lot_pnl) * 100.0) if len(lot_pnl) else None,
         "n_lots_closed": len(lot_pnl),

@@ -10,7 +10,7 @@ Notebook use::
 
 from __future__ import annotations
 
-import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from gridctl.research.optimize import (
     STUDY_ATTR,
     default_studies_dir,
     feasible_trial,
+    named_constraints,
     open_storage,
     restore_metrics,
 )
@@ -101,7 +102,8 @@ def trial_metrics(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
 
 
 def study_frame(study: optuna.Study) -> Any:
-    """pandas DataFrame, one row per trial: number, state, feasible, value(s), params, metrics."""
+    """pandas DataFrame, one row per trial: number, state, feasible, value(s), params, metrics, and each
+    hard limit's constraint value (``limit.<name>``, > 0: broken)."""
     import pandas as pd
 
     rows = []
@@ -119,6 +121,8 @@ def study_frame(study: optuna.Study) -> Any:
             row[k] = v
         for k, v in trial_metrics(t).items():
             row[f"m.{k}"] = v
+        for k, v in named_constraints(t).items():
+            row[f"limit.{k}"] = v
         if "objective_in_sample" in attrs:
             row["objective_in_sample"] = attrs["objective_in_sample"][0]
         if "objective_out_of_sample" in attrs:
@@ -206,10 +210,16 @@ def best_config(study: optuna.Study, trial: int | None = None) -> Any:
     return named
 
 
-def export_config(study: optuna.Study, out: Path, trial: int | None = None) -> Path:
-    """Write the trial's complete strategy config as YAML that ``gridctl backtest --config`` loads."""
+def export_config(study: optuna.Study, out: Path, trial: int | None = None, force: bool = False) -> Path:
+    """Write the trial's complete strategy config as YAML that ``gridctl backtest --config`` loads
+    (an existing file is replaced only with ``force``)."""
     from gridctl.data.atomic import atomic_write_text
 
+    out = Path(out)
+    if out.is_dir():
+        raise GridctlError(f"--out {out} is a directory; give a file name like best.yaml")
+    if out.exists() and not force:
+        raise GridctlError(f"--out {out} already exists; add --force to replace it")
     t = get_trial(study, trial)
     cfg = best_config(study, t.number)
     profile = study_profile(study)
@@ -228,9 +238,6 @@ def export_config(study: optuna.Study, out: Path, trial: int | None = None) -> P
         "",
     ]
     body = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-    out = Path(out)
-    if out.exists() and out.is_dir():
-        raise GridctlError(f"--out {out} is a directory; give a file name like best.yaml")
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, "\n".join(header) + body)
     return out
@@ -249,120 +256,119 @@ def _day(ms: int, end: bool = False) -> str:
 # ----------------------------------------------------------------------------------------------------
 
 
-def top_trial_returns(
-    study: optuna.Study, top_k: int = 16, data_dir: Path | None = None
-) -> tuple[list[int], np.ndarray]:
-    """Daily returns ``(T, K)`` of the top-K feasible trials, recomputed with ``run_single`` over the
-    study's whole data window (a liquidated run's later days count as 0 return)."""
+#: At most this many distinct feasible trials are re-run for the overfitting statistics; a study with
+#: more uses a random sample of this size (seeded by the profile's seed, the winner always in it) and
+#: says so (``trials_sampled_from``).
+OVERFITTING_MAX_TRIALS = 512
+
+
+def distinct_feasible_trials(
+    study: optuna.Study, prefer: int | None = None
+) -> list[optuna.trial.FrozenTrial]:
+    """Completed feasible trials, one per distinct configuration: trial ``prefer`` for its own, the
+    lowest trial number for every other."""
+    import json
+
+    chosen: dict[str, optuna.trial.FrozenTrial] = {}
+    for t in sorted(feasible_trials(study), key=lambda t: t.number):
+        key = json.dumps(t.user_attrs[ATTR]["overrides"], sort_keys=True, default=str)
+        if key not in chosen or t.number == prefer:
+            chosen[key] = t
+    return sorted(chosen.values(), key=lambda t: t.number)
+
+
+def trial_daily_returns(
+    study: optuna.Study,
+    numbers: list[int],
+    data_dir: Path | None = None,
+) -> np.ndarray:
+    """Daily returns ``(T, len(numbers))`` of the given trials, each recomputed with ``run_single`` over
+    the study's whole data window (a liquidated run's later days count as 0 return)."""
     from gridctl.configs.loader import load_venue
     from gridctl.engine.run import run_single
-    from gridctl.research.optimize import load_workload
+    from gridctl.research.optimize import check_same_data, load_workload
     from gridctl.research.stats import daily_equity, daily_returns
 
     profile = study_profile(study)
-    if len(study.directions) > 1:
-        trials = list(reversed(pareto_trials(study)))[:top_k]
-    else:
-        trials = ranked_trials(study)[:top_k]
-    if not trials:
-        return [], np.zeros((0, 0))
     work = load_workload(profile, data_dir)
+    check_same_data(study.study_name, study_info(study).get("data"), work)
     venue = load_venue(profile.base.venue)
     days_all = np.unique(np.asarray(work.market.ts, dtype=np.int64) // 86_400_000)
     cols = []
-    for t in trials:
-        cfg = best_config(study, t.number)
+    for n in numbers:
+        cfg = best_config(study, n)
         run = run_single(work.market, cfg, venue, curves=True, detail=work.detail)
         days, eq = daily_equity(run.equity["ts"], run.equity["equity"])
         rets = daily_returns(eq, float(cfg.backtest.initial_balance))
         col = np.zeros(len(days_all))
         col[np.searchsorted(days_all, days)] = rets
         cols.append(col)
-    return [t.number for t in trials], np.column_stack(cols)
+    return np.column_stack(cols) if cols else np.zeros((len(days_all), 0))
 
 
-def overfitting_stats(study: optuna.Study, top_k: int = 16, data_dir: Path | None = None) -> dict[str, Any]:
-    """Deflated Sharpe ratio of the winner and PBO across the top-K trials (research/overfitting.py).
+def overfitting_stats(
+    study: optuna.Study, data_dir: Path | None = None, max_trials: int = OVERFITTING_MAX_TRIALS
+) -> dict[str, Any]:
+    """Deflated Sharpe ratio of the winner and PBO over the distinct feasible trials
+    (``research.overfitting.overfitting_report``; every view of a gridctl study calls this).
 
-    DSR inputs: the winner's per-day (not annualised) Sharpe, the variance of all completed trials'
-    per-day Sharpe, the number of completed trials, the number of days, and the winner's daily-return
-    skewness and (non-excess, normal = 3) kurtosis.
+    Every trial is re-run over the study's whole data window, so the winner's Sharpe ratio and the
+    cross-trial variance are the same kind (daily returns over one window), walk-forward studies too.
     """
-    try:
-        from gridctl.research.overfitting import deflated_sharpe_ratio, probability_of_backtest_overfitting
-    except ImportError:
-        return {"deflated_sharpe": None, "pbo": None, "note": "research.overfitting is not available"}
-    numbers, rets = top_trial_returns(study, top_k, data_dir)
-    out: dict[str, Any] = {"deflated_sharpe": None, "pbo": None, "top_k": len(numbers), "note": None}
-    if not numbers:
-        out["note"] = "no feasible completed trials"
-        return out
-    best = rets[:, 0]
-    sd = float(np.std(best, ddof=1)) if len(best) > 1 else 0.0
-    sharpes = [trial_metrics(t).get("sharpe", math.nan) for t in study.get_trials(deepcopy=False)]
-    sharpes = np.asarray([s for s in sharpes if math.isfinite(s)]) / math.sqrt(365.0)
-    if sd > 0 and len(sharpes) >= 2:
-        z = (best - best.mean()) / sd
-        out["deflated_sharpe"] = float(
-            deflated_sharpe_ratio(
-                float(best.mean() / sd),
-                float(np.var(sharpes, ddof=1)),
-                len(sharpes),
-                len(best),
-                float(np.mean(z**3)),
-                float(np.mean(z**4)),
-            )
+    from gridctl.research.overfitting import overfitting_report
+
+    if not feasible_trials(study):
+        return {"deflated_sharpe": None, "pbo": None, "notes": ["no feasible completed trial"]}
+    winner = get_trial(study, None).number
+    trials = distinct_feasible_trials(study, prefer=winner)
+    numbers = [t.number for t in trials]
+    sampled_from = None
+    if len(numbers) > max_trials:
+        rng = np.random.default_rng(study_profile(study).seed)
+        others = [n for n in numbers if n != winner]
+        pick = rng.choice(len(others), size=max_trials - 1, replace=False)
+        sampled_from = len(numbers)
+        numbers = sorted([winner, *(others[i] for i in pick)])
+    rets = trial_daily_returns(study, numbers, data_dir)
+    out = overfitting_report(rets, numbers, winner)
+    out["trials_feasible_distinct"] = len(trials)
+    out["trials_sampled_from"] = sampled_from
+    if sampled_from is not None:
+        out["notes"].append(
+            f"a random sample of {len(numbers)} of the {sampled_from} distinct feasible trials "
+            f"(seed {study_profile(study).seed}, the winner included)"
         )
-    else:
-        out["note"] = "the winner's daily returns have no dispersion (or < 2 scored trials): no DSR"
-    if rets.shape[1] >= 2 and rets.shape[0] >= 16:
-        out["pbo"] = float(probability_of_backtest_overfitting(rets, n_blocks=16))
-    else:
-        out["note"] = (out["note"] or "") + f" PBO needs >= 2 trials and >= 16 days (have {rets.shape})"
     return out
 
 
-def render_report(study: optuna.Study, out_dir: Path, data_dir: Path | None = None, top_k: int = 16) -> Path:
-    """HTML report of a study (research.study_report; a minimal trial table if that module is absent).
+def render_report(
+    study: optuna.Study, out_dir: Path, data_dir: Path | None = None, top_k: int = 5, force: bool = False
+) -> Path:
+    """HTML report of a study (``research.study_report``), with ``overfitting_stats`` in it.
 
-    The top-K trials' daily returns are recomputed and stored on the study (user attr
-    ``daily_returns``) first, so the report can show the deflated Sharpe ratio and PBO.
+    Refuses an ``out_dir`` that is a file, or that already holds a report without ``force``, before
+    anything is computed; writes nothing to the study's storage.
     """
-    try:
-        from gridctl.research.study_report import render_study_report
-    except ImportError:
-        render_study_report = None
-    if render_study_report is not None:
-        numbers, rets = top_trial_returns(study, top_k, data_dir)
-        study.set_user_attr("daily_returns", {str(n): rets[:, j].tolist() for j, n in enumerate(numbers)})
+    from gridctl.research.study_report import render_study_report
+
     out_dir = Path(out_dir)
+    check_report_dir(out_dir, force)
+    over = overfitting_stats(study, data_dir)
+    return render_study_report(study, out_dir, top_k=top_k, overfitting_result=over)
+
+
+def check_report_dir(out_dir: Path, force: bool) -> None:
+    """Refuse a report folder that is a file or already holds ``index.html`` (without ``force``)."""
+    from gridctl.research.study_report import REPORT_FILE
+
     if out_dir.exists() and not out_dir.is_dir():
         raise GridctlError(f"--out {out_dir} exists and is not a directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if render_study_report is not None:
-        result = render_study_report(study, out_dir)
-        return Path(result) if result is not None else out_dir / "index.html"
-    return _minimal_report(study, out_dir)
-
-
-def _minimal_report(study: optuna.Study, out_dir: Path) -> Path:
-    """Fallback until research/study_report.py lands: one self-contained HTML table of the trials."""
-    import html
-
-    from gridctl.data.atomic import atomic_write_text
-
-    frame = study_frame(study)
-    info = study_info(study)
-    table = frame.to_html(index=False, float_format=lambda v: f"{v:.6g}", na_rep="", border=0)
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>study {html.escape(study.study_name)}</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
-        "td,th{padding:2px 6px;border-bottom:1px solid #ddd;text-align:right}</style></head><body>"
-        f"<h1>Study {html.escape(study.study_name)}</h1>"
-        f"<p>profile {html.escape(str(info.get('name')))} ({html.escape(str(info.get('fingerprint')))}), "
-        f"{len(frame)} trials</p>{table}</body></html>"
-    )
-    path = out_dir / "index.html"
-    atomic_write_text(path, page)
-    return path
+    if (out_dir / REPORT_FILE).exists() and not force:
+        raise GridctlError(f"--out {out_dir} already holds {REPORT_FILE}; add --force to replace it")
+    parent = out_dir.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise GridctlError(f"--out {out_dir}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise GridctlError(f"--out {out_dir}: {parent} is not writable")

@@ -8,10 +8,13 @@ opens with no network.
 
 Conventions read from the study:
 - Trials' user attrs ``is_metrics`` / ``oos_metrics`` (dicts of numbers) are shown side by side.
-- Daily returns come from each trial's user attr ``daily_returns`` (a list), or the study's user
-  attr ``daily_returns`` (``{trial number: list}``). With returns, the page shows the deflated
-  Sharpe ratio of the best trial and the probability of backtest overfitting across the trials
-  (research/overfitting.py).
+- Feasibility is Optuna's: a trial whose constraint values (``FrozenTrial.constraints``) are not all
+  <= 0 is infeasible; the top-trials table, "best" and the overfitting statistics leave those out.
+- The deflated Sharpe ratio and PBO come from ``research.overfitting.overfitting_report``, the one
+  implementation every view calls: for a ``gridctl optimize`` study over every distinct feasible
+  trial re-run on the study's data (``research.studies.overfitting_stats``, what ``gridctl study show``
+  prints); for any other study from each feasible trial's user attr ``daily_returns`` (a list) or the
+  study's user attr ``daily_returns`` (``{trial number: list}``).
 - Parameter importances use PED-ANOVA, optuna's default evaluator: it has no random part, so the
   same study always gives the same importances (fANOVA would need scikit-learn and a seed).
 """
@@ -38,8 +41,6 @@ from gridctl.data.atomic import atomic_write_text
 #: Fewer completed trials than this (or no parameter that varies) and importances are not computed:
 #: PED-ANOVA compares the best 10 % of the trials with the rest, so it needs one trial in that 10 %.
 MIN_TRIALS_FOR_IMPORTANCE = 10
-#: PBO splits the days into this many blocks (research.overfitting needs two days per block).
-PBO_BLOCKS = 16
 REPORT_FILE = "index.html"
 DAILY_RETURNS = "daily_returns"
 IS_METRICS, OOS_METRICS = "is_metrics", "oos_metrics"
@@ -49,11 +50,20 @@ _RESERVED_ATTRS = (DAILY_RETURNS, IS_METRICS, OOS_METRICS)
 
 
 def open_study(
-    study_name: str, journal: str | Path | None = None, storage: str | None = None
+    study_name: str,
+    journal: str | Path | None = None,
+    storage: str | None = None,
+    studies_dir: str | Path | None = None,
 ) -> optuna.Study:
-    """Load an existing study from a journal file or a storage URL (exactly one of the two)."""
-    if (journal is None) == (storage is None):
-        raise GridctlError("give exactly one of a journal file or a storage URL")
+    """Load an existing study by name: from a journal file, a storage URL, or (neither given) the
+    gridctl studies directory (``studies_dir``, default ``$GRIDCTL_STUDIES_DIR``) where
+    ``gridctl optimize`` keeps it."""
+    if journal is not None and storage is not None:
+        raise GridctlError("give a journal file or a storage URL, not both")
+    if journal is None and storage is None:
+        from gridctl.research.optimize import journal_path
+
+        journal = journal_path(study_name, Path(studies_dir) if studies_dir else None)
     if journal is not None:
         path = Path(journal)
         if not path.is_file():
@@ -75,6 +85,16 @@ def completed(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
+def is_feasible(trial: FrozenTrial) -> bool:
+    """Optuna's feasibility: every constraint value of the trial is <= 0 (no constraints: feasible)."""
+    return all(v <= 0.0 for v in trial.constraints.values())
+
+
+def feasible_completed(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's completed, feasible trials, in trial order."""
+    return [t for t in completed(study) if is_feasible(t)]
+
+
 def objective_names(study: optuna.Study) -> list[str]:
     """The objectives' metric names, or ``objective 0``, ``objective 1``, ..."""
     names = study.metric_names
@@ -86,15 +106,15 @@ def _maximize(study: optuna.Study, i: int) -> bool:
 
 
 def top_trials(study: optuna.Study, top_k: int = 5) -> list[FrozenTrial]:
-    """Best ``top_k`` completed trials: by the objective; multi-objective: the Pareto front first,
-    each rank ordered by the first objective."""
-    trials = completed(study)
+    """Best ``top_k`` completed feasible trials: by the objective; multi-objective: the (feasible)
+    Pareto front first, each rank ordered by the first objective."""
+    trials = feasible_completed(study)
     if not trials:
         return []
     if len(study.directions) == 1:
         sign = -1.0 if _maximize(study, 0) else 1.0
         return sorted(trials, key=lambda t: (sign * t.value, t.number))[:top_k]
-    front = {t.number for t in study.best_trials}
+    front = {t.number for t in study.best_trials}  # Optuna's front holds feasible trials only
     sign0 = -1.0 if _maximize(study, 0) else 1.0
     return sorted(trials, key=lambda t: (t.number not in front, sign0 * t.values[0], t.number))[:top_k]
 
@@ -288,10 +308,10 @@ def is_oos_figure(study: optuna.Study, metric: str | None = None) -> go.Figure |
 
 
 def trial_returns(study: optuna.Study) -> dict[int, np.ndarray]:
-    """Daily returns per completed trial number, from trial or study user attrs (see module doc)."""
+    """Daily returns per completed feasible trial number, from trial or study user attrs (module doc)."""
     by_study = study.user_attrs.get(DAILY_RETURNS) or {}
     out: dict[int, np.ndarray] = {}
-    for t in completed(study):
+    for t in feasible_completed(study):
         raw = t.user_attrs.get(DAILY_RETURNS)
         if raw is None and isinstance(by_study, dict):
             raw = by_study.get(str(t.number), by_study.get(t.number))
@@ -304,65 +324,47 @@ def trial_returns(study: optuna.Study) -> dict[int, np.ndarray]:
     return out
 
 
-def overfitting(study: optuna.Study) -> dict[str, Any] | None:
-    """Deflated Sharpe ratio of the best trial and PBO across trials with daily returns; None without
-    returns. Sharpe ratios here are per day (not annualised), as the DSR formula expects."""
-    from gridctl.research.overfitting import deflated_sharpe_ratio, probability_of_backtest_overfitting
+def is_gridctl_study(study: optuna.Study) -> bool:
+    """True for a study ``gridctl optimize`` made (it records its profile on the study)."""
+    from gridctl.research.optimize import STUDY_ATTR
 
+    return STUDY_ATTR in study.user_attrs
+
+
+def overfitting(study: optuna.Study, data_dir: str | Path | None = None) -> dict[str, Any] | None:
+    """Deflated Sharpe ratio of the best feasible trial and PBO over the feasible trials
+    (``research.overfitting.overfitting_report``); None for a foreign study without daily returns.
+
+    A ``gridctl optimize`` study: ``research.studies.overfitting_stats`` (every distinct feasible trial
+    re-run on the study's data from ``data_dir``), the numbers ``gridctl study show`` prints. Any other
+    study: the ``daily_returns`` attrs of its feasible trials (those of the most common length).
+    """
+    from gridctl.research.overfitting import overfitting_report
+
+    if is_gridctl_study(study):
+        from gridctl.research.studies import overfitting_stats
+
+        return overfitting_stats(study, Path(data_dir) if data_dir is not None else None)
     rets = trial_returns(study)
     if not rets:
         return None
     lengths = [len(r) for r in rets.values()]
     n_obs = max(set(lengths), key=lengths.count)  # trials of one window share its length
     numbers = [n for n, r in rets.items() if len(r) == n_obs]
-    matrix = np.column_stack([rets[n] for n in numbers]) if numbers else np.zeros((0, 0))
     ranked = [t.number for t in top_trials(study, len(completed(study))) if t.number in set(numbers)]
-    out: dict[str, Any] = {
-        "trials_with_returns": len(numbers),
-        "n_obs": n_obs,
-        "best_trial": ranked[0] if ranked else None,
-        "best_sharpe": None,
-        "deflated_sharpe": None,
-        "pbo": None,
-        "notes": [],
-    }
-    sd = np.std(matrix, axis=0, ddof=1) if n_obs > 1 else np.zeros(len(numbers))
-    sharpes = np.where(sd > 0, matrix.mean(axis=0) / np.where(sd > 0, sd, 1.0), np.nan)
-    finite = sharpes[np.isfinite(sharpes)]
-    best = ranked[0] if ranked else None
-    col = numbers.index(best) if best is not None else -1
-    if best is None or not np.isfinite(sharpes[col]):
-        out["notes"].append("the best trial's daily returns have no dispersion: no deflated Sharpe ratio")
-    elif len(finite) < 2:
-        out["notes"].append("deflated Sharpe ratio needs at least 2 trials with returns")
-    else:
-        r = matrix[:, col]
-        z = (r - r.mean()) / sd[col]
-        out["best_sharpe"] = float(sharpes[col])
-        try:
-            out["deflated_sharpe"] = float(
-                deflated_sharpe_ratio(
-                    float(sharpes[col]),
-                    float(np.var(finite, ddof=1)),
-                    len(completed(study)),
-                    n_obs,
-                    float(np.mean(z**3)),
-                    float(np.mean(z**4)),
-                )
-            )
-        except GridctlError as err:
-            out["notes"].append(f"no deflated Sharpe ratio: {err}")
-    if len(numbers) >= 2 and n_obs >= 2 * PBO_BLOCKS:
-        try:
-            out["pbo"] = float(probability_of_backtest_overfitting(matrix, n_blocks=PBO_BLOCKS))
-        except GridctlError as err:
-            out["notes"].append(f"no PBO: {err}")
-    else:
-        out["notes"].append(
-            f"PBO needs at least 2 trials and {2 * PBO_BLOCKS} daily returns each "
-            f"({PBO_BLOCKS} blocks; have {len(numbers)} trials x {n_obs} days)"
-        )
-    return out
+    matrix = np.column_stack([rets[n] for n in numbers])
+    return overfitting_report(matrix, numbers, ranked[0])
+
+
+def study_market(study: optuna.Study, data_dir: str | Path | None = None) -> tuple[Any, Any, Any, Any]:
+    """(market, base strategy, venue, detail bars) a ``gridctl optimize`` study ran on, from the profile
+    stored on it and the data in ``data_dir`` (refused when that data is not the study's)."""
+    from gridctl.research.optimize import check_same_data, load_workload
+    from gridctl.research.studies import study_info, study_profile
+
+    work = load_workload(study_profile(study), Path(data_dir) if data_dir is not None else None)
+    check_same_data(study.study_name, study_info(study).get("data"), work)
+    return work.market, work.strategy, work.venue, work.detail
 
 
 def trial_overrides(trial: FrozenTrial) -> dict[str, Any]:
@@ -478,13 +480,48 @@ def study_figures(study: optuna.Study) -> list[tuple[str, go.Figure]]:
     return figs
 
 
-def render_study_report(study: optuna.Study, out_dir: Path, top_k: int = 5) -> Path:
-    """Write ``out_dir/index.html``: the study's charts and tables, plotly.js inline; returns the path."""
+def overfitting_rows(over: dict[str, Any]) -> list[list[Any]]:
+    """(measure, value) rows of an ``overfitting_report`` result, every input named."""
+    per = "day" if over.get("periods_per_year") == 365.0 else "period"
+    return [
+        ["deflated Sharpe ratio (selected trial)", over.get("deflated_sharpe")],
+        ["selected trial", over.get("selected_trial")],
+        [f"its Sharpe ratio (per {per})", over.get("sharpe")],
+        ["its Sharpe ratio (annualised)", over.get("sharpe_annualised")],
+        ["its skewness / kurtosis (normal: 0 / 3)", _pair(over.get("skew"), over.get("kurtosis"))],
+        [f"{per}s (T)", over.get("periods")],
+        ["trials used (distinct, completed, feasible, with dispersion)", over.get("trials_used")],
+        ["independent trials N (correlation clusters)", over.get("clusters")],
+        ["clusters: mean correlation at least", over.get("cluster_min_correlation")],
+        [f"variance of the clusters' Sharpe ratios (robust: MAD; per {per})", over.get("sharpe_variance")],
+        ["the same, sample variance (not used)", over.get("sharpe_variance_sample")],
+        [f"SR0, the best of N by luck (per {per})", over.get("sr0")],
+        ["SR0 (annualised)", over.get("sr0_annualised")],
+        ["probability of backtest overfitting (CSCV, all trials used)", over.get("pbo")],
+        ["CSCV blocks / splits", _pair(over.get("pbo_blocks"), over.get("pbo_splits"))],
+    ]
+
+
+def _pair(a: Any, b: Any) -> str | None:
+    return None if a is None and b is None else f"{_fmt(a)} / {_fmt(b)}"
+
+
+def render_study_report(
+    study: optuna.Study,
+    out_dir: Path,
+    top_k: int = 5,
+    overfitting_result: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``out_dir/index.html``: the study's charts and tables, plotly.js inline; returns the path.
+
+    ``overfitting_result``: an ``overfitting_report`` result already computed (``gridctl study
+    report`` passes ``research.studies.overfitting_stats``); otherwise ``overfitting(study)``."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise GridctlError(f"{out_dir} exists and is not a directory")
     trials = study.get_trials(deepcopy=False)
     states = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+    infeasible = len(completed(study)) - len(feasible_completed(study))
     name = html.escape(study.study_name)
     directions = ", ".join(
         f"{n} ({d.name.lower()})" for n, d in zip(objective_names(study), study.directions, strict=True)
@@ -494,32 +531,21 @@ def render_study_report(study: optuna.Study, out_dir: Path, top_k: int = 5) -> P
         f"<style>{_CSS}</style></head><body><h1>Optuna study {name}</h1>",
         f'<p class="note">objectives: {html.escape(directions)}; trials: '
         + html.escape(", ".join(f"{v} {k}" for k, v in states.items() if v))
-        + "</p>",
-        f"<h2>Top {top_k} trials</h2>",
+        + f"; {infeasible} completed trial(s) break a hard limit (infeasible): left out of every table"
+        + " and of the best</p>",
+        f"<h2>Top {top_k} feasible trials</h2>",
     ]
     header, rows = top_trials_rows(study, top_k)
-    parts.append(_html_table(header, rows) if rows else '<p class="note">no completed trials</p>')
+    parts.append(_html_table(header, rows) if rows else '<p class="note">no completed feasible trials</p>')
     keys, isoos = is_oos_table(top_trials(study, top_k))
     if keys:
         parts.append("<h2>In-sample vs out-of-sample (top trials)</h2>")
         cols = ["trial", *[f"{k} {w}" for k in keys for w in ("IS", "OOS")]]
         parts.append(_html_table(cols, [[r.get(c) for c in cols] for r in isoos]))
-    over = overfitting(study)
+    over = overfitting_result if overfitting_result is not None else overfitting(study)
     if over is not None:
         parts.append("<h2>Overfitting</h2>")
-        parts.append(
-            _html_table(
-                ["measure", "value"],
-                [
-                    ["deflated Sharpe ratio (best trial)", over["deflated_sharpe"]],
-                    ["probability of backtest overfitting", over["pbo"]],
-                    ["best trial", over["best_trial"]],
-                    ["its Sharpe (per day)", over["best_sharpe"]],
-                    ["trials with daily returns", over["trials_with_returns"]],
-                    ["days per trial", over["n_obs"]],
-                ],
-            )
-        )
+        parts.append(_html_table(["measure", "value"], overfitting_rows(over)))
         parts += [f'<p class="note">{html.escape(n)}</p>' for n in over["notes"]]
     parts.append("<h2>Charts</h2>")
     for i, (fid, fig) in enumerate(study_figures(study)):

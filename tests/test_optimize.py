@@ -407,9 +407,16 @@ def test_best_is_the_best_feasible_trial(data_dir: Path, tmp_path: Path) -> None
     infeasible = [t for t in study.trials if t not in feasible]
     assert feasible and infeasible  # the limit splits this study
     assert best_trial(study).value == max(t.value for t in feasible)
-    assert all(t.constraints["min_trades"] > 0 for t in infeasible)
+    assert all(opt.named_constraints(t)["min_trades"] > 0 for t in infeasible)
+    # One list in the system attr optuna-dashboard reads, in CONSTRAINT_NAMES order; Optuna reads it too.
+    for t in study.trials:
+        listed = t.system_attrs["constraints"]
+        assert listed == [opt.named_constraints(t)[n] for n in opt.CONSTRAINT_NAMES[: len(listed)]]
+    assert study.best_trial.number == best_trial(study).number  # Optuna's own best is feasible too
+    assert study.metric_names == ["composite"]
     frame = study_frame(study)
     assert frame["feasible"].sum() == len(feasible)
+    assert (frame.loc[~frame["feasible"], "limit.min_trades"] > 0).all()  # why each one is infeasible
 
 
 def test_interrupt_fails_only_unfinished_trials_and_resume_completes(
@@ -595,9 +602,10 @@ def test_cli_json_and_study_commands(data_dir: Path, tmp_path: Path) -> None:
     assert rep.exit_code == 0, rep.stderr
     page = (tmp_path / "rep" / "index.html").read_text()
     assert "cli" in page and "<table" in page
-    stored = load_study("cli", tmp_path / "s").user_attrs["daily_returns"]
-    n_feasible = int(study_frame(load_study("cli", tmp_path / "s"))["feasible"].sum())
-    assert len(stored) == min(16, n_feasible) and all(len(v) == 6 for v in stored.values())  # 6 days each
+    # The report wrote nothing to the study; its DSR inputs are show's (6 days: too few for CSCV).
+    assert "daily_returns" not in load_study("cli", tmp_path / "s").user_attrs
+    assert shown["periods"] == 6 and shown["pbo"] is None
+    assert any("not enough data for PBO" in n for n in shown["notes"])
 
 
 def test_cli_user_errors_exit_2(data_dir: Path, tmp_path: Path) -> None:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 import pytest
 
 from gridctl.configs.errors import GridctlError
 from gridctl.research.overfitting import (
+    correlation_clusters,
     cscv_logits,
     deflated_sharpe_ratio,
     expected_max_sharpe,
+    overfitting_report,
+    pbo_blocks,
     probability_of_backtest_overfitting,
 )
 
@@ -92,3 +96,109 @@ def test_pbo_split_count_and_bad_shapes() -> None:
         cscv_logits(rng.normal(size=(10, 3)), n_blocks=16)
     with pytest.raises(GridctlError, match="2 trials"):
         cscv_logits(rng.normal(size=(64, 1)), n_blocks=4)
+
+
+# ----------------------------------------------------------------------------------------------------
+# overfitting_report: the one DSR / PBO every view of a study shows
+# ----------------------------------------------------------------------------------------------------
+
+
+def _noise(seed: int, t: int, n: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0.0, 0.01, size=(t, n))
+
+
+def _by_hand_sharpe(x: np.ndarray) -> float:
+    mean = sum(x) / len(x)
+    var = sum((v - mean) ** 2 for v in x) / (len(x) - 1)
+    return mean / math.sqrt(var)
+
+
+def test_near_duplicates_count_once_and_the_inputs_are_the_papers_formula() -> None:
+    # Three independent return series; each trial is one of them scaled by a positive factor (a
+    # different position size: correlation 1, the same Sharpe ratio). 9 trials, 3 independent ones.
+    base = _noise(11, 400, 3) + np.array([0.001, 0.0, -0.0005])
+    scales = [1.0, 2.0, 0.5]
+    cols = [base[:, k] * c for k in range(3) for c in scales]
+    r = np.column_stack(cols)
+    numbers = list(range(100, 109))
+    assert correlation_clusters(r).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    rep = overfitting_report(r, numbers, selected=100)
+    assert rep["clusters"] == 3 and rep["trials_used"] == 9 and rep["periods"] == 400
+    # By hand: the three clusters' Sharpe ratios, their MAD-based variance, SR0 and DSR (paper's formula).
+    srs = sorted(_by_hand_sharpe(list(base[:, k])) for k in range(3))
+    median = srs[1]
+    mad = sorted(abs(v - median) for v in srs)[1]
+    var = (1.4826 * mad) ** 2
+    z = NormalDist()
+    sr0 = math.sqrt(var) * (
+        (1 - 0.5772156649) * z.inv_cdf(1 - 1 / 3) + 0.5772156649 * z.inv_cdf(1 - 1 / (3 * math.e))
+    )
+    x = list(base[:, 0])
+    mean = sum(x) / 400
+    m2 = sum((v - mean) ** 2 for v in x) / 400
+    skew = sum((v - mean) ** 3 for v in x) / 400 / m2**1.5
+    kurt = sum((v - mean) ** 4 for v in x) / 400 / m2**2
+    sr = _by_hand_sharpe(x)
+    dsr = z.cdf((sr - sr0) * math.sqrt(399) / math.sqrt(1 - skew * sr + (kurt - 1) / 4 * sr**2))
+    assert rep["sharpe"] == pytest.approx(sr, rel=1e-9)
+    assert rep["skew"] == pytest.approx(skew, rel=1e-9) and rep["kurtosis"] == pytest.approx(kurt, rel=1e-9)
+    assert rep["sharpe_variance"] == pytest.approx(var, rel=1e-9)
+    assert rep["sr0"] == pytest.approx(sr0, rel=1e-9)
+    assert rep["sr0_annualised"] == pytest.approx(sr0 * math.sqrt(365), rel=1e-9)
+    assert rep["deflated_sharpe"] == pytest.approx(dsr, rel=1e-9)
+    assert rep["pbo_blocks"] == 16 and rep["pbo_splits"] == 12870
+
+
+def test_a_tail_of_bleeding_configurations_does_not_set_the_luck_threshold() -> None:
+    # 40 noise trials (Sharpe variance about 1/T = 0.002) plus 5 that lose steadily (Sharpe -4 per
+    # period): the tail makes the sample variance about 5/45 * 16 = 1.8; the robust one stays near 1/T.
+    r = _noise(5, 500, 45)
+    r[:, 40:] = r[:, 40:] * 0.1 - 0.004
+    rep = overfitting_report(r, list(range(45)), selected=int(np.argmax(r[:, :40].mean(axis=0))))
+    assert 0.5 / 500 < rep["sharpe_variance"] < 2.5 / 500
+    assert rep["sharpe_variance_sample"] > 1.0
+
+
+def test_pure_noise_studies_give_a_low_dsr_and_pbo_near_one_half() -> None:
+    dsrs, pbos = [], []
+    for seed in range(8):
+        r = _noise(100 + seed, 640, 40)
+        best = int(np.argmax(r.mean(axis=0) / r.std(axis=0, ddof=1)))
+        rep = overfitting_report(r, list(range(40)), selected=best)
+        assert rep["clusters"] == 40  # independent series: no two correlate
+        dsrs.append(rep["deflated_sharpe"])
+        pbos.append(rep["pbo"])
+    # The best of 40 noise series is about what luck gives: never significant, about even on average.
+    assert max(dsrs) < 0.95 and 0.15 < float(np.mean(dsrs)) < 0.85
+    assert 0.35 < float(np.mean(pbos)) < 0.65
+
+
+def test_a_planted_edge_gives_a_high_dsr_and_a_low_pbo() -> None:
+    for seed in range(3):
+        r = _noise(200 + seed, 640, 40)
+        r[:, 7] += 0.002  # a true edge of Sharpe 0.2 per day (3.8 annualised) on trial 7
+        rep = overfitting_report(r, list(range(40)), selected=7)
+        assert rep["deflated_sharpe"] > 0.99
+        assert rep["pbo"] < 0.05
+
+
+def test_short_studies_choose_blocks_that_fit_or_say_not_enough_data() -> None:
+    # Two periods per block, an even number of blocks, at most 16, at least 4.
+    assert [pbo_blocks(t) for t in (7, 8, 16, 20, 31, 32, 1000)] == [None, 4, 8, 10, 14, 16, 16]
+    r = _noise(1, 20, 6)
+    rep = overfitting_report(r, list(range(6)), selected=0)
+    assert rep["pbo_blocks"] == 10 and rep["pbo_splits"] == 252 and rep["pbo"] is not None
+    rep = overfitting_report(_noise(1, 6, 6), list(range(6)), selected=0)
+    assert rep["pbo"] is None and any("not enough data for PBO: 6 periods" in n for n in rep["notes"])
+    assert rep["deflated_sharpe"] is not None
+
+
+def test_flat_trials_are_left_out_and_counted() -> None:
+    r = _noise(2, 100, 5)
+    r[:, 3] = 0.0  # a trial that never moved its equity
+    rep = overfitting_report(r, [10, 11, 12, 13, 14], selected=10)
+    assert rep["trials_without_dispersion"] == 1 and rep["trials_used"] == 4
+    rep = overfitting_report(r, [10, 11, 12, 13, 14], selected=13)
+    assert rep["deflated_sharpe"] is None and "no dispersion" in rep["notes"][0]
+    with pytest.raises(GridctlError, match="not among"):
+        overfitting_report(r, [10, 11, 12, 13, 14], selected=99)

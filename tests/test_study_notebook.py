@@ -8,6 +8,7 @@ in a fresh IPython kernel (nbclient + ipykernel).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -79,3 +80,41 @@ def test_notebook_runs_on_a_real_study(tmp_path: Path, monkeypatch: pytest.Monke
     assert sum(len(t["x"]) for t in pareto["data"] if isinstance(t.get("x"), list)) == 12
     assert last["overfitting"] == json.loads(json.dumps(overfitting(study)))
     assert 0.0 <= last["overfitting"]["pbo"] <= 1.0
+
+
+def test_the_built_package_ships_the_notebook_and_finds_it_where_it_is_installed(tmp_path: Path) -> None:
+    # setuptools builds the package from a copy of the checkout (build_py: the files an install puts
+    # in site-packages, package data included); a fresh interpreter that sees only that build finds
+    # the notebook inside it, not in a checkout.
+    import shutil
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    junk = (".git", "__pycache__", "*.nbi", "*.nbc", ".pytest_cache", ".ruff_cache", ".hypothesis", ".venv")
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(*junk, "build", "dist", "out"))
+    lib = tmp_path / "lib"
+    # The interpreter's own setuptools builds it; one older than 77 cannot read PEP 639 license strings,
+    # so the copy then states the same license the older way.
+    script = (
+        "import sys, pathlib, setuptools\n"
+        "if int(setuptools.__version__.split('.')[0]) < 77:\n"
+        "    p = pathlib.Path('pyproject.toml')\n"
+        "    p.write_text(p.read_text().replace('license = \"MIT\"', 'license = {text = \"MIT\"}'))\n"
+        f"sys.argv = ['setup.py', '-q', 'build_py', '--build-lib', {str(lib)!r}]\n"
+        "setuptools.setup()\n"
+    )
+    build = subprocess.run(
+        [sys.executable, "-c", script], cwd=src, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert build.returncode == 0, build.stderr
+    shipped = lib / "gridctl" / "research" / "notebooks" / "study_analysis.ipynb"
+    assert shipped.read_bytes() == NOTEBOOK.read_bytes()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(lib)
+    found = subprocess.run(
+        [sys.executable, "-c", "from gridctl.research.notebook import notebook_path; print(notebook_path())"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    assert Path(found.stdout.strip()) == shipped

@@ -143,7 +143,7 @@ def _returns_study(returns: dict[int, list[float]], on_study: bool) -> optuna.St
 
 @pytest.mark.parametrize("on_study", [False, True])
 def test_overfitting_feeds_dsr_and_pbo_the_right_inputs(on_study: bool) -> None:
-    from gridctl.research.overfitting import deflated_sharpe_ratio, probability_of_backtest_overfitting
+    from gridctl.research.overfitting import overfitting_report, probability_of_backtest_overfitting
 
     rng = np.random.default_rng(5)
     base = rng.normal(0.0, 0.01, size=(64, 4))
@@ -151,21 +151,41 @@ def test_overfitting_feeds_dsr_and_pbo_the_right_inputs(on_study: bool) -> None:
     returns = {n: base[:, n].tolist() for n in range(4)}
     study = _returns_study(returns, on_study)
     out = overfitting(study)
-    assert out["best_trial"] == 0 and out["n_obs"] == 64 and out["trials_with_returns"] == 4
-    assert out["pbo"] == 0.0
+    assert out["selected_trial"] == 0 and out["periods"] == 64 and out["trials_used"] == 4
+    assert out["pbo"] == 0.0 and out["pbo_blocks"] == 16
     sr = base.mean(axis=0) / base.std(axis=0, ddof=1)
-    z = (base[:, 0] - base[:, 0].mean()) / base[:, 0].std(ddof=1)
-    want = deflated_sharpe_ratio(sr[0], np.var(sr, ddof=1), 4, 64, np.mean(z**3), np.mean(z**4))
-    assert out["best_sharpe"] == pytest.approx(sr[0])
-    assert out["deflated_sharpe"] == pytest.approx(want)
+    assert out["sharpe"] == pytest.approx(sr[0])
+    # The same implementation as every other view, fed this study's returns and winner.
+    assert out == overfitting_report(base, [0, 1, 2, 3], 0)
     assert probability_of_backtest_overfitting(base, n_blocks=16) == out["pbo"]
     assert overfitting(_tiny_study(3)) is None  # no returns: nothing to say
+
+
+def test_infeasible_trials_are_left_out_of_the_top_table_the_best_and_the_statistics(tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    base = rng.normal(0.0, 0.01, size=(64, 4))
+    base[:, 2] += 0.05  # trial 2 has the best value, but breaks a hard limit
+    study = optuna.create_study(direction="maximize")
+    for n in range(4):
+        t = study.ask({"x": optuna.distributions.FloatDistribution(0, 10)})
+        t.set_user_attr("daily_returns", base[:, n].tolist())
+        # what gridctl optimize writes: one list, <= 0 satisfied (optuna-dashboard reads this key)
+        study._storage.set_trial_system_attr(t._trial_id, "constraints", [5.0 if n == 2 else -1.0])
+        study.tell(t, float(np.mean(base[:, n])))
+    assert study.best_trial.number != 2  # Optuna reads the list as its constraints too
+    assert 2 not in [t.number for t in top_trials(study, 4)] and len(top_trials(study, 4)) == 3
+    out = overfitting(study)
+    assert out["selected_trial"] == study.best_trial.number and out["trials_used"] == 3
+    text = render_study_report(study, tmp_path / "r").read_text(encoding="utf-8")
+    table = text.split("<h2>Top 5 feasible trials</h2>", 1)[1].split("</table>", 1)[0]
+    assert [int(n) for n in re.findall(r"<tr><td>(\d+)</td>", table)] == [t.number for t in top_trials(study)]
+    assert "1 completed trial(s) break a hard limit" in text
 
 
 def test_overfitting_says_why_with_too_few_days() -> None:
     study = _returns_study({0: [0.01, 0.02, -0.01], 1: [0.0, 0.01, 0.0]}, on_study=False)
     out = overfitting(study)
-    assert out["pbo"] is None and any("PBO needs" in n for n in out["notes"])
+    assert out["pbo"] is None and any("not enough data for PBO" in n for n in out["notes"])
     assert out["deflated_sharpe"] is not None
 
 
@@ -199,15 +219,15 @@ def test_report_page_has_every_chart_table_and_plotly_once(journal_study, tmp_pa
     ]
     # The top-3 table lists the best three trials in order, with their values.
     best = top_trials(study, 3)
-    table = text.split("<h2>Top 3 trials</h2>", 1)[1].split("</table>", 1)[0]
+    table = text.split("<h2>Top 3 feasible trials</h2>", 1)[1].split("</table>", 1)[0]
     cells = re.findall(r"<tr><td>(\d+)</td><td>([^<]*)</td>", table)
     assert [int(n) for n, _ in cells] == [t.number for t in best]
     assert [float(v) for _, v in cells] == [float(f"{t.value:.6g}") for t in best]
     assert "In-sample vs out-of-sample" in text and "deflated Sharpe ratio" in text
     # 35 days of returns per trial: enough for the deflated Sharpe ratio and 16-block PBO.
     over = overfitting(study)
-    assert 0.0 <= over["pbo"] <= 1.0 and 0.0 <= over["deflated_sharpe"] <= 1.0 and over["n_obs"] == 35
-    row = re.search(r"<td>probability of backtest overfitting</td><td>([^<]*)</td>", text).group(1)
+    assert 0.0 <= over["pbo"] <= 1.0 and 0.0 <= over["deflated_sharpe"] <= 1.0 and over["periods"] == 35
+    row = re.search(r"<td>probability of backtest overfitting[^<]*</td><td>([^<]*)</td>", text).group(1)
     assert float(row) == pytest.approx(over["pbo"], rel=1e-5)
 
 
@@ -224,8 +244,12 @@ def test_open_study_fails_loudly(tmp_path: Path, journal_study) -> None:
         open_study("probe", journal=tmp_path / "missing.journal")
     with pytest.raises(GridctlError, match="no study named 'nope'"):
         open_study("nope", journal=path)
-    with pytest.raises(GridctlError, match="exactly one"):
-        open_study("probe")
+    with pytest.raises(GridctlError, match="not both"):
+        open_study("probe", journal=path, storage="sqlite://")
+    # By name alone: the journal in the gridctl studies directory.
+    assert open_study("probe", studies_dir=path.parent).study_name == "probe"
+    with pytest.raises(GridctlError, match="no such journal file"):
+        open_study("probe", studies_dir=tmp_path)
     with pytest.raises(GridctlError, match="is not a directory"):
         (tmp_path / "file").write_text("x")
         render_study_report(optuna.create_study(), tmp_path / "file")
