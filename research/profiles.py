@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 import math
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,11 +60,24 @@ class ParamSpec(_Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> ParamSpec:
+        for name in ("low", "high", "step", "scale", "gap", "min_value"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"'{name}' must be a finite number (got {value})")
         if self.type == "categorical":
             if not self.choices:
                 raise ValueError("a categorical parameter needs a non-empty 'choices' list")
             if any(v is not None for v in (self.low, self.high, self.step, self.fraction_of)) or self.log:
                 raise ValueError("a categorical parameter takes only 'choices'")
+            for choice in self.choices:
+                if not isinstance(choice, str | int | float) or (
+                    isinstance(choice, float) and not math.isfinite(choice)
+                ):
+                    raise ValueError(
+                        f"each choice must be one finite number, true/false or a name (got {choice!r})"
+                    )
+            if len({(type(c), c) for c in self.choices}) != len(self.choices):
+                raise ValueError(f"'choices' lists a value twice ({self.choices})")
             return self
         if self.choices is not None:
             raise ValueError(f"'choices' is only for type categorical (this one is {self.type})")
@@ -82,6 +96,14 @@ class ParamSpec(_Strict):
                 raise ValueError("an int parameter needs whole-number low/high")
             if self.step is not None and self.step != int(self.step):
                 raise ValueError("an int parameter needs a whole-number step")
+        if self.step is not None:
+            # Optuna silently shrinks a range whose width is not a whole number of steps
+            steps = (self.high - self.low) / self.step
+            if steps < 1 - 1e-9 or abs(steps - round(steps)) > 1e-9 * max(1.0, steps):
+                raise ValueError(
+                    f"'step' {self.step:g} does not fit the range {self.low:g}..{self.high:g} "
+                    "(high - low must be a whole number of steps)"
+                )
         return self
 
     def neighbour_step(self) -> float:
@@ -145,7 +167,12 @@ class CompositeSpec(_Strict):
     def _same_keys(self) -> CompositeSpec:
         if set(self.weights) != set(self.bounds):
             raise ValueError("composite weights and bounds must name the same metrics")
+        for key, weight in self.weights.items():
+            if not math.isfinite(weight):
+                raise ValueError(f"composite weight of {key} must be a finite number (got {weight})")
         for key, (lo, hi) in self.bounds.items():
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise ValueError(f"composite bounds for {key} must be finite numbers (got [{lo}, {hi}])")
             if lo >= hi:
                 raise ValueError(f"composite bounds for {key}: low {lo} must be below high {hi}")
         return self
@@ -239,7 +266,8 @@ class Profile(_Strict):
     objective: ObjectiveSpec
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
-    seed: int = Field(default=0, ge=0)
+    #: Seeds the samplers (numpy and scipy take 0 .. 2**32 - 1).
+    seed: int = Field(default=0, ge=0, lt=2**32, strict=True)
 
     @field_validator("search_space")
     @classmethod
@@ -368,6 +396,47 @@ def tunable_fields() -> dict[str, Any]:
     return out
 
 
+#: Strategy fields a search space may not tune, and why.
+NOT_TUNABLE = {
+    "backtest.intrabar_path": "the intrabar path rule is not a parameter (a study could select the "
+    "flattering fill rule); the optimizer ranks every trial on its worst rule (objective.path_rule)",
+}
+
+
+def _literal_values(annotation: Any) -> tuple[Any, ...]:
+    """The values a ``Literal[...]`` (or ``Literal[...] | None``) annotation admits."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    out: tuple[Any, ...] = ()
+    for arg in typing.get_args(annotation):
+        out += (None,) if arg is type(None) else _literal_values(arg)
+    return out
+
+
+def _kind_problem(spec: ParamSpec, info: Any) -> str | None:
+    """Why ``spec`` cannot draw values of the field ``info`` describes (None: it can)."""
+    annotation = info.annotation
+    if annotation is bool:
+        if spec.type != "categorical" or not all(isinstance(c, bool) for c in spec.choices or ()):
+            return "a switch (true/false): draw it as type categorical with choices [true, false]"
+        return None
+    if "Literal" in str(annotation):
+        allowed = _literal_values(annotation)
+        if spec.type != "categorical":
+            return f"a named choice: draw it as type categorical with choices from {list(allowed)}"
+        bad = [c for c in spec.choices or () if c not in allowed or isinstance(c, bool)]
+        return f"choices {bad} are not among {list(allowed)}" if bad else None
+    if spec.type == "categorical":
+        numeric = (int,) if annotation is int else (int, float)
+        bad = [c for c in spec.choices or () if isinstance(c, bool) or not isinstance(c, numeric)]
+        if annotation is int:
+            bad += [c for c in spec.choices or () if isinstance(c, float) and c.is_integer()]
+        return f"choices {bad} are not {annotation.__name__} values" if bad else None
+    if annotation is int and spec.type == "float" and spec.fraction_of is None:
+        return "an int field drawn as type float; use type int"
+    return None
+
+
 def _check_space(profile: Profile, where: str) -> None:
     fields = tunable_fields()
     problems = []
@@ -381,6 +450,12 @@ def _check_space(profile: Profile, where: str) -> None:
             hint = f"did you mean {close[0]!r}?" if close else "not a tunable strategy field"
             problems.append(f"  search_space.{key}: unknown strategy field; {hint}")
             continue
+        if key in NOT_TUNABLE:
+            problems.append(f"  search_space.{key}: {NOT_TUNABLE[key]}")
+            continue
+        kind_problem = _kind_problem(spec, fields[key])
+        if kind_problem:
+            problems.append(f"  search_space.{key}: {kind_problem}")
         if spec.fraction_of is not None and spec.fraction_of not in profile.search_space:
             problems.append(
                 f"  search_space.{key}.fraction_of: {spec.fraction_of!r} is not a parameter of this "
