@@ -186,6 +186,10 @@ class ObjectiveSpec(_Strict):
     target: Literal["in_sample", "out_of_sample"] = "in_sample"
     rank_by: Literal["value", "worst_neighbour"] = "value"
     rank_top_k: int = Field(default=8, ge=1, le=64)
+    #: ``worst``: each scored window runs under every intrabar path rule (research.stats.BRACKET_RULES)
+    #: and the trial is scored on the rule that gives it the lowest (first) objective, so no ranking
+    #: can reward a flattering fill model; ``configured``: the base strategy's rule only.
+    path_rule: Literal["worst", "configured"] = "worst"
 
     @model_validator(mode="after")
     def _composite_given(self) -> ObjectiveSpec:
@@ -213,6 +217,17 @@ class LimitsSpec(_Strict):
     #: Worst bar-close drawdown over every intrabar path rule (research.stats.path_bracket's worst side;
     #: each trial re-runs under the other rules). None: not limited.
     max_worst_path_drawdown_pct: float | None = Field(default=None, gt=0, le=100)
+    #: Largest spread of total return (percentage points, best rule minus worst) over the intrabar path
+    #: rules in any scored window. None: not limited.
+    max_path_return_spread_pct: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    #: Largest share (percent) of gross profit from same-bar round trips (lots whose entry and TP/SL
+    #: filled in one bar, so the path rule decided them), the highest over the rules run. None: not limited.
+    max_same_bar_profit_share_pct: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
+
+    @property
+    def needs_bracket(self) -> bool:
+        """True when a limit reads figures only the other intrabar path rules' runs give."""
+        return self.max_worst_path_drawdown_pct is not None or self.max_path_return_spread_pct is not None
 
 
 class DataSpec(_Strict):
@@ -233,14 +248,24 @@ class ValidationSpec(_Strict):
     train_days: int | None = Field(default=None, ge=1)
     test_days: int | None = Field(default=None, ge=1)
     step_days: int | None = Field(default=None, ge=1)
+    #: Days left out between each train window and its test window (walk_forward only).
+    purge_days: int = Field(default=0, ge=0)
+    #: The last days of the data window, never scored by any trial nor used to select one; ``study
+    #: show`` reports the winner on them apart. None: no hold-out.
+    holdout_days: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _windows(self) -> ValidationSpec:
         given = [self.train_days, self.test_days, self.step_days]
         if self.scheme == "walk_forward" and any(v is None for v in given):
             raise ValueError("walk_forward needs train_days, test_days and step_days")
-        if self.scheme == "none" and any(v is not None for v in given):
-            raise ValueError("train_days/test_days/step_days are only read with scheme walk_forward")
+        if self.scheme == "none" and (any(v is not None for v in given) or self.purge_days):
+            raise ValueError("train_days, test_days, step_days, purge_days are read with walk_forward only")
+        if self.scheme == "walk_forward" and self.step_days < self.test_days:  # type: ignore[operator]
+            raise ValueError(
+                f"step_days ({self.step_days}) below test_days ({self.test_days}) would make test windows "
+                "overlap (each test day must be out of sample once)"
+            )
         return self
 
 
@@ -378,7 +403,26 @@ def load_profile(path_or_name: str | Path) -> Profile:
     except ValidationError as err:
         raise GridctlError(_format_errors(err, "profile", Profile, str(path), {}, set())) from None  # type: ignore[arg-type]
     _check_space(profile, str(path))
+    _check_selection(profile, str(path))
     return profile
+
+
+def _check_selection(profile: Profile, where: str) -> None:
+    """Refuse profiles whose selection would see the data it reports as out of sample."""
+    problems = []
+    if profile.validation.scheme == "walk_forward":
+        if profile.objective.target == "out_of_sample":
+            problems.append(
+                "  objective.target: out_of_sample would select on the test windows walk-forward reports "
+                "as out of sample; use in_sample (each fold selects on its own train window)"
+            )
+        if profile.sampler.kind in ("tpe", "nsga2"):
+            problems.append(
+                f"  sampler.kind: {profile.sampler.kind} learns from told values, which span every fold's "
+                "train window (and so earlier folds' test windows); walk_forward needs random or qmc"
+            )
+    if problems:
+        raise GridctlError(f"invalid profile {where}: {len(problems)} problem(s)\n" + "\n".join(problems))
 
 
 @functools.cache
