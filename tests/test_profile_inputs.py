@@ -66,19 +66,27 @@ def _seed(value: Any) -> Any:
 CASES = {
     # (edit, the field path the message must name, a phrase of the reason)
     "tunes the intrabar path rule": (
-        _space("backtest.intrabar_path", {"type": "categorical", "choices": ["nearer_first", "farther_first"]}),
+        _space(
+            "backtest.intrabar_path", {"type": "categorical", "choices": ["nearer_first", "farther_first"]}
+        ),
         "search_space.backtest.intrabar_path",
         "not a parameter",
     ),
     "NaN composite weight": (_composite("weights", "sharpe", float("nan")), "objective.composite", "finite"),
-    "NaN composite bound": (_composite("bounds", "calmar", [float("nan"), 5]), "objective.composite", "finite"),
+    "NaN composite bound": (
+        _composite("bounds", "calmar", [float("nan"), 5]),
+        "objective.composite",
+        "finite",
+    ),
     "infinite composite bound": (
         _composite("bounds", "sharpe", [-1, float("inf")]),
         "objective.composite",
         "finite",
     ),
     "list as a categorical choice": (
-        _space("policy.strategy", {"type": "categorical", "choices": [["throttled-counter"], "core-and-scalp"]}),
+        _space(
+            "policy.strategy", {"type": "categorical", "choices": [["throttled-counter"], "core-and-scalp"]}
+        ),
         "search_space.policy.strategy",
         "each choice",
     ),
