@@ -266,3 +266,68 @@ def test_exported_walk_forward_winner_reproduces_every_window_from_its_header(
     spec = load_profile("fine").objective
     train = [composite_score(opt.restore_metrics(m), spec) for m in attrs["in_sample"]]
     assert winner.value == pytest.approx(np.mean(train))
+
+
+def test_study_show_reports_the_walk_forward_record_and_the_hold_out(
+    wf_study: tuple[Any, Path], data_dir: Path
+) -> None:
+    study, tmp = wf_study
+    res = CliRunner().invoke(
+        app,
+        [
+            "study",
+            "show",
+            "wf",
+            "--studies-dir",
+            str(tmp / "s"),
+            "--data",
+            str(data_dir),
+            "--json",
+            "--top",
+            "4",
+        ],
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0, res.stderr
+    shown = json.loads(res.stdout)
+    assert [f["trial"] for f in shown["walk_forward"]["folds"]] == [
+        f["trial"] for f in select_per_fold(study)
+    ]
+    assert shown["holdout"]["trial"] == shown["best_trial"]
+    text = CliRunner().invoke(
+        app,
+        ["study", "show", "wf", "--studies-dir", str(tmp / "s"), "--data", str(data_dir)],
+        catch_exceptions=False,
+    )
+    assert "walk-forward: per fold" in text.stdout and "hold-out 2024-01-08..2024-01-10" in text.stdout
+
+
+def test_hold_out_without_walk_forward_shortens_the_scored_window_and_the_export(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    tree = yaml.safe_load((PROFILES_DIR / "wide.yaml").read_text())
+    tree.update(name="ho", trials=8, batch_size=8)
+    tree["data"].update(start="2024-01-02", end="2024-01-10")
+    tree["limits"].update(min_trades=1, max_path_return_spread_pct=None, max_same_bar_profit_share_pct=None)
+    tree["validation"] = {"scheme": "none", "holdout_days": 2}
+    path = tmp_path / "ho.yaml"
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    work = opt.load_workload(load_profile(path), data_dir)
+    (full,) = work.windows
+    assert (full.kind, full.start_ms, full.end_ms) == ("full", JAN2, JAN2 + 6 * DAY)
+    assert int(full.market.ts[-1]) + full.market.bar_ms == JAN2 + 6 * DAY  # no bar of the hold-out scored
+    assert (work.holdout.start_ms, work.holdout.end_ms) == (JAN2 + 6 * DAY, JAN2 + 8 * DAY)
+    opt.optimize(work.profile, "ho", studies_dir=tmp_path / "s", work=work)
+    study = load_study("ho", tmp_path / "s")
+    winner = best_trial(study)
+    out = export_config(study, tmp_path / "best.yaml")
+    (line,) = [x for x in out.read_text().splitlines() if x.startswith("# reproduce: ")]
+    cmd = line.removeprefix("# reproduce: ").split("  (")[0]
+    assert "--start 2024-01-02 --end 2024-01-08" in cmd
+    args = shlex.split(cmd.replace("THIS_FILE", str(out)))
+    res = CliRunner().invoke(app, [*args[1:], "--data", str(data_dir), "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.stderr
+    stored = opt.restore_metrics(winner.user_attrs[opt.ATTR]["metrics"])
+    assert json.loads(res.stdout)["total_return_pct"] == pytest.approx(stored["total_return_pct"], rel=1e-9)
+    # the exported config carries the rule that scored the window
+    assert load_strategy(out).backtest.intrabar_path == BRACKET_RULES[int(stored["path_rule_index"])]
