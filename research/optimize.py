@@ -649,7 +649,6 @@ def evaluate(
     spec = work.profile.objective
     target = "test" if spec.target == "out_of_sample" else "train"
     bar_ms = work.market.bar_ms
-    bracket = spec.path_rule == "worst" or work.profile.limits.needs_bracket
     base_rule = work.strategy.backtest.intrabar_path
     per: list[dict[str, list[dict[str, float]]]] = [{"train": [], "test": [], "full": []} for _ in overrides]
     alive = list(range(len(overrides)))
@@ -660,11 +659,8 @@ def evaluate(
                 break
             sets = [overrides[i] for i in alive]
             rows = _run_chunked(work, window, sets, chunk, beat)
-            if bracket:
-                by_rule = bracket_rows(work, window, sets, rows, chunk, beat)
-            else:
-                rules = [ov.get("backtest.intrabar_path", base_rule) for ov in sets]
-                by_rule = [{rule: r} for rule, r in zip(rules, rows, strict=True)]
+            # every trial runs every intrabar path rule: its spread across them is always recorded
+            by_rule = bracket_rows(work, window, sets, rows, chunk, beat)
             for j, i in enumerate(alive):
                 configured = sets[j].get("backtest.intrabar_path", base_rule)
                 per[i][window.kind].append(window_metrics(by_rule[j], configured, spec, bar_ms))
@@ -777,7 +773,7 @@ def window_metrics(rows: dict[str, Any], configured: str, spec: Any, bar_ms: int
     in ``BRACKET_RULES``), else the configured rule; ``path_rule_index`` says which (an index into
     ``BRACKET_RULES``). With more than one rule run: the worst bar-close drawdown over the rules
     (``WORST_PATH_METRIC``), the spreads of total return and of the objective (best minus worst rule),
-    and the highest same-bar share of gross profit over the rules; with one rule, its own share.
+    and the highest same-bar share of gross profit over the rules (with one rule, its own share).
     """
     from gridctl.research.stats import BRACKET_RULES
 

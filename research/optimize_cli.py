@@ -369,10 +369,13 @@ def study_show(
 
 
 def _span(bounds: Any) -> str:
-    """``YYYY-MM-DD..YYYY-MM-DD`` of a window's (start_ms, end_ms), end exclusive."""
+    """``YYYY-MM-DD..YYYY-MM-DD`` of a window's (start_ms, end_ms), end exclusive (a partial last day
+    rounds up to the next day)."""
     if not bounds:
         return "-"
-    a, b = (time.strftime("%Y-%m-%d", time.gmtime(ms // 1000)) for ms in bounds)
+    start, end = bounds
+    end = -(-end // 86_400_000) * 86_400_000
+    a, b = (time.strftime("%Y-%m-%d", time.gmtime(ms // 1000)) for ms in (start, end))
     return f"{a}..{b}"
 
 

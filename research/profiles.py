@@ -188,7 +188,8 @@ class ObjectiveSpec(_Strict):
     rank_top_k: int = Field(default=8, ge=1, le=64)
     #: ``worst``: each scored window runs under every intrabar path rule (research.stats.BRACKET_RULES)
     #: and the trial is scored on the rule that gives it the lowest (first) objective, so no ranking
-    #: can reward a flattering fill model; ``configured``: the base strategy's rule only.
+    #: can reward a flattering fill model; ``configured``: scored on the base strategy's rule (the
+    #: other rules still run: every trial records its spread across them).
     path_rule: Literal["worst", "configured"] = "worst"
 
     @model_validator(mode="after")
@@ -223,11 +224,6 @@ class LimitsSpec(_Strict):
     #: Largest share (percent) of gross profit from same-bar round trips (lots whose entry and TP/SL
     #: filled in one bar, so the path rule decided them), the highest over the rules run. None: not limited.
     max_same_bar_profit_share_pct: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
-
-    @property
-    def needs_bracket(self) -> bool:
-        """True when a limit reads figures only the other intrabar path rules' runs give."""
-        return self.max_worst_path_drawdown_pct is not None or self.max_path_return_spread_pct is not None
 
 
 class DataSpec(_Strict):

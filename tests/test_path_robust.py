@@ -86,7 +86,20 @@ def test_worst_rule_scores_the_trial_and_spread_and_same_bar_share_are_recorded(
     )
     (res,) = opt.evaluate(work, [{}])
     assert res.values == pytest.approx((high,), rel=1e-9)
-    assert res.attrs["metrics"]["same_bar_round_trips"] == 2.0
+    m = res.attrs["metrics"]
+    assert m["same_bar_round_trips"] == 2.0 and BRACKET_RULES[int(m["path_rule_index"])] == "nearer_first"
+    # the other rules still ran: the spread is recorded and limited for this trial too
+    assert m["path_return_spread_pct"] == pytest.approx(high - low, rel=1e-9)
+    c = dict(zip(limit_names(configured.limits), res.constraints, strict=True))
+    assert c["max_path_return_spread_pct"] == pytest.approx(high - low - 0.005, rel=1e-9)
+
+
+def test_shipped_profiles_rank_on_the_worst_rule_and_limit_spread_and_same_bar_share() -> None:
+    for name in ("wide", "narrow", "fine", "pareto"):
+        prof = load_profile(name)
+        assert prof.objective.path_rule == "worst", name
+        assert prof.limits.max_path_return_spread_pct is not None, name
+        assert prof.limits.max_same_bar_profit_share_pct is not None, name
 
 
 def _ledger_same_bar(fills: np.ndarray) -> tuple[int, float]:
