@@ -1206,8 +1206,16 @@ def optimize(
     work = work or load_workload(profile, data_dir)
     timings["load_s"] = time.perf_counter() - t0
     shared = storage is not None
+    fresh = None if shared else journal_path(study_name, studies_dir)
+    if fresh is not None and fresh.exists():
+        fresh = None
     store = open_storage(study_name, storage, studies_dir, heartbeat_s)
-    study = create_or_load_study(profile, work, study_name, store, shared=shared)
+    try:
+        study = create_or_load_study(profile, work, study_name, store, shared=shared)
+    except BaseException:
+        if fresh is not None and fresh.exists() and fresh.stat().st_size == 0:
+            fresh.unlink()  # a journal this call created and never wrote to: leave nothing behind
+        raise
     unowned_seen: dict[int, float] = {}  # RUNNING trials with no worker attr: when first seen
     _fail_stale(study, shared, heartbeat_s, unowned_seen)
     dists = distributions(profile)

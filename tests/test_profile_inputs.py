@@ -189,3 +189,25 @@ def test_min_trades_no_run_can_reach_is_refused_before_any_journal(tmp_path: Pat
 def test_every_shipped_profile_still_loads() -> None:
     for name in ("wide", "narrow", "fine", "pareto"):
         assert load_profile(name).name == name
+
+
+def test_a_failure_while_creating_the_study_leaves_no_empty_journal(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gridctl.research import optimize as opt
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise GridctlError("refused while creating the study")
+
+    prof = load_profile(_profile(tmp_path, lambda tree: None))
+    work = opt.load_workload(prof, data_dir)
+    monkeypatch.setattr(opt, "create_or_load_study", refuse)
+    studies = tmp_path / "studies"
+    with pytest.raises(GridctlError, match="refused while creating"):
+        opt.optimize(prof, "fresh", studies_dir=studies, work=work)
+    assert not (studies / "fresh.journal").exists()
+    # a journal that was there before the call is never removed, even an empty one
+    (studies / "kept.journal").write_bytes(b"")
+    with pytest.raises(GridctlError, match="refused while creating"):
+        opt.optimize(prof, "kept", studies_dir=studies, work=work)
+    assert (studies / "kept.journal").exists()
