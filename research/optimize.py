@@ -1307,6 +1307,7 @@ def optimize(
                     timings["kernel_s"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 heartbeat.beat(pending)
+                refused: list[tuple[int, Any]] = []
                 with storage_held(store):
                     for trial, res in zip(pending, results, strict=True):
                         trial.set_user_attr(ATTR, res.attrs)
@@ -1318,10 +1319,18 @@ def optimize(
                             if res.pruned_at is not None:
                                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                             else:
-                                study.tell(trial, list(res.values or ()))
+                                told = study.tell(trial, list(res.values or ()))
+                                if told.state == optuna.trial.TrialState.FAIL:  # Optuna refused the values
+                                    refused.append((trial.number, res.values))
                         except optuna.exceptions.UpdateFinishedTrialError:
                             continue  # another worker judged it stale and failed it: not counted here
                         told_here += 1
+                if refused and len(refused) == len(pending):
+                    number, values = refused[0]
+                    raise GridctlError(
+                        f"study {study_name!r}: Optuna refused every trial of a batch (trial {number} "
+                        f"told {values}, not finite numbers); stopping instead of asking for ever"
+                    )
                 pending = []
                 sync_storage(store)
                 # telling runs the sampler's after_trial hooks too, a small part next to the writes

@@ -211,3 +211,25 @@ def test_a_failure_while_creating_the_study_leaves_no_empty_journal(
     with pytest.raises(GridctlError, match="refused while creating"):
         opt.optimize(prof, "kept", studies_dir=studies, work=work)
     assert (studies / "kept.journal").exists()
+
+
+def test_a_batch_whose_every_value_optuna_refuses_stops_the_loop(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import warnings
+
+    from gridctl.research import optimize as opt
+
+    prof = load_profile(_profile(tmp_path, lambda tree: None))
+    work = opt.load_workload(prof, data_dir)
+
+    def nan_values(work: Any, overrides: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        return [opt.Evaluation((float("nan"),), [-1.0] * 5, {"overrides": dict(o)}) for o in overrides]
+
+    monkeypatch.setattr(opt, "evaluate", nan_values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna warns about each refused value
+        with pytest.raises(GridctlError, match="refused every trial of a batch"):
+            opt.optimize(prof, "nan", studies_dir=tmp_path / "s", work=work)
+    study = opt.optuna.load_study(study_name="nan", storage=opt.open_storage("nan", None, tmp_path / "s"))
+    assert len(study.trials) == prof.batch_size  # one batch, not an endless loop
