@@ -544,8 +544,9 @@ def load_workload(profile: Profile, data_dir: Path | None = None) -> Workload:
                 f"{val.train_days + val.purge_days + val.test_days} days, the data window "
                 f"{'before the hold-out ' if holdout is not None else ''}has {days:.1f}"
             )
-    work = Workload(profile, strategy, venue, market, windows, data_dir, symbol, detail=full_detail)
-    work.holdout = holdout
+    work = Workload(
+        profile, strategy, venue, market, windows, data_dir, symbol, detail=full_detail, holdout=holdout
+    )
     _check_limits_reachable(work)
     return work
 

@@ -469,8 +469,6 @@ def _kind_problem(spec: ParamSpec, info: Any) -> str | None:
     if spec.type == "categorical":
         numeric = (int,) if annotation is int else (int, float)
         bad = [c for c in spec.choices or () if isinstance(c, bool) or not isinstance(c, numeric)]
-        if annotation is int:
-            bad += [c for c in spec.choices or () if isinstance(c, float) and c.is_integer()]
         return f"choices {bad} are not {annotation.__name__} values" if bad else None
     if annotation is int and spec.type == "float" and spec.fraction_of is None:
         return "an int field drawn as type float; use type int"
