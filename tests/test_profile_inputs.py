@@ -128,6 +128,16 @@ CASES = {
         "search_space.policy.strategy",
         "martingale",
     ),
+    "named field drawn as a number": (
+        _space("policy.strategy", {"type": "int", "low": 0, "high": 1}),
+        "search_space.policy.strategy",
+        "named choice",
+    ),
+    "fractional choice for an int field": (
+        _space("grid.grid_levels_long", {"type": "categorical", "choices": [2, 3.5]}),
+        "search_space.grid.grid_levels_long",
+        "not int values",
+    ),
     "int field drawn as float": (
         _space("grid.grid_levels_long", {"type": "float", "low": 2, "high": 20}),
         "search_space.grid.grid_levels_long",
