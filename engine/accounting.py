@@ -90,7 +90,7 @@ def apply_fill_nb(st, side, is_entry, price, qty, liquidity, p):
 
 @kernel
 def book_lot_nb(st, side, qty, entry_price, entry_fee, exit_price, exit_fee):
-    """Win/loss stats of one closed lot: its PnL from its own entry price, after both fees."""
+    """Win/loss stats of one closed lot: its PnL from its own entry price, after both fees; returns it."""
     gross = qty * (exit_price - entry_price) if side == Side.LONG else qty * (entry_price - exit_price)
     pnl = gross - entry_fee - exit_fee
     st[S_N_LOTS_CLOSED] += 1.0
@@ -100,6 +100,7 @@ def book_lot_nb(st, side, qty, entry_price, entry_fee, exit_price, exit_fee):
     elif pnl < 0.0:
         st[S_N_LOSSES] += 1.0
         st[S_GROSS_LOSS] -= pnl
+    return pnl
 
 
 @hot_kernel

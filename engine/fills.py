@@ -79,6 +79,8 @@ from gridctl.engine.state import (
     S_POST_ONLY_REJECTS,
     S_REJ_BASE,
     S_RETRY_LIMITS,
+    S_SAME_BAR_N,
+    S_SAME_BAR_PROFIT,
     S_SHORT_AVG,
     S_SHORT_QTY,
     S_UP_MIN,
@@ -87,6 +89,7 @@ from gridctl.engine.state import (
     SL_LOT_ON,
     SL_LOT_PRICE,
     SL_LOT_QTY,
+    SL_LOT_TS,
     SL_ORD_BAR,
     SL_ORD_ON,
     SL_ORD_PRICE,
@@ -139,6 +142,7 @@ def fill_slot_nb(st, slots, errs, side, idx, rank, price, liquidity, ts, p, br, 
         slots[side, idx, SL_LOT_QTY] = qty
         slots[side, idx, SL_LOT_PRICE] = price
         slots[side, idx, SL_LOT_FEE] = fee
+        slots[side, idx, SL_LOT_TS] = ts
         # Both exits are reduce-only orders for the lot's qty, which the position (it includes the lot)
         # always covers: no exit check can fail here, so none is run (DESIGN.md "Order-size validation").
         slots[side, idx, SL_TP] = tp_price_nb(side, price, p)
@@ -147,7 +151,12 @@ def fill_slot_nb(st, slots, errs, side, idx, rank, price, liquidity, ts, p, br, 
         qty = min(slots[side, idx, SL_LOT_QTY], _side_qty(st, side))
         kind = FillKind.TP if rank == RANK_TP else FillKind.SL
         realized, fee = apply_fill_nb(st, side, False, price, qty, liquidity, p)
-        book_lot_nb(st, side, qty, slots[side, idx, SL_LOT_PRICE], slots[side, idx, SL_LOT_FEE], price, fee)
+        entry, entry_fee = slots[side, idx, SL_LOT_PRICE], slots[side, idx, SL_LOT_FEE]
+        pnl = book_lot_nb(st, side, qty, entry, entry_fee, price, fee)
+        if slots[side, idx, SL_LOT_TS] == ts:  # entered and exited inside one bar: the path rule decided it
+            st[S_SAME_BAR_N] += 1.0
+            if pnl > 0.0:
+                st[S_SAME_BAR_PROFIT] += pnl
         write_fill_nb(fills, cnt, ts, side, kind, level, price, qty, fee, liquidity, realized)
         slots[side, idx, SL_LOT_ON] = 0.0
         slots[side, idx, SL_TP] = float("nan")

@@ -169,6 +169,10 @@ S_MC_SAFE_HI = STATE.add("S_MC_SAFE_HI", "margin cache: ... and below this")
 S_MEMO_EQ = STATE.add(
     "S_MEMO_EQ", "the last decision skipped a remembered refusal that stops holding at this equity"
 )
+S_SAME_BAR_N = STATE.add("S_SAME_BAR_N", "lots whose entry and TP/SL filled at one bar's ts (detail bar's)")
+S_SAME_BAR_PROFIT = STATE.add(
+    "S_SAME_BAR_PROFIT", "sum of those lots' PnL after fees where positive (their share of S_GROSS_PROFIT)"
+)
 N_STATE = STATE.size
 
 # --- per-rung slot fields (the last axis of ``slots``)
@@ -194,6 +198,9 @@ SL_REF_BASE = SLOT.add(
     "SL_REF_BASE",
     "REF_MEMO x (price, qty, side exposure Q, opposite exposure, equity that passes)",
     size=REF_FIELDS * REF_MEMO,
+)
+SL_LOT_TS = SLOT.add(
+    "SL_LOT_TS", "ts of the lot's entry fill (a TP/SL at the same ts is a same-bar round trip)"
 )
 N_SLOT = SLOT.size
 

@@ -32,13 +32,29 @@ DAY_MS = 86_400_000
 #: Metric holding the worse bar-close max drawdown of the high_first / low_first path rules (set by
 #: the optimizer when ``limits.max_worst_path_drawdown_pct`` is given).
 WORST_PATH_METRIC = "worst_path_max_drawdown_bar_close_pct"
-#: Names of the Optuna constraints, in the order ``limit_values`` returns them.
+#: Names of every Optuna constraint, in the order ``limit_values`` returns those a profile sets
+#: (``limit_names``).
 CONSTRAINT_NAMES = (
     "min_trades",
     "max_drawdown_bar_close_pct",
     "liquidation",
     "max_worst_path_drawdown_pct",
+    "max_path_return_spread_pct",
+    "max_same_bar_profit_share_pct",
 )
+#: Per-window metrics the optional limits read (set by research.optimize.window_metrics).
+SPREAD_METRIC = "path_return_spread_pct"
+SAME_BAR_METRIC = "same_bar_profit_share_pct"
+
+
+def limit_names(limits: LimitsSpec) -> list[str]:
+    """The constraint names of ``limit_values(..., limits)``, in its order."""
+    optional = {
+        "max_worst_path_drawdown_pct": limits.max_worst_path_drawdown_pct,
+        "max_path_return_spread_pct": limits.max_path_return_spread_pct,
+        "max_same_bar_profit_share_pct": limits.max_same_bar_profit_share_pct,
+    }
+    return [n for n in CONSTRAINT_NAMES if n not in optional or optional[n] is not None]
 
 
 def row_metrics(row: np.void | dict[str, float], bar_ms: int) -> dict[str, float]:
@@ -115,8 +131,9 @@ def combine_windows(values: Sequence[tuple[float, ...]], spec: ObjectiveSpec) ->
 def limit_values(windows: Sequence[dict[str, float]], limits: LimitsSpec) -> list[float]:
     """Optuna constraint values (<= 0 means satisfied) over the scored windows.
 
-    Order: minimum trades (summed over windows), maximum drawdown (worst window), liquidation
-    (any window), and the worst drawdown over the intrabar path rules when the profile sets it.
+    Order (``limit_names``): minimum trades (summed over windows), maximum drawdown (worst window),
+    liquidation (any window), then, when the profile sets them, the worst drawdown over the intrabar
+    path rules, the return spread over the rules and the same-bar share of gross profit (worst window).
     """
     trades = sum(w["trades"] for w in windows)
     worst_dd = max(w["max_drawdown_bar_close_pct"] for w in windows)
@@ -129,6 +146,12 @@ def limit_values(windows: Sequence[dict[str, float]], limits: LimitsSpec) -> lis
     if limits.max_worst_path_drawdown_pct is not None:
         worst = max(w[WORST_PATH_METRIC] for w in windows)
         out.append(float(worst - limits.max_worst_path_drawdown_pct))
+    if limits.max_path_return_spread_pct is not None:
+        spread = max(w[SPREAD_METRIC] for w in windows)
+        out.append(float(spread - limits.max_path_return_spread_pct))
+    if limits.max_same_bar_profit_share_pct is not None:
+        share = max(w[SAME_BAR_METRIC] for w in windows)
+        out.append(float(share - limits.max_same_bar_profit_share_pct))
     return out
 
 

@@ -205,6 +205,7 @@ class Workload:
     symbol: str
     regime_cache: Any = None  # engine.batch.RegimeCache shared by every batch of this workload
     detail: Any = None  # the whole window's detail bars (backtest.detail_timeframe), else None
+    holdout: Window | None = None  # validation.holdout_days: never scored by a trial, reported apart
 
     def regimes(self) -> Any:
         """The batch driver's regime-series cache (one per workload: every window, every batch)."""
@@ -235,6 +236,9 @@ class Workload:
                 {"kind": w.kind, "fold": w.fold, "start_ms": w.start_ms, "end_ms": w.end_ms}
                 for w in self.windows
             ],
+            "holdout": None
+            if self.holdout is None
+            else {"start_ms": self.holdout.start_ms, "end_ms": self.holdout.end_ms},
         }
 
 
@@ -282,21 +286,80 @@ def load_workload(profile: Profile, data_dir: Path | None = None) -> Workload:
     full_detail = detail_of(market)
     windows: list[Window] = []
     val = profile.validation
-    if val.scheme == "none":
-        windows.append(Window("full", 0, first, last, market, full_detail))
-    else:
-        from gridctl.research.walkforward import fold_bounds
 
-        for kind, fold, a, b in fold_bounds(first, last, val):
-            part = load_market(data_dir, spec.exchange, symbol, spec.timeframe, a, b)
-            windows.append(Window(kind, fold, a, b, part, detail_of(part)))
-        if not windows:
-            days = (last - first) / DAY_MS
+    def cut(kind: str, fold: int, a: int, b: int) -> Window:
+        part = load_market(data_dir, spec.exchange, symbol, spec.timeframe, a, b)
+        return Window(kind, fold, a, b, part, detail_of(part))
+
+    select_end = last  # the end of the data any trial is scored on
+    holdout = None
+    if val.holdout_days is not None:
+        select_end = -(-last // DAY_MS) * DAY_MS - val.holdout_days * DAY_MS
+        if select_end - first < DAY_MS:
             raise GridctlError(
-                f"profile {profile.name}: walk-forward needs train_days + test_days = "
-                f"{val.train_days + val.test_days} days, the data window has {days:.1f}"
+                f"profile {profile.name}: validation.holdout_days {val.holdout_days} leaves less than a day "
+                f"of the {(last - first) / DAY_MS:.1f}-day data window to select on"
             )
-    return Workload(profile, strategy, venue, market, windows, data_dir, symbol, detail=full_detail)
+        holdout = cut("holdout", -1, select_end, last)
+    if val.scheme == "none":
+        if holdout is None:
+            windows.append(Window("full", 0, first, last, market, full_detail))
+        else:
+            windows.append(cut("full", 0, first, select_end))
+    else:
+        from gridctl.research.walkforward import check_no_leakage, fold_bounds
+
+        bounds = fold_bounds(first, select_end, val)
+        check_no_leakage(bounds, select_end if holdout is not None else None)
+        windows = [cut(kind, fold, a, b) for kind, fold, a, b in bounds]
+        if not windows:
+            days = (select_end - first) / DAY_MS
+            raise GridctlError(
+                f"profile {profile.name}: walk-forward needs train_days + purge_days + test_days = "
+                f"{val.train_days + val.purge_days + val.test_days} days, the data window "
+                f"{'before the hold-out ' if holdout is not None else ''}has {days:.1f}"
+            )
+    work = Workload(
+        profile, strategy, venue, market, windows, data_dir, symbol, detail=full_detail, holdout=holdout
+    )
+    _check_limits_reachable(work)
+    return work
+
+
+#: A generous bound on exit fills per rung and bar: a rung closes at most its lot and one lot entered in
+#: the bar (its entry order is placed at decisions, once per bar), doubled for margin; plus a flatten or
+#: liquidation fill per side. Only a limit above this bound is refused, so it errs towards admitting.
+EXITS_PER_RUNG_PER_BAR = 4
+
+
+def _check_limits_reachable(work: Workload) -> None:
+    """Refuse hard limits no trial could ever satisfy on this data (every trial would be infeasible)."""
+    profile = work.profile
+    space = profile.search_space
+
+    def most(key: str) -> int:
+        if key in space and space[key].type != "categorical" and space[key].fraction_of is None:
+            return int(space[key].high or 0)
+        section, name = key.split(".")
+        return int(getattr(getattr(work.strategy, section), name))
+
+    rungs = most("grid.grid_levels_long") + most("grid.grid_levels_short")
+    scored = scored_windows(work)
+    bars = sum(len(w.market.ts) for w in scored)
+    bound = bars * (EXITS_PER_RUNG_PER_BAR * rungs + 2)
+    if profile.limits.min_trades > bound:
+        raise GridctlError(
+            f"profile {profile.name}: limits.min_trades {profile.limits.min_trades} can never hold: "
+            f"the {len(scored)} scored window(s) hold {bars} bars, in which at most {bound} lots can close"
+        )
+
+
+def scored_windows(work: Workload) -> list[Window]:
+    """The windows a trial's objective and limits are computed on (train windows in walk-forward)."""
+    if work.profile.validation.scheme == "none":
+        return [w for w in work.windows if w.kind == "full"]
+    kind = "test" if work.profile.objective.target == "out_of_sample" else "train"
+    return [w for w in work.windows if w.kind == kind]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -362,6 +425,7 @@ def evaluate(
     spec = work.profile.objective
     target = "test" if spec.target == "out_of_sample" else "train"
     bar_ms = work.market.bar_ms
+    base_rule = work.strategy.backtest.intrabar_path
     per: list[dict[str, list[dict[str, float]]]] = [{"train": [], "test": [], "full": []} for _ in overrides]
     alive = list(range(len(overrides)))
     pruned: dict[int, int] = {}
@@ -371,14 +435,11 @@ def evaluate(
                 break
             sets = [overrides[i] for i in alive]
             rows = _run_chunked(work, window, sets, chunk, beat)
-            worst: list[float] | None = None
-            if work.profile.limits.max_worst_path_drawdown_pct is not None:
-                worst = worst_path_drawdowns(work, window, sets, rows, chunk, beat)
-            for j, (i, row) in enumerate(zip(alive, rows, strict=True)):
-                metrics = row_metrics(row, bar_ms)
-                if worst is not None:
-                    metrics[WORST_PATH_METRIC] = worst[j]
-                per[i][window.kind].append(metrics)
+            # every trial runs every intrabar path rule: its spread across them is always recorded
+            by_rule = bracket_rows(work, window, sets, rows, chunk, beat)
+            for j, i in enumerate(alive):
+                configured = sets[j].get("backtest.intrabar_path", base_rule)
+                per[i][window.kind].append(window_metrics(by_rule[j], configured, spec, bar_ms))
         last = fold == work.folds - 1  # a trial that ran every fold is complete, never pruned
         if prune is not None and work.profile.validation.scheme == "walk_forward" and not last:
             for i in list(alive):
@@ -441,37 +502,79 @@ def _run_chunked(
     return rows
 
 
-def worst_path_drawdowns(
+def bracket_rows(
     work: Workload,
     window: Window,
     sets: Sequence[dict[str, Any]],
     rows: Sequence[Any],
     chunk: int | None = None,
     beat: Callable[[], None] | None = None,
-) -> list[float]:
-    """Per set, the worst bar-close max drawdown over every intrabar path rule (the path bracket).
+) -> list[dict[str, Any]]:
+    """Per set, its summary row under every intrabar path rule (``research.stats.BRACKET_RULES``).
 
-    The batch form of ``research.stats.path_bracket``'s ``worst``: each set's configured rule is its
-    row in ``rows``; the other rules (``research.stats.BRACKET_RULES``) re-run the same sets through
-    the batch driver with ``backtest.intrabar_path`` overridden, all in one batch.
+    The batch form of ``research.stats.path_bracket``: each set's configured rule is its row in
+    ``rows``; the other rules re-run the same sets through the batch driver with
+    ``backtest.intrabar_path`` overridden, all in one batch.
     """
     from gridctl.research.stats import BRACKET_RULES
 
     base_rule = work.strategy.backtest.intrabar_path
-    bracket: list[dict[str, Any]] = []
-    owner: list[int] = []
-    for k, ov in enumerate(sets):
+    out: list[dict[str, Any]] = []
+    extra_sets: list[dict[str, Any]] = []
+    owner: list[tuple[int, str]] = []
+    for k, (ov, row) in enumerate(zip(sets, rows, strict=True)):
         configured = ov.get("backtest.intrabar_path", base_rule)
+        out.append({configured: row})
         for rule in BRACKET_RULES:
             if rule != configured:
-                bracket.append({**ov, "backtest.intrabar_path": rule})
-                owner.append(k)
-    worst = [float(row["max_drawdown_bar_close_pct"]) for row in rows]
+                extra_sets.append({**ov, "backtest.intrabar_path": rule})
+                owner.append((k, rule))
     factor = max(len(BRACKET_RULES) - 1, 1)
-    extra = _run_chunked(work, window, bracket, chunk and chunk * factor, beat)
-    for k, row in zip(owner, extra, strict=True):
-        worst[k] = max(worst[k], float(row["max_drawdown_bar_close_pct"]))
-    return worst
+    extra = _run_chunked(work, window, extra_sets, chunk and chunk * factor, beat)
+    for (k, rule), row in zip(owner, extra, strict=True):
+        out[k][rule] = row
+    return out
+
+
+def same_bar_profit_share_pct(row: Any) -> float:
+    """Percent of a run's gross profit (winning closed lots, after fees) from same-bar round trips."""
+    gross = float(row["gross_profit"])
+    return float(row["same_bar_gross_profit"]) / gross * 100.0 if gross > 0.0 else 0.0
+
+
+def window_metrics(rows: dict[str, Any], configured: str, spec: Any, bar_ms: int) -> dict[str, float]:
+    """One window's metrics of one set from its summary row under each rule run (``rule -> row``).
+
+    ``objective.path_rule: worst`` scores the rule whose (first) objective is lowest (ties: the first
+    in ``BRACKET_RULES``), else the configured rule; ``path_rule_index`` says which (an index into
+    ``BRACKET_RULES``). With more than one rule run: the worst bar-close drawdown over the rules
+    (``WORST_PATH_METRIC``), the spreads of total return and of the objective (best minus worst rule),
+    and the highest same-bar share of gross profit over the rules (with one rule, its own share).
+    """
+    from gridctl.research.stats import BRACKET_RULES
+
+    per_rule = {rule: row_metrics(row, bar_ms) for rule, row in rows.items()}
+    rule = configured
+    if spec.path_rule == "worst" and len(rows) > 1:
+        order = [r for r in BRACKET_RULES if r in per_rule]
+        rule = min(order, key=lambda r: (_objective_key(per_rule[r], spec), order.index(r)))
+    metrics = dict(per_rule[rule])
+    metrics["path_rule_index"] = float(BRACKET_RULES.index(rule))
+    metrics["same_bar_profit_share_pct"] = max(same_bar_profit_share_pct(row) for row in rows.values())
+    metrics["same_bar_round_trips"] = float(rows[rule]["same_bar_round_trips"])
+    if len(rows) > 1:
+        metrics[WORST_PATH_METRIC] = max(m["max_drawdown_bar_close_pct"] for m in per_rule.values())
+        returns = [m["total_return_pct"] for m in per_rule.values()]
+        metrics["path_return_spread_pct"] = max(returns) - min(returns)
+        objectives = [_objective_key(m, spec) for m in per_rule.values()]
+        metrics["path_objective_spread"] = max(objectives) - min(objectives)
+    return metrics
+
+
+def _objective_key(metrics: dict[str, float], spec: Any) -> float:
+    """The first objective of ``metrics`` (maximised in every kind), NaN counted as the lowest."""
+    value = objective_values(metrics, spec)[0]
+    return value if not math.isnan(value) else -math.inf
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -873,8 +976,16 @@ def optimize(
     work = work or load_workload(profile, data_dir)
     timings["load_s"] = time.perf_counter() - t0
     shared = storage is not None
+    fresh = None if shared else journal_path(study_name, studies_dir)
+    if fresh is not None and fresh.exists():
+        fresh = None
     store = open_storage(study_name, storage, studies_dir, heartbeat_s)
-    study = create_or_load_study(profile, work, study_name, store, shared=shared)
+    try:
+        study = create_or_load_study(profile, work, study_name, store, shared=shared)
+    except BaseException:
+        if fresh is not None and fresh.exists() and fresh.stat().st_size == 0:
+            fresh.unlink()  # a journal this call created and never wrote to: leave nothing behind
+        raise
     unowned_seen: dict[int, float] = {}  # RUNNING trials with no worker attr: when first seen
     _fail_stale(study, shared, heartbeat_s, unowned_seen)
     dists = distributions(profile)
@@ -999,6 +1110,7 @@ def optimize(
                     timings["kernel_s"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 heartbeat.beat(pending)
+                refused: list[tuple[int, Any]] = []
                 with storage_held(store):
                     for trial, res in zip(pending, results, strict=True):
                         trial.set_user_attr(ATTR, res.attrs)
@@ -1009,10 +1121,18 @@ def optimize(
                             if res.pruned_at is not None:
                                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                             else:
-                                study.tell(trial, list(res.values or ()))
+                                told = study.tell(trial, list(res.values or ()))
+                                if told.state == optuna.trial.TrialState.FAIL:  # Optuna refused the values
+                                    refused.append((trial.number, res.values))
                         except optuna.exceptions.UpdateFinishedTrialError:
                             continue  # another worker judged it stale and failed it: not counted here
                         told_here += 1
+                if refused and len(refused) == len(pending):
+                    number, values = refused[0]
+                    raise GridctlError(
+                        f"study {study_name!r}: Optuna refused every trial of a batch (trial {number} "
+                        f"told {values}, not finite numbers); stopping instead of asking for ever"
+                    )
                 pending = []
                 sync_storage(store)
                 check_stale()
@@ -1073,15 +1193,18 @@ CONSTRAINTS_KEY = "constraints"
 
 def write_constraints(study: optuna.Study, trial: optuna.Trial, values: list[float]) -> None:
     """Record a trial's hard-limit values (before it is told) in ``CONSTRAINTS_KEY``."""
-    study._storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_KEY, [float(v) for v in values])
+    set_system_attr(study, trial, CONSTRAINTS_KEY, [float(v) for v in values])
 
 
-def named_constraints(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
-    """A trial's constraint values by limit name (``CONSTRAINT_NAMES``); studies written with Optuna's
-    named keys read the same."""
+def named_constraints(
+    trial: optuna.trial.FrozenTrial, names: Sequence[str] = CONSTRAINT_NAMES
+) -> dict[str, float]:
+    """A trial's constraint values by limit name: ``names`` are the study profile's limits in order
+    (``limit_names(profile.limits)``; all of ``CONSTRAINT_NAMES`` when every limit is on). Studies
+    written with Optuna's named keys read the same."""
     values = trial.constraints
     out = {}
-    for i, name in enumerate(CONSTRAINT_NAMES):
+    for i, name in enumerate(names):
         for key in (str(i), name):
             if key in values:
                 out[name] = float(values[key])

@@ -307,18 +307,12 @@ def study_show(
         check_same_data(name, info.get("data"), work)
         base, robust_rows = neighbour_table(work, winner)
         out["robustness"] = {"objective": base, "rows": [r.__dict__ for r in robust_rows]}
-        if prof.validation.scheme == "walk_forward":
-            from gridctl.research.walkforward import stitched_oos_equity
+        from gridctl.research.walkforward import holdout_report, walk_forward_report
 
-            curve = stitched_oos_equity(study, winner.number, data)
-            start = float(curve["equity"][0]) if len(curve["equity"]) else math.nan
-            out["stitched_oos"] = {
-                "fold_return_pct": curve["fold_return_pct"],
-                "total_return_pct": (float(curve["equity"][-1]) / winner_initial(study, winner) - 1.0) * 100.0
-                if len(curve["equity"])
-                else None,
-                "first_equity": start,
-            }
+        if prof.validation.scheme == "walk_forward":
+            # per fold: the trial best on that fold's train window, scored on its test window
+            out["walk_forward"] = walk_forward_report(study, data)
+        out["holdout"] = holdout_report(study, winner.number, data)
     out.update(overfitting_stats(study, data_dir=data))
     if as_json:
         sys.stdout.write(_dump(out) + "\n")
@@ -368,6 +362,37 @@ def study_show(
                 r.verdict,
             )
         con.print(rt)
+    wf = out.get("walk_forward")
+    if wf is not None:
+        wt = Table(
+            title=f"walk-forward: per fold, the best trial on its train window, scored on its test window "
+            f"({wf['distinct_picks']} distinct picks)",
+            title_justify="left",
+        )
+        for col in ("fold", "train", "test", "trial", "train objective", "test objective", "test return %"):
+            wt.add_column(col)
+        for f in wf["folds"]:
+            wt.add_row(
+                str(f["fold"]),
+                _span(f["train"]),
+                _span(f["test"]),
+                _fmt(f["trial"]),
+                _fmt(f.get("train_objective")),
+                _fmt(f.get("test_objective")),
+                _fmt(f.get("test_return_pct")),
+            )
+        con.print(wt)
+        con.print(
+            f"out of sample (stitched picks): mean objective {_fmt(wf['oos_objective_mean'])}, "
+            f"compounded return {_fmt(wf['oos_total_return_pct'])} %"
+        )
+    hold = out.get("holdout")
+    if hold is not None:
+        con.print(
+            f"hold-out {_span((hold['start_ms'], hold['end_ms']))} (never scored by any trial): winner trial "
+            f"{hold['trial']} objective {_fmt(hold['objective'])}, return "
+            f"{_fmt(hold['metrics']['total_return_pct'])} %"
+        )
     for line in overfitting_lines(out):
         con.print(line)
 
@@ -395,11 +420,15 @@ def overfitting_lines(over: dict[str, Any]) -> list[str]:
     return lines
 
 
-def winner_initial(study: Any, trial: Any) -> float:
-    """The initial balance the trial's strategy starts from."""
-    from gridctl.research.studies import best_config
-
-    return float(best_config(study, trial.number).backtest.initial_balance)
+def _span(bounds: Any) -> str:
+    """``YYYY-MM-DD..YYYY-MM-DD`` of a window's (start_ms, end_ms), end exclusive (a partial last day
+    rounds up to the next day)."""
+    if not bounds:
+        return "-"
+    start, end = bounds
+    end = -(-end // 86_400_000) * 86_400_000
+    a, b = (time.strftime("%Y-%m-%d", time.gmtime(ms // 1000)) for ms in (start, end))
+    return f"{a}..{b}"
 
 
 @study_app.command("export")

@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 import math
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,11 +60,24 @@ class ParamSpec(_Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> ParamSpec:
+        for name in ("low", "high", "step", "scale", "gap", "min_value"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"'{name}' must be a finite number (got {value})")
         if self.type == "categorical":
             if not self.choices:
                 raise ValueError("a categorical parameter needs a non-empty 'choices' list")
             if any(v is not None for v in (self.low, self.high, self.step, self.fraction_of)) or self.log:
                 raise ValueError("a categorical parameter takes only 'choices'")
+            for choice in self.choices:
+                if not isinstance(choice, str | int | float) or (
+                    isinstance(choice, float) and not math.isfinite(choice)
+                ):
+                    raise ValueError(
+                        f"each choice must be one finite number, true/false or a name (got {choice!r})"
+                    )
+            if len({(type(c), c) for c in self.choices}) != len(self.choices):
+                raise ValueError(f"'choices' lists a value twice ({self.choices})")
             return self
         if self.choices is not None:
             raise ValueError(f"'choices' is only for type categorical (this one is {self.type})")
@@ -82,6 +96,14 @@ class ParamSpec(_Strict):
                 raise ValueError("an int parameter needs whole-number low/high")
             if self.step is not None and self.step != int(self.step):
                 raise ValueError("an int parameter needs a whole-number step")
+        if self.step is not None:
+            # Optuna silently shrinks a range whose width is not a whole number of steps
+            steps = (self.high - self.low) / self.step
+            if steps < 1 - 1e-9 or abs(steps - round(steps)) > 1e-9 * max(1.0, steps):
+                raise ValueError(
+                    f"'step' {self.step:g} does not fit the range {self.low:g}..{self.high:g} "
+                    "(high - low must be a whole number of steps)"
+                )
         return self
 
     def neighbour_step(self) -> float:
@@ -145,7 +167,12 @@ class CompositeSpec(_Strict):
     def _same_keys(self) -> CompositeSpec:
         if set(self.weights) != set(self.bounds):
             raise ValueError("composite weights and bounds must name the same metrics")
+        for key, weight in self.weights.items():
+            if not math.isfinite(weight):
+                raise ValueError(f"composite weight of {key} must be a finite number (got {weight})")
         for key, (lo, hi) in self.bounds.items():
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise ValueError(f"composite bounds for {key} must be finite numbers (got [{lo}, {hi}])")
             if lo >= hi:
                 raise ValueError(f"composite bounds for {key}: low {lo} must be below high {hi}")
         return self
@@ -159,6 +186,11 @@ class ObjectiveSpec(_Strict):
     target: Literal["in_sample", "out_of_sample"] = "in_sample"
     rank_by: Literal["value", "worst_neighbour"] = "value"
     rank_top_k: int = Field(default=8, ge=1, le=64)
+    #: ``worst``: each scored window runs under every intrabar path rule (research.stats.BRACKET_RULES)
+    #: and the trial is scored on the rule that gives it the lowest (first) objective, so no ranking
+    #: can reward a flattering fill model; ``configured``: scored on the base strategy's rule (the
+    #: other rules still run: every trial records its spread across them).
+    path_rule: Literal["worst", "configured"] = "worst"
 
     @model_validator(mode="after")
     def _composite_given(self) -> ObjectiveSpec:
@@ -186,6 +218,12 @@ class LimitsSpec(_Strict):
     #: Worst bar-close drawdown over every intrabar path rule (research.stats.path_bracket's worst side;
     #: each trial re-runs under the other rules). None: not limited.
     max_worst_path_drawdown_pct: float | None = Field(default=None, gt=0, le=100)
+    #: Largest spread of total return (percentage points, best rule minus worst) over the intrabar path
+    #: rules in any scored window. None: not limited.
+    max_path_return_spread_pct: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    #: Largest share (percent) of gross profit from same-bar round trips (lots whose entry and TP/SL
+    #: filled in one bar, so the path rule decided them), the highest over the rules run. None: not limited.
+    max_same_bar_profit_share_pct: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
 
 
 class DataSpec(_Strict):
@@ -206,14 +244,24 @@ class ValidationSpec(_Strict):
     train_days: int | None = Field(default=None, ge=1)
     test_days: int | None = Field(default=None, ge=1)
     step_days: int | None = Field(default=None, ge=1)
+    #: Days left out between each train window and its test window (walk_forward only).
+    purge_days: int = Field(default=0, ge=0)
+    #: The last days of the data window, never scored by any trial nor used to select one; ``study
+    #: show`` reports the winner on them apart. None: no hold-out.
+    holdout_days: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _windows(self) -> ValidationSpec:
         given = [self.train_days, self.test_days, self.step_days]
         if self.scheme == "walk_forward" and any(v is None for v in given):
             raise ValueError("walk_forward needs train_days, test_days and step_days")
-        if self.scheme == "none" and any(v is not None for v in given):
-            raise ValueError("train_days/test_days/step_days are only read with scheme walk_forward")
+        if self.scheme == "none" and (any(v is not None for v in given) or self.purge_days):
+            raise ValueError("train_days, test_days, step_days, purge_days are read with walk_forward only")
+        if self.scheme == "walk_forward" and self.step_days < self.test_days:  # type: ignore[operator]
+            raise ValueError(
+                f"step_days ({self.step_days}) below test_days ({self.test_days}) would make test windows "
+                "overlap (each test day must be out of sample once)"
+            )
         return self
 
 
@@ -239,7 +287,8 @@ class Profile(_Strict):
     objective: ObjectiveSpec
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
-    seed: int = Field(default=0, ge=0)
+    #: Seeds the samplers (numpy and scipy take 0 .. 2**32 - 1).
+    seed: int = Field(default=0, ge=0, lt=2**32, strict=True)
 
     @field_validator("search_space")
     @classmethod
@@ -350,7 +399,26 @@ def load_profile(path_or_name: str | Path) -> Profile:
     except ValidationError as err:
         raise GridctlError(_format_errors(err, "profile", Profile, str(path), {}, set())) from None  # type: ignore[arg-type]
     _check_space(profile, str(path))
+    _check_selection(profile, str(path))
     return profile
+
+
+def _check_selection(profile: Profile, where: str) -> None:
+    """Refuse profiles whose selection would see the data it reports as out of sample."""
+    problems = []
+    if profile.validation.scheme == "walk_forward":
+        if profile.objective.target == "out_of_sample":
+            problems.append(
+                "  objective.target: out_of_sample would select on the test windows walk-forward reports "
+                "as out of sample; use in_sample (each fold selects on its own train window)"
+            )
+        if profile.sampler.kind in ("tpe", "nsga2"):
+            problems.append(
+                f"  sampler.kind: {profile.sampler.kind} learns from told values, which span every fold's "
+                "train window (and so earlier folds' test windows); walk_forward needs random or qmc"
+            )
+    if problems:
+        raise GridctlError(f"invalid profile {where}: {len(problems)} problem(s)\n" + "\n".join(problems))
 
 
 @functools.cache
@@ -368,6 +436,45 @@ def tunable_fields() -> dict[str, Any]:
     return out
 
 
+#: Strategy fields a search space may not tune, and why.
+NOT_TUNABLE = {
+    "backtest.intrabar_path": "the intrabar path rule is not a parameter (a study could select the "
+    "flattering fill rule); the optimizer ranks every trial on its worst rule (objective.path_rule)",
+}
+
+
+def _literal_values(annotation: Any) -> tuple[Any, ...]:
+    """The values a ``Literal[...]`` (or ``Literal[...] | None``) annotation admits."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    out: tuple[Any, ...] = ()
+    for arg in typing.get_args(annotation):
+        out += (None,) if arg is type(None) else _literal_values(arg)
+    return out
+
+
+def _kind_problem(spec: ParamSpec, info: Any) -> str | None:
+    """Why ``spec`` cannot draw values of the field ``info`` describes (None: it can)."""
+    annotation = info.annotation
+    if annotation is bool:
+        if spec.type != "categorical" or not all(isinstance(c, bool) for c in spec.choices or ()):
+            return "a switch (true/false): draw it as type categorical with choices [true, false]"
+        return None
+    if "Literal" in str(annotation):
+        allowed = _literal_values(annotation)
+        if spec.type != "categorical":
+            return f"a named choice: draw it as type categorical with choices from {list(allowed)}"
+        bad = [c for c in spec.choices or () if c not in allowed or isinstance(c, bool)]
+        return f"choices {bad} are not among {list(allowed)}" if bad else None
+    if spec.type == "categorical":
+        numeric = (int,) if annotation is int else (int, float)
+        bad = [c for c in spec.choices or () if isinstance(c, bool) or not isinstance(c, numeric)]
+        return f"choices {bad} are not {annotation.__name__} values" if bad else None
+    if annotation is int and spec.type == "float" and spec.fraction_of is None:
+        return "an int field drawn as type float; use type int"
+    return None
+
+
 def _check_space(profile: Profile, where: str) -> None:
     fields = tunable_fields()
     problems = []
@@ -381,6 +488,12 @@ def _check_space(profile: Profile, where: str) -> None:
             hint = f"did you mean {close[0]!r}?" if close else "not a tunable strategy field"
             problems.append(f"  search_space.{key}: unknown strategy field; {hint}")
             continue
+        if key in NOT_TUNABLE:
+            problems.append(f"  search_space.{key}: {NOT_TUNABLE[key]}")
+            continue
+        kind_problem = _kind_problem(spec, fields[key])
+        if kind_problem:
+            problems.append(f"  search_space.{key}: {kind_problem}")
         if spec.fraction_of is not None and spec.fraction_of not in profile.search_space:
             problems.append(
                 f"  search_space.{key}.fraction_of: {spec.fraction_of!r} is not a parameter of this "

@@ -11,7 +11,6 @@ Notebook use::
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +105,9 @@ def study_frame(study: optuna.Study) -> Any:
     hard limit's constraint value (``limit.<name>``, > 0: broken)."""
     import pandas as pd
 
+    from gridctl.research.objectives import limit_names
+
+    names = limit_names(study_profile(study).limits)
     rows = []
     for t in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {
@@ -121,7 +123,7 @@ def study_frame(study: optuna.Study) -> Any:
             row[k] = v
         for k, v in trial_metrics(t).items():
             row[f"m.{k}"] = v
-        for k, v in named_constraints(t).items():
+        for k, v in named_constraints(t, names).items():
             row[f"limit.{k}"] = v
         if "objective_in_sample" in attrs:
             row["objective_in_sample"] = attrs["objective_in_sample"][0]
@@ -214,6 +216,7 @@ def export_config(study: optuna.Study, out: Path, trial: int | None = None, forc
     """Write the trial's complete strategy config as YAML that ``gridctl backtest --config`` loads
     (an existing file is replaced only with ``force``)."""
     from gridctl.data.atomic import atomic_write_text
+    from gridctl.research.reproduce import reproduce_lines
 
     out = Path(out)
     if out.is_dir():
@@ -224,31 +227,22 @@ def export_config(study: optuna.Study, out: Path, trial: int | None = None, forc
     cfg = best_config(study, t.number)
     profile = study_profile(study)
     info = study_info(study)
-    data = info.get("data") or {}
-    window = ""
-    if data.get("start_ms") is not None:
-        window = f" --start {_day(data['start_ms'])} --end {_day(data['end_ms'], end=True)}"
     values = ", ".join(f"{v:.6g}" for v in t.values or ())
+    lines, rule = reproduce_lines(study, t, cfg.backtest.intrabar_path)
     header = [
         f"# Exported by gridctl study export: study {study.study_name!r}, trial {t.number}, profile "
         f"{profile.name!r} ({info.get('fingerprint')})",
         f"# objective {profile.objective.kind}: {values}",
-        f"# reproduce: gridctl backtest --config THIS_FILE --venue {profile.base.venue} "
-        f"--exchange {profile.data.exchange} --timeframe {profile.data.timeframe}{window}",
+        *lines,
         "",
     ]
-    body = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    dumped = cfg.model_dump(mode="json")
+    if rule is not None:  # the rule that scored it: `gridctl backtest --config` gives the study's figures
+        dumped["backtest"]["intrabar_path"] = rule
+    body = yaml.safe_dump(dumped, sort_keys=False)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, "\n".join(header) + body)
     return out
-
-
-def _day(ms: int, end: bool = False) -> str:
-    """YYYY-MM-DD of a window bound (an end that is not midnight rounds up to the next day)."""
-    day = ms // 86_400_000
-    if end and ms % 86_400_000:
-        day += 1
-    return time.strftime("%Y-%m-%d", time.gmtime(day * 86_400))
 
 
 # ----------------------------------------------------------------------------------------------------

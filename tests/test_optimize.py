@@ -32,6 +32,7 @@ from gridctl.research import optimize as opt
 from gridctl.research.objectives import (
     WORST_PATH_METRIC,
     composite_score,
+    limit_names,
     limit_values,
     objective_values,
     row_metrics,
@@ -234,8 +235,18 @@ def test_composite_score_by_hand() -> None:
 
 def test_limits_are_constraint_values() -> None:
     m = row_metrics(_row(n_exits=10.0, max_drawdown_bar_close_pct=45.0, liquidated=1.0), 60_000)
-    assert limit_values([m], WIDE.limits) == [30 - 10, 45 - 40, 0.5]
+    m.update(path_return_spread_pct=20.0, same_bar_profit_share_pct=30.0)
+    # wide limits: 30 trades, 40 % drawdown, no liquidation, 15 points of spread, 25 % same-bar share
+    assert limit_values([m], WIDE.limits) == [30 - 10, 45 - 40, 0.5, 20 - 15, 30 - 25]
+    assert limit_names(WIDE.limits) == [
+        "min_trades",
+        "max_drawdown_bar_close_pct",
+        "liquidation",
+        "max_path_return_spread_pct",
+        "max_same_bar_profit_share_pct",
+    ]
     ok = row_metrics(_row(), 60_000)
+    ok.update(path_return_spread_pct=3.0, same_bar_profit_share_pct=0.0)
     assert all(v <= 0 for v in limit_values([ok], WIDE.limits))
 
 
@@ -327,7 +338,11 @@ def test_worst_path_limit_reruns_every_path_rule_through_the_batch(tmp_path: Pat
     dd_high = 1.5202 / 10001.920004 * 100
     dd_low = 2.5 / 10001.930002 * 100
     limits = {"min_trades": 0, "max_drawdown_bar_close_pct": 0.02, "max_worst_path_drawdown_pct": 0.02}
-    prof = load_profile(small_profile(tmp_path, limits=limits))
+    objective = {
+        **yaml.safe_load((PROFILES_DIR / "wide.yaml").read_text())["objective"],
+        "path_rule": "configured",
+    }
+    prof = load_profile(small_profile(tmp_path, limits=limits, objective=objective))
     first, last = int(market.ts[0]), int(market.ts[-1] + market.bar_ms)
     work = opt.Workload(
         prof, iso_strategy(), iso_venue(), market, [opt.Window("full", 0, first, last, market)], tmp_path, "X"
@@ -335,7 +350,8 @@ def test_worst_path_limit_reruns_every_path_rule_through_the_batch(tmp_path: Pat
     sets = [{}, {"grid.grid_step_bps": 300.0}, {"backtest.intrabar_path": "low_first"}]
     for chunk in (None, 1):
         res = opt.evaluate(work, sets, chunk=chunk)
-        a, far, low = (dict(zip(opt.CONSTRAINT_NAMES, r.constraints, strict=True)) for r in res)
+        names = limit_names(prof.limits)
+        a, far, low = (dict(zip(names, r.constraints, strict=True)) for r in res)
         # set 0 runs high first: within the bar-close limit, but its worst path rule breaks the limit
         assert a["max_drawdown_bar_close_pct"] == pytest.approx(dd_high - 0.02, rel=1e-9)
         assert a["max_worst_path_drawdown_pct"] == pytest.approx(dd_low - 0.02, rel=1e-9)
@@ -486,17 +502,18 @@ def test_walk_forward_windows_and_in_and_out_of_sample_attrs(data_dir: Path, tmp
     oos_mean = np.mean([opt.restore_metrics(m)["total_return_pct"] for m in attrs["out_of_sample"]])
     assert trial.user_attrs["oos_metrics"]["total_return_pct"] == pytest.approx(oos_mean)
     assert "sharpe" in trial.user_attrs["is_metrics"]
-    # the told value is the out-of-sample mean (profile target out_of_sample)
+    # the told value is the in-sample mean (train windows); the test windows' mean is kept apart
     spec = work.profile.objective
+    ins = [objective_values(opt.restore_metrics(m), spec)[0] for m in attrs["in_sample"]]
     oos = [objective_values(opt.restore_metrics(m), spec)[0] for m in attrs["out_of_sample"]]
-    assert trial.value == pytest.approx(np.mean(oos))
-    assert attrs["objective_out_of_sample"][0] == pytest.approx(trial.value)
+    assert trial.value == pytest.approx(np.mean(ins))
+    assert attrs["objective_out_of_sample"][0] == pytest.approx(np.mean(oos))
     assert res.n_trials == 8
-    # the stitched out-of-sample curve compounds the folds the batch scored
-    from gridctl.research.walkforward import stitched_oos_equity
+    # the stitched out-of-sample curve compounds the folds the batch scored (each under its scored rule)
+    from gridctl.research.walkforward import stitched_equity
 
     study = load_study("wf", tmp_path / "s")
-    curve = stitched_oos_equity(study, trial.number, data_dir)
+    curve = stitched_equity(study, {0: trial.number, 1: trial.number, 2: trial.number}, data_dir)
     folds = [opt.restore_metrics(m)["total_return_pct"] for m in attrs["out_of_sample"]]
     assert curve["fold_return_pct"] == pytest.approx(folds)
     assert curve["equity"][-1] == pytest.approx(10_000.0 * np.prod([1 + r / 100 for r in folds]))

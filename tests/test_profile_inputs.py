@@ -1,0 +1,245 @@
+"""Hostile profile inputs: every class is refused at load with the file and the field named, exit code 2,
+and no study journal is created (nothing half-written)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from gridctl.cli import app
+from gridctl.configs.errors import GridctlError
+from gridctl.data.sample import write_sample
+from gridctl.research.profiles import PROFILES_DIR, load_profile
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("profdata")
+    write_sample(path, days=4)
+    return path
+
+
+def _profile(tmp_path: Path, edit: Any) -> Path:
+    tree = yaml.safe_load((PROFILES_DIR / "wide.yaml").read_text())
+    tree["name"] = "hostile"
+    tree["trials"] = 4
+    tree["batch_size"] = 4
+    edit(tree)
+    path = tmp_path / "hostile.yaml"
+    # yaml.safe_dump writes .nan / .inf for float NaN and infinity, as a user would
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+def _space(key: str, spec: Any) -> Any:
+    def edit(tree: dict[str, Any]) -> None:
+        tree["search_space"][key] = spec
+
+    return edit
+
+
+def _set(section: str, key: str, value: Any) -> Any:
+    def edit(tree: dict[str, Any]) -> None:
+        tree[section][key] = value
+
+    return edit
+
+
+def _composite(part: str, metric: str, value: Any) -> Any:
+    def edit(tree: dict[str, Any]) -> None:
+        tree["objective"]["composite"][part][metric] = value
+
+    return edit
+
+
+def _seed(value: Any) -> Any:
+    def edit(tree: dict[str, Any]) -> None:
+        tree["seed"] = value
+
+    return edit
+
+
+CASES = {
+    # (edit, the field path the message must name, a phrase of the reason)
+    "tunes the intrabar path rule": (
+        _space(
+            "backtest.intrabar_path", {"type": "categorical", "choices": ["nearer_first", "farther_first"]}
+        ),
+        "search_space.backtest.intrabar_path",
+        "not a parameter",
+    ),
+    "NaN composite weight": (_composite("weights", "sharpe", float("nan")), "objective.composite", "finite"),
+    "NaN composite bound": (
+        _composite("bounds", "calmar", [float("nan"), 5]),
+        "objective.composite",
+        "finite",
+    ),
+    "infinite composite bound": (
+        _composite("bounds", "sharpe", [-1, float("inf")]),
+        "objective.composite",
+        "finite",
+    ),
+    "list as a categorical choice": (
+        _space(
+            "policy.strategy", {"type": "categorical", "choices": [["throttled-counter"], "core-and-scalp"]}
+        ),
+        "search_space.policy.strategy",
+        "each choice",
+    ),
+    "high: .inf": (
+        _space("grid.grid_step_bps", {"type": "float", "low": 10, "high": float("inf"), "log": True}),
+        "search_space.grid.grid_step_bps",
+        "finite",
+    ),
+    "NaN low": (
+        _space("grid.qty_scale", {"type": "float", "low": float("nan"), "high": 1.5}),
+        "search_space.grid.qty_scale",
+        "finite",
+    ),
+    "seed 2**32": (_seed(2**32), "seed", "less than"),
+    "negative seed": (_seed(-1), "seed", "greater than"),
+    "seed true": (_seed(True), "seed", "integer"),
+    "step that does not fit the range": (
+        _space("grid.qty_scale", {"type": "float", "low": 0.8, "high": 1.5, "step": 0.3}),
+        "search_space.grid.qty_scale",
+        "whole number of steps",
+    ),
+    "step wider than the range": (
+        _space("policy.counter_levels", {"type": "int", "low": 0, "high": 3, "step": 5}),
+        "search_space.policy.counter_levels",
+        "whole number of steps",
+    ),
+    "switch drawn as a float": (
+        _space("execution.maker_only", {"type": "float", "low": 0, "high": 1}),
+        "search_space.execution.maker_only",
+        "switch",
+    ),
+    "switch drawn from numbers": (
+        _space("backtest.fill_on_touch", {"type": "categorical", "choices": [0, 1]}),
+        "search_space.backtest.fill_on_touch",
+        "switch",
+    ),
+    "named choice not in the field's names": (
+        _space("policy.strategy", {"type": "categorical", "choices": ["throttled-counter", "martingale"]}),
+        "search_space.policy.strategy",
+        "martingale",
+    ),
+    "named field drawn as a number": (
+        _space("policy.strategy", {"type": "int", "low": 0, "high": 1}),
+        "search_space.policy.strategy",
+        "named choice",
+    ),
+    "fractional choice for an int field": (
+        _space("grid.grid_levels_long", {"type": "categorical", "choices": [2, 3.5]}),
+        "search_space.grid.grid_levels_long",
+        "not int values",
+    ),
+    "int field drawn as float": (
+        _space("grid.grid_levels_long", {"type": "float", "low": 2, "high": 20}),
+        "search_space.grid.grid_levels_long",
+        "type int",
+    ),
+    "same-bar share limit above 100": (
+        _set("limits", "max_same_bar_profit_share_pct", 150),
+        "limits.max_same_bar_profit_share_pct",
+        "less than or equal to 100",
+    ),
+    "NaN spread limit": (
+        _set("limits", "max_path_return_spread_pct", float("nan")),
+        "limits.max_path_return_spread_pct",
+        "finite",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_profile_is_refused_at_load_naming_file_and_field(case: str, tmp_path: Path) -> None:
+    edit, field, reason = CASES[case]
+    path = _profile(tmp_path, edit)
+    with pytest.raises(GridctlError) as err:
+        load_profile(path)
+    msg = str(err.value)
+    assert str(path) in msg, msg
+    assert field in msg, msg
+    assert reason in msg, msg
+
+
+@pytest.mark.parametrize("case", ["NaN composite weight", "list as a categorical choice", "seed 2**32"])
+def test_cli_exits_2_and_leaves_no_journal(case: str, tmp_path: Path, data_dir: Path) -> None:
+    path = _profile(tmp_path, CASES[case][0])
+    studies = tmp_path / "studies"
+    res = CliRunner().invoke(
+        app,
+        ["optimize", "--profile", str(path), "--data", str(data_dir), "--studies-dir", str(studies)],
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 2, res.stdout + res.stderr
+    assert str(path) in res.stderr and "Traceback" not in res.stderr
+    assert not studies.exists() or not any(studies.iterdir())
+
+
+def test_min_trades_no_run_can_reach_is_refused_before_any_journal(tmp_path: Path, data_dir: Path) -> None:
+    # 4 days of 1m bars: 5,760 bars; no run closes 10**9 lots in them, whatever its parameters
+    path = _profile(tmp_path, _set("limits", "min_trades", 10**9))
+    studies = tmp_path / "studies"
+    res = CliRunner().invoke(
+        app,
+        ["optimize", "--profile", str(path), "--data", str(data_dir), "--studies-dir", str(studies)],
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 2, res.stdout + res.stderr
+    assert "limits.min_trades" in res.stderr and "can never hold" in res.stderr
+    assert not studies.exists() or not any(studies.iterdir())
+
+
+def test_every_shipped_profile_still_loads() -> None:
+    for name in ("wide", "narrow", "fine", "pareto"):
+        assert load_profile(name).name == name
+
+
+def test_a_failure_while_creating_the_study_leaves_no_empty_journal(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gridctl.research import optimize as opt
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise GridctlError("refused while creating the study")
+
+    prof = load_profile(_profile(tmp_path, lambda tree: None))
+    work = opt.load_workload(prof, data_dir)
+    monkeypatch.setattr(opt, "create_or_load_study", refuse)
+    studies = tmp_path / "studies"
+    with pytest.raises(GridctlError, match="refused while creating"):
+        opt.optimize(prof, "fresh", studies_dir=studies, work=work)
+    assert not (studies / "fresh.journal").exists()
+    # a journal that was there before the call is never removed, even an empty one
+    (studies / "kept.journal").write_bytes(b"")
+    with pytest.raises(GridctlError, match="refused while creating"):
+        opt.optimize(prof, "kept", studies_dir=studies, work=work)
+    assert (studies / "kept.journal").exists()
+
+
+def test_a_batch_whose_every_value_optuna_refuses_stops_the_loop(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import warnings
+
+    from gridctl.research import optimize as opt
+
+    prof = load_profile(_profile(tmp_path, lambda tree: None))
+    work = opt.load_workload(prof, data_dir)
+
+    def nan_values(work: Any, overrides: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        return [opt.Evaluation((float("nan"),), [-1.0] * 5, {"overrides": dict(o)}) for o in overrides]
+
+    monkeypatch.setattr(opt, "evaluate", nan_values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna warns about each refused value
+        with pytest.raises(GridctlError, match="refused every trial of a batch"):
+            opt.optimize(prof, "nan", studies_dir=tmp_path / "s", work=work)
+    study = opt.optuna.load_study(study_name="nan", storage=opt.open_storage("nan", None, tmp_path / "s"))
+    assert len(study.trials) == prof.batch_size  # one batch, not an endless loop
