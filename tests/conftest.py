@@ -5,6 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Tests never assert timings: no per-example deadline and no too-slow health check, so a loaded machine
+# (CI runs two workers on two cores) cannot fail a property test for being slow.
+settings.register_profile("gridctl", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("gridctl")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -493,8 +493,11 @@ def test_every_numeric_flag_has_a_range_shown_in_help(path: tuple[str, ...]) -> 
     result = CliRunner().invoke(app, [*path, "--help"], terminal_width=200)
     for param in _numeric_options(path):
         assert param.min is not None and param.max is not None, param.opts
-        line = next(ln for ln in result.output.splitlines() if param.opts[0] in ln)
-        assert f"[{param.min}<=x<={param.max}]" in line, line
+        lines = result.output.splitlines()
+        at = next(i for i, ln in enumerate(lines) if param.opts[0] in ln)
+        row = [lines[at]]  # the option's row and its wrapped continuation lines (no option of their own)
+        row += [ln for ln in lines[at + 1 : at + 4] if not ln.lstrip("│ ").startswith("-")][:2]
+        assert f"[{param.min}<=x<={param.max}]" in " ".join(ln.strip("│ ") for ln in row), row
 
 
 def test_the_ranged_commands_hold_the_numeric_flags_of_the_issue() -> None:
