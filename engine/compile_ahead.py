@@ -26,7 +26,6 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from numba.core import types
@@ -143,17 +142,14 @@ def start(run_bars_args: tuple, early: bool = False) -> CompileAhead | None:
     sigs = step_call_signatures(run_bars_args)
     remote = [(m, n, sigs[n]) for m, n in HELPER_KERNELS if n in sigs]
     local = [(m, n, sigs[n]) for m, n in LOCAL_KERNELS if n in sigs]
-    root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
+        # The helper imports gridctl as this process does (installed, or the caller's PYTHONPATH); the
+        # package's own folder is never put on its path, where engine/, data/ ... would be top-level.
         helper = subprocess.Popen(
             [sys.executable, "-m", "gridctl.engine.compile_ahead"],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            cwd=root,
-            env=env,
         )
         assert helper.stdin is not None
         helper.stdin.write(pickle.dumps(remote))

@@ -41,9 +41,13 @@ PIPED_WIDTH = 1_000
 
 def output_console() -> Console:
     """Console for results on stdout: the terminal's width on a terminal, one line per row when piped."""
-    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+    if sys.stdout.isatty():
         return Console()
-    return Console(width=PIPED_WIDTH)
+    columns = os.environ.get("COLUMNS", "")
+    # Explicit width when piped: rich would otherwise guess (80 columns, or Jupyter's 115 when an
+    # IPython kernel has been imported in this process).
+    width = int(columns) if columns.isdigit() and int(columns) > 0 else PIPED_WIDTH
+    return Console(width=width, force_jupyter=False)
 
 
 #: ``gridctl bench`` ranges: enough bars for the regime warm-up, at most the sample generator's ten years

@@ -1007,6 +1007,10 @@ def optimize(
         else None
     )
 
+    if shared:
+        # Compile (or load) the kernels before this worker asks its first trial: a cold compile keeps
+        # the process busy for up to a minute, long enough for other workers to judge trials stale.
+        evaluate(work, [{}])
     started_at = datetime.datetime.now()
     reseeded = False
 
@@ -1113,11 +1117,13 @@ def optimize(
                 refused: list[tuple[int, Any]] = []
                 with storage_held(store):
                     for trial, res in zip(pending, results, strict=True):
-                        trial.set_user_attr(ATTR, res.attrs)
-                        for key, value in res.side_attrs.items():
-                            trial.set_user_attr(key, value)
-                        write_constraints(study, trial, res.constraints)
                         try:
+                            # another worker may have judged this trial stale and failed it (this one
+                            # was slow to beat): every write to it then raises, and it is not counted
+                            trial.set_user_attr(ATTR, res.attrs)
+                            for key, value in res.side_attrs.items():
+                                trial.set_user_attr(key, value)
+                            write_constraints(study, trial, res.constraints)
                             if res.pruned_at is not None:
                                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                             else:
@@ -1125,7 +1131,7 @@ def optimize(
                                 if told.state == optuna.trial.TrialState.FAIL:  # Optuna refused the values
                                     refused.append((trial.number, res.values))
                         except optuna.exceptions.UpdateFinishedTrialError:
-                            continue  # another worker judged it stale and failed it: not counted here
+                            continue
                         told_here += 1
                 if refused and len(refused) == len(pending):
                     number, values = refused[0]

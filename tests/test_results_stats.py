@@ -61,8 +61,8 @@ def market(n: int = 9, skip: int | None = None, start: int = T0, highs: dict[int
 
 
 # Run A's market: bar 3 (short 1 held at the close, equity 10300 = the peak) trades up to 1000; bar 4
-# (no position) up to 5000, which moves no equity.
-HIGHS_A = {3: 1000.0, 4: 5000.0}
+# (no position) up to 999 (market data refuses moves beyond 10x), which moves no equity.
+HIGHS_A = {3: 1000.0, 4: 999.0}
 
 
 # Run A. Equity per 8h bar (3 bars per UTC day); day closes 10200, 9690, 10174.5.
