@@ -180,7 +180,8 @@ class MonthlyReturns:
 
 def monthly_returns(ts: np.ndarray, equity: np.ndarray, initial: float) -> MonthlyReturns:
     """Monthly returns of an equity curve: equity at the last bar of each UTC month (month of the bar's
-    open time, as the daily stats) over the previous month's last, the first month over ``initial``."""
+    open time, as the daily stats) over that of the last earlier month with data, the first month over
+    ``initial``; a year's return compounds its months (last month's equity over the one before the year)."""
     ts = np.asarray(ts, dtype=np.int64)
     equity = np.asarray(equity, dtype=np.float64)
     if len(ts) == 0:
@@ -297,8 +298,7 @@ def candle_period(span_bars: int, bar_ms: int, max_candles: int = MAX_CANDLES) -
     for period in CANDLE_PERIODS_MS:
         if period >= bar_ms and period % bar_ms == 0 and span_bars * bar_ms / period <= max_candles:
             return period
-    days = -(-span_bars * bar_ms // (max_candles * 86_400_000))
-    return max(days, 14) * 86_400_000
+    return -(-span_bars * bar_ms // (max_candles * 86_400_000)) * 86_400_000  # whole days
 
 
 def candles(
@@ -776,7 +776,7 @@ _ZOOM_SCRIPT = """
     for (var i = 0; i < P.periods.length; i++) {
       if (span * P.bar_ms / P.periods[i] <= P.max_candles) return P.periods[i];
     }
-    return Math.max(14, Math.ceil(span * P.bar_ms / (P.max_candles * 86400000))) * 86400000;
+    return Math.ceil(span * P.bar_ms / (P.max_candles * 86400000)) * 86400000;
   }
   function label(p) {
     var m = p / 60000;
