@@ -716,7 +716,8 @@ def page_data(d: ReportData) -> dict[str, Any]:
 # After every zoom or pan of the shared time axis: redraw the candles and the long lines from the
 # packed full-resolution data (see the module docstring) for the visible range, then fit each value
 # axis (price, inventory, equity, drawdown, funding) to the points inside it, except the one a box
-# zoom just set; a double-click (autorange) shows everything again and resets them. Decoding the
+# zoom just set; a double-click (autorange) shows everything again and resets them. The chart's
+# ``data-views`` attribute counts the views finished (tests wait on it). Decoding the
 # packed data is asynchronous; until it is done (``data-refine="ready"`` on the chart) the figure's
 # own thinned data is shown and only the axes are fitted.
 _ZOOM_SCRIPT = """
@@ -724,7 +725,7 @@ _ZOOM_SCRIPT = """
   var gd = document.getElementById('{plot_id}');
   var fitted = ['y', 'y3', 'y4', 'y5', 'y6'];
   var P = JSON.parse(document.getElementById('{data_id}').textContent);
-  var full = null, pending = false, busy = false;
+  var full = null, pending = false, busy = false, views = 0;
   function inflate(b64) {
     var bin = atob(b64), bytes = new Uint8Array(bin.length);
     for (var i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
@@ -765,6 +766,12 @@ _ZOOM_SCRIPT = """
       { uid: 'equity', x: rx, y: r.equity }, { uid: 'buyhold', x: bx, y: bh },
       { uid: 'drawdown', x: rx, y: dd }, { uid: 'long_qty', x: rx, y: r.long_qty },
       { uid: 'short_qty', x: rx, y: r.short_qty } ] };
+  }
+  // A date axis value (ms, or plotly's 'YYYY-MM-DD HH:MM:SS.sss' in UTC) as epoch ms.
+  function toMs(v) {
+    if (typeof v === 'number') return v;
+    var parts = String(v).split(' '), t = Date.parse(parts[0] + 'T' + (parts[1] || '00:00') + 'Z');
+    return isFinite(t) ? t : gd._fullLayout.xaxis.r2l(v);
   }
   function lowerBound(a, v) {
     var lo = 0, hi = a.length;
@@ -844,12 +851,15 @@ _ZOOM_SCRIPT = """
       { x: [c.x], open: [c.open], high: [c.high], low: [c.low], close: [c.close], name: c.name }, [ci]);
     return first.then(function () { return idx.length ? Plotly.restyle(gd, { x: xs, y: ys }, idx) : null; });
   }
-  function fit(ev, reset) {
+  function fit(ev, reset, xr) {
     var fl = gd._fullLayout, upd = {}, box = {};
+    // Redrawing the traces may re-run the time axes' autorange: pin every panel to the range shown.
+    Object.keys(fl).forEach(function (k) {
+      if (!reset && /^xaxis[0-9]*$/.test(k)) upd[k + '.range'] = xr.slice();
+    });
+    var lo = toMs(xr[0]), hi = toMs(xr[1]);
     gd._fullData.forEach(function (tr) {
       if (tr.visible !== true || fitted.indexOf(tr.yaxis) < 0 || !tr.x) return;
-      var xa = fl[tr.xaxis.replace('x', 'xaxis')];
-      var lo = xa.r2l(xa.range[0]), hi = xa.r2l(xa.range[1]);
       var b = box[tr.yaxis] || (box[tr.yaxis] = [Infinity, -Infinity]);
       if (tr.type === 'bar') { b[0] = Math.min(b[0], 0); b[1] = Math.max(b[1], 0); }
       var candle = tr.type === 'candlestick', n = tr.x.length;
@@ -880,17 +890,17 @@ _ZOOM_SCRIPT = """
   function update(ev) {
     var keys = Object.keys(ev);
     var reset = keys.some(function (k) { return k.indexOf('autorange') >= 0; });
-    var xa = gd._fullLayout.xaxis, step = Promise.resolve();
+    var xa = gd._fullLayout.xaxis, step = Promise.resolve(), xr = xa.range.slice();
     if (full) {
-      var lo = reset ? -Infinity : xa.r2l(xa.range[0]), hi = reset ? Infinity : xa.r2l(xa.range[1]);
+      var lo = toMs(xr[0]), hi = toMs(xr[1]);
       if (reset) { lo = full.bars.ts[0]; hi = full.bars.ts[full.bars.ts.length - 1] + P.bar_ms; }
       step = refine(lo, hi);
     } else {
       pending = true;
     }
     busy = true;
-    return step.then(function () { return fit(ev, reset); }).then(
-      function () { busy = false; }, function () { busy = false; });
+    function done() { busy = false; gd.setAttribute('data-views', String(++views)); }
+    return step.then(function () { return fit(ev, reset, xr); }).then(done, done);
   }
   gd.on('plotly_relayout', function (ev) {
     if (busy || !ev) return;
