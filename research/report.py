@@ -339,22 +339,52 @@ def exact_decimals(values: np.ndarray, most: int = 8) -> int:
 
 def pack(values: np.ndarray, decimals: int) -> dict[str, Any]:
     """A series as the page's script reads it: integers in units of 10**-decimals, delta-coded
-    (float64, exact below 2**53), deflated and base64-encoded; NaNs in a separate deflated mask."""
+    (float64, exact below 2**53), byte-shuffled, deflated and base64-encoded; NaNs in a separate mask."""
     v = np.asarray(values, dtype=np.float64)
     nan = ~np.isfinite(v)
-    scale = 10.0**decimals
-    ints = np.round(np.where(nan, 0.0, v) * scale)
-    if len(ints) and np.abs(ints).max() >= 2.0**53:
-        raise ValueError(f"series too large to pack at {decimals} decimals")
-    delta = np.diff(ints, prepend=0.0).astype("<f8")
-    out: dict[str, Any] = {"decimals": decimals, "data": _deflate64(delta.tobytes())}
+    ints = _scaled(np.where(nan, 0.0, v), decimals)
+    out: dict[str, Any] = {"decimals": decimals, "data": _deflate64(np.diff(ints, prepend=0.0))}
     if nan.any():
-        out["nan"] = _deflate64(nan.astype(np.uint8).tobytes())
+        out["nan"] = base64.b64encode(zlib.compress(nan.astype(np.uint8).tobytes(), 4)).decode("ascii")
     return out
 
 
-def _deflate64(raw: bytes) -> str:
-    return base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
+def pack_ohlc(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, decimals: int) -> dict[str, Any]:
+    """Bars packed as ``pack`` does, but as small numbers: the close's change from the last close, the
+    open's gap from it, the upper wick (high over max(open, close)) and the lower wick. A bar with any
+    NaN is NaN throughout (``nan`` mask) and keeps the last close."""
+    cols = [np.asarray(x, dtype=np.float64) for x in (o, h, lo, c)]
+    nan = ~np.logical_and.reduce([np.isfinite(x) for x in cols])
+    last = np.maximum.accumulate(np.where(nan, 0, np.arange(len(nan))))  # the last bar with prices
+    o_i, h_i, l_i, c_i = (_scaled(np.where(nan, 0.0, x), decimals)[last] for x in cols)
+    o_i, h_i, l_i = (np.where(nan, c_i, x) for x in (o_i, h_i, l_i))  # a missing bar: all streams 0
+    prev = np.concatenate(([0.0], c_i[:-1]))
+    body_hi, body_lo = np.maximum(o_i, c_i), np.minimum(o_i, c_i)
+    out: dict[str, Any] = {
+        "decimals": decimals,
+        "close": _deflate64(c_i - prev),
+        "open": _deflate64(o_i - prev),
+        "upper": _deflate64(h_i - body_hi),
+        "lower": _deflate64(body_lo - l_i),
+    }
+    if nan.any():
+        out["nan"] = base64.b64encode(zlib.compress(nan.astype(np.uint8).tobytes(), 4)).decode("ascii")
+    return out
+
+
+def _scaled(v: np.ndarray, decimals: int) -> np.ndarray:
+    """``v`` in whole units of 10**-decimals (float64 integers; refused from 2**53 on, where they stop
+    being exact)."""
+    ints = np.round(v * 10.0**decimals)
+    if len(ints) and np.abs(ints).max() >= 2.0**53:
+        raise ValueError(f"series too large to pack at {decimals} decimals")
+    return ints
+
+
+def _deflate64(ints: np.ndarray) -> str:
+    """float64 values byte-shuffled (all first bytes, then all second bytes, ...), deflated, base64."""
+    raw = np.ascontiguousarray(ints, dtype="<f8").view(np.uint8).reshape(-1, 8).T.tobytes()
+    return base64.b64encode(zlib.compress(raw, 4)).decode("ascii")
 
 
 def _ladder_segments(d: ReportData, side: str, t1: float) -> tuple[np.ndarray, np.ndarray]:
@@ -691,7 +721,8 @@ def backtest_figure(d: ReportData) -> go.Figure:
 def page_data(d: ReportData) -> dict[str, Any]:
     """Every bar's OHLC and every equity row's equity and inventory, packed for the page's zoom script.
 
-    Prices and quantities are packed at the decimals that keep them exact; equity to 1e-6 USDT.
+    Prices and quantities are packed at the decimals that keep them exact (at most 8); equity to
+    1e-4 USDT.
     """
     px = np.concatenate([np.asarray(a, dtype=np.float64) for a in (d.open, d.high, d.low, d.close)])
     p_dec = exact_decimals(px)
@@ -702,11 +733,11 @@ def page_data(d: ReportData) -> dict[str, Any]:
         "max_candles": MAX_CANDLES,
         "max_points": MAX_CURVE_POINTS,
         "periods": [p for p in CANDLE_PERIODS_MS if p >= d.bar_ms and p % d.bar_ms == 0],
-        "bars": {"ts": pack(d.ts, 0)}
-        | {k: pack(getattr(d, k), p_dec) for k in ("open", "high", "low", "close")},
+        "ts": pack(d.ts, 0),
+        "ohlc": pack_ohlc(d.open, d.high, d.low, d.close, p_dec),
         "rows": {
             "ts": pack(d.equity_ts, 0),
-            "equity": pack(d.equity, 6),
+            "equity": pack(d.equity, 4),
             "long_qty": pack(d.long_qty, q_dec),
             "short_qty": pack(d.short_qty, q_dec),
         },
@@ -732,9 +763,15 @@ _ZOOM_SCRIPT = """
     var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('deflate'));
     return new Response(stream).arrayBuffer();
   }
+  // Undo the byte shuffle: plane b holds byte b of every float64.
+  function floats(buf) {
+    var bytes = new Uint8Array(buf), n = bytes.length / 8, out = new Uint8Array(bytes.length);
+    for (var b = 0; b < 8; b++) for (var i = 0; i < n; i++) out[i * 8 + b] = bytes[b * n + i];
+    return new Float64Array(out.buffer);
+  }
   function unpack(p) {
     return Promise.all([inflate(p.data), p.nan ? inflate(p.nan) : null]).then(function (r) {
-      var d = new Float64Array(r[0]), nan = r[1] ? new Uint8Array(r[1]) : null;
+      var d = floats(r[0]), nan = r[1] ? new Uint8Array(r[1]) : null;
       var out = new Float64Array(d.length), s = 0, k = Math.pow(10, p.decimals);
       for (var i = 0; i < d.length; i++) { s += d[i]; out[i] = nan && nan[i] ? NaN : s / k; }
       return out;
@@ -744,6 +781,23 @@ _ZOOM_SCRIPT = """
     var keys = Object.keys(group);
     return Promise.all(keys.map(function (k) { return unpack(group[k]); })).then(function (a) {
       var o = {}; keys.forEach(function (k, i) { o[k] = a[i]; }); return o;
+    });
+  }
+  function unpackOhlc(p) {
+    var parts = [p.close, p.open, p.upper, p.lower].map(inflate).concat([p.nan ? inflate(p.nan) : null]);
+    return Promise.all(parts).then(function (r) {
+      var dc = floats(r[0]), og = floats(r[1]), up = floats(r[2]), dn = floats(r[3]);
+      var nan = r[4] ? new Uint8Array(r[4]) : null, n = dc.length, k = Math.pow(10, p.decimals), prev = 0;
+      var out = { open: new Float64Array(n), high: new Float64Array(n), low: new Float64Array(n),
+                  close: new Float64Array(n) };
+      for (var i = 0; i < n; i++) {
+        var c = prev + dc[i], o = prev + og[i];
+        var h = Math.max(o, c) + up[i], l = Math.min(o, c) - dn[i], gap = nan && nan[i];
+        out.open[i] = gap ? NaN : o / k; out.high[i] = gap ? NaN : h / k;
+        out.low[i] = gap ? NaN : l / k; out.close[i] = gap ? NaN : c / k;
+        prev = c;
+      }
+      return out;
     });
   }
   function plus(a, c) {
@@ -907,8 +961,9 @@ _ZOOM_SCRIPT = """
     if (!Object.keys(ev).some(function (k) { return k.indexOf('xaxis') === 0; })) return;
     update(ev);
   });
-  Promise.all([unpackAll(P.bars), unpackAll(P.rows)]).then(function (r) {
-    full = derive(r[0], r[1]);
+  Promise.all([unpack(P.ts), unpackOhlc(P.ohlc), unpackAll(P.rows)]).then(function (r) {
+    r[1].ts = r[0];
+    full = derive(r[1], r[2]);
     var next = pending ? update({ 'xaxis.range': gd._fullLayout.xaxis.range }) : Promise.resolve();
     return next.then(function () { gd.setAttribute('data-refine', 'ready'); });
   }, function (err) { console.error('report data could not be decoded: ' + err); });

@@ -168,7 +168,7 @@ def test_zooming_into_one_day_shows_every_bar_and_refits(browser: Browser, backt
     rows = np.arange(rows[0] - 1, rows[-1] + 2)
     eq = _trace(browser, session, "equity", "x", "y")
     assert eq["x"] == close_t[rows].tolist()
-    assert eq["y"] == pytest.approx(run.equity["equity"][rows].tolist(), abs=1e-6)  # packed to 1e-6 USDT
+    assert eq["y"] == pytest.approx(run.equity["equity"][rows].tolist(), abs=5e-5)  # packed to 1e-4 USDT
     for side in ("long", "short"):
         inv = _trace(browser, session, f"{side}_qty", "x", "y")
         # Sizes are sums of fill quantities (0.052000000000000005): packed to at most 8 decimals.

@@ -34,6 +34,7 @@ from gridctl.research.report import (
     minmax_indices,
     monthly_returns,
     pack,
+    pack_ohlc,
     report_data,
     round_trips,
 )
@@ -389,16 +390,42 @@ def test_candle_period_is_the_finest_that_fits() -> None:
     assert candle_period(30 * 525_600, m) == 8 * d  # past a week: whole days (7d gives 1,565)
 
 
-def _unpack(p: dict) -> np.ndarray:
-    """What the page's script does with a packed series (inflate, running sum, scale, NaN mask)."""
+def _floats(b64: str) -> np.ndarray:
+    """A packed stream's float64 values: inflate, then undo the byte shuffle (plane b = byte b)."""
     import base64
     import zlib
 
-    delta = np.frombuffer(zlib.decompress(base64.b64decode(p["data"])), "<f8")
-    out = np.cumsum(delta) / 10.0 ** p["decimals"]
-    if "nan" in p:
-        out[np.frombuffer(zlib.decompress(base64.b64decode(p["nan"])), np.uint8) == 1] = np.nan
+    planes = np.frombuffer(zlib.decompress(base64.b64decode(b64)), np.uint8).reshape(8, -1)
+    return np.ascontiguousarray(planes.T).view("<f8").ravel()
+
+
+def _mask(p: dict, n: int) -> np.ndarray:
+    import base64
+    import zlib
+
+    if "nan" not in p:
+        return np.zeros(n, bool)
+    return np.frombuffer(zlib.decompress(base64.b64decode(p["nan"])), np.uint8) == 1
+
+
+def _unpack(p: dict) -> np.ndarray:
+    """What the page's script does with a packed series (running sum, scale, NaN mask)."""
+    out = np.cumsum(_floats(p["data"])) / 10.0 ** p["decimals"]
+    out[_mask(p, len(out))] = np.nan
     return out
+
+
+def _unpack_ohlc(p: dict) -> tuple[np.ndarray, ...]:
+    """What the page's script does with packed bars: close = last close + change, open = last close
+    + gap, high = max(open, close) + upper wick, low = min(open, close) - lower wick."""
+    dc, og, up, dn = (_floats(p[k]) for k in ("close", "open", "upper", "lower"))
+    c = np.cumsum(dc)
+    prev = np.concatenate(([0.0], c[:-1]))
+    o = prev + og
+    h, lo = np.maximum(o, c) + up, np.minimum(o, c) - dn
+    gap = _mask(p, len(c))
+    k = 10.0 ** p["decimals"]
+    return tuple(np.where(gap, np.nan, x / k) for x in (o, h, lo, c))
 
 
 def test_packed_series_decode_exactly() -> None:
@@ -411,3 +438,14 @@ def test_packed_series_decode_exactly() -> None:
     np.testing.assert_array_equal(_unpack(pack(ts, 0)), ts)
     with pytest.raises(ValueError, match="too large"):
         pack(np.array([1e10]), 8)
+    # Bars: a missing bar (any NaN) is NaN throughout; the bar after it gaps from the last close.
+    o = np.array([100.5, 101.0, np.nan, 99.25, 99.0])
+    h = np.array([101.25, 102.0, np.nan, 99.75, 99.5])
+    lo = np.array([100.0, 100.75, 98.0, 98.5, 97.0])
+    c = np.array([101.0, 101.5, np.nan, 99.0, 97.25])
+    packed = pack_ohlc(o, h, lo, c, 2)
+    for got, want in zip(_unpack_ohlc(packed), (o, h, np.where(np.isnan(c), np.nan, lo), c), strict=True):
+        np.testing.assert_array_equal(got, want)
+    # The streams hold small numbers: bar 4's open gaps -2.25 from bar 2's close 101.5, in 0.01 units.
+    assert _floats(packed["open"]).tolist() == [10050.0, 0.0, 0.0, -225.0, 0.0]
+    assert _floats(packed["upper"]).tolist() == [25.0, 50.0, 0.0, 50.0, 50.0]
