@@ -889,29 +889,39 @@ _ZOOM_SCRIPT = """
     for (var i = 0; i < gd.data.length; i++) if (gd.data[i].uid === uid) return i;
     return -1;
   }
-  // The traces' data for the time range lo..hi (ms): candles first, then every long line.
+  // The traces' data for the time range lo..hi (ms), candles and every long line in one redraw
+  // (an attribute a trace does not have is left undefined, which plotly skips).
   function refine(lo, hi) {
-    var c = candles(lo, hi), ci = traceIndex('candles'), idx = [], xs = [], ys = [];
+    var upd = { x: [], y: [], open: [], high: [], low: [], close: [], name: [] }, idx = [];
+    var ci = traceIndex('candles');
+    if (ci >= 0) {
+      var c = candles(lo, hi);
+      idx.push(ci);
+      ['x', 'open', 'high', 'low', 'close', 'name'].forEach(function (k) { upd[k].push(c[k]); });
+      upd.y.push(undefined);
+    }
     full.lines.forEach(function (s) {
       var ti = traceIndex(s.uid);
       if (ti < 0) return;
       var i0 = Math.max(0, lowerBound(s.x, lo) - 1), i1 = Math.min(s.x.length, lowerBound(s.x, hi) + 1);
       var keep = minmax(s.y, i0, i1);
       idx.push(ti);
-      xs.push(keep.map(function (i) { return s.x[i]; }));
-      ys.push(keep.map(function (i) { return s.y[i]; }));
+      upd.x.push(keep.map(function (i) { return s.x[i]; }));
+      upd.y.push(keep.map(function (i) { return s.y[i]; }));
+      ['open', 'high', 'low', 'close', 'name'].forEach(function (k) { upd[k].push(undefined); });
     });
-    var first = ci < 0 ? Promise.resolve() : Plotly.restyle(gd,
-      { x: [c.x], open: [c.open], high: [c.high], low: [c.low], close: [c.close], name: c.name }, [ci]);
-    return first.then(function () { return idx.length ? Plotly.restyle(gd, { x: xs, y: ys }, idx) : null; });
+    return idx.length ? Plotly.restyle(gd, upd, idx) : Promise.resolve();
   }
   function fit(ev, reset, xr) {
     var fl = gd._fullLayout, upd = {}, box = {};
-    // Redrawing the traces may re-run the time axes' autorange: pin every panel to the range shown.
-    Object.keys(fl).forEach(function (k) {
-      if (!reset && /^xaxis[0-9]*$/.test(k)) upd[k + '.range'] = xr.slice();
-    });
     var lo = toMs(xr[0]), hi = toMs(xr[1]);
+    // A panel left behind (a scripted relayout of one time axis, then the redraw re-ran the others'
+    // autorange) is pinned to the range shown; only those, as each pinned axis costs a redraw.
+    Object.keys(fl).forEach(function (k) {
+      if (reset || !/^xaxis[0-9]*$/.test(k)) return;
+      var r = fl[k].range;
+      if (Math.abs(toMs(r[0]) - lo) > 1 || Math.abs(toMs(r[1]) - hi) > 1) upd[k + '.range'] = xr.slice();
+    });
     gd._fullData.forEach(function (tr) {
       if (tr.visible !== true || fitted.indexOf(tr.yaxis) < 0 || !tr.x) return;
       var b = box[tr.yaxis] || (box[tr.yaxis] = [Infinity, -Infinity]);
