@@ -539,11 +539,12 @@ def _add_line(
     values: np.ndarray,
     colour: str,
     *,
-    legend: bool = False,
+    legend: str | None = None,
     step: bool = False,
     fmt: str = ",.2f",
 ) -> None:
-    """One long curve, thinned to MAX_CURVE_POINTS (the page refines it on zoom, found by ``uid``)."""
+    """One long curve, thinned to MAX_CURVE_POINTS (the page refines it on zoom, found by ``uid``);
+    ``legend`` names the panel's own legend (none: not listed)."""
     import plotly.graph_objects as go
 
     idx = minmax_indices(values, MAX_CURVE_POINTS)
@@ -556,8 +557,8 @@ def _add_line(
             mode="lines",
             line={"color": colour, "width": 1.2, "shape": "hv" if step else "linear"},
             hovertemplate=f"%{{x|%Y-%m-%d %H:%M}} {name} %{{y:{fmt}}}<extra></extra>",
-            showlegend=legend,
-            legendgroup=uid if legend else None,
+            showlegend=legend is not None,
+            legend=legend or "legend",
         ),
         row=row,
         col=1,
@@ -651,6 +652,7 @@ def backtest_figure(d: ReportData) -> go.Figure:
     )
     _add_price_panel(fig, d, t1)
     rows_t = d.equity_ts + d.bar_ms
+    inv, eq = "legend2", "legend3"  # each panel's lines named beside the panel
     _add_line(
         fig,
         ROW_INVENTORY,
@@ -659,7 +661,7 @@ def backtest_figure(d: ReportData) -> go.Figure:
         rows_t,
         d.long_qty,
         "#1565c0",
-        legend=True,
+        legend=inv,
         step=True,
         fmt=",.6g",
     )
@@ -671,13 +673,13 @@ def backtest_figure(d: ReportData) -> go.Figure:
         rows_t,
         d.short_qty,
         "#ef6c00",
-        legend=True,
+        legend=inv,
         step=True,
         fmt=",.6g",
     )
-    _add_line(fig, ROW_EQUITY, "equity", "equity", rows_t, d.equity, "#1565c0", legend=True)
+    _add_line(fig, ROW_EQUITY, "equity", "equity", rows_t, d.equity, "#1565c0", legend=eq)
     bh = buy_and_hold(d.close, d.initial)
-    _add_line(fig, ROW_EQUITY, "buyhold", "buy and hold", d.ts + d.bar_ms, bh, "#9e9e9e", legend=True)
+    _add_line(fig, ROW_EQUITY, "buyhold", "buy and hold", d.ts + d.bar_ms, bh, "#9e9e9e", legend=eq)
     _add_line(fig, ROW_DRAWDOWN, "drawdown", "drawdown %", rows_t, drawdown_pct(d.equity), "#c62828")
     _add_funding(fig, d)
     lanes = _add_events(fig, d)
@@ -713,6 +715,10 @@ def backtest_figure(d: ReportData) -> go.Figure:
         hovermode="closest",
         dragmode="zoom",
         legend={"y": 1, "yanchor": "top", "font": {"size": 11}, "groupclick": "toggleitem"},
+        **{
+            name: {"y": fig.layout[axis].domain[1], "yanchor": "top", "x": 1.02, "font": {"size": 11}}
+            for name, axis in (("legend2", "yaxis3"), ("legend3", "yaxis4"))
+        },
         font={"size": 11},
     )
     return fig
@@ -1018,15 +1024,13 @@ def _utc_minutes(ms: list[Any]) -> list[str]:
     return ["" if t is None else next(it) for t in ms]
 
 
-def round_trip_table(trips: dict[str, list[Any]]) -> str:
-    """Every round trip as a table row (a count and the totals above it); prices at the ledger's decimals."""
+def round_trip_table(trips: dict[str, list[Any]], price_decimals: int) -> str:
+    """Every round trip as a table row (a count and the totals above it); prices with at least
+    ``price_decimals`` decimals (the market's own), more only for a fill off the ticks."""
     n = len(trips["side"])
     closed = [i for i in range(n) if trips["exit_kind"][i] != "open"]
     pnl = [trips["pnl"][i] for i in closed]
     won = sum(p > 0 for p in pnl)
-    prices = [p for p in trips["entry_price"] + trips["exit_price"] if p is not None]
-    p_dec = exact_decimals(np.array(prices, dtype=np.float64)) if prices else 2
-    q_dec = exact_decimals(np.array(trips["qty"], dtype=np.float64)) if n else 3
     summary = (
         f"{len(closed):,} round trips closed ({won:,} won, {len(closed) - won:,} lost or even), "
         f"PnL after fees {sum(pnl):,.4f} USDT, fees {sum(trips['fees'][i] for i in closed):,.4f} USDT; "
@@ -1036,6 +1040,17 @@ def round_trip_table(trips: dict[str, list[Any]]) -> str:
 
     def num(v: Any, digits: int) -> str:
         return "" if v is None else f"{v:,.{digits}f}"
+
+    def qty(v: float) -> str:
+        return f"{v:,.8f}".rstrip("0").rstrip(".")
+
+    def price(v: Any) -> str:
+        """At the tick's decimals; off the ticks (a stop with slippage) up to 8, no trailing zeros."""
+        if v is None:
+            return ""
+        text = f"{v:,.8f}".rstrip("0")
+        head, _, tail = text.partition(".")
+        return f"{head}.{tail.ljust(price_decimals, '0')}" if price_decimals or tail else head
 
     head = "".join(
         f"<th>{h}</th>"
@@ -1059,9 +1074,9 @@ def round_trip_table(trips: dict[str, list[Any]]) -> str:
         cls = "" if pnl_i is None else "pos" if pnl_i > 0 else "neg" if pnl_i < 0 else ""
         cells = (
             f"<td>{i + 1}</td><td>{trips['side'][i]}</td><td>{entry_t[i]}</td>",
-            f"<td class=num>{num(trips['entry_price'][i], p_dec)}</td><td>{exit_t[i]}</td>",
-            f"<td class=num>{num(trips['exit_price'][i], p_dec)}</td><td>{trips['exit_kind'][i]}</td>",
-            f'<td class=num>{num(trips["qty"][i], q_dec)}</td><td class="num {cls}">{num(pnl_i, 4)}</td>',
+            f"<td class=num>{price(trips['entry_price'][i])}</td><td>{exit_t[i]}</td>",
+            f"<td class=num>{price(trips['exit_price'][i])}</td><td>{trips['exit_kind'][i]}</td>",
+            f'<td class=num>{qty(trips["qty"][i])}</td><td class="num {cls}">{num(pnl_i, 4)}</td>',
             f"<td class=num>{num(trips['fees'][i], 4)}</td><td class=num>{'' if held is None else held}</td>",
         )
         rows.append(f"<tr>{''.join(cells)}</tr>")
@@ -1119,7 +1134,7 @@ def render_report(
         "<h2>Monthly returns (%, equity at each UTC month's last bar over the previous month's)</h2>",
         monthly_table(monthly_returns(d.equity_ts, d.equity, d.initial)),
         "<h2>Round trips (each lot's entry and exit; PnL after both fees)</h2>",
-        round_trip_table(d.trips),
+        round_trip_table(d.trips, exact_decimals(d.close)),
         "<h2>What this run assumed</h2>",
         _table(assumptions),
         "</body></html>",

@@ -36,6 +36,7 @@ from gridctl.research.report import (
     pack,
     pack_ohlc,
     report_data,
+    round_trip_table,
     round_trips,
 )
 from gridctl.research.stats import compute_stats
@@ -449,3 +450,38 @@ def test_packed_series_decode_exactly() -> None:
     # The streams hold small numbers: bar 4's open gaps -2.25 from bar 2's close 101.5, in 0.01 units.
     assert _floats(packed["open"]).tolist() == [10050.0, 0.0, 0.0, -225.0, 0.0]
     assert _floats(packed["upper"]).tolist() == [25.0, 50.0, 0.0, 50.0, 50.0]
+
+
+def test_round_trip_table_shows_prices_at_the_tick_and_off_tick_stops_in_full() -> None:
+    trips = {
+        "side": ["short", "long"],
+        "entry_ts": [T0, T0],
+        "entry_price": [59279.2, 100.0],
+        "exit_ts": [T0 + 60_000, None],
+        "exit_price": [58319.06751, None],  # a stop filled with slippage, off the 0.1 tick
+        "exit_kind": ["sl", "open"],
+        "qty": [0.026, 1.0],
+        "pnl": [-1.5, None],
+        "fees": [0.25, 0.02],
+        "bars_held": [1, None],
+    }
+    html = round_trip_table(trips, 1)
+    cells = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in re.findall(r"<tr><td>.*?</tr>", html)]
+    assert cells == [
+        [
+            "1",
+            "short",
+            "2024-01-01 00:00",
+            "59,279.2",
+            "2024-01-01 00:01",
+            "58,319.06751",
+            "sl",
+            "0.026",
+            "-1.5000",
+            "0.2500",
+            "1",
+        ],
+        ["2", "long", "2024-01-01 00:00", "100.0", "", "", "open", "1", "", "0.0200", ""],
+    ]
+    assert "1 round trips closed (0 won, 1 lost or even), PnL after fees -1.5000 USDT" in html
+    assert "1 lots still open at the end" in html
