@@ -71,7 +71,7 @@ _ROW_TITLES = (
     "Inventory: long and short position size (base units, bar close)",
     "Equity and buy-and-hold (USDT, bar close)",
     "Drawdown from peak (%)",
-    "Funding per settlement (USDT; + received, - paid)",
+    "Funding per settlement (USDT; + received, - paid; hover: the rate)",
     "Gate trips, rejections and other events",
 )
 
@@ -592,13 +592,17 @@ def _add_funding(fig: go.Figure, d: ReportData) -> None:
     total = np.zeros(len(settle))
     np.add.at(total, inverse, amount)
     rate = np.asarray(d.funding["rate"], dtype=np.float64)[first] * 100.0  # one rate per settlement
+    # Markers, not bars: a bar is as wide as the gap to the next settlement (8 h), which zoomed into a
+    # few hours reads as funding paid over all of them.
     fig.add_trace(
-        go.Bar(
+        go.Scattergl(
             x=_ms(settle),
             y=total,
             customdata=rate,
+            uid="funding",
             name=f"funding ({len(settle):,} settlements)",
-            marker={"color": np.where(total >= 0, "#2e7d32", "#c62828").tolist()},
+            mode="markers",
+            marker={"color": np.where(total >= 0, "#2e7d32", "#c62828").tolist(), "size": 6},
             hovertemplate="%{x|%Y-%m-%d %H:%M} rate %{customdata:+.4f} %: %{y:+.4f} USDT<extra></extra>",
             showlegend=False,
         ),
@@ -931,7 +935,7 @@ _ZOOM_SCRIPT = """
     gd._fullData.forEach(function (tr) {
       if (tr.visible !== true || fitted.indexOf(tr.yaxis) < 0 || !tr.x) return;
       var b = box[tr.yaxis] || (box[tr.yaxis] = [Infinity, -Infinity]);
-      if (tr.type === 'bar') { b[0] = Math.min(b[0], 0); b[1] = Math.max(b[1], 0); }
+      if (tr.uid === 'funding') { b[0] = Math.min(b[0], 0); b[1] = Math.max(b[1], 0); }
       var candle = tr.type === 'candlestick', n = tr.x.length;
       for (var i = 0; i < n; i++) {
         var x = +tr.x[i], ys = candle ? [+tr.low[i], +tr.high[i]] : [+tr.y[i]];
@@ -972,6 +976,13 @@ _ZOOM_SCRIPT = """
     function done() { busy = false; gd.setAttribute('data-views', String(++views)); }
     return step.then(function () { return fit(ev, reset, xr); }).then(done, done);
   }
+  // Hiding or showing a trace from the legend refits the value axes to what is left visible.
+  gd.on('plotly_restyle', function (ev) {
+    if (busy || !ev || !ev[0] || !('visible' in ev[0])) return;
+    busy = true;
+    function done() { busy = false; gd.setAttribute('data-views', String(++views)); }
+    fit({}, false, gd._fullLayout.xaxis.range.slice()).then(done, done);
+  });
   gd.on('plotly_relayout', function (ev) {
     if (busy || !ev) return;
     if (!Object.keys(ev).some(function (k) { return k.indexOf('xaxis') === 0; })) return;

@@ -292,6 +292,19 @@ def test_round_trips_and_buy_and_hold_of_a_hand_built_market(browser: Browser, t
     # The page's own zoom script derives the same line from the packed closes.
     _relayout(browser, session, "{'xaxis.autorange': true}")
     assert _trace(browser, session, "buyhold", "y")["y"][-1] == 9950.0
+    # Hiding buy-and-hold from the legend refits the equity panel to the equity curve alone.
+    before = browser.evaluate(session, _VIEWS)
+    browser.evaluate(
+        session,
+        f"Plotly.restyle({_PLOT}, {{visible: 'legendonly'}}, "
+        f"[{_PLOT}.data.findIndex(d => d.uid === 'buyhold')]).then(() => 1)",
+    )
+    browser.wait_for(session, f"{_VIEWS} > {before}")
+    # The page's line is the packed curve (to 1e-4 USDT): 10000 .. 10003.3408.
+    eq = np.round(run.equity["equity"], 4)
+    pad = (eq.max() - eq.min()) * 0.05
+    got = browser.evaluate(session, f"{_PLOT}._fullLayout.yaxis4.range")
+    assert got == pytest.approx([eq.min() - pad, eq.max() + pad], rel=1e-12)
     _assert_clean(log, path)
     _assert_clean(browser.more_log(session), path)
 

@@ -145,7 +145,8 @@ def test_charts_show_regime_funding_events_and_the_halt(report) -> None:
     first_up = run.equity["ts"][np.flatnonzero(run.equity["regime"] == 1)[0]]
     assert up.y[list(up.x).index(first_up)] == 1.0
     # One funding bar per settlement, summed over both sides.
-    (bars,) = [t for t in fig.data if t.type == "bar"]
+    (bars,) = _traces(fig, "funding")
+    assert bars.type == "scattergl" and bars.mode == "markers"
     settle = np.unique(run.funding["ts"])
     assert len(bars.x) == len(settle) > 0
     assert float(np.sum(bars.y)) == pytest.approx(float(run.funding["amount"].sum()))
