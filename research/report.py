@@ -998,9 +998,25 @@ _ZOOM_SCRIPT = """
 """
 
 
-def _table(rows: Sequence[tuple[str, str]]) -> str:
+def _table(rows: Sequence[tuple[str, str]], table_id: str | None = None) -> str:
     cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
-    return f"<table>{cells}</table>"
+    return f'<table id="{table_id}">{cells}</table>' if table_id else f"<table>{cells}</table>"
+
+
+def benchmark_rows(d: ReportData) -> list[tuple[str, str]]:
+    """The run against buy-and-hold: the initial balance in the underlying at the first close, valued
+    at the last close; the run's return from its final equity."""
+    bh = buy_and_hold(d.close, d.initial)
+    finite = bh[np.isfinite(bh)]
+    if len(finite) == 0 or len(d.equity) == 0:
+        return [("Buy and hold", "n/a (no price)")]
+    bh_ret = (finite[-1] / d.initial - 1.0) * 100.0
+    run_ret = (float(d.equity[-1]) / d.initial - 1.0) * 100.0
+    return [
+        ("Buy and hold, final value", _fmt(float(finite[-1]), " USDT")),
+        ("Buy and hold, return", _fmt(float(bh_ret), " %")),
+        ("Run minus buy and hold", f"{run_ret - bh_ret:+,.2f} percentage points"),
+    ]
 
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -1141,6 +1157,7 @@ def render_report(
         chart,
         "<h2>Results</h2>",
         _table(headline),
+        _table(benchmark_rows(d), "benchmark"),
         _table(gates),
         "<h2>Monthly returns (%, equity at each UTC month's last bar over the previous month's)</h2>",
         monthly_table(monthly_returns(d.equity_ts, d.equity, d.initial)),

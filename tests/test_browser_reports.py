@@ -285,7 +285,18 @@ def test_round_trips_and_buy_and_hold_of_a_hand_built_market(browser: Browser, t
         ],
         ["4", "long", "2024-01-01 04:00", "9,900", "", "", "open", "0.01", "", "0.0198", ""],
     ]
-    # Buy and hold: 10,000 USDT at the first close (10000) is worth 10000 * 9950 / 10000 at the last.
+    # Buy and hold: 10,000 USDT at the first close (10000) is worth 10000 * 9950 / 10000 at the last;
+    # the run ends at 10003.340808 (+0.0334 %), 0.5334 points above it.
+    bench = browser.evaluate(
+        session,
+        "[...document.querySelectorAll('#benchmark tr')].map(tr => [...tr.cells].map(c => c.textContent))",
+    )
+    assert bench == [
+        ["Buy and hold, final value", "9,950.00 USDT"],
+        ["Buy and hold, return", "-0.50 %"],
+        ["Run minus buy and hold", "+0.53 percentage points"],
+    ]
+
     bh = _trace(browser, session, "buyhold", "x", "y")
     assert bh["y"] == [10000.0, 10000.0, 10100.0, 9960.0, 9950.0]  # 10000 * close / 10000
     assert bh["y"][-1] == 10000.0 * 9950.0 / 10000.0 and bh["x"][-1] == market.ts[-1] + market.bar_ms
