@@ -486,3 +486,19 @@ def test_round_trip_table_shows_prices_at_the_tick_and_off_tick_stops_in_full() 
     ]
     assert "1 round trips closed (0 won, 1 lost or even), PnL after fees -1.5000 USDT" in html
     assert "1 lots still open at the end" in html
+
+
+def test_a_run_without_fills_still_reports_every_section() -> None:
+    from market_builders import flat, make_market, strategy
+
+    market = make_market(flat(10000, 5))
+    strat, ven = strategy(), isolated_venue()
+    run = run_single(market, strat, ven, curves=True)
+    assert len(run.fills) == 0
+    html = build_report(run, market, compute_stats(run, market, strat, ven))
+    assert "0 round trips closed (0 won, 0 lost or even), PnL after fees 0.0000 USDT" in html
+    assert '<table id="round-trips"' in html and '<table id="monthly-returns"' in html
+    # Flat price and no trades: buy-and-hold and the run both keep the initial balance.
+    assert "<th>Buy and hold, final value</th><td>10,000.00 USDT</td>" in html
+    assert "<th>Run minus buy and hold</th><td>+0.00 percentage points</td>" in html
+    assert "no fills" in html
