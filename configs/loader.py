@@ -147,6 +147,8 @@ def _load(kind: Kind, model: type[ConfigT], path_or_name: str | Path, overrides:
     path = resolve_path(path_or_name, kind)
     where = str(path)
     tree = read_yaml(path)
+    if kind == "venue":
+        _merge_symbol_rules_file(tree, path)
     tree, sources = secrets.expand_tree(tree, where)
     from_file = _key_paths(tree)
     set_paths: dict[tuple[str, ...], str] = {}
@@ -164,6 +166,60 @@ def _load(kind: Kind, model: type[ConfigT], path_or_name: str | Path, overrides:
     if isinstance(cfg, VenueConfig):
         cfg._credentials = sources
     return cfg
+
+
+# ----------------------------------------------------------------------------------------------------
+# Per-symbol exchange rules snapshot (symbol_rules_file)
+# ----------------------------------------------------------------------------------------------------
+
+SNAPSHOT_KEYS = {"snapshot_date", "source", "symbols", "brackets"}
+
+
+def _merge_symbol_rules_file(tree: dict[str, Any], venue_path: Path) -> None:
+    """Read ``symbol_rules_file`` (relative to the venue file) into ``symbol_rules`` and ``margin.brackets``.
+
+    The snapshot holds ``snapshot_date``, ``source``, ``symbols`` (ccxt symbol -> rules) and ``brackets``
+    (ccxt symbol -> tiers). A symbol the venue file also defines inline is an error: one source per rule.
+    """
+    name = tree.get("symbol_rules_file")
+    if name is None:
+        return
+    if not isinstance(name, str) or not name.strip():
+        raise GridctlError(f"{venue_path}: symbol_rules_file must be a file name, got {name!r}")
+    snap_path = (venue_path.parent / name).resolve()
+    if not snap_path.is_file():
+        raise GridctlError(f"{venue_path}: symbol_rules_file {name!r} not found (looked for {snap_path})")
+    snap = read_yaml(snap_path)
+    unknown = sorted(set(snap) - SNAPSHOT_KEYS)
+    missing = sorted({"snapshot_date", "source", "symbols"} - set(snap))
+    if unknown or missing:
+        raise GridctlError(
+            f"{snap_path}: a symbol rules snapshot has keys {sorted(SNAPSHOT_KEYS)}"
+            + (f"; unknown: {unknown}" if unknown else "")
+            + (f"; missing: {missing}" if missing else "")
+        )
+    for key, target in (("symbols", ("symbol_rules",)), ("brackets", ("margin", "brackets"))):
+        table = snap.get(key)
+        if table is None:
+            continue
+        if not isinstance(table, dict):
+            raise GridctlError(f"{snap_path}: {key} must map ccxt symbols to entries")
+        node = tree
+        for part in target[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise GridctlError(f"{venue_path}: {part} must be a section")
+        have = node.setdefault(target[-1], {})
+        if not isinstance(have, dict):
+            raise GridctlError(f"{venue_path}: {'.'.join(target)} must map ccxt symbols to entries")
+        both = sorted(set(have) & set(table))
+        if both:
+            raise GridctlError(
+                f"{venue_path}: {'.'.join(target)} defines {both} that {snap_path.name} ({key}) defines too; "
+                "keep one source per symbol"
+            )
+        have.update(table)
+    tree["symbol_rules_file"] = f"{snap_path} (snapshot {snap['snapshot_date']})"
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:

@@ -554,8 +554,9 @@ class Bridge:
     def _request(self, want: WantedOrder, cid: str, price: float) -> gw.OrderRequest:
         """The exchange request; price and qty snapped to the venue's tick / step (kernel floats drift)."""
         pos = _POS[want.side]
-        price = _snap(price, self.s.venue.tick_size)
-        want = replace(want, qty=_snap(want.qty, self.s.venue.step_size))
+        rules = self.s.venue.rules_for(self.s.symbol)  # the session symbol's own tick and step
+        price = _snap(price, rules.tick_size)
+        want = replace(want, qty=_snap(want.qty, rules.step_size))
         if want.type == "limit":
             return gw.OrderRequest(
                 cid,

@@ -310,7 +310,7 @@ class Params:
 
     step: float
     levels: tuple[int, int]
-    base_qty: float
+    base_qty: float | None  # None: rung 1 is base_notional (quote) at the ladder centre
     qty_scale: float
     tp_steps: int
     sl_steps: int
@@ -357,6 +357,7 @@ class Params:
     brackets: list[Bracket]
     path_rule: str = "nearer_first"
     clearance_fee: float | None = None  # None: the remaining maintenance margin is lost
+    base_notional: float | None = None
 
 
 def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
@@ -369,18 +370,16 @@ def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
         strategy.risk_management,
         strategy.backtest,
     )
-    pr = venue.precision
-    tick = pr.tick_size if pr.tick_size is not None else 10.0**-pr.price_precision
-    qstep = pr.step_size if pr.step_size is not None else 10.0**-pr.quantity_precision
-    min_qty = pr.min_qty if pr.min_qty is not None else qstep
+    pr = venue.rules_for(symbol)  # the symbol's own exchange rules
     brackets = [
         Bracket(b.notional_floor, b.notional_cap, b.maint_margin_ratio, b.cum, b.max_leverage)
-        for b in venue.margin.brackets[symbol]
+        for b in venue.brackets_for(symbol)
     ]
     return Params(
         step=g.grid_step_bps / 1e4,
         levels=(g.grid_levels_long, g.grid_levels_short),
         base_qty=g.base_qty,
+        base_notional=g.base_notional,
         qty_scale=g.qty_scale,
         tp_steps=ex.tp_steps,
         sl_steps=ex.sl_steps,
@@ -412,10 +411,10 @@ def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
         initial=bt.initial_balance,
         slip=bt.slippage_bps / 1e4,
         touch=bt.fill_on_touch,
-        tick=tick,
-        qty_step=qstep,
-        min_qty=min_qty,
-        max_qty=pr.max_qty if pr.max_qty is not None else math.inf,
+        tick=pr.tick_size,
+        qty_step=pr.step_size,
+        min_qty=pr.min_qty,
+        max_qty=pr.max_qty,
         min_notional=pr.min_notional,
         leverage=float(venue.trading.leverage),
         min_order_usdt=venue.risk.min_order_size_usdt,
@@ -426,7 +425,7 @@ def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
         taker_fee=venue.fees.taker,
         brackets=brackets,
         path_rule=bt.intrabar_path,
-        clearance_fee=venue.margin.liquidation_clearance_fee,
+        clearance_fee=venue.margin.liquidation_clearance_fee if venue.margin is not None else None,
     )
 
 
@@ -1011,7 +1010,8 @@ class Sim:
                     price = ceil_tick(self.centre * (1 + i * p.step), p.tick)
                     if not price > c:
                         continue
-                base = p.base_qty * p.qty_scale ** (i - 1)
+                unit = p.base_qty if p.base_notional is None else p.base_notional / self.centre
+                base = unit * p.qty_scale ** (i - 1)
                 qty = floor_step(base * scale * guard[side] * self.throttle, p.qty_step)
                 if not (p.min_qty <= qty <= p.max_qty) or qty <= 0.0 or qty * price < p.min_notional:
                     self.skipped_precision += 1
