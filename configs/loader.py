@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from gridctl import configs
 from gridctl.configs import secrets
 from gridctl.configs.errors import GridctlError
-from gridctl.configs.schema import FieldRuleError, StrategyConfig, VenueConfig
+from gridctl.configs.schema import FieldRuleError, StrategyConfig, VenueConfig, size_unit_changes
 
 Kind = Literal["strategy", "venue"]
 ConfigT = TypeVar("ConfigT", StrategyConfig, VenueConfig)
@@ -158,6 +158,9 @@ def _load(kind: Kind, model: type[ConfigT], path_or_name: str | Path, overrides:
         _apply_override(tree, keys, value, text)
         set_paths[keys] = text
         sources.update(override_sources)
+    if kind == "strategy" and isinstance(tree.get("grid"), dict):
+        set_grid = {k[1]: tree["grid"].get(k[1]) for k in set_paths if len(k) == 2 and k[0] == "grid"}
+        tree["grid"].update(size_unit_changes(set_grid))
     try:
         cfg = model.model_validate(tree)
     except ValidationError as err:

@@ -45,6 +45,13 @@ def _ccxt_to_venue_symbol(ccxt_symbol: str) -> str:
     return f"{base}{rest.split(':', 1)[0]}-PERP"
 
 
+def ccxt_to_instrument(symbol: str) -> str:
+    """``XRP/USDT:USDT`` -> ``XRPUSDT-PERP.BINANCE`` (the strategy's ``instrument_id`` spelling)."""
+    if _CCXT_SYMBOL_RE.match(symbol) is None:
+        raise GridctlError(f"{symbol!r} is not a ccxt USD-M symbol like 'BTC/USDT:USDT'")
+    return f"{_ccxt_to_venue_symbol(symbol)}.BINANCE"
+
+
 def instrument_to_ccxt(instrument_id: str) -> str:
     """``BTCUSDT-PERP.BINANCE`` -> ``BTC/USDT:USDT`` (Binance USD-M linear perpetuals only)."""
     match = _INSTRUMENT_RE.match(instrument_id)
@@ -97,6 +104,23 @@ class GridSection(_Section):
                 f"(got base_qty={self.base_qty}, base_notional={self.base_notional})",
             )
         return self
+
+
+#: The two ways to size rung 1; an override that sets one clears the other (``size_unit_changes``).
+SIZE_UNITS = ("base_qty", "base_notional")
+
+
+def size_unit_changes(grid_changes: dict[str, Any]) -> dict[str, Any]:
+    """``grid`` overrides plus the other size unit cleared when exactly one unit is set to a value.
+
+    ``--set grid.base_qty=0.05`` on a strategy sized by ``base_notional`` means "size in base units now";
+    setting both (or clearing one) is left as given, so the one-unit rule still reports it.
+    """
+    given = [u for u in SIZE_UNITS if u in grid_changes]
+    if len(given) == 1 and grid_changes[given[0]] is not None:
+        other = SIZE_UNITS[1 - SIZE_UNITS.index(given[0])]
+        return {**grid_changes, other: None}
+    return grid_changes
 
 
 class ExitSection(_Section):
@@ -168,7 +192,9 @@ class RegimeSection(_Section):
 class PositionSection(_Section):
     """Position caps: size, share of equity, effective leverage and the distance kept from liquidation."""
 
-    max_position_size: float = Field(gt=0)
+    # Base units, so tied to one symbol; None (NEW: may be left out) = no base-unit cap, the quote cap
+    # rebalance.max_inventory_quote still applies (it travels across symbols).
+    max_position_size: float | None = Field(default=None, gt=0)
     max_position_pct: float = Field(default=0.95, ge=0.1, le=1)
     max_leverage_used: float = Field(gt=0, le=125)
     emergency_liquidation_buffer: float = Field(ge=0.05, le=1)

@@ -19,7 +19,7 @@ from numba import njit, prange, set_parallel_chunksize
 from pydantic import BaseModel, ValidationError
 
 from gridctl.configs.errors import GridctlError
-from gridctl.configs.schema import StrategyConfig, VenueConfig
+from gridctl.configs.schema import StrategyConfig, VenueConfig, size_unit_changes
 from gridctl.engine.enums import INTRABAR_PATH_NAMES, POLICY_NAMES
 from gridctl.engine.params import P_LEVELS_LONG, P_LEVELS_SHORT, REGIME_SLOTS, build_params
 from gridctl.engine.records import N_COUNTERS, empty_buffers, summarize_states
@@ -60,6 +60,8 @@ def _override(cfg: BaseModel, key: str, value: Any) -> BaseModel:
     data = {f: getattr(cfg, f) for f in type(cfg).model_fields}
     fields = sub.model_dump()
     fields[name] = _coerce(fields[name], value, key)
+    if section == "grid":
+        fields.update(size_unit_changes({name: fields[name]}))
     data[section] = fields
     try:
         new = type(cfg).model_validate(data)
@@ -94,6 +96,8 @@ def apply_overrides(
             raise GridctlError(f"override key {key!r} is not a strategy or venue setting")
         current = getattr(getattr(cfg, section), name)
         changes[which].setdefault(section, {})[name] = _coerce(current, value, key)
+    if "grid" in changes["strategy"]:
+        changes["strategy"]["grid"] = size_unit_changes(changes["strategy"]["grid"])
     try:
         new_strategy = _with_sections(strategy, changes["strategy"])
         new_venue = _with_sections(venue, changes["venue"])

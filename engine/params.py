@@ -258,6 +258,8 @@ def build_params(strategy: StrategyConfig, venue: VenueConfig, market: Any) -> E
     for path, slot in STRATEGY_PATHS.items():
         section, key = path.split(".")
         vec[slot] = _number(getattr(getattr(strategy, section), key), path)
+    if strategy.position.max_position_size is None:
+        vec[P_MAX_POSITION_SIZE] = np.inf  # no base-unit cap (the quote cap max_inventory_quote applies)
     for path, slot in VENUE_PATHS.items():
         section, key = path.split(".")
         vec[slot] = float(getattr(getattr(venue, section), key))

@@ -393,7 +393,7 @@ def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
         order_qty_tol_pct=exe.order_qty_tolerance_pct,
         funding_window_ms=fu.funding_window_minutes * 60_000,
         funding_max_cost_bps=fu.funding_max_cost_bps,
-        max_position_size=pos.max_position_size,
+        max_position_size=math.inf if pos.max_position_size is None else pos.max_position_size,
         max_position_pct=pos.max_position_pct,
         max_leverage_used=pos.max_leverage_used,
         liq_buffer=pos.emergency_liquidation_buffer,

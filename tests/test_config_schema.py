@@ -100,7 +100,7 @@ def test_default_strategy_has_the_documented_values() -> None:
     )  # fmt: skip
     p = cfg.position
     assert (p.max_position_size, p.max_position_pct, p.max_leverage_used, p.emergency_liquidation_buffer) == (
-        0.1, 0.75, 5.0, 0.15,
+        None, 0.75, 5.0, 0.15,
     )  # fmt: skip
     assert (cfg.policy.strategy, cfg.policy.counter_levels, cfg.policy.counter_qty_scale) == (
         "throttled-counter", 4, 0.5,
