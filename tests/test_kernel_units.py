@@ -56,12 +56,13 @@ from gridctl.engine.validation import precision_ok_nb, validate_entry_nb
 MARKET = SimpleNamespace(symbol="BTC/USDT:USDT", bar_ms=60_000, timeframe="1m")
 
 
-#: The unit tests' ladder: 6 + 6 rungs of 0.002 BTC (base units), BTC rules with a 5 USDT min notional.
+#: The unit tests' ladder: 6 + 6 rungs of 0.002 BTC, 0.1 BTC per side, BTC rules with a 5 USDT min notional.
 UNIT_STRATEGY = [
     "grid.base_notional=null",
     "grid.base_qty=0.002",
     "grid.grid_levels_long=6",
     "grid.grid_levels_short=6",
+    "position.max_position_size=0.1",
 ]
 UNIT_VENUE = ["symbol_rules.BTC/USDT:USDT.min_notional=5"]
 
@@ -73,8 +74,8 @@ def default_params() -> pv.EngineParams:
 
 
 def test_quote_notional_rungs_size_by_the_ladder_centre() -> None:
-    # default: base_notional 150 USDT, qty_scale 1.05. At a centre of 60,000: rung 1 = 150 / 60000 = 0.0025 BTC,
-    # rung 3 = 0.0025 * 1.05**2 = 0.00275625. At 1.2 (an XRP price): rung 1 = 125 units, rung 2 = 131.25.
+    # default: base_notional 150 USDT, qty_scale 1.05. At a centre of 60,000: rung 1 = 150 / 60000 =
+    # 0.0025 BTC, rung 3 = 0.0025 * 1.05**2 = 0.00275625. At 1.2 (an XRP price): rung 1 = 125, rung 2 = 131.25.
     p = build_params(load_strategy("default"), load_venue("binance_futures"), MARKET).vector
     assert np.isnan(p[pv.P_BASE_QTY]) and p[pv.P_BASE_NOTIONAL] == 150.0
     assert rung_qty_nb(1, 60000.0, p) == pytest.approx(0.0025)
