@@ -75,7 +75,7 @@ def default_params() -> pv.EngineParams:
 
 def test_quote_notional_rungs_size_by_the_ladder_centre() -> None:
     # default: base_notional 150 USDT, qty_scale 1.05. At a centre of 60,000: rung 1 = 150 / 60000 =
-    # 0.0025 BTC, rung 3 = 0.0025 * 1.05**2 = 0.00275625. At 1.2 (an XRP price): rung 1 = 125, rung 2 = 131.25.
+    # 0.0025 BTC, rung 3 = 0.0025 * 1.05**2 = 0.00275625. At 1.2 (an XRP price): rung 1 = 125, 2 = 131.25.
     p = build_params(load_strategy("default"), load_venue("binance_futures"), MARKET).vector
     assert np.isnan(p[pv.P_BASE_QTY]) and p[pv.P_BASE_NOTIONAL] == 150.0
     assert rung_qty_nb(1, 60000.0, p) == pytest.approx(0.0025)
