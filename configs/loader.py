@@ -147,8 +147,7 @@ def _load(kind: Kind, model: type[ConfigT], path_or_name: str | Path, overrides:
     path = resolve_path(path_or_name, kind)
     where = str(path)
     tree = read_yaml(path)
-    if kind == "venue":
-        _merge_symbol_rules_file(tree, path)
+    rules_file = _merge_symbol_rules_file(tree, path) if kind == "venue" else None
     tree, sources = secrets.expand_tree(tree, where)
     from_file = _key_paths(tree)
     set_paths: dict[tuple[str, ...], str] = {}
@@ -168,6 +167,7 @@ def _load(kind: Kind, model: type[ConfigT], path_or_name: str | Path, overrides:
     cfg._origin = where + "".join(f" --set {t}" for t in overrides)
     if isinstance(cfg, VenueConfig):
         cfg._credentials = sources
+        cfg._rules_file = rules_file
     return cfg
 
 
@@ -178,7 +178,7 @@ def _load(kind: Kind, model: type[ConfigT], path_or_name: str | Path, overrides:
 SNAPSHOT_KEYS = {"snapshot_date", "source", "symbols", "brackets"}
 
 
-def _merge_symbol_rules_file(tree: dict[str, Any], venue_path: Path) -> None:
+def _merge_symbol_rules_file(tree: dict[str, Any], venue_path: Path) -> str | None:
     """Read ``symbol_rules_file`` (relative to the venue file) into ``symbol_rules`` and ``margin.brackets``.
 
     The snapshot holds ``snapshot_date``, ``source``, ``symbols`` (ccxt symbol -> rules) and ``brackets``
@@ -186,7 +186,7 @@ def _merge_symbol_rules_file(tree: dict[str, Any], venue_path: Path) -> None:
     """
     name = tree.get("symbol_rules_file")
     if name is None:
-        return
+        return None
     if not isinstance(name, str) or not name.strip():
         raise GridctlError(f"{venue_path}: symbol_rules_file must be a file name, got {name!r}")
     snap_path = (venue_path.parent / name).resolve()
@@ -222,7 +222,10 @@ def _merge_symbol_rules_file(tree: dict[str, Any], venue_path: Path) -> None:
                 "keep one source per symbol"
             )
         have.update(table)
-    tree["symbol_rules_file"] = f"{snap_path} (snapshot {snap['snapshot_date']})"
+    # The rules are inline now (a dump of the loaded venue reloads as it is); the file is remembered for
+    # messages and results (VenueConfig.rules_source).
+    del tree["symbol_rules_file"]
+    return f"{snap_path} (snapshot {snap['snapshot_date']})"
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:

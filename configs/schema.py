@@ -514,14 +514,16 @@ class VenueConfig(_Section):
         default_factory=lambda: FeesSection(maker=DEFAULT_MAKER_FEE, taker=DEFAULT_TAKER_FEE)
     )
     margin: MarginSection | None = None
-    # NEW: exchange rules per ccxt symbol, inline or from ``symbol_rules_file`` (a dated snapshot beside
-    # the venue file, read by the loader into ``symbol_rules``).
+    # NEW: exchange rules per ccxt symbol, inline or from ``symbol_rules_file`` (a dated snapshot named
+    # relative to the venue file; the loader reads it into ``symbol_rules`` and ``margin.brackets``).
     symbol_rules: dict[str, SymbolRules] | None = None
     symbol_rules_file: str | None = None
 
     _origin: str = PrivateAttr(default="<in memory>")
     # Provenance of api credentials, filled by the loader: {"api.api_key": CredentialSource, ...}.
     _credentials: dict[str, Any] = PrivateAttr(default_factory=dict)
+    # The symbol_rules_file the loader read into symbol_rules (path and snapshot date), for messages.
+    _rules_file: str | None = PrivateAttr(default=None)
 
     @field_validator("symbols")
     @classmethod
@@ -529,6 +531,13 @@ class VenueConfig(_Section):
         bad = [s for s in value if _VENUE_SYMBOL_RE.match(s) is None]
         if bad:
             raise ValueError(f"{bad} are not USD-M perpetual symbols like 'BTCUSDT-PERP'")
+        return value
+
+    @field_validator("symbol_rules_file")
+    @classmethod
+    def _file_read_by_loader(cls, value: str | None) -> str | None:
+        if value is not None:  # configs.loader reads the file into symbol_rules and drops this key
+            raise ValueError("is read by the config loader from a venue file; in memory give symbol_rules")
         return value
 
     @field_validator("symbol_rules")
@@ -575,7 +584,7 @@ class VenueConfig(_Section):
         if self.symbol_rules is not None:
             if symbol not in self.symbol_rules:
                 have = ", ".join(sorted(self.symbol_rules)) or "none"
-                source = self.symbol_rules_file or "symbol_rules"
+                source = self._rules_file or f"{self.origin}: symbol_rules"
                 raise GridctlError(
                     f"{self.origin}: no exchange rules for {symbol!r} in {source} (has: {have}); add the "
                     "symbol's exchangeInfo filters (tick, lot, min notional, market lot, percent price, "
@@ -596,7 +605,7 @@ class VenueConfig(_Section):
         """Where ``rules_for(symbol)`` came from, for results and messages."""
         if self.symbol_rules is None:
             return f"{self.origin}: precision (legacy single-symbol block)"
-        return f"{self.symbol_rules_file or self.origin + ': symbol_rules'} [{symbol}]"
+        return f"{self._rules_file or self.origin + ': symbol_rules'} [{symbol}]"
 
     @property
     def fees_source(self) -> str:

@@ -68,7 +68,7 @@ def _override(cfg: BaseModel, key: str, value: Any) -> BaseModel:
     except ValidationError as err:
         first = err.errors()[0]
         raise GridctlError(f"override {key}={value!r}: {first['msg']}") from None
-    for attr in ("_origin", "_credentials"):
+    for attr in ("_origin", "_credentials", "_rules_file"):
         if attr in (cfg.__private_attributes__ or {}):
             setattr(new, attr, getattr(cfg, attr))
     return new
@@ -115,7 +115,7 @@ def _with_sections(cfg: BaseModel, sections: Mapping[str, Mapping[str, Any]]) ->
     for section, fields in sections.items():
         data[section] = {**getattr(cfg, section).model_dump(), **fields}
     new = type(cfg).model_validate(data)
-    for attr in ("_origin", "_credentials"):
+    for attr in ("_origin", "_credentials", "_rules_file"):
         if attr in (cfg.__private_attributes__ or {}):
             setattr(new, attr, getattr(cfg, attr))
     return new

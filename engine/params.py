@@ -96,8 +96,6 @@ P_BASE_NOTIONAL = PARAMS.add("P_BASE_NOTIONAL", "grid.base_notional (quote); NaN
 P_MARKET_MAX_QTY = PARAMS.add("P_MARKET_MAX_QTY", "market_max_qty (MARKET_LOT_SIZE) of the run's symbol")
 P_MAX_NUM_ORDERS = PARAMS.add("P_MAX_NUM_ORDERS", "max_num_orders (MAX_NUM_ORDERS) of the run's symbol")
 P_MAX_NUM_ALGO = PARAMS.add("P_MAX_NUM_ALGO", "max_num_algo_orders (MAX_NUM_ALGO_ORDERS) of the run's symbol")
-P_PCT_PRICE_UP = PARAMS.add("P_PCT_PRICE_UP", "percent_price_up (PERCENT_PRICE) of the run's symbol")
-P_PCT_PRICE_DOWN = PARAMS.add("P_PCT_PRICE_DOWN", "percent_price_down (PERCENT_PRICE) of the run's symbol")
 N_PARAMS = PARAMS.size
 
 #: Config key path -> slot, for every config value the kernels read (bool/enum stored as numbers).
@@ -160,8 +158,10 @@ VENUE_PATHS: dict[str, int] = {
 }
 
 #: ``SymbolRules`` field -> slot: the rules of the run's own symbol (``VenueConfig.rules_for``), never
-#: another symbol's. ``market_min_qty`` is not here: the kernel's market orders close whole positions, which
-#: are sums of lots of at least ``min_qty``; the live readiness check compares it with the exchange.
+#: another symbol's. Not here: ``market_min_qty`` (the kernel's market orders close positions made of lots
+#: of at least ``min_qty``) and ``percent_price_*`` (entries rest on the passive side of the close and a
+#: TP on the passive side of its lot, so no order the kernel sends can leave the band; DESIGN.md
+#: "Exchange filters"); the live readiness check compares all of them with the exchange.
 RULE_FIELDS: dict[str, int] = {
     "tick_size": P_TICK,
     "step_size": P_STEP,
@@ -171,8 +171,6 @@ RULE_FIELDS: dict[str, int] = {
     "market_max_qty": P_MARKET_MAX_QTY,
     "max_num_orders": P_MAX_NUM_ORDERS,
     "max_num_algo_orders": P_MAX_NUM_ALGO,
-    "percent_price_up": P_PCT_PRICE_UP,
-    "percent_price_down": P_PCT_PRICE_DOWN,
 }
 
 #: Slots that define the regime series (batch shares one series per distinct tuple of these).

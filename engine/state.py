@@ -167,6 +167,12 @@ S_MC_SAFE_HI = STATE.add("S_MC_SAFE_HI", "margin cache: ... and below this")
 S_MEMO_EQ = STATE.add(
     "S_MEMO_EQ", "the last decision skipped a remembered refusal that stops holding at this equity"
 )
+S_SKIPPED_ORDER_LIMIT = STATE.add(
+    "S_SKIPPED_ORDER_LIMIT", "rung-skips: the symbol's open-order / algo-order limit was reached"
+)
+S_SKIP_LIMIT_NOW = STATE.add(
+    "S_SKIP_LIMIT_NOW", "rungs the last decision skipped for the order limit (counted again every quiet bar)"
+)
 N_STATE = STATE.size
 
 # --- per-rung slot fields (the last axis of ``slots``)

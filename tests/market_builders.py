@@ -349,6 +349,8 @@ def configs(draw):
         risk__min_order_size_usdt=draw(st.sampled_from([1.0, 5.0, 50.0])),
         risk__max_order_size_usdt=draw(st.sampled_from([1000.0, 100000.0])),
         symbol_rules__min_notional=draw(st.sampled_from([1.0, 5.0, 20.0])),
+        symbol_rules__max_num_algo_orders=draw(st.sampled_from([3, 10, 200])),
+        symbol_rules__market_max_qty=draw(st.sampled_from([0.004, 120.0])),
         rate_limits__orders_per_second=draw(st.integers(1, 12)),
         rate_limits__orders_per_minute=draw(st.sampled_from([2, 10, 100])),
         fees__maker=draw(st.sampled_from([0.0, 0.0002])),

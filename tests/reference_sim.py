@@ -358,6 +358,9 @@ class Params:
     path_rule: str = "nearer_first"
     clearance_fee: float | None = None  # None: the remaining maintenance margin is lost
     base_notional: float | None = None
+    max_num_orders: int = 200
+    max_num_algo_orders: int = 10
+    market_max_qty: float = math.inf
 
 
 def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
@@ -416,6 +419,9 @@ def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
         min_qty=pr.min_qty,
         max_qty=pr.max_qty,
         min_notional=pr.min_notional,
+        max_num_orders=pr.max_num_orders,
+        market_max_qty=pr.market_max_qty,
+        max_num_algo_orders=pr.max_num_algo_orders,
         leverage=float(venue.trading.leverage),
         min_order_usdt=venue.risk.min_order_size_usdt,
         max_order_usdt=venue.risk.max_order_size_usdt,
@@ -475,6 +481,7 @@ class Sim:
         # counters
         self.n_errors = 0
         self.skipped_precision = 0
+        self.skipped_order_limit = 0
         self.orders_deferred = 0
         self.ts = 0
 
@@ -943,9 +950,13 @@ class Sim:
                 for side in (LONG, SHORT):
                     q = self.qty[side]
                     if q > 0.0:
+                        px = c * (1 - p.slip) if side == LONG else c * (1 + p.slip)
+                        # MARKET_LOT_SIZE: market orders of at most market_max_qty, the rest last.
+                        while q > p.market_max_qty * (1 + 1e-9):
+                            self.fill(side, FLATTEN, 0, px, p.market_max_qty, TAKER)
+                            q -= p.market_max_qty
                         for key in [k for k in self.lots if k[0] == side]:
                             del self.lots[key]
-                        px = c * (1 - p.slip) if side == LONG else c * (1 + p.slip)
                         self.fill(side, FLATTEN, 0, px, q, TAKER)
                 self.halted = True
                 self.mark(c)
@@ -1068,6 +1079,11 @@ class Sim:
                 if self.cb_tripped:
                     return
                 continue
+            # MAX_NUM_ORDERS / MAX_NUM_ALGO_ORDERS: every resting entry and every lot (its TP and stop)
+            # holds one order of each kind; an entry beyond the limit is not sent.
+            if len(self.orders) + len(self.lots) + 1 > min(p.max_num_orders, p.max_num_algo_orders):
+                self.skipped_order_limit += 1
+                continue
             in_window = sum(1 for t in self.submissions if close_time - 60_000 < t <= close_time)
             if bar_count >= p.per_bar_orders or in_window >= p.per_minute_orders:
                 self.orders_deferred += 1
@@ -1162,6 +1178,7 @@ def simulate(
         "n_fills": len(sim.out.fills),
         "n_errors": sim.n_errors,
         "skipped_precision": sim.skipped_precision,
+        "skipped_order_limit": sim.skipped_order_limit,
         "orders_deferred": sim.orders_deferred,
         "orders_submitted": len(sim.submissions) + sim.retries_submitted,
         "max_drawdown_bar_close_pct": sim.max_dd,

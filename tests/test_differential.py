@@ -63,6 +63,7 @@ SHARED_SUMMARY = (
     "orders_deferred",
     "orders_submitted",  # with the ledgers: the same orders kept and replaced (order tolerance)
     "skipped_precision",
+    "skipped_order_limit",
 )
 
 

@@ -145,3 +145,43 @@ def test_cross_check_counts_stops_and_orders_against_the_symbols_limits() -> Non
     assert pair_problems(small, ven, XRP) == []
     (problem,) = pair_problems(small, ven)
     assert "below BTC/USDT:USDT's minimum order notional 100" in problem
+
+
+@effect("symbol_rules")
+def test_entries_beyond_the_symbols_algo_order_limit_are_not_sent() -> None:
+    # 3 + 3 rungs around 10,000 (9900/9800/9700 and 10100/10200/10300), walked nearest first: long 1,
+    # short 1, long 2, short 2 fill the 4 algo orders BTC is given here; long 3 and short 3 are not sent
+    # (2 rung-skips at each of the 2 closes, as precision skips are counted: 4).
+    s = strategy(grid__grid_levels_long=3, grid__grid_levels_short=3)
+    bars = [(10000.0,) * 4, (10000.0,) * 4]
+    capped = run_single(make_market(bars), s, venue(symbol_rules__max_num_algo_orders=4))
+    assert capped.summary["orders_submitted"] == 4 and capped.summary["skipped_order_limit"] == 4
+    free = run_single(make_market(bars), s, venue())
+    assert free.summary["orders_submitted"] == 6 and free.summary["skipped_order_limit"] == 0
+    # MAX_NUM_ORDERS bounds the same rungs (an entry or a lot's take-profit each).
+    orders = run_single(make_market(bars), s, venue(symbol_rules__max_num_orders=5))
+    assert orders.summary["orders_submitted"] == 5 and orders.summary["skipped_order_limit"] == 2
+    # A lot keeps its rung's orders (TP and stop): after long 1 fills, the freed entry slot is the lot's.
+    dip = [(10000.0,) * 4, (10000.0, 10000.0, 9850.0, 9950.0)]
+    held = run_single(make_market(dip), s, venue(symbol_rules__max_num_algo_orders=4))
+    assert entries(held) == [(1, 9900.0, 0.01)] and held.summary["orders_submitted"] == 4
+
+
+@effect("symbol_rules")
+def test_a_flatten_above_the_market_lot_max_goes_out_as_several_market_orders() -> None:
+    # Long 0.01 filled at 9900 (1,000 USDT balance); the close at 8800 loses 0.01 * 1100 = 11 USDT plus
+    # the 0.0198 entry fee: a 1.1 % drawdown >= 1 % halts the run and flattens the long at 8800.
+    s = strategy(backtest__initial_balance=1000.0, risk_management__max_drawdown_pct=1.0, exit__sl_steps=50)
+    bars = [(10000.0,) * 4, (10000.0, 10000.0, 9850.0, 9950.0), (9950.0, 9950.0, 8800.0, 8800.0)]
+
+    def flattens(out: RunOutput) -> list[tuple[float, float]]:
+        f = out.fills[out.fills["kind"] == FillKind.FLATTEN]
+        return [(round(float(r["price"]), 6), round(float(r["qty"]), 9)) for r in f]
+
+    one = run_single(make_market(bars), s, venue())
+    assert flattens(one) == [(8800.0, 0.01)]
+    # MARKET_LOT_SIZE maxQty 0.004: 0.004 + 0.004 + 0.002, all at the same price, same total PnL.
+    split = run_single(make_market(bars), s, venue(symbol_rules__market_max_qty=0.004))
+    assert flattens(split) == [(8800.0, 0.004), (8800.0, 0.004), (8800.0, 0.002)]
+    assert split.summary["realized_pnl"] == pytest.approx(one.summary["realized_pnl"]) == pytest.approx(-11.0)
+    assert split.summary["final_equity"] == pytest.approx(one.summary["final_equity"])
