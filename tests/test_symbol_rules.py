@@ -185,3 +185,38 @@ def test_a_flatten_above_the_market_lot_max_goes_out_as_several_market_orders() 
     assert flattens(split) == [(8800.0, 0.004), (8800.0, 0.004), (8800.0, 0.002)]
     assert split.summary["realized_pnl"] == pytest.approx(one.summary["realized_pnl"]) == pytest.approx(-11.0)
     assert split.summary["final_equity"] == pytest.approx(one.summary["final_equity"])
+
+
+def _exchange_market(symbol: str, tick: str, algo: int = 10, notional: str = "5") -> dict:
+    """A ccxt market entry with Binance USD-M filters (as exchangeInfo publishes XRPUSDT's)."""
+    return {
+        "symbol": symbol,
+        "info": {
+            "filters": [
+                {"filterType": "PRICE_FILTER", "tickSize": tick},
+                {"filterType": "LOT_SIZE", "stepSize": "0.1", "minQty": "0.1", "maxQty": "10000000"},
+                {"filterType": "MARKET_LOT_SIZE", "stepSize": "0.1", "minQty": "0.1", "maxQty": "2000000"},
+                {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+                {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": algo},
+                {"filterType": "MIN_NOTIONAL", "notional": notional},
+                {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500"},
+            ]
+        },
+    }
+
+
+def test_readiness_compares_every_rule_of_the_symbol_with_the_exchange() -> None:
+    from gridctl.live_bridge.readiness import filters_match
+
+    ven = load_venue("binance_futures")
+    assert filters_match(ven, _exchange_market(XRP, "0.0001")).startswith("XRP/USDT:USDT: tick_size 0.0001")
+    with pytest.raises(GridctlError) as err:
+        filters_match(ven, _exchange_market(XRP, "0.001", algo=5, notional="10"))
+    msg = str(err.value)
+    assert "binance_usdm.yaml (snapshot 2025-06-01) [XRP/USDT:USDT]: XRP/USDT:USDT rules differ" in msg
+    assert "tick_size is 0.0001 but the exchange says 0.001" in msg
+    assert "max_num_algo_orders is 10 but the exchange says 5" in msg
+    assert "min_notional 5 is below the exchange's 10" in msg
+    # BTC's rules are not XRP's: the same market checked as BTC's would differ everywhere.
+    with pytest.raises(GridctlError, match=r"BTC/USDT:USDT rules differ.*tick_size is 0.1"):
+        filters_match(ven, _exchange_market(BTC, "0.0001"))
