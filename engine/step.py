@@ -354,8 +354,9 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
                 continue
             if open_order_slots_nb(slots) + 1 > min(p[P_MAX_NUM_ORDERS], p[P_MAX_NUM_ALGO]):
                 # The exchange would refuse the order or, once it fills, its stop: not sent (as for the
-                # precision guard, no error); a fill or cancel that frees a rung re-plans the ladder.
+                # precision guard, no error); walked again at the next close, as a deferred entry is.
                 limited += 1
+                st[S_PENDING] = 1.0
                 continue
             if submits >= per_bar or _minute_window_full_nb(st, ords, close_time, p):
                 st[S_ORDERS_DEFERRED] += 1.0

@@ -349,14 +349,22 @@ def configs(draw):
         risk__min_order_size_usdt=draw(st.sampled_from([1.0, 5.0, 50.0])),
         risk__max_order_size_usdt=draw(st.sampled_from([1000.0, 100000.0])),
         symbol_rules__min_notional=draw(st.sampled_from([1.0, 5.0, 20.0])),
-        symbol_rules__max_num_algo_orders=draw(st.sampled_from([3, 10, 200])),
-        symbol_rules__market_max_qty=draw(st.sampled_from([0.004, 120.0])),
         rate_limits__orders_per_second=draw(st.integers(1, 12)),
         rate_limits__orders_per_minute=draw(st.sampled_from([2, 10, 100])),
         fees__maker=draw(st.sampled_from([0.0, 0.0002])),
         fees__taker=draw(st.sampled_from([0.0004, 0.0005])),
     )
     return s, v
+
+
+@st.composite
+def exchange_limits(draw):
+    """BTC's order-count and market-lot limits (venue overrides): a separate ``@given`` argument, drawn
+    last, so ``configs()`` and the generators built on it draw as before."""
+    return dict(
+        symbol_rules__max_num_algo_orders=draw(st.sampled_from([3, 10, 200])),
+        symbol_rules__market_max_qty=draw(st.sampled_from([0.004, 120.0])),
+    )
 
 
 @st.composite
