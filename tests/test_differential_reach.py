@@ -16,12 +16,12 @@ from test_differential import assert_same, examples
 from gridctl.engine.enums import EventKind, Reason
 
 from market_builders import (
-    exchange_limits,
     EIGHT_HOURS,
     HOUR,
     LIMITS_OFF,
     T0,
     configs,
+    exchange_limits,
     make_market,
     run,
     strategy,
