@@ -147,7 +147,10 @@ def validate(
             return
         typer.echo(f"ok: {cfg.origin} is a valid strategy config ({cfg.strategy.name}, {cfg.ccxt_symbol})")
         if venue is not None:
-            typer.echo(f"ok: it fits venue {venue} (quantities within the filters, leverage within brackets)")
+            typer.echo(
+                f"ok: it fits venue {venue} for {cfg.ccxt_symbol} (sizes within its filters, open orders and "
+                "stops within its limits, leverage within its brackets)"
+            )
         if gates:
             typer.echo(f"note: risk gates switched off: {', '.join(gates)}")
         return

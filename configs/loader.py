@@ -21,7 +21,7 @@ from gridctl import configs
 from gridctl.configs import secrets
 from gridctl.configs.errors import GridctlError
 from gridctl.configs.files import path_kind, require_regular_file
-from gridctl.configs.schema import FieldRuleError, StrategyConfig, VenueConfig
+from gridctl.configs.schema import FieldRuleError, StrategyConfig, VenueConfig, size_unit_changes
 
 Kind = Literal["strategy", "venue"]
 ConfigT = TypeVar("ConfigT", StrategyConfig, VenueConfig)
@@ -185,6 +185,7 @@ def _load(
     where = str(path)
     tree = read_yaml(path)
     _check_kind(tree, kind, where)
+    rules_file = _merge_symbol_rules_file(tree, path) if kind == "venue" else None
     tree, sources = secrets.expand_tree(tree, where)
     from_file = _key_paths(tree)
     set_paths: dict[tuple[str, ...], str] = {}
@@ -194,6 +195,9 @@ def _load(
         _apply_override(tree, keys, value, f"{option} {text}")
         set_paths[keys] = text
         sources.update(override_sources)
+    if kind == "strategy" and isinstance(tree.get("grid"), dict):
+        set_grid = {k[1]: tree["grid"].get(k[1]) for k in set_paths if len(k) == 2 and k[0] == "grid"}
+        tree["grid"].update(size_unit_changes(set_grid))
     try:
         cfg = model.model_validate(tree)
     except ValidationError as err:
@@ -201,6 +205,7 @@ def _load(
     cfg._origin = where + "".join(f" {option} {t}" for t in overrides)
     if isinstance(cfg, VenueConfig):
         cfg._credentials = sources
+        cfg._rules_file = rules_file
     return cfg
 
 
@@ -215,6 +220,63 @@ def _check_kind(tree: dict[str, Any], kind: Kind, where: str) -> None:
             f"{where} is a {other} config (sections {', '.join(theirs)}), not a {kind} config; "
             f"give it where a {other} config is expected"
         )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Per-symbol exchange rules snapshot (symbol_rules_file)
+# ----------------------------------------------------------------------------------------------------
+
+SNAPSHOT_KEYS = {"snapshot_date", "source", "symbols", "brackets"}
+
+
+def _merge_symbol_rules_file(tree: dict[str, Any], venue_path: Path) -> str | None:
+    """Read ``symbol_rules_file`` (relative to the venue file) into ``symbol_rules`` and ``margin.brackets``.
+
+    The snapshot holds ``snapshot_date``, ``source``, ``symbols`` (ccxt symbol -> rules) and ``brackets``
+    (ccxt symbol -> tiers). A symbol the venue file also defines inline is an error: one source per rule.
+    """
+    name = tree.get("symbol_rules_file")
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name.strip():
+        raise GridctlError(f"{venue_path}: symbol_rules_file must be a file name, got {name!r}")
+    snap_path = (venue_path.parent / name).resolve()
+    if not snap_path.is_file():
+        raise GridctlError(f"{venue_path}: symbol_rules_file {name!r} not found (looked for {snap_path})")
+    snap = read_yaml(snap_path)
+    unknown = sorted(set(snap) - SNAPSHOT_KEYS)
+    missing = sorted({"snapshot_date", "source", "symbols"} - set(snap))
+    if unknown or missing:
+        raise GridctlError(
+            f"{snap_path}: a symbol rules snapshot has keys {sorted(SNAPSHOT_KEYS)}"
+            + (f"; unknown: {unknown}" if unknown else "")
+            + (f"; missing: {missing}" if missing else "")
+        )
+    for key, target in (("symbols", ("symbol_rules",)), ("brackets", ("margin", "brackets"))):
+        table = snap.get(key)
+        if table is None:
+            continue
+        if not isinstance(table, dict):
+            raise GridctlError(f"{snap_path}: {key} must map ccxt symbols to entries")
+        node = tree
+        for part in target[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise GridctlError(f"{venue_path}: {part} must be a section")
+        have = node.setdefault(target[-1], {})
+        if not isinstance(have, dict):
+            raise GridctlError(f"{venue_path}: {'.'.join(target)} must map ccxt symbols to entries")
+        both = sorted(set(have) & set(table))
+        if both:
+            raise GridctlError(
+                f"{venue_path}: {'.'.join(target)} defines {both} that {snap_path.name} ({key}) defines too; "
+                "keep one source per symbol"
+            )
+        have.update(table)
+    # The rules are inline now (a dump of the loaded venue reloads as it is); the file is remembered for
+    # messages and results (VenueConfig.rules_source).
+    del tree["symbol_rules_file"]
+    return f"{snap_path} (snapshot {snap['snapshot_date']})"
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from gridctl.configs.errors import GridctlError
-from gridctl.configs.schema import StrategyConfig, VenueConfig
+from gridctl.configs.schema import StrategyConfig, VenueConfig, size_unit_changes
 
 
 def _coerce(current: Any, value: Any, key: str) -> Any:
@@ -41,13 +41,15 @@ def _override(cfg: BaseModel, key: str, value: Any) -> BaseModel:
     data = {f: getattr(cfg, f) for f in type(cfg).model_fields}
     fields = sub.model_dump()
     fields[name] = _coerce(fields[name], value, key)
+    if section == "grid":  # one rung size unit: setting base_qty clears base_notional and back
+        fields.update(size_unit_changes({name: fields[name]}))
     data[section] = fields
     try:
         new = type(cfg).model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
         raise GridctlError(f"override {key}={value!r}: {first['msg']}") from None
-    for attr in ("_origin", "_credentials"):
+    for attr in ("_origin", "_credentials", "_rules_file"):
         if attr in (cfg.__private_attributes__ or {}):
             setattr(new, attr, getattr(cfg, attr))
     return new
@@ -75,6 +77,8 @@ def apply_overrides(
             raise GridctlError(f"override key {key!r} is not a strategy or venue setting")
         current = getattr(getattr(cfg, section), name)
         changes[which].setdefault(section, {})[name] = _coerce(current, value, key)
+    if "grid" in changes["strategy"]:
+        changes["strategy"]["grid"] = size_unit_changes(changes["strategy"]["grid"])
     try:
         new_strategy = _with_sections(strategy, changes["strategy"])
         new_venue = _with_sections(venue, changes["venue"])
@@ -92,7 +96,7 @@ def _with_sections(cfg: BaseModel, sections: Mapping[str, Mapping[str, Any]]) ->
     for section, fields in sections.items():
         data[section] = {**getattr(cfg, section).model_dump(), **fields}
     new = type(cfg).model_validate(data)
-    for attr in ("_origin", "_credentials"):
+    for attr in ("_origin", "_credentials", "_rules_file"):
         if attr in (cfg.__private_attributes__ or {}):
             setattr(new, attr, getattr(cfg, attr))
     return new

@@ -69,6 +69,19 @@ class _Section(BaseModel):
                 )
 
 
+def _ccxt_to_venue_symbol(ccxt_symbol: str) -> str:
+    """``BTC/USDT:USDT`` -> ``BTCUSDT-PERP`` (the venue file's ``symbols`` spelling)."""
+    base, rest = ccxt_symbol.split("/", 1)
+    return f"{base}{rest.split(':', 1)[0]}-PERP"
+
+
+def ccxt_to_instrument(symbol: str) -> str:
+    """``XRP/USDT:USDT`` -> ``XRPUSDT-PERP.BINANCE`` (the strategy's ``instrument_id`` spelling)."""
+    if _CCXT_SYMBOL_RE.match(symbol) is None:
+        raise GridctlError(f"{symbol!r} is not a ccxt USD-M symbol like 'BTC/USDT:USDT'")
+    return f"{_ccxt_to_venue_symbol(symbol)}.BINANCE"
+
+
 def instrument_to_ccxt(instrument_id: str) -> str:
     """``BTCUSDT-PERP.BINANCE`` -> ``BTC/USDT:USDT`` (Binance USD-M linear perpetuals only)."""
     match = _INSTRUMENT_RE.match(instrument_id)
@@ -106,8 +119,38 @@ class GridSection(_Section):
     grid_step_bps: float = Field(ge=5, le=1000)
     grid_levels_long: int = Field(ge=1, le=100)
     grid_levels_short: int = Field(ge=1, le=100)
-    base_qty: float = Field(gt=0, le=MAX_AMOUNT)
+    base_qty: float | None = Field(default=None, gt=0, le=MAX_AMOUNT)
     qty_scale: float = Field(gt=0, le=3)
+    # NEW: rung 1 size in quote currency (USDT) instead of base units: the rung's quantity is this notional
+    # divided by the ladder centre, so one strategy sizes BTC at 100,000 and XRP at 1 alike.
+    base_notional: float | None = Field(default=None, gt=0, le=MAX_AMOUNT)
+
+    @model_validator(mode="after")
+    def _one_size_unit(self) -> GridSection:
+        if (self.base_qty is None) == (self.base_notional is None):
+            raise FieldRuleError(
+                "base_qty",
+                "give exactly one of grid.base_qty (base units) and grid.base_notional (quote currency) "
+                f"(got base_qty={self.base_qty}, base_notional={self.base_notional})",
+            )
+        return self
+
+
+#: The two ways to size rung 1; an override that sets one clears the other (``size_unit_changes``).
+SIZE_UNITS = ("base_qty", "base_notional")
+
+
+def size_unit_changes(grid_changes: dict[str, Any]) -> dict[str, Any]:
+    """``grid`` overrides plus the other size unit cleared when exactly one unit is set to a value.
+
+    ``--set grid.base_qty=0.05`` on a strategy sized by ``base_notional`` means "size in base units now";
+    setting both (or clearing one) is left as given, so the one-unit rule still reports it.
+    """
+    given = [u for u in SIZE_UNITS if u in grid_changes]
+    if len(given) == 1 and grid_changes[given[0]] is not None:
+        other = SIZE_UNITS[1 - SIZE_UNITS.index(given[0])]
+        return {**grid_changes, other: None}
+    return grid_changes
 
 
 class ExitSection(_Section):
@@ -179,7 +222,9 @@ class RegimeSection(_Section):
 class PositionSection(_Section):
     """Position caps: size, share of equity, effective leverage and the distance kept from liquidation."""
 
-    max_position_size: float = Field(gt=0, le=MAX_AMOUNT)
+    # Base units, so tied to one symbol; None (may be left out) = no base-unit cap, the quote cap
+    # rebalance.max_inventory_quote still applies (it travels across symbols).
+    max_position_size: float | None = Field(default=None, gt=0, le=MAX_AMOUNT)
     max_position_pct: float = Field(default=0.95, ge=0.1, le=1)
     max_leverage_used: float = Field(gt=0, le=125)
     emergency_liquidation_buffer: float = Field(ge=0.05, le=1)
@@ -411,6 +456,78 @@ def _check_tiers(symbol: str, tiers: list[Bracket]) -> None:
             )
 
 
+# ----------------------------------------------------------------------------------------------------
+# Per-symbol exchange rules (Binance exchangeInfo filters and leverage brackets, one entry per symbol)
+# ----------------------------------------------------------------------------------------------------
+
+
+class SymbolRules(_Section):
+    """One symbol's exchange rules, as Binance USD-M publishes them in exchangeInfo and leverageBracket.
+
+    PRICE_FILTER ``tickSize``; LOT_SIZE ``stepSize``/``minQty``/``maxQty``; MIN_NOTIONAL ``notional``;
+    MARKET_LOT_SIZE ``minQty``/``maxQty``; PERCENT_PRICE ``multiplierUp``/``multiplierDown`` (a BUY limit
+    price may not exceed mark * up, a SELL limit price may not be below mark * down); MAX_NUM_ORDERS and
+    MAX_NUM_ALGO_ORDERS (open orders, and open conditional orders such as STOP_MARKET, per symbol).
+    Leverage brackets stay in ``margin.brackets`` (a snapshot file fills them too).
+    """
+
+    tick_size: float = Field(gt=0, le=MAX_AMOUNT)
+    step_size: float = Field(gt=0, le=MAX_AMOUNT)
+    min_qty: float = Field(gt=0, le=MAX_AMOUNT)
+    max_qty: float = Field(gt=0, le=MAX_AMOUNT)
+    min_notional: float = Field(gt=0, le=MAX_AMOUNT)
+    market_min_qty: float = Field(gt=0, le=MAX_AMOUNT)
+    market_max_qty: float = Field(gt=0, le=MAX_AMOUNT)
+    percent_price_up: float = Field(gt=1, le=10)
+    percent_price_down: float = Field(gt=0, lt=1)
+    max_num_orders: int = Field(ge=1, le=100000)
+    max_num_algo_orders: int = Field(ge=1, le=100000)
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> SymbolRules:
+        if self.min_qty > self.max_qty:
+            raise FieldRuleError("min_qty", f"must be <= max_qty = {self.max_qty} (got {self.min_qty})")
+        if self.market_min_qty > self.market_max_qty:
+            raise FieldRuleError(
+                "market_min_qty",
+                f"must be <= market_max_qty = {self.market_max_qty} (got {self.market_min_qty})",
+            )
+        return self
+
+
+def check_symbol_rules(value: dict[str, SymbolRules]) -> dict[str, SymbolRules]:
+    """Keys are ccxt USD-M symbols like ``BTC/USDT:USDT``."""
+    bad = [symbol for symbol in value if _CCXT_SYMBOL_RE.match(symbol) is None]
+    if bad:
+        raise ValueError(f"{bad} are not ccxt USD-M symbols like 'BTC/USDT:USDT'")
+    return value
+
+
+def precision_rules(p: PrecisionSection) -> SymbolRules:
+    """The legacy single ``precision`` block as rules: no market-lot, percent-price or order-count limit.
+
+    Binance publishes those filters for every symbol; a legacy block does not carry them, so they are
+    unlimited here (``math.inf`` / 10^5 orders) and the results name the block as the rules' source.
+    """
+    tick = p.tick_size if p.tick_size is not None else 10.0**-p.price_precision
+    step = p.step_size if p.step_size is not None else 10.0**-p.quantity_precision
+    min_qty = p.min_qty if p.min_qty is not None else step
+    max_qty = p.max_qty if p.max_qty is not None else math.inf
+    return SymbolRules.model_construct(
+        tick_size=tick,
+        step_size=step,
+        min_qty=min_qty,
+        max_qty=max_qty,
+        min_notional=p.min_notional,
+        market_min_qty=min_qty,
+        market_max_qty=max_qty,
+        percent_price_up=math.inf,
+        percent_price_down=0.0,
+        max_num_orders=100000,
+        max_num_algo_orders=100000,
+    )
+
+
 class VenueConfig(_Section):
     """An exchange account: the legacy venue sections plus fees and margin brackets."""
 
@@ -418,7 +535,8 @@ class VenueConfig(_Section):
     api: ApiSection
     trading: TradingSection
     risk: RiskSection
-    precision: PrecisionSection
+    # Legacy: one rule set, used only for the one symbol a venue lists; per-symbol rules replace it.
+    precision: PrecisionSection | None = None
     rate_limits: RateLimitsSection
     websocket: WebsocketSection
     symbols: list[str] = Field(default_factory=list)
@@ -426,10 +544,16 @@ class VenueConfig(_Section):
         default_factory=lambda: FeesSection(maker=DEFAULT_MAKER_FEE, taker=DEFAULT_TAKER_FEE)
     )
     margin: MarginSection | None = None
+    # NEW: exchange rules per ccxt symbol, inline or from ``symbol_rules_file`` (a dated snapshot named
+    # relative to the venue file; the loader reads it into ``symbol_rules`` and ``margin.brackets``).
+    symbol_rules: dict[str, SymbolRules] | None = None
+    symbol_rules_file: str | None = None
 
     _origin: str = PrivateAttr(default="<in memory>")
     # Provenance of api credentials, filled by the loader: {"api.api_key": CredentialSource, ...}.
     _credentials: dict[str, Any] = PrivateAttr(default_factory=dict)
+    # The symbol_rules_file the loader read into symbol_rules (path and snapshot date), for messages.
+    _rules_file: str | None = PrivateAttr(default=None)
 
     @field_validator("symbols")
     @classmethod
@@ -438,6 +562,34 @@ class VenueConfig(_Section):
         if bad:
             raise ValueError(f"{bad} are not USD-M perpetual symbols like 'BTCUSDT-PERP'")
         return value
+
+    @field_validator("symbol_rules_file")
+    @classmethod
+    def _file_read_by_loader(cls, value: str | None) -> str | None:
+        if value is not None:  # configs.loader reads the file into symbol_rules and drops this key
+            raise ValueError("is read by the config loader from a venue file; in memory give symbol_rules")
+        return value
+
+    @field_validator("symbol_rules")
+    @classmethod
+    def _symbol_rules_keys(cls, value: dict[str, SymbolRules] | None) -> dict[str, SymbolRules] | None:
+        return None if value is None else check_symbol_rules(value)
+
+    @model_validator(mode="after")
+    def _one_rules_source(self) -> VenueConfig:
+        if self.precision is not None and self.symbol_rules is not None:
+            raise FieldRuleError(
+                "precision",
+                "a venue with symbol_rules (per-symbol exchange rules) must not also have the single "
+                "precision block: one rule set for every symbol is what symbol_rules replaces; remove it",
+            )
+        if self.precision is None and self.symbol_rules is None:
+            raise FieldRuleError(
+                "symbol_rules",
+                "no exchange rules: give symbol_rules (or symbol_rules_file) with each symbol's tick, lot "
+                "and filters, or the legacy precision block for a one-symbol venue",
+            )
+        return self
 
     @model_validator(mode="after")
     def _leverage_within_risk(self) -> VenueConfig:
@@ -453,27 +605,37 @@ class VenueConfig(_Section):
         """Where this config came from (file path, plus ``--set`` overrides), for messages and results."""
         return self._origin
 
-    @property
-    def tick_size(self) -> float:
-        """Price increment: ``precision.tick_size`` or 10^-price_precision."""
-        p = self.precision
-        return p.tick_size if p.tick_size is not None else 10.0**-p.price_precision
+    def rules_for(self, symbol: str) -> SymbolRules:
+        """Exchange rules of a ccxt symbol; a symbol without rules is an error naming it and the source.
 
-    @property
-    def step_size(self) -> float:
-        """Quantity increment: ``precision.step_size`` or 10^-quantity_precision."""
-        p = self.precision
-        return p.step_size if p.step_size is not None else 10.0**-p.quantity_precision
+        Rules never come from another symbol: the legacy ``precision`` block counts as the rules of the
+        venue's only listed symbol and of no other.
+        """
+        if self.symbol_rules is not None:
+            if symbol not in self.symbol_rules:
+                have = ", ".join(sorted(self.symbol_rules)) or "none"
+                source = self._rules_file or f"{self.origin}: symbol_rules"
+                raise GridctlError(
+                    f"{self.origin}: no exchange rules for {symbol!r} in {source} (has: {have}); add the "
+                    "symbol's exchangeInfo filters (tick, lot, min notional, market lot, percent price, "
+                    "order limits) and leverage brackets to that table"
+                )
+            return self.symbol_rules[symbol]
+        assert self.precision is not None  # _one_rules_source
+        venue_symbol = _ccxt_to_venue_symbol(symbol)
+        if self.symbols != [venue_symbol]:
+            raise GridctlError(
+                f"{self.origin}: no exchange rules for {symbol!r}: the legacy precision block is one rule "
+                f"set and symbols lists {self.symbols} (it counts only for a venue listing that one symbol); "
+                "give per-symbol rules in symbol_rules or symbol_rules_file"
+            )
+        return precision_rules(self.precision)
 
-    @property
-    def min_qty(self) -> float:
-        """Smallest order quantity: ``precision.min_qty`` or one step."""
-        return self.precision.min_qty if self.precision.min_qty is not None else self.step_size
-
-    @property
-    def max_qty(self) -> float:
-        """Largest order quantity: ``precision.max_qty`` or unlimited (inf)."""
-        return self.precision.max_qty if self.precision.max_qty is not None else math.inf
+    def rules_source(self, symbol: str) -> str:
+        """Where ``rules_for(symbol)`` came from, for results and messages."""
+        if self.symbol_rules is None:
+            return f"{self.origin}: precision (legacy single-symbol block)"
+        return f"{self._rules_file or self.origin + ': symbol_rules'} [{symbol}]"
 
     @property
     def fees_source(self) -> str:

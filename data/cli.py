@@ -86,17 +86,31 @@ def sample_command(
 @app.command("import")
 def import_command(
     path: Annotated[
-        Path, typer.Argument(help="a Binance archive (zip/csv), a freqtrade .feather file, or a folder")
+        Path,
+        typer.Argument(
+            help="a Binance archive (zip/csv), a freqtrade .feather file, a Parquet/CSV table, or a folder"
+        ),
     ],
     data_dir: DataDirOption = None,
     exchange: Annotated[
         str, typer.Option("--exchange", help="exchange name to store the data under")
     ] = "binanceusdm",
     symbol: Annotated[
-        str | None, typer.Option("--symbol", help="expected ccxt symbol; files naming another fail")
+        str | None,
+        typer.Option(
+            "--symbol",
+            help="expected ccxt symbol; files naming another fail (plain tables naming none use it)",
+        ),
     ] = None,
     kind: Annotated[
-        str | None, typer.Option("--kind", help="trade or mark (Binance klines; default: from folder)")
+        str | None,
+        typer.Option(
+            "--kind", help="trade or mark (Binance klines: default from folder; plain tables: from columns)"
+        ),
+    ] = None,
+    timeframe: Annotated[
+        str | None,
+        typer.Option("--timeframe", help="plain candle tables: bar length (default: from name or spacing)"),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="replace stored rows the files hold with other values")
@@ -110,7 +124,13 @@ def import_command(
     from gridctl.data.importers import import_path
 
     summary = import_path(
-        path, _data_dir(data_dir, writes=True), exchange=exchange, symbol=symbol, kind=kind, force=force
+        path,
+        _data_dir(data_dir, writes=True),
+        exchange=exchange,
+        symbol=symbol,
+        kind=kind,
+        timeframe=timeframe,
+        force=force,
     )
     typer.echo(json.dumps(summary.to_dict(), sort_keys=True) if as_json else summary.describe())
 

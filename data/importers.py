@@ -78,6 +78,7 @@ class _Parsed:
     df: pl.DataFrame
     source: str
     normalised: int = 0
+    note: str = ""  # plain files: the symbol, kind and timeframe inferred, and from where
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class ImportSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     report: ValidationReport = field(default_factory=ValidationReport)
     replaced: list[Conflict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was inferred for plain Parquet/CSV files
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -115,11 +117,12 @@ class ImportSummary:
             ],
             "warnings": list(self.report.warnings),
             "funding_normalised": self.report.funding_normalised,
+            "inferred": list(self.notes),
         }
 
     def describe(self) -> str:
         """Human-readable multi-line summary."""
-        lines = []
+        lines = list(self.notes)
         for s in self.series:
             what = f"{s.kind} {s.timeframe}" if s.timeframe else s.kind
             lines.append(
@@ -315,7 +318,9 @@ def _recognise(path: Path, kind: str | None) -> _Parsed | str:
             return f"timeframe {match['tf']} is not supported (valid: {', '.join(TIMEFRAMES)})"
         candle_kind = kind or ("mark" if "markPriceKlines" in folders else "trade")
         return _parse_binance_klines(path, match["pair"], match["tf"], candle_kind)
-    return "not a Binance archive or freqtrade futures data file name"
+    if path.suffix.lower() in PLAIN_SUFFIXES:
+        return PLAIN_FILE
+    return "not a Binance archive or freqtrade futures data file name, nor a .parquet/.csv table"
 
 
 def _combine(parts: list[_Parsed]) -> pl.DataFrame:
@@ -341,13 +346,16 @@ def import_path(
     symbol: str | None = None,
     kind: str | None = None,
     force: bool = False,
+    timeframe: str | None = None,
 ) -> ImportSummary:
     """Import one file or every recognised file under a directory into the store.
 
     ``symbol`` (optional) must match what the file names say; ``kind="mark"`` marks Binance klines as
-    mark-price klines (``"trade"`` forces trade klines). Nothing is written unless every file is valid.
-    Stored rows the import would change (same time, other values) are refused unless ``force``; then
-    the summary lists them. Rows equal to the stored ones are no change (re-importing is harmless).
+    mark-price klines (``"trade"`` forces trade klines). Plain Parquet/CSV tables (``read_plain``) take
+    ``symbol``/``timeframe``/``kind`` where their name and columns do not tell. Nothing is written unless
+    every file is valid. Stored rows the import would change (same time, other values) are refused unless
+    ``force``; then the summary lists them. Rows equal to the stored ones are no change (re-importing is
+    harmless).
     """
     if kind not in (None, "trade", "mark"):
         raise GridctlError(f"--kind: unknown kind {kind!r} (choose from trade, mark)")
@@ -360,6 +368,8 @@ def import_path(
     for file in files:
         what = path_kind(file)
         result = _recognise(file, kind) if what == "a regular file" else f"is {what}, not a regular file"
+        if result is PLAIN_FILE:
+            result = read_plain(file, symbol, timeframe, kind)
         if isinstance(result, str):
             if not root.is_dir():
                 raise GridctlError(f"{file}: {result}")
@@ -375,6 +385,7 @@ def import_path(
     for item in parsed:
         groups.setdefault((item.symbol, item.kind, item.timeframe), []).append(item)
         summary.report.add_funding_normalised(item.normalised, item.source)
+    summary.notes += [item.note for item in parsed if item.note]
     planned = [(key, _combine(items), items) for key, items in groups.items()]
     conflicts: list[Conflict] = []
     for (sym, series_kind, tf), df, _items in planned:
@@ -417,3 +428,134 @@ def import_path(
             )
         )
     return summary
+
+
+# ----------------------------------------------------------------------------------------------------
+# Plain Parquet / CSV tables (candles, funding, mark) whose columns identify them
+# ----------------------------------------------------------------------------------------------------
+
+PLAIN_SUFFIXES = (".parquet", ".csv")
+PLAIN_FILE = "plain table"  # _recognise's marker: parse with read_plain
+_TIME_COLUMNS = ("ts", "timestamp", "open_time", "time", "date", "datetime")
+_RATE_COLUMNS = ("rate", "funding_rate", "fundingRate", "last_funding_rate")
+_PAIR_IN_NAME = re.compile(r"(?:^|[^A-Z0-9])([A-Z0-9]{2,}?(?:USDT|USDC))(?:[^A-Z0-9]|$)")
+_FT_PAIR_IN_NAME = re.compile(r"(?:^|[^A-Z0-9])([A-Z0-9]+)_(USDT|USDC)_(USDT|USDC)(?:[^A-Z0-9_]|$)")
+_TF_IN_NAME = re.compile(r"(?:^|[_\-.]|mark)(\d+[mhdw])(?:[_\-.]|$)")
+
+
+def _plain_frame(path: Path) -> pl.DataFrame:
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pl.read_parquet(path)
+        return pl.read_csv(path)
+    except Exception as err:  # polars/pyarrow raise several error types for a corrupt file
+        raise GridctlError(f"{path}: not a readable {path.suffix[1:]} table ({err})") from None
+
+
+def _plain_times(df: pl.DataFrame, source: str) -> tuple[str, np.ndarray]:
+    """The time column and its values in epoch ms (seconds, ms, µs or a UTC datetime column)."""
+    name = next((c for c in _TIME_COLUMNS if c in df.columns), None)
+    if name is None:
+        raise GridctlError(
+            f"{source}: no time column (looked for {', '.join(_TIME_COLUMNS)}; found {', '.join(df.columns)})"
+        )
+    col = df[name]
+    if isinstance(col.dtype, pl.Datetime):
+        if col.dtype.time_zone not in (None, "UTC"):
+            raise GridctlError(f"{source}: column {name!r} is in time zone {col.dtype.time_zone}, not UTC")
+        return name, col.dt.epoch("ms").to_numpy()
+    if not col.dtype.is_integer():
+        raise GridctlError(f"{source}: column {name!r} holds {col.dtype}, not epoch times or datetimes")
+    values = col.to_numpy().astype(np.int64)
+    if len(values) and int(np.abs(values).max()) < 10**11:  # epoch seconds (ms are ~1.7e12)
+        return name, values * 1000
+    return name, _ms_times(values, source, name)
+
+
+def _plain_symbol(path: Path, symbol: str | None) -> tuple[str, str] | str:
+    """(ccxt symbol, where it came from) from --symbol or the file name, else the reason it is unknown."""
+    found = None
+    if match := _FT_PAIR_IN_NAME.search(path.name):
+        found = f"{match[1]}/{match[2]}:{match[3]}"
+    elif match := _PAIR_IN_NAME.search(path.name):
+        found = binance_pair_to_symbol(match[1])
+    if symbol is not None:
+        if found is not None and found != symbol:
+            raise GridctlError(f"{path}: the file name says {found}, but --symbol {symbol} was given")
+        return symbol, "--symbol"
+    if found is None:
+        return "its name names no USD-M symbol (like BTCUSDT or BTC_USDT_USDT); give --symbol"
+    return found, "file name"
+
+
+def _plain_timeframe(path: Path, ts: np.ndarray, timeframe: str | None) -> tuple[str, str]:
+    """(timeframe, where from): --timeframe, else the file name, checked against the bars' usual spacing."""
+    steps, counts = np.unique(np.diff(ts), return_counts=True)
+    typical = int(steps[counts.argmax()]) if len(steps) else None
+    if timeframe is not None:
+        tf, how = timeframe, "--timeframe"
+    elif match := _TF_IN_NAME.search(path.name):
+        tf, how = match[1], "file name"
+    else:
+        by_spacing = [t for t in TIMEFRAMES if typical is not None and timeframe_ms(t) == typical]
+        if not by_spacing:
+            raise GridctlError(
+                f"{path}: cannot tell the timeframe from the name or the bar spacing; give --timeframe"
+            )
+        tf, how = by_spacing[0], "bar spacing"
+    if tf not in TIMEFRAMES:
+        raise GridctlError(
+            f"{path}: timeframe {tf} ({how}) is not supported (valid: {', '.join(TIMEFRAMES)})"
+        )
+    if typical is not None and typical != timeframe_ms(tf):
+        raise GridctlError(
+            f"{path}: timeframe {tf} ({how}) does not match the data, whose bars are mostly "
+            f"{typical:,} ms apart"
+        )
+    return tf, how
+
+
+def read_plain(path: Path, symbol: str | None, timeframe: str | None, kind: str | None) -> _Parsed | str:
+    """Parse a plain Parquet/CSV table of candles (``ts, open, high, low, close[, volume]``) or funding
+    (``ts, rate[, mark_price]``), inferring symbol, kind and timeframe where no flag gives them.
+
+    A table with a rate column is funding; candles without a volume column are mark-price candles
+    (mark klines carry no volume) unless ``kind`` says otherwise. Returns the reason a file is skipped.
+    """
+    source = str(path)
+    df = _plain_frame(path)
+    sym = _plain_symbol(path, symbol)
+    if isinstance(sym, str):
+        return sym
+    sym_name, sym_how = sym
+    rate = next((c for c in _RATE_COLUMNS if c in df.columns), None)
+    ohlc = all(c in df.columns for c in ("open", "high", "low", "close"))
+    if rate is None and not ohlc:
+        return (
+            f"columns {', '.join(df.columns)} are neither candles (open, high, low, close) nor funding (rate)"
+        )
+    time_col, ts = _plain_times(df, source)
+    if rate is not None:
+        mark = df["mark_price"].cast(pl.Float64) if "mark_price" in df.columns else np.full(len(ts), np.nan)
+        funding = pl.DataFrame(
+            {"ts": ts, "rate": df[rate].cast(pl.Float64), "mark_price": mark},
+            schema_overrides={"ts": pl.Int64},
+        ).sort("ts")
+        funding, moved = normalise_and_check_funding(funding, source)
+        note = f"{path.name}: {sym_name} funding ({sym_how}; columns {time_col}, {rate})"
+        return _Parsed(sym_name, "funding", None, funding, source, moved, note)
+    candle_kind = kind or ("trade" if "volume" in df.columns else "mark")
+    order = np.argsort(ts, kind="stable")
+    tf, tf_how = _plain_timeframe(path, ts[order], timeframe)
+    volume = df["volume"].cast(pl.Float64) if "volume" in df.columns else pl.Series(np.zeros(len(ts)))
+    candles = pl.DataFrame(
+        {
+            "ts": ts,
+            **{c: df[c].cast(pl.Float64).fill_null(float("nan")) for c in ("open", "high", "low", "close")},
+            "volume": volume,
+        },
+        schema_overrides={"ts": pl.Int64},
+    ).sort("ts")
+    check_candle_frame(candles, timeframe_ms(tf), source, candle_kind)
+    note = f"{path.name}: {sym_name} ({sym_how}) {candle_kind} candles {tf} ({tf_how})"
+    return _Parsed(sym_name, candle_kind, tf, candles, source, 0, note)

@@ -1,7 +1,8 @@
 """The grid ladder: exchange rounding, rung prices and sizes around the centre, lot TP/SL, re-centring.
 
 Rung i of the long side sits at ``floor_tick(C*(1 - i*s))`` and of the short side at
-``ceil_tick(C*(1 + i*s))`` with ``s = grid_step_bps/1e4``; its size is ``base_qty * qty_scale**(i-1)``.
+``ceil_tick(C*(1 + i*s))`` with ``s = grid_step_bps/1e4``; its size is ``base_qty * qty_scale**(i-1)``
+(``base_notional / C`` in place of ``base_qty`` when the rung size is given in quote currency).
 Rounding always moves a price away from the centre (never makes an entry more aggressive).
 """
 
@@ -11,6 +12,7 @@ import math
 
 from gridctl.engine.enums import Side, hot_kernel, kernel
 from gridctl.engine.params import (
+    P_BASE_NOTIONAL,
     P_BASE_QTY,
     P_GRID_STEP_BPS,
     P_QTY_SCALE,
@@ -50,9 +52,11 @@ def rung_price_nb(center, side, i, p):
 
 
 @kernel
-def rung_qty_nb(i, p):
-    """Unscaled size of rung ``i``: ``base_qty * qty_scale**(i-1)``."""
-    return p[P_BASE_QTY] * p[P_QTY_SCALE] ** (i - 1)
+def rung_qty_nb(i, center, p):
+    """Unscaled size of rung ``i``: ``base_qty * qty_scale**(i-1)``, or with ``grid.base_notional`` set,
+    ``base_notional / center * qty_scale**(i-1)`` (rung 1's quote notional at the ladder centre)."""
+    base = p[P_BASE_NOTIONAL] / center if p[P_BASE_NOTIONAL] == p[P_BASE_NOTIONAL] else p[P_BASE_QTY]
+    return base * p[P_QTY_SCALE] ** (i - 1)
 
 
 @kernel
@@ -86,4 +90,4 @@ def set_rungs_nb(slots, center, p):
     for side in range(2):
         for idx in range(n):
             slots[side, idx, SL_RUNG_PRICE] = rung_price_nb(center, side, idx + 1, p)
-            slots[side, idx, SL_RUNG_QTY] = rung_qty_nb(idx + 1, p)
+            slots[side, idx, SL_RUNG_QTY] = rung_qty_nb(idx + 1, center, p)

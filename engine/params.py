@@ -72,11 +72,11 @@ P_FILL_ON_TOUCH = PARAMS.add("P_FILL_ON_TOUCH", "backtest.fill_on_touch")
 P_LEVERAGE = PARAMS.add("P_LEVERAGE", "trading.leverage")
 P_MIN_ORDER_USDT = PARAMS.add("P_MIN_ORDER_USDT", "risk.min_order_size_usdt")
 P_MAX_ORDER_USDT = PARAMS.add("P_MAX_ORDER_USDT", "risk.max_order_size_usdt")
-P_TICK = PARAMS.add("P_TICK", "precision.tick_size (defaulted by the venue)")
-P_STEP = PARAMS.add("P_STEP", "precision.step_size (defaulted)")
-P_MIN_QTY = PARAMS.add("P_MIN_QTY", "precision.min_qty (defaulted)")
-P_MAX_QTY = PARAMS.add("P_MAX_QTY", "precision.max_qty (defaulted, inf)")
-P_MIN_NOTIONAL = PARAMS.add("P_MIN_NOTIONAL", "precision.min_notional")
+P_TICK = PARAMS.add("P_TICK", "tick_size of the run's symbol (venue.rules_for)")
+P_STEP = PARAMS.add("P_STEP", "step_size of the run's symbol")
+P_MIN_QTY = PARAMS.add("P_MIN_QTY", "min_qty of the run's symbol")
+P_MAX_QTY = PARAMS.add("P_MAX_QTY", "max_qty of the run's symbol (legacy precision: inf when unset)")
+P_MIN_NOTIONAL = PARAMS.add("P_MIN_NOTIONAL", "min_notional of the run's symbol")
 P_ORDERS_PER_SECOND = PARAMS.add("P_ORDERS_PER_SECOND", "rate_limits.orders_per_second")
 P_ORDERS_PER_MINUTE = PARAMS.add("P_ORDERS_PER_MINUTE", "rate_limits.orders_per_minute")
 P_FEE_MAKER = PARAMS.add("P_FEE_MAKER", "fees.maker")
@@ -91,6 +91,11 @@ P_ORDER_QTY_TOL_PCT = PARAMS.add("P_ORDER_QTY_TOL_PCT", "execution.order_qty_tol
 P_LIQ_CLEARANCE_FEE = PARAMS.add(
     "P_LIQ_CLEARANCE_FEE", "margin.liquidation_clearance_fee (x notional); NaN: maintenance margin lost"
 )
+# --- per-symbol sizing and exchange filters (venue.rules_for(symbol))
+P_BASE_NOTIONAL = PARAMS.add("P_BASE_NOTIONAL", "grid.base_notional (quote); NaN: grid.base_qty sizes")
+P_MARKET_MAX_QTY = PARAMS.add("P_MARKET_MAX_QTY", "market_max_qty (MARKET_LOT_SIZE) of the run's symbol")
+P_MAX_NUM_ORDERS = PARAMS.add("P_MAX_NUM_ORDERS", "max_num_orders (MAX_NUM_ORDERS) of the run's symbol")
+P_MAX_NUM_ALGO = PARAMS.add("P_MAX_NUM_ALGO", "max_num_algo_orders (MAX_NUM_ALGO_ORDERS) of the run's symbol")
 N_PARAMS = PARAMS.size
 
 #: Config key path -> slot, for every config value the kernels read (bool/enum stored as numbers).
@@ -99,6 +104,7 @@ STRATEGY_PATHS: dict[str, int] = {
     "grid.grid_levels_long": P_LEVELS_LONG,
     "grid.grid_levels_short": P_LEVELS_SHORT,
     "grid.base_qty": P_BASE_QTY,
+    "grid.base_notional": P_BASE_NOTIONAL,
     "grid.qty_scale": P_QTY_SCALE,
     "exit.tp_steps": P_TP_STEPS,
     "exit.sl_steps": P_SL_STEPS,
@@ -140,20 +146,31 @@ STRATEGY_PATHS: dict[str, int] = {
     "execution.order_qty_tolerance_pct": P_ORDER_QTY_TOL_PCT,
 }
 
-#: Venue key paths the kernels read (tick/step/min/max qty go through VenueConfig's defaulting properties).
+#: Venue key paths the kernels read (the exchange rules come per symbol: RULE_FIELDS).
 VENUE_PATHS: dict[str, int] = {
     "trading.leverage": P_LEVERAGE,
     "risk.min_order_size_usdt": P_MIN_ORDER_USDT,
     "risk.max_order_size_usdt": P_MAX_ORDER_USDT,
-    "precision.tick_size": P_TICK,
-    "precision.step_size": P_STEP,
-    "precision.min_qty": P_MIN_QTY,
-    "precision.max_qty": P_MAX_QTY,
-    "precision.min_notional": P_MIN_NOTIONAL,
     "rate_limits.orders_per_second": P_ORDERS_PER_SECOND,
     "rate_limits.orders_per_minute": P_ORDERS_PER_MINUTE,
     "fees.maker": P_FEE_MAKER,
     "fees.taker": P_FEE_TAKER,
+}
+
+#: ``SymbolRules`` field -> slot: the rules of the run's own symbol (``VenueConfig.rules_for``), never
+#: another symbol's. Not here: ``market_min_qty`` (the kernel's market orders close positions made of lots
+#: of at least ``min_qty``) and ``percent_price_*`` (entries rest on the passive side of the close and a
+#: TP on the passive side of its lot, so no order the kernel sends can leave the band; DESIGN.md
+#: "Exchange filters"); the live readiness check compares all of them with the exchange.
+RULE_FIELDS: dict[str, int] = {
+    "tick_size": P_TICK,
+    "step_size": P_STEP,
+    "min_qty": P_MIN_QTY,
+    "max_qty": P_MAX_QTY,
+    "min_notional": P_MIN_NOTIONAL,
+    "market_max_qty": P_MARKET_MAX_QTY,
+    "max_num_orders": P_MAX_NUM_ORDERS,
+    "max_num_algo_orders": P_MAX_NUM_ALGO,
 }
 
 #: Slots that define the regime series (batch shares one series per distinct tuple of these).
@@ -218,6 +235,8 @@ def check_venue_supported(strategy: StrategyConfig, venue: VenueConfig, market_s
 
 
 def _number(value: Any, path: str) -> float:
+    if value is None:  # an optional size unit not in use (grid.base_qty / grid.base_notional)
+        return float("nan")
     if isinstance(value, str):
         if path == "policy.strategy":
             return float(POLICY_NAMES[value])
@@ -237,16 +256,14 @@ def build_params(strategy: StrategyConfig, venue: VenueConfig, market: Any) -> E
     for path, slot in STRATEGY_PATHS.items():
         section, key = path.split(".")
         vec[slot] = _number(getattr(getattr(strategy, section), key), path)
+    if strategy.position.max_position_size is None:
+        vec[P_MAX_POSITION_SIZE] = np.inf  # no base-unit cap (the quote cap max_inventory_quote applies)
     for path, slot in VENUE_PATHS.items():
         section, key = path.split(".")
-        value = getattr(getattr(venue, section), key)
-        if value is not None:  # optional precision keys: defaulted just below
-            vec[slot] = float(value)
-    # Defaulted precision values come from the venue's documented defaults (10^-precision, one step, inf).
-    vec[P_TICK] = venue.tick_size
-    vec[P_STEP] = venue.step_size
-    vec[P_MIN_QTY] = venue.min_qty
-    vec[P_MAX_QTY] = venue.max_qty
+        vec[slot] = float(getattr(getattr(venue, section), key))
+    rules = venue.rules_for(market.symbol)  # this symbol's rules or an error naming it
+    for key, slot in RULE_FIELDS.items():
+        vec[slot] = float(getattr(rules, key))
     vec[P_BAR_MS] = float(market.bar_ms)
     vec[P_MAX_LEVELS] = float(max(strategy.grid.grid_levels_long, strategy.grid.grid_levels_short))
     clearance = venue.margin.liquidation_clearance_fee if venue.margin is not None else None
@@ -263,6 +280,7 @@ def build_params(strategy: StrategyConfig, venue: VenueConfig, market: Any) -> E
         "timeframe": getattr(market, "timeframe", ""),
         "gates_disabled": strategy.gates_disabled(),
         "fees_source": venue.fees_source,
+        "rules_source": venue.rules_source(market.symbol),
         "fees": {"maker": venue.fees.maker, "taker": venue.fees.taker},
         "strategy_origin": strategy.origin,
         "venue_origin": venue.origin,

@@ -20,6 +20,7 @@ from gridctl.engine.params import (
     P_EMERGENCY_BUFFER,
     P_ENABLE_CB,
     P_ENABLE_DRAWDOWN,
+    P_MARKET_MAX_QTY,
     P_MAX_DRAWDOWN_PCT,
     P_MAX_ERRORS,
     P_MAX_LEVERAGE_USED,
@@ -132,7 +133,20 @@ def close_side_charged_nb(st, slots, side, price, kind, liquidity, charge, ts, p
     """``close_side_nb``; ``charge``, unless NaN, replaces the trading fee (a liquidation's clearance)."""
     q = st[S_LONG_QTY] if side == Side.LONG else st[S_SHORT_QTY]
     fee = 0.0
-    if q > 0.0:
+    lot_max = p[P_MARKET_MAX_QTY]
+    if q > 0.0 and kind == FillKind.FLATTEN and q > lot_max * (1.0 + 1e-9):
+        # MARKET_LOT_SIZE: Binance refuses one market order above maxQty, so the flatten goes out as
+        # market orders of at most maxQty each, back to back at the same price: one fill row per order.
+        left = q
+        while left > lot_max * (1.0 + 1e-9):
+            realized, f = apply_fill_nb(st, side, False, price, lot_max, liquidity, p)
+            write_fill_nb(fills, cnt, ts, side, kind, 0, price, lot_max, f, liquidity, realized)
+            fee += f
+            left -= lot_max
+        realized, f = apply_fill_nb(st, side, False, price, left, liquidity, p)
+        write_fill_nb(fills, cnt, ts, side, kind, 0, price, left, f, liquidity, realized)
+        fee += f
+    elif q > 0.0:
         realized, fee = apply_fill_nb(st, side, False, price, q, liquidity, p)
         if charge == charge:
             st[S_FEES] += charge - fee

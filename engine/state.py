@@ -173,6 +173,12 @@ S_SAME_BAR_N = STATE.add("S_SAME_BAR_N", "lots whose entry and TP/SL filled at o
 S_SAME_BAR_PROFIT = STATE.add(
     "S_SAME_BAR_PROFIT", "sum of those lots' PnL after fees where positive (their share of S_GROSS_PROFIT)"
 )
+S_SKIPPED_ORDER_LIMIT = STATE.add(
+    "S_SKIPPED_ORDER_LIMIT", "rung-skips: the symbol's open-order / algo-order limit was reached"
+)
+S_SKIP_LIMIT_NOW = STATE.add(
+    "S_SKIP_LIMIT_NOW", "rungs the last decision skipped for the order limit (counted again every quiet bar)"
+)
 N_STATE = STATE.size
 
 # --- per-rung slot fields (the last axis of ``slots``)

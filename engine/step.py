@@ -67,6 +67,8 @@ from gridctl.engine.funding import apply_funding_nb, funding_guard_nb
 from gridctl.engine.ladder import floor_step_nb, needs_recenter_nb, set_rungs_nb
 from gridctl.engine.params import (
     P_BAR_MS,
+    P_MAX_NUM_ALGO,
+    P_MAX_NUM_ORDERS,
     P_ORDER_PRICE_TOL_BPS,
     P_ORDER_QTY_TOL_PCT,
     P_ORDERS_PER_MINUTE,
@@ -123,7 +125,9 @@ from gridctl.engine.state import (
     S_REGIME,
     S_REJ_BASE,
     S_SHORT_QTY,
+    S_SKIP_LIMIT_NOW,
     S_SKIP_NOW,
+    S_SKIPPED_ORDER_LIMIT,
     S_SKIPPED_PRECISION,
     S_STATE,
     S_UNREAL,
@@ -198,12 +202,28 @@ def decision_needed_nb(st, c, close_time, fts, frate, p):
 
 
 @kernel
+def open_order_slots_nb(slots):
+    """Rungs holding an order on the exchange: a resting entry, or a lot (its take-profit and stop).
+
+    Each counts one regular order (the entry or the TP limit) and one algo order (the lot's stop, or
+    the stop a resting entry needs once it fills), so both MAX_NUM_ORDERS and MAX_NUM_ALGO_ORDERS bound it.
+    """
+    n = 0
+    for side in range(2):
+        for idx in range(slots.shape[1]):
+            if slots[side, idx, SL_ORD_ON] != 0.0 or slots[side, idx, SL_LOT_ON] != 0.0:
+                n += 1
+    return n
+
+
+@kernel
 def _block_entries_nb(st, slots):
     """No entries may rest now: cancel them and remember the ladder must be re-planned later."""
     if st[S_ALLOWED] != 0.0:
         st[S_ALLOWED] = 0.0
         st[S_DIRTY] = 1.0
     st[S_SKIP_NOW] = 0.0
+    st[S_SKIP_LIMIT_NOW] = 0.0
     if st[S_N_RESTING] > 0:
         cancel_entries_nb(st, slots)
 
@@ -263,6 +283,7 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
     tol_pct = p[P_ORDER_QTY_TOL_PCT]
     submits = 0
     skipped = 0
+    limited = 0
     tripped = False
     eq = st[S_EQUITY]
     memo_eq = np.inf  # lowest equity at which a refusal the memo holds stops holding
@@ -331,6 +352,12 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
                         for j in range(slots.shape[1]):
                             slots[sd, j, SL_ORD_ON] = 0.0
                 continue
+            if open_order_slots_nb(slots) + 1 > min(p[P_MAX_NUM_ORDERS], p[P_MAX_NUM_ALGO]):
+                # The exchange would refuse the order or, once it fills, its stop: not sent (as for the
+                # precision guard, no error); walked again at the next close, as a deferred entry is.
+                limited += 1
+                st[S_PENDING] = 1.0
+                continue
             if submits >= per_bar or _minute_window_full_nb(st, ords, close_time, p):
                 st[S_ORDERS_DEFERRED] += 1.0
                 st[S_PENDING] = 1.0
@@ -346,6 +373,7 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
             st[S_ORDERS_SUBMITTED] += 1.0
             submits += 1
     st[S_SKIP_NOW] = skipped
+    st[S_SKIP_LIMIT_NOW] = limited
     st[S_MEMO_EQ] = memo_eq
     if memo_used and orders_changed:
         # A rung walked later changed the exposures an earlier refusal was checked against: look again.
@@ -458,8 +486,9 @@ def step_nb(
     if decision_needed_nb(st, c, close_time, fts, frate, p):
         decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cnt, t)
     if st[S_HALTED] == 0.0:
-        # A quiet bar repeats the last decision, including its precision skips.
+        # A quiet bar repeats the last decision, including its precision and order-limit skips.
         st[S_SKIPPED_PRECISION] += st[S_SKIP_NOW]
+        st[S_SKIPPED_ORDER_LIMIT] += st[S_SKIP_LIMIT_NOW]
     record_bar_nb(st, eq, cnt, t)
     return STEP_CONTINUE
 

@@ -524,7 +524,7 @@ class Bridge:
         acct = self.account
         if acct is None:
             return {}
-        half = float(self.s.venue.step_size) / 2.0
+        half = float(self.s.venue.rules_for(self.s.symbol).step_size) / 2.0
         covered = stop_coverage(self.open_orders, self.o.run_id)
         out = {}
         for side, pos in enumerate(_POS):
@@ -538,7 +538,7 @@ class Bridge:
     def _repair(self, where: str, gaps: dict[int, float]) -> int:
         """Close what cannot be protected (see ``check_protection``); returns the bookings made."""
         assert self.account is not None
-        half = float(self.s.venue.step_size) / 2.0
+        half = float(self.s.venue.rules_for(self.s.symbol).step_size) / 2.0
         unknown_closed = False
         for side, gap in gaps.items():
             pos = _POS[side]
@@ -548,7 +548,7 @@ class Bridge:
             unknown = min(gap, held - self.s.lots_qty(side) - self._pending_entries_qty(side))
             if unknown > half:
                 # exposure the engine holds no lot (and so no stop) for: it cannot be protected, close it
-                qty = _snap(unknown, self.s.venue.step_size)
+                qty = _snap(unknown, self.s.venue.rules_for(self.s.symbol).step_size)
                 cid = encode_client_id(self.o.run_id, side, 0, "flatten", self._seq())
                 req = gw.OrderRequest(
                     cid, pos, "sell" if side == 0 else "buy", "market", qty, reduce_only=True
@@ -610,7 +610,7 @@ class Bridge:
             return 0
         pos = _POS[want.side]
         cid = encode_client_id(self.o.run_id, want.side, want.level, "sl", self._seq())
-        qty = _snap(float(slot[SL_LOT_QTY]), self.s.venue.step_size)
+        qty = _snap(float(slot[SL_LOT_QTY]), self.s.venue.rules_for(self.s.symbol).step_size)
         req = gw.OrderRequest(cid, pos, want.order_side, "market", qty, reduce_only=True)
         ok = self._place(req, replace(want, type="market", qty=qty))
         reason = f"{pos} level {want.level} {qty}: {why}: " + (
@@ -915,8 +915,9 @@ class Bridge:
     def _request(self, want: WantedOrder, cid: str, price: float) -> gw.OrderRequest:
         """The exchange request; price and qty snapped to the venue's tick / step (kernel floats drift)."""
         pos = _POS[want.side]
-        price = _snap(price, self.s.venue.tick_size)
-        want = replace(want, qty=_snap(want.qty, self.s.venue.step_size))
+        rules = self.s.venue.rules_for(self.s.symbol)  # the session symbol's own tick and step
+        price = _snap(price, rules.tick_size)
+        want = replace(want, qty=_snap(want.qty, rules.step_size))
         if want.type == "limit":
             return gw.OrderRequest(
                 cid,

@@ -62,30 +62,45 @@ class Checklist:
 
 
 def filters_match(venue: Any, market: dict[str, Any]) -> str:
-    """Compare the venue file's tick/step/min qty/min notional with the exchange's; raise on mismatch."""
+    """Compare the venue's rules for this market's symbol with the exchange's filters; raise on mismatch.
+
+    Every rule must equal the exchange's, except ``min_notional``, which may be stricter (higher).
+    """
+    symbol = str(market.get("symbol", ""))
+    rules = venue.rules_for(symbol)
     info = market.get("info") or {}
     filters = {f.get("filterType"): f for f in info.get("filters", [])}
+
+    def num(kind: str, key: str) -> float:
+        try:
+            return float(filters.get(kind, {}).get(key, "nan"))
+        except (TypeError, ValueError):
+            return math.nan
+
     got = {
-        "tick_size": float(filters.get("PRICE_FILTER", {}).get("tickSize", "nan")),
-        "step_size": float(filters.get("LOT_SIZE", {}).get("stepSize", "nan")),
-        "min_qty": float(filters.get("LOT_SIZE", {}).get("minQty", "nan")),
-        "min_notional": float(filters.get("MIN_NOTIONAL", {}).get("notional", "nan")),
+        "tick_size": num("PRICE_FILTER", "tickSize"),
+        "step_size": num("LOT_SIZE", "stepSize"),
+        "min_qty": num("LOT_SIZE", "minQty"),
+        "max_qty": num("LOT_SIZE", "maxQty"),
+        "min_notional": num("MIN_NOTIONAL", "notional"),
+        "market_min_qty": num("MARKET_LOT_SIZE", "minQty"),
+        "market_max_qty": num("MARKET_LOT_SIZE", "maxQty"),
+        "percent_price_up": num("PERCENT_PRICE", "multiplierUp"),
+        "percent_price_down": num("PERCENT_PRICE", "multiplierDown"),
+        "max_num_orders": num("MAX_NUM_ORDERS", "limit"),
+        "max_num_algo_orders": num("MAX_NUM_ALGO_ORDERS", "limit"),
     }
-    want = {
-        "tick_size": venue.tick_size,
-        "step_size": venue.step_size,
-        "min_qty": venue.min_qty,
-        "min_notional": venue.precision.min_notional,
-    }
+    where = venue.rules_source(symbol)
     bad = []
     for key, value in got.items():
+        want = float(getattr(rules, key))
         if not math.isfinite(value):
             bad.append(f"exchange gives no {key}")
         elif key == "min_notional":
-            if want[key] < value * (1 - 1e-9):
-                bad.append(f"precision.min_notional {want[key]} is below the exchange's {value}")
-        elif abs(value - want[key]) > 1e-12 * max(1.0, abs(value)):
-            bad.append(f"precision.{key} is {want[key]} but the exchange says {value}")
+            if want < value * (1 - 1e-9):
+                bad.append(f"min_notional {want:g} is below the exchange's {value:g}")
+        elif abs(value - want) > 1e-12 * max(1.0, abs(value)):
+            bad.append(f"{key} is {want:g} but the exchange says {value:g}")
     if bad:
-        raise GridctlError(f"{venue.origin}: " + "; ".join(bad))
-    return ", ".join(f"{k} {v:g}" for k, v in got.items())
+        raise GridctlError(f"{where}: {symbol} rules differ from the exchange's: " + "; ".join(bad))
+    return f"{symbol}: " + ", ".join(f"{k} {v:g}" for k, v in got.items())

@@ -326,9 +326,13 @@ def prime_kernels(strategy: Any, venue: Any, symbol: str, timeframe: str, mode: 
     scratch = EngineSession(strategy, venue, symbol, timeframe, capacity=16)
     bar_ms = scratch.bar_ms
     # a price at which the first rung's entry clears the venue's minimum notional (so it is placed)
-    floor = max(float(venue.precision.min_notional), float(venue.risk.min_order_size_usdt), 1.0)
-    tick = float(venue.tick_size)
-    px = round(4.0 * floor / float(strategy.grid.base_qty) / tick) * tick
+    rules = venue.rules_for(symbol)
+    floor = max(float(rules.min_notional), float(venue.risk.min_order_size_usdt), 1.0)
+    tick = float(rules.tick_size)
+    if strategy.grid.base_qty is not None:
+        px = round(4.0 * floor / float(strategy.grid.base_qty) / tick) * tick
+    else:  # quote-notional rungs: a price at which rung 1 holds 4x the minimum quantity
+        px = round(float(strategy.grid.base_notional) / (4.0 * rules.min_qty) / tick) * tick
     ones = np.full(2, px)
     scratch.warm(np.array([0, bar_ms], np.int64), ones, ones, ones, ones)
     scratch.set_funding([(bar_ms, 0.0, px)], 1000 * bar_ms)
@@ -462,7 +466,7 @@ def reconcile(bridge: Bridge) -> str:
     xs = acct.positions.get("SHORT")
     ex_l = xl.qty if xl else 0.0
     ex_s = xs.qty if xs else 0.0
-    step = float(s.venue.step_size)
+    step = float(s.venue.rules_for(s.symbol).step_size)
     if abs(ex_l - lq) > step / 2 or abs(ex_s - sq) > step / 2:
         raise GridctlError(
             f"positions differ after restart: engine long {lq} short {sq}, exchange long {ex_l} short {ex_s}"

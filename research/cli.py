@@ -95,6 +95,7 @@ def run_backtest(
     """
     from gridctl.configs.crosscheck import check_notional_in_range, check_strategy_on_venue
     from gridctl.configs.loader import load_strategy, load_venue
+    from gridctl.configs.schema import ccxt_to_instrument
     from gridctl.data.market import load_market
     from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
     from gridctl.data.timeframes import timeframe_ms
@@ -117,6 +118,10 @@ def run_backtest(
         raise GridctlError(f"--end ({end}) must be after --start ({start})")
     # Configs first: a bad --config/--venue/--set fails before anything is generated or written.
     strategy = load_strategy(config, overrides)
+    if symbol is not None and symbol != strategy.ccxt_symbol:
+        # --symbol names what to trade: the strategy's instrument follows it (its rules come from the venue).
+        overrides = [*overrides, f"strategy.instrument_id={ccxt_to_instrument(symbol)}"]
+        strategy = load_strategy(config, overrides)
     detail_tf = strategy.backtest.detail_timeframe
     if detail_tf is not None:
         fine_ms, coarse_ms = timeframe_ms(detail_tf), timeframe_ms(timeframe)
@@ -208,7 +213,10 @@ def backtest(
         ),
     ] = "sample",
     symbol: Annotated[
-        str | None, typer.Option("--symbol", help="ccxt symbol (default: the strategy's instrument).")
+        str | None,
+        typer.Option(
+            "--symbol", help="ccxt symbol to trade; sets strategy.instrument_id (default: the strategy's)."
+        ),
     ] = None,
     timeframe: Annotated[str, typer.Option("--timeframe", help="Bar timeframe of the stored data.")] = "1m",
     start: Annotated[str | None, typer.Option("--start", help="First day (YYYY-MM-DD, UTC).")] = None,

@@ -1273,6 +1273,7 @@ def assumption_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
         ("Data", f"{stats['data_start']} -> {stats['data_end']}"),
         ("Bars", f"{stats['bars']:,} ({stats['gaps']:,} gaps, {stats['missing_bars']:,} missing bars)"),
         ("Fees", f"maker {a['maker_fee']:g} / taker {a['taker_fee']:g} ({a['fees_source']})"),
+        ("Exchange rules", a.get("exchange_rules", "n/a")),
         ("Funding mark price", marks),
         ("Gates disabled", ", ".join(a["gates_disabled"]) or "none"),
         ("Intrabar path", a["intrabar_path"]),

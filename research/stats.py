@@ -302,6 +302,7 @@ def compute_stats(
         "same_bar_round_trip_pnl": same_bar[1],
         "assumptions": {
             "fees_source": venue.fees_source,
+            "exchange_rules": _rules_text(venue, market.symbol),
             "maker_fee": float(venue.fees.maker),
             "taker_fee": float(venue.fees.taker),
             "funding_mark_source": {
@@ -404,6 +405,15 @@ def path_bracket(
         out["worst"][name] = max(e[name] for e in entries)
         out["best"][name] = min(e[name] for e in entries)
     return out
+
+
+def _rules_text(venue: VenueConfig, symbol: str) -> str:
+    """The run symbol's exchange rules in one line, with where they came from."""
+    r = venue.rules_for(symbol)
+    return (
+        f"tick {r.tick_size:g}, lot {r.step_size:g}, min notional {r.min_notional:g}, "
+        f"{r.max_num_algo_orders} stops / {r.max_num_orders} orders ({venue.rules_source(symbol)})"
+    )
 
 
 def backtest_stats(

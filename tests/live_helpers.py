@@ -80,9 +80,7 @@ def emulator_with_sample(days: int = 1, seed: int = 7, history: int = HISTORY_BA
 
 def emulator_venue(url: str, extra: list[str] | None = None) -> Any:
     """The production venue file aimed at the emulator; the emulator's BTCUSDT min notional is 100."""
-    return load_venue(
-        "binance_futures", [f"api.base_url={url}", "precision.min_notional=100", *(extra or [])]
-    )
+    return load_venue("binance_futures", [f"api.base_url={url}", *(extra or [])])
 
 
 # -- hand-derived scenarios on the emulator (BTCUSDT: tick 0.1, step 0.001, min notional 100) ----------

@@ -98,6 +98,7 @@ ISOLATED = {
     "grid.grid_levels_long": 1,
     "grid.grid_levels_short": 1,
     "grid.base_qty": 0.01,
+    "grid.base_notional": None,  # the shipped default sizes in quote; scenarios size in base units
     "grid.qty_scale": 1.0,
     "exit.tp_steps": 1,
     "exit.sl_steps": 2,
@@ -116,13 +117,16 @@ ISOLATED = {
     "risk_management.max_drawdown_pct": 50.0,
     "backtest.slippage_bps": 0.0,
 }
+#: Override prefix of BTC/USDT:USDT's own exchange rules in the shipped venue (its symbols snapshot).
+BTC_RULES = "symbol_rules.BTC/USDT:USDT."
+
 ISOLATED_VENUE = {
     "fees.maker": 0.0002,
     "fees.taker": 0.0005,
-    "precision.tick_size": 0.1,
-    "precision.step_size": 0.001,
-    "precision.min_qty": 0.001,
-    "precision.min_notional": 5.0,
+    f"{BTC_RULES}tick_size": 0.1,
+    f"{BTC_RULES}step_size": 0.001,
+    f"{BTC_RULES}min_qty": 0.001,
+    f"{BTC_RULES}min_notional": 5.0,
     "risk.min_order_size_usdt": 5.0,
     "risk.max_order_size_usdt": 1e7,
     "rate_limits.orders_per_second": 100,
@@ -131,6 +135,8 @@ ISOLATED_VENUE = {
 
 
 def _fmt(value: object) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
@@ -139,15 +145,48 @@ def _fmt(value: object) -> str:
 def strategy(**overrides: object) -> StrategyConfig:
     """The shipped ``default`` strategy with ISOLATED settings, then ``overrides`` (``section__field``)."""
     merged = dict(ISOLATED)
-    merged.update({k.replace("__", "."): v for k, v in overrides.items()})
+    changes = {k.replace("__", "."): v for k, v in overrides.items()}
+    if changes.get("grid.base_notional") is not None and "grid.base_qty" not in changes:
+        merged["grid.base_qty"] = None  # one size unit: quote notional replaces the base quantity
+    merged.update(changes)
     return load_strategy("default", overrides=[f"{k}={_fmt(v)}" for k, v in merged.items()])
 
 
 def venue(**overrides: object) -> VenueConfig:
-    """The shipped ``binance_futures`` venue with ISOLATED_VENUE settings, then ``overrides``."""
+    """The shipped ``binance_futures`` venue with ISOLATED_VENUE settings, then ``overrides``.
+
+    ``symbol_rules__min_notional=...`` sets BTC/USDT:USDT's own rule of that name.
+    """
     merged = dict(ISOLATED_VENUE)
-    merged.update({k.replace("__", "."): v for k, v in overrides.items()})
+    for k, v in overrides.items():
+        key = k.replace("__", ".")
+        if key.startswith("symbol_rules.") and key.count(".") == 1:
+            key = BTC_RULES + key.removeprefix("symbol_rules.")
+        merged[key] = v
     return load_venue("binance_futures", overrides=[f"{k}={_fmt(v)}" for k, v in merged.items()])
+
+
+def legacy_venue(drop: tuple[str, ...] = (), **precision: object) -> VenueConfig:
+    """``venue()`` rewritten as a legacy one-symbol venue: BTC's rules as a ``precision`` block.
+
+    ``drop`` removes precision keys (so their *_precision defaults apply); ``precision`` sets others.
+    """
+    base = venue()
+    rules = base.rules_for("BTC/USDT:USDT")
+    block: dict[str, object] = {
+        "price_precision": 1,
+        "quantity_precision": 3,
+        "min_notional": rules.min_notional,
+        "tick_size": rules.tick_size,
+        "step_size": rules.step_size,
+        "min_qty": rules.min_qty,
+        "max_qty": rules.max_qty,
+    }
+    block = {k: v for k, v in block.items() if k not in drop}
+    block.update(precision)
+    data = {name: getattr(base, name) for name in VenueConfig.model_fields}
+    data.update(precision=block, symbol_rules=None, symbol_rules_file=None, symbols=["BTCUSDT-PERP"])
+    return VenueConfig.model_validate(data)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -309,13 +348,23 @@ def configs(draw):
         trading__leverage=draw(st.sampled_from([1, 5, 10, 20])),
         risk__min_order_size_usdt=draw(st.sampled_from([1.0, 5.0, 50.0])),
         risk__max_order_size_usdt=draw(st.sampled_from([1000.0, 100000.0])),
-        precision__min_notional=draw(st.sampled_from([1.0, 5.0, 20.0])),
+        symbol_rules__min_notional=draw(st.sampled_from([1.0, 5.0, 20.0])),
         rate_limits__orders_per_second=draw(st.integers(1, 12)),
         rate_limits__orders_per_minute=draw(st.sampled_from([2, 10, 100])),
         fees__maker=draw(st.sampled_from([0.0, 0.0002])),
         fees__taker=draw(st.sampled_from([0.0004, 0.0005])),
     )
     return s, v
+
+
+@st.composite
+def exchange_limits(draw):
+    """BTC's order-count and market-lot limits (venue overrides): a separate ``@given`` argument, drawn
+    last, so ``configs()`` and the generators built on it draw as before."""
+    return dict(
+        symbol_rules__max_num_algo_orders=draw(st.sampled_from([3, 10, 200])),
+        symbol_rules__market_max_qty=draw(st.sampled_from([0.004, 120.0])),
+    )
 
 
 @st.composite

@@ -310,7 +310,7 @@ class Params:
 
     step: float
     levels: tuple[int, int]
-    base_qty: float
+    base_qty: float | None  # None: rung 1 is base_notional (quote) at the ladder centre
     qty_scale: float
     tp_steps: int
     sl_steps: int
@@ -357,6 +357,10 @@ class Params:
     brackets: list[Bracket]
     path_rule: str = "nearer_first"
     clearance_fee: float | None = None  # None: the remaining maintenance margin is lost
+    base_notional: float | None = None
+    max_num_orders: int = 200
+    max_num_algo_orders: int = 10
+    market_max_qty: float = math.inf
 
 
 def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
@@ -369,18 +373,16 @@ def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
         strategy.risk_management,
         strategy.backtest,
     )
-    pr = venue.precision
-    tick = pr.tick_size if pr.tick_size is not None else 10.0**-pr.price_precision
-    qstep = pr.step_size if pr.step_size is not None else 10.0**-pr.quantity_precision
-    min_qty = pr.min_qty if pr.min_qty is not None else qstep
+    pr = venue.rules_for(symbol)  # the symbol's own exchange rules
     brackets = [
         Bracket(b.notional_floor, b.notional_cap, b.maint_margin_ratio, b.cum, b.max_leverage)
-        for b in venue.margin.brackets[symbol]
+        for b in venue.brackets_for(symbol)
     ]
     return Params(
         step=g.grid_step_bps / 1e4,
         levels=(g.grid_levels_long, g.grid_levels_short),
         base_qty=g.base_qty,
+        base_notional=g.base_notional,
         qty_scale=g.qty_scale,
         tp_steps=ex.tp_steps,
         sl_steps=ex.sl_steps,
@@ -394,7 +396,7 @@ def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
         order_qty_tol_pct=exe.order_qty_tolerance_pct,
         funding_window_ms=fu.funding_window_minutes * 60_000,
         funding_max_cost_bps=fu.funding_max_cost_bps,
-        max_position_size=pos.max_position_size,
+        max_position_size=math.inf if pos.max_position_size is None else pos.max_position_size,
         max_position_pct=pos.max_position_pct,
         max_leverage_used=pos.max_leverage_used,
         liq_buffer=pos.emergency_liquidation_buffer,
@@ -412,11 +414,14 @@ def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
         initial=bt.initial_balance,
         slip=bt.slippage_bps / 1e4,
         touch=bt.fill_on_touch,
-        tick=tick,
-        qty_step=qstep,
-        min_qty=min_qty,
-        max_qty=pr.max_qty if pr.max_qty is not None else math.inf,
+        tick=pr.tick_size,
+        qty_step=pr.step_size,
+        min_qty=pr.min_qty,
+        max_qty=pr.max_qty,
         min_notional=pr.min_notional,
+        max_num_orders=pr.max_num_orders,
+        market_max_qty=pr.market_max_qty,
+        max_num_algo_orders=pr.max_num_algo_orders,
         leverage=float(venue.trading.leverage),
         min_order_usdt=venue.risk.min_order_size_usdt,
         max_order_usdt=venue.risk.max_order_size_usdt,
@@ -426,7 +431,7 @@ def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
         taker_fee=venue.fees.taker,
         brackets=brackets,
         path_rule=bt.intrabar_path,
-        clearance_fee=venue.margin.liquidation_clearance_fee,
+        clearance_fee=venue.margin.liquidation_clearance_fee if venue.margin is not None else None,
     )
 
 
@@ -476,6 +481,7 @@ class Sim:
         # counters
         self.n_errors = 0
         self.skipped_precision = 0
+        self.skipped_order_limit = 0
         self.orders_deferred = 0
         self.ts = 0
 
@@ -944,9 +950,13 @@ class Sim:
                 for side in (LONG, SHORT):
                     q = self.qty[side]
                     if q > 0.0:
+                        px = c * (1 - p.slip) if side == LONG else c * (1 + p.slip)
+                        # MARKET_LOT_SIZE: market orders of at most market_max_qty, the rest last.
+                        while q > p.market_max_qty * (1 + 1e-9):
+                            self.fill(side, FLATTEN, 0, px, p.market_max_qty, TAKER)
+                            q -= p.market_max_qty
                         for key in [k for k in self.lots if k[0] == side]:
                             del self.lots[key]
-                        px = c * (1 - p.slip) if side == LONG else c * (1 + p.slip)
                         self.fill(side, FLATTEN, 0, px, q, TAKER)
                 self.halted = True
                 self.mark(c)
@@ -1011,7 +1021,8 @@ class Sim:
                     price = ceil_tick(self.centre * (1 + i * p.step), p.tick)
                     if not price > c:
                         continue
-                base = p.base_qty * p.qty_scale ** (i - 1)
+                unit = p.base_qty if p.base_notional is None else p.base_notional / self.centre
+                base = unit * p.qty_scale ** (i - 1)
                 qty = floor_step(base * scale * guard[side] * self.throttle, p.qty_step)
                 if not (p.min_qty <= qty <= p.max_qty) or qty <= 0.0 or qty * price < p.min_notional:
                     self.skipped_precision += 1
@@ -1067,6 +1078,11 @@ class Sim:
                 self.error(close_time)
                 if self.cb_tripped:
                     return
+                continue
+            # MAX_NUM_ORDERS / MAX_NUM_ALGO_ORDERS: every resting entry and every lot (its TP and stop)
+            # holds one order of each kind; an entry beyond the limit is not sent.
+            if len(self.orders) + len(self.lots) + 1 > min(p.max_num_orders, p.max_num_algo_orders):
+                self.skipped_order_limit += 1
                 continue
             in_window = sum(1 for t in self.submissions if close_time - 60_000 < t <= close_time)
             if bar_count >= p.per_bar_orders or in_window >= p.per_minute_orders:
@@ -1162,6 +1178,7 @@ def simulate(
         "n_fills": len(sim.out.fills),
         "n_errors": sim.n_errors,
         "skipped_precision": sim.skipped_precision,
+        "skipped_order_limit": sim.skipped_order_limit,
         "orders_deferred": sim.orders_deferred,
         "orders_submitted": len(sim.submissions) + sim.retries_submitted,
         "max_drawdown_bar_close_pct": sim.max_dd,

@@ -34,9 +34,11 @@ def _sections(model: type[BaseModel]) -> list[type[BaseModel]]:
 
 
 def _valid_instances() -> dict[type[BaseModel], BaseModel]:
-    """One valid instance of every section, taken from the shipped default strategy and venue."""
+    """One valid instance of every section, taken from the shipped default strategy and venue (and the
+    legacy one-symbol precision block, which the shipped venue replaced by per-symbol rules)."""
     out: dict[type[BaseModel], BaseModel] = {}
-    stack: list[Any] = [load_strategy("default"), load_venue("binance_futures")]
+    legacy = schema.PrecisionSection(price_precision=1, quantity_precision=3, min_notional=5.0)
+    stack: list[Any] = [load_strategy("default"), load_venue("binance_futures"), legacy]
     while stack:
         item = stack.pop()
         if isinstance(item, BaseModel):
@@ -59,13 +61,13 @@ NUMBER_FIELDS = sorted(
 
 
 def test_the_walk_finds_the_number_fields() -> None:
-    # Hand count of configs/schema.py: 35 strategy number fields (grid 5, exit 2, rebalance 2, execution 5,
-    # funding 2, regime 6, position 4, policy 3, risk_management 4, backtest 2) and 25 venue ones (trading 1,
-    # risk 3, precision 7, rate_limits 3, websocket 3, fees 2, bracket 5, margin 1).
+    # Hand count of configs/schema.py: 36 strategy number fields (grid 6, exit 2, rebalance 2, execution 5,
+    # funding 2, regime 6, position 4, policy 3, risk_management 4, backtest 2) and 36 venue ones (trading 1,
+    # risk 3, precision 7, symbol rules 11, rate_limits 3, websocket 3, fees 2, bracket 5, margin 1).
     names = {(s, n) for s, n, _ in NUMBER_FIELDS}
     assert ("BacktestSection", "initial_balance") in names and ("Bracket", "cum") in names
     assert ("PrecisionSection", "tick_size") in names and ("WebsocketSection", "ping_interval") in names
-    assert len(NUMBER_FIELDS) == 60
+    assert len(NUMBER_FIELDS) == 72
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,16 @@ def shipped_tree(kind: str, name: str) -> dict[str, Any]:
     return yaml.safe_load((SHIPPED / f"{kind}" / f"{name}.yaml").read_text())
 
 
+def inline_venue_tree() -> dict[str, Any]:
+    """The shipped venue with its symbols snapshot written inline (symbol_rules and margin.brackets)."""
+    tree = shipped_tree("venues", "binance_futures")
+    snap = shipped_tree("venues/symbols", "binance_usdm")
+    del tree["symbol_rules_file"]
+    tree["symbol_rules"] = snap["symbols"]
+    tree["margin"] = {"brackets": snap["brackets"]}
+    return tree
+
+
 def write(tmp_path: Path, tree: dict[str, Any], name: str = "cfg.yaml") -> Path:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(tree, sort_keys=False))
@@ -90,11 +100,11 @@ def test_all_bad_keys_of_a_file_are_reported_at_once(tmp_path: Path) -> None:
 def test_missing_required_section_and_field(tmp_path: Path) -> None:
     def mutate(tree: dict[str, Any]) -> None:
         del tree["funding"]
-        del tree["grid"]["base_qty"]
+        del tree["grid"]["base_notional"]
 
     message = strategy_error(tmp_path, mutate)
     assert "funding: required field is missing" in message
-    assert "grid.base_qty: required field is missing" in message
+    assert "grid.base_qty: give exactly one of grid.base_qty (base units) and grid.base_notional" in message
 
 
 @pytest.mark.parametrize(
@@ -149,6 +159,9 @@ def test_fast_ema_must_be_below_slow_ema(tmp_path: Path) -> None:
     assert "regime.ema_fast: must be < ema_slow = 30 (got 30)" in message
 
 
+BTC = "symbol_rules.BTC/USDT:USDT."
+
+
 def venue_error(overrides: list[str]) -> str:
     with pytest.raises(GridctlError) as info:
         load_venue("binance_futures", overrides)
@@ -163,10 +176,18 @@ def venue_error(overrides: list[str]) -> str:
         ("trading.margin_type=PORTFOLIO", "trading.margin_type: Input should be 'CROSSED' or 'ISOLATED'"),
         ("venue.venue_type=swap", "venue.venue_type: Input should be 'spot', 'futures' or 'options'"),
         ("venue.account_type=FUTURES", "venue.account_type: Input should be 'CASH', 'MARGIN'"),
-        ("precision.price_precision=9", "precision.price_precision: Input should be less than or equal to 8"),
-        ("precision.tick_size=0", "precision.tick_size: Input should be greater than 0"),
-        ("precision.step_size=-0.001", "precision.step_size: Input should be greater than 0"),
-        ("precision.min_qty=2000", "precision.min_qty: must be <= max_qty = 1000.0 (got 2000.0)"),
+        (
+            "precision={price_precision: 2, quantity_precision: 3, min_notional: 5}",
+            "precision: a venue with symbol_rules (per-symbol exchange rules) must not also have",
+        ),
+        (f"{BTC}tick_size=0", f"{BTC}tick_size: Input should be greater than 0"),
+        (f"{BTC}step_size=-0.001", f"{BTC}step_size: Input should be greater than 0"),
+        (f"{BTC}min_qty=2000", f"{BTC}min_qty: must be <= max_qty = 1000.0 (got 2000.0)"),
+        (f"{BTC}percent_price_down=1.2", f"{BTC}percent_price_down: Input should be less than 1"),
+        (
+            f"{BTC}max_num_algo_orders=0",
+            f"{BTC}max_num_algo_orders: Input should be greater than or equal to 1",
+        ),
         ("risk.min_order_size_usdt=200000", "risk.min_order_size_usdt: must be <= max_order_size_usdt"),
         ("rate_limits.orders_per_second=0", "rate_limits.orders_per_second: Input should be greater than"),
         ("fees.maker=-0.0001", "fees.maker: Input should be greater than or equal to 0"),
@@ -184,7 +205,7 @@ def test_venue_rules_name_the_key_path(override: str, expected: str) -> None:
 
 
 def test_unsorted_brackets_are_rejected_naming_margin_brackets(tmp_path: Path) -> None:
-    tree = shipped_tree("venues", "binance_futures")
+    tree = inline_venue_tree()
     tiers = tree["margin"]["brackets"]["BTC/USDT:USDT"]
     tiers[1], tiers[2] = tiers[2], tiers[1]
     path = write(tmp_path, tree)
@@ -198,7 +219,7 @@ def test_unsorted_brackets_are_rejected_naming_margin_brackets(tmp_path: Path) -
 
 
 def test_brackets_keyed_by_exchange_id_instead_of_ccxt_symbol_are_rejected(tmp_path: Path) -> None:
-    tree = shipped_tree("venues", "binance_futures")
+    tree = inline_venue_tree()
     tree["margin"]["brackets"] = {"BTCUSDT": tree["margin"]["brackets"]["BTC/USDT:USDT"]}
     with pytest.raises(GridctlError, match=r"margin\.brackets: 'BTCUSDT' is not a ccxt USD-M symbol"):
         load_venue(write(tmp_path, tree))

@@ -56,9 +56,15 @@ def test_every_legacy_venue_loads_unchanged(legacy_configs: Path, name: str) -> 
     venue = load_venue(legacy_configs / name)
     assert venue.trading.leverage == 10 and venue.risk.max_leverage == 20
     assert venue.symbols == ["BTCUSDT-PERP", "ETHUSDT-PERP"]
-    # No tick/step in the legacy files: 10^-price_precision (2) and 10^-quantity_precision (3).
-    assert venue.tick_size == pytest.approx(0.01) and venue.step_size == pytest.approx(0.001)
-    assert venue.min_qty == pytest.approx(0.001) and math.isinf(venue.max_qty)
+    # One precision block for two listed symbols: rules for neither (never one symbol's for another).
+    with pytest.raises(GridctlError, match=r"no exchange rules for 'ETH/USDT:USDT': the legacy precision"):
+        venue.rules_for("ETH/USDT:USDT")
+    # Listing one symbol makes the block that symbol's rules; no tick/step in the legacy files:
+    # 10^-price_precision (2) and 10^-quantity_precision (3), min_qty one step, max_qty unlimited.
+    one = VenueConfig.model_validate(venue.model_dump() | {"symbols": ["BTCUSDT-PERP"]})
+    rules = one.rules_for("BTC/USDT:USDT")
+    assert rules.tick_size == pytest.approx(0.01) and rules.step_size == pytest.approx(0.001)
+    assert rules.min_qty == pytest.approx(0.001) and math.isinf(rules.max_qty)
     # No fees section: Binance USD-M VIP0, and the config says where the numbers came from.
     assert (venue.fees.maker, venue.fees.taker) == (0.0002, 0.0005)
     assert venue.fees_source == "default Binance USD-M VIP0"
@@ -81,9 +87,10 @@ def test_shipped_names_are_exactly_the_documented_ones() -> None:
 def test_default_strategy_has_the_documented_values() -> None:
     cfg = load_strategy("default")
     g = cfg.grid
-    assert (g.grid_step_bps, g.grid_levels_long, g.grid_levels_short, g.base_qty, g.qty_scale) == (
-        40.0, 6, 6, 0.002, 1.05,
+    assert (g.grid_step_bps, g.grid_levels_long, g.grid_levels_short, g.base_notional, g.qty_scale) == (
+        40.0, 5, 5, 150.0, 1.05,
     )  # fmt: skip
+    assert g.base_qty is None
     assert (cfg.exit.tp_steps, cfg.exit.sl_steps) == (3, 6)
     assert (cfg.rebalance.recenter_trigger_bps, cfg.rebalance.max_inventory_quote) == (200.0, 10000.0)
     assert (cfg.funding.funding_window_minutes, cfg.funding.funding_max_cost_bps) == (480, 12.0)
@@ -93,7 +100,7 @@ def test_default_strategy_has_the_documented_values() -> None:
     )  # fmt: skip
     p = cfg.position
     assert (p.max_position_size, p.max_position_pct, p.max_leverage_used, p.emergency_liquidation_buffer) == (
-        0.1, 0.75, 5.0, 0.15,
+        None, 0.75, 5.0, 0.15,
     )  # fmt: skip
     assert (cfg.policy.strategy, cfg.policy.counter_levels, cfg.policy.counter_qty_scale) == (
         "throttled-counter", 4, 0.5,
@@ -120,12 +127,14 @@ def test_shipped_venue_adds_fees_precision_and_brackets(name: str) -> None:
     venue = load_venue(name)
     assert venue.fees_source == "venue config"
     assert (venue.fees.maker, venue.fees.taker) == (0.0002, 0.0005)
-    assert (venue.tick_size, venue.step_size, venue.min_qty, venue.max_qty) == (0.1, 0.001, 0.001, 1000.0)
+    btc, xrp = venue.rules_for("BTC/USDT:USDT"), venue.rules_for("XRP/USDT:USDT")
+    assert (btc.tick_size, btc.step_size, btc.min_qty, btc.max_qty) == (0.1, 0.001, 0.001, 1000.0)
+    assert (xrp.tick_size, xrp.step_size, xrp.min_qty, xrp.min_notional) == (0.0001, 0.1, 0.1, 5.0)
     assert venue.trading.hedge_mode is True and venue.trading.margin_type == "CROSSED"
 
 
 @pytest.mark.parametrize("name", ["binance_futures", "binance_futures_testnet"])
-@pytest.mark.parametrize("symbol", ["BTC/USDT:USDT", "ETH/USDT:USDT"])
+@pytest.mark.parametrize("symbol", ["BTC/USDT:USDT", "ETH/USDT:USDT", "XRP/USDT:USDT"])
 def test_shipped_brackets_equal_the_exchange_snapshot(shared_dir: Path, name: str, symbol: str) -> None:
     exchange = json.loads((shared_dir / "data/exchange/binance_usdm_leverage_brackets.json").read_text())
     expected = sorted(exchange[symbol], key=lambda b: b["bracket"])
@@ -177,11 +186,10 @@ def test_gates_disabled_lists_switches_set_false() -> None:
     assert load_strategy("default").gates_disabled() == []
 
 
-def test_explicit_tick_and_step_override_the_precision_digits() -> None:
-    venue = load_venue("binance_futures", ["precision.tick_size=0.5", "precision.step_size=0.01"])
-    assert (venue.tick_size, venue.step_size) == (0.5, 0.01)
-    # min_qty stays the file's 0.001 even though it is below one step now; max_qty 1000.
-    assert venue.min_qty == 0.001
+def test_one_symbols_rule_override_leaves_the_other_symbols_alone() -> None:
+    venue = load_venue("binance_futures", ["symbol_rules.BTC/USDT:USDT.tick_size=0.5"])
+    assert venue.rules_for("BTC/USDT:USDT").tick_size == 0.5
+    assert venue.rules_for("ETH/USDT:USDT").tick_size == 0.01
 
 
 def test_configs_are_frozen() -> None:

@@ -21,6 +21,7 @@ from gridctl.configs.loader import load_strategy, load_venue
 from market_builders import (
     configs,
     detail_markets,
+    exchange_limits,
     liquidation_cases,
     markets,
     path_configs,
@@ -63,6 +64,7 @@ SHARED_SUMMARY = (
     "orders_deferred",
     "orders_submitted",  # with the ledgers: the same orders kept and replaced (order tolerance)
     "skipped_precision",
+    "skipped_order_limit",
 )
 
 
@@ -107,10 +109,10 @@ def assert_same(market, strat, ven, detail=None) -> None:
 
 
 @settings(settings.get_profile("differential"))
-@given(market=markets(), cfg=configs(), tol=tolerances())
-def test_kernel_equals_reference(market, cfg, tol):
+@given(market=markets(), cfg=configs(), tol=tolerances(), lim=exchange_limits())
+def test_kernel_equals_reference(market, cfg, tol, lim):
     s, v = cfg
-    assert_same(market, strategy(**s, **tol), venue(**v))
+    assert_same(market, strategy(**s, **tol), venue(**v, **lim))
 
 
 @settings(settings.get_profile("differential"), max_examples=examples(30))

@@ -21,6 +21,7 @@ from market_builders import (
     LIMITS_OFF,
     T0,
     configs,
+    exchange_limits,
     make_market,
     run,
     strategy,
@@ -151,24 +152,29 @@ def test_kernel_equals_reference_on_long_markets(market, cfg, tol):
 
 
 @settings(PROFILE, max_examples=examples(25))
-@given(market=long_markets(300, 1500), cfg=memo_configs(), tol=tolerances())
-def test_kernel_equals_reference_where_the_memo_works(market, cfg, tol):
+@given(market=long_markets(300, 1500), cfg=memo_configs(), tol=tolerances(), lim=exchange_limits())
+def test_kernel_equals_reference_where_the_memo_works(market, cfg, tol, lim):
     s, v = cfg
-    assert_same(market, strategy(**s, **tol), venue(**v))
+    assert_same(market, strategy(**s, **tol), venue(**v, **lim))
 
 
 @settings(PROFILE, max_examples=examples(15))
-@given(market=long_markets(300, 1500), cfg=tolerance_configs(), tol=tolerances())
-def test_kernel_equals_reference_where_the_tolerance_keeps_orders(market, cfg, tol):
+@given(market=long_markets(300, 1500), cfg=tolerance_configs(), tol=tolerances(), lim=exchange_limits())
+def test_kernel_equals_reference_where_the_tolerance_keeps_orders(market, cfg, tol, lim):
     s, v = cfg
-    assert_same(market, strategy(**s, **tol), venue(**v))
+    assert_same(market, strategy(**s, **tol), venue(**v, **lim))
 
 
 @settings(PROFILE, max_examples=examples(20))
-@given(market=long_markets(300, 1500, trend=True), cfg=liquidating_configs(), tol=tolerances())
-def test_kernel_equals_reference_into_liquidation(market, cfg, tol):
+@given(
+    market=long_markets(300, 1500, trend=True),
+    cfg=liquidating_configs(),
+    tol=tolerances(),
+    lim=exchange_limits(),
+)
+def test_kernel_equals_reference_into_liquidation(market, cfg, tol, lim):
     s, v = cfg
-    assert_same(market, strategy(**s, **tol), venue(**v))
+    assert_same(market, strategy(**s, **tol), venue(**v, **lim))
 
 
 def test_generators_reach_what_they_are_for():

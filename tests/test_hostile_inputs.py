@@ -9,6 +9,7 @@ through ``typer.testing.CliRunner`` on ``cli.app``, a few through a real ``gridc
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from gridctl.cli import app
@@ -35,7 +37,12 @@ FUNDING = SYMBOL_DIR / "funding" / "2024.parquet"
 # Lines the backtest prints on stderr before it loads data (rich status); anything else is a failure.
 STATUS_PREFIXES = ("ensuring the bundled sample market", "running ")
 STRATEGY_TEXT = (SHIPPED_DIRS["strategy"] / "default.yaml").read_text()
-VENUE_TEXT = (SHIPPED_DIRS["venue"] / "binance_futures.yaml").read_text()
+# The shipped venue, its symbol rules snapshot named by absolute path (copies are written elsewhere).
+VENUE_TEXT = (
+    (SHIPPED_DIRS["venue"] / "binance_futures.yaml")
+    .read_text()
+    .replace("symbol_rules_file: symbols/", f"symbol_rules_file: {SHIPPED_DIRS['venue']}/symbols/")
+)
 
 
 @pytest.fixture(scope="module")
@@ -107,14 +114,20 @@ def _drop_funding_marks(tmp: Path) -> None:
 
 
 def _low_leverage_venue(tmp: Path) -> Path:
-    """A venue whose BTC brackets allow at most 5x while trading.leverage is 10."""
-    head = VENUE_TEXT[: VENUE_TEXT.index("margin:")]
-    margin = (
-        'margin:\n  brackets:\n    "BTC/USDT:USDT":\n'
-        "      - {notional_floor: 0.0, notional_cap: 1000000000.0, maint_margin_ratio: 0.01, cum: 0.0, "
-        "max_leverage: 5}\n"
-    )
-    return _file(tmp, "low_leverage.yaml", (head + margin).encode())
+    """A venue whose BTC brackets allow at most 5x while trading.leverage is 10 (in its rules snapshot)."""
+    snap = yaml.safe_load((SHIPPED_DIRS["venue"] / "symbols" / "binance_usdm.yaml").read_text())
+    snap["brackets"]["BTC/USDT:USDT"] = [
+        {
+            "notional_floor": 0.0,
+            "notional_cap": 1e9,
+            "maint_margin_ratio": 0.01,
+            "cum": 0.0,
+            "max_leverage": 5,
+        }
+    ]
+    _file(tmp, "low_leverage_rules.yaml", yaml.safe_dump(snap).encode())
+    text = re.sub(r"symbol_rules_file: .*", "symbol_rules_file: low_leverage_rules.yaml", VENUE_TEXT)
+    return _file(tmp, "low_leverage.yaml", text.encode())
 
 
 def _tiny_market(tmp: Path, bars: int) -> None:
@@ -171,6 +184,17 @@ def _cases() -> list[Case]:
 
     def backtest(tmp: Path, *args: str) -> list[str]:
         return ["backtest", "--data", str(tmp / "store"), *args]
+
+    def venue_tick_1e6(tmp: Path):
+        """BTC's tick set to 1e6 in a copy of the shipped rules snapshot (a tick wider than a grid step)."""
+        snap = (SHIPPED_DIRS["venue"] / "symbols" / "binance_usdm.yaml").read_text()
+        btc = '  "BTC/USDT:USDT":\n    tick_size: 0.1\n'
+        assert btc in snap
+        rules = _file(tmp, "rules.yaml", snap.replace(btc, btc.replace("0.1", "1e6")).encode())
+        shipped = f"symbol_rules_file: {SHIPPED_DIRS['venue']}/symbols/binance_usdm.yaml"
+        assert shipped in VENUE_TEXT
+        venue = _file(tmp, "v.yaml", VENUE_TEXT.replace(shipped, f"symbol_rules_file: {rules}").encode())
+        return backtest(tmp, "--venue", str(venue)), ["tick_size 1e+06", "wider than one grid step"]
 
     # Output and data paths that cannot be used, refused before the backtest runs.
     def out_under_file(tmp: Path):
@@ -314,14 +338,18 @@ def _cases() -> list[Case]:
         text = VENUE_TEXT.replace("min_order_size_usdt: 5.0 ", "min_order_size_usdt: 1000.0 ")
         assert text != VENUE_TEXT
         venue = _file(tmp, "big_orders.yaml", text.encode())
-        return backtest(tmp, "--venue", str(venue)), ["grid.base_qty", "1000 USDT", "no order would ever"]
+        return backtest(tmp, "--venue", str(venue)), [
+            "grid.base_notional",
+            "1000 USDT",
+            "no order would ever",
+        ]
 
     def validate_low_leverage(tmp: Path):
         venue = str(_low_leverage_venue(tmp))
         return ["config", "validate", "default", "--venue", venue], ["trading.leverage", "brackets"]
 
     def validate_huge_qty(tmp: Path):
-        text = STRATEGY_TEXT.replace("base_qty: 0.002", "base_qty: 1e12")
+        text = STRATEGY_TEXT.replace("base_notional: 150.0", "base_qty: 1e12")
         path = _file(tmp, "huge.yaml", text.encode())
         return ["config", "validate", str(path), "-v", "binance_futures"], ["grid.base_qty", "max_qty"]
 
@@ -333,7 +361,7 @@ def _cases() -> list[Case]:
         Case(
             "rung-above-max",
             lambda t: (
-                backtest(t, "--set", "grid.qty_scale=3", "--set", "grid.base_qty=5"),
+                backtest(t, "--set", "grid.qty_scale=3", "--set", "grid.base_qty=50"),
                 ["grid.qty_scale", "max_qty"],
             ),
         ),
@@ -375,16 +403,7 @@ def _cases() -> list[Case]:
             lambda t: (backtest(t, "--config", "/dev/null"), ["/dev/null", "character device"]),
         ),
         Case("config-is-a-folder", lambda t: (backtest(t, "--config", str(t / "store")), ["is a folder"])),
-        Case(
-            "venue-tick-1e6",
-            config_file(
-                "v.yaml",
-                VENUE_TEXT.replace("tick_size: 0.1 ", "tick_size: 1e6 "),
-                "backtest",
-                "--venue",
-                "{path}",
-            ),
-        ),
+        Case("venue-tick-1e6", venue_tick_1e6),
         Case(
             "detail-1h-on-1m",
             lambda t: (

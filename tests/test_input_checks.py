@@ -245,22 +245,29 @@ def test_every_entry_point_refuses_a_500pct_rate(tmp_path: Path, via: str) -> No
 # A strategy checked against its venue
 # ----------------------------------------------------------------------------------------------------
 
+BTC = "symbol_rules.BTC/USDT:USDT."  # override prefix of BTC's own exchange rules
+
 
 @pytest.mark.parametrize(
     ("strategy_sets", "venue_sets", "words"),
     [
-        (["grid.base_qty=1e12"], [], ["grid.base_qty", "above", "precision.max_qty"]),
+        (["grid.base_qty=1e12"], [], ["grid.base_qty", "above", "BTC/USDT:USDT's maximum", "(max_qty)"]),
         (["grid.base_qty=2000"], [], ["grid.base_qty", "1000"]),
-        (["grid.base_qty=0.0004"], [], ["grid.base_qty", "below", "precision.min_qty"]),
-        (["grid.base_qty=600", "grid.qty_scale=2"], [], ["grid.qty_scale (rung 2 of 6)", "1200", "1000"]),
-        (["grid.base_qty=500", "grid.qty_scale=2"], [], ["grid.qty_scale (rung 3 of 6)", "2000"]),
-        (["grid.base_qty=5e11", "grid.qty_scale=3"], ["precision.max_qty=1e12"], ["rung 2 of 6", "1.5e+12"]),
-        (["grid.base_qty=0.01"], ["precision.max_qty=0.005"], ["grid.base_qty", "0.005"]),
-        (["grid.base_qty=0.01"], ["precision.min_qty=0.05"], ["grid.base_qty", "0.05"]),
+        (["grid.base_qty=0.0004"], [], ["grid.base_qty", "below", "BTC/USDT:USDT's minimum", "(min_qty)"]),
+        (["grid.base_qty=600", "grid.qty_scale=2"], [], ["grid.qty_scale (rung 2 of 5)", "1200", "1000"]),
+        (["grid.base_qty=500", "grid.qty_scale=2"], [], ["grid.qty_scale (rung 3 of 5)", "2000"]),
+        (["grid.base_qty=5e11", "grid.qty_scale=3"], [f"{BTC}max_qty=1e12"], ["rung 2 of 5", "1.5e+12"]),
+        (["grid.base_qty=0.01"], [f"{BTC}max_qty=0.005", f"{BTC}min_qty=0.001"], ["grid.base_qty", "0.005"]),
+        (["grid.base_qty=0.01"], [f"{BTC}min_qty=0.05"], ["grid.base_qty", "0.05"]),
+        # quote sizing: rung 1's 50 USDT is below BTC's minimum notional of 100 (XRP's is 5)
+        (["grid.base_notional=50"], [], ["grid.base_notional 50 USDT", "BTC/USDT:USDT's minimum", "100"]),
     ],
 )
 def test_quantities_outside_the_venue_filters_are_refused(strategy_sets, venue_sets, words) -> None:
-    strategy = load_strategy("default", strategy_sets)
+    unit = (
+        [] if any(s.startswith("grid.base_notional") for s in strategy_sets) else ["grid.base_notional=null"]
+    )
+    strategy = load_strategy("default", [*unit, *strategy_sets])
     venue = load_venue("binance_futures", venue_sets)
     with pytest.raises(GridctlError) as err:
         check_strategy_on_venue(strategy, venue)
@@ -294,20 +301,30 @@ def test_leverage_beyond_every_bracket_is_refused(top, venue_sets, strategy_sets
 
 
 def test_shipped_pairs_and_leverage_at_the_bracket_limit_pass() -> None:
-    for strategy in ("default", "hedge_grid_v1"):
-        for venue in ("binance_futures", "binance_futures_testnet"):
-            assert pair_problems(load_strategy(strategy), load_venue(venue)) == []
+    for venue in ("binance_futures", "binance_futures_testnet"):
+        assert pair_problems(load_strategy("default"), load_venue(venue)) == []
+        # The audited bot's research config wants 6 + 6 stops where BTCUSDT allows 10 algo orders.
+        (problem,) = pair_problems(load_strategy("hedge_grid_v1"), load_venue(venue))
+        assert "= 12: a lot on every rung needs 12 stop orders but BTC/USDT:USDT allows 10" in problem
     at_limit = load_venue("binance_futures", [*_brackets_at_most(10), "trading.leverage=10"])
     assert pair_problems(load_strategy("default"), at_limit) == []
 
 
-# default ladder: 6 rungs of 0.002 * 1.05**(i-1) BTC, i.e. 0.002 .. 0.0025526 (0.002 * 1.05**5).
+# A base-unit ladder: 6 rungs of 0.002 * 1.05**(i-1) BTC, i.e. 0.002 .. 0.0025526 (0.002 * 1.05**5).
+BASE_LADDER = [
+    "grid.base_notional=null",
+    "grid.base_qty=0.002",
+    "grid.grid_levels_long=6",
+    "grid.grid_levels_short=6",
+]
+
+
 @pytest.mark.parametrize(
     ("venue_sets", "low", "high", "words"),
     [
         # 0.0025526 * 60,000 = 153 USDT < 200: no rung reaches the minimum order anywhere.
         (["risk.min_order_size_usdt=200"], 50_000.0, 60_000.0, ["below", "200 USDT", "0.00255"]),
-        (["precision.min_notional=500", "risk.min_order_size_usdt=5"], 50_000.0, 60_000.0, ["below", "500"]),
+        ([f"{BTC}min_notional=500", "risk.min_order_size_usdt=5"], 50_000.0, 60_000.0, ["below", "500"]),
         # 0.002 * 50,000 = 100 USDT > 90: every rung is above the maximum order even at the low.
         (["risk.max_order_size_usdt=90"], 50_000.0, 60_000.0, ["above", "90 USDT", "0.002 x 50,000"]),
     ],
@@ -315,7 +332,7 @@ def test_shipped_pairs_and_leverage_at_the_bracket_limit_pass() -> None:
 def test_a_ladder_outside_the_order_notional_limits_is_refused(venue_sets, low, high, words) -> None:
     venue = load_venue("binance_futures", venue_sets)
     with pytest.raises(GridctlError) as err:
-        check_notional_in_range(load_strategy("default"), venue, low, high, "sample BTC 1m")
+        check_notional_in_range(load_strategy("default", BASE_LADDER), venue, low, high, "sample BTC 1m")
     message = str(err.value)
     assert "grid.base_qty" in message and "sample BTC 1m" in message and "\n" not in message
     assert all(w in message for w in words), message
@@ -331,7 +348,23 @@ def test_a_ladder_outside_the_order_notional_limits_is_refused(venue_sets, low, 
 )
 def test_a_ladder_with_one_placeable_rung_passes(venue_sets, low, high) -> None:
     check_notional_in_range(
-        load_strategy("default"), load_venue("binance_futures", venue_sets), low, high, "m"
+        load_strategy("default", BASE_LADDER), load_venue("binance_futures", venue_sets), low, high, "m"
+    )
+
+
+def test_a_quote_sized_ladder_is_checked_by_its_notional_at_any_price() -> None:
+    # default: rungs of 150 * 1.05**(i-1) USDT = 150 .. 182.33 (150 * 1.05**4) whatever the price.
+    venue = load_venue("binance_futures", ["risk.min_order_size_usdt=183"])
+    with pytest.raises(
+        GridctlError, match=r"grid.base_notional 150: .*at most 182.326 USDT at prices 50,000-60,000 of m"
+    ):
+        check_notional_in_range(load_strategy("default"), venue, 50_000.0, 60_000.0, "m")
+    check_notional_in_range(
+        load_strategy("default"),
+        load_venue("binance_futures", ["risk.min_order_size_usdt=182"]),
+        50_000.0,
+        60_000.0,
+        "m",
     )
 
 
@@ -339,9 +372,9 @@ def test_a_ladder_with_one_placeable_rung_passes(venue_sets, low, high) -> None:
 @pytest.mark.parametrize(
     ("venue_sets", "strategy_sets", "words"),
     [
-        (["precision.tick_size=1e6"], [], ["precision.tick_size 1e+06", "wider than one grid step", "200"]),
-        (["precision.tick_size=200.5"], [], ["precision.tick_size 200.5"]),
-        (["precision.tick_size=30"], ["grid.grid_step_bps=5"], ["5 bps", "= 25"]),
+        ([f"{BTC}tick_size=1e6"], [], ["tick_size 1e+06", "wider than one grid step", "200"]),
+        ([f"{BTC}tick_size=200.5"], [], ["tick_size 200.5"]),
+        ([f"{BTC}tick_size=30"], ["grid.grid_step_bps=5"], ["5 bps", "= 25"]),
     ],
 )
 def test_a_tick_wider_than_a_grid_step_is_refused(venue_sets, strategy_sets, words) -> None:
@@ -358,7 +391,7 @@ def test_a_tick_wider_than_a_grid_step_is_refused(venue_sets, strategy_sets, wor
 def test_a_tick_of_exactly_one_grid_step_passes() -> None:
     check_notional_in_range(
         load_strategy("default"),
-        load_venue("binance_futures", ["precision.tick_size=200"]),
+        load_venue("binance_futures", [f"{BTC}tick_size=200"]),
         50_000.0,
         6e4,
         "m",
@@ -368,11 +401,11 @@ def test_a_tick_of_exactly_one_grid_step_passes() -> None:
 @pytest.mark.parametrize(("step", "refused"), [(1.0, True), (0.0021, True), (0.002, False), (0.001, False)])
 def test_a_quantity_step_above_the_base_qty_is_refused(step: float, refused: bool) -> None:
     """min_qty below the step lets base_qty 0.002 pass the minimum, yet it rounds to zero at a larger step."""
-    venue = load_venue("binance_futures", [f"precision.step_size={step}", "precision.min_qty=0.0001"])
-    problems = pair_problems(load_strategy("default"), venue)
+    venue = load_venue("binance_futures", [f"{BTC}step_size={step}", f"{BTC}min_qty=0.0001"])
+    problems = pair_problems(load_strategy("default", ["grid.base_qty=0.002"]), venue)
     assert bool(problems) is refused, problems
     if refused:
-        assert "precision.step_size" in problems[0] and "round to zero" in problems[0]
+        assert "step_size" in problems[0] and "round to zero" in problems[0]
 
 
 def test_a_symbol_the_venue_has_no_brackets_for_is_named() -> None:

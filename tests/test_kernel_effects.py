@@ -19,7 +19,7 @@ from gridctl.engine.enums import EventKind, FillKind, Reason, Regime, Side
 from gridctl.engine.run import RunOutput, run_single
 
 from effects import effect
-from market_builders import T0, make_market, strategy, venue
+from market_builders import T0, legacy_venue, make_market, strategy, venue
 
 HOUR = 3_600_000
 P0 = 10_000.0
@@ -145,15 +145,16 @@ def test_validation_off_keeps_the_exchange_rules() -> None:
 @pytest.mark.parametrize(
     ("venue_changes", "skipped"),
     [
-        ({"precision.min_notional": 200.0}, True),  # 99 < 200
-        ({"precision.min_qty": 0.02}, True),  # 0.01 < 0.02
-        ({"precision.max_qty": 0.005}, True),  # 0.01 > 0.005
+        ({"min_notional": 200.0}, True),  # 99 < 200
+        ({"min_qty": 0.02}, True),  # 0.01 < 0.02
+        ({"max_qty": 0.005}, True),  # 0.01 > 0.005
         ({}, False),
     ],
 )
 @effect("precision.min_notional", "precision.min_qty", "precision.max_qty")
 def test_precision_guard_skips_without_errors(venue_changes: dict, skipped: bool) -> None:
-    out = run([FLAT, DIP], v=venue_changes)
+    # The legacy precision block of a one-symbol venue is that symbol's rules.
+    out = run([FLAT, DIP], v=legacy_venue(**venue_changes))
     if skipped:
         # Two rungs skipped at each of the two closes: 4, and no error / rejection.
         assert out.summary["skipped_precision"] == 4 and entries(out) == []
@@ -163,13 +164,8 @@ def test_precision_guard_skips_without_errors(venue_changes: dict, skipped: bool
 
 
 def venue_without(*keys: str, **changes: Any) -> VenueConfig:
-    """The test venue with precision keys removed (so the *_precision defaults apply) and changes."""
-    base = venue()
-    prec = {k: v for k, v in base.precision.model_dump().items() if k not in keys}
-    prec.update(changes)
-    data = {name: getattr(base, name) for name in VenueConfig.model_fields}
-    data["precision"] = prec
-    return VenueConfig.model_validate(data)
+    """The legacy test venue with precision keys removed (so the *_precision defaults apply) and changes."""
+    return legacy_venue(drop=keys, **changes)
 
 
 @effect("precision.price_precision")

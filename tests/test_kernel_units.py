@@ -56,8 +56,32 @@ from gridctl.engine.validation import precision_ok_nb, validate_entry_nb
 MARKET = SimpleNamespace(symbol="BTC/USDT:USDT", bar_ms=60_000, timeframe="1m")
 
 
+#: The unit tests' ladder: 6 + 6 rungs of 0.002 BTC, 0.1 BTC per side, BTC rules with a 5 USDT min notional.
+UNIT_STRATEGY = [
+    "grid.base_notional=null",
+    "grid.base_qty=0.002",
+    "grid.grid_levels_long=6",
+    "grid.grid_levels_short=6",
+    "position.max_position_size=0.1",
+]
+UNIT_VENUE = ["symbol_rules.BTC/USDT:USDT.min_notional=5"]
+
+
 def default_params() -> pv.EngineParams:
-    return build_params(load_strategy("default"), load_venue("binance_futures"), MARKET)
+    return build_params(
+        load_strategy("default", UNIT_STRATEGY), load_venue("binance_futures", UNIT_VENUE), MARKET
+    )
+
+
+def test_quote_notional_rungs_size_by_the_ladder_centre() -> None:
+    # default: base_notional 150 USDT, qty_scale 1.05. At a centre of 60,000: rung 1 = 150 / 60000 =
+    # 0.0025 BTC, rung 3 = 0.0025 * 1.05**2 = 0.00275625. At 1.2 (an XRP price): rung 1 = 125, 2 = 131.25.
+    p = build_params(load_strategy("default"), load_venue("binance_futures"), MARKET).vector
+    assert np.isnan(p[pv.P_BASE_QTY]) and p[pv.P_BASE_NOTIONAL] == 150.0
+    assert rung_qty_nb(1, 60000.0, p) == pytest.approx(0.0025)
+    assert rung_qty_nb(3, 60000.0, p) == pytest.approx(0.00275625)
+    assert rung_qty_nb(1, 1.2, p) == pytest.approx(125.0)
+    assert rung_qty_nb(2, 1.2, p) == pytest.approx(131.25)
 
 
 # ---------------------------------------------------------------------------------------------- regime
@@ -144,7 +168,7 @@ def test_rung_prices_quantities_and_exits() -> None:
     assert rung_price_nb(c, Side.LONG, 2, p) == pytest.approx(59642.4)
     assert rung_price_nb(c, Side.SHORT, 3, p) == pytest.approx(60845.0)
     # qty rung 3 = 0.002 * 1.05^2 = 0.002205 (floored to the step only when sized)
-    assert rung_qty_nb(3, p) == pytest.approx(0.002205)
+    assert rung_qty_nb(3, 60000.0, p) == pytest.approx(0.002205)
     # lot at 59882.9: TP 3 steps up 59882.9*1.012 = 60601.4948 -> ceil 60601.5;
     # SL 6 steps down 59882.9*0.976 = 58445.7104 -> floor 58445.7. Short lot at 60364: TP 60364*0.988 =
     # 59639.632 -> floor 59639.6, SL 60364*1.024 = 61812.736 -> ceil 61812.8.

@@ -268,7 +268,6 @@ class LiveRun:
         cmd = [
             sys.executable, "-m", "gridctl.cli", "live", "--live",
             "--venue-set", f"api.base_url={url}",
-            "--venue-set", "precision.min_notional=100",
             "--venue-set", "rate_limits.weight_per_minute=100000",
             "--venue-set", "rate_limits.orders_per_minute=10000",
             *[a for s in LADDER for a in ("--set", s)],

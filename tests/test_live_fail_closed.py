@@ -268,10 +268,8 @@ def test_shipped_testnet_venue_starts_paper_and_live(tmp_path: Path, monkeypatch
     monkeypatch.setenv("BINANCE_TESTNET_API_SECRET", "emu-api-secret")
     emu = emulator_with_sample()
     try:
-        # the shipped file, only aimed at the emulator (its min notional is 100)
-        venue = load_venue(
-            "binance_futures_testnet", [f"api.base_url={emu.url}", "precision.min_notional=100"]
-        )
+        # the shipped file, only aimed at the emulator (BTC's min notional is 100, as the emulator's)
+        venue = load_venue("binance_futures_testnet", [f"api.base_url={emu.url}"])
         assert venue.api.testnet and venue.api.ws_url is None
         for mode in ("paper", "live"):
             ready, ctx = prepare(

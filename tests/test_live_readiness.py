@@ -149,6 +149,8 @@ def test_failures_against_a_reachable_exchange_send_nothing(
                 "--live",
                 "--venue-set",
                 f"api.base_url={emu.url}",
+                "--venue-set",
+                "symbol_rules.BTC/USDT:USDT.min_notional=5",
                 "--min-balance",
                 "1000000",
                 "--journal",
@@ -161,8 +163,8 @@ def test_failures_against_a_reachable_exchange_send_nothing(
         )
         assert r.exit_code == 2, r.output
         err = r.output
-        # the venue file's min_notional (5) is below the emulator's BTCUSDT filter (100)
-        assert "[symbol and filters]" in err and "min_notional 5.0 is below the exchange's 100.0" in err
+        # the venue's BTC min_notional set to 5 is below the emulator's BTCUSDT filter (100)
+        assert "[symbol and filters]" in err and "min_notional 5 is below the exchange's 100" in err
         assert "[balance]" in err and "below --min-balance 1000000" in err
         assert "[warm-up / restart]" in err and "warm-up needs 30 closed bars, the exchange gave 10" in err
         posted = [
@@ -187,8 +189,6 @@ def test_paper_needs_no_credentials_and_clock_skew_is_checked(
                 "--paper",
                 "--venue-set",
                 f"api.base_url={emu.url}",
-                "--venue-set",
-                "precision.min_notional=100",
                 "--journal",
                 str(tmp_path / "j.sqlite"),
                 "--ops-port",

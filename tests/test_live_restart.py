@@ -73,8 +73,6 @@ class Bridge:
             "--venue-set",
             f"api.base_url={url}",
             "--venue-set",
-            "precision.min_notional=100",
-            "--venue-set",
             "rate_limits.weight_per_minute=100000",
             "--venue-set",
             "rate_limits.orders_per_minute=10000",

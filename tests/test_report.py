@@ -44,6 +44,10 @@ from gridctl.research.stats import compute_stats
 from effects import effect
 from market_builders import venue as isolated_venue
 
+# The probe: 6 + 6 rungs against a 0.1 BTC per-side cap make 10 SIZE_QTY rejections, which trip the
+# circuit breaker (the shipped default has 5 + 5 rungs and no base-unit cap).
+PROBE = ["position.max_position_size=0.1", "grid.grid_levels_long=6", "grid.grid_levels_short=6"]
+
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory):
@@ -52,7 +56,8 @@ def report(tmp_path_factory: pytest.TempPathFactory):
     market = load_market(data_dir, SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME)
     # Big rungs and a 2 % drawdown limit: the run has fills, re-centres, rejections and a halt to show.
     strategy = load_strategy(
-        "default", ["strategy.name=report_probe", "grid.base_qty=0.05", "risk_management.max_drawdown_pct=2"]
+        "default",
+        ["strategy.name=report_probe", "grid.base_qty=0.05", "risk_management.max_drawdown_pct=2", *PROBE],
     )
     venue = load_venue("binance_futures", ["trading.leverage=20"])
     run = run_single(market, strategy, venue, curves=True)
@@ -93,7 +98,8 @@ def test_key_numbers_and_the_strategy_name_appear(report) -> None:
     assert "report_probe" in html
     # B: the same run under another strategy name shows that name instead.
     other = load_strategy(
-        "default", ["strategy.name=other_probe", "grid.base_qty=0.05", "risk_management.max_drawdown_pct=2"]
+        "default",
+        ["strategy.name=other_probe", "grid.base_qty=0.05", "risk_management.max_drawdown_pct=2", *PROBE],
     )
     venue = load_venue("binance_futures", ["trading.leverage=20"])
     html_b = build_report(run, market, compute_stats(run, market, other, venue))

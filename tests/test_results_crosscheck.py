@@ -22,9 +22,15 @@ from gridctl.research.stats import compute_stats
 
 SCENARIOS = {
     "default": [],
-    # Big rungs and a 2 % drawdown limit: flatten + HALTED; rungs of 0.05 BTC against the default
-    # 0.1 BTC position cap make SIZE_QTY rejections that trip the circuit breaker.
-    "halt_and_breaker": ["grid.base_qty=0.05", "risk_management.max_drawdown_pct=2"],
+    # Big rungs and a 2 % drawdown limit: flatten + HALTED; 6 + 6 rungs of 0.05 BTC against a 0.1 BTC
+    # position cap make 10 SIZE_QTY rejections that trip the circuit breaker.
+    "halt_and_breaker": [
+        "grid.base_qty=0.05",
+        "grid.grid_levels_long=6",
+        "grid.grid_levels_short=6",
+        "position.max_position_size=0.1",
+        "risk_management.max_drawdown_pct=2",
+    ],
     # Huge rungs with the bot's size limits and the drawdown halt off, wide exits, leverage 50 (the
     # exchange's initial-margin check still applies): the account is liquidated.
     "liquidated": [

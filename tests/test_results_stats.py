@@ -232,8 +232,11 @@ def test_no_stat_is_a_constant(stats_a: dict[str, Any], legacy_configs) -> None:
             "risk_management.enable_circuit_breaker=false",
         ],
     )
-    # The audited bot's venue file has no fees section: VIP0 defaults.
-    venue_b = load_venue(legacy_configs / "binance_futures.yaml", ["venue.name=OTHER"])
+    # The audited bot's venue file has no fees section: VIP0 defaults; listing BTC alone makes its
+    # precision block BTC's rules.
+    venue_b = load_venue(
+        legacy_configs / "binance_futures.yaml", ["venue.name=OTHER", "symbols=[BTCUSDT-PERP]"]
+    )
     # Six bars over two days with one missing bar (a gap) before the fifth.
     b = compute_stats(run_b(), market(6, skip=4, start=T1), strategy_b, venue_b)
     same = [k for k in VARYING if b[k] == stats_a[k]]

@@ -134,7 +134,7 @@ def test_limit_fills_on_touch_only_when_configured(impl):
     assert touched == [(bar_ts(1), 0, 1, 9900, 0.01)]
 
 
-@effect("grid.grid_step_bps", "precision.tick_size")
+@effect("grid.grid_step_bps", "symbol_rules")
 @pytest.mark.parametrize("impl", IMPLS)
 def test_rung_price_follows_step_and_tick(impl):
     # step 37 bps: long rung = floor_tick(10000*(1-0.0037)) = floor_tick(9963) = 9963 (tick 0.1).
@@ -142,12 +142,14 @@ def test_rung_price_follows_step_and_tick(impl):
     bars = [*flat(10000, 1), (10000, 10000, 9950, 9990)]
     led = run(impl, make_market(bars), strategy(grid__grid_step_bps=37.0), venue())
     assert [e[3] for e in entries(led)] == [pytest.approx(9963.0)]
-    led7 = run(impl, make_market(bars), strategy(grid__grid_step_bps=37.0), venue(precision__tick_size=7.0))
+    led7 = run(
+        impl, make_market(bars), strategy(grid__grid_step_bps=37.0), venue(symbol_rules__tick_size=7.0)
+    )
     assert [e[3] for e in entries(led7)] == [pytest.approx(9961.0)]
     assert entries(run(impl, make_market(bars), strategy(), venue())) == []
 
 
-@effect("grid.base_qty", "grid.qty_scale", "precision.step_size")
+@effect("grid.base_qty", "grid.qty_scale", "symbol_rules")
 @pytest.mark.parametrize("impl", IMPLS)
 def test_rung_qty_is_geometric_and_floored_to_the_step(impl):
     # base 0.013, scale 1.5: rung 1 = 0.013, rung 2 = floor_step(0.0195) = 0.019 (step 0.001).
@@ -157,7 +159,7 @@ def test_rung_qty_is_geometric_and_floored_to_the_step(impl):
     s = strategy(grid__grid_levels_long=2, grid__base_qty=0.013, grid__qty_scale=1.5, exit__sl_steps=5)
     led = run(impl, make_market(bars), s, venue())
     assert [e[4] for e in entries(led)] == [pytest.approx(0.013), pytest.approx(0.019)]
-    led5 = run(impl, make_market(bars), s, venue(precision__step_size=0.005, precision__min_qty=0.005))
+    led5 = run(impl, make_market(bars), s, venue(symbol_rules__step_size=0.005, symbol_rules__min_qty=0.005))
     assert [e[4] for e in entries(led5)] == [pytest.approx(0.010), pytest.approx(0.015)]
     flat_scale = strategy(
         grid__grid_levels_long=2, grid__base_qty=0.013, grid__qty_scale=1.0, exit__sl_steps=5

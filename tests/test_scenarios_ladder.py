@@ -120,7 +120,7 @@ def test_throttle_scales_entry_qty(impl):
     assert entries(run(impl, make_market(bars), strategy(policy__throttle=0.0), venue())) == []
 
 
-@effect("precision.min_notional", "precision.min_qty")
+@effect("symbol_rules")
 @pytest.mark.parametrize("impl", IMPLS)
 def test_precision_guard_skips_small_orders(impl):
     # qty 0.001: long notional 0.001*9900 = 9.9, short 0.001*10100 = 10.1.
@@ -129,23 +129,25 @@ def test_precision_guard_skips_small_orders(impl):
     bars = [*flat(10000, 1), SWEEP]
     s = strategy(grid__base_qty=0.001)
     v = dict(risk__min_order_size_usdt=1.0)
-    led = run(impl, make_market(bars), s, venue(precision__min_notional=10.0, **v))
+    led = run(impl, make_market(bars), s, venue(symbol_rules__min_notional=10.0, **v))
     assert entry_slots(led) == [(1, 1, 0.001)]
     assert kinds(led) == []
-    led5 = run(impl, make_market(bars), s, venue(precision__min_notional=5.0, **v))
+    led5 = run(impl, make_market(bars), s, venue(symbol_rules__min_notional=5.0, **v))
     assert entry_slots(led5) == [(0, 1, 0.001), (1, 1, 0.001)]
-    led_q = run(impl, make_market(bars), s, venue(precision__min_notional=5.0, precision__min_qty=0.002, **v))
+    led_q = run(
+        impl, make_market(bars), s, venue(symbol_rules__min_notional=5.0, symbol_rules__min_qty=0.002, **v)
+    )
     assert entries(led_q) == []
     assert kinds(led_q) == []
 
 
-@effect("precision.max_qty")
+@effect("symbol_rules")
 @pytest.mark.parametrize("impl", IMPLS)
 def test_orders_above_max_qty_are_not_placed(impl):
     # qty 0.01 > max_qty 0.005: refused; max_qty 0.02 lets both rungs rest and fill.
     bars = [*flat(10000, 1), SWEEP]
-    assert entries(run(impl, make_market(bars), strategy(), venue(precision__max_qty=0.005))) == []
-    assert len(entries(run(impl, make_market(bars), strategy(), venue(precision__max_qty=0.02)))) == 2
+    assert entries(run(impl, make_market(bars), strategy(), venue(symbol_rules__max_qty=0.005))) == []
+    assert len(entries(run(impl, make_market(bars), strategy(), venue(symbol_rules__max_qty=0.02)))) == 2
 
 
 # Each case: overrides that make rung 1 fail one rule, and the (side, reason) rejections expected at bar 0.

@@ -1,0 +1,82 @@
+"""``gridctl data import`` of plain Parquet/CSV tables: symbol, kind and timeframe inferred or given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from gridctl.configs.errors import GridctlError
+from gridctl.data.importers import import_path
+from gridctl.data.market import load_market
+
+H = 3_600_000
+T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
+
+
+def candles(n: int, step: int = H, volume: bool = True) -> pl.DataFrame:
+    cols = {
+        "ts": [T0 + i * step for i in range(n)],
+        "open": [1.0 + i / 100 for i in range(n)],
+        "high": [1.1 + i / 100 for i in range(n)],
+        "low": [0.9 + i / 100 for i in range(n)],
+        "close": [1.05 + i / 100 for i in range(n)],
+    }
+    if volume:
+        cols["volume"] = [10.0] * n
+    return pl.DataFrame(cols)
+
+
+def test_real_xrp_tables_import_naming_what_was_inferred(shared_dir: Path, tmp_path: Path) -> None:
+    real = shared_dir / "data" / "real"
+    out = import_path(real / "binanceusdm_XRPUSDT_mark8h_2022-01_2026-05.parquet", tmp_path)
+    # No volume column: mark-price candles; "mark8h" in the name: 8h, confirmed by the 8 h spacing.
+    name = "binanceusdm_XRPUSDT_mark8h_2022-01_2026-05.parquet"
+    assert out.notes == [f"{name}: XRP/USDT:USDT (file name) mark candles 8h (file name)"]
+    (series,) = out.series
+    assert (series.symbol, series.kind, series.timeframe) == ("XRP/USDT:USDT", "mark", "8h")
+    # README: 2022-01-01 00:00 .. 2026-05-06 00:00 = 1,586 days * 3 + 1 = 4,759 klines.
+    assert (series.rows, series.first_ts) == (4_759, 1_640_995_200_000)
+    funding = import_path(real / "binanceusdm_XRPUSDT_funding_2020-01_2026-05.parquet", tmp_path)
+    assert funding.series[0].kind == "funding" and "XRP/USDT:USDT funding (file name" in funding.notes[0]
+
+
+def test_flags_supply_what_the_name_does_not_say(tmp_path: Path) -> None:
+    path = tmp_path / "candles.csv"
+    candles(30, step=15 * 60_000).write_csv(path)
+    with pytest.raises(GridctlError, match=r"names no USD-M symbol .*give --symbol"):
+        import_path(path, tmp_path / "store")
+    out = import_path(path, tmp_path / "store", symbol="DOGE/USDT:USDT")
+    # No timeframe in the name: the 15-minute spacing tells it.
+    assert out.notes == ["candles.csv: DOGE/USDT:USDT (--symbol) trade candles 15m (bar spacing)"]
+    pl.DataFrame({"ts": [T0], "rate": [0.0001]}).write_csv(tmp_path / "funding.csv")
+    import_path(tmp_path / "funding.csv", tmp_path / "store", symbol="DOGE/USDT:USDT")
+    market = load_market(tmp_path / "store", "binanceusdm", "DOGE/USDT:USDT", "15m")
+    assert len(market.ts) == 30 and market.close[1] == pytest.approx(1.06)
+
+
+def test_a_timeframe_that_contradicts_the_data_or_a_symbol_the_name_contradicts_is_refused(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "SOLUSDT_1h.parquet"
+    candles(10, step=H).write_parquet(path)
+    with pytest.raises(
+        GridctlError,
+        match=r"timeframe 4h \(--timeframe\) does not match the data, whose bars are mostly 3,600,000 ms",
+    ):
+        import_path(path, tmp_path / "store", timeframe="4h")
+    with pytest.raises(GridctlError, match=r"the file name says SOL/USDT:USDT, but --symbol BTC/USDT:USDT"):
+        import_path(path, tmp_path / "store", symbol="BTC/USDT:USDT")
+    assert not (tmp_path / "store").exists()  # nothing half-written
+
+
+def test_a_table_that_is_neither_candles_nor_funding_is_skipped_with_its_columns(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pl.DataFrame({"ts": [T0], "price": [1.0]}).write_parquet(folder / "BNBUSDT_ticks.parquet")
+    candles(5).write_parquet(folder / "BNBUSDT_1h.parquet")
+    out = import_path(folder, tmp_path / "store")
+    assert [s.timeframe for s in out.series] == ["1h"]
+    ((skipped, reason),) = out.skipped
+    assert skipped.endswith("BNBUSDT_ticks.parquet") and reason.startswith("columns ts, price are neither")
