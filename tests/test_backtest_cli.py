@@ -248,8 +248,14 @@ def test_piped_result_tables_keep_each_row_on_one_line(data_dir: Path, tmp_path:
     deep = tmp_path / ("a-rather-long-folder-name-" * 4) / "strategy.yaml"
     deep.parent.mkdir(parents=True)
     shutil.copy(REPO / "configs" / "strategies" / "default.yaml", deep)
-    result = invoke("--data-dir", str(data_dir), "--config", str(deep), *WINDOW)
-    assert result.exit_code == 0, result.stderr
-    line = next(ln for ln in result.stdout.splitlines() if ln.lstrip().startswith("Strategy "))
+    # A real process with its stdout on a pipe (no terminal, no COLUMNS), as `gridctl backtest | less`.
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gridctl.cli", "backtest", "--data-dir", str(data_dir), "--config", str(deep),
+         *WINDOW],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.lstrip().startswith("Strategy "))
     assert f"default ({deep})" in line and len(line) > 120
-    assert "…" not in result.stdout
+    assert "…" not in proc.stdout

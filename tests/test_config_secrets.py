@@ -77,6 +77,9 @@ def test_credential_written_in_the_file_is_refused_live(tmp_path: Path) -> None:
     # A literal secret loads (a backtest needs no keys) but live trading requires ${ENV} references.
     tree = yaml.safe_load(Path(load_venue("binance_futures").origin).read_text())
     tree["api"].update(api_key="plain-key", api_secret="plain-secret")
+    # the copy names the shipped symbol rules snapshot by its absolute path (it lives beside the original)
+    shipped = Path(load_venue("binance_futures").origin).parent
+    tree["symbol_rules_file"] = str(shipped / tree["symbol_rules_file"])
     path = tmp_path / "venue.yaml"
     path.write_text(yaml.safe_dump(tree))
     venue = load_venue(path)

@@ -22,7 +22,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def served():
     ops = OpsState()
     now = [0]
-    bridge = paper_bridge(ops=ops, now_ms=lambda: now[0])
+    # rungs in base units (0.004 BTC, about 240 USDT): half of one is still above BTC's 100 USDT minimum
+    bridge = paper_bridge(["grid.base_qty=0.004"], ops=ops, now_ms=lambda: now[0])
     server = OpsServer(ops, TOKEN, port=0).start()
     try:
         yield bridge, ops, server.url, now

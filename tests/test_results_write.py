@@ -57,7 +57,7 @@ def result(tmp_path_factory: pytest.TempPathFactory):
     write_sample(data_dir, days=10)
     market = load_market(data_dir, SAMPLE_EXCHANGE, SAMPLE_SYMBOL, SAMPLE_TIMEFRAME)
     # A 2 % drawdown limit with big rungs halts the run, so events and a flatten fill are in the ledgers.
-    strategy = load_strategy("default", ["grid.base_qty=0.05", "risk_management.max_drawdown_pct=2"])
+    strategy = load_strategy("default", ["grid.base_qty=0.03", "risk_management.max_drawdown_pct=2"])
     venue = load_venue("binance_futures", ["trading.leverage=20"])
     run = run_single(market, strategy, venue, curves=True)
     return run, market, compute_stats(run, market, strategy, venue)
