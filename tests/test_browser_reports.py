@@ -56,7 +56,7 @@ def _assert_clean(log, path: Path) -> None:
 def backtest(tmp_path_factory: pytest.TempPathFactory):
     market = sample_market(tmp_path_factory.mktemp("sample"), days=10)
     # A 2 % drawdown limit: the run has fills, re-centres and a halt to draw.
-    strategy = load_strategy("default", ["grid.base_qty=0.05", "risk_management.max_drawdown_pct=2"])
+    strategy = load_strategy("default", ["grid.base_qty=0.03", "risk_management.max_drawdown_pct=2"])
     venue = load_venue("binance_futures", ["trading.leverage=20"])
     run = run_single(market, strategy, venue, curves=True)
     stats = compute_stats(run, market, strategy, venue)

@@ -79,18 +79,20 @@ def creds(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(k, v)
 
 
-def _emulator(*bars: Any, partial_fill: float = 1.0, max_algo: int | None = None, tail: int = TAIL) -> Any:
+def _set_max_algo(state: Any, max_algo: int) -> None:
+    for m in state.markets:
+        for f in m["filters"]:
+            if f["filterType"] == "MAX_NUM_ALGO_ORDERS":
+                f["limit"] = max_algo
+
+
+def _emulator(*bars: Any, partial_fill: float = 1.0, tail: int = TAIL) -> Any:
     from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
     from emulator.private import bars_from_path
 
     path = _path(*bars, tail=tail)
     state = EmulatorState()
     state.account.fill_model.partial_fill = partial_fill
-    if max_algo is not None:
-        for m in state.markets:
-            for f in m["filters"]:
-                if f["filterType"] == "MAX_NUM_ALGO_ORDERS":
-                    f["limit"] = max_algo
     state.replay(SYMBOL_ID, "1m", bars_from_path(path, "1m"), start_ms=T0 + HISTORY * MIN, path=path)
     state.set_funding(
         SYMBOL_ID,
@@ -122,12 +124,14 @@ def run(creds: None, tmp_path: Path) -> Iterator[Any]:
     """``run(*bars, **emulator knobs)`` -> (emulator, run context), both closed at the end."""
     opened: list[Any] = []
 
-    def start(*bars: Any, **kw: Any) -> tuple[Any, Any]:
+    def start(*bars: Any, max_algo: int | None = None, **kw: Any) -> tuple[Any, Any]:
         emu = _emulator(*bars, **kw)
         opened.append(emu)
         ready, ctx = _prepare(emu, tmp_path / "j.sqlite")
         opened.append(ctx)
         ready.require()
+        if max_algo is not None:  # the exchange lowers its limit after start-up (readiness compared them)
+            _set_max_algo(emu.state, max_algo)
         return emu, ctx
 
     try:
@@ -487,8 +491,10 @@ def test_real_btc_with_partial_fills_never_leaves_a_position_uncovered(
             }
         ),
     )
+    # rungs of 0.004 BTC (about 416 USDT): half of one is still 0.002 (the quote-sized default's 0.001 rungs
+    # cannot be split at the 0.001 step, so nothing would stay partly filled)
     rungs = ["grid.grid_levels_long=4", "grid.grid_levels_short=4", "grid.grid_step_bps=6",
-             f"exit.sl_steps={sl_steps}", f"exit.tp_steps={min(3, 3 * sl_steps)}"]  # fmt: skip
+             "grid.base_qty=0.004", f"exit.sl_steps={sl_steps}", f"exit.tp_steps={min(3, 3 * sl_steps)}"]  # fmt: skip
     with BinanceUsdmEmulator(state) as emu:
         strategy = load_strategy("default", rungs)
         venue = emulator_venue(emu.url, FAST)
