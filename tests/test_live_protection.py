@@ -493,8 +493,14 @@ def test_real_btc_with_partial_fills_never_leaves_a_position_uncovered(
     )
     # rungs of 0.004 BTC (about 416 USDT): half of one is still 0.002 (the quote-sized default's 0.001 rungs
     # cannot be split at the 0.001 step, so nothing would stay partly filled)
-    rungs = ["grid.grid_levels_long=4", "grid.grid_levels_short=4", "grid.grid_step_bps=6",
-             "grid.base_qty=0.004", f"exit.sl_steps={sl_steps}", f"exit.tp_steps={min(3, 3 * sl_steps)}"]  # fmt: skip
+    rungs = [
+        "grid.grid_levels_long=4",
+        "grid.grid_levels_short=4",
+        "grid.grid_step_bps=6",
+        "grid.base_qty=0.004",
+        f"exit.sl_steps={sl_steps}",
+        f"exit.tp_steps={min(3, 3 * sl_steps)}",
+    ]
     with BinanceUsdmEmulator(state) as emu:
         strategy = load_strategy("default", rungs)
         venue = emulator_venue(emu.url, FAST)
