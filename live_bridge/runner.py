@@ -339,6 +339,11 @@ def prime_kernels(strategy: Any, venue: Any, symbol: str, timeframe: str, mode: 
         on = np.argwhere(sl[:, :, SL_ORD_ON] != 0.0)
         if len(on):
             side, idx = (int(x) for x in on[0])
+            p0 = float(sl[side, idx, SL_ORD_PRICE])
+            # the post-only retry ladder's kernels (the entry rests again at the end)
+            scratch.post_only_rejected(side, idx + 1, p0, 0, float(t), t)
+            scratch.retry_price(side, idx + 1, p0, 1, float(t), t)
+            scratch.retry_rests(side, idx + 1, p0)
             scratch.book_fill(
                 side, idx + 1, "entry", float(sl[side, idx, SL_ORD_PRICE]), float(sl[side, idx, SL_ORD_QTY]),
                 Liquidity.MAKER, t + 1,
