@@ -898,6 +898,8 @@ class Bridge:
             if want.key in held or self._rate_limited:
                 plan.deferred.append(want)
                 continue
+            if want.kind == "entry" and self.s.slots[want.side, want.level - 1, SL_ORD_ON] == 0.0:
+                continue  # the engine took it back during this diff (a rejection tripped the breaker)
             if self._place_wanted(want):
                 self._retries.append(want)
         if held:

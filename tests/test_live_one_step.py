@@ -19,7 +19,7 @@ from gridctl.configs.loader import load_strategy
 from gridctl.engine.enums import EventKind, Reason
 from gridctl.engine.records import C_EVENTS
 from gridctl.engine.run import run_single
-from gridctl.engine.state import S_RETRY_LIMITS, SL_ORD_ON
+from gridctl.engine.state import S_CB_ACTIVE, S_RETRY_LIMITS, SL_ORD_ON
 
 from market_builders import make_market
 
@@ -171,3 +171,30 @@ def test_live_bridge_holds_no_bar_step_or_retry_ladder_of_its_own() -> None:
     assert {"retry_price_nb", "retry_rests_nb", "post_only_reject_nb"} <= {
         c for name in ("post_only_rejected", "retry_price", "retry_rests") for c in _calls(session[name])
     }
+
+
+def test_a_rejection_that_trips_the_breaker_stops_the_rest_of_the_ladder_as_in_the_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's ``post_only_reject_nb`` trips the breaker at the 2nd error (limit 2 a minute) and
+    cancels every entry: the four entries the diff had not sent yet stay unsent, no retry runs."""
+    from test_live_bridge_emulator import RUNGS, _ours
+
+    emu = _ladder_emulator(*[FLAT_BAR] * 4)
+    with _on_emulator(emu, monkeypatch) as prep:
+        ready, ctx = prep(tmp_path, [*RUNGS, "risk_management.max_errors_per_minute=2"],
+                          ["rate_limits.orders_per_second=10"])  # fmt: skip
+        ready.require()
+        bridge = ctx.bridge
+        bridge.sleep = lambda _s: None
+        emu.state.clear_log()
+        emu.state.inject("reject", "/fapi/v1/order", times=2, code=-5022, msg="Post Only order rejected.")
+        _advance(emu, ctx)
+        posts = [q for q in emu.state.requests("/fapi/v1/order") if q.method == "POST"]
+        # long 1 and short 1 were sent and refused; the trip took levels 2 and 3 back before they went
+        assert len(posts) == 2
+        assert bridge.s.state[S_CB_ACTIVE] == 1.0 and _ours(emu, bridge, "entry") == []
+        s = bridge.s
+        kinds = [int(e["kind"]) for e in s.ev[: int(s.cnt[C_EVENTS])]]
+        assert kinds.count(EventKind.POST_ONLY_REJECT) == 2 and EventKind.RETRY_LIMIT not in kinds
+        assert kinds.count(EventKind.CIRCUIT_BREAKER_TRIP) == 1
