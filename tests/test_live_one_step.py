@@ -13,7 +13,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from test_live_bridge_emulator import FLAT_BAR, _advance, _ladder_emulator, _on_emulator
+from test_live_bridge_emulator import FLAT_BAR, RUNGS, _advance, _ladder_emulator, _on_emulator, _ours
 
 from gridctl.configs.loader import load_strategy
 from gridctl.engine.enums import EventKind, Reason
@@ -37,8 +37,9 @@ TICK = 0.1
 
 
 def _ladder_rows(events) -> list[tuple[int, int, int, int, float, float, float]]:
-    """(kind, reason, side, level, price, qty, value) of the long side's post-only and retry-limit rows."""
-    keep = (EventKind.POST_ONLY_REJECT, EventKind.RETRY_LIMIT)
+    """(kind, reason, side, level, price, qty, value) of the long side's post-only, retry-limit and
+    refusal rows."""
+    keep = (EventKind.POST_ONLY_REJECT, EventKind.RETRY_LIMIT, EventKind.ORDER_REJECTED)
     return [
         (int(e["kind"]), int(e["reason"]), int(e["side"]), int(e["level"]), round(float(e["price"]), 6),
          round(float(e["qty"]), 9), round(float(e["value"]), 6))
@@ -47,12 +48,19 @@ def _ladder_rows(events) -> list[tuple[int, int, int, int, float, float, float]]
     ]  # fmt: skip
 
 
-# (overrides, the long entry's rows derived by hand from the retry rule: retry j one tick further from
-# the market, RETRY_LIMIT after the last attempt (value: the attempts) or beyond the deviation bound
-# (price: the retry that would pass it, value: its deviation in bps)
+def _ladder_ts(events) -> list[int]:
+    keep = (EventKind.POST_ONLY_REJECT, EventKind.RETRY_LIMIT, EventKind.ORDER_REJECTED)
+    return [int(e["ts"]) for e in events if int(e["kind"]) in keep and int(e["side"]) == 0]
+
+
+# (strategy overrides, venue overrides, the long entry's rows derived by hand from the retry rule: retry
+# j one tick further from the market; RETRY_LIMIT after the last attempt (value: the attempts) or beyond
+# the deviation bound (price: the retry that would pass it, value: its deviation in bps); a retry
+# validate_entry_nb refuses is recorded (value: the side's position) and ends the retries)
 CASES = {
     "attempts used up": (
         ["execution.retry_attempts=2", "execution.retry_max_price_deviation_bps=100"],
+        [],
         [
             (EventKind.POST_ONLY_REJECT, Reason.POST_ONLY, 0, 1, P0, 0.003, 0.0),
             (EventKind.POST_ONLY_REJECT, Reason.POST_ONLY, 0, 1, P0 - TICK, 0.003, 1.0),
@@ -63,9 +71,19 @@ CASES = {
     "deviation bound": (
         # one tick is 0.1 / 39,840 = 0.0251 bps: the first retry is already beyond 0.02 bps
         ["execution.retry_attempts=3", "execution.retry_max_price_deviation_bps=0.02"],
+        [],
         [
             (EventKind.POST_ONLY_REJECT, Reason.POST_ONLY, 0, 1, P0, 0.003, 0.0),
             (EventKind.RETRY_LIMIT, Reason.RETRY_DEVIATION, 0, 1, P0 - TICK, 0.003, TICK / P0 * 1e4),
+        ],
+    ),
+    "retry refused by validation": (
+        # 0.003 x 39,840 = 119.52 USDT meets a 119.52 minimum order; the retry's 119.5197 does not
+        ["execution.retry_attempts=3", "execution.retry_max_price_deviation_bps=100"],
+        ["risk.min_order_size_usdt=119.52"],
+        [
+            (EventKind.POST_ONLY_REJECT, Reason.POST_ONLY, 0, 1, P0, 0.003, 0.0),
+            (EventKind.ORDER_REJECTED, Reason.SIZE_ORDER, 0, 1, P0 - TICK, 0.003, 0.0),
         ],
     ),
 }
@@ -75,14 +93,14 @@ CASES = {
 def test_the_engines_retry_ladder_writes_the_same_rows_live_as_in_the_backtest(
     case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    overrides, expected = CASES[case]
+    overrides, venue_overrides, expected = CASES[case]
     expected = [(int(k), int(r), s, lv, round(p, 6), q, round(v, 6)) for k, r, s, lv, p, q, v in expected]
     strategy = load_strategy("default", ONE_RUNG + overrides)
 
     # --- live: every placement of the first bar is refused as post-only by the emulator
     emu = _ladder_emulator(*[FLAT_BAR] * 4)
     with _on_emulator(emu, monkeypatch) as prep:
-        ready, ctx = prep(tmp_path, ONE_RUNG + overrides)
+        ready, ctx = prep(tmp_path, ONE_RUNG + overrides, venue_overrides or None)
         ready.require()
         bridge = ctx.bridge
         bridge.sleep = lambda _s: None
@@ -95,27 +113,25 @@ def test_the_engines_retry_ladder_writes_the_same_rows_live_as_in_the_backtest(
         # the ladder ended without a resting entry: the engine took it off the slot array, and the
         # exchange holds no entry of ours
         assert s.slots[0, 0, SL_ORD_ON] == 0.0 and s.slots[1, 0, SL_ORD_ON] == 0.0
-        assert [o for o in emu.state.account.open_orders("BTCUSDT") if "entry" in o.client_id] == []
+        assert _ours(emu, bridge, "entry") == []
         with emu.state.lock:
             emu.state.faults.clear()
     live_rows = _ladder_rows(live_events)
     assert live_rows == expected
     # stamped at the open after the deciding close, as the simulated venue stamps its retries
-    assert {int(e["ts"]) for e in live_events if int(e["kind"]) == EventKind.RETRY_LIMIT} == {
-        decided_at + 60_000
-    }
+    assert set(_ladder_ts(live_events)) == {decided_at + 60_000}
 
     # --- backtest: the entry decided at the first close meets an open 40 below it (39,800 <= every retry)
     market = make_market([(40_000.0,) * 4, (39_800.0,) * 4, (39_800.0,) * 4], timeframe="1m")
     out = run_single(market, strategy, venue)
     back_rows = _ladder_rows(out.events)
     assert back_rows == expected
-    assert {int(e["ts"]) for e in out.events if int(e["kind"]) == EventKind.RETRY_LIMIT} == {
-        int(market.ts[0]) + 60_000
-    }
-    # only the long entry met the gapped open: one retry limit in the backtest, one per side live
-    assert out.summary["retry_limits"] == 1.0
-    assert s.state[S_RETRY_LIMITS] == 2.0
+    assert set(_ladder_ts(out.events)) == {int(market.ts[0]) + 60_000}
+    # only the long entry met the gapped open in the backtest; live the short one was refused too and
+    # ran out of retries (every placement refused, its retries within the bounds until the last)
+    limits = sum(1 for row in expected if row[0] == EventKind.RETRY_LIMIT)
+    assert out.summary["retry_limits"] == float(limits)
+    assert s.state[S_RETRY_LIMITS] == float(limits + 1)
 
 
 def _functions(path: Path) -> dict[str, ast.FunctionDef]:
@@ -162,6 +178,13 @@ def test_live_bridge_holds_no_bar_step_or_retry_ladder_of_its_own() -> None:
     step = _functions(Path(__file__).resolve().parent.parent / "engine" / "step.py")
     assert {"bar_open_nb", "bar_close_nb", "path_nb"} <= _calls(step["step_nb"])
     assert {"decide_nb", "bar_gates_nb", "record_bar_nb"} <= _calls(step["bar_close_nb"])
+    # bridge.py writes no slot: every change goes through the session's kernels (refresh_triggers_nb after)
+    for n in ast.walk(ast.parse((LIVE / "bridge.py").read_text())):
+        targets = (
+            n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, ast.AugAssign) else []
+        )
+        for t in targets:
+            assert not (isinstance(t, ast.Subscript) and "slots" in ast.unparse(t.value)), ast.unparse(n)
     # the retry ladder: the bridge only sends, the engine decides each retry and books each answer
     bridge = _functions(LIVE / "bridge.py")
     assert {"retry_price", "retry_rests"} <= _calls(bridge["_retry"])
@@ -178,7 +201,6 @@ def test_a_rejection_that_trips_the_breaker_stops_the_rest_of_the_ladder_as_in_t
 ) -> None:
     """The engine's ``post_only_reject_nb`` trips the breaker at the 2nd error (limit 2 a minute) and
     cancels every entry: the four entries the diff had not sent yet stay unsent, no retry runs."""
-    from test_live_bridge_emulator import RUNGS, _ours
 
     emu = _ladder_emulator(*[FLAT_BAR] * 4)
     with _on_emulator(emu, monkeypatch) as prep:
