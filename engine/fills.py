@@ -234,6 +234,12 @@ def margin_check_nb(st, slots, a, price, ts, p, br, fills, ev, cnt):
     return True
 
 
+@hot_kernel
+def retries_enabled_nb(p):
+    """Post-only rejections are retried: ``use_post_only_retries`` and not ``optimization_mode``."""
+    return p[P_POST_ONLY_RETRIES] != 0.0 and p[P_OPTIMIZATION_MODE] == 0.0
+
+
 @kernel
 def post_only_reject_nb(st, slots, errs, side, idx, price, qty, attempt, now, ts, p, ev, cnt):
     """Entry of rung ``idx`` at ``price`` rejected as post-only (``attempt`` 0: the first, j: retry j).
@@ -327,7 +333,7 @@ def post_only_check_nb(st, slots, errs, k, o, ts, p, br, fills, ev, cnt):
     """New entries (decided at the previous close) that would cross the open: reject/retry or take."""
     slip = p[P_SLIPPAGE_BPS] * 1e-4
     maker_only = p[P_MAKER_ONLY] != 0.0
-    retries = p[P_POST_ONLY_RETRIES] != 0.0 and p[P_OPTIMIZATION_MODE] == 0.0
+    retries = retries_enabled_nb(p)
     for side in range(2):
         for idx in range(slots.shape[1]):
             s = slots[side, idx]

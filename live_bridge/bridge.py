@@ -127,7 +127,6 @@ class BridgeOptions:
     mode: str  # paper | live | replay
     run_id: str
     maker_only: bool = True
-    post_only_retries: bool = True
     retry_delay_ms: int = 100
 
 
@@ -993,7 +992,7 @@ class Bridge:
                 self._error("post_only", err)
                 return False
             tripped = self._post_only_rejected(want, want.price, 0, err)
-        return self.o.post_only_retries and not tripped
+        return self.s.retries_enabled() and not tripped
 
     def _post_only_rejected(self, want: WantedOrder, price: float, attempt: int, err: Exception) -> bool:
         """The engine books an entry's post-only rejection (``post_only_reject_nb``: slot off, event,

@@ -32,6 +32,7 @@ from gridctl.engine.fills import (
     RANK_TP,
     fill_slot_nb,
     post_only_reject_nb,
+    retries_enabled_nb,
     retry_price_nb,
     retry_rests_nb,
 )
@@ -337,6 +338,10 @@ class EngineSession:
         return self._rows(before)
 
     # --- live: the engine's post-only retry ladder against the exchange's answers
+
+    def retries_enabled(self) -> bool:
+        """Post-only rejections get retries (``retries_enabled_nb``: the strategy's execution switches)."""
+        return bool(retries_enabled_nb(self.vec))
 
     def post_only_rejected(
         self, side: int, level: int, price: float, attempt: int, now_ms: float, ts: int

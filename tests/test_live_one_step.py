@@ -56,7 +56,8 @@ def _ladder_ts(events) -> list[int]:
 # (strategy overrides, venue overrides, the long entry's rows derived by hand from the retry rule: retry
 # j one tick further from the market; RETRY_LIMIT after the last attempt (value: the attempts) or beyond
 # the deviation bound (price: the retry that would pass it, value: its deviation in bps); a retry
-# validate_entry_nb refuses is recorded (value: the side's position) and ends the retries)
+# validate_entry_nb refuses is recorded (value: the side's position) and ends the retries; the live
+# run's retry limits, both sides)
 CASES = {
     "attempts used up": (
         ["execution.retry_attempts=2", "execution.retry_max_price_deviation_bps=100"],
@@ -67,6 +68,7 @@ CASES = {
             (EventKind.POST_ONLY_REJECT, Reason.POST_ONLY, 0, 1, P0 - 2 * TICK, 0.003, 2.0),
             (EventKind.RETRY_LIMIT, Reason.RETRY_ATTEMPTS, 0, 1, P0, 0.003, 2.0),
         ],
+        2,
     ),
     "deviation bound": (
         # one tick is 0.1 / 39,840 = 0.0251 bps: the first retry is already beyond 0.02 bps
@@ -76,6 +78,7 @@ CASES = {
             (EventKind.POST_ONLY_REJECT, Reason.POST_ONLY, 0, 1, P0, 0.003, 0.0),
             (EventKind.RETRY_LIMIT, Reason.RETRY_DEVIATION, 0, 1, P0 - TICK, 0.003, TICK / P0 * 1e4),
         ],
+        2,
     ),
     "retry refused by validation": (
         # 0.003 x 39,840 = 119.52 USDT meets a 119.52 minimum order; the retry's 119.5197 does not
@@ -85,6 +88,13 @@ CASES = {
             (EventKind.POST_ONLY_REJECT, Reason.POST_ONLY, 0, 1, P0, 0.003, 0.0),
             (EventKind.ORDER_REJECTED, Reason.SIZE_ORDER, 0, 1, P0 - TICK, 0.003, 0.0),
         ],
+        1,
+    ),
+    "retries off": (
+        ["execution.use_post_only_retries=false"],
+        [],
+        [(EventKind.POST_ONLY_REJECT, Reason.POST_ONLY, 0, 1, P0, 0.003, 0.0)],
+        0,
     ),
 }
 
@@ -93,7 +103,7 @@ CASES = {
 def test_the_engines_retry_ladder_writes_the_same_rows_live_as_in_the_backtest(
     case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    overrides, venue_overrides, expected = CASES[case]
+    overrides, venue_overrides, expected, live_limits = CASES[case]
     expected = [(int(k), int(r), s, lv, round(p, 6), q, round(v, 6)) for k, r, s, lv, p, q, v in expected]
     strategy = load_strategy("default", ONE_RUNG + overrides)
 
@@ -127,11 +137,10 @@ def test_the_engines_retry_ladder_writes_the_same_rows_live_as_in_the_backtest(
     back_rows = _ladder_rows(out.events)
     assert back_rows == expected
     assert set(_ladder_ts(out.events)) == {int(market.ts[0]) + 60_000}
-    # only the long entry met the gapped open in the backtest; live the short one was refused too and
-    # ran out of retries (every placement refused, its retries within the bounds until the last)
-    limits = sum(1 for row in expected if row[0] == EventKind.RETRY_LIMIT)
-    assert out.summary["retry_limits"] == float(limits)
-    assert s.state[S_RETRY_LIMITS] == float(limits + 1)
+    # only the long entry met the gapped open in the backtest; live the short one was refused too and,
+    # with retries on, ran out of them (every placement refused, each retry within the bounds)
+    assert out.summary["retry_limits"] == float(sum(1 for row in expected if row[0] == EventKind.RETRY_LIMIT))
+    assert s.state[S_RETRY_LIMITS] == float(live_limits)
 
 
 def _functions(path: Path) -> dict[str, ast.FunctionDef]:
