@@ -40,11 +40,8 @@ HELPER_KERNELS = (
 )
 #: Kernels this process compiles while the helper runs.
 LOCAL_KERNELS = (
-    ("gridctl.engine.step", "decide_nb"),
-    ("gridctl.engine.step", "bar_gates_nb"),
-    ("gridctl.engine.step", "decision_needed_nb"),
-    ("gridctl.engine.step", "record_bar_nb"),
-    ("gridctl.engine.funding", "apply_funding_nb"),
+    ("gridctl.engine.step", "bar_open_nb"),
+    ("gridctl.engine.step", "bar_close_nb"),
 )
 #: Types of ``step_nb``'s scalar locals that it passes to those kernels.
 STEP_LOCALS = {
@@ -55,6 +52,7 @@ STEP_LOCALS = {
     "h": types.float64,
     "lw": types.float64,
     "c": types.float64,
+    "allow": types.boolean,
     "dlw": types.float64,
     "dh": types.float64,
     "j0": types.int64,

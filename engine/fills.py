@@ -1,17 +1,19 @@
 """The simulated venue: post-only check and retries at the open, gap fills, the intrabar path walk.
 
-Only backtests use this module; the live bridge gets fills from the exchange and books them with the
-same ``fill_slot_nb`` / ``apply_fill_nb``. Path of a bar: ``o, x1, x2, c``; ``P_INTRABAR_PATH`` orders
-the extremes (nearer to the open first, high first or low first). With detail bars the path is the
-open, then each detail bar's own four points in time order, then the close (``detail_path_nb``). On
-each segment the active order hit nearest to the current point fills first; ties at one price go SL,
-TP, entry, then long before short, then the lower rung. The liquidation price is a trigger too: the
-margin check runs at each next trigger before it fills, after each fill and at each path point, so
-the first crossing in path order liquidates (equity minus maintenance margin is concave in price).
+The path walk is the backtest's alone; the live bridge gets fills from the exchange and books them
+with the same ``fill_slot_nb`` / ``apply_fill_nb``, and runs the same post-only retry kernels. Path
+of a bar: ``o, x1, x2, c``; ``P_INTRABAR_PATH`` orders the extremes (nearer to the open first, high
+first or low first). With detail bars the path is the open, then each detail bar's own four points
+in time order, then the close (``detail_path_nb``). On each segment the active order hit nearest to
+the current point fills first; ties at one price go SL, TP, entry, then long before short, then the
+lower rung. The liquidation price is a trigger too: the margin check runs at each next trigger
+before it fills, after each fill and at each path point, so the first crossing in path order
+liquidates (equity minus maintenance margin is concave in price).
 
 Decisions beyond DESIGN.md:
 * New entries get the post-only check long side first, lower rung first. Retries happen at the open,
-  one tick further each time, each validated (a refused retry is remembered like any refused order);
+  one tick further each time (``retry_price_nb``; the live bridge runs the same kernels against the
+  exchange's answers), each validated (a refused retry is remembered like any refused order);
   ``RETRY_LIMIT`` is recorded when retries stop without a resting order (deviation bound: reason
   RETRY_DEVIATION, value = the deviation in bps; attempts used up: RETRY_ATTEMPTS). A retry counts in
   ``orders_submitted`` but not toward the rate limits (those pace the decisions at bar closes).
@@ -232,53 +234,98 @@ def margin_check_nb(st, slots, a, price, ts, p, br, fills, ev, cnt):
     return True
 
 
+@hot_kernel
+def retries_enabled_nb(p):
+    """Post-only rejections are retried: ``use_post_only_retries`` and not ``optimization_mode``."""
+    return p[P_POST_ONLY_RETRIES] != 0.0 and p[P_OPTIMIZATION_MODE] == 0.0
+
+
+@kernel
+def post_only_reject_nb(st, slots, errs, side, idx, price, qty, attempt, now, ts, p, ev, cnt):
+    """Entry of rung ``idx`` at ``price`` rejected as post-only (``attempt`` 0: the first, j: retry j).
+
+    Takes it off the slot array (the next decision re-plans), counts and records it (the event's value
+    is the attempt) and enters the error into the circuit-breaker window at ``now``; returns True when
+    that tripped the breaker (no more retries). The simulated venue and the live bridge both call it.
+    """
+    slots[side, idx, SL_ORD_ON] = 0.0
+    st[S_DIRTY] = 1.0
+    st[S_POST_ONLY_REJECTS] += 1.0
+    write_event_nb(
+        ev, cnt, ts, EventKind.POST_ONLY_REJECT, Reason.POST_ONLY, side, idx + 1, price, qty, float(attempt)
+    )
+    return record_error_nb(st, slots, errs, now, p, ev, cnt, ts)
+
+
+@kernel
+def retry_price_nb(st, slots, errs, side, idx, p0, qty, j, now, ts, p, br, ev, cnt):
+    """Price of post-only retry ``j`` (1..) of the entry first tried at ``p0``, one tick further from the
+    market per retry; NaN when the retries stop here, with the reason recorded.
+
+    They stop after ``P_RETRY_ATTEMPTS`` retries or beyond ``P_RETRY_MAX_DEV_BPS`` (``RETRY_LIMIT``), on
+    a refusal the memo holds (not submitted again) or on a validation refusal (remembered, recorded,
+    entered into the breaker window at ``now``). A price returned counts as submitted.
+    """
+    level = idx + 1
+    if j > int(p[P_RETRY_ATTEMPTS]):
+        st[S_RETRY_LIMITS] += 1.0
+        limit = p[P_RETRY_ATTEMPTS]
+        write_event_nb(ev, cnt, ts, EventKind.RETRY_LIMIT, Reason.RETRY_ATTEMPTS, side, level, p0, qty, limit)
+        return np.nan
+    tick = p[P_TICK]
+    slot = slots[side, idx]
+    pj = p0 - j * tick if side == Side.LONG else p0 + j * tick
+    dev = abs(pj - p0) / p0 * 1e4
+    if dev > p[P_RETRY_MAX_DEV_BPS]:
+        st[S_RETRY_LIMITS] += 1.0
+        write_event_nb(ev, cnt, ts, EventKind.RETRY_LIMIT, Reason.RETRY_DEVIATION, side, level, pj, qty, dev)
+        return np.nan
+    pos = _side_qty(st, side)
+    rest = resting_qty_nb(slots, side, idx)
+    opp = opposite_exposure_nb(st, slots, side)
+    q_all = pos + rest + qty
+    eq = st[S_EQUITY]
+    until = refused_until_nb(slot, pj, qty, q_all, opp, eq)
+    if until == until:
+        return np.nan  # refused before and what it depended on is unchanged
+    reason = validate_entry_nb(pj, qty, pos, rest, opp, eq, p, br)
+    if reason != Reason.NONE:
+        st[S_REJ_BASE + reason] += 1.0
+        m_q, m_opp, need = refusal_memo_nb(reason, pj, qty, q_all, opp, p)
+        remember_refusal_nb(slot, pj, qty, m_q, m_opp, need)
+        write_event_nb(ev, cnt, ts, EventKind.ORDER_REJECTED, reason, side, level, pj, qty, pos)
+        record_error_nb(st, slots, errs, now, p, ev, cnt, ts)
+        return np.nan
+    st[S_ORDERS_SUBMITTED] += 1.0
+    return pj
+
+
+@kernel
+def retry_rests_nb(slots, side, idx, price, qty, bar):
+    """A retry at ``price`` was accepted: the entry rests (``bar``: the bar it counts as decided at)."""
+    slot = slots[side, idx]
+    slot[SL_ORD_ON] = 1.0
+    slot[SL_ORD_PRICE] = price
+    slot[SL_ORD_QTY] = qty
+    slot[SL_ORD_BAR] = bar
+
+
 @kernel
 def _retry_nb(st, slots, errs, side, idx, p0, qty, o, k, ts, p, br, ev, cnt):
-    """Post-only retries of a rejected entry, one tick further from the market each (at the open)."""
-    tick = p[P_TICK]
-    level = idx + 1
-    slot = slots[side, idx]
-    for j in range(1, int(p[P_RETRY_ATTEMPTS]) + 1):
-        pj = p0 - j * tick if side == Side.LONG else p0 + j * tick
-        dev = abs(pj - p0) / p0 * 1e4
-        if dev > p[P_RETRY_MAX_DEV_BPS]:
-            st[S_RETRY_LIMITS] += 1.0
-            write_event_nb(
-                ev, cnt, ts, EventKind.RETRY_LIMIT, Reason.RETRY_DEVIATION, side, level, pj, qty, dev
-            )
+    """Post-only retries of a rejected entry at the open: the retry kernels against the simulated book."""
+    now = float(ts)
+    j = 1
+    while True:
+        pj = retry_price_nb(st, slots, errs, side, idx, p0, qty, j, now, ts, p, br, ev, cnt)
+        if pj != pj:
             return
-        pos = _side_qty(st, side)
-        rest = resting_qty_nb(slots, side, idx)
-        opp = opposite_exposure_nb(st, slots, side)
-        q_all = pos + rest + qty
-        eq = st[S_EQUITY]
-        until = refused_until_nb(slot, pj, qty, q_all, opp, eq)
-        if until == until:
-            return  # refused before and what it depended on is unchanged
-        reason = validate_entry_nb(pj, qty, pos, rest, opp, eq, p, br)
-        if reason != Reason.NONE:
-            st[S_REJ_BASE + reason] += 1.0
-            m_q, m_opp, need = refusal_memo_nb(reason, pj, qty, q_all, opp, p)
-            remember_refusal_nb(slot, pj, qty, m_q, m_opp, need)
-            write_event_nb(ev, cnt, ts, EventKind.ORDER_REJECTED, reason, side, level, pj, qty, pos)
-            record_error_nb(st, slots, errs, float(ts), p, ev, cnt, ts)
-            return
-        st[S_ORDERS_SUBMITTED] += 1.0
         crosses = pj >= o if side == Side.LONG else pj <= o
         if not crosses:
-            slot[SL_ORD_ON] = 1.0
-            slot[SL_ORD_PRICE] = pj
-            slot[SL_ORD_QTY] = qty
-            slot[SL_ORD_BAR] = k - 1  # arrived at this open: not new at the next one
+            retry_rests_nb(slots, side, idx, pj, qty, k - 1)  # arrived at this open: not new at the next one
             return
-        st[S_POST_ONLY_REJECTS] += 1.0
-        write_event_nb(ev, cnt, ts, EventKind.POST_ONLY_REJECT, Reason.POST_ONLY, side, level, pj, qty, j)
-        if record_error_nb(st, slots, errs, float(ts), p, ev, cnt, ts):
+        if post_only_reject_nb(st, slots, errs, side, idx, pj, qty, j, now, ts, p, ev, cnt):
             return
-    st[S_RETRY_LIMITS] += 1.0
-    write_event_nb(
-        ev, cnt, ts, EventKind.RETRY_LIMIT, Reason.RETRY_ATTEMPTS, side, level, p0, qty, p[P_RETRY_ATTEMPTS]
-    )
+        j += 1
 
 
 @kernel
@@ -286,7 +333,7 @@ def post_only_check_nb(st, slots, errs, k, o, ts, p, br, fills, ev, cnt):
     """New entries (decided at the previous close) that would cross the open: reject/retry or take."""
     slip = p[P_SLIPPAGE_BPS] * 1e-4
     maker_only = p[P_MAKER_ONLY] != 0.0
-    retries = p[P_POST_ONLY_RETRIES] != 0.0 and p[P_OPTIMIZATION_MODE] == 0.0
+    retries = retries_enabled_nb(p)
     for side in range(2):
         for idx in range(slots.shape[1]):
             s = slots[side, idx]
@@ -318,13 +365,7 @@ def post_only_check_nb(st, slots, errs, k, o, ts, p, br, fills, ev, cnt):
                 )
                 continue
             qty = s[SL_ORD_QTY]
-            s[SL_ORD_ON] = 0.0
-            st[S_DIRTY] = 1.0
-            st[S_POST_ONLY_REJECTS] += 1.0
-            write_event_nb(
-                ev, cnt, ts, EventKind.POST_ONLY_REJECT, Reason.POST_ONLY, side, idx + 1, price, qty, 0.0
-            )
-            if record_error_nb(st, slots, errs, float(ts), p, ev, cnt, ts):
+            if post_only_reject_nb(st, slots, errs, side, idx, price, qty, 0, float(ts), ts, p, ev, cnt):
                 return
             if retries:
                 _retry_nb(st, slots, errs, side, idx, price, qty, o, k, ts, p, br, ev, cnt)

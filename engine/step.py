@@ -2,14 +2,15 @@
 
 Which parts a live driver calls (the same functions, no copies):
 
-* on each settlement: ``apply_funding_nb`` (funding.py) - or let it run from the bar step;
-* on each exchange fill: ``fill_slot_nb`` (fills.py), which books it with ``apply_fill_nb``
-  (accounting.py) and attaches the lot's TP/SL; on each exchange error: ``record_error_nb`` (risk.py);
-* on each closed bar: ``regime_update_nb`` (regime.py; store the result in ``S_REGIME`` and set
-  ``S_DIRTY`` when it changed, as ``step_nb`` does), ``mark_to_market_nb`` (accounting.py),
-  ``bar_gates_nb`` (this module: drawdown, circuit breaker, REDUCING) and ``decide_nb`` (this module),
+* on each closed bar: ``bar_open_nb`` (missing input, data gap, funding settled up to the open) and,
+  once the exchange's fills are booked, ``bar_close_nb`` (regime, mark-to-market, ``bar_gates_nb``,
+  ``decide_nb``, ``record_bar_nb``) - the very kernels ``step_nb`` runs around its simulated venue;
   then send the difference between the slot array's resting entries / lot exits and the exchange's
   open orders. ``path_nb`` (fills.py, the simulated venue) is the only part a live driver never calls.
+* on each exchange fill: ``fill_slot_nb`` (fills.py), which books it with ``apply_fill_nb``
+  (accounting.py) and attaches the lot's TP/SL; on each exchange error: ``record_error_nb`` (risk.py);
+* on a post-only rejection: the retry ladder's kernels in fills.py (``post_only_reject_nb``,
+  ``retry_price_nb``, ``retry_rests_nb``), which the simulated venue's ``_retry_nb`` composes too.
 * operator throttle: ``engine.state.set_throttle`` (validates, writes ``S_THROTTLE``).
 
 Speed: a quiet bar (no trigger within the bar's range, no settlement due, nothing that reshapes the
@@ -418,22 +419,14 @@ def record_bar_nb(st, eq, cnt, ts):
     st[S_LAST_TS] = ts
 
 
-@bar_step_kernel
-def step_nb(
-    k, ts, op, hi, lo, cl, reg, fts, frate, fmark, dts, dop, dhi, dlo, dcl, didx, p, br, st, slots, errs,
-    ords, fills, fund, ev, eq, cnt,
-):  # fmt: skip
-    """Run bar ``k`` through DESIGN.md steps 1-8; returns STEP_STOP once liquidated.
+@hot_kernel
+def bar_open_nb(k, t, o, h, lw, c, fts, frate, fmark, p, st, slots, fund, ev, cnt):
+    """Steps 1-2 of bar ``k`` (open ``t``): missing input, data gap, funding settled up to the open.
 
-    ``dts..dcl`` are the detail bars and ``didx[k] = (start, end)`` the ones inside bar k (end == start:
-    walk bar k's own OHLC).
+    Returns False when the bar's input is missing (entries cancelled, ``INPUT_MISSING`` recorded, no
+    settlement applied): ``bar_close_nb`` then only decides and records. Every driver calls it: the
+    backtest's ``step_nb`` and the live session.
     """
-    t = ts[k]
-    close_time = float(t) + p[P_BAR_MS]
-    o = op[k]
-    h = hi[k]
-    lw = lo[k]
-    c = cl[k]
     if st[S_FIRST_TS] != st[S_FIRST_TS]:
         st[S_FIRST_TS] = t
     st[S_BAR] = k
@@ -442,9 +435,7 @@ def step_nb(
         st[S_MISSING] = 1.0
         cancel_entries_nb(st, slots)
         write_event_nb(ev, cnt, t, EventKind.INPUT_MISSING, Reason.NONE, -1, 0, 0.0, 0.0, 0.0)
-        decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cnt, t)
-        record_bar_nb(st, eq, cnt, t)
-        return STEP_CONTINUE
+        return False
     st[S_MISSING] = 0.0
     last = st[S_LAST_TS]
     if last == last and t - last > p[P_BAR_MS]:
@@ -454,6 +445,72 @@ def step_nb(
     fi = int(st[S_FUND_IDX])
     if fi < fts.shape[0] and fts[fi] <= t:
         apply_funding_nb(st, t, o, fts, frate, fmark, fund, cnt)
+    return True
+
+
+@hot_kernel
+def bar_close_nb(
+    k, t, h, lw, c, close_time, reg, fts, frate, allow, p, br, st, slots, errs, ords, fills, ev, eq, cnt
+):  # fmt: skip
+    """Steps 4-8 of bar ``k`` once its fills are booked: regime, mark, gates, decide, record.
+
+    The bar close without the intrabar fill simulation: the backtest's ``step_nb`` calls it after its
+    simulated venue's path, the live session after booking the exchange's fills (the one copy of the
+    close). ``reg[k]`` is the regime after this bar. ``allow`` False (a live driver's pause: operator,
+    stale feed, exchange ban) cancels the resting entries instead of deciding; the backtest passes
+    True. A bar whose input is missing (``bar_open_nb`` returned False) is only decided and recorded.
+    """
+    if st[S_MISSING] != 0.0:
+        if allow:
+            decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cnt, t)
+        else:
+            cancel_entries_nb(st, slots)
+        record_bar_nb(st, eq, cnt, t)
+        return
+    # 4. regime after this bar (precomputed by regime.regime_series with the same update function)
+    r = float(reg[k])
+    if r != st[S_REGIME]:
+        st[S_REGIME] = r
+        st[S_DIRTY] = 1.0
+    # 5. mark to market, 6. risk gates, 7. decide, 8. record
+    mark_to_market_nb(st, c, br)
+    bar_gates_nb(st, slots, errs, c, close_time, p, br, fills, ev, cnt, t)
+    intrabar_drawdown_nb(st, lw, h)  # positions held at the close, after a drawdown flatten
+    if not allow:
+        cancel_entries_nb(st, slots)
+    elif decision_needed_nb(st, c, close_time, fts, frate, p):
+        decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cnt, t)
+    if st[S_HALTED] == 0.0 and allow:
+        # A quiet bar repeats the last decision, including its precision and order-limit skips.
+        st[S_SKIPPED_PRECISION] += st[S_SKIP_NOW]
+        st[S_SKIPPED_ORDER_LIMIT] += st[S_SKIP_LIMIT_NOW]
+    record_bar_nb(st, eq, cnt, t)
+
+
+@bar_step_kernel
+def step_nb(
+    k, ts, op, hi, lo, cl, reg, fts, frate, fmark, dts, dop, dhi, dlo, dcl, didx, p, br, st, slots, errs,
+    ords, fills, fund, ev, eq, cnt,
+):  # fmt: skip
+    """Run bar ``k`` through DESIGN.md steps 1-8; returns STEP_STOP once liquidated.
+
+    ``bar_open_nb``, the simulated venue's intrabar path (step 3, the only part a live driver never
+    runs), then ``bar_close_nb``. ``dts..dcl`` are the detail bars and ``didx[k] = (start, end)`` the
+    ones inside bar k (end == start: walk bar k's own OHLC).
+    """
+    t = ts[k]
+    close_time = float(t) + p[P_BAR_MS]
+    o = op[k]
+    h = hi[k]
+    lw = lo[k]
+    c = cl[k]
+    allow = True
+    if not bar_open_nb(k, t, o, h, lw, c, fts, frate, fmark, p, st, slots, fund, ev, cnt):
+        bar_close_nb(
+            k, t, h, lw, c, close_time, reg, fts, frate, allow, p, br, st, slots, errs, ords, fills, ev, eq,
+            cnt,
+        )  # fmt: skip
+        return STEP_CONTINUE
     # 3. intrabar path (simulated venue), margin check at every path point
     j0 = didx[k, 0]
     j1 = didx[k, 1]
@@ -474,22 +531,9 @@ def step_nb(
         mark_to_market_nb(st, c, br)
         record_bar_nb(st, eq, cnt, t)
         return STEP_STOP
-    # 4. regime after this bar (precomputed by regime.regime_series with the same update function)
-    r = float(reg[k])
-    if r != st[S_REGIME]:
-        st[S_REGIME] = r
-        st[S_DIRTY] = 1.0
-    # 5. mark to market, 6. risk gates, 7. decide, 8. record
-    mark_to_market_nb(st, c, br)
-    bar_gates_nb(st, slots, errs, c, close_time, p, br, fills, ev, cnt, t)
-    intrabar_drawdown_nb(st, lw, h)  # positions held at the close, after a drawdown flatten
-    if decision_needed_nb(st, c, close_time, fts, frate, p):
-        decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cnt, t)
-    if st[S_HALTED] == 0.0:
-        # A quiet bar repeats the last decision, including its precision and order-limit skips.
-        st[S_SKIPPED_PRECISION] += st[S_SKIP_NOW]
-        st[S_SKIPPED_ORDER_LIMIT] += st[S_SKIP_LIMIT_NOW]
-    record_bar_nb(st, eq, cnt, t)
+    bar_close_nb(
+        k, t, h, lw, c, close_time, reg, fts, frate, allow, p, br, st, slots, errs, ords, fills, ev, eq, cnt,
+    )  # fmt: skip
     return STEP_CONTINUE
 
 

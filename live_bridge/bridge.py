@@ -2,13 +2,16 @@
 
 ``Bridge.on_bar`` is the whole per-bar path. Paper and replay: ``EngineSession.step_paper`` (the
 engine's own bar step, fills simulated by its fill model). Live: exchange fills since the last bar
-are booked (``fill_slot_nb``), then ``EngineSession.step_live`` (funding, regime, mark, gates,
-decide), then the order diff (``live_bridge.orders``) is sent through the ``Gateway`` within the
-venue's rate limits (the gateway's ``RequestPacer``, ``live_bridge.pacing``), with bounded post-only
-retries. A placement the pacer or the exchange refuses for rate (``RateLimited``) ends the bar's
-placements (the rest wait for the next bar); a replacement is never placed while the cancel of the
-order it replaces failed or has an unknown outcome (no duplicate resting order). While the exchange
-bans the IP (418), entries pause with the ban as the reason, and nothing is sent until it ends.
+are booked (``fill_slot_nb``), then ``EngineSession.step_close`` (the engine's own bar close:
+funding, regime, mark, gates, decide, record), then the order diff (``live_bridge.orders``) is sent
+through the ``Gateway`` within the venue's rate limits (the gateway's ``RequestPacer``,
+``live_bridge.pacing``), with the engine's post-only retry ladder
+(``EngineSession.post_only_rejected`` / ``retry_price`` / ``retry_rests``: the kernels the simulated
+venue runs; only the sending is done here). A placement the pacer or the exchange refuses for rate
+(``RateLimited``) ends the bar's placements (the rest wait for the next bar); a replacement is never
+placed while the cancel of the order it replaces failed or has an unknown outcome (no duplicate
+resting order). While the exchange bans the IP (418), entries pause with the ban as the reason, and
+nothing is sent until it ends.
 
 Fail closed: a stale bar feed, a missing funding rate or next settlement, or an unreadable margin
 figure pauses new entries (resting entries are cancelled, exits stay) with the reason on the ops API
@@ -30,15 +33,12 @@ from decimal import Decimal
 from typing import Any
 
 from gridctl.configs.errors import GridctlError
-from gridctl.engine.enums import Liquidity, RiskState, Side, enum_name
+from gridctl.engine.enums import Liquidity, RiskState, enum_name
 from gridctl.engine.params import (
     P_CB_COOLDOWN_S,
     P_CB_WINDOW_S,
     P_ORDER_PRICE_TOL_BPS,
     P_ORDER_QTY_TOL_PCT,
-    P_RETRY_ATTEMPTS,
-    P_RETRY_MAX_DEV_BPS,
-    P_TICK,
 )
 from gridctl.engine.state import (
     S_CB_ACTIVE,
@@ -127,7 +127,6 @@ class BridgeOptions:
     mode: str  # paper | live | replay
     run_id: str
     maker_only: bool = True
-    post_only_retries: bool = True
     retry_delay_ms: int = 100
 
 
@@ -411,7 +410,7 @@ class Bridge:
             t2 = time.perf_counter()
             lat.phase("fills", (t2 - t1) * 1000.0)
             halted_before = self.s.state[S_HALTED] != 0.0
-            self.s.step_live(bar.ts, bar.open, bar.high, bar.low, bar.close, self.entries_allowed)
+            self.s.step_close(bar.ts, bar.open, bar.high, bar.low, bar.close, self.entries_allowed)
             t3 = time.perf_counter()
             lat.phase("engine", (t3 - t2) * 1000.0)
             self.sync_orders(refresh=self._orders_unknown, defer_retries=True)
@@ -898,6 +897,8 @@ class Bridge:
             if want.key in held or self._rate_limited:
                 plan.deferred.append(want)
                 continue
+            if want.kind == "entry" and self.s.slots[want.side, want.level - 1, SL_ORD_ON] == 0.0:
+                continue  # the engine took it back during this diff (a rejection tripped the breaker)
             if self._place_wanted(want):
                 self._retries.append(want)
         if held:
@@ -988,22 +989,32 @@ class Bridge:
             self._place(self._request(want, cid, want.price), want)
             return False
         except gw.PostOnlyRejected as err:
-            self._error("post_only", err)
-        if want.kind == "entry" and self.o.post_only_retries:
-            return True
-        self._give_up(want)
-        return False
+            if want.kind != "entry":
+                self._error("post_only", err)
+                return False
+            tripped = self._post_only_rejected(want, want.price, 0, err)
+        return self.s.retries_enabled() and not tripped
 
-    def _give_up(self, want: WantedOrder) -> None:
-        if want.kind == "entry":
-            self.s.slots[want.side, want.level - 1, SL_ORD_ON] = 0.0
-            self.s.state[S_DIRTY] = 1.0
+    def _post_only_rejected(self, want: WantedOrder, price: float, attempt: int, err: Exception) -> bool:
+        """The engine books an entry's post-only rejection (``post_only_reject_nb``: slot off, event,
+        breaker window); True when it tripped the breaker."""
+        self.errors["post_only"] += 1
+        self._note("error", f"post_only: {err}")
+        return self.s.post_only_rejected(
+            want.side, want.level, price, attempt, self.now_ms(), self._retry_ts()
+        )
+
+    def _retry_ts(self) -> int:
+        """Ledger time of the retry ladder's records: the open of the bar after the last close (the
+        backtest's simulated venue retries at that open)."""
+        last = self.s.last_ts
+        return int(last + self.s.bar_ms) if last is not None else self.now_ms()
 
     def run_retries(self) -> None:
         """Post-only retries of this bar's rejected entries, ``retry_delay_ms`` apart.
 
         They run after every first attempt went out, so one rejection's waits do not hold back the
-        bar's other orders. An entry the slot array no longer wants (paused meanwhile) is dropped.
+        bar's other orders. None run while entries are paused or the breaker is open.
         """
         pending, self._retries = self._retries, []
         self._retried_ms = None
@@ -1011,30 +1022,30 @@ class Bridge:
             return
         t0 = time.perf_counter()
         for want in pending:
-            s = self.s.slots[want.side, want.level - 1]
-            if not self.entries_allowed or s[SL_ORD_ON] == 0.0 or s[SL_ORD_PRICE] != want.price:
+            if not self.entries_allowed or self.s.state[S_CB_ACTIVE] != 0.0:
                 continue
             self._retry(want)
         self._retried_ms = (time.perf_counter() - t0) * 1000.0
 
     def _retry(self, want: WantedOrder) -> None:
-        """Retry j = 1.. ``retry_attempts`` one tick further from the market, within the deviation bound."""
-        p0, vec = want.price, self.s.vec
-        tick = vec[P_TICK]
-        for j in range(1, int(vec[P_RETRY_ATTEMPTS]) + 1):
-            pj = p0 - j * tick if want.side == Side.LONG else p0 + j * tick
-            if abs(pj - p0) / p0 * 1e4 > vec[P_RETRY_MAX_DEV_BPS]:
-                self._note("retry-limit", f"{want.key} deviation beyond the limit at retry {j}")
-                break
+        """The engine's retry ladder against the exchange: ``retry_price`` gives retry j's price (NaN:
+        stop, the engine recorded why), the answer goes back as ``retry_rests`` / ``post_only_rejected``."""
+        j = 1
+        while True:
+            pj = self.s.retry_price(want.side, want.level, want.price, j, self.now_ms(), self._retry_ts())
+            if math.isnan(pj):
+                self._note("retry-limit", f"{want.key}: no retry {j} (see the engine's events)")
+                return
             self.sleep(self.o.retry_delay_ms / 1000.0)
             cid = encode_client_id(self.o.run_id, want.side, want.level, want.kind, self._seq())
             try:
                 if self._place(self._request(want, cid, pj), want):
-                    self.s.slots[want.side, want.level - 1, SL_ORD_PRICE] = pj
+                    self.s.retry_rests(want.side, want.level, pj)
                 return
             except gw.PostOnlyRejected as err:
-                self._error("post_only", err)
-        self._give_up(want)
+                if self._post_only_rejected(want, pj, j, err):
+                    return
+            j += 1
 
     # --- snapshot for the ops API / metrics
 

@@ -105,7 +105,6 @@ def _options(strategy: Any, mode: str, run_id: str) -> Any:
         mode=mode,
         run_id=run_id,
         maker_only=bool(ex.maker_only),
-        post_only_retries=bool(ex.use_post_only_retries) and not bool(ex.optimization_mode),
         retry_delay_ms=int(ex.retry_delay_ms),
     )
 

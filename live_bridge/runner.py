@@ -338,11 +338,16 @@ def prime_kernels(strategy: Any, venue: Any, symbol: str, timeframe: str, mode: 
     scratch.set_funding([(bar_ms, 0.0, px)], 1000 * bar_ms)
     t = 2 * bar_ms
     if mode == "live":
-        scratch.step_live(t, px, px, px, px, True)
+        scratch.step_close(t, px, px, px, px, True)
         sl = scratch.slots
         on = np.argwhere(sl[:, :, SL_ORD_ON] != 0.0)
         if len(on):
             side, idx = (int(x) for x in on[0])
+            p0 = float(sl[side, idx, SL_ORD_PRICE])
+            # the post-only retry ladder's kernels (the entry rests again at the end)
+            scratch.post_only_rejected(side, idx + 1, p0, 0, float(t), t)
+            scratch.retry_price(side, idx + 1, p0, 1, float(t), t)
+            scratch.retry_rests(side, idx + 1, p0)
             scratch.book_fill(
                 side, idx + 1, "entry", float(sl[side, idx, SL_ORD_PRICE]), float(sl[side, idx, SL_ORD_QTY]),
                 Liquidity.MAKER, t + 1,
@@ -350,7 +355,7 @@ def prime_kernels(strategy: Any, venue: Any, symbol: str, timeframe: str, mode: 
             scratch.book_flatten(side, px, t + 2)
         scratch.record_error(float(t + 3), t)
         scratch.trip_breaker(float(t + 4), t)  # a protection failure's breaker
-        scratch.step_live(t + bar_ms, px, px, px, px, False)
+        scratch.step_close(t + bar_ms, px, px, px, px, False)
         fill_path = (
             "the fill path too" if len(on) else "no entry was placed: the fill path loads at its first fill"
         )

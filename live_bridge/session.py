@@ -2,10 +2,11 @@
 
 No trading logic lives here. Paper and replay call the engine's own bar step ``engine.step.step_nb``
 (the simulated venue included) on growing arrays, so a replay writes the ledgers ``gridctl backtest``
-writes. Live calls the pieces ``engine/step.py`` names for a live driver: ``regime_fill_nb`` for the
-regime, ``apply_funding_nb`` for settlements, ``mark_to_market_nb`` / ``bar_gates_nb`` / ``decide_nb``
-/ ``record_bar_nb`` at each close, ``fill_slot_nb`` for exchange fills and ``record_error_nb`` for
-exchange errors; ``path_nb`` (the simulated venue) is never called live.
+writes. Live calls the same bar step without its simulated venue: ``bar_open_nb`` and ``bar_close_nb``
+(missing input, data gap, funding, regime, mark, gates, decide, record; ``step_close``), after the
+exchange's fills are booked with ``fill_slot_nb``; exchange errors go to ``record_error_nb`` and
+post-only rejections to the engine's retry kernels (``post_only_reject_nb``, ``retry_price_nb``,
+``retry_rests_nb``). ``path_nb`` (the simulated venue) is never called live.
 
 Funding is revealed as it happens: the kernels see every settlement at or before the current close
 plus the next settlement's time (its rate NaN until it settles), which is all the kernels read.
@@ -23,10 +24,18 @@ import numpy as np
 from gridctl.configs.errors import GridctlError
 from gridctl.configs.schema import StrategyConfig, VenueConfig
 from gridctl.data.timeframes import timeframe_ms
-from gridctl.engine.accounting import finish_daily_stats_nb, mark_to_market_nb
+from gridctl.engine.accounting import finish_daily_stats_nb
 from gridctl.engine.enums import FillKind, Liquidity, Side
-from gridctl.engine.fills import RANK_ENTRY, RANK_SL, RANK_TP, fill_slot_nb
-from gridctl.engine.funding import apply_funding_nb
+from gridctl.engine.fills import (
+    RANK_ENTRY,
+    RANK_SL,
+    RANK_TP,
+    fill_slot_nb,
+    post_only_reject_nb,
+    retries_enabled_nb,
+    retry_price_nb,
+    retry_rests_nb,
+)
 from gridctl.engine.params import (
     P_ADX_LEN,
     P_ATR_LEN,
@@ -53,19 +62,12 @@ from gridctl.engine.regime import new_regime_state, regime_fill_nb, warmup_bars
 from gridctl.engine.risk import close_side_nb, record_error_nb, trip_breaker_nb
 from gridctl.engine.run import RunOutput, read_only
 from gridctl.engine.state import (
-    S_BAR,
     S_DIRTY,
     S_FG_UNTIL,
-    S_FIRST_TS,
-    S_FUND_IDX,
-    S_HALTED,
     S_LIQUIDATED,
     S_LONG_QTY,
-    S_MISSING,
     S_REGIME,
     S_SHORT_QTY,
-    S_SKIP_NOW,
-    S_SKIPPED_PRECISION,
     SL_LOT_FEE,
     SL_LOT_ON,
     SL_LOT_QTY,
@@ -75,7 +77,7 @@ from gridctl.engine.state import (
     init_state,
     refresh_triggers_nb,
 )
-from gridctl.engine.step import STEP_STOP, bar_gates_nb, decide_nb, decision_needed_nb, record_bar_nb, step_nb
+from gridctl.engine.step import STEP_STOP, bar_close_nb, bar_open_nb, step_nb
 
 #: Free rows every record buffer keeps before a bar is stepped (a bar writes far fewer).
 _HEADROOM = 256
@@ -308,58 +310,75 @@ class EngineSession:
         )
         return self._rows(before)
 
-    # --- live: the per-bar pieces, fills and errors from the exchange
+    # --- live: the engine's bar close, fills and errors from the exchange
 
-    def step_live(
+    def step_close(
         self, t: int, o: float, h: float, lo: float, c: float, entries_allowed: bool = True
     ) -> BarRows:
-        """One closed bar with real fills already booked: funding, regime, mark, gates, decide, record."""
+        """One closed bar with the exchange's fills already booked: the engine's ``bar_open_nb`` and
+        ``bar_close_nb`` (the backtest's bar step without its simulated venue). ``entries_allowed``
+        False (a pause) cancels the resting entries instead of deciding."""
         if self.liquidated:
             raise GridctlError("the account was liquidated: the session is over")
         k = self._append(t, o, h, lo, c)
         self._room()
         before = self._marks()
-        st, slots = self.ks.state, self.ks.slots
         ks = self.ks
         close_time = float(t) + self.vec[P_BAR_MS]
-        if st[S_FIRST_TS] != st[S_FIRST_TS]:
-            st[S_FIRST_TS] = t
-        st[S_BAR] = k
-        st[S_MISSING] = 0.0
-        fi = int(st[S_FUND_IDX])
-        if fi < self._fts.shape[0] and self._fts[fi] <= t:
-            apply_funding_nb(st, t, o, self._fts, self._frate, self._fmark, self.fund, self.cnt)
-        r = float(self.reg[k])
-        if r != st[S_REGIME]:
-            st[S_REGIME] = r
-            st[S_DIRTY] = 1.0
-        mark_to_market_nb(st, c, self.br)
-        bar_gates_nb(
-            st, slots, ks.err_ring, c, close_time, self.vec, self.br, self.fills, self.ev, self.cnt, t
-        )
-        if not entries_allowed:
-            self.block_entries()
-        elif decision_needed_nb(st, c, close_time, self._fts, self._frate, self.vec):
-            decide_nb(
-                st,
-                slots,
-                ks.err_ring,
-                ks.ord_ring,
-                k,
-                c,
-                close_time,
-                self._fts,
-                self._frate,
-                self.vec,
-                self.br,
-                self.ev,
-                self.cnt,
-                t,
-            )
-        if st[S_HALTED] == 0.0 and entries_allowed:
-            st[S_SKIPPED_PRECISION] += st[S_SKIP_NOW]
-        record_bar_nb(st, self.eq, self.cnt, t)
+        fts, frate = self._fts, self._frate
+        # bar_open_nb's answer (input present) is recorded in S_MISSING, which bar_close_nb reads.
+        bar_open_nb(
+            k, t, o, h, lo, c, fts, frate, self._fmark, self.vec, ks.state, ks.slots, self.fund, self.ev,
+            self.cnt,
+        )  # fmt: skip
+        bar_close_nb(
+            k, t, h, lo, c, close_time, self.reg, fts, frate, bool(entries_allowed), self.vec, self.br,
+            ks.state, ks.slots, ks.err_ring, ks.ord_ring, self.fills, self.ev, self.eq, self.cnt,
+        )  # fmt: skip
         return self._rows(before)
+
+    # --- live: the engine's post-only retry ladder against the exchange's answers
+
+    def retries_enabled(self) -> bool:
+        """Post-only rejections get retries (``retries_enabled_nb``: the strategy's execution switches)."""
+        return bool(retries_enabled_nb(self.vec))
+
+    def post_only_rejected(
+        self, side: int, level: int, price: float, attempt: int, now_ms: float, ts: int
+    ) -> bool:
+        """The exchange rejected entry ``level`` of ``side`` at ``price`` as post-only (``attempt`` 0: the
+        first try): ``post_only_reject_nb``. True when the error tripped the breaker (no retries)."""
+        self._room()
+        slots = self.ks.slots
+        idx = level - 1
+        qty = float(slots[side, idx, SL_ORD_QTY])
+        tripped = post_only_reject_nb(
+            self.ks.state, slots, self.ks.err_ring, side, idx, float(price), qty, int(attempt), float(now_ms),
+            int(ts), self.vec, self.ev, self.cnt,
+        )  # fmt: skip
+        refresh_triggers_nb(self.ks.state, slots)
+        return bool(tripped)
+
+    def retry_price(self, side: int, level: int, p0: float, attempt: int, now_ms: float, ts: int) -> float:
+        """Price of post-only retry ``attempt`` (1..) of the entry first sent at ``p0``
+        (``retry_price_nb``); NaN when the retries stop, the reason recorded by the engine."""
+        self._room()
+        slots = self.ks.slots
+        idx = level - 1
+        qty = float(slots[side, idx, SL_ORD_QTY])
+        return float(
+            retry_price_nb(
+                self.ks.state, slots, self.ks.err_ring, side, idx, float(p0), qty, int(attempt),
+                float(now_ms), int(ts), self.vec, self.br, self.ev, self.cnt,
+            )
+        )  # fmt: skip
+
+    def retry_rests(self, side: int, level: int, price: float) -> None:
+        """The exchange accepted a retry at ``price``: the entry rests there (``retry_rests_nb``)."""
+        slots = self.ks.slots
+        idx = level - 1
+        retry_rests_nb(slots, side, idx, float(price), float(slots[side, idx, SL_ORD_QTY]), self.n - 1)
+        refresh_triggers_nb(self.ks.state, slots)
 
     def block_entries(self) -> None:
         """Cancel every resting entry in the slot array (exits stay); the next decision re-plans."""

@@ -38,10 +38,12 @@ def test_every_kernel_of_both_groups_gets_the_signature_the_bar_step_calls_it_wi
     # Spot checks by hand against step_nb's source: path_nb(st, slots, errs, k, o, h, lw, c, t, ...).
     path = sigs["path_nb"]
     assert path[3] == types.int64 and path[4:8] == (types.float64,) * 4 and path[8] == types.int64
-    # decide_nb(..., k, c, close_time, fts, ...): the funding times are the run's read-only int64 array.
-    decide = sigs["decide_nb"]
-    assert decide[4:7] == (types.int64, types.float64, types.float64)
-    assert decide[7].dtype == types.int64 and not decide[7].mutable
+    # bar_close_nb(k, t, h, lw, c, close_time, reg, fts, frate, allow, ...): the funding times are the
+    # run's read-only int64 array, allow the step's boolean.
+    close = sigs["bar_close_nb"]
+    assert close[:2] == (types.int64, types.int64) and close[2:6] == (types.float64,) * 4
+    assert close[7].dtype == types.int64 and not close[7].mutable
+    assert close[9] == types.boolean
 
 
 def test_turned_off_by_the_environment(monkeypatch) -> None:
@@ -55,7 +57,7 @@ COLD_RUN = textwrap.dedent(
     sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
     from market_builders import make_market, strategy, venue
     from gridctl.engine.fills import detail_path_nb, path_nb, points_margin_check_nb
-    from gridctl.engine.step import bar_gates_nb, decide_nb
+    from gridctl.engine.step import bar_close_nb, bar_open_nb
     from gridctl.engine import compile_ahead
     from gridctl.engine.run import run_single
     seen = {}
@@ -69,7 +71,7 @@ COLD_RUN = textwrap.dedent(
     facts = {
         d.py_func.__name__: {"overloads": len(d.overloads), "hits": sum(d.stats.cache_hits.values()),
                              "misses": sum(d.stats.cache_misses.values())}
-        for d in (detail_path_nb, path_nb, points_margin_check_nb, decide_nb, bar_gates_nb)
+        for d in (detail_path_nb, path_nb, points_margin_check_nb, bar_open_nb, bar_close_nb)
     }
     print(json.dumps({"ahead": seen, "kernels": facts, "fills": int(out.fills.shape[0]),
                       "equity": float(out.summary["final_equity"])}))
@@ -92,7 +94,7 @@ def test_a_cold_run_loads_the_helpers_fill_path_and_compiles_nothing_twice(
     for name in got["ahead"]["helper"]:
         # Loaded from the cache the helper wrote, never compiled here.
         assert got["kernels"][name] == {"overloads": 1, "hits": 1, "misses": 0}, name
-    for name in ("decide_nb", "bar_gates_nb"):
+    for name in ("bar_open_nb", "bar_close_nb"):
         # Compiled here once, for the signature the bar loop then used (a wrong guess compiles twice).
         assert got["kernels"][name]["overloads"] == 1, (name, got["kernels"][name])
     # The same run on the warm kernels of this process gives the same ledgers.

@@ -108,10 +108,11 @@ def test_live_bridge_keeps_exchange_in_step_with_engine(emu, tmp_path: Path) -> 
         rows = {item: (ok, detail) for item, ok, detail in ready.rows}
         # the live kernels ran once on a scratch session (numba cache loaded off the critical path)
         assert rows["engine kernels loaded"][0] and "the fill path too" in rows["engine kernels loaded"][1]
-        from gridctl.engine.fills import fill_slot_nb
-        from gridctl.engine.step import decide_nb
+        from gridctl.engine.fills import fill_slot_nb, post_only_reject_nb, retry_price_nb, retry_rests_nb
+        from gridctl.engine.step import bar_close_nb
 
-        assert fill_slot_nb.signatures and decide_nb.signatures
+        assert fill_slot_nb.signatures and bar_close_nb.signatures
+        assert post_only_reject_nb.signatures and retry_price_nb.signatures and retry_rests_nb.signatures
         assert ctx.bridge.s.n == 0 and ctx.bridge.s.position() == (0.0, 0.0)  # the run's session untouched
         assert rows["open orders read"] == (True, "0 open") and not ctx.bridge._orders_unknown
         bridge, feed = ctx.bridge, ctx.feed
