@@ -246,7 +246,13 @@ def test_contenders_only_study_tells_unchecked_trials_pruned_and_keeps_the_winne
     wide_pool: tuple[opt.Workload, list[dict], list[opt.Evaluation]], tmp_path: Path
 ) -> None:
     """A whole optimize run in contender mode against the same run with every rule for every trial."""
-    from gridctl.research.studies import best_trial, load_study
+    from gridctl.research.studies import (
+        best_trial,
+        configured_only_candidates,
+        load_study,
+        overfitting_stats,
+        study_frame,
+    )
 
     work = wide_pool[0]
     a = opt.optimize(work.profile, "c", studies_dir=tmp_path, work=work)
@@ -258,6 +264,25 @@ def test_contenders_only_study_tells_unchecked_trials_pruned_and_keeps_the_winne
         attrs = t.user_attrs[opt.ATTR]
         assert attrs["path_checked"] is False and attrs["note"] == opt.CONFIGURED_ONLY
         assert t.intermediate_values == {0: attrs["configured_value"]} and "constraints" not in t.system_attrs
+    # every view says which trials ran one rule; the overfitting statistics count them as trials the
+    # winner was selected from, unless their own rule already breaks a limit
+    frame = study_frame(study)
+    assert list(frame.loc[~frame["path_checked"], "number"]) == [t.number for t in pruned]
+    assert not frame.loc[~frame["path_checked"], "feasible"].any()
+    candidates = configured_only_candidates(study)
+    for t in pruned:
+        m = t.user_attrs[opt.ATTR]["metrics"]
+        known_bad = (
+            m["trades"] < work.profile.limits.min_trades
+            or m["max_drawdown_bar_close_pct"] > work.profile.limits.max_drawdown_bar_close_pct
+            or m["liquidated"] > 0.5
+            or m["same_bar_profit_share_pct"] > work.profile.limits.max_same_bar_profit_share_pct
+        )
+        assert (t in candidates) == (not known_bad)
+    stats = overfitting_stats(study, work.data_dir)
+    checked = [t for t in study.trials if t.state.name == "COMPLETE" and opt.feasible_trial(t)]
+    assert stats["trials_configured_rule_only"] == len(candidates) > 0
+    assert stats["trials_feasible_distinct"] == len(checked) + len(candidates)
     # the same draws, every rule for every trial: the same winner and value
     every = opt.evaluate(work, [t.user_attrs[opt.ATTR]["overrides"] for t in study.trials])
     feasible_values = [(r.values[0], -n) for n, r in enumerate(every) if opt.feasible(r.constraints)]
