@@ -408,13 +408,15 @@ def study_show(
 
 def overfitting_lines(over: dict[str, Any]) -> list[str]:
     """The deflated Sharpe ratio and PBO with their inputs, as `study show` prints them."""
+    pool = "feasible or configured-rule-only" if over.get("trials_configured_rule_only") else "feasible"
     lines = [f"deflated Sharpe {_fmt(over.get('deflated_sharpe'))}"]
     if over.get("sharpe") is not None:
         lines[0] += (
             f" (trial {over['selected_trial']}: Sharpe {_fmt(over['sharpe_annualised'])} annualised over "
             f"{over['periods']} days, skew {_fmt(over['skew'])}, kurtosis {_fmt(over['kurtosis'])}; "
             f"N = {over['clusters']} correlation clusters (mean correlation >= "
-            f"{_fmt(over['cluster_min_correlation'])}) of {over['trials_used']} distinct feasible trials, "
+            f"{_fmt(over['cluster_min_correlation'])}) of {over['trials_used']} distinct "
+            f"{pool} trials, "
             f"V[SR] {_fmt(over['sharpe_variance'])} per day^2 (MAD; sample "
             f"{_fmt(over['sharpe_variance_sample'])}), SR0 {_fmt(over['sr0_annualised'])} annualised)"
         )

@@ -373,7 +373,7 @@ def overfitting_stats(
         numbers = sorted([winner, *(others[i] for i in pick)])
     rets = trial_daily_returns(study, numbers, data_dir)
     out = overfitting_report(rets, numbers, winner)
-    out["trials_feasible_distinct"] = len(trials)
+    out["trials_feasible_distinct"] = len(trials) - len(unchecked)
     out["trials_configured_rule_only"] = len(unchecked)
     out["trials_sampled_from"] = sampled_from
     if unchecked:
@@ -384,7 +384,8 @@ def overfitting_stats(
         )
     if sampled_from is not None:
         out["notes"].append(
-            f"a random sample of {len(numbers)} of the {sampled_from} distinct feasible trials "
+            f"a random sample of {len(numbers)} of the {sampled_from} distinct "
+            f"{'feasible or configured-rule-only ' if unchecked else 'feasible '}trials "
             f"(seed {study_profile(study).seed}, the winner included)"
         )
     return out
