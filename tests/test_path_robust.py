@@ -282,7 +282,8 @@ def test_contenders_only_study_tells_unchecked_trials_pruned_and_keeps_the_winne
     stats = overfitting_stats(study, work.data_dir)
     checked = [t for t in study.trials if t.state.name == "COMPLETE" and opt.feasible_trial(t)]
     assert stats["trials_configured_rule_only"] == len(candidates) > 0
-    assert stats["trials_feasible_distinct"] == len(checked) + len(candidates)
+    assert stats["trials_feasible_distinct"] == len(checked)
+    assert stats["trials_used"] + stats["trials_without_dispersion"] == len(checked) + len(candidates)
     # the same draws, every rule for every trial: the same winner and value
     every = opt.evaluate(work, [t.user_attrs[opt.ATTR]["overrides"] for t in study.trials])
     feasible_values = [(r.values[0], -n) for n, r in enumerate(every) if opt.feasible(r.constraints)]
