@@ -407,12 +407,46 @@ def restore_metrics(stored: dict[str, Any]) -> dict[str, float]:
     return {RENAMED_METRICS.get(k, k): math.nan if v is None else float(v) for k, v in stored.items()}
 
 
+#: The label of a trial run under its configured intrabar rule only (see ``contenders_only``).
+CONFIGURED_ONLY = "configured rule only, cannot be best"
+
+
+def contenders_only(profile: Profile) -> bool:
+    """True when the optimizer runs the other intrabar rules only for trials that could be the best.
+
+    The worst rule's objective is at most the configured rule's, so a trial whose configured-rule
+    objective does not exceed the best path-checked feasible value so far can never be the winner.
+    Only where nothing else reads such a trial's value: one objective ranked by value
+    (``rank_by: value``), ``path_rule: worst``, no walk-forward and a sampler that does not learn from
+    told values (``random``, ``qmc``). Such trials are told PRUNED, labelled ``CONFIGURED_ONLY``.
+    """
+    obj = profile.objective
+    return (
+        obj.path_rule == "worst"
+        and len(obj.directions) == 1
+        and obj.rank_by == "value"
+        and profile.validation.scheme == "none"
+        and profile.sampler.kind in ("random", "qmc")
+        and profile.pruner.kind == "none"
+    )
+
+
+def best_checked_value(study: optuna.Study) -> float:
+    """The best told value among completed feasible trials (all path-checked), -inf when none."""
+    best = -math.inf
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if feasible_trial(t) and t.values and not math.isnan(t.values[0]):
+            best = max(best, float(t.values[0]))
+    return best
+
+
 def evaluate(
     work: Workload,
     overrides: Sequence[dict[str, Any]],
     prune: Callable[[int, int, tuple[float, ...]], bool] | None = None,
     chunk: int | None = None,
     beat: Callable[[], None] | None = None,
+    beat_to: float | None = None,
 ) -> list[Evaluation]:
     """Score parameter sets (strategy overrides) with one ``run_batch`` call per window.
 
@@ -421,7 +455,15 @@ def evaluate(
 
     ``prune(i, fold, values_so_far)`` is asked after each walk-forward fold; a set it prunes is not
     run on later folds.
+
+    ``beat_to`` (only where ``contenders_only(profile)``): the best path-checked feasible value so
+    far; a set whose configured-rule objective cannot exceed it is not run under the other rules
+    (``_evaluate_contenders``).
     """
+    if beat_to is not None:
+        if not contenders_only(work.profile):
+            raise ValueError("beat_to needs a profile where contenders_only() holds")
+        return _evaluate_contenders(work, overrides, beat_to, chunk, beat)
     spec = work.profile.objective
     target = "test" if spec.target == "out_of_sample" else "train"
     bar_ms = work.market.bar_ms
@@ -472,6 +514,63 @@ def evaluate(
         constraints = limit_values(scored, work.profile.limits)
         out.append(Evaluation(values, constraints, attrs, pruned.get(i), side))
     return out
+
+
+def _evaluate_contenders(
+    work: Workload,
+    overrides: Sequence[dict[str, Any]],
+    beat_to: float,
+    chunk: int | None,
+    beat: Callable[[], None] | None,
+) -> list[Evaluation]:
+    """``evaluate`` running the other intrabar rules only for sets that can still be the best.
+
+    Every set runs its configured rule. Then, highest configured-rule objective first, groups of
+    sets whose configured objective exceeds ``beat_to`` (raised by each feasible path-checked set)
+    run the other rules and are scored exactly as ``evaluate`` scores them. A set left over has a
+    worst-rule objective <= its configured one <= a feasible path-checked value: it is returned
+    pruned (step 0) with its configured-rule metrics, ``path_checked: False`` and no constraints.
+    """
+    import numba
+
+    spec = work.profile.objective
+    limits = work.profile.limits
+    bar_ms = work.market.bar_ms
+    base_rule = work.strategy.backtest.intrabar_path
+    (window,) = scored_windows(work)
+    rows = _run_chunked(work, window, overrides, chunk, beat)
+    configured = [ov.get("backtest.intrabar_path", base_rule) for ov in overrides]
+    own = [window_metrics({configured[i]: rows[i]}, configured[i], spec, bar_ms) for i in range(len(rows))]
+    keys = [_objective_key(m, spec) for m in own]
+    order = sorted(range(len(rows)), key=lambda i: (-keys[i], i))
+    group = max(numba.get_num_threads(), 2)  # sets per re-run: one per core, 3 rules each
+    out: list[Evaluation | None] = [None] * len(rows)
+    pos = 0
+    while pos < len(order) and keys[order[pos]] > beat_to:
+        take = [i for i in order[pos : pos + group] if keys[i] > beat_to]
+        pos += group
+        sets = [overrides[i] for i in take]
+        by_rule = bracket_rows(work, window, sets, [rows[i] for i in take], chunk, beat)
+        for j, i in enumerate(take):
+            metrics = window_metrics(by_rule[j], configured[i], spec, bar_ms)
+            values = objective_values(metrics, spec)
+            constraints = limit_values([metrics], limits)
+            out[i] = Evaluation(
+                values, constraints, {"overrides": dict(overrides[i]), "metrics": _clean(metrics)}
+            )
+            if feasible(constraints) and not math.isnan(values[0]):
+                beat_to = max(beat_to, float(values[0]))
+    for i, res in enumerate(out):
+        if res is None:
+            attrs = {
+                "overrides": dict(overrides[i]),
+                "metrics": _clean(own[i]),
+                "path_checked": False,
+                "note": CONFIGURED_ONLY,
+                "configured_value": keys[i],
+            }
+            out[i] = Evaluation(objective_values(own[i], spec), [], attrs, pruned_at=0)
+    return [res for res in out if res is not None]
 
 
 def _run_chunked(
@@ -1011,6 +1110,7 @@ def optimize(
         # Compile (or load) the kernels before this worker asks its first trial: a cold compile keeps
         # the process busy for up to a minute, long enough for other workers to judge trials stale.
         evaluate(work, [{}])
+    contenders = contenders_only(profile)
     started_at = datetime.datetime.now()
     reseeded = False
 
@@ -1090,9 +1190,11 @@ def optimize(
                     trial.report(so_far[0], fold)
                     return trial.should_prune()
 
+                # the best path-checked value so far (a trial told below it is never the winner)
+                beat_to = best_checked_value(study) if contenders else None
                 t0 = time.perf_counter()
                 if pool is not None:
-                    running_batch = pool.submit(evaluate, work, overrides)
+                    running_batch = pool.submit(evaluate, work, overrides, beat_to=beat_to)
                     t_ask = time.perf_counter()
                     done, running = _counts(study)  # running: this batch's trials
                     room = target - done - running
@@ -1110,6 +1212,7 @@ def optimize(
                         prune if profile.pruner.kind != "none" else None,
                         chunk=max(4 * numba.get_num_threads(), 8) if shared else None,
                         beat=beat_and_check if shared else None,
+                        beat_to=beat_to,
                     )
                     timings["kernel_s"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
@@ -1123,7 +1226,10 @@ def optimize(
                             trial.set_user_attr(ATTR, res.attrs)
                             for key, value in res.side_attrs.items():
                                 trial.set_user_attr(key, value)
-                            write_constraints(study, trial, res.constraints)
+                            if res.attrs.get("path_checked", True):
+                                write_constraints(study, trial, res.constraints)
+                            else:  # configured rule only: its (upper-bound) value as step 0, no limits
+                                trial.report(res.attrs["configured_value"], 0)
                             if res.pruned_at is not None:
                                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                             else:

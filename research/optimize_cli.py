@@ -251,11 +251,13 @@ def study_show(
 ) -> None:
     """Leaderboard, winner's robustness table (plateau or spike), deflated Sharpe and PBO.
 
-    DSR and PBO use every distinct feasible trial, re-run over the study's window (see DESIGN.md)."""
-    from gridctl.research.optimize import ATTR, load_workload
+    DSR and PBO use every distinct feasible trial (and configured-rule-only trials not known to break
+    a limit), re-run over the study's window (see DESIGN.md)."""
+    from gridctl.research.optimize import ATTR, CONFIGURED_ONLY, load_workload
     from gridctl.research.robustness import neighbour_table
     from gridctl.research.studies import (
         best_trial,
+        configured_only,
         feasible_trials,
         load_study,
         overfitting_stats,
@@ -284,6 +286,8 @@ def study_show(
             s: sum(t.state.name.lower() == s for t in trials)
             for s in ("complete", "pruned", "fail", "running")
         },
+        # pruned trials told under their configured intrabar rule only (optimize.contenders_only)
+        "configured_rule_only": sum(configured_only(t) for t in trials),
         "best_trial": winner.number if winner else None,
         "best_value": winner.value if winner else None,
         "best_params": winner.user_attrs[ATTR]["overrides"] if winner else None,
@@ -323,6 +327,11 @@ def study_show(
         f"{prof.objective.kind} ({', '.join(prof.objective.directions)}), "
         f"{out['n_trials']} trials {out['states']}"
     )
+    if out["configured_rule_only"]:
+        con.print(
+            f"{out['configured_rule_only']} pruned trial(s): {CONFIGURED_ONLY} (run under the configured "
+            "intrabar rule only; their configured-rule value is at most the best's, so no other rule was run)"
+        )
     infeasible = sum(t.state.name == "COMPLETE" for t in trials) - len(feasible_trials(study))
     table = Table(
         title=("Pareto front" if multi else f"top {len(board)} feasible trials")
@@ -399,13 +408,15 @@ def study_show(
 
 def overfitting_lines(over: dict[str, Any]) -> list[str]:
     """The deflated Sharpe ratio and PBO with their inputs, as `study show` prints them."""
+    pool = "feasible or configured-rule-only" if over.get("trials_configured_rule_only") else "feasible"
     lines = [f"deflated Sharpe {_fmt(over.get('deflated_sharpe'))}"]
     if over.get("sharpe") is not None:
         lines[0] += (
             f" (trial {over['selected_trial']}: Sharpe {_fmt(over['sharpe_annualised'])} annualised over "
             f"{over['periods']} days, skew {_fmt(over['skew'])}, kurtosis {_fmt(over['kurtosis'])}; "
             f"N = {over['clusters']} correlation clusters (mean correlation >= "
-            f"{_fmt(over['cluster_min_correlation'])}) of {over['trials_used']} distinct feasible trials, "
+            f"{_fmt(over['cluster_min_correlation'])}) of {over['trials_used']} distinct "
+            f"{pool} trials, "
             f"V[SR] {_fmt(over['sharpe_variance'])} per day^2 (MAD; sample "
             f"{_fmt(over['sharpe_variance_sample'])}), SR0 {_fmt(over['sr0_annualised'])} annualised)"
         )

@@ -119,6 +119,8 @@ def study_frame(study: optuna.Study) -> Any:
             for i, v in enumerate(t.values):
                 row["value" if len(t.values) == 1 else f"value_{i}"] = v
         attrs = t.user_attrs.get(ATTR, {})
+        # False: run under its configured intrabar rule only (told pruned, it could not be the best)
+        row["path_checked"] = bool(attrs) and attrs.get("path_checked", True)
         for k, v in attrs.get("overrides", {}).items():
             row[k] = v
         for k, v in trial_metrics(t).items():
@@ -196,11 +198,16 @@ def get_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTri
 
 def best_config(study: optuna.Study, trial: int | None = None) -> Any:
     """The trial's complete strategy (base strategy of the profile + the trial's values), validated."""
+
+    return _trial_config(study, get_trial(study, trial))
+
+
+def _trial_config(study: optuna.Study, t: optuna.trial.FrozenTrial) -> Any:
+    """``best_config`` of a told trial in any state (the configured-rule-only ones are pruned)."""
     from gridctl.configs.loader import load_strategy, load_venue
     from gridctl.configs.overrides import apply_overrides
 
     profile = study_profile(study)
-    t = get_trial(study, trial)
     strategy = load_strategy(profile.base.strategy)
     venue = load_venue(profile.base.venue)
     strategy, _ = apply_overrides(strategy, venue, t.user_attrs[ATTR]["overrides"])
@@ -256,19 +263,51 @@ def export_config(study: optuna.Study, out: Path, trial: int | None = None, forc
 OVERFITTING_MAX_TRIALS = 512
 
 
+def _overrides_key(t: optuna.trial.FrozenTrial) -> str:
+    import json
+
+    return json.dumps(t.user_attrs[ATTR]["overrides"], sort_keys=True, default=str)
+
+
 def distinct_feasible_trials(
     study: optuna.Study, prefer: int | None = None
 ) -> list[optuna.trial.FrozenTrial]:
     """Completed feasible trials, one per distinct configuration: trial ``prefer`` for its own, the
     lowest trial number for every other."""
-    import json
 
     chosen: dict[str, optuna.trial.FrozenTrial] = {}
     for t in sorted(feasible_trials(study), key=lambda t: t.number):
-        key = json.dumps(t.user_attrs[ATTR]["overrides"], sort_keys=True, default=str)
+        key = _overrides_key(t)
         if key not in chosen or t.number == prefer:
             chosen[key] = t
     return sorted(chosen.values(), key=lambda t: t.number)
+
+
+def configured_only(trial: optuna.trial.FrozenTrial) -> bool:
+    """A trial run under its configured intrabar rule only (``optimize.CONFIGURED_ONLY``)."""
+    return trial.user_attrs.get(ATTR, {}).get("path_checked", True) is False
+
+
+def configured_only_candidates(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Configured-rule-only trials not known to break a limit, for the overfitting statistics.
+
+    They were drawn and lost to the winner, so they count as trials it was selected from. Their
+    configured-rule metrics bound the limits from one side only: trades, drawdown and liquidation are
+    checked on them; the worst-rule drawdown and the same-bar share over the rules are at least the
+    configured rule's (a break there is certain); the spread over the rules is unknown (not checked).
+    """
+    from gridctl.research.objectives import WORST_PATH_METRIC, limit_values
+
+    limits = study_profile(study).limits.model_copy(update={"max_path_return_spread_pct": None})
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)):
+        if not configured_only(t):
+            continue
+        m = restore_metrics(t.user_attrs[ATTR]["metrics"])
+        m[WORST_PATH_METRIC] = m["max_drawdown_bar_close_pct"]
+        if all(c <= 0.0 for c in limit_values([m], limits)):
+            out.append(t)
+    return out
 
 
 def trial_daily_returns(
@@ -289,8 +328,9 @@ def trial_daily_returns(
     venue = load_venue(profile.base.venue)
     days_all = np.unique(np.asarray(work.market.ts, dtype=np.int64) // 86_400_000)
     cols = []
+    trials = study.get_trials(deepcopy=False)
     for n in numbers:
-        cfg = best_config(study, n)
+        cfg = _trial_config(study, trials[n])
         run = run_single(work.market, cfg, venue, curves=True, detail=work.detail)
         days, eq = daily_equity(run.equity["ts"], run.equity["equity"])
         rets = daily_returns(eq, float(cfg.backtest.initial_balance))
@@ -315,6 +355,14 @@ def overfitting_stats(
         return {"deflated_sharpe": None, "pbo": None, "notes": ["no feasible completed trial"]}
     winner = get_trial(study, None).number
     trials = distinct_feasible_trials(study, prefer=winner)
+    # configured-rule-only trials lost to the winner too: they count, unless known to break a limit
+    seen = {_overrides_key(t) for t in trials}
+    unchecked = []
+    for t in configured_only_candidates(study):
+        if _overrides_key(t) not in seen:
+            seen.add(_overrides_key(t))
+            unchecked.append(t)
+    trials = sorted([*trials, *unchecked], key=lambda t: t.number)
     numbers = [t.number for t in trials]
     sampled_from = None
     if len(numbers) > max_trials:
@@ -325,11 +373,19 @@ def overfitting_stats(
         numbers = sorted([winner, *(others[i] for i in pick)])
     rets = trial_daily_returns(study, numbers, data_dir)
     out = overfitting_report(rets, numbers, winner)
-    out["trials_feasible_distinct"] = len(trials)
+    out["trials_feasible_distinct"] = len(trials) - len(unchecked)
+    out["trials_configured_rule_only"] = len(unchecked)
     out["trials_sampled_from"] = sampled_from
+    if unchecked:
+        out["notes"].append(
+            f"{len(unchecked)} of the {len(trials)} distinct trials ran under their configured intrabar "
+            "rule only (they could not beat the best; path spread unchecked); like every trial here "
+            "they are re-run under their configured rule"
+        )
     if sampled_from is not None:
         out["notes"].append(
-            f"a random sample of {len(numbers)} of the {sampled_from} distinct feasible trials "
+            f"a random sample of {len(numbers)} of the {sampled_from} distinct "
+            f"{'feasible or configured-rule-only ' if unchecked else 'feasible '}trials "
             f"(seed {study_profile(study).seed}, the winner included)"
         )
     return out

@@ -419,20 +419,29 @@ def test_best_is_the_best_feasible_trial(data_dir: Path, tmp_path: Path) -> None
     )
     run(prof, data_dir, tmp_path / "s", "lim")
     study = load_study("lim", tmp_path / "s")
-    feasible = [t for t in study.trials if all(v <= 0 for v in t.constraints.values())]
-    infeasible = [t for t in study.trials if t not in feasible]
+    # wide runs the other intrabar rules only for trials that can still win: the rest are told pruned,
+    # with no limit values, under a value no higher than the best's (optimize.contenders_only)
+    unchecked = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert all(t.user_attrs[opt.ATTR]["path_checked"] is False and not t.constraints for t in unchecked)
+    checked = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(checked) + len(unchecked) == 24
+    feasible = [t for t in checked if all(v <= 0 for v in t.constraints.values())]
+    infeasible = [t for t in checked if t not in feasible]
     assert feasible and infeasible  # the limit splits this study
     assert best_trial(study).value == max(t.value for t in feasible)
     assert all(opt.named_constraints(t)["min_trades"] > 0 for t in infeasible)
+    assert all(t.intermediate_values[0] <= best_trial(study).value for t in unchecked)
     # One list in the system attr optuna-dashboard reads, in CONSTRAINT_NAMES order; Optuna reads it too.
-    for t in study.trials:
+    for t in checked:
         listed = t.system_attrs["constraints"]
         assert listed == [opt.named_constraints(t)[n] for n in opt.CONSTRAINT_NAMES[: len(listed)]]
     assert study.best_trial.number == best_trial(study).number  # Optuna's own best is feasible too
     assert study.metric_names == ["composite"]
     frame = study_frame(study)
     assert frame["feasible"].sum() == len(feasible)
-    assert (frame.loc[~frame["feasible"], "limit.min_trades"] > 0).all()  # why each one is infeasible
+    assert list(frame.loc[~frame["path_checked"], "number"]) == [t.number for t in unchecked]
+    broken = frame.loc[~frame["feasible"] & frame["path_checked"], "limit.min_trades"]
+    assert (broken > 0).all()  # why each one is infeasible
 
 
 def test_interrupt_fails_only_unfinished_trials_and_resume_completes(
@@ -453,15 +462,17 @@ def test_interrupt_fails_only_unfinished_trials_and_resume_completes(
     assert first.interrupted and first.n_trials == 8
     study = load_study("r", tmp_path / "s")
     states = [t.state for t in study.trials]
-    # the batch in flight and the one asked ahead while it ran are failed, nothing else
-    assert states == [optuna.trial.TrialState.COMPLETE] * 8 + [optuna.trial.TrialState.FAIL] * 16
+    # the batch in flight and the one asked ahead while it ran are failed, nothing else (told trials are
+    # complete, or pruned when they could not beat the best: optimize.contenders_only)
+    told = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    assert all(s in told for s in states[:8]) and states[8:] == [optuna.trial.TrialState.FAIL] * 16
     kept = [(t.params, t.values) for t in study.trials[:8]]
     monkeypatch.setattr(opt, "evaluate", real)
     second = run(prof, data_dir, tmp_path / "s", "r")
     assert not second.interrupted and second.n_trials == 24 and second.told_here == 16
     study = load_study("r", tmp_path / "s")
     assert [(t.params, t.values) for t in study.trials[:8]] == kept  # nothing lost or redone
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    done = [t for t in study.trials if t.state in told]
     assert len(done) == 24 and len({t.number for t in done}) == 24
     # asking for more later extends the same study
     third = run(prof, data_dir, tmp_path / "s", "r", n_trials=32)
@@ -604,15 +615,18 @@ def test_cli_json_and_study_commands(data_dir: Path, tmp_path: Path) -> None:
     assert show.exit_code == 0, show.stderr
     shown = json.loads(show.stdout)
     assert "deflated_sharpe" in shown and "pbo" in shown
+    assert shown["configured_rule_only"] == shown["states"]["pruned"]  # wide prunes only those
+    assert shown["states"]["complete"] + shown["states"]["pruned"] == 16
     assert shown["best_value"] == out["best_value"] and shown["best_params"] == out["best_params"]
     assert shown["robustness"]["objective"] == pytest.approx(out["best_value"])
     text = _cli("study", "show", "cli", "--studies-dir", sd, "--data", str(data_dir)).stdout
     assert "plateau" in text or "spike" in text
+    n = min(t.number for t in load_study("cli", tmp_path / "s").trials if t.state.name == "COMPLETE")
     exp = _cli(
-        "study", "export", "cli", "--studies-dir", sd, "--out", str(tmp_path / "e.yaml"), "--trial", "3"
+        "study", "export", "cli", "--studies-dir", sd, "--out", str(tmp_path / "e.yaml"), "--trial", str(n)
     )
     assert exp.exit_code == 0, exp.stderr
-    assert load_strategy(tmp_path / "e.yaml").strategy.name == "cli-trial3"
+    assert load_strategy(tmp_path / "e.yaml").strategy.name == f"cli-trial{n}"
     rep = _cli(
         "study", "report", "cli", "--studies-dir", sd, "--data", str(data_dir), "--out", str(tmp_path / "rep")
     )
@@ -645,7 +659,9 @@ def test_ctrl_c_in_a_real_process_keeps_completed_trials(data_dir: Path, tmp_pat
     deadline = time.time() + 240
     while time.time() < deadline:
         if journal.exists():
-            done = [t for t in load_study("sig", tmp_path / "s").trials if t.state.name == "COMPLETE"]
+            done = [
+                t for t in load_study("sig", tmp_path / "s").trials if t.state.name in ("COMPLETE", "PRUNED")
+            ]
             if len(done) >= 8:
                 break
         time.sleep(0.1)
@@ -657,7 +673,7 @@ def test_ctrl_c_in_a_real_process_keeps_completed_trials(data_dir: Path, tmp_pat
     study = load_study("sig", tmp_path / "s")
     states = [t.state.name for t in study.trials]
     assert "RUNNING" not in states
-    assert states.count("COMPLETE") == out["n_trials"] >= 8
+    assert states.count("COMPLETE") + states.count("PRUNED") == out["n_trials"] >= 8
 
 
 def test_journal_trials_of_a_dead_local_worker_are_failed_on_resume(data_dir: Path, tmp_path: Path) -> None:
@@ -789,7 +805,8 @@ def test_a_worker_joined_on_one_journal_study_reseeds_instead_of_drawing_the_sam
 
     monkeypatch.setattr(opt, "create_or_load_study", create_then_other_worker_asks)
     run(prof, data_dir, tmp_path / "b", "joined", n_trials=9)
-    mine = [t for t in load_study("joined", tmp_path / "b").trials if t.state.name == "COMPLETE"]
+    told = ("COMPLETE", "PRUNED")  # pruned: could not beat the best (optimize.contenders_only)
+    mine = [t for t in load_study("joined", tmp_path / "b").trials if t.state.name in told]
     assert len(mine) == 8
     assert not {tuple(sorted(t.params.items())) for t in mine} & solo_points
 

@@ -143,3 +143,150 @@ def test_engine_same_bar_counters_match_the_fills_ledger(tmp_path: Path) -> None
         assert float(row["same_bar_gross_profit"]) == pytest.approx(same_profit, rel=1e-9, abs=1e-12)
         seen += count
     assert seen > 0, "no same-bar round trip on the sample: the check checked nothing"
+
+
+@pytest.fixture(scope="module")
+def wide_pool(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[opt.Workload, list[dict], list[opt.Evaluation]]:
+    """24 draws of the wide profile on 3 days of the 1m sample, each scored with every rule run."""
+    import optuna
+
+    from gridctl.research.space import distributions, resolve_draw
+
+    data = tmp_path_factory.mktemp("prdata")
+    write_sample(data, days=4)
+    tree = yaml.safe_load((PROFILES_DIR / "wide.yaml").read_text())
+    tree.update(name="prpool", trials=24, batch_size=24)
+    tree["data"].update(start="2024-01-02", end="2024-01-05")
+    tree["limits"].update(min_trades=1, max_path_return_spread_pct=1.0, max_same_bar_profit_share_pct=60)
+    path = tmp_path_factory.mktemp("prprof") / "prpool.yaml"
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    prof = load_profile(path)
+    work = opt.load_workload(prof, data)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    dists = distributions(prof)
+    sets = [resolve_draw(prof, study.ask(dists).params, work.strategy) for _ in range(24)]
+    return work, sets, opt.evaluate(work, sets)
+
+
+def _configured_value(work: opt.Workload, overrides: dict) -> float:
+    """The set's objective under its configured rule alone, from a plain run_batch row."""
+    from gridctl.research.objectives import objective_values, row_metrics
+
+    (row,) = run_batch(work.market, work.strategy, work.venue, [overrides])
+    return objective_values(row_metrics(row, work.market.bar_ms), work.profile.objective)[0]
+
+
+def test_contenders_only_is_eligible_for_wide_only_where_no_one_reads_an_unchecked_value() -> None:
+    wide = load_profile("wide")
+    assert opt.contenders_only(wide)
+    for name in ("narrow", "fine", "pareto"):  # tpe / walk-forward / two objectives
+        assert not opt.contenders_only(load_profile(name)), name
+
+
+def test_contenders_only_picks_the_same_winner_and_scores_checked_sets_as_every_rule_does(
+    wide_pool: tuple[opt.Workload, list[dict], list[opt.Evaluation]],
+) -> None:
+    """Differential: against running all four rules for every set (the fixture), for random subsets
+    and starting thresholds. Checked sets: identical values, constraints and metrics. Unchecked sets:
+    pruned, labelled, told their configured-rule value (recomputed here by a plain run_batch), which
+    bounds their every-rule value and does not exceed the best checked feasible value; hence the
+    best feasible set (first on ties) is the same."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    work, sets, full = wide_pool
+    configured = [_configured_value(work, ov) for ov in sets]
+    values = [r.values[0] for r in full]
+    ok = [opt.feasible(r.constraints) for r in full]
+    assert sum(ok) >= 3 and len({v for v, f in zip(values, ok, strict=True) if f}) >= 3  # a real race
+    # the premise: the worst rule's value never exceeds the configured rule's
+    assert all(v <= c + 1e-12 for v, c in zip(values, configured, strict=True))
+    feasible_values = sorted(v for v, f in zip(values, ok, strict=True) if f)
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        pick=st.lists(st.integers(0, len(sets) - 1), min_size=1, max_size=len(sets), unique=True),
+        start=st.sampled_from(
+            [-float("inf"), feasible_values[0], feasible_values[len(feasible_values) // 2]]
+        ),
+    )
+    def check(pick: list[int], start: float) -> None:
+        got = opt.evaluate(work, [sets[i] for i in pick], beat_to=start)
+        best_here = start
+        for i, res in zip(pick, got, strict=True):
+            if res.attrs.get("path_checked", True):
+                assert res.pruned_at is None
+                assert res.values == full[i].values and res.constraints == full[i].constraints
+                assert res.attrs["metrics"] == full[i].attrs["metrics"]
+                if ok[i]:
+                    best_here = max(best_here, values[i])
+            else:
+                assert res.pruned_at == 0 and res.constraints == []
+                assert res.attrs["note"] == opt.CONFIGURED_ONLY
+                assert res.attrs["configured_value"] == pytest.approx(configured[i], rel=1e-12)
+                assert res.values == (res.attrs["configured_value"],)
+        # every unchecked set's configured value (>= its every-rule value) is <= the best checked one
+        for i, res in zip(pick, got, strict=True):
+            if not res.attrs.get("path_checked", True):
+                assert values[i] <= configured[i] <= best_here
+        # the winner over checked sets equals the winner of the all-rules run when it beats `start`
+        full_best = max((values[i] for i in pick if ok[i]), default=-float("inf"))
+        if full_best > start:
+            checked = [
+                i for i, r in zip(pick, got, strict=True) if r.attrs.get("path_checked", True) and ok[i]
+            ]
+            assert max(values[i] for i in checked) == full_best
+
+    check()
+
+
+def test_contenders_only_study_tells_unchecked_trials_pruned_and_keeps_the_winner(
+    wide_pool: tuple[opt.Workload, list[dict], list[opt.Evaluation]], tmp_path: Path
+) -> None:
+    """A whole optimize run in contender mode against the same run with every rule for every trial."""
+    from gridctl.research.studies import (
+        best_trial,
+        configured_only_candidates,
+        load_study,
+        overfitting_stats,
+        study_frame,
+    )
+
+    work = wide_pool[0]
+    a = opt.optimize(work.profile, "c", studies_dir=tmp_path, work=work)
+    assert a.n_trials == 24
+    study = load_study("c", tmp_path)
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert pruned, "with 24 trials some cannot beat the best"
+    for t in pruned:
+        attrs = t.user_attrs[opt.ATTR]
+        assert attrs["path_checked"] is False and attrs["note"] == opt.CONFIGURED_ONLY
+        assert t.intermediate_values == {0: attrs["configured_value"]} and "constraints" not in t.system_attrs
+    # every view says which trials ran one rule; the overfitting statistics count them as trials the
+    # winner was selected from, unless their own rule already breaks a limit
+    frame = study_frame(study)
+    assert list(frame.loc[~frame["path_checked"], "number"]) == [t.number for t in pruned]
+    assert not frame.loc[~frame["path_checked"], "feasible"].any()
+    candidates = configured_only_candidates(study)
+    for t in pruned:
+        m = t.user_attrs[opt.ATTR]["metrics"]
+        known_bad = (
+            m["trades"] < work.profile.limits.min_trades
+            or m["max_drawdown_bar_close_pct"] > work.profile.limits.max_drawdown_bar_close_pct
+            or m["liquidated"] > 0.5
+            or m["same_bar_profit_share_pct"] > work.profile.limits.max_same_bar_profit_share_pct
+        )
+        assert (t in candidates) == (not known_bad)
+    stats = overfitting_stats(study, work.data_dir)
+    checked = [t for t in study.trials if t.state.name == "COMPLETE" and opt.feasible_trial(t)]
+    assert stats["trials_configured_rule_only"] == len(candidates) > 0
+    assert stats["trials_feasible_distinct"] == len(checked)
+    assert stats["trials_used"] + stats["trials_without_dispersion"] == len(checked) + len(candidates)
+    # the same draws, every rule for every trial: the same winner and value
+    every = opt.evaluate(work, [t.user_attrs[opt.ATTR]["overrides"] for t in study.trials])
+    feasible_values = [(r.values[0], -n) for n, r in enumerate(every) if opt.feasible(r.constraints)]
+    value, neg = max(feasible_values)
+    winner = best_trial(study)
+    assert winner is not None and winner.number == -neg and winner.value == value

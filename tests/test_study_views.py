@@ -76,9 +76,26 @@ def test_a_short_study_shows_dsr_and_pbo_over_every_distinct_feasible_trial(made
     ]
     assert 0 < len(feasible) < 24  # the drawdown limit splits this study
     assert [t.number for t in distinct_feasible_trials(study)] == [t.number for t in feasible]
-    # all distinct feasible trials, never a top-K: used + flat ones = every one of them
-    assert shown["trials_used"] + shown["trials_without_dispersion"] == len(feasible)
+    # wide runs the other intrabar rules for contenders only: the rest ran their configured rule, lost
+    # to the winner and count too, unless their own metrics break a limit (min_trades 1, drawdown 40 %,
+    # no liquidation, same-bar share 25 %, all at least as bad under the worst rule)
+    unchecked = [
+        t
+        for t in study.trials
+        if t.state.name == "PRUNED"
+        and (m := t.user_attrs["gridctl"]["metrics"])["trades"] >= 1
+        and m["max_drawdown_bar_close_pct"] <= 40
+        and m["liquidated"] == 0
+        and m["same_bar_profit_share_pct"] <= 25
+    ]
+    assert all(
+        t.user_attrs["gridctl"]["path_checked"] is False for t in study.trials if t.state.name == "PRUNED"
+    )
+    # all of them, never a top-K: used + flat ones = every one of them
+    pool = len(feasible) + len(unchecked)
+    assert shown["trials_used"] + shown["trials_without_dispersion"] == pool
     assert shown["trials_feasible_distinct"] == len(feasible) and shown["trials_sampled_from"] is None
+    assert shown["trials_configured_rule_only"] == len(unchecked)
     # 20 daily returns: 10 CSCV blocks of 2 days (C(10, 5) = 252 splits), not a failure
     assert shown["periods"] == DAYS and shown["pbo_blocks"] == 10 and shown["pbo_splits"] == 252
     assert 0.0 <= shown["pbo"] <= 1.0 and 0.0 <= shown["deflated_sharpe"] <= 1.0
@@ -221,10 +238,12 @@ def test_a_study_with_more_trials_than_the_cap_uses_a_stated_seeded_sample(made:
     from gridctl.research.studies import overfitting_stats
 
     study = load_study(NAME, made["sd"])
-    n = len(distinct_feasible_trials(study))
+    shown = made["shown"]
+    n = len(distinct_feasible_trials(study)) + shown["trials_configured_rule_only"]
     a = overfitting_stats(study, made["data"], max_trials=5)
     b = overfitting_stats(study, made["data"], max_trials=5)
     assert a["trials_with_returns"] == 5 and a["trials_sampled_from"] == n
     assert a["selected_trial"] == made["shown"]["best_trial"]  # the winner is always in the sample
-    assert f"a random sample of 5 of the {n} distinct feasible trials" in " ".join(a["notes"])
+    kind = "feasible or configured-rule-only" if shown["trials_configured_rule_only"] else "feasible"
+    assert f"a random sample of 5 of the {n} distinct {kind} trials" in " ".join(a["notes"])
     assert a == b  # seeded by the profile: the same sample every time
