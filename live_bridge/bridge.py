@@ -26,10 +26,12 @@ from typing import Any
 from gridctl.configs.errors import GridctlError
 from gridctl.engine.enums import Liquidity, RiskState, Side, enum_name
 from gridctl.engine.params import (
+    P_GRID_STEP_BPS,
     P_ORDER_PRICE_TOL_BPS,
     P_ORDER_QTY_TOL_PCT,
     P_RETRY_ATTEMPTS,
     P_RETRY_MAX_DEV_BPS,
+    P_SL_STEPS,
     P_TICK,
 )
 from gridctl.engine.state import (
@@ -65,6 +67,7 @@ from gridctl.engine.state import (
 )
 from gridctl.engine.throttle import set_throttle
 from gridctl.live_bridge import gateway as gw
+from gridctl.live_bridge import killpoint
 from gridctl.live_bridge.journal import Journal
 from gridctl.live_bridge.ops import OpsState
 from gridctl.live_bridge.orders import (
@@ -105,6 +108,7 @@ class BridgeOptions:
     maker_only: bool = True
     post_only_retries: bool = True
     retry_delay_ms: int = 100
+    unexplained_position: str = "protect"  # execution.unexplained_position: protect | flatten
 
 
 def _quantiles(samples: list[float]) -> dict[str, Any]:
@@ -183,6 +187,10 @@ class Bridge:
         self.last_bar_close_ms: int | None = None
         self.log: list[str] = []
         self._booked_flatten: set[str] = set()
+        # Exchange exposure the engine cannot explain (foreign or unbookable trades, positions that differ
+        # after every trade was booked): entries refused under the "reconcile" reason, exposure guarded.
+        self.unexplained: list[str] = []
+        self.unexplained_qty = [0.0, 0.0]  # exchange minus engine position per side, when last compared
         self._retries: list[WantedOrder] = []  # post-only rejected entries waiting for their retries
         self._retried_ms: float | None = None
         self.stale_after_ms = STALE_AFTER_BARS * session.bar_ms
@@ -337,6 +345,7 @@ class Bridge:
             lat.phase("fills", (t2 - t1) * 1000.0)
             halted_before = self.s.state[S_HALTED] != 0.0
             self.s.step_live(bar.ts, bar.open, bar.high, bar.low, bar.close, self.entries_allowed)
+            killpoint.hit("bar")
             t3 = time.perf_counter()
             lat.phase("engine", (t3 - t2) * 1000.0)
             self.sync_orders(refresh=self._orders_unknown, defer_retries=True)
@@ -351,15 +360,14 @@ class Bridge:
                 lat.phase("retries", self._retried_ms)
             self.refresh_orders()
             self.read_account()
+            if self.unexplained:
+                self.review_unexplained()
         else:
             self.s.step_paper(bar.ts, bar.open, bar.high, bar.low, bar.close)
             if not self.entries_allowed:
                 self.s.block_entries()
             self.latency.add((time.perf_counter() - t0) * 1000.0)
-        if self.journal is not None:
-            self.journal.save_bar(
-                self.s, {"operator_paused": self.operator_paused, "fills_cursor": self.fills_cursor}
-            )
+        self.checkpoint()
         if self.o.mode != "replay" or self.ops is not None:
             self.publish()
 
@@ -373,13 +381,28 @@ class Bridge:
         if self.o.mode != "live":
             return 0
         booked = self.sync_fills()
+        if self.journal is not None and self.journal.pending:
+            self.checkpoint()  # the bookings and the state they produced, in one transaction
         if booked:
             self.sync_orders(refresh=False)
-            if self.journal is not None:
-                self.journal.save_bar(
-                    self.s, {"operator_paused": self.operator_paused, "fills_cursor": self.fills_cursor}
-                )
+            self.checkpoint()
         return booked
+
+    def resume_after_restart(self) -> None:
+        """First thing after a reconciled restart (live): the order diff from a fresh read (exits for
+        lots booked while down, orders of a lost state cancelled), unexplained exposure guarded, and a
+        checkpoint."""
+        self.sync_orders()
+        if self.unexplained:
+            self.guard_exposure()
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Commit the engine state with every fill and order status since the last checkpoint (journal)."""
+        if self.journal is not None:
+            self.journal.save_bar(
+                self.s, {"operator_paused": self.operator_paused, "fills_cursor": self.fills_cursor}
+            )
 
     def read_account(self) -> None:
         """Read the exchange account (live): the figures the status and metrics report, and the margin
@@ -439,18 +462,23 @@ class Bridge:
         except gw.GatewayError as err:
             self._error("fills", err)
             return 0
+        killpoint.hit("fills")
         booked = 0
-        for f in fills:
+        for f in sorted(fills, key=lambda f: f.ts_ms):  # booked in the order they happened
             self.fills_cursor = max(self.fills_cursor or 0, f.ts_ms)
             if self.journal is not None and self.journal.fill_known(f.trade_id):
                 continue
             cid = parse_client_id(f.client_id)
-            if cid is None or cid.run_id != self.o.run_id:
-                self._note("foreign-fill", f"{f.trade_id} {f.client_id}")
-                continue
             if self.journal is not None:
-                self.journal.add_fill(f, booked=False)
+                self.journal.add_fill(f)  # ours or not: seen once, committed with the state it produced
+            if cid is None or cid.run_id != self.o.run_id:
+                self._flag_unexplained(
+                    f"foreign trade {f.trade_id} ({f.position_side} {f.side} {f.qty} @ {f.price}, "
+                    f"order {f.client_id or 'unknown'})"
+                )
+                continue
             booked += self._maybe_book(f.client_id, cid)
+            killpoint.hit("booked")
         return booked
 
     def _maybe_book(self, client_id: str, cid: Any) -> int:
@@ -467,6 +495,12 @@ class Bridge:
         price = sum(r[0] * r[1] for r in rows) / qty
         liq = Liquidity.TAKER if any(r[2] == "taker" for r in rows) else Liquidity.MAKER
         ts = max(r[3] for r in rows)
+        if cid.kind == "guard":
+            # the guard of exposure the engine never held: its fill closes that, not an engine lot
+            self.journal.order_status(client_id, "guard-filled", self.now_ms())
+            self.open_orders = [o for o in self.open_orders if o.client_id != client_id]
+            self._note("guard-fill", f"{client_id} {qty} @ {price}")
+            return 0
         if cid.kind == "flatten":
             if client_id not in self._booked_flatten:
                 self.s.book_flatten(cid.side, price, ts, liq)
@@ -474,13 +508,126 @@ class Bridge:
             try:
                 self.s.book_fill(cid.side, cid.level, cid.kind, price, qty, liq, ts)
             except GridctlError as err:
-                self._note("fill-not-booked", f"{client_id}: {err}")
                 self.journal.order_status(client_id, "unbookable", self.now_ms())
+                self._flag_unexplained(f"fill of {client_id} ({qty} @ {price}) not bookable: {err}")
                 return 0
         self.journal.order_status(client_id, "booked", self.now_ms())
         self.open_orders = [o for o in self.open_orders if o.client_id != client_id]
         self._note("fill", f"{client_id} {qty} @ {price}")
         return 1
+
+    # --- live: exposure the engine cannot explain
+
+    def _flag_unexplained(self, detail: str) -> None:
+        """Refuse new entries under the ``reconcile`` reason, say why (log, /status, metrics)."""
+        self.unexplained.append(detail)
+        del self.unexplained[:-20]
+        self._note("unexplained", detail)
+        self.set_input_health("reconcile", f"{len(self.unexplained)} unexplained: {self.unexplained[-1]}")
+        self.s.block_entries()
+
+    def position_gap(self, acct: gw.Account) -> list[float]:
+        """Exchange minus engine position per side (0 long, 1 short), below half a step taken as 0."""
+        half = float(self.s.venue.step_size) / 2.0
+        out = []
+        for side, pos in enumerate(_POS):
+            p = acct.positions.get(pos)
+            gap = (p.qty if p else 0.0) - self.s.position()[side]
+            out.append(0.0 if abs(gap) <= half else _snap(gap, float(self.s.venue.step_size)))
+        return out
+
+    def review_unexplained(self) -> None:
+        """At a bar close while flagged: lift the flag once the exchange's positions equal the engine's
+        (guards cancelled), else keep the unexplained exposure guarded."""
+        if self.account is None:
+            return
+        self.unexplained_qty = self.position_gap(self.account)
+        if self.unexplained_qty == [0.0, 0.0]:
+            self._cancel_guards(None)
+            self._note("explained", "exchange positions equal the engine's again")
+            self.unexplained.clear()
+            self.set_input_health("reconcile", None)
+        else:
+            self.guard_exposure()
+
+    def _guards(self, side: int | None) -> list[gw.OpenOrder]:
+        out = []
+        for o in self.open_orders:
+            p = parse_client_id(o.client_id)
+            if p is not None and p.run_id == self.o.run_id and p.kind == "guard" and side in (None, p.side):
+                out.append(o)
+        return out
+
+    def _cancel_guards(self, side: int | None) -> None:
+        assert self.gw is not None
+        for o in self._guards(side):
+            try:
+                self.gw.cancel(self.s.symbol, o.client_id)
+            except gw.GatewayError as err:
+                self._error("cancel", err)
+                continue
+            self.open_orders = [x for x in self.open_orders if x.client_id != o.client_id]
+            if self.journal is not None:
+                self.journal.order_status(o.client_id, "canceled", self.now_ms())
+
+    def guard_exposure(self) -> None:
+        """Protect exchange exposure beyond the engine's (``unexplained_qty`` > 0) per
+        ``execution.unexplained_position``: ``protect`` rests a reduce-side stop for exactly that size
+        ``exit.sl_steps`` grid steps from the last close (closed at market when the exchange says it
+        would trigger at once); ``flatten`` closes it at market. A side where the engine holds more
+        than the exchange has its lots' own exits resting (more than covered); it only stays flagged."""
+        step = float(self.s.venue.step_size)
+        dist = float(self.s.vec[P_SL_STEPS]) * float(self.s.vec[P_GRID_STEP_BPS]) * 1e-4
+        close = self.s.last_close
+        for side, pos in enumerate(_POS):
+            gap = self.unexplained_qty[side]
+            have = self._guards(side)
+            if gap <= 0.0:
+                self._cancel_guards(side)
+                continue
+            order_side = "sell" if side == 0 else "buy"
+            if self.o.unexplained_position == "protect" and math.isfinite(close):
+                if len(have) == 1 and abs(float(have[0].qty) - gap) <= step / 2:
+                    continue
+                self._cancel_guards(side)
+                stop = _snap(close * (1.0 - dist if side == 0 else 1.0 + dist), self.s.venue.tick_size)
+                cid = encode_client_id(self.o.run_id, side, 0, "guard", self._seq())
+                req = gw.OrderRequest(
+                    cid, pos, order_side, "stop_market", gap, stop_price=stop, reduce_only=True
+                )
+                want = WantedOrder(side, 0, "guard", order_side, "stop_market", stop, gap, False, True)
+                try:
+                    if self._place_strict(req, want):
+                        self._note("guard", f"{pos} {gap} unexplained: stop at {stop}")
+                        continue
+                except gw.OrderRejected as err:
+                    self._note("guard", f"{pos} stop refused ({err}): closing {gap} at market")
+            else:
+                self._cancel_guards(side)
+            cid = encode_client_id(self.o.run_id, side, 0, "guard", self._seq())
+            req = gw.OrderRequest(cid, pos, order_side, "market", gap, reduce_only=True)
+            if self._place(req, WantedOrder(side, 0, "guard", order_side, "market", 0.0, gap, False, True)):
+                self._note("guard", f"{pos} {gap} unexplained: closed at market")
+
+    def _place_strict(self, req: gw.OrderRequest, want: WantedOrder) -> bool:
+        """``_place`` that raises an exchange refusal (``OrderRejected``) instead of only recording it."""
+        assert self.gw is not None
+        if self.journal is not None:
+            self.journal.order_sending(req.client_id, want, self.now_ms())
+        try:
+            o = self.gw.place(self.s.symbol, req)
+        except gw.OrderRejected:
+            if self.journal is not None:
+                self.journal.order_status(req.client_id, "rejected", self.now_ms())
+            raise
+        except gw.GatewayError as err:
+            self._error("place", err)
+            return False
+        self.sent += 1
+        self.open_orders.append(o)
+        if self.journal is not None:
+            self.journal.order_status(req.client_id, "open", self.now_ms(), o.exchange_id)
+        return True
 
     # --- live: orders
 
@@ -529,11 +676,13 @@ class Bridge:
             self.limiter.available(),
         )
         for cid in plan.cancels:
+            killpoint.hit("cancel")
             try:
                 self.gw.cancel(self.s.symbol, cid)
             except gw.GatewayError as err:
                 self._error("cancel", err)
                 continue
+            killpoint.hit("canceled")
             self.open_orders = [o for o in self.open_orders if o.client_id != cid]
             if self.journal is not None:
                 self.journal.order_status(cid, "canceled", self.now_ms())
@@ -576,6 +725,7 @@ class Bridge:
         now = self.now_ms()
         if self.journal is not None:
             self.journal.order_sending(req.client_id, want, now)  # before sending: a crash cannot lose it
+        killpoint.hit("send")
         try:
             o = self.gw.place(self.s.symbol, req)
         except gw.PostOnlyRejected:
@@ -591,6 +741,7 @@ class Bridge:
                 self.journal.order_status(req.client_id, "rejected", self.now_ms())
             self._error("place", err)
             return False
+        killpoint.hit("sent")
         self.sent += 1
         if req.type != "market":
             self.open_orders.append(o)
@@ -786,6 +937,12 @@ class Bridge:
         snap["throttle"] = float(st[S_THROTTLE])
         snap["entries_paused"] = 0.0 if self.entries_allowed else 1.0
         snap["pause_reasons"] = self.pause_reasons()
+        snap["unexplained"] = {
+            "details": list(self.unexplained),
+            "long_qty": self.unexplained_qty[0],
+            "short_qty": self.unexplained_qty[1],
+        }
+        snap["unexplained_exposure"] = 1.0 if self.unexplained else 0.0
         snap["pause_keys"] = (["operator pause"] if self.operator_paused else []) + sorted(self.fail_reasons)
         if self.last_bar_close_ms is None:
             snap["last_bar_age_seconds"] = None
