@@ -52,8 +52,10 @@ class Proc:
 
     def __init__(self, url: str, journal: Path, kill_at: str | None) -> None:
         cmd = [sys.executable, "-m", "gridctl.cli", "live", "--live", "--journal", str(journal)]
+        # order pacing out of the way (it defers orders by design; this test is about crashes)
         for v in ("precision.min_notional=100", "rate_limits.weight_per_minute=100000",
-                  "rate_limits.orders_per_minute=10000", f"api.base_url={url}"):  # fmt: skip
+                  "rate_limits.orders_per_minute=10000", "rate_limits.orders_per_second=100",
+                  f"api.base_url={url}"):  # fmt: skip
             cmd += ["--venue-set", v]
         for v in ("grid.grid_levels_long=3", "grid.grid_levels_short=3", "grid.grid_step_bps=5",
                   "rebalance.recenter_trigger_bps=10"):  # fmt: skip
