@@ -205,7 +205,8 @@ def prepare(
 
             def restore() -> str:
                 extra = journal.restore(session)
-                feed.last_ts = session.last_ts
+                # no bar traded yet (a kill in the first bar): the feed resumes after the warm-up
+                feed.last_ts = session.last_ts if session.n else extra.get("warm_ts")
                 return f"restarted from {path} at bar {session.last_ts} ({session.n} bars journaled)" + (
                     "; operator pause kept" if extra.get("operator_paused") else ""
                 )
@@ -282,6 +283,10 @@ def prepare(
             ready.add("ops and metrics endpoints", False, str(err))
         if restart and not ready.failures:
             bridge.checkpoint()  # the restart's bookings and order settlements, in one transaction
+        elif live and not ready.failures:
+            # a new run's first checkpoint, before its first order: a kill in the first bar restarts
+            # from the warmed-up engine (and reconciles) instead of finding no state and positions
+            journal.save_bar(session, {"operator_paused": False, "warm_ts": feed.last_ts})
         bridge.publish()
         return ready, ctx
 
