@@ -9,11 +9,11 @@ drops them together, so the journal always holds a state and exactly the fills t
 A restart replays the exchange's trade history from the checkpoint's cursor and books each trade
 whose id the journal does not hold, exactly once.
 
-Three writes commit on their own, because they must be durable *before* an exchange request: an
-order's ``sending`` row (written before it is sent, so a restart can ask the exchange about every
-order that may exist), the client-order sequence counter (no id is ever handed out twice) and the
-log. While ``hold`` is set (a restart before its reconcile succeeded) even those wait, and nothing can
-be sent: a refused restart leaves the journal exactly as it found it.
+The log rows commit with the checkpoint too. Two writes commit on their own, because they must be
+durable *before* an exchange request: an order's ``sending`` row (written before it is sent, so a
+restart can ask the exchange about every order that may exist) and the client-order sequence counter
+(no id is ever handed out twice). While ``hold`` is set (a restart before its reconcile succeeded)
+neither is allowed, so nothing can be sent: a refused restart leaves the journal as it found it.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class Journal:
         self.hold = False  # True: a restart not yet reconciled; every write waits for the checkpoint
         self._fills: dict[str, tuple[Any, ...]] = {}  # xfills rows since the checkpoint, by trade id
         self._status: dict[str, tuple[str, int, str | None]] = {}  # order status changes since then
-        self._notes: list[tuple[int, str, str]] = []  # log rows held while ``hold`` is set
+        self._notes: list[tuple[int, str, str]] = []  # log rows since the checkpoint
 
     def close(self) -> None:
         self.db.close()
@@ -102,11 +102,8 @@ class Journal:
         return n
 
     def note(self, ts: int, kind: str, detail: str) -> None:
-        row = (int(ts), kind, detail)
-        if self.hold:
-            self._notes.append(row)
-        else:
-            self.db.execute("INSERT INTO log (ts, kind, detail) VALUES (?, ?, ?)", row)
+        """A log row, committed with the next checkpoint (the log tells what the committed state saw)."""
+        self._notes.append((int(ts), kind, detail))
 
     @property
     def pending(self) -> int:

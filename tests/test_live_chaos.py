@@ -1,7 +1,10 @@
 """Chaos: SIGKILL a real `gridctl live --live` bridge at random moments, restart it on the same journal.
 
 The market (the emulator replaying the sample; 3 rungs a side 5 bps apart, re-centred when the close is
-10 bps off) fills on most bars. Each
+10 bps off, TP 2 steps away): about half the bars the bridge is up for fill an order. Stops sit 10
+steps (0.5 %) from their entries, beyond what this market moves while the bridge is down: a stop the
+exchange refuses because it would trigger at once is the protection invariant's case (its own tests),
+not a crash's. Each
 bridge process either dies by a crash point (``GRIDCTL_KILL_AT=<point>:<n>``, live_bridge/killpoint.py:
 inside an order send, a cancel, a fills poll, a booking, the bar step or the journal's checkpoint
 transaction) or is SIGKILLed from here at a random delay into a bar. The market may move on while it
@@ -58,7 +61,7 @@ class Proc:
                   f"api.base_url={url}"):  # fmt: skip
             cmd += ["--venue-set", v]
         for v in ("grid.grid_levels_long=3", "grid.grid_levels_short=3", "grid.grid_step_bps=5",
-                  "rebalance.recenter_trigger_bps=10"):  # fmt: skip
+                  "rebalance.recenter_trigger_bps=10", "exit.tp_steps=2", "exit.sl_steps=10"):  # fmt: skip
             cmd += ["--set", v]
         cmd += ["--ops-port", "0", "--max-clock-skew-ms", str(10**13), "--poll-s", "0.02"]
         env = {**os.environ, **EMU_ENV}
@@ -109,9 +112,33 @@ def _journal(journal: Path, sql: str) -> tuple | None:
         return None
 
 
+BARS: Counter = Counter()
+
+
+def _advance(emu, up: bool) -> int:
+    """The market trades one more bar; counts the bars the bridge was up for and those that filled."""
+    n = len(emu.state.account.trades)
+    ts, *_ = emu.state.advance_bar(SYMBOL_ID)
+    BARS["bars up" if up else "bars down"] += 1
+    BARS["bars up that filled"] += int(up and len(emu.state.account.trades) > n)
+    return ts
+
+
+def engine_qty(acct, side: str) -> float:
+    return abs(acct.position(SYMBOL_ID, side)[0])
+
+
+def _journal_rows(journal: Path, sql: str) -> list:
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
 def _bar_done(emu, journal: Path, p: Proc, timeout: float = 60) -> bool:
     """Advance one bar; True once the bridge journaled it, False when the bridge died first."""
-    ts, *_ = emu.state.advance_bar(SYMBOL_ID)
+    ts = _advance(emu, True)
     deadline = time.monotonic() + timeout
     while True:
         row = _journal(journal, "SELECT bar_ts FROM kstate WHERE id=1")
@@ -142,6 +169,10 @@ def _check(emu, journal: Path, counts: Counter) -> None:
             stops[o.position_side] += o.remaining
         if p.kind not in ("guard", "flatten"):
             keys[(p.side, p.level, p.kind)] += 1
+    lost, uncovered = wanted - set(keys), {k: v for k, v in stops.items() if v < engine_qty(acct, k) - EPS}
+    if lost or uncovered:
+        log = _journal_rows(journal, "SELECT kind, detail FROM log ORDER BY id DESC LIMIT 25")
+        print("CHECK FAILED lost", sorted(lost), "stops", stops, "resting", sorted(keys), "log", log[::-1])
     counts["duplicated orders"] += sum(n - 1 for n in keys.values())
     counts["lost orders"] += len(wanted - set(keys))
     counts["orphaned orders"] += len(set(keys) - wanted)
@@ -171,6 +202,7 @@ FAILURES = (
 
 def test_sigkill_at_random_moments_restarts_clean(tmp_path: Path) -> None:
     rng = random.Random(SEED)
+    BARS.clear()
     emu = emulator_with_sample(days=2)
     journal = tmp_path / "chaos.sqlite"
     counts: Counter = Counter()
@@ -205,7 +237,7 @@ def test_sigkill_at_random_moments_restarts_clean(tmp_path: Path) -> None:
             else:
                 _check(emu, journal, counts)
                 if how == "timer":
-                    emu.state.advance_bar(SYMBOL_ID)
+                    _advance(emu, True)
                     time.sleep(rng.uniform(0.0, 0.4))  # somewhere inside the bar's work, or after it
                     counts["killed by timer"] += 1
                     p.kill(counts)
@@ -219,7 +251,7 @@ def test_sigkill_at_random_moments_restarts_clean(tmp_path: Path) -> None:
                     p.kill(counts)
                     counts["kills"] += 1
             for _ in range(rng.randint(0, 2)):  # the market moves on while the bridge is down
-                emu.state.advance_bar(SYMBOL_ID)
+                _advance(emu, False)
         p = Proc(emu.url, journal, None)  # the last restart, checked after one more bar
         assert p.started() == "started", "".join(p.lines[-12:])
         counts["unexplained at restart"] += any("UNEXPLAINED" in x for x in p.lines)
@@ -231,9 +263,10 @@ def test_sigkill_at_random_moments_restarts_clean(tmp_path: Path) -> None:
             p.kill()
         emu.stop()
     counts["trades"] = len(emu.state.account.trades)
+    counts.update(BARS)
     counts["seconds"] = round(time.monotonic() - t0)
     print("chaos counts:", json.dumps({k: int(v) for k, v in sorted(counts.items())}))
     assert counts["kills"] >= KILLS
     assert counts["checks"] >= KILLS // 2, dict(counts)  # most restarts reached the check
-    assert counts["trades"] >= 2 * KILLS, dict(counts)  # a market where most bars fill
+    assert 3 * counts["bars up that filled"] > counts["bars up"], dict(counts)  # a busy market
     assert {k: counts[k] for k in FAILURES} == dict.fromkeys(FAILURES, 0), dict(counts)
