@@ -659,13 +659,18 @@ class Bridge:
     def sync_orders(self, refresh: bool = True, defer_retries: bool = False) -> None:
         """Send the diff between the slot array and the open orders (rate limited).
 
-        ``refresh`` reads the exchange's open orders first; otherwise the local view is used (the last
-        read, updated with every placement, cancel and completed fill since). ``defer_retries`` leaves
-        post-only retries to the caller's ``run_retries`` (the bar loop: after the latency sample).
+        ``refresh`` reads the exchange's open orders first, then books the fills up to that read (an exit
+        that filled since the last fills poll is missing from the read: diffed before its fill is booked,
+        its lot would get the exit again, a duplicate that closes another lot's position); otherwise the
+        local view is used (the last read, updated with every placement, cancel and completed fill
+        since). ``defer_retries`` leaves post-only retries to the caller's ``run_retries`` (the bar loop:
+        after the latency sample).
         """
         assert self.gw is not None
-        if refresh and not self.refresh_orders():
-            return
+        if refresh:
+            if not self.refresh_orders():
+                return
+            self.sync_fills()
         wanted = desired_orders(self.s.slots, self.o.maker_only)
         plan = diff_orders(
             wanted,
