@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,17 @@ class Journal:
     def close(self) -> None:
         self.db.close()
 
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        """One SQLite transaction (the connection autocommits each statement outside of one)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
     # --- meta
 
     def meta(self, key: str) -> str | None:
@@ -96,7 +109,7 @@ class Journal:
     def next_seq(self) -> int:
         """A client-order sequence number never handed out before in this journal (durable at once)."""
         self._no_hold("a client order id was asked for")
-        with self.db:
+        with self._tx():
             n = int(self.meta("seq") or "0") + 1
             self.set_meta("seq", str(n))
         return n
@@ -132,7 +145,7 @@ class Journal:
         s = session
         k = s.n - 1
         ks = s.ks
-        with self.db:
+        with self._tx():
             self._flush()
             if k >= 0:
                 self.db.execute(

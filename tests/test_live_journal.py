@@ -232,3 +232,56 @@ def test_a_foreign_position_is_guarded_and_refuses_entries(emu, tmp_path: Path, 
         assert any("manual-1" in d for d in logged), logged
     finally:
         ctx.close()
+
+
+_CRASH_SCRIPT = """
+import sys
+from types import SimpleNamespace
+from gridctl.configs.loader import load_strategy, load_venue
+from gridctl.live_bridge.journal import Journal
+from gridctl.live_bridge.session import EngineSession
+
+session = EngineSession(load_strategy("default"), load_venue("binance_futures"), "BTC/USDT:USDT", "1m")
+journal = Journal(sys.argv[1])
+journal.save_bar(session, {"n": 1})  # checkpoint 1
+fill = SimpleNamespace(trade_id="t1", client_id="c1", price=1.0, qty=2.0, fee=0.0, liquidity="maker", ts_ms=5)
+journal.add_fill(fill)
+journal.note(5, "fill", "c1")
+session.ks.state[0] = 123.0
+journal.save_bar(session, {"n": 2})  # checkpoint 2: GRIDCTL_KILL_AT=journal:2 dies before its commit
+"""
+
+
+def test_a_kill_inside_the_checkpoint_commits_none_of_it(tmp_path: Path) -> None:
+    """SIGKILL between the checkpoint's last statement and its COMMIT: the journal holds checkpoint 1
+    whole and nothing of checkpoint 2 (neither its fill, its log row nor its state)."""
+    import signal
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    path = tmp_path / "j.sqlite"
+    env = {**os.environ, "GRIDCTL_KILL_AT": "journal:2"}
+    proc = subprocess.run([sys.executable, "-c", _CRASH_SCRIPT, str(path)], env=env, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    db = sqlite3.connect(str(path))
+    try:
+        assert db.execute("SELECT COUNT(*) FROM xfills").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM log").fetchone()[0] == 0
+        state, extra = db.execute("SELECT state, extra FROM kstate WHERE id=1").fetchone()
+        assert extra == '{"n": 1}'
+        assert np.frombuffer(state, dtype=np.float64)[0] != 123.0
+    finally:
+        db.close()
+    env["GRIDCTL_KILL_AT"] = ""  # the same run without the crash: checkpoint 2 lands whole
+    path.unlink()
+    assert (
+        subprocess.run([sys.executable, "-c", _CRASH_SCRIPT, str(path)], env=env, timeout=120).returncode == 0
+    )
+    db = sqlite3.connect(str(path))
+    try:
+        assert db.execute("SELECT trade_id, qty FROM xfills").fetchall() == [("t1", 2.0)]
+        assert db.execute("SELECT extra FROM kstate").fetchone()[0] == '{"n": 2}'
+    finally:
+        db.close()
