@@ -262,8 +262,9 @@ def test_sigkill_at_random_moments_restarts_clean(tmp_path: Path) -> None:
             else:
                 _check(emu, journal, counts)
                 if how == "timer":
-                    # an ops command in flight when the kill comes (every start resumes a kept pause)
-                    path, body = rng.choice((("/pause", b""), ("/throttle", b'{"value": 0.8}')))
+                    # an ops command in flight when the kill comes (every start resumes a kept pause;
+                    # a throttle of 1: below it rung 1's entries fall under the min notional and stop)
+                    path, body = rng.choice((("/pause", b""), ("/throttle", b'{"value": 1.0}')))
                     counts["ops commands"] += int(p.command(path, body))
                     _advance(emu, True)
                     time.sleep(rng.uniform(0.0, 0.4))  # somewhere inside the bar's work, or after it
