@@ -1,7 +1,8 @@
 """Chaos: SIGKILL a real `gridctl live --live` bridge at random moments, restart it on the same journal.
 
 The market (the emulator replaying the sample; 3 rungs a side 5 bps apart, re-centred when the close is
-10 bps off, TP 2 steps away): about half the bars the bridge is up for fill an order. Stops sit 10
+10 bps off, TP 2 steps away): about a third of the bars the bridge is up for fill an order (half
+without restarts; after one, the catch-up bars pause entries as a stale feed). Stops sit 10
 steps (0.5 %) from their entries, beyond what this market moves while the bridge is down: a stop the
 exchange refuses because it would trigger at once is the protection invariant's case (its own tests),
 not a crash's. Each
@@ -297,5 +298,5 @@ def test_sigkill_at_random_moments_restarts_clean(tmp_path: Path) -> None:
     print("chaos counts:", json.dumps({k: int(v) for k, v in sorted(counts.items())}))
     assert counts["kills"] >= KILLS
     assert counts["checks"] >= KILLS // 3, dict(counts)  # restarts not killed in their first bar
-    assert 3 * counts["bars up that filled"] > counts["bars up"], dict(counts)  # a busy market
+    assert 4 * counts["bars up that filled"] > counts["bars up"], dict(counts)  # a busy market
     assert {k: counts[k] for k in FAILURES} == dict.fromkeys(FAILURES, 0), dict(counts)
