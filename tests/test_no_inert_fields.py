@@ -120,8 +120,8 @@ def test_leaf_enumeration_reaches_nested_and_optional_sections() -> None:
     assert {"risk_management.enable_circuit_breaker", "backtest.fill_on_touch", "fees.taker"} <= fields
     assert {"margin.brackets", "symbols", "api.api_key", "precision.max_qty"} <= fields
     assert not {"grid", "margin", "risk_management"} & fields
-    # 11 strategy sections hold 2+5+2+2+8+2+6+4+4+7+5 = 47 leaves; venue: 3+5+3+3+7+3+3+1+2+2 = 32.
-    assert len(fields) == 47 + 32
+    # 11 strategy sections hold 2+5+2+2+9+2+6+4+4+7+5 = 48 leaves; venue: 3+5+3+3+7+3+3+1+2+2 = 32.
+    assert len(fields) == 48 + 32
 
 
 def test_effect_decorator_marks_tests_and_rejects_non_fields() -> None:
