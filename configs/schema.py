@@ -189,6 +189,9 @@ class ExecutionSection(_Section):
     # NEW, live only: an open order this close to the wanted one is kept, not replaced (no churn).
     order_price_tolerance_bps: float = Field(default=1.0, ge=0, le=100)
     order_qty_tolerance_pct: float = Field(default=1.0, ge=0, le=50)
+    # NEW, live only: exchange exposure the engine cannot explain after a restart or a foreign trade is
+    # guarded by a reduce-side stop of its size (protect) or closed at market (flatten); entries refused.
+    unexplained_position: Literal["protect", "flatten"] = "protect"
 
 
 class FundingSection(_Section):

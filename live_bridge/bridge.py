@@ -37,8 +37,10 @@ from gridctl.engine.enums import Liquidity, RiskState, enum_name
 from gridctl.engine.params import (
     P_CB_COOLDOWN_S,
     P_CB_WINDOW_S,
+    P_GRID_STEP_BPS,
     P_ORDER_PRICE_TOL_BPS,
     P_ORDER_QTY_TOL_PCT,
+    P_SL_STEPS,
 )
 from gridctl.engine.state import (
     S_CB_ACTIVE,
@@ -73,6 +75,7 @@ from gridctl.engine.state import (
     set_throttle,
 )
 from gridctl.live_bridge import gateway as gw
+from gridctl.live_bridge import killpoint
 from gridctl.live_bridge.journal import Journal
 from gridctl.live_bridge.ops import OpsState
 from gridctl.live_bridge.orders import (
@@ -128,6 +131,7 @@ class BridgeOptions:
     run_id: str
     maker_only: bool = True
     retry_delay_ms: int = 100
+    unexplained_position: str = "protect"  # execution.unexplained_position: protect | flatten
 
 
 def _quantiles(samples: list[float]) -> dict[str, Any]:
@@ -204,6 +208,10 @@ class Bridge:
         self.last_bar_close_ms: int | None = None
         self.log: list[str] = []
         self._booked_flatten: set[str] = set()
+        # Exchange exposure the engine cannot explain (foreign or unbookable trades, positions that differ
+        # after every trade was booked): entries refused under the "reconcile" reason, exposure guarded.
+        self.unexplained: list[str] = []
+        self.unexplained_qty = [0.0, 0.0]  # exchange minus engine position per side, when last compared
         self._retries: list[WantedOrder] = []  # post-only rejected entries waiting for their retries
         self._retried_ms: float | None = None
         self._flatten_retry_at = 0.0  # monotonic time before which a refused flatten is not tried again
@@ -411,6 +419,7 @@ class Bridge:
             lat.phase("fills", (t2 - t1) * 1000.0)
             halted_before = self.s.state[S_HALTED] != 0.0
             self.s.step_close(bar.ts, bar.open, bar.high, bar.low, bar.close, self.entries_allowed)
+            killpoint.hit("bar")
             t3 = time.perf_counter()
             lat.phase("engine", (t3 - t2) * 1000.0)
             self.sync_orders(refresh=self._orders_unknown, defer_retries=True)
@@ -425,16 +434,15 @@ class Bridge:
                 lat.phase("retries", self._retried_ms)
             self.refresh_orders()
             self.read_account()
+            if self.unexplained:
+                self.review_unexplained()
             self.check_protection("bar close", read=False)
         else:
             self.s.step_paper(bar.ts, bar.open, bar.high, bar.low, bar.close)
             if not self.entries_allowed:
                 self.s.block_entries()
             self.latency.add((time.perf_counter() - t0) * 1000.0)
-        if self.journal is not None:
-            self.journal.save_bar(
-                self.s, {"operator_paused": self.operator_paused, "fills_cursor": self.fills_cursor}
-            )
+        self.checkpoint()
         if self.o.mode != "replay" or self.ops is not None:
             self.publish()
 
@@ -449,11 +457,26 @@ class Bridge:
         if self.o.mode != "live":
             return 0
         booked = self.check_protection("fills poll")  # books the fills since and sends their exits
-        if booked and self.journal is not None:
+        if self.journal is not None and (booked or self.journal.pending):
+            self.checkpoint()  # the bookings and the state they produced, in one transaction
+        return booked
+
+    def resume_after_restart(self) -> None:
+        """First thing after a reconciled restart (live): the order diff from a fresh read (exits for
+        lots booked while down, orders of a lost state cancelled), unexplained exposure guarded, and a
+        checkpoint."""
+        self.sync_orders()
+        if self.unexplained:
+            self.guard_exposure()
+        self.check_protection("restart")  # every position covered by stops before the first bar
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Commit the engine state with every fill and order status since the last checkpoint (journal)."""
+        if self.journal is not None:
             self.journal.save_bar(
                 self.s, {"operator_paused": self.operator_paused, "fills_cursor": self.fills_cursor}
             )
-        return booked
 
     # --- live: the protection invariant
 
@@ -546,21 +569,18 @@ class Bridge:
             # partly filled entries whose rest could not be cancelled yet are the engine's, not unknown
             unknown = min(gap, held - self.s.lots_qty(side) - self._pending_entries_qty(side))
             if unknown > half:
-                # exposure the engine holds no lot (and so no stop) for: it cannot be protected, close it
+                # exposure the engine holds no lot (and so no stop) for: unexplained, so guarded as
+                # execution.unexplained_position says (a stop for that size, or closed at market) and
+                # new entries refused until the exchange's positions equal the engine's again
                 qty = _snap(unknown, self.s.venue.rules_for(self.s.symbol).step_size)
-                cid = encode_client_id(self.o.run_id, side, 0, "flatten", self._seq())
-                req = gw.OrderRequest(
-                    cid, pos, "sell" if side == 0 else "buy", "market", qty, reduce_only=True
+                self._flag_unexplained(f"{pos} {qty} held on the exchange without an engine lot ({where})")
+                self.unexplained_qty = self.position_gap(self.account)
+                self.guard_exposure()
+                done = "guarded by a stop" if self.o.unexplained_position == "protect" else "closed at market"
+                self._protection_event(
+                    where, f"{pos} {qty} held on the exchange without an engine lot: {done}"
                 )
-                self._not_booked(cid)  # the engine holds none of it: nothing to book
-                ok = self._place(
-                    req, WantedOrder(side, 0, "flatten", req.side, "market", 0.0, qty, False, True)
-                )
-                reason = f"{pos} {qty} held on the exchange without an engine lot: " + (
-                    "closed at market" if ok else "the market close failed"
-                )
-                self._protection_failure(where, reason)
-                unknown_closed |= ok
+                unknown_closed = True
                 gap -= unknown
             if gap > half:
                 self._protection_failure(
@@ -731,18 +751,23 @@ class Bridge:
         except gw.GatewayError as err:
             self._error("fills", err)
             return 0
+        killpoint.hit("fills")
         booked = 0
-        for f in fills:
+        for f in sorted(fills, key=lambda f: f.ts_ms):  # booked in the order they happened
             self.fills_cursor = max(self.fills_cursor or 0, f.ts_ms)
             if self.journal is not None and self.journal.fill_known(f.trade_id):
                 continue
             cid = parse_client_id(f.client_id)
-            if cid is None or cid.run_id != self.o.run_id:
-                self._note("foreign-fill", f"{f.trade_id} {f.client_id}")
-                continue
             if self.journal is not None:
-                self.journal.add_fill(f, booked=False)
+                self.journal.add_fill(f)  # ours or not: seen once, committed with the state it produced
+            if cid is None or cid.run_id != self.o.run_id:
+                self._flag_unexplained(
+                    f"foreign trade {f.trade_id} ({f.position_side} {f.side} {f.qty} @ {f.price}, "
+                    f"order {f.client_id or 'unknown'})"
+                )
+                continue
             booked += self._maybe_book(f.client_id, cid)
+            killpoint.hit("booked")
         return booked
 
     def _settle_partial_entries(self) -> int:
@@ -791,6 +816,15 @@ class Bridge:
         price = sum(r[0] * r[1] for r in new) / qty
         liq = Liquidity.TAKER if any(r[2] == "taker" for r in new) else Liquidity.MAKER
         ts = max(r[3] for r in new)
+        if cid.kind == "guard":
+            # the guard of exposure the engine never held: its fill closes that, not an engine lot
+            if not done:
+                return 0
+            self.journal.mark_booked(client_id)
+            self.journal.order_status(client_id, "guard-filled", self.now_ms())
+            self.open_orders = [o for o in self.open_orders if o.client_id != client_id]
+            self._note("guard-fill", f"{client_id} {qty} @ {price}")
+            return 0
         try:
             if cid.kind == "flatten":
                 if not done:
@@ -812,6 +846,7 @@ class Bridge:
             self._note("fill-not-booked", f"{client_id}: {err}")
             self.journal.mark_booked(client_id)
             self.journal.order_status(client_id, "unbookable", self.now_ms())
+            self._flag_unexplained(f"fill of {client_id} ({qty} @ {price}) not bookable: {err}")
             return 0
         self.journal.mark_booked(client_id)
         if done:
@@ -825,6 +860,126 @@ class Bridge:
             "fill", f"{client_id} {qty} @ {price}" + ("" if done else f" (part: {total} of {order['qty']})")
         )
         return 1
+
+    # --- live: exposure the engine cannot explain
+
+    def _flag_unexplained(self, detail: str) -> None:
+        """Refuse new entries under the ``reconcile`` reason, say why (log, /status, metrics)."""
+        self.unexplained.append(detail)
+        del self.unexplained[:-20]
+        self._note("unexplained", detail)
+        self.set_input_health("reconcile", f"{len(self.unexplained)} unexplained: {self.unexplained[-1]}")
+        self.s.block_entries()
+
+    def position_gap(self, acct: gw.Account) -> list[float]:
+        """Exchange minus engine position per side (0 long, 1 short), below half a step taken as 0."""
+        half = float(self.s.venue.rules_for(self.s.symbol).step_size) / 2.0
+        out = []
+        for side, pos in enumerate(_POS):
+            p = acct.positions.get(pos)
+            gap = (p.qty if p else 0.0) - self.s.position()[side]
+            out.append(
+                0.0
+                if abs(gap) <= half
+                else _snap(gap, float(self.s.venue.rules_for(self.s.symbol).step_size))
+            )
+        return out
+
+    def review_unexplained(self) -> None:
+        """At a bar close while flagged: lift the flag once the exchange's positions equal the engine's
+        (guards cancelled), else keep the unexplained exposure guarded."""
+        if self.account is None:
+            return
+        self.unexplained_qty = self.position_gap(self.account)
+        if self.unexplained_qty == [0.0, 0.0]:
+            self._cancel_guards(None)
+            self._note("explained", "exchange positions equal the engine's again")
+            self.unexplained.clear()
+            self.set_input_health("reconcile", None)
+        else:
+            self.guard_exposure()
+
+    def _guards(self, side: int | None) -> list[gw.OpenOrder]:
+        out = []
+        for o in self.open_orders:
+            p = parse_client_id(o.client_id)
+            if p is not None and p.run_id == self.o.run_id and p.kind == "guard" and side in (None, p.side):
+                out.append(o)
+        return out
+
+    def _cancel_guards(self, side: int | None) -> None:
+        assert self.gw is not None
+        for o in self._guards(side):
+            try:
+                self.gw.cancel(self.s.symbol, o.client_id)
+            except gw.GatewayError as err:
+                self._error("cancel", err)
+                continue
+            self.open_orders = [x for x in self.open_orders if x.client_id != o.client_id]
+            if self.journal is not None:
+                self.journal.order_status(o.client_id, "canceled", self.now_ms())
+
+    def guard_exposure(self) -> None:
+        """Protect exchange exposure beyond the engine's (``unexplained_qty`` > 0) per
+        ``execution.unexplained_position``: ``protect`` rests a reduce-side stop for exactly that size
+        ``exit.sl_steps`` grid steps from the last close (closed at market when the exchange says it
+        would trigger at once); ``flatten`` closes it at market. A side where the engine holds more
+        than the exchange has its lots' own exits resting (more than covered); it only stays flagged."""
+        step = float(self.s.venue.rules_for(self.s.symbol).step_size)
+        dist = float(self.s.vec[P_SL_STEPS]) * float(self.s.vec[P_GRID_STEP_BPS]) * 1e-4
+        close = self.s.last_close
+        for side, pos in enumerate(_POS):
+            gap = self.unexplained_qty[side]
+            have = self._guards(side)
+            if gap <= 0.0:
+                self._cancel_guards(side)
+                continue
+            order_side = "sell" if side == 0 else "buy"
+            if self.o.unexplained_position == "protect" and math.isfinite(close):
+                if len(have) == 1 and abs(float(have[0].qty) - gap) <= step / 2:
+                    continue
+                self._cancel_guards(side)
+                stop = _snap(
+                    close * (1.0 - dist if side == 0 else 1.0 + dist),
+                    self.s.venue.rules_for(self.s.symbol).tick_size,
+                )
+                cid = encode_client_id(self.o.run_id, side, 0, "guard", self._seq())
+                req = gw.OrderRequest(
+                    cid, pos, order_side, "stop_market", gap, stop_price=stop, reduce_only=True
+                )
+                want = WantedOrder(side, 0, "guard", order_side, "stop_market", stop, gap, False, True)
+                try:
+                    if self._place_strict(req, want):
+                        self._note("guard", f"{pos} {gap} unexplained: stop at {stop}")
+                        continue
+                except gw.OrderRejected as err:
+                    self._note("guard", f"{pos} stop refused ({err}): closing {gap} at market")
+            else:
+                self._cancel_guards(side)
+            cid = encode_client_id(self.o.run_id, side, 0, "guard", self._seq())
+            req = gw.OrderRequest(cid, pos, order_side, "market", gap, reduce_only=True)
+            if self._place(req, WantedOrder(side, 0, "guard", order_side, "market", 0.0, gap, False, True)):
+                self._note("guard", f"{pos} {gap} unexplained: closed at market")
+
+    def _place_strict(self, req: gw.OrderRequest, want: WantedOrder) -> bool:
+        """``_place`` that raises an exchange refusal (``OrderRejected``) instead of only recording it."""
+        assert self.gw is not None
+        if self.journal is not None:
+            self.journal.order_sending(req.client_id, want, self.now_ms())
+        try:
+            o = self.gw.place(self.s.symbol, req)
+        except gw.OrderRejected:
+            if self.journal is not None:
+                self.journal.order_status(req.client_id, "rejected", self.now_ms())
+            raise
+        except gw.GatewayError as err:
+            self._error("place", err)
+            return False
+        self.sent += 1
+        self.open_orders.append(o)
+        if self.journal is not None:
+            self.journal.order_status(req.client_id, "open", self.now_ms(), o.exchange_id)
+        return True
 
     # --- live: orders
 
@@ -856,13 +1011,18 @@ class Bridge:
     def sync_orders(self, refresh: bool = True, defer_retries: bool = False) -> None:
         """Send the diff between the slot array and the open orders (rate limited).
 
-        ``refresh`` reads the exchange's open orders first; otherwise the local view is used (the last
-        read, updated with every placement, cancel and completed fill since). ``defer_retries`` leaves
-        post-only retries to the caller's ``run_retries`` (the bar loop: after the latency sample).
+        ``refresh`` reads the exchange's open orders first, then books the fills up to that read (an exit
+        that filled since the last fills poll is missing from the read: diffed before its fill is booked,
+        its lot would get the exit again, a duplicate that closes another lot's position); otherwise the
+        local view is used (the last read, updated with every placement, cancel and completed fill
+        since). ``defer_retries`` leaves post-only retries to the caller's ``run_retries`` (the bar loop:
+        after the latency sample).
         """
         assert self.gw is not None
-        if refresh and not self.refresh_orders():
-            return
+        if refresh:
+            if not self.refresh_orders():
+                return
+            self.sync_fills()
         wanted = desired_orders(self.s.slots, self.o.maker_only)
         plan = diff_orders(
             wanted,
@@ -874,6 +1034,7 @@ class Bridge:
         )
         held: set[tuple[int, int, str]] = set()  # keys whose old order may still rest: no replacement
         for cid in plan.cancels:
+            killpoint.hit("cancel")
             try:
                 self.gw.cancel(self.s.symbol, cid)
             except gw.GatewayError as err:
@@ -884,6 +1045,7 @@ class Bridge:
                 if isinstance(err, gw.ExchangeUnavailable):
                     self._orders_unknown = True  # it may have gone through: read the book next time
                 continue
+            killpoint.hit("canceled")
             self.open_orders = [o for o in self.open_orders if o.client_id != cid]
             if self.journal is not None:
                 self.journal.order_status(cid, "canceled", self.now_ms())
@@ -943,6 +1105,7 @@ class Bridge:
         now = self.now_ms()
         if self.journal is not None:
             self.journal.order_sending(req.client_id, want, now)  # before sending: a crash cannot lose it
+        killpoint.hit("send")
         try:
             o = self.gw.place(self.s.symbol, req)
         except gw.PostOnlyRejected:
@@ -975,6 +1138,7 @@ class Bridge:
                 self._protection_failure("stop refused", f"{req.client_id} at {req.stop_price}: {err}")
                 self._refused.append(want)
             return False
+        killpoint.hit("sent")
         self.sent += 1
         if req.type != "market":
             self.open_orders.append(o)
@@ -1193,6 +1357,12 @@ class Bridge:
         snap["throttle"] = float(st[S_THROTTLE])
         snap["entries_paused"] = 0.0 if self.entries_allowed else 1.0
         snap["pause_reasons"] = self.pause_reasons()
+        snap["unexplained"] = {
+            "details": list(self.unexplained),
+            "long_qty": self.unexplained_qty[0],
+            "short_qty": self.unexplained_qty[1],
+        }
+        snap["unexplained_exposure"] = 1.0 if self.unexplained else 0.0
         snap["pause_keys"] = (["operator pause"] if self.operator_paused else []) + sorted(self.fail_reasons)
         if st[S_CB_ACTIVE]:  # the engine's circuit breaker blocks entries until its cooldown ends
             until = f" until {_utc(cb_until)}" if math.isfinite(cb_until) else ""

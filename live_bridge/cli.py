@@ -106,6 +106,7 @@ def _options(strategy: Any, mode: str, run_id: str) -> Any:
         run_id=run_id,
         maker_only=bool(ex.maker_only),
         retry_delay_ms=int(ex.retry_delay_ms),
+        unexplained_position=str(ex.unexplained_position),
     )
 
 
@@ -365,6 +366,8 @@ def _run_exchange(
         f"gridctl live --{mode}: run {ctx.bridge.o.run_id} ({how}), ops API on {ctx.ops_url}", err=True
     )
     try:
+        if ctx.restarted and mode == "live":
+            ctx.bridge.resume_after_restart()  # exits for what the restart booked, guards, stale orders
         run_loop(ctx, max_bars=max_bars, poll_s=poll_s, fills_poll_s=fills_poll_s)
     except KeyboardInterrupt:
         typer.echo("stopped (Ctrl-C); the journal holds the state for a restart", err=True)

@@ -1,16 +1,27 @@
 """SQLite journal (WAL) of a bridge run: bars, engine state, ledger rows, orders and exchange fills.
 
-Written every bar in one transaction, so a ``kill -9`` leaves the journal at the end of the last bar:
-``bars`` and the engine's ledger rows are appended, the kernel state (state vector, slots, rings,
-regime indicators, counters, funding book) is replaced. Orders are journaled *before* they are sent
-(status ``sending``) and updated after the exchange answers, so a restart can ask the exchange about
-every order that may exist; exchange fills are keyed by trade id, so none is booked twice.
+Crash-consistent by construction: the engine state and everything it depends on commit in ONE
+transaction, the checkpoint (``save_bar``): the newest bar, the engine's new ledger rows, the kernel
+state (state vector, slots, rings, regime indicators, counters, funding book, fills cursor), every
+exchange fill seen since the last checkpoint (``xfills``, keyed by trade id) and every order status
+change since then. Until the checkpoint those writes live in memory (reads see them); a ``kill -9``
+drops them together, so the journal always holds a state and exactly the fills that produced it.
+A restart replays the exchange's trade history from the checkpoint's cursor and books each trade
+whose id the journal does not hold, exactly once.
+
+The log rows commit with the checkpoint too. Two writes commit on their own, because they must be
+durable *before* an exchange request: an order's ``sending`` row (written before it is sent, so a
+restart can ask the exchange about every order that may exist) and the client-order sequence counter
+(no id is ever handed out twice). While ``hold`` is set (a restart before its reconcile succeeded)
+neither is allowed, so nothing can be sent: a refused restart leaves the journal as it found it.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +38,7 @@ from gridctl.engine.records import (
     FILL_DTYPE,
     FUNDING_DTYPE,
 )
+from gridctl.live_bridge import killpoint
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -60,9 +72,25 @@ class Journal:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        self.hold = False  # True: a restart not yet reconciled; every write waits for the checkpoint
+        self._fills: dict[str, tuple[Any, ...]] = {}  # xfills rows since the checkpoint, by trade id
+        self._booked_tids: set[str] = set()  # journaled fills booked since the checkpoint (mark_booked)
+        self._status: dict[str, tuple[str, int, str | None]] = {}  # order status changes since then
+        self._notes: list[tuple[int, str, str]] = []  # log rows since the checkpoint
 
     def close(self) -> None:
         self.db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        """One SQLite transaction (the connection autocommits each statement outside of one)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     # --- meta
 
@@ -73,24 +101,54 @@ class Journal:
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
+    def _no_hold(self, what: str) -> None:
+        if self.hold:
+            raise GridctlError(
+                f"{self.path}: {what} before the restart's reconcile committed (nothing is sent)"
+            )
+
     def next_seq(self) -> int:
-        """A client-order sequence number never handed out before in this journal."""
-        with self.db:
+        """A client-order sequence number never handed out before in this journal (durable at once)."""
+        self._no_hold("a client order id was asked for")
+        with self._tx():
             n = int(self.meta("seq") or "0") + 1
             self.set_meta("seq", str(n))
         return n
 
     def note(self, ts: int, kind: str, detail: str) -> None:
-        self.db.execute("INSERT INTO log (ts, kind, detail) VALUES (?, ?, ?)", (int(ts), kind, detail))
+        """A log row, committed with the next checkpoint (the log tells what the committed state saw)."""
+        self._notes.append((int(ts), kind, detail))
+
+    @property
+    def pending(self) -> int:
+        """Fills and order status changes waiting for the next checkpoint."""
+        return len(self._fills) + len(self._status) + len(self._booked_tids)
+
+    def _flush(self) -> None:
+        """Write the held fills, order statuses and notes (inside the checkpoint's transaction)."""
+        self.db.executemany(
+            "INSERT OR IGNORE INTO xfills VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._fills.values()
+        )
+        self.db.executemany(
+            "UPDATE orders SET status=?, updated_ms=?, exchange_id=COALESCE(?, exchange_id) "
+            "WHERE client_id=?",
+            [(st, ms, xid, cid) for cid, (st, ms, xid) in self._status.items()],
+        )
+        booked = [(cid,) for cid, (st, _ms, _x) in self._status.items() if st == "booked"]
+        self.db.executemany("UPDATE xfills SET booked=1 WHERE client_id=?", booked)
+        self.db.executemany("UPDATE xfills SET booked=1 WHERE trade_id=?", [(t,) for t in self._booked_tids])
+        self.db.executemany("INSERT INTO log (ts, kind, detail) VALUES (?, ?, ?)", self._notes)
 
     # --- per bar
 
     def save_bar(self, session: Any, extra: dict[str, Any] | None = None) -> None:
-        """Append the newest bar and ledger rows not yet journaled; replace the kernel state."""
+        """The checkpoint: in one transaction, the fills and order statuses held since the last one,
+        the newest bar and the ledger rows not yet journaled, and the kernel state (replaced)."""
         s = session
         k = s.n - 1
         ks = s.ks
-        with self.db:
+        with self._tx():
+            self._flush()
             if k >= 0:
                 self.db.execute(
                     "INSERT OR REPLACE INTO bars VALUES (?, ?, ?, ?, ?)",
@@ -130,6 +188,12 @@ class Journal:
                     json.dumps(extra or {}),
                 ),
             )
+            killpoint.hit("journal")  # test-only: die inside the transaction (it must roll back)
+        self._fills.clear()
+        self._booked_tids.clear()
+        self._status.clear()
+        self._notes.clear()
+        self.hold = False
 
     def has_state(self) -> bool:
         return self.db.execute("SELECT COUNT(*) FROM kstate").fetchone()[0] > 0
@@ -197,6 +261,8 @@ class Journal:
     # --- orders and exchange fills
 
     def order_sending(self, cid: str, want: Any, now_ms: int) -> None:
+        """Journal an order before it is sent (durable at once: a crash cannot lose it)."""
+        self._no_hold("an order was to be sent")
         self.db.execute(
             "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'sending', NULL, ?, ?)",
             (
@@ -214,50 +280,85 @@ class Journal:
         )
 
     def order_status(self, cid: str, status: str, now_ms: int, exchange_id: str | None = None) -> None:
-        self.db.execute(
-            "UPDATE orders SET status=?, updated_ms=?, exchange_id=COALESCE(?, exchange_id) "
-            "WHERE client_id=?",
-            (status, now_ms, exchange_id, cid),
-        )
+        """An order's new status, committed with the next checkpoint (reads see it at once)."""
+        old = self._status.get(cid)
+        xid = exchange_id if exchange_id is not None else (old[2] if old else None)
+        self._status[cid] = (status, int(now_ms), xid)
+
+    def _overlay(self, row: dict[str, Any]) -> dict[str, Any]:
+        held = self._status.get(row["client_id"])
+        if held is not None:
+            row["status"], row["updated_ms"] = held[0], held[1]
+            if held[2] is not None:
+                row["exchange_id"] = held[2]
+        return row
 
     def orders(self, statuses: tuple[str, ...]) -> list[dict[str, Any]]:
-        q = f"SELECT * FROM orders WHERE status IN ({','.join('?' * len(statuses))}) ORDER BY created_ms"
-        cur = self.db.execute(q, statuses)
+        """Orders whose status (held changes included) is one of ``statuses``, oldest first."""
+        held = list(self._status)
+        q = (
+            f"SELECT * FROM orders WHERE status IN ({','.join('?' * len(statuses))}) "
+            f"OR client_id IN ({','.join('?' * len(held))}) ORDER BY created_ms"
+        )
+        cur = self.db.execute(q, (*statuses, *held))
         cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        rows = [self._overlay(dict(zip(cols, r, strict=True))) for r in cur.fetchall()]
+        return [r for r in rows if r["status"] in statuses]
 
     def order(self, cid: str) -> dict[str, Any] | None:
         cur = self.db.execute("SELECT * FROM orders WHERE client_id=?", (cid,))
         r = cur.fetchone()
-        return dict(zip([c[0] for c in cur.description], r, strict=True)) if r else None
+        return self._overlay(dict(zip([c[0] for c in cur.description], r, strict=True))) if r else None
 
     def fill_known(self, trade_id: str) -> bool:
+        if trade_id in self._fills:
+            return True
         return self.db.execute("SELECT 1 FROM xfills WHERE trade_id=?", (trade_id,)).fetchone() is not None
 
-    def add_fill(self, f: Any, booked: bool) -> None:
-        self.db.execute(
-            "INSERT OR IGNORE INTO xfills VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (f.trade_id, f.client_id, f.price, f.qty, f.fee, f.liquidity, f.ts_ms, 1 if booked else 0),
+    def add_fill(self, f: Any) -> None:
+        """An exchange fill seen (ours or foreign), committed with the next checkpoint."""
+        self._fills.setdefault(
+            f.trade_id, (f.trade_id, f.client_id, f.price, f.qty, f.fee, f.liquidity, f.ts_ms, 0)
         )
 
     def fills_for(self, cid: str) -> list[tuple[float, float, str, int]]:
-        return self.db.execute(
+        """(price, qty, liquidity, ts) of every fill of order ``cid`` seen so far, oldest first."""
+        rows = self.db.execute(
             "SELECT price, qty, liquidity, ts FROM xfills WHERE client_id=? ORDER BY ts", (cid,)
         ).fetchall()
+        rows += [(r[2], r[3], r[5], r[6]) for r in self._fills.values() if r[1] == cid]
+        return sorted(rows, key=lambda r: r[3])
 
     def last_fill_ts(self) -> int | None:
         row = self.db.execute("SELECT MAX(ts) FROM xfills").fetchone()
-        return int(row[0]) if row and row[0] is not None else None
+        held = [r[6] for r in self._fills.values()]
+        known = [int(row[0])] if row and row[0] is not None else []
+        return max(known + held) if known or held else None
 
     def unbooked_fills(self, cid: str) -> list[tuple[float, float, str, int]]:
         """The order's fills the engine has not booked yet (``mark_booked``), oldest first."""
-        return self.db.execute(
-            "SELECT price, qty, liquidity, ts FROM xfills WHERE client_id=? AND booked=0 ORDER BY ts", (cid,)
-        ).fetchall()
+        rows = [
+            (r[1], r[2], r[3], r[4])
+            for r in self.db.execute(
+                "SELECT trade_id, price, qty, liquidity, ts FROM xfills WHERE client_id=? AND booked=0",
+                (cid,),
+            ).fetchall()
+            if r[0] not in self._booked_tids
+        ]
+        rows += [(r[2], r[3], r[5], r[6]) for r in self._fills.values() if r[1] == cid and not r[7]]
+        return sorted(rows, key=lambda r: r[3])
 
     def mark_booked(self, cid: str) -> None:
-        """Every fill of the order journaled so far is booked in the engine."""
-        self.db.execute("UPDATE xfills SET booked=1 WHERE client_id=?", (cid,))
+        """Every fill of the order seen so far is booked in the engine (committed with the checkpoint)."""
+        for tid, row in list(self._fills.items()):
+            if row[1] == cid:
+                self._fills[tid] = (*row[:7], 1)
+        self._booked_tids.update(
+            r[0]
+            for r in self.db.execute(
+                "SELECT trade_id FROM xfills WHERE client_id=? AND booked=0", (cid,)
+            ).fetchall()
+        )
 
 
 # --- ops commands (operator intent, durable before the ops API answers 202)

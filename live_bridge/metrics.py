@@ -61,6 +61,11 @@ GAUGES: tuple[tuple[str, str, str], ...] = (
         "Seconds since the last closed bar's close time.",
     ),
     ("gridctl_entries_paused", "entries_paused", "1 while new entries are paused (operator or fail-closed)."),
+    (
+        "gridctl_unexplained_exposure",
+        "unexplained_exposure",
+        "1 while the exchange holds positions or trades the engine cannot explain (entries refused).",
+    ),
 )
 
 

@@ -37,15 +37,16 @@ from gridctl.engine.state import (
 )
 from gridctl.engine.validation import same_order_nb
 
-KINDS = ("entry", "tp", "sl", "flatten")
-_KIND_CODE = {"entry": "E", "tp": "T", "sl": "S", "flatten": "F"}
+KINDS = ("entry", "tp", "sl", "flatten", "guard")
+# guard: protection of an exchange position the engine cannot explain (``Bridge.guard_exposure``)
+_KIND_CODE = {"entry": "E", "tp": "T", "sl": "S", "flatten": "F", "guard": "G"}
 _CODE_KIND = {v: k for k, v in _KIND_CODE.items()}
 _SIDE_CODE = ("L", "S")  # engine side 0 long, 1 short
 MAX_CLIENT_ID = 36
 BINANCE_CLIENT_ID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 RUN_ID = re.compile(r"^[a-z0-9]{1,12}$")
 _ID = re.compile(
-    r"^gc(?P<run>[a-z0-9]{1,12})-(?P<side>[LS])(?P<level>\d{1,3})(?P<kind>[ETSF])-(?P<seq>[a-z0-9]{1,12})$"
+    r"^gc(?P<run>[a-z0-9]{1,12})-(?P<side>[LS])(?P<level>\d{1,3})(?P<kind>[ETSFG])-(?P<seq>[a-z0-9]{1,12})$"
 )
 
 
@@ -230,8 +231,8 @@ def diff_orders(
         if cid is None or cid.run_id != run_id:
             foreign += 1
             continue
-        if cid.kind == "flatten":
-            continue  # market orders of a flatten: never rest; left to complete
+        if cid.kind in ("flatten", "guard"):
+            continue  # a flatten's market orders, the guards of unexplained exposure: not the engine's
         by_key.setdefault((cid.side, cid.level, cid.kind), []).append(order)
     places: list[WantedOrder] = []
     deferred: list[WantedOrder] = []

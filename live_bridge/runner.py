@@ -195,6 +195,7 @@ def prepare(
             journal.set_meta("mode", mode)
             journal.set_meta("symbol", symbol)
         ctx.restarted = restart
+        journal.hold = restart  # a refused restart must leave the journal as it found it
         if live:
             try:
                 gw = gateway or make_gateway(venue, api_url)
@@ -228,7 +229,8 @@ def prepare(
 
             def restore() -> str:
                 extra = journal.restore(session)
-                feed.last_ts = session.last_ts
+                # no bar traded yet (a kill in the first bar): the feed resumes after the warm-up
+                feed.last_ts = session.last_ts if session.n else extra.get("warm_ts")
                 journaled = ctx.ops_log.paused()
                 paused = bool(extra.get("operator_paused")) if journaled is None else journaled
                 return f"restarted from {path} at bar {session.last_ts} ({session.n} bars journaled)" + (
@@ -298,6 +300,8 @@ def prepare(
             bridge.fills_cursor = extra.get("fills_cursor")
             if live and bridge_gw is not None:
                 ready.run("reconcile with the exchange", lambda: reconcile(bridge))
+            elif not live:
+                journal.hold = False  # paper / replay: nothing on an exchange to reconcile
         try:
             server = OpsServer(ops, token, ops_port).start()
             ctx.server = server
@@ -305,6 +309,12 @@ def prepare(
             ready.run("ops and metrics endpoints", lambda: _probe(server.url, token))
         except GridctlError as err:
             ready.add("ops and metrics endpoints", False, str(err))
+        if restart and not ready.failures:
+            bridge.checkpoint()  # the restart's bookings and order settlements, in one transaction
+        elif live and not ready.failures:
+            # a new run's first checkpoint, before its first order: a kill in the first bar restarts
+            # from the warmed-up engine (and reconciles) instead of finding no state and positions
+            journal.save_bar(session, {"operator_paused": False, "warm_ts": feed.last_ts})
         bridge.publish()
         return ready, ctx
 
@@ -445,42 +455,75 @@ def _account_checks(ready: Checklist, gw: Any, venue: Any, symbol: str, min_bala
 
 
 def reconcile(bridge: Bridge) -> str:
-    """After a restart: settle journaled orders against the exchange, book missed fills, compare positions."""
+    """After a restart: explain the exchange's trades, orders and positions from the journal's checkpoint.
+
+    Every trade since the checkpoint's fills cursor that the journal does not hold is booked, in the order
+    it happened, exactly once (an entry and the stop that closed it are two bookings, not a net zero).
+    Then every journaled order still ``sending``/``open`` is settled against the exchange's open orders:
+    resting (kept), gone with fills (its partial fill booked) or gone without (never rested / cancelled).
+    Finally the exchange's positions are compared with the engine's. What is left unexplained (a foreign
+    or unbookable trade, a position the bookings do not account for) does not stop the start: entries
+    are refused under the ``reconcile`` reason and the exposure is guarded once the run starts
+    (``Bridge.guard_exposure``). Nothing here is written until the start-up checkpoint (``prepare``);
+    an exchange request that fails raises, and the refused restart leaves the journal untouched.
+    """
+    from gridctl.live_bridge.orders import parse_client_id
+
     gw, journal, s = bridge.gw, bridge.journal, bridge.s
     assert gw is not None and journal is not None
-    open_ids = {o.client_id for o in gw.open_orders(s.symbol)}
+
+    def fills() -> int:
+        before = bridge.errors["fills"]
+        n = bridge.sync_fills()
+        if bridge.errors["fills"] != before:
+            raise GridctlError(f"cannot read the exchange's trade history: {bridge.log[-1]}")
+        return n
+
+    resting = gw.open_orders(s.symbol)
+    booked = fills()
+    open_ids = {o.client_id for o in resting}
     lost = 0
     for row in journal.orders(("sending", "open")):
         cid = row["client_id"]
         if cid in open_ids:
             journal.order_status(cid, "open", bridge.now_ms())
-        elif not journal.fills_for(cid):
+        elif journal.fills_for(cid):
+            journal.order_status(cid, "canceled", bridge.now_ms())  # gone part-filled: book what filled
+            parsed = parse_client_id(cid)
+            if parsed is not None:
+                booked += bridge._maybe_book(cid, parsed)
+        else:
             journal.order_status(cid, "gone" if row["status"] == "open" else "never-arrived", bridge.now_ms())
             lost += 1
-    booked = bridge.sync_fills()
-    for row in journal.orders(("open", "gone")):
-        from gridctl.live_bridge.orders import parse_client_id
-
-        parsed = parse_client_id(row["client_id"])
-        if parsed is not None and row["client_id"] not in open_ids and journal.fills_for(row["client_id"]):
-            journal.order_status(row["client_id"], "canceled", bridge.now_ms())
-            booked += bridge._maybe_book(row["client_id"], parsed)
-    acct = gw.account(s.symbol)
-    lq, sq = s.position()
-    xl = acct.positions.get("LONG")
-    xs = acct.positions.get("SHORT")
-    ex_l = xl.qty if xl else 0.0
-    ex_s = xs.qty if xs else 0.0
-    step = float(s.venue.rules_for(s.symbol).step_size)
-    if abs(ex_l - lq) > step / 2 or abs(ex_s - sq) > step / 2:
-        raise GridctlError(
-            f"positions differ after restart: engine long {lq} short {sq}, exchange long {ex_l} short {ex_s}"
+    # Positions are compared with every trade up to the account read booked: a trade between the fills
+    # read and the account read is fetched again and booked before the comparison.
+    for _ in range(3):
+        acct = gw.account(s.symbol)
+        extra = fills()
+        booked += extra
+        if extra == 0:
+            break
+    else:
+        raise GridctlError("the exchange kept trading during reconcile: positions could not be compared")
+    bridge.open_orders = gw.open_orders(s.symbol)
+    bridge._orders_unknown = False
+    bridge.account = acct
+    gap = bridge.position_gap(acct)
+    bridge.unexplained_qty = gap
+    if gap != [0.0, 0.0]:
+        lq, sq = s.position()
+        bridge._flag_unexplained(
+            f"positions differ after booking every trade: engine long {lq} short {sq}, exchange long "
+            f"{lq + gap[0]:g} short {sq + gap[1]:g}"
         )
-    booked += bridge.check_protection("restart")  # every position covered by stops before the first bar
+    verdict = (
+        "positions agree"
+        if not bridge.unexplained
+        else f"UNEXPLAINED, entries refused and exposure guarded: {'; '.join(bridge.unexplained)}"
+    )
     return (
         f"{len(open_ids)} open orders on the exchange, {booked} fills booked while down, "
-        f"{lost} journaled orders never rested; positions agree"
-        + (f"; uncovered after the protection check: {bridge.uncovered}" if bridge.uncovered else "")
+        f"{lost} journaled orders gone without a fill; {verdict}"
     )
 
 

@@ -402,6 +402,9 @@ def test_a_restart_checks_protection_before_the_first_bar(run, tmp_path: Path) -
     ready, ctx2 = _prepare(emu, tmp_path / "j.sqlite")
     try:
         ready.require()
+        # what `gridctl live` does once the reconcile committed, before its first bar (the journal is on
+        # hold while reconciling, so the check that may send orders runs right after it)
+        ctx2.bridge.resume_after_restart()
         assert uncovered(emu) == {}  # covered before any bar was processed
         assert market_closes(emu, run_id) == [(0, 1, "sl", 38800.0, 0.003)]
         assert exchange_position(emu) == (0.010, 0.0)
@@ -417,25 +420,27 @@ def test_a_restart_checks_protection_before_the_first_bar(run, tmp_path: Path) -
         ctx2.close()
 
 
-def test_exposure_the_engine_holds_no_lot_for_is_closed_at_market_with_the_reason(run) -> None:
+def test_exposure_the_engine_holds_no_lot_for_is_guarded_with_the_reason(run) -> None:
     # A manual trade on the account (another client id): LONG 0.003 the engine never opened and has no
-    # stop for. The next poll closes it at market (the engine books none of it: it holds none of it).
+    # stop for. The next poll guards it as execution.unexplained_position says (the default, protect: a
+    # stop for exactly 0.003; tests/test_live_journal.py covers flatten), books none of it and refuses
+    # new entries under "reconcile" until the exchange's positions equal the engine's again.
     from test_emulator_private import call
 
     emu, ctx = run(FLAT)
     bridge, polls = ctx.bridge, []
-    run_id = bridge.o.run_id
     bar(emu, ctx, polls)
     manual = {"symbol": "BTCUSDT", "side": "BUY", "positionSide": "LONG", "type": "MARKET"}
     answer = call(emu, "POST", "/fapi/v1/order", manual | {"quantity": 0.003})
     assert answer[0] == 200, answer
     assert uncovered(emu) == {"LONG": 0.003}
     step(emu, ctx, polls)
-    assert market_closes(emu, run_id) == [(0, 0, "flatten", 40000.0, 0.003)]
-    assert exchange_position(emu) == (0.0, 0.0) and bridge.s.position() == (0.0, 0.0)
+    assert uncovered(emu) == {}, bridge.log[-12:]  # the guard stop covers the manual position
+    assert exchange_position(emu) == (0.003, 0.0) and bridge.s.position() == (0.0, 0.0)
     reasons = [e["reason"] for e in status(ctx)["protection"]["events"]]
-    assert "LONG 0.003 held on the exchange without an engine lot: closed at market" in reasons
-    assert any(line.startswith("foreign-fill") for line in bridge.log)
+    assert "LONG 0.003 held on the exchange without an engine lot: guarded by a stop" in reasons
+    assert "reconcile" in bridge.fail_reasons and not bridge.entries_allowed
+    assert any(line.startswith("unexplained: LONG 0.003") for line in bridge.log), bridge.log[-8:]
     assert all(p == {} for p in polls), polls
 
 

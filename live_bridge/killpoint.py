@@ -1,0 +1,26 @@
+"""Test-only crash points for the chaos test (``tests/test_live_chaos.py``).
+
+``GRIDCTL_KILL_AT=<point>:<n>`` makes the process SIGKILL itself the n-th time it passes
+``hit(<point>)``: inside an order send, a cancel, a fills poll or a journal transaction, places a kill
+from outside can hit only by luck. Unset (every real run) ``hit`` is a comparison and returns.
+Points: ``send`` / ``sent`` (before / after an order request), ``cancel`` / ``canceled``, ``fills``
+(fills fetched, before booking), ``booked`` (after one booking), ``bar`` (engine stepped, orders not yet
+sent), ``journal`` (inside the checkpoint's transaction, before its commit).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_POINT, _, _N = os.environ.get("GRIDCTL_KILL_AT", "").partition(":")
+_left = int(_N) if _POINT and _N.isdigit() else 0
+
+
+def hit(point: str) -> None:
+    """Count a pass through ``point``; SIGKILL this process at the configured pass."""
+    global _left
+    if _left and point == _POINT:
+        _left -= 1
+        if _left == 0:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,302 @@
+"""Chaos: SIGKILL a real `gridctl live --live` bridge at random moments, restart it on the same journal.
+
+The market (the emulator replaying the sample; 3 rungs a side 5 bps apart, re-centred when the close is
+10 bps off, TP 2 steps away): about a third of the bars the bridge is up for fill an order (half
+without restarts; after one, the catch-up bars pause entries as a stale feed). Stops sit 10
+steps (0.5 %) from their entries, beyond what this market moves while the bridge is down: a stop the
+exchange refuses because it would trigger at once is the protection invariant's case (its own tests),
+not a crash's. Each
+bridge process either dies by a crash point (``GRIDCTL_KILL_AT=<point>:<n>``, live_bridge/killpoint.py:
+inside an order send, a cancel, a fills poll, a booking, the bar step or the journal's checkpoint
+transaction) or is SIGKILLed from here at a random delay into a bar. The market may move on while it
+is down. After each restart and one more bar, the exchange (the emulator's own books) and the journal
+are compared, and every count below must be 0:
+
+- refused restarts (the process exits by itself before it serves the ops API);
+- restarts that found exposure they could not explain;
+- lost orders (the engine wants an order that does not rest), duplicated orders (two resting for one
+  slot), orphaned orders (ours resting, not wanted);
+- position mismatches (engine vs exchange, per side);
+- trades not booked exactly once (the journal's fills vs the exchange's trades);
+- positions without full stop coverage (the resting stops of a side sum to less than its position).
+
+A process killed by a timer has an ops command (pause, resume, throttle) in flight when it dies.
+
+CI runs ``KILLS`` (12) kills; ``GRIDCTL_CHAOS_KILLS=100`` runs the full campaign (``-s`` prints counts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from gridctl.engine.state import N_SLOT, S_LONG_QTY, S_SHORT_QTY
+from gridctl.live_bridge.orders import desired_orders, parse_client_id
+
+from live_helpers import EMU_ENV, SYMBOL_ID, emulator_with_sample
+
+REPO = Path(__file__).resolve().parents[1]
+KILLS = int(os.environ.get("GRIDCTL_CHAOS_KILLS", "12"))
+SEED = int(os.environ.get("GRIDCTL_CHAOS_SEED", "14"))
+POINTS = ("send", "sent", "cancel", "canceled", "fills", "booked", "bar", "journal")
+EPS = 1e-9
+
+
+class Proc:
+    """One `gridctl live --live` subprocess; ``kill_at`` arms a crash point."""
+
+    def __init__(self, url: str, journal: Path, kill_at: str | None) -> None:
+        cmd = [sys.executable, "-m", "gridctl.cli", "live", "--live", "--journal", str(journal)]
+        # order pacing out of the way (it defers orders by design; this test is about crashes)
+        for v in ("rate_limits.weight_per_minute=100000",
+                  "rate_limits.orders_per_minute=10000", "rate_limits.orders_per_second=100",
+                  f"api.base_url={url}"):  # fmt: skip
+            cmd += ["--venue-set", v]
+        for v in ("grid.grid_levels_long=3", "grid.grid_levels_short=3", "grid.grid_step_bps=5",
+                  "rebalance.recenter_trigger_bps=10", "exit.tp_steps=2", "exit.sl_steps=10"):  # fmt: skip
+            cmd += ["--set", v]
+        cmd += ["--ops-port", "0", "--max-clock-skew-ms", str(10**13), "--poll-s", "0.02"]
+        env = {**os.environ, **EMU_ENV}
+        env.pop("GRIDCTL_KILL_AT", None)
+        if kill_at:
+            env["GRIDCTL_KILL_AT"] = kill_at
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def started(self, timeout: float = 240) -> str:
+        """``started``, ``killed`` (SIGKILL before serving) or ``refused`` (exited by itself)."""
+        deadline = time.monotonic() + timeout
+        while not any("ops API on" in x for x in self.lines):
+            rc = self.proc.poll()
+            if rc is not None:
+                time.sleep(0.1)  # let the reader drain stderr
+                return "killed" if rc == -signal.SIGKILL else "refused"
+            assert time.monotonic() < deadline, "".join(self.lines)
+            time.sleep(0.02)
+        return "started"
+
+    def command(self, path: str, body: bytes = b"") -> bool:
+        """POST an ops command (the bridge applies it between polls); True when it was queued (202)."""
+        url = next(x for x in self.lines if "ops API on" in x).split("ops API on ")[1].strip()
+        req = urllib.request.Request(
+            f"{url}{path}", data=body, method="POST", headers={"Authorization": "Bearer tok"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status == 202
+        except OSError:
+            return False  # killed meanwhile
+
+    def kill(self, counts: Counter | None = None) -> None:
+        """SIGKILL it (if still running); a process that had exited by itself otherwise is a crash."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        elif self.proc.returncode != -signal.SIGKILL and counts is not None:
+            counts["crashes"] += 1
+            print("".join(self.lines[-20:]))
+        self.proc.wait(timeout=30)
+
+
+def _journal(journal: Path, sql: str) -> tuple | None:
+    try:
+        db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
+        try:
+            return db.execute(sql).fetchone()
+        finally:
+            db.close()
+    except sqlite3.OperationalError:
+        return None
+
+
+BARS: Counter = Counter()
+
+
+def _advance(emu, up: bool) -> int:
+    """The market trades one more bar; counts the bars the bridge was up for and those that filled."""
+    n = len(emu.state.account.trades)
+    ts, *_ = emu.state.advance_bar(SYMBOL_ID)
+    BARS["bars up" if up else "bars down"] += 1
+    BARS["bars up that filled"] += int(up and len(emu.state.account.trades) > n)
+    return ts
+
+
+def engine_qty(acct, side: str) -> float:
+    return abs(acct.position(SYMBOL_ID, side)[0])
+
+
+def _journal_rows(journal: Path, sql: str) -> list:
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def _bar_done(emu, journal: Path, p: Proc, timeout: float = 60) -> bool:
+    """Advance one bar; True once the bridge journaled it, False when the bridge died first."""
+    ts = _advance(emu, True)
+    deadline = time.monotonic() + timeout
+    while True:
+        row = _journal(journal, "SELECT bar_ts FROM kstate WHERE id=1")
+        if row is not None and row[0] == ts:
+            return True
+        if p.proc.poll() is not None:
+            return False
+        assert time.monotonic() < deadline, f"bar {ts} not journaled:\n{''.join(p.lines[-20:])}"
+        time.sleep(0.01)
+
+
+def _check(emu, journal: Path, counts: Counter) -> None:
+    """Compare the emulator's books with the journal's committed state (the bridge idles between bars)."""
+    acct = emu.state.account
+    run_id = _journal(journal, "SELECT value FROM meta WHERE key='run_id'")[0]
+    state_blob, slots_blob = _journal(journal, "SELECT state, slots FROM kstate WHERE id=1")
+    st = np.frombuffer(state_blob, dtype=np.float64)
+    slots = np.frombuffer(slots_blob, dtype=np.float64).reshape(2, -1, N_SLOT)
+    wanted = {w.key for w in desired_orders(slots, True)}
+    keys: Counter = Counter()
+    stops = {"LONG": 0.0, "SHORT": 0.0}
+    for o in acct.open_orders(SYMBOL_ID):
+        p = parse_client_id(o.client_id)
+        if p is None or p.run_id != run_id:
+            counts["foreign orders"] += 1
+            continue
+        if o.type == "STOP_MARKET":
+            stops[o.position_side] += o.remaining
+        if p.kind not in ("guard", "flatten"):
+            keys[(p.side, p.level, p.kind)] += 1
+    lost, uncovered = wanted - set(keys), {k: v for k, v in stops.items() if v < engine_qty(acct, k) - EPS}
+    engine = {"LONG": st[S_LONG_QTY], "SHORT": st[S_SHORT_QTY]}
+    differ = {k: (v, engine_qty(acct, k)) for k, v in engine.items() if abs(v - engine_qty(acct, k)) > EPS}
+    if lost or uncovered or differ:
+        log = _journal_rows(journal, "SELECT kind, detail FROM log ORDER BY id DESC LIMIT 25")
+        print("CHECK FAILED lost", sorted(lost), "stops", stops, "differ", differ, "resting", sorted(keys))
+        print("  log", log[::-1])
+    counts["duplicated orders"] += sum(n - 1 for n in keys.values())
+    counts["lost orders"] += len(wanted - set(keys))
+    counts["orphaned orders"] += len(set(keys) - wanted)
+    for side in ("LONG", "SHORT"):
+        qty = abs(acct.position(SYMBOL_ID, side)[0])
+        counts["position mismatches"] += int(abs(qty - engine[side]) > EPS)
+        counts["positions without full stop coverage"] += int(stops[side] < qty - EPS)
+    booked, distinct = _journal(journal, "SELECT COUNT(*), COUNT(DISTINCT trade_id) FROM xfills")
+    counts["trades not booked exactly once"] += int(booked != distinct) + abs(distinct - len(acct.trades))
+    counts["checks"] += 1
+
+
+def _unexplained(p: Proc) -> int:
+    lines = [x for x in p.lines if "UNEXPLAINED" in x]
+    if lines:
+        print("UNEXPLAINED AT RESTART", lines)
+    return len(lines)
+
+
+FAILURES = (
+    "crashes",
+    "refused restarts",
+    "unexplained at restart",
+    "lost orders",
+    "duplicated orders",
+    "orphaned orders",
+    "foreign orders",
+    "position mismatches",
+    "trades not booked exactly once",
+    "positions without full stop coverage",
+)
+
+
+def test_sigkill_at_random_moments_restarts_clean(tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    BARS.clear()
+    emu = emulator_with_sample(days=2)
+    journal = tmp_path / "chaos.sqlite"
+    counts: Counter = Counter()
+    t0 = time.monotonic()
+    p: Proc | None = None
+    try:
+        while counts["kills"] < KILLS:
+            # two in three processes die at a crash point (each point in turn), the rest by a timer
+            cycle = counts["starts"]
+            how = "timer" if cycle % 3 == 2 else "point"
+            point = POINTS[(cycle - cycle // 3) % len(POINTS)]
+            kill_at = f"{point}:{rng.randint(1, 3)}" if how == "point" else None
+            p = Proc(emu.url, journal, kill_at)
+            counts["starts"] += 1
+            got = p.started()
+            if got == "refused":
+                counts["refused restarts"] += 1
+                print("".join(p.lines[-12:]))
+                retry = Proc(emu.url, journal, None)  # one plain retry: is the journal still usable?
+                assert retry.started() == "started", "".join(retry.lines[-12:])
+                p = retry
+            elif got == "killed":
+                counts["kills"] += 1
+                counts[f"killed at {str(kill_at).split(':')[0]} (start-up)"] += 1
+                continue
+            if counts["starts"] > 1:
+                counts["unexplained at restart"] += _unexplained(p)
+            counts["ops commands"] += int(p.command("/resume"))  # a pause the journal kept ends here
+            if not _bar_done(emu, journal, p):  # the crash point fired inside the first bar
+                p.kill(counts)
+                counts["kills"] += 1
+                counts[f"killed at {kill_at.split(':')[0]}"] += 1
+            else:
+                _check(emu, journal, counts)
+                if how == "timer":
+                    # an ops command in flight when the kill comes (every start resumes a kept pause;
+                    # a throttle of 1: below it rung 1's entries fall under the min notional and stop)
+                    path, body = rng.choice((("/pause", b""), ("/throttle", b'{"value": 1.0}')))
+                    counts["ops commands"] += int(p.command(path, body))
+                    _advance(emu, True)
+                    time.sleep(rng.uniform(0.0, 0.4))  # somewhere inside the bar's work, or after it
+                    counts["killed by timer"] += 1
+                    p.kill(counts)
+                    counts["kills"] += 1
+                else:
+                    for _ in range(8):
+                        if not _bar_done(emu, journal, p):
+                            break
+                    alive = p.proc.poll() is None
+                    counts[f"killed at {kill_at.split(':')[0]}" if not alive else "killed by timer"] += 1
+                    p.kill(counts)
+                    counts["kills"] += 1
+            for _ in range(rng.randint(0, 2)):  # the market moves on while the bridge is down
+                _advance(emu, False)
+        p = Proc(emu.url, journal, None)  # the last restart, checked after one more bar
+        assert p.started() == "started", "".join(p.lines[-12:])
+        counts["unexplained at restart"] += _unexplained(p)
+        assert _bar_done(emu, journal, p), "".join(p.lines[-12:])
+        _check(emu, journal, counts)
+        p.kill()
+    finally:
+        if p is not None:
+            p.kill()
+        emu.stop()
+    counts["trades"] = len(emu.state.account.trades)
+    counts.update(BARS)
+    counts["seconds"] = round(time.monotonic() - t0)
+    print("chaos counts:", json.dumps({k: int(v) for k, v in sorted(counts.items())}))
+    assert counts["kills"] >= KILLS
+    assert counts["checks"] >= KILLS // 3, dict(counts)  # restarts not killed in their first bar
+    assert 4 * counts["bars up that filled"] > counts["bars up"], dict(counts)  # a busy market
+    assert {k: counts[k] for k in FAILURES} == dict.fromkeys(FAILURES, 0), dict(counts)

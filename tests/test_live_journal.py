@@ -1,0 +1,287 @@
+"""The journal's transaction boundaries and the restart's reconcile, in process against the emulator.
+
+A crash is simulated by closing the journal without the checkpoint (what ``kill -9`` leaves: the
+checkpoint is the only transaction that holds fills, order statuses and engine state); the restart is
+``prepare`` on the same journal, as ``gridctl live --live`` does.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from gridctl.configs.loader import load_strategy
+from gridctl.engine.state import SL_LOT_ON
+from gridctl.live_bridge import gateway as gw
+from gridctl.live_bridge.exchange import CcxtGateway
+from gridctl.live_bridge.metrics import metrics_registry, render
+from gridctl.live_bridge.orders import parse_client_id
+from gridctl.live_bridge.runner import ExchangeClock, prepare
+
+from effects import effect
+from live_helpers import EMU_ENV, SYMBOL_ID, emulator_venue, emulator_with_sample
+
+ONE_RUNG = ["grid.grid_levels_long=1", "grid.grid_levels_short=1", "grid.grid_step_bps=15"]
+# 3 rungs a side 5 bps apart, the ladder re-centred when the close is 10 bps off: fills on most bars
+BUSY = [
+    "grid.grid_levels_long=3",
+    "grid.grid_levels_short=3",
+    "grid.grid_step_bps=5",
+    "rebalance.recenter_trigger_bps=10",
+]
+SL_STEPS, STEP = 6, 0.0015  # the default strategy's exit.sl_steps; grid_step_bps=15
+
+
+@pytest.fixture()
+def emu(monkeypatch: pytest.MonkeyPatch):
+    for k, v in EMU_ENV.items():
+        monkeypatch.setenv(k, v)
+    e = emulator_with_sample()
+    try:
+        yield e
+    finally:
+        e.stop()
+
+
+def _prepare(emu, journal: Path, overrides: list[str]):
+    strategy = load_strategy("default", overrides)
+    venue = emulator_venue(emu.url)
+    clock = ExchangeClock()
+    gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
+    return prepare(
+        strategy, venue, "BTC/USDT:USDT", "1m", "live", False, None, journal, 0,
+        os.environ["GRIDCTL_OPS_TOKEN"], "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13,
+        gateway=gateway, clock=clock,
+    )  # fmt: skip
+
+
+def _bar(emu, ctx) -> None:
+    emu.state.advance_bar(SYMBOL_ID)
+    for bar in ctx.feed.poll():
+        ctx.bridge.on_bar(bar)
+
+
+def _dump(path: Path) -> list[str]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return list(db.iterdump())
+    finally:
+        db.close()
+
+
+def _cid_of_trade(acct, trade) -> str:
+    return next(
+        o.client_id for o in acct.orders.values() if trade.order_id in (o.order_id, o.actual_order_id)
+    )
+
+
+def _ours(acct, run_id: str, kind: str | None = None) -> list:
+    return [
+        o
+        for o in acct.open_orders(SYMBOL_ID)
+        if (p := parse_client_id(o.client_id)) and p.run_id == run_id and kind in (None, p.kind)
+    ]
+
+
+def test_entry_and_its_exit_filled_around_a_crash_are_both_booked(emu, tmp_path: Path) -> None:
+    """An entry fill booked (its TP/SL sent) but not checkpointed, then its exit fills while the bridge
+    is down: net positions match either way, so only the trade history shows what happened. The
+    restart books both, in order: the engine's lot opens and closes, its ledger holds both fills."""
+    journal = tmp_path / "j.sqlite"
+    acct = emu.state.account
+    ready, ctx = _prepare(emu, journal, ONE_RUNG)
+    ready.require()
+    bridge = ctx.bridge
+    run_id = bridge.o.run_id
+    entry = None
+    for _ in range(200):  # bars until an entry rests; then one more bar that fills it (not yet booked)
+        _bar(emu, ctx)
+        if _ours(acct, run_id, "entry") and entry is None:
+            n_trades = len(acct.trades)
+            emu.state.advance_bar(SYMBOL_ID)  # the bar closes beyond the entry...
+            if len(acct.trades) > n_trades:
+                entry, n_new = acct.trades[n_trades], len(acct.trades) - n_trades
+                break
+            for bar in ctx.feed.poll():
+                bridge.on_bar(bar)
+    assert entry is not None, "the sample must fill an entry"
+    fills_before = int(bridge.s.cnt[0])
+    assert bridge.sync_fills() == n_new  # ...its fill is booked between bars and its exits go out
+    bridge.sync_orders(refresh=False)
+    side = 0 if entry.position_side == "LONG" else 1
+    exits = {
+        parse_client_id(o.client_id).kind
+        for o in _ours(acct, run_id)
+        if parse_client_id(o.client_id).side == side
+    }
+    assert {"tp", "sl"} <= exits
+    ctx.close()  # kill -9 before the checkpoint: the booking and the exits' statuses are not journaled
+    for _ in range(300):  # the market moves on while the bridge is down, until the lot's exit fills
+        emu.state.advance_bar(SYMBOL_ID)
+        if abs(acct.position(SYMBOL_ID, entry.position_side)[0]) < 1e-12:
+            break
+    exit_trade = acct.trades[-1]
+    assert _cid_of_trade(acct, exit_trade).split("-")[1][-1] in "TS", "the lot's own TP or SL closed it"
+    assert math.isclose(exit_trade.qty, entry.qty)
+
+    ready, ctx = _prepare(emu, journal, ONE_RUNG)
+    try:
+        ready.require()
+        detail = {item: d for item, ok, d in ready.rows}["reconcile with the exchange"]
+        assert "positions agree" in detail, detail
+        s = ctx.bridge.s
+        assert s.slots[side, 0, SL_LOT_ON] == 0.0  # the lot opened and closed again
+        assert int(s.cnt[0]) >= fills_before + 2  # both fills in the engine's ledger
+        booked = {r[0] for r in ctx.journal.db.execute("SELECT trade_id FROM xfills")}
+        assert {str(entry.trade_id), str(exit_trade.trade_id)} <= booked
+        assert len(booked) == len(acct.trades)
+        assert ctx.bridge.entries_allowed and not ctx.bridge.unexplained
+    finally:
+        ctx.close()
+
+
+def test_refused_restart_leaves_the_journal_untouched(emu, tmp_path: Path) -> None:
+    """A restart that fails half-way through reconcile (the trade history breaks after the fills
+    were read and booked in memory) writes nothing; the next restart books every trade once."""
+    journal = tmp_path / "j.sqlite"
+    acct = emu.state.account
+    ready, ctx = _prepare(emu, journal, BUSY)
+    ready.require()
+    for _ in range(15):
+        _bar(emu, ctx)
+    for _ in range(200):  # until a bar trades; the bridge books its fills, dies before the checkpoint
+        down = len(acct.trades)
+        emu.state.advance_bar(SYMBOL_ID)
+        if len(acct.trades) > down:
+            break
+        for bar in ctx.feed.poll():
+            ctx.bridge.on_bar(bar)
+    ctx.feed.server_time_ms()  # the bridge's clock follows the exchange's
+    assert ctx.bridge.sync_fills() > 0, "the sample must trade"
+    ctx.close()
+    before = _dump(journal)
+    emu.state.inject("status", "/fapi/v1/userTrades", skip=1, times=1000, status=500)
+    ready, ctx = _prepare(emu, journal, BUSY)
+    ctx.close()
+    failed = dict((item, d) for item, ok, d in ready.rows if not ok)
+    assert "reconcile with the exchange" in failed, ready.rows
+    assert _dump(journal) == before
+    emu.state.faults.clear()
+    ready, ctx = _prepare(emu, journal, BUSY)
+    try:
+        ready.require()
+        ids = [r[0] for r in ctx.journal.db.execute("SELECT trade_id FROM xfills")]
+        assert sorted(ids) == sorted(str(t.trade_id) for t in acct.trades)
+        lq, sq = ctx.bridge.s.position()
+        assert math.isclose(lq, acct.position(SYMBOL_ID, "LONG")[0], abs_tol=1e-9)
+        assert math.isclose(sq, -acct.position(SYMBOL_ID, "SHORT")[0], abs_tol=1e-9)
+    finally:
+        ctx.close()
+
+
+def _foreign_long(emu, ctx, qty: float) -> None:
+    """A manual trade on the account while the bridge is down: a market buy the run did not send."""
+    ctx.gateway.place("BTC/USDT:USDT", gw.OrderRequest("manual-1", "LONG", "buy", "market", qty))
+
+
+@effect("execution.unexplained_position")
+@pytest.mark.parametrize("policy", ["protect", "flatten"])
+def test_a_foreign_position_is_guarded_and_refuses_entries(emu, tmp_path: Path, policy: str) -> None:
+    journal = tmp_path / "j.sqlite"
+    acct = emu.state.account
+    overrides = [*ONE_RUNG, f"execution.unexplained_position={policy}"]
+    ready, ctx = _prepare(emu, journal, overrides)
+    ready.require()
+    for _ in range(5):
+        _bar(emu, ctx)
+    engine_long = ctx.bridge.s.position()[0]
+    _foreign_long(emu, ctx, 0.004)
+    ctx.close()
+    ready, ctx = _prepare(emu, journal, overrides)
+    try:
+        ready.require()  # a foreign position does not stop the start...
+        bridge = ctx.bridge
+        detail = {item: d for item, ok, d in ready.rows}["reconcile with the exchange"]
+        assert "UNEXPLAINED" in detail and "foreign trade" in detail, detail
+        assert not bridge.entries_allowed  # ...but refuses new entries
+        snap = bridge.snapshot()
+        assert any(r.startswith("reconcile: ") for r in snap["pause_reasons"]), snap["pause_reasons"]
+        assert snap["unexplained"]["long_qty"] == pytest.approx(0.004)
+        text = render(metrics_registry(bridge.snapshot)).decode()
+        assert 'gridctl_unexplained_exposure{reason=""} 1.0' in text
+        assert 'gridctl_pause_reason{reason="reconcile"} 1.0' in text
+        bridge.resume_after_restart()
+        assert _ours(acct, bridge.o.run_id, "entry") == []
+        guards = _ours(acct, bridge.o.run_id, "guard")
+        held = acct.position(SYMBOL_ID, "LONG")[0]
+        if policy == "protect":  # a reduce-side stop for exactly the foreign 0.004, sl_steps below
+            assert [(g.type, g.side, g.position_side, g.qty) for g in guards] == [
+                ("STOP_MARKET", "SELL", "LONG", 0.004)
+            ]
+            close = bridge.s.last_close
+            assert guards[0].stop_price == pytest.approx(round(close * (1 - SL_STEPS * STEP), 1), abs=0.051)
+            assert held == pytest.approx(engine_long + 0.004)
+        else:  # closed at market: the exchange holds what the engine holds
+            assert guards == []
+            assert held == pytest.approx(engine_long)
+        logged = [r[0] for r in ctx.journal.db.execute("SELECT detail FROM log WHERE kind='unexplained'")]
+        assert any("manual-1" in d for d in logged), logged
+    finally:
+        ctx.close()
+
+
+_CRASH_SCRIPT = """
+import sys
+from types import SimpleNamespace
+from gridctl.configs.loader import load_strategy, load_venue
+from gridctl.live_bridge.journal import Journal
+from gridctl.live_bridge.session import EngineSession
+
+session = EngineSession(load_strategy("default"), load_venue("binance_futures"), "BTC/USDT:USDT", "1m")
+journal = Journal(sys.argv[1])
+journal.save_bar(session, {"n": 1})  # checkpoint 1
+fill = SimpleNamespace(trade_id="t1", client_id="c1", price=1.0, qty=2.0, fee=0.0, liquidity="maker", ts_ms=5)
+journal.add_fill(fill)
+journal.note(5, "fill", "c1")
+session.ks.state[0] = 123.0
+journal.save_bar(session, {"n": 2})  # checkpoint 2: GRIDCTL_KILL_AT=journal:2 dies before its commit
+"""
+
+
+def test_a_kill_inside_the_checkpoint_commits_none_of_it(tmp_path: Path) -> None:
+    """SIGKILL between the checkpoint's last statement and its COMMIT: the journal holds checkpoint 1
+    whole and nothing of checkpoint 2 (neither its fill, its log row nor its state)."""
+    import signal
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    path = tmp_path / "j.sqlite"
+    env = {**os.environ, "GRIDCTL_KILL_AT": "journal:2"}
+    proc = subprocess.run([sys.executable, "-c", _CRASH_SCRIPT, str(path)], env=env, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    db = sqlite3.connect(str(path))
+    try:
+        assert db.execute("SELECT COUNT(*) FROM xfills").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM log").fetchone()[0] == 0
+        state, extra = db.execute("SELECT state, extra FROM kstate WHERE id=1").fetchone()
+        assert extra == '{"n": 1}'
+        assert np.frombuffer(state, dtype=np.float64)[0] != 123.0
+    finally:
+        db.close()
+    env["GRIDCTL_KILL_AT"] = ""  # the same run without the crash: checkpoint 2 lands whole
+    path.unlink()
+    assert (
+        subprocess.run([sys.executable, "-c", _CRASH_SCRIPT, str(path)], env=env, timeout=120).returncode == 0
+    )
+    db = sqlite3.connect(str(path))
+    try:
+        assert db.execute("SELECT trade_id, qty FROM xfills").fetchall() == [("t1", 2.0)]
+        assert db.execute("SELECT extra FROM kstate").fetchone()[0] == '{"n": 2}'
+    finally:
+        db.close()
