@@ -19,7 +19,7 @@ from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE_ROOTS = ("configs", "data", "engine", "research", "live_bridge")
-TOP_MODULES = ("__init__.py", "cli.py")
+TOP_MODULES = ("cli.py",)
 # The project's one installed package, and the tests' own modules and packages (tests/ is on sys.path
 # under pytest), found on disk rather than listed by hand.
 LOCAL = {
