@@ -1,7 +1,7 @@
 """The one module that reaches into numba's private API (tested with numba 0.68; pyproject bounds it).
 
 Every use of a numba internal is here, named in ``HOOKS``, and each hook has a canary test
-(``tests/test_numba_compat.py``) that fails naming the hook when a numba release changes under it:
+(``tests/engine/test_numba_compat.py``) that fails naming the hook when a numba release changes under it:
 
 * ``cache_locators``: ``CacheImpl._locator_classes``, to find the directory numba caches a module in.
 * ``cache_files``: numba's cache file names (``<module>.<function>-<line>.py<ver>.nb[ic]``).

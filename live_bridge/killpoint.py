@@ -1,4 +1,4 @@
-"""Test-only crash points for the chaos test (``tests/test_live_chaos.py``).
+"""Test-only crash points for the chaos test (``tests/live_bridge/test_live_chaos.py``).
 
 ``GRIDCTL_KILL_AT=<point>:<n>`` makes the process SIGKILL itself the n-th time it passes
 ``hit(<point>)``: inside an order send, a cancel, a fills poll or a journal transaction, places a kill

@@ -3,7 +3,7 @@
 ``ReplayFeed`` yields what a live feed yields at each bar close: the bar, every funding settlement at
 or before the close, and the next settlement's time. The bridge steps the engine with it exactly as it
 steps a paper session, so ``gridctl live --paper --replay`` writes the ledgers ``gridctl backtest``
-writes over the same data and config (tests/test_live_replay.py proves it).
+writes over the same data and config (tests/live_bridge/test_live_replay.py proves it).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The one module that reaches into Optuna's private API (tested with Optuna 5.0; pyproject bounds it).
 
 Every use of an Optuna internal is here, named in ``HOOKS``, and each hook has a canary test
-(``tests/test_optuna_compat.py``) that fails naming the hook when an Optuna release changes under it:
+(``tests/research/test_optuna_compat.py``) that fails naming the hook when an Optuna release changes under it:
 
 * ``symlink_lock``: ``JournalFileSymlinkLock``'s ``_lock_file`` / ``_lock_target_file`` and its
   symlink protocol (the lock file is a symlink to ``<journal>.lock``-target; release unlinks it), so

@@ -2,11 +2,11 @@
 
 Put it on an engine or live test whose assertion would fail if the field were ignored (two runs that
 differ only in that field and whose results differ as the field's meaning says: an A/B test, never a
-test that only names the field). ``tests/test_no_inert_fields.py`` enforces the part a parser can see:
+test that only names the field). ``tests/engine/test_no_inert_fields.py`` enforces the part a parser can see:
 every field an ``@effect`` test names must be set in that test (its body, decorators, or the
 module-level tables, helpers and fixtures it uses). The field leaves
-``PENDING_ENGINE`` / ``PENDING_LIVE`` in ``tests/test_no_inert_fields.py`` once such a test exists; that
-test finds the decorators by reading the source, so the arguments must be string literals.
+``PENDING_ENGINE`` / ``PENDING_LIVE`` in ``tests/engine/test_no_inert_fields.py`` once such a test exists;
+that test finds the decorators by reading the source, so the arguments must be string literals.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from gridctl.live_bridge.orders import desired_orders, parse_client_id
 
 from live_helpers import EMU_ENV, SYMBOL_ID, emulator_with_sample
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STEP = 0.0015  # grid.grid_step_bps=15 below
 TP_STEPS, SL_STEPS = 3, 6  # the default strategy's exit.tp_steps / exit.sl_steps
 TICK = 0.1  # the emulator's BTCUSDT tick

@@ -19,7 +19,7 @@ from gridctl.research.study_report import open_study, overfitting, top_trials
 
 from study_builders import build_study, sample_market
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "research" / "notebooks" / "study_analysis.ipynb"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 

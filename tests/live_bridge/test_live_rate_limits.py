@@ -4,9 +4,9 @@ The emulator enforces the limits (``ExchangeLimits``: order-count windows, Retry
 escalating to 418 bans) and logs every request with its server time; requests are counted there, never
 in the bridge. The gateway's pacer runs on the emulator's clock, so Retry-After and bans pass when the
 emulator says they do. Scenario: 3 rungs a side on flat bars at 40000 (nothing fills), hand-derived
-ladder (tests/test_live_bridge_emulator.py "several rungs per side"): long 39840.0, 39680.0, 39520.0 and
-short 40160.0, 40320.0, 40480.0; base qty 0.006 here: floor_step(0.006 * 1.5**(i-1)) = 0.006, 0.009,
-0.013.
+ladder (tests/live_bridge/test_live_bridge_emulator.py "several rungs per side"): long 39840.0, 39680.0,
+39520.0 and short 40160.0, 40320.0, 40480.0; base qty 0.006 here: floor_step(0.006 * 1.5**(i-1)) =
+0.006, 0.009, 0.013.
 """
 
 from __future__ import annotations
@@ -270,7 +270,7 @@ def test_a_418_ban_stops_every_request_pauses_entries_with_the_reason_and_resume
     metrics = httpx.get(f"{run.ops_url}/metrics", timeout=5).text
     assert 'gridctl_pause_reason{reason="rate limit"} 1.0' in metrics
     # a flatten during the ban sends nothing: it stays queued until the exchange answers again
-    # (tests/test_live_control.py follows a flatten through an outage to the market orders)
+    # (tests/live_bridge/test_live_control.py follows a flatten through an outage to the market orders)
     bridge.ops.enqueue("flatten")
     assert bridge.apply_commands() == []
     # two more bars close during the ban: the loop polls, checks and looks for fills, sending nothing

@@ -30,7 +30,7 @@ from gridctl.research import optimize as opt
 from gridctl.research.optimize import open_storage, sqlalchemy_url
 from gridctl.research.profiles import PROFILES_DIR
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: Trials a worker told: wide prunes the ones that ran their configured intrabar rule only because they
 #: could not beat the best (optimize.contenders_only); both count towards the target.
 TOLD = ("COMPLETE", "PRUNED")

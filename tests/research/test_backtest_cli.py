@@ -21,7 +21,7 @@ from gridctl.research.results import RESULT_FILES
 
 from effects import effect
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Three whole days out of the 10-day sample: 3 * 1440 bars.
 WINDOW = ["--start", "2024-01-02", "--end", "2024-01-05"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGE_ROOTS = ("configs", "data", "engine", "research", "live_bridge")
 TOP_MODULES = ("cli.py",)
 # The project's one installed package, and the tests' own modules and packages (tests/ is on sys.path
@@ -25,7 +25,7 @@ TOP_MODULES = ("cli.py",)
 LOCAL = {
     "gridctl",
     "tests",
-    *(p.stem for p in (REPO / "tests").glob("*.py")),
+    *(p.stem for p in (REPO / "tests").rglob("*.py")),
     *(p.parent.name for p in (REPO / "tests").glob("*/__init__.py")),
 }
 

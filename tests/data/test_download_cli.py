@@ -19,7 +19,7 @@ from gridctl.data.download_cli import parse_date_ms
 from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
 from emulator.datasets import funding_settlements, mark_from_trade, random_walk_bars
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MIN = 60_000
 JAN1 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 JAN3 = JAN1 + 2 * 86_400_000

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from gridctl.cli import LAZY_GROUPS, app
 from gridctl.data.sample import write_sample
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("numba", "polars", "pandas", "pyarrow", "optuna", "ccxt", "pydantic", "numpy")
 
 _PROBE = """

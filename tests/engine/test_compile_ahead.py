@@ -20,7 +20,7 @@ from gridctl.engine.run import _probe_args, detail_arrays, market_arrays
 
 from market_builders import make_market, strategy, venue
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: 120 hourly bars swinging 2 % around 40,000: enough to fill a few rungs of the default ladder.
 BARS = [(c, c * 1.004, c * 0.996, c) for c in [40000.0, 39600.0, 39200.0, 39800.0, 40400.0, 40000.0] * 20]
 

@@ -47,7 +47,7 @@ from gridctl.live_bridge.orders import desired_orders, parse_client_id
 
 from live_helpers import EMU_ENV, SYMBOL_ID, emulator_with_sample
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KILLS = int(os.environ.get("GRIDCTL_CHAOS_KILLS", "12"))
 SEED = int(os.environ.get("GRIDCTL_CHAOS_SEED", "14"))
 POINTS = ("send", "sent", "cancel", "canceled", "fills", "booked", "bar", "journal")

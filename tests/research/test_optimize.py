@@ -42,7 +42,7 @@ from gridctl.research.profiles import PROFILES_DIR, load_profile, shipped_profil
 from gridctl.research.space import distributions, neighbours, resolve_draw
 from gridctl.research.studies import best_config, best_trial, export_config, load_study, study_frame
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -659,9 +659,12 @@ def test_ctrl_c_in_a_real_process_keeps_completed_trials(data_dir: Path, tmp_pat
     deadline = time.time() + 240
     while time.time() < deadline:
         if journal.exists():
-            done = [
-                t for t in load_study("sig", tmp_path / "s").trials if t.state.name in ("COMPLETE", "PRUNED")
-            ]
+            try:
+                trials = load_study("sig", tmp_path / "s").trials
+            except GridctlError:  # created a moment ago, its profile not recorded yet
+                time.sleep(0.1)
+                continue
+            done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
             if len(done) >= 8:
                 break
         time.sleep(0.1)

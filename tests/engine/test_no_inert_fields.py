@@ -16,7 +16,7 @@ import pytest
 
 from effects import config_leaf_fields, effect
 
-TESTS_DIR = Path(__file__).resolve().parent
+TESTS_DIR = Path(__file__).resolve().parents[1]
 
 # Fields the engine reads; the engine engineers remove each entry when its @effect test lands.
 PENDING_ENGINE: dict[str, str] = {}

@@ -29,7 +29,7 @@ from gridctl.configs.loader import SHIPPED_DIRS
 from gridctl.data.sample import write_sample
 from gridctl.data.store import write_candles, write_funding
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SYMBOL_DIR = Path("store/sample/BTC_USDT_USDT")
 TRADE = SYMBOL_DIR / "1m" / "2024-01.parquet"
 MARK = SYMBOL_DIR / "mark_1m" / "2024-01.parquet"

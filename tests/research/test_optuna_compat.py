@@ -19,7 +19,7 @@ import pytest
 
 from gridctl.research import optuna_compat as oc
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _canary(hook: str, ok: bool, detail: str = "") -> None:

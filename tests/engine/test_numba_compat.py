@@ -21,7 +21,7 @@ from numba.core.caching import FunctionCache
 from gridctl.engine import numba_compat
 from gridctl.engine.numba_compat import HOOKS, AlwaysInlineCompiler, KernelCache, KernelDispatcher
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _canary(hook: str, ok: bool, detail: str = "") -> None:

@@ -25,7 +25,7 @@ from gridctl.research.bench import (
     startup_bench,
 )
 
-REFERENCE_SIM = Path(__file__).resolve().parent / "reference_sim.py"
+REFERENCE_SIM = Path(__file__).resolve().parents[1] / "reference_sim.py"
 
 KEYS = {
     "bars", "sets", "threads", "reference_bars", "kernel_bars_per_s", "batch_bar_evals_per_s",

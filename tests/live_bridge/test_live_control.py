@@ -27,7 +27,7 @@ from gridctl.live_bridge.runner import prepare, run_loop
 
 from live_helpers import EMU_ENV, SYMBOL_ID, emulator_venue, emulator_with_sample
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOKEN = EMU_ENV["GRIDCTL_OPS_TOKEN"]
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LADDER = ["grid.grid_levels_long=1", "grid.grid_levels_short=1", "grid.grid_step_bps=15"]

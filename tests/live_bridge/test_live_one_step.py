@@ -23,7 +23,7 @@ from gridctl.engine.state import S_CB_ACTIVE, S_RETRY_LIMITS, SL_ORD_ON
 
 from market_builders import make_market
 
-LIVE = Path(__file__).resolve().parent.parent / "live_bridge"
+LIVE = Path(__file__).resolve().parents[2] / "live_bridge"
 #: One rung a side, 40 bps apart: from a close of 40,000 the long entry rests at 39,840, the short at
 #: 40,160 (tick 0.1 on the emulator's BTCUSDT and in the venue the backtest below uses).
 ONE_RUNG = [
@@ -184,7 +184,7 @@ def test_live_bridge_holds_no_bar_step_or_retry_ladder_of_its_own() -> None:
     session = _functions(LIVE / "session.py")
     # the live bar close is the engine's bar_open_nb + bar_close_nb, the kernels step_nb composes
     assert {"bar_open_nb", "bar_close_nb"} <= _calls(session["step_close"])
-    step = _functions(Path(__file__).resolve().parent.parent / "engine" / "step.py")
+    step = _functions(Path(__file__).resolve().parents[2] / "engine" / "step.py")
     assert {"bar_open_nb", "bar_close_nb", "path_nb"} <= _calls(step["step_nb"])
     assert {"decide_nb", "bar_gates_nb", "record_bar_nb"} <= _calls(step["bar_close_nb"])
     # bridge.py writes no slot: every change goes through the session's kernels (refresh_triggers_nb after)
@@ -198,7 +198,7 @@ def test_live_bridge_holds_no_bar_step_or_retry_ladder_of_its_own() -> None:
     bridge = _functions(LIVE / "bridge.py")
     assert {"retry_price", "retry_rests"} <= _calls(bridge["_retry"])
     assert "post_only_rejected" in _calls(bridge["_post_only_rejected"])
-    fills = _functions(Path(__file__).resolve().parent.parent / "engine" / "fills.py")
+    fills = _functions(Path(__file__).resolve().parents[2] / "engine" / "fills.py")
     assert {"retry_price_nb", "retry_rests_nb", "post_only_reject_nb"} <= _calls(fills["_retry_nb"])
     assert {"retry_price_nb", "retry_rests_nb", "post_only_reject_nb"} <= {
         c for name in ("post_only_rejected", "retry_price", "retry_rests") for c in _calls(session[name])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # package -> packages of this project it must never import
 FORBIDDEN = {
     "configs": {"data", "engine", "research", "live_bridge", "cli"},

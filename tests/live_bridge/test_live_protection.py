@@ -7,7 +7,7 @@ After every poll and every bar close each test checks, from the emulator's own p
 the bridge's view), that 0 positions lack full stop coverage: the unfilled quantity of resting stops that
 close a side is at least that side's position.
 
-Ladder (hand-derived; the same as tests/test_live_bridge_emulator.py): 3 rungs a side, step 40 bps
+Ladder (hand-derived; the same as tests/live_bridge/test_live_bridge_emulator.py): 3 rungs a side, step 40 bps
 (s = 0.004), base_qty 0.003, qty_scale 1.5, tp_steps 3, sl_steps 6, BTCUSDT tick 0.1, step 0.001.
 Centre 40000 (the first live bar's close):
   long rungs  39840.0 / 39680.0 / 39520.0, qty 0.003 / 0.004 / 0.006
@@ -423,8 +423,8 @@ def test_a_restart_checks_protection_before_the_first_bar(run, tmp_path: Path) -
 def test_exposure_the_engine_holds_no_lot_for_is_guarded_with_the_reason(run) -> None:
     # A manual trade on the account (another client id): LONG 0.003 the engine never opened and has no
     # stop for. The next poll guards it as execution.unexplained_position says (the default, protect: a
-    # stop for exactly 0.003; tests/test_live_journal.py covers flatten), books none of it and refuses
-    # new entries under "reconcile" until the exchange's positions equal the engine's again.
+    # stop for exactly 0.003; tests/live_bridge/test_live_journal.py covers flatten), books none of it and
+    # refuses new entries under "reconcile" until the exchange's positions equal the engine's again.
     from test_emulator_private import call
 
     emu, ctx = run(FLAT)
