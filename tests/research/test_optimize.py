@@ -657,17 +657,22 @@ def test_ctrl_c_in_a_real_process_keeps_completed_trials(data_dir: Path, tmp_pat
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal = tmp_path / "s" / "sig.journal"
     deadline = time.time() + 240
-    while time.time() < deadline:
-        if journal.exists():
-            try:
-                trials = load_study("sig", tmp_path / "s").trials
-            except GridctlError:  # created a moment ago, its profile not recorded yet
-                time.sleep(0.1)
-                continue
-            done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
-            if len(done) >= 8:
-                break
-        time.sleep(0.1)
+    try:
+        while time.time() < deadline:
+            if journal.exists():
+                try:
+                    trials = load_study("sig", tmp_path / "s").trials
+                except GridctlError:  # created a moment ago, its profile not recorded yet
+                    time.sleep(0.1)
+                    continue
+                done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+                if len(done) >= 8:
+                    break
+            time.sleep(0.1)
+    except BaseException:
+        proc.kill()  # never leave a 100,000-trial study running behind a failed test
+        proc.communicate()
+        raise
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
