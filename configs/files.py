@@ -45,14 +45,6 @@ def path_kind(path: str | os.PathLike[str]) -> str:
     return next((word for test, word in kinds if test(mode)), "not a regular file")
 
 
-def is_regular_file(path: str | os.PathLike[str]) -> bool:
-    """True for a regular file (or a symlink to one); never opens the path."""
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
 def require_regular_file(path: str | os.PathLike[str], what: str) -> Path:
     """``path`` when it is a regular file; else a GridctlError saying what it is instead.
 
