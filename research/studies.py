@@ -28,6 +28,7 @@ from gridctl.research.optimize import (
     open_storage,
     restore_metrics,
 )
+from gridctl.research.options import REPORT_TOP
 from gridctl.research.profiles import Profile, migrate_profile_tree
 
 ROBUST_ATTR = "gridctl_worst_neighbour"
@@ -392,7 +393,11 @@ def overfitting_stats(
 
 
 def render_report(
-    study: optuna.Study, out_dir: Path, data_dir: Path | None = None, top_k: int = 5, force: bool = False
+    study: optuna.Study,
+    out_dir: Path,
+    data_dir: Path | None = None,
+    top_k: int = REPORT_TOP,
+    force: bool = False,
 ) -> Path:
     """HTML report of a study (``research.study_report``), with ``overfitting_stats`` in it.
 
