@@ -69,8 +69,13 @@ def _tidy_help(command: typer.core.TyperCommand | TyperGroup) -> None:
 
 
 #: Old and foreign spellings of options, rewritten before parsing (hidden: --help shows only the new name).
-#: ``--data`` was the backtest's and optimizer's name; ``--datadir`` is freqtrade's.
-OPTION_ALIASES: dict[str, str] = {"--data": "--data-dir", "--datadir": "--data-dir"}
+#: ``--data`` was the backtest's and optimizer's name; ``--datadir`` is freqtrade's; ``--config`` was the
+#: strategy file's name on `backtest` and `live` (`config show` and `config validate` said ``--strategy``).
+OPTION_ALIASES: dict[str, str] = {
+    "--data": "--data-dir",
+    "--datadir": "--data-dir",
+    "--config": "--strategy",
+}
 #: freqtrade command names and the gridctl command that does that job.
 FREQTRADE_COMMANDS: dict[str, str] = {
     "backtesting": "backtest",

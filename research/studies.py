@@ -221,7 +221,7 @@ def _trial_config(study: optuna.Study, t: optuna.trial.FrozenTrial) -> Any:
 
 
 def export_config(study: optuna.Study, out: Path, trial: int | None = None, force: bool = False) -> Path:
-    """Write the trial's complete strategy config as YAML that ``gridctl backtest --config`` loads
+    """Write the trial's complete strategy config as YAML that ``gridctl backtest --strategy`` loads
     (an existing file is replaced only with ``force``)."""
     from gridctl.data.atomic import atomic_write_text
     from gridctl.research.reproduce import reproduce_lines
@@ -245,7 +245,7 @@ def export_config(study: optuna.Study, out: Path, trial: int | None = None, forc
         "",
     ]
     dumped = cfg.model_dump(mode="json")
-    if rule is not None:  # the rule that scored it: `gridctl backtest --config` gives the study's figures
+    if rule is not None:  # the rule that scored it: `gridctl backtest --strategy` gives the study's figures
         dumped["backtest"]["intrabar_path"] = rule
     body = yaml.safe_dump(dumped, sort_keys=False)
     out.parent.mkdir(parents=True, exist_ok=True)
