@@ -22,7 +22,7 @@ DEFAULT_TOKEN_ENV = "GRIDCTL_OPS_TOKEN"
 #: The clock-skew bound is wide on purpose: an emulator replaying stored bars runs years behind the clock.
 RANGES: dict[str, tuple[str, float, float]] = {
     "ops_port": ("--ops-port", 0, 65535),
-    "min_balance": ("--min-balance", 0.0, 1e12),
+    "min_balance": ("--min-balance", 0.0, 1e9),
     "max_skew_ms": ("--max-clock-skew-ms", 1, 10**13),
     "max_bars": ("--max-bars", 1, 10**9),
     "poll_s": ("--poll-s", 0.01, 3600.0),
