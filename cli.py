@@ -112,7 +112,7 @@ def _given_value(args: list[str], opts: Sequence[str]) -> str | None:
     return value
 
 
-def bad_value_line(err: typer.BadParameter, args: list[str]) -> str:
+def _bad_value_line(err: typer.BadParameter, args: list[str]) -> str:
     """One line for a value typer refused: a ranged number names its flag, its range and what was given
     (typer's own answer is a usage line plus a boxed message)."""
     param = err.param
@@ -181,7 +181,7 @@ class _GridctlGroup(TyperGroup):
             typer.echo(f"error: {err}", err=True)
             ctx.exit(2)
         except typer.BadParameter as err:
-            typer.echo(f"error: {bad_value_line(err, self._args)}", err=True)
+            typer.echo(f"error: {_bad_value_line(err, self._args)}", err=True)
             ctx.exit(2)
 
     def format_help(self, ctx: typer.Context, formatter: Any) -> None:
