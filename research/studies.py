@@ -28,7 +28,6 @@ from gridctl.research.optimize import (
     open_storage,
     restore_metrics,
 )
-from gridctl.research.options import REPORT_TOP
 from gridctl.research.profiles import Profile, migrate_profile_tree
 
 ROBUST_ATTR = "gridctl_worst_neighbour"
@@ -221,7 +220,7 @@ def _trial_config(study: optuna.Study, t: optuna.trial.FrozenTrial) -> Any:
 
 
 def export_config(study: optuna.Study, out: Path, trial: int | None = None, force: bool = False) -> Path:
-    """Write the trial's complete strategy config as YAML that ``gridctl backtest --strategy`` loads
+    """Write the trial's complete strategy config as YAML that ``gridctl backtest --config`` loads
     (an existing file is replaced only with ``force``)."""
     from gridctl.data.atomic import atomic_write_text
     from gridctl.research.reproduce import reproduce_lines
@@ -245,7 +244,7 @@ def export_config(study: optuna.Study, out: Path, trial: int | None = None, forc
         "",
     ]
     dumped = cfg.model_dump(mode="json")
-    if rule is not None:  # the rule that scored it: `gridctl backtest --strategy` gives the study's figures
+    if rule is not None:  # the rule that scored it: `gridctl backtest --config` gives the study's figures
         dumped["backtest"]["intrabar_path"] = rule
     body = yaml.safe_dump(dumped, sort_keys=False)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -393,11 +392,7 @@ def overfitting_stats(
 
 
 def render_report(
-    study: optuna.Study,
-    out_dir: Path,
-    data_dir: Path | None = None,
-    top_k: int = REPORT_TOP,
-    force: bool = False,
+    study: optuna.Study, out_dir: Path, data_dir: Path | None = None, top_k: int = 5, force: bool = False
 ) -> Path:
     """HTML report of a study (``research.study_report``), with ``overfitting_stats`` in it.
 
