@@ -116,7 +116,7 @@ def run_backtest(
     start_ms, end_ms = _day(start, "--start"), _day(end, "--end")
     if start_ms is not None and end_ms is not None and end_ms <= start_ms:
         raise GridctlError(f"--end ({end}) must be after --start ({start})")
-    # Configs first: a bad --strategy/--venue/--set fails before anything is generated or written.
+    # Configs first: a bad --config/--venue/--set fails before anything is generated or written.
     strategy = load_strategy(config, overrides)
     if symbol is not None and symbol != strategy.ccxt_symbol:
         # --symbol names what to trade: the strategy's instrument follows it (its rules come from the venue).
