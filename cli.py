@@ -69,8 +69,13 @@ def _tidy_help(command: typer.core.TyperCommand | TyperGroup) -> None:
 
 
 #: Old and foreign spellings of options, rewritten before parsing (hidden: --help shows only the new name).
-#: ``--data`` was the backtest's and optimizer's name; ``--datadir`` is freqtrade's.
-OPTION_ALIASES: dict[str, str] = {"--data": "--data-dir", "--datadir": "--data-dir"}
+#: ``--data`` was the backtest's and optimizer's name; ``--datadir`` is freqtrade's; ``--config`` was the
+#: strategy file's name on `backtest` and `live` (`config show` and `config validate` said ``--strategy``).
+OPTION_ALIASES: dict[str, str] = {
+    "--data": "--data-dir",
+    "--datadir": "--data-dir",
+    "--config": "--strategy",
+}
 #: freqtrade command names and the gridctl command that does that job.
 FREQTRADE_COMMANDS: dict[str, str] = {
     "backtesting": "backtest",
@@ -93,6 +98,32 @@ def _timerange_hint(value: str) -> str:
             parts.append(f"{option} {day[:4]}-{day[4:6]}-{day[6:]}")
     suggestion = " ".join(parts) if parts and sep else "--start YYYY-MM-DD --end YYYY-MM-DD"
     return f"gridctl has no --timerange (a freqtrade option); give the range as {suggestion} (end exclusive)"
+
+
+def _given_value(args: list[str], opts: Sequence[str]) -> str | None:
+    """The last value given for an option spelled any of ``opts`` (``--x V`` or ``--x=V``), if any."""
+    value = None
+    for i, token in enumerate(args):
+        if token == "--":
+            break
+        name, eq, rest = token.partition("=")
+        if name in opts:
+            value = rest if eq else (args[i + 1] if i + 1 < len(args) else None)
+    return value
+
+
+def _bad_value_line(err: typer.BadParameter, args: list[str]) -> str:
+    """One line for a value typer refused: a ranged number names its flag, its range and what was given
+    (typer's own answer is a usage line plus a boxed message)."""
+    param = err.param
+    lo, hi = getattr(param, "min", None), getattr(param, "max", None)
+    if isinstance(param, typer.core.TyperOption) and lo is not None and hi is not None:
+        inner = param.type_descriptor.annotation
+        kinds = [a for a in get_args(inner) if a is not type(None)] or [inner]
+        what = "an integer" if kinds == [int] else "a number"
+        span = "..".join(f"{b:g}" if isinstance(b, float) else str(b) for b in (lo, hi))
+        return f"{param.opts[0]} takes {what} in {span}, got {_given_value(args, param.opts)}"
+    return err.format_message()
 
 
 def _rewrite_aliases(args: list[str]) -> list[str]:
@@ -118,6 +149,7 @@ class _GridctlGroup(TyperGroup):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._args: list[str] = []  # the command line main() parsed (named in one-line value errors)
         # Stand-ins that carry the name and one-line help until a command line reaches the group.
         for name, (_module, help_text) in LAZY_GROUPS.items():
             self.commands.setdefault(name, _Unloaded(name=name, help=help_text))
@@ -130,6 +162,7 @@ class _GridctlGroup(TyperGroup):
         except GridctlError as err:
             typer.echo(f"error: {err}", err=True)
             sys.exit(2)
+        self._args = rewritten
         return super().main(rewritten, *rest, **extra)
 
     def resolve_command(self, ctx: typer.Context, args: list[str]) -> tuple[Any, Any, list[str]]:
@@ -146,6 +179,9 @@ class _GridctlGroup(TyperGroup):
             return super().invoke(ctx)
         except GridctlError as err:
             typer.echo(f"error: {err}", err=True)
+            ctx.exit(2)
+        except typer.BadParameter as err:
+            typer.echo(f"error: {_bad_value_line(err, self._args)}", err=True)
             ctx.exit(2)
 
     def format_help(self, ctx: typer.Context, formatter: Any) -> None:

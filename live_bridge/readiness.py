@@ -1,7 +1,7 @@
 """Start-up readiness checklist: every item is checked, every failure is listed, nothing is sent before.
 
 ``Checklist`` collects (item, ok, detail) rows; ``require`` raises one GridctlError naming every
-failed item (exit 2 through cli.py). The items the ``live`` command runs are in ``live_bridge.cli``:
+failed item (exit 2 through cli.py). The items the ``live`` command runs are in ``runner.prepare``:
 config valid; exchange reachable and clock skew small; symbol and filters loaded and matching the
 venue file; for --live: real credentials, testnet venue only with --testnet and production only
 without, hedge mode / leverage / margin type as configured (set when not), balance above the

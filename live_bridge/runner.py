@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import math
 import queue
+import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +25,11 @@ import numpy as np
 from gridctl.configs.errors import GridctlError
 from gridctl.engine.state import SL_ORD_ON, SL_ORD_PRICE, SL_ORD_QTY
 from gridctl.live_bridge import readiness
-from gridctl.live_bridge.bridge import Bridge
+from gridctl.live_bridge.bridge import Bridge, BridgeOptions
 from gridctl.live_bridge.feed import ExchangeFeed, FeedDown
 from gridctl.live_bridge.journal import Journal, OpsLog
 from gridctl.live_bridge.ops import OpsServer, OpsState
+from gridctl.live_bridge.options import LiveOptions
 from gridctl.live_bridge.readiness import Checklist, filters_match
 from gridctl.live_bridge.session import EngineSession
 
@@ -79,6 +82,69 @@ def _follow_both(clock: ExchangeClock, gw: Any) -> Any:
     return on_server_time
 
 
+def new_run_id() -> str:
+    """A new run's id (8 hex digits): the prefix of its client order ids."""
+    return secrets.token_hex(4)
+
+
+def bridge_options(strategy: Any, mode: str, run_id: str) -> BridgeOptions:
+    """The bridge's per-run settings: the mode, the run id and the strategy's execution fields."""
+    ex = strategy.execution
+    return BridgeOptions(
+        mode=mode,
+        run_id=run_id,
+        maker_only=bool(ex.maker_only),
+        retry_delay_ms=int(ex.retry_delay_ms),
+        unexplained_position=str(ex.unexplained_position),
+    )
+
+
+def load_run_configs(opts: LiveOptions) -> tuple[Any, Any, str]:
+    """(strategy, venue, symbol) of a run: the journal path is checked first, then both configs load
+    with their overrides; the symbol is ``opts.symbol`` or the strategy's instrument."""
+    from gridctl.configs.loader import load_strategy, load_venue
+
+    opts.check_journal()
+    strategy = load_strategy(opts.strategy, list(opts.overrides))
+    venue = load_venue(opts.venue, list(opts.venue_overrides), option="--venue-set")
+    return strategy, venue, opts.symbol or strategy.ccxt_symbol
+
+
+def run_replay(
+    strategy: Any, venue: Any, opts: LiveOptions, compute_stats: Callable[..., dict[str, Any]]
+) -> tuple[Any, Any, dict[str, Any], Bridge]:
+    """Replay the stored market ``opts.replay`` through the paper bridge: (run output, market, stats, bridge).
+
+    ``opts.exchange`` / ``opts.symbol`` (default: the strategy's) / ``opts.timeframe`` select the stored
+    series when ``opts.replay`` is a data directory. ``compute_stats`` is ``research.stats``' function
+    (passed in: research is the same layer). The output's meta holds ``replay_seconds``.
+    """
+    from gridctl.live_bridge.replay import ReplayFeed, load_replay_market
+
+    source = opts.replay
+    if source is None:
+        raise GridctlError("a replay needs --replay PATH")
+    if opts.out is not None and opts.out.exists() and not opts.out.is_dir():
+        raise GridctlError(f"--out: {opts.out} exists and is not a directory")
+    if not source.exists():
+        raise GridctlError(f"--replay: {source} does not exist")
+    symbol = opts.symbol or strategy.ccxt_symbol
+    # A replay plays what is stored; it never generates a market (an empty folder is refused by the load).
+    market = load_replay_market(source, None, opts.exchange, symbol, opts.timeframe)
+    session = EngineSession(strategy, venue, market.symbol, market.timeframe, capacity=len(market.ts) + 16)
+    bridge = Bridge(session, bridge_options(strategy, "replay", new_run_id()))
+    t0 = time.perf_counter()
+    for bar in ReplayFeed(market):
+        bridge.on_bar(bar)
+        if session.liquidated:
+            break
+    elapsed = time.perf_counter() - t0
+    output = session.output()
+    output.meta["bars_total"] = len(market.ts)
+    output.meta["replay_seconds"] = elapsed
+    return output, market, compute_stats(output, market, strategy, venue), bridge
+
+
 def default_journal(mode: str, symbol: str, timeframe: str) -> Path:
     from gridctl.data.store import default_data_dir, symbol_key
 
@@ -105,25 +171,20 @@ def make_gateway(venue: Any, api_url: str | None) -> Any:
 def prepare(
     strategy: Any,
     venue: Any,
-    symbol: str,
-    timeframe: str,
-    mode: str,
-    testnet: bool,
-    api_url: str | None,
-    journal_path: Path | None,
-    ops_port: int,
+    opts: LiveOptions,
     token: str | None,
-    token_env: str,
-    min_balance: float,
-    allow_off: list[str],
-    max_skew_ms: int,
     gateway: Any = None,
     feed_kw: dict[str, Any] | None = None,
     clock: ExchangeClock | None = None,
 ) -> tuple[Checklist, RunContext]:
-    """Build everything a run needs and check every readiness item; nothing is sent to the exchange."""
-    from gridctl.live_bridge.cli import _options, _run_id
+    """Build everything a run needs and check every readiness item; nothing is sent to the exchange.
 
+    ``opts`` is the run's ``LiveOptions`` (mode, symbol, journal, ops port, limits); ``token`` the ops API
+    bearer token read from ``opts.token_env``. ``gateway``, ``feed_kw`` and ``clock`` replace the
+    exchange gateway, the feed's keyword arguments and the clock (tests and emulators).
+    """
+    mode, timeframe = opts.mode, opts.timeframe
+    symbol = opts.symbol or strategy.ccxt_symbol
     ready = Checklist()
     ctx = RunContext(clock=clock or ExchangeClock())
     live = mode == "live"
@@ -135,9 +196,9 @@ def prepare(
     ready.add("config valid", True, f"{strategy.origin}; {venue.origin}")
     if live:
         is_testnet = bool(venue.api.testnet)
-        if is_testnet and not testnet:
+        if is_testnet and not opts.testnet:
             ready.add("venue kind", False, f"{venue.origin} is a testnet venue: pass --testnet to trade it")
-        elif testnet and not is_testnet:
+        elif opts.testnet and not is_testnet:
             ready.add(
                 "venue kind",
                 False,
@@ -152,7 +213,9 @@ def prepare(
             lambda: (require_live_credentials(venue), "api key and secret from the environment")[1],
         )
         off = [
-            g for g in strategy.gates_disabled() if g not in allow_off and g.split(".")[-1] not in allow_off
+            g
+            for g in strategy.gates_disabled()
+            if g not in opts.allow_gate_off and g.split(".")[-1] not in opts.allow_gate_off
         ]
         ready.add(
             "risk gates",
@@ -160,9 +223,11 @@ def prepare(
             f"disabled without --allow-gate-off: {off}" if off else "all enabled (or explicitly allowed off)",
         )
         ready.add(
-            "ops token", bool(token), "set" if token else f"--live needs an ops API token in ${token_env}"
+            "ops token",
+            bool(token),
+            "set" if token else f"--live needs an ops API token in ${opts.token_env}",
         )
-    feed = ExchangeFeed.for_venue(venue, symbol, timeframe, api_url, **(feed_kw or {}))
+    feed = ExchangeFeed.for_venue(venue, symbol, timeframe, opts.api_url, **(feed_kw or {}))
     feed.on_server_time = ctx.clock.follow
     ctx.feed = feed
     # The start-up checks run on readiness' short budget; the bar loop on the venue's reconnect policy.
@@ -173,8 +238,8 @@ def prepare(
             t = feed.server_time_ms()
             skew = t - (local + int(time.time() * 1000)) // 2
             ctx.clock.offset_ms = t - int(time.time() * 1000)
-            if abs(skew) > max_skew_ms:
-                raise GridctlError(f"clock skew {skew} ms exceeds --max-clock-skew-ms {max_skew_ms}")
+            if abs(skew) > opts.max_skew_ms:
+                raise GridctlError(f"clock skew {skew} ms exceeds --max-clock-skew-ms {opts.max_skew_ms}")
             return f"skew {skew} ms"
 
         reachable = ready.run("exchange reachable, clock skew", reach)
@@ -182,14 +247,14 @@ def prepare(
             ready.run("symbol and filters", lambda: filters_match(venue, feed.load_rules()))
         else:
             ready.add("symbol and filters", False, "exchange not reachable")
-        path = journal_path or default_journal(mode, symbol, timeframe)
+        path = opts.journal or default_journal(mode, symbol, timeframe)
         journal = Journal(path)
         ctx.journal = journal
         ctx.ops_log = OpsLog(path)  # the operator's commands, durable before the ops API answers 202
         restart = journal.has_state()
         if restart and journal.meta("mode") not in (None, mode):
             ready.add("journal", False, f"{path} belongs to a --{journal.meta('mode')} run, not --{mode}")
-        run_id = journal.meta("run_id") or _run_id()
+        run_id = journal.meta("run_id") or new_run_id()
         if not restart:
             journal.set_meta("run_id", run_id)
             journal.set_meta("mode", mode)
@@ -198,7 +263,7 @@ def prepare(
         journal.hold = restart  # a refused restart must leave the journal as it found it
         if live:
             try:
-                gw = gateway or make_gateway(venue, api_url)
+                gw = gateway or make_gateway(venue, opts.api_url)
                 ctx.gateway = gw
                 if getattr(gw, "pacer", None) is not None:  # one pacer for every request of the run
                     feed.pacer = gw.pacer
@@ -210,7 +275,7 @@ def prepare(
                 ready.add("gateway", False, f"cannot build the exchange gateway: {err}")
                 gw = None
             if gw is not None and reachable:
-                _account_checks(ready, gw, venue, symbol, min_balance)
+                _account_checks(ready, gw, venue, symbol, opts.min_balance)
                 if not restart:
 
                     def seed() -> str:
@@ -224,7 +289,7 @@ def prepare(
                     ready.add(item, False, "exchange not reachable")
         bridge_gw = ctx.gateway if live else None
 
-        options = _options(strategy, mode, run_id)
+        options = bridge_options(strategy, mode, run_id)
         if restart:
 
             def restore() -> str:
@@ -303,7 +368,7 @@ def prepare(
             elif not live:
                 journal.hold = False  # paper / replay: nothing on an exchange to reconcile
         try:
-            server = OpsServer(ops, token, ops_port).start()
+            server = OpsServer(ops, token, opts.ops_port).start()
             ctx.server = server
             ctx.ops_url = server.url
             ready.run("ops and metrics endpoints", lambda: _probe(server.url, token))
@@ -621,8 +686,15 @@ class FeedWorker:
             return None
 
 
+#: The options' defaults (poll periods): written once, in ``LiveOptions``.
+_DEFAULTS = LiveOptions()
+
+
 def run_loop(
-    ctx: RunContext, max_bars: int | None = None, poll_s: float = 1.0, fills_poll_s: float = 5.0
+    ctx: RunContext,
+    max_bars: int | None = None,
+    poll_s: float = _DEFAULTS.poll_s,
+    fills_poll_s: float = _DEFAULTS.fills_poll_s,
 ) -> int:
     """The control loop: bars from the feed worker until ``max_bars`` were processed (or forever).
 

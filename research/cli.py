@@ -194,10 +194,13 @@ def _print_summary(console: Console, stats: dict[str, Any], out: Path | None) ->
 
 def backtest(
     config: Annotated[
-        str, typer.Option("--config", help="Strategy name (configs/strategies) or YAML path.")
-    ] = (DEFAULT_STRATEGY),
+        str,
+        typer.Option(
+            "--strategy", "-s", help="Strategy config: shipped name (see `config list`) or YAML path."
+        ),
+    ] = DEFAULT_STRATEGY,
     venue: Annotated[
-        str, typer.Option("--venue", help="Venue name (configs/venues) or YAML path.")
+        str, typer.Option("--venue", "-v", help="Venue config: shipped name or YAML path.")
     ] = DEFAULT_VENUE,
     data: Annotated[
         Path | None,

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from gridctl.configs.errors import GridctlError
+from gridctl.research.options import REPORT_TOP
 
 NOTEBOOK = "study_analysis.ipynb"
 #: What an execution may take at most (fresh backtests of the top trials and DSR/PBO re-runs included).
@@ -63,7 +64,7 @@ def run_notebook(
     studies_dir: Path | None = None,
     storage: str | None = None,
     data_dir: Path | None = None,
-    top_k: int = 5,
+    top_k: int = REPORT_TOP,
     force: bool = False,
 ) -> Path:
     """Execute the packaged notebook on study ``study_name`` and write the executed copy to ``out``."""

@@ -1,4 +1,7 @@
-"""`gridctl optimize` and `gridctl study ...`: thin shells over research.optimize / studies / robustness."""
+"""`gridctl optimize` and `gridctl study ...`: shells. Flags are parsed into one options object per command
+family (``research/options.py``, where every default and range lives); the library (``research/commands.py``,
+studies, report, notebook) computes; this module prints.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,11 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from gridctl.research.options import REPORT_TOP, SHOW_TOP, OptimizeOptions, StudyOptions, bounds
+
+#: The defaults every `optimize` flag shows and falls back to (the profile is required).
+D = OptimizeOptions(profile="")
 
 DataOpt = Annotated[
     Path | None,
@@ -85,36 +93,52 @@ def _dump(obj: Any) -> str:
 def optimize(
     profile: Annotated[str, typer.Option("--profile", help="Profile name (configs/profiles) or YAML path.")],
     trials: Annotated[
-        int | None, typer.Option("--trials", help="Target trial count of the study (default: the profile's).")
-    ] = None,
-    data: DataOpt = None,
-    storage: StorageOpt = None,
+        int | None,
+        typer.Option(
+            "--trials", **bounds("trials"), help="Target trial count of the study (default: the profile's)."
+        ),
+    ] = D.trials,
+    data: DataOpt = D.data_dir,
+    storage: StorageOpt = D.storage,
     study_name: Annotated[
         str | None,
         typer.Option("--study-name", help="Study to create or resume (default: the profile name)."),
-    ] = None,
+    ] = D.study_name,
     jobs: Annotated[
-        int | None, typer.Option("--jobs", help="Cores the batch driver uses (default: all).")
-    ] = None,
-    studies_dir: StudiesOpt = None,
+        int | None,
+        typer.Option("--jobs", **bounds("jobs"), help="Cores the batch driver uses (default: all)."),
+    ] = D.jobs,
+    studies_dir: StudiesOpt = D.studies_dir,
     heartbeat: Annotated[
         int,
         typer.Option(
             "--heartbeat",
+            **bounds("heartbeat_s"),
             help="Seconds between heartbeats on --storage; a worker silent for 1.5 of them is gone.",
         ),
-    ] = 10,
-    as_json: JsonOpt = False,
+    ] = D.heartbeat_s,
+    as_json: JsonOpt = D.as_json,
 ) -> None:
     """Optimize a strategy with a profile; the same command with the same --study-name resumes."""
+    opts = OptimizeOptions(
+        profile=profile,
+        trials=trials,
+        data_dir=data,
+        storage=storage,
+        study_name=study_name,
+        jobs=jobs,
+        studies_dir=studies_dir,
+        heartbeat_s=heartbeat,
+        as_json=as_json,
+    )
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from gridctl.research.commands import run_optimize
     from gridctl.research.optimize import load_workload
-    from gridctl.research.optimize import optimize as run_optimize
     from gridctl.research.profiles import load_profile
 
-    prof = load_profile(profile)
-    name = study_name or prof.name
+    prof = load_profile(opts.profile)
+    name = opts.study_name or prof.name
     status = Console(stderr=True)
     status.print(
         f"[bold]gridctl optimize[/bold]: profile [cyan]{prof.name}[/cyan] ({prof.sampler.kind} sampler, "
@@ -125,7 +149,7 @@ def optimize(
     if prof.description:
         status.print(f"[dim]{prof.description}[/dim]")
     t_load = time.perf_counter()
-    work = load_workload(prof, data)
+    work = load_workload(prof, opts.data_dir)
     load_s = time.perf_counter() - t_load
     status.print(
         f"[dim]{len(work.market.ts):,} {prof.data.timeframe} bars of {work.symbol}, "
@@ -142,43 +166,18 @@ def optimize(
         transient=False,
     )
     with bar:
-        task = bar.add_task("trials", total=trials or prof.trials, best="-", rate="-")
+        task = bar.add_task("trials", total=opts.trials or prof.trials, best="-", rate="-")
 
         def on_progress(p: Any) -> None:
             bar.update(
                 task, completed=p.done, total=p.target, best=_fmt(p.best), rate=f"{p.trials_per_s:.1f}"
             )
 
-        result = run_optimize(
-            prof,
-            name,
-            n_trials=trials,
-            storage=storage,
-            studies_dir=studies_dir,
-            data_dir=data,
-            jobs=jobs,
-            heartbeat_s=heartbeat,
-            on_progress=on_progress,
-            work=work,
+        result, out = run_optimize(
+            prof, work, opts, on_progress, on_status=lambda line: status.print(f"[dim]{line}[/dim]")
         )
-    if not result.interrupted and prof.objective.rank_by == "worst_neighbour":
-        from gridctl.research.optimize import create_or_load_study, open_storage
-        from gridctl.research.robustness import rank_by_worst_neighbour
-
-        status.print(
-            f"[dim]ranking the top {prof.objective.rank_top_k} trials by their worst neighbour ...[/dim]"
-        )
-        study = create_or_load_study(prof, work, name, open_storage(name, storage, studies_dir, heartbeat))
-        rank_by_worst_neighbour(study, work, prof.objective.rank_top_k)
-        from gridctl.research.optimize import best_summary
-
-        result.best_value, result.best_params, result.best_trial, result.pareto_size = best_summary(study)
-    out = result.as_dict()
     out["timings_s"]["load_s"] = round(load_s, 3)  # loaded here, before optimize() (not in elapsed_s)
-    out["profile"] = prof.name
-    out["objective"] = prof.objective.kind
-    out["directions"] = prof.objective.directions
-    if as_json:
+    if opts.as_json:
         sys.stdout.write(_dump(out) + "\n")
     else:
         con = Console()
@@ -212,8 +211,9 @@ def study_list(studies_dir: StudiesOpt = None, storage: StorageOpt = None, as_js
     """Every study in the studies directory (or the --storage database)."""
     from gridctl.research.studies import list_studies
 
-    rows = list_studies(studies_dir, storage)
-    if as_json:
+    opts = StudyOptions(studies_dir=studies_dir, storage=storage, as_json=as_json)
+    rows = list_studies(opts.studies_dir, opts.storage)
+    if opts.as_json:
         sys.stdout.write(_dump(rows) + "\n")
         return
     table = Table(title="studies", title_justify="left")
@@ -246,84 +246,25 @@ def study_show(
     studies_dir: StudiesOpt = None,
     storage: StorageOpt = None,
     data: DataOpt = None,
-    top: Annotated[int, typer.Option("--top", help="Trials in the leaderboard.")] = 10,
+    top: Annotated[int, typer.Option("--top", **bounds("top"), help="Trials in the leaderboard.")] = SHOW_TOP,
     as_json: JsonOpt = False,
 ) -> None:
     """Leaderboard, winner's robustness table (plateau or spike), deflated Sharpe and PBO.
 
     DSR and PBO use every distinct feasible trial (and configured-rule-only trials not known to break
     a limit), re-run over the study's window (see DESIGN.md)."""
-    from gridctl.research.optimize import ATTR, CONFIGURED_ONLY, load_workload
-    from gridctl.research.robustness import neighbour_table
-    from gridctl.research.studies import (
-        best_trial,
-        configured_only,
-        feasible_trials,
-        load_study,
-        overfitting_stats,
-        pareto_trials,
-        ranked_trials,
-        study_info,
-        study_profile,
-        trial_metrics,
-    )
+    from gridctl.research.commands import study_summary
+    from gridctl.research.optimize import CONFIGURED_ONLY
 
-    study = load_study(name, studies_dir, storage)
-    prof = study_profile(study)
-    info = study_info(study)
-    multi = len(study.directions) > 1
-    trials = study.get_trials(deepcopy=False)
-    board = list(reversed(pareto_trials(study))) if multi else ranked_trials(study)[: max(top, 1)]
-    winner = None if multi else best_trial(study)
-    out: dict[str, Any] = {
-        "study_name": name,
-        "profile": info["name"],
-        "fingerprint": info["fingerprint"],
-        "objective": prof.objective.kind,
-        "directions": prof.objective.directions,
-        "n_trials": sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials),
-        "states": {
-            s: sum(t.state.name.lower() == s for t in trials)
-            for s in ("complete", "pruned", "fail", "running")
-        },
-        # pruned trials told under their configured intrabar rule only (optimize.contenders_only)
-        "configured_rule_only": sum(configured_only(t) for t in trials),
-        "best_trial": winner.number if winner else None,
-        "best_value": winner.value if winner else None,
-        "best_params": winner.user_attrs[ATTR]["overrides"] if winner else None,
-        "leaderboard": [
-            {
-                "number": t.number,
-                "values": list(t.values),
-                "params": t.user_attrs[ATTR]["overrides"],
-                "metrics": trial_metrics(t),
-                "objective_in_sample": t.user_attrs[ATTR].get("objective_in_sample"),
-                "objective_out_of_sample": t.user_attrs[ATTR].get("objective_out_of_sample"),
-            }
-            for t in board
-        ],
-    }
-    robust_rows: list[Any] = []
-    if winner is not None:
-        from gridctl.research.optimize import check_same_data
-
-        work = load_workload(prof, data)
-        check_same_data(name, info.get("data"), work)
-        base, robust_rows = neighbour_table(work, winner)
-        out["robustness"] = {"objective": base, "rows": [r.__dict__ for r in robust_rows]}
-        from gridctl.research.walkforward import holdout_report, walk_forward_report
-
-        if prof.validation.scheme == "walk_forward":
-            # per fold: the trial best on that fold's train window, scored on its test window
-            out["walk_forward"] = walk_forward_report(study, data)
-        out["holdout"] = holdout_report(study, winner.number, data)
-    out.update(overfitting_stats(study, data_dir=data))
-    if as_json:
+    opts = StudyOptions(studies_dir=studies_dir, storage=storage, data_dir=data, as_json=as_json)
+    summary = study_summary(name, opts, top)
+    out, prof, multi, winner = summary.out, summary.profile, summary.multi, summary.winner
+    if opts.as_json:
         sys.stdout.write(_dump(out) + "\n")
         return
     con = Console()
     con.print(
-        f"study [cyan]{name}[/cyan]: profile {info['name']} ({info['fingerprint']}), objective "
+        f"study [cyan]{name}[/cyan]: profile {out['profile']} ({out['fingerprint']}), objective "
         f"{prof.objective.kind} ({', '.join(prof.objective.directions)}), "
         f"{out['n_trials']} trials {out['states']}"
     )
@@ -332,10 +273,9 @@ def study_show(
             f"{out['configured_rule_only']} pruned trial(s): {CONFIGURED_ONLY} (run under the configured "
             "intrabar rule only; their configured-rule value is at most the best's, so no other rule was run)"
         )
-    infeasible = sum(t.state.name == "COMPLETE" for t in trials) - len(feasible_trials(study))
     table = Table(
-        title=("Pareto front" if multi else f"top {len(board)} feasible trials")
-        + f" ({infeasible} infeasible trial(s) left out)",
+        title=("Pareto front" if multi else f"top {len(out['leaderboard'])} feasible trials")
+        + f" ({summary.infeasible} infeasible trial(s) left out)",
         title_justify="left",
     )
     table.add_column("trial")
@@ -360,7 +300,7 @@ def study_show(
         rt = Table(title="robustness: one step either way (plateau or spike)", title_justify="left")
         for col in ("param", "value", "-1 step", "objective", "+1 step", "objective", "verdict"):
             rt.add_column(col)
-        for r in robust_rows:
+        for r in summary.robust_rows:
             rt.add_row(
                 r.param,
                 _fmt(r.value),
@@ -446,19 +386,22 @@ def _span(bounds: Any) -> str:
 def study_export(
     name: Annotated[str, typer.Argument(help="Study name.")],
     out: Annotated[Path, typer.Option("--out", help="Strategy YAML to write.")],
-    trial: Annotated[int | None, typer.Option("--trial", help="Trial number (default: the winner).")] = None,
+    trial: Annotated[
+        int | None, typer.Option("--trial", **bounds("trial"), help="Trial number (default: the winner).")
+    ] = None,
     studies_dir: StudiesOpt = None,
     storage: StorageOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write a trial's complete strategy config; `gridctl backtest --config FILE` reproduces it."""
+    """Write a trial's complete strategy config; `gridctl backtest --strategy FILE` reproduces it."""
     from gridctl.data.paths import require_output_file
     from gridctl.research.studies import export_config, load_study
 
+    opts = StudyOptions(studies_dir=studies_dir, storage=storage, as_json=as_json)
     require_output_file(out, "--out")  # before the study is loaded
-    path = export_config(load_study(name, studies_dir, storage), out, trial, force=force)
-    typer.echo(json.dumps({"study": name, "path": str(path)}) if as_json else f"wrote {path}")
+    path = export_config(load_study(name, opts.studies_dir, opts.storage), out, trial, force=force)
+    typer.echo(json.dumps({"study": name, "path": str(path)}) if opts.as_json else f"wrote {path}")
 
 
 @study_app.command("report")
@@ -468,7 +411,9 @@ def study_report(
     studies_dir: StudiesOpt = None,
     storage: StorageOpt = None,
     data: DataOpt = None,
-    top: Annotated[int, typer.Option("--top", help="Feasible trials in the top-trials table.")] = 5,
+    top: Annotated[
+        int, typer.Option("--top", **bounds("top"), help="Feasible trials in the top-trials table.")
+    ] = REPORT_TOP,
     force: Annotated[bool, typer.Option("--force", help="Replace the index.html already in --out.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -476,10 +421,12 @@ def study_report(
     from gridctl.data.paths import require_output_dir
     from gridctl.research.studies import check_report_dir, load_study, render_report
 
+    opts = StudyOptions(studies_dir=studies_dir, storage=storage, data_dir=data, as_json=as_json)
     require_output_dir(out, "--out")  # before the study is loaded and its trials re-run
     check_report_dir(out, force)  # an occupied --out fails before the study is even opened
-    path = render_report(load_study(name, studies_dir, storage), out, data, top, force=force)
-    typer.echo(json.dumps({"study": name, "path": str(path)}) if as_json else f"wrote {path}")
+    study = load_study(name, opts.studies_dir, opts.storage)
+    path = render_report(study, out, opts.data_dir, top, force=force)
+    typer.echo(json.dumps({"study": name, "path": str(path)}) if opts.as_json else f"wrote {path}")
 
 
 @study_app.command("notebook")
@@ -489,7 +436,9 @@ def study_notebook(
     studies_dir: StudiesOpt = None,
     storage: StorageOpt = None,
     data: DataOpt = None,
-    top: Annotated[int, typer.Option("--top", help="Feasible trials in the top table and equity chart.")] = 5,
+    top: Annotated[
+        int, typer.Option("--top", **bounds("top"), help="Feasible trials in the top table and equity chart.")
+    ] = REPORT_TOP,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -498,9 +447,10 @@ def study_notebook(
     from gridctl.data.paths import require_output_file
     from gridctl.research.notebook import run_notebook
 
+    opts = StudyOptions(studies_dir=studies_dir, storage=storage, data_dir=data, as_json=as_json)
     require_output_file(out, "--out")
-    path = run_notebook(name, out, studies_dir, storage, data, top, force)
-    typer.echo(json.dumps({"study": name, "path": str(path)}) if as_json else f"wrote {path}")
+    path = run_notebook(name, out, opts.studies_dir, opts.storage, opts.data_dir, top, force)
+    typer.echo(json.dumps({"study": name, "path": str(path)}) if opts.as_json else f"wrote {path}")
 
 
 def register(app: typer.Typer) -> None:

@@ -52,7 +52,8 @@ def reproduce_lines(study: Any, trial: Any, configured_rule: str) -> tuple[list[
     windows = data.get("windows") or []
     attrs = trial.user_attrs[ATTR]
     base = (
-        f"gridctl backtest --config THIS_FILE --venue {profile.base.venue} --exchange {profile.data.exchange}"
+        f"gridctl backtest --strategy THIS_FILE --venue {profile.base.venue}"
+        + f" --exchange {profile.data.exchange}"
         + (f" --symbol {profile.data.symbol}" if profile.data.symbol else "")
         + f" --timeframe {profile.data.timeframe}"
     )

@@ -11,9 +11,9 @@ from gridctl.configs.loader import load_strategy, load_venue
 from gridctl.data.market import Market, market_from_arrays
 from gridctl.data.sample import SAMPLE_SYMBOL, generate_sample
 from gridctl.live_bridge.bridge import Bridge
-from gridctl.live_bridge.cli import _options
 from gridctl.live_bridge.ops import OpsState
 from gridctl.live_bridge.replay import ClosedBar, ReplayFeed
+from gridctl.live_bridge.runner import bridge_options
 from gridctl.live_bridge.session import EngineSession
 
 
@@ -45,7 +45,7 @@ def paper_bridge(
     venue = load_venue("binance_futures")
     session = EngineSession(strategy, venue, SAMPLE_SYMBOL, "1m")
     kw = {"now_ms": now_ms} if now_ms is not None else {}
-    return Bridge(session, _options(strategy, "paper", "t1"), ops=ops, **kw)
+    return Bridge(session, bridge_options(strategy, "paper", "t1"), ops=ops, **kw)
 
 
 SYMBOL_ID = "BTCUSDT"

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gridctl.configs.loader import load_strategy
 from gridctl.live_bridge.exchange import CcxtGateway
+from gridctl.live_bridge.options import LiveOptions
 from gridctl.live_bridge.runner import ExchangeClock, prepare
 
 from live_helpers import EMU_ENV, SYMBOL_ID, emulator_venue, emulator_with_sample
@@ -47,9 +48,20 @@ def main() -> None:
     clock = ExchangeClock()
     gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
     with tempfile.TemporaryDirectory() as tmp:
-        ready, ctx = prepare(strategy, venue, "BTC/USDT:USDT", "1m", "live", False, None,
-                             Path(tmp) / "j.sqlite", 0, "tok", "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13,
-                             gateway=gateway, clock=clock)  # fmt: skip
+        ready, ctx = prepare(
+            strategy,
+            venue,
+            LiveOptions(
+                mode="live",
+                symbol="BTC/USDT:USDT",
+                journal=Path(tmp) / "j.sqlite",
+                ops_port=0,
+                max_skew_ms=10**13,
+            ),
+            "tok",
+            gateway=gateway,
+            clock=clock,
+        )
         try:
             ready.require()
             bridge, feed = ctx.bridge, ctx.feed

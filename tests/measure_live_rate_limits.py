@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gridctl.configs.loader import load_strategy
+from gridctl.live_bridge.options import LiveOptions
 from gridctl.live_bridge.runner import prepare, run_loop
 
 from live_helpers import EMU_ENV, emulator_venue, emulator_with_sample
@@ -34,9 +35,19 @@ def main() -> None:
     emu = emulator_with_sample(days=1)
     venue = emulator_venue(emu.url, ["rate_limits.orders_per_second=10"])
     with tempfile.TemporaryDirectory() as tmp:
-        ready, ctx = prepare(load_strategy("default", []), venue, "BTC/USDT:USDT", "1m", "live", False,
-                             None, Path(tmp) / "j.sqlite", 0, "tok", "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13,
-                             feed_kw={"sleep": lambda s: None})  # fmt: skip
+        ready, ctx = prepare(
+            load_strategy("default", []),
+            venue,
+            LiveOptions(
+                mode="live",
+                symbol="BTC/USDT:USDT",
+                journal=Path(tmp) / "j.sqlite",
+                ops_port=0,
+                max_skew_ms=10**13,
+            ),
+            "tok",
+            feed_kw={"sleep": lambda s: None},
+        )
         ready.require()
         state = emu.state
         loop = threading.Thread(target=run_loop, args=(ctx,), kwargs={"poll_s": 0.2, "fills_poll_s": 1.0})

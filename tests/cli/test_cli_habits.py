@@ -50,6 +50,38 @@ def test_old_and_freqtrade_spellings_reach_the_data_dir_option(
         assert f"--data-dir: folder {missing} does not exist" in result.stderr, result.stderr
 
 
+def test_every_strategy_file_option_is_called_strategy() -> None:
+    """`backtest --config` and `config show -s/--strategy` named one thing two ways: now --strategy/-s
+    everywhere (and --venue/-v beside it); --config is a hidden alias, in no --help."""
+    with_strategy = []
+    for path, command in COMMANDS:
+        for param in getattr(command, "params", []):
+            opts = getattr(param, "opts", [])
+            assert "--config" not in opts, (path, opts)
+            if "--strategy" in opts:
+                assert param.opts + param.secondary_opts == ["--strategy", "-s"], (path, opts)
+                with_strategy.append(" ".join(path))
+            if "--venue" in opts:
+                assert param.opts == ["--venue", "-v"], (path, opts)
+        if path:
+            assert "--config" not in runner.invoke(app, [*path, "--help"], terminal_width=200).output, path
+    assert {"backtest", "live", "config show", "config validate"} <= set(with_strategy)
+
+
+@pytest.mark.parametrize("spelling", ["--config", "--strategy", "-s"])
+def test_every_spelling_reaches_the_strategy_option(spelling: str) -> None:
+    shown = runner.invoke(app, ["config", "show", spelling, "hedge_grid_v1", "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["strategy"]["source"].endswith("strategies/hedge_grid_v1.yaml")
+    refusal = "error: no strategy config named 'no_such_x'; shipped strategy configs: default, hedge_grid_v1"
+    calls = [["backtest", spelling, "no_such_x"], ["live", "--paper", spelling, "no_such_x"]]
+    if spelling.startswith("--"):  # --name=VALUE (a short option takes its value as the next word)
+        calls.append(["backtest", f"{spelling}=no_such_x"])
+    for args in calls:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and result.stderr.startswith(refusal), (args, result.output)
+
+
 def test_values_after_a_double_dash_are_not_rewritten() -> None:
     assert _rewrite_aliases(["backtest", "--data", "x", "--", "--data"]) == [
         "backtest",

@@ -415,6 +415,25 @@ def _cases() -> list[Case]:
             "timerange", lambda t: (backtest(t, "--timerange", "20240101-20240201"), ["--start 2024-01-01"])
         ),
         Case("hyperopt", lambda t: (["hyperopt", "--epochs", "10"], ["gridctl optimize"])),
+        # Numbers outside a flag's range: one line naming the flag, its range and the value.
+        Case(
+            "optimize-trials-0",
+            lambda t: (
+                ["optimize", "--profile", "wide", "--trials", "0"],
+                ["--trials", "1..1000000", "got 0"],
+            ),
+        ),
+        Case(
+            "live-ops-port-70000",
+            lambda t: (["live", "--live", "--ops-port", "70000"], ["--ops-port", "0..65535", "got 70000"]),
+        ),
+        Case(
+            "sample-seed-minus-1",
+            lambda t: (
+                ["data", "sample", "--data-dir", str(t / "store"), "--seed", "-1"],
+                ["--seed", "0..4294967295", "got -1"],
+            ),
+        ),
     ]
 
     def fifo(path: Path) -> None:
@@ -519,6 +538,8 @@ SUBPROCESS_CASES = [
     "venue-is-a-strategy",
     "trade-fifo",
     "timerange",
+    "optimize-trials-0",
+    "live-ops-port-70000",
 ]
 
 

@@ -517,8 +517,8 @@ def _numeric_options(path: tuple[str, ...]) -> list[typer.core.TyperOption]:
     return found
 
 
-# The data, config, backtest and bench commands (optimize, study and live are other sessions' work).
-RANGED_COMMANDS = [p for p in COMMANDS if p and p[0] in ("data", "config", "backtest", "bench")]
+# Every command: data, config, backtest, bench, optimize, study and live.
+RANGED_COMMANDS = [p for p in COMMANDS if p]
 
 
 @pytest.mark.parametrize("path", RANGED_COMMANDS, ids=[" ".join(p) for p in RANGED_COMMANDS])
@@ -537,6 +537,67 @@ def test_the_ranged_commands_hold_the_numeric_flags_of_the_issue() -> None:
     flags = {(" ".join(p), o.opts[0]) for p in RANGED_COMMANDS for o in _numeric_options(p)}
     assert {("data sample", "--seed"), ("data sample", "--days"), ("data download", "--timeout")} <= flags
     assert {("bench", "--sets"), ("bench", "--bars")} <= flags
+    assert {("optimize", "--trials"), ("optimize", "--jobs"), ("optimize", "--heartbeat")} <= flags
+    assert {("study show", "--top"), ("study export", "--trial"), ("study report", "--top")} <= flags
+    assert {
+        ("live", o) for o in ("--ops-port", "--min-balance", "--max-bars", "--poll-s", "--fills-poll-s")
+    } <= flags
+
+
+RANGED_OPTIONS = [(p, o) for p in RANGED_COMMANDS for o in _numeric_options(p)]
+
+
+def _outside(param: typer.core.TyperOption) -> list[str]:
+    """Values just outside the option's range, far outside it, and (floats) not a number at all."""
+    lo, hi = param.min, param.max
+    if isinstance(lo, float) or isinstance(hi, float):
+        return [repr(lo - 1.0), repr(hi * 2.0), "inf", "-inf", "nan", "1e308"]
+    return [str(lo - 1), str(hi + 1), str(2**64)]
+
+
+@pytest.mark.parametrize(
+    ("path", "param"), RANGED_OPTIONS, ids=[f"{' '.join(p)} {o.opts[0]}" for p, o in RANGED_OPTIONS]
+)
+def test_every_numeric_flag_refuses_out_of_range_values_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: tuple[str, ...], param: typer.core.TyperOption
+) -> None:
+    """The class: any command, any numeric flag, a value outside its range -> exit 2, one line naming the
+    flag, the range --help shows and the value given; nothing written, nothing on stdout."""
+    monkeypatch.chdir(tmp_path)
+    flag = param.opts[0]
+    for value in _outside(param):
+        for args in ([*path, flag, value], [*path, f"{flag}={value}"]):
+            result = CliRunner().invoke(app, args)
+            assert result.exit_code == 2 and result.stdout == "", (args, result.output)
+            lines = result.stderr.splitlines()
+            assert len(lines) == 1 and lines[0].startswith(f"error: {flag} takes "), (args, result.stderr)
+            shown = re.fullmatch(
+                r"error: \S+ takes (?:an integer|a number) in (\S+)\.\.(\S+), got (\S+)", lines[0]
+            )
+            assert shown is not None, lines[0]
+            assert (float(shown[1]), float(shown[2]), shown[3]) == (param.min, param.max, value), lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "line"),
+    [
+        ("data sample --seed -1", "--seed takes an integer in 0..4294967295, got -1"),
+        ("optimize --profile p --trials 0", "--trials takes an integer in 1..1000000, got 0"),
+        ("optimize --profile p --heartbeat 0", "--heartbeat takes an integer in 1..3600, got 0"),
+        ("study show s --top 0", "--top takes an integer in 1..1000, got 0"),
+        ("study export s --out x --trial -1", "--trial takes an integer in 0..1000000000, got -1"),
+        ("live --live --ops-port 70000", "--ops-port takes an integer in 0..65535, got 70000"),
+        ("live --paper --max-bars -1", "--max-bars takes an integer in 1..1000000000, got -1"),
+        ("live --paper --min-balance 1e309", "--min-balance takes a number in 0..1e+09, got 1e309"),
+        ("live --paper --poll-s 0", "--poll-s takes a number in 0.01..3600, got 0"),
+        ("live --paper --fills-poll-s inf", "--fills-poll-s takes a number in 0.01..3600, got inf"),
+    ],
+)  # fmt: skip
+def test_the_issues_numeric_flags_are_answered_in_words(tmp_path: Path, command: str, line: str) -> None:
+    args = command.split()
+    result = CliRunner().invoke(app, [*args, *(["--data-dir", str(tmp_path)] if args[0] == "data" else [])])
+    assert (result.exit_code, result.stderr, result.stdout) == (2, f"error: {line}\n", "")
 
 
 @pytest.mark.parametrize(
@@ -599,7 +660,8 @@ def test_the_ranged_commands_hold_the_numeric_flags_of_the_issue() -> None:
 )
 def test_out_of_range_numbers_exit_2_before_any_work(tmp_path: Path, args: list[str], option: str) -> None:
     result = CliRunner().invoke(app, [*args, *(["--data-dir", str(tmp_path)] if args[0] == "data" else [])])
-    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output
+    assert result.exit_code == 2 and result.stderr.startswith(f"error: {option} takes "), result.output
+    assert len(result.stderr.splitlines()) == 1, result.stderr
     assert list(tmp_path.iterdir()) == []
 
 

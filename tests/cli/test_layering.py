@@ -99,3 +99,56 @@ def test_users_own_modules_do_not_shadow_gridctl(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["data", "engine", "gridctl.data.market", "gridctl.engine.run"]
+
+
+def _is_shell(module: str) -> bool:
+    """A command shell: ``cli.py`` or ``*_cli.py`` (it parses flags and calls its library)."""
+    last = module.rsplit(".", 1)[-1]
+    return last == "cli" or last.endswith("_cli")
+
+
+def _shell_imports(source: str, filename: str) -> tuple[list[str], list[str]]:
+    """(shell modules ``source`` imports, private names it imports from a shell) as 'module' / 'module._x'."""
+    shells: list[str] = []
+    private: list[str] = []
+    for node in ast.walk(ast.parse(source, filename=filename)):
+        if isinstance(node, ast.Import):
+            shells += [a.name for a in node.names if a.name.startswith("gridctl.") and _is_shell(a.name)]
+        elif (
+            isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("gridctl")
+        ):
+            module = node.module or ""
+            targets = [module] if _is_shell(module) else []
+            targets += [f"{module}.{a.name}" for a in node.names if _is_shell(a.name)]  # from x import cli
+            shells += targets
+            if _is_shell(module):
+                private += [f"{module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    return shells, private
+
+
+def test_the_shell_check_sees_the_old_runner_cli_circle() -> None:
+    # What live_bridge/runner.py did until session 9: the library reached into its own command shell.
+    source = "def prepare():\n    from gridctl.live_bridge.cli import _options, _run_id\n"
+    shells, private = _shell_imports(source, "runner.py")
+    assert shells == ["gridctl.live_bridge.cli"]
+    assert private == ["gridctl.live_bridge.cli._options", "gridctl.live_bridge.cli._run_id"]
+    assert _shell_imports("from gridctl.research import optimize_cli\n", "x.py")[0] == [
+        "gridctl.research.optimize_cli"
+    ]
+    assert _shell_imports("from gridctl.research.options import LiveOptions\n", "x.py") == ([], [])
+
+
+def test_no_library_module_imports_a_command_shell() -> None:
+    """Shells call libraries, never the reverse: a library module importing its shell (at the top or inside
+    a function) makes an import circle, and a private name taken from a shell couples it to flag parsing.
+    Only shells import shells (the top-level cli.py mounts the groups, data/cli.py mounts `data download`)."""
+    offenders = []
+    for package in sorted(FORBIDDEN):
+        for path in sorted((REPO / package).rglob("*.py")):
+            shells, private = _shell_imports(path.read_text(encoding="utf-8"), str(path))
+            rel = path.relative_to(REPO)
+            if private:
+                offenders.append(f"{rel} imports private names of a shell: {private}")
+            if shells and not _is_shell(path.stem):
+                offenders.append(f"{rel} (a library module) imports the shell(s) {shells}")
+    assert offenders == []

@@ -19,6 +19,7 @@ from gridctl.configs.errors import GridctlError
 from gridctl.configs.loader import load_strategy
 from gridctl.engine.params import P_INITIAL_BALANCE
 from gridctl.live_bridge.exchange import CcxtGateway
+from gridctl.live_bridge.options import LiveOptions
 from gridctl.live_bridge.orders import RestingOrder, desired_orders, parse_client_id, same_order
 from gridctl.live_bridge.runner import ExchangeClock, prepare
 
@@ -45,18 +46,10 @@ def _prepare(emu, tmp_path: Path, strategy_overrides: list[str] | None = None, v
     return prepare(
         strategy,
         venue,
-        "BTC/USDT:USDT",
-        "1m",
-        "live",
-        False,
-        None,
-        tmp_path / "j.sqlite",
-        0,
+        LiveOptions(
+            mode="live", symbol="BTC/USDT:USDT", journal=tmp_path / "j.sqlite", ops_port=0, max_skew_ms=10**13
+        ),
         os.environ["GRIDCTL_OPS_TOKEN"],
-        "GRIDCTL_OPS_TOKEN",
-        50.0,
-        [],
-        10**13,
         gateway=gateway,
         clock=clock,
     )

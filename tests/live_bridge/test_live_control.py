@@ -22,6 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gridctl.configs.loader import load_strategy
+from gridctl.live_bridge.options import LiveOptions
 from gridctl.live_bridge.orders import desired_orders, parse_client_id
 from gridctl.live_bridge.runner import prepare, run_loop
 
@@ -68,9 +69,17 @@ def emu():
 def test_pause_during_feed_outage_applies_within_a_second(emu, tmp_path: Path, fault: str) -> None:
     venue = emulator_venue(emu.url, ["websocket.reconnect_timeout=60"])  # the shipped wait
     ready, ctx = prepare(
-        load_strategy("default", LADDER), venue, "BTC/USDT:USDT", "1m", "paper", False, None,
-        tmp_path / "j.sqlite", 0, TOKEN, "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13,
-    )  # fmt: skip
+        load_strategy("default", LADDER),
+        venue,
+        LiveOptions(
+            mode="paper",
+            symbol="BTC/USDT:USDT",
+            journal=tmp_path / "j.sqlite",
+            ops_port=0,
+            max_skew_ms=10**13,
+        ),
+        TOKEN,
+    )
     ready.require()
     bridge, url = ctx.bridge, ctx.ops_url
     stop = threading.Event()
@@ -157,9 +166,15 @@ def test_pause_holds_entry_orders_while_the_loop_waits_on_the_exchange(
     clock = ExchangeClock()
     gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
     ready, ctx = prepare(
-        load_strategy("default", levels), venue, "BTC/USDT:USDT", "1m", "live", False, None,
-        tmp_path / "j.sqlite", 0, TOKEN, "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13, gateway=gateway, clock=clock,
-    )  # fmt: skip
+        load_strategy("default", levels),
+        venue,
+        LiveOptions(
+            mode="live", symbol="BTC/USDT:USDT", journal=tmp_path / "j.sqlite", ops_port=0, max_skew_ms=10**13
+        ),
+        TOKEN,
+        gateway=gateway,
+        clock=clock,
+    )
     try:
         ready.require()
         bridge = ctx.bridge
@@ -204,9 +219,15 @@ def test_flatten_goes_out_within_a_second_of_the_exchange_answering(
     clock = ExchangeClock()
     gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
     ready, ctx = prepare(
-        load_strategy("default", LADDER), venue, "BTC/USDT:USDT", "1m", "live", False, None,
-        tmp_path / "j.sqlite", 0, TOKEN, "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13, gateway=gateway, clock=clock,
-    )  # fmt: skip
+        load_strategy("default", LADDER),
+        venue,
+        LiveOptions(
+            mode="live", symbol="BTC/USDT:USDT", journal=tmp_path / "j.sqlite", ops_port=0, max_skew_ms=10**13
+        ),
+        TOKEN,
+        gateway=gateway,
+        clock=clock,
+    )
     acct = emu.state.account
     stop = threading.Event()
     errors: list[BaseException] = []

@@ -160,6 +160,7 @@ def test_metric_labels_come_from_a_fixed_set_never_the_raw_error() -> None:
 
 def test_frozen_premium_index_makes_the_funding_rate_unknown_and_pauses_entries(tmp_path) -> None:
     from gridctl.configs.loader import load_strategy
+    from gridctl.live_bridge.options import LiveOptions
     from gridctl.live_bridge.runner import prepare
 
     from live_helpers import SYMBOL_ID, emulator_venue, emulator_with_sample
@@ -168,9 +169,17 @@ def test_frozen_premium_index_makes_the_funding_rate_unknown_and_pauses_entries(
     ctx = None
     try:
         ready, ctx = prepare(
-            load_strategy("default", []), emulator_venue(emu.url), "BTC/USDT:USDT", "1m", "paper", False,
-            None, tmp_path / "j.sqlite", 0, "tok", "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13,
-        )  # fmt: skip
+            load_strategy("default", []),
+            emulator_venue(emu.url),
+            LiveOptions(
+                mode="paper",
+                symbol="BTC/USDT:USDT",
+                journal=tmp_path / "j.sqlite",
+                ops_port=0,
+                max_skew_ms=10**13,
+            ),
+            "tok",
+        )
         ready.require()
         bridge, feed, ops = ctx.bridge, ctx.feed, ctx.bridge.ops
 
@@ -260,6 +269,7 @@ def test_replay_of_an_empty_folder_is_refused_and_generates_nothing(tmp_path: Pa
 
 def test_shipped_testnet_venue_starts_paper_and_live(tmp_path: Path, monkeypatch) -> None:
     from gridctl.configs.loader import load_strategy, load_venue
+    from gridctl.live_bridge.options import LiveOptions
     from gridctl.live_bridge.runner import prepare
 
     from live_helpers import emulator_with_sample
@@ -273,9 +283,18 @@ def test_shipped_testnet_venue_starts_paper_and_live(tmp_path: Path, monkeypatch
         assert venue.api.testnet and venue.api.ws_url is None
         for mode in ("paper", "live"):
             ready, ctx = prepare(
-                load_strategy("default", []), venue, "BTC/USDT:USDT", "1m", mode, mode == "live", None,
-                tmp_path / f"{mode}.sqlite", 0, "tok", "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13,
-            )  # fmt: skip
+                load_strategy("default", []),
+                venue,
+                LiveOptions(
+                    mode=mode,
+                    symbol="BTC/USDT:USDT",
+                    testnet=mode == "live",
+                    journal=tmp_path / f"{mode}.sqlite",
+                    ops_port=0,
+                    max_skew_ms=10**13,
+                ),
+                "tok",
+            )
             try:
                 ready.require()
             finally:

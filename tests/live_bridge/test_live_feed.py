@@ -142,6 +142,7 @@ def test_ws_url_is_the_market_data_endpoint(emu) -> None:
 @effect("execution.retry_delay_ms")
 def test_retry_delay_spaces_post_only_retries(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     from gridctl.live_bridge.exchange import CcxtGateway
+    from gridctl.live_bridge.options import LiveOptions
     from gridctl.live_bridge.runner import ExchangeClock, prepare
 
     for k, v in EMU_ENV.items():
@@ -160,18 +161,14 @@ def test_retry_delay_spaces_post_only_retries(tmp_path, monkeypatch: pytest.Monk
             ready, ctx = prepare(
                 strategy,
                 venue,
-                "BTC/USDT:USDT",
-                "1m",
-                "live",
-                False,
-                None,
-                tmp_path / f"j{delay}.sqlite",
-                0,
+                LiveOptions(
+                    mode="live",
+                    symbol="BTC/USDT:USDT",
+                    journal=tmp_path / f"j{delay}.sqlite",
+                    ops_port=0,
+                    max_skew_ms=10**13,
+                ),
                 os.environ["GRIDCTL_OPS_TOKEN"],
-                "GRIDCTL_OPS_TOKEN",
-                50.0,
-                [],
-                10**13,
                 gateway=gateway,
                 clock=clock,
             )

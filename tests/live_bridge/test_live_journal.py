@@ -19,6 +19,7 @@ from gridctl.engine.state import SL_LOT_ON
 from gridctl.live_bridge import gateway as gw
 from gridctl.live_bridge.exchange import CcxtGateway
 from gridctl.live_bridge.metrics import metrics_registry, render
+from gridctl.live_bridge.options import LiveOptions
 from gridctl.live_bridge.orders import parse_client_id
 from gridctl.live_bridge.runner import ExchangeClock, prepare
 
@@ -53,10 +54,13 @@ def _prepare(emu, journal: Path, overrides: list[str]):
     clock = ExchangeClock()
     gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
     return prepare(
-        strategy, venue, "BTC/USDT:USDT", "1m", "live", False, None, journal, 0,
-        os.environ["GRIDCTL_OPS_TOKEN"], "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13,
-        gateway=gateway, clock=clock,
-    )  # fmt: skip
+        strategy,
+        venue,
+        LiveOptions(mode="live", symbol="BTC/USDT:USDT", journal=journal, ops_port=0, max_skew_ms=10**13),
+        os.environ["GRIDCTL_OPS_TOKEN"],
+        gateway=gateway,
+        clock=clock,
+    )
 
 
 def _bar(emu, ctx) -> None:

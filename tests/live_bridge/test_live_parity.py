@@ -50,6 +50,7 @@ from gridctl.engine.enums import EventKind, FillKind, Liquidity, Regime, Side
 from gridctl.engine.regime import warmup_bars
 from gridctl.engine.run import RunOutput, run_single
 from gridctl.live_bridge.exchange import CcxtGateway
+from gridctl.live_bridge.options import LiveOptions
 from gridctl.live_bridge.orders import parse_client_id
 from gridctl.live_bridge.runner import ExchangeClock, prepare
 
@@ -195,10 +196,19 @@ def _live(
         clock = ExchangeClock()  # the emulator's clock jumps a bar per advance: budgets run on it
         gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
         ready, ctx = prepare(
-            strategy, venue, SAMPLE_SYMBOL, "1m", "live", False, None, tmp_path / "j.sqlite", 0,
-            EMU_ENV["GRIDCTL_OPS_TOKEN"], "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13,
-            gateway=gateway, clock=clock,
-        )  # fmt: skip
+            strategy,
+            venue,
+            LiveOptions(
+                mode="live",
+                symbol=SAMPLE_SYMBOL,
+                journal=tmp_path / "j.sqlite",
+                ops_port=0,
+                max_skew_ms=10**13,
+            ),
+            EMU_ENV["GRIDCTL_OPS_TOKEN"],
+            gateway=gateway,
+            clock=clock,
+        )
         try:
             ready.require()
             bridge = ctx.bridge

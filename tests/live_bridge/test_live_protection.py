@@ -32,6 +32,7 @@ from gridctl.engine.enums import FillKind
 from gridctl.engine.records import C_FILLS
 from gridctl.engine.state import S_CB_ACTIVE
 from gridctl.live_bridge.exchange import CcxtGateway
+from gridctl.live_bridge.options import LiveOptions
 from gridctl.live_bridge.orders import parse_client_id
 from gridctl.live_bridge.runner import ExchangeClock, prepare
 
@@ -113,10 +114,13 @@ def _prepare(emu: Any, journal: Path) -> tuple[Any, Any]:
     clock = ExchangeClock()
     gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
     return prepare(
-        strategy, venue, "BTC/USDT:USDT", "1m", "live", False, None, journal, 0,
-        os.environ["GRIDCTL_OPS_TOKEN"], "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13,
-        gateway=gateway, clock=clock,
-    )  # fmt: skip
+        strategy,
+        venue,
+        LiveOptions(mode="live", symbol="BTC/USDT:USDT", journal=journal, ops_port=0, max_skew_ms=10**13),
+        os.environ["GRIDCTL_OPS_TOKEN"],
+        gateway=gateway,
+        clock=clock,
+    )
 
 
 @pytest.fixture()
@@ -512,10 +516,20 @@ def test_real_btc_with_partial_fills_never_leaves_a_position_uncovered(
         clock = ExchangeClock()
         gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
         ready, ctx = prepare(
-            strategy, venue, "BTC/USDT:USDT", "5m", "live", False, None, tmp_path / "j.sqlite", 0,
-            os.environ["GRIDCTL_OPS_TOKEN"], "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13,
-            gateway=gateway, clock=clock,
-        )  # fmt: skip
+            strategy,
+            venue,
+            LiveOptions(
+                mode="live",
+                symbol="BTC/USDT:USDT",
+                timeframe="5m",
+                journal=tmp_path / "j.sqlite",
+                ops_port=0,
+                max_skew_ms=10**13,
+            ),
+            os.environ["GRIDCTL_OPS_TOKEN"],
+            gateway=gateway,
+            clock=clock,
+        )
         try:
             ready.require()
             polls: list[dict[str, float]] = []

@@ -27,6 +27,7 @@ from gridctl.engine.state import set_throttle
 from gridctl.live_bridge.exchange import CcxtGateway
 from gridctl.live_bridge.feed import FeedDown
 from gridctl.live_bridge.gateway import RateLimited
+from gridctl.live_bridge.options import LiveOptions
 from gridctl.live_bridge.orders import parse_client_id
 from gridctl.live_bridge.pacing import RequestPacer
 from gridctl.live_bridge.runner import ExchangeClock, prepare
@@ -76,10 +77,16 @@ def run(emu: BinanceUsdmEmulator, tmp_path: Path) -> Iterator[Any]:
     clock = ExchangeClock()
     gateway = CcxtGateway(venue, live=True, clock=lambda: state.server_time() / 1000.0, sleep=sleep)
     ready, ctx = prepare(
-        load_strategy("default", RUNGS), venue, "BTC/USDT:USDT", "1m", "live", False, None,
-        tmp_path / "j.sqlite", 0, os.environ["GRIDCTL_OPS_TOKEN"], "GRIDCTL_OPS_TOKEN", 50.0, [], 10**13,
-        gateway=gateway, clock=clock, feed_kw={"sleep": lambda s: None},
-    )  # fmt: skip
+        load_strategy("default", RUNGS),
+        venue,
+        LiveOptions(
+            mode="live", symbol="BTC/USDT:USDT", journal=tmp_path / "j.sqlite", ops_port=0, max_skew_ms=10**13
+        ),
+        os.environ["GRIDCTL_OPS_TOKEN"],
+        gateway=gateway,
+        clock=clock,
+        feed_kw={"sleep": lambda s: None},
+    )
     try:
         ready.require()
         yield ctx

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from gridctl.cli import app
 from gridctl.configs.loader import load_strategy, load_venue
 from gridctl.live_bridge import readiness
+from gridctl.live_bridge.options import LiveOptions
 from gridctl.live_bridge.runner import prepare
 
 from live_helpers import EMU_ENV, emulator_with_sample
@@ -84,18 +85,15 @@ def _prepare_paper(url: str, tmp_path, sleeps: list[float]):  # type: ignore[no-
     return prepare(
         load_strategy("default"),
         venue,
-        "BTC/USDT:USDT",
-        "1m",
-        "paper",
-        False,
+        LiveOptions(
+            mode="paper",
+            symbol="BTC/USDT:USDT",
+            journal=tmp_path / "j.sqlite",
+            ops_port=0,
+            min_balance=0.0,
+            max_skew_ms=1000,
+        ),
         None,
-        tmp_path / "j.sqlite",
-        0,
-        None,
-        "GRIDCTL_OPS_TOKEN",
-        0.0,
-        [],
-        1000,
         feed_kw={"sleep": sleeps.append},
     )
 
@@ -207,4 +205,4 @@ def test_paper_needs_no_credentials_and_clock_skew_is_checked(
 
 def test_poll_period_must_be_positive() -> None:
     r = runner.invoke(app, ["live", "--paper", "--poll-s", "0"])
-    assert r.exit_code == 2 and "--poll-s must be a positive number of seconds, got 0.0" in r.output
+    assert r.exit_code == 2 and r.output == "error: --poll-s takes a number in 0.01..3600, got 0\n"

@@ -277,7 +277,7 @@ def test_same_seed_same_study_and_export_reproduces_the_objective(data_dir: Path
     winner = best_trial(sa)
     assert winner is not None and winner.number == a.best_trial and winner.value == a.best_value
     out = export_config(sa, tmp_path / "best.yaml")
-    strategy = load_strategy(out)  # what `gridctl backtest --config FILE` loads
+    strategy = load_strategy(out)  # what `gridctl backtest --strategy FILE` loads
     work = opt.load_workload(load_profile(prof), data_dir)
     summary = run_single(work.market, strategy, load_venue("binance_futures"), curves=False).summary
     again = objective_values(row_metrics(summary, work.market.bar_ms), work.profile.objective)
