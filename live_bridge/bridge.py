@@ -293,7 +293,7 @@ class Bridge:
             self._note("ops", str(result))
             self.ops.settle(cmd, result)
             done.append(result)
-        if done:
+        if cmds:  # a flatten put back too: why it is not complete shows at once
             self.publish()
         return done
 

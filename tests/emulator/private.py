@@ -49,7 +49,8 @@ are never force-closed.
 Faults beyond the public ones: ``state.account.partial_fills(fraction, times)`` makes the next fills
 execute only part of the remaining quantity (the rest keeps resting), ``FillModel.partial_fill`` does
 so for every limit fill (the rest can fill from the next trading step on); ``state.account.freeze_premium()``
-stops ``premiumIndex`` from updating (stale mark price and funding); status / timeout / ``reject``
+stops ``premiumIndex`` from updating (stale mark price and funding), ``mark_premium`` sets the mark
+that far from the last trade (PERCENT_PRICE then refuses limits a fast move left outside the band); status / timeout / ``reject``
 (any Binance error code) / ``drop`` (process, then close the connection unanswered) faults come from
 ``state.inject``.
 """
@@ -205,6 +206,8 @@ class AccountState:
     last_price: dict[str, float] = field(default_factory=dict)
     premium: dict[str, _Premium] = field(default_factory=dict)
     premium_frozen: bool = False
+    # the mark price is the last trade x (1 + mark_premium): a mark (index based) that lags a fast move
+    mark_premium: float = 0.0
     replays: dict[str, _Replay] = field(default_factory=dict)
     funded_until: dict[str, int] = field(default_factory=dict)  # settlements up to here are paid
     partial_fraction: float = 1.0
@@ -560,6 +563,7 @@ def _settle_funding(state: EmulatorState, symbol: str, end: int, bar_open: float
 
 def _refresh_premium(state: EmulatorState, symbol: str, mark: float) -> None:
     if not state.account.premium_frozen:
+        mark *= 1.0 + state.account.mark_premium
         state.account.premium[symbol] = _Premium(mark, state.server_time())
 
 
