@@ -360,6 +360,8 @@ class Bridge:
                 if not self._place(req, want):
                     ok = False
                     break
+                if i < len(chunks) - 1:
+                    killpoint.hit("chunk")  # test-only: die between two chunks of one side
         return ok
 
     # --- live: market orders within MARKET_LOT_SIZE

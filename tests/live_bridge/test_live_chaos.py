@@ -57,12 +57,12 @@ EPS = 1e-9
 class Proc:
     """One `gridctl live --live` subprocess; ``kill_at`` arms a crash point."""
 
-    def __init__(self, url: str, journal: Path, kill_at: str | None) -> None:
+    def __init__(self, url: str, journal: Path, kill_at: str | None, venue: tuple[str, ...] = ()) -> None:
         cmd = [sys.executable, "-m", "gridctl.cli", "live", "--live", "--journal", str(journal)]
         # order pacing out of the way (it defers orders by design; this test is about crashes)
         for v in ("rate_limits.weight_per_minute=100000",
                   "rate_limits.orders_per_minute=10000", "rate_limits.orders_per_second=100",
-                  f"api.base_url={url}"):  # fmt: skip
+                  f"api.base_url={url}", *venue):  # fmt: skip
             cmd += ["--venue-set", v]
         for v in ("grid.grid_levels_long=3", "grid.grid_levels_short=3", "grid.grid_step_bps=5",
                   "rebalance.recenter_trigger_bps=10", "exit.tp_steps=2", "exit.sl_steps=10"):  # fmt: skip
@@ -300,3 +300,61 @@ def test_sigkill_at_random_moments_restarts_clean(tmp_path: Path) -> None:
     assert counts["checks"] >= KILLS // 3, dict(counts)  # restarts not killed in their first bar
     assert 4 * counts["bars up that filled"] > counts["bars up"], dict(counts)  # a busy market
     assert {k: counts[k] for k in FAILURES} == dict.fromkeys(FAILURES, 0), dict(counts)
+
+
+def test_sigkill_between_flatten_chunks_restarts_and_closes_exactly_what_is_left(tmp_path: Path) -> None:
+    """A real SIGKILL between two market orders of one `/flatten` (crash point ``chunk``).
+
+    MARKET_LOT_SIZE maxQty 0.001 on the exchange and in the venue file, so every position goes out in
+    0.001 orders. Bars are traded until the bridge holds a position; `/flatten` kills it after the first
+    0.001. The restart (same journal) reconciles with that chunk pending (no unexplained exposure), carries
+    on with the queued flatten and closes exactly what the exchange still holds: the flatten's trades sum
+    to the position at the command, side by side; engine and exchange end flat, every check at 0.
+    """
+    emu = emulator_with_sample(days=2)
+    for m in emu.state.markets:
+        for f in m["filters"]:
+            if f["filterType"] == "MARKET_LOT_SIZE":
+                f["maxQty"] = "0.001"
+    venue = ("symbol_rules.BTC/USDT:USDT.market_max_qty=0.001",)
+    journal = tmp_path / "flatten.sqlite"
+    acct = emu.state.account
+    p: Proc | None = None
+    try:
+        p = Proc(emu.url, journal, "chunk:1", venue)
+        assert p.started() == "started", "".join(p.lines[-12:])
+        for _ in range(60):
+            assert _bar_done(emu, journal, p), "".join(p.lines[-12:])
+            held = {s: engine_qty(acct, s) for s in ("LONG", "SHORT")}
+            if max(held.values()) >= 0.002 - EPS:
+                break
+        else:
+            raise AssertionError("no position of 0.002 or more in 60 bars")
+        trades_before = len(acct.trades)
+        assert p.command("/flatten")
+        assert p.proc.wait(timeout=60) == -signal.SIGKILL  # died at the crash point, after one chunk
+        first = acct.trades[trades_before:]
+        assert [round(t.qty, 9) for t in first] == [0.001]
+        p = Proc(emu.url, journal, None, venue)
+        assert p.started() == "started", "".join(p.lines[-12:])
+        assert _unexplained(p) == 0
+        deadline = time.monotonic() + 60
+        while max(engine_qty(acct, s) for s in ("LONG", "SHORT")) > EPS:
+            assert time.monotonic() < deadline, "".join(p.lines[-12:])
+            time.sleep(0.05)
+        closes: Counter = Counter()
+        for t in acct.trades[trades_before:]:
+            closes[t.position_side] += t.qty
+            assert round(t.qty, 9) == 0.001
+        assert {s: round(q, 9) for s, q in closes.items()} == {s: round(q, 9) for s, q in held.items() if q}
+        print("flattened across the kill (held, closed):", held, dict(closes))
+        counts: Counter = Counter()
+        assert _bar_done(emu, journal, p), "".join(p.lines[-12:])
+        _check(emu, journal, counts)
+        assert {k: counts[k] for k in FAILURES} == dict.fromkeys(FAILURES, 0), dict(counts)
+        st = np.frombuffer(_journal(journal, "SELECT state FROM kstate WHERE id=1")[0], dtype=np.float64)
+        assert (st[S_LONG_QTY], st[S_SHORT_QTY]) == (0.0, 0.0)
+    finally:
+        if p is not None:
+            p.kill()
+        emu.stop()
