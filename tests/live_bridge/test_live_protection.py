@@ -30,7 +30,7 @@ import pytest
 from gridctl.configs.loader import load_strategy
 from gridctl.engine.enums import FillKind
 from gridctl.engine.records import C_FILLS
-from gridctl.engine.state import S_CB_ACTIVE
+from gridctl.engine.state import S_CB_ACTIVE, S_HALTED
 from gridctl.live_bridge.exchange import CcxtGateway
 from gridctl.live_bridge.orders import parse_client_id
 from gridctl.live_bridge.runner import ExchangeClock, prepare
@@ -111,8 +111,10 @@ def _emulator(*bars: Any, partial_fill: float = 1.0, tail: int = TAIL) -> Any:
     return BinanceUsdmEmulator(state).start()
 
 
-def _prepare(emu: Any, journal: Path, venue_extra: list[str] | None = None) -> tuple[Any, Any]:
-    strategy = load_strategy("default", RUNGS)
+def _prepare(
+    emu: Any, journal: Path, venue_extra: list[str] | None = None, strategy_extra: list[str] | None = None
+) -> tuple[Any, Any]:
+    strategy = load_strategy("default", RUNGS + (strategy_extra or []))
     venue = emulator_venue(emu.url, FAST + (venue_extra or []))
     clock = ExchangeClock()
     gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
@@ -129,7 +131,11 @@ def run(creds: None, tmp_path: Path) -> Iterator[Any]:
     opened: list[Any] = []
 
     def start(
-        *bars: Any, max_algo: int | None = None, market_max: float | None = None, **kw: Any
+        *bars: Any,
+        max_algo: int | None = None,
+        market_max: float | None = None,
+        strategy: list[str] | None = None,
+        **kw: Any,
     ) -> tuple[Any, Any]:
         emu = _emulator(*bars, **kw)
         opened.append(emu)
@@ -137,7 +143,7 @@ def run(creds: None, tmp_path: Path) -> Iterator[Any]:
         if market_max is not None:  # MARKET_LOT_SIZE maxQty: the exchange's and the venue file's agree
             _set_filter(emu.state, "MARKET_LOT_SIZE", "maxQty", str(market_max))
             extra = [f"symbol_rules.BTC/USDT:USDT.market_max_qty={market_max}"]
-        ready, ctx = _prepare(emu, tmp_path / "j.sqlite", extra)
+        ready, ctx = _prepare(emu, tmp_path / "j.sqlite", extra, strategy)
         opened.append(ctx)
         ready.require()
         if max_algo is not None:  # the exchange lowers its limit after start-up (readiness compared them)
@@ -786,3 +792,48 @@ def test_a_market_close_meeting_our_own_resting_limit_expires_the_limit_not_the_
     assert exchange_position(emu) == (0.0, 0.0)
     engine_matches_exchange(emu, ctx)
     assert all(p == {} for p in polls), polls
+
+
+def test_a_drawdown_halt_over_the_market_lot_max_closes_in_chunks_the_engine_does_not_book_again(run) -> None:
+    # Rungs of 0.03 / 0.045 / 0.067 (qty_scale 1.5 on the 0.001 step) fill at 39840 / 39680 / 39520 (0.142
+    # long); stops 30 steps (12 %) away. The next bar closes at 38000: unrealized loss 0.03 x 1840 +
+    # 0.045 x 1680 + 0.067 x 1520 = 232.6 on the 10000 account, 2.3 % > max_drawdown_pct 2: the engine
+    # halts and books the flatten at that close; the bridge closes the exchange's 0.142 in market orders of
+    # at most 0.05 (0.05, 0.05, 0.042), journaled not-booked: the engine's position stays 0, not below.
+    emu, ctx = run(
+        FILLED_LONG,
+        (39500.0, 39500.0, 38000.0, 38000.0),
+        market_max=0.05,
+        strategy=["grid.base_qty=0.03", "exit.sl_steps=30", "risk_management.max_drawdown_pct=2"],
+    )
+    bridge, polls = ctx.bridge, []
+    run_id = bridge.o.run_id
+    bar(emu, ctx, polls)
+    bar(emu, ctx, polls)
+    assert exchange_position(emu) == (0.142, 0.0)
+    bar(emu, ctx, polls)
+    assert bridge.s.state[S_HALTED] == 1.0
+    assert flatten_closes(emu, run_id) == [(38000.0, 0.05), (38000.0, 0.05), (38000.0, 0.042)]
+    assert exchange_position(emu) == (0.0, 0.0)
+    engine_matches_exchange(emu, ctx)
+    assert [q for _px, q in engine_flatten_rows(bridge)] == [0.05, 0.05, 0.042]  # the engine's own split
+    assert all(p == {} for p in polls), polls
+
+
+def test_unexplained_exposure_closed_at_market_goes_out_within_the_market_lot(run) -> None:
+    # execution.unexplained_position = flatten, market lot max 0.005: two manual market buys of 0.003
+    # (0.006 LONG the engine never opened) are closed by the next poll as 0.005 + 0.001, booked by no lot.
+    from test_emulator_private import call
+
+    emu, ctx = run(FLAT, market_max=0.005, strategy=["execution.unexplained_position=flatten"])
+    bridge, polls = ctx.bridge, []
+    run_id = bridge.o.run_id
+    bar(emu, ctx, polls)
+    manual = {"symbol": "BTCUSDT", "side": "BUY", "positionSide": "LONG", "type": "MARKET", "quantity": 0.003}
+    assert call(emu, "POST", "/fapi/v1/order", manual)[0] == 200
+    assert call(emu, "POST", "/fapi/v1/order", manual)[0] == 200
+    step(emu, ctx, polls)
+    guards = [(px, q) for _s, _l, kind, px, q in market_closes(emu, run_id) if kind == "guard"]
+    assert guards == [(40000.0, 0.005), (40000.0, 0.001)]
+    assert exchange_position(emu) == (0.0, 0.0) and bridge.s.position() == (0.0, 0.0)
+    assert any("0.006 of 0.006 unexplained: closed at market" in line for line in bridge.log), bridge.log[-8:]
