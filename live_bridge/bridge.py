@@ -382,7 +382,7 @@ class Bridge:
         """``qty`` as market order sizes of at most the market lot maximum (on the step grid): full chunks
         first, the rest last, as the backtest's flatten (``close_side_charged_nb``)."""
         step = float(self.s.venue.rules_for(self.s.symbol).step_size)
-        top = math.floor(self.market_lot_max() / step + 1e-9) * step
+        top = max(step, math.floor(self.market_lot_max() / step + 1e-9) * step)
         left, out = _snap(qty, step), []
         while left > top + step / 2:
             out.append(_snap(top, step))
@@ -396,11 +396,10 @@ class Bridge:
         if self.journal is None:
             return []
         out = []
-        for row in self.journal.orders(("sending", "open", "canceled")):
+        for row in self.journal.orders(("sending", "open", "canceled"), kind="flatten"):
             cid = row["client_id"]
             if (
-                row["kind"] == "flatten"
-                and int(row["side"]) == side
+                int(row["side"]) == side
                 and cid not in self._booked_flatten
                 and not self.journal.meta(f"not-booked:{cid}")
                 and self.journal.unbooked_fills(cid)

@@ -837,3 +837,26 @@ def test_unexplained_exposure_closed_at_market_goes_out_within_the_market_lot(ru
     assert guards == [(40000.0, 0.005), (40000.0, 0.001)]
     assert exchange_position(emu) == (0.0, 0.0) and bridge.s.position() == (0.0, 0.0)
     assert any("0.006 of 0.006 unexplained: closed at market" in line for line in bridge.log), bridge.log[-8:]
+
+
+@pytest.mark.parametrize(
+    ("market_max", "qty", "chunks"),
+    [
+        (0.005, 0.013, [0.005, 0.005, 0.003]),  # full chunks first, the rest last (the backtest's split)
+        (0.005, 0.010, [0.005, 0.005]),
+        (0.005, 0.004, [0.004]),
+        (0.0055, 0.012, [0.005, 0.005, 0.002]),  # a maximum off the 0.001 step: its step below
+        (120.0, 250.0, [120.0, 120.0, 10.0]),  # BTCUSDT's real MARKET_LOT_SIZE maxQty
+    ],
+)
+def test_market_chunks_stay_within_the_market_lot_on_the_step_grid(
+    market_max: float, qty: float, chunks: list[float]
+) -> None:
+    from gridctl.live_bridge.bridge import Bridge
+    from gridctl.live_bridge.cli import _options
+    from gridctl.live_bridge.session import EngineSession
+
+    strategy = load_strategy("default", RUNGS)
+    venue = emulator_venue("http://127.0.0.1:9", [f"symbol_rules.BTC/USDT:USDT.market_max_qty={market_max}"])
+    bridge = Bridge(EngineSession(strategy, venue, "BTC/USDT:USDT", "1m"), _options(strategy, "paper", "t1"))
+    assert bridge.market_chunks(qty) == chunks
