@@ -860,3 +860,46 @@ def test_market_chunks_stay_within_the_market_lot_on_the_step_grid(
     venue = emulator_venue("http://127.0.0.1:9", [f"symbol_rules.BTC/USDT:USDT.market_max_qty={market_max}"])
     bridge = Bridge(EngineSession(strategy, venue, "BTC/USDT:USDT", "1m"), _options(strategy, "paper", "t1"))
     assert bridge.market_chunks(qty) == chunks
+
+
+def test_a_market_close_the_exchange_ends_unfilled_is_not_taken_for_done(
+    run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fault: a bridge sending EXPIRE_TAKER (not what it sends: exchange.STP_MODE is EXPIRE_MAKER). The
+    # flatten's market SELL would meet the account's resting BUY at 39500 and the exchange expires it,
+    # unfilled (EXPIRED_IN_MATCH). The bridge does not take it for done: the lots keep their stops, the
+    # flatten stays queued, and /status shows why. Sent again with EXPIRE_MAKER it closes the position.
+    import time
+
+    from emulator.private import Order
+
+    emu, ctx = run(FILLED_LONG)
+    bridge, polls = ctx.bridge, []
+    run_id = bridge.o.run_id
+    bar(emu, ctx, polls)
+    bar(emu, ctx, polls)
+    acct = emu.state.account
+    acct.last_up[SYMBOL_ID] = False
+    now = emu.state.server_time()
+    manual = Order(acct.new_id(), "manual-1", SYMBOL_ID, "BUY", "LONG", "LIMIT", 0.003, 39500.0, 0.0, "GTC",
+                   False, now, update_time=now)  # fmt: skip
+    acct.orders[manual.order_id] = manual
+    monkeypatch.setattr("gridctl.live_bridge.exchange.STP_MODE", "EXPIRE_TAKER")
+    assert httpx.post(f"{ctx.ops_url}/flatten", headers=AUTH, timeout=5).status_code == 202
+    bridge.apply_commands()
+    (expired,) = [o for o in acct.orders.values() if o.type == "MARKET"]
+    assert (expired.status, expired.filled, manual.status) == ("EXPIRED_IN_MATCH", 0.0, "NEW")
+    assert exchange_position(emu) == (0.013, 0.0) and uncovered(emu) == {}
+    engine_matches_exchange(emu, ctx)
+    last = status(ctx)["rejections"][-1]
+    assert (last["kind"], last["type"], last["qty"]) == ("flatten", "market", 0.013)
+    assert last["reason"] == "order rejected (None): market order expired: 0.0 of 0.013 filled"
+    assert bridge.journal is not None and bridge.journal.order(expired.client_id)["status"] == "canceled"
+    monkeypatch.setattr("gridctl.live_bridge.exchange.STP_MODE", "EXPIRE_MAKER")
+    time.sleep(0.6)  # bridge.FLATTEN_RETRY_S
+    bridge.apply_commands()
+    assert flatten_closes(emu, run_id) == [(39500.0, 0.013)]
+    assert manual.status == "EXPIRED_IN_MATCH"
+    assert exchange_position(emu) == (0.0, 0.0)
+    engine_matches_exchange(emu, ctx)
+    assert all(p == {} for p in polls), polls
