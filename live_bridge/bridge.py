@@ -1252,6 +1252,8 @@ class Bridge:
             # what filled is booked as the order's whole; the rest did not go through
             if self.journal is not None:
                 self.journal.order_status(req.client_id, "canceled", self.now_ms(), o.exchange_id)
+                if want.kind == "flatten":  # not the side's end: the flatten's next try books it
+                    self.journal.set_meta(f"flatten-last:{req.client_id}", "")
             err = gw.OrderRejected(None, f"market order {o.status}: {o.filled_qty} of {req.qty} filled")
             self._error("place", err)
             self._rejected(req, err)
