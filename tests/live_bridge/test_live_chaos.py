@@ -20,7 +20,9 @@ are compared, and every count below must be 0:
 - trades not booked exactly once (the journal's fills vs the exchange's trades);
 - positions without full stop coverage (the resting stops of a side sum to less than its position).
 
-A process killed by a timer has an ops command (pause, resume, throttle) in flight when it dies.
+A process killed by a timer has an ops command (pause, resume, throttle, flatten) in flight when it dies.
+MARKET_LOT_SIZE maxQty is 0.001 on the exchange and in the venue file (``MARKET_LOT``), so every flatten
+goes out as several market orders and a timer can kill the bridge between two of them.
 
 CI runs ``KILLS`` (12) kills; ``GRIDCTL_CHAOS_KILLS=100`` runs the full campaign (``-s`` prints counts).
 """
@@ -52,12 +54,23 @@ KILLS = int(os.environ.get("GRIDCTL_CHAOS_KILLS", "12"))
 SEED = int(os.environ.get("GRIDCTL_CHAOS_SEED", "14"))
 POINTS = ("send", "sent", "cancel", "canceled", "fills", "booked", "bar", "journal")
 EPS = 1e-9
+MARKET_LOT = ("symbol_rules.BTC/USDT:USDT.market_max_qty=0.001",)
+
+
+def _market_lot(emu) -> None:
+    """The emulator's MARKET_LOT_SIZE maxQty as ``MARKET_LOT`` sets the venue file's."""
+    for m in emu.state.markets:
+        for f in m["filters"]:
+            if f["filterType"] == "MARKET_LOT_SIZE":
+                f["maxQty"] = "0.001"
 
 
 class Proc:
     """One `gridctl live --live` subprocess; ``kill_at`` arms a crash point."""
 
-    def __init__(self, url: str, journal: Path, kill_at: str | None, venue: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, url: str, journal: Path, kill_at: str | None, venue: tuple[str, ...] = MARKET_LOT
+    ) -> None:
         cmd = [sys.executable, "-m", "gridctl.cli", "live", "--live", "--journal", str(journal)]
         # order pacing out of the way (it defers orders by design; this test is about crashes)
         for v in ("rate_limits.weight_per_minute=100000",
@@ -229,6 +242,7 @@ def test_sigkill_at_random_moments_restarts_clean(tmp_path: Path) -> None:
     rng = random.Random(SEED)
     BARS.clear()
     emu = emulator_with_sample(days=2)
+    _market_lot(emu)
     journal = tmp_path / "chaos.sqlite"
     counts: Counter = Counter()
     t0 = time.monotonic()
@@ -265,7 +279,9 @@ def test_sigkill_at_random_moments_restarts_clean(tmp_path: Path) -> None:
                 if how == "timer":
                     # an ops command in flight when the kill comes (every start resumes a kept pause;
                     # a throttle of 1: below it rung 1's entries fall under the min notional and stop)
-                    path, body = rng.choice((("/pause", b""), ("/throttle", b'{"value": 1.0}')))
+                    path, body = rng.choice(
+                        (("/pause", b""), ("/throttle", b'{"value": 1.0}'), ("/flatten", b""))
+                    )
                     counts["ops commands"] += int(p.command(path, body))
                     _advance(emu, True)
                     time.sleep(rng.uniform(0.0, 0.4))  # somewhere inside the bar's work, or after it
@@ -312,11 +328,8 @@ def test_sigkill_between_flatten_chunks_restarts_and_closes_exactly_what_is_left
     to the position at the command, side by side; engine and exchange end flat, every check at 0.
     """
     emu = emulator_with_sample(days=2)
-    for m in emu.state.markets:
-        for f in m["filters"]:
-            if f["filterType"] == "MARKET_LOT_SIZE":
-                f["maxQty"] = "0.001"
-    venue = ("symbol_rules.BTC/USDT:USDT.market_max_qty=0.001",)
+    _market_lot(emu)
+    venue = MARKET_LOT
     journal = tmp_path / "flatten.sqlite"
     acct = emu.state.account
     p: Proc | None = None
