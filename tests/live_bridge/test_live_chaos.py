@@ -283,6 +283,7 @@ def test_sigkill_at_random_moments_restarts_clean(tmp_path: Path) -> None:
                         (("/pause", b""), ("/throttle", b'{"value": 1.0}'), ("/flatten", b""))
                     )
                     counts["ops commands"] += int(p.command(path, body))
+                    counts[f"in flight at a timer kill: {path}"] += 1
                     _advance(emu, True)
                     time.sleep(rng.uniform(0.0, 0.4))  # somewhere inside the bar's work, or after it
                     counts["killed by timer"] += 1
