@@ -125,7 +125,7 @@ IMMEDIATE_TRIGGER = -2021
 
 @dataclass
 class BridgeOptions:
-    """Per-run settings: mode, run id and the strategy's execution fields (``cli._options``)."""
+    """Per-run settings: mode, run id and the strategy's execution fields (``runner.bridge_options``)."""
 
     mode: str  # paper | live | replay
     run_id: str
@@ -216,6 +216,9 @@ class Bridge:
         self._retried_ms: float | None = None
         self._flatten_retry_at = 0.0  # monotonic time before which a refused flatten is not tried again
         self.funding_stale: str | None = None  # why the funding input is not current (premium index)
+        self._live_rules: gw.MarketRules | None = None  # the exchange's rules of the symbol, read once
+        # Recent refusals of our orders by the exchange (client id, code, message): /status only.
+        self.rejections: list[dict[str, Any]] = []
         # Protection invariant (``check_protection``): stops refused as immediately triggering (closed at
         # market after the diff), partly filled entries whose rest is cancelled before they are booked,
         # recent protection failures (ms), what the last check found and the last events with reasons.
@@ -290,7 +293,7 @@ class Bridge:
             self._note("ops", str(result))
             self.ops.settle(cmd, result)
             done.append(result)
-        if done:
+        if cmds:  # a flatten put back too: why it is not complete shows at once
             self.publish()
         return done
 
@@ -323,21 +326,106 @@ class Bridge:
         return None if closed else "a closing market order did not go through"
 
     def _send_flatten(self, booked: bool) -> bool:
-        """Market orders closing both positions of the account; False when one did not go through."""
+        """Market orders closing both positions of the account; False when one did not go through.
+
+        A side larger than the symbol's MARKET_LOT_SIZE maximum goes out as market orders of at most that
+        each (``market_chunks``), one after the other; the first that does not go through ends the side
+        (the rest of it is what the next flatten reads on the exchange). ``booked``: the engine already
+        closed the side (a drawdown halt), so no chunk is booked (``_not_booked``). Otherwise the engine
+        closes the side once, when its last chunk completes, at the VWAP of all of them (``_maybe_book``):
+        the last chunk is journaled as such before it is sent (``flatten-last:<id>``). A kill between
+        chunks leaves the earlier chunks' fills journaled but unbooked (``pending_flatten``): the restart
+        counts them against the engine's position, the flatten command is still queued, and it reads the
+        exchange's position again and closes what is left, no more.
+        """
         assert self.gw is not None
         acct = self.gw.account(self.s.symbol)
         ok = True
         for side, pos in enumerate(_POS):
             p = acct.positions.get(pos)
             if p is None or p.qty <= 0.0:
+                if not booked and self.pending_flatten(side):
+                    self._book_flatten_chunks(side)  # its last chunk was the position's end
                 continue
-            cid = encode_client_id(self.o.run_id, side, 0, "flatten", self._seq())
-            req = gw.OrderRequest(cid, pos, "sell" if side == 0 else "buy", "market", p.qty, reduce_only=True)
-            if booked:
-                self._not_booked(cid)
-            want = WantedOrder(side, 0, "flatten", req.side, "market", 0.0, p.qty, False, True)
-            ok = self._place(req, want) and ok
+            order_side = "sell" if side == 0 else "buy"
+            chunks = self.market_chunks(p.qty)
+            for i, qty in enumerate(chunks):
+                cid = encode_client_id(self.o.run_id, side, 0, "flatten", self._seq())
+                req = gw.OrderRequest(cid, pos, order_side, "market", qty, reduce_only=True)
+                if booked:
+                    self._not_booked(cid)
+                elif i == len(chunks) - 1 and self.journal is not None:
+                    self.journal.set_meta(f"flatten-last:{cid}", "1")  # durable before it is sent
+                want = WantedOrder(side, 0, "flatten", order_side, "market", 0.0, qty, False, True)
+                if not self._place(req, want):
+                    ok = False
+                    break
+                if i < len(chunks) - 1:
+                    killpoint.hit("chunk")  # test-only: die between two chunks of one side
         return ok
+
+    # --- live: market orders within MARKET_LOT_SIZE
+
+    def market_lot_max(self) -> float:
+        """MARKET_LOT_SIZE maxQty of the symbol: the exchange's, read from its markets once (the readiness
+        checklist compared it with the venue file's), and never above the venue file's."""
+        venue_max = float(self.s.venue.rules_for(self.s.symbol).market_max_qty)
+        if self._live_rules is None and self.gw is not None:
+            try:
+                self._live_rules = self.gw.market_rules(self.s.symbol)
+            except gw.GatewayError as err:
+                self._note("rules", f"exchange rules unreadable, the venue file's used: {err}")
+        live_max = self._live_rules.market_max_qty if self._live_rules is not None else venue_max
+        return min(venue_max, live_max)
+
+    def market_chunks(self, qty: float) -> list[float]:
+        """``qty`` as market order sizes of at most the market lot maximum (on the step grid): full chunks
+        first, the rest last, as the backtest's flatten (``close_side_charged_nb``)."""
+        step = float(self.s.venue.rules_for(self.s.symbol).step_size)
+        top = max(step, math.floor(self.market_lot_max() / step + 1e-9) * step)
+        left, out = _snap(qty, step), []
+        while left > top + step / 2:
+            out.append(_snap(top, step))
+            left = _snap(left - top, step)
+        if left > step / 2:
+            out.append(left)
+        return out
+
+    def pending_flatten(self, side: int) -> list[str]:
+        """Flatten chunks of ``side`` that filled but wait for the side's last chunk to be booked."""
+        if self.journal is None:
+            return []
+        out = []
+        for row in self.journal.orders(("sending", "open", "canceled"), kind="flatten"):
+            cid = row["client_id"]
+            if (
+                int(row["side"]) == side
+                and cid not in self._booked_flatten
+                and not self.journal.meta(f"not-booked:{cid}")
+                and self.journal.unbooked_fills(cid)
+            ):
+                out.append(cid)
+        return out
+
+    def _pending_flatten_qty(self, side: int) -> float:
+        assert self.journal is not None
+        return sum(r[1] for cid in self.pending_flatten(side) for r in self.journal.unbooked_fills(cid))
+
+    def _book_flatten_chunks(self, side: int, last: str | None = None) -> None:
+        """Book the flatten of ``side``: every pending chunk (and ``last``) at their VWAP, in one close."""
+        assert self.journal is not None
+        cids = self.pending_flatten(side) + ([last] if last else [])
+        rows = [r for cid in dict.fromkeys(cids) for r in self.journal.unbooked_fills(cid)]
+        qty = sum(r[1] for r in rows)
+        if qty <= 0.0:
+            return
+        price = sum(r[0] * r[1] for r in rows) / qty
+        liq = Liquidity.TAKER if any(r[2] == "taker" for r in rows) else Liquidity.MAKER
+        self.s.book_flatten(side, price, max(r[3] for r in rows), liq)
+        for cid in dict.fromkeys(cids):
+            self.journal.mark_booked(cid)
+            self.journal.order_status(cid, "booked", self.now_ms())
+        self._note("fill", f"flatten {_POS[side]} {round(qty, 12)} @ {price} in {len(set(cids))} order(s)")
 
     # --- fail-closed inputs
 
@@ -628,10 +716,14 @@ class Bridge:
         if slot[SL_LOT_ON] == 0.0:
             return 0
         pos = _POS[want.side]
-        cid = encode_client_id(self.o.run_id, want.side, want.level, "sl", self._seq())
         qty = _snap(float(slot[SL_LOT_QTY]), self.s.venue.rules_for(self.s.symbol).step_size)
-        req = gw.OrderRequest(cid, pos, want.order_side, "market", qty, reduce_only=True)
-        ok = self._place(req, replace(want, type="market", qty=qty))
+        ok = True
+        for part in self.market_chunks(qty):  # each booked as a part of the lot's stop fill
+            cid = encode_client_id(self.o.run_id, want.side, want.level, "sl", self._seq())
+            req = gw.OrderRequest(cid, pos, want.order_side, "market", part, reduce_only=True)
+            if not self._place(req, replace(want, type="market", qty=part)):
+                ok = False
+                break
         reason = f"{pos} level {want.level} {qty}: {why}: " + (
             "closed at market" if ok else "the market close failed"
         )
@@ -832,7 +924,11 @@ class Bridge:
                 if client_id not in self._booked_flatten and not (
                     self.journal.meta(f"not-booked:{client_id}")
                 ):
-                    self.s.book_flatten(cid.side, price, ts, liq)
+                    if not self.journal.meta(f"flatten-last:{client_id}"):
+                        return 0  # an earlier chunk: booked with the side's last one
+                    self._book_flatten_chunks(cid.side, client_id)
+                    self.open_orders = [o for o in self.open_orders if o.client_id != client_id]
+                    return 1
             elif cid.kind == "entry":
                 if not done:
                     self._partial_entries.add(client_id)  # the rest is cancelled, then it is booked
@@ -877,7 +973,9 @@ class Bridge:
         out = []
         for side, pos in enumerate(_POS):
             p = acct.positions.get(pos)
-            gap = (p.qty if p else 0.0) - self.s.position()[side]
+            # flatten chunks that filled but are booked with the side's last chunk are already gone
+            pending = self._pending_flatten_qty(side) if self.journal is not None else 0.0
+            gap = (p.qty if p else 0.0) - (self.s.position()[side] - pending)
             out.append(
                 0.0
                 if abs(gap) <= half
@@ -956,10 +1054,16 @@ class Bridge:
                     self._note("guard", f"{pos} stop refused ({err}): closing {gap} at market")
             else:
                 self._cancel_guards(side)
-            cid = encode_client_id(self.o.run_id, side, 0, "guard", self._seq())
-            req = gw.OrderRequest(cid, pos, order_side, "market", gap, reduce_only=True)
-            if self._place(req, WantedOrder(side, 0, "guard", order_side, "market", 0.0, gap, False, True)):
-                self._note("guard", f"{pos} {gap} unexplained: closed at market")
+            closed = 0.0
+            for part in self.market_chunks(gap):
+                cid = encode_client_id(self.o.run_id, side, 0, "guard", self._seq())
+                req = gw.OrderRequest(cid, pos, order_side, "market", part, reduce_only=True)
+                want = WantedOrder(side, 0, "guard", order_side, "market", 0.0, part, False, True)
+                if not self._place(req, want):
+                    break
+                closed += part
+            if closed:
+                self._note("guard", f"{pos} {round(closed, 12)} of {gap} unexplained: closed at market")
 
     def _place_strict(self, req: gw.OrderRequest, want: WantedOrder) -> bool:
         """``_place`` that raises an exchange refusal (``OrderRejected``) instead of only recording it."""
@@ -1129,6 +1233,7 @@ class Bridge:
             if self.journal is not None:
                 self.journal.order_status(req.client_id, "rejected", self.now_ms())
             self._error("place", err)
+            self._rejected(req, err)
             if (
                 want.kind == "sl"
                 and req.type == "stop_market"
@@ -1140,11 +1245,41 @@ class Bridge:
             return False
         killpoint.hit("sent")
         self.sent += 1
+        step = float(self.s.venue.rules_for(self.s.symbol).step_size)
+        ended = o.status in ("expired", "canceled", "rejected")
+        if req.type == "market" and ended and o.filled_qty < req.qty - step / 2:
+            # the exchange ended it (self-trade prevention expiring the taker, nothing left to close):
+            # what filled is booked as the order's whole; the rest did not go through
+            if self.journal is not None:
+                self.journal.order_status(req.client_id, "canceled", self.now_ms(), o.exchange_id)
+                if want.kind == "flatten":  # not the side's end: the flatten's next try books it
+                    self.journal.set_meta(f"flatten-last:{req.client_id}", "")
+            err = gw.OrderRejected(None, f"market order {o.status}: {o.filled_qty} of {req.qty} filled")
+            self._error("place", err)
+            self._rejected(req, err)
+            return False
         if req.type != "market":
             self.open_orders.append(o)
         if self.journal is not None:
             self.journal.order_status(req.client_id, "open", self.now_ms(), o.exchange_id)
         return True
+
+    def _rejected(self, req: gw.OrderRequest, err: Exception) -> None:
+        """Keep the exchange's refusal of an order (code and message) for /status (the metrics count it)."""
+        parsed = parse_client_id(req.client_id)
+        self.rejections.append(
+            {
+                "ts": self.now_ms(),
+                "client_id": req.client_id,
+                "kind": parsed.kind if parsed is not None else "",
+                "type": req.type,
+                "qty": req.qty,
+                "price": req.price if req.type == "limit" else req.stop_price,
+                "code": getattr(err, "code", None),
+                "reason": str(err),
+            }
+        )
+        del self.rejections[:-20]
 
     def _place_wanted(self, want: WantedOrder) -> bool:
         """First attempt; True when a post-only rejection left a retry to make (``run_retries``)."""
@@ -1391,6 +1526,7 @@ class Bridge:
                 "uncovered": dict(self.uncovered),
                 "events": list(self.protection_events[-10:]),
             }
+            snap["rejections"] = list(self.rejections[-10:])  # the exchange's refusals, with its code
         snap["orders_sent"] = self.sent
         snap["orders_deferred"] = self.deferred
         snap["entry_orders_held"] = self.held

@@ -60,6 +60,7 @@ from gridctl.live_bridge.gateway import (
     Position,
     PostOnlyRejected,
     RateLimited,
+    rules_from_market,
 )
 from gridctl.live_bridge.pacing import RequestPacer
 
@@ -102,6 +103,9 @@ _TYPES = {
     "take_profit_market": "TAKE_PROFIT_MARKET",
 }
 _ALGO_TYPES = ("stop_market", "take_profit_market")
+#: Binance ``selfTradePreventionMode`` sent with every order: an order of ours that would trade against
+#: another of ours resting on the book expires the resting one (the maker), never the arriving one.
+STP_MODE = "EXPIRE_MAKER"
 
 
 def exchange_id_for(venue: VenueConfig) -> str:
@@ -298,24 +302,8 @@ class CcxtGateway:
         return int(self._call("server time", WEIGHTS["time"], self.client.fetch_time))
 
     def market_rules(self, symbol: str) -> MarketRules:
-        """Tick, step, quantity range and min notional from the exchange's filters for ``symbol``."""
-        market = self._market(symbol)
-        info = market["info"]
-        filters = {f["filterType"]: f for f in info.get("filters", [])}
-        try:
-            price_f, lot, notional = filters["PRICE_FILTER"], filters["LOT_SIZE"], filters["MIN_NOTIONAL"]
-            return MarketRules(
-                symbol=str(market["id"]),
-                tick_size=float(price_f["tickSize"]),
-                step_size=float(lot["stepSize"]),
-                min_qty=float(lot["minQty"]),
-                max_qty=float(lot["maxQty"]),
-                min_notional=float(notional.get("notional", notional.get("minNotional"))),
-                price_precision=int(info["pricePrecision"]),
-                qty_precision=int(info["quantityPrecision"]),
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            raise GatewayError(f"symbol {symbol!r}: exchangeInfo filters incomplete ({err})") from None
+        """Every filter of ``symbol`` from the exchange's markets (``gateway.rules_from_market``)."""
+        return rules_from_market(self._market(symbol))
 
     # -- account ------------------------------------------------------------------------------------
     @_fail_closed
@@ -486,6 +474,9 @@ class CcxtGateway:
             params["reduceOnly"] = True
         if req.post_only:
             params["timeInForce"] = "GTX"
+        # A market close meeting our own resting limit expires that limit (the diff places it again),
+        # never the close: sent on every order, so the account's default mode does not matter.
+        params["selfTradePreventionMode"] = STP_MODE
         if req.type in _ALGO_TYPES:
             params["triggerPrice"] = _on_grid(
                 "stop price", req.stop_price, rules.tick_size, rules.price_precision

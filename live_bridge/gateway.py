@@ -14,8 +14,9 @@ timestamps epoch milliseconds (UTC). Sides are lower-case ``buy``/``sell``; posi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 PositionSide = Literal["LONG", "SHORT"]
 OrderSide = Literal["buy", "sell"]
@@ -29,7 +30,8 @@ ORDER_STATUSES: tuple[str, ...] = ("open", "closed", "canceled", "expired", "rej
 
 @dataclass(frozen=True)
 class MarketRules:
-    """Trading rules of one symbol as the exchange reports them (not the venue file)."""
+    """Trading rules of one symbol as the exchange reports them (not the venue file): every filter of
+    ``FILTER_FIELDS`` (the names are the venue file's ``symbol_rules`` fields) and the precisions."""
 
     symbol: str
     tick_size: float
@@ -39,6 +41,58 @@ class MarketRules:
     min_notional: float
     price_precision: int
     qty_precision: int
+    market_min_qty: float = math.nan
+    market_max_qty: float = math.nan
+    percent_price_up: float = math.nan
+    percent_price_down: float = math.nan
+    max_num_orders: float = math.nan
+    max_num_algo_orders: float = math.nan
+
+
+#: MarketRules / venue ``symbol_rules`` field -> (Binance exchangeInfo filterType, key).
+FILTER_FIELDS: dict[str, tuple[str, str]] = {
+    "tick_size": ("PRICE_FILTER", "tickSize"),
+    "step_size": ("LOT_SIZE", "stepSize"),
+    "min_qty": ("LOT_SIZE", "minQty"),
+    "max_qty": ("LOT_SIZE", "maxQty"),
+    "min_notional": ("MIN_NOTIONAL", "notional"),
+    "market_min_qty": ("MARKET_LOT_SIZE", "minQty"),
+    "market_max_qty": ("MARKET_LOT_SIZE", "maxQty"),
+    "percent_price_up": ("PERCENT_PRICE", "multiplierUp"),
+    "percent_price_down": ("PERCENT_PRICE", "multiplierDown"),
+    "max_num_orders": ("MAX_NUM_ORDERS", "limit"),
+    "max_num_algo_orders": ("MAX_NUM_ALGO_ORDERS", "limit"),
+}
+
+
+def filter_values(market: dict[str, Any]) -> dict[str, float]:
+    """Every ``FILTER_FIELDS`` value of a ccxt market entry (its ``info.filters``); NaN when missing."""
+    info = market.get("info") or {}
+    filters = {f.get("filterType"): f for f in info.get("filters", []) if isinstance(f, dict)}
+    out = {}
+    for name, (kind, key) in FILTER_FIELDS.items():
+        row = filters.get(kind, {})
+        raw = row.get(key, row.get("minNotional") if kind == "MIN_NOTIONAL" else None)
+        try:
+            out[name] = float(raw) if raw is not None else math.nan
+        except (TypeError, ValueError):
+            out[name] = math.nan
+    return out
+
+
+def rules_from_market(market: dict[str, Any]) -> MarketRules:
+    """The exchange's ``MarketRules`` from a ccxt market entry; GatewayError naming what is missing."""
+    info = market.get("info") or {}
+    values = filter_values(market)
+    missing = [k for k, v in values.items() if not math.isfinite(v)]
+    symbol = str(market.get("id") or info.get("symbol") or market.get("symbol"))
+    try:
+        precision = int(info["pricePrecision"]), int(info["quantityPrecision"])
+    except (KeyError, TypeError, ValueError):
+        missing.append("pricePrecision/quantityPrecision")
+    if missing:
+        raise GatewayError(f"symbol {symbol!r}: exchangeInfo filters incomplete (no {', '.join(missing)})")
+    return MarketRules(symbol=symbol, price_precision=precision[0], qty_precision=precision[1], **values)
 
 
 @dataclass(frozen=True)
@@ -163,7 +217,7 @@ class Gateway(Protocol):
         ...
 
     def market_rules(self, symbol: str) -> MarketRules:
-        """Tick, step, min/max qty and min notional of ``symbol``."""
+        """Every exchange filter of ``symbol`` (``FILTER_FIELDS``) and its precisions."""
         ...
 
     def account(self, symbol: str) -> Account:

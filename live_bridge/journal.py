@@ -293,14 +293,17 @@ class Journal:
                 row["exchange_id"] = held[2]
         return row
 
-    def orders(self, statuses: tuple[str, ...]) -> list[dict[str, Any]]:
-        """Orders whose status (held changes included) is one of ``statuses``, oldest first."""
+    def orders(self, statuses: tuple[str, ...], kind: str | None = None) -> list[dict[str, Any]]:
+        """Orders whose status (held changes included) is one of ``statuses`` (and of ``kind``, when
+        given), oldest first."""
         held = list(self._status)
         q = (
-            f"SELECT * FROM orders WHERE status IN ({','.join('?' * len(statuses))}) "
-            f"OR client_id IN ({','.join('?' * len(held))}) ORDER BY created_ms"
+            f"SELECT * FROM orders WHERE (status IN ({','.join('?' * len(statuses))}) "
+            f"OR client_id IN ({','.join('?' * len(held))}))"
+            + (" AND kind = ?" if kind is not None else "")
+            + " ORDER BY created_ms"
         )
-        cur = self.db.execute(q, (*statuses, *held))
+        cur = self.db.execute(q, (*statuses, *held, *([kind] if kind is not None else [])))
         cols = [c[0] for c in cur.description]
         rows = [self._overlay(dict(zip(cols, r, strict=True))) for r in cur.fetchall()]
         return [r for r in rows if r["status"] in statuses]

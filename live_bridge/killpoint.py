@@ -5,7 +5,8 @@
 from outside can hit only by luck. Unset (every real run) ``hit`` is a comparison and returns.
 Points: ``send`` / ``sent`` (before / after an order request), ``cancel`` / ``canceled``, ``fills``
 (fills fetched, before booking), ``booked`` (after one booking), ``bar`` (engine stepped, orders not yet
-sent), ``journal`` (inside the checkpoint's transaction, before its commit).
+sent), ``journal`` (inside the checkpoint's transaction, before its commit), ``chunk`` (a flatten's
+market order went out and the next one of that side has not).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gridctl.configs.errors import GridctlError
+from gridctl.live_bridge.gateway import filter_values
 
 #: Start-up checks against the exchange get their own short budget, not the bar feed's reconnect policy
 #: (``websocket.reconnect_timeout`` x ``max_reconnect_attempts``, minutes with the shipped venue files):
@@ -68,28 +69,7 @@ def filters_match(venue: Any, market: dict[str, Any]) -> str:
     """
     symbol = str(market.get("symbol", ""))
     rules = venue.rules_for(symbol)
-    info = market.get("info") or {}
-    filters = {f.get("filterType"): f for f in info.get("filters", [])}
-
-    def num(kind: str, key: str) -> float:
-        try:
-            return float(filters.get(kind, {}).get(key, "nan"))
-        except (TypeError, ValueError):
-            return math.nan
-
-    got = {
-        "tick_size": num("PRICE_FILTER", "tickSize"),
-        "step_size": num("LOT_SIZE", "stepSize"),
-        "min_qty": num("LOT_SIZE", "minQty"),
-        "max_qty": num("LOT_SIZE", "maxQty"),
-        "min_notional": num("MIN_NOTIONAL", "notional"),
-        "market_min_qty": num("MARKET_LOT_SIZE", "minQty"),
-        "market_max_qty": num("MARKET_LOT_SIZE", "maxQty"),
-        "percent_price_up": num("PERCENT_PRICE", "multiplierUp"),
-        "percent_price_down": num("PERCENT_PRICE", "multiplierDown"),
-        "max_num_orders": num("MAX_NUM_ORDERS", "limit"),
-        "max_num_algo_orders": num("MAX_NUM_ALGO_ORDERS", "limit"),
-    }
+    got = filter_values(market)  # every filter the bridge uses (gateway.FILTER_FIELDS)
     where = venue.rules_source(symbol)
     bad = []
     for key, value in got.items():

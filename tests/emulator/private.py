@@ -30,7 +30,11 @@ are ``spread_ticks`` apart with the last trade on the ask after an up-tick and o
 post-only buy is rejected at the ask or above, a sell at the bid or below (a crossing limit without
 post-only and a market order fill at the last price). ``MAX_NUM_ORDERS`` / ``MAX_NUM_ALGO_ORDERS`` of
 ``exchangeInfo`` are enforced per symbol on the regular / conditional orders resting (-2025 "Reach max
-open order limit." / -4045 "Reach max stop order limit.").
+open order limit." / -4045 "Reach max stop order limit."). ``PERCENT_PRICE``: a BUY limit above mark x
+``multiplierUp`` is rejected -4016, a SELL limit below mark x ``multiplierDown`` -4024. ``MARKET_LOT_SIZE``
+bounds market orders (``LOT_SIZE`` the others): above ``maxQty`` -4005, below ``minQty`` -4004.
+Self-trade prevention (``selfTradePreventionMode``, default ``DEFAULT_STP``): an arriving order that takes
+liquidity meets our own resting limits on the other side at its price or better first (``_self_trade``).
 
 Conditional orders trigger on the contract price and fill as taker at their trigger (the open when
 the open gapped through) moved against the account by ``slippage_bps``. A limit that crosses on
@@ -45,7 +49,8 @@ are never force-closed.
 Faults beyond the public ones: ``state.account.partial_fills(fraction, times)`` makes the next fills
 execute only part of the remaining quantity (the rest keeps resting), ``FillModel.partial_fill`` does
 so for every limit fill (the rest can fill from the next trading step on); ``state.account.freeze_premium()``
-stops ``premiumIndex`` from updating (stale mark price and funding); status / timeout / ``reject``
+stops ``premiumIndex`` from updating (stale mark price and funding), ``mark_premium`` sets the mark
+that far from the last trade (PERCENT_PRICE then refuses limits a fast move left outside the band); status / timeout / ``reject``
 (any Binance error code) / ``drop`` (process, then close the connection unanswered) faults come from
 ``state.inject``.
 """
@@ -71,6 +76,10 @@ DEFAULT_API_SECRET = "emu-api-secret"
 POSITION_SIDES = ("LONG", "SHORT", "BOTH")
 MAINT_MARGIN_RATE = 0.004
 USER_TRADES_MAX_WINDOW_MS = 7 * 86_400_000
+#: selfTradePreventionMode values of POST /fapi/v1/order; an order that sends none gets DEFAULT_STP (the
+#: USD-M New Order page lists ``NONE`` as the default; older versions of it said ``EXPIRE_MAKER``).
+STP_MODES = ("NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH")
+DEFAULT_STP = "NONE"
 
 
 @dataclass
@@ -122,6 +131,7 @@ class Order:
     algo: bool = False
     actual_order_id: int = 0
     paused_bar: int = -1  # after a partial fill: no more fills during this bar
+    stp: str = "NONE"  # selfTradePreventionMode: what happens when it would trade against our own order
 
     @property
     def opening(self) -> bool:
@@ -196,6 +206,8 @@ class AccountState:
     last_price: dict[str, float] = field(default_factory=dict)
     premium: dict[str, _Premium] = field(default_factory=dict)
     premium_frozen: bool = False
+    # the mark price is the last trade x (1 + mark_premium): a mark (index based) that lags a fast move
+    mark_premium: float = 0.0
     replays: dict[str, _Replay] = field(default_factory=dict)
     funded_until: dict[str, int] = field(default_factory=dict)  # settlements up to here are paid
     partial_fraction: float = 1.0
@@ -551,6 +563,7 @@ def _settle_funding(state: EmulatorState, symbol: str, end: int, bar_open: float
 
 def _refresh_premium(state: EmulatorState, symbol: str, mark: float) -> None:
     if not state.account.premium_frozen:
+        mark *= 1.0 + state.account.mark_premium
         state.account.premium[symbol] = _Premium(mark, state.server_time())
 
 
@@ -776,8 +789,15 @@ def _new_order(state: EmulatorState, request: Request, algo: bool) -> Order:
         raise ApiError(400, -4003, "Quantity less than or equal to zero.")
     if not _on_grid(qty, float(lot["stepSize"])) or qty < float(lot["minQty"]):
         raise ApiError(400, -1111, "Precision is over the maximum defined for this asset.")
-    if qty > float(lot["maxQty"]):
+    # LOT_SIZE bounds limit and conditional orders, MARKET_LOT_SIZE market orders (same codes as Binance)
+    bounds = filters.get("MARKET_LOT_SIZE", lot) if otype == "MARKET" else lot
+    if qty > float(bounds["maxQty"]) + 1e-12:
         raise ApiError(400, -4005, "Quantity greater than max quantity.")
+    if qty < float(bounds["minQty"]) - 1e-12:
+        raise ApiError(400, -4004, "Quantity less than min quantity.")
+    stp = request.query.get("selfTradePreventionMode", DEFAULT_STP)
+    if stp not in STP_MODES:
+        raise ApiError(400, -1100, "Illegal characters found in parameter 'selfTradePreventionMode'.")
     price = stop = 0.0
     tif = request.query.get("timeInForce", "GTC")
     if otype == "LIMIT":
@@ -793,6 +813,15 @@ def _new_order(state: EmulatorState, request: Request, algo: bool) -> Order:
     for value in (price, stop):
         if value and (not _on_grid(value, float(pf["tickSize"])) or value < float(pf["minPrice"])):
             raise ApiError(400, -4014, "Price not increased by tick size.")
+    if otype == "LIMIT" and "PERCENT_PRICE" in filters:
+        # PERCENT_PRICE: a BUY limit may not exceed mark * multiplierUp, a SELL limit may not be below
+        # mark * multiplierDown (-4016 / -4024, Binance's PRICE_HIGHER/LOWER_THAN_MULTIPLIER_UP/DOWN)
+        pp, mark = filters["PERCENT_PRICE"], _mark(state, symbol)
+        cap, floor = mark * float(pp["multiplierUp"]), mark * float(pp["multiplierDown"])
+        if mark > 0 and side == "BUY" and price > cap * (1 + 1e-12):
+            raise ApiError(400, -4016, f"Limit price can't be higher than {cap:.2f}.")
+        if mark > 0 and side == "SELL" and price < floor * (1 - 1e-12):
+            raise ApiError(400, -4024, f"Limit price can't be lower than {floor:.2f}.")
     client_id = request.query.get("clientAlgoId" if algo else "newClientOrderId") or f"emu{acct.next_id + 1}"
     if any(o.client_id == client_id for o in acct.open_orders(symbol)):
         raise ApiError(400, -4116, "ClientOrderId is duplicated.")
@@ -812,6 +841,7 @@ def _new_order(state: EmulatorState, request: Request, algo: bool) -> Order:
         now,
         update_time=now,
         algo=algo,
+        stp=stp,
     )
     ref = _reference_price(state, symbol)
     notional = qty * (price or stop or ref)
@@ -907,15 +937,57 @@ def handle_new_order(state: EmulatorState, request: Request) -> dict:
         slip = fm.slippage_bps * 1e-4
         px = min(order.price, ref * (1 + slip)) if order.side == "BUY" else max(order.price, ref * (1 - slip))
         acct.orders[order.order_id] = order
-        _execute(state, order, px, False, order.time, -2)
+        if _self_trade(state, order, px):
+            _execute(state, order, px, False, order.time, -2)
     elif order.type == "MARKET":
         slip = fm.slippage_bps * 1e-4
         px = ref * (1 + slip) if order.side == "BUY" else ref * (1 - slip)
         acct.orders[order.order_id] = order
-        _execute(state, order, px, False, order.time, -2)
+        if _self_trade(state, order, px):
+            _execute(state, order, px, False, order.time, -2)
     else:
         acct.orders[order.order_id] = order
     return order_json(order)
+
+
+def _self_trade(state: EmulatorState, taker: Order, px: float) -> bool:
+    """Self-trade prevention for an arriving order that takes liquidity at ``px``: our own resting limit
+    orders on the other side at ``px`` or better are what it would meet first. Per the taker's
+    ``selfTradePreventionMode``: ``EXPIRE_MAKER`` expires those resting orders (status EXPIRED_IN_MATCH)
+    and the taker trades on; ``EXPIRE_TAKER`` expires the taker unfilled; ``EXPIRE_BOTH`` both; ``NONE``
+    lets it trade with them (each fills at its own price, as maker, against the taker). True when the
+    taker goes on to fill what is left of it at ``px``."""
+    acct = state.account
+    own = sorted(
+        (
+            o
+            for o in acct.open_orders(taker.symbol, algo=False)
+            if o.type == "LIMIT"
+            and o.order_id != taker.order_id
+            and o.side != taker.side
+            and (o.price <= px + 1e-9 if taker.side == "BUY" else o.price >= px - 1e-9)
+        ),
+        key=lambda o: (o.price if taker.side == "BUY" else -o.price, o.order_id),
+    )
+    if not own:
+        return True
+    now = taker.time
+    if taker.stp in ("EXPIRE_MAKER", "EXPIRE_BOTH"):
+        for o in own:
+            o.status, o.update_time = "EXPIRED_IN_MATCH", now
+    if taker.stp in ("EXPIRE_TAKER", "EXPIRE_BOTH"):
+        taker.status, taker.update_time = "EXPIRED_IN_MATCH", now
+        return False
+    if taker.stp == "NONE":
+        for o in own:
+            held = [abs(acct.position(x.symbol, x.position_side)[0]) for x in (o, taker) if not x.opening]
+            q = min([o.remaining, taker.remaining, *held])
+            if q <= 1e-12:
+                break
+            _book_fill(state, o, o.price, q, True, now)
+            _book_fill(state, taker, o.price, q, False, now)
+        return taker.remaining > 1e-12
+    return True
 
 
 def handle_new_algo_order(state: EmulatorState, request: Request) -> dict:
@@ -957,7 +1029,7 @@ def order_json(o: Order) -> dict:
         "priceProtect": False,
         "origType": o.type,
         "priceMatch": "NONE",
-        "selfTradePreventionMode": "EXPIRE_MAKER",
+        "selfTradePreventionMode": o.stp,
         "goodTillDate": 0,
         "time": o.time,
         "updateTime": o.update_time,
@@ -987,7 +1059,7 @@ def algo_json(o: Order) -> dict:
         "triggerPrice": _num(o.stop_price),
         "price": "0",
         "icebergQuantity": None,
-        "selfTradePreventionMode": "EXPIRE_MAKER",
+        "selfTradePreventionMode": o.stp,
         "workingType": "CONTRACT_PRICE",
         "priceMatch": "NONE",
         "closePosition": False,

@@ -394,3 +394,81 @@ def test_a_take_profit_meets_the_last_price_under_next_open_and_the_gap_fills_it
         assert status == 200 and body["status"] == "NEW", body  # type: ignore[index]
         emu.advance_bar("BTCUSDT")
         assert trades(emu) == [("entry", "BUY", 39900.0, True), ("tp", "SELL", 40100.0, True)]
+
+
+# -- exchange filters and self-trade prevention (Binance's codes) ----------------------------------------
+def market(emu: BinanceUsdmEmulator, cid: str, side: str, pside: str, qty: float,
+           stp: str | None = None) -> tuple[int, object]:  # fmt: skip
+    params: dict[str, object] = {"symbol": "BTCUSDT", "side": side, "positionSide": pside, "type": "MARKET",
+                                 "quantity": qty, "newClientOrderId": cid}  # fmt: skip
+    if stp is not None:
+        params["selfTradePreventionMode"] = stp
+    return call(emu, "POST", "/fapi/v1/order", params)
+
+
+def _filter(emu: BinanceUsdmEmulator, kind: str, **values: str) -> None:
+    (flt,) = [f for m in emu.state.markets if m["symbol"] == "BTCUSDT" for f in m["filters"]
+              if f["filterType"] == kind]  # fmt: skip
+    flt.update(values)
+
+
+def test_percent_price_bounds_limit_prices_around_the_mark(emu: BinanceUsdmEmulator) -> None:
+    # mark 40000 (premiumIndex); multiplierUp 1.05 -> a BUY limit above 42000.0 is -4016, multiplierDown
+    # 0.95 -> a SELL limit below 38000.0 is -4024; on the bounds they pass (and cross the book: taker fills)
+    assert order(emu, "b1", "BUY", "LONG", 42000.1, tif="GTC")[1] == {
+        "code": -4016, "msg": "Limit price can't be higher than 42000.00.",
+    }  # fmt: skip
+    assert order(emu, "s1", "SELL", "SHORT", 37999.9, tif="GTC")[1] == {
+        "code": -4024, "msg": "Limit price can't be lower than 38000.00.",
+    }  # fmt: skip
+    assert order(emu, "b2", "BUY", "LONG", 42000.0, tif="GTC")[0] == 200
+    assert order(emu, "s2", "SELL", "SHORT", 38000.0, tif="GTC")[0] == 200
+    assert emu.state.account.position("BTCUSDT", "LONG")[0] == 0.01
+    assert emu.state.account.position("BTCUSDT", "SHORT")[0] == -0.01
+
+
+def test_market_lot_size_bounds_market_orders_only(emu: BinanceUsdmEmulator) -> None:
+    _filter(emu, "MARKET_LOT_SIZE", maxQty="0.005", minQty="0.003")
+    assert market(emu, "m1", "BUY", "LONG", 0.006)[1] == {
+        "code": -4005,
+        "msg": "Quantity greater than max quantity.",
+    }
+    assert market(emu, "m2", "BUY", "LONG", 0.002)[1] == {
+        "code": -4004,
+        "msg": "Quantity less than min quantity.",
+    }
+    status, body = market(emu, "m3", "BUY", "LONG", 0.005)
+    assert status == 200 and body["status"] == "FILLED" and body["executedQty"] == "0.005"  # type: ignore[index]
+    assert order(emu, "l1", "BUY", "LONG", 39900.0, qty=0.006)[0] == 200  # a limit: LOT_SIZE (max 1000)
+
+
+@pytest.mark.parametrize(
+    ("stp", "maker_status", "taker_status", "long_q", "short_q"),
+    [
+        ("EXPIRE_MAKER", "EXPIRED_IN_MATCH", "FILLED", 0.0, -0.01),
+        ("EXPIRE_TAKER", "NEW", "EXPIRED_IN_MATCH", 0.0, 0.0),
+        ("EXPIRE_BOTH", "EXPIRED_IN_MATCH", "EXPIRED_IN_MATCH", 0.0, 0.0),
+        (None, "FILLED", "FILLED", 0.01, -0.01),  # not sent: NONE, the order trades with our own
+    ],
+)
+def test_self_trade_prevention_follows_the_taker_mode(
+    emu: BinanceUsdmEmulator, stp: str | None, maker_status: str, taker_status: str, long_q: float,
+    short_q: float,
+) -> None:  # fmt: skip
+    # the last trade (40000) is on the bid after a down-tick: our BUY LONG limit at 40000 rests at the bid;
+    # our market SELL SHORT (opening a short) would meet it first
+    emu.state.account.last_up["BTCUSDT"] = False
+    assert order(emu, "maker", "BUY", "LONG", 40000.0)[0] == 200
+    status, body = market(emu, "taker", "SELL", "SHORT", 0.01, stp)
+    assert status == 200 and body["status"] == taker_status  # type: ignore[index]
+    assert body["selfTradePreventionMode"] == (stp or "NONE")  # type: ignore[index]
+    (maker,) = [o for o in emu.state.account.orders.values() if o.client_id == "maker"]
+    assert maker.status == maker_status
+    assert emu.state.account.position("BTCUSDT", "LONG")[0] == long_q
+    assert emu.state.account.position("BTCUSDT", "SHORT")[0] == short_q
+    if stp is None:  # each side of the self-trade at the resting order's price: maker and taker
+        assert trades(emu) == [("maker", "BUY", 40000.0, True), ("taker", "SELL", 40000.0, False)]
+
+
+def test_an_unknown_self_trade_prevention_mode_is_refused(emu: BinanceUsdmEmulator) -> None:
+    assert market(emu, "t", "SELL", "SHORT", 0.01, "DECREMENT")[1]["code"] == -1100  # type: ignore[index]

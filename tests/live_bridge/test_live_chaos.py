@@ -20,7 +20,9 @@ are compared, and every count below must be 0:
 - trades not booked exactly once (the journal's fills vs the exchange's trades);
 - positions without full stop coverage (the resting stops of a side sum to less than its position).
 
-A process killed by a timer has an ops command (pause, resume, throttle) in flight when it dies.
+A process killed by a timer has an ops command (pause, resume, throttle, flatten) in flight when it dies.
+MARKET_LOT_SIZE maxQty is 0.001 on the exchange and in the venue file (``MARKET_LOT``), so every flatten
+goes out as several market orders and a timer can kill the bridge between two of them.
 
 CI runs ``KILLS`` (12) kills; ``GRIDCTL_CHAOS_KILLS=100`` runs the full campaign (``-s`` prints counts).
 """
@@ -52,17 +54,28 @@ KILLS = int(os.environ.get("GRIDCTL_CHAOS_KILLS", "12"))
 SEED = int(os.environ.get("GRIDCTL_CHAOS_SEED", "14"))
 POINTS = ("send", "sent", "cancel", "canceled", "fills", "booked", "bar", "journal")
 EPS = 1e-9
+MARKET_LOT = ("symbol_rules.BTC/USDT:USDT.market_max_qty=0.001",)
+
+
+def _market_lot(emu) -> None:
+    """The emulator's MARKET_LOT_SIZE maxQty as ``MARKET_LOT`` sets the venue file's."""
+    for m in emu.state.markets:
+        for f in m["filters"]:
+            if f["filterType"] == "MARKET_LOT_SIZE":
+                f["maxQty"] = "0.001"
 
 
 class Proc:
     """One `gridctl live --live` subprocess; ``kill_at`` arms a crash point."""
 
-    def __init__(self, url: str, journal: Path, kill_at: str | None) -> None:
+    def __init__(
+        self, url: str, journal: Path, kill_at: str | None, venue: tuple[str, ...] = MARKET_LOT
+    ) -> None:
         cmd = [sys.executable, "-m", "gridctl.cli", "live", "--live", "--journal", str(journal)]
         # order pacing out of the way (it defers orders by design; this test is about crashes)
         for v in ("rate_limits.weight_per_minute=100000",
                   "rate_limits.orders_per_minute=10000", "rate_limits.orders_per_second=100",
-                  f"api.base_url={url}"):  # fmt: skip
+                  f"api.base_url={url}", *venue):  # fmt: skip
             cmd += ["--venue-set", v]
         for v in ("grid.grid_levels_long=3", "grid.grid_levels_short=3", "grid.grid_step_bps=5",
                   "rebalance.recenter_trigger_bps=10", "exit.tp_steps=2", "exit.sl_steps=10"):  # fmt: skip
@@ -229,6 +242,7 @@ def test_sigkill_at_random_moments_restarts_clean(tmp_path: Path) -> None:
     rng = random.Random(SEED)
     BARS.clear()
     emu = emulator_with_sample(days=2)
+    _market_lot(emu)
     journal = tmp_path / "chaos.sqlite"
     counts: Counter = Counter()
     t0 = time.monotonic()
@@ -265,8 +279,11 @@ def test_sigkill_at_random_moments_restarts_clean(tmp_path: Path) -> None:
                 if how == "timer":
                     # an ops command in flight when the kill comes (every start resumes a kept pause;
                     # a throttle of 1: below it rung 1's entries fall under the min notional and stop)
-                    path, body = rng.choice((("/pause", b""), ("/throttle", b'{"value": 1.0}')))
+                    path, body = rng.choice(
+                        (("/pause", b""), ("/throttle", b'{"value": 1.0}'), ("/flatten", b""))
+                    )
                     counts["ops commands"] += int(p.command(path, body))
+                    counts[f"in flight at a timer kill: {path}"] += 1
                     _advance(emu, True)
                     time.sleep(rng.uniform(0.0, 0.4))  # somewhere inside the bar's work, or after it
                     counts["killed by timer"] += 1
@@ -300,3 +317,58 @@ def test_sigkill_at_random_moments_restarts_clean(tmp_path: Path) -> None:
     assert counts["checks"] >= KILLS // 3, dict(counts)  # restarts not killed in their first bar
     assert 4 * counts["bars up that filled"] > counts["bars up"], dict(counts)  # a busy market
     assert {k: counts[k] for k in FAILURES} == dict.fromkeys(FAILURES, 0), dict(counts)
+
+
+def test_sigkill_between_flatten_chunks_restarts_and_closes_exactly_what_is_left(tmp_path: Path) -> None:
+    """A real SIGKILL between two market orders of one `/flatten` (crash point ``chunk``).
+
+    MARKET_LOT_SIZE maxQty 0.001 on the exchange and in the venue file, so every position goes out in
+    0.001 orders. Bars are traded until the bridge holds a position; `/flatten` kills it after the first
+    0.001. The restart (same journal) reconciles with that chunk pending (no unexplained exposure), carries
+    on with the queued flatten and closes exactly what the exchange still holds: the flatten's trades sum
+    to the position at the command, side by side; engine and exchange end flat, every check at 0.
+    """
+    emu = emulator_with_sample(days=2)
+    _market_lot(emu)
+    venue = MARKET_LOT
+    journal = tmp_path / "flatten.sqlite"
+    acct = emu.state.account
+    p: Proc | None = None
+    try:
+        p = Proc(emu.url, journal, "chunk:1", venue)
+        assert p.started() == "started", "".join(p.lines[-12:])
+        for _ in range(60):
+            assert _bar_done(emu, journal, p), "".join(p.lines[-12:])
+            held = {s: engine_qty(acct, s) for s in ("LONG", "SHORT")}
+            if max(held.values()) >= 0.002 - EPS:
+                break
+        else:
+            raise AssertionError("no position of 0.002 or more in 60 bars")
+        trades_before = len(acct.trades)
+        assert p.command("/flatten")
+        assert p.proc.wait(timeout=60) == -signal.SIGKILL  # died at the crash point, after one chunk
+        first = acct.trades[trades_before:]
+        assert [round(t.qty, 9) for t in first] == [0.001]
+        p = Proc(emu.url, journal, None, venue)
+        assert p.started() == "started", "".join(p.lines[-12:])
+        assert _unexplained(p) == 0
+        deadline = time.monotonic() + 60
+        while max(engine_qty(acct, s) for s in ("LONG", "SHORT")) > EPS:
+            assert time.monotonic() < deadline, "".join(p.lines[-12:])
+            time.sleep(0.05)
+        closes: Counter = Counter()
+        for t in acct.trades[trades_before:]:
+            closes[t.position_side] += t.qty
+            assert round(t.qty, 9) == 0.001
+        assert {s: round(q, 9) for s, q in closes.items()} == {s: round(q, 9) for s, q in held.items() if q}
+        print("flattened across the kill (held, closed):", held, dict(closes))
+        counts: Counter = Counter()
+        assert _bar_done(emu, journal, p), "".join(p.lines[-12:])
+        _check(emu, journal, counts)
+        assert {k: counts[k] for k in FAILURES} == dict.fromkeys(FAILURES, 0), dict(counts)
+        st = np.frombuffer(_journal(journal, "SELECT state FROM kstate WHERE id=1")[0], dtype=np.float64)
+        assert (st[S_LONG_QTY], st[S_SHORT_QTY]) == (0.0, 0.0)
+    finally:
+        if p is not None:
+            p.kill()
+        emu.stop()

@@ -30,7 +30,7 @@ import pytest
 from gridctl.configs.loader import load_strategy
 from gridctl.engine.enums import FillKind
 from gridctl.engine.records import C_FILLS
-from gridctl.engine.state import S_CB_ACTIVE
+from gridctl.engine.state import S_CB_ACTIVE, S_HALTED
 from gridctl.live_bridge.exchange import CcxtGateway
 from gridctl.live_bridge.options import LiveOptions
 from gridctl.live_bridge.orders import parse_client_id
@@ -80,11 +80,15 @@ def creds(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(k, v)
 
 
-def _set_max_algo(state: Any, max_algo: int) -> None:
+def _set_filter(state: Any, kind: str, key: str, value: Any) -> None:
     for m in state.markets:
         for f in m["filters"]:
-            if f["filterType"] == "MAX_NUM_ALGO_ORDERS":
-                f["limit"] = max_algo
+            if f["filterType"] == kind:
+                f[key] = value
+
+
+def _set_max_algo(state: Any, max_algo: int) -> None:
+    _set_filter(state, "MAX_NUM_ALGO_ORDERS", "limit", max_algo)
 
 
 def _emulator(*bars: Any, partial_fill: float = 1.0, tail: int = TAIL) -> Any:
@@ -108,9 +112,11 @@ def _emulator(*bars: Any, partial_fill: float = 1.0, tail: int = TAIL) -> Any:
     return BinanceUsdmEmulator(state).start()
 
 
-def _prepare(emu: Any, journal: Path) -> tuple[Any, Any]:
-    strategy = load_strategy("default", RUNGS)
-    venue = emulator_venue(emu.url, FAST)
+def _prepare(
+    emu: Any, journal: Path, venue_extra: list[str] | None = None, strategy_extra: list[str] | None = None
+) -> tuple[Any, Any]:
+    strategy = load_strategy("default", RUNGS + (strategy_extra or []))
+    venue = emulator_venue(emu.url, FAST + (venue_extra or []))
     clock = ExchangeClock()
     gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
     return prepare(
@@ -128,10 +134,20 @@ def run(creds: None, tmp_path: Path) -> Iterator[Any]:
     """``run(*bars, **emulator knobs)`` -> (emulator, run context), both closed at the end."""
     opened: list[Any] = []
 
-    def start(*bars: Any, max_algo: int | None = None, **kw: Any) -> tuple[Any, Any]:
+    def start(
+        *bars: Any,
+        max_algo: int | None = None,
+        market_max: float | None = None,
+        strategy: list[str] | None = None,
+        **kw: Any,
+    ) -> tuple[Any, Any]:
         emu = _emulator(*bars, **kw)
         opened.append(emu)
-        ready, ctx = _prepare(emu, tmp_path / "j.sqlite")
+        extra = []
+        if market_max is not None:  # MARKET_LOT_SIZE maxQty: the exchange's and the venue file's agree
+            _set_filter(emu.state, "MARKET_LOT_SIZE", "maxQty", str(market_max))
+            extra = [f"symbol_rules.BTC/USDT:USDT.market_max_qty={market_max}"]
+        ready, ctx = _prepare(emu, tmp_path / "j.sqlite", extra, strategy)
         opened.append(ctx)
         ready.require()
         if max_algo is not None:  # the exchange lowers its limit after start-up (readiness compared them)
@@ -590,3 +606,314 @@ def test_the_polling_loop_itself_protects_fills_between_bar_closes(run) -> None:
     assert any("-2021" in e["reason"] for e in bridge.protection_events)
     assert all(p == {} for p in polls), polls
     engine_matches_exchange(emu, ctx)
+
+
+# -- exchange filters: MARKET_LOT_SIZE, PERCENT_PRICE, self-trade prevention -------------------------------
+AUTH = {"Authorization": "Bearer tok"}
+FILLED_LONG = (40000.0, 40000.0, 39500.0, 39500.0)  # all three long rungs fill: 0.013 long at the poll
+
+
+def flatten_closes(emu: Any, run_id: str) -> list[tuple[float, float]]:
+    return [(px, q) for _s, _l, kind, px, q in market_closes(emu, run_id) if kind == "flatten"]
+
+
+def engine_flatten_rows(bridge: Any) -> list[tuple[float, float]]:
+    rows = bridge.s.fills[: int(bridge.s.cnt[C_FILLS])]
+    return [
+        (float(r["price"]), round(float(r["qty"]), 9)) for r in rows if int(r["kind"]) == FillKind.FLATTEN
+    ]
+
+
+def test_a_flatten_over_the_market_lot_max_goes_out_in_chunks_booked_as_one_close(run) -> None:
+    # MARKET_LOT_SIZE maxQty 0.005 on the exchange and in the venue file. 0.013 long (rungs at 39840, 39680,
+    # 39520); /flatten closes it with market orders of 0.005, 0.005 and 0.003 (full chunks first, the
+    # backtest's split), each at the last trade 39500; the engine closes the side once at their VWAP
+    # (39500), its ledger split the same way.
+    emu, ctx = run(FILLED_LONG, market_max=0.005)
+    bridge, polls = ctx.bridge, []
+    run_id = bridge.o.run_id
+    bar(emu, ctx, polls)
+    bar(emu, ctx, polls)
+    assert exchange_position(emu) == (0.013, 0.0)
+    assert httpx.post(f"{ctx.ops_url}/flatten", headers=AUTH, timeout=5).status_code == 202
+    bridge.apply_commands()
+    assert flatten_closes(emu, run_id) == [(39500.0, 0.005), (39500.0, 0.005), (39500.0, 0.003)]
+    assert exchange_position(emu) == (0.0, 0.0)
+    engine_matches_exchange(emu, ctx)
+    assert engine_flatten_rows(bridge) == [(39500.0, 0.005), (39500.0, 0.005), (39500.0, 0.003)]
+    assert ours(emu, run_id, "sl") == {} and ours(emu, run_id, "tp") == {}  # the closed lots' exits
+    assert ours(emu, run_id, "entry") == {}  # paused by the flatten
+    assert all(p == {} for p in polls), polls
+
+
+def test_a_kill_between_flatten_chunks_resumes_and_closes_exactly_what_is_left(run, tmp_path: Path) -> None:
+    # As above, but the process dies right after the first chunk (0.005) went out: nothing after its
+    # send is committed. The restart books that chunk's fill as the flatten's, not yet the side's close:
+    # positions agree (engine 0.013 - 0.005 pending = exchange 0.008); the /flatten, journaled before its
+    # 202, is applied again, reads 0.008 on the exchange and closes it in 0.005 + 0.003: 0.013 in all.
+    emu, ctx = run(FILLED_LONG, market_max=0.005)
+    bridge, polls = ctx.bridge, []
+    run_id = bridge.o.run_id
+    bar(emu, ctx, polls)
+    bar(emu, ctx, polls)
+    assert httpx.post(f"{ctx.ops_url}/flatten", headers=AUTH, timeout=5).status_code == 202
+
+    class Killed(Exception):  # noqa: N818 - stands for SIGKILL
+        pass
+
+    place = bridge._place
+
+    def dies_after_the_first_chunk(req: Any, want: Any) -> bool:
+        ok = place(req, want)
+        if want.kind == "flatten":
+            raise Killed  # where killpoint "sent" SIGKILLs: nothing after the send is committed
+        return ok
+
+    bridge._place = dies_after_the_first_chunk
+    with pytest.raises(Killed):
+        bridge.apply_commands()
+    ctx.close()
+    assert flatten_closes(emu, run_id) == [(39500.0, 0.005)]
+    assert exchange_position(emu) == (0.008, 0.0)
+    assert uncovered(emu) == {}  # the lots' stops (0.013) still rest over the 0.008 left
+    ready, ctx2 = _prepare(emu, tmp_path / "j.sqlite", ["symbol_rules.BTC/USDT:USDT.market_max_qty=0.005"])
+    try:
+        ready.require()
+        detail = {name: d for name, _ok, d in ready.rows}["reconcile with the exchange"]
+        assert "positions agree" in detail, detail
+        b2 = ctx2.bridge
+        b2.resume_after_restart()
+        assert b2.operator_paused and not b2.unexplained
+        b2.apply_commands()  # the flatten, queued again
+        assert flatten_closes(emu, run_id) == [(39500.0, 0.005), (39500.0, 0.005), (39500.0, 0.003)]
+        assert exchange_position(emu) == (0.0, 0.0)
+        engine_matches_exchange(emu, ctx2)
+        assert engine_flatten_rows(b2) == [(39500.0, 0.005), (39500.0, 0.005), (39500.0, 0.003)]
+        assert ours(emu, run_id, "sl") == {} and ours(emu, run_id, "tp") == {}
+        assert b2.ops is not None and b2.ops.drain() == []  # settled, not queued again
+        bar(emu, ctx2, polls)
+        assert exchange_position(emu) == (0.0, 0.0) and ours(emu, run_id, "entry") == {}
+        assert all(p == {} for p in polls), polls
+    finally:
+        ctx2.close()
+
+
+def test_a_stop_close_over_the_market_lot_max_goes_out_in_chunks(run) -> None:
+    # 40000 -> 38500 (as test_repeated_refusals_...): every stop is refused -2021 and each lot is closed
+    # at market; rung 3's lot (0.006) is over the market lot max 0.005: 0.005 + 0.001, both booked as
+    # parts of that lot's stop fill.
+    emu, ctx = run((40000.0, 40000.0, 38500.0, 38500.0), market_max=0.005)
+    bridge, polls = ctx.bridge, []
+    run_id = bridge.o.run_id
+    bar(emu, ctx, polls)
+    step(emu, ctx, polls)
+    assert market_closes(emu, run_id) == [
+        (0, 1, "sl", 38500.0, 0.003),
+        (0, 2, "sl", 38500.0, 0.004),
+        (0, 3, "sl", 38500.0, 0.005),
+        (0, 3, "sl", 38500.0, 0.001),
+    ]
+    assert exchange_position(emu) == (0.0, 0.0)
+    engine_matches_exchange(emu, ctx)
+    assert all(p == {} for p in polls), polls
+
+
+def test_a_market_order_over_the_exchange_market_lot_is_refused_and_the_position_keeps_its_stops(run) -> None:
+    # The exchange lowers MARKET_LOT_SIZE maxQty to 0.002 after start-up: the flatten's first 0.005 chunk
+    # is refused (-4005). Nothing is closed, the lots keep their stops, the flatten stays queued (tried
+    # again), entries stay held, and the refusal with Binance's code shows on /status.
+    emu, ctx = run(FILLED_LONG, market_max=0.005)
+    bridge, polls = ctx.bridge, []
+    run_id = bridge.o.run_id
+    bar(emu, ctx, polls)
+    bar(emu, ctx, polls)
+    _set_filter(emu.state, "MARKET_LOT_SIZE", "maxQty", "0.002")
+    assert httpx.post(f"{ctx.ops_url}/flatten", headers=AUTH, timeout=5).status_code == 202
+    bridge.apply_commands()
+    assert flatten_closes(emu, run_id) == []
+    assert exchange_position(emu) == (0.013, 0.0) and uncovered(emu) == {}
+    engine_matches_exchange(emu, ctx)
+    snap = status(ctx)
+    last = snap["rejections"][-1]
+    assert (last["kind"], last["type"], last["qty"], last["code"]) == ("flatten", "market", 0.005, -4005)
+    assert "Quantity greater than max quantity" in last["reason"]
+    assert snap["entries_paused"] == 1.0 and "operator pause" in snap["pause_reasons"]
+    assert any("not complete, retrying" in line for line in bridge.log)
+    assert ours(emu, run_id, "entry") == {}
+    assert all(p == {} for p in polls), polls
+
+
+def test_limits_outside_the_percent_price_band_are_refused_and_placed_once_back_inside(run) -> None:
+    # The mark runs 8 % above the last trade (an index lagging a fast drop): after the long rungs fill at
+    # 39500 the mark is 42660, the band's floor 0.95 x 42660 = 40527, so every take-profit (SELL limits
+    # 40318.1 / 40156.2 / 39994.3) is refused -4024. The stops (not limits) rest: no position without full
+    # stop coverage. When the mark is back on the last trade the take-profits go out, once each.
+    emu, ctx = run(FILLED_LONG)
+    bridge, polls = ctx.bridge, []
+    run_id = bridge.o.run_id
+    bar(emu, ctx, polls)
+    emu.state.account.mark_premium = 0.08
+    step(emu, ctx, polls)
+    assert exchange_position(emu) == (0.013, 0.0)
+    assert ours(emu, run_id, "tp") == {}
+    assert {k: o.qty for k, o in ours(emu, run_id, "sl").items()} == {
+        (0, 1): 0.003,
+        (0, 2): 0.004,
+        (0, 3): 0.006,
+    }
+    rejected = [r for r in status(ctx)["rejections"] if r["kind"] == "tp"]
+    assert {(r["price"], r["code"]) for r in rejected} == {
+        (40318.1, -4024),
+        (40156.2, -4024),
+        (39994.3, -4024),
+    }
+    assert all("Limit price can't be lower than" in r["reason"] for r in rejected)
+    emu.state.account.mark_premium = 0.0
+    bar(emu, ctx, polls)
+    bar(emu, ctx, polls)
+    tps = [o for o in emu.state.account.open_orders(SYMBOL_ID)
+           if (p := parse_client_id(o.client_id)) and p.run_id == run_id and p.kind == "tp"]  # fmt: skip
+    assert sorted((o.price, o.qty) for o in tps) == [(39994.3, 0.006), (40156.2, 0.004), (40318.1, 0.003)]
+    engine_matches_exchange(emu, ctx)
+    assert all(p == {} for p in polls), polls
+
+
+def test_a_market_close_meeting_our_own_resting_limit_expires_the_limit_not_the_close(run) -> None:
+    # An order of the account rests at the bid (a manual BUY LONG limit at 39500, the last trade after a
+    # down-tick). /flatten's market SELL at 39500 would trade with it: the bridge sends EXPIRE_MAKER, so
+    # the resting order is expired (EXPIRED_IN_MATCH) and the close fills whole; no self-trade happens.
+    emu, ctx = run(FILLED_LONG)
+    bridge, polls = ctx.bridge, []
+    run_id = bridge.o.run_id
+    bar(emu, ctx, polls)
+    bar(emu, ctx, polls)
+    from emulator.private import Order
+
+    acct = emu.state.account
+    acct.last_up[SYMBOL_ID] = False
+    now = emu.state.server_time()
+    manual = Order(acct.new_id(), "manual-1", SYMBOL_ID, "BUY", "LONG", "LIMIT", 0.003, 39500.0, 0.0, "GTC",
+                   False, now, update_time=now)  # fmt: skip
+    acct.orders[manual.order_id] = manual
+    trades_before = len(acct.trades)
+    assert httpx.post(f"{ctx.ops_url}/flatten", headers=AUTH, timeout=5).status_code == 202
+    bridge.apply_commands()
+    assert manual.status == "EXPIRED_IN_MATCH" and manual.filled == 0.0
+    assert flatten_closes(emu, run_id) == [(39500.0, 0.013)]
+    assert len(acct.trades) == trades_before + 1  # the close's trade only: no trade with our own order
+    (close,) = [o for o in acct.orders.values() if o.type == "MARKET"]
+    assert close.stp == "EXPIRE_MAKER"
+    assert exchange_position(emu) == (0.0, 0.0)
+    engine_matches_exchange(emu, ctx)
+    assert all(p == {} for p in polls), polls
+
+
+def test_a_drawdown_halt_over_the_market_lot_max_closes_in_chunks_the_engine_does_not_book_again(run) -> None:
+    # Rungs of 0.03 / 0.045 / 0.067 (qty_scale 1.5 on the 0.001 step) fill at 39840 / 39680 / 39520 (0.142
+    # long); stops 30 steps (12 %) away. The next bar closes at 38000: unrealized loss 0.03 x 1840 +
+    # 0.045 x 1680 + 0.067 x 1520 = 232.6 on the 10000 account, 2.3 % > max_drawdown_pct 2: the engine
+    # halts and books the flatten at that close; the bridge closes the exchange's 0.142 in market orders of
+    # at most 0.05 (0.05, 0.05, 0.042), journaled not-booked: the engine's position stays 0, not below.
+    emu, ctx = run(
+        FILLED_LONG,
+        (39500.0, 39500.0, 38000.0, 38000.0),
+        market_max=0.05,
+        strategy=["grid.base_qty=0.03", "exit.sl_steps=30", "risk_management.max_drawdown_pct=2"],
+    )
+    bridge, polls = ctx.bridge, []
+    run_id = bridge.o.run_id
+    bar(emu, ctx, polls)
+    bar(emu, ctx, polls)
+    assert exchange_position(emu) == (0.142, 0.0)
+    bar(emu, ctx, polls)
+    assert bridge.s.state[S_HALTED] == 1.0
+    assert flatten_closes(emu, run_id) == [(38000.0, 0.05), (38000.0, 0.05), (38000.0, 0.042)]
+    assert exchange_position(emu) == (0.0, 0.0)
+    engine_matches_exchange(emu, ctx)
+    assert [q for _px, q in engine_flatten_rows(bridge)] == [0.05, 0.05, 0.042]  # the engine's own split
+    assert all(p == {} for p in polls), polls
+
+
+def test_unexplained_exposure_closed_at_market_goes_out_within_the_market_lot(run) -> None:
+    # execution.unexplained_position = flatten, market lot max 0.005: two manual market buys of 0.003
+    # (0.006 LONG the engine never opened) are closed by the next poll as 0.005 + 0.001, booked by no lot.
+    from test_emulator_private import call
+
+    emu, ctx = run(FLAT, market_max=0.005, strategy=["execution.unexplained_position=flatten"])
+    bridge, polls = ctx.bridge, []
+    run_id = bridge.o.run_id
+    bar(emu, ctx, polls)
+    manual = {"symbol": "BTCUSDT", "side": "BUY", "positionSide": "LONG", "type": "MARKET", "quantity": 0.003}
+    assert call(emu, "POST", "/fapi/v1/order", manual)[0] == 200
+    assert call(emu, "POST", "/fapi/v1/order", manual)[0] == 200
+    step(emu, ctx, polls)
+    guards = [(px, q) for _s, _l, kind, px, q in market_closes(emu, run_id) if kind == "guard"]
+    assert guards == [(40000.0, 0.005), (40000.0, 0.001)]
+    assert exchange_position(emu) == (0.0, 0.0) and bridge.s.position() == (0.0, 0.0)
+    assert any("0.006 of 0.006 unexplained: closed at market" in line for line in bridge.log), bridge.log[-8:]
+
+
+@pytest.mark.parametrize(
+    ("market_max", "qty", "chunks"),
+    [
+        (0.005, 0.013, [0.005, 0.005, 0.003]),  # full chunks first, the rest last (the backtest's split)
+        (0.005, 0.010, [0.005, 0.005]),
+        (0.005, 0.004, [0.004]),
+        (0.0055, 0.012, [0.005, 0.005, 0.002]),  # a maximum off the 0.001 step: its step below
+        (120.0, 250.0, [120.0, 120.0, 10.0]),  # BTCUSDT's real MARKET_LOT_SIZE maxQty
+    ],
+)
+def test_market_chunks_stay_within_the_market_lot_on_the_step_grid(
+    market_max: float, qty: float, chunks: list[float]
+) -> None:
+    from gridctl.live_bridge.bridge import Bridge
+    from gridctl.live_bridge.cli import _options
+    from gridctl.live_bridge.session import EngineSession
+
+    strategy = load_strategy("default", RUNGS)
+    venue = emulator_venue("http://127.0.0.1:9", [f"symbol_rules.BTC/USDT:USDT.market_max_qty={market_max}"])
+    bridge = Bridge(EngineSession(strategy, venue, "BTC/USDT:USDT", "1m"), _options(strategy, "paper", "t1"))
+    assert bridge.market_chunks(qty) == chunks
+
+
+def test_a_market_close_the_exchange_ends_unfilled_is_not_taken_for_done(
+    run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fault: a bridge sending EXPIRE_TAKER (not what it sends: exchange.STP_MODE is EXPIRE_MAKER). The
+    # flatten's market SELL would meet the account's resting BUY at 39500 and the exchange expires it,
+    # unfilled (EXPIRED_IN_MATCH). The bridge does not take it for done: the lots keep their stops, the
+    # flatten stays queued, and /status shows why. Sent again with EXPIRE_MAKER it closes the position.
+    import time
+
+    from emulator.private import Order
+
+    emu, ctx = run(FILLED_LONG)
+    bridge, polls = ctx.bridge, []
+    run_id = bridge.o.run_id
+    bar(emu, ctx, polls)
+    bar(emu, ctx, polls)
+    acct = emu.state.account
+    acct.last_up[SYMBOL_ID] = False
+    now = emu.state.server_time()
+    manual = Order(acct.new_id(), "manual-1", SYMBOL_ID, "BUY", "LONG", "LIMIT", 0.003, 39500.0, 0.0, "GTC",
+                   False, now, update_time=now)  # fmt: skip
+    acct.orders[manual.order_id] = manual
+    monkeypatch.setattr("gridctl.live_bridge.exchange.STP_MODE", "EXPIRE_TAKER")
+    assert httpx.post(f"{ctx.ops_url}/flatten", headers=AUTH, timeout=5).status_code == 202
+    bridge.apply_commands()
+    (expired,) = [o for o in acct.orders.values() if o.type == "MARKET"]
+    assert (expired.status, expired.filled, manual.status) == ("EXPIRED_IN_MATCH", 0.0, "NEW")
+    assert exchange_position(emu) == (0.013, 0.0) and uncovered(emu) == {}
+    engine_matches_exchange(emu, ctx)
+    last = status(ctx)["rejections"][-1]
+    assert (last["kind"], last["type"], last["qty"]) == ("flatten", "market", 0.013)
+    assert last["reason"] == "order rejected (None): market order expired: 0.0 of 0.013 filled"
+    assert bridge.journal is not None and bridge.journal.order(expired.client_id)["status"] == "canceled"
+    monkeypatch.setattr("gridctl.live_bridge.exchange.STP_MODE", "EXPIRE_MAKER")
+    time.sleep(0.6)  # bridge.FLATTEN_RETRY_S
+    bridge.apply_commands()
+    assert flatten_closes(emu, run_id) == [(39500.0, 0.013)]
+    assert manual.status == "EXPIRED_IN_MATCH"
+    assert exchange_position(emu) == (0.0, 0.0)
+    engine_matches_exchange(emu, ctx)
+    assert all(p == {} for p in polls), polls

@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gridctl.configs.loader import load_strategy
 from gridctl.engine.state import set_throttle
@@ -156,6 +159,50 @@ def test_pacer_keeps_orders_per_minute_and_reads_the_minute_counter() -> None:
     assert pacer.orders_available() == 0
     now[0] = 120.0
     assert pacer.orders_available() == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    per_minute=st.integers(1, 8),
+    gaps_ms=st.lists(
+        st.sampled_from([0, 1_000, 5_000, 10_000, 20_000, 59_000, 60_000, 61_000, 90_000]),
+        min_size=1,
+        max_size=40,
+    ),
+)
+def test_one_order_rule_two_clocks_the_engine_and_the_pacer_admit_the_same_sends(
+    per_minute: int, gaps_ms: list[int]
+) -> None:
+    """``rate_limits.orders_per_minute`` is one rule: the engine's entry window (``decide_nb`` on the bar
+    clock, ``ord_ring``) and the live pacer's order window (wall clock) admit exactly the same submissions
+    of one sequence of times: at most ``per_minute`` in any 60 s, a submission 60 s old out of the window.
+    (The engine's own per-close cap and the pacer's 10 s window are set out of the way here. Times are
+    whole seconds: the pacer's clock is float seconds, in which a boundary 1 ms past the window is not
+    exact: 60.001 - 60 < 0.001, so it may hold a submission one millisecond longer than the kernel.)"""
+    from gridctl.engine.params import P_ORDERS_PER_MINUTE, PARAMS
+    from gridctl.engine.state import S_ORD_COUNT, STATE
+    from gridctl.engine.step import _minute_window_full_nb
+
+    p = np.zeros(PARAMS.size)
+    p[P_ORDERS_PER_MINUTE] = per_minute
+    st_vec, ring = np.zeros(STATE.size), np.zeros(per_minute)
+    now = [0.0]
+    pacer = RequestPacer(10**9, 10**6, per_minute, max_wait_s=0.0, clock=lambda: now[0])
+    t, engine, live = 0, [], []
+    for gap in gaps_ms:
+        t += gap
+        if not _minute_window_full_nb.py_func(st_vec, ring, float(t), p):  # the kernel's check, as decided
+            n = int(st_vec[S_ORD_COUNT])
+            ring[n % ring.shape[0]] = float(t)
+            st_vec[S_ORD_COUNT] = n + 1
+            engine.append(t)
+        now[0] = t / 1000.0
+        try:
+            pacer.acquire(1, orders=1)
+            live.append(t)
+        except RateLimited:
+            pass
+    assert engine == live
 
 
 def test_pacer_blocks_the_429s_kind_and_everything_during_a_418() -> None:

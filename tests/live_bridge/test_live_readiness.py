@@ -206,3 +206,40 @@ def test_paper_needs_no_credentials_and_clock_skew_is_checked(
 def test_poll_period_must_be_positive() -> None:
     r = runner.invoke(app, ["live", "--paper", "--poll-s", "0"])
     assert r.exit_code == 2 and r.output == "error: --poll-s takes a number in 0.01..3600, got 0\n"
+
+
+def test_every_exchange_filter_is_compared_with_the_venue_file(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The emulator advertises Binance's BTCUSDT filters (MARKET_LOT_SIZE 0.001..120, PERCENT_PRICE
+    1.05 / 0.95, MAX_NUM_ORDERS 200, MAX_NUM_ALGO_ORDERS 10); a venue file that differs in any of them
+    would backtest another exchange: the start is refused, each one named, nothing sent."""
+    for k, v in EMU_ENV.items():
+        monkeypatch.setenv(k, v)
+    emu = emulator_with_sample()
+    try:
+        sets = ["market_min_qty=0.002", "market_max_qty=100", "percent_price_up=1.1",
+                "percent_price_down=0.9", "max_num_orders=300", "max_num_algo_orders=20"]  # fmt: skip
+        args = ["live", "--live", "--venue-set", f"api.base_url={emu.url}", "--ops-port", "0",
+                "--journal", str(tmp_path / "j.sqlite"), "--max-clock-skew-ms", str(10**13)]  # fmt: skip
+        for s in sets:
+            args += ["--venue-set", f"symbol_rules.BTC/USDT:USDT.{s}"]
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, r.output
+        assert "[symbol and filters]" in r.output, r.output
+        row = r.output.split("[symbol and filters]")[1].split("; [")[0]
+        for expected in (
+            "market_min_qty is 0.002 but the exchange says 0.001",
+            "market_max_qty is 100 but the exchange says 120",
+            "percent_price_up is 1.1 but the exchange says 1.05",
+            "percent_price_down is 0.9 but the exchange says 0.95",
+            "max_num_orders is 300 but the exchange says 200",
+            "max_num_algo_orders is 20 but the exchange says 10",
+        ):
+            assert expected in row, row
+        posted = [
+            q for q in emu.state.requests() if q.method in ("POST", "DELETE") and "order" in q.path.lower()
+        ]
+        assert posted == []
+    finally:
+        emu.stop()
