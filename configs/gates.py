@@ -146,6 +146,23 @@ GATES: tuple[Gate, ...] = (
         trips=("LIQUIDATION",),
         ends_run=True,
     ),
+    Gate(
+        name="daily_loss",
+        title="Daily loss limit",
+        fields=(
+            GateField("max_daily_loss_pct", float | None, None, "P_MAX_DAILY_LOSS_PCT", {"gt": 0, "le": 100}),
+        ),
+        switch="max_daily_loss_pct",
+        opt_in=True,
+        events=("DAILY_LOSS_STOP", "DAILY_LOSS_RESET"),
+        trips=("DAILY_LOSS_STOP",),
+        state=(
+            ("S_DL_DAY", "daily loss limit: UTC day number + 1 of the day it measures (0: none yet)"),
+            ("S_DL_OPEN_EQ", "daily loss limit: that day's opening equity (close equity of the bar before)"),
+        ),
+        holds=True,
+        live=(LiveField("daily_loss_stopped", "hold", "flag"),),
+    ),
 )
 
 

@@ -88,9 +88,9 @@ def test_every_config_slot_resolves_to_a_schema_field() -> None:
 
 
 def test_config_path_maps_are_generated_from_the_table() -> None:
-    # Counted by hand from the table: 37 strategy paths outside risk_management plus the 7 gate fields,
+    # Counted by hand from the table: 37 strategy paths outside risk_management plus the 8 gate fields,
     # 7 venue paths and 8 symbol rules.
-    assert (len(params.STRATEGY_PATHS), len(params.VENUE_PATHS), len(params.RULE_FIELDS)) == (44, 7, 8)
+    assert (len(params.STRATEGY_PATHS), len(params.VENUE_PATHS), len(params.RULE_FIELDS)) == (45, 7, 8)
     assert params.STRATEGY_PATHS["grid.grid_step_bps"] == params.P_GRID_STEP_BPS
     assert params.STRATEGY_PATHS["backtest.intrabar_path"] == params.P_INTRABAR_PATH
     assert params.STRATEGY_PATHS["risk_management.max_drawdown_pct"] == params.P_MAX_DRAWDOWN_PCT
