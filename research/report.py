@@ -1249,13 +1249,16 @@ def path_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def gate_status_rows(stats: dict[str, Any], gates: tuple[Gate, ...] = GATES) -> list[tuple[str, str]]:
-    """One row per gate of the gate table: off (its switch named) or how often it acted."""
+    """One row per gate of the gate table: off (its switch named), how often it acted, or "on" for a gate
+    with no event of its own."""
     off = set(stats["assumptions"]["gates_disabled"])
     rows = []
     for g in gates:
         switch = f"{SECTION}.{g.switch}" if g.switch else None
         if switch in off:
             rows.append((f"gate: {g.title}", f"off ({switch})"))
+        elif not g.trips:  # acts without an event of its own (validation: the "rejected:" rows)
+            rows.append((f"gate: {g.title}", "on"))
         else:
             n = sum(stats["events"].get(e.lower(), 0) for e in g.trips)
             rows.append((f"gate: {g.title}", f"acted {n:,} times" if n != 1 else "acted once"))

@@ -51,7 +51,8 @@ def test_one_status_row_per_gate() -> None:
     assert rows["gate: Circuit breaker"] == "off (risk_management.enable_circuit_breaker)"
     assert rows["gate: Drawdown halt"] == "acted once"
     assert rows["gate: Reducing-only (leverage, liquidation buffer)"] == "acted 3 times"
-    assert rows["gate: Order-size validation"] == "acted 0 times"
+    assert rows["gate: Order-size validation"] == "on"  # no event of its own: its refusals are "rejected:"
+    assert rows["gate: Liquidation (the exchange's)"] == "acted 0 times"
     all_rows = dict(gate_rows(stats))
     assert all_rows["Gates tripped"] == "drawdown_halt, reducing_on"
     assert all_rows["gate: Drawdown halt"] == "acted once"
