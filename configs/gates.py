@@ -11,7 +11,9 @@ from ``GATES`` instead of keeping its own list:
 * ``engine.risk`` / ``engine.gates``: a gate with ``holds`` blocks entries (risk state COOLDOWN) while
   its bit of the hold mask is set;
 * ``research.report``: "Gates tripped" and one row per gate (``title``, ``trips``, ``ends_run``);
-* ``live_bridge.bridge``: the gate fields of the live status (``live``).
+* ``live_bridge.bridge``: the gate fields of the live status (``live``) and, for a gate that holds
+  entries, a pause key (its ``name``) and reason; ``live_bridge.metrics``: that key as a pause label;
+* ``engine.numba_compat``: the kernel cache key (the kernels bake in the slots and event numbers).
 
 Adding a gate is its kernel function (``engine/gates.py``), one row here and its tests. The table lives
 in ``configs`` because the schema, the lowest layer, derives from it; it holds names only, no engine code.
@@ -174,6 +176,17 @@ def gate_fields(gates: tuple[Gate, ...] = GATES) -> list[GateField]:
 def gate_event_names(gates: tuple[Gate, ...] = GATES) -> list[str]:
     """The gates' event kind names, in table order."""
     return [e for g in gates for e in g.events]
+
+
+def declare_gate_params(table: Any, gates: tuple[Gate, ...] = GATES) -> dict[str, int]:
+    """Declare one slot per gate field in ``table`` (the engine's parameter ``SlotTable``), read from the
+    strategy at the field's path; returns slot name -> offset."""
+    return {f.slot: table.add(f.slot, f.path, source=("strategy", f.path)) for f in gate_fields(gates)}
+
+
+def declare_gate_state(table: Any, gates: tuple[Gate, ...] = GATES) -> dict[str, int]:
+    """Declare every gate's state words in ``table`` (the engine's state ``SlotTable``); name -> offset."""
+    return {name: table.add(name, meaning) for g in gates for name, meaning in g.state}
 
 
 def gates_disabled(values: Any, gates: tuple[Gate, ...] = GATES) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from gridctl.configs.errors import GridctlError
-from gridctl.configs.gates import gate_fields
+from gridctl.configs.gates import declare_gate_params
 from gridctl.configs.schema import StrategyConfig, VenueConfig
 from gridctl.engine.enums import INTRABAR_PATH_NAMES, POLICY_NAMES
 from gridctl.engine.layout import SlotTable
@@ -75,8 +75,7 @@ P_COUNTER_LEVELS = _strategy("P_COUNTER_LEVELS", "policy.counter_levels")
 P_COUNTER_QTY_SCALE = _strategy("P_COUNTER_QTY_SCALE", "policy.counter_qty_scale")
 P_THROTTLE = _strategy("P_THROTTLE", "policy.throttle")
 # --- risk_management: one slot per gate field, named and typed in the gate table (configs/gates.py)
-for _f in gate_fields():
-    globals()[_f.slot] = PARAMS.add(_f.slot, _f.path, source=("strategy", _f.path))
+globals().update(declare_gate_params(PARAMS))
 # --- backtest
 P_INITIAL_BALANCE = _strategy("P_INITIAL_BALANCE", "backtest.initial_balance")
 P_SLIPPAGE_BPS = _strategy("P_SLIPPAGE_BPS", "backtest.slippage_bps")

@@ -13,11 +13,21 @@ import pytest
 from pydantic import ValidationError
 
 from gridctl.configs import gates as gate_table
-from gridctl.configs.gates import GATES, SECTION, Gate, GateField, LiveField, gates_disabled
+from gridctl.configs.gates import (
+    GATES,
+    SECTION,
+    Gate,
+    GateField,
+    LiveField,
+    declare_gate_params,
+    declare_gate_state,
+    gates_disabled,
+)
 from gridctl.configs.schema import RiskManagementSection, StrategyConfig, risk_management_model
 from gridctl.engine import gates as engine_gates
 from gridctl.engine import numba_compat, params, state
 from gridctl.engine.enums import BOOKKEEPING_EVENTS, EventKind, RiskState, event_kind_names
+from gridctl.engine.layout import SlotTable
 from gridctl.engine.risk import entries_allowed_nb, risk_state_nb
 from gridctl.engine.state import N_SLOT, S_DIRTY, S_GATE_HOLD, init_state
 
@@ -86,6 +96,23 @@ def test_every_gate_field_has_its_parameter_slot() -> None:
     assert vec[params.P_MAX_ERRORS] == 10.0 and vec[params.P_CB_COOLDOWN_S] == 300.0
     assert vec[params.P_MAX_DRAWDOWN_PCT] == 50.0  # market_builders' strategy sets 50
     assert vec[params.P_ENABLE_CB] == 1.0
+
+
+def test_an_extra_row_declares_its_parameter_slot_and_state_words() -> None:
+    # The engine's tables call these with the shipped table; an extra row adds its slot and words.
+    shipped = declare_gate_params(SlotTable("p"))
+    extended = SlotTable("p")
+    slots = declare_gate_params(extended, (*GATES, EXTRA))
+    assert list(slots) == [*shipped, "P_TEST_LIMIT_PCT"]
+    assert extended.sources("strategy")[f"{SECTION}.test_limit_pct"] == slots["P_TEST_LIMIT_PCT"]
+    gate_slots = [s for s in params.PARAMS.slots if s.name in shipped]
+    assert [(s.name, s.source) for s in gate_slots] == [(s.name, s.source) for s in extended.slots][:-1]
+    words = SlotTable("s")
+    assert declare_gate_state(words, (*GATES, EXTRA)) == {
+        **{n: i for i, n in enumerate(n for g in GATES for n, _ in g.state)},
+        "S_TEST_WORD": sum(len(g.state) for g in GATES),
+    }
+    assert words.slots[-1].meaning == "a test word"
 
 
 def _venue_and_market():
