@@ -12,9 +12,19 @@ import math
 import re
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from gridctl.configs.errors import GridctlError
+from gridctl.configs.gates import GATES, Gate, gate_fields, gates_disabled
 
 #: Binance USD-M VIP0 fee rates, used when a venue file has no ``fees`` section (results say so).
 DEFAULT_MAKER_FEE = 0.0002
@@ -242,16 +252,17 @@ class PolicySection(_Section):
     throttle: float = Field(default=1.0, ge=0, le=1)
 
 
-class RiskManagementSection(_Section):
-    """Circuit breaker, drawdown halt and order-size validation switches (legacy defaults)."""
+def risk_management_model(gates: tuple[Gate, ...] = GATES) -> type[_Section]:
+    """The ``risk_management`` section built from the gate table: one field per ``GateField``."""
+    fields: dict[str, Any] = {
+        f.name: (f.annotation, Field(default=f.default, **f.bounds)) for f in gate_fields(gates)
+    }
+    model = create_model("RiskManagementSection", __base__=_Section, __module__=__name__, **fields)
+    model.__doc__ = "The risk gates' settings (configs/gates.py GATES: one field per gate field)."
+    return model
 
-    max_errors_per_minute: int = Field(default=10, ge=1, le=100)
-    circuit_breaker_cooldown_seconds: int = Field(default=300, ge=60, le=3600)
-    max_drawdown_pct: float = Field(default=20.0, ge=1, le=50)
-    circuit_breaker_window_seconds: int = Field(default=60, ge=10, le=600)
-    enable_position_validation: bool = True
-    enable_circuit_breaker: bool = True
-    enable_drawdown_protection: bool = True
+
+RiskManagementSection = risk_management_model()
 
 
 class BacktestSection(_Section):
@@ -297,14 +308,8 @@ class StrategyConfig(_Section):
         return instrument_to_ccxt(self.strategy.instrument_id)
 
     def gates_disabled(self) -> list[str]:
-        """Key paths of the ``risk_management.enable_*`` switches that are off (results report them)."""
-        rm = self.risk_management
-        switches = {
-            "enable_position_validation": rm.enable_position_validation,
-            "enable_circuit_breaker": rm.enable_circuit_breaker,
-            "enable_drawdown_protection": rm.enable_drawdown_protection,
-        }
-        return [f"risk_management.{name}" for name, on in switches.items() if not on]
+        """Key paths of the gate switches that are off (configs/gates.py; results report them)."""
+        return gates_disabled(self.risk_management)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from gridctl.configs.gates import GATES, Gate, gate_event_names
 from gridctl.engine.numba_compat import KERNEL_OPTIONS, AlwaysInlineCompiler, kernel_decorator
 
 #: Decorator of every per-bar kernel: compiled once and cached on disk, without reference counting.
@@ -82,20 +83,17 @@ class _PolicyKind(NamedTuple):
     CORE_AND_SCALP: int = 1
 
 
-class _EventKind(NamedTuple):
-    INPUT_MISSING: int = 0
-    DATA_GAP: int = 1
-    RECENTER: int = 2
-    FUNDING_UNKNOWN: int = 3
-    POST_ONLY_REJECT: int = 4
-    RETRY_LIMIT: int = 5
-    ORDER_REJECTED: int = 6
-    DRAWDOWN_HALT: int = 7
-    CIRCUIT_BREAKER_TRIP: int = 8
-    CIRCUIT_BREAKER_RESET: int = 9
-    REDUCING_ON: int = 10
-    REDUCING_OFF: int = 11
-    LIQUIDATION: int = 12
+#: Event kinds that record bookkeeping, not a gate acting; the gates' kinds follow them, in the order
+#: of the gate table (configs/gates.py), so a gate's events are declared once, in its row.
+BOOKKEEPING_EVENTS = ("DATA_GAP", "RECENTER", "POST_ONLY_REJECT", "RETRY_LIMIT", "ORDER_REJECTED")
+
+
+def event_kind_names(gates: tuple[Gate, ...] = GATES) -> tuple[str, ...]:
+    """Every ``EventKind`` name, by value: the bookkeeping kinds, then each gate's events."""
+    return (*BOOKKEEPING_EVENTS, *gate_event_names(gates))
+
+
+_EventKind = NamedTuple("_EventKind", [(name, int) for name in event_kind_names()])  # type: ignore[misc]
 
 
 class _Reason(NamedTuple):
@@ -120,7 +118,7 @@ Regime = _Regime()
 RiskState = _RiskState()
 MarkSource = _MarkSource()
 PolicyKind = _PolicyKind()
-EventKind = _EventKind()
+EventKind = _EventKind(*range(len(_EventKind._fields)))
 Reason = _Reason()
 
 POLICY_NAMES: dict[str, int] = {

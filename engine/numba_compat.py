@@ -38,6 +38,7 @@ from numba.core.registry import CPUDispatcher
 from numba.core.typed_passes import NativeLowering
 from numba.core.typing.typeof import Purpose
 
+from gridctl.configs.gates import GATES
 from gridctl.data.atomic import atomic_write_text
 
 ENGINE_DIR = Path(__file__).resolve().parent
@@ -76,10 +77,15 @@ def kernel_cache_dir(source: Path) -> Path | None:
 
 
 def kernel_sources_digest(engine_dir: Path) -> str:
-    """SHA-256 over the names and contents of every ``*.py`` module in ``engine_dir``."""
+    """SHA-256 over the names and contents of every ``*.py`` module in ``engine_dir`` and the gate table.
+
+    The gate table (configs/gates.py ``GATES``) lays out parameter and state slots and numbers the
+    gates' event kinds, which the kernels bake in as constants, so its rows key the cache too.
+    """
     digest = hashlib.sha256()
     for path in sorted(engine_dir.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(repr(GATES).encode())
     return digest.hexdigest()
 
 

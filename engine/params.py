@@ -14,164 +14,115 @@ from typing import Any
 import numpy as np
 
 from gridctl.configs.errors import GridctlError
+from gridctl.configs.gates import declare_gate_params
 from gridctl.configs.schema import StrategyConfig, VenueConfig
 from gridctl.engine.enums import INTRABAR_PATH_NAMES, POLICY_NAMES
 from gridctl.engine.layout import SlotTable
 
 #: The parameter vector's slots (name, size, meaning), in order; the offsets below are derived from it.
 PARAMS = SlotTable("params")
+
+
+def _strategy(name: str, path: str, note: str = "") -> int:
+    """A slot holding the strategy value at ``path`` (``section.key``)."""
+    return PARAMS.add(name, f"{path} {note}".strip(), source=("strategy", path))
+
+
+def _venue(name: str, path: str) -> int:
+    """A slot holding the venue value at ``path`` (``section.key``)."""
+    return PARAMS.add(name, path, source=("venue", path))
+
+
+def _rule(name: str, key: str, note: str = "") -> int:
+    """A slot holding the ``SymbolRules`` field ``key`` of the run's own symbol."""
+    return PARAMS.add(name, f"{key} of the run's symbol {note}".strip(), source=("rules", key))
+
+
 # --- grid / exit / rebalance
-P_GRID_STEP_BPS = PARAMS.add("P_GRID_STEP_BPS", "grid.grid_step_bps")
-P_LEVELS_LONG = PARAMS.add("P_LEVELS_LONG", "grid.grid_levels_long")
-P_LEVELS_SHORT = PARAMS.add("P_LEVELS_SHORT", "grid.grid_levels_short")
-P_BASE_QTY = PARAMS.add("P_BASE_QTY", "grid.base_qty")
-P_QTY_SCALE = PARAMS.add("P_QTY_SCALE", "grid.qty_scale")
-P_TP_STEPS = PARAMS.add("P_TP_STEPS", "exit.tp_steps")
-P_SL_STEPS = PARAMS.add("P_SL_STEPS", "exit.sl_steps")
-P_RECENTER_BPS = PARAMS.add("P_RECENTER_BPS", "rebalance.recenter_trigger_bps")
-P_MAX_INVENTORY_QUOTE = PARAMS.add("P_MAX_INVENTORY_QUOTE", "rebalance.max_inventory_quote")
+P_GRID_STEP_BPS = _strategy("P_GRID_STEP_BPS", "grid.grid_step_bps")
+P_LEVELS_LONG = _strategy("P_LEVELS_LONG", "grid.grid_levels_long")
+P_LEVELS_SHORT = _strategy("P_LEVELS_SHORT", "grid.grid_levels_short")
+P_BASE_QTY = _strategy("P_BASE_QTY", "grid.base_qty")
+P_QTY_SCALE = _strategy("P_QTY_SCALE", "grid.qty_scale")
+P_TP_STEPS = _strategy("P_TP_STEPS", "exit.tp_steps")
+P_SL_STEPS = _strategy("P_SL_STEPS", "exit.sl_steps")
+P_RECENTER_BPS = _strategy("P_RECENTER_BPS", "rebalance.recenter_trigger_bps")
+P_MAX_INVENTORY_QUOTE = _strategy("P_MAX_INVENTORY_QUOTE", "rebalance.max_inventory_quote")
 # --- execution
-P_MAKER_ONLY = PARAMS.add("P_MAKER_ONLY", "execution.maker_only")
-P_POST_ONLY_RETRIES = PARAMS.add("P_POST_ONLY_RETRIES", "execution.use_post_only_retries")
-P_RETRY_ATTEMPTS = PARAMS.add("P_RETRY_ATTEMPTS", "execution.retry_attempts")
-P_OPTIMIZATION_MODE = PARAMS.add("P_OPTIMIZATION_MODE", "execution.optimization_mode")
-P_RETRY_MAX_DEV_BPS = PARAMS.add("P_RETRY_MAX_DEV_BPS", "execution.retry_max_price_deviation_bps")
+P_MAKER_ONLY = _strategy("P_MAKER_ONLY", "execution.maker_only")
+P_POST_ONLY_RETRIES = _strategy("P_POST_ONLY_RETRIES", "execution.use_post_only_retries")
+P_RETRY_ATTEMPTS = _strategy("P_RETRY_ATTEMPTS", "execution.retry_attempts")
+P_OPTIMIZATION_MODE = _strategy("P_OPTIMIZATION_MODE", "execution.optimization_mode")
+P_RETRY_MAX_DEV_BPS = _strategy("P_RETRY_MAX_DEV_BPS", "execution.retry_max_price_deviation_bps")
 # --- funding
-P_FUNDING_WINDOW_MIN = PARAMS.add("P_FUNDING_WINDOW_MIN", "funding.funding_window_minutes")
-P_FUNDING_MAX_COST_BPS = PARAMS.add("P_FUNDING_MAX_COST_BPS", "funding.funding_max_cost_bps")
+P_FUNDING_WINDOW_MIN = _strategy("P_FUNDING_WINDOW_MIN", "funding.funding_window_minutes")
+P_FUNDING_MAX_COST_BPS = _strategy("P_FUNDING_MAX_COST_BPS", "funding.funding_max_cost_bps")
 # --- regime
-P_ADX_LEN = PARAMS.add("P_ADX_LEN", "regime.adx_len")
-P_EMA_FAST = PARAMS.add("P_EMA_FAST", "regime.ema_fast")
-P_EMA_SLOW = PARAMS.add("P_EMA_SLOW", "regime.ema_slow")
-P_ATR_LEN = PARAMS.add("P_ATR_LEN", "regime.atr_len")
-P_HYSTERESIS_BPS = PARAMS.add("P_HYSTERESIS_BPS", "regime.hysteresis_bps")
-P_ADX_THRESHOLD = PARAMS.add("P_ADX_THRESHOLD", "regime.adx_threshold")
+P_ADX_LEN = _strategy("P_ADX_LEN", "regime.adx_len")
+P_EMA_FAST = _strategy("P_EMA_FAST", "regime.ema_fast")
+P_EMA_SLOW = _strategy("P_EMA_SLOW", "regime.ema_slow")
+P_ATR_LEN = _strategy("P_ATR_LEN", "regime.atr_len")
+P_HYSTERESIS_BPS = _strategy("P_HYSTERESIS_BPS", "regime.hysteresis_bps")
+P_ADX_THRESHOLD = _strategy("P_ADX_THRESHOLD", "regime.adx_threshold")
 # --- position
-P_MAX_POSITION_SIZE = PARAMS.add("P_MAX_POSITION_SIZE", "position.max_position_size")
-P_MAX_POSITION_PCT = PARAMS.add("P_MAX_POSITION_PCT", "position.max_position_pct")
-P_MAX_LEVERAGE_USED = PARAMS.add("P_MAX_LEVERAGE_USED", "position.max_leverage_used")
-P_EMERGENCY_BUFFER = PARAMS.add("P_EMERGENCY_BUFFER", "position.emergency_liquidation_buffer")
+P_MAX_POSITION_SIZE = _strategy("P_MAX_POSITION_SIZE", "position.max_position_size")
+P_MAX_POSITION_PCT = _strategy("P_MAX_POSITION_PCT", "position.max_position_pct")
+P_MAX_LEVERAGE_USED = _strategy("P_MAX_LEVERAGE_USED", "position.max_leverage_used")
+P_EMERGENCY_BUFFER = _strategy("P_EMERGENCY_BUFFER", "position.emergency_liquidation_buffer")
 # --- policy
-P_POLICY = PARAMS.add("P_POLICY", "policy.strategy")
-P_COUNTER_LEVELS = PARAMS.add("P_COUNTER_LEVELS", "policy.counter_levels")
-P_COUNTER_QTY_SCALE = PARAMS.add("P_COUNTER_QTY_SCALE", "policy.counter_qty_scale")
-P_THROTTLE = PARAMS.add("P_THROTTLE", "policy.throttle")
-# --- risk_management
-P_MAX_ERRORS = PARAMS.add("P_MAX_ERRORS", "risk_management.max_errors_per_minute")
-P_CB_COOLDOWN_S = PARAMS.add("P_CB_COOLDOWN_S", "risk_management.circuit_breaker_cooldown_seconds")
-P_MAX_DRAWDOWN_PCT = PARAMS.add("P_MAX_DRAWDOWN_PCT", "risk_management.max_drawdown_pct")
-P_CB_WINDOW_S = PARAMS.add("P_CB_WINDOW_S", "risk_management.circuit_breaker_window_seconds")
-P_ENABLE_VALIDATION = PARAMS.add("P_ENABLE_VALIDATION", "risk_management.enable_position_validation")
-P_ENABLE_CB = PARAMS.add("P_ENABLE_CB", "risk_management.enable_circuit_breaker")
-P_ENABLE_DRAWDOWN = PARAMS.add("P_ENABLE_DRAWDOWN", "risk_management.enable_drawdown_protection")
+P_POLICY = _strategy("P_POLICY", "policy.strategy")
+P_COUNTER_LEVELS = _strategy("P_COUNTER_LEVELS", "policy.counter_levels")
+P_COUNTER_QTY_SCALE = _strategy("P_COUNTER_QTY_SCALE", "policy.counter_qty_scale")
+P_THROTTLE = _strategy("P_THROTTLE", "policy.throttle")
+# --- risk_management: one slot per gate field, named and typed in the gate table (configs/gates.py)
+globals().update(declare_gate_params(PARAMS))
 # --- backtest
-P_INITIAL_BALANCE = PARAMS.add("P_INITIAL_BALANCE", "backtest.initial_balance")
-P_SLIPPAGE_BPS = PARAMS.add("P_SLIPPAGE_BPS", "backtest.slippage_bps")
-P_FILL_ON_TOUCH = PARAMS.add("P_FILL_ON_TOUCH", "backtest.fill_on_touch")
+P_INITIAL_BALANCE = _strategy("P_INITIAL_BALANCE", "backtest.initial_balance")
+P_SLIPPAGE_BPS = _strategy("P_SLIPPAGE_BPS", "backtest.slippage_bps")
+P_FILL_ON_TOUCH = _strategy("P_FILL_ON_TOUCH", "backtest.fill_on_touch")
 # --- venue
-P_LEVERAGE = PARAMS.add("P_LEVERAGE", "trading.leverage")
-P_MIN_ORDER_USDT = PARAMS.add("P_MIN_ORDER_USDT", "risk.min_order_size_usdt")
-P_MAX_ORDER_USDT = PARAMS.add("P_MAX_ORDER_USDT", "risk.max_order_size_usdt")
-P_TICK = PARAMS.add("P_TICK", "tick_size of the run's symbol (venue.rules_for)")
-P_STEP = PARAMS.add("P_STEP", "step_size of the run's symbol")
-P_MIN_QTY = PARAMS.add("P_MIN_QTY", "min_qty of the run's symbol")
-P_MAX_QTY = PARAMS.add("P_MAX_QTY", "max_qty of the run's symbol (legacy precision: inf when unset)")
-P_MIN_NOTIONAL = PARAMS.add("P_MIN_NOTIONAL", "min_notional of the run's symbol")
-P_ORDERS_PER_SECOND = PARAMS.add("P_ORDERS_PER_SECOND", "rate_limits.orders_per_second")
-P_ORDERS_PER_MINUTE = PARAMS.add("P_ORDERS_PER_MINUTE", "rate_limits.orders_per_minute")
-P_FEE_MAKER = PARAMS.add("P_FEE_MAKER", "fees.maker")
-P_FEE_TAKER = PARAMS.add("P_FEE_TAKER", "fees.taker")
+P_LEVERAGE = _venue("P_LEVERAGE", "trading.leverage")
+P_MIN_ORDER_USDT = _venue("P_MIN_ORDER_USDT", "risk.min_order_size_usdt")
+P_MAX_ORDER_USDT = _venue("P_MAX_ORDER_USDT", "risk.max_order_size_usdt")
+P_TICK = _rule("P_TICK", "tick_size", "(venue.rules_for)")
+P_STEP = _rule("P_STEP", "step_size")
+P_MIN_QTY = _rule("P_MIN_QTY", "min_qty")
+P_MAX_QTY = _rule("P_MAX_QTY", "max_qty", "(legacy precision: inf when unset)")
+P_MIN_NOTIONAL = _rule("P_MIN_NOTIONAL", "min_notional")
+P_ORDERS_PER_SECOND = _venue("P_ORDERS_PER_SECOND", "rate_limits.orders_per_second")
+P_ORDERS_PER_MINUTE = _venue("P_ORDERS_PER_MINUTE", "rate_limits.orders_per_minute")
+P_FEE_MAKER = _venue("P_FEE_MAKER", "fees.maker")
+P_FEE_TAKER = _venue("P_FEE_TAKER", "fees.taker")
 # --- market / derived
 P_BAR_MS = PARAMS.add("P_BAR_MS", "bar length in ms (market)")
 P_MAX_LEVELS = PARAMS.add("P_MAX_LEVELS", "slot-array depth (max of both sides' levels)")
 # --- intrabar path and liquidation
-P_INTRABAR_PATH = PARAMS.add("P_INTRABAR_PATH", "backtest.intrabar_path (INTRABAR_PATH_NAMES code)")
-P_ORDER_PRICE_TOL_BPS = PARAMS.add("P_ORDER_PRICE_TOL_BPS", "execution.order_price_tolerance_bps")
-P_ORDER_QTY_TOL_PCT = PARAMS.add("P_ORDER_QTY_TOL_PCT", "execution.order_qty_tolerance_pct")
+P_INTRABAR_PATH = _strategy("P_INTRABAR_PATH", "backtest.intrabar_path", "(INTRABAR_PATH_NAMES code)")
+P_ORDER_PRICE_TOL_BPS = _strategy("P_ORDER_PRICE_TOL_BPS", "execution.order_price_tolerance_bps")
+P_ORDER_QTY_TOL_PCT = _strategy("P_ORDER_QTY_TOL_PCT", "execution.order_qty_tolerance_pct")
 P_LIQ_CLEARANCE_FEE = PARAMS.add(
     "P_LIQ_CLEARANCE_FEE", "margin.liquidation_clearance_fee (x notional); NaN: maintenance margin lost"
 )
 # --- per-symbol sizing and exchange filters (venue.rules_for(symbol))
-P_BASE_NOTIONAL = PARAMS.add("P_BASE_NOTIONAL", "grid.base_notional (quote); NaN: grid.base_qty sizes")
-P_MARKET_MAX_QTY = PARAMS.add("P_MARKET_MAX_QTY", "market_max_qty (MARKET_LOT_SIZE) of the run's symbol")
-P_MAX_NUM_ORDERS = PARAMS.add("P_MAX_NUM_ORDERS", "max_num_orders (MAX_NUM_ORDERS) of the run's symbol")
-P_MAX_NUM_ALGO = PARAMS.add("P_MAX_NUM_ALGO", "max_num_algo_orders (MAX_NUM_ALGO_ORDERS) of the run's symbol")
+P_BASE_NOTIONAL = _strategy("P_BASE_NOTIONAL", "grid.base_notional", "(quote); NaN: grid.base_qty sizes")
+P_MARKET_MAX_QTY = _rule("P_MARKET_MAX_QTY", "market_max_qty", "(MARKET_LOT_SIZE)")
+P_MAX_NUM_ORDERS = _rule("P_MAX_NUM_ORDERS", "max_num_orders", "(MAX_NUM_ORDERS)")
+P_MAX_NUM_ALGO = _rule("P_MAX_NUM_ALGO", "max_num_algo_orders", "(MAX_NUM_ALGO_ORDERS)")
 N_PARAMS = PARAMS.size
 
-#: Config key path -> slot, for every config value the kernels read (bool/enum stored as numbers).
-STRATEGY_PATHS: dict[str, int] = {
-    "grid.grid_step_bps": P_GRID_STEP_BPS,
-    "grid.grid_levels_long": P_LEVELS_LONG,
-    "grid.grid_levels_short": P_LEVELS_SHORT,
-    "grid.base_qty": P_BASE_QTY,
-    "grid.base_notional": P_BASE_NOTIONAL,
-    "grid.qty_scale": P_QTY_SCALE,
-    "exit.tp_steps": P_TP_STEPS,
-    "exit.sl_steps": P_SL_STEPS,
-    "rebalance.recenter_trigger_bps": P_RECENTER_BPS,
-    "rebalance.max_inventory_quote": P_MAX_INVENTORY_QUOTE,
-    "execution.maker_only": P_MAKER_ONLY,
-    "execution.use_post_only_retries": P_POST_ONLY_RETRIES,
-    "execution.retry_attempts": P_RETRY_ATTEMPTS,
-    "execution.optimization_mode": P_OPTIMIZATION_MODE,
-    "execution.retry_max_price_deviation_bps": P_RETRY_MAX_DEV_BPS,
-    "funding.funding_window_minutes": P_FUNDING_WINDOW_MIN,
-    "funding.funding_max_cost_bps": P_FUNDING_MAX_COST_BPS,
-    "regime.adx_len": P_ADX_LEN,
-    "regime.ema_fast": P_EMA_FAST,
-    "regime.ema_slow": P_EMA_SLOW,
-    "regime.atr_len": P_ATR_LEN,
-    "regime.hysteresis_bps": P_HYSTERESIS_BPS,
-    "regime.adx_threshold": P_ADX_THRESHOLD,
-    "position.max_position_size": P_MAX_POSITION_SIZE,
-    "position.max_position_pct": P_MAX_POSITION_PCT,
-    "position.max_leverage_used": P_MAX_LEVERAGE_USED,
-    "position.emergency_liquidation_buffer": P_EMERGENCY_BUFFER,
-    "policy.strategy": P_POLICY,
-    "policy.counter_levels": P_COUNTER_LEVELS,
-    "policy.counter_qty_scale": P_COUNTER_QTY_SCALE,
-    "policy.throttle": P_THROTTLE,
-    "risk_management.max_errors_per_minute": P_MAX_ERRORS,
-    "risk_management.circuit_breaker_cooldown_seconds": P_CB_COOLDOWN_S,
-    "risk_management.max_drawdown_pct": P_MAX_DRAWDOWN_PCT,
-    "risk_management.circuit_breaker_window_seconds": P_CB_WINDOW_S,
-    "risk_management.enable_position_validation": P_ENABLE_VALIDATION,
-    "risk_management.enable_circuit_breaker": P_ENABLE_CB,
-    "risk_management.enable_drawdown_protection": P_ENABLE_DRAWDOWN,
-    "backtest.initial_balance": P_INITIAL_BALANCE,
-    "backtest.slippage_bps": P_SLIPPAGE_BPS,
-    "backtest.fill_on_touch": P_FILL_ON_TOUCH,
-    "backtest.intrabar_path": P_INTRABAR_PATH,
-    "execution.order_price_tolerance_bps": P_ORDER_PRICE_TOL_BPS,
-    "execution.order_qty_tolerance_pct": P_ORDER_QTY_TOL_PCT,
-}
+#: Config key path -> slot, for every config value the kernels read (bool/enum stored as numbers):
+#: derived from the table above (each slot's ``source``), never written twice.
+STRATEGY_PATHS: dict[str, int] = PARAMS.sources("strategy")
 
 #: Venue key paths the kernels read (the exchange rules come per symbol: RULE_FIELDS).
-VENUE_PATHS: dict[str, int] = {
-    "trading.leverage": P_LEVERAGE,
-    "risk.min_order_size_usdt": P_MIN_ORDER_USDT,
-    "risk.max_order_size_usdt": P_MAX_ORDER_USDT,
-    "rate_limits.orders_per_second": P_ORDERS_PER_SECOND,
-    "rate_limits.orders_per_minute": P_ORDERS_PER_MINUTE,
-    "fees.maker": P_FEE_MAKER,
-    "fees.taker": P_FEE_TAKER,
-}
+VENUE_PATHS: dict[str, int] = PARAMS.sources("venue")
 
 #: ``SymbolRules`` field -> slot: the rules of the run's own symbol (``VenueConfig.rules_for``), never
 #: another symbol's. Not here: ``market_min_qty`` (the kernel's market orders close positions made of lots
 #: of at least ``min_qty``) and ``percent_price_*`` (entries rest on the passive side of the close and a
 #: TP on the passive side of its lot, so no order the kernel sends can leave the band; DESIGN.md
 #: "Exchange filters"); the live readiness check compares all of them with the exchange.
-RULE_FIELDS: dict[str, int] = {
-    "tick_size": P_TICK,
-    "step_size": P_STEP,
-    "min_qty": P_MIN_QTY,
-    "max_qty": P_MAX_QTY,
-    "min_notional": P_MIN_NOTIONAL,
-    "market_max_qty": P_MARKET_MAX_QTY,
-    "max_num_orders": P_MAX_NUM_ORDERS,
-    "max_num_algo_orders": P_MAX_NUM_ALGO,
-}
+RULE_FIELDS: dict[str, int] = PARAMS.sources("rules")
 
 #: Slots that define the regime series (batch shares one series per distinct tuple of these).
 REGIME_SLOTS: tuple[int, ...] = (

@@ -4,7 +4,8 @@ The audited bot implemented its circuit breaker and drawdown check but never cal
 ``record_error_nb`` is called on every error (post-only rejects, validation refusals) and checks the
 breaker at once; ``step_nb`` checks the breaker, the drawdown and the REDUCING conditions on every
 bar (cheap ``*_due`` / ``*_breached`` / ``reducing_reason_nb`` tests first, the acting functions only
-when they fire). Risk states (highest wins): NORMAL 0, REDUCING 1, COOLDOWN 2, HALTED 3, LIQUIDATED 4.
+when they fire). Risk states (highest wins): NORMAL 0, REDUCING 1, COOLDOWN 2, HALTED 3, LIQUIDATED 4;
+COOLDOWN is the breaker's cooldown or a gate of the gate table holding entries (engine/gates.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from gridctl.engine.state import (
     S_ERR_COUNT,
     S_ERRORS,
     S_FEES,
+    S_GATE_HOLD,
     S_HALT_TS,
     S_HALTED,
     S_LIQUIDATED,
@@ -232,7 +234,7 @@ def risk_state_nb(st):
         return RiskState.LIQUIDATED
     if st[S_HALTED] != 0.0:
         return RiskState.HALTED
-    if st[S_CB_ACTIVE] != 0.0:
+    if st[S_CB_ACTIVE] != 0.0 or st[S_GATE_HOLD] != 0.0:  # the breaker, or a table gate holding
         return RiskState.COOLDOWN
     if st[S_REDUCING] != 0.0 or st[S_MISSING] != 0.0:
         return RiskState.REDUCING

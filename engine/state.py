@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gridctl.configs.errors import GridctlError
+from gridctl.configs.gates import declare_gate_state
 from gridctl.engine.enums import Reason, kernel
 from gridctl.engine.layout import SlotTable
 from gridctl.engine.params import (
@@ -67,6 +68,8 @@ S_CB_ACTIVE = STATE.add("S_CB_ACTIVE", "1 while the circuit breaker is tripped")
 S_REDUCING = STATE.add("S_REDUCING", "1 while REDUCING (exits only)")
 S_MISSING = STATE.add("S_MISSING", "1 on a bar with missing input")
 S_STATE = STATE.add("S_STATE", "RiskState of the last bar")
+S_GATE_HOLD = STATE.add("S_GATE_HOLD", "bit mask of the table gates holding entries (engine/gates.py)")
+globals().update(declare_gate_state(STATE))  # the words each gate keeps (configs/gates.py Gate.state)
 # --- funding
 S_FUND_IDX = STATE.add("S_FUND_IDX", "next settlement to pay")
 S_GUARD_IDX = STATE.add("S_GUARD_IDX", "first settlement after the last close_time")

@@ -65,6 +65,7 @@ from gridctl.engine.fills import (
     points_margin_check_nb,
 )
 from gridctl.engine.funding import apply_funding_nb, funding_guard_nb
+from gridctl.engine.gates import table_gates_nb
 from gridctl.engine.ladder import floor_step_nb, needs_recenter_nb, set_rungs_nb
 from gridctl.engine.params import (
     P_BAR_MS,
@@ -384,7 +385,7 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
 
 @hot_kernel
 def bar_gates_nb(st, slots, errs, c, close_time, p, br, fills, ev, cnt, ts):
-    """Step 6: drawdown halt (re-marking after the flatten), breaker expiry/trip, REDUCING."""
+    """Step 6: drawdown halt (re-marking after the flatten), breaker expiry/trip, REDUCING, table gates."""
     if drawdown_breached_nb(st, p):
         drawdown_halt_nb(st, slots, c, p, fills, ev, cnt, ts)
         mark_to_market_nb(st, c, br)
@@ -393,6 +394,7 @@ def bar_gates_nb(st, slots, errs, c, close_time, p, br, fills, ev, cnt, ts):
     reason = reducing_reason_nb(st, c, p, br)
     if (reason != Reason.NONE) != (st[S_REDUCING] != 0.0):
         reducing_switch_nb(st, slots, reason, c, ev, cnt, ts)
+    table_gates_nb(st, slots, c, ts, p, ev, cnt)
 
 
 @hot_kernel

@@ -34,6 +34,7 @@ from typing import Any
 
 from gridctl.configs.errors import GridctlError
 from gridctl.engine.enums import Liquidity, RiskState, enum_name
+from gridctl.engine.gates import gate_status, held_gates
 from gridctl.engine.params import (
     P_CB_COOLDOWN_S,
     P_CB_WINDOW_S,
@@ -55,7 +56,6 @@ from gridctl.engine.state import (
     S_LONG_QTY,
     S_MARGIN_RATIO,
     S_REALIZED,
-    S_REDUCING,
     S_REGIME,
     S_SHORT_AVG,
     S_SHORT_QTY,
@@ -1480,10 +1480,7 @@ class Bridge:
         }
         cb_until = float(st[S_CB_UNTIL])
         snap["gates"] = {
-            "circuit_breaker_active": bool(st[S_CB_ACTIVE]),
-            "circuit_breaker_until_ms": cb_until if math.isfinite(cb_until) else None,
-            "reducing": bool(st[S_REDUCING]),
-            "halted": bool(st[S_HALTED]),
+            **gate_status(st),  # each gate's live fields, from the gate table (configs/gates.py)
             "operator_paused": self.operator_paused,
             "fail_closed": dict(self.fail_reasons),
             "disabled": self.s.strategy.gates_disabled(),
@@ -1506,6 +1503,10 @@ class Bridge:
             snap["pause_reasons"].append(
                 f"circuit breaker: {int(st[S_ERRORS])} errors counted, entries blocked{until}"
             )
+        for gate in held_gates(st):  # a gate of the gate table holding entries (risk state COOLDOWN)
+            snap["entries_paused"] = 1.0
+            snap["pause_keys"].append(gate.name)
+            snap["pause_reasons"].append(f"{gate.title}: entries blocked by the engine's gate")
         if self.last_bar_close_ms is None:
             snap["last_bar_age_seconds"] = None
             unknown["last_bar_age_seconds"] = "no bar processed yet"

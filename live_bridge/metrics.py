@@ -18,6 +18,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from gridctl.configs.gates import GATES
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: (metric name, snapshot key, help). A snapshot value of None is unknown: NaN with the reason from
@@ -96,6 +98,7 @@ PAUSE_LABELS = frozenset(
         "reconcile",
         "other",
     }
+    | {g.name for g in GATES if g.holds}  # a gate of the gate table holding entries (configs/gates.py)
 )
 
 

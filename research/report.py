@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gridctl.configs.gates import GATES, SECTION, Gate
 from gridctl.engine.enums import EventKind, FillKind, Reason, Regime, Side
 from gridctl.engine.ladder import rung_price_nb
 from gridctl.engine.params import P_LEVELS_LONG, P_LEVELS_SHORT
@@ -43,17 +44,18 @@ CHART_DIV_ID = "backtest-charts"
 #: Plotly options of every chart: scroll to zoom, no plotly logo.
 PLOT_CONFIG = {"scrollZoom": True, "displaylogo": False, "responsive": True}
 
-# Event kinds that mean a risk gate acted (the rest are bookkeeping: re-centres, data gaps, ...).
-GATE_EVENTS = (
-    "drawdown_halt",
-    "circuit_breaker_trip",
-    "reducing_on",
-    "funding_unknown",
-    "input_missing",
-    "liquidation",
-)
-# Events that end trading for good: drawn as a vertical line across the price panel.
-_STOP_EVENTS = ("drawdown_halt", "liquidation")
+
+def gate_events(gates: tuple[Gate, ...] = GATES) -> tuple[str, ...]:
+    """Event labels that mean a risk gate acted (each row's ``trips``; the rest are bookkeeping)."""
+    return tuple(e.lower() for g in gates for e in g.trips)
+
+
+def stop_events(gates: tuple[Gate, ...] = GATES) -> tuple[str, ...]:
+    """Event labels that end trading for good (drawn as a vertical line across the price panel)."""
+    return tuple(e.lower() for g in gates if g.ends_run for e in g.trips)
+
+
+GATE_EVENTS = gate_events()
 _REGIME_COLOURS = {"up": "rgba(46,125,50,0.12)", "down": "rgba(198,40,40,0.12)"}
 _KIND_COLOURS = {
     "entry": "#1565c0",
@@ -478,7 +480,7 @@ def _add_price_panel(fig: go.Figure, d: ReportData, t1: float) -> None:
     _add_fills(fig, d)
     kinds = list(map(str, d.events["kind"]))
     ets = np.asarray(d.events["ts"], dtype=np.int64)
-    for kind in _STOP_EVENTS:
+    for kind in stop_events():
         for t in ets[[k == kind for k in kinds]] if kinds else []:
             fig.add_vline(x=float(t), line={"color": "#c62828", "width": 1.5}, row=ROW_PRICE, col=1)
 
@@ -1246,10 +1248,27 @@ def path_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def gate_status_rows(stats: dict[str, Any], gates: tuple[Gate, ...] = GATES) -> list[tuple[str, str]]:
+    """One row per gate of the gate table: off (its switch named), how often it acted, or "on" for a gate
+    with no event of its own."""
+    off = set(stats["assumptions"]["gates_disabled"])
+    rows = []
+    for g in gates:
+        switch = f"{SECTION}.{g.switch}" if g.switch else None
+        if switch in off:
+            rows.append((f"gate: {g.title}", f"off ({switch})"))
+        elif not g.trips:  # acts without an event of its own (validation: the "rejected:" rows)
+            rows.append((f"gate: {g.title}", "on"))
+        else:
+            n = sum(stats["events"].get(e.lower(), 0) for e in g.trips)
+            rows.append((f"gate: {g.title}", f"acted {n:,} times" if n != 1 else "acted once"))
+    return rows
+
+
 def gate_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
-    """Gate trips, rejections and other event counts of a run."""
+    """Gate trips, each gate's status, rejections and other event counts of a run."""
     tripped = [k for k in GATE_EVENTS if stats["events"].get(k)]
-    rows = [("Gates tripped", ", ".join(tripped) or "none")]
+    rows = [("Gates tripped", ", ".join(tripped) or "none"), *gate_status_rows(stats)]
     rows += [(f"event: {k}", f"{v:,}") for k, v in stats["events"].items()]
     rows += [(f"rejected: {k}", f"{v:,}") for k, v in stats["rejections"].items()]
     rows += [
@@ -1310,7 +1329,7 @@ def report_data(run: Any, market: Any, stats: dict[str, Any]) -> ReportData:
     """What the charts and tables of one run (``engine.run.RunOutput``) on its market show."""
     eq = run.equity
     ladder_ts, ladder_long, ladder_short = ladder_history(run, market)
-    stops = run.events[np.isin(run.events["kind"], [EventKind.DRAWDOWN_HALT, EventKind.LIQUIDATION])]
+    stops = run.events[np.isin(run.events["kind"], [getattr(EventKind, e.upper()) for e in stop_events()])]
     ladder_end = float(stops["ts"][0] + market.bar_ms) if len(stops) else float(market.ts[-1] + market.bar_ms)
     f, fu, ev = run.fills, run.funding, run.events
     return ReportData(

@@ -46,19 +46,21 @@ NORMAL, REDUCING, COOLDOWN, HALTED, LIQUIDATED = 0, 1, 2, 3, 4
 MARK_SERIES, TRADE_OPEN = 0, 1
 
 EVENT_KINDS = (
-    "INPUT_MISSING",
     "DATA_GAP",
     "RECENTER",
-    "FUNDING_UNKNOWN",
     "POST_ONLY_REJECT",
     "RETRY_LIMIT",
     "ORDER_REJECTED",
-    "DRAWDOWN_HALT",
     "CIRCUIT_BREAKER_TRIP",
     "CIRCUIT_BREAKER_RESET",
+    "DRAWDOWN_HALT",
     "REDUCING_ON",
     "REDUCING_OFF",
+    "FUNDING_UNKNOWN",
+    "INPUT_MISSING",
     "LIQUIDATION",
+    "DAILY_LOSS_STOP",
+    "DAILY_LOSS_RESET",
 )
 REASONS = (
     "NONE",
@@ -361,6 +363,7 @@ class Params:
     max_num_orders: int = 200
     max_num_algo_orders: int = 10
     market_max_qty: float = math.inf
+    max_daily_loss_pct: float | None = None  # None: no daily loss limit
 
 
 def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
@@ -432,6 +435,7 @@ def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
         brackets=brackets,
         path_rule=bt.intrabar_path,
         clearance_fee=venue.margin.liquidation_clearance_fee if venue.margin is not None else None,
+        max_daily_loss_pct=rm.max_daily_loss_pct,
     )
 
 
@@ -476,6 +480,9 @@ class Sim:
         self.reducing = False
         self.funding_unknown = False  # the FUNDING_UNKNOWN event marks the start of a blocked stretch
         self.input_missing = False
+        self.loss_day = -1  # UTC day the daily loss limit measures (-1: none yet)
+        self.day_open = p.initial  # that day's opening equity
+        self.day_stopped = False  # entries stopped by the daily loss limit until a later day
         self.submissions: list[int] = []  # close times of entries submitted by a decision
         self.retries_submitted = 0  # post-only retries sent (each passed validation)
         # counters
@@ -978,6 +985,28 @@ class Sim:
         elif reason is None and self.reducing:
             self.event("REDUCING_OFF", price=c)
         self.reducing = reason is not None
+        self.daily_loss(c)
+
+    def daily_loss(self, c: float) -> None:
+        """Daily loss limit: the day's loss from its opening equity (the equity recorded at the bar
+        before the day's first bar) reaching the limit stops entries until the next UTC day's first bar."""
+        limit = self.p.max_daily_loss_pct
+        if limit is None or self.halted:
+            return
+        day = self.ts // 86_400_000
+        if day != self.loss_day:
+            self.loss_day = day
+            self.day_open = self.out.equity[-1]["equity"] if self.out.equity else self.p.initial
+            if self.day_stopped:
+                self.day_stopped = False
+                self.event("DAILY_LOSS_RESET", price=c)
+        if self.day_stopped or self.day_open <= 0:
+            return
+        loss = (self.day_open - self.equity) / self.day_open * 100.0
+        if loss >= limit:
+            self.day_stopped = True
+            self.cancel_entries()
+            self.event("DAILY_LOSS_STOP", price=c, value=loss)
 
     # ---------------------------------------------------------------- step 7: decide
     def funding_scale(self, close_time: int) -> tuple[float, float] | None:
@@ -1039,7 +1068,7 @@ class Sim:
             self.event("RECENTER", price=c, value=self.centre)
             self.centre = c
             self.cancel_entries()  # every resting entry goes before the new rungs are walked
-        if self.cb_tripped or self.reducing:
+        if self.cb_tripped or self.reducing or self.day_stopped:
             self.cancel_entries()
             return
         guard = self.funding_scale(close_time)
@@ -1098,7 +1127,7 @@ class Sim:
             return LIQUIDATED
         if self.halted:
             return HALTED
-        if self.cb_tripped:
+        if self.cb_tripped or self.day_stopped:
             return COOLDOWN
         if self.reducing or self.input_missing:
             return REDUCING

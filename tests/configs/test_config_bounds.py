@@ -61,13 +61,15 @@ NUMBER_FIELDS = sorted(
 
 
 def test_the_walk_finds_the_number_fields() -> None:
-    # Hand count of configs/schema.py: 36 strategy number fields (grid 6, exit 2, rebalance 2, execution 5,
-    # funding 2, regime 6, position 4, policy 3, risk_management 4, backtest 2) and 36 venue ones (trading 1,
-    # risk 3, precision 7, symbol rules 11, rate_limits 3, websocket 3, fees 2, bracket 5, margin 1).
+    # Hand count of configs/schema.py: 37 strategy number fields (grid 6, exit 2, rebalance 2, execution 5,
+    # funding 2, regime 6, position 4, policy 3, risk_management 5 from configs/gates.py, backtest 2) and
+    # 36 venue ones (trading 1, risk 3, precision 7, symbol rules 11, rate_limits 3, websocket 3, fees 2,
+    # bracket 5, margin 1).
     names = {(s, n) for s, n, _ in NUMBER_FIELDS}
     assert ("BacktestSection", "initial_balance") in names and ("Bracket", "cum") in names
     assert ("PrecisionSection", "tick_size") in names and ("WebsocketSection", "ping_interval") in names
-    assert len(NUMBER_FIELDS) == 72
+    assert ("RiskManagementSection", "max_daily_loss_pct") in names
+    assert len(NUMBER_FIELDS) == 73
 
 
 @pytest.mark.parametrize(

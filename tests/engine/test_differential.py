@@ -4,9 +4,9 @@ slow pure-Python reference (tests/reference_sim.py), row for row, floats within 
 Markets are random walks with jumps, open gaps, missing bars (data gaps), the odd NaN bar and funding
 every 8 h with random (sometimes extreme) rates and marks that are sometimes unknown. Configs span the
 ladder, exits, policy, execution (post-only, retries), funding guard, gates and thresholds, the
-intrabar path rule and the liquidation clearance rule. Further runs walk 1m detail bars (some missing
-or NaN) inside 5m/15m bars, and drive accounts into liquidation, often with a stop beyond the
-liquidation price.
+intrabar path rule, the liquidation clearance rule and the daily loss limit. Further runs walk 1m
+detail bars (some missing or NaN) inside 5m/15m bars, and drive accounts into liquidation, often with
+a stop beyond the liquidation price.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import math
 import os
 
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gridctl.configs.loader import load_strategy, load_venue
 
@@ -109,10 +110,17 @@ def assert_same(market, strat, ven, detail=None) -> None:
 
 
 @settings(settings.get_profile("differential"))
-@given(market=markets(), cfg=configs(), tol=tolerances(), lim=exchange_limits())
-def test_kernel_equals_reference(market, cfg, tol, lim):
+@given(
+    market=markets(),
+    cfg=configs(),
+    tol=tolerances(),
+    lim=exchange_limits(),
+    daily=st.sampled_from([None, 0.05, 0.2, 1.0, 3.0]),
+)
+def test_kernel_equals_reference(market, cfg, tol, lim, daily):
+    # The daily loss limit is drawn last, so the other generators' examples stay as they were.
     s, v = cfg
-    assert_same(market, strategy(**s, **tol), venue(**v, **lim))
+    assert_same(market, strategy(**s, **tol, risk_management__max_daily_loss_pct=daily), venue(**v, **lim))
 
 
 @settings(settings.get_profile("differential"), max_examples=examples(30))

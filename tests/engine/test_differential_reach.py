@@ -144,6 +144,30 @@ def liquidating_configs(draw):
     return s, v
 
 
+@st.composite
+def daily_loss_configs(draw):
+    """Rungs large against the balance and a tight daily loss limit, the drawdown halt loose: the
+    limit stops entries on some days and lifts at the next UTC day's first bar."""
+    s, v = draw(configs())
+    s.update(
+        grid__base_qty=None,
+        grid__base_notional=draw(st.sampled_from([1000.0, 3000.0, 8000.0])),
+        grid__qty_scale=1.0,
+        grid__grid_levels_long=draw(st.integers(1, 4)),
+        grid__grid_levels_short=draw(st.integers(1, 4)),
+        rebalance__max_inventory_quote=1e9,
+        position__max_position_size=None,
+        position__max_position_pct=1.0,
+        position__max_leverage_used=125.0,
+        policy__throttle=1.0,
+        backtest__initial_balance=10000.0,
+        risk_management__max_drawdown_pct=50.0,
+        risk_management__max_daily_loss_pct=draw(st.sampled_from([0.05, 0.2, 0.5, 1.0])),
+    )
+    v.update(trading__leverage=20, risk__min_order_size_usdt=1.0, risk__max_order_size_usdt=100000.0)
+    return s, v
+
+
 @settings(PROFILE, max_examples=examples(8))
 @given(market=long_markets(), cfg=configs(), tol=tolerances())
 def test_kernel_equals_reference_on_long_markets(market, cfg, tol):
@@ -165,6 +189,13 @@ def test_kernel_equals_reference_where_the_tolerance_keeps_orders(market, cfg, t
     assert_same(market, strategy(**s, **tol), venue(**v, **lim))
 
 
+@settings(PROFILE, max_examples=examples(15))
+@given(market=long_markets(300, 1500), cfg=daily_loss_configs(), tol=tolerances(), lim=exchange_limits())
+def test_kernel_equals_reference_where_the_daily_loss_limit_acts(market, cfg, tol, lim):
+    s, v = cfg
+    assert_same(market, strategy(**s, **tol), venue(**v, **lim))
+
+
 @settings(PROFILE, max_examples=examples(20))
 @given(
     market=long_markets(300, 1500, trend=True),
@@ -179,8 +210,8 @@ def test_kernel_equals_reference_into_liquidation(market, cfg, tol, lim):
 
 def test_generators_reach_what_they_are_for():
     # The kernel alone over a few examples of each generator: refusals of each equity-bound kind,
-    # guard-scaled entries, orders kept by the tolerance and liquidations do occur (otherwise the tests
-    # above prove little).
+    # guard-scaled entries, orders kept by the tolerance, liquidations and daily loss stops and their
+    # next-day resets do occur (otherwise the tests above prove little).
     seen: Counter = Counter()
     # Always CI's fixed examples, also under GRIDCTL_DEEP (random there: ~13-21 % of memo examples
     # reach each refusal kind, measured over 150, so 30 could miss one: 100 here).
@@ -215,8 +246,18 @@ def test_generators_reach_what_they_are_for():
         led = run("kernel", market, strategy(**s), venue(**v))
         seen["liquidated"] += any(e["kind"] == EventKind.LIQUIDATION for e in led.events)
 
+    @settings(fixed, max_examples=15)
+    @given(market=long_markets(300, 1500), cfg=daily_loss_configs())
+    def daily_loss(market, cfg):
+        s, v = cfg
+        kinds = {e["kind"] for e in run("kernel", market, strategy(**s), venue(**v)).events}
+        seen["daily_loss_stop"] += EventKind.DAILY_LOSS_STOP in kinds
+        seen["daily_loss_reset"] += EventKind.DAILY_LOSS_RESET in kinds
+
     memo()
     tolerance()
     liquidation()
+    daily_loss()
     reached = ("size_qty", "size_pct", "size_margin", "guarded", "tolerance_binds", "liquidated")
+    reached += ("daily_loss_stop", "daily_loss_reset")
     assert all(seen[k] > 0 for k in reached), seen

@@ -356,3 +356,62 @@ def test_liquidation_closes_at_the_liquidation_price(impl, crash, price):
         assert last["wallet_balance"] == pytest.approx(0.0, abs=1e-9)
     else:
         assert last["wallet_balance"] == pytest.approx(-401.98, abs=1e-9)
+
+
+# Daily loss limit (1 h bars from 2024-01-01 00:00 UTC; bar 24 opens the next UTC day). Exits far away
+# (TP 6 steps, SL 10 steps) so only entries trade. Day 1 opens at the initial balance 10000.
+# Bar 1 fills long rung 1: 1.0 @ 9900, fee 1.98; close 9950 -> equity 10048.02 (a gain on the day).
+# Bar 2 closes 9840: equity 10000 - 1.98 - 60 = 9938.02, the day's loss 61.98 / 10000 = 0.6198 %.
+# Bar 3 dips to 9790 through long rung 2 (9800) and closes 9800; bars 4-24 stay at 9800; bar 25 rises
+# through short rung 1 (10100).
+DAILY_BARS = [
+    *flat(10000, 1),
+    FILL_BAR,
+    (9950, 9950, 9840, 9840),
+    (9840, 9850, 9790, 9800),
+    *flat(9800, 21),
+    (9800, 10110, 9800, 10050),
+]
+DAILY_EXITS = {"exit__tp_steps": 6, "exit__sl_steps": 10, "grid__base_qty": 1.0, "grid__grid_levels_long": 2}
+
+
+@effect("risk_management.max_daily_loss_pct")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_daily_loss_limit_stops_entries_until_the_next_utc_day(impl):
+    # Limit 0.5 %: bar 2's 0.6198 % loss stops entries (rung 2 no longer rests, so bar 3's dip fills
+    # nothing); bar 24, the next day's first bar, lifts the stop (that day opens at bar 23's equity
+    # 10000 - 1.98 - 100 = 9898.02, no loss yet) and the replanned short rung fills on bar 25.
+    s = strategy(**DAILY_EXITS, risk_management__max_daily_loss_pct=0.5)
+    led = run(impl, make_market(DAILY_BARS), s, venue())
+    assert kinds(led) == ["DAILY_LOSS_STOP", "DAILY_LOSS_RESET"]
+    assert [e["ts"] for e in led.events] == [bar_ts(2), bar_ts(24)]
+    assert led.events[0]["value"] == pytest.approx(0.6198)
+    assert entries(led) == [(bar_ts(1), 0, 1, 9900.0, 1.0), (bar_ts(25), 1, 1, 10100.0, 1.0)]
+    assert states(led) == [0, 0] + [RiskState.COOLDOWN] * 22 + [0, 0]
+    assert led.equity[23]["equity"] == pytest.approx(9898.02)
+    # Unset (the default): bar 3 fills rung 2 at 9800 and nothing stops.
+    off = run(impl, make_market(DAILY_BARS), strategy(**DAILY_EXITS), venue())
+    assert kinds(off) == [] and RiskState.COOLDOWN not in states(off)
+    assert (bar_ts(3), 0, 2, 9800.0, 1.0) in entries(off)
+    # 1 %: bar 2 (0.6198 %) passes, bar 3 fills rung 2 (fee 1.96) and closes at a loss of
+    # (10000 - (10000 - 1.98 - 1.96 - 100)) / 10000 = 1.0394 %: stopped at bar 3, lifted at bar 24.
+    one = run(
+        impl,
+        make_market(DAILY_BARS),
+        strategy(**DAILY_EXITS, risk_management__max_daily_loss_pct=1.0),
+        venue(),
+    )
+    assert [(e["ts"], k) for e, k in zip(one.events, kinds(one), strict=True)] == [
+        (bar_ts(3), "DAILY_LOSS_STOP"),
+        (bar_ts(24), "DAILY_LOSS_RESET"),
+    ]
+    assert one.events[0]["value"] == pytest.approx(1.0394)
+    assert (bar_ts(3), 0, 2, 9800.0, 1.0) in entries(one)
+    # 2 %: never reached on day 1 (at most 1.0394 %).
+    two = run(
+        impl,
+        make_market(DAILY_BARS),
+        strategy(**DAILY_EXITS, risk_management__max_daily_loss_pct=2.0),
+        venue(),
+    )
+    assert kinds(two) == []

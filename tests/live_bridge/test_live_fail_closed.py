@@ -317,3 +317,26 @@ def test_shipped_testnet_venue_starts_paper_and_live(tmp_path: Path, monkeypatch
         "wss://x.example:9443",
     )
     assert "http(s)" in line
+
+
+def test_a_gate_holding_entries_shows_as_paused_with_its_reason() -> None:
+    # The daily loss limit (a holding gate of configs/gates.py) at 0.01 %: the first small loss on the
+    # day stops entries; the status's gate field, pause key and reason and the metric label all come
+    # from the gate's table row.
+    ops = OpsState()
+    now = [0]
+    bridge = paper_bridge(["risk_management.max_daily_loss_pct=0.01"], ops=ops, now_ms=lambda: now[0])
+    for k, b in enumerate(sample_bars(1)):
+        now[0] = b.ts + 60_000
+        bridge.on_bar(b)
+        if k == 0:
+            assert ops.snapshot()["gates"]["daily_loss_stopped"] is False
+        if ops.snapshot()["gates"]["daily_loss_stopped"]:
+            break
+    else:
+        pytest.fail("the sample day never lost 0.01 %")
+    snap = ops.snapshot()
+    assert snap["entries_paused"] == 1.0 and "daily_loss" in snap["pause_keys"]
+    assert "Daily loss limit: entries blocked by the engine's gate" in snap["pause_reasons"]
+    assert "entry" not in _kinds(bridge)
+    assert _samples(ops)[("gridctl_pause_reason", (("reason", "daily_loss"),))] == 1.0
