@@ -408,9 +408,19 @@ def test_a_quantity_step_above_the_base_qty_is_refused(step: float, refused: boo
         assert "step_size" in problems[0] and "round to zero" in problems[0]
 
 
-def test_a_symbol_the_venue_has_no_brackets_for_is_named() -> None:
+def test_a_symbol_the_venue_has_no_brackets_for_is_named(tmp_path: Path) -> None:
+    # The shipped snapshot has brackets for all its symbols: a copy without DOGE's keeps DOGE's rules only.
+    snap = read_yaml(SHIPPED_DIRS["venue"] / "symbols" / "binance_usdm.yaml")
+    del snap["brackets"]["DOGE/USDT:USDT"]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(snap))
+    tree = read_yaml(SHIPPED_DIRS["venue"] / "binance_futures.yaml")
+    tree["symbol_rules_file"] = "rules.yaml"
+    (tmp_path / "venue.yaml").write_text(yaml.safe_dump(tree))
+    venue = load_venue(tmp_path / "venue.yaml")
+    assert venue.rules_for("DOGE/USDT:USDT").tick_size == 0.00001
     with pytest.raises(GridctlError, match=r"margin.brackets has no entry for 'DOGE/USDT:USDT'"):
-        check_strategy_on_venue(load_strategy("default"), load_venue("binance_futures"), "DOGE/USDT:USDT")
+        check_strategy_on_venue(load_strategy("default"), venue, "DOGE/USDT:USDT")
+    check_strategy_on_venue(load_strategy("default"), load_venue("binance_futures"), "DOGE/USDT:USDT")
 
 
 # ----------------------------------------------------------------------------------------------------
