@@ -419,12 +419,12 @@ def create_running_trials(
     study_id: int,
     drawn: list[dict[str, Any]],
     distributions: dict[str, optuna.distributions.BaseDistribution],
-    system_attrs: dict[str, Any],
+    system_attrs: list[dict[str, Any]],
 ) -> list[tuple[int, int]]:
     """Create one RUNNING trial per parameter dict in ``drawn`` in one transaction; ``(trial id, number)``.
 
-    Each trial holds its parameters, ``system_attrs`` and (on a heartbeat storage) its first heartbeat
-    from the start, as Optuna's ``create_new_trial(template_trial=...)`` writes them one trial at a
+    Each trial holds its parameters, its ``system_attrs`` entry and (on a heartbeat storage) its first
+    heartbeat from the start, as Optuna's ``create_new_trial(template_trial=...)`` writes them one trial at a
     time. Numbers are assigned as Optuna assigns them (trials of the study with a lower id), under
     the same lock on the study row Optuna's trial creation takes.
     """
@@ -449,8 +449,7 @@ def create_running_trials(
         before = ordered[0].count_past_trials(session) if ordered else 0
         for i, row in enumerate(ordered):
             row.number = before + i
-        attrs_json = {key: json.dumps(value) for key, value in system_attrs.items()}
-        for row, params in zip(rows, drawn, strict=True):
+        for row, params, attrs in zip(rows, drawn, system_attrs, strict=True):
             session.add_all(
                 models.TrialParamModel(
                     trial_id=row.trial_id,
@@ -461,8 +460,8 @@ def create_running_trials(
                 for name, value in params.items()
             )
             session.add_all(
-                models.TrialSystemAttributeModel(trial_id=row.trial_id, key=key, value_json=value)
-                for key, value in attrs_json.items()
+                models.TrialSystemAttributeModel(trial_id=row.trial_id, key=key, value_json=json.dumps(value))
+                for key, value in attrs.items()
             )
             if beat:
                 session.add(models.TrialHeartbeatModel(trial_id=row.trial_id))

@@ -22,6 +22,7 @@ import optuna
 
 from gridctl.configs.errors import GridctlError
 from gridctl.research.optimize.evaluation import best_checked_value, contenders_only, evaluate
+from gridctl.research.optimize.samplers import LocalDraws
 from gridctl.research.optimize.storage import DEFAULT_HEARTBEAT_S, _redact, journal_path, open_storage
 from gridctl.research.optimize.study import create_or_load_study
 from gridctl.research.optimize.trials import (
@@ -174,17 +175,13 @@ def optimize(
     overlap_s = 0.0
     pending: list[Any] = []  # asked, being evaluated (optuna.Trial, or AskedTrial when batched)
     ahead: list[Any] = []  # asked for the next batch while the kernel runs
-    # Shared RDB studies whose draws do not depend on results (random, qmc; no pruner) ask and tell in
-    # batches: parameters are drawn by the worker's sampler on a local in-memory copy of its own trials,
-    # each batch is created in one transaction and told in one (optuna_compat.create_running_trials,
-    # finish_trials), instead of one transaction per parameter, attr and state change.
-    batched = (
-        shared
-        and is_rdb(store)
-        and profile.sampler.kind in ("random", "qmc")
-        and profile.pruner.kind == "none"
-    )
-    local = optuna.create_study(sampler=study.sampler, directions=study.directions) if batched else None
+    # Shared RDB studies without a pruner ask and tell in batches: parameters are drawn by the worker's
+    # sampler on an in-memory study (LocalDraws), each batch is created in one transaction and told in
+    # one (optuna_compat.create_running_trials, finish_trials), instead of one transaction per
+    # parameter, attr and state change. A pruner reports from inside the kernel's folds: one at a time.
+    batched = shared and is_rdb(store) and profile.pruner.kind == "none"
+    learns = profile.sampler.kind in ("tpe", "nsga2")
+    local = LocalDraws(study.sampler, study.directions, learns) if batched else None
     study_id = store.get_study_id_from_name(study_name) if batched else -1
     # Random and quasi-random draws do not depend on results, so the next batch is asked while the
     # kernel runs this one (the kernel releases the GIL): the same trials as asking after the tell,
@@ -221,9 +218,12 @@ def optimize(
         """Draw ``k`` trials on the local copy, create them in the shared study in one transaction."""
         assert local is not None
         t0 = time.perf_counter()
-        drawn = [local.ask(dists) for _ in range(k)]
+        local.sync(study)
+        drawn = local.ask(dists, k)
         t1 = time.perf_counter()
-        made = create_running_trials(store, study_id, [t.params for t in drawn], dists, {WORKER_ATTR: worker})
+        attrs = [{**a, WORKER_ATTR: worker} for a in local.system_attrs(drawn)]
+        made = create_running_trials(store, study_id, [t.params for t in drawn], dists, attrs)
+        local.own([tid for tid, _ in made])
         asked = [
             AskedTrial(tid, number, dict(t.params), t) for (tid, number), t in zip(made, drawn, strict=True)
         ]
@@ -260,7 +260,7 @@ def optimize(
         told = finish_trials(store, finishes)
         for a, item in zip(asked, finishes, strict=True):
             complete = item["state"] == optuna.trial.TrialState.COMPLETE
-            local.tell(a.local, item["values"] if complete else None, state=item["state"])
+            local.study.tell(a.local, item["values"] if complete else None, state=item["state"])
         return len(told), refused
 
     def fail_asked(trials: list[Any]) -> None:

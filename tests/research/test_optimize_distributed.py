@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -249,7 +250,9 @@ def test_a_trial_left_without_owner_mid_ask_is_failed_after_one_grace_period(pg_
     assert seen == {}  # the failed trial is forgotten
 
 
-def _storage_traffic(setup: tuple[Path, Path], url: str, batch: int, batches: int) -> dict[str, int]:
+def _storage_traffic(
+    setup: tuple[Path, Path], url: str, batch: int, batches: int, sampler: Any = None
+) -> dict[str, int]:
     """SQL statements and commits of one in-process worker running ``batches`` batches of ``batch``."""
     import sqlalchemy
     from sqlalchemy import event
@@ -258,6 +261,8 @@ def _storage_traffic(setup: tuple[Path, Path], url: str, batch: int, batches: in
 
     data, path = setup
     profile = load_profile(path).model_copy(update={"batch_size": batch})
+    if sampler is not None:
+        profile = profile.model_copy(update={"sampler": sampler})
     work = opt.load_workload(profile, data)
     opt.evaluate(work, [{}])  # kernels compiled before counting
     seen = {"statements": 0, "commits": 0}
@@ -284,6 +289,9 @@ def _storage_traffic(setup: tuple[Path, Path], url: str, batch: int, batches: in
         event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", statement)
         event.remove(sqlalchemy.engine.Engine, "commit", commit)
     assert result.told_here == batch * batches
+    trials = _study(url, result.study_name).get_trials(deepcopy=False)
+    assert sorted(t.number for t in trials) == list(range(batch * batches))
+    assert all(t.state.name in TOLD and len(t.params) == len(profile.search_space) for t in trials)
     return seen
 
 
@@ -301,3 +309,41 @@ def test_a_shared_study_asks_and_tells_a_batch_in_a_fixed_number_of_round_trips(
     assert large["commits"] <= small["commits"] + 3
     assert large["statements"] <= small["statements"] + 6
     assert large["commits"] <= 3 * 12 + 8  # per batch: create, tell, beat and a few reads; plus opening
+
+
+def test_a_learning_sampler_batches_too_and_sees_every_workers_finished_trials(
+    setup: tuple[Path, Path], pg_url: str
+) -> None:
+    from gridctl.research.profiles import SamplerSpec
+
+    tpe = SamplerSpec(kind="tpe", n_startup_trials=4)
+    small = _storage_traffic(setup, pg_url, 4, 3, tpe)
+    large = _storage_traffic(setup, pg_url, 16, 3, tpe)
+    assert large["commits"] <= small["commits"] + 3
+    assert large["statements"] <= small["statements"] + 6
+
+
+def test_local_draws_copy_other_workers_finished_trials_once(tmp_path: Path) -> None:
+    from gridctl.research.optimize.samplers import LocalDraws
+    from gridctl.research.optuna_compat import trial_id
+
+    dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    shared = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    for i, state in enumerate(["COMPLETE", "PRUNED", "FAIL"]):  # another worker's trials
+        t = shared.ask(dist)
+        shared.tell(t, float(i) if state == "COMPLETE" else None, state=optuna.trial.TrialState[state])
+    running = shared.ask(dist)  # still running: not a result yet
+    local = LocalDraws(optuna.samplers.TPESampler(seed=1), shared.directions, learns=True)
+    (mine,) = local.ask(dist, 1)
+    own = shared.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})  # this worker's, in both
+    local.own([trial_id(own)])
+    shared.tell(own, 0.5)
+    assert local.sync(shared) == 2  # the complete and the pruned trial
+    assert local.sync(shared) == 0  # never twice
+    copied = [t for t in local.study.get_trials() if t.number != mine.number]
+    assert [(t.state.name, t.params, t.values) for t in copied] == [
+        (s.state.name, s.params, s.values) for s in shared.get_trials()[:2]
+    ]
+    assert running.number not in {t.number for t in copied if t.params == running.params}
+    quiet = LocalDraws(optuna.samplers.RandomSampler(seed=1), shared.directions, learns=False)
+    assert quiet.sync(shared) == 0 and quiet.study.get_trials() == []  # random draws need no history

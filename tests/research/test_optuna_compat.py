@@ -184,7 +184,9 @@ def test_hook_rdb_batch(tmp_path: Path) -> None:
     b = optuna.create_study(storage=theirs, study_name="batch")
     a.enqueue_trial({})  # a waiting trial of the study's own: numbers continue after it
     b.enqueue_trial({})
-    made = oc.create_running_trials(ours, ours.get_study_id_from_name("batch"), drawn, dists, {"w": "h:1"})
+    made = oc.create_running_trials(
+        ours, ours.get_study_id_from_name("batch"), drawn, dists, [{"w": "h:1"}] * 4
+    )
     _canary("rdb_batch", [n for _, n in made] == [1, 2, 3, 4], f"numbers {made}")
     oc.record_heartbeats(ours, [tid for tid, _ in made])
     done = oc.finish_trials(
