@@ -38,6 +38,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gridctl.configs.errors import GridctlError
 from gridctl.data.atomic import atomic_write_text
+from gridctl.research.options import REPORT_TOP
 
 #: Fewer completed trials than this (or no parameter that varies) and importances are not computed:
 #: PED-ANOVA compares the best 10 % of the trials with the rest, so it needs one trial in that 10 %.
@@ -106,7 +107,7 @@ def _maximize(study: optuna.Study, i: int) -> bool:
     return study.directions[i] == StudyDirection.MAXIMIZE
 
 
-def top_trials(study: optuna.Study, top_k: int = 5) -> list[FrozenTrial]:
+def top_trials(study: optuna.Study, top_k: int = REPORT_TOP) -> list[FrozenTrial]:
     """Best ``top_k`` completed feasible trials: by the objective; multi-objective: the (feasible)
     Pareto front first, each rank ordered by the first objective."""
     trials = feasible_completed(study)
@@ -379,7 +380,7 @@ def trial_overrides(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def top_equity_figure(
-    study: optuna.Study, market: Any, strategy: Any, venue: Any, top_k: int = 5, detail: Any = None
+    study: optuna.Study, market: Any, strategy: Any, venue: Any, top_k: int = REPORT_TOP, detail: Any = None
 ) -> go.Figure:
     """Equity curves of the top trials, each re-run in full (``run_single``) with its overrides
     (``trial_overrides``) applied to ``strategy`` / ``venue`` by ``engine.batch.apply_overrides``;
@@ -440,7 +441,7 @@ def _scalar_attrs(t: FrozenTrial) -> dict[str, Any]:
     return out
 
 
-def top_trials_rows(study: optuna.Study, top_k: int = 5) -> tuple[list[str], list[list[Any]]]:
+def top_trials_rows(study: optuna.Study, top_k: int = REPORT_TOP) -> tuple[list[str], list[list[Any]]]:
     """(header, rows) of the top trials: number, objective values, parameters, numeric user attrs."""
     trials = top_trials(study, top_k)
     params = sorted({p for t in trials for p in t.params})
@@ -510,7 +511,7 @@ def _pair(a: Any, b: Any) -> str | None:
 def render_study_report(
     study: optuna.Study,
     out_dir: Path,
-    top_k: int = 5,
+    top_k: int = REPORT_TOP,
     overfitting_result: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``out_dir/index.html``: the study's charts and tables, plotly.js inline; returns the path.
@@ -567,7 +568,11 @@ def render_study_report(
 
 
 def render_report(
-    study: optuna.Study, out_dir: Path, data_dir: Path | None = None, top_k: int = 5, force: bool = False
+    study: optuna.Study,
+    out_dir: Path,
+    data_dir: Path | None = None,
+    top_k: int = REPORT_TOP,
+    force: bool = False,
 ) -> Path:
     """HTML report of a ``gridctl optimize`` study, with ``research.studies.overfitting_stats`` in it.
 

@@ -15,9 +15,8 @@ from pathlib import Path
 import optuna
 
 from gridctl.configs.errors import GridctlError
+from gridctl.research.options import DEFAULT_HEARTBEAT_S
 from gridctl.research.optuna_compat import BatchSyncedJournalBackend, TimedJournalStorage, first_bad_record
-
-DEFAULT_HEARTBEAT_S = 10
 
 
 def default_studies_dir() -> Path:
