@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 
+from gridctl.configs.errors import GridctlError
 from gridctl.engine.basket import run_basket
 from gridctl.engine.enums import EventKind, FillKind, RiskState
 from gridctl.engine.run import run_single
@@ -267,3 +268,79 @@ def test_errors_on_two_symbols_trip_the_one_account_breaker():
     assert [r["state"] for r in out.per_symbol[BTC].equity] == [0, 0, RiskState.COOLDOWN]
     assert [r["state"] for r in out.account_equity] == [0, RiskState.COOLDOWN, RiskState.COOLDOWN]
     assert out.summary["errors"] == 2.0 and out.summary["circuit_breaker_trips"] == 1.0
+
+
+def test_liquidation_crossed_by_a_later_symbol_closes_one_that_already_stepped():
+    # Basket order ETH, BTC; as in the first test up to bar 1 (W = 2496.04), but ETH has no bar 2.
+    # ETH steps first: INPUT_MISSING (entries cancelled, row recorded). BTC's X: ETH at its last close 990
+    # (U 0, MM 0.004*9900 = 39.6): margin wallet 2456.44, LP = 7443.56/0.996 = 7473.45..., crossed on the
+    # way to 7000; BTC pays 0.004*LP. ETH, already stepped, closes at 990 (realized 0) paying 39.6, and
+    # its row of bar 2 is recorded again as LIQUIDATED: 3 rows, 3 bars, none REDUCING. Wallet after: 0.
+    ven = venue(trading__leverage=20)
+    btc = make_market([*flat(10000, 1), (10000, 10000, 9890, 9900), (9900, 9900, 7000, 7100)], symbol=BTC)
+    eth = make_market([*flat(1000, 1), (1000, 1000, 989, 990)], symbol=ETH)
+    sb = strat(BTC, grid__base_qty=1.0, backtest__initial_balance=2500.0, **LONGS)
+    se = strat(ETH, grid__base_qty=10.0, backtest__initial_balance=2500.0, **LONGS)
+    out = basket([eth, btc], [se, sb], ven)
+    assert out.meta["liquidated_by"] == BTC
+    lp = 7443.56 / 0.996
+    (b_liq,) = [f for f in out.per_symbol[BTC].fills if f["kind"] == FillKind.LIQUIDATION]
+    assert b_liq["price"] == pytest.approx(lp) and b_liq["fee"] == pytest.approx(0.004 * lp, abs=1e-6)
+    e = out.per_symbol[ETH]
+    (e_liq,) = [f for f in e.fills if f["kind"] == FillKind.LIQUIDATION]
+    assert (e_liq["ts"], e_liq["price"], e_liq["qty"]) == (bar_ts(2), 990.0, 10.0)
+    assert e_liq["fee"] == pytest.approx(39.6, abs=1e-6) and e_liq["realized_pnl"] == 0.0
+    assert kinds(e.events) == ["INPUT_MISSING", "LIQUIDATION"]
+    assert e.events[1]["level"] == 2  # BTC, basket index 1, crossed
+    assert [r["state"] for r in e.equity] == [0, 0, RiskState.LIQUIDATED]
+    assert (e.summary["bars"], e.summary["bars_reducing"]) == (3.0, 0.0)
+    assert out.summary["final_equity"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_drawdown_seen_by_a_later_symbol_halts_one_that_already_stepped():
+    # Basket order ETH, BTC, max drawdown 2 %; bar 1 fills both longs (equity 9996.04). ETH has no bar 2
+    # (its close does not mark, so it cannot see the drawdown); BTC closes 9700: the account equity is
+    # 9996.04 - 200 + 0 (ETH at its last close 990) = 9796.04, drawdown 2.0396 %: BTC flattens at 9700
+    # (fee 4.85), then ETH, which already stepped, flattens at 990 (fee 4.95) and its row of bar 2 is
+    # recorded again as HALTED. Final equity 9996.04 - 200 - 9.8 = 9786.24.
+    dd = dict(risk_management__max_drawdown_pct=2.0, exit__sl_steps=50)
+    btc = make_market([*flat(10000, 1), (10000, 10000, 9890, 9900), (9900, 9900, 9700, 9700)], symbol=BTC)
+    eth = make_market([*flat(1000, 1), (1000, 1000, 989, 990)], symbol=ETH)
+    out = basket(
+        [eth, btc], [strat(ETH, grid__base_qty=10.0, **dd), strat(BTC, grid__base_qty=1.0, **dd)], venue()
+    )
+    assert out.meta["halted_by"] == BTC
+    e = out.per_symbol[ETH]
+    (flat_fill,) = [f for f in e.fills if f["kind"] == FillKind.FLATTEN]
+    assert (flat_fill["ts"], flat_fill["price"]) == (bar_ts(2), 990.0)
+    assert flat_fill["fee"] == pytest.approx(4.95)
+    assert kinds(e.events) == ["INPUT_MISSING", "DRAWDOWN_HALT"] and e.events[1]["level"] == 2
+    assert [r["state"] for r in e.equity] == [0, 0, RiskState.HALTED]
+    assert (e.summary["bars"], e.summary["bars_halted"], e.summary["bars_reducing"]) == (3.0, 1.0, 0.0)
+    assert out.summary["final_equity"] == pytest.approx(9786.24)
+
+
+def test_detail_bars_per_symbol():
+    # A one-symbol basket walking 1m detail bars is run_single with the same detail bit for bit, and the
+    # fill carries the detail bar's ts (minute 30 of bar 1, where the dip to 9890 happens).
+    hour = [(10000.0, 10000.0, 10000.0, 10000.0)] * 60
+    dip = [(10000.0, 10000.0, 10000.0, 10000.0)] * 30 + [(10000.0, 10000.0, 9890.0, 9950.0)]
+    dip += [(9950.0, 9950.0, 9950.0, 9950.0)] * 29
+    detail = make_market([*hour, *dip, *[(9950.0,) * 4] * 60], timeframe="1m")
+    m = make_market([*flat(10000, 1), (10000, 10000, 9890, 9950), *flat(9950, 1)])
+    s = strategy(backtest__detail_timeframe="1m")
+    single = run_single(m, s, venue(), detail=detail)
+    out = run_basket({m.symbol: m}, {m.symbol: s}, venue(), detail={m.symbol: detail})
+    _same_run(single, out.per_symbol[m.symbol])
+    (entry,) = [f for f in out.per_symbol[m.symbol].fills if f["kind"] == FillKind.ENTRY]
+    assert entry["ts"] == T0 + 3_600_000 + 30 * 60_000
+    assert out.per_symbol[m.symbol].meta["detail"]["detailed_bars"] == 3
+
+
+def test_account_fields_must_agree():
+    btc = make_market(flat(10000, 2), symbol=BTC)
+    eth = make_market(flat(1000, 2), symbol=ETH)
+    with pytest.raises(GridctlError, match=r"backtest.initial_balance is 5000 for ETH/USDT:USDT but 10000"):
+        basket([btc, eth], [strat(BTC), strat(ETH, backtest__initial_balance=5000.0)], venue())
+    with pytest.raises(GridctlError, match=r"strategies are for"):
+        run_basket({BTC: btc, ETH: eth}, {ETH: strat(ETH), BTC: strat(BTC)}, venue())
