@@ -344,3 +344,46 @@ def test_account_fields_must_agree():
         basket([btc, eth], [strat(BTC), strat(ETH, backtest__initial_balance=5000.0)], venue())
     with pytest.raises(GridctlError, match=r"strategies are for"):
         run_basket({BTC: btc, ETH: eth}, {ETH: strat(ETH), BTC: strat(BTC)}, venue())
+
+
+def _walk(seed, price, n=400):
+    rng = np.random.default_rng(seed)
+    bars, c = [], price
+    for _ in range(n):
+        o = c
+        c = round(o * math.exp(rng.normal(0, 0.006)), 2)
+        h = round(max(o, c) * (1 + abs(rng.normal(0, 0.003))), 2)
+        lo = round(min(o, c) * (1 - abs(rng.normal(0, 0.003))), 2)
+        bars.append((o, h, lo, c))
+    funding = [
+        (T0 + (j - 1) * EIGHT_HOURS, float(rng.normal(0.0001, 0.0003)), math.nan) for j in range(n // 8 + 3)
+    ]
+    return bars, funding
+
+
+def test_when_no_account_limit_binds_each_symbol_trades_as_alone():
+    # With a balance no limit comes near (1e9) and the account-wide gates off (drawdown, breaker; the
+    # order-pacing window far above what two ladders send), nothing couples the symbols but the wallet:
+    # each symbol's fills, funding and events are its single run's, and the account's equity is the
+    # initial balance plus both runs' PnL.
+    free = dict(
+        grid__grid_levels_long=3, grid__grid_levels_short=3, grid__grid_step_bps=50.0, exit__tp_steps=1,
+        exit__sl_steps=4, backtest__initial_balance=1e9, risk_management__enable_drawdown_protection=False,
+        risk_management__enable_circuit_breaker=False,
+    )  # fmt: skip
+    (bb, fb), (be, fe) = _walk(1, 10000.0), _walk(2, 1000.0)
+    btc, eth = make_market(bb, funding=fb, symbol=BTC), make_market(be, funding=fe, symbol=ETH)
+    sb, se = strat(BTC, grid__base_qty=0.5, **free), strat(ETH, grid__base_qty=5.0, **free)
+    out = basket([btc, eth], [sb, se], venue())
+    pnl = 0.0
+    for m, s in ((btc, sb), (eth, se)):
+        alone = run_single(m, s, venue())
+        assert len(alone.fills) > 20 and len(alone.funding) > 5
+        mine = out.per_symbol[m.symbol]
+        for name in ("fills", "funding", "events"):
+            assert np.array_equal(getattr(alone, name), getattr(mine, name)), (m.symbol, name)
+        pnl += alone.summary["final_equity"] - 1e9
+        assert mine.summary["final_equity"] == pytest.approx(
+            alone.summary["final_equity"], rel=1e-15, abs=1e-6
+        )
+    assert out.summary["final_equity"] == pytest.approx(1e9 + pnl, rel=1e-15, abs=1e-6)
