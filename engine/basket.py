@@ -79,6 +79,7 @@ from gridctl.engine.state import (
     S_BARS_HALTED,
     S_BARS_REDUCING,
     S_CB_ACTIVE,
+    S_CB_TRIPS,
     S_CB_UNTIL,
     S_DD_PCT,
     S_EQUITY,
@@ -497,6 +498,7 @@ def run_basket_nb(
             st[S_ORD_COUNT] = ord_count
             st[S_CB_ACTIVE] = cb_active
             st[S_CB_UNTIL] = cb_until
+            trips = st[S_CB_TRIPS]
             o = op[i, k]
             h = hi[i, k]
             lw = lo[i, k]
@@ -532,7 +534,7 @@ def run_basket_nb(
                 peak = st[S_PEAK]
             err_count = st[S_ERR_COUNT]
             ord_count = st[S_ORD_COUNT]
-            if st[S_CB_ACTIVE] != 0.0 and cb_active == 0.0:
+            if st[S_CB_TRIPS] != trips:  # a trip (even one its own close already reset)
                 _breaker_tripped_nb(k, i, hi, lo, cl, brs, nbr, states, slots, work)
             cb_active = st[S_CB_ACTIVE]
             cb_until = st[S_CB_UNTIL]
