@@ -387,3 +387,82 @@ def test_when_no_account_limit_binds_each_symbol_trades_as_alone():
             alone.summary["final_equity"], rel=1e-15, abs=1e-6
         )
     assert out.summary["final_equity"] == pytest.approx(1e9 + pnl, rel=1e-15, abs=1e-6)
+
+
+def _gappy(seed, price, start_bar, n=300):
+    """A random walk starting ``start_bar`` hours after T0, with a few missing hours and NaN bars."""
+    rng = np.random.default_rng(seed)
+    bars, ts, c = [], [], price
+    t = T0 + start_bar * 3_600_000
+    for _ in range(n):
+        o = c
+        c = o * math.exp(rng.normal(0, 0.01))
+        h, lo = max(o, c) * (1 + abs(rng.normal(0, 0.004))), min(o, c) * (1 - abs(rng.normal(0, 0.004)))
+        bars.append((math.nan,) * 4 if rng.random() < 0.02 else (o, h, lo, c))
+        ts.append(t)
+        t += 3_600_000 * (2 if rng.random() < 0.03 else 1)
+    funding = [
+        (T0 + (j - 1) * EIGHT_HOURS, float(rng.normal(0.0001, 0.0005)), math.nan) for j in range(n // 6)
+    ]
+    return make_market(bars, ts=ts, funding=funding)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_account_invariants_on_random_baskets(seed):
+    # Three symbols (their own rules), gaps, NaN bars, a late start; seeds 0-5 with the gates on and
+    # small balances (three halt, once set off by ETH, the second symbol), seeds 6-11 with six rungs a
+    # side, gates off and 20x (three liquidate). Whatever happens: the account's rows are wallet +
+    # unrealized; the symbols' contributions add up to the account's final equity; the wallet is the
+    # initial balance plus every symbol's realized PnL - fees + funding; a liquidation or halt is the
+    # whole account's, at one time.
+    rng = np.random.default_rng(100 + seed)
+    balance = float(rng.choice([300.0, 1000.0, 5000.0]))
+    scale = float(rng.choice([1.0, 5.0]))
+    common = dict(
+        backtest__initial_balance=balance, grid__grid_levels_long=3, grid__grid_levels_short=3,
+        grid__grid_step_bps=60.0, exit__sl_steps=int(rng.choice([2, 6, 40])),
+        risk_management__max_drawdown_pct=float(rng.choice([5.0, 20.0, 50.0])),
+    )  # fmt: skip
+    xrp_notional = 20.0
+    if seed >= 6:
+        balance, scale, xrp_notional, seed = 1000.0, 5.0, 200.0, seed - 6
+        common = dict(
+            backtest__initial_balance=balance, grid__grid_levels_long=6, grid__grid_levels_short=6,
+            grid__grid_step_bps=100.0, exit__sl_steps=40, exit__tp_steps=3, **LIMITS_OFF,
+        )  # fmt: skip
+    mk = [_gappy(seed, 10000.0, 0), _gappy(seed + 50, 1000.0, 0), _gappy(seed + 99, 1.1, 7)]
+    mk = [make_market_as(m, sym) for m, sym in zip(mk, (BTC, ETH, XRP), strict=True)]
+    sizes = {
+        BTC: dict(grid__base_qty=0.02 * scale),
+        ETH: dict(grid__base_qty=0.2 * scale),
+        XRP: dict(grid__base_notional=xrp_notional * scale),
+    }
+    out = basket(mk, [strat(m.symbol, **common, **sizes[m.symbol]) for m in mk], venue(trading__leverage=20))
+    rows = out.account_equity
+    assert np.allclose(rows["equity"], rows["wallet_balance"] + rows["unrealized_pnl"], rtol=0, atol=1e-6)
+    per = [out.per_symbol[s].summary for s in out.symbols]
+    assert out.summary["final_equity"] == pytest.approx(
+        sum(p["final_equity"] for p in per) - 2 * balance, abs=1e-6
+    )
+    flows = sum(p["realized_pnl"] - p["fees"] + p["funding_net"] for p in per)
+    assert rows[-1]["wallet_balance"] == pytest.approx(balance + flows, abs=1e-6)
+    for key in ("liquidated", "halted"):
+        assert {p[key] for p in per} == {out.summary[key]}, key
+    if out.summary["liquidated"]:
+        assert {p["liquidated_ts"] for p in per} == {out.summary["liquidated_ts"]}
+        assert rows[-1]["state"] == RiskState.LIQUIDATED and rows[-1]["unrealized_pnl"] == 0.0
+    else:
+        all_ts = np.unique(np.concatenate([m.ts for m in mk]))
+        assert rows["ts"].tolist() == all_ts.tolist()
+    if out.summary["halted"]:
+        assert {p["halted_ts"] for p in per} == {out.summary["halted_ts"]}
+
+
+def make_market_as(market, symbol):
+    """``market`` under another ccxt symbol."""
+    return make_market(
+        list(zip(market.open, market.high, market.low, market.close, strict=True)),
+        ts=list(market.ts),
+        funding=list(zip(market.funding_ts, market.funding_rate, market.funding_mark, strict=True)),
+        symbol=symbol,
+    )
