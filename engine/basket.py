@@ -629,7 +629,8 @@ def _check_account_params(symbols: tuple[str, ...], params: list[EngineParams]) 
     first = params[0].vector
     for sym, prm in zip(symbols[1:], params[1:], strict=True):
         for slot, name in ACCOUNT_PARAMS.items():
-            if prm.vector[slot] != first[slot]:
+            a, b = prm.vector[slot], first[slot]
+            if a != b and not (np.isnan(a) and np.isnan(b)):  # NaN: unset (off) for both
                 raise GridctlError(
                     f"basket: {name} is {prm.vector[slot]:g} for {sym} but {first[slot]:g} for "
                     f"{symbols[0]}: it is the account's, one value for every symbol"

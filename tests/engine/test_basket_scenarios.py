@@ -342,6 +342,10 @@ def test_account_fields_must_agree():
     eth = make_market(flat(1000, 2), symbol=ETH)
     with pytest.raises(GridctlError, match=r"backtest.initial_balance is 5000 for ETH/USDT:USDT but 10000"):
         basket([btc, eth], [strat(BTC), strat(ETH, backtest__initial_balance=5000.0)], venue())
+    # The daily loss limit is the account's too: unset (NaN) on both passes, set on one only is refused.
+    with pytest.raises(GridctlError, match=r"max_daily_loss_pct is 2 for ETH/USDT:USDT but nan"):
+        basket([btc, eth], [strat(BTC), strat(ETH, risk_management__max_daily_loss_pct=2.0)], venue())
+    basket([btc, eth], [strat(BTC), strat(ETH)], venue())
     with pytest.raises(GridctlError, match=r"strategies are for"):
         run_basket({BTC: btc, ETH: eth}, {ETH: strat(ETH), BTC: strat(BTC)}, venue())
 
