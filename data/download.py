@@ -632,12 +632,6 @@ def symbol_problem(client: ccxt.Exchange, exchange: str, symbol: str, kinds: tup
     return None
 
 
-def parse_symbols(values: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """Symbols from repeated options and/or comma lists, stripped, in order, each once."""
-    parts = [part.strip() for value in values for part in value.split(",")]
-    return tuple(dict.fromkeys(part for part in parts if part))
-
-
 def download_symbols(
     exchange: str,
     symbols: tuple[str, ...],

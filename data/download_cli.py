@@ -45,6 +45,12 @@ def parse_kinds(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(part.strip() for part in text.split(",")))
 
 
+def parse_symbols(values: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Symbols from repeated options and/or comma lists, stripped, in order, each once."""
+    parts = [part.strip() for value in values for part in value.split(",")]
+    return tuple(dict.fromkeys(part for part in parts if part))
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``download`` command to the ``gridctl data`` app."""
 
@@ -89,7 +95,7 @@ def register(app: typer.Typer) -> None:
         Several symbols are checked against the exchange first (a bad one: nothing is fetched), then
         downloaded one after another, each announced by a progress line on stderr.
         """
-        from gridctl.data.download import OptionError, download_symbols, parse_symbols
+        from gridctl.data.download import OptionError, download_symbols
         from gridctl.data.paths import require_writable_dir
         from gridctl.data.store import default_data_dir
 

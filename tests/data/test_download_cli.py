@@ -142,7 +142,9 @@ def emu2() -> Iterator[BinanceUsdmEmulator]:
         yield server
 
 
-def test_several_symbols_download_each_with_a_progress_line(emu2: BinanceUsdmEmulator, tmp_path: Path) -> None:
+def test_several_symbols_download_each_with_a_progress_line(
+    emu2: BinanceUsdmEmulator, tmp_path: Path
+) -> None:
     # A comma list and a repeated option together; ETH named twice is downloaded once.
     result = CliRunner().invoke(
         app,
