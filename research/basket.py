@@ -278,7 +278,7 @@ def basket_stats(
     any_market = next(iter(markets.values()))
     nan = np.full(len(acc), np.nan)
     account_market = dataclasses.replace(
-        any_market, symbol="basket", ts=acc_ts, open=nan, high=nan, low=nan, close=nan, volume=nan,
+        any_market, ts=acc_ts, open=nan, high=nan, low=nan, close=nan, volume=nan,
         report=report,
     )  # fmt: skip
     empty = SimpleNamespace(
