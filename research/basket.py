@@ -108,7 +108,7 @@ def run_basket_backtest(
     them over the window, and its own OHLC otherwise (a data warning says which).
     """
     from gridctl.configs.crosscheck import check_notional_in_range, pair_problems
-    from gridctl.configs.overrides import apply_overrides, basket_strategies
+    from gridctl.configs.overrides import basket_strategies
     from gridctl.data.market import load_market
     from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
     from gridctl.data.store import coverage
@@ -156,9 +156,10 @@ def run_basket_backtest(
                     status.print(f"[dim]loading {symbol} {detail_tf} detail bars ...[/dim]")
                 detail[symbol] = load_market(data_dir, exchange, symbol, detail_tf, first, end)
             else:
-                strategies[symbol] = apply_overrides(
-                    strategies[symbol], venue, {"backtest.detail_timeframe": None}
-                )[0]
+                own = strategies[symbol]
+                strategies[symbol] = own.model_copy(
+                    update={"backtest": own.backtest.model_copy(update={"detail_timeframe": None})}
+                )
                 notes.append(
                     f"{exchange} {symbol}: no {detail_tf} bars stored in the window; it walks its own "
                     f"{timeframe} OHLC (detail for {', '.join(detail) or 'no symbol'} so far)"
