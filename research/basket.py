@@ -107,7 +107,7 @@ def run_basket_backtest(
     ``backtest.detail_timeframe`` set, each symbol walks its finer stored bars where the store holds
     them over the window, and its own OHLC otherwise (a data warning says which).
     """
-    from gridctl.configs.crosscheck import check_notional_in_range, pair_problems
+    from gridctl.configs.crosscheck import check_notional_in_range, check_strategy_on_venue
     from gridctl.configs.overrides import basket_strategies
     from gridctl.data.market import load_market
     from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
@@ -115,24 +115,15 @@ def run_basket_backtest(
     from gridctl.engine.basket import run_basket
     from gridctl.engine.regime import warmup_bars
 
+    check_strategy_on_venue(strategy, venue)  # every symbol, with its overrides and its rules
     strategies = basket_strategies(strategy)
-    problems: list[str] = []
-    for symbol, strat in strategies.items():
-        try:
-            problems += [f"{symbol}: {p}" for p in pair_problems(strat, venue, symbol)]
-        except GridctlError as err:  # no rules or brackets for the symbol
-            problems.append(f"{symbol}: {err}")
-    if problems:
-        raise GridctlError(
-            f"strategy {strategy.origin} on venue {venue.origin}: " + "\nerror: ".join(problems)
-        )
     if exchange == SAMPLE_EXCHANGE and SAMPLE_SYMBOL in strategies:
         ensure_sample(data_dir, "--data-dir")
     markets: dict[str, Market] = {}
-    regime = strategy.regime
-    warmup = warmup_bars(regime.adx_len, regime.ema_slow, regime.atr_len)
     for symbol, strat in strategies.items():
         market = load_market(data_dir, exchange, symbol, timeframe, start_ms, end_ms)
+        regime = strat.regime  # a symbol's overrides may change its warm-up
+        warmup = warmup_bars(regime.adx_len, regime.ema_slow, regime.atr_len)
         if len(market.ts) < warmup:
             raise GridctlError(
                 f"{exchange} {symbol} {timeframe}: only {len(market.ts):,} bar(s) in the selected range, "

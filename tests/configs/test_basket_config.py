@@ -106,3 +106,28 @@ def test_a_bad_basket_field_names_file_key_and_reason(
     text = str(info.value)
     assert text.startswith(f"invalid strategy config {path}: ") and "\n" not in text
     assert message in text
+
+
+def test_validate_against_a_venue_checks_every_basket_symbol(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gridctl.cli import app
+
+    # The shipped snapshot has rules for all six symbols but leverage brackets for BTC, ETH and XRP only;
+    # XRP's rung 1 of 3 USDT is below its 5 USDT minimum notional.
+    path = write(
+        tmp_path,
+        ["BTC/USDT:USDT", "SOL/USDT:USDT", "XRP/USDT:USDT"],
+        {"XRP/USDT:USDT": {"grid.base_notional": 3}},
+    )
+    result = CliRunner().invoke(app, ["config", "validate", str(path), "--venue", "binance_futures"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: ") for line in lines)
+    assert "SOL/USDT:USDT: " in lines[0] and "margin.brackets has no entry for 'SOL/USDT:USDT'" in lines[0]
+    assert lines[1].startswith(
+        "error: XRP/USDT:USDT: grid.base_notional 3 USDT is below XRP/USDT:USDT's minimum"
+    )
+    good = write(tmp_path, ["BTC/USDT:USDT", "ETH/USDT:USDT", "XRP/USDT:USDT"], None)
+    result = CliRunner().invoke(app, ["config", "validate", str(good), "--venue", "binance_futures"])
+    assert result.exit_code == 0, result.output
