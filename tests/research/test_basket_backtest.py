@@ -214,3 +214,24 @@ def test_a_bad_basket_is_one_clear_error(data_dir: Path, args: list[str], messag
     assert message in result.stderr and "Traceback" not in result.output
     if "ADA" in args[1]:
         assert "ADA/USDT:USDT: " in result.stderr and "no exchange rules for 'ADA/USDT:USDT'" in result.stderr
+
+
+def test_the_basket_report_renders_offline_in_a_browser(basket_out: tuple[Path, dict]) -> None:
+    from gridctl.research.report import BASKET_CHART_ID
+
+    from browser import Browser
+
+    out, stats = basket_out
+    path = out / "report.html"
+    plot = f"document.getElementById('{BASKET_CHART_ID}')"
+    with Browser() as browser:
+        session, log = browser.open_page(path)
+        browser.wait_for(session, f"{plot} && {plot}._fullLayout && {plot}.querySelector('.main-svg')")
+        names = browser.evaluate(session, f"{plot}._fullData.map(d => d.name)")
+        tables = browser.evaluate(session, "document.querySelectorAll('table').length")
+    assert log.requests == [path.resolve().as_uri()] and log.failed == [] and log.errors == []
+    # Account equity and drawdown, then one PnL line per symbol, in basket order.
+    assert names == ["account equity", "drawdown", BTC, ETH]
+    # Account: results, gates, per-symbol table, monthly returns, assumptions; per symbol: results,
+    # gates, assumptions, round trips.
+    assert tables == 5 + 4 * len(stats["basket"])
