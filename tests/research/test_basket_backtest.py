@@ -90,6 +90,12 @@ def test_the_account_is_the_initial_balance_plus_every_symbols_ledgers(basket_ou
     acc_rows = pl.read_parquet(out / "account_equity.parquet")
     assert acc_rows["equity"][-1] == pytest.approx(account["final_equity"], abs=1e-9)
     assert account["total_return_pct"] == pytest.approx((account["final_equity"] / initial - 1) * 100)
+    # The account's bar-close drawdown, by hand from its equity rows (the peak starts at the balance).
+    worst, peak = 0.0, initial
+    for value in acc_rows["equity"].to_list():
+        peak = max(peak, value)
+        worst = max(worst, (peak - value) / peak * 100)
+    assert account["max_drawdown_bar_close_pct"] == pytest.approx(worst, abs=1e-9) and worst > 0
     # Counts add up over the symbols.
     assert account["n_fills"] == fills.height
     assert account["fees_paid"] == pytest.approx(fills["fee"].sum(), abs=1e-9)
