@@ -121,22 +121,35 @@ def _fields_of(cfg: BaseModel, section: str) -> set[str]:
     return set(type(sub).model_fields) if isinstance(sub, BaseModel) else set()
 
 
-#: Sections a symbol override may not change: they are one per account or run, not per symbol.
+#: What a symbol override may not change: one per account or run, not per symbol (section -> why; a
+#: section listed with keys refuses only those keys).
 ACCOUNT_SECTIONS = {
     "strategy": "the strategy's identity and basket",
     "backtest": "one run: one balance, path rule and detail timeframe for the basket",
-    "risk_management": "the account's gates: one drawdown halt and one circuit breaker for the basket",
+}
+ACCOUNT_KEYS = {
+    f"risk_management.{name}": "the account's gates: one drawdown halt and one circuit breaker per basket"
+    for name in (
+        "max_errors_per_minute",
+        "circuit_breaker_cooldown_seconds",
+        "max_drawdown_pct",
+        "circuit_breaker_window_seconds",
+        "enable_circuit_breaker",
+        "enable_drawdown_protection",
+    )
 }
 
 
 def strategy_keys() -> list[str]:
-    """Every ``section.key`` a symbol override may set (strategy fields outside ``ACCOUNT_SECTIONS``)."""
+    """Every ``section.key`` a symbol override may set (strategy fields not the account's)."""
     keys = []
     for section, field in StrategyConfig.model_fields.items():
         inner = field.annotation
         if section in ACCOUNT_SECTIONS or not (isinstance(inner, type) and issubclass(inner, BaseModel)):
             continue
-        keys += [f"{section}.{name}" for name in inner.model_fields]
+        keys += [
+            f"{section}.{name}" for name in inner.model_fields if f"{section}.{name}" not in ACCOUNT_KEYS
+        ]
     return keys
 
 
@@ -154,10 +167,10 @@ def symbol_strategy(strategy: StrategyConfig, symbol: str) -> StrategyConfig:
     valid = strategy_keys()
     for key in given:
         section = key.partition(".")[0]
-        if section in ACCOUNT_SECTIONS:
+        if section in ACCOUNT_SECTIONS or key in ACCOUNT_KEYS:
+            why = ACCOUNT_KEYS.get(key) or f"{section} is {ACCOUNT_SECTIONS[section]}"
             raise GridctlError(
-                f"symbol_overrides.{symbol}.{key}: {section} is {ACCOUNT_SECTIONS[section]}; "
-                "set it for the whole strategy, not per symbol"
+                f"symbol_overrides.{symbol}.{key}: {why}; set it for the whole strategy, not per symbol"
             )
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)

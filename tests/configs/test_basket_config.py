@@ -55,8 +55,11 @@ def test_without_symbols_the_basket_is_the_instrument(tmp_path: Path) -> None:
 
 
 def test_a_size_unit_override_switches_the_unit_for_that_symbol(tmp_path: Path) -> None:
-    strategy = load_strategy(write(tmp_path, BASKET, {"BTC/USDT:USDT": {"grid.base_qty": 0.002}}))
+    overrides = {"BTC/USDT:USDT": {"grid.base_qty": 0.002, "risk_management.enable_position_validation": 0}}
+    strategy = load_strategy(write(tmp_path, BASKET, overrides))
     per = basket_strategies(strategy)
+    # Order validation is a symbol's own switch (the drawdown halt and breaker are the account's).
+    assert [s.risk_management.enable_position_validation for s in per.values()] == [False, True, True]
     assert (per["BTC/USDT:USDT"].grid.base_qty, per["BTC/USDT:USDT"].grid.base_notional) == (0.002, None)
     assert (per["ETH/USDT:USDT"].grid.base_qty, per["ETH/USDT:USDT"].grid.base_notional) == (None, 150.0)
 
@@ -85,6 +88,11 @@ def test_a_size_unit_override_switches_the_unit_for_that_symbol(tmp_path: Path) 
             BASKET,
             {"XRP/USDT:USDT": {"backtest.initial_balance": 5}},
             "symbol_overrides.XRP/USDT:USDT.backtest.initial_balance: backtest is one run",
+        ),
+        (
+            BASKET,
+            {"XRP/USDT:USDT": {"risk_management.max_drawdown_pct": 5}},
+            "symbol_overrides.XRP/USDT:USDT.risk_management.max_drawdown_pct: the account's gates",
         ),
         (
             BASKET,
