@@ -288,9 +288,9 @@ def basket_stats(
     a["assumptions"]["exchange_rules"] = "; ".join(
         f"{symbol}: {s['assumptions']['exchange_rules']}" for symbol, s in per.items()
     )
-    a["assumptions"]["detail_timeframe"] = (
-        first.backtest.detail_timeframe if detail else a["assumptions"]["detail_timeframe"]
-    )
+    # The detail timeframe any symbol walked (symbols without stored detail bars run without).
+    walked = [strategies[s].backtest.detail_timeframe for s in (detail or {})]
+    a["assumptions"]["detail_timeframe"] = walked[0] if walked else None
     pooled = np.concatenate(lots) if lots else np.zeros(0)
     gross_profit = float(pooled[pooled > 0.0].sum())
     gross_loss = float(-pooled[pooled < 0.0].sum())

@@ -194,7 +194,8 @@ def test_detail_bars_are_walked_where_they_are_stored(tmp_path: Path) -> None:
     # ETH keeps only its 15m bars: its 1m series is removed, so only BTC has detail bars.
     for path in (tmp_path / "synth" / "ETH_USDT_USDT" / "1m").iterdir():
         path.unlink()
-    stats = run_json(tmp_path, "--symbols", f"{BTC},{ETH}", "--timeframe", "15m", "--detail", "1m")
+    # ETH first in the basket: the account still reports the detail BTC walked.
+    stats = run_json(tmp_path, "--symbols", f"{ETH},{BTC}", "--timeframe", "15m", "--detail", "1m")
     warnings = stats["account"]["assumptions"]["data_warnings"]
     assert any(w.startswith("synth ETH/USDT:USDT: no 1m bars stored in the window") for w in warnings)
     assert stats["symbols"][BTC]["assumptions"]["detail_timeframe"] == "1m"
