@@ -1415,7 +1415,7 @@ def basket_figure(basket: Any) -> go.Figure:
     t = _ms(acc["ts"][keep])
     fig.add_trace(go.Scattergl(x=t, y=acc["equity"][keep], name="account equity", mode="lines"), row=1, col=1)
     dd = drawdown_pct(np.concatenate(([initial], acc["equity"])))[1:]
-    fig.add_trace(go.Scattergl(x=t, y=-dd[keep], name="drawdown", mode="lines"), row=2, col=1)
+    fig.add_trace(go.Scattergl(x=t, y=dd[keep], name="drawdown", mode="lines"), row=2, col=1)
     for symbol, run in basket.output.per_symbol.items():
         curve = contribution_curve(run, basket.markets[symbol].bar_ms, initial)
         sel = minmax_indices(curve["equity"])
@@ -1427,6 +1427,52 @@ def basket_figure(basket: Any) -> go.Figure:
             col=1,
         )
     fig.update_layout(height=900, margin={"l": 60, "r": 20, "t": 40, "b": 30}, hovermode="x unified")
+    return fig
+
+
+def symbol_figure(run: Any, market: Any) -> go.Figure:
+    """One basket symbol: its closes with every fill (by kind), and its long and short inventory."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.06,
+        row_heights=[0.7, 0.3],
+        subplot_titles=("Close and fills", "Inventory: long and short position size (base units, bar close)"),
+    )
+    keep = minmax_indices(market.close)
+    fig.add_trace(
+        go.Scattergl(x=_ms(market.ts[keep]), y=market.close[keep], name="close", mode="lines"), row=1, col=1
+    )
+    f = run.fills
+    kinds = np.array(_labels_of(FillKind), dtype=object)[f["kind"]] if len(f) else np.zeros(0, dtype=object)
+    for kind, colour in _KIND_COLOURS.items():
+        sel = kinds == kind
+        if sel.any():
+            fig.add_trace(
+                go.Scattergl(
+                    x=_ms(f["ts"][sel]), y=f["price"][sel], name=kind, mode="markers",
+                    marker={"color": colour, "size": 5},
+                ),
+                row=1,
+                col=1,
+            )  # fmt: skip
+    eq = run.equity
+    for side in ("long", "short"):
+        values = eq[f"{side}_qty"]
+        sel = minmax_indices(values)
+        fig.add_trace(
+            go.Scattergl(
+                x=_ms(eq["ts"][sel]), y=values[sel], name=f"{side} qty", mode="lines",
+                line={"color": _SIDE_ENTRY_COLOURS[side]},
+            ),
+            row=2,
+            col=1,
+        )  # fmt: skip
+    fig.update_layout(height=600, margin={"l": 60, "r": 20, "t": 40, "b": 30}, hovermode="closest")
     return fig
 
 
@@ -1460,11 +1506,16 @@ def build_basket_report(basket: Any) -> str:
         "<h2>What this run assumed</h2>",
         _table(assumption_rows(a)),
     ]
-    for symbol, s in stats["symbols"].items():
+    for index, (symbol, s) in enumerate(stats["symbols"].items()):
         run = basket.output.per_symbol[symbol]
         market = basket.markets[symbol]
+        chart = symbol_figure(run, market).to_html(
+            full_html=False, include_plotlyjs=False, config=PLOT_CONFIG, div_id=f"basket-symbol-{index}",
+            default_width="100%",
+        )  # fmt: skip
         parts += [
             f'<h2 id="symbol-{html.escape(symbol)}">{html.escape(symbol)}</h2>',
+            chart,
             _table(headline_rows(s)),
             _table(gate_rows(s)),
             _table(assumption_rows(s)),

@@ -236,9 +236,21 @@ def test_the_basket_report_renders_offline_in_a_browser(basket_out: tuple[Path, 
         browser.wait_for(session, f"{plot} && {plot}._fullLayout && {plot}.querySelector('.main-svg')")
         names = browser.evaluate(session, f"{plot}._fullData.map(d => d.name)")
         tables = browser.evaluate(session, "document.querySelectorAll('table').length")
+        per_symbol = []
+        for i in range(len(stats["basket"])):
+            chart = f"document.getElementById('basket-symbol-{i}')"
+            browser.wait_for(session, f"{chart} && {chart}._fullLayout && {chart}.querySelector('.main-svg')")
+            per_symbol.append(
+                browser.evaluate(session, f"{chart}._fullData.map(d => [d.name, d.mode, d._length])")
+            )
     assert log.requests == [path.resolve().as_uri()] and log.failed == [] and log.errors == []
     # Account equity and drawdown, then one PnL line per symbol, in basket order.
     assert names == ["account equity", "drawdown", BTC, ETH]
     # Account: results, gates, per-symbol table, monthly returns, assumptions; per symbol: results,
     # gates, assumptions, round trips.
     assert tables == 5 + 4 * len(stats["basket"])
+    # Each symbol's chart: its closes, every one of its fills (markers by kind), both inventories.
+    for symbol, traces in zip(stats["basket"], per_symbol, strict=True):
+        assert traces[0][0] == "close" and [t[0] for t in traces[-2:]] == ["long qty", "short qty"]
+        markers = sum(n for _, mode, n in traces if mode == "markers")
+        assert markers == stats["symbols"][symbol]["n_fills"] > 0, symbol
