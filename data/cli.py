@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from gridctl.configs.errors import GridctlError
 from gridctl.data.store import default_data_dir
 from gridctl.data.validate import fmt_ts
 
@@ -127,11 +128,15 @@ def import_command(
     from gridctl.data.download_cli import parse_symbols
     from gridctl.data.importers import import_paths
 
+    symbols = parse_symbols(symbol or [])
+    if symbol is not None and not symbols:
+        raise GridctlError(f"--symbol: {' '.join(symbol)!r} names no symbol (e.g. BTC/USDT:USDT)")
+
     summary = import_paths(
         paths,
         _data_dir(data_dir, writes=True),
         exchange=exchange,
-        symbols=parse_symbols(symbol or []),
+        symbols=symbols,
         kind=kind,
         timeframe=timeframe,
         force=force,

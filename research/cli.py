@@ -333,6 +333,10 @@ def backtest(
     from gridctl.data.download_cli import parse_symbols
 
     basket = parse_symbols(symbols or [])
+    if symbols is not None and not basket:
+        raise GridctlError(
+            f"--symbols: {' '.join(symbols)!r} names no symbol (e.g. BTC/USDT:USDT,ETH/USDT:USDT)"
+        )
     if basket and symbol is not None:
         raise GridctlError(
             "--symbol and --symbols: give one (--symbol trades one symbol, --symbols a basket)"

@@ -150,3 +150,18 @@ def test_bad_files_among_several_are_each_named_and_nothing_is_written(tmp_path:
     )  # fmt: skip
     assert result.exit_code == 2
     assert result.stderr.strip() == "error: --symbol XRP/USDT:USDT: no file given holds XRP/USDT:USDT data"
+
+
+def test_a_symbol_option_naming_no_symbol_is_refused(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gridctl.cli import app
+
+    candles(30).write_parquet(tmp_path / "BTCUSDT_1h.parquet")
+    args = ["data", "import", str(tmp_path / "BTCUSDT_1h.parquet"), "--data-dir", str(tmp_path / "store")]
+    result = CliRunner().invoke(app, [*args, "--symbol", ","])
+    assert (
+        result.exit_code == 2
+        and result.stderr == "error: --symbol: ',' names no symbol (e.g. BTC/USDT:USDT)\n"
+    )
+    assert not (tmp_path / "store").exists()

@@ -103,6 +103,7 @@ def test_cli_text_summary_and_kinds(emu: BinanceUsdmEmulator, tmp_path: Path) ->
             "error: --exchange: exchange 'nosuchexchange' is not a ccxt exchange",
         ),
         ({"--api-url": "127.0.0.1"}, "error: --api-url:"),
+        ({"--symbol": " , "}, "error: --symbol: no symbol given"),
     ],
 )
 def test_cli_bad_options_exit_2_naming_the_option(

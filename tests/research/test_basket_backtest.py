@@ -213,6 +213,7 @@ def test_detail_bars_are_walked_where_they_are_stored(tmp_path: Path) -> None:
         (["--symbols", f"{BTC},XRP/USDT:USDT"], "error: no 1m candles for XRP/USDT:USDT on synth"),
         (["--symbols", BTC, "--symbol", ETH], "error: --symbol and --symbols: give one"),
         (["--symbols", "BTCUSDT"], "'BTCUSDT' is not a ccxt USD-M symbol"),
+        (["--symbols", " , "], "error: --symbols: ' , ' names no symbol"),
     ],
 )
 def test_a_bad_basket_is_one_clear_error(data_dir: Path, args: list[str], message: str) -> None:
