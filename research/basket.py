@@ -80,7 +80,8 @@ class BasketBacktest:
 
 
 def basket_overrides(strategy: StrategyConfig, symbols: tuple[str, ...]) -> list[str]:
-    """``--set`` texts that make ``strategy`` trade the basket ``symbols`` (``--symbols``)."""
+    """``--set`` texts that make ``strategy`` trade the basket ``symbols`` (``--symbols``): the symbols,
+    an instrument among them, and the file's ``symbol_overrides`` of those symbols only."""
     from gridctl.configs.schema import ccxt_to_instrument
 
     for symbol in symbols:
@@ -88,6 +89,9 @@ def basket_overrides(strategy: StrategyConfig, symbols: tuple[str, ...]) -> list
     out = [f"strategy.symbols={json.dumps(list(symbols))}"]
     if strategy.ccxt_symbol not in symbols:
         out.append(f"strategy.instrument_id={ccxt_to_instrument(symbols[0])}")
+    kept = {s: keys for s, keys in strategy.symbol_overrides.items() if s in symbols}
+    if len(kept) != len(strategy.symbol_overrides):  # overrides of symbols left out of this basket go
+        out.append(f"symbol_overrides={json.dumps(kept)}")
     return out
 
 

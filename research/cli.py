@@ -343,6 +343,12 @@ def backtest(
         )
     window = check_run_options(timeframe, start, end, list(overrides or []), detail)
     basket_strategy = load_basket_strategy(config, basket, window[0])
+    if basket_strategy is not None and symbol is not None:
+        raise GridctlError(
+            f"--symbol {symbol}: strategy {basket_strategy.origin} trades the basket "
+            f"{list(basket_strategy.basket_symbols)} (strategy.symbols); give --symbols {symbol} for that "
+            "symbol alone (with its symbol_overrides), or --symbols for another basket"
+        )
     if basket_strategy is not None:
         from gridctl.configs.loader import load_venue
         from gridctl.research.basket import run_basket_backtest

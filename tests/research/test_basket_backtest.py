@@ -160,6 +160,13 @@ def test_the_strategy_field_makes_a_basket(data_dir: Path, tmp_path: Path) -> No
     single = run_json(data_dir, "--config", str(write_strategy(tmp_path, None)))
     assert basket["basket"] == [BTC, ETH] and set(basket["symbols"]) == {BTC, ETH}
     assert "account" not in single and single["symbol"] == BTC
+    # --symbol (one symbol) does not silently drop the strategy's basket.
+    result = invoke(data_dir, "--config", str(write_strategy(tmp_path, [BTC, ETH])), "--symbol", ETH)
+    assert result.exit_code == 2 and "trades the basket ['BTC/USDT:USDT', 'ETH/USDT:USDT']" in result.stderr
+    # --symbols picks a sub-basket; the file's overrides of the symbols left out are dropped with them.
+    config = write_strategy(tmp_path, [BTC, ETH], {BTC: {"grid.base_notional": 200}})
+    alone = run_json(data_dir, "--config", str(config), "--symbols", ETH)
+    assert alone["basket"] == [ETH] and "--set symbol_overrides={}" in alone["account"]["strategy_source"]
     # --symbols gives the same basket as the field.
     via_option = run_json(data_dir, "--symbols", f"{BTC},{ETH}")
     for name in ("final_equity", "n_fills", "max_drawdown_bar_close_pct"):
