@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 import yaml
@@ -262,3 +263,22 @@ def test_the_basket_report_renders_offline_in_a_browser(basket_out: tuple[Path, 
         assert traces[0][0] == "close" and [t[0] for t in traces[-2:]] == ["long qty", "short qty"]
         markers = sum(n for _, mode, n in traces if mode == "markers")
         assert markers == stats["symbols"][symbol]["n_fills"] > 0, symbol
+
+
+def test_a_symbols_contribution_curve_books_each_fill_and_settlement_in_the_kernels_bar(
+    data_dir: Path,
+) -> None:
+    from gridctl.configs.loader import load_strategy, load_venue
+    from gridctl.research.basket import contribution_curve, run_basket_backtest
+
+    # In a one-symbol basket the symbol's wallet is the account's: the curve rebuilt from the ledgers
+    # (each fill and funding amount booked in the row of its bar) must be the kernel's, row by row.
+    strategy = load_strategy(
+        "default", [f'strategy.symbols=["{ETH}"]', "strategy.instrument_id=ETHUSDT-PERP.BINANCE"]
+    )
+    basket = run_basket_backtest(strategy, load_venue("binance_futures"), data_dir, "synth", "1m", None, None)
+    run = basket.output.per_symbol[ETH]
+    assert len(run.funding) > 5 and len(run.fills) > 10
+    curve = contribution_curve(run, 60_000, 10_000.0)
+    np.testing.assert_allclose(curve["wallet_balance"], run.equity["wallet_balance"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(curve["equity"], basket.output.account_equity["equity"], rtol=0, atol=1e-9)
