@@ -162,7 +162,8 @@ def run_basket_backtest(
     if status is not None:
         status.print(
             f"[dim]running {strategy.strategy.name} on a basket of {len(markets)} symbols "
-            f"({', '.join(f'{s} {len(m.ts):,}' for s, m in markets.items())} {timeframe} bars) ...[/dim]"
+            f"({', '.join(f'{s} {len(m.ts):,}' for s, m in markets.items())} {timeframe} bars; the first "
+            "basket run after an install or an engine change compiles its kernel, about a minute) ...[/dim]"
         )
     output = run_basket(markets, strategies, venue, curves=True, detail=detail or None)
     if status is not None:
