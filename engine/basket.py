@@ -23,9 +23,9 @@ import numpy as np
 from gridctl.configs.errors import GridctlError
 from gridctl.configs.schema import StrategyConfig, VenueConfig
 from gridctl.engine.accounting import daily_stats_nb, finish_daily_stats_nb, mark_to_market_nb
-from gridctl.engine.enums import EventKind, RiskState, kernel
+from gridctl.engine.enums import EventKind, RiskState, hot_kernel, kernel
 from gridctl.engine.fills import liquidate_nb
-from gridctl.engine.margin import total_maint_margin_nb
+from gridctl.engine.margin import account_maint_margin_nb
 from gridctl.engine.params import (
     P_BAR_MS,
     P_CB_COOLDOWN_S,
@@ -152,7 +152,8 @@ W_MM_CL = 7  # maintenance margin there
 W_N_CL = 8  # gross notional there
 W_OLD_STATE = 9  # risk state of its last recorded row (an account liquidation records the bar again)
 W_OLD_EXPOSED = 10  # 1 when that row held a position
-N_WORK = 11
+W_RESTING = 11  # notional of its resting entries (refreshed whenever its slots may have changed)
+N_WORK = 12
 
 # The account's facts the driver reports back (int64 vector).
 A_LIQ_SYMBOL = 0  # basket index of the symbol whose path crossed the account's maintenance margin (-1)
@@ -162,7 +163,7 @@ A_STEPS = 3  # aligned timestamps stepped
 N_ACC_INFO = 4
 
 
-@kernel
+@hot_kernel
 def resting_notional_nb(slots):
     """Notional of every resting entry order (qty x order price), both sides."""
     total = 0.0
@@ -173,25 +174,33 @@ def resting_notional_nb(slots):
     return total
 
 
-@kernel
+@hot_kernel
 def _unreal_nb(st, x):
     return st[S_LONG_QTY] * (x - st[S_LONG_AVG]) + st[S_SHORT_QTY] * (st[S_SHORT_AVG] - x)
 
 
-@kernel
+@hot_kernel
 def contribution_nb(st, slots, br, h, lw, c, w):
+    """``price_contribution_nb`` after refreshing the resting entries' notional (the slots changed)."""
+    w[W_RESTING] = resting_notional_nb(slots)
+    price_contribution_nb(st, br, h, lw, c, w)
+
+
+@hot_kernel
+def price_contribution_nb(st, br, h, lw, c, w):
     """Fill this symbol's work row ``w`` for a bar ``(h, lw, c)`` (NaN: no bar) at its current positions.
 
     The adverse point is where ``U - MM`` is lowest among the bar's high and low (equity minus
     maintenance margin is concave in price, so the minimum over the range is at an end); without a
-    bar it is the last close. A symbol without a position contributes only its resting entries.
+    bar it is the last close. A symbol without a position contributes only its resting entries
+    (``w[W_RESTING]``, kept by ``contribution_nb``).
     """
     if c == c:
         w[W_LAST] = c
     last = w[W_LAST]
     lq = st[S_LONG_QTY]
     sq = st[S_SHORT_QTY]
-    resting = resting_notional_nb(slots)
+    resting = w[W_RESTING]
     if lq <= 0.0 and sq <= 0.0:
         w[W_X_ADV] = lw if lw == lw else last
         w[W_U_ADV] = 0.0
@@ -204,9 +213,9 @@ def contribution_nb(st, slots, br, h, lw, c, w):
         return
     if h == h and lw == lw:
         u_lo = _unreal_nb(st, lw)
-        mm_lo = total_maint_margin_nb(br, lq, sq, lw)
+        mm_lo = account_maint_margin_nb(st, br, lw)
         u_hi = _unreal_nb(st, h)
-        mm_hi = total_maint_margin_nb(br, lq, sq, h)
+        mm_hi = account_maint_margin_nb(st, br, h)
         if u_lo - mm_lo <= u_hi - mm_hi:
             x, u, mm = lw, u_lo, mm_lo
         else:
@@ -215,18 +224,18 @@ def contribution_nb(st, slots, br, h, lw, c, w):
     else:
         x = last
         u = _unreal_nb(st, x)
-        mm = total_maint_margin_nb(br, lq, sq, x)
+        mm = account_maint_margin_nb(st, br, x)
         w[W_U_MIN] = u
     w[W_X_ADV] = x
     w[W_U_ADV] = u
     w[W_MM_ADV] = mm
     w[W_N_ADV] = (lq + sq) * x + resting
     w[W_U_CL] = _unreal_nb(st, last)
-    w[W_MM_CL] = total_maint_margin_nb(br, lq, sq, last)
+    w[W_MM_CL] = account_maint_margin_nb(st, br, last)
     w[W_N_CL] = (lq + sq) * last + resting
 
 
-@kernel
+@hot_kernel
 def set_rest_of_account_nb(st, work, i, u_col, mm_col, n_col):
     """``S_X_*`` of symbol ``i``: the sums over every other symbol's work row (columns given)."""
     xu = 0.0
@@ -269,12 +278,12 @@ def account_halt_nb(st, slots, price, p, br, fills, ev, cnt, ts):
     mark_to_market_nb(st, price, br)
 
 
-@kernel
+@hot_kernel
 def _exposed(st):
     return st[S_LONG_QTY] > 0.0 or st[S_SHORT_QTY] > 0.0
 
 
-@kernel
+@hot_kernel
 def _write_account_row_nb(rows, info, ts, equity, wallet, unreal, mm, state):
     i = info[A_ROWS]
     if i >= rows.shape[0]:
@@ -290,7 +299,7 @@ def _write_account_row_nb(rows, info, ts, equity, wallet, unreal, mm, state):
     info[A_ROWS] = i + 1
 
 
-@kernel
+@hot_kernel
 def _account_close_nb(acc, rows, info, work, states, ts, wallet, peak):
     """The account after every symbol stepped at ``ts``: equity, peak, drawdowns, daily stats, state, row.
 
@@ -430,8 +439,9 @@ def run_basket_nb(
     stop = False
     for k in range(n):
         t = ts[k]
-        for j in range(n_sym):
-            contribution_nb(states[j], slots[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j])
+        if n_sym > 1:  # the others' contributions at bar k (a symbol's own is refreshed after its step)
+            for j in range(n_sym):
+                price_contribution_nb(states[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j])
         for i in range(n_sym):
             st = states[i]
             sl = slots[i]
@@ -472,7 +482,8 @@ def run_basket_nb(
                     wallet = st[S_WALLET]
                     stop = True
                     break
-            contribution_nb(st, sl, br, h, lw, c, work[i])
+            if c == c:
+                work[i, W_LAST] = c
             set_rest_of_account_nb(st, work, i, W_U_CL, W_MM_CL, W_N_CL)
             if halting:
                 account_halt_nb(st, sl, c if c == c else work[i, W_LAST], p, br, f_i, ev_i, cnt, t)
@@ -590,16 +601,30 @@ def _check_account_params(symbols: tuple[str, ...], params: list[EngineParams]) 
 
 def _aligned(market: Any, ts: np.ndarray) -> SimpleNamespace:
     """``market`` on the basket's timestamps ``ts``: NaN OHLC where it has no bar."""
-    pos = np.searchsorted(ts, np.asarray(market.ts, dtype=np.int64))
+    own = np.asarray(market.ts, dtype=np.int64)
     cols = {}
-    for name in ("open", "high", "low", "close"):
-        col = np.full(ts.shape[0], np.nan)
-        col[pos] = np.asarray(getattr(market, name), dtype=np.float64)
-        cols[name] = col
+    if own.shape == ts.shape and np.array_equal(own, ts):
+        cols = {name: getattr(market, name) for name in ("open", "high", "low", "close")}
+    else:
+        pos = np.searchsorted(ts, own)
+        for name in ("open", "high", "low", "close"):
+            col = np.full(ts.shape[0], np.nan)
+            col[pos] = np.asarray(getattr(market, name), dtype=np.float64)
+            cols[name] = col
     return SimpleNamespace(
         symbol=market.symbol, timeframe=market.timeframe, bar_ms=int(market.bar_ms), ts=ts, **cols,
         funding_ts=market.funding_ts, funding_rate=market.funding_rate, funding_mark=market.funding_mark,
     )  # fmt: skip
+
+
+def _union(parts: list[np.ndarray]) -> np.ndarray:
+    """Sorted union of strictly increasing timestamp arrays (the first itself when all are equal)."""
+    if all(np.array_equal(x, parts[0]) for x in parts[1:]):
+        return parts[0]
+    allts = np.sort(np.concatenate(parts), kind="stable")
+    keep = np.ones(allts.shape[0], dtype=bool)
+    keep[1:] = allts[1:] != allts[:-1]
+    return allts[keep]
 
 
 def _concat(parts: list[np.ndarray], dtype: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -629,8 +654,7 @@ def run_basket(
     for sym in symbols:
         check_detail_config(strategies[sym], details.get(sym))
     _check_account_params(symbols, params)
-    ts = np.unique(np.concatenate([np.asarray(markets[sym].ts, dtype=np.int64) for sym in symbols]))
-    ts = read_only(np.ascontiguousarray(ts))
+    ts = read_only(np.ascontiguousarray(_union([np.asarray(markets[sym].ts, np.int64) for sym in symbols])))
     n_sym, n = len(symbols), ts.shape[0]
     aligned = [_aligned(markets[sym], ts) for sym in symbols]
     arrays = [market_arrays(a) for a in aligned]
