@@ -117,18 +117,28 @@ def test_a_bad_basket_field_names_file_key_and_reason(
 
 
 def test_validate_against_a_venue_checks_every_basket_symbol(tmp_path: Path) -> None:
+    # A venue whose rules snapshot lacks SOL's leverage brackets (the shipped one has all six symbols');
+    # XRP's rung 1 of 3 USDT is below its 5 USDT minimum notional: one line per bad symbol.
+    import yaml
     from typer.testing import CliRunner
 
     from gridctl.cli import app
+    from gridctl.configs.loader import SHIPPED_DIRS, read_yaml
 
-    # The shipped snapshot has rules for all six symbols but leverage brackets for BTC, ETH and XRP only;
-    # XRP's rung 1 of 3 USDT is below its 5 USDT minimum notional.
+    snap = read_yaml(SHIPPED_DIRS["venue"] / "symbols" / "binance_usdm.yaml")
+    del snap["brackets"]["SOL/USDT:USDT"]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(snap))
+    tree = read_yaml(SHIPPED_DIRS["venue"] / "binance_futures.yaml")
+    tree["symbol_rules_file"] = "rules.yaml"
+    (tmp_path / "venue.yaml").write_text(yaml.safe_dump(tree))
     path = write(
         tmp_path,
         ["BTC/USDT:USDT", "SOL/USDT:USDT", "XRP/USDT:USDT"],
         {"XRP/USDT:USDT": {"grid.base_notional": 3}},
     )
-    result = CliRunner().invoke(app, ["config", "validate", str(path), "--venue", "binance_futures"])
+    result = CliRunner().invoke(
+        app, ["config", "validate", str(path), "--venue", str(tmp_path / "venue.yaml")]
+    )
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith("error: ") for line in lines)
