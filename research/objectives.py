@@ -42,7 +42,7 @@ CONSTRAINT_NAMES = (
     "max_path_return_spread_pct",
     "max_same_bar_profit_share_pct",
 )
-#: Per-window metrics the optional limits read (set by research.optimize.window_metrics).
+#: Per-window metrics the optional limits read (set by research.optimize.evaluation.window_metrics).
 SPREAD_METRIC = "path_return_spread_pct"
 SAME_BAR_METRIC = "same_bar_profit_share_pct"
 

@@ -419,7 +419,8 @@ def study_report(
 ) -> None:
     """Write an HTML report of the study (opens with no network); DSR and PBO as `study show` gives them."""
     from gridctl.data.paths import require_output_dir
-    from gridctl.research.studies import check_report_dir, load_study, render_report
+    from gridctl.research.studies import load_study
+    from gridctl.research.study_report import check_report_dir, render_report
 
     opts = StudyOptions(studies_dir=studies_dir, storage=storage, data_dir=data, as_json=as_json)
     require_output_dir(out, "--out")  # before the study is loaded and its trials re-run

@@ -16,7 +16,6 @@ a range the schema would refuse fails when the profile loads, not in trial 517.
 from __future__ import annotations
 
 import difflib
-import functools
 import hashlib
 import json
 import math
@@ -28,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gridctl import configs
 from gridctl.configs.errors import GridctlError
-from gridctl.configs.loader import _field_paths, _format_errors, read_yaml
-from gridctl.configs.schema import StrategyConfig
+from gridctl.configs.loader import _format_errors, read_yaml
+from gridctl.research.space import corner_draws, resolve_draw, tunable_fields
 
 PROFILES_DIR = Path(configs.__file__).resolve().parent / "profiles"
 
@@ -421,21 +420,6 @@ def _check_selection(profile: Profile, where: str) -> None:
         raise GridctlError(f"invalid profile {where}: {len(problems)} problem(s)\n" + "\n".join(problems))
 
 
-@functools.cache
-def tunable_fields() -> dict[str, Any]:
-    """``section.key`` -> pydantic FieldInfo of every strategy field a search space may tune (read only)."""
-    out = {}
-    for path in _field_paths(StrategyConfig):
-        if "." not in path or path.startswith("strategy."):
-            continue
-        section, name = path.split(".")
-        model = StrategyConfig.model_fields[section].annotation
-        info = model.model_fields[name]  # type: ignore[union-attr]
-        if info.annotation in (int, float, bool) or "Literal" in str(info.annotation):
-            out[path] = info
-    return out
-
-
 #: Strategy fields a search space may not tune, and why.
 NOT_TUNABLE = {
     "backtest.intrabar_path": "the intrabar path rule is not a parameter (a study could select the "
@@ -512,7 +496,6 @@ def _check_corners(profile: Profile, where: str) -> None:
     """Every corner of the space (all low, all high, mixed) must be a strategy the schema accepts."""
     from gridctl.configs.loader import load_strategy, load_venue
     from gridctl.configs.overrides import apply_overrides
-    from gridctl.research.space import corner_draws, resolve_draw
 
     strategy = load_strategy(profile.base.strategy)
     venue = load_venue(profile.base.venue)

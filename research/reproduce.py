@@ -43,8 +43,7 @@ def reproduce_lines(study: Any, trial: Any, configured_rule: str) -> tuple[list[
     command sets its own rule with ``--set``.
     """
     from gridctl.research.objectives import objective_values
-    from gridctl.research.optimize import ATTR, restore_metrics
-    from gridctl.research.studies import study_info, study_profile
+    from gridctl.research.optimize import ATTR, restore_metrics, study_info, study_profile
 
     profile = study_profile(study)
     info = study_info(study)

@@ -8,14 +8,34 @@ schema's cross-field rules, because dependent values are computed from the value
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from gridctl.research.profiles import ParamSpec, Profile
+from gridctl.configs.loader import _field_paths
+from gridctl.configs.schema import StrategyConfig
+
+if TYPE_CHECKING:  # the profile model is above this module (profiles checks a space with it at load)
+    from gridctl.research.profiles import ParamSpec, Profile
 
 FRACTION_SUFFIX = "@fraction"
+
+
+@functools.cache
+def tunable_fields() -> dict[str, Any]:
+    """``section.key`` -> pydantic FieldInfo of every strategy field a search space may tune (read only)."""
+    out = {}
+    for path in _field_paths(StrategyConfig):
+        if "." not in path or path.startswith("strategy."):
+            continue
+        section, name = path.split(".")
+        model = StrategyConfig.model_fields[section].annotation
+        info = model.model_fields[name]  # type: ignore[union-attr]
+        if info.annotation in (int, float, bool) or "Literal" in str(info.annotation):
+            out[path] = info
+    return out
 
 
 def draw_name(key: str, spec: ParamSpec) -> str:
@@ -64,8 +84,6 @@ def resolve_draw(profile: Profile, raw: dict[str, Any], base: Any = None) -> dic
     ``base`` (the profile's base StrategyConfig) the dict is ordered so every intermediate step is
     valid too: a parent goes first unless the base child would break the parent's new cap.
     """
-    from gridctl.research.profiles import tunable_fields
-
     fields = tunable_fields()
     out: dict[str, Any] = {}
     for key in profile.ordered_params():

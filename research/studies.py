@@ -10,7 +10,6 @@ Notebook use::
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +18,25 @@ import optuna
 import yaml
 
 from gridctl.configs.errors import GridctlError
-from gridctl.research.optimize import (
+from gridctl.research.optimize.evaluation import restore_metrics
+from gridctl.research.optimize.storage import default_studies_dir, open_storage
+from gridctl.research.optimize.trials import (  # the ranking lives with the optimizer; kept importable here
     ATTR,
     STUDY_ATTR,
-    default_studies_dir,
+    best_trial,
     feasible_trial,
+    feasible_trials,
     named_constraints,
-    open_storage,
-    restore_metrics,
+    pareto_trials,
+    study_info,
+    study_profile,
 )
-from gridctl.research.profiles import Profile, migrate_profile_tree
-
-ROBUST_ATTR = "gridctl_worst_neighbour"
+from gridctl.research.optimize.trials import (
+    ROBUST_ATTR as ROBUST_ATTR,
+)
+from gridctl.research.optimize.trials import (
+    ranked_trials as ranked_trials,
+)
 
 
 def list_studies(studies_dir: Path | None = None, storage: str | None = None) -> list[dict[str, Any]]:
@@ -79,16 +85,6 @@ def load_study(name: str, studies_dir: Path | None = None, storage: str | None =
     return study
 
 
-def study_profile(study: optuna.Study) -> Profile:
-    """The profile the study was created with (stored on the study, independent of today's file)."""
-    return Profile.model_validate(migrate_profile_tree(study.user_attrs[STUDY_ATTR]["profile"]))
-
-
-def study_info(study: optuna.Study) -> dict[str, Any]:
-    """The stored profile name, fingerprint, data window and creation time."""
-    return dict(study.user_attrs[STUDY_ATTR])
-
-
 def trial_metrics(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
     """The metrics the trial was scored on (whole window; walk-forward: the mean over target folds)."""
     attrs = trial.user_attrs.get(ATTR, {})
@@ -133,46 +129,6 @@ def study_frame(study: optuna.Study) -> Any:
             row["objective_out_of_sample"] = attrs["objective_out_of_sample"][0]
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def feasible_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Completed trials satisfying every hard limit."""
-    return [t for t in study.get_trials(deepcopy=False) if feasible_trial(t)]
-
-
-def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Feasible trials of a single-objective study, best first."""
-    trials = feasible_trials(study)
-    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    return sorted(trials, key=lambda t: (sign * t.value, t.number))
-
-
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The winner: best feasible value, or best worst-neighbour value when the profile ranks by it."""
-    ranked = ranked_trials(study)
-    if not ranked:
-        return None
-    worst = study.user_attrs.get(ROBUST_ATTR)
-    if worst and study_profile(study).objective.rank_by == "worst_neighbour":
-        by_number = {t.number: t for t in ranked}
-        scored = [(v, -int(n)) for n, v in worst.items() if int(n) in by_number]
-        if scored:
-            return by_number[-max(scored)[1]]
-    return ranked[0]
-
-
-def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Feasible non-dominated trials of a return-versus-drawdown study (max return, min drawdown)."""
-    trials = feasible_trials(study)
-    front = []
-    for t in trials:
-        r, d = t.values
-        dominated = any(
-            (o.values[0] >= r and o.values[1] <= d) and (o.values[0] > r or o.values[1] < d) for o in trials
-        )
-        if not dominated:
-            front.append(t)
-    return sorted(front, key=lambda t: t.values[0])
 
 
 def get_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
@@ -319,7 +275,8 @@ def trial_daily_returns(
     the study's whole data window (a liquidated run's later days count as 0 return)."""
     from gridctl.configs.loader import load_venue
     from gridctl.engine.run import run_single
-    from gridctl.research.optimize import check_same_data, load_workload
+    from gridctl.research.optimize.study import check_same_data
+    from gridctl.research.optimize.workload import load_workload
     from gridctl.research.stats import daily_equity, daily_returns
 
     profile = study_profile(study)
@@ -389,36 +346,3 @@ def overfitting_stats(
             f"(seed {study_profile(study).seed}, the winner included)"
         )
     return out
-
-
-def render_report(
-    study: optuna.Study, out_dir: Path, data_dir: Path | None = None, top_k: int = 5, force: bool = False
-) -> Path:
-    """HTML report of a study (``research.study_report``), with ``overfitting_stats`` in it.
-
-    Refuses an ``out_dir`` that is a file, or that already holds a report without ``force``, before
-    anything is computed; writes nothing to the study's storage.
-    """
-    from gridctl.research.study_report import render_study_report
-
-    out_dir = Path(out_dir)
-    check_report_dir(out_dir, force)
-    over = overfitting_stats(study, data_dir)
-    return render_study_report(study, out_dir, top_k=top_k, overfitting_result=over)
-
-
-def check_report_dir(out_dir: Path, force: bool) -> None:
-    """Refuse a report folder that is a file or already holds ``index.html`` (without ``force``)."""
-    from gridctl.research.study_report import REPORT_FILE
-
-    if out_dir.exists() and not out_dir.is_dir():
-        raise GridctlError(f"--out {out_dir} exists and is not a directory")
-    if (out_dir / REPORT_FILE).exists() and not force:
-        raise GridctlError(f"--out {out_dir} already holds {REPORT_FILE}; add --force to replace it")
-    parent = out_dir.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise GridctlError(f"--out {out_dir}: {parent} is a file, not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise GridctlError(f"--out {out_dir}: {parent} is not writable")

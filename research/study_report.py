@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import html
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -563,3 +564,34 @@ def render_study_report(
     parts.append("</body></html>")
     out_dir.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(out_dir / REPORT_FILE, "\n".join(parts))
+
+
+def render_report(
+    study: optuna.Study, out_dir: Path, data_dir: Path | None = None, top_k: int = 5, force: bool = False
+) -> Path:
+    """HTML report of a ``gridctl optimize`` study, with ``research.studies.overfitting_stats`` in it.
+
+    Refuses an ``out_dir`` that is a file, or that already holds a report without ``force``, before
+    anything is computed; writes nothing to the study's storage.
+    """
+    from gridctl.research.studies import overfitting_stats
+
+    out_dir = Path(out_dir)
+    check_report_dir(out_dir, force)
+    over = overfitting_stats(study, data_dir)
+    return render_study_report(study, out_dir, top_k=top_k, overfitting_result=over)
+
+
+def check_report_dir(out_dir: Path, force: bool) -> None:
+    """Refuse a report folder that is a file or already holds ``index.html`` (without ``force``)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GridctlError(f"--out {out_dir} exists and is not a directory")
+    if (out_dir / REPORT_FILE).exists() and not force:
+        raise GridctlError(f"--out {out_dir} already holds {REPORT_FILE}; add --force to replace it")
+    parent = out_dir.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise GridctlError(f"--out {out_dir}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise GridctlError(f"--out {out_dir}: {parent} is not writable")

@@ -457,7 +457,7 @@ def test_interrupt_fails_only_unfinished_trials_and_resume_completes(
             raise KeyboardInterrupt
         return real(*args, **kw)
 
-    monkeypatch.setattr(opt, "evaluate", flaky)
+    monkeypatch.setattr(opt.loop, "evaluate", flaky)
     first = run(prof, data_dir, tmp_path / "s", "r")
     assert first.interrupted and first.n_trials == 8
     study = load_study("r", tmp_path / "s")
@@ -467,7 +467,7 @@ def test_interrupt_fails_only_unfinished_trials_and_resume_completes(
     told = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     assert all(s in told for s in states[:8]) and states[8:] == [optuna.trial.TrialState.FAIL] * 16
     kept = [(t.params, t.values) for t in study.trials[:8]]
-    monkeypatch.setattr(opt, "evaluate", real)
+    monkeypatch.setattr(opt.loop, "evaluate", real)
     second = run(prof, data_dir, tmp_path / "s", "r")
     assert not second.interrupted and second.n_trials == 24 and second.told_here == 16
     study = load_study("r", tmp_path / "s")
@@ -811,7 +811,7 @@ def test_a_worker_joined_on_one_journal_study_reseeds_instead_of_drawing_the_sam
         set_system_attr(study, other, opt.WORKER_ATTR, f"{socket.gethostname()}:{os.getppid()}")
         return study
 
-    monkeypatch.setattr(opt, "create_or_load_study", create_then_other_worker_asks)
+    monkeypatch.setattr(opt.loop, "create_or_load_study", create_then_other_worker_asks)
     run(prof, data_dir, tmp_path / "b", "joined", n_trials=9)
     told = ("COMPLETE", "PRUNED")  # pruned: could not beat the best (optimize.contenders_only)
     mine = [t for t in load_study("joined", tmp_path / "b").trials if t.state.name in told]

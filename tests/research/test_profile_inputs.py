@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -211,7 +212,7 @@ def test_a_failure_while_creating_the_study_leaves_no_empty_journal(
 
     prof = load_profile(_profile(tmp_path, lambda tree: None))
     work = opt.load_workload(prof, data_dir)
-    monkeypatch.setattr(opt, "create_or_load_study", refuse)
+    monkeypatch.setattr(opt.loop, "create_or_load_study", refuse)
     studies = tmp_path / "studies"
     with pytest.raises(GridctlError, match="refused while creating"):
         opt.optimize(prof, "fresh", studies_dir=studies, work=work)
@@ -236,10 +237,10 @@ def test_a_batch_whose_every_value_optuna_refuses_stops_the_loop(
     def nan_values(work: Any, overrides: Any, *args: Any, **kwargs: Any) -> list[Any]:
         return [opt.Evaluation((float("nan"),), [-1.0] * 5, {"overrides": dict(o)}) for o in overrides]
 
-    monkeypatch.setattr(opt, "evaluate", nan_values)
+    monkeypatch.setattr(opt.loop, "evaluate", nan_values)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna warns about each refused value
         with pytest.raises(GridctlError, match="refused every trial of a batch"):
             opt.optimize(prof, "nan", studies_dir=tmp_path / "s", work=work)
-    study = opt.optuna.load_study(study_name="nan", storage=opt.open_storage("nan", None, tmp_path / "s"))
+    study = optuna.load_study(study_name="nan", storage=opt.open_storage("nan", None, tmp_path / "s"))
     assert len(study.trials) == prof.batch_size  # one batch, not an endless loop
