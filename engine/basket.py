@@ -759,17 +759,22 @@ def run_basket(
     return _outputs(symbols, params, dets, states, (fills, fund, ev, eq), cnts, acc, rows, info, n, reruns)
 
 
-def account_summary(acc: np.ndarray, sums: np.ndarray, vecs: np.ndarray) -> dict[str, float]:
-    """The account's summary (``records.SUMMARY_FIELDS``) from its state vector ``acc`` and the
+def account_summary(acc_row: np.ndarray, sums: np.ndarray) -> dict[str, float]:
+    """The account's summary (``records.SUMMARY_FIELDS``) from its summary row ``acc_row``
+    (``summarize_states`` of the account's state vector with the first symbol's parameters) and the
     symbols' summary rows ``sums`` (``summarize_states`` of their states, basket order).
 
     Equity, drawdowns, Sharpe and Sortino are the account's; ``ADDITIVE_FIELDS`` are the sums over the
-    symbols; profit factor and win rate pool every symbol's closed lots; base quantities are NaN.
+    symbols (in basket order); profit factor and win rate pool every symbol's closed lots; base
+    quantities are NaN.
     """
-    acc_row = summarize_states(acc[None, :], vecs[:1])[0]
     summary = {name: float(acc_row[name]) for name in SUMMARY_FIELDS}
     for name in ADDITIVE_FIELDS:
-        summary[name] = float(sum(float(row[name]) for row in sums))
+        column = sums[name]
+        total = 0.0
+        for i in range(column.shape[0]):
+            total += float(column[i])
+        summary[name] = total
     gp, gl, lots = summary["gross_profit"], summary["gross_loss"], summary["n_lots_closed"]
     summary["profit_factor"] = gp / gl if gl > 0 else (float("inf") if gp > 0 else float("nan"))
     summary["win_rate"] = summary["n_wins"] / lots if lots > 0 else float("nan")
@@ -830,7 +835,7 @@ def _outputs(
             params=params[i],
             meta=meta,
         )
-    summary = account_summary(acc, sums, vecs)
+    summary = account_summary(summarize_states(acc[None, :], vecs[:1])[0], sums)
     meta = {
         "symbols": list(symbols),
         "bars": int(info[A_STEPS]),

@@ -334,9 +334,11 @@ def run_basket_batch(
         )  # fmt: skip
     finally:
         set_parallel_chunksize(chunk)
+    sym_rows = summarize_states(states.reshape(m * n_sym, N_STATE), vecs.reshape(m * n_sym, -1))
+    acc_rows = summarize_states(accs, vecs[:, 0])
     out = np.zeros(m, SUMMARY_DTYPE)
     for s in range(m):
-        summary = account_summary(accs[s], summarize_states(states[s], vecs[s]), vecs[s])
+        summary = account_summary(acc_rows[s], sym_rows[s * n_sym : (s + 1) * n_sym])
         for name in SUMMARY_FIELDS:
             out[s][name] = summary[name]
     return out
