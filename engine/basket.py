@@ -79,6 +79,7 @@ from gridctl.engine.state import (
     S_BARS_HALTED,
     S_BARS_REDUCING,
     S_CB_ACTIVE,
+    S_CB_TRIPS,
     S_CB_UNTIL,
     S_DD_PCT,
     S_EQUITY,
@@ -413,14 +414,51 @@ def _account_liquidation_nb(k, t, i, cl, vecs, brs, nbr, states, slots, fills, e
 
 
 @kernel
+def _breaker_tripped_nb(k, i, hi, lo, cl, brs, nbr, states, slots, work):
+    """Symbol ``i`` tripped the account's breaker: every other symbol's resting entries go too."""
+    for j in range(states.shape[0]):
+        if j != i:
+            cancel_entries_nb(states[j], slots[j])
+            contribution_nb(states[j], slots[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j])
+
+
+@kernel
+def _account_halted_nb(
+    k, t, i, wallet, hi, lo, cl, vecs, brs, nbr, states, slots, fills, ev, eq, cnts, acc, info, work
+):
+    """Symbol ``i``'s close saw the account's drawdown: the account halts in this step.
+
+    The symbols that stepped before ``i`` at ``t`` flatten at their close now and record bar ``t``
+    again; those after ``i`` flatten in their own step (``run_basket_nb``). Returns the wallet.
+    """
+    acc[S_HALTED] = 1.0
+    acc[S_HALT_TS] = t
+    info[A_HALT_SYMBOL] = i
+    for j in range(i):
+        sj = states[j]
+        if sj[S_HALTED] != 0.0:
+            continue
+        old_state = sj[S_STATE]
+        old_exposed = _exposed(sj)
+        sj[S_WALLET] = wallet
+        set_rest_of_account_nb(sj, work, j, W_U_CL, W_MM_CL, W_N_CL)
+        brj = brs[j, : nbr[j]]
+        account_halt_nb(sj, slots[j], work[j, W_LAST], vecs[j], brj, fills[j], ev[j], cnts[j], t)
+        rerecord_bar_nb(sj, eq[j], cnts[j], t, old_state, old_exposed)
+        wallet = sj[S_WALLET]
+        contribution_nb(sj, slots[j], brj, hi[j, k], lo[j, k], cl[j, k], work[j])
+    return wallet
+
+
+@kernel
 def run_basket_nb(
-    ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, doff, didx, vecs, brs, nbr,
+    ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs, brs, nbr,
     states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work,
 ):  # fmt: skip
     """Step every aligned timestamp through every symbol in basket order (DESIGN.md "Baskets").
 
     Row ``i`` of ``op/hi/lo/cl/regs/vecs/states/slots/fills/fund/ev/eq/cnts/didx`` is symbol i's;
-    its funding and detail bars are ``f*[foff[i]:foff[i+1]]`` and ``d*[doff[i]:doff[i+1]]``, its
+    its funding settlements are ``f*[foff[i]:foff[i+1]]``, ``didx[i]`` indexes its detail bars in ``d*``, its
     brackets ``brs[i, :nbr[i]]``. ``errs`` / ``ords`` are the account's rings, ``acc`` the account's
     state vector (summary accumulators), ``rows`` its equity rows, ``info`` the facts ``A_*``.
     """
@@ -453,8 +491,6 @@ def run_basket_nb(
             fts_i = fts[foff[i] : foff[i + 1]]
             frate_i = frate[foff[i] : foff[i + 1]]
             fmark_i = fmark[foff[i] : foff[i + 1]]
-            d0 = doff[i]
-            d1 = doff[i + 1]
             # the account's shared slots
             st[S_WALLET] = wallet
             st[S_PEAK] = peak
@@ -462,6 +498,7 @@ def run_basket_nb(
             st[S_ORD_COUNT] = ord_count
             st[S_CB_ACTIVE] = cb_active
             st[S_CB_UNTIL] = cb_until
+            trips = st[S_CB_TRIPS]
             o = op[i, k]
             h = hi[i, k]
             lw = lo[i, k]
@@ -473,7 +510,7 @@ def run_basket_nb(
             ):
                 set_rest_of_account_nb(st, work, i, W_U_ADV, W_MM_ADV, W_N_ADV)
                 if bar_path_nb(
-                    k, t, o, h, lw, c, dts[d0:d1], dop[d0:d1], dhi[d0:d1], dlo[d0:d1], dcl[d0:d1], didx[i],
+                    k, t, o, h, lw, c, dts, dop, dhi, dlo, dcl, didx[i],
                     p, br, st, sl, errs, f_i, ev_i, cnt,
                 ):  # fmt: skip
                     _account_liquidation_nb(
@@ -497,34 +534,32 @@ def run_basket_nb(
                 peak = st[S_PEAK]
             err_count = st[S_ERR_COUNT]
             ord_count = st[S_ORD_COUNT]
-            if st[S_CB_ACTIVE] != 0.0 and cb_active == 0.0:
-                # this symbol tripped the account's breaker: every other symbol's entries go too
-                for j in range(n_sym):
-                    if j != i:
-                        cancel_entries_nb(states[j], slots[j])
-                        contribution_nb(
-                            states[j], slots[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j]
-                        )
+            if st[S_CB_TRIPS] != trips:  # a trip (even one its own close already reset)
+                _breaker_tripped_nb(k, i, hi, lo, cl, brs, nbr, states, slots, work)
             cb_active = st[S_CB_ACTIVE]
             cb_until = st[S_CB_UNTIL]
             if st[S_HALTED] != 0.0 and acc[S_HALTED] == 0.0:
-                # this symbol's close saw the account's drawdown: the account halts in this step
-                acc[S_HALTED] = 1.0
-                acc[S_HALT_TS] = t
-                info[A_HALT_SYMBOL] = i
-                for j in range(i):
-                    sj = states[j]
-                    if sj[S_HALTED] != 0.0:
-                        continue
-                    old_state = sj[S_STATE]
-                    old_exposed = _exposed(sj)
-                    sj[S_WALLET] = wallet
-                    set_rest_of_account_nb(sj, work, j, W_U_CL, W_MM_CL, W_N_CL)
-                    brj = brs[j, : nbr[j]]
-                    account_halt_nb(sj, slots[j], work[j, W_LAST], vecs[j], brj, fills[j], ev[j], cnts[j], t)
-                    rerecord_bar_nb(sj, eq[j], cnts[j], t, old_state, old_exposed)
-                    wallet = sj[S_WALLET]
-                    contribution_nb(sj, slots[j], brj, hi[j, k], lo[j, k], cl[j, k], work[j])
+                wallet = _account_halted_nb(
+                    k,
+                    t,
+                    i,
+                    wallet,
+                    hi,
+                    lo,
+                    cl,
+                    vecs,
+                    brs,
+                    nbr,
+                    states,
+                    slots,
+                    fills,
+                    ev,
+                    eq,
+                    cnts,
+                    acc,
+                    info,
+                    work,
+                )
             if cnt[C_OVERFLOW] != 0:
                 stop = True
                 break
@@ -677,7 +712,10 @@ def basket_bars(symbols: tuple[str, ...], markets: Mapping[str, Any], details: M
         dhi=_concat([d.high for d in dets], np.float64)[0],
         dlo=_concat([d.low for d in dets], np.float64)[0],
         dcl=_concat([d.close for d in dets], np.float64)[0],
-        didx=read_only(np.ascontiguousarray(np.stack([d.index for d in dets]).astype(np.int64))),
+        # each symbol's detail index points into the concatenated detail bars
+        didx=read_only(
+            np.ascontiguousarray(np.stack([d.index + doff[i] for i, d in enumerate(dets)]).astype(np.int64))
+        ),
     )  # fmt: skip
 
 
@@ -715,8 +753,7 @@ def run_basket(
     op, hi, lo, cl = bars.op, bars.hi, bars.lo, bars.cl
     fts, frate, fmark = bars.fts, bars.frate, bars.fmark
     dts, dop, dhi, dlo, dcl = bars.dts, bars.dop, bars.dhi, bars.dlo, bars.dcl
-    doff, didx = bars.doff, bars.didx
-    dets = bars.dets
+    didx, dets = bars.didx, bars.dets
     brs, nbr = basket_brackets(params)
     levels = int(vecs[:, [P_LEVELS_LONG, P_LEVELS_SHORT]].max())
     n_err, n_ord = ring_sizes(vecs)
@@ -745,7 +782,7 @@ def run_basket(
         info = np.zeros(N_ACC_INFO, np.int64)
         work = np.zeros((n_sym, N_WORK))
         run_basket_nb(
-            ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, doff, didx, vecs, brs,
+            ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs, brs,
             nbr, states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work,
         )  # fmt: skip
         if not cnts[:, C_OVERFLOW].any():

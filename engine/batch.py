@@ -214,7 +214,7 @@ def run_batch(
 
 @parallel_kernel_nogil
 def run_basket_batch_nb(
-    ts, op, hi, lo, cl, regs, reg_idx, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, doff, didx, vecs,
+    ts, op, hi, lo, cl, regs, reg_idx, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs,
     brs, nbr, states, slots, errs, ords, fills, fund, ev, eq, accs, rows, infos, works,
 ):  # fmt: skip
     """Run the basket once per parameter set (``vecs[s]``: one row per symbol), sets in parallel.
@@ -228,8 +228,8 @@ def run_basket_batch_nb(
     for s in prange(n_sets):
         cnts = np.zeros((n_sym, N_COUNTERS), dtype=np.int64)
         run_basket_nb(
-            ts, op, hi, lo, cl, regs[reg_idx[s]], fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, doff,
-            didx, vecs[s], brs, nbr, states[s], slots[s], errs[s], ords[s], fills, fund, ev, eq, cnts,
+            ts, op, hi, lo, cl, regs[reg_idx[s]], fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx,
+            vecs[s], brs, nbr, states[s], slots[s], errs[s], ords[s], fills, fund, ev, eq, cnts,
             accs[s], rows, infos[s], works[s],
         )  # fmt: skip
 
@@ -329,7 +329,7 @@ def run_basket_batch(
     try:
         run_basket_batch_nb(
             bars.ts, bars.op, bars.hi, bars.lo, bars.cl, regs, reg_idx, bars.fts, bars.frate, bars.fmark,
-            bars.foff, bars.dts, bars.dop, bars.dhi, bars.dlo, bars.dcl, bars.doff, bars.didx, vecs, brs, nbr,
+            bars.foff, bars.dts, bars.dop, bars.dhi, bars.dlo, bars.dcl, bars.didx, vecs, brs, nbr,
             states, slots, errs, ords, fills, fund, ev, eq, accs, rows, infos, works,
         )  # fmt: skip
     finally:
