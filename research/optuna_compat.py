@@ -10,11 +10,14 @@ Every use of an Optuna internal is here, named in ``HOOKS``, and each hook has a
   ``optuna.storages.journal._file.get_lock_file``.
 * ``journal_ops``: ``optuna.storages.journal._storage.JournalOperation`` (the op codes a record may carry).
 * ``journal_storage``: ``JournalStorage._write_log`` / ``_sync_with_backend`` / ``_backend``.
-* ``heartbeat``: ``optuna.storages._heartbeat.BaseHeartbeat`` / ``is_heartbeat_enabled`` and
-  ``record_heartbeat(trial_id)``.
+* ``heartbeat``: ``optuna.storages._heartbeat.BaseHeartbeat`` / ``is_heartbeat_enabled``.
 * ``trial_id``: ``Trial._trial_id`` / ``FrozenTrial._trial_id`` (the storage's key of a trial).
 * ``study_storage``: ``Study._storage`` (system attrs and state written by trial id).
 * ``suggest``: ``Trial._suggest(name, distribution)``, drawing one parameter with a given distribution.
+* ``rdb_batch``: ``optuna.storages._rdb.models`` (the trial, param, attr, value, intermediate-value and
+  heartbeat tables), ``optuna.storages._rdb.storage._create_scoped_session`` and
+  ``RDBStorage.scoped_session``: a batch of trials created, finished or beaten in ONE transaction
+  (Optuna writes one transaction per parameter, attr and state change).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ HOOKS = (
     "trial_id",
     "study_storage",
     "suggest",
+    "rdb_batch",
 )
 
 
@@ -66,11 +70,6 @@ def heartbeat_enabled(storage: optuna.storages.BaseStorage) -> bool:
     from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 
     return isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)
-
-
-def record_heartbeat(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> None:
-    """Record one heartbeat of ``trial`` now."""
-    storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
 
 
 def heal_torn_tail(path: str | os.PathLike[str]) -> int:
@@ -403,3 +402,143 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# ----------------------------------------------------------------------------------------------------
+# rdb_batch: a batch of trials per transaction on an RDB storage
+# ----------------------------------------------------------------------------------------------------
+
+
+def is_rdb(storage: optuna.storages.BaseStorage) -> bool:
+    """True for Optuna's RDB storage (PostgreSQL, SQLite, MySQL), whose batch writes are below."""
+    return isinstance(storage, optuna.storages.RDBStorage)
+
+
+def create_running_trials(
+    storage: optuna.storages.RDBStorage,
+    study_id: int,
+    drawn: list[dict[str, Any]],
+    distributions: dict[str, optuna.distributions.BaseDistribution],
+    system_attrs: list[dict[str, Any]],
+) -> list[tuple[int, int]]:
+    """Create one RUNNING trial per parameter dict in ``drawn`` in one transaction; ``(trial id, number)``.
+
+    Each trial holds its parameters, its ``system_attrs`` entry and (on a heartbeat storage) its first
+    heartbeat from the start, as Optuna's ``create_new_trial(template_trial=...)`` writes them one trial at a
+    time. Numbers are assigned as Optuna assigns them (trials of the study with a lower id), under
+    the same lock on the study row Optuna's trial creation takes.
+    """
+    import datetime
+
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    beat = heartbeat_enabled(storage)
+    with _create_scoped_session(storage.scoped_session) as session:
+        models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+        now = datetime.datetime.now()
+        rows = [
+            models.TrialModel(
+                study_id=study_id, number=None, state=optuna.trial.TrialState.RUNNING, datetime_start=now
+            )
+            for _ in drawn
+        ]
+        session.add_all(rows)
+        session.flush()
+        ordered = sorted(rows, key=lambda r: r.trial_id)
+        before = ordered[0].count_past_trials(session) if ordered else 0
+        for i, row in enumerate(ordered):
+            row.number = before + i
+        for row, params, attrs in zip(rows, drawn, system_attrs, strict=True):
+            session.add_all(
+                models.TrialParamModel(
+                    trial_id=row.trial_id,
+                    param_name=name,
+                    param_value=distributions[name].to_internal_repr(value),
+                    distribution_json=optuna.distributions.distribution_to_json(distributions[name]),
+                )
+                for name, value in params.items()
+            )
+            session.add_all(
+                models.TrialSystemAttributeModel(trial_id=row.trial_id, key=key, value_json=json.dumps(value))
+                for key, value in attrs.items()
+            )
+            if beat:
+                session.add(models.TrialHeartbeatModel(trial_id=row.trial_id))
+        session.flush()
+        return [(row.trial_id, row.number) for row in rows]
+
+
+def finish_trials(storage: optuna.storages.RDBStorage, finishes: list[dict[str, Any]]) -> set[int]:
+    """Finish trials in one transaction; returns the ids finished (those still RUNNING).
+
+    Each item: ``trial_id``, ``state`` (a finished TrialState), ``values`` (list or None),
+    ``user_attrs``, ``system_attrs`` and ``intermediate`` (step -> value), written as Optuna's
+    ``set_trial_*`` calls and ``set_trial_state_values`` write them. A trial another worker has
+    finished meanwhile (failed as stale) is left as it is and not in the result.
+    """
+    import datetime
+
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    if not finishes:
+        return set()
+    ids = [f["trial_id"] for f in finishes]
+    with _create_scoped_session(storage.scoped_session) as session:
+        rows = (
+            session.query(models.TrialModel)
+            .filter(models.TrialModel.trial_id.in_(ids))
+            .with_for_update()
+            .all()
+        )
+        running = {r.trial_id: r for r in rows if r.state == optuna.trial.TrialState.RUNNING}
+        now = datetime.datetime.now()
+        for f in finishes:
+            row = running.get(f["trial_id"])
+            if row is None:
+                continue
+            tid = row.trial_id
+            session.add_all(
+                models.TrialUserAttributeModel(trial_id=tid, key=k, value_json=json.dumps(v))
+                for k, v in f.get("user_attrs", {}).items()
+            )
+            session.add_all(
+                models.TrialSystemAttributeModel(trial_id=tid, key=k, value_json=json.dumps(v))
+                for k, v in f.get("system_attrs", {}).items()
+            )
+            for step, value in f.get("intermediate", {}).items():
+                stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+                session.add(
+                    models.TrialIntermediateValueModel(
+                        trial_id=tid, step=step, intermediate_value=stored, intermediate_value_type=kind
+                    )
+                )
+            for objective, value in enumerate(f.get("values") or ()):
+                stored, kind = models.TrialValueModel.value_to_stored_repr(value)
+                session.add(
+                    models.TrialValueModel(trial_id=tid, objective=objective, value=stored, value_type=kind)
+                )
+            row.state = f["state"]
+            row.datetime_complete = now
+        return set(running)
+
+
+def record_heartbeats(storage: optuna.storages.BaseStorage, trial_ids: list[int]) -> None:
+    """Record a heartbeat of every trial in ``trial_ids`` in one transaction (RDB heartbeat storages)."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    if not trial_ids or not is_rdb(storage):
+        return
+    model = models.TrialHeartbeatModel
+    with _create_scoped_session(storage.scoped_session, True) as session:  # type: ignore[attr-defined]
+        have = {tid for (tid,) in session.query(model.trial_id).filter(model.trial_id.in_(trial_ids)).all()}
+        if have:
+            session.execute(
+                sqlalchemy.update(model)
+                .where(model.trial_id.in_(sorted(have)))
+                .values(heartbeat=sqlalchemy.func.now())
+            )
+        session.add_all(model(trial_id=tid) for tid in trial_ids if tid not in have)

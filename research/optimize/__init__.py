@@ -22,6 +22,8 @@ One job per module, each importing only the ones listed before it:
 Everything callers use is importable from this package (``from gridctl.research.optimize import X``).
 """
 
+import optuna
+
 from gridctl.research.objectives import CONSTRAINT_NAMES, feasible
 from gridctl.research.optimize.evaluation import (
     CONFIGURED_ONLY,
@@ -76,6 +78,9 @@ from gridctl.research.optimize.workload import (
     scored_windows,
 )
 from gridctl.research.profiles import Profile
+
+# Optuna logs a line per study created or loaded at INFO; gridctl prints its own progress instead.
+optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 __all__ = [
     "ATTR",

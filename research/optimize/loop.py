@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import os
 import socket
 import time
@@ -21,12 +22,30 @@ import optuna
 
 from gridctl.configs.errors import GridctlError
 from gridctl.research.optimize.evaluation import best_checked_value, contenders_only, evaluate
+from gridctl.research.optimize.samplers import LocalDraws
 from gridctl.research.optimize.storage import DEFAULT_HEARTBEAT_S, _redact, journal_path, open_storage
 from gridctl.research.optimize.study import create_or_load_study
-from gridctl.research.optimize.trials import ATTR, WORKER_ATTR, _counts, best_summary, write_constraints
+from gridctl.research.optimize.trials import (
+    ATTR,
+    CONSTRAINTS_KEY,
+    WORKER_ATTR,
+    _counts,
+    best_summary,
+    write_constraints,
+)
 from gridctl.research.optimize.workers import _fail_stale, _Heartbeat, _StopSignals
 from gridctl.research.optimize.workload import Workload, load_workload
-from gridctl.research.optuna_compat import draw, set_system_attr, storage_held, storage_io_s, sync_storage
+from gridctl.research.optuna_compat import (
+    create_running_trials,
+    draw,
+    finish_trials,
+    is_rdb,
+    set_system_attr,
+    storage_held,
+    storage_io_s,
+    sync_storage,
+    trial_id,
+)
 from gridctl.research.profiles import Profile
 from gridctl.research.space import distributions, resolve_draw
 
@@ -87,6 +106,21 @@ class OptimizeResult:
         }
 
 
+@dataclass
+class AskedTrial:
+    """A trial of a shared study asked in a batch: its storage id, number, draw and the local copy."""
+
+    trial_id: int
+    number: int
+    params: dict[str, Any]
+    local: optuna.Trial
+
+
+def _ids(trials: list[Any]) -> list[int]:
+    """Storage ids of asked trials (``optuna.Trial`` or ``AskedTrial``)."""
+    return [t.trial_id if isinstance(t, AskedTrial) else trial_id(t) for t in trials]
+
+
 def optimize(
     profile: Profile,
     study_name: str,
@@ -139,8 +173,16 @@ def optimize(
     told_here = 0
     interrupted = False
     overlap_s = 0.0
-    pending: list[optuna.Trial] = []  # asked, being evaluated
-    ahead: list[optuna.Trial] = []  # asked for the next batch while the kernel runs
+    pending: list[Any] = []  # asked, being evaluated (optuna.Trial, or AskedTrial when batched)
+    ahead: list[Any] = []  # asked for the next batch while the kernel runs
+    # Shared RDB studies without a pruner ask and tell in batches: parameters are drawn by the worker's
+    # sampler on an in-memory study (LocalDraws), each batch is created in one transaction and told in
+    # one (optuna_compat.create_running_trials, finish_trials), instead of one transaction per
+    # parameter, attr and state change. A pruner reports from inside the kernel's folds: one at a time.
+    batched = shared and is_rdb(store) and profile.pruner.kind == "none"
+    learns = profile.sampler.kind in ("tpe", "nsga2")
+    local = LocalDraws(study.sampler, study.directions, learns) if batched else None
+    study_id = store.get_study_id_from_name(study_name) if batched else -1
     # Random and quasi-random draws do not depend on results, so the next batch is asked while the
     # kernel runs this one (the kernel releases the GIL): the same trials as asking after the tell,
     # with the sampler's and storage's time hidden behind the kernel's. Samplers that learn from
@@ -172,8 +214,69 @@ def optimize(
                     return True
         return False
 
-    def ask_batch(k: int) -> list[optuna.Trial]:
+    def ask_batched(k: int) -> list[AskedTrial]:
+        """Draw ``k`` trials on the local copy, create them in the shared study in one transaction."""
+        assert local is not None
+        t0 = time.perf_counter()
+        local.sync(study)
+        drawn = local.ask(dists, k)
+        t1 = time.perf_counter()
+        attrs = [{**a, WORKER_ATTR: worker} for a in local.system_attrs(drawn)]
+        made = create_running_trials(store, study_id, [t.params for t in drawn], dists, attrs)
+        local.own([tid for tid, _ in made])
+        asked = [
+            AskedTrial(tid, number, dict(t.params), t) for (tid, number), t in zip(made, drawn, strict=True)
+        ]
+        heartbeat.track([a.trial_id for a in asked], recorded=True)  # the first beat came with the trials
+        timings["sampler_s"] += t1 - t0
+        timings["storage_s"] += time.perf_counter() - t1
+        return asked
+
+    def tell_batched(asked: list[AskedTrial], results: list[Any]) -> tuple[int, list[tuple[int, Any]]]:
+        """Tell a batch in one transaction as ``study.tell`` tells each; (trials told, values refused)."""
+        assert local is not None
+        finishes: list[dict[str, Any]] = []
+        refused: list[tuple[int, Any]] = []
+        for a, res in zip(asked, results, strict=True):
+            item: dict[str, Any] = {"trial_id": a.trial_id, "user_attrs": {ATTR: res.attrs, **res.side_attrs}}
+            if res.attrs.get("path_checked", True):
+                item["system_attrs"] = {CONSTRAINTS_KEY: [float(v) for v in res.constraints]}
+            else:  # configured rule only: its (upper-bound) value as step 0, no limits
+                item["intermediate"] = {0: float(res.attrs["configured_value"])}
+            values = [float(v) for v in res.values or ()]
+            if res.pruned_at is not None:  # Optuna gives a pruned trial its last intermediate value
+                last = item.get("intermediate", {}).get(0)
+                item["state"] = optuna.trial.TrialState.PRUNED
+                item["values"] = [last] if last is not None and not math.isnan(last) else None
+            elif len(values) == len(study.directions) and not any(math.isnan(v) for v in values):
+                item["state"] = optuna.trial.TrialState.COMPLETE
+                item["values"] = values
+            else:  # what Optuna's tell does with a NaN or a missing value: the trial fails
+                item["state"] = optuna.trial.TrialState.FAIL
+                item["values"] = None
+                refused.append((a.number, res.values))
+            finishes.append(item)
+        # another worker may have judged a trial stale and failed it: it is left failed, not counted
+        told = finish_trials(store, finishes)
+        for a, item in zip(asked, finishes, strict=True):
+            complete = item["state"] == optuna.trial.TrialState.COMPLETE
+            local.study.tell(a.local, item["values"] if complete else None, state=item["state"])
+        return len(told), refused
+
+    def fail_asked(trials: list[Any]) -> None:
+        """Fail trials asked but never told (a stop or an interrupt)."""
+        mine = [t.trial_id for t in trials if isinstance(t, AskedTrial)]
+        with contextlib.suppress(Exception):
+            finish_trials(store, [{"trial_id": i, "state": optuna.trial.TrialState.FAIL} for i in mine])
+        for trial in trials:
+            if not isinstance(trial, AskedTrial):
+                with contextlib.suppress(Exception):
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+    def ask_batch(k: int) -> list[Any]:
         nonlocal reseeded
+        if batched:
+            return ask_batched(k)
         t0 = time.perf_counter()
         io0 = storage_io_s(store) or 0.0
         asked: list[optuna.Trial] = []
@@ -190,7 +293,7 @@ def optimize(
                 # a trial Optuna's heartbeat check fails, not an unowned one (see _fail_stale).
                 trial = study.ask()
                 asked.append(trial)
-                heartbeat.track(trial)
+                heartbeat.track([trial_id(trial)])
                 set_system_attr(study, trial, WORKER_ATTR, worker)
                 for pname, dist in dists.items():
                     draw(trial, pname, dist)
@@ -263,10 +366,13 @@ def optimize(
                     )
                     timings["kernel_s"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                heartbeat.beat(pending)
+                heartbeat.beat(_ids(pending))
                 refused: list[tuple[int, Any]] = []
+                if batched:
+                    told_now, refused = tell_batched(pending, results)
+                    told_here += told_now
                 with storage_held(store):
-                    for trial, res in zip(pending, results, strict=True):
+                    for trial, res in zip(pending, results, strict=True) if not batched else ():
                         try:
                             # another worker may have judged this trial stale and failed it (this one
                             # was slow to beat): every write to it then raises, and it is not counted
@@ -297,7 +403,7 @@ def optimize(
                 check_stale()
                 # telling runs the sampler's after_trial hooks too, a small part next to the writes
                 timings["storage_s"] += time.perf_counter() - t0
-                heartbeat.beat(ahead)
+                heartbeat.beat(_ids(ahead))
                 if on_progress is not None:
                     elapsed = time.perf_counter() - loop_start
                     best, _, _, _ = best_summary(study)
@@ -307,16 +413,12 @@ def optimize(
             interrupted = stop.requested
         except KeyboardInterrupt:
             interrupted = True
-            for trial in [*pending, *ahead]:
-                with contextlib.suppress(Exception):
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            fail_asked([*pending, *ahead])
             ahead = []
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)  # a kernel in flight cannot be stopped: let it finish
-            for trial in ahead:  # asked ahead of a stop: never run
-                with contextlib.suppress(Exception):
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            fail_asked(ahead)  # asked ahead of a stop: never run
             sync_storage(store)
     elapsed = time.perf_counter() - t_start
     timings["other_s"] = max(elapsed - sum(timings.values()), 0.0)

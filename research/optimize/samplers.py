@@ -6,9 +6,11 @@ import hashlib
 import os
 import socket
 import warnings
+from typing import Any
 
 import optuna
 
+from gridctl.research.optuna_compat import trial_id
 from gridctl.research.profiles import Profile
 
 
@@ -64,3 +66,45 @@ def _sampler_seed(profile: Profile, existing: int, shared: bool) -> int:
         return profile.seed
     mix = f"{profile.seed}:{existing}:{os.getpid() if shared else 0}:{socket.gethostname() if shared else ''}"
     return int.from_bytes(hashlib.sha256(mix.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+class LocalDraws:
+    """A shared study's worker drawing its batches on an in-memory study (``optuna_compat.rdb_batch``).
+
+    The in-memory study holds this worker's own trials, told as the shared study tells them, so a
+    sampler's state (QMC's search space and sequence position, NSGA-II's generations) evolves as it
+    would on the shared study. A sampler that learns from results (``tpe``, ``nsga2``) also sees every
+    finished trial of the other workers, copied in by :meth:`sync` before each batch.
+    """
+
+    def __init__(self, sampler: optuna.samplers.BaseSampler, directions: list[Any], learns: bool) -> None:
+        self.study = optuna.create_study(sampler=sampler, directions=directions)
+        self.learns = learns
+        self._known: set[int] = set()  # shared trial ids already in the in-memory study
+
+    def ask(self, dists: dict[str, optuna.distributions.BaseDistribution], k: int) -> list[optuna.Trial]:
+        """Draw ``k`` trials."""
+        return [self.study.ask(dists) for _ in range(k)]
+
+    def system_attrs(self, trials: list[optuna.Trial]) -> list[dict[str, Any]]:
+        """The system attrs the sampler wrote on ``trials`` while drawing (NSGA-II: the generation)."""
+        frozen = self.study.get_trials(deepcopy=False)
+        return [dict(frozen[t.number].system_attrs) for t in trials]
+
+    def own(self, shared_ids: list[int]) -> None:
+        """The shared ids of trials drawn here (never copied in by :meth:`sync`)."""
+        self._known.update(shared_ids)
+
+    def sync(self, shared: optuna.Study) -> int:
+        """Copy the other workers' finished trials into the in-memory study (learning samplers only)."""
+        if not self.learns:
+            return 0
+        added = 0
+        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        for t in shared.get_trials(deepcopy=False, states=finished):
+            tid = trial_id(t)
+            if tid not in self._known:
+                self._known.add(tid)
+                self.study.add_trial(t)
+                added += 1
+        return added

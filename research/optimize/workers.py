@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import signal
 import socket
 import threading
@@ -19,7 +20,7 @@ from gridctl.research.optuna_compat import (
     fail_trial,
     heartbeat_enabled,
     pid_alive,
-    record_heartbeat,
+    record_heartbeats,
     trial_id,
 )
 
@@ -56,16 +57,18 @@ class _StopSignals:
 class _Heartbeat:
     """Records heartbeats of the trials in flight (RDB storages only), from a thread and on demand.
 
-    The kernel holds the GIL while a batch runs, so the thread may pause for the length of one batch;
-    in shared studies the batch runs in chunks with a beat between them, far shorter than the grace
-    period (``stale_grace_s``).
+    All trials in flight beat in one transaction (``optuna_compat.record_heartbeats``). The kernel
+    holds the GIL while a batch runs, so the thread may pause for the length of one batch; in shared
+    studies the batch runs in chunks with ``beat_now`` between them, which records at most every
+    quarter heartbeat, far more often than the grace period (``stale_grace_s``) needs.
     """
 
     def __init__(self, storage: optuna.storages.BaseStorage, interval_s: int) -> None:
         self._storage = storage
         self._on = heartbeat_enabled(storage)
         self._interval = interval_s
-        self._trials: list[optuna.Trial] = []
+        self._ids: list[int] = []
+        self._last = -math.inf
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -80,28 +83,29 @@ class _Heartbeat:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def beat(self, trials: list[optuna.Trial]) -> None:
-        """Record a heartbeat for ``trials`` now and keep beating for them."""
-        self._trials = list(trials)
+    def beat(self, trial_ids: list[int]) -> None:
+        """Record a heartbeat for ``trial_ids`` now and keep beating for them."""
+        self._ids = list(trial_ids)
         if self._on:
-            for trial in self._trials:
-                with contextlib.suppress(Exception):
-                    record_heartbeat(self._storage, trial)
+            self._last = time.monotonic()
+            with contextlib.suppress(Exception):
+                record_heartbeats(self._storage, self._ids)
 
     def beat_now(self) -> None:
-        """Record a heartbeat for the trials in flight."""
-        self.beat(self._trials)
+        """Record a heartbeat for the trials in flight, unless one was recorded a quarter beat ago."""
+        if time.monotonic() - self._last >= self._interval / 4:
+            self.beat(self._ids)
 
-    def track(self, trial: optuna.Trial) -> None:
-        """Add one trial to the beating set and record its first heartbeat now."""
-        self._trials = [*self._trials, trial]
-        if self._on:
+    def track(self, trial_ids: list[int], recorded: bool = False) -> None:
+        """Add trials to the beating set; record their first heartbeat now unless ``recorded``."""
+        self._ids = [*self._ids, *trial_ids]
+        if self._on and not recorded:
             with contextlib.suppress(Exception):
-                record_heartbeat(self._storage, trial)
+                record_heartbeats(self._storage, list(trial_ids))
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            self.beat(self._trials)
+            self.beat(self._ids)
 
 
 def _fail_stale(

@@ -285,6 +285,25 @@ def test_same_seed_same_study_and_export_reproduces_the_objective(data_dir: Path
     assert best_config(sa).grid == strategy.grid
 
 
+def test_optuna_prints_nothing_while_gridctl_optimizes(tmp_path: Path) -> None:
+    # Optuna's INFO lines ("A new study created in Journal with name: ...") would interleave with the
+    # progress bar; gridctl keeps Optuna at WARNING. A fresh process: other tests quiet Optuna too.
+    import subprocess
+    import sys
+
+    code = (
+        "import optuna\n"
+        "from gridctl.research.optimize import open_storage, create_or_load_study\n"
+        "from gridctl.research.profiles import load_profile\n"
+        f"store = open_storage('quiet', None, __import__('pathlib').Path({str(tmp_path)!r}))\n"
+        "create_or_load_study(load_profile('wide'), None, 'quiet', store)\n"
+    )
+    cmd = [sys.executable, "-c", code]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "A new study created" not in proc.stdout + proc.stderr
+
+
 def test_wide_draws_a_scrambled_sobol_sequence_and_the_same_seed_the_same_study(
     data_dir: Path, tmp_path: Path
 ) -> None:

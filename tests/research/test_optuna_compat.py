@@ -127,7 +127,7 @@ def test_hook_heartbeat(tmp_path: Path) -> None:
     _canary("heartbeat", not oc.heartbeat_enabled(plain), "a plain RDB storage is seen as beating")
     study = optuna.create_study(storage=beating, study_name="h")
     trial = study.ask()
-    oc.record_heartbeat(beating, trial)
+    oc.record_heartbeats(beating, [oc.trial_id(trial)])
     time.sleep(3.5)  # past the grace period with no further beat: Optuna's stale check fails it
     with pytest.warns(optuna.exceptions.ExperimentalWarning):
         optuna.storages.fail_stale_trials(study)
@@ -165,6 +165,75 @@ def test_hook_suggest() -> None:
     _canary("suggest", oc.draw(trial, "rungs", dist) == value, "a second draw of one name changed it")
     study.tell(trial, 1.0)
     _canary("suggest", study.trials[0].distributions == {"rungs": dist}, str(study.trials[0].distributions))
+
+
+def test_hook_rdb_batch(tmp_path: Path) -> None:
+    # Trials created, beaten and finished in batches read back exactly as Optuna's own ask/tell writes them.
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        ours = optuna.storages.RDBStorage(
+            f"sqlite:///{tmp_path / 'b.db'}", heartbeat_interval=1, grace_period=2
+        )
+    theirs = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}")
+    dists = {
+        "rungs": optuna.distributions.IntDistribution(2, 9),
+        "step": optuna.distributions.FloatDistribution(10.0, 200.0, log=True),
+        "policy": optuna.distributions.CategoricalDistribution(["a", "b"]),
+    }
+    drawn = [{"rungs": 3, "step": 12.5, "policy": "b"}, {"rungs": 9, "step": 190.0, "policy": "a"}] * 2
+    a = optuna.create_study(storage=ours, study_name="batch")
+    b = optuna.create_study(storage=theirs, study_name="batch")
+    a.enqueue_trial({})  # a waiting trial of the study's own: numbers continue after it
+    b.enqueue_trial({})
+    made = oc.create_running_trials(
+        ours, ours.get_study_id_from_name("batch"), drawn, dists, [{"w": "h:1"}] * 4
+    )
+    _canary("rdb_batch", [n for _, n in made] == [1, 2, 3, 4], f"numbers {made}")
+    oc.record_heartbeats(ours, [tid for tid, _ in made])
+    done = oc.finish_trials(
+        ours,
+        [
+            {"trial_id": made[0][0], "state": optuna.trial.TrialState.COMPLETE, "values": [0.5],
+             "user_attrs": {"m": {"x": 1}}, "system_attrs": {"constraints": [-1.0, 2.0]}},
+            {"trial_id": made[1][0], "state": optuna.trial.TrialState.PRUNED, "values": [-0.25],
+             "intermediate": {0: -0.25}, "user_attrs": {"m": {"x": 2}}},
+            {"trial_id": made[2][0], "state": optuna.trial.TrialState.FAIL},
+        ],
+    )  # fmt: skip
+    _canary("rdb_batch", done == {made[0][0], made[1][0], made[2][0]}, f"finished {done}")
+    again = oc.finish_trials(ours, [{"trial_id": made[0][0], "state": optuna.trial.TrialState.FAIL}])
+    _canary("rdb_batch", again == set(), "a finished trial was finished again")
+    # the same trials through Optuna's public calls, one write at a time
+    sid = theirs.get_study_id_from_name("batch")
+    for params in drawn:
+        theirs.create_new_trial(
+            sid,
+            template_trial=optuna.trial.FrozenTrial(
+                number=-1, state=optuna.trial.TrialState.RUNNING, value=None, values=None,
+                datetime_start=None, datetime_complete=None, params=params, distributions=dists,
+                user_attrs={}, system_attrs={"w": "h:1"}, intermediate_values={}, trial_id=-1,
+            ),
+        )  # fmt: skip
+    tb = b.get_trials(deepcopy=False)
+    theirs.set_trial_user_attr(oc.trial_id(tb[1]), "m", {"x": 1})
+    theirs.set_trial_system_attr(oc.trial_id(tb[1]), "constraints", [-1.0, 2.0])
+    b.tell(1, 0.5)
+    theirs.set_trial_user_attr(oc.trial_id(tb[2]), "m", {"x": 2})
+    theirs.set_trial_intermediate_value(oc.trial_id(tb[2]), 0, -0.25)
+    b.tell(2, state=optuna.trial.TrialState.PRUNED)
+    b.tell(3, state=optuna.trial.TrialState.FAIL)
+
+    def seen(t: optuna.trial.FrozenTrial) -> tuple:
+        return (t.number, t.state, t.values, t.params, t.distributions, t.user_attrs, t.system_attrs,
+                t.intermediate_values, t.constraints)  # fmt: skip
+
+    got, want = [seen(t) for t in a.get_trials()], [seen(t) for t in b.get_trials()]
+    _canary("rdb_batch", got == want, f"{got} != {want}")
+    running = [t for t in a.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
+    _canary("rdb_batch", [t.number for t in running] == [4], str(running))
+    time.sleep(3.5)  # past the grace period: the batch's heartbeat rows are what Optuna's check reads
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        optuna.storages.fail_stale_trials(a)
+    _canary("rdb_batch", a.trials[4].state == optuna.trial.TrialState.FAIL, str(a.trials[4].state))
 
 
 def test_no_module_but_optuna_compat_touches_optuna_internals() -> None:
