@@ -347,3 +347,27 @@ def test_walk_forward_on_a_basket_scores_every_fold_as_run_basket_on_its_window(
     folds = [opt.restore_metrics(m)["total_return_pct"] for m in attrs["out_of_sample"]]
     assert curve["fold_return_pct"] == pytest.approx(folds)
     assert len(curve["ts"]) == 3 * 1440
+
+
+def test_the_basket_batch_walks_each_symbols_detail_bars_as_run_basket_does(data_dir: Path) -> None:
+    from gridctl.data.market import load_market
+    from gridctl.data.resample import resample_store
+
+    for symbol in (BTC, ETH):
+        resample_store(data_dir, "synth", symbol, "1m", "15m")
+    markets = {s: load_market(data_dir, "synth", s, "15m", None, None) for s in (BTC, ETH)}
+    fine = {s: load_market(data_dir, "synth", s, "1m", None, None) for s in (BTC, ETH)}
+    basket = [f"strategy.symbols={json.dumps([BTC, ETH])}", "grid.grid_step_bps=25"]
+    walked = load_strategy("default", [*basket, "backtest.detail_timeframe=1m"])
+    own = load_strategy("default", basket)
+    venue = load_venue("binance_futures")
+    sets = [{}, {"backtest.intrabar_path": "farther_first"}, {f"symbol_overrides.{ETH}.exit.sl_steps": 3}]
+    rows = run_basket_batch(markets, walked, venue, sets, detail=fine)
+    plain = run_basket_batch(markets, own, venue, sets)
+    for ov, row in zip(sets, rows, strict=True):
+        s, v = apply_overrides(walked, venue, ov)
+        want = run_basket(markets, basket_strategies(s), v, curves=False, detail=fine).summary
+        for name in SUMMARY_FIELDS:
+            assert same(float(row[name]), want[name]), (ov, name)
+    # the 1m walk decides the order within a 15m bar: farther_first on the 15m OHLC alone fills otherwise
+    assert rows[1]["final_equity"] != plain[1]["final_equity"]
