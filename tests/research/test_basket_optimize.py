@@ -371,3 +371,26 @@ def test_the_basket_batch_walks_each_symbols_detail_bars_as_run_basket_does(data
             assert same(float(row[name]), want[name]), (ov, name)
     # the 1m walk decides the order within a 15m bar: farther_first on the 15m OHLC alone fills otherwise
     assert rows[1]["final_equity"] != plain[1]["final_equity"]
+
+
+def test_per_symbol_override_keys_replace_the_files_value_and_refuse_what_no_symbol_has() -> None:
+    base = load_strategy(
+        "default",
+        [
+            f"strategy.symbols={json.dumps([BTC, ETH])}",
+            f"symbol_overrides={json.dumps({ETH: {'exit.sl_steps': 5}})}",
+        ],
+    )
+    venue = load_venue("binance_futures")
+    s, _ = apply_overrides(base, venue, {f"symbol_overrides.{ETH}.exit.sl_steps": 9, "exit.sl_steps": 4})
+    own = basket_strategies(s)
+    assert (own[BTC].exit.sl_steps, own[ETH].exit.sl_steps) == (4, 9)  # the draw replaced the file's 5
+    for key, why in (
+        (f"symbol_overrides.{SOL}.exit.sl_steps", f"{SOL} is not in the basket"),
+        (f"symbol_overrides.{ETH}.exit", "must look like 'symbol_overrides.<SYMBOL>.section.key'"),
+        (f"symbol_overrides.{ETH}.exit.sl_stps", "did you mean 'exit.sl_steps'"),
+        (f"symbol_overrides.{ETH}.backtest.initial_balance", "set it for the whole strategy"),
+    ):
+        with pytest.raises(GridctlError) as err:
+            apply_overrides(base, venue, {key: 3})
+        assert why in str(err.value) and "\n" not in str(err.value), key
