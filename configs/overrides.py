@@ -56,6 +56,21 @@ def _override(cfg: BaseModel, key: str, value: Any) -> BaseModel:
     return new
 
 
+#: Prefix of a per-symbol override key: ``symbol_overrides.<SYMBOL>.<section.key>`` (a basket symbol's own
+#: value, merged into ``strategy.symbol_overrides``; ccxt symbols hold no dot).
+SYMBOL_KEY_PREFIX = "symbol_overrides."
+
+
+def split_symbol_key(key: str) -> tuple[str, str] | None:
+    """``(symbol, "section.key")`` of a per-symbol override key, None for any other key."""
+    if not key.startswith(SYMBOL_KEY_PREFIX):
+        return None
+    symbol, dot, field = key[len(SYMBOL_KEY_PREFIX) :].partition(".")
+    if not symbol or not dot or field.count(".") != 1 or not all(field.split(".")):
+        raise GridctlError(f"override key {key!r} must look like 'symbol_overrides.<SYMBOL>.section.key'")
+    return symbol, field
+
+
 def apply_overrides(
     strategy: StrategyConfig, venue: VenueConfig, overrides: Mapping[str, Any]
 ) -> tuple[StrategyConfig, VenueConfig]:
@@ -63,8 +78,53 @@ def apply_overrides(
 
     Each config is validated once with all of its overrides in place (the result does not depend on
     the order of the keys). When that fails, the keys are applied one at a time, each step
-    validated, to name the first key that breaks the config.
+    validated, to name the first key that breaks the config. A per-symbol key
+    (``symbol_overrides.<SYMBOL>.<section.key>``) sets that basket symbol's own value: it is merged
+    into ``strategy.symbol_overrides`` (replacing the file's value of that key) and checked as the
+    strategy file's overrides are (``basket_strategies``).
     """
+    plain: dict[str, Any] = {}
+    per_symbol: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        split = split_symbol_key(key)
+        if split is None:
+            plain[key] = value
+        else:
+            per_symbol.setdefault(split[0], {})[split[1]] = value
+    new_strategy, new_venue = _apply_section_overrides(strategy, venue, plain)
+    if per_symbol:
+        new_strategy = _with_symbol_overrides(new_strategy, per_symbol)
+    return new_strategy, new_venue
+
+
+def _with_symbol_overrides(
+    strategy: StrategyConfig, given: Mapping[str, Mapping[str, Any]]
+) -> StrategyConfig:
+    """``strategy`` with ``given`` (symbol -> ``{"section.key": value}``) merged into its symbol overrides."""
+    basket = strategy.basket_symbols
+    for symbol, keys in given.items():
+        if symbol not in basket:
+            key = f"{SYMBOL_KEY_PREFIX}{symbol}.{next(iter(keys))}"
+            raise GridctlError(f"override key {key!r}: {symbol} is not in the basket {list(basket)}")
+    merged = {sym: dict(keys) for sym, keys in strategy.symbol_overrides.items()}
+    for symbol, keys in given.items():
+        merged.setdefault(symbol, {}).update(keys)
+    data = {f: getattr(strategy, f) for f in type(strategy).model_fields}
+    data["symbol_overrides"] = merged
+    try:
+        new = type(strategy).model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise GridctlError(f"override symbol_overrides {dict(given)}: {first['msg']}") from None
+    new._origin = strategy._origin
+    basket_strategies(new)  # each symbol's overrides checked as the file's are (one line naming the key)
+    return new
+
+
+def _apply_section_overrides(
+    strategy: StrategyConfig, venue: VenueConfig, overrides: Mapping[str, Any]
+) -> tuple[StrategyConfig, VenueConfig]:
+    """``apply_overrides`` of ``section.key`` keys."""
     changes: dict[str, dict[str, dict[str, Any]]] = {"strategy": {}, "venue": {}}
     for key, value in overrides.items():
         section, dot, name = key.partition(".")

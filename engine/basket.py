@@ -673,6 +673,64 @@ def _concat(parts: list[np.ndarray], dtype: Any) -> tuple[np.ndarray, np.ndarray
     return read_only(np.ascontiguousarray(flat)), off
 
 
+def basket_params(
+    symbols: tuple[str, ...],
+    strategies: Mapping[str, StrategyConfig],
+    venue: VenueConfig,
+    markets: Mapping[str, Any],
+    details: Mapping[str, Any],
+) -> list[EngineParams]:
+    """Each symbol's engine parameters (basket order), detail config and account fields checked."""
+    params = [build_params(strategies[sym], venue, markets[sym]) for sym in symbols]
+    for sym in symbols:
+        check_detail_config(strategies[sym], details.get(sym))
+    _check_account_params(symbols, params)
+    return params
+
+
+def basket_bars(symbols: tuple[str, ...], markets: Mapping[str, Any], details: Mapping[str, Any]) -> Any:
+    """The basket's bars as the driver takes them: aligned OHLC rows, funding and detail concatenated.
+
+    Depends on the markets only (not on any parameter), so a batch of parameter sets shares it.
+    """
+    ts = read_only(np.ascontiguousarray(_union([np.asarray(markets[sym].ts, np.int64) for sym in symbols])))
+    n = ts.shape[0]
+    aligned = [_aligned(markets[sym], ts) for sym in symbols]
+    arrays = [market_arrays(a) for a in aligned]
+    dets = [detail_arrays(a, details.get(sym), n) for a, sym in zip(aligned, symbols, strict=True)]
+
+    def stack(name: str) -> np.ndarray:
+        return read_only(np.ascontiguousarray(np.stack([getattr(a, name) for a in arrays])))
+
+    fts, foff = _concat([a.funding_ts for a in arrays], np.int64)
+    dts, doff = _concat([d.ts for d in dets], np.int64)
+    return SimpleNamespace(
+        ts=ts, arrays=arrays, dets=dets,
+        op=stack("open"), hi=stack("high"), lo=stack("low"), cl=stack("close"),
+        fts=fts, foff=foff,
+        frate=_concat([a.funding_rate for a in arrays], np.float64)[0],
+        fmark=_concat([a.funding_mark for a in arrays], np.float64)[0],
+        dts=dts, doff=doff,
+        dop=_concat([d.open for d in dets], np.float64)[0],
+        dhi=_concat([d.high for d in dets], np.float64)[0],
+        dlo=_concat([d.low for d in dets], np.float64)[0],
+        dcl=_concat([d.close for d in dets], np.float64)[0],
+        # each symbol's detail index points into the concatenated detail bars
+        didx=read_only(
+            np.ascontiguousarray(np.stack([d.index + doff[i] for i, d in enumerate(dets)]).astype(np.int64))
+        ),
+    )  # fmt: skip
+
+
+def basket_brackets(params: list[EngineParams]) -> tuple[np.ndarray, np.ndarray]:
+    """Every symbol's margin brackets in one array ``brs`` (symbol i's: ``brs[i, :nbr[i]]``) and ``nbr``."""
+    nbr = np.array([prm.brackets.shape[0] for prm in params], np.int64)
+    brs = np.zeros((len(params), int(nbr.max()), 5))
+    for i, prm in enumerate(params):
+        brs[i, : nbr[i]] = prm.brackets
+    return brs, nbr
+
+
 def run_basket(
     markets: Mapping[str, Any],
     strategies: Mapping[str, StrategyConfig],
@@ -688,39 +746,18 @@ def run_basket(
     """
     details = dict(detail or {})
     symbols = _check_basket(markets, strategies, details)
-    params = [build_params(strategies[sym], venue, markets[sym]) for sym in symbols]
-    for sym in symbols:
-        check_detail_config(strategies[sym], details.get(sym))
-    _check_account_params(symbols, params)
-    ts = read_only(np.ascontiguousarray(_union([np.asarray(markets[sym].ts, np.int64) for sym in symbols])))
-    n_sym, n = len(symbols), ts.shape[0]
-    aligned = [_aligned(markets[sym], ts) for sym in symbols]
-    arrays = [market_arrays(a) for a in aligned]
-    dets = [detail_arrays(a, details.get(sym), n) for a, sym in zip(aligned, symbols, strict=True)]
+    params = basket_params(symbols, strategies, venue, markets, details)
+    bars = basket_bars(symbols, markets, details)
+    ts, n_sym, n, foff = bars.ts, len(symbols), bars.ts.shape[0], bars.foff
     vecs = np.ascontiguousarray(np.stack([prm.vector for prm in params]))
-
-    def stack(name: str) -> np.ndarray:
-        return read_only(np.ascontiguousarray(np.stack([getattr(a, name) for a in arrays])))
-
-    op, hi, lo, cl = stack("open"), stack("high"), stack("low"), stack("close")
     regs = np.ascontiguousarray(
-        np.stack([regime_series(a, prm.vector) for a, prm in zip(arrays, params, strict=True)])
+        np.stack([regime_series(a, prm.vector) for a, prm in zip(bars.arrays, params, strict=True)])
     )
-    fts, foff = _concat([a.funding_ts for a in arrays], np.int64)
-    frate, _ = _concat([a.funding_rate for a in arrays], np.float64)
-    fmark, _ = _concat([a.funding_mark for a in arrays], np.float64)
-    dts, doff = _concat([d.ts for d in dets], np.int64)
-    dop, _ = _concat([d.open for d in dets], np.float64)
-    dhi, _ = _concat([d.high for d in dets], np.float64)
-    dlo, _ = _concat([d.low for d in dets], np.float64)
-    dcl, _ = _concat([d.close for d in dets], np.float64)
-    # each symbol's detail index points into the concatenated detail bars
-    didx = np.stack([d.index + doff[i] for i, d in enumerate(dets)]).astype(np.int64)
-    didx = read_only(np.ascontiguousarray(didx))
-    nbr = np.array([prm.brackets.shape[0] for prm in params], np.int64)
-    brs = np.zeros((n_sym, int(nbr.max()), 5))
-    for i, prm in enumerate(params):
-        brs[i, : nbr[i]] = prm.brackets
+    op, hi, lo, cl = bars.op, bars.hi, bars.lo, bars.cl
+    fts, frate, fmark = bars.fts, bars.frate, bars.fmark
+    dts, dop, dhi, dlo, dcl = bars.dts, bars.dop, bars.dhi, bars.dlo, bars.dcl
+    didx, dets = bars.didx, bars.dets
+    brs, nbr = basket_brackets(params)
     levels = int(vecs[:, [P_LEVELS_LONG, P_LEVELS_SHORT]].max())
     n_err, n_ord = ring_sizes(vecs)
     caps = {
@@ -760,6 +797,30 @@ def run_basket(
     else:  # pragma: no cover - only reachable with a kernel bug that writes without bound
         raise RuntimeError(f"record buffers still overflowing after {MAX_RERUNS} re-runs")
     return _outputs(symbols, params, dets, states, (fills, fund, ev, eq), cnts, acc, rows, info, n, reruns)
+
+
+def account_summary(acc_row: np.ndarray, sums: np.ndarray) -> dict[str, float]:
+    """The account's summary (``records.SUMMARY_FIELDS``) from its summary row ``acc_row``
+    (``summarize_states`` of the account's state vector with the first symbol's parameters) and the
+    symbols' summary rows ``sums`` (``summarize_states`` of their states, basket order).
+
+    Equity, drawdowns, Sharpe and Sortino are the account's; ``ADDITIVE_FIELDS`` are the sums over the
+    symbols (in basket order); profit factor and win rate pool every symbol's closed lots; base
+    quantities are NaN.
+    """
+    summary = {name: float(acc_row[name]) for name in SUMMARY_FIELDS}
+    for name in ADDITIVE_FIELDS:
+        column = sums[name]
+        total = 0.0
+        for i in range(column.shape[0]):
+            total += float(column[i])
+        summary[name] = total
+    gp, gl, lots = summary["gross_profit"], summary["gross_loss"], summary["n_lots_closed"]
+    summary["profit_factor"] = gp / gl if gl > 0 else (float("inf") if gp > 0 else float("nan"))
+    summary["win_rate"] = summary["n_wins"] / lots if lots > 0 else float("nan")
+    summary["long_qty"] = float("nan")  # base quantities of different symbols do not add up
+    summary["short_qty"] = float("nan")
+    return summary
 
 
 def _outputs(
@@ -814,15 +875,7 @@ def _outputs(
             params=params[i],
             meta=meta,
         )
-    acc_row = summarize_states(acc[None, :], vecs[:1])[0]
-    summary = {name: float(acc_row[name]) for name in SUMMARY_FIELDS}
-    for name in ADDITIVE_FIELDS:
-        summary[name] = float(sum(per[sym].summary[name] for sym in symbols))
-    gp, gl, lots = summary["gross_profit"], summary["gross_loss"], summary["n_lots_closed"]
-    summary["profit_factor"] = gp / gl if gl > 0 else (float("inf") if gp > 0 else float("nan"))
-    summary["win_rate"] = summary["n_wins"] / lots if lots > 0 else float("nan")
-    summary["long_qty"] = float("nan")  # base quantities of different symbols do not add up
-    summary["short_qty"] = float("nan")
+    summary = account_summary(summarize_states(acc[None, :], vecs[:1])[0], sums)
     meta = {
         "symbols": list(symbols),
         "bars": int(info[A_STEPS]),

@@ -20,9 +20,16 @@ from numba import prange, set_parallel_chunksize
 from gridctl.configs.errors import GridctlError
 from gridctl.configs.overrides import apply_overrides
 from gridctl.configs.schema import StrategyConfig, VenueConfig
+from gridctl.engine.basket import run_basket_nb
 from gridctl.engine.numba_compat import kernel_decorator
 from gridctl.engine.params import P_LEVELS_LONG, P_LEVELS_SHORT, REGIME_SLOTS, build_params
-from gridctl.engine.records import N_COUNTERS, empty_buffers, summarize_states
+from gridctl.engine.records import (
+    N_COUNTERS,
+    SUMMARY_DTYPE,
+    SUMMARY_FIELDS,
+    empty_buffers,
+    summarize_states,
+)
 from gridctl.engine.regime import new_regime_state, regime_fill_nb
 from gridctl.engine.run import check_detail_config, detail_arrays, market_arrays
 from gridctl.engine.state import N_SLOT, N_STATE, init_state_row, ring_sizes
@@ -203,3 +210,153 @@ def run_batch(
     finally:
         set_parallel_chunksize(chunk)
     return summarize_states(states, vec_arr)
+
+
+@parallel_kernel_nogil
+def run_basket_batch_nb(
+    ts, op, hi, lo, cl, regs, reg_idx, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs,
+    brs, nbr, states, slots, errs, ords, fills, fund, ev, eq, accs, rows, infos, works,
+):  # fmt: skip
+    """Run the basket once per parameter set (``vecs[s]``: one row per symbol), sets in parallel.
+
+    Set ``s`` is ``engine.basket.run_basket_nb`` itself on its own states, slots, rings, account
+    vector ``accs[s]`` and work rows; its symbols' regime series are ``regs[reg_idx[s]]``. Nothing is
+    recorded (counters with ``C_RECORD = 0``; ``rows`` has no room): summaries stay in the states.
+    """
+    n_sets = vecs.shape[0]
+    n_sym = vecs.shape[1]
+    for s in prange(n_sets):
+        cnts = np.zeros((n_sym, N_COUNTERS), dtype=np.int64)
+        run_basket_nb(
+            ts, op, hi, lo, cl, regs[reg_idx[s]], fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx,
+            vecs[s], brs, nbr, states[s], slots[s], errs[s], ords[s], fills, fund, ev, eq, cnts,
+            accs[s], rows, infos[s], works[s],
+        )  # fmt: skip
+
+
+def run_basket_batch(
+    markets: Mapping[str, Any],
+    strategy: StrategyConfig,
+    venue: VenueConfig,
+    overrides: Sequence[Mapping[str, Any]],
+    detail: Mapping[str, Any] | None = None,
+    regimes: RegimeCache | None = None,
+    cache_key: Any = None,
+) -> np.ndarray:
+    """The account's summary row (``SUMMARY_DTYPE``) per parameter set: the basket batch driver.
+
+    ``strategy`` is the basket strategy (``strategy.symbols``, ``symbol_overrides``); set i is it with
+    ``overrides[i]`` applied (shared keys ``section.key`` and per-symbol keys
+    ``symbol_overrides.<SYMBOL>.<section.key>``), split into each symbol's strategy by
+    ``configs.overrides.basket_strategies``; ``markets`` (and ``detail``) are keyed by symbol in the
+    basket's order. One kernel call runs every set (``run_basket_batch_nb``); each row is
+    ``engine.basket.account_summary`` of its set, what ``run_basket`` reports for that config.
+    ``regimes`` / ``cache_key``: a regime cache and the object its series are keyed by (the caller's
+    basket of markets; the symbol's index is part of the key).
+    """
+    from gridctl.configs.overrides import basket_strategies
+    from gridctl.engine.basket import (
+        ACCOUNT_EQUITY_DTYPE,
+        N_ACC_INFO,
+        N_WORK,
+        _check_basket,
+        account_summary,
+        basket_bars,
+        basket_brackets,
+        basket_params,
+    )
+
+    if len(overrides) == 0:
+        raise GridctlError("run_basket_batch needs at least one parameter set")
+    details = dict(detail or {})
+    symbols: tuple[str, ...] | None = None
+    vec_sets = []
+    brs = nbr = None
+    for i, ov in enumerate(overrides):
+        try:
+            s, v = apply_overrides(strategy, venue, ov)
+            own = basket_strategies(s)
+            if symbols is None:
+                symbols = _check_basket(markets, own, details)
+            elif tuple(own) != symbols:  # pragma: no cover - overrides cannot change strategy.symbols
+                raise GridctlError(f"its basket {list(own)} is not set 0's {list(symbols)}")
+            params = basket_params(symbols, own, v, markets, details)
+        except GridctlError as err:
+            raise GridctlError(f"parameter set {i}: {err}") from None
+        b, nb = basket_brackets(params)
+        if brs is None:
+            brs, nbr = b, nb
+        elif not (np.array_equal(nb, nbr) and np.array_equal(b, brs)):
+            raise GridctlError(f"parameter set {i}: margin brackets differ from set 0 (not overridable)")
+        vec_sets.append(np.stack([prm.vector for prm in params]))
+    assert symbols is not None and brs is not None and nbr is not None
+    vecs = np.ascontiguousarray(np.stack(vec_sets))  # [set, symbol, param]
+    m, n_sym = vecs.shape[0], vecs.shape[1]
+    bars = basket_bars(symbols, markets, details)
+    n = bars.ts.shape[0]
+    # One regime series per symbol and distinct regime tuple (from ``regimes`` when a caller keeps one).
+    key_of = cache_key if cache_key is not None else markets
+    series: list[np.ndarray] = []
+    reg_idx = np.empty((m, n_sym), dtype=np.int64)
+    for j in range(n_sym):
+        keys = [(float(j), *(float(x) for x in vecs[s, j, list(REGIME_SLOTS)])) for s in range(m)]
+        distinct: dict[tuple, int] = {}
+        for s, key in enumerate(keys):
+            reg_idx[s, j] = len(series) + distinct.setdefault(key, len(distinct))
+        got = _regimes_keyed(key_of, bars.arrays[j], list(distinct), regimes)
+        series.extend(got)
+    regs = np.ascontiguousarray(np.stack(series)) if series else np.zeros((0, n), np.int8)
+    levels = int(vecs[:, :, [P_LEVELS_LONG, P_LEVELS_SHORT]].max())
+    states = np.zeros((m, n_sym, N_STATE))
+    slots = np.zeros((m, n_sym, 2, levels, N_SLOT))
+    accs = np.zeros((m, N_STATE))
+    for s in range(m):
+        for j in range(n_sym):
+            init_state_row(states[s, j], slots[s, j], vecs[s, j])
+        init_state_row(accs[s], np.zeros((2, 1, N_SLOT)), vecs[s, 0])
+    n_err, n_ord = ring_sizes(vecs.reshape(m * n_sym, -1))
+    errs = np.zeros((m, max(n_err, 1)))
+    ords = np.zeros((m, max(n_ord, 1)))
+    fill0, fund0, ev0, eq0 = empty_buffers()
+    fills = np.zeros((n_sym, 0), fill0.dtype)
+    fund = np.zeros((n_sym, 0), fund0.dtype)
+    ev = np.zeros((n_sym, 0), ev0.dtype)
+    eq = np.zeros((n_sym, 0), eq0.dtype)
+    rows = np.zeros(0, ACCOUNT_EQUITY_DTYPE)
+    infos = np.zeros((m, N_ACC_INFO), np.int64)
+    works = np.zeros((m, n_sym, N_WORK))
+    chunk = set_parallel_chunksize(1)
+    try:
+        run_basket_batch_nb(
+            bars.ts, bars.op, bars.hi, bars.lo, bars.cl, regs, reg_idx, bars.fts, bars.frate, bars.fmark,
+            bars.foff, bars.dts, bars.dop, bars.dhi, bars.dlo, bars.dcl, bars.didx, vecs, brs, nbr,
+            states, slots, errs, ords, fills, fund, ev, eq, accs, rows, infos, works,
+        )  # fmt: skip
+    finally:
+        set_parallel_chunksize(chunk)
+    sym_rows = summarize_states(states.reshape(m * n_sym, N_STATE), vecs.reshape(m * n_sym, -1))
+    acc_rows = summarize_states(accs, vecs[:, 0])
+    out = np.zeros(m, SUMMARY_DTYPE)
+    for s in range(m):
+        summary = account_summary(acc_rows[s], sym_rows[s * n_sym : (s + 1) * n_sym])
+        for name in SUMMARY_FIELDS:
+            out[s][name] = summary[name]
+    return out
+
+
+def _regimes_keyed(
+    owner: Any, arrays: Any, keys: Sequence[tuple[float, ...]], cache: RegimeCache | None
+) -> list[np.ndarray]:
+    """``regime_series_batch`` for one basket symbol (its index leads each key) on its aligned bars."""
+    plain = [key[1:] for key in keys]
+    if cache is None:
+        regs = regime_series_batch(owner, arrays, plain, None)
+        return [regs[j] for j in range(len(keys))]
+    out: list[np.ndarray | None] = [cache.get(owner, key) for key in keys]
+    todo = [j for j, hit in enumerate(out) if hit is None]
+    if todo:
+        fresh = regime_series_batch(owner, arrays, [plain[j] for j in todo], None)
+        for row, j in enumerate(todo):
+            out[j] = fresh[row]
+            cache.put(owner, keys[j], fresh[row].copy())
+    return [x for x in out if x is not None]

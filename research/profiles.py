@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gridctl import configs
 from gridctl.configs.errors import GridctlError
 from gridctl.configs.loader import _format_errors, read_yaml
-from gridctl.research.space import corner_draws, resolve_draw, tunable_fields
+from gridctl.research.space import corner_draws, field_of, resolve_draw, tunable_fields
 
 PROFILES_DIR = Path(configs.__file__).resolve().parent / "profiles"
 
@@ -56,6 +56,9 @@ class ParamSpec(_Strict):
     scale: float = Field(default=1.0, gt=0)
     gap: float = Field(default=0.0, ge=0)
     min_value: float | None = None
+    #: Basket profiles: draw one value per basket symbol (``load_profile`` turns the entry into one
+    #: ``symbol_overrides.<SYMBOL>.<key>`` entry per symbol); false: one value shared by every symbol.
+    per_symbol: bool = False
 
     @model_validator(mode="after")
     def _coherent(self) -> ParamSpec:
@@ -226,13 +229,30 @@ class LimitsSpec(_Strict):
 
 
 class DataSpec(_Strict):
-    """Which stored market the study runs on; ``start``/``end`` are YYYY-MM-DD (UTC, end exclusive)."""
+    """Which stored market the study runs on; ``start``/``end`` are YYYY-MM-DD (UTC, end exclusive).
+
+    ``symbols``: a basket (ccxt symbols, in step order) traded in one wallet: the base strategy's own
+    basket or part of it (the strategy's ``symbol_overrides`` of the symbols named are kept), or a
+    basket for a single-symbol strategy. Without it, a strategy with ``strategy.symbols`` runs its
+    whole basket and any other strategy its ``symbol`` (default: the strategy's instrument).
+    """
 
     exchange: str = "sample"
     symbol: str | None = None
+    symbols: list[str] | None = Field(default=None, min_length=1)
     timeframe: str = "1m"
     start: str | None = None
     end: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> DataSpec:
+        if self.symbol is not None and self.symbols is not None:
+            raise ValueError("give either 'symbol' (one market) or 'symbols' (a basket), not both")
+        if self.symbols is not None:
+            twice = sorted({s for s in self.symbols if self.symbols.count(s) > 1})
+            if twice:
+                raise ValueError(f"'symbols' lists {twice} more than once")
+        return self
 
 
 class ValidationSpec(_Strict):
@@ -311,10 +331,22 @@ class Profile(_Strict):
     def fingerprint(self) -> str:
         """Stable hash of everything that defines the study (trial count excluded: it may grow)."""
         data = self.model_dump(mode="json", exclude={"trials", "description"})
+        # fields added with baskets count only when set (a study made before them keeps its fingerprint)
+        if data["data"]["symbols"] is None:
+            del data["data"]["symbols"]
+        for spec in data["search_space"].values():
+            if not spec["per_symbol"]:
+                del spec["per_symbol"]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def ordered_params(self) -> list[str]:
         """Search-space keys in draw order: a fraction_of parameter after the one it depends on."""
+        for key, spec in self.search_space.items():
+            if spec.per_symbol:  # fail closed: drawn as one shared value it would be silently wrong
+                raise GridctlError(
+                    f"profile {self.name}: search_space.{key}: per_symbol is expanded by load_profile "
+                    "(one entry per basket symbol); load the profile with it"
+                )
         done: list[str] = []
         pending = list(self.search_space)
         while pending:
@@ -397,9 +429,78 @@ def load_profile(path_or_name: str | Path) -> Profile:
         profile = Profile.model_validate(tree)
     except ValidationError as err:
         raise GridctlError(_format_errors(err, "profile", Profile, str(path), {}, set())) from None  # type: ignore[arg-type]
-    _check_space(profile, str(path))
+    strategy = profile_strategy(profile, str(path))
+    profile = _expand_per_symbol(profile, strategy, str(path))
+    _check_space(profile, str(path), strategy)
     _check_selection(profile, str(path))
     return profile
+
+
+def profile_strategy(profile: Profile, where: str | None = None) -> Any:
+    """The strategy every trial starts from: ``base.strategy``, trading the basket ``data.symbols``
+    when the profile names one (the strategy's overrides of the symbols left out are dropped)."""
+    from gridctl.configs.loader import load_strategy
+
+    where = where or f"profile {profile.name}"
+    strategy = load_strategy(profile.base.strategy)
+    data = profile.data
+    if data.symbols is None:
+        if data.symbol is not None and strategy.strategy.symbols is not None:
+            raise GridctlError(
+                f"invalid profile {where}: data.symbol: {data.symbol} with the basket strategy "
+                f"{profile.base.strategy} ({list(strategy.basket_symbols)}); name the basket in data.symbols"
+            )
+        return strategy
+    from gridctl.research.basket import basket_overrides
+
+    try:
+        return load_strategy(profile.base.strategy, basket_overrides(strategy, tuple(data.symbols)))
+    except GridctlError as err:
+        raise GridctlError(f"invalid profile {where}: data.symbols: {err}") from None
+
+
+def profile_basket(strategy: Any) -> tuple[str, ...] | None:
+    """The basket a profile's strategy (``profile_strategy``) trades, None for one symbol."""
+    return strategy.basket_symbols if strategy.strategy.symbols is not None else None
+
+
+def _expand_per_symbol(profile: Profile, strategy: Any, where: str) -> Profile:
+    """``profile`` with each ``per_symbol`` entry replaced by one ``symbol_overrides.<SYMBOL>.<key>``
+    entry per basket symbol (in basket order); a per-symbol entry's ``fraction_of`` a per-symbol entry
+    becomes that symbol's own entry."""
+    per = [key for key, spec in profile.search_space.items() if spec.per_symbol]
+    if not per:
+        return profile
+    basket = profile_basket(strategy)
+    for key in per:
+        if basket is None:
+            raise GridctlError(
+                f"invalid profile {where}: search_space.{key}: per_symbol needs a basket "
+                "(data.symbols, or a strategy with strategy.symbols); this study trades one symbol"
+            )
+        if key.startswith("symbol_overrides."):
+            raise GridctlError(
+                f"invalid profile {where}: search_space.{key}: per_symbol is for a strategy field "
+                "(section.key), this entry already names a symbol"
+            )
+    assert basket is not None
+    space: dict[str, ParamSpec] = {}
+    for key, spec in profile.search_space.items():
+        parent = spec.fraction_of
+        if not spec.per_symbol:
+            if parent is not None and parent in per:
+                raise GridctlError(
+                    f"invalid profile {where}: search_space.{key}: fraction_of {parent!r}, which is drawn "
+                    "per symbol; draw this one per symbol too"
+                )
+            space[key] = spec
+            continue
+        for sym in basket:
+            own = parent if parent is None or parent not in per else f"symbol_overrides.{sym}.{parent}"
+            space[f"symbol_overrides.{sym}.{key}"] = spec.model_copy(
+                update={"per_symbol": False, "fraction_of": own}
+            )
+    return profile.model_copy(update={"search_space": space})
 
 
 def _check_selection(profile: Profile, where: str) -> None:
@@ -459,23 +560,65 @@ def _kind_problem(spec: ParamSpec, info: Any) -> str | None:
     return None
 
 
-def _check_space(profile: Profile, where: str) -> None:
+def _check_symbol_keys(profile: Profile, where: str, strategy: Any) -> None:
+    """Per-symbol keys name a basket symbol and a field a symbol may have its own value of; a shared
+    key is not hidden from a symbol by the strategy's own override of it (one line each)."""
+    from gridctl.configs.overrides import ACCOUNT_KEYS, ACCOUNT_SECTIONS, split_symbol_key
+
+    basket = profile_basket(strategy)
+    for key in profile.search_space:
+        try:
+            split = split_symbol_key(key)
+        except GridctlError as err:
+            raise GridctlError(f"invalid profile {where}: search_space.{key}: {err}") from None
+        if split is None:
+            for sym, keys in strategy.symbol_overrides.items():
+                if key in keys:
+                    raise GridctlError(
+                        f"invalid profile {where}: search_space.{key}: the strategy's symbol_overrides.{sym} "
+                        f"sets {key}, so a shared draw would not reach {sym}; draw it per symbol "
+                        "(per_symbol: true) or drop that override"
+                    )
+            continue
+        sym, field = split
+        if basket is None:
+            raise GridctlError(
+                f"invalid profile {where}: search_space.{key}: names {sym} but this study trades one symbol "
+                "(name a basket in data.symbols, or use a strategy with strategy.symbols)"
+            )
+        if sym not in basket:
+            raise GridctlError(
+                f"invalid profile {where}: search_space.{key}: {sym} is not in the basket {list(basket)}"
+            )
+        section = field.partition(".")[0]
+        if section in ACCOUNT_SECTIONS or field in ACCOUNT_KEYS:
+            why = ACCOUNT_KEYS.get(field) or f"{section} is {ACCOUNT_SECTIONS[section]}"
+            raise GridctlError(
+                f"invalid profile {where}: search_space.{key}: {why}; draw {field} for the whole basket"
+            )
+
+
+def _check_space(profile: Profile, where: str, strategy: Any = None) -> None:
+    if strategy is None:
+        strategy = profile_strategy(profile, where)
+    _check_symbol_keys(profile, where, strategy)
     fields = tunable_fields()
     problems = []
     for key, spec in profile.search_space.items():
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
+        field = field_of(key)
+        if field not in fields:
+            close = difflib.get_close_matches(field, list(fields), n=1, cutoff=0.5)
             if not close:  # maybe only the field name is close (wrong section)
                 names = {p.split(".")[1]: p for p in fields}
-                hit = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(names), n=1, cutoff=0.6)
+                hit = difflib.get_close_matches(field.rsplit(".", 1)[-1], list(names), n=1, cutoff=0.6)
                 close = [names[hit[0]]] if hit else []
             hint = f"did you mean {close[0]!r}?" if close else "not a tunable strategy field"
             problems.append(f"  search_space.{key}: unknown strategy field; {hint}")
             continue
-        if key in NOT_TUNABLE:
-            problems.append(f"  search_space.{key}: {NOT_TUNABLE[key]}")
+        if field in NOT_TUNABLE:
+            problems.append(f"  search_space.{key}: {NOT_TUNABLE[field]}")
             continue
-        kind_problem = _kind_problem(spec, fields[key])
+        kind_problem = _kind_problem(spec, fields[field])
         if kind_problem:
             problems.append(f"  search_space.{key}: {kind_problem}")
         if spec.fraction_of is not None and spec.fraction_of not in profile.search_space:
@@ -489,15 +632,14 @@ def _check_space(profile: Profile, where: str) -> None:
         profile.ordered_params()
     except GridctlError as err:
         raise GridctlError(f"invalid profile {where}: {err}") from None
-    _check_corners(profile, where)
+    _check_corners(profile, where, strategy)
 
 
-def _check_corners(profile: Profile, where: str) -> None:
+def _check_corners(profile: Profile, where: str, strategy: Any) -> None:
     """Every corner of the space (all low, all high, mixed) must be a strategy the schema accepts."""
-    from gridctl.configs.loader import load_strategy, load_venue
+    from gridctl.configs.loader import load_venue
     from gridctl.configs.overrides import apply_overrides
 
-    strategy = load_strategy(profile.base.strategy)
     venue = load_venue(profile.base.venue)
     for raw in corner_draws(profile):
         values = resolve_draw(profile, raw, strategy)

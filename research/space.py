@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from gridctl.configs.loader import _field_paths
+from gridctl.configs.overrides import split_symbol_key, symbol_strategy
 from gridctl.configs.schema import StrategyConfig
 
 if TYPE_CHECKING:  # the profile model is above this module (profiles checks a space with it at load)
@@ -36,6 +37,23 @@ def tunable_fields() -> dict[str, Any]:
         if info.annotation in (int, float, bool) or "Literal" in str(info.annotation):
             out[path] = info
     return out
+
+
+def field_of(key: str) -> str:
+    """The strategy field (``section.key``) a search-space key sets: itself, or the field of a per-symbol
+    key ``symbol_overrides.<SYMBOL>.<section.key>``."""
+    split = split_symbol_key(key)
+    return key if split is None else split[1]
+
+
+def base_value(base: Any, key: str) -> Any:
+    """The value ``key`` has before any draw: the base strategy's field, or (per-symbol key) that
+    basket symbol's value with the strategy's own symbol overrides applied."""
+    split = split_symbol_key(key)
+    if split is not None:
+        base = symbol_strategy(base, split[0])
+    section, name = field_of(key).split(".")
+    return getattr(getattr(base, section), name)
 
 
 def draw_name(key: str, spec: ParamSpec) -> str:
@@ -90,7 +108,7 @@ def resolve_draw(profile: Profile, raw: dict[str, Any], base: Any = None) -> dic
         spec = profile.search_space[key]
         value = raw[draw_name(key, spec)]
         if spec.fraction_of is not None:
-            info = fields[key]
+            info = fields[field_of(key)]
             parent = float(out[spec.fraction_of])
             is_int = info.annotation is int
             ceiling = spec.scale * parent - spec.gap
@@ -121,8 +139,7 @@ def _safe_order(profile: Profile, values: dict[str, Any], base: Any) -> dict[str
         spec = profile.search_space[key]
         if spec.fraction_of is None:
             continue
-        section, name = key.split(".")
-        child_base = getattr(getattr(base, section), name)
+        child_base = base_value(base, key)
         cap = spec.scale * float(values[spec.fraction_of]) - spec.gap
         if child_base > cap:  # the parent's new value would break the base child: child first
             order.remove(key)

@@ -160,11 +160,12 @@ def best_config(study: optuna.Study, trial: int | None = None) -> Any:
 
 def _trial_config(study: optuna.Study, t: optuna.trial.FrozenTrial) -> Any:
     """``best_config`` of a told trial in any state (the configured-rule-only ones are pruned)."""
-    from gridctl.configs.loader import load_strategy, load_venue
+    from gridctl.configs.loader import load_venue
     from gridctl.configs.overrides import apply_overrides
+    from gridctl.research.profiles import profile_strategy
 
     profile = study_profile(study)
-    strategy = load_strategy(profile.base.strategy)
+    strategy = profile_strategy(profile)  # a basket study's: the basket strategy (data.symbols)
     venue = load_venue(profile.base.venue)
     strategy, _ = apply_overrides(strategy, venue, t.user_attrs[ATTR]["overrides"])
     label = f"{study.study_name}-trial{t.number}"
@@ -272,9 +273,10 @@ def trial_daily_returns(
     data_dir: Path | None = None,
 ) -> np.ndarray:
     """Daily returns ``(T, len(numbers))`` of the given trials, each recomputed with ``run_single`` over
-    the study's whole data window (a liquidated run's later days count as 0 return)."""
+    the study's whole data window (a basket: ``run_basket``, the account's returns; a liquidated run's
+    later days count as 0 return)."""
     from gridctl.configs.loader import load_venue
-    from gridctl.engine.run import run_single
+    from gridctl.research.optimize.markets import equity_rows
     from gridctl.research.optimize.study import check_same_data
     from gridctl.research.optimize.workload import load_workload
     from gridctl.research.stats import daily_equity, daily_returns
@@ -288,8 +290,8 @@ def trial_daily_returns(
     trials = study.get_trials(deepcopy=False)
     for n in numbers:
         cfg = _trial_config(study, trials[n])
-        run = run_single(work.market, cfg, venue, curves=True, detail=work.detail)
-        days, eq = daily_equity(run.equity["ts"], run.equity["equity"])
+        rows = equity_rows(work.market, cfg, venue, detail=work.detail)
+        days, eq = daily_equity(rows["ts"], rows["equity"])
         rets = daily_returns(eq, float(cfg.backtest.initial_balance))
         col = np.zeros(len(days_all))
         col[np.searchsorted(days_all, days)] = rets

@@ -382,18 +382,18 @@ def trial_overrides(trial: FrozenTrial) -> dict[str, Any]:
 def top_equity_figure(
     study: optuna.Study, market: Any, strategy: Any, venue: Any, top_k: int = REPORT_TOP, detail: Any = None
 ) -> go.Figure:
-    """Equity curves of the top trials, each re-run in full (``run_single``) with its overrides
-    (``trial_overrides``) applied to ``strategy`` / ``venue`` by ``engine.batch.apply_overrides``;
-    ``detail``: the detail bars when the strategy sets ``backtest.detail_timeframe``."""
+    """Equity curves of the top trials, each re-run in full (``run_single``; a basket: the account's of
+    ``run_basket``) with its overrides (``trial_overrides``) applied to ``strategy`` / ``venue`` by
+    ``engine.batch.apply_overrides``; ``detail``: the detail bars when the strategy sets
+    ``backtest.detail_timeframe``."""
     from gridctl.configs.overrides import apply_overrides
-    from gridctl.engine.run import run_single
+    from gridctl.research.optimize.markets import equity_rows
     from gridctl.research.report import MAX_CURVE_POINTS, minmax_indices
 
     fig = go.Figure()
     for t in top_trials(study, top_k):
         s, v = apply_overrides(strategy, venue, trial_overrides(t))
-        run = run_single(market, s, v, curves=True, detail=detail)
-        eq = run.equity
+        eq = equity_rows(market, s, v, detail=detail)  # a basket study's: the account's equity
         idx = minmax_indices(eq["equity"], MAX_CURVE_POINTS)
         fig.add_trace(
             go.Scattergl(

@@ -48,15 +48,14 @@ def _scored_config(cfg: Any, metrics: dict[str, float]) -> Any:
 def stitched_equity(study: Any, picks: dict[int, int], data_dir: Path | None = None) -> dict[str, Any]:
     """The out-of-sample equity of ``picks`` (fold -> trial number), fold after fold, as one curve.
 
-    Each pick's test window is re-run with ``run_single`` from a fresh account, under the intrabar
-    path rule that scored it (the worst rule with ``objective.path_rule: worst``); fold k's curve is
-    scaled so it starts where fold k-1 ended. Returns ``ts`` (bar open times), ``equity`` (quote
-    currency, starting at the first pick's initial balance), ``fold`` (fold number per bar) and
-    ``fold_return_pct`` per fold.
+    Each pick's test window is re-run with ``run_single`` (a basket: ``run_basket``, the account's
+    equity) from a fresh account, under the intrabar path rule that scored it (the worst rule with
+    ``objective.path_rule: worst``); fold k's curve is scaled so it starts where fold k-1 ended.
+    Returns ``ts`` (bar open times), ``equity`` (quote currency, starting at the first pick's initial
+    balance), ``fold`` (fold number per bar) and ``fold_return_pct`` per fold.
     """
     from gridctl.configs.loader import load_venue
-    from gridctl.engine.run import run_single
-    from gridctl.research.optimize import load_workload, restore_metrics
+    from gridctl.research.optimize import equity_rows, load_workload, restore_metrics
     from gridctl.research.studies import best_config, study_profile
 
     profile = study_profile(study)
@@ -75,10 +74,10 @@ def stitched_equity(study: Any, picks: dict[int, int], data_dir: Path | None = N
         cfg = _scored_config(best_config(study, t.number), stored)
         initial = float(cfg.backtest.initial_balance)
         level = initial if level is None else level
-        run = run_single(window.market, cfg, venue, curves=True, detail=window.detail)
-        eq = run.equity["equity"].astype(np.float64)
+        rows = equity_rows(window.market, cfg, venue, detail=window.detail)  # a basket: the account's
+        eq = rows["equity"].astype(np.float64)
         scaled = eq / initial * level
-        ts_parts.append(run.equity["ts"])
+        ts_parts.append(rows["ts"])
         eq_parts.append(scaled)
         fold_parts.append(np.full(len(eq), window.fold, dtype=np.int64))
         end = float(eq[-1]) if len(eq) else initial
@@ -189,9 +188,8 @@ def holdout_report(
     intrabar path rule, the worst one with ``objective.path_rule: worst``). None when the profile has
     no hold-out.
     """
-    from gridctl.engine.batch import run_batch
     from gridctl.research.objectives import objective_values
-    from gridctl.research.optimize import ATTR, bracket_rows, load_workload, window_metrics
+    from gridctl.research.optimize import ATTR, bracket_rows, load_workload, run_sets, window_metrics
     from gridctl.research.studies import get_trial, study_profile
 
     profile = study_profile(study)
@@ -201,7 +199,7 @@ def holdout_report(
     t = get_trial(study, trial)
     overrides = dict(t.user_attrs[ATTR]["overrides"])
     window = work.holdout
-    rows = run_batch(window.market, work.strategy, work.venue, [overrides], detail=window.detail)
+    rows = run_sets(window.market, work.strategy, work.venue, [overrides], detail=window.detail)
     configured = overrides.get("backtest.intrabar_path", work.strategy.backtest.intrabar_path)
     by_rule = bracket_rows(work, window, [overrides], rows)[0]
     metrics = window_metrics(by_rule, configured, profile.objective, work.market.bar_ms)

@@ -10,6 +10,7 @@ One job per module, each importing only the ones listed before it:
 
 * ``storage``: journal files and RDB URLs (``open_storage``), heartbeat grace periods;
 * ``folds``: walk-forward fold windows and the leakage check;
+* ``markets``: one market or a basket (``BasketMarket``), and running parameter sets or a config on it;
 * ``workload``: the profile's configs, market and scored windows (``load_workload``);
 * ``trials``: what studies and trials record, feasibility, the winner (``best_trial``);
 * ``evaluation``: scoring parameter sets under every intrabar rule (``evaluate``);
@@ -38,6 +39,7 @@ from gridctl.research.optimize.evaluation import (
 )
 from gridctl.research.optimize.folds import DAY_MS, check_no_leakage, fold_bounds
 from gridctl.research.optimize.loop import OptimizeResult, Progress, optimize
+from gridctl.research.optimize.markets import BasketMarket, equity_rows, run_sets
 from gridctl.research.optimize.samplers import make_pruner, make_sampler
 from gridctl.research.optimize.storage import (
     DEFAULT_HEARTBEAT_S,
@@ -94,6 +96,7 @@ __all__ = [
     "ROBUST_ATTR",
     "STUDY_ATTR",
     "WORKER_ATTR",
+    "BasketMarket",
     "Evaluation",
     "OptimizeResult",
     "Profile",
@@ -110,6 +113,7 @@ __all__ = [
     "contenders_only",
     "create_or_load_study",
     "default_studies_dir",
+    "equity_rows",
     "evaluate",
     "feasible",
     "feasible_trial",
@@ -126,6 +130,7 @@ __all__ = [
     "pareto_trials",
     "ranked_trials",
     "restore_metrics",
+    "run_sets",
     "same_bar_profit_share_pct",
     "scored_windows",
     "sqlalchemy_url",

@@ -240,14 +240,15 @@ def _run_chunked(
     chunk: int | None,
     beat: Callable[[], None] | None,
 ) -> list[Any]:
-    """Summary rows of ``sets`` on ``window``: ``run_batch`` calls of at most ``chunk`` sets."""
-    from gridctl.engine.batch import run_batch
+    """Summary rows of ``sets`` on ``window``: batch-driver calls (``run_sets``: a basket's rows are its
+    account's) of at most ``chunk`` sets."""
+    from gridctl.research.optimize.markets import run_sets
 
     step = chunk or len(sets)
     rows: list[Any] = []
     for c in range(0, len(sets), step):
         rows.extend(
-            run_batch(
+            run_sets(
                 window.market,
                 work.strategy,
                 work.venue,

@@ -11,6 +11,7 @@ import numpy as np
 
 from gridctl.configs.errors import GridctlError
 from gridctl.research.optimize.folds import DAY_MS, check_no_leakage, fold_bounds
+from gridctl.research.optimize.markets import BasketMarket
 from gridctl.research.profiles import Profile
 
 
@@ -22,8 +23,8 @@ class Window:
     fold: int
     start_ms: int
     end_ms: int
-    market: Any
-    detail: Any = None  # the same window's backtest.detail_timeframe bars, when the strategy sets one
+    market: Any  # a data.market.Market, or a BasketMarket for a basket study
+    detail: Any = None  # the same window's backtest.detail_timeframe bars (a basket: symbol -> bars)
 
 
 @dataclass
@@ -55,7 +56,15 @@ class Workload:
         return max(w.fold for w in self.windows) + 1
 
     def describe(self) -> dict[str, Any]:
-        """The data window and folds, as stored on the study (for reports and resume checks)."""
+        """The data window and folds, as stored on the study (for reports and resume checks).
+
+        A basket's ``symbol`` is its symbols joined by commas, ``bars`` its aligned rows and
+        ``prices_sha256`` covers every symbol's closes.
+        """
+        if isinstance(self.market, BasketMarket):
+            prices = self.market.prices_sha256()
+        else:
+            prices = hashlib.sha256(np.ascontiguousarray(self.market.close).tobytes()).hexdigest()[:16]
         return {
             "exchange": self.profile.data.exchange,
             "symbol": self.symbol,
@@ -63,9 +72,7 @@ class Workload:
             "start_ms": int(self.market.ts[0]),
             "end_ms": int(self.market.ts[-1] + self.market.bar_ms),
             "bars": len(self.market.ts),
-            "prices_sha256": hashlib.sha256(np.ascontiguousarray(self.market.close).tobytes()).hexdigest()[
-                :16
-            ],
+            "prices_sha256": prices,
             "windows": [
                 {"kind": w.kind, "fold": w.fold, "start_ms": w.start_ms, "end_ms": w.end_ms}
                 for w in self.windows
@@ -89,18 +96,27 @@ def _day_ms(text: str | None, what: str) -> int | None:
 
 def load_workload(profile: Profile, data_dir: Path | None = None) -> Workload:
     """Load the profile's base configs and market and cut its scored windows."""
-    from gridctl.configs.loader import load_strategy, load_venue
-    from gridctl.data.market import load_market
+    from gridctl.configs.loader import load_venue
+    from gridctl.data.market import load_market as load_one
     from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
     from gridctl.data.store import default_data_dir
+    from gridctl.research.profiles import profile_basket, profile_strategy
 
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-    strategy = load_strategy(profile.base.strategy)
+    strategy = profile_strategy(profile)
     venue = load_venue(profile.base.venue)
     spec = profile.data
-    symbol = spec.symbol or strategy.ccxt_symbol
-    if (spec.exchange, symbol) == (SAMPLE_EXCHANGE, SAMPLE_SYMBOL):
+    basket = profile_basket(strategy)
+    symbol = ",".join(basket) if basket is not None else (spec.symbol or strategy.ccxt_symbol)
+    if spec.exchange == SAMPLE_EXCHANGE and SAMPLE_SYMBOL in (basket or (symbol,)):
         ensure_sample(data_dir)
+
+    def load_market(root: Path, exchange: str, sym: str, timeframe: str, a: Any, b: Any) -> Any:
+        """One market, or every basket symbol's bars over the same window (a ``BasketMarket``)."""
+        if basket is None:
+            return load_one(root, exchange, sym, timeframe, a, b)
+        return BasketMarket({s: load_one(root, exchange, s, timeframe, a, b) for s in basket})
+
     start = _day_ms(spec.start, f"profile {profile.name}: data.start")
     end = _day_ms(spec.end, f"profile {profile.name}: data.end")
     market = load_market(data_dir, spec.exchange, symbol, spec.timeframe, start, end)
@@ -115,7 +131,8 @@ def load_workload(profile: Profile, data_dir: Path | None = None) -> Workload:
         if detail_tf is None:
             return None
         end_ms = int(part.ts[-1]) + part.bar_ms
-        return load_market(data_dir, spec.exchange, symbol, detail_tf, int(part.ts[0]), end_ms)
+        fine = load_market(data_dir, spec.exchange, symbol, detail_tf, int(part.ts[0]), end_ms)
+        return fine.markets if isinstance(fine, BasketMarket) else fine  # a basket's: symbol -> bars
 
     full_detail = detail_of(market)
     windows: list[Window] = []
@@ -169,16 +186,21 @@ def _check_limits_reachable(work: Workload) -> None:
     profile = work.profile
     space = profile.search_space
 
-    def most(key: str) -> int:
-        if key in space and space[key].type != "categorical" and space[key].fraction_of is None:
-            return int(space[key].high or 0)
-        section, name = key.split(".")
-        return int(getattr(getattr(work.strategy, section), name))
+    from gridctl.research.profiles import profile_basket
+    from gridctl.research.space import base_value
 
-    rungs = most("grid.grid_levels_long") + most("grid.grid_levels_short")
+    def most(key: str, symbol: str | None) -> int:
+        own = f"symbol_overrides.{symbol}.{key}"
+        for k in (own, key) if symbol is not None else (key,):
+            if k in space and space[k].type != "categorical" and space[k].fraction_of is None:
+                return int(space[k].high or 0)
+        return int(base_value(work.strategy, own if symbol is not None else key))
+
+    symbols = profile_basket(work.strategy) or (None,)
+    rungs = sum(most("grid.grid_levels_long", s) + most("grid.grid_levels_short", s) for s in symbols)
     scored = scored_windows(work)
     bars = sum(len(w.market.ts) for w in scored)
-    bound = bars * (EXITS_PER_RUNG_PER_BAR * rungs + 2)
+    bound = bars * (EXITS_PER_RUNG_PER_BAR * rungs + 2 * len(symbols))
     if profile.limits.min_trades > bound:
         raise GridctlError(
             f"profile {profile.name}: limits.min_trades {profile.limits.min_trades} can never hold: "
