@@ -102,10 +102,29 @@ def order_count_problems(strategy: StrategyConfig, venue: VenueConfig, symbol: s
 
 
 def check_strategy_on_venue(strategy: StrategyConfig, venue: VenueConfig, symbol: str | None = None) -> None:
-    """Raise one GridctlError (one line, naming both files and every field) if the pair cannot trade."""
-    problems = pair_problems(strategy, venue, symbol)
-    if problems:
-        raise GridctlError(f"strategy {strategy.origin} on venue {venue.origin}: " + "; ".join(problems))
+    """Raise one GridctlError (naming both files and every field) if the pair cannot trade.
+
+    A basket strategy (``strategy.symbols``, no ``symbol`` given) is checked symbol by symbol, each with
+    its own overrides and rules: one line per symbol with problems (a symbol without rules included).
+    """
+    head = f"strategy {strategy.origin} on venue {venue.origin}: "
+    if symbol is not None or strategy.strategy.symbols is None:
+        problems = pair_problems(strategy, venue, symbol)
+        if problems:
+            raise GridctlError(head + "; ".join(problems))
+        return
+    from gridctl.configs.overrides import basket_strategies
+
+    lines = []
+    for sym, own in basket_strategies(strategy).items():
+        try:
+            problems = pair_problems(own, venue, sym)
+        except GridctlError as err:  # no rules or brackets for the symbol
+            problems = [str(err)]
+        if problems:
+            lines.append(f"{sym}: " + "; ".join(problems))
+    if lines:
+        raise GridctlError(head + "\nerror: ".join(lines))
 
 
 def _rung_sizes(strategy: StrategyConfig) -> list[float]:

@@ -203,6 +203,13 @@ def _load(
     except ValidationError as err:
         raise GridctlError(_format_errors(err, kind, model, where, set_paths, from_file, option)) from None
     cfg._origin = where + "".join(f" {option} {t}" for t in overrides)
+    if isinstance(cfg, StrategyConfig) and cfg.symbol_overrides:
+        from gridctl.configs.overrides import basket_strategies
+
+        try:  # each symbol's overrides go through the one override engine, as --set does
+            basket_strategies(cfg)
+        except GridctlError as err:
+            raise GridctlError(f"invalid strategy config {where}: {err}") from None
     if isinstance(cfg, VenueConfig):
         cfg._credentials = sources
         cfg._rules_file = rules_file

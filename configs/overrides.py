@@ -9,6 +9,7 @@ the ``--set`` that caused them.)
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -118,3 +119,89 @@ def _raise_for_first_breaking_key(
 def _fields_of(cfg: BaseModel, section: str) -> set[str]:
     sub = getattr(cfg, section)
     return set(type(sub).model_fields) if isinstance(sub, BaseModel) else set()
+
+
+#: What a symbol override may not change: one per account or run, not per symbol (section -> why; a
+#: section listed with keys refuses only those keys).
+ACCOUNT_SECTIONS = {
+    "strategy": "the strategy's identity and basket",
+    "backtest": "one run: one balance, path rule and detail timeframe for the basket",
+}
+ACCOUNT_KEYS = {
+    f"risk_management.{name}": "the account's gates: one drawdown halt and one circuit breaker per basket"
+    for name in (
+        "max_errors_per_minute",
+        "circuit_breaker_cooldown_seconds",
+        "max_drawdown_pct",
+        "circuit_breaker_window_seconds",
+        "enable_circuit_breaker",
+        "enable_drawdown_protection",
+    )
+}
+
+
+def strategy_keys() -> list[str]:
+    """Every ``section.key`` a symbol override may set (strategy fields not the account's)."""
+    keys = []
+    for section, field in StrategyConfig.model_fields.items():
+        inner = field.annotation
+        if section in ACCOUNT_SECTIONS or not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            continue
+        keys += [
+            f"{section}.{name}" for name in inner.model_fields if f"{section}.{name}" not in ACCOUNT_KEYS
+        ]
+    return keys
+
+
+def symbol_strategy(strategy: StrategyConfig, symbol: str) -> StrategyConfig:
+    """The strategy ``symbol`` trades in its basket: ``instrument_id`` set to it, its overrides applied.
+
+    Overrides come from ``strategy.symbol_overrides[symbol]`` and go through ``apply_overrides`` like
+    ``--set``; an unknown key names the closest valid one, an account-wide section is refused.
+    """
+    from gridctl.configs.schema import ccxt_to_instrument
+
+    if symbol not in strategy.basket_symbols:
+        raise GridctlError(f"{symbol} is not in the basket {list(strategy.basket_symbols)}")
+    given = strategy.symbol_overrides.get(symbol, {})
+    valid = strategy_keys()
+    for key in given:
+        section = key.partition(".")[0]
+        if section in ACCOUNT_SECTIONS or key in ACCOUNT_KEYS:
+            why = ACCOUNT_KEYS.get(key) or f"{section} is {ACCOUNT_SECTIONS[section]}"
+            raise GridctlError(
+                f"symbol_overrides.{symbol}.{key}: {why}; set it for the whole strategy, not per symbol"
+            )
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else "not a strategy setting"
+            raise GridctlError(f"symbol_overrides.{symbol}.{key}: unknown key; {hint}")
+    changes = {"strategy.instrument_id": ccxt_to_instrument(symbol), **given}
+    try:
+        out = _apply_strategy_overrides(strategy, changes)
+    except GridctlError as err:
+        raise GridctlError(f"symbol_overrides.{symbol}: {err}") from None
+    out._origin = f"{strategy.origin} [{symbol}]" if given else strategy.origin
+    return out
+
+
+def basket_strategies(strategy: StrategyConfig) -> dict[str, StrategyConfig]:
+    """Each basket symbol's strategy (``symbol_strategy``), keyed by ccxt symbol in step order."""
+    return {symbol: symbol_strategy(strategy, symbol) for symbol in strategy.basket_symbols}
+
+
+def _apply_strategy_overrides(strategy: StrategyConfig, overrides: Mapping[str, Any]) -> StrategyConfig:
+    """``apply_overrides`` for strategy keys only (every key checked by the caller)."""
+    changes: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        current = getattr(getattr(strategy, section), name)
+        changes.setdefault(section, {})[name] = _coerce(current, value, key)
+    if "grid" in changes:
+        changes["grid"] = size_unit_changes(changes["grid"])
+    try:
+        return _with_sections(strategy, changes)  # type: ignore[return-value]
+    except ValidationError:
+        for key, value in overrides.items():
+            strategy = _override(strategy, key, value)  # type: ignore[assignment]
+        raise  # pragma: no cover - the key-by-key pass always raises

@@ -43,6 +43,9 @@ class FieldRuleError(ValueError):
         self.field = field
 
 
+#: Most symbols one basket may trade (Binance's account limits are far above; runs scale with N).
+MAX_BASKET_SYMBOLS = 64
+
 #: Upper bound of every amount in quote currency or base quantity (balances, sizes, notionals, filters):
 #: far above any real account or order, far below where float arithmetic loses whole units.
 MAX_AMOUNT = 1e12
@@ -110,10 +113,13 @@ def instrument_to_ccxt(instrument_id: str) -> str:
 
 
 class StrategySection(_Section):
-    """Identity: the run's label and the instrument it trades."""
+    """Identity: the run's label and the instrument it trades (or the basket of symbols it trades)."""
 
     name: str = Field(min_length=1)
     instrument_id: str
+    # NEW: a basket: the ccxt symbols traded together in one cross-margin wallet, in the order they step
+    # within a bar. None: the single instrument_id. instrument_id must be one of them.
+    symbols: list[str] | None = Field(default=None, min_length=1, max_length=MAX_BASKET_SYMBOLS)
 
     @field_validator("instrument_id")
     @classmethod
@@ -121,6 +127,29 @@ class StrategySection(_Section):
         if _INSTRUMENT_RE.match(value) is None:
             raise ValueError(f"{value!r} is not a Binance USD-M perpetual id like 'BTCUSDT-PERP.BINANCE'")
         return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _basket_symbols(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        bad = [s for s in value if _CCXT_SYMBOL_RE.match(s) is None]
+        if bad:
+            raise ValueError(f"{bad} are not ccxt USD-M symbols like 'BTC/USDT:USDT'")
+        twice = sorted({s for s in value if value.count(s) > 1})
+        if twice:
+            raise ValueError(f"{twice} listed more than once (each symbol trades once in a basket)")
+        return value
+
+    @model_validator(mode="after")
+    def _instrument_in_basket(self) -> StrategySection:
+        if self.symbols is not None and instrument_to_ccxt(self.instrument_id) not in self.symbols:
+            raise FieldRuleError(
+                "instrument_id",
+                f"{self.instrument_id} ({instrument_to_ccxt(self.instrument_id)}) is not in strategy.symbols "
+                f"{self.symbols}; name one of the basket's symbols (single-symbol tools trade it)",
+            )
+        return self
 
 
 class GridSection(_Section):
@@ -294,8 +323,43 @@ class StrategyConfig(_Section):
     policy: PolicySection
     risk_management: RiskManagementSection = Field(default_factory=RiskManagementSection)
     backtest: BacktestSection = Field(default_factory=BacktestSection)
+    # NEW: per-symbol overrides of the basket: ccxt symbol -> {"section.key": value}, applied on top of
+    # this strategy for that symbol by configs.overrides.basket_strategies (the --set engine).
+    symbol_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     _origin: str = PrivateAttr(default="<in memory>")
+
+    @field_validator("symbol_overrides")
+    @classmethod
+    def _override_shape(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for symbol, keys in value.items():
+            if _CCXT_SYMBOL_RE.match(symbol) is None:
+                raise ValueError(f"{symbol!r} is not a ccxt USD-M symbol like 'BTC/USDT:USDT'")
+            for key, item in keys.items():
+                if key.count(".") != 1 or not all(key.split(".")):
+                    raise ValueError(f"{symbol}: key {key!r} must look like 'section.key' (as --set takes)")
+                if isinstance(item, dict | list):
+                    raise ValueError(f"{symbol}: {key} must be a single value, got {type(item).__name__}")
+        return value
+
+    @model_validator(mode="after")
+    def _overrides_in_basket(self) -> StrategyConfig:
+        basket = self.basket_symbols
+        stray = [s for s in self.symbol_overrides if s not in basket]
+        if stray:
+            raise FieldRuleError(
+                "symbol_overrides",
+                f"{stray} not in the basket {list(basket)} (strategy.symbols, else strategy.instrument_id); "
+                "a symbol override must name a symbol the strategy trades",
+            )
+        return self
+
+    @property
+    def basket_symbols(self) -> tuple[str, ...]:
+        """The symbols this strategy trades, in step order: ``strategy.symbols``, else the instrument's."""
+        if self.strategy.symbols is not None:
+            return tuple(self.strategy.symbols)
+        return (self.ccxt_symbol,)
 
     @property
     def origin(self) -> str:

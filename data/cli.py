@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from gridctl.configs.errors import GridctlError
 from gridctl.data.store import default_data_dir
 from gridctl.data.validate import fmt_ts
 
@@ -85,10 +86,10 @@ def sample_command(
 
 @app.command("import")
 def import_command(
-    path: Annotated[
-        Path,
+    paths: Annotated[
+        list[Path],
         typer.Argument(
-            help="a Binance archive (zip/csv), a freqtrade .feather file, a Parquet/CSV table, or a folder"
+            help="Binance archives (zip/csv), freqtrade .feather files, Parquet/CSV tables, or folders",
         ),
     ],
     data_dir: DataDirOption = None,
@@ -96,10 +97,12 @@ def import_command(
         str, typer.Option("--exchange", help="exchange name to store the data under")
     ] = "binanceusdm",
     symbol: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
             "--symbol",
-            help="expected ccxt symbol; files naming another fail (plain tables naming none use it)",
+            "--symbols",
+            help="expected ccxt symbol(s), repeated or a comma list; files naming another fail, each must "
+            "be found (one symbol: plain tables naming none use it)",
         ),
     ] = None,
     kind: Annotated[
@@ -117,17 +120,23 @@ def import_command(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
-    """Validate and import market data files; a bad file leaves the store untouched.
+    """Validate and import market data files for one or several symbols; a bad file leaves the store
+    untouched (every bad file is named, one line each).
 
     Stored rows that the files hold with other values are refused unless --force (then listed).
     """
-    from gridctl.data.importers import import_path
+    from gridctl.data.download_cli import parse_symbols
+    from gridctl.data.importers import import_paths
 
-    summary = import_path(
-        path,
+    symbols = parse_symbols(symbol or [])
+    if symbol is not None and not symbols:
+        raise GridctlError(f"--symbol: {' '.join(symbol)!r} names no symbol (e.g. BTC/USDT:USDT)")
+
+    summary = import_paths(
+        paths,
         _data_dir(data_dir, writes=True),
         exchange=exchange,
-        symbol=symbol,
+        symbols=symbols,
         kind=kind,
         timeframe=timeframe,
         force=force,

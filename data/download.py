@@ -550,6 +550,28 @@ class _Progress:
         self._bar.update(self._tasks[kind], note=note)
 
 
+def _check_arguments(
+    timeframe: str, kinds: tuple[str, ...], start_ms: int, end_ms: int, max_retries: int, timeout_s: float
+) -> int:
+    """Check a download's arguments (before any request); returns the bar length in ms."""
+    try:
+        bar = timeframe_ms(timeframe)
+    except GridctlError as err:
+        raise OptionError("timeframe", str(err)) from None
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise OptionError("kinds", f"kinds {list(kinds)!r}: choose one or more of {', '.join(KINDS)}")
+    if start_ms >= end_ms:
+        raise OptionError(
+            "range", f"range is empty: end {fmt_ts(end_ms)} is not after start {fmt_ts(start_ms)}"
+        )
+    if max_retries < 0:
+        raise OptionError("max_retries", f"max_retries must be >= 0, got {max_retries}")
+    if not timeout_s > 0:
+        raise OptionError("timeout", f"timeout must be a positive number of seconds, got {timeout_s}")
+    return bar
+
+
 def download(
     exchange: str,
     symbol: str,
@@ -577,21 +599,7 @@ def download(
     stops with an error naming the host and the cause; ``clock`` measures it.
     """
     started = time.perf_counter()
-    try:
-        bar = timeframe_ms(timeframe)
-    except GridctlError as err:
-        raise OptionError("timeframe", str(err)) from None
-    bad = [k for k in kinds if k not in KINDS]
-    if bad or not kinds:
-        raise OptionError("kinds", f"kinds {list(kinds)!r}: choose one or more of {', '.join(KINDS)}")
-    if start_ms >= end_ms:
-        raise OptionError(
-            "range", f"range is empty: end {fmt_ts(end_ms)} is not after start {fmt_ts(start_ms)}"
-        )
-    if max_retries < 0:
-        raise OptionError("max_retries", f"max_retries must be >= 0, got {max_retries}")
-    if not timeout_s > 0:
-        raise OptionError("timeout", f"timeout must be a positive number of seconds, got {timeout_s}")
+    bar = _check_arguments(timeframe, kinds, start_ms, end_ms, max_retries, timeout_s)
     data_dir = Path(data_dir)
     try:
         store.symbol_key(symbol)
@@ -607,6 +615,84 @@ def download(
         )
     summary.elapsed_s = time.perf_counter() - started
     return summary
+
+
+def symbol_problem(client: ccxt.Exchange, exchange: str, symbol: str, kinds: tuple[str, ...]) -> str | None:
+    """Why ``symbol`` cannot be downloaded from the client's (loaded) markets, or None when it can."""
+    try:
+        store.symbol_key(symbol)
+    except GridctlError as err:
+        return str(err)
+    market = client.markets.get(symbol)
+    if market is None:
+        listed = ", ".join(sorted(client.markets)[:5])
+        return f"symbol {symbol!r} is not a market on {exchange} (e.g. {listed})"
+    if not market.get("swap") and ("mark" in kinds or "funding" in kinds):
+        return f"symbol {symbol!r} is not a perpetual swap; it has no mark price or funding"
+    return None
+
+
+def download_symbols(
+    exchange: str,
+    symbols: tuple[str, ...],
+    timeframe: str,
+    start_ms: int,
+    end_ms: int,
+    data_dir: Path,
+    kinds: tuple[str, ...] = KINDS,
+    progress: bool = True,
+    client: ccxt.Exchange | None = None,
+    max_retries: int = 8,
+    *,
+    api_url: str | None = None,
+    backoff_s: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    clock: Callable[[], float] = time.monotonic,
+    on_symbol: Callable[[int, str], None] | None = None,
+) -> list[DownloadSummary]:
+    """``download`` for several symbols, one after another over one client (markets loaded once).
+
+    Every symbol is checked against the exchange's markets before anything is fetched: bad symbols are
+    one ``OptionError("symbol")`` with one line per symbol, and nothing is written. ``on_symbol(i, s)``
+    is called before symbol ``i`` (0-based) starts (the CLI prints a progress line there).
+    """
+    if not symbols:
+        raise OptionError("symbol", "no symbol given")
+    _check_arguments(timeframe, kinds, start_ms, end_ms, max_retries, timeout_s)
+    if client is None:
+        client = make_client(exchange, api_url)
+    client.enableLastJsonResponse = True
+    if not client.markets:
+        requester = _Requester(client, max_retries, backoff_s, sleep, timeout_s, clock)
+        requester.call(f"{exchange}: loading markets", client.load_markets)
+    problems = [p for s in symbols if (p := symbol_problem(client, exchange, s, kinds)) is not None]
+    if problems:
+        raise OptionError("symbol", "\n".join(problems))
+    out = []
+    for i, symbol in enumerate(symbols):
+        if on_symbol is not None:
+            on_symbol(i, symbol)
+        out.append(
+            download(
+                exchange,
+                symbol,
+                timeframe,
+                start_ms,
+                end_ms,
+                data_dir,
+                kinds,
+                progress,
+                client,
+                max_retries,
+                api_url=api_url,
+                backoff_s=backoff_s,
+                sleep=sleep,
+                timeout_s=timeout_s,
+                clock=clock,
+            )
+        )
+    return out
 
 
 def _download_with(
@@ -628,14 +714,9 @@ def _download_with(
     if not client.markets:  # a reused client keeps its markets; ccxt then sends no request
         requester.call(f"{exchange}: loading markets", client.load_markets)
     bars.advance(connect, 1)
-    market = client.markets.get(symbol)
-    if market is None:
-        listed = ", ".join(sorted(client.markets)[:5])
-        raise OptionError("symbol", f"symbol {symbol!r} is not a market on {exchange} (e.g. {listed})")
-    if not market.get("swap") and ("mark" in kinds or "funding" in kinds):
-        raise OptionError(
-            "symbol", f"symbol {symbol!r} is not a perpetual swap; it has no mark price or funding"
-        )
+    problem = symbol_problem(client, exchange, symbol, kinds)
+    if problem is not None:
+        raise OptionError("symbol", problem)
     if timeframe not in (client.timeframes or {}):
         raise OptionError("timeframe", f"timeframe {timeframe!r} is not offered by {exchange}")
     now = int(requester.call(f"{exchange}: reading the server time", client.fetch_time))

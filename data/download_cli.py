@@ -45,12 +45,25 @@ def parse_kinds(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(part.strip() for part in text.split(",")))
 
 
+def parse_symbols(values: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Symbols from repeated options and/or comma lists, stripped, in order, each once."""
+    parts = [part.strip() for value in values for part in value.split(",")]
+    return tuple(dict.fromkeys(part for part in parts if part))
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``download`` command to the ``gridctl data`` app."""
 
     @app.command("download")
     def download_command(
-        symbol: Annotated[str, typer.Option("--symbol", help="ccxt symbol, e.g. BTC/USDT:USDT")],
+        symbol: Annotated[
+            list[str],
+            typer.Option(
+                "--symbol",
+                "--symbols",
+                help="ccxt symbol(s), e.g. BTC/USDT:USDT; repeat the option or give a comma list",
+            ),
+        ],
         start: Annotated[str, typer.Option("--start", help="first bar (UTC), YYYY-MM-DD or ISO datetime")],
         end: Annotated[str, typer.Option("--end", help="end of the range, exclusive (UTC)")],
         exchange: Annotated[str, typer.Option("--exchange", help="ccxt exchange id")] = "binanceusdm",
@@ -77,21 +90,31 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--api-url", hidden=True, help="send API calls to this base URL")
         ] = None,
     ) -> None:
-        """Download trade candles, mark-price candles and funding into the local store (incremental)."""
-        from gridctl.data.download import OptionError, download
+        """Download trade candles, mark-price candles and funding into the local store (incremental).
+
+        Several symbols are checked against the exchange first (a bad one: nothing is fetched), then
+        downloaded one after another, each announced by a progress line on stderr.
+        """
+        from gridctl.data.download import OptionError, download_symbols
         from gridctl.data.paths import require_writable_dir
         from gridctl.data.store import default_data_dir
 
+        symbols = parse_symbols(symbol)
         start_ms = parse_date_ms(start, "--start")
         end_ms = parse_date_ms(end, "--end")
         target = require_writable_dir(
             data_dir if data_dir is not None else default_data_dir(),
             "--data-dir" if data_dir is not None else "data dir ($GRIDCTL_DATA_DIR or default)",
         )
+
+        def announce(i: int, name: str) -> None:
+            if len(symbols) > 1:
+                typer.echo(f"[{i + 1}/{len(symbols)}] {exchange} {name} {timeframe} ...", err=True)
+
         try:
-            summary = download(
+            summaries = download_symbols(
                 exchange,
-                symbol,
+                symbols,
                 timeframe,
                 start_ms,
                 end_ms,
@@ -100,10 +123,20 @@ def register(app: typer.Typer) -> None:
                 progress=not no_progress and not as_json,
                 api_url=api_url,
                 timeout_s=timeout,
+                on_symbol=announce,
             )
         except OptionError as err:
-            raise GridctlError(f"{_OPTION_NAMES.get(err.option, err.option)}: {err}") from None
+            name = _OPTION_NAMES.get(err.option, err.option)
+            # One line per problem (several bad symbols: one each), each read as its own error.
+            raise GridctlError(
+                "\nerror: ".join(f"{name}: {line}" for line in str(err).splitlines())
+            ) from None
         if as_json:
-            typer.echo(json.dumps(summary.to_dict(), sort_keys=True))
+            payload = (
+                summaries[0].to_dict()
+                if len(summaries) == 1
+                else {"symbols": [s.to_dict() for s in summaries]}
+            )
+            typer.echo(json.dumps(payload, sort_keys=True))
         else:
-            typer.echo(summary.describe())
+            typer.echo("\n".join(s.describe() for s in summaries))

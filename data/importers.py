@@ -17,6 +17,7 @@ import os
 import re
 import zipfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -348,38 +349,77 @@ def import_path(
     force: bool = False,
     timeframe: str | None = None,
 ) -> ImportSummary:
-    """Import one file or every recognised file under a directory into the store.
+    """Import one file or every recognised file under a directory into the store (``import_paths``)."""
+    return import_paths([path], data_dir, exchange, (symbol,) if symbol else (), kind, force, timeframe)
 
-    ``symbol`` (optional) must match what the file names say; ``kind="mark"`` marks Binance klines as
-    mark-price klines (``"trade"`` forces trade klines). Plain Parquet/CSV tables (``read_plain``) take
-    ``symbol``/``timeframe``/``kind`` where their name and columns do not tell. Nothing is written unless
-    every file is valid. Stored rows the import would change (same time, other values) are refused unless
-    ``force``; then the summary lists them. Rows equal to the stored ones are no change (re-importing is
-    harmless).
+
+def import_paths(
+    paths: Sequence[str | os.PathLike[str]],
+    data_dir: str | os.PathLike[str],
+    exchange: str = "binanceusdm",
+    symbols: Sequence[str] = (),
+    kind: str | None = None,
+    force: bool = False,
+    timeframe: str | None = None,
+) -> ImportSummary:
+    """Import files and every recognised file under directories into the store, in one all-or-nothing step.
+
+    ``symbols`` (optional) are the symbols expected: a file naming another fails, and each one must be
+    found in some file. One symbol also names plain Parquet/CSV tables whose name says none; with
+    several, such a table must name its symbol (or be imported alone with its ``--symbol``).
+    ``kind="mark"`` marks Binance klines as mark-price klines (``"trade"`` forces trade klines). Plain
+    tables (``read_plain``) take ``timeframe``/``kind`` where their name and columns do not tell.
+    Every file is parsed first; the problems of all bad files are reported together (one line each)
+    and nothing is written unless every file is valid. Stored rows the import would change (same time,
+    other values) are refused unless ``force``; then the summary lists them. Rows equal to the stored
+    ones are no change (re-importing is harmless).
     """
     if kind not in (None, "trade", "mark"):
         raise GridctlError(f"--kind: unknown kind {kind!r} (choose from trade, mark)")
-    root = Path(path)
-    if not root.is_dir():
-        require_regular_file(root, "import")
+    wanted = tuple(dict.fromkeys(symbols))
+    plain_symbol = wanted[0] if len(wanted) == 1 else None
     summary = ImportSummary()
     parsed: list[_Parsed] = []
-    files = sorted(p for p in root.rglob("*") if not p.is_dir()) if root.is_dir() else [root]
-    for file in files:
-        what = path_kind(file)
-        result = _recognise(file, kind) if what == "a regular file" else f"is {what}, not a regular file"
-        if result is PLAIN_FILE:
-            result = read_plain(file, symbol, timeframe, kind)
-        if isinstance(result, str):
-            if not root.is_dir():
-                raise GridctlError(f"{file}: {result}")
-            summary.skipped.append((str(file), result))
-            continue
-        if symbol is not None and result.symbol != symbol:
-            raise GridctlError(f"{file}: holds {result.symbol} data, but {symbol} was requested")
-        parsed.append(result)
-    if not parsed:
-        raise GridctlError(f"{root}: no importable files found ({len(summary.skipped)} skipped)")
+    problems: list[str] = []
+    for given in paths:
+        root = Path(given)
+        if not root.is_dir():
+            require_regular_file(root, "import")
+        files = sorted(p for p in root.rglob("*") if not p.is_dir()) if root.is_dir() else [root]
+        found, before = 0, len(problems)
+        for file in files:
+            what = path_kind(file)
+            try:
+                result = (
+                    _recognise(file, kind) if what == "a regular file" else f"is {what}, not a regular file"
+                )
+                if result is PLAIN_FILE:
+                    result = read_plain(file, plain_symbol, timeframe, kind)
+            except GridctlError as err:
+                problems.append(str(err))
+                continue
+            if isinstance(result, str):
+                if len(wanted) > 1 and result.startswith(_NO_SYMBOL_IN_NAME):
+                    result += " (with several --symbol, a file must name its own)"
+                if not root.is_dir():
+                    problems.append(f"{file}: {result}")
+                else:
+                    summary.skipped.append((str(file), result))
+                continue
+            if wanted and result.symbol not in wanted:
+                asked = wanted[0] if len(wanted) == 1 else f"only {', '.join(wanted)}"
+                problems.append(f"{file}: holds {result.symbol} data, but {asked} was requested")
+                continue
+            parsed.append(result)
+            found += 1
+        if root.is_dir() and not found and len(problems) == before:
+            problems.append(f"{root}: no importable files found ({len(summary.skipped)} skipped)")
+    missing = [s for s in wanted if not any(item.symbol == s for item in parsed)]
+    if missing and not problems:
+        problems += [f"--symbol {s}: no file given holds {s} data" for s in missing]
+    if problems:
+        # One line per bad file, each read as its own error by the CLI ("error: ..." per line).
+        raise GridctlError("\nerror: ".join(problems))
 
     groups: dict[tuple[str, str, str | None], list[_Parsed]] = {}
     for item in parsed:
@@ -436,6 +476,7 @@ def import_path(
 
 PLAIN_SUFFIXES = (".parquet", ".csv")
 PLAIN_FILE = "plain table"  # _recognise's marker: parse with read_plain
+_NO_SYMBOL_IN_NAME = "its name names no USD-M symbol"
 _TIME_COLUMNS = ("ts", "timestamp", "open_time", "time", "date", "datetime")
 _RATE_COLUMNS = ("rate", "funding_rate", "fundingRate", "last_funding_rate")
 _PAIR_IN_NAME = re.compile(r"(?:^|[^A-Z0-9])([A-Z0-9]{2,}?(?:USDT|USDC))(?:[^A-Z0-9]|$)")
@@ -484,7 +525,7 @@ def _plain_symbol(path: Path, symbol: str | None) -> tuple[str, str] | str:
             raise GridctlError(f"{path}: the file name says {found}, but --symbol {symbol} was given")
         return symbol, "--symbol"
     if found is None:
-        return "its name names no USD-M symbol (like BTCUSDT or BTC_USDT_USDT); give --symbol"
+        return f"{_NO_SYMBOL_IN_NAME} (like BTCUSDT or BTC_USDT_USDT); give --symbol"
     return found, "file name"
 
 

@@ -77,6 +77,54 @@ def compile_notice(status: Console) -> Iterator[None]:
     status.print(f"[dim]compiled and ran in {took:.1f} s; the kernels are cached now[/dim]")
 
 
+def check_run_options(
+    timeframe: str, start: str | None, end: str | None, overrides: list[str], detail: str | None
+) -> tuple[list[str], int | None, int | None]:
+    """Check --timeframe, --detail, --start/--end; returns (overrides with --detail's, start ms, end ms)."""
+    from gridctl.data.timeframes import timeframe_ms
+
+    try:
+        timeframe_ms(timeframe)
+    except GridctlError as err:
+        raise GridctlError(f"--timeframe: {err}") from None
+    if detail is not None:
+        try:
+            timeframe_ms(detail)
+        except GridctlError as err:
+            raise GridctlError(f"--detail: {err}") from None
+        overrides = [*overrides, f"backtest.detail_timeframe={detail}"]
+    start_ms, end_ms = _day(start, "--start"), _day(end, "--end")
+    if start_ms is not None and end_ms is not None and end_ms <= start_ms:
+        raise GridctlError(f"--end ({end}) must be after --start ({start})")
+    return overrides, start_ms, end_ms
+
+
+def check_detail_timeframe(strategy: Any, timeframe: str, detail: str | None) -> None:
+    """The strategy's ``backtest.detail_timeframe`` must be finer than ``timeframe`` and divide it."""
+    from gridctl.data.timeframes import timeframe_ms
+
+    detail_tf = strategy.backtest.detail_timeframe
+    if detail_tf is not None:
+        fine_ms, coarse_ms = timeframe_ms(detail_tf), timeframe_ms(timeframe)
+        if not (fine_ms < coarse_ms and coarse_ms % fine_ms == 0):
+            given = f"--detail {detail}" if detail is not None else f"backtest.detail_timeframe {detail_tf}"
+            raise GridctlError(
+                f"{given}: detail bars must be finer than the run's --timeframe {timeframe} and divide it "
+                f"(e.g. 1m detail on a 1h run); {detail_tf} is not"
+            )
+
+
+def load_basket_strategy(config: str, symbols: tuple[str, ...], overrides: list[str]) -> Any | None:
+    """The basket strategy of ``--symbols`` (or of the strategy's own ``strategy.symbols``), else None."""
+    from gridctl.configs.loader import load_strategy
+    from gridctl.research.basket import basket_overrides
+
+    strategy = load_strategy(config, overrides)
+    if symbols:
+        return load_strategy(config, [*overrides, *basket_overrides(strategy, symbols)])
+    return strategy if strategy.strategy.symbols is not None else None
+
+
 def run_backtest(
     config: str,
     venue_name: str,
@@ -105,34 +153,15 @@ def run_backtest(
     from gridctl.engine.run import compile_early, run_single
     from gridctl.research.stats import backtest_stats
 
-    try:
-        timeframe_ms(timeframe)
-    except GridctlError as err:
-        raise GridctlError(f"--timeframe: {err}") from None
-    if detail is not None:
-        try:
-            timeframe_ms(detail)
-        except GridctlError as err:
-            raise GridctlError(f"--detail: {err}") from None
-        overrides = [*overrides, f"backtest.detail_timeframe={detail}"]
-    start_ms, end_ms = _day(start, "--start"), _day(end, "--end")
-    if start_ms is not None and end_ms is not None and end_ms <= start_ms:
-        raise GridctlError(f"--end ({end}) must be after --start ({start})")
+    overrides, start_ms, end_ms = check_run_options(timeframe, start, end, overrides, detail)
     # Configs first: a bad --config/--venue/--set fails before anything is generated or written.
     strategy = load_strategy(config, overrides)
     if symbol is not None and symbol != strategy.ccxt_symbol:
         # --symbol names what to trade: the strategy's instrument follows it (its rules come from the venue).
         overrides = [*overrides, f"strategy.instrument_id={ccxt_to_instrument(symbol)}"]
         strategy = load_strategy(config, overrides)
+    check_detail_timeframe(strategy, timeframe, detail)
     detail_tf = strategy.backtest.detail_timeframe
-    if detail_tf is not None:
-        fine_ms, coarse_ms = timeframe_ms(detail_tf), timeframe_ms(timeframe)
-        if not (fine_ms < coarse_ms and coarse_ms % fine_ms == 0):
-            given = f"--detail {detail}" if detail is not None else f"backtest.detail_timeframe {detail_tf}"
-            raise GridctlError(
-                f"{given}: detail bars must be finer than the run's --timeframe {timeframe} and divide it "
-                f"(e.g. 1m detail on a 1h run); {detail_tf} is not"
-            )
     venue = load_venue(venue_name)
     sym = symbol or strategy.ccxt_symbol
     check_strategy_on_venue(strategy, venue, sym)
@@ -194,6 +223,36 @@ def _print_summary(console: Console, stats: dict[str, Any], out: Path | None) ->
         console.print(f"results written to [bold]{out}[/bold] (open report.html in a browser)")
 
 
+def _print_basket_summary(console: Console, stats: dict[str, Any], out: Path | None) -> None:
+    from gridctl.research.report import basket_symbol_rows, gate_rows, headline_rows
+
+    a = stats["account"]
+    console.print(
+        f"[bold]gridctl backtest[/bold]: strategy [cyan]{stats['strategy']}[/cyan] on venue "
+        f"[cyan]{stats['venue']}[/cyan], basket of {len(stats['basket'])} ({', '.join(stats['basket'])}) "
+        f"{stats['timeframe']}, {a['data_start']} -> {a['data_end']} ({a['bars']:,} aligned bars)"
+    )
+    for title, rows in (
+        ("Account", headline_rows(a)),
+        ("Account gates, rejections, events", gate_rows(a)),
+    ):
+        table = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
+        table.add_column(style="dim")
+        table.add_column()
+        for key, value in rows:
+            table.add_row(key, value)
+        console.print(table)
+    header, *rows = basket_symbol_rows(stats)
+    table = Table(title="Per symbol (equity: initial balance + the symbol's PnL)", title_justify="left")
+    for col in header:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    if out is not None:
+        console.print(f"results written to [bold]{out}[/bold] (open report.html in a browser)")
+
+
 def backtest(
     config: Annotated[
         str,
@@ -221,6 +280,14 @@ def backtest(
         str | None,
         typer.Option(
             "--symbol", help="ccxt symbol to trade; sets strategy.instrument_id (default: the strategy's)."
+        ),
+    ] = None,
+    symbols: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--symbols",
+            help="Backtest a basket in one cross-margin wallet: ccxt symbols, comma list or repeated "
+            "(sets strategy.symbols; default: the strategy's, if it lists any).",
         ),
     ] = None,
     timeframe: Annotated[str, typer.Option("--timeframe", help="Bar timeframe of the stored data.")] = "1m",
@@ -266,6 +333,48 @@ def backtest(
             data, "--data-dir", "create it, or leave --data-dir out to use the default data dir"
         )
     status = Console(stderr=True, soft_wrap=True)  # one status line each, however long the path
+    from gridctl.data.download_cli import parse_symbols
+
+    basket = parse_symbols(symbols or [])
+    if symbols is not None and not basket:
+        raise GridctlError(
+            f"--symbols: {' '.join(symbols)!r} names no symbol (e.g. BTC/USDT:USDT,ETH/USDT:USDT)"
+        )
+    if basket and symbol is not None:
+        raise GridctlError(
+            "--symbol and --symbols: give one (--symbol trades one symbol, --symbols a basket)"
+        )
+    window = check_run_options(timeframe, start, end, list(overrides or []), detail)
+    basket_strategy = load_basket_strategy(config, basket, window[0])
+    if basket_strategy is not None and symbol is not None:
+        raise GridctlError(
+            f"--symbol {symbol}: strategy {basket_strategy.origin} trades the basket "
+            f"{list(basket_strategy.basket_symbols)} (strategy.symbols); give --symbols {symbol} for that "
+            "symbol alone (with its symbol_overrides), or --symbols for another basket"
+        )
+    if basket_strategy is not None:
+        from gridctl.configs.loader import load_venue
+        from gridctl.research.basket import run_basket_backtest
+        from gridctl.research.results import write_basket_results
+
+        check_detail_timeframe(basket_strategy, timeframe, detail)
+        run = run_basket_backtest(
+            basket_strategy,
+            load_venue(venue),
+            data if data is not None else default_data_dir(),
+            exchange,
+            timeframe,
+            window[1],
+            window[2],
+            status=status,
+        )
+        if out is not None:
+            write_basket_results(out, run, force=force)
+        if as_json:
+            sys.stdout.write(stats_json(run.stats) + "\n")
+        else:
+            _print_basket_summary(output_console(), run.stats, out)
+        return
     output, market, stats = run_backtest(
         config,
         venue,

@@ -1370,3 +1370,176 @@ def build_report(run: Any, market: Any, stats: dict[str, Any]) -> str:
     """The report of one run (``engine.run.RunOutput``) on its market, with its stats."""
     d = report_data(run, market, stats)
     return render_report(d, headline_rows(stats), assumption_rows(stats), gate_rows(stats))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Basket report: the account first, then one section per symbol
+# ----------------------------------------------------------------------------------------------------
+
+BASKET_CHART_ID = "basket-account-chart"
+
+
+def basket_symbol_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
+    """A header and one row per symbol: the symbol's PnL and what made it (CLI summary and report)."""
+    rows: list[tuple[str, ...]] = [
+        ("symbol", "PnL", "return", "realized", "fees", "funding", "fills", "DD bar close", "liquidated")
+    ]
+    for symbol, s in stats["symbols"].items():
+        funding = s["funding_received"] - s["funding_paid"]
+        rows.append(
+            (
+                symbol,
+                _fmt(s["pnl"], " USDT"),
+                _fmt(s["total_return_pct"], " %"),
+                _fmt(s["realized_pnl"]),
+                _fmt(s["fees_paid"]),
+                _fmt(funding),
+                f"{s['n_fills']:,}",
+                _fmt(s["max_drawdown_bar_close_pct"], " %"),
+                "yes" if s["liquidated"] else "no",
+            )
+        )
+    return rows
+
+
+def _grid_table(rows: Sequence[Sequence[str]]) -> str:
+    head, *body = rows
+    out = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+    for row in body:
+        out += "</tr><tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row)
+    return f"<table><tr>{out}</tr></table>"
+
+
+def basket_figure(basket: Any) -> go.Figure:
+    """Account equity and drawdown, and each symbol's contribution (its PnL) over time."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from gridctl.research.basket import contribution_curve
+
+    acc = basket.output.account_equity
+    initial = float(basket.stats["account"]["initial_balance"])
+    fig = make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.05,
+        subplot_titles=(
+            "Account equity (USDT, bar close, every symbol marked)",
+            "Account drawdown from peak (%)",
+            "Each symbol's PnL: realized - fees + funding + unrealized (USDT)",
+        ),
+    )
+    keep = minmax_indices(acc["equity"])
+    t = _ms(acc["ts"][keep])
+    fig.add_trace(go.Scattergl(x=t, y=acc["equity"][keep], name="account equity", mode="lines"), row=1, col=1)
+    dd = drawdown_pct(np.concatenate(([initial], acc["equity"])))[1:]
+    fig.add_trace(go.Scattergl(x=t, y=dd[keep], name="drawdown", mode="lines"), row=2, col=1)
+    for symbol, run in basket.output.per_symbol.items():
+        curve = contribution_curve(run, basket.markets[symbol].bar_ms, initial)
+        sel = minmax_indices(curve["equity"])
+        fig.add_trace(
+            go.Scattergl(
+                x=_ms(curve["ts"][sel]), y=curve["equity"][sel] - initial, name=symbol, mode="lines"
+            ),
+            row=3,
+            col=1,
+        )
+    fig.update_layout(height=900, margin={"l": 60, "r": 20, "t": 40, "b": 30}, hovermode="x unified")
+    return fig
+
+
+def symbol_figure(run: Any, market: Any) -> go.Figure:
+    """One basket symbol: its closes with every fill (by kind), and its long and short inventory."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.06,
+        row_heights=[0.7, 0.3],
+        subplot_titles=("Close and fills", "Inventory: long and short position size (base units, bar close)"),
+    )
+    keep = minmax_indices(market.close)
+    fig.add_trace(
+        go.Scattergl(x=_ms(market.ts[keep]), y=market.close[keep], name="close", mode="lines"), row=1, col=1
+    )
+    f = run.fills
+    kinds = np.array(_labels_of(FillKind), dtype=object)[f["kind"]] if len(f) else np.zeros(0, dtype=object)
+    for kind, colour in _KIND_COLOURS.items():
+        sel = kinds == kind
+        if sel.any():
+            fig.add_trace(
+                go.Scattergl(
+                    x=_ms(f["ts"][sel]), y=f["price"][sel], name=kind, mode="markers",
+                    marker={"color": colour, "size": 5},
+                ),
+                row=1,
+                col=1,
+            )  # fmt: skip
+    eq = run.equity
+    for side in ("long", "short"):
+        values = eq[f"{side}_qty"]
+        sel = minmax_indices(values)
+        fig.add_trace(
+            go.Scattergl(
+                x=_ms(eq["ts"][sel]), y=values[sel], name=f"{side} qty", mode="lines",
+                line={"color": _SIDE_ENTRY_COLOURS[side]},
+            ),
+            row=2,
+            col=1,
+        )  # fmt: skip
+    fig.update_layout(height=600, margin={"l": 60, "r": 20, "t": 40, "b": 30}, hovermode="closest")
+    return fig
+
+
+def build_basket_report(basket: Any) -> str:
+    """The report of a basket run (``research.basket.BasketBacktest``): the account's charts and key
+    numbers, a per-symbol table, then each symbol's numbers, round trips and assumptions."""
+    stats = basket.stats
+    a = stats["account"]
+    acc = basket.output.account_equity
+    title = html.escape(
+        f"gridctl basket backtest: {stats['strategy']} on {', '.join(stats['basket'])} {stats['timeframe']}"
+    )
+    chart = basket_figure(basket).to_html(
+        full_html=False,
+        include_plotlyjs=True,
+        config=PLOT_CONFIG,
+        div_id=BASKET_CHART_ID,
+        default_width="100%",
+    )
+    parts = [
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>',
+        f"<style>{_CSS}</style></head><body><h1>{title}</h1>",
+        '<h2 id="account">Account (one cross-margin wallet)</h2>',
+        chart,
+        _table(headline_rows(a)),
+        _table(gate_rows(a)),
+        "<h2>Per symbol (PnL = what the symbol added to the account)</h2>",
+        _grid_table(basket_symbol_rows(stats)),
+        "<h2>Monthly returns of the account (%)</h2>",
+        monthly_table(monthly_returns(acc["ts"], acc["equity"], float(a["initial_balance"]))),
+        "<h2>What this run assumed</h2>",
+        _table(assumption_rows(a)),
+    ]
+    for index, (symbol, s) in enumerate(stats["symbols"].items()):
+        run = basket.output.per_symbol[symbol]
+        market = basket.markets[symbol]
+        chart = symbol_figure(run, market).to_html(
+            full_html=False, include_plotlyjs=False, config=PLOT_CONFIG, div_id=f"basket-symbol-{index}",
+            default_width="100%",
+        )  # fmt: skip
+        parts += [
+            f'<h2 id="symbol-{html.escape(symbol)}">{html.escape(symbol)}</h2>',
+            chart,
+            _table(headline_rows(s)),
+            _table(gate_rows(s)),
+            _table(assumption_rows(s)),
+            "<h3>Round trips (each lot's entry and exit; PnL after both fees)</h3>",
+            round_trip_table(round_trips(run.fills, int(market.bar_ms)), exact_decimals(market.close)),
+        ]
+    parts.append("</body></html>")
+    return "\n".join(parts)

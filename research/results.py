@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,9 @@ RESULT_FILES = (
     "stats.json",
     "report.html",
 )
+#: A basket's files: the same ledgers with a ``symbol`` column (one file per table, every symbol's rows
+#: in basket order), plus the account's equity curve.
+BASKET_RESULT_FILES = (*RESULT_FILES[:4], "account_equity.parquet", *RESULT_FILES[4:])
 
 # Which record columns carry which enum.
 _LABELLED: dict[str, dict[str, Any]] = {
@@ -144,7 +148,7 @@ def check_out_dir(out_dir: str | os.PathLike[str], force: bool = False, option: 
     present = sorted(p.name for p in out.iterdir())
     if not present:
         return out
-    foreign = [name for name in present if name not in RESULT_FILES]
+    foreign = [name for name in present if name not in BASKET_RESULT_FILES]
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise GridctlError(
@@ -185,20 +189,87 @@ def write_results(
     Returns the paths written. An existing results folder is replaced only with ``force``; see the
     module docstring for what an interruption leaves.
     """
+
+    def render(name: str) -> bytes | pl.DataFrame:
+        table, _, ext = name.partition(".")
+        if ext == "parquet":
+            return record_frame(table, getattr(run, table))
+        if name == "stats.json":
+            return (stats_json(stats) + "\n").encode("utf-8")
+        return build_report(run, market, stats).encode("utf-8")
+
+    return _write_folder(out_dir, RESULT_FILES, render, force)
+
+
+def basket_frame(table: str, per_symbol: dict[str, Any]) -> pl.DataFrame:
+    """One ledger of every basket symbol as one frame, a ``symbol`` column first, in basket order."""
+    import polars as pl
+
+    frames = [
+        record_frame(table, getattr(run, table)).select(pl.lit(symbol).alias("symbol"), pl.all())
+        for symbol, run in per_symbol.items()
+    ]
+    return pl.concat(frames)
+
+
+def account_frame(rows: np.ndarray) -> pl.DataFrame:
+    """The account's equity rows (``engine.basket.ACCOUNT_EQUITY_DTYPE``), the state as its label."""
+    import polars as pl
+
+    columns: dict[str, pl.Series] = {}
+    for name in rows.dtype.names:
+        values = np.ascontiguousarray(rows[name])
+        columns[name] = (
+            _label_series(name, values, RiskState)
+            if name == "state"
+            else pl.Series(name, values, dtype=getattr(pl, _POLARS_DTYPES[rows.dtype[name].str[1:]]))
+        )
+    return pl.DataFrame(columns)
+
+
+def write_basket_results(out_dir: str | os.PathLike[str], basket: Any, force: bool = False) -> list[Path]:
+    """A basket's result folder (``BASKET_RESULT_FILES``), all at once like ``write_results``.
+
+    ``basket`` is a ``research.basket.BasketBacktest``: ledgers with a ``symbol`` column, the account's
+    equity curve, ``stats.json`` (``account`` and ``symbols`` blocks) and the report.
+    """
+    from gridctl.research.report import build_basket_report
+
+    output = basket.output
+
+    def render(name: str) -> bytes | pl.DataFrame:
+        table, _, ext = name.partition(".")
+        if table == "account_equity":
+            return account_frame(output.account_equity)
+        if ext == "parquet":
+            return basket_frame(table, output.per_symbol)
+        if name == "stats.json":
+            return (stats_json(basket.stats) + "\n").encode("utf-8")
+        return build_basket_report(basket).encode("utf-8")
+
+    return _write_folder(out_dir, BASKET_RESULT_FILES, render, force)
+
+
+def _write_folder(
+    out_dir: str | os.PathLike[str],
+    names: tuple[str, ...],
+    render: Callable[[str], bytes | pl.DataFrame],
+    force: bool,
+) -> list[Path]:
+    """Render each file of ``names`` into a staging folder, then rename it into place as ``out_dir``."""
     out = check_out_dir(out_dir, force).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=tagged(f".{out.name}.new-"), dir=out.parent))
     aside: Path | None = None
     try:
-        for name in RESULT_FILES:
+        for name in names:
             with open(staging / name, "wb") as fh:
-                table, _, ext = name.partition(".")
-                if ext == "parquet":
-                    record_frame(table, getattr(run, table)).write_parquet(fh, compression="zstd")
-                elif name == "stats.json":
-                    fh.write((stats_json(stats) + "\n").encode("utf-8"))
+                content = render(name)  # one file's frame or text at a time
+                if isinstance(content, bytes):
+                    fh.write(content)
                 else:
-                    fh.write(build_report(run, market, stats).encode("utf-8"))
+                    content.write_parquet(fh, compression="zstd")
+                del content
                 fh.flush()
                 os.fsync(fh.fileno())
         # mkdtemp makes a 0700 folder; give it the permissions a plain mkdir would have.
@@ -218,4 +289,4 @@ def write_results(
         if aside is not None:
             shutil.rmtree(aside, ignore_errors=True)
     _fsync_dir(out.parent)
-    return [out / name for name in RESULT_FILES]
+    return [out / name for name in names]

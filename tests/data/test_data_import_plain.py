@@ -80,3 +80,88 @@ def test_a_table_that_is_neither_candles_nor_funding_is_skipped_with_its_columns
     assert [s.timeframe for s in out.series] == ["1h"]
     ((skipped, reason),) = out.skipped
     assert skipped.endswith("BNBUSDT_ticks.parquet") and reason.startswith("columns ts, price are neither")
+
+
+def test_several_files_and_symbols_at_once_name_what_each_holds(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gridctl.cli import app
+
+    for pair in ("BTCUSDT", "ETHUSDT"):
+        candles(30).write_parquet(tmp_path / f"{pair}_1h.parquet")
+        pl.DataFrame(
+            {"ts": [T0 + i * 8 * H for i in range(4)], "rate": [0.0001, -0.0002, 0.0, 0.0001]}
+        ).write_parquet(tmp_path / f"{pair}_funding.parquet")
+    files = [str(tmp_path / f"{p}_{k}.parquet") for p in ("BTCUSDT", "ETHUSDT") for k in ("1h", "funding")]
+    store = str(tmp_path / "store")
+    result = CliRunner().invoke(
+        app, ["data", "import", *files, "--data-dir", store, "--symbols", "BTC/USDT:USDT,ETH/USDT:USDT"]
+    )
+    assert result.exit_code == 0, result.output
+    out = result.stdout.splitlines()
+    # What was inferred for each file, then what was stored, one line per series.
+    assert "BTCUSDT_1h.parquet: BTC/USDT:USDT (file name) trade candles 1h (file name)" in out
+    assert "ETHUSDT_1h.parquet: ETH/USDT:USDT (file name) trade candles 1h (file name)" in out
+    for symbol in ("BTC/USDT:USDT", "ETH/USDT:USDT"):
+        assert any(line.startswith(f"imported binanceusdm {symbol} trade 1h: 30 rows") for line in out)
+        assert any(line.startswith(f"imported binanceusdm {symbol} funding: 4 rows") for line in out)
+        assert len(load_market(tmp_path / "store", "binanceusdm", symbol, "1h").ts) == 30
+
+
+def test_bad_files_among_several_are_each_named_and_nothing_is_written(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gridctl.cli import app
+
+    candles(30).write_parquet(tmp_path / "BTCUSDT_1h.parquet")
+    candles(30).write_parquet(tmp_path / "SOLUSDT_1h.parquet")  # not one of the symbols asked for
+    candles(10, step=H).write_csv(tmp_path / "prices.csv")  # names no symbol; two were asked for
+    bad = candles(5).with_columns(pl.col("high") - 1.0)  # high below low
+    bad.write_parquet(tmp_path / "ETHUSDT_1h.parquet")
+    args = ["data", "import", *(str(tmp_path / n) for n in (
+        "BTCUSDT_1h.parquet", "SOLUSDT_1h.parquet", "prices.csv", "ETHUSDT_1h.parquet"))]  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            *args,
+            "--data-dir",
+            str(tmp_path / "store"),
+            "--symbol",
+            "BTC/USDT:USDT",
+            "--symbol",
+            "ETH/USDT:USDT",
+        ],
+    )
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
+    assert (
+        "SOLUSDT_1h.parquet: holds SOL/USDT:USDT data, but only BTC/USDT:USDT, ETH/USDT:USDT was" in lines[0]
+    )
+    assert "prices.csv: its name names no USD-M symbol" in lines[1] and "several --symbol" in lines[1]
+    assert "ETHUSDT_1h.parquet" in lines[2] and "high" in lines[2], lines[2]
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*.parquet"))
+
+    # A symbol asked for that no file holds is an error too.
+    result = CliRunner().invoke(
+        app,
+        ["data", "import", str(tmp_path / "BTCUSDT_1h.parquet"), "--data-dir", str(tmp_path / "store"),
+         "--symbols", "BTC/USDT:USDT,XRP/USDT:USDT"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --symbol XRP/USDT:USDT: no file given holds XRP/USDT:USDT data"
+
+
+def test_a_symbol_option_naming_no_symbol_is_refused(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gridctl.cli import app
+
+    candles(30).write_parquet(tmp_path / "BTCUSDT_1h.parquet")
+    args = ["data", "import", str(tmp_path / "BTCUSDT_1h.parquet"), "--data-dir", str(tmp_path / "store")]
+    result = CliRunner().invoke(app, [*args, "--symbol", ","])
+    assert (
+        result.exit_code == 2
+        and result.stderr == "error: --symbol: ',' names no symbol (e.g. BTC/USDT:USDT)\n"
+    )
+    assert not (tmp_path / "store").exists()

@@ -103,6 +103,7 @@ def test_cli_text_summary_and_kinds(emu: BinanceUsdmEmulator, tmp_path: Path) ->
             "error: --exchange: exchange 'nosuchexchange' is not a ccxt exchange",
         ),
         ({"--api-url": "127.0.0.1"}, "error: --api-url:"),
+        ({"--symbol": " , "}, "error: --symbol: no symbol given"),
     ],
 )
 def test_cli_bad_options_exit_2_naming_the_option(
@@ -127,3 +128,71 @@ def test_parse_date_ms_is_utc() -> None:
     assert parse_date_ms("2024-01-01", "--start") == 1_704_067_200_000
     assert parse_date_ms("2024-01-01T01:30", "--start") == 1_704_067_200_000 + 90 * MIN
     assert parse_date_ms("2024-01-01T02:00+01:00", "--start") == 1_704_067_200_000 + 60 * MIN
+
+
+@pytest.fixture
+def emu2() -> Iterator[BinanceUsdmEmulator]:
+    # BTCUSDT and ETHUSDT, one day of closed 1h bars each (24) plus the open one; clock 30 s past it.
+    state = EmulatorState(now_ms=JAN1 + 86_400_000 + 30_000)
+    for sid, seed in (("BTCUSDT", 1), ("ETHUSDT", 2)):
+        bars = random_walk_bars(JAN1, 25, 60 * MIN, seed=seed)
+        state.set_klines(sid, "1h", bars)
+        state.set_klines(sid, "1h", mark_from_trade(bars), kind="mark")
+        state.set_funding(sid, funding_settlements(JAN1, JAN1 + 86_400_000 + MIN))
+    with BinanceUsdmEmulator(state) as server:
+        yield server
+
+
+def test_several_symbols_download_each_with_a_progress_line(
+    emu2: BinanceUsdmEmulator, tmp_path: Path
+) -> None:
+    # A comma list and a repeated option together; ETH named twice is downloaded once.
+    result = CliRunner().invoke(
+        app,
+        ["data", "download", "--symbols", "BTC/USDT:USDT,ETH/USDT:USDT", "--symbol", "ETH/USDT:USDT",
+         "--timeframe", "1h", "--start", "2024-01-01", "--end", "2024-01-03", "--data-dir", str(tmp_path),
+         "--api-url", emu2.url, "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "[1/2] binanceusdm BTC/USDT:USDT 1h ..." in result.stderr
+    assert "[2/2] binanceusdm ETH/USDT:USDT 1h ..." in result.stderr
+    assert result.stdout.count("candles: 24 rows written") == 2
+    for sid, seed, symbol in (("BTCUSDT", 1, "BTC/USDT:USDT"), ("ETHUSDT", 2, "ETH/USDT:USDT")):
+        stored = store.read_candles(tmp_path, "binanceusdm", symbol, "1h")
+        assert stored.equals(random_walk_bars(JAN1, 25, 60 * MIN, seed=seed).head(24)), sid
+        # Settlements 00/08/16 on Jan 1 and 00:00 Jan 2 (the clock is 00:00:30 Jan 2): 4.
+        assert store.read_funding(tmp_path, "binanceusdm", symbol).height == 4
+    # Exchange markets were loaded once for both symbols.
+    assert len(emu2.state.requests("/fapi/v1/exchangeInfo")) == 1
+
+    again = CliRunner().invoke(
+        app,
+        ["data", "download", "--symbol", "BTC/USDT:USDT,ETH/USDT:USDT", "--timeframe", "1h",
+         "--start", "2024-01-01", "--end", "2024-01-03", "--data-dir", str(tmp_path),
+         "--api-url", emu2.url, "--json"],
+    )  # fmt: skip
+    assert again.exit_code == 0, again.output
+    runs = json.loads(again.stdout)["symbols"]
+    assert [r["symbol"] for r in runs] == ["BTC/USDT:USDT", "ETH/USDT:USDT"]
+    assert all(k["rows"] == 0 for r in runs for k in r["kinds"].values())
+
+
+def test_bad_symbols_are_named_one_line_each_and_nothing_is_written(
+    emu2: BinanceUsdmEmulator, tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["data", "download", "--symbol", "BTC/USDT:USDT,DOGE/EUR:EUR", "--symbol", "SOL/USDT:USDT",
+         "--timeframe", "1h", "--start", "2024-01-01", "--end", "2024-01-03", "--data-dir", str(tmp_path),
+         "--api-url", emu2.url, "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "error: --symbol: symbol 'DOGE/EUR:EUR' is not a market on binanceusdm (e.g. BTC/USDT:USDT, "
+        "ETH/USDT:USDT)",
+        "error: --symbol: symbol 'SOL/USDT:USDT' is not a market on binanceusdm (e.g. BTC/USDT:USDT, "
+        "ETH/USDT:USDT)",
+    ]
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))  # BTC, the good one, was not fetched either
+    assert emu2.state.requests("/fapi/v1/klines") == []

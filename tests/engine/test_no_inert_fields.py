@@ -120,10 +120,12 @@ def test_leaf_enumeration_reaches_nested_and_optional_sections() -> None:
     assert {"risk_management.enable_circuit_breaker", "backtest.fill_on_touch", "fees.taker"} <= fields
     assert {"margin.brackets", "symbols", "api.api_key", "precision.max_qty"} <= fields
     assert not {"grid", "margin", "risk_management"} & fields
-    # 11 strategy sections hold 2+6+2+2+9+2+6+4+4+8+5 = 50 leaves (risk_management: 8, one per gate field
-    # of configs/gates.py); venue: 3+5+3+3+7+3+3+1+2+2 = 32 plus symbol_rules (a table keyed by symbol:
+    # 11 strategy sections hold 3+6+2+2+9+2+6+4+4+8+5 = 51 leaves (strategy.symbols among them;
+    # risk_management: 8, one per gate field of configs/gates.py) plus the top-level symbol_overrides
+    # table (one leaf) = 52; venue: 3+5+3+3+7+3+3+1+2+2 = 32 plus symbol_rules (a table keyed by symbol:
     # one leaf) and symbol_rules_file = 34.
-    assert len(fields) == 50 + 34
+    assert {"strategy.symbols", "symbol_overrides"} <= fields
+    assert len(fields) == 52 + 34
 
 
 def test_effect_decorator_marks_tests_and_rejects_non_fields() -> None:

@@ -1,0 +1,370 @@
+"""Basket backtests: several symbols in one cross-margin wallet (``engine.basket.run_basket``), with
+stats per symbol and for the account, the account's path bracket, and the result files.
+
+What the numbers mean (docs/DESIGN.md "Baskets: results"):
+
+- **Account** (``stats["account"]``): the wallet's equity curve (``BasketOutput.account_equity``) gives
+  final equity, returns, drawdowns, Sharpe, CAGR, time halted; ledger counts (fills, fees, funding,
+  events, rejections) are the sums over the symbols; profit factor and win rate pool every symbol's
+  closed lots. The intrabar drawdown takes every symbol's adverse extreme of a bar together.
+- **Symbol** (``stats["symbols"][symbol]``): the same stat names, on the symbol's *contribution
+  curve*: ``initial_balance + cumulative (realized PnL - fees + funding) + its own unrealized PnL`` at
+  every bar close. Its ``final_equity - initial_balance`` is what the symbol added to the account, so
+  the account's final equity is the initial balance plus the sum of the symbols' contributions.
+- Ledgers are written once per table with a ``symbol`` column (``fills.parquet`` etc.), plus
+  ``account_equity.parquet``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gridctl.configs.errors import GridctlError
+from gridctl.data.validate import ValidationReport
+from gridctl.engine.records import EQUITY_DTYPE, EVENT_DTYPE, FILL_DTYPE, FUNDING_DTYPE
+from gridctl.research.stats import (
+    BRACKET_DRAWDOWNS,
+    BRACKET_RULES,
+    closed_lot_pnl,
+    compute_stats,
+    intrabar_drawdown_pct,
+    intrabar_worst_equity,
+)
+from gridctl.research.stats import _iso as iso_time
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from gridctl.configs.schema import StrategyConfig, VenueConfig
+    from gridctl.data.market import Market
+    from gridctl.engine.basket import BasketOutput
+
+#: Stats summed over the symbols for the account block.
+SUMMED = (
+    "realized_pnl",
+    "n_fills",
+    "n_entries",
+    "n_exits",
+    "fees_paid",
+    "funding_paid",
+    "funding_received",
+    "funding_payments",
+    "n_lots_closed",
+    "orders_deferred",
+    "skipped_precision",
+    "same_bar_round_trips",
+    "same_bar_round_trip_pnl",
+)
+#: Stats that count by label, summed label by label.
+COUNTED = ("exits_by_kind", "events", "rejections")
+
+
+@dataclass(frozen=True)
+class BasketBacktest:
+    """A basket run with everything its results are made of."""
+
+    output: BasketOutput
+    markets: dict[str, Market]
+    strategies: dict[str, StrategyConfig]
+    venue: VenueConfig
+    detail: dict[str, Market]
+    stats: dict[str, Any]
+
+
+def basket_overrides(strategy: StrategyConfig, symbols: tuple[str, ...]) -> list[str]:
+    """``--set`` texts that make ``strategy`` trade the basket ``symbols`` (``--symbols``): the symbols,
+    an instrument among them, and the file's ``symbol_overrides`` of those symbols only."""
+    from gridctl.configs.schema import ccxt_to_instrument
+
+    for symbol in symbols:
+        ccxt_to_instrument(symbol)  # a clear error for a malformed symbol before the schema's
+    out = [f"strategy.symbols={json.dumps(list(symbols))}"]
+    if strategy.ccxt_symbol not in symbols:
+        out.append(f"strategy.instrument_id={ccxt_to_instrument(symbols[0])}")
+    kept = {s: keys for s, keys in strategy.symbol_overrides.items() if s in symbols}
+    if len(kept) != len(strategy.symbol_overrides):  # overrides of symbols left out of this basket go
+        out.append(f"symbol_overrides={json.dumps(kept)}")
+    return out
+
+
+def run_basket_backtest(
+    strategy: StrategyConfig,
+    venue: VenueConfig,
+    data_dir: Path,
+    exchange: str,
+    timeframe: str,
+    start_ms: int | None,
+    end_ms: int | None,
+    status: Console | None = None,
+) -> BasketBacktest:
+    """Load every basket symbol's stored bars, check each against the venue, run the basket, compute stats.
+
+    ``strategy`` is the loaded basket strategy (``strategy.symbols``, ``symbol_overrides``); with
+    ``backtest.detail_timeframe`` set, each symbol walks its finer stored bars where the store holds
+    them over the window, and its own OHLC otherwise (a data warning says which).
+    """
+    from gridctl.configs.crosscheck import check_notional_in_range, check_strategy_on_venue
+    from gridctl.configs.overrides import basket_strategies
+    from gridctl.data.market import load_market
+    from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
+    from gridctl.data.store import coverage
+    from gridctl.engine.basket import run_basket
+    from gridctl.engine.regime import warmup_bars
+
+    check_strategy_on_venue(strategy, venue)  # every symbol, with its overrides and its rules
+    strategies = basket_strategies(strategy)
+    if exchange == SAMPLE_EXCHANGE and SAMPLE_SYMBOL in strategies:
+        ensure_sample(data_dir, "--data-dir")
+    markets: dict[str, Market] = {}
+    for symbol, strat in strategies.items():
+        market = load_market(data_dir, exchange, symbol, timeframe, start_ms, end_ms)
+        regime = strat.regime  # a symbol's overrides may change its warm-up
+        warmup = warmup_bars(regime.adx_len, regime.ema_slow, regime.atr_len)
+        if len(market.ts) < warmup:
+            raise GridctlError(
+                f"{exchange} {symbol} {timeframe}: only {len(market.ts):,} bar(s) in the selected range, "
+                f"fewer than the strategy's regime warm-up of {warmup} bars"
+                "; choose a longer --start/--end range"
+            )
+        low, high = float(np.nanmin(market.low)), float(np.nanmax(market.high))
+        check_notional_in_range(strat, venue, low, high, f"{exchange} {symbol} {timeframe}")
+        markets[symbol] = market
+    detail: dict[str, Market] = {}
+    notes: list[str] = []
+    detail_tf = strategy.backtest.detail_timeframe
+    if detail_tf is not None:
+        for symbol, market in markets.items():
+            first, end = int(market.ts[0]), int(market.ts[-1]) + market.bar_ms
+            held = [
+                (a, b) for a, b in coverage(data_dir, exchange, symbol, detail_tf) if a < end and b >= first
+            ]
+            if held:
+                if status is not None:
+                    status.print(f"[dim]loading {symbol} {detail_tf} detail bars ...[/dim]")
+                detail[symbol] = load_market(data_dir, exchange, symbol, detail_tf, first, end)
+            else:
+                own = strategies[symbol]
+                strategies[symbol] = own.model_copy(
+                    update={"backtest": own.backtest.model_copy(update={"detail_timeframe": None})}
+                )
+                notes.append(
+                    f"{exchange} {symbol}: no {detail_tf} bars stored in the window; it walks its own "
+                    f"{timeframe} OHLC (detail for {', '.join(detail) or 'no symbol'} so far)"
+                )
+    if status is not None:
+        status.print(
+            f"[dim]running {strategy.strategy.name} on a basket of {len(markets)} symbols "
+            f"({', '.join(f'{s} {len(m.ts):,}' for s, m in markets.items())} {timeframe} bars; the first "
+            "basket run after an install or an engine change compiles its kernel, about a minute) ...[/dim]"
+        )
+    output = run_basket(markets, strategies, venue, curves=True, detail=detail or None)
+    if status is not None:
+        status.print("[dim]path bracket: the basket under the other intrabar path rules ...[/dim]")
+    stats = basket_stats(output, markets, strategies, venue, detail, notes)
+    return BasketBacktest(output, markets, strategies, venue, detail, stats)
+
+
+def _aligned(market: Market, ts: np.ndarray) -> Market:
+    """``market``'s bars at the times ``ts`` (the basket's aligned rows): NaN where it has no bar."""
+    idx = np.searchsorted(market.ts, ts)
+    inside = idx < len(market.ts)
+    hit = np.zeros(len(ts), dtype=bool)
+    hit[inside] = market.ts[idx[inside]] == ts[inside]
+    cols = {}
+    for name in ("open", "high", "low", "close", "volume"):
+        values = np.full(len(ts), np.nan)
+        values[hit] = getattr(market, name)[idx[hit]]
+        cols[name] = values
+    return dataclasses.replace(market, ts=np.asarray(ts, dtype=np.int64), **cols)
+
+
+def contribution_curve(run: Any, bar_ms: int, initial: float) -> np.ndarray:
+    """A symbol's equity rows with ``equity`` / ``wallet_balance`` replaced by its contribution curve.
+
+    wallet = initial + cumulative (realized PnL - fee) of its fills + its funding amounts, each booked
+    in the row of the bar it happened in; equity = wallet + the symbol's own unrealized PnL.
+    """
+    eq = run.equity.copy()
+    n = len(eq)
+    if n == 0:
+        return eq
+    ends = eq["ts"] + bar_ms  # a fill or settlement at t belongs to the bar whose close is after t
+
+    def booked(ts: np.ndarray, amount: np.ndarray) -> np.ndarray:
+        rows = np.minimum(np.searchsorted(ends, ts, side="right"), n - 1)
+        return np.bincount(rows, weights=amount, minlength=n)[:n]
+
+    f, fu = run.fills, run.funding
+    cash = booked(f["ts"], f["realized_pnl"] - f["fee"]) + booked(fu["ts"], fu["amount"])
+    wallet = initial + np.cumsum(cash)
+    eq["wallet_balance"] = wallet
+    eq["equity"] = wallet + eq["unrealized_pnl"]
+    return eq
+
+
+def _by_account_row(account_ts: np.ndarray, ts: np.ndarray, values: np.ndarray, fill: float) -> np.ndarray:
+    """``values`` (one per row at times ``ts``) placed on the account's rows; ``fill`` where absent."""
+    out = np.full(len(account_ts), fill, dtype=np.float64)
+    idx = np.searchsorted(account_ts, ts)
+    ok = idx < len(account_ts)
+    ok[ok] = account_ts[idx[ok]] == ts[ok]
+    out[idx[ok]] = values[ok]
+    return out
+
+
+def basket_stats(
+    output: BasketOutput,
+    markets: dict[str, Market],
+    strategies: dict[str, StrategyConfig],
+    venue: VenueConfig,
+    detail: dict[str, Market] | None = None,
+    notes: list[str] | None = None,
+) -> dict[str, Any]:
+    """``{"basket", "account": {...}, "symbols": {symbol: {...}}}``: the same stat names as a single run."""
+    first = next(iter(strategies.values()))
+    initial = float(first.backtest.initial_balance)
+    acc = output.account_equity
+    acc_ts = np.asarray(acc["ts"], dtype=np.int64)
+    per: dict[str, dict[str, Any]] = {}
+    lots: list[np.ndarray] = []
+    adverse = np.zeros(len(acc))  # sum over symbols of (worst point - close) equity, per account row
+    exposed = np.zeros(len(acc), dtype=bool)
+    maker = 0.0
+    for symbol, run in output.per_symbol.items():
+        raw = markets[symbol]
+        curve = contribution_curve(run, raw.bar_ms, initial)
+        aligned = _aligned(raw, curve["ts"])
+        view = SimpleNamespace(
+            fills=run.fills, funding=run.funding, events=run.events, equity=curve, summary=run.summary,
+            meta=run.meta,
+        )  # fmt: skip
+        s = compute_stats(view, aligned, strategies[symbol], venue)
+        # Bars and the window of the symbol's own data, not of the basket's aligned rows.
+        s["bars"] = len(raw.ts)
+        s["data_start"] = iso_time(float(raw.ts[0]))
+        s["data_end"] = iso_time(float(raw.ts[-1] + raw.bar_ms))
+        s["pnl"] = s["final_equity"] - initial
+        s["equity_basis"] = "contribution: initial balance + realized PnL - fees + funding + unrealized PnL"
+        per[symbol] = s
+        lots.append(closed_lot_pnl(run.fills))
+        n = len(curve)
+        worst = intrabar_worst_equity(curve, aligned.high[:n], aligned.low[:n], aligned.close[:n])
+        adverse += _by_account_row(acc_ts, curve["ts"], worst - curve["equity"], 0.0)
+        held = (curve["long_qty"] > 0.0) | (curve["short_qty"] > 0.0)
+        exposed |= _by_account_row(acc_ts, curve["ts"], held.astype(np.float64), 0.0) > 0.0
+        maker += (s["maker_share_pct"] or 0.0) / 100.0 * s["n_fills"]
+
+    rows = np.zeros(len(acc), dtype=EQUITY_DTYPE)
+    rows["ts"] = acc_ts
+    for name in ("equity", "wallet_balance", "unrealized_pnl", "state", "margin_ratio"):
+        rows[name] = acc[name]
+    report = ValidationReport()
+    for m in markets.values():
+        report.gap_count += m.report.gap_count
+        report.missing_bars += m.report.missing_bars
+        report.warnings += m.report.warnings
+    report.warnings += list(notes or [])
+    any_market = next(iter(markets.values()))
+    nan = np.full(len(acc), np.nan)
+    account_market = dataclasses.replace(
+        any_market, ts=acc_ts, open=nan, high=nan, low=nan, close=nan, volume=nan,
+        report=report,
+    )  # fmt: skip
+    empty = SimpleNamespace(
+        fills=np.zeros(0, FILL_DTYPE), funding=np.zeros(0, FUNDING_DTYPE), events=np.zeros(0, EVENT_DTYPE),
+        equity=rows, summary=output.summary, meta={},
+    )  # fmt: skip
+    a = compute_stats(empty, account_market, first, venue)
+    for name in SUMMED:
+        a[name] = sum(s[name] for s in per.values())
+    for name in COUNTED:
+        a[name] = _sum_counts(s[name] for s in per.values())
+    a["assumptions"]["funding_mark_source"] = _sum_counts(
+        s["assumptions"]["funding_mark_source"] for s in per.values()
+    )
+    a["assumptions"]["exchange_rules"] = "; ".join(
+        f"{symbol}: {s['assumptions']['exchange_rules']}" for symbol, s in per.items()
+    )
+    # The detail timeframe any symbol walked (symbols without stored detail bars run without).
+    walked = [strategies[s].backtest.detail_timeframe for s in (detail or {})]
+    a["assumptions"]["detail_timeframe"] = walked[0] if walked else None
+    pooled = np.concatenate(lots) if lots else np.zeros(0)
+    gross_profit = float(pooled[pooled > 0.0].sum())
+    gross_loss = float(-pooled[pooled < 0.0].sum())
+    a["profit_factor"] = gross_profit / gross_loss if gross_loss > 0.0 else None
+    a["win_rate_pct"] = float((pooled > 0.0).sum() / len(pooled) * 100.0) if len(pooled) else None
+    a["maker_share_pct"] = maker / a["n_fills"] * 100.0 if a["n_fills"] else None
+    a["exposure_pct"] = float(exposed.sum() / len(acc) * 100.0) if len(acc) else 0.0
+    a["max_drawdown_intrabar_pct"] = intrabar_drawdown_pct(rows["equity"], rows["equity"] + adverse, initial)
+    a["liquidated"] = any(s["liquidated"] for s in per.values())
+    a["liquidated_at"] = min((s["liquidated_at"] for s in per.values() if s["liquidated_at"]), default=None)
+    a["halted_at"] = min((s["halted_at"] for s in per.values() if s["halted_at"]), default=None)
+    a["symbol"] = ", ".join(per)
+    a["path_bracket"] = basket_path_bracket(markets, strategies, venue, output.summary, detail or None)
+    return {
+        "basket": list(per),
+        "strategy": a["strategy"],
+        "venue": a["venue"],
+        "timeframe": a["timeframe"],
+        "account": a,
+        "symbols": per,
+    }
+
+
+def _sum_counts(counts: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in counts:
+        for key, value in c.items():
+            out[key] = out.get(key, 0) + value
+    return dict(sorted(out.items()))
+
+
+def basket_path_bracket(
+    markets: dict[str, Market],
+    strategies: dict[str, StrategyConfig],
+    venue: VenueConfig,
+    summary: dict[str, float],
+    detail: dict[str, Market] | None = None,
+) -> dict[str, Any]:
+    """The account under every intrabar path rule (``research.stats.path_bracket`` for a basket).
+
+    The other rules run the whole basket again without curves; entries read the account summary.
+    """
+    from gridctl.configs.overrides import apply_overrides
+    from gridctl.engine.basket import run_basket
+
+    configured = next(iter(strategies.values())).backtest.intrabar_path
+
+    def entry(row: dict[str, float]) -> dict[str, float]:
+        return {
+            "total_return_pct": float(row.get("total_return_pct", np.nan)),
+            **{name: float(row.get(name, np.nan)) for name in BRACKET_DRAWDOWNS},
+            "n_fills": int(row.get("n_fills", 0)),
+        }
+
+    out: dict[str, Any] = {"rule": configured, "configured": entry(summary)}
+    out[configured] = out["configured"]
+    for rule in BRACKET_RULES:
+        if rule == configured:
+            continue
+        changed = {
+            s: apply_overrides(strat, venue, {"backtest.intrabar_path": rule})[0]
+            for s, strat in strategies.items()
+        }
+        out[rule] = entry(run_basket(markets, changed, venue, curves=False, detail=detail).summary)
+    entries = [out[rule] for rule in BRACKET_RULES]
+    returns = [e["total_return_pct"] for e in entries]
+    out["worst"] = {"total_return_pct": min(returns)}
+    out["best"] = {"total_return_pct": max(returns)}
+    for name in BRACKET_DRAWDOWNS:
+        out["worst"][name] = max(e[name] for e in entries)
+        out["best"][name] = min(e[name] for e in entries)
+    return out

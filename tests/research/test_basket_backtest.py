@@ -1,0 +1,284 @@
+"""`gridctl backtest --symbols`: a basket in one wallet, end to end on synthetic stored data.
+
+Two symbols are stored under the exchange name ``synth``: BTC/USDT:USDT (the sample generator's
+path near 60,000) and ETH/USDT:USDT (another seed's path divided by 20, on ETH's 0.01 tick, starting
+four hours later). Expected values are derived from the written ledgers, never taken from the stats.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from gridctl.cli import app
+from gridctl.configs.loader import PACKAGE_DIR
+from gridctl.data.resample import resample_store
+from gridctl.data.sample import generate_sample
+from gridctl.data.store import write_candles, write_funding
+from gridctl.research.results import BASKET_RESULT_FILES
+
+from effects import effect
+
+BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
+ETH_LATE_BARS = 240  # ETH's first bar is 4 h after BTC's
+
+
+def store_basket(root: Path, days: int = 4) -> None:
+    for symbol, seed, scale, tick, skip in ((BTC, 7, 1.0, 0.1, 0), (ETH, 11, 20.0, 0.01, ETH_LATE_BARS)):
+        candles, _mark, funding = generate_sample(days=days, seed=seed)
+        prices = ("open", "high", "low", "close")
+        candles = candles.with_columns(((pl.col(c) / scale / tick).round() * tick).round(2) for c in prices)
+        write_candles(root, "synth", symbol, "1m", candles.slice(skip))
+        write_funding(root, "synth", symbol, funding.with_columns(pl.col("mark_price") / scale))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("basket-data")
+    store_basket(path)
+    return path
+
+
+def invoke(data_dir: Path, *args: str):
+    return CliRunner().invoke(
+        app, ["backtest", "--data-dir", str(data_dir), "--exchange", "synth", *args], catch_exceptions=False
+    )
+
+
+def run_json(data_dir: Path, *args: str) -> dict:
+    result = invoke(data_dir, "--json", *args)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def basket_out(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("res") / "basket"
+    stats = run_json(data_dir, "--symbols", f"{BTC},{ETH}", "--out", str(out))
+    return out, stats
+
+
+def test_the_account_is_the_initial_balance_plus_every_symbols_ledgers(basket_out: tuple[Path, dict]) -> None:
+    out, stats = basket_out
+    assert sorted(p.name for p in out.iterdir()) == sorted(BASKET_RESULT_FILES)
+    assert json.loads((out / "stats.json").read_text()) == stats
+    fills = pl.read_parquet(out / "fills.parquet")
+    funding = pl.read_parquet(out / "funding.parquet")
+    equity = pl.read_parquet(out / "equity.parquet")
+    account = stats["account"]
+    initial = account["initial_balance"]
+    assert initial == 10_000.0 and stats["basket"] == [BTC, ETH]
+    contributions = {}
+    for symbol in (BTC, ETH):
+        f = fills.filter(pl.col("symbol") == symbol)
+        cash = f["realized_pnl"].sum() - f["fee"].sum()
+        cash += funding.filter(pl.col("symbol") == symbol)["amount"].sum()
+        unrealized = equity.filter(pl.col("symbol") == symbol)["unrealized_pnl"][-1]
+        contributions[symbol] = cash + unrealized
+        s = stats["symbols"][symbol]
+        assert s["n_fills"] == f.height > 0
+        assert s["fees_paid"] == pytest.approx(f["fee"].sum(), abs=1e-9)
+        assert s["pnl"] == pytest.approx(contributions[symbol], abs=1e-6)
+        assert s["final_equity"] == pytest.approx(initial + contributions[symbol], abs=1e-6)
+    # One wallet: the account ends at the initial balance plus what every symbol added.
+    assert account["final_equity"] == pytest.approx(initial + sum(contributions.values()), abs=1e-6)
+    acc_rows = pl.read_parquet(out / "account_equity.parquet")
+    assert acc_rows["equity"][-1] == pytest.approx(account["final_equity"], abs=1e-9)
+    assert account["total_return_pct"] == pytest.approx((account["final_equity"] / initial - 1) * 100)
+    # The account's bar-close drawdown, by hand from its equity rows (the peak starts at the balance).
+    worst, peak = 0.0, initial
+    for value in acc_rows["equity"].to_list():
+        peak = max(peak, value)
+        worst = max(worst, (peak - value) / peak * 100)
+    assert account["max_drawdown_bar_close_pct"] == pytest.approx(worst, abs=1e-9) and worst > 0
+    # Counts add up over the symbols.
+    assert account["n_fills"] == fills.height
+    assert account["fees_paid"] == pytest.approx(fills["fee"].sum(), abs=1e-9)
+    assert account["funding_payments"] == funding.height
+    assert account["realized_pnl"] == pytest.approx(
+        fills.filter(pl.col("kind") != "entry")["realized_pnl"].sum(), abs=1e-9
+    )
+
+
+def test_bars_align_by_time_and_the_late_symbol_says_it_had_no_bar(basket_out: tuple[Path, dict]) -> None:
+    out, stats = basket_out
+    account, eth, btc = stats["account"], stats["symbols"][ETH], stats["symbols"][BTC]
+    assert (btc["bars"], eth["bars"]) == (4 * 1440, 4 * 1440 - ETH_LATE_BARS)
+    assert account["bars"] == 4 * 1440  # the union of both symbols' bar times
+    assert eth["data_start"] == "2024-01-01T04:00:00Z" and account["data_start"] == "2024-01-01T00:00:00Z"
+    assert eth["events"].get("input_missing", 0) >= 1 and "input_missing" not in btc["events"]
+    eth_fills = pl.read_parquet(out / "fills.parquet").filter(pl.col("symbol") == ETH)
+    assert eth_fills["ts"].min() >= 1_704_067_200_000 + ETH_LATE_BARS * 60_000
+    # ETH trades on its own tick (0.01) and BTC on its own (0.1): every price is a whole number of ticks.
+    fills = pl.read_parquet(out / "fills.parquet")
+    for symbol, tick in ((BTC, 0.1), (ETH, 0.01)):
+        prices = fills.filter((pl.col("symbol") == symbol) & (pl.col("kind") == "entry"))["price"]
+        assert ((prices / tick - (prices / tick).round()).abs() < 1e-6).all(), symbol
+
+
+def test_the_account_has_a_path_bracket_and_the_report_has_every_section(
+    basket_out: tuple[Path, dict],
+) -> None:
+    out, stats = basket_out
+    bracket = stats["account"]["path_bracket"]
+    assert bracket["rule"] == "nearer_first"
+    assert set(bracket) >= {"high_first", "low_first", "farther_first", "worst", "best", "configured"}
+    assert bracket["configured"]["total_return_pct"] == pytest.approx(stats["account"]["total_return_pct"])
+    assert bracket["worst"]["total_return_pct"] <= bracket["best"]["total_return_pct"]
+    page = (out / "report.html").read_text()
+    for text in ('id="account"', f'id="symbol-{BTC}"', f'id="symbol-{ETH}"', "Round trips", "Per symbol"):
+        assert text in page, text
+
+
+def test_the_summary_shows_the_account_and_a_row_per_symbol(data_dir: Path) -> None:
+    result = invoke(data_dir, "--symbols", BTC, "--symbols", ETH)
+    assert result.exit_code == 0, result.stderr
+    for text in ("basket of 2 (BTC/USDT:USDT, ETH/USDT:USDT)", "Account", "Final equity", "Per symbol"):
+        assert text in result.stdout, text
+    assert "running default on a basket of 2 symbols" in result.stderr
+
+
+def write_strategy(tmp_path: Path, symbols: list[str] | None, overrides: dict | None = None) -> Path:
+    tree = yaml.safe_load((PACKAGE_DIR / "strategies" / "default.yaml").read_text())
+    if symbols is not None:
+        tree["strategy"]["symbols"] = symbols
+    if overrides is not None:
+        tree["symbol_overrides"] = overrides
+    path = tmp_path / f"s{len(list(tmp_path.iterdir()))}.yaml"
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+@effect("strategy.symbols")
+def test_the_strategy_field_makes_a_basket(data_dir: Path, tmp_path: Path) -> None:
+    basket = run_json(data_dir, "--config", str(write_strategy(tmp_path, [BTC, ETH])))
+    single = run_json(data_dir, "--config", str(write_strategy(tmp_path, None)))
+    assert basket["basket"] == [BTC, ETH] and set(basket["symbols"]) == {BTC, ETH}
+    assert "account" not in single and single["symbol"] == BTC
+    # --symbol (one symbol) does not silently drop the strategy's basket.
+    result = invoke(data_dir, "--config", str(write_strategy(tmp_path, [BTC, ETH])), "--symbol", ETH)
+    assert result.exit_code == 2 and "trades the basket ['BTC/USDT:USDT', 'ETH/USDT:USDT']" in result.stderr
+    # --symbols picks a sub-basket; the file's overrides of the symbols left out are dropped with them.
+    config = write_strategy(tmp_path, [BTC, ETH], {BTC: {"grid.base_notional": 200}})
+    alone = run_json(data_dir, "--config", str(config), "--symbols", ETH)
+    assert alone["basket"] == [ETH] and "--set symbol_overrides={}" in alone["account"]["strategy_source"]
+    # --symbols gives the same basket as the field.
+    via_option = run_json(data_dir, "--symbols", f"{BTC},{ETH}")
+    for name in ("final_equity", "n_fills", "max_drawdown_bar_close_pct"):
+        assert via_option["account"][name] == basket["account"][name], name
+
+
+@effect("symbol_overrides")
+def test_a_symbol_override_changes_that_symbol_only(data_dir: Path, tmp_path: Path) -> None:
+    base_out, big_out = tmp_path / "base", tmp_path / "big"
+    run_json(data_dir, "--symbols", f"{BTC},{ETH}", "--out", str(base_out))
+    config = write_strategy(tmp_path, [BTC, ETH], {ETH: {"grid.base_notional": 300}})
+    run_json(data_dir, "--config", str(config), "--out", str(big_out))
+    base = pl.read_parquet(base_out / "fills.parquet")
+    big = pl.read_parquet(big_out / "fills.parquet")
+
+    def first_entry(fills: pl.DataFrame, symbol: str) -> dict:
+        return fills.filter((pl.col("symbol") == symbol) & (pl.col("kind") == "entry")).row(0, named=True)
+
+    # ETH's rung 1 is 300 USDT instead of the default 150: twice the quantity at the same price
+    # (within one 0.001 ETH lot either way of the rounding).
+    b, g = first_entry(base, ETH), first_entry(big, ETH)
+    assert (b["ts"], b["price"], b["level"]) == (g["ts"], g["price"], g["level"])
+    assert g["qty"] == pytest.approx(2 * b["qty"], abs=0.002)
+    # BTC's first fill is untouched.
+    assert first_entry(base, BTC) == first_entry(big, BTC)
+
+
+def test_detail_bars_are_walked_where_they_are_stored(tmp_path: Path) -> None:
+    store_basket(tmp_path, days=3)
+    for symbol in (BTC, ETH):
+        resample_store(tmp_path, "synth", symbol, "1m", "15m")
+    # ETH keeps only its 15m bars: its 1m series is removed, so only BTC has detail bars.
+    for path in (tmp_path / "synth" / "ETH_USDT_USDT" / "1m").iterdir():
+        path.unlink()
+    # ETH first in the basket: the account still reports the detail BTC walked.
+    stats = run_json(tmp_path, "--symbols", f"{ETH},{BTC}", "--timeframe", "15m", "--detail", "1m")
+    warnings = stats["account"]["assumptions"]["data_warnings"]
+    assert any(w.startswith("synth ETH/USDT:USDT: no 1m bars stored in the window") for w in warnings)
+    assert stats["symbols"][BTC]["assumptions"]["detail_timeframe"] == "1m"
+    assert stats["symbols"][ETH]["assumptions"]["detail_timeframe"] is None
+    assert stats["account"]["assumptions"]["detail_timeframe"] == "1m"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--symbols", f"{BTC},ADA/USDT:USDT"],
+            "error: strategy ",
+        ),
+        (["--symbols", f"{BTC},XRP/USDT:USDT"], "error: no 1m candles for XRP/USDT:USDT on synth"),
+        (["--symbols", BTC, "--symbol", ETH], "error: --symbol and --symbols: give one"),
+        (["--symbols", "BTCUSDT"], "'BTCUSDT' is not a ccxt USD-M symbol"),
+        (["--symbols", " , "], "error: --symbols: ' , ' names no symbol"),
+    ],
+)
+def test_a_bad_basket_is_one_clear_error(data_dir: Path, args: list[str], message: str) -> None:
+    result = invoke(data_dir, *args)
+    assert result.exit_code == 2
+    assert message in result.stderr and "Traceback" not in result.output
+    if "ADA" in args[1]:
+        assert "ADA/USDT:USDT: " in result.stderr and "no exchange rules for 'ADA/USDT:USDT'" in result.stderr
+
+
+def test_the_basket_report_renders_offline_in_a_browser(basket_out: tuple[Path, dict]) -> None:
+    from gridctl.research.report import BASKET_CHART_ID
+
+    from browser import Browser
+
+    out, stats = basket_out
+    path = out / "report.html"
+    plot = f"document.getElementById('{BASKET_CHART_ID}')"
+    with Browser() as browser:
+        session, log = browser.open_page(path)
+        browser.wait_for(session, f"{plot} && {plot}._fullLayout && {plot}.querySelector('.main-svg')")
+        names = browser.evaluate(session, f"{plot}._fullData.map(d => d.name)")
+        tables = browser.evaluate(session, "document.querySelectorAll('table').length")
+        per_symbol = []
+        for i in range(len(stats["basket"])):
+            chart = f"document.getElementById('basket-symbol-{i}')"
+            browser.wait_for(session, f"{chart} && {chart}._fullLayout && {chart}.querySelector('.main-svg')")
+            per_symbol.append(
+                browser.evaluate(session, f"{chart}._fullData.map(d => [d.name, d.mode, d._length])")
+            )
+    assert log.requests == [path.resolve().as_uri()] and log.failed == [] and log.errors == []
+    # Account equity and drawdown, then one PnL line per symbol, in basket order.
+    assert names == ["account equity", "drawdown", BTC, ETH]
+    # Account: results, gates, per-symbol table, monthly returns, assumptions; per symbol: results,
+    # gates, assumptions, round trips.
+    assert tables == 5 + 4 * len(stats["basket"])
+    # Each symbol's chart: its closes, every one of its fills (markers by kind), both inventories.
+    for symbol, traces in zip(stats["basket"], per_symbol, strict=True):
+        assert traces[0][0] == "close" and [t[0] for t in traces[-2:]] == ["long qty", "short qty"]
+        markers = sum(n for _, mode, n in traces if mode == "markers")
+        assert markers == stats["symbols"][symbol]["n_fills"] > 0, symbol
+
+
+def test_a_symbols_contribution_curve_books_each_fill_and_settlement_in_the_kernels_bar(
+    data_dir: Path,
+) -> None:
+    from gridctl.configs.loader import load_strategy, load_venue
+    from gridctl.research.basket import contribution_curve, run_basket_backtest
+
+    # In a one-symbol basket the symbol's wallet is the account's: the curve rebuilt from the ledgers
+    # (each fill and funding amount booked in the row of its bar) must be the kernel's, row by row.
+    strategy = load_strategy(
+        "default", [f'strategy.symbols=["{ETH}"]', "strategy.instrument_id=ETHUSDT-PERP.BINANCE"]
+    )
+    basket = run_basket_backtest(strategy, load_venue("binance_futures"), data_dir, "synth", "1m", None, None)
+    run = basket.output.per_symbol[ETH]
+    assert len(run.funding) > 5 and len(run.fills) > 10
+    curve = contribution_curve(run, 60_000, 10_000.0)
+    np.testing.assert_allclose(curve["wallet_balance"], run.equity["wallet_balance"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(curve["equity"], basket.output.account_equity["equity"], rtol=0, atol=1e-9)
