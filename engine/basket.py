@@ -449,128 +449,166 @@ def _account_halted_nb(
     return wallet
 
 
+# The account's running facts between aligned timestamps (float64 vector): what every symbol's row
+# is loaded with before it steps and what the account takes back after.
+SH_WALLET = 0  # the one wallet
+SH_PEAK = 1  # the account's equity peak
+SH_ERR_COUNT = 2  # write position of the account's error ring
+SH_ORD_COUNT = 3  # write position of the account's order-pacing ring
+SH_CB_ACTIVE = 4  # the account's circuit breaker is open
+SH_CB_UNTIL = 5  # ... until this time
+N_SHARED = 6
+
+#: ``basket_bar_nb``'s answers.
+BAR_GO = 0  # the account stepped this timestamp; go on
+BAR_STOP = 1  # the account stepped this timestamp and the run is over (liquidation)
+BAR_OVERFLOW = 2  # a record buffer filled up: the timestamp is not complete (grow the buffers, re-run)
+
+
+@kernel
+def basket_start_nb(states, info, work, sh):
+    """The account before its first timestamp: the first symbol's wallet and peak, empty rings."""
+    sh[SH_WALLET] = states[0, S_WALLET]
+    sh[SH_PEAK] = states[0, S_PEAK]
+    sh[SH_ERR_COUNT] = 0.0
+    sh[SH_ORD_COUNT] = 0.0
+    sh[SH_CB_ACTIVE] = 0.0
+    sh[SH_CB_UNTIL] = -np.inf
+    info[A_LIQ_SYMBOL] = -1
+    info[A_HALT_SYMBOL] = -1
+    for j in range(states.shape[0]):
+        work[j, W_LAST] = np.nan
+
+
+@kernel
+def basket_bar_nb(
+    k, ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs, brs, nbr,
+    states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work, sh,
+):  # fmt: skip
+    """Step aligned timestamp ``k`` through every symbol in basket order (DESIGN.md "Baskets").
+
+    The one copy of the account's per-bar bookkeeping: ``run_basket_nb`` calls it for every bar of a
+    backtest, the live bridge's basket session for every closed bar. Row ``i`` of
+    ``op/hi/lo/cl/regs/vecs/states/slots/fills/fund/ev/eq/cnts/didx`` is symbol i's; its funding
+    settlements are ``f*[foff[i]:foff[i+1]]``, ``didx[i]`` indexes its detail bars in ``d*``, its
+    brackets ``brs[i, :nbr[i]]``. ``errs`` / ``ords`` are the account's rings, ``acc`` the account's
+    state vector (summary accumulators), ``rows`` its equity rows, ``info`` the facts ``A_*``, ``sh``
+    the running facts ``SH_*`` (``basket_start_nb``). Returns ``BAR_GO``, ``BAR_STOP`` or ``BAR_OVERFLOW``.
+    """
+    n_sym = states.shape[0]
+    wallet = sh[SH_WALLET]
+    peak = sh[SH_PEAK]
+    err_count = sh[SH_ERR_COUNT]
+    ord_count = sh[SH_ORD_COUNT]
+    cb_active = sh[SH_CB_ACTIVE]
+    cb_until = sh[SH_CB_UNTIL]
+    stop = False
+    t = ts[k]
+    if n_sym > 1:  # the others' contributions at bar k (a symbol's own is refreshed after its step)
+        for j in range(n_sym):
+            price_contribution_nb(states[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j])
+    for i in range(n_sym):
+        st = states[i]
+        sl = slots[i]
+        p = vecs[i]
+        br = brs[i, : nbr[i]]
+        cnt = cnts[i]
+        f_i = fills[i]
+        ev_i = ev[i]
+        fts_i = fts[foff[i] : foff[i + 1]]
+        frate_i = frate[foff[i] : foff[i + 1]]
+        fmark_i = fmark[foff[i] : foff[i + 1]]
+        # the account's shared slots
+        st[S_WALLET] = wallet
+        st[S_PEAK] = peak
+        st[S_ERR_COUNT] = err_count
+        st[S_ORD_COUNT] = ord_count
+        st[S_CB_ACTIVE] = cb_active
+        st[S_CB_UNTIL] = cb_until
+        o = op[i, k]
+        h = hi[i, k]
+        lw = lo[i, k]
+        c = cl[i, k]
+        close_time = float(t) + p[P_BAR_MS]
+        halting = acc[S_HALTED] != 0.0 and st[S_HALTED] == 0.0  # the account halted earlier in this step
+        if bar_open_nb(k, t, o, h, lw, c, fts_i, frate_i, fmark_i, p, st, sl, fund[i], ev_i, cnt) and (
+            not halting
+        ):
+            set_rest_of_account_nb(st, work, i, W_U_ADV, W_MM_ADV, W_N_ADV)
+            if bar_path_nb(
+                k, t, o, h, lw, c, dts, dop, dhi, dlo, dcl, didx[i],
+                p, br, st, sl, errs, f_i, ev_i, cnt,
+            ):  # fmt: skip
+                _account_liquidation_nb(
+                    k, t, i, cl, vecs, brs, nbr, states, slots, fills, ev, eq, cnts, acc, info, work
+                )
+                wallet = st[S_WALLET]
+                stop = True
+                break
+        if c == c:
+            work[i, W_LAST] = c
+        set_rest_of_account_nb(st, work, i, W_U_CL, W_MM_CL, W_N_CL)
+        if halting:
+            account_halt_nb(st, sl, c if c == c else work[i, W_LAST], p, br, f_i, ev_i, cnt, t)
+        bar_close_nb(
+            k, t, h, lw, c, close_time, regs[i], fts_i, frate_i, True, p, br, st, sl, errs, ords, f_i,
+            ev_i, eq[i], cnt,
+        )  # fmt: skip
+        contribution_nb(st, sl, br, h, lw, c, work[i])
+        wallet = st[S_WALLET]
+        if st[S_PEAK] > peak:
+            peak = st[S_PEAK]
+        err_count = st[S_ERR_COUNT]
+        ord_count = st[S_ORD_COUNT]
+        if st[S_CB_ACTIVE] != 0.0 and cb_active == 0.0:
+            _breaker_tripped_nb(k, i, hi, lo, cl, brs, nbr, states, slots, work)
+        cb_active = st[S_CB_ACTIVE]
+        cb_until = st[S_CB_UNTIL]
+        if st[S_HALTED] != 0.0 and acc[S_HALTED] == 0.0:
+            wallet = _account_halted_nb(
+                k, t, i, wallet, hi, lo, cl, vecs, brs, nbr, states, slots, fills, ev, eq, cnts, acc, info,
+                work,
+            )  # fmt: skip
+        if cnt[C_OVERFLOW] != 0:
+            stop = True
+            break
+    sh[SH_WALLET] = wallet
+    sh[SH_PEAK] = peak
+    sh[SH_ERR_COUNT] = err_count
+    sh[SH_ORD_COUNT] = ord_count
+    sh[SH_CB_ACTIVE] = cb_active
+    sh[SH_CB_UNTIL] = cb_until
+    if stop and acc[S_LIQUIDATED] == 0.0:
+        return BAR_OVERFLOW  # a full record buffer: the driver runs again with more room
+    acc[S_CB_ACTIVE] = cb_active
+    sh[SH_PEAK] = _account_close_nb(acc, rows, info, work, states, t, wallet, peak)
+    info[A_STEPS] = k + 1
+    return BAR_STOP if stop else BAR_GO
+
+
+@kernel
+def basket_finish_nb(states, acc):
+    """Close every symbol's and the account's daily statistics (at the end of a run)."""
+    for j in range(states.shape[0]):
+        finish_daily_stats_nb(states[j])
+    finish_daily_stats_nb(acc)
+
+
 @kernel
 def run_basket_nb(
     ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs, brs, nbr,
-    states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work,
+    states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work, sh,
 ):  # fmt: skip
-    """Step every aligned timestamp through every symbol in basket order (DESIGN.md "Baskets").
-
-    Row ``i`` of ``op/hi/lo/cl/regs/vecs/states/slots/fills/fund/ev/eq/cnts/didx`` is symbol i's;
-    its funding settlements are ``f*[foff[i]:foff[i+1]]``, ``didx[i]`` indexes its detail bars in ``d*``, its
-    brackets ``brs[i, :nbr[i]]``. ``errs`` / ``ords`` are the account's rings, ``acc`` the account's
-    state vector (summary accumulators), ``rows`` its equity rows, ``info`` the facts ``A_*``.
-    """
-    n_sym = states.shape[0]
-    n = ts.shape[0]
-    wallet = states[0, S_WALLET]
-    peak = states[0, S_PEAK]
-    err_count = 0.0
-    ord_count = 0.0
-    cb_active = 0.0
-    cb_until = -np.inf
-    info[A_LIQ_SYMBOL] = -1
-    info[A_HALT_SYMBOL] = -1
-    for j in range(n_sym):
-        work[j, W_LAST] = np.nan
-    stop = False
-    for k in range(n):
-        t = ts[k]
-        if n_sym > 1:  # the others' contributions at bar k (a symbol's own is refreshed after its step)
-            for j in range(n_sym):
-                price_contribution_nb(states[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j])
-        for i in range(n_sym):
-            st = states[i]
-            sl = slots[i]
-            p = vecs[i]
-            br = brs[i, : nbr[i]]
-            cnt = cnts[i]
-            f_i = fills[i]
-            ev_i = ev[i]
-            fts_i = fts[foff[i] : foff[i + 1]]
-            frate_i = frate[foff[i] : foff[i + 1]]
-            fmark_i = fmark[foff[i] : foff[i + 1]]
-            # the account's shared slots
-            st[S_WALLET] = wallet
-            st[S_PEAK] = peak
-            st[S_ERR_COUNT] = err_count
-            st[S_ORD_COUNT] = ord_count
-            st[S_CB_ACTIVE] = cb_active
-            st[S_CB_UNTIL] = cb_until
-            o = op[i, k]
-            h = hi[i, k]
-            lw = lo[i, k]
-            c = cl[i, k]
-            close_time = float(t) + p[P_BAR_MS]
-            halting = acc[S_HALTED] != 0.0 and st[S_HALTED] == 0.0  # the account halted earlier in this step
-            if bar_open_nb(k, t, o, h, lw, c, fts_i, frate_i, fmark_i, p, st, sl, fund[i], ev_i, cnt) and (
-                not halting
-            ):
-                set_rest_of_account_nb(st, work, i, W_U_ADV, W_MM_ADV, W_N_ADV)
-                if bar_path_nb(
-                    k, t, o, h, lw, c, dts, dop, dhi, dlo, dcl, didx[i],
-                    p, br, st, sl, errs, f_i, ev_i, cnt,
-                ):  # fmt: skip
-                    _account_liquidation_nb(
-                        k, t, i, cl, vecs, brs, nbr, states, slots, fills, ev, eq, cnts, acc, info, work
-                    )
-                    wallet = st[S_WALLET]
-                    stop = True
-                    break
-            if c == c:
-                work[i, W_LAST] = c
-            set_rest_of_account_nb(st, work, i, W_U_CL, W_MM_CL, W_N_CL)
-            if halting:
-                account_halt_nb(st, sl, c if c == c else work[i, W_LAST], p, br, f_i, ev_i, cnt, t)
-            bar_close_nb(
-                k, t, h, lw, c, close_time, regs[i], fts_i, frate_i, True, p, br, st, sl, errs, ords, f_i,
-                ev_i, eq[i], cnt,
-            )  # fmt: skip
-            contribution_nb(st, sl, br, h, lw, c, work[i])
-            wallet = st[S_WALLET]
-            if st[S_PEAK] > peak:
-                peak = st[S_PEAK]
-            err_count = st[S_ERR_COUNT]
-            ord_count = st[S_ORD_COUNT]
-            if st[S_CB_ACTIVE] != 0.0 and cb_active == 0.0:
-                _breaker_tripped_nb(k, i, hi, lo, cl, brs, nbr, states, slots, work)
-            cb_active = st[S_CB_ACTIVE]
-            cb_until = st[S_CB_UNTIL]
-            if st[S_HALTED] != 0.0 and acc[S_HALTED] == 0.0:
-                wallet = _account_halted_nb(
-                    k,
-                    t,
-                    i,
-                    wallet,
-                    hi,
-                    lo,
-                    cl,
-                    vecs,
-                    brs,
-                    nbr,
-                    states,
-                    slots,
-                    fills,
-                    ev,
-                    eq,
-                    cnts,
-                    acc,
-                    info,
-                    work,
-                )
-            if cnt[C_OVERFLOW] != 0:
-                stop = True
-                break
-        if stop and acc[S_LIQUIDATED] == 0.0:
-            break  # a full record buffer: the driver runs again with more room
-        acc[S_CB_ACTIVE] = cb_active
-        peak = _account_close_nb(acc, rows, info, work, states, t, wallet, peak)
-        info[A_STEPS] = k + 1
-        if stop:
+    """Step every aligned timestamp through ``basket_bar_nb`` (arguments as there; ``sh`` is scratch);
+    stop at the first timestamp that ends the run or fills a record buffer."""
+    basket_start_nb(states, info, work, sh)
+    for k in range(ts.shape[0]):
+        if basket_bar_nb(
+            k, ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs, brs,
+            nbr, states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work, sh,
+        ) != BAR_GO:  # fmt: skip
             break
-    for j in range(n_sym):
-        finish_daily_stats_nb(states[j])
-    finish_daily_stats_nb(acc)
+    basket_finish_nb(states, acc)
 
 
 @dataclass(frozen=True)
@@ -621,7 +659,8 @@ def _check_basket(
     return symbols
 
 
-def _check_account_params(symbols: tuple[str, ...], params: list[EngineParams]) -> None:
+def check_account_params(symbols: tuple[str, ...], params: list[EngineParams]) -> None:
+    """Refuse a basket whose symbols disagree on a field of the account (``ACCOUNT_PARAMS``)."""
     first = params[0].vector
     for sym, prm in zip(symbols[1:], params[1:], strict=True):
         for slot, name in ACCOUNT_PARAMS.items():
@@ -668,6 +707,35 @@ def _concat(parts: list[np.ndarray], dtype: Any) -> tuple[np.ndarray, np.ndarray
     return read_only(np.ascontiguousarray(flat)), off
 
 
+def stack_params(params: list[EngineParams]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The basket's parameter rows, brackets (``brs[i, :nbr[i]]``) and ladder depth, kernel-ready."""
+    vecs = np.ascontiguousarray(np.stack([prm.vector for prm in params]))
+    nbr = np.array([prm.brackets.shape[0] for prm in params], np.int64)
+    brs = np.zeros((len(params), int(nbr.max()), 5))
+    for i, prm in enumerate(params):
+        brs[i, : nbr[i]] = prm.brackets
+    levels = int(vecs[:, [P_LEVELS_LONG, P_LEVELS_SHORT]].max())
+    return vecs, brs, nbr, levels
+
+
+def new_account(
+    vecs: np.ndarray, levels: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fresh kernel state of a basket: every symbol's state row and slots, the account's error and
+    order-pacing rings and its state vector ``acc`` (``states, slots, errs, ords, acc``)."""
+    n_sym = vecs.shape[0]
+    states = np.zeros((n_sym, N_STATE))
+    slots = np.zeros((n_sym, 2, levels, N_SLOT))
+    for i in range(n_sym):
+        init_state_row(states[i], slots[i], vecs[i])
+    n_err, n_ord = ring_sizes(vecs)
+    errs = np.zeros(max(n_err, 1))
+    ords = np.zeros(max(n_ord, 1))
+    acc = np.zeros(N_STATE)
+    init_state_row(acc, np.zeros((2, 1, N_SLOT)), vecs[0])
+    return states, slots, errs, ords, acc
+
+
 def run_basket(
     markets: Mapping[str, Any],
     strategies: Mapping[str, StrategyConfig],
@@ -686,13 +754,13 @@ def run_basket(
     params = [build_params(strategies[sym], venue, markets[sym]) for sym in symbols]
     for sym in symbols:
         check_detail_config(strategies[sym], details.get(sym))
-    _check_account_params(symbols, params)
+    check_account_params(symbols, params)
     ts = read_only(np.ascontiguousarray(_union([np.asarray(markets[sym].ts, np.int64) for sym in symbols])))
     n_sym, n = len(symbols), ts.shape[0]
     aligned = [_aligned(markets[sym], ts) for sym in symbols]
     arrays = [market_arrays(a) for a in aligned]
     dets = [detail_arrays(a, details.get(sym), n) for a, sym in zip(aligned, symbols, strict=True)]
-    vecs = np.ascontiguousarray(np.stack([prm.vector for prm in params]))
+    vecs, brs, nbr, levels = stack_params(params)
 
     def stack(name: str) -> np.ndarray:
         return read_only(np.ascontiguousarray(np.stack([getattr(a, name) for a in arrays])))
@@ -712,12 +780,6 @@ def run_basket(
     # each symbol's detail index points into the concatenated detail bars
     didx = np.stack([d.index + doff[i] for i, d in enumerate(dets)]).astype(np.int64)
     didx = read_only(np.ascontiguousarray(didx))
-    nbr = np.array([prm.brackets.shape[0] for prm in params], np.int64)
-    brs = np.zeros((n_sym, int(nbr.max()), 5))
-    for i, prm in enumerate(params):
-        brs[i, : nbr[i]] = prm.brackets
-    levels = int(vecs[:, [P_LEVELS_LONG, P_LEVELS_SHORT]].max())
-    n_err, n_ord = ring_sizes(vecs)
     caps = {
         C_FILLS: max(INITIAL_CAPACITY, n // BARS_PER_FILL_ROW),
         C_EVENTS: max(INITIAL_CAPACITY, n // BARS_PER_EVENT_ROW),
@@ -726,25 +788,19 @@ def run_basket(
     }
     reruns = 0
     for _ in range(MAX_RERUNS):
-        states = np.zeros((n_sym, N_STATE))
-        slots = np.zeros((n_sym, 2, levels, N_SLOT))
-        for i in range(n_sym):
-            init_state_row(states[i], slots[i], vecs[i])
-        errs = np.zeros(max(n_err, 1))
-        ords = np.zeros(max(n_ord, 1))
+        states, slots, errs, ords, acc = new_account(vecs, levels)
         fills = np.empty((n_sym, caps[C_FILLS]), FILL_DTYPE)
         fund = np.empty((n_sym, caps[C_FUNDING]), FUNDING_DTYPE)
         ev = np.empty((n_sym, caps[C_EVENTS]), EVENT_DTYPE)
         eq = np.empty((n_sym, caps[C_EQUITY]), EQUITY_DTYPE)
         cnts = np.stack([new_counters(record=True, curves=curves) for _ in symbols])
-        acc = np.zeros(N_STATE)
-        init_state_row(acc, np.zeros((2, 1, N_SLOT)), vecs[0])
         rows = np.empty(n if curves else 0, ACCOUNT_EQUITY_DTYPE)
         info = np.zeros(N_ACC_INFO, np.int64)
         work = np.zeros((n_sym, N_WORK))
+        shared = np.empty(N_SHARED)
         run_basket_nb(
             ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs, brs,
-            nbr, states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work,
+            nbr, states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work, shared,
         )  # fmt: skip
         if not cnts[:, C_OVERFLOW].any():
             break
@@ -754,10 +810,11 @@ def run_basket(
         reruns += 1
     else:  # pragma: no cover - only reachable with a kernel bug that writes without bound
         raise RuntimeError(f"record buffers still overflowing after {MAX_RERUNS} re-runs")
-    return _outputs(symbols, params, dets, states, (fills, fund, ev, eq), cnts, acc, rows, info, n, reruns)
+    buffers = (fills, fund, ev, eq)
+    return basket_outputs(symbols, params, dets, states, buffers, cnts, acc, rows, info, n, reruns)
 
 
-def _outputs(
+def basket_outputs(
     symbols: tuple[str, ...], params: list[EngineParams], dets: list[Any], states: np.ndarray,
     buffers: tuple[np.ndarray, ...], cnts: np.ndarray, acc: np.ndarray, rows: np.ndarray,
     info: np.ndarray, n: int, reruns: int,
