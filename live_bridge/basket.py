@@ -15,8 +15,10 @@ one's time), exactly as a single-symbol session does.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +26,7 @@ from gridctl.configs.errors import GridctlError
 from gridctl.configs.schema import StrategyConfig, VenueConfig
 from gridctl.engine.basket import (
     ACCOUNT_EQUITY_DTYPE,
+    BAR_GO,
     BAR_OVERFLOW,
     N_ACC_INFO,
     N_SHARED,
@@ -50,6 +53,7 @@ from gridctl.engine.records import (
 )
 from gridctl.engine.run import no_detail, read_only
 from gridctl.engine.state import S_LIQUIDATED, S_LONG_QTY, S_SHORT_QTY, KernelState
+from gridctl.live_bridge.replay import basket_replay
 from gridctl.live_bridge.session import EngineSession
 
 #: Free rows every per-symbol record buffer keeps before a timestamp is stepped (a bar writes far fewer).
@@ -239,4 +243,33 @@ class BasketSession:
         return out
 
 
-__all__ = ["BasketSession", "Ohlc"]
+def replay_basket(
+    markets: Mapping[str, Any], strategies: Mapping[str, StrategyConfig], venue: VenueConfig
+) -> BasketOutput:
+    """`gridctl live --paper --replay --symbols`: the stored ``markets`` (basket order) through a
+    ``BasketSession`` one aligned closed bar at a time, each symbol's funding revealed up to the close
+    (``replay.basket_replay``); stops at an account liquidation. The output's meta holds
+    ``replay_seconds``."""
+    if tuple(markets) != tuple(strategies):
+        raise GridctlError(f"replay: markets for {list(markets)}, strategies for {list(strategies)}")
+    timeframes = {m.timeframe for m in markets.values()}
+    if len(timeframes) != 1:
+        raise GridctlError(f"a basket replay needs one timeframe, the markets have {sorted(timeframes)}")
+    n = len(np.unique(np.concatenate([np.asarray(m.ts, np.int64) for m in markets.values()])))
+    session = BasketSession(strategies, venue, timeframes.pop(), capacity=n + 16)
+    t0 = time.perf_counter()
+    for t, bars in basket_replay(dict(markets)):
+        for sym, bar in bars.items():
+            session.set_funding(sym, bar.settled, bar.next_funding_ms)
+        if (
+            session.step_paper(t, {sym: (b.open, b.high, b.low, b.close) for sym, b in bars.items()})
+            != BAR_GO
+        ):
+            break
+    elapsed = time.perf_counter() - t0
+    out = session.output()
+    out.meta["replay_seconds"] = elapsed
+    return out
+
+
+__all__ = ["BasketSession", "Ohlc", "replay_basket"]
