@@ -52,7 +52,7 @@ from gridctl.engine.records import (
     new_counters,
 )
 from gridctl.engine.run import no_detail, read_only
-from gridctl.engine.state import S_LIQUIDATED, S_LONG_QTY, S_SHORT_QTY, KernelState
+from gridctl.engine.state import S_LIQUIDATED, KernelState
 from gridctl.live_bridge.replay import basket_replay
 from gridctl.live_bridge.session import EngineSession
 
@@ -127,22 +127,7 @@ class BasketSession:
     def liquidated(self) -> bool:
         return self.acc[S_LIQUIDATED] != 0.0
 
-    @property
-    def last_ts(self) -> int | None:
-        return int(self.ts[self.n - 1]) if self.n else None
-
-    def warmup_needed(self, symbol: str) -> int:
-        """Bars of history ``symbol``'s regime indicators need."""
-        return self.sessions[symbol].warmup_needed
-
     # --- inputs
-
-    def warm(
-        self, symbol: str, ts: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
-        open_: np.ndarray,
-    ) -> int:  # fmt: skip
-        """Feed ``symbol``'s closed history bars to its regime indicators only (no trading)."""
-        return self.sessions[symbol].warm(ts, high, low, close, open_)
 
     def set_funding(self, symbol: str, settled: list[tuple[int, float, float]], next_ts: int | None) -> bool:
         """Merge ``symbol``'s settlements and next settlement time (``EngineSession.set_funding``)."""
@@ -218,11 +203,6 @@ class BasketSession:
         return int(code)
 
     # --- results
-
-    def position(self, symbol: str) -> tuple[float, float]:
-        """``symbol``'s (long, short) quantities."""
-        st = self.states[self.symbols.index(symbol)]
-        return float(st[S_LONG_QTY]), float(st[S_SHORT_QTY])
 
     def output(self) -> BasketOutput:
         """The ledgers so far as a ``BasketOutput`` (closes the daily stats once: call at the end)."""

@@ -263,8 +263,8 @@ def _replay_basket(venue: Any, opts: LiveOptions) -> None:
     strategy = basket.load_strategy(opts.strategy, opts.symbols, list(opts.overrides))
     if opts.symbol is not None:
         raise GridctlError(
-            f"--symbol {opts.symbol}: strategy {strategy.origin} trades the basket {list(strategy.basket_symbols)} "
-            "(strategy.symbols); give --symbols for a basket replay"
+            f"--symbol {opts.symbol}: strategy {strategy.origin} trades the basket "
+            f"{list(strategy.basket_symbols)} (strategy.symbols); give --symbols for a basket replay"
         )
     run = basket.run(strategy, venue, source, opts.exchange, opts.timeframe, None, None, run=replay_basket)
     if opts.out is not None:

@@ -61,8 +61,8 @@ def _basket(days: int = 2, overrides: list[str] | None = None):
     return markets, basket_strategies(strategy), load_venue("binance_futures")
 
 
-def _live(markets, strategies, venue) -> tuple[BasketSession, int]:
-    session = BasketSession(strategies, venue, "1m")
+def _live(markets, strategies, venue, capacity: int = 4096) -> tuple[BasketSession, int]:
+    session = BasketSession(strategies, venue, "1m", capacity=capacity)
     steps = 0
     for t, bars in basket_replay(markets):
         for sym, bar in bars.items():
@@ -91,11 +91,15 @@ def _same_summary(got: dict, want: dict, what: str) -> None:
 HALT = [*TIGHT, "backtest.initial_balance=1000", "risk_management.max_drawdown_pct=1"]  # ~1.9 % drawdown
 
 
-@pytest.mark.parametrize("overrides", [TIGHT, HALT], ids=["tight", "halt"])
-def test_a_paper_basket_writes_the_basket_backtests_ledgers(overrides: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("overrides", "capacity"),
+    [(TIGHT, 4096), (HALT, 4096), (TIGHT, 16)],
+    ids=["tight", "halt", "growing"],  # growing: bar arrays and ledgers reallocated many times on the way
+)
+def test_a_paper_basket_writes_the_basket_backtests_ledgers(overrides: list[str], capacity: int) -> None:
     markets, strategies, venue = _basket(overrides=overrides)
     bt = run_basket(markets, strategies, venue)
-    session, steps = _live(markets, strategies, venue)
+    session, steps = _live(markets, strategies, venue, capacity)
     live = session.output()
 
     assert live.symbols == bt.symbols == (BTC, ETH)
@@ -105,7 +109,7 @@ def test_a_paper_basket_writes_the_basket_backtests_ledgers(overrides: list[str]
         for ledger in ("fills", "funding", "events", "equity"):
             _same_rows(getattr(g, ledger), getattr(w, ledger), f"{sym} {ledger}")
         _same_summary(g.summary, w.summary, f"{sym} summary")
-        assert session.position(sym) == (w.summary["long_qty"], w.summary["short_qty"])
+        assert session.sessions[sym].position() == (w.summary["long_qty"], w.summary["short_qty"])
     _same_rows(live.account_equity, bt.account_equity, "account equity")
     _same_summary(live.summary, bt.summary, "account summary")
 
