@@ -153,7 +153,8 @@ W_N_CL = 8  # gross notional there
 W_OLD_STATE = 9  # risk state of its last recorded row (an account liquidation records the bar again)
 W_OLD_EXPOSED = 10  # 1 when that row held a position
 W_RESTING = 11  # notional of its resting entries (refreshed whenever its slots may have changed)
-N_WORK = 12
+W_ALLOW = 12  # 1: entries allowed at its close (0: a live pause cancels its resting entries instead)
+N_WORK = 13
 
 # The account's facts the driver reports back (int64 vector).
 A_LIQ_SYMBOL = 0  # basket index of the symbol whose path crossed the account's maintenance margin (-1)
@@ -413,7 +414,7 @@ def _account_liquidation_nb(k, t, i, cl, vecs, brs, nbr, states, slots, fills, e
 
 
 @kernel
-def _breaker_tripped_nb(k, i, hi, lo, cl, brs, nbr, states, slots, work):
+def breaker_tripped_nb(k, i, hi, lo, cl, brs, nbr, states, slots, work):
     """Symbol ``i`` tripped the account's breaker: every other symbol's resting entries go too."""
     for j in range(states.shape[0]):
         if j != i:
@@ -457,7 +458,9 @@ SH_ERR_COUNT = 2  # write position of the account's error ring
 SH_ORD_COUNT = 3  # write position of the account's order-pacing ring
 SH_CB_ACTIVE = 4  # the account's circuit breaker is open
 SH_CB_UNTIL = 5  # ... until this time
-N_SHARED = 6
+SH_SIMULATE = 6  # 1: each bar's path is walked by the simulated venue (backtest, paper); 0: live, the
+# exchange's fills were booked before the close (``enter_account_nb`` / ``leave_account_nb``)
+N_SHARED = 7
 
 #: ``basket_bar_nb``'s answers.
 BAR_GO = 0  # the account stepped this timestamp; go on
@@ -474,10 +477,40 @@ def basket_start_nb(states, info, work, sh):
     sh[SH_ORD_COUNT] = 0.0
     sh[SH_CB_ACTIVE] = 0.0
     sh[SH_CB_UNTIL] = -np.inf
+    sh[SH_SIMULATE] = 1.0
     info[A_LIQ_SYMBOL] = -1
     info[A_HALT_SYMBOL] = -1
     for j in range(states.shape[0]):
         work[j, W_LAST] = np.nan
+        work[j, W_ALLOW] = 1.0
+
+
+@hot_kernel
+def enter_account_nb(st, sh):
+    """Load the account's running facts (``SH_*``: wallet, peak, rings, breaker) into a symbol's row
+    before any kernel of that symbol runs (its bar step, or a live booking between closes)."""
+    st[S_WALLET] = sh[SH_WALLET]
+    st[S_PEAK] = sh[SH_PEAK]
+    st[S_ERR_COUNT] = sh[SH_ERR_COUNT]
+    st[S_ORD_COUNT] = sh[SH_ORD_COUNT]
+    st[S_CB_ACTIVE] = sh[SH_CB_ACTIVE]
+    st[S_CB_UNTIL] = sh[SH_CB_UNTIL]
+
+
+@hot_kernel
+def leave_account_nb(st, sh):
+    """The account takes back what a symbol's kernels changed (``enter_account_nb`` before them). True
+    when this symbol opened the account's breaker (every other symbol's entries must go:
+    ``breaker_tripped_nb``)."""
+    tripped = st[S_CB_ACTIVE] != 0.0 and sh[SH_CB_ACTIVE] == 0.0
+    sh[SH_WALLET] = st[S_WALLET]
+    if st[S_PEAK] > sh[SH_PEAK]:
+        sh[SH_PEAK] = st[S_PEAK]
+    sh[SH_ERR_COUNT] = st[S_ERR_COUNT]
+    sh[SH_ORD_COUNT] = st[S_ORD_COUNT]
+    sh[SH_CB_ACTIVE] = st[S_CB_ACTIVE]
+    sh[SH_CB_UNTIL] = st[S_CB_UNTIL]
+    return tripped
 
 
 @kernel
@@ -496,12 +529,7 @@ def basket_bar_nb(
     the running facts ``SH_*`` (``basket_start_nb``). Returns ``BAR_GO``, ``BAR_STOP`` or ``BAR_OVERFLOW``.
     """
     n_sym = states.shape[0]
-    wallet = sh[SH_WALLET]
-    peak = sh[SH_PEAK]
-    err_count = sh[SH_ERR_COUNT]
-    ord_count = sh[SH_ORD_COUNT]
-    cb_active = sh[SH_CB_ACTIVE]
-    cb_until = sh[SH_CB_UNTIL]
+    simulate = sh[SH_SIMULATE] != 0.0
     stop = False
     t = ts[k]
     if n_sym > 1:  # the others' contributions at bar k (a symbol's own is refreshed after its step)
@@ -518,22 +546,15 @@ def basket_bar_nb(
         fts_i = fts[foff[i] : foff[i + 1]]
         frate_i = frate[foff[i] : foff[i + 1]]
         fmark_i = fmark[foff[i] : foff[i + 1]]
-        # the account's shared slots
-        st[S_WALLET] = wallet
-        st[S_PEAK] = peak
-        st[S_ERR_COUNT] = err_count
-        st[S_ORD_COUNT] = ord_count
-        st[S_CB_ACTIVE] = cb_active
-        st[S_CB_UNTIL] = cb_until
+        enter_account_nb(st, sh)
         o = op[i, k]
         h = hi[i, k]
         lw = lo[i, k]
         c = cl[i, k]
         close_time = float(t) + p[P_BAR_MS]
         halting = acc[S_HALTED] != 0.0 and st[S_HALTED] == 0.0  # the account halted earlier in this step
-        if bar_open_nb(k, t, o, h, lw, c, fts_i, frate_i, fmark_i, p, st, sl, fund[i], ev_i, cnt) and (
-            not halting
-        ):
+        present = bar_open_nb(k, t, o, h, lw, c, fts_i, frate_i, fmark_i, p, st, sl, fund[i], ev_i, cnt)
+        if present and simulate and not halting:
             set_rest_of_account_nb(st, work, i, W_U_ADV, W_MM_ADV, W_N_ADV)
             if bar_path_nb(
                 k, t, o, h, lw, c, dts, dop, dhi, dlo, dcl, didx[i],
@@ -542,7 +563,7 @@ def basket_bar_nb(
                 _account_liquidation_nb(
                     k, t, i, cl, vecs, brs, nbr, states, slots, fills, ev, eq, cnts, acc, info, work
                 )
-                wallet = st[S_WALLET]
+                sh[SH_WALLET] = st[S_WALLET]
                 stop = True
                 break
         if c == c:
@@ -551,37 +572,24 @@ def basket_bar_nb(
         if halting:
             account_halt_nb(st, sl, c if c == c else work[i, W_LAST], p, br, f_i, ev_i, cnt, t)
         bar_close_nb(
-            k, t, h, lw, c, close_time, regs[i], fts_i, frate_i, True, p, br, st, sl, errs, ords, f_i,
-            ev_i, eq[i], cnt,
+            k, t, h, lw, c, close_time, regs[i], fts_i, frate_i, work[i, W_ALLOW] != 0.0, p, br, st, sl,
+            errs, ords, f_i, ev_i, eq[i], cnt,
         )  # fmt: skip
         contribution_nb(st, sl, br, h, lw, c, work[i])
-        wallet = st[S_WALLET]
-        if st[S_PEAK] > peak:
-            peak = st[S_PEAK]
-        err_count = st[S_ERR_COUNT]
-        ord_count = st[S_ORD_COUNT]
-        if st[S_CB_ACTIVE] != 0.0 and cb_active == 0.0:
-            _breaker_tripped_nb(k, i, hi, lo, cl, brs, nbr, states, slots, work)
-        cb_active = st[S_CB_ACTIVE]
-        cb_until = st[S_CB_UNTIL]
+        if leave_account_nb(st, sh):
+            breaker_tripped_nb(k, i, hi, lo, cl, brs, nbr, states, slots, work)
         if st[S_HALTED] != 0.0 and acc[S_HALTED] == 0.0:
-            wallet = _account_halted_nb(
-                k, t, i, wallet, hi, lo, cl, vecs, brs, nbr, states, slots, fills, ev, eq, cnts, acc, info,
-                work,
+            sh[SH_WALLET] = _account_halted_nb(
+                k, t, i, sh[SH_WALLET], hi, lo, cl, vecs, brs, nbr, states, slots, fills, ev, eq, cnts, acc,
+                info, work,
             )  # fmt: skip
         if cnt[C_OVERFLOW] != 0:
             stop = True
             break
-    sh[SH_WALLET] = wallet
-    sh[SH_PEAK] = peak
-    sh[SH_ERR_COUNT] = err_count
-    sh[SH_ORD_COUNT] = ord_count
-    sh[SH_CB_ACTIVE] = cb_active
-    sh[SH_CB_UNTIL] = cb_until
     if stop and acc[S_LIQUIDATED] == 0.0:
         return BAR_OVERFLOW  # a full record buffer: the driver runs again with more room
-    acc[S_CB_ACTIVE] = cb_active
-    sh[SH_PEAK] = _account_close_nb(acc, rows, info, work, states, t, wallet, peak)
+    acc[S_CB_ACTIVE] = sh[SH_CB_ACTIVE]
+    sh[SH_PEAK] = _account_close_nb(acc, rows, info, work, states, t, sh[SH_WALLET], sh[SH_PEAK])
     info[A_STEPS] = k + 1
     return BAR_STOP if stop else BAR_GO
 

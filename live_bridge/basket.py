@@ -31,12 +31,17 @@ from gridctl.engine.basket import (
     N_ACC_INFO,
     N_SHARED,
     N_WORK,
+    SH_SIMULATE,
+    W_ALLOW,
     BasketOutput,
     basket_bar_nb,
     basket_finish_nb,
     basket_outputs,
     basket_start_nb,
+    breaker_tripped_nb,
     check_account_params,
+    enter_account_nb,
+    leave_account_nb,
     new_account,
     stack_params,
 )
@@ -53,8 +58,9 @@ from gridctl.engine.records import (
 )
 from gridctl.engine.run import no_detail, read_only
 from gridctl.engine.state import S_LIQUIDATED, KernelState
+from gridctl.live_bridge import killpoint
 from gridctl.live_bridge.replay import basket_replay
-from gridctl.live_bridge.session import EngineSession
+from gridctl.live_bridge.session import BarRows, EngineSession
 
 #: Free rows every per-symbol record buffer keeps before a timestamp is stepped (a bar writes far fewer).
 _HEADROOM = 256
@@ -70,6 +76,74 @@ def _widen(buf: np.ndarray, need: int) -> np.ndarray:
     out = np.zeros((buf.shape[0], max(need, 2 * buf.shape[1], 16)), buf.dtype)
     out[:, : buf.shape[1]] = buf
     return out
+
+
+class MemberSession(EngineSession):
+    """One symbol of a ``BasketSession``: its I/O as an ``EngineSession`` (bars, regime, funding, the
+    live bookings the bridge makes), its kernel state the account's row, its ledgers the basket's rows.
+
+    Every booking between bar closes (a fill, a flatten, an error, a post-only answer, a breaker trip)
+    runs its kernel between ``engine.basket.enter_account_nb`` and ``leave_account_nb``: the account's
+    wallet, rings and breaker go in and come back, and a breaker this symbol opened cancels every other
+    symbol's entries (``breaker_tripped_nb``). Its bar steps go through the basket, never alone.
+    """
+
+    def __init__(
+        self, basket: BasketSession, index: int, strategy: StrategyConfig, venue: VenueConfig, symbol: str,
+        timeframe: str, capacity: int,
+    ) -> None:  # fmt: skip
+        self._basket = basket
+        self._i = index
+        super().__init__(strategy, venue, symbol, timeframe, capacity)
+
+    # The ledgers and counters are the basket's row of this symbol (EngineSession's own are never made).
+    fills = property(lambda self: self._basket.fills[self._i], lambda self, _v: None)
+    fund = property(lambda self: self._basket.fund[self._i], lambda self, _v: None)
+    ev = property(lambda self: self._basket.ev[self._i], lambda self, _v: None)
+    eq = property(lambda self: self._basket.eq[self._i], lambda self, _v: None)
+    cnt = property(lambda self: self._basket.cnts[self._i], lambda self, _v: None)
+
+    def _room(self) -> None:
+        self._basket._room()
+
+    def set_funding(self, settled: list[tuple[int, float, float]], next_ts: int | None) -> bool:
+        changed = super().set_funding(settled, next_ts)
+        if changed:
+            self._basket._funding()
+        return changed
+
+    def step_paper(self, t: int, o: float, h: float, lo: float, c: float) -> BarRows:
+        raise GridctlError(f"{self.symbol} is one symbol of a basket: its bars step through the basket")
+
+    def step_close(
+        self, t: int, o: float, h: float, lo: float, c: float, entries_allowed: bool = True
+    ) -> BarRows:
+        raise GridctlError(f"{self.symbol} is one symbol of a basket: its bars step through the basket")
+
+    def _booking(self, method: Any, *args: Any) -> Any:
+        self._basket.enter(self._i)
+        try:
+            return method(*args)
+        finally:
+            self._basket.leave(self._i)
+
+    def book_fill(self, *args: Any) -> BarRows:
+        return self._booking(super().book_fill, *args)
+
+    def book_flatten(self, *args: Any) -> BarRows:
+        return self._booking(super().book_flatten, *args)
+
+    def record_error(self, *args: Any) -> bool:
+        return self._booking(super().record_error, *args)
+
+    def trip_breaker(self, *args: Any) -> bool:
+        return self._booking(super().trip_breaker, *args)
+
+    def post_only_rejected(self, *args: Any) -> bool:
+        return self._booking(super().post_only_rejected, *args)
+
+    def retry_price(self, *args: Any) -> float:
+        return self._booking(super().retry_price, *args)
 
 
 class BasketSession:
@@ -88,7 +162,8 @@ class BasketSession:
         self.venue = venue
         self.timeframe = timeframe
         self.sessions = {
-            sym: EngineSession(strat, venue, sym, timeframe, capacity) for sym, strat in strategies.items()
+            sym: MemberSession(self, i, strat, venue, sym, timeframe, capacity)
+            for i, (sym, strat) in enumerate(strategies.items())
         }
         self.params = [self.sessions[sym].params for sym in self.symbols]
         check_account_params(self.symbols, self.params)
@@ -167,11 +242,41 @@ class BasketSession:
         self.ev = _widen(self.ev, int(c[:, C_EVENTS].max()) + _HEADROOM)
         self.eq = _widen(self.eq, int(c[:, C_EQUITY].max()) + 2)
 
+    def enter(self, i: int) -> None:
+        """Before a booking of symbol ``i`` between closes: the account's facts into its row."""
+        enter_account_nb(self.states[i], self.shared)
+
+    def leave(self, i: int) -> None:
+        """After it: the account takes them back; a breaker symbol ``i`` opened cancels every other
+        symbol's entries (``breaker_tripped_nb``; before the first bar nothing rests)."""
+        if leave_account_nb(self.states[i], self.shared) and self.n:
+            breaker_tripped_nb(
+                self.n - 1,
+                i,
+                self.hi,
+                self.lo,
+                self.cl,
+                self.brs,
+                self.nbr,
+                self.states,
+                self.slots,
+                self.work,
+            )
+
     def step_paper(self, t: int, bars: Mapping[str, Ohlc]) -> int:
         """Step aligned timestamp ``t`` (bar open, ms) with each symbol's closed bar (None or missing from
         ``bars``: no bar, the kernels' missing input) through ``engine.basket.basket_bar_nb``, simulated
         venue included. Returns the kernel's answer (``engine.basket.BAR_GO``; ``BAR_STOP`` once the
         account is liquidated)."""
+        return self._step(t, bars, True, {})
+
+    def step_close(self, t: int, bars: Mapping[str, Ohlc], allowed: Mapping[str, bool]) -> int:
+        """Live: the account's bar close at ``t`` after every symbol's exchange fills were booked: the same
+        ``basket_bar_nb`` without the simulated venue (``SH_SIMULATE`` 0). ``allowed[symbol]`` False (a
+        pause of that symbol's bridge) cancels its resting entries instead of deciding."""
+        return self._step(t, bars, False, allowed)
+
+    def _step(self, t: int, bars: Mapping[str, Ohlc], simulate: bool, allowed: Mapping[str, bool]) -> int:
         if self.liquidated:
             raise GridctlError("the account was liquidated: the session is over")
         unknown = [sym for sym in bars if sym not in self.sessions]
@@ -190,6 +295,9 @@ class BasketSession:
             self.op[i, k], self.hi[i, k], self.lo[i, k], self.cl[i, k] = o, h, lo, c
             self.regs[i, k] = s.reg[j]
         self.n = k + 1
+        self.shared[SH_SIMULATE] = 1.0 if simulate else 0.0
+        for i, sym in enumerate(self.symbols):
+            self.work[i, W_ALLOW] = 1.0 if allowed.get(sym, True) else 0.0
         dts, dop, dhi, dlo, dcl = self._det
         code = basket_bar_nb(
             k, read_only(self.ts), read_only(self.op), read_only(self.hi), read_only(self.lo),
@@ -223,6 +331,55 @@ class BasketSession:
         return out
 
 
+class BasketBridge:
+    """``--live`` on a basket: one ``Bridge`` per symbol over one account.
+
+    Each symbol's bridge keeps what is per symbol - its order diff, protection (every position's stop
+    coverage, checked per symbol), post-only retries, exchange fills and status - and they share one
+    gateway, so one ``RequestPacer`` keeps every request of the account within the exchange's windows.
+    A closed bar time runs ``Bridge.on_bar``'s pieces for every symbol with the account's one bar close
+    in the middle: every bridge opens its bar (commands, funding, input checks) and books its exchange
+    fills (each booking through the account: ``MemberSession``), then ``BasketSession.step_close`` steps
+    the account (``engine.basket.basket_bar_nb``, no simulated venue; a paused symbol's entries are
+    cancelled instead of decided), then every bridge sends its order diff (and closes a new halt on the
+    exchange), retries, reads back and checks its protection, and checkpoints.
+    """
+
+    def __init__(self, session: BasketSession, bridges: Mapping[str, Any]) -> None:
+        if tuple(bridges) != session.symbols:
+            raise GridctlError(f"bridges for {list(bridges)}, the basket is {list(session.symbols)}")
+        for sym, bridge in bridges.items():
+            if bridge.s is not session.sessions[sym] or bridge.o.mode != "live":
+                raise GridctlError(f"{sym}: a basket bridge drives the basket's own session, --live")
+        gateways = {id(b.gw) for b in bridges.values()}
+        if len(gateways) != 1:
+            raise GridctlError("the symbols of a basket trade through one gateway (one account, one pacer)")
+        self.session = session
+        self.bridges = dict(bridges)
+
+    def on_bars(self, t: int, bars: Mapping[str, Any]) -> int:
+        """Process closed bar time ``t``: ``bars[symbol]`` is each symbol's ``ClosedBar`` at ``t`` (a symbol
+        missing from it has no bar: NaN OHLC, its bridge opens nothing). Returns the kernel's answer."""
+        t0 = time.perf_counter()
+        unknown = [sym for sym in bars if sym not in self.bridges]
+        if unknown:
+            raise GridctlError(f"bars for {unknown}, which are not in the basket {list(self.bridges)}")
+        for sym, bar in bars.items():
+            if bar.ts != t:
+                raise GridctlError(f"{sym}: bar {bar.ts} given for time {t}")
+            self.bridges[sym].open_bar(bar)
+        marks = {sym: b.book_bar(t0) for sym, b in self.bridges.items()}
+        allowed = {sym: b.entries_allowed for sym, b in self.bridges.items()}
+        ohlc = {sym: (b.open, b.high, b.low, b.close) for sym, b in bars.items()}
+        code = self.session.step_close(t, ohlc, allowed)
+        killpoint.hit("bar")
+        for sym, b in self.bridges.items():
+            b.send_bar(t0, *marks[sym])
+        for b in self.bridges.values():
+            b.end_bar()
+        return code
+
+
 def replay_basket(
     markets: Mapping[str, Any], strategies: Mapping[str, StrategyConfig], venue: VenueConfig
 ) -> BasketOutput:
@@ -252,4 +409,4 @@ def replay_basket(
     return out
 
 
-__all__ = ["BasketSession", "Ohlc", "replay_basket"]
+__all__ = ["BasketBridge", "BasketSession", "MemberSession", "Ohlc", "replay_basket"]
