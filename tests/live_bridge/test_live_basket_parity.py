@@ -18,6 +18,8 @@ account's row after every symbol stepped is the same).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +38,9 @@ from gridctl.live_bridge.basket import BasketBridge, BasketSession
 from gridctl.live_bridge.bridge import Bridge
 from gridctl.live_bridge.exchange import CcxtGateway
 from gridctl.live_bridge.feed import ExchangeFeed
+from gridctl.live_bridge.gateway import OrderRejected
 from gridctl.live_bridge.journal import Journal
-from gridctl.live_bridge.orders import parse_client_id
+from gridctl.live_bridge.orders import parse_client_id, stop_coverage
 from gridctl.live_bridge.runner import ExchangeClock, _follow_both, bridge_options, new_run_id
 
 from live_helpers import EMU_ENV, emulator_venue
@@ -125,24 +128,45 @@ def _exits_in_entry_bar(fills: np.ndarray) -> list[tuple[int, int, int]]:
     return out
 
 
-def test_live_basket_fills_and_account_equity_equal_the_basket_backtest(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@dataclass
+class LiveBasket:
+    """What a live basket run left: per symbol its exchange trades and engine ledger (as ``Fill``s), its
+    exchange position (long, short), its bridge; the account's basket output; the bars run live."""
+
+    got: dict[str, tuple[list[Fill], list[Fill]]]
+    positions: dict[str, tuple[float, float]]
+    bridges: dict[str, Bridge]
+    out: Any
+    steps: int
+
+
+def _setup() -> tuple[Any, dict[str, Any], int, dict[str, tuple[pl.DataFrame, pl.DataFrame]]]:
+    strategy = load_strategy("default", [f'strategy.symbols=["{BTC}", "{ETH}"]', *PARITY])
+    r = strategy.regime
+    start = warmup_bars(r.adx_len, r.ema_slow, r.atr_len)
+    frames = {sym: _frames(sym, 200, start + 1) for sym in (BTC, ETH)}
+    btc_ts = frames[BTC][0]["ts"].to_numpy()
+    assert all(np.array_equal(f["ts"].to_numpy(), btc_ts) for f, _ in frames.values())  # aligned bars
+    return strategy, basket_strategies(strategy), start, frames
+
+
+def _live_basket(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    place: Callable[[Callable[..., Any], str, Any], Any] | None = None,
+    after_bar: Callable[[dict[str, Bridge]], None] | None = None,
+) -> LiveBasket:
+    """``--live`` of the basket through the emulator: bars before the warm-up end are history, then every
+    bar of both symbols is traded by the emulator, polled by each symbol's feed and run by the
+    ``BasketBridge``. ``place(real_place, symbol, request)`` stands between the bridges and the gateway's
+    order placement; ``after_bar(bridges)`` runs after every bar."""
     from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
     from emulator.private import FillModel
 
     for k, v in EMU_ENV.items():
         monkeypatch.setenv(k, v)
-    strategy = load_strategy("default", [f'strategy.symbols=["{BTC}", "{ETH}"]', *PARITY])
-    strategies = basket_strategies(strategy)
-    r = strategy.regime
-    start = warmup_bars(r.adx_len, r.ema_slow, r.atr_len)
-    frames = {sym: _frames(sym, 200, start + 1) for sym in (BTC, ETH)}
+    strategy, strategies, start, frames = _setup()
     height = frames[BTC][0].height
-    assert all(
-        np.array_equal(f["ts"].to_numpy(), frames[BTC][0]["ts"].to_numpy()) for f, _ in frames.values()
-    )
-
     state = EmulatorState()
     for sym, (frame, funding) in frames.items():
         state.set_funding(IDS[sym], funding.rename({"ts": "funding_time"}))
@@ -153,6 +177,9 @@ def test_live_basket_fills_and_account_equity_equal_the_basket_backtest(
         state.account.fill_model = FillModel.like_backtest(strategy, venue)
         clock = ExchangeClock()
         gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
+        if place is not None:
+            real = gateway.place
+            monkeypatch.setattr(gateway, "place", lambda symbol, req: place(real, symbol, req))
         gateway.follow_time(int(frames[BTC][0]["ts"][start]))
         gateway.set_hedge_mode(True)  # what readiness does for a single symbol (runner._account_checks)
         for sym in (BTC, ETH):
@@ -188,10 +215,9 @@ def test_live_basket_fills_and_account_equity_equal_the_basket_backtest(
             t = polled[BTC][0].ts
             assert live.on_bars(t, {sym: bars[0] for sym, bars in polled.items()}) == BAR_GO
             steps += 1
+            if after_bar is not None:
+                after_bar(bridges)
         acct = state.account
-        for b in bridges.values():  # nothing unexplained, no protection failure on either symbol
-            assert b.unexplained == [] and b.protection_events == [], (b.s.symbol, b.log[-5:])
-        assert steps == height - start == session.n
         out = session.output()
         got = {
             sym: (_exchange_fills(acct, sym), _ledger_fills(out.per_symbol[sym].fills, sym))
@@ -201,8 +227,19 @@ def test_live_basket_fills_and_account_equity_equal_the_basket_backtest(
             sym: (acct.position(IDS[sym], "LONG")[0], -acct.position(IDS[sym], "SHORT")[0])
             for sym in (BTC, ETH)
         }
-        deferred = sum(b.deferred for b in bridges.values())
+    assert steps == height - start == session.n
+    return LiveBasket(got, positions, bridges, out, steps)
 
+
+def test_live_basket_fills_and_account_equity_equal_the_basket_backtest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _live_basket(tmp_path, monkeypatch)
+    _strategy, strategies, start, frames = _setup()
+    got, positions, out = run.got, run.positions, run.out
+    for b in run.bridges.values():  # nothing unexplained, no protection failure on either symbol
+        assert b.unexplained == [] and b.protection_events == [], (b.s.symbol, b.log[-5:])
+    deferred = sum(b.deferred for b in run.bridges.values())
     markets = {
         sym: market_from_arrays(
             sym, "1m", *(frame[c].to_numpy() for c in ("ts", "open", "high", "low", "close", "volume")),
@@ -237,3 +274,62 @@ def test_live_basket_fills_and_account_equity_equal_the_basket_backtest(
         np.testing.assert_allclose(live_rows[name], rows[name], rtol=1e-12, atol=1e-9, err_msg=name)
     counts = {s: len(got[s][0]) for s in got}
     print(f"\n{counts} fills equal per symbol; final account equity {rows['equity'][-1]:.4f}")
+
+
+def _uncovered(bridge: Bridge) -> dict[str, float]:
+    """Position side -> quantity of ``bridge``'s symbol held on the exchange without our resting stops,
+    read from the exchange now (positions and open orders)."""
+    sym = bridge.s.symbol
+    acct = bridge.gw.account(sym)
+    covered = stop_coverage(bridge.gw.open_orders(sym), bridge.o.run_id)
+    half = RULES[sym][1] / 2.0
+    out = {}
+    for pos in ("LONG", "SHORT"):
+        p = acct.positions.get(pos)
+        gap = (p.qty if p is not None else 0.0) - covered.get(pos, 0.0)
+        if gap > half:
+            out[pos] = gap
+    return out
+
+
+def test_a_refused_stop_on_one_symbol_leaves_the_other_protected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exchange refuses ETH's first stop (-2021, as when the price already crossed it). ETH's bridge
+    closes that lot at market with the reason; BTC's lots keep their stops; after every bar, on both
+    symbols, every position has stops for its whole size on the exchange."""
+    refused: list[str] = []
+
+    def place(real: Callable[..., Any], symbol: str, req: Any) -> Any:
+        if symbol == ETH and req.type == "stop_market" and not refused:
+            refused.append(req.client_id)
+            raise OrderRejected(-2021, "Order would immediately trigger.")
+        return real(symbol, req)
+
+    gaps: list[dict[str, dict[str, float]]] = []
+    run = _live_basket(tmp_path, monkeypatch, place, lambda bridges: gaps.append(
+        {sym: _uncovered(b) for sym, b in bridges.items()}))  # fmt: skip
+
+    assert len(refused) == 1 and parse_client_id(refused[0]).kind == "sl"
+    lot = parse_client_id(refused[0])
+    eth, btc = run.bridges[ETH], run.bridges[BTC]
+    reasons = [e["reason"] for e in eth.protection_events]
+    assert any("-2021" in r for r in reasons), reasons
+    side = ("LONG", "SHORT")[lot.side]
+    assert any(f"{side} level {lot.level}" in r and "closed at market" in r for r in reasons), reasons
+    # the closing market order went out on ETH only, booked by ETH's engine as that lot's stop fill
+    eth_fills = run.out.per_symbol[ETH].fills
+    assert any(
+        int(f["kind"]) == FillKind.SL and int(f["level"]) == lot.level and int(f["side"]) == lot.side
+        and int(f["liquidity"]) == Liquidity.TAKER
+        for f in eth_fills
+    )  # fmt: skip
+    assert btc.protection_events == [] and btc.unexplained == []
+    # the invariant, per symbol, at every bar: no position without full stop coverage on the exchange
+    bad = [g for g in gaps if any(g.values())]
+    assert len(gaps) == run.steps and bad == [], bad
+    # both symbols traded and held positions under their stops meanwhile (the check meant something)
+    for sym in (BTC, ETH):
+        assert len(run.got[sym][0]) >= 10, sym
+    # one refusal is not a pattern: no breaker, entries allowed on both
+    assert eth.entries_allowed and btc.entries_allowed
