@@ -36,8 +36,9 @@ def bounds(name: str) -> dict[str, Any]:
     return {"min": lo, "max": hi}
 
 
-#: Why a basket is refused against an exchange: one process trading several symbols on one account
-#: (order diff, protection, status and readiness per symbol) is not built yet; a replay steps the basket.
+#: Why a basket is refused against an exchange: the live core exists (live_bridge.basket.BasketBridge),
+#: but a basket start-up (readiness per symbol), status and metrics per symbol and a per-symbol restart do
+#: not yet; a replay steps the basket.
 BASKET_REPLAY_ONLY = (
     "a basket (--symbols or strategy.symbols) runs in `gridctl live` only as --paper --replay DATA-DIR so "
     "far; against an exchange give one symbol (--symbol, and a strategy without strategy.symbols)"
