@@ -41,6 +41,7 @@ from gridctl.live_bridge.feed import ExchangeFeed
 from gridctl.live_bridge.gateway import OrderRejected
 from gridctl.live_bridge.journal import Journal
 from gridctl.live_bridge.orders import parse_client_id, stop_coverage
+from gridctl.live_bridge.readiness import filters_match
 from gridctl.live_bridge.runner import ExchangeClock, _follow_both, bridge_options, new_run_id
 
 from live_helpers import EMU_ENV, emulator_venue
@@ -193,6 +194,7 @@ def _live_basket(
             feed.on_server_time = _follow_both(clock, gateway)
             feed.pacer = gateway.pacer  # one pacer for every request of the account
             gateway.pacer.watch(feed.client)
+            filters_match(venue, feed.load_rules())  # the readiness check, per symbol: its own tick and lot
             member = session.sessions[sym]
             hist = np.array(feed.history(member.warmup_needed), dtype=np.float64)
             assert len(hist) == start
