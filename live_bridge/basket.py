@@ -2,14 +2,17 @@
 
 No trading logic and no account bookkeeping live here. Each aligned timestamp goes through the
 engine's own ``engine.basket.basket_bar_nb`` - the kernel ``run_basket_nb`` loops over in a basket
-backtest - on growing per-symbol arrays: every symbol's bar step (the simulated venue included, as
-a paper session does), the others' contributions in each symbol's ``S_X_*`` slots, the one wallet,
-the account's error and order-pacing rings, its breaker, drawdown halt and liquidation. So a paper
-basket writes the ledgers ``run_basket`` writes over the same bars (tests/live_bridge/test_live_basket.py).
+backtest - on growing per-symbol arrays: every symbol's bar step, the others' contributions in each
+symbol's ``S_X_*`` slots, the one wallet, the account's error and order-pacing rings, its breaker,
+drawdown halt and liquidation. Paper (``BasketSession.step_paper``) includes the simulated venue, so a
+paper basket writes the ledgers ``run_basket`` writes over the same bars
+(tests/live_bridge/test_live_basket.py). Live (``step_close``, driven by ``BasketBridge``) runs the same
+kernel without it, after each symbol's exchange fills were booked through the account
+(``MemberSession``; tests/live_bridge/test_live_basket_parity.py against the emulator).
 
-Per symbol, an ``EngineSession`` keeps what is I/O: its bars, its regime indicators advanced bar by
-bar, and the funding its feed revealed so far (every settlement at or before the close plus the next
-one's time), exactly as a single-symbol session does.
+Per symbol, a ``MemberSession`` (an ``EngineSession``) keeps what is I/O: its bars, its regime
+indicators advanced bar by bar, the funding its feed revealed so far (every settlement at or before the
+close plus the next one's time) and the live bookings, exactly as a single-symbol session does.
 """
 
 from __future__ import annotations
