@@ -230,10 +230,17 @@ def _mount() -> None:
 
 def _replay_results() -> tuple:
     """research's stats and result writers for `gridctl live --replay` (imported only when used)."""
-    from gridctl.research.results import stats_json, write_results
+    from types import SimpleNamespace
+
+    from gridctl.research.basket import run_basket_backtest
+    from gridctl.research.cli import load_basket_strategy
+    from gridctl.research.results import stats_json, write_basket_results, write_results
     from gridctl.research.stats import backtest_stats
 
-    return backtest_stats, write_results, stats_json
+    basket = SimpleNamespace(
+        load_strategy=load_basket_strategy, run=run_basket_backtest, write=write_basket_results
+    )
+    return backtest_stats, write_results, stats_json, basket
 
 
 _mount()

@@ -156,7 +156,8 @@ W_N_CL = 8  # gross notional there
 W_OLD_STATE = 9  # risk state of its last recorded row (an account liquidation records the bar again)
 W_OLD_EXPOSED = 10  # 1 when that row held a position
 W_RESTING = 11  # notional of its resting entries (refreshed whenever its slots may have changed)
-N_WORK = 12
+W_ALLOW = 12  # 1: entries allowed at its close (0: a live pause cancels its resting entries instead)
+N_WORK = 13
 
 # The account's facts the driver reports back (int64 vector).
 A_LIQ_SYMBOL = 0  # basket index of the symbol whose path crossed the account's maintenance margin (-1)
@@ -416,7 +417,7 @@ def _account_liquidation_nb(k, t, i, cl, vecs, brs, nbr, states, slots, fills, e
 
 
 @kernel
-def _breaker_tripped_nb(k, i, hi, lo, cl, brs, nbr, states, slots, work):
+def breaker_tripped_nb(k, i, hi, lo, cl, brs, nbr, states, slots, work):
     """Symbol ``i`` tripped the account's breaker: every other symbol's resting entries go too."""
     for j in range(states.shape[0]):
         if j != i:
@@ -452,129 +453,176 @@ def _account_halted_nb(
     return wallet
 
 
+# The account's running facts between aligned timestamps (float64 vector): what every symbol's row
+# is loaded with before it steps and what the account takes back after.
+SH_WALLET = 0  # the one wallet
+SH_PEAK = 1  # the account's equity peak
+SH_ERR_COUNT = 2  # write position of the account's error ring
+SH_ORD_COUNT = 3  # write position of the account's order-pacing ring
+SH_CB_ACTIVE = 4  # the account's circuit breaker is open
+SH_CB_UNTIL = 5  # ... until this time
+SH_SIMULATE = 6  # 1: each bar's path is walked by the simulated venue (backtest, paper); 0: live, the
+# exchange's fills were booked before the close (``enter_account_nb`` / ``leave_account_nb``)
+SH_TRIPS_IN = 7  # the stepping symbol's breaker trip count when it entered (``leave_account_nb`` compares)
+N_SHARED = 8
+
+#: ``basket_bar_nb``'s answers.
+BAR_GO = 0  # the account stepped this timestamp; go on
+BAR_STOP = 1  # the account stepped this timestamp and the run is over (liquidation)
+BAR_OVERFLOW = 2  # a record buffer filled up: the timestamp is not complete (grow the buffers, re-run)
+
+
+@kernel
+def basket_start_nb(states, info, work, sh):
+    """The account before its first timestamp: the first symbol's wallet and peak, empty rings."""
+    sh[SH_WALLET] = states[0, S_WALLET]
+    sh[SH_PEAK] = states[0, S_PEAK]
+    sh[SH_ERR_COUNT] = 0.0
+    sh[SH_ORD_COUNT] = 0.0
+    sh[SH_CB_ACTIVE] = 0.0
+    sh[SH_CB_UNTIL] = -np.inf
+    sh[SH_SIMULATE] = 1.0
+    sh[SH_TRIPS_IN] = 0.0
+    info[A_LIQ_SYMBOL] = -1
+    info[A_HALT_SYMBOL] = -1
+    for j in range(states.shape[0]):
+        work[j, W_LAST] = np.nan
+        work[j, W_ALLOW] = 1.0
+
+
+@hot_kernel
+def enter_account_nb(st, sh):
+    """Load the account's running facts (``SH_*``: wallet, peak, rings, breaker) into a symbol's row
+    before any kernel of that symbol runs (its bar step, or a live booking between closes)."""
+    st[S_WALLET] = sh[SH_WALLET]
+    st[S_PEAK] = sh[SH_PEAK]
+    st[S_ERR_COUNT] = sh[SH_ERR_COUNT]
+    st[S_ORD_COUNT] = sh[SH_ORD_COUNT]
+    st[S_CB_ACTIVE] = sh[SH_CB_ACTIVE]
+    st[S_CB_UNTIL] = sh[SH_CB_UNTIL]
+    sh[SH_TRIPS_IN] = st[S_CB_TRIPS]
+
+
+@hot_kernel
+def leave_account_nb(st, sh):
+    """The account takes back what a symbol's kernels changed (``enter_account_nb`` before them). True
+    when this symbol opened the account's breaker (every other symbol's entries must go:
+    ``breaker_tripped_nb``)."""
+    tripped = st[S_CB_TRIPS] != sh[SH_TRIPS_IN]  # a trip, even one its own close already reset
+    sh[SH_WALLET] = st[S_WALLET]
+    if st[S_PEAK] > sh[SH_PEAK]:
+        sh[SH_PEAK] = st[S_PEAK]
+    sh[SH_ERR_COUNT] = st[S_ERR_COUNT]
+    sh[SH_ORD_COUNT] = st[S_ORD_COUNT]
+    sh[SH_CB_ACTIVE] = st[S_CB_ACTIVE]
+    sh[SH_CB_UNTIL] = st[S_CB_UNTIL]
+    return tripped
+
+
+@kernel
+def basket_bar_nb(
+    k, ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs, brs, nbr,
+    states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work, sh,
+):  # fmt: skip
+    """Step aligned timestamp ``k`` through every symbol in basket order (DESIGN.md "Baskets").
+
+    The one copy of the account's per-bar bookkeeping: ``run_basket_nb`` calls it for every bar of a
+    backtest, the live bridge's basket session for every closed bar. Row ``i`` of
+    ``op/hi/lo/cl/regs/vecs/states/slots/fills/fund/ev/eq/cnts/didx`` is symbol i's; its funding
+    settlements are ``f*[foff[i]:foff[i+1]]``, ``didx[i]`` indexes its detail bars in ``d*``, its
+    brackets ``brs[i, :nbr[i]]``. ``errs`` / ``ords`` are the account's rings, ``acc`` the account's
+    state vector (summary accumulators), ``rows`` its equity rows, ``info`` the facts ``A_*``, ``sh``
+    the running facts ``SH_*`` (``basket_start_nb``). Returns ``BAR_GO``, ``BAR_STOP`` or ``BAR_OVERFLOW``.
+    """
+    n_sym = states.shape[0]
+    simulate = sh[SH_SIMULATE] != 0.0
+    stop = False
+    t = ts[k]
+    if n_sym > 1:  # the others' contributions at bar k (a symbol's own is refreshed after its step)
+        for j in range(n_sym):
+            price_contribution_nb(states[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j])
+    for i in range(n_sym):
+        st = states[i]
+        sl = slots[i]
+        p = vecs[i]
+        br = brs[i, : nbr[i]]
+        cnt = cnts[i]
+        f_i = fills[i]
+        ev_i = ev[i]
+        fts_i = fts[foff[i] : foff[i + 1]]
+        frate_i = frate[foff[i] : foff[i + 1]]
+        fmark_i = fmark[foff[i] : foff[i + 1]]
+        enter_account_nb(st, sh)
+        o = op[i, k]
+        h = hi[i, k]
+        lw = lo[i, k]
+        c = cl[i, k]
+        close_time = float(t) + p[P_BAR_MS]
+        halting = acc[S_HALTED] != 0.0 and st[S_HALTED] == 0.0  # the account halted earlier in this step
+        present = bar_open_nb(k, t, o, h, lw, c, fts_i, frate_i, fmark_i, p, st, sl, fund[i], ev_i, cnt)
+        if present and simulate and not halting:
+            set_rest_of_account_nb(st, work, i, W_U_ADV, W_MM_ADV, W_N_ADV)
+            if bar_path_nb(
+                k, t, o, h, lw, c, dts, dop, dhi, dlo, dcl, didx[i],
+                p, br, st, sl, errs, f_i, ev_i, cnt,
+            ):  # fmt: skip
+                _account_liquidation_nb(
+                    k, t, i, cl, vecs, brs, nbr, states, slots, fills, ev, eq, cnts, acc, info, work
+                )
+                sh[SH_WALLET] = st[S_WALLET]
+                stop = True
+                break
+        if c == c:
+            work[i, W_LAST] = c
+        set_rest_of_account_nb(st, work, i, W_U_CL, W_MM_CL, W_N_CL)
+        if halting:
+            account_halt_nb(st, sl, c if c == c else work[i, W_LAST], p, br, f_i, ev_i, cnt, t)
+        bar_close_nb(
+            k, t, h, lw, c, close_time, regs[i], fts_i, frate_i, work[i, W_ALLOW] != 0.0, p, br, st, sl,
+            errs, ords, f_i, ev_i, eq[i], cnt,
+        )  # fmt: skip
+        contribution_nb(st, sl, br, h, lw, c, work[i])
+        if leave_account_nb(st, sh):
+            breaker_tripped_nb(k, i, hi, lo, cl, brs, nbr, states, slots, work)
+        if st[S_HALTED] != 0.0 and acc[S_HALTED] == 0.0:
+            sh[SH_WALLET] = _account_halted_nb(
+                k, t, i, sh[SH_WALLET], hi, lo, cl, vecs, brs, nbr, states, slots, fills, ev, eq, cnts, acc,
+                info, work,
+            )  # fmt: skip
+        if cnt[C_OVERFLOW] != 0:
+            stop = True
+            break
+    if stop and acc[S_LIQUIDATED] == 0.0:
+        return BAR_OVERFLOW  # a full record buffer: the driver runs again with more room
+    acc[S_CB_ACTIVE] = sh[SH_CB_ACTIVE]
+    sh[SH_PEAK] = _account_close_nb(acc, rows, info, work, states, t, sh[SH_WALLET], sh[SH_PEAK])
+    info[A_STEPS] = k + 1
+    return BAR_STOP if stop else BAR_GO
+
+
+@kernel
+def basket_finish_nb(states, acc):
+    """Close every symbol's and the account's daily statistics (at the end of a run)."""
+    for j in range(states.shape[0]):
+        finish_daily_stats_nb(states[j])
+    finish_daily_stats_nb(acc)
+
+
 @kernel
 def run_basket_nb(
     ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs, brs, nbr,
-    states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work,
+    states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work, sh,
 ):  # fmt: skip
-    """Step every aligned timestamp through every symbol in basket order (DESIGN.md "Baskets").
-
-    Row ``i`` of ``op/hi/lo/cl/regs/vecs/states/slots/fills/fund/ev/eq/cnts/didx`` is symbol i's;
-    its funding settlements are ``f*[foff[i]:foff[i+1]]``, ``didx[i]`` indexes its detail bars in ``d*``, its
-    brackets ``brs[i, :nbr[i]]``. ``errs`` / ``ords`` are the account's rings, ``acc`` the account's
-    state vector (summary accumulators), ``rows`` its equity rows, ``info`` the facts ``A_*``.
-    """
-    n_sym = states.shape[0]
-    n = ts.shape[0]
-    wallet = states[0, S_WALLET]
-    peak = states[0, S_PEAK]
-    err_count = 0.0
-    ord_count = 0.0
-    cb_active = 0.0
-    cb_until = -np.inf
-    info[A_LIQ_SYMBOL] = -1
-    info[A_HALT_SYMBOL] = -1
-    for j in range(n_sym):
-        work[j, W_LAST] = np.nan
-    stop = False
-    for k in range(n):
-        t = ts[k]
-        if n_sym > 1:  # the others' contributions at bar k (a symbol's own is refreshed after its step)
-            for j in range(n_sym):
-                price_contribution_nb(states[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j])
-        for i in range(n_sym):
-            st = states[i]
-            sl = slots[i]
-            p = vecs[i]
-            br = brs[i, : nbr[i]]
-            cnt = cnts[i]
-            f_i = fills[i]
-            ev_i = ev[i]
-            fts_i = fts[foff[i] : foff[i + 1]]
-            frate_i = frate[foff[i] : foff[i + 1]]
-            fmark_i = fmark[foff[i] : foff[i + 1]]
-            # the account's shared slots
-            st[S_WALLET] = wallet
-            st[S_PEAK] = peak
-            st[S_ERR_COUNT] = err_count
-            st[S_ORD_COUNT] = ord_count
-            st[S_CB_ACTIVE] = cb_active
-            st[S_CB_UNTIL] = cb_until
-            trips = st[S_CB_TRIPS]
-            o = op[i, k]
-            h = hi[i, k]
-            lw = lo[i, k]
-            c = cl[i, k]
-            close_time = float(t) + p[P_BAR_MS]
-            halting = acc[S_HALTED] != 0.0 and st[S_HALTED] == 0.0  # the account halted earlier in this step
-            if bar_open_nb(k, t, o, h, lw, c, fts_i, frate_i, fmark_i, p, st, sl, fund[i], ev_i, cnt) and (
-                not halting
-            ):
-                set_rest_of_account_nb(st, work, i, W_U_ADV, W_MM_ADV, W_N_ADV)
-                if bar_path_nb(
-                    k, t, o, h, lw, c, dts, dop, dhi, dlo, dcl, didx[i],
-                    p, br, st, sl, errs, f_i, ev_i, cnt,
-                ):  # fmt: skip
-                    _account_liquidation_nb(
-                        k, t, i, cl, vecs, brs, nbr, states, slots, fills, ev, eq, cnts, acc, info, work
-                    )
-                    wallet = st[S_WALLET]
-                    stop = True
-                    break
-            if c == c:
-                work[i, W_LAST] = c
-            set_rest_of_account_nb(st, work, i, W_U_CL, W_MM_CL, W_N_CL)
-            if halting:
-                account_halt_nb(st, sl, c if c == c else work[i, W_LAST], p, br, f_i, ev_i, cnt, t)
-            bar_close_nb(
-                k, t, h, lw, c, close_time, regs[i], fts_i, frate_i, True, p, br, st, sl, errs, ords, f_i,
-                ev_i, eq[i], cnt,
-            )  # fmt: skip
-            contribution_nb(st, sl, br, h, lw, c, work[i])
-            wallet = st[S_WALLET]
-            if st[S_PEAK] > peak:
-                peak = st[S_PEAK]
-            err_count = st[S_ERR_COUNT]
-            ord_count = st[S_ORD_COUNT]
-            if st[S_CB_TRIPS] != trips:  # a trip (even one its own close already reset)
-                _breaker_tripped_nb(k, i, hi, lo, cl, brs, nbr, states, slots, work)
-            cb_active = st[S_CB_ACTIVE]
-            cb_until = st[S_CB_UNTIL]
-            if st[S_HALTED] != 0.0 and acc[S_HALTED] == 0.0:
-                wallet = _account_halted_nb(
-                    k,
-                    t,
-                    i,
-                    wallet,
-                    hi,
-                    lo,
-                    cl,
-                    vecs,
-                    brs,
-                    nbr,
-                    states,
-                    slots,
-                    fills,
-                    ev,
-                    eq,
-                    cnts,
-                    acc,
-                    info,
-                    work,
-                )
-            if cnt[C_OVERFLOW] != 0:
-                stop = True
-                break
-        if stop and acc[S_LIQUIDATED] == 0.0:
-            break  # a full record buffer: the driver runs again with more room
-        acc[S_CB_ACTIVE] = cb_active
-        peak = _account_close_nb(acc, rows, info, work, states, t, wallet, peak)
-        info[A_STEPS] = k + 1
-        if stop:
+    """Step every aligned timestamp through ``basket_bar_nb`` (arguments as there; ``sh`` is scratch);
+    stop at the first timestamp that ends the run or fills a record buffer."""
+    basket_start_nb(states, info, work, sh)
+    for k in range(ts.shape[0]):
+        if basket_bar_nb(
+            k, ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs, brs,
+            nbr, states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work, sh,
+        ) != BAR_GO:  # fmt: skip
             break
-    for j in range(n_sym):
-        finish_daily_stats_nb(states[j])
-    finish_daily_stats_nb(acc)
+    basket_finish_nb(states, acc)
 
 
 @dataclass(frozen=True)
@@ -625,7 +673,8 @@ def _check_basket(
     return symbols
 
 
-def _check_account_params(symbols: tuple[str, ...], params: list[EngineParams]) -> None:
+def check_account_params(symbols: tuple[str, ...], params: list[EngineParams]) -> None:
+    """Refuse a basket whose symbols disagree on a field of the account (``ACCOUNT_PARAMS``)."""
     first = params[0].vector
     for sym, prm in zip(symbols[1:], params[1:], strict=True):
         for slot, name in ACCOUNT_PARAMS.items():
@@ -684,7 +733,7 @@ def basket_params(
     params = [build_params(strategies[sym], venue, markets[sym]) for sym in symbols]
     for sym in symbols:
         check_detail_config(strategies[sym], details.get(sym))
-    _check_account_params(symbols, params)
+    check_account_params(symbols, params)
     return params
 
 
@@ -731,6 +780,32 @@ def basket_brackets(params: list[EngineParams]) -> tuple[np.ndarray, np.ndarray]
     return brs, nbr
 
 
+def stack_params(params: list[EngineParams]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The basket's parameter rows, brackets (``brs[i, :nbr[i]]``) and ladder depth, kernel-ready."""
+    vecs = np.ascontiguousarray(np.stack([prm.vector for prm in params]))
+    brs, nbr = basket_brackets(params)
+    levels = int(vecs[:, [P_LEVELS_LONG, P_LEVELS_SHORT]].max())
+    return vecs, brs, nbr, levels
+
+
+def new_account(
+    vecs: np.ndarray, levels: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fresh kernel state of a basket: every symbol's state row and slots, the account's error and
+    order-pacing rings and its state vector ``acc`` (``states, slots, errs, ords, acc``)."""
+    n_sym = vecs.shape[0]
+    states = np.zeros((n_sym, N_STATE))
+    slots = np.zeros((n_sym, 2, levels, N_SLOT))
+    for i in range(n_sym):
+        init_state_row(states[i], slots[i], vecs[i])
+    n_err, n_ord = ring_sizes(vecs)
+    errs = np.zeros(max(n_err, 1))
+    ords = np.zeros(max(n_ord, 1))
+    acc = np.zeros(N_STATE)
+    init_state_row(acc, np.zeros((2, 1, N_SLOT)), vecs[0])
+    return states, slots, errs, ords, acc
+
+
 def run_basket(
     markets: Mapping[str, Any],
     strategies: Mapping[str, StrategyConfig],
@@ -749,17 +824,10 @@ def run_basket(
     params = basket_params(symbols, strategies, venue, markets, details)
     bars = basket_bars(symbols, markets, details)
     ts, n_sym, n, foff = bars.ts, len(symbols), bars.ts.shape[0], bars.foff
-    vecs = np.ascontiguousarray(np.stack([prm.vector for prm in params]))
+    vecs, brs, nbr, levels = stack_params(params)
     regs = np.ascontiguousarray(
         np.stack([regime_series(a, prm.vector) for a, prm in zip(bars.arrays, params, strict=True)])
     )
-    op, hi, lo, cl = bars.op, bars.hi, bars.lo, bars.cl
-    fts, frate, fmark = bars.fts, bars.frate, bars.fmark
-    dts, dop, dhi, dlo, dcl = bars.dts, bars.dop, bars.dhi, bars.dlo, bars.dcl
-    didx, dets = bars.didx, bars.dets
-    brs, nbr = basket_brackets(params)
-    levels = int(vecs[:, [P_LEVELS_LONG, P_LEVELS_SHORT]].max())
-    n_err, n_ord = ring_sizes(vecs)
     caps = {
         C_FILLS: max(INITIAL_CAPACITY, n // BARS_PER_FILL_ROW),
         C_EVENTS: max(INITIAL_CAPACITY, n // BARS_PER_EVENT_ROW),
@@ -768,25 +836,20 @@ def run_basket(
     }
     reruns = 0
     for _ in range(MAX_RERUNS):
-        states = np.zeros((n_sym, N_STATE))
-        slots = np.zeros((n_sym, 2, levels, N_SLOT))
-        for i in range(n_sym):
-            init_state_row(states[i], slots[i], vecs[i])
-        errs = np.zeros(max(n_err, 1))
-        ords = np.zeros(max(n_ord, 1))
+        states, slots, errs, ords, acc = new_account(vecs, levels)
         fills = np.empty((n_sym, caps[C_FILLS]), FILL_DTYPE)
         fund = np.empty((n_sym, caps[C_FUNDING]), FUNDING_DTYPE)
         ev = np.empty((n_sym, caps[C_EVENTS]), EVENT_DTYPE)
         eq = np.empty((n_sym, caps[C_EQUITY]), EQUITY_DTYPE)
         cnts = np.stack([new_counters(record=True, curves=curves) for _ in symbols])
-        acc = np.zeros(N_STATE)
-        init_state_row(acc, np.zeros((2, 1, N_SLOT)), vecs[0])
         rows = np.empty(n if curves else 0, ACCOUNT_EQUITY_DTYPE)
         info = np.zeros(N_ACC_INFO, np.int64)
         work = np.zeros((n_sym, N_WORK))
+        shared = np.empty(N_SHARED)
         run_basket_nb(
-            ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs, brs,
-            nbr, states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work,
+            ts, bars.op, bars.hi, bars.lo, bars.cl, regs, bars.fts, bars.frate, bars.fmark, foff, bars.dts,
+            bars.dop, bars.dhi, bars.dlo, bars.dcl, bars.didx, vecs, brs, nbr, states, slots, errs, ords,
+            fills, fund, ev, eq, cnts, acc, rows, info, work, shared,
         )  # fmt: skip
         if not cnts[:, C_OVERFLOW].any():
             break
@@ -796,7 +859,8 @@ def run_basket(
         reruns += 1
     else:  # pragma: no cover - only reachable with a kernel bug that writes without bound
         raise RuntimeError(f"record buffers still overflowing after {MAX_RERUNS} re-runs")
-    return _outputs(symbols, params, dets, states, (fills, fund, ev, eq), cnts, acc, rows, info, n, reruns)
+    buffers = (fills, fund, ev, eq)
+    return basket_outputs(symbols, params, bars.dets, states, buffers, cnts, acc, rows, info, n, reruns)
 
 
 def account_summary(acc_row: np.ndarray, sums: np.ndarray) -> dict[str, float]:
@@ -823,7 +887,7 @@ def account_summary(acc_row: np.ndarray, sums: np.ndarray) -> dict[str, float]:
     return summary
 
 
-def _outputs(
+def basket_outputs(
     symbols: tuple[str, ...], params: list[EngineParams], dets: list[Any], states: np.ndarray,
     buffers: tuple[np.ndarray, ...], cnts: np.ndarray, acc: np.ndarray, rows: np.ndarray,
     info: np.ndarray, n: int, reruns: int,

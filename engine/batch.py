@@ -215,12 +215,13 @@ def run_batch(
 @parallel_kernel_nogil
 def run_basket_batch_nb(
     ts, op, hi, lo, cl, regs, reg_idx, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs,
-    brs, nbr, states, slots, errs, ords, fills, fund, ev, eq, accs, rows, infos, works,
+    brs, nbr, states, slots, errs, ords, fills, fund, ev, eq, accs, rows, infos, works, shs,
 ):  # fmt: skip
     """Run the basket once per parameter set (``vecs[s]``: one row per symbol), sets in parallel.
 
     Set ``s`` is ``engine.basket.run_basket_nb`` itself on its own states, slots, rings, account
-    vector ``accs[s]`` and work rows; its symbols' regime series are ``regs[reg_idx[s]]``. Nothing is
+    vector ``accs[s]``, work rows and running facts ``shs[s]``; its symbols' regime series are
+    ``regs[reg_idx[s]]``. Nothing is
     recorded (counters with ``C_RECORD = 0``; ``rows`` has no room): summaries stay in the states.
     """
     n_sets = vecs.shape[0]
@@ -230,7 +231,7 @@ def run_basket_batch_nb(
         run_basket_nb(
             ts, op, hi, lo, cl, regs[reg_idx[s]], fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx,
             vecs[s], brs, nbr, states[s], slots[s], errs[s], ords[s], fills, fund, ev, eq, cnts,
-            accs[s], rows, infos[s], works[s],
+            accs[s], rows, infos[s], works[s], shs[s],
         )  # fmt: skip
 
 
@@ -258,6 +259,7 @@ def run_basket_batch(
     from gridctl.engine.basket import (
         ACCOUNT_EQUITY_DTYPE,
         N_ACC_INFO,
+        N_SHARED,
         N_WORK,
         _check_basket,
         account_summary,
@@ -325,12 +327,13 @@ def run_basket_batch(
     rows = np.zeros(0, ACCOUNT_EQUITY_DTYPE)
     infos = np.zeros((m, N_ACC_INFO), np.int64)
     works = np.zeros((m, n_sym, N_WORK))
+    shs = np.zeros((m, N_SHARED))
     chunk = set_parallel_chunksize(1)
     try:
         run_basket_batch_nb(
             bars.ts, bars.op, bars.hi, bars.lo, bars.cl, regs, reg_idx, bars.fts, bars.frate, bars.fmark,
             bars.foff, bars.dts, bars.dop, bars.dhi, bars.dlo, bars.dcl, bars.didx, vecs, brs, nbr,
-            states, slots, errs, ords, fills, fund, ev, eq, accs, rows, infos, works,
+            states, slots, errs, ords, fills, fund, ev, eq, accs, rows, infos, works, shs,
         )  # fmt: skip
     finally:
         set_parallel_chunksize(chunk)

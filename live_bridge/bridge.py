@@ -488,6 +488,24 @@ class Bridge:
     def on_bar(self, bar: ClosedBar) -> None:
         """Process one closed bar end to end (see module docstring)."""
         t0 = time.perf_counter()
+        self.open_bar(bar)
+        if self.o.mode == "live":
+            t2, halted_before = self.book_bar(t0)
+            self.s.step_close(bar.ts, bar.open, bar.high, bar.low, bar.close, self.entries_allowed)
+            killpoint.hit("bar")
+            self.send_bar(t0, t2, halted_before)
+        else:
+            self.s.step_paper(bar.ts, bar.open, bar.high, bar.low, bar.close)
+            if not self.entries_allowed:
+                self.s.block_entries()
+            self.latency.add((time.perf_counter() - t0) * 1000.0)
+        self.end_bar()
+
+    # The pieces of ``on_bar``, in order; a basket (``live_bridge.basket.BasketBridge``) runs each piece
+    # for every symbol's bridge, with the account's one bar close between ``book_bar`` and ``send_bar``.
+
+    def open_bar(self, bar: ClosedBar) -> None:
+        """A closed bar arrived: queued ops commands applied, its funding merged, the inputs checked."""
         self.apply_commands()
         self.s.set_funding(bar.settled, bar.next_funding_ms)
         self.last_bar_close_ms = bar.ts + self.s.bar_ms
@@ -496,40 +514,44 @@ class Bridge:
             # Stored data was validated when loaded (data.market); a live feed is checked every bar.
             self._check_funding(bar)
             self.check_stale()
-        if self.o.mode == "live":
-            # Critical path: book the fills, decide, send. The open-order view is the last exchange read
-            # kept current with our own placements, cancels and fills; it and the margin figure are
-            # read again after the orders went out (for the next bar).
-            lat, t1 = self.latency, time.perf_counter()
-            lat.phase("before", (t1 - t0) * 1000.0)
-            self.sync_fills()
-            t2 = time.perf_counter()
-            lat.phase("fills", (t2 - t1) * 1000.0)
-            halted_before = self.s.state[S_HALTED] != 0.0
-            self.s.step_close(bar.ts, bar.open, bar.high, bar.low, bar.close, self.entries_allowed)
-            killpoint.hit("bar")
-            t3 = time.perf_counter()
-            lat.phase("engine", (t3 - t2) * 1000.0)
-            self.sync_orders(refresh=self._orders_unknown, defer_retries=True)
-            if self.s.state[S_HALTED] != 0.0 and not halted_before:
-                self._note("halt", "drawdown halt: closing both sides on the exchange")
-                self._send_flatten(booked=True)
-            t4 = time.perf_counter()
-            lat.phase("orders", (t4 - t3) * 1000.0)
-            lat.add((t4 - t0) * 1000.0)
-            self.run_retries()
-            if self._retried_ms is not None:
-                lat.phase("retries", self._retried_ms)
-            self.refresh_orders()
-            self.read_account()
-            if self.unexplained:
-                self.review_unexplained()
-            self.check_protection("bar close", read=False)
-        else:
-            self.s.step_paper(bar.ts, bar.open, bar.high, bar.low, bar.close)
-            if not self.entries_allowed:
-                self.s.block_entries()
-            self.latency.add((time.perf_counter() - t0) * 1000.0)
+
+    def book_bar(self, t0: float) -> tuple[float, bool]:
+        """Live, before the engine's bar close: the exchange's fills since the last bar booked.
+
+        Critical path: book the fills, decide, send. The open-order view is the last exchange read kept
+        current with our own placements, cancels and fills; it and the margin figure are read again after
+        the orders went out (for the next bar). Returns (the time the fills were booked, whether the
+        engine was halted before the close)."""
+        lat, t1 = self.latency, time.perf_counter()
+        lat.phase("before", (t1 - t0) * 1000.0)
+        self.sync_fills()
+        t2 = time.perf_counter()
+        lat.phase("fills", (t2 - t1) * 1000.0)
+        return t2, self.s.state[S_HALTED] != 0.0
+
+    def send_bar(self, t0: float, t2: float, halted_before: bool) -> None:
+        """Live, after the engine's bar close: the order diff sent, a new halt flattened on the exchange,
+        the retries, the books and the account read again, the protection invariant checked."""
+        lat, t3 = self.latency, time.perf_counter()
+        lat.phase("engine", (t3 - t2) * 1000.0)
+        self.sync_orders(refresh=self._orders_unknown, defer_retries=True)
+        if self.s.state[S_HALTED] != 0.0 and not halted_before:
+            self._note("halt", "drawdown halt: closing both sides on the exchange")
+            self._send_flatten(booked=True)
+        t4 = time.perf_counter()
+        lat.phase("orders", (t4 - t3) * 1000.0)
+        lat.add((t4 - t0) * 1000.0)
+        self.run_retries()
+        if self._retried_ms is not None:
+            lat.phase("retries", self._retried_ms)
+        self.refresh_orders()
+        self.read_account()
+        if self.unexplained:
+            self.review_unexplained()
+        self.check_protection("bar close", read=False)
+
+    def end_bar(self) -> None:
+        """After the bar: the checkpoint and the published state."""
         self.checkpoint()
         if self.o.mode != "replay" or self.ops is not None:
             self.publish()

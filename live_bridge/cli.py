@@ -17,11 +17,13 @@ from typing import Annotated, Any
 import typer
 
 from gridctl.configs.errors import GridctlError
-from gridctl.live_bridge.options import LiveOptions, bounds
+from gridctl.live_bridge.options import BASKET_REPLAY_ONLY, LiveOptions, bounds
 
-#: (compute_stats, write_results, stats_json) of the research layer, given by the top-level cli.py:
-#: live_bridge and research are one layer and do not import each other.
-ResultsProvider = Callable[[], tuple[Callable[..., Any], Callable[..., Any], Callable[..., str]]]
+#: (compute_stats, write_results, stats_json, basket) of the research layer, given by the top-level
+#: cli.py: live_bridge and research are one layer and do not import each other. ``basket`` holds
+#: ``load_strategy`` (research.cli.load_basket_strategy), ``run`` (research.basket.run_basket_backtest)
+#: and ``write`` (research.results.write_basket_results).
+ResultsProvider = Callable[[], tuple[Callable[..., Any], Callable[..., Any], Callable[..., str], Any]]
 _results: ResultsProvider | None = None
 #: The defaults every flag shows and falls back to.
 D = LiveOptions()
@@ -69,6 +71,14 @@ def live(
     symbol: Annotated[
         str | None, typer.Option("--symbol", help="ccxt symbol (default: the strategy's instrument).")
     ] = D.symbol,
+    symbols: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--symbols",
+            help="--paper --replay: a basket in one wallet, ccxt symbols as a comma list or repeated (sets "
+            "strategy.symbols, as `gridctl backtest --symbols`; default: the strategy's, if it lists any).",
+        ),
+    ] = None,
     timeframe: Annotated[str, typer.Option("--timeframe", help="Bar timeframe.")] = D.timeframe,
     out: Annotated[
         Path | None,
@@ -164,6 +174,13 @@ def live(
     """Run the live bridge: --paper (simulated fills), --live (real orders), or --paper --replay PATH."""
     if paper == live_mode:
         raise GridctlError("choose exactly one of --paper and --live")
+    from gridctl.data.download_cli import parse_symbols
+
+    basket = parse_symbols(symbols or [])
+    if symbols is not None and not basket:
+        raise GridctlError(
+            f"--symbols: {' '.join(symbols)!r} names no symbol (e.g. BTC/USDT:USDT,ETH/USDT:USDT)"
+        )
     opts = LiveOptions(
         mode="live" if live_mode else "paper",
         strategy=strategy,
@@ -173,6 +190,7 @@ def live(
         replay=replay,
         exchange=exchange,
         symbol=symbol,
+        symbols=basket,
         timeframe=timeframe,
         out=out,
         testnet=testnet,
@@ -191,7 +209,11 @@ def live(
     from gridctl.live_bridge.runner import load_run_configs
 
     strategy_cfg, venue_cfg, _symbol = load_run_configs(opts)
-    if opts.replay is not None:
+    if opts.replay is None and strategy_cfg.strategy.symbols is not None:
+        raise GridctlError(f"strategy {strategy_cfg.origin} lists strategy.symbols: {BASKET_REPLAY_ONLY}")
+    if opts.replay is not None and (opts.symbols or strategy_cfg.strategy.symbols is not None):
+        _replay_basket(venue_cfg, opts)
+    elif opts.replay is not None:
         _replay(strategy_cfg, venue_cfg, opts)
     else:
         _run_exchange(strategy_cfg, venue_cfg, opts)
@@ -203,7 +225,7 @@ def _replay(strategy: Any, venue: Any, opts: LiveOptions) -> None:
 
     if _results is None:
         raise GridctlError("replay results need the research layer (mount the command with register())")
-    compute_stats, write_results, stats_json = _results()
+    compute_stats, write_results, stats_json, _basket = _results()
     output, market, stats, _bridge = run_replay(strategy, venue, opts, compute_stats)
     if opts.out is not None:
         write_results(opts.out, output, market, stats)
@@ -217,6 +239,48 @@ def _replay(strategy: Any, venue: Any, opts: LiveOptions) -> None:
         f"replayed {bars:,} bars of {market.symbol} {market.timeframe} in {secs:.2f} s "
         f"({speed['bars_per_second'] or 0:,.0f} bars/s); final equity {stats['final_equity']:,.2f}, "
         f"{stats['n_fills']} fills" + (f"; results in {opts.out}" if opts.out is not None else "")
+    )
+
+
+def _replay_basket(venue: Any, opts: LiveOptions) -> None:
+    """`live --paper --replay DATA-DIR --symbols ...` (or a strategy with strategy.symbols): the basket's
+    stored markets loaded and checked as `gridctl backtest --symbols` does, stepped one aligned closed bar
+    at a time by the live basket session (``live_bridge.basket.replay_basket``); the results written to
+    --out as the backtest writes them."""
+    from gridctl.live_bridge.basket import replay_basket
+
+    if _results is None:
+        raise GridctlError("replay results need the research layer (mount the command with register())")
+    _compute, _write, stats_json, basket = _results()
+    source = opts.replay
+    assert source is not None
+    if not source.is_dir():
+        raise GridctlError(
+            f"--replay {source}: a basket replays a data directory (with --exchange/--timeframe)"
+        )
+    if opts.out is not None and opts.out.exists() and not opts.out.is_dir():
+        raise GridctlError(f"--out: {opts.out} exists and is not a directory")
+    strategy = basket.load_strategy(opts.strategy, opts.symbols, list(opts.overrides))
+    if opts.symbol is not None:
+        raise GridctlError(
+            f"--symbol {opts.symbol}: strategy {strategy.origin} trades the basket "
+            f"{list(strategy.basket_symbols)} (strategy.symbols); give --symbols for a basket replay"
+        )
+    run = basket.run(strategy, venue, source, opts.exchange, opts.timeframe, None, None, run=replay_basket)
+    if opts.out is not None:
+        basket.write(opts.out, run)
+    output = run.output
+    secs = float(output.meta["replay_seconds"])
+    bars = int(output.meta["bars"])
+    speed = {"bars": bars, "seconds": secs, "bars_per_second": bars / secs if secs > 0 else None}
+    if opts.as_json:
+        sys.stdout.write(stats_json({**run.stats, "replay": speed}) + "\n")
+        return
+    account = run.stats["account"]
+    typer.echo(
+        f"replayed {bars:,} bars of the basket {', '.join(output.symbols)} {opts.timeframe} in {secs:.2f} s "
+        f"({speed['bars_per_second'] or 0:,.0f} bars/s); final equity {account['final_equity']:,.2f}, "
+        f"{account['n_fills']} fills" + (f"; results in {opts.out}" if opts.out is not None else "")
     )
 
 

@@ -65,6 +65,41 @@ class ReplayFeed:
             )
 
 
+def basket_replay(markets: dict[str, Market]) -> Iterator[tuple[int, dict[str, ClosedBar]]]:
+    """Closed bars of a basket's stored markets on the union of their timestamps, one aligned close at a
+    time: ``(t, {symbol: bar})`` for every symbol, a symbol without a bar at ``t`` with NaN OHLC. Each
+    symbol's funding is revealed up to the aligned close, bar or not (its feed polls funding on its own)."""
+    ts = np.unique(np.concatenate([np.asarray(m.ts, np.int64) for m in markets.values()]))
+    bar_ms = {int(m.bar_ms) for m in markets.values()}
+    if len(bar_ms) != 1:
+        raise GridctlError(f"a basket replay needs one timeframe, the markets have {sorted(bar_ms)} ms bars")
+    close_times = ts + bar_ms.pop()
+    state = {}
+    for sym, m in markets.items():
+        own = np.asarray(m.ts, np.int64)
+        fts = np.asarray(m.funding_ts, np.int64)
+        at = np.searchsorted(own, ts)
+        has = (at < own.shape[0]) & (own[np.minimum(at, own.shape[0] - 1)] == ts)
+        state[sym] = (m, at, has, fts, np.searchsorted(fts, close_times, side="right"))
+    shown = dict.fromkeys(markets, 0)
+    nan = float("nan")
+    for k in range(ts.shape[0]):
+        out = {}
+        for sym, (m, at, has, fts, visible) in state.items():
+            v = int(visible[k])
+            rate, mark = m.funding_rate, m.funding_mark
+            settled = [(int(fts[i]), float(rate[i]), float(mark[i])) for i in range(shown[sym], v)]
+            shown[sym] = v
+            nxt = int(fts[v]) if v < fts.shape[0] else None
+            if has[k]:
+                j = int(at[k])
+                px = (float(m.open[j]), float(m.high[j]), float(m.low[j]), float(m.close[j]))
+            else:
+                px = (nan, nan, nan, nan)
+            out[sym] = ClosedBar(int(ts[k]), *px, settled, nxt)
+        yield int(ts[k]), out
+
+
 def load_replay_market(
     source: Path, data_dir: Path | None, exchange: str, symbol: str, timeframe: str
 ) -> Market:

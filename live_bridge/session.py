@@ -73,6 +73,7 @@ from gridctl.engine.state import (
     SL_LOT_QTY,
     SL_ORD_ON,
     SL_ORD_QTY,
+    KernelState,
     cancel_entries_nb,
     init_state,
     refresh_triggers_nb,
@@ -228,7 +229,20 @@ class EngineSession:
             self.ks.state[S_FG_UNTIL] = -np.inf  # the guard's cache was keyed on the old series
         return changed
 
-    def _append(self, t: int, o: float, h: float, lo: float, c: float) -> int:
+    @property
+    def funding_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The kernels' funding series so far: settlement times, rates, marks (read-only)."""
+        return self._fts, self._frate, self._fmark
+
+    def attach(self, ks: KernelState) -> None:
+        """Use ``ks`` as this symbol's kernel state (a basket's: its row of the account's states and
+        slots, the account's error and order-pacing rings), before anything was stepped or warmed."""
+        if self.n or self.warm_bars:
+            raise GridctlError("a session joins an account before its first bar")
+        self.ks = ks
+
+    def append_bar(self, t: int, o: float, h: float, lo: float, c: float) -> int:
+        """Append closed bar ``t`` and advance the regime indicators over it; returns its index."""
         if self.n and t <= self.ts[self.n - 1]:
             raise GridctlError(f"bar {t} is not after the last bar {int(self.ts[self.n - 1])}")
         if self.n == self.ts.shape[0]:
@@ -274,7 +288,7 @@ class EngineSession:
         """Run one closed bar through ``engine.step.step_nb`` (DESIGN.md steps 1-8)."""
         if self.liquidated:
             raise GridctlError("the account was liquidated: the session is over")
-        k = self._append(t, o, h, lo, c)
+        k = self.append_bar(t, o, h, lo, c)
         self._room()
         before = self._marks()
         ks = self.ks
@@ -320,7 +334,7 @@ class EngineSession:
         False (a pause) cancels the resting entries instead of deciding."""
         if self.liquidated:
             raise GridctlError("the account was liquidated: the session is over")
-        k = self._append(t, o, h, lo, c)
+        k = self.append_bar(t, o, h, lo, c)
         self._room()
         before = self._marks()
         ks = self.ks

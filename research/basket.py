@@ -39,6 +39,7 @@ from gridctl.research.stats import (
 from gridctl.research.stats import _iso as iso_time
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from rich.console import Console
@@ -104,12 +105,15 @@ def run_basket_backtest(
     start_ms: int | None,
     end_ms: int | None,
     status: Console | None = None,
+    run: Callable[..., BasketOutput] | None = None,
 ) -> BasketBacktest:
     """Load every basket symbol's stored bars, check each against the venue, run the basket, compute stats.
 
     ``strategy`` is the loaded basket strategy (``strategy.symbols``, ``symbol_overrides``); with
     ``backtest.detail_timeframe`` set, each symbol walks its finer stored bars where the store holds
-    them over the window, and its own OHLC otherwise (a data warning says which).
+    them over the window, and its own OHLC otherwise (a data warning says which). ``run`` steps the
+    basket (default ``engine.basket.run_basket``; `gridctl live --paper --replay` passes its basket
+    session's replay, ``live_bridge.basket.replay_basket``, which has no detail bars).
     """
     from gridctl.configs.crosscheck import check_notional_in_range, check_strategy_on_venue
     from gridctl.configs.overrides import basket_strategies
@@ -121,6 +125,13 @@ def run_basket_backtest(
 
     check_strategy_on_venue(strategy, venue)  # every symbol, with its overrides and its rules
     strategies = basket_strategies(strategy)
+    if run is not None:
+        for symbol, strat in strategies.items():
+            if strat.backtest.detail_timeframe is not None:
+                raise GridctlError(
+                    f"{symbol}: backtest.detail_timeframe {strat.backtest.detail_timeframe}: a replay steps "
+                    "closed bars as live does, without detail bars (unset it)"
+                )
     if exchange == SAMPLE_EXCHANGE and SAMPLE_SYMBOL in strategies:
         ensure_sample(data_dir, "--data-dir")
     markets: dict[str, Market] = {}
@@ -165,7 +176,10 @@ def run_basket_backtest(
             f"({', '.join(f'{s} {len(m.ts):,}' for s, m in markets.items())} {timeframe} bars; the first "
             "basket run after an install or an engine change compiles its kernel, about a minute) ...[/dim]"
         )
-    output = run_basket(markets, strategies, venue, curves=True, detail=detail or None)
+    if run is None:
+        output = run_basket(markets, strategies, venue, curves=True, detail=detail or None)
+    else:
+        output = run(markets, strategies, venue)
     if status is not None:
         status.print("[dim]path bracket: the basket under the other intrabar path rules ...[/dim]")
     stats = basket_stats(output, markets, strategies, venue, detail, notes)

@@ -154,8 +154,9 @@ def _error(status: int, code: int, msg: str) -> Response:
 
 
 def _market_entry(
-    symbol: str, base: str, tick: str, step: str, min_notional: str, min_price: str, onboard: int
-) -> dict:
+    symbol: str, base: str, tick: str, step: str, min_notional: str, min_price: str, onboard: int,
+    max_qty: str, market_max_qty: str,
+) -> dict:  # fmt: skip
     """An exchangeInfo symbol entry with the fields and filters Binance USD-M publishes."""
     return {
         "symbol": symbol,
@@ -182,8 +183,8 @@ def _market_entry(
         "maxMoveOrderLimit": 10000,
         "filters": [
             {"filterType": "PRICE_FILTER", "minPrice": min_price, "maxPrice": "4529764", "tickSize": tick},
-            {"filterType": "LOT_SIZE", "stepSize": step, "maxQty": "1000", "minQty": step},
-            {"filterType": "MARKET_LOT_SIZE", "stepSize": step, "maxQty": "120", "minQty": step},
+            {"filterType": "LOT_SIZE", "stepSize": step, "maxQty": max_qty, "minQty": step},
+            {"filterType": "MARKET_LOT_SIZE", "stepSize": step, "maxQty": market_max_qty, "minQty": step},
             {"filterType": "MAX_NUM_ORDERS", "limit": 200},
             {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
             {"filterType": "MIN_NOTIONAL", "notional": min_notional},
@@ -200,10 +201,12 @@ def _market_entry(
 
 
 def default_markets() -> list[dict]:
-    """BTCUSDT (tick 0.10, step 0.001, min notional 100) and ETHUSDT (tick 0.01, min notional 20)."""
+    """BTCUSDT (tick 0.10, step 0.001, min notional 100, max qty 1000, market max 120) and ETHUSDT (tick
+    0.01, min notional 20, max qty 10000, market max 2000): each with its own filters, as the shipped
+    venue snapshot has them, so a basket's readiness checks each symbol against its own."""
     return [
-        _market_entry("BTCUSDT", "BTC", "0.10", "0.001", "100", "556.80", 1569398400000),
-        _market_entry("ETHUSDT", "ETH", "0.01", "0.001", "20", "39.86", 1569398400000),
+        _market_entry("BTCUSDT", "BTC", "0.10", "0.001", "100", "556.80", 1569398400000, "1000", "120"),
+        _market_entry("ETHUSDT", "ETH", "0.01", "0.001", "20", "39.86", 1569398400000, "10000", "2000"),
     ]
 
 

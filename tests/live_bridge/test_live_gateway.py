@@ -91,12 +91,13 @@ def test_market_rules_come_from_the_exchange_not_the_venue_file(
         0.001,
         20.0,
     )
-    assert (rules.min_qty, rules.max_qty, rules.price_precision, rules.qty_precision) == (0.001, 1000.0, 2, 3)
+    got = (rules.min_qty, rules.max_qty, rules.price_precision, rules.qty_precision)
+    assert got == (0.001, 10000.0, 2, 3)
     assert gw.market_rules("BTC/USDT:USDT").tick_size == 0.1  # the venue file says 0.1 too; ETH proves source
     assert eth["filters"][0]["tickSize"] == "0.01"
     # every other filter the bridge uses, as the emulator advertises them (Binance's BTCUSDT/ETHUSDT values)
     assert (rules.market_min_qty, rules.market_max_qty, rules.percent_price_up, rules.percent_price_down) == (
-        0.001, 120.0, 1.05, 0.95,
+        0.001, 2000.0, 1.05, 0.95,
     )  # fmt: skip
     assert (rules.max_num_orders, rules.max_num_algo_orders) == (200, 10)
     for f in gw._market("ETHUSDT-PERP")["info"]["filters"]:  # the markets as the client loaded them

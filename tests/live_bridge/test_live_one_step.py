@@ -185,7 +185,8 @@ def test_live_bridge_holds_no_bar_step_or_retry_ladder_of_its_own() -> None:
     # the live bar close is the engine's bar_open_nb + bar_close_nb, the kernels step_nb composes
     assert {"bar_open_nb", "bar_close_nb"} <= _calls(session["step_close"])
     step = _functions(Path(__file__).resolve().parents[2] / "engine" / "step.py")
-    assert {"bar_open_nb", "bar_close_nb", "path_nb"} <= _calls(step["step_nb"])
+    assert {"bar_open_nb", "bar_close_nb", "bar_path_nb"} <= _calls(step["step_nb"])
+    assert "path_nb" in _calls(step["bar_path_nb"])  # the simulated venue (or its detail walk)
     assert {"decide_nb", "bar_gates_nb", "record_bar_nb"} <= _calls(step["bar_close_nb"])
     # bridge.py writes no slot: every change goes through the session's kernels (refresh_triggers_nb after)
     for n in ast.walk(ast.parse((LIVE / "bridge.py").read_text())):

@@ -867,12 +867,13 @@ def test_market_chunks_stay_within_the_market_lot_on_the_step_grid(
     market_max: float, qty: float, chunks: list[float]
 ) -> None:
     from gridctl.live_bridge.bridge import Bridge
-    from gridctl.live_bridge.cli import _options
+    from gridctl.live_bridge.runner import bridge_options
     from gridctl.live_bridge.session import EngineSession
 
     strategy = load_strategy("default", RUNGS)
     venue = emulator_venue("http://127.0.0.1:9", [f"symbol_rules.BTC/USDT:USDT.market_max_qty={market_max}"])
-    bridge = Bridge(EngineSession(strategy, venue, "BTC/USDT:USDT", "1m"), _options(strategy, "paper", "t1"))
+    session = EngineSession(strategy, venue, "BTC/USDT:USDT", "1m")
+    bridge = Bridge(session, bridge_options(strategy, "paper", "t1"))
     assert bridge.market_chunks(qty) == chunks
 
 

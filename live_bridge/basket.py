@@ -1,0 +1,415 @@
+"""The live bridge's basket driver: several symbols on one account, stepped one closed bar at a time.
+
+No trading logic and no account bookkeeping live here. Each aligned timestamp goes through the
+engine's own ``engine.basket.basket_bar_nb`` - the kernel ``run_basket_nb`` loops over in a basket
+backtest - on growing per-symbol arrays: every symbol's bar step, the others' contributions in each
+symbol's ``S_X_*`` slots, the one wallet, the account's error and order-pacing rings, its breaker,
+drawdown halt and liquidation. Paper (``BasketSession.step_paper``) includes the simulated venue, so a
+paper basket writes the ledgers ``run_basket`` writes over the same bars
+(tests/live_bridge/test_live_basket.py). Live (``step_close``, driven by ``BasketBridge``) runs the same
+kernel without it, after each symbol's exchange fills were booked through the account
+(``MemberSession``; tests/live_bridge/test_live_basket_parity.py against the emulator).
+
+Per symbol, a ``MemberSession`` (an ``EngineSession``) keeps what is I/O: its bars, its regime
+indicators advanced bar by bar, the funding its feed revealed so far (every settlement at or before the
+close plus the next one's time) and the live bookings, exactly as a single-symbol session does.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.schema import StrategyConfig, VenueConfig
+from gridctl.engine.basket import (
+    ACCOUNT_EQUITY_DTYPE,
+    BAR_GO,
+    BAR_OVERFLOW,
+    N_ACC_INFO,
+    N_SHARED,
+    N_WORK,
+    SH_SIMULATE,
+    W_ALLOW,
+    BasketOutput,
+    basket_bar_nb,
+    basket_finish_nb,
+    basket_outputs,
+    basket_start_nb,
+    breaker_tripped_nb,
+    check_account_params,
+    enter_account_nb,
+    leave_account_nb,
+    new_account,
+    stack_params,
+)
+from gridctl.engine.records import (
+    C_EQUITY,
+    C_EVENTS,
+    C_FILLS,
+    C_FUNDING,
+    EQUITY_DTYPE,
+    EVENT_DTYPE,
+    FILL_DTYPE,
+    FUNDING_DTYPE,
+    new_counters,
+)
+from gridctl.engine.run import no_detail, read_only
+from gridctl.engine.state import S_LIQUIDATED, KernelState
+from gridctl.live_bridge import killpoint
+from gridctl.live_bridge.replay import basket_replay
+from gridctl.live_bridge.session import BarRows, EngineSession
+
+#: Free rows every per-symbol record buffer keeps before a timestamp is stepped (a bar writes far fewer).
+_HEADROOM = 256
+
+#: One symbol's closed bar at an aligned timestamp: (open, high, low, close), or None for no bar.
+Ohlc = tuple[float, float, float, float] | None
+
+
+def _widen(buf: np.ndarray, need: int) -> np.ndarray:
+    """``buf`` (rows = symbols) with at least ``need`` columns, the old columns kept."""
+    if buf.shape[1] >= need:
+        return buf
+    out = np.zeros((buf.shape[0], max(need, 2 * buf.shape[1], 16)), buf.dtype)
+    out[:, : buf.shape[1]] = buf
+    return out
+
+
+class MemberSession(EngineSession):
+    """One symbol of a ``BasketSession``: its I/O as an ``EngineSession`` (bars, regime, funding, the
+    live bookings the bridge makes), its kernel state the account's row, its ledgers the basket's rows.
+
+    Every booking between bar closes (a fill, a flatten, an error, a post-only answer, a breaker trip)
+    runs its kernel between ``engine.basket.enter_account_nb`` and ``leave_account_nb``: the account's
+    wallet, rings and breaker go in and come back, and a breaker this symbol opened cancels every other
+    symbol's entries (``breaker_tripped_nb``). Its bar steps go through the basket, never alone.
+    """
+
+    def __init__(
+        self, basket: BasketSession, index: int, strategy: StrategyConfig, venue: VenueConfig, symbol: str,
+        timeframe: str, capacity: int,
+    ) -> None:  # fmt: skip
+        self._basket = basket
+        self._i = index
+        super().__init__(strategy, venue, symbol, timeframe, capacity)
+
+    # The ledgers and counters are the basket's row of this symbol (EngineSession's own are never made).
+    fills = property(lambda self: self._basket.fills[self._i], lambda self, _v: None)
+    fund = property(lambda self: self._basket.fund[self._i], lambda self, _v: None)
+    ev = property(lambda self: self._basket.ev[self._i], lambda self, _v: None)
+    eq = property(lambda self: self._basket.eq[self._i], lambda self, _v: None)
+    cnt = property(lambda self: self._basket.cnts[self._i], lambda self, _v: None)
+
+    def _room(self) -> None:
+        self._basket._room()
+
+    def set_funding(self, settled: list[tuple[int, float, float]], next_ts: int | None) -> bool:
+        changed = super().set_funding(settled, next_ts)
+        if changed:
+            self._basket._funding()
+        return changed
+
+    def step_paper(self, t: int, o: float, h: float, lo: float, c: float) -> BarRows:
+        raise GridctlError(f"{self.symbol} is one symbol of a basket: its bars step through the basket")
+
+    def step_close(
+        self, t: int, o: float, h: float, lo: float, c: float, entries_allowed: bool = True
+    ) -> BarRows:
+        raise GridctlError(f"{self.symbol} is one symbol of a basket: its bars step through the basket")
+
+    def _booking(self, method: Any, *args: Any) -> Any:
+        self._basket.enter(self._i)
+        try:
+            return method(*args)
+        finally:
+            self._basket.leave(self._i)
+
+    def book_fill(self, *args: Any) -> BarRows:
+        return self._booking(super().book_fill, *args)
+
+    def book_flatten(self, *args: Any) -> BarRows:
+        return self._booking(super().book_flatten, *args)
+
+    def record_error(self, *args: Any) -> bool:
+        return self._booking(super().record_error, *args)
+
+    def trip_breaker(self, *args: Any) -> bool:
+        return self._booking(super().trip_breaker, *args)
+
+    def post_only_rejected(self, *args: Any) -> bool:
+        return self._booking(super().post_only_rejected, *args)
+
+    def retry_price(self, *args: Any) -> float:
+        return self._booking(super().retry_price, *args)
+
+
+class BasketSession:
+    """A basket's kernel state on one account, the aligned bars seen so far and the ledgers so far."""
+
+    def __init__(
+        self,
+        strategies: Mapping[str, StrategyConfig],
+        venue: VenueConfig,
+        timeframe: str,
+        capacity: int = 4096,
+    ) -> None:
+        self.symbols = tuple(strategies)
+        if not self.symbols:
+            raise GridctlError("a basket needs at least one symbol")
+        self.venue = venue
+        self.timeframe = timeframe
+        self.sessions = {
+            sym: MemberSession(self, i, strat, venue, sym, timeframe, capacity)
+            for i, (sym, strat) in enumerate(strategies.items())
+        }
+        self.params = [self.sessions[sym].params for sym in self.symbols]
+        check_account_params(self.symbols, self.params)
+        self.vecs, self.brs, self.nbr, levels = stack_params(self.params)
+        self.states, self.slots, self.errs, self.ords, self.acc = new_account(self.vecs, levels)
+        for i, sym in enumerate(self.symbols):  # each symbol's session works on the account's rows
+            self.sessions[sym].attach(KernelState(self.states[i], self.slots[i], self.errs, self.ords))
+        n_sym = len(self.symbols)
+        cap = max(int(capacity), 16)
+        self.ts = np.zeros(cap, np.int64)
+        self.op = np.zeros((n_sym, cap))
+        self.hi = np.zeros((n_sym, cap))
+        self.lo = np.zeros((n_sym, cap))
+        self.cl = np.zeros((n_sym, cap))
+        self.regs = np.zeros((n_sym, cap), np.int8)
+        self.n = 0
+        empty = no_detail(0)  # no detail bars live: every bar walks its own OHLC
+        self._det = (empty.ts, empty.open, empty.high, empty.low, empty.close)
+        self._didx = read_only(np.zeros((n_sym, cap, 2), np.int64))
+        self.fills = np.empty((n_sym, 1024), FILL_DTYPE)
+        self.fund = np.empty((n_sym, 256), FUNDING_DTYPE)
+        self.ev = np.empty((n_sym, 1024), EVENT_DTYPE)
+        self.eq = np.empty((n_sym, cap), EQUITY_DTYPE)
+        self.cnts = np.stack([new_counters(record=True, curves=True) for _ in self.symbols])
+        self.rows = np.empty(cap, ACCOUNT_EQUITY_DTYPE)
+        self.info = np.zeros(N_ACC_INFO, np.int64)
+        self.work = np.zeros((n_sym, N_WORK))
+        self.shared = np.empty(N_SHARED)
+        basket_start_nb(self.states, self.info, self.work, self.shared)
+        self._funding()
+        self.finished = False
+
+    # --- facts
+
+    @property
+    def liquidated(self) -> bool:
+        return self.acc[S_LIQUIDATED] != 0.0
+
+    # --- inputs
+
+    def set_funding(self, symbol: str, settled: list[tuple[int, float, float]], next_ts: int | None) -> bool:
+        """Merge ``symbol``'s settlements and next settlement time (``EngineSession.set_funding``)."""
+        changed = self.sessions[symbol].set_funding(settled, next_ts)
+        if changed:
+            self._funding()
+        return changed
+
+    def _funding(self) -> None:
+        """The kernels' funding arrays: every symbol's series concatenated, ``foff`` their offsets."""
+        parts = [self.sessions[sym].funding_arrays for sym in self.symbols]
+        off = np.zeros(len(parts) + 1, np.int64)
+        off[1:] = np.cumsum([p[0].shape[0] for p in parts])
+        self.foff = off
+        self.fts, self.frate, self.fmark = (
+            read_only(np.ascontiguousarray(np.concatenate([p[col] for p in parts]), dtype))
+            for col, dtype in ((0, np.int64), (1, np.float64), (2, np.float64))
+        )
+
+    def _room(self) -> None:
+        k = self.n
+        if k == self.ts.shape[0]:
+            grown = np.zeros(2 * k, np.int64)
+            grown[:k] = self.ts
+            self.ts = grown
+            self.op, self.hi, self.lo, self.cl = (
+                _widen(a, 2 * k) for a in (self.op, self.hi, self.lo, self.cl)
+            )
+            self.regs = _widen(self.regs, 2 * k)
+            self._didx = read_only(np.zeros((len(self.symbols), self.ts.shape[0], 2), np.int64))
+            rows = np.empty(2 * k, ACCOUNT_EQUITY_DTYPE)
+            rows[:k] = self.rows[:k]
+            self.rows = rows
+        c = self.cnts
+        self.fills = _widen(self.fills, int(c[:, C_FILLS].max()) + _HEADROOM)
+        self.fund = _widen(self.fund, int(c[:, C_FUNDING].max()) + _HEADROOM)
+        self.ev = _widen(self.ev, int(c[:, C_EVENTS].max()) + _HEADROOM)
+        self.eq = _widen(self.eq, int(c[:, C_EQUITY].max()) + 2)
+
+    def enter(self, i: int) -> None:
+        """Before a booking of symbol ``i`` between closes: the account's facts into its row."""
+        enter_account_nb(self.states[i], self.shared)
+
+    def leave(self, i: int) -> None:
+        """After it: the account takes them back; a breaker symbol ``i`` opened cancels every other
+        symbol's entries (``breaker_tripped_nb``; before the first bar nothing rests)."""
+        if leave_account_nb(self.states[i], self.shared) and self.n:
+            breaker_tripped_nb(
+                self.n - 1,
+                i,
+                self.hi,
+                self.lo,
+                self.cl,
+                self.brs,
+                self.nbr,
+                self.states,
+                self.slots,
+                self.work,
+            )
+
+    def step_paper(self, t: int, bars: Mapping[str, Ohlc]) -> int:
+        """Step aligned timestamp ``t`` (bar open, ms) with each symbol's closed bar (None or missing from
+        ``bars``: no bar, the kernels' missing input) through ``engine.basket.basket_bar_nb``, simulated
+        venue included. Returns the kernel's answer (``engine.basket.BAR_GO``; ``BAR_STOP`` once the
+        account is liquidated)."""
+        return self._step(t, bars, True, {})
+
+    def step_close(self, t: int, bars: Mapping[str, Ohlc], allowed: Mapping[str, bool]) -> int:
+        """Live: the account's bar close at ``t`` after every symbol's exchange fills were booked: the same
+        ``basket_bar_nb`` without the simulated venue (``SH_SIMULATE`` 0). ``allowed[symbol]`` False (a
+        pause of that symbol's bridge) cancels its resting entries instead of deciding."""
+        return self._step(t, bars, False, allowed)
+
+    def _step(self, t: int, bars: Mapping[str, Ohlc], simulate: bool, allowed: Mapping[str, bool]) -> int:
+        if self.liquidated:
+            raise GridctlError("the account was liquidated: the session is over")
+        unknown = [sym for sym in bars if sym not in self.sessions]
+        if unknown:
+            raise GridctlError(f"bars for {unknown}, which are not in the basket {list(self.symbols)}")
+        if self.n and t <= self.ts[self.n - 1]:
+            raise GridctlError(f"bar {t} is not after the last bar {int(self.ts[self.n - 1])}")
+        self._room()
+        k = self.n
+        self.ts[k] = t
+        for i, sym in enumerate(self.symbols):
+            bar = bars.get(sym)
+            o, h, lo, c = (math.nan,) * 4 if bar is None else (float(x) for x in bar)
+            s = self.sessions[sym]
+            j = s.append_bar(t, o, h, lo, c)  # its bars and its regime after this bar
+            self.op[i, k], self.hi[i, k], self.lo[i, k], self.cl[i, k] = o, h, lo, c
+            self.regs[i, k] = s.reg[j]
+        self.n = k + 1
+        self.shared[SH_SIMULATE] = 1.0 if simulate else 0.0
+        for i, sym in enumerate(self.symbols):
+            self.work[i, W_ALLOW] = 1.0 if allowed.get(sym, True) else 0.0
+        dts, dop, dhi, dlo, dcl = self._det
+        code = basket_bar_nb(
+            k, read_only(self.ts), read_only(self.op), read_only(self.hi), read_only(self.lo),
+            read_only(self.cl), self.regs, self.fts, self.frate, self.fmark, self.foff, dts, dop, dhi, dlo,
+            dcl, self._didx, self.vecs, self.brs, self.nbr, self.states, self.slots, self.errs, self.ords,
+            self.fills, self.fund, self.ev, self.eq, self.cnts, self.acc, self.rows, self.info, self.work,
+            self.shared,
+        )  # fmt: skip
+        if code == BAR_OVERFLOW:  # pragma: no cover - _room keeps far more headroom than a bar writes
+            raise RuntimeError("ledger buffer overflow in the live basket session")
+        return int(code)
+
+    # --- results
+
+    def output(self) -> BasketOutput:
+        """The ledgers so far as a ``BasketOutput`` (closes the daily stats once: call at the end)."""
+        if not self.finished:
+            basket_finish_nb(self.states, self.acc)
+            self.finished = True
+        dets = [
+            SimpleNamespace(timeframe=None, detailed_bars=0, fallback_bars=0, warnings=())
+            for _ in self.symbols
+        ]
+        buffers = (self.fills, self.fund, self.ev, self.eq)
+        out = basket_outputs(
+            self.symbols, self.params, dets, self.states, buffers, self.cnts, self.acc, self.rows, self.info,
+            self.n, 0,
+        )  # fmt: skip
+        for sym in self.symbols:
+            out.per_symbol[sym].meta["warmup_bars"] = self.sessions[sym].warmup_needed
+        return out
+
+
+class BasketBridge:
+    """``--live`` on a basket: one ``Bridge`` per symbol over one account.
+
+    Each symbol's bridge keeps what is per symbol - its order diff, protection (every position's stop
+    coverage, checked per symbol), post-only retries, exchange fills and status - and they share one
+    gateway, so one ``RequestPacer`` keeps every request of the account within the exchange's windows.
+    A closed bar time runs ``Bridge.on_bar``'s pieces for every symbol with the account's one bar close
+    in the middle: every bridge opens its bar (commands, funding, input checks) and books its exchange
+    fills (each booking through the account: ``MemberSession``), then ``BasketSession.step_close`` steps
+    the account (``engine.basket.basket_bar_nb``, no simulated venue; a paused symbol's entries are
+    cancelled instead of decided), then every bridge sends its order diff (and closes a new halt on the
+    exchange), retries, reads back and checks its protection, and checkpoints.
+    """
+
+    def __init__(self, session: BasketSession, bridges: Mapping[str, Any]) -> None:
+        if tuple(bridges) != session.symbols:
+            raise GridctlError(f"bridges for {list(bridges)}, the basket is {list(session.symbols)}")
+        for sym, bridge in bridges.items():
+            if bridge.s is not session.sessions[sym] or bridge.o.mode != "live":
+                raise GridctlError(f"{sym}: a basket bridge drives the basket's own session, --live")
+        gateways = {id(b.gw) for b in bridges.values()}
+        if len(gateways) != 1:
+            raise GridctlError("the symbols of a basket trade through one gateway (one account, one pacer)")
+        self.session = session
+        self.bridges = dict(bridges)
+
+    def on_bars(self, t: int, bars: Mapping[str, Any]) -> int:
+        """Process closed bar time ``t``: ``bars[symbol]`` is each symbol's ``ClosedBar`` at ``t`` (a symbol
+        missing from it has no bar: NaN OHLC, its bridge opens nothing). Returns the kernel's answer."""
+        t0 = time.perf_counter()
+        unknown = [sym for sym in bars if sym not in self.bridges]
+        if unknown:
+            raise GridctlError(f"bars for {unknown}, which are not in the basket {list(self.bridges)}")
+        for sym, bar in bars.items():
+            if bar.ts != t:
+                raise GridctlError(f"{sym}: bar {bar.ts} given for time {t}")
+            self.bridges[sym].open_bar(bar)
+        marks = {sym: b.book_bar(t0) for sym, b in self.bridges.items()}
+        allowed = {sym: b.entries_allowed for sym, b in self.bridges.items()}
+        ohlc = {sym: (b.open, b.high, b.low, b.close) for sym, b in bars.items()}
+        code = self.session.step_close(t, ohlc, allowed)
+        killpoint.hit("bar")
+        for sym, b in self.bridges.items():
+            b.send_bar(t0, *marks[sym])
+        for b in self.bridges.values():
+            b.end_bar()
+        return code
+
+
+def replay_basket(
+    markets: Mapping[str, Any], strategies: Mapping[str, StrategyConfig], venue: VenueConfig
+) -> BasketOutput:
+    """`gridctl live --paper --replay --symbols`: the stored ``markets`` (basket order) through a
+    ``BasketSession`` one aligned closed bar at a time, each symbol's funding revealed up to the close
+    (``replay.basket_replay``); stops at an account liquidation. The output's meta holds
+    ``replay_seconds``."""
+    if tuple(markets) != tuple(strategies):
+        raise GridctlError(f"replay: markets for {list(markets)}, strategies for {list(strategies)}")
+    timeframes = {m.timeframe for m in markets.values()}
+    if len(timeframes) != 1:
+        raise GridctlError(f"a basket replay needs one timeframe, the markets have {sorted(timeframes)}")
+    n = len(np.unique(np.concatenate([np.asarray(m.ts, np.int64) for m in markets.values()])))
+    session = BasketSession(strategies, venue, timeframes.pop(), capacity=n + 16)
+    t0 = time.perf_counter()
+    for t, bars in basket_replay(dict(markets)):
+        for sym, bar in bars.items():
+            session.set_funding(sym, bar.settled, bar.next_funding_ms)
+        if (
+            session.step_paper(t, {sym: (b.open, b.high, b.low, b.close) for sym, b in bars.items()})
+            != BAR_GO
+        ):
+            break
+    elapsed = time.perf_counter() - t0
+    out = session.output()
+    out.meta["replay_seconds"] = elapsed
+    return out
+
+
+__all__ = ["BasketBridge", "BasketSession", "MemberSession", "Ohlc", "replay_basket"]
