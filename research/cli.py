@@ -230,7 +230,8 @@ def _print_basket_summary(console: Console, stats: dict[str, Any], out: Path | N
     console.print(
         f"[bold]gridctl backtest[/bold]: strategy [cyan]{stats['strategy']}[/cyan] on venue "
         f"[cyan]{stats['venue']}[/cyan], basket of {len(stats['basket'])} ({', '.join(stats['basket'])}) "
-        f"{stats['timeframe']}, {a['data_start']} -> {a['data_end']} ({a['bars']:,} aligned bars)"
+        f"{stats['timeframe']}, {a['data_start']} -> {a['data_end']} ({a['bars']:,} aligned bars)",
+        soft_wrap=True,  # one line however many symbols: the terminal wraps it, grep finds it whole
     )
     for title, rows in (
         ("Account", headline_rows(a)),
