@@ -435,6 +435,50 @@ def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
     )
 
 
+def close_out(closes: list[tuple[Sim, float]], equity: float) -> None:
+    """A liquidation: each (symbol, price) in ``closes`` closes both sides there (the crossing symbol
+    first, its price the clamped liquidation price). ``equity`` is the account's at those prices.
+
+    The fills pay no trading fee but each side's clearance (its maintenance margin at the close price,
+    or the venue's clearance fee x notional), in ``closes`` order and long before short, together at most
+    ``max(0, equity)``. When what the charges leave is float noise around 0 (within 1e-9 x the liquidated
+    notional), the wallet holds exactly 0 and the residual goes to the last charge; a gap past
+    bankruptcy keeps its negative wallet.
+    """
+    left = max(equity, 0.0)
+    notional = 0.0
+    last = None
+    for sim, px in closes:
+        sim.orders.clear()
+        sim.event("LIQUIDATION", price=px, value=equity)
+        notional += (sim.qty[LONG] + sim.qty[SHORT]) * px if sim.qty[LONG] + sim.qty[SHORT] > 0 else 0.0
+        for side in (LONG, SHORT):
+            if sim.qty[side] > 0.0:
+                q = sim.qty[side]
+                if sim.p.clearance_fee is None:
+                    charge = maint_margin(sim.p.brackets, q * px)
+                else:
+                    charge = sim.p.clearance_fee * q * px
+                charge = min(max(charge, 0.0), left)
+                left -= charge
+                for key in [k for k in sim.lots if k[0] == side]:
+                    del sim.lots[key]
+                sim.fill(side, LIQUIDATION, 0, px, q, TAKER, fee=charge)
+                last = sim
+        sim.liquidated = True
+    zero = 1e-9 * notional  # DESIGN: "float noise around 0"
+    if last is not None and left <= zero and equity > -zero:
+        # What is left is float noise around 0: the account holds exactly 0 (the residual of the sums
+        # goes to the last clearance charge); a gap past bankruptcy keeps its negative wallet.
+        resid = last.wallet()
+        last.fees += resid
+        last.out.fills[-1]["fee"] += resid
+        for sim, _ in closes:
+            sim.emptied = True
+        if last.account is not None:
+            last.account.emptied = True
+
+
 class Sim:
     """The whole simulation state and the per-bar steps, one method per step."""
 
@@ -478,12 +522,21 @@ class Sim:
         self.input_missing = False
         self.submissions: list[int] = []  # close times of entries submitted by a decision
         self.retries_submitted = 0  # post-only retries sent (each passed validation)
+        self.submitted = 0  # entries submitted by this symbol's decisions
         # counters
         self.n_errors = 0
         self.skipped_precision = 0
         self.skipped_order_limit = 0
         self.orders_deferred = 0
         self.ts = 0
+        self.k = 0  # the bar being stepped
+        # The rest of the account in a basket (DESIGN.md "Baskets"): the other symbols' unrealized PnL,
+        # maintenance margin and gross notional, set by the basket before this symbol's path and again
+        # before its close; all 0 (and no account) in a single-symbol run.
+        self.account: Account | None = None
+        self.x_unreal = 0.0
+        self.x_mm = 0.0
+        self.x_notional = 0.0
 
     # ---------------------------------------------------------------- records
     def fill(
@@ -547,9 +600,16 @@ class Sim:
 
     # ---------------------------------------------------------------- accounting
     def wallet(self) -> float:
+        if self.account is not None:  # a basket: one wallet for every symbol
+            return self.account.wallet()
         if self.emptied:  # a liquidation took all the equity (margin_check)
             return 0.0
         return self.p.initial + self.realized - self.fees + self.funding
+
+    def margin_wallet(self) -> float:
+        """The wallet this symbol's margin sees: the wallet plus the rest of the account's unrealized
+        PnL, minus its maintenance margin (Binance's cross formula: WB - TMM1 + UPNL1)."""
+        return self.wallet() + self.x_unreal - self.x_mm
 
     def unreal_at(self, m: float) -> float:
         return self.qty[LONG] * (m - self.avg[LONG]) + self.qty[SHORT] * (self.avg[SHORT] - m)
@@ -610,7 +670,7 @@ class Sim:
         if reason == "SIZE_PCT":
             passes_at = total * price / self.p.leverage / self.p.max_position_pct
         elif reason == "SIZE_MARGIN":
-            passes_at = (total + opposite) * price / self.p.leverage
+            passes_at = ((total + opposite) * price + self.x_notional) / self.p.leverage
         memo = Refusal(
             price,
             qty,
@@ -639,7 +699,7 @@ class Sim:
         if _above(total * price, allowed):
             return "SIZE_BRACKET"
         # The account must margin both sides if every resting entry of both sides filled.
-        if _above((total + opposite) * price / self.p.leverage, self.equity):
+        if _above(((total + opposite) * price + self.x_notional) / self.p.leverage, self.equity):
             return "SIZE_MARGIN"
         return None
 
@@ -845,40 +905,23 @@ class Sim:
         since the current point ``a``; at ``m`` when there is no positive liquidation price. The
         fills pay no trading fee but each side's clearance: its maintenance margin at the close price
         (or the venue's clearance fee x notional), long first, together at most the equity left.
+        In a basket the equity and the maintenance margin are the account's (the rest of the account
+        at its adverse extremes) and every other symbol closes too (``Account.liquidate``).
         """
         if self.qty[LONG] <= 0.0 and self.qty[SHORT] <= 0.0:
             return False
-        equity = self.wallet() + self.unreal_at(m)
-        if equity > self.maint_at(m):
+        equity = self.wallet() + self.unreal_at(m) + self.x_unreal
+        if equity > self.maint_at(m) + self.x_mm:
             return False
         L, S = self.qty[LONG], self.qty[SHORT]
-        lp = liquidation_price(self.wallet(), L, self.avg[LONG], S, self.avg[SHORT], self.p.brackets, m)
+        lp = liquidation_price(
+            self.margin_wallet(), L, self.avg[LONG], S, self.avg[SHORT], self.p.brackets, m
+        )
         px = min(max(lp, min(a, m)), max(a, m)) if _finite(lp) else m
-        self.orders.clear()
-        equity = self.wallet() + self.unreal_at(px)
-        left = max(equity, 0.0)
-        self.event("LIQUIDATION", price=px, value=equity)
-        zero = 1e-9 * (self.qty[LONG] + self.qty[SHORT]) * px  # DESIGN: "float noise around 0"
-        for side in (LONG, SHORT):
-            if self.qty[side] > 0.0:
-                q = self.qty[side]
-                if self.p.clearance_fee is None:
-                    charge = maint_margin(self.p.brackets, q * px)
-                else:
-                    charge = self.p.clearance_fee * q * px
-                charge = min(max(charge, 0.0), left)
-                left -= charge
-                for key in [k for k in self.lots if k[0] == side]:
-                    del self.lots[key]
-                self.fill(side, LIQUIDATION, 0, px, q, TAKER, fee=charge)
-        if left <= zero and equity > -zero:
-            # What is left is float noise around 0: the account holds exactly 0 (the residual of the
-            # sums goes to the last clearance charge); a gap past bankruptcy keeps its negative wallet.
-            resid = self.wallet()
-            self.fees += resid
-            self.out.fills[-1]["fee"] += resid
-            self.emptied = True
-        self.liquidated = True
+        if self.account is not None:
+            self.account.liquidate(self, px)
+        else:
+            close_out([(self, px)], self.wallet() + self.unreal_at(px))
         return True
 
     def extremes(self, o: float, h: float, lo: float) -> tuple[float, float]:
@@ -935,31 +978,39 @@ class Sim:
     # ---------------------------------------------------------------- steps 5-6: marking and gates
     def mark(self, c: float) -> None:
         self.unrealized = self.unreal_at(c)
-        self.equity = self.wallet() + self.unrealized
+        self.equity = self.wallet() + self.unrealized + self.x_unreal  # the account's equity
         self.peak = max(self.peak, self.equity)
         if self.peak > 0:
             self.max_dd = max(self.max_dd, (self.peak - self.equity) / self.peak * 100.0)
+
+    def halt(self, c: float, dd: float) -> None:
+        """Drawdown halt: cancel all, flatten both sides at ``c`` (taker, slippage), HALTED from now."""
+        p = self.p
+        self.orders.clear()
+        self.event("DRAWDOWN_HALT", price=c, value=dd)
+        for side in (LONG, SHORT):
+            q = self.qty[side]
+            if q > 0.0:
+                px = c * (1 - p.slip) if side == LONG else c * (1 + p.slip)
+                # MARKET_LOT_SIZE: market orders of at most market_max_qty, the rest last.
+                while q > p.market_max_qty * (1 + 1e-9):
+                    self.fill(side, FLATTEN, 0, px, p.market_max_qty, TAKER)
+                    q -= p.market_max_qty
+                for key in [k for k in self.lots if k[0] == side]:
+                    del self.lots[key]
+                self.fill(side, FLATTEN, 0, px, q, TAKER)
+        self.halted = True
+        self.mark(c)
 
     def gates(self, c: float, close_time: int) -> None:
         p = self.p
         if p.drawdown_on and not self.halted and self.peak > 0:
             dd = (self.peak - self.equity) / self.peak * 100.0
             if dd >= p.max_dd_pct:
-                self.orders.clear()
-                self.event("DRAWDOWN_HALT", price=c, value=dd)
-                for side in (LONG, SHORT):
-                    q = self.qty[side]
-                    if q > 0.0:
-                        px = c * (1 - p.slip) if side == LONG else c * (1 + p.slip)
-                        # MARKET_LOT_SIZE: market orders of at most market_max_qty, the rest last.
-                        while q > p.market_max_qty * (1 + 1e-9):
-                            self.fill(side, FLATTEN, 0, px, p.market_max_qty, TAKER)
-                            q -= p.market_max_qty
-                        for key in [k for k in self.lots if k[0] == side]:
-                            del self.lots[key]
-                        self.fill(side, FLATTEN, 0, px, q, TAKER)
-                self.halted = True
-                self.mark(c)
+                if self.account is not None:
+                    self.account.drawdown_halt(self, c, dd)  # the account's drawdown halts every symbol
+                else:
+                    self.halt(c, dd)
         if self.cb_tripped and close_time >= self.cb_until:
             self.cb_tripped = False
             self.event("CIRCUIT_BREAKER_RESET", value=float(close_time))
@@ -967,8 +1018,8 @@ class Sim:
         reason = None
         L, S = self.qty
         if L + S > 0.0:
-            lev = (L + S) * c / self.equity if self.equity > 0 else math.inf
-            lp = liquidation_price(self.wallet(), L, self.avg[LONG], S, self.avg[SHORT], p.brackets, c)
+            lev = ((L + S) * c + self.x_notional) / self.equity if self.equity > 0 else math.inf
+            lp = liquidation_price(self.margin_wallet(), L, self.avg[LONG], S, self.avg[SHORT], p.brackets, c)
             if lev > p.max_leverage_used:
                 reason = "LEVERAGE"
             elif not math.isnan(lp) and abs(c - lp) / c < p.liq_buffer:
@@ -1090,6 +1141,7 @@ class Sim:
                 continue
             bar_count += 1
             self.submissions.append(close_time)
+            self.submitted += 1
             self.orders[key] = Order(side, level, price, qty, new=True)
 
     # ---------------------------------------------------------------- one bar
@@ -1111,7 +1163,9 @@ class Sim:
         if self.equity <= 0:
             margin_ratio = math.nan  # unknown once the equity is gone
         elif self.qty[LONG] > 0 or self.qty[SHORT] > 0:
-            margin_ratio = self.maint_at(self.last_close) / self.equity
+            margin_ratio = (self.maint_at(self.last_close) + self.x_mm) / self.equity
+        elif self.x_mm > 0:  # flat here, the rest of the account holds positions
+            margin_ratio = self.x_mm / self.equity
         self.out.equity.append(
             {
                 "ts": int(self.m.ts[k]),
@@ -1128,6 +1182,7 @@ class Sim:
 
     def bar(self, k: int) -> None:
         m = self.m
+        self.k = k
         self.ts = int(m.ts[k])
         close_time = self.ts + int(m.bar_ms)
         o, h, lo, c = float(m.open[k]), float(m.high[k]), float(m.low[k]), float(m.close[k])
@@ -1144,10 +1199,14 @@ class Sim:
         self.apply_funding(k)
         if math.isnan(self.centre):
             self.centre = c
+        if self.account is not None:
+            self.account.view_for_path(self, k)  # the rest of the account at its adverse extremes
         if self.path(k, o, h, lo, c):
             self.mark(c)  # flat now: equity = wallet; the bar's close counts in the drawdown
             self.record(k, c)
             return
+        if self.account is not None:
+            self.account.view_for_close(self, k)  # the rest of the account at its latest closes
         self.regime.update(h, lo, c)
         self.mark(c)
         self.gates(c, close_time)
@@ -1180,9 +1239,256 @@ def simulate(
         "skipped_precision": sim.skipped_precision,
         "skipped_order_limit": sim.skipped_order_limit,
         "orders_deferred": sim.orders_deferred,
-        "orders_submitted": len(sim.submissions) + sim.retries_submitted,
+        "orders_submitted": sim.submitted + sim.retries_submitted,
         "max_drawdown_bar_close_pct": sim.max_dd,
         "final_state": sim.state(),
         "bars": n,
     }
     return sim.out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Baskets: several symbols against one cross-margin wallet (DESIGN.md "Baskets")
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AlignedMarket:
+    """One symbol's bars on the basket's time axis (the union of every symbol's timestamps): NaN OHLC at
+    a time the symbol has no bar (before its first, after its last, in its gaps); its own funding."""
+
+    symbol: str
+    timeframe: str
+    bar_ms: int
+    ts: list[int]
+    open: list[float]
+    high: list[float]
+    low: list[float]
+    close: list[float]
+    funding_ts: Any
+    funding_rate: Any
+    funding_mark: Any
+
+
+def align(markets: dict[str, Any]) -> dict[str, AlignedMarket]:
+    """Every market on the union of their timestamps (one timeframe for all)."""
+    frames = {m.timeframe for m in markets.values()}
+    assert len(frames) == 1, f"a basket has one timeframe, got {sorted(frames)}"
+    union = sorted({int(t) for m in markets.values() for t in m.ts})
+    out = {}
+    for symbol, m in markets.items():
+        at = {int(t): k for k, t in enumerate(m.ts)}
+        cols = []
+        for col in (m.open, m.high, m.low, m.close):
+            cols.append([float(col[at[t]]) if t in at else math.nan for t in union])
+        out[symbol] = AlignedMarket(
+            symbol, m.timeframe, int(m.bar_ms), union, *cols, m.funding_ts, m.funding_rate, m.funding_mark
+        )
+    return out
+
+
+class Account:
+    """The one wallet of a basket and what each symbol sees of the rest of it.
+
+    The wallet is the first symbol's initial balance plus every symbol's realized PnL, minus their fees,
+    plus their funding. Before a symbol's intrabar path, the rest of the account is valued at each other
+    symbol's adverse extreme of the bar (of high and low, where its unrealized PnL minus maintenance
+    margin is lowest; its last close when it has no bar); before its close phase at each other symbol's
+    latest close. The breaker's error window and the order pacing window are the account's.
+    """
+
+    def __init__(self, sims: list[Sim], initial: float) -> None:
+        self.sims = sims
+        self.initial = initial
+        self.emptied = False
+        self.liquidated = False
+        self.errors: list[int] = []
+        self.submissions: list[int] = []
+        self.points: dict[int, float] = {}  # the adverse extreme used for each other symbol (by id)
+        self.equity_rows: list[dict] = []
+        self.peak = initial
+        self.max_dd = 0.0
+        for sim in sims:
+            sim.account = self
+            sim.errors = self.errors  # one breaker window for the account
+            sim.submissions = self.submissions  # one order-pacing window for the account
+
+    def wallet(self) -> float:
+        if self.emptied:
+            return 0.0
+        realized = sum(sim.realized for sim in self.sims)
+        fees = sum(sim.fees for sim in self.sims)
+        funding = sum(sim.funding for sim in self.sims)
+        return self.initial + realized - fees + funding
+
+    @staticmethod
+    def holds(sim: Sim) -> bool:
+        return sim.qty[LONG] > 0.0 or sim.qty[SHORT] > 0.0
+
+    def value(self, sim: Sim, price: float) -> tuple[float, float, float]:
+        """(unrealized PnL, maintenance margin, gross notional) of ``sim`` at ``price``; the notional
+        counts its positions at ``price`` and its resting entries at their own prices."""
+        resting = sum(o.qty * o.price for _, o in sorted(sim.orders.items()))
+        if not self.holds(sim):
+            return 0.0, 0.0, resting
+        L, S = sim.qty
+        return sim.unreal_at(price), sim.maint_at(price), (L + S) * price + resting
+
+    def adverse_point(self, sim: Sim, k: int) -> float:
+        """Of the bar's high and low, where ``sim``'s unrealized PnL - maintenance margin is lowest
+        (equity - MM is concave in price: the minimum over the bar's range is at an end)."""
+        h, lo = float(sim.m.high[k]), float(sim.m.low[k])
+        if not self.holds(sim):
+            return self.latest_close(sim, k)  # flat: only its resting entries count, at their prices
+        if not _finite(h, lo):
+            return sim.last_close  # no bar at k: its last close
+        return h if sim.unreal_at(h) - sim.maint_at(h) < sim.unreal_at(lo) - sim.maint_at(lo) else lo
+
+    @staticmethod
+    def latest_close(sim: Sim, k: int) -> float:
+        c = float(sim.m.close[k])
+        return c if math.isfinite(c) else sim.last_close
+
+    def _view(self, sim: Sim, points: dict[int, float]) -> None:
+        u = mm = notional = 0.0
+        for other in self.sims:
+            if other is sim:
+                continue
+            du, dmm, dn = self.value(other, points[id(other)])
+            u += du
+            mm += dmm
+            notional += dn
+        sim.x_unreal, sim.x_mm, sim.x_notional = u, mm, notional
+
+    def view_for_path(self, sim: Sim, k: int) -> None:
+        """The rest of the account at each other symbol's adverse extreme of bar ``k``."""
+        self.points = {id(o): self.adverse_point(o, k) for o in self.sims if o is not sim}
+        self._view(sim, self.points)
+
+    def view_for_close(self, sim: Sim, k: int) -> None:
+        """The rest of the account at each other symbol's latest close."""
+        self._view(sim, {id(o): self.latest_close(o, k) for o in self.sims if o is not sim})
+
+    def liquidate(self, crossing: Sim, px: float) -> None:
+        """``crossing``'s path took the account to its maintenance margin: it closes at ``px`` and every
+        other symbol with a position at the adverse extreme its view used; the run stops."""
+        equity = crossing.wallet() + crossing.unreal_at(px) + crossing.x_unreal
+        closes = [(crossing, px)]
+        for other in self.sims:
+            if other is not crossing and self.holds(other):
+                other.ts = int(crossing.m.ts[crossing.k])
+                closes.append((other, self.points[id(other)]))
+        close_out(closes, equity)
+        for sim in self.sims:
+            sim.liquidated = True
+            sim.orders.clear()
+            sim.x_unreal = sim.x_mm = sim.x_notional = 0.0
+        self.liquidated = True
+
+    def drawdown_halt(self, trigger: Sim, c: float, dd: float) -> None:
+        """The account's drawdown breached ``trigger``'s limit: every symbol flattens and halts now,
+        ``trigger`` at its close, every other symbol at its latest close."""
+        trigger.halt(c, dd)
+        k = trigger.k
+        for other in self.sims:
+            if other is trigger or other.halted:
+                continue
+            other.ts = int(other.m.ts[k])
+            other.halt(self.latest_close(other, k), dd)
+
+    def record(self, k: int) -> None:
+        """The account's row at time ``k``, every symbol at its latest close."""
+        u = mm = 0.0
+        for sim in self.sims:
+            du, dmm, _ = self.value(sim, self.latest_close(sim, k))
+            u += du
+            mm += dmm
+        wallet = self.wallet()
+        equity = wallet + u
+        self.peak = max(self.peak, equity)
+        if self.peak > 0:
+            self.max_dd = max(self.max_dd, (self.peak - equity) / self.peak * 100.0)
+        self.equity_rows.append(
+            {
+                "ts": int(self.sims[0].m.ts[k]),
+                "equity": equity,
+                "wallet_balance": wallet,
+                "unrealized_pnl": u,
+                "margin_ratio": mm / equity if equity > 0 else math.nan,
+                "state": max(sim.state() for sim in self.sims),
+            }
+        )
+
+
+@dataclass
+class RefBasketOutput:
+    """Each symbol's ledgers and summary, the account's rows and summary."""
+
+    symbols: tuple[str, ...]
+    per_symbol: dict[str, RefOutput]
+    account_equity: list[dict]
+    summary: dict
+
+
+def _summary(sim: Sim, n: int) -> dict:
+    return {
+        "final_equity": sim.equity,
+        "wallet_balance": sim.wallet(),
+        "realized_pnl": sim.realized,
+        "fees": sim.fees,
+        "funding": sim.funding,
+        "n_fills": len(sim.out.fills),
+        "n_errors": sim.n_errors,
+        "skipped_precision": sim.skipped_precision,
+        "skipped_order_limit": sim.skipped_order_limit,
+        "orders_deferred": sim.orders_deferred,
+        "orders_submitted": sim.submitted + sim.retries_submitted,
+        "max_drawdown_bar_close_pct": sim.max_dd,
+        "final_state": sim.state(),
+        "bars": n,
+    }
+
+
+def run_reference_basket(
+    markets: dict[str, Any], strategies: dict[str, Any], venue: Any, detail: dict[str, Any] | None = None
+) -> RefBasketOutput:
+    """Run a basket (ccxt symbol -> market / strategy, in basket order) in one wallet, as
+    ``engine.basket.run_basket``; ``detail`` maps a symbol to the finer market its path walks."""
+    symbols = tuple(markets)
+    aligned = align(dict(markets))
+    sims = []
+    for symbol in symbols:
+        p = params_from(strategies[symbol], venue, symbol)
+        fine = None if detail is None else detail.get(symbol)
+        sims.append(Sim(aligned[symbol], p, strategies[symbol].regime, fine))
+    account = Account(sims, sims[0].p.initial)
+    n = len(aligned[symbols[0]].ts)
+    bars = 0
+    for k in range(n):
+        bars = k + 1
+        for sim in sims:
+            sim.bar(k)
+            if account.liquidated:
+                break
+        account.record(k)
+        if account.liquidated:
+            break
+    per_symbol = {}
+    for symbol, sim in zip(symbols, sims, strict=True):
+        sim.out.summary = _summary(sim, bars)
+        per_symbol[symbol] = sim.out
+    rows = account.equity_rows
+    final = rows[-1]["equity"] if rows else account.initial
+    summary = {
+        "final_equity": final,
+        "wallet_balance": account.wallet(),
+        "total_return_pct": (final / account.initial - 1.0) * 100.0,
+        "realized_pnl": sum(s.realized for s in sims),
+        "fees": sum(s.fees for s in sims),
+        "funding": sum(s.funding for s in sims),
+        "n_fills": sum(len(s.out.fills) for s in sims),
+        "max_drawdown_bar_close_pct": account.max_dd,
+        "final_state": max(s.state() for s in sims),
+        "bars": bars,
+    }
+    return RefBasketOutput(symbols, per_symbol, rows, summary)
