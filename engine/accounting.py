@@ -47,6 +47,8 @@ from gridctl.engine.state import (
     S_TRADED_NOTIONAL,
     S_UNREAL,
     S_WALLET,
+    S_X_MM,
+    S_X_UNREAL,
 )
 
 DAY_MS = 86_400_000
@@ -106,12 +108,14 @@ def book_lot_nb(st, side, qty, entry_price, entry_fee, exit_price, exit_fee):
 @hot_kernel
 def intrabar_drawdown_nb(st, lo, h):
     """Deepest drawdown inside the bar just marked: equity at its adverse extreme for the positions
-    held at the close (equity is linear in price, so the worse of ``lo`` and ``h``), from the peak."""
+    held at the close (equity is linear in price, so the worse of ``lo`` and ``h``), from the peak.
+
+    In a basket the other symbols enter at their closes (``S_X_UNREAL``)."""
     lq = st[S_LONG_QTY]
     sq = st[S_SHORT_QTY]
     if lq <= 0.0 and sq <= 0.0:
         return
-    w = st[S_WALLET]
+    w = st[S_WALLET] + st[S_X_UNREAL]
     worst = min(
         w + lq * (lo - st[S_LONG_AVG]) + sq * (st[S_SHORT_AVG] - lo),
         w + lq * (h - st[S_LONG_AVG]) + sq * (st[S_SHORT_AVG] - h),
@@ -125,11 +129,15 @@ def intrabar_drawdown_nb(st, lo, h):
 
 @hot_kernel
 def mark_to_market_nb(st, price, br):
-    """Unrealized PnL, equity, peak, drawdown (now and max) and margin ratio at ``price``; returns equity."""
+    """Unrealized PnL, equity, peak, drawdown (now and max) and margin ratio at ``price``; returns equity.
+
+    Equity and margin ratio are the account's: in a basket the other symbols' unrealized PnL and
+    maintenance margin (``S_X_UNREAL``, ``S_X_MM``, 0 in a single run) are added.
+    """
     lq = st[S_LONG_QTY]
     sq = st[S_SHORT_QTY]
     unreal = lq * (price - st[S_LONG_AVG]) + sq * (st[S_SHORT_AVG] - price)
-    eq = st[S_WALLET] + unreal
+    eq = st[S_WALLET] + unreal + st[S_X_UNREAL]
     st[S_UNREAL] = unreal
     st[S_EQUITY] = eq
     if eq > st[S_PEAK]:
@@ -139,7 +147,7 @@ def mark_to_market_nb(st, price, br):
     st[S_DD_PCT] = dd  # the drawdown gate reads it (risk.drawdown_breached_nb)
     if peak > 0.0 and dd > st[S_MAX_DD_PCT]:
         st[S_MAX_DD_PCT] = dd
-    mm = account_maint_margin_nb(st, br, price)
+    mm = account_maint_margin_nb(st, br, price) + st[S_X_MM]
     st[S_MARGIN_RATIO] = mm / eq if eq > 0.0 else math.nan  # unknown once equity is gone
     return eq
 

@@ -52,6 +52,7 @@ from gridctl.engine.margin import (
     is_liquidated_nb,
     liquidation_price_nb,
     maint_margin_nb,
+    margin_wallet_nb,
 )
 from gridctl.engine.params import (
     P_FILL_ON_TOUCH,
@@ -87,6 +88,8 @@ from gridctl.engine.state import (
     S_SHORT_QTY,
     S_UP_MIN,
     S_WALLET,
+    S_X_MM,
+    S_X_NOTIONAL,
     SL_LOT_FEE,
     SL_LOT_ON,
     SL_LOT_PRICE,
@@ -175,12 +178,17 @@ def liquidate_nb(st, slots, price, ts, p, br, fills, ev, cnt):
     """Exchange liquidation at ``price``: both sides closed as taker, entries cancelled, run over.
 
     Each side pays its clearance charge (its maintenance margin at ``price``, or the venue's clearance
-    fee x notional), long first, together at most the equity left at ``price`` (never negative).
+    fee x notional), long first, together at most the equity left at ``price`` (never negative). In a
+    basket "equity" is the margin wallet's (``margin_wallet_nb``: the other symbols' maintenance margin
+    stays for their own charges) and the event's value the account's equity.
     """
     equity = (
-        st[S_WALLET] + st[S_LONG_QTY] * (price - st[S_LONG_AVG]) + st[S_SHORT_QTY] * (st[S_SHORT_AVG] - price)
+        margin_wallet_nb(st)
+        + st[S_LONG_QTY] * (price - st[S_LONG_AVG])
+        + st[S_SHORT_QTY] * (st[S_SHORT_AVG] - price)
     )
-    write_event_nb(ev, cnt, ts, EventKind.LIQUIDATION, Reason.NONE, -1, 0, price, 0.0, equity)
+    account = equity + st[S_X_MM]
+    write_event_nb(ev, cnt, ts, EventKind.LIQUIDATION, Reason.NONE, -1, 0, price, 0.0, account)
     for side in range(2):
         for idx in range(slots.shape[1]):
             slots[side, idx, SL_ORD_ON] = 0.0
@@ -199,9 +207,10 @@ def liquidate_nb(st, slots, price, ts, p, br, fills, ev, cnt):
     if left <= zero and equity > -zero:
         # What is left is float noise around 0 (at the liquidation price equity equals the maintenance
         # margin): the account holds exactly 0. The residual goes to the last clearance charge, in the
-        # state and in its ledger row. A gap past bankruptcy keeps its negative wallet.
-        resid = st[S_WALLET]
-        st[S_WALLET] = 0.0
+        # state and in its ledger row. A gap past bankruptcy keeps its negative wallet. In a basket
+        # the margin wallet is what goes to 0 (the others' maintenance margin pays their charges).
+        resid = margin_wallet_nb(st)
+        st[S_WALLET] -= resid
         st[S_FEES] += resid
         i = cnt[C_FILLS] - 1
         if cnt[C_RECORD] != 0 and 0 <= i < fills.shape[0]:
@@ -219,7 +228,7 @@ def margin_check_nb(st, slots, a, price, ts, p, br, fills, ev, cnt):
     price, which the path crossed between them: LP clamped into that range (a gap beyond LP closes at
     the range's end), or ``price`` itself when LP is not a positive number.
     """
-    w = st[S_WALLET]
+    w = margin_wallet_nb(st)
     lq = st[S_LONG_QTY]
     la = st[S_LONG_AVG]
     sq = st[S_SHORT_QTY]
@@ -282,7 +291,7 @@ def retry_price_nb(st, slots, errs, side, idx, p0, qty, j, now, ts, p, br, ev, c
         return np.nan
     pos = _side_qty(st, side)
     rest = resting_qty_nb(slots, side, idx)
-    opp = opposite_exposure_nb(st, slots, side)
+    opp = opposite_exposure_nb(st, slots, side) + st[S_X_NOTIONAL] / pj
     q_all = pos + rest + qty
     eq = st[S_EQUITY]
     until = refused_until_nb(slot, pj, qty, q_all, opp, eq)
@@ -499,7 +508,7 @@ def bar_margin_safe_nb(st, br, lo, h):
     sq = st[S_SHORT_QTY]
     if lq <= 0.0 and sq <= 0.0:
         return True
-    w = st[S_WALLET]
+    w = margin_wallet_nb(st)
     eq_lo = w + lq * (lo - st[S_LONG_AVG]) + sq * (st[S_SHORT_AVG] - lo)
     eq_hi = w + lq * (h - st[S_LONG_AVG]) + sq * (st[S_SHORT_AVG] - h)
     return min(eq_lo, eq_hi) > account_maint_margin_nb(st, br, h)

@@ -38,6 +38,8 @@ from gridctl.engine.state import (
     S_SHORT_AVG,
     S_SHORT_QTY,
     S_WALLET,
+    S_X_MM,
+    S_X_UNREAL,
 )
 
 B_FLOOR = 0
@@ -132,10 +134,22 @@ def _side_bracket_nb(br, qty, price):
 
 
 @hot_kernel
+def margin_wallet_nb(st):
+    """The wallet this symbol's margin sees: ``W + S_X_UNREAL - S_X_MM`` (the wallet in a single run).
+
+    In a basket the other symbols' unrealized PnL and maintenance margin move into it, so the
+    single-symbol formulas (liquidation check and price, buffer test) give the account's answer:
+    ``W + U_all <= MM_all`` is ``margin_wallet + U_own <= MM_own`` (Binance's cross formula with
+    UPNL1 and TMM1 of the other contracts).
+    """
+    return st[S_WALLET] + st[S_X_UNREAL] - st[S_X_MM]
+
+
+@hot_kernel
 def _margin_cache_current_nb(st):
-    """True when the margin cache was filled for the account as it is now (wallet, qty, avg)."""
+    """True when the margin cache was filled for the account as it is now (margin wallet, qty, avg)."""
     return (
-        st[S_MC_WALLET] == st[S_WALLET]
+        st[S_MC_WALLET] == margin_wallet_nb(st)
         and st[S_MC_LONG_QTY] == st[S_LONG_QTY]
         and st[S_MC_SHORT_QTY] == st[S_SHORT_QTY]
         and st[S_MC_LONG_AVG] == st[S_LONG_AVG]
@@ -157,7 +171,8 @@ def margin_cache_fill_nb(st, br, price, buffer):
     mmr_s, cum_s, lo_s, hi_s = _side_bracket_nb(br, sq, price)
     lo = max(lo_l, lo_s)
     hi = min(hi_l, hi_s)
-    lp = _lp_nb(st[S_WALLET], lq, st[S_LONG_AVG], sq, st[S_SHORT_AVG], mmr_l, cum_l, mmr_s, cum_s)
+    wallet = margin_wallet_nb(st)
+    lp = _lp_nb(wallet, lq, st[S_LONG_AVG], sq, st[S_SHORT_AVG], mmr_l, cum_l, mmr_s, cum_s)
     safe_lo = lo
     safe_hi = hi
     if lp == lp:
@@ -170,7 +185,7 @@ def margin_cache_fill_nb(st, br, price, buffer):
         else:
             safe_lo = np.inf
             safe_hi = -np.inf
-    st[S_MC_WALLET] = st[S_WALLET]
+    st[S_MC_WALLET] = wallet
     st[S_MC_LONG_QTY] = lq
     st[S_MC_LONG_AVG] = st[S_LONG_AVG]
     st[S_MC_SHORT_QTY] = sq

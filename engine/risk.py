@@ -46,6 +46,7 @@ from gridctl.engine.state import (
     S_REDUCING,
     S_SHORT_QTY,
     S_WALLET,
+    S_X_NOTIONAL,
     SL_LOT_FEE,
     SL_LOT_ON,
     SL_LOT_PRICE,
@@ -197,13 +198,17 @@ def drawdown_halt_nb(st, slots, c, p, fills, ev, cnt, ts):
 
 @hot_kernel
 def reducing_reason_nb(st, c, p, br):
-    """Why new entries must stop (Reason.LEVERAGE / LIQUIDATION_BUFFER), or Reason.NONE."""
+    """Why new entries must stop (Reason.LEVERAGE / LIQUIDATION_BUFFER), or Reason.NONE.
+
+    Leverage is the account's: this symbol's gross position notional plus the other symbols' gross
+    notional (``S_X_NOTIONAL``, 0 in a single run) over the account equity.
+    """
     lq = st[S_LONG_QTY]
     sq = st[S_SHORT_QTY]
     if lq <= 0.0 and sq <= 0.0:
         return Reason.NONE
     eq = st[S_EQUITY]
-    if eq <= 0.0 or (lq + sq) * c / eq > p[P_MAX_LEVERAGE_USED]:
+    if eq <= 0.0 or ((lq + sq) * c + st[S_X_NOTIONAL]) / eq > p[P_MAX_LEVERAGE_USED]:
         return Reason.LEVERAGE
     # A finite LP is on the losing side of c: on the other side the account would already be below
     # maintenance margin and liquidated at this path point.

@@ -149,8 +149,8 @@ S_FG_UNTIL = STATE.add(
 S_FG_KNOWN = STATE.add("S_FG_KNOWN", "funding-guard cache: rate known")
 S_FG_LONG = STATE.add("S_FG_LONG", "funding-guard cache: long factor")
 S_FG_SHORT = STATE.add("S_FG_SHORT", "funding-guard cache: short factor")
-# --- margin cache (engine/margin.py): for the account (wallet, qty, avg) below, both sides' brackets
-S_MC_WALLET = STATE.add("S_MC_WALLET", "margin cache: wallet it was computed for")
+# --- margin cache (engine/margin.py): for the account (margin wallet, qty, avg) below, both sides' brackets
+S_MC_WALLET = STATE.add("S_MC_WALLET", "margin cache: margin wallet (margin_wallet_nb) it was computed for")
 S_MC_LONG_QTY = STATE.add("S_MC_LONG_QTY", "margin cache: long qty")
 S_MC_LONG_AVG = STATE.add("S_MC_LONG_AVG", "margin cache: long avg")
 S_MC_SHORT_QTY = STATE.add("S_MC_SHORT_QTY", "margin cache: short qty")
@@ -178,6 +178,12 @@ S_SKIPPED_ORDER_LIMIT = STATE.add(
 )
 S_SKIP_LIMIT_NOW = STATE.add(
     "S_SKIP_LIMIT_NOW", "rungs the last decision skipped for the order limit (counted again every quiet bar)"
+)
+# --- the rest of the account (baskets, engine/basket.py): 0 in a single-symbol run
+S_X_UNREAL = STATE.add("S_X_UNREAL", "the other symbols' unrealized PnL (0 in a single run)")
+S_X_MM = STATE.add("S_X_MM", "the other symbols' maintenance margin (0 in a single run)")
+S_X_NOTIONAL = STATE.add(
+    "S_X_NOTIONAL", "the other symbols' gross notional: positions plus resting entries (0 in a single run)"
 )
 N_STATE = STATE.size
 

@@ -133,6 +133,7 @@ from gridctl.engine.state import (
     S_STATE,
     S_UNREAL,
     S_WALLET,
+    S_X_NOTIONAL,
     SL_LOT_ON,
     SL_ORD_BAR,
     SL_ORD_ON,
@@ -329,7 +330,8 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
                 orders_changed = True
             pos = st[S_LONG_QTY] if side == Side.LONG else st[S_SHORT_QTY]
             rest = resting_qty_nb(slots, side, idx)
-            opp = opposite_exposure_nb(st, slots, side)
+            # In a basket the rest of the account's notional counts as opposite exposure (SIZE_MARGIN).
+            opp = opposite_exposure_nb(st, slots, side) + st[S_X_NOTIONAL] / price
             q_all = pos + rest + qty
             until = refused_until_nb(s, price, qty, q_all, opp, eq)
             if until == until:
@@ -487,6 +489,30 @@ def bar_close_nb(
     record_bar_nb(st, eq, cnt, t)
 
 
+@hot_kernel
+def bar_path_nb(k, t, o, h, lw, c, dts, dop, dhi, dlo, dcl, didx, p, br, st, slots, errs, fills, ev, cnt):
+    """Step 3 of bar ``k``: the simulated venue's intrabar path; returns True when liquidated.
+
+    Walks the detail bars ``didx[k]`` when there are any, else the bar's own OHLC; a bar whose range
+    reaches no trigger only runs the margin check (skipped too when no path point can be liquidated).
+    ``step_nb`` and the basket driver (engine/basket.py) call it.
+    """
+    j0 = didx[k, 0]
+    j1 = didx[k, 1]
+    if j1 > j0:
+        dlw, dh = detail_range_nb(o, c, dhi, dlo, j0, j1)
+        return not (bar_cannot_fill_nb(st, dlw, dh) and bar_margin_safe_nb(st, br, dlw, dh)) and (
+            detail_path_nb(
+                st, slots, errs, k, o, c, t, dts, dop, dhi, dlo, dcl, j0, j1, p, br, fills, ev, cnt
+            )
+        )
+    if bar_cannot_fill_nb(st, lw, h):
+        return not bar_margin_safe_nb(st, br, lw, h) and points_margin_check_nb(
+            st, slots, o, h, lw, c, t, p, br, fills, ev, cnt
+        )
+    return path_nb(st, slots, errs, k, o, h, lw, c, t, p, br, fills, ev, cnt)
+
+
 @bar_step_kernel
 def step_nb(
     k, ts, op, hi, lo, cl, reg, fts, frate, fmark, dts, dop, dhi, dlo, dcl, didx, p, br, st, slots, errs,
@@ -512,21 +538,9 @@ def step_nb(
         )  # fmt: skip
         return STEP_CONTINUE
     # 3. intrabar path (simulated venue), margin check at every path point
-    j0 = didx[k, 0]
-    j1 = didx[k, 1]
-    if j1 > j0:
-        dlw, dh = detail_range_nb(o, c, dhi, dlo, j0, j1)
-        liquidated = not (bar_cannot_fill_nb(st, dlw, dh) and bar_margin_safe_nb(st, br, dlw, dh)) and (
-            detail_path_nb(
-                st, slots, errs, k, o, c, t, dts, dop, dhi, dlo, dcl, j0, j1, p, br, fills, ev, cnt
-            )
-        )
-    elif bar_cannot_fill_nb(st, lw, h):
-        liquidated = not bar_margin_safe_nb(st, br, lw, h) and points_margin_check_nb(
-            st, slots, o, h, lw, c, t, p, br, fills, ev, cnt
-        )
-    else:
-        liquidated = path_nb(st, slots, errs, k, o, h, lw, c, t, p, br, fills, ev, cnt)
+    liquidated = bar_path_nb(
+        k, t, o, h, lw, c, dts, dop, dhi, dlo, dcl, didx, p, br, st, slots, errs, fills, ev, cnt
+    )
     if liquidated:
         mark_to_market_nb(st, c, br)
         record_bar_nb(st, eq, cnt, t)

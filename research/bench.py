@@ -7,6 +7,8 @@ venue binance_futures with every risk gate on):
   ``REPEATS`` runs, as for the batch.
 - ``batch_bar_evals_per_s``: ``engine.batch.run_batch`` over ``sets`` parameter sets (grid step
   within +/-10 % of the strategy's) on all cores: bars * sets / seconds.
+- ``gridctl bench --symbols N`` instead (``basket_bench``): a basket of N synthetic markets in one
+  wallet against the same N markets run one after another (CPU seconds, see ``BASKET_KEYS``).
 - ``reference_bars_per_s``: the pure-Python reference simulator on the first ``reference_bars`` bars,
   when a file is given (``gridctl bench --reference-sim tests/reference_sim.py`` in a source checkout:
   the simulator lives with the tests, and nothing installed loads from there); None otherwise.
@@ -262,6 +264,90 @@ def startup_bench(
         year = run_child([*gridctl, "backtest", "--data-dir", year_data], env)
         out["backtest_year_s"], out["backtest_year_rss_mb"], out["backtest_year_cpu_s"] = year
     return out
+
+
+#: What ``basket_bench`` (``gridctl bench --symbols N``) returns.
+BASKET_KEYS = (
+    "basket_symbols", "basket_bars", "basket_cpu_s", "singles_cpu_s", "basket_vs_singles",
+    "basket_bars_per_s",
+)  # fmt: skip
+TARGETS["basket_vs_singles"] = "<= 1.0"
+
+
+def _cpu_timed(fn: Callable[[], Any], repeats: int = 1) -> float:
+    """Best (lowest) CPU seconds of this process over ``repeats`` calls: steadier than wall time on a
+    shared machine (the kernels run on one core)."""
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t0)
+    return best
+
+
+def basket_markets(bars: int, symbols: int) -> tuple[dict[str, Market], dict[str, StrategyConfig], Any]:
+    """``symbols`` synthetic markets (the sample generator, seeds 7, 8, ...) named ``SYN1/USDT:USDT``,
+    ``SYN2/USDT:USDT``, ..., the default strategy (gates on) for each and a bench venue that gives each
+    synthetic symbol BTC/USDT:USDT's rules and brackets (the generator draws BTC-like prices)."""
+    venue = bench_configs()[1]
+    names = [f"SYN{i + 1}" for i in range(symbols)]
+    rules = venue.rules_for(SAMPLE_SYMBOL)
+    brackets = venue.brackets_for(SAMPLE_SYMBOL)
+    table = {f"{n}/USDT:USDT": rules for n in names}
+    margin = venue.margin.model_copy(update={"brackets": {f"{n}/USDT:USDT": brackets for n in names}})
+    bench_venue = venue.model_copy(
+        update={"symbol_rules": table, "margin": margin, "symbols": [f"{n}USDT-PERP" for n in names]}
+    )
+    markets: dict[str, Market] = {}
+    strategies: dict[str, StrategyConfig] = {}
+    for i, n in enumerate(names):
+        m = bench_market(bars, seed=7 + i)
+        symbol = f"{n}/USDT:USDT"
+        markets[symbol] = market_from_arrays(
+            symbol, m.timeframe, m.ts, m.open, m.high, m.low, m.close, m.volume,
+            m.funding_ts, m.funding_rate, m.funding_mark, source="bench basket",
+        )  # fmt: skip
+        strategies[symbol] = load_strategy(
+            "default", [*GATES_ON, f"strategy.instrument_id={n}USDT-PERP.BINANCE"]
+        )
+    return markets, strategies, bench_venue
+
+
+def basket_bench(
+    bars: int = 200_000, symbols: int = 2, progress: Callable[[str], None] = lambda _msg: None
+) -> dict[str, float]:
+    """A basket of ``symbols`` synthetic 1m markets in one wallet against the same markets run alone.
+
+    ``basket_cpu_s``: CPU seconds of ``engine.basket.run_basket`` (no equity curves); ``singles_cpu_s``:
+    of ``run_single`` on each market in turn; both the best of ``REPEATS`` after a warm-up.
+    ``basket_vs_singles`` is their ratio (the target: a basket of N costs no more than N single runs);
+    ``basket_bars_per_s``: symbols x bars per basket CPU second.
+    """
+    from gridctl.engine.basket import run_basket
+    from gridctl.engine.run import run_single
+
+    if symbols < 1:
+        raise GridctlError(f"--symbols must be at least 1, got {symbols}")
+    progress(f"basket: generating {symbols} x {bars:,} 1m bars in memory ...")
+    markets, strategies, venue = basket_markets(bars, symbols)
+
+    def singles() -> None:
+        for sym, m in markets.items():
+            run_single(m, strategies[sym], venue, curves=False)
+
+    progress(f"basket: warm-up, then {symbols} single runs and one {symbols}-symbol basket ...")
+    singles()
+    run_basket(markets, strategies, venue, curves=False)
+    singles_s = _cpu_timed(singles, REPEATS)
+    basket_s = _cpu_timed(lambda: run_basket(markets, strategies, venue, curves=False), REPEATS)
+    return {
+        "basket_symbols": symbols,
+        "basket_bars": bars,
+        "basket_cpu_s": basket_s,
+        "singles_cpu_s": singles_s,
+        "basket_vs_singles": basket_s / singles_s,
+        "basket_bars_per_s": symbols * bars / basket_s,
+    }
 
 
 def run_bench(

@@ -55,6 +55,8 @@ def output_console() -> Console:
 BENCH_MIN_BARS = 2_000
 BENCH_MAX_BARS = 3_650 * 1_440
 BENCH_MAX_SETS = 4_096
+#: ``gridctl bench --symbols``: at most this many synthetic markets in the basket.
+BENCH_MAX_SYMBOLS = 16
 
 #: What a cold compile of the single-run kernels takes on a 2-core machine (``gridctl bench --startup``).
 COMPILE_ESTIMATE_S = 20
@@ -315,6 +317,16 @@ def bench(
             "to measure the kernel against; without it the reference figures are n/a.",
         ),
     ] = None,
+    symbols: Annotated[
+        int | None,
+        typer.Option(
+            "--symbols",
+            min=1,
+            max=BENCH_MAX_SYMBOLS,
+            help="Instead: a basket of N synthetic markets in one wallet against N single runs "
+            "(CPU seconds; --bars bars each).",
+        ),
+    ] = None,
 ) -> None:
     """Measure kernel, batch and reference speed; with --startup, compile and start-up times."""
     from gridctl.research import bench as bench_mod
@@ -324,6 +336,9 @@ def bench(
     if startup:
         result: dict[str, Any] = bench_mod.startup_bench(progress=progress)
         title = "gridctl bench --startup (fresh processes, empty then filled numba cache)"
+    elif symbols is not None:
+        result = bench_mod.basket_bench(bars=bars, symbols=symbols, progress=progress)
+        title = f"gridctl bench --symbols {symbols} ({bars:,} bars each, CPU seconds)"
     else:
         result = bench_mod.run_bench(bars=bars, sets=sets, progress=progress, reference_sim=reference_sim)
         title = f"gridctl bench ({bars:,} bars, {sets} sets)"
@@ -334,7 +349,7 @@ def bench(
     for col in ("measure", "value", "target"):
         table.add_column(col)
     for key, value in result.items():
-        if key in ("bars", "sets", "reference_bars", "threads"):
+        if key in ("bars", "sets", "reference_bars", "threads", "basket_symbols", "basket_bars"):
             continue
         if value is None:
             shown = "n/a (no --reference-sim)"

@@ -1,0 +1,779 @@
+"""Basket driver: several symbols' hedge grids against one cross-margin wallet (DESIGN.md "Baskets").
+
+Each symbol keeps its own kernel state, ladder, funding, exchange rules and brackets; the account
+(the wallet, the circuit breaker and its error ring, the order-pacing ring, the equity peak) is
+shared. The single-symbol kernels (``bar_open_nb``, ``bar_path_nb``, ``bar_close_nb``) are the one
+copy of the trading logic: before each symbol's path and before its close the driver writes "the
+rest of the account" into its ``S_X_*`` slots (the other symbols' unrealized PnL, maintenance margin
+and gross notional), and after each symbol's step the account takes its wallet.
+
+Bars are aligned on the union of the symbols' timestamps; a symbol without a bar at ``t`` gets NaN
+OHLC there (the kernels' missing input: ``INPUT_MISSING``, no fills, entries cancelled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from gridctl.configs.errors import GridctlError
+from gridctl.configs.schema import StrategyConfig, VenueConfig
+from gridctl.engine.accounting import daily_stats_nb, finish_daily_stats_nb, mark_to_market_nb
+from gridctl.engine.enums import EventKind, RiskState, kernel
+from gridctl.engine.fills import liquidate_nb
+from gridctl.engine.margin import total_maint_margin_nb
+from gridctl.engine.params import (
+    P_BAR_MS,
+    P_CB_COOLDOWN_S,
+    P_CB_WINDOW_S,
+    P_ENABLE_CB,
+    P_ENABLE_DRAWDOWN,
+    P_INITIAL_BALANCE,
+    P_LEVELS_LONG,
+    P_LEVELS_SHORT,
+    P_MAX_DRAWDOWN_PCT,
+    P_MAX_ERRORS,
+    P_ORDERS_PER_MINUTE,
+    EngineParams,
+    build_params,
+)
+from gridctl.engine.records import (
+    C_CURVES,
+    C_EQUITY,
+    C_EVENTS,
+    C_FILLS,
+    C_FUNDING,
+    C_OVERFLOW,
+    EQUITY_DTYPE,
+    EVENT_DTYPE,
+    FILL_DTYPE,
+    FUNDING_DTYPE,
+    SUMMARY_FIELDS,
+    new_counters,
+    summarize_states,
+)
+from gridctl.engine.risk import drawdown_halt_nb
+from gridctl.engine.run import (
+    BARS_PER_EVENT_ROW,
+    BARS_PER_FILL_ROW,
+    INITIAL_CAPACITY,
+    MAX_RERUNS,
+    RunOutput,
+    check_detail_config,
+    detail_arrays,
+    market_arrays,
+    read_only,
+    regime_series,
+)
+from gridctl.engine.state import (
+    N_SLOT,
+    N_STATE,
+    S_BAR,
+    S_BARS,
+    S_BARS_COOLDOWN,
+    S_BARS_EXPOSURE,
+    S_BARS_HALTED,
+    S_BARS_REDUCING,
+    S_CB_ACTIVE,
+    S_CB_UNTIL,
+    S_DD_PCT,
+    S_EQUITY,
+    S_ERR_COUNT,
+    S_FIRST_TS,
+    S_HALT_TS,
+    S_HALTED,
+    S_LAST_TS,
+    S_LIQ_TS,
+    S_LIQUIDATED,
+    S_LONG_AVG,
+    S_LONG_QTY,
+    S_MARGIN_RATIO,
+    S_MAX_DD_INTRABAR_PCT,
+    S_MAX_DD_PCT,
+    S_ORD_COUNT,
+    S_PEAK,
+    S_REDUCING,
+    S_SHORT_AVG,
+    S_SHORT_QTY,
+    S_STATE,
+    S_UNREAL,
+    S_WALLET,
+    S_X_MM,
+    S_X_NOTIONAL,
+    S_X_UNREAL,
+    SL_ORD_ON,
+    SL_ORD_PRICE,
+    SL_ORD_QTY,
+    cancel_entries_nb,
+    init_state_row,
+    ring_sizes,
+)
+from gridctl.engine.step import bar_close_nb, bar_open_nb, bar_path_nb, record_bar_nb
+
+#: One row per aligned timestamp: the account after every symbol stepped.
+ACCOUNT_EQUITY_DTYPE = np.dtype(
+    [
+        ("ts", "i8"),
+        ("equity", "f8"),
+        ("wallet_balance", "f8"),
+        ("unrealized_pnl", "f8"),
+        ("maint_margin", "f8"),
+        ("margin_ratio", "f8"),
+        ("state", "i1"),
+    ]
+)
+
+#: Parameters that are the account's, not a symbol's: every symbol of a basket must agree on them.
+ACCOUNT_PARAMS: dict[int, str] = {
+    P_INITIAL_BALANCE: "backtest.initial_balance",
+    P_MAX_DRAWDOWN_PCT: "risk_management.max_drawdown_pct",
+    P_ENABLE_DRAWDOWN: "risk_management.enable_drawdown_protection",
+    P_MAX_ERRORS: "risk_management.max_errors_per_minute",
+    P_CB_WINDOW_S: "risk_management.circuit_breaker_window_seconds",
+    P_CB_COOLDOWN_S: "risk_management.circuit_breaker_cooldown_seconds",
+    P_ENABLE_CB: "risk_management.enable_circuit_breaker",
+    P_ORDERS_PER_MINUTE: "rate_limits.orders_per_minute",
+    P_BAR_MS: "the market timeframe",
+}
+
+# Columns of the driver's per-symbol work array: the symbol's contribution to "the rest of the account".
+W_LAST = 0  # last finite close (NaN before the first bar)
+W_X_ADV = 1  # the bar's adverse extreme (lowest U - MM among high and low; the last close without a bar)
+W_U_ADV = 2  # unrealized PnL there
+W_MM_ADV = 3  # maintenance margin there
+W_N_ADV = 4  # gross notional there: positions plus resting entries (at their prices)
+W_U_MIN = 5  # lowest unrealized PnL over the bar's high and low (intrabar drawdown)
+W_U_CL = 6  # unrealized PnL at the close (the last close without a bar)
+W_MM_CL = 7  # maintenance margin there
+W_N_CL = 8  # gross notional there
+W_OLD_STATE = 9  # risk state of its last recorded row (an account liquidation records the bar again)
+W_OLD_EXPOSED = 10  # 1 when that row held a position
+N_WORK = 11
+
+# The account's facts the driver reports back (int64 vector).
+A_LIQ_SYMBOL = 0  # basket index of the symbol whose path crossed the account's maintenance margin (-1)
+A_HALT_SYMBOL = 1  # basket index of the symbol whose close saw the account drawdown (-1)
+A_ROWS = 2  # account equity rows written
+A_STEPS = 3  # aligned timestamps stepped
+N_ACC_INFO = 4
+
+
+@kernel
+def resting_notional_nb(slots):
+    """Notional of every resting entry order (qty x order price), both sides."""
+    total = 0.0
+    for side in range(2):
+        for idx in range(slots.shape[1]):
+            if slots[side, idx, SL_ORD_ON] != 0.0:
+                total += slots[side, idx, SL_ORD_QTY] * slots[side, idx, SL_ORD_PRICE]
+    return total
+
+
+@kernel
+def _unreal_nb(st, x):
+    return st[S_LONG_QTY] * (x - st[S_LONG_AVG]) + st[S_SHORT_QTY] * (st[S_SHORT_AVG] - x)
+
+
+@kernel
+def contribution_nb(st, slots, br, h, lw, c, w):
+    """Fill this symbol's work row ``w`` for a bar ``(h, lw, c)`` (NaN: no bar) at its current positions.
+
+    The adverse point is where ``U - MM`` is lowest among the bar's high and low (equity minus
+    maintenance margin is concave in price, so the minimum over the range is at an end); without a
+    bar it is the last close. A symbol without a position contributes only its resting entries.
+    """
+    if c == c:
+        w[W_LAST] = c
+    last = w[W_LAST]
+    lq = st[S_LONG_QTY]
+    sq = st[S_SHORT_QTY]
+    resting = resting_notional_nb(slots)
+    if lq <= 0.0 and sq <= 0.0:
+        w[W_X_ADV] = lw if lw == lw else last
+        w[W_U_ADV] = 0.0
+        w[W_MM_ADV] = 0.0
+        w[W_N_ADV] = resting
+        w[W_U_MIN] = 0.0
+        w[W_U_CL] = 0.0
+        w[W_MM_CL] = 0.0
+        w[W_N_CL] = resting
+        return
+    if h == h and lw == lw:
+        u_lo = _unreal_nb(st, lw)
+        mm_lo = total_maint_margin_nb(br, lq, sq, lw)
+        u_hi = _unreal_nb(st, h)
+        mm_hi = total_maint_margin_nb(br, lq, sq, h)
+        if u_lo - mm_lo <= u_hi - mm_hi:
+            x, u, mm = lw, u_lo, mm_lo
+        else:
+            x, u, mm = h, u_hi, mm_hi
+        w[W_U_MIN] = min(u_lo, u_hi)
+    else:
+        x = last
+        u = _unreal_nb(st, x)
+        mm = total_maint_margin_nb(br, lq, sq, x)
+        w[W_U_MIN] = u
+    w[W_X_ADV] = x
+    w[W_U_ADV] = u
+    w[W_MM_ADV] = mm
+    w[W_N_ADV] = (lq + sq) * x + resting
+    w[W_U_CL] = _unreal_nb(st, last)
+    w[W_MM_CL] = total_maint_margin_nb(br, lq, sq, last)
+    w[W_N_CL] = (lq + sq) * last + resting
+
+
+@kernel
+def set_rest_of_account_nb(st, work, i, u_col, mm_col, n_col):
+    """``S_X_*`` of symbol ``i``: the sums over every other symbol's work row (columns given)."""
+    xu = 0.0
+    xm = 0.0
+    xn = 0.0
+    for j in range(work.shape[0]):
+        if j != i:
+            xu += work[j, u_col]
+            xm += work[j, mm_col]
+            xn += work[j, n_col]
+    st[S_X_UNREAL] = xu
+    st[S_X_MM] = xm
+    st[S_X_NOTIONAL] = xn
+
+
+@kernel
+def rerecord_bar_nb(st, eq, cnt, ts, old_state, old_exposed):
+    """Record bar ``ts`` of a symbol again after the account closed it (its row was already written)."""
+    st[S_BARS] -= 1.0
+    if old_exposed:
+        st[S_BARS_EXPOSURE] -= 1.0
+    if old_state == RiskState.HALTED:
+        st[S_BARS_HALTED] -= 1.0
+    elif old_state == RiskState.COOLDOWN:
+        st[S_BARS_COOLDOWN] -= 1.0
+    elif old_state == RiskState.REDUCING:
+        st[S_BARS_REDUCING] -= 1.0
+    if cnt[C_CURVES] != 0 and cnt[C_EQUITY] > 0:
+        cnt[C_EQUITY] -= 1
+    record_bar_nb(st, eq, cnt, ts)
+
+
+@kernel
+def account_halt_nb(st, slots, price, p, br, fills, ev, cnt, ts):
+    """The account's drawdown halt reaching this symbol: flatten at ``price`` and halt (as the gate does)."""
+    if price != price:
+        price = 0.0  # never had a bar: no position to flatten, nothing to mark
+    mark_to_market_nb(st, price, br)
+    drawdown_halt_nb(st, slots, price, p, fills, ev, cnt, ts)
+    mark_to_market_nb(st, price, br)
+
+
+@kernel
+def _exposed(st):
+    return st[S_LONG_QTY] > 0.0 or st[S_SHORT_QTY] > 0.0
+
+
+@kernel
+def _write_account_row_nb(rows, info, ts, equity, wallet, unreal, mm, state):
+    i = info[A_ROWS]
+    if i >= rows.shape[0]:
+        return
+    r = rows[i]
+    r["ts"] = ts
+    r["equity"] = equity
+    r["wallet_balance"] = wallet
+    r["unrealized_pnl"] = unreal
+    r["maint_margin"] = mm
+    r["margin_ratio"] = mm / equity if equity > 0.0 else np.nan
+    r["state"] = state
+    info[A_ROWS] = i + 1
+
+
+@kernel
+def _account_close_nb(acc, rows, info, work, states, ts, wallet, peak):
+    """The account after every symbol stepped at ``ts``: equity, peak, drawdowns, daily stats, state, row.
+
+    Returns the (possibly new) peak.
+    """
+    n_sym = states.shape[0]
+    unreal = 0.0
+    mm = 0.0
+    worst = 0.0
+    exposed = False
+    reducing = False
+    for j in range(n_sym):
+        unreal += work[j, W_U_CL]
+        mm += work[j, W_MM_CL]
+        worst += work[j, W_U_MIN]
+        if _exposed(states[j]):
+            exposed = True
+        if states[j, S_REDUCING] != 0.0:
+            reducing = True
+    eq = wallet + unreal
+    acc[S_WALLET] = wallet
+    acc[S_UNREAL] = unreal
+    acc[S_EQUITY] = eq
+    if eq > peak:
+        peak = eq
+    acc[S_PEAK] = peak
+    dd = (peak - eq) / peak * 100.0
+    acc[S_DD_PCT] = dd
+    if peak > 0.0 and dd > acc[S_MAX_DD_PCT]:
+        acc[S_MAX_DD_PCT] = dd
+    if exposed and peak > 0.0:
+        dd_in = (peak - (wallet + worst)) / peak * 100.0
+        if dd_in > acc[S_MAX_DD_INTRABAR_PCT]:
+            acc[S_MAX_DD_INTRABAR_PCT] = dd_in
+    acc[S_MARGIN_RATIO] = mm / eq if eq > 0.0 else np.nan
+    if acc[S_LIQUIDATED] != 0.0:
+        state = RiskState.LIQUIDATED
+    elif acc[S_HALTED] != 0.0:
+        state = RiskState.HALTED
+    elif acc[S_CB_ACTIVE] != 0.0:
+        state = RiskState.COOLDOWN
+    elif reducing:
+        state = RiskState.REDUCING
+    else:
+        state = RiskState.NORMAL
+    acc[S_STATE] = state
+    acc[S_BARS] += 1.0
+    if exposed:
+        acc[S_BARS_EXPOSURE] += 1.0
+    if state == RiskState.HALTED:
+        acc[S_BARS_HALTED] += 1.0
+    elif state == RiskState.COOLDOWN:
+        acc[S_BARS_COOLDOWN] += 1.0
+    elif state == RiskState.REDUCING:
+        acc[S_BARS_REDUCING] += 1.0
+    if acc[S_FIRST_TS] != acc[S_FIRST_TS]:
+        acc[S_FIRST_TS] = ts
+    acc[S_LAST_TS] = ts
+    daily_stats_nb(acc, ts, eq)
+    _write_account_row_nb(rows, info, ts, eq, wallet, unreal, mm, state)
+    return peak
+
+
+@kernel
+def _account_liquidation_nb(k, t, i, cl, vecs, brs, nbr, states, slots, fills, ev, eq, cnts, acc, info, work):
+    """Symbol ``i``'s path crossed the account's maintenance margin at bar ``k``: everyone closes.
+
+    ``i`` was closed by its path (at its liquidation price); every other symbol closes at the adverse
+    extreme its contribution used (``liquidate_nb``: clearance charges, long first), in basket order.
+    Then every symbol is marked flat and its row of bar ``k`` recorded (again, for those that had
+    stepped already); the run ends.
+    """
+    n_sym = states.shape[0]
+    acc[S_LIQUIDATED] = 1.0
+    acc[S_LIQ_TS] = t
+    info[A_LIQ_SYMBOL] = i
+    wallet = states[i, S_WALLET]
+    contribution_nb(states[i], slots[i], brs[i, : nbr[i]], np.nan, np.nan, np.nan, work[i])
+    for j in range(n_sym):
+        if j == i:
+            continue
+        sj = states[j]
+        brj = brs[j, : nbr[j]]
+        work[j, W_OLD_STATE] = sj[S_STATE]
+        work[j, W_OLD_EXPOSED] = 1.0 if _exposed(sj) else 0.0
+        sj[S_WALLET] = wallet
+        set_rest_of_account_nb(sj, work, j, W_U_ADV, W_MM_ADV, W_N_ADV)
+        x = work[j, W_X_ADV]
+        if x != x:
+            x = 0.0  # never had a bar: nothing to close
+        liquidate_nb(sj, slots[j], x, t, vecs[j], brj, fills[j], ev[j], cnts[j])
+        wallet = sj[S_WALLET]
+        contribution_nb(sj, slots[j], brj, np.nan, np.nan, np.nan, work[j])
+    for j in range(n_sym):
+        sj = states[j]
+        sj[S_WALLET] = wallet
+        sj[S_X_UNREAL] = 0.0
+        sj[S_X_MM] = 0.0
+        sj[S_X_NOTIONAL] = 0.0
+        c = cl[j, k]
+        if c != c:
+            c = work[j, W_LAST]
+        mark_to_market_nb(sj, c if c == c else 0.0, brs[j, : nbr[j]])
+        if j < i:
+            rerecord_bar_nb(sj, eq[j], cnts[j], t, work[j, W_OLD_STATE], work[j, W_OLD_EXPOSED] != 0.0)
+        else:
+            if sj[S_FIRST_TS] != sj[S_FIRST_TS]:
+                sj[S_FIRST_TS] = t
+            sj[S_BAR] = k
+            record_bar_nb(sj, eq[j], cnts[j], t)
+
+
+@kernel
+def run_basket_nb(
+    ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, doff, didx, vecs, brs, nbr,
+    states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work,
+):  # fmt: skip
+    """Step every aligned timestamp through every symbol in basket order (DESIGN.md "Baskets").
+
+    Row ``i`` of ``op/hi/lo/cl/regs/vecs/states/slots/fills/fund/ev/eq/cnts/didx`` is symbol i's;
+    its funding and detail bars are ``f*[foff[i]:foff[i+1]]`` and ``d*[doff[i]:doff[i+1]]``, its
+    brackets ``brs[i, :nbr[i]]``. ``errs`` / ``ords`` are the account's rings, ``acc`` the account's
+    state vector (summary accumulators), ``rows`` its equity rows, ``info`` the facts ``A_*``.
+    """
+    n_sym = states.shape[0]
+    n = ts.shape[0]
+    wallet = states[0, S_WALLET]
+    peak = states[0, S_PEAK]
+    err_count = 0.0
+    ord_count = 0.0
+    cb_active = 0.0
+    cb_until = -np.inf
+    info[A_LIQ_SYMBOL] = -1
+    info[A_HALT_SYMBOL] = -1
+    for j in range(n_sym):
+        work[j, W_LAST] = np.nan
+    stop = False
+    for k in range(n):
+        t = ts[k]
+        for j in range(n_sym):
+            contribution_nb(states[j], slots[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j])
+        for i in range(n_sym):
+            st = states[i]
+            sl = slots[i]
+            p = vecs[i]
+            br = brs[i, : nbr[i]]
+            cnt = cnts[i]
+            f_i = fills[i]
+            ev_i = ev[i]
+            fts_i = fts[foff[i] : foff[i + 1]]
+            frate_i = frate[foff[i] : foff[i + 1]]
+            fmark_i = fmark[foff[i] : foff[i + 1]]
+            d0 = doff[i]
+            d1 = doff[i + 1]
+            # the account's shared slots
+            st[S_WALLET] = wallet
+            st[S_PEAK] = peak
+            st[S_ERR_COUNT] = err_count
+            st[S_ORD_COUNT] = ord_count
+            st[S_CB_ACTIVE] = cb_active
+            st[S_CB_UNTIL] = cb_until
+            o = op[i, k]
+            h = hi[i, k]
+            lw = lo[i, k]
+            c = cl[i, k]
+            close_time = float(t) + p[P_BAR_MS]
+            halting = acc[S_HALTED] != 0.0 and st[S_HALTED] == 0.0  # the account halted earlier in this step
+            if bar_open_nb(k, t, o, h, lw, c, fts_i, frate_i, fmark_i, p, st, sl, fund[i], ev_i, cnt) and (
+                not halting
+            ):
+                set_rest_of_account_nb(st, work, i, W_U_ADV, W_MM_ADV, W_N_ADV)
+                if bar_path_nb(
+                    k, t, o, h, lw, c, dts[d0:d1], dop[d0:d1], dhi[d0:d1], dlo[d0:d1], dcl[d0:d1], didx[i],
+                    p, br, st, sl, errs, f_i, ev_i, cnt,
+                ):  # fmt: skip
+                    _account_liquidation_nb(
+                        k, t, i, cl, vecs, brs, nbr, states, slots, fills, ev, eq, cnts, acc, info, work
+                    )
+                    wallet = st[S_WALLET]
+                    stop = True
+                    break
+            contribution_nb(st, sl, br, h, lw, c, work[i])
+            set_rest_of_account_nb(st, work, i, W_U_CL, W_MM_CL, W_N_CL)
+            if halting:
+                account_halt_nb(st, sl, c if c == c else work[i, W_LAST], p, br, f_i, ev_i, cnt, t)
+            bar_close_nb(
+                k, t, h, lw, c, close_time, regs[i], fts_i, frate_i, True, p, br, st, sl, errs, ords, f_i,
+                ev_i, eq[i], cnt,
+            )  # fmt: skip
+            contribution_nb(st, sl, br, h, lw, c, work[i])
+            wallet = st[S_WALLET]
+            if st[S_PEAK] > peak:
+                peak = st[S_PEAK]
+            err_count = st[S_ERR_COUNT]
+            ord_count = st[S_ORD_COUNT]
+            if st[S_CB_ACTIVE] != 0.0 and cb_active == 0.0:
+                # this symbol tripped the account's breaker: every other symbol's entries go too
+                for j in range(n_sym):
+                    if j != i:
+                        cancel_entries_nb(states[j], slots[j])
+                        contribution_nb(
+                            states[j], slots[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j]
+                        )
+            cb_active = st[S_CB_ACTIVE]
+            cb_until = st[S_CB_UNTIL]
+            if st[S_HALTED] != 0.0 and acc[S_HALTED] == 0.0:
+                # this symbol's close saw the account's drawdown: the account halts in this step
+                acc[S_HALTED] = 1.0
+                acc[S_HALT_TS] = t
+                info[A_HALT_SYMBOL] = i
+                for j in range(i):
+                    sj = states[j]
+                    if sj[S_HALTED] != 0.0:
+                        continue
+                    old_state = sj[S_STATE]
+                    old_exposed = _exposed(sj)
+                    sj[S_WALLET] = wallet
+                    set_rest_of_account_nb(sj, work, j, W_U_CL, W_MM_CL, W_N_CL)
+                    brj = brs[j, : nbr[j]]
+                    account_halt_nb(sj, slots[j], work[j, W_LAST], vecs[j], brj, fills[j], ev[j], cnts[j], t)
+                    rerecord_bar_nb(sj, eq[j], cnts[j], t, old_state, old_exposed)
+                    wallet = sj[S_WALLET]
+                    contribution_nb(sj, slots[j], brj, hi[j, k], lo[j, k], cl[j, k], work[j])
+            if cnt[C_OVERFLOW] != 0:
+                stop = True
+                break
+        if stop and acc[S_LIQUIDATED] == 0.0:
+            break  # a full record buffer: the driver runs again with more room
+        acc[S_CB_ACTIVE] = cb_active
+        peak = _account_close_nb(acc, rows, info, work, states, t, wallet, peak)
+        info[A_STEPS] = k + 1
+        if stop:
+            break
+    for j in range(n_sym):
+        finish_daily_stats_nb(states[j])
+    finish_daily_stats_nb(acc)
+
+
+@dataclass(frozen=True)
+class BasketOutput:
+    """A basket run: each symbol's ledgers and summary, the account's equity curve and summary."""
+
+    symbols: tuple[str, ...]
+    per_symbol: dict[str, RunOutput]  # each symbol's fills, funding, events, equity rows, summary, meta
+    account_equity: np.ndarray  # ACCOUNT_EQUITY_DTYPE rows, one per aligned timestamp
+    summary: dict[str, float]  # records.SUMMARY_FIELDS names where they apply to the account
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+#: Summary fields that add up over the symbols (the account's is the sum of the symbols').
+ADDITIVE_FIELDS: tuple[str, ...] = (
+    "realized_pnl", "fees", "funding_net", "funding_paid", "funding_received", "n_fills", "n_fills_maker",
+    "n_fills_taker", "n_entries", "n_exits", "n_lots_closed", "n_wins", "n_losses", "gross_profit",
+    "gross_loss", "same_bar_round_trips", "same_bar_gross_profit", "traded_notional", "rejections",
+    "rejected_size_pct", "rejected_size_qty", "rejected_size_inventory", "rejected_size_order",
+    "rejected_size_bracket", "rejected_size_margin", "post_only_rejects", "retry_limits",
+    "orders_submitted", "orders_deferred", "skipped_precision", "skipped_order_limit", "errors",
+    "circuit_breaker_trips", "recenters", "funding_payments",
+)  # fmt: skip
+#: Summary fields only the account has (NaN in a symbol's summary: the account's are in BasketOutput).
+ACCOUNT_ONLY_FIELDS: tuple[str, ...] = (
+    "peak_equity", "max_drawdown_daily_close_pct", "max_drawdown_bar_close_pct", "max_drawdown_intrabar_pct",
+    "sharpe", "sortino",
+)  # fmt: skip
+
+
+def _check_basket(
+    markets: Mapping[str, Any], strategies: Mapping[str, StrategyConfig], detail: Mapping[str, Any]
+) -> tuple[str, ...]:
+    symbols = tuple(markets)
+    if not symbols:
+        raise GridctlError("a basket needs at least one symbol")
+    if tuple(strategies) != symbols:
+        raise GridctlError(
+            f"basket: strategies are for {list(strategies)} but the markets for {list(symbols)} "
+            "(same symbols, same order)"
+        )
+    for sym in symbols:
+        if markets[sym].symbol != sym:
+            raise GridctlError(f"basket: the market given for {sym} holds {markets[sym].symbol}")
+    extra = [sym for sym in detail if sym not in markets]
+    if extra:
+        raise GridctlError(f"basket: detail bars for {extra}, which are not in the basket {list(symbols)}")
+    return symbols
+
+
+def _check_account_params(symbols: tuple[str, ...], params: list[EngineParams]) -> None:
+    first = params[0].vector
+    for sym, prm in zip(symbols[1:], params[1:], strict=True):
+        for slot, name in ACCOUNT_PARAMS.items():
+            if prm.vector[slot] != first[slot]:
+                raise GridctlError(
+                    f"basket: {name} is {prm.vector[slot]:g} for {sym} but {first[slot]:g} for "
+                    f"{symbols[0]}: it is the account's, one value for every symbol"
+                )
+
+
+def _aligned(market: Any, ts: np.ndarray) -> SimpleNamespace:
+    """``market`` on the basket's timestamps ``ts``: NaN OHLC where it has no bar."""
+    pos = np.searchsorted(ts, np.asarray(market.ts, dtype=np.int64))
+    cols = {}
+    for name in ("open", "high", "low", "close"):
+        col = np.full(ts.shape[0], np.nan)
+        col[pos] = np.asarray(getattr(market, name), dtype=np.float64)
+        cols[name] = col
+    return SimpleNamespace(
+        symbol=market.symbol, timeframe=market.timeframe, bar_ms=int(market.bar_ms), ts=ts, **cols,
+        funding_ts=market.funding_ts, funding_rate=market.funding_rate, funding_mark=market.funding_mark,
+    )  # fmt: skip
+
+
+def _concat(parts: list[np.ndarray], dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+    """One read-only array of ``parts`` and the offsets ``off`` (part i is ``flat[off[i]:off[i+1]]``)."""
+    off = np.zeros(len(parts) + 1, np.int64)
+    off[1:] = np.cumsum([x.shape[0] for x in parts])
+    flat = np.concatenate([np.asarray(x, dtype=dtype) for x in parts])
+    return read_only(np.ascontiguousarray(flat)), off
+
+
+def run_basket(
+    markets: Mapping[str, Any],
+    strategies: Mapping[str, StrategyConfig],
+    venue: VenueConfig,
+    curves: bool = True,
+    detail: Mapping[str, Any] | None = None,
+) -> BasketOutput:
+    """Backtest the basket ``markets`` (ccxt symbol -> Market, in basket order) in one wallet.
+
+    ``strategies`` holds each symbol's strategy (overrides applied; the account's fields,
+    ``ACCOUNT_PARAMS``, must agree); ``detail`` the finer markets named by each symbol's
+    ``backtest.detail_timeframe`` (keyed by symbol; a symbol without one walks its own OHLC).
+    """
+    details = dict(detail or {})
+    symbols = _check_basket(markets, strategies, details)
+    params = [build_params(strategies[sym], venue, markets[sym]) for sym in symbols]
+    for sym in symbols:
+        check_detail_config(strategies[sym], details.get(sym))
+    _check_account_params(symbols, params)
+    ts = np.unique(np.concatenate([np.asarray(markets[sym].ts, dtype=np.int64) for sym in symbols]))
+    ts = read_only(np.ascontiguousarray(ts))
+    n_sym, n = len(symbols), ts.shape[0]
+    aligned = [_aligned(markets[sym], ts) for sym in symbols]
+    arrays = [market_arrays(a) for a in aligned]
+    dets = [detail_arrays(a, details.get(sym), n) for a, sym in zip(aligned, symbols, strict=True)]
+    vecs = np.ascontiguousarray(np.stack([prm.vector for prm in params]))
+
+    def stack(name: str) -> np.ndarray:
+        return read_only(np.ascontiguousarray(np.stack([getattr(a, name) for a in arrays])))
+
+    op, hi, lo, cl = stack("open"), stack("high"), stack("low"), stack("close")
+    regs = np.ascontiguousarray(
+        np.stack([regime_series(a, prm.vector) for a, prm in zip(arrays, params, strict=True)])
+    )
+    fts, foff = _concat([a.funding_ts for a in arrays], np.int64)
+    frate, _ = _concat([a.funding_rate for a in arrays], np.float64)
+    fmark, _ = _concat([a.funding_mark for a in arrays], np.float64)
+    dts, doff = _concat([d.ts for d in dets], np.int64)
+    dop, _ = _concat([d.open for d in dets], np.float64)
+    dhi, _ = _concat([d.high for d in dets], np.float64)
+    dlo, _ = _concat([d.low for d in dets], np.float64)
+    dcl, _ = _concat([d.close for d in dets], np.float64)
+    didx = read_only(np.ascontiguousarray(np.stack([d.index for d in dets]).astype(np.int64)))
+    nbr = np.array([prm.brackets.shape[0] for prm in params], np.int64)
+    brs = np.zeros((n_sym, int(nbr.max()), 5))
+    for i, prm in enumerate(params):
+        brs[i, : nbr[i]] = prm.brackets
+    levels = int(vecs[:, [P_LEVELS_LONG, P_LEVELS_SHORT]].max())
+    n_err, n_ord = ring_sizes(vecs)
+    caps = {
+        C_FILLS: max(INITIAL_CAPACITY, n // BARS_PER_FILL_ROW),
+        C_EVENTS: max(INITIAL_CAPACITY, n // BARS_PER_EVENT_ROW),
+        C_FUNDING: 2 * int(np.diff(foff).max()) + 2,  # at most one row per side per settlement
+        C_EQUITY: n if curves else 0,
+    }
+    reruns = 0
+    for _ in range(MAX_RERUNS):
+        states = np.zeros((n_sym, N_STATE))
+        slots = np.zeros((n_sym, 2, levels, N_SLOT))
+        for i in range(n_sym):
+            init_state_row(states[i], slots[i], vecs[i])
+        errs = np.zeros(max(n_err, 1))
+        ords = np.zeros(max(n_ord, 1))
+        fills = np.empty((n_sym, caps[C_FILLS]), FILL_DTYPE)
+        fund = np.empty((n_sym, caps[C_FUNDING]), FUNDING_DTYPE)
+        ev = np.empty((n_sym, caps[C_EVENTS]), EVENT_DTYPE)
+        eq = np.empty((n_sym, caps[C_EQUITY]), EQUITY_DTYPE)
+        cnts = np.stack([new_counters(record=True, curves=curves) for _ in symbols])
+        acc = np.zeros(N_STATE)
+        init_state_row(acc, np.zeros((2, 1, N_SLOT)), vecs[0])
+        rows = np.empty(n if curves else 0, ACCOUNT_EQUITY_DTYPE)
+        info = np.zeros(N_ACC_INFO, np.int64)
+        work = np.zeros((n_sym, N_WORK))
+        run_basket_nb(
+            ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, doff, didx, vecs, brs,
+            nbr, states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work,
+        )  # fmt: skip
+        if not cnts[:, C_OVERFLOW].any():
+            break
+        for slot, buf in ((C_FILLS, fills), (C_EVENTS, ev), (C_FUNDING, fund), (C_EQUITY, eq)):
+            if (cnts[:, slot] >= buf.shape[1]).any():
+                caps[slot] = max(2 * buf.shape[1], 16)
+        reruns += 1
+    else:  # pragma: no cover - only reachable with a kernel bug that writes without bound
+        raise RuntimeError(f"record buffers still overflowing after {MAX_RERUNS} re-runs")
+    return _outputs(symbols, params, dets, states, (fills, fund, ev, eq), cnts, acc, rows, info, n, reruns)
+
+
+def _outputs(
+    symbols: tuple[str, ...], params: list[EngineParams], dets: list[Any], states: np.ndarray,
+    buffers: tuple[np.ndarray, ...], cnts: np.ndarray, acc: np.ndarray, rows: np.ndarray,
+    info: np.ndarray, n: int, reruns: int,
+) -> BasketOutput:  # fmt: skip
+    """The driver's arrays as a BasketOutput (per-symbol RunOutputs, the account's rows and summary)."""
+    fills, fund, ev, eq = buffers
+    vecs = np.stack([prm.vector for prm in params])
+    initial = float(vecs[0, P_INITIAL_BALANCE])
+    liq_sym = int(info[A_LIQ_SYMBOL])
+    halt_sym = int(info[A_HALT_SYMBOL])
+    per: dict[str, RunOutput] = {}
+    sums = summarize_states(states, vecs)
+    for i, sym in enumerate(symbols):
+        summary = {name: float(sums[i][name]) for name in SUMMARY_FIELDS}
+        # The symbol's contribution to the account: its own PnL on the basket's initial balance.
+        own_wallet = initial + summary["realized_pnl"] - summary["fees"] + summary["funding_net"]
+        summary["wallet_balance"] = own_wallet
+        summary["final_equity"] = own_wallet + float(states[i, S_UNREAL])
+        summary["total_return_pct"] = (summary["final_equity"] - initial) / initial * 100.0
+        for name in ACCOUNT_ONLY_FIELDS:
+            summary[name] = float("nan")
+        events = ev[i, : cnts[i, C_EVENTS]].copy()
+        # An account-wide event names the symbol that set it off: level = 1 + its basket index.
+        events["level"][events["kind"] == EventKind.LIQUIDATION] = liq_sym + 1
+        events["level"][events["kind"] == EventKind.DRAWDOWN_HALT] = halt_sym + 1
+        det = dets[i]
+        meta = dict(params[i].meta)
+        meta.update(
+            bars=int(info[A_STEPS]),
+            bars_total=int(n),
+            reruns=reruns,
+            basket=list(symbols),
+            liquidated=bool(summary["liquidated"]),
+            liquidated_at=None if np.isnan(summary["liquidated_ts"]) else int(summary["liquidated_ts"]),
+            halted_at=None if np.isnan(summary["halted_ts"]) else int(summary["halted_ts"]),
+            detail={
+                "timeframe": det.timeframe,
+                "detailed_bars": det.detailed_bars,
+                "fallback_bars": det.fallback_bars,
+                "warnings": list(det.warnings),
+            },
+        )
+        per[sym] = RunOutput(
+            fills=fills[i, : cnts[i, C_FILLS]].copy(),
+            funding=fund[i, : cnts[i, C_FUNDING]].copy(),
+            events=events,
+            equity=eq[i, : cnts[i, C_EQUITY]].copy(),
+            summary=summary,
+            params=params[i],
+            meta=meta,
+        )
+    acc_row = summarize_states(acc[None, :], vecs[:1])[0]
+    summary = {name: float(acc_row[name]) for name in SUMMARY_FIELDS}
+    for name in ADDITIVE_FIELDS:
+        summary[name] = float(sum(per[sym].summary[name] for sym in symbols))
+    gp, gl, lots = summary["gross_profit"], summary["gross_loss"], summary["n_lots_closed"]
+    summary["profit_factor"] = gp / gl if gl > 0 else (float("inf") if gp > 0 else float("nan"))
+    summary["win_rate"] = summary["n_wins"] / lots if lots > 0 else float("nan")
+    summary["long_qty"] = float("nan")  # base quantities of different symbols do not add up
+    summary["short_qty"] = float("nan")
+    meta = {
+        "symbols": list(symbols),
+        "bars": int(info[A_STEPS]),
+        "bars_total": int(n),
+        "initial_balance": initial,
+        "reruns": reruns,
+        "liquidated_by": symbols[liq_sym] if liq_sym >= 0 else None,
+        "halted_by": symbols[halt_sym] if halt_sym >= 0 else None,
+        "liquidated_at": None if np.isnan(summary["liquidated_ts"]) else int(summary["liquidated_ts"]),
+        "halted_at": None if np.isnan(summary["halted_ts"]) else int(summary["halted_ts"]),
+    }
+    return BasketOutput(
+        symbols=symbols,
+        per_symbol=per,
+        account_equity=rows[: info[A_ROWS]].copy(),
+        summary=summary,
+        meta=meta,
+    )
