@@ -435,52 +435,67 @@ def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
     )
 
 
-def close_out(closes: list[tuple[Sim, float]], equity: float) -> None:
-    """A liquidation: each (symbol, price) in ``closes`` closes both sides there (the crossing symbol
-    first, its price the clamped liquidation price). ``equity`` is the account's at those prices.
+def close_out(sim: Sim, px: float, level: int = 0) -> None:
+    """A liquidation of ``sim``: both sides close at ``px`` (fills kind liquidation, taker, level 0).
 
-    The fills pay no trading fee but each side's clearance (its maintenance margin at the close price,
-    or the venue's clearance fee x notional), in ``closes`` order and long before short, together at most
-    ``max(0, equity)``. When what the charges leave is float noise around 0 (within 1e-9 x the liquidated
-    notional), the wallet holds exactly 0 and the residual goes to the last charge; a gap past
-    bankruptcy keeps its negative wallet.
+    The fills pay no trading fee but each side's clearance (its maintenance margin at ``px``, or the
+    venue's clearance fee x notional), long first, together at most the equity of this symbol's margin
+    wallet at ``px`` (in a basket W + others' unrealized - others' maintenance margin + its own
+    unrealized, so the others' maintenance margin is left for their charges). When what the charges
+    leave is float noise around 0 (within 1e-9 x the liquidated notional), the margin wallet holds
+    exactly 0 (the residual goes to the last charge); a gap past bankruptcy keeps its negative wallet.
+    The event's ``level`` is 1 + the basket index of the symbol whose path crossed (0 in a single run).
     """
-    left = max(equity, 0.0)
-    notional = 0.0
-    last = None
-    for sim, px in closes:
-        sim.orders.clear()
-        sim.event("LIQUIDATION", price=px, value=equity)
-        notional += (sim.qty[LONG] + sim.qty[SHORT]) * px if sim.qty[LONG] + sim.qty[SHORT] > 0 else 0.0
-        for side in (LONG, SHORT):
-            if sim.qty[side] > 0.0:
-                q = sim.qty[side]
-                if sim.p.clearance_fee is None:
-                    charge = maint_margin(sim.p.brackets, q * px)
-                else:
-                    charge = sim.p.clearance_fee * q * px
-                charge = min(max(charge, 0.0), left)
-                left -= charge
-                for key in [k for k in sim.lots if k[0] == side]:
-                    del sim.lots[key]
-                sim.fill(side, LIQUIDATION, 0, px, q, TAKER, fee=charge)
-                last = sim
-        sim.liquidated = True
-    zero = 1e-9 * notional  # DESIGN: "float noise around 0"
-    if last is not None and left <= zero and equity > -zero:
-        # What is left is float noise around 0: the account holds exactly 0 (the residual of the sums
-        # goes to the last clearance charge); a gap past bankruptcy keeps its negative wallet.
-        resid = last.wallet()
-        last.fees += resid
-        last.out.fills[-1]["fee"] += resid
-        for sim, _ in closes:
+    held = sim.qty[LONG] + sim.qty[SHORT]
+    margin_equity = sim.margin_wallet() + (sim.unreal_at(px) if held > 0 else 0.0)
+    left = max(margin_equity, 0.0)
+    sim.orders.clear()
+    sim.event("LIQUIDATION", level=level, price=px, value=sim.wallet() + sim.unreal_at(px) + sim.x_unreal)
+    zero = 1e-9 * held * px  # DESIGN: "float noise around 0"
+    for side in (LONG, SHORT):
+        if sim.qty[side] > 0.0:
+            q = sim.qty[side]
+            if sim.p.clearance_fee is None:
+                charge = maint_margin(sim.p.brackets, q * px)
+            else:
+                charge = sim.p.clearance_fee * q * px
+            charge = min(max(charge, 0.0), left)
+            left -= charge
+            for key in [k for k in sim.lots if k[0] == side]:
+                del sim.lots[key]
+            sim.fill(side, LIQUIDATION, 0, px, q, TAKER, fee=charge)
+    if held > 0 and left <= zero and margin_equity > -zero:
+        # What is left is float noise around 0: the margin wallet holds exactly 0 (the residual of the
+        # sums goes to the last clearance charge); a gap past bankruptcy keeps its negative wallet.
+        resid = sim.margin_wallet()
+        sim.fees += resid
+        sim.out.fills[-1]["fee"] += resid
+        if sim.account is None:
             sim.emptied = True
-        if last.account is not None:
-            last.account.emptied = True
+        elif not any(Account.holds(o) for o in sim.account.sims):
+            sim.account.emptied = True  # the last close of the account: its wallet is exactly 0
+    sim.liquidated = True
+
+
+@dataclass
+class Book:
+    """What a basket's symbols share beyond the wallet: the equity peak and the circuit breaker (tripped
+    while now < ``cb_until``). A single run has its own."""
+
+    peak: float
+    cb_tripped: bool = False
+    cb_until: int = -1
 
 
 class Sim:
     """The whole simulation state and the per-bar steps, one method per step."""
+
+    # The equity peak and the breaker's state live in ``book`` (one for every symbol of a basket).
+    peak = property(lambda self: self.book.peak, lambda self, v: setattr(self.book, "peak", v))
+    cb_tripped = property(
+        lambda self: self.book.cb_tripped, lambda self, v: setattr(self.book, "cb_tripped", v)
+    )
+    cb_until = property(lambda self: self.book.cb_until, lambda self, v: setattr(self.book, "cb_until", v))
 
     def __init__(self, market: Any, p: Params, regime_cfg: Any, detail: Any = None) -> None:
         self.m = market
@@ -497,7 +512,7 @@ class Sim:
         self.funding = 0.0
         self.equity = p.initial
         self.unrealized = 0.0
-        self.peak = p.initial
+        self.book = Book(peak=p.initial)  # the equity peak and the breaker: the account's in a basket
         self.max_dd = 0.0
         # orders
         self.orders: dict[tuple[int, int], Order] = {}
@@ -514,8 +529,6 @@ class Sim:
         self.halted = False
         self.liquidated = False
         self.emptied = False  # a liquidation's charges took all the (positive) equity
-        self.cb_until = -1  # breaker tripped while now < cb_until
-        self.cb_tripped = False
         self.errors: list[int] = []
         self.reducing = False
         self.funding_unknown = False  # the FUNDING_UNKNOWN event marks the start of a blocked stretch
@@ -634,24 +647,27 @@ class Sim:
         if len(recent) >= self.p.max_errors:
             self.cb_tripped = True
             self.cb_until = now + self.p.cooldown_ms
-            self.cancel_entries()
+            for sim in self.account.sims if self.account is not None else [self]:
+                sim.cancel_entries()  # a basket's breaker cancels every symbol's entries
             self.event("CIRCUIT_BREAKER_TRIP", value=float(self.cb_until))
 
     def cancel_entries(self) -> None:
         self.orders.clear()
 
     # ---------------------------------------------------------------- order-size validation
-    def exposures(self, side: int, level: int, qty: float) -> tuple[float, float]:
+    def exposures(self, side: int, level: int, qty: float, price: float) -> tuple[float, float]:
         """(Q, opposite): the side's position + its other resting entries + ``qty``, and the other
-        side's position + all its resting entries (summed in level order)."""
+        side's position + all its resting entries (summed in level order); in a basket the opposite
+        exposure also holds the rest of the account's gross notional in units at ``price``."""
         resting = sorted(self.orders.items())
         others = sum(o.qty for (s, lv), o in resting if s == side and lv != level)
         opp = 1 - side
-        return self.qty[side] + others + qty, self.qty[opp] + sum(o.qty for (s, _), o in resting if s == opp)
+        opposite = self.qty[opp] + sum(o.qty for (s, _), o in resting if s == opp)
+        return self.qty[side] + others + qty, opposite + self.x_notional / price
 
     def refused_before(self, side: int, level: int, price: float, qty: float) -> bool:
         """A remembered refusal of this (price, qty) still holds: the inputs it read are unchanged."""
-        total, opposite = self.exposures(side, level, qty)
+        total, opposite = self.exposures(side, level, qty, price)
         for r in self.refusals.get((side, level), []):
             if r.price != price or r.qty != qty:
                 continue
@@ -665,12 +681,12 @@ class Sim:
 
     def remember_refusal(self, side: int, level: int, price: float, qty: float, reason: str) -> None:
         """Keep the refusal and its inputs; only the last MEMO_SIZE per slot are kept."""
-        total, opposite = self.exposures(side, level, qty)
+        total, opposite = self.exposures(side, level, qty, price)
         passes_at = math.inf
         if reason == "SIZE_PCT":
             passes_at = total * price / self.p.leverage / self.p.max_position_pct
         elif reason == "SIZE_MARGIN":
-            passes_at = ((total + opposite) * price + self.x_notional) / self.p.leverage
+            passes_at = (total + opposite) * price / self.p.leverage
         memo = Refusal(
             price,
             qty,
@@ -684,7 +700,7 @@ class Sim:
 
     def validate_entry(self, side: int, level: int, price: float, qty: float) -> str | None:
         """First failing size rule of an entry (None: accepted)."""
-        total, opposite = self.exposures(side, level, qty)
+        total, opposite = self.exposures(side, level, qty, price)
         # The bot's own limits: enable_position_validation false skips these three, never the venue's.
         if self.p.validation_on:
             if _above(total * price / self.p.leverage, self.p.max_position_pct * self.equity):
@@ -699,7 +715,7 @@ class Sim:
         if _above(total * price, allowed):
             return "SIZE_BRACKET"
         # The account must margin both sides if every resting entry of both sides filled.
-        if _above(((total + opposite) * price + self.x_notional) / self.p.leverage, self.equity):
+        if _above((total + opposite) * price / self.p.leverage, self.equity):
             return "SIZE_MARGIN"
         return None
 
@@ -921,7 +937,7 @@ class Sim:
         if self.account is not None:
             self.account.liquidate(self, px)
         else:
-            close_out([(self, px)], self.wallet() + self.unreal_at(px))
+            close_out(self, px)
         return True
 
     def extremes(self, o: float, h: float, lo: float) -> tuple[float, float]:
@@ -976,6 +992,14 @@ class Sim:
         return bars
 
     # ---------------------------------------------------------------- steps 5-6: marking and gates
+    def mark_flat(self) -> None:
+        """Mark a flat account (after a basket's liquidation): equity = wallet."""
+        self.unrealized = 0.0
+        self.equity = self.wallet() + self.x_unreal
+        self.peak = max(self.peak, self.equity)
+        if self.peak > 0:
+            self.max_dd = max(self.max_dd, (self.peak - self.equity) / self.peak * 100.0)
+
     def mark(self, c: float) -> None:
         self.unrealized = self.unreal_at(c)
         self.equity = self.wallet() + self.unrealized + self.x_unreal  # the account's equity
@@ -983,11 +1007,13 @@ class Sim:
         if self.peak > 0:
             self.max_dd = max(self.max_dd, (self.peak - self.equity) / self.peak * 100.0)
 
-    def halt(self, c: float, dd: float) -> None:
-        """Drawdown halt: cancel all, flatten both sides at ``c`` (taker, slippage), HALTED from now."""
+    def halt(self, c: float, dd: float, level: int = 0) -> None:
+        """Drawdown halt: cancel all, flatten both sides at ``c`` (taker, slippage), HALTED from now.
+
+        ``level``: 1 + the basket index of the symbol that saw the drawdown (0 in a single run)."""
         p = self.p
         self.orders.clear()
-        self.event("DRAWDOWN_HALT", price=c, value=dd)
+        self.event("DRAWDOWN_HALT", level=level, price=c, value=dd)
         for side in (LONG, SHORT):
             q = self.qty[side]
             if q > 0.0:
@@ -1190,13 +1216,17 @@ class Sim:
         if self.input_missing:
             self.cancel_entries()
             self.event("INPUT_MISSING")
-            self.decide(c, close_time)
+            if self.account is not None and self.account.halting(self):
+                return
+            self.decide(c, close_time)  # entries blocked; equity and margin ratio carried
             self.record(k, c)
             return
         if k > 0 and m.ts[k] - m.ts[k - 1] > m.bar_ms:
             self.cancel_entries()
             self.event("DATA_GAP", value=float(m.ts[k] - m.ts[k - 1]))
         self.apply_funding(k)
+        if self.account is not None and self.account.halting(self):
+            return  # the account halted earlier in this step: no path, flattened at the close
         if math.isnan(self.centre):
             self.centre = c
         if self.account is not None:
@@ -1288,13 +1318,14 @@ def align(markets: dict[str, Any]) -> dict[str, AlignedMarket]:
 
 
 class Account:
-    """The one wallet of a basket and what each symbol sees of the rest of it.
+    """The one wallet of a basket and what each symbol sees of the rest of it (DESIGN.md "Baskets").
 
     The wallet is the first symbol's initial balance plus every symbol's realized PnL, minus their fees,
     plus their funding. Before a symbol's intrabar path, the rest of the account is valued at each other
     symbol's adverse extreme of the bar (of high and low, where its unrealized PnL minus maintenance
     margin is lowest; its last close when it has no bar); before its close phase at each other symbol's
-    latest close. The breaker's error window and the order pacing window are the account's.
+    latest close. The equity peak, the breaker's state, its error window and the order pacing window
+    are the account's (``book``, ``errors``, ``submissions``).
     """
 
     def __init__(self, sims: list[Sim], initial: float) -> None:
@@ -1302,16 +1333,18 @@ class Account:
         self.initial = initial
         self.emptied = False
         self.liquidated = False
+        self.halt_by: int | None = None  # basket index of the symbol whose close saw the drawdown
+        self.halt_dd = 0.0
+        self.book = Book(peak=initial)
         self.errors: list[int] = []
         self.submissions: list[int] = []
         self.points: dict[int, float] = {}  # the adverse extreme used for each other symbol (by id)
         self.equity_rows: list[dict] = []
-        self.peak = initial
-        self.max_dd = 0.0
         for sim in sims:
             sim.account = self
+            sim.book = self.book
             sim.errors = self.errors  # one breaker window for the account
-            sim.submissions = self.submissions  # one order-pacing window for the account
+            sim.submissions = self.submissions  # one order-pacing window (orders per minute)
 
     def wallet(self) -> float:
         if self.emptied:
@@ -1339,7 +1372,10 @@ class Account:
         (equity - MM is concave in price: the minimum over the bar's range is at an end)."""
         h, lo = float(sim.m.high[k]), float(sim.m.low[k])
         if not self.holds(sim):
-            return self.latest_close(sim, k)  # flat: only its resting entries count, at their prices
+            # Flat: only its resting entries count, at their own prices; the point (where a liquidation
+            # of the account records its event) is the low, its last close without a bar.
+            point = lo if math.isfinite(lo) else sim.last_close
+            return point if math.isfinite(point) else 0.0  # 0: it never had a bar
         if not _finite(h, lo):
             return sim.last_close  # no bar at k: its last close
         return h if sim.unreal_at(h) - sim.maint_at(h) < sim.unreal_at(lo) - sim.maint_at(lo) else lo
@@ -1369,33 +1405,64 @@ class Account:
         """The rest of the account at each other symbol's latest close."""
         self._view(sim, {id(o): self.latest_close(o, k) for o in self.sims if o is not sim})
 
+    # ------------------------------------------------------------ liquidation and the drawdown halt
     def liquidate(self, crossing: Sim, px: float) -> None:
-        """``crossing``'s path took the account to its maintenance margin: it closes at ``px`` and every
-        other symbol with a position at the adverse extreme its view used; the run stops."""
-        equity = crossing.wallet() + crossing.unreal_at(px) + crossing.x_unreal
-        closes = [(crossing, px)]
+        """``crossing``'s path took the account to its maintenance margin: it closes at ``px``, then
+        every other symbol, in basket order, at the adverse extreme its view used; the run stops."""
+        level = self.sims.index(crossing) + 1
+        close_out(crossing, px, level)
+        points = dict(self.points)
+        points[id(crossing)] = px
         for other in self.sims:
-            if other is not crossing and self.holds(other):
-                other.ts = int(crossing.m.ts[crossing.k])
-                closes.append((other, self.points[id(other)]))
-        close_out(closes, equity)
+            if other is crossing:
+                continue
+            other.ts = int(other.m.ts[crossing.k])
+            self._view(other, points)  # the symbols closed before it are flat now
+            close_out(other, points[id(other)], level)
         for sim in self.sims:
-            sim.liquidated = True
-            sim.orders.clear()
             sim.x_unreal = sim.x_mm = sim.x_notional = 0.0
         self.liquidated = True
 
     def drawdown_halt(self, trigger: Sim, c: float, dd: float) -> None:
-        """The account's drawdown breached ``trigger``'s limit: every symbol flattens and halts now,
-        ``trigger`` at its close, every other symbol at its latest close."""
-        trigger.halt(c, dd)
-        k = trigger.k
-        for other in self.sims:
-            if other is trigger or other.halted:
-                continue
-            other.ts = int(other.m.ts[k])
-            other.halt(self.latest_close(other, k), dd)
+        """The account's drawdown reached ``trigger``'s limit at its close: it flattens and halts now;
+        the others follow in the same step (``follow_halt``, ``halting``)."""
+        self.halt_by = self.sims.index(trigger)
+        self.halt_dd = dd
+        trigger.halt(c, dd, self.halt_by + 1)
 
+    def flatten_price(self, sim: Sim, k: int) -> float:
+        """Where the account's drawdown halt flattens ``sim``: its latest close; 0 (recorded in the event,
+        nothing to flatten) when it never had a bar."""
+        c = self.latest_close(sim, k)
+        return c if math.isfinite(c) else 0.0
+
+    def halting(self, sim: Sim) -> bool:
+        """Called after ``sim``'s open steps: when the account halted earlier in this step, ``sim`` skips
+        its path, flattens at its close (its last close without a bar), halts and records."""
+        if self.halt_by is None or sim.halted:
+            return False
+        k = sim.k
+        c = self.flatten_price(sim, k)
+        if not sim.input_missing:
+            sim.regime.update(float(sim.m.high[k]), float(sim.m.low[k]), float(sim.m.close[k]))
+        self.view_for_close(sim, k)
+        sim.halt(c, self.halt_dd, self.halt_by + 1)
+        sim.record(k, float(sim.m.close[k]))
+        return True
+
+    def follow_halt(self, k: int) -> None:
+        """After the symbol that saw the drawdown stepped: the symbols that stepped before it flatten at
+        their close and record their row of ``k`` again."""
+        assert self.halt_by is not None
+        for sim in self.sims[: self.halt_by]:
+            if sim.halted:
+                continue
+            self.view_for_close(sim, k)
+            sim.halt(self.flatten_price(sim, k), self.halt_dd, self.halt_by + 1)
+            sim.out.equity.pop()
+            sim.record(k, float(sim.m.close[k]))
+
+    # ------------------------------------------------------------ records
     def record(self, k: int) -> None:
         """The account's row at time ``k``, every symbol at its latest close."""
         u = mm = 0.0
@@ -1405,17 +1472,26 @@ class Account:
             mm += dmm
         wallet = self.wallet()
         equity = wallet + u
-        self.peak = max(self.peak, equity)
-        if self.peak > 0:
-            self.max_dd = max(self.max_dd, (self.peak - equity) / self.peak * 100.0)
+        self.book.peak = max(self.book.peak, equity)
+        if self.liquidated:
+            state = LIQUIDATED
+        elif any(sim.halted for sim in self.sims):
+            state = HALTED
+        elif self.book.cb_tripped:
+            state = COOLDOWN
+        elif any(sim.reducing for sim in self.sims):
+            state = REDUCING
+        else:
+            state = NORMAL
         self.equity_rows.append(
             {
                 "ts": int(self.sims[0].m.ts[k]),
                 "equity": equity,
                 "wallet_balance": wallet,
                 "unrealized_pnl": u,
+                "maint_margin": mm,
                 "margin_ratio": mm / equity if equity > 0 else math.nan,
-                "state": max(sim.state() for sim in self.sims),
+                "state": state,
             }
         )
 
@@ -1466,10 +1542,21 @@ def run_reference_basket(
     bars = 0
     for k in range(n):
         bars = k + 1
-        for sim in sims:
+        halted_before = account.halt_by is not None
+        for i, sim in enumerate(sims):
             sim.bar(k)
             if account.liquidated:
+                # Every symbol is flat: marked, and its row of k recorded (again, if it had stepped).
+                for j, other in enumerate(sims):
+                    if other is sim:
+                        continue
+                    other.mark_flat()
+                    if j < i:
+                        other.out.equity.pop()
+                    other.record(k, float(other.m.close[k]))
                 break
+            if not halted_before and account.halt_by == i:
+                account.follow_halt(k)
         account.record(k)
         if account.liquidated:
             break
@@ -1479,6 +1566,11 @@ def run_reference_basket(
         per_symbol[symbol] = sim.out
     rows = account.equity_rows
     final = rows[-1]["equity"] if rows else account.initial
+    peak, max_dd = account.initial, 0.0
+    for row in rows:  # the account's bar-close drawdown, on its own rows
+        peak = max(peak, row["equity"])
+        if peak > 0:
+            max_dd = max(max_dd, (peak - row["equity"]) / peak * 100.0)
     summary = {
         "final_equity": final,
         "wallet_balance": account.wallet(),
@@ -1487,8 +1579,8 @@ def run_reference_basket(
         "fees": sum(s.fees for s in sims),
         "funding": sum(s.funding for s in sims),
         "n_fills": sum(len(s.out.fills) for s in sims),
-        "max_drawdown_bar_close_pct": account.max_dd,
-        "final_state": max(s.state() for s in sims),
+        "max_drawdown_bar_close_pct": max_dd,
+        "final_state": rows[-1]["state"] if rows else NORMAL,
         "bars": bars,
     }
     return RefBasketOutput(symbols, per_symbol, rows, summary)

@@ -175,8 +175,17 @@ def halting_basket_configs(draw, symbols: list[str]):
     return s, v, draw(per_symbol(symbols))
 
 
+def instrument(symbol: str) -> str:
+    """The strategy's instrument id of a ccxt USD-M symbol (BTC/USDT:USDT -> BTCUSDT-PERP.BINANCE)."""
+    return symbol.split(":")[0].replace("/", "") + "-PERP.BINANCE"
+
+
 def strategies_of(symbols, s: dict, own: dict[str, dict], tol: dict) -> dict:
-    return {symbol: strategy(**{**s, **own[symbol], **tol}) for symbol in symbols}
+    """Each symbol's strategy: the shared overrides, then its own, trading that symbol."""
+    return {
+        symbol: strategy(**{**s, **own[symbol], **tol}, strategy__instrument_id=instrument(symbol))
+        for symbol in symbols
+    }
 
 
 def run_kernel(markets, strategies, ven):
@@ -193,7 +202,10 @@ def assert_same_basket(markets, strategies, ven) -> None:
     for symbol in ref.symbols:
         r, k = ref.per_symbol[symbol], ker.per_symbol[symbol]
         for name in ("fills", "funding", "events", "equity"):
-            assert_same_ledger(f"{symbol} {name}", getattr(r, name), rows_of(getattr(k, name)))
+            try:
+                assert_same_ledger(name, getattr(r, name), rows_of(getattr(k, name)))
+            except AssertionError as err:
+                raise AssertionError(f"{symbol}: {err}") from None
     acct = rows_of(ker.account_equity)
     shared = [f for f in ref.account_equity[0] if f in ker.account_equity.dtype.names] if acct else []
     assert {"ts", "equity", "wallet_balance"} <= set(shared) or not acct, ker.account_equity.dtype

@@ -166,3 +166,44 @@ def test_each_symbol_trades_on_its_own_rules_and_time():
     assert fill["price"] == pytest.approx(0.5953, abs=1e-12)
     assert fill["qty"] == pytest.approx(33.3, abs=1e-12)
     assert fill["ts"] == T0 + 3 * HOUR
+
+
+def test_errors_on_two_symbols_trip_the_one_account_breaker():
+    # 1m bars. At bar 1 both symbols open below their long rung (BTC 99,000 / ETH 990): each maker-only
+    # entry would cross, one post-only rejection each. With max_errors_per_minute = 2 neither symbol
+    # alone trips the breaker; the account's two errors in one window do (on ETH, which steps second),
+    # cancelling both symbols' entries until the cooldown (300 s from bar 1's open) ends at bar 5's close.
+    minute = 60_000
+    btc = make_market([(100000.0,) * 4] + [(98900.0,) * 4] * 7, timeframe="1m", symbol=BTC)
+    eth = make_market([(1000.0,) * 4] + [(989.0,) * 4] * 7, timeframe="1m", symbol=ETH)
+    s = strategy(
+        grid__base_qty=0.01,
+        risk_management__max_errors_per_minute=2,
+        risk_management__circuit_breaker_window_seconds=60,
+        risk_management__circuit_breaker_cooldown_seconds=300,
+        backtest__initial_balance=10000.0,
+    )
+    s_eth = strategy(
+        grid__base_qty=0.1,
+        risk_management__max_errors_per_minute=2,
+        risk_management__circuit_breaker_window_seconds=60,
+        risk_management__circuit_breaker_cooldown_seconds=300,
+        backtest__initial_balance=10000.0,
+    )
+    v = ven()
+    for market, strat in ((btc, s), (eth, s_eth)):
+        alone = simulate(market, strat, v)
+        assert 8 not in [e["kind"] for e in alone.events]  # no CIRCUIT_BREAKER_TRIP alone
+
+    out = run_reference_basket({BTC: btc, ETH: eth}, {BTC: s, ETH: s_eth}, v)
+    ev = {sym: [(e["ts"], e["kind"]) for e in out.per_symbol[sym].events] for sym in (BTC, ETH)}
+    t1 = T0 + minute
+    # POST_ONLY_REJECT = 4, CIRCUIT_BREAKER_TRIP = 8, CIRCUIT_BREAKER_RESET = 9
+    assert ev[ETH] == [(t1, 4), (t1, 8)]
+    # Errors at the open enter the window at the bar's ts (t1), so the breaker holds until t1 + 300 s,
+    # the close of bar 5 (ts t1 + 240 s): BTC steps first and records the reset.
+    assert ev[BTC] == [(t1, 4), (T0 + 5 * minute, 9)]
+    states = {sym: [r["state"] for r in out.per_symbol[sym].equity] for sym in (BTC, ETH)}
+    assert states[ETH][1:6] == [2, 2, 2, 2, 0]  # COOLDOWN from the trip to the reset
+    assert states[BTC][2:6] == [2, 2, 2, 0]  # BTC's row of bar 1 was written before ETH tripped
+    assert [r["state"] for r in out.account_equity][:6] == [0, 2, 2, 2, 2, 0]
