@@ -29,6 +29,14 @@ Choices the contract leaves open, made here and checked against the kernel by th
 - Event ``value`` is a free diagnostic (DESIGN.md gives it no meaning); the differential test skips it.
 - Detail bars: fills and a liquidation found on detail bar j carry its ts; the last move from the
   final detail close to the bar's close carries the last detail bar's ts.
+
+Baskets (``run_reference_basket``, DESIGN.md "Baskets: one cross-margin wallet"): one ``Sim`` per symbol
+on the union of the symbols' timestamps (NaN bars where a symbol has none), stepping in basket order
+against one ``Account``: the wallet, and for each symbol the rest of the account (the others' unrealized
+PnL, maintenance margin and gross notional) at their adverse extremes before its path and at their
+latest closes before its close phase, recomputed from their positions whenever it is needed. The peak,
+the breaker's state and windows and the order-pacing window are shared; the per-bar order cap stays per
+symbol's decision. The rules where the spec left a choice follow the kernel's DESIGN.md section.
 """
 
 from __future__ import annotations
@@ -1216,8 +1224,8 @@ class Sim:
         if self.input_missing:
             self.cancel_entries()
             self.event("INPUT_MISSING")
-            if self.account is not None and self.account.halting(self):
-                return
+            if self.account is not None and self.account.follows_halt(self):
+                self.account.halt_follower(self, k)
             self.decide(c, close_time)  # entries blocked; equity and margin ratio carried
             self.record(k, c)
             return
@@ -1225,18 +1233,20 @@ class Sim:
             self.cancel_entries()
             self.event("DATA_GAP", value=float(m.ts[k] - m.ts[k - 1]))
         self.apply_funding(k)
-        if self.account is not None and self.account.halting(self):
-            return  # the account halted earlier in this step: no path, flattened at the close
         if math.isnan(self.centre):
             self.centre = c
-        if self.account is not None:
+        # In a basket whose drawdown halt came earlier in this step: no path, flattened at the close.
+        follower = self.account is not None and self.account.follows_halt(self)
+        if self.account is not None and not follower:
             self.account.view_for_path(self, k)  # the rest of the account at its adverse extremes
-        if self.path(k, o, h, lo, c):
+        if not follower and self.path(k, o, h, lo, c):
             self.mark(c)  # flat now: equity = wallet; the bar's close counts in the drawdown
             self.record(k, c)
             return
         if self.account is not None:
             self.account.view_for_close(self, k)  # the rest of the account at its latest closes
+        if follower:
+            self.account.halt_follower(self, k)
         self.regime.update(h, lo, c)
         self.mark(c)
         self.gates(c, close_time)
@@ -1436,19 +1446,17 @@ class Account:
         c = self.latest_close(sim, k)
         return c if math.isfinite(c) else 0.0
 
-    def halting(self, sim: Sim) -> bool:
-        """Called after ``sim``'s open steps: when the account halted earlier in this step, ``sim`` skips
-        its path, flattens at its close (its last close without a bar), halts and records."""
-        if self.halt_by is None or sim.halted:
-            return False
-        k = sim.k
-        c = self.flatten_price(sim, k)
-        if not sim.input_missing:
-            sim.regime.update(float(sim.m.high[k]), float(sim.m.low[k]), float(sim.m.close[k]))
+    def follows_halt(self, sim: Sim) -> bool:
+        """The account halted earlier in this step and ``sim`` has not stepped yet: after its open steps
+        (missing input, gap, funding) it skips its path, is flattened at its close (``halt_follower``),
+        then closes its bar as usual (gates, decision, record)."""
+        return self.halt_by is not None and not sim.halted
+
+    def halt_follower(self, sim: Sim, k: int) -> None:
+        """Flatten and halt ``sim`` at its close (its last close without a bar) with the rest of the
+        account at its latest closes."""
         self.view_for_close(sim, k)
-        sim.halt(c, self.halt_dd, self.halt_by + 1)
-        sim.record(k, float(sim.m.close[k]))
-        return True
+        sim.halt(self.flatten_price(sim, k), self.halt_dd, self.halt_by + 1)
 
     def follow_halt(self, k: int) -> None:
         """After the symbol that saw the drawdown stepped: the symbols that stepped before it flatten at

@@ -27,6 +27,7 @@ from market_builders import (
     LIMITS_OFF,
     T0,
     configs,
+    detail_markets,
     make_market,
     rows_of,
     strategy,
@@ -188,16 +189,16 @@ def strategies_of(symbols, s: dict, own: dict[str, dict], tol: dict) -> dict:
     }
 
 
-def run_kernel(markets, strategies, ven):
+def run_kernel(markets, strategies, ven, detail=None):
     from gridctl.engine.basket import run_basket
 
-    return run_basket(markets, strategies, ven, curves=True)
+    return run_basket(markets, strategies, ven, curves=True, detail=detail)
 
 
-def assert_same_basket(markets, strategies, ven) -> None:
+def assert_same_basket(markets, strategies, ven, detail=None) -> None:
     """Every symbol's ledgers, the account's rows and its final wallet agree."""
-    ref = run_reference_basket(markets, strategies, ven)
-    ker = run_kernel(markets, strategies, ven)
+    ref = run_reference_basket(markets, strategies, ven, detail=detail)
+    ker = run_kernel(markets, strategies, ven, detail=detail)
     assert tuple(ker.symbols) == ref.symbols
     for symbol in ref.symbols:
         r, k = ref.per_symbol[symbol], ker.per_symbol[symbol]
@@ -247,6 +248,34 @@ def test_basket_kernel_equals_reference_through_drawdown_halts(data, tol):
     assert_same_basket(markets, strategies_of(markets, s, own, tol), venue(**v))
 
 
+@st.composite
+def detail_baskets(draw):
+    """(BTC 5m/15m bars, their 1m detail bars, ETH on the same clock): ETH's bars are BTC's scaled to
+    about 5 or 30 (on ETH's tick of 0.01), with bars of its own missing; only BTC walks detail bars."""
+    coarse, fine = draw(detail_markets())
+    scale = draw(st.sampled_from([0.0005, 0.003]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    late = draw(st.sampled_from([0, 0, 4]))
+    bars, ts = [], []
+    for k in range(late, len(coarse.ts)):
+        if k > late and rng.random() < 0.05:
+            continue  # a gap of ETH's own
+        cols = (coarse.open[k], coarse.high[k], coarse.low[k], coarse.close[k])
+        bars.append(tuple(round(float(x) * scale, 2) for x in cols))
+        ts.append(int(coarse.ts[k]))
+    eth = make_market(bars, timeframe=coarse.timeframe, ts=ts, symbol=ETH)
+    return {BTC: coarse, ETH: eth}, fine
+
+
+@settings(PROFILE, max_examples=examples(10))
+@given(data=st.data(), tol=tolerances())
+def test_basket_kernel_equals_reference_with_detail_bars(data, tol):
+    markets, fine = data.draw(detail_baskets())
+    s, v, own = data.draw(liquidating_basket_configs(list(markets)))
+    own[BTC] = {**own[BTC], "backtest__detail_timeframe": "1m"}
+    assert_same_basket(markets, strategies_of(markets, s, own, tol), venue(**v), detail={BTC: fine})
+
+
 def test_basket_generators_reach_what_they_are_for():
     # The reference alone over CI's fixed examples: fills on every symbol kind, account liquidations
     # (some with more than one symbol holding a position), drawdown halts of the whole account, and
@@ -254,7 +283,7 @@ def test_basket_generators_reach_what_they_are_for():
     seen: Counter = Counter()
     fixed = settings.get_profile("differential-ci")
 
-    @settings(fixed, max_examples=15)
+    @settings(fixed, max_examples=30)
     @given(data=st.data())
     def liquidation(data):
         markets = data.draw(basket_markets(fall=data.draw(st.sampled_from([True, True, False]))))
