@@ -1350,6 +1350,7 @@ class Account:
         self.submissions: list[int] = []
         self.points: dict[int, float] = {}  # the adverse extreme used for each other symbol (by id)
         self.equity_rows: list[dict] = []
+        self.max_dd = 0.0  # the account's bar-close drawdown
         for sim in sims:
             sim.account = self
             sim.book = self.book
@@ -1481,6 +1482,8 @@ class Account:
         wallet = self.wallet()
         equity = wallet + u
         self.book.peak = max(self.book.peak, equity)
+        if self.book.peak > 0:  # from the account's peak, which every symbol's marks raise too
+            self.max_dd = max(self.max_dd, (self.book.peak - equity) / self.book.peak * 100.0)
         if self.liquidated:
             state = LIQUIDATED
         elif any(sim.halted for sim in self.sims):
@@ -1574,11 +1577,7 @@ def run_reference_basket(
         per_symbol[symbol] = sim.out
     rows = account.equity_rows
     final = rows[-1]["equity"] if rows else account.initial
-    peak, max_dd = account.initial, 0.0
-    for row in rows:  # the account's bar-close drawdown, on its own rows
-        peak = max(peak, row["equity"])
-        if peak > 0:
-            max_dd = max(max_dd, (peak - row["equity"]) / peak * 100.0)
+    max_dd = account.max_dd
     summary = {
         "final_equity": final,
         "wallet_balance": account.wallet(),

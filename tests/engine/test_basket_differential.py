@@ -45,6 +45,26 @@ BAR_MS = {"1m": 60_000, "15m": 900_000, "1h": 3_600_000}
 DRAWDOWN_HALT_EVENT = EVENT_KINDS.index("DRAWDOWN_HALT")
 
 
+# Summary numbers both report: the account's, and each symbol's own counters and cash flows.
+ACCOUNT_SUMMARY = (
+    "final_equity",
+    "wallet_balance",
+    "total_return_pct",
+    "realized_pnl",
+    "fees",
+    "n_fills",
+    "max_drawdown_bar_close_pct",
+)
+SYMBOL_SUMMARY = (
+    "realized_pnl",
+    "fees",
+    "orders_deferred",
+    "orders_submitted",
+    "skipped_precision",
+    "skipped_order_limit",
+)
+
+
 @st.composite
 def basket_markets(draw, n_min: int = 60, n_max: int = 200, fall: bool = False):
     """2-3 symbols on one timeframe: a shared random walk factor (a downward drift with ``fall``) plus
@@ -215,13 +235,16 @@ def assert_same_basket(markets, strategies, ven, detail=None) -> None:
         [{f: row[f] for f in shared} for row in ref.account_equity],
         [{f: row[f] for f in shared} for row in acct],
     )
-    for key in ("final_equity", "wallet_balance"):
-        if key in ker.summary:
-            assert close(float(ref.summary[key]), float(ker.summary[key])), (
-                key,
-                ref.summary[key],
-                ker.summary[key],
-            )
+    for key in ACCOUNT_SUMMARY:
+        assert close(float(ref.summary[key]), float(ker.summary[key])), (
+            key,
+            ref.summary[key],
+            ker.summary[key],
+        )
+    for symbol in ref.symbols:
+        r, k = ref.per_symbol[symbol].summary, ker.per_symbol[symbol].summary
+        for key in SYMBOL_SUMMARY:
+            assert close(float(r[key]), float(k[key])), (symbol, key, r[key], k[key])
 
 
 @settings(PROFILE, max_examples=examples(20))
