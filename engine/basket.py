@@ -23,9 +23,9 @@ import numpy as np
 from gridctl.configs.errors import GridctlError
 from gridctl.configs.schema import StrategyConfig, VenueConfig
 from gridctl.engine.accounting import daily_stats_nb, finish_daily_stats_nb, mark_to_market_nb
-from gridctl.engine.enums import EventKind, RiskState, kernel
+from gridctl.engine.enums import EventKind, RiskState, hot_kernel, kernel
 from gridctl.engine.fills import liquidate_nb
-from gridctl.engine.margin import total_maint_margin_nb
+from gridctl.engine.margin import account_maint_margin_nb
 from gridctl.engine.params import (
     P_BAR_MS,
     P_CB_COOLDOWN_S,
@@ -79,6 +79,7 @@ from gridctl.engine.state import (
     S_BARS_HALTED,
     S_BARS_REDUCING,
     S_CB_ACTIVE,
+    S_CB_TRIPS,
     S_CB_UNTIL,
     S_DD_PCT,
     S_EQUITY,
@@ -152,7 +153,8 @@ W_MM_CL = 7  # maintenance margin there
 W_N_CL = 8  # gross notional there
 W_OLD_STATE = 9  # risk state of its last recorded row (an account liquidation records the bar again)
 W_OLD_EXPOSED = 10  # 1 when that row held a position
-N_WORK = 11
+W_RESTING = 11  # notional of its resting entries (refreshed whenever its slots may have changed)
+N_WORK = 12
 
 # The account's facts the driver reports back (int64 vector).
 A_LIQ_SYMBOL = 0  # basket index of the symbol whose path crossed the account's maintenance margin (-1)
@@ -162,7 +164,7 @@ A_STEPS = 3  # aligned timestamps stepped
 N_ACC_INFO = 4
 
 
-@kernel
+@hot_kernel
 def resting_notional_nb(slots):
     """Notional of every resting entry order (qty x order price), both sides."""
     total = 0.0
@@ -173,25 +175,33 @@ def resting_notional_nb(slots):
     return total
 
 
-@kernel
+@hot_kernel
 def _unreal_nb(st, x):
     return st[S_LONG_QTY] * (x - st[S_LONG_AVG]) + st[S_SHORT_QTY] * (st[S_SHORT_AVG] - x)
 
 
-@kernel
+@hot_kernel
 def contribution_nb(st, slots, br, h, lw, c, w):
+    """``price_contribution_nb`` after refreshing the resting entries' notional (the slots changed)."""
+    w[W_RESTING] = resting_notional_nb(slots)
+    price_contribution_nb(st, br, h, lw, c, w)
+
+
+@hot_kernel
+def price_contribution_nb(st, br, h, lw, c, w):
     """Fill this symbol's work row ``w`` for a bar ``(h, lw, c)`` (NaN: no bar) at its current positions.
 
     The adverse point is where ``U - MM`` is lowest among the bar's high and low (equity minus
     maintenance margin is concave in price, so the minimum over the range is at an end); without a
-    bar it is the last close. A symbol without a position contributes only its resting entries.
+    bar it is the last close. A symbol without a position contributes only its resting entries
+    (``w[W_RESTING]``, kept by ``contribution_nb``).
     """
     if c == c:
         w[W_LAST] = c
     last = w[W_LAST]
     lq = st[S_LONG_QTY]
     sq = st[S_SHORT_QTY]
-    resting = resting_notional_nb(slots)
+    resting = w[W_RESTING]
     if lq <= 0.0 and sq <= 0.0:
         w[W_X_ADV] = lw if lw == lw else last
         w[W_U_ADV] = 0.0
@@ -204,9 +214,9 @@ def contribution_nb(st, slots, br, h, lw, c, w):
         return
     if h == h and lw == lw:
         u_lo = _unreal_nb(st, lw)
-        mm_lo = total_maint_margin_nb(br, lq, sq, lw)
+        mm_lo = account_maint_margin_nb(st, br, lw)
         u_hi = _unreal_nb(st, h)
-        mm_hi = total_maint_margin_nb(br, lq, sq, h)
+        mm_hi = account_maint_margin_nb(st, br, h)
         if u_lo - mm_lo <= u_hi - mm_hi:
             x, u, mm = lw, u_lo, mm_lo
         else:
@@ -215,18 +225,18 @@ def contribution_nb(st, slots, br, h, lw, c, w):
     else:
         x = last
         u = _unreal_nb(st, x)
-        mm = total_maint_margin_nb(br, lq, sq, x)
+        mm = account_maint_margin_nb(st, br, x)
         w[W_U_MIN] = u
     w[W_X_ADV] = x
     w[W_U_ADV] = u
     w[W_MM_ADV] = mm
     w[W_N_ADV] = (lq + sq) * x + resting
     w[W_U_CL] = _unreal_nb(st, last)
-    w[W_MM_CL] = total_maint_margin_nb(br, lq, sq, last)
+    w[W_MM_CL] = account_maint_margin_nb(st, br, last)
     w[W_N_CL] = (lq + sq) * last + resting
 
 
-@kernel
+@hot_kernel
 def set_rest_of_account_nb(st, work, i, u_col, mm_col, n_col):
     """``S_X_*`` of symbol ``i``: the sums over every other symbol's work row (columns given)."""
     xu = 0.0
@@ -269,12 +279,12 @@ def account_halt_nb(st, slots, price, p, br, fills, ev, cnt, ts):
     mark_to_market_nb(st, price, br)
 
 
-@kernel
+@hot_kernel
 def _exposed(st):
     return st[S_LONG_QTY] > 0.0 or st[S_SHORT_QTY] > 0.0
 
 
-@kernel
+@hot_kernel
 def _write_account_row_nb(rows, info, ts, equity, wallet, unreal, mm, state):
     i = info[A_ROWS]
     if i >= rows.shape[0]:
@@ -290,7 +300,7 @@ def _write_account_row_nb(rows, info, ts, equity, wallet, unreal, mm, state):
     info[A_ROWS] = i + 1
 
 
-@kernel
+@hot_kernel
 def _account_close_nb(acc, rows, info, work, states, ts, wallet, peak):
     """The account after every symbol stepped at ``ts``: equity, peak, drawdowns, daily stats, state, row.
 
@@ -404,14 +414,51 @@ def _account_liquidation_nb(k, t, i, cl, vecs, brs, nbr, states, slots, fills, e
 
 
 @kernel
+def _breaker_tripped_nb(k, i, hi, lo, cl, brs, nbr, states, slots, work):
+    """Symbol ``i`` tripped the account's breaker: every other symbol's resting entries go too."""
+    for j in range(states.shape[0]):
+        if j != i:
+            cancel_entries_nb(states[j], slots[j])
+            contribution_nb(states[j], slots[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j])
+
+
+@kernel
+def _account_halted_nb(
+    k, t, i, wallet, hi, lo, cl, vecs, brs, nbr, states, slots, fills, ev, eq, cnts, acc, info, work
+):
+    """Symbol ``i``'s close saw the account's drawdown: the account halts in this step.
+
+    The symbols that stepped before ``i`` at ``t`` flatten at their close now and record bar ``t``
+    again; those after ``i`` flatten in their own step (``run_basket_nb``). Returns the wallet.
+    """
+    acc[S_HALTED] = 1.0
+    acc[S_HALT_TS] = t
+    info[A_HALT_SYMBOL] = i
+    for j in range(i):
+        sj = states[j]
+        if sj[S_HALTED] != 0.0:
+            continue
+        old_state = sj[S_STATE]
+        old_exposed = _exposed(sj)
+        sj[S_WALLET] = wallet
+        set_rest_of_account_nb(sj, work, j, W_U_CL, W_MM_CL, W_N_CL)
+        brj = brs[j, : nbr[j]]
+        account_halt_nb(sj, slots[j], work[j, W_LAST], vecs[j], brj, fills[j], ev[j], cnts[j], t)
+        rerecord_bar_nb(sj, eq[j], cnts[j], t, old_state, old_exposed)
+        wallet = sj[S_WALLET]
+        contribution_nb(sj, slots[j], brj, hi[j, k], lo[j, k], cl[j, k], work[j])
+    return wallet
+
+
+@kernel
 def run_basket_nb(
-    ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, doff, didx, vecs, brs, nbr,
+    ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs, brs, nbr,
     states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work,
 ):  # fmt: skip
     """Step every aligned timestamp through every symbol in basket order (DESIGN.md "Baskets").
 
     Row ``i`` of ``op/hi/lo/cl/regs/vecs/states/slots/fills/fund/ev/eq/cnts/didx`` is symbol i's;
-    its funding and detail bars are ``f*[foff[i]:foff[i+1]]`` and ``d*[doff[i]:doff[i+1]]``, its
+    its funding settlements are ``f*[foff[i]:foff[i+1]]``, ``didx[i]`` indexes its detail bars in ``d*``, its
     brackets ``brs[i, :nbr[i]]``. ``errs`` / ``ords`` are the account's rings, ``acc`` the account's
     state vector (summary accumulators), ``rows`` its equity rows, ``info`` the facts ``A_*``.
     """
@@ -430,8 +477,9 @@ def run_basket_nb(
     stop = False
     for k in range(n):
         t = ts[k]
-        for j in range(n_sym):
-            contribution_nb(states[j], slots[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j])
+        if n_sym > 1:  # the others' contributions at bar k (a symbol's own is refreshed after its step)
+            for j in range(n_sym):
+                price_contribution_nb(states[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j])
         for i in range(n_sym):
             st = states[i]
             sl = slots[i]
@@ -443,8 +491,6 @@ def run_basket_nb(
             fts_i = fts[foff[i] : foff[i + 1]]
             frate_i = frate[foff[i] : foff[i + 1]]
             fmark_i = fmark[foff[i] : foff[i + 1]]
-            d0 = doff[i]
-            d1 = doff[i + 1]
             # the account's shared slots
             st[S_WALLET] = wallet
             st[S_PEAK] = peak
@@ -452,6 +498,7 @@ def run_basket_nb(
             st[S_ORD_COUNT] = ord_count
             st[S_CB_ACTIVE] = cb_active
             st[S_CB_UNTIL] = cb_until
+            trips = st[S_CB_TRIPS]
             o = op[i, k]
             h = hi[i, k]
             lw = lo[i, k]
@@ -463,7 +510,7 @@ def run_basket_nb(
             ):
                 set_rest_of_account_nb(st, work, i, W_U_ADV, W_MM_ADV, W_N_ADV)
                 if bar_path_nb(
-                    k, t, o, h, lw, c, dts[d0:d1], dop[d0:d1], dhi[d0:d1], dlo[d0:d1], dcl[d0:d1], didx[i],
+                    k, t, o, h, lw, c, dts, dop, dhi, dlo, dcl, didx[i],
                     p, br, st, sl, errs, f_i, ev_i, cnt,
                 ):  # fmt: skip
                     _account_liquidation_nb(
@@ -472,7 +519,8 @@ def run_basket_nb(
                     wallet = st[S_WALLET]
                     stop = True
                     break
-            contribution_nb(st, sl, br, h, lw, c, work[i])
+            if c == c:
+                work[i, W_LAST] = c
             set_rest_of_account_nb(st, work, i, W_U_CL, W_MM_CL, W_N_CL)
             if halting:
                 account_halt_nb(st, sl, c if c == c else work[i, W_LAST], p, br, f_i, ev_i, cnt, t)
@@ -486,34 +534,32 @@ def run_basket_nb(
                 peak = st[S_PEAK]
             err_count = st[S_ERR_COUNT]
             ord_count = st[S_ORD_COUNT]
-            if st[S_CB_ACTIVE] != 0.0 and cb_active == 0.0:
-                # this symbol tripped the account's breaker: every other symbol's entries go too
-                for j in range(n_sym):
-                    if j != i:
-                        cancel_entries_nb(states[j], slots[j])
-                        contribution_nb(
-                            states[j], slots[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j]
-                        )
+            if st[S_CB_TRIPS] != trips:  # a trip (even one its own close already reset)
+                _breaker_tripped_nb(k, i, hi, lo, cl, brs, nbr, states, slots, work)
             cb_active = st[S_CB_ACTIVE]
             cb_until = st[S_CB_UNTIL]
             if st[S_HALTED] != 0.0 and acc[S_HALTED] == 0.0:
-                # this symbol's close saw the account's drawdown: the account halts in this step
-                acc[S_HALTED] = 1.0
-                acc[S_HALT_TS] = t
-                info[A_HALT_SYMBOL] = i
-                for j in range(i):
-                    sj = states[j]
-                    if sj[S_HALTED] != 0.0:
-                        continue
-                    old_state = sj[S_STATE]
-                    old_exposed = _exposed(sj)
-                    sj[S_WALLET] = wallet
-                    set_rest_of_account_nb(sj, work, j, W_U_CL, W_MM_CL, W_N_CL)
-                    brj = brs[j, : nbr[j]]
-                    account_halt_nb(sj, slots[j], work[j, W_LAST], vecs[j], brj, fills[j], ev[j], cnts[j], t)
-                    rerecord_bar_nb(sj, eq[j], cnts[j], t, old_state, old_exposed)
-                    wallet = sj[S_WALLET]
-                    contribution_nb(sj, slots[j], brj, hi[j, k], lo[j, k], cl[j, k], work[j])
+                wallet = _account_halted_nb(
+                    k,
+                    t,
+                    i,
+                    wallet,
+                    hi,
+                    lo,
+                    cl,
+                    vecs,
+                    brs,
+                    nbr,
+                    states,
+                    slots,
+                    fills,
+                    ev,
+                    eq,
+                    cnts,
+                    acc,
+                    info,
+                    work,
+                )
             if cnt[C_OVERFLOW] != 0:
                 stop = True
                 break
@@ -590,16 +636,30 @@ def _check_account_params(symbols: tuple[str, ...], params: list[EngineParams]) 
 
 def _aligned(market: Any, ts: np.ndarray) -> SimpleNamespace:
     """``market`` on the basket's timestamps ``ts``: NaN OHLC where it has no bar."""
-    pos = np.searchsorted(ts, np.asarray(market.ts, dtype=np.int64))
+    own = np.asarray(market.ts, dtype=np.int64)
     cols = {}
-    for name in ("open", "high", "low", "close"):
-        col = np.full(ts.shape[0], np.nan)
-        col[pos] = np.asarray(getattr(market, name), dtype=np.float64)
-        cols[name] = col
+    if own.shape == ts.shape and np.array_equal(own, ts):
+        cols = {name: getattr(market, name) for name in ("open", "high", "low", "close")}
+    else:
+        pos = np.searchsorted(ts, own)
+        for name in ("open", "high", "low", "close"):
+            col = np.full(ts.shape[0], np.nan)
+            col[pos] = np.asarray(getattr(market, name), dtype=np.float64)
+            cols[name] = col
     return SimpleNamespace(
         symbol=market.symbol, timeframe=market.timeframe, bar_ms=int(market.bar_ms), ts=ts, **cols,
         funding_ts=market.funding_ts, funding_rate=market.funding_rate, funding_mark=market.funding_mark,
     )  # fmt: skip
+
+
+def _union(parts: list[np.ndarray]) -> np.ndarray:
+    """Sorted union of strictly increasing timestamp arrays (the first itself when all are equal)."""
+    if all(np.array_equal(x, parts[0]) for x in parts[1:]):
+        return parts[0]
+    allts = np.sort(np.concatenate(parts), kind="stable")
+    keep = np.ones(allts.shape[0], dtype=bool)
+    keep[1:] = allts[1:] != allts[:-1]
+    return allts[keep]
 
 
 def _concat(parts: list[np.ndarray], dtype: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -629,8 +689,7 @@ def run_basket(
     for sym in symbols:
         check_detail_config(strategies[sym], details.get(sym))
     _check_account_params(symbols, params)
-    ts = np.unique(np.concatenate([np.asarray(markets[sym].ts, dtype=np.int64) for sym in symbols]))
-    ts = read_only(np.ascontiguousarray(ts))
+    ts = read_only(np.ascontiguousarray(_union([np.asarray(markets[sym].ts, np.int64) for sym in symbols])))
     n_sym, n = len(symbols), ts.shape[0]
     aligned = [_aligned(markets[sym], ts) for sym in symbols]
     arrays = [market_arrays(a) for a in aligned]
@@ -652,7 +711,9 @@ def run_basket(
     dhi, _ = _concat([d.high for d in dets], np.float64)
     dlo, _ = _concat([d.low for d in dets], np.float64)
     dcl, _ = _concat([d.close for d in dets], np.float64)
-    didx = read_only(np.ascontiguousarray(np.stack([d.index for d in dets]).astype(np.int64)))
+    # each symbol's detail index points into the concatenated detail bars
+    didx = np.stack([d.index + doff[i] for i, d in enumerate(dets)]).astype(np.int64)
+    didx = read_only(np.ascontiguousarray(didx))
     nbr = np.array([prm.brackets.shape[0] for prm in params], np.int64)
     brs = np.zeros((n_sym, int(nbr.max()), 5))
     for i, prm in enumerate(params):
@@ -684,7 +745,7 @@ def run_basket(
         info = np.zeros(N_ACC_INFO, np.int64)
         work = np.zeros((n_sym, N_WORK))
         run_basket_nb(
-            ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, doff, didx, vecs, brs,
+            ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs, brs,
             nbr, states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work,
         )  # fmt: skip
         if not cnts[:, C_OVERFLOW].any():

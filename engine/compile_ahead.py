@@ -10,9 +10,9 @@ the decision kernels meanwhile, waits for the helper (``CompileAhead.finish``), 
 
 It only ever saves time: if the helper cannot start, fails or is slow, this process compiles what is
 missing itself (numba's cache is keyed by signature, so nothing wrong is ever loaded). The signatures
-come from ``step_nb``'s own source: each call's arguments are names of ``step_nb``'s parameters (typed
-like the run's arguments) or of its few scalar locals (``STEP_LOCALS``). ``GRIDCTL_COMPILE_AHEAD=0``
-turns it off.
+come from ``step_nb``'s own source and its path step ``bar_path_nb``'s: each call's arguments are names of
+their parameters (typed like the run's arguments) or of their few scalar locals (``STEP_LOCALS``).
+``GRIDCTL_COMPILE_AHEAD=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -66,19 +66,30 @@ def _kernel(module: str, name: str) -> Any:
     return getattr(__import__(module, fromlist=[name]), name)
 
 
-def step_call_signatures(run_bars_args: tuple) -> dict[str, tuple]:
-    """``{kernel name: argument types}`` of every call ``step_nb`` makes with plain names as arguments."""
-    from gridctl.engine.step import run_bars_nb, step_nb
-
-    loop_params = list(inspect.signature(run_bars_nb.py_func).parameters)
-    typed = {n: argument_type(a) for n, a in zip(loop_params, run_bars_args, strict=True)}
-    typed.update(STEP_LOCALS)
-    tree = ast.parse(textwrap.dedent(inspect.getsource(step_nb.py_func)))
-    sigs: dict[str, tuple] = {}
+def _calls(fn: Any, typed: dict[str, Any], sigs: dict[str, tuple]) -> None:
+    """Add ``{kernel name: argument types}`` of each call in ``fn``'s source with plain names as arguments."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn.py_func)))
     for node in ast.walk(tree):
         plain = isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords
         if plain and node.args and all(isinstance(a, ast.Name) and a.id in typed for a in node.args):
             sigs.setdefault(node.func.id, tuple(typed[a.id] for a in node.args))
+
+
+def step_call_signatures(run_bars_args: tuple) -> dict[str, tuple]:
+    """``{kernel name: argument types}`` of every call ``step_nb`` makes with plain names as arguments,
+    and of those its path step ``bar_path_nb`` makes (typed as ``step_nb`` calls it)."""
+    from gridctl.engine.step import bar_path_nb, run_bars_nb, step_nb
+
+    loop_params = list(inspect.signature(run_bars_nb.py_func).parameters)
+    typed = {n: argument_type(a) for n, a in zip(loop_params, run_bars_args, strict=True)}
+    typed.update(STEP_LOCALS)
+    sigs: dict[str, tuple] = {}
+    _calls(step_nb, typed, sigs)
+    if "bar_path_nb" in sigs:
+        path_params = list(inspect.signature(bar_path_nb.py_func).parameters)
+        path_typed = dict(zip(path_params, sigs["bar_path_nb"], strict=True))
+        path_typed.update(STEP_LOCALS)
+        _calls(bar_path_nb, path_typed, sigs)
     return sigs
 
 

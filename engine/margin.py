@@ -203,10 +203,13 @@ def margin_cache_fill_nb(st, br, price, buffer):
 
 @hot_kernel
 def account_maint_margin_nb(st, br, price):
-    """``total_maint_margin_nb`` of the account's position at ``price``, from the cache when it holds."""
+    """``total_maint_margin_nb`` of the account's position at ``price``, from the cache when it holds.
+
+    The brackets depend only on the quantities (and the price band), so only those must match.
+    """
     lq = st[S_LONG_QTY]
     sq = st[S_SHORT_QTY]
-    if not (st[S_MC_LO] < price < st[S_MC_HI] and _margin_cache_current_nb(st)):
+    if not (st[S_MC_LO] < price < st[S_MC_HI] and st[S_MC_LONG_QTY] == lq and st[S_MC_SHORT_QTY] == sq):
         return total_maint_margin_nb(br, lq, sq, price)
     mm_l = 0.0
     notional = lq * price

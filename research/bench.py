@@ -271,7 +271,7 @@ BASKET_KEYS = (
     "basket_symbols", "basket_bars", "basket_cpu_s", "singles_cpu_s", "basket_vs_singles",
     "basket_bars_per_s",
 )  # fmt: skip
-TARGETS["basket_vs_singles"] = "<= 1.0"
+BASKET_TARGETS = {"basket_vs_singles": "<= 1.0"}
 
 
 def _cpu_timed(fn: Callable[[], Any], repeats: int = 1) -> float:

@@ -355,7 +355,7 @@ def bench(
             shown = "n/a (no --reference-sim)"
         else:
             shown = f"{value:,.3f}" if value < 100 else f"{value:,.0f}"
-        table.add_row(key, shown, bench_mod.TARGETS.get(key, ""))
+        table.add_row(key, shown, {**bench_mod.TARGETS, **bench_mod.BASKET_TARGETS}.get(key, ""))
     output_console().print(table)
 
 

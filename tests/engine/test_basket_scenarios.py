@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 
+from gridctl.configs.errors import GridctlError
 from gridctl.engine.basket import run_basket
 from gridctl.engine.enums import EventKind, FillKind, RiskState
 from gridctl.engine.run import run_single
@@ -267,3 +268,201 @@ def test_errors_on_two_symbols_trip_the_one_account_breaker():
     assert [r["state"] for r in out.per_symbol[BTC].equity] == [0, 0, RiskState.COOLDOWN]
     assert [r["state"] for r in out.account_equity] == [0, RiskState.COOLDOWN, RiskState.COOLDOWN]
     assert out.summary["errors"] == 2.0 and out.summary["circuit_breaker_trips"] == 1.0
+
+
+def test_liquidation_crossed_by_a_later_symbol_closes_one_that_already_stepped():
+    # Basket order ETH, BTC; as in the first test up to bar 1 (W = 2496.04), but ETH has no bar 2.
+    # ETH steps first: INPUT_MISSING (entries cancelled, row recorded). BTC's X: ETH at its last close 990
+    # (U 0, MM 0.004*9900 = 39.6): margin wallet 2456.44, LP = 7443.56/0.996 = 7473.45..., crossed on the
+    # way to 7000; BTC pays 0.004*LP. ETH, already stepped, closes at 990 (realized 0) paying 39.6, and
+    # its row of bar 2 is recorded again as LIQUIDATED: 3 rows, 3 bars, none REDUCING. Wallet after: 0.
+    ven = venue(trading__leverage=20)
+    btc = make_market([*flat(10000, 1), (10000, 10000, 9890, 9900), (9900, 9900, 7000, 7100)], symbol=BTC)
+    eth = make_market([*flat(1000, 1), (1000, 1000, 989, 990)], symbol=ETH)
+    sb = strat(BTC, grid__base_qty=1.0, backtest__initial_balance=2500.0, **LONGS)
+    se = strat(ETH, grid__base_qty=10.0, backtest__initial_balance=2500.0, **LONGS)
+    out = basket([eth, btc], [se, sb], ven)
+    assert out.meta["liquidated_by"] == BTC
+    lp = 7443.56 / 0.996
+    (b_liq,) = [f for f in out.per_symbol[BTC].fills if f["kind"] == FillKind.LIQUIDATION]
+    assert b_liq["price"] == pytest.approx(lp) and b_liq["fee"] == pytest.approx(0.004 * lp, abs=1e-6)
+    e = out.per_symbol[ETH]
+    (e_liq,) = [f for f in e.fills if f["kind"] == FillKind.LIQUIDATION]
+    assert (e_liq["ts"], e_liq["price"], e_liq["qty"]) == (bar_ts(2), 990.0, 10.0)
+    assert e_liq["fee"] == pytest.approx(39.6, abs=1e-6) and e_liq["realized_pnl"] == 0.0
+    assert kinds(e.events) == ["INPUT_MISSING", "LIQUIDATION"]
+    assert e.events[1]["level"] == 2  # BTC, basket index 1, crossed
+    assert [r["state"] for r in e.equity] == [0, 0, RiskState.LIQUIDATED]
+    assert (e.summary["bars"], e.summary["bars_reducing"]) == (3.0, 0.0)
+    assert out.summary["final_equity"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_drawdown_seen_by_a_later_symbol_halts_one_that_already_stepped():
+    # Basket order ETH, BTC, max drawdown 2 %; bar 1 fills both longs (equity 9996.04). ETH has no bar 2
+    # (its close does not mark, so it cannot see the drawdown); BTC closes 9700: the account equity is
+    # 9996.04 - 200 + 0 (ETH at its last close 990) = 9796.04, drawdown 2.0396 %: BTC flattens at 9700
+    # (fee 4.85), then ETH, which already stepped, flattens at 990 (fee 4.95) and its row of bar 2 is
+    # recorded again as HALTED. Final equity 9996.04 - 200 - 9.8 = 9786.24.
+    dd = dict(risk_management__max_drawdown_pct=2.0, exit__sl_steps=50)
+    btc = make_market([*flat(10000, 1), (10000, 10000, 9890, 9900), (9900, 9900, 9700, 9700)], symbol=BTC)
+    eth = make_market([*flat(1000, 1), (1000, 1000, 989, 990)], symbol=ETH)
+    out = basket(
+        [eth, btc], [strat(ETH, grid__base_qty=10.0, **dd), strat(BTC, grid__base_qty=1.0, **dd)], venue()
+    )
+    assert out.meta["halted_by"] == BTC
+    e = out.per_symbol[ETH]
+    (flat_fill,) = [f for f in e.fills if f["kind"] == FillKind.FLATTEN]
+    assert (flat_fill["ts"], flat_fill["price"]) == (bar_ts(2), 990.0)
+    assert flat_fill["fee"] == pytest.approx(4.95)
+    assert kinds(e.events) == ["INPUT_MISSING", "DRAWDOWN_HALT"] and e.events[1]["level"] == 2
+    assert [r["state"] for r in e.equity] == [0, 0, RiskState.HALTED]
+    assert (e.summary["bars"], e.summary["bars_halted"], e.summary["bars_reducing"]) == (3.0, 1.0, 0.0)
+    assert out.summary["final_equity"] == pytest.approx(9786.24)
+
+
+def test_detail_bars_per_symbol():
+    # A one-symbol basket walking 1m detail bars is run_single with the same detail bit for bit, and the
+    # fill carries the detail bar's ts (minute 30 of bar 1, where the dip to 9890 happens).
+    hour = [(10000.0, 10000.0, 10000.0, 10000.0)] * 60
+    dip = [(10000.0, 10000.0, 10000.0, 10000.0)] * 30 + [(10000.0, 10000.0, 9890.0, 9950.0)]
+    dip += [(9950.0, 9950.0, 9950.0, 9950.0)] * 29
+    detail = make_market([*hour, *dip, *[(9950.0,) * 4] * 60], timeframe="1m")
+    m = make_market([*flat(10000, 1), (10000, 10000, 9890, 9950), *flat(9950, 1)])
+    s = strategy(backtest__detail_timeframe="1m")
+    single = run_single(m, s, venue(), detail=detail)
+    out = run_basket({m.symbol: m}, {m.symbol: s}, venue(), detail={m.symbol: detail})
+    _same_run(single, out.per_symbol[m.symbol])
+    (entry,) = [f for f in out.per_symbol[m.symbol].fills if f["kind"] == FillKind.ENTRY]
+    assert entry["ts"] == T0 + 3_600_000 + 30 * 60_000
+    assert out.per_symbol[m.symbol].meta["detail"]["detailed_bars"] == 3
+
+
+def test_account_fields_must_agree():
+    btc = make_market(flat(10000, 2), symbol=BTC)
+    eth = make_market(flat(1000, 2), symbol=ETH)
+    with pytest.raises(GridctlError, match=r"backtest.initial_balance is 5000 for ETH/USDT:USDT but 10000"):
+        basket([btc, eth], [strat(BTC), strat(ETH, backtest__initial_balance=5000.0)], venue())
+    with pytest.raises(GridctlError, match=r"strategies are for"):
+        run_basket({BTC: btc, ETH: eth}, {ETH: strat(ETH), BTC: strat(BTC)}, venue())
+
+
+def _walk(seed, price, n=400):
+    rng = np.random.default_rng(seed)
+    bars, c = [], price
+    for _ in range(n):
+        o = c
+        c = round(o * math.exp(rng.normal(0, 0.006)), 2)
+        h = round(max(o, c) * (1 + abs(rng.normal(0, 0.003))), 2)
+        lo = round(min(o, c) * (1 - abs(rng.normal(0, 0.003))), 2)
+        bars.append((o, h, lo, c))
+    funding = [
+        (T0 + (j - 1) * EIGHT_HOURS, float(rng.normal(0.0001, 0.0003)), math.nan) for j in range(n // 8 + 3)
+    ]
+    return bars, funding
+
+
+def test_when_no_account_limit_binds_each_symbol_trades_as_alone():
+    # With a balance no limit comes near (1e9) and the account-wide gates off (drawdown, breaker; the
+    # order-pacing window far above what two ladders send), nothing couples the symbols but the wallet:
+    # each symbol's fills, funding and events are its single run's, and the account's equity is the
+    # initial balance plus both runs' PnL.
+    free = dict(
+        grid__grid_levels_long=3, grid__grid_levels_short=3, grid__grid_step_bps=50.0, exit__tp_steps=1,
+        exit__sl_steps=4, backtest__initial_balance=1e9, risk_management__enable_drawdown_protection=False,
+        risk_management__enable_circuit_breaker=False,
+    )  # fmt: skip
+    (bb, fb), (be, fe) = _walk(1, 10000.0), _walk(2, 1000.0)
+    btc, eth = make_market(bb, funding=fb, symbol=BTC), make_market(be, funding=fe, symbol=ETH)
+    sb, se = strat(BTC, grid__base_qty=0.5, **free), strat(ETH, grid__base_qty=5.0, **free)
+    out = basket([btc, eth], [sb, se], venue())
+    pnl = 0.0
+    for m, s in ((btc, sb), (eth, se)):
+        alone = run_single(m, s, venue())
+        assert len(alone.fills) > 20 and len(alone.funding) > 5
+        mine = out.per_symbol[m.symbol]
+        for name in ("fills", "funding", "events"):
+            assert np.array_equal(getattr(alone, name), getattr(mine, name)), (m.symbol, name)
+        pnl += alone.summary["final_equity"] - 1e9
+        assert mine.summary["final_equity"] == pytest.approx(
+            alone.summary["final_equity"], rel=1e-15, abs=1e-6
+        )
+    assert out.summary["final_equity"] == pytest.approx(1e9 + pnl, rel=1e-15, abs=1e-6)
+
+
+def _gappy(seed, price, start_bar, n=300):
+    """A random walk starting ``start_bar`` hours after T0, with a few missing hours and NaN bars."""
+    rng = np.random.default_rng(seed)
+    bars, ts, c = [], [], price
+    t = T0 + start_bar * 3_600_000
+    for _ in range(n):
+        o = c
+        c = o * math.exp(rng.normal(0, 0.01))
+        h, lo = max(o, c) * (1 + abs(rng.normal(0, 0.004))), min(o, c) * (1 - abs(rng.normal(0, 0.004)))
+        bars.append((math.nan,) * 4 if rng.random() < 0.02 else (o, h, lo, c))
+        ts.append(t)
+        t += 3_600_000 * (2 if rng.random() < 0.03 else 1)
+    funding = [
+        (T0 + (j - 1) * EIGHT_HOURS, float(rng.normal(0.0001, 0.0005)), math.nan) for j in range(n // 6)
+    ]
+    return make_market(bars, ts=ts, funding=funding)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_account_invariants_on_random_baskets(seed):
+    # Three symbols (their own rules), gaps, NaN bars, a late start; seeds 0-5 with the gates on and
+    # small balances (three halt, once set off by ETH, the second symbol), seeds 6-11 with six rungs a
+    # side, gates off and 20x (three liquidate). Whatever happens: the account's rows are wallet +
+    # unrealized; the symbols' contributions add up to the account's final equity; the wallet is the
+    # initial balance plus every symbol's realized PnL - fees + funding; a liquidation or halt is the
+    # whole account's, at one time.
+    rng = np.random.default_rng(100 + seed)
+    balance = float(rng.choice([300.0, 1000.0, 5000.0]))
+    scale = float(rng.choice([1.0, 5.0]))
+    common = dict(
+        backtest__initial_balance=balance, grid__grid_levels_long=3, grid__grid_levels_short=3,
+        grid__grid_step_bps=60.0, exit__sl_steps=int(rng.choice([2, 6, 40])),
+        risk_management__max_drawdown_pct=float(rng.choice([5.0, 20.0, 50.0])),
+    )  # fmt: skip
+    xrp_notional = 20.0
+    if seed >= 6:
+        balance, scale, xrp_notional, seed = 1000.0, 5.0, 200.0, seed - 6
+        common = dict(
+            backtest__initial_balance=balance, grid__grid_levels_long=6, grid__grid_levels_short=6,
+            grid__grid_step_bps=100.0, exit__sl_steps=40, exit__tp_steps=3, **LIMITS_OFF,
+        )  # fmt: skip
+    mk = [_gappy(seed, 10000.0, 0), _gappy(seed + 50, 1000.0, 0), _gappy(seed + 99, 1.1, 7)]
+    mk = [make_market_as(m, sym) for m, sym in zip(mk, (BTC, ETH, XRP), strict=True)]
+    sizes = {
+        BTC: dict(grid__base_qty=0.02 * scale),
+        ETH: dict(grid__base_qty=0.2 * scale),
+        XRP: dict(grid__base_notional=xrp_notional * scale),
+    }
+    out = basket(mk, [strat(m.symbol, **common, **sizes[m.symbol]) for m in mk], venue(trading__leverage=20))
+    rows = out.account_equity
+    assert np.allclose(rows["equity"], rows["wallet_balance"] + rows["unrealized_pnl"], rtol=0, atol=1e-6)
+    per = [out.per_symbol[s].summary for s in out.symbols]
+    assert out.summary["final_equity"] == pytest.approx(
+        sum(p["final_equity"] for p in per) - 2 * balance, abs=1e-6
+    )
+    flows = sum(p["realized_pnl"] - p["fees"] + p["funding_net"] for p in per)
+    assert rows[-1]["wallet_balance"] == pytest.approx(balance + flows, abs=1e-6)
+    for key in ("liquidated", "halted"):
+        assert {p[key] for p in per} == {out.summary[key]}, key
+    if out.summary["liquidated"]:
+        assert {p["liquidated_ts"] for p in per} == {out.summary["liquidated_ts"]}
+        assert rows[-1]["state"] == RiskState.LIQUIDATED and rows[-1]["unrealized_pnl"] == 0.0
+    else:
+        all_ts = np.unique(np.concatenate([m.ts for m in mk]))
+        assert rows["ts"].tolist() == all_ts.tolist()
+    if out.summary["halted"]:
+        assert {p["halted_ts"] for p in per} == {out.summary["halted_ts"]}
+
+
+def make_market_as(market, symbol):
+    """``market`` under another ccxt symbol."""
+    return make_market(
+        list(zip(market.open, market.high, market.low, market.close, strict=True)),
+        ts=list(market.ts),
+        funding=list(zip(market.funding_ts, market.funding_rate, market.funding_mark, strict=True)),
+        symbol=symbol,
+    )

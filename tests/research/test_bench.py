@@ -189,3 +189,55 @@ def test_cli_bench_startup_json_and_table(monkeypatch) -> None:
     assert json.loads(result.stdout) == fake
     table = CliRunner().invoke(app, ["bench", "--startup"])
     assert table.exit_code == 0 and "backtest_first_rss_mb" in table.stdout and "<= 0.3" in table.stdout
+
+
+def test_basket_bench_reports_its_fields_as_positive_numbers() -> None:
+    from gridctl.research.bench import BASKET_KEYS, basket_bench
+
+    out = basket_bench(bars=2_000, symbols=2)
+    assert set(out) == set(BASKET_KEYS)
+    assert (out["basket_symbols"], out["basket_bars"]) == (2, 2_000)
+    for key in ("basket_cpu_s", "singles_cpu_s", "basket_vs_singles", "basket_bars_per_s"):
+        assert isinstance(out[key], float) and out[key] > 0.0, key
+
+
+def test_basket_bench_figures_on_a_clock_whose_durations_are_known(monkeypatch) -> None:
+    """A basket takes 3.0 CPU s and a single run 1.0 s: 2 symbols x 2,000 bars -> singles 2.0 s,
+    basket_vs_singles 1.5, 4,000 / 3.0 bars per second."""
+    import gridctl.engine.basket
+    from gridctl.research.bench import basket_bench
+
+    clock = [10.0]
+    monkeypatch.setattr(gridctl.research.bench.time, "process_time", lambda: clock[0])
+
+    def taking(seconds: float):
+        def call(*_a, **_kw):
+            clock[0] += seconds
+
+        return call
+
+    monkeypatch.setattr(gridctl.engine.run, "run_single", taking(1.0))
+    monkeypatch.setattr(gridctl.engine.basket, "run_basket", taking(3.0))
+    out = basket_bench(bars=2_000, symbols=2)
+    assert out["basket_cpu_s"] == 3.0 and out["singles_cpu_s"] == 2.0
+    assert out["basket_vs_singles"] == 1.5
+    assert out["basket_bars_per_s"] == pytest.approx(4_000 / 3.0)
+
+
+def test_cli_bench_symbols_json_and_table(monkeypatch) -> None:
+    from gridctl.research.bench import BASKET_KEYS
+
+    fake = dict.fromkeys(BASKET_KEYS, 2.0) | {"basket_symbols": 4, "basket_bars": 2_000}
+    seen = {}
+    monkeypatch.setattr(gridctl.research.bench, "basket_bench", lambda **kw: seen.update(kw) or fake)
+    monkeypatch.setattr(
+        gridctl.research.bench, "run_bench", lambda **_kw: pytest.fail("--symbols runs the basket")
+    )
+    result = CliRunner().invoke(app, ["bench", "--symbols", "4", "--bars", "2000", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == fake
+    assert (seen["symbols"], seen["bars"]) == (4, 2_000)
+    table = CliRunner().invoke(app, ["bench", "--symbols", "4", "--bars", "2000"])
+    assert table.exit_code == 0 and "basket_vs_singles" in table.stdout and "<= 1.0" in table.stdout
+    bad = CliRunner().invoke(app, ["bench", "--symbols", "0"])
+    assert bad.exit_code == 2 and "--symbols" in bad.stderr
