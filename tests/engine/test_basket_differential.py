@@ -346,3 +346,29 @@ def test_basket_generators_reach_what_they_are_for():
         f"fills {XRP}",
     )
     assert all(seen[k] > 0 for k in reached), seen
+
+
+def test_refusal_held_on_the_rest_of_the_account_is_validated_again_when_it_changes():
+    # Leverage 1, one 1,000 wallet. BTC (steps first) rests 0.004 at 99,000 and 101,000 (800 of
+    # notional); ETH's rungs (0.3 at 990 and 1,010) are then refused SIZE_MARGIN: 297 + 800 > 1,000 and
+    # (0.3 + 800/1,010) * 1,010 > 1,000. BTC has no bar at hour 1, so its entries are cancelled; ETH's
+    # bar is quiet, but the rest of the account it was refused on changed (800 -> 0): both rungs are
+    # validated again and placed (297 and 606 of margin), and the long fills at hour 2's dip.
+    btc = make_market([(100000.0,) * 4, (math.nan,) * 4, (100000.0,) * 4], symbol=BTC)
+    eth = make_market([(1000.0,) * 4, (1000.0,) * 4, (1000.0, 1000.0, 989.0, 995.0)], symbol=ETH)
+    strategies = {
+        BTC: strategy(
+            grid__base_qty=0.004, backtest__initial_balance=1000.0, strategy__instrument_id=instrument(BTC)
+        ),
+        ETH: strategy(
+            grid__base_qty=0.3, backtest__initial_balance=1000.0, strategy__instrument_id=instrument(ETH)
+        ),
+    }
+    ven = venue(trading__leverage=1)
+    ref = run_reference_basket({BTC: btc, ETH: eth}, strategies, ven)
+    rejected = EVENT_KINDS.index("ORDER_REJECTED")
+    eth_events = [(e["ts"], e["kind"], e["side"]) for e in ref.per_symbol[ETH].events]
+    assert eth_events == [(T0, rejected, 0), (T0, rejected, 1)]
+    fills = [(f["ts"], f["side"], f["price"], f["qty"]) for f in ref.per_symbol[ETH].fills]
+    assert fills == [(T0 + 2 * 3_600_000, 0, 990.0, 0.3)]
+    assert_same_basket({BTC: btc, ETH: eth}, strategies, ven)
