@@ -52,8 +52,10 @@ from gridctl.engine.state import (
 )
 
 DAY_MS = 86_400_000
-# A side whose quantity falls below this after an exit is flat (float residue of lot sums).
+# A side whose quantity falls below this after an exit is flat (float residue of lot sums): below
+# FLAT_QTY, or below FLAT_REL of what the side held (lots of 4092.7 units leave residues of ~2e-12).
 FLAT_QTY = 1e-12
+FLAT_REL = 1e-9
 
 
 @kernel
@@ -73,7 +75,7 @@ def apply_fill_nb(st, side, is_entry, price, qty, liquidity, p):
         avg = st[a_slot]
         realized = qty * (price - avg) if side == Side.LONG else qty * (avg - price)
         left = q - qty
-        if left < FLAT_QTY:
+        if left < FLAT_QTY or left <= FLAT_REL * q:
             st[q_slot] = 0.0
             st[a_slot] = 0.0
         else:

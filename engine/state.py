@@ -188,6 +188,9 @@ S_X_MM = STATE.add("S_X_MM", "the other symbols' maintenance margin (0 in a sing
 S_X_NOTIONAL = STATE.add(
     "S_X_NOTIONAL", "the other symbols' gross notional: positions plus resting entries (0 in a single run)"
 )
+S_MEMO_XN = STATE.add(
+    "S_MEMO_XN", "S_X_NOTIONAL the last decision's remembered refusals were checked against (NaN: none)"
+)
 N_STATE = STATE.size
 
 # --- per-rung slot fields (the last axis of ``slots``)
@@ -264,6 +267,7 @@ def init_state_row(state: np.ndarray, slots: np.ndarray, vec: np.ndarray) -> Non
     state[S_HOLD_UP] = np.inf
     state[S_FG_UNTIL] = -np.inf
     state[S_MEMO_EQ] = np.inf
+    state[S_MEMO_XN] = np.nan
     state[S_MC_WALLET] = np.nan  # matches no account: the first use fills the margin cache
     state[S_MC_LO] = np.inf
     state[S_MC_HI] = -np.inf

@@ -113,6 +113,7 @@ from gridctl.engine.state import (
     S_LONG_QTY,
     S_MARGIN_RATIO,
     S_MEMO_EQ,
+    S_MEMO_XN,
     S_MISSING,
     S_N_RESTING,
     S_ORD_COUNT,
@@ -181,6 +182,9 @@ def _replan_due_nb(st, c):
         or c <= st[S_HOLD_DOWN]
         or c >= st[S_HOLD_UP]
         or st[S_EQUITY] >= st[S_MEMO_EQ]
+        # A refusal's opposite exposure holds the rest of the account's notional (SIZE_MARGIN in a
+        # basket): once that changed, the refusal no longer holds and the rung is validated again.
+        or (st[S_MEMO_XN] == st[S_MEMO_XN] and st[S_X_NOTIONAL] != st[S_MEMO_XN])
     )
 
 
@@ -379,6 +383,7 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
     st[S_SKIP_NOW] = skipped
     st[S_SKIP_LIMIT_NOW] = limited
     st[S_MEMO_EQ] = memo_eq
+    st[S_MEMO_XN] = st[S_X_NOTIONAL] if memo_used else np.nan
     if memo_used and orders_changed:
         # A rung walked later changed the exposures an earlier refusal was checked against: look again.
         st[S_DIRTY] = 1.0

@@ -29,6 +29,14 @@ Choices the contract leaves open, made here and checked against the kernel by th
 - Event ``value`` is a free diagnostic (DESIGN.md gives it no meaning); the differential test skips it.
 - Detail bars: fills and a liquidation found on detail bar j carry its ts; the last move from the
   final detail close to the bar's close carries the last detail bar's ts.
+
+Baskets (``run_reference_basket``, DESIGN.md "Baskets: one cross-margin wallet"): one ``Sim`` per symbol
+on the union of the symbols' timestamps (NaN bars where a symbol has none), stepping in basket order
+against one ``Account``: the wallet, and for each symbol the rest of the account (the others' unrealized
+PnL, maintenance margin and gross notional) at their adverse extremes before its path and at their
+latest closes before its close phase, recomputed from their positions whenever it is needed. The peak,
+the breaker's state and windows and the order-pacing window are shared; the per-bar order cap stays per
+symbol's decision. The rules where the spec left a choice follow the kernel's DESIGN.md section.
 """
 
 from __future__ import annotations
@@ -439,8 +447,67 @@ def params_from(strategy: Any, venue: Any, symbol: str) -> Params:
     )
 
 
+def close_out(sim: Sim, px: float, level: int = 0) -> None:
+    """A liquidation of ``sim``: both sides close at ``px`` (fills kind liquidation, taker, level 0).
+
+    The fills pay no trading fee but each side's clearance (its maintenance margin at ``px``, or the
+    venue's clearance fee x notional), long first, together at most the equity of this symbol's margin
+    wallet at ``px`` (in a basket W + others' unrealized - others' maintenance margin + its own
+    unrealized, so the others' maintenance margin is left for their charges). When what the charges
+    leave is float noise around 0 (within 1e-9 x the liquidated notional), the margin wallet holds
+    exactly 0 (the residual goes to the last charge); a gap past bankruptcy keeps its negative wallet.
+    The event's ``level`` is 1 + the basket index of the symbol whose path crossed (0 in a single run).
+    """
+    held = sim.qty[LONG] + sim.qty[SHORT]
+    margin_equity = sim.margin_wallet() + (sim.unreal_at(px) if held > 0 else 0.0)
+    left = max(margin_equity, 0.0)
+    sim.orders.clear()
+    sim.event("LIQUIDATION", level=level, price=px, value=sim.wallet() + sim.unreal_at(px) + sim.x_unreal)
+    zero = 1e-9 * held * px  # DESIGN: "float noise around 0"
+    for side in (LONG, SHORT):
+        if sim.qty[side] > 0.0:
+            q = sim.qty[side]
+            if sim.p.clearance_fee is None:
+                charge = maint_margin(sim.p.brackets, q * px)
+            else:
+                charge = sim.p.clearance_fee * q * px
+            charge = min(max(charge, 0.0), left)
+            left -= charge
+            for key in [k for k in sim.lots if k[0] == side]:
+                del sim.lots[key]
+            sim.fill(side, LIQUIDATION, 0, px, q, TAKER, fee=charge)
+    if held > 0 and left <= zero and margin_equity > -zero:
+        # What is left is float noise around 0: the margin wallet holds exactly 0 (the residual of the
+        # sums goes to the last clearance charge); a gap past bankruptcy keeps its negative wallet.
+        resid = sim.margin_wallet()
+        sim.fees += resid
+        sim.out.fills[-1]["fee"] += resid
+        if sim.account is None:
+            sim.emptied = True
+        elif not any(Account.holds(o) for o in sim.account.sims):
+            sim.account.emptied = True  # the last close of the account: its wallet is exactly 0
+    sim.liquidated = True
+
+
+@dataclass
+class Book:
+    """What a basket's symbols share beyond the wallet: the equity peak and the circuit breaker (tripped
+    while now < ``cb_until``). A single run has its own."""
+
+    peak: float
+    cb_tripped: bool = False
+    cb_until: int = -1
+
+
 class Sim:
     """The whole simulation state and the per-bar steps, one method per step."""
+
+    # The equity peak and the breaker's state live in ``book`` (one for every symbol of a basket).
+    peak = property(lambda self: self.book.peak, lambda self, v: setattr(self.book, "peak", v))
+    cb_tripped = property(
+        lambda self: self.book.cb_tripped, lambda self, v: setattr(self.book, "cb_tripped", v)
+    )
+    cb_until = property(lambda self: self.book.cb_until, lambda self, v: setattr(self.book, "cb_until", v))
 
     def __init__(self, market: Any, p: Params, regime_cfg: Any, detail: Any = None) -> None:
         self.m = market
@@ -457,7 +524,7 @@ class Sim:
         self.funding = 0.0
         self.equity = p.initial
         self.unrealized = 0.0
-        self.peak = p.initial
+        self.book = Book(peak=p.initial)  # the equity peak and the breaker: the account's in a basket
         self.max_dd = 0.0
         # orders
         self.orders: dict[tuple[int, int], Order] = {}
@@ -474,8 +541,6 @@ class Sim:
         self.halted = False
         self.liquidated = False
         self.emptied = False  # a liquidation's charges took all the (positive) equity
-        self.cb_until = -1  # breaker tripped while now < cb_until
-        self.cb_tripped = False
         self.errors: list[int] = []
         self.reducing = False
         self.funding_unknown = False  # the FUNDING_UNKNOWN event marks the start of a blocked stretch
@@ -485,12 +550,21 @@ class Sim:
         self.day_stopped = False  # entries stopped by the daily loss limit until a later day
         self.submissions: list[int] = []  # close times of entries submitted by a decision
         self.retries_submitted = 0  # post-only retries sent (each passed validation)
+        self.submitted = 0  # entries submitted by this symbol's decisions
         # counters
         self.n_errors = 0
         self.skipped_precision = 0
         self.skipped_order_limit = 0
         self.orders_deferred = 0
         self.ts = 0
+        self.k = 0  # the bar being stepped
+        # The rest of the account in a basket (DESIGN.md "Baskets"): the other symbols' unrealized PnL,
+        # maintenance margin and gross notional, set by the basket before this symbol's path and again
+        # before its close; all 0 (and no account) in a single-symbol run.
+        self.account: Account | None = None
+        self.x_unreal = 0.0
+        self.x_mm = 0.0
+        self.x_notional = 0.0
 
     # ---------------------------------------------------------------- records
     def fill(
@@ -554,9 +628,16 @@ class Sim:
 
     # ---------------------------------------------------------------- accounting
     def wallet(self) -> float:
+        if self.account is not None:  # a basket: one wallet for every symbol
+            return self.account.wallet()
         if self.emptied:  # a liquidation took all the equity (margin_check)
             return 0.0
         return self.p.initial + self.realized - self.fees + self.funding
+
+    def margin_wallet(self) -> float:
+        """The wallet this symbol's margin sees: the wallet plus the rest of the account's unrealized
+        PnL, minus its maintenance margin (Binance's cross formula: WB - TMM1 + UPNL1)."""
+        return self.wallet() + self.x_unreal - self.x_mm
 
     def unreal_at(self, m: float) -> float:
         return self.qty[LONG] * (m - self.avg[LONG]) + self.qty[SHORT] * (self.avg[SHORT] - m)
@@ -581,24 +662,27 @@ class Sim:
         if len(recent) >= self.p.max_errors:
             self.cb_tripped = True
             self.cb_until = now + self.p.cooldown_ms
-            self.cancel_entries()
+            for sim in self.account.sims if self.account is not None else [self]:
+                sim.cancel_entries()  # a basket's breaker cancels every symbol's entries
             self.event("CIRCUIT_BREAKER_TRIP", value=float(self.cb_until))
 
     def cancel_entries(self) -> None:
         self.orders.clear()
 
     # ---------------------------------------------------------------- order-size validation
-    def exposures(self, side: int, level: int, qty: float) -> tuple[float, float]:
+    def exposures(self, side: int, level: int, qty: float, price: float) -> tuple[float, float]:
         """(Q, opposite): the side's position + its other resting entries + ``qty``, and the other
-        side's position + all its resting entries (summed in level order)."""
+        side's position + all its resting entries (summed in level order); in a basket the opposite
+        exposure also holds the rest of the account's gross notional in units at ``price``."""
         resting = sorted(self.orders.items())
         others = sum(o.qty for (s, lv), o in resting if s == side and lv != level)
         opp = 1 - side
-        return self.qty[side] + others + qty, self.qty[opp] + sum(o.qty for (s, _), o in resting if s == opp)
+        opposite = self.qty[opp] + sum(o.qty for (s, _), o in resting if s == opp)
+        return self.qty[side] + others + qty, opposite + self.x_notional / price
 
     def refused_before(self, side: int, level: int, price: float, qty: float) -> bool:
         """A remembered refusal of this (price, qty) still holds: the inputs it read are unchanged."""
-        total, opposite = self.exposures(side, level, qty)
+        total, opposite = self.exposures(side, level, qty, price)
         for r in self.refusals.get((side, level), []):
             if r.price != price or r.qty != qty:
                 continue
@@ -612,7 +696,7 @@ class Sim:
 
     def remember_refusal(self, side: int, level: int, price: float, qty: float, reason: str) -> None:
         """Keep the refusal and its inputs; only the last MEMO_SIZE per slot are kept."""
-        total, opposite = self.exposures(side, level, qty)
+        total, opposite = self.exposures(side, level, qty, price)
         passes_at = math.inf
         if reason == "SIZE_PCT":
             passes_at = total * price / self.p.leverage / self.p.max_position_pct
@@ -631,7 +715,7 @@ class Sim:
 
     def validate_entry(self, side: int, level: int, price: float, qty: float) -> str | None:
         """First failing size rule of an entry (None: accepted)."""
-        total, opposite = self.exposures(side, level, qty)
+        total, opposite = self.exposures(side, level, qty, price)
         # The bot's own limits: enable_position_validation false skips these three, never the venue's.
         if self.p.validation_on:
             if _above(total * price / self.p.leverage, self.p.max_position_pct * self.equity):
@@ -852,40 +936,23 @@ class Sim:
         since the current point ``a``; at ``m`` when there is no positive liquidation price. The
         fills pay no trading fee but each side's clearance: its maintenance margin at the close price
         (or the venue's clearance fee x notional), long first, together at most the equity left.
+        In a basket the equity and the maintenance margin are the account's (the rest of the account
+        at its adverse extremes) and every other symbol closes too (``Account.liquidate``).
         """
         if self.qty[LONG] <= 0.0 and self.qty[SHORT] <= 0.0:
             return False
-        equity = self.wallet() + self.unreal_at(m)
-        if equity > self.maint_at(m):
+        equity = self.wallet() + self.unreal_at(m) + self.x_unreal
+        if equity > self.maint_at(m) + self.x_mm:
             return False
         L, S = self.qty[LONG], self.qty[SHORT]
-        lp = liquidation_price(self.wallet(), L, self.avg[LONG], S, self.avg[SHORT], self.p.brackets, m)
+        lp = liquidation_price(
+            self.margin_wallet(), L, self.avg[LONG], S, self.avg[SHORT], self.p.brackets, m
+        )
         px = min(max(lp, min(a, m)), max(a, m)) if _finite(lp) else m
-        self.orders.clear()
-        equity = self.wallet() + self.unreal_at(px)
-        left = max(equity, 0.0)
-        self.event("LIQUIDATION", price=px, value=equity)
-        zero = 1e-9 * (self.qty[LONG] + self.qty[SHORT]) * px  # DESIGN: "float noise around 0"
-        for side in (LONG, SHORT):
-            if self.qty[side] > 0.0:
-                q = self.qty[side]
-                if self.p.clearance_fee is None:
-                    charge = maint_margin(self.p.brackets, q * px)
-                else:
-                    charge = self.p.clearance_fee * q * px
-                charge = min(max(charge, 0.0), left)
-                left -= charge
-                for key in [k for k in self.lots if k[0] == side]:
-                    del self.lots[key]
-                self.fill(side, LIQUIDATION, 0, px, q, TAKER, fee=charge)
-        if left <= zero and equity > -zero:
-            # What is left is float noise around 0: the account holds exactly 0 (the residual of the
-            # sums goes to the last clearance charge); a gap past bankruptcy keeps its negative wallet.
-            resid = self.wallet()
-            self.fees += resid
-            self.out.fills[-1]["fee"] += resid
-            self.emptied = True
-        self.liquidated = True
+        if self.account is not None:
+            self.account.liquidate(self, px)
+        else:
+            close_out(self, px)
         return True
 
     def extremes(self, o: float, h: float, lo: float) -> tuple[float, float]:
@@ -940,33 +1007,51 @@ class Sim:
         return bars
 
     # ---------------------------------------------------------------- steps 5-6: marking and gates
-    def mark(self, c: float) -> None:
-        self.unrealized = self.unreal_at(c)
-        self.equity = self.wallet() + self.unrealized
+    def mark_flat(self) -> None:
+        """Mark a flat account (after a basket's liquidation): equity = wallet."""
+        self.unrealized = 0.0
+        self.equity = self.wallet() + self.x_unreal
         self.peak = max(self.peak, self.equity)
         if self.peak > 0:
             self.max_dd = max(self.max_dd, (self.peak - self.equity) / self.peak * 100.0)
+
+    def mark(self, c: float) -> None:
+        self.unrealized = self.unreal_at(c)
+        self.equity = self.wallet() + self.unrealized + self.x_unreal  # the account's equity
+        self.peak = max(self.peak, self.equity)
+        if self.peak > 0:
+            self.max_dd = max(self.max_dd, (self.peak - self.equity) / self.peak * 100.0)
+
+    def halt(self, c: float, dd: float, level: int = 0) -> None:
+        """Drawdown halt: cancel all, flatten both sides at ``c`` (taker, slippage), HALTED from now.
+
+        ``level``: 1 + the basket index of the symbol that saw the drawdown (0 in a single run)."""
+        p = self.p
+        self.orders.clear()
+        self.event("DRAWDOWN_HALT", level=level, price=c, value=dd)
+        for side in (LONG, SHORT):
+            q = self.qty[side]
+            if q > 0.0:
+                px = c * (1 - p.slip) if side == LONG else c * (1 + p.slip)
+                # MARKET_LOT_SIZE: market orders of at most market_max_qty, the rest last.
+                while q > p.market_max_qty * (1 + 1e-9):
+                    self.fill(side, FLATTEN, 0, px, p.market_max_qty, TAKER)
+                    q -= p.market_max_qty
+                for key in [k for k in self.lots if k[0] == side]:
+                    del self.lots[key]
+                self.fill(side, FLATTEN, 0, px, q, TAKER)
+        self.halted = True
+        self.mark(c)
 
     def gates(self, c: float, close_time: int) -> None:
         p = self.p
         if p.drawdown_on and not self.halted and self.peak > 0:
             dd = (self.peak - self.equity) / self.peak * 100.0
             if dd >= p.max_dd_pct:
-                self.orders.clear()
-                self.event("DRAWDOWN_HALT", price=c, value=dd)
-                for side in (LONG, SHORT):
-                    q = self.qty[side]
-                    if q > 0.0:
-                        px = c * (1 - p.slip) if side == LONG else c * (1 + p.slip)
-                        # MARKET_LOT_SIZE: market orders of at most market_max_qty, the rest last.
-                        while q > p.market_max_qty * (1 + 1e-9):
-                            self.fill(side, FLATTEN, 0, px, p.market_max_qty, TAKER)
-                            q -= p.market_max_qty
-                        for key in [k for k in self.lots if k[0] == side]:
-                            del self.lots[key]
-                        self.fill(side, FLATTEN, 0, px, q, TAKER)
-                self.halted = True
-                self.mark(c)
+                if self.account is not None:
+                    self.account.drawdown_halt(self, c, dd)  # the account's drawdown halts every symbol
+                else:
+                    self.halt(c, dd)
         if self.cb_tripped and close_time >= self.cb_until:
             self.cb_tripped = False
             self.event("CIRCUIT_BREAKER_RESET", value=float(close_time))
@@ -974,8 +1059,8 @@ class Sim:
         reason = None
         L, S = self.qty
         if L + S > 0.0:
-            lev = (L + S) * c / self.equity if self.equity > 0 else math.inf
-            lp = liquidation_price(self.wallet(), L, self.avg[LONG], S, self.avg[SHORT], p.brackets, c)
+            lev = ((L + S) * c + self.x_notional) / self.equity if self.equity > 0 else math.inf
+            lp = liquidation_price(self.margin_wallet(), L, self.avg[LONG], S, self.avg[SHORT], p.brackets, c)
             if lev > p.max_leverage_used:
                 reason = "LEVERAGE"
             elif not math.isnan(lp) and abs(c - lp) / c < p.liq_buffer:
@@ -1119,6 +1204,7 @@ class Sim:
                 continue
             bar_count += 1
             self.submissions.append(close_time)
+            self.submitted += 1
             self.orders[key] = Order(side, level, price, qty, new=True)
 
     # ---------------------------------------------------------------- one bar
@@ -1140,7 +1226,9 @@ class Sim:
         if self.equity <= 0:
             margin_ratio = math.nan  # unknown once the equity is gone
         elif self.qty[LONG] > 0 or self.qty[SHORT] > 0:
-            margin_ratio = self.maint_at(self.last_close) / self.equity
+            margin_ratio = (self.maint_at(self.last_close) + self.x_mm) / self.equity
+        elif self.x_mm > 0:  # flat here, the rest of the account holds positions
+            margin_ratio = self.x_mm / self.equity
         self.out.equity.append(
             {
                 "ts": int(self.m.ts[k]),
@@ -1157,6 +1245,7 @@ class Sim:
 
     def bar(self, k: int) -> None:
         m = self.m
+        self.k = k
         self.ts = int(m.ts[k])
         close_time = self.ts + int(m.bar_ms)
         o, h, lo, c = float(m.open[k]), float(m.high[k]), float(m.low[k]), float(m.close[k])
@@ -1164,7 +1253,9 @@ class Sim:
         if self.input_missing:
             self.cancel_entries()
             self.event("INPUT_MISSING")
-            self.decide(c, close_time)
+            if self.account is not None and self.account.follows_halt(self):
+                self.account.halt_follower(self, k)
+            self.decide(c, close_time)  # entries blocked; equity and margin ratio carried
             self.record(k, c)
             return
         if k > 0 and m.ts[k] - m.ts[k - 1] > m.bar_ms:
@@ -1173,10 +1264,18 @@ class Sim:
         self.apply_funding(k)
         if math.isnan(self.centre):
             self.centre = c
-        if self.path(k, o, h, lo, c):
+        # In a basket whose drawdown halt came earlier in this step: no path, flattened at the close.
+        follower = self.account is not None and self.account.follows_halt(self)
+        if self.account is not None and not follower:
+            self.account.view_for_path(self, k)  # the rest of the account at its adverse extremes
+        if not follower and self.path(k, o, h, lo, c):
             self.mark(c)  # flat now: equity = wallet; the bar's close counts in the drawdown
             self.record(k, c)
             return
+        if self.account is not None:
+            self.account.view_for_close(self, k)  # the rest of the account at its latest closes
+        if follower:
+            self.account.halt_follower(self, k)
         self.regime.update(h, lo, c)
         self.mark(c)
         self.gates(c, close_time)
@@ -1209,9 +1308,315 @@ def simulate(
         "skipped_precision": sim.skipped_precision,
         "skipped_order_limit": sim.skipped_order_limit,
         "orders_deferred": sim.orders_deferred,
-        "orders_submitted": len(sim.submissions) + sim.retries_submitted,
+        "orders_submitted": sim.submitted + sim.retries_submitted,
         "max_drawdown_bar_close_pct": sim.max_dd,
         "final_state": sim.state(),
         "bars": n,
     }
     return sim.out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Baskets: several symbols against one cross-margin wallet (DESIGN.md "Baskets")
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AlignedMarket:
+    """One symbol's bars on the basket's time axis (the union of every symbol's timestamps): NaN OHLC at
+    a time the symbol has no bar (before its first, after its last, in its gaps); its own funding."""
+
+    symbol: str
+    timeframe: str
+    bar_ms: int
+    ts: list[int]
+    open: list[float]
+    high: list[float]
+    low: list[float]
+    close: list[float]
+    funding_ts: Any
+    funding_rate: Any
+    funding_mark: Any
+
+
+def align(markets: dict[str, Any]) -> dict[str, AlignedMarket]:
+    """Every market on the union of their timestamps (one timeframe for all)."""
+    frames = {m.timeframe for m in markets.values()}
+    assert len(frames) == 1, f"a basket has one timeframe, got {sorted(frames)}"
+    union = sorted({int(t) for m in markets.values() for t in m.ts})
+    out = {}
+    for symbol, m in markets.items():
+        at = {int(t): k for k, t in enumerate(m.ts)}
+        cols = []
+        for col in (m.open, m.high, m.low, m.close):
+            cols.append([float(col[at[t]]) if t in at else math.nan for t in union])
+        out[symbol] = AlignedMarket(
+            symbol, m.timeframe, int(m.bar_ms), union, *cols, m.funding_ts, m.funding_rate, m.funding_mark
+        )
+    return out
+
+
+class Account:
+    """The one wallet of a basket and what each symbol sees of the rest of it (DESIGN.md "Baskets").
+
+    The wallet is the first symbol's initial balance plus every symbol's realized PnL, minus their fees,
+    plus their funding. Before a symbol's intrabar path, the rest of the account is valued at each other
+    symbol's adverse extreme of the bar (of high and low, where its unrealized PnL minus maintenance
+    margin is lowest; its last close when it has no bar); before its close phase at each other symbol's
+    latest close. The equity peak, the breaker's state, its error window and the order pacing window
+    are the account's (``book``, ``errors``, ``submissions``).
+    """
+
+    def __init__(self, sims: list[Sim], initial: float) -> None:
+        self.sims = sims
+        self.initial = initial
+        self.emptied = False
+        self.liquidated = False
+        self.halt_by: int | None = None  # basket index of the symbol whose close saw the drawdown
+        self.halt_dd = 0.0
+        self.book = Book(peak=initial)
+        self.errors: list[int] = []
+        self.submissions: list[int] = []
+        self.points: dict[int, float] = {}  # the adverse extreme used for each other symbol (by id)
+        self.equity_rows: list[dict] = []
+        self.max_dd = 0.0  # the account's bar-close drawdown
+        for sim in sims:
+            sim.account = self
+            sim.book = self.book
+            sim.errors = self.errors  # one breaker window for the account
+            sim.submissions = self.submissions  # one order-pacing window (orders per minute)
+
+    def wallet(self) -> float:
+        if self.emptied:
+            return 0.0
+        realized = sum(sim.realized for sim in self.sims)
+        fees = sum(sim.fees for sim in self.sims)
+        funding = sum(sim.funding for sim in self.sims)
+        return self.initial + realized - fees + funding
+
+    @staticmethod
+    def holds(sim: Sim) -> bool:
+        return sim.qty[LONG] > 0.0 or sim.qty[SHORT] > 0.0
+
+    def value(self, sim: Sim, price: float) -> tuple[float, float, float]:
+        """(unrealized PnL, maintenance margin, gross notional) of ``sim`` at ``price``; the notional
+        counts its positions at ``price`` and its resting entries at their own prices."""
+        resting = sum(o.qty * o.price for _, o in sorted(sim.orders.items()))
+        if not self.holds(sim):
+            return 0.0, 0.0, resting
+        L, S = sim.qty
+        return sim.unreal_at(price), sim.maint_at(price), (L + S) * price + resting
+
+    def adverse_point(self, sim: Sim, k: int) -> float:
+        """Of the bar's high and low, where ``sim``'s unrealized PnL - maintenance margin is lowest
+        (equity - MM is concave in price: the minimum over the bar's range is at an end)."""
+        h, lo = float(sim.m.high[k]), float(sim.m.low[k])
+        if not self.holds(sim):
+            # Flat: only its resting entries count, at their own prices; the point (where a liquidation
+            # of the account records its event) is the low, its last close without a bar.
+            point = lo if math.isfinite(lo) else sim.last_close
+            return point if math.isfinite(point) else 0.0  # 0: it never had a bar
+        if not _finite(h, lo):
+            return sim.last_close  # no bar at k: its last close
+        return h if sim.unreal_at(h) - sim.maint_at(h) < sim.unreal_at(lo) - sim.maint_at(lo) else lo
+
+    @staticmethod
+    def latest_close(sim: Sim, k: int) -> float:
+        c = float(sim.m.close[k])
+        return c if math.isfinite(c) else sim.last_close
+
+    def _view(self, sim: Sim, points: dict[int, float]) -> None:
+        u = mm = notional = 0.0
+        for other in self.sims:
+            if other is sim:
+                continue
+            du, dmm, dn = self.value(other, points[id(other)])
+            u += du
+            mm += dmm
+            notional += dn
+        sim.x_unreal, sim.x_mm, sim.x_notional = u, mm, notional
+
+    def view_for_path(self, sim: Sim, k: int) -> None:
+        """The rest of the account at each other symbol's adverse extreme of bar ``k``."""
+        self.points = {id(o): self.adverse_point(o, k) for o in self.sims if o is not sim}
+        self._view(sim, self.points)
+
+    def view_for_close(self, sim: Sim, k: int) -> None:
+        """The rest of the account at each other symbol's latest close."""
+        self._view(sim, {id(o): self.latest_close(o, k) for o in self.sims if o is not sim})
+
+    # ------------------------------------------------------------ liquidation and the drawdown halt
+    def liquidate(self, crossing: Sim, px: float) -> None:
+        """``crossing``'s path took the account to its maintenance margin: it closes at ``px``, then
+        every other symbol, in basket order, at the adverse extreme its view used; the run stops."""
+        level = self.sims.index(crossing) + 1
+        close_out(crossing, px, level)
+        points = dict(self.points)
+        points[id(crossing)] = px
+        for other in self.sims:
+            if other is crossing:
+                continue
+            other.ts = int(other.m.ts[crossing.k])
+            self._view(other, points)  # the symbols closed before it are flat now
+            close_out(other, points[id(other)], level)
+        for sim in self.sims:
+            sim.x_unreal = sim.x_mm = sim.x_notional = 0.0
+        self.liquidated = True
+
+    def drawdown_halt(self, trigger: Sim, c: float, dd: float) -> None:
+        """The account's drawdown reached ``trigger``'s limit at its close: it flattens and halts now;
+        the others follow in the same step (``follow_halt``, ``halting``)."""
+        self.halt_by = self.sims.index(trigger)
+        self.halt_dd = dd
+        trigger.halt(c, dd, self.halt_by + 1)
+
+    def flatten_price(self, sim: Sim, k: int) -> float:
+        """Where the account's drawdown halt flattens ``sim``: its latest close; 0 (recorded in the event,
+        nothing to flatten) when it never had a bar."""
+        c = self.latest_close(sim, k)
+        return c if math.isfinite(c) else 0.0
+
+    def follows_halt(self, sim: Sim) -> bool:
+        """The account halted earlier in this step and ``sim`` has not stepped yet: after its open steps
+        (missing input, gap, funding) it skips its path, is flattened at its close (``halt_follower``),
+        then closes its bar as usual (gates, decision, record)."""
+        return self.halt_by is not None and not sim.halted
+
+    def halt_follower(self, sim: Sim, k: int) -> None:
+        """Flatten and halt ``sim`` at its close (its last close without a bar) with the rest of the
+        account at its latest closes."""
+        self.view_for_close(sim, k)
+        sim.halt(self.flatten_price(sim, k), self.halt_dd, self.halt_by + 1)
+
+    def follow_halt(self, k: int) -> None:
+        """After the symbol that saw the drawdown stepped: the symbols that stepped before it flatten at
+        their close and record their row of ``k`` again."""
+        assert self.halt_by is not None
+        for sim in self.sims[: self.halt_by]:
+            if sim.halted:
+                continue
+            self.view_for_close(sim, k)
+            sim.halt(self.flatten_price(sim, k), self.halt_dd, self.halt_by + 1)
+            sim.out.equity.pop()
+            sim.record(k, float(sim.m.close[k]))
+
+    # ------------------------------------------------------------ records
+    def record(self, k: int) -> None:
+        """The account's row at time ``k``, every symbol at its latest close."""
+        u = mm = 0.0
+        for sim in self.sims:
+            du, dmm, _ = self.value(sim, self.latest_close(sim, k))
+            u += du
+            mm += dmm
+        wallet = self.wallet()
+        equity = wallet + u
+        self.book.peak = max(self.book.peak, equity)
+        if self.book.peak > 0:  # from the account's peak, which every symbol's marks raise too
+            self.max_dd = max(self.max_dd, (self.book.peak - equity) / self.book.peak * 100.0)
+        if self.liquidated:
+            state = LIQUIDATED
+        elif any(sim.halted for sim in self.sims):
+            state = HALTED
+        elif self.book.cb_tripped:
+            state = COOLDOWN
+        elif any(sim.reducing for sim in self.sims):
+            state = REDUCING
+        else:
+            state = NORMAL
+        self.equity_rows.append(
+            {
+                "ts": int(self.sims[0].m.ts[k]),
+                "equity": equity,
+                "wallet_balance": wallet,
+                "unrealized_pnl": u,
+                "maint_margin": mm,
+                "margin_ratio": mm / equity if equity > 0 else math.nan,
+                "state": state,
+            }
+        )
+
+
+@dataclass
+class RefBasketOutput:
+    """Each symbol's ledgers and summary, the account's rows and summary."""
+
+    symbols: tuple[str, ...]
+    per_symbol: dict[str, RefOutput]
+    account_equity: list[dict]
+    summary: dict
+
+
+def _summary(sim: Sim, n: int) -> dict:
+    return {
+        "final_equity": sim.equity,
+        "wallet_balance": sim.wallet(),
+        "realized_pnl": sim.realized,
+        "fees": sim.fees,
+        "funding": sim.funding,
+        "n_fills": len(sim.out.fills),
+        "n_errors": sim.n_errors,
+        "skipped_precision": sim.skipped_precision,
+        "skipped_order_limit": sim.skipped_order_limit,
+        "orders_deferred": sim.orders_deferred,
+        "orders_submitted": sim.submitted + sim.retries_submitted,
+        "max_drawdown_bar_close_pct": sim.max_dd,
+        "final_state": sim.state(),
+        "bars": n,
+    }
+
+
+def run_reference_basket(
+    markets: dict[str, Any], strategies: dict[str, Any], venue: Any, detail: dict[str, Any] | None = None
+) -> RefBasketOutput:
+    """Run a basket (ccxt symbol -> market / strategy, in basket order) in one wallet, as
+    ``engine.basket.run_basket``; ``detail`` maps a symbol to the finer market its path walks."""
+    symbols = tuple(markets)
+    aligned = align(dict(markets))
+    sims = []
+    for symbol in symbols:
+        p = params_from(strategies[symbol], venue, symbol)
+        fine = None if detail is None else detail.get(symbol)
+        sims.append(Sim(aligned[symbol], p, strategies[symbol].regime, fine))
+    account = Account(sims, sims[0].p.initial)
+    n = len(aligned[symbols[0]].ts)
+    bars = 0
+    for k in range(n):
+        bars = k + 1
+        halted_before = account.halt_by is not None
+        for i, sim in enumerate(sims):
+            sim.bar(k)
+            if account.liquidated:
+                # Every symbol is flat: marked, and its row of k recorded (again, if it had stepped).
+                for j, other in enumerate(sims):
+                    if other is sim:
+                        continue
+                    other.mark_flat()
+                    if j < i:
+                        other.out.equity.pop()
+                    other.record(k, float(other.m.close[k]))
+                break
+            if not halted_before and account.halt_by == i:
+                account.follow_halt(k)
+        account.record(k)
+        if account.liquidated:
+            break
+    per_symbol = {}
+    for symbol, sim in zip(symbols, sims, strict=True):
+        sim.out.summary = _summary(sim, bars)
+        per_symbol[symbol] = sim.out
+    rows = account.equity_rows
+    final = rows[-1]["equity"] if rows else account.initial
+    max_dd = account.max_dd
+    summary = {
+        "final_equity": final,
+        "wallet_balance": account.wallet(),
+        "total_return_pct": (final / account.initial - 1.0) * 100.0,
+        "realized_pnl": sum(s.realized for s in sims),
+        "fees": sum(s.fees for s in sims),
+        "funding": sum(s.funding for s in sims),
+        "n_fills": sum(len(s.out.fills) for s in sims),
+        "max_drawdown_bar_close_pct": max_dd,
+        "final_state": rows[-1]["state"] if rows else NORMAL,
+        "bars": bars,
+    }
+    return RefBasketOutput(symbols, per_symbol, rows, summary)

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from gridctl.configs.errors import GridctlError
 from gridctl.configs.loader import load_strategy, load_venue
 from gridctl.engine import params as pv
-from gridctl.engine.accounting import mark_to_market_nb
-from gridctl.engine.enums import Reason, Regime, Side
+from gridctl.engine.accounting import apply_fill_nb, mark_to_market_nb
+from gridctl.engine.enums import Liquidity, Reason, Regime, Side
 from gridctl.engine.funding import funding_amount_nb, funding_guard_nb
 from gridctl.engine.ladder import (
     ceil_tick_nb,
@@ -46,6 +46,8 @@ from gridctl.engine.state import (
     S_LONG_AVG,
     S_LONG_QTY,
     S_MARGIN_RATIO,
+    S_SHORT_AVG,
+    S_SHORT_QTY,
     S_THROTTLE,
     S_WALLET,
     init_state,
@@ -389,3 +391,19 @@ def test_set_throttle_writes_the_slot_and_replans() -> None:
     ks.state[S_DIRTY] = 0.0
     set_throttle(ks.state, 0.25)
     assert ks.state[S_THROTTLE] == 0.25 and ks.state[S_DIRTY] == 1.0
+
+
+def test_a_side_closed_lot_by_lot_is_flat_despite_float_residue() -> None:
+    # XRP-sized lots (lot step 0.1): three short entries, then their exits in another order. In floats
+    # 3897.8 + 4092.7000000000003 + 4297.400000000001 - 3897.8 - 4297.400000000001 - 4092.7000000000003
+    # leaves 1.36e-12 (above an absolute 1e-12): the side must still be flat (no funding on residue).
+    p = default_params().vector
+    st_ = init_state(p).state
+    lots = (3897.8, 4092.7000000000003, 4297.400000000001)
+    for q in lots:
+        apply_fill_nb(st_, Side.SHORT, True, 0.52, q, Liquidity.MAKER, p)
+    residue = sum(lots) - lots[0] - lots[2] - lots[1]
+    assert residue > 1e-12  # the float arithmetic the test is about
+    for q in (lots[0], lots[2], lots[1]):
+        apply_fill_nb(st_, Side.SHORT, False, 0.51, q, Liquidity.MAKER, p)
+    assert st_[S_SHORT_QTY] == 0.0 and st_[S_SHORT_AVG] == 0.0
