@@ -11,10 +11,13 @@ import math
 import pytest
 
 from market_builders import T0, flat, make_market, strategy, venue
-from reference_sim import ENTRY, LIQUIDATION, LONG, SHORT, run_reference_basket, simulate
+from reference_sim import ENTRY, EVENT_KINDS, LIQUIDATION, LONG, SHORT, run_reference_basket, simulate
 
 BTC, ETH, XRP = "BTC/USDT:USDT", "ETH/USDT:USDT", "XRP/USDT:USDT"
 HOUR = 3_600_000
+# event kinds by name (the gate table orders the codes)
+INPUT_MISSING, POST_ONLY_REJECT = EVENT_KINDS.index("INPUT_MISSING"), EVENT_KINDS.index("POST_ONLY_REJECT")
+CB_TRIP, CB_RESET = EVENT_KINDS.index("CIRCUIT_BREAKER_TRIP"), EVENT_KINDS.index("CIRCUIT_BREAKER_RESET")
 MMR = 0.004  # tier 1 of BTC's and ETH's brackets (notional below 50,000)
 MAKER = 0.0002
 
@@ -156,9 +159,9 @@ def test_each_symbol_trades_on_its_own_rules_and_time():
     s_btc = strategy(grid__base_qty=0.001, backtest__initial_balance=10000.0)
     s_xrp = strategy(grid__base_notional=20.0, grid__grid_step_bps=77.0, backtest__initial_balance=10000.0)
     out = run_reference_basket({BTC: btc, XRP: xrp}, {BTC: s_btc, XRP: s_xrp}, ven())
-    # XRP rows on the basket's clock: NaN input before its first bar (event INPUT_MISSING = 0).
+    # XRP rows on the basket's clock: NaN input before its first bar (event INPUT_MISSING).
     ev = out.per_symbol[XRP].events
-    assert [(e["ts"], e["kind"]) for e in ev[:2]] == [(T0, 0), (T0 + HOUR, 0)]
+    assert [(e["ts"], e["kind"]) for e in ev[:2]] == [(T0, INPUT_MISSING), (T0 + HOUR, INPUT_MISSING)]
     assert len(out.per_symbol[XRP].equity) == len(out.per_symbol[BTC].equity) == 6
     # Its long rung 1: floor to XRP's tick of 0.6 * (1 - 0.0077) = 0.59538 -> 0.5953; qty 20 / 0.6 =
     # 33.33 floored to XRP's lot 0.1 -> 33.3 (BTC's rules would give 0.5 and 33.333).
@@ -193,16 +196,15 @@ def test_errors_on_two_symbols_trip_the_one_account_breaker():
     v = ven()
     for market, strat in ((btc, s), (eth, s_eth)):
         alone = simulate(market, strat, v)
-        assert 8 not in [e["kind"] for e in alone.events]  # no CIRCUIT_BREAKER_TRIP alone
+        assert CB_TRIP not in [e["kind"] for e in alone.events]  # no breaker trip alone
 
     out = run_reference_basket({BTC: btc, ETH: eth}, {BTC: s, ETH: s_eth}, v)
     ev = {sym: [(e["ts"], e["kind"]) for e in out.per_symbol[sym].events] for sym in (BTC, ETH)}
     t1 = T0 + minute
-    # POST_ONLY_REJECT = 4, CIRCUIT_BREAKER_TRIP = 8, CIRCUIT_BREAKER_RESET = 9
-    assert ev[ETH] == [(t1, 4), (t1, 8)]
+    assert ev[ETH] == [(t1, POST_ONLY_REJECT), (t1, CB_TRIP)]
     # Errors at the open enter the window at the bar's ts (t1), so the breaker holds until t1 + 300 s,
     # the close of bar 5 (ts t1 + 240 s): BTC steps first and records the reset.
-    assert ev[BTC] == [(t1, 4), (T0 + 5 * minute, 9)]
+    assert ev[BTC] == [(t1, POST_ONLY_REJECT), (T0 + 5 * minute, CB_RESET)]
     states = {sym: [r["state"] for r in out.per_symbol[sym].equity] for sym in (BTC, ETH)}
     assert states[ETH][1:6] == [2, 2, 2, 2, 0]  # COOLDOWN from the trip to the reset
     assert states[BTC][2:6] == [2, 2, 2, 0]  # BTC's row of bar 1 was written before ETH tripped
