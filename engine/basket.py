@@ -456,7 +456,7 @@ def _account_halted_nb(
 # The account's running facts between aligned timestamps (float64 vector): what every symbol's row
 # is loaded with before it steps and what the account takes back after.
 SH_WALLET = 0  # the one wallet
-SH_PEAK = 1  # the account's equity peak
+SH_PEAK = 1  # the account's equity peak: the highest of its rows (every symbol at its latest close)
 SH_ERR_COUNT = 2  # write position of the account's error ring
 SH_ORD_COUNT = 3  # write position of the account's order-pacing ring
 SH_CB_ACTIVE = 4  # the account's circuit breaker is open
@@ -510,8 +510,8 @@ def leave_account_nb(st, sh):
     ``breaker_tripped_nb``)."""
     tripped = st[S_CB_TRIPS] != sh[SH_TRIPS_IN]  # a trip, even one its own close already reset
     sh[SH_WALLET] = st[S_WALLET]
-    if st[S_PEAK] > sh[SH_PEAK]:
-        sh[SH_PEAK] = st[S_PEAK]
+    # The peak is not taken back: a symbol's mark mixes the others' earlier closes, an equity the account
+    # never had; the account's rows raise it (``_account_close_nb``).
     sh[SH_ERR_COUNT] = st[S_ERR_COUNT]
     sh[SH_ORD_COUNT] = st[S_ORD_COUNT]
     sh[SH_CB_ACTIVE] = st[S_CB_ACTIVE]

@@ -1011,13 +1011,19 @@ class Sim:
         """Mark a flat account (after a basket's liquidation): equity = wallet."""
         self.unrealized = 0.0
         self.equity = self.wallet() + self.x_unreal
-        self.peak = max(self.peak, self.equity)
-        if self.peak > 0:
-            self.max_dd = max(self.max_dd, (self.peak - self.equity) / self.peak * 100.0)
+        self._raise_peak()
 
     def mark(self, c: float) -> None:
         self.unrealized = self.unreal_at(c)
         self.equity = self.wallet() + self.unrealized + self.x_unreal  # the account's equity
+        self._raise_peak()
+
+    def _raise_peak(self) -> None:
+        """A single run's peak follows its marks. A basket's peak is the account's, raised only by the
+        account's rows (every symbol at its latest close, ``Account.record``): a symbol's own mark mixes
+        the others' earlier closes and is never an equity the account had."""
+        if self.account is not None:
+            return
         self.peak = max(self.peak, self.equity)
         if self.peak > 0:
             self.max_dd = max(self.max_dd, (self.peak - self.equity) / self.peak * 100.0)
@@ -1511,7 +1517,7 @@ class Account:
         wallet = self.wallet()
         equity = wallet + u
         self.book.peak = max(self.book.peak, equity)
-        if self.book.peak > 0:  # from the account's peak, which every symbol's marks raise too
+        if self.book.peak > 0:  # from the account's peak: the highest of its rows
             self.max_dd = max(self.max_dd, (self.book.peak - equity) / self.book.peak * 100.0)
         if self.liquidated:
             state = LIQUIDATED
