@@ -876,7 +876,8 @@ def prepare_basket(
     ctx.journal = Journal(base)
     ctx.ops_log = OpsLog(base)
     paths = {sym: member_journal(base, sym) for sym in symbols}
-    held = [str(p) for p in paths.values() if p.exists()]
+    ctx.journals = {sym: Journal(p) for sym, p in paths.items()}
+    held = [str(paths[sym]) for sym, j in ctx.journals.items() if j.has_state()]
     if ctx.journal.meta("basket") is not None or held:
         ready.add(
             "journal",
@@ -888,7 +889,6 @@ def prepare_basket(
     run_id = new_run_id()
     names = ", ".join(p.name for p in paths.values())
     ready.add("journal", True, f"{base} and one file per symbol ({names})")
-    ctx.journals = {sym: Journal(p) for sym, p in paths.items()}
     gw = None
     if live:
         try:
