@@ -6,6 +6,8 @@ bar to ``Bridge.on_bar`` and, every ``CONTROL_TICK_S``, applies ops commands and
 and staleness; the feed's own I/O (polls aimed at each bar's close, ``poll_wait_s``, keep-alive pings,
 retries) runs on a ``FeedWorker`` thread so that no feed request or retry wait can hold up a command.
 The bridge's clock is the exchange's: local time plus the offset measured at each server-time read.
+A basket (several symbols on one account) starts with ``prepare_basket`` and runs ``run_basket_loop``
+(one feed worker per symbol, ``live_bridge.basket.BasketBridge`` stepping the account).
 """
 
 from __future__ import annotations
@@ -775,7 +777,7 @@ def default_basket_journal(mode: str, symbols: tuple[str, ...], timeframe: str) 
 
 def member_journal(base: Path, symbol: str) -> Path:
     """Symbol ``symbol``'s journal beside the basket's ``base`` journal: ``<stem>.<SYMBOL-KEY><suffix>``
-    (e.g. ``run.sqlite`` -> ``run.BTCUSDT-PERP.sqlite``); each holds that symbol's orders, fills, bars
+    (e.g. ``run.sqlite`` -> ``run.BTC_USDT_USDT.sqlite``); each holds that symbol's orders, fills, bars
     and engine row, written by its bridge at every checkpoint."""
     from gridctl.data.store import symbol_key
 

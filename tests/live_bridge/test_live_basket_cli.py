@@ -83,8 +83,8 @@ def _emulator() -> Any:
 class Run:
     """One `gridctl live --live` basket subprocess and its stderr lines."""
 
-    def __init__(self, url: str, journal: Path, max_bars: int) -> None:
-        cmd = [sys.executable, "-m", "gridctl.cli", "live", "--live", "--symbols", f"{BTC},{ETH}",
+    def __init__(self, url: str, journal: Path, max_bars: int, mode: str = "--live") -> None:
+        cmd = [sys.executable, "-m", "gridctl.cli", "live", mode, "--symbols", f"{BTC},{ETH}",
                "--venue-set", f"api.base_url={url}", "--venue-set", "rate_limits.orders_per_second=10",
                "--venue-set", "rate_limits.weight_per_minute=100000",
                "--venue-set", "rate_limits.orders_per_minute=10000",
@@ -254,6 +254,94 @@ def test_a_basket_trades_live_with_status_metrics_pause_and_a_refused_restart(tm
                 (p.side, p.level, p.kind) for o in _ours(acct, sym) if (p := parse_client_id(o.client_id))
             ]
             assert len(keys) == len(set(keys)), (sym, keys)
+    finally:
+        if run is not None and run.proc.poll() is None:
+            run.proc.kill()
+        emu.stop()
+
+
+def test_one_command_queue_fans_out_to_every_symbol_and_settles_once(tmp_path: Path) -> None:
+    """Each symbol drains its own copy of every command (the first cannot take them all); the journal
+    settles a command once every symbol applied it, ``ok`` only if it was ok on each; a pause holds
+    every symbol's entries from the moment it is accepted."""
+    from gridctl.live_bridge.journal import OpsLog
+    from gridctl.live_bridge.ops import BasketOps
+
+    log = OpsLog(tmp_path / "ops.sqlite")
+    ops = BasketOps((BTC, ETH))
+    ops.attach(log)
+    pause = ops.enqueue("pause")
+    thr = ops.enqueue("throttle", 0.5)
+    assert all(m.entries_held() for m in ops.members.values())
+    btc = ops.members[BTC].drain()
+    assert [c.id for c in btc] == [pause.id, thr.id]
+    assert ops.members[BTC].drain() == []  # drained once
+    eth = ops.members[ETH].drain()
+    assert [c.id for c in eth] == [pause.id, thr.id]  # ETH still got both
+    for cmd in btc:
+        ops.members[BTC].settle(cmd, {"id": cmd.id, "kind": cmd.kind, "ok": True})
+    assert log.queued() == [(pause.id, "pause", None), (thr.id, "throttle", 0.5)]  # ETH has not applied
+    ops.members[ETH].settle(eth[0], {"id": pause.id, "kind": "pause", "ok": True})
+    ops.members[ETH].settle(eth[1], {"id": thr.id, "kind": "throttle", "ok": False, "error": "x"})
+    assert log.queued() == []
+    rows = log.db.execute("SELECT id, status FROM ops ORDER BY id").fetchall()
+    assert rows == [(pause.id, "applied"), (thr.id, "failed")]
+    assert [c["ok"] for c in ops.applied] == [True, False]
+    ops.enqueue("resume")
+    assert not any(m.entries_held() for m in ops.members.values())
+    # a restart re-queues what was accepted but not applied, on every symbol
+    again = BasketOps((BTC, ETH))
+    again.attach(log)
+    assert [c.kind for c in again.members[BTC].drain()] == ["resume"]
+    assert [c.kind for c in again.members[ETH].drain()] == ["resume"]
+    log.close()
+
+
+def test_basket_metrics_carry_the_symbol_label_and_a_total() -> None:
+    """Each gauge once per symbol and, where the basket totals it, once for ``total``; an unknown value
+    is NaN with its reason, per symbol."""
+    from gridctl.live_bridge.metrics import metrics_registry, render
+    from gridctl.live_bridge.ops import BasketOps
+
+    ops = BasketOps((BTC, ETH))
+    base = {"unknown_labels": {}, "pause_keys": [], "pause_reasons": [], "state": "normal"}
+    ops.members[BTC].publish({**base, "equity": 1000.0, "open_orders": 3, "realized_pnl": 2.0,
+                              "position_long": 0.01, "position_short": 0.0})  # fmt: skip
+    ops.members[ETH].publish({**base, "equity": 1000.0, "open_orders": 4, "realized_pnl": None,
+                              "unknown_labels": {"realized_pnl": "no bar yet"}, "position_long": 0.2,
+                              "position_short": 0.1, "pause_keys": ["operator pause"],
+                              "pause_reasons": ["operator pause"]})  # fmt: skip
+    text = render(metrics_registry(ops.snapshot)).decode()
+    assert f'gridctl_open_orders{{reason="",symbol="{BTC}"}} 3.0' in text
+    assert f'gridctl_open_orders{{reason="",symbol="{ETH}"}} 4.0' in text
+    assert 'gridctl_open_orders{reason="",symbol="total"} 7.0' in text
+    assert 'gridctl_equity{reason="",symbol="total"} 1000.0' in text  # the account's, not a sum
+    assert f'gridctl_realized_pnl{{reason="no bar yet",symbol="{ETH}"}} NaN' in text
+    assert 'gridctl_realized_pnl{reason="no bar yet",symbol="total"} NaN' in text
+    assert f'gridctl_position_qty{{reason="",side="short",symbol="{ETH}"}} 0.1' in text
+    assert f'gridctl_pause_reason{{reason="operator pause",symbol="{ETH}"}} 1.0' in text
+    assert 'gridctl_pause_reason{reason="operator pause",symbol="' + BTC not in text
+    status = ops.snapshot()
+    assert status["pause_reasons"] == [f"{ETH}: operator pause"] and status["entries_paused"] == 1.0
+
+
+def test_a_paper_basket_on_the_exchange_feed_steps_both_symbols(tmp_path: Path) -> None:
+    """`--paper --symbols` polls each symbol's bars from the exchange and fills on the simulated venue:
+    nothing is sent to the account, both symbols step every bar and ``/status`` shows both."""
+    emu = _emulator()
+    journal = tmp_path / "paper.sqlite"
+    run = None
+    try:
+        run = Run(emu.url, journal, max_bars=10_000, mode="--paper")
+        url = run.wait_started()
+        for _ in range(30):
+            _advance(emu, journal, run)
+        status = _get(url, "/status")
+        assert status["basket"] == [BTC, ETH] and status["mode"] == "paper"
+        for sym in (BTC, ETH):
+            s = status["symbols"][sym]
+            assert s["bars"] == 30 and s["open_orders"] > 0, (sym, s)
+        assert emu.state.account.orders == {}  # paper: nothing sent
     finally:
         if run is not None and run.proc.poll() is None:
             run.proc.kill()
