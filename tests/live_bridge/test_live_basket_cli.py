@@ -183,6 +183,12 @@ def _uncovered(emu: Any, sym: str, run_id: str) -> dict[str, float]:
     return out
 
 
+def _held(emu: Any, sym: str) -> float:
+    """Gross position of ``sym`` on the emulator (long plus short, base quantity)."""
+    acct = emu.state.account
+    return sum(abs(acct.position(IDS[sym], side)[0]) for side in ("LONG", "SHORT"))
+
+
 def _traded(acct: Any) -> dict[str, int]:
     """Symbol -> trades of the account on it (the emulator's record)."""
     by_exec_id = {(o.actual_order_id or o.order_id): o for o in acct.orders.values()}
@@ -241,6 +247,8 @@ def test_a_basket_trades_live_with_status_metrics_pause_and_a_refused_restart(tm
         # kill -9; a restart of a basket is refused before anything is sent
         os.kill(run.proc.pid, signal.SIGKILL)
         run.proc.wait(timeout=30)
+        held = {sym: _held(emu, sym) for sym in (BTC, ETH)}
+        assert any(held.values()), held  # the run left positions (the check below means something)
         for sym in (BTC, ETH):  # every position the run left is covered by its stops on the exchange
             assert _uncovered(emu, sym, run_id) == {}, sym
         n_orders = len(acct.orders)
@@ -342,6 +350,37 @@ def test_a_paper_basket_on_the_exchange_feed_steps_both_symbols(tmp_path: Path) 
             s = status["symbols"][sym]
             assert s["bars"] == 30 and s["open_orders"] > 0, (sym, s)
         assert emu.state.account.orders == {}  # paper: nothing sent
+    finally:
+        if run is not None and run.proc.poll() is None:
+            run.proc.kill()
+        emu.stop()
+
+
+def test_one_flatten_closes_every_symbol_of_the_basket(tmp_path: Path) -> None:
+    """``POST /flatten`` once: each symbol's bridge closes both its sides on the exchange and cancels its
+    entries; the basket is paused on every symbol and the command is settled once, ok on each."""
+    emu = _emulator()
+    journal = tmp_path / "flat.sqlite"
+    run = None
+    try:
+        run = Run(emu.url, journal, max_bars=10_000)
+        url = run.wait_started()
+        for _ in range(40):
+            _advance(emu, journal, run)
+        assert any(_held(emu, sym) > 0 for sym in (BTC, ETH))
+        assert _post(url, "/flatten") == 202
+        deadline = time.monotonic() + 60
+        while not [c for c in _get(url, "/status")["commands"] if c["kind"] == "flatten"]:
+            assert time.monotonic() < deadline and run.proc.poll() is None, run.text
+            time.sleep(0.05)
+        status = _get(url, "/status")
+        done = [c for c in status["commands"] if c["kind"] == "flatten"]
+        assert len(done) == 1 and done[0]["ok"] and set(done[0]["symbols"]) == {BTC, ETH}, done
+        acct = emu.state.account
+        for sym in (BTC, ETH):
+            assert _held(emu, sym) == 0.0, sym
+            assert _ours(acct, sym, "entry") == [], sym
+            assert "operator pause" in status["symbols"][sym]["pause_keys"], sym
     finally:
         if run is not None and run.proc.poll() is None:
             run.proc.kill()
