@@ -256,6 +256,8 @@ def prepare(
         restart = journal.has_state()
         if restart and journal.meta("mode") not in (None, mode):
             ready.add("journal", False, f"{path} belongs to a --{journal.meta('mode')} run, not --{mode}")
+        if journal.meta("basket") is not None:
+            ready.add("journal", False, f"{path} is the journal of the basket {journal.meta('basket')}")
         run_id = journal.meta("run_id") or new_run_id()
         if not restart:
             journal.set_meta("run_id", run_id)
@@ -880,6 +882,9 @@ def prepare_basket(
     paths = {sym: member_journal(base, sym) for sym in symbols}
     ctx.journals = {sym: Journal(p) for sym, p in paths.items()}
     held = [str(paths[sym]) for sym, j in ctx.journals.items() if j.has_state()]
+    if ctx.journal.has_state():
+        ready.add("journal", False, f"{base} is the journal of a single-symbol run, not of a basket")
+        return ready, ctx
     if ctx.journal.meta("basket") is not None or held:
         ready.add(
             "journal",

@@ -31,6 +31,7 @@ from gridctl.data.store import write_candles, write_funding
 from gridctl.engine.basket import BAR_GO, run_basket
 from gridctl.engine.enums import EventKind, FillKind
 from gridctl.live_bridge.basket import BasketSession
+from gridctl.live_bridge.journal import Journal
 from gridctl.live_bridge.replay import basket_replay
 from gridctl.research.results import BASKET_RESULT_FILES
 
@@ -198,6 +199,24 @@ def test_a_basket_against_an_unreachable_exchange_fails_readiness_per_symbol(tmp
         db = sqlite3.connect(str(journal))
         assert db.execute("SELECT value FROM meta WHERE key='basket'").fetchall() == []
         db.close()
+    # a basket's journal is not a single-symbol run's, nor the other way round
+    db = sqlite3.connect(str(journal))
+    db.execute("INSERT INTO meta VALUES ('basket', ?)", (f"{BTC},{ETH}",))
+    db.commit()
+    db.close()
+    r = _cli(
+        "live", "--paper", "--api-url", "http://127.0.0.1:9", "--journal", str(journal), "--ops-port", "0"
+    )
+    assert (
+        r.exit_code == 2 and f"FAIL journal: {journal} is the journal of the basket {BTC},{ETH}" in r.output
+    )
+    single = tmp_path / "single.sqlite"
+    j = Journal(single)  # a single-symbol run's journal holds its engine state
+    j.db.execute("INSERT INTO kstate (id) VALUES (1)")
+    j.close()
+    r = _cli("live", "--paper", "--symbols", f"{BTC},{ETH}", "--api-url", "http://127.0.0.1:9", "--journal",
+             str(single), "--ops-port", "0")  # fmt: skip
+    assert r.exit_code == 2 and "is the journal of a single-symbol run, not of a basket" in r.output
     r = _cli("live", "--paper", "--replay", str(tmp_path), "--symbols", BTC, "--symbol", BTC)
     assert r.exit_code == 2 and "--symbol and --symbols" in r.output
     r = _cli("live", "--paper", "--replay", str(tmp_path), "--symbols", " , ")
