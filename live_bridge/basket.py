@@ -335,7 +335,8 @@ class BasketSession:
 
 
 class BasketBridge:
-    """``--live`` on a basket: one ``Bridge`` per symbol over one account.
+    """``--live`` (or ``--paper`` on the exchange's feed) on a basket: one ``Bridge`` per symbol over one
+    account.
 
     Each symbol's bridge keeps what is per symbol - its order diff, protection (every position's stop
     coverage, checked per symbol), post-only retries, exchange fills and status - and they share one
@@ -345,20 +346,26 @@ class BasketBridge:
     fills (each booking through the account: ``MemberSession``), then ``BasketSession.step_close`` steps
     the account (``engine.basket.basket_bar_nb``, no simulated venue; a paused symbol's entries are
     cancelled instead of decided), then every bridge sends its order diff (and closes a new halt on the
-    exchange), retries, reads back and checks its protection, and checkpoints.
+    exchange), retries, reads back and checks its protection, and checkpoints. ``--paper`` steps the
+    account with the simulated venue (``BasketSession.step_paper``) after every bridge opened its bar; a
+    paused symbol's resting entries are cancelled after the step, as ``Bridge.on_bar`` does on paper.
     """
 
     def __init__(self, session: BasketSession, bridges: Mapping[str, Any]) -> None:
         if tuple(bridges) != session.symbols:
             raise GridctlError(f"bridges for {list(bridges)}, the basket is {list(session.symbols)}")
+        modes = {b.o.mode for b in bridges.values()}
+        if len(modes) != 1 or not modes <= {"live", "paper"}:
+            raise GridctlError(f"a basket's bridges run in one mode, --live or --paper, not {sorted(modes)}")
         for sym, bridge in bridges.items():
-            if bridge.s is not session.sessions[sym] or bridge.o.mode != "live":
-                raise GridctlError(f"{sym}: a basket bridge drives the basket's own session, --live")
+            if bridge.s is not session.sessions[sym]:
+                raise GridctlError(f"{sym}: a basket bridge drives the basket's own session")
         gateways = {id(b.gw) for b in bridges.values()}
         if len(gateways) != 1:
             raise GridctlError("the symbols of a basket trade through one gateway (one account, one pacer)")
         self.session = session
         self.bridges = dict(bridges)
+        self.mode = modes.pop()
 
     def on_bars(self, t: int, bars: Mapping[str, Any]) -> int:
         """Process closed bar time ``t``: ``bars[symbol]`` is each symbol's ``ClosedBar`` at ``t`` (a symbol
@@ -371,6 +378,15 @@ class BasketBridge:
             if bar.ts != t:
                 raise GridctlError(f"{sym}: bar {bar.ts} given for time {t}")
             self.bridges[sym].open_bar(bar)
+        if self.mode == "paper":  # the simulated venue fills, as Bridge.on_bar's paper branch
+            ohlc = {sym: (b.open, b.high, b.low, b.close) for sym, b in bars.items()}
+            code = self.session.step_paper(t, ohlc)
+            for b in self.bridges.values():
+                if not b.entries_allowed:
+                    b.s.block_entries()
+                b.latency.add((time.perf_counter() - t0) * 1000.0)
+                b.end_bar()
+            return code
         marks = {sym: b.book_bar(t0) for sym, b in self.bridges.items()}
         allowed = {sym: b.entries_allowed for sym, b in self.bridges.items()}
         ohlc = {sym: (b.open, b.high, b.low, b.close) for sym, b in bars.items()}

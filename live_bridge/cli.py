@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from gridctl.configs.errors import GridctlError
-from gridctl.live_bridge.options import BASKET_REPLAY_ONLY, LiveOptions, bounds
+from gridctl.live_bridge.options import LiveOptions, bounds
 
 #: (compute_stats, write_results, stats_json, basket) of the research layer, given by the top-level
 #: cli.py: live_bridge and research are one layer and do not import each other. ``basket`` holds
@@ -75,8 +75,9 @@ def live(
         list[str] | None,
         typer.Option(
             "--symbols",
-            help="--paper --replay: a basket in one wallet, ccxt symbols as a comma list or repeated (sets "
-            "strategy.symbols, as `gridctl backtest --symbols`; default: the strategy's, if it lists any).",
+            help="A basket on one account (one wallet), ccxt symbols as a comma list or repeated (sets "
+            "strategy.symbols, as `gridctl backtest --symbols`; default: the strategy's, if it lists any); "
+            "with --replay a stored basket, else traded on the exchange's feed (--paper) or account.",
         ),
     ] = None,
     timeframe: Annotated[str, typer.Option("--timeframe", help="Bar timeframe.")] = D.timeframe,
@@ -209,10 +210,11 @@ def live(
     from gridctl.live_bridge.runner import load_run_configs
 
     strategy_cfg, venue_cfg, _symbol = load_run_configs(opts)
-    if opts.replay is None and strategy_cfg.strategy.symbols is not None:
-        raise GridctlError(f"strategy {strategy_cfg.origin} lists strategy.symbols: {BASKET_REPLAY_ONLY}")
-    if opts.replay is not None and (opts.symbols or strategy_cfg.strategy.symbols is not None):
+    is_basket = bool(opts.symbols) or strategy_cfg.strategy.symbols is not None
+    if opts.replay is not None and is_basket:
         _replay_basket(venue_cfg, opts)
+    elif is_basket:
+        _run_exchange_basket(venue_cfg, opts)
     elif opts.replay is not None:
         _replay(strategy_cfg, venue_cfg, opts)
     else:
@@ -316,6 +318,49 @@ def _run_exchange(strategy: Any, venue: Any, opts: LiveOptions) -> None:
         ctx.close()
     if opts.as_json:
         sys.stdout.write(json.dumps({"latency": ctx.bridge.latency.summary(), "bars": ctx.bridge.s.n}) + "\n")
+
+
+def _run_exchange_basket(venue: Any, opts: LiveOptions) -> None:
+    """`live --paper|--live --symbols A,B` (or a strategy with strategy.symbols) against the exchange: the
+    basket's readiness (per symbol), then the basket's control loop (``runner.run_basket_loop``)."""
+    from gridctl.live_bridge.runner import prepare_basket, run_basket_loop
+
+    if _results is None:
+        raise GridctlError("a basket needs the research layer's loader (mount the command with register())")
+    basket = _results()[3]
+    strategy = basket.load_strategy(opts.strategy, opts.symbols, list(opts.overrides))
+    if opts.symbol is not None:
+        raise GridctlError(
+            f"--symbol {opts.symbol}: strategy {strategy.origin} trades the basket "
+            f"{list(strategy.basket_symbols)} (strategy.symbols); give --symbols for a basket"
+        )
+    ready, ctx = prepare_basket(strategy, venue, opts, os.environ.get(opts.token_env))
+    if opts.as_json:
+        sys.stdout.write(json.dumps({"readiness": ready.as_json()}) + "\n")
+    else:
+        for item, ok, detail in ready.rows:
+            typer.echo(f"{'ok ' if ok else 'FAIL'} {item}: {detail}", err=True)
+    try:
+        ready.require()
+    except GridctlError:
+        ctx.close()
+        raise
+    bridges = ctx.bridge.bridges
+    run_id = next(iter(bridges.values())).o.run_id
+    typer.echo(
+        f"gridctl live --{opts.mode}: basket {', '.join(bridges)} run {run_id} (new run), "
+        f"ops API on {ctx.ops_url}",
+        err=True,
+    )
+    try:
+        run_basket_loop(ctx, max_bars=opts.max_bars, poll_s=opts.poll_s, fills_poll_s=opts.fills_poll_s)
+    except KeyboardInterrupt:
+        typer.echo("stopped (Ctrl-C); a basket restart is not built: close its positions first", err=True)
+    finally:
+        ctx.close()
+    if opts.as_json:
+        latency = {sym: b.latency.summary() for sym, b in bridges.items()}
+        sys.stdout.write(json.dumps({"latency": latency, "bars": ctx.bridge.session.n}) + "\n")
 
 
 def register(app: typer.Typer, results: ResultsProvider) -> None:

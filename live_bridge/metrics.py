@@ -122,6 +122,9 @@ class BridgeCollector:
 
     def collect(self) -> Iterator[Any]:
         snap = self._snapshot()
+        if "symbols" in snap:
+            yield from self._collect_basket(snap)
+            return
         for name, key, doc in GAUGES:
             g = GaugeMetricFamily(name, doc, labels=["reason"])
             value, reason = _value(snap, key)
@@ -149,6 +152,54 @@ class BridgeCollector:
         for reason in keys:  # the detail (changing numbers, the exchange's error) is on /status
             paused.add_metric([reason], 1.0)
         yield paused
+
+    def _collect_basket(self, snap: dict[str, Any]) -> Iterator[Any]:
+        """A basket (``ops.BasketOps``): every series carries a ``symbol`` label, one of the basket's
+        symbols (a set fixed for the run) or ``total`` (the account: ``snap["total"]``, only for the
+        gauges ``ops.BasketOps`` totals)."""
+        per: dict[str, dict[str, Any]] = snap["symbols"]
+        total = snap.get("total", {})
+        for name, key, doc in GAUGES:
+            g = GaugeMetricFamily(name, doc, labels=["symbol", "reason"])
+            for sym, s in per.items():
+                value, reason = _value(s, key)
+                g.add_metric([sym, reason], value)
+            if key in total:
+                value, reason = _value(total, key)
+                g.add_metric([TOTAL, reason], value)
+            yield g
+        pos = GaugeMetricFamily(
+            "gridctl_position_qty",
+            "Position size per side (base currency).",
+            labels=["symbol", "side", "reason"],
+        )
+        for sym, s in per.items():
+            for side in ("long", "short"):
+                value, reason = _value(s, f"position_{side}")
+                pos.add_metric([sym, side, reason], value)
+        yield pos
+        errs = CounterMetricFamily(
+            "gridctl_errors",
+            "Errors counted by the engine's circuit breaker and the bridge.",
+            labels=["symbol", "kind"],
+        )
+        for sym, s in per.items():
+            for kind, n in sorted(s.get("error_counts", {}).items()):
+                errs.add_metric([sym, kind], float(n))
+        yield errs
+        paused = GaugeMetricFamily(
+            "gridctl_pause_reason",
+            "1 for each reason new entries are paused now.",
+            labels=["symbol", "reason"],
+        )
+        for sym, s in per.items():
+            for reason in sorted({_fixed(k, PAUSE_LABELS) for k in s.get("pause_keys", [])}):
+                paused.add_metric([sym, reason], 1.0)
+        yield paused
+
+
+#: The ``symbol`` label of a basket's account-wide series.
+TOTAL = "total"
 
 
 def metrics_registry(snapshot: Callable[[], dict[str, Any]]) -> CollectorRegistry:

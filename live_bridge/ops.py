@@ -163,6 +163,140 @@ class OpsState:
                 return out
 
 
+class MemberOps(OpsState):
+    """One symbol's ops state inside a ``BasketOps``: its bridge drains the commands the basket fanned
+    out to it and publishes its snapshot here; a settled command is reported to the basket, which
+    journals it once every symbol applied it."""
+
+    def __init__(self, basket: BasketOps, symbol: str) -> None:
+        super().__init__()
+        self._basket = basket
+        self.symbol = symbol
+
+    def settle(self, cmd: Command, result: dict[str, Any]) -> None:
+        self.record([result])
+        self._basket._member_settled(self.symbol, cmd, result)
+
+
+#: A basket's worst member state first: the basket's ``state`` is the worst of its symbols'.
+_STATE_ORDER = ("liquidated", "halted", "starting", "cooldown", "reducing", "normal")
+#: ``/status`` ``total``: keys that are the account's (the same for every symbol live), summed, or the
+#: largest of the symbols' (flags, ages).
+ACCOUNT_KEYS = ("equity", "wallet_balance", "margin_ratio")
+SUMMED_KEYS = ("realized_pnl", "unrealized_pnl", "funding_income", "funding_projected_cost", "open_orders",
+               "orders_sent", "orders_deferred", "entry_orders_held")  # fmt: skip
+MAX_KEYS = ("circuit_breaker_active", "entries_paused", "unexplained_exposure", "last_bar_age_seconds")
+
+
+class BasketOps(OpsState):
+    """The ops state of a basket run: one command queue for the operator, fanned out to every symbol.
+
+    ``enqueue`` journals a command once and puts it on every symbol's own queue (``members``), so each
+    symbol's bridge applies every command (a shared queue would let the first bridge drain them all); a
+    pause or flatten holds every symbol's entries at once. The command is settled in the journal when
+    every symbol applied it (``ok`` only if it was ok on each). ``snapshot`` is the basket's ``/status``:
+    each symbol's snapshot under ``symbols``, the account's figures under ``total``.
+    """
+
+    def __init__(self, symbols: tuple[str, ...]) -> None:
+        super().__init__()
+        self.symbols = tuple(symbols)
+        self.members = {sym: MemberOps(self, sym) for sym in self.symbols}
+        self._results: dict[int, dict[str, dict[str, Any]]] = {}
+
+    def attach(self, log: OpsLog) -> None:
+        self._log = log
+        paused = log.paused()
+        if paused is not None:
+            self._set_hold(paused)
+        for op_id, kind, value in log.queued():
+            cmd = Command(op_id, kind, value)
+            for m in self.members.values():
+                m.commands.put(cmd)
+
+    def _set_hold(self, held: bool) -> None:
+        self._hold = held
+        for m in self.members.values():
+            m._hold = held
+
+    def enqueue(self, kind: str, value: float | None = None) -> Command:
+        with self._lock:
+            if self._log is not None:
+                op_id = self._log.add(int(time.time() * 1000), kind, value)
+            else:
+                op_id = next(self._ids)
+            cmd = Command(op_id, kind, value)
+            for m in self.members.values():
+                m.commands.put(cmd)
+            if kind in PAUSE_KINDS:
+                self._set_hold(PAUSE_KINDS[kind])
+        return cmd
+
+    def _member_settled(self, symbol: str, cmd: Command, result: dict[str, Any]) -> None:
+        with self._lock:
+            done = self._results.setdefault(cmd.id, {})
+            done[symbol] = result
+            if len(done) < len(self.symbols):
+                return
+            del self._results[cmd.id]
+        combined = {"id": cmd.id, "kind": cmd.kind, "ok": all(r.get("ok") for r in done.values()),
+                    "symbols": {sym: done[sym] for sym in self.symbols}}  # fmt: skip
+        if self._log is not None:
+            self._log.settle(cmd.id, "applied" if combined["ok"] else "failed", json.dumps(combined))
+        self.record([combined])
+
+    def drain(self) -> list[Command]:
+        raise GridctlError("a basket's commands are drained by each symbol's bridge (BasketOps.members)")
+
+    def snapshot(self) -> dict[str, Any]:
+        """``/status`` of the basket: per symbol and the account's total."""
+        with self._lock:
+            live = dict(self._live)
+        per = {sym: m.snapshot() for sym, m in self.members.items()}
+        first = per[self.symbols[0]]
+        states = [str(s.get("state")) for s in per.values()]
+        worst = min(states, key=lambda x: _STATE_ORDER.index(x) if x in _STATE_ORDER else len(_STATE_ORDER))
+        keys: list[str] = []
+        reasons: list[str] = []
+        for sym, s in per.items():
+            keys += [k for k in s.get("pause_keys", []) if k not in keys]
+            reasons += [f"{sym}: {r}" for r in s.get("pause_reasons", [])]
+        for key, detail in sorted(live.items()):
+            if key not in keys:
+                keys.append(key)
+            reasons.append(f"{key}: {detail}")
+        total: dict[str, Any] = {}
+        labels: dict[str, str] = {}
+        for key in (*ACCOUNT_KEYS, *SUMMED_KEYS, *MAX_KEYS):
+            vals = [s.get(key) for s in per.values()]
+            if any(v is None for v in vals):
+                total[key] = None
+                why = next(s.get("unknown_labels", {}).get(key) for s in per.values() if s.get(key) is None)
+                labels[key] = why or "other"
+            elif key in ACCOUNT_KEYS:
+                total[key] = first.get(key)
+            elif key in SUMMED_KEYS:
+                total[key] = float(sum(vals))
+            else:
+                total[key] = float(max(vals))
+        if reasons:
+            total["entries_paused"] = 1.0
+        total["unknown_labels"] = labels
+        return {
+            "mode": first.get("mode"),
+            "run_id": first.get("run_id"),
+            "basket": list(self.symbols),
+            "state": worst,
+            "pause_keys": keys,
+            "pause_reasons": reasons,
+            "entries_paused": total["entries_paused"],
+            "last_bar_age_seconds": total["last_bar_age_seconds"],
+            "total": total,
+            "symbols": per,
+            "commands": list(self.applied),
+        }
+
+
 class _BodyLimit:
     """ASGI middleware: a request body over ``limit`` bytes is answered 413 and never handed on."""
 

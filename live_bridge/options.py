@@ -36,15 +36,6 @@ def bounds(name: str) -> dict[str, Any]:
     return {"min": lo, "max": hi}
 
 
-#: Why a basket is refused against an exchange: the live core exists (live_bridge.basket.BasketBridge),
-#: but a basket start-up (readiness per symbol), status and metrics per symbol and a per-symbol restart do
-#: not yet; a replay steps the basket.
-BASKET_REPLAY_ONLY = (
-    "a basket (--symbols or strategy.symbols) runs in `gridctl live` only as --paper --replay DATA-DIR so "
-    "far; against an exchange give one symbol (--symbol, and a strategy without strategy.symbols)"
-)
-
-
 @dataclass(frozen=True)
 class LiveOptions:
     """Every flag of `gridctl live`, parsed; defaults here and nowhere else.
@@ -62,7 +53,7 @@ class LiveOptions:
     replay: Path | None = None
     exchange: str = "sample"
     symbol: str | None = None
-    symbols: tuple[str, ...] = ()  # --symbols: a basket (replay only, so far)
+    symbols: tuple[str, ...] = ()  # --symbols: a basket on one account
     timeframe: str = "1m"
     out: Path | None = None
     testnet: bool = False
@@ -89,8 +80,6 @@ class LiveOptions:
             raise GridctlError(
                 "--symbol and --symbols: give one (--symbol trades one symbol, --symbols a basket)"
             )
-        if self.symbols and self.replay is None:
-            raise GridctlError(BASKET_REPLAY_ONLY)
         for name, (flag, lo, hi) in RANGES.items():
             value = getattr(self, name)
             if value is None and name == "max_bars":

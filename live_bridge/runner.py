@@ -6,6 +6,8 @@ bar to ``Bridge.on_bar`` and, every ``CONTROL_TICK_S``, applies ops commands and
 and staleness; the feed's own I/O (polls aimed at each bar's close, ``poll_wait_s``, keep-alive pings,
 retries) runs on a ``FeedWorker`` thread so that no feed request or retry wait can hold up a command.
 The bridge's clock is the exchange's: local time plus the offset measured at each server-time read.
+A basket (several symbols on one account) starts with ``prepare_basket`` and runs ``run_basket_loop``
+(one feed worker per symbol, ``live_bridge.basket.BasketBridge`` stepping the account).
 """
 
 from __future__ import annotations
@@ -254,6 +256,8 @@ def prepare(
         restart = journal.has_state()
         if restart and journal.meta("mode") not in (None, mode):
             ready.add("journal", False, f"{path} belongs to a --{journal.meta('mode')} run, not --{mode}")
+        if journal.meta("basket") is not None:
+            ready.add("journal", False, f"{path} is the journal of the basket {journal.meta('basket')}")
         run_id = journal.meta("run_id") or new_run_id()
         if not restart:
             journal.set_meta("run_id", run_id)
@@ -731,4 +735,369 @@ def run_loop(
                 bridge.publish()
     finally:
         worker.stop()
+    return done
+
+
+# --- baskets: several symbols on one account (live_bridge.basket)
+
+
+@dataclass
+class BasketRunContext:
+    """What a basket run holds: the ``BasketBridge`` (``bridge``), one feed and one journal per symbol,
+    the account's one gateway (one request pacer), the basket's ops state and its one ops server."""
+
+    bridge: Any = None
+    feeds: dict[str, Any] = field(default_factory=dict)
+    journals: dict[str, Any] = field(default_factory=dict)
+    ops: Any = None
+    server: Any = None
+    journal: Any = None  # the basket's own journal file (--journal): the run's meta and the ops log
+    ops_log: Any = None
+    gateway: Any = None
+    clock: ExchangeClock = field(default_factory=ExchangeClock)
+    ops_url: str = ""
+    restarted: bool = False
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        for res in (self.ops_log, self.journal, *self.journals.values()):
+            if res is not None:
+                res.close()
+        self.ops_log = self.journal = None
+        self.journals = {}
+
+
+def default_basket_journal(mode: str, symbols: tuple[str, ...], timeframe: str) -> Path:
+    """The journal of a basket run without --journal: the symbols' keys joined in basket order."""
+    from gridctl.data.store import default_data_dir, symbol_key
+
+    keys = "+".join(symbol_key(s) for s in symbols)
+    return default_data_dir() / "live" / f"{mode}_basket_{keys}_{timeframe}.sqlite"
+
+
+def member_journal(base: Path, symbol: str) -> Path:
+    """Symbol ``symbol``'s journal beside the basket's ``base`` journal: ``<stem>.<SYMBOL-KEY><suffix>``
+    (e.g. ``run.sqlite`` -> ``run.BTC_USDT_USDT.sqlite``); each holds that symbol's orders, fills, bars
+    and engine row, written by its bridge at every checkpoint."""
+    from gridctl.data.store import symbol_key
+
+    return base.with_name(f"{base.stem}.{symbol_key(symbol)}{base.suffix}")
+
+
+def prepare_basket(
+    strategy: Any,
+    venue: Any,
+    opts: LiveOptions,
+    token: str | None,
+    gateway: Any = None,
+    feed_kw: dict[str, Any] | None = None,
+    clock: ExchangeClock | None = None,
+) -> tuple[Checklist, BasketRunContext]:
+    """``prepare`` for a basket (``strategy.symbols``): every readiness item, per symbol where it is a
+    symbol's (``<SYMBOL>: <item>``: rules and filters, leverage, margin type, a flat start, warm-up,
+    funding, the open orders read), once for the account (clock, credentials, gates, hedge mode,
+    balance, ops endpoints). Nothing is sent to the exchange but the account settings.
+
+    A restart of a basket is refused (readiness fails): the account's shared state is not journaled.
+    """
+    from gridctl.configs.overrides import apply_overrides, basket_strategies
+    from gridctl.live_bridge.basket import BasketBridge, BasketSession
+    from gridctl.live_bridge.ops import BasketOps
+
+    mode, timeframe = opts.mode, opts.timeframe
+    live = mode == "live"
+    ready = Checklist()
+    ctx = BasketRunContext(clock=clock or ExchangeClock())
+    symbols = tuple(strategy.basket_symbols)
+    try:
+        strategies = basket_strategies(strategy)
+        session = BasketSession(strategies, venue, timeframe)
+    except GridctlError as err:
+        ready.add("config valid", False, str(err))
+        return ready, ctx
+    ready.add("config valid", True, f"{strategy.origin}; {venue.origin}; basket {', '.join(symbols)}")
+    if live:
+        is_testnet = bool(venue.api.testnet)
+        if is_testnet != bool(opts.testnet):
+            why = f"{venue.origin}: api.testnet {is_testnet}, --testnet {opts.testnet}"
+            ready.add("venue kind", False, why)
+        else:
+            ready.add("venue kind", True, "testnet" if is_testnet else "production")
+        from gridctl.configs.secrets import require_live_credentials
+
+        ready.run(
+            "credentials",
+            lambda: (require_live_credentials(venue), "api key and secret from the environment")[1],
+        )
+        off = sorted(
+            {
+                f"{sym}: {g}"
+                for sym, strat in strategies.items()
+                for g in strat.gates_disabled()
+                if g not in opts.allow_gate_off and g.split(".")[-1] not in opts.allow_gate_off
+            }
+        )
+        ready.add(
+            "risk gates",
+            not off,
+            f"disabled without --allow-gate-off: {off}" if off else "all enabled (or explicitly allowed off)",
+        )
+        ready.add(
+            "ops token",
+            bool(token),
+            "set" if token else f"--live needs an ops API token in ${opts.token_env}",
+        )
+    feeds = {
+        sym: ExchangeFeed.for_venue(venue, sym, timeframe, opts.api_url, **(feed_kw or {})) for sym in symbols
+    }
+    for feed in feeds.values():
+        feed.on_server_time = ctx.clock.follow
+    ctx.feeds = feeds
+    first = feeds[symbols[0]]
+
+    def reach() -> str:
+        local = int(time.time() * 1000)
+        t = first.server_time_ms()
+        skew = t - (local + int(time.time() * 1000)) // 2
+        ctx.clock.offset_ms = t - int(time.time() * 1000)
+        if abs(skew) > opts.max_skew_ms:
+            raise GridctlError(f"clock skew {skew} ms exceeds --max-clock-skew-ms {opts.max_skew_ms}")
+        return f"skew {skew} ms"
+
+    with first.retry_policy(readiness.READY_RETRIES, readiness.READY_RETRY_WAIT_S, readiness.READY_TIMEOUT_S):
+        reachable = ready.run("exchange reachable, clock skew", reach)
+    for sym, feed in feeds.items():
+        if reachable:
+            with feed.retry_policy(
+                readiness.READY_RETRIES, readiness.READY_RETRY_WAIT_S, readiness.READY_TIMEOUT_S
+            ):
+                ready.run(f"{sym}: symbol and filters", lambda f=feed: filters_match(venue, f.load_rules()))
+        else:
+            ready.add(f"{sym}: symbol and filters", False, "exchange not reachable")
+    base = opts.journal or default_basket_journal(mode, symbols, timeframe)
+    ctx.journal = Journal(base)
+    ctx.ops_log = OpsLog(base)
+    paths = {sym: member_journal(base, sym) for sym in symbols}
+    ctx.journals = {sym: Journal(p) for sym, p in paths.items()}
+    held = [str(paths[sym]) for sym, j in ctx.journals.items() if j.has_state()]
+    if ctx.journal.has_state():
+        ready.add("journal", False, f"{base} is the journal of a single-symbol run, not of a basket")
+        return ready, ctx
+    if ctx.journal.meta("basket") is not None or held:
+        ready.add(
+            "journal",
+            False,
+            f"{base} belongs to an earlier basket run ({', '.join(held) or 'its meta'}): restarting a basket "
+            "is not built yet; close that run's positions and orders and start with a new --journal",
+        )
+        return ready, ctx
+    run_id = new_run_id()
+    names = ", ".join(p.name for p in paths.values())
+    ready.add("journal", True, f"{base} and one file per symbol ({names})")
+    gw = None
+    if live:
+        try:
+            gw = gateway or make_gateway(venue, opts.api_url)
+            ctx.gateway = gw
+            if getattr(gw, "pacer", None) is not None:  # one pacer for every request of the account
+                for feed in feeds.values():
+                    feed.pacer = gw.pacer
+                    gw.pacer.watch(feed.client)
+            if hasattr(gw, "follow_time"):
+                for feed in feeds.values():
+                    feed.on_server_time = _follow_both(ctx.clock, gw)
+                gw.follow_time(ctx.clock.now_ms())
+        except Exception as err:
+            ready.add("gateway", False, f"cannot build the exchange gateway: {err}")
+            return ready, ctx
+        if not reachable:
+            for item in ACCOUNT_ITEMS:
+                ready.add(item, False, "exchange not reachable")
+            return ready, ctx
+        _basket_account_checks(ready, gw, venue, symbols, opts.min_balance)
+
+        def seed() -> str:
+            nonlocal session, strategies
+            open_pos = {}
+            for sym in symbols:
+                acct = gw.account(sym)
+                pos = {side: p.qty for side, p in acct.positions.items() if p.qty > 0.0}
+                if pos:
+                    open_pos[sym] = pos
+            if open_pos:
+                raise GridctlError(
+                    f"the account holds positions {open_pos} and this is a new basket run: close them first"
+                )
+            wallet = float(gw.account(symbols[0]).wallet_balance)
+            if not math.isfinite(wallet) or wallet <= 0.0:
+                raise GridctlError(f"the exchange reports a wallet balance of {wallet}: nothing to size from")
+            seeded, seeded_venue = apply_overrides(strategy, venue, {"backtest.initial_balance": wallet})
+            strategies = basket_strategies(seeded)
+            session = BasketSession(strategies, seeded_venue, timeframe)
+            return f"wallet {wallet:,.2f} USDT (in place of backtest.initial_balance), every symbol flat"
+
+        ready.run("engine sized from the account", seed)
+    for sym, feed in feeds.items():
+        member = session.sessions[sym]
+        if not reachable:
+            ready.add(f"{sym}: warm-up", False, "exchange not reachable")
+            ready.add(f"{sym}: funding rate", False, "exchange not reachable")
+            continue
+        policy = (readiness.READY_RETRIES, readiness.READY_RETRY_WAIT_S, readiness.READY_TIMEOUT_S)
+        with feed.retry_policy(*policy):
+
+            def warm(member: Any = member, feed: Any = feed) -> str:
+                need = member.warmup_needed
+                bars = feed.history(need)
+                if len(bars) < need:
+                    raise GridctlError(f"warm-up needs {need} closed bars, the exchange gave {len(bars)}")
+                arr = np.array(bars, dtype=np.float64)
+                member.warm(arr[:, 0], arr[:, 2], arr[:, 3], arr[:, 4], arr[:, 1])
+                return f"{need} bars (engine.regime.warmup_bars)"
+
+            ready.run(f"{sym}: warm-up", warm)
+
+            def funding(sym: str = sym, member: Any = member, feed: Any = feed) -> str:
+                now = feed.server_time_ms()
+                settled = feed.funding_settled(now - 3 * 86_400_000, now)
+                nxt = feed.next_funding_ms()
+                session.set_funding(sym, settled, nxt)
+                if not member.funding.ts:
+                    raise GridctlError("the exchange gave no settled funding rate (entries stay blocked)")
+                if nxt is None:
+                    raise GridctlError("the exchange gave no next funding time")
+                return f"last rate {member.funding.rate[-1]:.6f} at {member.funding.ts[-1]}, next {nxt}"
+
+            ready.run(f"{sym}: funding rate", funding)
+    ready.run(
+        "engine kernels loaded",
+        lambda: prime_kernels(strategies[symbols[0]], venue, symbols[0], timeframe, mode),
+    )
+    ops = BasketOps(symbols)
+    ops.attach(ctx.ops_log)
+    ctx.ops = ops
+    bridges = {}
+    for sym in symbols:
+        options = bridge_options(strategies[sym], mode, run_id)
+        bridge = Bridge(
+            session.sessions[sym], options, ops.members[sym], ctx.journals[sym], gw, now_ms=ctx.clock.now_ms
+        )
+        bridges[sym] = bridge
+        if live:
+            bridge.read_account()
+            ready.run(
+                f"{sym}: open orders read",
+                lambda b=bridge: f"{len(b.open_orders)} open" if b.refresh_orders() else _raise(b),
+            )
+    ctx.bridge = BasketBridge(session, bridges)
+    try:
+        server = OpsServer(ops, token, opts.ops_port).start()
+        ctx.server = server
+        ctx.ops_url = server.url
+        ready.run("ops and metrics endpoints", lambda: _probe(server.url, token))
+    except GridctlError as err:
+        ready.add("ops and metrics endpoints", False, str(err))
+    if not ready.failures:
+        ctx.journal.set_meta("run_id", run_id)
+        ctx.journal.set_meta("mode", mode)
+        ctx.journal.set_meta("basket", ",".join(symbols))
+        for sym, bridge in bridges.items():  # each symbol's first checkpoint, before its first order
+            ctx.journals[sym].save_bar(
+                bridge.s, {"operator_paused": False, "warm_ts": ctx.feeds[sym].last_ts}
+            )
+    for bridge in bridges.values():
+        bridge.publish()
+    return ready, ctx
+
+
+def _basket_account_checks(
+    ready: Checklist, gw: Any, venue: Any, symbols: tuple[str, ...], min_balance: float
+) -> None:
+    """The account items of a basket: hedge mode and the balance once, leverage and margin type per
+    symbol (``<SYMBOL>: leverage``)."""
+    t = venue.trading
+
+    def hedge() -> str:
+        if not gw.hedge_mode():
+            gw.set_hedge_mode(True)
+            if not gw.hedge_mode():
+                raise GridctlError("the account is not in hedge (dual-side) mode and switching failed")
+            return "switched on"
+        return "on"
+
+    ready.run("hedge mode", hedge)
+    for sym in symbols:
+        ready.run(f"{sym}: leverage", lambda s=sym: (gw.set_leverage(s, t.leverage), f"{t.leverage}x set")[1])
+        ready.run(
+            f"{sym}: margin type",
+            lambda s=sym: (gw.set_margin_type(s, t.margin_type), f"{t.margin_type} set")[1],
+        )
+
+    def balance() -> str:
+        acct = gw.account(symbols[0])
+        if not math.isfinite(acct.available) or acct.available < min_balance:
+            raise GridctlError(f"available balance {acct.available} is below --min-balance {min_balance}")
+        if acct.margin_ratio is None:
+            raise GridctlError("the exchange reports no margin ratio for the account")
+        return f"available {acct.available:,.2f}"
+
+    ready.run("balance", balance)
+
+
+def run_basket_loop(
+    ctx: BasketRunContext,
+    max_bars: int | None = None,
+    poll_s: float = _DEFAULTS.poll_s,
+    fills_poll_s: float = _DEFAULTS.fills_poll_s,
+) -> int:
+    """``run_loop`` for a basket: one ``FeedWorker`` per symbol; a bar time goes to
+    ``BasketBridge.on_bars`` once every symbol's feed has served a bar at or after it (a symbol without
+    a bar there steps it as missing input). Every tick each symbol's bridge applies its ops commands and
+    shows its feed's health; between bars each looks for fills (``protect_fills``) and staleness.
+    Returns the bar times processed; stops when the account is liquidated."""
+    basket = ctx.bridge
+    bridges = basket.bridges
+    workers = {
+        sym: FeedWorker(ctx.feeds[sym], ctx.clock, poll_s, bridges[sym].ops).start() for sym in bridges
+    }
+    pending: dict[int, dict[str, Any]] = {}
+    seen: dict[str, int] = {}
+    done = 0
+    fills_due = time.monotonic() + fills_poll_s
+    try:
+        while (max_bars is None or done < max_bars) and not basket.session.liquidated:
+            got = {sym: w.take(CONTROL_TICK_S / len(workers)) for sym, w in workers.items()}
+            for sym, b in bridges.items():
+                b.apply_commands()
+                b.set_input_health("bar feed connection", ctx.feeds[sym].health.problem())
+                item = got[sym]
+                if isinstance(item, FeedDown):
+                    if b.o.mode == "live":
+                        b._block_entries()
+                elif isinstance(item, BaseException):
+                    raise item
+                for bar in item if isinstance(item, list) else []:
+                    pending.setdefault(bar.ts, {})[sym] = bar
+                    seen[sym] = max(seen.get(sym, bar.ts), bar.ts)
+            stepped = False
+            while pending and len(seen) == len(bridges) and min(pending) <= min(seen.values()):
+                t = min(pending)
+                basket.on_bars(t, pending.pop(t))
+                done += 1
+                stepped = True
+                if (max_bars is not None and done >= max_bars) or basket.session.liquidated:
+                    break
+            if not stepped:
+                if time.monotonic() >= fills_due:
+                    for b in bridges.values():
+                        b.protect_fills()
+                    fills_due = time.monotonic() + fills_poll_s
+                for b in bridges.values():
+                    b.check_stale()
+                    b.publish()
+    finally:
+        for w in workers.values():
+            w.stop()
     return done

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from gridctl.data.store import write_candles, write_funding
 from gridctl.engine.basket import BAR_GO, run_basket
 from gridctl.engine.enums import EventKind, FillKind
 from gridctl.live_bridge.basket import BasketSession
+from gridctl.live_bridge.journal import Journal
 from gridctl.live_bridge.replay import basket_replay
 from gridctl.research.results import BASKET_RESULT_FILES
 
@@ -181,14 +183,40 @@ def test_live_replay_of_a_basket_writes_what_backtest_symbols_writes(tmp_path: P
     assert (tmp_path / "bt" / "stats.json").read_bytes() == (tmp_path / "rp" / "stats.json").read_bytes()
 
 
-def test_a_basket_against_an_exchange_is_refused_not_traded_as_one_symbol(tmp_path: Path) -> None:
-    """One process trading a basket on an exchange is not built: refused with exit 2, naming the way
-    that works, never run on the strategy's first symbol alone."""
-    r = _cli("live", "--paper", "--symbols", f"{BTC},{ETH}")
-    assert r.exit_code == 2 and "only as --paper --replay" in r.output
-    r = _cli("live", "--paper", "--set", f'strategy.symbols=["{BTC}", "{ETH}"]')
-    assert r.exit_code == 2 and "lists strategy.symbols" in r.output
-    assert "only as --paper --replay" in r.output
+def test_a_basket_against_an_unreachable_exchange_fails_readiness_per_symbol(tmp_path: Path) -> None:
+    """A basket against an exchange runs the basket start-up, never the strategy's first symbol alone:
+    with the exchange unreachable every symbol's own items fail, one line each, exit 2, and the
+    journal keeps no run (nothing was sent)."""
+    journal = tmp_path / "j.sqlite"
+    for how in (["--symbols", f"{BTC},{ETH}"], ["--set", f'strategy.symbols=["{BTC}", "{ETH}"]']):
+        r = _cli("live", "--paper", *how, "--api-url", "http://127.0.0.1:9", "--journal", str(journal),
+                 "--ops-port", "0")  # fmt: skip
+        assert r.exit_code == 2, r.output
+        for sym in (BTC, ETH):
+            for item in ("symbol and filters", "warm-up", "funding rate"):
+                assert f"FAIL {sym}: {item}: exchange not reachable" in r.output, (sym, item, r.output)
+        assert "not ready to start" in r.output
+        db = sqlite3.connect(str(journal))
+        assert db.execute("SELECT value FROM meta WHERE key='basket'").fetchall() == []
+        db.close()
+    # a basket's journal is not a single-symbol run's, nor the other way round
+    db = sqlite3.connect(str(journal))
+    db.execute("INSERT INTO meta VALUES ('basket', ?)", (f"{BTC},{ETH}",))
+    db.commit()
+    db.close()
+    r = _cli(
+        "live", "--paper", "--api-url", "http://127.0.0.1:9", "--journal", str(journal), "--ops-port", "0"
+    )
+    assert (
+        r.exit_code == 2 and f"FAIL journal: {journal} is the journal of the basket {BTC},{ETH}" in r.output
+    )
+    single = tmp_path / "single.sqlite"
+    j = Journal(single)  # a single-symbol run's journal holds its engine state
+    j.db.execute("INSERT INTO kstate (id) VALUES (1)")
+    j.close()
+    r = _cli("live", "--paper", "--symbols", f"{BTC},{ETH}", "--api-url", "http://127.0.0.1:9", "--journal",
+             str(single), "--ops-port", "0")  # fmt: skip
+    assert r.exit_code == 2 and "is the journal of a single-symbol run, not of a basket" in r.output
     r = _cli("live", "--paper", "--replay", str(tmp_path), "--symbols", BTC, "--symbol", BTC)
     assert r.exit_code == 2 and "--symbol and --symbols" in r.output
     r = _cli("live", "--paper", "--replay", str(tmp_path), "--symbols", " , ")

@@ -1,0 +1,387 @@
+"""`gridctl live --live --symbols BTC/USDT:USDT,ETH/USDT:USDT` as a real subprocess against the emulator
+(one account serving both symbols): the basket's start-up, both symbols trading through one process,
+``/status`` and ``/metrics`` per symbol and in total, an operator pause fanned out to both symbols'
+bridges from the one command queue, and a kill whose restart is refused (exit 2, nothing sent) while
+every position the run left stays fully covered by its stops.
+
+The bars: per symbol ``W`` flat history bars at its first price (the regime warm-up), then the seeded
+sample scaled to the symbol (ETH: a twentieth of BTC's price, on ETH's 0.01 tick), advanced by the test
+one closed bar at a time on both symbols.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from gridctl.configs.loader import load_strategy
+from gridctl.data.sample import generate_sample
+from gridctl.engine.regime import warmup_bars
+from gridctl.live_bridge.orders import parse_client_id
+from gridctl.live_bridge.runner import member_journal
+
+from live_helpers import EMU_ENV
+
+REPO = Path(__file__).resolve().parents[2]
+MIN = 60_000
+HOUR = 3_600_000
+BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
+IDS = {BTC: "BTCUSDT", ETH: "ETHUSDT"}
+TICK = {BTC: 0.1, ETH: 0.01}
+STEP = 0.001  # both symbols' lot step on the emulator
+SCALE = {BTC: (7, 1.0), ETH: (11, 20.0)}  # sample seed, price divisor
+SETS = ["grid.grid_step_bps=10", "exit.tp_steps=2", "grid.grid_levels_long=3", "grid.grid_levels_short=3",
+        "grid.base_notional=150", "regime.hysteresis_bps=5"]  # fmt: skip
+TOKEN = EMU_ENV["GRIDCTL_OPS_TOKEN"]
+
+
+def _frames(symbol: str, n: int, flat: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    seed, scale = SCALE[symbol]
+    tick = TICK[symbol]
+    candles, _mark, funding = generate_sample(1, seed=seed)
+    prices = ("open", "high", "low", "close")
+    bars = candles.head(n).select("ts", *prices, "volume")
+    bars = bars.with_columns(((pl.col(c) / scale / tick).round() * tick).round(2) for c in prices)
+    t0, p0 = int(bars["ts"][0]), float(bars["open"][0])
+    pre = pl.DataFrame(
+        {
+            "ts": [t0 - (flat - i) * MIN for i in range(flat)],
+            **{c: [p0] * flat for c in prices},
+            "volume": [1.0] * flat,
+        }
+    ).cast(bars.schema)
+    funding = funding.select("ts", "rate", pl.col("mark_price") / scale)
+    first = pl.DataFrame({"ts": [t0 - 8 * HOUR], "rate": [0.0001], "mark_price": [p0]}).cast(funding.schema)
+    return pl.concat([pre, bars]), pl.concat([first, funding])
+
+
+def _emulator() -> Any:
+    from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
+
+    r = load_strategy("default", SETS).regime
+    start = warmup_bars(r.adx_len, r.ema_slow, r.atr_len)
+    state = EmulatorState()
+    for sym in (BTC, ETH):
+        frame, funding = _frames(sym, 200, start + 1)
+        state.set_funding(IDS[sym], funding.rename({"ts": "funding_time"}))
+        state.replay(IDS[sym], "1m", frame, start_ms=int(frame["ts"][start]))
+    state.account.wallet = 10_000.0
+    return BinanceUsdmEmulator(state).start()
+
+
+class Run:
+    """One `gridctl live --live` basket subprocess and its stderr lines."""
+
+    def __init__(self, url: str, journal: Path, max_bars: int, mode: str = "--live") -> None:
+        cmd = [sys.executable, "-m", "gridctl.cli", "live", mode, "--symbols", f"{BTC},{ETH}",
+               "--venue-set", f"api.base_url={url}", "--venue-set", "rate_limits.orders_per_second=10",
+               "--venue-set", "rate_limits.weight_per_minute=100000",
+               "--venue-set", "rate_limits.orders_per_minute=10000",
+               *[x for s in SETS for x in ("--set", s)], "--journal", str(journal), "--ops-port", "0",
+               "--max-clock-skew-ms", str(10**13), "--max-bars", str(max_bars),
+               "--poll-s", "0.02"]  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env={**os.environ, **EMU_ENV}, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            text=True,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_started(self, timeout: float = 300) -> str:
+        deadline = time.monotonic() + timeout
+        while not any("ops API on" in x for x in self.lines):
+            assert self.proc.poll() is None, self.text
+            assert time.monotonic() < deadline, self.text
+            time.sleep(0.05)
+        line = next(x for x in self.lines if "ops API on" in x)
+        return line.rsplit("ops API on ", 1)[1].strip()
+
+
+def _journal_bar(path: Path) -> int | None:
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            row = db.execute("SELECT bar_ts FROM kstate WHERE id=1").fetchone()
+        finally:
+            db.close()
+    except sqlite3.OperationalError:
+        return None
+    return row[0] if row else None
+
+
+def _advance(emu: Any, journal: Path, run: Run, timeout: float = 60) -> int:
+    """Close the next bar on both symbols and wait until both symbols' journals checkpointed it."""
+    ts = [emu.state.advance_bar(IDS[sym])[0] for sym in (BTC, ETH)]
+    assert ts[0] == ts[1]
+    deadline = time.monotonic() + timeout
+    paths = [member_journal(journal, sym) for sym in (BTC, ETH)]
+    while any(_journal_bar(p) != ts[0] for p in paths):
+        assert run.proc.poll() is None, run.text
+        assert time.monotonic() < deadline, f"bar {ts[0]} not journaled\n{run.text}"
+        time.sleep(0.01)
+    return ts[0]
+
+
+def _get(url: str, path: str) -> Any:
+    req = urllib.request.Request(f"{url}{path}", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        body = resp.read()
+    return body.decode() if path == "/metrics" else json.loads(body)
+
+
+def _post(url: str, path: str) -> int:
+    req = urllib.request.Request(
+        f"{url}{path}", data=b"", method="POST", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return resp.status
+
+
+def _ours(acct: Any, sym: str, kind: str | None = None) -> list[Any]:
+    out = []
+    for o in acct.open_orders(IDS[sym]):
+        p = parse_client_id(o.client_id)
+        if p is not None and (kind is None or p.kind == kind):
+            out.append(o)
+    return out
+
+
+def _uncovered(emu: Any, sym: str, run_id: str) -> dict[str, float]:
+    """Position side -> quantity held on the emulator without resting stops of run ``run_id`` closing it."""
+    acct = emu.state.account
+    covered = {"LONG": 0.0, "SHORT": 0.0}
+    for o in acct.open_orders(IDS[sym]):
+        p = parse_client_id(o.client_id)
+        closing = (o.position_side, o.side) in (("LONG", "SELL"), ("SHORT", "BUY"))
+        if p is not None and p.run_id == run_id and o.type == "STOP_MARKET" and closing:
+            covered[o.position_side] += o.qty - o.filled
+    out = {}
+    for side in ("LONG", "SHORT"):
+        qty = abs(acct.position(IDS[sym], side)[0])
+        if qty - covered[side] > STEP / 2:
+            out[side] = qty - covered[side]
+    return out
+
+
+def _held(emu: Any, sym: str) -> float:
+    """Gross position of ``sym`` on the emulator (long plus short, base quantity)."""
+    acct = emu.state.account
+    return sum(abs(acct.position(IDS[sym], side)[0]) for side in ("LONG", "SHORT"))
+
+
+def _traded(acct: Any) -> dict[str, int]:
+    """Symbol -> trades of the account on it (the emulator's record)."""
+    by_exec_id = {(o.actual_order_id or o.order_id): o for o in acct.orders.values()}
+    out: dict[str, int] = {}
+    for t in acct.trades:
+        sym = {v: k for k, v in IDS.items()}[by_exec_id[t.order_id].symbol]
+        out[sym] = out.get(sym, 0) + 1
+    return out
+
+
+def test_a_basket_trades_live_with_status_metrics_pause_and_a_refused_restart(tmp_path: Path) -> None:
+    emu = _emulator()
+    journal = tmp_path / "basket.sqlite"
+    run = None
+    try:
+        run = Run(emu.url, journal, max_bars=10_000)
+        url = run.wait_started()
+        text = run.text
+        for sym in (BTC, ETH):  # readiness per symbol
+            for item in ("symbol and filters", "leverage", "margin type", "warm-up", "funding rate",
+                         "open orders read"):  # fmt: skip
+                assert f"ok  {sym}: {item}:" in text, (sym, item, text)
+        acct = emu.state.account
+        for _ in range(40):
+            _advance(emu, journal, run)
+        traded = _traded(acct)
+        assert set(traded) == {BTC, ETH}, traded
+        status = _get(url, "/status")
+        assert status["basket"] == [BTC, ETH]
+        assert set(status["symbols"]) == {BTC, ETH}
+        for sym in (BTC, ETH):
+            s = status["symbols"][sym]
+            assert s["symbol"] == sym and s["bars"] == 40 and s["mode"] == "live"
+            assert s["open_orders"] == len(_ours(acct, sym)) > 0, (sym, s["open_orders"])
+        total = status["total"]
+        assert total["open_orders"] == sum(status["symbols"][s]["open_orders"] for s in (BTC, ETH))
+        assert total["equity"] == status["symbols"][BTC]["equity"]  # the account's, read from the exchange
+        metrics = _get(url, "/metrics")
+        for sym in (BTC, ETH):
+            assert f'gridctl_open_orders{{reason="",symbol="{sym}"}}' in metrics, metrics
+            assert f'gridctl_position_qty{{reason="",side="long",symbol="{sym}"}}' in metrics
+        assert 'gridctl_equity{reason="",symbol="total"}' in metrics
+        # one pause, applied by both symbols' bridges: their entries leave the exchange, exits stay
+        assert _post(url, "/pause") == 202
+        _advance(emu, journal, run)
+        status = _get(url, "/status")
+        for sym in (BTC, ETH):
+            assert "operator pause" in status["symbols"][sym]["pause_keys"], status["symbols"][sym]
+            assert _ours(acct, sym, "entry") == [], sym
+        applied = [c for c in status["commands"] if c["kind"] == "pause"]
+        assert len(applied) == 1 and applied[0]["ok"] and set(applied[0]["symbols"]) == {BTC, ETH}
+        db = sqlite3.connect(str(journal))
+        assert db.execute("SELECT status FROM ops WHERE kind='pause'").fetchall() == [("applied",)]
+        run_id = db.execute("SELECT value FROM meta WHERE key='run_id'").fetchone()[0]
+        db.close()
+        # kill -9; a restart of a basket is refused before anything is sent
+        os.kill(run.proc.pid, signal.SIGKILL)
+        run.proc.wait(timeout=30)
+        held = {sym: _held(emu, sym) for sym in (BTC, ETH)}
+        assert any(held.values()), held  # the run left positions (the check below means something)
+        for sym in (BTC, ETH):  # every position the run left is covered by its stops on the exchange
+            assert _uncovered(emu, sym, run_id) == {}, sym
+        n_orders = len(acct.orders)
+        again = Run(emu.url, journal, max_bars=5)
+        assert again.proc.wait(timeout=300) == 2, again.text
+        assert "restarting a basket is not built yet" in again.text, again.text
+        assert len(acct.orders) == n_orders  # nothing sent
+        # no duplicated order per symbol: one resting order per (side, level, kind)
+        for sym in (BTC, ETH):
+            keys = [
+                (p.side, p.level, p.kind) for o in _ours(acct, sym) if (p := parse_client_id(o.client_id))
+            ]
+            assert len(keys) == len(set(keys)), (sym, keys)
+    finally:
+        if run is not None and run.proc.poll() is None:
+            run.proc.kill()
+        emu.stop()
+
+
+def test_one_command_queue_fans_out_to_every_symbol_and_settles_once(tmp_path: Path) -> None:
+    """Each symbol drains its own copy of every command (the first cannot take them all); the journal
+    settles a command once every symbol applied it, ``ok`` only if it was ok on each; a pause holds
+    every symbol's entries from the moment it is accepted."""
+    from gridctl.live_bridge.journal import OpsLog
+    from gridctl.live_bridge.ops import BasketOps
+
+    log = OpsLog(tmp_path / "ops.sqlite")
+    ops = BasketOps((BTC, ETH))
+    ops.attach(log)
+    pause = ops.enqueue("pause")
+    thr = ops.enqueue("throttle", 0.5)
+    assert all(m.entries_held() for m in ops.members.values())
+    btc = ops.members[BTC].drain()
+    assert [c.id for c in btc] == [pause.id, thr.id]
+    assert ops.members[BTC].drain() == []  # drained once
+    eth = ops.members[ETH].drain()
+    assert [c.id for c in eth] == [pause.id, thr.id]  # ETH still got both
+    for cmd in btc:
+        ops.members[BTC].settle(cmd, {"id": cmd.id, "kind": cmd.kind, "ok": True})
+    assert log.queued() == [(pause.id, "pause", None), (thr.id, "throttle", 0.5)]  # ETH has not applied
+    ops.members[ETH].settle(eth[0], {"id": pause.id, "kind": "pause", "ok": True})
+    ops.members[ETH].settle(eth[1], {"id": thr.id, "kind": "throttle", "ok": False, "error": "x"})
+    assert log.queued() == []
+    rows = log.db.execute("SELECT id, status FROM ops ORDER BY id").fetchall()
+    assert rows == [(pause.id, "applied"), (thr.id, "failed")]
+    assert [c["ok"] for c in ops.applied] == [True, False]
+    ops.enqueue("resume")
+    assert not any(m.entries_held() for m in ops.members.values())
+    # a restart re-queues what was accepted but not applied, on every symbol
+    again = BasketOps((BTC, ETH))
+    again.attach(log)
+    assert [c.kind for c in again.members[BTC].drain()] == ["resume"]
+    assert [c.kind for c in again.members[ETH].drain()] == ["resume"]
+    log.close()
+
+
+def test_basket_metrics_carry_the_symbol_label_and_a_total() -> None:
+    """Each gauge once per symbol and, where the basket totals it, once for ``total``; an unknown value
+    is NaN with its reason, per symbol."""
+    from gridctl.live_bridge.metrics import metrics_registry, render
+    from gridctl.live_bridge.ops import BasketOps
+
+    ops = BasketOps((BTC, ETH))
+    base = {"unknown_labels": {}, "pause_keys": [], "pause_reasons": [], "state": "normal"}
+    ops.members[BTC].publish({**base, "equity": 1000.0, "open_orders": 3, "realized_pnl": 2.0,
+                              "position_long": 0.01, "position_short": 0.0})  # fmt: skip
+    ops.members[ETH].publish({**base, "equity": 1000.0, "open_orders": 4, "realized_pnl": None,
+                              "unknown_labels": {"realized_pnl": "no bar yet"}, "position_long": 0.2,
+                              "position_short": 0.1, "pause_keys": ["operator pause"],
+                              "pause_reasons": ["operator pause"]})  # fmt: skip
+    text = render(metrics_registry(ops.snapshot)).decode()
+    assert f'gridctl_open_orders{{reason="",symbol="{BTC}"}} 3.0' in text
+    assert f'gridctl_open_orders{{reason="",symbol="{ETH}"}} 4.0' in text
+    assert 'gridctl_open_orders{reason="",symbol="total"} 7.0' in text
+    assert 'gridctl_equity{reason="",symbol="total"} 1000.0' in text  # the account's, not a sum
+    assert f'gridctl_realized_pnl{{reason="no bar yet",symbol="{ETH}"}} NaN' in text
+    assert 'gridctl_realized_pnl{reason="no bar yet",symbol="total"} NaN' in text
+    assert f'gridctl_position_qty{{reason="",side="short",symbol="{ETH}"}} 0.1' in text
+    assert f'gridctl_pause_reason{{reason="operator pause",symbol="{ETH}"}} 1.0' in text
+    assert 'gridctl_pause_reason{reason="operator pause",symbol="' + BTC not in text
+    status = ops.snapshot()
+    assert status["pause_reasons"] == [f"{ETH}: operator pause"] and status["entries_paused"] == 1.0
+
+
+def test_a_paper_basket_on_the_exchange_feed_steps_both_symbols(tmp_path: Path) -> None:
+    """`--paper --symbols` polls each symbol's bars from the exchange and fills on the simulated venue:
+    nothing is sent to the account, both symbols step every bar and ``/status`` shows both."""
+    emu = _emulator()
+    journal = tmp_path / "paper.sqlite"
+    run = None
+    try:
+        run = Run(emu.url, journal, max_bars=10_000, mode="--paper")
+        url = run.wait_started()
+        for _ in range(30):
+            _advance(emu, journal, run)
+        status = _get(url, "/status")
+        assert status["basket"] == [BTC, ETH] and status["mode"] == "paper"
+        for sym in (BTC, ETH):
+            s = status["symbols"][sym]
+            assert s["bars"] == 30 and s["open_orders"] > 0, (sym, s)
+        assert emu.state.account.orders == {}  # paper: nothing sent
+    finally:
+        if run is not None and run.proc.poll() is None:
+            run.proc.kill()
+        emu.stop()
+
+
+def test_one_flatten_closes_every_symbol_of_the_basket(tmp_path: Path) -> None:
+    """``POST /flatten`` once: each symbol's bridge closes both its sides on the exchange and cancels its
+    entries; the basket is paused on every symbol and the command is settled once, ok on each."""
+    emu = _emulator()
+    journal = tmp_path / "flat.sqlite"
+    run = None
+    try:
+        run = Run(emu.url, journal, max_bars=10_000)
+        url = run.wait_started()
+        for _ in range(40):
+            _advance(emu, journal, run)
+        assert any(_held(emu, sym) > 0 for sym in (BTC, ETH))
+        assert _post(url, "/flatten") == 202
+        deadline = time.monotonic() + 60
+        while not [c for c in _get(url, "/status")["commands"] if c["kind"] == "flatten"]:
+            assert time.monotonic() < deadline and run.proc.poll() is None, run.text
+            time.sleep(0.05)
+        status = _get(url, "/status")
+        done = [c for c in status["commands"] if c["kind"] == "flatten"]
+        assert len(done) == 1 and done[0]["ok"] and set(done[0]["symbols"]) == {BTC, ETH}, done
+        acct = emu.state.account
+        for sym in (BTC, ETH):
+            assert _held(emu, sym) == 0.0, sym
+            assert _ours(acct, sym, "entry") == [], sym
+            assert "operator pause" in status["symbols"][sym]["pause_keys"], sym
+    finally:
+        if run is not None and run.proc.poll() is None:
+            run.proc.kill()
+        emu.stop()
