@@ -388,7 +388,8 @@ class BasketBridge:
     fills (each booking through the account: ``MemberSession``), then ``BasketSession.step_close`` steps
     the account (``engine.basket.basket_bar_nb``, no simulated venue; a paused symbol's entries are
     cancelled instead of decided), then every bridge sends its order diff (and closes a new halt on the
-    exchange), retries, reads back and checks its protection, and checkpoints. ``--paper`` steps the
+    exchange), retries, reads back and checks its protection; then one basket checkpoint (``checkpoint``:
+    every symbol and the account in one transaction of the basket's journal). ``--paper`` steps the
     account with the simulated venue (``BasketSession.step_paper``) after every bridge opened its bar; a
     paused symbol's resting entries are cancelled after the step, as ``Bridge.on_bar`` does on paper.
     """

@@ -14,6 +14,9 @@ durable *before* an exchange request: an order's ``sending`` row (written before
 restart can ask the exchange about every order that may exist) and the client-order sequence counter
 (no id is ever handed out twice). While ``hold`` is set (a restart before its reconcile succeeded)
 neither is allowed, so nothing can be sent: a refused restart leaves the journal as it found it.
+
+A basket (``BasketJournal``) keeps every symbol's tables and the account's state in one file and
+checkpoints them in one transaction.
 """
 
 from __future__ import annotations

@@ -743,7 +743,8 @@ def run_loop(
 
 @dataclass
 class BasketRunContext:
-    """What a basket run holds: the ``BasketBridge`` (``bridge``), one feed and one journal per symbol,
+    """What a basket run holds: the ``BasketBridge`` (``bridge``), one feed per symbol and each symbol's
+    journal (its tables in the basket's one journal file, ``journal.BasketJournal``),
     the account's one gateway (one request pacer), the basket's ops state and its one ops server."""
 
     bridge: Any = None
@@ -751,7 +752,7 @@ class BasketRunContext:
     journals: dict[str, Any] = field(default_factory=dict)
     ops: Any = None
     server: Any = None
-    journal: Any = None  # the basket's own journal file (--journal): the run's meta and the ops log
+    journal: Any = None  # journal.BasketJournal (--journal): meta, ops log, account, every symbol's tables
     ops_log: Any = None
     gateway: Any = None
     clock: ExchangeClock = field(default_factory=ExchangeClock)
