@@ -477,6 +477,24 @@ def test_a_paper_basket_on_the_exchange_feed_steps_both_symbols(tmp_path: Path) 
             s = status["symbols"][sym]
             assert s["bars"] == 30 and s["open_orders"] > 0, (sym, s)
         assert emu.state.account.orders == {}  # paper: nothing sent
+        # kill -9 and restart: both symbols' ledgers and the account carry on from the checkpoint
+        fills_sql = {
+            sym: f"SELECT data FROM {PREFIX[sym]}ledger WHERE tbl='fills' ORDER BY row" for sym in IDS
+        }
+        before = {sym: _rows(journal, sql) for sym, sql in fills_sql.items()}
+        assert any(before.values()), before  # the paper venue filled something to carry over
+        os.kill(run.proc.pid, signal.SIGKILL)
+        run.proc.wait(timeout=30)
+        run = Run(emu.url, journal, max_bars=10_000, mode="--paper")
+        url = run.wait_started()
+        assert "restarted from the journal" in run.text
+        assert _advance(emu, journal, run) is not None
+        status = _get(url, "/status")
+        for sym in (BTC, ETH):
+            assert status["symbols"][sym]["bars"] == 31, status["symbols"][sym]
+            after = _rows(journal, fills_sql[sym])
+            assert after[: len(before[sym])] == before[sym], sym  # type: ignore[index]
+        assert emu.state.account.orders == {}
     finally:
         if run is not None and run.proc.poll() is None:
             run.proc.kill()
