@@ -395,6 +395,59 @@ def test_a_basket_killed_at_crash_points_restarts_clean_every_time(tmp_path: Pat
         emu.stop()
 
 
+def test_a_manual_trade_on_one_symbol_while_the_basket_is_down_is_guarded_on_that_symbol(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A market buy of ETH the run did not send, made while the basket is down: the restart starts, ETH's
+    reconcile finds it UNEXPLAINED and (``execution.unexplained_position: protect``, the default) rests a
+    reduce-side guard stop for exactly that size and refuses ETH's entries; BTC's positions agree and it
+    trades on; every position of both symbols is covered by stops."""
+    from gridctl.live_bridge import gateway as gw
+    from gridctl.live_bridge.exchange import CcxtGateway
+
+    from live_helpers import emulator_venue
+
+    for key, value in EMU_ENV.items():
+        monkeypatch.setenv(key, value)
+    emu = _emulator()
+    journal = tmp_path / "manual.sqlite"
+    run = None
+    try:
+        run = Run(emu.url, journal, max_bars=10_000)
+        run.wait_started()
+        for _ in range(25):
+            _advance(emu, journal, run)
+        run_id = _rows(journal, "SELECT value FROM meta WHERE key='run_id'")[0][0]  # type: ignore[index]
+        os.kill(run.proc.pid, signal.SIGKILL)
+        run.proc.wait(timeout=30)
+        acct = emu.state.account
+        eth_long = abs(acct.position(IDS[ETH], "LONG")[0])
+        CcxtGateway(emulator_venue(emu.url), live=True).place(
+            ETH, gw.OrderRequest("manual-1", "LONG", "buy", "market", 0.05)
+        )
+        assert abs(acct.position(IDS[ETH], "LONG")[0]) == round(eth_long + 0.05, 3)
+        run = Run(emu.url, journal, max_bars=10_000)
+        url = run.wait_started()
+        line = {sym: next(x for x in run.lines if f"{sym}: reconcile with the exchange" in x) for sym in IDS}
+        assert line[ETH].startswith("ok ") and "UNEXPLAINED" in line[ETH], line[ETH]
+        assert "positions agree" in line[BTC], line[BTC]
+        assert _advance(emu, journal, run) is not None
+        guards = [(o.type, o.side, o.position_side, o.qty) for o in _ours(acct, ETH, "guard")]
+        assert guards == [("STOP_MARKET", "SELL", "LONG", 0.05)], guards
+        assert _ours(acct, ETH, "entry") == []  # ETH refuses entries
+        assert _ours(acct, BTC, "guard") == [] and _ours(acct, BTC, "entry") != []  # BTC trades on
+        for sym in (BTC, ETH):
+            assert _uncovered(emu, sym, run_id) == {}, sym
+        status = _get(url, "/status")
+        assert any(r.startswith(f"{ETH}: reconcile") for r in status["pause_reasons"]), status[
+            "pause_reasons"
+        ]
+    finally:
+        if run is not None and run.proc.poll() is None:
+            run.proc.kill()
+        emu.stop()
+
+
 def test_one_command_queue_fans_out_to_every_symbol_and_settles_once(tmp_path: Path) -> None:
     """Each symbol drains its own copy of every command (the first cannot take them all); the journal
     settles a command once every symbol applied it, ``ok`` only if it was ok on each; a pause holds
