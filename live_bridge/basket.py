@@ -252,24 +252,43 @@ class BasketSession:
         self.eq = _widen(self.eq, int(c[:, C_EQUITY].max()) + 2)
 
     def account_arrays(self) -> dict[str, np.ndarray]:
-        """The account's shared state for the basket checkpoint (``journal.BasketJournal.save``): the
-        kernel rows of every symbol and the account's rings, ``acc`` (wallet, peak, flags and
-        accumulators), the info / work / shared arrays, the account equity rows and the aligned bars."""
-        n = self.n
+        """The account's shared state for the basket checkpoint (``journal.BasketJournal.save``), fixed
+        in size: the kernel rows of every symbol and the account's rings, ``acc`` (wallet, peak, flags and
+        accumulators), the info / work / shared arrays and the number of bars stepped."""
         return {
-            "n": np.array([n], np.int64), "states": self.states, "slots": self.slots, "errs": self.errs,
+            "n": np.array([self.n], np.int64), "states": self.states, "slots": self.slots, "errs": self.errs,
             "ords": self.ords, "acc": self.acc, "info": self.info, "work": self.work, "shared": self.shared,
-            "rows": self.rows[:n], "ts": self.ts[:n], "op": self.op[:, :n], "hi": self.hi[:, :n],
-            "lo": self.lo[:, :n], "cl": self.cl[:, :n], "regs": self.regs[:, :n],
         }  # fmt: skip
 
-    def load_account(self, arrays: Mapping[str, np.ndarray]) -> None:
-        """A restart: the journaled ``account_arrays`` back, after every symbol's own ``Journal.restore``
-        (which must have restored the same number of bars: the basket checkpoint is one transaction)."""
+    @property
+    def bar_dtype(self) -> np.dtype:
+        """One aligned bar of the account: its time, every symbol's OHLC and regime, the account row."""
+        m = len(self.symbols)
+        return np.dtype(
+            [("ts", "i8"), ("op", "f8", m), ("hi", "f8", m), ("lo", "f8", m), ("cl", "f8", m),
+             ("regs", "i1", m), ("row", ACCOUNT_EQUITY_DTYPE)]
+        )  # fmt: skip
+
+    def bar_records(self, start: int) -> np.ndarray:
+        """Aligned bars ``start`` .. ``n - 1`` as ``bar_dtype`` records (the checkpoint appends them)."""
+        k = np.arange(start, self.n)
+        out = np.zeros(len(k), self.bar_dtype)
+        out["ts"] = self.ts[k]
+        for name in ("op", "hi", "lo", "cl", "regs"):
+            out[name] = getattr(self, name)[:, k].T
+        out["row"] = self.rows[k]
+        return out
+
+    def load_account(self, arrays: Mapping[str, np.ndarray], bars: np.ndarray) -> None:
+        """A restart: the journaled ``account_arrays`` and ``bar_records`` back, after every symbol's own
+        ``Journal.restore`` (which must have restored the same number of bars: the basket checkpoint is
+        one transaction)."""
         n = int(arrays["n"][0])
         behind = {sym: s.n for sym, s in self.sessions.items() if s.n != n}
-        if behind:
-            raise GridctlError(f"the journal's account is at bar {n}, its symbols at {behind}")
+        if behind or len(bars) != n:
+            raise GridctlError(
+                f"the journal's account is at bar {n} ({len(bars)} rows), its symbols at {behind}"
+            )
         for name in ("states", "slots", "errs", "ords", "acc", "info", "work", "shared"):
             mine = getattr(self, name)
             if arrays[name].shape != mine.shape:
@@ -281,10 +300,10 @@ class BasketSession:
             self.n = self.ts.shape[0]
             self._room()
         self.n = n
-        self.ts[:n] = arrays["ts"]
-        self.rows[:n] = arrays["rows"]
+        self.ts[:n] = bars["ts"]
+        self.rows[:n] = bars["row"]
         for name in ("op", "hi", "lo", "cl", "regs"):
-            getattr(self, name)[:, :n] = arrays[name]
+            getattr(self, name)[:, :n] = bars[name].T
         self._room()
 
     def enter(self, i: int) -> None:
@@ -429,7 +448,7 @@ class BasketBridge:
                 sym: {**b.checkpoint_extra(), "warm_ts": self.warm_ts.get(sym)}
                 for sym, b in self.bridges.items()
             }
-            self.journal.save(self.session.account_arrays(), self.session.sessions, extras)
+            self.journal.save(self.session, extras)
 
     def on_bars(self, t: int, bars: Mapping[str, Any]) -> int:
         """Process closed bar time ``t``: ``bars[symbol]`` is each symbol's ``ClosedBar`` at ``t`` (a symbol

@@ -421,9 +421,10 @@ class BasketJournal(Journal):
     row) in tables of its own in the same file, on the same connection.
 
     The basket's checkpoint (``save``) is ONE transaction over every symbol's checkpoint writes and the
-    account's arrays (``BasketSession.account_arrays``: wallet and flags, shared and work rows, account
-    equity rows, rings, aligned bars), so a ``kill -9`` leaves every symbol and the account at the same
-    bar: one file, one SQLite commit (separate files would commit one by one).
+    account's state (``account``: ``BasketSession.account_arrays``, the kernel rows, rings, wallet and
+    flags, shared and work rows, replaced; ``account_bars``: the aligned bars and account equity rows,
+    appended), so a ``kill -9`` leaves every symbol and the account at the same bar: one file, one
+    SQLite commit (separate files would commit one by one).
     """
 
     def __init__(self, path: str | Path, prefixes: dict[str, str]) -> None:
@@ -436,31 +437,45 @@ class BasketJournal(Journal):
         """A basket checkpoint was committed (the account's state is journaled)."""
         return self.db.execute("SELECT COUNT(*) FROM account").fetchone()[0] > 0
 
-    def save(self, account: dict[str, np.ndarray], sessions: dict[str, Any], extras: dict[str, Any]) -> None:
-        """The basket's checkpoint: each symbol's ``write_checkpoint`` and the account's arrays, one
-        transaction."""
+    def save(self, basket: Any, extras: dict[str, Any]) -> None:
+        """The basket's checkpoint (``basket``: a ``BasketSession``): each symbol's ``write_checkpoint``,
+        the account's arrays (replaced) and its aligned bars not yet journaled (the last one rewritten:
+        a booking after the close may change it), one transaction."""
         buf = io.BytesIO()
-        np.savez(buf, **account)
+        np.savez(buf, **basket.account_arrays())
         with self._tx():
             for sym, journal in self.members.items():
-                journal.write_checkpoint(sessions[sym], extras[sym])
+                journal.write_checkpoint(basket.sessions[sym], extras[sym])
                 killpoint.hit("journal")  # test-only: die inside the transaction (it must roll back)
             self.db.execute("INSERT OR REPLACE INTO account VALUES (1, ?)", (buf.getvalue(),))
+            last = self.db.execute("SELECT MAX(k) FROM account_bars").fetchone()[0]
+            start = 0 if last is None else int(last)
+            recs = basket.bar_records(start)
+            self.db.executemany(
+                "INSERT OR REPLACE INTO account_bars VALUES (?, ?)",
+                [(start + i, recs[i : i + 1].tobytes()) for i in range(len(recs))],
+            )
         for journal in self.members.values():
             journal.committed()
         self.hold = False
 
-    def account_arrays(self) -> dict[str, np.ndarray]:
-        """The journaled account arrays (``save``'s ``account``)."""
+    def restore_account(self, basket: Any) -> None:
+        """A restart: the journaled account arrays and aligned bars into ``basket`` (after every symbol's
+        ``restore``; ``BasketSession.load_account``)."""
         row = self.db.execute("SELECT data FROM account WHERE id=1").fetchone()
         if row is None:
             raise GridctlError(f"{self.path}: journal holds no account state to restart the basket from")
         with np.load(io.BytesIO(row[0]), allow_pickle=False) as z:
-            return {k: z[k].copy() for k in z.files}
+            arrays = {k: z[k].copy() for k in z.files}
+        n = int(arrays["n"][0])
+        blobs = self.db.execute("SELECT data FROM account_bars WHERE k < ? ORDER BY k", (n,)).fetchall()
+        bars = np.frombuffer(b"".join(b[0] for b in blobs), dtype=basket.bar_dtype).copy()
+        basket.load_account(arrays, bars)
 
 
 _ACCOUNT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS account (id INTEGER PRIMARY KEY CHECK (id = 1), data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS account_bars (k INTEGER PRIMARY KEY, data BLOB NOT NULL);
 """
 
 

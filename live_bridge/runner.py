@@ -960,7 +960,7 @@ def prepare_basket(
         def restore() -> str:
             for sym in symbols:
                 extras[sym] = journal.members[sym].restore(session.sessions[sym])
-            session.load_account(journal.account_arrays())
+            journal.restore_account(session)
             for sym in symbols:  # no bar traded yet (a kill in the first bar): resume after the warm-up
                 member = session.sessions[sym]
                 feeds[sym].last_ts = member.last_ts if member.n else extras[sym].get("warm_ts")
