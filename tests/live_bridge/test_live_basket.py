@@ -212,6 +212,11 @@ def test_a_basket_against_an_unreachable_exchange_fails_readiness_per_symbol(tmp
     assert (
         r.exit_code == 2 and f"FAIL journal: {journal} is the journal of the basket {BTC},{ETH}" in r.output
     )
+    # a basket restarts only as the basket its journal holds (the symbols and their order)
+    r = _cli("live", "--paper", "--symbols", f"{ETH},{BTC}", "--api-url", "http://127.0.0.1:9", "--journal",
+             str(journal), "--ops-port", "0")  # fmt: skip
+    assert r.exit_code == 2, r.output
+    assert f"FAIL journal: {journal} belongs to the basket {BTC},{ETH}, not {ETH},{BTC}" in r.output
     single = tmp_path / "single.sqlite"
     j = Journal(single)  # a single-symbol run's journal holds its engine state
     j.db.execute("INSERT INTO kstate (id) VALUES (1)")
