@@ -109,6 +109,12 @@ class MemberSession(EngineSession):
     def _room(self) -> None:
         self._basket._room()
 
+    def load_ledger(self, attr: str, recs: np.ndarray) -> None:
+        """A restart (``Journal.restore``): this symbol's journaled ledger rows into the basket's row."""
+        b = self._basket
+        setattr(b, attr, _widen(getattr(b, attr), len(recs) + _HEADROOM))
+        getattr(b, attr)[self._i, : len(recs)] = recs
+
     def set_funding(self, settled: list[tuple[int, float, float]], next_ts: int | None) -> bool:
         changed = super().set_funding(settled, next_ts)
         if changed:
@@ -245,6 +251,61 @@ class BasketSession:
         self.ev = _widen(self.ev, int(c[:, C_EVENTS].max()) + _HEADROOM)
         self.eq = _widen(self.eq, int(c[:, C_EQUITY].max()) + 2)
 
+    def account_arrays(self) -> dict[str, np.ndarray]:
+        """The account's shared state for the basket checkpoint (``journal.BasketJournal.save``), fixed
+        in size: the kernel rows of every symbol and the account's rings, ``acc`` (wallet, peak, flags and
+        accumulators), the info / work / shared arrays and the number of bars stepped."""
+        return {
+            "n": np.array([self.n], np.int64), "states": self.states, "slots": self.slots, "errs": self.errs,
+            "ords": self.ords, "acc": self.acc, "info": self.info, "work": self.work, "shared": self.shared,
+        }  # fmt: skip
+
+    @property
+    def bar_dtype(self) -> np.dtype:
+        """One aligned bar of the account: its time, every symbol's OHLC and regime, the account row."""
+        m = len(self.symbols)
+        return np.dtype(
+            [("ts", "i8"), ("op", "f8", m), ("hi", "f8", m), ("lo", "f8", m), ("cl", "f8", m),
+             ("regs", "i1", m), ("row", ACCOUNT_EQUITY_DTYPE)]
+        )  # fmt: skip
+
+    def bar_records(self, start: int) -> np.ndarray:
+        """Aligned bars ``start`` .. ``n - 1`` as ``bar_dtype`` records (the checkpoint appends them)."""
+        k = np.arange(start, self.n)
+        out = np.zeros(len(k), self.bar_dtype)
+        out["ts"] = self.ts[k]
+        for name in ("op", "hi", "lo", "cl", "regs"):
+            out[name] = getattr(self, name)[:, k].T
+        out["row"] = self.rows[k]
+        return out
+
+    def load_account(self, arrays: Mapping[str, np.ndarray], bars: np.ndarray) -> None:
+        """A restart: the journaled ``account_arrays`` and ``bar_records`` back, after every symbol's own
+        ``Journal.restore`` (which must have restored the same number of bars: the basket checkpoint is
+        one transaction)."""
+        n = int(arrays["n"][0])
+        behind = {sym: s.n for sym, s in self.sessions.items() if s.n != n}
+        if behind or len(bars) != n:
+            raise GridctlError(
+                f"the journal's account is at bar {n} ({len(bars)} rows), its symbols at {behind}"
+            )
+        for name in ("states", "slots", "errs", "ords", "acc", "info", "work", "shared"):
+            mine = getattr(self, name)
+            if arrays[name].shape != mine.shape:
+                raise GridctlError(
+                    f"journaled {name} has shape {arrays[name].shape}, this basket needs {mine.shape}"
+                )
+            mine[...] = arrays[name]
+        while self.ts.shape[0] <= n:
+            self.n = self.ts.shape[0]
+            self._room()
+        self.n = n
+        self.ts[:n] = bars["ts"]
+        self.rows[:n] = bars["row"]
+        for name in ("op", "hi", "lo", "cl", "regs"):
+            getattr(self, name)[:, :n] = bars[name].T
+        self._room()
+
     def enter(self, i: int) -> None:
         """Before a booking of symbol ``i`` between closes: the account's facts into its row."""
         enter_account_nb(self.states[i], self.shared)
@@ -346,12 +407,13 @@ class BasketBridge:
     fills (each booking through the account: ``MemberSession``), then ``BasketSession.step_close`` steps
     the account (``engine.basket.basket_bar_nb``, no simulated venue; a paused symbol's entries are
     cancelled instead of decided), then every bridge sends its order diff (and closes a new halt on the
-    exchange), retries, reads back and checks its protection, and checkpoints. ``--paper`` steps the
+    exchange), retries, reads back and checks its protection; then one basket checkpoint (``checkpoint``:
+    every symbol and the account in one transaction of the basket's journal). ``--paper`` steps the
     account with the simulated venue (``BasketSession.step_paper``) after every bridge opened its bar; a
     paused symbol's resting entries are cancelled after the step, as ``Bridge.on_bar`` does on paper.
     """
 
-    def __init__(self, session: BasketSession, bridges: Mapping[str, Any]) -> None:
+    def __init__(self, session: BasketSession, bridges: Mapping[str, Any], journal: Any = None) -> None:
         if tuple(bridges) != session.symbols:
             raise GridctlError(f"bridges for {list(bridges)}, the basket is {list(session.symbols)}")
         modes = {b.o.mode for b in bridges.values()}
@@ -366,6 +428,27 @@ class BasketBridge:
         self.session = session
         self.bridges = dict(bridges)
         self.mode = modes.pop()
+        self.journal = (
+            journal  # journal.BasketJournal: every symbol's checkpoint and the account's, one commit
+        )
+        self.warm_ts: dict[str, int | None] = {}  # each feed's last warm-up bar (a restart before any bar)
+        if journal is not None:
+            for sym, bridge in self.bridges.items():
+                if bridge.journal is not journal.members[sym]:
+                    raise GridctlError(
+                        f"{sym}: a basket bridge journals to its table set of the basket's file"
+                    )
+                bridge.checkpoint_with = self.checkpoint
+
+    def checkpoint(self) -> None:
+        """The basket's checkpoint: every symbol's engine row, fills and order statuses since the last one
+        and the account's shared state, in ONE transaction (``journal.BasketJournal.save``)."""
+        if self.journal is not None:
+            extras = {
+                sym: {**b.checkpoint_extra(), "warm_ts": self.warm_ts.get(sym)}
+                for sym, b in self.bridges.items()
+            }
+            self.journal.save(self.session, extras)
 
     def on_bars(self, t: int, bars: Mapping[str, Any]) -> int:
         """Process closed bar time ``t``: ``bars[symbol]`` is each symbol's ``ClosedBar`` at ``t`` (a symbol
@@ -385,18 +468,31 @@ class BasketBridge:
                 if not b.entries_allowed:
                     b.s.block_entries()
                 b.latency.add((time.perf_counter() - t0) * 1000.0)
-                b.end_bar()
+            self._end_bars()
             return code
-        marks = {sym: b.book_bar(t0) for sym, b in self.bridges.items()}
+        marks = {}
+        for sym, b in self.bridges.items():
+            marks[sym] = b.book_bar(t0)
+            killpoint.hit("member")  # test-only: die after one symbol's bookings, before the next's
         allowed = {sym: b.entries_allowed for sym, b in self.bridges.items()}
         ohlc = {sym: (b.open, b.high, b.low, b.close) for sym, b in bars.items()}
         code = self.session.step_close(t, ohlc, allowed)
         killpoint.hit("bar")
         for sym, b in self.bridges.items():
             b.send_bar(t0, *marks[sym])
-        for b in self.bridges.values():
-            b.end_bar()
+        self._end_bars()
         return code
+
+    def _end_bars(self) -> None:
+        """After the bar: one basket checkpoint (``Bridge.end_bar`` per symbol would commit it N times),
+        then every symbol's published state."""
+        if self.journal is not None:
+            self.checkpoint()
+            for b in self.bridges.values():
+                b.publish()
+        else:
+            for b in self.bridges.values():
+                b.end_bar()
 
 
 def replay_basket(

@@ -194,6 +194,8 @@ class Bridge:
         self.errors: Counter[str] = Counter()
         self.latency = Latency()
         self.fills_cursor: int | None = None
+        # A basket's symbol: its checkpoint is the basket's (every symbol and the account, one transaction)
+        self.checkpoint_with: Callable[[], None] | None = None
         self.account: gw.Account | None = None  # live: the last exchange account read
         # Live: funding the account was paid / received (FUNDING_FEE income) since this bridge started,
         # read incrementally after each bar; unknown while unreadable (the reason in income_problem).
@@ -582,11 +584,16 @@ class Bridge:
         self.checkpoint()
 
     def checkpoint(self) -> None:
-        """Commit the engine state with every fill and order status since the last checkpoint (journal)."""
-        if self.journal is not None:
-            self.journal.save_bar(
-                self.s, {"operator_paused": self.operator_paused, "fills_cursor": self.fills_cursor}
-            )
+        """Commit the engine state with every fill and order status since the last checkpoint (journal);
+        a basket's symbol commits the basket's checkpoint (``checkpoint_with``)."""
+        if self.checkpoint_with is not None:
+            self.checkpoint_with()
+        elif self.journal is not None:
+            self.journal.save_bar(self.s, self.checkpoint_extra())
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """What the checkpoint journals beside the engine state: the operator pause and fills cursor."""
+        return {"operator_paused": self.operator_paused, "fills_cursor": self.fills_cursor}
 
     # --- live: the protection invariant
 

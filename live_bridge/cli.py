@@ -347,15 +347,21 @@ def _run_exchange_basket(venue: Any, opts: LiveOptions) -> None:
         raise
     bridges = ctx.bridge.bridges
     run_id = next(iter(bridges.values())).o.run_id
+    how = "new run"
+    if ctx.restarted:
+        how = "restarted from the journal" + (", reconciled with the exchange" if opts.mode == "live" else "")
     typer.echo(
-        f"gridctl live --{opts.mode}: basket {', '.join(bridges)} run {run_id} (new run), "
+        f"gridctl live --{opts.mode}: basket {', '.join(bridges)} run {run_id} ({how}), "
         f"ops API on {ctx.ops_url}",
         err=True,
     )
     try:
+        if ctx.restarted and opts.mode == "live":
+            for bridge in bridges.values():  # per symbol: exits for what was booked, guards, stale orders
+                bridge.resume_after_restart()
         run_basket_loop(ctx, max_bars=opts.max_bars, poll_s=opts.poll_s, fills_poll_s=opts.fills_poll_s)
     except KeyboardInterrupt:
-        typer.echo("stopped (Ctrl-C); a basket restart is not built: close its positions first", err=True)
+        typer.echo("stopped (Ctrl-C); the journal holds the basket's state for a restart", err=True)
     finally:
         ctx.close()
     if opts.as_json:

@@ -5,8 +5,9 @@
 from outside can hit only by luck. Unset (every real run) ``hit`` is a comparison and returns.
 Points: ``send`` / ``sent`` (before / after an order request), ``cancel`` / ``canceled``, ``fills``
 (fills fetched, before booking), ``booked`` (after one booking), ``bar`` (engine stepped, orders not yet
-sent), ``journal`` (inside the checkpoint's transaction, before its commit), ``chunk`` (a flatten's
-market order went out and the next one of that side has not).
+sent), ``journal`` (inside the checkpoint's transaction, before its commit; in a basket's, after each
+symbol's writes), ``member`` (a basket's bar: one symbol's fills booked, the next symbol's not yet),
+``chunk`` (a flatten's market order went out and the next one of that side has not).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from gridctl.engine.state import SL_ORD_ON, SL_ORD_PRICE, SL_ORD_QTY
 from gridctl.live_bridge import readiness
 from gridctl.live_bridge.bridge import Bridge, BridgeOptions
 from gridctl.live_bridge.feed import ExchangeFeed, FeedDown
-from gridctl.live_bridge.journal import Journal, OpsLog
+from gridctl.live_bridge.journal import BasketJournal, Journal, OpsLog
 from gridctl.live_bridge.ops import OpsServer, OpsState
 from gridctl.live_bridge.options import LiveOptions
 from gridctl.live_bridge.readiness import Checklist, filters_match
@@ -743,7 +743,8 @@ def run_loop(
 
 @dataclass
 class BasketRunContext:
-    """What a basket run holds: the ``BasketBridge`` (``bridge``), one feed and one journal per symbol,
+    """What a basket run holds: the ``BasketBridge`` (``bridge``), one feed per symbol and each symbol's
+    journal (its tables in the basket's one journal file, ``journal.BasketJournal``),
     the account's one gateway (one request pacer), the basket's ops state and its one ops server."""
 
     bridge: Any = None
@@ -751,7 +752,7 @@ class BasketRunContext:
     journals: dict[str, Any] = field(default_factory=dict)
     ops: Any = None
     server: Any = None
-    journal: Any = None  # the basket's own journal file (--journal): the run's meta and the ops log
+    journal: Any = None  # journal.BasketJournal (--journal): meta, ops log, account, every symbol's tables
     ops_log: Any = None
     gateway: Any = None
     clock: ExchangeClock = field(default_factory=ExchangeClock)
@@ -777,13 +778,12 @@ def default_basket_journal(mode: str, symbols: tuple[str, ...], timeframe: str) 
     return default_data_dir() / "live" / f"{mode}_basket_{keys}_{timeframe}.sqlite"
 
 
-def member_journal(base: Path, symbol: str) -> Path:
-    """Symbol ``symbol``'s journal beside the basket's ``base`` journal: ``<stem>.<SYMBOL-KEY><suffix>``
-    (e.g. ``run.sqlite`` -> ``run.BTC_USDT_USDT.sqlite``); each holds that symbol's orders, fills, bars
-    and engine row, written by its bridge at every checkpoint."""
+def member_prefix(symbol: str) -> str:
+    """The prefix of symbol ``symbol``'s tables in a basket's journal: ``s_<SYMBOL-KEY>_`` (e.g.
+    ``s_BTC_USDT_USDT_orders``); they hold that symbol's orders, fills, bars, ledgers and engine row."""
     from gridctl.data.store import symbol_key
 
-    return base.with_name(f"{base.stem}.{symbol_key(symbol)}{base.suffix}")
+    return f"s_{symbol_key(symbol)}_"
 
 
 def prepare_basket(
@@ -800,7 +800,9 @@ def prepare_basket(
     funding, the open orders read), once for the account (clock, credentials, gates, hedge mode,
     balance, ops endpoints). Nothing is sent to the exchange but the account settings.
 
-    A restart of a basket is refused (readiness fails): the account's shared state is not journaled.
+    A start on a journal whose basket checkpointed is a restart: every symbol's engine state and the
+    account's restored from the one basket checkpoint, funding read since, each symbol reconciled with
+    the exchange (``reconcile``; live), nothing written until the restart's checkpoint.
     """
     from gridctl.configs.overrides import apply_overrides, basket_strategies
     from gridctl.live_bridge.basket import BasketBridge, BasketSession
@@ -877,25 +879,27 @@ def prepare_basket(
         else:
             ready.add(f"{sym}: symbol and filters", False, "exchange not reachable")
     base = opts.journal or default_basket_journal(mode, symbols, timeframe)
-    ctx.journal = Journal(base)
+    journal = BasketJournal(base, {sym: member_prefix(sym) for sym in symbols})
+    ctx.journal = journal
     ctx.ops_log = OpsLog(base)
-    paths = {sym: member_journal(base, sym) for sym in symbols}
-    ctx.journals = {sym: Journal(p) for sym, p in paths.items()}
-    held = [str(paths[sym]) for sym, j in ctx.journals.items() if j.has_state()]
-    if ctx.journal.has_state():
+    ctx.journals = dict(journal.members)
+    if journal.has_state():
         ready.add("journal", False, f"{base} is the journal of a single-symbol run, not of a basket")
         return ready, ctx
-    if ctx.journal.meta("basket") is not None or held:
-        ready.add(
-            "journal",
-            False,
-            f"{base} belongs to an earlier basket run ({', '.join(held) or 'its meta'}): restarting a basket "
-            "is not built yet; close that run's positions and orders and start with a new --journal",
-        )
+    earlier = journal.meta("basket")
+    restart = journal.has_account()  # a basket checkpoint committed: restart from it
+    if earlier is not None and earlier != ",".join(symbols):
+        ready.add("journal", False, f"{base} belongs to the basket {earlier}, not {','.join(symbols)}")
         return ready, ctx
-    run_id = new_run_id()
-    names = ", ".join(p.name for p in paths.values())
-    ready.add("journal", True, f"{base} and one file per symbol ({names})")
+    if restart and journal.meta("mode") != mode:
+        ready.add("journal", False, f"{base} belongs to a --{journal.meta('mode')} run, not --{mode}")
+        return ready, ctx
+    run_id = (journal.meta("run_id") if restart else None) or new_run_id()
+    ctx.restarted = restart
+    for member_j in journal.members.values():
+        member_j.hold = restart  # a refused restart must leave the journal as it found it
+    how = "restart from its last basket checkpoint" if restart else "new run"
+    ready.add("journal", True, f"{base}: the account and every symbol's tables in one file ({how})")
     gw = None
     if live:
         try:
@@ -918,6 +922,16 @@ def prepare_basket(
             return ready, ctx
         _basket_account_checks(ready, gw, venue, symbols, opts.min_balance)
 
+        def resize() -> str:
+            nonlocal session, strategies
+            wallet = float(journal.meta("initial_balance") or "nan")
+            if not math.isfinite(wallet):
+                raise GridctlError(f"{base}: the basket's journal holds no initial balance")
+            seeded, seeded_venue = apply_overrides(strategy, venue, {"backtest.initial_balance": wallet})
+            strategies = basket_strategies(seeded)
+            session = BasketSession(strategies, seeded_venue, timeframe)
+            return f"initial balance {wallet:,.2f} USDT from the journal (the run's first wallet)"
+
         def seed() -> str:
             nonlocal session, strategies
             open_pos = {}
@@ -936,9 +950,24 @@ def prepare_basket(
             seeded, seeded_venue = apply_overrides(strategy, venue, {"backtest.initial_balance": wallet})
             strategies = basket_strategies(seeded)
             session = BasketSession(strategies, seeded_venue, timeframe)
+            journal.initial_balance = wallet
             return f"wallet {wallet:,.2f} USDT (in place of backtest.initial_balance), every symbol flat"
 
-        ready.run("engine sized from the account", seed)
+        ready.run("engine sized from the account", resize if restart else seed)
+    extras: dict[str, dict[str, Any]] = {}
+    if restart:
+
+        def restore() -> str:
+            for sym in symbols:
+                extras[sym] = journal.members[sym].restore(session.sessions[sym])
+            journal.restore_account(session)
+            for sym in symbols:  # no bar traded yet (a kill in the first bar): resume after the warm-up
+                member = session.sessions[sym]
+                feeds[sym].last_ts = member.last_ts if member.n else extras[sym].get("warm_ts")
+            last = session.ts[session.n - 1] if session.n else None
+            return f"every symbol and the account at bar {last} ({session.n} bars journaled)"
+
+        ready.run("warm-up / restart", restore)
     for sym, feed in feeds.items():
         member = session.sessions[sym]
         if not reachable:
@@ -949,6 +978,8 @@ def prepare_basket(
         with feed.retry_policy(*policy):
 
             def warm(member: Any = member, feed: Any = feed) -> str:
+                if restart:
+                    return "restored from the journal"
                 need = member.warmup_needed
                 bars = feed.history(need)
                 if len(bars) < need:
@@ -961,7 +992,8 @@ def prepare_basket(
 
             def funding(sym: str = sym, member: Any = member, feed: Any = feed) -> str:
                 now = feed.server_time_ms()
-                settled = feed.funding_settled(now - 3 * 86_400_000, now)
+                since = member.funding.ts[-1] + 1 if member.funding.ts else now - 3 * 86_400_000
+                settled = feed.funding_settled(since, now)
                 nxt = feed.next_funding_ms()
                 session.set_funding(sym, settled, nxt)
                 if not member.funding.ts:
@@ -985,13 +1017,25 @@ def prepare_basket(
             session.sessions[sym], options, ops.members[sym], ctx.journals[sym], gw, now_ms=ctx.clock.now_ms
         )
         bridges[sym] = bridge
+        if restart:
+            paused = ctx.ops_log.paused()  # the operator's last pause / flatten / resume, if any
+            bridge.operator_paused = bool(extras[sym].get("operator_paused")) if paused is None else paused
+            bridge.fills_cursor = extras[sym].get("fills_cursor")
         if live:
             bridge.read_account()
-            ready.run(
-                f"{sym}: open orders read",
-                lambda b=bridge: f"{len(b.open_orders)} open" if b.refresh_orders() else _raise(b),
-            )
-    ctx.bridge = BasketBridge(session, bridges)
+            if restart:
+                ready.run(f"{sym}: reconcile with the exchange", lambda b=bridge: reconcile(b))
+            else:
+                ready.run(
+                    f"{sym}: open orders read",
+                    lambda b=bridge: f"{len(b.open_orders)} open" if b.refresh_orders() else _raise(b),
+                )
+        elif restart:
+            journal.members[sym].hold = False  # paper: nothing on an exchange to reconcile
+    ctx.bridge = BasketBridge(session, bridges, journal)
+    ctx.bridge.warm_ts = {
+        sym: (extras[sym].get("warm_ts") if restart else ctx.feeds[sym].last_ts) for sym in symbols
+    }
     try:
         server = OpsServer(ops, token, opts.ops_port).start()
         ctx.server = server
@@ -1000,13 +1044,15 @@ def prepare_basket(
     except GridctlError as err:
         ready.add("ops and metrics endpoints", False, str(err))
     if not ready.failures:
-        ctx.journal.set_meta("run_id", run_id)
-        ctx.journal.set_meta("mode", mode)
-        ctx.journal.set_meta("basket", ",".join(symbols))
-        for sym, bridge in bridges.items():  # each symbol's first checkpoint, before its first order
-            ctx.journals[sym].save_bar(
-                bridge.s, {"operator_paused": False, "warm_ts": ctx.feeds[sym].last_ts}
-            )
+        if not restart:
+            journal.set_meta("run_id", run_id)
+            journal.set_meta("mode", mode)
+            journal.set_meta("basket", ",".join(symbols))
+            if journal.initial_balance is not None:
+                journal.set_meta("initial_balance", repr(journal.initial_balance))
+        # a restart's bookings and order settlements, or a new run's first checkpoint before its first
+        # order: every symbol and the account, one transaction
+        ctx.bridge.checkpoint()
     for bridge in bridges.values():
         bridge.publish()
     return ready, ctx

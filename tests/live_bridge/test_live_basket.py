@@ -30,9 +30,11 @@ from gridctl.data.sample import generate_sample
 from gridctl.data.store import write_candles, write_funding
 from gridctl.engine.basket import BAR_GO, run_basket
 from gridctl.engine.enums import EventKind, FillKind
+from gridctl.live_bridge import killpoint
 from gridctl.live_bridge.basket import BasketSession
-from gridctl.live_bridge.journal import Journal
+from gridctl.live_bridge.journal import BasketJournal, Journal
 from gridctl.live_bridge.replay import basket_replay
+from gridctl.live_bridge.runner import member_prefix
 from gridctl.research.results import BASKET_RESULT_FILES
 
 BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
@@ -210,6 +212,11 @@ def test_a_basket_against_an_unreachable_exchange_fails_readiness_per_symbol(tmp
     assert (
         r.exit_code == 2 and f"FAIL journal: {journal} is the journal of the basket {BTC},{ETH}" in r.output
     )
+    # a basket restarts only as the basket its journal holds (the symbols and their order)
+    r = _cli("live", "--paper", "--symbols", f"{ETH},{BTC}", "--api-url", "http://127.0.0.1:9", "--journal",
+             str(journal), "--ops-port", "0")  # fmt: skip
+    assert r.exit_code == 2, r.output
+    assert f"FAIL journal: {journal} belongs to the basket {BTC},{ETH}, not {ETH},{BTC}" in r.output
     single = tmp_path / "single.sqlite"
     j = Journal(single)  # a single-symbol run's journal holds its engine state
     j.db.execute("INSERT INTO kstate (id) VALUES (1)")
@@ -221,3 +228,91 @@ def test_a_basket_against_an_unreachable_exchange_fails_readiness_per_symbol(tmp
     assert r.exit_code == 2 and "--symbol and --symbols" in r.output
     r = _cli("live", "--paper", "--replay", str(tmp_path), "--symbols", " , ")
     assert r.exit_code == 2 and "names no symbol" in r.output
+
+
+# --- the basket's journal: one checkpoint for every symbol and the account, and a restart from it
+
+
+def _step(session: BasketSession, t: int, bars: dict) -> int:
+    for sym, bar in bars.items():
+        session.set_funding(sym, bar.settled, bar.next_funding_ms)
+    return session.step_paper(t, {sym: (b.open, b.high, b.low, b.close) for sym, b in bars.items()})
+
+
+def _basket_journal(path: Path, symbols: tuple[str, ...]) -> BasketJournal:
+    return BasketJournal(path, {sym: member_prefix(sym) for sym in symbols})
+
+
+def _restored(path: Path, strategies, venue) -> BasketSession:
+    session = BasketSession(strategies, venue, "1m")
+    journal = _basket_journal(path, session.symbols)
+    try:
+        for sym in session.symbols:
+            journal.members[sym].restore(session.sessions[sym])
+        journal.restore_account(session)
+    finally:
+        journal.close()
+    return session
+
+
+def test_a_basket_restarted_from_its_checkpoint_writes_the_backtests_ledgers(tmp_path: Path) -> None:
+    """Checkpointed every bar into one basket journal up to bar K (after ETH's late start, inside its gap:
+    missing bars journaled too), restored into a fresh session and stepped on: the ledgers, the account
+    curve and the summaries equal ``run_basket`` over all bars, as an unbroken paper basket does."""
+    markets, strategies, venue = _basket(overrides=TIGHT)
+    bt = run_basket(markets, strategies, venue)
+    k_stop = ETH_GAP[0] + 20
+    replay = list(basket_replay(markets))
+    first = BasketSession(strategies, venue, "1m", capacity=16)  # grown on the way, journaled rows kept
+    journal = _basket_journal(tmp_path / "b.sqlite", first.symbols)
+    extras = {sym: {} for sym in first.symbols}
+    for t, bars in replay[:k_stop]:
+        assert _step(first, t, bars) == BAR_GO
+        journal.save(first, extras)
+    journal.close()
+    session = _restored(tmp_path / "b.sqlite", strategies, venue)
+    assert session.n == k_stop and all(s.n == k_stop for s in session.sessions.values())
+    for t, bars in replay[k_stop:]:
+        if _step(session, t, bars) != BAR_GO:
+            break
+    live = session.output()
+    for sym in (BTC, ETH):
+        g, w = live.per_symbol[sym], bt.per_symbol[sym]
+        for ledger in ("fills", "funding", "events", "equity"):
+            _same_rows(getattr(g, ledger), getattr(w, ledger), f"{sym} {ledger}")
+        _same_summary(g.summary, w.summary, f"{sym} summary")
+    _same_rows(live.account_equity, bt.account_equity, "account equity")
+    _same_summary(live.summary, bt.summary, "account summary")
+    assert len(bt.per_symbol[ETH].fills) > 0 and len(bt.per_symbol[BTC].fills) > 0
+
+
+def test_a_kill_inside_the_basket_checkpoint_leaves_every_symbol_and_the_account_at_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The basket checkpoint dies after the first symbol's writes: SQLite rolls the whole transaction
+    back, so the journal holds every symbol and the account at the checkpoint before, not BTC a bar on."""
+    markets, strategies, venue = _basket(days=1, overrides=TIGHT)
+    replay = list(basket_replay(markets))
+    first = BasketSession(strategies, venue, "1m")
+    journal = _basket_journal(tmp_path / "b.sqlite", first.symbols)
+    extras = {sym: {} for sym in first.symbols}
+    for t, bars in replay[:300]:
+        _step(first, t, bars)
+        journal.save(first, extras)  # every bar, as the live loop does
+    wallet_at_300 = float(first.acc[0])
+    rows_at_300 = first.rows[:300].copy()
+    for t, bars in replay[300:400]:
+        _step(first, t, bars)
+
+    def die(point: str) -> None:
+        if point == "journal":
+            raise KeyboardInterrupt("killed inside the checkpoint")
+
+    monkeypatch.setattr(killpoint, "hit", die)
+    with pytest.raises(KeyboardInterrupt):
+        journal.save(first, extras)
+    journal.close()
+    session = _restored(tmp_path / "b.sqlite", strategies, venue)
+    assert session.n == 300 and {s.n for s in session.sessions.values()} == {300}
+    assert float(session.acc[0]) == wallet_at_300
+    _same_rows(session.rows[:300], rows_at_300, "account equity")

@@ -1,8 +1,11 @@
 """`gridctl live --live --symbols BTC/USDT:USDT,ETH/USDT:USDT` as a real subprocess against the emulator
 (one account serving both symbols): the basket's start-up, both symbols trading through one process,
 ``/status`` and ``/metrics`` per symbol and in total, an operator pause fanned out to both symbols'
-bridges from the one command queue, and a kill whose restart is refused (exit 2, nothing sent) while
-every position the run left stays fully covered by its stops.
+bridges from the one command queue, and restarts on the same journal after a ``kill -9`` (from outside,
+and at crash points inside a bar: between two symbols' bookings, inside the basket's checkpoint
+transaction, inside an order send, a fills poll, a booking): every symbol reconciled with the exchange,
+and after one more bar no lost, duplicated or orphaned order per symbol, every position equal to the
+engine's and fully covered by its stops, every trade booked exactly once.
 
 The bars: per symbol ``W`` flat history bars at its first price (the regime warm-up), then the seeded
 sample scaled to the symbol (ETH: a twentieth of BTC's price, on ETH's 0.01 tick), advanced by the test
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -20,16 +24,18 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from gridctl.configs.loader import load_strategy
 from gridctl.data.sample import generate_sample
 from gridctl.engine.regime import warmup_bars
-from gridctl.live_bridge.orders import parse_client_id
-from gridctl.live_bridge.runner import member_journal
+from gridctl.engine.state import N_SLOT, S_LONG_QTY, S_SHORT_QTY
+from gridctl.live_bridge.orders import desired_orders, parse_client_id
 
 from live_helpers import EMU_ENV
 
@@ -83,7 +89,9 @@ def _emulator() -> Any:
 class Run:
     """One `gridctl live --live` basket subprocess and its stderr lines."""
 
-    def __init__(self, url: str, journal: Path, max_bars: int, mode: str = "--live") -> None:
+    def __init__(
+        self, url: str, journal: Path, max_bars: int, mode: str = "--live", kill_at: str | None = None
+    ) -> None:
         cmd = [sys.executable, "-m", "gridctl.cli", "live", mode, "--symbols", f"{BTC},{ETH}",
                "--venue-set", f"api.base_url={url}", "--venue-set", "rate_limits.orders_per_second=10",
                "--venue-set", "rate_limits.weight_per_minute=100000",
@@ -91,8 +99,9 @@ class Run:
                *[x for s in SETS for x in ("--set", s)], "--journal", str(journal), "--ops-port", "0",
                "--max-clock-skew-ms", str(10**13), "--max-bars", str(max_bars),
                "--poll-s", "0.02"]  # fmt: skip
+        env = {**os.environ, **EMU_ENV, **({"GRIDCTL_KILL_AT": kill_at} if kill_at else {})}
         self.proc = subprocess.Popen(
-            cmd, cwd=REPO, env={**os.environ, **EMU_ENV}, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
             text=True,
         )  # fmt: skip
         self.lines: list[str] = []
@@ -117,26 +126,36 @@ class Run:
         return line.rsplit("ops API on ", 1)[1].strip()
 
 
-def _journal_bar(path: Path) -> int | None:
+#: Each symbol's tables in the basket's journal (live_bridge.runner.member_prefix).
+PREFIX = {BTC: "s_BTC_USDT_USDT_", ETH: "s_ETH_USDT_USDT_"}
+
+
+def _rows(path: Path, sql: str) -> list[Any] | None:
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         try:
-            row = db.execute("SELECT bar_ts FROM kstate WHERE id=1").fetchone()
+            return db.execute(sql).fetchall()
         finally:
             db.close()
     except sqlite3.OperationalError:
         return None
-    return row[0] if row else None
 
 
-def _advance(emu: Any, journal: Path, run: Run, timeout: float = 60) -> int:
-    """Close the next bar on both symbols and wait until both symbols' journals checkpointed it."""
+def _journal_bar(path: Path, sym: str) -> int | None:
+    rows = _rows(path, f"SELECT bar_ts FROM {PREFIX[sym]}kstate WHERE id=1")
+    return rows[0][0] if rows else None
+
+
+def _advance(emu: Any, journal: Path, run: Run, timeout: float = 60, may_die: bool = False) -> int | None:
+    """Close the next bar on both symbols and wait until the basket's checkpoint holds it on both;
+    None when the run died first (``may_die``: a crash point armed)."""
     ts = [emu.state.advance_bar(IDS[sym])[0] for sym in (BTC, ETH)]
     assert ts[0] == ts[1]
     deadline = time.monotonic() + timeout
-    paths = [member_journal(journal, sym) for sym in (BTC, ETH)]
-    while any(_journal_bar(p) != ts[0] for p in paths):
-        assert run.proc.poll() is None, run.text
+    while any(_journal_bar(journal, sym) != ts[0] for sym in (BTC, ETH)):
+        if run.proc.poll() is not None:
+            assert may_die, run.text
+            return None
         assert time.monotonic() < deadline, f"bar {ts[0]} not journaled\n{run.text}"
         time.sleep(0.01)
     return ts[0]
@@ -199,7 +218,46 @@ def _traded(acct: Any) -> dict[str, int]:
     return out
 
 
-def test_a_basket_trades_live_with_status_metrics_pause_and_a_refused_restart(tmp_path: Path) -> None:
+def _check(emu: Any, journal: Path) -> Counter[str]:
+    """Per symbol, the emulator's books against the basket journal's committed state (the run idles
+    between bars): every count must be 0."""
+    acct = emu.state.account
+    run_id = _rows(journal, "SELECT value FROM meta WHERE key='run_id'")[0][0]  # type: ignore[index]
+    traded = _traded(acct)
+    bad: Counter[str] = Counter()
+    for sym in (BTC, ETH):
+        p = PREFIX[sym]
+        ((state_blob, slots_blob),) = _rows(journal, f"SELECT state, slots FROM {p}kstate WHERE id=1")  # type: ignore[misc]
+        st = np.frombuffer(state_blob, dtype=np.float64)
+        slots = np.frombuffer(slots_blob, dtype=np.float64).reshape(2, -1, N_SLOT)
+        wanted = {w.key for w in desired_orders(slots, True)}
+        keys: Counter[tuple[int, int, str]] = Counter()
+        stops = {"LONG": 0.0, "SHORT": 0.0}
+        for o in acct.open_orders(IDS[sym]):
+            parsed = parse_client_id(o.client_id)
+            if parsed is None or parsed.run_id != run_id:
+                bad[f"{sym}: foreign orders"] += 1
+                continue
+            if o.type == "STOP_MARKET":
+                stops[o.position_side] += o.qty - o.filled
+            if parsed.kind not in ("guard", "flatten"):
+                keys[(parsed.side, parsed.level, parsed.kind)] += 1
+        bad[f"{sym}: duplicated orders"] += sum(n - 1 for n in keys.values())
+        bad[f"{sym}: lost orders"] += len(wanted - set(keys))
+        bad[f"{sym}: orphaned orders"] += len(set(keys) - wanted)
+        engine = {"LONG": st[S_LONG_QTY], "SHORT": st[S_SHORT_QTY]}
+        for side in ("LONG", "SHORT"):
+            qty = abs(acct.position(IDS[sym], side)[0])
+            bad[f"{sym}: position mismatches"] += int(abs(qty - engine[side]) > 1e-9)
+            bad[f"{sym}: positions without full stop coverage"] += int(stops[side] < qty - 1e-9)
+        ((booked, distinct),) = _rows(journal, f"SELECT COUNT(*), COUNT(DISTINCT trade_id) FROM {p}xfills")  # type: ignore[misc]
+        bad[f"{sym}: trades not booked exactly once"] += int(booked != distinct) + abs(
+            distinct - traded.get(sym, 0)
+        )
+    return +bad
+
+
+def test_a_basket_trades_live_with_status_metrics_pause_and_a_restart(tmp_path: Path) -> None:
     emu = _emulator()
     journal = tmp_path / "basket.sqlite"
     run = None
@@ -244,24 +302,146 @@ def test_a_basket_trades_live_with_status_metrics_pause_and_a_refused_restart(tm
         assert db.execute("SELECT status FROM ops WHERE kind='pause'").fetchall() == [("applied",)]
         run_id = db.execute("SELECT value FROM meta WHERE key='run_id'").fetchone()[0]
         db.close()
-        # kill -9; a restart of a basket is refused before anything is sent
+        # kill -9 from outside; the restart on the same journal reconciles every symbol and trades on
         os.kill(run.proc.pid, signal.SIGKILL)
         run.proc.wait(timeout=30)
         held = {sym: _held(emu, sym) for sym in (BTC, ETH)}
-        assert any(held.values()), held  # the run left positions (the check below means something)
+        assert any(held.values()), held  # the run left positions (the checks below mean something)
         for sym in (BTC, ETH):  # every position the run left is covered by its stops on the exchange
             assert _uncovered(emu, sym, run_id) == {}, sym
-        n_orders = len(acct.orders)
-        again = Run(emu.url, journal, max_bars=5)
-        assert again.proc.wait(timeout=300) == 2, again.text
-        assert "restarting a basket is not built yet" in again.text, again.text
-        assert len(acct.orders) == n_orders  # nothing sent
-        # no duplicated order per symbol: one resting order per (side, level, kind)
+        run = Run(emu.url, journal, max_bars=10_000)
+        url = run.wait_started()
         for sym in (BTC, ETH):
-            keys = [
-                (p.side, p.level, p.kind) for o in _ours(acct, sym) if (p := parse_client_id(o.client_id))
-            ]
-            assert len(keys) == len(set(keys)), (sym, keys)
+            assert f"ok  {sym}: reconcile with the exchange:" in run.text, run.text
+            assert "positions agree" in run.text
+        assert "restarted from the journal, reconciled with the exchange" in run.text
+        assert f"run {run_id}" in run.text  # the same run: its orders are ours
+        assert _advance(emu, journal, run) is not None
+        assert _check(emu, journal) == Counter(), _check(emu, journal)
+        status = _get(url, "/status")
+        for sym in (BTC, ETH):  # the journaled pause came back with the restart
+            assert "operator pause" in status["symbols"][sym]["pause_keys"], status["symbols"][sym]
+            assert status["symbols"][sym]["bars"] == 42, status["symbols"][sym]["bars"]
+    finally:
+        if run is not None and run.proc.poll() is None:
+            run.proc.kill()
+        emu.stop()
+
+
+#: Crash points (live_bridge/killpoint.py) a restarted basket run dies at, in turn: ``member`` between two
+#: symbols' bookings in a bar, ``journal`` inside the basket checkpoint's transaction (after one symbol's
+#: writes; the 1st pass is the restart's own checkpoint), an order send, a fills poll, a booking, the bar
+#: step with its orders not yet sent.
+CRASHES = ("member:3", "journal:9", "send:4", "journal:1", "fills:2", "booked:1", "member:6", "bar:2",
+           "sent:3", "journal:14")  # fmt: skip
+
+
+def _started_or_died(run: Run, timeout: float = 300) -> bool:
+    """True once the run serves its ops API; False when it died first (a crash point in its start-up)."""
+    deadline = time.monotonic() + timeout
+    while not any("ops API on" in x for x in run.lines):
+        if run.proc.poll() is not None:
+            return False
+        assert time.monotonic() < deadline, run.text
+        time.sleep(0.05)
+    return True
+
+
+def test_a_basket_killed_at_crash_points_restarts_clean_every_time(tmp_path: Path) -> None:
+    """kill -9 at each of ``CRASHES`` (and once from outside), restart on the same journal each time, then
+    one more bar: no restart refused or unexplained; per symbol no lost / duplicated / orphaned order,
+    positions equal to the engine's, fully covered by stops, every trade booked exactly once."""
+    emu = _emulator()
+    journal = tmp_path / "crash.sqlite"
+    run = None
+    died: Counter[str] = Counter()
+    down = 0  # trades the restarts' reconciles booked (made while the run was down or dying)
+    try:
+        run = Run(emu.url, journal, max_bars=10_000)
+        run.wait_started()
+        for _ in range(25):
+            _advance(emu, journal, run)
+        assert any(_held(emu, sym) > 0 for sym in (BTC, ETH))  # positions to protect through the kills
+        os.kill(run.proc.pid, signal.SIGKILL)
+        assert run.proc.wait(timeout=30) == -signal.SIGKILL
+        for kill_at in CRASHES:
+            run = Run(emu.url, journal, max_bars=10_000, kill_at=kill_at)
+            if _started_or_died(run):
+                assert "UNEXPLAINED" not in run.text, run.text
+                down += sum(int(m) for m in re.findall(r"(\d+) fills booked while down", run.text))
+                for _ in range(12):
+                    if _advance(emu, journal, run, may_die=True) is None:
+                        break
+            if run.proc.poll() is None:
+                os.kill(run.proc.pid, signal.SIGKILL)
+                died["outside"] += 1
+            else:
+                died[kill_at.split(":")[0]] += 1
+            assert run.proc.wait(timeout=30) == -signal.SIGKILL, run.text  # killed, never refused
+            for sym in (BTC, ETH):  # the market moves on while the run is down (reconcile books it)
+                emu.state.advance_bar(IDS[sym])
+        print("basket crash kills:", dict(died), "booked at restarts:", down, _traded(emu.state.account))
+        assert died["member"] >= 1 and died["journal"] >= 2, died  # the points a basket adds fired
+        assert down >= 1  # a restart booked trades it had not journaled, exactly once (checked below)
+        run = Run(emu.url, journal, max_bars=10_000)
+        run.wait_started()
+        assert "UNEXPLAINED" not in run.text and run.text.count("positions agree") == 2, run.text
+        assert _advance(emu, journal, run) is not None
+        assert _check(emu, journal) == Counter(), _check(emu, journal)
+        assert set(_traded(emu.state.account)) == {BTC, ETH}
+    finally:
+        if run is not None and run.proc.poll() is None:
+            run.proc.kill()
+        emu.stop()
+
+
+def test_a_manual_trade_on_one_symbol_while_the_basket_is_down_is_guarded_on_that_symbol(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A market buy of ETH the run did not send, made while the basket is down: the restart starts, ETH's
+    reconcile finds it UNEXPLAINED and (``execution.unexplained_position: protect``, the default) rests a
+    reduce-side guard stop for exactly that size and refuses ETH's entries; BTC's positions agree and it
+    trades on; every position of both symbols is covered by stops."""
+    from gridctl.live_bridge import gateway as gw
+    from gridctl.live_bridge.exchange import CcxtGateway
+
+    from live_helpers import emulator_venue
+
+    for key, value in EMU_ENV.items():
+        monkeypatch.setenv(key, value)
+    emu = _emulator()
+    journal = tmp_path / "manual.sqlite"
+    run = None
+    try:
+        run = Run(emu.url, journal, max_bars=10_000)
+        run.wait_started()
+        for _ in range(25):
+            _advance(emu, journal, run)
+        run_id = _rows(journal, "SELECT value FROM meta WHERE key='run_id'")[0][0]  # type: ignore[index]
+        os.kill(run.proc.pid, signal.SIGKILL)
+        run.proc.wait(timeout=30)
+        acct = emu.state.account
+        eth_long = abs(acct.position(IDS[ETH], "LONG")[0])
+        CcxtGateway(emulator_venue(emu.url), live=True).place(
+            ETH, gw.OrderRequest("manual-1", "LONG", "buy", "market", 0.05)
+        )
+        assert abs(acct.position(IDS[ETH], "LONG")[0]) == round(eth_long + 0.05, 3)
+        run = Run(emu.url, journal, max_bars=10_000)
+        url = run.wait_started()
+        line = {sym: next(x for x in run.lines if f"{sym}: reconcile with the exchange" in x) for sym in IDS}
+        assert line[ETH].startswith("ok ") and "UNEXPLAINED" in line[ETH], line[ETH]
+        assert "positions agree" in line[BTC], line[BTC]
+        assert _advance(emu, journal, run) is not None
+        guards = [(o.type, o.side, o.position_side, o.qty) for o in _ours(acct, ETH, "guard")]
+        assert guards == [("STOP_MARKET", "SELL", "LONG", 0.05)], guards
+        assert _ours(acct, ETH, "entry") == []  # ETH refuses entries
+        assert _ours(acct, BTC, "guard") == [] and _ours(acct, BTC, "entry") != []  # BTC trades on
+        for sym in (BTC, ETH):
+            assert _uncovered(emu, sym, run_id) == {}, sym
+        status = _get(url, "/status")
+        assert any(r.startswith(f"{ETH}: reconcile") for r in status["pause_reasons"]), status[
+            "pause_reasons"
+        ]
     finally:
         if run is not None and run.proc.poll() is None:
             run.proc.kill()
@@ -350,6 +530,24 @@ def test_a_paper_basket_on_the_exchange_feed_steps_both_symbols(tmp_path: Path) 
             s = status["symbols"][sym]
             assert s["bars"] == 30 and s["open_orders"] > 0, (sym, s)
         assert emu.state.account.orders == {}  # paper: nothing sent
+        # kill -9 and restart: both symbols' ledgers and the account carry on from the checkpoint
+        fills_sql = {
+            sym: f"SELECT data FROM {PREFIX[sym]}ledger WHERE tbl='fills' ORDER BY row" for sym in IDS
+        }
+        before = {sym: _rows(journal, sql) for sym, sql in fills_sql.items()}
+        assert any(before.values()), before  # the paper venue filled something to carry over
+        os.kill(run.proc.pid, signal.SIGKILL)
+        run.proc.wait(timeout=30)
+        run = Run(emu.url, journal, max_bars=10_000, mode="--paper")
+        url = run.wait_started()
+        assert "restarted from the journal" in run.text
+        assert _advance(emu, journal, run) is not None
+        status = _get(url, "/status")
+        for sym in (BTC, ETH):
+            assert status["symbols"][sym]["bars"] == 31, status["symbols"][sym]
+            after = _rows(journal, fills_sql[sym])
+            assert after[: len(before[sym])] == before[sym], sym  # type: ignore[index]
+        assert emu.state.account.orders == {}
     finally:
         if run is not None and run.proc.poll() is None:
             run.proc.kill()
