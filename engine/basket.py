@@ -519,7 +519,10 @@ def leave_account_nb(st, sh):
     return tripped
 
 
-@kernel
+# ``hot_kernel``: LLVM inlines the whole aligned bar into ``run_basket_nb``'s loop (one call site), so
+# a backtest pays no call with ~34 arguments per bar (measured, one symbol, 1,000,000 bars: the kernel
+# 0.144 s as an ordinary kernel, 0.080 s inlined); the live session calls the same compiled function.
+@hot_kernel
 def basket_bar_nb(
     k, ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs, brs, nbr,
     states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work, sh,
@@ -581,7 +584,10 @@ def basket_bar_nb(
             k, t, h, lw, c, close_time, regs[i], fts_i, frate_i, work[i, W_ALLOW] != 0.0, p, br, st, sl,
             errs, ords, f_i, ev_i, eq[i], cnt,
         )  # fmt: skip
-        contribution_nb(st, sl, br, h, lw, c, work[i])
+        if n_sym > 1:
+            contribution_nb(st, sl, br, h, lw, c, work[i])
+        else:  # its resting notional only reaches the others' S_X_NOTIONAL: a lone symbol skips the sum
+            price_contribution_nb(st, br, h, lw, c, work[i])
         if leave_account_nb(st, sh):
             breaker_tripped_nb(k, i, hi, lo, cl, brs, nbr, states, slots, work)
         if st[S_HALTED] != 0.0 and acc[S_HALTED] == 0.0:
@@ -749,10 +755,17 @@ def basket_bars(symbols: tuple[str, ...], markets: Mapping[str, Any], details: M
     dets = [detail_arrays(a, details.get(sym), n) for a, sym in zip(aligned, symbols, strict=True)]
 
     def stack(name: str) -> np.ndarray:
-        return read_only(np.ascontiguousarray(np.stack([getattr(a, name) for a in arrays])))
+        out = np.empty((len(arrays), n))
+        for i, a in enumerate(arrays):
+            out[i] = getattr(a, name)
+        return read_only(out)
+
+    didx = np.empty((len(dets), n, 2), np.int64)
 
     fts, foff = _concat([a.funding_ts for a in arrays], np.int64)
     dts, doff = _concat([d.ts for d in dets], np.int64)
+    for i, d in enumerate(dets):  # each symbol's detail index points into the concatenated detail bars
+        np.add(d.index, doff[i], out=didx[i])
     return SimpleNamespace(
         ts=ts, arrays=arrays, dets=dets,
         op=stack("open"), hi=stack("high"), lo=stack("low"), cl=stack("close"),
@@ -764,10 +777,7 @@ def basket_bars(symbols: tuple[str, ...], markets: Mapping[str, Any], details: M
         dhi=_concat([d.high for d in dets], np.float64)[0],
         dlo=_concat([d.low for d in dets], np.float64)[0],
         dcl=_concat([d.close for d in dets], np.float64)[0],
-        # each symbol's detail index points into the concatenated detail bars
-        didx=read_only(
-            np.ascontiguousarray(np.stack([d.index + doff[i] for i, d in enumerate(dets)]).astype(np.int64))
-        ),
+        didx=read_only(didx),
     )  # fmt: skip
 
 
