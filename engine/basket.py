@@ -542,7 +542,12 @@ def basket_bar_nb(
     stop = False
     t = ts[k]
     if n_sym > 1:  # the others' contributions at bar k (a symbol's own is refreshed after its step)
-        for j in range(n_sym):
+        # The first symbol's would be read only by itself before its step refreshes it (its liquidation
+        # refreshes it too), so only its last close is taken.
+        c0 = cl[0, k]
+        if c0 == c0:
+            work[0, W_LAST] = c0
+        for j in range(1, n_sym):
             price_contribution_nb(states[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j])
     for i in range(n_sym):
         st = states[i]
