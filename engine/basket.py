@@ -760,17 +760,21 @@ def basket_bars(symbols: tuple[str, ...], markets: Mapping[str, Any], details: M
     dets = [detail_arrays(a, details.get(sym), n) for a, sym in zip(aligned, symbols, strict=True)]
 
     def stack(name: str) -> np.ndarray:
+        if len(arrays) == 1:  # a lone symbol's rows are views of its own arrays (no copy)
+            return read_only(np.ascontiguousarray(getattr(arrays[0], name), np.float64)[None, :])
         out = np.empty((len(arrays), n))
         for i, a in enumerate(arrays):
             out[i] = getattr(a, name)
         return read_only(out)
 
-    didx = np.empty((len(dets), n, 2), np.int64)
-
     fts, foff = _concat([a.funding_ts for a in arrays], np.int64)
     dts, doff = _concat([d.ts for d in dets], np.int64)
-    for i, d in enumerate(dets):  # each symbol's detail index points into the concatenated detail bars
-        np.add(d.index, doff[i], out=didx[i])
+    if len(dets) == 1:  # its detail bars start the concatenation: its own index, as a view
+        didx = np.ascontiguousarray(dets[0].index, np.int64)[None]
+    else:
+        didx = np.empty((len(dets), n, 2), np.int64)
+        for i, d in enumerate(dets):  # each symbol's detail index points into the concatenated detail bars
+            np.add(d.index, doff[i], out=didx[i])
     return SimpleNamespace(
         ts=ts, arrays=arrays, dets=dets,
         op=stack("open"), hi=stack("high"), lo=stack("low"), cl=stack("close"),
