@@ -30,7 +30,9 @@ def _inline_into_bar_loops(_expr: Any, caller_ir: Any, _callee_ir: Any) -> bool:
 #: words on the stack; on a quiet bar those calls cost about as much as the work itself (measured:
 #: the kernel runs 2.6x slower with no inlining). Inlining in LLVM, not in numba's IR, keeps each
 #: one typed and lowered once instead of once per call site: the first backtest's compile is
-#: shorter and ~85 MB smaller than with numba-level inlining, for the same kernel speed.
+#: shorter and ~85 MB smaller than with numba-level inlining, for the same kernel speed. The basket's
+#: whole aligned bar (``engine.basket.basket_bar_nb``) is one too: its one loop inlines it, and the
+#: live session calls it from Python.
 hot_kernel: Callable[[Callable], Any] = kernel_decorator(
     **KERNEL_OPTIONS, pipeline_class=AlwaysInlineCompiler
 )
