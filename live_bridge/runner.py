@@ -197,38 +197,7 @@ def prepare(
         return ready, ctx
     ready.add("config valid", True, f"{strategy.origin}; {venue.origin}")
     if live:
-        is_testnet = bool(venue.api.testnet)
-        if is_testnet and not opts.testnet:
-            ready.add("venue kind", False, f"{venue.origin} is a testnet venue: pass --testnet to trade it")
-        elif opts.testnet and not is_testnet:
-            ready.add(
-                "venue kind",
-                False,
-                f"--testnet given but {venue.origin} is a production venue (api.testnet false)",
-            )
-        else:
-            ready.add("venue kind", True, "testnet" if is_testnet else "production")
-        from gridctl.configs.secrets import require_live_credentials
-
-        ready.run(
-            "credentials",
-            lambda: (require_live_credentials(venue), "api key and secret from the environment")[1],
-        )
-        off = [
-            g
-            for g in strategy.gates_disabled()
-            if g not in opts.allow_gate_off and g.split(".")[-1] not in opts.allow_gate_off
-        ]
-        ready.add(
-            "risk gates",
-            not off,
-            f"disabled without --allow-gate-off: {off}" if off else "all enabled (or explicitly allowed off)",
-        )
-        ready.add(
-            "ops token",
-            bool(token),
-            "set" if token else f"--live needs an ops API token in ${opts.token_env}",
-        )
+        _live_start_items(ready, venue, opts, token, _gates_off(strategy, opts))
     feed = ExchangeFeed.for_venue(venue, symbol, timeframe, opts.api_url, **(feed_kw or {}))
     feed.on_server_time = ctx.clock.follow
     ctx.feed = feed
@@ -390,6 +359,47 @@ def prepare(
 
 def _raise(bridge: Bridge) -> str:
     raise GridctlError(f"cannot read the open orders: {bridge.log[-1] if bridge.log else 'unknown error'}")
+
+
+def _gates_off(strategy: Any, opts: LiveOptions) -> list[str]:
+    """The strategy's risk gates that are off without ``--allow-gate-off`` naming them."""
+    return [
+        g
+        for g in strategy.gates_disabled()
+        if g not in opts.allow_gate_off and g.split(".")[-1] not in opts.allow_gate_off
+    ]
+
+
+def _live_start_items(
+    ready: Checklist, venue: Any, opts: LiveOptions, token: str | None, off: list[str]
+) -> None:
+    """The account's ``--live`` readiness items, one symbol or a basket: venue kind, credentials, risk
+    gates (``off``: the gates off without ``--allow-gate-off``) and the ops token."""
+    is_testnet = bool(venue.api.testnet)
+    if is_testnet and not opts.testnet:
+        ready.add("venue kind", False, f"{venue.origin} is a testnet venue: pass --testnet to trade it")
+    elif opts.testnet and not is_testnet:
+        ready.add(
+            "venue kind",
+            False,
+            f"--testnet given but {venue.origin} is a production venue (api.testnet false)",
+        )
+    else:
+        ready.add("venue kind", True, "testnet" if is_testnet else "production")
+    from gridctl.configs.secrets import require_live_credentials
+
+    ready.run(
+        "credentials",
+        lambda: (require_live_credentials(venue), "api key and secret from the environment")[1],
+    )
+    ready.add(
+        "risk gates",
+        not off,
+        f"disabled without --allow-gate-off: {off}" if off else "all enabled (or explicitly allowed off)",
+    )
+    ready.add(
+        "ops token", bool(token), "set" if token else f"--live needs an ops API token in ${opts.token_env}"
+    )
 
 
 def prime_kernels(strategy: Any, venue: Any, symbol: str, timeframe: str, mode: str) -> str:
@@ -821,36 +831,8 @@ def prepare_basket(
         return ready, ctx
     ready.add("config valid", True, f"{strategy.origin}; {venue.origin}; basket {', '.join(symbols)}")
     if live:
-        is_testnet = bool(venue.api.testnet)
-        if is_testnet != bool(opts.testnet):
-            why = f"{venue.origin}: api.testnet {is_testnet}, --testnet {opts.testnet}"
-            ready.add("venue kind", False, why)
-        else:
-            ready.add("venue kind", True, "testnet" if is_testnet else "production")
-        from gridctl.configs.secrets import require_live_credentials
-
-        ready.run(
-            "credentials",
-            lambda: (require_live_credentials(venue), "api key and secret from the environment")[1],
-        )
-        off = sorted(
-            {
-                f"{sym}: {g}"
-                for sym, strat in strategies.items()
-                for g in strat.gates_disabled()
-                if g not in opts.allow_gate_off and g.split(".")[-1] not in opts.allow_gate_off
-            }
-        )
-        ready.add(
-            "risk gates",
-            not off,
-            f"disabled without --allow-gate-off: {off}" if off else "all enabled (or explicitly allowed off)",
-        )
-        ready.add(
-            "ops token",
-            bool(token),
-            "set" if token else f"--live needs an ops API token in ${opts.token_env}",
-        )
+        off = sorted({f"{sym}: {g}" for sym, strat in strategies.items() for g in _gates_off(strat, opts)})
+        _live_start_items(ready, venue, opts, token, off)
     feeds = {
         sym: ExchangeFeed.for_venue(venue, sym, timeframe, opts.api_url, **(feed_kw or {})) for sym in symbols
     }
