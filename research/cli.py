@@ -154,7 +154,7 @@ def run_backtest(
     from gridctl.research.stats import backtest_stats
 
     overrides, start_ms, end_ms = check_run_options(timeframe, start, end, overrides, detail)
-    # Configs first: a bad --config/--venue/--set fails before anything is generated or written.
+    # Configs first: a bad --strategy/--venue/--set fails before anything is generated or written.
     strategy = load_strategy(config, overrides)
     if symbol is not None and symbol != strategy.ccxt_symbol:
         # --symbol names what to trade: the strategy's instrument follows it (its rules come from the venue).
