@@ -383,12 +383,6 @@ class Journal:
         rows += [(r[2], r[3], r[5], r[6]) for r in self._fills.values() if r[1] == cid]
         return sorted(rows, key=lambda r: r[3])
 
-    def last_fill_ts(self) -> int | None:
-        row = self.db.execute("SELECT MAX(ts) FROM {P}xfills").fetchone()
-        held = [r[6] for r in self._fills.values()]
-        known = [int(row[0])] if row and row[0] is not None else []
-        return max(known + held) if known or held else None
-
     def unbooked_fills(self, cid: str) -> list[tuple[float, float, str, int]]:
         """The order's fills the engine has not booked yet (``mark_booked``), oldest first."""
         rows = [
