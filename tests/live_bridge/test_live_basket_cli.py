@@ -161,6 +161,17 @@ def _advance(emu: Any, journal: Path, run: Run, timeout: float = 60, may_die: bo
     return ts[0]
 
 
+def _status_at(url: str, bars: int, timeout: float = 10) -> Any:
+    """``/status`` once both symbols show ``bars`` bars (it is published just after the checkpoint that
+    ``_advance`` waits for), or the last one seen when that does not happen within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = _get(url, "/status")
+        if all(status["symbols"][sym]["bars"] >= bars for sym in (BTC, ETH)) or time.monotonic() > deadline:
+            return status
+        time.sleep(0.02)
+
+
 def _get(url: str, path: str) -> Any:
     req = urllib.request.Request(f"{url}{path}", headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(req, timeout=10) as resp:
@@ -524,7 +535,7 @@ def test_a_paper_basket_on_the_exchange_feed_steps_both_symbols(tmp_path: Path) 
         url = run.wait_started()
         for _ in range(30):
             _advance(emu, journal, run)
-        status = _get(url, "/status")
+        status = _status_at(url, 30)
         assert status["basket"] == [BTC, ETH] and status["mode"] == "paper"
         for sym in (BTC, ETH):
             s = status["symbols"][sym]
@@ -542,7 +553,7 @@ def test_a_paper_basket_on_the_exchange_feed_steps_both_symbols(tmp_path: Path) 
         url = run.wait_started()
         assert "restarted from the journal" in run.text
         assert _advance(emu, journal, run) is not None
-        status = _get(url, "/status")
+        status = _status_at(url, 31)
         for sym in (BTC, ETH):
             assert status["symbols"][sym]["bars"] == 31, status["symbols"][sym]
             after = _rows(journal, fills_sql[sym])

@@ -137,37 +137,41 @@ def test_two_workers_count_every_trial_exactly_once(setup: tuple[Path, Path], pg
 def _kill_in_flight(setup: tuple[Path, Path], url: str, name: str, min_done: int) -> tuple[int, list[int]]:
     """SIGKILL a worker (heartbeat 1 s) while it has trials in flight; (its pid, its trials left RUNNING).
 
-    A batch is asked and told in one transaction each, so a worker may tell its batch between the
-    poll that saw it running and the kill: then another worker is started and killed, up to 5 times.
+    A batch is asked and told in one transaction each and runs in milliseconds, so the worker is first
+    frozen (SIGSTOP) and its trials read while it cannot tell them: RUNNING ones are then surely in
+    flight and it is killed; none, and it runs on (SIGCONT) until the next poll sees some.
     """
-    for _ in range(5):
-        victim = _worker(setup, url, name, 100000, heartbeat=1)
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                trials = _study(url, name).get_trials(deepcopy=False)
-            except KeyError:  # not created yet
-                trials = []
-            mine = [
-                t
-                for t in trials
-                if t.state.name == "RUNNING"
-                and t.system_attrs.get("gridctl_worker", "").endswith(f":{victim.pid}")
-            ]
-            if sum(t.state.name in TOLD for t in trials) >= min_done and mine:
-                break
-            time.sleep(0.02)
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.communicate(timeout=60)
-        stuck = [
+    victim = _worker(setup, url, name, 100000, heartbeat=1)
+
+    def running() -> list[int]:
+        return [
             t.number
             for t in _study(url, name).get_trials(deepcopy=False)
             if t.state.name == "RUNNING"
             and t.system_attrs.get("gridctl_worker", "").endswith(f":{victim.pid}")
         ]
-        if stuck:
-            return victim.pid, stuck
-    raise AssertionError("5 workers were killed with no trial in flight; the test proves nothing")
+
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            try:
+                trials = _study(url, name).get_trials(deepcopy=False)
+            except KeyError:  # not created yet
+                trials = []
+            if sum(t.state.name in TOLD for t in trials) >= min_done:
+                os.kill(victim.pid, signal.SIGSTOP)
+                stuck = running()
+                if stuck:
+                    os.kill(victim.pid, signal.SIGKILL)
+                    victim.communicate(timeout=60)
+                    return victim.pid, stuck
+                os.kill(victim.pid, signal.SIGCONT)
+            time.sleep(0.005)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.communicate(timeout=60)
+    raise AssertionError("the worker never had a trial in flight when frozen; the test proves nothing")
 
 
 def test_sigkilled_worker_leaves_a_usable_study(setup: tuple[Path, Path], pg_url: str) -> None:
