@@ -285,7 +285,7 @@ def test_a_basket_trades_live_with_status_metrics_pause_and_a_restart(tmp_path: 
             _advance(emu, journal, run)
         traded = _traded(acct)
         assert set(traded) == {BTC, ETH}, traded
-        status = _get(url, "/status")
+        status = _status_at(url, 40)
         assert status["basket"] == [BTC, ETH]
         assert set(status["symbols"]) == {BTC, ETH}
         for sym in (BTC, ETH):
@@ -329,7 +329,7 @@ def test_a_basket_trades_live_with_status_metrics_pause_and_a_restart(tmp_path: 
         assert f"run {run_id}" in run.text  # the same run: its orders are ours
         assert _advance(emu, journal, run) is not None
         assert _check(emu, journal) == Counter(), _check(emu, journal)
-        status = _get(url, "/status")
+        status = _status_at(url, 42)
         for sym in (BTC, ETH):  # the journaled pause came back with the restart
             assert "operator pause" in status["symbols"][sym]["pause_keys"], status["symbols"][sym]
             assert status["symbols"][sym]["bars"] == 42, status["symbols"][sym]["bars"]
