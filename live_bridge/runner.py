@@ -248,7 +248,7 @@ def prepare(
                 ready.add("gateway", False, f"cannot build the exchange gateway: {err}")
                 gw = None
             if gw is not None and reachable:
-                _account_checks(ready, gw, venue, symbol, opts.min_balance)
+                _account_checks(ready, gw, venue, (symbol,), opts.min_balance)
                 if not restart:
 
                     def seed() -> str:
@@ -507,8 +507,15 @@ def _session_from_account(
     return session, f"wallet {wallet:,.2f} USDT (in place of backtest.initial_balance)"
 
 
-def _account_checks(ready: Checklist, gw: Any, venue: Any, symbol: str, min_balance: float) -> None:
+def _account_checks(
+    ready: Checklist, gw: Any, venue: Any, symbols: tuple[str, ...], min_balance: float
+) -> None:
+    """The account items: hedge mode and the balance once, leverage and margin type per symbol (named
+    ``<SYMBOL>: leverage`` in a basket of several)."""
     t = venue.trading
+
+    def name(item: str, sym: str) -> str:
+        return f"{sym}: {item}" if len(symbols) > 1 else item
 
     def hedge() -> str:
         if not gw.hedge_mode():
@@ -519,11 +526,17 @@ def _account_checks(ready: Checklist, gw: Any, venue: Any, symbol: str, min_bala
         return "on"
 
     ready.run("hedge mode", hedge)
-    ready.run("leverage", lambda: (gw.set_leverage(symbol, t.leverage), f"{t.leverage}x set")[1])
-    ready.run("margin type", lambda: (gw.set_margin_type(symbol, t.margin_type), f"{t.margin_type} set")[1])
+    for sym in symbols:
+        ready.run(
+            name("leverage", sym), lambda s=sym: (gw.set_leverage(s, t.leverage), f"{t.leverage}x set")[1]
+        )
+        ready.run(
+            name("margin type", sym),
+            lambda s=sym: (gw.set_margin_type(s, t.margin_type), f"{t.margin_type} set")[1],
+        )
 
     def balance() -> str:
-        acct = gw.account(symbol)
+        acct = gw.account(symbols[0])
         if not math.isfinite(acct.available) or acct.available < min_balance:
             raise GridctlError(f"available balance {acct.available} is below --min-balance {min_balance}")
         if acct.margin_ratio is None:
@@ -902,7 +915,7 @@ def prepare_basket(
             for item in ACCOUNT_ITEMS:
                 ready.add(item, False, "exchange not reachable")
             return ready, ctx
-        _basket_account_checks(ready, gw, venue, symbols, opts.min_balance)
+        _account_checks(ready, gw, venue, symbols, opts.min_balance)
 
         def resize() -> str:
             nonlocal session, strategies
@@ -1038,40 +1051,6 @@ def prepare_basket(
     for bridge in bridges.values():
         bridge.publish()
     return ready, ctx
-
-
-def _basket_account_checks(
-    ready: Checklist, gw: Any, venue: Any, symbols: tuple[str, ...], min_balance: float
-) -> None:
-    """The account items of a basket: hedge mode and the balance once, leverage and margin type per
-    symbol (``<SYMBOL>: leverage``)."""
-    t = venue.trading
-
-    def hedge() -> str:
-        if not gw.hedge_mode():
-            gw.set_hedge_mode(True)
-            if not gw.hedge_mode():
-                raise GridctlError("the account is not in hedge (dual-side) mode and switching failed")
-            return "switched on"
-        return "on"
-
-    ready.run("hedge mode", hedge)
-    for sym in symbols:
-        ready.run(f"{sym}: leverage", lambda s=sym: (gw.set_leverage(s, t.leverage), f"{t.leverage}x set")[1])
-        ready.run(
-            f"{sym}: margin type",
-            lambda s=sym: (gw.set_margin_type(s, t.margin_type), f"{t.margin_type} set")[1],
-        )
-
-    def balance() -> str:
-        acct = gw.account(symbols[0])
-        if not math.isfinite(acct.available) or acct.available < min_balance:
-            raise GridctlError(f"available balance {acct.available} is below --min-balance {min_balance}")
-        if acct.margin_ratio is None:
-            raise GridctlError("the exchange reports no margin ratio for the account")
-        return f"available {acct.available:,.2f}"
-
-    ready.run("balance", balance)
 
 
 def run_basket_loop(
