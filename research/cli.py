@@ -224,7 +224,7 @@ def _print_summary(console: Console, stats: dict[str, Any], out: Path | None) ->
 
 
 def _print_basket_summary(console: Console, stats: dict[str, Any], out: Path | None) -> None:
-    from gridctl.research.report import basket_symbol_rows, gate_rows, headline_rows
+    from gridctl.research.report import basket_bracket_note, basket_symbol_rows, gate_rows, headline_rows
 
     a = stats["account"]
     console.print(
@@ -250,6 +250,7 @@ def _print_basket_summary(console: Console, stats: dict[str, Any], out: Path | N
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    console.print(basket_bracket_note(stats), markup=False)
     if out is not None:
         console.print(f"results written to [bold]{out}[/bold] (open report.html in a browser)")
 

@@ -34,6 +34,8 @@ from gridctl.configs.gates import GATES, SECTION, Gate
 from gridctl.engine.enums import EventKind, FillKind, Reason, Regime, Side
 from gridctl.engine.ladder import rung_price_nb
 from gridctl.engine.params import P_LEVELS_LONG, P_LEVELS_SHORT
+from gridctl.research.basket import SYMBOL_BRACKET_MEANING
+from gridctl.research.stats import INTRABAR_PATHS
 
 if TYPE_CHECKING:  # plotly loads when a figure is drawn, not for the summary rows (`gridctl backtest`)
     import plotly.graph_objects as go
@@ -1216,7 +1218,9 @@ def path_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
     """The path bracket (every intrabar path rule, worst and best) and the round trips one bar decided."""
     rows = []
     b = stats.get("path_bracket")
-    if b is not None:
+    if b is not None and "pnl" in b["worst"]:
+        rows += symbol_path_rows(b)
+    elif b is not None:
         hi, lo, worst, best = b["high_first"], b["low_first"], b["worst"], b["best"]
         dd = "max_drawdown_bar_close_pct"
         rows += [
@@ -1379,13 +1383,44 @@ def build_report(run: Any, market: Any, stats: dict[str, Any]) -> str:
 BASKET_CHART_ID = "basket-account-chart"
 
 
-def basket_symbol_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
-    """A header and one row per symbol: the symbol's PnL and what made it (CLI summary and report)."""
-    rows: list[tuple[str, ...]] = [
-        ("symbol", "PnL", "return", "realized", "fees", "funding", "fills", "DD bar close", "liquidated")
+def symbol_path_rows(b: dict[str, Any]) -> list[tuple[str, str]]:
+    """A basket symbol's path bracket (``research.basket.symbol_bracket``): its PnL in the account run
+    under each rule, and its own worst and best with the rules that give them."""
+    worst, best = b["worst"], b["best"]
+    return [
+        (
+            "PnL in the account run, worst / best path",
+            f"{_fmt(worst['pnl'], ' USDT')} ({_rule_names(worst['rules'])}) / "
+            f"{_fmt(best['pnl'], ' USDT')} ({_rule_names(best['rules'])}); ran: {b['rule']}",
+        ),
+        *(
+            (f"PnL, {rule.replace('_', ' ')} (fills)", f"{_fmt(e['pnl'], ' USDT')} ({e['n_fills']:,})")
+            for rule, e in ((rule, b[rule]) for rule in INTRABAR_PATHS)
+        ),
+        ("Path bracket of a symbol", b["meaning"]),
     ]
+
+
+def _rule_names(rules: list[str]) -> str:
+    return "every rule" if len(rules) == len(INTRABAR_PATHS) else ", ".join(rules)
+
+
+def _bracket_cell(side: dict[str, Any]) -> str:
+    return f"{_fmt(side['pnl'])} ({_rule_names(side['rules'])})"
+
+
+def basket_symbol_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
+    """A header and one row per symbol: the symbol's PnL and what made it, and its PnL under its worst and
+    best intrabar rule in the account runs, naming the rules (CLI summary and report)."""
+    rows: list[tuple[str, ...]] = [
+        (
+            "symbol", "PnL", "return", "realized", "fees", "funding", "fills", "DD bar close", "liquidated",
+            "PnL worst path (rules)", "PnL best path (rules)",
+        )
+    ]  # fmt: skip
     for symbol, s in stats["symbols"].items():
         funding = s["funding_received"] - s["funding_paid"]
+        b = s.get("path_bracket")
         rows.append(
             (
                 symbol,
@@ -1397,9 +1432,24 @@ def basket_symbol_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
                 f"{s['n_fills']:,}",
                 _fmt(s["max_drawdown_bar_close_pct"], " %"),
                 "yes" if s["liquidated"] else "no",
+                _bracket_cell(b["worst"]) if b else "n/a",
+                _bracket_cell(b["best"]) if b else "n/a",
             )
         )
     return rows
+
+
+def basket_bracket_note(stats: dict[str, Any]) -> str:
+    """What the per-symbol path bracket columns mean, with the account's worst / best return rules."""
+    acc = stats["account"].get("path_bracket")
+    if acc is None:
+        return ""
+    worst, best = acc["worst"], acc["best"]
+    return (
+        f"Path bracket per symbol: {SYMBOL_BRACKET_MEANING}. The account's return is worst under "
+        f"{_rule_names(worst['return_rules'])} ({_fmt(worst['total_return_pct'], ' %')}) and best under "
+        f"{_rule_names(best['return_rules'])} ({_fmt(best['total_return_pct'], ' %')})."
+    )
 
 
 def _grid_table(rows: Sequence[Sequence[str]]) -> str:
@@ -1520,6 +1570,7 @@ def build_basket_report(basket: Any) -> str:
         _table(gate_rows(a)),
         "<h2>Per symbol (PnL = what the symbol added to the account)</h2>",
         _grid_table(basket_symbol_rows(stats)),
+        f'<p id="symbol-bracket-note">{html.escape(basket_bracket_note(stats))}</p>',
         "<h2>Monthly returns of the account (%)</h2>",
         monthly_table(monthly_returns(acc["ts"], acc["equity"], float(a["initial_balance"]))),
         "<h2>What this run assumed</h2>",

@@ -51,8 +51,8 @@ RESULT_FILES = (
     "report.html",
 )
 #: A basket's files: the same ledgers with a ``symbol`` column (one file per table, every symbol's rows
-#: in basket order), plus the account's equity curve.
-BASKET_RESULT_FILES = (*RESULT_FILES[:4], "account_equity.parquet", *RESULT_FILES[4:])
+#: in basket order), plus the account's equity curve and the path bracket of the account and each symbol.
+BASKET_RESULT_FILES = (*RESULT_FILES[:4], "account_equity.parquet", "path_bracket.parquet", *RESULT_FILES[4:])
 
 # Which record columns carry which enum.
 _LABELLED: dict[str, dict[str, Any]] = {
@@ -227,11 +227,43 @@ def account_frame(rows: np.ndarray) -> pl.DataFrame:
     return pl.DataFrame(columns)
 
 
+def bracket_frame(stats: dict[str, Any]) -> pl.DataFrame:
+    """The basket's path brackets as rows: ``scope`` (``account`` or a symbol, basket order) x ``rule``
+    (every intrabar path rule), with the scope's ``pnl`` (USDT) and ``total_return_pct`` in that rule's
+    basket run, its ``n_fills``, whether the rule is the ``configured`` one, and whether it gives the
+    scope's ``worst`` / ``best`` return (``research.basket.symbol_bracket``)."""
+    import polars as pl
+
+    from gridctl.research.stats import BRACKET_RULES
+
+    initial = float(stats["account"]["initial_balance"])
+    rows = []
+    scopes = [("account", stats["account"]["path_bracket"], "return_rules")]
+    scopes += [(symbol, s["path_bracket"], "rules") for symbol, s in stats["symbols"].items()]
+    for scope, b, rules in scopes:
+        for rule in BRACKET_RULES:
+            ret = float(b[rule]["total_return_pct"])
+            rows.append(
+                {
+                    "scope": scope,
+                    "rule": rule,
+                    "configured": rule == b["rule"],
+                    "pnl": float(b[rule].get("pnl", ret / 100.0 * initial)),
+                    "total_return_pct": ret,
+                    "n_fills": int(b[rule]["n_fills"]),
+                    "worst": rule in b["worst"][rules],
+                    "best": rule in b["best"][rules],
+                }
+            )
+    return pl.DataFrame(rows)
+
+
 def write_basket_results(out_dir: str | os.PathLike[str], basket: Any, force: bool = False) -> list[Path]:
     """A basket's result folder (``BASKET_RESULT_FILES``), all at once like ``write_results``.
 
     ``basket`` is a ``research.basket.BasketBacktest``: ledgers with a ``symbol`` column, the account's
-    equity curve, ``stats.json`` (``account`` and ``symbols`` blocks) and the report.
+    equity curve, the path brackets (``bracket_frame``), ``stats.json`` (``account`` and ``symbols``
+    blocks) and the report.
     """
     from gridctl.research.report import build_basket_report
 
@@ -241,6 +273,8 @@ def write_basket_results(out_dir: str | os.PathLike[str], basket: Any, force: bo
         table, _, ext = name.partition(".")
         if table == "account_equity":
             return account_frame(output.account_equity)
+        if table == "path_bracket":
+            return bracket_frame(basket.stats)
         if ext == "parquet":
             return basket_frame(table, output.per_symbol)
         if name == "stats.json":

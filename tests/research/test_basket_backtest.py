@@ -22,8 +22,10 @@ from gridctl.data.resample import resample_store
 from gridctl.data.sample import generate_sample
 from gridctl.data.store import write_candles, write_funding
 from gridctl.research.results import BASKET_RESULT_FILES
+from gridctl.research.stats import BRACKET_RULES
 
 from effects import effect
+from market_builders import flat, make_market, strategy, venue
 
 BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
 ETH_LATE_BARS = 240  # ETH's first bar is 4 h after BTC's
@@ -136,6 +138,112 @@ def test_the_account_has_a_path_bracket_and_the_report_has_every_section(
         assert text in page, text
 
 
+def check_symbol_brackets(out: Path, stats: dict) -> None:
+    """Each symbol's path bracket in stats.json agrees with its own numbers, with the account's bracket
+    (the symbols' PnL adds up to the account's PnL in every rule's run) and with path_bracket.parquet."""
+    initial = stats["account"]["initial_balance"]
+    account = stats["account"]["path_bracket"]
+    table = pl.read_parquet(out / "path_bracket.parquet")
+    assert table["scope"].unique(maintain_order=True).to_list() == ["account", *stats["basket"]]
+    for symbol in stats["basket"]:
+        s, b = stats["symbols"][symbol], stats["symbols"][symbol]["path_bracket"]
+        assert set(b) == {"meaning", "rule", "configured", "worst", "best", *BRACKET_RULES}
+        assert set(b["worst"]) == set(b["best"]) == {"pnl", "total_return_pct", "rules"}
+        assert b["configured"] == b[b["rule"]]
+        # The configured rule's entry is the run the symbol's stats describe.
+        assert b["configured"]["pnl"] == pytest.approx(s["pnl"], abs=1e-6)
+        assert b["configured"]["n_fills"] == s["n_fills"]
+        pnls = {rule: b[rule]["pnl"] for rule in BRACKET_RULES}
+        assert b["worst"]["pnl"] == min(pnls.values()) and b["best"]["pnl"] == max(pnls.values())
+        assert all(pnls[r] == b["worst"]["pnl"] for r in b["worst"]["rules"]) and b["worst"]["rules"]
+        rows = table.filter(pl.col("scope") == symbol)
+        assert rows["rule"].to_list() == list(BRACKET_RULES)
+        assert rows["pnl"].to_list() == [pnls[r] for r in BRACKET_RULES]
+        assert rows.filter(pl.col("worst"))["rule"].to_list() == b["worst"]["rules"]
+    for rule in BRACKET_RULES:
+        total = sum(stats["symbols"][symbol]["path_bracket"][rule]["pnl"] for symbol in stats["basket"])
+        assert account[rule]["total_return_pct"] == pytest.approx(total / initial * 100, abs=1e-9), rule
+    assert set(account["worst"]["return_rules"]) <= set(BRACKET_RULES)
+
+
+def test_each_symbol_has_a_path_bracket_in_stats_json_and_the_result_folder(
+    basket_out: tuple[Path, dict],
+) -> None:
+    out, stats = basket_out
+    check_symbol_brackets(out, stats)
+    page = (out / "report.html").read_text()
+    for text in (
+        "PnL worst path (rules)",
+        "PnL best path (rules)",
+        "PnL in the account run, worst / best path",
+    ):
+        assert text in page, text
+
+
+def test_each_symbol_brackets_its_pnl_within_the_account_run_under_each_rule() -> None:
+    """Hand-derived: the symbols' worst rules differ, and the account's worst rule is one symbol's best.
+
+    maker fee 0.0002, step 1 %, one rung a side, TP one step (market_builders.ISOLATED); bar 1 swings
+    1.5 % either side of its open, so nearer first = high first and farther first = low first.
+    BTC (0.01 at 10000; rungs 9900 / 10100, both TPs 9999.0), bar 1 closes at 10000:
+      high first: short 10100 -> TP 9999 (+1.01), long 9900 -> TP 9999 on the way to the close (+0.99):
+        4 fills, PnL 2.00 - 0.0002 * 0.01 * (10100 + 9999 + 9900 + 9999) = 2.00 - 0.079996 = 1.920004
+      low first: long round trip (+0.99), short 10100 left open at the close 10000 (+1.00):
+        3 fills, PnL 1.99 - 0.0002 * 0.01 * (9900 + 9999 + 10100) = 1.99 - 0.059998 = 1.930002
+    ETH (0.2 at 1000; rungs 990 / 1010, both TPs 999.9), bar 1 closes at 999.8, below the TPs:
+      high first: short round trip (+2.02), long 990 left open at 999.8 (+1.96):
+        3 fills, PnL 3.98 - 0.0002 * 0.2 * (1010 + 999.9 + 990) = 3.98 - 0.119996 = 3.860004
+      low first: long round trip (+1.98), then the short's TP 999.9 on the way down to 999.8 (+2.02):
+        4 fills, PnL 4.00 - 0.0002 * 0.2 * (990 + 999.9 + 1010 + 999.9) = 4.00 - 0.159992 = 3.840008
+    So BTC is worst under high first, ETH under low first, and the account (5.780008 vs 5.770010)
+    under low first.
+    """
+    from gridctl.engine.basket import run_basket
+    from gridctl.research.basket import basket_stats
+    from gridctl.research.report import basket_bracket_note, basket_symbol_rows
+
+    btc = make_market([*flat(10000.0, 1), (10000.0, 10150.0, 9850.0, 10000.0), *flat(10000.0, 1)], symbol=BTC)
+    eth = make_market([*flat(1000.0, 1), (1000.0, 1015.0, 985.0, 999.8), *flat(999.8, 1)], symbol=ETH)
+    markets = {BTC: btc, ETH: eth}
+    strategies = {
+        BTC: strategy(strategy__instrument_id="BTCUSDT-PERP.BINANCE"),
+        ETH: strategy(strategy__instrument_id="ETHUSDT-PERP.BINANCE", grid__base_qty=0.2),
+    }
+    v = venue()
+    stats = basket_stats(run_basket(markets, strategies, v), markets, strategies, v)
+    high, low = ["nearer_first", "high_first"], ["farther_first", "low_first"]
+    expected = {
+        BTC: {"high": (1.920004, 4), "low": (1.930002, 3)},
+        ETH: {"high": (3.860004, 3), "low": (3.840008, 4)},
+    }
+    for symbol, by in expected.items():
+        b = stats["symbols"][symbol]["path_bracket"]
+        assert b["rule"] == "nearer_first" and b["configured"] == b["nearer_first"]
+        for rules, (pnl, fills) in ((high, by["high"]), (low, by["low"])):
+            for rule in rules:
+                assert b[rule]["pnl"] == pytest.approx(pnl, abs=1e-9), (symbol, rule)
+                assert b[rule]["total_return_pct"] == pytest.approx(pnl / 10_000 * 100, abs=1e-11)
+                assert b[rule]["n_fills"] == fills, (symbol, rule)
+    btc_b, eth_b = stats["symbols"][BTC]["path_bracket"], stats["symbols"][ETH]["path_bracket"]
+    assert (btc_b["worst"]["rules"], btc_b["best"]["rules"]) == (high, low)
+    assert (eth_b["worst"]["rules"], eth_b["best"]["rules"]) == (low, high)
+    assert btc_b["worst"]["pnl"] == pytest.approx(1.920004, abs=1e-9)
+    assert eth_b["worst"]["pnl"] == pytest.approx(3.840008, abs=1e-9)
+    account = stats["account"]["path_bracket"]
+    assert account["worst"]["return_rules"] == low and account["best"]["return_rules"] == high
+    assert account["low_first"]["total_return_pct"] == pytest.approx(5.770010 / 10_000 * 100, abs=1e-11)
+    assert account["high_first"]["total_return_pct"] == pytest.approx(5.780008 / 10_000 * 100, abs=1e-11)
+    # The per-symbol table (CLI summary and report) names each symbol's own worst and best rules.
+    header, btc_row, eth_row = basket_symbol_rows(stats)
+    worst_col, best_col = header.index("PnL worst path (rules)"), header.index("PnL best path (rules)")
+    assert btc_row[worst_col] == "1.92 (nearer_first, high_first)"
+    assert btc_row[best_col] == "1.93 (farther_first, low_first)"
+    assert eth_row[worst_col] == "3.84 (farther_first, low_first)"
+    assert eth_row[best_col] == "3.86 (nearer_first, high_first)"
+    note = basket_bracket_note(stats)
+    assert "need not be each symbol's worst" in note and "worst under farther_first, low_first" in note
+
+
 def test_the_summary_shows_the_account_and_a_row_per_symbol(data_dir: Path) -> None:
     result = invoke(data_dir, "--symbols", BTC, "--symbols", ETH)
     assert result.exit_code == 0, result.stderr
@@ -196,19 +304,29 @@ def test_a_symbol_override_changes_that_symbol_only(data_dir: Path, tmp_path: Pa
 
 
 def test_detail_bars_are_walked_where_they_are_stored(tmp_path: Path) -> None:
-    store_basket(tmp_path, days=3)
+    data, out = tmp_path / "data", tmp_path / "out"
+    store_basket(data, days=3)
     for symbol in (BTC, ETH):
-        resample_store(tmp_path, "synth", symbol, "1m", "15m")
+        resample_store(data, "synth", symbol, "1m", "15m")
     # ETH keeps only its 15m bars: its 1m series is removed, so only BTC has detail bars.
-    for path in (tmp_path / "synth" / "ETH_USDT_USDT" / "1m").iterdir():
+    for path in (data / "synth" / "ETH_USDT_USDT" / "1m").iterdir():
         path.unlink()
     # ETH first in the basket: the account still reports the detail BTC walked.
-    stats = run_json(tmp_path, "--symbols", f"{ETH},{BTC}", "--timeframe", "15m", "--detail", "1m")
+    args = ("--symbols", f"{ETH},{BTC}", "--timeframe", "15m", "--detail", "1m", "--out", str(out))
+    stats = run_json(data, *args)
     warnings = stats["account"]["assumptions"]["data_warnings"]
     assert any(w.startswith("synth ETH/USDT:USDT: no 1m bars stored in the window") for w in warnings)
     assert stats["symbols"][BTC]["assumptions"]["detail_timeframe"] == "1m"
     assert stats["symbols"][ETH]["assumptions"]["detail_timeframe"] is None
     assert stats["account"]["assumptions"]["detail_timeframe"] == "1m"
+    # Stats, path brackets (the account's and each symbol's), ledgers and the report, with detail bars.
+    assert json.loads((out / "stats.json").read_text()) == stats
+    assert sorted(p.name for p in out.iterdir()) == sorted(BASKET_RESULT_FILES)
+    check_symbol_brackets(out, stats)
+    fills = pl.read_parquet(out / "fills.parquet")
+    for symbol in (ETH, BTC):
+        assert stats["symbols"][symbol]["n_fills"] == fills.filter(pl.col("symbol") == symbol).height > 0
+    check_report_in_browser(out, stats)
 
 
 @pytest.mark.parametrize(
@@ -233,11 +351,16 @@ def test_a_bad_basket_is_one_clear_error(data_dir: Path, args: list[str], messag
 
 
 def test_the_basket_report_renders_offline_in_a_browser(basket_out: tuple[Path, dict]) -> None:
+    check_report_in_browser(*basket_out)
+
+
+def check_report_in_browser(out: Path, stats: dict) -> None:
+    """The basket report opens offline without errors: the account chart, one chart and section per
+    symbol, and the per-symbol table with each symbol's path bracket."""
     from gridctl.research.report import BASKET_CHART_ID
 
     from browser import Browser
 
-    out, stats = basket_out
     path = out / "report.html"
     plot = f"document.getElementById('{BASKET_CHART_ID}')"
     with Browser() as browser:
@@ -245,6 +368,11 @@ def test_the_basket_report_renders_offline_in_a_browser(basket_out: tuple[Path, 
         browser.wait_for(session, f"{plot} && {plot}._fullLayout && {plot}.querySelector('.main-svg')")
         names = browser.evaluate(session, f"{plot}._fullData.map(d => d.name)")
         tables = browser.evaluate(session, "document.querySelectorAll('table').length")
+        grid = browser.evaluate(
+            session,
+            "[...document.querySelectorAll('table')[2].rows].map(r => [...r.cells].map(c => c.textContent))",
+        )
+        note = browser.evaluate(session, "document.getElementById('symbol-bracket-note').textContent")
         per_symbol = []
         for i in range(len(stats["basket"])):
             chart = f"document.getElementById('basket-symbol-{i}')"
@@ -254,7 +382,18 @@ def test_the_basket_report_renders_offline_in_a_browser(basket_out: tuple[Path, 
             )
     assert log.requests == [path.resolve().as_uri()] and log.failed == [] and log.errors == []
     # Account equity and drawdown, then one PnL line per symbol, in basket order.
-    assert names == ["account equity", "drawdown", BTC, ETH]
+    assert names == ["account equity", "drawdown", *stats["basket"]]
+    # The per-symbol table: a row per symbol with its worst and best PnL and the rules that give them.
+    head, *rows = grid
+    assert [row[0] for row in rows] == stats["basket"]
+    for symbol, row in zip(stats["basket"], rows, strict=True):
+        b = stats["symbols"][symbol]["path_bracket"]
+        for side in ("worst", "best"):
+            cell = row[head.index(f"PnL {side} path (rules)")]
+            rules = b[side]["rules"]
+            named = "every rule" if len(rules) == len(BRACKET_RULES) else ", ".join(rules)
+            assert cell == f"{b[side]['pnl']:,.2f} ({named})", (symbol, side)
+    assert "within the whole basket run under each intrabar path rule" in note
     # Account: results, gates, per-symbol table, monthly returns, assumptions; per symbol: results,
     # gates, assumptions, round trips.
     assert tables == 5 + 4 * len(stats["basket"])
