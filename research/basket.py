@@ -1,5 +1,5 @@
 """Basket backtests: several symbols in one cross-margin wallet (``engine.basket.run_basket``), with
-stats per symbol and for the account, the account's path bracket, and the result files.
+stats and a path bracket per symbol and for the account, and the result files.
 
 What the numbers mean (docs/DESIGN.md "Baskets: results"):
 
@@ -11,8 +11,10 @@ What the numbers mean (docs/DESIGN.md "Baskets: results"):
   curve*: ``initial_balance + cumulative (realized PnL - fees + funding) + its own unrealized PnL`` at
   every bar close. Its ``final_equity - initial_balance`` is what the symbol added to the account, so
   the account's final equity is the initial balance plus the sum of the symbols' contributions.
+- **Path bracket**: the basket runs once per intrabar path rule; the account's bracket reads each run's
+  account summary, a symbol's the same run's summary of that symbol (``SYMBOL_BRACKET_MEANING``).
 - Ledgers are written once per table with a ``symbol`` column (``fills.parquet`` etc.), plus
-  ``account_equity.parquet``.
+  ``account_equity.parquet`` and ``path_bracket.parquet``.
 """
 
 from __future__ import annotations
