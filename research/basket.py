@@ -457,7 +457,7 @@ def basket_path_brackets(
             }
             runs[rule] = run_basket(markets, changed, venue, curves=False, detail=detail)
     initial = float(next(iter(strategies.values())).backtest.initial_balance)
-    account = _account_bracket({rule: runs[rule].summary for rule in BRACKET_RULES}, configured)
+    account = _account_bracket({rule: runs[rule].summary for rule in BRACKET_RULES}, configured, initial)
     symbols = {
         symbol: symbol_bracket(
             {rule: runs[rule].per_symbol[symbol].summary for rule in BRACKET_RULES}, configured, initial
@@ -472,15 +472,22 @@ def _rules_at(values: dict[str, float], target: float) -> list[str]:
     return [rule for rule in BRACKET_RULES if values[rule] == target]
 
 
-def _account_bracket(summaries: dict[str, dict[str, float]], configured: str) -> dict[str, Any]:
-    """The account's entries per rule, worst / best of each figure, and the rules of the worst / best
-    return (``return_rules``)."""
+def _account_bracket(
+    summaries: dict[str, dict[str, float]], configured: str, initial: float
+) -> dict[str, Any]:
+    """The account's entries per rule (its ``pnl``, final equity - initial balance, the figures of
+    ``research.stats.path_bracket``, and when the drawdown halt or a liquidation stopped every symbol:
+    ``halted_at`` / ``liquidated_at``, null if never), worst / best of each figure, and the rules of the
+    worst / best return (``return_rules``)."""
 
     def entry(row: dict[str, float]) -> dict[str, float]:
         return {
+            "pnl": float(row.get("final_equity", np.nan)) - initial,
             "total_return_pct": float(row.get("total_return_pct", np.nan)),
             **{name: float(row.get(name, np.nan)) for name in BRACKET_DRAWDOWNS},
             "n_fills": int(row.get("n_fills", 0)),
+            "halted_at": iso_time(float(row.get("halted_ts", np.nan))),
+            "liquidated_at": iso_time(float(row.get("liquidated_ts", np.nan))),
         }
 
     out: dict[str, Any] = {"rule": configured}

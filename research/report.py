@@ -1387,18 +1387,20 @@ def symbol_path_rows(b: dict[str, Any]) -> list[tuple[str, str]]:
     """A basket symbol's path bracket (``research.basket.symbol_bracket``): its PnL in the account run
     under each rule, and its own worst and best with the rules that give them."""
     worst, best = b["worst"], b["best"]
-    return [
+    rows = [
         (
             "PnL in the account run, worst / best path",
             f"{_fmt(worst['pnl'], ' USDT')} ({_rule_names(worst['rules'])}) / "
             f"{_fmt(best['pnl'], ' USDT')} ({_rule_names(best['rules'])}); ran: {b['rule']}",
-        ),
-        *(
-            (f"PnL, {rule.replace('_', ' ')} (fills)", f"{_fmt(e['pnl'], ' USDT')} ({e['n_fills']:,})")
-            for rule, e in ((rule, b[rule]) for rule in INTRABAR_PATHS)
-        ),
-        ("Path bracket of a symbol", b["meaning"]),
+        )
     ]
+    for rule in INTRABAR_PATHS:
+        e = b[rule]
+        rows.append(
+            (f"PnL, {rule.replace('_', ' ')} (fills)", f"{_fmt(e['pnl'], ' USDT')} ({e['n_fills']:,})")
+        )
+    rows.append(("Path bracket of a symbol", b["meaning"]))
+    return rows
 
 
 def _rule_names(rules: list[str]) -> str:
@@ -1420,7 +1422,7 @@ def basket_symbol_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
     ]  # fmt: skip
     for symbol, s in stats["symbols"].items():
         funding = s["funding_received"] - s["funding_paid"]
-        b = s.get("path_bracket")
+        b = s["path_bracket"]
         rows.append(
             (
                 symbol,
@@ -1432,8 +1434,8 @@ def basket_symbol_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
                 f"{s['n_fills']:,}",
                 _fmt(s["max_drawdown_bar_close_pct"], " %"),
                 "yes" if s["liquidated"] else "no",
-                _bracket_cell(b["worst"]) if b else "n/a",
-                _bracket_cell(b["best"]) if b else "n/a",
+                _bracket_cell(b["worst"]),
+                _bracket_cell(b["best"]),
             )
         )
     return rows
@@ -1441,14 +1443,19 @@ def basket_symbol_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
 
 def basket_bracket_note(stats: dict[str, Any]) -> str:
     """What the per-symbol path bracket columns mean, with the account's worst / best return rules."""
-    acc = stats["account"].get("path_bracket")
-    if acc is None:
-        return ""
-    worst, best = acc["worst"], acc["best"]
+    b = stats["account"]["path_bracket"]
+    worst, best = b["worst"], b["best"]
+    stops = [
+        f"{rule}: {what} at {b[rule][key]}"
+        for rule in INTRABAR_PATHS
+        for key, what in (("liquidated_at", "liquidated"), ("halted_at", "drawdown halt"))
+        if b[rule].get(key)
+    ]
+    stopped = f" The account stopped every symbol under {'; '.join(stops)}." if stops else ""
     return (
         f"Path bracket per symbol: {SYMBOL_BRACKET_MEANING}. The account's return is worst under "
         f"{_rule_names(worst['return_rules'])} ({_fmt(worst['total_return_pct'], ' %')}) and best under "
-        f"{_rule_names(best['return_rules'])} ({_fmt(best['total_return_pct'], ' %')})."
+        f"{_rule_names(best['return_rules'])} ({_fmt(best['total_return_pct'], ' %')}).{stopped}"
     )
 
 

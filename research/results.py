@@ -236,20 +236,18 @@ def bracket_frame(stats: dict[str, Any]) -> pl.DataFrame:
 
     from gridctl.research.stats import BRACKET_RULES
 
-    initial = float(stats["account"]["initial_balance"])
     rows = []
     scopes = [("account", stats["account"]["path_bracket"], "return_rules")]
     scopes += [(symbol, s["path_bracket"], "rules") for symbol, s in stats["symbols"].items()]
     for scope, b, rules in scopes:
         for rule in BRACKET_RULES:
-            ret = float(b[rule]["total_return_pct"])
             rows.append(
                 {
                     "scope": scope,
                     "rule": rule,
                     "configured": rule == b["rule"],
-                    "pnl": float(b[rule].get("pnl", ret / 100.0 * initial)),
-                    "total_return_pct": ret,
+                    "pnl": float(b[rule]["pnl"]),
+                    "total_return_pct": float(b[rule]["total_return_pct"]),
                     "n_fills": int(b[rule]["n_fills"]),
                     "worst": rule in b["worst"][rules],
                     "best": rule in b["best"][rules],

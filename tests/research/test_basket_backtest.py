@@ -162,7 +162,12 @@ def check_symbol_brackets(out: Path, stats: dict) -> None:
         assert rows.filter(pl.col("worst"))["rule"].to_list() == b["worst"]["rules"]
     for rule in BRACKET_RULES:
         total = sum(stats["symbols"][symbol]["path_bracket"][rule]["pnl"] for symbol in stats["basket"])
+        assert account[rule]["pnl"] == pytest.approx(total, abs=1e-6), rule
         assert account[rule]["total_return_pct"] == pytest.approx(total / initial * 100, abs=1e-9), rule
+        assert (
+            table.filter((pl.col("scope") == "account") & (pl.col("rule") == rule))["pnl"].item()
+            == (account[rule]["pnl"])
+        )
     assert set(account["worst"]["return_rules"]) <= set(BRACKET_RULES)
 
 
@@ -231,6 +236,8 @@ def test_each_symbol_brackets_its_pnl_within_the_account_run_under_each_rule() -
     assert eth_b["worst"]["pnl"] == pytest.approx(3.840008, abs=1e-9)
     account = stats["account"]["path_bracket"]
     assert account["worst"]["return_rules"] == low and account["best"]["return_rules"] == high
+    assert account["low_first"]["pnl"] == pytest.approx(5.770010, abs=1e-9)
+    assert account["high_first"]["pnl"] == pytest.approx(5.780008, abs=1e-9)
     assert account["low_first"]["total_return_pct"] == pytest.approx(5.770010 / 10_000 * 100, abs=1e-11)
     assert account["high_first"]["total_return_pct"] == pytest.approx(5.780008 / 10_000 * 100, abs=1e-11)
     # The per-symbol table (CLI summary and report) names each symbol's own worst and best rules.
@@ -242,6 +249,13 @@ def test_each_symbol_brackets_its_pnl_within_the_account_run_under_each_rule() -
     assert eth_row[best_col] == "3.86 (nearer_first, high_first)"
     note = basket_bracket_note(stats)
     assert "need not be each symbol's worst" in note and "worst under farther_first, low_first" in note
+    # No rule's run halted or liquidated the account; the note names the rules whose run did.
+    assert all(account[r]["halted_at"] is None and account[r]["liquidated_at"] is None for r in BRACKET_RULES)
+    assert "stopped every symbol" not in note
+    account["high_first"]["halted_at"] = "2024-01-01T02:00:00Z"
+    assert basket_bracket_note(stats).endswith(
+        "The account stopped every symbol under high_first: drawdown halt at 2024-01-01T02:00:00Z."
+    )
 
 
 def test_the_summary_shows_the_account_and_a_row_per_symbol(data_dir: Path) -> None:
