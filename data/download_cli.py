@@ -51,6 +51,16 @@ def parse_symbols(values: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(part for part in parts if part))
 
 
+def parse_symbols_flag(
+    values: list[str] | None, flag: str = "--symbols", example: str = "BTC/USDT:USDT,ETH/USDT:USDT"
+) -> tuple[str, ...]:
+    """A symbols option as typed (None: not given) -> its symbols; given but naming none is refused."""
+    symbols = parse_symbols(values or [])
+    if values is not None and not symbols:
+        raise GridctlError(f"{flag}: {' '.join(values)!r} names no symbol (e.g. {example})")
+    return symbols
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``download`` command to the ``gridctl data`` app."""
 
@@ -95,7 +105,7 @@ def register(app: typer.Typer) -> None:
         Several symbols are checked against the exchange first (a bad one: nothing is fetched), then
         downloaded one after another, each announced by a progress line on stderr.
         """
-        from gridctl.data.download import OptionError, download_symbols
+        from gridctl.data.download import FetchOptions, OptionError, download_symbols
         from gridctl.data.paths import require_writable_dir
         from gridctl.data.store import default_data_dir
 
@@ -112,18 +122,14 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"[{i + 1}/{len(symbols)}] {exchange} {name} {timeframe} ...", err=True)
 
         try:
-            summaries = download_symbols(
-                exchange,
-                symbols,
-                timeframe,
-                start_ms,
-                end_ms,
-                target,
+            fetch = FetchOptions(
                 kinds=parse_kinds(kinds),
                 progress=not no_progress and not as_json,
                 api_url=api_url,
                 timeout_s=timeout,
-                on_symbol=announce,
+            )
+            summaries = download_symbols(
+                exchange, symbols, timeframe, start_ms, end_ms, target, fetch, on_symbol=announce
             )
         except OptionError as err:
             name = _OPTION_NAMES.get(err.option, err.option)
