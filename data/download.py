@@ -23,7 +23,7 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -572,6 +572,29 @@ def _check_arguments(
     return bar
 
 
+@dataclass(frozen=True)
+class FetchOptions:
+    """How a download fetches, the same for one symbol or several.
+
+    ``kinds``: any of ``candles`` (trade klines), ``mark`` (mark-price klines), ``funding``.
+    ``client``: a ready ccxt client (tests pass one aimed at the emulator); else ``make_client`` (with
+    ``api_url`` replacing the exchange's hosts). ``sleep`` waits between retries (``backoff_s``
+    doubling, or the server's Retry-After), at most ``max_retries`` of them. ``timeout_s``: how long an
+    unreachable exchange (no answer at all) is retried before the download stops with an error naming
+    the host and the cause; ``clock`` measures it. ``progress`` shows a progress bar on stderr.
+    """
+
+    kinds: tuple[str, ...] = KINDS
+    progress: bool = True
+    client: ccxt.Exchange | None = None
+    max_retries: int = 8
+    api_url: str | None = None
+    backoff_s: float = 1.0
+    sleep: Callable[[float], None] = time.sleep
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    clock: Callable[[], float] = time.monotonic
+
+
 def download(
     exchange: str,
     symbol: str,
@@ -579,39 +602,24 @@ def download(
     start_ms: int,
     end_ms: int,
     data_dir: Path,
-    kinds: tuple[str, ...] = KINDS,
-    progress: bool = True,
-    client: ccxt.Exchange | None = None,
-    max_retries: int = 8,
-    *,
-    api_url: str | None = None,
-    backoff_s: float = 1.0,
-    sleep: Callable[[float], None] = time.sleep,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-    clock: Callable[[], float] = time.monotonic,
+    fetch: FetchOptions = FetchOptions(),
 ) -> DownloadSummary:
-    """Fetch what the store lacks of ``[start_ms, end_ms)`` for ``symbol`` and write it through the store.
-
-    ``kinds``: any of ``candles`` (trade klines), ``mark`` (mark-price klines), ``funding``.
-    ``client``: a ready ccxt client (tests pass one aimed at the emulator); else ``make_client``.
-    ``sleep`` waits between retries (``backoff_s`` doubling, or the server's Retry-After).
-    ``timeout_s``: how long an unreachable exchange (no answer at all) is retried before the download
-    stops with an error naming the host and the cause; ``clock`` measures it.
-    """
+    """Fetch what the store lacks of ``[start_ms, end_ms)`` for ``symbol`` and write it through the store
+    (what to fetch and how: ``fetch``)."""
     started = time.perf_counter()
-    bar = _check_arguments(timeframe, kinds, start_ms, end_ms, max_retries, timeout_s)
+    f = fetch
+    bar = _check_arguments(timeframe, f.kinds, start_ms, end_ms, f.max_retries, f.timeout_s)
     data_dir = Path(data_dir)
     try:
         store.symbol_key(symbol)
     except GridctlError as err:
         raise OptionError("symbol", str(err)) from None
-    if client is None:
-        client = make_client(exchange, api_url)
+    client = f.client if f.client is not None else make_client(exchange, f.api_url)
     client.enableLastJsonResponse = True  # lets _Requester tell an unparsable body from an empty page
-    with _Progress(progress) as bars:
-        requester = _Requester(client, max_retries, backoff_s, sleep, timeout_s, clock, bars.retry)
+    with _Progress(f.progress) as bars:
+        requester = _Requester(client, f.max_retries, f.backoff_s, f.sleep, f.timeout_s, f.clock, bars.retry)
         summary = _download_with(
-            client, requester, bars, exchange, symbol, timeframe, bar, start_ms, end_ms, data_dir, kinds
+            client, requester, bars, exchange, symbol, timeframe, bar, start_ms, end_ms, data_dir, f.kinds
         )
     summary.elapsed_s = time.perf_counter() - started
     return summary
@@ -639,16 +647,7 @@ def download_symbols(
     start_ms: int,
     end_ms: int,
     data_dir: Path,
-    kinds: tuple[str, ...] = KINDS,
-    progress: bool = True,
-    client: ccxt.Exchange | None = None,
-    max_retries: int = 8,
-    *,
-    api_url: str | None = None,
-    backoff_s: float = 1.0,
-    sleep: Callable[[float], None] = time.sleep,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-    clock: Callable[[], float] = time.monotonic,
+    fetch: FetchOptions = FetchOptions(),
     on_symbol: Callable[[int, str], None] | None = None,
 ) -> list[DownloadSummary]:
     """``download`` for several symbols, one after another over one client (markets loaded once).
@@ -659,14 +658,14 @@ def download_symbols(
     """
     if not symbols:
         raise OptionError("symbol", "no symbol given")
-    _check_arguments(timeframe, kinds, start_ms, end_ms, max_retries, timeout_s)
-    if client is None:
-        client = make_client(exchange, api_url)
+    f = fetch
+    _check_arguments(timeframe, f.kinds, start_ms, end_ms, f.max_retries, f.timeout_s)
+    client = f.client if f.client is not None else make_client(exchange, f.api_url)
     client.enableLastJsonResponse = True
     if not client.markets:
-        requester = _Requester(client, max_retries, backoff_s, sleep, timeout_s, clock)
+        requester = _Requester(client, f.max_retries, f.backoff_s, f.sleep, f.timeout_s, f.clock)
         requester.call(f"{exchange}: loading markets", client.load_markets)
-    problems = [p for s in symbols if (p := symbol_problem(client, exchange, s, kinds)) is not None]
+    problems = [p for s in symbols if (p := symbol_problem(client, exchange, s, f.kinds)) is not None]
     if problems:
         raise OptionError("symbol", "\n".join(problems))
     out = []
@@ -674,23 +673,7 @@ def download_symbols(
         if on_symbol is not None:
             on_symbol(i, symbol)
         out.append(
-            download(
-                exchange,
-                symbol,
-                timeframe,
-                start_ms,
-                end_ms,
-                data_dir,
-                kinds,
-                progress,
-                client,
-                max_retries,
-                api_url=api_url,
-                backoff_s=backoff_s,
-                sleep=sleep,
-                timeout_s=timeout_s,
-                clock=clock,
-            )
+            download(exchange, symbol, timeframe, start_ms, end_ms, data_dir, replace(f, client=client))
         )
     return out
 
