@@ -195,6 +195,17 @@ def run_backtest(opts: BacktestOptions, status: Console | None = None) -> tuple[
     return output, market, backtest_stats(output, market, strategy, venue, detail=fine)
 
 
+def _print_sections(console: Console, *sections: tuple[str, list[tuple[str, str]]]) -> None:
+    """Each (title, rows) as a titled two-column table of names (dim) and values, without borders."""
+    for title, rows in sections:
+        table = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
+        table.add_column(style="dim")
+        table.add_column()
+        for key, value in rows:
+            table.add_row(key, value)
+        console.print(table)
+
+
 def _print_summary(console: Console, stats: dict[str, Any], out: Path | None) -> None:
     from gridctl.research.report import assumption_rows, gate_rows, headline_rows
 
@@ -203,17 +214,12 @@ def _print_summary(console: Console, stats: dict[str, Any], out: Path | None) ->
         f"[cyan]{stats['venue']}[/cyan], {stats['symbol']} {stats['timeframe']}, "
         f"{stats['data_start']} -> {stats['data_end']} ({stats['bars']:,} bars)"
     )
-    for title, rows in (
+    _print_sections(
+        console,
         ("Results", headline_rows(stats)),
         ("Gates, rejections, events", gate_rows(stats)),
         ("What this run assumed", assumption_rows(stats)),
-    ):
-        table = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
-        table.add_column(style="dim")
-        table.add_column()
-        for key, value in rows:
-            table.add_row(key, value)
-        console.print(table)
+    )
     if out is not None:
         console.print(f"results written to [bold]{out}[/bold] (open report.html in a browser)")
 
@@ -228,16 +234,9 @@ def _print_basket_summary(console: Console, stats: dict[str, Any], out: Path | N
         f"{stats['timeframe']}, {a['data_start']} -> {a['data_end']} ({a['bars']:,} aligned bars)",
         soft_wrap=True,  # one line however many symbols: the terminal wraps it, grep finds it whole
     )
-    for title, rows in (
-        ("Account", headline_rows(a)),
-        ("Account gates, rejections, events", gate_rows(a)),
-    ):
-        table = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
-        table.add_column(style="dim")
-        table.add_column()
-        for key, value in rows:
-            table.add_row(key, value)
-        console.print(table)
+    _print_sections(
+        console, ("Account", headline_rows(a)), ("Account gates, rejections, events", gate_rows(a))
+    )
     header, *rows = basket_symbol_rows(stats)
     table = Table(title="Per symbol (equity: initial balance + the symbol's PnL)", title_justify="left")
     for col in header:
