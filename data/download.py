@@ -36,10 +36,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from gridctl.configs.errors import GridctlError
 from gridctl.data import store
+from gridctl.data.download_options import DEFAULT_TIMEOUT_S, KINDS, FetchOptions
 from gridctl.data.timeframes import timeframe_ms
 from gridctl.data.validate import check_candles, check_funding, fmt_ts, normalise_funding_ts
 
-KINDS: tuple[str, ...] = ("candles", "mark", "funding")
 # Rows per kline request (ccxt's binance driver caps futures klines at 1000) and per funding request
 # (Binance's documented maximum for /fapi/v1/fundingRate).
 CANDLE_PAGE_LIMIT = 1000
@@ -172,9 +172,6 @@ def _rebase_urls(urls: Any, root: str) -> Any:
     return urls
 
 
-# Default budget (s) for an unreachable exchange: a request that gets no answer at all (name resolution,
-# connection refused, timeout) is retried only until this long after its first failure.
-DEFAULT_TIMEOUT_S = 20.0
 # HTTP answers worth asking again: rate limits and server-side trouble. Any other 4xx says the request
 # itself is wrong (or forbidden), and sending it again cannot help.
 _RETRYABLE_4XX = (408, 418, 429)
@@ -572,27 +569,8 @@ def _check_arguments(
     return bar
 
 
-@dataclass(frozen=True)
-class FetchOptions:
-    """How a download fetches, the same for one symbol or several.
-
-    ``kinds``: any of ``candles`` (trade klines), ``mark`` (mark-price klines), ``funding``.
-    ``client``: a ready ccxt client (tests pass one aimed at the emulator); else ``make_client`` (with
-    ``api_url`` replacing the exchange's hosts). ``sleep`` waits between retries (``backoff_s``
-    doubling, or the server's Retry-After), at most ``max_retries`` of them. ``timeout_s``: how long an
-    unreachable exchange (no answer at all) is retried before the download stops with an error naming
-    the host and the cause; ``clock`` measures it. ``progress`` shows a progress bar on stderr.
-    """
-
-    kinds: tuple[str, ...] = KINDS
-    progress: bool = True
-    client: ccxt.Exchange | None = None
-    max_retries: int = 8
-    api_url: str | None = None
-    backoff_s: float = 1.0
-    sleep: Callable[[float], None] = time.sleep
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    clock: Callable[[], float] = time.monotonic
+#: What ``download`` and ``download_symbols`` fetch, and how, when the caller gives no ``FetchOptions``.
+DEFAULT_FETCH = FetchOptions()
 
 
 def download(
@@ -602,7 +580,7 @@ def download(
     start_ms: int,
     end_ms: int,
     data_dir: Path,
-    fetch: FetchOptions = FetchOptions(),
+    fetch: FetchOptions = DEFAULT_FETCH,
 ) -> DownloadSummary:
     """Fetch what the store lacks of ``[start_ms, end_ms)`` for ``symbol`` and write it through the store
     (what to fetch and how: ``fetch``)."""
@@ -647,7 +625,7 @@ def download_symbols(
     start_ms: int,
     end_ms: int,
     data_dir: Path,
-    fetch: FetchOptions = FetchOptions(),
+    fetch: FetchOptions = DEFAULT_FETCH,
     on_symbol: Callable[[int, str], None] | None = None,
 ) -> list[DownloadSummary]:
     """``download`` for several symbols, one after another over one client (markets loaded once).

@@ -177,8 +177,17 @@ def test_cli_download_with_no_network_fails_with_one_line(tmp_path: Path) -> Non
     assert "connection refused" in lines[0] and not (tmp_path / "store").exists()
 
 
-def test_the_cli_default_timeout_is_the_library_default() -> None:
-    import gridctl.data.download
-    import gridctl.data.download_cli
+def test_the_cli_defaults_are_the_library_defaults() -> None:
+    """`data download` with no --timeout/--kinds passes what FetchOptions() holds, and those are the
+    documented defaults (README: --timeout default 20; every kind)."""
+    import typer
 
-    assert gridctl.data.download_cli.DEFAULT_TIMEOUT_S == gridctl.data.download.DEFAULT_TIMEOUT_S
+    from gridctl.cli import app
+    from gridctl.data.download_options import FetchOptions
+
+    root = typer.main.get_command(app)
+    data = root.get_command(typer.Context(root), "data")  # type: ignore[attr-defined]
+    command = data.get_command(typer.Context(data), "download")
+    shown = {p.name: p.default for p in command.params}
+    assert (shown["timeout"], shown["kinds"]) == (FetchOptions().timeout_s, ",".join(FetchOptions().kinds))
+    assert (shown["timeout"], shown["kinds"]) == (20.0, "candles,mark,funding")
