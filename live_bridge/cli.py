@@ -273,17 +273,7 @@ def _replay(strategy: Any, venue: Any, opts: LiveOptions) -> None:
     output, market, stats, _bridge = run_replay(strategy, venue, opts, compute_stats)
     if opts.out is not None:
         write_results(opts.out, output, market, stats)
-    secs = output.meta["replay_seconds"]
-    bars = int(output.meta["bars"])
-    speed = {"bars": bars, "seconds": secs, "bars_per_second": bars / secs if secs > 0 else None}
-    if opts.as_json:
-        sys.stdout.write(stats_json({**stats, "replay": speed}) + "\n")
-        return
-    typer.echo(
-        f"replayed {bars:,} bars of {market.symbol} {market.timeframe} in {secs:.2f} s "
-        f"({speed['bars_per_second'] or 0:,.0f} bars/s); final equity {stats['final_equity']:,.2f}, "
-        f"{stats['n_fills']} fills" + (f"; results in {opts.out}" if opts.out is not None else "")
-    )
+    _print_replay(opts, output.meta, stats, stats_json, f"{market.symbol} {market.timeframe}", stats)
 
 
 def _replay_basket(venue: Any, opts: LiveOptions) -> None:
@@ -306,16 +296,28 @@ def _replay_basket(venue: Any, opts: LiveOptions) -> None:
     run = basket.run(strategy, venue, source, opts.exchange, opts.timeframe, None, None, run=replay_basket)
     if opts.out is not None:
         basket.write(opts.out, run)
-    output = run.output
-    secs = float(output.meta["replay_seconds"])
-    bars = int(output.meta["bars"])
+    what = f"the basket {', '.join(run.output.symbols)} {opts.timeframe}"
+    _print_replay(opts, run.output.meta, run.stats, stats_json, what, run.stats["account"])
+
+
+def _print_replay(
+    opts: LiveOptions,
+    meta: dict[str, Any],
+    stats: dict[str, Any],
+    stats_json: Callable[..., str],
+    what: str,
+    account: dict[str, Any],
+) -> None:
+    """A replay's result: with --json the stats and the replay's speed as one JSON object, else one line
+    (bars of ``what``, seconds, bars/s, the ``account``'s final equity and fills, where --out is)."""
+    secs = float(meta["replay_seconds"])
+    bars = int(meta["bars"])
     speed = {"bars": bars, "seconds": secs, "bars_per_second": bars / secs if secs > 0 else None}
     if opts.as_json:
-        sys.stdout.write(stats_json({**run.stats, "replay": speed}) + "\n")
+        sys.stdout.write(stats_json({**stats, "replay": speed}) + "\n")
         return
-    account = run.stats["account"]
     typer.echo(
-        f"replayed {bars:,} bars of the basket {', '.join(output.symbols)} {opts.timeframe} in {secs:.2f} s "
+        f"replayed {bars:,} bars of {what} in {secs:.2f} s "
         f"({speed['bars_per_second'] or 0:,.0f} bars/s); final equity {account['final_equity']:,.2f}, "
         f"{account['n_fills']} fills" + (f"; results in {opts.out}" if opts.out is not None else "")
     )
