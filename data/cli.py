@@ -12,7 +12,6 @@ from typing import Annotated
 
 import typer
 
-from gridctl.configs.errors import GridctlError
 from gridctl.data.store import default_data_dir
 from gridctl.data.validate import fmt_ts
 
@@ -125,12 +124,10 @@ def import_command(
 
     Stored rows that the files hold with other values are refused unless --force (then listed).
     """
-    from gridctl.data.download_cli import parse_symbols
+    from gridctl.data.download_cli import parse_symbols_flag
     from gridctl.data.importers import import_paths
 
-    symbols = parse_symbols(symbol or [])
-    if symbol is not None and not symbols:
-        raise GridctlError(f"--symbol: {' '.join(symbol)!r} names no symbol (e.g. BTC/USDT:USDT)")
+    symbols = parse_symbols_flag(symbol, "--symbol", "BTC/USDT:USDT")
 
     summary = import_paths(
         paths,

@@ -23,7 +23,7 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,10 +36,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from gridctl.configs.errors import GridctlError
 from gridctl.data import store
+from gridctl.data.download_options import DEFAULT_TIMEOUT_S, KINDS, FetchOptions
 from gridctl.data.timeframes import timeframe_ms
 from gridctl.data.validate import check_candles, check_funding, fmt_ts, normalise_funding_ts
 
-KINDS: tuple[str, ...] = ("candles", "mark", "funding")
 # Rows per kline request (ccxt's binance driver caps futures klines at 1000) and per funding request
 # (Binance's documented maximum for /fapi/v1/fundingRate).
 CANDLE_PAGE_LIMIT = 1000
@@ -172,9 +172,6 @@ def _rebase_urls(urls: Any, root: str) -> Any:
     return urls
 
 
-# Default budget (s) for an unreachable exchange: a request that gets no answer at all (name resolution,
-# connection refused, timeout) is retried only until this long after its first failure.
-DEFAULT_TIMEOUT_S = 20.0
 # HTTP answers worth asking again: rate limits and server-side trouble. Any other 4xx says the request
 # itself is wrong (or forbidden), and sending it again cannot help.
 _RETRYABLE_4XX = (408, 418, 429)
@@ -572,6 +569,10 @@ def _check_arguments(
     return bar
 
 
+#: What ``download`` and ``download_symbols`` fetch, and how, when the caller gives no ``FetchOptions``.
+DEFAULT_FETCH = FetchOptions()
+
+
 def download(
     exchange: str,
     symbol: str,
@@ -579,39 +580,24 @@ def download(
     start_ms: int,
     end_ms: int,
     data_dir: Path,
-    kinds: tuple[str, ...] = KINDS,
-    progress: bool = True,
-    client: ccxt.Exchange | None = None,
-    max_retries: int = 8,
-    *,
-    api_url: str | None = None,
-    backoff_s: float = 1.0,
-    sleep: Callable[[float], None] = time.sleep,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-    clock: Callable[[], float] = time.monotonic,
+    fetch: FetchOptions = DEFAULT_FETCH,
 ) -> DownloadSummary:
-    """Fetch what the store lacks of ``[start_ms, end_ms)`` for ``symbol`` and write it through the store.
-
-    ``kinds``: any of ``candles`` (trade klines), ``mark`` (mark-price klines), ``funding``.
-    ``client``: a ready ccxt client (tests pass one aimed at the emulator); else ``make_client``.
-    ``sleep`` waits between retries (``backoff_s`` doubling, or the server's Retry-After).
-    ``timeout_s``: how long an unreachable exchange (no answer at all) is retried before the download
-    stops with an error naming the host and the cause; ``clock`` measures it.
-    """
+    """Fetch what the store lacks of ``[start_ms, end_ms)`` for ``symbol`` and write it through the store
+    (what to fetch and how: ``fetch``)."""
     started = time.perf_counter()
-    bar = _check_arguments(timeframe, kinds, start_ms, end_ms, max_retries, timeout_s)
+    f = fetch
+    bar = _check_arguments(timeframe, f.kinds, start_ms, end_ms, f.max_retries, f.timeout_s)
     data_dir = Path(data_dir)
     try:
         store.symbol_key(symbol)
     except GridctlError as err:
         raise OptionError("symbol", str(err)) from None
-    if client is None:
-        client = make_client(exchange, api_url)
+    client = f.client if f.client is not None else make_client(exchange, f.api_url)
     client.enableLastJsonResponse = True  # lets _Requester tell an unparsable body from an empty page
-    with _Progress(progress) as bars:
-        requester = _Requester(client, max_retries, backoff_s, sleep, timeout_s, clock, bars.retry)
+    with _Progress(f.progress) as bars:
+        requester = _Requester(client, f.max_retries, f.backoff_s, f.sleep, f.timeout_s, f.clock, bars.retry)
         summary = _download_with(
-            client, requester, bars, exchange, symbol, timeframe, bar, start_ms, end_ms, data_dir, kinds
+            client, requester, bars, exchange, symbol, timeframe, bar, start_ms, end_ms, data_dir, f.kinds
         )
     summary.elapsed_s = time.perf_counter() - started
     return summary
@@ -639,16 +625,7 @@ def download_symbols(
     start_ms: int,
     end_ms: int,
     data_dir: Path,
-    kinds: tuple[str, ...] = KINDS,
-    progress: bool = True,
-    client: ccxt.Exchange | None = None,
-    max_retries: int = 8,
-    *,
-    api_url: str | None = None,
-    backoff_s: float = 1.0,
-    sleep: Callable[[float], None] = time.sleep,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-    clock: Callable[[], float] = time.monotonic,
+    fetch: FetchOptions = DEFAULT_FETCH,
     on_symbol: Callable[[int, str], None] | None = None,
 ) -> list[DownloadSummary]:
     """``download`` for several symbols, one after another over one client (markets loaded once).
@@ -659,14 +636,14 @@ def download_symbols(
     """
     if not symbols:
         raise OptionError("symbol", "no symbol given")
-    _check_arguments(timeframe, kinds, start_ms, end_ms, max_retries, timeout_s)
-    if client is None:
-        client = make_client(exchange, api_url)
+    f = fetch
+    _check_arguments(timeframe, f.kinds, start_ms, end_ms, f.max_retries, f.timeout_s)
+    client = f.client if f.client is not None else make_client(exchange, f.api_url)
     client.enableLastJsonResponse = True
     if not client.markets:
-        requester = _Requester(client, max_retries, backoff_s, sleep, timeout_s, clock)
+        requester = _Requester(client, f.max_retries, f.backoff_s, f.sleep, f.timeout_s, f.clock)
         requester.call(f"{exchange}: loading markets", client.load_markets)
-    problems = [p for s in symbols if (p := symbol_problem(client, exchange, s, kinds)) is not None]
+    problems = [p for s in symbols if (p := symbol_problem(client, exchange, s, f.kinds)) is not None]
     if problems:
         raise OptionError("symbol", "\n".join(problems))
     out = []
@@ -674,23 +651,7 @@ def download_symbols(
         if on_symbol is not None:
             on_symbol(i, symbol)
         out.append(
-            download(
-                exchange,
-                symbol,
-                timeframe,
-                start_ms,
-                end_ms,
-                data_dir,
-                kinds,
-                progress,
-                client,
-                max_retries,
-                api_url=api_url,
-                backoff_s=backoff_s,
-                sleep=sleep,
-                timeout_s=timeout_s,
-                clock=clock,
-            )
+            download(exchange, symbol, timeframe, start_ms, end_ms, data_dir, replace(f, client=client))
         )
     return out
 

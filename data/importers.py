@@ -377,8 +377,31 @@ def import_paths(
     if kind not in (None, "trade", "mark"):
         raise GridctlError(f"--kind: unknown kind {kind!r} (choose from trade, mark)")
     wanted = tuple(dict.fromkeys(symbols))
-    plain_symbol = wanted[0] if len(wanted) == 1 else None
     summary = ImportSummary()
+    parsed = _parse_files(paths, wanted, kind, timeframe, summary)
+    groups: dict[tuple[str, str, str | None], list[_Parsed]] = {}
+    for item in parsed:
+        groups.setdefault((item.symbol, item.kind, item.timeframe), []).append(item)
+        summary.report.add_funding_normalised(item.normalised, item.source)
+    summary.notes += [item.note for item in parsed if item.note]
+    planned = [(key, _combine(items), items) for key, items in groups.items()]
+    summary.replaced = _refuse_changes(planned, data_dir, exchange, force)
+    for (sym, series_kind, tf), df, items in planned:
+        summary.series.append(_write_series(data_dir, exchange, sym, series_kind, tf, df, items, summary))
+    return summary
+
+
+def _parse_files(
+    paths: Sequence[str | os.PathLike[str]],
+    wanted: tuple[str, ...],
+    kind: str | None,
+    timeframe: str | None,
+    summary: ImportSummary,
+) -> list[_Parsed]:
+    """Parse every file given and under every directory given; files a directory holds that are not
+    market data go to ``summary.skipped``. Every problem (a bad file, another symbol than ``wanted``,
+    a wanted symbol no file holds) is collected and raised together, one line each."""
+    plain_symbol = wanted[0] if len(wanted) == 1 else None
     parsed: list[_Parsed] = []
     problems: list[str] = []
     for given in paths:
@@ -420,13 +443,16 @@ def import_paths(
     if problems:
         # One line per bad file, each read as its own error by the CLI ("error: ..." per line).
         raise GridctlError("\nerror: ".join(problems))
+    return parsed
 
-    groups: dict[tuple[str, str, str | None], list[_Parsed]] = {}
-    for item in parsed:
-        groups.setdefault((item.symbol, item.kind, item.timeframe), []).append(item)
-        summary.report.add_funding_normalised(item.normalised, item.source)
-    summary.notes += [item.note for item in parsed if item.note]
-    planned = [(key, _combine(items), items) for key, items in groups.items()]
+
+def _refuse_changes(
+    planned: list[tuple[tuple[str, str, str | None], pl.DataFrame, list[_Parsed]]],
+    data_dir: str | os.PathLike[str],
+    exchange: str,
+    force: bool,
+) -> list[Conflict]:
+    """The stored rows the import would change (same time, other values); refused unless ``force``."""
     conflicts: list[Conflict] = []
     for (sym, series_kind, tf), df, _items in planned:
         if series_kind == "funding":
@@ -440,34 +466,42 @@ def import_paths(
             f"the import would replace stored data with different values: {listed}. Nothing was written; "
             "pass --force to replace them"
         )
-    summary.replaced = conflicts
+    return conflicts
 
-    for (sym, series_kind, tf), df, items in planned:
-        ts = df["ts"].to_numpy()
-        if series_kind == "funding":
-            write_funding(data_dir, exchange, sym, df.select(FUNDING_COLUMNS))
-            gaps, missing = 0, 0
-        else:
-            assert tf is not None
-            stats = gap_stats(ts, timeframe_ms(tf))
-            summary.report.add_gaps(stats, tf, f"{exchange} {sym} {series_kind} {tf}")
-            write_candles(data_dir, exchange, sym, tf, df.select(CANDLE_COLUMNS), kind=series_kind)
-            gaps, missing = stats.count, stats.missing_bars
-        summary.series.append(
-            ImportedSeries(
-                exchange=exchange,
-                symbol=sym,
-                kind=series_kind,
-                timeframe=tf,
-                rows=df.height,
-                first_ts=int(ts[0]),
-                last_ts=int(ts[-1]),
-                files=tuple(i.source for i in items),
-                gaps=gaps,
-                missing_bars=missing,
-            )
-        )
-    return summary
+
+def _write_series(
+    data_dir: str | os.PathLike[str],
+    exchange: str,
+    sym: str,
+    series_kind: str,
+    tf: str | None,
+    df: pl.DataFrame,
+    items: list[_Parsed],
+    summary: ImportSummary,
+) -> ImportedSeries:
+    """Write one series (its candles' gaps into ``summary.report``) and describe what was written."""
+    ts = df["ts"].to_numpy()
+    if series_kind == "funding":
+        write_funding(data_dir, exchange, sym, df.select(FUNDING_COLUMNS))
+        gaps, missing = 0, 0
+    else:
+        assert tf is not None
+        stats = gap_stats(ts, timeframe_ms(tf))
+        summary.report.add_gaps(stats, tf, f"{exchange} {sym} {series_kind} {tf}")
+        write_candles(data_dir, exchange, sym, tf, df.select(CANDLE_COLUMNS), kind=series_kind)
+        gaps, missing = stats.count, stats.missing_bars
+    return ImportedSeries(
+        exchange=exchange,
+        symbol=sym,
+        kind=series_kind,
+        timeframe=tf,
+        rows=df.height,
+        first_ts=int(ts[0]),
+        last_ts=int(ts[-1]),
+        files=tuple(i.source for i in items),
+        gaps=gaps,
+        missing_bars=missing,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------

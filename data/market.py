@@ -313,32 +313,70 @@ def load_market(
     paths = candle_partitions(data_dir, exchange, symbol, timeframe, start_ms, end_ms)
     candles = _read_checked_candles(paths, bar_ms, "trade", start_ms, end_ms)
     if candles.ts.size == 0:
-        stored = _stored_timeframes(data_dir, exchange, symbol, mark=False)
-        window = "" if start_ms is None and end_ms is None else " in the requested range"
-        have = f"stored timeframes: {', '.join(stored)}" if stored else "nothing stored for this symbol"
-        finer = [tf for tf in stored if timeframe_ms(tf) < bar_ms and bar_ms % timeframe_ms(tf) == 0]
-        if finer:
-            source = finer[-1]  # the coarsest stored timeframe that divides the wanted one
-            how = (
-                f"build them from the stored {source} bars with `gridctl data resample --exchange "
-                f"{exchange} --symbol {symbol} --from {source} --to {timeframe} --data-dir {data_dir}`"
-            )
-        else:
-            how = "get them with `gridctl data download`, `gridctl data import` or `gridctl data sample`"
-        raise GridctlError(
-            f"no {timeframe} candles for {symbol} on {exchange}{window} in {data_dir} ({have}); {how}"
-        )
+        raise _no_candles(data_dir, exchange, symbol, timeframe, start_ms is None and end_ms is None)
     ts = candles.ts
     report.add_gaps(gap_stats(ts, bar_ms), timeframe, series)
     _clip_warnings(ts, bar_ms, start_ms, end_ms, series, report)
 
+    fts, rate, mark = _load_funding(data_dir, exchange, symbol, int(ts[0]), int(ts[-1]), bar_ms, report)
+    return Market(
+        symbol=symbol,
+        timeframe=timeframe,
+        bar_ms=bar_ms,
+        ts=ts,
+        open=candles.open,
+        high=candles.high,
+        low=candles.low,
+        close=candles.close,
+        volume=candles.volume,
+        funding_ts=fts,
+        funding_rate=rate,
+        funding_mark=mark,
+        report=report,
+    )
+
+
+def _no_candles(
+    data_dir: str | os.PathLike[str], exchange: str, symbol: str, timeframe: str, whole: bool
+) -> GridctlError:
+    """The error for a series with no bars (``whole``: no range was asked): what is stored for the
+    symbol, and the command that would help (resample from a finer stored timeframe, else get data)."""
+    bar_ms = timeframe_ms(timeframe)
+    stored = _stored_timeframes(data_dir, exchange, symbol, mark=False)
+    window = "" if whole else " in the requested range"
+    have = f"stored timeframes: {', '.join(stored)}" if stored else "nothing stored for this symbol"
+    finer = [tf for tf in stored if timeframe_ms(tf) < bar_ms and bar_ms % timeframe_ms(tf) == 0]
+    if finer:
+        source = finer[-1]  # the coarsest stored timeframe that divides the wanted one
+        how = (
+            f"build them from the stored {source} bars with `gridctl data resample --exchange "
+            f"{exchange} --symbol {symbol} --from {source} --to {timeframe} --data-dir {data_dir}`"
+        )
+    else:
+        how = "get them with `gridctl data download`, `gridctl data import` or `gridctl data sample`"
+    return GridctlError(
+        f"no {timeframe} candles for {symbol} on {exchange}{window} in {data_dir} ({have}); {how}"
+    )
+
+
+def _load_funding(
+    data_dir: str | os.PathLike[str],
+    exchange: str,
+    symbol: str,
+    first_bar: int,
+    last_bar: int,
+    bar_ms: int,
+    report: ValidationReport,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(times, rates, mark prices) of the funding settlements that cover bars ``first_bar..last_bar``,
+    checked, with their warnings in ``report``; a missing mark price comes from the stored mark bars."""
     if not funding_partitions(data_dir, exchange, symbol):
         raise GridctlError(
             f"no funding series for {symbol} on {exchange} in {funding_dir(data_dir, exchange, symbol)}; "
             f"get it with `gridctl data download --symbol {symbol} --kinds funding --start ... --end ...` "
             "or `gridctl data import` (a Binance fundingRate archive or a freqtrade funding_rate file)"
         )
-    first_bar, last_close = int(ts[0]), int(ts[-1]) + bar_ms
+    last_close = last_bar + bar_ms
     funding_paths = funding_partitions(
         data_dir,
         exchange,
@@ -361,7 +399,7 @@ def load_market(
     fts = _i64(fts_all[i0:i1])
     rate = _f64(funding["rate"].to_numpy()[i0:i1])
     mark = _f64(funding["mark_price"].to_numpy()[i0:i1])
-    _funding_warnings(fts, first_bar, int(ts[-1]), f"{exchange} {symbol} funding", report, strict=True)
+    _funding_warnings(fts, first_bar, last_bar, f"{exchange} {symbol} funding", report, strict=True)
     if np.isnan(mark).any():
         mark = _fill_mark_from_candles(data_dir, exchange, symbol, fts, mark)
         unknown = int(np.isnan(mark).sum())
@@ -370,21 +408,7 @@ def load_market(
                 f"{exchange} {symbol} funding: {unknown} of {mark.size} settlements have no mark price "
                 "(none in the funding file or stored mark candles); the trade open is used for them"
             )
-    return Market(
-        symbol=symbol,
-        timeframe=timeframe,
-        bar_ms=bar_ms,
-        ts=ts,
-        open=candles.open,
-        high=candles.high,
-        low=candles.low,
-        close=candles.close,
-        volume=candles.volume,
-        funding_ts=fts,
-        funding_rate=rate,
-        funding_mark=mark,
-        report=report,
-    )
+    return fts, rate, mark
 
 
 def market_from_arrays(
@@ -404,6 +428,9 @@ def market_from_arrays(
     """Build a Market from in-memory arrays (tests, live bridge), with the same validation as a load.
 
     Funding times within 1 s of the hour are snapped (and reported); ``funding_mark`` defaults to NaN.
+
+    Wide because: one argument per column of the Market it builds, named as Market's fields, so a
+    caller holding loose arrays passes each by name (a Market itself is what it returns).
     """
     bar_ms = timeframe_ms(timeframe)
     arrays = [_f64(a) for a in (open, high, low, close, volume)]

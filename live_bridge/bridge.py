@@ -1378,13 +1378,58 @@ class Bridge:
     # --- snapshot for the ops API / metrics
 
     def snapshot(self) -> dict[str, Any]:
-        st, slots = self.s.state, self.s.slots
+        """What /status and the metrics show, as one JSON-ready dict: account figures (the exchange's
+        when live), positions, funding, orders, the ladder, gates and pauses, errors, latency. A figure
+        that cannot be known is None, with why in ``unknown`` and a fixed label in ``unknown_labels``."""
+        st = self.s.state
         have_bar = self.s.n > 0
         unknown: dict[str, str] = {}
         labels: dict[str, str] = {}
         snap: dict[str, Any] = {"mode": self.o.mode, "run_id": self.o.run_id, "symbol": self.s.symbol}
         state_code = int(st[S_STATE]) if have_bar else None
         snap["state"] = enum_name(RiskState, state_code).lower() if state_code is not None else "starting"
+        self._snap_account(snap, unknown, labels)
+        self._snap_positions_and_funding(snap, unknown, labels)
+        self._snap_orders(snap)
+        snap["ladder"] = self._snap_ladder()
+        self._snap_gates_and_pauses(snap)
+        if self.last_bar_close_ms is None:
+            snap["last_bar_age_seconds"] = None
+            unknown["last_bar_age_seconds"] = "no bar processed yet"
+            labels["last_bar_age_seconds"] = "no bar yet"
+        else:
+            snap["last_bar_age_seconds"] = (self.now_ms() - self.last_bar_close_ms) / 1000.0
+        snap["error_counts"] = {
+            "engine": int(st[S_ERRORS]),
+            **{f"exchange_{k}": v for k, v in self.errors.items()},
+        }
+        if self.pacer is not None:
+            snap["rate_limits"] = self.pacer.describe()
+        if self.o.mode == "live":
+            # the protection invariant: what the last check found uncovered (base qty per position side),
+            # and the last refusals, failures and protective closes with their reasons
+            snap["protection"] = {
+                "checks": self.protect_checks,
+                "uncovered": dict(self.uncovered),
+                "events": list(self.protection_events[-10:]),
+            }
+            snap["rejections"] = list(self.rejections[-10:])  # the exchange's refusals, with its code
+        snap["orders_sent"] = self.sent
+        snap["orders_deferred"] = self.deferred
+        snap["entry_orders_held"] = self.held
+        snap["latency"] = self.latency.summary()
+        snap["bars"] = self.s.n
+        snap["commands"] = list(self.ops.applied) if self.ops is not None else []
+        snap["unknown"] = unknown  # the detail (may quote the exchange's error): /status only
+        snap["unknown_labels"] = labels  # a fixed set (metrics.UNKNOWN_LABELS): the metrics' reason label
+        return snap
+
+    def _snap_account(self, snap: dict[str, Any], unknown: dict[str, str], labels: dict[str, str]) -> None:
+        """Equity, wallet, PnL, risk state code, margin ratio and funding income: the engine's, or the
+        exchange's account when live (the engine's then kept under ``engine`` for comparison)."""
+        st = self.s.state
+        have_bar = self.s.n > 0
+        state_code = int(st[S_STATE]) if have_bar else None
         if have_bar:
             snap.update(
                 equity=float(st[S_EQUITY]),
@@ -1438,6 +1483,12 @@ class Bridge:
             snap["margin_ratio"] = None
             unknown["margin_ratio"] = self.fail_reasons["margin"]
             labels["margin_ratio"] = "no margin ratio" if self.account is not None else "account unreadable"
+
+    def _snap_positions_and_funding(
+        self, snap: dict[str, Any], unknown: dict[str, str], labels: dict[str, str]
+    ) -> None:
+        """Both positions, the last settled funding rate and what it would cost the positions held."""
+        st = self.s.state
         lq, sq = float(st[S_LONG_QTY]), float(st[S_SHORT_QTY])
         snap["position_long"], snap["position_short"] = lq, sq
         snap["positions"] = {
@@ -1467,6 +1518,11 @@ class Bridge:
                 unknown["funding_projected_cost"] = "no close price yet"
                 labels["funding_projected_cost"] = "no bar yet"
         snap["next_funding_ms"] = book.next_ts
+
+    def _snap_orders(self, snap: dict[str, Any]) -> None:
+        """The run's open orders (live: the exchange's, with the symbol's foreign ones counted apart;
+        paper: the engine's wanted orders)."""
+        slots = self.s.slots
         if self.o.mode == "live":
             mine = [
                 o
@@ -1479,6 +1535,10 @@ class Bridge:
         else:
             snap["open_orders"] = len(desired_orders(slots, self.o.maker_only))
             snap["orders"] = [w.__dict__ for w in desired_orders(slots, self.o.maker_only)]
+
+    def _snap_ladder(self) -> dict[str, Any]:
+        """The ladder: its center, regime and every rung's entry order and lot."""
+        st, slots = self.s.state, self.s.slots
         center = float(st[S_CENTER])
         ladder = []
         for idx in range(slots.shape[1]):
@@ -1502,11 +1562,15 @@ class Bridge:
                         else None,
                     }
                 )
-        snap["ladder"] = {
+        return {
             "center": None if math.isnan(center) else center,
             "regime": int(st[S_REGIME]),
             "rungs": ladder,
         }
+
+    def _snap_gates_and_pauses(self, snap: dict[str, Any]) -> None:
+        """Each gate's fields, the circuit breaker, throttle and every reason entries are paused."""
+        st = self.s.state
         cb_until = float(st[S_CB_UNTIL])
         snap["gates"] = {
             **gate_status(st),  # each gate's live fields, from the gate table (configs/gates.py)
@@ -1536,36 +1600,6 @@ class Bridge:
             snap["entries_paused"] = 1.0
             snap["pause_keys"].append(gate.name)
             snap["pause_reasons"].append(f"{gate.title}: entries blocked by the engine's gate")
-        if self.last_bar_close_ms is None:
-            snap["last_bar_age_seconds"] = None
-            unknown["last_bar_age_seconds"] = "no bar processed yet"
-            labels["last_bar_age_seconds"] = "no bar yet"
-        else:
-            snap["last_bar_age_seconds"] = (self.now_ms() - self.last_bar_close_ms) / 1000.0
-        snap["error_counts"] = {
-            "engine": int(st[S_ERRORS]),
-            **{f"exchange_{k}": v for k, v in self.errors.items()},
-        }
-        if self.pacer is not None:
-            snap["rate_limits"] = self.pacer.describe()
-        if self.o.mode == "live":
-            # the protection invariant: what the last check found uncovered (base qty per position side),
-            # and the last refusals, failures and protective closes with their reasons
-            snap["protection"] = {
-                "checks": self.protect_checks,
-                "uncovered": dict(self.uncovered),
-                "events": list(self.protection_events[-10:]),
-            }
-            snap["rejections"] = list(self.rejections[-10:])  # the exchange's refusals, with its code
-        snap["orders_sent"] = self.sent
-        snap["orders_deferred"] = self.deferred
-        snap["entry_orders_held"] = self.held
-        snap["latency"] = self.latency.summary()
-        snap["bars"] = self.s.n
-        snap["commands"] = list(self.ops.applied) if self.ops is not None else []
-        snap["unknown"] = unknown  # the detail (may quote the exchange's error): /status only
-        snap["unknown_labels"] = labels  # a fixed set (metrics.UNKNOWN_LABELS): the metrics' reason label
-        return snap
 
     def publish(self) -> None:
         if self.ops is not None:

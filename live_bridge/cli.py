@@ -172,16 +172,15 @@ def live(
         bool, typer.Option("--json", help="Print the result / readiness as JSON.")
     ] = D.as_json,
 ) -> None:
-    """Run the live bridge: --paper (simulated fills), --live (real orders), or --paper --replay PATH."""
+    """Run the live bridge: --paper (simulated fills), --live (real orders), or --paper --replay PATH.
+
+    Wide because: a typer command takes one parameter per flag; each default is read from LiveOptions.
+    Long because: the flags' declarations; the body only builds LiveOptions and calls ``_run_live``.
+    """
     if paper == live_mode:
         raise GridctlError("choose exactly one of --paper and --live")
-    from gridctl.data.download_cli import parse_symbols
+    from gridctl.data.download_cli import parse_symbols_flag
 
-    basket = parse_symbols(symbols or [])
-    if symbols is not None and not basket:
-        raise GridctlError(
-            f"--symbols: {' '.join(symbols)!r} names no symbol (e.g. BTC/USDT:USDT,ETH/USDT:USDT)"
-        )
     opts = LiveOptions(
         mode="live" if live_mode else "paper",
         strategy=strategy,
@@ -191,7 +190,7 @@ def live(
         replay=replay,
         exchange=exchange,
         symbol=symbol,
-        symbols=basket,
+        symbols=parse_symbols_flag(symbols),
         timeframe=timeframe,
         out=out,
         testnet=testnet,
@@ -207,6 +206,11 @@ def live(
         fills_poll_s=fills_poll_s,
         as_json=as_json,
     )
+    _run_live(opts)
+
+
+def _run_live(opts: LiveOptions) -> None:
+    """Load the configs ``opts`` names and run: a replay or the exchange, one symbol or a basket."""
     from gridctl.live_bridge.runner import load_run_configs
 
     strategy_cfg, venue_cfg, _symbol = load_run_configs(opts)
@@ -221,76 +225,27 @@ def live(
         _run_exchange(strategy_cfg, venue_cfg, opts)
 
 
-def _replay(strategy: Any, venue: Any, opts: LiveOptions) -> None:
-    """`live --paper --replay`: run the replay, write the results to --out, print the speed."""
-    from gridctl.live_bridge.runner import run_replay
-
+def _research(what: str) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., str], Any]:
+    """The research layer's (compute_stats, write_results, stats_json, basket), given by register()."""
     if _results is None:
-        raise GridctlError("replay results need the research layer (mount the command with register())")
-    compute_stats, write_results, stats_json, _basket = _results()
-    output, market, stats, _bridge = run_replay(strategy, venue, opts, compute_stats)
-    if opts.out is not None:
-        write_results(opts.out, output, market, stats)
-    secs = output.meta["replay_seconds"]
-    bars = int(output.meta["bars"])
-    speed = {"bars": bars, "seconds": secs, "bars_per_second": bars / secs if secs > 0 else None}
-    if opts.as_json:
-        sys.stdout.write(stats_json({**stats, "replay": speed}) + "\n")
-        return
-    typer.echo(
-        f"replayed {bars:,} bars of {market.symbol} {market.timeframe} in {secs:.2f} s "
-        f"({speed['bars_per_second'] or 0:,.0f} bars/s); final equity {stats['final_equity']:,.2f}, "
-        f"{stats['n_fills']} fills" + (f"; results in {opts.out}" if opts.out is not None else "")
-    )
+        raise GridctlError(f"{what} (mount the command with register())")
+    return _results()
 
 
-def _replay_basket(venue: Any, opts: LiveOptions) -> None:
-    """`live --paper --replay DATA-DIR --symbols ...` (or a strategy with strategy.symbols): the basket's
-    stored markets loaded and checked as `gridctl backtest --symbols` does, stepped one aligned closed bar
-    at a time by the live basket session (``live_bridge.basket.replay_basket``); the results written to
-    --out as the backtest writes them."""
-    from gridctl.live_bridge.basket import replay_basket
-
-    if _results is None:
-        raise GridctlError("replay results need the research layer (mount the command with register())")
-    _compute, _write, stats_json, basket = _results()
-    source = opts.replay
-    assert source is not None
-    if not source.is_dir():
-        raise GridctlError(
-            f"--replay {source}: a basket replays a data directory (with --exchange/--timeframe)"
-        )
-    if opts.out is not None and opts.out.exists() and not opts.out.is_dir():
-        raise GridctlError(f"--out: {opts.out} exists and is not a directory")
+def _basket_strategy(basket: Any, opts: LiveOptions, what: str) -> Any:
+    """The basket strategy ``opts`` names (with --symbols and --set); a --symbol beside it is refused."""
     strategy = basket.load_strategy(opts.strategy, opts.symbols, list(opts.overrides))
     if opts.symbol is not None:
         raise GridctlError(
             f"--symbol {opts.symbol}: strategy {strategy.origin} trades the basket "
-            f"{list(strategy.basket_symbols)} (strategy.symbols); give --symbols for a basket replay"
+            f"{list(strategy.basket_symbols)} (strategy.symbols); give --symbols for {what}"
         )
-    run = basket.run(strategy, venue, source, opts.exchange, opts.timeframe, None, None, run=replay_basket)
-    if opts.out is not None:
-        basket.write(opts.out, run)
-    output = run.output
-    secs = float(output.meta["replay_seconds"])
-    bars = int(output.meta["bars"])
-    speed = {"bars": bars, "seconds": secs, "bars_per_second": bars / secs if secs > 0 else None}
-    if opts.as_json:
-        sys.stdout.write(stats_json({**run.stats, "replay": speed}) + "\n")
-        return
-    account = run.stats["account"]
-    typer.echo(
-        f"replayed {bars:,} bars of the basket {', '.join(output.symbols)} {opts.timeframe} in {secs:.2f} s "
-        f"({speed['bars_per_second'] or 0:,.0f} bars/s); final equity {account['final_equity']:,.2f}, "
-        f"{account['n_fills']} fills" + (f"; results in {opts.out}" if opts.out is not None else "")
-    )
+    return strategy
 
 
-def _run_exchange(strategy: Any, venue: Any, opts: LiveOptions) -> None:
-    """`live --paper|--live` against the exchange: readiness, then the control loop until done or Ctrl-C."""
-    from gridctl.live_bridge.runner import prepare, run_loop
-
-    ready, ctx = prepare(strategy, venue, opts, os.environ.get(opts.token_env))
+def _check_readiness(ready: Any, ctx: Any, opts: LiveOptions) -> None:
+    """Print the readiness checklist (stderr, or one JSON line on stdout with --json); if an item
+    failed, close the run's resources and raise its error."""
     if opts.as_json:
         sys.stdout.write(json.dumps({"readiness": ready.as_json()}) + "\n")
     else:
@@ -301,10 +256,81 @@ def _run_exchange(strategy: Any, venue: Any, opts: LiveOptions) -> None:
     except GridctlError:
         ctx.close()
         raise
+
+
+def _how_started(ctx: Any, opts: LiveOptions) -> str:
+    """``new run``, or restarted from the journal (and, live, reconciled with the exchange)."""
+    if not ctx.restarted:
+        return "new run"
+    return "restarted from the journal" + (", reconciled with the exchange" if opts.mode == "live" else "")
+
+
+def _replay(strategy: Any, venue: Any, opts: LiveOptions) -> None:
+    """`live --paper --replay`: run the replay, write the results to --out, print the speed."""
+    from gridctl.live_bridge.runner import run_replay
+
+    compute_stats, write_results, stats_json, _basket = _research("replay results need the research layer")
+    output, market, stats, _bridge = run_replay(strategy, venue, opts, compute_stats)
+    if opts.out is not None:
+        write_results(opts.out, output, market, stats)
+    _print_replay(opts, output.meta, stats, stats_json, f"{market.symbol} {market.timeframe}", stats)
+
+
+def _replay_basket(venue: Any, opts: LiveOptions) -> None:
+    """`live --paper --replay DATA-DIR --symbols ...` (or a strategy with strategy.symbols): the basket's
+    stored markets loaded and checked as `gridctl backtest --symbols` does, stepped one aligned closed bar
+    at a time by the live basket session (``live_bridge.basket.replay_basket``); the results written to
+    --out as the backtest writes them."""
+    from gridctl.live_bridge.basket import replay_basket
+
+    _compute, _write, stats_json, basket = _research("replay results need the research layer")
+    source = opts.replay
+    assert source is not None
+    if not source.is_dir():
+        raise GridctlError(
+            f"--replay {source}: a basket replays a data directory (with --exchange/--timeframe)"
+        )
+    if opts.out is not None and opts.out.exists() and not opts.out.is_dir():
+        raise GridctlError(f"--out: {opts.out} exists and is not a directory")
+    strategy = _basket_strategy(basket, opts, "a basket replay")
+    run = basket.run(strategy, venue, source, opts.exchange, opts.timeframe, None, None, run=replay_basket)
+    if opts.out is not None:
+        basket.write(opts.out, run)
+    what = f"the basket {', '.join(run.output.symbols)} {opts.timeframe}"
+    _print_replay(opts, run.output.meta, run.stats, stats_json, what, run.stats["account"])
+
+
+def _print_replay(
+    opts: LiveOptions,
+    meta: dict[str, Any],
+    stats: dict[str, Any],
+    stats_json: Callable[..., str],
+    what: str,
+    account: dict[str, Any],
+) -> None:
+    """A replay's result: with --json the stats and the replay's speed as one JSON object, else one line
+    (bars of ``what``, seconds, bars/s, the ``account``'s final equity and fills, where --out is)."""
+    secs = float(meta["replay_seconds"])
+    bars = int(meta["bars"])
+    speed = {"bars": bars, "seconds": secs, "bars_per_second": bars / secs if secs > 0 else None}
+    if opts.as_json:
+        sys.stdout.write(stats_json({**stats, "replay": speed}) + "\n")
+        return
+    typer.echo(
+        f"replayed {bars:,} bars of {what} in {secs:.2f} s "
+        f"({speed['bars_per_second'] or 0:,.0f} bars/s); final equity {account['final_equity']:,.2f}, "
+        f"{account['n_fills']} fills" + (f"; results in {opts.out}" if opts.out is not None else "")
+    )
+
+
+def _run_exchange(strategy: Any, venue: Any, opts: LiveOptions) -> None:
+    """`live --paper|--live` against the exchange: readiness, then the control loop until done or Ctrl-C."""
+    from gridctl.live_bridge.runner import prepare, run_loop
+
+    ready, ctx = prepare(strategy, venue, opts, os.environ.get(opts.token_env))
+    _check_readiness(ready, ctx, opts)
     mode = opts.mode
-    how = "new run"
-    if ctx.restarted:
-        how = "restarted from the journal" + (", reconciled with the exchange" if mode == "live" else "")
+    how = _how_started(ctx, opts)
     typer.echo(
         f"gridctl live --{mode}: run {ctx.bridge.o.run_id} ({how}), ops API on {ctx.ops_url}", err=True
     )
@@ -325,33 +351,14 @@ def _run_exchange_basket(venue: Any, opts: LiveOptions) -> None:
     basket's readiness (per symbol), then the basket's control loop (``runner.run_basket_loop``)."""
     from gridctl.live_bridge.runner import prepare_basket, run_basket_loop
 
-    if _results is None:
-        raise GridctlError("a basket needs the research layer's loader (mount the command with register())")
-    basket = _results()[3]
-    strategy = basket.load_strategy(opts.strategy, opts.symbols, list(opts.overrides))
-    if opts.symbol is not None:
-        raise GridctlError(
-            f"--symbol {opts.symbol}: strategy {strategy.origin} trades the basket "
-            f"{list(strategy.basket_symbols)} (strategy.symbols); give --symbols for a basket"
-        )
+    basket = _research("a basket needs the research layer's loader")[3]
+    strategy = _basket_strategy(basket, opts, "a basket")
     ready, ctx = prepare_basket(strategy, venue, opts, os.environ.get(opts.token_env))
-    if opts.as_json:
-        sys.stdout.write(json.dumps({"readiness": ready.as_json()}) + "\n")
-    else:
-        for item, ok, detail in ready.rows:
-            typer.echo(f"{'ok ' if ok else 'FAIL'} {item}: {detail}", err=True)
-    try:
-        ready.require()
-    except GridctlError:
-        ctx.close()
-        raise
+    _check_readiness(ready, ctx, opts)
     bridges = ctx.bridge.bridges
     run_id = next(iter(bridges.values())).o.run_id
-    how = "new run"
-    if ctx.restarted:
-        how = "restarted from the journal" + (", reconciled with the exchange" if opts.mode == "live" else "")
     typer.echo(
-        f"gridctl live --{opts.mode}: basket {', '.join(bridges)} run {run_id} ({how}), "
+        f"gridctl live --{opts.mode}: basket {', '.join(bridges)} run {run_id} ({_how_started(ctx, opts)}), "
         f"ops API on {ctx.ops_url}",
         err=True,
     )

@@ -203,151 +203,32 @@ def prepare(
     ctx.feed = feed
     # The start-up checks run on readiness' short budget; the bar loop on the venue's reconnect policy.
     with feed.retry_policy(readiness.READY_RETRIES, readiness.READY_RETRY_WAIT_S, readiness.READY_TIMEOUT_S):
-
-        def reach() -> str:
-            local = int(time.time() * 1000)
-            t = feed.server_time_ms()
-            skew = t - (local + int(time.time() * 1000)) // 2
-            ctx.clock.offset_ms = t - int(time.time() * 1000)
-            if abs(skew) > opts.max_skew_ms:
-                raise GridctlError(f"clock skew {skew} ms exceeds --max-clock-skew-ms {opts.max_skew_ms}")
-            return f"skew {skew} ms"
-
-        reachable = ready.run("exchange reachable, clock skew", reach)
+        reachable = ready.run(
+            "exchange reachable, clock skew", lambda: _reach(feed, ctx.clock, opts.max_skew_ms)
+        )
         if reachable:
             ready.run("symbol and filters", lambda: filters_match(venue, feed.load_rules()))
         else:
             ready.add("symbol and filters", False, "exchange not reachable")
-        path = opts.journal or default_journal(mode, symbol, timeframe)
-        journal = Journal(path)
-        ctx.journal = journal
-        ctx.ops_log = OpsLog(path)  # the operator's commands, durable before the ops API answers 202
-        restart = journal.has_state()
-        if restart and journal.meta("mode") not in (None, mode):
-            ready.add("journal", False, f"{path} belongs to a --{journal.meta('mode')} run, not --{mode}")
-        if journal.meta("basket") is not None:
-            ready.add("journal", False, f"{path} is the journal of the basket {journal.meta('basket')}")
-        run_id = journal.meta("run_id") or new_run_id()
-        if not restart:
-            journal.set_meta("run_id", run_id)
-            journal.set_meta("mode", mode)
-            journal.set_meta("symbol", symbol)
-        ctx.restarted = restart
-        journal.hold = restart  # a refused restart must leave the journal as it found it
+        journal, run_id = _open_journal(ready, ctx, opts, symbol)
         if live:
-            try:
-                gw = gateway or make_gateway(venue, opts.api_url)
-                ctx.gateway = gw
-                if getattr(gw, "pacer", None) is not None:  # one pacer for every request of the run
-                    feed.pacer = gw.pacer
-                    gw.pacer.watch(feed.client)
-                if hasattr(gw, "follow_time"):  # signed requests on the exchange's clock (recvWindow)
-                    feed.on_server_time = _follow_both(ctx.clock, gw)
-                    gw.follow_time(ctx.clock.now_ms())
-            except Exception as err:
-                ready.add("gateway", False, f"cannot build the exchange gateway: {err}")
-                gw = None
-            if gw is not None and reachable:
-                _account_checks(ready, gw, venue, (symbol,), opts.min_balance)
-                if not restart:
-
-                    def seed() -> str:
-                        nonlocal session
-                        session, text = _session_from_account(gw, strategy, venue, symbol, timeframe)
-                        return text
-
-                    ready.run("engine sized from the account", seed)
-            elif gw is not None:
-                for item in ACCOUNT_ITEMS:
-                    ready.add(item, False, "exchange not reachable")
-        bridge_gw = ctx.gateway if live else None
-
-        options = bridge_options(strategy, mode, run_id)
-        if restart:
-
-            def restore() -> str:
-                extra = journal.restore(session)
-                # no bar traded yet (a kill in the first bar): the feed resumes after the warm-up
-                feed.last_ts = session.last_ts if session.n else extra.get("warm_ts")
-                journaled = ctx.ops_log.paused()
-                paused = bool(extra.get("operator_paused")) if journaled is None else journaled
-                return f"restarted from {path} at bar {session.last_ts} ({session.n} bars journaled)" + (
-                    "; operator pause kept" if paused else ""
-                )
-
-            ready.run("warm-up / restart", restore)
-        elif reachable:
-
-            def warm() -> str:
-                need = session.warmup_needed
-                bars = feed.history(need)
-                if len(bars) < need:
-                    raise GridctlError(f"warm-up needs {need} closed bars, the exchange gave {len(bars)}")
-                import numpy as np
-
-                arr = np.array(bars, dtype=np.float64)
-                session.warm(arr[:, 0], arr[:, 2], arr[:, 3], arr[:, 4], arr[:, 1])
-                return f"{need} bars (engine.regime.warmup_bars)"
-
-            ready.run("warm-up / restart", warm)
-        else:
-            ready.add("warm-up / restart", False, "exchange not reachable")
+            session = _live_account_items(ready, ctx, gateway, strategy, venue, opts, session, reachable)
+        _restore_or_warm(ready, ctx, session, journal, reachable)
         if reachable:
-
-            def funding() -> str:
-                now = feed.server_time_ms()
-                since = session.funding.ts[-1] + 1 if session.funding.ts else now - 3 * 86_400_000
-                settled = feed.funding_settled(since, now)
-                nxt = feed.next_funding_ms()
-                session.set_funding(settled, nxt)
-                if not session.funding.ts:
-                    raise GridctlError(
-                        "the exchange gave no settled funding rate (entries would stay blocked)"
-                    )
-                if nxt is None:
-                    raise GridctlError("the exchange gave no next funding time")
-                return f"last rate {session.funding.rate[-1]:.6f} at {session.funding.ts[-1]}, next {nxt}"
-
-            ready.run("funding rate", funding)
+            ready.run("funding rate", lambda: _read_funding(feed, session, session.set_funding))
         ready.run("engine kernels loaded", lambda: prime_kernels(strategy, venue, symbol, timeframe, mode))
-        if live and bridge_gw is None:
+        if live and ctx.gateway is None:
             return ready, ctx  # no gateway: nothing more can be checked (the failure is listed)
         ops = OpsState()
         ops.attach(ctx.ops_log)  # commands journaled but not applied before a kill are queued again
-        bridge = Bridge(session, options, ops, journal, bridge_gw, now_ms=ctx.clock.now_ms)
+        options = bridge_options(strategy, mode, run_id)
+        bridge = Bridge(
+            session, options, ops, journal, ctx.gateway if live else None, now_ms=ctx.clock.now_ms
+        )
         ctx.bridge = bridge
-        if live and reachable:
-            bridge.read_account()  # status and metrics show the exchange's account from the start
-        if live and not restart and reachable:
-            # the first bar's diff starts from this read instead of reading the books on the critical path
-            ready.run(
-                "open orders read",
-                lambda: f"{len(bridge.open_orders)} open" if bridge.refresh_orders() else _raise(bridge),
-            )
-        if restart:
-            extra = {}
-            try:
-                import json as _json
-
-                row = journal.db.execute("SELECT extra FROM kstate WHERE id=1").fetchone()
-                extra = _json.loads(row[0] or "{}") if row else {}
-            except Exception:
-                extra = {}
-            journaled = ctx.ops_log.paused()  # the operator's last pause / flatten / resume, if any
-            bridge.operator_paused = bool(extra.get("operator_paused")) if journaled is None else journaled
-            bridge.fills_cursor = extra.get("fills_cursor")
-            if live and bridge_gw is not None:
-                ready.run("reconcile with the exchange", lambda: reconcile(bridge))
-            elif not live:
-                journal.hold = False  # paper / replay: nothing on an exchange to reconcile
-        try:
-            server = OpsServer(ops, token, opts.ops_port).start()
-            ctx.server = server
-            ctx.ops_url = server.url
-            ready.run("ops and metrics endpoints", lambda: _probe(server.url, token))
-        except GridctlError as err:
-            ready.add("ops and metrics endpoints", False, str(err))
-        if restart and not ready.failures:
+        _bridge_items(ready, ctx, bridge, journal, live, reachable)
+        _start_ops_server(ready, ctx, ops, token, opts.ops_port)
+        if ctx.restarted and not ready.failures:
             bridge.checkpoint()  # the restart's bookings and order settlements, in one transaction
         elif live and not ready.failures:
             # a new run's first checkpoint, before its first order: a kill in the first bar restarts
@@ -355,6 +236,208 @@ def prepare(
             journal.save_bar(session, {"operator_paused": False, "warm_ts": feed.last_ts})
         bridge.publish()
         return ready, ctx
+
+
+def _reach(feed: Any, clock: ExchangeClock, max_skew_ms: int) -> str:
+    """Read the exchange's clock: the clock follows it; a skew beyond ``max_skew_ms`` is refused."""
+    local = int(time.time() * 1000)
+    t = feed.server_time_ms()
+    skew = t - (local + int(time.time() * 1000)) // 2
+    clock.offset_ms = t - int(time.time() * 1000)
+    if abs(skew) > max_skew_ms:
+        raise GridctlError(f"clock skew {skew} ms exceeds --max-clock-skew-ms {max_skew_ms}")
+    return f"skew {skew} ms"
+
+
+def _open_journal(ready: Checklist, ctx: RunContext, opts: LiveOptions, symbol: str) -> tuple[Journal, str]:
+    """Open the run's journal and ops log (``ctx``): (journal, run id). A journal of another mode or of a
+    basket is a failed item; a journal holding state makes the run a restart (``ctx.restarted``)."""
+    mode = opts.mode
+    path = opts.journal or default_journal(mode, symbol, opts.timeframe)
+    journal = Journal(path)
+    ctx.journal = journal
+    ctx.ops_log = OpsLog(path)  # the operator's commands, durable before the ops API answers 202
+    restart = journal.has_state()
+    if restart and journal.meta("mode") not in (None, mode):
+        ready.add("journal", False, f"{path} belongs to a --{journal.meta('mode')} run, not --{mode}")
+    if journal.meta("basket") is not None:
+        ready.add("journal", False, f"{path} is the journal of the basket {journal.meta('basket')}")
+    run_id = journal.meta("run_id") or new_run_id()
+    if not restart:
+        journal.set_meta("run_id", run_id)
+        journal.set_meta("mode", mode)
+        journal.set_meta("symbol", symbol)
+    ctx.restarted = restart
+    journal.hold = restart  # a refused restart must leave the journal as it found it
+    return journal, run_id
+
+
+def _connect_gateway(gateway: Any, venue: Any, api_url: str | None, feeds: list[Any], ctx: Any) -> Any:
+    """The run's exchange gateway (``gateway``, else built for ``venue``), kept in ``ctx.gateway``: the
+    feeds share its request pacer and its signed requests follow the exchange's clock (recvWindow)."""
+    gw = gateway or make_gateway(venue, api_url)
+    ctx.gateway = gw
+    if getattr(gw, "pacer", None) is not None:  # one pacer for every request of the account
+        for feed in feeds:
+            feed.pacer = gw.pacer
+            gw.pacer.watch(feed.client)
+    if hasattr(gw, "follow_time"):
+        for feed in feeds:
+            feed.on_server_time = _follow_both(ctx.clock, gw)
+        gw.follow_time(ctx.clock.now_ms())
+    return gw
+
+
+def _gateway_and_account(
+    ready: Checklist,
+    ctx: Any,
+    gateway: Any,
+    venue: Any,
+    opts: LiveOptions,
+    feeds: dict[str, Any],
+    reachable: bool,
+) -> Any:
+    """``--live``, one symbol or a basket: the gateway, then the account items (hedge mode, per symbol
+    leverage and margin type, balance). Returns the gateway, or None when it could not be built or the
+    exchange is not reachable (the failed items are listed)."""
+    try:
+        gw = _connect_gateway(gateway, venue, opts.api_url, list(feeds.values()), ctx)
+    except Exception as err:
+        ready.add("gateway", False, f"cannot build the exchange gateway: {err}")
+        return None
+    if not reachable:
+        for item in ACCOUNT_ITEMS:
+            ready.add(item, False, "exchange not reachable")
+        return None
+    _account_checks(ready, gw, venue, tuple(feeds), opts.min_balance)
+    return gw
+
+
+def _live_account_items(
+    ready: Checklist,
+    ctx: RunContext,
+    gateway: Any,
+    strategy: Any,
+    venue: Any,
+    opts: LiveOptions,
+    session: EngineSession,
+    reachable: bool,
+) -> EngineSession:
+    """``--live``: the gateway, the account items and, for a new run, the engine sized from the account's
+    wallet; returns the session to run (the one given unless it was sized from the account)."""
+    symbol = opts.symbol or strategy.ccxt_symbol
+    gw = _gateway_and_account(ready, ctx, gateway, venue, opts, {symbol: ctx.feed}, reachable)
+    if gw is None:
+        return session
+    if not ctx.restarted:
+        sized: list[EngineSession] = []
+
+        def seed() -> str:
+            new, text = _session_from_account(gw, strategy, venue, symbol, opts.timeframe)
+            sized.append(new)
+            return text
+
+        ready.run("engine sized from the account", seed)
+        if sized:
+            return sized[0]
+    return session
+
+
+def _restore_or_warm(
+    ready: Checklist, ctx: RunContext, session: EngineSession, journal: Journal, reachable: bool
+) -> None:
+    """The "warm-up / restart" item: a restart restores the engine from the journal, a new run warms it
+    up on the exchange's last closed bars."""
+    feed = ctx.feed
+    if ctx.restarted:
+
+        def restore() -> str:
+            extra = journal.restore(session)
+            # no bar traded yet (a kill in the first bar): the feed resumes after the warm-up
+            feed.last_ts = session.last_ts if session.n else extra.get("warm_ts")
+            journaled = ctx.ops_log.paused()
+            paused = bool(extra.get("operator_paused")) if journaled is None else journaled
+            return f"restarted from {journal.path} at bar {session.last_ts} ({session.n} bars journaled)" + (
+                "; operator pause kept" if paused else ""
+            )
+
+        ready.run("warm-up / restart", restore)
+    elif reachable:
+        ready.run("warm-up / restart", lambda: _warm(session, feed))
+    else:
+        ready.add("warm-up / restart", False, "exchange not reachable")
+
+
+def _warm(session: Any, feed: Any) -> str:
+    """Warm an engine session up on the exchange's last closed bars (``engine.regime.warmup_bars``)."""
+    need = session.warmup_needed
+    bars = feed.history(need)
+    if len(bars) < need:
+        raise GridctlError(f"warm-up needs {need} closed bars, the exchange gave {len(bars)}")
+    arr = np.array(bars, dtype=np.float64)
+    session.warm(arr[:, 0], arr[:, 2], arr[:, 3], arr[:, 4], arr[:, 1])
+    return f"{need} bars (engine.regime.warmup_bars)"
+
+
+def _read_funding(feed: Any, session: Any, set_funding: Callable[[Any, Any], Any]) -> str:
+    """Read the funding settled since the session's last (or the last three days) and the next funding
+    time; ``set_funding(settled, next)`` gives them to the session. Entries stay blocked without a rate."""
+    now = feed.server_time_ms()
+    since = session.funding.ts[-1] + 1 if session.funding.ts else now - 3 * 86_400_000
+    settled = feed.funding_settled(since, now)
+    nxt = feed.next_funding_ms()
+    set_funding(settled, nxt)
+    if not session.funding.ts:
+        raise GridctlError("the exchange gave no settled funding rate (entries would stay blocked)")
+    if nxt is None:
+        raise GridctlError("the exchange gave no next funding time")
+    return f"last rate {session.funding.rate[-1]:.6f} at {session.funding.ts[-1]}, next {nxt}"
+
+
+def _orders_read(bridge: Bridge) -> str:
+    """The "open orders read" item: the exchange's open orders, read into the bridge before its first bar."""
+    return f"{len(bridge.open_orders)} open" if bridge.refresh_orders() else _raise(bridge)
+
+
+def _bridge_items(
+    ready: Checklist, ctx: RunContext, bridge: Bridge, journal: Journal, live: bool, reachable: bool
+) -> None:
+    """The bridge's start: the account read (live), the open orders read (a new live run), or a
+    restart's operator pause, fills cursor and reconciliation with the exchange."""
+    restart = ctx.restarted
+    if live and reachable:
+        bridge.read_account()  # status and metrics show the exchange's account from the start
+    if live and not restart and reachable:
+        # the first bar's diff starts from this read instead of reading the books on the critical path
+        ready.run("open orders read", lambda: _orders_read(bridge))
+    if not restart:
+        return
+    extra = {}
+    try:
+        import json as _json
+
+        row = journal.db.execute("SELECT extra FROM kstate WHERE id=1").fetchone()
+        extra = _json.loads(row[0] or "{}") if row else {}
+    except Exception:
+        extra = {}
+    journaled = ctx.ops_log.paused()  # the operator's last pause / flatten / resume, if any
+    bridge.operator_paused = bool(extra.get("operator_paused")) if journaled is None else journaled
+    bridge.fills_cursor = extra.get("fills_cursor")
+    if live and ctx.gateway is not None:
+        ready.run("reconcile with the exchange", lambda: reconcile(bridge))
+    elif not live:
+        journal.hold = False  # paper / replay: nothing on an exchange to reconcile
+
+
+def _start_ops_server(ready: Checklist, ctx: Any, ops: Any, token: str | None, port: int) -> None:
+    """Start the ops API and metrics server (``ctx.server``, ``ctx.ops_url``) and probe both endpoints."""
+    try:
+        server = OpsServer(ops, token, port).start()
+        ctx.server = server
+        ctx.ops_url = server.url
+        ready.run("ops and metrics endpoints", lambda: _probe(server.url, token))
+    except GridctlError as err:
+        ready.add("ops and metrics endpoints", False, str(err))
 
 
 def _raise(bridge: Bridge) -> str:
@@ -827,12 +910,10 @@ def prepare_basket(
     account's restored from the one basket checkpoint, funding read since, each symbol reconciled with
     the exchange (``reconcile``; live), nothing written until the restart's checkpoint.
     """
-    from gridctl.configs.overrides import apply_overrides, basket_strategies
-    from gridctl.live_bridge.basket import BasketBridge, BasketSession
-    from gridctl.live_bridge.ops import BasketOps
+    from gridctl.configs.overrides import basket_strategies
+    from gridctl.live_bridge.basket import BasketSession
 
     mode, timeframe = opts.mode, opts.timeframe
-    live = mode == "live"
     ready = Checklist()
     ctx = BasketRunContext(clock=clock or ExchangeClock())
     symbols = tuple(strategy.basket_symbols)
@@ -843,165 +924,213 @@ def prepare_basket(
         ready.add("config valid", False, str(err))
         return ready, ctx
     ready.add("config valid", True, f"{strategy.origin}; {venue.origin}; basket {', '.join(symbols)}")
-    if live:
+    if mode == "live":
         off = sorted({f"{sym}: {g}" for sym, strat in strategies.items() for g in _gates_off(strat, opts)})
         _live_start_items(ready, venue, opts, token, off)
-    feeds = {
+    ctx.feeds = {
         sym: ExchangeFeed.for_venue(venue, sym, timeframe, opts.api_url, **(feed_kw or {})) for sym in symbols
     }
-    for feed in feeds.values():
+    for feed in ctx.feeds.values():
         feed.on_server_time = ctx.clock.follow
-    ctx.feeds = feeds
-    first = feeds[symbols[0]]
+    reachable = _basket_reach(ready, ctx, venue, opts.max_skew_ms)
+    opened = _open_basket_journal(ready, ctx, opts, symbols)
+    if opened is None:
+        return ready, ctx
+    journal, run_id = opened
+    gw = None
+    if mode == "live":
+        started = _basket_account_items(ready, ctx, gateway, strategy, venue, opts, reachable)
+        if started is None:
+            return ready, ctx
+        gw, sized = started
+        if sized is not None:
+            strategies, session = sized
+    extras = _basket_restore(ready, ctx, session) if ctx.restarted else {}
+    _basket_market_items(ready, ctx, session, reachable)
+    ready.run(
+        "engine kernels loaded",
+        lambda: prime_kernels(strategies[symbols[0]], venue, symbols[0], timeframe, mode),
+    )
+    _basket_bridges(ready, ctx, session, strategies, gw, mode, run_id, extras)
+    _start_ops_server(ready, ctx, ctx.ops, token, opts.ops_port)
+    if not ready.failures:
+        if not ctx.restarted:
+            journal.set_meta("run_id", run_id)
+            journal.set_meta("mode", mode)
+            journal.set_meta("basket", ",".join(symbols))
+            if journal.initial_balance is not None:
+                journal.set_meta("initial_balance", repr(journal.initial_balance))
+        # a restart's bookings and order settlements, or a new run's first checkpoint before its first
+        # order: every symbol and the account, one transaction
+        ctx.bridge.checkpoint()
+    for bridge in ctx.bridge.bridges.values():
+        bridge.publish()
+    return ready, ctx
 
-    def reach() -> str:
-        local = int(time.time() * 1000)
-        t = first.server_time_ms()
-        skew = t - (local + int(time.time() * 1000)) // 2
-        ctx.clock.offset_ms = t - int(time.time() * 1000)
-        if abs(skew) > opts.max_skew_ms:
-            raise GridctlError(f"clock skew {skew} ms exceeds --max-clock-skew-ms {opts.max_skew_ms}")
-        return f"skew {skew} ms"
 
-    with first.retry_policy(readiness.READY_RETRIES, readiness.READY_RETRY_WAIT_S, readiness.READY_TIMEOUT_S):
-        reachable = ready.run("exchange reachable, clock skew", reach)
-    for sym, feed in feeds.items():
+def _basket_reach(ready: Checklist, ctx: BasketRunContext, venue: Any, max_skew_ms: int) -> bool:
+    """The exchange's clock read once (the first symbol's feed), then every symbol's rules and filters;
+    True when the exchange answered."""
+    policy = (readiness.READY_RETRIES, readiness.READY_RETRY_WAIT_S, readiness.READY_TIMEOUT_S)
+    first = next(iter(ctx.feeds.values()))
+    with first.retry_policy(*policy):
+        reachable = ready.run("exchange reachable, clock skew", lambda: _reach(first, ctx.clock, max_skew_ms))
+    for sym, feed in ctx.feeds.items():
         if reachable:
-            with feed.retry_policy(
-                readiness.READY_RETRIES, readiness.READY_RETRY_WAIT_S, readiness.READY_TIMEOUT_S
-            ):
+            with feed.retry_policy(*policy):
                 ready.run(f"{sym}: symbol and filters", lambda f=feed: filters_match(venue, f.load_rules()))
         else:
             ready.add(f"{sym}: symbol and filters", False, "exchange not reachable")
-    base = opts.journal or default_basket_journal(mode, symbols, timeframe)
+    return reachable
+
+
+def _open_basket_journal(
+    ready: Checklist, ctx: BasketRunContext, opts: LiveOptions, symbols: tuple[str, ...]
+) -> tuple[Any, str] | None:
+    """Open the basket's one journal file (``ctx``): (journal, run id), or None (a failed item) when it
+    belongs to a single-symbol run, another basket or another mode. A committed basket checkpoint makes
+    the run a restart (``ctx.restarted``)."""
+    mode = opts.mode
+    base = opts.journal or default_basket_journal(mode, symbols, opts.timeframe)
     journal = BasketJournal(base, {sym: member_prefix(sym) for sym in symbols})
     ctx.journal = journal
     ctx.ops_log = OpsLog(base)
     ctx.journals = dict(journal.members)
     if journal.has_state():
         ready.add("journal", False, f"{base} is the journal of a single-symbol run, not of a basket")
-        return ready, ctx
+        return None
     earlier = journal.meta("basket")
     restart = journal.has_account()  # a basket checkpoint committed: restart from it
     if earlier is not None and earlier != ",".join(symbols):
         ready.add("journal", False, f"{base} belongs to the basket {earlier}, not {','.join(symbols)}")
-        return ready, ctx
+        return None
     if restart and journal.meta("mode") != mode:
         ready.add("journal", False, f"{base} belongs to a --{journal.meta('mode')} run, not --{mode}")
-        return ready, ctx
+        return None
     run_id = (journal.meta("run_id") if restart else None) or new_run_id()
     ctx.restarted = restart
     for member_j in journal.members.values():
         member_j.hold = restart  # a refused restart must leave the journal as it found it
     how = "restart from its last basket checkpoint" if restart else "new run"
     ready.add("journal", True, f"{base}: the account and every symbol's tables in one file ({how})")
-    gw = None
-    if live:
-        try:
-            gw = gateway or make_gateway(venue, opts.api_url)
-            ctx.gateway = gw
-            if getattr(gw, "pacer", None) is not None:  # one pacer for every request of the account
-                for feed in feeds.values():
-                    feed.pacer = gw.pacer
-                    gw.pacer.watch(feed.client)
-            if hasattr(gw, "follow_time"):
-                for feed in feeds.values():
-                    feed.on_server_time = _follow_both(ctx.clock, gw)
-                gw.follow_time(ctx.clock.now_ms())
-        except Exception as err:
-            ready.add("gateway", False, f"cannot build the exchange gateway: {err}")
-            return ready, ctx
-        if not reachable:
-            for item in ACCOUNT_ITEMS:
-                ready.add(item, False, "exchange not reachable")
-            return ready, ctx
-        _account_checks(ready, gw, venue, symbols, opts.min_balance)
+    return journal, run_id
 
-        def resize() -> str:
-            nonlocal session, strategies
-            wallet = float(journal.meta("initial_balance") or "nan")
-            if not math.isfinite(wallet):
-                raise GridctlError(f"{base}: the basket's journal holds no initial balance")
-            seeded, seeded_venue = apply_overrides(strategy, venue, {"backtest.initial_balance": wallet})
-            strategies = basket_strategies(seeded)
-            session = BasketSession(strategies, seeded_venue, timeframe)
-            return f"initial balance {wallet:,.2f} USDT from the journal (the run's first wallet)"
 
-        def seed() -> str:
-            nonlocal session, strategies
-            open_pos = {}
-            for sym in symbols:
-                acct = gw.account(sym)
-                pos = {side: p.qty for side, p in acct.positions.items() if p.qty > 0.0}
-                if pos:
-                    open_pos[sym] = pos
-            if open_pos:
-                raise GridctlError(
-                    f"the account holds positions {open_pos} and this is a new basket run: close them first"
-                )
-            wallet = float(gw.account(symbols[0]).wallet_balance)
-            if not math.isfinite(wallet) or wallet <= 0.0:
-                raise GridctlError(f"the exchange reports a wallet balance of {wallet}: nothing to size from")
-            seeded, seeded_venue = apply_overrides(strategy, venue, {"backtest.initial_balance": wallet})
-            strategies = basket_strategies(seeded)
-            session = BasketSession(strategies, seeded_venue, timeframe)
-            journal.initial_balance = wallet
-            return f"wallet {wallet:,.2f} USDT (in place of backtest.initial_balance), every symbol flat"
+def _basket_account_items(
+    ready: Checklist,
+    ctx: BasketRunContext,
+    gateway: Any,
+    strategy: Any,
+    venue: Any,
+    opts: LiveOptions,
+    reachable: bool,
+) -> tuple[Any, tuple[dict[str, Any], Any] | None] | None:
+    """``--live``: the account's gateway and items, then the engine sized from the account (a new run:
+    every symbol flat, the wallet) or from the journal's first wallet (a restart). Returns (gateway,
+    (per-symbol strategies, session) when sized), or None when the start cannot go on."""
+    from gridctl.configs.overrides import apply_overrides, basket_strategies
+    from gridctl.live_bridge.basket import BasketSession
 
-        ready.run("engine sized from the account", resize if restart else seed)
+    symbols = tuple(ctx.feeds)
+    journal = ctx.journal
+    gw = _gateway_and_account(ready, ctx, gateway, venue, opts, ctx.feeds, reachable)
+    if gw is None:
+        return None
+    sized: list[tuple[dict[str, Any], Any]] = []
+
+    def size_from(wallet: float) -> None:
+        seeded, seeded_venue = apply_overrides(strategy, venue, {"backtest.initial_balance": wallet})
+        strategies = basket_strategies(seeded)
+        sized.append((strategies, BasketSession(strategies, seeded_venue, opts.timeframe)))
+
+    def resize() -> str:
+        wallet = float(journal.meta("initial_balance") or "nan")
+        if not math.isfinite(wallet):
+            raise GridctlError(f"{journal.path}: the basket's journal holds no initial balance")
+        size_from(wallet)
+        return f"initial balance {wallet:,.2f} USDT from the journal (the run's first wallet)"
+
+    def seed() -> str:
+        open_pos = {}
+        for sym in symbols:
+            acct = gw.account(sym)
+            pos = {side: p.qty for side, p in acct.positions.items() if p.qty > 0.0}
+            if pos:
+                open_pos[sym] = pos
+        if open_pos:
+            raise GridctlError(
+                f"the account holds positions {open_pos} and this is a new basket run: close them first"
+            )
+        wallet = float(gw.account(symbols[0]).wallet_balance)
+        if not math.isfinite(wallet) or wallet <= 0.0:
+            raise GridctlError(f"the exchange reports a wallet balance of {wallet}: nothing to size from")
+        size_from(wallet)
+        journal.initial_balance = wallet
+        return f"wallet {wallet:,.2f} USDT (in place of backtest.initial_balance), every symbol flat"
+
+    ready.run("engine sized from the account", resize if ctx.restarted else seed)
+    return gw, (sized[0] if sized else None)
+
+
+def _basket_restore(ready: Checklist, ctx: BasketRunContext, session: Any) -> dict[str, dict[str, Any]]:
+    """The "warm-up / restart" item of a basket restart: every symbol's engine and the account restored
+    from the basket checkpoint; returns each symbol's journaled extras (pause, fills cursor, warm-up)."""
     extras: dict[str, dict[str, Any]] = {}
-    if restart:
+    journal = ctx.journal
 
-        def restore() -> str:
-            for sym in symbols:
-                extras[sym] = journal.members[sym].restore(session.sessions[sym])
-            journal.restore_account(session)
-            for sym in symbols:  # no bar traded yet (a kill in the first bar): resume after the warm-up
-                member = session.sessions[sym]
-                feeds[sym].last_ts = member.last_ts if member.n else extras[sym].get("warm_ts")
-            last = session.ts[session.n - 1] if session.n else None
-            return f"every symbol and the account at bar {last} ({session.n} bars journaled)"
+    def restore() -> str:
+        for sym in ctx.feeds:
+            extras[sym] = journal.members[sym].restore(session.sessions[sym])
+        journal.restore_account(session)
+        for sym in ctx.feeds:  # no bar traded yet (a kill in the first bar): resume after the warm-up
+            member = session.sessions[sym]
+            ctx.feeds[sym].last_ts = member.last_ts if member.n else extras[sym].get("warm_ts")
+        last = session.ts[session.n - 1] if session.n else None
+        return f"every symbol and the account at bar {last} ({session.n} bars journaled)"
 
-        ready.run("warm-up / restart", restore)
-    for sym, feed in feeds.items():
+    ready.run("warm-up / restart", restore)
+    return extras
+
+
+def _basket_market_items(ready: Checklist, ctx: BasketRunContext, session: Any, reachable: bool) -> None:
+    """Per symbol: the warm-up (a restart's was restored) and the funding rate."""
+    policy = (readiness.READY_RETRIES, readiness.READY_RETRY_WAIT_S, readiness.READY_TIMEOUT_S)
+    for sym, feed in ctx.feeds.items():
         member = session.sessions[sym]
         if not reachable:
             ready.add(f"{sym}: warm-up", False, "exchange not reachable")
             ready.add(f"{sym}: funding rate", False, "exchange not reachable")
             continue
-        policy = (readiness.READY_RETRIES, readiness.READY_RETRY_WAIT_S, readiness.READY_TIMEOUT_S)
         with feed.retry_policy(*policy):
+            if ctx.restarted:
+                ready.run(f"{sym}: warm-up", lambda: "restored from the journal")
+            else:
+                ready.run(f"{sym}: warm-up", lambda m=member, f=feed: _warm(m, f))
 
-            def warm(member: Any = member, feed: Any = feed) -> str:
-                if restart:
-                    return "restored from the journal"
-                need = member.warmup_needed
-                bars = feed.history(need)
-                if len(bars) < need:
-                    raise GridctlError(f"warm-up needs {need} closed bars, the exchange gave {len(bars)}")
-                arr = np.array(bars, dtype=np.float64)
-                member.warm(arr[:, 0], arr[:, 2], arr[:, 3], arr[:, 4], arr[:, 1])
-                return f"{need} bars (engine.regime.warmup_bars)"
-
-            ready.run(f"{sym}: warm-up", warm)
-
-            def funding(sym: str = sym, member: Any = member, feed: Any = feed) -> str:
-                now = feed.server_time_ms()
-                since = member.funding.ts[-1] + 1 if member.funding.ts else now - 3 * 86_400_000
-                settled = feed.funding_settled(since, now)
-                nxt = feed.next_funding_ms()
+            def set_funding(settled: Any, nxt: Any, sym: str = sym) -> None:
                 session.set_funding(sym, settled, nxt)
-                if not member.funding.ts:
-                    raise GridctlError("the exchange gave no settled funding rate (entries stay blocked)")
-                if nxt is None:
-                    raise GridctlError("the exchange gave no next funding time")
-                return f"last rate {member.funding.rate[-1]:.6f} at {member.funding.ts[-1]}, next {nxt}"
 
-            ready.run(f"{sym}: funding rate", funding)
-    ready.run(
-        "engine kernels loaded",
-        lambda: prime_kernels(strategies[symbols[0]], venue, symbols[0], timeframe, mode),
-    )
+            ready.run(f"{sym}: funding rate", lambda m=member, f=feed, s=set_funding: _read_funding(f, m, s))
+
+
+def _basket_bridges(
+    ready: Checklist,
+    ctx: BasketRunContext,
+    session: Any,
+    strategies: dict[str, Any],
+    gw: Any,
+    mode: str,
+    run_id: str,
+    extras: dict[str, dict[str, Any]],
+) -> None:
+    """One bridge per symbol on the basket's ops state, then the ``BasketBridge`` (``ctx.bridge``): live,
+    each reads the account and its open orders (a new run) or is reconciled with the exchange (a
+    restart); a restart keeps each symbol's operator pause and fills cursor."""
+    from gridctl.live_bridge.basket import BasketBridge
+    from gridctl.live_bridge.ops import BasketOps
+
+    symbols, restart, journal = tuple(ctx.feeds), ctx.restarted, ctx.journal
+    live = mode == "live"
     ops = BasketOps(symbols)
     ops.attach(ctx.ops_log)
     ctx.ops = ops
@@ -1021,36 +1150,13 @@ def prepare_basket(
             if restart:
                 ready.run(f"{sym}: reconcile with the exchange", lambda b=bridge: reconcile(b))
             else:
-                ready.run(
-                    f"{sym}: open orders read",
-                    lambda b=bridge: f"{len(b.open_orders)} open" if b.refresh_orders() else _raise(b),
-                )
+                ready.run(f"{sym}: open orders read", lambda b=bridge: _orders_read(b))
         elif restart:
             journal.members[sym].hold = False  # paper: nothing on an exchange to reconcile
     ctx.bridge = BasketBridge(session, bridges, journal)
     ctx.bridge.warm_ts = {
         sym: (extras[sym].get("warm_ts") if restart else ctx.feeds[sym].last_ts) for sym in symbols
     }
-    try:
-        server = OpsServer(ops, token, opts.ops_port).start()
-        ctx.server = server
-        ctx.ops_url = server.url
-        ready.run("ops and metrics endpoints", lambda: _probe(server.url, token))
-    except GridctlError as err:
-        ready.add("ops and metrics endpoints", False, str(err))
-    if not ready.failures:
-        if not restart:
-            journal.set_meta("run_id", run_id)
-            journal.set_meta("mode", mode)
-            journal.set_meta("basket", ",".join(symbols))
-            if journal.initial_balance is not None:
-                journal.set_meta("initial_balance", repr(journal.initial_balance))
-        # a restart's bookings and order settlements, or a new run's first checkpoint before its first
-        # order: every symbol and the account, one transaction
-        ctx.bridge.checkpoint()
-    for bridge in bridges.values():
-        bridge.publish()
-    return ready, ctx
 
 
 def run_basket_loop(

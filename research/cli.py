@@ -16,9 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from gridctl.configs.errors import GridctlError
+from gridctl.research.options import BacktestOptions
 
-DEFAULT_STRATEGY = "default"
-DEFAULT_VENUE = "binance_futures"
+#: The defaults every `backtest` flag shows and falls back to.
+D = BacktestOptions()
 
 
 def _day(value: str | None, option: str) -> int | None:
@@ -125,22 +126,10 @@ def load_basket_strategy(config: str, symbols: tuple[str, ...], overrides: list[
     return strategy if strategy.strategy.symbols is not None else None
 
 
-def run_backtest(
-    config: str,
-    venue_name: str,
-    data_dir: Path,
-    exchange: str,
-    symbol: str | None,
-    timeframe: str,
-    start: str | None,
-    end: str | None,
-    overrides: list[str],
-    status: Console | None = None,
-    detail: str | None = None,
-) -> tuple[Any, Any, dict[str, Any]]:
+def run_backtest(opts: BacktestOptions, status: Console | None = None) -> tuple[Any, Any, dict[str, Any]]:
     """Load configs and data, run one backtest with curves; returns (run output, market, stats).
 
-    ``detail`` (``--detail``) sets ``backtest.detail_timeframe``: the fills walk those finer bars,
+    ``opts.detail`` (``--detail``) sets ``backtest.detail_timeframe``: the fills walk those finer bars,
     loaded over the same window. The stats carry the run's path bracket (high first / low first).
     """
     from gridctl.configs.crosscheck import check_notional_in_range, check_strategy_on_venue
@@ -148,12 +137,18 @@ def run_backtest(
     from gridctl.configs.schema import ccxt_to_instrument
     from gridctl.data.market import load_market
     from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
+    from gridctl.data.store import default_data_dir
     from gridctl.data.timeframes import timeframe_ms
     from gridctl.engine.regime import warmup_bars
     from gridctl.engine.run import compile_early, run_single
     from gridctl.research.stats import backtest_stats
 
-    overrides, start_ms, end_ms = check_run_options(timeframe, start, end, overrides, detail)
+    config, symbol, detail = opts.strategy, opts.symbol, opts.detail
+    exchange, timeframe = opts.exchange, opts.timeframe
+    data_dir = opts.data_dir if opts.data_dir is not None else default_data_dir()
+    overrides, start_ms, end_ms = check_run_options(
+        timeframe, opts.start, opts.end, list(opts.overrides), detail
+    )
     # Configs first: a bad --strategy/--venue/--set fails before anything is generated or written.
     strategy = load_strategy(config, overrides)
     if symbol is not None and symbol != strategy.ccxt_symbol:
@@ -162,7 +157,7 @@ def run_backtest(
         strategy = load_strategy(config, overrides)
     check_detail_timeframe(strategy, timeframe, detail)
     detail_tf = strategy.backtest.detail_timeframe
-    venue = load_venue(venue_name)
+    venue = load_venue(opts.venue)
     sym = symbol or strategy.ccxt_symbol
     check_strategy_on_venue(strategy, venue, sym)
     compile_early(strategy, venue, sym, timeframe_ms(timeframe))  # cold kernels: a helper starts now
@@ -200,6 +195,17 @@ def run_backtest(
     return output, market, backtest_stats(output, market, strategy, venue, detail=fine)
 
 
+def _print_sections(console: Console, *sections: tuple[str, list[tuple[str, str]]]) -> None:
+    """Each (title, rows) as a titled two-column table of names (dim) and values, without borders."""
+    for title, rows in sections:
+        table = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
+        table.add_column(style="dim")
+        table.add_column()
+        for key, value in rows:
+            table.add_row(key, value)
+        console.print(table)
+
+
 def _print_summary(console: Console, stats: dict[str, Any], out: Path | None) -> None:
     from gridctl.research.report import assumption_rows, gate_rows, headline_rows
 
@@ -208,17 +214,12 @@ def _print_summary(console: Console, stats: dict[str, Any], out: Path | None) ->
         f"[cyan]{stats['venue']}[/cyan], {stats['symbol']} {stats['timeframe']}, "
         f"{stats['data_start']} -> {stats['data_end']} ({stats['bars']:,} bars)"
     )
-    for title, rows in (
+    _print_sections(
+        console,
         ("Results", headline_rows(stats)),
         ("Gates, rejections, events", gate_rows(stats)),
         ("What this run assumed", assumption_rows(stats)),
-    ):
-        table = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
-        table.add_column(style="dim")
-        table.add_column()
-        for key, value in rows:
-            table.add_row(key, value)
-        console.print(table)
+    )
     if out is not None:
         console.print(f"results written to [bold]{out}[/bold] (open report.html in a browser)")
 
@@ -233,16 +234,9 @@ def _print_basket_summary(console: Console, stats: dict[str, Any], out: Path | N
         f"{stats['timeframe']}, {a['data_start']} -> {a['data_end']} ({a['bars']:,} aligned bars)",
         soft_wrap=True,  # one line however many symbols: the terminal wraps it, grep finds it whole
     )
-    for title, rows in (
-        ("Account", headline_rows(a)),
-        ("Account gates, rejections, events", gate_rows(a)),
-    ):
-        table = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
-        table.add_column(style="dim")
-        table.add_column()
-        for key, value in rows:
-            table.add_row(key, value)
-        console.print(table)
+    _print_sections(
+        console, ("Account", headline_rows(a)), ("Account gates, rejections, events", gate_rows(a))
+    )
     header, *rows = basket_symbol_rows(stats)
     table = Table(title="Per symbol (equity: initial balance + the symbol's PnL)", title_justify="left")
     for col in header:
@@ -261,29 +255,29 @@ def backtest(
         typer.Option(
             "--strategy", "-s", help="Strategy config: shipped name (see `config list`) or YAML path."
         ),
-    ] = DEFAULT_STRATEGY,
+    ] = D.strategy,
     venue: Annotated[
         str, typer.Option("--venue", "-v", help="Venue config: shipped name or YAML path.")
-    ] = DEFAULT_VENUE,
+    ] = D.venue,
     data: Annotated[
         Path | None,
         typer.Option(
             "--data-dir", help="Market-data directory (default: $GRIDCTL_DATA_DIR or the user data dir)."
         ),
-    ] = None,
+    ] = D.data_dir,
     exchange: Annotated[
         str,
         typer.Option(
             "--exchange",
             help="Exchange of the stored data; the 'sample' BTC/USDT:USDT market is generated if missing.",
         ),
-    ] = "sample",
+    ] = D.exchange,
     symbol: Annotated[
         str | None,
         typer.Option(
             "--symbol", help="ccxt symbol to trade; sets strategy.instrument_id (default: the strategy's)."
         ),
-    ] = None,
+    ] = D.symbol,
     symbols: Annotated[
         list[str] | None,
         typer.Option(
@@ -292,11 +286,13 @@ def backtest(
             "(sets strategy.symbols; default: the strategy's, if it lists any).",
         ),
     ] = None,
-    timeframe: Annotated[str, typer.Option("--timeframe", help="Bar timeframe of the stored data.")] = "1m",
-    start: Annotated[str | None, typer.Option("--start", help="First day (YYYY-MM-DD, UTC).")] = None,
+    timeframe: Annotated[
+        str, typer.Option("--timeframe", help="Bar timeframe of the stored data.")
+    ] = D.timeframe,
+    start: Annotated[str | None, typer.Option("--start", help="First day (YYYY-MM-DD, UTC).")] = D.start,
     end: Annotated[
         str | None, typer.Option("--end", help="Day after the last bar (YYYY-MM-DD, UTC, exclusive).")
-    ] = None,
+    ] = D.end,
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override a strategy field, e.g. grid.grid_step_bps=30.")
     ] = None,
@@ -307,95 +303,110 @@ def backtest(
             help="Walk fills, stops and liquidations through these finer stored bars (e.g. 1m); "
             "decisions stay on --timeframe. Sets backtest.detail_timeframe.",
         ),
-    ] = None,
+    ] = D.detail,
     out: Annotated[
         Path | None,
         typer.Option(
             "--out",
             help="Write ledgers (parquet), stats.json and report.html as this folder (all or nothing).",
         ),
-    ] = None,
+    ] = D.out,
     force: Annotated[
         bool, typer.Option("--force", help="Replace the results already in --out (nothing else is deleted).")
-    ] = False,
+    ] = D.force,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the stats as one JSON object, nothing else.")
-    ] = False,
+    ] = D.as_json,
 ) -> None:
-    """Backtest a hedge-grid strategy; with no options, the default strategy on the bundled sample market."""
+    """Backtest a hedge-grid strategy; with no options, the default strategy on the bundled sample market.
+
+    Wide because: a typer command takes one parameter per flag; each default is read from BacktestOptions.
+    Long because: the flags' declarations; the body only builds BacktestOptions, calls
+    ``run_backtest_command`` and prints what it returns.
+    """
+    from gridctl.data.download_cli import parse_symbols_flag
+
+    opts = BacktestOptions(
+        strategy=config,
+        venue=venue,
+        data_dir=data,
+        exchange=exchange,
+        symbol=symbol,
+        symbols=parse_symbols_flag(symbols),
+        timeframe=timeframe,
+        start=start,
+        end=end,
+        overrides=tuple(overrides or ()),
+        detail=detail,
+        out=out,
+        force=force,
+        as_json=as_json,
+    )
+    status = Console(stderr=True, soft_wrap=True)  # one status line each, however long the path
+    stats, is_basket = run_backtest_command(opts, status)
+    if opts.as_json:
+        from gridctl.research.results import stats_json
+
+        sys.stdout.write(stats_json(stats) + "\n")
+    elif is_basket:
+        _print_basket_summary(output_console(), stats, opts.out)
+    else:
+        _print_summary(output_console(), stats, opts.out)
+
+
+def run_backtest_command(opts: BacktestOptions, status: Console | None = None) -> tuple[dict[str, Any], bool]:
+    """What `gridctl backtest` does, without printing: (stats, whether the run was a basket).
+
+    Paths are checked first (a bad --out or --data-dir fails in a second, not after the whole run), then
+    the options; a basket (``opts.symbols`` or the strategy's ``strategy.symbols``) runs in one wallet,
+    else one symbol; the results are written to ``opts.out`` when given.
+    """
     from gridctl.data.paths import require_existing_dir
     from gridctl.data.store import default_data_dir
-    from gridctl.research.results import check_out_dir, stats_json, write_results
+    from gridctl.research.results import check_out_dir, write_results
 
-    # Paths first: a bad --out or --data-dir fails in a second, not after the whole backtest has run.
-    if out is not None:
-        check_out_dir(out, force)
-    if data is not None:
+    if opts.out is not None:
+        check_out_dir(opts.out, opts.force)
+    if opts.data_dir is not None:
         require_existing_dir(
-            data, "--data-dir", "create it, or leave --data-dir out to use the default data dir"
+            opts.data_dir, "--data-dir", "create it, or leave --data-dir out to use the default data dir"
         )
-    status = Console(stderr=True, soft_wrap=True)  # one status line each, however long the path
-    from gridctl.data.download_cli import parse_symbols
-
-    basket = parse_symbols(symbols or [])
-    if symbols is not None and not basket:
-        raise GridctlError(
-            f"--symbols: {' '.join(symbols)!r} names no symbol (e.g. BTC/USDT:USDT,ETH/USDT:USDT)"
-        )
-    if basket and symbol is not None:
+    if opts.symbols and opts.symbol is not None:
         raise GridctlError(
             "--symbol and --symbols: give one (--symbol trades one symbol, --symbols a basket)"
         )
-    window = check_run_options(timeframe, start, end, list(overrides or []), detail)
-    basket_strategy = load_basket_strategy(config, basket, window[0])
-    if basket_strategy is not None and symbol is not None:
+    window = check_run_options(opts.timeframe, opts.start, opts.end, list(opts.overrides), opts.detail)
+    basket_strategy = load_basket_strategy(opts.strategy, opts.symbols, window[0])
+    if basket_strategy is not None and opts.symbol is not None:
         raise GridctlError(
-            f"--symbol {symbol}: strategy {basket_strategy.origin} trades the basket "
-            f"{list(basket_strategy.basket_symbols)} (strategy.symbols); give --symbols {symbol} for that "
-            "symbol alone (with its symbol_overrides), or --symbols for another basket"
+            f"--symbol {opts.symbol}: strategy {basket_strategy.origin} trades the basket "
+            f"{list(basket_strategy.basket_symbols)} (strategy.symbols); give --symbols {opts.symbol} for "
+            "that symbol alone (with its symbol_overrides), or --symbols for another basket"
         )
     if basket_strategy is not None:
         from gridctl.configs.loader import load_venue
         from gridctl.research.basket import run_basket_backtest
         from gridctl.research.results import write_basket_results
 
-        check_detail_timeframe(basket_strategy, timeframe, detail)
+        check_detail_timeframe(basket_strategy, opts.timeframe, opts.detail)
+        data_dir = opts.data_dir if opts.data_dir is not None else default_data_dir()
         run = run_basket_backtest(
             basket_strategy,
-            load_venue(venue),
-            data if data is not None else default_data_dir(),
-            exchange,
-            timeframe,
+            load_venue(opts.venue),
+            data_dir,
+            opts.exchange,
+            opts.timeframe,
             window[1],
             window[2],
             status=status,
         )
-        if out is not None:
-            write_basket_results(out, run, force=force)
-        if as_json:
-            sys.stdout.write(stats_json(run.stats) + "\n")
-        else:
-            _print_basket_summary(output_console(), run.stats, out)
-        return
-    output, market, stats = run_backtest(
-        config,
-        venue,
-        data if data is not None else default_data_dir(),
-        exchange,
-        symbol,
-        timeframe,
-        start,
-        end,
-        list(overrides or []),
-        status=status,
-        detail=detail,
-    )
-    if out is not None:
-        write_results(out, output, market, stats, force=force)
-    if as_json:
-        sys.stdout.write(stats_json(stats) + "\n")
-    else:
-        _print_summary(output_console(), stats, out)
+        if opts.out is not None:
+            write_basket_results(opts.out, run, force=opts.force)
+        return run.stats, True
+    output, market, stats = run_backtest(opts, status=status)
+    if opts.out is not None:
+        write_results(opts.out, output, market, stats, force=opts.force)
+    return stats, False
 
 
 def bench(

@@ -5,10 +5,12 @@ studies, report, notebook) computes; this module prints.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -131,8 +133,6 @@ def optimize(
         heartbeat_s=heartbeat,
         as_json=as_json,
     )
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from gridctl.research.commands import run_optimize
     from gridctl.research.optimize import load_workload
     from gridctl.research.profiles import load_profile
@@ -140,6 +140,29 @@ def optimize(
     prof = load_profile(opts.profile)
     name = opts.study_name or prof.name
     status = Console(stderr=True)
+    _print_optimize_header(status, prof, name)
+    t_load = time.perf_counter()
+    work = load_workload(prof, opts.data_dir)
+    load_s = time.perf_counter() - t_load
+    status.print(
+        f"[dim]{len(work.market.ts):,} {prof.data.timeframe} bars of {work.symbol}, "
+        f"{len(work.windows)} scored window(s); numba compiles on the first run ...[/dim]"
+    )
+    with _progress_bar(status, opts.trials or prof.trials) as on_progress:
+        result, out = run_optimize(
+            prof, work, opts, on_progress, on_status=lambda line: status.print(f"[dim]{line}[/dim]")
+        )
+    out["timings_s"]["load_s"] = round(load_s, 3)  # loaded here, before optimize() (not in elapsed_s)
+    if opts.as_json:
+        sys.stdout.write(_dump(out) + "\n")
+    else:
+        _print_optimize_result(result, prof, name)
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+def _print_optimize_header(status: Console, prof: Any, name: str) -> None:
+    """The first lines of `optimize` on stderr: profile, sampler, objective, batch size and study."""
     status.print(
         f"[bold]gridctl optimize[/bold]: profile [cyan]{prof.name}[/cyan] ({prof.sampler.kind} sampler, "
         f"objective {prof.objective.kind}"
@@ -148,13 +171,13 @@ def optimize(
     )
     if prof.description:
         status.print(f"[dim]{prof.description}[/dim]")
-    t_load = time.perf_counter()
-    work = load_workload(prof, opts.data_dir)
-    load_s = time.perf_counter() - t_load
-    status.print(
-        f"[dim]{len(work.market.ts):,} {prof.data.timeframe} bars of {work.symbol}, "
-        f"{len(work.windows)} scored window(s); numba compiles on the first run ...[/dim]"
-    )
+
+
+@contextlib.contextmanager
+def _progress_bar(status: Console, total: int) -> Iterator[Callable[[Any], None]]:
+    """A progress bar of trials on ``status`` while the block runs; yields the optimizer's callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -166,41 +189,35 @@ def optimize(
         transient=False,
     )
     with bar:
-        task = bar.add_task("trials", total=opts.trials or prof.trials, best="-", rate="-")
+        task = bar.add_task("trials", total=total, best="-", rate="-")
 
         def on_progress(p: Any) -> None:
             bar.update(
                 task, completed=p.done, total=p.target, best=_fmt(p.best), rate=f"{p.trials_per_s:.1f}"
             )
 
-        result, out = run_optimize(
-            prof, work, opts, on_progress, on_status=lambda line: status.print(f"[dim]{line}[/dim]")
-        )
-    out["timings_s"]["load_s"] = round(load_s, 3)  # loaded here, before optimize() (not in elapsed_s)
-    if opts.as_json:
-        sys.stdout.write(_dump(out) + "\n")
-    else:
-        con = Console()
-        verb = "stopped (Ctrl-C)" if result.interrupted else "done"
-        con.print(
-            f"{verb}: study [cyan]{name}[/cyan] holds {result.n_trials} trials "
-            f"({result.told_here} evaluated now, {result.trials_per_s:.1f} trials/s, "
-            f"{result.elapsed_s:.1f} s); "
-            f"storage {result.storage}"
-        )
-        what = "best (return %, drawdown %)" if len(prof.objective.directions) > 1 else "best"
-        con.print(
-            f"{what} {prof.objective.kind}: {_fmt(result.best_value)} (trial {_fmt(result.best_trial)})"
-        )
-        if result.best_params:
-            for k, v in result.best_params.items():
-                con.print(f"  {k} = {_fmt(v)}")
-        if result.interrupted:
-            con.print(f"resume with the same command (--study-name {name})")
-        elif result.told_here == 0:
-            con.print(f"the study already had its {result.n_trials} trials; --trials N extends it")
+        yield on_progress
+
+
+def _print_optimize_result(result: Any, prof: Any, name: str) -> None:
+    """`optimize`'s closing lines: trials held and evaluated, the best value and parameters, what next."""
+    con = Console()
+    verb = "stopped (Ctrl-C)" if result.interrupted else "done"
+    con.print(
+        f"{verb}: study [cyan]{name}[/cyan] holds {result.n_trials} trials "
+        f"({result.told_here} evaluated now, {result.trials_per_s:.1f} trials/s, "
+        f"{result.elapsed_s:.1f} s); "
+        f"storage {result.storage}"
+    )
+    what = "best (return %, drawdown %)" if len(prof.objective.directions) > 1 else "best"
+    con.print(f"{what} {prof.objective.kind}: {_fmt(result.best_value)} (trial {_fmt(result.best_trial)})")
+    if result.best_params:
+        for k, v in result.best_params.items():
+            con.print(f"  {k} = {_fmt(v)}")
     if result.interrupted:
-        raise typer.Exit(130)
+        con.print(f"resume with the same command (--study-name {name})")
+    elif result.told_here == 0:
+        con.print(f"the study already had its {result.n_trials} trials; --trials N extends it")
 
 
 study_app = typer.Typer(help="List, inspect, export and report optimization studies.", no_args_is_help=True)
@@ -273,9 +290,36 @@ def study_show(
             f"{out['configured_rule_only']} pruned trial(s): {CONFIGURED_ONLY} (run under the configured "
             "intrabar rule only; their configured-rule value is at most the best's, so no other rule was run)"
         )
+    con.print(_leaderboard_table(out, prof, multi, summary.infeasible))
+    if winner is not None:
+        con.print(
+            f"winner: trial {winner.number}, {prof.objective.kind} {_fmt(winner.value)}"
+            + (" (ranked by worst neighbour)" if prof.objective.rank_by == "worst_neighbour" else "")
+        )
+        con.print(_robustness_table(summary.robust_rows))
+    wf = out.get("walk_forward")
+    if wf is not None:
+        con.print(_walk_forward_table(wf))
+        con.print(
+            f"out of sample (stitched picks): mean objective {_fmt(wf['oos_objective_mean'])}, "
+            f"compounded return {_fmt(wf['oos_total_return_pct'])} %"
+        )
+    hold = out.get("holdout")
+    if hold is not None:
+        con.print(
+            f"hold-out {_span((hold['start_ms'], hold['end_ms']))} (never scored by any trial): winner trial "
+            f"{hold['trial']} objective {_fmt(hold['objective'])}, return "
+            f"{_fmt(hold['metrics']['total_return_pct'])} %"
+        )
+    for line in overfitting_lines(out):
+        con.print(line)
+
+
+def _leaderboard_table(out: dict[str, Any], prof: Any, multi: bool, infeasible: int) -> Table:
+    """`study show`'s leaderboard: the Pareto front or the top feasible trials, with their metrics."""
     table = Table(
         title=("Pareto front" if multi else f"top {len(out['leaderboard'])} feasible trials")
-        + f" ({summary.infeasible} infeasible trial(s) left out)",
+        + f" ({infeasible} infeasible trial(s) left out)",
         title_justify="left",
     )
     table.add_column("trial")
@@ -291,59 +335,47 @@ def study_show(
             cells += [_fmt(row["objective_in_sample"]), _fmt(row["objective_out_of_sample"])]
         cells += [_fmt(row["metrics"].get(k)) for k in BOARD_METRICS]
         table.add_row(*cells)
-    con.print(table)
-    if winner is not None:
-        con.print(
-            f"winner: trial {winner.number}, {prof.objective.kind} {_fmt(winner.value)}"
-            + (" (ranked by worst neighbour)" if prof.objective.rank_by == "worst_neighbour" else "")
+    return table
+
+
+def _robustness_table(rows: list[Any]) -> Table:
+    """The winner's parameters one step either way and the objective there (plateau or spike)."""
+    rt = Table(title="robustness: one step either way (plateau or spike)", title_justify="left")
+    for col in ("param", "value", "-1 step", "objective", "+1 step", "objective", "verdict"):
+        rt.add_column(col)
+    for r in rows:
+        rt.add_row(
+            r.param,
+            _fmt(r.value),
+            _fmt(r.down_value),
+            _fmt(r.down_objective),
+            _fmt(r.up_value),
+            _fmt(r.up_objective),
+            r.verdict,
         )
-        rt = Table(title="robustness: one step either way (plateau or spike)", title_justify="left")
-        for col in ("param", "value", "-1 step", "objective", "+1 step", "objective", "verdict"):
-            rt.add_column(col)
-        for r in summary.robust_rows:
-            rt.add_row(
-                r.param,
-                _fmt(r.value),
-                _fmt(r.down_value),
-                _fmt(r.down_objective),
-                _fmt(r.up_value),
-                _fmt(r.up_objective),
-                r.verdict,
-            )
-        con.print(rt)
-    wf = out.get("walk_forward")
-    if wf is not None:
-        wt = Table(
-            title=f"walk-forward: per fold, the best trial on its train window, scored on its test window "
-            f"({wf['distinct_picks']} distinct picks)",
-            title_justify="left",
+    return rt
+
+
+def _walk_forward_table(wf: dict[str, Any]) -> Table:
+    """Per walk-forward fold: its windows, the trial picked on train and its scores on test."""
+    wt = Table(
+        title=f"walk-forward: per fold, the best trial on its train window, scored on its test window "
+        f"({wf['distinct_picks']} distinct picks)",
+        title_justify="left",
+    )
+    for col in ("fold", "train", "test", "trial", "train objective", "test objective", "test return %"):
+        wt.add_column(col)
+    for f in wf["folds"]:
+        wt.add_row(
+            str(f["fold"]),
+            _span(f["train"]),
+            _span(f["test"]),
+            _fmt(f["trial"]),
+            _fmt(f.get("train_objective")),
+            _fmt(f.get("test_objective")),
+            _fmt(f.get("test_return_pct")),
         )
-        for col in ("fold", "train", "test", "trial", "train objective", "test objective", "test return %"):
-            wt.add_column(col)
-        for f in wf["folds"]:
-            wt.add_row(
-                str(f["fold"]),
-                _span(f["train"]),
-                _span(f["test"]),
-                _fmt(f["trial"]),
-                _fmt(f.get("train_objective")),
-                _fmt(f.get("test_objective")),
-                _fmt(f.get("test_return_pct")),
-            )
-        con.print(wt)
-        con.print(
-            f"out of sample (stitched picks): mean objective {_fmt(wf['oos_objective_mean'])}, "
-            f"compounded return {_fmt(wf['oos_total_return_pct'])} %"
-        )
-    hold = out.get("holdout")
-    if hold is not None:
-        con.print(
-            f"hold-out {_span((hold['start_ms'], hold['end_ms']))} (never scored by any trial): winner trial "
-            f"{hold['trial']} objective {_fmt(hold['objective'])}, return "
-            f"{_fmt(hold['metrics']['total_return_pct'])} %"
-        )
-    for line in overfitting_lines(out):
-        con.print(line)
+    return wt
 
 
 def overfitting_lines(over: dict[str, Any]) -> list[str]:

@@ -79,3 +79,28 @@ class StudyOptions:
     storage: str | None = None
     data_dir: Path | None = None
     as_json: bool = False
+
+
+@dataclass(frozen=True)
+class BacktestOptions:
+    """Every flag of `gridctl backtest`, parsed; defaults here and nowhere else in the command.
+
+    ``symbols`` (``--symbols``, parsed) makes the run a basket in one wallet; ``overrides`` are the
+    ``--set`` strings in order; ``start``/``end`` the YYYY-MM-DD days as typed (checked when the run
+    starts, with ``timeframe`` and ``detail``); ``data_dir`` None means the default data directory.
+    """
+
+    strategy: str = "default"
+    venue: str = "binance_futures"
+    data_dir: Path | None = None
+    exchange: str = "sample"
+    symbol: str | None = None
+    symbols: tuple[str, ...] = ()
+    timeframe: str = "1m"
+    start: str | None = None
+    end: str | None = None
+    overrides: tuple[str, ...] = ()
+    detail: str | None = None
+    out: Path | None = None
+    force: bool = False
+    as_json: bool = False

@@ -234,6 +234,60 @@ def pbo_blocks(n_periods: int) -> int | None:
     return s if s >= PBO_MIN_BLOCKS else None
 
 
+def _add_deflated_sharpe(
+    out: dict[str, Any],
+    r: np.ndarray,
+    sr_all: np.ndarray,
+    keep: np.ndarray,
+    col: int,
+    scale: float,
+    min_correlation: float,
+) -> None:
+    """Fill ``out``'s deflated Sharpe of column ``col`` and its inputs: the trials with dispersion
+    (``keep``) clustered by correlation, N = the clusters, V[SR] over the clusters' medoids."""
+    t = r.shape[0]
+    sr = float(sr_all[col])
+    skew, kurt = skew_kurtosis(r[:, col])
+    used = r[:, keep]
+    labels = correlation_clusters(used, min_correlation)
+    medoids = cluster_medoids(used, labels)
+    k = len(medoids)
+    medoid_sr = sr_all[keep][medoids]
+    sample_variance = float(np.var(medoid_sr, ddof=1)) if k >= 2 else 0.0
+    variance = robust_variance(medoid_sr) if k >= 2 else 0.0
+    sr0 = expected_max_sharpe(variance, k)
+    out.update(
+        sharpe=sr,
+        sharpe_annualised=sr * scale,
+        skew=skew,
+        kurtosis=kurt,
+        clusters=k,
+        sharpe_variance=variance,
+        sharpe_variance_sample=sample_variance,
+        sr0=sr0,
+        sr0_annualised=sr0 * scale,
+    )
+    try:
+        out["deflated_sharpe"] = deflated_sharpe_ratio(sr, variance, k, t, skew, kurt)
+    except GridctlError as err:
+        out["notes"].append(f"no deflated Sharpe: {err}")
+
+
+def _add_pbo(out: dict[str, Any], r: np.ndarray, keep: np.ndarray) -> None:
+    """Fill ``out``'s PBO (CSCV over the trials with dispersion), or a note saying why there is none."""
+    t = r.shape[0]
+    blocks = pbo_blocks(t)
+    if len(keep) < 2:
+        out["notes"].append(f"PBO needs at least 2 trials with dispersion (have {len(keep)})")
+    elif blocks is None:
+        need = PBO_MIN_BLOCKS * PBO_MIN_PERIODS_PER_BLOCK
+        out["notes"].append(f"not enough data for PBO: {t} periods, CSCV needs at least {need}")
+    else:
+        out["pbo"] = probability_of_backtest_overfitting(r[:, keep], n_blocks=blocks)
+        out["pbo_blocks"] = blocks
+        out["pbo_splits"] = math.comb(blocks, blocks // 2)
+
+
 def overfitting_report(
     returns: np.ndarray,
     numbers: Sequence[int],
@@ -289,39 +343,6 @@ def overfitting_report(
             f"trial {selected}'s returns have no dispersion over {t} periods: no deflated Sharpe"
         )
     else:
-        sr = float(sr_all[col])
-        skew, kurt = skew_kurtosis(r[:, col])
-        used = r[:, keep]
-        labels = correlation_clusters(used, min_correlation)
-        medoids = cluster_medoids(used, labels)
-        k = len(medoids)
-        medoid_sr = sr_all[keep][medoids]
-        sample_variance = float(np.var(medoid_sr, ddof=1)) if k >= 2 else 0.0
-        variance = robust_variance(medoid_sr) if k >= 2 else 0.0
-        sr0 = expected_max_sharpe(variance, k)
-        out.update(
-            sharpe=sr,
-            sharpe_annualised=sr * scale,
-            skew=skew,
-            kurtosis=kurt,
-            clusters=k,
-            sharpe_variance=variance,
-            sharpe_variance_sample=sample_variance,
-            sr0=sr0,
-            sr0_annualised=sr0 * scale,
-        )
-        try:
-            out["deflated_sharpe"] = deflated_sharpe_ratio(sr, variance, k, t, skew, kurt)
-        except GridctlError as err:
-            out["notes"].append(f"no deflated Sharpe: {err}")
-    blocks = pbo_blocks(t)
-    if len(keep) < 2:
-        out["notes"].append(f"PBO needs at least 2 trials with dispersion (have {len(keep)})")
-    elif blocks is None:
-        need = PBO_MIN_BLOCKS * PBO_MIN_PERIODS_PER_BLOCK
-        out["notes"].append(f"not enough data for PBO: {t} periods, CSCV needs at least {need}")
-    else:
-        out["pbo"] = probability_of_backtest_overfitting(r[:, keep], n_blocks=blocks)
-        out["pbo_blocks"] = blocks
-        out["pbo_splits"] = math.comb(blocks, blocks // 2)
+        _add_deflated_sharpe(out, r, sr_all, keep, col, scale, min_correlation)
+    _add_pbo(out, r, keep)
     return out

@@ -659,6 +659,15 @@ def backtest_figure(d: ReportData) -> go.Figure:
         subplot_titles=_ROW_TITLES,
     )
     _add_price_panel(fig, d, t1)
+    _add_inventory_equity_drawdown(fig, d)
+    _add_funding(fig, d)
+    lanes = _add_events(fig, d)
+    _lay_out(fig, lanes)
+    return fig
+
+
+def _add_inventory_equity_drawdown(fig: go.Figure, d: ReportData) -> None:
+    """The inventory panel (both sides' sizes), the equity panel (with buy and hold) and the drawdown."""
     rows_t = d.equity_ts + d.bar_ms
     inv, eq = "legend2", "legend3"  # each panel's lines named beside the panel
     _add_line(
@@ -689,8 +698,10 @@ def backtest_figure(d: ReportData) -> go.Figure:
     bh = buy_and_hold(d.close, d.initial)
     _add_line(fig, ROW_EQUITY, "buyhold", "buy and hold", d.ts + d.bar_ms, bh, "#9e9e9e", legend=eq)
     _add_line(fig, ROW_DRAWDOWN, "drawdown", "drawdown %", rows_t, drawdown_pct(d.equity), "#c62828")
-    _add_funding(fig, d)
-    lanes = _add_events(fig, d)
+
+
+def _lay_out(fig: go.Figure, lanes: list[str]) -> None:
+    """Shared time axis, range buttons, the events panel's lanes, legends beside their panels, size."""
     fig.update_xaxes(type="date", showspikes=True, spikemode="across", spikethickness=1)
     fig.update_xaxes(rangeslider={"visible": False})
     fig.update_xaxes(
@@ -729,7 +740,6 @@ def backtest_figure(d: ReportData) -> go.Figure:
         },
         font={"size": 11},
     )
-    return fig
 
 
 def page_data(d: ReportData) -> dict[str, Any]:

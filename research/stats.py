@@ -218,36 +218,6 @@ def compute_stats(
     if len(market.ts) and len(run.equity) == 0:
         raise ValueError("compute_stats needs the equity curve: run the backtest with curves=True")
     initial = float(strategy.backtest.initial_balance)
-    fills, funding, events, eq = run.fills, run.funding, run.events, run.equity
-    equity = eq["equity"]  # f8 already: a view, no copy of the curve
-    final = float(equity[-1]) if len(equity) else initial
-    bars = len(eq)
-
-    _, day_eq = daily_equity(eq["ts"], equity)
-    rets = daily_returns(day_eq, initial)
-    span_ms = int(eq["ts"][-1] - eq["ts"][0]) + market.bar_ms if bars else market.bar_ms
-    cagr = cagr_pct(initial, final, span_ms)
-    dd_daily = max_drawdown_pct(day_eq, initial)
-    dd_bar = max_drawdown_pct(equity, initial)
-
-    exits = fills[fills["kind"] != FillKind.ENTRY]
-    pnl = exits["realized_pnl"]
-    lot_pnl = closed_lot_pnl(fills)
-    gross_profit = float(lot_pnl[lot_pnl > 0.0].sum())
-    gross_loss = float(-lot_pnl[lot_pnl < 0.0].sum())
-    n = len(equity)
-    worst = intrabar_worst_equity(eq, market.high[:n], market.low[:n], market.close[:n])
-    amounts = funding["amount"]
-    state = eq["state"]
-    exposed = (eq["long_qty"] > 0.0) | (eq["short_qty"] > 0.0)
-    liq = events[events["kind"] == EventKind.LIQUIDATION]
-    halt = events[events["kind"] == EventKind.DRAWDOWN_HALT]
-    rejected = events[np.isin(events["kind"], REJECTION_KINDS)]
-    same_bar = same_bar_round_trips(fills)
-
-    def share(mask: np.ndarray) -> float:
-        return float(mask.sum() / bars * 100.0) if bars else 0.0
-
     return {
         "strategy": strategy.strategy.name,
         "strategy_source": strategy.origin,
@@ -257,25 +227,55 @@ def compute_stats(
         "data_start": _iso(float(market.ts[0])) if len(market.ts) else None,
         "data_end": _iso(float(market.ts[-1] + market.bar_ms)) if len(market.ts) else None,
         "bars": len(market.ts),
-        "bars_run": bars,
+        "bars_run": len(run.equity),
         "gaps": int(market.report.gap_count),
         "missing_bars": int(market.report.missing_bars),
+        **_performance(run.equity, market, initial),
+        **_trading(run.fills, run.funding),
+        **_risk_time_and_events(run, run.equity),
+        "assumptions": _assumptions(run, market, strategy, venue),
+    }
+
+
+def _performance(eq: np.ndarray, market: Market, initial: float) -> dict[str, Any]:
+    """Days, balances, return, CAGR, the three drawdowns, Sharpe, Sortino and Calmar of an equity curve."""
+    equity = eq["equity"]  # f8 already: a view, no copy of the curve
+    final = float(equity[-1]) if len(equity) else initial
+    _, day_eq = daily_equity(eq["ts"], equity)
+    rets = daily_returns(day_eq, initial)
+    span_ms = int(eq["ts"][-1] - eq["ts"][0]) + market.bar_ms if len(eq) else market.bar_ms
+    cagr = cagr_pct(initial, final, span_ms)
+    dd_bar = max_drawdown_pct(equity, initial)
+    n = len(equity)
+    worst = intrabar_worst_equity(eq, market.high[:n], market.low[:n], market.close[:n])
+    return {
         "days": len(day_eq),
         "initial_balance": initial,
         "final_equity": final,
         "total_return_pct": (final / initial - 1.0) * 100.0,
         "cagr_pct": cagr,
-        "max_drawdown_daily_close_pct": dd_daily,
+        "max_drawdown_daily_close_pct": max_drawdown_pct(day_eq, initial),
         "max_drawdown_bar_close_pct": dd_bar,
         "max_drawdown_intrabar_pct": intrabar_drawdown_pct(equity, worst, initial),
         "sharpe": sharpe(rets),
         "sortino": sortino(rets),
         # One Calmar everywhere (the optimizer's objective too): CAGR / max bar-close drawdown.
         "calmar": cagr / dd_bar if dd_bar > 0.0 else None,
+    }
+
+
+def _trading(fills: np.ndarray, funding: np.ndarray) -> dict[str, Any]:
+    """Profit factor and win rate of the closed lots, fill counts, fees, funding and the maker share."""
+    exits = fills[fills["kind"] != FillKind.ENTRY]
+    lot_pnl = closed_lot_pnl(fills)
+    gross_profit = float(lot_pnl[lot_pnl > 0.0].sum())
+    gross_loss = float(-lot_pnl[lot_pnl < 0.0].sum())
+    amounts = funding["amount"]
+    return {
         "profit_factor": gross_profit / gross_loss if gross_loss > 0.0 else None,
         "win_rate_pct": float((lot_pnl > 0.0).sum() / len(lot_pnl) * 100.0) if len(lot_pnl) else None,
         "n_lots_closed": len(lot_pnl),
-        "realized_pnl": float(pnl.sum()),
+        "realized_pnl": float(exits["realized_pnl"].sum()),
         "n_fills": len(fills),
         "n_entries": int((fills["kind"] == FillKind.ENTRY).sum()),
         "n_exits": len(exits),
@@ -287,6 +287,24 @@ def compute_stats(
         "maker_share_pct": float((fills["liquidity"] == Liquidity.MAKER).sum() / len(fills) * 100.0)
         if len(fills)
         else None,
+    }
+
+
+def _risk_time_and_events(run: RunLike, eq: np.ndarray) -> dict[str, Any]:
+    """Shares of bars exposed and in each risk state, liquidation and halt times, event and rejection
+    counts, deferred and skipped orders, and the round trips decided inside one bar."""
+    bars = len(eq)
+    events, state = run.events, eq["state"]
+    exposed = (eq["long_qty"] > 0.0) | (eq["short_qty"] > 0.0)
+    liq = events[events["kind"] == EventKind.LIQUIDATION]
+    halt = events[events["kind"] == EventKind.DRAWDOWN_HALT]
+    rejected = events[np.isin(events["kind"], REJECTION_KINDS)]
+    same_bar = same_bar_round_trips(run.fills)
+
+    def share(mask: np.ndarray) -> float:
+        return float(mask.sum() / bars * 100.0) if bars else 0.0
+
+    return {
         "exposure_pct": share(exposed),
         "halted_pct": share(state == RiskState.HALTED),
         "cooldown_pct": share(state == RiskState.COOLDOWN),
@@ -300,24 +318,31 @@ def compute_stats(
         "skipped_precision": int(run.summary.get("skipped_precision", 0)),
         "same_bar_round_trips": same_bar[0],
         "same_bar_round_trip_pnl": same_bar[1],
-        "assumptions": {
-            "fees_source": venue.fees_source,
-            "exchange_rules": _rules_text(venue, market.symbol),
-            "maker_fee": float(venue.fees.maker),
-            "taker_fee": float(venue.fees.taker),
-            "funding_mark_source": {
-                "mark price series": int((funding["mark_source"] == MarkSource.MARK_SERIES).sum()),
-                "trade open (mark unknown)": int((funding["mark_source"] == MarkSource.TRADE_OPEN).sum()),
-            },
-            "gates_disabled": strategy.gates_disabled(),
-            "intrabar_path": INTRABAR_PATHS[strategy.backtest.intrabar_path],
-            "detail_timeframe": strategy.backtest.detail_timeframe,
-            "liquidation_rule": liquidation_rule(venue),
-            "fill_on_touch": bool(strategy.backtest.fill_on_touch),
-            "slippage_bps": float(strategy.backtest.slippage_bps),
-            "data_warnings": list(market.report.warnings)
-            + list(getattr(run, "meta", {}).get("detail", {}).get("warnings", [])),
+    }
+
+
+def _assumptions(
+    run: RunLike, market: Market, strategy: StrategyConfig, venue: VenueConfig
+) -> dict[str, Any]:
+    """What the run assumed: fees and rules, funding mark sources, gates off, path rule, data warnings."""
+    funding = run.funding
+    return {
+        "fees_source": venue.fees_source,
+        "exchange_rules": _rules_text(venue, market.symbol),
+        "maker_fee": float(venue.fees.maker),
+        "taker_fee": float(venue.fees.taker),
+        "funding_mark_source": {
+            "mark price series": int((funding["mark_source"] == MarkSource.MARK_SERIES).sum()),
+            "trade open (mark unknown)": int((funding["mark_source"] == MarkSource.TRADE_OPEN).sum()),
         },
+        "gates_disabled": strategy.gates_disabled(),
+        "intrabar_path": INTRABAR_PATHS[strategy.backtest.intrabar_path],
+        "detail_timeframe": strategy.backtest.detail_timeframe,
+        "liquidation_rule": liquidation_rule(venue),
+        "fill_on_touch": bool(strategy.backtest.fill_on_touch),
+        "slippage_bps": float(strategy.backtest.slippage_bps),
+        "data_warnings": list(market.report.warnings)
+        + list(getattr(run, "meta", {}).get("detail", {}).get("warnings", [])),
     }
 
 

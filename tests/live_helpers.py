@@ -3,6 +3,7 @@ serving them, a sample market, a paper bridge."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -76,6 +77,44 @@ def emulator_with_sample(days: int = 1, seed: int = 7, history: int = HISTORY_BA
         start_ms=start,
     )
     return emu
+
+
+@contextmanager
+def running_emulator(monkeypatch: Any = None) -> Iterator[Any]:
+    """``emulator_with_sample()`` for the block, stopped after it; with ``monkeypatch``, the emulator's
+    credentials and ops token (``EMU_ENV``) are in the environment too."""
+    for k, v in EMU_ENV.items() if monkeypatch is not None else ():
+        monkeypatch.setenv(k, v)
+    emu = emulator_with_sample()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+def prepare_live_on_emulator(
+    strategy: Any, venue: Any, journal: Any, token: str | None = None, **options: Any
+) -> tuple[Any, Any]:
+    """``runner.prepare`` of a ``--live`` BTC/USDT:USDT run on the emulator: ops API on a free port, any
+    clock skew allowed (the emulator replays the past), and the gateway's request budget on the run's
+    clock (the emulator's clock jumps a bar per advance). ``token`` defaults to $GRIDCTL_OPS_TOKEN;
+    ``options`` are other ``LiveOptions`` fields (or replace these)."""
+    from gridctl.live_bridge.exchange import CcxtGateway
+    from gridctl.live_bridge.options import LiveOptions
+    from gridctl.live_bridge.runner import ExchangeClock, prepare
+
+    clock = ExchangeClock()
+    gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
+    fields = {
+        "mode": "live",
+        "symbol": "BTC/USDT:USDT",
+        "journal": journal,
+        "ops_port": 0,
+        "max_skew_ms": 10**13,
+    }
+    opts = LiveOptions(**{**fields, **options})
+    ops_token = token if token is not None else os.environ["GRIDCTL_OPS_TOKEN"]
+    return prepare(strategy, venue, opts, ops_token, gateway=gateway, clock=clock)
 
 
 def emulator_venue(url: str, extra: list[str] | None = None) -> Any:

@@ -138,10 +138,44 @@ def optimize(
     Completed and pruned trials count; failed ones do not. A KeyboardInterrupt stops after failing the
     trials asked but not told; the result says ``interrupted``.
     """
-    import numba
-
     t_start = time.perf_counter()
     cpu_start = time.process_time()
+    target = _check_target_and_jobs(profile, n_trials, jobs)
+    # sampler_s: asking minus the asks' storage I/O; storage_s: that I/O plus telling; kernel_s: the
+    # batch driver (validation, regime series and the kernel); params_s: draws -> overrides.
+    timings = {"load_s": 0.0, "sampler_s": 0.0, "storage_s": 0.0, "kernel_s": 0.0, "params_s": 0.0}
+    t0 = time.perf_counter()
+    work = work or load_workload(profile, data_dir)
+    timings["load_s"] = time.perf_counter() - t0
+    study, store = _open_study(profile, work, study_name, storage, studies_dir, heartbeat_s)
+    run = _Run(profile, study_name, target, work, study, store, storage is not None, heartbeat_s, timings)
+    interrupted = run.run(on_progress)
+    elapsed = time.perf_counter() - t_start
+    timings["other_s"] = max(elapsed - sum(timings.values()), 0.0)
+    done, _ = _counts(study)
+    best_value, best_params, best_number, pareto = best_summary(study)
+    return OptimizeResult(
+        study_name=study_name,
+        storage=_redact(storage) if storage else str(journal_path(study_name, studies_dir)),
+        n_trials=done,
+        told_here=run.told_here,
+        elapsed_s=elapsed,
+        interrupted=interrupted,
+        best_value=best_value,
+        best_params=best_params,
+        best_trial=best_number,
+        pareto_size=pareto,
+        timings=timings,
+        cpu_s=time.process_time() - cpu_start,
+        overlap_s=run.overlap_s,
+        load_average=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    )
+
+
+def _check_target_and_jobs(profile: Profile, n_trials: int | None, jobs: int | None) -> int:
+    """The trial target (``n_trials`` or the profile's), checked; sets numba's threads to ``jobs``."""
+    import numba
+
     target = int(n_trials if n_trials is not None else profile.trials)
     if target < 1:
         raise GridctlError(f"--trials must be at least 1, got {target}")
@@ -149,91 +183,275 @@ def optimize(
         if not 1 <= jobs <= numba.config.NUMBA_NUM_THREADS:
             raise GridctlError(f"--jobs must be 1..{numba.config.NUMBA_NUM_THREADS}, got {jobs}")
         numba.set_num_threads(jobs)
-    # sampler_s: asking minus the asks' storage I/O; storage_s: that I/O plus telling; kernel_s: the
-    # batch driver (validation, regime series and the kernel); params_s: draws -> overrides.
-    timings = {"load_s": 0.0, "sampler_s": 0.0, "storage_s": 0.0, "kernel_s": 0.0, "params_s": 0.0}
-    t0 = time.perf_counter()
-    work = work or load_workload(profile, data_dir)
-    timings["load_s"] = time.perf_counter() - t0
-    shared = storage is not None
-    fresh = None if shared else journal_path(study_name, studies_dir)
+    return target
+
+
+def _open_study(
+    profile: Profile,
+    work: Workload,
+    study_name: str,
+    storage: str | None,
+    studies_dir: Path | None,
+    heartbeat_s: int,
+) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
+    """Open the storage and create or load the study; a journal this call created and never wrote to is
+    removed when that fails, so nothing is left behind."""
+    fresh = None if storage is not None else journal_path(study_name, studies_dir)
     if fresh is not None and fresh.exists():
         fresh = None
     store = open_storage(study_name, storage, studies_dir, heartbeat_s)
     try:
-        study = create_or_load_study(profile, work, study_name, store, shared=shared)
+        study = create_or_load_study(profile, work, study_name, store, shared=storage is not None)
     except BaseException:
         if fresh is not None and fresh.exists() and fresh.stat().st_size == 0:
-            fresh.unlink()  # a journal this call created and never wrote to: leave nothing behind
+            fresh.unlink()
         raise
-    unowned_seen: dict[int, float] = {}  # RUNNING trials with no worker attr: when first seen
-    _fail_stale(study, shared, heartbeat_s, unowned_seen)
-    dists = distributions(profile)
-    worker = f"{socket.gethostname()}:{os.getpid()}"
-    told_here = 0
-    interrupted = False
-    overlap_s = 0.0
-    pending: list[Any] = []  # asked, being evaluated (optuna.Trial, or AskedTrial when batched)
-    ahead: list[Any] = []  # asked for the next batch while the kernel runs
-    # Shared RDB studies without a pruner ask and tell in batches: parameters are drawn by the worker's
-    # sampler on an in-memory study (LocalDraws), each batch is created in one transaction and told in
-    # one (optuna_compat.create_running_trials, finish_trials), instead of one transaction per
-    # parameter, attr and state change. A pruner reports from inside the kernel's folds: one at a time.
-    batched = shared and is_rdb(store) and profile.pruner.kind == "none"
-    learns = profile.sampler.kind in ("tpe", "nsga2")
-    local = LocalDraws(study.sampler, study.directions, learns) if batched else None
-    study_id = store.get_study_id_from_name(study_name) if batched else -1
-    # Random and quasi-random draws do not depend on results, so the next batch is asked while the
-    # kernel runs this one (the kernel releases the GIL): the same trials as asking after the tell,
-    # with the sampler's and storage's time hidden behind the kernel's. Samplers that learn from
-    # results (TPE, NSGA-II), pruning (reports from the kernel's thread) and shared studies
-    # (heartbeats between chunks) ask after each tell.
-    prefetch = profile.sampler.kind in ("random", "qmc") and profile.pruner.kind == "none" and not shared
-    pool = (
-        ThreadPoolExecutor(1, initializer=numba.set_num_threads, initargs=(numba.get_num_threads(),))
-        if prefetch
-        else None
-    )
+    return study, store
 
-    if shared:
-        # Compile (or load) the kernels before this worker asks its first trial: a cold compile keeps
-        # the process busy for up to a minute, long enough for other workers to judge trials stale.
-        evaluate(work, [{}])
-    contenders = contenders_only(profile)
-    started_at = datetime.datetime.now()
-    reseeded = False
 
-    def joined_by_another_worker() -> bool:
+class _Run:
+    """One ``optimize`` call's loop: ask a batch, evaluate it, tell it, until the study is full.
+
+    Holds what the steps share: the study and its storage, the batch being evaluated (``pending``) and
+    the one asked ahead while the kernel runs (``ahead``), the timings and the counts of this call.
+    """
+
+    def __init__(
+        self,
+        profile: Profile,
+        study_name: str,
+        target: int,
+        work: Workload,
+        study: optuna.Study,
+        store: optuna.storages.BaseStorage,
+        shared: bool,
+        heartbeat_s: int,
+        timings: dict[str, float],
+    ) -> None:
+        import numba
+
+        self.profile, self.study_name, self.target, self.work = profile, study_name, target, work
+        self.study, self.store, self.shared, self.heartbeat_s = study, store, shared, heartbeat_s
+        self.timings = timings
+        self.unowned_seen: dict[int, float] = {}  # RUNNING trials with no worker attr: when first seen
+        _fail_stale(study, shared, heartbeat_s, self.unowned_seen)
+        self.dists = distributions(profile)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.told_here = 0
+        self.overlap_s = 0.0
+        self.pending: list[Any] = []  # asked, being evaluated (optuna.Trial, or AskedTrial when batched)
+        self.ahead: list[Any] = []  # asked for the next batch while the kernel runs
+        # Shared RDB studies without a pruner ask and tell in batches: parameters are drawn by the
+        # worker's sampler on an in-memory study (LocalDraws), each batch is created in one transaction
+        # and told in one (optuna_compat.create_running_trials, finish_trials), instead of one
+        # transaction per parameter, attr and state change. A pruner reports from inside the kernel's
+        # folds: one at a time.
+        self.batched = shared and is_rdb(store) and profile.pruner.kind == "none"
+        learns = profile.sampler.kind in ("tpe", "nsga2")
+        self.local = LocalDraws(study.sampler, study.directions, learns) if self.batched else None
+        self.study_id = store.get_study_id_from_name(study_name) if self.batched else -1
+        # Random and quasi-random draws do not depend on results, so the next batch is asked while the
+        # kernel runs this one (the kernel releases the GIL): the same trials as asking after the tell,
+        # with the sampler's and storage's time hidden behind the kernel's. Samplers that learn from
+        # results (TPE, NSGA-II), pruning (reports from the kernel's thread) and shared studies
+        # (heartbeats between chunks) ask after each tell.
+        prefetch = profile.sampler.kind in ("random", "qmc") and profile.pruner.kind == "none" and not shared
+        self.pool = (
+            ThreadPoolExecutor(1, initializer=numba.set_num_threads, initargs=(numba.get_num_threads(),))
+            if prefetch
+            else None
+        )
+        if shared:
+            # Compile (or load) the kernels before this worker asks its first trial: a cold compile
+            # keeps the process busy for up to a minute, long enough for other workers to judge trials
+            # stale.
+            evaluate(work, [{}])
+        self.contenders = contenders_only(profile)
+        self.started_at = datetime.datetime.now()
+        self.reseeded = False
+        self.last_stale_check = time.monotonic()
+        self.heartbeat: _Heartbeat
+
+    def run(self, on_progress: Callable[[Progress], None] | None) -> bool:
+        """Ask, evaluate and tell batches until the study is full or a stop is asked; True if stopped."""
+        loop_start = time.perf_counter()
+        interrupted = False
+        with _StopSignals() as stop, _Heartbeat(self.store, self.heartbeat_s) as heartbeat:
+            self.heartbeat = heartbeat
+            try:
+                while not stop.requested:
+                    if not self.next_batch():
+                        break
+                    if not self.pending:
+                        continue
+                    results = self.evaluate_batch()
+                    self.tell(results)
+                    if on_progress is not None:
+                        self.report_progress(on_progress, loop_start)
+                interrupted = stop.requested
+            except KeyboardInterrupt:
+                interrupted = True
+                self.fail_asked([*self.pending, *self.ahead])
+                self.ahead = []
+            finally:
+                if self.pool is not None:
+                    self.pool.shutdown(wait=True)  # a kernel in flight cannot be stopped: let it finish
+                self.fail_asked(self.ahead)  # asked ahead of a stop: never run
+                sync_storage(self.store)
+        return interrupted
+
+    def next_batch(self) -> bool:
+        """Set ``pending`` to the next batch (the one asked ahead, else a new ask); False when done.
+
+        A shared study whose target is reached waits while other workers finish the last trials
+        (``pending`` stays empty for that round).
+        """
+        if self.ahead:
+            self.pending, self.ahead = self.ahead, []
+            return True
+        done, running = _counts(self.study)
+        room = self.target - done - running
+        if room <= 0:
+            if running == 0 or not self.shared:
+                return False
+            time.sleep(min(0.25, self.heartbeat_s / 4))  # other workers are finishing the last trials
+            _fail_stale(self.study, self.shared, self.heartbeat_s, self.unowned_seen)
+            self.pending = []
+            return True
+        self.pending = self.ask_batch(min(self.profile.batch_size, room))
+        return True
+
+    def evaluate_batch(self) -> list[Any]:
+        """Evaluate ``pending`` in one batch; with prefetching, ask the next batch while it runs."""
+        import numba
+
+        profile, timings, pending = self.profile, self.timings, self.pending
+        t0 = time.perf_counter()
+        overrides = [resolve_draw(profile, t.params, self.work.strategy) for t in pending]
+        timings["params_s"] += time.perf_counter() - t0
+
+        def prune(i: int, fold: int, so_far: tuple[float, ...]) -> bool:
+            trial = pending[i]
+            trial.report(so_far[0], fold)
+            return trial.should_prune()
+
+        # the best path-checked value so far (a trial told below it is never the winner)
+        beat_to = best_checked_value(self.study) if self.contenders else None
+        t0 = time.perf_counter()
+        if self.pool is not None:
+            running_batch = self.pool.submit(evaluate, self.work, overrides, beat_to=beat_to)
+            t_ask = time.perf_counter()
+            done, running = _counts(self.study)  # running: this batch's trials
+            room = self.target - done - running
+            if room > 0:
+                self.ahead = self.ask_batch(min(profile.batch_size, room))
+            asked_s = time.perf_counter() - t_ask
+            results = running_batch.result()
+            # the kernel's share is the wait beyond the asks (which are counted as asks)
+            timings["kernel_s"] += time.perf_counter() - t0 - asked_s
+            self.overlap_s += min(asked_s, time.perf_counter() - t0)
+            return results
+        results = evaluate(
+            self.work,
+            overrides,
+            prune if profile.pruner.kind != "none" else None,
+            chunk=max(4 * numba.get_num_threads(), 8) if self.shared else None,
+            beat=self.beat_and_check if self.shared else None,
+            beat_to=beat_to,
+        )
+        timings["kernel_s"] += time.perf_counter() - t0
+        return results
+
+    def tell(self, results: list[Any]) -> None:
+        """Tell ``pending`` its results (one transaction when batched); stop if Optuna refused them all."""
+        t0 = time.perf_counter()
+        self.heartbeat.beat(_ids(self.pending))
+        if self.batched:
+            told_now, refused = self.tell_batched(self.pending, results)
+            self.told_here += told_now
+        else:
+            refused = self.tell_each(results)
+        if refused and len(refused) == len(self.pending):
+            number, values = refused[0]
+            raise GridctlError(
+                f"study {self.study_name!r}: Optuna refused every trial of a batch (trial {number} "
+                f"told {values}, not finite numbers); stopping instead of asking for ever"
+            )
+        self.pending = []
+        sync_storage(self.store)
+        self.check_stale()
+        # telling runs the sampler's after_trial hooks too, a small part next to the writes
+        self.timings["storage_s"] += time.perf_counter() - t0
+        self.heartbeat.beat(_ids(self.ahead))
+
+    def tell_each(self, results: list[Any]) -> list[tuple[int, Any]]:
+        """Tell ``pending`` one trial at a time under the storage lock; the values Optuna refused."""
+        refused: list[tuple[int, Any]] = []
+        study = self.study
+        with storage_held(self.store):
+            for trial, res in zip(self.pending, results, strict=True):
+                try:
+                    # another worker may have judged this trial stale and failed it (this one was slow
+                    # to beat): every write to it then raises, and it is not counted
+                    trial.set_user_attr(ATTR, res.attrs)
+                    for key, value in res.side_attrs.items():
+                        trial.set_user_attr(key, value)
+                    if res.attrs.get("path_checked", True):
+                        write_constraints(study, trial, res.constraints)
+                    else:  # configured rule only: its (upper-bound) value as step 0, no limits
+                        trial.report(res.attrs["configured_value"], 0)
+                    if res.pruned_at is not None:
+                        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    else:
+                        told = study.tell(trial, list(res.values or ()))
+                        if told.state == optuna.trial.TrialState.FAIL:  # Optuna refused the values
+                            refused.append((trial.number, res.values))
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    continue
+                self.told_here += 1
+        return refused
+
+    def report_progress(self, on_progress: Callable[[Progress], None], loop_start: float) -> None:
+        """Call ``on_progress`` with the trials done, the best value and this call's rate."""
+        elapsed = time.perf_counter() - loop_start
+        best, _, _, _ = best_summary(self.study)
+        shown = best if not isinstance(best, list) else best[0]
+        done_now = min(_counts(self.study)[0], self.target)
+        on_progress(Progress(done_now, self.target, shown, self.told_here / elapsed, self.told_here))
+
+    def joined_by_another_worker(self) -> bool:
         """True once a trial of another worker is running, or was asked since this worker started."""
-        for t in study.get_trials(deepcopy=False):
+        for t in self.study.get_trials(deepcopy=False):
             owner = t.system_attrs.get(WORKER_ATTR)
-            if owner and owner != worker:
+            if owner and owner != self.worker:
                 if t.state == optuna.trial.TrialState.RUNNING:
                     return True
-                if t.datetime_start is not None and t.datetime_start >= started_at:
+                if t.datetime_start is not None and t.datetime_start >= self.started_at:
                     return True
         return False
 
-    def ask_batched(k: int) -> list[AskedTrial]:
+    def ask_batched(self, k: int) -> list[AskedTrial]:
         """Draw ``k`` trials on the local copy, create them in the shared study in one transaction."""
+        local = self.local
         assert local is not None
         t0 = time.perf_counter()
-        local.sync(study)
-        drawn = local.ask(dists, k)
+        local.sync(self.study)
+        drawn = local.ask(self.dists, k)
         t1 = time.perf_counter()
-        attrs = [{**a, WORKER_ATTR: worker} for a in local.system_attrs(drawn)]
-        made = create_running_trials(store, study_id, [t.params for t in drawn], dists, attrs)
+        attrs = [{**a, WORKER_ATTR: self.worker} for a in local.system_attrs(drawn)]
+        made = create_running_trials(self.store, self.study_id, [t.params for t in drawn], self.dists, attrs)
         local.own([tid for tid, _ in made])
         asked = [
             AskedTrial(tid, number, dict(t.params), t) for (tid, number), t in zip(made, drawn, strict=True)
         ]
-        heartbeat.track([a.trial_id for a in asked], recorded=True)  # the first beat came with the trials
-        timings["sampler_s"] += t1 - t0
-        timings["storage_s"] += time.perf_counter() - t1
+        self.heartbeat.track([a.trial_id for a in asked], recorded=True)  # the first beat came with them
+        self.timings["sampler_s"] += t1 - t0
+        self.timings["storage_s"] += time.perf_counter() - t1
         return asked
 
-    def tell_batched(asked: list[AskedTrial], results: list[Any]) -> tuple[int, list[tuple[int, Any]]]:
+    def tell_batched(self, asked: list[AskedTrial], results: list[Any]) -> tuple[int, list[tuple[int, Any]]]:
         """Tell a batch in one transaction as ``study.tell`` tells each; (trials told, values refused)."""
+        local = self.local
         assert local is not None
         finishes: list[dict[str, Any]] = []
         refused: list[tuple[int, Any]] = []
@@ -248,7 +466,7 @@ def optimize(
                 last = item.get("intermediate", {}).get(0)
                 item["state"] = optuna.trial.TrialState.PRUNED
                 item["values"] = [last] if last is not None and not math.isnan(last) else None
-            elif len(values) == len(study.directions) and not any(math.isnan(v) for v in values):
+            elif len(values) == len(self.study.directions) and not any(math.isnan(v) for v in values):
                 item["state"] = optuna.trial.TrialState.COMPLETE
                 item["values"] = values
             else:  # what Optuna's tell does with a NaN or a missing value: the trial fails
@@ -257,26 +475,27 @@ def optimize(
                 refused.append((a.number, res.values))
             finishes.append(item)
         # another worker may have judged a trial stale and failed it: it is left failed, not counted
-        told = finish_trials(store, finishes)
+        told = finish_trials(self.store, finishes)
         for a, item in zip(asked, finishes, strict=True):
             complete = item["state"] == optuna.trial.TrialState.COMPLETE
             local.study.tell(a.local, item["values"] if complete else None, state=item["state"])
         return len(told), refused
 
-    def fail_asked(trials: list[Any]) -> None:
+    def fail_asked(self, trials: list[Any]) -> None:
         """Fail trials asked but never told (a stop or an interrupt)."""
         mine = [t.trial_id for t in trials if isinstance(t, AskedTrial)]
         with contextlib.suppress(Exception):
-            finish_trials(store, [{"trial_id": i, "state": optuna.trial.TrialState.FAIL} for i in mine])
+            finish_trials(self.store, [{"trial_id": i, "state": optuna.trial.TrialState.FAIL} for i in mine])
         for trial in trials:
             if not isinstance(trial, AskedTrial):
                 with contextlib.suppress(Exception):
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
-    def ask_batch(k: int) -> list[Any]:
-        nonlocal reseeded
-        if batched:
-            return ask_batched(k)
+    def ask_batch(self, k: int) -> list[Any]:
+        """Ask ``k`` trials: batched on the local copy, else one at a time under the storage lock."""
+        if self.batched:
+            return self.ask_batched(k)
+        study, store = self.study, self.store
         t0 = time.perf_counter()
         io0 = storage_io_s(store) or 0.0
         asked: list[optuna.Trial] = []
@@ -284,159 +503,31 @@ def optimize(
             # Two workers that opened one study together hold the same seeded sampler and would draw
             # the same points; the first to see the other's trials (asks are serialised by the lock)
             # reseeds its sampler at random. A worker alone keeps its seeded, reproducible draws.
-            if not reseeded and joined_by_another_worker():
+            if not self.reseeded and self.joined_by_another_worker():
                 study.sampler.reseed_rng()
-                reseeded = True
+                self.reseeded = True
             for _ in range(k):
                 # What study.ask(dists) does, with the first heartbeat and the owner recorded between
                 # creating the trial and drawing its parameters: a worker killed while drawing leaves
                 # a trial Optuna's heartbeat check fails, not an unowned one (see _fail_stale).
                 trial = study.ask()
                 asked.append(trial)
-                heartbeat.track([trial_id(trial)])
-                set_system_attr(study, trial, WORKER_ATTR, worker)
-                for pname, dist in dists.items():
+                self.heartbeat.track([trial_id(trial)])
+                set_system_attr(study, trial, WORKER_ATTR, self.worker)
+                for pname, dist in self.dists.items():
                     draw(trial, pname, dist)
         io = (storage_io_s(store) or 0.0) - io0  # the asks' own storage writes and reads
-        timings["sampler_s"] += time.perf_counter() - t0 - io
-        timings["storage_s"] += io
+        self.timings["sampler_s"] += time.perf_counter() - t0 - io
+        self.timings["storage_s"] += io
         return asked
 
-    last_stale_check = time.monotonic()
-
-    def check_stale() -> None:
+    def check_stale(self) -> None:
         """Shared studies: fail other workers' stale trials every half heartbeat, not only at the end."""
-        nonlocal last_stale_check
-        if shared and time.monotonic() - last_stale_check >= heartbeat_s / 2:
-            last_stale_check = time.monotonic()
-            _fail_stale(study, shared, heartbeat_s, unowned_seen)
+        if self.shared and time.monotonic() - self.last_stale_check >= self.heartbeat_s / 2:
+            self.last_stale_check = time.monotonic()
+            _fail_stale(self.study, self.shared, self.heartbeat_s, self.unowned_seen)
 
-    def beat_and_check() -> None:
-        heartbeat.beat_now()
-        check_stale()
-
-    loop_start = time.perf_counter()
-    with _StopSignals() as stop, _Heartbeat(store, heartbeat_s) as heartbeat:
-        try:
-            while not stop.requested:
-                if ahead:
-                    pending, ahead = ahead, []
-                else:
-                    done, running = _counts(study)
-                    room = target - done - running
-                    if room <= 0:
-                        if running == 0 or not shared:
-                            break
-                        time.sleep(min(0.25, heartbeat_s / 4))  # other workers are finishing the last trials
-                        _fail_stale(study, shared, heartbeat_s, unowned_seen)
-                        continue
-                    pending = ask_batch(min(profile.batch_size, room))
-                t0 = time.perf_counter()
-                overrides = [resolve_draw(profile, t.params, work.strategy) for t in pending]
-                timings["params_s"] += time.perf_counter() - t0
-
-                def prune(i: int, fold: int, so_far: tuple[float, ...], pending: list = pending) -> bool:
-                    trial = pending[i]
-                    trial.report(so_far[0], fold)
-                    return trial.should_prune()
-
-                # the best path-checked value so far (a trial told below it is never the winner)
-                beat_to = best_checked_value(study) if contenders else None
-                t0 = time.perf_counter()
-                if pool is not None:
-                    running_batch = pool.submit(evaluate, work, overrides, beat_to=beat_to)
-                    t_ask = time.perf_counter()
-                    done, running = _counts(study)  # running: this batch's trials
-                    room = target - done - running
-                    if room > 0:
-                        ahead = ask_batch(min(profile.batch_size, room))
-                    asked_s = time.perf_counter() - t_ask
-                    results = running_batch.result()
-                    # the kernel's share is the wait beyond the asks (which are counted as asks)
-                    timings["kernel_s"] += time.perf_counter() - t0 - asked_s
-                    overlap_s += min(asked_s, time.perf_counter() - t0)
-                else:
-                    results = evaluate(
-                        work,
-                        overrides,
-                        prune if profile.pruner.kind != "none" else None,
-                        chunk=max(4 * numba.get_num_threads(), 8) if shared else None,
-                        beat=beat_and_check if shared else None,
-                        beat_to=beat_to,
-                    )
-                    timings["kernel_s"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                heartbeat.beat(_ids(pending))
-                refused: list[tuple[int, Any]] = []
-                if batched:
-                    told_now, refused = tell_batched(pending, results)
-                    told_here += told_now
-                with storage_held(store):
-                    for trial, res in zip(pending, results, strict=True) if not batched else ():
-                        try:
-                            # another worker may have judged this trial stale and failed it (this one
-                            # was slow to beat): every write to it then raises, and it is not counted
-                            trial.set_user_attr(ATTR, res.attrs)
-                            for key, value in res.side_attrs.items():
-                                trial.set_user_attr(key, value)
-                            if res.attrs.get("path_checked", True):
-                                write_constraints(study, trial, res.constraints)
-                            else:  # configured rule only: its (upper-bound) value as step 0, no limits
-                                trial.report(res.attrs["configured_value"], 0)
-                            if res.pruned_at is not None:
-                                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                            else:
-                                told = study.tell(trial, list(res.values or ()))
-                                if told.state == optuna.trial.TrialState.FAIL:  # Optuna refused the values
-                                    refused.append((trial.number, res.values))
-                        except optuna.exceptions.UpdateFinishedTrialError:
-                            continue
-                        told_here += 1
-                if refused and len(refused) == len(pending):
-                    number, values = refused[0]
-                    raise GridctlError(
-                        f"study {study_name!r}: Optuna refused every trial of a batch (trial {number} "
-                        f"told {values}, not finite numbers); stopping instead of asking for ever"
-                    )
-                pending = []
-                sync_storage(store)
-                check_stale()
-                # telling runs the sampler's after_trial hooks too, a small part next to the writes
-                timings["storage_s"] += time.perf_counter() - t0
-                heartbeat.beat(_ids(ahead))
-                if on_progress is not None:
-                    elapsed = time.perf_counter() - loop_start
-                    best, _, _, _ = best_summary(study)
-                    shown = best if not isinstance(best, list) else best[0]
-                    done_now = min(_counts(study)[0], target)
-                    on_progress(Progress(done_now, target, shown, told_here / elapsed, told_here))
-            interrupted = stop.requested
-        except KeyboardInterrupt:
-            interrupted = True
-            fail_asked([*pending, *ahead])
-            ahead = []
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=True)  # a kernel in flight cannot be stopped: let it finish
-            fail_asked(ahead)  # asked ahead of a stop: never run
-            sync_storage(store)
-    elapsed = time.perf_counter() - t_start
-    timings["other_s"] = max(elapsed - sum(timings.values()), 0.0)
-    done, _ = _counts(study)
-    best_value, best_params, best_number, pareto = best_summary(study)
-    return OptimizeResult(
-        study_name=study_name,
-        storage=_redact(storage) if storage else str(journal_path(study_name, studies_dir)),
-        n_trials=done,
-        told_here=told_here,
-        elapsed_s=elapsed,
-        interrupted=interrupted,
-        best_value=best_value,
-        best_params=best_params,
-        best_trial=best_number,
-        pareto_size=pareto,
-        timings=timings,
-        cpu_s=time.process_time() - cpu_start,
-        overlap_s=overlap_s,
-        load_average=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-    )
+    def beat_and_check(self) -> None:
+        """Between a shared batch's chunks: beat the trials in flight, then check for stale ones."""
+        self.heartbeat.beat_now()
+        self.check_stale()

@@ -13,11 +13,12 @@ from gridctl.configs.errors import GridctlError
 from gridctl.live_bridge.options import RANGES as LIVE_RANGES
 from gridctl.live_bridge.options import LiveOptions
 from gridctl.research.options import RANGES as RESEARCH_RANGES
-from gridctl.research.options import OptimizeOptions, StudyOptions
+from gridctl.research.options import BacktestOptions, OptimizeOptions, StudyOptions
 
 REPO = Path(__file__).resolve().parents[2]
 SHELLS = {
     "live_bridge/cli.py": ["live"],
+    "research/cli.py": ["backtest"],
     "research/optimize_cli.py": [
         "optimize",
         "study_list",
@@ -60,6 +61,27 @@ def test_the_live_command_falls_back_to_the_options_defaults() -> None:
     assert shown["poll_s"] == 1.0 and shown["fills_poll_s"] == 5.0 and shown["ops_port"] == 8787
     assert shown["strategy"] == "default" and shown["venue"] == "binance_futures"
     assert (shown["min_balance"], shown["max_skew_ms"], shown["max_bars"]) == (50.0, 1000, None)
+
+
+def test_the_backtest_command_falls_back_to_the_options_defaults() -> None:
+    """What `gridctl backtest` passes when no flag is given is what BacktestOptions() holds, and those are
+    the documented defaults (the default strategy on the bundled sample market, 1m bars)."""
+    import typer
+
+    from gridctl.cli import app
+
+    root = typer.main.get_command(app)
+    command = root.get_command(typer.Context(root), "backtest")  # type: ignore[attr-defined]
+    shown = {p.name: p.default for p in command.params}
+    d = BacktestOptions()
+    assert (shown["config"], shown["venue"], shown["exchange"], shown["timeframe"]) == (
+        d.strategy,
+        d.venue,
+        d.exchange,
+        d.timeframe,
+    )
+    assert (d.strategy, d.venue, d.exchange, d.timeframe) == ("default", "binance_futures", "sample", "1m")
+    assert (shown["data"], shown["symbol"], shown["out"], shown["force"]) == (None, None, None, False)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 
 from gridctl.configs.errors import GridctlError
 from gridctl.data import store
-from gridctl.data.download import OptionError, download
+from gridctl.data.download import FetchOptions, OptionError, download
 
 from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
 from emulator.datasets import funding_settlements, mark_from_trade, random_walk_bars
@@ -59,7 +59,7 @@ def load_generated(emu: BinanceUsdmEmulator, start: int, n_closed: int) -> pl.Da
 def run(emu: BinanceUsdmEmulator, data_dir: Path, start: int, end: int, **kw: object):
     kw.setdefault("client", ccxt_client_for(emu))
     kw.setdefault("progress", False)
-    return download(EX, SYM, "1m", start, end, data_dir, **kw)
+    return download(EX, SYM, "1m", start, end, data_dir, FetchOptions(**kw))  # type: ignore[arg-type]
 
 
 def starts(emu: BinanceUsdmEmulator, path: str) -> list[int]:
@@ -376,13 +376,11 @@ def test_bad_arguments_name_the_option(emu: BinanceUsdmEmulator, tmp_path: Path)
                 JAN30,
                 args["end"],
                 tmp_path,
-                kinds=args["kinds"],
-                progress=False,
-                client=ccxt_client_for(emu),
+                FetchOptions(kinds=args["kinds"], progress=False, client=ccxt_client_for(emu)),
             )
         assert err.value.option == option
     with pytest.raises(OptionError) as err:
-        download("nosuchexchange", SYM, "1m", JAN30, JAN30 + DAY, tmp_path, progress=False)
+        download("nosuchexchange", SYM, "1m", JAN30, JAN30 + DAY, tmp_path, FetchOptions(progress=False))
     assert err.value.option == "exchange"
 
 

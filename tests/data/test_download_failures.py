@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gridctl.configs.errors import GridctlError
-from gridctl.data.download import MIN_LAST_TRY_S, OptionError, download, make_client
+from gridctl.data.download import MIN_LAST_TRY_S, FetchOptions, OptionError, download, make_client
 
 from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
 from emulator.datasets import funding_settlements, mark_from_trade, random_walk_bars
@@ -67,8 +67,8 @@ def offline_client(url: str) -> object:
 
 def run(client: object, tmp_path: Path, fake: FakeTime, **kw: object):
     return download(
-        EX, SYM, "1m", JAN30, JAN30 + DAY, tmp_path, kinds=("candles",), progress=False,
-        client=client, sleep=fake.sleep, clock=fake.clock, **kw,
+        EX, SYM, "1m", JAN30, JAN30 + DAY, tmp_path, FetchOptions(kinds=("candles",), progress=False,
+        client=client, sleep=fake.sleep, clock=fake.clock, **kw),
     )  # fmt: skip
 
 
@@ -132,8 +132,8 @@ def test_no_answer_within_the_budget_is_a_timeout_naming_the_host(
     emu.state.inject("timeout", path=EXCHANGE_INFO, delay_s=1.0, times=20)
     with pytest.raises(GridctlError) as err:
         download(
-            EX, SYM, "1m", JAN30, JAN30 + DAY, tmp_path, kinds=("candles",), progress=False,
-            client=ccxt_client_for(emu, 200), sleep=lambda _s: None, timeout_s=1.1,
+            EX, SYM, "1m", JAN30, JAN30 + DAY, tmp_path, FetchOptions(kinds=("candles",), progress=False,
+            client=ccxt_client_for(emu, 200), sleep=lambda _s: None, timeout_s=1.1),
         )  # fmt: skip
     message = str(err.value)
     assert "loading markets" in message and f"127.0.0.1:{emu.port}" in message and "timed out" in message
@@ -142,7 +142,7 @@ def test_no_answer_within_the_budget_is_a_timeout_naming_the_host(
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
 def test_timeout_must_be_positive(tmp_path: Path, bad: float) -> None:
     with pytest.raises(OptionError) as err:
-        download(EX, SYM, "1m", JAN30, JAN30 + DAY, tmp_path, progress=False, timeout_s=bad)
+        download(EX, SYM, "1m", JAN30, JAN30 + DAY, tmp_path, FetchOptions(progress=False, timeout_s=bad))
     assert err.value.option == "timeout"
 
 
@@ -152,8 +152,8 @@ def test_retries_show_on_the_progress_bar(
     emu.state.inject("status", path=KLINES, status=503, times=2)
     fake = FakeTime()
     download(
-        EX, SYM, "1m", JAN30, JAN30 + DAY, tmp_path, kinds=("candles",), progress=True,
-        client=ccxt_client_for(emu), sleep=fake.sleep, clock=fake.clock, backoff_s=0.5,
+        EX, SYM, "1m", JAN30, JAN30 + DAY, tmp_path, FetchOptions(kinds=("candles",), progress=True,
+        client=ccxt_client_for(emu), sleep=fake.sleep, clock=fake.clock, backoff_s=0.5),
     )  # fmt: skip
     err = capsys.readouterr().err
     assert "2 retries" in err and "1440/1440" in err
@@ -177,8 +177,17 @@ def test_cli_download_with_no_network_fails_with_one_line(tmp_path: Path) -> Non
     assert "connection refused" in lines[0] and not (tmp_path / "store").exists()
 
 
-def test_the_cli_default_timeout_is_the_library_default() -> None:
-    import gridctl.data.download
-    import gridctl.data.download_cli
+def test_the_cli_defaults_are_the_library_defaults() -> None:
+    """`data download` with no --timeout/--kinds passes what FetchOptions() holds, and those are the
+    documented defaults (README: --timeout default 20; every kind)."""
+    import typer
 
-    assert gridctl.data.download_cli.DEFAULT_TIMEOUT_S == gridctl.data.download.DEFAULT_TIMEOUT_S
+    from gridctl.cli import app
+    from gridctl.data.download_options import FetchOptions
+
+    root = typer.main.get_command(app)
+    data = root.get_command(typer.Context(root), "data")  # type: ignore[attr-defined]
+    command = data.get_command(typer.Context(data), "download")
+    shown = {p.name: p.default for p in command.params}
+    assert (shown["timeout"], shown["kinds"]) == (FetchOptions().timeout_s, ",".join(FetchOptions().kinds))
+    assert (shown["timeout"], shown["kinds"]) == (20.0, "candles,mark,funding")

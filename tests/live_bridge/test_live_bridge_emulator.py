@@ -7,7 +7,6 @@ Also measures the bar-to-orders-sent latency (printed; never asserted).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,41 +17,28 @@ import pytest
 from gridctl.configs.errors import GridctlError
 from gridctl.configs.loader import load_strategy
 from gridctl.engine.params import P_INITIAL_BALANCE
-from gridctl.live_bridge.exchange import CcxtGateway
-from gridctl.live_bridge.options import LiveOptions
 from gridctl.live_bridge.orders import RestingOrder, desired_orders, parse_client_id, same_order
-from gridctl.live_bridge.runner import ExchangeClock, prepare
 
-from live_helpers import EMU_ENV, MIN, SYMBOL_ID, T0, emulator_venue, emulator_with_sample
+from live_helpers import (
+    EMU_ENV,
+    MIN,
+    SYMBOL_ID,
+    T0,
+    emulator_venue,
+    prepare_live_on_emulator,
+    running_emulator,
+)
 
 
 @pytest.fixture()
 def emu(monkeypatch: pytest.MonkeyPatch):
-    for k, v in EMU_ENV.items():
-        monkeypatch.setenv(k, v)
-    e = emulator_with_sample()
-    try:
+    with running_emulator(monkeypatch) as e:
         yield e
-    finally:
-        e.stop()
 
 
 def _prepare(emu, tmp_path: Path, strategy_overrides: list[str] | None = None, venue_overrides=None):
     strategy = load_strategy("default", strategy_overrides or [])
-    venue = emulator_venue(emu.url, venue_overrides)
-    # The emulator's clock jumps a bar per advance: the gateway's request budget runs on it too.
-    clock = ExchangeClock()
-    gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
-    return prepare(
-        strategy,
-        venue,
-        LiveOptions(
-            mode="live", symbol="BTC/USDT:USDT", journal=tmp_path / "j.sqlite", ops_port=0, max_skew_ms=10**13
-        ),
-        os.environ["GRIDCTL_OPS_TOKEN"],
-        gateway=gateway,
-        clock=clock,
-    )
+    return prepare_live_on_emulator(strategy, emulator_venue(emu.url, venue_overrides), tmp_path / "j.sqlite")
 
 
 def _check_books(ctx, emu) -> None:

@@ -26,7 +26,14 @@ from gridctl.live_bridge.options import LiveOptions
 from gridctl.live_bridge.orders import desired_orders, parse_client_id
 from gridctl.live_bridge.runner import prepare, run_loop
 
-from live_helpers import EMU_ENV, SYMBOL_ID, emulator_venue, emulator_with_sample
+from live_helpers import (
+    EMU_ENV,
+    SYMBOL_ID,
+    emulator_venue,
+    emulator_with_sample,
+    prepare_live_on_emulator,
+    running_emulator,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = EMU_ENV["GRIDCTL_OPS_TOKEN"]
@@ -58,11 +65,8 @@ class _StopError(Exception):
 
 @pytest.fixture()
 def emu():
-    e = emulator_with_sample()
-    try:
+    with running_emulator() as e:
         yield e
-    finally:
-        e.stop()
 
 
 @pytest.mark.parametrize("fault", ["503", "hang"])
@@ -156,25 +160,13 @@ def test_pause_holds_entry_orders_while_the_loop_waits_on_the_exchange(
 ) -> None:
     """The bar's first entry order hangs 2 s at the exchange; a /pause 0.5 s into it: no further entry
     order goes out, although the bar's plan held six (the loop is inside the request, not at a tick)."""
-    from gridctl.live_bridge.exchange import CcxtGateway
-    from gridctl.live_bridge.runner import ExchangeClock
 
     for k, v in EMU_ENV.items():
         monkeypatch.setenv(k, v)
     levels = ["grid.grid_levels_long=3", "grid.grid_levels_short=3", "grid.grid_step_bps=15"]
     venue = emulator_venue(emu.url, ["rate_limits.orders_per_second=50"])
-    clock = ExchangeClock()
-    gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
-    ready, ctx = prepare(
-        load_strategy("default", levels),
-        venue,
-        LiveOptions(
-            mode="live", symbol="BTC/USDT:USDT", journal=tmp_path / "j.sqlite", ops_port=0, max_skew_ms=10**13
-        ),
-        TOKEN,
-        gateway=gateway,
-        clock=clock,
-    )
+    strategy = load_strategy("default", levels)
+    ready, ctx = prepare_live_on_emulator(strategy, venue, tmp_path / "j.sqlite", TOKEN)
     try:
         ready.require()
         bridge = ctx.bridge
@@ -210,24 +202,12 @@ def test_flatten_goes_out_within_a_second_of_the_exchange_answering(
 ) -> None:
     """/flatten while the account endpoint answers 503: kept queued and retried; once the exchange
     answers again the closing market orders reach the emulator within a second."""
-    from gridctl.live_bridge.exchange import CcxtGateway
-    from gridctl.live_bridge.runner import ExchangeClock
 
     for k, v in EMU_ENV.items():
         monkeypatch.setenv(k, v)
     venue = emulator_venue(emu.url)
-    clock = ExchangeClock()
-    gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
-    ready, ctx = prepare(
-        load_strategy("default", LADDER),
-        venue,
-        LiveOptions(
-            mode="live", symbol="BTC/USDT:USDT", journal=tmp_path / "j.sqlite", ops_port=0, max_skew_ms=10**13
-        ),
-        TOKEN,
-        gateway=gateway,
-        clock=clock,
-    )
+    strategy = load_strategy("default", LADDER)
+    ready, ctx = prepare_live_on_emulator(strategy, venue, tmp_path / "j.sqlite", TOKEN)
     acct = emu.state.account
     stop = threading.Event()
     errors: list[BaseException] = []

@@ -12,16 +12,13 @@ from gridctl.configs.loader import load_strategy
 from gridctl.live_bridge.feed import ExchangeFeed, FeedDown, FeedHealth
 
 from effects import effect
-from live_helpers import EMU_ENV, SYMBOL_ID, emulator_venue, emulator_with_sample
+from live_helpers import EMU_ENV, SYMBOL_ID, emulator_venue, emulator_with_sample, running_emulator
 
 
 @pytest.fixture(scope="module")
 def emu():
-    e = emulator_with_sample()
-    try:
+    with running_emulator() as e:
         yield e
-    finally:
-        e.stop()
 
 
 class FakeTime:

@@ -17,14 +17,11 @@ import pytest
 from gridctl.configs.loader import load_strategy
 from gridctl.engine.state import SL_LOT_ON
 from gridctl.live_bridge import gateway as gw
-from gridctl.live_bridge.exchange import CcxtGateway
 from gridctl.live_bridge.metrics import metrics_registry, render
-from gridctl.live_bridge.options import LiveOptions
 from gridctl.live_bridge.orders import parse_client_id
-from gridctl.live_bridge.runner import ExchangeClock, prepare
 
 from effects import effect
-from live_helpers import EMU_ENV, SYMBOL_ID, emulator_venue, emulator_with_sample
+from live_helpers import SYMBOL_ID, emulator_venue, prepare_live_on_emulator, running_emulator
 
 ONE_RUNG = ["grid.grid_levels_long=1", "grid.grid_levels_short=1", "grid.grid_step_bps=15"]
 # 3 rungs a side 5 bps apart, the ladder re-centred when the close is 10 bps off: fills on most bars
@@ -39,28 +36,12 @@ SL_STEPS, STEP = 6, 0.0015  # the default strategy's exit.sl_steps; grid_step_bp
 
 @pytest.fixture()
 def emu(monkeypatch: pytest.MonkeyPatch):
-    for k, v in EMU_ENV.items():
-        monkeypatch.setenv(k, v)
-    e = emulator_with_sample()
-    try:
+    with running_emulator(monkeypatch) as e:
         yield e
-    finally:
-        e.stop()
 
 
 def _prepare(emu, journal: Path, overrides: list[str]):
-    strategy = load_strategy("default", overrides)
-    venue = emulator_venue(emu.url)
-    clock = ExchangeClock()
-    gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
-    return prepare(
-        strategy,
-        venue,
-        LiveOptions(mode="live", symbol="BTC/USDT:USDT", journal=journal, ops_port=0, max_skew_ms=10**13),
-        os.environ["GRIDCTL_OPS_TOKEN"],
-        gateway=gateway,
-        clock=clock,
-    )
+    return prepare_live_on_emulator(load_strategy("default", overrides), emulator_venue(emu.url), journal)
 
 
 def _bar(emu, ctx) -> None:

@@ -49,12 +49,9 @@ from gridctl.data.sample import SAMPLE_SYMBOL, generate_sample
 from gridctl.engine.enums import EventKind, FillKind, Liquidity, Regime, Side
 from gridctl.engine.regime import warmup_bars
 from gridctl.engine.run import RunOutput, run_single
-from gridctl.live_bridge.exchange import CcxtGateway
-from gridctl.live_bridge.options import LiveOptions
 from gridctl.live_bridge.orders import parse_client_id
-from gridctl.live_bridge.runner import ExchangeClock, prepare
 
-from live_helpers import EMU_ENV, SYMBOL_ID, emulator_venue
+from live_helpers import EMU_ENV, SYMBOL_ID, emulator_venue, prepare_live_on_emulator
 
 MIN = 60_000
 HOUR = 3_600_000
@@ -193,21 +190,9 @@ def _live(
     with BinanceUsdmEmulator(state) as emu:
         venue = emulator_venue(emu.url, list(venue_overrides))
         state.account.fill_model = FillModel.like_backtest(strategy, venue)
-        clock = ExchangeClock()  # the emulator's clock jumps a bar per advance: budgets run on it
-        gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
-        ready, ctx = prepare(
-            strategy,
-            venue,
-            LiveOptions(
-                mode="live",
-                symbol=SAMPLE_SYMBOL,
-                journal=tmp_path / "j.sqlite",
-                ops_port=0,
-                max_skew_ms=10**13,
-            ),
-            EMU_ENV["GRIDCTL_OPS_TOKEN"],
-            gateway=gateway,
-            clock=clock,
+        token = EMU_ENV["GRIDCTL_OPS_TOKEN"]
+        ready, ctx = prepare_live_on_emulator(
+            strategy, venue, tmp_path / "j.sqlite", token, symbol=SAMPLE_SYMBOL
         )
         try:
             ready.require()

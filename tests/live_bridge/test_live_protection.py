@@ -18,7 +18,6 @@ Centre 40000 (the first live bar's close):
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,12 +30,9 @@ from gridctl.configs.loader import load_strategy
 from gridctl.engine.enums import FillKind
 from gridctl.engine.records import C_FILLS
 from gridctl.engine.state import S_CB_ACTIVE, S_HALTED
-from gridctl.live_bridge.exchange import CcxtGateway
-from gridctl.live_bridge.options import LiveOptions
 from gridctl.live_bridge.orders import parse_client_id
-from gridctl.live_bridge.runner import ExchangeClock, prepare
 
-from live_helpers import EMU_ENV, MIN, SYMBOL_ID, T0, emulator_venue
+from live_helpers import EMU_ENV, MIN, SYMBOL_ID, T0, emulator_venue, prepare_live_on_emulator
 
 HISTORY = 30  # flat bars at 40000 already closed: the default regime warm-up
 SUB_MS = 10_000  # finer bars of 10 s: six per 1m bar
@@ -116,17 +112,7 @@ def _prepare(
     emu: Any, journal: Path, venue_extra: list[str] | None = None, strategy_extra: list[str] | None = None
 ) -> tuple[Any, Any]:
     strategy = load_strategy("default", RUNGS + (strategy_extra or []))
-    venue = emulator_venue(emu.url, FAST + (venue_extra or []))
-    clock = ExchangeClock()
-    gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
-    return prepare(
-        strategy,
-        venue,
-        LiveOptions(mode="live", symbol="BTC/USDT:USDT", journal=journal, ops_port=0, max_skew_ms=10**13),
-        os.environ["GRIDCTL_OPS_TOKEN"],
-        gateway=gateway,
-        clock=clock,
-    )
+    return prepare_live_on_emulator(strategy, emulator_venue(emu.url, FAST + (venue_extra or [])), journal)
 
 
 @pytest.fixture()
@@ -529,23 +515,7 @@ def test_real_btc_with_partial_fills_never_leaves_a_position_uncovered(
     with BinanceUsdmEmulator(state) as emu:
         strategy = load_strategy("default", rungs)
         venue = emulator_venue(emu.url, FAST)
-        clock = ExchangeClock()
-        gateway = CcxtGateway(venue, live=True, clock=lambda: clock.now_ms() / 1000.0)
-        ready, ctx = prepare(
-            strategy,
-            venue,
-            LiveOptions(
-                mode="live",
-                symbol="BTC/USDT:USDT",
-                timeframe="5m",
-                journal=tmp_path / "j.sqlite",
-                ops_port=0,
-                max_skew_ms=10**13,
-            ),
-            os.environ["GRIDCTL_OPS_TOKEN"],
-            gateway=gateway,
-            clock=clock,
-        )
+        ready, ctx = prepare_live_on_emulator(strategy, venue, tmp_path / "j.sqlite", timeframe="5m")
         try:
             ready.require()
             polls: list[dict[str, float]] = []
