@@ -48,8 +48,6 @@ ALLOWED: dict[str, str] = {
     "engine/step.py::bar_path_nb": "s10-ctx",
     "engine/step.py::step_nb": "s10-ctx",
     "engine/step.py::run_bars_nb": "s10-ctx",
-    "research/basket.py::run_basket_backtest": "s10-bpath",
-    "research/basket.py::basket_stats": "s10-bpath",
 }
 
 
