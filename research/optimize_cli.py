@@ -444,7 +444,7 @@ def study_notebook(
     as_json: JsonOpt = False,
 ) -> None:
     """Run the packaged study-analysis notebook on a study; writes the executed copy (needs the
-    notebook extra: pip install 'gridctl[notebook]')."""
+    notebook extra: pip install 'gridctl\\[notebook]')."""
     from gridctl.data.paths import require_output_file
     from gridctl.research.notebook import run_notebook
 
