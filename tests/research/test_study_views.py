@@ -308,3 +308,22 @@ def test_dsr_reads_each_trial_under_the_rule_that_scored_it(tmp_path: Path, real
     winner = best_trial(study)
     stored = opt.restore_metrics(winner.user_attrs[opt.ATTR]["metrics"])
     assert overfitting_stats(study, data)["sharpe_annualised"] == pytest.approx(stored["sharpe"], rel=1e-9)
+
+
+def test_report_and_notebook_top_table_lists_what_study_show_lists(made: dict[str, Any]) -> None:
+    """The report's (and notebook's) top table of a gridctl study: study show's metrics per trial and
+    the strategy values the trial ran (`exit.tp_steps` itself, not the fraction it was drawn as)."""
+    from gridctl.research.study_report import top_trials_rows
+
+    study = load_study(NAME, made["sd"])
+    header, rows = top_trials_rows(study, 5)
+    board = {e["number"]: e for e in made["shown"]["leaderboard"]}
+    assert header[:8] == ["trial", "composite", "sharpe", "profit_factor", "calmar (CAGR / bar-close dd)",
+                          "max dd bar-close %", "total_return_pct", "trades"]  # fmt: skip
+    assert "exit.tp_steps" in header and not any("@fraction" in h for h in header)
+    assert rows and [r[0] for r in rows] == [e["number"] for e in made["shown"]["leaderboard"]][: len(rows)]
+    keys = ["sharpe", "profit_factor", "calmar", "max_drawdown_bar_close_pct", "total_return_pct", "trades"]
+    for row in rows:
+        shown = board[row[0]]
+        assert row[2:8] == [shown["metrics"][k] for k in keys]
+        assert dict(zip(header[8:], row[8:], strict=True)) == shown["params"]
