@@ -341,6 +341,7 @@ def study_show(
             f"hold-out {_span((hold['start_ms'], hold['end_ms']))} (never scored by any trial): winner trial "
             f"{hold['trial']} objective {_fmt(hold['objective'])}, return "
             f"{_fmt(hold['metrics']['total_return_pct'])} %"
+            + (f" (intrabar_path {hold['rule']})" if hold.get("rule") else "")
         )
     for line in overfitting_lines(out):
         con.print(line)

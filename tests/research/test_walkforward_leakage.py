@@ -358,3 +358,25 @@ def test_study_statistics_read_no_day_of_the_hold_out(wf_study: tuple[Any, Path]
     stats = overfitting_stats(study, data_dir)
     assert stats["periods"] == 6
     assert any("2-day hold-out is left out" in n for n in stats["notes"])
+
+
+def test_export_header_gives_the_hold_out_command_study_show_figures_come_from(
+    wf_study: tuple[Any, Path], data_dir: Path, tmp_path: Path
+) -> None:
+    study, _ = wf_study
+    hold = holdout_report(study, None, data_dir)
+    assert hold["rule"] in INTRABAR_PATHS
+    out = export_config(study, tmp_path / "best.yaml")
+    lines = out.read_text().splitlines()
+    i = next(n for n, x in enumerate(lines) if x.startswith("# hold-out 2024-01-08 .. 2024-01-10"))
+    cmd = lines[i + 1].removeprefix("#   ")
+    assert cmd.startswith("gridctl backtest ") and "--start 2024-01-08 --end 2024-01-10" in cmd
+    args = shlex.split(cmd.replace("THIS_FILE", str(out)))[1:]
+    args += ["--set", f"backtest.intrabar_path={hold['rule']}", "--data", str(data_dir), "--json"]
+    res = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["total_return_pct"] == pytest.approx(hold["metrics"]["total_return_pct"], rel=1e-9, abs=1e-12)
+    assert got["max_drawdown_bar_close_pct"] == pytest.approx(
+        hold["metrics"]["max_drawdown_bar_close_pct"], rel=1e-9, abs=1e-12
+    )
