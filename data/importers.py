@@ -617,7 +617,8 @@ def read_plain(path: Path, symbol: str | None, timeframe: str | None, kind: str 
             schema_overrides={"ts": pl.Int64},
         ).sort("ts")
         funding, moved = normalise_and_check_funding(funding, source)
-        note = f"{path.name}: {sym_name} funding ({sym_how}; columns {time_col}, {rate})"
+        marks = "mark_price" if "mark_price" in df.columns else "no mark_price column: mark unknown"
+        note = f"{path.name}: {sym_name} funding ({sym_how}; columns {time_col}, {rate}, {marks})"
         return _Parsed(sym_name, "funding", None, funding, source, moved, note)
     candle_kind = kind or ("trade" if "volume" in df.columns else "mark")
     order = np.argsort(ts, kind="stable")

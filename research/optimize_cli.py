@@ -310,6 +310,7 @@ def study_show(
             f"hold-out {_span((hold['start_ms'], hold['end_ms']))} (never scored by any trial): winner trial "
             f"{hold['trial']} objective {_fmt(hold['objective'])}, return "
             f"{_fmt(hold['metrics']['total_return_pct'])} %"
+            + (f" (intrabar_path {hold['rule']})" if hold.get("rule") else "")
         )
     for line in overfitting_lines(out):
         con.print(line)
@@ -476,7 +477,7 @@ def study_notebook(
     as_json: JsonOpt = False,
 ) -> None:
     """Run the packaged study-analysis notebook on a study; writes the executed copy (needs the
-    notebook extra: pip install 'gridctl[notebook]')."""
+    notebook extra: pip install 'gridctl\\[notebook]')."""
     from gridctl.data.paths import require_output_file
     from gridctl.research.notebook import run_notebook
 

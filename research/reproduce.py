@@ -99,6 +99,9 @@ def reproduce_lines(study: Any, trial: Any, configured_rule: str) -> tuple[list[
     if holdout is not None:
         lines.append(
             f"# hold-out {_day(holdout['start_ms'])} .. {_day(holdout['end_ms'], end=True)} (exclusive): "
-            "no trial was scored on it; `gridctl study show` reports the winner there"
+            "no trial was scored on it; `gridctl study show` reports the winner there under the intrabar "
+            "rule it names (the worst with objective.path_rule worst), which this command reproduces with "
+            "`--set backtest.intrabar_path=<rule>`:"
         )
+        lines.append(f"#   {command(holdout, None, False)}")
     return lines, config_rule

@@ -272,13 +272,17 @@ def trial_daily_returns(
     numbers: list[int],
     data_dir: Path | None = None,
 ) -> np.ndarray:
-    """Daily returns ``(T, len(numbers))`` of the given trials, each recomputed with ``run_single`` over
-    the study's whole data window (a basket: ``run_basket``, the account's returns; a liquidated run's
-    later days count as 0 return)."""
+    """Daily returns ``(T, len(numbers))`` of the given trials, each recomputed with ``run_single`` under
+    the intrabar rule that scored it (walk-forward: its configured rule) over the study's data window
+    (a basket: ``run_basket``, the account's returns; a liquidated run's later days count as 0
+    return). A study with a hold-out (``validation.holdout_days``) keeps only the days
+    before it: nothing selected there, so no statistic of the selection reads it (each run starts at
+    the window's start, so its days before the hold-out are what a run ending there gives)."""
     from gridctl.configs.loader import load_venue
     from gridctl.research.optimize.markets import equity_rows
     from gridctl.research.optimize.study import check_same_data
     from gridctl.research.optimize.workload import load_workload
+    from gridctl.research.reproduce import scored_rule
     from gridctl.research.stats import daily_equity, daily_returns
 
     profile = study_profile(study)
@@ -290,13 +294,25 @@ def trial_daily_returns(
     trials = study.get_trials(deepcopy=False)
     for n in numbers:
         cfg = _trial_config(study, trials[n])
+        attrs = trials[n].user_attrs.get(ATTR, {})
+        # the rule that scored the trial's one window (study show's figures, the export's config);
+        # a walk-forward trial's windows each have their own, so it runs its configured rule
+        rule = scored_rule(restore_metrics(attrs["metrics"])) if "metrics" in attrs else None
+        if rule is not None and rule != cfg.backtest.intrabar_path:
+            data = cfg.model_dump()
+            data["backtest"]["intrabar_path"] = rule
+            cfg = type(cfg).model_validate(data)
         rows = equity_rows(work.market, cfg, venue, detail=work.detail)
         days, eq = daily_equity(rows["ts"], rows["equity"])
         rets = daily_returns(eq, float(cfg.backtest.initial_balance))
         col = np.zeros(len(days_all))
         col[np.searchsorted(days_all, days)] = rets
         cols.append(col)
-    return np.column_stack(cols) if cols else np.zeros((len(days_all), 0))
+    keep = slice(None)
+    if work.holdout is not None:  # the hold-out starts on a UTC day boundary
+        keep = days_all < work.holdout.start_ms // 86_400_000
+        days_all = days_all[keep]
+    return np.column_stack(cols)[keep] if cols else np.zeros((len(days_all), 0))
 
 
 def overfitting_stats(
@@ -306,7 +322,8 @@ def overfitting_stats(
     (``research.overfitting.overfitting_report``; every view of a gridctl study calls this).
 
     Every trial is re-run over the study's whole data window, so the winner's Sharpe ratio and the
-    cross-trial variance are the same kind (daily returns over one window), walk-forward studies too.
+    cross-trial variance are the same kind (daily returns over one window), walk-forward studies too;
+    a hold-out's days are left out (``trial_daily_returns``) and a note says so.
     """
     from gridctl.research.overfitting import overfitting_report
 
@@ -338,8 +355,13 @@ def overfitting_stats(
     if unchecked:
         out["notes"].append(
             f"{len(unchecked)} of the {len(trials)} distinct trials ran under their configured intrabar "
-            "rule only (they could not beat the best; path spread unchecked); like every trial here "
-            "they are re-run under their configured rule"
+            "rule only (they could not beat the best; path spread unchecked); every trial here is "
+            "re-run under the rule that scored it, so these under their configured rule"
+        )
+    holdout_days = study_profile(study).validation.holdout_days
+    if holdout_days is not None:
+        out["notes"].append(
+            f"the {holdout_days}-day hold-out is left out: every trial's daily returns end where it starts"
         )
     if sampled_from is not None:
         out["notes"].append(

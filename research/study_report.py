@@ -441,9 +441,26 @@ def _scalar_attrs(t: FrozenTrial) -> dict[str, Any]:
     return out
 
 
+#: ``gridctl study show``'s leaderboard metrics (``research.objectives.row_metrics`` names) and labels.
+SHOWN_METRICS = (
+    ("sharpe", "sharpe"),
+    ("profit_factor", "profit_factor"),
+    ("calmar", "calmar (CAGR / bar-close dd)"),
+    ("max_drawdown_bar_close_pct", "max dd bar-close %"),
+    ("total_return_pct", "total_return_pct"),
+    ("trades", "trades"),
+)
+
+
 def top_trials_rows(study: optuna.Study, top_k: int = REPORT_TOP) -> tuple[list[str], list[list[Any]]]:
-    """(header, rows) of the top trials: number, objective values, parameters, numeric user attrs."""
+    """(header, rows) of the top trials: number, objective values, parameters, numeric user attrs.
+
+    A ``gridctl optimize`` study's rows are ``gridctl study show``'s: the metrics each trial was
+    scored on (walk-forward: the mean over its windows), then the strategy values it ran (a value
+    drawn as a fraction of another, such as ``exit.tp_steps``, as the value itself)."""
     trials = top_trials(study, top_k)
+    if trials and all(isinstance(t.user_attrs.get(GRIDCTL_ATTR), dict) for t in trials):
+        return _gridctl_rows(study, trials)
     params = sorted({p for t in trials for p in t.params})
     attrs: list[str] = []
     for t in trials:
@@ -453,6 +470,20 @@ def top_trials_rows(study: optuna.Study, top_k: int = REPORT_TOP) -> tuple[list[
     for t in trials:
         a = _scalar_attrs(t)
         rows.append([t.number, *t.values, *(t.params.get(p) for p in params), *(a.get(k) for k in attrs)])
+    return header, rows
+
+
+def _gridctl_rows(study: optuna.Study, trials: list[FrozenTrial]) -> tuple[list[str], list[list[Any]]]:
+    """``top_trials_rows`` of a ``gridctl optimize`` study (see there)."""
+    from gridctl.research.studies import trial_metrics
+
+    overrides = [t.user_attrs[GRIDCTL_ATTR].get("overrides", {}) for t in trials]
+    params = sorted({p for o in overrides for p in o})
+    header = ["trial", *objective_names(study), *(label for _, label in SHOWN_METRICS), *params]
+    rows = []
+    for t, o in zip(trials, overrides, strict=True):
+        m = trial_metrics(t)
+        rows.append([t.number, *t.values, *(m.get(k) for k, _ in SHOWN_METRICS), *(o.get(p) for p in params)])
     return header, rows
 
 
@@ -492,7 +523,10 @@ def overfitting_rows(over: dict[str, Any]) -> list[list[Any]]:
         ["its Sharpe ratio (annualised)", over.get("sharpe_annualised")],
         ["its skewness / kurtosis (normal: 0 / 3)", _pair(over.get("skew"), over.get("kurtosis"))],
         [f"{per}s (T)", over.get("periods")],
-        ["trials used (distinct, completed, feasible, with dispersion)", over.get("trials_used")],
+        [
+            "trials used (distinct, feasible or configured-rule-only, with dispersion)",
+            over.get("trials_used"),
+        ],
         ["independent trials N (correlation clusters)", over.get("clusters")],
         ["clusters: mean correlation at least", over.get("cluster_min_correlation")],
         [f"variance of the clusters' Sharpe ratios (robust: MAD; per {per})", over.get("sharpe_variance")],

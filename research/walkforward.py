@@ -203,10 +203,13 @@ def holdout_report(
     configured = overrides.get("backtest.intrabar_path", work.strategy.backtest.intrabar_path)
     by_rule = bracket_rows(work, window, [overrides], rows)[0]
     metrics = window_metrics(by_rule, configured, profile.objective, work.market.bar_ms)
+    from gridctl.research.reproduce import scored_rule
+
     return {
         "trial": t.number,
         "start_ms": window.start_ms,
         "end_ms": window.end_ms,
         "objective": list(objective_values(metrics, profile.objective)),
         "metrics": metrics,
+        "rule": scored_rule(metrics) or configured,  # the intrabar rule these figures are of
     }

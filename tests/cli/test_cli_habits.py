@@ -155,3 +155,21 @@ def test_config_list_and_validate_print_json() -> None:
     venue = json.loads(runner.invoke(app, ["config", "validate", "binance_futures", "--json"]).stdout)
     assert venue["kind"] == "venue" and venue["fees_source"] == "venue config"
     assert set(venue["credentials"]) == {"api.api_key", "api.api_secret"}
+
+
+def test_square_brackets_in_command_help_survive_rich_markup() -> None:
+    """``pip install 'gridctl[notebook]'`` in a docstring: rich reads ``[notebook]`` as a style tag and
+    drops it unless escaped, so every bracketed word of a command's help must show in its --help."""
+    import re
+
+    checked = 0
+    for path, command in COMMANDS:
+        text = (getattr(command, "help", None) or "").replace("\\[", "[")
+        words = re.findall(r"\[[A-Za-z_][\w-]*\]", text)
+        if not words or not path:
+            continue
+        shown = runner.invoke(app, [*path, "--help"], terminal_width=200).output
+        for word in words:
+            assert word in shown, (path, word)
+        checked += 1
+    assert checked >= 1  # `study notebook` names the extra it needs

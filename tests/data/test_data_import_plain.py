@@ -40,6 +40,8 @@ def test_real_xrp_tables_import_naming_what_was_inferred(shared_dir: Path, tmp_p
     assert (series.rows, series.first_ts) == (4_759, 1_640_995_200_000)
     funding = import_path(real / "binanceusdm_XRPUSDT_funding_2020-01_2026-05.parquet", tmp_path)
     assert funding.series[0].kind == "funding" and "XRP/USDT:USDT funding (file name" in funding.notes[0]
+    # the note names every column read: the mark price is imported too, not only ts and rate
+    assert funding.notes[0].endswith("(file name; columns ts, rate, mark_price)")
 
 
 def test_flags_supply_what_the_name_does_not_say(tmp_path: Path) -> None:
@@ -51,7 +53,10 @@ def test_flags_supply_what_the_name_does_not_say(tmp_path: Path) -> None:
     # No timeframe in the name: the 15-minute spacing tells it.
     assert out.notes == ["candles.csv: DOGE/USDT:USDT (--symbol) trade candles 15m (bar spacing)"]
     pl.DataFrame({"ts": [T0], "rate": [0.0001]}).write_csv(tmp_path / "funding.csv")
-    import_path(tmp_path / "funding.csv", tmp_path / "store", symbol="DOGE/USDT:USDT")
+    got = import_path(tmp_path / "funding.csv", tmp_path / "store", symbol="DOGE/USDT:USDT")
+    assert got.notes == [
+        "funding.csv: DOGE/USDT:USDT funding (--symbol; columns ts, rate, no mark_price column: mark unknown)"
+    ]
     market = load_market(tmp_path / "store", "binanceusdm", "DOGE/USDT:USDT", "15m")
     assert len(market.ts) == 30 and market.close[1] == pytest.approx(1.06)
 

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import nbformat
+import optuna
 import pytest
 from nbclient import NotebookClient
 
@@ -42,6 +43,8 @@ def test_notebook_runs_on_a_real_study(tmp_path: Path, monkeypatch: pytest.Monke
     journal = tmp_path / "nb.journal"
     build_study(market, 12, storage=JournalStorage(JournalFileBackend(str(journal))), name="nb", multi=True)
     study = open_study("nb", journal=journal)
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)  # a failed trial is counted apart
+    study = open_study("nb", journal=journal)
     for key, value in {
         "GRIDCTL_STUDY_NAME": "nb",
         "GRIDCTL_STUDY_JOURNAL": str(journal),
@@ -57,6 +60,9 @@ def test_notebook_runs_on_a_real_study(tmp_path: Path, monkeypatch: pytest.Monke
 
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    # the first lines say what the study holds, by state (as `gridctl study show` counts them)
+    said = "".join(o.text for o in outputs if o.output_type == "stream")
+    assert "study nb: 13 trials (12 complete, 1 fail); objectives" in said
     figures = [
         o.data[PLOTLY_MIME] for o in outputs if o.output_type == "display_data" and PLOTLY_MIME in o.data
     ]

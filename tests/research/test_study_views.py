@@ -247,3 +247,83 @@ def test_a_study_with_more_trials_than_the_cap_uses_a_stated_seeded_sample(made:
     kind = "feasible or configured-rule-only" if shown["trials_configured_rule_only"] else "feasible"
     assert f"a random sample of 5 of the {n} distinct {kind} trials" in " ".join(a["notes"])
     assert a == b  # seeded by the profile: the same sample every time
+
+
+def test_dsr_reads_each_trial_under_the_rule_that_scored_it(tmp_path: Path, real_data: Path) -> None:
+    """A strategy on `farther_first` ranked by the worst rule: a trial's value, study show's
+    leaderboard and its export are another rule's, so the returns DSR and PBO deflate are that rule's
+    too (they were the configured rule's: a Sharpe the study never reported)."""
+    from gridctl.research import optimize as opt
+    from gridctl.research.stats import BRACKET_RULES
+    from gridctl.research.studies import best_config, best_trial, overfitting_stats, trial_daily_returns
+
+    data = tmp_path / "data"  # real BTC 1h bars: the intrabar rule decides many fills there
+    files = [
+        str(p) for k in ("1h", "funding", "mark8h") for p in real_data.glob(f"binanceusdm_BTCUSDT_{k}_*")
+    ]
+    assert _cli("data", "import", *files, "--symbol", SAMPLE_SYMBOL, "--data-dir", str(data)).exit_code == 0
+    base = load_strategy("default").model_dump(mode="json")
+    base["backtest"]["intrabar_path"] = "farther_first"
+    (tmp_path / "ff.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
+    tree = yaml.safe_load((PROFILES_DIR / "wide.yaml").read_text())
+    tree.update(name="ff", trials=16, batch_size=8)
+    tree["sampler"] = {"kind": "tpe"}  # not contenders-only: every trial runs all four rules
+    tree["base"]["strategy"] = str(tmp_path / "ff.yaml")
+    tree["data"].update(exchange="binanceusdm", timeframe="1h", start="2024-01-01", end="2024-03-01")
+    tree["limits"].update(min_trades=1, max_path_return_spread_pct=None, max_same_bar_profit_share_pct=None)
+    prof = tmp_path / "ff.profile.yaml"
+    prof.write_text(yaml.safe_dump(tree, sort_keys=False))
+    sd = tmp_path / "studies"
+    res = _cli("optimize", "--profile", str(prof), "--data", str(data), "--studies-dir", str(sd), "--json")
+    assert res.exit_code == 0, res.stderr
+    study = load_study("ff", sd)
+    market = load_market(data, "binanceusdm", SAMPLE_SYMBOL, "1h", "2024-01-01", "2024-03-01")
+    venue = load_venue("binance_futures")
+
+    def by_hand(number: int, path_rule: str) -> list[float]:
+        cfg = best_config(study, number)
+        tree = cfg.model_dump()
+        tree["backtest"]["intrabar_path"] = path_rule
+        eq = run_single(market, type(cfg).model_validate(tree), venue, curves=True).equity
+        day = eq["ts"] // 86_400_000
+        closes = [float(eq["equity"][day == d][-1]) for d in sorted(set(day.tolist()))]
+        prev = [float(cfg.backtest.initial_balance), *closes[:-1]]
+        return [c / p - 1 for c, p in zip(closes, prev, strict=True)]
+
+    def scored(t: Any) -> str:
+        return BRACKET_RULES[int(opt.restore_metrics(t.user_attrs[opt.ATTR]["metrics"])["path_rule_index"])]
+
+    # a trial scored on another rule whose days that rule changes (the first one: the study is seeded)
+    found = None
+    for t in study.trials:
+        if t.state.name == "COMPLETE" and scored(t) != "farther_first":
+            hand = by_hand(t.number, scored(t))
+            if hand != pytest.approx(by_hand(t.number, "farther_first"), rel=1e-6, abs=1e-9):
+                found = t
+                break
+    assert found is not None
+    rets = trial_daily_returns(study, [found.number], data)[:, 0]
+    assert rets == pytest.approx(hand, rel=1e-12, abs=1e-15)
+    # the winner's Sharpe in DSR is the one the leaderboard shows for it
+    winner = best_trial(study)
+    stored = opt.restore_metrics(winner.user_attrs[opt.ATTR]["metrics"])
+    assert overfitting_stats(study, data)["sharpe_annualised"] == pytest.approx(stored["sharpe"], rel=1e-9)
+
+
+def test_report_and_notebook_top_table_lists_what_study_show_lists(made: dict[str, Any]) -> None:
+    """The report's (and notebook's) top table of a gridctl study: study show's metrics per trial and
+    the strategy values the trial ran (`exit.tp_steps` itself, not the fraction it was drawn as)."""
+    from gridctl.research.study_report import top_trials_rows
+
+    study = load_study(NAME, made["sd"])
+    header, rows = top_trials_rows(study, 5)
+    board = {e["number"]: e for e in made["shown"]["leaderboard"]}
+    assert header[:8] == ["trial", "composite", "sharpe", "profit_factor", "calmar (CAGR / bar-close dd)",
+                          "max dd bar-close %", "total_return_pct", "trades"]  # fmt: skip
+    assert "exit.tp_steps" in header and not any("@fraction" in h for h in header)
+    assert rows and [r[0] for r in rows] == [e["number"] for e in made["shown"]["leaderboard"]][: len(rows)]
+    keys = ["sharpe", "profit_factor", "calmar", "max_drawdown_bar_close_pct", "total_return_pct", "trades"]
+    for row in rows:
+        shown = board[row[0]]
+        assert row[2:8] == [shown["metrics"][k] for k in keys]
+        assert dict(zip(header[8:], row[8:], strict=True)) == shown["params"]

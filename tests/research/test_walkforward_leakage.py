@@ -331,3 +331,52 @@ def test_hold_out_without_walk_forward_shortens_the_scored_window_and_the_export
     assert json.loads(res.stdout)["total_return_pct"] == pytest.approx(stored["total_return_pct"], rel=1e-9)
     # the exported config carries the rule that scored the window
     assert load_strategy(out).backtest.intrabar_path == BRACKET_RULES[int(stored["path_rule_index"])]
+
+
+def test_study_statistics_read_no_day_of_the_hold_out(wf_study: tuple[Any, Path], data_dir: Path) -> None:
+    """DSR and PBO describe the selection: the winner's daily returns stop where the hold-out starts."""
+    from gridctl.data.market import load_market
+    from gridctl.research.studies import best_config, overfitting_stats, trial_daily_returns
+
+    study, _ = wf_study
+    winner = best_trial(study)
+    rets = trial_daily_returns(study, [winner.number], data_dir)[:, 0]
+    # independently: the winner run alone on Jan 2..8 (the selection data; hold-out Jan 8..10), its
+    # equity at each UTC day's last bar against the day before (the first day against the balance)
+    market = load_market(data_dir, "sample", "BTC/USDT:USDT", "1m", JAN2, JAN2 + 6 * DAY)
+    cfg = best_config(study, winner.number)
+    run = run_single(market, cfg, load_venue("binance_futures"), curves=True)
+    eq = run.equity
+    closes = []
+    for d in range(6):
+        in_day = (eq["ts"] >= JAN2 + d * DAY) & (eq["ts"] < JAN2 + (d + 1) * DAY)
+        closes.append(float(eq["equity"][in_day][-1]))
+    prev = [float(cfg.backtest.initial_balance), *closes[:-1]]
+    expected = [c / p - 1 for c, p in zip(closes, prev, strict=True)]
+    assert len(rets) == 6  # Jan 2..7: no hold-out day
+    assert rets == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    stats = overfitting_stats(study, data_dir)
+    assert stats["periods"] == 6
+    assert any("2-day hold-out is left out" in n for n in stats["notes"])
+
+
+def test_export_header_gives_the_hold_out_command_study_show_figures_come_from(
+    wf_study: tuple[Any, Path], data_dir: Path, tmp_path: Path
+) -> None:
+    study, _ = wf_study
+    hold = holdout_report(study, None, data_dir)
+    assert hold["rule"] in INTRABAR_PATHS
+    out = export_config(study, tmp_path / "best.yaml")
+    lines = out.read_text().splitlines()
+    i = next(n for n, x in enumerate(lines) if x.startswith("# hold-out 2024-01-08 .. 2024-01-10"))
+    cmd = lines[i + 1].removeprefix("#   ")
+    assert cmd.startswith("gridctl backtest ") and "--start 2024-01-08 --end 2024-01-10" in cmd
+    args = shlex.split(cmd.replace("THIS_FILE", str(out)))[1:]
+    args += ["--set", f"backtest.intrabar_path={hold['rule']}", "--data", str(data_dir), "--json"]
+    res = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["total_return_pct"] == pytest.approx(hold["metrics"]["total_return_pct"], rel=1e-9, abs=1e-12)
+    assert got["max_drawdown_bar_close_pct"] == pytest.approx(
+        hold["metrics"]["max_drawdown_bar_close_pct"], rel=1e-9, abs=1e-12
+    )
