@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gridctl import configs
 from gridctl.configs.errors import GridctlError
-from gridctl.configs.loader import _format_errors, read_yaml
+from gridctl.configs.loader import _format_errors, check_kind, read_yaml
 from gridctl.research.space import corner_draws, field_of, resolve_draw, tunable_fields
 
 PROFILES_DIR = Path(configs.__file__).resolve().parent / "profiles"
@@ -422,6 +422,7 @@ def load_profile(path_or_name: str | Path) -> Profile:
     """Load and check a profile by name (``wide``) or path; every problem names the file and key."""
     path = resolve_profile(path_or_name)
     tree = read_yaml(path)
+    check_kind(tree, "optimization profile", str(path))
     renamed = _renamed_problems(tree)
     if renamed:
         raise GridctlError(f"invalid profile {path}: {len(renamed)} problem(s)\n" + "\n".join(renamed))

@@ -244,3 +244,30 @@ def test_a_batch_whose_every_value_optuna_refuses_stops_the_loop(
             opt.optimize(prof, "nan", studies_dir=tmp_path / "s", work=work)
     study = optuna.load_study(study_name="nan", storage=opt.open_storage("nan", None, tmp_path / "s"))
     assert len(study.trials) == prof.batch_size  # one batch, not an endless loop
+
+
+@pytest.mark.parametrize(
+    ("given", "holds"),
+    [
+        ("strategies/default.yaml", "a strategy config"),
+        ("venues/binance_futures.yaml", "a venue config"),
+        ("venues/symbols/binance_usdm.yaml", "a symbol-rules snapshot"),
+    ],
+)
+def test_a_config_given_as_the_profile_is_one_line_saying_what_it_is(given: str, holds: str) -> None:
+    path = PROFILES_DIR.parent / given
+    with pytest.raises(GridctlError) as info:
+        load_profile(path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{path} is {holds} (sections "), message
+    assert "not an optimization profile" in message
+
+
+def test_the_profile_marks_are_profile_sections_of_no_config() -> None:
+    """configs/ names a profile by these sections without importing research's Profile model."""
+    from gridctl.configs.loader import PROFILE_SECTIONS
+    from gridctl.configs.schema import StrategyConfig, VenueConfig
+    from gridctl.research.profiles import Profile
+
+    assert set(PROFILE_SECTIONS) <= set(Profile.model_fields)
+    assert not set(PROFILE_SECTIONS) & (set(StrategyConfig.model_fields) | set(VenueConfig.model_fields))
