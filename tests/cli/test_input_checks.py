@@ -368,6 +368,34 @@ def test_a_quote_sized_ladder_is_checked_by_its_notional_at_any_price() -> None:
     )
 
 
+# Cheapest order: default rung 1 is 150 USDT; BASE_LADDER rung 1 is 0.002 BTC = 100 USDT at the 50,000
+# low. At the shipped trading.leverage of 10 their margins are 15 and 10 USDT.
+@pytest.mark.parametrize(
+    ("strategy_sets", "venue_sets", "balance", "margin"),
+    [
+        ([], [], "0.001", "15"),
+        ([], [], "5e-324", "15"),
+        ([], [], "14.99", "15"),
+        ([], ["trading.leverage=2"], "74", "75"),
+        (BASE_LADDER, [], "9.99", "10"),
+        # min_order_size_usdt 120 lifts the cheapest BASE_LADDER order to 120 USDT (rung 1 at 60,000).
+        (BASE_LADDER, ["risk.min_order_size_usdt=120"], "11.9", "12"),
+    ],
+)
+def test_a_balance_below_one_orders_margin_is_refused(strategy_sets, venue_sets, balance, margin) -> None:
+    """A wallet that cannot margin the cheapest order ran to the end with zero fills (a silent zero-trade
+    run, the circuit breaker tripping on the refusals)."""
+    strategy = load_strategy("default", [*strategy_sets, f"backtest.initial_balance={balance}"])
+    venue = load_venue("binance_futures", venue_sets)
+    with pytest.raises(GridctlError) as err:
+        check_notional_in_range(strategy, venue, 50_000.0, 60_000.0, "m")
+    message = str(err.value)
+    assert "\n" not in message and "backtest.initial_balance" in message and "trade nothing" in message
+    assert f"= {margin} USDT of margin" in message, message
+    enough = load_strategy("default", [*strategy_sets, f"backtest.initial_balance={margin}"])
+    check_notional_in_range(enough, venue, 50_000.0, 60_000.0, "m")
+
+
 # default grid: 40 bps steps; at a low of 50,000 one step is 200 USDT.
 @pytest.mark.parametrize(
     ("venue_sets", "strategy_sets", "words"),
