@@ -76,17 +76,28 @@ MAX_OUTPUT_NAME_BYTES = 235
 
 def _output_name_and_link(target: Path, option: str) -> None:
     """Refuse an output path that is a symlink (the write would replace the link, not its target) or
-    whose name is too long for the temporary name it is written under."""
-    if target.is_symlink():
-        raise GridctlError(
-            f"{option}: {target} is a symlink (to {os.readlink(target)}); give the real path, gridctl "
-            "replaces outputs by renaming and would replace the link itself"
-        )
+    whose name is too long for the temporary name it is written under. Lengths come first: a folder name
+    over 255 bytes, or a path over 4,095, makes every later look at the path fail (ENAMETOOLONG)."""
     size = len(target.name.encode())
     if size > MAX_OUTPUT_NAME_BYTES:
         raise GridctlError(
             f"{option}: the name {target.name[:40]}... is {size} bytes; at most {MAX_OUTPUT_NAME_BYTES} "
             "(it is written under a longer temporary name first, and names stop at 255 bytes)"
+        )
+    long_part = next((p for p in target.parts if len(p.encode()) > 255), None)
+    if long_part is not None:
+        raise GridctlError(
+            f"{option}: the folder name {long_part[:40]}... is {len(long_part.encode())} bytes; "
+            "names stop at 255 bytes"
+        )
+    if len(os.fsencode(target.absolute())) > 4095:
+        raise GridctlError(
+            f"{option}: the path is {len(os.fsencode(target.absolute())):,} bytes; at most 4,095"
+        )
+    if target.is_symlink():
+        raise GridctlError(
+            f"{option}: {target} is a symlink (to {os.readlink(target)}); give the real path, gridctl "
+            "replaces outputs by renaming and would replace the link itself"
         )
 
 

@@ -730,6 +730,13 @@ def _output(tmp_path: Path, sort: str) -> tuple[Path, str]:
         return tmp_path / ("é" * 125), "is 250 bytes; at most 235"
     if sort == "under-proc":
         return Path("/proc") / f"gridctl-{os.getpid()}" / "out", "/proc does not accept new files"
+    # Over 255 bytes every look at the path failed with ENAMETOOLONG: a traceback, not a refusal.
+    if sort == "name-256-bytes":
+        return tmp_path / ("r" * 256), "is 256 bytes; at most 235"
+    if sort == "folder-name-300-bytes":
+        return tmp_path / ("p" * 300) / "out", "the folder name ppp"
+    if sort == "path-5000-bytes":
+        return tmp_path.joinpath(*["d" * 200] * 25), "bytes; at most 4,095"
     assert sort == "under-a-file"
     (tmp_path / "f").write_text("x")
     return tmp_path / "f" / "out", "is a file, not a folder"
@@ -742,6 +749,9 @@ OUTPUT_SORTS = [
     "name-250-bytes-utf8",
     "under-proc",
     "under-a-file",
+    "name-256-bytes",
+    "folder-name-300-bytes",
+    "path-5000-bytes",
 ]
 
 
@@ -786,20 +796,36 @@ def test_commands_refuse_an_unusable_out_before_any_work(
     assert not (tmp_path / "studies").exists()
 
 
-@pytest.mark.parametrize("sort", ["file", "fifo", "dev-null"])
+@pytest.mark.parametrize("sort", ["file", "fifo", "dev-null", "under-a-file"])
 @pytest.mark.parametrize(
     "command", [["study", "list"], ["study", "show", "s"], ["optimize", "--profile", "wide"]]
 )
 def test_a_studies_dir_that_is_no_folder_is_refused_at_once(
     tmp_path: Path, sort: str, command: list[str]
 ) -> None:
-    target = {"file": tmp_path / "f", "fifo": tmp_path / "p", "dev-null": Path("/dev/null")}[sort]
-    if sort == "file":
-        target.write_text("x")
+    target = {
+        "file": tmp_path / "f",
+        "fifo": tmp_path / "p",
+        "dev-null": Path("/dev/null"),
+        "under-a-file": tmp_path / "f" / "studies",  # could never be created: a traceback in optimize
+    }[sort]
+    if sort in ("file", "under-a-file"):
+        (tmp_path / "f").write_text("x")
     elif sort == "fifo":
         os.mkfifo(target)
     # optimize: one trial at most, in tmp_path, should the check ever fail to stop it before the work.
     extra = ["--trials", "1", "--data-dir", str(tmp_path / "data")] if command[0] == "optimize" else []
     result = CliRunner().invoke(app, [*command, "--studies-dir", str(target), *extra])
     assert result.exit_code == 2, result.output
-    assert "--studies-dir: " in result.stderr and "not a folder" in result.stderr, result.output
+    assert "--studies-dir: " in result.stderr, result.output
+    assert ("is a regular file" if sort == "under-a-file" else "not a folder") in result.stderr
+
+
+@pytest.mark.parametrize("where", ["/proc/gridctl-studies", "/sys/gridctl-studies"])
+def test_optimize_refuses_a_studies_dir_it_cannot_create_before_any_work(tmp_path: Path, where: str) -> None:
+    result = CliRunner().invoke(
+        app, ["optimize", "--profile", "wide", "--studies-dir", where, "--data-dir", str(tmp_path / "d")]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: --studies-dir: cannot write {where}: "), result.stderr
+    assert len(result.stderr.splitlines()) == 1 and not (tmp_path / "d").exists()
