@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gridctl import configs
 from gridctl.configs.errors import GridctlError
 from gridctl.configs.loader import _format_errors, check_kind, read_yaml
+from gridctl.research.options import RANGES
 from gridctl.research.space import corner_draws, field_of, resolve_draw, tunable_fields
 
 PROFILES_DIR = Path(configs.__file__).resolve().parent / "profiles"
@@ -177,6 +178,8 @@ class CompositeSpec(_Strict):
                 raise ValueError(f"composite bounds for {key} must be finite numbers (got [{lo}, {hi}])")
             if lo >= hi:
                 raise ValueError(f"composite bounds for {key}: low {lo} must be below high {hi}")
+        if not any(self.weights.values()):
+            raise ValueError("composite weights are all 0: every trial would score 0 and nothing be ranked")
         return self
 
 
@@ -299,7 +302,8 @@ class Profile(_Strict):
     base: BaseSpec = Field(default_factory=BaseSpec)
     data: DataSpec = Field(default_factory=DataSpec)
     search_space: dict[str, ParamSpec]
-    trials: int = Field(ge=1)
+    #: As many as --trials takes (a profile's 10**12 ran an endless study).
+    trials: int = Field(ge=1, le=RANGES["trials"][2])
     batch_size: int = Field(default=64, ge=1, le=4096)
     sampler: SamplerSpec
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
@@ -418,6 +422,14 @@ def migrate_profile_tree(tree: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _problems_message(where: str, problems: list[str]) -> str:
+    """One line for one problem (``invalid profile F: search_space.X: ...``); a count and one indented
+    line per problem for several."""
+    if len(problems) == 1:
+        return f"invalid profile {where}: {problems[0].strip()}"
+    return f"invalid profile {where}: {len(problems)} problems\n" + "\n".join(problems)
+
+
 def load_profile(path_or_name: str | Path) -> Profile:
     """Load and check a profile by name (``wide``) or path; every problem names the file and key."""
     path = resolve_profile(path_or_name)
@@ -425,7 +437,7 @@ def load_profile(path_or_name: str | Path) -> Profile:
     check_kind(tree, "optimization profile", str(path))
     renamed = _renamed_problems(tree)
     if renamed:
-        raise GridctlError(f"invalid profile {path}: {len(renamed)} problem(s)\n" + "\n".join(renamed))
+        raise GridctlError(_problems_message(str(path), renamed))
     try:
         profile = Profile.model_validate(tree)
     except ValidationError as err:
@@ -519,7 +531,7 @@ def _check_selection(profile: Profile, where: str) -> None:
                 "train window (and so earlier folds' test windows); walk_forward needs random or qmc"
             )
     if problems:
-        raise GridctlError(f"invalid profile {where}: {len(problems)} problem(s)\n" + "\n".join(problems))
+        raise GridctlError(_problems_message(where, problems))
 
 
 #: Strategy fields a search space may not tune, and why.
@@ -628,7 +640,7 @@ def _check_space(profile: Profile, where: str, strategy: Any = None) -> None:
                 "search space (draw it first)"
             )
     if problems:
-        raise GridctlError(f"invalid profile {where}: {len(problems)} problem(s)\n" + "\n".join(problems))
+        raise GridctlError(_problems_message(where, problems))
     try:
         profile.ordered_params()
     except GridctlError as err:

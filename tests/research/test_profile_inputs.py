@@ -50,6 +50,13 @@ def _set(section: str, key: str, value: Any) -> Any:
     return edit
 
 
+def _set_top(key: str, value: Any) -> Any:
+    def edit(tree: dict[str, Any]) -> None:
+        tree[key] = value
+
+    return edit
+
+
 def _composite(part: str, metric: str, value: Any) -> Any:
     def edit(tree: dict[str, Any]) -> None:
         tree["objective"]["composite"][part][metric] = value
@@ -149,6 +156,15 @@ CASES = {
         "limits.max_same_bar_profit_share_pct",
         "less than or equal to 100",
     ),
+    "every composite weight 0": (
+        lambda tree: tree["objective"]["composite"].update(
+            weights={m: 0 for m in tree["objective"]["composite"]["weights"]}
+        ),
+        "objective.composite",
+        "weights are all 0",
+    ),
+    "trials 10**12": (_set_top("trials", 10**12), "trials", "less than or equal to 1000000"),
+    "trials 1,000,001": (_set_top("trials", 1_000_001), "trials", "less than or equal to 1000000"),
     "NaN spread limit": (
         _set("limits", "max_path_return_spread_pct", float("nan")),
         "limits.max_path_return_spread_pct",
@@ -167,6 +183,20 @@ def test_bad_profile_is_refused_at_load_naming_file_and_field(case: str, tmp_pat
     assert str(path) in msg, msg
     assert field in msg, msg
     assert reason in msg, msg
+
+
+ONE_PROBLEM = ["tunes the intrabar path rule", "switch drawn as a float", "switch drawn from numbers"]
+
+
+@pytest.mark.parametrize("case", ONE_PROBLEM)
+def test_a_single_profile_problem_is_one_line(case: str, tmp_path: Path) -> None:
+    """A search-space problem printed "1 problem(s)" and the problem on a second line."""
+    edit, field, reason = CASES[case]
+    path = _profile(tmp_path, edit)
+    with pytest.raises(GridctlError) as err:
+        load_profile(path)
+    assert str(err.value).startswith(f"invalid profile {path}: {field}: ")
+    assert "\n" not in str(err.value) and reason in str(err.value)
 
 
 @pytest.mark.parametrize("case", ["NaN composite weight", "list as a categorical choice", "seed 2**32"])
