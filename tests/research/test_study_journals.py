@@ -70,6 +70,13 @@ def _with_op(line: bytes, op: int) -> bytes:
             ],
             "unknown operation 99",
         ),
+        # Records that are JSON but no object, or an op code of the wrong type: a list gave a TypeError.
+        (lambda lines: [*lines, b"[1, 2, 3]\n"], "a JSON list, not a record object"),
+        (lambda lines: [*lines, b'"op_code"\n'], "a JSON str, not a record object"),
+        (lambda lines: [*lines, b"7\n"], "a JSON int, not a record object"),
+        (lambda lines: [*lines, b'{"op_code": null}\n'], "unknown operation None"),
+        (lambda lines: [*lines, b'{"op_code": true}\n'], "unknown operation True"),
+        (lambda lines: [*lines, b'{"op_code": 4.0}\n'], "unknown operation 4.0"),
     ],
 )
 def test_a_damaged_record_is_named_and_the_other_studies_still_list(tmp_path: Path, damage, reason) -> None:
