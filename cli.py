@@ -190,6 +190,8 @@ def _usage_line(err: Any, where: str) -> str:
             text = f"no such option {name}" + (f" (did you mean {' or '.join(near)}?)" if near else "")
     else:
         text = " ".join(err.format_message().split()).rstrip(".")
+        if len(text) > 200:  # 1,000 stray words are not repeated back
+            text = text[:196].rsplit(" ", 1)[0] + " ...)"
     return f"{text}; see {where} --help"
 
 

@@ -16,6 +16,20 @@ from gridctl.configs.errors import GridctlError
 from gridctl.configs.files import path_kind
 
 
+def require_path_lengths(target: Path, option: str) -> None:
+    """Refuse a path with a name over 255 bytes or over 4,095 bytes in all: every later look at it
+    (exists, is_dir, stat) would raise ENAMETOOLONG, a traceback instead of a refusal."""
+    long_part = next((p for p in target.parts if len(p.encode()) > 255), None)
+    if long_part is not None:
+        raise GridctlError(
+            f"{option}: the folder name {long_part[:40]}... is {len(long_part.encode())} bytes; "
+            "names stop at 255 bytes"
+        )
+    size = len(os.fsencode(target.absolute()))
+    if size > 4095:
+        raise GridctlError(f"{option}: the path is {size:,} bytes; at most 4,095")
+
+
 def _nearest_existing(path: Path) -> Path:
     """``path`` or its closest ancestor that exists (as anything: folder, file, ...)."""
     current = path
@@ -45,6 +59,7 @@ def require_writable_dir(path: str | os.PathLike[str], option: str) -> Path:
     ancestor (which must be a folder, not a file).
     """
     target = Path(path).expanduser()
+    require_path_lengths(target, option)
     kind = path_kind(target)
     if not kind.startswith("missing") and kind != "a folder":
         raise GridctlError(f"{option}: {target} is {kind}, not a folder")
@@ -58,6 +73,7 @@ def require_writable_dir(path: str | os.PathLike[str], option: str) -> Path:
 def require_existing_dir(path: str | os.PathLike[str], option: str, hint: str = "") -> Path:
     """``path`` as an existing folder; a missing path or a file is a GridctlError naming ``option``."""
     target = Path(path).expanduser()
+    require_path_lengths(target, option)
     if target.is_dir():
         return target
     kind = path_kind(target)

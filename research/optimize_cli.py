@@ -36,7 +36,9 @@ def _studies_dir_is_a_folder(value: Path | None) -> Path | None:
         return value
     from gridctl.configs.errors import GridctlError
     from gridctl.configs.files import path_kind
+    from gridctl.data.paths import require_path_lengths
 
+    require_path_lengths(value, "--studies-dir")
     kind = path_kind(value)
     if kind == "a folder":
         return value

@@ -162,6 +162,13 @@ def test_every_usage_error_is_one_line_naming_the_command(path: tuple[str, ...],
     assert line.startswith("error: ") and line.endswith(f"; see {where} --help"), line
 
 
+def test_a_thousand_stray_words_are_not_repeated_back() -> None:
+    words = [f"S{i}/USDT:USDT" for i in range(1000)]
+    line = _one_line(runner.invoke(app, ["backtest", "--symbols", *words]))
+    assert line.startswith("error: Got unexpected extra argument(s) (S1/USDT:USDT S2/USDT:USDT ")
+    assert line.endswith(" ...); see gridctl backtest --help") and len(line) < 260, line
+
+
 @pytest.mark.parametrize(
     ("args", "line"),
     [

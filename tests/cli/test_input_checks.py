@@ -821,6 +821,26 @@ def test_a_studies_dir_that_is_no_folder_is_refused_at_once(
     assert ("is a regular file" if sort == "under-a-file" else "not a folder") in result.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["data", "info", "--data-dir", "{long}"],
+        ["data", "sample", "--data-dir", "{long}"],
+        ["backtest", "--data-dir", "{long}/store"],
+        ["study", "list", "--studies-dir", "{long}"],
+        ["optimize", "--profile", "wide", "--studies-dir", "{long}/s"],
+    ],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_a_folder_name_over_255_bytes_is_refused_not_a_traceback(tmp_path: Path, command: list[str]) -> None:
+    """Every look at such a path raised ENAMETOOLONG (data info, study list: tracebacks)."""
+    long = str(tmp_path / ("x" * 300))
+    result = CliRunner().invoke(app, [a.replace("{long}", long) for a in command])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "is 300 bytes; names stop at 255 bytes" in result.stderr or "is 300 bytes" in result.stderr
+
+
 @pytest.mark.parametrize("where", ["/proc/gridctl-studies", "/sys/gridctl-studies"])
 def test_optimize_refuses_a_studies_dir_it_cannot_create_before_any_work(tmp_path: Path, where: str) -> None:
     result = CliRunner().invoke(

@@ -153,3 +153,18 @@ def subprocess_pid_that_exited() -> int:
     child = subprocess.Popen(["true"])
     child.wait()
     return child.pid
+
+
+@pytest.mark.parametrize(("size", "refused"), [(190, False), (191, True), (300, True)])
+def test_a_study_name_too_long_for_its_lock_files_is_refused(
+    tmp_path: Path, size: int, refused: bool
+) -> None:
+    """A 300-byte study name raised ENAMETOOLONG when optimize created its journal."""
+    from gridctl.research.optimize.storage import journal_path
+
+    if refused:
+        with pytest.raises(GridctlError, match=rf"is {size} bytes; at most 190"):
+            journal_path("s" * size, tmp_path)
+    else:
+        assert journal_path("s" * size, tmp_path).name == "s" * size + ".journal"
+        _study(tmp_path, "s" * size, trials=1)  # its journal and lock files can be made
