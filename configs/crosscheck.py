@@ -128,6 +128,19 @@ def check_strategy_on_venue(strategy: StrategyConfig, venue: VenueConfig, symbol
         raise GridctlError(head + "\nerror: ".join(lines))
 
 
+def notional_margin_problem(strategy: StrategyConfig, venue: VenueConfig) -> str | None:
+    """For a ladder sized in quote notional (no prices needed): why ``backtest.initial_balance`` cannot
+    margin its cheapest order, or None (also None for a ladder sized in base quantity)."""
+    if strategy.grid.base_qty is not None:
+        return None
+    floor = max(venue.rules_for(strategy.ccxt_symbol).min_notional, venue.risk.min_order_size_usdt)
+    try:
+        _check_balance_margins_a_rung(strategy, venue, max(_rung_sizes(strategy)[0], floor))
+    except GridctlError as err:
+        return str(err)
+    return None
+
+
 def _check_balance_margins_a_rung(strategy: StrategyConfig, venue: VenueConfig, notional: float) -> None:
     """Refuse a ``backtest.initial_balance`` below the initial margin of the cheapest order the ladder can
     place (its notional at the venue's ``trading.leverage``): every entry would be refused for margin and

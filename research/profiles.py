@@ -649,16 +649,26 @@ def _check_space(profile: Profile, where: str, strategy: Any = None) -> None:
 
 
 def _check_corners(profile: Profile, where: str, strategy: Any) -> None:
-    """Every corner of the space (all low, all high, mixed) must be a strategy the schema accepts."""
+    """Every corner of the space (all low, all high, mixed) must be a strategy the schema accepts, and
+    at least one corner's wallet must margin an order (a balance range none of whose corners can, e.g.
+    ``backtest.initial_balance`` 0.001..10 against 15 USDT of margin, ran every trial without a fill)."""
+    from gridctl.configs.crosscheck import notional_margin_problem
     from gridctl.configs.loader import load_venue
     from gridctl.configs.overrides import apply_overrides
 
     venue = load_venue(profile.base.venue)
+    margin_problems = []
     for raw in corner_draws(profile):
         values = resolve_draw(profile, raw, strategy)
         try:
-            apply_overrides(strategy, venue, values)
+            drawn, drawn_venue = apply_overrides(strategy, venue, values)
         except GridctlError as err:
             raise GridctlError(
                 f"invalid profile {where}: search_space draws an invalid strategy at {raw}: {err}"
             ) from None
+        margin_problems.append((raw, notional_margin_problem(drawn, drawn_venue)))
+    if margin_problems and all(problem for _raw, problem in margin_problems):
+        raw, problem = margin_problems[0]
+        raise GridctlError(
+            f"invalid profile {where}: no corner of search_space can trade; at {raw}: {problem}"
+        )

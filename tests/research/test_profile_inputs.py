@@ -301,3 +301,35 @@ def test_the_profile_marks_are_profile_sections_of_no_config() -> None:
 
     assert set(PROFILE_SECTIONS) <= set(Profile.model_fields)
     assert not set(PROFILE_SECTIONS) & (set(StrategyConfig.model_fields) | set(VenueConfig.model_fields))
+
+
+# wide's base: the default strategy (rung 1 of 150 USDT) on binance_futures (leverage 10): 15 USDT margin.
+@pytest.mark.parametrize(
+    ("space", "refused"),
+    [
+        ({"backtest.initial_balance": (0.001, 10.0)}, True),
+        ({"backtest.initial_balance": (1.0, 14.9)}, True),
+        ({"backtest.initial_balance": (0.001, 15.0)}, False),  # the high corners can trade
+        ({"backtest.initial_balance": (14.99, 14.999)}, True),
+        ({"backtest.initial_balance": (15.0, 1e6)}, False),
+    ],
+)
+def test_a_space_no_corner_of_which_can_margin_an_order_is_refused(
+    tmp_path: Path, space: dict[str, tuple[float, float]], refused: bool
+) -> None:
+    """A balance range of 0.001..10 ran every trial without a fill (exit 0, no best trial)."""
+
+    def edit(tree: dict[str, Any]) -> None:
+        for key, (low, high) in space.items():
+            tree["search_space"][key] = {"type": "float", "low": low, "high": high}
+
+    path = _profile(tmp_path, edit)
+    if not refused:
+        load_profile(path)
+        return
+    with pytest.raises(GridctlError) as err:
+        load_profile(path)
+    message = str(err.value)
+    assert message.startswith(f"invalid profile {path}: no corner of search_space can trade; at ")
+    assert "backtest.initial_balance" in message and "cannot margin one order" in message
+    assert "\n" not in message
