@@ -7,6 +7,7 @@ them, so ``gridctl --help`` starts without pydantic, polars, numba & co.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 from collections.abc import Sequence
@@ -17,6 +18,10 @@ import typer
 from typer.core import TyperGroup
 
 from gridctl.configs.errors import GridctlError
+
+#: click's UsageError as typer raises it: typer >= 0.29 vendors click in a private module, so the class is
+#: found through the public ``typer.BadParameter``, which derives from it in every typer version.
+UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 #: Sub-command groups loaded on first use: name -> (module holding a typer app ``app``, one-line help).
 LAZY_GROUPS: dict[str, tuple[str, str]] = {
@@ -86,6 +91,29 @@ FREQTRADE_COMMANDS: dict[str, str] = {
     "list-data": "data info",
     "show-config": "config show",
     "trade": "live",
+    "list-strategies": "config list",
+    "list-exchanges": "data download --exchange ID",
+    "lookahead-analysis": "backtest --detail 1m",
+    "plot-dataframe": "backtest --out DIR",
+    "plot-profit": "backtest --out DIR",
+}
+#: freqtrade option spellings gridctl does not take, and what to give instead (answered when unknown).
+FREQTRADE_OPTIONS: dict[str, str] = {
+    "--timeframe-detail": "--detail",
+    "--strategy-list": "--strategy (one strategy per run)",
+    "--epochs": "--trials",
+    "--spaces": "--profile (a profile names the parameters searched)",
+    "--hyperopt-loss": "--profile (a profile names the objective)",
+    "--stake-amount": "--set backtest.initial_balance=VALUE",
+    "--dry-run-wallet": "--set backtest.initial_balance=VALUE",
+    "--starting-balance": "--set backtest.initial_balance=VALUE",
+    "--pairs": "--symbol (or --symbols)",
+    "--userdir": "--data-dir",
+    "--user-data-dir": "--data-dir",
+    "--export": "--out DIR",
+    "--export-filename": "--out DIR",
+    "--random-state": "the profile's seed: field",
+    "--job-workers": "--jobs",
 }
 
 
@@ -112,9 +140,9 @@ def _given_value(args: list[str], opts: Sequence[str]) -> str | None:
     return value
 
 
-def _bad_value_line(err: typer.BadParameter, args: list[str]) -> str:
-    """One line for a value typer refused: a ranged number names its flag, its range and what was given
-    (typer's own answer is a usage line plus a boxed message)."""
+def _bad_value_line(err: typer.BadParameter, args: list[str]) -> str | None:
+    """One line for a number typer refused for its range: the flag, its range and what was given (typer's
+    own answer is a usage line plus a boxed message); None for any other refused value."""
     param = err.param
     lo, hi = getattr(param, "min", None), getattr(param, "max", None)
     if isinstance(param, typer.core.TyperOption) and lo is not None and hi is not None:
@@ -123,7 +151,48 @@ def _bad_value_line(err: typer.BadParameter, args: list[str]) -> str:
         what = "an integer" if kinds == [int] else "a number"
         span = "..".join(f"{b:g}" if isinstance(b, float) else str(b) for b in (lo, hi))
         return f"{param.opts[0]} takes {what} in {span}, got {_given_value(args, param.opts)}"
-    return err.format_message()
+    return None
+
+
+def _command_path(group: TyperGroup, args: list[str]) -> str:
+    """``gridctl backtest`` or ``gridctl study show``: the command a command line reaches (by its words)."""
+    words, command = ["gridctl"], group
+    for token in args:
+        if not isinstance(command, TyperGroup):
+            break
+        sub = command.commands.get(token)
+        if sub is None:
+            continue
+        words.append(token)
+        command = sub
+    return " ".join(words)
+
+
+def _near_options(name: str, command: Any) -> list[str]:
+    """The command's options spelled like ``name`` (compared without their dashes, so ``--bogus`` is not
+    "close" to ``--out`` through the shared ``--``)."""
+    opts = [o for p in getattr(command, "params", []) for o in getattr(p, "opts", []) if o.startswith("--")]
+    by_word = {o.lstrip("-"): o for o in opts}
+    return [by_word[w] for w in difflib.get_close_matches(name.lstrip("-"), list(by_word), n=3, cutoff=0.6)]
+
+
+def _usage_line(err: Any, where: str) -> str:
+    """One line for a usage error (unknown option or command, missing value, extra argument): typer's own
+    answer is a usage line, a hint line and a boxed message. freqtrade spellings get gridctl's name."""
+    if err.ctx is not None:
+        where = err.ctx.command_path
+    if type(err).__name__ == "NoSuchOption":
+        name = err.option_name
+        if name in FREQTRADE_OPTIONS:
+            text = f"no option {name} (a freqtrade option); gridctl's is {FREQTRADE_OPTIONS[name]}"
+        else:
+            near = _near_options(name, err.ctx.command) if err.ctx is not None else []
+            text = f"no such option {name}" + (f" (did you mean {' or '.join(near)}?)" if near else "")
+    else:
+        text = " ".join(err.format_message().split()).rstrip(".")
+        if len(text) > 200:  # 1,000 stray words are not repeated back
+            text = text[:196].rsplit(" ", 1)[0] + " ...)"
+    return f"{text}; see {where} --help"
 
 
 def _rewrite_aliases(args: list[str]) -> list[str]:
@@ -165,6 +234,14 @@ class _GridctlGroup(TyperGroup):
         self._args = rewritten
         return super().main(rewritten, *rest, **extra)
 
+    def make_context(self, info_name: str | None, args: list[str], **extra: Any) -> typer.Context:
+        # The top level's own parse errors (`gridctl --bogus`) are raised here, outside invoke().
+        try:
+            return super().make_context(info_name, args, **extra)
+        except UsageError as err:
+            typer.echo(f"error: {_usage_line(err, _command_path(self, args))}", err=True)
+            sys.exit(2)
+
     def resolve_command(self, ctx: typer.Context, args: list[str]) -> tuple[Any, Any, list[str]]:
         name = args[0] if args else ""
         if name in FREQTRADE_COMMANDS and super().get_command(ctx, name) is None:
@@ -180,8 +257,12 @@ class _GridctlGroup(TyperGroup):
         except GridctlError as err:
             typer.echo(f"error: {err}", err=True)
             ctx.exit(2)
-        except typer.BadParameter as err:
-            typer.echo(f"error: {_bad_value_line(err, self._args)}", err=True)
+        except UsageError as err:  # typer.BadParameter (a value, a missing option) is one of these
+            ranged = _bad_value_line(err, self._args) if isinstance(err, typer.BadParameter) else None
+            if ranged is not None:
+                typer.echo(f"error: {ranged}", err=True)
+                ctx.exit(2)
+            typer.echo(f"error: {_usage_line(err, _command_path(self, self._args))}", err=True)
             ctx.exit(2)
 
     def format_help(self, ctx: typer.Context, formatter: Any) -> None:

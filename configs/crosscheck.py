@@ -9,7 +9,8 @@ the one of the strategy's own symbol (``VenueConfig.rules_for``), and messages n
 :func:`check_strategy_on_venue` before any work starts. Once the market is loaded, ``gridctl backtest``
 also calls :func:`check_notional_in_range`: a ladder none of whose rungs reaches the order notional
 limits at any price of the data would never place an order, and a tick wider than one grid step (or a
-quantity step above ``grid.base_qty``) would round every order away: a silent zero-trade run.
+quantity step above ``grid.base_qty``) would round every order away, and an ``initial_balance`` below the
+margin of the cheapest placeable order would have every entry refused: a silent zero-trade run.
 """
 
 from __future__ import annotations
@@ -127,6 +128,34 @@ def check_strategy_on_venue(strategy: StrategyConfig, venue: VenueConfig, symbol
         raise GridctlError(head + "\nerror: ".join(lines))
 
 
+def notional_margin_problem(strategy: StrategyConfig, venue: VenueConfig) -> str | None:
+    """For a ladder sized in quote notional (no prices needed): why ``backtest.initial_balance`` cannot
+    margin its cheapest order, or None (also None for a ladder sized in base quantity)."""
+    if strategy.grid.base_qty is not None:
+        return None
+    floor = max(venue.rules_for(strategy.ccxt_symbol).min_notional, venue.risk.min_order_size_usdt)
+    try:
+        _check_balance_margins_a_rung(strategy, venue, max(_rung_sizes(strategy)[0], floor))
+    except GridctlError as err:
+        return str(err)
+    return None
+
+
+def _check_balance_margins_a_rung(strategy: StrategyConfig, venue: VenueConfig, notional: float) -> None:
+    """Refuse a ``backtest.initial_balance`` below the initial margin of the cheapest order the ladder can
+    place (its notional at the venue's ``trading.leverage``): every entry would be refused for margin and
+    the run would trade nothing (it ran to the end with zero fills and a tripped circuit breaker)."""
+    balance = strategy.backtest.initial_balance
+    leverage = venue.trading.leverage
+    margin = notional / leverage
+    if balance < margin:
+        raise GridctlError(
+            f"strategy {strategy.origin} on venue {venue.origin}: backtest.initial_balance {balance:g} USDT "
+            f"cannot margin one order: the cheapest rung is {notional:,.6g} USDT at leverage {leverage:g} "
+            f"(trading.leverage) = {margin:,.6g} USDT of margin; the run would trade nothing"
+        )
+
+
 def _rung_sizes(strategy: StrategyConfig) -> list[float]:
     """Rung sizes in the strategy's unit: base quantity (``base_qty``) or quote (``base_notional``)."""
     grid = strategy.grid
@@ -163,6 +192,7 @@ def check_notional_in_range(
     lo_n = [s if by_notional else s * low for s in sizes]
     hi_n = [s if by_notional else s * high for s in sizes]
     if any(h >= floor and lo <= cap for lo, h in zip(lo_n, hi_n, strict=True)):
+        _check_balance_margins_a_rung(strategy, venue, min(max(n, floor) for n in lo_n))
         return
     field = "grid.base_notional" if by_notional else "grid.base_qty"
     size = strategy.grid.base_notional if by_notional else strategy.grid.base_qty

@@ -104,6 +104,8 @@ def detect_kind(path_or_name: str | Path) -> Kind:
         return found[0]
     tree = read_yaml(path)
     votes = {k: len(set(tree) & set(MODELS[k].model_fields)) for k in MODELS}
+    if not any(votes.values()):
+        check_kind(tree, "strategy config", str(path))  # a profile or a symbol-rules snapshot is named
     if votes["strategy"] == votes["venue"]:
         raise GridctlError(
             f"{path}: cannot tell whether this is a strategy or a venue config "
@@ -184,7 +186,7 @@ def _load(
     path = resolve_path(path_or_name, kind)
     where = str(path)
     tree = read_yaml(path)
-    _check_kind(tree, kind, where)
+    check_kind(tree, f"{kind} config", where)
     rules_file = _merge_symbol_rules_file(tree, path) if kind == "venue" else None
     tree, sources = secrets.expand_tree(tree, where)
     from_file = _key_paths(tree)
@@ -216,17 +218,50 @@ def _load(
     return cfg
 
 
-def _check_kind(tree: dict[str, Any], kind: Kind, where: str) -> None:
-    """One line when a file of the other kind is given (a strategy as the venue), not a list of
-    every required section it lacks: it holds more of the other kind's sections and none of this one's."""
-    other: Kind = "venue" if kind == "strategy" else "strategy"
-    mine = set(tree) & set(MODELS[kind].model_fields)
-    theirs = sorted(map(str, set(tree) & set(MODELS[other].model_fields)))
-    if theirs and not mine:
+#: Top-level sections that mark an optimization profile (its model, ``Profile``, lives in research/, above
+#: this layer; tests/research/test_profiles.py checks these are Profile fields and no config section).
+PROFILE_SECTIONS = frozenset({"search_space", "sampler", "pruner", "objective", "validation"})
+
+
+def _kind_sections() -> dict[str, frozenset[str]]:
+    """Each kind of gridctl YAML file and the top-level sections only that kind has."""
+    full = {
+        "strategy config": frozenset(StrategyConfig.model_fields),
+        "venue config": frozenset(VenueConfig.model_fields),
+        "optimization profile": PROFILE_SECTIONS,
+        "symbol-rules snapshot": frozenset(SNAPSHOT_KEYS),
+    }
+    return {k: v - frozenset().union(*(o for n, o in full.items() if n != k)) for k, v in full.items()}
+
+
+#: Where each kind of file is given (named when a file of that kind turns up in the wrong place).
+KIND_USES = {
+    "strategy config": "give it as --strategy",
+    "venue config": "give it as --venue",
+    "optimization profile": "give it as `gridctl optimize --profile`",
+    "symbol-rules snapshot": "a venue config names it in symbol_rules_file",
+}
+
+
+def check_kind(tree: dict[str, Any], kind: str, where: str) -> None:
+    """One line when a file of another kind is given (a strategy as the venue, a profile as the strategy,
+    the symbol-rules snapshot as the venue), not a list of every required section it lacks: it holds
+    sections only another kind has and none only this kind has. ``kind`` names a key of
+    ``_kind_sections`` ("strategy config", "venue config", "optimization profile")."""
+    marks = _kind_sections()
+    keys = {k for k in tree if isinstance(k, str)}
+    if keys & marks[kind]:
+        return
+    votes = {k: sorted(keys & v) for k, v in marks.items() if k != kind and keys & v}
+    if votes:
+        other = max(votes, key=lambda k: len(votes[k]))
         raise GridctlError(
-            f"{where} is a {other} config (sections {', '.join(theirs)}), not a {kind} config; "
-            f"give it where a {other} config is expected"
+            f"{where} is {_a(other)} (sections {', '.join(votes[other])}), not {_a(kind)}; {KIND_USES[other]}"
         )
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -153,6 +153,12 @@ def freqtrade_pair_to_symbol(pair: str) -> str:
     return f"{parts[0]}/{parts[1]}:{parts[2]}" if len(parts) == 3 else f"{parts[0]}/{parts[1]}"
 
 
+#: Largest csv an archive may unpack to: a month of 1m klines is about 7 MB (44,640 rows of ~160 bytes),
+#: so 256 MiB is 35 such months; beyond it the archive is no Binance file (a zip bomb unpacked 2 GB for a
+#: minute before its columns were refused).
+MAX_ARCHIVE_CSV_BYTES = 256 * 2**20
+
+
 def _read_binance_bytes(path: Path) -> bytes:
     """The CSV payload of an archive (the single csv member, named like the archive) or a plain csv."""
     if path.suffix == ".csv":
@@ -179,7 +185,17 @@ def _read_binance_bytes(path: Path) -> bytes:
                     f"{path}: {inner} uses zip compression method {info.compress_type}; Binance archives "
                     "use deflate (8) or none (0)"
                 )
-            return archive.read(members[0])
+            too_big = (
+                f"{path}: {inner} unpacks to more than {MAX_ARCHIVE_CSV_BYTES // 2**20} MiB; a Binance "
+                "monthly archive unpacks to a few MB, so this is no Binance file"
+            )
+            if info.file_size > MAX_ARCHIVE_CSV_BYTES:
+                raise GridctlError(too_big)
+            with archive.open(info) as member:  # the declared size may lie: read at most one byte more
+                payload = member.read(MAX_ARCHIVE_CSV_BYTES + 1)
+            if len(payload) > MAX_ARCHIVE_CSV_BYTES:
+                raise GridctlError(too_big)
+            return payload
     except zipfile.BadZipFile as err:
         raise GridctlError(f"{path}: not a valid zip archive ({err})") from None
     except (zlib.error, EOFError, OSError, RuntimeError, NotImplementedError) as err:
@@ -590,6 +606,19 @@ def _plain_timeframe(path: Path, ts: np.ndarray, timeframe: str | None) -> tuple
     return tf, how
 
 
+def _plain_numbers(df: pl.DataFrame, name: str, source: str) -> pl.Series:
+    """A price, volume or rate column as float64; a column of text, booleans or anything else not numeric
+    is an error naming it (a cast raised a polars traceback, or quietly turned booleans into 0/1)."""
+    col = df[name]
+    if not col.dtype.is_numeric():
+        first = next((v for v in col.to_list() if v is not None), None)
+        raise GridctlError(
+            f"{source}: column {name!r} must be numeric, found {col.dtype}"
+            + (f" (first value {first!r})" if first is not None else "")
+        )
+    return col.cast(pl.Float64)
+
+
 def read_plain(path: Path, symbol: str | None, timeframe: str | None, kind: str | None) -> _Parsed | str:
     """Parse a plain Parquet/CSV table of candles (``ts, open, high, low, close[, volume]``) or funding
     (``ts, rate[, mark_price]``), inferring symbol, kind and timeframe where no flag gives them.
@@ -611,9 +640,13 @@ def read_plain(path: Path, symbol: str | None, timeframe: str | None, kind: str 
         )
     time_col, ts = _plain_times(df, source)
     if rate is not None:
-        mark = df["mark_price"].cast(pl.Float64) if "mark_price" in df.columns else np.full(len(ts), np.nan)
+        mark = (
+            _plain_numbers(df, "mark_price", source)
+            if "mark_price" in df.columns
+            else np.full(len(ts), np.nan)
+        )
         funding = pl.DataFrame(
-            {"ts": ts, "rate": df[rate].cast(pl.Float64), "mark_price": mark},
+            {"ts": ts, "rate": _plain_numbers(df, rate, source), "mark_price": mark},
             schema_overrides={"ts": pl.Int64},
         ).sort("ts")
         funding, moved = normalise_and_check_funding(funding, source)
@@ -623,11 +656,14 @@ def read_plain(path: Path, symbol: str | None, timeframe: str | None, kind: str 
     candle_kind = kind or ("trade" if "volume" in df.columns else "mark")
     order = np.argsort(ts, kind="stable")
     tf, tf_how = _plain_timeframe(path, ts[order], timeframe)
-    volume = df["volume"].cast(pl.Float64) if "volume" in df.columns else pl.Series(np.zeros(len(ts)))
+    volume = _plain_numbers(df, "volume", source) if "volume" in df.columns else pl.Series(np.zeros(len(ts)))
     candles = pl.DataFrame(
         {
             "ts": ts,
-            **{c: df[c].cast(pl.Float64).fill_null(float("nan")) for c in ("open", "high", "low", "close")},
+            **{
+                c: _plain_numbers(df, c, source).fill_null(float("nan"))
+                for c in ("open", "high", "low", "close")
+            },
             "volume": volume,
         },
         schema_overrides={"ts": pl.Int64},

@@ -16,6 +16,20 @@ from gridctl.configs.errors import GridctlError
 from gridctl.configs.files import path_kind
 
 
+def require_path_lengths(target: Path, option: str) -> None:
+    """Refuse a path with a name over 255 bytes or over 4,095 bytes in all: every later look at it
+    (exists, is_dir, stat) would raise ENAMETOOLONG, a traceback instead of a refusal."""
+    long_part = next((p for p in target.parts if len(p.encode()) > 255), None)
+    if long_part is not None:
+        raise GridctlError(
+            f"{option}: the folder name {long_part[:40]}... is {len(long_part.encode())} bytes; "
+            "names stop at 255 bytes"
+        )
+    size = len(os.fsencode(target.absolute()))
+    if size > 4095:
+        raise GridctlError(f"{option}: the path is {size:,} bytes; at most 4,095")
+
+
 def _nearest_existing(path: Path) -> Path:
     """``path`` or its closest ancestor that exists (as anything: folder, file, ...)."""
     current = path
@@ -45,6 +59,7 @@ def require_writable_dir(path: str | os.PathLike[str], option: str) -> Path:
     ancestor (which must be a folder, not a file).
     """
     target = Path(path).expanduser()
+    require_path_lengths(target, option)
     kind = path_kind(target)
     if not kind.startswith("missing") and kind != "a folder":
         raise GridctlError(f"{option}: {target} is {kind}, not a folder")
@@ -58,6 +73,7 @@ def require_writable_dir(path: str | os.PathLike[str], option: str) -> Path:
 def require_existing_dir(path: str | os.PathLike[str], option: str, hint: str = "") -> Path:
     """``path`` as an existing folder; a missing path or a file is a GridctlError naming ``option``."""
     target = Path(path).expanduser()
+    require_path_lengths(target, option)
     if target.is_dir():
         return target
     kind = path_kind(target)
@@ -76,17 +92,28 @@ MAX_OUTPUT_NAME_BYTES = 235
 
 def _output_name_and_link(target: Path, option: str) -> None:
     """Refuse an output path that is a symlink (the write would replace the link, not its target) or
-    whose name is too long for the temporary name it is written under."""
-    if target.is_symlink():
-        raise GridctlError(
-            f"{option}: {target} is a symlink (to {os.readlink(target)}); give the real path, gridctl "
-            "replaces outputs by renaming and would replace the link itself"
-        )
+    whose name is too long for the temporary name it is written under. Lengths come first: a folder name
+    over 255 bytes, or a path over 4,095, makes every later look at the path fail (ENAMETOOLONG)."""
     size = len(target.name.encode())
     if size > MAX_OUTPUT_NAME_BYTES:
         raise GridctlError(
             f"{option}: the name {target.name[:40]}... is {size} bytes; at most {MAX_OUTPUT_NAME_BYTES} "
             "(it is written under a longer temporary name first, and names stop at 255 bytes)"
+        )
+    long_part = next((p for p in target.parts if len(p.encode()) > 255), None)
+    if long_part is not None:
+        raise GridctlError(
+            f"{option}: the folder name {long_part[:40]}... is {len(long_part.encode())} bytes; "
+            "names stop at 255 bytes"
+        )
+    if len(os.fsencode(target.absolute())) > 4095:
+        raise GridctlError(
+            f"{option}: the path is {len(os.fsencode(target.absolute())):,} bytes; at most 4,095"
+        )
+    if target.is_symlink():
+        raise GridctlError(
+            f"{option}: {target} is a symlink (to {os.readlink(target)}); give the real path, gridctl "
+            "replaces outputs by renaming and would replace the link itself"
         )
 
 

@@ -112,10 +112,19 @@ def _year_key(ts: np.ndarray) -> np.ndarray:
 
 
 def _partitions(directory: Path, pattern: re.Pattern[str]) -> list[Path]:
-    """The partition files of a series folder, oldest first; a misnamed one (``2024-13``) is an error."""
+    """The partition files of a series folder, oldest first; a misnamed one (``2024-13``, ``2024-1``,
+    ``99999-01``, ``10000`` for a year) is an error: read as no data at all, it made the stored series
+    vanish from `data info` and the backtest say "no 1m candles" while listing 1m."""
     if not directory.is_dir():
         return []
-    found = sorted(p for p in directory.iterdir() if pattern.match(p.name))
+    names = [p for p in directory.iterdir() if p.name.endswith(".parquet") and not p.name.startswith(".")]
+    form = "YYYY with a year 0001-9999" if pattern is _YEAR_RE else "YYYY-MM with a month 01-12"
+    for path in names:
+        if not pattern.match(path.name):
+            raise GridctlError(
+                f"{path}: not a partition name ({path.stem!r} is not {form}); rename or remove the file"
+            )
+    found = sorted(p for p in names if pattern.match(p.name))
     for path in found:
         partition_bounds(path)
     return found

@@ -32,12 +32,23 @@ DataOpt = Annotated[
 
 
 def _studies_dir_is_a_folder(value: Path | None) -> Path | None:
-    """A --studies-dir that exists must be a folder: refused at parse time, before any work."""
-    if value is not None and (value.exists() or value.is_symlink()) and not value.is_dir():
-        from gridctl.configs.errors import GridctlError
-        from gridctl.configs.files import path_kind
+    """A --studies-dir that exists must be a folder, and one that does not must have a folder as its
+    nearest existing ancestor (under a file it could never be created): refused at parse time."""
+    if value is None:
+        return value
+    from gridctl.configs.errors import GridctlError
+    from gridctl.configs.files import path_kind
+    from gridctl.data.paths import require_path_lengths
 
-        raise GridctlError(f"--studies-dir: {value} is {path_kind(value)}, not a folder")
+    require_path_lengths(value, "--studies-dir")
+    kind = path_kind(value)
+    if kind == "a folder":
+        return value
+    if not kind.startswith("missing"):
+        raise GridctlError(f"--studies-dir: {value} is {kind}, not a folder")
+    anchor = next((p for p in (value, *value.parents) if p.exists() or p.is_symlink()), None)
+    if anchor is not None and not anchor.is_dir():
+        raise GridctlError(f"--studies-dir: {value} cannot be a folder: {anchor} is {path_kind(anchor)}")
     return value
 
 
@@ -137,6 +148,11 @@ def optimize(
     from gridctl.research.optimize import load_workload
     from gridctl.research.profiles import load_profile
 
+    if opts.storage is None:  # the journal file is created there: a folder that cannot be made fails now
+        from gridctl.data.paths import require_writable_dir
+        from gridctl.research.optimize.storage import default_studies_dir
+
+        require_writable_dir(opts.studies_dir or default_studies_dir(), "--studies-dir")
     prof = load_profile(opts.profile)
     name = opts.study_name or prof.name
     status = Console(stderr=True)

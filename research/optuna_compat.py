@@ -124,8 +124,10 @@ def first_bad_record(path: str | os.PathLike[str]) -> tuple[int, str] | None:
                 record = json.loads(line)
             except (UnicodeDecodeError, json.JSONDecodeError):
                 return n, "not a JSON record"
-            op = record.get("op_code") if isinstance(record, dict) else record
-            if op not in known:
+            if not isinstance(record, dict):  # a list was looked up in the op-code set: a TypeError
+                return n, f"a JSON {type(record).__name__}, not a record object"
+            op = record.get("op_code")
+            if isinstance(op, bool) or not isinstance(op, int) or op not in known:
                 return n, f"unknown operation {op!r}"
     return None
 

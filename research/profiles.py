@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gridctl import configs
 from gridctl.configs.errors import GridctlError
-from gridctl.configs.loader import _format_errors, read_yaml
+from gridctl.configs.loader import _format_errors, check_kind, read_yaml
+from gridctl.research.options import RANGES
 from gridctl.research.space import corner_draws, field_of, resolve_draw, tunable_fields
 
 PROFILES_DIR = Path(configs.__file__).resolve().parent / "profiles"
@@ -177,6 +178,8 @@ class CompositeSpec(_Strict):
                 raise ValueError(f"composite bounds for {key} must be finite numbers (got [{lo}, {hi}])")
             if lo >= hi:
                 raise ValueError(f"composite bounds for {key}: low {lo} must be below high {hi}")
+        if not any(self.weights.values()):
+            raise ValueError("composite weights are all 0: every trial would score 0 and nothing be ranked")
         return self
 
 
@@ -299,7 +302,8 @@ class Profile(_Strict):
     base: BaseSpec = Field(default_factory=BaseSpec)
     data: DataSpec = Field(default_factory=DataSpec)
     search_space: dict[str, ParamSpec]
-    trials: int = Field(ge=1)
+    #: As many as --trials takes (a profile's 10**12 ran an endless study).
+    trials: int = Field(ge=1, le=RANGES["trials"][2])
     batch_size: int = Field(default=64, ge=1, le=4096)
     sampler: SamplerSpec
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
@@ -418,13 +422,22 @@ def migrate_profile_tree(tree: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _problems_message(where: str, problems: list[str]) -> str:
+    """One line for one problem (``invalid profile F: search_space.X: ...``); a count and one indented
+    line per problem for several."""
+    if len(problems) == 1:
+        return f"invalid profile {where}: {problems[0].strip()}"
+    return f"invalid profile {where}: {len(problems)} problems\n" + "\n".join(problems)
+
+
 def load_profile(path_or_name: str | Path) -> Profile:
     """Load and check a profile by name (``wide``) or path; every problem names the file and key."""
     path = resolve_profile(path_or_name)
     tree = read_yaml(path)
+    check_kind(tree, "optimization profile", str(path))
     renamed = _renamed_problems(tree)
     if renamed:
-        raise GridctlError(f"invalid profile {path}: {len(renamed)} problem(s)\n" + "\n".join(renamed))
+        raise GridctlError(_problems_message(str(path), renamed))
     try:
         profile = Profile.model_validate(tree)
     except ValidationError as err:
@@ -529,7 +542,7 @@ def _check_selection(profile: Profile, where: str) -> None:
                 "train window (and so earlier folds' test windows); walk_forward needs random or qmc"
             )
     if problems:
-        raise GridctlError(f"invalid profile {where}: {len(problems)} problem(s)\n" + "\n".join(problems))
+        raise GridctlError(_problems_message(where, problems))
 
 
 #: Strategy fields a search space may not tune, and why.
@@ -638,7 +651,7 @@ def _check_space(profile: Profile, where: str, strategy: Any = None) -> None:
                 "search space (draw it first)"
             )
     if problems:
-        raise GridctlError(f"invalid profile {where}: {len(problems)} problem(s)\n" + "\n".join(problems))
+        raise GridctlError(_problems_message(where, problems))
     try:
         profile.ordered_params()
     except GridctlError as err:
@@ -647,16 +660,26 @@ def _check_space(profile: Profile, where: str, strategy: Any = None) -> None:
 
 
 def _check_corners(profile: Profile, where: str, strategy: Any) -> None:
-    """Every corner of the space (all low, all high, mixed) must be a strategy the schema accepts."""
+    """Every corner of the space (all low, all high, mixed) must be a strategy the schema accepts, and
+    at least one corner's wallet must margin an order (a balance range none of whose corners can, e.g.
+    ``backtest.initial_balance`` 0.001..10 against 15 USDT of margin, ran every trial without a fill)."""
+    from gridctl.configs.crosscheck import notional_margin_problem
     from gridctl.configs.loader import load_venue
     from gridctl.configs.overrides import apply_overrides
 
     venue = load_venue(profile.base.venue)
+    margin_problems = []
     for raw in corner_draws(profile):
         values = resolve_draw(profile, raw, strategy)
         try:
-            apply_overrides(strategy, venue, values)
+            drawn, drawn_venue = apply_overrides(strategy, venue, values)
         except GridctlError as err:
             raise GridctlError(
                 f"invalid profile {where}: search_space draws an invalid strategy at {raw}: {err}"
             ) from None
+        margin_problems.append((raw, notional_margin_problem(drawn, drawn_venue)))
+    if margin_problems and all(problem for _raw, problem in margin_problems):
+        raw, problem = margin_problems[0]
+        raise GridctlError(
+            f"invalid profile {where}: no corner of search_space can trade; at {raw}: {problem}"
+        )

@@ -30,10 +30,20 @@ def default_studies_dir() -> Path:
     return data.parent / "gridctl-studies"
 
 
+#: Longest study name: Optuna renames its journal lock to ``<name>.journal.lock<uuid4>.rename`` (56 bytes
+#: after the name) and file names stop at 255 bytes (a 300-character name raised ENAMETOOLONG).
+MAX_STUDY_NAME_BYTES = 190
+
+
 def journal_path(study_name: str, studies_dir: Path | None = None) -> Path:
     """The journal file of a study in the studies directory."""
     if not study_name or "/" in study_name or study_name.startswith("."):
         raise GridctlError(f"study name {study_name!r}: use letters, digits, '-', '_' (no '/')")
+    if len(study_name.encode()) > MAX_STUDY_NAME_BYTES:
+        raise GridctlError(
+            f"study name {study_name[:40]}... is {len(study_name.encode())} bytes; "
+            f"at most {MAX_STUDY_NAME_BYTES}"
+        )
     return (studies_dir or default_studies_dir()) / f"{study_name}.journal"
 
 

@@ -152,13 +152,26 @@ def _fail_stale(
             del unowned_seen[gone]
 
 
-def _fail_dead_local_trials(study: optuna.Study) -> int:
-    """Journal studies have no heartbeat: fail RUNNING trials whose worker process on this host is gone."""
+#: A journal trial still without its owner attr this long after it started was created by a worker killed
+#: between the ask and the attr (a live worker records it milliseconds later): nobody will ever tell it.
+UNOWNED_JOURNAL_TRIAL_S = 60.0
+
+
+def _fail_dead_local_trials(study: optuna.Study, now: datetime.datetime | None = None) -> int:
+    """Journal studies have no heartbeat: fail RUNNING trials whose worker process on this host is gone,
+    and trials that have had no owner for ``UNOWNED_JOURNAL_TRIAL_S`` (they stayed RUNNING after a kill
+    through every later resume)."""
     host = socket.gethostname()
+    now = now or datetime.datetime.now()
     failed = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         owner = t.system_attrs.get(WORKER_ATTR)
         if not owner:
+            started = t.datetime_start
+            if started is not None and (now - started).total_seconds() > UNOWNED_JOURNAL_TRIAL_S:
+                with contextlib.suppress(Exception):
+                    study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+                    failed += 1
             continue
         h, _, pid = owner.rpartition(":")
         if h == host and not pid_alive(int(pid)):

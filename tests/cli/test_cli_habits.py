@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from gridctl.cli import FREQTRADE_COMMANDS, _rewrite_aliases, app
+from gridctl.cli import FREQTRADE_COMMANDS, FREQTRADE_OPTIONS, _rewrite_aliases, app
 
 runner = CliRunner()
 
@@ -123,6 +123,94 @@ def test_timerange_is_answered_with_start_and_end(args: list[str], suggestion: s
             "error: gridctl has no --timerange (a freqtrade option); give the range as "
         )
         assert suggestion in result.stderr, result.stderr
+
+
+def _one_line(result: object) -> str:
+    """The single stderr line of a refused command line (exit 2, nothing on stdout, no box, no usage)."""
+    assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+    lines = result.stderr.splitlines()  # type: ignore[attr-defined]
+    assert len(lines) == 1 and result.stdout == "", result.output  # type: ignore[attr-defined]
+    assert not any(c in lines[0] for c in "╭╰│") and "Usage:" not in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("path", "command"),
+    [(p, c) for p, c in COMMANDS],
+    ids=lambda v: " ".join(v) or "top" if isinstance(v, tuple) else "",
+)
+def test_every_usage_error_is_one_line_naming_the_command(path: tuple[str, ...], command: object) -> None:
+    """Unknown option, unknown sub-command, an option missing its value and a stray argument: one line
+    naming the problem and the command's --help, exit 2, on every command and group."""
+    where = " ".join(("gridctl", *path))
+    assert _one_line(runner.invoke(app, [*path, "--no-such-flag"])) == (
+        f"error: no such option --no-such-flag; see {where} --help"
+    )
+    if getattr(command, "commands", None):
+        line = _one_line(runner.invoke(app, [*path, "no-such-command"]))
+        assert line == f"error: No such command 'no-such-command'; see {where} --help"
+        return
+    valued = [p for p in command.params if getattr(p, "opts", None) and not getattr(p, "is_flag", True)]
+    for param in valued:
+        opt = param.opts[0]
+        line = _one_line(runner.invoke(app, [*path, opt]))
+        assert line == f"error: Option '{opt}' requires an argument; see {where} --help", line
+    if any(isinstance(p, typer.core.TyperArgument) and p.nargs == -1 for p in command.params):
+        return  # `data import FILES...` takes any number of words
+    # Stray words: a missing option or extra arguments.
+    line = _one_line(runner.invoke(app, [*path, "first", "second", "third"]))
+    assert line.startswith("error: ") and line.endswith(f"; see {where} --help"), line
+
+
+def test_a_thousand_stray_words_are_not_repeated_back() -> None:
+    words = [f"S{i}/USDT:USDT" for i in range(1000)]
+    line = _one_line(runner.invoke(app, ["backtest", "--symbols", *words]))
+    assert line.startswith("error: Got unexpected extra argument(s) (S1/USDT:USDT S2/USDT:USDT ")
+    assert line.endswith(" ...); see gridctl backtest --help") and len(line) < 260, line
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["backtest", "--jsn"],
+            "error: no such option --jsn (did you mean --json?); see gridctl backtest --help",
+        ),
+        (
+            ["backtest", "--strat", "x"],
+            "error: no such option --strat (did you mean --start or --strategy?); "
+            "see gridctl backtest --help",
+        ),
+        (
+            ["study", "show", "x", "--tpo", "3"],
+            "error: no such option --tpo (did you mean --top?); see gridctl study show --help",
+        ),
+        (["backtest", "--bogus"], "error: no such option --bogus; see gridctl backtest --help"),
+    ],
+)
+def test_a_misspelt_option_is_answered_with_the_near_ones(args: list[str], line: str) -> None:
+    assert _one_line(runner.invoke(app, args)) == line
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["backtest", "--timeframe-detail", "1m"], "--timeframe-detail"),
+        (["backtest", "--strategy-list", "a"], "--strategy-list"),
+        (["optimize", "--profile", "wide", "--epochs", "100"], "--epochs"),
+        (["optimize", "--profile", "wide", "--spaces", "buy"], "--spaces"),
+        (["optimize", "--profile", "wide", "--hyperopt-loss", "SharpeHyperOptLoss"], "--hyperopt-loss"),
+        (["backtest", "--pairs", "BTC/USDT:USDT"], "--pairs"),
+        (["data", "download", "--userdir", "x"], "--userdir"),
+    ],
+)
+def test_freqtrade_options_point_to_the_gridctl_option(args: list[str], option: str) -> None:
+    where = "gridctl " + " ".join(a for a in args[:2] if not a.startswith("-"))
+    line = _one_line(runner.invoke(app, args))
+    assert line == (
+        f"error: no option {option} (a freqtrade option); gridctl's is {FREQTRADE_OPTIONS[option]}; "
+        f"see {where} --help"
+    )
 
 
 LEAVES = [(" ".join(p), c) for p, c in COMMANDS if p and not getattr(c, "commands", None)]

@@ -368,6 +368,34 @@ def test_a_quote_sized_ladder_is_checked_by_its_notional_at_any_price() -> None:
     )
 
 
+# Cheapest order: default rung 1 is 150 USDT; BASE_LADDER rung 1 is 0.002 BTC = 100 USDT at the 50,000
+# low. At the shipped trading.leverage of 10 their margins are 15 and 10 USDT.
+@pytest.mark.parametrize(
+    ("strategy_sets", "venue_sets", "balance", "margin"),
+    [
+        ([], [], "0.001", "15"),
+        ([], [], "5e-324", "15"),
+        ([], [], "14.99", "15"),
+        ([], ["trading.leverage=2"], "74", "75"),
+        (BASE_LADDER, [], "9.99", "10"),
+        # min_order_size_usdt 120 lifts the cheapest BASE_LADDER order to 120 USDT (rung 1 at 60,000).
+        (BASE_LADDER, ["risk.min_order_size_usdt=120"], "11.9", "12"),
+    ],
+)
+def test_a_balance_below_one_orders_margin_is_refused(strategy_sets, venue_sets, balance, margin) -> None:
+    """A wallet that cannot margin the cheapest order ran to the end with zero fills (a silent zero-trade
+    run, the circuit breaker tripping on the refusals)."""
+    strategy = load_strategy("default", [*strategy_sets, f"backtest.initial_balance={balance}"])
+    venue = load_venue("binance_futures", venue_sets)
+    with pytest.raises(GridctlError) as err:
+        check_notional_in_range(strategy, venue, 50_000.0, 60_000.0, "m")
+    message = str(err.value)
+    assert "\n" not in message and "backtest.initial_balance" in message and "trade nothing" in message
+    assert f"= {margin} USDT of margin" in message, message
+    enough = load_strategy("default", [*strategy_sets, f"backtest.initial_balance={margin}"])
+    check_notional_in_range(enough, venue, 50_000.0, 60_000.0, "m")
+
+
 # default grid: 40 bps steps; at a low of 50,000 one step is 200 USDT.
 @pytest.mark.parametrize(
     ("venue_sets", "strategy_sets", "words"),
@@ -702,6 +730,13 @@ def _output(tmp_path: Path, sort: str) -> tuple[Path, str]:
         return tmp_path / ("é" * 125), "is 250 bytes; at most 235"
     if sort == "under-proc":
         return Path("/proc") / f"gridctl-{os.getpid()}" / "out", "/proc does not accept new files"
+    # Over 255 bytes every look at the path failed with ENAMETOOLONG: a traceback, not a refusal.
+    if sort == "name-256-bytes":
+        return tmp_path / ("r" * 256), "is 256 bytes; at most 235"
+    if sort == "folder-name-300-bytes":
+        return tmp_path / ("p" * 300) / "out", "the folder name ppp"
+    if sort == "path-5000-bytes":
+        return tmp_path.joinpath(*["d" * 200] * 25), "bytes; at most 4,095"
     assert sort == "under-a-file"
     (tmp_path / "f").write_text("x")
     return tmp_path / "f" / "out", "is a file, not a folder"
@@ -714,6 +749,9 @@ OUTPUT_SORTS = [
     "name-250-bytes-utf8",
     "under-proc",
     "under-a-file",
+    "name-256-bytes",
+    "folder-name-300-bytes",
+    "path-5000-bytes",
 ]
 
 
@@ -758,20 +796,56 @@ def test_commands_refuse_an_unusable_out_before_any_work(
     assert not (tmp_path / "studies").exists()
 
 
-@pytest.mark.parametrize("sort", ["file", "fifo", "dev-null"])
+@pytest.mark.parametrize("sort", ["file", "fifo", "dev-null", "under-a-file"])
 @pytest.mark.parametrize(
     "command", [["study", "list"], ["study", "show", "s"], ["optimize", "--profile", "wide"]]
 )
 def test_a_studies_dir_that_is_no_folder_is_refused_at_once(
     tmp_path: Path, sort: str, command: list[str]
 ) -> None:
-    target = {"file": tmp_path / "f", "fifo": tmp_path / "p", "dev-null": Path("/dev/null")}[sort]
-    if sort == "file":
-        target.write_text("x")
+    target = {
+        "file": tmp_path / "f",
+        "fifo": tmp_path / "p",
+        "dev-null": Path("/dev/null"),
+        "under-a-file": tmp_path / "f" / "studies",  # could never be created: a traceback in optimize
+    }[sort]
+    if sort in ("file", "under-a-file"):
+        (tmp_path / "f").write_text("x")
     elif sort == "fifo":
         os.mkfifo(target)
     # optimize: one trial at most, in tmp_path, should the check ever fail to stop it before the work.
     extra = ["--trials", "1", "--data-dir", str(tmp_path / "data")] if command[0] == "optimize" else []
     result = CliRunner().invoke(app, [*command, "--studies-dir", str(target), *extra])
     assert result.exit_code == 2, result.output
-    assert "--studies-dir: " in result.stderr and "not a folder" in result.stderr, result.output
+    assert "--studies-dir: " in result.stderr, result.output
+    assert ("is a regular file" if sort == "under-a-file" else "not a folder") in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["data", "info", "--data-dir", "{long}"],
+        ["data", "sample", "--data-dir", "{long}"],
+        ["backtest", "--data-dir", "{long}/store"],
+        ["study", "list", "--studies-dir", "{long}"],
+        ["optimize", "--profile", "wide", "--studies-dir", "{long}/s"],
+    ],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_a_folder_name_over_255_bytes_is_refused_not_a_traceback(tmp_path: Path, command: list[str]) -> None:
+    """Every look at such a path raised ENAMETOOLONG (data info, study list: tracebacks)."""
+    long = str(tmp_path / ("x" * 300))
+    result = CliRunner().invoke(app, [a.replace("{long}", long) for a in command])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "is 300 bytes; names stop at 255 bytes" in result.stderr or "is 300 bytes" in result.stderr
+
+
+@pytest.mark.parametrize("where", ["/proc/gridctl-studies", "/sys/gridctl-studies"])
+def test_optimize_refuses_a_studies_dir_it_cannot_create_before_any_work(tmp_path: Path, where: str) -> None:
+    result = CliRunner().invoke(
+        app, ["optimize", "--profile", "wide", "--studies-dir", where, "--data-dir", str(tmp_path / "d")]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: --studies-dir: cannot write {where}: "), result.stderr
+    assert len(result.stderr.splitlines()) == 1 and not (tmp_path / "d").exists()

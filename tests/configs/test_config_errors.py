@@ -494,19 +494,40 @@ def test_a_path_that_is_no_regular_file_is_named_as_what_it_is(
     assert "not found" not in message
 
 
-@pytest.mark.parametrize(
-    ("given", "loader", "holds"), [("strategies", load_venue, "strategy"), ("venues", load_strategy, "venue")]
-)
-def test_a_config_of_the_other_kind_is_one_line_saying_what_it_is(
-    given: str, loader: Any, holds: str
+WRONG_KIND = [
+    ("strategies/default.yaml", "venue", "strategy config", "give it as --strategy", "venue"),
+    ("venues/binance_futures.yaml", "strategy", "venue config", "give it as --venue", "strategy"),
+    ("profiles/narrow.yaml", "strategy", "optimization profile", "gridctl optimize --profile", "strategy"),
+    ("profiles/wide.yaml", "venue", "optimization profile", "gridctl optimize --profile", "venue"),
+    ("venues/symbols/binance_usdm.yaml", "venue", "symbol-rules snapshot", "symbol_rules_file", "venue"),
+    (
+        "venues/symbols/binance_usdm.yaml",
+        "strategy",
+        "symbol-rules snapshot",
+        "symbol_rules_file",
+        "strategy",
+    ),
+    ("profiles/narrow.yaml", "validate", "optimization profile", "gridctl optimize --profile", "strategy"),
+    # the snapshot's `symbols` is also a venue section, so `config validate` reads it as a venue first
+    ("venues/symbols/binance_usdm.yaml", "validate", "symbol-rules snapshot", "symbol_rules_file", "venue"),
+]
+
+
+@pytest.mark.parametrize(("given", "reader", "holds", "hint", "wanted"), WRONG_KIND)
+def test_a_file_of_another_kind_is_one_line_saying_what_it_is(
+    given: str, reader: str, holds: str, hint: str, wanted: str
 ) -> None:
-    """A strategy given as the venue (or the reverse) used to print a 17-19 line missing-field list."""
-    path = SHIPPED / given / ("default.yaml" if given == "strategies" else "binance_futures.yaml")
+    """A strategy given as the venue, a profile as the strategy or venue, the symbol-rules snapshot as a
+    venue: one line naming what the file is and where it goes, not a 10-22 line missing-field list."""
+    path = SHIPPED / given
+    loaders = {"venue": load_venue, "strategy": load_strategy}
+    call = loaders.get(reader) or (lambda p: loaders[detect_kind(p)](p))  # validate: detect, then load
     with pytest.raises(GridctlError) as info:
-        loader(path)
+        call(path)
     message = str(info.value)
-    assert "\n" not in message and message.startswith(f"{path} is a {holds} config (sections ")
-    assert f"give it where a {holds} config is expected" in message
+    assert "\n" not in message and message.startswith(f"{path} is a"), message
+    assert f" {holds} (sections " in message and hint in message, message
+    assert f"not a {wanted} config" in message
 
 
 def test_a_shipped_name_of_the_other_kind_says_so() -> None:

@@ -170,3 +170,37 @@ def test_a_symbol_option_naming_no_symbol_is_refused(tmp_path: Path) -> None:
         and result.stderr == "error: --symbol: ',' names no symbol (e.g. BTC/USDT:USDT)\n"
     )
     assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize(
+    ("suffix", "column", "values", "found"),
+    [
+        ("parquet", "open", lambda n: ["x"] * n, "String (first value 'x')"),
+        ("parquet", "close", lambda n: [str(1.0 + i) for i in range(n)], "String (first value '1.0')"),
+        ("parquet", "volume", lambda n: [True] * n, "Boolean (first value True)"),
+        ("csv", "low", lambda n: ["n/a"] + ["0.9"] * (n - 1), "String (first value 'n/a')"),
+        ("parquet", "rate", lambda n: ["0.0001"] * n, "String (first value '0.0001')"),
+        ("csv", "mark_price", lambda n: ["abc"] * n, "String (first value 'abc')"),
+    ],
+)
+def test_a_non_numeric_price_volume_or_rate_column_is_named(
+    tmp_path: Path, suffix: str, column: str, values, found: str
+) -> None:
+    """A text or boolean column in a plain table gave a polars traceback (text) or was stored as 0/1
+    (booleans); nothing may be written."""
+    n = 30
+    funding = column in ("rate", "mark_price")
+    frame = (
+        pl.DataFrame(
+            {"ts": [T0 + i * 8 * H for i in range(n)], "rate": [0.0001] * n, "mark_price": [1.0] * n}
+        )
+        if funding
+        else candles(n)
+    )
+    frame = frame.with_columns(pl.Series(column, values(n)))
+    path = tmp_path / f"BTCUSDT-{'funding' if funding else '1h'}.{suffix}"
+    frame.write_parquet(path) if suffix == "parquet" else frame.write_csv(path)
+    with pytest.raises(GridctlError) as err:
+        import_path(path, tmp_path / "store")
+    assert str(err.value) == f"{path}: column {column!r} must be numeric, found {found}"
+    assert not (tmp_path / "store").exists()

@@ -233,6 +233,25 @@ def test_unusable_archives_are_one_line_and_nothing_is_written(tmp_path: Path, d
     assert not (tmp_path / "store").exists()
 
 
+@pytest.mark.parametrize("rows", [201, 400, 5_000])
+def test_an_archive_unpacking_beyond_the_bound_is_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: int
+) -> None:
+    """A zip bomb (2 GB of one repeated byte) was unpacked whole for a minute before its columns were
+    refused. The bound is lowered to the size of 200 rows here: one row more is refused."""
+    import gridctl.data.importers as importers
+
+    lines = [KLINE_HEADER, *kline_rows(rows)]
+    monkeypatch.setattr(importers, "MAX_ARCHIVE_CSV_BYTES", len("\n".join(lines[:201])) + 1)
+    archive = write_zip(tmp_path / "in" / "BTCUSDT-1m-2024-01.zip", lines)
+    with pytest.raises(GridctlError) as err:
+        import_path(archive, tmp_path / "store")
+    assert str(err.value).startswith(f"{archive}: BTCUSDT-1m-2024-01.csv unpacks to more than ")
+    assert not (tmp_path / "store").exists()
+    fits = write_zip(tmp_path / "ok" / "BTCUSDT-1m-2024-01.zip", lines[:200])
+    assert import_path(fits, tmp_path / "store").series[0].rows == 199
+
+
 @pytest.mark.parametrize(
     ("name", "content"),
     [

@@ -259,6 +259,19 @@ STORE_DAMAGE: dict[str, tuple[Callable[[Path], Path], list[str]]] = {
         lambda d: ((d / JAN).rename(d / "2024-13.parquet"), d / "2024-13.parquet")[1],
         ["not a partition name ('2024-13' is not YYYY-MM with a month 01-12)"],
     ),
+    # Names the month pattern does not even match were skipped: the series vanished from `data info`.
+    "partition-2024-1": (
+        lambda d: ((d / JAN).rename(d / "2024-1.parquet"), d / "2024-1.parquet")[1],
+        ["not a partition name ('2024-1' is not YYYY-MM with a month 01-12)"],
+    ),
+    "partition-99999-01": (
+        lambda d: ((d / JAN).rename(d / "99999-01.parquet"), d / "99999-01.parquet")[1],
+        ["not a partition name ('99999-01' is not YYYY-MM"],
+    ),
+    "partition-january": (
+        lambda d: ((d / JAN).rename(d / "january.parquet"), d / "january.parquet")[1],
+        ["not a partition name ('january' is not YYYY-MM"],
+    ),
     "string-ts-column": (
         lambda d: (_rewrite(d / JAN, lambda df: df.with_columns(pl.col("ts").cast(pl.String))), d / JAN)[1],
         ["column 'ts' must be integer epoch milliseconds, found String"],
@@ -279,7 +292,7 @@ DAMAGE_READERS = [
     (damage, reader)
     for damage in STORE_DAMAGE
     for reader in ("load_market", "inventory", "read_candles", "write_candles")
-    if (damage, reader) != ("partition-2024-13", "write_candles")
+    if not (damage.startswith("partition-") and reader == "write_candles")
 ]
 
 
@@ -293,6 +306,17 @@ def test_damaged_store_files_are_one_line_naming_the_file(tmp_path: Path, damage
     message = str(err.value)
     assert str(named) in message and "\n" not in message, message
     assert all(w in message for w in words), message
+
+
+@pytest.mark.parametrize("name", ["10000", "24", "2024-01", "funding"])
+def test_a_misnamed_funding_partition_is_named(tmp_path: Path, name: str) -> None:
+    root = _store(tmp_path)
+    path = funding_dir(root, EX, SYM) / "2024.parquet"
+    path.rename(path.with_name(f"{name}.parquet"))
+    with pytest.raises(GridctlError) as err:
+        load_market(root, EX, SYM, "1m")
+    message = str(err.value)
+    assert f"{name}.parquet: not a partition name ({name!r} is not YYYY with a year" in message, message
 
 
 def test_a_funding_row_outside_its_year_is_refused(tmp_path: Path) -> None:

@@ -50,6 +50,13 @@ def _set(section: str, key: str, value: Any) -> Any:
     return edit
 
 
+def _set_top(key: str, value: Any) -> Any:
+    def edit(tree: dict[str, Any]) -> None:
+        tree[key] = value
+
+    return edit
+
+
 def _composite(part: str, metric: str, value: Any) -> Any:
     def edit(tree: dict[str, Any]) -> None:
         tree["objective"]["composite"][part][metric] = value
@@ -149,6 +156,15 @@ CASES = {
         "limits.max_same_bar_profit_share_pct",
         "less than or equal to 100",
     ),
+    "every composite weight 0": (
+        lambda tree: tree["objective"]["composite"].update(
+            weights={m: 0 for m in tree["objective"]["composite"]["weights"]}
+        ),
+        "objective.composite",
+        "weights are all 0",
+    ),
+    "trials 10**12": (_set_top("trials", 10**12), "trials", "less than or equal to 1000000"),
+    "trials 1,000,001": (_set_top("trials", 1_000_001), "trials", "less than or equal to 1000000"),
     "NaN spread limit": (
         _set("limits", "max_path_return_spread_pct", float("nan")),
         "limits.max_path_return_spread_pct",
@@ -167,6 +183,20 @@ def test_bad_profile_is_refused_at_load_naming_file_and_field(case: str, tmp_pat
     assert str(path) in msg, msg
     assert field in msg, msg
     assert reason in msg, msg
+
+
+ONE_PROBLEM = ["tunes the intrabar path rule", "switch drawn as a float", "switch drawn from numbers"]
+
+
+@pytest.mark.parametrize("case", ONE_PROBLEM)
+def test_a_single_profile_problem_is_one_line(case: str, tmp_path: Path) -> None:
+    """A search-space problem printed "1 problem(s)" and the problem on a second line."""
+    edit, field, reason = CASES[case]
+    path = _profile(tmp_path, edit)
+    with pytest.raises(GridctlError) as err:
+        load_profile(path)
+    assert str(err.value).startswith(f"invalid profile {path}: {field}: ")
+    assert "\n" not in str(err.value) and reason in str(err.value)
 
 
 @pytest.mark.parametrize("case", ["NaN composite weight", "list as a categorical choice", "seed 2**32"])
@@ -244,3 +274,62 @@ def test_a_batch_whose_every_value_optuna_refuses_stops_the_loop(
             opt.optimize(prof, "nan", studies_dir=tmp_path / "s", work=work)
     study = optuna.load_study(study_name="nan", storage=opt.open_storage("nan", None, tmp_path / "s"))
     assert len(study.trials) == prof.batch_size  # one batch, not an endless loop
+
+
+@pytest.mark.parametrize(
+    ("given", "holds"),
+    [
+        ("strategies/default.yaml", "a strategy config"),
+        ("venues/binance_futures.yaml", "a venue config"),
+        ("venues/symbols/binance_usdm.yaml", "a symbol-rules snapshot"),
+    ],
+)
+def test_a_config_given_as_the_profile_is_one_line_saying_what_it_is(given: str, holds: str) -> None:
+    path = PROFILES_DIR.parent / given
+    with pytest.raises(GridctlError) as info:
+        load_profile(path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{path} is {holds} (sections "), message
+    assert "not an optimization profile" in message
+
+
+def test_the_profile_marks_are_profile_sections_of_no_config() -> None:
+    """configs/ names a profile by these sections without importing research's Profile model."""
+    from gridctl.configs.loader import PROFILE_SECTIONS
+    from gridctl.configs.schema import StrategyConfig, VenueConfig
+    from gridctl.research.profiles import Profile
+
+    assert set(PROFILE_SECTIONS) <= set(Profile.model_fields)
+    assert not set(PROFILE_SECTIONS) & (set(StrategyConfig.model_fields) | set(VenueConfig.model_fields))
+
+
+# wide's base: the default strategy (rung 1 of 150 USDT) on binance_futures (leverage 10): 15 USDT margin.
+@pytest.mark.parametrize(
+    ("space", "refused"),
+    [
+        ({"backtest.initial_balance": (0.001, 10.0)}, True),
+        ({"backtest.initial_balance": (1.0, 14.9)}, True),
+        ({"backtest.initial_balance": (0.001, 15.0)}, False),  # the high corners can trade
+        ({"backtest.initial_balance": (14.99, 14.999)}, True),
+        ({"backtest.initial_balance": (15.0, 1e6)}, False),
+    ],
+)
+def test_a_space_no_corner_of_which_can_margin_an_order_is_refused(
+    tmp_path: Path, space: dict[str, tuple[float, float]], refused: bool
+) -> None:
+    """A balance range of 0.001..10 ran every trial without a fill (exit 0, no best trial)."""
+
+    def edit(tree: dict[str, Any]) -> None:
+        for key, (low, high) in space.items():
+            tree["search_space"][key] = {"type": "float", "low": low, "high": high}
+
+    path = _profile(tmp_path, edit)
+    if not refused:
+        load_profile(path)
+        return
+    with pytest.raises(GridctlError) as err:
+        load_profile(path)
+    message = str(err.value)
+    assert message.startswith(f"invalid profile {path}: no corner of search_space can trade; at ")
+    assert "backtest.initial_balance" in message and "cannot margin one order" in message
+    assert "\n" not in message

@@ -4,6 +4,7 @@ naming the journal and the record, and never hides the other studies from `gridc
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import optuna
@@ -70,6 +71,13 @@ def _with_op(line: bytes, op: int) -> bytes:
             ],
             "unknown operation 99",
         ),
+        # Records that are JSON but no object, or an op code of the wrong type: a list gave a TypeError.
+        (lambda lines: [*lines, b"[1, 2, 3]\n"], "a JSON list, not a record object"),
+        (lambda lines: [*lines, b'"op_code"\n'], "a JSON str, not a record object"),
+        (lambda lines: [*lines, b"7\n"], "a JSON int, not a record object"),
+        (lambda lines: [*lines, b'{"op_code": null}\n'], "unknown operation None"),
+        (lambda lines: [*lines, b'{"op_code": true}\n'], "unknown operation True"),
+        (lambda lines: [*lines, b'{"op_code": 4.0}\n'], "unknown operation 4.0"),
     ],
 )
 def test_a_damaged_record_is_named_and_the_other_studies_still_list(tmp_path: Path, damage, reason) -> None:
@@ -96,3 +104,67 @@ def test_a_directory_named_like_a_journal_and_a_file_as_studies_dir_are_refused(
     afile.write_text("x")
     with pytest.raises(GridctlError, match="is a file, not a directory"):
         open_storage("s", studies_dir=afile)
+
+
+def test_trials_of_killed_workers_are_failed_on_the_next_run_owned_or_not(tmp_path: Path) -> None:
+    """A worker SIGKILLed between asking a trial and recording itself as its owner left the trial RUNNING
+    through every later resume (seen: 1 of 7 after a kill -9 and a resume). Owned trials of dead
+    processes fail at once; unowned ones once they are older than UNOWNED_JOURNAL_TRIAL_S."""
+    import datetime
+    import socket
+
+    from gridctl.research.optimize.trials import WORKER_ATTR
+    from gridctl.research.optimize.workers import UNOWNED_JOURNAL_TRIAL_S, _fail_dead_local_trials
+    from gridctl.research.optuna_compat import trial_id
+
+    store = open_storage("killed", studies_dir=tmp_path)
+    study = optuna.create_study(study_name="killed", storage=store, direction="maximize")
+    study.set_user_attr(STUDY_ATTR, {"name": "hand-made"})
+    dead = subprocess_pid_that_exited()
+    owners = {
+        "unowned": None,
+        "dead": f"{socket.gethostname()}:{dead}",
+        "alive": f"{socket.gethostname()}:{os.getpid()}",
+        "other-host": f"not-{socket.gethostname()}:{dead}",
+    }
+    trials = {}
+    for name, owner in owners.items():
+        trials[name] = study.ask()
+        if owner is not None:
+            store.set_trial_system_attr(trial_id(study.trials[-1]), WORKER_ATTR, owner)
+    start = max(t.datetime_start for t in study.trials)
+
+    def states() -> dict[str, str]:
+        by_number = {t.number: t.state.name for t in load_study("killed", tmp_path).trials}
+        return {name: by_number[t.number] for name, t in trials.items()}
+
+    younger = start + datetime.timedelta(seconds=UNOWNED_JOURNAL_TRIAL_S - 1)
+    assert _fail_dead_local_trials(study, now=younger) == 1
+    assert states() == {"unowned": "RUNNING", "dead": "FAIL", "alive": "RUNNING", "other-host": "RUNNING"}
+    older = start + datetime.timedelta(seconds=UNOWNED_JOURNAL_TRIAL_S + 1)
+    assert _fail_dead_local_trials(study, now=older) == 1
+    assert states() == {"unowned": "FAIL", "dead": "FAIL", "alive": "RUNNING", "other-host": "RUNNING"}
+
+
+def subprocess_pid_that_exited() -> int:
+    """The id of a process that has exited (and was reaped)."""
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.parametrize(("size", "refused"), [(190, False), (191, True), (300, True)])
+def test_a_study_name_too_long_for_its_lock_files_is_refused(
+    tmp_path: Path, size: int, refused: bool
+) -> None:
+    """A 300-byte study name raised ENAMETOOLONG when optimize created its journal."""
+    from gridctl.research.optimize.storage import journal_path
+
+    if refused:
+        with pytest.raises(GridctlError, match=rf"is {size} bytes; at most 190"):
+            journal_path("s" * size, tmp_path)
+    else:
+        assert journal_path("s" * size, tmp_path).name == "s" * size + ".journal"
+        _study(tmp_path, "s" * size, trials=1)  # its journal and lock files can be made
