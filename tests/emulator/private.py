@@ -51,8 +51,8 @@ execute only part of the remaining quantity (the rest keeps resting), ``FillMode
 so for every limit fill (the rest can fill from the next trading step on); ``state.account.freeze_premium()``
 stops ``premiumIndex`` from updating (stale mark price and funding), ``mark_premium`` sets the mark
 that far from the last trade (PERCENT_PRICE then refuses limits a fast move left outside the band);
-status / timeout / ``reject`` (any Binance error code) / ``drop`` (process, then close the connection unanswered) faults come from
-``state.inject``.
+status / timeout / ``reject`` (any Binance error code) / ``drop`` (process, then close the connection
+unanswered) faults come from ``state.inject``.
 """
 
 from __future__ import annotations
