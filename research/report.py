@@ -1607,7 +1607,7 @@ def symbol_report_data(run: Any, market: Any, stats: dict[str, Any]) -> ReportDa
 
     d = report_data(run, market, stats)
     curve = contribution_curve(run, int(market.bar_ms), d.initial)
-    return dataclasses.replace(d, title=f"{stats['symbol']} in the basket", equity=curve["equity"])
+    return dataclasses.replace(d, equity=curve["equity"])
 
 
 _SYMBOL_EQUITY_TITLE = (

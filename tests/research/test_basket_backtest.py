@@ -21,6 +21,7 @@ from gridctl.configs.loader import PACKAGE_DIR
 from gridctl.data.resample import resample_store
 from gridctl.data.sample import generate_sample
 from gridctl.data.store import write_candles, write_funding
+from gridctl.data.timeframes import timeframe_ms
 from gridctl.research.results import BASKET_RESULT_FILES
 from gridctl.research.stats import BRACKET_RULES
 
@@ -403,6 +404,22 @@ def check_report_in_browser(out: Path, stats: dict) -> None:
                     f"{chart}._fullData.map(d => [d.type, d.legendgroup, d._length || 0, d.uid || ''])",
                 )
             )
+        # Zooming the last symbol's chart to ten bars redraws its candles from its own packed bars at the
+        # run's timeframe: the ten bars plus one period before and two after (research.report.candles).
+        last = f"document.getElementById('basket-symbol-{len(stats['basket']) - 1}')"
+        bar_ms = timeframe_ms(stats["timeframe"])
+        lo = int(
+            np.datetime64(stats["symbols"][stats["basket"][-1]]["data_start"][:19], "ms").astype(np.int64)
+        )
+        lo = (lo // bar_ms + 24) * bar_ms
+        views = browser.evaluate(session, f"+({last}.getAttribute('data-views') || 0)")
+        browser.evaluate(
+            session, f"Plotly.relayout({last}, {{'xaxis.range': [{lo}, {lo + 10 * bar_ms}]}}).then(() => 1)"
+        )
+        browser.wait_for(session, f"+({last}.getAttribute('data-views') || 0) > {views}")
+        zoomed = browser.evaluate(
+            session, f"{last}._fullData.filter(d => d.type === 'candlestick').map(d => [d.name, d._length])"
+        )
         log = browser.more_log(session)  # including the zoom scripts' decoding, after the load
     assert log.requests == [path.resolve().as_uri()] and log.failed == [] and log.errors == []
     # Account equity, the basket's buy-and-hold (its definition is the legend entry), drawdown, then one
@@ -433,6 +450,7 @@ def check_report_in_browser(out: Path, stats: dict) -> None:
     for i in range(len(stats["basket"])):
         assert tables[6 + 6 * i : 12 + 6 * i] == ["", "", "", "", f"monthly-returns-{i}", "round-trips"]
     assert len(tables) == 6 + 6 * len(stats["basket"])
+    assert zoomed == [[f"candles {stats['timeframe']}", 13]]
     # Each symbol's chart: candles, every one of its fills (markers by kind), both inventories, its
     # contribution next to buy-and-hold.
     for symbol, traces in zip(stats["basket"], per_symbol, strict=True):
