@@ -1043,7 +1043,7 @@ def _pct_cell(value: float) -> str:
     return f'<td class="num {cls}">{value:+.2f}</td>'
 
 
-def monthly_table(m: MonthlyReturns) -> str:
+def monthly_table(m: MonthlyReturns, table_id: str = "monthly-returns") -> str:
     """Month x year table of returns in percent, the year's compounded return last."""
     head = "".join(f"<th>{x}</th>" for x in ("Year", *_MONTHS, "Year %"))
     body = "".join(
@@ -1053,7 +1053,7 @@ def monthly_table(m: MonthlyReturns) -> str:
         + "</tr>"
         for row, year in enumerate(m.years)
     )
-    table = '<table id="monthly-returns" class="grid">'
+    table = f'<table id="{table_id}" class="grid">'
     return f"{table}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -1139,6 +1139,22 @@ _CSS = (
 DATA_ID = "backtest-data"
 
 
+def zoomable_chart(d: ReportData, fig: go.Figure, div_id: str, data_id: str, include_plotlyjs: bool) -> str:
+    """``fig`` (``backtest_figure(d)``) as HTML with its packed full-resolution data (``page_data``) in a
+    JSON block ``data_id`` and the zoom script that redraws it from that data; plotly.js inline once,
+    with the page's first chart (``include_plotlyjs``)."""
+    data = json.dumps(page_data(d), separators=(",", ":"))
+    chart = fig.to_html(
+        full_html=False,
+        include_plotlyjs=include_plotlyjs,
+        config=PLOT_CONFIG,
+        div_id=div_id,
+        default_width="100%",
+        post_script=_ZOOM_SCRIPT.replace("{data_id}", data_id),
+    )
+    return f'<script type="application/json" id="{data_id}">{data}</script>\n{chart}'
+
+
 def render_report(
     d: ReportData,
     headline: Sequence[tuple[str, str]],
@@ -1147,27 +1163,17 @@ def render_report(
 ) -> str:
     """The whole report as one HTML string; plotly.js is inline, so it loads nothing from anywhere."""
     title = html.escape(d.title)
-    fig = backtest_figure(d)
-    chart = fig.to_html(
-        full_html=False,
-        include_plotlyjs=True,
-        config=PLOT_CONFIG,
-        div_id=CHART_DIV_ID,
-        default_width="100%",
-        post_script=_ZOOM_SCRIPT.replace("{data_id}", DATA_ID),
-    )
+    chart = zoomable_chart(d, backtest_figure(d), CHART_DIV_ID, DATA_ID, include_plotlyjs=True)
     note = (
         "Drag to zoom (all panels share the time axis), double-click to zoom out, scroll to zoom, "
         f"click a legend entry to hide it. Every fill is drawn ({len(d.fills['ts']):,}). Candles and lines "
         f"redraw for the range shown: at most {MAX_CANDLES:,} candles (one day of 1m bars is 1m candles) "
         f"and {MAX_CURVE_POINTS:,} points per line (first, lowest, highest and last per bucket)."
     )
-    data = json.dumps(page_data(d), separators=(",", ":"))
     parts = [
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>',
         f"<style>{_CSS}</style></head><body><h1>{title}</h1>",
         f'<p class="note">{html.escape(note)}</p>',
-        f'<script type="application/json" id="{DATA_ID}">{data}</script>',
         chart,
         "<h2>Results</h2>",
         _table(headline),
@@ -1477,8 +1483,65 @@ def _grid_table(rows: Sequence[Sequence[str]]) -> str:
     return f"<table><tr>{out}</tr></table>"
 
 
+#: What the basket's buy-and-hold line is (the account chart's legend and the benchmark table say it).
+BASKET_BUY_AND_HOLD = (
+    "buy and hold: the initial balance split equally across the symbols, each share bought at the "
+    "symbol's close of the first bar every symbol has, held (a missing close keeps the last one)"
+)
+
+
+def basket_buy_and_hold(ts: np.ndarray, markets: Sequence[Any], initial: float) -> np.ndarray:
+    """Value at each time of ``ts`` of ``initial`` split equally across ``markets`` (each with ``ts``
+    and ``close``), each share bought at its close of the first time in ``ts`` where every market
+    has a finite close: sum over symbols of ``initial / N * close / first close``. A market without a
+    bar (or with a NaN close) at a later time counts at its last close; NaN before the common start
+    (and everywhere without one)."""
+    ts = np.asarray(ts, dtype=np.int64)
+    closes = np.full((len(markets), len(ts)), np.nan)
+    for row, m in enumerate(markets):
+        idx = np.searchsorted(m.ts, ts)
+        inside = idx < len(m.ts)
+        hit = np.zeros(len(ts), dtype=bool)
+        hit[inside] = m.ts[idx[inside]] == ts[inside]
+        closes[row, hit] = np.asarray(m.close, dtype=np.float64)[idx[hit]]
+    common = np.flatnonzero(np.isfinite(closes).all(axis=0))
+    out = np.full(len(ts), np.nan)
+    if len(markets) == 0 or len(common) == 0 or (closes[:, common[0]] <= 0).any():
+        return out
+    start = int(common[0])
+    held = closes[:, start:]
+    for row in range(len(markets)):  # carry the last close over a missing one
+        known = np.where(np.isfinite(held[row]), np.arange(held.shape[1]), 0)
+        held[row] = held[row, np.maximum.accumulate(known)]
+    out[start:] = (initial / len(markets) * held / closes[:, start : start + 1]).sum(axis=0)
+    return out
+
+
+def basket_benchmark_rows(equity: np.ndarray, bh: np.ndarray, initial: float) -> list[tuple[str, str]]:
+    """The account against the basket's buy-and-hold (``basket_buy_and_hold``) at the last row."""
+    finite = bh[np.isfinite(bh)]
+    if len(finite) == 0 or len(equity) == 0:
+        return [("Basket buy and hold", "n/a (no bar where every symbol has a close)")]
+    bh_ret = (finite[-1] / initial - 1.0) * 100.0
+    run_ret = (float(equity[-1]) / initial - 1.0) * 100.0
+    return [
+        ("Basket buy and hold", BASKET_BUY_AND_HOLD),
+        ("Basket buy and hold, final value", _fmt(float(finite[-1]), " USDT")),
+        ("Basket buy and hold, return", _fmt(float(bh_ret), " %")),
+        ("Account minus buy and hold", f"{run_ret - bh_ret:+,.2f} percentage points"),
+    ]
+
+
+def account_buy_and_hold(basket: Any) -> np.ndarray:
+    """The basket's buy-and-hold at each account equity row (``basket_buy_and_hold``)."""
+    acc = basket.output.account_equity
+    markets = [basket.markets[s] for s in basket.output.per_symbol]
+    return basket_buy_and_hold(acc["ts"], markets, float(basket.stats["account"]["initial_balance"]))
+
+
 def basket_figure(basket: Any) -> go.Figure:
-    """Account equity and drawdown, and each symbol's contribution (its PnL) over time."""
+    """Account equity with the basket's buy-and-hold, drawdown, and each symbol's contribution (its PnL)
+    over time; every line WebGL, at most ``MAX_CURVE_POINTS`` per line (``minmax_indices``)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -1492,7 +1555,7 @@ def basket_figure(basket: Any) -> go.Figure:
         shared_xaxes=True,
         vertical_spacing=0.05,
         subplot_titles=(
-            "Account equity (USDT, bar close, every symbol marked)",
+            "Account equity and the basket's buy-and-hold (USDT, bar close, every symbol marked)",
             "Account drawdown from peak (%)",
             "Each symbol's PnL: realized - fees + funding + unrealized (USDT)",
         ),
@@ -1500,6 +1563,19 @@ def basket_figure(basket: Any) -> go.Figure:
     keep = minmax_indices(acc["equity"])
     t = _ms(acc["ts"][keep])
     fig.add_trace(go.Scattergl(x=t, y=acc["equity"][keep], name="account equity", mode="lines"), row=1, col=1)
+    bh = account_buy_and_hold(basket)
+    sel = minmax_indices(bh)
+    fig.add_trace(
+        go.Scattergl(
+            x=_ms(acc["ts"][sel]),
+            y=bh[sel],
+            name=BASKET_BUY_AND_HOLD,
+            mode="lines",
+            line={"color": "#9e9e9e"},
+        ),
+        row=1,
+        col=1,
+    )
     dd = drawdown_pct(np.concatenate(([initial], acc["equity"])))[1:]
     fig.add_trace(go.Scattergl(x=t, y=dd[keep], name="drawdown", mode="lines"), row=2, col=1)
     for symbol, run in basket.output.per_symbol.items():
@@ -1512,62 +1588,64 @@ def basket_figure(basket: Any) -> go.Figure:
             row=3,
             col=1,
         )
-    fig.update_layout(height=900, margin={"l": 60, "r": 20, "t": 40, "b": 30}, hovermode="x unified")
+    fig.update_layout(
+        height=900,
+        margin={"l": 60, "r": 20, "t": 40, "b": 30},
+        hovermode="x unified",
+        legend={"orientation": "h", "y": -0.05, "yanchor": "top"},
+    )
     return fig
 
 
-def symbol_figure(run: Any, market: Any) -> go.Figure:
-    """One basket symbol: its closes with every fill (by kind), and its long and short inventory."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+def symbol_report_data(run: Any, market: Any, stats: dict[str, Any]) -> ReportData:
+    """A basket symbol's ``ReportData``: its own candles, fills, ladder, inventory, funding and events,
+    its equity line the symbol's contribution curve (``research.basket.contribution_curve``: the
+    initial balance plus what the symbol added), against buy-and-hold of the initial balance in it."""
+    import dataclasses
 
-    fig = make_subplots(
-        rows=2,
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.06,
-        row_heights=[0.7, 0.3],
-        subplot_titles=("Close and fills", "Inventory: long and short position size (base units, bar close)"),
-    )
-    keep = minmax_indices(market.close)
-    fig.add_trace(
-        go.Scattergl(x=_ms(market.ts[keep]), y=market.close[keep], name="close", mode="lines"), row=1, col=1
-    )
-    f = run.fills
-    kinds = np.array(_labels_of(FillKind), dtype=object)[f["kind"]] if len(f) else np.zeros(0, dtype=object)
-    for kind, colour in _KIND_COLOURS.items():
-        sel = kinds == kind
-        if sel.any():
-            fig.add_trace(
-                go.Scattergl(
-                    x=_ms(f["ts"][sel]), y=f["price"][sel], name=kind, mode="markers",
-                    marker={"color": colour, "size": 5},
-                ),
-                row=1,
-                col=1,
-            )  # fmt: skip
-    eq = run.equity
-    for side in ("long", "short"):
-        values = eq[f"{side}_qty"]
-        sel = minmax_indices(values)
-        fig.add_trace(
-            go.Scattergl(
-                x=_ms(eq["ts"][sel]), y=values[sel], name=f"{side} qty", mode="lines",
-                line={"color": _SIDE_ENTRY_COLOURS[side]},
-            ),
-            row=2,
-            col=1,
-        )  # fmt: skip
-    fig.update_layout(height=600, margin={"l": 60, "r": 20, "t": 40, "b": 30}, hovermode="closest")
-    return fig
+    from gridctl.research.basket import contribution_curve
+
+    d = report_data(run, market, stats)
+    curve = contribution_curve(run, int(market.bar_ms), d.initial)
+    return dataclasses.replace(d, equity=curve["equity"])
+
+
+_SYMBOL_EQUITY_TITLE = (
+    "Contribution (initial balance + this symbol's PnL) and buy-and-hold of the initial balance in it (USDT)"
+)
+
+
+def symbol_section(index: int, symbol: str, s: dict[str, Any], run: Any, market: Any) -> list[str]:
+    """One basket symbol's part of the report: the single report's figure (candles, ladder, fills, both
+    sides' inventory, contribution with buy-and-hold, drawdown, funding, events) with its zoom script,
+    then its numbers, monthly returns and round trips."""
+    d = symbol_report_data(run, market, s)
+    fig = backtest_figure(d)
+    fig.layout.annotations[ROW_EQUITY - 1].text = _SYMBOL_EQUITY_TITLE
+    chart = zoomable_chart(d, fig, f"basket-symbol-{index}", f"basket-symbol-data-{index}", False)
+    name = html.escape(symbol)
+    return [
+        f'<h2 id="symbol-{name}">{name}</h2>',
+        chart,
+        _table(headline_rows(s)),
+        _table(benchmark_rows(d)),
+        _table(gate_rows(s)),
+        _table(assumption_rows(s)),
+        f"<h3>{name}: monthly returns of its contribution curve (%)</h3>",
+        monthly_table(monthly_returns(d.equity_ts, d.equity, d.initial), f"monthly-returns-{index}"),
+        "<h3>Round trips (each lot's entry and exit; PnL after both fees)</h3>",
+        round_trip_table(d.trips, exact_decimals(market.close)),
+    ]
 
 
 def build_basket_report(basket: Any) -> str:
-    """The report of a basket run (``research.basket.BasketBacktest``): the account's charts and key
-    numbers, a per-symbol table, then each symbol's numbers, round trips and assumptions."""
+    """The report of a basket run (``research.basket.BasketBacktest``): the account's chart (with the
+    basket's buy-and-hold), key numbers and monthly returns, a per-symbol table, then each symbol's
+    section (``symbol_section``)."""
     stats = basket.stats
     a = stats["account"]
     acc = basket.output.account_equity
+    initial = float(a["initial_balance"])
     title = html.escape(
         f"gridctl basket backtest: {stats['strategy']} on {', '.join(stats['basket'])} {stats['timeframe']}"
     )
@@ -1584,30 +1662,18 @@ def build_basket_report(basket: Any) -> str:
         '<h2 id="account">Account (one cross-margin wallet)</h2>',
         chart,
         _table(headline_rows(a)),
+        _table(basket_benchmark_rows(acc["equity"], account_buy_and_hold(basket), initial), "benchmark"),
         _table(gate_rows(a)),
         "<h2>Per symbol (PnL = what the symbol added to the account)</h2>",
         _grid_table(basket_symbol_rows(stats)),
         f'<p id="symbol-bracket-note">{html.escape(basket_bracket_note(stats))}</p>',
         "<h2>Monthly returns of the account (%)</h2>",
-        monthly_table(monthly_returns(acc["ts"], acc["equity"], float(a["initial_balance"]))),
+        monthly_table(monthly_returns(acc["ts"], acc["equity"], initial)),
         "<h2>What this run assumed</h2>",
         _table(assumption_rows(a)),
     ]
     for index, (symbol, s) in enumerate(stats["symbols"].items()):
         run = basket.output.per_symbol[symbol]
-        market = basket.markets[symbol]
-        chart = symbol_figure(run, market).to_html(
-            full_html=False, include_plotlyjs=False, config=PLOT_CONFIG, div_id=f"basket-symbol-{index}",
-            default_width="100%",
-        )  # fmt: skip
-        parts += [
-            f'<h2 id="symbol-{html.escape(symbol)}">{html.escape(symbol)}</h2>',
-            chart,
-            _table(headline_rows(s)),
-            _table(gate_rows(s)),
-            _table(assumption_rows(s)),
-            "<h3>Round trips (each lot's entry and exit; PnL after both fees)</h3>",
-            round_trip_table(round_trips(run.fills, int(market.bar_ms)), exact_decimals(market.close)),
-        ]
+        parts += symbol_section(index, symbol, s, run, basket.markets[symbol])
     parts.append("</body></html>")
     return "\n".join(parts)

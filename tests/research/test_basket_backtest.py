@@ -21,6 +21,7 @@ from gridctl.configs.loader import PACKAGE_DIR
 from gridctl.data.resample import resample_store
 from gridctl.data.sample import generate_sample
 from gridctl.data.store import write_candles, write_funding
+from gridctl.data.timeframes import timeframe_ms
 from gridctl.research.results import BASKET_RESULT_FILES
 from gridctl.research.stats import BRACKET_RULES
 
@@ -369,9 +370,10 @@ def test_the_basket_report_renders_offline_in_a_browser(basket_out: tuple[Path, 
 
 
 def check_report_in_browser(out: Path, stats: dict) -> None:
-    """The basket report opens offline without errors: the account chart, one chart and section per
-    symbol, and the per-symbol table with each symbol's path bracket."""
-    from gridctl.research.report import BASKET_CHART_ID
+    """The basket report opens offline without errors: the account chart with the basket's buy-and-hold,
+    the per-symbol table with each symbol's path bracket, and per symbol the single report's chart
+    (candles, fills, both sides' inventory) refined from its packed data, monthly returns, round trips."""
+    from gridctl.research.report import BASKET_BUY_AND_HOLD, BASKET_CHART_ID
 
     from browser import Browser
 
@@ -381,22 +383,56 @@ def check_report_in_browser(out: Path, stats: dict) -> None:
         session, log = browser.open_page(path)
         browser.wait_for(session, f"{plot} && {plot}._fullLayout && {plot}.querySelector('.main-svg')")
         names = browser.evaluate(session, f"{plot}._fullData.map(d => d.name)")
-        tables = browser.evaluate(session, "document.querySelectorAll('table').length")
+        bh = browser.evaluate(
+            session,
+            f"(t => [...t.x].map((x, i) => [+x, t.y[i]]).filter(p => isFinite(p[1])))({plot}._fullData[1])",
+        )
+        tables = browser.evaluate(session, "[...document.querySelectorAll('table')].map(t => t.id)")
         grid = browser.evaluate(
             session,
-            "[...document.querySelectorAll('table')[2].rows].map(r => [...r.cells].map(c => c.textContent))",
+            "[...document.querySelectorAll('table')[3].rows].map(r => [...r.cells].map(c => c.textContent))",
         )
         note = browser.evaluate(session, "document.getElementById('symbol-bracket-note').textContent")
         per_symbol = []
         for i in range(len(stats["basket"])):
             chart = f"document.getElementById('basket-symbol-{i}')"
-            browser.wait_for(session, f"{chart} && {chart}._fullLayout && {chart}.querySelector('.main-svg')")
+            # The zoom script decoded this symbol's packed bars (its own data block) and redrew them.
+            browser.wait_for(session, f"{chart} && {chart}.getAttribute('data-refine') === 'ready'")
             per_symbol.append(
-                browser.evaluate(session, f"{chart}._fullData.map(d => [d.name, d.mode, d._length])")
+                browser.evaluate(
+                    session,
+                    f"{chart}._fullData.map(d => [d.type, d.legendgroup, d._length || 0, d.uid || ''])",
+                )
             )
+        # Zooming the last symbol's chart to ten bars redraws its candles from its own packed bars at the
+        # run's timeframe: the ten bars plus one period before and two after (research.report.candles).
+        last = f"document.getElementById('basket-symbol-{len(stats['basket']) - 1}')"
+        bar_ms = timeframe_ms(stats["timeframe"])
+        lo = int(
+            np.datetime64(stats["symbols"][stats["basket"][-1]]["data_start"][:19], "ms").astype(np.int64)
+        )
+        lo = (lo // bar_ms + 24) * bar_ms
+        views = browser.evaluate(session, f"+({last}.getAttribute('data-views') || 0)")
+        browser.evaluate(
+            session, f"Plotly.relayout({last}, {{'xaxis.range': [{lo}, {lo + 10 * bar_ms}]}}).then(() => 1)"
+        )
+        browser.wait_for(session, f"+({last}.getAttribute('data-views') || 0) > {views}")
+        zoomed = browser.evaluate(
+            session, f"{last}._fullData.filter(d => d.type === 'candlestick').map(d => [d.name, d._length])"
+        )
+        log = browser.more_log(session)  # including the zoom scripts' decoding, after the load
     assert log.requests == [path.resolve().as_uri()] and log.failed == [] and log.errors == []
-    # Account equity and drawdown, then one PnL line per symbol, in basket order.
-    assert names == ["account equity", "drawdown", *stats["basket"]]
+    # Account equity, the basket's buy-and-hold (its definition is the legend entry), drawdown, then one
+    # PnL line per symbol, in basket order.
+    assert names == ["account equity", BASKET_BUY_AND_HOLD, "drawdown", *stats["basket"]]
+    assert "split equally across the symbols" in BASKET_BUY_AND_HOLD
+    # It starts at the late symbol's first bar (the first every symbol has), worth the initial balance.
+    late = max(stats["basket"], key=lambda s: stats["symbols"][s]["data_start"])
+    first_ms = np.datetime64(
+        stats["symbols"][late]["data_start"].replace("Z", "").replace("+00:00", ""), "ms"
+    )
+    assert bh[0][0] == first_ms.astype(np.int64) and len(bh) > 1
+    assert bh[0][1] == pytest.approx(stats["account"]["initial_balance"], rel=1e-12)
     # The per-symbol table: a row per symbol with its worst and best PnL and the rules that give them.
     head, *rows = grid
     assert [row[0] for row in rows] == stats["basket"]
@@ -408,14 +444,45 @@ def check_report_in_browser(out: Path, stats: dict) -> None:
             named = "every rule" if len(rules) == len(BRACKET_RULES) else ", ".join(rules)
             assert cell == f"{b[side]['pnl']:,.2f} ({named})", (symbol, side)
     assert "within the whole basket run under each intrabar path rule" in note
-    # Account: results, gates, per-symbol table, monthly returns, assumptions; per symbol: results,
-    # gates, assumptions, round trips.
-    assert tables == 5 + 4 * len(stats["basket"])
-    # Each symbol's chart: its closes, every one of its fills (markers by kind), both inventories.
+    # Account: results, benchmark, gates, per-symbol table, monthly returns, assumptions; per symbol:
+    # results, benchmark, gates, assumptions, monthly returns, round trips.
+    assert tables[:6] == ["", "benchmark", "", "", "monthly-returns", ""]
+    for i in range(len(stats["basket"])):
+        assert tables[6 + 6 * i : 12 + 6 * i] == ["", "", "", "", f"monthly-returns-{i}", "round-trips"]
+    assert len(tables) == 6 + 6 * len(stats["basket"])
+    assert zoomed == [[f"candles {stats['timeframe']}", 13]]
+    # Each symbol's chart: candles, every one of its fills (markers by kind), both inventories, its
+    # contribution next to buy-and-hold.
     for symbol, traces in zip(stats["basket"], per_symbol, strict=True):
-        assert traces[0][0] == "close" and [t[0] for t in traces[-2:]] == ["long qty", "short qty"]
-        markers = sum(n for _, mode, n in traces if mode == "markers")
+        uids = [t[3] for t in traces]
+        candles = [t for t in traces if t[0] == "candlestick"]
+        assert len(candles) == 1 and candles[0][2] > 0, symbol
+        for uid in ("long_qty", "short_qty", "equity", "buyhold"):
+            assert uids.count(uid) == 1, (symbol, uid)
+        markers = sum(n for _, group, n, _ in traces if group == "fills")
         assert markers == stats["symbols"][symbol]["n_fills"] > 0, symbol
+
+
+def test_the_basket_buy_and_hold_splits_the_balance_equally_from_the_first_common_bar() -> None:
+    """Two symbols, B starting an hour late and missing its last bar; 1,000 USDT split 500 / 500 at the
+    closes of hour 1 (A 110, B 50): hour 2 is 500 * 90 / 110 + 500 * 25 / 50 = 409.0909... + 250, hour 3
+    500 * 120 / 110 + 250 (B's last close carried) = 545.4545... + 250; nothing before hour 1."""
+    from gridctl.research.report import basket_buy_and_hold
+
+    hour = 3_600_000
+    a = make_market([(c, c, c, c) for c in (100.0, 110.0, 90.0, 120.0)], symbol=BTC)
+    b = make_market([(c, c, c, c) for c in (50.0, 25.0)], start=int(a.ts[1]), symbol=ETH)
+    assert int(b.ts[0]) == int(a.ts[0]) + hour
+    got = basket_buy_and_hold(a.ts, [a, b], 1000.0)
+    assert np.isnan(got[0])
+    assert got[1:].tolist() == pytest.approx(
+        [1000.0, 409.0909090909 + 250.0, 545.4545454545 + 250.0], abs=1e-9
+    )
+    # The order of the symbols does not matter; a basket with no common bar has no line.
+    assert basket_buy_and_hold(a.ts, [b, a], 1000.0)[1:].tolist() == pytest.approx(got[1:].tolist())
+    c = make_market(flat(10.0, 1), start=int(a.ts[0]), symbol=ETH)
+    d = make_market(flat(10.0, 1), start=int(a.ts[3]), symbol=BTC)
+    assert np.isnan(basket_buy_and_hold(a.ts, [c, d], 1000.0)).all()
 
 
 def test_a_symbols_contribution_curve_books_each_fill_and_settlement_in_the_kernels_bar(
