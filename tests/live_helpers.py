@@ -257,9 +257,10 @@ def books_check(acct: Any, symbol_id: str, journal: Any, prefix: str = "") -> Co
     """One symbol's books on the emulator against a journal's committed state (``prefix``: a basket
     member's tables, live_bridge.runner.member_prefix). Counts of ``FAILURES`` (all must be 0):
 
-    - lost orders (the engine's slots want an order that does not rest), duplicated orders (two resting
-      for one slot: side, level, kind), orphaned orders (ours resting, not wanted), foreign orders (not
-      this run's client ids);
+    - lost orders (the engine's slots want an order that does not rest; or ours rests and the journal
+      has no sending / open row for it; or the journal has one that does not rest), duplicated orders
+      (two resting for one slot: side, level, kind), orphaned orders (ours resting, not wanted), foreign
+      orders (not this run's client ids);
     - position mismatches (engine vs exchange, per side);
     - positions without full stop coverage (our resting stops of a side sum to less than its position);
     - trades not booked exactly once (the journal's fills by trade id vs the exchange's trades).
@@ -272,16 +273,29 @@ def books_check(acct: Any, symbol_id: str, journal: Any, prefix: str = "") -> Co
     counts: Counter = Counter()
     keys: Counter = Counter()
     stops = {"LONG": 0.0, "SHORT": 0.0}
+    foreign: set[str] = set()
     for o in acct.open_orders(symbol_id):
         p = parse_client_id(o.client_id)
         if p is None or p.run_id != run_id:
             counts["foreign orders"] += 1
+            foreign.add(o.client_id)
             continue
         closing = (o.position_side, o.side) in (("LONG", "SELL"), ("SHORT", "BUY"))
         if o.type == "STOP_MARKET" and closing:
             stops[o.position_side] += o.remaining
         if p.kind not in ("guard", "flatten"):
             keys[(p.side, p.level, p.kind)] += 1
+    # the journal's own order rows: every order of ours resting is one it sent, and every one it has as
+    # sending / open rests (a kill in a send leaves ``sending``; the restart's reconcile settles it)
+    ours = {o.client_id for o in acct.open_orders(symbol_id)} - foreign
+    journaled = {
+        r[0]
+        for r in journal_rows(
+            journal, f"SELECT client_id FROM {prefix}orders WHERE status IN ('sending', 'open')"
+        )
+        or []
+    }
+    counts["lost orders"] += len(ours - journaled) + len(journaled - ours)
     engine = {"LONG": st[S_LONG_QTY], "SHORT": st[S_SHORT_QTY]}
     held = {side: abs(acct.position(symbol_id, side)[0]) for side in ("LONG", "SHORT")}
     counts["duplicated orders"] += sum(n - 1 for n in keys.values())
@@ -299,7 +313,8 @@ def books_check(acct: Any, symbol_id: str, journal: Any, prefix: str = "") -> Co
     if +counts:
         log = journal_rows(journal, f"SELECT kind, detail FROM {prefix}log ORDER BY id DESC LIMIT 25") or []
         print(f"CHECK FAILED {symbol_id}", dict(+counts), "wanted", sorted(wanted), "resting", sorted(keys),
-              "stops", stops, "engine", engine, "exchange", held)  # fmt: skip
+              "stops", stops, "engine", engine, "exchange", held, "not journaled", sorted(ours - journaled),
+              "journaled, not resting", sorted(journaled - ours))  # fmt: skip
         print("  log", log[::-1])
     return counts
 

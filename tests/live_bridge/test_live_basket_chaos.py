@@ -221,7 +221,7 @@ def test_a_basket_sigkilled_at_random_moments_restarts_clean(tmp_path: Path) -> 
                     if point == "chunk" or rng.random() < 0.15:
                         counts["ops commands"] += int(p.command("/flatten"))  # chunk fires in a flatten
                         counts["flattens in a crash-point round"] += 1
-                    for _ in range(10):
+                    for _ in range(6):
                         if not _bar_done(emu, journal, p):
                             break
                     alive = p.proc.poll() is None
@@ -234,6 +234,9 @@ def test_a_basket_sigkilled_at_random_moments_restarts_clean(tmp_path: Path) -> 
                 _clear(emu, counts)
             for _ in range(rng.randint(0, 2)):  # the market moves on while the basket is down
                 _advance(emu, False)
+            if counts["kills"] % 10 == 0:  # progress of a long campaign (``-s``)
+                bad = {k: counts[k] for k in FAILURES if counts[k]} or "every count 0"
+                print(f"after {counts['kills']} kills ({time.monotonic() - t0:.0f} s):", bad, flush=True)
         p = Proc(emu.url, journal, None)  # the last restart, checked after one more bar
         assert p.started() == "started", "".join(p.lines[-12:])
         counts["unexplained at restart"] += p.unexplained()
