@@ -2,7 +2,8 @@
 (one account on the emulator, one basket journal) at random moments and restart it on the same journal.
 
 The market: both symbols replay the seeded sample (ETH at a twentieth of BTC's price on its 0.01 tick),
-3 rungs a side 10 bps apart, take-profit 2 steps, stop 6 steps, 150 USDT a rung; the test closes one bar
+3 rungs a side 5 bps apart, re-centred when the close is 10 bps off, take-profit 2 steps, stop 10
+steps, 150 USDT a rung; the test closes one bar
 on both symbols at a time. MARKET_LOT_SIZE maxQty is 0.001 BTC and 0.02 ETH on the exchange and in the
 venue file (``MARKET_LOT``), so a flatten goes out as several market orders per side.
 
@@ -55,8 +56,9 @@ PREFIX = {BTC: "s_BTC_USDT_USDT_", ETH: "s_ETH_USDT_USDT_"}  # live_bridge.runne
 #: crash points and the largest pass number drawn for each (``journal`` passes twice a bar, once a symbol)
 POINTS = {"member": 4, "journal": 8, "send": 6, "sent": 6, "cancel": 3, "canceled": 3, "fills": 4,
           "booked": 3, "bar": 4, "chunk": 3}  # fmt: skip
-SETS = ["grid.grid_step_bps=10", "exit.tp_steps=2", "grid.grid_levels_long=3", "grid.grid_levels_short=3",
-        "grid.base_notional=150", "regime.hysteresis_bps=5"]  # fmt: skip
+SETS = ["grid.grid_step_bps=5", "rebalance.recenter_trigger_bps=10", "exit.tp_steps=2", "exit.sl_steps=10",
+        "grid.grid_levels_long=3", "grid.grid_levels_short=3", "grid.base_notional=150",
+        "regime.hysteresis_bps=5"]  # fmt: skip
 MARKET_MAX = {BTC: "0.001", ETH: "0.02"}
 MARKET_LOT = tuple(f"symbol_rules.{s}.market_max_qty={q}" for s, q in MARKET_MAX.items())
 BARS: Counter = Counter()
@@ -150,6 +152,8 @@ def _faults(emu: Any, rng: random.Random, counts: Counter) -> None:
     if rng.random() < 0.15:
         state.inject("status", None, status=503, skip=rng.randint(0, 20), times=rng.randint(2, 6))
         counts["rounds with an outage"] += 1
+    partial = state.account.partial_times
+    print("  faults:", [(f.kind, f.path, f.status, f.code) for f in state.faults if f.times > 0], partial)
 
 
 def _clear(emu: Any, counts: Counter) -> None:
@@ -179,6 +183,7 @@ def test_a_basket_sigkilled_at_random_moments_restarts_clean(tmp_path: Path) -> 
             kill_at = f"{point}:{rng.randint(1, POINTS[point])}" if point else None
             p = Proc(emu.url, journal, kill_at)
             counts["starts"] += 1
+            print(f"round {counts['starts']}: {kill_at or 'timer'}, {len(emu.state.account.trades)} trades")
             got = p.started()
             if got == "refused":
                 counts["refused restarts"] += 1
@@ -213,6 +218,7 @@ def test_a_basket_sigkilled_at_random_moments_restarts_clean(tmp_path: Path) -> 
                             break
                     counts["ops commands"] += int(p.command(path, body))
                     counts[f"in flight at a timer kill: {path}"] += 1
+                    print(f"  {path} in flight")
                     if rng.random() < 0.7:
                         _advance(emu, True)
                     time.sleep(rng.uniform(0.0, 0.5))  # somewhere inside the work, or after it
