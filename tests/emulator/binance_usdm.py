@@ -31,9 +31,10 @@ answer to ``rows`` rows although more exist), ``bad_json`` (a truncated JSON bod
 ``reject`` (a 400 with Binance error ``code`` / ``msg``, e.g. a -5022 post-only storm), ``drop`` (run the
 handler, then close the connection without answering: the request's effect happened, its answer is lost).
 ``payload`` (status 200 with ``body`` as the JSON answer: well-formed, wrong shape).
-``times`` makes any of them a burst. ``state.weight_limit`` (None: off) adds Binance's per-minute IP
-request-weight limit on the server clock (``ROUTE_WEIGHTS``): over it, 429 / -1003 with ``Retry-After``
-until the next minute; every answer carries ``X-MBX-USED-WEIGHT-1M``.
+``times`` makes any of them a burst; ``method`` limits one to that HTTP method (a refused placement on
+``/fapi/v1/algoOrder`` without refusing its cancels). ``state.weight_limit`` (None: off) adds Binance's
+per-minute IP request-weight limit on the server clock (``ROUTE_WEIGHTS``): over it, 429 / -1003 with
+``Retry-After`` until the next minute; every answer carries ``X-MBX-USED-WEIGHT-1M``.
 
 Rate limits as Binance enforces them (``state.limits = ExchangeLimits(...)``; None: off, as before): every
 order placement is counted in fixed 10 s and 1 min windows of the server clock and its answer carries
@@ -122,6 +123,7 @@ class Fault:
     body: object = None
     code: int = -1000
     msg: str = "An unknown error occured while processing the request."
+    method: str | None = None  # None: any method (e.g. "POST": placements on a path, not its cancels)
 
 
 @dataclass
@@ -306,11 +308,13 @@ class EmulatorState:
             self.faults.append(fault)
         return fault
 
-    def take_fault(self, path: str) -> Fault | None:
+    def take_fault(self, path: str, method: str | None = None) -> Fault | None:
         """The fault that fires for this request, consuming one use of it (or one skip)."""
         with self.lock:
             for fault in self.faults:
                 if fault.times <= 0 or (fault.path is not None and fault.path != path):
+                    continue
+                if fault.method is not None and method is not None and fault.method != method:
                     continue
                 if fault.skip > 0:
                     fault.skip -= 1
@@ -624,7 +628,7 @@ def dispatch(state: EmulatorState, request: Request) -> tuple[Response, Fault | 
 
 def _dispatch(state: EmulatorState, request: Request) -> tuple[Response, Fault | None]:
     """Route one request through the fault script and ``ROUTES``; never raises."""
-    fault = state.take_fault(request.path)
+    fault = state.take_fault(request.path, request.method)
     if fault is not None and fault.kind == "status":
         headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
         if fault.status in (418, 429):

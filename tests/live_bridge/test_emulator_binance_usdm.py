@@ -145,3 +145,16 @@ def test_timeout_fault_outlasts_client_timeout(emu: BinanceUsdmEmulator) -> None
 def test_unknown_fault_kind_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown fault kind"):
         EmulatorState().inject("gremlins")
+
+
+def test_a_fault_with_a_method_fires_only_for_that_method() -> None:
+    """``method="POST"`` refuses a placement on a path and lets that path's cancels (DELETE) through,
+    without using up the fault; a fault without a method fires for any."""
+    state = EmulatorState()
+    refuse = state.inject("reject", "/fapi/v1/algoOrder", method="POST", code=-2021)
+    assert state.take_fault("/fapi/v1/algoOrder", "DELETE") is None
+    assert refuse.times == 1
+    assert state.take_fault("/fapi/v1/algoOrder", "POST") is refuse
+    assert refuse.times == 0 and state.take_fault("/fapi/v1/algoOrder", "POST") is None
+    anyway = state.inject("status", "/fapi/v1/order", status=503)
+    assert state.take_fault("/fapi/v1/order", "DELETE") is anyway

@@ -28,62 +28,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import polars as pl
+from gridctl.live_bridge.orders import parse_client_id
 
-from gridctl.configs.loader import load_strategy
-from gridctl.data.sample import generate_sample
-from gridctl.engine.regime import warmup_bars
-from gridctl.engine.state import N_SLOT, S_LONG_QTY, S_SHORT_QTY
-from gridctl.live_bridge.orders import desired_orders, parse_client_id
-
-from live_helpers import EMU_ENV
+from live_helpers import BTC, EMU_ENV, ETH, IDS, basket_emulator, books_check
 
 REPO = Path(__file__).resolve().parents[2]
-MIN = 60_000
-HOUR = 3_600_000
-BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
-IDS = {BTC: "BTCUSDT", ETH: "ETHUSDT"}
-TICK = {BTC: 0.1, ETH: 0.01}
 STEP = 0.001  # both symbols' lot step on the emulator
-SCALE = {BTC: (7, 1.0), ETH: (11, 20.0)}  # sample seed, price divisor
 SETS = ["grid.grid_step_bps=10", "exit.tp_steps=2", "grid.grid_levels_long=3", "grid.grid_levels_short=3",
         "grid.base_notional=150", "regime.hysteresis_bps=5"]  # fmt: skip
 TOKEN = EMU_ENV["GRIDCTL_OPS_TOKEN"]
 
 
-def _frames(symbol: str, n: int, flat: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    seed, scale = SCALE[symbol]
-    tick = TICK[symbol]
-    candles, _mark, funding = generate_sample(1, seed=seed)
-    prices = ("open", "high", "low", "close")
-    bars = candles.head(n).select("ts", *prices, "volume")
-    bars = bars.with_columns(((pl.col(c) / scale / tick).round() * tick).round(2) for c in prices)
-    t0, p0 = int(bars["ts"][0]), float(bars["open"][0])
-    pre = pl.DataFrame(
-        {
-            "ts": [t0 - (flat - i) * MIN for i in range(flat)],
-            **{c: [p0] * flat for c in prices},
-            "volume": [1.0] * flat,
-        }
-    ).cast(bars.schema)
-    funding = funding.select("ts", "rate", pl.col("mark_price") / scale)
-    first = pl.DataFrame({"ts": [t0 - 8 * HOUR], "rate": [0.0001], "mark_price": [p0]}).cast(funding.schema)
-    return pl.concat([pre, bars]), pl.concat([first, funding])
-
-
 def _emulator() -> Any:
-    from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
-
-    r = load_strategy("default", SETS).regime
-    start = warmup_bars(r.adx_len, r.ema_slow, r.atr_len)
-    state = EmulatorState()
-    for sym in (BTC, ETH):
-        frame, funding = _frames(sym, 200, start + 1)
-        state.set_funding(IDS[sym], funding.rename({"ts": "funding_time"}))
-        state.replay(IDS[sym], "1m", frame, start_ms=int(frame["ts"][start]))
-    state.account.wallet = 10_000.0
-    return BinanceUsdmEmulator(state).start()
+    return basket_emulator(SETS)
 
 
 class Run:
@@ -231,39 +188,14 @@ def _traded(acct: Any) -> dict[str, int]:
 
 def _check(emu: Any, journal: Path) -> Counter[str]:
     """Per symbol, the emulator's books against the basket journal's committed state (the run idles
-    between bars): every count must be 0."""
-    acct = emu.state.account
-    run_id = _rows(journal, "SELECT value FROM meta WHERE key='run_id'")[0][0]  # type: ignore[index]
-    traded = _traded(acct)
+    between bars; live_helpers.books_check): every count must be 0."""
     bad: Counter[str] = Counter()
     for sym in (BTC, ETH):
-        p = PREFIX[sym]
-        ((state_blob, slots_blob),) = _rows(journal, f"SELECT state, slots FROM {p}kstate WHERE id=1")  # type: ignore[misc]
-        st = np.frombuffer(state_blob, dtype=np.float64)
-        slots = np.frombuffer(slots_blob, dtype=np.float64).reshape(2, -1, N_SLOT)
-        wanted = {w.key for w in desired_orders(slots, True)}
-        keys: Counter[tuple[int, int, str]] = Counter()
-        stops = {"LONG": 0.0, "SHORT": 0.0}
-        for o in acct.open_orders(IDS[sym]):
-            parsed = parse_client_id(o.client_id)
-            if parsed is None or parsed.run_id != run_id:
-                bad[f"{sym}: foreign orders"] += 1
-                continue
-            if o.type == "STOP_MARKET":
-                stops[o.position_side] += o.qty - o.filled
-            if parsed.kind not in ("guard", "flatten"):
-                keys[(parsed.side, parsed.level, parsed.kind)] += 1
-        bad[f"{sym}: duplicated orders"] += sum(n - 1 for n in keys.values())
-        bad[f"{sym}: lost orders"] += len(wanted - set(keys))
-        bad[f"{sym}: orphaned orders"] += len(set(keys) - wanted)
-        engine = {"LONG": st[S_LONG_QTY], "SHORT": st[S_SHORT_QTY]}
-        for side in ("LONG", "SHORT"):
-            qty = abs(acct.position(IDS[sym], side)[0])
-            bad[f"{sym}: position mismatches"] += int(abs(qty - engine[side]) > 1e-9)
-            bad[f"{sym}: positions without full stop coverage"] += int(stops[side] < qty - 1e-9)
-        ((booked, distinct),) = _rows(journal, f"SELECT COUNT(*), COUNT(DISTINCT trade_id) FROM {p}xfills")  # type: ignore[misc]
-        bad[f"{sym}: trades not booked exactly once"] += int(booked != distinct) + abs(
-            distinct - traded.get(sym, 0)
+        bad.update(
+            {
+                f"{sym}: {k}": v
+                for k, v in books_check(emu.state.account, IDS[sym], journal, PREFIX[sym]).items()
+            }
         )
     return +bad
 

@@ -33,27 +33,19 @@ import json
 import os
 import random
 import signal
-import sqlite3
-import subprocess
-import sys
-import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from gridctl.engine.state import N_SLOT, S_LONG_QTY, S_SHORT_QTY
-from gridctl.live_bridge.orders import desired_orders, parse_client_id
+from gridctl.engine.state import S_LONG_QTY, S_SHORT_QTY
 
-from live_helpers import EMU_ENV, SYMBOL_ID, emulator_with_sample
+from live_helpers import EPS, FAILURES, SYMBOL_ID, LiveProc, books_check, emulator_with_sample, journal_rows
 
-REPO = Path(__file__).resolve().parents[2]
 KILLS = int(os.environ.get("GRIDCTL_CHAOS_KILLS", "12"))
 SEED = int(os.environ.get("GRIDCTL_CHAOS_SEED", "14"))
 POINTS = ("send", "sent", "cancel", "canceled", "fills", "booked", "bar", "journal")
-EPS = 1e-9
 MARKET_LOT = ("symbol_rules.BTC/USDT:USDT.market_max_qty=0.001",)
 
 
@@ -65,80 +57,28 @@ def _market_lot(emu) -> None:
                 f["maxQty"] = "0.001"
 
 
-class Proc:
-    """One `gridctl live --live` subprocess; ``kill_at`` arms a crash point."""
+class Proc(LiveProc):
+    """One `gridctl live --live` subprocess on this campaign's strategy; ``kill_at`` arms a crash point."""
 
     def __init__(
         self, url: str, journal: Path, kill_at: str | None, venue: tuple[str, ...] = MARKET_LOT
     ) -> None:
-        cmd = [sys.executable, "-m", "gridctl.cli", "live", "--live", "--journal", str(journal)]
+        args = ["--live", "--journal", str(journal)]
         # order pacing out of the way (it defers orders by design; this test is about crashes)
         for v in ("rate_limits.weight_per_minute=100000",
                   "rate_limits.orders_per_minute=10000", "rate_limits.orders_per_second=100",
                   f"api.base_url={url}", *venue):  # fmt: skip
-            cmd += ["--venue-set", v]
+            args += ["--venue-set", v]
         for v in ("grid.grid_levels_long=3", "grid.grid_levels_short=3", "grid.grid_step_bps=5",
                   "rebalance.recenter_trigger_bps=10", "exit.tp_steps=2", "exit.sl_steps=10"):  # fmt: skip
-            cmd += ["--set", v]
-        cmd += ["--ops-port", "0", "--max-clock-skew-ms", str(10**13), "--poll-s", "0.02"]
-        env = {**os.environ, **EMU_ENV}
-        env.pop("GRIDCTL_KILL_AT", None)
-        if kill_at:
-            env["GRIDCTL_KILL_AT"] = kill_at
-        self.proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-        )
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def started(self, timeout: float = 240) -> str:
-        """``started``, ``killed`` (SIGKILL before serving) or ``refused`` (exited by itself)."""
-        deadline = time.monotonic() + timeout
-        while not any("ops API on" in x for x in self.lines):
-            rc = self.proc.poll()
-            if rc is not None:
-                time.sleep(0.1)  # let the reader drain stderr
-                return "killed" if rc == -signal.SIGKILL else "refused"
-            assert time.monotonic() < deadline, "".join(self.lines)
-            time.sleep(0.02)
-        return "started"
-
-    def command(self, path: str, body: bytes = b"") -> bool:
-        """POST an ops command (the bridge applies it between polls); True when it was queued (202)."""
-        url = next(x for x in self.lines if "ops API on" in x).split("ops API on ")[1].strip()
-        req = urllib.request.Request(
-            f"{url}{path}", data=body, method="POST", headers={"Authorization": "Bearer tok"}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                return resp.status == 202
-        except OSError:
-            return False  # killed meanwhile
-
-    def kill(self, counts: Counter | None = None) -> None:
-        """SIGKILL it (if still running); a process that had exited by itself otherwise is a crash."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        elif self.proc.returncode != -signal.SIGKILL and counts is not None:
-            counts["crashes"] += 1
-            print("".join(self.lines[-20:]))
-        self.proc.wait(timeout=30)
+            args += ["--set", v]
+        args += ["--ops-port", "0", "--max-clock-skew-ms", str(10**13), "--poll-s", "0.02"]
+        super().__init__(args, kill_at)
 
 
 def _journal(journal: Path, sql: str) -> tuple | None:
-    try:
-        db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
-        try:
-            return db.execute(sql).fetchone()
-        finally:
-            db.close()
-    except sqlite3.OperationalError:
-        return None
+    rows = journal_rows(journal, sql)
+    return rows[0] if rows else None
 
 
 BARS: Counter = Counter()
@@ -157,14 +97,6 @@ def engine_qty(acct, side: str) -> float:
     return abs(acct.position(SYMBOL_ID, side)[0])
 
 
-def _journal_rows(journal: Path, sql: str) -> list:
-    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
-    try:
-        return db.execute(sql).fetchall()
-    finally:
-        db.close()
-
-
 def _bar_done(emu, journal: Path, p: Proc, timeout: float = 60) -> bool:
     """Advance one bar; True once the bridge journaled it, False when the bridge died first."""
     ts = _advance(emu, True)
@@ -181,61 +113,8 @@ def _bar_done(emu, journal: Path, p: Proc, timeout: float = 60) -> bool:
 
 def _check(emu, journal: Path, counts: Counter) -> None:
     """Compare the emulator's books with the journal's committed state (the bridge idles between bars)."""
-    acct = emu.state.account
-    run_id = _journal(journal, "SELECT value FROM meta WHERE key='run_id'")[0]
-    state_blob, slots_blob = _journal(journal, "SELECT state, slots FROM kstate WHERE id=1")
-    st = np.frombuffer(state_blob, dtype=np.float64)
-    slots = np.frombuffer(slots_blob, dtype=np.float64).reshape(2, -1, N_SLOT)
-    wanted = {w.key for w in desired_orders(slots, True)}
-    keys: Counter = Counter()
-    stops = {"LONG": 0.0, "SHORT": 0.0}
-    for o in acct.open_orders(SYMBOL_ID):
-        p = parse_client_id(o.client_id)
-        if p is None or p.run_id != run_id:
-            counts["foreign orders"] += 1
-            continue
-        if o.type == "STOP_MARKET":
-            stops[o.position_side] += o.remaining
-        if p.kind not in ("guard", "flatten"):
-            keys[(p.side, p.level, p.kind)] += 1
-    lost, uncovered = wanted - set(keys), {k: v for k, v in stops.items() if v < engine_qty(acct, k) - EPS}
-    engine = {"LONG": st[S_LONG_QTY], "SHORT": st[S_SHORT_QTY]}
-    differ = {k: (v, engine_qty(acct, k)) for k, v in engine.items() if abs(v - engine_qty(acct, k)) > EPS}
-    if lost or uncovered or differ:
-        log = _journal_rows(journal, "SELECT kind, detail FROM log ORDER BY id DESC LIMIT 25")
-        print("CHECK FAILED lost", sorted(lost), "stops", stops, "differ", differ, "resting", sorted(keys))
-        print("  log", log[::-1])
-    counts["duplicated orders"] += sum(n - 1 for n in keys.values())
-    counts["lost orders"] += len(wanted - set(keys))
-    counts["orphaned orders"] += len(set(keys) - wanted)
-    for side in ("LONG", "SHORT"):
-        qty = abs(acct.position(SYMBOL_ID, side)[0])
-        counts["position mismatches"] += int(abs(qty - engine[side]) > EPS)
-        counts["positions without full stop coverage"] += int(stops[side] < qty - EPS)
-    booked, distinct = _journal(journal, "SELECT COUNT(*), COUNT(DISTINCT trade_id) FROM xfills")
-    counts["trades not booked exactly once"] += int(booked != distinct) + abs(distinct - len(acct.trades))
+    counts.update(books_check(emu.state.account, SYMBOL_ID, journal))
     counts["checks"] += 1
-
-
-def _unexplained(p: Proc) -> int:
-    lines = [x for x in p.lines if "UNEXPLAINED" in x]
-    if lines:
-        print("UNEXPLAINED AT RESTART", lines)
-    return len(lines)
-
-
-FAILURES = (
-    "crashes",
-    "refused restarts",
-    "unexplained at restart",
-    "lost orders",
-    "duplicated orders",
-    "orphaned orders",
-    "foreign orders",
-    "position mismatches",
-    "trades not booked exactly once",
-    "positions without full stop coverage",
-)
 
 
 def test_sigkill_at_random_moments_restarts_clean(tmp_path: Path) -> None:
@@ -268,7 +147,7 @@ def test_sigkill_at_random_moments_restarts_clean(tmp_path: Path) -> None:
                 counts[f"killed at {str(kill_at).split(':')[0]} (start-up)"] += 1
                 continue
             if counts["starts"] > 1:
-                counts["unexplained at restart"] += _unexplained(p)
+                counts["unexplained at restart"] += p.unexplained()
             counts["ops commands"] += int(p.command("/resume"))  # a pause the journal kept ends here
             if not _bar_done(emu, journal, p):  # the crash point fired inside the first bar
                 p.kill(counts)
@@ -301,7 +180,7 @@ def test_sigkill_at_random_moments_restarts_clean(tmp_path: Path) -> None:
                 _advance(emu, False)
         p = Proc(emu.url, journal, None)  # the last restart, checked after one more bar
         assert p.started() == "started", "".join(p.lines[-12:])
-        counts["unexplained at restart"] += _unexplained(p)
+        counts["unexplained at restart"] += p.unexplained()
         assert _bar_done(emu, journal, p), "".join(p.lines[-12:])
         _check(emu, journal, counts)
         p.kill()
@@ -351,7 +230,7 @@ def test_sigkill_between_flatten_chunks_restarts_and_closes_exactly_what_is_left
         assert [round(t.qty, 9) for t in first] == [0.001]
         p = Proc(emu.url, journal, None, venue)
         assert p.started() == "started", "".join(p.lines[-12:])
-        assert _unexplained(p) == 0
+        assert p.unexplained() == 0
         deadline = time.monotonic() + 60
         while max(engine_qty(acct, s) for s in ("LONG", "SHORT")) > EPS:
             assert time.monotonic() < deadline, "".join(p.lines[-12:])

@@ -270,3 +270,66 @@ def test_a_kill_inside_the_checkpoint_commits_none_of_it(tmp_path: Path) -> None
         assert db.execute("SELECT extra FROM kstate").fetchone()[0] == '{"n": 2}'
     finally:
         db.close()
+
+
+def test_a_partly_filled_entry_and_its_exit_filled_around_a_crash_are_both_booked_in_order(
+    emu, tmp_path: Path
+) -> None:
+    """The entry fills only in part (0.001 of 0.002): the run cancels its rest, books a lot of 0.001
+    and sends its exits, then dies before the checkpoint; the lot's exit fills while it is down. The
+    journal still has the entry open, so the restart's walk of the trades (in time order) defers the
+    entry's part fill until its rest is cancelled, and meets the exit first. Found by the basket chaos
+    campaign (tests/live_bridge/test_live_basket_chaos.py): the exit was unbookable ("the engine holds no
+    lot there"), the restart flagged UNEXPLAINED and the engine kept a position the exchange did not
+    hold. The restart books the entry's part before its exit: positions agree, both fills booked."""
+    journal = tmp_path / "j.sqlite"
+    acct = emu.state.account
+    ready, ctx = _prepare(emu, journal, ONE_RUNG)
+    ready.require()
+    bridge = ctx.bridge
+    run_id = bridge.o.run_id
+    entry = None
+    for _ in range(200):  # bars until an entry rests; then one more bar that fills half of it
+        _bar(emu, ctx)
+        if _ours(acct, run_id, "entry") and entry is None:
+            n_trades = len(acct.trades)
+            acct.partial_fills(0.5, times=1)
+            emu.state.advance_bar(SYMBOL_ID)
+            if len(acct.trades) > n_trades:
+                entry = acct.trades[n_trades]
+                break
+            acct.partial_fills(1.0, times=0)
+            for bar in ctx.feed.poll():
+                bridge.on_bar(bar)
+    assert entry is not None, "the sample must fill an entry"
+    assert math.isclose(entry.qty, 0.001)
+    entry_cid = _cid_of_trade(acct, entry)
+    assert entry_cid in {o.client_id for o in _ours(acct, run_id, "entry")}  # its rest still rests
+    assert bridge.sync_fills() >= 1  # the rest cancelled, the lot of 0.001 booked...
+    assert entry_cid not in {o.client_id for o in acct.open_orders(SYMBOL_ID)}
+    bridge.sync_orders(refresh=False)  # ...and its exits sent
+    side = 0 if entry.position_side == "LONG" else 1
+    exits = {p.kind: o.qty for o in _ours(acct, run_id) if (p := parse_client_id(o.client_id)).side == side}
+    assert exits.get("tp") == 0.001 and exits.get("sl") == 0.001, exits
+    ctx.close()  # kill -9 before the checkpoint: the cancel, the booking and the exits are not journaled
+    for _ in range(300):  # the market moves on while the bridge is down, until the lot's exit fills
+        emu.state.advance_bar(SYMBOL_ID)
+        if abs(acct.position(SYMBOL_ID, entry.position_side)[0]) < 1e-12:
+            break
+    exit_trade = acct.trades[-1]
+    assert _cid_of_trade(acct, exit_trade).split("-")[1][-1] in "TS", "the lot's own TP or SL closed it"
+    assert math.isclose(exit_trade.qty, 0.001)
+
+    ready, ctx = _prepare(emu, journal, ONE_RUNG)
+    try:
+        ready.require()
+        detail = {item: d for item, ok, d in ready.rows}["reconcile with the exchange"]
+        assert "positions agree" in detail, detail
+        s = ctx.bridge.s
+        assert s.slots[side, 0, SL_LOT_ON] == 0.0  # the lot opened and closed again
+        assert s.position() == (0.0, 0.0)
+        booked = {r[0] for r in ctx.journal.db.execute("SELECT trade_id FROM xfills")}
+        assert {str(entry.trade_id), str(exit_trade.trade_id)} <= booked
+        assert ctx.bridge.entries_allowed and not ctx.bridge.unexplained
+    finally:
+        ctx.close()
