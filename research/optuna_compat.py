@@ -584,6 +584,34 @@ def finish_trials(storage: optuna.storages.RDBStorage, finishes: list[dict[str, 
         return set(running)
 
 
+#: First key of the PostgreSQL advisory lock :func:`claim_lock` takes (the second is the study id).
+CLAIM_LOCK_KEY = 0x67726964  # "grid"
+
+
+@contextlib.contextmanager
+def claim_lock(storage: optuna.storages.BaseStorage, study_id: int) -> Any:
+    """Hold a PostgreSQL advisory lock on ``study_id`` for the block (other storages: nothing held).
+
+    Workers asking one trial at a time through Optuna (profiles with a pruner) count the study's
+    trials and create the next one under it, so two of them cannot both take the last place.
+    Optuna's own writes never take it, so it cannot deadlock with them.
+    """
+    if not is_rdb(storage) or storage.engine.dialect.name != "postgresql":  # type: ignore[attr-defined]
+        yield
+        return
+    import sqlalchemy
+
+    keys = {"a": CLAIM_LOCK_KEY, "b": study_id}
+    with storage.engine.connect() as conn:  # type: ignore[attr-defined]
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:a, :b)"), keys)
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:a, :b)"), keys)
+            conn.commit()
+
+
 def record_heartbeats(storage: optuna.storages.BaseStorage, trial_ids: list[int]) -> None:
     """Record a heartbeat of every trial in ``trial_ids`` in one transaction (RDB heartbeat storages)."""
     import sqlalchemy

@@ -36,6 +36,7 @@ from gridctl.research.optimize.trials import (
 from gridctl.research.optimize.workers import _fail_stale, _Heartbeat, _StopSignals
 from gridctl.research.optimize.workload import Workload, load_workload
 from gridctl.research.optuna_compat import (
+    claim_lock,
     create_running_trials,
     draw,
     finish_trials,
@@ -251,7 +252,7 @@ class _Run:
         self.batched = shared and is_rdb(store) and profile.pruner.kind == "none"
         learns = profile.sampler.kind in ("tpe", "nsga2")
         self.local = LocalDraws(study.sampler, study.directions, learns) if self.batched else None
-        self.study_id = store.get_study_id_from_name(study_name) if self.batched else -1
+        self.study_id = store.get_study_id_from_name(study_name) if shared and is_rdb(store) else -1
         # Random and quasi-random draws do not depend on results, so the next batch is asked while the
         # kernel runs this one (the kernel releases the GIL): the same trials as asking after the tell,
         # with the sampler's and storage's time hidden behind the kernel's. Samplers that learn from
@@ -519,12 +520,13 @@ class _Run:
                 self.reseeded = True
             # The room seen before taking the lock may have been claimed by another worker since: count
             # again under it, and again whenever the lock was let go meanwhile (a journal lets others in
-            # every HOLD_S, only between two trials: storage_pinned), so workers together never ask
-            # more than the target.
+            # every HOLD_S, only between two trials: storage_pinned; PostgreSQL: each trial is counted
+            # and created under the study's claim_lock), so workers together never ask more than the
+            # target.
             takes, room = -1, 0
             for _ in range(k):
-                with storage_pinned(store):
-                    if takes != lock_takes(store):
+                with storage_pinned(store), claim_lock(store, self.study_id):
+                    if self.study_id >= 0 or takes != lock_takes(store):
                         takes = lock_takes(store)
                         done, running = _counts(study)
                         room = self.target - done - running

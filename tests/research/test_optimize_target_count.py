@@ -13,6 +13,7 @@ import collections
 import json
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from test_optimize_distributed import pg_url  # noqa: F401 - the PostgreSQL serv
 
 from gridctl.data.sample import write_sample
 from gridctl.research.optimize import sqlalchemy_url
-from gridctl.research.optuna_compat import create_running_trials
+from gridctl.research.optuna_compat import claim_lock, create_running_trials
 from gridctl.research.profiles import PROFILES_DIR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,3 +123,28 @@ def test_a_claim_creates_only_what_fits_under_the_target_counting_running_not_fa
     study.tell(running, state=optuna.trial.TrialState.FAIL)  # a failed trial gives its place back
     assert [number for _, number in claim(4, 5)] == [6]
     assert len(claim(2, None)) == 2  # no target: every draw is created
+
+
+def test_the_claim_lock_of_one_study_admits_one_worker_at_a_time(pg_url: str) -> None:  # noqa: F811
+    """Profiles with a pruner ask through Optuna one trial at a time, each counted under this lock."""
+    storage = optuna.storages.RDBStorage(sqlalchemy_url(pg_url))
+    sids = [
+        storage.get_study_id_from_name(
+            optuna.create_study(study_name=f"lock-{uuid.uuid4().hex[:8]}", storage=storage).study_name
+        )
+        for _ in range(2)
+    ]
+    entered = threading.Event()
+
+    def other_worker() -> None:
+        with claim_lock(storage, sids[0]):
+            entered.set()
+
+    with claim_lock(storage, sids[0]):
+        with claim_lock(storage, sids[1]):  # another study's lock is free meanwhile
+            pass
+        waiting = threading.Thread(target=other_worker)
+        waiting.start()
+        assert not entered.wait(0.5)
+    assert entered.wait(10)
+    waiting.join()
