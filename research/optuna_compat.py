@@ -259,6 +259,8 @@ class BatchSyncedJournalBackend(optuna.storages.journal.JournalFileBackend):
         self._out: Any = None  # the append handle while the lock is held
         self._in: Any = None  # a read handle while the lock is held
         self._held_since = 0.0
+        self.takes = 0  # times the lock was taken by held() or re-taken within it (other workers' window)
+        self._pinned = False  # inside pinned(): the held lock is not let go between operations
 
     @contextlib.contextmanager
     def held(self) -> Any:
@@ -272,6 +274,22 @@ class BatchSyncedJournalBackend(optuna.storages.journal.JournalFileBackend):
         finally:
             self._give()
 
+    @contextlib.contextmanager
+    def pinned(self) -> Any:
+        """Inside :meth:`held`: let other writers in now if the lock was held ``HOLD_S`` already, then
+        keep it, without letting go, until the block ends (a count and the writes that rely on it)."""
+        if self._out is None or self._pinned:
+            yield
+            return
+        if time.monotonic() - self._held_since > self.HOLD_S:
+            self._give()
+            self._take()
+        self._pinned = True
+        try:
+            yield
+        finally:
+            self._pinned = False
+
     def _take(self) -> None:
         self._lock.acquire()
         try:
@@ -283,6 +301,7 @@ class BatchSyncedJournalBackend(optuna.storages.journal.JournalFileBackend):
             self._lock.release()
             raise
         self._held_since = time.monotonic()
+        self.takes += 1
 
     def _close_handles(self) -> None:
         for handle in (self._out, self._in):
@@ -328,7 +347,7 @@ class BatchSyncedJournalBackend(optuna.storages.journal.JournalFileBackend):
         """Append ``logs`` under the lock and flush them to the OS (no fsync)."""
         payload = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode()
         if self._out is not None:
-            if time.monotonic() - self._held_since > self.HOLD_S:
+            if not self._pinned and time.monotonic() - self._held_since > self.HOLD_S:
                 self._give()  # let another worker append between our operations
                 self._take()
             self._out.write(payload)
@@ -390,6 +409,22 @@ def storage_held(storage: optuna.storages.BaseStorage) -> contextlib.AbstractCon
     return contextlib.nullcontext()
 
 
+def storage_pinned(storage: optuna.storages.BaseStorage) -> contextlib.AbstractContextManager[Any]:
+    """Within :func:`storage_held`: keep a journal's lock without letting go for the block (see
+    :meth:`BatchSyncedJournalBackend.pinned`; other storages: nothing to hold)."""
+    backend = getattr(storage, "_backend", None)
+    if isinstance(backend, BatchSyncedJournalBackend):
+        return backend.pinned()
+    return contextlib.nullcontext()
+
+
+def lock_takes(storage: optuna.storages.BaseStorage) -> int:
+    """How often a journal's held lock was taken so far: a change means other writers may have written
+    in between (0 for storages without :meth:`BatchSyncedJournalBackend.held`)."""
+    backend = getattr(storage, "_backend", None)
+    return backend.takes if isinstance(backend, BatchSyncedJournalBackend) else 0
+
+
 def storage_io_s(storage: optuna.storages.BaseStorage) -> float | None:
     """Seconds a journal storage has spent on its log so far (None when not measured)."""
     return getattr(storage, "io_s", None)
@@ -422,6 +457,7 @@ def create_running_trials(
     drawn: list[dict[str, Any]],
     distributions: dict[str, optuna.distributions.BaseDistribution],
     system_attrs: list[dict[str, Any]],
+    target: int | None = None,
 ) -> list[tuple[int, int]]:
     """Create one RUNNING trial per parameter dict in ``drawn`` in one transaction; ``(trial id, number)``.
 
@@ -429,6 +465,12 @@ def create_running_trials(
     heartbeat from the start, as Optuna's ``create_new_trial(template_trial=...)`` writes them one trial at a
     time. Numbers are assigned as Optuna assigns them (trials of the study with a lower id), under
     the same lock on the study row Optuna's trial creation takes.
+
+    With ``target``, only the first ``target - n`` dicts are created, where ``n`` is the study's
+    COMPLETE, PRUNED and RUNNING trials counted inside the transaction after the study row is locked:
+    two workers claiming at once are serialised by that lock, and the second sees the first's trials
+    (PostgreSQL reads committed rows per statement), so together they never create more than the target.
+    The result may then be shorter than ``drawn`` (empty when the study is full).
     """
     import datetime
 
@@ -438,6 +480,24 @@ def create_running_trials(
     beat = heartbeat_enabled(storage)
     with _create_scoped_session(storage.scoped_session) as session:
         models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+        if target is not None:
+            counted = (
+                session.query(models.TrialModel.trial_id)
+                .filter(
+                    models.TrialModel.study_id == study_id,
+                    models.TrialModel.state.in_(
+                        [
+                            optuna.trial.TrialState.COMPLETE,
+                            optuna.trial.TrialState.PRUNED,
+                            optuna.trial.TrialState.RUNNING,
+                        ]
+                    ),
+                )
+                .count()
+            )
+            drawn = drawn[: max(target - counted, 0)]
+            if not drawn:
+                return []
         now = datetime.datetime.now()
         rows = [
             models.TrialModel(
@@ -451,7 +511,7 @@ def create_running_trials(
         before = ordered[0].count_past_trials(session) if ordered else 0
         for i, row in enumerate(ordered):
             row.number = before + i
-        for row, params, attrs in zip(rows, drawn, system_attrs, strict=True):
+        for row, params, attrs in zip(rows, drawn, system_attrs[: len(drawn)], strict=True):
             session.add_all(
                 models.TrialParamModel(
                     trial_id=row.trial_id,
@@ -524,6 +584,34 @@ def finish_trials(storage: optuna.storages.RDBStorage, finishes: list[dict[str, 
             row.state = f["state"]
             row.datetime_complete = now
         return set(running)
+
+
+#: First key of the PostgreSQL advisory lock :func:`claim_lock` takes (the second is the study id).
+CLAIM_LOCK_KEY = 0x67726964  # "grid"
+
+
+@contextlib.contextmanager
+def claim_lock(storage: optuna.storages.BaseStorage, study_id: int) -> Any:
+    """Hold a PostgreSQL advisory lock on ``study_id`` for the block (other storages: nothing held).
+
+    Workers asking one trial at a time through Optuna (profiles with a pruner) count the study's
+    trials and create the next one under it, so two of them cannot both take the last place.
+    Optuna's own writes never take it, so it cannot deadlock with them.
+    """
+    if not is_rdb(storage) or storage.engine.dialect.name != "postgresql":  # type: ignore[attr-defined]
+        yield
+        return
+    import sqlalchemy
+
+    keys = {"a": CLAIM_LOCK_KEY, "b": study_id}
+    with storage.engine.connect() as conn:  # type: ignore[attr-defined]
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:a, :b)"), keys)
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:a, :b)"), keys)
+            conn.commit()
 
 
 def record_heartbeats(storage: optuna.storages.BaseStorage, trial_ids: list[int]) -> None:

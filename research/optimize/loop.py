@@ -36,13 +36,16 @@ from gridctl.research.optimize.trials import (
 from gridctl.research.optimize.workers import _fail_stale, _Heartbeat, _StopSignals
 from gridctl.research.optimize.workload import Workload, load_workload
 from gridctl.research.optuna_compat import (
+    claim_lock,
     create_running_trials,
     draw,
     finish_trials,
     is_rdb,
+    lock_takes,
     set_system_attr,
     storage_held,
     storage_io_s,
+    storage_pinned,
     sync_storage,
     trial_id,
 )
@@ -249,7 +252,7 @@ class _Run:
         self.batched = shared and is_rdb(store) and profile.pruner.kind == "none"
         learns = profile.sampler.kind in ("tpe", "nsga2")
         self.local = LocalDraws(study.sampler, study.directions, learns) if self.batched else None
-        self.study_id = store.get_study_id_from_name(study_name) if self.batched else -1
+        self.study_id = store.get_study_id_from_name(study_name) if shared and is_rdb(store) else -1
         # Random and quasi-random draws do not depend on results, so the next batch is asked while the
         # kernel runs this one (the kernel releases the GIL): the same trials as asking after the tell,
         # with the sampler's and storage's time hidden behind the kernel's. Samplers that learn from
@@ -439,11 +442,20 @@ class _Run:
         drawn = local.ask(self.dists, k)
         t1 = time.perf_counter()
         attrs = [{**a, WORKER_ATTR: self.worker} for a in local.system_attrs(drawn)]
-        made = create_running_trials(self.store, self.study_id, [t.params for t in drawn], self.dists, attrs)
+        # the target is re-checked inside the creating transaction: another worker may have claimed
+        # the room this worker's count saw (create_running_trials creates only what still fits)
+        made = create_running_trials(
+            self.store, self.study_id, [t.params for t in drawn], self.dists, attrs, target=self.target
+        )
+        for unused in drawn[len(made) :]:  # drawn locally, never created: not this worker's trials
+            local.study.tell(unused, state=optuna.trial.TrialState.FAIL)
+        drawn = drawn[: len(made)]
         local.own([tid for tid, _ in made])
         asked = [
             AskedTrial(tid, number, dict(t.params), t) for (tid, number), t in zip(made, drawn, strict=True)
         ]
+        if not asked:  # the study filled up meanwhile: wait for the others' last trials (next_batch)
+            time.sleep(min(0.25, self.heartbeat_s / 4))
         self.heartbeat.track([a.trial_id for a in asked], recorded=True)  # the first beat came with them
         self.timings["sampler_s"] += t1 - t0
         self.timings["storage_s"] += time.perf_counter() - t1
@@ -506,16 +518,30 @@ class _Run:
             if not self.reseeded and self.joined_by_another_worker():
                 study.sampler.reseed_rng()
                 self.reseeded = True
+            # The room seen before taking the lock may have been claimed by another worker since: count
+            # again under it, and again whenever the lock was let go meanwhile (a journal lets others in
+            # every HOLD_S, only between two trials: storage_pinned; PostgreSQL: each trial is counted
+            # and created under the study's claim_lock), so workers together never ask more than the
+            # target.
+            takes, room = -1, 0
             for _ in range(k):
-                # What study.ask(dists) does, with the first heartbeat and the owner recorded between
-                # creating the trial and drawing its parameters: a worker killed while drawing leaves
-                # a trial Optuna's heartbeat check fails, not an unowned one (see _fail_stale).
-                trial = study.ask()
-                asked.append(trial)
-                self.heartbeat.track([trial_id(trial)])
-                set_system_attr(study, trial, WORKER_ATTR, self.worker)
-                for pname, dist in self.dists.items():
-                    draw(trial, pname, dist)
+                with storage_pinned(store), claim_lock(store, self.study_id):
+                    if self.study_id >= 0 or takes != lock_takes(store):
+                        takes = lock_takes(store)
+                        done, running = _counts(study)
+                        room = self.target - done - running
+                    if room <= 0:
+                        break
+                    room -= 1
+                    # What study.ask(dists) does, with the first heartbeat and the owner recorded
+                    # between creating the trial and drawing its parameters: a worker killed while
+                    # drawing leaves a trial Optuna's heartbeat check fails, not an unowned one.
+                    trial = study.ask()
+                    asked.append(trial)
+                    self.heartbeat.track([trial_id(trial)])
+                    set_system_attr(study, trial, WORKER_ATTR, self.worker)
+                    for pname, dist in self.dists.items():
+                        draw(trial, pname, dist)
         io = (storage_io_s(store) or 0.0) - io0  # the asks' own storage writes and reads
         self.timings["sampler_s"] += time.perf_counter() - t0 - io
         self.timings["storage_s"] += io
