@@ -118,8 +118,9 @@ def run_replay(
     """Replay the stored market ``opts.replay`` through the paper bridge: (run output, market, stats, bridge).
 
     ``opts.exchange`` / ``opts.symbol`` (default: the strategy's) / ``opts.timeframe`` select the stored
-    series when ``opts.replay`` is a data directory. ``compute_stats`` is ``research.stats``' function
-    (passed in: research is the same layer). The output's meta holds ``replay_seconds``.
+    series when ``opts.replay`` is a data directory, ``opts.start``/``opts.end`` its window (as
+    `gridctl backtest` reads them). ``compute_stats`` is ``research.stats``' function (passed in:
+    research is the same layer). The output's meta holds ``replay_seconds``.
     """
     from gridctl.live_bridge.replay import ReplayFeed, load_replay_market
 
@@ -132,7 +133,7 @@ def run_replay(
         raise GridctlError(f"--replay: {source} does not exist")
     symbol = opts.symbol or strategy.ccxt_symbol
     # A replay plays what is stored; it never generates a market (an empty folder is refused by the load).
-    market = load_replay_market(source, None, opts.exchange, symbol, opts.timeframe)
+    market = load_replay_market(source, None, opts.exchange, symbol, opts.timeframe, opts.window())
     session = EngineSession(strategy, venue, market.symbol, market.timeframe, capacity=len(market.ts) + 16)
     bridge = Bridge(session, bridge_options(strategy, "replay", new_run_id()))
     t0 = time.perf_counter()
