@@ -103,7 +103,7 @@ def check_detail_timeframe(strategy: Any, timeframe: str, detail: str | None) ->
 def load_basket_strategy(config: str, symbols: tuple[str, ...], overrides: list[str]) -> Any | None:
     """The basket strategy of ``--symbols`` (or of the strategy's own ``strategy.symbols``), else None."""
     from gridctl.configs.loader import load_strategy
-    from gridctl.research.basket import basket_overrides
+    from gridctl.configs.overrides import basket_overrides
 
     strategy = load_strategy(config, overrides)
     if symbols:
