@@ -162,44 +162,62 @@ def validate(
             raise GridctlError(f"{file}: --live checks venue credentials, but this is a strategy config")
         if strategy is not None:
             raise GridctlError(f"--strategy: {file} is itself a strategy config; pass a venue with --venue")
-        cfg: StrategyConfig | VenueConfig = load_strategy(file)
-        gates = cfg.gates_disabled()
-        traded = cfg.ccxt_symbol
-        if venue is not None:
-            pair = _strategy_for(file, cfg, symbol, basket)
-            check_strategy_on_venue(pair, load_venue(venue))
-            traded = _what_it_trades(pair)
-        if as_json:
-            result = {"valid": True, "kind": "strategy", "source": cfg.origin, "name": cfg.strategy.name}
-            result |= {"symbol": cfg.ccxt_symbol, "gates_disabled": gates, "fits_venue": venue}
-            if venue is not None:
-                result["checked_symbols"] = _checked_symbols(pair)
-            typer.echo(json.dumps(result, indent=2))
-            return
-        typer.echo(f"ok: {cfg.origin} is a valid strategy config ({cfg.strategy.name}, {cfg.ccxt_symbol})")
-        if venue is not None:
-            typer.echo(
-                f"ok: it fits venue {venue} for {traded} (sizes within its filters, open orders and "
-                "stops within its limits, leverage within its brackets)"
-            )
-        if gates:
-            typer.echo(f"note: risk gates switched off: {', '.join(gates)}")
+        _validate_strategy(file, venue, (symbol, basket), as_json)
         return
     if venue is not None:
         raise GridctlError(f"--venue: {file} is itself a venue config; pass a strategy with --strategy")
+    _validate_venue(file, strategy, (symbol, basket), live, as_json)
+
+
+def _validate_strategy(
+    file: str, venue: str | None, symbols: tuple[str | None, tuple[str, ...]], as_json: bool
+) -> None:
+    """`config validate STRATEGY [--venue V [--symbol S | --symbols A,B]]`: load, cross-check, print."""
+    cfg = load_strategy(file)
+    gates = cfg.gates_disabled()
+    traded, checked = cfg.ccxt_symbol, None
+    if venue is not None:
+        pair = _strategy_for(file, cfg, *symbols)
+        check_strategy_on_venue(pair, load_venue(venue))
+        traded, checked = _what_it_trades(pair), _checked_symbols(pair)
+    if as_json:
+        result = {"valid": True, "kind": "strategy", "source": cfg.origin, "name": cfg.strategy.name}
+        result |= {"symbol": cfg.ccxt_symbol, "gates_disabled": gates, "fits_venue": venue}
+        if checked is not None:
+            result["checked_symbols"] = checked
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(f"ok: {cfg.origin} is a valid strategy config ({cfg.strategy.name}, {cfg.ccxt_symbol})")
+    if venue is not None:
+        typer.echo(
+            f"ok: it fits venue {venue} for {traded} (sizes within its filters, open orders and "
+            "stops within its limits, leverage within its brackets)"
+        )
+    if gates:
+        typer.echo(f"note: risk gates switched off: {', '.join(gates)}")
+
+
+def _validate_venue(
+    file: str,
+    strategy: str | None,
+    symbols: tuple[str | None, tuple[str, ...]],
+    live: bool,
+    as_json: bool,
+) -> None:
+    """`config validate VENUE [--strategy S [--symbol S | --symbols A,B]] [--live]`: load, check, print."""
     vcfg = load_venue(file)
-    traded = ""
+    traded, checked = "", None
     if strategy is not None:
-        pair = _strategy_for(strategy, load_strategy(strategy), symbol, basket)
+        pair = _strategy_for(strategy, load_strategy(strategy), *symbols)
         check_strategy_on_venue(pair, vcfg)
-        traded = f" for {_what_it_trades(pair)}"
+        traded, checked = f" for {_what_it_trades(pair)}", _checked_symbols(pair)
     if live:
         secrets.require_live_credentials(vcfg)
     if as_json:
         result = {"valid": True, "kind": "venue", "source": vcfg.origin, "name": vcfg.venue.name}
         result |= {"fees_source": vcfg.fees_source, "fits_strategy": strategy, "live_credentials": live}
-        if strategy is not None:
-            result["checked_symbols"] = _checked_symbols(pair)
+        if checked is not None:
+            result["checked_symbols"] = checked
         result["credentials"] = {path: secrets.mask(vcfg, path) for path in secrets.CREDENTIAL_PATHS}
         typer.echo(json.dumps(result, indent=2))
         return
