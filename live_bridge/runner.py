@@ -103,11 +103,18 @@ def bridge_options(strategy: Any, mode: str, run_id: str) -> BridgeOptions:
 
 def load_run_configs(opts: LiveOptions) -> tuple[Any, Any, str]:
     """(strategy, venue, symbol) of a run: the journal path is checked first, then both configs load
-    with their overrides; the symbol is ``opts.symbol`` or the strategy's instrument."""
+    with their overrides; the symbol is ``opts.symbol`` or the strategy's instrument. A ``--symbol``
+    other than a one-symbol strategy's instrument retargets it (``strategy.instrument_id``), as
+    `gridctl backtest --symbol` does, so the run trades that symbol under its own rules."""
     from gridctl.configs.loader import load_strategy, load_venue
+    from gridctl.configs.schema import ccxt_to_instrument
 
     opts.check_journal()
     strategy = load_strategy(opts.strategy, list(opts.overrides))
+    retarget = opts.symbol is not None and opts.symbol != strategy.ccxt_symbol
+    if retarget and strategy.strategy.symbols is None:
+        instrument = f"strategy.instrument_id={ccxt_to_instrument(opts.symbol)}"
+        strategy = load_strategy(opts.strategy, [*opts.overrides, instrument])
     venue = load_venue(opts.venue, list(opts.venue_overrides), option="--venue-set")
     return strategy, venue, opts.symbol or strategy.ccxt_symbol
 
