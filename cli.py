@@ -47,13 +47,47 @@ def _readable_metavar(param: typer.core.TyperOption | typer.core.TyperArgument) 
     return word + ("..." if desc.is_list else "")
 
 
+#: Docstring paragraphs for the code's readers (tests/cli/test_function_size.py), not for --help.
+DEVELOPER_NOTES = ("Wide because:", "Long because:")
+
+
+def unwrap_help(text: str) -> str:
+    """A command's docstring as --help should print it: each paragraph on one line, for the terminal
+    to wrap (typer 0.29 keeps a docstring's line breaks after its first paragraph, so text wrapped at
+    100 columns in the source broke mid-sentence on any other width).
+
+    A paragraph whose lines are a list (each starting with ``-``, ``*`` or a digit and ``.``) or are
+    indented (an example) keeps its lines; developer notes (``DEVELOPER_NOTES``) are left out.
+    """
+    import inspect
+
+    kept = []
+    for para in inspect.cleandoc(text).split("\n\n"):
+        lines = para.splitlines()
+        if not lines or lines[0].startswith(DEVELOPER_NOTES):
+            continue
+        listed = len(lines) > 1 and all(
+            line.lstrip().startswith(("- ", "* ")) or line.lstrip()[:2].rstrip(".").isdigit()
+            for line in lines
+            if not line.startswith("  ")
+        )
+        if listed or lines[0].startswith(("  ", "\b")):
+            kept.append(para)
+        else:
+            kept.append(" ".join(line.strip() for line in lines))
+    return "\n\n".join(kept)
+
+
 def _tidy_help(command: typer.core.TyperCommand | TyperGroup) -> None:
-    """Make --help read plainly, recursively: on/off flags (``--json``, ``--force``, ``--help``) get
-    an empty metavar, every other option and argument a plain word (see ``_readable_metavar``).
+    """Make --help read plainly, recursively: each help paragraph on one line (``unwrap_help``), on/off
+    flags (``--json``, ``--force``, ``--help``) with an empty metavar, every other option and argument
+    a plain word (see ``_readable_metavar``).
 
     typer 0.29 prints each option's type in --help, so a flag would read ``--json <bool>`` as if it
     took a value; an empty metavar makes it render as the bare flag it is.
     """
+    if command.help:
+        command.help = unwrap_help(command.help)
     help_option = command.get_help_option(typer.Context(command))
     for param in [*command.params, *([help_option] if help_option is not None else [])]:
         if param.metavar is not None:

@@ -20,7 +20,8 @@ from gridctl.configs.loader import (
     load_venue,
     shipped_names,
 )
-from gridctl.configs.schema import StrategyConfig, VenueConfig
+from gridctl.configs.overrides import basket_overrides
+from gridctl.configs.schema import StrategyConfig, VenueConfig, ccxt_to_instrument
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -121,6 +122,22 @@ def validate(
         str | None,
         typer.Option("--strategy", "-s", help="With a venue FILE: also check this strategy against it."),
     ] = None,
+    symbol: Annotated[
+        str | None,
+        typer.Option(
+            "--symbol",
+            help="With the pair: check the strategy trading this ccxt symbol (its rules from the venue), "
+            "as `gridctl backtest --symbol` would run it.",
+        ),
+    ] = None,
+    symbols: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--symbols",
+            help="With the pair: check the strategy as this basket (comma list or repeated), every symbol "
+            "with its own rules and symbol_overrides, as `gridctl backtest --symbols` would run it.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")] = False,
 ) -> None:
     """Check a config file; exit 0 if it is valid, else print every problem and exit 2.
@@ -128,42 +145,79 @@ def validate(
     With --live, a venue's credentials must come from set environment variables: a `${VAR:-default}`
     default (fine for backtests) or an unset variable fails. With the other file (--venue for a
     strategy, --strategy for a venue) the pair is checked as a backtest would: rung quantities within
-    the venue's min/max quantity, leverage within the symbol's brackets.
+    the venue's min/max quantity, leverage within the symbol's brackets. --symbol or --symbols check
+    the pair for other symbols than the strategy's own, each against that symbol's rules.
     """
     resolved = detect_kind(file) if kind is KindChoice.auto else kind.value
+    basket = _symbols(symbols)
+    if (symbol is not None or basket) and venue is None and strategy is None:
+        raise GridctlError(
+            "--symbol/--symbols check a strategy against a venue's rules for those symbols; give the other "
+            "file (--venue with a strategy, --strategy with a venue)"
+        )
+    if symbol is not None and basket:
+        raise GridctlError("--symbol and --symbols: give one (--symbol one symbol, --symbols a basket)")
     if resolved == "strategy":
         if live:
             raise GridctlError(f"{file}: --live checks venue credentials, but this is a strategy config")
         if strategy is not None:
             raise GridctlError(f"--strategy: {file} is itself a strategy config; pass a venue with --venue")
-        cfg: StrategyConfig | VenueConfig = load_strategy(file)
-        gates = cfg.gates_disabled()
-        if venue is not None:
-            check_strategy_on_venue(cfg, load_venue(venue))
-        if as_json:
-            result = {"valid": True, "kind": "strategy", "source": cfg.origin, "name": cfg.strategy.name}
-            result |= {"symbol": cfg.ccxt_symbol, "gates_disabled": gates, "fits_venue": venue}
-            typer.echo(json.dumps(result, indent=2))
-            return
-        typer.echo(f"ok: {cfg.origin} is a valid strategy config ({cfg.strategy.name}, {cfg.ccxt_symbol})")
-        if venue is not None:
-            typer.echo(
-                f"ok: it fits venue {venue} for {cfg.ccxt_symbol} (sizes within its filters, open orders and "
-                "stops within its limits, leverage within its brackets)"
-            )
-        if gates:
-            typer.echo(f"note: risk gates switched off: {', '.join(gates)}")
+        _validate_strategy(file, venue, (symbol, basket), as_json)
         return
     if venue is not None:
         raise GridctlError(f"--venue: {file} is itself a venue config; pass a strategy with --strategy")
+    _validate_venue(file, strategy, (symbol, basket), live, as_json)
+
+
+def _validate_strategy(
+    file: str, venue: str | None, symbols: tuple[str | None, tuple[str, ...]], as_json: bool
+) -> None:
+    """`config validate STRATEGY [--venue V [--symbol S | --symbols A,B]]`: load, cross-check, print."""
+    cfg = load_strategy(file)
+    gates = cfg.gates_disabled()
+    traded, checked = cfg.ccxt_symbol, None
+    if venue is not None:
+        pair = _strategy_for(file, cfg, *symbols)
+        check_strategy_on_venue(pair, load_venue(venue))
+        traded, checked = _what_it_trades(pair), _checked_symbols(pair)
+    if as_json:
+        result = {"valid": True, "kind": "strategy", "source": cfg.origin, "name": cfg.strategy.name}
+        result |= {"symbol": cfg.ccxt_symbol, "gates_disabled": gates, "fits_venue": venue}
+        if checked is not None:
+            result["checked_symbols"] = checked
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(f"ok: {cfg.origin} is a valid strategy config ({cfg.strategy.name}, {cfg.ccxt_symbol})")
+    if venue is not None:
+        typer.echo(
+            f"ok: it fits venue {venue} for {traded} (sizes within its filters, open orders and "
+            "stops within its limits, leverage within its brackets)"
+        )
+    if gates:
+        typer.echo(f"note: risk gates switched off: {', '.join(gates)}")
+
+
+def _validate_venue(
+    file: str,
+    strategy: str | None,
+    symbols: tuple[str | None, tuple[str, ...]],
+    live: bool,
+    as_json: bool,
+) -> None:
+    """`config validate VENUE [--strategy S [--symbol S | --symbols A,B]] [--live]`: load, check, print."""
     vcfg = load_venue(file)
+    traded, checked = "", None
     if strategy is not None:
-        check_strategy_on_venue(load_strategy(strategy), vcfg)
+        pair = _strategy_for(strategy, load_strategy(strategy), *symbols)
+        check_strategy_on_venue(pair, vcfg)
+        traded, checked = f" for {_what_it_trades(pair)}", _checked_symbols(pair)
     if live:
         secrets.require_live_credentials(vcfg)
     if as_json:
         result = {"valid": True, "kind": "venue", "source": vcfg.origin, "name": vcfg.venue.name}
         result |= {"fees_source": vcfg.fees_source, "fits_strategy": strategy, "live_credentials": live}
+        if checked is not None:
+            result["checked_symbols"] = checked
         result["credentials"] = {path: secrets.mask(vcfg, path) for path in secrets.CREDENTIAL_PATHS}
         typer.echo(json.dumps(result, indent=2))
         return
@@ -172,10 +226,48 @@ def validate(
         typer.echo(f"  {path}: {secrets.mask(vcfg, path)}")
     if strategy is not None:
         typer.echo(
-            f"ok: strategy {strategy} fits it (quantities within the filters, leverage within brackets)"
+            f"ok: strategy {strategy} fits it{traded} "
+            "(quantities within the filters, leverage within brackets)"
         )
     if live:
         typer.echo("live credentials: ok")
+
+
+def _symbols(values: list[str] | None) -> tuple[str, ...]:
+    """``--symbols`` as typed (comma lists and/or repeated) -> its symbols, in order, each once."""
+    parts = [part.strip() for value in values or [] for part in value.split(",")]
+    found = tuple(dict.fromkeys(part for part in parts if part))
+    if values is not None and not found:
+        raise GridctlError(
+            f"--symbols: {' '.join(values)!r} names no symbol (e.g. BTC/USDT:USDT,XRP/USDT:USDT)"
+        )
+    return found
+
+
+def _strategy_for(
+    ref: str, strategy: StrategyConfig, symbol: str | None, basket: tuple[str, ...]
+) -> StrategyConfig:
+    """The strategy ``ref`` as `gridctl backtest --symbol`/`--symbols` would trade it (unchanged without)."""
+    if basket:
+        return load_strategy(ref, basket_overrides(strategy, basket))
+    if symbol is None or symbol == strategy.ccxt_symbol:
+        return strategy
+    if strategy.strategy.symbols is not None:
+        raise GridctlError(
+            f"--symbol {symbol}: strategy {strategy.origin} trades the basket "
+            f"{list(strategy.basket_symbols)} (strategy.symbols); give --symbols {symbol} to check it alone"
+        )
+    return load_strategy(ref, [f"strategy.instrument_id={ccxt_to_instrument(symbol)}"])
+
+
+def _checked_symbols(strategy: StrategyConfig) -> list[str]:
+    """The symbols whose rules the cross-check applied: the basket's, else the strategy's instrument."""
+    return list(strategy.basket_symbols) if strategy.strategy.symbols is not None else [strategy.ccxt_symbol]
+
+
+def _what_it_trades(strategy: StrategyConfig) -> str:
+    symbols = _checked_symbols(strategy)
+    return symbols[0] if len(symbols) == 1 else f"the basket {', '.join(symbols)}"
 
 
 @app.command("list")

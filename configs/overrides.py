@@ -10,13 +10,14 @@ the ``--set`` that caused them.)
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from gridctl.configs.errors import GridctlError
-from gridctl.configs.schema import StrategyConfig, VenueConfig, size_unit_changes
+from gridctl.configs.schema import StrategyConfig, VenueConfig, ccxt_to_instrument, size_unit_changes
 
 
 def _coerce(current: Any, value: Any, key: str) -> Any:
@@ -251,6 +252,20 @@ def symbol_strategy(strategy: StrategyConfig, symbol: str) -> StrategyConfig:
 def basket_strategies(strategy: StrategyConfig) -> dict[str, StrategyConfig]:
     """Each basket symbol's strategy (``symbol_strategy``), keyed by ccxt symbol in step order."""
     return {symbol: symbol_strategy(strategy, symbol) for symbol in strategy.basket_symbols}
+
+
+def basket_overrides(strategy: StrategyConfig, symbols: tuple[str, ...]) -> list[str]:
+    """``--set`` texts that make ``strategy`` trade the basket ``symbols`` (``--symbols``): the symbols,
+    an instrument among them, and the file's ``symbol_overrides`` of those symbols only."""
+    for symbol in symbols:
+        ccxt_to_instrument(symbol)  # a clear error for a malformed symbol before the schema's
+    out = [f"strategy.symbols={json.dumps(list(symbols))}"]
+    if strategy.ccxt_symbol not in symbols:
+        out.append(f"strategy.instrument_id={ccxt_to_instrument(symbols[0])}")
+    kept = {s: keys for s, keys in strategy.symbol_overrides.items() if s in symbols}
+    if len(kept) != len(strategy.symbol_overrides):  # overrides of symbols left out of this basket go
+        out.append(f"symbol_overrides={json.dumps(kept)}")
+    return out
 
 
 def _apply_strategy_overrides(strategy: StrategyConfig, overrides: Mapping[str, Any]) -> StrategyConfig:

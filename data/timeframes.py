@@ -28,3 +28,28 @@ def timeframe_ms(tf: str) -> int:
         return TIMEFRAMES[tf]
     except (KeyError, TypeError):
         raise GridctlError(f"unknown timeframe {tf!r} (valid: {', '.join(TIMEFRAMES)})") from None
+
+
+def day_ms(value: str | None, option: str) -> int | None:
+    """Epoch ms of a YYYY-MM-DD option value (UTC midnight); None stays None."""
+    if value is None:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise GridctlError(f"{option}: {value!r} is not a date (expected YYYY-MM-DD)") from None
+    return int(day.timestamp() * 1000)
+
+
+def window_ms(start: str | None, end: str | None) -> tuple[int | None, int | None]:
+    """``--start``/``--end`` (YYYY-MM-DD, UTC; end exclusive) as epoch ms, end after start.
+
+    One parser for every command that takes a window (`backtest`, `optimize`, `live --replay`), so the
+    same flags select the same bars everywhere.
+    """
+    start_ms, end_ms = day_ms(start, "--start"), day_ms(end, "--end")
+    if start_ms is not None and end_ms is not None and end_ms <= start_ms:
+        raise GridctlError(f"--end ({end}) must be after --start ({start})")
+    return start_ms, end_ms

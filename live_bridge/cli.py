@@ -81,6 +81,17 @@ def live(
         ),
     ] = None,
     timeframe: Annotated[str, typer.Option("--timeframe", help="Bar timeframe.")] = D.timeframe,
+    start: Annotated[
+        str | None,
+        typer.Option("--start", help="--replay: first day (YYYY-MM-DD, UTC), as `gridctl backtest --start`."),
+    ] = D.start,
+    end: Annotated[
+        str | None,
+        typer.Option(
+            "--end",
+            help="--replay: day after the last bar (YYYY-MM-DD, UTC, exclusive), as `backtest --end`.",
+        ),
+    ] = D.end,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -192,6 +203,8 @@ def live(
         symbol=symbol,
         symbols=parse_symbols_flag(symbols),
         timeframe=timeframe,
+        start=start,
+        end=end,
         out=out,
         testnet=testnet,
         api_url=api_url,
@@ -293,7 +306,10 @@ def _replay_basket(venue: Any, opts: LiveOptions) -> None:
     if opts.out is not None and opts.out.exists() and not opts.out.is_dir():
         raise GridctlError(f"--out: {opts.out} exists and is not a directory")
     strategy = _basket_strategy(basket, opts, "a basket replay")
-    run = basket.run(strategy, venue, source, opts.exchange, opts.timeframe, None, None, run=replay_basket)
+    start_ms, end_ms = opts.window()
+    run = basket.run(
+        strategy, venue, source, opts.exchange, opts.timeframe, start_ms, end_ms, run=replay_basket
+    )
     if opts.out is not None:
         basket.write(opts.out, run)
     what = f"the basket {', '.join(run.output.symbols)} {opts.timeframe}"

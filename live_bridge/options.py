@@ -55,6 +55,8 @@ class LiveOptions:
     symbol: str | None = None
     symbols: tuple[str, ...] = ()  # --symbols: a basket on one account
     timeframe: str = "1m"
+    start: str | None = None  # --start/--end: the replay's window (YYYY-MM-DD, UTC, end exclusive)
+    end: str | None = None
     out: Path | None = None
     testnet: bool = False
     api_url: str | None = None
@@ -74,6 +76,11 @@ class LiveOptions:
             raise GridctlError(f"live mode must be 'paper' or 'live', got {self.mode!r}")
         if self.replay is not None and self.mode == "live":
             raise GridctlError("--replay works with --paper only (a replay never sends orders)")
+        if (self.start is not None or self.end is not None) and self.replay is None:
+            raise GridctlError(
+                "--start/--end select a --replay's window; a live or paper run trades from now"
+            )
+        self.window()  # a bad --start/--end fails when the options are built
         if self.out is not None and self.replay is None:
             raise GridctlError("--out is for --replay runs; a live run journals to --journal")
         if self.symbols and self.symbol is not None:
@@ -86,6 +93,12 @@ class LiveOptions:
                 continue  # no limit: run until Ctrl-C
             if not (isinstance(value, int | float) and math.isfinite(value) and lo <= value <= hi):
                 raise GridctlError(f"{flag} must be within {lo}..{hi}, got {value}")
+
+    def window(self) -> tuple[int | None, int | None]:
+        """``start``/``end`` as epoch ms, parsed as `gridctl backtest` parses them (same bars selected)."""
+        from gridctl.data.timeframes import window_ms
+
+        return window_ms(self.start, self.end)
 
     def check_journal(self) -> None:
         """``journal`` as a usable journal (checked before any config is read); a replay keeps none."""

@@ -101,19 +101,30 @@ def basket_replay(markets: dict[str, Market]) -> Iterator[tuple[int, dict[str, C
 
 
 def load_replay_market(
-    source: Path, data_dir: Path | None, exchange: str, symbol: str, timeframe: str
+    source: Path,
+    data_dir: Path | None,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    window: tuple[int | None, int | None] = (None, None),
 ) -> Market:
     """The market to replay: a data directory (with exchange / symbol / timeframe) or one parquet file.
 
     A parquet file holds candles (``ts open high low close volume``); its funding comes from the data
     directory's funding series for ``exchange`` / ``symbol`` when given, else the file must sit in a
     store layout (``<data-dir>/<exchange>/<SYMBOL>/<timeframe>/<YYYY-MM>.parquet``) the whole market is
-    loaded from.
+    loaded from. ``window`` (start ms, end ms exclusive; ``--start``/``--end``) selects the bars of a data
+    directory as `gridctl backtest` does; a partition file is its own window and refuses one.
     """
     from gridctl.data.market import load_market
 
     if source.is_dir():
-        return load_market(source, exchange, symbol, timeframe)
+        return load_market(source, exchange, symbol, timeframe, *window)
+    if window != (None, None):
+        raise GridctlError(
+            f"--replay {source}: --start/--end select bars of a data directory; a partition file is one "
+            "month (give its data directory to choose the window)"
+        )
     if source.suffix != ".parquet" or not source.is_file():
         raise GridctlError(f"--replay: {source} is neither a data directory nor a .parquet file")
     # <data-dir>/<exchange>/<SYMBOL>/<timeframe>/<file>.parquet: load that store's market for the month.

@@ -103,11 +103,18 @@ def bridge_options(strategy: Any, mode: str, run_id: str) -> BridgeOptions:
 
 def load_run_configs(opts: LiveOptions) -> tuple[Any, Any, str]:
     """(strategy, venue, symbol) of a run: the journal path is checked first, then both configs load
-    with their overrides; the symbol is ``opts.symbol`` or the strategy's instrument."""
+    with their overrides; the symbol is ``opts.symbol`` or the strategy's instrument. A ``--symbol``
+    other than a one-symbol strategy's instrument retargets it (``strategy.instrument_id``), as
+    `gridctl backtest --symbol` does, so the run trades that symbol under its own rules."""
     from gridctl.configs.loader import load_strategy, load_venue
+    from gridctl.configs.schema import ccxt_to_instrument
 
     opts.check_journal()
     strategy = load_strategy(opts.strategy, list(opts.overrides))
+    retarget = opts.symbol is not None and opts.symbol != strategy.ccxt_symbol
+    if retarget and strategy.strategy.symbols is None:
+        instrument = f"strategy.instrument_id={ccxt_to_instrument(opts.symbol)}"
+        strategy = load_strategy(opts.strategy, [*opts.overrides, instrument])
     venue = load_venue(opts.venue, list(opts.venue_overrides), option="--venue-set")
     return strategy, venue, opts.symbol or strategy.ccxt_symbol
 
@@ -118,8 +125,9 @@ def run_replay(
     """Replay the stored market ``opts.replay`` through the paper bridge: (run output, market, stats, bridge).
 
     ``opts.exchange`` / ``opts.symbol`` (default: the strategy's) / ``opts.timeframe`` select the stored
-    series when ``opts.replay`` is a data directory. ``compute_stats`` is ``research.stats``' function
-    (passed in: research is the same layer). The output's meta holds ``replay_seconds``.
+    series when ``opts.replay`` is a data directory, ``opts.start``/``opts.end`` its window (as
+    `gridctl backtest` reads them). ``compute_stats`` is ``research.stats``' function (passed in:
+    research is the same layer). The output's meta holds ``replay_seconds``.
     """
     from gridctl.live_bridge.replay import ReplayFeed, load_replay_market
 
@@ -132,7 +140,7 @@ def run_replay(
         raise GridctlError(f"--replay: {source} does not exist")
     symbol = opts.symbol or strategy.ccxt_symbol
     # A replay plays what is stored; it never generates a market (an empty folder is refused by the load).
-    market = load_replay_market(source, None, opts.exchange, symbol, opts.timeframe)
+    market = load_replay_market(source, None, opts.exchange, symbol, opts.timeframe, opts.window())
     session = EngineSession(strategy, venue, market.symbol, market.timeframe, capacity=len(market.ts) + 16)
     bridge = Bridge(session, bridge_options(strategy, "replay", new_run_id()))
     t0 = time.perf_counter()

@@ -20,7 +20,6 @@ What the numbers mean (docs/DESIGN.md "Baskets: results"):
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -80,22 +79,6 @@ class BasketBacktest:
     venue: VenueConfig
     detail: dict[str, Market]
     stats: dict[str, Any]
-
-
-def basket_overrides(strategy: StrategyConfig, symbols: tuple[str, ...]) -> list[str]:
-    """``--set`` texts that make ``strategy`` trade the basket ``symbols`` (``--symbols``): the symbols,
-    an instrument among them, and the file's ``symbol_overrides`` of those symbols only."""
-    from gridctl.configs.schema import ccxt_to_instrument
-
-    for symbol in symbols:
-        ccxt_to_instrument(symbol)  # a clear error for a malformed symbol before the schema's
-    out = [f"strategy.symbols={json.dumps(list(symbols))}"]
-    if strategy.ccxt_symbol not in symbols:
-        out.append(f"strategy.instrument_id={ccxt_to_instrument(symbols[0])}")
-    kept = {s: keys for s, keys in strategy.symbol_overrides.items() if s in symbols}
-    if len(kept) != len(strategy.symbol_overrides):  # overrides of symbols left out of this basket go
-        out.append(f"symbol_overrides={json.dumps(kept)}")
-    return out
 
 
 def run_basket_backtest(

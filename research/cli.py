@@ -22,19 +22,6 @@ from gridctl.research.options import BacktestOptions
 D = BacktestOptions()
 
 
-def _day(value: str | None, option: str) -> int | None:
-    """Epoch ms of a YYYY-MM-DD option value (UTC midnight)."""
-    if value is None:
-        return None
-    from datetime import UTC, datetime
-
-    try:
-        day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
-    except ValueError:
-        raise GridctlError(f"{option}: {value!r} is not a date (expected YYYY-MM-DD)") from None
-    return int(day.timestamp() * 1000)
-
-
 #: Width of result tables when stdout is not a terminal: rich would assume 80 columns and wrap or cut
 #: cells; piped output keeps each row on one line (``COLUMNS`` still wins when set).
 PIPED_WIDTH = 1_000
@@ -82,7 +69,7 @@ def check_run_options(
     timeframe: str, start: str | None, end: str | None, overrides: list[str], detail: str | None
 ) -> tuple[list[str], int | None, int | None]:
     """Check --timeframe, --detail, --start/--end; returns (overrides with --detail's, start ms, end ms)."""
-    from gridctl.data.timeframes import timeframe_ms
+    from gridctl.data.timeframes import timeframe_ms, window_ms
 
     try:
         timeframe_ms(timeframe)
@@ -94,9 +81,7 @@ def check_run_options(
         except GridctlError as err:
             raise GridctlError(f"--detail: {err}") from None
         overrides = [*overrides, f"backtest.detail_timeframe={detail}"]
-    start_ms, end_ms = _day(start, "--start"), _day(end, "--end")
-    if start_ms is not None and end_ms is not None and end_ms <= start_ms:
-        raise GridctlError(f"--end ({end}) must be after --start ({start})")
+    start_ms, end_ms = window_ms(start, end)
     return overrides, start_ms, end_ms
 
 
@@ -118,7 +103,7 @@ def check_detail_timeframe(strategy: Any, timeframe: str, detail: str | None) ->
 def load_basket_strategy(config: str, symbols: tuple[str, ...], overrides: list[str]) -> Any | None:
     """The basket strategy of ``--symbols`` (or of the strategy's own ``strategy.symbols``), else None."""
     from gridctl.configs.loader import load_strategy
-    from gridctl.research.basket import basket_overrides
+    from gridctl.configs.overrides import basket_overrides
 
     strategy = load_strategy(config, overrides)
     if symbols:

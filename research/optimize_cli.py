@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from gridctl.research.cli import output_console
 from gridctl.research.options import REPORT_TOP, SHOW_TOP, OptimizeOptions, StudyOptions, bounds
 
 #: The defaults every `optimize` flag shows and falls back to (the profile is required).
@@ -76,8 +78,83 @@ BOARD_METRICS = (
     "total_return_pct",
     "trades",
 )
-#: Column labels that say which drawdown a metric uses.
-BOARD_LABELS = {"calmar": "calmar (CAGR / bar-close dd)", "max_drawdown_bar_close_pct": "max dd bar-close %"}
+#: Column labels (words a narrow terminal can wrap between); the drawdown ones say which drawdown they use.
+BOARD_LABELS = {
+    "sharpe": "sharpe",
+    "profit_factor": "profit factor",
+    "calmar": "calmar (CAGR / bar close dd)",
+    "max_drawdown_bar_close_pct": "max dd (bar close) %",
+    "total_return_pct": "total return %",
+    "trades": "trades",
+}
+
+
+#: A table's columns as (header, whole): a ``whole`` column keeps each cell on one line (names, dates).
+Columns = list[tuple[str, bool]]
+
+
+#: Characters between two columns of a result table (padding, separator, padding).
+GAP = 3
+
+
+def _table(title: str, columns: Columns, rows: list[list[str]], widths: list[int]) -> Table:
+    """A result table with the given column widths: lines only under the header, cells wrapped between
+    words (``_widths`` makes every column at least as wide as its longest word: nothing is cut)."""
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1),
+    )
+    for (header, whole), width in zip(columns, widths, strict=True):
+        table.add_column(header, no_wrap=whole, overflow="fold", width=width)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _widths(columns: Columns, rows: list[list[str]], room: int) -> list[int] | None:
+    """Column widths that fit ``room`` characters with no word (and no cell of a ``whole`` column) split,
+    each column as wide as its longest line where there is room; None when even that cannot fit."""
+    least, most = [], []
+    for i, (header, whole) in enumerate(columns):
+        cells = [row[i] for row in rows]
+        words = [w for text in (header, *([] if whole else cells)) for w in text.split()]
+        least.append(max([len(w) for w in words] + [len(c) for c in cells if whole] + [1]))
+        most.append(max(len(line) for text in (header, *cells) for line in text.splitlines() or [""]))
+    spare = room - GAP * (len(columns) - 1) - sum(least)
+    if spare < 0:
+        return None
+    widths = list(least)
+    for i in sorted(range(len(columns)), key=lambda i: most[i] - least[i]):  # the cheapest unwrap first
+        grow = min(spare, max(most[i] - least[i], 0))
+        widths[i] += grow
+        spare -= grow
+    return widths
+
+
+def print_table(con: Console, title: str, columns: Columns, rows: list[list[str]]) -> None:
+    """Print a table that fits ``con``'s width: whole if it fits with every word whole, else as several
+    tables, each repeating the first (key) column and taking as many further columns, in order, as fit.
+    A name, a word or a number is never cut or folded to make a table fit (one wider than the terminal
+    alone is printed in its own table and wraps as the terminal wraps it)."""
+
+    def part(keep: list[int]) -> tuple[Columns, list[list[str]]]:
+        return [columns[i] for i in keep], [[row[i] for i in keep] for row in rows]
+
+    groups: list[list[int]] = []
+    for i in range(1, len(columns)):
+        if groups and _widths(*part([0, *groups[-1], i]), con.width) is not None:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    for n, group in enumerate(groups or [[]]):
+        cols, body = part([0, *group])
+        widths = _widths(cols, body, con.width) or _widths(cols, body, 10**6)
+        assert widths is not None  # any table fits a million columns
+        con.print(_table(title if n == 0 else f"{title} (continued)", cols, body, widths))
 
 
 def _fmt(value: Any) -> str:
@@ -249,26 +326,12 @@ def study_list(studies_dir: StudiesOpt = None, storage: StorageOpt = None, as_js
     if opts.as_json:
         sys.stdout.write(_dump(rows) + "\n")
         return
-    table = Table(title="studies", title_justify="left")
-    for col in ("study_name", "profile", "n_trials", "failed", "running", "best_value", "created_at"):
-        table.add_column(col)
+    columns: Columns = [("study", True), ("profile", False), ("trials", False), ("failed", False)]
+    columns += [("running", False), ("best value", False), ("created at", True)]
+    keys = ("study_name", "profile", "n_trials", "failed", "running", "best_value", "created_at")
     damaged = [r for r in rows if "error" in r]
-    for r in (r for r in rows if "error" not in r):
-        table.add_row(
-            *(
-                _fmt(r[c])
-                for c in (
-                    "study_name",
-                    "profile",
-                    "n_trials",
-                    "failed",
-                    "running",
-                    "best_value",
-                    "created_at",
-                )
-            )
-        )
-    Console().print(table)
+    body = [[_fmt(r[c]) for c in keys] for r in rows if "error" not in r]
+    print_table(output_console(), "studies", columns, body)
     for r in damaged:
         Console(stderr=True).print(f"[red]{r['study_name']}[/red]: {r['error']}", highlight=False)
 
@@ -295,7 +358,7 @@ def study_show(
     if opts.as_json:
         sys.stdout.write(_dump(out) + "\n")
         return
-    con = Console()
+    con = output_console()
     con.print(
         f"study [cyan]{name}[/cyan]: profile {out['profile']} ({out['fingerprint']}), objective "
         f"{prof.objective.kind} ({', '.join(prof.objective.directions)}), "
@@ -306,16 +369,16 @@ def study_show(
             f"{out['configured_rule_only']} pruned trial(s): {CONFIGURED_ONLY} (run under the configured "
             "intrabar rule only; their configured-rule value is at most the best's, so no other rule was run)"
         )
-    con.print(_leaderboard_table(out, prof, multi, summary.infeasible))
+    print_table(con, *_leaderboard_table(out, prof, multi, summary.infeasible))
     if winner is not None:
         con.print(
             f"winner: trial {winner.number}, {prof.objective.kind} {_fmt(winner.value)}"
             + (" (ranked by worst neighbour)" if prof.objective.rank_by == "worst_neighbour" else "")
         )
-        con.print(_robustness_table(summary.robust_rows))
+        print_table(con, *_robustness_table(summary.robust_rows))
     wf = out.get("walk_forward")
     if wf is not None:
-        con.print(_walk_forward_table(wf))
+        print_table(con, *_walk_forward_table(wf))
         con.print(
             f"out of sample (stitched picks): mean objective {_fmt(wf['oos_objective_mean'])}, "
             f"compounded return {_fmt(wf['oos_total_return_pct'])} %"
@@ -332,67 +395,83 @@ def study_show(
         con.print(line)
 
 
-def _leaderboard_table(out: dict[str, Any], prof: Any, multi: bool, infeasible: int) -> Table:
-    """`study show`'s leaderboard: the Pareto front or the top feasible trials, with their metrics."""
-    table = Table(
-        title=("Pareto front" if multi else f"top {len(out['leaderboard'])} feasible trials")
-        + f" ({infeasible} infeasible trial(s) left out)",
-        title_justify="left",
+def _leaderboard_table(
+    out: dict[str, Any], prof: Any, multi: bool, infeasible: int
+) -> tuple[str, Columns, list[list[str]]]:
+    """`study show`'s leaderboard (title, columns, rows): the Pareto front or the top feasible trials.
+
+    Walk-forward: the objective over the train windows (in-sample) and over the test windows, each a
+    mean over its windows, and the metrics as ``research.studies.trial_metrics`` gives them: the mean
+    over the test windows (over the train windows where a trial has none). Every header says which.
+    """
+    board = out["leaderboard"]
+    walk_forward = prof.validation.scheme != "none"
+    title = ("Pareto front" if multi else f"top {len(board)} feasible trials") + (
+        f" ({infeasible} infeasible trial(s) left out)"
     )
-    table.add_column("trial")
-    table.add_column("value(s)")
-    if prof.validation.scheme != "none":
-        table.add_column("in-sample")
-        table.add_column("out-of-sample")
-    for col in BOARD_METRICS:
-        table.add_column(BOARD_LABELS.get(col, col))
-    for row in out["leaderboard"]:
-        cells = [str(row["number"]), _fmt(row["values"])]
-        if prof.validation.scheme != "none":
+    columns: Columns = [("trial", True)]
+    if walk_forward:
+        ranked = "train" if prof.objective.target == "in_sample" else "test"
+        title += f"; ranked by the objective's {ranked} mean"
+        over = "test" if all(r["objective_out_of_sample"] is not None for r in board) else "train"
+        columns += [("objective (train mean)", False), ("objective (test mean)", False)]
+        columns += [(f"{BOARD_LABELS[k]} ({over} mean)", False) for k in BOARD_METRICS]
+    else:
+        columns += [("value(s)" if multi else "objective", False)]
+        columns += [(BOARD_LABELS[k], False) for k in BOARD_METRICS]
+    rows = []
+    for row in board:
+        cells = [str(row["number"])]
+        if walk_forward:
             cells += [_fmt(row["objective_in_sample"]), _fmt(row["objective_out_of_sample"])]
-        cells += [_fmt(row["metrics"].get(k)) for k in BOARD_METRICS]
-        table.add_row(*cells)
-    return table
+        else:
+            cells.append(_fmt(row["values"]))
+        rows.append(cells + [_fmt(row["metrics"].get(k)) for k in BOARD_METRICS])
+    return title, columns, rows
 
 
-def _robustness_table(rows: list[Any]) -> Table:
-    """The winner's parameters one step either way and the objective there (plateau or spike)."""
-    rt = Table(title="robustness: one step either way (plateau or spike)", title_justify="left")
-    for col in ("param", "value", "-1 step", "objective", "+1 step", "objective", "verdict"):
-        rt.add_column(col)
-    for r in rows:
-        rt.add_row(
-            r.param,
-            _fmt(r.value),
-            _fmt(r.down_value),
-            _fmt(r.down_objective),
-            _fmt(r.up_value),
-            _fmt(r.up_objective),
+def _robustness_table(rows: list[Any]) -> tuple[str, Columns, list[list[str]]]:
+    """The winner's parameters one step either way and the objective there (plateau or spike); each
+    parameter's name stays whole on its line (the other columns wrap)."""
+    columns: Columns = [("parameter = winner's value", True), ("-1 step -> objective", False)]
+    columns += [("+1 step -> objective", False), ("verdict", False)]
+    body = [
+        [
+            f"{r.param} = {_fmt(r.value)}",
+            _step(r.down_value, r.down_objective),
+            _step(r.up_value, r.up_objective),
             r.verdict,
-        )
-    return rt
+        ]
+        for r in rows
+    ]
+    return "robustness: one step either way (plateau or spike)", columns, body
 
 
-def _walk_forward_table(wf: dict[str, Any]) -> Table:
+def _step(value: Any, objective: Any) -> str:
+    """A neighbour's value and the objective there, or ``-`` where there is no step that way."""
+    return "-" if value is None else f"{_fmt(value)} -> {_fmt(objective)}"
+
+
+def _walk_forward_table(wf: dict[str, Any]) -> tuple[str, Columns, list[list[str]]]:
     """Per walk-forward fold: its windows, the trial picked on train and its scores on test."""
-    wt = Table(
-        title=f"walk-forward: per fold, the best trial on its train window, scored on its test window "
-        f"({wf['distinct_picks']} distinct picks)",
-        title_justify="left",
+    title = (
+        "walk-forward: per fold, the best trial on its train window, scored on its test window "
+        f"({wf['distinct_picks']} distinct picks)"
     )
-    for col in ("fold", "train", "test", "trial", "train objective", "test objective", "test return %"):
-        wt.add_column(col)
-    for f in wf["folds"]:
-        wt.add_row(
+    names = ("fold", "train", "test", "trial", "train objective", "test objective", "test return %")
+    rows = [
+        [
             str(f["fold"]),
-            _span(f["train"]),
-            _span(f["test"]),
+            _span(f["train"], " .."),  # a narrow column wraps at the space: both days stay whole
+            _span(f["test"], " .."),
             _fmt(f["trial"]),
             _fmt(f.get("train_objective")),
             _fmt(f.get("test_objective")),
             _fmt(f.get("test_return_pct")),
-        )
-    return wt
+        ]
+        for f in wf["folds"]
+    ]
+    return title, [(name, False) for name in names], rows
 
 
 def overfitting_lines(over: dict[str, Any]) -> list[str]:
@@ -420,7 +499,7 @@ def overfitting_lines(over: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _span(bounds: Any) -> str:
+def _span(bounds: Any, sep: str = "..") -> str:
     """``YYYY-MM-DD..YYYY-MM-DD`` of a window's (start_ms, end_ms), end exclusive (a partial last day
     rounds up to the next day)."""
     if not bounds:
@@ -428,7 +507,7 @@ def _span(bounds: Any) -> str:
     start, end = bounds
     end = -(-end // 86_400_000) * 86_400_000
     a, b = (time.strftime("%Y-%m-%d", time.gmtime(ms // 1000)) for ms in (start, end))
-    return f"{a}..{b}"
+    return f"{a}{sep}{b}"
 
 
 @study_app.command("export")

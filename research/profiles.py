@@ -475,7 +475,7 @@ def profile_strategy(profile: Profile, where: str | None = None) -> Any:
             except GridctlError as err:
                 raise GridctlError(f"invalid profile {where}: data.symbol: {err}") from None
         return strategy
-    from gridctl.research.basket import basket_overrides
+    from gridctl.configs.overrides import basket_overrides
 
     try:
         return load_strategy(profile.base.strategy, basket_overrides(strategy, tuple(data.symbols)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -261,3 +262,52 @@ def test_square_brackets_in_command_help_survive_rich_markup() -> None:
             assert word in shown, (path, word)
         checked += 1
     assert checked >= 1  # `study notebook` names the extra it needs
+
+
+WIDE = 200  # --help printed 200 columns wide: a line of prose ends early only at a paragraph's end
+
+
+def _help_prose(path: tuple[str, ...]) -> list[str]:
+    """The lines of ``gridctl PATH --help`` above its first option panel, below the usage line."""
+    out = runner.invoke(app, [*path, "--help"], env={"COLUMNS": str(WIDE)}).output
+    head = out.split("╭─", 1)[0].splitlines()
+    usage = next(i for i, line in enumerate(head) if line.strip().startswith("Usage:"))
+    return [line.rstrip() for line in head[usage + 1 :]]
+
+
+def test_no_help_paragraph_breaks_a_line_inside_a_sentence() -> None:
+    """Docstrings are wrapped at 100 columns in the source; --help printed at 200 columns must not keep
+    those breaks: within a paragraph a line may end only where the next word would not have fit
+    (rich pads the text one column each side: 198 columns of text). Developer notes of the
+    function-size check ("Wide because:", "Long because:") are not help and are left out."""
+    assert len(COMMANDS) >= 20  # the root, its groups and every sub-command
+    for path, _command in COMMANDS:
+        lines = _help_prose(path)
+        assert not any(line.strip().startswith(("Wide because:", "Long because:")) for line in lines), path
+        for line, following in itertools.pairwise(lines):
+            if not line.strip() or not following.strip():
+                continue
+            if following.lstrip().startswith(("- ", "* ")) or following.startswith("   "):
+                continue  # a list item or an indented example keeps its own line
+            next_word = following.split()[0]
+            assert len(line) + 1 + len(next_word) > WIDE - 1, (path, line, following)
+        assert any(line.strip() for line in lines), path  # every command has prose to check
+
+
+def test_help_paragraphs_keep_their_words_and_lists() -> None:
+    from gridctl.cli import unwrap_help
+
+    text = """First line
+    goes on.
+
+    Second paragraph
+    wrapped here.
+
+    - item one
+    - item two
+
+    Wide because: a note
+    for the code's readers."""
+    assert (
+        unwrap_help(text) == "First line goes on.\n\nSecond paragraph wrapped here.\n\n- item one\n- item two"
+    )

@@ -197,3 +197,56 @@ def test_real_subprocess_yaml_error_exits_2_without_traceback(tmp_path: Path) ->
         [str(gridctl), "config", "show", "--json"], capture_output=True, text=True, timeout=60, check=False
     )
     assert ok.returncode == 0 and json.loads(ok.stdout)["strategy"]["config"]["exit"]["sl_steps"] == 6
+
+
+XRP, DOGE, BTC = "XRP/USDT:USDT", "DOGE/USDT:USDT", "BTC/USDT:USDT"
+
+
+def _btc_sized_strategy(tmp_path: Path) -> Path:
+    """The default strategy with rung 1 as 0.002 base units: at or above BTC's min_qty 0.001, below
+    XRP's 0.1 and DOGE's 1 (the shipped venue's symbol table, configs/venues/symbols/binance_usdm.yaml)."""
+    tree = yaml.safe_load(
+        Path(cli.__file__).with_name("configs").joinpath("strategies/default.yaml").read_text()
+    )
+    tree["grid"].pop("base_notional")
+    tree["grid"]["base_qty"] = 0.002
+    path = tmp_path / "btc_sized.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def test_validate_checks_a_strategy_against_another_symbols_rules(tmp_path: Path) -> None:
+    path = str(_btc_sized_strategy(tmp_path))
+    code, out, err = run("validate", path, "--venue", "binance_futures")
+    assert code == 0 and f"fits venue binance_futures for {BTC}" in out, err
+    code, out, err = run("validate", path, "--venue", "binance_futures", "--symbol", XRP)
+    assert_user_error(code, out, err, f"rung 1 quantity 0.002 is below {XRP}'s minimum quantity 0.1")
+    # the venue as FILE, the strategy as the other one: the same check
+    code, out, err = run("validate", "binance_futures", "--strategy", path, "--symbol", DOGE)
+    assert_user_error(code, out, err, f"rung 1 quantity 0.002 is below {DOGE}'s minimum quantity 1 ")
+    # a notional-sized rung (the default's 150 USDT) fits XRP's 5 USDT minimum notional
+    code, out, err = run("validate", "default", "--venue", "binance_futures", "--symbol", XRP)
+    assert code == 0 and f"fits venue binance_futures for {XRP}" in out, err
+
+
+def test_validate_checks_a_basket_symbol_by_symbol(tmp_path: Path) -> None:
+    path = str(_btc_sized_strategy(tmp_path))
+    code, out, err = run("validate", path, "--venue", "binance_futures", "--symbols", f"{BTC},{DOGE}")
+    assert_user_error(code, out, err, f"{DOGE}: grid.base_qty: rung 1 quantity 0.002")
+    assert f"{BTC}:" not in err  # BTC's rules accept the strategy: only DOGE is named
+    code, out, err = run(
+        "validate", "default", "--venue", "binance_futures", "--symbols", BTC, "--symbols", XRP, "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["checked_symbols"] == [BTC, XRP]
+
+
+def test_validate_symbol_flags_need_the_pair_and_known_rules() -> None:
+    code, out, err = run("validate", "default", "--symbol", XRP)
+    assert_user_error(code, out, err, "--symbol/--symbols check a strategy against a venue's rules")
+    code, out, err = run("validate", "default", "--venue", "binance_futures", "--symbol", "ADA/USDT:USDT")
+    assert_user_error(code, out, err, "no exchange rules for 'ADA/USDT:USDT'")
+    code, out, err = run("validate", "default", "--venue", "binance_futures", "--symbols", " , ")
+    assert_user_error(code, out, err, "--symbols: ' , ' names no symbol")
+    code, out, err = run("validate", "default", "-v", "binance_futures", "--symbol", XRP, "--symbols", XRP)
+    assert_user_error(code, out, err, "--symbol and --symbols: give one")

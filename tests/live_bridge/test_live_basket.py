@@ -185,6 +185,42 @@ def test_live_replay_of_a_basket_writes_what_backtest_symbols_writes(tmp_path: P
     assert (tmp_path / "bt" / "stats.json").read_bytes() == (tmp_path / "rp" / "stats.json").read_bytes()
 
 
+def test_a_windowed_basket_replay_writes_what_the_windowed_backtest_writes(tmp_path: Path) -> None:
+    """`live --replay --symbols --start/--end` replays the window `backtest --start/--end` runs: the store
+    holds 2024-01-01..01-02 (2 days of 1m bars); --start 2024-01-02 leaves the second day, 1,440 bars."""
+    data = tmp_path / "data"
+    _store(data)
+    basket = f"{BTC},{ETH}"
+    common = ["--exchange", "synth", "--symbols", basket, "--start", "2024-01-02", "--end", "2024-01-03"]
+    common += [*[x for o in TIGHT for x in ("--set", o)], "--json"]
+    bt = _cli("backtest", "--data-dir", str(data), *common, "--out", str(tmp_path / "bt"))
+    assert bt.exit_code == 0, bt.output
+    rp = _cli("live", "--paper", "--replay", str(data), *common, "--out", str(tmp_path / "rp"))
+    assert rp.exit_code == 0, rp.output
+    bt_stats, rp_stats = json.loads(bt.stdout), json.loads(rp.stdout)
+    assert rp_stats.pop("replay")["bars"] == 1440
+    assert rp_stats == bt_stats
+    assert bt_stats["account"]["data_start"].startswith("2024-01-02T00:00")
+    assert bt_stats["account"]["n_fills"] > 0
+    a, b = (pl.read_parquet(tmp_path / d / "fills.parquet") for d in ("bt", "rp"))
+    assert a.equals(b) and a.height > 0
+
+
+def test_a_replay_with_symbol_trades_that_symbol_as_backtest_symbol_does(tmp_path: Path) -> None:
+    """`live --replay --symbol ETH` retargets the (BTC) strategy to ETH as `backtest --symbol ETH` does
+    (it refused: 'market data is for ETH/USDT:USDT but strategy.instrument_id ... trades BTC')."""
+    data = tmp_path / "data"
+    _store(data)
+    common = ["--exchange", "synth", "--symbol", ETH, *[x for o in TIGHT for x in ("--set", o)], "--json"]
+    bt = _cli("backtest", "--data-dir", str(data), *common)
+    assert bt.exit_code == 0, bt.output
+    rp = _cli("live", "--paper", "--replay", str(data), *common)
+    assert rp.exit_code == 0, rp.output
+    bt_stats, rp_stats = json.loads(bt.stdout), json.loads(rp.stdout)
+    assert rp_stats.pop("replay")["bars"] == 2 * 1440 - ETH_LATE  # ETH's stored bars
+    assert rp_stats == bt_stats and bt_stats["symbol"] == ETH and bt_stats["n_fills"] > 0
+
+
 def test_a_basket_against_an_unreachable_exchange_fails_readiness_per_symbol(tmp_path: Path) -> None:
     """A basket against an exchange runs the basket start-up, never the strategy's first symbol alone:
     with the exchange unreachable every symbol's own items fail, one line each, exit 2, and the

@@ -67,6 +67,43 @@ def test_replay_ledgers_identical_to_backtest(data_dir: Path, tmp_path: Path, ov
         assert a.height > 0 or name == "funding.parquet", name
 
 
+def test_replay_window_is_the_backtests_window(data_dir: Path, tmp_path: Path) -> None:
+    """--start/--end on a replay select the bars `backtest --start/--end` selects: the sample holds
+    2024-01-01..01-04 (4 days of 1m bars); 01-02..01-04 (end exclusive) is 2 days = 2,880 bars."""
+    bt, rp = tmp_path / "bt", tmp_path / "rp"
+    common = ["--exchange", "sample", "--timeframe", "1m", "--start", "2024-01-02", "--end", "2024-01-04"]
+    bt_stats = _run(["backtest", "--data-dir", str(data_dir), *common, "--json", "--out", str(bt)])
+    rp_stats = _run(["live", "--paper", "--replay", str(data_dir), *common, "--json", "--out", str(rp)])
+    speed = rp_stats.pop("replay")
+    assert speed["bars"] == rp_stats["bars"] == 2 * 1440
+    assert rp_stats["data_start"].startswith("2024-01-02T00:00")
+    assert rp_stats == bt_stats
+    assert bt_stats["n_fills"] > 0, "the window must trade to mean anything"
+    for name in LEDGERS:
+        assert pl.read_parquet(bt / name).equals(pl.read_parquet(rp / name)), name
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--start", "2024-13-01"], "--start: '2024-13-01' is not a date (expected YYYY-MM-DD)"),
+        (["--start", "2024-01-03", "--end", "2024-01-02"], "--end (2024-01-02) must be after --start"),
+    ],
+)
+def test_replay_window_is_checked_as_backtests(data_dir: Path, extra: list[str], message: str) -> None:
+    for cmd in (["backtest", "--data-dir", str(data_dir)], ["live", "--paper", "--replay", str(data_dir)]):
+        r = runner.invoke(app, [*cmd, "--exchange", "sample", *extra])
+        assert r.exit_code == 2 and message in r.output, (cmd[0], r.output)
+
+
+def test_replay_window_refused_without_a_data_directory(data_dir: Path) -> None:
+    part = next((data_dir / "sample" / "BTC_USDT_USDT" / "1m").glob("*.parquet"))
+    r = runner.invoke(app, ["live", "--paper", "--replay", str(part), "--start", "2024-01-02"])
+    assert r.exit_code == 2 and "a partition file is one month" in r.output
+    r = runner.invoke(app, ["live", "--paper", "--start", "2024-01-02"])
+    assert r.exit_code == 2 and "--start/--end select a --replay's window" in r.output
+
+
 def test_replay_of_a_parquet_partition(data_dir: Path, tmp_path: Path) -> None:
     part = next((data_dir / "sample" / "BTC_USDT_USDT" / "1m").glob("*.parquet"))
     out = _run(["live", "--paper", "--replay", str(part), "--json"])

@@ -327,3 +327,58 @@ def test_report_and_notebook_top_table_lists_what_study_show_lists(made: dict[st
         shown = board[row[0]]
         assert row[2:8] == [shown["metrics"][k] for k in keys]
         assert dict(zip(header[8:], row[8:], strict=True)) == shown["params"]
+
+
+def test_study_show_fits_80_columns_with_every_name_whole(made: dict[str, Any]) -> None:
+    """At COLUMNS=80 every line fits, nothing is cut to '…', and each of the 13 parameter names of the
+    `wide` profile (up to 30 characters: rebalance.recenter_trigger_bps) stands whole on one line."""
+    args = ["study", "show", NAME, "--studies-dir", str(made["sd"]), "--data-dir", str(made["data"])]
+    res = CliRunner().invoke(app, args, env={"COLUMNS": "80"}, catch_exceptions=False)
+    assert res.exit_code == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in res.stdout
+    names = list(yaml.safe_load((PROFILES_DIR / "wide.yaml").read_text())["search_space"])
+    assert len(names) == 13 and "rebalance.recenter_trigger_bps" in names
+    for name in names:  # a robustness row starts with the name, then ' = value' or ' (fraction) = value'
+        assert any(line.startswith((f"{name} = ", f"{name} (fraction) = ")) for line in lines), name
+    # every leaderboard header word is whole on some line (headers wrap between words only)
+    for word in ("objective", "sharpe", "profit", "factor", "calmar", "(CAGR", "return", "trades"):
+        assert any(word in line.split() for line in lines), word
+
+
+def test_a_table_too_wide_for_the_terminal_continues_with_its_key_column() -> None:
+    import io
+
+    from rich.console import Console
+
+    from gridctl.research.optimize_cli import print_table
+
+    con = Console(width=40, file=io.StringIO(), force_terminal=False)
+    columns = [("trial", True), *[(f"metric {i} (test mean)", False) for i in range(6)]]
+    rows = [[str(n), *[f"-0.0{n}{i}4567" for i in range(6)]] for n in range(3)]  # 9 characters each
+    print_table(con, "board", columns, rows)
+    text = con.file.getvalue()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 40
+    # 40 columns hold the key (5) and 3 value columns (9 each) with 3 gaps of 3: 41 > 40, so 2 per table
+    assert text.count("board (continued)") == 2
+    for row in rows:
+        for cell in row[1:]:
+            assert sum(cell in line.split() for line in lines) == 1, cell  # whole, once, never folded
+
+
+def test_a_walk_forward_leaderboard_says_which_windows_each_column_averages() -> None:
+    from types import SimpleNamespace
+
+    from gridctl.research.optimize_cli import BOARD_METRICS, _leaderboard_table
+
+    prof = SimpleNamespace(
+        validation=SimpleNamespace(scheme="walk_forward"), objective=SimpleNamespace(target="in_sample")
+    )
+    row = {"number": 3, "values": [0.5], "objective_in_sample": 0.5, "objective_out_of_sample": 0.2}
+    out = {"leaderboard": [{**row, "metrics": dict.fromkeys(BOARD_METRICS, 1.0)}]}
+    title, columns, rows = _leaderboard_table(out, prof, False, 0)
+    headers = [h for h, _whole in columns]
+    assert headers[:3] == ["trial", "objective (train mean)", "objective (test mean)"]
+    assert all(h.endswith("(test mean)") for h in headers[3:]) and len(headers) == 3 + len(BOARD_METRICS)
+    assert title.endswith("ranked by the objective's train mean") and rows[0][:3] == ["3", "0.5", "0.2"]
