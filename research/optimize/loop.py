@@ -166,7 +166,7 @@ def optimize(
         if fresh is not None and fresh.exists() and fresh.stat().st_size == 0:
             fresh.unlink()  # a journal this call created and never wrote to: leave nothing behind
         raise
-    unowned_seen: dict[int, float] = {}  # RUNNING trials with no worker attr: when first seen
+    unowned_seen: dict[int, float] = {}  # RUNNING trials with no heartbeat yet: when first seen
     _fail_stale(study, shared, heartbeat_s, unowned_seen)
     dists = distributions(profile)
     worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -302,21 +302,15 @@ def optimize(
         timings["storage_s"] += io
         return asked
 
-    last_stale_check = time.monotonic()
-
     def check_stale() -> None:
-        """Shared studies: fail other workers' stale trials every half heartbeat, not only at the end."""
-        nonlocal last_stale_check
-        if shared and time.monotonic() - last_stale_check >= heartbeat_s / 2:
-            last_stale_check = time.monotonic()
-            _fail_stale(study, shared, heartbeat_s, unowned_seen)
-
-    def beat_and_check() -> None:
-        heartbeat.beat_now()
-        check_stale()
+        """Shared studies: fail other workers' stale trials (the heartbeat thread calls this on schedule)."""
+        _fail_stale(study, shared, heartbeat_s, unowned_seen)
 
     loop_start = time.perf_counter()
-    with _StopSignals() as stop, _Heartbeat(store, heartbeat_s) as heartbeat:
+    with (
+        _StopSignals() as stop,
+        _Heartbeat(store, heartbeat_s, check_stale if shared else None) as heartbeat,
+    ):
         try:
             while not stop.requested:
                 if ahead:
@@ -327,8 +321,8 @@ def optimize(
                     if room <= 0:
                         if running == 0 or not shared:
                             break
-                        time.sleep(min(0.25, heartbeat_s / 4))  # other workers are finishing the last trials
-                        _fail_stale(study, shared, heartbeat_s, unowned_seen)
+                        # other workers are finishing the last trials (or the heartbeat thread fails them)
+                        time.sleep(min(0.25, heartbeat_s / 4))
                         continue
                     pending = ask_batch(min(profile.batch_size, room))
                 t0 = time.perf_counter()
@@ -361,7 +355,7 @@ def optimize(
                         overrides,
                         prune if profile.pruner.kind != "none" else None,
                         chunk=max(4 * numba.get_num_threads(), 8) if shared else None,
-                        beat=beat_and_check if shared else None,
+                        beat=heartbeat.beat_now if shared else None,
                         beat_to=beat_to,
                     )
                     timings["kernel_s"] += time.perf_counter() - t0
@@ -400,7 +394,6 @@ def optimize(
                     )
                 pending = []
                 sync_storage(store)
-                check_stale()
                 # telling runs the sampler's after_trial hooks too, a small part next to the writes
                 timings["storage_s"] += time.perf_counter() - t0
                 heartbeat.beat(_ids(ahead))
