@@ -79,7 +79,6 @@ class _Heartbeat:
     ) -> None:
         self._storage = storage
         self._on = heartbeat_enabled(storage)
-        self._interval = interval_s
         self.beat_every = beat_interval_s(interval_s)
         self.check_every = stale_check_interval_s(interval_s)
         self._check = check
