@@ -204,7 +204,7 @@ def optimize(
         typer.Option(
             "--heartbeat",
             **bounds("heartbeat_s"),
-            help="Seconds between heartbeats on --storage; a worker silent for 1.5 of them is gone.",
+            help="Heartbeat period (s) on --storage: beats every quarter; silent for one period is gone.",
         ),
     ] = D.heartbeat_s,
     as_json: JsonOpt = D.as_json,
@@ -495,6 +495,12 @@ def overfitting_lines(over: dict[str, Any]) -> list[str]:
             f"{over['pbo_splits']} splits)"
         )
     lines.append(pbo)
+    win = over.get("returns_window")
+    if win is not None:
+        lines.append(
+            f"  both from daily returns over {_span((win['start_ms'], win['end_ms']))} ({win['days']} days"
+            + ("; the hold-out left out: nothing selected on it)" if win["holdout_excluded"] else ")")
+        )
     lines += [f"  note: {n}" for n in over.get("notes") or ()]
     return lines
 

@@ -12,7 +12,8 @@ Every use of an Optuna internal is here, named in ``HOOKS``, and each hook has a
 * ``journal_storage``: ``JournalStorage._write_log`` / ``_sync_with_backend`` / ``_backend``.
 * ``heartbeat``: ``optuna.storages._heartbeat.BaseHeartbeat`` / ``is_heartbeat_enabled``.
 * ``trial_id``: ``Trial._trial_id`` / ``FrozenTrial._trial_id`` (the storage's key of a trial).
-* ``study_storage``: ``Study._storage`` (system attrs and state written by trial id).
+* ``study_storage``: ``Study._storage`` (system attrs and state written by trial id), ``Study._study_id``
+  and ``optuna.storages._cached_storage._CachedStorage._backend`` (the RDB storage under Optuna's cache).
 * ``suggest``: ``Trial._suggest(name, distribution)``, drawing one parameter with a given distribution.
 * ``rdb_batch``: ``optuna.storages._rdb.models`` (the trial, param, attr, value, intermediate-value and
   heartbeat tables), ``optuna.storages._rdb.storage._create_scoped_session`` and
@@ -55,9 +56,17 @@ def set_system_attr(study: optuna.Study, trial: optuna.Trial, key: str, value: A
     study._storage.set_trial_system_attr(trial._trial_id, key, value)
 
 
-def fail_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """Mark a RUNNING trial of another (dead) worker FAIL, without its ``Trial`` object."""
-    study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
+def study_storage(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage ``study`` reads and writes: an RDB storage itself, not the cache Optuna wraps it in."""
+    from optuna.storages._cached_storage import _CachedStorage
+
+    storage = study._storage
+    return storage._backend if isinstance(storage, _CachedStorage) else storage
+
+
+def study_id(study: optuna.Study) -> int:
+    """The storage's id of ``study``."""
+    return study._study_id
 
 
 def draw(trial: optuna.Trial, name: str, distribution: optuna.distributions.BaseDistribution) -> Any:
@@ -632,3 +641,38 @@ def record_heartbeats(storage: optuna.storages.BaseStorage, trial_ids: list[int]
                 .values(heartbeat=sqlalchemy.func.now())
             )
         session.add_all(model(trial_id=tid) for tid in trial_ids if tid not in have)
+
+
+def running_trial_beats(
+    storage: optuna.storages.BaseStorage, study_id: int
+) -> tuple[Any, list[tuple[int, Any, Any]]]:
+    """The database's clock now and every RUNNING trial of the study as ``(trial id, last heartbeat or
+    None, datetime_start in local time)``, in one read (RDB heartbeat storages; what Optuna's stale
+    check reads).
+
+    Heartbeats and ``now`` are both the database's clock (what ``record_heartbeats`` writes), so no
+    worker's clock is involved in judging another worker's trials.
+    """
+    import datetime
+
+    import sqlalchemy
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    trial, beat = models.TrialModel, models.TrialHeartbeatModel
+    with _create_scoped_session(storage.scoped_session) as session:  # type: ignore[attr-defined]
+        now = session.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar()
+        rows = (
+            session.query(trial.trial_id, beat.heartbeat, trial._datetime_start_utc)
+            .outerjoin(beat, beat.trial_id == trial.trial_id)
+            .filter(trial.study_id == study_id, trial.state == optuna.trial.TrialState.RUNNING)
+            .all()
+        )
+
+    def strip(d: Any) -> Any:
+        return d.replace(tzinfo=None) if d is not None else None
+
+    def local(d: Any) -> Any:  # stored as naive UTC: the local time Optuna's FrozenTrial shows
+        return d.replace(tzinfo=datetime.UTC).astimezone().replace(tzinfo=None) if d is not None else None
+
+    return strip(now), [(int(i), strip(h), local(d)) for i, h, d in rows]

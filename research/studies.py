@@ -267,29 +267,39 @@ def configured_only_candidates(study: optuna.Study) -> list[optuna.trial.FrozenT
     return out
 
 
+def statistics_window(data: dict[str, Any]) -> tuple[int, int]:
+    """``(start_ms, end_ms)`` of the data a study selected on, from its data description
+    (``Workload.describe``): the whole data window up to the hold-out's start
+    (``validation.holdout_days``), which no trial was scored on; end exclusive."""
+    hold = data.get("holdout")
+    return int(data["start_ms"]), int(hold["start_ms"] if hold else data["end_ms"])
+
+
 def trial_daily_returns(
     study: optuna.Study,
     numbers: list[int],
     data_dir: Path | None = None,
 ) -> np.ndarray:
     """Daily returns ``(T, len(numbers))`` of the given trials, each recomputed with ``run_single`` under
-    the intrabar rule that scored it (walk-forward: its configured rule) over the study's data window
-    (a basket: ``run_basket``, the account's returns; a liquidated run's later days count as 0
-    return). A study with a hold-out (``validation.holdout_days``) keeps only the days
-    before it: nothing selected there, so no statistic of the selection reads it (each run starts at
-    the window's start, so its days before the hold-out are what a run ending there gives)."""
+    the intrabar rule that scored it (walk-forward: its configured rule) over the data the study
+    selected on (``statistics_window``: the hold-out's days are left out; the run is causal, so the
+    days before it are those of a run that stops there). A basket: ``run_basket``, the account's
+    returns; a liquidated run's later days count as 0 return."""
     from gridctl.configs.loader import load_venue
     from gridctl.research.optimize.markets import equity_rows
     from gridctl.research.optimize.study import check_same_data
     from gridctl.research.optimize.workload import load_workload
     from gridctl.research.reproduce import scored_rule
-    from gridctl.research.stats import daily_equity, daily_returns
+    from gridctl.research.stats import DAY_MS, daily_equity, daily_returns
 
     profile = study_profile(study)
     work = load_workload(profile, data_dir)
     check_same_data(study.study_name, study_info(study).get("data"), work)
     venue = load_venue(profile.base.venue)
-    days_all = np.unique(np.asarray(work.market.ts, dtype=np.int64) // 86_400_000)
+    _, end_ms = statistics_window(work.describe())
+    end_day = -(-end_ms // DAY_MS)  # the hold-out starts on a day boundary: its first day is excluded
+    days_all = np.unique(np.asarray(work.market.ts, dtype=np.int64) // DAY_MS)
+    days_all = days_all[days_all < end_day]
     cols = []
     trials = study.get_trials(deepcopy=False)
     for n in numbers:
@@ -305,14 +315,11 @@ def trial_daily_returns(
         rows = equity_rows(work.market, cfg, venue, detail=work.detail)
         days, eq = daily_equity(rows["ts"], rows["equity"])
         rets = daily_returns(eq, float(cfg.backtest.initial_balance))
+        keep = days < end_day
         col = np.zeros(len(days_all))
-        col[np.searchsorted(days_all, days)] = rets
+        col[np.searchsorted(days_all, days[keep])] = rets[keep]
         cols.append(col)
-    keep = slice(None)
-    if work.holdout is not None:  # the hold-out starts on a UTC day boundary
-        keep = days_all < work.holdout.start_ms // 86_400_000
-        days_all = days_all[keep]
-    return np.column_stack(cols)[keep] if cols else np.zeros((len(days_all), 0))
+    return np.column_stack(cols) if cols else np.zeros((len(days_all), 0))
 
 
 def overfitting_stats(
@@ -321,9 +328,9 @@ def overfitting_stats(
     """Deflated Sharpe ratio of the winner and PBO over the distinct feasible trials
     (``research.overfitting.overfitting_report``; every view of a gridctl study calls this).
 
-    Every trial is re-run over the study's whole data window, so the winner's Sharpe ratio and the
-    cross-trial variance are the same kind (daily returns over one window), walk-forward studies too;
-    a hold-out's days are left out (``trial_daily_returns``) and a note says so.
+    Every trial is re-run over the data the study selected on (its whole data window but the
+    hold-out: ``returns_window``), so the winner's Sharpe ratio and the cross-trial variance are the
+    same kind (daily returns over one window), walk-forward studies too.
     """
     from gridctl.research.overfitting import overfitting_report
 
@@ -349,6 +356,14 @@ def overfitting_stats(
         numbers = sorted([winner, *(others[i] for i in pick)])
     rets = trial_daily_returns(study, numbers, data_dir)
     out = overfitting_report(rets, numbers, winner)
+    data = study_info(study)["data"]  # what trial_daily_returns checked the data against
+    start_ms, end_ms = statistics_window(data)
+    out["returns_window"] = {
+        "start_ms": start_ms,
+        "end_ms": end_ms,
+        "days": int(rets.shape[0]),
+        "holdout_excluded": data.get("holdout") is not None,
+    }
     out["trials_feasible_distinct"] = len(trials) - len(unchecked)
     out["trials_configured_rule_only"] = len(unchecked)
     out["trials_sampled_from"] = sampled_from

@@ -535,7 +535,21 @@ def overfitting_rows(over: dict[str, Any]) -> list[list[Any]]:
         ["SR0 (annualised)", over.get("sr0_annualised")],
         ["probability of backtest overfitting (CSCV, all trials used)", over.get("pbo")],
         ["CSCV blocks / splits", _pair(over.get("pbo_blocks"), over.get("pbo_splits"))],
+        ["daily returns over (end exclusive; never the hold-out)", _window(over.get("returns_window"))],
     ]
+
+
+def _window(win: dict[str, Any] | None) -> str | None:
+    """``YYYY-MM-DD .. YYYY-MM-DD`` of a ``returns_window``, and whether a hold-out was left out."""
+    if win is None:
+        return None
+    import datetime
+
+    def day(ms: int) -> str:
+        return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y-%m-%d")
+
+    left = "; hold-out left out" if win["holdout_excluded"] else ""
+    return f"{day(win['start_ms'])} .. {day(win['end_ms'])} ({win['days']} days{left})"
 
 
 def _pair(a: Any, b: Any) -> str | None:

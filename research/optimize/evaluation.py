@@ -111,7 +111,7 @@ def evaluate(
     """Score parameter sets (strategy overrides) with one ``run_batch`` call per window.
 
     ``chunk`` splits each window's call into calls of at most that many sets, with ``beat()`` after
-    each (the kernel holds the GIL, so heartbeats to a shared study can only be sent between calls).
+    each (a heartbeat between calls, should the heartbeat thread have been kept from running).
 
     ``prune(i, fold, values_so_far)`` is asked after each walk-forward fold; a set it prunes is not
     run on later folds.

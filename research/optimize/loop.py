@@ -236,7 +236,7 @@ class _Run:
         self.profile, self.study_name, self.target, self.work = profile, study_name, target, work
         self.study, self.store, self.shared, self.heartbeat_s = study, store, shared, heartbeat_s
         self.timings = timings
-        self.unowned_seen: dict[int, float] = {}  # RUNNING trials with no worker attr: when first seen
+        self.unowned_seen: dict[int, float] = {}  # RUNNING trials with no heartbeat yet: when first seen
         _fail_stale(study, shared, heartbeat_s, self.unowned_seen)
         self.dists = distributions(profile)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -272,14 +272,16 @@ class _Run:
         self.contenders = contenders_only(profile)
         self.started_at = datetime.datetime.now()
         self.reseeded = False
-        self.last_stale_check = time.monotonic()
         self.heartbeat: _Heartbeat
 
     def run(self, on_progress: Callable[[Progress], None] | None) -> bool:
         """Ask, evaluate and tell batches until the study is full or a stop is asked; True if stopped."""
         loop_start = time.perf_counter()
         interrupted = False
-        with _StopSignals() as stop, _Heartbeat(self.store, self.heartbeat_s) as heartbeat:
+        with (
+            _StopSignals() as stop,
+            _Heartbeat(self.store, self.heartbeat_s, self.check_stale if self.shared else None) as heartbeat,
+        ):
             self.heartbeat = heartbeat
             try:
                 while not stop.requested:
@@ -317,8 +319,8 @@ class _Run:
         if room <= 0:
             if running == 0 or not self.shared:
                 return False
-            time.sleep(min(0.25, self.heartbeat_s / 4))  # other workers are finishing the last trials
-            _fail_stale(self.study, self.shared, self.heartbeat_s, self.unowned_seen)
+            # other workers are finishing the last trials (or the heartbeat thread fails them)
+            time.sleep(min(0.25, self.heartbeat_s / 4))
             self.pending = []
             return True
         self.pending = self.ask_batch(min(self.profile.batch_size, room))
@@ -359,7 +361,7 @@ class _Run:
             overrides,
             prune if profile.pruner.kind != "none" else None,
             chunk=max(4 * numba.get_num_threads(), 8) if self.shared else None,
-            beat=self.beat_and_check if self.shared else None,
+            beat=self.heartbeat.beat_now if self.shared else None,
             beat_to=beat_to,
         )
         timings["kernel_s"] += time.perf_counter() - t0
@@ -382,7 +384,6 @@ class _Run:
             )
         self.pending = []
         sync_storage(self.store)
-        self.check_stale()
         # telling runs the sampler's after_trial hooks too, a small part next to the writes
         self.timings["storage_s"] += time.perf_counter() - t0
         self.heartbeat.beat(_ids(self.ahead))
@@ -548,12 +549,5 @@ class _Run:
         return asked
 
     def check_stale(self) -> None:
-        """Shared studies: fail other workers' stale trials every half heartbeat, not only at the end."""
-        if self.shared and time.monotonic() - self.last_stale_check >= self.heartbeat_s / 2:
-            self.last_stale_check = time.monotonic()
-            _fail_stale(self.study, self.shared, self.heartbeat_s, self.unowned_seen)
-
-    def beat_and_check(self) -> None:
-        """Between a shared batch's chunks: beat the trials in flight, then check for stale ones."""
-        self.heartbeat.beat_now()
-        self.check_stale()
+        """Shared studies: fail other workers' stale trials (the heartbeat thread calls this on schedule)."""
+        _fail_stale(self.study, self.shared, self.heartbeat_s, self.unowned_seen)

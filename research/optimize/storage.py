@@ -6,7 +6,6 @@ with heartbeats so a killed worker's running trials are failed instead of stayin
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
@@ -54,14 +53,32 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
-def stale_grace_s(heartbeat_s: int) -> int:
-    """Seconds without a heartbeat after which a trial's worker counts as gone (shared studies).
+#: Heartbeats (and stale checks) per heartbeat period ``--heartbeat h``: a worker beats for its trials
+#: in flight every ``h / 4`` and looks for other workers' stale trials every ``h / 4`` (DESIGN.md,
+#: "Shared studies": the schedule and its derivation).
+TICKS_PER_HEARTBEAT = 4
 
-    One and a half heartbeats (at least one second more than a heartbeat); live workers look for
-    such trials every half heartbeat while they run, so a dead worker's trials are failed within two
-    heartbeat periods of its last beat.
+
+def stale_grace_s(heartbeat_s: int) -> int:
+    """Seconds without a heartbeat after which a trial's worker counts as gone (shared studies): one period.
+
+    A live worker beats every quarter period (``beat_interval_s``), so its trials are at most a quarter
+    period old plus the time a beat waits for the GIL and the database; a dead worker's last beat is
+    stale one period after it and a live worker finds it within one more check interval
+    (``stale_check_interval_s``): failed within 1.25 periods plus two database round trips, well inside
+    the two periods promised. An integer, as Optuna's ``RDBStorage(grace_period=...)`` documents.
     """
-    return max(heartbeat_s + 1, math.ceil(1.5 * heartbeat_s))
+    return int(heartbeat_s)
+
+
+def beat_interval_s(heartbeat_s: int) -> float:
+    """Seconds between two heartbeats of a worker's trials in flight (a quarter of ``--heartbeat``)."""
+    return heartbeat_s / TICKS_PER_HEARTBEAT
+
+
+def stale_check_interval_s(heartbeat_s: int) -> float:
+    """Seconds between two looks of a live worker for other workers' stale trials (a quarter period)."""
+    return heartbeat_s / TICKS_PER_HEARTBEAT
 
 
 def open_storage(

@@ -10,18 +10,22 @@ import socket
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import optuna
 
-from gridctl.research.optimize.storage import stale_grace_s
+from gridctl.research.optimize.storage import beat_interval_s, stale_check_interval_s, stale_grace_s
 from gridctl.research.optimize.trials import WORKER_ATTR
 from gridctl.research.optuna_compat import (
-    fail_trial,
+    finish_trials,
     heartbeat_enabled,
+    is_rdb,
     pid_alive,
     record_heartbeats,
-    trial_id,
+    running_trial_beats,
+    study_id,
+    study_storage,
 )
 
 
@@ -55,25 +59,38 @@ class _StopSignals:
 
 
 class _Heartbeat:
-    """Records heartbeats of the trials in flight (RDB storages only), from a thread and on demand.
+    """Beats for the trials in flight and watches for other workers' stale trials, from one thread.
 
-    All trials in flight beat in one transaction (``optuna_compat.record_heartbeats``). The kernel
-    holds the GIL while a batch runs, so the thread may pause for the length of one batch; in shared
-    studies the batch runs in chunks with ``beat_now`` between them, which records at most every
-    quarter heartbeat, far more often than the grace period (``stale_grace_s``) needs.
+    RDB storages only. Every ``beat_interval_s`` the trials in flight beat in one transaction
+    (``optuna_compat.record_heartbeats``); every ``stale_check_interval_s`` the thread calls ``check``
+    (``_fail_stale`` in shared studies), so a dead worker's trials are failed on schedule whatever the
+    main thread is doing. The batch kernels release the GIL (``engine.batch``: ``nogil``), so the thread
+    runs while they do; ``beat_now`` between chunks beats too if the thread was kept waiting.
+    ``step`` is the whole schedule, driven by the thread with the monotonic clock (and by tests with a
+    fake one).
     """
 
-    def __init__(self, storage: optuna.storages.BaseStorage, interval_s: int) -> None:
+    def __init__(
+        self,
+        storage: optuna.storages.BaseStorage,
+        interval_s: int,
+        check: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._storage = storage
         self._on = heartbeat_enabled(storage)
-        self._interval = interval_s
+        self.beat_every = beat_interval_s(interval_s)
+        self.check_every = stale_check_interval_s(interval_s)
+        self._check = check
+        self._clock = clock
         self._ids: list[int] = []
         self._last = -math.inf
+        self._next_check = -math.inf
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> _Heartbeat:
-        if self._on:
+        if self._on or self._check is not None:
             self._thread = threading.Thread(target=self._run, name="gridctl-heartbeat", daemon=True)
             self._thread.start()
         return self
@@ -87,13 +104,13 @@ class _Heartbeat:
         """Record a heartbeat for ``trial_ids`` now and keep beating for them."""
         self._ids = list(trial_ids)
         if self._on:
-            self._last = time.monotonic()
+            self._last = self._clock()
             with contextlib.suppress(Exception):
                 record_heartbeats(self._storage, self._ids)
 
     def beat_now(self) -> None:
-        """Record a heartbeat for the trials in flight, unless one was recorded a quarter beat ago."""
-        if time.monotonic() - self._last >= self._interval / 4:
+        """Record a heartbeat for the trials in flight, unless one was recorded a beat interval ago."""
+        if self._clock() - self._last >= self.beat_every:
             self.beat(self._ids)
 
     def track(self, trial_ids: list[int], recorded: bool = False) -> None:
@@ -103,9 +120,22 @@ class _Heartbeat:
             with contextlib.suppress(Exception):
                 record_heartbeats(self._storage, list(trial_ids))
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+    def step(self) -> float:
+        """Beat if a beat interval has passed, check if a check interval has; the clock time of the next."""
+        if self._on and self._clock() >= self._last + self.beat_every:  # the very sum returned below
             self.beat(self._ids)
+        if self._check is not None and self._clock() >= self._next_check:
+            with contextlib.suppress(Exception):  # a failed check (database away) is retried at the next
+                self._check()
+            self._next_check = self._clock() + self.check_every
+        wake = [self._last + self.beat_every] if self._on else []
+        return min([*wake, self._next_check]) if self._check is not None else wake[0]
+
+    def _run(self) -> None:
+        while True:
+            wake = self.step()
+            if self._stop.wait(max(wake - self._clock(), 0.0)):
+                return
 
 
 def _fail_stale(
@@ -114,42 +144,60 @@ def _fail_stale(
     heartbeat_s: int,
     unowned_seen: dict[int, float] | None = None,
     now_mono: float | None = None,
-) -> None:
-    """Fail trials whose worker is gone, so they never stay RUNNING.
+) -> list[int]:
+    """Fail trials whose worker is gone, so they never stay RUNNING; the storage ids failed.
 
-    Server storages: Optuna's heartbeat check (no heartbeat for ``stale_grace_s``), plus
-    trials a worker died on between creating them and their first heartbeat (killed while asking:
-    no worker attr, so Optuna's check never sees them). A live worker records the heartbeat and the
-    attr milliseconds after creating a trial, so such a trial is failed once this worker has watched
-    it stay unowned for one grace period on its own monotonic clock (``unowned_seen`` remembers when
-    each was first seen; the same rule Optuna applies to a silent heartbeat, and no clocks of other
-    machines involved), or at once when its start (the creating worker's clock) is 10 grace periods
-    old. Journal files: trials of dead local processes.
+    Server storages: trials whose last heartbeat is more than ``stale_grace_s`` old by the database's
+    clock (Optuna's rule, read and failed in two statements, not one transaction per trial), plus
+    trials a worker died on between creating them and their first heartbeat (killed while asking one
+    at a time: no heartbeat row, so the heartbeat rule never sees them). A live worker records the
+    heartbeat milliseconds after creating a trial, so such a trial is failed once this worker has
+    watched it stay without one for a grace period on its own monotonic clock (``unowned_seen``
+    remembers when each was first seen; no clocks of other machines involved), or at once when its
+    start (the creating worker's clock) is 10 grace periods old. Journal files: trials of dead local
+    processes.
     """
     if not shared:
         _fail_dead_local_trials(study)
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+        return []
     grace = stale_grace_s(heartbeat_s)
+    store = study_storage(study)
+    if not is_rdb(store):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        return []
+    db_now, running = running_trial_beats(store, study_id(study))
     now = datetime.datetime.now()
     mono = time.monotonic() if now_mono is None else now_mono
+    doomed: list[int] = []
     unowned: set[int] = set()
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if WORKER_ATTR in t.system_attrs:
+    for tid, beat, started in running:
+        if beat is not None:
+            if is_stale(beat, db_now, grace):
+                doomed.append(tid)
             continue
-        first_seen = mono if unowned_seen is None else unowned_seen.setdefault(trial_id(t), mono)
-        started = t.datetime_start
+        first_seen = mono if unowned_seen is None else unowned_seen.setdefault(tid, mono)
         old = started is not None and (now - started).total_seconds() > 10 * grace
         if old or mono - first_seen > grace:
-            with contextlib.suppress(Exception):
-                fail_trial(study, t)
-                continue
-        unowned.add(trial_id(t))
+            doomed.append(tid)
+        else:
+            unowned.add(tid)
+    failed: set[int] = set()
+    if doomed:  # one transaction; a trial told or failed meanwhile is left as it is
+        with contextlib.suppress(Exception):
+            failed = finish_trials(
+                store, [{"trial_id": i, "state": optuna.trial.TrialState.FAIL} for i in doomed]
+            )
     if unowned_seen is not None:
         for gone in set(unowned_seen) - unowned:  # owned, finished or failed since: forget them
             del unowned_seen[gone]
+    return sorted(failed)
+
+
+def is_stale(last_beat: datetime.datetime, now: datetime.datetime, grace_s: float) -> bool:
+    """A trial whose last heartbeat was recorded at ``last_beat`` is stale at ``now`` (Optuna's rule)."""
+    return (now - last_beat).total_seconds() > grace_s
 
 
 #: A journal trial still without its owner attr this long after it started was created by a worker killed

@@ -145,12 +145,17 @@ def test_hook_trial_id() -> None:
     _canary("trial_id", oc.trial_id(study.trials[1]) == expected, "FrozenTrial id differs")
 
 
-def test_hook_study_storage() -> None:
+def test_hook_study_storage(tmp_path: Path) -> None:
+    rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")
+    shared = optuna.create_study(storage=rdb, study_name="s")
+    _canary("study_storage", oc.study_storage(shared) is rdb, type(oc.study_storage(shared)).__name__)
     study = optuna.create_study()
     trial = study.ask()
     oc.set_system_attr(study, trial, "gridctl_worker", "host:1")
     _canary("study_storage", study.trials[0].system_attrs.get("gridctl_worker") == "host:1")
-    oc.fail_trial(study, study.trials[0])
+    storage = oc.study_storage(study)
+    _canary("study_storage", storage.get_study_id_from_name(study.study_name) == oc.study_id(study))
+    storage.set_trial_state_values(oc.trial_id(trial), state=optuna.trial.TrialState.FAIL)
     _canary(
         "study_storage", study.trials[0].state == optuna.trial.TrialState.FAIL, str(study.trials[0].state)
     )
@@ -188,6 +193,7 @@ def test_hook_rdb_batch(tmp_path: Path) -> None:
         ours, ours.get_study_id_from_name("batch"), drawn, dists, [{"w": "h:1"}] * 4
     )
     _canary("rdb_batch", [n for _, n in made] == [1, 2, 3, 4], f"numbers {made}")
+    beaten = time.monotonic()
     oc.record_heartbeats(ours, [tid for tid, _ in made])
     done = oc.finish_trials(
         ours,
@@ -230,14 +236,32 @@ def test_hook_rdb_batch(tmp_path: Path) -> None:
     _canary("rdb_batch", got == want, f"{got} != {want}")
     running = [t for t in a.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
     _canary("rdb_batch", [t.number for t in running] == [4], str(running))
+    # the running trials, their heartbeats and the database's clock, as Optuna's stale check reads them
+    now, beats = oc.running_trial_beats(ours, ours.get_study_id_from_name("batch"))
+    _canary("rdb_batch", [tid for tid, _, _ in beats] == [made[3][0]], str(beats))
+    _canary("rdb_batch", beats[0][1] is not None and beats[0][2] == a.trials[4].datetime_start, str(beats))
+    age = (now - beats[0][1]).total_seconds()  # one clock (SQLite's has whole seconds: +-1)
+    _canary("rdb_batch", -1 <= age <= time.monotonic() - beaten + 1, f"{now} vs {beats[0][1]}")
     time.sleep(3.5)  # past the grace period: the batch's heartbeat rows are what Optuna's check reads
+    now, beats = oc.running_trial_beats(ours, ours.get_study_id_from_name("batch"))
+    stale = [tid for tid, beat, _ in beats if (now - beat).total_seconds() > 2]
+    _canary("rdb_batch", stale == ours._get_stale_trial_ids(ours.get_study_id_from_name("batch")), str(stale))
     with pytest.warns(optuna.exceptions.ExperimentalWarning):
         optuna.storages.fail_stale_trials(a)
     _canary("rdb_batch", a.trials[4].state == optuna.trial.TrialState.FAIL, str(a.trials[4].state))
 
 
 def test_no_module_but_optuna_compat_touches_optuna_internals() -> None:
-    private = {"_trial_id", "_storage", "_suggest", "_lock_file", "_lock", "_log_number_offset", "_backend"}
+    private = {
+        "_trial_id",
+        "_storage",
+        "_study_id",
+        "_suggest",
+        "_lock_file",
+        "_lock",
+        "_log_number_offset",
+        "_backend",
+    }
     offenders = []
     for pkg in ("configs", "data", "engine", "research", "live_bridge"):
         for path in sorted((REPO / pkg).rglob("*.py")):
