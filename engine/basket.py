@@ -23,6 +23,7 @@ import numpy as np
 from gridctl.configs.errors import GridctlError
 from gridctl.configs.schema import StrategyConfig, VenueConfig
 from gridctl.engine.accounting import daily_stats_nb, finish_daily_stats_nb, mark_to_market_nb
+from gridctl.engine.contexts import Detail, Funding, Records, Sim
 from gridctl.engine.enums import EventKind, RiskState, hot_kernel, kernel
 from gridctl.engine.fills import liquidate_nb
 from gridctl.engine.margin import account_maint_margin_nb
@@ -565,15 +566,14 @@ def basket_bar_nb(
         h = hi[i, k]
         lw = lo[i, k]
         c = cl[i, k]
-        close_time = float(t) + p[P_BAR_MS]
         halting = acc[S_HALTED] != 0.0 and st[S_HALTED] == 0.0  # the account halted earlier in this step
-        present = bar_open_nb(k, t, o, h, lw, c, fts_i, frate_i, fmark_i, p, st, sl, fund[i], ev_i, cnt)
+        funding = Funding(fts_i, frate_i, fmark_i)
+        sim = Sim(p, br, st, sl, errs, ords)
+        rec = Records(f_i, fund[i], ev_i, eq[i], cnt)
+        present = bar_open_nb(k, t, o, h, lw, c, funding, sim, rec)
         if present and simulate and not halting:
             set_rest_of_account_nb(st, work, i, W_U_ADV, W_MM_ADV, W_N_ADV)
-            if bar_path_nb(
-                k, t, o, h, lw, c, dts, dop, dhi, dlo, dcl, didx[i],
-                p, br, st, sl, errs, f_i, ev_i, cnt,
-            ):  # fmt: skip
+            if bar_path_nb(k, t, o, h, lw, c, Detail(dts, dop, dhi, dlo, dcl, didx[i]), sim, rec):
                 _account_liquidation_nb(
                     k, t, i, cl, vecs, brs, nbr, states, slots, fills, ev, eq, cnts, acc, info, work
                 )
@@ -585,10 +585,7 @@ def basket_bar_nb(
         set_rest_of_account_nb(st, work, i, W_U_CL, W_MM_CL, W_N_CL)
         if halting:
             account_halt_nb(st, sl, c if c == c else work[i, W_LAST], p, br, f_i, ev_i, cnt, t)
-        bar_close_nb(
-            k, t, h, lw, c, close_time, regs[i], fts_i, frate_i, work[i, W_ALLOW] != 0.0, p, br, st, sl,
-            errs, ords, f_i, ev_i, eq[i], cnt,
-        )  # fmt: skip
+        bar_close_nb(k, t, h, lw, c, regs[i], funding, work[i, W_ALLOW] != 0.0, sim, rec)
         if n_sym > 1:
             contribution_nb(st, sl, br, h, lw, c, work[i])
         else:  # its resting notional only reaches the others' S_X_NOTIONAL: a lone symbol skips the sum

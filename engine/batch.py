@@ -21,6 +21,7 @@ from gridctl.configs.errors import GridctlError
 from gridctl.configs.overrides import apply_overrides
 from gridctl.configs.schema import StrategyConfig, VenueConfig
 from gridctl.engine.basket import run_basket_nb
+from gridctl.engine.contexts import Bars, Detail, Funding, Records, Sim
 from gridctl.engine.numba_compat import kernel_decorator
 from gridctl.engine.params import P_LEVELS_LONG, P_LEVELS_SHORT, REGIME_SLOTS, build_params
 from gridctl.engine.records import (
@@ -126,23 +127,44 @@ def regime_series_batch(
 
 
 @parallel_kernel_nogil
-def run_batch_nb(
-    ts, op, hi, lo, cl, regs, reg_idx, fts, frate, fmark, dts, dop, dhi, dlo, dcl, didx, vecs, br,
-    states, slots, errs, ords, fills, fund, ev, eq,
-):  # fmt: skip
-    """Run every parameter set (row of ``vecs``) over all bars; summaries stay in ``states``.
+def run_batch_nb(bars, reg_idx, funding, detail, sims, rec):
+    """Run every parameter set over all bars; summaries stay in the states.
 
+    ``sims`` is a ``Sim`` whose ``p``, ``st``, ``slots``, ``errs`` and ``ords`` hold one row per set
+    (``br`` shared); ``bars.reg`` one regime series per row, set ``i`` running on ``reg[reg_idx[i]]``;
+    ``rec``'s buffers have no room and ``rec.cnt`` holds one zeroed counter row per set (``C_RECORD``
+    0: nothing is recorded, only the states' online accumulators run).
     Releases the GIL (``nogil``): a caller may do Python work in another thread meanwhile.
     """
+    ts = bars.ts
+    op = bars.op
+    hi = bars.hi
+    lo = bars.lo
+    cl = bars.cl
+    regs = bars.reg
+    vecs = sims.p
+    br = sims.br
+    states = sims.st
+    slots = sims.slots
+    errs = sims.errs
+    ords = sims.ords
+    fills = rec.fills
+    fund = rec.fund
+    ev = rec.ev
+    eq = rec.eq
+    cnts = rec.cnt
     n_sets = vecs.shape[0]
     n = ts.shape[0]
     for i in prange(n_sets):
-        cnt = np.zeros(N_COUNTERS, dtype=np.int64)  # C_RECORD = 0: online accumulators only
         run_bars_nb(
-            0, n, ts, op, hi, lo, cl, regs[reg_idx[i]], fts, frate, fmark, dts, dop, dhi, dlo, dcl, didx,
-            vecs[i], br,
-            states[i], slots[i], errs[i], ords[i], fills, fund, ev, eq, cnt,
-        )  # fmt: skip
+            0,
+            n,
+            Bars(ts, op, hi, lo, cl, regs[reg_idx[i]]),
+            funding,
+            detail,
+            Sim(vecs[i], br, states[i], slots[i], errs[i], ords[i]),
+            Records(fills, fund, ev, eq, cnts[i]),
+        )
 
 
 def run_batch(
@@ -202,11 +224,13 @@ def run_batch(
     chunk = set_parallel_chunksize(1)
     try:
         run_batch_nb(
-            arrays.ts, arrays.open, arrays.high, arrays.low, arrays.close, regs, reg_idx,
-            arrays.funding_ts, arrays.funding_rate, arrays.funding_mark,
-            det.ts, det.open, det.high, det.low, det.close, det.index, vec_arr, brackets,
-            states, slots, errs, ords, fills, fund, ev, eq,
-        )  # fmt: skip
+            Bars(arrays.ts, arrays.open, arrays.high, arrays.low, arrays.close, regs),
+            reg_idx,
+            Funding(arrays.funding_ts, arrays.funding_rate, arrays.funding_mark),
+            Detail(det.ts, det.open, det.high, det.low, det.close, det.index),
+            Sim(vec_arr, brackets, states, slots, errs, ords),
+            Records(fills, fund, ev, eq, np.zeros((m, N_COUNTERS), np.int64)),
+        )
     finally:
         set_parallel_chunksize(chunk)
     return summarize_states(states, vec_arr)
