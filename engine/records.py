@@ -263,8 +263,18 @@ def summarize_states(states: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     held at its close. Win rate and profit factor count closed lots (PnL from the lot's own entry,
     after its entry and exit fees).
     """
+    st = np.atleast_2d(states)
+    vec = np.atleast_2d(vectors)
+    out = np.zeros(st.shape[0], SUMMARY_DTYPE)
+    for name, slot in _summary_slots().items():
+        out[name] = st[:, slot]
+    _derived_summary(out, st, vec)
+    return out
+
+
+def _summary_slots() -> dict[str, int]:
+    """Summary fields copied straight from one state slot, by field name."""
     from gridctl.engine.enums import Reason
-    from gridctl.engine.params import P_INITIAL_BALANCE
     from gridctl.engine.state import (
         S_BARS,
         S_BARS_COOLDOWN,
@@ -272,10 +282,7 @@ def summarize_states(states: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         S_BARS_HALTED,
         S_BARS_REDUCING,
         S_CB_TRIPS,
-        S_DAY_DOWNSQ,
         S_DAY_N,
-        S_DAY_SUM,
-        S_DAY_SUMSQ,
         S_EQUITY,
         S_ERRORS,
         S_FEES,
@@ -290,7 +297,6 @@ def summarize_states(states: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         S_LIQUIDATED,
         S_LONG_QTY,
         S_MAX_DD_DAILY_PCT,
-        S_MAX_DD_INTRABAR_PCT,
         S_MAX_DD_PCT,
         S_N_ENTRIES,
         S_N_EXITS,
@@ -317,10 +323,7 @@ def summarize_states(states: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         S_WALLET,
     )
 
-    st = np.atleast_2d(states)
-    vec = np.atleast_2d(vectors)
-    out = np.zeros(st.shape[0], SUMMARY_DTYPE)
-    direct = {
+    return {
         "final_equity": S_EQUITY,
         "wallet_balance": S_WALLET,
         "realized_pnl": S_REALIZED,
@@ -372,8 +375,29 @@ def summarize_states(states: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         "long_qty": S_LONG_QTY,
         "short_qty": S_SHORT_QTY,
     }
-    for name, slot in direct.items():
-        out[name] = st[:, slot]
+
+
+def _derived_summary(out: np.ndarray, st: np.ndarray, vec: np.ndarray) -> None:
+    """Fill the summary fields computed from several state slots (returns, ratios, rates)."""
+    from gridctl.engine.enums import Reason
+    from gridctl.engine.params import P_INITIAL_BALANCE
+    from gridctl.engine.state import (
+        S_DAY_DOWNSQ,
+        S_DAY_N,
+        S_DAY_SUM,
+        S_DAY_SUMSQ,
+        S_EQUITY,
+        S_GROSS_LOSS,
+        S_GROSS_PROFIT,
+        S_MAX_DD_INTRABAR_PCT,
+        S_MAX_DD_PCT,
+        S_N_LOTS_CLOSED,
+        S_N_MAKER,
+        S_N_TAKER,
+        S_N_WINS,
+        S_REJ_BASE,
+    )
+
     out["total_return_pct"] = (st[:, S_EQUITY] / vec[:, P_INITIAL_BALANCE] - 1.0) * 100.0
     out["n_fills"] = st[:, S_N_MAKER] + st[:, S_N_TAKER]
     # The bar of a liquidation counts at its close (the positions are gone by then).
@@ -394,4 +418,3 @@ def summarize_states(states: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         out["profit_factor"] = np.where(gl > 0, gp / gl, np.where(gp > 0, np.inf, np.nan))
         lots = st[:, S_N_LOTS_CLOSED]
         out["win_rate"] = np.where(lots > 0, st[:, S_N_WINS] / lots, np.nan)
-    return out
