@@ -158,7 +158,17 @@ W_OLD_STATE = 9  # risk state of its last recorded row (an account liquidation r
 W_OLD_EXPOSED = 10  # 1 when that row held a position
 W_RESTING = 11  # notional of its resting entries (refreshed whenever its slots may have changed)
 W_ALLOW = 12  # 1: entries allowed at its close (0: a live pause cancels its resting entries instead)
-N_WORK = 13
+# The inputs the price columns above were last computed from (``price_contribution_nb``): its positions,
+# the bar's high and low and the last close. The columns are a function of these, the resting notional
+# and the brackets only, so a symbol whose step left them unchanged skips the recomputation.
+W_IN_LQ = 13
+W_IN_SQ = 14
+W_IN_LAVG = 15
+W_IN_SAVG = 16
+W_IN_HIGH = 17
+W_IN_LOW = 18
+W_IN_LAST = 19
+N_WORK = 20
 
 # The account's facts the driver reports back (int64 vector).
 A_LIQ_SYMBOL = 0  # basket index of the symbol whose path crossed the account's maintenance margin (-1)
@@ -192,6 +202,64 @@ def contribution_nb(st, slots, br, h, lw, c, w):
 
 
 @hot_kernel
+def step_contribution_nb(st, slots, br, h, lw, c, w):
+    """``contribution_nb`` after a symbol's step; when its positions are the ones the price columns were
+    computed from at this bar's prices, only the notional columns take the new resting notional.
+
+    The same numbers either way: every price column is a function of the positions, ``(h, lw)``, the
+    last close and the brackets (``account_maint_margin_nb`` answers from its cache exactly as from
+    the brackets), and the notional columns are recomputed by the same expression.
+    """
+    resting = resting_notional_nb(slots)
+    w[W_RESTING] = resting
+    if c == c:
+        w[W_LAST] = c
+    if not (
+        w[W_IN_HIGH] == h
+        and w[W_IN_LOW] == lw
+        and w[W_IN_LAST] == w[W_LAST]
+        and w[W_IN_LQ] == st[S_LONG_QTY]
+        and w[W_IN_SQ] == st[S_SHORT_QTY]
+        and w[W_IN_LAVG] == st[S_LONG_AVG]
+        and w[W_IN_SAVG] == st[S_SHORT_AVG]
+    ):
+        price_contribution_nb(st, br, h, lw, c, w)
+        return
+    lq = st[S_LONG_QTY]
+    sq = st[S_SHORT_QTY]
+    if lq <= 0.0 and sq <= 0.0:
+        w[W_N_ADV] = resting
+        w[W_N_CL] = resting
+    else:
+        w[W_N_ADV] = (lq + sq) * w[W_X_ADV] + resting
+        w[W_N_CL] = (lq + sq) * w[W_LAST] + resting
+
+
+@hot_kernel
+def close_contribution_nb(st, br, c, lw, h, w):
+    """A lone symbol's work row after its step: only what the account's close reads (``W_U_CL``,
+    ``W_MM_CL``, ``W_U_MIN``), computed as ``price_contribution_nb`` does (no other symbol reads the
+    adverse columns)."""
+    if c == c:
+        w[W_LAST] = c
+    last = w[W_LAST]
+    w[W_IN_HIGH] = np.nan  # the other columns are stale now
+    lq = st[S_LONG_QTY]
+    sq = st[S_SHORT_QTY]
+    if lq <= 0.0 and sq <= 0.0:
+        w[W_U_MIN] = 0.0
+        w[W_U_CL] = 0.0
+        w[W_MM_CL] = 0.0
+        return
+    if h == h and lw == lw:
+        w[W_U_MIN] = min(_unreal_nb(st, lw), _unreal_nb(st, h))
+    else:
+        w[W_U_MIN] = _unreal_nb(st, last)
+    w[W_U_CL] = _unreal_nb(st, last)
+    w[W_MM_CL] = account_maint_margin_nb(st, br, last)
+
+
+@hot_kernel
 def price_contribution_nb(st, br, h, lw, c, w):
     """Fill this symbol's work row ``w`` for a bar ``(h, lw, c)`` (NaN: no bar) at its current positions.
 
@@ -206,6 +274,13 @@ def price_contribution_nb(st, br, h, lw, c, w):
     lq = st[S_LONG_QTY]
     sq = st[S_SHORT_QTY]
     resting = w[W_RESTING]
+    w[W_IN_LQ] = lq
+    w[W_IN_SQ] = sq
+    w[W_IN_LAVG] = st[S_LONG_AVG]
+    w[W_IN_SAVG] = st[S_SHORT_AVG]
+    w[W_IN_HIGH] = h
+    w[W_IN_LOW] = lw
+    w[W_IN_LAST] = last
     if lq <= 0.0 and sq <= 0.0:
         w[W_X_ADV] = lw if lw == lw else last
         w[W_U_ADV] = 0.0
@@ -489,6 +564,7 @@ def basket_start_nb(states, info, work, sh):
     for j in range(states.shape[0]):
         work[j, W_LAST] = np.nan
         work[j, W_ALLOW] = 1.0
+        work[j, W_IN_HIGH] = np.nan  # no price columns computed yet
 
 
 @hot_kernel
@@ -587,9 +663,9 @@ def basket_bar_nb(
             account_halt_nb(st, sl, c if c == c else work[i, W_LAST], p, br, f_i, ev_i, cnt, t)
         bar_close_nb(k, t, h, lw, c, regs[i], funding, work[i, W_ALLOW] != 0.0, sim, rec)
         if n_sym > 1:
-            contribution_nb(st, sl, br, h, lw, c, work[i])
-        else:  # its resting notional only reaches the others' S_X_NOTIONAL: a lone symbol skips the sum
-            price_contribution_nb(st, br, h, lw, c, work[i])
+            step_contribution_nb(st, sl, br, h, lw, c, work[i])
+        else:  # no other symbol reads its adverse extreme or resting notional: the account's columns only
+            close_contribution_nb(st, br, c, lw, h, work[i])
         if leave_account_nb(st, sh):
             breaker_tripped_nb(k, i, hi, lo, cl, brs, nbr, states, slots, work)
         if st[S_HALTED] != 0.0 and acc[S_HALTED] == 0.0:
