@@ -23,7 +23,7 @@ import numpy as np
 from gridctl.configs.errors import GridctlError
 from gridctl.configs.schema import StrategyConfig, VenueConfig
 from gridctl.engine.accounting import daily_stats_nb, finish_daily_stats_nb, mark_to_market_nb
-from gridctl.engine.contexts import Detail, Funding, Records, Sim
+from gridctl.engine.contexts import Account, Bars, Detail, Funding, Records, Sim
 from gridctl.engine.enums import EventKind, RiskState, hot_kernel, kernel
 from gridctl.engine.fills import liquidate_nb
 from gridctl.engine.margin import account_maint_margin_nb
@@ -600,20 +600,27 @@ def leave_account_nb(st, sh):
 # a backtest pays no call with ~34 arguments per bar (measured, one symbol, 1,000,000 bars: the kernel
 # 0.144 s as an ordinary kernel, 0.080 s inlined); the live session calls the same compiled function.
 @hot_kernel
-def basket_bar_nb(
-    k, ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs, brs, nbr,
-    states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work, sh,
-):  # fmt: skip
+def basket_bar_nb(k, bars, funding, foff, detail, sims, nbr, rec, account):
     """Step aligned timestamp ``k`` through every symbol in basket order (DESIGN.md "Baskets").
 
     The one copy of the account's per-bar bookkeeping: ``run_basket_nb`` calls it for every bar of a
-    backtest, the live bridge's basket session for every closed bar. Row ``i`` of
-    ``op/hi/lo/cl/regs/vecs/states/slots/fills/fund/ev/eq/cnts/didx`` is symbol i's; its funding
-    settlements are ``f*[foff[i]:foff[i+1]]``, ``didx[i]`` indexes its detail bars in ``d*``, its
-    brackets ``brs[i, :nbr[i]]``. ``errs`` / ``ords`` are the account's rings, ``acc`` the account's
-    state vector (summary accumulators), ``rows`` its equity rows, ``info`` the facts ``A_*``, ``sh``
-    the running facts ``SH_*`` (``basket_start_nb``). Returns ``BAR_GO``, ``BAR_STOP`` or ``BAR_OVERFLOW``.
+    backtest, the live bridge's basket session for every closed bar. The groups are engine/contexts.py's
+    with one row per symbol: row ``i`` of ``bars.op/hi/lo/cl/reg``, ``detail.idx``, ``sims.p/st/slots``
+    and ``rec.fills/fund/ev/eq/cnt`` is symbol i's (``bars.ts`` shared); its funding settlements are
+    ``funding.*[foff[i]:foff[i+1]]``, ``detail.idx[i]`` indexes its detail bars in ``detail.ts..cl``,
+    its brackets are ``sims.br[i, :nbr[i]]``. ``sims.errs`` / ``sims.ords`` are the account's rings;
+    ``account`` holds the account's state vector (summary accumulators), its equity rows, the facts
+    ``A_*``, the work rows and the running facts ``SH_*`` (``basket_start_nb``). Returns ``BAR_GO``,
+    ``BAR_STOP`` or ``BAR_OVERFLOW``. Over 80 lines for a reason: one pass over the symbols in basket
+    order, each symbol's step interleaved with the account's bookkeeping (its work row, the rest of
+    the account, a liquidation or halt reaching the others), which reads and writes the same locals.
     """
+    ts, op, hi, lo, cl, regs = bars  # the groups' fields in engine/contexts.py order
+    fts, frate, fmark = funding
+    dts, dop, dhi, dlo, dcl, didx = detail
+    vecs, brs, states, slots, errs, ords = sims
+    fills, fund, ev, eq, cnts = rec
+    acc, rows, info, work, sh = account
     n_sym = states.shape[0]
     simulate = sh[SH_SIMULATE] != 0.0
     stop = False
@@ -643,13 +650,14 @@ def basket_bar_nb(
         lw = lo[i, k]
         c = cl[i, k]
         halting = acc[S_HALTED] != 0.0 and st[S_HALTED] == 0.0  # the account halted earlier in this step
-        funding = Funding(fts_i, frate_i, fmark_i)
-        sim = Sim(p, br, st, sl, errs, ords)
-        rec = Records(f_i, fund[i], ev_i, eq[i], cnt)
-        present = bar_open_nb(k, t, o, h, lw, c, funding, sim, rec)
+        sym_funding = Funding(fts_i, frate_i, fmark_i)
+        sym_sim = Sim(p, br, st, sl, errs, ords)
+        sym_rec = Records(f_i, fund[i], ev_i, eq[i], cnt)
+        present = bar_open_nb(k, t, o, h, lw, c, sym_funding, sym_sim, sym_rec)
         if present and simulate and not halting:
             set_rest_of_account_nb(st, work, i, W_U_ADV, W_MM_ADV, W_N_ADV)
-            if bar_path_nb(k, t, o, h, lw, c, Detail(dts, dop, dhi, dlo, dcl, didx[i]), sim, rec):
+            sym_detail = Detail(dts, dop, dhi, dlo, dcl, didx[i])
+            if bar_path_nb(k, t, o, h, lw, c, sym_detail, sym_sim, sym_rec):
                 _account_liquidation_nb(
                     k, t, i, cl, vecs, brs, nbr, states, slots, fills, ev, eq, cnts, acc, info, work
                 )
@@ -661,7 +669,7 @@ def basket_bar_nb(
         set_rest_of_account_nb(st, work, i, W_U_CL, W_MM_CL, W_N_CL)
         if halting:
             account_halt_nb(st, sl, c if c == c else work[i, W_LAST], p, br, f_i, ev_i, cnt, t)
-        bar_close_nb(k, t, h, lw, c, regs[i], funding, work[i, W_ALLOW] != 0.0, sim, rec)
+        bar_close_nb(k, t, h, lw, c, regs[i], sym_funding, work[i, W_ALLOW] != 0.0, sym_sim, sym_rec)
         if n_sym > 1:
             step_contribution_nb(st, sl, br, h, lw, c, work[i])
         else:  # no other symbol reads its adverse extreme or resting notional: the account's columns only
@@ -693,20 +701,14 @@ def basket_finish_nb(states, acc):
 
 
 @kernel
-def run_basket_nb(
-    ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs, brs, nbr,
-    states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work, sh,
-):  # fmt: skip
-    """Step every aligned timestamp through ``basket_bar_nb`` (arguments as there; ``sh`` is scratch);
-    stop at the first timestamp that ends the run or fills a record buffer."""
-    basket_start_nb(states, info, work, sh)
-    for k in range(ts.shape[0]):
-        if basket_bar_nb(
-            k, ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs, brs,
-            nbr, states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work, sh,
-        ) != BAR_GO:  # fmt: skip
+def run_basket_nb(bars, funding, foff, detail, sims, nbr, rec, account):
+    """Step every aligned timestamp through ``basket_bar_nb`` (arguments as there; ``account.sh`` is
+    scratch); stop at the first timestamp that ends the run or fills a record buffer."""
+    basket_start_nb(sims.st, account.info, account.work, account.sh)
+    for k in range(bars.ts.shape[0]):
+        if basket_bar_nb(k, bars, funding, foff, detail, sims, nbr, rec, account) != BAR_GO:
             break
-    basket_finish_nb(states, acc)
+    basket_finish_nb(sims.st, account.acc)
 
 
 @dataclass(frozen=True)
@@ -939,10 +941,15 @@ def run_basket(
         work = np.zeros((n_sym, N_WORK))
         shared = np.empty(N_SHARED)
         run_basket_nb(
-            ts, bars.op, bars.hi, bars.lo, bars.cl, regs, bars.fts, bars.frate, bars.fmark, foff, bars.dts,
-            bars.dop, bars.dhi, bars.dlo, bars.dcl, bars.didx, vecs, brs, nbr, states, slots, errs, ords,
-            fills, fund, ev, eq, cnts, acc, rows, info, work, shared,
-        )  # fmt: skip
+            Bars(ts, bars.op, bars.hi, bars.lo, bars.cl, regs),
+            Funding(bars.fts, bars.frate, bars.fmark),
+            foff,
+            Detail(bars.dts, bars.dop, bars.dhi, bars.dlo, bars.dcl, bars.didx),
+            Sim(vecs, brs, states, slots, errs, ords),
+            nbr,
+            Records(fills, fund, ev, eq, cnts),
+            Account(acc, rows, info, work, shared),
+        )
         if not cnts[:, C_OVERFLOW].any():
             break
         for slot, buf in ((C_FILLS, fills), (C_EVENTS, ev), (C_FUNDING, fund), (C_EQUITY, eq)):

@@ -21,7 +21,7 @@ from gridctl.configs.errors import GridctlError
 from gridctl.configs.overrides import apply_overrides
 from gridctl.configs.schema import StrategyConfig, VenueConfig
 from gridctl.engine.basket import run_basket_nb
-from gridctl.engine.contexts import Bars, Detail, Funding, Records, Sim
+from gridctl.engine.contexts import Account, Bars, Detail, Funding, Records, Sim
 from gridctl.engine.numba_compat import kernel_decorator
 from gridctl.engine.params import P_LEVELS_LONG, P_LEVELS_SHORT, REGIME_SLOTS, build_params
 from gridctl.engine.records import (
@@ -237,26 +237,31 @@ def run_batch(
 
 
 @parallel_kernel_nogil
-def run_basket_batch_nb(
-    ts, op, hi, lo, cl, regs, reg_idx, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs,
-    brs, nbr, states, slots, errs, ords, fills, fund, ev, eq, accs, rows, infos, works, shs,
-):  # fmt: skip
-    """Run the basket once per parameter set (``vecs[s]``: one row per symbol), sets in parallel.
+def run_basket_batch_nb(bars, reg_idx, funding, foff, detail, sims, nbr, rec, accounts):
+    """Run the basket once per parameter set, sets in parallel (groups: engine/contexts.py).
 
-    Set ``s`` is ``engine.basket.run_basket_nb`` itself on its own states, slots, rings, account
-    vector ``accs[s]``, work rows and running facts ``shs[s]``; its symbols' regime series are
-    ``regs[reg_idx[s]]``. Nothing is
-    recorded (counters with ``C_RECORD = 0``; ``rows`` has no room): summaries stay in the states.
+    ``sims`` and ``accounts`` carry a leading set axis (``sims.p[s]``: set s's parameter rows, one per
+    symbol; ``sims.br`` shared) and ``bars.reg`` every distinct regime series, set ``s``'s symbols
+    running on ``bars.reg[reg_idx[s]]``. Set ``s`` is ``engine.basket.run_basket_nb`` itself on its own
+    states, slots, rings, account vector, work rows and running facts. Nothing is recorded
+    (``rec.cnt[s]``: set s's zeroed counter rows, ``C_RECORD = 0``; ``rec``'s buffers and
+    ``accounts.rows`` have no room): summaries stay in the states.
     """
-    n_sets = vecs.shape[0]
-    n_sym = vecs.shape[1]
-    for s in prange(n_sets):
-        cnts = np.zeros((n_sym, N_COUNTERS), dtype=np.int64)
+    ts, op, hi, lo, cl, regs = bars  # the groups' fields in engine/contexts.py order
+    vecs, brs, states, slots, errs, ords = sims
+    fills, fund, ev, eq, set_cnts = rec
+    accs, rows, infos, works, shs = accounts
+    for s in prange(vecs.shape[0]):
         run_basket_nb(
-            ts, op, hi, lo, cl, regs[reg_idx[s]], fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx,
-            vecs[s], brs, nbr, states[s], slots[s], errs[s], ords[s], fills, fund, ev, eq, cnts,
-            accs[s], rows, infos[s], works[s], shs[s],
-        )  # fmt: skip
+            Bars(ts, op, hi, lo, cl, regs[reg_idx[s]]),
+            funding,
+            foff,
+            detail,
+            Sim(vecs[s], brs, states[s], slots[s], errs[s], ords[s]),
+            nbr,
+            Records(fills, fund, ev, eq, set_cnts[s]),
+            Account(accs[s], rows, infos[s], works[s], shs[s]),
+        )
 
 
 def run_basket_batch(
@@ -355,10 +360,16 @@ def run_basket_batch(
     chunk = set_parallel_chunksize(1)
     try:
         run_basket_batch_nb(
-            bars.ts, bars.op, bars.hi, bars.lo, bars.cl, regs, reg_idx, bars.fts, bars.frate, bars.fmark,
-            bars.foff, bars.dts, bars.dop, bars.dhi, bars.dlo, bars.dcl, bars.didx, vecs, brs, nbr,
-            states, slots, errs, ords, fills, fund, ev, eq, accs, rows, infos, works, shs,
-        )  # fmt: skip
+            Bars(bars.ts, bars.op, bars.hi, bars.lo, bars.cl, regs),
+            reg_idx,
+            Funding(bars.fts, bars.frate, bars.fmark),
+            bars.foff,
+            Detail(bars.dts, bars.dop, bars.dhi, bars.dlo, bars.dcl, bars.didx),
+            Sim(vecs, brs, states, slots, errs, ords),
+            nbr,
+            Records(fills, fund, ev, eq, np.zeros((m, n_sym, N_COUNTERS), np.int64)),
+            Account(accs, rows, infos, works, shs),
+        )
     finally:
         set_parallel_chunksize(chunk)
     sym_rows = summarize_states(states.reshape(m * n_sym, N_STATE), vecs.reshape(m * n_sym, -1))

@@ -21,11 +21,21 @@ group          holds
                ``ords`` (order-pacing ring)
 ``Records``    the ledgers a run writes: ``fills``, ``fund``, ``ev``, ``eq`` (structured arrays,
                engine/records.py) and ``cnt`` (their counters ``C_*``)
+``Account``    a basket's one wallet (engine/basket.py): ``acc`` (the account's state vector, its
+               summary accumulators), ``rows`` (its equity rows), ``info`` (int64 facts ``A_*``),
+               ``work`` ([n_sym, ``W_*``]: each symbol's contribution) and ``sh`` (running facts
+               ``SH_*``)
 =============  ===================================================================================
 
 The batch driver (``engine.batch.run_batch_nb``) takes a ``Sim`` whose arrays carry a leading
 parameter-set axis (``p[i]``, ``st[i]``, ``slots[i]``, ``errs[i]``, ``ords[i]``; ``br`` shared) and a
-``Bars`` whose ``reg`` holds one regime series per row, picked per set by ``reg_idx``.
+``Bars`` whose ``reg`` holds one regime series per row, picked per set by ``reg_idx``. In a basket
+(``basket_bar_nb``, ``run_basket_nb``) ``Bars`` (but ``ts``), ``Detail.idx``, ``Sim`` (but the
+account's rings ``errs`` / ``ords``) and ``Records`` hold one row per symbol, ``Funding`` every
+symbol's settlements concatenated (symbol i's at ``foff[i]:foff[i+1]``), ``Sim.br`` symbol i's
+brackets in its first ``nbr[i]`` rows; the basket batch adds a leading set axis as the batch does.
+Kernels that unpack a group positionally (``ts, op, hi, lo, cl, reg = bars``) rely on the field
+order below.
 """
 
 from __future__ import annotations
@@ -84,3 +94,13 @@ class Records(NamedTuple):
     ev: np.ndarray
     eq: np.ndarray
     cnt: np.ndarray
+
+
+class Account(NamedTuple):
+    """A basket's one wallet: the account's state, equity rows, facts, work rows and running facts."""
+
+    acc: np.ndarray
+    rows: np.ndarray
+    info: np.ndarray
+    work: np.ndarray
+    sh: np.ndarray
