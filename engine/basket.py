@@ -958,8 +958,9 @@ def run_basket(
         reruns += 1
     else:  # pragma: no cover - only reachable with a kernel bug that writes without bound
         raise RuntimeError(f"record buffers still overflowing after {MAX_RERUNS} re-runs")
-    buffers = (fills, fund, ev, eq)
-    return basket_outputs(symbols, params, bars.dets, states, buffers, cnts, acc, rows, info, n, reruns)
+    rec = Records(fills, fund, ev, eq, cnts)
+    account = Account(acc, rows, info, work, shared)
+    return basket_outputs(symbols, params, bars.dets, states, rec, account, n, reruns)
 
 
 def account_summary(acc_row: np.ndarray, sums: np.ndarray) -> dict[str, float]:
@@ -987,12 +988,19 @@ def account_summary(acc_row: np.ndarray, sums: np.ndarray) -> dict[str, float]:
 
 
 def basket_outputs(
-    symbols: tuple[str, ...], params: list[EngineParams], dets: list[Any], states: np.ndarray,
-    buffers: tuple[np.ndarray, ...], cnts: np.ndarray, acc: np.ndarray, rows: np.ndarray,
-    info: np.ndarray, n: int, reruns: int,
-) -> BasketOutput:  # fmt: skip
-    """The driver's arrays as a BasketOutput (per-symbol RunOutputs, the account's rows and summary)."""
-    fills, fund, ev, eq = buffers
+    symbols: tuple[str, ...],
+    params: list[EngineParams],
+    dets: list[Any],
+    states: np.ndarray,
+    rec: Records,
+    account: Account,
+    n: int,
+    reruns: int,
+) -> BasketOutput:
+    """The driver's ledgers ``rec`` and ``account`` (engine/contexts.py groups, as the kernels left
+    them) as a BasketOutput (per-symbol RunOutputs, the account's rows and summary)."""
+    fills, fund, ev, eq, cnts = rec
+    acc, rows, info = account.acc, account.rows, account.info
     vecs = np.stack([prm.vector for prm in params])
     initial = float(vecs[0, P_INITIAL_BALANCE])
     liq_sym = int(info[A_LIQ_SYMBOL])

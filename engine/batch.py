@@ -284,22 +284,55 @@ def run_basket_batch(
     ``regimes`` / ``cache_key``: a regime cache and the object its series are keyed by (the caller's
     basket of markets; the symbol's index is part of the key).
     """
-    from gridctl.configs.overrides import basket_strategies
-    from gridctl.engine.basket import (
-        ACCOUNT_EQUITY_DTYPE,
-        N_ACC_INFO,
-        N_SHARED,
-        N_WORK,
-        _check_basket,
-        account_summary,
-        basket_bars,
-        basket_brackets,
-        basket_params,
-    )
+    from gridctl.engine.basket import account_summary, basket_bars
 
     if len(overrides) == 0:
         raise GridctlError("run_basket_batch needs at least one parameter set")
     details = dict(detail or {})
+    symbols, vecs, brs, nbr = _basket_set_params(markets, strategy, venue, overrides, details)
+    m, n_sym = vecs.shape[0], vecs.shape[1]
+    bars = basket_bars(symbols, markets, details)
+    key_of = cache_key if cache_key is not None else markets
+    regs, reg_idx = _basket_set_regimes(bars, vecs, key_of, regimes)
+    sims, rec, accounts = _basket_set_groups(vecs, brs)
+    chunk = set_parallel_chunksize(1)
+    try:
+        run_basket_batch_nb(
+            Bars(bars.ts, bars.op, bars.hi, bars.lo, bars.cl, regs),
+            reg_idx,
+            Funding(bars.fts, bars.frate, bars.fmark),
+            bars.foff,
+            Detail(bars.dts, bars.dop, bars.dhi, bars.dlo, bars.dcl, bars.didx),
+            sims,
+            nbr,
+            rec,
+            accounts,
+        )
+    finally:
+        set_parallel_chunksize(chunk)
+    states = sims.st
+    sym_rows = summarize_states(states.reshape(m * n_sym, N_STATE), vecs.reshape(m * n_sym, -1))
+    acc_rows = summarize_states(accounts.acc, vecs[:, 0])
+    out = np.zeros(m, SUMMARY_DTYPE)
+    for s in range(m):
+        summary = account_summary(acc_rows[s], sym_rows[s * n_sym : (s + 1) * n_sym])
+        for name in SUMMARY_FIELDS:
+            out[s][name] = summary[name]
+    return out
+
+
+def _basket_set_params(
+    markets: Mapping[str, Any],
+    strategy: StrategyConfig,
+    venue: VenueConfig,
+    overrides: Sequence[Mapping[str, Any]],
+    details: Mapping[str, Any],
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
+    """Every set's parameter rows ``[set, symbol, param]`` with the basket's symbols and the margin
+    brackets all sets share (``engine.basket.basket_brackets``); a set that changes them is refused."""
+    from gridctl.configs.overrides import basket_strategies
+    from gridctl.engine.basket import _check_basket, basket_brackets, basket_params
+
     symbols: tuple[str, ...] | None = None
     vec_sets = []
     brs = nbr = None
@@ -321,12 +354,16 @@ def run_basket_batch(
             raise GridctlError(f"parameter set {i}: margin brackets differ from set 0 (not overridable)")
         vec_sets.append(np.stack([prm.vector for prm in params]))
     assert symbols is not None and brs is not None and nbr is not None
-    vecs = np.ascontiguousarray(np.stack(vec_sets))  # [set, symbol, param]
+    return symbols, np.ascontiguousarray(np.stack(vec_sets)), brs, nbr
+
+
+def _basket_set_regimes(
+    bars: Any, vecs: np.ndarray, key_of: Any, regimes: RegimeCache | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One regime series per symbol and distinct regime tuple (from ``regimes`` when a caller keeps
+    one) and ``reg_idx[set, symbol]``, the row of each set's symbol's series."""
     m, n_sym = vecs.shape[0], vecs.shape[1]
-    bars = basket_bars(symbols, markets, details)
     n = bars.ts.shape[0]
-    # One regime series per symbol and distinct regime tuple (from ``regimes`` when a caller keeps one).
-    key_of = cache_key if cache_key is not None else markets
     series: list[np.ndarray] = []
     reg_idx = np.empty((m, n_sym), dtype=np.int64)
     for j in range(n_sym):
@@ -337,6 +374,15 @@ def run_basket_batch(
         got = _regimes_keyed(key_of, bars.arrays[j], list(distinct), regimes)
         series.extend(got)
     regs = np.ascontiguousarray(np.stack(series)) if series else np.zeros((0, n), np.int8)
+    return regs, reg_idx
+
+
+def _basket_set_groups(vecs: np.ndarray, brs: np.ndarray) -> tuple[Sim, Records, Account]:
+    """Fresh kernel groups for every set: states, slots and rings, ledgers without room (nothing is
+    recorded) with zeroed counters, the accounts' vectors, facts, work rows and running facts."""
+    from gridctl.engine.basket import ACCOUNT_EQUITY_DTYPE, N_ACC_INFO, N_SHARED, N_WORK
+
+    m, n_sym = vecs.shape[0], vecs.shape[1]
     levels = int(vecs[:, :, [P_LEVELS_LONG, P_LEVELS_SHORT]].max())
     states = np.zeros((m, n_sym, N_STATE))
     slots = np.zeros((m, n_sym, 2, levels, N_SLOT))
@@ -349,37 +395,21 @@ def run_basket_batch(
     errs = np.zeros((m, max(n_err, 1)))
     ords = np.zeros((m, max(n_ord, 1)))
     fill0, fund0, ev0, eq0 = empty_buffers()
-    fills = np.zeros((n_sym, 0), fill0.dtype)
-    fund = np.zeros((n_sym, 0), fund0.dtype)
-    ev = np.zeros((n_sym, 0), ev0.dtype)
-    eq = np.zeros((n_sym, 0), eq0.dtype)
-    rows = np.zeros(0, ACCOUNT_EQUITY_DTYPE)
-    infos = np.zeros((m, N_ACC_INFO), np.int64)
-    works = np.zeros((m, n_sym, N_WORK))
-    shs = np.zeros((m, N_SHARED))
-    chunk = set_parallel_chunksize(1)
-    try:
-        run_basket_batch_nb(
-            Bars(bars.ts, bars.op, bars.hi, bars.lo, bars.cl, regs),
-            reg_idx,
-            Funding(bars.fts, bars.frate, bars.fmark),
-            bars.foff,
-            Detail(bars.dts, bars.dop, bars.dhi, bars.dlo, bars.dcl, bars.didx),
-            Sim(vecs, brs, states, slots, errs, ords),
-            nbr,
-            Records(fills, fund, ev, eq, np.zeros((m, n_sym, N_COUNTERS), np.int64)),
-            Account(accs, rows, infos, works, shs),
-        )
-    finally:
-        set_parallel_chunksize(chunk)
-    sym_rows = summarize_states(states.reshape(m * n_sym, N_STATE), vecs.reshape(m * n_sym, -1))
-    acc_rows = summarize_states(accs, vecs[:, 0])
-    out = np.zeros(m, SUMMARY_DTYPE)
-    for s in range(m):
-        summary = account_summary(acc_rows[s], sym_rows[s * n_sym : (s + 1) * n_sym])
-        for name in SUMMARY_FIELDS:
-            out[s][name] = summary[name]
-    return out
+    rec = Records(
+        np.zeros((n_sym, 0), fill0.dtype),
+        np.zeros((n_sym, 0), fund0.dtype),
+        np.zeros((n_sym, 0), ev0.dtype),
+        np.zeros((n_sym, 0), eq0.dtype),
+        np.zeros((m, n_sym, N_COUNTERS), np.int64),
+    )
+    accounts = Account(
+        accs,
+        np.zeros(0, ACCOUNT_EQUITY_DTYPE),
+        np.zeros((m, N_ACC_INFO), np.int64),
+        np.zeros((m, n_sym, N_WORK)),
+        np.zeros((m, N_SHARED)),
+    )
+    return Sim(vecs, brs, states, slots, errs, ords), rec, accounts
 
 
 def _regimes_keyed(

@@ -392,11 +392,9 @@ class BasketSession:
             SimpleNamespace(timeframe=None, detailed_bars=0, fallback_bars=0, warnings=())
             for _ in self.symbols
         ]
-        buffers = (self.fills, self.fund, self.ev, self.eq)
-        out = basket_outputs(
-            self.symbols, self.params, dets, self.states, buffers, self.cnts, self.acc, self.rows, self.info,
-            self.n, 0,
-        )  # fmt: skip
+        rec = Records(self.fills, self.fund, self.ev, self.eq, self.cnts)
+        account = Account(self.acc, self.rows, self.info, self.work, self.shared)
+        out = basket_outputs(self.symbols, self.params, dets, self.states, rec, account, self.n, 0)
         for sym in self.symbols:
             out.per_symbol[sym].meta["warmup_bars"] = self.sessions[sym].warmup_needed
         return out
