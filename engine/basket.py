@@ -597,8 +597,9 @@ def leave_account_nb(st, sh):
 
 
 # ``hot_kernel``: LLVM inlines the whole aligned bar into ``run_basket_nb``'s loop (one call site), so
-# a backtest pays no call with ~34 arguments per bar (measured, one symbol, 1,000,000 bars: the kernel
-# 0.144 s as an ordinary kernel, 0.080 s inlined); the live session calls the same compiled function.
+# a backtest pays no call with its groups' ~34 arrays per bar (measured, one symbol, 1,000,000 bars:
+# the kernel 0.144 s as an ordinary kernel, 0.080 s inlined); the live session calls the same compiled
+# function.
 @hot_kernel
 def basket_bar_nb(k, bars, funding, foff, detail, sims, nbr, rec, account):
     """Step aligned timestamp ``k`` through every symbol in basket order (DESIGN.md "Baskets").
