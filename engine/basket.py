@@ -23,6 +23,7 @@ import numpy as np
 from gridctl.configs.errors import GridctlError
 from gridctl.configs.schema import StrategyConfig, VenueConfig
 from gridctl.engine.accounting import daily_stats_nb, finish_daily_stats_nb, mark_to_market_nb
+from gridctl.engine.contexts import Account, Bars, Detail, Funding, Records, Sim
 from gridctl.engine.enums import EventKind, RiskState, hot_kernel, kernel
 from gridctl.engine.fills import liquidate_nb
 from gridctl.engine.margin import account_maint_margin_nb
@@ -157,7 +158,17 @@ W_OLD_STATE = 9  # risk state of its last recorded row (an account liquidation r
 W_OLD_EXPOSED = 10  # 1 when that row held a position
 W_RESTING = 11  # notional of its resting entries (refreshed whenever its slots may have changed)
 W_ALLOW = 12  # 1: entries allowed at its close (0: a live pause cancels its resting entries instead)
-N_WORK = 13
+# The inputs the price columns above were last computed from (``price_contribution_nb``): its positions,
+# the bar's high and low and the last close. The columns are a function of these, the resting notional
+# and the brackets only, so a symbol whose step left them unchanged skips the recomputation.
+W_IN_LQ = 13
+W_IN_SQ = 14
+W_IN_LAVG = 15
+W_IN_SAVG = 16
+W_IN_HIGH = 17
+W_IN_LOW = 18
+W_IN_LAST = 19
+N_WORK = 20
 
 # The account's facts the driver reports back (int64 vector).
 A_LIQ_SYMBOL = 0  # basket index of the symbol whose path crossed the account's maintenance margin (-1)
@@ -191,6 +202,64 @@ def contribution_nb(st, slots, br, h, lw, c, w):
 
 
 @hot_kernel
+def step_contribution_nb(st, slots, br, h, lw, c, w):
+    """``contribution_nb`` after a symbol's step; when its positions are the ones the price columns were
+    computed from at this bar's prices, only the notional columns take the new resting notional.
+
+    The same numbers either way: every price column is a function of the positions, ``(h, lw)``, the
+    last close and the brackets (``account_maint_margin_nb`` answers from its cache exactly as from
+    the brackets), and the notional columns are recomputed by the same expression.
+    """
+    resting = resting_notional_nb(slots)
+    w[W_RESTING] = resting
+    if c == c:
+        w[W_LAST] = c
+    if not (
+        w[W_IN_HIGH] == h
+        and w[W_IN_LOW] == lw
+        and w[W_IN_LAST] == w[W_LAST]
+        and w[W_IN_LQ] == st[S_LONG_QTY]
+        and w[W_IN_SQ] == st[S_SHORT_QTY]
+        and w[W_IN_LAVG] == st[S_LONG_AVG]
+        and w[W_IN_SAVG] == st[S_SHORT_AVG]
+    ):
+        price_contribution_nb(st, br, h, lw, c, w)
+        return
+    lq = st[S_LONG_QTY]
+    sq = st[S_SHORT_QTY]
+    if lq <= 0.0 and sq <= 0.0:
+        w[W_N_ADV] = resting
+        w[W_N_CL] = resting
+    else:
+        w[W_N_ADV] = (lq + sq) * w[W_X_ADV] + resting
+        w[W_N_CL] = (lq + sq) * w[W_LAST] + resting
+
+
+@hot_kernel
+def close_contribution_nb(st, br, c, lw, h, w):
+    """A lone symbol's work row after its step: only what the account's close reads (``W_U_CL``,
+    ``W_MM_CL``, ``W_U_MIN``), computed as ``price_contribution_nb`` does (no other symbol reads the
+    adverse columns)."""
+    if c == c:
+        w[W_LAST] = c
+    last = w[W_LAST]
+    w[W_IN_HIGH] = np.nan  # the other columns are stale now
+    lq = st[S_LONG_QTY]
+    sq = st[S_SHORT_QTY]
+    if lq <= 0.0 and sq <= 0.0:
+        w[W_U_MIN] = 0.0
+        w[W_U_CL] = 0.0
+        w[W_MM_CL] = 0.0
+        return
+    if h == h and lw == lw:
+        w[W_U_MIN] = min(_unreal_nb(st, lw), _unreal_nb(st, h))
+    else:
+        w[W_U_MIN] = _unreal_nb(st, last)
+    w[W_U_CL] = _unreal_nb(st, last)
+    w[W_MM_CL] = account_maint_margin_nb(st, br, last)
+
+
+@hot_kernel
 def price_contribution_nb(st, br, h, lw, c, w):
     """Fill this symbol's work row ``w`` for a bar ``(h, lw, c)`` (NaN: no bar) at its current positions.
 
@@ -205,6 +274,13 @@ def price_contribution_nb(st, br, h, lw, c, w):
     lq = st[S_LONG_QTY]
     sq = st[S_SHORT_QTY]
     resting = w[W_RESTING]
+    w[W_IN_LQ] = lq
+    w[W_IN_SQ] = sq
+    w[W_IN_LAVG] = st[S_LONG_AVG]
+    w[W_IN_SAVG] = st[S_SHORT_AVG]
+    w[W_IN_HIGH] = h
+    w[W_IN_LOW] = lw
+    w[W_IN_LAST] = last
     if lq <= 0.0 and sq <= 0.0:
         w[W_X_ADV] = lw if lw == lw else last
         w[W_U_ADV] = 0.0
@@ -488,6 +564,7 @@ def basket_start_nb(states, info, work, sh):
     for j in range(states.shape[0]):
         work[j, W_LAST] = np.nan
         work[j, W_ALLOW] = 1.0
+        work[j, W_IN_HIGH] = np.nan  # no price columns computed yet
 
 
 @hot_kernel
@@ -520,23 +597,31 @@ def leave_account_nb(st, sh):
 
 
 # ``hot_kernel``: LLVM inlines the whole aligned bar into ``run_basket_nb``'s loop (one call site), so
-# a backtest pays no call with ~34 arguments per bar (measured, one symbol, 1,000,000 bars: the kernel
-# 0.144 s as an ordinary kernel, 0.080 s inlined); the live session calls the same compiled function.
+# a backtest pays no call with its groups' ~34 arrays per bar (measured, one symbol, 1,000,000 bars:
+# the kernel 0.144 s as an ordinary kernel, 0.080 s inlined); the live session calls the same compiled
+# function.
 @hot_kernel
-def basket_bar_nb(
-    k, ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs, brs, nbr,
-    states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work, sh,
-):  # fmt: skip
+def basket_bar_nb(k, bars, funding, foff, detail, sims, nbr, rec, account):
     """Step aligned timestamp ``k`` through every symbol in basket order (DESIGN.md "Baskets").
 
     The one copy of the account's per-bar bookkeeping: ``run_basket_nb`` calls it for every bar of a
-    backtest, the live bridge's basket session for every closed bar. Row ``i`` of
-    ``op/hi/lo/cl/regs/vecs/states/slots/fills/fund/ev/eq/cnts/didx`` is symbol i's; its funding
-    settlements are ``f*[foff[i]:foff[i+1]]``, ``didx[i]`` indexes its detail bars in ``d*``, its
-    brackets ``brs[i, :nbr[i]]``. ``errs`` / ``ords`` are the account's rings, ``acc`` the account's
-    state vector (summary accumulators), ``rows`` its equity rows, ``info`` the facts ``A_*``, ``sh``
-    the running facts ``SH_*`` (``basket_start_nb``). Returns ``BAR_GO``, ``BAR_STOP`` or ``BAR_OVERFLOW``.
+    backtest, the live bridge's basket session for every closed bar. The groups are engine/contexts.py's
+    with one row per symbol: row ``i`` of ``bars.op/hi/lo/cl/reg``, ``detail.idx``, ``sims.p/st/slots``
+    and ``rec.fills/fund/ev/eq/cnt`` is symbol i's (``bars.ts`` shared); its funding settlements are
+    ``funding.*[foff[i]:foff[i+1]]``, ``detail.idx[i]`` indexes its detail bars in ``detail.ts..cl``,
+    its brackets are ``sims.br[i, :nbr[i]]``. ``sims.errs`` / ``sims.ords`` are the account's rings;
+    ``account`` holds the account's state vector (summary accumulators), its equity rows, the facts
+    ``A_*``, the work rows and the running facts ``SH_*`` (``basket_start_nb``). Returns ``BAR_GO``,
+    ``BAR_STOP`` or ``BAR_OVERFLOW``. Over 80 lines for a reason: one pass over the symbols in basket
+    order, each symbol's step interleaved with the account's bookkeeping (its work row, the rest of
+    the account, a liquidation or halt reaching the others), which reads and writes the same locals.
     """
+    ts, op, hi, lo, cl, regs = bars  # the groups' fields in engine/contexts.py order
+    fts, frate, fmark = funding
+    dts, dop, dhi, dlo, dcl, didx = detail
+    vecs, brs, states, slots, errs, ords = sims
+    fills, fund, ev, eq, cnts = rec
+    acc, rows, info, work, sh = account
     n_sym = states.shape[0]
     simulate = sh[SH_SIMULATE] != 0.0
     stop = False
@@ -565,15 +650,15 @@ def basket_bar_nb(
         h = hi[i, k]
         lw = lo[i, k]
         c = cl[i, k]
-        close_time = float(t) + p[P_BAR_MS]
         halting = acc[S_HALTED] != 0.0 and st[S_HALTED] == 0.0  # the account halted earlier in this step
-        present = bar_open_nb(k, t, o, h, lw, c, fts_i, frate_i, fmark_i, p, st, sl, fund[i], ev_i, cnt)
+        sym_funding = Funding(fts_i, frate_i, fmark_i)
+        sym_sim = Sim(p, br, st, sl, errs, ords)
+        sym_rec = Records(f_i, fund[i], ev_i, eq[i], cnt)
+        present = bar_open_nb(k, t, o, h, lw, c, sym_funding, sym_sim, sym_rec)
         if present and simulate and not halting:
             set_rest_of_account_nb(st, work, i, W_U_ADV, W_MM_ADV, W_N_ADV)
-            if bar_path_nb(
-                k, t, o, h, lw, c, dts, dop, dhi, dlo, dcl, didx[i],
-                p, br, st, sl, errs, f_i, ev_i, cnt,
-            ):  # fmt: skip
+            sym_detail = Detail(dts, dop, dhi, dlo, dcl, didx[i])
+            if bar_path_nb(k, t, o, h, lw, c, sym_detail, sym_sim, sym_rec):
                 _account_liquidation_nb(
                     k, t, i, cl, vecs, brs, nbr, states, slots, fills, ev, eq, cnts, acc, info, work
                 )
@@ -585,14 +670,11 @@ def basket_bar_nb(
         set_rest_of_account_nb(st, work, i, W_U_CL, W_MM_CL, W_N_CL)
         if halting:
             account_halt_nb(st, sl, c if c == c else work[i, W_LAST], p, br, f_i, ev_i, cnt, t)
-        bar_close_nb(
-            k, t, h, lw, c, close_time, regs[i], fts_i, frate_i, work[i, W_ALLOW] != 0.0, p, br, st, sl,
-            errs, ords, f_i, ev_i, eq[i], cnt,
-        )  # fmt: skip
+        bar_close_nb(k, t, h, lw, c, regs[i], sym_funding, work[i, W_ALLOW] != 0.0, sym_sim, sym_rec)
         if n_sym > 1:
-            contribution_nb(st, sl, br, h, lw, c, work[i])
-        else:  # its resting notional only reaches the others' S_X_NOTIONAL: a lone symbol skips the sum
-            price_contribution_nb(st, br, h, lw, c, work[i])
+            step_contribution_nb(st, sl, br, h, lw, c, work[i])
+        else:  # no other symbol reads its adverse extreme or resting notional: the account's columns only
+            close_contribution_nb(st, br, c, lw, h, work[i])
         if leave_account_nb(st, sh):
             breaker_tripped_nb(k, i, hi, lo, cl, brs, nbr, states, slots, work)
         if st[S_HALTED] != 0.0 and acc[S_HALTED] == 0.0:
@@ -620,20 +702,14 @@ def basket_finish_nb(states, acc):
 
 
 @kernel
-def run_basket_nb(
-    ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs, brs, nbr,
-    states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work, sh,
-):  # fmt: skip
-    """Step every aligned timestamp through ``basket_bar_nb`` (arguments as there; ``sh`` is scratch);
-    stop at the first timestamp that ends the run or fills a record buffer."""
-    basket_start_nb(states, info, work, sh)
-    for k in range(ts.shape[0]):
-        if basket_bar_nb(
-            k, ts, op, hi, lo, cl, regs, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs, brs,
-            nbr, states, slots, errs, ords, fills, fund, ev, eq, cnts, acc, rows, info, work, sh,
-        ) != BAR_GO:  # fmt: skip
+def run_basket_nb(bars, funding, foff, detail, sims, nbr, rec, account):
+    """Step every aligned timestamp through ``basket_bar_nb`` (arguments as there; ``account.sh`` is
+    scratch); stop at the first timestamp that ends the run or fills a record buffer."""
+    basket_start_nb(sims.st, account.info, account.work, account.sh)
+    for k in range(bars.ts.shape[0]):
+        if basket_bar_nb(k, bars, funding, foff, detail, sims, nbr, rec, account) != BAR_GO:
             break
-    basket_finish_nb(states, acc)
+    basket_finish_nb(sims.st, account.acc)
 
 
 @dataclass(frozen=True)
@@ -866,10 +942,15 @@ def run_basket(
         work = np.zeros((n_sym, N_WORK))
         shared = np.empty(N_SHARED)
         run_basket_nb(
-            ts, bars.op, bars.hi, bars.lo, bars.cl, regs, bars.fts, bars.frate, bars.fmark, foff, bars.dts,
-            bars.dop, bars.dhi, bars.dlo, bars.dcl, bars.didx, vecs, brs, nbr, states, slots, errs, ords,
-            fills, fund, ev, eq, cnts, acc, rows, info, work, shared,
-        )  # fmt: skip
+            Bars(ts, bars.op, bars.hi, bars.lo, bars.cl, regs),
+            Funding(bars.fts, bars.frate, bars.fmark),
+            foff,
+            Detail(bars.dts, bars.dop, bars.dhi, bars.dlo, bars.dcl, bars.didx),
+            Sim(vecs, brs, states, slots, errs, ords),
+            nbr,
+            Records(fills, fund, ev, eq, cnts),
+            Account(acc, rows, info, work, shared),
+        )
         if not cnts[:, C_OVERFLOW].any():
             break
         for slot, buf in ((C_FILLS, fills), (C_EVENTS, ev), (C_FUNDING, fund), (C_EQUITY, eq)):
@@ -878,8 +959,9 @@ def run_basket(
         reruns += 1
     else:  # pragma: no cover - only reachable with a kernel bug that writes without bound
         raise RuntimeError(f"record buffers still overflowing after {MAX_RERUNS} re-runs")
-    buffers = (fills, fund, ev, eq)
-    return basket_outputs(symbols, params, bars.dets, states, buffers, cnts, acc, rows, info, n, reruns)
+    rec = Records(fills, fund, ev, eq, cnts)
+    account = Account(acc, rows, info, work, shared)
+    return basket_outputs(symbols, params, bars.dets, states, rec, account, n, reruns)
 
 
 def account_summary(acc_row: np.ndarray, sums: np.ndarray) -> dict[str, float]:
@@ -907,12 +989,19 @@ def account_summary(acc_row: np.ndarray, sums: np.ndarray) -> dict[str, float]:
 
 
 def basket_outputs(
-    symbols: tuple[str, ...], params: list[EngineParams], dets: list[Any], states: np.ndarray,
-    buffers: tuple[np.ndarray, ...], cnts: np.ndarray, acc: np.ndarray, rows: np.ndarray,
-    info: np.ndarray, n: int, reruns: int,
-) -> BasketOutput:  # fmt: skip
-    """The driver's arrays as a BasketOutput (per-symbol RunOutputs, the account's rows and summary)."""
-    fills, fund, ev, eq = buffers
+    symbols: tuple[str, ...],
+    params: list[EngineParams],
+    dets: list[Any],
+    states: np.ndarray,
+    rec: Records,
+    account: Account,
+    n: int,
+    reruns: int,
+) -> BasketOutput:
+    """The driver's ledgers ``rec`` and ``account`` (engine/contexts.py groups, as the kernels left
+    them) as a BasketOutput (per-symbol RunOutputs, the account's rows and summary)."""
+    fills, fund, ev, eq, cnts = rec
+    acc, rows, info = account.acc, account.rows, account.info
     vecs = np.stack([prm.vector for prm in params])
     initial = float(vecs[0, P_INITIAL_BALANCE])
     liq_sym = int(info[A_LIQ_SYMBOL])

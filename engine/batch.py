@@ -21,6 +21,7 @@ from gridctl.configs.errors import GridctlError
 from gridctl.configs.overrides import apply_overrides
 from gridctl.configs.schema import StrategyConfig, VenueConfig
 from gridctl.engine.basket import run_basket_nb
+from gridctl.engine.contexts import Account, Bars, Detail, Funding, Records, Sim
 from gridctl.engine.numba_compat import kernel_decorator
 from gridctl.engine.params import P_LEVELS_LONG, P_LEVELS_SHORT, REGIME_SLOTS, build_params
 from gridctl.engine.records import (
@@ -126,23 +127,44 @@ def regime_series_batch(
 
 
 @parallel_kernel_nogil
-def run_batch_nb(
-    ts, op, hi, lo, cl, regs, reg_idx, fts, frate, fmark, dts, dop, dhi, dlo, dcl, didx, vecs, br,
-    states, slots, errs, ords, fills, fund, ev, eq,
-):  # fmt: skip
-    """Run every parameter set (row of ``vecs``) over all bars; summaries stay in ``states``.
+def run_batch_nb(bars, reg_idx, funding, detail, sims, rec):
+    """Run every parameter set over all bars; summaries stay in the states.
 
+    ``sims`` is a ``Sim`` whose ``p``, ``st``, ``slots``, ``errs`` and ``ords`` hold one row per set
+    (``br`` shared); ``bars.reg`` one regime series per row, set ``i`` running on ``reg[reg_idx[i]]``;
+    ``rec``'s buffers have no room and ``rec.cnt`` holds one zeroed counter row per set (``C_RECORD``
+    0: nothing is recorded, only the states' online accumulators run).
     Releases the GIL (``nogil``): a caller may do Python work in another thread meanwhile.
     """
+    ts = bars.ts
+    op = bars.op
+    hi = bars.hi
+    lo = bars.lo
+    cl = bars.cl
+    regs = bars.reg
+    vecs = sims.p
+    br = sims.br
+    states = sims.st
+    slots = sims.slots
+    errs = sims.errs
+    ords = sims.ords
+    fills = rec.fills
+    fund = rec.fund
+    ev = rec.ev
+    eq = rec.eq
+    cnts = rec.cnt
     n_sets = vecs.shape[0]
     n = ts.shape[0]
     for i in prange(n_sets):
-        cnt = np.zeros(N_COUNTERS, dtype=np.int64)  # C_RECORD = 0: online accumulators only
         run_bars_nb(
-            0, n, ts, op, hi, lo, cl, regs[reg_idx[i]], fts, frate, fmark, dts, dop, dhi, dlo, dcl, didx,
-            vecs[i], br,
-            states[i], slots[i], errs[i], ords[i], fills, fund, ev, eq, cnt,
-        )  # fmt: skip
+            0,
+            n,
+            Bars(ts, op, hi, lo, cl, regs[reg_idx[i]]),
+            funding,
+            detail,
+            Sim(vecs[i], br, states[i], slots[i], errs[i], ords[i]),
+            Records(fills, fund, ev, eq, cnts[i]),
+        )
 
 
 def run_batch(
@@ -202,37 +224,44 @@ def run_batch(
     chunk = set_parallel_chunksize(1)
     try:
         run_batch_nb(
-            arrays.ts, arrays.open, arrays.high, arrays.low, arrays.close, regs, reg_idx,
-            arrays.funding_ts, arrays.funding_rate, arrays.funding_mark,
-            det.ts, det.open, det.high, det.low, det.close, det.index, vec_arr, brackets,
-            states, slots, errs, ords, fills, fund, ev, eq,
-        )  # fmt: skip
+            Bars(arrays.ts, arrays.open, arrays.high, arrays.low, arrays.close, regs),
+            reg_idx,
+            Funding(arrays.funding_ts, arrays.funding_rate, arrays.funding_mark),
+            Detail(det.ts, det.open, det.high, det.low, det.close, det.index),
+            Sim(vec_arr, brackets, states, slots, errs, ords),
+            Records(fills, fund, ev, eq, np.zeros((m, N_COUNTERS), np.int64)),
+        )
     finally:
         set_parallel_chunksize(chunk)
     return summarize_states(states, vec_arr)
 
 
 @parallel_kernel_nogil
-def run_basket_batch_nb(
-    ts, op, hi, lo, cl, regs, reg_idx, fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx, vecs,
-    brs, nbr, states, slots, errs, ords, fills, fund, ev, eq, accs, rows, infos, works, shs,
-):  # fmt: skip
-    """Run the basket once per parameter set (``vecs[s]``: one row per symbol), sets in parallel.
+def run_basket_batch_nb(bars, reg_idx, funding, foff, detail, sims, nbr, rec, accounts):
+    """Run the basket once per parameter set, sets in parallel (groups: engine/contexts.py).
 
-    Set ``s`` is ``engine.basket.run_basket_nb`` itself on its own states, slots, rings, account
-    vector ``accs[s]``, work rows and running facts ``shs[s]``; its symbols' regime series are
-    ``regs[reg_idx[s]]``. Nothing is
-    recorded (counters with ``C_RECORD = 0``; ``rows`` has no room): summaries stay in the states.
+    ``sims`` and ``accounts`` carry a leading set axis (``sims.p[s]``: set s's parameter rows, one per
+    symbol; ``sims.br`` shared) and ``bars.reg`` every distinct regime series, set ``s``'s symbols
+    running on ``bars.reg[reg_idx[s]]``. Set ``s`` is ``engine.basket.run_basket_nb`` itself on its own
+    states, slots, rings, account vector, work rows and running facts. Nothing is recorded
+    (``rec.cnt[s]``: set s's zeroed counter rows, ``C_RECORD = 0``; ``rec``'s buffers and
+    ``accounts.rows`` have no room): summaries stay in the states.
     """
-    n_sets = vecs.shape[0]
-    n_sym = vecs.shape[1]
-    for s in prange(n_sets):
-        cnts = np.zeros((n_sym, N_COUNTERS), dtype=np.int64)
+    ts, op, hi, lo, cl, regs = bars  # the groups' fields in engine/contexts.py order
+    vecs, brs, states, slots, errs, ords = sims
+    fills, fund, ev, eq, set_cnts = rec
+    accs, rows, infos, works, shs = accounts
+    for s in prange(vecs.shape[0]):
         run_basket_nb(
-            ts, op, hi, lo, cl, regs[reg_idx[s]], fts, frate, fmark, foff, dts, dop, dhi, dlo, dcl, didx,
-            vecs[s], brs, nbr, states[s], slots[s], errs[s], ords[s], fills, fund, ev, eq, cnts,
-            accs[s], rows, infos[s], works[s], shs[s],
-        )  # fmt: skip
+            Bars(ts, op, hi, lo, cl, regs[reg_idx[s]]),
+            funding,
+            foff,
+            detail,
+            Sim(vecs[s], brs, states[s], slots[s], errs[s], ords[s]),
+            nbr,
+            Records(fills, fund, ev, eq, set_cnts[s]),
+            Account(accs[s], rows, infos[s], works[s], shs[s]),
+        )
 
 
 def run_basket_batch(
@@ -255,22 +284,55 @@ def run_basket_batch(
     ``regimes`` / ``cache_key``: a regime cache and the object its series are keyed by (the caller's
     basket of markets; the symbol's index is part of the key).
     """
-    from gridctl.configs.overrides import basket_strategies
-    from gridctl.engine.basket import (
-        ACCOUNT_EQUITY_DTYPE,
-        N_ACC_INFO,
-        N_SHARED,
-        N_WORK,
-        _check_basket,
-        account_summary,
-        basket_bars,
-        basket_brackets,
-        basket_params,
-    )
+    from gridctl.engine.basket import account_summary, basket_bars
 
     if len(overrides) == 0:
         raise GridctlError("run_basket_batch needs at least one parameter set")
     details = dict(detail or {})
+    symbols, vecs, brs, nbr = _basket_set_params(markets, strategy, venue, overrides, details)
+    m, n_sym = vecs.shape[0], vecs.shape[1]
+    bars = basket_bars(symbols, markets, details)
+    key_of = cache_key if cache_key is not None else markets
+    regs, reg_idx = _basket_set_regimes(bars, vecs, key_of, regimes)
+    sims, rec, accounts = _basket_set_groups(vecs, brs)
+    chunk = set_parallel_chunksize(1)
+    try:
+        run_basket_batch_nb(
+            Bars(bars.ts, bars.op, bars.hi, bars.lo, bars.cl, regs),
+            reg_idx,
+            Funding(bars.fts, bars.frate, bars.fmark),
+            bars.foff,
+            Detail(bars.dts, bars.dop, bars.dhi, bars.dlo, bars.dcl, bars.didx),
+            sims,
+            nbr,
+            rec,
+            accounts,
+        )
+    finally:
+        set_parallel_chunksize(chunk)
+    states = sims.st
+    sym_rows = summarize_states(states.reshape(m * n_sym, N_STATE), vecs.reshape(m * n_sym, -1))
+    acc_rows = summarize_states(accounts.acc, vecs[:, 0])
+    out = np.zeros(m, SUMMARY_DTYPE)
+    for s in range(m):
+        summary = account_summary(acc_rows[s], sym_rows[s * n_sym : (s + 1) * n_sym])
+        for name in SUMMARY_FIELDS:
+            out[s][name] = summary[name]
+    return out
+
+
+def _basket_set_params(
+    markets: Mapping[str, Any],
+    strategy: StrategyConfig,
+    venue: VenueConfig,
+    overrides: Sequence[Mapping[str, Any]],
+    details: Mapping[str, Any],
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
+    """Every set's parameter rows ``[set, symbol, param]`` with the basket's symbols and the margin
+    brackets all sets share (``engine.basket.basket_brackets``); a set that changes them is refused."""
+    from gridctl.configs.overrides import basket_strategies
+    from gridctl.engine.basket import _check_basket, basket_brackets, basket_params
+
     symbols: tuple[str, ...] | None = None
     vec_sets = []
     brs = nbr = None
@@ -292,12 +354,16 @@ def run_basket_batch(
             raise GridctlError(f"parameter set {i}: margin brackets differ from set 0 (not overridable)")
         vec_sets.append(np.stack([prm.vector for prm in params]))
     assert symbols is not None and brs is not None and nbr is not None
-    vecs = np.ascontiguousarray(np.stack(vec_sets))  # [set, symbol, param]
+    return symbols, np.ascontiguousarray(np.stack(vec_sets)), brs, nbr
+
+
+def _basket_set_regimes(
+    bars: Any, vecs: np.ndarray, key_of: Any, regimes: RegimeCache | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One regime series per symbol and distinct regime tuple (from ``regimes`` when a caller keeps
+    one) and ``reg_idx[set, symbol]``, the row of each set's symbol's series."""
     m, n_sym = vecs.shape[0], vecs.shape[1]
-    bars = basket_bars(symbols, markets, details)
     n = bars.ts.shape[0]
-    # One regime series per symbol and distinct regime tuple (from ``regimes`` when a caller keeps one).
-    key_of = cache_key if cache_key is not None else markets
     series: list[np.ndarray] = []
     reg_idx = np.empty((m, n_sym), dtype=np.int64)
     for j in range(n_sym):
@@ -308,6 +374,15 @@ def run_basket_batch(
         got = _regimes_keyed(key_of, bars.arrays[j], list(distinct), regimes)
         series.extend(got)
     regs = np.ascontiguousarray(np.stack(series)) if series else np.zeros((0, n), np.int8)
+    return regs, reg_idx
+
+
+def _basket_set_groups(vecs: np.ndarray, brs: np.ndarray) -> tuple[Sim, Records, Account]:
+    """Fresh kernel groups for every set: states, slots and rings, ledgers without room (nothing is
+    recorded) with zeroed counters, the accounts' vectors, facts, work rows and running facts."""
+    from gridctl.engine.basket import ACCOUNT_EQUITY_DTYPE, N_ACC_INFO, N_SHARED, N_WORK
+
+    m, n_sym = vecs.shape[0], vecs.shape[1]
     levels = int(vecs[:, :, [P_LEVELS_LONG, P_LEVELS_SHORT]].max())
     states = np.zeros((m, n_sym, N_STATE))
     slots = np.zeros((m, n_sym, 2, levels, N_SLOT))
@@ -320,31 +395,21 @@ def run_basket_batch(
     errs = np.zeros((m, max(n_err, 1)))
     ords = np.zeros((m, max(n_ord, 1)))
     fill0, fund0, ev0, eq0 = empty_buffers()
-    fills = np.zeros((n_sym, 0), fill0.dtype)
-    fund = np.zeros((n_sym, 0), fund0.dtype)
-    ev = np.zeros((n_sym, 0), ev0.dtype)
-    eq = np.zeros((n_sym, 0), eq0.dtype)
-    rows = np.zeros(0, ACCOUNT_EQUITY_DTYPE)
-    infos = np.zeros((m, N_ACC_INFO), np.int64)
-    works = np.zeros((m, n_sym, N_WORK))
-    shs = np.zeros((m, N_SHARED))
-    chunk = set_parallel_chunksize(1)
-    try:
-        run_basket_batch_nb(
-            bars.ts, bars.op, bars.hi, bars.lo, bars.cl, regs, reg_idx, bars.fts, bars.frate, bars.fmark,
-            bars.foff, bars.dts, bars.dop, bars.dhi, bars.dlo, bars.dcl, bars.didx, vecs, brs, nbr,
-            states, slots, errs, ords, fills, fund, ev, eq, accs, rows, infos, works, shs,
-        )  # fmt: skip
-    finally:
-        set_parallel_chunksize(chunk)
-    sym_rows = summarize_states(states.reshape(m * n_sym, N_STATE), vecs.reshape(m * n_sym, -1))
-    acc_rows = summarize_states(accs, vecs[:, 0])
-    out = np.zeros(m, SUMMARY_DTYPE)
-    for s in range(m):
-        summary = account_summary(acc_rows[s], sym_rows[s * n_sym : (s + 1) * n_sym])
-        for name in SUMMARY_FIELDS:
-            out[s][name] = summary[name]
-    return out
+    rec = Records(
+        np.zeros((n_sym, 0), fill0.dtype),
+        np.zeros((n_sym, 0), fund0.dtype),
+        np.zeros((n_sym, 0), ev0.dtype),
+        np.zeros((n_sym, 0), eq0.dtype),
+        np.zeros((m, n_sym, N_COUNTERS), np.int64),
+    )
+    accounts = Account(
+        accs,
+        np.zeros(0, ACCOUNT_EQUITY_DTYPE),
+        np.zeros((m, N_ACC_INFO), np.int64),
+        np.zeros((m, n_sym, N_WORK)),
+        np.zeros((m, N_SHARED)),
+    )
+    return Sim(vecs, brs, states, slots, errs, ords), rec, accounts
 
 
 def _regimes_keyed(

@@ -11,7 +11,8 @@ the decision kernels meanwhile, waits for the helper (``CompileAhead.finish``), 
 It only ever saves time: if the helper cannot start, fails or is slow, this process compiles what is
 missing itself (numba's cache is keyed by signature, so nothing wrong is ever loaded). The signatures
 come from ``step_nb``'s own source and its path step ``bar_path_nb``'s: each call's arguments are names of
-their parameters (typed like the run's arguments) or of their few scalar locals (``STEP_LOCALS``).
+their parameters (typed like the run's arguments, the engine/contexts.py groups included), fields of
+those groups (``bars.reg``) or names of their few scalar locals (``STEP_LOCALS``).
 ``GRIDCTL_COMPILE_AHEAD=0`` turns it off.
 """
 
@@ -47,7 +48,6 @@ LOCAL_KERNELS = (
 STEP_LOCALS = {
     "k": types.int64,
     "t": types.int64,
-    "close_time": types.float64,
     "o": types.float64,
     "h": types.float64,
     "lw": types.float64,
@@ -66,13 +66,29 @@ def _kernel(module: str, name: str) -> Any:
     return getattr(__import__(module, fromlist=[name]), name)
 
 
+def _arg_type(arg: ast.expr, typed: dict[str, Any]) -> Any:
+    """The type of a call argument that is a typed name or a field of a typed group (``bars.reg``,
+    engine/contexts.py); None for anything else."""
+    if isinstance(arg, ast.Name):
+        return typed.get(arg.id)
+    if isinstance(arg, ast.Attribute) and isinstance(arg.value, ast.Name):
+        group = typed.get(arg.value.id)
+        fields = getattr(group, "fields", ())
+        if arg.attr in fields:
+            return group.types[fields.index(arg.attr)]
+    return None
+
+
 def _calls(fn: Any, typed: dict[str, Any], sigs: dict[str, tuple]) -> None:
-    """Add ``{kernel name: argument types}`` of each call in ``fn``'s source with plain names as arguments."""
+    """Add ``{kernel name: argument types}`` of each call in ``fn``'s source whose arguments are all
+    typed names or fields of typed groups."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(fn.py_func)))
     for node in ast.walk(tree):
         plain = isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords
-        if plain and node.args and all(isinstance(a, ast.Name) and a.id in typed for a in node.args):
-            sigs.setdefault(node.func.id, tuple(typed[a.id] for a in node.args))
+        if plain and node.args:
+            arg_types = tuple(_arg_type(a, typed) for a in node.args)
+            if all(t is not None for t in arg_types):
+                sigs.setdefault(node.func.id, arg_types)
 
 
 def step_call_signatures(run_bars_args: tuple) -> dict[str, tuple]:

@@ -32,7 +32,8 @@ def _inline_into_bar_loops(_expr: Any, caller_ir: Any, _callee_ir: Any) -> bool:
 #: one typed and lowered once instead of once per call site: the first backtest's compile is
 #: shorter and ~85 MB smaller than with numba-level inlining, for the same kernel speed. The basket's
 #: whole aligned bar (``engine.basket.basket_bar_nb``) is one too: its one loop inlines it, and the
-#: live session calls it from Python.
+#: live session calls it from Python. So are the kernels that take engine/contexts.py groups on the
+#: bar's path (``decide_nb``, the fill path's entry points): a real call would pass every group whole.
 hot_kernel: Callable[[Callable], Any] = kernel_decorator(
     **KERNEL_OPTIONS, pipeline_class=AlwaysInlineCompiler
 )

@@ -124,7 +124,12 @@ def regime_update_nb(r, h, lo, c, adx_len, ema_fast, ema_slow, atr_len, hysteres
 def regime_fill_nb(
     out, r, open_, high, low, close, adx_len, ema_fast, ema_slow, atr_len, hyst, adx_threshold
 ):
-    """Write the regime after each bar into ``out`` (int8), carrying it over bars with non-finite OHLC."""
+    """Write the regime after each bar into ``out`` (int8), carrying it over bars with non-finite OHLC.
+
+    Twelve arguments for a reason: the output, the indicator state, the four price series and the
+    six regime parameters ``regime_update_nb`` takes as scalars (``REGIME_SLOTS`` order); the batch
+    driver calls it from a parallel loop with one parameter row per series.
+    """
     for k in range(close.shape[0]):
         h = high[k]
         lo = low[k]

@@ -17,6 +17,7 @@ import numpy as np
 from gridctl.configs.errors import GridctlError
 from gridctl.configs.schema import StrategyConfig, VenueConfig
 from gridctl.engine import compile_ahead
+from gridctl.engine.contexts import Bars, Detail, Funding, Records, Sim
 from gridctl.engine.enums import MarkSource
 from gridctl.engine.numba_compat import argument_type, cached_on_disk
 from gridctl.engine.params import P_ADX_LEN, P_ATR_LEN, P_EMA_SLOW, REGIME_SLOTS, EngineParams, build_params
@@ -245,14 +246,18 @@ def _run_bars_args(
     cnt: np.ndarray,
     stop: int,
 ) -> tuple:
-    """``run_bars_nb``'s arguments, in order (one place, shared by the run and the signature check)."""
+    """``run_bars_nb``'s arguments, in order (one place, shared by the run and the signature check):
+    the bar range and the engine/contexts.py groups."""
     fills, fund, ev, eq = buffers
     return (
-        0, stop, arrays.ts, arrays.open, arrays.high, arrays.low, arrays.close, reg,
-        arrays.funding_ts, arrays.funding_rate, arrays.funding_mark,
-        det.ts, det.open, det.high, det.low, det.close, det.index, params.vector, params.brackets,
-        ks.state, ks.slots, ks.err_ring, ks.ord_ring, fills, fund, ev, eq, cnt,
-    )  # fmt: skip
+        0,
+        stop,
+        Bars(arrays.ts, arrays.open, arrays.high, arrays.low, arrays.close, reg),
+        Funding(arrays.funding_ts, arrays.funding_rate, arrays.funding_mark),
+        Detail(det.ts, det.open, det.high, det.low, det.close, det.index),
+        Sim(params.vector, params.brackets, ks.state, ks.slots, ks.err_ring, ks.ord_ring),
+        Records(fills, fund, ev, eq, cnt),
+    )
 
 
 def _probe_args(arrays: MarketArrays, det: DetailArrays, params: EngineParams, curves: bool) -> tuple:

@@ -235,13 +235,21 @@ def _block_entries_nb(st, slots):
         cancel_entries_nb(st, slots)
 
 
-@kernel
-def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cnt, ts):
+@hot_kernel
+def decide_nb(sim, funding, rec, k, c, close_time, ts):
     """Step 7: re-centre, policy, funding guard, throttle, size, validate, pace, place.
 
-    Writes the wanted resting entries into ``slots`` (price, qty, submitting bar) and cancels the
-    unwanted ones. Re-plans every rung only when something that shapes the ladder changed.
+    Writes the wanted resting entries into ``sim.slots`` (price, qty, submitting bar) and cancels the
+    unwanted ones. Re-plans every rung (``plan_ladder_nb``) only when something that shapes the
+    ladder changed. ``sim`` / ``funding`` / ``rec``: engine/contexts.py. A ``hot_kernel`` (inlined
+    into the bar close): as a real call its three groups, passed whole at every decision, cost the
+    bar loop ~2-3 % CPU (measured as for engine/fills.py's entry points).
     """
+    st = sim.st
+    slots = sim.slots
+    p = sim.p
+    ev = rec.ev
+    cnt = rec.cnt
     if st[S_HALTED] != 0.0 or st[S_LIQUIDATED] != 0.0 or not np.isfinite(c):
         _block_entries_nb(st, slots)
         return
@@ -259,7 +267,7 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
     if not entries_allowed_nb(st):
         _block_entries_nb(st, slots)
         return
-    known, g_long, g_short = funding_guard_nb(st, close_time, fts, frate, p)
+    known, g_long, g_short = funding_guard_nb(st, close_time, funding.ts, funding.rate, p)
     if not known:
         if st[S_RATE_KNOWN] != 0.0:
             write_event_nb(ev, cnt, ts, EventKind.FUNDING_UNKNOWN, Reason.NONE, -1, 0, c, 0.0, 0.0)
@@ -276,6 +284,27 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
         st[S_DIRTY] = 1.0
     if not _replan_due_nb(st, c):
         return
+    plan_ladder_nb(sim, rec, k, c, close_time, ts, g_long, g_short)
+
+
+@kernel
+def plan_ladder_nb(sim, rec, k, c, close_time, ts, g_long, g_short):
+    """Re-plan every rung at this close (``decide_nb`` once entries are allowed and a re-plan is due).
+
+    One pass over the rungs (rung 1 long, rung 1 short, rung 2 long, ...): size, precision guard, the
+    refusal memo, validation, order limits, pacing, placement. Longer than 80 lines for a reason: the
+    pass keeps seven running tallies (submits, skips, limits, the breaker trip, the memo's equity,
+    whether the memo was used, whether an order changed) that every rung reads and writes; split
+    into per-rung kernels they would travel back and forth as arguments and return values.
+    """
+    st = sim.st
+    slots = sim.slots
+    errs = sim.errs
+    ords = sim.ords
+    p = sim.p
+    br = sim.br
+    ev = rec.ev
+    cnt = rec.cnt
     st[S_DIRTY] = 0.0
     st[S_PENDING] = 0.0
     st[S_PEND_UP] = np.inf
@@ -391,8 +420,16 @@ def decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cn
 
 
 @hot_kernel
-def bar_gates_nb(st, slots, errs, c, close_time, p, br, fills, ev, cnt, ts):
+def bar_gates_nb(sim, rec, c, close_time, ts):
     """Step 6: drawdown halt (re-marking after the flatten), breaker expiry/trip, REDUCING, table gates."""
+    st = sim.st
+    slots = sim.slots
+    errs = sim.errs
+    p = sim.p
+    br = sim.br
+    fills = rec.fills
+    ev = rec.ev
+    cnt = rec.cnt
     if drawdown_breached_nb(st, p):
         drawdown_halt_nb(st, slots, c, p, fills, ev, cnt, ts)
         mark_to_market_nb(st, c, br)
@@ -429,13 +466,20 @@ def record_bar_nb(st, eq, cnt, ts):
 
 
 @hot_kernel
-def bar_open_nb(k, t, o, h, lw, c, fts, frate, fmark, p, st, slots, fund, ev, cnt):
-    """Steps 1-2 of bar ``k`` (open ``t``): missing input, data gap, funding settled up to the open.
+def bar_open_nb(k, t, o, h, lw, c, funding, sim, rec):
+    """Steps 1-2 of bar ``k`` (open ``t``, OHLC ``o h lw c``): missing input, data gap, funding settled
+    up to the open.
 
     Returns False when the bar's input is missing (entries cancelled, ``INPUT_MISSING`` recorded, no
     settlement applied): ``bar_close_nb`` then only decides and records. Every driver calls it: the
     backtest's ``step_nb`` and the live session.
     """
+    p = sim.p
+    st = sim.st
+    slots = sim.slots
+    ev = rec.ev
+    cnt = rec.cnt
+    fts = funding.ts
     if st[S_FIRST_TS] != st[S_FIRST_TS]:
         st[S_FIRST_TS] = t
     st[S_BAR] = k
@@ -453,28 +497,31 @@ def bar_open_nb(k, t, o, h, lw, c, fts, frate, fmark, p, st, slots, fund, ev, cn
     # 2. funding settlements up to this bar's open
     fi = int(st[S_FUND_IDX])
     if fi < fts.shape[0] and fts[fi] <= t:
-        apply_funding_nb(st, t, o, fts, frate, fmark, fund, cnt)
+        apply_funding_nb(st, t, o, fts, funding.rate, funding.mark, rec.fund, cnt)
     return True
 
 
 @hot_kernel
-def bar_close_nb(
-    k, t, h, lw, c, close_time, reg, fts, frate, allow, p, br, st, slots, errs, ords, fills, ev, eq, cnt
-):  # fmt: skip
+def bar_close_nb(k, t, h, lw, c, reg, funding, allow, sim, rec):
     """Steps 4-8 of bar ``k`` once its fills are booked: regime, mark, gates, decide, record.
 
     The bar close without the intrabar fill simulation: the backtest's ``step_nb`` calls it after its
     simulated venue's path, the live session after booking the exchange's fills (the one copy of the
-    close). ``reg[k]`` is the regime after this bar. ``allow`` False (a live driver's pause: operator,
-    stale feed, exchange ban) cancels the resting entries instead of deciding; the backtest passes
-    True. A bar whose input is missing (``bar_open_nb`` returned False) is only decided and recorded.
+    close). ``reg[k]`` is the regime after this bar; the close time is ``t`` plus the bar length
+    (``P_BAR_MS``). ``allow`` False (a live driver's pause: operator, stale feed, exchange ban) cancels
+    the resting entries instead of deciding; the backtest passes True. A bar whose input is missing
+    (``bar_open_nb`` returned False) is only decided and recorded.
     """
+    st = sim.st
+    slots = sim.slots
+    br = sim.br
+    close_time = float(t) + sim.p[P_BAR_MS]
     if st[S_MISSING] != 0.0:
         if allow:
-            decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cnt, t)
+            decide_nb(sim, funding, rec, k, c, close_time, t)
         else:
             cancel_entries_nb(st, slots)
-        record_bar_nb(st, eq, cnt, t)
+        record_bar_nb(st, rec.eq, rec.cnt, t)
         return
     # 4. regime after this bar (precomputed by regime.regime_series with the same update function)
     r = float(reg[k])
@@ -483,92 +530,77 @@ def bar_close_nb(
         st[S_DIRTY] = 1.0
     # 5. mark to market, 6. risk gates, 7. decide, 8. record
     mark_to_market_nb(st, c, br)
-    bar_gates_nb(st, slots, errs, c, close_time, p, br, fills, ev, cnt, t)
+    bar_gates_nb(sim, rec, c, close_time, t)
     intrabar_drawdown_nb(st, lw, h)  # positions held at the close, after a drawdown flatten
     if not allow:
         cancel_entries_nb(st, slots)
-    elif decision_needed_nb(st, c, close_time, fts, frate, p):
-        decide_nb(st, slots, errs, ords, k, c, close_time, fts, frate, p, br, ev, cnt, t)
+    elif decision_needed_nb(st, c, close_time, funding.ts, funding.rate, sim.p):
+        decide_nb(sim, funding, rec, k, c, close_time, t)
     if st[S_HALTED] == 0.0 and allow:
         # A quiet bar repeats the last decision, including its precision and order-limit skips.
         st[S_SKIPPED_PRECISION] += st[S_SKIP_NOW]
         st[S_SKIPPED_ORDER_LIMIT] += st[S_SKIP_LIMIT_NOW]
-    record_bar_nb(st, eq, cnt, t)
+    record_bar_nb(st, rec.eq, rec.cnt, t)
 
 
 @hot_kernel
-def bar_path_nb(k, t, o, h, lw, c, dts, dop, dhi, dlo, dcl, didx, p, br, st, slots, errs, fills, ev, cnt):
+def bar_path_nb(k, t, o, h, lw, c, detail, sim, rec):
     """Step 3 of bar ``k``: the simulated venue's intrabar path; returns True when liquidated.
 
-    Walks the detail bars ``didx[k]`` when there are any, else the bar's own OHLC; a bar whose range
-    reaches no trigger only runs the margin check (skipped too when no path point can be liquidated).
-    ``step_nb`` and the basket driver (engine/basket.py) call it.
+    Walks the detail bars ``detail.idx[k]`` when there are any, else the bar's own OHLC; a bar whose
+    range reaches no trigger only runs the margin check (skipped too when no path point can be
+    liquidated). ``step_nb`` and the basket driver (engine/basket.py) call it.
     """
-    j0 = didx[k, 0]
-    j1 = didx[k, 1]
+    st = sim.st
+    br = sim.br
+    j0 = detail.idx[k, 0]
+    j1 = detail.idx[k, 1]
     if j1 > j0:
-        dlw, dh = detail_range_nb(o, c, dhi, dlo, j0, j1)
+        dlw, dh = detail_range_nb(o, c, detail.hi, detail.lo, j0, j1)
         return not (bar_cannot_fill_nb(st, dlw, dh) and bar_margin_safe_nb(st, br, dlw, dh)) and (
-            detail_path_nb(
-                st, slots, errs, k, o, c, t, dts, dop, dhi, dlo, dcl, j0, j1, p, br, fills, ev, cnt
-            )
+            detail_path_nb(sim, rec, detail, k, o, c, t, j0, j1)
         )
     if bar_cannot_fill_nb(st, lw, h):
-        return not bar_margin_safe_nb(st, br, lw, h) and points_margin_check_nb(
-            st, slots, o, h, lw, c, t, p, br, fills, ev, cnt
-        )
-    return path_nb(st, slots, errs, k, o, h, lw, c, t, p, br, fills, ev, cnt)
+        return not bar_margin_safe_nb(st, br, lw, h) and points_margin_check_nb(sim, rec, o, h, lw, c, t)
+    return path_nb(sim, rec, k, o, h, lw, c, t)
 
 
 @bar_step_kernel
-def step_nb(
-    k, ts, op, hi, lo, cl, reg, fts, frate, fmark, dts, dop, dhi, dlo, dcl, didx, p, br, st, slots, errs,
-    ords, fills, fund, ev, eq, cnt,
-):  # fmt: skip
+def step_nb(k, bars, funding, detail, sim, rec):
     """Run bar ``k`` through DESIGN.md steps 1-8; returns STEP_STOP once liquidated.
 
     ``bar_open_nb``, the simulated venue's intrabar path (step 3, the only part a live driver never
-    runs), then ``bar_close_nb``. ``dts..dcl`` are the detail bars and ``didx[k] = (start, end)`` the
-    ones inside bar k (end == start: walk bar k's own OHLC).
+    runs), then ``bar_close_nb``. The groups are engine/contexts.py's (``detail.idx[k] = (start,
+    end)``: the detail bars inside bar k; end == start: walk bar k's own OHLC).
     """
-    t = ts[k]
-    close_time = float(t) + p[P_BAR_MS]
-    o = op[k]
-    h = hi[k]
-    lw = lo[k]
-    c = cl[k]
+    t = bars.ts[k]
+    o = bars.op[k]
+    h = bars.hi[k]
+    lw = bars.lo[k]
+    c = bars.cl[k]
     allow = True
-    if not bar_open_nb(k, t, o, h, lw, c, fts, frate, fmark, p, st, slots, fund, ev, cnt):
-        bar_close_nb(
-            k, t, h, lw, c, close_time, reg, fts, frate, allow, p, br, st, slots, errs, ords, fills, ev, eq,
-            cnt,
-        )  # fmt: skip
+    if not bar_open_nb(k, t, o, h, lw, c, funding, sim, rec):
+        bar_close_nb(k, t, h, lw, c, bars.reg, funding, allow, sim, rec)
         return STEP_CONTINUE
     # 3. intrabar path (simulated venue), margin check at every path point
-    liquidated = bar_path_nb(
-        k, t, o, h, lw, c, dts, dop, dhi, dlo, dcl, didx, p, br, st, slots, errs, fills, ev, cnt
-    )
+    liquidated = bar_path_nb(k, t, o, h, lw, c, detail, sim, rec)
     if liquidated:
-        mark_to_market_nb(st, c, br)
-        record_bar_nb(st, eq, cnt, t)
+        mark_to_market_nb(sim.st, c, sim.br)
+        record_bar_nb(sim.st, rec.eq, rec.cnt, t)
         return STEP_STOP
-    bar_close_nb(
-        k, t, h, lw, c, close_time, reg, fts, frate, allow, p, br, st, slots, errs, ords, fills, ev, eq, cnt,
-    )  # fmt: skip
+    bar_close_nb(k, t, h, lw, c, bars.reg, funding, allow, sim, rec)
     return STEP_CONTINUE
 
 
 @kernel
-def run_bars_nb(
-    start, stop, ts, op, hi, lo, cl, reg, fts, frate, fmark, dts, dop, dhi, dlo, dcl, didx, p, br, st,
-    slots, errs, ords, fills, fund, ev, eq, cnt,
-):  # fmt: skip
-    """Step bars ``start..stop-1``; stops early on liquidation or a full record buffer. Closes the stats."""
+def run_bars_nb(start, stop, bars, funding, detail, sim, rec):
+    """Step bars ``start..stop-1``; stops early on liquidation or a full record buffer. Closes the stats.
+
+    The groups are engine/contexts.py's (``Bars``, ``Funding``, ``Detail``, ``Sim``, ``Records``).
+    """
+    cnt = rec.cnt
     for k in range(start, stop):
-        status = step_nb(
-            k, ts, op, hi, lo, cl, reg, fts, frate, fmark, dts, dop, dhi, dlo, dcl, didx, p, br, st,
-            slots, errs, ords, fills, fund, ev, eq, cnt,
-        )  # fmt: skip
+        status = step_nb(k, bars, funding, detail, sim, rec)
         if cnt[C_OVERFLOW] != 0 or status == STEP_STOP:
             break
-    finish_daily_stats_nb(st)
+    finish_daily_stats_nb(sim.st)

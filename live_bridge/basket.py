@@ -48,6 +48,7 @@ from gridctl.engine.basket import (
     new_account,
     stack_params,
 )
+from gridctl.engine.contexts import Account, Bars, Detail, Funding, Records, Sim
 from gridctl.engine.records import (
     C_EQUITY,
     C_EVENTS,
@@ -363,13 +364,19 @@ class BasketSession:
         for i, sym in enumerate(self.symbols):
             self.work[i, W_ALLOW] = 1.0 if allowed.get(sym, True) else 0.0
         dts, dop, dhi, dlo, dcl = self._det
+        ro = [read_only(a) for a in (self.ts, self.op, self.hi, self.lo, self.cl)]
+        bars_k = Bars(*ro, self.regs)
         code = basket_bar_nb(
-            k, read_only(self.ts), read_only(self.op), read_only(self.hi), read_only(self.lo),
-            read_only(self.cl), self.regs, self.fts, self.frate, self.fmark, self.foff, dts, dop, dhi, dlo,
-            dcl, self._didx, self.vecs, self.brs, self.nbr, self.states, self.slots, self.errs, self.ords,
-            self.fills, self.fund, self.ev, self.eq, self.cnts, self.acc, self.rows, self.info, self.work,
-            self.shared,
-        )  # fmt: skip
+            k,
+            bars_k,
+            Funding(self.fts, self.frate, self.fmark),
+            self.foff,
+            Detail(dts, dop, dhi, dlo, dcl, self._didx),
+            Sim(self.vecs, self.brs, self.states, self.slots, self.errs, self.ords),
+            self.nbr,
+            Records(self.fills, self.fund, self.ev, self.eq, self.cnts),
+            Account(self.acc, self.rows, self.info, self.work, self.shared),
+        )
         if code == BAR_OVERFLOW:  # pragma: no cover - _room keeps far more headroom than a bar writes
             raise RuntimeError("ledger buffer overflow in the live basket session")
         return int(code)
@@ -385,11 +392,9 @@ class BasketSession:
             SimpleNamespace(timeframe=None, detailed_bars=0, fallback_bars=0, warnings=())
             for _ in self.symbols
         ]
-        buffers = (self.fills, self.fund, self.ev, self.eq)
-        out = basket_outputs(
-            self.symbols, self.params, dets, self.states, buffers, self.cnts, self.acc, self.rows, self.info,
-            self.n, 0,
-        )  # fmt: skip
+        rec = Records(self.fills, self.fund, self.ev, self.eq, self.cnts)
+        account = Account(self.acc, self.rows, self.info, self.work, self.shared)
+        out = basket_outputs(self.symbols, self.params, dets, self.states, rec, account, self.n, 0)
         for sym in self.symbols:
             out.per_symbol[sym].meta["warmup_bars"] = self.sessions[sym].warmup_needed
         return out

@@ -25,6 +25,7 @@ from gridctl.configs.errors import GridctlError
 from gridctl.configs.schema import StrategyConfig, VenueConfig
 from gridctl.data.timeframes import timeframe_ms
 from gridctl.engine.accounting import finish_daily_stats_nb
+from gridctl.engine.contexts import Bars, Detail, Funding, Records, Sim
 from gridctl.engine.enums import FillKind, Liquidity, Side
 from gridctl.engine.fills import (
     RANK_ENTRY,
@@ -39,7 +40,6 @@ from gridctl.engine.fills import (
 from gridctl.engine.params import (
     P_ADX_LEN,
     P_ATR_LEN,
-    P_BAR_MS,
     P_EMA_SLOW,
     P_SLIPPAGE_BPS,
     REGIME_SLOTS,
@@ -291,38 +291,30 @@ class EngineSession:
         k = self.append_bar(t, o, h, lo, c)
         self._room()
         before = self._marks()
-        ks = self.ks
         # Read-only views of the bar arrays (written here in place): the backtest's kernel signature.
-        step_nb(
-            k,
+        bars = Bars(
             read_only(self.ts),
             read_only(self.open),
             read_only(self.high),
             read_only(self.low),
             read_only(self.close),
             self.reg,
-            self._fts,
-            self._frate,
-            self._fmark,
-            self._dts,
-            self._dpx,
-            self._dpx,
-            self._dpx,
-            self._dpx,
-            self._didx,
-            self.vec,
-            self.br,
-            ks.state,
-            ks.slots,
-            ks.err_ring,
-            ks.ord_ring,
-            self.fills,
-            self.fund,
-            self.ev,
-            self.eq,
-            self.cnt,
         )
+        detail = Detail(self._dts, self._dpx, self._dpx, self._dpx, self._dpx, self._didx)
+        step_nb(k, bars, self._funding(), detail, self._sim(), self._records())
         return self._rows(before)
+
+    def _sim(self) -> Sim:
+        """This symbol's parameters, brackets, state, slots and rings (engine/contexts.py)."""
+        ks = self.ks
+        return Sim(self.vec, self.br, ks.state, ks.slots, ks.err_ring, ks.ord_ring)
+
+    def _records(self) -> Records:
+        """The ledger buffers as they are now (``_room`` may replace them) and their counters."""
+        return Records(self.fills, self.fund, self.ev, self.eq, self.cnt)
+
+    def _funding(self) -> Funding:
+        return Funding(self._fts, self._frate, self._fmark)
 
     # --- live: the engine's bar close, fills and errors from the exchange
 
@@ -337,18 +329,10 @@ class EngineSession:
         k = self.append_bar(t, o, h, lo, c)
         self._room()
         before = self._marks()
-        ks = self.ks
-        close_time = float(t) + self.vec[P_BAR_MS]
-        fts, frate = self._fts, self._frate
+        funding, sim, rec = self._funding(), self._sim(), self._records()
         # bar_open_nb's answer (input present) is recorded in S_MISSING, which bar_close_nb reads.
-        bar_open_nb(
-            k, t, o, h, lo, c, fts, frate, self._fmark, self.vec, ks.state, ks.slots, self.fund, self.ev,
-            self.cnt,
-        )  # fmt: skip
-        bar_close_nb(
-            k, t, h, lo, c, close_time, self.reg, fts, frate, bool(entries_allowed), self.vec, self.br,
-            ks.state, ks.slots, ks.err_ring, ks.ord_ring, self.fills, self.ev, self.eq, self.cnt,
-        )  # fmt: skip
+        bar_open_nb(k, t, o, h, lo, c, funding, sim, rec)
+        bar_close_nb(k, t, h, lo, c, self.reg, funding, bool(entries_allowed), sim, rec)
         return self._rows(before)
 
     # --- live: the engine's post-only retry ladder against the exchange's answers
@@ -367,9 +351,8 @@ class EngineSession:
         idx = level - 1
         qty = float(slots[side, idx, SL_ORD_QTY])
         tripped = post_only_reject_nb(
-            self.ks.state, slots, self.ks.err_ring, side, idx, float(price), qty, int(attempt), float(now_ms),
-            int(ts), self.vec, self.ev, self.cnt,
-        )  # fmt: skip
+            self._sim(), self._records(), side, idx, float(price), qty, int(attempt), float(now_ms), int(ts)
+        )
         refresh_triggers_nb(self.ks.state, slots)
         return bool(tripped)
 
@@ -382,10 +365,9 @@ class EngineSession:
         qty = float(slots[side, idx, SL_ORD_QTY])
         return float(
             retry_price_nb(
-                self.ks.state, slots, self.ks.err_ring, side, idx, float(p0), qty, int(attempt),
-                float(now_ms), int(ts), self.vec, self.br, self.ev, self.cnt,
+                self._sim(), self._records(), side, idx, float(p0), qty, int(attempt), float(now_ms), int(ts)
             )
-        )  # fmt: skip
+        )
 
     def retry_rests(self, side: int, level: int, price: float) -> None:
         """The exchange accepted a retry at ``price``: the entry rests there (``retry_rests_nb``)."""
@@ -414,20 +396,7 @@ class EngineSession:
         elif slots[side, idx, SL_LOT_ON] == 0.0:
             raise GridctlError(f"{kind} fill for level {level} side {side}: the engine holds no lot there")
         fill_slot_nb(
-            st,
-            slots,
-            self.ks.err_ring,
-            side,
-            idx,
-            _RANK[kind],
-            float(price),
-            int(liquidity),
-            int(ts),
-            self.vec,
-            self.br,
-            self.fills,
-            self.ev,
-            self.cnt,
+            self._sim(), self._records(), side, idx, _RANK[kind], float(price), int(liquidity), int(ts)
         )
         refresh_triggers_nb(st, slots)
         return self._rows(before)

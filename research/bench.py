@@ -269,9 +269,12 @@ def startup_bench(
 #: What ``basket_bench`` (``gridctl bench --symbols N``) returns.
 BASKET_KEYS = (
     "basket_symbols", "basket_bars", "basket_cpu_s", "singles_cpu_s", "basket_vs_singles",
-    "basket_bars_per_s",
+    "basket_bars_per_s", "batch_sets", "batch_basket_cpu_s", "batch_singles_cpu_s",
+    "batch_basket_vs_singles",
 )  # fmt: skip
-BASKET_TARGETS = {"basket_vs_singles": "<= 1.0"}
+BASKET_TARGETS = {"basket_vs_singles": "<= 1.0", "batch_basket_vs_singles": "<= 1.0"}
+#: Parameter sets of the basket bench's batch figure (few: it runs N x sets x bars bar-steps per side).
+BASKET_BATCH_SETS = 4
 
 
 def _cpu_timed(fn: Callable[[], Any], repeats: int = 1) -> float:
@@ -314,32 +317,67 @@ def basket_markets(bars: int, symbols: int) -> tuple[dict[str, Market], dict[str
 
 
 def basket_bench(
-    bars: int = 200_000, symbols: int = 2, progress: Callable[[str], None] = lambda _msg: None
+    bars: int = 200_000,
+    symbols: int = 2,
+    progress: Callable[[str], None] = lambda _msg: None,
+    sets: int = BASKET_BATCH_SETS,
 ) -> dict[str, float]:
     """A basket of ``symbols`` synthetic 1m markets in one wallet against the same markets run alone.
 
-    ``basket_cpu_s``: CPU seconds of ``engine.basket.run_basket`` (no equity curves); ``singles_cpu_s``:
-    of ``run_single`` on each market in turn; both the best of ``REPEATS`` after a warm-up.
-    ``basket_vs_singles`` is their ratio (the target: a basket of N costs no more than N single runs);
-    ``basket_bars_per_s``: symbols x bars per basket CPU second.
+    Kernel: ``basket_cpu_s`` is the CPU seconds of ``engine.basket.run_basket`` (no equity curves),
+    ``singles_cpu_s`` of ``run_single`` on each market in turn (no equity curves either: both record
+    the same ledgers). Batch: ``batch_basket_cpu_s`` is ``engine.batch.run_basket_batch`` over ``sets``
+    parameter sets (``batch_overrides``), ``batch_singles_cpu_s`` ``run_batch`` over the same sets on
+    each market in turn (CPU seconds of every thread). Each figure is the best of ``REPEATS`` after a
+    warm-up on the very same markets, strategies and sets. ``basket_vs_singles`` and
+    ``batch_basket_vs_singles`` are the ratios (the target: a basket of N costs no more than N single
+    runs); ``basket_bars_per_s``: symbols x bars per basket CPU second.
     """
     from gridctl.engine.basket import run_basket
+    from gridctl.engine.batch import run_basket_batch, run_batch
     from gridctl.engine.run import run_single
 
     if symbols < 1:
         raise GridctlError(f"--symbols must be at least 1, got {symbols}")
     progress(f"basket: generating {symbols} x {bars:,} 1m bars in memory ...")
     markets, strategies, venue = basket_markets(bars, symbols)
+    first = next(iter(strategies.values()))
+    # The batch's basket strategy: the same default strategy listing the basket (each symbol's
+    # instrument id is set from its ccxt symbol, as in ``strategies``).
+    basket_strategy = load_strategy(
+        "default",
+        [
+            *GATES_ON,
+            f"strategy.symbols={json.dumps(list(markets))}",
+            f"strategy.instrument_id={first.strategy.instrument_id}",
+        ],
+    )
+    overrides = batch_overrides(sets, first.grid.grid_step_bps)
 
     def singles() -> None:
         for sym, m in markets.items():
             run_single(m, strategies[sym], venue, curves=False)
 
+    def basket() -> None:
+        run_basket(markets, strategies, venue, curves=False)
+
+    def batch_singles() -> None:
+        for sym, m in markets.items():
+            run_batch(m, strategies[sym], venue, overrides)
+
+    def batch_basket() -> None:
+        run_basket_batch(markets, basket_strategy, venue, overrides)
+
     progress(f"basket: warm-up, then {symbols} single runs and one {symbols}-symbol basket ...")
     singles()
-    run_basket(markets, strategies, venue, curves=False)
+    basket()
     singles_s = _cpu_timed(singles, REPEATS)
-    basket_s = _cpu_timed(lambda: run_basket(markets, strategies, venue, curves=False), REPEATS)
+    basket_s = _cpu_timed(basket, REPEATS)
+    progress(f"basket: warm-up, then {sets} sets: {symbols} single batches and one basket batch ...")
+    batch_singles()
+    batch_basket()
+    batch_singles_s = _cpu_timed(batch_singles, REPEATS)
+    batch_basket_s = _cpu_timed(batch_basket, REPEATS)
     return {
         "basket_symbols": symbols,
         "basket_bars": bars,
@@ -347,6 +385,10 @@ def basket_bench(
         "singles_cpu_s": singles_s,
         "basket_vs_singles": basket_s / singles_s,
         "basket_bars_per_s": symbols * bars / basket_s,
+        "batch_sets": sets,
+        "batch_basket_cpu_s": batch_basket_s,
+        "batch_singles_cpu_s": batch_singles_s,
+        "batch_basket_vs_singles": batch_basket_s / batch_singles_s,
     }
 
 

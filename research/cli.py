@@ -433,8 +433,8 @@ def bench(
             "--symbols",
             min=1,
             max=BENCH_MAX_SYMBOLS,
-            help="Instead: a basket of N synthetic markets in one wallet against N single runs "
-            "(CPU seconds; --bars bars each).",
+            help="Instead: a basket of N synthetic markets in one wallet against N single runs, "
+            "kernel and batch (CPU seconds; --bars bars each).",
         ),
     ] = None,
 ) -> None:
@@ -448,7 +448,10 @@ def bench(
         title = "gridctl bench --startup (fresh processes, empty then filled numba cache)"
     elif symbols is not None:
         result = bench_mod.basket_bench(bars=bars, symbols=symbols, progress=progress)
-        title = f"gridctl bench --symbols {symbols} ({bars:,} bars each, CPU seconds)"
+        title = (
+            f"gridctl bench --symbols {symbols} ({bars:,} bars each, batch {int(result['batch_sets'])} sets, "
+            "CPU seconds)"
+        )
     else:
         result = bench_mod.run_bench(bars=bars, sets=sets, progress=progress, reference_sim=reference_sim)
         title = f"gridctl bench ({bars:,} bars, {sets} sets)"
@@ -459,7 +462,7 @@ def bench(
     for col in ("measure", "value", "target"):
         table.add_column(col)
     for key, value in result.items():
-        if key in ("bars", "sets", "reference_bars", "threads", "basket_symbols", "basket_bars"):
+        if key in BENCH_COUNTS:
             continue
         if value is None:
             shown = "n/a (no --reference-sim)"
@@ -467,6 +470,10 @@ def bench(
             shown = f"{value:,.3f}" if value < 100 else f"{value:,.0f}"
         table.add_row(key, shown, {**bench_mod.TARGETS, **bench_mod.BASKET_TARGETS}.get(key, ""))
     output_console().print(table)
+
+
+#: Bench result keys that are counts (shown in the title, not as measurements).
+BENCH_COUNTS = ("bars", "sets", "reference_bars", "threads", "basket_symbols", "basket_bars", "batch_sets")
 
 
 def register(app: typer.Typer) -> None:

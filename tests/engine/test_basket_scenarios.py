@@ -470,3 +470,42 @@ def make_market_as(market, symbol):
         funding=list(zip(market.funding_ts, market.funding_rate, market.funding_mark, strict=True)),
         symbol=symbol,
     )
+
+
+def test_a_symbol_whose_positions_did_not_change_keeps_its_price_columns_and_takes_the_new_resting():
+    # The step's contribution skips the price columns when the positions, the bar and the last close are
+    # the ones they were computed from: only the notional columns take the new resting notional.
+    # Long 0.01 at avg 100, bar (h 104, lo 98, c 101); a new resting entry of 0.002 at 99 adds 0.198:
+    # W_N_CL = 0.01 * 101 + 0.198 = 1.208, W_N_ADV = 0.01 * 98 (lo: the adverse end) + 0.198 = 1.178.
+    from gridctl.engine import basket as b
+    from gridctl.engine.state import S_LONG_AVG, S_LONG_QTY, SL_ORD_ON, SL_ORD_PRICE, SL_ORD_QTY
+
+    markets, strategies, ven = bench_basket(2)
+    params = b.basket_params(tuple(markets), strategies, ven, markets, {})
+    vecs, brs, nbr, levels = b.stack_params(params)
+    states, slots, _errs, _ords, _acc = b.new_account(vecs, levels)
+    st, sl, br = states[1], slots[1], brs[1, : nbr[1]]
+    st[S_LONG_QTY], st[S_LONG_AVG] = 0.01, 100.0
+    work = np.zeros((2, b.N_WORK))
+    work[:, b.W_LAST] = np.nan
+    b.contribution_nb(st, sl, br, 104.0, 98.0, 101.0, work[1])  # the bar's start (no resting entry)
+    sl[0, 0, SL_ORD_ON], sl[0, 0, SL_ORD_QTY], sl[0, 0, SL_ORD_PRICE] = 1.0, 0.002, 99.0
+    skipped = work[1].copy()
+    b.step_contribution_nb(st, sl, br, 104.0, 98.0, 101.0, skipped)
+    full = work[1].copy()
+    b.contribution_nb(st, sl, br, 104.0, 98.0, 101.0, full)
+    assert skipped.tobytes() == full.tobytes()
+    assert skipped[b.W_N_CL] == pytest.approx(1.208, abs=1e-12)
+    assert skipped[b.W_N_ADV] == pytest.approx(1.178, abs=1e-12)
+    assert skipped[b.W_U_ADV] == pytest.approx(-0.02, abs=1e-12)  # 0.01 * (98 - 100)
+    # A fill in the step (long 0.02 now): the price columns are computed again.
+    st[S_LONG_QTY] = 0.02
+    b.step_contribution_nb(st, sl, br, 104.0, 98.0, 101.0, skipped)
+    assert skipped[b.W_U_CL] == pytest.approx(0.02, abs=1e-12)  # 0.02 * (101 - 100)
+    assert skipped[b.W_N_CL] == pytest.approx(0.02 * 101 + 0.198, abs=1e-12)
+
+
+def bench_basket(n):
+    from gridctl.research.bench import basket_markets
+
+    return basket_markets(200, n)

@@ -35,15 +35,19 @@ def test_every_kernel_of_both_groups_gets_the_signature_the_bar_step_calls_it_wi
     sigs = step_call_signatures(_args())
     for _, name in HELPER_KERNELS + LOCAL_KERNELS:
         assert name in sigs, name
-    # Spot checks by hand against step_nb's source: path_nb(st, slots, errs, k, o, h, lw, c, t, ...).
+    # Spot checks by hand against bar_path_nb's source: path_nb(sim, rec, k, o, h, lw, c, t), the
+    # groups typed as the run's Sim and Records (engine/contexts.py).
     path = sigs["path_nb"]
-    assert path[3] == types.int64 and path[4:8] == (types.float64,) * 4 and path[8] == types.int64
-    # bar_close_nb(k, t, h, lw, c, close_time, reg, fts, frate, allow, ...): the funding times are the
-    # run's read-only int64 array, allow the step's boolean.
+    assert [type(g).__name__ for g in path[:2]] == ["NamedTuple", "NamedTuple"]
+    assert path[0].instance_class.__name__ == "Sim" and path[1].instance_class.__name__ == "Records"
+    assert path[2] == types.int64 and path[3:7] == (types.float64,) * 4 and path[7] == types.int64
+    # bar_close_nb(k, t, h, lw, c, reg, funding, allow, sim, rec): the funding times are the run's
+    # read-only int64 array, allow the step's boolean.
     close = sigs["bar_close_nb"]
-    assert close[:2] == (types.int64, types.int64) and close[2:6] == (types.float64,) * 4
-    assert close[7].dtype == types.int64 and not close[7].mutable
-    assert close[9] == types.boolean
+    assert close[:2] == (types.int64, types.int64) and close[2:5] == (types.float64,) * 3
+    assert close[6].instance_class.__name__ == "Funding"
+    assert close[6].types[0].dtype == types.int64 and not close[6].types[0].mutable
+    assert close[7] == types.boolean
 
 
 def test_turned_off_by_the_environment(monkeypatch) -> None:

@@ -197,13 +197,18 @@ def test_basket_bench_reports_its_fields_as_positive_numbers() -> None:
     out = basket_bench(bars=2_000, symbols=2)
     assert set(out) == set(BASKET_KEYS)
     assert (out["basket_symbols"], out["basket_bars"]) == (2, 2_000)
-    for key in ("basket_cpu_s", "singles_cpu_s", "basket_vs_singles", "basket_bars_per_s"):
+    assert out["batch_sets"] == 4
+    for key in (
+        "basket_cpu_s", "singles_cpu_s", "basket_vs_singles", "basket_bars_per_s",
+        "batch_basket_cpu_s", "batch_singles_cpu_s", "batch_basket_vs_singles",
+    ):  # fmt: skip
         assert isinstance(out[key], float) and out[key] > 0.0, key
 
 
 def test_basket_bench_figures_on_a_clock_whose_durations_are_known(monkeypatch) -> None:
     """A basket takes 3.0 CPU s and a single run 1.0 s: 2 symbols x 2,000 bars -> singles 2.0 s,
-    basket_vs_singles 1.5, 4,000 / 3.0 bars per second."""
+    basket_vs_singles 1.5, 4,000 / 3.0 bars per second. A basket batch takes 5.0 s and a single
+    batch 4.0 s: singles 8.0 s, batch_basket_vs_singles 0.625."""
     import gridctl.engine.basket
     from gridctl.research.bench import basket_bench
 
@@ -218,9 +223,13 @@ def test_basket_bench_figures_on_a_clock_whose_durations_are_known(monkeypatch) 
 
     monkeypatch.setattr(gridctl.engine.run, "run_single", taking(1.0))
     monkeypatch.setattr(gridctl.engine.basket, "run_basket", taking(3.0))
+    monkeypatch.setattr(gridctl.engine.batch, "run_batch", taking(4.0))
+    monkeypatch.setattr(gridctl.engine.batch, "run_basket_batch", taking(5.0))
     out = basket_bench(bars=2_000, symbols=2)
     assert out["basket_cpu_s"] == 3.0 and out["singles_cpu_s"] == 2.0
     assert out["basket_vs_singles"] == 1.5
+    assert out["batch_basket_cpu_s"] == 5.0 and out["batch_singles_cpu_s"] == 8.0
+    assert out["batch_basket_vs_singles"] == 0.625
     assert out["basket_bars_per_s"] == pytest.approx(4_000 / 3.0)
 
 
@@ -239,5 +248,6 @@ def test_cli_bench_symbols_json_and_table(monkeypatch) -> None:
     assert (seen["symbols"], seen["bars"]) == (4, 2_000)
     table = CliRunner().invoke(app, ["bench", "--symbols", "4", "--bars", "2000"])
     assert table.exit_code == 0 and "basket_vs_singles" in table.stdout and "<= 1.0" in table.stdout
+    assert "batch_basket_vs_singles" in table.stdout and "batch 2 sets" in table.stdout
     bad = CliRunner().invoke(app, ["bench", "--symbols", "0"])
     assert bad.exit_code == 2 and "--symbols" in bad.stderr
