@@ -612,9 +612,11 @@ def basket_bar_nb(k, bars, funding, foff, detail, sims, nbr, rec, account):
     its brackets are ``sims.br[i, :nbr[i]]``. ``sims.errs`` / ``sims.ords`` are the account's rings;
     ``account`` holds the account's state vector (summary accumulators), its equity rows, the facts
     ``A_*``, the work rows and the running facts ``SH_*`` (``basket_start_nb``). Returns ``BAR_GO``,
-    ``BAR_STOP`` or ``BAR_OVERFLOW``. Over 80 lines for a reason: one pass over the symbols in basket
-    order, each symbol's step interleaved with the account's bookkeeping (its work row, the rest of
-    the account, a liquidation or halt reaching the others), which reads and writes the same locals.
+    ``BAR_STOP`` or ``BAR_OVERFLOW``.
+
+    Long because: one pass over the symbols in basket order, each symbol's step interleaved with the
+    account's bookkeeping (its work row, the rest of the account, a liquidation or halt reaching the
+    others), which reads and writes the same locals.
     """
     ts, op, hi, lo, cl, regs = bars  # the groups' fields in engine/contexts.py order
     fts, frate, fmark = funding

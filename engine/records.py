@@ -99,8 +99,8 @@ def empty_buffers() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 def write_fill_nb(fills, cnt, ts, side, kind, level, price, qty, fee, liquidity, realized):
     """Append one fill row (or flag overflow).
 
-    One argument per column of the row (``FILL_DTYPE``) after the buffer and its counters: a leaf
-    writer, kept flat so each call site names what it records.
+    Wide because: one argument per column of the row (``FILL_DTYPE``) after the buffer and its
+    counters: a leaf writer, kept flat so each call site names what it records.
     """
     if cnt[C_RECORD] == 0:
         return
@@ -166,8 +166,8 @@ def write_event_nb(ev, cnt, ts, kind, reason, side, level, price, qty, value):
 def write_equity_nb(eq, cnt, ts, equity, wallet, unreal, long_qty, short_qty, regime, state, margin_ratio):
     """Append one equity-curve row (only when curves were requested).
 
-    One argument per column of the row (``EQUITY_DTYPE``) after the buffer and its counters: a leaf
-    writer, kept flat so its one call site names what it records.
+    Wide because: one argument per column of the row (``EQUITY_DTYPE``) after the buffer and its
+    counters: a leaf writer, kept flat so its one call site names what it records.
     """
     if cnt[C_CURVES] == 0:
         return

@@ -126,7 +126,7 @@ def regime_fill_nb(
 ):
     """Write the regime after each bar into ``out`` (int8), carrying it over bars with non-finite OHLC.
 
-    Twelve arguments for a reason: the output, the indicator state, the four price series and the
+    Wide because: the output, the indicator state, the four price series and the
     six regime parameters ``regime_update_nb`` takes as scalars (``REGIME_SLOTS`` order); the batch
     driver calls it from a parallel loop with one parameter row per series.
     """

@@ -135,7 +135,7 @@ def close_side_nb(st, slots, side, price, kind, liquidity, ts, p, fills, cnt):
 def close_side_charged_nb(st, slots, side, price, kind, liquidity, charge, ts, p, fills, cnt):
     """``close_side_nb``; ``charge``, unless NaN, replaces the trading fee (a liquidation's clearance).
 
-    Eleven arguments for a reason: the fill's own fields (side, price, kind, liquidity, charge, ts)
+    Wide because: the fill's own fields (side, price, kind, liquidity, charge, ts)
     and the five arrays it books into; the liquidation inside the basket passes per-symbol rows that
     no ``Sim`` / ``Records`` group holds whole.
     """

@@ -292,10 +292,11 @@ def plan_ladder_nb(sim, rec, k, c, close_time, ts, g_long, g_short):
     """Re-plan every rung at this close (``decide_nb`` once entries are allowed and a re-plan is due).
 
     One pass over the rungs (rung 1 long, rung 1 short, rung 2 long, ...): size, precision guard, the
-    refusal memo, validation, order limits, pacing, placement. Longer than 80 lines for a reason: the
-    pass keeps seven running tallies (submits, skips, limits, the breaker trip, the memo's equity,
-    whether the memo was used, whether an order changed) that every rung reads and writes; split
-    into per-rung kernels they would travel back and forth as arguments and return values.
+    refusal memo, validation, order limits, pacing, placement.
+
+    Long because: the pass keeps seven running tallies (submits, skips, limits, the breaker trip, the
+    memo's equity, whether the memo was used, whether an order changed) that every rung reads and
+    writes; split into per-rung kernels they would travel back and forth as arguments and return values.
     """
     st = sim.st
     slots = sim.slots

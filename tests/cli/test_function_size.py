@@ -22,33 +22,7 @@ LONG = "Long because:"
 
 #: Functions being converted to named contexts on other branches, each with the helper that owns it;
 #: the lead removes a row when that branch lands (the last test fails for a row that is no longer needed).
-ALLOWED: dict[str, str] = {
-    "engine/basket.py::basket_bar_nb": "s10-bspeed",
-    "engine/basket.py::run_basket_nb": "s10-bspeed",
-    "engine/basket.py::basket_outputs": "s10-bspeed",
-    "engine/batch.py::run_batch_nb": "s10-bspeed",
-    "engine/batch.py::run_basket_batch_nb": "s10-bspeed",
-    "engine/batch.py::run_basket_batch": "s10-bspeed",
-    "engine/fills.py::fill_slot_nb": "s10-ctx",
-    "engine/fills.py::post_only_reject_nb": "s10-ctx",
-    "engine/fills.py::retry_price_nb": "s10-ctx",
-    "engine/fills.py::post_only_check_nb": "s10-ctx",
-    "engine/fills.py::walk_segment_nb": "s10-ctx",
-    "engine/fills.py::points_margin_check_nb": "s10-ctx",
-    "engine/fills.py::path_nb": "s10-ctx",
-    "engine/fills.py::detail_path_nb": "s10-ctx",
-    "engine/records.py::write_fill_nb": "s10-ctx",
-    "engine/records.py::write_equity_nb": "s10-ctx",
-    "engine/regime.py::regime_fill_nb": "s10-ctx",
-    "engine/risk.py::close_side_charged_nb": "s10-ctx",
-    "engine/step.py::decide_nb": "s10-ctx",
-    "engine/step.py::bar_gates_nb": "s10-ctx",
-    "engine/step.py::bar_open_nb": "s10-ctx",
-    "engine/step.py::bar_close_nb": "s10-ctx",
-    "engine/step.py::bar_path_nb": "s10-ctx",
-    "engine/step.py::step_nb": "s10-ctx",
-    "engine/step.py::run_bars_nb": "s10-ctx",
-}
+ALLOWED: dict[str, str] = {}
 
 
 def _arg_count(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
