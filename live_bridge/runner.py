@@ -268,15 +268,17 @@ def _open_journal(ready: Checklist, ctx: RunContext, opts: LiveOptions, symbol: 
     restart = journal.has_state()
     if restart and journal.meta("mode") not in (None, mode):
         ready.add("journal", False, f"{path} belongs to a --{journal.meta('mode')} run, not --{mode}")
-    if journal.meta("basket") is not None:
-        ready.add("journal", False, f"{path} is the journal of the basket {journal.meta('basket')}")
+    basket = journal.meta("basket")
+    if basket is not None:
+        ready.add("journal", False, f"{path} is the journal of the basket {basket}")
     run_id = journal.meta("run_id") or new_run_id()
-    if not restart:
+    if not restart and basket is None:  # a basket's journal is refused: its meta stays the basket's
         journal.set_meta("run_id", run_id)
         journal.set_meta("mode", mode)
         journal.set_meta("symbol", symbol)
     ctx.restarted = restart
-    journal.hold = restart  # a refused restart must leave the journal as it found it
+    # a refused restart (or a basket's journal) must be left as it was found
+    journal.hold = restart or basket is not None
     return journal, run_id
 
 

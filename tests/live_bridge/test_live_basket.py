@@ -240,7 +240,9 @@ def test_a_basket_against_an_unreachable_exchange_fails_readiness_per_symbol(tmp
     # a basket's journal is not a single-symbol run's, nor the other way round
     db = sqlite3.connect(str(journal))
     db.execute("INSERT INTO meta VALUES ('basket', ?)", (f"{BTC},{ETH}",))
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('mode', 'live')")
     db.commit()
+    meta_before = sorted(db.execute("SELECT key, value FROM meta").fetchall())
     db.close()
     r = _cli(
         "live", "--paper", "--api-url", "http://127.0.0.1:9", "--journal", str(journal), "--ops-port", "0"
@@ -248,6 +250,9 @@ def test_a_basket_against_an_unreachable_exchange_fails_readiness_per_symbol(tmp
     assert (
         r.exit_code == 2 and f"FAIL journal: {journal} is the journal of the basket {BTC},{ETH}" in r.output
     )
+    db = sqlite3.connect(str(journal))  # the refused single-symbol start left the basket's meta alone
+    assert sorted(db.execute("SELECT key, value FROM meta").fetchall()) == meta_before
+    db.close()
     # a basket restarts only as the basket its journal holds (the symbols and their order)
     r = _cli("live", "--paper", "--symbols", f"{ETH},{BTC}", "--api-url", "http://127.0.0.1:9", "--journal",
              str(journal), "--ops-port", "0")  # fmt: skip
