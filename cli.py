@@ -273,6 +273,8 @@ class _GridctlGroup(TyperGroup):
         try:
             return super().make_context(info_name, args, **extra)
         except UsageError as err:
+            if type(err).__name__ == "NoArgsIsHelpError":  # `gridctl` alone: click prints the help
+                raise
             typer.echo(f"error: {_usage_line(err, _command_path(self, args))}", err=True)
             sys.exit(2)
 
@@ -292,6 +294,8 @@ class _GridctlGroup(TyperGroup):
             typer.echo(f"error: {err}", err=True)
             ctx.exit(2)
         except UsageError as err:  # typer.BadParameter (a value, a missing option) is one of these
+            if type(err).__name__ == "NoArgsIsHelpError":  # `gridctl study` alone: click prints the help
+                raise
             ranged = _bad_value_line(err, self._args) if isinstance(err, typer.BadParameter) else None
             if ranged is not None:
                 typer.echo(f"error: {ranged}", err=True)

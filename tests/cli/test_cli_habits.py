@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -161,6 +163,17 @@ def test_every_usage_error_is_one_line_naming_the_command(path: tuple[str, ...],
     # Stray words: a missing option or extra arguments.
     line = _one_line(runner.invoke(app, [*path, "first", "second", "third"]))
     assert line.startswith("error: ") and line.endswith(f"; see {where} --help"), line
+
+
+@pytest.mark.parametrize("path", [(), ("study",), ("data",)])
+def test_a_group_given_alone_prints_its_help_and_no_error(path: tuple[str, ...]) -> None:
+    """`gridctl` or `gridctl study` alone shows the help (click's no-args-is-help), never an empty
+    usage error after it."""
+    r = subprocess.run(
+        [sys.executable, "-m", "gridctl.cli", *path], capture_output=True, text=True, timeout=120
+    )
+    assert "Usage:" in r.stdout + r.stderr
+    assert "error:" not in r.stdout + r.stderr, r.stderr
 
 
 def test_a_thousand_stray_words_are_not_repeated_back() -> None:
