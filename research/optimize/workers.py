@@ -103,15 +103,20 @@ class _Heartbeat:
     def beat(self, trial_ids: list[int]) -> None:
         """Record a heartbeat for ``trial_ids`` now and keep beating for them."""
         self._ids = list(trial_ids)
+        self._record()
+
+    def _record(self) -> None:
+        """Record a heartbeat for the trials in flight. Reads ``_ids`` and never assigns it, so the
+        thread's beats cannot drop trials the main thread adds meanwhile (``track``)."""
         if self._on:
             self._last = self._clock()
             with contextlib.suppress(Exception):
-                record_heartbeats(self._storage, self._ids)
+                record_heartbeats(self._storage, list(self._ids))
 
     def beat_now(self) -> None:
         """Record a heartbeat for the trials in flight, unless one was recorded a beat interval ago."""
         if self._clock() - self._last >= self.beat_every:
-            self.beat(self._ids)
+            self._record()
 
     def track(self, trial_ids: list[int], recorded: bool = False) -> None:
         """Add trials to the beating set; record their first heartbeat now unless ``recorded``."""
@@ -123,7 +128,7 @@ class _Heartbeat:
     def step(self) -> float:
         """Beat if a beat interval has passed, check if a check interval has; the clock time of the next."""
         if self._on and self._clock() >= self._last + self.beat_every:  # the very sum returned below
-            self.beat(self._ids)
+            self._record()
         if self._check is not None and self._clock() >= self._next_check:
             with contextlib.suppress(Exception):  # a failed check (database away) is retried at the next
                 self._check()
