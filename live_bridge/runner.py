@@ -61,6 +61,7 @@ class RunContext:
     ops_log: Any = None
     ops_url: str = ""
     restarted: bool = False
+    restored: dict[str, Any] | None = None  # a restart's journaled extras (``Journal.restore``)
 
     def close(self) -> None:
         if self.server is not None:
@@ -363,6 +364,7 @@ def _restore_or_warm(
 
         def restore() -> str:
             extra = journal.restore(session)
+            ctx.restored = extra
             # no bar traded yet (a kill in the first bar): the feed resumes after the warm-up
             feed.last_ts = session.last_ts if session.n else extra.get("warm_ts")
             journaled = ctx.ops_log.paused()
@@ -420,16 +422,9 @@ def _bridge_items(
     if live and not restart and reachable:
         # the first bar's diff starts from this read instead of reading the books on the critical path
         ready.run("open orders read", lambda: _orders_read(bridge))
-    if not restart:
-        return
-    extra = {}
-    try:
-        import json as _json
-
-        row = journal.db.execute("SELECT extra FROM kstate WHERE id=1").fetchone()
-        extra = _json.loads(row[0] or "{}") if row else {}
-    except Exception:
-        extra = {}
+    if not restart or ctx.restored is None:
+        return  # a new run, or a restart whose restore failed (its item says why: the run is refused)
+    extra = ctx.restored
     journaled = ctx.ops_log.paused()  # the operator's last pause / flatten / resume, if any
     bridge.operator_paused = bool(extra.get("operator_paused")) if journaled is None else journaled
     bridge.fills_cursor = extra.get("fills_cursor")
