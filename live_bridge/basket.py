@@ -215,11 +215,9 @@ class BasketSession:
     # --- inputs
 
     def set_funding(self, symbol: str, settled: list[tuple[int, float, float]], next_ts: int | None) -> bool:
-        """Merge ``symbol``'s settlements and next settlement time (``EngineSession.set_funding``)."""
-        changed = self.sessions[symbol].set_funding(settled, next_ts)
-        if changed:
-            self._funding()
-        return changed
+        """Merge ``symbol``'s settlements and next settlement time (``EngineSession.set_funding``; the
+        member rebuilds the basket's funding arrays when they changed)."""
+        return self.sessions[symbol].set_funding(settled, next_ts)
 
     def _funding(self) -> None:
         """The kernels' funding arrays: every symbol's series concatenated, ``foff`` their offsets."""
