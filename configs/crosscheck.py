@@ -135,7 +135,11 @@ def notional_margin_problem(strategy: StrategyConfig, venue: VenueConfig) -> str
         return None
     floor = max(venue.rules_for(strategy.ccxt_symbol).min_notional, venue.risk.min_order_size_usdt)
     try:
-        _check_balance_margins_a_rung(strategy, venue, max(_rung_sizes(strategy)[0], floor))
+        # the cheapest placeable rung: rung 1 unless qty_scale < 1 shrinks the later ones; a rung below
+        # the floor is never placed (engine.validation), whatever the price
+        placeable = [n for n in _rung_sizes(strategy) if math.isfinite(n) and n >= floor]
+        if placeable:  # none at all: check_notional_in_range names that
+            _check_balance_margins_a_rung(strategy, venue, min(placeable))
     except GridctlError as err:
         return str(err)
     return None

@@ -303,7 +303,8 @@ def test_the_profile_marks_are_profile_sections_of_no_config() -> None:
     assert not set(PROFILE_SECTIONS) & (set(StrategyConfig.model_fields) | set(VenueConfig.model_fields))
 
 
-# wide's base: the default strategy (rung 1 of 150 USDT) on binance_futures (leverage 10): 15 USDT margin.
+# wide's base: the default strategy (rung 1 of 150 USDT) on binance_futures (leverage 10): 15 USDT margin;
+# qty_scale is kept >= 1 so rung 1 is the cheapest (wide's 0.8 would make rung 2 of 120 USDT placeable).
 @pytest.mark.parametrize(
     ("space", "refused"),
     [
@@ -322,6 +323,7 @@ def test_a_space_no_corner_of_which_can_margin_an_order_is_refused(
     def edit(tree: dict[str, Any]) -> None:
         for key, (low, high) in space.items():
             tree["search_space"][key] = {"type": "float", "low": low, "high": high}
+        tree["search_space"]["grid.qty_scale"] = {"type": "float", "low": 1.0, "high": 1.5, "step": 0.05}
 
     path = _profile(tmp_path, edit)
     if not refused:
@@ -333,3 +335,23 @@ def test_a_space_no_corner_of_which_can_margin_an_order_is_refused(
     assert message.startswith(f"invalid profile {path}: no corner of search_space can trade; at ")
     assert "backtest.initial_balance" in message and "cannot margin one order" in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(("balance", "refused"), [(13.0, False), (11.99, True)])
+def test_the_margin_check_takes_the_cheapest_rung_when_later_rungs_shrink(
+    balance: float, refused: bool
+) -> None:
+    """qty_scale 0.8 makes rungs of 150, 120, 96, ... USDT; 96 is below BTC's 100 USDT min notional and
+    never placed, so the cheapest placeable rung is 120: 12 USDT of margin at leverage 10 (rung 1
+    alone would need 15)."""
+    from gridctl.configs.crosscheck import notional_margin_problem
+    from gridctl.configs.loader import load_strategy, load_venue
+
+    data = load_strategy("default").model_dump()
+    data["grid"]["qty_scale"] = 0.8
+    data["backtest"]["initial_balance"] = balance
+    strategy = type(load_strategy("default")).model_validate(data)
+    problem = notional_margin_problem(strategy, load_venue("binance_futures"))
+    assert (problem is not None) == refused, problem
+    if refused:
+        assert "cheapest rung is 120 USDT" in problem and "= 12 USDT of margin" in problem
