@@ -135,11 +135,9 @@ def notional_margin_problem(strategy: StrategyConfig, venue: VenueConfig) -> str
         return None
     floor = max(venue.rules_for(strategy.ccxt_symbol).min_notional, venue.risk.min_order_size_usdt)
     try:
-        # the cheapest placeable rung: rung 1 unless qty_scale < 1 shrinks the later ones; a rung below
-        # the floor is never placed (engine.validation), whatever the price
-        placeable = [n for n in _rung_sizes(strategy) if math.isfinite(n) and n >= floor]
-        if placeable:  # none at all: check_notional_in_range names that
-            _check_balance_margins_a_rung(strategy, venue, min(placeable))
+        cheapest = _cheapest_placeable(_rung_sizes(strategy), floor, by_notional=True)
+        if cheapest is not None:  # none at all: check_notional_in_range names that
+            _check_balance_margins_a_rung(strategy, venue, cheapest)
     except GridctlError as err:
         return str(err)
     return None
@@ -158,6 +156,18 @@ def _check_balance_margins_a_rung(strategy: StrategyConfig, venue: VenueConfig, 
             f"cannot margin one order: the cheapest rung is {notional:,.6g} USDT at leverage {leverage:g} "
             f"(trading.leverage) = {margin:,.6g} USDT of margin; the run would trade nothing"
         )
+
+
+def _cheapest_placeable(notionals: list[float], floor: float, by_notional: bool) -> float | None:
+    """The smallest notional a rung can be placed at (None: no rung can be): rung 1 unless qty_scale < 1
+    shrinks the later ones. A rung sized in quote notional below the venue's floor is never placed
+    (engine.validation); one sized in base quantity reaches the floor at a higher price, so its
+    notional at the lowest price counts as the floor."""
+    finite = [n for n in notionals if math.isfinite(n)]
+    if by_notional:
+        finite = [n for n in finite if n >= floor]
+        return min(finite) if finite else None
+    return min(max(n, floor) for n in finite) if finite else None
 
 
 def _rung_sizes(strategy: StrategyConfig) -> list[float]:
@@ -196,7 +206,9 @@ def check_notional_in_range(
     lo_n = [s if by_notional else s * low for s in sizes]
     hi_n = [s if by_notional else s * high for s in sizes]
     if any(h >= floor and lo <= cap for lo, h in zip(lo_n, hi_n, strict=True)):
-        _check_balance_margins_a_rung(strategy, venue, min(max(n, floor) for n in lo_n))
+        cheapest = _cheapest_placeable(lo_n, floor, by_notional)
+        if cheapest is not None:
+            _check_balance_margins_a_rung(strategy, venue, cheapest)
         return
     field = "grid.base_notional" if by_notional else "grid.base_qty"
     size = strategy.grid.base_notional if by_notional else strategy.grid.base_qty
