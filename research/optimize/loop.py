@@ -455,8 +455,7 @@ class _Run:
         asked = [
             AskedTrial(tid, number, dict(t.params), t) for (tid, number), t in zip(made, drawn, strict=True)
         ]
-        if not asked:  # the study filled up meanwhile: wait for the others' last trials (next_batch)
-            time.sleep(min(0.25, self.heartbeat_s / 4))
+        # none made: the study filled up meanwhile; next_batch's count then waits for the others' last trials
         self.heartbeat.track([a.trial_id for a in asked], recorded=True)  # the first beat came with them
         self.timings["sampler_s"] += t1 - t0
         self.timings["storage_s"] += time.perf_counter() - t1
