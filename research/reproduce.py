@@ -35,6 +35,17 @@ def scored_rule(metrics: dict[str, float]) -> str | None:
     return BRACKET_RULES[int(index)]
 
 
+def scored_config(cfg: Any, metrics: dict[str, float]) -> Any:
+    """``cfg`` under the intrabar path rule ``metrics`` were scored on (``cfg`` itself when that is its
+    configured rule, or for older studies)."""
+    rule = scored_rule(metrics)
+    if rule is None or rule == cfg.backtest.intrabar_path:
+        return cfg
+    data = cfg.model_dump()
+    data["backtest"]["intrabar_path"] = rule
+    return type(cfg).model_validate(data)
+
+
 def reproduce_lines(study: Any, trial: Any, configured_rule: str) -> tuple[list[str], str | None]:
     """Header comment lines for an exported ``trial``, and the rule the exported config should carry.
 

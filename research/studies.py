@@ -289,7 +289,7 @@ def trial_daily_returns(
     from gridctl.research.optimize.markets import equity_rows
     from gridctl.research.optimize.study import check_same_data
     from gridctl.research.optimize.workload import load_workload
-    from gridctl.research.reproduce import scored_rule
+    from gridctl.research.reproduce import scored_config
     from gridctl.research.stats import DAY_MS, daily_equity, daily_returns
 
     profile = study_profile(study)
@@ -307,11 +307,8 @@ def trial_daily_returns(
         attrs = trials[n].user_attrs.get(ATTR, {})
         # the rule that scored the trial's one window (study show's figures, the export's config);
         # a walk-forward trial's windows each have their own, so it runs its configured rule
-        rule = scored_rule(restore_metrics(attrs["metrics"])) if "metrics" in attrs else None
-        if rule is not None and rule != cfg.backtest.intrabar_path:
-            data = cfg.model_dump()
-            data["backtest"]["intrabar_path"] = rule
-            cfg = type(cfg).model_validate(data)
+        if "metrics" in attrs:
+            cfg = scored_config(cfg, restore_metrics(attrs["metrics"]))
         rows = equity_rows(work.market, cfg, venue, detail=work.detail)
         days, eq = daily_equity(rows["ts"], rows["equity"])
         rets = daily_returns(eq, float(cfg.backtest.initial_balance))

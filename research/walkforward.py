@@ -30,21 +30,6 @@ from gridctl.research.optimize.folds import fold_bounds as fold_bounds  # kept i
 from gridctl.research.profiles import LimitsSpec
 
 
-def _scored_config(cfg: Any, metrics: dict[str, float]) -> Any:
-    """``cfg`` under the intrabar path rule a window's stored metrics were scored on."""
-    from gridctl.research.stats import BRACKET_RULES
-
-    index = metrics.get("path_rule_index")
-    if index is None or not math.isfinite(index):
-        return cfg
-    rule = BRACKET_RULES[int(index)]
-    if rule == cfg.backtest.intrabar_path:
-        return cfg
-    data = cfg.model_dump()
-    data["backtest"]["intrabar_path"] = rule
-    return type(cfg).model_validate(data)
-
-
 def stitched_equity(study: Any, picks: dict[int, int], data_dir: Path | None = None) -> dict[str, Any]:
     """The out-of-sample equity of ``picks`` (fold -> trial number), fold after fold, as one curve.
 
@@ -56,6 +41,7 @@ def stitched_equity(study: Any, picks: dict[int, int], data_dir: Path | None = N
     """
     from gridctl.configs.loader import load_venue
     from gridctl.research.optimize import equity_rows, load_workload, restore_metrics
+    from gridctl.research.reproduce import scored_config
     from gridctl.research.studies import best_config, study_profile
 
     profile = study_profile(study)
@@ -71,7 +57,7 @@ def stitched_equity(study: Any, picks: dict[int, int], data_dir: Path | None = N
     for window in (w for w in work.windows if w.kind == "test" and w.fold in picks):
         t = trials[picks[window.fold]]
         stored = restore_metrics(t.user_attrs["gridctl"]["out_of_sample"][window.fold])
-        cfg = _scored_config(best_config(study, t.number), stored)
+        cfg = scored_config(best_config(study, t.number), stored)
         initial = float(cfg.backtest.initial_balance)
         level = initial if level is None else level
         rows = equity_rows(window.market, cfg, venue, detail=window.detail)  # a basket: the account's
