@@ -1098,18 +1098,18 @@ def _basket_restore(ready: Checklist, ctx: BasketRunContext, session: Any) -> di
 
 
 def _basket_market_items(ready: Checklist, ctx: BasketRunContext, session: Any, reachable: bool) -> None:
-    """Per symbol: the warm-up (a restart's was restored) and the funding rate."""
+    """Per symbol: the warm-up (a new run; a restart's engines come from the account's restore item)
+    and the funding rate."""
     policy = (readiness.READY_RETRIES, readiness.READY_RETRY_WAIT_S, readiness.READY_TIMEOUT_S)
     for sym, feed in ctx.feeds.items():
         member = session.sessions[sym]
         if not reachable:
-            ready.add(f"{sym}: warm-up", False, "exchange not reachable")
+            if not ctx.restarted:
+                ready.add(f"{sym}: warm-up", False, "exchange not reachable")
             ready.add(f"{sym}: funding rate", False, "exchange not reachable")
             continue
         with feed.retry_policy(*policy):
-            if ctx.restarted:
-                ready.run(f"{sym}: warm-up", lambda: "restored from the journal")
-            else:
+            if not ctx.restarted:
                 ready.run(f"{sym}: warm-up", lambda m=member, f=feed: _warm(m, f))
 
             def set_funding(settled: Any, nxt: Any, sym: str = sym) -> None:

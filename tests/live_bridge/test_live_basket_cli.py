@@ -257,6 +257,8 @@ def test_a_basket_trades_live_with_status_metrics_pause_and_a_restart(tmp_path: 
         for sym in (BTC, ETH):
             assert f"ok  {sym}: reconcile with the exchange:" in run.text, run.text
             assert "positions agree" in run.text
+            # the engines came from the account's restore item: no per-symbol item that checks nothing
+            assert f"{sym}: warm-up" not in run.text, run.text
         assert "restarted from the journal, reconciled with the exchange" in run.text
         assert f"run {run_id}" in run.text  # the same run: its orders are ours
         assert _advance(emu, journal, run) is not None
