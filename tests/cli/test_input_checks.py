@@ -300,11 +300,13 @@ def test_leverage_beyond_every_bracket_is_refused(top, venue_sets, strategy_sets
     assert len(problems) == 1 and all(w in problems[0] for w in words), problems
 
 
-def test_shipped_pairs_and_leverage_at_the_bracket_limit_pass() -> None:
+def test_shipped_pairs_and_leverage_at_the_bracket_limit_pass(legacy_configs: Path) -> None:
+    legacy = load_strategy(legacy_configs / "hedge_grid_v1.yaml")
     for venue in ("binance_futures", "binance_futures_testnet"):
         assert pair_problems(load_strategy("default"), load_venue(venue)) == []
-        # The audited bot's research config wants 6 + 6 stops where BTCUSDT allows 10 algo orders.
-        (problem,) = pair_problems(load_strategy("hedge_grid_v1"), load_venue(venue))
+        assert pair_problems(load_strategy("hedge_grid_v1"), load_venue(venue)) == []
+        # The audited bot's own research file wants 6 + 6 stops where BTCUSDT allows 10 algo orders.
+        (problem,) = pair_problems(legacy, load_venue(venue))
         assert "= 12: a lot on every rung needs 12 stop orders but BTC/USDT:USDT allows 10" in problem
     at_limit = load_venue("binance_futures", [*_brackets_at_most(10), "trading.leverage=10"])
     assert pair_problems(load_strategy("default"), at_limit) == []

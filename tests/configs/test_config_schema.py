@@ -116,9 +116,16 @@ def test_default_strategy_writes_out_risk_management_and_backtest_in_full() -> N
     assert set(raw["backtest"]) == set(StrategyConfig.model_fields["backtest"].annotation.model_fields)
 
 
-def test_shipped_hedge_grid_v1_matches_the_legacy_research_config(legacy_configs: Path) -> None:
+def test_shipped_hedge_grid_v1_is_the_legacy_research_config_but_its_ladder(legacy_configs: Path) -> None:
+    """Every value is the legacy file's except the ladder: 6 + 6 rungs need 12 stops, BTCUSDT allows 10."""
     shipped = dump_resolved(load_strategy("hedge_grid_v1"))
     legacy = dump_resolved(load_strategy(legacy_configs / "hedge_grid_v1.yaml"))
+    ladder = ("grid_levels_long", "grid_levels_short")
+    assert [legacy["grid"][k] for k in ladder] == [6, 6]
+    assert [shipped["grid"][k] for k in ladder] == [5, 5]
+    for cfg in (shipped, legacy):
+        for k in ladder:
+            del cfg["grid"][k]
     assert shipped == legacy
 
 
