@@ -189,7 +189,12 @@ def _bad_value_line(err: typer.BadParameter, args: list[str]) -> str | None:
 
 
 def _command_path(group: TyperGroup, args: list[str]) -> str:
-    """``gridctl backtest`` or ``gridctl study show``: the command a command line reaches (by its words)."""
+    """``gridctl backtest`` or ``gridctl study show``: the command a command line reaches (by its words).
+
+    ``_usage_line`` names it where click's error carries no context (``err.ctx`` None): its parser raises
+    BadOptionUsage ("Option '--x' requires an argument", "does not take a value") and BadArgumentUsage
+    without one. tests/cli/test_cli_habits.py checks an option without its value on every command.
+    """
     words, command = ["gridctl"], group
     for token in args:
         if not isinstance(command, TyperGroup):

@@ -18,10 +18,11 @@ from gridctl.configs.loader import (
     dump_resolved,
     load_strategy,
     load_venue,
+    retarget_strategy,
     shipped_names,
 )
 from gridctl.configs.overrides import basket_overrides
-from gridctl.configs.schema import StrategyConfig, VenueConfig, ccxt_to_instrument
+from gridctl.configs.schema import StrategyConfig, VenueConfig
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -149,7 +150,7 @@ def validate(
     the pair for other symbols than the strategy's own, each against that symbol's rules.
     """
     resolved = detect_kind(file) if kind is KindChoice.auto else kind.value
-    basket = _symbols(symbols)
+    basket = parse_symbols_flag(symbols, example="BTC/USDT:USDT,XRP/USDT:USDT")
     if (symbol is not None or basket) and venue is None and strategy is None:
         raise GridctlError(
             "--symbol/--symbols check a strategy against a venue's rules for those symbols; give the other "
@@ -233,15 +234,23 @@ def _validate_venue(
         typer.echo("live credentials: ok")
 
 
-def _symbols(values: list[str] | None) -> tuple[str, ...]:
-    """``--symbols`` as typed (comma lists and/or repeated) -> its symbols, in order, each once."""
-    parts = [part.strip() for value in values or [] for part in value.split(",")]
-    found = tuple(dict.fromkeys(part for part in parts if part))
-    if values is not None and not found:
-        raise GridctlError(
-            f"--symbols: {' '.join(values)!r} names no symbol (e.g. BTC/USDT:USDT,XRP/USDT:USDT)"
-        )
-    return found
+def parse_symbols(values: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Symbols from repeated options and/or comma lists, stripped, in order, each once."""
+    parts = [part.strip() for value in values for part in value.split(",")]
+    return tuple(dict.fromkeys(part for part in parts if part))
+
+
+def parse_symbols_flag(
+    values: list[str] | None, flag: str = "--symbols", example: str = "BTC/USDT:USDT,ETH/USDT:USDT"
+) -> tuple[str, ...]:
+    """A symbols option as typed (None: not given) -> its symbols; given but naming none is refused.
+
+    Every command's ``--symbols`` (and `data import --symbol`) is parsed here.
+    """
+    symbols = parse_symbols(values or [])
+    if values is not None and not symbols:
+        raise GridctlError(f"{flag}: {' '.join(values)!r} names no symbol (e.g. {example})")
+    return symbols
 
 
 def _strategy_for(
@@ -250,14 +259,12 @@ def _strategy_for(
     """The strategy ``ref`` as `gridctl backtest --symbol`/`--symbols` would trade it (unchanged without)."""
     if basket:
         return load_strategy(ref, basket_overrides(strategy, basket))
-    if symbol is None or symbol == strategy.ccxt_symbol:
-        return strategy
-    if strategy.strategy.symbols is not None:
+    if symbol not in (None, strategy.ccxt_symbol) and strategy.strategy.symbols is not None:
         raise GridctlError(
             f"--symbol {symbol}: strategy {strategy.origin} trades the basket "
             f"{list(strategy.basket_symbols)} (strategy.symbols); give --symbols {symbol} to check it alone"
         )
-    return load_strategy(ref, [f"strategy.instrument_id={ccxt_to_instrument(symbol)}"])
+    return retarget_strategy(ref, strategy, symbol)
 
 
 def _checked_symbols(strategy: StrategyConfig) -> list[str]:

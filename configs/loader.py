@@ -21,7 +21,13 @@ from gridctl import configs
 from gridctl.configs import secrets
 from gridctl.configs.errors import GridctlError
 from gridctl.configs.files import path_kind, require_regular_file
-from gridctl.configs.schema import FieldRuleError, StrategyConfig, VenueConfig, size_unit_changes
+from gridctl.configs.schema import (
+    FieldRuleError,
+    StrategyConfig,
+    VenueConfig,
+    ccxt_to_instrument,
+    size_unit_changes,
+)
 
 Kind = Literal["strategy", "venue"]
 ConfigT = TypeVar("ConfigT", StrategyConfig, VenueConfig)
@@ -44,6 +50,22 @@ def load_strategy(
     ``option`` is the flag the overrides came from, named in messages (``--set``).
     """
     return _load("strategy", StrategyConfig, path_or_name, overrides, option)
+
+
+def retarget_strategy(
+    path_or_name: str | Path, strategy: StrategyConfig, symbol: str | None, overrides: Sequence[str] = ()
+) -> StrategyConfig:
+    """``strategy`` (loaded from ``path_or_name`` with ``overrides``) trading ``symbol``, as every
+    ``--symbol`` runs it (`backtest`, `live`, `config validate`) and a profile's ``data.symbol``.
+
+    A one-symbol strategy's ``strategy.instrument_id`` is set to ``symbol`` (its exchange rules then come
+    from the venue, for that symbol). Without a ``symbol``, with its own instrument, or for a basket
+    strategy (``strategy.symbols``) it comes back unchanged: each caller refuses a ``--symbol`` beside a
+    basket in its own words.
+    """
+    if symbol is None or symbol == strategy.ccxt_symbol or strategy.strategy.symbols is not None:
+        return strategy
+    return load_strategy(path_or_name, [*overrides, f"strategy.instrument_id={ccxt_to_instrument(symbol)}"])
 
 
 def load_venue(path_or_name: str | Path, overrides: Sequence[str] = (), option: str = "--set") -> VenueConfig:

@@ -124,7 +124,7 @@ def import_command(
 
     Stored rows that the files hold with other values are refused unless --force (then listed).
     """
-    from gridctl.data.download_cli import parse_symbols_flag
+    from gridctl.configs.cli import parse_symbols_flag
     from gridctl.data.importers import import_paths
 
     symbols = parse_symbols_flag(symbol, "--symbol", "BTC/USDT:USDT")

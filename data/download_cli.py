@@ -46,22 +46,6 @@ def parse_kinds(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(part.strip() for part in text.split(",")))
 
 
-def parse_symbols(values: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """Symbols from repeated options and/or comma lists, stripped, in order, each once."""
-    parts = [part.strip() for value in values for part in value.split(",")]
-    return tuple(dict.fromkeys(part for part in parts if part))
-
-
-def parse_symbols_flag(
-    values: list[str] | None, flag: str = "--symbols", example: str = "BTC/USDT:USDT,ETH/USDT:USDT"
-) -> tuple[str, ...]:
-    """A symbols option as typed (None: not given) -> its symbols; given but naming none is refused."""
-    symbols = parse_symbols(values or [])
-    if values is not None and not symbols:
-        raise GridctlError(f"{flag}: {' '.join(values)!r} names no symbol (e.g. {example})")
-    return symbols
-
-
 def download_command(
     symbol: Annotated[
         list[str],
@@ -105,6 +89,7 @@ def download_command(
     Wide because: a typer command takes one parameter per flag.
     Long because: the flags' declarations; the body parses them and calls ``download_symbols``.
     """
+    from gridctl.configs.cli import parse_symbols
     from gridctl.data.download import FetchOptions, OptionError, download_symbols
     from gridctl.data.paths import require_writable_dir
     from gridctl.data.store import default_data_dir

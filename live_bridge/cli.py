@@ -190,7 +190,7 @@ def live(
     """
     if paper == live_mode:
         raise GridctlError("choose exactly one of --paper and --live")
-    from gridctl.data.download_cli import parse_symbols_flag
+    from gridctl.configs.cli import parse_symbols_flag
 
     opts = LiveOptions(
         mode="live" if live_mode else "paper",

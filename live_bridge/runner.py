@@ -107,15 +107,11 @@ def load_run_configs(opts: LiveOptions) -> tuple[Any, Any, str]:
     with their overrides; the symbol is ``opts.symbol`` or the strategy's instrument. A ``--symbol``
     other than a one-symbol strategy's instrument retargets it (``strategy.instrument_id``), as
     `gridctl backtest --symbol` does, so the run trades that symbol under its own rules."""
-    from gridctl.configs.loader import load_strategy, load_venue
-    from gridctl.configs.schema import ccxt_to_instrument
+    from gridctl.configs.loader import load_strategy, load_venue, retarget_strategy
 
     opts.check_journal()
     strategy = load_strategy(opts.strategy, list(opts.overrides))
-    retarget = opts.symbol is not None and opts.symbol != strategy.ccxt_symbol
-    if retarget and strategy.strategy.symbols is None:
-        instrument = f"strategy.instrument_id={ccxt_to_instrument(opts.symbol)}"
-        strategy = load_strategy(opts.strategy, [*opts.overrides, instrument])
+    strategy = retarget_strategy(opts.strategy, strategy, opts.symbol, opts.overrides)
     venue = load_venue(opts.venue, list(opts.venue_overrides), option="--venue-set")
     return strategy, venue, opts.symbol or strategy.ccxt_symbol
 

@@ -118,8 +118,7 @@ def run_backtest(opts: BacktestOptions, status: Console | None = None) -> tuple[
     loaded over the same window. The stats carry the run's path bracket (high first / low first).
     """
     from gridctl.configs.crosscheck import check_notional_in_range, check_strategy_on_venue
-    from gridctl.configs.loader import load_strategy, load_venue
-    from gridctl.configs.schema import ccxt_to_instrument
+    from gridctl.configs.loader import load_strategy, load_venue, retarget_strategy
     from gridctl.data.market import load_market
     from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
     from gridctl.data.store import default_data_dir
@@ -135,11 +134,8 @@ def run_backtest(opts: BacktestOptions, status: Console | None = None) -> tuple[
         timeframe, opts.start, opts.end, list(opts.overrides), detail
     )
     # Configs first: a bad --strategy/--venue/--set fails before anything is generated or written.
-    strategy = load_strategy(config, overrides)
-    if symbol is not None and symbol != strategy.ccxt_symbol:
-        # --symbol names what to trade: the strategy's instrument follows it (its rules come from the venue).
-        overrides = [*overrides, f"strategy.instrument_id={ccxt_to_instrument(symbol)}"]
-        strategy = load_strategy(config, overrides)
+    # --symbol names what to trade: the strategy's instrument follows it (its rules come from the venue).
+    strategy = retarget_strategy(config, load_strategy(config, overrides), symbol, overrides)
     check_detail_timeframe(strategy, timeframe, detail)
     detail_tf = strategy.backtest.detail_timeframe
     venue = load_venue(opts.venue)
@@ -309,7 +305,7 @@ def backtest(
     Long because: the flags' declarations; the body only builds BacktestOptions, calls
     ``run_backtest_command`` and prints what it returns.
     """
-    from gridctl.data.download_cli import parse_symbols_flag
+    from gridctl.configs.cli import parse_symbols_flag
 
     opts = BacktestOptions(
         strategy=config,

@@ -351,6 +351,7 @@ def study_show(
     a limit), re-run over the study's window (see DESIGN.md)."""
     from gridctl.research.commands import study_summary
     from gridctl.research.optimize import CONFIGURED_ONLY
+    from gridctl.research.reproduce import day_span
 
     opts = StudyOptions(studies_dir=studies_dir, storage=storage, data_dir=data, as_json=as_json)
     summary = study_summary(name, opts, top)
@@ -386,8 +387,8 @@ def study_show(
     hold = out.get("holdout")
     if hold is not None:
         con.print(
-            f"hold-out {_span((hold['start_ms'], hold['end_ms']))} (never scored by any trial): winner trial "
-            f"{hold['trial']} objective {_fmt(hold['objective'])}, return "
+            f"hold-out {day_span((hold['start_ms'], hold['end_ms']))} (never scored by any trial): "
+            f"winner trial {hold['trial']} objective {_fmt(hold['objective'])}, return "
             f"{_fmt(hold['metrics']['total_return_pct'])} %"
             + (f" (intrabar_path {hold['rule']})" if hold.get("rule") else "")
         )
@@ -454,6 +455,8 @@ def _step(value: Any, objective: Any) -> str:
 
 def _walk_forward_table(wf: dict[str, Any]) -> tuple[str, Columns, list[list[str]]]:
     """Per walk-forward fold: its windows, the trial picked on train and its scores on test."""
+    from gridctl.research.reproduce import day_span
+
     title = (
         "walk-forward: per fold, the best trial on its train window, scored on its test window "
         f"({wf['distinct_picks']} distinct picks)"
@@ -462,8 +465,8 @@ def _walk_forward_table(wf: dict[str, Any]) -> tuple[str, Columns, list[list[str
     rows = [
         [
             str(f["fold"]),
-            _span(f["train"], " .."),  # a narrow column wraps at the space: both days stay whole
-            _span(f["test"], " .."),
+            day_span(f["train"], " .."),  # a narrow column wraps at the space: both days stay whole
+            day_span(f["test"], " .."),
             _fmt(f["trial"]),
             _fmt(f.get("train_objective")),
             _fmt(f.get("test_objective")),
@@ -476,6 +479,8 @@ def _walk_forward_table(wf: dict[str, Any]) -> tuple[str, Columns, list[list[str
 
 def overfitting_lines(over: dict[str, Any]) -> list[str]:
     """The deflated Sharpe ratio and PBO with their inputs, as `study show` prints them."""
+    from gridctl.research.reproduce import day_span
+
     pool = "feasible or configured-rule-only" if over.get("trials_configured_rule_only") else "feasible"
     lines = [f"deflated Sharpe {_fmt(over.get('deflated_sharpe'))}"]
     if over.get("sharpe") is not None:
@@ -498,22 +503,11 @@ def overfitting_lines(over: dict[str, Any]) -> list[str]:
     win = over.get("returns_window")
     if win is not None:
         lines.append(
-            f"  both from daily returns over {_span((win['start_ms'], win['end_ms']))} ({win['days']} days"
+            f"  both from daily returns over {day_span((win['start_ms'], win['end_ms']))} ({win['days']} days"
             + ("; the hold-out left out: nothing selected on it)" if win["holdout_excluded"] else ")")
         )
     lines += [f"  note: {n}" for n in over.get("notes") or ()]
     return lines
-
-
-def _span(bounds: Any, sep: str = "..") -> str:
-    """``YYYY-MM-DD..YYYY-MM-DD`` of a window's (start_ms, end_ms), end exclusive (a partial last day
-    rounds up to the next day)."""
-    if not bounds:
-        return "-"
-    start, end = bounds
-    end = -(-end // 86_400_000) * 86_400_000
-    a, b = (time.strftime("%Y-%m-%d", time.gmtime(ms // 1000)) for ms in (start, end))
-    return f"{a}{sep}{b}"
 
 
 @study_app.command("export")

@@ -21,10 +21,20 @@ DAY_MS = 86_400_000
 SHOWN = ("total_return_pct", "max_drawdown_bar_close_pct", "sharpe", "trades")
 
 
-def _day(ms: int, end: bool = False) -> str:
+def window_day(ms: int, end: bool = False) -> str:
     """YYYY-MM-DD of a window bound (an end that is not midnight rounds up to the next day)."""
     day = ms // DAY_MS + (1 if end and ms % DAY_MS else 0)
     return time.strftime("%Y-%m-%d", time.gmtime(day * 86_400))
+
+
+def day_span(bounds: Any, sep: str = "..") -> str:
+    """``YYYY-MM-DD..YYYY-MM-DD`` of a window's (start_ms, end_ms), end exclusive (a partial last day
+    rounds up to the next day, as ``window_day``); ``-`` for no window. Every printed window (`study
+    show`, the study report, the export header) is written by this function."""
+    if not bounds:
+        return "-"
+    start, end = bounds
+    return f"{window_day(start)}{sep}{window_day(end, end=True)}"
 
 
 def scored_rule(metrics: dict[str, float]) -> str | None:
@@ -74,7 +84,7 @@ def reproduce_lines(study: Any, trial: Any, configured_rule: str) -> tuple[list[
         return f"{shown}; objective {value}"
 
     def command(w: dict[str, Any], rule: str | None, set_rule: bool) -> str:
-        cmd = f"{base} --start {_day(w['start_ms'])} --end {_day(w['end_ms'], end=True)}"
+        cmd = f"{base} --start {window_day(w['start_ms'])} --end {window_day(w['end_ms'], end=True)}"
         if set_rule and rule is not None and rule != configured_rule:
             cmd += f" --set backtest.intrabar_path={rule}"
         return cmd
@@ -109,7 +119,7 @@ def reproduce_lines(study: Any, trial: Any, configured_rule: str) -> tuple[list[
         config_rule = None
     if holdout is not None:
         lines.append(
-            f"# hold-out {_day(holdout['start_ms'])} .. {_day(holdout['end_ms'], end=True)} (exclusive): "
+            f"# hold-out {day_span((holdout['start_ms'], holdout['end_ms']), ' .. ')} (exclusive): "
             "no trial was scored on it; `gridctl study show` reports the winner there under the intrabar "
             "rule it names (the worst with objective.path_rule worst), which this command reproduces with "
             "`--set backtest.intrabar_path=<rule>`:"

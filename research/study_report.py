@@ -39,6 +39,7 @@ from optuna.trial import FrozenTrial, TrialState
 from gridctl.configs.errors import GridctlError
 from gridctl.data.atomic import atomic_write_text
 from gridctl.research.options import REPORT_TOP
+from gridctl.research.reproduce import day_span
 
 #: Fewer completed trials than this (or no parameter that varies) and importances are not computed:
 #: PED-ANOVA compares the best 10 % of the trials with the rest, so it needs one trial in that 10 %.
@@ -540,16 +541,12 @@ def overfitting_rows(over: dict[str, Any]) -> list[list[Any]]:
 
 
 def _window(win: dict[str, Any] | None) -> str | None:
-    """``YYYY-MM-DD .. YYYY-MM-DD`` of a ``returns_window``, and whether a hold-out was left out."""
+    """``YYYY-MM-DD .. YYYY-MM-DD`` of a ``returns_window`` (as `study show` prints it: a partial last day
+    rounds up), and whether a hold-out was left out."""
     if win is None:
         return None
-    import datetime
-
-    def day(ms: int) -> str:
-        return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y-%m-%d")
-
     left = "; hold-out left out" if win["holdout_excluded"] else ""
-    return f"{day(win['start_ms'])} .. {day(win['end_ms'])} ({win['days']} days{left})"
+    return f"{day_span((win['start_ms'], win['end_ms']), ' .. ')} ({win['days']} days{left})"
 
 
 def _pair(a: Any, b: Any) -> str | None:

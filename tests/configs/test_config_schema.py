@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from gridctl import configs
 from gridctl.configs.errors import GridctlError
-from gridctl.configs.loader import dump_resolved, load_strategy, load_venue, shipped_names
+from gridctl.configs.loader import dump_resolved, load_strategy, load_venue, retarget_strategy, shipped_names
 from gridctl.configs.schema import Bracket, MarginSection, StrategyConfig, VenueConfig, instrument_to_ccxt
 
 LEGACY_STRATEGIES = ["hedge_grid_v1.yaml", "hedge_grid_v1_production.yaml", "hedge_grid_v1_testnet.yaml"]
@@ -169,6 +169,20 @@ def test_shipped_venues_differ_only_in_api_section() -> None:
 def test_ccxt_symbol_from_instrument_id(instrument: str, symbol: str) -> None:
     cfg = load_strategy("default", [f"strategy.instrument_id={instrument}"])
     assert cfg.ccxt_symbol == symbol
+
+
+def test_retarget_sets_a_one_symbol_strategys_instrument_and_leaves_baskets_alone() -> None:
+    """The one --symbol rule of backtest, live, config validate and a profile's data.symbol."""
+    sets = ["grid.grid_step_bps=30"]
+    cfg = load_strategy("default", sets)
+    xrp = retarget_strategy("default", cfg, "XRP/USDT:USDT", sets)
+    assert (xrp.strategy.instrument_id, xrp.grid.grid_step_bps) == ("XRPUSDT-PERP.BINANCE", 30.0)
+    sets_given = "--set grid.grid_step_bps=30 --set strategy.instrument_id=XRPUSDT-PERP.BINANCE"
+    assert xrp.origin.endswith(sets_given)
+    assert retarget_strategy("default", cfg, None, sets) is cfg
+    assert retarget_strategy("default", cfg, "BTC/USDT:USDT", sets) is cfg
+    basket = load_strategy("default", ['strategy.symbols=["BTC/USDT:USDT", "ETH/USDT:USDT"]'])
+    assert retarget_strategy("default", basket, "XRP/USDT:USDT") is basket  # each caller refuses it
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import optuna
 import pytest
 
 from gridctl.configs.errors import GridctlError
+from gridctl.research.optimize_cli import overfitting_lines
 from gridctl.research.study_report import (
     MIN_TRIALS_FOR_IMPORTANCE,
     REPORT_FILE,
@@ -23,6 +24,7 @@ from gridctl.research.study_report import (
     is_oos_table,
     open_study,
     overfitting,
+    overfitting_rows,
     param_importances,
     pareto_figure,
     render_study_report,
@@ -289,3 +291,17 @@ def test_equity_reruns_apply_the_overrides_a_trial_ran_with(market) -> None:
 
     assert fig.data[0].y[-1] == final_equity(25.0) != final_equity(40.0)
     assert fig.data[1].y[-1] == final_equity(60.0)
+
+
+def test_the_report_and_study_show_print_the_same_returns_window_with_a_partial_last_day() -> None:
+    """A window from 2024-01-02 00:00 to 2024-02-05 16:00 (1h data stopping mid-day) ends, exclusive, on
+    2024-02-06: the report rounded the partial day down to 2024-02-05 while `study show` rounded it up."""
+    win = {"start_ms": 1_704_153_600_000, "end_ms": 1_707_148_800_000, "days": 34, "holdout_excluded": False}
+    assert win["end_ms"] == 1_704_153_600_000 + (34 * 24 + 16) * 3_600_000
+    (row,) = [r for r in overfitting_rows({"returns_window": win}) if r[0].startswith("daily returns over")]
+    assert row[1] == "2024-01-02 .. 2024-02-06 (34 days)"
+    shown = overfitting_lines({"returns_window": win})[-1]
+    assert shown == "  both from daily returns over 2024-01-02..2024-02-06 (34 days)"
+    midnight = win | {"end_ms": 1_704_153_600_000 + 34 * 86_400_000, "holdout_excluded": True}
+    (row,) = [r for r in overfitting_rows({"returns_window": midnight}) if r[0].startswith("daily returns")]
+    assert row[1] == "2024-01-02 .. 2024-02-05 (34 days; hold-out left out)"
