@@ -346,6 +346,17 @@ def _no_candles(
     window = "" if whole else " in the requested range"
     have = f"stored timeframes: {', '.join(stored)}" if stored else "nothing stored for this symbol"
     finer = [tf for tf in stored if timeframe_ms(tf) < bar_ms and bar_ms % timeframe_ms(tf) == 0]
+    paths = candle_partitions(data_dir, exchange, symbol, timeframe)
+    if not whole and paths:
+        # The timeframe is stored, only not in this window: say where it is (resampling would not help).
+        first = read_partition(paths[0], ("ts",))["ts"].min()
+        last = read_partition(paths[-1], ("ts",))["ts"].max()
+        if first is not None and last is not None:
+            return GridctlError(
+                f"no {timeframe} candles for {symbol} on {exchange}{window} in {data_dir}: its stored "
+                f"{timeframe} candles run {fmt_ts(first)} .. {fmt_ts(last)}; choose --start/--end inside "
+                "them, or get the missing bars with `gridctl data download` or `gridctl data import`"
+            )
     if finer:
         source = finer[-1]  # the coarsest stored timeframe that divides the wanted one
         how = (

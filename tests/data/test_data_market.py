@@ -116,6 +116,19 @@ def test_missing_candles_name_what_is_stored(store: Path) -> None:
         load_market(store, EX, SYM, "1h", start="2025-01-01")
 
 
+def test_a_window_outside_a_stored_timeframe_names_its_stored_range(store: Path) -> None:
+    # 1h is stored (72 bars: 2024-01-01 00:00 .. 2024-01-03 23:00), only not in 2025; a finer stored 1m
+    # series must not turn that into a "resample from 1m" hint (resampling cannot add 2025 bars).
+    ones = [1.0] * 3
+    minutes = {"ts": [JAN1 + i * 60_000 for i in range(3)], "open": ones, "high": ones, "low": ones}
+    write_candles(store, EX, SYM, "1m", pl.DataFrame({**minutes, "close": ones, "volume": ones}))
+    with pytest.raises(GridctlError) as err:
+        load_market(store, EX, SYM, "1h", start="2025-01-01")
+    msg = str(err.value)
+    assert "its stored 1h candles run 2024-01-01 00:00:00 UTC .. 2024-01-03 23:00:00 UTC" in msg
+    assert "choose --start/--end inside them" in msg and "resample" not in msg
+
+
 def test_funding_starting_after_first_bar_is_warned(tmp_path: Path) -> None:
     write_candles(tmp_path, EX, SYM, "1h", hour_bars(JAN1, 12))
     write_funding(tmp_path, EX, SYM, funding([JAN1 + 8 * HOUR]))
