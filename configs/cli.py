@@ -234,9 +234,13 @@ def _validate_venue(
 
 
 def _symbols(values: list[str] | None) -> tuple[str, ...]:
-    """``--symbols`` as typed (comma lists and/or repeated) -> its symbols, in order, each once."""
+    """``--symbols`` as typed (comma lists and/or repeated) -> its symbols, in order; one named twice is
+    refused, as `backtest --symbols` refuses it."""
     parts = [part.strip() for value in values or [] for part in value.split(",")]
-    found = tuple(dict.fromkeys(part for part in parts if part))
+    found = tuple(part for part in parts if part)
+    twice = list(dict.fromkeys(s for s in found if found.count(s) > 1))
+    if twice:
+        raise GridctlError(f"--symbols: {', '.join(twice)} given more than once; name each symbol once")
     if values is not None and not found:
         raise GridctlError(
             f"--symbols: {' '.join(values)!r} names no symbol (e.g. BTC/USDT:USDT,XRP/USDT:USDT)"

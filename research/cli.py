@@ -317,7 +317,7 @@ def backtest(
         data_dir=data,
         exchange=exchange,
         symbol=symbol,
-        symbols=parse_symbols_flag(symbols),
+        symbols=parse_symbols_flag(symbols, basket=True),
         timeframe=timeframe,
         start=start,
         end=end,

@@ -355,6 +355,9 @@ def test_detail_bars_are_walked_where_they_are_stored(tmp_path: Path) -> None:
         (["--symbols", BTC, "--symbol", ETH], "error: --symbol and --symbols: give one"),
         (["--symbols", "BTCUSDT"], "'BTCUSDT' is not a ccxt USD-M symbol"),
         (["--symbols", " , "], "error: --symbols: ' , ' names no symbol"),
+        # A symbol named twice was silently dropped to a basket of one (the strategy file refuses it).
+        (["--symbols", f"{BTC},{BTC}"], f"error: --symbols: {BTC} given more than once"),
+        (["--symbols", f"{BTC},{ETH}", "--symbols", ETH], f"error: --symbols: {ETH} given more than once"),
     ],
 )
 def test_a_bad_basket_is_one_clear_error(data_dir: Path, args: list[str], message: str) -> None:
