@@ -382,6 +382,14 @@ def account_stats(
     a["assumptions"]["exchange_rules"] = "; ".join(
         f"{symbol}: {s['assumptions']['exchange_rules']}" for symbol, s in per.items()
     )
+    # A symbol's own warnings (its detail bars' fallback names no symbol) are the account's too.
+    warned = a["assumptions"]["data_warnings"]
+    warned += [
+        f"{symbol}: {w}"
+        for symbol, s in per.items()
+        for w in s["assumptions"]["data_warnings"]
+        if w not in warned
+    ]
     pooled = np.concatenate(paths.lots) if paths.lots else np.zeros(0)
     gross_profit = float(pooled[pooled > 0.0].sum())
     gross_loss = float(-pooled[pooled < 0.0].sum())

@@ -219,8 +219,16 @@ def _print_basket_summary(console: Console, stats: dict[str, Any], out: Path | N
         f"{stats['timeframe']}, {a['data_start']} -> {a['data_end']} ({a['bars']:,} aligned bars)",
         soft_wrap=True,  # one line however many symbols: the terminal wraps it, grep finds it whole
     )
+    data_rows = [
+        (symbol, f"{s['gaps']:,} gaps, {s['missing_bars']:,} missing {stats['timeframe']} bars (not traded)")
+        for symbol, s in stats["symbols"].items()
+        if s["missing_bars"]
+    ] + [("Data warning", w) for w in a["assumptions"]["data_warnings"]]
     _print_sections(
-        console, ("Account", headline_rows(a)), ("Account gates, rejections, events", gate_rows(a))
+        console,
+        ("Account", headline_rows(a)),
+        ("Account gates, rejections, events", gate_rows(a)),
+        *([("Data", data_rows)] if data_rows else []),
     )
     header, *rows = basket_symbol_rows(stats)
     table = Table(title="Per symbol (equity: initial balance + the symbol's PnL)", title_justify="left")

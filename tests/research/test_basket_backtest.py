@@ -505,3 +505,39 @@ def test_a_symbols_contribution_curve_books_each_fill_and_settlement_in_the_kern
     curve = contribution_curve(run, 60_000, 10_000.0)
     np.testing.assert_allclose(curve["wallet_balance"], run.equity["wallet_balance"], rtol=0, atol=1e-9)
     np.testing.assert_allclose(curve["equity"], basket.output.account_equity["equity"], rtol=0, atol=1e-9)
+
+
+def test_a_symbols_partial_detail_and_its_gaps_are_the_accounts_warnings_and_on_the_summary(
+    tmp_path: Path,
+) -> None:
+    """ETH's 1m bars start 12 h after its 15m bars and it lacks two 15m bars: the account's data warnings
+    and the terminal summary say so (the basket summary printed no data warning at all, and the
+    account's warnings left out the symbol's detail fallback)."""
+    data = tmp_path / "data"
+    store_basket(data, days=3)
+    for symbol in (BTC, ETH):
+        resample_store(data, "synth", symbol, "1m", "15m")
+    eth = data / "synth" / "ETH_USDT_USDT"
+    (part,) = (eth / "1m").iterdir()
+    minutes = pl.read_parquet(part)
+    first = int(minutes["ts"][0])
+    minutes.filter(pl.col("ts") >= first + 12 * 3_600_000).write_parquet(part)
+    (part15,) = (eth / "15m").iterdir()
+    quarter = pl.read_parquet(part15)
+    gone = (first + 24 * 3_600_000, first + 24 * 3_600_000 + 900_000)  # two 15m bars a day in
+    quarter.filter(~pl.col("ts").is_in(gone)).write_parquet(part15)
+    args = ("--symbols", f"{BTC},{ETH}", "--timeframe", "15m", "--detail", "1m")
+    stats = run_json(data, *args)
+    warnings = stats["account"]["assumptions"]["data_warnings"]
+    # 12 h of ETH's 15m bars (48) walk their own OHLC; the two missing 15m bars are a gap it does not trade.
+    (fallback,) = [w for w in warnings if w.startswith(f"{ETH}: detail 1m: 48 of ")]
+    assert "lack complete 1m bars" in fallback
+    (gap,) = [w for w in warnings if "ETH/USDT:USDT 15m: 1 gap(s), 2 missing 15m bars" in w]
+    assert (stats["symbols"][ETH]["gaps"], stats["symbols"][ETH]["missing_bars"]) == (1, 2)
+    # No bar to trade: the 16 15m bars before ETH's first (4 h late) and the 2 missing ones.
+    assert stats["symbols"][ETH]["events"]["input_missing"] == ETH_LATE_BARS // 15 + 2
+    result = invoke(data, *args)
+    assert result.exit_code == 0, result.stderr
+    text = " ".join(result.stdout.split())  # rich may wrap a long cell
+    assert "ETH/USDT:USDT 1 gaps, 2 missing 15m bars (not traded)" in text
+    assert f"Data warning {fallback}" in text and f"Data warning {gap}" in text
