@@ -386,6 +386,15 @@ def check_report_in_browser(out: Path, stats: dict) -> None:
         session, log = browser.open_page(path)
         browser.wait_for(session, f"{plot} && {plot}._fullLayout && {plot}.querySelector('.main-svg')")
         names = browser.evaluate(session, f"{plot}._fullData.map(d => d.name)")
+        # Its three panels share a UTC date axis: the tick labels were epoch milliseconds ("1.71T").
+        axes = browser.evaluate(
+            session,
+            f"Object.keys({plot}._fullLayout).filter(k => /^xaxis[0-9]*$/.test(k)).sort()"
+            f".map(k => {plot}._fullLayout[k].type)",
+        )
+        ticks = browser.evaluate(
+            session, f"[...{plot}.querySelectorAll('.xaxislayer-above text')].map(t => t.textContent)"
+        )
         bh = browser.evaluate(
             session,
             f"(t => [...t.x].map((x, i) => [+x, t.y[i]]).filter(p => isFinite(p[1])))({plot}._fullData[1])",
@@ -428,6 +437,8 @@ def check_report_in_browser(out: Path, stats: dict) -> None:
     # Account equity, the basket's buy-and-hold (its definition is the legend entry), drawdown, then one
     # PnL line per symbol, in basket order.
     assert names == ["account equity", BASKET_BUY_AND_HOLD, "drawdown", *stats["basket"]]
+    assert axes == ["date", "date", "date"]
+    assert ticks and not any(t.endswith("T") or t.replace(".", "").isdigit() for t in ticks), ticks
     assert "split equally across the symbols" in BASKET_BUY_AND_HOLD
     # It starts at the late symbol's first bar (the first every symbol has), worth the initial balance.
     late = max(stats["basket"], key=lambda s: stats["symbols"][s]["data_start"])
