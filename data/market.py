@@ -199,12 +199,13 @@ def _clip_warnings(
     if start_ms is not None and int(ts[0]) > -(-start_ms // bar_ms) * bar_ms:
         report.warnings.append(
             f"{series}: the requested start {fmt_ts(start_ms)} is before the first stored bar in range "
-            f"({fmt_ts(ts[0])}); the run starts there"
+            f"({fmt_ts(ts[0])}); it trades from there (a basket's other symbols may start earlier)"
         )
     if end_ms is not None and int(ts[-1]) < -(-end_ms // bar_ms) * bar_ms - bar_ms:
         report.warnings.append(
             f"{series}: the requested end {fmt_ts(end_ms)} is after the last stored bar in range "
-            f"({fmt_ts(ts[-1])}, closing {fmt_ts(int(ts[-1]) + bar_ms)}); the run ends there"
+            f"({fmt_ts(ts[-1])}, closing {fmt_ts(int(ts[-1]) + bar_ms)}); it trades up to there (a basket's "
+            "other symbols may go on)"
         )
 
 

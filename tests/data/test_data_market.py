@@ -116,6 +116,21 @@ def test_missing_candles_name_what_is_stored(store: Path) -> None:
         load_market(store, EX, SYM, "1h", start="2025-01-01")
 
 
+def test_a_window_wider_than_the_stored_bars_says_where_the_symbol_trades(store: Path) -> None:
+    # In a basket the run goes on with the other symbols: the warning no longer says "the run ends there".
+    m = load_market(store, EX, SYM, "1h", start="2023-12-31", end="2024-01-05")
+    assert (
+        "binanceusdm BTC/USDT:USDT 1h: the requested start 2023-12-31 00:00:00 UTC is before the first "
+        "stored bar in range (2024-01-01 00:00:00 UTC); it trades from there (a basket's other symbols may "
+        "start earlier)"
+    ) in m.report.warnings
+    assert (
+        "binanceusdm BTC/USDT:USDT 1h: the requested end 2024-01-05 00:00:00 UTC is after the last stored "
+        "bar in range (2024-01-03 23:00:00 UTC, closing 2024-01-04 00:00:00 UTC); it trades up to there (a "
+        "basket's other symbols may go on)"
+    ) in m.report.warnings
+
+
 def test_a_window_outside_a_stored_timeframe_names_its_stored_range(store: Path) -> None:
     # 1h is stored (72 bars: 2024-01-01 00:00 .. 2024-01-03 23:00), only not in 2025; a finer stored 1m
     # series must not turn that into a "resample from 1m" hint (resampling cannot add 2025 bars).
