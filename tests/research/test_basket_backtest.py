@@ -368,6 +368,17 @@ def test_a_bad_basket_is_one_clear_error(data_dir: Path, args: list[str], messag
         assert "ADA/USDT:USDT: " in result.stderr and "no exchange rules for 'ADA/USDT:USDT'" in result.stderr
 
 
+def test_every_symbol_whose_data_cannot_run_is_named_one_line_each(data_dir: Path) -> None:
+    """The load stopped at the first symbol's problem, so a checker fixed them one run at a time."""
+    result = invoke(data_dir, "--symbols", f"{BTC},XRP/USDT:USDT,DOGE/USDT:USDT")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert [line.split(" in ")[0] for line in lines] == [
+        "error: no 1m candles for XRP/USDT:USDT on synth",
+        "error: no 1m candles for DOGE/USDT:USDT on synth",
+    ]
+
+
 def test_the_basket_report_renders_offline_in_a_browser(basket_out: tuple[Path, dict]) -> None:
     check_report_in_browser(*basket_out)
 
