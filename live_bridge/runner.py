@@ -108,10 +108,13 @@ def load_run_configs(opts: LiveOptions) -> tuple[Any, Any, str]:
     other than a one-symbol strategy's instrument retargets it (``strategy.instrument_id``), as
     `gridctl backtest --symbol` does, so the run trades that symbol under its own rules."""
     from gridctl.configs.loader import load_strategy, load_venue
+    from gridctl.configs.overrides import symbol_override_sets
     from gridctl.configs.schema import ccxt_to_instrument
 
     opts.check_journal()
-    strategy = load_strategy(opts.strategy, list(opts.overrides))
+    # With --symbols the basket loader applies per-symbol --set values (research.cli.load_basket_strategy).
+    sets = symbol_override_sets(opts.overrides)[0] if opts.symbols else list(opts.overrides)
+    strategy = load_strategy(opts.strategy, sets)
     retarget = opts.symbol is not None and opts.symbol != strategy.ccxt_symbol
     if retarget and strategy.strategy.symbols is None:
         instrument = f"strategy.instrument_id={ccxt_to_instrument(opts.symbol)}"

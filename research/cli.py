@@ -103,11 +103,13 @@ def check_detail_timeframe(strategy: Any, timeframe: str, detail: str | None) ->
 def load_basket_strategy(config: str, symbols: tuple[str, ...], overrides: list[str]) -> Any | None:
     """The basket strategy of ``--symbols`` (or of the strategy's own ``strategy.symbols``), else None."""
     from gridctl.configs.loader import load_strategy
-    from gridctl.configs.overrides import basket_overrides
+    from gridctl.configs.overrides import basket_overrides, symbol_override_sets
 
+    if symbols:  # the basket from the shared --set values, then each symbol's own --set values on it
+        shared, own = symbol_override_sets(overrides)
+        strategy = load_strategy(config, shared)
+        return load_strategy(config, [*shared, *basket_overrides(strategy, symbols), *own])
     strategy = load_strategy(config, overrides)
-    if symbols:
-        return load_strategy(config, [*overrides, *basket_overrides(strategy, symbols)])
     return strategy if strategy.strategy.symbols is not None else None
 
 

@@ -316,6 +316,21 @@ def test_a_symbol_override_changes_that_symbol_only(data_dir: Path, tmp_path: Pa
     assert g["qty"] == pytest.approx(2 * b["qty"], abs=0.002)
     # BTC's first fill is untouched.
     assert first_entry(base, BTC) == first_entry(big, BTC)
+    # The same override as --set symbol_overrides.<SYMBOL>.section.key on --symbols: the same ledger (it
+    # was split on every dot into a nested key, refused as "key 'grid' must look like 'section.key'").
+    via_set = tmp_path / "via-set"
+    overrides = ("--set", f"symbol_overrides.{ETH}.grid.base_notional=300")
+    run_json(data_dir, "--symbols", f"{BTC},{ETH}", *overrides, "--out", str(via_set))
+    assert pl.read_parquet(via_set / "fills.parquet").equals(big)
+    # A symbol outside the basket, an unknown key and an account key are one line each, exit 2.
+    for key, message in (
+        ("symbol_overrides.XRP/USDT:USDT.grid.base_notional=300", "['XRP/USDT:USDT'] not in the basket"),
+        (f"symbol_overrides.{ETH}.grid.base_notionl=300", "did you mean 'grid.base_notional'?"),
+        (f"symbol_overrides.{ETH}.backtest.initial_balance=5", "set it for the whole strategy"),
+    ):
+        result = invoke(data_dir, "--symbols", f"{BTC},{ETH}", "--set", key)
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_detail_bars_are_walked_where_they_are_stored(tmp_path: Path) -> None:
