@@ -355,8 +355,9 @@ def _no_candles(
         if first is not None and last is not None:
             return GridctlError(
                 f"no {timeframe} candles for {symbol} on {exchange}{window} in {data_dir}: its stored "
-                f"{timeframe} candles run {fmt_ts(first)} .. {fmt_ts(last)}; choose --start/--end inside "
-                "them, or get the missing bars with `gridctl data download` or `gridctl data import`"
+                f"{timeframe} candles run {fmt_ts(first)} .. {fmt_ts(last)}; choose a window inside them "
+                "(--start/--end, or a profile's data.start/end), or get the missing bars with "
+                "`gridctl data download` or `gridctl data import`"
             )
     if finer:
         source = finer[-1]  # the coarsest stored timeframe that divides the wanted one

@@ -141,7 +141,8 @@ def test_a_window_outside_a_stored_timeframe_names_its_stored_range(store: Path)
         load_market(store, EX, SYM, "1h", start="2025-01-01")
     msg = str(err.value)
     assert "its stored 1h candles run 2024-01-01 00:00:00 UTC .. 2024-01-03 23:00:00 UTC" in msg
-    assert "choose --start/--end inside them" in msg and "resample" not in msg
+    assert "choose a window inside them (--start/--end, or a profile's data.start/end)" in msg
+    assert "resample" not in msg
 
 
 def test_funding_starting_after_first_bar_is_warned(tmp_path: Path) -> None:
