@@ -150,7 +150,7 @@ def validate(
     the pair for other symbols than the strategy's own, each against that symbol's rules.
     """
     resolved = detect_kind(file) if kind is KindChoice.auto else kind.value
-    basket = parse_symbols_flag(symbols, example="BTC/USDT:USDT,XRP/USDT:USDT")
+    basket = parse_symbols_flag(symbols, example="BTC/USDT:USDT,XRP/USDT:USDT", basket=True)
     if (symbol is not None or basket) and venue is None and strategy is None:
         raise GridctlError(
             "--symbol/--symbols check a strategy against a venue's rules for those symbols; give the other "
@@ -234,20 +234,33 @@ def _validate_venue(
         typer.echo("live credentials: ok")
 
 
-def parse_symbols(values: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """Symbols from repeated options and/or comma lists, stripped, in order, each once."""
+def parse_symbols(
+    values: list[str] | tuple[str, ...], flag: str = "--symbols", basket: bool = False
+) -> tuple[str, ...]:
+    """Symbols from repeated options and/or comma lists, stripped, in order, each once. For a
+    ``basket`` (backtest, live, config validate) a symbol named twice is refused, as
+    ``strategy.symbols`` refuses it: a basket trades each symbol once and a mistyped list must not
+    shrink silently."""
     parts = [part.strip() for value in values for part in value.split(",")]
-    return tuple(dict.fromkeys(part for part in parts if part))
+    found = [part for part in parts if part]
+    twice = list(dict.fromkeys(s for s in found if found.count(s) > 1))
+    if basket and twice:
+        raise GridctlError(f"{flag}: {', '.join(twice)} given more than once; name each symbol once")
+    return tuple(dict.fromkeys(found))
 
 
 def parse_symbols_flag(
-    values: list[str] | None, flag: str = "--symbols", example: str = "BTC/USDT:USDT,ETH/USDT:USDT"
+    values: list[str] | None,
+    flag: str = "--symbols",
+    example: str = "BTC/USDT:USDT,ETH/USDT:USDT",
+    basket: bool = False,
 ) -> tuple[str, ...]:
-    """A symbols option as typed (None: not given) -> its symbols; given but naming none is refused.
+    """A symbols option as typed (None: not given) -> its symbols; given but naming none is refused,
+    and for a ``basket`` so is a symbol named twice.
 
     Every command's ``--symbols`` (and `data import --symbol`) is parsed here.
     """
-    symbols = parse_symbols(values or [])
+    symbols = parse_symbols(values or [], flag, basket)
     if values is not None and not symbols:
         raise GridctlError(f"{flag}: {' '.join(values)!r} names no symbol (e.g. {example})")
     return symbols

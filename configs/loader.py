@@ -469,6 +469,8 @@ def _parse_override(text: str, option: str = "--set") -> tuple[tuple[str, ...], 
     """``grid.grid_step_bps=30`` -> (("grid", "grid_step_bps"), 30); the value is parsed as YAML."""
     key, sep, raw = text.partition("=")
     keys = tuple(part.strip() for part in key.split("."))
+    if len(keys) == 4 and keys[0] == "symbol_overrides":  # symbol_overrides.<SYMBOL>.section.key: as the
+        keys = (keys[0], keys[1], f"{keys[2]}.{keys[3]}")  # file holds it (ccxt symbols have no dot)
     if not sep or not all(keys):
         raise GridctlError(f"{option} {text}: expected SECTION.KEY=VALUE, e.g. grid.grid_step_bps=30")
     try:

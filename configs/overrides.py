@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -70,6 +70,16 @@ def split_symbol_key(key: str) -> tuple[str, str] | None:
     if not symbol or not dot or field.count(".") != 1 or not all(field.split(".")):
         raise GridctlError(f"override key {key!r} must look like 'symbol_overrides.<SYMBOL>.section.key'")
     return symbol, field
+
+
+def symbol_override_sets(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``--set`` texts split into (shared ones, per-symbol ones ``symbol_overrides.<SYMBOL>.section.key=v``):
+    a ``--symbols`` basket is made from the shared ones, then the per-symbol ones apply to it."""
+    shared, own = [], []
+    for text in overrides:
+        key = text.partition("=")[0].strip()
+        (own if key.startswith(SYMBOL_KEY_PREFIX) else shared).append(text)
+    return shared, own
 
 
 def apply_overrides(

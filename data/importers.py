@@ -551,6 +551,17 @@ def _plain_times(df: pl.DataFrame, source: str) -> tuple[str, np.ndarray]:
             f"{source}: no time column (looked for {', '.join(_TIME_COLUMNS)}; found {', '.join(df.columns)})"
         )
     col = df[name]
+    if col.dtype == pl.String:  # a CSV has no datetime type: ISO text such as 2024-01-01 00:00:00 (UTC)
+        try:
+            col = col.str.to_datetime(time_unit="ms", strict=True)  # an offset is converted to UTC
+        except pl.exceptions.PolarsError:
+            raise GridctlError(
+                f"{source}: column {name!r} holds text that is not a date and time (first value "
+                f"{df[name][0]!r}); give epoch times or ISO datetimes like 2024-01-01 00:00:00 (UTC)"
+            ) from None
+        if col.null_count():
+            row = int(col.is_null().arg_max() or 0)
+            raise GridctlError(f"{source}: row {row}: column {name!r} is empty")
     if isinstance(col.dtype, pl.Datetime):
         if col.dtype.time_zone not in (None, "UTC"):
             raise GridctlError(f"{source}: column {name!r} is in time zone {col.dtype.time_zone}, not UTC")

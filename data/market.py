@@ -199,12 +199,13 @@ def _clip_warnings(
     if start_ms is not None and int(ts[0]) > -(-start_ms // bar_ms) * bar_ms:
         report.warnings.append(
             f"{series}: the requested start {fmt_ts(start_ms)} is before the first stored bar in range "
-            f"({fmt_ts(ts[0])}); the run starts there"
+            f"({fmt_ts(ts[0])}); it trades from there (a basket's other symbols may start earlier)"
         )
     if end_ms is not None and int(ts[-1]) < -(-end_ms // bar_ms) * bar_ms - bar_ms:
         report.warnings.append(
             f"{series}: the requested end {fmt_ts(end_ms)} is after the last stored bar in range "
-            f"({fmt_ts(ts[-1])}, closing {fmt_ts(int(ts[-1]) + bar_ms)}); the run ends there"
+            f"({fmt_ts(ts[-1])}, closing {fmt_ts(int(ts[-1]) + bar_ms)}); it trades up to there (a basket's "
+            "other symbols may go on)"
         )
 
 
@@ -346,6 +347,18 @@ def _no_candles(
     window = "" if whole else " in the requested range"
     have = f"stored timeframes: {', '.join(stored)}" if stored else "nothing stored for this symbol"
     finer = [tf for tf in stored if timeframe_ms(tf) < bar_ms and bar_ms % timeframe_ms(tf) == 0]
+    paths = candle_partitions(data_dir, exchange, symbol, timeframe)
+    if not whole and paths:
+        # The timeframe is stored, only not in this window: say where it is (resampling would not help).
+        first = read_partition(paths[0], ("ts",))["ts"].min()
+        last = read_partition(paths[-1], ("ts",))["ts"].max()
+        if first is not None and last is not None:
+            return GridctlError(
+                f"no {timeframe} candles for {symbol} on {exchange}{window} in {data_dir}: its stored "
+                f"{timeframe} candles run {fmt_ts(first)} .. {fmt_ts(last)}; choose a window inside them "
+                "(--start/--end, or a profile's data.start/end), or get the missing bars with "
+                "`gridctl data download` or `gridctl data import`"
+            )
     if finer:
         source = finer[-1]  # the coarsest stored timeframe that divides the wanted one
         how = (

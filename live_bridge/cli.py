@@ -201,7 +201,7 @@ def live(
         replay=replay,
         exchange=exchange,
         symbol=symbol,
-        symbols=parse_symbols_flag(symbols),
+        symbols=parse_symbols_flag(symbols, basket=True),
         timeframe=timeframe,
         start=start,
         end=end,

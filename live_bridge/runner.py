@@ -108,10 +108,13 @@ def load_run_configs(opts: LiveOptions) -> tuple[Any, Any, str]:
     other than a one-symbol strategy's instrument retargets it (``strategy.instrument_id``), as
     `gridctl backtest --symbol` does, so the run trades that symbol under its own rules."""
     from gridctl.configs.loader import load_strategy, load_venue, retarget_strategy
+    from gridctl.configs.overrides import symbol_override_sets
 
     opts.check_journal()
-    strategy = load_strategy(opts.strategy, list(opts.overrides))
-    strategy = retarget_strategy(opts.strategy, strategy, opts.symbol, opts.overrides)
+    # With --symbols the basket loader applies per-symbol --set values (research.cli.load_basket_strategy).
+    sets = symbol_override_sets(opts.overrides)[0] if opts.symbols else list(opts.overrides)
+    strategy = load_strategy(opts.strategy, sets)
+    strategy = retarget_strategy(opts.strategy, strategy, opts.symbol, sets)
     venue = load_venue(opts.venue, list(opts.venue_overrides), option="--venue-set")
     return strategy, venue, opts.symbol or strategy.ccxt_symbol
 

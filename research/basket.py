@@ -154,19 +154,26 @@ def load_basket_markets(
 
     exchange, timeframe, start_ms, end_ms = window
     markets: dict[str, Market] = {}
+    problems: list[str] = []  # every symbol's, one line each (not only the first symbol's)
     for symbol, strat in strategies.items():
-        market = load_market(data_dir, exchange, symbol, timeframe, start_ms, end_ms)
-        regime = strat.regime  # a symbol's overrides may change its warm-up
-        warmup = warmup_bars(regime.adx_len, regime.ema_slow, regime.atr_len)
-        if len(market.ts) < warmup:
-            raise GridctlError(
-                f"{exchange} {symbol} {timeframe}: only {len(market.ts):,} bar(s) in the selected range, "
-                f"fewer than the strategy's regime warm-up of {warmup} bars"
-                "; choose a longer --start/--end range"
-            )
-        low, high = float(np.nanmin(market.low)), float(np.nanmax(market.high))
-        check_notional_in_range(strat, venue, low, high, f"{exchange} {symbol} {timeframe}")
+        try:
+            market = load_market(data_dir, exchange, symbol, timeframe, start_ms, end_ms)
+            regime = strat.regime  # a symbol's overrides may change its warm-up
+            warmup = warmup_bars(regime.adx_len, regime.ema_slow, regime.atr_len)
+            if len(market.ts) < warmup:
+                raise GridctlError(
+                    f"{exchange} {symbol} {timeframe}: only {len(market.ts):,} bar(s) in the selected range, "
+                    f"fewer than the strategy's regime warm-up of {warmup} bars"
+                    "; choose a longer --start/--end range"
+                )
+            low, high = float(np.nanmin(market.low)), float(np.nanmax(market.high))
+            check_notional_in_range(strat, venue, low, high, f"{exchange} {symbol} {timeframe}")
+        except GridctlError as err:
+            problems.append(str(err))
+            continue
         markets[symbol] = market
+    if problems:
+        raise GridctlError("\nerror: ".join(problems))
     return markets
 
 
@@ -382,6 +389,14 @@ def account_stats(
     a["assumptions"]["exchange_rules"] = "; ".join(
         f"{symbol}: {s['assumptions']['exchange_rules']}" for symbol, s in per.items()
     )
+    # A symbol's own warnings (its detail bars' fallback names no symbol) are the account's too.
+    warned = a["assumptions"]["data_warnings"]
+    warned += [
+        f"{symbol}: {w}"
+        for symbol, s in per.items()
+        for w in s["assumptions"]["data_warnings"]
+        if w not in warned
+    ]
     pooled = np.concatenate(paths.lots) if paths.lots else np.zeros(0)
     gross_profit = float(pooled[pooled > 0.0].sum())
     gross_loss = float(-pooled[pooled < 0.0].sum())

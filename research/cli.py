@@ -103,11 +103,13 @@ def check_detail_timeframe(strategy: Any, timeframe: str, detail: str | None) ->
 def load_basket_strategy(config: str, symbols: tuple[str, ...], overrides: list[str]) -> Any | None:
     """The basket strategy of ``--symbols`` (or of the strategy's own ``strategy.symbols``), else None."""
     from gridctl.configs.loader import load_strategy
-    from gridctl.configs.overrides import basket_overrides
+    from gridctl.configs.overrides import basket_overrides, symbol_override_sets
 
+    if symbols:  # the basket from the shared --set values, then each symbol's own --set values on it
+        shared, own = symbol_override_sets(overrides)
+        strategy = load_strategy(config, shared)
+        return load_strategy(config, [*shared, *basket_overrides(strategy, symbols), *own])
     strategy = load_strategy(config, overrides)
-    if symbols:
-        return load_strategy(config, [*overrides, *basket_overrides(strategy, symbols)])
     return strategy if strategy.strategy.symbols is not None else None
 
 
@@ -215,8 +217,16 @@ def _print_basket_summary(console: Console, stats: dict[str, Any], out: Path | N
         f"{stats['timeframe']}, {a['data_start']} -> {a['data_end']} ({a['bars']:,} aligned bars)",
         soft_wrap=True,  # one line however many symbols: the terminal wraps it, grep finds it whole
     )
+    data_rows = [
+        (symbol, f"{s['gaps']:,} gaps, {s['missing_bars']:,} missing {stats['timeframe']} bars (not traded)")
+        for symbol, s in stats["symbols"].items()
+        if s["missing_bars"]
+    ] + [("Data warning", w) for w in a["assumptions"]["data_warnings"]]
     _print_sections(
-        console, ("Account", headline_rows(a)), ("Account gates, rejections, events", gate_rows(a))
+        console,
+        ("Account", headline_rows(a)),
+        ("Account gates, rejections, events", gate_rows(a)),
+        *([("Data", data_rows)] if data_rows else []),
     )
     header, *rows = basket_symbol_rows(stats)
     table = Table(title="Per symbol (equity: initial balance + the symbol's PnL)", title_justify="left")
@@ -313,7 +323,7 @@ def backtest(
         data_dir=data,
         exchange=exchange,
         symbol=symbol,
-        symbols=parse_symbols_flag(symbols),
+        symbols=parse_symbols_flag(symbols, basket=True),
         timeframe=timeframe,
         start=start,
         end=end,

@@ -1588,6 +1588,7 @@ def basket_figure(basket: Any) -> go.Figure:
             row=3,
             col=1,
         )
+    fig.update_xaxes(type="date")  # epoch ms as UTC dates, as the symbols' charts show them
     fig.update_layout(
         height=900,
         margin={"l": 60, "r": 20, "t": 40, "b": 30},

@@ -45,10 +45,18 @@ def test_each_symbol_gets_its_instrument_and_only_its_own_overrides(tmp_path: Pa
 
 
 def test_without_symbols_the_basket_is_the_instrument(tmp_path: Path) -> None:
-    strategy = load_strategy(write(tmp_path, None, {"BTC/USDT:USDT": {"exit.tp_steps": 2}}))
+    strategy = load_strategy(write(tmp_path, None, None))
     assert strategy.basket_symbols == ("BTC/USDT:USDT",)
-    (only,) = basket_strategies(strategy).values()
-    assert only.exit.tp_steps == 2 and strategy.exit.tp_steps == 3
+    # Overrides need strategy.symbols: a single-symbol backtest, live run or study trades the strategy
+    # itself, so its own symbol's override was accepted and changed nothing (tp_steps stayed 3).
+    path = write(tmp_path, None, {"BTC/USDT:USDT": {"exit.tp_steps": 2}})
+    with pytest.raises(
+        GridctlError, match=r"symbol_overrides: \['BTC/USDT:USDT'\]: per-symbol overrides need"
+    ):
+        load_strategy(path)
+    # As a one-symbol basket the override is that symbol's.
+    (only,) = basket_strategies(load_strategy(path, ['strategy.symbols=["BTC/USDT:USDT"]'])).values()
+    assert only.exit.tp_steps == 2
     # --set reaches the new fields like any other.
     via_set = load_strategy("default", ["strategy.symbols=[BTC/USDT:USDT, ETH/USDT:USDT]"])
     assert via_set.basket_symbols == ("BTC/USDT:USDT", "ETH/USDT:USDT")

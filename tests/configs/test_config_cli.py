@@ -248,5 +248,7 @@ def test_validate_symbol_flags_need_the_pair_and_known_rules() -> None:
     assert_user_error(code, out, err, "no exchange rules for 'ADA/USDT:USDT'")
     code, out, err = run("validate", "default", "--venue", "binance_futures", "--symbols", " , ")
     assert_user_error(code, out, err, "--symbols: ' , ' names no symbol")
+    code, out, err = run("validate", "default", "-v", "binance_futures", "--symbols", f"{XRP},{BTC},{XRP}")
+    assert_user_error(code, out, err, f"--symbols: {XRP} given more than once")
     code, out, err = run("validate", "default", "-v", "binance_futures", "--symbol", XRP, "--symbols", XRP)
     assert_user_error(code, out, err, "--symbol and --symbols: give one")

@@ -113,7 +113,7 @@ def test_each_shipped_symbol_has_its_own_tick_lot_and_min_notional() -> None:
     assert got == {
         "BTC": (0.1, 0.001, 100.0),
         "ETH": (0.01, 0.001, 20.0),
-        "SOL": (0.001, 0.01, 5.0),
+        "SOL": (0.01, 0.01, 5.0),  # tick 0.01 since 2024-10-14 (test_shipped_filters_match_real_data)
         "XRP": (0.0001, 0.1, 5.0),
         "BNB": (0.01, 0.01, 5.0),
         "DOGE": (0.00001, 1.0, 5.0),

@@ -10,6 +10,7 @@ import pytest
 from gridctl.configs.errors import GridctlError
 from gridctl.data.importers import import_path
 from gridctl.data.market import load_market
+from gridctl.data.store import read_candles
 
 H = 3_600_000
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
@@ -59,6 +60,34 @@ def test_flags_supply_what_the_name_does_not_say(tmp_path: Path) -> None:
     ]
     market = load_market(tmp_path / "store", "binanceusdm", "DOGE/USDT:USDT", "15m")
     assert len(market.ts) == 30 and market.close[1] == pytest.approx(1.06)
+
+
+def test_a_csv_with_iso_datetime_text_imports_as_utc(tmp_path: Path) -> None:
+    """A CSV has no datetime type: its time column is text. That was refused ("holds String"), so the
+    commonest plain CSV could not be imported; naive text is UTC, an offset is converted to UTC."""
+    hours = ["2024-01-01 00:00:00", "2024-01-01 01:00:00", "2024-01-01 02:00:00"]
+    frame = candles(3).drop("ts").insert_column(0, pl.Series("timestamp", hours))
+    frame.write_csv(tmp_path / "ETHUSDT_hourly.csv")
+    out = import_path(tmp_path / "ETHUSDT_hourly.csv", tmp_path / "store")
+    assert out.notes == ["ETHUSDT_hourly.csv: ETH/USDT:USDT (file name) trade candles 1h (bar spacing)"]
+    stored = read_candles(tmp_path / "store", "binanceusdm", "ETH/USDT:USDT", "1h")["ts"].to_list()
+    assert stored == [1_704_067_200_000, 1_704_070_800_000, 1_704_074_400_000]  # 2024-01-01 UTC
+    # 02:00+02:00 is 00:00 UTC: the same three bars.
+    shifted = ["2024-01-01T02:00:00+02:00", "2024-01-01T03:00:00+02:00", "2024-01-01T04:00:00+02:00"]
+    frame.with_columns(pl.Series("timestamp", shifted)).write_csv(tmp_path / "ETHUSDT_tz.csv")
+    import_path(tmp_path / "ETHUSDT_tz.csv", tmp_path / "store2")
+    assert read_candles(tmp_path / "store2", "binanceusdm", "ETH/USDT:USDT", "1h")["ts"].to_list() == stored
+    # Text that is no date, and an empty cell, are named.
+    frame.with_columns(pl.Series("timestamp", ["2024-01-01 00:00:00", "soon", "later"])).write_csv(
+        tmp_path / "ETHUSDT_bad.csv"
+    )
+    with pytest.raises(GridctlError, match=r"ETHUSDT_bad.csv: column 'timestamp' holds text that is not a"):
+        import_path(tmp_path / "ETHUSDT_bad.csv", tmp_path / "store3")
+    frame.with_columns(pl.Series("timestamp", [hours[0], None, hours[2]])).write_csv(
+        tmp_path / "ETHUSDT_gap.csv"
+    )
+    with pytest.raises(GridctlError, match=r"ETHUSDT_gap.csv: row 1: column 'timestamp' is empty"):
+        import_path(tmp_path / "ETHUSDT_gap.csv", tmp_path / "store3")
 
 
 def test_a_timeframe_that_contradicts_the_data_or_a_symbol_the_name_contradicts_is_refused(

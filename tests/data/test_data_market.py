@@ -116,6 +116,35 @@ def test_missing_candles_name_what_is_stored(store: Path) -> None:
         load_market(store, EX, SYM, "1h", start="2025-01-01")
 
 
+def test_a_window_wider_than_the_stored_bars_says_where_the_symbol_trades(store: Path) -> None:
+    # In a basket the run goes on with the other symbols: the warning no longer says "the run ends there".
+    m = load_market(store, EX, SYM, "1h", start="2023-12-31", end="2024-01-05")
+    assert (
+        "binanceusdm BTC/USDT:USDT 1h: the requested start 2023-12-31 00:00:00 UTC is before the first "
+        "stored bar in range (2024-01-01 00:00:00 UTC); it trades from there (a basket's other symbols may "
+        "start earlier)"
+    ) in m.report.warnings
+    assert (
+        "binanceusdm BTC/USDT:USDT 1h: the requested end 2024-01-05 00:00:00 UTC is after the last stored "
+        "bar in range (2024-01-03 23:00:00 UTC, closing 2024-01-04 00:00:00 UTC); it trades up to there (a "
+        "basket's other symbols may go on)"
+    ) in m.report.warnings
+
+
+def test_a_window_outside_a_stored_timeframe_names_its_stored_range(store: Path) -> None:
+    # 1h is stored (72 bars: 2024-01-01 00:00 .. 2024-01-03 23:00), only not in 2025; a finer stored 1m
+    # series must not turn that into a "resample from 1m" hint (resampling cannot add 2025 bars).
+    ones = [1.0] * 3
+    minutes = {"ts": [JAN1 + i * 60_000 for i in range(3)], "open": ones, "high": ones, "low": ones}
+    write_candles(store, EX, SYM, "1m", pl.DataFrame({**minutes, "close": ones, "volume": ones}))
+    with pytest.raises(GridctlError) as err:
+        load_market(store, EX, SYM, "1h", start="2025-01-01")
+    msg = str(err.value)
+    assert "its stored 1h candles run 2024-01-01 00:00:00 UTC .. 2024-01-03 23:00:00 UTC" in msg
+    assert "choose a window inside them (--start/--end, or a profile's data.start/end)" in msg
+    assert "resample" not in msg
+
+
 def test_funding_starting_after_first_bar_is_warned(tmp_path: Path) -> None:
     write_candles(tmp_path, EX, SYM, "1h", hour_bars(JAN1, 12))
     write_funding(tmp_path, EX, SYM, funding([JAN1 + 8 * HOUR]))

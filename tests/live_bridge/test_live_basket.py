@@ -267,6 +267,9 @@ def test_a_basket_against_an_unreachable_exchange_fails_readiness_per_symbol(tmp
     assert r.exit_code == 2 and "is the journal of a single-symbol run, not of a basket" in r.output
     r = _cli("live", "--paper", "--replay", str(tmp_path), "--symbols", BTC, "--symbol", BTC)
     assert r.exit_code == 2 and "--symbol and --symbols" in r.output
+    # A symbol named twice was merged into a basket of one; it is refused as strategy.symbols refuses it.
+    r = _cli("live", "--paper", "--replay", str(tmp_path), "--symbols", f"{BTC},{ETH},{BTC}")
+    assert r.exit_code == 2 and f"error: --symbols: {BTC} given more than once" in r.output
     r = _cli("live", "--paper", "--replay", str(tmp_path), "--symbols", " , ")
     assert r.exit_code == 2 and "names no symbol" in r.output
 

@@ -316,6 +316,21 @@ def test_a_symbol_override_changes_that_symbol_only(data_dir: Path, tmp_path: Pa
     assert g["qty"] == pytest.approx(2 * b["qty"], abs=0.002)
     # BTC's first fill is untouched.
     assert first_entry(base, BTC) == first_entry(big, BTC)
+    # The same override as --set symbol_overrides.<SYMBOL>.section.key on --symbols: the same ledger (it
+    # was split on every dot into a nested key, refused as "key 'grid' must look like 'section.key'").
+    via_set = tmp_path / "via-set"
+    overrides = ("--set", f"symbol_overrides.{ETH}.grid.base_notional=300")
+    run_json(data_dir, "--symbols", f"{BTC},{ETH}", *overrides, "--out", str(via_set))
+    assert pl.read_parquet(via_set / "fills.parquet").equals(big)
+    # A symbol outside the basket, an unknown key and an account key are one line each, exit 2.
+    for key, message in (
+        ("symbol_overrides.XRP/USDT:USDT.grid.base_notional=300", "['XRP/USDT:USDT'] not in the basket"),
+        (f"symbol_overrides.{ETH}.grid.base_notionl=300", "did you mean 'grid.base_notional'?"),
+        (f"symbol_overrides.{ETH}.backtest.initial_balance=5", "set it for the whole strategy"),
+    ):
+        result = invoke(data_dir, "--symbols", f"{BTC},{ETH}", "--set", key)
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_detail_bars_are_walked_where_they_are_stored(tmp_path: Path) -> None:
@@ -355,6 +370,9 @@ def test_detail_bars_are_walked_where_they_are_stored(tmp_path: Path) -> None:
         (["--symbols", BTC, "--symbol", ETH], "error: --symbol and --symbols: give one"),
         (["--symbols", "BTCUSDT"], "'BTCUSDT' is not a ccxt USD-M symbol"),
         (["--symbols", " , "], "error: --symbols: ' , ' names no symbol"),
+        # A symbol named twice was silently dropped to a basket of one (the strategy file refuses it).
+        (["--symbols", f"{BTC},{BTC}"], f"error: --symbols: {BTC} given more than once"),
+        (["--symbols", f"{BTC},{ETH}", "--symbols", ETH], f"error: --symbols: {ETH} given more than once"),
     ],
 )
 def test_a_bad_basket_is_one_clear_error(data_dir: Path, args: list[str], message: str) -> None:
@@ -363,6 +381,17 @@ def test_a_bad_basket_is_one_clear_error(data_dir: Path, args: list[str], messag
     assert message in result.stderr and "Traceback" not in result.output
     if "ADA" in args[1]:
         assert "ADA/USDT:USDT: " in result.stderr and "no exchange rules for 'ADA/USDT:USDT'" in result.stderr
+
+
+def test_every_symbol_whose_data_cannot_run_is_named_one_line_each(data_dir: Path) -> None:
+    """The load stopped at the first symbol's problem, so a checker fixed them one run at a time."""
+    result = invoke(data_dir, "--symbols", f"{BTC},XRP/USDT:USDT,DOGE/USDT:USDT")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert [line.split(" in ")[0] for line in lines] == [
+        "error: no 1m candles for XRP/USDT:USDT on synth",
+        "error: no 1m candles for DOGE/USDT:USDT on synth",
+    ]
 
 
 def test_the_basket_report_renders_offline_in_a_browser(basket_out: tuple[Path, dict]) -> None:
@@ -383,6 +412,15 @@ def check_report_in_browser(out: Path, stats: dict) -> None:
         session, log = browser.open_page(path)
         browser.wait_for(session, f"{plot} && {plot}._fullLayout && {plot}.querySelector('.main-svg')")
         names = browser.evaluate(session, f"{plot}._fullData.map(d => d.name)")
+        # Its three panels share a UTC date axis: the tick labels were epoch milliseconds ("1.71T").
+        axes = browser.evaluate(
+            session,
+            f"Object.keys({plot}._fullLayout).filter(k => /^xaxis[0-9]*$/.test(k)).sort()"
+            f".map(k => {plot}._fullLayout[k].type)",
+        )
+        ticks = browser.evaluate(
+            session, f"[...{plot}.querySelectorAll('.xaxislayer-above text')].map(t => t.textContent)"
+        )
         bh = browser.evaluate(
             session,
             f"(t => [...t.x].map((x, i) => [+x, t.y[i]]).filter(p => isFinite(p[1])))({plot}._fullData[1])",
@@ -425,6 +463,8 @@ def check_report_in_browser(out: Path, stats: dict) -> None:
     # Account equity, the basket's buy-and-hold (its definition is the legend entry), drawdown, then one
     # PnL line per symbol, in basket order.
     assert names == ["account equity", BASKET_BUY_AND_HOLD, "drawdown", *stats["basket"]]
+    assert axes == ["date", "date", "date"]
+    assert ticks and not any(t.endswith("T") or t.replace(".", "").isdigit() for t in ticks), ticks
     assert "split equally across the symbols" in BASKET_BUY_AND_HOLD
     # It starts at the late symbol's first bar (the first every symbol has), worth the initial balance.
     late = max(stats["basket"], key=lambda s: stats["symbols"][s]["data_start"])
@@ -502,3 +542,39 @@ def test_a_symbols_contribution_curve_books_each_fill_and_settlement_in_the_kern
     curve = contribution_curve(run, 60_000, 10_000.0)
     np.testing.assert_allclose(curve["wallet_balance"], run.equity["wallet_balance"], rtol=0, atol=1e-9)
     np.testing.assert_allclose(curve["equity"], basket.output.account_equity["equity"], rtol=0, atol=1e-9)
+
+
+def test_a_symbols_partial_detail_and_its_gaps_are_the_accounts_warnings_and_on_the_summary(
+    tmp_path: Path,
+) -> None:
+    """ETH's 1m bars start 12 h after its 15m bars and it lacks two 15m bars: the account's data warnings
+    and the terminal summary say so (the basket summary printed no data warning at all, and the
+    account's warnings left out the symbol's detail fallback)."""
+    data = tmp_path / "data"
+    store_basket(data, days=3)
+    for symbol in (BTC, ETH):
+        resample_store(data, "synth", symbol, "1m", "15m")
+    eth = data / "synth" / "ETH_USDT_USDT"
+    (part,) = (eth / "1m").iterdir()
+    minutes = pl.read_parquet(part)
+    first = int(minutes["ts"][0])
+    minutes.filter(pl.col("ts") >= first + 12 * 3_600_000).write_parquet(part)
+    (part15,) = (eth / "15m").iterdir()
+    quarter = pl.read_parquet(part15)
+    gone = (first + 24 * 3_600_000, first + 24 * 3_600_000 + 900_000)  # two 15m bars a day in
+    quarter.filter(~pl.col("ts").is_in(gone)).write_parquet(part15)
+    args = ("--symbols", f"{BTC},{ETH}", "--timeframe", "15m", "--detail", "1m")
+    stats = run_json(data, *args)
+    warnings = stats["account"]["assumptions"]["data_warnings"]
+    # 12 h of ETH's 15m bars (48) walk their own OHLC; the two missing 15m bars are a gap it does not trade.
+    (fallback,) = [w for w in warnings if w.startswith(f"{ETH}: detail 1m: 48 of ")]
+    assert "lack complete 1m bars" in fallback
+    (gap,) = [w for w in warnings if "ETH/USDT:USDT 15m: 1 gap(s), 2 missing 15m bars" in w]
+    assert (stats["symbols"][ETH]["gaps"], stats["symbols"][ETH]["missing_bars"]) == (1, 2)
+    # No bar to trade: the 16 15m bars before ETH's first (4 h late) and the 2 missing ones.
+    assert stats["symbols"][ETH]["events"]["input_missing"] == ETH_LATE_BARS // 15 + 2
+    result = invoke(data, *args)
+    assert result.exit_code == 0, result.stderr
+    text = " ".join(result.stdout.split())  # rich may wrap a long cell
+    assert "ETH/USDT:USDT 1 gaps, 2 missing 15m bars (not traded)" in text
+    assert f"Data warning {fallback}" in text and f"Data warning {gap}" in text
