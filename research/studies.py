@@ -18,7 +18,7 @@ import optuna
 import yaml
 
 from gridctl.configs.errors import GridctlError
-from gridctl.research.optimize.evaluation import restore_metrics
+from gridctl.research.optimize.evaluation import mean_metrics, restore_metrics
 from gridctl.research.optimize.storage import default_studies_dir, open_storage
 from gridctl.research.optimize.trials import (  # the ranking lives with the optimizer; kept importable here
     ATTR,
@@ -86,14 +86,14 @@ def load_study(name: str, studies_dir: Path | None = None, storage: str | None =
 
 
 def trial_metrics(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
-    """The metrics the trial was scored on (whole window; walk-forward: the mean over target folds)."""
+    """The metrics the trial was scored on (whole window; walk-forward: the mean over its test windows,
+    over its train windows where it has none, ``optimize.evaluation.mean_metrics``: a metric undefined
+    in every window, e.g. the Sharpe ratio of a configuration that never traded, is NaN)."""
     attrs = trial.user_attrs.get(ATTR, {})
     if "metrics" in attrs:
         return restore_metrics(attrs["metrics"])
     folds = [restore_metrics(m) for m in attrs.get("out_of_sample") or attrs.get("in_sample") or []]
-    if not folds:
-        return {}
-    return {k: float(np.nanmean([f[k] for f in folds])) for k in folds[0]}
+    return mean_metrics(folds)
 
 
 def study_frame(study: optuna.Study) -> Any:
