@@ -525,21 +525,25 @@ class _Run:
             # target.
             takes, room = -1, 0
             for _ in range(k):
-                with storage_pinned(store), claim_lock(store, self.study_id):
-                    if self.study_id >= 0 or takes != lock_takes(store):
-                        takes = lock_takes(store)
-                        done, running = _counts(study)
-                        room = self.target - done - running
-                    if room <= 0:
-                        break
-                    room -= 1
-                    # What study.ask(dists) does, with the first heartbeat and the owner recorded
-                    # between creating the trial and drawing its parameters: a worker killed while
-                    # drawing leaves a trial Optuna's heartbeat check fails, not an unowned one.
-                    trial = study.ask()
-                    asked.append(trial)
-                    self.heartbeat.track([trial_id(trial)])
-                    set_system_attr(study, trial, WORKER_ATTR, self.worker)
+                with storage_pinned(store):
+                    with claim_lock(store, self.study_id):
+                        if self.study_id >= 0 or takes != lock_takes(store):
+                            takes = lock_takes(store)
+                            done, running = _counts(study)
+                            room = self.target - done - running
+                        if room <= 0:
+                            break
+                        room -= 1
+                        # What study.ask(dists) does, with the first heartbeat and the owner recorded
+                        # between creating the trial and drawing its parameters: a worker killed while
+                        # drawing leaves a trial Optuna's heartbeat check fails, not an unowned one.
+                        trial = study.ask()
+                        asked.append(trial)
+                        self.heartbeat.track([trial_id(trial)])
+                        set_system_attr(study, trial, WORKER_ATTR, self.worker)
+                    # The trial is RUNNING, counted by every other worker's claim: PostgreSQL's claim
+                    # lock is let go before the sampler draws (TPE reads every trial), so other workers
+                    # claim meanwhile (a journal's lock stays held, pinned, as before).
                     for pname, dist in self.dists.items():
                         draw(trial, pname, dist)
         io = (storage_io_s(store) or 0.0) - io0  # the asks' own storage writes and reads
