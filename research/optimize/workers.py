@@ -15,7 +15,7 @@ from typing import Any
 
 import optuna
 
-from gridctl.research.optimize.storage import beat_interval_s, stale_check_interval_s, stale_grace_s
+from gridctl.research.optimize.storage import heartbeat_tick_s, stale_grace_s
 from gridctl.research.optimize.trials import WORKER_ATTR
 from gridctl.research.optuna_compat import (
     finish_trials,
@@ -61,8 +61,8 @@ class _StopSignals:
 class _Heartbeat:
     """Beats for the trials in flight and watches for other workers' stale trials, from one thread.
 
-    RDB storages only. Every ``beat_interval_s`` the trials in flight beat in one transaction
-    (``optuna_compat.record_heartbeats``); every ``stale_check_interval_s`` the thread calls ``check``
+    RDB storages only. Every tick (``heartbeat_tick_s``) the trials in flight beat in one transaction
+    (``optuna_compat.record_heartbeats``) and the thread calls ``check``
     (``_fail_stale`` in shared studies), so a dead worker's trials are failed on schedule whatever the
     main thread is doing. The batch kernels release the GIL (``engine.batch``: ``nogil``), so the thread
     runs while they do; ``beat_now`` between chunks beats too if the thread was kept waiting.
@@ -79,8 +79,7 @@ class _Heartbeat:
     ) -> None:
         self._storage = storage
         self._on = heartbeat_enabled(storage)
-        self.beat_every = beat_interval_s(interval_s)
-        self.check_every = stale_check_interval_s(interval_s)
+        self.beat_every = self.check_every = heartbeat_tick_s(interval_s)
         self._check = check
         self._clock = clock
         self._ids: list[int] = []
