@@ -1,6 +1,6 @@
 """The heartbeat schedule of shared studies on a fake clock (no sleeps, no database).
 
-Two workers run the real ``_Heartbeat.step`` schedule and the real ``_fail_stale`` rule against a fake
+Two workers run the real ``Heartbeat.step`` schedule and the real ``fail_stale_trials`` rule against a fake
 database whose clock is the fake clock; every database operation takes ``op_s`` and the heartbeat thread
 may wait (for the GIL or the CPU) before each step. One worker is killed at a time drawn over a beat
 cycle. Properties (DESIGN.md, "Dead workers"): the dead worker's trials are FAIL within two heartbeat
@@ -85,7 +85,6 @@ def _install(monkeypatch: pytest.MonkeyPatch, db: Db) -> None:
     monkeypatch.setattr(workers, "record_heartbeats", record)
     monkeypatch.setattr(workers, "running_trial_beats", beats)
     monkeypatch.setattr(workers, "finish_trials", finish)
-    monkeypatch.setattr(workers, "is_rdb", lambda storage: True)
     monkeypatch.setattr(workers, "study_storage", lambda study: study)
     monkeypatch.setattr(workers, "study_id", lambda study: 1)
 
@@ -112,15 +111,15 @@ def _run(
     victim = Worker("victim", [1, 2, 3], db)
     live = Worker("live", [11, 12, 13], db)
     victim.dead_at = 8 * heartbeat_s + kill_phase * heartbeat_tick_s(heartbeat_s)
-    beats: dict[str, workers._Heartbeat] = {}
+    beats: dict[str, workers.Heartbeat] = {}
     wake: dict[str, float] = {}
     for w, start in ((victim, 0.0), (live, live_phase * heartbeat_tick_s(heartbeat_s))):
         seen: dict[int, float] = {}
 
         def check(w: Worker = w, seen: dict[int, float] = seen) -> None:
-            workers._fail_stale(w, True, heartbeat_s, seen, now_mono=clock.t)  # type: ignore[arg-type]
+            workers.fail_stale_trials(w, heartbeat_s, seen, now_mono=clock.t)  # type: ignore[arg-type]
 
-        hb = workers._Heartbeat(w, heartbeat_s, check, clock=clock)  # type: ignore[arg-type]
+        hb = workers.Heartbeat(w, heartbeat_s, check, clock=clock)  # type: ignore[arg-type]
         clock.t = start
         hb.beat(w.trials)  # the trials are created with their first heartbeat
         beats[w.name], wake[w.name] = hb, start
@@ -187,7 +186,7 @@ def test_a_live_worker_beats_well_inside_the_grace_period(monkeypatch: pytest.Mo
     db = Db(clock, OP_S)
     _install(monkeypatch, db)
     w = Worker("live", [5], db)
-    hb = workers._Heartbeat(w, 1, None, clock=clock)  # type: ignore[arg-type]
+    hb = workers.Heartbeat(w, 1, None, clock=clock)  # type: ignore[arg-type]
     hb.beat(w.trials)
     seen = [db.beats[5]]
     wake = hb.step()
