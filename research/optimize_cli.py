@@ -490,8 +490,13 @@ def overfitting_lines(over: dict[str, Any]) -> list[str]:
             f"N = {over['clusters']} correlation clusters (mean correlation >= "
             f"{_fmt(over['cluster_min_correlation'])}) of {over['trials_used']} distinct "
             f"{pool} trials, "
-            f"V[SR] {_fmt(over['sharpe_variance'])} per day^2 (MAD; sample "
-            f"{_fmt(over['sharpe_variance_sample'])}), SR0 {_fmt(over['sr0_annualised'])} annualised)"
+            + (
+                f"V[SR] {_fmt(over['sharpe_variance'])} per day^2 (MAD; sample "
+                f"{_fmt(over['sharpe_variance_sample'])}), "
+                if over["clusters"] != 1
+                else "one cluster: no V[SR], "
+            )
+            + f"SR0 {_fmt(over['sr0_annualised'])} annualised)"
         )
     pbo = f"PBO {_fmt(over.get('pbo'))}"
     if over.get("pbo") is not None:

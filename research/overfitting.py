@@ -23,7 +23,9 @@ completed, feasible trial, it clusters near-duplicates by the correlation of the
 linkage, cut where the mean correlation between two groups falls below ``CLUSTER_MIN_CORRELATION``),
 takes N = the number of clusters and V[SR] = the variance of the Sharpe ratios of the clusters' medoids
 (estimated robustly, ``robust_variance``; the sample variance is reported beside it), and deflates
-the selected trial's own Sharpe ratio (with its own skew, kurtosis and T); PBO runs CSCV over all
+the selected trial's own Sharpe ratio (with its own skew, kurtosis and T). One cluster (N = 1) has no
+V[SR] (None) and SR0 = 0: the deflated Sharpe ratio is then the probabilistic Sharpe ratio against 0,
+and a note says so; PBO runs CSCV over all
 those trials, with as many blocks as the periods allow (at most ``PBO_MAX_BLOCKS``).
 """
 
@@ -44,7 +46,12 @@ _Z = NormalDist()
 
 
 def expected_max_sharpe(trials_sharpe_variance: float, n_trials: int) -> float:
-    """SR0: the Sharpe ratio the best of ``n_trials`` skill-less trials reaches by luck (per period)."""
+    """SR0: the Sharpe ratio the best of ``n_trials`` skill-less trials reaches by luck (per period).
+
+    One trial: 0, the expected maximum of one draw of a zero-mean Sharpe ratio is its mean (the
+    paper's approximation has Z^-1(0) = -inf there), so the deflated Sharpe ratio is the probabilistic
+    Sharpe ratio against 0.
+    """
     if n_trials < 2:
         return 0.0
     a = _Z.inv_cdf(1.0 - 1.0 / n_trials)
@@ -253,9 +260,16 @@ def _add_deflated_sharpe(
     medoids = cluster_medoids(used, labels)
     k = len(medoids)
     medoid_sr = sr_all[keep][medoids]
-    sample_variance = float(np.var(medoid_sr, ddof=1)) if k >= 2 else 0.0
-    variance = robust_variance(medoid_sr) if k >= 2 else 0.0
-    sr0 = expected_max_sharpe(variance, k)
+    # one cluster: one Sharpe ratio, no variance across trials (reported as None) and none needed
+    sample_variance = float(np.var(medoid_sr, ddof=1)) if k >= 2 else None
+    variance = robust_variance(medoid_sr) if k >= 2 else None
+    sr0 = expected_max_sharpe(variance or 0.0, k)
+    if k == 1:
+        out["notes"].append(
+            f"N = 1: the {len(keep)} trial(s) used form one correlation cluster, so there is no search to "
+            "deflate for: SR0 = 0 (the expected best of one skill-less trial) and the deflated Sharpe "
+            "ratio is the probabilistic Sharpe ratio against 0"
+        )
     out.update(
         sharpe=sr,
         sharpe_annualised=sr * scale,
@@ -268,7 +282,7 @@ def _add_deflated_sharpe(
         sr0_annualised=sr0 * scale,
     )
     try:
-        out["deflated_sharpe"] = deflated_sharpe_ratio(sr, variance, k, t, skew, kurt)
+        out["deflated_sharpe"] = deflated_sharpe_ratio(sr, variance or 0.0, k, t, skew, kurt)
     except GridctlError as err:
         out["notes"].append(f"no deflated Sharpe: {err}")
 

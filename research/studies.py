@@ -18,7 +18,7 @@ import optuna
 import yaml
 
 from gridctl.configs.errors import GridctlError
-from gridctl.research.optimize.evaluation import restore_metrics
+from gridctl.research.optimize.evaluation import mean_metrics, restore_metrics
 from gridctl.research.optimize.storage import default_studies_dir, open_storage
 from gridctl.research.optimize.trials import (  # the ranking lives with the optimizer; kept importable here
     ATTR,
@@ -86,14 +86,14 @@ def load_study(name: str, studies_dir: Path | None = None, storage: str | None =
 
 
 def trial_metrics(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
-    """The metrics the trial was scored on (whole window; walk-forward: the mean over target folds)."""
+    """The metrics the trial was scored on (whole window; walk-forward: the mean over its test windows,
+    over its train windows where it has none, ``optimize.evaluation.mean_metrics``: a metric undefined
+    in every window, e.g. the Sharpe ratio of a configuration that never traded, is NaN)."""
     attrs = trial.user_attrs.get(ATTR, {})
     if "metrics" in attrs:
         return restore_metrics(attrs["metrics"])
     folds = [restore_metrics(m) for m in attrs.get("out_of_sample") or attrs.get("in_sample") or []]
-    if not folds:
-        return {}
-    return {k: float(np.nanmean([f[k] for f in folds])) for k in folds[0]}
+    return mean_metrics(folds)
 
 
 def study_frame(study: optuna.Study) -> Any:
@@ -285,21 +285,33 @@ def trial_daily_returns(
     selected on (``statistics_window``: the hold-out's days are left out; the run is causal, so the
     days before it are those of a run that stops there). A basket: ``run_basket``, the account's
     returns; a liquidated run's later days count as 0 return."""
-    from gridctl.configs.loader import load_venue
-    from gridctl.research.optimize.markets import equity_rows
+    work = _study_workload(study, data_dir)
+    return _daily_returns(study, numbers, work, statistics_window(work.describe()))
+
+
+def _study_workload(study: optuna.Study, data_dir: Path | None) -> Any:
+    """The study's workload (profile, market, windows), refused on other data than the study's."""
     from gridctl.research.optimize.study import check_same_data
     from gridctl.research.optimize.workload import load_workload
+
+    work = load_workload(study_profile(study), data_dir)
+    check_same_data(study.study_name, study_info(study).get("data"), work)
+    return work
+
+
+def _daily_returns(study: optuna.Study, numbers: list[int], work: Any, window: tuple[int, int]) -> np.ndarray:
+    """``trial_daily_returns`` on a loaded workload, the days of ``window`` (``statistics_window``) only."""
+    from gridctl.configs.loader import load_venue
+    from gridctl.research.optimize.markets import equity_rows
     from gridctl.research.reproduce import scored_config
     from gridctl.research.stats import DAY_MS, daily_equity, daily_returns
 
-    profile = study_profile(study)
-    work = load_workload(profile, data_dir)
-    check_same_data(study.study_name, study_info(study).get("data"), work)
-    venue = load_venue(profile.base.venue)
-    _, end_ms = statistics_window(work.describe())
+    venue = load_venue(work.profile.base.venue)
+    start_ms, end_ms = window
+    start_day = start_ms // DAY_MS
     end_day = -(-end_ms // DAY_MS)  # the hold-out starts on a day boundary: its first day is excluded
     days_all = np.unique(np.asarray(work.market.ts, dtype=np.int64) // DAY_MS)
-    days_all = days_all[days_all < end_day]
+    days_all = days_all[(days_all >= start_day) & (days_all < end_day)]
     cols = []
     trials = study.get_trials(deepcopy=False)
     for n in numbers:
@@ -312,7 +324,7 @@ def trial_daily_returns(
         rows = equity_rows(work.market, cfg, venue, detail=work.detail)
         days, eq = daily_equity(rows["ts"], rows["equity"])
         rets = daily_returns(eq, float(cfg.backtest.initial_balance))
-        keep = days < end_day
+        keep = (days >= start_day) & (days < end_day)
         col = np.zeros(len(days_all))
         col[np.searchsorted(days_all, days[keep])] = rets[keep]
         cols.append(col)
@@ -351,15 +363,15 @@ def overfitting_stats(
         pick = rng.choice(len(others), size=max_trials - 1, replace=False)
         sampled_from = len(numbers)
         numbers = sorted([winner, *(others[i] for i in pick)])
-    rets = trial_daily_returns(study, numbers, data_dir)
+    work = _study_workload(study, data_dir)
+    window = statistics_window(work.describe())  # once: the days re-run and the days reported
+    rets = _daily_returns(study, numbers, work, window)
     out = overfitting_report(rets, numbers, winner)
-    data = study_info(study)["data"]  # what trial_daily_returns checked the data against
-    start_ms, end_ms = statistics_window(data)
     out["returns_window"] = {
-        "start_ms": start_ms,
-        "end_ms": end_ms,
+        "start_ms": window[0],
+        "end_ms": window[1],
         "days": int(rets.shape[0]),
-        "holdout_excluded": data.get("holdout") is not None,
+        "holdout_excluded": work.holdout is not None,
     }
     out["trials_feasible_distinct"] = len(trials) - len(unchecked)
     out["trials_configured_rule_only"] = len(unchecked)

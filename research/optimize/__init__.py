@@ -69,7 +69,7 @@ from gridctl.research.optimize.trials import (
     study_profile,
     write_constraints,
 )
-from gridctl.research.optimize.workers import _fail_stale
+from gridctl.research.optimize.workers import fail_dead_local_trials, fail_stale_trials
 from gridctl.research.optimize.workload import (
     EXITS_PER_RUNG_PER_BAR,
     Window,
@@ -103,7 +103,6 @@ __all__ = [
     "Progress",
     "Window",
     "Workload",
-    "_fail_stale",
     "best_checked_value",
     "best_summary",
     "best_trial",
@@ -115,6 +114,8 @@ __all__ = [
     "default_studies_dir",
     "equity_rows",
     "evaluate",
+    "fail_dead_local_trials",
+    "fail_stale_trials",
     "feasible",
     "feasible_trial",
     "feasible_trials",

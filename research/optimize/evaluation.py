@@ -46,8 +46,10 @@ def _clean(metrics: dict[str, float]) -> dict[str, float | None]:
     return out
 
 
-def _mean_metrics(windows: list[dict[str, float]]) -> dict[str, float]:
-    """Mean of each metric over windows (NaN windows ignored; NaN when every window is NaN)."""
+def mean_metrics(windows: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each metric over windows, without a warning: windows where it is NaN or infinite are
+    left out; NaN where no window has a finite value (a configuration that never traded in any window
+    has no Sharpe ratio or profit factor: NaN, not a mean of nothing)."""
     if not windows:
         return {}
     out = {}
@@ -168,9 +170,9 @@ def evaluate(
                     combine_windows([objective_values(m, spec) for m in p["test"]], spec)
                 )
             # fold means side by side, in the user attrs research.study_report reads
-            side["is_metrics"] = _clean(_mean_metrics(p["train"]))
+            side["is_metrics"] = _clean(mean_metrics(p["train"]))
             if p["test"]:
-                side["oos_metrics"] = _clean(_mean_metrics(p["test"]))
+                side["oos_metrics"] = _clean(mean_metrics(p["test"]))
         constraints = limit_values(scored, work.profile.limits)
         out.append(Evaluation(values, constraints, attrs, pruned.get(i), side))
     return out

@@ -33,7 +33,12 @@ from gridctl.research.optimize.trials import (
     best_summary,
     write_constraints,
 )
-from gridctl.research.optimize.workers import _fail_stale, _Heartbeat, _StopSignals
+from gridctl.research.optimize.workers import (
+    Heartbeat,
+    StopSignals,
+    fail_dead_local_trials,
+    fail_stale_trials,
+)
 from gridctl.research.optimize.workload import Workload, load_workload
 from gridctl.research.optuna_compat import (
     claim_lock,
@@ -237,7 +242,8 @@ class _Run:
         self.study, self.store, self.shared, self.heartbeat_s = study, store, shared, heartbeat_s
         self.timings = timings
         self.unowned_seen: dict[int, float] = {}  # RUNNING trials with no heartbeat yet: when first seen
-        _fail_stale(study, shared, heartbeat_s, self.unowned_seen)
+        if not shared:  # a journal's trials of dead local workers; shared: the heartbeat's first check
+            fail_dead_local_trials(study)
         self.dists = distributions(profile)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.told_here = 0
@@ -272,15 +278,15 @@ class _Run:
         self.contenders = contenders_only(profile)
         self.started_at = datetime.datetime.now()
         self.reseeded = False
-        self.heartbeat: _Heartbeat
+        self.heartbeat: Heartbeat
 
     def run(self, on_progress: Callable[[Progress], None] | None) -> bool:
         """Ask, evaluate and tell batches until the study is full or a stop is asked; True if stopped."""
         loop_start = time.perf_counter()
         interrupted = False
         with (
-            _StopSignals() as stop,
-            _Heartbeat(self.store, self.heartbeat_s, self.check_stale if self.shared else None) as heartbeat,
+            StopSignals() as stop,
+            Heartbeat(self.store, self.heartbeat_s, self.check_stale if self.shared else None) as heartbeat,
         ):
             self.heartbeat = heartbeat
             try:
@@ -525,21 +531,25 @@ class _Run:
             # target.
             takes, room = -1, 0
             for _ in range(k):
-                with storage_pinned(store), claim_lock(store, self.study_id):
-                    if self.study_id >= 0 or takes != lock_takes(store):
-                        takes = lock_takes(store)
-                        done, running = _counts(study)
-                        room = self.target - done - running
-                    if room <= 0:
-                        break
-                    room -= 1
-                    # What study.ask(dists) does, with the first heartbeat and the owner recorded
-                    # between creating the trial and drawing its parameters: a worker killed while
-                    # drawing leaves a trial Optuna's heartbeat check fails, not an unowned one.
-                    trial = study.ask()
-                    asked.append(trial)
-                    self.heartbeat.track([trial_id(trial)])
-                    set_system_attr(study, trial, WORKER_ATTR, self.worker)
+                with storage_pinned(store):
+                    with claim_lock(store, self.study_id):
+                        if self.study_id >= 0 or takes != lock_takes(store):
+                            takes = lock_takes(store)
+                            done, running = _counts(study)
+                            room = self.target - done - running
+                        if room <= 0:
+                            break
+                        room -= 1
+                        # What study.ask(dists) does, with the first heartbeat and the owner recorded
+                        # between creating the trial and drawing its parameters: a worker killed while
+                        # drawing leaves a trial Optuna's heartbeat check fails, not an unowned one.
+                        trial = study.ask()
+                        asked.append(trial)
+                        self.heartbeat.track([trial_id(trial)])
+                        set_system_attr(study, trial, WORKER_ATTR, self.worker)
+                    # The trial is RUNNING, counted by every other worker's claim: PostgreSQL's claim
+                    # lock is let go before the sampler draws (TPE reads every trial), so other workers
+                    # claim meanwhile (a journal's lock stays held, pinned, as before).
                     for pname, dist in self.dists.items():
                         draw(trial, pname, dist)
         io = (storage_io_s(store) or 0.0) - io0  # the asks' own storage writes and reads
@@ -548,5 +558,6 @@ class _Run:
         return asked
 
     def check_stale(self) -> None:
-        """Shared studies: fail other workers' stale trials (the heartbeat thread calls this on schedule)."""
-        _fail_stale(self.study, self.shared, self.heartbeat_s, self.unowned_seen)
+        """Shared studies: fail other workers' stale trials (the heartbeat calls this on entering, then
+        on schedule from its thread)."""
+        fail_stale_trials(self.study, self.heartbeat_s, self.unowned_seen)

@@ -53,31 +53,35 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
-#: Heartbeats (and stale checks) per heartbeat period ``--heartbeat h``: a worker beats for its trials
-#: in flight every ``h / 4`` and looks for other workers' stale trials every ``h / 4`` (DESIGN.md,
-#: "Shared studies": the schedule and its derivation).
+#: Ticks of the heartbeat thread per heartbeat period ``--heartbeat h``: every ``h / 4`` a worker beats
+#: for its trials in flight and looks for other workers' stale trials (DESIGN.md, "Dead workers": the
+#: schedule and its derivation).
 TICKS_PER_HEARTBEAT = 4
 
 
 def stale_grace_s(heartbeat_s: int) -> int:
     """Seconds without a heartbeat after which a trial's worker counts as gone (shared studies): one period.
 
-    A live worker beats every quarter period (``beat_interval_s``), so its trials are at most a quarter
-    period old plus the time a beat waits for the GIL and the database; a dead worker's last beat is
-    stale one period after it and a live worker finds it within one more check interval
-    (``stale_check_interval_s``): failed within 1.25 periods plus two database round trips, well inside
-    the two periods promised. An integer, as Optuna's ``RDBStorage(grace_period=...)`` documents.
+    A live worker beats every tick (``heartbeat_tick_s``, a quarter period), so its trials are at most a
+    tick old plus the time a beat waits for the GIL and the database; a dead worker's last beat is
+    stale one period after it and a live worker finds it within one more tick: failed within 1.25
+    periods plus two database round trips, well inside the two periods promised. An integer, as
+    Optuna's ``RDBStorage(grace_period=...)`` documents.
     """
     return int(heartbeat_s)
 
 
-def beat_interval_s(heartbeat_s: int) -> float:
-    """Seconds between two heartbeats of a worker's trials in flight (a quarter of ``--heartbeat``)."""
-    return heartbeat_s / TICKS_PER_HEARTBEAT
+def heartbeat_tick_s(heartbeat_s: int) -> float:
+    """Seconds between two heartbeats of a worker's trials in flight, and between two of its looks for
+    other workers' stale trials: a quarter of ``--heartbeat``.
 
-
-def stale_check_interval_s(heartbeat_s: int) -> float:
-    """Seconds between two looks of a live worker for other workers' stale trials (a quarter period)."""
+    DESIGN.md's derivation names the two b (beat) and c (check): a live worker is never failed while
+    b + s + 3d < g, a dead one is failed within two periods while g + c + s + 3d < 2h (s the longest
+    stall, d the longest database operation). With g = h both hold for the same stalls when b = c, so
+    they are one value;
+    the heartbeat thread (``workers``) still keeps two timers, since the main thread's beats restart
+    the beat timer and never the check timer.
+    """
     return heartbeat_s / TICKS_PER_HEARTBEAT
 
 

@@ -9,18 +9,16 @@ import signal
 import socket
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import optuna
 
-from gridctl.research.optimize.storage import beat_interval_s, stale_check_interval_s, stale_grace_s
+from gridctl.research.optimize.storage import heartbeat_tick_s, stale_grace_s
 from gridctl.research.optimize.trials import WORKER_ATTR
 from gridctl.research.optuna_compat import (
     finish_trials,
     heartbeat_enabled,
-    is_rdb,
     pid_alive,
     record_heartbeats,
     running_trial_beats,
@@ -29,7 +27,7 @@ from gridctl.research.optuna_compat import (
 )
 
 
-class _StopSignals:
+class StopSignals:
     """Ctrl-C / SIGTERM ask the loop to stop after the batch in flight (told, so nothing is wasted).
 
     The signal never interrupts storage code halfway (the journal's file lock is not interrupt-safe);
@@ -45,7 +43,7 @@ class _StopSignals:
             raise KeyboardInterrupt
         self.requested = True
 
-    def __enter__(self) -> _StopSignals:
+    def __enter__(self) -> StopSignals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._previous[sig] = signal.signal(sig, self._handler)
@@ -58,14 +56,16 @@ class _StopSignals:
             signal.signal(sig, previous)
 
 
-class _Heartbeat:
+class Heartbeat:
     """Beats for the trials in flight and watches for other workers' stale trials, from one thread.
 
-    RDB storages only. Every ``beat_interval_s`` the trials in flight beat in one transaction
-    (``optuna_compat.record_heartbeats``); every ``stale_check_interval_s`` the thread calls ``check``
-    (``_fail_stale`` in shared studies), so a dead worker's trials are failed on schedule whatever the
-    main thread is doing. The batch kernels release the GIL (``engine.batch``: ``nogil``), so the thread
-    runs while they do; ``beat_now`` between chunks beats too if the thread was kept waiting.
+    RDB storages only. Every tick (``heartbeat_tick_s``) the trials in flight beat in one transaction
+    (``optuna_compat.record_heartbeats``) and the thread calls ``check`` (``fail_stale_trials`` in
+    shared studies), so a dead worker's trials are failed on schedule whatever the main thread is
+    doing. Entering runs the first check before the thread starts (a resumed study's stale trials are
+    failed before the worker first counts the study's trials); the thread's next one is a tick later.
+    The batch kernels release the GIL (``engine.batch``: ``nogil``), so the thread runs while they do;
+    ``beat_now`` between chunks beats too if the thread was kept waiting.
     ``step`` is the whole schedule, driven by the thread with the monotonic clock (and by tests with a
     fake one).
     """
@@ -79,8 +79,7 @@ class _Heartbeat:
     ) -> None:
         self._storage = storage
         self._on = heartbeat_enabled(storage)
-        self.beat_every = beat_interval_s(interval_s)
-        self.check_every = stale_check_interval_s(interval_s)
+        self.beat_every = self.check_every = heartbeat_tick_s(interval_s)
         self._check = check
         self._clock = clock
         self._ids: list[int] = []
@@ -89,7 +88,9 @@ class _Heartbeat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> _Heartbeat:
+    def __enter__(self) -> Heartbeat:
+        if self._check is not None:
+            self._run_check()
         if self._on or self._check is not None:
             self._thread = threading.Thread(target=self._run, name="gridctl-heartbeat", daemon=True)
             self._thread.start()
@@ -130,11 +131,16 @@ class _Heartbeat:
         if self._on and self._clock() >= self._last + self.beat_every:  # the very sum returned below
             self._record()
         if self._check is not None and self._clock() >= self._next_check:
-            with contextlib.suppress(Exception):  # a failed check (database away) is retried at the next
-                self._check()
-            self._next_check = self._clock() + self.check_every
+            self._run_check()
         wake = [self._last + self.beat_every] if self._on else []
         return min([*wake, self._next_check]) if self._check is not None else wake[0]
+
+    def _run_check(self) -> None:
+        """Call ``check`` now; the next check is a tick later."""
+        assert self._check is not None
+        with contextlib.suppress(Exception):  # a failed check (database away) is retried at the next
+            self._check()
+        self._next_check = self._clock() + self.check_every
 
     def _run(self) -> None:
         while True:
@@ -143,35 +149,25 @@ class _Heartbeat:
                 return
 
 
-def _fail_stale(
+def fail_stale_trials(
     study: optuna.Study,
-    shared: bool,
     heartbeat_s: int,
     unowned_seen: dict[int, float] | None = None,
     now_mono: float | None = None,
-) -> list[int]:
-    """Fail trials whose worker is gone, so they never stay RUNNING; the storage ids failed.
+) -> None:
+    """Fail the trials of a shared (RDB) study whose worker is gone, so they never stay RUNNING.
 
-    Server storages: trials whose last heartbeat is more than ``stale_grace_s`` old by the database's
-    clock (Optuna's rule, read and failed in two statements, not one transaction per trial), plus
-    trials a worker died on between creating them and their first heartbeat (killed while asking one
-    at a time: no heartbeat row, so the heartbeat rule never sees them). A live worker records the
-    heartbeat milliseconds after creating a trial, so such a trial is failed once this worker has
-    watched it stay without one for a grace period on its own monotonic clock (``unowned_seen``
-    remembers when each was first seen; no clocks of other machines involved), or at once when its
-    start (the creating worker's clock) is 10 grace periods old. Journal files: trials of dead local
-    processes.
+    Trials whose last heartbeat is more than ``stale_grace_s`` old by the database's clock (Optuna's
+    rule, read and failed in two statements, not one transaction per trial), plus trials a worker
+    died on between creating them and their first heartbeat (killed while asking one at a time: no
+    heartbeat row, so the heartbeat rule never sees them). A live worker records the heartbeat
+    milliseconds after creating a trial, so such a trial is failed once this worker has watched it
+    stay without one for a grace period on its own monotonic clock (``unowned_seen`` remembers when
+    each was first seen; no clocks of other machines involved), or at once when its start (the
+    creating worker's clock) is 10 grace periods old. Journal studies: ``fail_dead_local_trials``.
     """
-    if not shared:
-        _fail_dead_local_trials(study)
-        return []
     grace = stale_grace_s(heartbeat_s)
     store = study_storage(study)
-    if not is_rdb(store):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        return []
     db_now, running = running_trial_beats(store, study_id(study))
     now = datetime.datetime.now()
     mono = time.monotonic() if now_mono is None else now_mono
@@ -188,16 +184,12 @@ def _fail_stale(
             doomed.append(tid)
         else:
             unowned.add(tid)
-    failed: set[int] = set()
     if doomed:  # one transaction; a trial told or failed meanwhile is left as it is
         with contextlib.suppress(Exception):
-            failed = finish_trials(
-                store, [{"trial_id": i, "state": optuna.trial.TrialState.FAIL} for i in doomed]
-            )
+            finish_trials(store, [{"trial_id": i, "state": optuna.trial.TrialState.FAIL} for i in doomed])
     if unowned_seen is not None:
         for gone in set(unowned_seen) - unowned:  # owned, finished or failed since: forget them
             del unowned_seen[gone]
-    return sorted(failed)
 
 
 def is_stale(last_beat: datetime.datetime, now: datetime.datetime, grace_s: float) -> bool:
@@ -210,7 +202,7 @@ def is_stale(last_beat: datetime.datetime, now: datetime.datetime, grace_s: floa
 UNOWNED_JOURNAL_TRIAL_S = 60.0
 
 
-def _fail_dead_local_trials(study: optuna.Study, now: datetime.datetime | None = None) -> int:
+def fail_dead_local_trials(study: optuna.Study, now: datetime.datetime | None = None) -> int:
     """Journal studies have no heartbeat: fail RUNNING trials whose worker process on this host is gone,
     and trials that have had no owner for ``UNOWNED_JOURNAL_TRIAL_S`` (they stayed RUNNING after a kill
     through every later resume)."""

@@ -1,6 +1,6 @@
 """The heartbeat schedule of shared studies on a fake clock (no sleeps, no database).
 
-Two workers run the real ``_Heartbeat.step`` schedule and the real ``_fail_stale`` rule against a fake
+Two workers run the real ``Heartbeat.step`` schedule and the real ``fail_stale_trials`` rule against a fake
 database whose clock is the fake clock; every database operation takes ``op_s`` and the heartbeat thread
 may wait (for the GIL or the CPU) before each step. One worker is killed at a time drawn over a beat
 cycle. Properties (DESIGN.md, "Dead workers"): the dead worker's trials are FAIL within two heartbeat
@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridctl.research.optimize import workers
-from gridctl.research.optimize.storage import beat_interval_s, stale_check_interval_s, stale_grace_s
+from gridctl.research.optimize.storage import heartbeat_tick_s, stale_grace_s
 
 EPOCH = datetime.datetime(2026, 1, 1)
 #: Worst database operation (a beat, the stale read, the fail commit) and worst wait for the GIL that the
@@ -85,7 +85,6 @@ def _install(monkeypatch: pytest.MonkeyPatch, db: Db) -> None:
     monkeypatch.setattr(workers, "record_heartbeats", record)
     monkeypatch.setattr(workers, "running_trial_beats", beats)
     monkeypatch.setattr(workers, "finish_trials", finish)
-    monkeypatch.setattr(workers, "is_rdb", lambda storage: True)
     monkeypatch.setattr(workers, "study_storage", lambda study: study)
     monkeypatch.setattr(workers, "study_id", lambda study: 1)
 
@@ -111,16 +110,16 @@ def _run(
     clock = db.clock
     victim = Worker("victim", [1, 2, 3], db)
     live = Worker("live", [11, 12, 13], db)
-    victim.dead_at = 8 * heartbeat_s + kill_phase * beat_interval_s(heartbeat_s)
-    beats: dict[str, workers._Heartbeat] = {}
+    victim.dead_at = 8 * heartbeat_s + kill_phase * heartbeat_tick_s(heartbeat_s)
+    beats: dict[str, workers.Heartbeat] = {}
     wake: dict[str, float] = {}
-    for w, start in ((victim, 0.0), (live, live_phase * beat_interval_s(heartbeat_s))):
+    for w, start in ((victim, 0.0), (live, live_phase * heartbeat_tick_s(heartbeat_s))):
         seen: dict[int, float] = {}
 
         def check(w: Worker = w, seen: dict[int, float] = seen) -> None:
-            workers._fail_stale(w, True, heartbeat_s, seen, now_mono=clock.t)  # type: ignore[arg-type]
+            workers.fail_stale_trials(w, heartbeat_s, seen, now_mono=clock.t)  # type: ignore[arg-type]
 
-        hb = workers._Heartbeat(w, heartbeat_s, check, clock=clock)  # type: ignore[arg-type]
+        hb = workers.Heartbeat(w, heartbeat_s, check, clock=clock)  # type: ignore[arg-type]
         clock.t = start
         hb.beat(w.trials)  # the trials are created with their first heartbeat
         beats[w.name], wake[w.name] = hb, start
@@ -160,7 +159,7 @@ def test_a_dead_workers_trials_fail_within_two_heartbeats_and_a_live_workers_nev
     slowest = max(db.failed[t] - killed for t in victim.trials)
     # the derivation: last beat <= kill; stale one grace later; found by the next check, which may
     # start a check interval plus a GIL wait and a beat later; read and fail: two operations more
-    bound = stale_grace_s(heartbeat_s) + stale_check_interval_s(heartbeat_s) + max(gil_waits) + 3 * op_s
+    bound = stale_grace_s(heartbeat_s) + heartbeat_tick_s(heartbeat_s) + max(gil_waits) + 3 * op_s
     assert slowest <= bound + 1e-9
     assert slowest <= 2 * heartbeat_s
 
@@ -174,7 +173,7 @@ def test_the_worst_case_is_reached_and_still_inside_two_heartbeats(heartbeat_s: 
         for j in range(10):
             db, victim, _, killed = _simulate(heartbeat_s, i / 40, j / 10, OP_S, [GIL_S, 0.0, 0.1])
             worst = max(worst, max(db.failed[t] - killed for t in victim.trials))
-    grace, check = stale_grace_s(heartbeat_s), stale_check_interval_s(heartbeat_s)
+    grace, check = stale_grace_s(heartbeat_s), heartbeat_tick_s(heartbeat_s)
     assert grace < worst <= grace + check + GIL_S + 3 * OP_S + 1e-9
     assert worst < 2 * heartbeat_s
     assert worst > grace + check / 2  # a late check really is what the bound allows for
@@ -187,7 +186,7 @@ def test_a_live_worker_beats_well_inside_the_grace_period(monkeypatch: pytest.Mo
     db = Db(clock, OP_S)
     _install(monkeypatch, db)
     w = Worker("live", [5], db)
-    hb = workers._Heartbeat(w, 1, None, clock=clock)  # type: ignore[arg-type]
+    hb = workers.Heartbeat(w, 1, None, clock=clock)  # type: ignore[arg-type]
     hb.beat(w.trials)
     seen = [db.beats[5]]
     wake = hb.step()
@@ -196,4 +195,4 @@ def test_a_live_worker_beats_well_inside_the_grace_period(monkeypatch: pytest.Mo
         wake = hb.step()
         seen.append(db.beats[5])
     gaps = [b - a for a, b in itertools.pairwise(seen) if b != a]
-    assert max(gaps) <= beat_interval_s(1) + GIL_S + OP_S + 1e-9 < stale_grace_s(1)
+    assert max(gaps) <= heartbeat_tick_s(1) + GIL_S + OP_S + 1e-9 < stale_grace_s(1)

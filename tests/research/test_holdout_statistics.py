@@ -95,3 +95,24 @@ def test_study_show_states_the_window_the_statistics_used(studies: dict[str, tup
     text = CliRunner().invoke(app, base, catch_exceptions=False)
     flat = " ".join(text.stdout.split())  # the console wraps long lines
     assert "daily returns over 2024-01-02..2024-02-05 (34 days; the hold-out left out" in flat
+
+
+def test_the_window_reported_is_the_window_the_returns_were_cut_to(
+    studies: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    """One window, worked out once from the data the trials are re-run on: a study whose stored data
+    description lacks its hold-out (an older record) still reports the days its returns cover."""
+    import shutil
+
+    from gridctl.research.optimize import STUDY_ATTR
+
+    data, sdir = studies["plain"]
+    shutil.copytree(sdir, tmp_path / "s")
+    study = load_study("hostat", tmp_path / "s")
+    info = study.user_attrs[STUDY_ATTR]
+    info["data"] = {k: v for k, v in info["data"].items() if k != "holdout"}
+    study.set_user_attr(STUDY_ATTR, info)
+    got = overfitting_stats(load_study("hostat", tmp_path / "s"), data)
+    window = {"start_ms": JAN2, "end_ms": HOLDOUT_START, "days": SELECT_DAYS, "holdout_excluded": True}
+    assert got["returns_window"] == window
+    assert got["periods"] == SELECT_DAYS

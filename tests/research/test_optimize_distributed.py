@@ -270,11 +270,11 @@ def test_a_trial_left_without_owner_mid_ask_is_failed_after_one_grace_period(pg_
         return storage.get_trial(orphan).state.name, storage.get_trial(owned).state.name
 
     assert opt.stale_grace_s(10) == 10 and opt.stale_grace_s(1) == 1  # one heartbeat period
-    opt._fail_stale(study, True, 10, seen, now_mono=1000.0)  # first seen now; grace is 10 s
+    opt.fail_stale_trials(study, 10, seen, now_mono=1000.0)  # first seen now; grace is 10 s
     assert states() == ("RUNNING", "RUNNING")
-    opt._fail_stale(study, True, 10, seen, now_mono=1009.0)  # still within the grace period
+    opt.fail_stale_trials(study, 10, seen, now_mono=1009.0)  # still within the grace period
     assert states() == ("RUNNING", "RUNNING")
-    opt._fail_stale(study, True, 10, seen, now_mono=1011.0)  # watched unowned for longer than it
+    opt.fail_stale_trials(study, 10, seen, now_mono=1011.0)  # watched unowned for longer than it
     assert states() == ("FAIL", "RUNNING")
     assert seen == {}  # the failed trial is forgotten
 
@@ -376,3 +376,26 @@ def test_local_draws_copy_other_workers_finished_trials_once(tmp_path: Path) -> 
     assert running.number not in {t.number for t in copied if t.params == running.params}
     quiet = LocalDraws(optuna.samplers.RandomSampler(seed=1), shared.directions, learns=False)
     assert quiet.sync(shared) == 0 and quiet.study.get_trials() == []  # random draws need no history
+
+
+def test_a_worker_looks_for_stale_trials_once_at_its_start(
+    setup: tuple[Path, Path], pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first look runs as the heartbeat starts, before the first ask; the next is a tick (a quarter
+    of --heartbeat, here 15 min) later, so a short run reads the study's running trials exactly once."""
+    from gridctl.research.optimize import workers
+    from gridctl.research.profiles import load_profile
+
+    data, path = setup
+    reads: list[int] = []
+    real = workers.running_trial_beats
+
+    def counted(storage: Any, study_id: int) -> Any:
+        reads.append(study_id)
+        return real(storage, study_id)
+
+    monkeypatch.setattr(workers, "running_trial_beats", counted)
+    name = f"once-{uuid.uuid4().hex[:8]}"
+    res = opt.optimize(load_profile(path), name, n_trials=8, storage=pg_url, data_dir=data, heartbeat_s=3600)
+    assert res.n_trials == 8
+    assert len(reads) == 1

@@ -148,3 +148,48 @@ def test_the_claim_lock_of_one_study_admits_one_worker_at_a_time(pg_url: str) ->
         assert not entered.wait(0.5)
     assert entered.wait(10)
     waiting.join()
+
+
+def test_the_claim_lock_is_let_go_before_the_sampler_draws(
+    setup: tuple[Path, Path],
+    pg_url: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One-at-a-time asks (a profile with a pruner) count and create each trial under the claim lock;
+    the trial is then RUNNING and counted by every other worker, so the lock is free while the sampler
+    draws its parameters: another worker's claim is never kept waiting for this worker's sampler."""
+    import sqlalchemy
+
+    from gridctl.research.optimize import loop
+    from gridctl.research.optuna_compat import CLAIM_LOCK_KEY
+    from gridctl.research.profiles import load_profile
+
+    data, path = setup
+    tree = yaml.safe_load((PROFILES_DIR / "fine.yaml").read_text())
+    tree.update(name="drawfree", trials=6, batch_size=3)
+    tree["data"].update(start="2024-01-02", end="2024-01-06")
+    tree["validation"].update(train_days=2, test_days=1, step_days=1)
+    tree["pruner"].update(n_startup_trials=2, n_warmup_steps=0)
+    prof = path.parent / "drawfree.yaml"
+    prof.write_text(yaml.safe_dump(tree))
+    name = f"drawfree-{uuid.uuid4().hex[:8]}"
+    engine = sqlalchemy.create_engine(sqlalchemy_url(pg_url))
+    free: list[bool] = []
+    real_draw = loop.draw
+
+    def draw_and_probe(trial: optuna.Trial, pname: str, dist: object) -> object:
+        sid = trial.study._study_id
+        with engine.connect() as conn:  # another session: what another worker's claim would try
+            keys = {"a": CLAIM_LOCK_KEY, "b": sid}
+            got = conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:a, :b)"), keys).scalar()
+            if got:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:a, :b)"), keys)
+            conn.commit()
+        free.append(bool(got))
+        return real_draw(trial, pname, dist)
+
+    monkeypatch.setattr(loop, "draw", draw_and_probe)
+    res = loop.optimize(load_profile(prof), name, storage=pg_url, data_dir=data, jobs=1)
+    engine.dispose()
+    assert res.n_trials == 6 and len(free) == 6 * len(tree["search_space"])
+    assert all(free)

@@ -41,6 +41,31 @@ def test_deflated_sharpe_hand_case_normal_returns_one_trial() -> None:
     assert deflated_sharpe_ratio(0.1, 0.04, 1, 101, 0.0, 3.0) == pytest.approx(0.84074, abs=1e-4)
 
 
+def test_one_cluster_gives_the_probabilistic_sharpe_against_zero_and_says_so() -> None:
+    # Bailey and Lopez de Prado (2014) with N = 1: the expected maximum of one skill-less draw is its
+    # mean, 0 (the approximation's Z^-1(1 - 1/N) is -inf there), so SR0 = 0 and DSR = PSR(0).
+    # Trial 7 returns r = (2, 0, 1, 3, 2, 0, 1, 3) %: mean 1.5 %, squared deviations sum 1e-3, so the
+    # sample variance is 1e-3 / 7 and SR^2 = 2.25e-4 * 7 / 1e-3 = 1.575; deviations +-0.5, +-1.5 % are
+    # symmetric (skew 0); m2 = 1.25e-4, m4 = 2.5625e-8, kurtosis 1.64; the variance term is
+    # 1 + (1.64 - 1) / 4 * 1.575 = 1.252, z = sqrt(1.575 * 7 / 1.252). Trial 8 is 2 r (correlation 1),
+    # trial 9 r plus an uncorrelated +-0.1 % (correlation 0.996): one cluster.
+    from gridctl.research.optimize_cli import overfitting_lines
+
+    r = np.array([0.02, 0.0, 0.01, 0.03] * 2)
+    wiggle = 0.001 * np.array([1.0, -1.0] * 4)
+    rep = overfitting_report(np.column_stack([r, 2 * r, r + wiggle]), [7, 8, 9], 7)
+    assert rep["clusters"] == 1 and rep["trials_used"] == 3
+    assert rep["sharpe"] == pytest.approx(math.sqrt(1.575), rel=1e-12)
+    assert rep["skew"] == pytest.approx(0.0, abs=1e-12) and rep["kurtosis"] == pytest.approx(1.64, rel=1e-12)
+    assert rep["sr0"] == 0.0 and rep["sharpe_variance"] is None and rep["sharpe_variance_sample"] is None
+    assert rep["deflated_sharpe"] == pytest.approx(NormalDist().cdf(math.sqrt(1.575 * 7 / 1.252)), rel=1e-12)
+    assert rep["deflated_sharpe"] == pytest.approx(0.998499, abs=1e-6)
+    (note,) = [n for n in rep["notes"] if n.startswith("N = 1")]
+    assert "probabilistic Sharpe ratio against 0" in note and "SR0 = 0" in note
+    text = " ".join(overfitting_lines(rep))  # what `study show` prints
+    assert "one cluster: no V[SR], SR0 0 annualised" in text and note in text
+
+
 def test_more_trials_deflate_more() -> None:
     values = [deflated_sharpe_ratio(SR, VAR, n, 1250, -3.0, 10.0) for n in (1, 10, 100, 1000)]
     assert values == sorted(values, reverse=True) and values[0] > values[-1]

@@ -114,7 +114,7 @@ def test_trials_of_killed_workers_are_failed_on_the_next_run_owned_or_not(tmp_pa
     import socket
 
     from gridctl.research.optimize.trials import WORKER_ATTR
-    from gridctl.research.optimize.workers import UNOWNED_JOURNAL_TRIAL_S, _fail_dead_local_trials
+    from gridctl.research.optimize.workers import UNOWNED_JOURNAL_TRIAL_S, fail_dead_local_trials
     from gridctl.research.optuna_compat import trial_id
 
     store = open_storage("killed", studies_dir=tmp_path)
@@ -139,10 +139,10 @@ def test_trials_of_killed_workers_are_failed_on_the_next_run_owned_or_not(tmp_pa
         return {name: by_number[t.number] for name, t in trials.items()}
 
     younger = start + datetime.timedelta(seconds=UNOWNED_JOURNAL_TRIAL_S - 1)
-    assert _fail_dead_local_trials(study, now=younger) == 1
+    assert fail_dead_local_trials(study, now=younger) == 1
     assert states() == {"unowned": "RUNNING", "dead": "FAIL", "alive": "RUNNING", "other-host": "RUNNING"}
     older = start + datetime.timedelta(seconds=UNOWNED_JOURNAL_TRIAL_S + 1)
-    assert _fail_dead_local_trials(study, now=older) == 1
+    assert fail_dead_local_trials(study, now=older) == 1
     assert states() == {"unowned": "FAIL", "dead": "FAIL", "alive": "RUNNING", "other-host": "RUNNING"}
 
 

@@ -382,3 +382,32 @@ def test_a_walk_forward_leaderboard_says_which_windows_each_column_averages() ->
     assert headers[:3] == ["trial", "objective (train mean)", "objective (test mean)"]
     assert all(h.endswith("(test mean)") for h in headers[3:]) and len(headers) == 3 + len(BOARD_METRICS)
     assert title.endswith("ranked by the objective's train mean") and rows[0][:3] == ["3", "0.5", "0.2"]
+
+
+def test_a_walk_forward_metric_undefined_in_every_window_is_nan_without_a_warning() -> None:
+    """A configuration that never traded in any test window has no Sharpe ratio or profit factor
+    there (stored as null): its leaderboard metric is NaN, said in ``trial_metrics``'s docstring,
+    never numpy's "Mean of empty slice"; a window where a metric is infinite is left out too."""
+    import warnings
+
+    import optuna
+
+    from gridctl.research.optimize import ATTR
+    from gridctl.research.studies import trial_metrics
+
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    folds = [
+        {"sharpe": None, "profit_factor": None, "trades": 0.0, "calmar": "inf"},
+        {"sharpe": None, "profit_factor": None, "trades": 0.0, "calmar": 2.0},
+    ]
+    trial = optuna.trial.create_trial(
+        params={"x": 0.5},
+        distributions=dist,
+        value=0.1,
+        user_attrs={ATTR: {"in_sample": [{"sharpe": 1.0}], "out_of_sample": folds}},
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = trial_metrics(trial)
+    assert math.isnan(got["sharpe"]) and math.isnan(got["profit_factor"])
+    assert got["trades"] == 0.0 and got["calmar"] == 2.0  # the infinite window is not averaged in
