@@ -914,43 +914,6 @@ class Bridge:
                 booked += self._maybe_book(client_id, parsed)
         return booked
 
-    def _lot_missing(self, cid: Any) -> bool:
-        """True when the engine holds no lot at the exit ``cid``'s side and level."""
-        slots = self.s.ks.slots
-        idx = cid.level - 1
-        return not 0 <= idx < slots.shape[1] or slots[cid.side, idx, SL_LOT_ON] == 0.0
-
-    def _settle_entry_of(self, cid: Any) -> None:
-        """Book the partly filled entry waiting at the exit ``cid``'s side and level before that exit.
-
-        An exit rests only once its lot was booked, and a partly filled entry is booked only once its rest
-        was cancelled: so an exit fill whose lot is missing while its entry waits here means a run settled
-        that entry (rest cancelled, lot booked, exits sent) and died before its checkpoint. A restart's
-        reconcile walks the trades in time order and would meet the exit with the entry still waiting for
-        its cancel; the entry is settled now (its rest cancelled: a no-op when already gone), then the
-        exit books against the lot. Nothing happens when no such entry waits.
-        """
-        if self.gw is None or self.journal is None:
-            return
-        for client_id in sorted(self._partial_entries):
-            entry = parse_client_id(client_id)
-            if entry is None or (entry.side, entry.level) != (cid.side, cid.level):
-                continue
-            try:
-                self.gw.cancel(self.s.symbol, client_id)
-            except gw.GatewayError as err:
-                raise GridctlError(
-                    f"its partly filled entry {client_id} could not be cancelled: {err}"
-                ) from err
-            self._partial_entries.discard(client_id)
-            self.journal.order_status(client_id, "canceled", self.now_ms())
-            self.open_orders = [o for o in self.open_orders if o.client_id != client_id]
-            self._note(
-                "partial-fill", f"{client_id}: partly filled entry, the rest cancelled (before its exit)"
-            )
-            self._maybe_book(client_id, entry)
-            return
-
     def _maybe_book(self, client_id: str, cid: Any) -> int:
         """Book an order's fills not booked yet (VWAP price; taker if any part was taker).
 
@@ -1003,8 +966,6 @@ class Bridge:
                     raise GridctlError(f"entry fill of {qty} after its lot was booked")
                 self.s.book_fill(cid.side, cid.level, cid.kind, price, qty, liq, ts)
             else:
-                if self._lot_missing(cid):
-                    self._settle_entry_of(cid)  # its lot's partly filled entry, booked before it
                 self.s.book_partial_exit(cid.side, cid.level, cid.kind, price, qty, liq, ts)
         except GridctlError as err:
             self._note("fill-not-booked", f"{client_id}: {err}")

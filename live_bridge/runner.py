@@ -637,10 +637,13 @@ def _account_checks(
 def reconcile(bridge: Bridge) -> str:
     """After a restart: explain the exchange's trades, orders and positions from the journal's checkpoint.
 
-    Every trade since the checkpoint's fills cursor that the journal does not hold is booked, in the order
-    it happened, exactly once (an entry and the stop that closed it are two bookings, not a net zero).
-    Then every journaled order still ``sending``/``open`` is settled against the exchange's open orders:
-    resting (kept), gone with fills (its partial fill booked) or gone without (never rested / cancelled).
+    First every journaled order still ``sending``/``open`` is settled against the exchange's open orders:
+    resting (kept ``open``) or gone (``canceled``: it can fill no more). Then every trade since the
+    checkpoint's fills cursor that the journal does not hold is booked, in the order it happened, exactly
+    once (an entry and the stop that closed it are two bookings, not a net zero); a gone order's fills
+    are final, so a partly filled entry is booked at its fill, before its lot's exits. A gone order
+    whose fills were journaled before the crash but not booked is booked after the walk; one without
+    fills is ``gone`` (it rested) or ``never-arrived``.
     Finally the exchange's positions are compared with the engine's. What is left unexplained (a foreign
     or unbookable trade, a position the bookings do not account for) does not stop the start: entries
     are refused under the ``reconcile`` reason and the exposure is guarded once the run starts
@@ -660,15 +663,23 @@ def reconcile(bridge: Bridge) -> str:
         return n
 
     resting = gw.open_orders(s.symbol)
-    booked = fills()
     open_ids = {o.client_id for o in resting}
-    lost = 0
+    # Before the walk: every journaled order gone from the exchange is over (it can fill no more), so
+    # the walk books each at its fills as they come, in time order (a partly filled entry whose rest
+    # the last run cancelled is booked at its fill, before the exits of its lot).
+    gone = []
     for row in journal.orders(("sending", "open")):
         cid = row["client_id"]
         if cid in open_ids:
             journal.order_status(cid, "open", bridge.now_ms())
-        elif journal.fills_for(cid):
-            journal.order_status(cid, "canceled", bridge.now_ms())  # gone part-filled: book what filled
+        else:
+            journal.order_status(cid, "canceled", bridge.now_ms())
+            gone.append(row)
+    booked = fills()
+    lost = 0
+    for row in gone:  # fills journaled before the crash but not booked (the walk skips known trades)
+        cid = row["client_id"]
+        if journal.fills_for(cid):
             parsed = parse_client_id(cid)
             if parsed is not None:
                 booked += bridge._maybe_book(cid, parsed)
