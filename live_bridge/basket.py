@@ -100,18 +100,23 @@ class MemberSession(EngineSession):
         self._i = index
         super().__init__(strategy, venue, symbol, timeframe, capacity)
 
-    # The ledgers and counters are the basket's row of this symbol (EngineSession's own are never made).
-    fills = property(lambda self: self._basket.fills[self._i], lambda self, _v: None)
-    fund = property(lambda self: self._basket.fund[self._i], lambda self, _v: None)
-    ev = property(lambda self: self._basket.ev[self._i], lambda self, _v: None)
-    eq = property(lambda self: self._basket.eq[self._i], lambda self, _v: None)
-    cnt = property(lambda self: self._basket.cnts[self._i], lambda self, _v: None)
+    # The ledgers and counters are views of the basket's row of this symbol, read-only as attributes:
+    # the basket owns and grows the buffers (``BasketSession._room``), rows are written in place.
+    fills = property(lambda self: self._basket.fills[self._i])
+    fund = property(lambda self: self._basket.fund[self._i])
+    ev = property(lambda self: self._basket.ev[self._i])
+    eq = property(lambda self: self._basket.eq[self._i])
+    cnt = property(lambda self: self._basket.cnts[self._i])
+
+    def _new_ledgers(self, cap: int) -> None:
+        """None of its own: its ledgers are the basket's rows (made by ``BasketSession``)."""
 
     def _room(self) -> None:
         self._basket._room()
 
     def load_ledger(self, attr: str, recs: np.ndarray) -> None:
-        """A restart (``Journal.restore``): this symbol's journaled ledger rows into the basket's row."""
+        """A restart (``Journal.restore``): this symbol's journaled ledger rows into the basket's row
+        (the basket's buffer widened for every symbol when they need it)."""
         b = self._basket
         setattr(b, attr, _widen(getattr(b, attr), len(recs) + _HEADROOM))
         getattr(b, attr)[self._i, : len(recs)] = recs

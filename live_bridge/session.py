@@ -129,8 +129,8 @@ class EngineSession:
         self.vec = self.params.vector
         self.br = self.params.brackets
         self.ks = init_state(self.vec)
-        self.cnt = new_counters(record=True, curves=True)
         cap = max(int(capacity), 16)
+        self._new_ledgers(cap)
         self.ts = np.zeros(cap, np.int64)
         self.open = np.zeros(cap)
         self.high = np.zeros(cap)
@@ -144,10 +144,6 @@ class EngineSession:
         self.n = 0
         self.regime_state = new_regime_state()
         self.warm_bars = 0
-        self.fills = np.empty(1024, FILL_DTYPE)
-        self.fund = np.empty(256, FUNDING_DTYPE)
-        self.ev = np.empty(1024, EVENT_DTYPE)
-        self.eq = np.empty(cap, EQUITY_DTYPE)
         self.funding = FundingBook()
         # Funding arrays are replaced whole, never written in place: read-only, like the backtest's.
         self._fts = read_only(np.zeros(0, np.int64))
@@ -265,6 +261,21 @@ class EngineSession:
             out, self.regime_state, *bars,
             int(adx), int(fast), int(slow), int(atr), float(hyst), float(thr),
         )  # fmt: skip
+
+    def _new_ledgers(self, cap: int) -> None:
+        """The ledgers (fills, funding, events, equity) and their counters, empty."""
+        self.cnt = new_counters(record=True, curves=True)
+        self.fills = np.empty(1024, FILL_DTYPE)
+        self.fund = np.empty(256, FUNDING_DTYPE)
+        self.ev = np.empty(1024, EVENT_DTYPE)
+        self.eq = np.empty(cap, EQUITY_DTYPE)
+
+    def load_ledger(self, attr: str, recs: np.ndarray) -> None:
+        """A restart (``journal.Journal.restore``): the journaled rows of ledger ``attr`` (``fills``,
+        ``fund``, ``ev`` or ``eq``) as that ledger's first rows (counters are restored apart)."""
+        buf = _grow(getattr(self, attr), len(recs) + _HEADROOM)
+        buf[: len(recs)] = recs
+        setattr(self, attr, buf)
 
     def _room(self) -> None:
         c = self.cnt

@@ -30,11 +30,13 @@ from gridctl.data.sample import generate_sample
 from gridctl.data.store import write_candles, write_funding
 from gridctl.engine.basket import BAR_GO, run_basket
 from gridctl.engine.enums import EventKind, FillKind
+from gridctl.engine.records import FILL_DTYPE
 from gridctl.live_bridge import killpoint
 from gridctl.live_bridge.basket import BasketSession
 from gridctl.live_bridge.journal import BasketJournal, Journal
 from gridctl.live_bridge.replay import basket_replay
 from gridctl.live_bridge.runner import member_prefix
+from gridctl.live_bridge.session import EngineSession
 from gridctl.research.results import BASKET_RESULT_FILES
 
 BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
@@ -144,6 +146,43 @@ def test_the_symbols_share_the_accounts_wallet_and_rings() -> None:
         assert ks.err_ring is session.errs and ks.ord_ring is session.ords
     with pytest.raises(Exception, match="not in the basket"):
         session.step_paper(0, {"XRP/USDT:USDT": (1.0, 1.0, 1.0, 1.0)})
+
+
+def test_a_members_ledgers_are_the_baskets_rows_and_cannot_be_reassigned() -> None:
+    """A member's ledgers and counters are views of its row of the basket's buffers. Assigning one
+    would leave the member writing where no checkpoint or output reads: it raises (it used to be
+    dropped without a word), and the views stay the basket's rows."""
+    _markets, strategies, venue = _basket(days=1, overrides=TIGHT)
+    session = BasketSession(strategies, venue, "1m")
+    eth = session.sessions[ETH]
+    for attr, owner in (("fills", "fills"), ("fund", "fund"), ("ev", "ev"), ("eq", "eq"), ("cnt", "cnts")):
+        dtype = getattr(session, owner).dtype
+        with pytest.raises(AttributeError):
+            setattr(eth, attr, np.zeros(4, dtype))
+        assert np.shares_memory(getattr(eth, attr), getattr(session, owner)[1]), attr
+
+
+def test_both_session_kinds_load_journaled_ledger_rows_through_load_ledger() -> None:
+    """``Journal.restore`` hands each ledger to ``load_ledger``, which both session kinds have: a single
+    run's session takes the rows as its ledger's first rows; a basket member puts them into its row of
+    the basket's buffer, widened for every symbol when they do not fit, the other symbols' rows kept."""
+    _markets, strategies, venue = _basket(days=1, overrides=TIGHT)
+    recs = np.zeros(3, FILL_DTYPE)
+    recs["qty"] = [1.0, 2.0, 3.0]
+    single = EngineSession(strategies[BTC], venue, BTC, "1m")
+    single.load_ledger("fills", recs)
+    assert single.fills["qty"][:3].tolist() == [1.0, 2.0, 3.0]
+
+    session = BasketSession(strategies, venue, "1m")
+    width = session.fills.shape[1]
+    session.fills[0, :2]["qty"] = [7.0, 8.0]  # BTC's rows: kept
+    many = np.zeros(width + 10, FILL_DTYPE)
+    many["qty"] = np.arange(1, width + 11)
+    session.sessions[ETH].load_ledger("fills", many)
+    assert session.fills.shape[1] >= width + 10
+    assert session.fills[1, : width + 10]["qty"].tolist() == many["qty"].tolist()
+    assert session.sessions[ETH].fills[: width + 10]["qty"].tolist() == many["qty"].tolist()
+    assert session.fills[0, :2]["qty"].tolist() == [7.0, 8.0]
 
 
 # --- `gridctl live --paper --replay DATA --symbols ...`: the CLI end to end
