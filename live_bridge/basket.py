@@ -35,6 +35,7 @@ from gridctl.engine.basket import (
     N_SHARED,
     N_WORK,
     SH_SIMULATE,
+    SH_WALLET,
     W_ALLOW,
     BasketOutput,
     basket_bar_nb,
@@ -61,7 +62,7 @@ from gridctl.engine.records import (
     new_counters,
 )
 from gridctl.engine.run import no_detail, read_only
-from gridctl.engine.state import S_LIQUIDATED, KernelState
+from gridctl.engine.state import S_EQUITY, S_LIQUIDATED, S_MARGIN_RATIO, KernelState
 from gridctl.live_bridge import killpoint
 from gridctl.live_bridge.replay import basket_replay
 from gridctl.live_bridge.session import BarRows, EngineSession
@@ -107,6 +108,13 @@ class MemberSession(EngineSession):
     ev = property(lambda self: self._basket.ev[self._i])
     eq = property(lambda self: self._basket.eq[self._i])
     cnt = property(lambda self: self._basket.cnts[self._i])
+
+    def account_figures(self) -> tuple[float, float, float]:
+        """The basket's account, not this symbol's view of it (its row's equity mixes the other symbols'
+        earlier closes): equity and margin ratio at the account's last close (every symbol's), the one
+        wallet after every booking."""
+        b = self._basket
+        return float(b.acc[S_EQUITY]), float(b.shared[SH_WALLET]), float(b.acc[S_MARGIN_RATIO])
 
     def _new_ledgers(self, cap: int) -> None:
         """None of its own: its ledgers are the basket's rows (made by ``BasketSession``)."""

@@ -48,13 +48,11 @@ from gridctl.engine.state import (
     S_CB_UNTIL,
     S_CENTER,
     S_DIRTY,
-    S_EQUITY,
     S_ERRORS,
     S_FUNDING_NET,
     S_HALTED,
     S_LONG_AVG,
     S_LONG_QTY,
-    S_MARGIN_RATIO,
     S_REALIZED,
     S_REGIME,
     S_SHORT_AVG,
@@ -62,7 +60,6 @@ from gridctl.engine.state import (
     S_STATE,
     S_THROTTLE,
     S_UNREAL,
-    S_WALLET,
     SL_LOT_ON,
     SL_LOT_PRICE,
     SL_LOT_QTY,
@@ -1426,18 +1423,22 @@ class Bridge:
 
     def _snap_account(self, snap: dict[str, Any], unknown: dict[str, str], labels: dict[str, str]) -> None:
         """Equity, wallet, PnL, risk state code, margin ratio and funding income: the engine's, or the
-        exchange's account when live (the engine's then kept under ``engine`` for comparison)."""
+        exchange's account when live (the engine's then kept under ``engine`` for comparison). Equity,
+        wallet and margin ratio are the account's (``EngineSession.account_figures``), in a basket too;
+        PnL, state and funding are the symbol's."""
         st = self.s.state
         have_bar = self.s.n > 0
         state_code = int(st[S_STATE]) if have_bar else None
         if have_bar:
+            # equity, wallet and margin ratio are the account's (a basket's, not one symbol's view of it)
+            equity, wallet, ratio = self.s.account_figures()
             snap.update(
-                equity=float(st[S_EQUITY]),
-                wallet_balance=float(st[S_WALLET]),
+                equity=equity,
+                wallet_balance=wallet,
                 realized_pnl=float(st[S_REALIZED]),
                 unrealized_pnl=float(st[S_UNREAL]),
                 trading_state=state_code,
-                margin_ratio=float(st[S_MARGIN_RATIO]),
+                margin_ratio=ratio,
             )
         else:
             for k in (

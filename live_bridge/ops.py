@@ -180,8 +180,9 @@ class MemberOps(OpsState):
 
 #: A basket's worst member state first: the basket's ``state`` is the worst of its symbols'.
 _STATE_ORDER = ("liquidated", "halted", "starting", "cooldown", "reducing", "normal")
-#: ``/status`` ``total``: keys that are the account's (the same for every symbol live), summed, or the
-#: largest of the symbols' (flags, ages).
+#: ``/status`` ``total``: keys that are the account's (every symbol's snapshot reports the account's: the
+#: exchange's live, the basket's on paper, ``EngineSession.account_figures``), summed, or the largest of
+#: the symbols' (flags, ages).
 ACCOUNT_KEYS = ("equity", "wallet_balance", "margin_ratio")
 SUMMED_KEYS = ("realized_pnl", "unrealized_pnl", "funding_income", "funding_projected_cost", "open_orders",
                "orders_sent", "orders_deferred", "entry_orders_held")  # fmt: skip

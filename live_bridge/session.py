@@ -63,11 +63,14 @@ from gridctl.engine.risk import close_side_nb, record_error_nb, trip_breaker_nb
 from gridctl.engine.run import RunOutput, read_only
 from gridctl.engine.state import (
     S_DIRTY,
+    S_EQUITY,
     S_FG_UNTIL,
     S_LIQUIDATED,
     S_LONG_QTY,
+    S_MARGIN_RATIO,
     S_REGIME,
     S_SHORT_QTY,
+    S_WALLET,
     SL_LOT_FEE,
     SL_LOT_ON,
     SL_LOT_QTY,
@@ -170,6 +173,13 @@ class EngineSession:
     @property
     def liquidated(self) -> bool:
         return self.ks.state[S_LIQUIDATED] != 0.0
+
+    def account_figures(self) -> tuple[float, float, float]:
+        """The account's (equity, wallet balance, margin ratio) as the engine knows them. A single run's
+        account is its own state: equity and margin ratio at the last mark, the wallet after every
+        booking (a basket's member answers for the basket's account: ``MemberSession``)."""
+        st = self.ks.state
+        return float(st[S_EQUITY]), float(st[S_WALLET]), float(st[S_MARGIN_RATIO])
 
     @property
     def last_close(self) -> float:

@@ -31,9 +31,12 @@ from gridctl.data.store import write_candles, write_funding
 from gridctl.engine.basket import BAR_GO, run_basket
 from gridctl.engine.enums import EventKind, FillKind
 from gridctl.engine.records import FILL_DTYPE
+from gridctl.engine.state import S_EQUITY, S_WALLET
 from gridctl.live_bridge import killpoint
-from gridctl.live_bridge.basket import BasketSession
+from gridctl.live_bridge.basket import BasketBridge, BasketSession
+from gridctl.live_bridge.bridge import Bridge, BridgeOptions
 from gridctl.live_bridge.journal import BasketJournal, Journal
+from gridctl.live_bridge.ops import BasketOps
 from gridctl.live_bridge.replay import basket_replay
 from gridctl.live_bridge.runner import member_prefix
 from gridctl.live_bridge.session import EngineSession
@@ -183,6 +186,47 @@ def test_both_session_kinds_load_journaled_ledger_rows_through_load_ledger() -> 
     assert session.fills[1, : width + 10]["qty"].tolist() == many["qty"].tolist()
     assert session.sessions[ETH].fills[: width + 10]["qty"].tolist() == many["qty"].tolist()
     assert session.fills[0, :2]["qty"].tolist() == [7.0, 8.0]
+
+
+def test_a_paper_baskets_status_total_is_the_accounts_not_its_first_symbols() -> None:
+    """``/status`` of a paper basket (bridges on ``BasketOps``, stepped by ``BasketBridge``) after 610
+    aligned bars, both symbols trading: the total's equity, wallet and margin ratio are the account's
+    row at that bar as the basket backtest writes it (every symbol at its close), and equity = wallet +
+    every symbol's unrealized PnL. They used to be the first symbol's (BTC's) row: its wallet before
+    ETH's bookings of that bar and its equity with ETH's previous close, here 0.76 and 0.20 USDT off."""
+    markets, strategies, venue = _basket(days=1, overrides=TIGHT)
+    bt = run_basket(markets, strategies, venue)
+    session = BasketSession(strategies, venue, "1m")
+    ops = BasketOps(session.symbols)
+    clock = [0]  # the bridges' clock: each bar is processed at its close (the feed is never stale)
+
+    def now() -> int:
+        return clock[0]
+
+    bridges = {
+        sym: Bridge(
+            session.sessions[sym], BridgeOptions("paper", "r1"), ops.members[sym], now_ms=lambda: clock[0]
+        )
+        for sym in session.symbols
+    }
+    basket = BasketBridge(session, bridges)
+    k = 610
+    for t, bars in list(basket_replay(markets))[:k]:
+        clock[0] = t + 60_000
+        assert basket.on_bars(t, bars) == BAR_GO
+    status = ops.snapshot()
+    total, per = status["total"], status["symbols"]
+    want = bt.account_equity[bt.account_equity["ts"] == t][0]
+    assert total["equity"] == want["equity"]
+    assert total["wallet_balance"] == want["wallet_balance"]
+    assert total["margin_ratio"] == want["margin_ratio"]
+    unreal = per[BTC]["unrealized_pnl"] + per[ETH]["unrealized_pnl"]
+    assert total["equity"] == pytest.approx(total["wallet_balance"] + unreal, rel=0, abs=1e-9)
+    # the scenario means something: both symbols hold positions, and BTC's row is not the account
+    for sym in (BTC, ETH):
+        assert per[sym]["position_long"] + per[sym]["position_short"] > 0.0, sym
+    btc = session.sessions[BTC].state
+    assert abs(btc[S_EQUITY] - want["equity"]) > 0.1 and abs(btc[S_WALLET] - want["wallet_balance"]) > 0.5
 
 
 # --- `gridctl live --paper --replay DATA --symbols ...`: the CLI end to end
