@@ -1169,7 +1169,7 @@ def _basket_bridges(
                 ready.run(f"{sym}: open orders read", lambda b=bridge: _orders_read(b))
         elif restart:
             journal.members[sym].hold = False  # paper: nothing on an exchange to reconcile
-    ctx.bridge = BasketBridge(session, bridges, journal)
+    ctx.bridge = BasketBridge(session, bridges, journal, ops)
     ctx.bridge.warm_ts = {
         sym: (extras[sym].get("warm_ts") if restart else ctx.feeds[sym].last_ts) for sym in symbols
     }

@@ -23,6 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gridctl.cli import app
+from gridctl.configs.errors import GridctlError
 from gridctl.configs.loader import load_strategy, load_venue
 from gridctl.configs.overrides import basket_strategies
 from gridctl.data.market import market_from_arrays
@@ -227,6 +228,28 @@ def test_a_paper_baskets_status_total_is_the_accounts_not_its_first_symbols() ->
         assert per[sym]["position_long"] + per[sym]["position_short"] > 0.0, sym
     btc = session.sessions[BTC].state
     assert abs(btc[S_EQUITY] - want["equity"]) > 0.1 and abs(btc[S_WALLET] - want["wallet_balance"]) > 0.5
+
+
+def test_a_paper_baskets_bar_latency_is_one_per_account() -> None:
+    """A paper basket steps the account once per bar time (one simulated venue for every symbol), so its
+    latency has one sample per bar: ``/status`` ``total.latency``. The symbols' own latencies stay empty
+    on paper (each used to get a copy of the account's one sample: N samples per bar)."""
+    markets, strategies, venue = _basket(days=1, overrides=TIGHT)
+    session = BasketSession(strategies, venue, "1m")
+    ops = BasketOps(session.symbols)
+    bridges = {
+        sym: Bridge(session.sessions[sym], BridgeOptions("paper", "r1"), ops.members[sym])
+        for sym in session.symbols
+    }
+    basket = BasketBridge(session, bridges, ops=ops)
+    assert ops.snapshot()["total"]["latency"] is None  # no bar yet
+    for t, bars in list(basket_replay(markets))[:25]:
+        basket.on_bars(t, bars)
+    status = ops.snapshot()
+    assert status["total"]["latency"]["n"] == 25 == len(basket.latency.samples_ms)
+    assert [status["symbols"][sym]["latency"]["n"] for sym in (BTC, ETH)] == [0, 0]
+    with pytest.raises(GridctlError, match="members of the basket's ops state"):
+        BasketBridge(session, bridges, ops=BasketOps(session.symbols))
 
 
 # --- `gridctl live --paper --replay DATA --symbols ...`: the CLI end to end
