@@ -835,29 +835,47 @@ def run_loop(
     fills_due = time.monotonic() + fills_poll_s
     try:
         while max_bars is None or done < max_bars:
-            got = worker.take(CONTROL_TICK_S)
-            bridge.apply_commands()
-            bridge.set_input_health("bar feed connection", feed.health.problem())
-            if isinstance(got, FeedDown):
-                if bridge.o.mode == "live":
-                    bridge._block_entries()
-            elif isinstance(got, BaseException):
-                raise got
-            bars = got if isinstance(got, list) else []
+            bars = _control_tick(bridge, feed, worker.take(CONTROL_TICK_S))
             for bar in bars:
                 bridge.on_bar(bar)
                 done += 1
                 if max_bars is not None and done >= max_bars:
                     break
             if not bars:
-                if time.monotonic() >= fills_due:
-                    bridge.protect_fills()
-                    fills_due = time.monotonic() + fills_poll_s
-                bridge.check_stale()
-                bridge.publish()
+                fills_due = _between_bars([bridge], fills_due, fills_poll_s)
     finally:
         worker.stop()
     return done
+
+
+# The two control loops' shared ticks (``run_loop``, ``run_basket_loop``); they differ in how bars step.
+
+
+def _control_tick(bridge: Bridge, feed: Any, got: list[Any] | BaseException | None) -> list[Any]:
+    """One symbol's part of every tick: its ops commands applied, its feed's health shown as a pause
+    reason, a feed outage pausing entries (``--live``: resting entries cancelled), a feed worker's bug
+    raised. Returns the closed bars the poll brought (``got``: ``FeedWorker.take``'s answer)."""
+    bridge.apply_commands()
+    bridge.set_input_health("bar feed connection", feed.health.problem())
+    if isinstance(got, FeedDown):
+        if bridge.o.mode == "live":
+            bridge._block_entries()
+    elif isinstance(got, BaseException):
+        raise got
+    return got if isinstance(got, list) else []
+
+
+def _between_bars(bridges: list[Bridge], fills_due: float, fills_poll_s: float) -> float:
+    """A tick that stepped no bar: every bridge looks for fills when they are due (``protect_fills``),
+    then checks staleness and publishes its state. Returns when the fills are due next (monotonic s)."""
+    if time.monotonic() >= fills_due:
+        for b in bridges:
+            b.protect_fills()
+        fills_due = time.monotonic() + fills_poll_s
+    for b in bridges:
+        b.check_stale()
+        b.publish()
+    return fills_due
 
 
 # --- baskets: several symbols on one account (live_bridge.basket)
@@ -1199,15 +1217,7 @@ def run_basket_loop(
         while (max_bars is None or done < max_bars) and not basket.session.liquidated:
             got = {sym: w.take(CONTROL_TICK_S / len(workers)) for sym, w in workers.items()}
             for sym, b in bridges.items():
-                b.apply_commands()
-                b.set_input_health("bar feed connection", ctx.feeds[sym].health.problem())
-                item = got[sym]
-                if isinstance(item, FeedDown):
-                    if b.o.mode == "live":
-                        b._block_entries()
-                elif isinstance(item, BaseException):
-                    raise item
-                for bar in item if isinstance(item, list) else []:
+                for bar in _control_tick(b, ctx.feeds[sym], got[sym]):
                     pending.setdefault(bar.ts, {})[sym] = bar
                     seen[sym] = max(seen.get(sym, bar.ts), bar.ts)
             stepped = False
@@ -1219,13 +1229,7 @@ def run_basket_loop(
                 if (max_bars is not None and done >= max_bars) or basket.session.liquidated:
                     break
             if not stepped:
-                if time.monotonic() >= fills_due:
-                    for b in bridges.values():
-                        b.protect_fills()
-                    fills_due = time.monotonic() + fills_poll_s
-                for b in bridges.values():
-                    b.check_stale()
-                    b.publish()
+                fills_due = _between_bars(list(bridges.values()), fills_due, fills_poll_s)
     finally:
         for w in workers.values():
             w.stop()
