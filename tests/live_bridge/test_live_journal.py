@@ -17,7 +17,7 @@ import pytest
 from gridctl.configs.loader import load_strategy
 from gridctl.engine.enums import FillKind
 from gridctl.engine.records import C_FILLS
-from gridctl.engine.state import SL_LOT_ON
+from gridctl.engine.state import SL_LOT_ON, SL_LOT_QTY
 from gridctl.live_bridge import gateway as gw
 from gridctl.live_bridge.metrics import metrics_registry, render
 from gridctl.live_bridge.orders import parse_client_id
@@ -385,6 +385,67 @@ def test_a_partly_filled_entry_then_a_flatten_around_a_crash_are_booked_in_order
         rows = s.fills[n_fills : int(s.cnt[C_FILLS])]
         got = [(int(r["kind"]), float(r["qty"]), float(r["price"])) for r in rows if r["side"] == side]
         assert got == [(FillKind.ENTRY, 0.001, entry.price), (FillKind.FLATTEN, 0.001, flat[0].price)]
+        assert ctx.bridge.entries_allowed and not ctx.bridge.unexplained
+    finally:
+        ctx.close()
+
+
+def test_a_partly_filled_entry_whose_cancel_failed_before_a_crash_is_settled_at_the_restart(
+    emu, tmp_path: Path
+) -> None:
+    """The entry fills only in part (0.001 of 0.002) and the cancel of its rest fails (the exchange
+    unreachable for it); the fills poll checkpoints the journaled part fill, unbooked, and the run dies.
+    The restart finds the entry still resting with a journaled fill nobody will book: the walk skips
+    the known trade. Marked before the walk as a partly filled entry waiting for its rest's cancel, it
+    is settled like one: rest cancelled, a lot of 0.001 booked, positions agree."""
+    journal = tmp_path / "j.sqlite"
+    acct = emu.state.account
+    ready, ctx = _prepare(emu, journal, ONE_RUNG)
+    ready.require()
+    bridge = ctx.bridge
+    run_id = bridge.o.run_id
+    entry = None
+    for _ in range(200):  # bars until an entry rests; then one more bar that fills half of it
+        _bar(emu, ctx)
+        if _ours(acct, run_id, "entry") and entry is None:
+            n_trades = len(acct.trades)
+            acct.partial_fills(0.5, times=1)
+            emu.state.advance_bar(SYMBOL_ID)
+            if len(acct.trades) > n_trades:
+                entry = acct.trades[n_trades]
+                break
+            acct.partial_fills(1.0, times=0)
+            for bar in ctx.feed.poll():
+                bridge.on_bar(bar)
+    assert entry is not None, "the sample must fill an entry"
+    entry_cid = _cid_of_trade(acct, entry)
+
+    def unreachable(symbol: str, client_id: str) -> None:
+        raise gw.ExchangeUnavailable(f"cancel {client_id}: 503")
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(bridge.gw, "cancel", unreachable)
+        bridge.protect_fills()  # the part fill journaled and checkpointed, its rest still resting
+    assert entry_cid in {o.client_id for o in _ours(acct, run_id, "entry")}
+    side = 0 if entry.position_side == "LONG" else 1
+    assert bridge.s.slots[side, 0, SL_LOT_ON] == 0.0  # no lot booked
+    db = sqlite3.connect(journal)
+    try:
+        assert db.execute("SELECT qty, booked FROM xfills WHERE client_id=?", (entry_cid,)).fetchall() == [
+            (0.001, 0)
+        ]
+    finally:
+        db.close()
+    ctx.close()  # kill -9
+
+    ready, ctx = _prepare(emu, journal, ONE_RUNG)
+    try:
+        ready.require()
+        detail = {item: d for item, ok, d in ready.rows}["reconcile with the exchange"]
+        assert "positions agree" in detail, detail
+        assert entry_cid not in {o.client_id for o in acct.open_orders(SYMBOL_ID)}  # its rest cancelled
+        s = ctx.bridge.s
+        assert s.slots[side, 0, SL_LOT_ON] == 1.0 and s.slots[side, 0, SL_LOT_QTY] == 0.001
         assert ctx.bridge.entries_allowed and not ctx.bridge.unexplained
     finally:
         ctx.close()
