@@ -420,11 +420,37 @@ class Bridge:
             return
         price = sum(r[0] * r[1] for r in rows) / qty
         liq = Liquidity.TAKER if any(r[2] == "taker" for r in rows) else Liquidity.MAKER
+        self._book_waiting_entries(side)  # filled before the flatten, which closed them on the exchange
         self.s.book_flatten(side, price, max(r[3] for r in rows), liq)
         for cid in dict.fromkeys(cids):
             self.journal.mark_booked(cid)
             self.journal.order_status(cid, "booked", self.now_ms())
         self._note("fill", f"flatten {_POS[side]} {round(qty, 12)} @ {price} in {len(set(cids))} order(s)")
+
+    def _book_waiting_entries(self, side: int) -> None:
+        """Book what filled of ``side``'s partly filled entries still waiting for their rest's cancel
+        (``_partial_entries``; a cancel the exchange refused), before a flatten of that side: the flatten
+        closed that quantity on the exchange, so the engine must hold it as lots first. Each stays in
+        ``_partial_entries`` until its rest is cancelled (then nothing is left to book); a fill of the
+        rest after this is exposure the engine cannot book (flagged unexplained, guarded)."""
+        assert self.journal is not None
+        for client_id in sorted(self._partial_entries):
+            cid = parse_client_id(client_id)
+            rows = self.journal.unbooked_fills(client_id)
+            qty = sum(r[1] for r in rows)
+            if cid is None or cid.side != side or qty <= 0.0:
+                continue
+            price = sum(r[0] * r[1] for r in rows) / qty
+            liq = Liquidity.TAKER if any(r[2] == "taker" for r in rows) else Liquidity.MAKER
+            self.journal.mark_booked(client_id)
+            try:
+                self.s.book_fill(cid.side, cid.level, cid.kind, price, qty, liq, max(r[3] for r in rows))
+            except GridctlError as err:
+                self._flag_unexplained(f"fill of {client_id} ({qty} @ {price}) not bookable: {err}")
+                continue
+            self._note(
+                "fill", f"{client_id} {qty} @ {price} (part, its rest not cancelled yet: before a flatten)"
+            )
 
     # --- fail-closed inputs
 
@@ -767,14 +793,15 @@ class Bridge:
             self.journal.set_meta(f"not-booked:{cid}", "1")
 
     def _pending_entries_qty(self, side: int) -> float:
-        """Filled quantity of partly filled entries of ``side`` waiting for their rest to be cancelled."""
+        """Filled quantity of partly filled entries of ``side`` waiting for their rest to be cancelled, not
+        booked yet (a flatten books what filled before it: ``_book_waiting_entries``)."""
         if self.journal is None:
             return 0.0
         total = 0.0
         for cid in self._partial_entries:
             p = parse_client_id(cid)
             if p is not None and p.side == side:
-                total += sum(r[1] for r in self.journal.fills_for(cid))
+                total += sum(r[1] for r in self.journal.unbooked_fills(cid))
         return total
 
     def _protection_event(self, where: str, reason: str) -> None:

@@ -638,8 +638,8 @@ def reconcile(bridge: Bridge) -> str:
     """After a restart: explain the exchange's trades, orders and positions from the journal's checkpoint.
 
     First every journaled order still ``sending``/``open`` is settled against the exchange's open orders:
-    resting (kept ``open``; an entry with a journaled fill not booked waits for its rest's cancel again)
-    or gone (``canceled``: it can fill no more). Then every trade since the
+    resting (kept ``open``) or gone (``canceled``: it can fill no more); an entry with a journaled fill
+    not booked waits for its rest's cancel again. Then every trade since the
     checkpoint's fills cursor that the journal does not hold is booked, in the order it happened, exactly
     once (an entry and the stop that closed it are two bookings, not a net zero); a gone order's fills
     are final, so a partly filled entry is booked at its fill, before its lot's exits. A gone order
@@ -667,19 +667,20 @@ def reconcile(bridge: Bridge) -> str:
     open_ids = {o.client_id for o in resting}
     # Before the walk: every journaled order gone from the exchange is over (it can fill no more), so
     # the walk books each at its fills as they come, in time order (a partly filled entry whose rest
-    # the last run cancelled is booked at its fill, before the exits of its lot). A resting entry with
-    # a journaled fill not booked is one whose rest's cancel the last run had not got through: it waits
-    # for that cancel again (the walk's ``sync_fills`` settles it; the walk skips its known trades).
+    # the last run cancelled is booked at its fill, before the exits of its lot). An entry with a
+    # journaled fill not booked is one whose rest's cancel the last run had not got through: it waits
+    # for that cancel again, as it did (the walk skips its known trades; its ``sync_fills`` settles it,
+    # and a flatten of its side met on the way books it first: ``Bridge._book_waiting_entries``).
     gone = []
     for row in journal.orders(("sending", "open")):
         cid = row["client_id"]
         if cid in open_ids:
             journal.order_status(cid, "open", bridge.now_ms())
-            if row["kind"] == "entry" and journal.unbooked_fills(cid):
-                bridge._partial_entries.add(cid)
         else:
             journal.order_status(cid, "canceled", bridge.now_ms())
             gone.append(row)
+        if row["kind"] == "entry" and journal.unbooked_fills(cid):
+            bridge._partial_entries.add(cid)
     booked = fills()
     lost = 0
     for row in gone:  # fills journaled before the crash but not booked (the walk skips known trades)

@@ -449,3 +449,54 @@ def test_a_partly_filled_entry_whose_cancel_failed_before_a_crash_is_settled_at_
         assert ctx.bridge.entries_allowed and not ctx.bridge.unexplained
     finally:
         ctx.close()
+
+
+def test_a_flatten_while_a_partly_filled_entry_waits_for_its_cancel_closes_its_lot_too(
+    emu, tmp_path: Path
+) -> None:
+    """The entry fills only in part (0.001 of 0.002) and the cancel of its rest fails, so its lot waits
+    unbooked; then the operator's flatten closes the side at market, the entry's 0.001 included. The
+    flatten is booked after the entry's part (it happened after it): the engine's lot of 0.001 opens and
+    the flatten closes it, so the engine ends flat as the exchange does (it used to book the lot after
+    the flatten: a lot of 0.001 the exchange did not hold)."""
+    journal = tmp_path / "j.sqlite"
+    acct = emu.state.account
+    ready, ctx = _prepare(emu, journal, ONE_RUNG)
+    ready.require()
+    bridge = ctx.bridge
+    run_id = bridge.o.run_id
+    entry = None
+    for _ in range(200):  # bars until an entry rests; then one more bar that fills half of it
+        _bar(emu, ctx)
+        if _ours(acct, run_id, "entry") and entry is None:
+            n_trades = len(acct.trades)
+            acct.partial_fills(0.5, times=1)
+            emu.state.advance_bar(SYMBOL_ID)
+            if len(acct.trades) > n_trades:
+                entry = acct.trades[n_trades]
+                break
+            acct.partial_fills(1.0, times=0)
+            for bar in ctx.feed.poll():
+                bridge.on_bar(bar)
+    assert entry is not None, "the sample must fill an entry"
+    entry_cid = _cid_of_trade(acct, entry)
+
+    def unreachable(symbol: str, client_id: str) -> None:
+        raise gw.ExchangeUnavailable(f"cancel {client_id}: 503")
+
+    try:
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(bridge.gw, "cancel", unreachable)
+            bridge.protect_fills()  # the part fill read, its rest's cancel refused: no lot yet
+            side = 0 if entry.position_side == "LONG" else 1
+            assert bridge.s.position()[side] == 0.0
+            bridge.flatten()  # the entries' cancels refused again; the side closed at market
+        assert abs(acct.position(SYMBOL_ID, entry.position_side)[0]) < 1e-12
+        bridge.sync_fills()  # the next poll: the rest cancelled now
+        assert entry_cid not in {o.client_id for o in acct.open_orders(SYMBOL_ID)}
+        assert bridge.s.position() == (0.0, 0.0)
+        rows = bridge.s.fills[: int(bridge.s.cnt[C_FILLS])]
+        kinds = [int(r["kind"]) for r in rows if r["side"] == side][-2:]
+        assert kinds == [FillKind.ENTRY, FillKind.FLATTEN]
+    finally:
+        ctx.close()
