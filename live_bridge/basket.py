@@ -35,6 +35,7 @@ from gridctl.engine.basket import (
     N_SHARED,
     N_WORK,
     SH_SIMULATE,
+    SH_WALLET,
     W_ALLOW,
     BasketOutput,
     basket_bar_nb,
@@ -61,8 +62,10 @@ from gridctl.engine.records import (
     new_counters,
 )
 from gridctl.engine.run import no_detail, read_only
-from gridctl.engine.state import S_LIQUIDATED, KernelState
+from gridctl.engine.state import S_EQUITY, S_LIQUIDATED, S_MARGIN_RATIO, KernelState
 from gridctl.live_bridge import killpoint
+from gridctl.live_bridge.bridge import Latency
+from gridctl.live_bridge.ops import BasketOps
 from gridctl.live_bridge.replay import basket_replay
 from gridctl.live_bridge.session import BarRows, EngineSession
 
@@ -100,18 +103,30 @@ class MemberSession(EngineSession):
         self._i = index
         super().__init__(strategy, venue, symbol, timeframe, capacity)
 
-    # The ledgers and counters are the basket's row of this symbol (EngineSession's own are never made).
-    fills = property(lambda self: self._basket.fills[self._i], lambda self, _v: None)
-    fund = property(lambda self: self._basket.fund[self._i], lambda self, _v: None)
-    ev = property(lambda self: self._basket.ev[self._i], lambda self, _v: None)
-    eq = property(lambda self: self._basket.eq[self._i], lambda self, _v: None)
-    cnt = property(lambda self: self._basket.cnts[self._i], lambda self, _v: None)
+    # The ledgers and counters are views of the basket's row of this symbol, read-only as attributes:
+    # the basket owns and grows the buffers (``BasketSession._room``), rows are written in place.
+    fills = property(lambda self: self._basket.fills[self._i])
+    fund = property(lambda self: self._basket.fund[self._i])
+    ev = property(lambda self: self._basket.ev[self._i])
+    eq = property(lambda self: self._basket.eq[self._i])
+    cnt = property(lambda self: self._basket.cnts[self._i])
+
+    def account_figures(self) -> tuple[float, float, float]:
+        """The basket's account, not this symbol's view of it (its row's equity mixes the other symbols'
+        earlier closes): equity and margin ratio at the account's last close (every symbol's), the one
+        wallet after every booking."""
+        b = self._basket
+        return float(b.acc[S_EQUITY]), float(b.shared[SH_WALLET]), float(b.acc[S_MARGIN_RATIO])
+
+    def _new_ledgers(self, cap: int) -> None:
+        """None of its own: its ledgers are the basket's rows (made by ``BasketSession``)."""
 
     def _room(self) -> None:
         self._basket._room()
 
     def load_ledger(self, attr: str, recs: np.ndarray) -> None:
-        """A restart (``Journal.restore``): this symbol's journaled ledger rows into the basket's row."""
+        """A restart (``Journal.restore``): this symbol's journaled ledger rows into the basket's row
+        (the basket's buffer widened for every symbol when they need it)."""
         b = self._basket
         setattr(b, attr, _widen(getattr(b, attr), len(recs) + _HEADROOM))
         getattr(b, attr)[self._i, : len(recs)] = recs
@@ -414,9 +429,17 @@ class BasketBridge:
     every symbol and the account in one transaction of the basket's journal). ``--paper`` steps the
     account with the simulated venue (``BasketSession.step_paper``) after every bridge opened its bar; a
     paused symbol's resting entries are cancelled after the step, as ``Bridge.on_bar`` does on paper.
+    ``latency`` is the account's, one sample per bar time (``ops``: the basket's ops state, whose ``/status``
+    ``total.latency`` it is published to).
     """
 
-    def __init__(self, session: BasketSession, bridges: Mapping[str, Any], journal: Any = None) -> None:
+    def __init__(
+        self,
+        session: BasketSession,
+        bridges: Mapping[str, Any],
+        journal: Any = None,
+        ops: BasketOps | None = None,
+    ) -> None:
         if tuple(bridges) != session.symbols:
             raise GridctlError(f"bridges for {list(bridges)}, the basket is {list(session.symbols)}")
         modes = {b.o.mode for b in bridges.values()}
@@ -435,6 +458,12 @@ class BasketBridge:
             journal  # journal.BasketJournal: every symbol's checkpoint and the account's, one commit
         )
         self.warm_ts: dict[str, int | None] = {}  # each feed's last warm-up bar (a restart before any bar)
+        # The account's bar latency, one sample per bar time: bar received -> the account's bar done (paper:
+        # its one step; live: the last symbol's first-attempt orders sent). On /status as total.latency.
+        self.latency = Latency()
+        self.ops = ops
+        if ops is not None and any(b.ops is not ops.members[sym] for sym, b in self.bridges.items()):
+            raise GridctlError("a basket's bridges publish to their members of the basket's ops state")
         if journal is not None:
             for sym, bridge in self.bridges.items():
                 if bridge.journal is not journal.members[sym]:
@@ -470,7 +499,7 @@ class BasketBridge:
             for b in self.bridges.values():
                 if not b.entries_allowed:
                     b.s.block_entries()
-                b.latency.add((time.perf_counter() - t0) * 1000.0)
+            self.latency.add((time.perf_counter() - t0) * 1000.0)  # one step for the account, no copies
             self._end_bars()
             return code
         marks = {}
@@ -483,12 +512,16 @@ class BasketBridge:
         killpoint.hit("bar")
         for sym, b in self.bridges.items():
             b.send_bar(t0, *marks[sym])
+        # each symbol's sample: the bar received -> its orders sent (they go out one symbol after another)
+        self.latency.add(max(b.latency.samples_ms[-1] for b in self.bridges.values()))
         self._end_bars()
         return code
 
     def _end_bars(self) -> None:
         """After the bar: one basket checkpoint (``Bridge.end_bar`` per symbol would commit it N times),
-        then every symbol's published state."""
+        then every symbol's published state and the account's latency."""
+        if self.ops is not None:
+            self.ops.publish_account({"latency": self.latency.summary()})
         if self.journal is not None:
             self.checkpoint()
             for b in self.bridges.values():

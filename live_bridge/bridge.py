@@ -48,13 +48,11 @@ from gridctl.engine.state import (
     S_CB_UNTIL,
     S_CENTER,
     S_DIRTY,
-    S_EQUITY,
     S_ERRORS,
     S_FUNDING_NET,
     S_HALTED,
     S_LONG_AVG,
     S_LONG_QTY,
-    S_MARGIN_RATIO,
     S_REALIZED,
     S_REGIME,
     S_SHORT_AVG,
@@ -62,7 +60,6 @@ from gridctl.engine.state import (
     S_STATE,
     S_THROTTLE,
     S_UNREAL,
-    S_WALLET,
     SL_LOT_ON,
     SL_LOT_PRICE,
     SL_LOT_QTY,
@@ -423,11 +420,37 @@ class Bridge:
             return
         price = sum(r[0] * r[1] for r in rows) / qty
         liq = Liquidity.TAKER if any(r[2] == "taker" for r in rows) else Liquidity.MAKER
+        self._book_waiting_entries(side)  # filled before the flatten, which closed them on the exchange
         self.s.book_flatten(side, price, max(r[3] for r in rows), liq)
         for cid in dict.fromkeys(cids):
             self.journal.mark_booked(cid)
             self.journal.order_status(cid, "booked", self.now_ms())
         self._note("fill", f"flatten {_POS[side]} {round(qty, 12)} @ {price} in {len(set(cids))} order(s)")
+
+    def _book_waiting_entries(self, side: int) -> None:
+        """Book what filled of ``side``'s partly filled entries still waiting for their rest's cancel
+        (``_partial_entries``; a cancel the exchange refused), before a flatten of that side: the flatten
+        closed that quantity on the exchange, so the engine must hold it as lots first. Each stays in
+        ``_partial_entries`` until its rest is cancelled (then nothing is left to book); a fill of the
+        rest after this is exposure the engine cannot book (flagged unexplained, guarded)."""
+        assert self.journal is not None
+        for client_id in sorted(self._partial_entries):
+            cid = parse_client_id(client_id)
+            rows = self.journal.unbooked_fills(client_id)
+            qty = sum(r[1] for r in rows)
+            if cid is None or cid.side != side or qty <= 0.0:
+                continue
+            price = sum(r[0] * r[1] for r in rows) / qty
+            liq = Liquidity.TAKER if any(r[2] == "taker" for r in rows) else Liquidity.MAKER
+            self.journal.mark_booked(client_id)
+            try:
+                self.s.book_fill(cid.side, cid.level, cid.kind, price, qty, liq, max(r[3] for r in rows))
+            except GridctlError as err:
+                self._flag_unexplained(f"fill of {client_id} ({qty} @ {price}) not bookable: {err}")
+                continue
+            self._note(
+                "fill", f"{client_id} {qty} @ {price} (part, its rest not cancelled yet: before a flatten)"
+            )
 
     # --- fail-closed inputs
 
@@ -770,14 +793,15 @@ class Bridge:
             self.journal.set_meta(f"not-booked:{cid}", "1")
 
     def _pending_entries_qty(self, side: int) -> float:
-        """Filled quantity of partly filled entries of ``side`` waiting for their rest to be cancelled."""
+        """Filled quantity of partly filled entries of ``side`` waiting for their rest to be cancelled, not
+        booked yet (a flatten books what filled before it: ``_book_waiting_entries``)."""
         if self.journal is None:
             return 0.0
         total = 0.0
         for cid in self._partial_entries:
             p = parse_client_id(cid)
             if p is not None and p.side == side:
-                total += sum(r[1] for r in self.journal.fills_for(cid))
+                total += sum(r[1] for r in self.journal.unbooked_fills(cid))
         return total
 
     def _protection_event(self, where: str, reason: str) -> None:
@@ -914,43 +938,6 @@ class Bridge:
                 booked += self._maybe_book(client_id, parsed)
         return booked
 
-    def _lot_missing(self, cid: Any) -> bool:
-        """True when the engine holds no lot at the exit ``cid``'s side and level."""
-        slots = self.s.ks.slots
-        idx = cid.level - 1
-        return not 0 <= idx < slots.shape[1] or slots[cid.side, idx, SL_LOT_ON] == 0.0
-
-    def _settle_entry_of(self, cid: Any) -> None:
-        """Book the partly filled entry waiting at the exit ``cid``'s side and level before that exit.
-
-        An exit rests only once its lot was booked, and a partly filled entry is booked only once its rest
-        was cancelled: so an exit fill whose lot is missing while its entry waits here means a run settled
-        that entry (rest cancelled, lot booked, exits sent) and died before its checkpoint. A restart's
-        reconcile walks the trades in time order and would meet the exit with the entry still waiting for
-        its cancel; the entry is settled now (its rest cancelled: a no-op when already gone), then the
-        exit books against the lot. Nothing happens when no such entry waits.
-        """
-        if self.gw is None or self.journal is None:
-            return
-        for client_id in sorted(self._partial_entries):
-            entry = parse_client_id(client_id)
-            if entry is None or (entry.side, entry.level) != (cid.side, cid.level):
-                continue
-            try:
-                self.gw.cancel(self.s.symbol, client_id)
-            except gw.GatewayError as err:
-                raise GridctlError(
-                    f"its partly filled entry {client_id} could not be cancelled: {err}"
-                ) from err
-            self._partial_entries.discard(client_id)
-            self.journal.order_status(client_id, "canceled", self.now_ms())
-            self.open_orders = [o for o in self.open_orders if o.client_id != client_id]
-            self._note(
-                "partial-fill", f"{client_id}: partly filled entry, the rest cancelled (before its exit)"
-            )
-            self._maybe_book(client_id, entry)
-            return
-
     def _maybe_book(self, client_id: str, cid: Any) -> int:
         """Book an order's fills not booked yet (VWAP price; taker if any part was taker).
 
@@ -1003,8 +990,6 @@ class Bridge:
                     raise GridctlError(f"entry fill of {qty} after its lot was booked")
                 self.s.book_fill(cid.side, cid.level, cid.kind, price, qty, liq, ts)
             else:
-                if self._lot_missing(cid):
-                    self._settle_entry_of(cid)  # its lot's partly filled entry, booked before it
                 self.s.book_partial_exit(cid.side, cid.level, cid.kind, price, qty, liq, ts)
         except GridctlError as err:
             self._note("fill-not-booked", f"{client_id}: {err}")
@@ -1465,18 +1450,22 @@ class Bridge:
 
     def _snap_account(self, snap: dict[str, Any], unknown: dict[str, str], labels: dict[str, str]) -> None:
         """Equity, wallet, PnL, risk state code, margin ratio and funding income: the engine's, or the
-        exchange's account when live (the engine's then kept under ``engine`` for comparison)."""
+        exchange's account when live (the engine's then kept under ``engine`` for comparison). Equity,
+        wallet and margin ratio are the account's (``EngineSession.account_figures``), in a basket too;
+        PnL, state and funding are the symbol's."""
         st = self.s.state
         have_bar = self.s.n > 0
         state_code = int(st[S_STATE]) if have_bar else None
         if have_bar:
+            # equity, wallet and margin ratio are the account's (a basket's, not one symbol's view of it)
+            equity, wallet, ratio = self.s.account_figures()
             snap.update(
-                equity=float(st[S_EQUITY]),
-                wallet_balance=float(st[S_WALLET]),
+                equity=equity,
+                wallet_balance=wallet,
                 realized_pnl=float(st[S_REALIZED]),
                 unrealized_pnl=float(st[S_UNREAL]),
                 trading_state=state_code,
-                margin_ratio=float(st[S_MARGIN_RATIO]),
+                margin_ratio=ratio,
             )
         else:
             for k in (

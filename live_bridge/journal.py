@@ -28,7 +28,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from gridctl.engine.records import (
     FUNDING_DTYPE,
 )
 from gridctl.live_bridge import killpoint
+
+if TYPE_CHECKING:
+    from gridctl.live_bridge.session import EngineSession
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {P}meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -245,8 +248,10 @@ class Journal:
     def has_state(self) -> bool:
         return self.db.execute("SELECT COUNT(*) FROM {P}kstate").fetchone()[0] > 0
 
-    def restore(self, session: Any) -> dict[str, Any]:
-        """Load the journaled kernel state, bars and ledgers into a fresh ``session``; returns ``extra``."""
+    def restore(self, session: EngineSession) -> dict[str, Any]:
+        """Load the journaled kernel state, bars and ledgers into a fresh ``session`` (a single run's, or a
+        basket's ``MemberSession``: each loads its ledgers its own way, ``load_ledger``); returns
+        ``extra``."""
         row = self.db.execute(
             "SELECT n, state, slots, err_ring, ord_ring, regime, cnt, funding, extra "
             "FROM {P}kstate WHERE id=1"
@@ -290,12 +295,7 @@ class Journal:
             blobs = self.db.execute("SELECT data FROM {P}ledger WHERE tbl=? ORDER BY row", (name,)).fetchall()
             recs = np.frombuffer(b"".join(b[0] for b in blobs), dtype=dtype) if blobs else np.zeros(0, dtype)
             attr = {"fills": "fills", "funding": "fund", "events": "ev", "equity": "eq"}[name]
-            if hasattr(session, "load_ledger"):  # a basket's symbol: its ledgers are the basket's rows
-                session.load_ledger(attr, recs)
-            else:
-                buf = _grow(getattr(session, attr), len(recs) + 256)
-                buf[: len(recs)] = recs
-                setattr(session, attr, buf)
+            session.load_ledger(attr, recs)  # a basket's symbol loads them into the basket's row
             if name != "equity" and len(recs) != session.cnt[slot]:
                 raise GridctlError(
                     f"{self.path}: journal has {len(recs)} {name} rows, counters say {session.cnt[slot]}"

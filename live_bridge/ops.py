@@ -180,8 +180,9 @@ class MemberOps(OpsState):
 
 #: A basket's worst member state first: the basket's ``state`` is the worst of its symbols'.
 _STATE_ORDER = ("liquidated", "halted", "starting", "cooldown", "reducing", "normal")
-#: ``/status`` ``total``: keys that are the account's (the same for every symbol live), summed, or the
-#: largest of the symbols' (flags, ages).
+#: ``/status`` ``total``: keys that are the account's (every symbol's snapshot reports the account's: the
+#: exchange's live, the basket's on paper, ``EngineSession.account_figures``), summed, or the largest of
+#: the symbols' (flags, ages).
 ACCOUNT_KEYS = ("equity", "wallet_balance", "margin_ratio")
 SUMMED_KEYS = ("realized_pnl", "unrealized_pnl", "funding_income", "funding_projected_cost", "open_orders",
                "orders_sent", "orders_deferred", "entry_orders_held")  # fmt: skip
@@ -203,6 +204,12 @@ class BasketOps(OpsState):
         self.symbols = tuple(symbols)
         self.members = {sym: MemberOps(self, sym) for sym in self.symbols}
         self._results: dict[int, dict[str, dict[str, Any]]] = {}
+        self._account: dict[str, Any] = {}  # the account's own figures (``publish_account``)
+
+    def publish_account(self, figures: dict[str, Any]) -> None:
+        """The account's own figures for ``total`` (the ``BasketBridge``'s bar latency), after each bar."""
+        with self._lock:
+            self._account = dict(figures)
 
     def attach(self, log: OpsLog) -> None:
         self._log = log
@@ -252,6 +259,7 @@ class BasketOps(OpsState):
         """``/status`` of the basket: per symbol and the account's total."""
         with self._lock:
             live = dict(self._live)
+            account = dict(self._account)
         per = {sym: m.snapshot() for sym, m in self.members.items()}
         first = per[self.symbols[0]]
         states = [str(s.get("state")) for s in per.values()]
@@ -281,6 +289,7 @@ class BasketOps(OpsState):
                 total[key] = float(max(vals))
         if reasons:
             total["entries_paused"] = 1.0
+        total["latency"] = account.get("latency")  # one per account (None before the first bar)
         total["unknown_labels"] = labels
         return {
             "mode": first.get("mode"),

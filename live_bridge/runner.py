@@ -636,10 +636,14 @@ def _account_checks(
 def reconcile(bridge: Bridge) -> str:
     """After a restart: explain the exchange's trades, orders and positions from the journal's checkpoint.
 
-    Every trade since the checkpoint's fills cursor that the journal does not hold is booked, in the order
-    it happened, exactly once (an entry and the stop that closed it are two bookings, not a net zero).
-    Then every journaled order still ``sending``/``open`` is settled against the exchange's open orders:
-    resting (kept), gone with fills (its partial fill booked) or gone without (never rested / cancelled).
+    First every journaled order still ``sending``/``open`` is settled against the exchange's open orders:
+    resting (kept ``open``) or gone (``canceled``: it can fill no more); an entry with a journaled fill
+    not booked waits for its rest's cancel again. Then every trade since the
+    checkpoint's fills cursor that the journal does not hold is booked, in the order it happened, exactly
+    once (an entry and the stop that closed it are two bookings, not a net zero); a gone order's fills
+    are final, so a partly filled entry is booked at its fill, before its lot's exits. A gone order
+    whose fills were journaled before the crash but not booked is booked after the walk; one without
+    fills is ``gone`` (it rested) or ``never-arrived``.
     Finally the exchange's positions are compared with the engine's. What is left unexplained (a foreign
     or unbookable trade, a position the bookings do not account for) does not stop the start: entries
     are refused under the ``reconcile`` reason and the exposure is guarded once the run starts
@@ -659,15 +663,28 @@ def reconcile(bridge: Bridge) -> str:
         return n
 
     resting = gw.open_orders(s.symbol)
-    booked = fills()
     open_ids = {o.client_id for o in resting}
-    lost = 0
+    # Before the walk: every journaled order gone from the exchange is over (it can fill no more), so
+    # the walk books each at its fills as they come, in time order (a partly filled entry whose rest
+    # the last run cancelled is booked at its fill, before the exits of its lot). An entry with a
+    # journaled fill not booked is one whose rest's cancel the last run had not got through: it waits
+    # for that cancel again, as it did (the walk skips its known trades; its ``sync_fills`` settles it,
+    # and a flatten of its side met on the way books it first: ``Bridge._book_waiting_entries``).
+    gone = []
     for row in journal.orders(("sending", "open")):
         cid = row["client_id"]
         if cid in open_ids:
             journal.order_status(cid, "open", bridge.now_ms())
-        elif journal.fills_for(cid):
-            journal.order_status(cid, "canceled", bridge.now_ms())  # gone part-filled: book what filled
+        else:
+            journal.order_status(cid, "canceled", bridge.now_ms())
+            gone.append(row)
+        if row["kind"] == "entry" and journal.unbooked_fills(cid):
+            bridge._partial_entries.add(cid)
+    booked = fills()
+    lost = 0
+    for row in gone:  # fills journaled before the crash but not booked (the walk skips known trades)
+        cid = row["client_id"]
+        if journal.fills_for(cid):
             parsed = parse_client_id(cid)
             if parsed is not None:
                 booked += bridge._maybe_book(cid, parsed)
@@ -823,29 +840,47 @@ def run_loop(
     fills_due = time.monotonic() + fills_poll_s
     try:
         while max_bars is None or done < max_bars:
-            got = worker.take(CONTROL_TICK_S)
-            bridge.apply_commands()
-            bridge.set_input_health("bar feed connection", feed.health.problem())
-            if isinstance(got, FeedDown):
-                if bridge.o.mode == "live":
-                    bridge._block_entries()
-            elif isinstance(got, BaseException):
-                raise got
-            bars = got if isinstance(got, list) else []
+            bars = _control_tick(bridge, feed, worker.take(CONTROL_TICK_S))
             for bar in bars:
                 bridge.on_bar(bar)
                 done += 1
                 if max_bars is not None and done >= max_bars:
                     break
             if not bars:
-                if time.monotonic() >= fills_due:
-                    bridge.protect_fills()
-                    fills_due = time.monotonic() + fills_poll_s
-                bridge.check_stale()
-                bridge.publish()
+                fills_due = _between_bars([bridge], fills_due, fills_poll_s)
     finally:
         worker.stop()
     return done
+
+
+# The two control loops' shared ticks (``run_loop``, ``run_basket_loop``); they differ in how bars step.
+
+
+def _control_tick(bridge: Bridge, feed: Any, got: list[Any] | BaseException | None) -> list[Any]:
+    """One symbol's part of every tick: its ops commands applied, its feed's health shown as a pause
+    reason, a feed outage pausing entries (``--live``: resting entries cancelled), a feed worker's bug
+    raised. Returns the closed bars the poll brought (``got``: ``FeedWorker.take``'s answer)."""
+    bridge.apply_commands()
+    bridge.set_input_health("bar feed connection", feed.health.problem())
+    if isinstance(got, FeedDown):
+        if bridge.o.mode == "live":
+            bridge._block_entries()
+    elif isinstance(got, BaseException):
+        raise got
+    return got if isinstance(got, list) else []
+
+
+def _between_bars(bridges: list[Bridge], fills_due: float, fills_poll_s: float) -> float:
+    """A tick that stepped no bar: every bridge looks for fills when they are due (``protect_fills``),
+    then checks staleness and publishes its state. Returns when the fills are due next (monotonic s)."""
+    if time.monotonic() >= fills_due:
+        for b in bridges:
+            b.protect_fills()
+        fills_due = time.monotonic() + fills_poll_s
+    for b in bridges:
+        b.check_stale()
+        b.publish()
+    return fills_due
 
 
 # --- baskets: several symbols on one account (live_bridge.basket)
@@ -1157,7 +1192,7 @@ def _basket_bridges(
                 ready.run(f"{sym}: open orders read", lambda b=bridge: _orders_read(b))
         elif restart:
             journal.members[sym].hold = False  # paper: nothing on an exchange to reconcile
-    ctx.bridge = BasketBridge(session, bridges, journal)
+    ctx.bridge = BasketBridge(session, bridges, journal, ops)
     ctx.bridge.warm_ts = {
         sym: (extras[sym].get("warm_ts") if restart else ctx.feeds[sym].last_ts) for sym in symbols
     }
@@ -1187,15 +1222,7 @@ def run_basket_loop(
         while (max_bars is None or done < max_bars) and not basket.session.liquidated:
             got = {sym: w.take(CONTROL_TICK_S / len(workers)) for sym, w in workers.items()}
             for sym, b in bridges.items():
-                b.apply_commands()
-                b.set_input_health("bar feed connection", ctx.feeds[sym].health.problem())
-                item = got[sym]
-                if isinstance(item, FeedDown):
-                    if b.o.mode == "live":
-                        b._block_entries()
-                elif isinstance(item, BaseException):
-                    raise item
-                for bar in item if isinstance(item, list) else []:
+                for bar in _control_tick(b, ctx.feeds[sym], got[sym]):
                     pending.setdefault(bar.ts, {})[sym] = bar
                     seen[sym] = max(seen.get(sym, bar.ts), bar.ts)
             stepped = False
@@ -1207,13 +1234,7 @@ def run_basket_loop(
                 if (max_bars is not None and done >= max_bars) or basket.session.liquidated:
                     break
             if not stepped:
-                if time.monotonic() >= fills_due:
-                    for b in bridges.values():
-                        b.protect_fills()
-                    fills_due = time.monotonic() + fills_poll_s
-                for b in bridges.values():
-                    b.check_stale()
-                    b.publish()
+                fills_due = _between_bars(list(bridges.values()), fills_due, fills_poll_s)
     finally:
         for w in workers.values():
             w.stop()

@@ -63,11 +63,14 @@ from gridctl.engine.risk import close_side_nb, record_error_nb, trip_breaker_nb
 from gridctl.engine.run import RunOutput, read_only
 from gridctl.engine.state import (
     S_DIRTY,
+    S_EQUITY,
     S_FG_UNTIL,
     S_LIQUIDATED,
     S_LONG_QTY,
+    S_MARGIN_RATIO,
     S_REGIME,
     S_SHORT_QTY,
+    S_WALLET,
     SL_LOT_FEE,
     SL_LOT_ON,
     SL_LOT_QTY,
@@ -129,8 +132,8 @@ class EngineSession:
         self.vec = self.params.vector
         self.br = self.params.brackets
         self.ks = init_state(self.vec)
-        self.cnt = new_counters(record=True, curves=True)
         cap = max(int(capacity), 16)
+        self._new_ledgers(cap)
         self.ts = np.zeros(cap, np.int64)
         self.open = np.zeros(cap)
         self.high = np.zeros(cap)
@@ -144,10 +147,6 @@ class EngineSession:
         self.n = 0
         self.regime_state = new_regime_state()
         self.warm_bars = 0
-        self.fills = np.empty(1024, FILL_DTYPE)
-        self.fund = np.empty(256, FUNDING_DTYPE)
-        self.ev = np.empty(1024, EVENT_DTYPE)
-        self.eq = np.empty(cap, EQUITY_DTYPE)
         self.funding = FundingBook()
         # Funding arrays are replaced whole, never written in place: read-only, like the backtest's.
         self._fts = read_only(np.zeros(0, np.int64))
@@ -174,6 +173,13 @@ class EngineSession:
     @property
     def liquidated(self) -> bool:
         return self.ks.state[S_LIQUIDATED] != 0.0
+
+    def account_figures(self) -> tuple[float, float, float]:
+        """The account's (equity, wallet balance, margin ratio) as the engine knows them. A single run's
+        account is its own state: equity and margin ratio at the last mark, the wallet after every
+        booking (a basket's member answers for the basket's account: ``MemberSession``)."""
+        st = self.ks.state
+        return float(st[S_EQUITY]), float(st[S_WALLET]), float(st[S_MARGIN_RATIO])
 
     @property
     def last_close(self) -> float:
@@ -265,6 +271,21 @@ class EngineSession:
             out, self.regime_state, *bars,
             int(adx), int(fast), int(slow), int(atr), float(hyst), float(thr),
         )  # fmt: skip
+
+    def _new_ledgers(self, cap: int) -> None:
+        """The ledgers (fills, funding, events, equity) and their counters, empty."""
+        self.cnt = new_counters(record=True, curves=True)
+        self.fills = np.empty(1024, FILL_DTYPE)
+        self.fund = np.empty(256, FUNDING_DTYPE)
+        self.ev = np.empty(1024, EVENT_DTYPE)
+        self.eq = np.empty(cap, EQUITY_DTYPE)
+
+    def load_ledger(self, attr: str, recs: np.ndarray) -> None:
+        """A restart (``journal.Journal.restore``): the journaled rows of ledger ``attr`` (``fills``,
+        ``fund``, ``ev`` or ``eq``) as that ledger's first rows (counters are restored apart)."""
+        buf = _grow(getattr(self, attr), len(recs) + _HEADROOM)
+        buf[: len(recs)] = recs
+        setattr(self, attr, buf)
 
     def _room(self) -> None:
         c = self.cnt

@@ -23,6 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gridctl.cli import app
+from gridctl.configs.errors import GridctlError
 from gridctl.configs.loader import load_strategy, load_venue
 from gridctl.configs.overrides import basket_strategies
 from gridctl.data.market import market_from_arrays
@@ -30,11 +31,16 @@ from gridctl.data.sample import generate_sample
 from gridctl.data.store import write_candles, write_funding
 from gridctl.engine.basket import BAR_GO, run_basket
 from gridctl.engine.enums import EventKind, FillKind
+from gridctl.engine.records import FILL_DTYPE
+from gridctl.engine.state import S_EQUITY, S_WALLET
 from gridctl.live_bridge import killpoint
-from gridctl.live_bridge.basket import BasketSession
+from gridctl.live_bridge.basket import BasketBridge, BasketSession
+from gridctl.live_bridge.bridge import Bridge, BridgeOptions
 from gridctl.live_bridge.journal import BasketJournal, Journal
+from gridctl.live_bridge.ops import BasketOps
 from gridctl.live_bridge.replay import basket_replay
 from gridctl.live_bridge.runner import member_prefix
+from gridctl.live_bridge.session import EngineSession
 from gridctl.research.results import BASKET_RESULT_FILES
 
 BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
@@ -144,6 +150,106 @@ def test_the_symbols_share_the_accounts_wallet_and_rings() -> None:
         assert ks.err_ring is session.errs and ks.ord_ring is session.ords
     with pytest.raises(Exception, match="not in the basket"):
         session.step_paper(0, {"XRP/USDT:USDT": (1.0, 1.0, 1.0, 1.0)})
+
+
+def test_a_members_ledgers_are_the_baskets_rows_and_cannot_be_reassigned() -> None:
+    """A member's ledgers and counters are views of its row of the basket's buffers. Assigning one
+    would leave the member writing where no checkpoint or output reads: it raises (it used to be
+    dropped without a word), and the views stay the basket's rows."""
+    _markets, strategies, venue = _basket(days=1, overrides=TIGHT)
+    session = BasketSession(strategies, venue, "1m")
+    eth = session.sessions[ETH]
+    for attr, owner in (("fills", "fills"), ("fund", "fund"), ("ev", "ev"), ("eq", "eq"), ("cnt", "cnts")):
+        dtype = getattr(session, owner).dtype
+        with pytest.raises(AttributeError):
+            setattr(eth, attr, np.zeros(4, dtype))
+        assert np.shares_memory(getattr(eth, attr), getattr(session, owner)[1]), attr
+
+
+def test_both_session_kinds_load_journaled_ledger_rows_through_load_ledger() -> None:
+    """``Journal.restore`` hands each ledger to ``load_ledger``, which both session kinds have: a single
+    run's session takes the rows as its ledger's first rows; a basket member puts them into its row of
+    the basket's buffer, widened for every symbol when they do not fit, the other symbols' rows kept."""
+    _markets, strategies, venue = _basket(days=1, overrides=TIGHT)
+    recs = np.zeros(3, FILL_DTYPE)
+    recs["qty"] = [1.0, 2.0, 3.0]
+    single = EngineSession(strategies[BTC], venue, BTC, "1m")
+    single.load_ledger("fills", recs)
+    assert single.fills["qty"][:3].tolist() == [1.0, 2.0, 3.0]
+
+    session = BasketSession(strategies, venue, "1m")
+    width = session.fills.shape[1]
+    session.fills[0, :2]["qty"] = [7.0, 8.0]  # BTC's rows: kept
+    many = np.zeros(width + 10, FILL_DTYPE)
+    many["qty"] = np.arange(1, width + 11)
+    session.sessions[ETH].load_ledger("fills", many)
+    assert session.fills.shape[1] >= width + 10
+    assert session.fills[1, : width + 10]["qty"].tolist() == many["qty"].tolist()
+    assert session.sessions[ETH].fills[: width + 10]["qty"].tolist() == many["qty"].tolist()
+    assert session.fills[0, :2]["qty"].tolist() == [7.0, 8.0]
+
+
+def test_a_paper_baskets_status_total_is_the_accounts_not_its_first_symbols() -> None:
+    """``/status`` of a paper basket (bridges on ``BasketOps``, stepped by ``BasketBridge``) after 610
+    aligned bars, both symbols trading: the total's equity, wallet and margin ratio are the account's
+    row at that bar as the basket backtest writes it (every symbol at its close), and equity = wallet +
+    every symbol's unrealized PnL. They used to be the first symbol's (BTC's) row: its wallet before
+    ETH's bookings of that bar and its equity with ETH's previous close, here 0.76 and 0.20 USDT off."""
+    markets, strategies, venue = _basket(days=1, overrides=TIGHT)
+    bt = run_basket(markets, strategies, venue)
+    session = BasketSession(strategies, venue, "1m")
+    ops = BasketOps(session.symbols)
+    clock = [0]  # the bridges' clock: each bar is processed at its close (the feed is never stale)
+
+    def now() -> int:
+        return clock[0]
+
+    bridges = {
+        sym: Bridge(
+            session.sessions[sym], BridgeOptions("paper", "r1"), ops.members[sym], now_ms=lambda: clock[0]
+        )
+        for sym in session.symbols
+    }
+    basket = BasketBridge(session, bridges)
+    k = 610
+    for t, bars in list(basket_replay(markets))[:k]:
+        clock[0] = t + 60_000
+        assert basket.on_bars(t, bars) == BAR_GO
+    status = ops.snapshot()
+    total, per = status["total"], status["symbols"]
+    want = bt.account_equity[bt.account_equity["ts"] == t][0]
+    assert total["equity"] == want["equity"]
+    assert total["wallet_balance"] == want["wallet_balance"]
+    assert total["margin_ratio"] == want["margin_ratio"]
+    unreal = per[BTC]["unrealized_pnl"] + per[ETH]["unrealized_pnl"]
+    assert total["equity"] == pytest.approx(total["wallet_balance"] + unreal, rel=0, abs=1e-9)
+    # the scenario means something: both symbols hold positions, and BTC's row is not the account
+    for sym in (BTC, ETH):
+        assert per[sym]["position_long"] + per[sym]["position_short"] > 0.0, sym
+    btc = session.sessions[BTC].state
+    assert abs(btc[S_EQUITY] - want["equity"]) > 0.1 and abs(btc[S_WALLET] - want["wallet_balance"]) > 0.5
+
+
+def test_a_paper_baskets_bar_latency_is_one_per_account() -> None:
+    """A paper basket steps the account once per bar time (one simulated venue for every symbol), so its
+    latency has one sample per bar: ``/status`` ``total.latency``. The symbols' own latencies stay empty
+    on paper (each used to get a copy of the account's one sample: N samples per bar)."""
+    markets, strategies, venue = _basket(days=1, overrides=TIGHT)
+    session = BasketSession(strategies, venue, "1m")
+    ops = BasketOps(session.symbols)
+    bridges = {
+        sym: Bridge(session.sessions[sym], BridgeOptions("paper", "r1"), ops.members[sym])
+        for sym in session.symbols
+    }
+    basket = BasketBridge(session, bridges, ops=ops)
+    assert ops.snapshot()["total"]["latency"] is None  # no bar yet
+    for t, bars in list(basket_replay(markets))[:25]:
+        basket.on_bars(t, bars)
+    status = ops.snapshot()
+    assert status["total"]["latency"]["n"] == 25 == len(basket.latency.samples_ms)
+    assert [status["symbols"][sym]["latency"]["n"] for sym in (BTC, ETH)] == [0, 0]
+    with pytest.raises(GridctlError, match="members of the basket's ops state"):
+        BasketBridge(session, bridges, ops=BasketOps(session.symbols))
 
 
 # --- `gridctl live --paper --replay DATA --symbols ...`: the CLI end to end

@@ -139,6 +139,7 @@ class LiveBasket:
     bridges: dict[str, Bridge]
     out: Any
     steps: int
+    account_latency: list[float]  # the BasketBridge's samples, one per bar
 
 
 def _setup() -> tuple[Any, dict[str, Any], int, dict[str, tuple[pl.DataFrame, pl.DataFrame]]]:
@@ -230,7 +231,7 @@ def _live_basket(
             for sym in (BTC, ETH)
         }
     assert steps == height - start == session.n
-    return LiveBasket(got, positions, bridges, out, steps)
+    return LiveBasket(got, positions, bridges, out, steps, list(live.latency.samples_ms))
 
 
 def test_live_basket_fills_and_account_equity_equal_the_basket_backtest(
@@ -274,6 +275,10 @@ def test_live_basket_fills_and_account_equity_equal_the_basket_backtest(
     np.testing.assert_array_equal(live_rows["ts"], rows["ts"])
     for name in ("equity", "wallet_balance", "unrealized_pnl"):
         np.testing.assert_allclose(live_rows[name], rows[name], rtol=1e-12, atol=1e-9, err_msg=name)
+    # latency: each symbol's bar -> its orders sent, and one per account bar: bar -> the last symbol's sent
+    btc, eth = (run.bridges[s].latency.samples_ms for s in (BTC, ETH))
+    assert len(btc) == len(eth) == len(run.account_latency) == run.steps
+    assert run.account_latency == [max(a, b) for a, b in zip(btc, eth, strict=True)]
     counts = {s: len(got[s][0]) for s in got}
     print(f"\n{counts} fills equal per symbol; final account equity {rows['equity'][-1]:.4f}")
 

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from gridctl.configs.loader import load_strategy
-from gridctl.engine.state import SL_LOT_ON
+from gridctl.engine.enums import FillKind
+from gridctl.engine.records import C_FILLS
+from gridctl.engine.state import SL_LOT_ON, SL_LOT_QTY
 from gridctl.live_bridge import gateway as gw
 from gridctl.live_bridge.metrics import metrics_registry, render
 from gridctl.live_bridge.orders import parse_client_id
@@ -272,24 +274,13 @@ def test_a_kill_inside_the_checkpoint_commits_none_of_it(tmp_path: Path) -> None
         db.close()
 
 
-def test_a_partly_filled_entry_and_its_exit_filled_around_a_crash_are_both_booked_in_order(
-    emu, tmp_path: Path
-) -> None:
-    """The entry fills only in part (0.001 of 0.002): the run cancels its rest, books a lot of 0.001
-    and sends its exits, then dies before the checkpoint; the lot's exit fills while it is down. The
-    journal still has the entry open, so the restart's walk of the trades (in time order) defers the
-    entry's part fill until its rest is cancelled, and meets the exit first. Found by the basket chaos
-    campaign (tests/live_bridge/test_live_basket_chaos.py): the exit was unbookable ("the engine holds no
-    lot there"), the restart flagged UNEXPLAINED and the engine kept a position the exchange did not
-    hold. The restart books the entry's part before its exit: positions agree, both fills booked."""
-    journal = tmp_path / "j.sqlite"
-    acct = emu.state.account
-    ready, ctx = _prepare(emu, journal, ONE_RUNG)
-    ready.require()
-    bridge = ctx.bridge
+def _part_filled_entry(emu, ctx):
+    """Bars until an entry rests, then one that fills half of it (0.001 of 0.002); the bridge books it
+    between bars: its rest cancelled, a lot of 0.001 booked. Returns the entry's trade and client id."""
+    acct, bridge = emu.state.account, ctx.bridge
     run_id = bridge.o.run_id
     entry = None
-    for _ in range(200):  # bars until an entry rests; then one more bar that fills half of it
+    for _ in range(200):
         _bar(emu, ctx)
         if _ours(acct, run_id, "entry") and entry is None:
             n_trades = len(acct.trades)
@@ -305,9 +296,30 @@ def test_a_partly_filled_entry_and_its_exit_filled_around_a_crash_are_both_booke
     assert math.isclose(entry.qty, 0.001)
     entry_cid = _cid_of_trade(acct, entry)
     assert entry_cid in {o.client_id for o in _ours(acct, run_id, "entry")}  # its rest still rests
-    assert bridge.sync_fills() >= 1  # the rest cancelled, the lot of 0.001 booked...
+    assert bridge.sync_fills() >= 1  # the rest cancelled, the lot of 0.001 booked
     assert entry_cid not in {o.client_id for o in acct.open_orders(SYMBOL_ID)}
-    bridge.sync_orders(refresh=False)  # ...and its exits sent
+    return entry, entry_cid
+
+
+def test_a_partly_filled_entry_and_its_exit_filled_around_a_crash_are_both_booked_in_order(
+    emu, tmp_path: Path
+) -> None:
+    """The entry fills only in part (0.001 of 0.002): the run cancels its rest, books a lot of 0.001
+    and sends its exits, then dies before the checkpoint; the lot's exit fills while it is down. The
+    journal still has the entry open. Found by the basket chaos campaign
+    (tests/live_bridge/test_live_basket_chaos.py): the restart's walk of the trades deferred the entry's
+    part fill until its rest was cancelled and met the exit first, which was unbookable ("the engine
+    holds no lot there"); the restart flagged UNEXPLAINED and the engine kept a position the exchange
+    did not hold. The restart marks the entry gone before the walk, so it is booked at its fill, before
+    its exit: positions agree, both fills booked."""
+    journal = tmp_path / "j.sqlite"
+    acct = emu.state.account
+    ready, ctx = _prepare(emu, journal, ONE_RUNG)
+    ready.require()
+    bridge = ctx.bridge
+    run_id = bridge.o.run_id
+    entry, _ = _part_filled_entry(emu, ctx)
+    bridge.sync_orders(refresh=False)  # the lot's exits sent
     side = 0 if entry.position_side == "LONG" else 1
     exits = {p.kind: o.qty for o in _ours(acct, run_id) if (p := parse_client_id(o.client_id)).side == side}
     assert exits.get("tp") == 0.001 and exits.get("sl") == 0.001, exits
@@ -331,5 +343,160 @@ def test_a_partly_filled_entry_and_its_exit_filled_around_a_crash_are_both_booke
         booked = {r[0] for r in ctx.journal.db.execute("SELECT trade_id FROM xfills")}
         assert {str(entry.trade_id), str(exit_trade.trade_id)} <= booked
         assert ctx.bridge.entries_allowed and not ctx.bridge.unexplained
+    finally:
+        ctx.close()
+
+
+def test_a_partly_filled_entry_then_a_flatten_around_a_crash_are_booked_in_order(emu, tmp_path: Path) -> None:
+    """The entry fills only in part (0.001 of 0.002): the run cancels its rest and books a lot of
+    0.001, then the operator's flatten closes the side at market and the run dies before the
+    checkpoint. The journal still has the entry open, and a flatten closes the whole side, not a lot,
+    so nothing at the exit's level tells the restart to book the entry first. Booked after the
+    flatten (as the restart did when it settled gone orders after the walk), the entry left the engine
+    a lot of 0.001 the exchange did not hold: UNEXPLAINED. The restart marks every journaled order gone
+    from the exchange before the walk: the entry (0.001 at its fill price) is booked, then the flatten
+    (0.001 at the market order's price) closes it; positions agree."""
+    journal = tmp_path / "j.sqlite"
+    acct = emu.state.account
+    ready, ctx = _prepare(emu, journal, ONE_RUNG)
+    ready.require()
+    bridge = ctx.bridge
+    entry, _ = _part_filled_entry(emu, ctx)
+    side = 0 if entry.position_side == "LONG" else 1
+    n_trades = len(acct.trades)
+    assert bridge.flatten() is None  # the side closed at market, booked
+    flat = acct.trades[n_trades:]
+    assert [(t.position_side, t.qty) for t in flat] == [(entry.position_side, 0.001)]
+    assert abs(acct.position(SYMBOL_ID, entry.position_side)[0]) < 1e-12
+    ctx.close()  # kill -9 before the checkpoint: the cancel, both bookings and the statuses are lost
+    db = sqlite3.connect(journal)
+    try:  # the engine's fills the checkpoint holds: the restart books after them
+        n_fills = db.execute("SELECT COUNT(*) FROM ledger WHERE tbl='fills'").fetchone()[0]
+    finally:
+        db.close()
+
+    ready, ctx = _prepare(emu, journal, ONE_RUNG)
+    try:
+        ready.require()
+        detail = {item: d for item, ok, d in ready.rows}["reconcile with the exchange"]
+        assert "positions agree" in detail, detail
+        s = ctx.bridge.s
+        assert s.position() == (0.0, 0.0)
+        rows = s.fills[n_fills : int(s.cnt[C_FILLS])]
+        got = [(int(r["kind"]), float(r["qty"]), float(r["price"])) for r in rows if r["side"] == side]
+        assert got == [(FillKind.ENTRY, 0.001, entry.price), (FillKind.FLATTEN, 0.001, flat[0].price)]
+        assert ctx.bridge.entries_allowed and not ctx.bridge.unexplained
+    finally:
+        ctx.close()
+
+
+def test_a_partly_filled_entry_whose_cancel_failed_before_a_crash_is_settled_at_the_restart(
+    emu, tmp_path: Path
+) -> None:
+    """The entry fills only in part (0.001 of 0.002) and the cancel of its rest fails (the exchange
+    unreachable for it); the fills poll checkpoints the journaled part fill, unbooked, and the run dies.
+    The restart finds the entry still resting with a journaled fill nobody will book: the walk skips
+    the known trade. Marked before the walk as a partly filled entry waiting for its rest's cancel, it
+    is settled like one: rest cancelled, a lot of 0.001 booked, positions agree."""
+    journal = tmp_path / "j.sqlite"
+    acct = emu.state.account
+    ready, ctx = _prepare(emu, journal, ONE_RUNG)
+    ready.require()
+    bridge = ctx.bridge
+    run_id = bridge.o.run_id
+    entry = None
+    for _ in range(200):  # bars until an entry rests; then one more bar that fills half of it
+        _bar(emu, ctx)
+        if _ours(acct, run_id, "entry") and entry is None:
+            n_trades = len(acct.trades)
+            acct.partial_fills(0.5, times=1)
+            emu.state.advance_bar(SYMBOL_ID)
+            if len(acct.trades) > n_trades:
+                entry = acct.trades[n_trades]
+                break
+            acct.partial_fills(1.0, times=0)
+            for bar in ctx.feed.poll():
+                bridge.on_bar(bar)
+    assert entry is not None, "the sample must fill an entry"
+    entry_cid = _cid_of_trade(acct, entry)
+
+    def unreachable(symbol: str, client_id: str) -> None:
+        raise gw.ExchangeUnavailable(f"cancel {client_id}: 503")
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(bridge.gw, "cancel", unreachable)
+        bridge.protect_fills()  # the part fill journaled and checkpointed, its rest still resting
+    assert entry_cid in {o.client_id for o in _ours(acct, run_id, "entry")}
+    side = 0 if entry.position_side == "LONG" else 1
+    assert bridge.s.slots[side, 0, SL_LOT_ON] == 0.0  # no lot booked
+    db = sqlite3.connect(journal)
+    try:
+        assert db.execute("SELECT qty, booked FROM xfills WHERE client_id=?", (entry_cid,)).fetchall() == [
+            (0.001, 0)
+        ]
+    finally:
+        db.close()
+    ctx.close()  # kill -9
+
+    ready, ctx = _prepare(emu, journal, ONE_RUNG)
+    try:
+        ready.require()
+        detail = {item: d for item, ok, d in ready.rows}["reconcile with the exchange"]
+        assert "positions agree" in detail, detail
+        assert entry_cid not in {o.client_id for o in acct.open_orders(SYMBOL_ID)}  # its rest cancelled
+        s = ctx.bridge.s
+        assert s.slots[side, 0, SL_LOT_ON] == 1.0 and s.slots[side, 0, SL_LOT_QTY] == 0.001
+        assert ctx.bridge.entries_allowed and not ctx.bridge.unexplained
+    finally:
+        ctx.close()
+
+
+def test_a_flatten_while_a_partly_filled_entry_waits_for_its_cancel_closes_its_lot_too(
+    emu, tmp_path: Path
+) -> None:
+    """The entry fills only in part (0.001 of 0.002) and the cancel of its rest fails, so its lot waits
+    unbooked; then the operator's flatten closes the side at market, the entry's 0.001 included. The
+    flatten is booked after the entry's part (it happened after it): the engine's lot of 0.001 opens and
+    the flatten closes it, so the engine ends flat as the exchange does (it used to book the lot after
+    the flatten: a lot of 0.001 the exchange did not hold)."""
+    journal = tmp_path / "j.sqlite"
+    acct = emu.state.account
+    ready, ctx = _prepare(emu, journal, ONE_RUNG)
+    ready.require()
+    bridge = ctx.bridge
+    run_id = bridge.o.run_id
+    entry = None
+    for _ in range(200):  # bars until an entry rests; then one more bar that fills half of it
+        _bar(emu, ctx)
+        if _ours(acct, run_id, "entry") and entry is None:
+            n_trades = len(acct.trades)
+            acct.partial_fills(0.5, times=1)
+            emu.state.advance_bar(SYMBOL_ID)
+            if len(acct.trades) > n_trades:
+                entry = acct.trades[n_trades]
+                break
+            acct.partial_fills(1.0, times=0)
+            for bar in ctx.feed.poll():
+                bridge.on_bar(bar)
+    assert entry is not None, "the sample must fill an entry"
+    entry_cid = _cid_of_trade(acct, entry)
+
+    def unreachable(symbol: str, client_id: str) -> None:
+        raise gw.ExchangeUnavailable(f"cancel {client_id}: 503")
+
+    try:
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(bridge.gw, "cancel", unreachable)
+            bridge.protect_fills()  # the part fill read, its rest's cancel refused: no lot yet
+            side = 0 if entry.position_side == "LONG" else 1
+            assert bridge.s.position()[side] == 0.0
+            bridge.flatten()  # the entries' cancels refused again; the side closed at market
+        assert abs(acct.position(SYMBOL_ID, entry.position_side)[0]) < 1e-12
+        bridge.sync_fills()  # the next poll: the rest cancelled now
+        assert entry_cid not in {o.client_id for o in acct.open_orders(SYMBOL_ID)}
+        assert bridge.s.position() == (0.0, 0.0)
+        rows = bridge.s.fills[: int(bridge.s.cnt[C_FILLS])]
+        kinds = [int(r["kind"]) for r in rows if r["side"] == side][-2:]
+        assert kinds == [FillKind.ENTRY, FillKind.FLATTEN]
     finally:
         ctx.close()
