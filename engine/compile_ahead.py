@@ -1,8 +1,8 @@
 """The first run's compile on two cores: a helper process compiles the fill path meanwhile.
 
 numba compiles on one thread, and a cold ``run_bars_nb`` compiles every kernel the bar step calls.
-Two groups of them do not call each other: the simulated venue's fill path (``detail_path_nb``,
-``path_nb``, ``points_margin_check_nb``) and the decision and gate kernels. On a cold cache
+Two groups of them do not call each other: the simulated venue's fill path (``_detail_path_nb``,
+``_path_nb``, ``_points_margin_check_nb``) and the decision and gate kernels. On a cold cache
 ``start`` launches ``python -m gridctl.engine.compile_ahead``, which compiles the fill path for the very
 signatures the bar step calls it with and saves it to numba's on-disk cache; this process compiles
 the decision kernels meanwhile, waits for the helper (``CompileAhead.finish``), and then compiles
@@ -10,9 +10,10 @@ the decision kernels meanwhile, waits for the helper (``CompileAhead.finish``), 
 
 It only ever saves time: if the helper cannot start, fails or is slow, this process compiles what is
 missing itself (numba's cache is keyed by signature, so nothing wrong is ever loaded). The signatures
-come from ``step_nb``'s own source and its path step ``bar_path_nb``'s: each call's arguments are names of
-their parameters (typed like the run's arguments, the engine/contexts.py groups included), fields of
-those groups (``bars.reg``) or names of their few scalar locals (``STEP_LOCALS``).
+come from ``step_nb``'s own source, its path step ``bar_path_nb``'s and the fill path entry points'
+(``ENTRY_POINTS``): each call's arguments are names of their parameters (typed like the run's
+arguments, the engine/contexts.py groups included), fields of those groups (``bars.reg``,
+``sim.st``) or names of the step's few scalar locals (``STEP_LOCALS``).
 ``GRIDCTL_COMPILE_AHEAD=0`` turns it off.
 """
 
@@ -33,8 +34,17 @@ from numba.core import types
 
 from gridctl.engine.numba_compat import argument_type
 
-#: Kernels the helper process compiles, by module: the simulated venue's fill path.
+#: Kernels the helper process compiles, by module: the simulated venue's fill path (the kernels its
+#: entry points ``detail_path_nb``, ``path_nb`` and ``points_margin_check_nb`` call; those entry
+#: points and ``bar_path_nb`` are ``inline_kernel``s, inlined into the bar step, never compiled alone).
 HELPER_KERNELS = (
+    ("gridctl.engine.fills", "_detail_path_nb"),
+    ("gridctl.engine.fills", "_path_nb"),
+    ("gridctl.engine.fills", "_points_margin_check_nb"),
+)
+#: The inlined entry points, by module, whose own calls (on their groups' fields) give the helper's
+#: signatures.
+ENTRY_POINTS = (
     ("gridctl.engine.fills", "detail_path_nb"),
     ("gridctl.engine.fills", "path_nb"),
     ("gridctl.engine.fills", "points_margin_check_nb"),
@@ -91,9 +101,18 @@ def _calls(fn: Any, typed: dict[str, Any], sigs: dict[str, tuple]) -> None:
                 sigs.setdefault(node.func.id, arg_types)
 
 
+def _callee_calls(fn: Any, sigs: dict[str, tuple], scalars: dict[str, Any]) -> None:
+    """``_calls`` of ``fn`` (called with ``sigs[its name]``), its parameters typed as so called."""
+    params = list(inspect.signature(fn.py_func).parameters)
+    typed = dict(zip(params, sigs[fn.py_func.__name__], strict=True))
+    typed.update(scalars)
+    _calls(fn, typed, sigs)
+
+
 def step_call_signatures(run_bars_args: tuple) -> dict[str, tuple]:
     """``{kernel name: argument types}`` of every call ``step_nb`` makes with plain names as arguments,
-    and of those its path step ``bar_path_nb`` makes (typed as ``step_nb`` calls it)."""
+    of those its path step ``bar_path_nb`` makes (typed as ``step_nb`` calls it), and of those the fill
+    path's entry points make (``ENTRY_POINTS``, typed as ``bar_path_nb`` calls them)."""
     from gridctl.engine.step import bar_path_nb, run_bars_nb, step_nb
 
     loop_params = list(inspect.signature(run_bars_nb.py_func).parameters)
@@ -102,10 +121,10 @@ def step_call_signatures(run_bars_args: tuple) -> dict[str, tuple]:
     sigs: dict[str, tuple] = {}
     _calls(step_nb, typed, sigs)
     if "bar_path_nb" in sigs:
-        path_params = list(inspect.signature(bar_path_nb.py_func).parameters)
-        path_typed = dict(zip(path_params, sigs["bar_path_nb"], strict=True))
-        path_typed.update(STEP_LOCALS)
-        _calls(bar_path_nb, path_typed, sigs)
+        _callee_calls(bar_path_nb, sigs, STEP_LOCALS)
+        for module, name in ENTRY_POINTS:
+            if name in sigs:
+                _callee_calls(_kernel(module, name), sigs, {})
     return sigs
 
 

@@ -44,6 +44,7 @@ from gridctl.engine.enums import (
     Reason,
     Side,
     hot_kernel,
+    inline_kernel,
     kernel,
 )
 from gridctl.engine.ladder import sl_price_nb, tp_price_nb
@@ -645,21 +646,23 @@ def retry_price_nb(sim, rec, side, idx, p0, qty, j, now, ts):
     )
 
 
-@hot_kernel
+@inline_kernel
 def points_margin_check_nb(sim, rec, o, h, lo, c, ts):
     """Margin check at ``o, x1, x2, c`` for a bar without fills; returns liquidated."""
-    st, p = sim.st, sim.p
-    return _points_margin_check_nb(st, sim.slots, o, h, lo, c, ts, p, sim.br, rec.fills, rec.ev, rec.cnt)
+    return _points_margin_check_nb(
+        sim.st, sim.slots, o, h, lo, c, ts, sim.p, sim.br, rec.fills, rec.ev, rec.cnt
+    )
 
 
-@hot_kernel
+@inline_kernel
 def path_nb(sim, rec, k, o, h, lo, c, ts):
     """Simulate bar k's trading on its own OHLC (``_path_nb``); returns True if liquidated."""
-    st, p = sim.st, sim.p
-    return _path_nb(st, sim.slots, sim.errs, k, o, h, lo, c, ts, p, sim.br, rec.fills, rec.ev, rec.cnt)
+    return _path_nb(
+        sim.st, sim.slots, sim.errs, k, o, h, lo, c, ts, sim.p, sim.br, rec.fills, rec.ev, rec.cnt
+    )
 
 
-@hot_kernel
+@inline_kernel
 def detail_path_nb(sim, rec, detail, k, o, c, ts, j0, j1):
     """Bar k's trading walked through its detail bars ``j0..j1-1`` (``_detail_path_nb``); returns True
     if liquidated."""

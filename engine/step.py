@@ -55,7 +55,16 @@ from gridctl.engine.accounting import (
     intrabar_drawdown_nb,
     mark_to_market_nb,
 )
-from gridctl.engine.enums import EventKind, Reason, RiskState, Side, bar_step_kernel, hot_kernel, kernel
+from gridctl.engine.enums import (
+    EventKind,
+    Reason,
+    RiskState,
+    Side,
+    bar_step_kernel,
+    hot_kernel,
+    inline_kernel,
+    kernel,
+)
 from gridctl.engine.fills import (
     bar_cannot_fill_nb,
     bar_margin_safe_nb,
@@ -544,7 +553,7 @@ def bar_close_nb(k, t, h, lw, c, reg, funding, allow, sim, rec):
     record_bar_nb(st, rec.eq, rec.cnt, t)
 
 
-@hot_kernel
+@inline_kernel
 def bar_path_nb(k, t, o, h, lw, c, detail, sim, rec):
     """Step 3 of bar ``k``: the simulated venue's intrabar path; returns True when liquidated.
 

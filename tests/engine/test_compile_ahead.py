@@ -41,6 +41,14 @@ def test_every_kernel_of_both_groups_gets_the_signature_the_bar_step_calls_it_wi
     assert [type(g).__name__ for g in path[:2]] == ["NamedTuple", "NamedTuple"]
     assert path[0].instance_class.__name__ == "Sim" and path[1].instance_class.__name__ == "Records"
     assert path[2] == types.int64 and path[3:7] == (types.float64,) * 4 and path[7] == types.int64
+    # ... and against path_nb's: _path_nb(sim.st, sim.slots, sim.errs, k, o, h, lo, c, ts, sim.p,
+    # sim.br, rec.fills, rec.ev, rec.cnt), each field typed as the group's (st 1-D, slots 3-D float64).
+    sim, rec = path[0], path[1]
+    inner = sigs["_path_nb"]
+    assert inner[:3] == (sim.types[2], sim.types[3], sim.types[4])
+    assert inner[0].ndim == 1 and inner[1].ndim == 3 and inner[1].dtype == types.float64
+    assert inner[3:9] == path[2:8]
+    assert inner[9:] == (sim.types[0], sim.types[1], rec.types[0], rec.types[2], rec.types[4])
     # bar_close_nb(k, t, h, lw, c, reg, funding, allow, sim, rec): the funding times are the run's
     # read-only int64 array, allow the step's boolean.
     close = sigs["bar_close_nb"]
@@ -60,7 +68,8 @@ COLD_RUN = textwrap.dedent(
     import json, sys
     sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
     from market_builders import make_market, strategy, venue
-    from gridctl.engine.fills import detail_path_nb, path_nb, points_margin_check_nb
+    from gridctl.engine.fills import _detail_path_nb, _path_nb, _points_margin_check_nb, path_nb
+    from gridctl.engine.step import bar_path_nb
     from gridctl.engine.step import bar_close_nb, bar_open_nb
     from gridctl.engine import compile_ahead
     from gridctl.engine.run import run_single
@@ -75,7 +84,8 @@ COLD_RUN = textwrap.dedent(
     facts = {
         d.py_func.__name__: {"overloads": len(d.overloads), "hits": sum(d.stats.cache_hits.values()),
                              "misses": sum(d.stats.cache_misses.values())}
-        for d in (detail_path_nb, path_nb, points_margin_check_nb, bar_open_nb, bar_close_nb)
+        for d in (_detail_path_nb, _path_nb, _points_margin_check_nb, bar_open_nb, bar_close_nb, bar_path_nb,
+                  path_nb)
     }
     print(json.dumps({"ahead": seen, "kernels": facts, "fills": int(out.fills.shape[0]),
                       "equity": float(out.summary["final_equity"])}))
@@ -94,13 +104,16 @@ def test_a_cold_run_loads_the_helpers_fill_path_and_compiles_nothing_twice(
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["ahead"]["helper_exit"] == 0
-    assert set(got["ahead"]["helper"]) == {"detail_path_nb", "path_nb", "points_margin_check_nb"}
+    assert set(got["ahead"]["helper"]) == {"_detail_path_nb", "_path_nb", "_points_margin_check_nb"}
     for name in got["ahead"]["helper"]:
         # Loaded from the cache the helper wrote, never compiled here.
         assert got["kernels"][name] == {"overloads": 1, "hits": 1, "misses": 0}, name
     for name in ("bar_open_nb", "bar_close_nb"):
         # Compiled here once, for the signature the bar loop then used (a wrong guess compiles twice).
         assert got["kernels"][name]["overloads"] == 1, (name, got["kernels"][name])
+    for name in ("bar_path_nb", "path_nb"):
+        # Inlined into the bar step (inline_kernel): never compiled on their own, nor loaded.
+        assert got["kernels"][name] == {"overloads": 0, "hits": 0, "misses": 0}, name
     # The same run on the warm kernels of this process gives the same ledgers.
     from gridctl.engine.run import run_single
 
@@ -134,7 +147,7 @@ def test_a_helper_started_early_is_taken_over_by_the_run_not_started_twice(monke
     ahead = compile_ahead.start(_args())
     assert ahead is not None and len(launched) == 1
     assert compile_ahead._EARLY == {}
-    assert [n for _, n, _ in ahead.remote] == ["detail_path_nb", "path_nb", "points_margin_check_nb"]
+    assert [n for _, n, _ in ahead.remote] == ["_detail_path_nb", "_path_nb", "_points_margin_check_nb"]
     # With detail bars the early start stays out of the way (their arrays have their own types).
     gridctl.engine.run.compile_early(
         strategy(backtest__detail_timeframe="1m"), venue(), market.symbol, market.bar_ms
