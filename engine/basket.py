@@ -100,6 +100,7 @@ from gridctl.engine.state import (
     S_ORD_COUNT,
     S_PEAK,
     S_REDUCING,
+    S_RESTING_NOTIONAL,
     S_SHORT_AVG,
     S_SHORT_QTY,
     S_STATE,
@@ -108,9 +109,6 @@ from gridctl.engine.state import (
     S_X_MM,
     S_X_NOTIONAL,
     S_X_UNREAL,
-    SL_ORD_ON,
-    SL_ORD_PRICE,
-    SL_ORD_QTY,
     cancel_entries_nb,
     init_state_row,
     ring_sizes,
@@ -156,19 +154,19 @@ W_MM_CL = 7  # maintenance margin there
 W_N_CL = 8  # gross notional there
 W_OLD_STATE = 9  # risk state of its last recorded row (an account liquidation records the bar again)
 W_OLD_EXPOSED = 10  # 1 when that row held a position
-W_RESTING = 11  # notional of its resting entries (refreshed whenever its slots may have changed)
-W_ALLOW = 12  # 1: entries allowed at its close (0: a live pause cancels its resting entries instead)
+W_ALLOW = 11  # 1: entries allowed at its close (0: a live pause cancels its resting entries instead)
 # The inputs the price columns above were last computed from (``price_contribution_nb``): its positions,
 # the bar's high and low and the last close. The columns are a function of these, the resting notional
-# and the brackets only, so a symbol whose step left them unchanged skips the recomputation.
-W_IN_LQ = 13
-W_IN_SQ = 14
-W_IN_LAVG = 15
-W_IN_SAVG = 16
-W_IN_HIGH = 17
-W_IN_LOW = 18
-W_IN_LAST = 19
-N_WORK = 20
+# (``S_RESTING_NOTIONAL``) and the brackets only, so a symbol whose step left them unchanged skips the
+# recomputation.
+W_IN_LQ = 12
+W_IN_SQ = 13
+W_IN_LAVG = 14
+W_IN_SAVG = 15
+W_IN_HIGH = 16
+W_IN_LOW = 17
+W_IN_LAST = 18
+N_WORK = 19
 
 # The account's facts the driver reports back (int64 vector).
 A_LIQ_SYMBOL = 0  # basket index of the symbol whose path crossed the account's maintenance margin (-1)
@@ -179,39 +177,20 @@ N_ACC_INFO = 4
 
 
 @hot_kernel
-def resting_notional_nb(slots):
-    """Notional of every resting entry order (qty x order price), both sides."""
-    total = 0.0
-    for side in range(2):
-        for idx in range(slots.shape[1]):
-            if slots[side, idx, SL_ORD_ON] != 0.0:
-                total += slots[side, idx, SL_ORD_QTY] * slots[side, idx, SL_ORD_PRICE]
-    return total
-
-
-@hot_kernel
 def _unreal_nb(st, x):
     return st[S_LONG_QTY] * (x - st[S_LONG_AVG]) + st[S_SHORT_QTY] * (st[S_SHORT_AVG] - x)
 
 
 @hot_kernel
-def contribution_nb(st, slots, br, h, lw, c, w):
-    """``price_contribution_nb`` after refreshing the resting entries' notional (the slots changed)."""
-    w[W_RESTING] = resting_notional_nb(slots)
-    price_contribution_nb(st, br, h, lw, c, w)
-
-
-@hot_kernel
-def step_contribution_nb(st, slots, br, h, lw, c, w):
-    """``contribution_nb`` after a symbol's step; when its positions are the ones the price columns were
-    computed from at this bar's prices, only the notional columns take the new resting notional.
+def step_contribution_nb(st, br, h, lw, c, w):
+    """``price_contribution_nb`` after a symbol's step; when its positions are the ones the price columns
+    were computed from at this bar's prices, only the notional columns take the new resting notional.
 
     The same numbers either way: every price column is a function of the positions, ``(h, lw)``, the
     last close and the brackets (``account_maint_margin_nb`` answers from its cache exactly as from
     the brackets), and the notional columns are recomputed by the same expression.
     """
-    resting = resting_notional_nb(slots)
-    w[W_RESTING] = resting
+    resting = st[S_RESTING_NOTIONAL]
     if c == c:
         w[W_LAST] = c
     if not (
@@ -266,14 +245,14 @@ def price_contribution_nb(st, br, h, lw, c, w):
     The adverse point is where ``U - MM`` is lowest among the bar's high and low (equity minus
     maintenance margin is concave in price, so the minimum over the range is at an end); without a
     bar it is the last close. A symbol without a position contributes only its resting entries
-    (``w[W_RESTING]``, kept by ``contribution_nb``).
+    (``S_RESTING_NOTIONAL``, kept by ``engine.state.refresh_triggers_nb`` whenever its slots change).
     """
     if c == c:
         w[W_LAST] = c
     last = w[W_LAST]
     lq = st[S_LONG_QTY]
     sq = st[S_SHORT_QTY]
-    resting = w[W_RESTING]
+    resting = st[S_RESTING_NOTIONAL]
     w[W_IN_LQ] = lq
     w[W_IN_SQ] = sq
     w[W_IN_LAVG] = st[S_LONG_AVG]
@@ -457,7 +436,7 @@ def _account_liquidation_nb(k, t, i, cl, vecs, brs, nbr, states, slots, fills, e
     acc[S_LIQ_TS] = t
     info[A_LIQ_SYMBOL] = i
     wallet = states[i, S_WALLET]
-    contribution_nb(states[i], slots[i], brs[i, : nbr[i]], np.nan, np.nan, np.nan, work[i])
+    price_contribution_nb(states[i], brs[i, : nbr[i]], np.nan, np.nan, np.nan, work[i])
     for j in range(n_sym):
         if j == i:
             continue
@@ -472,7 +451,7 @@ def _account_liquidation_nb(k, t, i, cl, vecs, brs, nbr, states, slots, fills, e
             x = 0.0  # never had a bar: nothing to close
         liquidate_nb(sj, slots[j], x, t, vecs[j], brj, fills[j], ev[j], cnts[j])
         wallet = sj[S_WALLET]
-        contribution_nb(sj, slots[j], brj, np.nan, np.nan, np.nan, work[j])
+        price_contribution_nb(sj, brj, np.nan, np.nan, np.nan, work[j])
     for j in range(n_sym):
         sj = states[j]
         sj[S_WALLET] = wallet
@@ -498,7 +477,7 @@ def breaker_tripped_nb(k, i, hi, lo, cl, brs, nbr, states, slots, work):
     for j in range(states.shape[0]):
         if j != i:
             cancel_entries_nb(states[j], slots[j])
-            contribution_nb(states[j], slots[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j])
+            price_contribution_nb(states[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j])
 
 
 @kernel
@@ -525,7 +504,7 @@ def _account_halted_nb(
         account_halt_nb(sj, slots[j], work[j, W_LAST], vecs[j], brj, fills[j], ev[j], cnts[j], t)
         rerecord_bar_nb(sj, eq[j], cnts[j], t, old_state, old_exposed)
         wallet = sj[S_WALLET]
-        contribution_nb(sj, slots[j], brj, hi[j, k], lo[j, k], cl[j, k], work[j])
+        price_contribution_nb(sj, brj, hi[j, k], lo[j, k], cl[j, k], work[j])
     return wallet
 
 
@@ -674,7 +653,7 @@ def basket_bar_nb(k, bars, funding, foff, detail, sims, nbr, rec, account):
             account_halt_nb(st, sl, c if c == c else work[i, W_LAST], p, br, f_i, ev_i, cnt, t)
         bar_close_nb(k, t, h, lw, c, regs[i], sym_funding, work[i, W_ALLOW] != 0.0, sym_sim, sym_rec)
         if n_sym > 1:
-            step_contribution_nb(st, sl, br, h, lw, c, work[i])
+            step_contribution_nb(st, br, h, lw, c, work[i])
         else:  # no other symbol reads its adverse extreme or resting notional: the account's columns only
             close_contribution_nb(st, br, c, lw, h, work[i])
         if leave_account_nb(st, sh):
@@ -920,50 +899,70 @@ def run_basket(
     symbols = _check_basket(markets, strategies, details)
     params = basket_params(symbols, strategies, venue, markets, details)
     bars = basket_bars(symbols, markets, details)
-    ts, n_sym, n, foff = bars.ts, len(symbols), bars.ts.shape[0], bars.foff
-    vecs, brs, nbr, levels = stack_params(params)
+    n = bars.ts.shape[0]
+    stacked = stack_params(params)
     regs = np.ascontiguousarray(
         np.stack([regime_series(a, prm.vector) for a, prm in zip(bars.arrays, params, strict=True)])
     )
     caps = {
         C_FILLS: max(INITIAL_CAPACITY, n // BARS_PER_FILL_ROW),
         C_EVENTS: max(INITIAL_CAPACITY, n // BARS_PER_EVENT_ROW),
-        C_FUNDING: 2 * int(np.diff(foff).max()) + 2,  # at most one row per side per settlement
+        C_FUNDING: 2 * int(np.diff(bars.foff).max()) + 2,  # at most one row per side per settlement
         C_EQUITY: n if curves else 0,
     }
     reruns = 0
     for _ in range(MAX_RERUNS):
-        states, slots, errs, ords, acc = new_account(vecs, levels)
-        fills = np.empty((n_sym, caps[C_FILLS]), FILL_DTYPE)
-        fund = np.empty((n_sym, caps[C_FUNDING]), FUNDING_DTYPE)
-        ev = np.empty((n_sym, caps[C_EVENTS]), EVENT_DTYPE)
-        eq = np.empty((n_sym, caps[C_EQUITY]), EQUITY_DTYPE)
-        cnts = np.stack([new_counters(record=True, curves=curves) for _ in symbols])
-        rows = np.empty(n if curves else 0, ACCOUNT_EQUITY_DTYPE)
-        info = np.zeros(N_ACC_INFO, np.int64)
-        work = np.zeros((n_sym, N_WORK))
-        shared = np.empty(N_SHARED)
-        run_basket_nb(
-            Bars(ts, bars.op, bars.hi, bars.lo, bars.cl, regs),
-            Funding(bars.fts, bars.frate, bars.fmark),
-            foff,
-            Detail(bars.dts, bars.dop, bars.dhi, bars.dlo, bars.dcl, bars.didx),
-            Sim(vecs, brs, states, slots, errs, ords),
-            nbr,
-            Records(fills, fund, ev, eq, cnts),
-            Account(acc, rows, info, work, shared),
-        )
+        args = basket_groups(bars, regs, stacked, caps, curves)
+        run_basket_nb(*args)
+        rec, account = args[6], args[7]
+        cnts = rec.cnt
         if not cnts[:, C_OVERFLOW].any():
             break
-        for slot, buf in ((C_FILLS, fills), (C_EVENTS, ev), (C_FUNDING, fund), (C_EQUITY, eq)):
+        bufs = ((C_FILLS, rec.fills), (C_EVENTS, rec.ev), (C_FUNDING, rec.fund), (C_EQUITY, rec.eq))
+        for slot, buf in bufs:
             if (cnts[:, slot] >= buf.shape[1]).any():
                 caps[slot] = max(2 * buf.shape[1], 16)
         reruns += 1
     else:  # pragma: no cover - only reachable with a kernel bug that writes without bound
         raise RuntimeError(f"record buffers still overflowing after {MAX_RERUNS} re-runs")
-    rec = Records(fills, fund, ev, eq, cnts)
-    account = Account(acc, rows, info, work, shared)
-    return basket_outputs(symbols, params, bars.dets, states, rec, account, n, reruns)
+    return basket_outputs(symbols, params, bars.dets, args[4].st, rec, account, n, reruns)
+
+
+def basket_groups(
+    bars: Any,
+    regs: np.ndarray,
+    stacked: tuple[np.ndarray, np.ndarray, np.ndarray, int],
+    caps: dict[int, int],
+    curves: bool,
+) -> tuple[Bars, Funding, np.ndarray, Detail, Sim, np.ndarray, Records, Account]:
+    """``run_basket_nb``'s arguments for a fresh account: ``bars`` from ``basket_bars``, the regimes,
+    ``stack_params``' answer and the record capacities (``C_*`` -> rows per symbol). A driver that
+    steps bar by bar calls ``basket_start_nb`` and ``basket_bar_nb`` with them instead."""
+    vecs, brs, nbr, levels = stacked
+    n_sym, n = vecs.shape[0], bars.ts.shape[0]
+    states, slots, errs, ords, acc = new_account(vecs, levels)
+    return (
+        Bars(bars.ts, bars.op, bars.hi, bars.lo, bars.cl, regs),
+        Funding(bars.fts, bars.frate, bars.fmark),
+        bars.foff,
+        Detail(bars.dts, bars.dop, bars.dhi, bars.dlo, bars.dcl, bars.didx),
+        Sim(vecs, brs, states, slots, errs, ords),
+        nbr,
+        Records(
+            np.empty((n_sym, caps[C_FILLS]), FILL_DTYPE),
+            np.empty((n_sym, caps[C_FUNDING]), FUNDING_DTYPE),
+            np.empty((n_sym, caps[C_EVENTS]), EVENT_DTYPE),
+            np.empty((n_sym, caps[C_EQUITY]), EQUITY_DTYPE),
+            np.stack([new_counters(record=True, curves=curves) for _ in range(n_sym)]),
+        ),
+        Account(
+            acc,
+            np.empty(n if curves else 0, ACCOUNT_EQUITY_DTYPE),
+            np.zeros(N_ACC_INFO, np.int64),
+            np.zeros((n_sym, N_WORK)),
+            np.empty(N_SHARED),
+        ),
+    )
 
 
 def account_summary(acc_row: np.ndarray, sums: np.ndarray) -> dict[str, float]:

@@ -191,6 +191,9 @@ S_X_NOTIONAL = STATE.add(
 S_MEMO_XN = STATE.add(
     "S_MEMO_XN", "S_X_NOTIONAL the last decision's remembered refusals were checked against (NaN: none)"
 )
+S_RESTING_NOTIONAL = STATE.add(
+    "S_RESTING_NOTIONAL", "notional of the resting entries, qty x order price (kept by refresh_triggers_nb)"
+)
 N_STATE = STATE.size
 
 # --- per-rung slot fields (the last axis of ``slots``)
@@ -325,6 +328,20 @@ def refresh_triggers_nb(st, slots):
     st[S_DOWN_MAX] = down
     st[S_UP_MIN] = up
     st[S_N_RESTING] = n_resting
+    # A basket reads it every bar (engine/basket.py): summed here, where the slots are summarized
+    # after every change, instead of over the slots at every bar.
+    st[S_RESTING_NOTIONAL] = resting_notional_nb(slots) if n_resting > 0 else 0.0
+
+
+@kernel
+def resting_notional_nb(slots):
+    """Notional of every resting entry order (qty x order price), both sides, side by side in rung order."""
+    total = 0.0
+    for side in range(2):
+        for idx in range(slots.shape[1]):
+            if slots[side, idx, SL_ORD_ON] != 0.0:
+                total += slots[side, idx, SL_ORD_QTY] * slots[side, idx, SL_ORD_PRICE]
+    return total
 
 
 @kernel

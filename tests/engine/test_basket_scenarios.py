@@ -17,6 +17,7 @@ from gridctl.configs.errors import GridctlError
 from gridctl.engine.basket import run_basket
 from gridctl.engine.enums import EventKind, FillKind, RiskState
 from gridctl.engine.run import run_single
+from gridctl.engine.state import SL_ORD_ON, SL_ORD_PRICE, SL_ORD_QTY
 from gridctl.research.bench import bench_configs, bench_market
 
 from market_builders import (
@@ -411,14 +412,10 @@ def _gappy(seed, price, start_bar, n=300):
     return make_market(bars, ts=ts, funding=funding)
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_account_invariants_on_random_baskets(seed):
-    # Three symbols (their own rules), gaps, NaN bars, a late start; seeds 0-5 with the gates on and
-    # small balances (three halt, once set off by ETH, the second symbol), seeds 6-11 with six rungs a
-    # side, gates off and 20x (three liquidate). Whatever happens: the account's rows are wallet +
-    # unrealized; the symbols' contributions add up to the account's final equity; the wallet is the
-    # initial balance plus every symbol's realized PnL - fees + funding; a liquidation or halt is the
-    # whole account's, at one time.
+def _random_basket(seed):
+    """Three symbols (their own rules) with gaps, NaN bars and a late start; seeds 0-5 with the gates on
+    and small balances, seeds 6-11 with six rungs a side, gates off and 20x. Returns (markets,
+    strategies, venue, balance)."""
     rng = np.random.default_rng(100 + seed)
     balance = float(rng.choice([300.0, 1000.0, 5000.0]))
     scale = float(rng.choice([1.0, 5.0]))
@@ -441,7 +438,24 @@ def test_account_invariants_on_random_baskets(seed):
         ETH: dict(grid__base_qty=0.2 * scale),
         XRP: dict(grid__base_notional=xrp_notional * scale),
     }
-    out = basket(mk, [strat(m.symbol, **common, **sizes[m.symbol]) for m in mk], venue(trading__leverage=20))
+    return (
+        mk,
+        [strat(m.symbol, **common, **sizes[m.symbol]) for m in mk],
+        venue(trading__leverage=20),
+        balance,
+    )
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_account_invariants_on_random_baskets(seed):
+    # Three symbols (their own rules), gaps, NaN bars, a late start; seeds 0-5 with the gates on and
+    # small balances (three halt, once set off by ETH, the second symbol), seeds 6-11 with six rungs a
+    # side, gates off and 20x (three liquidate). Whatever happens: the account's rows are wallet +
+    # unrealized; the symbols' contributions add up to the account's final equity; the wallet is the
+    # initial balance plus every symbol's realized PnL - fees + funding; a liquidation or halt is the
+    # whole account's, at one time.
+    mk, strategies, ven, balance = _random_basket(seed)
+    out = basket(mk, strategies, ven)
     rows = out.account_equity
     assert np.allclose(rows["equity"], rows["wallet_balance"] + rows["unrealized_pnl"], rtol=0, atol=1e-6)
     per = [out.per_symbol[s].summary for s in out.symbols]
@@ -478,7 +492,12 @@ def test_a_symbol_whose_positions_did_not_change_keeps_its_price_columns_and_tak
     # Long 0.01 at avg 100, bar (h 104, lo 98, c 101); a new resting entry of 0.002 at 99 adds 0.198:
     # W_N_CL = 0.01 * 101 + 0.198 = 1.208, W_N_ADV = 0.01 * 98 (lo: the adverse end) + 0.198 = 1.178.
     from gridctl.engine import basket as b
-    from gridctl.engine.state import S_LONG_AVG, S_LONG_QTY, SL_ORD_ON, SL_ORD_PRICE, SL_ORD_QTY
+    from gridctl.engine.state import (
+        S_LONG_AVG,
+        S_LONG_QTY,
+        S_RESTING_NOTIONAL,
+        refresh_triggers_nb,
+    )
 
     markets, strategies, ven = bench_basket(2)
     params = b.basket_params(tuple(markets), strategies, ven, markets, {})
@@ -488,19 +507,21 @@ def test_a_symbol_whose_positions_did_not_change_keeps_its_price_columns_and_tak
     st[S_LONG_QTY], st[S_LONG_AVG] = 0.01, 100.0
     work = np.zeros((2, b.N_WORK))
     work[:, b.W_LAST] = np.nan
-    b.contribution_nb(st, sl, br, 104.0, 98.0, 101.0, work[1])  # the bar's start (no resting entry)
+    b.price_contribution_nb(st, br, 104.0, 98.0, 101.0, work[1])  # the bar's start (no resting entry)
     sl[0, 0, SL_ORD_ON], sl[0, 0, SL_ORD_QTY], sl[0, 0, SL_ORD_PRICE] = 1.0, 0.002, 99.0
+    refresh_triggers_nb(st, sl)  # what every kernel that changes the slots runs after
+    assert st[S_RESTING_NOTIONAL] == pytest.approx(0.198, abs=1e-15)
     skipped = work[1].copy()
-    b.step_contribution_nb(st, sl, br, 104.0, 98.0, 101.0, skipped)
+    b.step_contribution_nb(st, br, 104.0, 98.0, 101.0, skipped)
     full = work[1].copy()
-    b.contribution_nb(st, sl, br, 104.0, 98.0, 101.0, full)
+    b.price_contribution_nb(st, br, 104.0, 98.0, 101.0, full)
     assert skipped.tobytes() == full.tobytes()
     assert skipped[b.W_N_CL] == pytest.approx(1.208, abs=1e-12)
     assert skipped[b.W_N_ADV] == pytest.approx(1.178, abs=1e-12)
     assert skipped[b.W_U_ADV] == pytest.approx(-0.02, abs=1e-12)  # 0.01 * (98 - 100)
     # A fill in the step (long 0.02 now): the price columns are computed again.
     st[S_LONG_QTY] = 0.02
-    b.step_contribution_nb(st, sl, br, 104.0, 98.0, 101.0, skipped)
+    b.step_contribution_nb(st, br, 104.0, 98.0, 101.0, skipped)
     assert skipped[b.W_U_CL] == pytest.approx(0.02, abs=1e-12)  # 0.02 * (101 - 100)
     assert skipped[b.W_N_CL] == pytest.approx(0.02 * 101 + 0.198, abs=1e-12)
 
@@ -509,3 +530,53 @@ def bench_basket(n):
     from gridctl.research.bench import basket_markets
 
     return basket_markets(200, n)
+
+
+def _resting_notional(slots):
+    """The resting entries' notional summed here, side by side in rung order (as the kernel sums it)."""
+    total = 0.0
+    for side in range(2):
+        for idx in range(slots.shape[1]):
+            if slots[side, idx, SL_ORD_ON] != 0.0:
+                total += slots[side, idx, SL_ORD_QTY] * slots[side, idx, SL_ORD_PRICE]
+    return total
+
+
+@pytest.mark.parametrize("seed", [0, 2, 3, 6, 7, 9])
+def test_the_kept_resting_notional_is_the_slots_after_every_bar(seed):
+    # The basket reads each symbol's resting notional (S_RESTING_NOTIONAL, summed by refresh_triggers_nb
+    # whenever the slots change) at every bar instead of summing the slots. Stepped bar by bar through
+    # basket_bar_nb (as the live session steps it) over random baskets with fills, gaps, NaN bars,
+    # breaker trips, halts and liquidations, it equals the slots' sum after every bar, for every
+    # symbol, and the stepped run ends where run_basket's does.
+    from gridctl.engine import basket as b
+    from gridctl.engine.records import C_EQUITY, C_EVENTS, C_FILLS, C_FUNDING
+    from gridctl.engine.run import regime_series
+    from gridctl.engine.state import S_RESTING_NOTIONAL
+
+    mk, strategies, ven, _balance = _random_basket(seed)
+    markets = {m.symbol: m for m in mk}
+    own = dict(zip(markets, strategies, strict=True))
+    symbols = tuple(markets)
+    params = b.basket_params(symbols, own, ven, markets, {})
+    bars = b.basket_bars(symbols, markets, {})
+    regs = np.stack([regime_series(a, prm.vector) for a, prm in zip(bars.arrays, params, strict=True)])
+    caps = {C_FILLS: 4096, C_EVENTS: 4096, C_FUNDING: 4096, C_EQUITY: 0}
+    args = b.basket_groups(bars, regs, b.stack_params(params), caps, False)
+    sims, account = args[4], args[7]
+    b.basket_start_nb(sims.st, account.info, account.work, account.sh)
+    held = 0
+    for k in range(bars.ts.shape[0]):
+        code = b.basket_bar_nb(k, *args)
+        for i in range(len(symbols)):
+            want = _resting_notional(sims.slots[i])
+            assert sims.st[i, S_RESTING_NOTIONAL] == want, (k, symbols[i])
+            held += want > 0.0
+        if code != b.BAR_GO:
+            break
+    assert held > 50  # resting entries most of the time: the check compared something
+    whole = basket(mk, strategies, ven, curves=False)
+    assert int(account.info[b.A_STEPS]) == whole.meta["bars"]
+    for i, sym in enumerate(symbols):
+        assert sims.st[i, S_RESTING_NOTIONAL] == _resting_notional(sims.slots[i])
+        assert args[6].cnt[i, C_FILLS] == len(whole.per_symbol[sym].fills)
