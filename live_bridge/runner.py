@@ -650,26 +650,47 @@ def reconcile(bridge: Bridge) -> str:
     (``Bridge.guard_exposure``). Nothing here is written until the start-up checkpoint (``prepare``);
     an exchange request that fails raises, and the refused restart leaves the journal untouched.
     """
-    from gridctl.live_bridge.orders import parse_client_id
-
     gw, journal, s = bridge.gw, bridge.journal, bridge.s
     assert gw is not None and journal is not None
-
-    def fills() -> int:
-        before = bridge.errors["fills"]
-        n = bridge.sync_fills()
-        if bridge.errors["fills"] != before:
-            raise GridctlError(f"cannot read the exchange's trade history: {bridge.log[-1]}")
-        return n
-
     resting = gw.open_orders(s.symbol)
     open_ids = {o.client_id for o in resting}
-    # Before the walk: every journaled order gone from the exchange is over (it can fill no more), so
-    # the walk books each at its fills as they come, in time order (a partly filled entry whose rest
-    # the last run cancelled is booked at its fill, before the exits of its lot). An entry with a
-    # journaled fill not booked is one whose rest's cancel the last run had not got through: it waits
-    # for that cancel again, as it did (the walk skips its known trades; its ``sync_fills`` settles it,
-    # and a flatten of its side met on the way books it first: ``Bridge._book_waiting_entries``).
+    gone = _settle_journaled_orders(bridge, open_ids)
+    booked = _fills_while_down(bridge)
+    extra, lost = _book_gone_orders(bridge, gone)
+    booked += extra + _positions_compared(bridge)
+    verdict = (
+        "positions agree"
+        if not bridge.unexplained
+        else f"UNEXPLAINED, entries refused and exposure guarded: {'; '.join(bridge.unexplained)}"
+    )
+    return (
+        f"{len(open_ids)} open orders on the exchange, {booked} fills booked while down, "
+        f"{lost} journaled orders gone without a fill; {verdict}"
+    )
+
+
+def _fills_while_down(bridge: Bridge) -> int:
+    """``Bridge.sync_fills`` for ``reconcile``: the trades booked; a failed trade-history read raises."""
+    before = bridge.errors["fills"]
+    n = bridge.sync_fills()
+    if bridge.errors["fills"] != before:
+        raise GridctlError(f"cannot read the exchange's trade history: {bridge.log[-1]}")
+    return n
+
+
+def _settle_journaled_orders(bridge: Bridge, open_ids: set[Any]) -> list[Any]:
+    """``reconcile``'s first step: each journaled ``sending``/``open`` order against the exchange's open
+    orders; returns the journal rows of those gone.
+
+    Before the walk, every journaled order gone from the exchange is over (it can fill no more), so the
+    walk books each at its fills as they come, in time order (a partly filled entry whose rest the last
+    run cancelled is booked at its fill, before the exits of its lot). An entry with a journaled fill not
+    booked is one whose rest's cancel the last run had not got through: it waits for that cancel again,
+    as it did (the walk skips its known trades; its ``sync_fills`` settles it, and a flatten of its side
+    met on the way books it first: ``Bridge._book_waiting_entries``).
+    """
+    journal = bridge.journal
+    assert journal is not None
     gone = []
     for row in journal.orders(("sending", "open")):
         cid = row["client_id"]
@@ -680,9 +701,19 @@ def reconcile(bridge: Bridge) -> str:
             gone.append(row)
         if row["kind"] == "entry" and journal.unbooked_fills(cid):
             bridge._partial_entries.add(cid)
-    booked = fills()
-    lost = 0
-    for row in gone:  # fills journaled before the crash but not booked (the walk skips known trades)
+    return gone
+
+
+def _book_gone_orders(bridge: Bridge, gone: list[Any]) -> tuple[int, int]:
+    """``reconcile`` after the walk: a gone order's fills journaled before the crash but not booked (the
+    walk skips known trades) are booked; one without fills is ``gone`` (it rested) or ``never-arrived``.
+    Returns (fills booked, orders gone without a fill)."""
+    from gridctl.live_bridge.orders import parse_client_id
+
+    journal = bridge.journal
+    assert journal is not None
+    booked = lost = 0
+    for row in gone:
         cid = row["client_id"]
         if journal.fills_for(cid):
             parsed = parse_client_id(cid)
@@ -691,11 +722,19 @@ def reconcile(bridge: Bridge) -> str:
         else:
             journal.order_status(cid, "gone" if row["status"] == "open" else "never-arrived", bridge.now_ms())
             lost += 1
-    # Positions are compared with every trade up to the account read booked: a trade between the fills
-    # read and the account read is fetched again and booked before the comparison.
+    return booked, lost
+
+
+def _positions_compared(bridge: Bridge) -> int:
+    """``reconcile``'s last step: the exchange's positions against the engine's; a difference is flagged
+    unexplained. Positions are compared with every trade up to the account read booked: a trade between
+    the fills read and the account read is fetched again and booked first. Returns the fills booked."""
+    gw, s = bridge.gw, bridge.s
+    assert gw is not None
+    booked = 0
     for _ in range(3):
         acct = gw.account(s.symbol)
-        extra = fills()
+        extra = _fills_while_down(bridge)
         booked += extra
         if extra == 0:
             break
@@ -712,15 +751,7 @@ def reconcile(bridge: Bridge) -> str:
             f"positions differ after booking every trade: engine long {lq} short {sq}, exchange long "
             f"{lq + gap[0]:g} short {sq + gap[1]:g}"
         )
-    verdict = (
-        "positions agree"
-        if not bridge.unexplained
-        else f"UNEXPLAINED, entries refused and exposure guarded: {'; '.join(bridge.unexplained)}"
-    )
-    return (
-        f"{len(open_ids)} open orders on the exchange, {booked} fills booked while down, "
-        f"{lost} journaled orders gone without a fill; {verdict}"
-    )
+    return booked
 
 
 #: Polling around a bar close: the first poll goes out CLOSE_GRACE_S after the expected close; while the
