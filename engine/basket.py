@@ -100,7 +100,6 @@ from gridctl.engine.state import (
     S_ORD_COUNT,
     S_PEAK,
     S_REDUCING,
-    S_RESTING_NOTIONAL,
     S_SHORT_AVG,
     S_SHORT_QTY,
     S_STATE,
@@ -111,6 +110,7 @@ from gridctl.engine.state import (
     S_X_UNREAL,
     cancel_entries_nb,
     init_state_row,
+    resting_notional_of_nb,
     ring_sizes,
 )
 from gridctl.engine.step import bar_close_nb, bar_open_nb, bar_path_nb, record_bar_nb
@@ -157,7 +157,7 @@ W_OLD_EXPOSED = 10  # 1 when that row held a position
 W_ALLOW = 11  # 1: entries allowed at its close (0: a live pause cancels its resting entries instead)
 # The inputs the price columns above were last computed from (``price_contribution_nb``): its positions,
 # the bar's high and low and the last close. The columns are a function of these, the resting notional
-# (``S_RESTING_NOTIONAL``) and the brackets only, so a symbol whose step left them unchanged skips the
+# (``resting_notional_of_nb``) and the brackets only, so a symbol whose step left them unchanged skips the
 # recomputation.
 W_IN_LQ = 12
 W_IN_SQ = 13
@@ -182,7 +182,7 @@ def _unreal_nb(st, x):
 
 
 @hot_kernel
-def step_contribution_nb(st, br, h, lw, c, w):
+def step_contribution_nb(st, slots, br, h, lw, c, w):
     """``price_contribution_nb`` after a symbol's step; when its positions are the ones the price columns
     were computed from at this bar's prices, only the notional columns take the new resting notional.
 
@@ -190,7 +190,7 @@ def step_contribution_nb(st, br, h, lw, c, w):
     last close and the brackets (``account_maint_margin_nb`` answers from its cache exactly as from
     the brackets), and the notional columns are recomputed by the same expression.
     """
-    resting = st[S_RESTING_NOTIONAL]
+    resting = resting_notional_of_nb(st, slots)
     if c == c:
         w[W_LAST] = c
     if not (
@@ -202,7 +202,7 @@ def step_contribution_nb(st, br, h, lw, c, w):
         and w[W_IN_LAVG] == st[S_LONG_AVG]
         and w[W_IN_SAVG] == st[S_SHORT_AVG]
     ):
-        price_contribution_nb(st, br, h, lw, c, w)
+        price_contribution_nb(st, slots, br, h, lw, c, w)
         return
     lq = st[S_LONG_QTY]
     sq = st[S_SHORT_QTY]
@@ -239,20 +239,20 @@ def close_contribution_nb(st, br, c, lw, h, w):
 
 
 @hot_kernel
-def price_contribution_nb(st, br, h, lw, c, w):
+def price_contribution_nb(st, slots, br, h, lw, c, w):
     """Fill this symbol's work row ``w`` for a bar ``(h, lw, c)`` (NaN: no bar) at its current positions.
 
     The adverse point is where ``U - MM`` is lowest among the bar's high and low (equity minus
     maintenance margin is concave in price, so the minimum over the range is at an end); without a
     bar it is the last close. A symbol without a position contributes only its resting entries
-    (``S_RESTING_NOTIONAL``, kept by ``engine.state.refresh_triggers_nb`` whenever its slots change).
+    (``engine.state.resting_notional_of_nb``: summed again only after its slots changed).
     """
     if c == c:
         w[W_LAST] = c
     last = w[W_LAST]
     lq = st[S_LONG_QTY]
     sq = st[S_SHORT_QTY]
-    resting = st[S_RESTING_NOTIONAL]
+    resting = resting_notional_of_nb(st, slots)
     w[W_IN_LQ] = lq
     w[W_IN_SQ] = sq
     w[W_IN_LAVG] = st[S_LONG_AVG]
@@ -436,7 +436,7 @@ def _account_liquidation_nb(k, t, i, cl, vecs, brs, nbr, states, slots, fills, e
     acc[S_LIQ_TS] = t
     info[A_LIQ_SYMBOL] = i
     wallet = states[i, S_WALLET]
-    price_contribution_nb(states[i], brs[i, : nbr[i]], np.nan, np.nan, np.nan, work[i])
+    price_contribution_nb(states[i], slots[i], brs[i, : nbr[i]], np.nan, np.nan, np.nan, work[i])
     for j in range(n_sym):
         if j == i:
             continue
@@ -451,7 +451,7 @@ def _account_liquidation_nb(k, t, i, cl, vecs, brs, nbr, states, slots, fills, e
             x = 0.0  # never had a bar: nothing to close
         liquidate_nb(sj, slots[j], x, t, vecs[j], brj, fills[j], ev[j], cnts[j])
         wallet = sj[S_WALLET]
-        price_contribution_nb(sj, brj, np.nan, np.nan, np.nan, work[j])
+        price_contribution_nb(sj, slots[j], brj, np.nan, np.nan, np.nan, work[j])
     for j in range(n_sym):
         sj = states[j]
         sj[S_WALLET] = wallet
@@ -477,7 +477,9 @@ def breaker_tripped_nb(k, i, hi, lo, cl, brs, nbr, states, slots, work):
     for j in range(states.shape[0]):
         if j != i:
             cancel_entries_nb(states[j], slots[j])
-            price_contribution_nb(states[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j])
+            price_contribution_nb(
+                states[j], slots[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j]
+            )
 
 
 @kernel
@@ -504,7 +506,7 @@ def _account_halted_nb(
         account_halt_nb(sj, slots[j], work[j, W_LAST], vecs[j], brj, fills[j], ev[j], cnts[j], t)
         rerecord_bar_nb(sj, eq[j], cnts[j], t, old_state, old_exposed)
         wallet = sj[S_WALLET]
-        price_contribution_nb(sj, brj, hi[j, k], lo[j, k], cl[j, k], work[j])
+        price_contribution_nb(sj, slots[j], brj, hi[j, k], lo[j, k], cl[j, k], work[j])
     return wallet
 
 
@@ -614,7 +616,9 @@ def basket_bar_nb(k, bars, funding, foff, detail, sims, nbr, rec, account):
         if c0 == c0:
             work[0, W_LAST] = c0
         for j in range(1, n_sym):
-            price_contribution_nb(states[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j])
+            price_contribution_nb(
+                states[j], slots[j], brs[j, : nbr[j]], hi[j, k], lo[j, k], cl[j, k], work[j]
+            )
     for i in range(n_sym):
         st = states[i]
         sl = slots[i]
@@ -653,7 +657,7 @@ def basket_bar_nb(k, bars, funding, foff, detail, sims, nbr, rec, account):
             account_halt_nb(st, sl, c if c == c else work[i, W_LAST], p, br, f_i, ev_i, cnt, t)
         bar_close_nb(k, t, h, lw, c, regs[i], sym_funding, work[i, W_ALLOW] != 0.0, sym_sim, sym_rec)
         if n_sym > 1:
-            step_contribution_nb(st, br, h, lw, c, work[i])
+            step_contribution_nb(st, sl, br, h, lw, c, work[i])
         else:  # no other symbol reads its adverse extreme or resting notional: the account's columns only
             close_contribution_nb(st, br, c, lw, h, work[i])
         if leave_account_nb(st, sh):

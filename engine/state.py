@@ -23,7 +23,7 @@ import numpy as np
 
 from gridctl.configs.errors import GridctlError
 from gridctl.configs.gates import declare_gate_state
-from gridctl.engine.enums import Reason, kernel
+from gridctl.engine.enums import Reason, hot_kernel, kernel
 from gridctl.engine.layout import SlotTable
 from gridctl.engine.params import (
     P_INITIAL_BALANCE,
@@ -192,7 +192,9 @@ S_MEMO_XN = STATE.add(
     "S_MEMO_XN", "S_X_NOTIONAL the last decision's remembered refusals were checked against (NaN: none)"
 )
 S_RESTING_NOTIONAL = STATE.add(
-    "S_RESTING_NOTIONAL", "notional of the resting entries, qty x order price (kept by refresh_triggers_nb)"
+    "S_RESTING_NOTIONAL",
+    "notional of the resting entries, qty x order price; NaN from the slots' last change"
+    " (refresh_triggers_nb) until a basket sums it again (resting_notional_of_nb)",
 )
 N_STATE = STATE.size
 
@@ -328,9 +330,20 @@ def refresh_triggers_nb(st, slots):
     st[S_DOWN_MAX] = down
     st[S_UP_MIN] = up
     st[S_N_RESTING] = n_resting
-    # A basket reads it every bar (engine/basket.py): summed here, where the slots are summarized
-    # after every change, instead of over the slots at every bar.
-    st[S_RESTING_NOTIONAL] = resting_notional_nb(slots) if n_resting > 0 else 0.0
+    # The slots changed: a basket, which reads the resting notional at every bar, sums it again once
+    # (resting_notional_of_nb); a single run never reads it and pays only this store.
+    st[S_RESTING_NOTIONAL] = np.nan
+
+
+@hot_kernel
+def resting_notional_of_nb(st, slots):
+    """The resting entries' notional (``resting_notional_nb``), summed only when the slots changed since
+    the last sum (``S_RESTING_NOTIONAL`` NaN, set by ``refresh_triggers_nb``): most bars change none."""
+    value = st[S_RESTING_NOTIONAL]
+    if value != value:
+        value = resting_notional_nb(slots)
+        st[S_RESTING_NOTIONAL] = value
+    return value
 
 
 @kernel

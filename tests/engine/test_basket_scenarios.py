@@ -507,21 +507,22 @@ def test_a_symbol_whose_positions_did_not_change_keeps_its_price_columns_and_tak
     st[S_LONG_QTY], st[S_LONG_AVG] = 0.01, 100.0
     work = np.zeros((2, b.N_WORK))
     work[:, b.W_LAST] = np.nan
-    b.price_contribution_nb(st, br, 104.0, 98.0, 101.0, work[1])  # the bar's start (no resting entry)
+    b.price_contribution_nb(st, sl, br, 104.0, 98.0, 101.0, work[1])  # the bar's start (no resting entry)
     sl[0, 0, SL_ORD_ON], sl[0, 0, SL_ORD_QTY], sl[0, 0, SL_ORD_PRICE] = 1.0, 0.002, 99.0
-    refresh_triggers_nb(st, sl)  # what every kernel that changes the slots runs after
-    assert st[S_RESTING_NOTIONAL] == pytest.approx(0.198, abs=1e-15)
+    refresh_triggers_nb(st, sl)  # what every kernel that changes the slots runs after: the sum is stale
+    assert math.isnan(st[S_RESTING_NOTIONAL])
     skipped = work[1].copy()
-    b.step_contribution_nb(st, br, 104.0, 98.0, 101.0, skipped)
+    b.step_contribution_nb(st, sl, br, 104.0, 98.0, 101.0, skipped)
     full = work[1].copy()
-    b.price_contribution_nb(st, br, 104.0, 98.0, 101.0, full)
+    b.price_contribution_nb(st, sl, br, 104.0, 98.0, 101.0, full)
     assert skipped.tobytes() == full.tobytes()
+    assert st[S_RESTING_NOTIONAL] == pytest.approx(0.198, abs=1e-15)  # summed again once, then kept
     assert skipped[b.W_N_CL] == pytest.approx(1.208, abs=1e-12)
     assert skipped[b.W_N_ADV] == pytest.approx(1.178, abs=1e-12)
     assert skipped[b.W_U_ADV] == pytest.approx(-0.02, abs=1e-12)  # 0.01 * (98 - 100)
     # A fill in the step (long 0.02 now): the price columns are computed again.
     st[S_LONG_QTY] = 0.02
-    b.step_contribution_nb(st, br, 104.0, 98.0, 101.0, skipped)
+    b.step_contribution_nb(st, sl, br, 104.0, 98.0, 101.0, skipped)
     assert skipped[b.W_U_CL] == pytest.approx(0.02, abs=1e-12)  # 0.02 * (101 - 100)
     assert skipped[b.W_N_CL] == pytest.approx(0.02 * 101 + 0.198, abs=1e-12)
 
@@ -544,11 +545,11 @@ def _resting_notional(slots):
 
 @pytest.mark.parametrize("seed", [0, 2, 3, 6, 7, 9])
 def test_the_kept_resting_notional_is_the_slots_after_every_bar(seed):
-    # The basket reads each symbol's resting notional (S_RESTING_NOTIONAL, summed by refresh_triggers_nb
-    # whenever the slots change) at every bar instead of summing the slots. Stepped bar by bar through
-    # basket_bar_nb (as the live session steps it) over random baskets with fills, gaps, NaN bars,
-    # breaker trips, halts and liquidations, it equals the slots' sum after every bar, for every
-    # symbol, and the stepped run ends where run_basket's does.
+    # The basket reads each symbol's resting notional at every bar; it sums the slots again only after
+    # they changed (refresh_triggers_nb marks the kept sum stale, resting_notional_of_nb sums it once).
+    # Stepped bar by bar through basket_bar_nb (as the live session steps it) over random baskets with
+    # fills, gaps, NaN bars, breaker trips, halts and liquidations, every symbol's kept sum after every
+    # bar equals the slots' own sum, and the stepped run ends where run_basket's does.
     from gridctl.engine import basket as b
     from gridctl.engine.records import C_EQUITY, C_EVENTS, C_FILLS, C_FUNDING
     from gridctl.engine.run import regime_series
