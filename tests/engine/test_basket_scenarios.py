@@ -535,12 +535,8 @@ def bench_basket(n):
 
 def _resting_notional(slots):
     """The resting entries' notional summed here, side by side in rung order (as the kernel sums it)."""
-    total = 0.0
-    for side in range(2):
-        for idx in range(slots.shape[1]):
-            if slots[side, idx, SL_ORD_ON] != 0.0:
-                total += slots[side, idx, SL_ORD_QTY] * slots[side, idx, SL_ORD_PRICE]
-    return total
+    rungs = [slots[side, idx] for side in range(2) for idx in range(slots.shape[1])]
+    return float(sum(r[SL_ORD_QTY] * r[SL_ORD_PRICE] for r in rungs if r[SL_ORD_ON] != 0.0))
 
 
 @pytest.mark.parametrize("seed", [0, 2, 3, 6, 7, 9])

@@ -390,6 +390,32 @@ def test_a_partly_filled_entry_then_a_flatten_around_a_crash_are_booked_in_order
         ctx.close()
 
 
+def _half_filled_entry(emu, journal):
+    """A ONE_RUNG run journaled at ``journal``: bars until one of its entries rests, then one more bar
+    that fills half of it (0.001 of 0.002). Returns the run's context and the exchange's trade of that
+    half."""
+    acct = emu.state.account
+    ready, ctx = _prepare(emu, journal, ONE_RUNG)
+    ready.require()
+    run_id = ctx.bridge.o.run_id
+    for _ in range(200):
+        _bar(emu, ctx)
+        if _ours(acct, run_id, "entry"):
+            n_trades = len(acct.trades)
+            acct.partial_fills(0.5, times=1)
+            emu.state.advance_bar(SYMBOL_ID)
+            if len(acct.trades) > n_trades:
+                return ctx, acct.trades[n_trades]
+            acct.partial_fills(1.0, times=0)
+            for bar in ctx.feed.poll():
+                ctx.bridge.on_bar(bar)
+    raise AssertionError("the sample must fill an entry")
+
+
+def _unreachable_cancel(symbol: str, client_id: str) -> None:
+    raise gw.ExchangeUnavailable(f"cancel {client_id}: 503")
+
+
 def test_a_partly_filled_entry_whose_cancel_failed_before_a_crash_is_settled_at_the_restart(
     emu, tmp_path: Path
 ) -> None:
@@ -400,31 +426,10 @@ def test_a_partly_filled_entry_whose_cancel_failed_before_a_crash_is_settled_at_
     is settled like one: rest cancelled, a lot of 0.001 booked, positions agree."""
     journal = tmp_path / "j.sqlite"
     acct = emu.state.account
-    ready, ctx = _prepare(emu, journal, ONE_RUNG)
-    ready.require()
-    bridge = ctx.bridge
-    run_id = bridge.o.run_id
-    entry = None
-    for _ in range(200):  # bars until an entry rests; then one more bar that fills half of it
-        _bar(emu, ctx)
-        if _ours(acct, run_id, "entry") and entry is None:
-            n_trades = len(acct.trades)
-            acct.partial_fills(0.5, times=1)
-            emu.state.advance_bar(SYMBOL_ID)
-            if len(acct.trades) > n_trades:
-                entry = acct.trades[n_trades]
-                break
-            acct.partial_fills(1.0, times=0)
-            for bar in ctx.feed.poll():
-                bridge.on_bar(bar)
-    assert entry is not None, "the sample must fill an entry"
-    entry_cid = _cid_of_trade(acct, entry)
-
-    def unreachable(symbol: str, client_id: str) -> None:
-        raise gw.ExchangeUnavailable(f"cancel {client_id}: 503")
-
+    ctx, entry = _half_filled_entry(emu, journal)
+    bridge, run_id, entry_cid = ctx.bridge, ctx.bridge.o.run_id, _cid_of_trade(acct, entry)
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(bridge.gw, "cancel", unreachable)
+        m.setattr(bridge.gw, "cancel", _unreachable_cancel)
         bridge.protect_fills()  # the part fill journaled and checkpointed, its rest still resting
     assert entry_cid in {o.client_id for o in _ours(acct, run_id, "entry")}
     side = 0 if entry.position_side == "LONG" else 1
@@ -461,32 +466,11 @@ def test_a_flatten_while_a_partly_filled_entry_waits_for_its_cancel_closes_its_l
     the flatten: a lot of 0.001 the exchange did not hold)."""
     journal = tmp_path / "j.sqlite"
     acct = emu.state.account
-    ready, ctx = _prepare(emu, journal, ONE_RUNG)
-    ready.require()
-    bridge = ctx.bridge
-    run_id = bridge.o.run_id
-    entry = None
-    for _ in range(200):  # bars until an entry rests; then one more bar that fills half of it
-        _bar(emu, ctx)
-        if _ours(acct, run_id, "entry") and entry is None:
-            n_trades = len(acct.trades)
-            acct.partial_fills(0.5, times=1)
-            emu.state.advance_bar(SYMBOL_ID)
-            if len(acct.trades) > n_trades:
-                entry = acct.trades[n_trades]
-                break
-            acct.partial_fills(1.0, times=0)
-            for bar in ctx.feed.poll():
-                bridge.on_bar(bar)
-    assert entry is not None, "the sample must fill an entry"
-    entry_cid = _cid_of_trade(acct, entry)
-
-    def unreachable(symbol: str, client_id: str) -> None:
-        raise gw.ExchangeUnavailable(f"cancel {client_id}: 503")
-
+    ctx, entry = _half_filled_entry(emu, journal)
+    bridge, entry_cid = ctx.bridge, _cid_of_trade(acct, entry)
     try:
         with pytest.MonkeyPatch.context() as m:
-            m.setattr(bridge.gw, "cancel", unreachable)
+            m.setattr(bridge.gw, "cancel", _unreachable_cancel)
             bridge.protect_fills()  # the part fill read, its rest's cancel refused: no lot yet
             side = 0 if entry.position_side == "LONG" else 1
             assert bridge.s.position()[side] == 0.0
