@@ -24,7 +24,7 @@ from gridctl.configs.errors import GridctlError
 from gridctl.configs.schema import StrategyConfig, VenueConfig
 from gridctl.engine.accounting import daily_stats_nb, finish_daily_stats_nb, mark_to_market_nb
 from gridctl.engine.contexts import Account, Bars, Detail, Funding, Records, Sim
-from gridctl.engine.enums import EventKind, RiskState, hot_kernel, kernel
+from gridctl.engine.enums import EventKind, RiskState, hot_kernel, inline_kernel, kernel
 from gridctl.engine.fills import liquidate_nb
 from gridctl.engine.margin import account_maint_margin_nb
 from gridctl.engine.params import (
@@ -577,11 +577,12 @@ def leave_account_nb(st, sh):
     return tripped
 
 
-# ``hot_kernel``: LLVM inlines the whole aligned bar into ``run_basket_nb``'s loop (one call site), so
-# a backtest pays no call with its groups' ~34 arrays per bar (measured, one symbol, 1,000,000 bars:
-# the kernel 0.144 s as an ordinary kernel, 0.080 s inlined); the live session calls the same compiled
-# function.
-@hot_kernel
+# ``inline_kernel``: numba pastes the whole aligned bar into ``run_basket_nb``'s loop (its one call
+# site), so a backtest pays no call with its groups' ~34 arrays per bar (measured, one symbol, 1,000,000
+# bars: the kernel 0.144 s as an ordinary kernel, 0.080 s inlined), and a cold run does not first
+# compile the bar on its own (as a ``hot_kernel`` it was, only to be inlined by LLVM); the live session
+# calls it from Python, which compiles it as an ordinary kernel there.
+@inline_kernel
 def basket_bar_nb(k, bars, funding, foff, detail, sims, nbr, rec, account):
     """Step aligned timestamp ``k`` through every symbol in basket order (DESIGN.md "Baskets").
 
