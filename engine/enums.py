@@ -30,19 +30,19 @@ def _inline_into_bar_loops(_expr: Any, caller_ir: Any, _callee_ir: Any) -> bool:
 #: words on the stack; on a quiet bar those calls cost about as much as the work itself (measured:
 #: the kernel runs 2.6x slower with no inlining). Inlining in LLVM, not in numba's IR, keeps each
 #: one typed and lowered once instead of once per call site: the first backtest's compile is
-#: shorter and ~85 MB smaller than with numba-level inlining, for the same kernel speed. The basket's
-#: whole aligned bar (``engine.basket.basket_bar_nb``) is one too: its one loop inlines it, and the
-#: live session calls it from Python. So are the kernels that take engine/contexts.py groups on the
-#: bar's path (``decide_nb``, the fill path's entry points): a real call would pass every group whole.
+#: shorter and ~85 MB smaller than with numba-level inlining, for the same kernel speed. So is
+#: ``decide_nb``, which takes engine/contexts.py groups on the bar's path: a real call would pass every
+#: group whole.
 hot_kernel: Callable[[Callable], Any] = kernel_decorator(
     **KERNEL_OPTIONS, pipeline_class=AlwaysInlineCompiler
 )
 
 #: Decorator of the thin kernels on the bar's path that only pass engine/contexts.py groups on
 #: (``engine.step.bar_path_nb`` and the fill path's entry points ``path_nb``, ``detail_path_nb``,
-#: ``points_margin_check_nb``): numba inlines their IR into their one caller. A ``hot_kernel`` is first
-#: compiled on its own, and that compile links, optimises and emits machine code for everything it
-#: calls once more (here the whole fill path, four times over); these few-line kernels skip it. The
+#: ``points_margin_check_nb``) and of the basket's whole aligned bar (``engine.basket.basket_bar_nb``,
+#: which the live session also calls from Python): numba inlines their IR into their one caller. A
+#: ``hot_kernel`` is first compiled on its own, and that compile links, optimises and emits machine
+#: code for everything it calls once more (here the whole fill path, four times over); these skip it. The
 #: LLVM modules a cold first run optimises shrink from 3.7 to 3.0 MB of bitcode (as before the named
 #: contexts), the bar loop is the same.
 inline_kernel: Callable[[Callable], Any] = kernel_decorator(**KERNEL_OPTIONS, inline="always")
