@@ -18,6 +18,7 @@ from gridctl.configs.loader import (
     dump_resolved,
     load_strategy,
     load_venue,
+    refuse_inert_symbol_overrides,
     retarget_strategy,
     shipped_names,
 )
@@ -175,6 +176,8 @@ def _validate_strategy(
 ) -> None:
     """`config validate STRATEGY [--venue V [--symbol S | --symbols A,B]]`: load, cross-check, print."""
     cfg = load_strategy(file)
+    if not symbols[1]:  # a one-symbol run of it; with --symbols each symbol's overrides apply
+        refuse_inert_symbol_overrides(cfg)
     gates = cfg.gates_disabled()
     traded, checked = cfg.ccxt_symbol, None
     if venue is not None:

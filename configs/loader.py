@@ -68,6 +68,20 @@ def retarget_strategy(
     return load_strategy(path_or_name, [*overrides, f"strategy.instrument_id={ccxt_to_instrument(symbol)}"])
 
 
+def refuse_inert_symbol_overrides(strategy: StrategyConfig) -> None:
+    """A one-symbol run (`backtest`, `live`, a study or `config validate` without ``--symbols``) trades
+    the strategy's own sections: per-symbol overrides of a strategy without ``strategy.symbols`` would
+    change nothing, so such a run is refused. The same file runs as a basket (``--symbols``, a profile's
+    ``data.symbols``), where each symbol's overrides apply; that is why the loader itself accepts it."""
+    if strategy.symbol_overrides and strategy.strategy.symbols is None:
+        listed = list(strategy.symbol_overrides)
+        raise GridctlError(
+            f"invalid strategy config {strategy.origin}: symbol_overrides: {listed}: "
+            "per-symbol overrides need a basket (strategy.symbols); a single-symbol strategy sets those "
+            "values in its own sections (or trade it as a one-symbol basket: --symbols)"
+        )
+
+
 def load_venue(path_or_name: str | Path, overrides: Sequence[str] = (), option: str = "--set") -> VenueConfig:
     """Load a venue by shipped name (``binance_futures``) or YAML path, apply overrides, validate.
 

@@ -344,14 +344,6 @@ class StrategyConfig(_Section):
 
     @model_validator(mode="after")
     def _overrides_in_basket(self) -> StrategyConfig:
-        if self.symbol_overrides and self.strategy.symbols is None:
-            # A single-symbol run trades the strategy itself: its own symbol's overrides would be inert.
-            raise FieldRuleError(
-                "symbol_overrides",
-                f"{list(self.symbol_overrides)}: per-symbol overrides need a basket (strategy.symbols); a "
-                "single-symbol strategy sets those values in its own sections (or trade it as a one-symbol "
-                "basket: --symbols)",
-            )
         basket = self.basket_symbols
         stray = [s for s in self.symbol_overrides if s not in basket]
         if stray:

@@ -614,8 +614,10 @@ def _detail_path_nb(st, slots, errs, k, o, c, ts, dts, do, dh, dl, dc, j0, j1, p
 # so they take plain arrays: numba passes a group as all of its arrays' fields, and handing every one
 # of them ``Sim`` and ``Records`` whole (the rings, funding and equity buffers they never read) cost
 # the bar loop ~5 % CPU (measured: ``run_bars_nb`` alone on ``gridctl bench``'s 500,000 bars, best of
-# 8, alternating with the positional version). The entry points below are ``hot_kernel``s: LLVM
-# inlines them into their caller, so the groups cost nothing there.
+# 8, alternating with the positional version). The entry points below are ``hot_kernel``s (LLVM
+# inlines them into every caller) or, for those only the bar step calls (``path_nb``,
+# ``detail_path_nb``, ``points_margin_check_nb``), ``inline_kernel``s (numba pastes them into their one
+# caller): either way the groups cost nothing there.
 
 
 @hot_kernel

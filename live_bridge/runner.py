@@ -107,7 +107,12 @@ def load_run_configs(opts: LiveOptions) -> tuple[Any, Any, str]:
     with their overrides; the symbol is ``opts.symbol`` or the strategy's instrument. A ``--symbol``
     other than a one-symbol strategy's instrument retargets it (``strategy.instrument_id``), as
     `gridctl backtest --symbol` does, so the run trades that symbol under its own rules."""
-    from gridctl.configs.loader import load_strategy, load_venue, retarget_strategy
+    from gridctl.configs.loader import (
+        load_strategy,
+        load_venue,
+        refuse_inert_symbol_overrides,
+        retarget_strategy,
+    )
     from gridctl.configs.overrides import symbol_override_sets
 
     opts.check_journal()
@@ -115,6 +120,8 @@ def load_run_configs(opts: LiveOptions) -> tuple[Any, Any, str]:
     sets = symbol_override_sets(opts.overrides)[0] if opts.symbols else list(opts.overrides)
     strategy = load_strategy(opts.strategy, sets)
     strategy = retarget_strategy(opts.strategy, strategy, opts.symbol, sets)
+    if not opts.symbols:
+        refuse_inert_symbol_overrides(strategy)
     venue = load_venue(opts.venue, list(opts.venue_overrides), option="--venue-set")
     return strategy, venue, opts.symbol or strategy.ccxt_symbol
 

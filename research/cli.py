@@ -120,7 +120,12 @@ def run_backtest(opts: BacktestOptions, status: Console | None = None) -> tuple[
     loaded over the same window. The stats carry the run's path bracket (high first / low first).
     """
     from gridctl.configs.crosscheck import check_notional_in_range, check_strategy_on_venue
-    from gridctl.configs.loader import load_strategy, load_venue, retarget_strategy
+    from gridctl.configs.loader import (
+        load_strategy,
+        load_venue,
+        refuse_inert_symbol_overrides,
+        retarget_strategy,
+    )
     from gridctl.data.market import load_market
     from gridctl.data.sample import SAMPLE_EXCHANGE, SAMPLE_SYMBOL, ensure_sample
     from gridctl.data.store import default_data_dir
@@ -138,6 +143,7 @@ def run_backtest(opts: BacktestOptions, status: Console | None = None) -> tuple[
     # Configs first: a bad --strategy/--venue/--set fails before anything is generated or written.
     # --symbol names what to trade: the strategy's instrument follows it (its rules come from the venue).
     strategy = retarget_strategy(config, load_strategy(config, overrides), symbol, overrides)
+    refuse_inert_symbol_overrides(strategy)
     check_detail_timeframe(strategy, timeframe, detail)
     detail_tf = strategy.backtest.detail_timeframe
     venue = load_venue(opts.venue)

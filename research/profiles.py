@@ -453,7 +453,7 @@ def profile_strategy(profile: Profile, where: str | None = None) -> Any:
     """The strategy every trial starts from: ``base.strategy``, trading the basket ``data.symbols``
     when the profile names one (the strategy's overrides of the symbols left out are dropped), or the
     one symbol ``data.symbol`` (its ``instrument_id`` set to it, as ``gridctl backtest --symbol`` does)."""
-    from gridctl.configs.loader import load_strategy, retarget_strategy
+    from gridctl.configs.loader import load_strategy, refuse_inert_symbol_overrides, retarget_strategy
 
     where = where or f"profile {profile.name}"
     strategy = load_strategy(profile.base.strategy)
@@ -465,9 +465,11 @@ def profile_strategy(profile: Profile, where: str | None = None) -> Any:
                 f"{profile.base.strategy} ({list(strategy.basket_symbols)}); name the basket in data.symbols"
             )
         try:  # as `gridctl backtest --symbol`: the strategy trades the profile's symbol
-            return retarget_strategy(profile.base.strategy, strategy, data.symbol)
+            one = retarget_strategy(profile.base.strategy, strategy, data.symbol)
         except GridctlError as err:
             raise GridctlError(f"invalid profile {where}: data.symbol: {err}") from None
+        refuse_inert_symbol_overrides(one)
+        return one
     from gridctl.configs.overrides import basket_overrides
 
     try:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from gridctl.configs.errors import GridctlError
-from gridctl.configs.loader import PACKAGE_DIR, load_strategy
+from gridctl.configs.loader import PACKAGE_DIR, load_strategy, refuse_inert_symbol_overrides
 from gridctl.configs.overrides import basket_strategies
 
 DEFAULT = yaml.safe_load((PACKAGE_DIR / "strategies" / "default.yaml").read_text())
@@ -48,15 +48,23 @@ def test_without_symbols_the_basket_is_the_instrument(tmp_path: Path) -> None:
     strategy = load_strategy(write(tmp_path, None, None))
     assert strategy.basket_symbols == ("BTC/USDT:USDT",)
     # Overrides need strategy.symbols: a single-symbol backtest, live run or study trades the strategy
-    # itself, so its own symbol's override was accepted and changed nothing (tp_steps stayed 3).
+    # itself, so its own symbol's override was accepted and changed nothing (tp_steps stayed 3). Such a
+    # run is refused; the loader accepts the file, which runs as a basket (--symbols).
     path = write(tmp_path, None, {"BTC/USDT:USDT": {"exit.tp_steps": 2}})
+    single = load_strategy(path)
     with pytest.raises(
         GridctlError, match=r"symbol_overrides: \['BTC/USDT:USDT'\]: per-symbol overrides need"
     ):
-        load_strategy(path)
-    # As a one-symbol basket the override is that symbol's.
+        refuse_inert_symbol_overrides(single)
+    # As a one-symbol basket the override is that symbol's, also through --symbols' loader.
     (only,) = basket_strategies(load_strategy(path, ['strategy.symbols=["BTC/USDT:USDT"]'])).values()
     assert only.exit.tp_steps == 2
+    from gridctl.research.cli import load_basket_strategy
+
+    for symbols in (("BTC/USDT:USDT",), ("BTC/USDT:USDT", "ETH/USDT:USDT")):
+        basket = load_basket_strategy(str(path), symbols, [])
+        refuse_inert_symbol_overrides(basket)  # a basket: nothing to refuse
+        assert basket_strategies(basket)["BTC/USDT:USDT"].exit.tp_steps == 2
     # --set reaches the new fields like any other.
     via_set = load_strategy("default", ["strategy.symbols=[BTC/USDT:USDT, ETH/USDT:USDT]"])
     assert via_set.basket_symbols == ("BTC/USDT:USDT", "ETH/USDT:USDT")
