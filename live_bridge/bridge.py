@@ -897,11 +897,18 @@ class Bridge:
             self._error("fills", err)
             return 0
         killpoint.hit("fills")
+        fills = sorted(fills, key=lambda f: f.ts_ms)  # booked in the order they happened
+        gone = self._gone_partial_entries(fills)
         booked = 0
-        for f in sorted(fills, key=lambda f: f.ts_ms):  # booked in the order they happened
+        for f in fills:
             self.fills_cursor = max(self.fills_cursor or 0, f.ts_ms)
             if self.journal is not None and self.journal.fill_known(f.trade_id):
                 continue
+            if f.client_id in gone:  # a gone entry's own fill: booked with its last one, below
+                assert self.journal is not None
+                self.journal.add_fill(f)
+                continue
+            booked += self._book_gone_entries(gone, f.ts_ms)
             cid = parse_client_id(f.client_id)
             if self.journal is not None:
                 self.journal.add_fill(f)  # ours or not: seen once, committed with the state it produced
@@ -913,6 +920,37 @@ class Bridge:
                 continue
             booked += self._maybe_book(f.client_id, cid)
             killpoint.hit("booked")
+        return booked + self._book_gone_entries(gone, None)
+
+    def _gone_partial_entries(self, fills: list[gw.Fill]) -> dict[str, int]:
+        """The partly filled entries of ``_partial_entries`` already gone from the exchange (journaled
+        ``canceled``: only a restart's ``reconcile`` leaves such an entry there), each with the time of
+        its last fill, journaled or among ``fills``: it can fill no more, so its lot is what filled then."""
+        if self.journal is None:
+            return {}
+        gone = {}
+        for client_id in self._partial_entries:
+            order = self.journal.order(client_id)
+            if order is None or order["status"] != "canceled":
+                continue
+            ts = [r[3] for r in self.journal.fills_for(client_id)]
+            ts += [f.ts_ms for f in fills if f.client_id == client_id]
+            gone[client_id] = max(ts, default=0)
+        return gone
+
+    def _book_gone_entries(self, gone: dict[str, int], until_ms: int | None) -> int:
+        """Book each entry of ``gone`` whose last fill is at or before ``until_ms`` (None: every one) as
+        its lot, and drop it from ``gone`` and ``_partial_entries``: a trade after it (its lot's TP or SL,
+        a flatten of its side) is booked after it, as it happened. Returns the bookings made."""
+        booked = 0
+        for client_id, last_ms in sorted(gone.items(), key=lambda kv: kv[1]):
+            if until_ms is not None and last_ms > until_ms:
+                continue
+            del gone[client_id]
+            self._partial_entries.discard(client_id)
+            parsed = parse_client_id(client_id)
+            if parsed is not None:
+                booked += self._maybe_book(client_id, parsed)
         return booked
 
     def _settle_partial_entries(self) -> int:

@@ -484,3 +484,60 @@ def test_a_flatten_while_a_partly_filled_entry_waits_for_its_cancel_closes_its_l
         assert kinds == [FillKind.ENTRY, FillKind.FLATTEN]
     finally:
         ctx.close()
+
+
+def test_a_partly_filled_entry_booked_after_its_late_cancel_and_its_exit_filled_around_a_crash(
+    emu, tmp_path: Path
+) -> None:
+    """The entry fills only in part (0.001 of 0.002) and the cancel of its rest fails; the fills poll
+    checkpoints the part fill, unbooked. At the next poll the cancel goes through: the lot of 0.001 is
+    booked and its exits sent, then the run dies before the next checkpoint and the lot's exit fills
+    while it is down. The restart finds the entry gone with its journaled fill unbooked; the walk skips
+    that known trade and meets the exit first. It used to try the exit first ("the engine holds no
+    lot there": unbookable) and book the entry after it: a lot the exchange did not hold, UNEXPLAINED.
+    The entry is booked at its fill, before the exit that closes it: positions agree, both booked once."""
+    journal = tmp_path / "j.sqlite"
+    acct = emu.state.account
+    ctx, entry = _half_filled_entry(emu, journal)
+    bridge, run_id, entry_cid = ctx.bridge, ctx.bridge.o.run_id, _cid_of_trade(acct, entry)
+    side = 0 if entry.position_side == "LONG" else 1
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(bridge.gw, "cancel", _unreachable_cancel)
+        bridge.protect_fills()  # the part fill journaled and checkpointed, its rest still resting
+    assert bridge.s.slots[side, 0, SL_LOT_ON] == 0.0
+    assert bridge.sync_fills() == 1  # the rest cancelled now, the lot of 0.001 booked
+    assert entry_cid not in {o.client_id for o in acct.open_orders(SYMBOL_ID)}
+    bridge.sync_orders(refresh=False)  # the lot's exits sent
+    exits = {p.kind: o.qty for o in _ours(acct, run_id) if (p := parse_client_id(o.client_id)).side == side}
+    assert exits.get("tp") == 0.001 and exits.get("sl") == 0.001, exits
+    ctx.close()  # kill -9 before the checkpoint: the cancel, the booking and the exits are not journaled
+    for _ in range(300):  # the market moves on while the bridge is down, until the lot's exit fills
+        emu.state.advance_bar(SYMBOL_ID)
+        if abs(acct.position(SYMBOL_ID, entry.position_side)[0]) < 1e-12:
+            break
+    exit_trade = acct.trades[-1]
+    assert _cid_of_trade(acct, exit_trade).split("-")[1][-1] in "TS", "the lot's own TP or SL closed it"
+    assert math.isclose(exit_trade.qty, 0.001)
+    db = sqlite3.connect(journal)
+    try:  # the engine's fills the checkpoint holds: the restart books after them
+        n_fills = db.execute("SELECT COUNT(*) FROM ledger WHERE tbl='fills'").fetchone()[0]
+    finally:
+        db.close()
+
+    ready, ctx = _prepare(emu, journal, ONE_RUNG)
+    try:
+        ready.require()
+        detail = {item: d for item, ok, d in ready.rows}["reconcile with the exchange"]
+        assert "positions agree" in detail, detail
+        s = ctx.bridge.s
+        assert s.slots[side, 0, SL_LOT_ON] == 0.0  # the lot opened and closed again
+        assert s.position() == (0.0, 0.0)
+        rows = s.fills[n_fills : int(s.cnt[C_FILLS])]
+        got = [(float(r["qty"]), float(r["price"])) for r in rows if r["side"] == side]
+        assert got == [(0.001, entry.price), (0.001, exit_trade.price)]  # each once, in order
+        assert int(rows[0]["kind"]) == FillKind.ENTRY
+        booked = dict(ctx.journal.db.execute("SELECT trade_id, booked FROM xfills").fetchall())
+        assert booked[str(entry.trade_id)] == 1 and booked[str(exit_trade.trade_id)] == 1
+        assert ctx.bridge.entries_allowed and not ctx.bridge.unexplained
+    finally:
+        ctx.close()
