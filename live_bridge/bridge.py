@@ -42,6 +42,7 @@ from gridctl.engine.params import (
     P_ORDER_PRICE_TOL_BPS,
     P_ORDER_QTY_TOL_PCT,
     P_SL_STEPS,
+    P_SLIPPAGE_BPS,
 )
 from gridctl.engine.state import (
     S_CB_ACTIVE,
@@ -427,6 +428,22 @@ class Bridge:
             self.journal.order_status(cid, "booked", self.now_ms())
         self._note("fill", f"flatten {_POS[side]} {round(qty, 12)} @ {price} in {len(set(cids))} order(s)")
 
+    def _close_waiting_entries_at_halt(self) -> None:
+        """A drawdown halt closes the exchange's whole sides, the filled part of an entry still waiting for
+        its rest's cancel included: that part is booked as its lot (``_book_waiting_entries``) and closed
+        as the halt closed the engine's lots (at the close, less the slippage, as taker), so the halted
+        engine holds none of it, as the exchange will not."""
+        if self.journal is None:
+            return
+        c, slip = self.s.last_close, float(self.s.vec[P_SLIPPAGE_BPS]) * 1e-4
+        ts = self.s.last_ts or self.now_ms()
+        for side in range(2):
+            if self._pending_entries_qty(side) <= 0.0:
+                continue
+            self._book_waiting_entries(side)
+            self.s.book_flatten(side, c * (1.0 - slip) if side == 0 else c * (1.0 + slip), ts)
+            self._note("halt", f"{_POS[side]}: filled part of entries awaiting their cancel closed too")
+
     def _book_waiting_entries(self, side: int) -> None:
         """Book what filled of ``side``'s partly filled entries still waiting for their rest's cancel
         (``_partial_entries``; a cancel the exchange refused), before a flatten of that side: the flatten
@@ -562,6 +579,7 @@ class Bridge:
         self.sync_orders(refresh=self._orders_unknown, defer_retries=True)
         if self.s.state[S_HALTED] != 0.0 and not halted_before:
             self._note("halt", "drawdown halt: closing both sides on the exchange")
+            self._close_waiting_entries_at_halt()
             self._send_flatten(booked=True)
         t4 = time.perf_counter()
         lat.phase("orders", (t4 - t3) * 1000.0)

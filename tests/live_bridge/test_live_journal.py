@@ -16,8 +16,9 @@ import pytest
 
 from gridctl.configs.loader import load_strategy
 from gridctl.engine.enums import FillKind
+from gridctl.engine.params import P_MAX_DRAWDOWN_PCT, P_SLIPPAGE_BPS
 from gridctl.engine.records import C_FILLS
-from gridctl.engine.state import SL_LOT_ON, SL_LOT_QTY
+from gridctl.engine.state import S_HALTED, SL_LOT_ON, SL_LOT_QTY
 from gridctl.live_bridge import gateway as gw
 from gridctl.live_bridge.metrics import metrics_registry, render
 from gridctl.live_bridge.orders import parse_client_id
@@ -539,5 +540,47 @@ def test_a_partly_filled_entry_booked_after_its_late_cancel_and_its_exit_filled_
         booked = dict(ctx.journal.db.execute("SELECT trade_id, booked FROM xfills").fetchall())
         assert booked[str(entry.trade_id)] == 1 and booked[str(exit_trade.trade_id)] == 1
         assert ctx.bridge.entries_allowed and not ctx.bridge.unexplained
+    finally:
+        ctx.close()
+
+
+def test_a_drawdown_halt_while_a_partly_filled_entry_waits_for_its_cancel_closes_its_lot_too(
+    emu, tmp_path: Path
+) -> None:
+    """The entry fills only in part (0.001 of 0.002) and the cancel of its rest fails, so its lot waits
+    unbooked; then the next bar's close halts the engine (its drawdown limit lowered to 0 for the test)
+    and the bridge closes the exchange's whole side at market, the entry's 0.001 included. The halt
+    books the waiting part and closes it as it closed the engine's lots (at the close, less the
+    slippage, taker), so when the rest's cancel goes through later nothing is left to book. It used to
+    book the part as a new lot in the halted engine at that later poll: engine long, exchange flat."""
+    journal = tmp_path / "j.sqlite"
+    acct = emu.state.account
+    ctx, entry = _half_filled_entry(emu, journal)
+    bridge, entry_cid = ctx.bridge, _cid_of_trade(acct, entry)
+    side = 0 if entry.position_side == "LONG" else 1
+    try:
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(bridge.gw, "cancel", _unreachable_cancel)
+            bridge.protect_fills()  # the part fill read, its rest's cancel refused: no lot yet
+            assert bridge.s.position()[side] == 0.0
+            for bar in ctx.feed.poll():  # the bar of the part fill, closed as usual
+                bridge.on_bar(bar)
+            assert bridge.s.position()[side] == 0.0 and bridge.s.state[S_HALTED] == 0.0
+            bridge.s.vec[P_MAX_DRAWDOWN_PCT] = 0.0  # any drawdown, none included, halts at the close
+            rest = next(o for o in acct.orders.values() if o.client_id == entry_cid)
+            rest.price *= 0.5 if rest.side == "BUY" else 1.5  # the next bar does not reach the rest
+            n_fills = int(bridge.s.cnt[C_FILLS])
+            _bar(emu, ctx)  # the cancels refused again; the halt closes the exchange's side at market
+        assert bridge.s.state[S_HALTED] == 1.0
+        assert abs(acct.position(SYMBOL_ID, entry.position_side)[0]) < 1e-12
+        bridge.sync_fills()  # the next poll: the rest cancelled now
+        assert entry_cid not in {o.client_id for o in acct.open_orders(SYMBOL_ID)}
+        assert bridge.s.position() == (0.0, 0.0)
+        c, slip = bridge.s.last_close, bridge.s.vec[P_SLIPPAGE_BPS] * 1e-4
+        rows = bridge.s.fills[n_fills : int(bridge.s.cnt[C_FILLS])]
+        got = [(int(r["kind"]), float(r["qty"]), float(r["price"])) for r in rows if r["side"] == side]
+        close = c * (1.0 - slip) if side == 0 else c * (1.0 + slip)
+        assert got == [(FillKind.ENTRY, 0.001, entry.price), (FillKind.FLATTEN, 0.001, pytest.approx(close))]
+        assert not any("not bookable" in u for u in bridge.unexplained), bridge.unexplained
     finally:
         ctx.close()
