@@ -449,7 +449,9 @@ class Bridge:
         (``_partial_entries``; a cancel the exchange refused), before a flatten of that side: the flatten
         closed that quantity on the exchange, so the engine must hold it as lots first. Each stays in
         ``_partial_entries`` until its rest is cancelled (then nothing is left to book); a fill of the
-        rest after this is exposure the engine cannot book (flagged unexplained, guarded)."""
+        rest after this is exposure the engine cannot book (flagged unexplained, guarded). A part the
+        engine refuses is flagged unexplained and its order journaled ``unbookable`` (as ``_maybe_book``
+        does) and leaves ``_partial_entries``: its rest is cancelled by the order diff."""
         assert self.journal is not None
         for client_id in sorted(self._partial_entries):
             cid = parse_client_id(client_id)
@@ -463,6 +465,9 @@ class Bridge:
             try:
                 self.s.book_fill(cid.side, cid.level, cid.kind, price, qty, liq, max(r[3] for r in rows))
             except GridctlError as err:
+                self._note("fill-not-booked", f"{client_id}: {err}")
+                self.journal.order_status(client_id, "unbookable", self.now_ms())
+                self._partial_entries.discard(client_id)  # its rest goes with the order diff
                 self._flag_unexplained(f"fill of {client_id} ({qty} @ {price}) not bookable: {err}")
                 continue
             self._note(

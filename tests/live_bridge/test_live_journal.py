@@ -584,3 +584,37 @@ def test_a_drawdown_halt_while_a_partly_filled_entry_waits_for_its_cancel_closes
         assert not any("not bookable" in u for u in bridge.unexplained), bridge.unexplained
     finally:
         ctx.close()
+
+
+def test_a_waiting_entry_the_engine_refuses_before_a_flatten_is_journaled_unbookable(
+    emu, tmp_path: Path
+) -> None:
+    """As above, the entry's rest's cancel refused and the operator's flatten closing its side, but the
+    engine refuses the waiting part's booking (made to raise for the test). The part is marked booked
+    (never tried again), flagged unexplained, and its order journaled ``unbookable``, as an unbookable
+    fill is elsewhere; the later cancel of its rest does not turn it back into ``canceled``."""
+    from gridctl.configs.errors import GridctlError
+
+    journal = tmp_path / "j.sqlite"
+    acct = emu.state.account
+    ctx, entry = _half_filled_entry(emu, journal)
+    bridge, entry_cid = ctx.bridge, _cid_of_trade(acct, entry)
+
+    def refused(*args) -> None:
+        raise GridctlError("refused for the test")
+
+    try:
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(bridge.gw, "cancel", _unreachable_cancel)
+            bridge.protect_fills()  # the part fill read, its rest's cancel refused: no lot yet
+            m.setattr(bridge.s, "book_fill", refused)
+            bridge.flatten()  # the side closed at market; the waiting part's booking refused
+        assert ctx.journal.order(entry_cid)["status"] == "unbookable"
+        assert any(entry_cid in u and "refused for the test" in u for u in bridge.unexplained)
+        assert ctx.journal.unbooked_fills(entry_cid) == []
+        bridge.sync_fills()  # the next poll
+        bridge.sync_orders()  # the rest, wanted by no one, cancelled
+        assert entry_cid not in {o.client_id for o in acct.open_orders(SYMBOL_ID)}
+        assert ctx.journal.order(entry_cid)["status"] == "unbookable"
+    finally:
+        ctx.close()
