@@ -920,8 +920,9 @@ class Bridge:
             self._error("fills", err)
             return 0
         killpoint.hit("fills")
-        fills = sorted(fills, key=lambda f: f.ts_ms)  # booked in the order they happened
         gone = self._gone_partial_entries(fills)
+        # booked in the order they happened; a gone entry's own fill before another trade of its ms
+        fills = sorted(fills, key=lambda f: (f.ts_ms, f.client_id not in gone))
         booked = 0
         for f in fills:
             self.fills_cursor = max(self.fills_cursor or 0, f.ts_ms)
