@@ -42,6 +42,7 @@ from gridctl.engine.params import (
     P_ORDER_PRICE_TOL_BPS,
     P_ORDER_QTY_TOL_PCT,
     P_SL_STEPS,
+    P_SLIPPAGE_BPS,
 )
 from gridctl.engine.state import (
     S_CB_ACTIVE,
@@ -427,12 +428,30 @@ class Bridge:
             self.journal.order_status(cid, "booked", self.now_ms())
         self._note("fill", f"flatten {_POS[side]} {round(qty, 12)} @ {price} in {len(set(cids))} order(s)")
 
+    def _close_waiting_entries_at_halt(self) -> None:
+        """A drawdown halt closes the exchange's whole sides, the filled part of an entry still waiting for
+        its rest's cancel included: that part is booked as its lot (``_book_waiting_entries``) and closed
+        as the halt closed the engine's lots (at the close, less the slippage, as taker), so the halted
+        engine holds none of it, as the exchange will not."""
+        if self.journal is None:
+            return
+        c, slip = self.s.last_close, float(self.s.vec[P_SLIPPAGE_BPS]) * 1e-4
+        ts = self.s.last_ts or self.now_ms()
+        for side in range(2):
+            if self._pending_entries_qty(side) <= 0.0:
+                continue
+            self._book_waiting_entries(side)
+            self.s.book_flatten(side, c * (1.0 - slip) if side == 0 else c * (1.0 + slip), ts)
+            self._note("halt", f"{_POS[side]}: filled part of entries awaiting their cancel closed too")
+
     def _book_waiting_entries(self, side: int) -> None:
         """Book what filled of ``side``'s partly filled entries still waiting for their rest's cancel
         (``_partial_entries``; a cancel the exchange refused), before a flatten of that side: the flatten
         closed that quantity on the exchange, so the engine must hold it as lots first. Each stays in
         ``_partial_entries`` until its rest is cancelled (then nothing is left to book); a fill of the
-        rest after this is exposure the engine cannot book (flagged unexplained, guarded)."""
+        rest after this is exposure the engine cannot book (flagged unexplained, guarded). A part the
+        engine refuses is flagged unexplained and its order journaled ``unbookable`` (as ``_maybe_book``
+        does) and leaves ``_partial_entries``: its rest is cancelled by the order diff."""
         assert self.journal is not None
         for client_id in sorted(self._partial_entries):
             cid = parse_client_id(client_id)
@@ -446,6 +465,9 @@ class Bridge:
             try:
                 self.s.book_fill(cid.side, cid.level, cid.kind, price, qty, liq, max(r[3] for r in rows))
             except GridctlError as err:
+                self._note("fill-not-booked", f"{client_id}: {err}")
+                self.journal.order_status(client_id, "unbookable", self.now_ms())
+                self._partial_entries.discard(client_id)  # its rest goes with the order diff
                 self._flag_unexplained(f"fill of {client_id} ({qty} @ {price}) not bookable: {err}")
                 continue
             self._note(
@@ -562,6 +584,7 @@ class Bridge:
         self.sync_orders(refresh=self._orders_unknown, defer_retries=True)
         if self.s.state[S_HALTED] != 0.0 and not halted_before:
             self._note("halt", "drawdown halt: closing both sides on the exchange")
+            self._close_waiting_entries_at_halt()
             self._send_flatten(booked=True)
         t4 = time.perf_counter()
         lat.phase("orders", (t4 - t3) * 1000.0)
@@ -897,11 +920,19 @@ class Bridge:
             self._error("fills", err)
             return 0
         killpoint.hit("fills")
+        gone = self._gone_partial_entries(fills)
+        # booked in the order they happened; a gone entry's own fill before another trade of its ms
+        fills = sorted(fills, key=lambda f: (f.ts_ms, f.client_id not in gone))
         booked = 0
-        for f in sorted(fills, key=lambda f: f.ts_ms):  # booked in the order they happened
+        for f in fills:
             self.fills_cursor = max(self.fills_cursor or 0, f.ts_ms)
             if self.journal is not None and self.journal.fill_known(f.trade_id):
                 continue
+            if f.client_id in gone:  # a gone entry's own fill: booked with its last one, below
+                assert self.journal is not None
+                self.journal.add_fill(f)
+                continue
+            booked += self._book_gone_entries(gone, f.ts_ms)
             cid = parse_client_id(f.client_id)
             if self.journal is not None:
                 self.journal.add_fill(f)  # ours or not: seen once, committed with the state it produced
@@ -913,6 +944,37 @@ class Bridge:
                 continue
             booked += self._maybe_book(f.client_id, cid)
             killpoint.hit("booked")
+        return booked + self._book_gone_entries(gone, None)
+
+    def _gone_partial_entries(self, fills: list[gw.Fill]) -> dict[str, int]:
+        """The partly filled entries of ``_partial_entries`` already gone from the exchange (journaled
+        ``canceled``: only a restart's ``reconcile`` leaves such an entry there), each with the time of
+        its last fill, journaled or among ``fills``: it can fill no more, so its lot is what filled then."""
+        if self.journal is None:
+            return {}
+        gone = {}
+        for client_id in self._partial_entries:
+            order = self.journal.order(client_id)
+            if order is None or order["status"] != "canceled":
+                continue
+            ts = [r[3] for r in self.journal.fills_for(client_id)]
+            ts += [f.ts_ms for f in fills if f.client_id == client_id]
+            gone[client_id] = max(ts, default=0)
+        return gone
+
+    def _book_gone_entries(self, gone: dict[str, int], until_ms: int | None) -> int:
+        """Book each entry of ``gone`` whose last fill is at or before ``until_ms`` (None: every one) as
+        its lot, and drop it from ``gone`` and ``_partial_entries``: a trade after it (its lot's TP or SL,
+        a flatten of its side) is booked after it, as it happened. Returns the bookings made."""
+        booked = 0
+        for client_id, last_ms in sorted(gone.items(), key=lambda kv: kv[1]):
+            if until_ms is not None and last_ms > until_ms:
+                continue
+            del gone[client_id]
+            self._partial_entries.discard(client_id)
+            parsed = parse_client_id(client_id)
+            if parsed is not None:
+                booked += self._maybe_book(client_id, parsed)
         return booked
 
     def _settle_partial_entries(self) -> int:

@@ -645,12 +645,15 @@ def reconcile(bridge: Bridge) -> str:
 
     First every journaled order still ``sending``/``open`` is settled against the exchange's open orders:
     resting (kept ``open``) or gone (``canceled``: it can fill no more); an entry with a journaled fill
-    not booked waits for its rest's cancel again. Then every trade since the
+    not booked joins the partly filled entries (``_settle_journaled_orders``). Then every trade since the
     checkpoint's fills cursor that the journal does not hold is booked, in the order it happened, exactly
     once (an entry and the stop that closed it are two bookings, not a net zero); a gone order's fills
-    are final, so a partly filled entry is booked at its fill, before its lot's exits. A gone order
-    whose fills were journaled before the crash but not booked is booked after the walk; one without
-    fills is ``gone`` (it rested) or ``never-arrived``.
+    are final, so a partly filled entry is booked at its fill, before its lot's exits. A gone entry
+    with a journaled fill not booked is booked in the walk too, at all its fills, before the first
+    trade after its last one (its lot's TP or SL, a flatten of its side) or at the walk's end; a resting
+    one waits for its rest's cancel (``sync_fills``). Any other gone order whose fills were journaled
+    before the crash but not booked is booked after the walk; one without fills is ``gone`` (it rested)
+    or ``never-arrived``.
     Finally the exchange's positions are compared with the engine's. What is left unexplained (a foreign
     or unbookable trade, a position the bookings do not account for) does not stop the start: entries
     are refused under the ``reconcile`` reason and the exposure is guarded once the run starts
@@ -692,9 +695,13 @@ def _settle_journaled_orders(bridge: Bridge, open_ids: set[Any]) -> list[Any]:
     Before the walk, every journaled order gone from the exchange is over (it can fill no more), so the
     walk books each at its fills as they come, in time order (a partly filled entry whose rest the last
     run cancelled is booked at its fill, before the exits of its lot). An entry with a journaled fill not
-    booked is one whose rest's cancel the last run had not got through: it waits for that cancel again,
-    as it did (the walk skips its known trades; its ``sync_fills`` settles it, and a flatten of its side
-    met on the way books it first: ``Bridge._book_waiting_entries``).
+    booked (the checkpoint came while its rest's cancel had not got through) joins
+    ``_partial_entries``. Gone (the last run's cancel went through after the checkpoint, or the rest
+    filled or was cancelled while down), the walk skips its journaled trades and books it with all its
+    fills before the first trade after its last one, or at the walk's end
+    (``Bridge._book_gone_entries``): its lot's TP or SL filled while down is booked after it. Still
+    resting, it waits for its rest's cancel again, as it did (``Bridge._settle_partial_entries``; a
+    flatten of its side met on the way books it first: ``Bridge._book_waiting_entries``).
     """
     journal = bridge.journal
     assert journal is not None

@@ -16,8 +16,9 @@ import pytest
 
 from gridctl.configs.loader import load_strategy
 from gridctl.engine.enums import FillKind
+from gridctl.engine.params import P_MAX_DRAWDOWN_PCT, P_SLIPPAGE_BPS
 from gridctl.engine.records import C_FILLS
-from gridctl.engine.state import SL_LOT_ON, SL_LOT_QTY
+from gridctl.engine.state import S_HALTED, SL_LOT_ON, SL_LOT_QTY
 from gridctl.live_bridge import gateway as gw
 from gridctl.live_bridge.metrics import metrics_registry, render
 from gridctl.live_bridge.orders import parse_client_id
@@ -482,5 +483,138 @@ def test_a_flatten_while_a_partly_filled_entry_waits_for_its_cancel_closes_its_l
         rows = bridge.s.fills[: int(bridge.s.cnt[C_FILLS])]
         kinds = [int(r["kind"]) for r in rows if r["side"] == side][-2:]
         assert kinds == [FillKind.ENTRY, FillKind.FLATTEN]
+    finally:
+        ctx.close()
+
+
+def test_a_partly_filled_entry_booked_after_its_late_cancel_and_its_exit_filled_around_a_crash(
+    emu, tmp_path: Path
+) -> None:
+    """The entry fills only in part (0.001 of 0.002) and the cancel of its rest fails; the fills poll
+    checkpoints the part fill, unbooked. At the next poll the cancel goes through: the lot of 0.001 is
+    booked and its exits sent, then the run dies before the next checkpoint and the lot's exit fills
+    while it is down. The restart finds the entry gone with its journaled fill unbooked; the walk skips
+    that known trade and meets the exit first. It used to try the exit first ("the engine holds no
+    lot there": unbookable) and book the entry after it: a lot the exchange did not hold, UNEXPLAINED.
+    The entry is booked at its fill, before the exit that closes it: positions agree, both booked once."""
+    journal = tmp_path / "j.sqlite"
+    acct = emu.state.account
+    ctx, entry = _half_filled_entry(emu, journal)
+    bridge, run_id, entry_cid = ctx.bridge, ctx.bridge.o.run_id, _cid_of_trade(acct, entry)
+    side = 0 if entry.position_side == "LONG" else 1
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(bridge.gw, "cancel", _unreachable_cancel)
+        bridge.protect_fills()  # the part fill journaled and checkpointed, its rest still resting
+    assert bridge.s.slots[side, 0, SL_LOT_ON] == 0.0
+    assert bridge.sync_fills() == 1  # the rest cancelled now, the lot of 0.001 booked
+    assert entry_cid not in {o.client_id for o in acct.open_orders(SYMBOL_ID)}
+    bridge.sync_orders(refresh=False)  # the lot's exits sent
+    exits = {p.kind: o.qty for o in _ours(acct, run_id) if (p := parse_client_id(o.client_id)).side == side}
+    assert exits.get("tp") == 0.001 and exits.get("sl") == 0.001, exits
+    ctx.close()  # kill -9 before the checkpoint: the cancel, the booking and the exits are not journaled
+    for _ in range(300):  # the market moves on while the bridge is down, until the lot's exit fills
+        emu.state.advance_bar(SYMBOL_ID)
+        if abs(acct.position(SYMBOL_ID, entry.position_side)[0]) < 1e-12:
+            break
+    exit_trade = acct.trades[-1]
+    assert _cid_of_trade(acct, exit_trade).split("-")[1][-1] in "TS", "the lot's own TP or SL closed it"
+    assert math.isclose(exit_trade.qty, 0.001)
+    db = sqlite3.connect(journal)
+    try:  # the engine's fills the checkpoint holds: the restart books after them
+        n_fills = db.execute("SELECT COUNT(*) FROM ledger WHERE tbl='fills'").fetchone()[0]
+    finally:
+        db.close()
+
+    ready, ctx = _prepare(emu, journal, ONE_RUNG)
+    try:
+        ready.require()
+        detail = {item: d for item, ok, d in ready.rows}["reconcile with the exchange"]
+        assert "positions agree" in detail, detail
+        s = ctx.bridge.s
+        assert s.slots[side, 0, SL_LOT_ON] == 0.0  # the lot opened and closed again
+        assert s.position() == (0.0, 0.0)
+        rows = s.fills[n_fills : int(s.cnt[C_FILLS])]
+        got = [(float(r["qty"]), float(r["price"])) for r in rows if r["side"] == side]
+        assert got == [(0.001, entry.price), (0.001, exit_trade.price)]  # each once, in order
+        assert int(rows[0]["kind"]) == FillKind.ENTRY
+        booked = dict(ctx.journal.db.execute("SELECT trade_id, booked FROM xfills").fetchall())
+        assert booked[str(entry.trade_id)] == 1 and booked[str(exit_trade.trade_id)] == 1
+        assert ctx.bridge.entries_allowed and not ctx.bridge.unexplained
+    finally:
+        ctx.close()
+
+
+def test_a_drawdown_halt_while_a_partly_filled_entry_waits_for_its_cancel_closes_its_lot_too(
+    emu, tmp_path: Path
+) -> None:
+    """The entry fills only in part (0.001 of 0.002) and the cancel of its rest fails, so its lot waits
+    unbooked; then the next bar's close halts the engine (its drawdown limit lowered to 0 for the test)
+    and the bridge closes the exchange's whole side at market, the entry's 0.001 included. The halt
+    books the waiting part and closes it as it closed the engine's lots (at the close, less the
+    slippage, taker), so when the rest's cancel goes through later nothing is left to book. It used to
+    book the part as a new lot in the halted engine at that later poll: engine long, exchange flat."""
+    journal = tmp_path / "j.sqlite"
+    acct = emu.state.account
+    ctx, entry = _half_filled_entry(emu, journal)
+    bridge, entry_cid = ctx.bridge, _cid_of_trade(acct, entry)
+    side = 0 if entry.position_side == "LONG" else 1
+    try:
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(bridge.gw, "cancel", _unreachable_cancel)
+            bridge.protect_fills()  # the part fill read, its rest's cancel refused: no lot yet
+            assert bridge.s.position()[side] == 0.0
+            for bar in ctx.feed.poll():  # the bar of the part fill, closed as usual
+                bridge.on_bar(bar)
+            assert bridge.s.position()[side] == 0.0 and bridge.s.state[S_HALTED] == 0.0
+            bridge.s.vec[P_MAX_DRAWDOWN_PCT] = 0.0  # any drawdown, none included, halts at the close
+            rest = next(o for o in acct.orders.values() if o.client_id == entry_cid)
+            rest.price *= 0.5 if rest.side == "BUY" else 1.5  # the next bar does not reach the rest
+            n_fills = int(bridge.s.cnt[C_FILLS])
+            _bar(emu, ctx)  # the cancels refused again; the halt closes the exchange's side at market
+        assert bridge.s.state[S_HALTED] == 1.0
+        assert abs(acct.position(SYMBOL_ID, entry.position_side)[0]) < 1e-12
+        bridge.sync_fills()  # the next poll: the rest cancelled now
+        assert entry_cid not in {o.client_id for o in acct.open_orders(SYMBOL_ID)}
+        assert bridge.s.position() == (0.0, 0.0)
+        c, slip = bridge.s.last_close, bridge.s.vec[P_SLIPPAGE_BPS] * 1e-4
+        rows = bridge.s.fills[n_fills : int(bridge.s.cnt[C_FILLS])]
+        got = [(int(r["kind"]), float(r["qty"]), float(r["price"])) for r in rows if r["side"] == side]
+        close = c * (1.0 - slip) if side == 0 else c * (1.0 + slip)
+        assert got == [(FillKind.ENTRY, 0.001, entry.price), (FillKind.FLATTEN, 0.001, pytest.approx(close))]
+        assert not any("not bookable" in u for u in bridge.unexplained), bridge.unexplained
+    finally:
+        ctx.close()
+
+
+def test_a_waiting_entry_the_engine_refuses_before_a_flatten_is_journaled_unbookable(
+    emu, tmp_path: Path
+) -> None:
+    """As above, the entry's rest's cancel refused and the operator's flatten closing its side, but the
+    engine refuses the waiting part's booking (made to raise for the test). The part is marked booked
+    (never tried again), flagged unexplained, and its order journaled ``unbookable``, as an unbookable
+    fill is elsewhere; the later cancel of its rest does not turn it back into ``canceled``."""
+    from gridctl.configs.errors import GridctlError
+
+    journal = tmp_path / "j.sqlite"
+    acct = emu.state.account
+    ctx, entry = _half_filled_entry(emu, journal)
+    bridge, entry_cid = ctx.bridge, _cid_of_trade(acct, entry)
+
+    def refused(*args) -> None:
+        raise GridctlError("refused for the test")
+
+    try:
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(bridge.gw, "cancel", _unreachable_cancel)
+            bridge.protect_fills()  # the part fill read, its rest's cancel refused: no lot yet
+            m.setattr(bridge.s, "book_fill", refused)
+            bridge.flatten()  # the side closed at market; the waiting part's booking refused
+        assert ctx.journal.order(entry_cid)["status"] == "unbookable"
+        assert any(entry_cid in u and "refused for the test" in u for u in bridge.unexplained)
+        assert ctx.journal.unbooked_fills(entry_cid) == []
+        bridge.sync_fills()  # the next poll
+        bridge.sync_orders()  # the rest, wanted by no one, cancelled
+        assert entry_cid not in {o.client_id for o in acct.open_orders(SYMBOL_ID)}
+        assert ctx.journal.order(entry_cid)["status"] == "unbookable"
     finally:
         ctx.close()
