@@ -42,7 +42,6 @@ from gridctl.engine.params import (
     P_ORDER_PRICE_TOL_BPS,
     P_ORDER_QTY_TOL_PCT,
     P_SL_STEPS,
-    P_SLIPPAGE_BPS,
 )
 from gridctl.engine.state import (
     S_CB_ACTIVE,
@@ -119,6 +118,17 @@ FLATTEN_RETRY_S = 0.5
 PROTECTION_FAIL_LIMIT = 3
 #: Binance's answer to a stop that would trigger at once ("Order would immediately trigger.").
 IMMEDIATE_TRIGGER = -2021
+
+
+def fills_vwap(rows: list[Any]) -> tuple[float, float, int, int]:
+    """(qty, VWAP price, liquidity, last time) of journaled fill rows ``(price, qty, liquidity, ts)``:
+    taker if any part was; price and time 0 for no rows."""
+    qty = sum(r[1] for r in rows)
+    if qty <= 0.0:
+        return qty, 0.0, Liquidity.MAKER, 0
+    price = sum(r[0] * r[1] for r in rows) / qty
+    liq = Liquidity.TAKER if any(r[2] == "taker" for r in rows) else Liquidity.MAKER
+    return qty, price, liq, max(r[3] for r in rows)
 
 
 @dataclass
@@ -416,13 +426,11 @@ class Bridge:
         assert self.journal is not None
         cids = self.pending_flatten(side) + ([last] if last else [])
         rows = [r for cid in dict.fromkeys(cids) for r in self.journal.unbooked_fills(cid)]
-        qty = sum(r[1] for r in rows)
+        qty, price, liq, ts = fills_vwap(rows)
         if qty <= 0.0:
             return
-        price = sum(r[0] * r[1] for r in rows) / qty
-        liq = Liquidity.TAKER if any(r[2] == "taker" for r in rows) else Liquidity.MAKER
         self._book_waiting_entries(side)  # filled before the flatten, which closed them on the exchange
-        self.s.book_flatten(side, price, max(r[3] for r in rows), liq)
+        self.s.book_flatten(side, price, ts, liq)
         for cid in dict.fromkeys(cids):
             self.journal.mark_booked(cid)
             self.journal.order_status(cid, "booked", self.now_ms())
@@ -435,13 +443,12 @@ class Bridge:
         engine holds none of it, as the exchange will not."""
         if self.journal is None:
             return
-        c, slip = self.s.last_close, float(self.s.vec[P_SLIPPAGE_BPS]) * 1e-4
         ts = self.s.last_ts or self.now_ms()
         for side in range(2):
             if self._pending_entries_qty(side) <= 0.0:
                 continue
             self._book_waiting_entries(side)
-            self.s.book_flatten(side, c * (1.0 - slip) if side == 0 else c * (1.0 + slip), ts)
+            self.s.book_flatten(side, self.s.taker_close_price(side), ts)
             self._note("halt", f"{_POS[side]}: filled part of entries awaiting their cancel closed too")
 
     def _book_waiting_entries(self, side: int) -> None:
@@ -455,15 +462,12 @@ class Bridge:
         assert self.journal is not None
         for client_id in sorted(self._partial_entries):
             cid = parse_client_id(client_id)
-            rows = self.journal.unbooked_fills(client_id)
-            qty = sum(r[1] for r in rows)
+            qty, price, liq, ts = fills_vwap(self.journal.unbooked_fills(client_id))
             if cid is None or cid.side != side or qty <= 0.0:
                 continue
-            price = sum(r[0] * r[1] for r in rows) / qty
-            liq = Liquidity.TAKER if any(r[2] == "taker" for r in rows) else Liquidity.MAKER
             self.journal.mark_booked(client_id)
             try:
-                self.s.book_fill(cid.side, cid.level, cid.kind, price, qty, liq, max(r[3] for r in rows))
+                self.s.book_fill(cid.side, cid.level, cid.kind, price, qty, liq, ts)
             except GridctlError as err:
                 self._note("fill-not-booked", f"{client_id}: {err}")
                 self.journal.order_status(client_id, "unbookable", self.now_ms())
@@ -1015,14 +1019,11 @@ class Bridge:
         rows = self.journal.fills_for(client_id)
         new = self.journal.unbooked_fills(client_id)
         total = sum(r[1] for r in rows)
-        qty = sum(r[1] for r in new)
+        qty, price, liq, ts = fills_vwap(new)
         if qty <= 0.0:
             return 0
         filled = total >= order["qty"] * (1.0 - 1e-9)
         done = filled or order["status"] in ("canceled", "booked")
-        price = sum(r[0] * r[1] for r in new) / qty
-        liq = Liquidity.TAKER if any(r[2] == "taker" for r in new) else Liquidity.MAKER
-        ts = max(r[3] for r in new)
         if cid.kind == "guard":
             # the guard of exposure the engine never held: its fill closes that, not an engine lot
             if not done:

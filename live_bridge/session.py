@@ -478,13 +478,17 @@ class EngineSession:
         refresh_triggers_nb(self.ks.state, self.ks.slots)
         return self._rows(before)
 
+    def taker_close_price(self, side: int) -> float:
+        """The price a market close of ``side`` books at the last close: less (long) or plus (short) the
+        slippage, as the engine's drawdown halt closes (``engine.risk.drawdown_halt_nb``)."""
+        slip = float(self.vec[P_SLIPPAGE_BPS]) * 1e-4
+        return self.last_close * (1.0 - slip if side == Side.LONG else 1.0 + slip)
+
     def paper_flatten(self, ts: int) -> BarRows:
         """Operator flatten in paper mode: entries cancelled, both sides closed at the last close as taker."""
         self.block_entries()
-        c = self.last_close
-        slip = self.vec[P_SLIPPAGE_BPS] * 1e-4
-        rows = self.book_flatten(Side.LONG, c * (1.0 - slip), ts)
-        rows2 = self.book_flatten(Side.SHORT, c * (1.0 + slip), ts)
+        rows = self.book_flatten(Side.LONG, self.taker_close_price(Side.LONG), ts)
+        rows2 = self.book_flatten(Side.SHORT, self.taker_close_price(Side.SHORT), ts)
         return BarRows((rows.fills[0], rows2.fills[1]), rows.funding, rows.events)
 
     def record_error(self, now_ms: float, ts: int) -> bool:
