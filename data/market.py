@@ -314,7 +314,7 @@ def load_market(
     paths = candle_partitions(data_dir, exchange, symbol, timeframe, start_ms, end_ms)
     candles = _read_checked_candles(paths, bar_ms, "trade", start_ms, end_ms)
     if candles.ts.size == 0:
-        raise _no_candles(data_dir, exchange, symbol, timeframe, start_ms is None and end_ms is None)
+        raise _no_candles(data_dir, exchange, symbol, timeframe, start_ms, end_ms)
     ts = candles.ts
     report.add_gaps(gap_stats(ts, bar_ms), timeframe, series)
     _clip_warnings(ts, bar_ms, start_ms, end_ms, series, report)
@@ -337,39 +337,121 @@ def load_market(
     )
 
 
+_GET_DATA = "get them with `gridctl data download`, `gridctl data import` or `gridctl data sample`"
+
+
 def _no_candles(
-    data_dir: str | os.PathLike[str], exchange: str, symbol: str, timeframe: str, whole: bool
+    data_dir: str | os.PathLike[str],
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    start_ms: int | None,
+    end_ms: int | None,
 ) -> GridctlError:
-    """The error for a series with no bars (``whole``: no range was asked): what is stored for the
-    symbol, and the command that would help (resample from a finer stored timeframe, else get data)."""
+    """The error for a series with no bars in ``[start_ms, end_ms)`` (None: open): what is stored, where
+    the window lies against it, and the command that would help (resample a finer stored timeframe
+    that would build a bar there, else get data)."""
     bar_ms = timeframe_ms(timeframe)
+    whole = start_ms is None and end_ms is None
     stored = _stored_timeframes(data_dir, exchange, symbol, mark=False)
-    window = "" if whole else " in the requested range"
     have = f"stored timeframes: {', '.join(stored)}" if stored else "nothing stored for this symbol"
     finer = [tf for tf in stored if timeframe_ms(tf) < bar_ms and bar_ms % timeframe_ms(tf) == 0]
-    paths = candle_partitions(data_dir, exchange, symbol, timeframe)
-    if not whole and paths:
-        # The timeframe is stored, only not in this window: say where it is (resampling would not help).
-        first = read_partition(paths[0], ("ts",))["ts"].min()
-        last = read_partition(paths[-1], ("ts",))["ts"].max()
-        if first is not None and last is not None:
-            return GridctlError(
-                f"no {timeframe} candles for {symbol} on {exchange}{window} in {data_dir}: its stored "
-                f"{timeframe} candles run {fmt_ts(first)} .. {fmt_ts(last)}; choose a window inside them "
-                "(--start/--end, or a profile's data.start/end), or get the missing bars with "
-                "`gridctl data download` or `gridctl data import`"
-            )
+    if not whole:  # resampling helps only if it would build a bar inside the window
+        finer = [tf for tf in finer if _fills_a_bar(data_dir, exchange, symbol, tf, bar_ms, start_ms, end_ms)]
+    in_range = "" if whole else " in the requested range"
+    head = f"no {timeframe} candles for {symbol} on {exchange}{in_range} in {data_dir}"
+    how = ""
     if finer:
         source = finer[-1]  # the coarsest stored timeframe that divides the wanted one
         how = (
             f"build them from the stored {source} bars with `gridctl data resample --exchange "
             f"{exchange} --symbol {symbol} --from {source} --to {timeframe} --data-dir {data_dir}`"
         )
-    else:
-        how = "get them with `gridctl data download`, `gridctl data import` or `gridctl data sample`"
-    return GridctlError(
-        f"no {timeframe} candles for {symbol} on {exchange}{window} in {data_dir} ({have}); {how}"
-    )
+    paths = candle_partitions(data_dir, exchange, symbol, timeframe)
+    if not whole and paths:
+        # The timeframe is stored, only not in this window: say where the window lies against it.
+        before = _bar_before(paths, start_ms)
+        after = _bar_from(paths, end_ms)
+        flags = "(--start/--end, or a profile's data.start/end)"
+        if before is not None and after is not None and after - before > bar_ms:
+            where = (
+                f"the window falls in a gap of the stored {timeframe} candles (the last bar before it opens "
+                f"{fmt_ts(before)}, the next one {fmt_ts(after)})"
+            )
+            how = how or (
+                "get the missing bars with `gridctl data download` or `gridctl data import`, or choose a "
+                f"window with stored bars {flags}"
+            )
+        elif before is not None and after is not None:
+            where = (
+                f"no {timeframe} bar opens inside the window (stored bars open at {fmt_ts(before)} and "
+                f"next at {fmt_ts(after)})"
+            )
+            how = how or f"widen the window to hold a bar's open {flags}"
+        else:
+            first = read_partition(paths[0], ("ts",))["ts"].min()
+            last = read_partition(paths[-1], ("ts",))["ts"].max()
+            if first is None or last is None:  # an empty (damaged) partition: say only what is stored
+                return GridctlError(f"{head} ({have}); {how or _GET_DATA}")
+            where = f"its stored {timeframe} candles run {fmt_ts(first)} .. {fmt_ts(last)}"
+            how = how or (
+                f"choose a window inside them {flags}, or get the missing bars with "
+                "`gridctl data download` or `gridctl data import`"
+            )
+        return GridctlError(f"{head}: {where}; {how}")
+    return GridctlError(f"{head} ({have}); {how or _GET_DATA}")
+
+
+def _bar_before(paths: list[Path], start_ms: int | None) -> int | None:
+    """Open time of the last stored bar before ``start_ms`` in ``paths`` (oldest first), None if none."""
+    if start_ms is None:
+        return None
+    for path in reversed(paths):
+        if month_bounds(path)[0] < start_ms:
+            ts = read_partition(path, ("ts",))["ts"].to_numpy()
+            ts = ts[ts < start_ms]
+            if ts.size:
+                return int(ts.max())
+    return None
+
+
+def _bar_from(paths: list[Path], end_ms: int | None) -> int | None:
+    """Open time of the first stored bar at or after ``end_ms`` in ``paths`` (oldest first), None if none."""
+    if end_ms is None:
+        return None
+    for path in paths:
+        if month_bounds(path)[1] > end_ms:
+            ts = read_partition(path, ("ts",))["ts"].to_numpy()
+            ts = ts[ts >= end_ms]
+            if ts.size:
+                return int(ts.min())
+    return None
+
+
+def _fills_a_bar(
+    data_dir: str | os.PathLike[str],
+    exchange: str,
+    symbol: str,
+    source: str,
+    bar_ms: int,
+    start_ms: int | None,
+    end_ms: int | None,
+) -> bool:
+    """Whether the stored ``source`` bars fill every slot of some ``bar_ms`` bar opening in
+    ``[start_ms, end_ms)``: the bar `gridctl data resample` would build there (it skips partial ones)."""
+    lo = None if start_ms is None else -(-start_ms // bar_ms) * bar_ms
+    hi = None if end_ms is None else -(-end_ms // bar_ms) * bar_ms
+    per_bar = bar_ms // timeframe_ms(source)
+    # Every timeframe divides a day, so no bar straddles two monthly partitions.
+    for path in candle_partitions(data_dir, exchange, symbol, source, lo, hi):
+        ts = np.unique(read_partition(path, ("ts",))["ts"].to_numpy())
+        if lo is not None:
+            ts = ts[ts >= lo]
+        if hi is not None:
+            ts = ts[ts < hi]
+        if ts.size and (np.unique(ts // bar_ms, return_counts=True)[1] == per_bar).any():
+            return True
+    return False
 
 
 def _load_funding(

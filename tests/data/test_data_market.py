@@ -139,10 +139,62 @@ def test_a_window_outside_a_stored_timeframe_names_its_stored_range(store: Path)
     write_candles(store, EX, SYM, "1m", pl.DataFrame({**minutes, "close": ones, "volume": ones}))
     with pytest.raises(GridctlError) as err:
         load_market(store, EX, SYM, "1h", start="2025-01-01")
-    msg = str(err.value)
-    assert "its stored 1h candles run 2024-01-01 00:00:00 UTC .. 2024-01-03 23:00:00 UTC" in msg
-    assert "choose a window inside them (--start/--end, or a profile's data.start/end)" in msg
-    assert "resample" not in msg
+    assert str(err.value) == (
+        f"no 1h candles for {SYM} on {EX} in the requested range in {store}: its stored 1h candles run "
+        "2024-01-01 00:00:00 UTC .. 2024-01-03 23:00:00 UTC; choose a window inside them (--start/--end, "
+        "or a profile's data.start/end), or get the missing bars with `gridctl data download` or "
+        "`gridctl data import`"
+    )
+
+
+def minute_bars(start: int, n: int) -> pl.DataFrame:
+    """n flat 1m bars from ``start``."""
+    ones = [1.0] * n
+    ts = [start + i * 60_000 for i in range(n)]
+    return pl.DataFrame({"ts": ts, "open": ones, "high": ones, "low": ones, "close": ones, "volume": ones})
+
+
+def test_a_window_inside_a_gap_names_the_gap_not_the_whole_range(tmp_path: Path) -> None:
+    # Hours 0..71 from 2024-01-01 without day two (24..47): the last bar before the window opens
+    # 2024-01-01 23:00, the next 2024-01-03 00:00. "Choose a window inside them" would name a range
+    # (01-01 .. 01-03 23:00) that contains this very window.
+    write_candles(tmp_path, EX, SYM, "1h", hour_bars(JAN1, 72, skip=tuple(range(24, 48))))
+    with pytest.raises(GridctlError) as err:
+        load_market(tmp_path, EX, SYM, "1h", start="2024-01-02T06:00", end="2024-01-02T12:00")
+    assert str(err.value) == (
+        f"no 1h candles for {SYM} on {EX} in the requested range in {tmp_path}: the window falls in a gap "
+        "of the stored 1h candles (the last bar before it opens 2024-01-01 23:00:00 UTC, the next one "
+        "2024-01-03 00:00:00 UTC); get the missing bars with `gridctl data download` or `gridctl data "
+        "import`, or choose a window with stored bars (--start/--end, or a profile's data.start/end)"
+    )
+    # A window between two adjacent bars' opens is no gap: it only holds no bar's open.
+    with pytest.raises(GridctlError) as err:
+        load_market(tmp_path, EX, SYM, "1h", start="2024-01-01T10:15", end="2024-01-01T10:45")
+    assert (
+        ": no 1h bar opens inside the window (stored bars open at 2024-01-01 10:00:00 UTC and next at "
+        "2024-01-01 11:00:00 UTC); widen the window" in str(err.value)
+    )
+
+
+def test_a_window_only_finer_bars_cover_names_data_resample(store: Path) -> None:
+    # 1h is stored for 2024-01-01 .. 01-03; 1m holds two whole hours on 01-05 (120 bars from 00:00)
+    # and 59 minutes of an hour on 01-07: resampling builds 1h bars for the first window only.
+    write_candles(store, EX, SYM, "1m", minute_bars(JAN1 + 96 * HOUR, 120))
+    write_candles(store, EX, SYM, "1m", minute_bars(JAN1 + 144 * HOUR, 59))
+    with pytest.raises(GridctlError) as err:
+        load_market(store, EX, SYM, "1h", start="2024-01-05", end="2024-01-06")
+    assert str(err.value) == (
+        f"no 1h candles for {SYM} on {EX} in the requested range in {store}: its stored 1h candles run "
+        "2024-01-01 00:00:00 UTC .. 2024-01-03 23:00:00 UTC; build them from the stored 1m bars with "
+        f"`gridctl data resample --exchange {EX} --symbol {SYM} --from 1m --to 1h --data-dir {store}`"
+    )
+    with pytest.raises(GridctlError) as err:
+        load_market(store, EX, SYM, "1h", start="2024-01-07", end="2024-01-08")
+    assert "choose a window inside them" in str(err.value) and "resample" not in str(err.value)
+    # Not stored at all: the 1m bars count only where they would build a 4h bar of the window.
+    with pytest.raises(GridctlError) as err:
+        load_market(store, EX, SYM, "4h", start="2024-01-05", end="2024-01-06")
+    assert "(stored timeframes: 1m, 1h); get them with `gridctl data download`" in str(err.value)
 
 
 def test_funding_starting_after_first_bar_is_warned(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -75,14 +76,58 @@ def _ours(acct, run_id: str, kind: str | None = None) -> list:
     ]
 
 
+def _exit_fills_while_down(emu, entry, qty: float):
+    """Bars while the bridge is down until ``entry``'s side is flat; the closing trade, checked to be the
+    lot's own TP or SL for ``qty``."""
+    acct = emu.state.account
+    for _ in range(300):  # the market moves on while the bridge is down, until the lot's exit fills
+        emu.state.advance_bar(SYMBOL_ID)
+        if abs(acct.position(SYMBOL_ID, entry.position_side)[0]) < 1e-12:
+            break
+    exit_trade = acct.trades[-1]
+    assert _cid_of_trade(acct, exit_trade).split("-")[1][-1] in "TS", "the lot's own TP or SL closed it"
+    assert math.isclose(exit_trade.qty, qty)
+    return exit_trade
+
+
+def _checkpointed_fills(journal: Path) -> int:
+    """How many engine fills the journal's last checkpoint holds (the restart books after them)."""
+    db = sqlite3.connect(journal)
+    try:
+        return db.execute("SELECT COUNT(*) FROM ledger WHERE tbl='fills'").fetchone()[0]
+    finally:
+        db.close()
+
+
+def _started(emu, journal: Path):
+    """A ONE_RUNG run journaled at ``journal``, its start checks passed: its context."""
+    ready, ctx = _prepare(emu, journal, ONE_RUNG)
+    ready.require()
+    return ctx
+
+
+@contextmanager
+def _restarted(emu, journal: Path):
+    """The ONE_RUNG run restarted on ``journal``; its checks pass with positions agreeing, and after
+    the body entries are allowed with nothing unexplained."""
+    ready, ctx = _prepare(emu, journal, ONE_RUNG)
+    try:
+        ready.require()
+        detail = {item: d for item, ok, d in ready.rows}["reconcile with the exchange"]
+        assert "positions agree" in detail, detail
+        yield ctx
+        assert ctx.bridge.entries_allowed and not ctx.bridge.unexplained
+    finally:
+        ctx.close()
+
+
 def test_entry_and_its_exit_filled_around_a_crash_are_both_booked(emu, tmp_path: Path) -> None:
     """An entry fill booked (its TP/SL sent) but not checkpointed, then its exit fills while the bridge
     is down: net positions match either way, so only the trade history shows what happened. The
     restart books both, in order: the engine's lot opens and closes, its ledger holds both fills."""
     journal = tmp_path / "j.sqlite"
     acct = emu.state.account
-    ready, ctx = _prepare(emu, journal, ONE_RUNG)
-    ready.require()
+    ctx = _started(emu, journal)
     bridge = ctx.bridge
     run_id = bridge.o.run_id
     entry = None
@@ -108,28 +153,15 @@ def test_entry_and_its_exit_filled_around_a_crash_are_both_booked(emu, tmp_path:
     }
     assert {"tp", "sl"} <= exits
     ctx.close()  # kill -9 before the checkpoint: the booking and the exits' statuses are not journaled
-    for _ in range(300):  # the market moves on while the bridge is down, until the lot's exit fills
-        emu.state.advance_bar(SYMBOL_ID)
-        if abs(acct.position(SYMBOL_ID, entry.position_side)[0]) < 1e-12:
-            break
-    exit_trade = acct.trades[-1]
-    assert _cid_of_trade(acct, exit_trade).split("-")[1][-1] in "TS", "the lot's own TP or SL closed it"
-    assert math.isclose(exit_trade.qty, entry.qty)
+    exit_trade = _exit_fills_while_down(emu, entry, entry.qty)
 
-    ready, ctx = _prepare(emu, journal, ONE_RUNG)
-    try:
-        ready.require()
-        detail = {item: d for item, ok, d in ready.rows}["reconcile with the exchange"]
-        assert "positions agree" in detail, detail
+    with _restarted(emu, journal) as ctx:
         s = ctx.bridge.s
         assert s.slots[side, 0, SL_LOT_ON] == 0.0  # the lot opened and closed again
         assert int(s.cnt[0]) >= fills_before + 2  # both fills in the engine's ledger
         booked = {r[0] for r in ctx.journal.db.execute("SELECT trade_id FROM xfills")}
         assert {str(entry.trade_id), str(exit_trade.trade_id)} <= booked
         assert len(booked) == len(acct.trades)
-        assert ctx.bridge.entries_allowed and not ctx.bridge.unexplained
-    finally:
-        ctx.close()
 
 
 def test_refused_restart_leaves_the_journal_untouched(emu, tmp_path: Path) -> None:
@@ -315,8 +347,7 @@ def test_a_partly_filled_entry_and_its_exit_filled_around_a_crash_are_both_booke
     its exit: positions agree, both fills booked."""
     journal = tmp_path / "j.sqlite"
     acct = emu.state.account
-    ready, ctx = _prepare(emu, journal, ONE_RUNG)
-    ready.require()
+    ctx = _started(emu, journal)
     bridge = ctx.bridge
     run_id = bridge.o.run_id
     entry, _ = _part_filled_entry(emu, ctx)
@@ -325,27 +356,14 @@ def test_a_partly_filled_entry_and_its_exit_filled_around_a_crash_are_both_booke
     exits = {p.kind: o.qty for o in _ours(acct, run_id) if (p := parse_client_id(o.client_id)).side == side}
     assert exits.get("tp") == 0.001 and exits.get("sl") == 0.001, exits
     ctx.close()  # kill -9 before the checkpoint: the cancel, the booking and the exits are not journaled
-    for _ in range(300):  # the market moves on while the bridge is down, until the lot's exit fills
-        emu.state.advance_bar(SYMBOL_ID)
-        if abs(acct.position(SYMBOL_ID, entry.position_side)[0]) < 1e-12:
-            break
-    exit_trade = acct.trades[-1]
-    assert _cid_of_trade(acct, exit_trade).split("-")[1][-1] in "TS", "the lot's own TP or SL closed it"
-    assert math.isclose(exit_trade.qty, 0.001)
+    exit_trade = _exit_fills_while_down(emu, entry, 0.001)
 
-    ready, ctx = _prepare(emu, journal, ONE_RUNG)
-    try:
-        ready.require()
-        detail = {item: d for item, ok, d in ready.rows}["reconcile with the exchange"]
-        assert "positions agree" in detail, detail
+    with _restarted(emu, journal) as ctx:
         s = ctx.bridge.s
         assert s.slots[side, 0, SL_LOT_ON] == 0.0  # the lot opened and closed again
         assert s.position() == (0.0, 0.0)
         booked = {r[0] for r in ctx.journal.db.execute("SELECT trade_id FROM xfills")}
         assert {str(entry.trade_id), str(exit_trade.trade_id)} <= booked
-        assert ctx.bridge.entries_allowed and not ctx.bridge.unexplained
-    finally:
-        ctx.close()
 
 
 def test_a_partly_filled_entry_then_a_flatten_around_a_crash_are_booked_in_order(emu, tmp_path: Path) -> None:
@@ -359,8 +377,7 @@ def test_a_partly_filled_entry_then_a_flatten_around_a_crash_are_booked_in_order
     (0.001 at the market order's price) closes it; positions agree."""
     journal = tmp_path / "j.sqlite"
     acct = emu.state.account
-    ready, ctx = _prepare(emu, journal, ONE_RUNG)
-    ready.require()
+    ctx = _started(emu, journal)
     bridge = ctx.bridge
     entry, _ = _part_filled_entry(emu, ctx)
     side = 0 if entry.position_side == "LONG" else 1
@@ -370,25 +387,14 @@ def test_a_partly_filled_entry_then_a_flatten_around_a_crash_are_booked_in_order
     assert [(t.position_side, t.qty) for t in flat] == [(entry.position_side, 0.001)]
     assert abs(acct.position(SYMBOL_ID, entry.position_side)[0]) < 1e-12
     ctx.close()  # kill -9 before the checkpoint: the cancel, both bookings and the statuses are lost
-    db = sqlite3.connect(journal)
-    try:  # the engine's fills the checkpoint holds: the restart books after them
-        n_fills = db.execute("SELECT COUNT(*) FROM ledger WHERE tbl='fills'").fetchone()[0]
-    finally:
-        db.close()
+    n_fills = _checkpointed_fills(journal)
 
-    ready, ctx = _prepare(emu, journal, ONE_RUNG)
-    try:
-        ready.require()
-        detail = {item: d for item, ok, d in ready.rows}["reconcile with the exchange"]
-        assert "positions agree" in detail, detail
+    with _restarted(emu, journal) as ctx:
         s = ctx.bridge.s
         assert s.position() == (0.0, 0.0)
         rows = s.fills[n_fills : int(s.cnt[C_FILLS])]
         got = [(int(r["kind"]), float(r["qty"]), float(r["price"])) for r in rows if r["side"] == side]
         assert got == [(FillKind.ENTRY, 0.001, entry.price), (FillKind.FLATTEN, 0.001, flat[0].price)]
-        assert ctx.bridge.entries_allowed and not ctx.bridge.unexplained
-    finally:
-        ctx.close()
 
 
 def _half_filled_entry(emu, journal):
@@ -396,8 +402,7 @@ def _half_filled_entry(emu, journal):
     that fills half of it (0.001 of 0.002). Returns the run's context and the exchange's trade of that
     half."""
     acct = emu.state.account
-    ready, ctx = _prepare(emu, journal, ONE_RUNG)
-    ready.require()
+    ctx = _started(emu, journal)
     run_id = ctx.bridge.o.run_id
     for _ in range(200):
         _bar(emu, ctx)
@@ -444,17 +449,10 @@ def test_a_partly_filled_entry_whose_cancel_failed_before_a_crash_is_settled_at_
         db.close()
     ctx.close()  # kill -9
 
-    ready, ctx = _prepare(emu, journal, ONE_RUNG)
-    try:
-        ready.require()
-        detail = {item: d for item, ok, d in ready.rows}["reconcile with the exchange"]
-        assert "positions agree" in detail, detail
+    with _restarted(emu, journal) as ctx:
         assert entry_cid not in {o.client_id for o in acct.open_orders(SYMBOL_ID)}  # its rest cancelled
         s = ctx.bridge.s
         assert s.slots[side, 0, SL_LOT_ON] == 1.0 and s.slots[side, 0, SL_LOT_QTY] == 0.001
-        assert ctx.bridge.entries_allowed and not ctx.bridge.unexplained
-    finally:
-        ctx.close()
 
 
 def test_a_flatten_while_a_partly_filled_entry_waits_for_its_cancel_closes_its_lot_too(
@@ -512,24 +510,10 @@ def test_a_partly_filled_entry_booked_after_its_late_cancel_and_its_exit_filled_
     exits = {p.kind: o.qty for o in _ours(acct, run_id) if (p := parse_client_id(o.client_id)).side == side}
     assert exits.get("tp") == 0.001 and exits.get("sl") == 0.001, exits
     ctx.close()  # kill -9 before the checkpoint: the cancel, the booking and the exits are not journaled
-    for _ in range(300):  # the market moves on while the bridge is down, until the lot's exit fills
-        emu.state.advance_bar(SYMBOL_ID)
-        if abs(acct.position(SYMBOL_ID, entry.position_side)[0]) < 1e-12:
-            break
-    exit_trade = acct.trades[-1]
-    assert _cid_of_trade(acct, exit_trade).split("-")[1][-1] in "TS", "the lot's own TP or SL closed it"
-    assert math.isclose(exit_trade.qty, 0.001)
-    db = sqlite3.connect(journal)
-    try:  # the engine's fills the checkpoint holds: the restart books after them
-        n_fills = db.execute("SELECT COUNT(*) FROM ledger WHERE tbl='fills'").fetchone()[0]
-    finally:
-        db.close()
+    exit_trade = _exit_fills_while_down(emu, entry, 0.001)
+    n_fills = _checkpointed_fills(journal)
 
-    ready, ctx = _prepare(emu, journal, ONE_RUNG)
-    try:
-        ready.require()
-        detail = {item: d for item, ok, d in ready.rows}["reconcile with the exchange"]
-        assert "positions agree" in detail, detail
+    with _restarted(emu, journal) as ctx:
         s = ctx.bridge.s
         assert s.slots[side, 0, SL_LOT_ON] == 0.0  # the lot opened and closed again
         assert s.position() == (0.0, 0.0)
@@ -539,9 +523,6 @@ def test_a_partly_filled_entry_booked_after_its_late_cancel_and_its_exit_filled_
         assert int(rows[0]["kind"]) == FillKind.ENTRY
         booked = dict(ctx.journal.db.execute("SELECT trade_id, booked FROM xfills").fetchall())
         assert booked[str(entry.trade_id)] == 1 and booked[str(exit_trade.trade_id)] == 1
-        assert ctx.bridge.entries_allowed and not ctx.bridge.unexplained
-    finally:
-        ctx.close()
 
 
 def test_a_drawdown_halt_while_a_partly_filled_entry_waits_for_its_cancel_closes_its_lot_too(

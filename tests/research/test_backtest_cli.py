@@ -243,6 +243,30 @@ def test_a_missing_timeframe_names_data_resample_when_finer_bars_are_stored(data
     assert expected in result.stderr, result.stderr
 
 
+def test_a_window_in_a_gap_of_the_15m_bars_says_so_and_names_data_resample(
+    data_15m: Path, tmp_path: Path
+) -> None:
+    """15m bars stored for all but 2024-01-04 and 01-05, 1m for every day: a window on 01-04 lies in a
+    gap of the 15m bars (not "choose a window inside them"), and the 1m bars can build it."""
+    path = tmp_path / "data"
+    shutil.copytree(data_15m, path)
+    fifteen = path / SAMPLE_EXCHANGE / "BTC_USDT_USDT" / "15m" / "2024-01.parquet"
+    bars = pl.read_parquet(fifteen)
+    day4, day6 = 1_704_326_400_000, 1_704_499_200_000  # 2024-01-04 and 2024-01-06 00:00 UTC
+    bars.filter((pl.col("ts") < day4) | (pl.col("ts") >= day6)).write_parquet(fifteen)
+    result = invoke(
+        "--data-dir", str(path), "--timeframe", "15m", "--start", "2024-01-04", "--end", "2024-01-05"
+    )
+    assert result.exit_code == 2, result.output
+    error = result.stderr[result.stderr.index("error: ") :]
+    assert error == (
+        f"error: no 15m candles for BTC/USDT:USDT on sample in the requested range in {path}: the window "
+        "falls in a gap of the stored 15m candles (the last bar before it opens 2024-01-03 23:45:00 UTC, "
+        "the next one 2024-01-06 00:00:00 UTC); build them from the stored 1m bars with `gridctl data "
+        f"resample --exchange sample --symbol BTC/USDT:USDT --from 1m --to 15m --data-dir {path}`\n"
+    )
+
+
 def test_piped_result_tables_keep_each_row_on_one_line(data_dir: Path, tmp_path: Path) -> None:
     """rich assumed 80 columns when piped and wrapped or cut cells; the strategy row holds a long path."""
     deep = tmp_path / ("a-rather-long-folder-name-" * 4) / "strategy.yaml"
