@@ -1261,7 +1261,7 @@ def path_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(
             (
                 "Same-bar round trips",
-                f"{stats['same_bar_round_trips']:,}, realized "
+                f"{stats['same_bar_round_trips']:,}, PnL after fees "
                 + _fmt(stats["same_bar_round_trip_pnl"], " USDT"),
             )
         )

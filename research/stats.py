@@ -10,8 +10,8 @@ Conventions:
 - Sharpe = mean(daily return) / stdev(daily return, ddof=1) * sqrt(365); Sortino uses the downside
   deviation sqrt(sum(min(r, 0)^2) / n) instead of the stdev; both are None with fewer than 2 days or
   a zero denominator. CAGR compounds over the bars run (first bar open to last bar close; a
-  liquidation ends the run) in 365-day years; Calmar = CAGR / daily max drawdown (None when that
-  drawdown is 0).
+  liquidation ends the run) in 365-day years; Calmar = CAGR / max bar-close drawdown (None when
+  that drawdown is 0).
 - Drawdowns, each from the running peak of the series it names (the peak starts at the initial
   balance): ``max_drawdown_daily_close_pct`` on UTC-day closing equity, ``max_drawdown_bar_close_pct``
   on every bar's closing equity, ``max_drawdown_intrabar_pct`` on each bar's worst point - equity at
@@ -32,7 +32,16 @@ import numpy as np
 
 from gridctl.configs.schema import StrategyConfig, VenueConfig
 from gridctl.data.market import Market
-from gridctl.engine.enums import EventKind, FillKind, Liquidity, MarkSource, Reason, RiskState, enum_name
+from gridctl.engine.enums import (
+    EventKind,
+    FillKind,
+    Liquidity,
+    MarkSource,
+    Reason,
+    RiskState,
+    Side,
+    enum_name,
+)
 
 DAY_MS = 86_400_000
 DAYS_PER_YEAR = 365.0
@@ -347,22 +356,27 @@ def _assumptions(
 
 
 def same_bar_round_trips(fills: np.ndarray) -> tuple[int, float]:
-    """(count, realized PnL) of lots whose entry fill and TP/SL fill carry the same bar ts.
+    """(count, PnL after fees) of lots whose entry fill and TP/SL fill carry the same bar ts.
 
     Those round trips opened and closed inside one bar, so the intrabar path rule decided them. A lot
     is a rung's (side, level) entry until its TP or SL; a flatten or liquidation ends a side's lots.
+    A lot's PnL is measured from its own entry price, after its entry and exit fees (as the profit
+    factor's lots and the report's round trips), not the exit fill's ``realized_pnl``: that is against
+    the side's average entry, which older lots still open move.
     """
-    open_at: dict[tuple[int, int], int] = {}
+    open_at: dict[tuple[int, int], tuple[int, float, float]] = {}
     count = 0
     pnl = 0.0
-    cols = (fills["ts"], fills["side"], fills["kind"], fills["level"], fills["realized_pnl"])
-    for ts, side, kind, level, realized in zip(*(c.tolist() for c in cols), strict=True):
+    cols = [fills[name].tolist() for name in ("ts", "side", "kind", "level", "price", "qty", "fee")]
+    for ts, side, kind, level, price, qty, fee in zip(*cols, strict=True):
         if kind == FillKind.ENTRY:
-            open_at[(side, level)] = ts
+            open_at[(side, level)] = (ts, price, fee)
         elif kind in (FillKind.TP, FillKind.SL):
-            if open_at.pop((side, level), None) == ts:
+            entry_ts, entry, entry_fee = open_at.pop((side, level), (None, 0.0, 0.0))
+            if entry_ts == ts:
                 count += 1
-                pnl += realized
+                gross = qty * (price - entry) if side == Side.LONG else qty * (entry - price)
+                pnl += gross - entry_fee - fee
         else:
             for key in [k for k in open_at if k[0] == side]:
                 del open_at[key]

@@ -253,8 +253,9 @@ def test_path_bracket_and_same_bar_round_trips_on_a_wide_bar() -> None:
     assert b["worst"]["total_return_pct"] == b["high_first"]["total_return_pct"]
     assert b["best"]["total_return_pct"] == b["low_first"]["total_return_pct"]
     # Both round trips of the high-first (= nearer-first) run opened and closed in bar 1.
+    # Their PnL is the lots' own, after both fees of each: 1.01 + 0.99 - fees_hi = 1.920004.
     n, pnl = same_bar_round_trips(out.fills)
-    assert n == 2 and pnl == pytest.approx(1.01 + 0.99, rel=1e-9)
+    assert n == 2 and pnl == pytest.approx(1.01 + 0.99 - fees_hi, rel=1e-9)
     # With 1m detail bars that leave no doubt, both rules agree.
     fine = _detail(coarse, {1: DOWN_FIRST})
     sd = strategy(backtest__detail_timeframe="1m")
@@ -263,20 +264,27 @@ def test_path_bracket_and_same_bar_round_trips_on_a_wide_bar() -> None:
 
 
 def test_same_bar_round_trips_match_lots_by_rung_and_ignore_later_exits() -> None:
+    """A same-bar lot's PnL is its own (entry to exit, after both fees), not the exit fill's realized PnL.
+
+    Long lot 1 opens at 100 and stays open, so the long side's average entry is 99 once lot 2 opens at
+    98: lot 2's TP at 99 in the same bar realizes 1 * (99 - 99) = 0 in the ledger, but the round trip
+    made 1 * (99 - 98) - 0.02 - 0.02 = +0.96. Short lot 2 (103 -> SL 105 in bar 4, fees 0 and 0.05)
+    made -2.05. Total 0.96 - 2.05 = -1.09 (the ledger's realized of those exits: 0 - 2 = -2).
+    """
     rows = [
         # ts, side, kind, level, price, qty, fee, liquidity, realized
-        (1, 0, FillKind.ENTRY, 1, 100.0, 1.0, 0.0, 0, 0.0),
-        (1, 1, FillKind.ENTRY, 1, 102.0, 1.0, 0.0, 0, 0.0),
-        (1, 0, FillKind.TP, 1, 101.0, 1.0, 0.0, 0, 1.0),  # same bar: counts
-        (2, 1, FillKind.SL, 1, 104.0, 1.0, 0.0, 1, -2.0),  # next bar: does not
-        (2, 0, FillKind.ENTRY, 2, 99.0, 1.0, 0.0, 0, 0.0),
-        (2, 0, FillKind.FLATTEN, 0, 98.0, 1.0, 0.0, 1, -1.0),  # ends the side's lots
-        (2, 0, FillKind.SL, 2, 97.0, 1.0, 0.0, 1, -5.0),  # no lot open any more
-        (3, 1, FillKind.ENTRY, 2, 103.0, 1.0, 0.0, 0, 0.0),
-        (3, 1, FillKind.SL, 2, 105.0, 1.0, 0.0, 1, -2.5),  # same bar: counts
+        (1, 0, FillKind.ENTRY, 1, 100.0, 1.0, 0.02, 0, 0.0),  # long lot 1: open until the flatten
+        (2, 0, FillKind.ENTRY, 2, 98.0, 1.0, 0.02, 0, 0.0),  # the long side's average entry is now 99
+        (2, 0, FillKind.TP, 2, 99.0, 1.0, 0.02, 0, 0.0),  # same bar: counts, +0.96
+        (2, 1, FillKind.ENTRY, 1, 102.0, 1.0, 0.0, 0, 0.0),
+        (3, 1, FillKind.SL, 1, 104.0, 1.0, 0.0, 1, -2.0),  # next bar: does not
+        (3, 0, FillKind.FLATTEN, 0, 97.0, 1.0, 0.0, 1, -2.0),  # ends the side's lots
+        (3, 0, FillKind.SL, 1, 96.0, 1.0, 0.0, 1, -3.0),  # no lot open any more
+        (4, 1, FillKind.ENTRY, 2, 103.0, 1.0, 0.0, 0, 0.0),
+        (4, 1, FillKind.SL, 2, 105.0, 1.0, 0.05, 1, -2.0),  # same bar: counts, -2.05
     ]
     fills = np.array(rows, dtype=FILL_DTYPE)
-    assert same_bar_round_trips(fills) == (2, pytest.approx(-1.5))
+    assert same_bar_round_trips(fills) == (2, pytest.approx(-1.09, abs=1e-12))
     assert same_bar_round_trips(np.zeros(0, FILL_DTYPE)) == (0, 0.0)
     assert math.isfinite(same_bar_round_trips(fills)[1])
 
