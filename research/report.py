@@ -1270,7 +1270,11 @@ def path_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
 
 def gate_status_rows(stats: dict[str, Any], gates: tuple[Gate, ...] = GATES) -> list[tuple[str, str]]:
     """One row per gate of the gate table: off (its switch named), how often it acted, or "on" for a gate
-    with no event of its own."""
+    with no event of its own.
+
+    A gate that ends the run (``ends_run``: drawdown halt, liquidation) acts once at most; a basket's
+    account records its one stop in every symbol's ledger, so its event rows (the ``event:`` row) count
+    the symbols, not the times it acted."""
     off = set(stats["assumptions"]["gates_disabled"])
     rows = []
     for g in gates:
@@ -1281,6 +1285,8 @@ def gate_status_rows(stats: dict[str, Any], gates: tuple[Gate, ...] = GATES) -> 
             rows.append((f"gate: {g.title}", "on"))
         else:
             n = sum(stats["events"].get(e.lower(), 0) for e in g.trips)
+            if g.ends_run:
+                n = min(n, 1)
             rows.append((f"gate: {g.title}", f"acted {n:,} times" if n != 1 else "acted once"))
     return rows
 

@@ -259,6 +259,38 @@ def test_each_symbol_brackets_its_pnl_within_the_account_run_under_each_rule() -
     )
 
 
+def test_the_accounts_one_drawdown_halt_acted_once_though_every_symbol_records_it() -> None:
+    """Hand-derived (tests/engine/test_basket_scenarios.py, the account's drawdown halt): initial 10000,
+    max drawdown 2 %; bar 1 fills BTC 1.0 @ 9900 and ETH 10 @ 990 (maker fees 1.98 + 1.98), bar 2
+    closes BTC 9800 / ETH 980: account equity 9996.04 - 100 - 100 = 9796.04, a 2.0396 % drawdown. The
+    account halts once, at bar 2: both symbols flatten (taker 4.9 each) and each ledger records one
+    DRAWDOWN_HALT. The gate row says the halt acted once; the event row counts the 2 ledger rows."""
+    from gridctl.engine.basket import run_basket
+    from gridctl.research.basket import basket_stats
+    from gridctl.research.report import gate_rows
+
+    dd = dict(risk_management__max_drawdown_pct=2.0, exit__sl_steps=50)
+    btc = make_market(
+        [*flat(10000, 1), (10000, 10000, 9890, 9900), (9900, 9900, 9800, 9800), *flat(9800, 1)], symbol=BTC
+    )
+    eth = make_market(
+        [*flat(1000, 1), (1000, 1000, 989, 990), (990, 990, 980, 980), (980, 1200, 900, 980)], symbol=ETH
+    )
+    markets = {BTC: btc, ETH: eth}
+    strategies = {
+        BTC: strategy(strategy__instrument_id="BTCUSDT-PERP.BINANCE", grid__base_qty=1.0, **dd),
+        ETH: strategy(strategy__instrument_id="ETHUSDT-PERP.BINANCE", grid__base_qty=10.0, **dd),
+    }
+    v = venue()
+    account = basket_stats(run_basket(markets, strategies, v), markets, strategies, v)["account"]
+    assert account["halted_at"] == "2024-01-01T02:00:00Z"
+    assert account["final_equity"] == pytest.approx(10_000 - 3.96 - 200 - 9.8, abs=1e-9)
+    rows = dict(gate_rows(account))
+    assert rows["gate: Drawdown halt"] == "acted once"
+    assert rows["event: drawdown_halt"] == "2"
+    assert rows["gate: Liquidation (the exchange's)"] == "acted 0 times"
+
+
 def test_the_summary_shows_the_account_and_a_row_per_symbol(data_dir: Path) -> None:
     result = invoke(data_dir, "--symbols", BTC, "--symbols", ETH)
     assert result.exit_code == 0, result.stderr
