@@ -373,7 +373,10 @@ def _no_candles(
         before = _bar_before(paths, start_ms)
         after = _bar_from(paths, end_ms)
         flags = "(--start/--end, or a profile's data.start/end)"
-        if before is not None and after is not None and after - before > bar_ms:
+        # A gap only if some bar opens inside the window (that bar is missing): otherwise no missing bar
+        # would fill the window, however far apart its stored neighbours are.
+        gap = start_ms is not None and end_ms is not None and -(-start_ms // bar_ms) * bar_ms < end_ms
+        if before is not None and after is not None and gap:
             where = (
                 f"the window falls in a gap of the stored {timeframe} candles (the last bar before it opens "
                 f"{fmt_ts(before)}, the next one {fmt_ts(after)})"

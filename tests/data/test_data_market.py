@@ -176,6 +176,25 @@ def test_a_window_inside_a_gap_names_the_gap_not_the_whole_range(tmp_path: Path)
     )
 
 
+def test_a_window_holding_no_bar_open_is_no_gap_though_its_neighbours_are_apart(tmp_path: Path) -> None:
+    # Hours 0..23 of 2024-01-01 without 11:00: the window 10:15 .. 10:45 lies between the stored 10:00 and
+    # 12:00 bars, yet no 1h bar (stored or missing) opens inside it, so the missing 11:00 bar would not
+    # fill it: widening the window helps, getting missing bars does not.
+    write_candles(tmp_path, EX, SYM, "1h", hour_bars(JAN1, 24, skip=(11,)))
+    with pytest.raises(GridctlError) as err:
+        load_market(tmp_path, EX, SYM, "1h", start="2024-01-01T10:15", end="2024-01-01T10:45")
+    assert str(err.value) == (
+        f"no 1h candles for {SYM} on {EX} in the requested range in {tmp_path}: no 1h bar opens inside the "
+        "window (stored bars open at 2024-01-01 10:00:00 UTC and next at 2024-01-01 12:00:00 UTC); widen "
+        "the window to hold a bar's open (--start/--end, or a profile's data.start/end)"
+    )
+    # 10:15 .. 11:30 holds the open of the missing 11:00 bar: that is the gap.
+    with pytest.raises(GridctlError) as err:
+        load_market(tmp_path, EX, SYM, "1h", start="2024-01-01T10:15", end="2024-01-01T11:30")
+    msg = str(err.value)
+    assert ": the window falls in a gap of the stored 1h candles (the last bar before it opens " in msg
+
+
 def test_a_window_only_finer_bars_cover_names_data_resample(store: Path) -> None:
     # 1h is stored for 2024-01-01 .. 01-03; 1m holds two whole hours on 01-05 (120 bars from 00:00)
     # and 59 minutes of an hour on 01-07: resampling builds 1h bars for the first window only.
