@@ -253,7 +253,7 @@ def round_trips(fills: np.ndarray, bar_ms: int) -> dict[str, list[Any]]:
                 qty,
                 gross - entry_fee - fee,
                 entry_fee + fee,
-                (ts - entry_ts) // bar_ms,
+                ts // bar_ms - entry_ts // bar_ms,  # bars are UTC-aligned; detail fills carry finer ts
             )
         )
 

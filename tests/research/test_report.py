@@ -316,6 +316,21 @@ def test_round_trips_pair_each_lot_with_its_exit() -> None:
     assert sorted(closed_lot_pnl(fills)) == pytest.approx(sorted(p for p in t["pnl"] if p is not None))
 
 
+def test_round_trips_count_bars_held_by_bar_not_by_elapsed_time_on_detail_fills() -> None:
+    # With detail bars a fill carries its 1m detail bar's ts; the run's bars are 1h. Long lot 1 enters
+    # at 00:55 and takes profit at 01:05 (10 minutes, but the 00:00 bar to the 01:00 bar: 1 bar held);
+    # short lot 1 enters at 01:10 and stops at 01:50 (inside the 01:00 bar: 0).
+    fills = _fills(
+        [
+            (55, L, ENTRY, 1, 100.0, 1.0, 0.0),
+            (65, L, TP, 1, 101.0, 1.0, 0.0),
+            (70, S, ENTRY, 1, 101.0, 1.0, 0.0),
+            (110, S, SL, 1, 102.0, 1.0, 0.0),
+        ]
+    )
+    assert round_trips(fills, 3_600_000)["bars_held"] == [1, 0]
+
+
 def test_round_trips_of_a_hand_built_market_run() -> None:
     market, strategy = round_trip_market()
     run = run_single(market, strategy, isolated_venue(), curves=True)
