@@ -35,7 +35,7 @@ from gridctl.engine.enums import EventKind, FillKind, Reason, Regime, Side
 from gridctl.engine.ladder import rung_price_nb
 from gridctl.engine.params import P_LEVELS_LONG, P_LEVELS_SHORT
 from gridctl.research.basket import SYMBOL_BRACKET_MEANING
-from gridctl.research.stats import INTRABAR_PATHS
+from gridctl.research.stats import INTRABAR_PATHS, walk_lots
 
 if TYPE_CHECKING:  # plotly loads when a figure is drawn, not for the summary rows (`gridctl backtest`)
     import plotly.graph_objects as go
@@ -224,60 +224,47 @@ ROUND_TRIP_COLUMNS = (
 
 
 def round_trips(fills: np.ndarray, bar_ms: int) -> dict[str, list[Any]]:
-    """Every lot's entry and exit, from the fills ledger (``engine.records.FILL_DTYPE`` rows, in order).
-
-    A lot is a rung's (side, level) entry fill; its TP or SL fill closes it, and a flatten or
-    liquidation fill closes every open lot of its side, each lot taking its qty's share of that fill's
-    fee. ``pnl`` is after the entry fee and the exit fee (as the stats' profit factor and win rate),
-    ``fees`` is the two together, ``bars_held`` the number of bars from the entry's bar to the exit's
-    (0: opened and closed inside one bar). Closed lots come in closing order; lots still open at the
-    end follow in entry order with exit kind "open" and no exit, PnL or bars held (None).
+    """Every lot's entry and exit (``research.stats.walk_lots``: a rung's entry until its TP or SL, or
+    until a flatten or liquidation of its side, which shares its fee by qty). ``pnl`` is after the entry
+    fee and the exit fee (as the stats' profit factor and win rate), ``fees`` is the two together,
+    ``bars_held`` the number of bars from the entry's bar to the exit's (0: opened and closed inside one
+    bar). Closed lots come in closing order; lots still open at the end follow in entry order with exit
+    kind "open" and no exit, PnL or bars held (None).
     """
     side_names, kind_names = _labels_of(Side), _labels_of(FillKind)
-    rows: list[tuple[Any, ...]] = []
-    open_lots: dict[tuple[int, int], tuple[int, float, float, float]] = {}
-
-    def close(
-        side: int, lot: tuple[int, float, float, float], ts: int, price: float, fee: float, kind: int
-    ) -> None:
-        entry_ts, qty, entry, entry_fee = lot
-        gross = qty * (price - entry) if side == Side.LONG else qty * (entry - price)
-        rows.append(
-            (
-                side_names[side],
-                entry_ts,
-                entry,
-                ts,
-                price,
-                kind_names[kind],
-                qty,
-                gross - entry_fee - fee,
-                entry_fee + fee,
-                ts // bar_ms - entry_ts // bar_ms,  # bars are UTC-aligned; detail fills carry finer ts
-            )
+    closed, still = walk_lots(fills)
+    rows: list[tuple[Any, ...]] = [
+        (
+            side_names[lot.side],
+            lot.entry_ts,
+            lot.entry,
+            lot.exit_ts,
+            lot.exit,
+            kind_names[lot.exit_kind],
+            lot.qty,
+            lot.pnl,
+            lot.entry_fee + lot.exit_fee,
+            lot.exit_ts // bar_ms
+            - lot.entry_ts // bar_ms,  # bars are UTC-aligned; detail fills carry finer ts
         )
-
-    cols = (
-        fills["ts"],
-        fills["side"],
-        fills["kind"],
-        fills["level"],
-        fills["price"],
-        fills["qty"],
-        fills["fee"],
-    )
-    for ts, side, kind, level, price, qty, fee in zip(*(c.tolist() for c in cols), strict=True):
-        if kind == FillKind.ENTRY:
-            open_lots[(side, level)] = (ts, qty, price, fee)
-        elif kind in (FillKind.TP, FillKind.SL):
-            entry_ts, _, entry, entry_fee = open_lots.pop((side, level))
-            close(side, (entry_ts, qty, entry, entry_fee), ts, price, fee, kind)
-        else:  # flatten / liquidation: every open lot of the side, sharing the fill's fee by qty
-            for key in sorted(k for k in open_lots if k[0] == side):
-                lot = open_lots.pop(key)
-                close(side, lot, ts, price, fee * lot[1] / qty, kind)
-    for (side, _), (entry_ts, qty, entry, entry_fee) in sorted(open_lots.items(), key=lambda kv: kv[1][0]):
-        rows.append((side_names[side], entry_ts, entry, None, None, "open", qty, None, entry_fee, None))
+        for lot in closed
+        if lot.exit_ts is not None and lot.exit_kind is not None
+    ]
+    rows += [
+        (
+            side_names[lot.side],
+            lot.entry_ts,
+            lot.entry,
+            None,
+            None,
+            "open",
+            lot.qty,
+            None,
+            lot.entry_fee,
+            None,
+        )
+        for lot in still
+    ]
     return {c: [r[i] for r in rows] for i, c in enumerate(ROUND_TRIP_COLUMNS)}
 
 

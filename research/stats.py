@@ -26,7 +26,7 @@ Conventions:
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -153,28 +153,61 @@ def intrabar_drawdown_pct(equity: np.ndarray, worst: np.ndarray, initial: float)
     return _max_fall_pct(equity, worst, initial)
 
 
-def closed_lot_pnl(fills: np.ndarray) -> np.ndarray:
-    """PnL after fees of every closed lot, in closing order (see the module conventions)."""
-    open_lots: dict[tuple[int, int], tuple[float, float, float]] = {}
-    out: list[float] = []
+class Lot(NamedTuple):
+    """One lot of a fills ledger (``walk_lots``): a rung's entry and, once closed, its exit."""
 
-    def close(side: int, qty: float, entry: float, entry_fee: float, price: float, fee: float) -> None:
-        gross = qty * (price - entry) if side == 0 else qty * (entry - price)
-        out.append(gross - entry_fee - fee)
+    side: int  # Side
+    entry_ts: int
+    entry: float
+    qty: float  # the exit fill's qty for a TP or SL, the lot's for a flatten or liquidation
+    entry_fee: float
+    exit_ts: int | None = None  # None: still open at the end of the ledger
+    exit: float | None = None
+    exit_kind: int | None = None  # FillKind
+    exit_fee: float = 0.0  # a flatten's or liquidation's share of its fill's fee
 
-    for f in fills:
-        side, level, kind = int(f["side"]), int(f["level"]), int(f["kind"])
-        price, qty, fee = float(f["price"]), float(f["qty"]), float(f["fee"])
+    @property
+    def pnl(self) -> float:
+        """PnL from the lot's own entry price, after its entry fee and its exit fee (closed lots)."""
+        assert self.exit is not None, "an open lot has no PnL"
+        gross = (
+            self.qty * (self.exit - self.entry)
+            if self.side == Side.LONG
+            else self.qty * (self.entry - self.exit)
+        )
+        return gross - self.entry_fee - self.exit_fee
+
+
+def walk_lots(fills: np.ndarray) -> tuple[list[Lot], list[Lot]]:
+    """The lots of a fills ledger (``engine.records.FILL_DTYPE`` rows, in order): the closed ones in
+    closing order, and those still open at the end in entry order.
+
+    A lot is a rung's (side, level) entry fill; its TP or SL fill closes it, and a flatten or liquidation
+    fill closes every open lot of its side, each lot taking its qty's share of that fill's fee. An exit
+    with no lot open on its rung (a stop that filled while its side was being flattened) closes nothing.
+    The one reading of lots: profit factor and win rate, same-bar round trips, the report's round trips.
+    """
+    open_lots: dict[tuple[int, int], tuple[int, float, float, float]] = {}  # ts, qty, price, fee
+    closed: list[Lot] = []
+    cols = [fills[name].tolist() for name in ("ts", "side", "kind", "level", "price", "qty", "fee")]
+    for ts, side, kind, level, price, qty, fee in zip(*cols, strict=True):
         if kind == FillKind.ENTRY:
-            open_lots[(side, level)] = (float(qty), price, fee)
+            open_lots[(side, level)] = (ts, qty, price, fee)
         elif kind in (FillKind.TP, FillKind.SL):
-            q, entry, entry_fee = open_lots.pop((side, level))
-            close(side, qty, entry, entry_fee, price, fee)
+            lot = open_lots.pop((side, level), None)
+            if lot is not None:
+                closed.append(Lot(side, lot[0], lot[2], qty, lot[3], ts, price, kind, fee))
         else:  # flatten / liquidation: every open lot of the side, sharing the fill's fee by qty
             for key in sorted(k for k in open_lots if k[0] == side):
-                q, entry, entry_fee = open_lots.pop(key)
-                close(side, q, entry, entry_fee, price, fee * q / qty)
-    return np.array(out, dtype=np.float64)
+                entry_ts, q, entry, entry_fee = open_lots.pop(key)
+                closed.append(Lot(side, entry_ts, entry, q, entry_fee, ts, price, kind, fee * q / qty))
+    still = sorted(open_lots.items(), key=lambda kv: kv[1][0])
+    return closed, [Lot(side, ts, entry, q, fee) for (side, _), (ts, q, entry, fee) in still]
+
+
+def closed_lot_pnl(fills: np.ndarray) -> np.ndarray:
+    """PnL after fees of every closed lot, in closing order (see the module conventions)."""
+    return np.array([lot.pnl for lot in walk_lots(fills)[0]], dtype=np.float64)
 
 
 def sharpe(returns: np.ndarray) -> float | None:
@@ -358,29 +391,17 @@ def _assumptions(
 def same_bar_round_trips(fills: np.ndarray) -> tuple[int, float]:
     """(count, PnL after fees) of lots whose entry fill and TP/SL fill carry the same bar ts.
 
-    Those round trips opened and closed inside one bar, so the intrabar path rule decided them. A lot
-    is a rung's (side, level) entry until its TP or SL; a flatten or liquidation ends a side's lots.
-    A lot's PnL is measured from its own entry price, after its entry and exit fees (as the profit
+    Those round trips opened and closed inside one bar, so the intrabar path rule decided them. A lot's
+    PnL is measured from its own entry price, after its entry and exit fees (``walk_lots``, as the profit
     factor's lots and the report's round trips), not the exit fill's ``realized_pnl``: that is against
     the side's average entry, which older lots still open move.
     """
-    open_at: dict[tuple[int, int], tuple[int, float, float]] = {}
-    count = 0
-    pnl = 0.0
-    cols = [fills[name].tolist() for name in ("ts", "side", "kind", "level", "price", "qty", "fee")]
-    for ts, side, kind, level, price, qty, fee in zip(*cols, strict=True):
-        if kind == FillKind.ENTRY:
-            open_at[(side, level)] = (ts, price, fee)
-        elif kind in (FillKind.TP, FillKind.SL):
-            entry_ts, entry, entry_fee = open_at.pop((side, level), (None, 0.0, 0.0))
-            if entry_ts == ts:
-                count += 1
-                gross = qty * (price - entry) if side == Side.LONG else qty * (entry - price)
-                pnl += gross - entry_fee - fee
-        else:
-            for key in [k for k in open_at if k[0] == side]:
-                del open_at[key]
-    return count, pnl
+    same = [
+        lot
+        for lot in walk_lots(fills)[0]
+        if lot.exit_kind in (FillKind.TP, FillKind.SL) and lot.exit_ts == lot.entry_ts
+    ]
+    return len(same), sum((lot.pnl for lot in same), 0.0)
 
 
 def liquidation_rule(venue: VenueConfig) -> str:

@@ -39,7 +39,7 @@ from gridctl.research.report import (
     round_trip_table,
     round_trips,
 )
-from gridctl.research.stats import compute_stats
+from gridctl.research.stats import closed_lot_pnl, compute_stats, same_bar_round_trips
 
 from effects import effect
 from market_builders import venue as isolated_venue
@@ -329,6 +329,29 @@ def test_round_trips_count_bars_held_by_bar_not_by_elapsed_time_on_detail_fills(
         ]
     )
     assert round_trips(fills, 3_600_000)["bars_held"] == [1, 0]
+
+
+def test_every_reading_of_lots_skips_an_exit_with_no_lot_open_on_its_rung() -> None:
+    # A stop that fills while its side is being flattened (live: the flatten's market close and the
+    # stop's trigger race) arrives after the flatten closed its lot: it closes nothing. Long lot 1:
+    # 100 -> flatten at 97 (fee 0.03): -3.03; the later SL at 96 on rung 1 has no lot. Long lot 2:
+    # 98 -> TP 99 in the same bar, fees 0.01 + 0.01: +0.98. The profit factor's lots, the same-bar
+    # count and the report's round trips read the same two lots (the report used to raise KeyError).
+    fills = _fills(
+        [
+            (1, L, ENTRY, 1, 100.0, 1.0, 0.0),
+            (2, L, FLATTEN, 0, 97.0, 1.0, 0.03),
+            (2, L, SL, 1, 96.0, 1.0, 0.0),
+            (3, L, ENTRY, 2, 98.0, 1.0, 0.01),
+            (3, L, TP, 2, 99.0, 1.0, 0.01),
+        ]
+    )
+    assert closed_lot_pnl(fills).tolist() == pytest.approx([-3.03, 0.98], abs=1e-12)
+    assert same_bar_round_trips(fills) == (1, pytest.approx(0.98, abs=1e-12))
+    t = round_trips(fills, 60_000)
+    assert t["exit_kind"] == ["flatten", "tp"]
+    assert t["pnl"] == pytest.approx([-3.03, 0.98], abs=1e-12)
+    assert t["bars_held"] == [1, 0]
 
 
 def test_round_trips_of_a_hand_built_market_run() -> None:
