@@ -2,7 +2,7 @@
 
 Not a test (never asserts timings): ``python tests/measure_basket_layout.py [--bars 1000000]`` builds two
 of ``gridctl bench --symbols 2``'s synthetic markets and prints one JSON line, each figure the best of 5
-after a warm-up (compiles three small loops first: about a minute on a cold cache):
+after a warm-up (compiles its two loops first, and the project kernels on a cold cache):
 
 * ``sequential_s``: ``run_bars_nb`` on each market, one after the other (what ``basket_vs_singles``
   divides by, without the set-up around the kernels);
