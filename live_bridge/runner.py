@@ -1215,6 +1215,9 @@ def _basket_bridges(
 
     symbols, restart, journal = tuple(ctx.feeds), ctx.restarted, ctx.journal
     live = mode == "live"
+    # a restart whose restore failed (its "warm-up / restart" item says why: the run is refused) has no
+    # journaled extras: its bridges are built for the ops server and status only, never reconciled
+    restored = restart and all(sym in extras for sym in symbols)
     ops = BasketOps(symbols)
     ops.attach(ctx.ops_log)
     ctx.ops = ops
@@ -1225,21 +1228,21 @@ def _basket_bridges(
             session.sessions[sym], options, ops.members[sym], ctx.journals[sym], gw, now_ms=ctx.clock.now_ms
         )
         bridges[sym] = bridge
-        if restart:
+        if restored:
             paused = ctx.ops_log.paused()  # the operator's last pause / flatten / resume, if any
             bridge.operator_paused = bool(extras[sym].get("operator_paused")) if paused is None else paused
             bridge.fills_cursor = extras[sym].get("fills_cursor")
         if live:
             bridge.read_account()
-            if restart:
+            if restored:
                 ready.run(f"{sym}: reconcile with the exchange", lambda b=bridge: reconcile(b))
-            else:
+            elif not restart:
                 ready.run(f"{sym}: open orders read", lambda b=bridge: _orders_read(b))
-        elif restart:
+        elif restored:
             journal.members[sym].hold = False  # paper: nothing on an exchange to reconcile
     ctx.bridge = BasketBridge(session, bridges, journal, ops)
     ctx.bridge.warm_ts = {
-        sym: (extras[sym].get("warm_ts") if restart else ctx.feeds[sym].last_ts) for sym in symbols
+        sym: (extras.get(sym, {}).get("warm_ts") if restart else ctx.feeds[sym].last_ts) for sym in symbols
     }
 
 
