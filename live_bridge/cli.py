@@ -361,6 +361,19 @@ def _sigterm_stops() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _cancel_entries(ctx: Any, bridges: dict[str, Any]) -> str:
+    """``runner.cancel_entries_at_stop`` for a stopped run, as text for its stop line ("" on paper); a
+    second Ctrl-C or SIGTERM while it runs skips it."""
+    from gridctl.live_bridge.runner import cancel_entries_at_stop
+
+    try:
+        with _sigterm_stops():
+            text = cancel_entries_at_stop(bridges)
+    except KeyboardInterrupt:
+        text = "COULD NOT cancel the resting entries (interrupted again); cancel them on the exchange"
+    return f"; {text}" if text else ""
+
+
 def _stop_how(err: KeyboardInterrupt) -> str:
     return "SIGTERM" if err.args == ("SIGTERM",) else "Ctrl-C"
 
@@ -382,7 +395,10 @@ def _run_exchange(strategy: Any, venue: Any, opts: LiveOptions) -> None:
                 ctx.bridge.resume_after_restart()  # exits for what the restart booked, guards, stale orders
             run_loop(ctx, max_bars=opts.max_bars, poll_s=opts.poll_s, fills_poll_s=opts.fills_poll_s)
     except KeyboardInterrupt as err:
-        typer.echo(f"stopped ({_stop_how(err)}); the journal holds the state for a restart", err=True)
+        cancelled = _cancel_entries(ctx, {ctx.bridge.s.symbol: ctx.bridge})
+        typer.echo(
+            f"stopped ({_stop_how(err)}){cancelled}; the journal holds the state for a restart", err=True
+        )
     finally:
         ctx.close()
     if opts.as_json:
@@ -412,8 +428,10 @@ def _run_exchange_basket(venue: Any, opts: LiveOptions) -> None:
                     bridge.resume_after_restart()
             run_basket_loop(ctx, max_bars=opts.max_bars, poll_s=opts.poll_s, fills_poll_s=opts.fills_poll_s)
     except KeyboardInterrupt as err:
-        how = _stop_how(err)
-        typer.echo(f"stopped ({how}); the journal holds the basket's state for a restart", err=True)
+        how, cancelled = _stop_how(err), _cancel_entries(ctx, bridges)
+        typer.echo(
+            f"stopped ({how}){cancelled}; the journal holds the basket's state for a restart", err=True
+        )
     finally:
         ctx.close()
     if opts.as_json:

@@ -768,6 +768,40 @@ def _positions_compared(bridge: Bridge) -> int:
     return booked
 
 
+def cancel_entries_at_stop(bridges: dict[str, Bridge]) -> str:
+    """A stopped ``--live`` run (Ctrl-C, SIGTERM): cancel every symbol's resting entry orders of this run
+    on the exchange, so no entry can fill while nothing attaches its stops; exits and stops stay. Nothing
+    is journaled: the restart settles the cancelled orders by client id (``reconcile``) and the first
+    order diff sends the entries again. Returns what was done, or which symbols' entries may still rest."""
+    from gridctl.live_bridge import gateway as gwmod
+    from gridctl.live_bridge.orders import parse_client_id
+
+    done: list[str] = []
+    failed: list[str] = []
+    for sym, bridge in bridges.items():
+        if bridge.o.mode != "live" or bridge.gw is None:
+            continue
+        try:
+            n = 0
+            for order in bridge.gw.open_orders(sym):
+                parsed = parse_client_id(order.client_id)
+                if parsed is not None and parsed.run_id == bridge.o.run_id and parsed.kind == "entry":
+                    bridge.gw.cancel(sym, order.client_id)
+                    n += 1
+            done.append(f"{sym} {n}")
+        except gwmod.GatewayError as err:
+            failed.append(f"{sym}: {err}")
+    if not done and not failed:
+        return ""
+    text = f"resting entries cancelled ({', '.join(done)}), exits and stops stay" if done else ""
+    if failed:
+        text += ("; " if text else "") + (
+            "COULD NOT cancel the resting entries of " + "; ".join(failed) + " (cancel them on the exchange, "
+            "or restart: an entry filled while stopped has no stop until then)"
+        )
+    return text
+
+
 #: Polling around a bar close: the first poll goes out CLOSE_GRACE_S after the expected close; while the
 #: bar is not served yet, polls repeat every FAST_POLL_S for at most FAST_POLL_WINDOW_S, then every poll_s.
 CLOSE_GRACE_S = 0.05
