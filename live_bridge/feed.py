@@ -169,7 +169,9 @@ class ExchangeFeed:
         while True:
             try:
                 if self.pacer is not None:
-                    self.pacer.acquire(FEED_WEIGHTS.get(what, 1) if weight is None else weight, 0, what)
+                    # market data never spends the weight kept for protection (pacing: reserve)
+                    w = FEED_WEIGHTS.get(what, 1) if weight is None else weight
+                    self.pacer.acquire(w, 0, what, essential=False)
                 out = fn()
             except Exception as err:  # ccxt raises many kinds; all mean "no answer"
                 failure = classify(err, self.host, self.client.timeout / 1000.0)

@@ -142,6 +142,48 @@ def test_pacer_reads_the_exchanges_counters_and_waits_for_its_window() -> None:
     pacer.acquire(1)  # plain requests are not orders
 
 
+def test_the_last_tenth_of_the_weight_is_kept_for_protection_not_market_data() -> None:
+    """Weight 100 a minute: the bar feed and the funding-income report (``essential=False``) stop at 90,
+    the last 10 stay for the requests that keep positions covered (fills, positions, orders, stops).
+    Found walking issue #16: a basket whose polls had spent the whole minute left a new ETH lot without
+    its stop for over 30 s (the stop placement refused like any read); the feed now waits instead."""
+    from gridctl.live_bridge.feed import ExchangeFeed
+
+    now = [0.0]
+    pacer = RequestPacer(100, 10, 1000, max_wait_s=0.0, clock=lambda: now[0])
+    assert pacer.reserve == 10
+    for _ in range(18):
+        pacer.acquire(5, 0, "klines", essential=False)  # 90: market data's share is spent
+    with pytest.raises(RateLimited, match=r"100 per 60 s reached \(90 used, 1 more, the last 10 kept"):
+        pacer.acquire(1, 0, "time", essential=False)
+    pacer.acquire(5, 0, "fills")  # a fills read and a stop placement still go out
+    pacer.acquire(1, 1, "place stop")
+    pacer.acquire(4, 0, "positions")  # up to the full 100
+    with pytest.raises(RateLimited, match=r"100 per 60 s reached \(100 used, 1 more\)"):
+        pacer.acquire(1, 1, "place stop")
+    # the feed asks as market data: it is refused at 90 while a protective request is not
+    calls: list[tuple[int, int, str, bool]] = []
+
+    class Recorder:
+        def acquire(self, weight: int, orders: int, what: str, essential: bool = True) -> None:
+            calls.append((weight, orders, what, essential))
+
+    class Client:
+        timeout = 1000
+        id = "binanceusdm"
+
+        def __init__(self) -> None:
+            self.urls: dict[str, Any] = {}
+
+        def fetch_time(self) -> int:
+            return 0
+
+    feed = ExchangeFeed(Client(), "BTC/USDT:USDT", "1m", 20, 0, 0)
+    feed.pacer = Recorder()
+    feed.server_time_ms()
+    assert calls == [(1, 0, "time", False)]
+
+
 def test_pacer_keeps_orders_per_minute_and_reads_the_minute_counter() -> None:
     now = [0.0]
     pacer = RequestPacer(1200, 100, 3, max_wait_s=0.0, clock=lambda: now[0])
