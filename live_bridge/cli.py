@@ -366,6 +366,8 @@ def _cancel_entries(ctx: Any, bridges: dict[str, Any]) -> str:
     second Ctrl-C or SIGTERM while it runs skips it."""
     from gridctl.live_bridge.runner import cancel_entries_at_stop
 
+    if any(b.o.mode == "live" for b in bridges.values()):
+        typer.echo("stopping: cancelling the resting entries (Ctrl-C again to skip)", err=True)
     try:
         with _sigterm_stops():
             text = cancel_entries_at_stop(bridges)

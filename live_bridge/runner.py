@@ -768,6 +768,10 @@ def _positions_compared(bridge: Bridge) -> int:
     return booked
 
 
+#: At a stop, the entries' cancels wait up to this long for the rate limits (a full weight window).
+STOP_CANCEL_WAIT_S = 61.0
+
+
 def cancel_entries_at_stop(bridges: dict[str, Bridge]) -> str:
     """A stopped ``--live`` run (Ctrl-C, SIGTERM): cancel every symbol's resting entry orders of this run
     on the exchange, so no entry can fill while nothing attaches its stops; exits and stops stay. Nothing
@@ -781,6 +785,10 @@ def cancel_entries_at_stop(bridges: dict[str, Bridge]) -> str:
     for sym, bridge in bridges.items():
         if bridge.o.mode != "live" or bridge.gw is None:
             continue
+        pacer = getattr(bridge.gw, "pacer", None)
+        saved = pacer.max_wait_s if pacer is not None else None
+        if pacer is not None:  # a spent weight window frees within a minute: wait for it, not refuse
+            pacer.max_wait_s = max(saved, STOP_CANCEL_WAIT_S)
         try:
             n = 0
             for order in bridge.gw.open_orders(sym):
@@ -791,6 +799,9 @@ def cancel_entries_at_stop(bridges: dict[str, Bridge]) -> str:
             done.append(f"{sym} {n}")
         except gwmod.GatewayError as err:
             failed.append(f"{sym}: {err}")
+        finally:
+            if pacer is not None:
+                pacer.max_wait_s = saved
     if not done and not failed:
         return ""
     text = f"resting entries cancelled ({', '.join(done)}), exits and stops stay" if done else ""

@@ -184,6 +184,56 @@ def test_the_last_tenth_of_the_weight_is_kept_for_protection_not_market_data() -
     assert calls == [(1, 0, "time", False)]
 
 
+def test_a_stop_cancels_only_this_runs_entries_and_waits_for_a_spent_weight_window() -> None:
+    """``runner.cancel_entries_at_stop`` (Ctrl-C / SIGTERM): every symbol's resting entries of this run are
+    cancelled, its exits and stops and other runs' orders left; with the minute's weight spent it waits
+    for the window (at t = 60 here) instead of giving up after the pacer's usual 2 s, and then restores
+    the pacer's wait. Found walking issue #16: a stop on a spent budget left ETH's entries resting."""
+    from types import SimpleNamespace
+
+    from gridctl.live_bridge.orders import encode_client_id
+    from gridctl.live_bridge.runner import cancel_entries_at_stop
+
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    pacer = RequestPacer(100, 10, 1000, max_wait_s=2.0, clock=lambda: now[0], sleep=sleep)
+    pacer.acquire(100)  # the minute's weight spent at t = 0
+    ids = {
+        "BTC": [encode_client_id("r1", 0, 1, "entry", 1), encode_client_id("r1", 0, 1, "sl", 2),
+                encode_client_id("r1", 1, 2, "entry", 3), encode_client_id("r0", 0, 1, "entry", 4), "manual"],
+        "ETH": [encode_client_id("r1", 1, 1, "tp", 5), encode_client_id("r1", 1, 1, "entry", 6)],
+    }  # fmt: skip
+    cancelled: list[tuple[str, str, float]] = []
+
+    class Gw:
+        def __init__(self) -> None:
+            self.pacer = pacer
+
+        def open_orders(self, sym: str) -> list[Any]:
+            pacer.acquire(2, 0, "open orders")
+            return [SimpleNamespace(client_id=c) for c in ids[sym]]
+
+        def cancel(self, sym: str, cid: str) -> None:
+            pacer.acquire(1, 0, f"cancel {cid}")
+            cancelled.append((sym, cid, now[0]))
+
+    bridges = {s: SimpleNamespace(o=SimpleNamespace(mode="live", run_id="r1"), gw=Gw()) for s in ids}
+    text = cancel_entries_at_stop(bridges)  # type: ignore[arg-type]
+    assert text == "resting entries cancelled (BTC 2, ETH 1), exits and stops stay"
+    assert [(s, c) for s, c, _ in cancelled] == [
+        ("BTC", ids["BTC"][0]),
+        ("BTC", ids["BTC"][2]),
+        ("ETH", ids["ETH"][1]),
+    ]
+    assert cancelled[0][2] == pytest.approx(60.0)  # waited for the window to free, 60 s > the usual 2 s
+    assert pacer.max_wait_s == 2.0
+    # paper bridges have nothing on an exchange: nothing to say
+    assert cancel_entries_at_stop({"BTC": SimpleNamespace(o=SimpleNamespace(mode="paper"), gw=None)}) == ""  # type: ignore[dict-item]
+
+
 def test_pacer_keeps_orders_per_minute_and_reads_the_minute_counter() -> None:
     now = [0.0]
     pacer = RequestPacer(1200, 100, 3, max_wait_s=0.0, clock=lambda: now[0])
