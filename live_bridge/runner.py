@@ -207,6 +207,7 @@ def prepare(
     live = mode == "live"
     try:
         session = EngineSession(strategy, venue, symbol, timeframe)
+        _fits_venue(strategy, venue, symbol)
     except GridctlError as err:
         ready.add("config valid", False, str(err))
         return ready, ctx
@@ -358,6 +359,19 @@ def _live_account_items(
         if sized:
             return sized[0]
     return session
+
+
+def _fits_venue(strategy: Any, venue: Any, symbol: str | None) -> None:
+    """The strategy checked against the venue's rules of the symbol it trades (a basket: of every symbol,
+    with its overrides), as ``gridctl backtest`` and ``config validate --venue`` check it: a rung below the
+    symbol's minimum notional, sizes off its lot, too many orders, a leverage outside its brackets are
+    refused before the run instead of never being placed or being rejected by the exchange."""
+    from gridctl.configs.crosscheck import check_strategy_on_venue
+
+    try:
+        check_strategy_on_venue(strategy, venue, symbol)
+    except GridctlError as err:
+        raise GridctlError(str(err).replace("\nerror: ", "; ")) from None
 
 
 def _restore_or_warm(
@@ -1049,6 +1063,7 @@ def prepare_basket(
     try:
         strategies = basket_strategies(strategy)
         session = BasketSession(strategies, venue, timeframe)
+        _fits_venue(strategy, venue, None)
     except GridctlError as err:
         ready.add("config valid", False, str(err))
         return ready, ctx
