@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -339,6 +342,44 @@ def _print_replay(
     )
 
 
+@contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """In the block, SIGTERM (``kill``, ``systemctl stop``, ``docker stop``) stops the run as Ctrl-C does:
+    ``KeyboardInterrupt("SIGTERM")`` in the main thread, so the ops server and the journal are closed and
+    the stop is reported, instead of the process vanishing at the signal's default action."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _cancel_entries(ctx: Any, bridges: dict[str, Any]) -> str:
+    """``runner.cancel_entries_at_stop`` for a stopped run, as text for its stop line ("" on paper); a
+    second Ctrl-C or SIGTERM while it runs skips it."""
+    from gridctl.live_bridge.runner import cancel_entries_at_stop
+
+    if any(b.o.mode == "live" for b in bridges.values()):
+        typer.echo("stopping: cancelling the resting entries (Ctrl-C again to skip)", err=True)
+    try:
+        with _sigterm_stops():
+            text = cancel_entries_at_stop(bridges)
+    except KeyboardInterrupt:
+        text = "COULD NOT cancel the resting entries (interrupted again); cancel them on the exchange"
+    return f"; {text}" if text else ""
+
+
+def _stop_how(err: KeyboardInterrupt) -> str:
+    return "SIGTERM" if err.args == ("SIGTERM",) else "Ctrl-C"
+
+
 def _run_exchange(strategy: Any, venue: Any, opts: LiveOptions) -> None:
     """`live --paper|--live` against the exchange: readiness, then the control loop until done or Ctrl-C."""
     from gridctl.live_bridge.runner import prepare, run_loop
@@ -351,11 +392,15 @@ def _run_exchange(strategy: Any, venue: Any, opts: LiveOptions) -> None:
         f"gridctl live --{mode}: run {ctx.bridge.o.run_id} ({how}), ops API on {ctx.ops_url}", err=True
     )
     try:
-        if ctx.restarted and mode == "live":
-            ctx.bridge.resume_after_restart()  # exits for what the restart booked, guards, stale orders
-        run_loop(ctx, max_bars=opts.max_bars, poll_s=opts.poll_s, fills_poll_s=opts.fills_poll_s)
-    except KeyboardInterrupt:
-        typer.echo("stopped (Ctrl-C); the journal holds the state for a restart", err=True)
+        with _sigterm_stops():
+            if ctx.restarted and mode == "live":
+                ctx.bridge.resume_after_restart()  # exits for what the restart booked, guards, stale orders
+            run_loop(ctx, max_bars=opts.max_bars, poll_s=opts.poll_s, fills_poll_s=opts.fills_poll_s)
+    except KeyboardInterrupt as err:
+        cancelled = _cancel_entries(ctx, {ctx.bridge.s.symbol: ctx.bridge})
+        typer.echo(
+            f"stopped ({_stop_how(err)}){cancelled}; the journal holds the state for a restart", err=True
+        )
     finally:
         ctx.close()
     if opts.as_json:
@@ -379,12 +424,16 @@ def _run_exchange_basket(venue: Any, opts: LiveOptions) -> None:
         err=True,
     )
     try:
-        if ctx.restarted and opts.mode == "live":
-            for bridge in bridges.values():  # per symbol: exits for what was booked, guards, stale orders
-                bridge.resume_after_restart()
-        run_basket_loop(ctx, max_bars=opts.max_bars, poll_s=opts.poll_s, fills_poll_s=opts.fills_poll_s)
-    except KeyboardInterrupt:
-        typer.echo("stopped (Ctrl-C); the journal holds the basket's state for a restart", err=True)
+        with _sigterm_stops():
+            if ctx.restarted and opts.mode == "live":
+                for bridge in bridges.values():  # per symbol: exits for what was booked, guards, stale orders
+                    bridge.resume_after_restart()
+            run_basket_loop(ctx, max_bars=opts.max_bars, poll_s=opts.poll_s, fills_poll_s=opts.fills_poll_s)
+    except KeyboardInterrupt as err:
+        how, cancelled = _stop_how(err), _cancel_entries(ctx, bridges)
+        typer.echo(
+            f"stopped ({how}){cancelled}; the journal holds the basket's state for a restart", err=True
+        )
     finally:
         ctx.close()
     if opts.as_json:

@@ -227,10 +227,17 @@ class CcxtGateway:
 
     # -- plumbing -----------------------------------------------------------------------------------
     def _call(
-        self, what: str, weight: int, fn: Callable[[], T], orders: int = 0, post_only: bool = False
+        self,
+        what: str,
+        weight: int,
+        fn: Callable[[], T],
+        orders: int = 0,
+        post_only: bool = False,
+        essential: bool = True,
     ) -> T:
-        """Pass the pacer, run one ccxt call, translate its exceptions into gateway errors."""
-        self.pacer.acquire(weight, orders, what)
+        """Pass the pacer, run one ccxt call, translate its exceptions into gateway errors
+        (``essential=False``: a report, which may not spend the weight kept for protection)."""
+        self.pacer.acquire(weight, orders, what, essential)
         with self._lock:  # one request at a time: the bar loop and the ops API share the client
             self.client.last_json_response = None
             self.client.last_http_response = None
@@ -588,6 +595,7 @@ class CcxtGateway:
                 "funding income",
                 WEIGHTS["income"],
                 lambda c=cursor: self.client.fetch_funding_history(unified, c, PAGE),
+                essential=False,
             )
             for row in rows:
                 key = str(row.get("id") or (row["timestamp"], row["amount"]))

@@ -44,7 +44,7 @@ from gridctl.live_bridge.replay import ClosedBar
 #: The premium index (next settlement time, mark) must be at most this many bar lengths old at a poll;
 #: older, the funding input counts as stale and new entries pause (Binance refreshes it every few seconds).
 PREMIUM_MAX_AGE_BARS = 2
-#: Binance request weights of the feed's requests (klines at up to 1000 rows: 5), for the pacer.
+#: Binance request weights of the feed's requests, for the pacer (klines: ``klines_weight`` of its limit).
 FEED_WEIGHTS: dict[str, int] = {
     "time": 1,
     "exchangeInfo": 1,
@@ -52,6 +52,14 @@ FEED_WEIGHTS: dict[str, int] = {
     "fundingRate": 1,
     "premiumIndex": 1,
 }
+#: Rows per klines request at most (ccxt's binanceusdm driver sends at most 1000).
+KLINES_MAX_LIMIT = 1000
+
+
+def klines_weight(limit: int) -> int:
+    """Binance USD-M's request weight of ``GET /fapi/v1/klines`` with ``limit`` rows: 1 below 100, 2 below
+    500, 5 up to 1000, 10 above."""
+    return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
 
 
 class FeedDown(GridctlError):  # noqa: N818 - reads as a state
@@ -154,13 +162,16 @@ class ExchangeFeed:
         finally:
             self.max_attempts, self.reconnect_wait_s, self.client.timeout = saved
 
-    def call(self, what: str, fn: Callable[[], Any]) -> Any:
-        """Run one request; on failure wait ``reconnect_wait_s`` and retry, up to ``max_attempts`` retries."""
+    def call(self, what: str, fn: Callable[[], Any], weight: int | None = None) -> Any:
+        """Run one request (of ``weight``, default ``FEED_WEIGHTS[what]``); on failure wait
+        ``reconnect_wait_s`` and retry, up to ``max_attempts`` retries."""
         attempt = 0
         while True:
             try:
                 if self.pacer is not None:
-                    self.pacer.acquire(FEED_WEIGHTS.get(what, 1), 0, what)
+                    # market data never spends the weight kept for protection (pacing: reserve)
+                    w = FEED_WEIGHTS.get(what, 1) if weight is None else weight
+                    self.pacer.acquire(w, 0, what, essential=False)
                 out = fn()
             except Exception as err:  # ccxt raises many kinds; all mean "no answer"
                 failure = classify(err, self.host, self.client.timeout / 1000.0)
@@ -207,8 +218,11 @@ class ExchangeFeed:
         return markets[self.symbol]
 
     def _bars(self, since: int, limit: int, now_ms: int) -> list[tuple[int, float, float, float, float]]:
+        limit = max(1, min(int(limit), KLINES_MAX_LIMIT))
         rows = self.call(
-            "klines", lambda: self.client.fetch_ohlcv(self.symbol, self.timeframe, since=since, limit=limit)
+            "klines",
+            lambda: self.client.fetch_ohlcv(self.symbol, self.timeframe, since=since, limit=limit),
+            klines_weight(limit),
         )
         return [
             (int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]))
@@ -285,7 +299,13 @@ class ExchangeFeed:
             if self.last_ts is not None
             else (now // self.bar_ms - 1) * self.bar_ms
         )
-        bars = self._bars(since, 1500, now)
+        # Only the bars that can have closed by now are asked for: none before the next close (a poll
+        # between closes costs the clock read alone), one at a close (weight 1, not 5 for 1000 rows: a
+        # basket polls every symbol every --poll-s on the account's one request-weight budget).
+        closed = (now - since) // self.bar_ms
+        if closed < 1:
+            return []
+        bars = self._bars(since, closed, now)
         if not bars:
             return []
         lookback = self._last_settled + 1 if self._last_settled is not None else bars[0][0] - 3 * 86_400_000

@@ -19,6 +19,12 @@ Binance counts weight per IP and bans the IP, not a client). What it enforces, f
   at all until ``Retry-After`` has passed (120 s, the shortest ban, when the answer carries none).
   ``ban()`` names the ban while it lasts; the bridge pauses entries with that reason.
 
+* **Protection first**: the last ``weight_per_minute // 10`` of the weight window (``reserve``) is kept
+  for the requests that keep positions covered (fills, positions, open orders, placements, cancels);
+  market data (the bar feed: clock, klines, funding, premium index) and the funding-income report may
+  not spend it (``essential=False``), so a starved budget delays the next bar (entries then pause on
+  the stale feed) rather than a stop.
+
 A counter read from an answer holds for its window from when it was read (Binance's windows are fixed,
 so this never under-counts). A request that does not fit waits (``sleep``) when it fits within
 ``max_wait_s`` and is otherwise refused with ``RateLimited`` before anything is sent.
@@ -72,17 +78,18 @@ class _Window:
             return max(own, self.seen[1] + since)
         return own
 
-    def wait(self, now: float, n: int) -> float:
-        """Seconds until ``n`` more fit (inf when ``n`` exceeds the limit itself)."""
-        if n <= 0 or self.used(now) + n <= self.limit:
+    def wait(self, now: float, n: int, limit: int | None = None) -> float:
+        """Seconds until ``n`` more fit under ``limit`` (default the window's; inf when ``n`` exceeds it)."""
+        limit = self.limit if limit is None else limit
+        if n <= 0 or self.used(now) + n <= limit:
             return 0.0
-        if n > self.limit:
+        if n > limit:
             return float("inf")
         ends = {t + self.span_s for t, _, _ in self.events}
         if self.seen is not None:
             ends.add(self.seen[0] + self.span_s)
         for end in sorted(e for e in ends if e > now):
-            if self.used(end) + n <= self.limit:
+            if self.used(end) + n <= limit:
                 return end - now
         return self.span_s
 
@@ -132,6 +139,7 @@ class RequestPacer:
         self.orders_1m = _Window(
             "rate_limits.orders_per_minute", int(orders_per_minute), MINUTE_S, "X-MBX-ORDER-COUNT-1M"
         )
+        self.reserve = int(weight_per_minute) // 10  # weight only essential requests may spend
         self.max_wait_s = float(max_wait_s)
         self.clock = clock
         self.sleep = sleep
@@ -146,32 +154,35 @@ class RequestPacer:
         return cls(r.weight_per_minute, r.orders_per_second, r.orders_per_minute, **kw)
 
     # -- before a request --------------------------------------------------------------------------
-    def _wait(self, now: float, weight: int, orders: int) -> tuple[float, str]:
+    def _wait(self, now: float, weight: int, orders: int, essential: bool = True) -> tuple[float, str]:
         waits: list[tuple[float, str]] = []
         for kind, (until, why) in self._blocks.items():
             if until > now and (kind == "all" or orders):
                 waits.append((until - now, why))
         checks = [(self.weight, weight), (self.orders_10s, orders), (self.orders_1m, orders)]
         for window, n in checks:
-            w = window.wait(now, n)
+            limit = window.limit if essential or window is not self.weight else window.limit - self.reserve
+            w = window.wait(now, n, limit)
             if w > 0:
+                kept = "" if limit == window.limit else f", the last {self.reserve} kept for protection"
                 waits.append(
                     (
                         w,
                         f"{window.name}: {window.limit} per {window.span_s:g} s reached "
-                        f"({window.used(now)} used, {n} more)",
+                        f"({window.used(now)} used, {n} more{kept})",
                     )
                 )
         return max(waits, default=(0.0, ""))
 
-    def acquire(self, weight: int, orders: int = 0, what: str = "request") -> None:
-        """Reserve ``weight`` (and ``orders`` placements), waiting up to ``max_wait_s``; else RateLimited."""
+    def acquire(self, weight: int, orders: int = 0, what: str = "request", essential: bool = True) -> None:
+        """Reserve ``weight`` (and ``orders`` placements), waiting up to ``max_wait_s``; else RateLimited.
+        ``essential=False`` (market data, reports): the window's last ``reserve`` weight is not for it."""
         while True:
             with self._lock:
                 now = self.clock()
                 for window in (self.weight, self.orders_10s, self.orders_1m):
                     window.prune(now)
-                wait, why = self._wait(now, weight, orders)
+                wait, why = self._wait(now, weight, orders, essential)
                 if wait <= 0.0:
                     self.weight.add(now, weight)
                     if orders:

@@ -207,6 +207,7 @@ def prepare(
     live = mode == "live"
     try:
         session = EngineSession(strategy, venue, symbol, timeframe)
+        _fits_venue(strategy, venue, symbol)
     except GridctlError as err:
         ready.add("config valid", False, str(err))
         return ready, ctx
@@ -358,6 +359,19 @@ def _live_account_items(
         if sized:
             return sized[0]
     return session
+
+
+def _fits_venue(strategy: Any, venue: Any, symbol: str | None) -> None:
+    """The strategy checked against the venue's rules of the symbol it trades (a basket: of every symbol,
+    with its overrides), as ``gridctl backtest`` and ``config validate --venue`` check it: a rung below the
+    symbol's minimum notional, sizes off its lot, too many orders, a leverage outside its brackets are
+    refused before the run instead of never being placed or being rejected by the exchange."""
+    from gridctl.configs.crosscheck import check_strategy_on_venue
+
+    try:
+        check_strategy_on_venue(strategy, venue, symbol)
+    except GridctlError as err:
+        raise GridctlError(str(err).replace("\nerror: ", "; ")) from None
 
 
 def _restore_or_warm(
@@ -768,6 +782,51 @@ def _positions_compared(bridge: Bridge) -> int:
     return booked
 
 
+#: At a stop, the entries' cancels wait up to this long for the rate limits (a full weight window).
+STOP_CANCEL_WAIT_S = 61.0
+
+
+def cancel_entries_at_stop(bridges: dict[str, Bridge]) -> str:
+    """A stopped ``--live`` run (Ctrl-C, SIGTERM): cancel every symbol's resting entry orders of this run
+    on the exchange, so no entry can fill while nothing attaches its stops; exits and stops stay. Nothing
+    is journaled: the restart settles the cancelled orders by client id (``reconcile``) and the first
+    order diff sends the entries again. Returns what was done, or which symbols' entries may still rest."""
+    from gridctl.live_bridge import gateway as gwmod
+    from gridctl.live_bridge.orders import parse_client_id
+
+    done: list[str] = []
+    failed: list[str] = []
+    for sym, bridge in bridges.items():
+        if bridge.o.mode != "live" or bridge.gw is None:
+            continue
+        pacer = getattr(bridge.gw, "pacer", None)
+        saved = pacer.max_wait_s if pacer is not None else None
+        if pacer is not None:  # a spent weight window frees within a minute: wait for it, not refuse
+            pacer.max_wait_s = max(saved, STOP_CANCEL_WAIT_S)
+        try:
+            n = 0
+            for order in bridge.gw.open_orders(sym):
+                parsed = parse_client_id(order.client_id)
+                if parsed is not None and parsed.run_id == bridge.o.run_id and parsed.kind == "entry":
+                    bridge.gw.cancel(sym, order.client_id)
+                    n += 1
+            done.append(f"{sym} {n}")
+        except gwmod.GatewayError as err:
+            failed.append(f"{sym}: {err}")
+        finally:
+            if pacer is not None:
+                pacer.max_wait_s = saved
+    if not done and not failed:
+        return ""
+    text = f"resting entries cancelled ({', '.join(done)}), exits and stops stay" if done else ""
+    if failed:
+        text += ("; " if text else "") + (
+            "COULD NOT cancel the resting entries of " + "; ".join(failed) + " (cancel them on the exchange, "
+            "or restart: an entry filled while stopped has no stop until then)"
+        )
+    return text
+
+
 #: Polling around a bar close: the first poll goes out CLOSE_GRACE_S after the expected close; while the
 #: bar is not served yet, polls repeat every FAST_POLL_S for at most FAST_POLL_WINDOW_S, then every poll_s.
 CLOSE_GRACE_S = 0.05
@@ -1004,6 +1063,7 @@ def prepare_basket(
     try:
         strategies = basket_strategies(strategy)
         session = BasketSession(strategies, venue, timeframe)
+        _fits_venue(strategy, venue, None)
     except GridctlError as err:
         ready.add("config valid", False, str(err))
         return ready, ctx
@@ -1215,6 +1275,9 @@ def _basket_bridges(
 
     symbols, restart, journal = tuple(ctx.feeds), ctx.restarted, ctx.journal
     live = mode == "live"
+    # a restart whose restore failed (its "warm-up / restart" item says why: the run is refused) has no
+    # journaled extras: its bridges are built for the ops server and status only, never reconciled
+    restored = restart and all(sym in extras for sym in symbols)
     ops = BasketOps(symbols)
     ops.attach(ctx.ops_log)
     ctx.ops = ops
@@ -1225,21 +1288,21 @@ def _basket_bridges(
             session.sessions[sym], options, ops.members[sym], ctx.journals[sym], gw, now_ms=ctx.clock.now_ms
         )
         bridges[sym] = bridge
-        if restart:
+        if restored:
             paused = ctx.ops_log.paused()  # the operator's last pause / flatten / resume, if any
             bridge.operator_paused = bool(extras[sym].get("operator_paused")) if paused is None else paused
             bridge.fills_cursor = extras[sym].get("fills_cursor")
         if live:
             bridge.read_account()
-            if restart:
+            if restored:
                 ready.run(f"{sym}: reconcile with the exchange", lambda b=bridge: reconcile(b))
-            else:
+            elif not restart:
                 ready.run(f"{sym}: open orders read", lambda b=bridge: _orders_read(b))
-        elif restart:
+        elif restored:
             journal.members[sym].hold = False  # paper: nothing on an exchange to reconcile
     ctx.bridge = BasketBridge(session, bridges, journal, ops)
     ctx.bridge.warm_ts = {
-        sym: (extras[sym].get("warm_ts") if restart else ctx.feeds[sym].last_ts) for sym in symbols
+        sym: (extras.get(sym, {}).get("warm_ts") if restart else ctx.feeds[sym].last_ts) for sym in symbols
     }
 
 

@@ -503,6 +503,14 @@ def _expand_per_symbol(profile: Profile, strategy: Any, where: str) -> Profile:
                 "(section.key), this entry already names a symbol"
             )
     assert basket is not None
+    for key in per:  # one symbol's parameter drawn twice (two ranges): refused, never one silently dropped
+        for sym in basket:
+            name = f"symbol_overrides.{sym}.{key}"
+            if name in profile.search_space:
+                raise GridctlError(
+                    f"invalid profile {where}: search_space.{name}: drawn twice, by its own entry and by "
+                    f"{key!r} (per_symbol: true); keep one"
+                )
     space: dict[str, ParamSpec] = {}
     for key, spec in profile.search_space.items():
         parent = spec.fraction_of

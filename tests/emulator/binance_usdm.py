@@ -33,7 +33,8 @@ handler, then close the connection without answering: the request's effect happe
 ``payload`` (status 200 with ``body`` as the JSON answer: well-formed, wrong shape).
 ``times`` makes any of them a burst; ``method`` limits one to that HTTP method (a refused placement on
 ``/fapi/v1/algoOrder`` without refusing its cancels). ``state.weight_limit`` (None: off) adds Binance's
-per-minute IP request-weight limit on the server clock (``ROUTE_WEIGHTS``): over it, 429 / -1003 with
+per-minute IP request-weight limit on the server clock (``ROUTE_WEIGHTS``; klines by their ``limit``, as
+Binance: 1 below 100 rows, 2 below 500, 5 up to 1000, 10 above): over it, 429 / -1003 with
 ``Retry-After`` until the next minute; every answer carries ``X-MBX-USED-WEIGHT-1M``.
 
 Rate limits as Binance enforces them (``state.limits = ExchangeLimits(...)``; None: off, as before): every
@@ -286,6 +287,10 @@ class EmulatorState:
     def spend_weight(self, request: Request) -> Response | None:
         """Count the request's weight in its server-clock minute; a 429 (-1003) once over ``weight_limit``."""
         weight = ROUTE_WEIGHTS.get((request.method, request.path), 1)
+        if request.path in ("/fapi/v1/klines", "/fapi/v1/markPriceKlines"):  # by its limit, as Binance
+            raw = str(request.query.get("limit") or "500")
+            limit = int(raw) if raw.isdigit() else 500  # a malformed limit is the handler's -1100
+            weight = 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
         now = self.server_time()
         with self.lock:
             minute = now // 60_000

@@ -436,6 +436,38 @@ def test_a_basket_restarted_from_its_checkpoint_writes_the_backtests_ledgers(tmp
     assert len(bt.per_symbol[ETH].fills) > 0 and len(bt.per_symbol[BTC].fills) > 0
 
 
+def test_a_basket_restart_whose_restore_fails_is_listed_and_refused_not_a_traceback(tmp_path: Path) -> None:
+    """A restart on a basket journal the current config cannot restore (here ``rate_limits.
+    orders_per_minute`` raised from 100 to 2000 between runs: the journaled order ring holds 100 slots)
+    fails its "warm-up / restart" item, the start-up lists it and exits 2 (found walking issue #16: the
+    basket start-up crashed with ``KeyError`` on the symbols' missing journaled extras), and the journal
+    is left as it was."""
+    markets, strategies, venue = _basket(days=1, overrides=TIGHT)
+    path = tmp_path / "b.sqlite"
+    first = BasketSession(strategies, venue, "1m")
+    journal = _basket_journal(path, first.symbols)
+    for t, bars in list(basket_replay(markets))[:300]:
+        _step(first, t, bars)
+    journal.save(first, {sym: {} for sym in first.symbols})
+    for key, value in (("run_id", "r1"), ("mode", "paper"), ("basket", f"{BTC},{ETH}")):
+        journal.set_meta(key, value)
+    journal.close()
+    db = sqlite3.connect(str(path))
+    before = db.execute("SELECT data FROM account").fetchall()
+    db.close()
+    r = _cli("live", "--paper", "--symbols", f"{BTC},{ETH}", *[x for o in TIGHT for x in ("--set", o)],
+             "--venue-set", "rate_limits.orders_per_minute=2000", "--api-url", "http://127.0.0.1:9",
+             "--journal", str(path), "--ops-port", "0")  # fmt: skip
+    assert r.exit_code == 2, r.output
+    assert "FAIL warm-up / restart: " in r.output and "order ring has 100 values, this config needs 2000" in (
+        r.output
+    )
+    assert "not ready to start" in r.output
+    db = sqlite3.connect(str(path))
+    assert db.execute("SELECT data FROM account").fetchall() == before
+    db.close()
+
+
 def test_a_kill_inside_the_basket_checkpoint_leaves_every_symbol_and_the_account_at_the_last(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

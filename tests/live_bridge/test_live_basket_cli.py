@@ -273,6 +273,56 @@ def test_a_basket_trades_live_with_status_metrics_pause_and_a_restart(tmp_path: 
         emu.stop()
 
 
+def test_sigterm_stops_a_basket_as_ctrl_c_does_and_the_journal_restarts_it(tmp_path: Path) -> None:
+    """``kill PID`` / ``systemctl stop`` (SIGTERM) stops a live basket as Ctrl-C does: the stop is reported,
+    the process exits 0 with its ops server and journal closed, every symbol's resting entries are
+    cancelled (none can fill while nothing attaches its stops) while every position stays covered by its
+    stops on the exchange, and the same command restarts the run from the journal and rests the entries
+    again. Found walking issue #16: SIGTERM took its default action, the process vanished without a
+    word, and after any stop the entries kept resting unattended."""
+    emu = _emulator()
+    journal = tmp_path / "basket.sqlite"
+    run = None
+    try:
+        run = Run(emu.url, journal, max_bars=10_000)
+        run.wait_started()
+        for _ in range(30):
+            _advance(emu, journal, run)
+        acct = emu.state.account
+        resting = {sym: len(_ours(acct, sym, "entry")) for sym in (BTC, ETH)}
+        assert all(resting.values()), (
+            resting
+        )  # entries rest before the stop (the check below means something)
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.proc.wait(timeout=60) == 0, run.text
+        deadline = time.monotonic() + 5
+        while "stopped (SIGTERM)" not in run.text and time.monotonic() < deadline:
+            time.sleep(0.02)  # the reader thread catches up with the last lines
+        cancelled = (
+            f"resting entries cancelled ({BTC} {resting[BTC]}, {ETH} {resting[ETH]}), exits and stops stay"
+        )
+        assert f"stopped (SIGTERM); {cancelled}; the journal holds the basket's state" in run.text, run.text
+        for sym in (BTC, ETH):
+            assert _ours(acct, sym, "entry") == [], sym
+        db = sqlite3.connect(str(journal))
+        run_id = db.execute("SELECT value FROM meta WHERE key='run_id'").fetchone()[0]
+        db.close()
+        assert any(_held(emu, sym) for sym in (BTC, ETH))  # the run left positions
+        for sym in (BTC, ETH):
+            assert _uncovered(emu, sym, run_id) == {}, sym
+        run = Run(emu.url, journal, max_bars=10_000)
+        run.wait_started()
+        assert "restarted from the journal, reconciled with the exchange" in run.text, run.text
+        assert f"run {run_id}" in run.text
+        assert _advance(emu, journal, run) is not None
+        assert _check(emu, journal) == Counter(), _check(emu, journal)
+        assert any(_ours(acct, sym, "entry") for sym in (BTC, ETH))  # the restart rests entries again
+    finally:
+        if run is not None and run.proc.poll() is None:
+            run.proc.kill()
+        emu.stop()
+
+
 #: Crash points (live_bridge/killpoint.py) a restarted basket run dies at, in turn: ``member`` between two
 #: symbols' bookings in a bar, ``journal`` inside the basket checkpoint's transaction (after one symbol's
 #: writes; the 1st pass is the restart's own checkpoint), an order send, a fills poll, a booking, the bar

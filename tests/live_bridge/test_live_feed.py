@@ -53,6 +53,37 @@ def test_history_and_poll_leave_out_the_bar_still_open() -> None:
         assert [(b.ts, b.close) for b in feed.poll()] == [(T0 + 3 * MIN, 40000.0)]
 
 
+def test_polls_ask_only_for_bars_that_can_have_closed_and_count_binances_klines_weight() -> None:
+    """A poll before the next close reads the clock alone (no klines request: no bar can have closed),
+    one at a close asks for the bars closed since the last (limit 1: weight 1, not 1000 rows at weight
+    5), and the pacer counts each klines request at Binance's weight for its limit. Found walking issue
+    #16: a two-symbol basket polled 1000 klines rows per symbol every --poll-s (6 weight a second per
+    symbol) and spent the shipped 1200 weight a minute in its first minute, with no bar traded."""
+    from gridctl.live_bridge.feed import klines_weight
+    from gridctl.live_bridge.pacing import RequestPacer
+
+    from emulator.binance_usdm import BinanceUsdmEmulator, EmulatorState
+    from live_helpers import MIN, T0, scenario_bars
+
+    assert [klines_weight(n) for n in (1, 99, 100, 499, 500, 1000, 1001, 1500)] == [1, 1, 2, 2, 5, 5, 10, 10]
+    fake = FakeTime()
+    state = EmulatorState(now_ms=T0 + 3 * MIN + 30_000)  # 30 s into bar 3 of five flat bars
+    state.set_klines(SYMBOL_ID, "1m", scenario_bars())
+    with BinanceUsdmEmulator(state) as emu:
+        feed = _feed(emu.url, [], fake)
+        feed.pacer = pacer = RequestPacer(100_000, 5, 100, clock=fake.clock, sleep=fake.sleep)
+        assert len(feed.history(5)) == 3  # time 1 + klines of 5 rows 1
+        assert pacer.weight.used(fake.t) == 2
+        assert feed.poll() == [] and pacer.weight.used(fake.t) == 3  # the clock read alone
+        state.now_ms = T0 + 4 * MIN  # bar 3 closes
+        assert [b.ts for b in feed.poll()] == [T0 + 3 * MIN]
+        assert pacer.weight.used(fake.t) == 7  # time 1 + klines of 1 row 1 + fundingRate 1 + premiumIndex 1
+        assert [r.query["limit"] for r in state.requests("/fapi/v1/klines")] == ["5", "1"]
+        state.now_ms = T0 + 7 * MIN + 5_000  # bars 4, 5, 6 closed while the feed was away (5, 6 not served)
+        assert [b.ts for b in feed.poll()] == [T0 + 4 * MIN]
+        assert [r.query["limit"] for r in state.requests("/fapi/v1/klines")][-1] == "3"
+
+
 def test_funding_comes_from_the_exchange_and_is_none_when_it_gives_none() -> None:
     import polars as pl
 

@@ -142,6 +142,98 @@ def test_pacer_reads_the_exchanges_counters_and_waits_for_its_window() -> None:
     pacer.acquire(1)  # plain requests are not orders
 
 
+def test_the_last_tenth_of_the_weight_is_kept_for_protection_not_market_data() -> None:
+    """Weight 100 a minute: the bar feed and the funding-income report (``essential=False``) stop at 90,
+    the last 10 stay for the requests that keep positions covered (fills, positions, orders, stops).
+    Found walking issue #16: a basket whose polls had spent the whole minute left a new ETH lot without
+    its stop for over 30 s (the stop placement refused like any read); the feed now waits instead."""
+    from gridctl.live_bridge.feed import ExchangeFeed
+
+    now = [0.0]
+    pacer = RequestPacer(100, 10, 1000, max_wait_s=0.0, clock=lambda: now[0])
+    assert pacer.reserve == 10
+    for _ in range(18):
+        pacer.acquire(5, 0, "klines", essential=False)  # 90: market data's share is spent
+    with pytest.raises(RateLimited, match=r"100 per 60 s reached \(90 used, 1 more, the last 10 kept"):
+        pacer.acquire(1, 0, "time", essential=False)
+    pacer.acquire(5, 0, "fills")  # a fills read and a stop placement still go out
+    pacer.acquire(1, 1, "place stop")
+    pacer.acquire(4, 0, "positions")  # up to the full 100
+    with pytest.raises(RateLimited, match=r"100 per 60 s reached \(100 used, 1 more\)"):
+        pacer.acquire(1, 1, "place stop")
+    # the feed asks as market data: it is refused at 90 while a protective request is not
+    calls: list[tuple[int, int, str, bool]] = []
+
+    class Recorder:
+        def acquire(self, weight: int, orders: int, what: str, essential: bool = True) -> None:
+            calls.append((weight, orders, what, essential))
+
+    class Client:
+        timeout = 1000
+        id = "binanceusdm"
+
+        def __init__(self) -> None:
+            self.urls: dict[str, Any] = {}
+
+        def fetch_time(self) -> int:
+            return 0
+
+    feed = ExchangeFeed(Client(), "BTC/USDT:USDT", "1m", 20, 0, 0)
+    feed.pacer = Recorder()
+    feed.server_time_ms()
+    assert calls == [(1, 0, "time", False)]
+
+
+def test_a_stop_cancels_only_this_runs_entries_and_waits_for_a_spent_weight_window() -> None:
+    """``runner.cancel_entries_at_stop`` (Ctrl-C / SIGTERM): every symbol's resting entries of this run are
+    cancelled, its exits and stops and other runs' orders left; with the minute's weight spent it waits
+    for the window (at t = 60 here) instead of giving up after the pacer's usual 2 s, and then restores
+    the pacer's wait. Found walking issue #16: a stop on a spent budget left ETH's entries resting."""
+    from types import SimpleNamespace
+
+    from gridctl.live_bridge.orders import encode_client_id
+    from gridctl.live_bridge.runner import cancel_entries_at_stop
+
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    pacer = RequestPacer(100, 10, 1000, max_wait_s=2.0, clock=lambda: now[0], sleep=sleep)
+    pacer.acquire(100)  # the minute's weight spent at t = 0
+    ids = {
+        "BTC": [encode_client_id("r1", 0, 1, "entry", 1), encode_client_id("r1", 0, 1, "sl", 2),
+                encode_client_id("r1", 1, 2, "entry", 3), encode_client_id("r0", 0, 1, "entry", 4), "manual"],
+        "ETH": [encode_client_id("r1", 1, 1, "tp", 5), encode_client_id("r1", 1, 1, "entry", 6)],
+    }  # fmt: skip
+    cancelled: list[tuple[str, str, float]] = []
+
+    class Gw:
+        def __init__(self) -> None:
+            self.pacer = pacer
+
+        def open_orders(self, sym: str) -> list[Any]:
+            pacer.acquire(2, 0, "open orders")
+            return [SimpleNamespace(client_id=c) for c in ids[sym]]
+
+        def cancel(self, sym: str, cid: str) -> None:
+            pacer.acquire(1, 0, f"cancel {cid}")
+            cancelled.append((sym, cid, now[0]))
+
+    bridges = {s: SimpleNamespace(o=SimpleNamespace(mode="live", run_id="r1"), gw=Gw()) for s in ids}
+    text = cancel_entries_at_stop(bridges)  # type: ignore[arg-type]
+    assert text == "resting entries cancelled (BTC 2, ETH 1), exits and stops stay"
+    assert [(s, c) for s, c, _ in cancelled] == [
+        ("BTC", ids["BTC"][0]),
+        ("BTC", ids["BTC"][2]),
+        ("ETH", ids["ETH"][1]),
+    ]
+    assert cancelled[0][2] == pytest.approx(60.0)  # waited for the window to free, 60 s > the usual 2 s
+    assert pacer.max_wait_s == 2.0
+    # paper bridges have nothing on an exchange: nothing to say
+    assert cancel_entries_at_stop({"BTC": SimpleNamespace(o=SimpleNamespace(mode="paper"), gw=None)}) == ""  # type: ignore[dict-item]
+
+
 def test_pacer_keeps_orders_per_minute_and_reads_the_minute_counter() -> None:
     now = [0.0]
     pacer = RequestPacer(1200, 100, 3, max_wait_s=0.0, clock=lambda: now[0])

@@ -98,6 +98,33 @@ def _prepare_paper(url: str, tmp_path, sleeps: list[float]):  # type: ignore[no-
     )
 
 
+def test_a_strategy_that_does_not_fit_the_venue_is_refused_before_the_run(tmp_path) -> None:
+    """``gridctl backtest`` and ``config validate --venue`` refuse a rung below the symbol's minimum
+    notional; ``live`` refuses it too, in its "config valid" item, before anything is read or sent: BTC's
+    min notional is 100 and ETH's 20 in the shipped snapshot, so 10 USDT rungs fit neither (a basket names
+    each symbol). Found walking issue #16: ``live --live --symbols BTC,ETH --set grid.base_notional=10``
+    passed every readiness item and ran."""
+    url = _closed_port()
+    args = ["--api-url", url, "--set", "grid.base_notional=10", "--ops-port", "0"]
+    r = runner.invoke(app, ["live", "--paper", *args, "--journal", str(tmp_path / "a.sqlite")])
+    assert r.exit_code == 2, r.output
+    assert "FAIL config valid: " in r.output
+    assert "grid.base_notional 10 USDT is below BTC/USDT:USDT's minimum order notional 100" in r.output
+    basket = ["--symbols", "BTC/USDT:USDT,ETH/USDT:USDT"]
+    r = runner.invoke(app, ["live", "--paper", *basket, *args, "--journal", str(tmp_path / "b.sqlite")])
+    assert r.exit_code == 2, r.output
+    line = next(x for x in r.output.splitlines() if x.startswith("FAIL config valid: "))
+    assert (
+        "BTC/USDT:USDT: grid.base_notional 10 USDT is below BTC/USDT:USDT's minimum order notional 100"
+        in line
+    )
+    assert (
+        "; ETH/USDT:USDT: grid.base_notional 10 USDT is below ETH/USDT:USDT's minimum order notional 20"
+        in line
+    )
+    assert "exchange reachable" not in r.output  # refused before any request
+
+
 @pytest.mark.parametrize("retries", [0, 3])
 def test_readiness_uses_its_own_retry_budget_not_the_feeds(
     retries: int, tmp_path, monkeypatch: pytest.MonkeyPatch

@@ -215,6 +215,26 @@ def test_a_profile_naming_a_symbol_outside_the_basket_is_refused_in_one_line(tmp
     assert "the account's gates" in text
 
 
+def test_a_parameter_drawn_twice_per_symbol_and_by_its_own_key_is_refused(tmp_path: Path) -> None:
+    """``grid.grid_step_bps`` with ``per_symbol: true`` draws ``symbol_overrides.<ETH>.grid.grid_step_bps``;
+    an entry of that very name as well would define ETH's parameter twice, with two ranges. Found walking
+    issue #16: the profile loaded and the later entry's range silently replaced the other's (ETH drawn in
+    20..50 only, the per_symbol entry's 20..120 ignored). Refused in one line naming both, in either order."""
+    own = {"type": "float", "low": 20, "high": 50}
+    per = {"type": "float", "low": 20, "high": 120, "per_symbol": True}
+    name = f"symbol_overrides.{ETH}.grid.grid_step_bps"
+    for space in ({"grid.grid_step_bps": per, name: own}, {name: own, "grid.grid_step_bps": per}):
+        text = _refused(tmp_path, search_space=space)
+        assert f"search_space.{name}: drawn twice" in text, text
+        assert "'grid.grid_step_bps' (per_symbol: true)" in text, text
+    # the other symbol's own entry beside a shared (not per-symbol) draw still loads
+    ok = load_profile(
+        profile_file(tmp_path, name="ok", search_space={"grid.grid_step_bps": {**per, "per_symbol": False},
+                                                      name: own})
+    )  # fmt: skip
+    assert list(ok.search_space) == ["grid.grid_step_bps", name]
+
+
 def test_a_shared_key_the_strategy_overrides_for_a_symbol_is_refused(tmp_path: Path) -> None:
     base = load_strategy(
         "default",
