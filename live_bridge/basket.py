@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import SimpleNamespace
 from typing import Any
 
@@ -413,6 +414,88 @@ class BasketSession:
         return out
 
 
+class SharedAccountRead:
+    """A basket's one read of the exchange account (totals and every symbol's positions, two requests:
+    ``CcxtGateway.accounts``) per fills poll and per bar, in place of one read per symbol.
+
+    ``read`` takes it; ``take(symbol)`` hands each symbol its view once (a second read of the symbol in
+    the same poll, a protection check's re-read after a repair, goes to the exchange again: ``None``);
+    ``clear`` drops what is left, so no view outlives its poll or bar. A read that failed raises its
+    error from every symbol's ``take``: each symbol's fail-closed check sees the failure (an unreadable
+    account pauses entries on every symbol), never an older view.
+    """
+
+    def __init__(self, gateway: Any, symbols: tuple[str, ...]) -> None:
+        self.gw = gateway
+        self.symbols = symbols
+        self._views: dict[str, Any] = {}
+        self._error: Exception | None = None
+        self._owed: set[str] = set()
+        self._income: dict[str, Any] = {}
+        self._income_error: Exception | None = None
+        self._income_owed: set[str] = set()
+
+    def read(self, income_since: int | None = None) -> None:
+        """Read the account (and, ``income_since`` given, the funding income of every symbol since then:
+        ``CcxtGateway.funding_payments_all``, one history for all; only when the account was read, as a
+        symbol reads its income only after its account)."""
+        from gridctl.live_bridge.gateway import GatewayError
+
+        self._owed = set(self.symbols)
+        try:
+            self._views, self._error = dict(self.gw.accounts(self.symbols)), None
+        except GatewayError as err:
+            self._views, self._error = {}, err
+        missing = self._owed - set(self._views)
+        if self._error is None and missing:  # a gateway answering for fewer symbols: those read alone
+            self._owed -= missing
+        if income_since is None or self._error is not None or not hasattr(self.gw, "funding_payments_all"):
+            return
+        self._income_owed = set(self.symbols)
+        try:
+            self._income, self._income_error = (
+                dict(self.gw.funding_payments_all(self.symbols, income_since)),
+                None,
+            )
+        except GatewayError as err:
+            self._income, self._income_error = {}, err
+        if self._income_error is None:
+            self._income_owed &= set(self._income)
+
+    def take_income(self, symbol: str) -> Any:
+        """``symbol``'s funding income rows of the last read (since the earliest cursor: the bridge keeps
+        those at or after its own), once; None when there are none to use (read it yourself)."""
+        if symbol not in self._income_owed:
+            return None
+        self._income_owed.discard(symbol)
+        if self._income_error is not None:
+            raise self._income_error
+        return self._income.pop(symbol)
+
+    def take(self, symbol: str) -> Any:
+        """``symbol``'s view of the last read, once; None when there is none to use (read it yourself)."""
+        if symbol not in self._owed:
+            return None
+        self._owed.discard(symbol)
+        if self._error is not None:
+            raise self._error
+        return self._views.pop(symbol)
+
+    def clear(self) -> None:
+        self._views, self._error, self._owed = {}, None, set()
+        self._income, self._income_error, self._income_owed = {}, None, set()
+
+    @contextmanager
+    def shared(self, income_since: int | None = None) -> Iterator[None]:
+        """In the block the symbols' account reads (and income reads, ``income_since`` given) use one
+        read taken on entry; dropped on exit."""
+        self.read(income_since)
+        try:
+            yield
+        finally:
+            self.clear()
+
+
 class BasketBridge:
     """``--live`` (or ``--paper`` on the exchange's feed) on a basket: one ``Bridge`` per symbol over one
     account.
@@ -454,6 +537,13 @@ class BasketBridge:
         self.session = session
         self.bridges = dict(bridges)
         self.mode = modes.pop()
+        # live: the account read once per poll and per bar for every symbol (the gateway's ``accounts``)
+        self.shared_account: SharedAccountRead | None = None
+        one = next(iter(bridges.values())).gw
+        if self.mode == "live" and hasattr(one, "accounts"):
+            self.shared_account = SharedAccountRead(one, tuple(self.bridges))
+            for bridge in self.bridges.values():
+                bridge.shared_account = self.shared_account
         self.journal = (
             journal  # journal.BasketJournal: every symbol's checkpoint and the account's, one commit
         )
@@ -511,11 +601,22 @@ class BasketBridge:
         code = self.session.step_close(t, ohlc, allowed)
         killpoint.hit("bar")
         for sym, b in self.bridges.items():
-            b.send_bar(t0, *marks[sym])
+            b.send_bar(t0, *marks[sym], read=False)
+        with self.shared_read(income=True):  # every symbol's orders out: one account read for all of them
+            for b in self.bridges.values():
+                b.read_after_bar()
         # each symbol's sample: the bar received -> its orders sent (they go out one symbol after another)
         self.latency.add(max(b.latency.samples_ms[-1] for b in self.bridges.values()))
         self._end_bars()
         return code
+
+    def shared_read(self, income: bool = False) -> AbstractContextManager[None]:
+        """The block's account reads (and funding income reads: ``income``, at a bar) on one read for
+        every symbol (live; else each reads its own)."""
+        if self.shared_account is None:
+            return nullcontext()
+        since = min(b._income_cursor for b in self.bridges.values()) if income else None
+        return self.shared_account.shared(since)
 
     def _end_bars(self) -> None:
         """After the bar: one basket checkpoint (``Bridge.end_bar`` per symbol would commit it N times),
@@ -560,4 +661,4 @@ def replay_basket(
     return out
 
 
-__all__ = ["BasketBridge", "BasketSession", "MemberSession", "Ohlc", "replay_basket"]
+__all__ = ["BasketBridge", "BasketSession", "MemberSession", "Ohlc", "SharedAccountRead", "replay_basket"]

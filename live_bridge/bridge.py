@@ -204,6 +204,9 @@ class Bridge:
         self.fills_cursor: int | None = None
         # A basket's symbol: its checkpoint is the basket's (every symbol and the account, one transaction)
         self.checkpoint_with: Callable[[], None] | None = None
+        # a basket's one account read per poll and per bar (live_bridge.basket.SharedAccountRead): this
+        # symbol's view of it, served once per read; None (one symbol) reads the account itself
+        self.shared_account: Any = None
         self.account: gw.Account | None = None  # live: the last exchange account read
         # Live: funding the account was paid / received (FUNDING_FEE income) since this bridge started,
         # read incrementally after each bar; unknown while unreadable (the reason in income_problem).
@@ -580,9 +583,10 @@ class Bridge:
         lat.phase("fills", (t2 - t1) * 1000.0)
         return t2, self.s.state[S_HALTED] != 0.0
 
-    def send_bar(self, t0: float, t2: float, halted_before: bool) -> None:
+    def send_bar(self, t0: float, t2: float, halted_before: bool, read: bool = True) -> None:
         """Live, after the engine's bar close: the order diff sent, a new halt flattened on the exchange,
-        the retries, the books and the account read again, the protection invariant checked."""
+        the retries, then (``read``; a basket runs it after every symbol sent) ``read_after_bar``: the
+        books and the account read again, the protection invariant checked."""
         lat, t3 = self.latency, time.perf_counter()
         lat.phase("engine", (t3 - t2) * 1000.0)
         self.sync_orders(refresh=self._orders_unknown, defer_retries=True)
@@ -596,6 +600,13 @@ class Bridge:
         self.run_retries()
         if self._retried_ms is not None:
             lat.phase("retries", self._retried_ms)
+        if read:
+            self.read_after_bar()
+
+    def read_after_bar(self) -> None:
+        """The last piece of ``send_bar``: the books and the account read again (for the next bar), the
+        unexplained exposure reviewed, the protection invariant checked on those reads. A basket runs it
+        for every symbol after every symbol's orders went out, on one account read (``shared_account``)."""
         self.refresh_orders()
         self.read_account()
         if self.unexplained:
@@ -695,7 +706,7 @@ class Bridge:
         """
         assert self.gw is not None
         try:
-            self.account = self.gw.account(self.s.symbol)
+            self.account = self._exchange_account()
         except gw.RateLimited as err:
             self._error("rate_limit", err)
             return False
@@ -855,12 +866,23 @@ class Bridge:
         )
         return first
 
+    def _exchange_account(self) -> gw.Account:
+        """The exchange account and this symbol's positions, read now: a basket's shared read of this
+        poll or bar when it holds one for this symbol not yet used (its failure raised here, for every
+        symbol), else this symbol's own read (``Gateway.account``)."""
+        assert self.gw is not None
+        if self.shared_account is not None:
+            acct = self.shared_account.take(self.s.symbol)
+            if acct is not None:
+                return acct
+        return self.gw.account(self.s.symbol)
+
     def read_account(self) -> None:
         """Read the exchange account (live): the figures the status and metrics report, and the margin
         input of the fail-closed check (unreadable or no margin ratio pauses entries)."""
         assert self.gw is not None
         try:
-            acct = self.gw.account(self.s.symbol)
+            acct = self._exchange_account()
         except gw.GatewayError as err:
             self.account = None
             self.set_input_health("margin", f"account unreadable: {err}")
@@ -881,12 +903,20 @@ class Bridge:
         """
         assert self.gw is not None
         try:
-            rows = self.gw.funding_payments_since(self.s.symbol, self._income_cursor)
+            # a basket's one income read for every symbol at this bar (since its earliest cursor)
+            shared = self.shared_account.take_income(self.s.symbol) if self.shared_account else None
+            rows = (
+                shared
+                if shared is not None
+                else self.gw.funding_payments_since(self.s.symbol, self._income_cursor)
+            )
         except gw.GatewayError as err:
             self.income_problem = f"funding income unreadable: {err}"
             return
         self.income_problem = None
         for ts, amount in rows:
+            if ts < self._income_cursor:
+                continue  # booked at an earlier read (a shared read starts at the basket's earliest cursor)
             self.funding_income += amount
             self._income_cursor = max(self._income_cursor, ts + 1)
 

@@ -36,7 +36,7 @@ import functools
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -326,6 +326,23 @@ class CcxtGateway:
         rows = self._call("positions", weight, lambda: self.client.fetch_positions([unified]))
         return self._account_from(raw, rows)
 
+    @_fail_closed
+    def accounts(self, symbols: Sequence[str]) -> dict[str, Account]:
+        """``account`` for every symbol of a basket from ONE v3 account read and ONE v3 positionRisk read
+        (ccxt asks positionRisk without a symbol: every symbol's rows in one answer, weight 5 either way).
+
+        Each symbol's ``Account`` carries the account's totals and that symbol's positions only, exactly
+        as ``account(symbol)`` would; a symbol the answer has no rows for gets flat sides (hedge mode).
+        """
+        unified = {sym: self._unified(sym) for sym in symbols}
+        raw = self._call("account", WEIGHTS["account"], lambda: self.client.fapiPrivateV3GetAccount())
+        weight = WEIGHTS["positionRisk"] + (0 if self.client.options.get("leverageBrackets") else 1)
+        rows = self._call("positions", weight, lambda: self.client.fetch_positions(list(unified.values())))
+        return {
+            sym: self._account_from(raw, [r for r in rows if r.get("symbol") == u])
+            for sym, u in unified.items()
+        }
+
     def _account_from(self, raw: Any, rows: list[Any]) -> Account:
         positions: dict[str, Position] = {}
         for row in rows:
@@ -587,8 +604,24 @@ class CcxtGateway:
     @_fail_closed
     def funding_payments_since(self, symbol: str, since_ms: int) -> list[tuple[int, float]]:
         """(settlement ms, amount) of FUNDING_FEE income at or after ``since_ms``, oldest first."""
-        unified = self._unified(symbol)
-        out: dict[str, tuple[int, float]] = {}
+        return self._funding_income(self._unified(symbol), since_ms)[self._unified(symbol)]
+
+    @_fail_closed
+    def funding_payments_all(
+        self, symbols: Sequence[str], since_ms: int
+    ) -> dict[str, list[tuple[int, float]]]:
+        """``funding_payments_since`` for every symbol of a basket from ONE income history (asked without
+        a symbol: every symbol's rows, weight 30 a page as for one symbol); rows of other symbols dropped."""
+        unified = {sym: self._unified(sym) for sym in symbols}
+        rows = self._funding_income(None, since_ms)
+        return {sym: rows.get(u, []) for sym, u in unified.items()}
+
+    def _funding_income(
+        self, unified: str | None, since_ms: int
+    ) -> dict[str | None, list[tuple[int, float]]]:
+        """Unified symbol -> its FUNDING_FEE rows at or after ``since_ms`` (``unified``: that symbol's only,
+        keyed by it even when there are none)."""
+        out: dict[str, tuple[str, int, float]] = {}
         cursor = since_ms
         while True:
             rows = self._call(
@@ -598,9 +631,13 @@ class CcxtGateway:
                 essential=False,
             )
             for row in rows:
-                key = str(row.get("id") or (row["timestamp"], row["amount"]))
-                out[key] = (int(row["timestamp"]), float(row["amount"]))
+                key = str(row.get("id") or (row.get("symbol"), row["timestamp"], row["amount"]))
+                sym = unified if unified is not None else str(row["symbol"])
+                out[key] = (sym, int(row["timestamp"]), float(row["amount"]))
             if len(rows) < PAGE:
                 break
             cursor = int(rows[-1]["timestamp"]) + 1
-        return sorted(out.values())
+        by: dict[str | None, list[tuple[int, float]]] = {unified: []} if unified is not None else {}
+        for sym, ts, amount in out.values():
+            by.setdefault(sym, []).append((ts, amount))
+        return {sym: sorted(v) for sym, v in by.items()}

@@ -18,6 +18,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -974,12 +975,19 @@ def _control_tick(bridge: Bridge, feed: Any, got: list[Any] | BaseException | No
     return got if isinstance(got, list) else []
 
 
-def _between_bars(bridges: list[Bridge], fills_due: float, fills_poll_s: float) -> float:
-    """A tick that stepped no bar: every bridge looks for fills when they are due (``protect_fills``),
-    then checks staleness and publishes its state. Returns when the fills are due next (monotonic s)."""
+def _between_bars(
+    bridges: list[Bridge],
+    fills_due: float,
+    fills_poll_s: float,
+    shared_read: Callable[[], AbstractContextManager[None]] = nullcontext,
+) -> float:
+    """A tick that stepped no bar: every bridge looks for fills when they are due (``protect_fills``;
+    a basket's on one account read for all its symbols, ``shared_read``), then checks staleness and
+    publishes its state. Returns when the fills are due next (monotonic s)."""
     if time.monotonic() >= fills_due:
-        for b in bridges:
-            b.protect_fills()
+        with shared_read():
+            for b in bridges:
+                b.protect_fills()
         fills_due = time.monotonic() + fills_poll_s
     for b in bridges:
         b.check_stale()
@@ -1342,7 +1350,7 @@ def run_basket_loop(
                 if (max_bars is not None and done >= max_bars) or basket.session.liquidated:
                     break
             if not stepped:
-                fills_due = _between_bars(list(bridges.values()), fills_due, fills_poll_s)
+                fills_due = _between_bars(list(bridges.values()), fills_due, fills_poll_s, basket.shared_read)
     finally:
         for w in workers.values():
             w.stop()
