@@ -217,3 +217,28 @@ def test_a_symbol_paid_no_funding_does_not_hold_the_shared_income_read_at_the_ru
     (asked,) = [r.query for r in emu.state.requests() if r.path == INCOME]
     assert int(asked["startTime"]) == t + 1
     assert ctx.bridge.bridges[BTC].funding_income == pytest.approx(-1.25)  # booked once
+
+
+def test_a_stop_says_so_when_an_entry_filled_since_the_last_poll_has_no_stop(basket: tuple[Any, Any]) -> None:
+    """Ctrl-C right after ETH's highest long entry filled (no fills poll since): the cancel of the other
+    entries leaves that long without a stop until a restart books it. The stop line said "exits and stops
+    stay"; it must name the uncovered position (ETH LONG, the order's quantity)."""
+    from gridctl.live_bridge.runner import cancel_entries_at_stop
+
+    from emulator.private import _execute
+
+    emu, ctx = basket
+    _bar(emu, ctx)
+    acct, eth = emu.state.account, IDS[ETH]
+    entries = [
+        o
+        for o in acct.open_orders(eth)
+        if o.type == "LIMIT" and o.position_side == "LONG" and o.side == "BUY" and not o.reduce_only
+    ]
+    order = max(entries, key=lambda o: o.price)
+    qty = order.qty
+    _execute(emu.state, order, order.price, True, emu.state.server_time(), 10**9)
+    assert abs(acct.position(eth, "LONG")[0]) == pytest.approx(qty)
+    text = cancel_entries_at_stop(ctx.bridge.bridges)
+    assert f"POSITION WITHOUT A STOP ({ETH} LONG {round(qty, 12)})" in text, text
+    assert not [o for o in acct.open_orders(eth) if o.type == "LIMIT" and not o.reduce_only]
