@@ -434,6 +434,8 @@ class SharedAccountRead:
         self._income: dict[str, Any] = {}
         self._income_error: Exception | None = None
         self._income_owed: set[str] = set()
+        # the latest funding row time of the last income read, any symbol (None: none read)
+        self.income_seen_ts: int | None = None
 
     def read(self, income_since: int | None = None) -> None:
         """Read the account (and, ``income_since`` given, the funding income of every symbol since then:
@@ -451,7 +453,7 @@ class SharedAccountRead:
             self._owed -= missing
         if income_since is None or self._error is not None or not hasattr(self.gw, "funding_payments_all"):
             return
-        self._income_owed = set(self.symbols)
+        self._income_owed, self.income_seen_ts = set(self.symbols), None
         try:
             self._income, self._income_error = (
                 dict(self.gw.funding_payments_all(self.symbols, income_since)),
@@ -461,6 +463,8 @@ class SharedAccountRead:
             self._income, self._income_error = {}, err
         if self._income_error is None:
             self._income_owed &= set(self._income)
+            seen = [ts for rows in self._income.values() for ts, _ in rows]
+            self.income_seen_ts = max(seen) if seen else None
 
     def take_income(self, symbol: str) -> Any:
         """``symbol``'s funding income rows of the last read (since the earliest cursor: the bridge keeps

@@ -919,6 +919,11 @@ class Bridge:
                 continue  # booked at an earlier read (a shared read starts at the basket's earliest cursor)
             self.funding_income += amount
             self._income_cursor = max(self._income_cursor, ts + 1)
+        seen = self.shared_account.income_seen_ts if shared is not None else None
+        if seen is not None:
+            # the shared read starts at the basket's earliest cursor: a symbol paid nothing moves up to the
+            # latest row the read saw (rows AT it still taken), or every bar reads the history from its start
+            self._income_cursor = max(self._income_cursor, seen)
 
     # --- live: fills
 

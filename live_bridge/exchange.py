@@ -630,13 +630,18 @@ class CcxtGateway:
                 lambda c=cursor: self.client.fetch_funding_history(unified, c, PAGE),
                 essential=False,
             )
+            seen = len(out)
             for row in rows:
                 key = str(row.get("id") or (row.get("symbol"), row["timestamp"], row["amount"]))
                 sym = unified if unified is not None else str(row["symbol"])
                 out[key] = (sym, int(row["timestamp"]), float(row["amount"]))
             if len(rows) < PAGE:
                 break
-            cursor = int(rows[-1]["timestamp"]) + 1
+            if len(out) == seen:  # a full page of rows already read: the history cannot be walked on
+                raise ExchangeUnavailable(f"funding income: more than {PAGE} rows at {cursor}")
+            # the next page starts AT the last row's time, not after it: the symbols of a basket settle
+            # at the same instant, so a full page can end inside one settlement's rows (seen ones: by key)
+            cursor = int(rows[-1]["timestamp"])
         by: dict[str | None, list[tuple[int, float]]] = {unified: []} if unified is not None else {}
         for sym, ts, amount in out.values():
             by.setdefault(sym, []).append((ts, amount))

@@ -793,10 +793,11 @@ def cancel_entries_at_stop(bridges: dict[str, Bridge]) -> str:
     is journaled: the restart settles the cancelled orders by client id (``reconcile``) and the first
     order diff sends the entries again. Returns what was done, or which symbols' entries may still rest."""
     from gridctl.live_bridge import gateway as gwmod
-    from gridctl.live_bridge.orders import parse_client_id
+    from gridctl.live_bridge.orders import parse_client_id, stop_coverage
 
     done: list[str] = []
     failed: list[str] = []
+    bare: list[str] = []
     for sym, bridge in bridges.items():
         if bridge.o.mode != "live" or bridge.gw is None:
             continue
@@ -812,6 +813,15 @@ def cancel_entries_at_stop(bridges: dict[str, Bridge]) -> str:
                     bridge.gw.cancel(sym, order.client_id)
                     n += 1
             done.append(f"{sym} {n}")
+            # an entry that filled since the last fills poll (or partly, before its cancel) has no stop
+            # until a restart books it: read the positions again and say so
+            try:
+                covered = stop_coverage(bridge.gw.open_orders(sym), bridge.o.run_id)
+                for pos, p in bridge.gw.account(sym).positions.items():
+                    if p.qty - covered.get(pos, 0.0) > float(bridge.s.venue.rules_for(sym).step_size) / 2.0:
+                        bare.append(f"{sym} {pos} {round(p.qty - covered.get(pos, 0.0), 12)}")
+            except gwmod.GatewayError as err:
+                bare.append(f"{sym} unknown, positions unreadable: {err}")
         except gwmod.GatewayError as err:
             failed.append(f"{sym}: {err}")
         finally:
@@ -820,6 +830,11 @@ def cancel_entries_at_stop(bridges: dict[str, Bridge]) -> str:
     if not done and not failed:
         return ""
     text = f"resting entries cancelled ({', '.join(done)}), exits and stops stay" if done else ""
+    if bare:
+        text += (
+            "; POSITION WITHOUT A STOP (" + ", ".join(bare) + "): filled since the last fills poll; "
+            "restart now (it books the fill and sends its stop) or close it on the exchange"
+        )
     if failed:
         text += ("; " if text else "") + (
             "COULD NOT cancel the resting entries of " + "; ".join(failed) + " (cancel them on the exchange, "

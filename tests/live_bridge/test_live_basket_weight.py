@@ -193,3 +193,52 @@ def test_one_income_read_books_each_symbol_its_own_funding(basket: tuple[Any, An
     assert all(b.income_problem is None for b in ctx.bridge.bridges.values())
     _bar(emu, ctx)
     assert {sym: b.funding_income - before[sym] for sym, b in ctx.bridge.bridges.items()} == got
+
+
+def test_a_symbol_paid_no_funding_does_not_hold_the_shared_income_read_at_the_runs_start(
+    basket: tuple[Any, Any],
+) -> None:
+    """The one income read starts at the basket's earliest cursor. ETH (flat, paid nothing) kept its
+    cursor at the run's start, so every bar's read asked for BTC's whole history since then (30 weight a
+    page, one more page every 1000 rows). A read that saw rows up to time T moves every symbol's cursor
+    to T (rows AT T still taken: a symbol's row of that settlement may come a moment later): BTC's row
+    at t+1 gives BTC t+2 and ETH t+1, so the next bar asks from t+1."""
+    emu, ctx = basket
+    _bar(emu, ctx)
+    acct = emu.state.account
+    t = max(b._income_cursor for b in ctx.bridge.bridges.values())
+    row = {"symbol": "BTCUSDT", "incomeType": "FUNDING_FEE", "income": "-1.25000000", "asset": "USDT"}
+    acct.income.append({**row, "info": "FUNDING_FEE", "time": t + 1, "tranId": acct.new_id(), "tradeId": ""})
+    _bar(emu, ctx)
+    cursors = {sym: b._income_cursor for sym, b in ctx.bridge.bridges.items()}
+    assert cursors == {BTC: t + 2, ETH: t + 1}
+    emu.state.clear_log()
+    _bar(emu, ctx)
+    (asked,) = [r.query for r in emu.state.requests() if r.path == INCOME]
+    assert int(asked["startTime"]) == t + 1
+    assert ctx.bridge.bridges[BTC].funding_income == pytest.approx(-1.25)  # booked once
+
+
+def test_a_stop_says_so_when_an_entry_filled_since_the_last_poll_has_no_stop(basket: tuple[Any, Any]) -> None:
+    """Ctrl-C right after ETH's highest long entry filled (no fills poll since): the cancel of the other
+    entries leaves that long without a stop until a restart books it. The stop line said "exits and stops
+    stay"; it must name the uncovered position (ETH LONG, the order's quantity)."""
+    from gridctl.live_bridge.runner import cancel_entries_at_stop
+
+    from emulator.private import _execute
+
+    emu, ctx = basket
+    _bar(emu, ctx)
+    acct, eth = emu.state.account, IDS[ETH]
+    entries = [
+        o
+        for o in acct.open_orders(eth)
+        if o.type == "LIMIT" and o.position_side == "LONG" and o.side == "BUY" and not o.reduce_only
+    ]
+    order = max(entries, key=lambda o: o.price)
+    qty = order.qty
+    _execute(emu.state, order, order.price, True, emu.state.server_time(), 10**9)
+    assert abs(acct.position(eth, "LONG")[0]) == pytest.approx(qty)
+    text = cancel_entries_at_stop(ctx.bridge.bridges)
+    assert f"POSITION WITHOUT A STOP ({ETH} LONG {round(qty, 12)})" in text, text
+    assert not [o for o in acct.open_orders(eth) if o.type == "LIMIT" and not o.reduce_only]

@@ -7,6 +7,7 @@ Scenario numbers are derived by hand from the bars below (BTCUSDT: tick 0.1, ste
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import ccxt
 import polars as pl
@@ -498,3 +499,37 @@ def test_well_formed_answer_of_the_wrong_shape_is_exchange_unavailable(
     state.inject("payload", "/fapi/v3/account", body={"unexpected": True})
     with pytest.raises(ExchangeUnavailable, match="malformed"):
         gw.account(SYM)
+
+
+def test_funding_payments_all_pages_never_drop_rows_settled_at_a_page_boundary(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A basket's one income history: every symbol settles at the same instants, so a full page can end
+    inside one settlement's rows. The next page must start AT that settlement (the rows already seen
+    dropped by id), not after it: two symbols' rows at 08:00 were never booked."""
+    import threading
+    from types import SimpleNamespace
+
+    from gridctl.live_bridge import exchange
+
+    monkeypatch.setattr(exchange, "PAGE", 4)
+    t1, t2 = 1_000, 2_000
+    unified = {"BTCUSDT": "BTC/USDT:USDT", "ETHUSDT": "ETH/USDT:USDT", "SOLUSDT": "SOL/USDT:USDT"}
+    history = [
+        {"id": f"{u}-{t}", "symbol": u, "timestamp": t, "amount": amount}
+        for t, amount in ((t1, -1.0), (t2, -2.0))
+        for u in unified.values()
+    ]
+
+    def fetch_funding_history(symbol: Any, since: int, limit: int) -> list[dict[str, Any]]:
+        assert symbol is None
+        return [r for r in history if r["timestamp"] >= since][:limit]  # oldest first, as Binance
+
+    gw = CcxtGateway.__new__(CcxtGateway)
+    gw.pacer = SimpleNamespace(acquire=lambda *a, **k: None)
+    gw._lock = threading.Lock()
+    gw.client = SimpleNamespace(fetch_funding_history=fetch_funding_history, last_http_response=None)
+    gw._unified = unified.__getitem__  # type: ignore[method-assign]
+    got = gw.funding_payments_all(tuple(unified), 0)
+    # page 1: BTC t1, ETH t1, SOL t1, BTC t2 (full); then every row at t2 and after
+    assert got == {sym: [(t1, -1.0), (t2, -2.0)] for sym in unified}

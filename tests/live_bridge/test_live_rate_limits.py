@@ -214,7 +214,10 @@ def test_a_stop_cancels_only_this_runs_entries_and_waits_for_a_spent_weight_wind
 
         def open_orders(self, sym: str) -> list[Any]:
             pacer.acquire(2, 0, "open orders")
-            return [SimpleNamespace(client_id=c) for c in ids[sym]]
+            return [SimpleNamespace(client_id=c, type="limit") for c in ids[sym]]
+
+        def account(self, sym: str) -> Any:  # flat: nothing left without a stop
+            return SimpleNamespace(positions={})
 
         def cancel(self, sym: str, cid: str) -> None:
             pacer.acquire(1, 0, f"cancel {cid}")
