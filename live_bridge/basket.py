@@ -451,7 +451,7 @@ class SharedAccountRead:
         missing = self._owed - set(self._views)
         if self._error is None and missing:  # a gateway answering for fewer symbols: those read alone
             self._owed -= missing
-        if income_since is None or self._error is not None or not hasattr(self.gw, "funding_payments_all"):
+        if income_since is None or self._error is not None:
             return
         self._income_owed, self.income_seen_ts = set(self.symbols), None
         try:
@@ -544,7 +544,7 @@ class BasketBridge:
         # live: the account read once per poll and per bar for every symbol (the gateway's ``accounts``)
         self.shared_account: SharedAccountRead | None = None
         one = next(iter(bridges.values())).gw
-        if self.mode == "live" and hasattr(one, "accounts"):
+        if self.mode == "live":
             self.shared_account = SharedAccountRead(one, tuple(self.bridges))
             for bridge in self.bridges.values():
                 bridge.shared_account = self.shared_account

@@ -15,6 +15,7 @@ timestamps epoch milliseconds (UTC). Sides are lower-case ``buy``/``sell``; posi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -242,6 +243,16 @@ class Gateway(Protocol):
 
     def funding_payments_since(self, symbol: str, since_ms: int) -> list[tuple[int, float]]:
         """(settlement time ms, amount in quote; negative = paid) at or after ``since_ms``."""
+        ...
+
+    def accounts(self, symbols: Sequence[str]) -> dict[str, Account]:
+        """``account`` for every symbol of a basket from one read of the account and its positions."""
+        ...
+
+    def funding_payments_all(
+        self, symbols: Sequence[str], since_ms: int
+    ) -> dict[str, list[tuple[int, float]]]:
+        """``funding_payments_since`` for every symbol of a basket from one income history."""
         ...
 
     def hedge_mode(self) -> bool:
